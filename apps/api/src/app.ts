@@ -1,0 +1,71 @@
+import express, { type Express, type RequestHandler } from 'express';
+import { AppError, type ClientRegistry, type Config, type JobStore, type Logger } from '@proxy/core';
+import { authenticate } from './middleware/authenticate.js';
+import { errorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
+import { requestContext } from './middleware/request-context.js';
+import { healthHandler } from './routes/health.js';
+import { legacyRouter } from './routes/legacy.js';
+import { createRequestHandler, getRequestHandler } from './routes/requests.js';
+import { runWorkerHandler, type WorkerPass } from './routes/worker.js';
+
+export type { WorkerPass } from './routes/worker.js';
+
+export interface AppDeps {
+  config: Config;
+  store: JobStore;
+  logger: Logger;
+  /** Read on every request, so a reloaded client list takes effect at once. */
+  clients: () => ClientRegistry;
+  /** One bounded worker pass, or null when this process has no upstream key. */
+  workerPass: WorkerPass | null;
+  now?: () => number;
+  version?: string;
+}
+
+/** Builds the Express app from its dependencies. It neither listens nor reads the environment. */
+export function createApp(deps: AppDeps): Express {
+  const now = deps.now ?? Date.now;
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  app.set('query parser', 'simple');
+
+  const auth = authenticate(deps.clients);
+  const requireJson: RequestHandler = (req, _res, next) => {
+    if (!req.is('application/json')) throw new AppError('unsupported_media_type', 'send the body as Content-Type: application/json');
+    next();
+  };
+  // Raw bytes, not parsed JSON: the signature covers exactly what the client sent.
+  const rawBody = express.raw({ type: () => true, limit: deps.config.http.bodyLimitBytes });
+
+  const create = [auth, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
+  const read = [auth, getRequestHandler({ store: deps.store })];
+  const work = [auth, runWorkerHandler(deps.workerPass)];
+  const health = [healthHandler(deps.store)];
+
+  app.use(requestContext(deps.logger));
+
+  app.post('/v1/requests', ...create);
+  app.all('/v1/requests', methodNotAllowed(['POST']));
+  app.get('/v1/requests/:id', ...read);
+  app.all('/v1/requests/:id', methodNotAllowed(['GET']));
+  app.post('/v1/worker/run', ...work);
+  app.all('/v1/worker/run', methodNotAllowed(['POST']));
+  app.get('/health', ...health);
+  app.all('/health', methodNotAllowed(['GET']));
+
+  const legacy = legacyRouter(
+    {
+      request: { method: 'POST', handlers: create },
+      result: { method: 'GET', handlers: read },
+      worker: { method: 'GET', handlers: work },
+      health: { method: 'GET', handlers: health },
+    },
+    () => ({ service: 'chat-async-proxy', version: deps.version ?? 'dev', docs: 'see README.md' }),
+  );
+  app.all(['/', '/index.php'], legacy);
+
+  app.use(notFound);
+  app.use(errorHandler);
+  return app;
+}

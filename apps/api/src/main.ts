@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
+import {
+  createClientRegistry,
+  createLogger,
+  createUpstreamClient,
+  createWorkerFromConfig,
+  handleStopSignals,
+  loadConfig,
+  openSqliteStore,
+  runMain,
+  secretValues,
+} from '@proxy/core';
+import { createApp, type WorkerPass } from './app.js';
+
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+
+// A pass through the API is bounded so an HTTP caller is not held for long.
+const PASS_LIMITS = { maxJobs: 50, maxSeconds: 20 };
+
+await runMain('proxy-api', async () => {
+  const config = loadConfig({ needs: { clients: true } });
+  const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' } });
+  const store = openSqliteStore({ path: config.db.path });
+  const upstream = config.upstream.apiKey
+    ? createUpstreamClient({ baseUrl: config.upstream.baseUrl, apiKey: config.upstream.apiKey, connections: config.worker.concurrency })
+    : null;
+  const worker = upstream ? createWorkerFromConfig(config, { store, upstream, logger }) : null;
+  const workerPass: WorkerPass | null = worker ? () => worker.runOnce(PASS_LIMITS) : null;
+  const clients = createClientRegistry(config.clients);
+  const app = createApp({ config, store, logger, clients: () => clients, workerPass, version });
+
+  const server = app.listen(config.http.port, config.http.host);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  // Slow clients cannot pin sockets: headers and the whole request must arrive in time.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+  const { address, port } = server.address() as AddressInfo;
+  logger.info('proxy-api listening', { address, port, database: config.db.path, version, manual_worker: Boolean(worker) });
+
+  handleStopSignals(logger, async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    await worker?.stop();
+    await closed;
+    await upstream?.close();
+    await store.close();
+    logger.info('proxy-api stopped');
+  });
+});
+

@@ -1,0 +1,12 @@
+import type { RequestHandler } from 'express';
+import { AppError, type ClientRegistry } from '@proxy/core';
+
+/** Requires a known X-Proxy-Key; the registry is read through a getter so a reload takes effect at once. */
+export function authenticate(registry: () => ClientRegistry): RequestHandler {
+  return (req, res, next) => {
+    const client = registry().findByKey(req.get('x-proxy-key'));
+    if (!client) throw new AppError('unauthorized', 'a valid X-Proxy-Key header is required');
+    res.locals.client = client;
+    next();
+  };
+}

@@ -1,0 +1,24 @@
+import { randomUUID } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import type { Logger } from '@proxy/core';
+import { ctx } from '../context.js';
+
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/** Gives every request an id (the client's X-Request-Id when well-formed), a child logger, and an access log line. */
+export function requestContext(logger: Logger): RequestHandler {
+  return (req, res, next) => {
+    const given = req.get('x-request-id');
+    const requestId = given && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+    const log = logger.child({ request_id: requestId });
+    Object.assign(res.locals, { requestId, log });
+    res.setHeader('X-Request-Id', requestId);
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const client = ctx(res).client?.name;
+      log.info('request', { method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10, ...(client ? { client } : {}) });
+    });
+    next();
+  };
+}

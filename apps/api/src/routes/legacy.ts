@@ -1,0 +1,31 @@
+import { Router, type RequestHandler } from 'express';
+import { AppError } from '@proxy/core';
+
+/** The method the old tool used for an action, and the chain its /v1 route runs. */
+export interface LegacyAction {
+  method: 'GET' | 'POST';
+  handlers: RequestHandler[];
+}
+
+/**
+ * `/index.php?action=…` and `/?action=…`, kept so the old PHP tool's clients work unchanged. Each
+ * action runs the same chain as its /v1 route.
+ */
+export function legacyRouter(actions: Record<string, LegacyAction>, about: () => unknown): RequestHandler {
+  // A Router is itself a handler that runs its chain with Express's own next() semantics.
+  const chains = new Map(Object.entries(actions).map(([name, a]) => [name, { method: a.method, run: Router().use(...a.handlers) }]));
+  return (req, res, next) => {
+    const action = req.query.action;
+    if (action === undefined && req.path === '/' && req.method === 'GET') {
+      res.json(about());
+      return;
+    }
+    if (typeof action !== 'string') throw new AppError('invalid_request', 'give one action: request, result, worker or health');
+    const route = chains.get(action);
+    if (!route) throw new AppError('not_found', `unknown action ${JSON.stringify(action.slice(0, 40))}; use request, result, worker or health`);
+    if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD')) {
+      throw new AppError('method_not_allowed', `action=${action} takes ${route.method}`, { headers: { Allow: route.method } });
+    }
+    route.run(req, res, next);
+  };
+}

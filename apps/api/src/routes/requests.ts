@@ -1,0 +1,82 @@
+import type { RequestHandler } from 'express';
+import { createHash } from 'node:crypto';
+import {
+  AppError,
+  isJobId,
+  newJobId,
+  parseCreateRequest,
+  toJobView,
+  type ChatMessage,
+  type ChatRequest,
+  type Config,
+  type JobStore,
+} from '@proxy/core';
+import { clientOf, ctx } from '../context.js';
+import { readSignedBody } from '../signed-body.js';
+
+/** A request's `ts` may differ from the server's clock by this much either way. */
+export const MAX_CLOCK_SKEW_SECONDS = 300;
+/** A nonce replayed within this window returns the original job; later it is refused. */
+export const NONCE_WINDOW_MS = 24 * 3600 * 1000;
+
+export interface RequestRoutesDeps {
+  store: JobStore;
+  config: Config;
+  now: () => number;
+}
+
+/** POST /v1/requests: verify, validate, enqueue, answer 202 with the id. */
+export function createRequestHandler({ store, config, now }: RequestRoutesDeps): RequestHandler {
+  return async (req, res) => {
+    const client = clientOf(res);
+    const body = parseCreateRequest(readSignedBody(req.body, client));
+    const at = now();
+    if (Math.abs(at / 1000 - body.ts) > MAX_CLOCK_SKEW_SECONDS) {
+      throw new AppError('stale_request', `ts must be within ${MAX_CLOCK_SKEW_SECONDS} s of the server's clock (server time ${Math.floor(at / 1000)})`);
+    }
+    const request = toChatRequest(body, config.upstream.defaultModel);
+    const ttlSeconds = body.ttl ?? config.jobs.ttlSeconds;
+    // Same nonce, same request → same job; "same" is what the upstream would be asked, not the bytes.
+    const requestHash = createHash('sha256').update(JSON.stringify([request, ttlSeconds])).digest('hex');
+    const { job, created } = await store.createJob({
+      id: newJobId(),
+      client: client.name,
+      nonce: body.nonce,
+      requestHash,
+      model: request.model,
+      request,
+      maxAttempts: config.jobs.maxAttempts,
+      expiresAt: at + ttlSeconds * 1000,
+    });
+    if (!created) {
+      if (job.requestHash !== requestHash || at - job.createdAt > NONCE_WINDOW_MS) {
+        throw new AppError('nonce_reused', 'this nonce was already used for a different request; use a fresh nonce');
+      }
+      ctx(res).log.info('idempotent replay', { job_id: job.id });
+      res.status(200).location(`/v1/requests/${job.id}`).json(toJobView(job));
+      return;
+    }
+    ctx(res).log.info('job queued', { job_id: job.id, model: job.model });
+    res.status(202).location(`/v1/requests/${job.id}`).json(toJobView(job));
+  };
+}
+
+/** GET /v1/requests/:id (or ?id= on the legacy route): the job, if it is this client's. */
+export function getRequestHandler({ store }: Pick<RequestRoutesDeps, 'store'>): RequestHandler {
+  return async (req, res) => {
+    const id = req.params.id ?? req.query.id;
+    const client = clientOf(res);
+    // Another client's job is answered exactly like an unknown one, so ids cannot be probed.
+    const job = isJobId(id) ? await store.getJob(id) : null;
+    if (!job || job.client !== client.name) throw new AppError('not_found', 'no request with this id');
+    res.json(toJobView(job));
+  };
+}
+
+function toChatRequest(body: ReturnType<typeof parseCreateRequest>, defaultModel: string): ChatRequest {
+  const messages: ChatMessage[] = [];
+  if (body.system !== undefined) messages.push({ role: 'system', content: body.system });
+  if (body.messages) messages.push(...body.messages);
+  else messages.push({ role: 'user', content: body.prompt });
+  return { ...(body.options ?? {}), model: body.model ?? defaultModel, messages };
+}

@@ -1,0 +1,44 @@
+import {
+  createLogger,
+  createUpstreamClient,
+  createWorkerFromConfig,
+  loadConfig,
+  openSqliteStore,
+  secretValues,
+  type JobStore,
+  type Logger,
+  type UpstreamClient,
+  type Worker,
+} from '@proxy/core';
+
+/** What both commands run on, built from configuration. */
+export interface WorkerSetup {
+  logger: Logger;
+  store: JobStore;
+  upstream: UpstreamClient;
+  worker: Worker;
+  close(): Promise<void>;
+}
+
+/** Loads configuration (the upstream key is required) and builds the worker. */
+export function setUpWorker(): WorkerSetup {
+  const config = loadConfig({ needs: { upstream: true } });
+  const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' } });
+  const store = openSqliteStore({ path: config.db.path });
+  const upstream = createUpstreamClient({
+    baseUrl: config.upstream.baseUrl,
+    apiKey: config.upstream.apiKey as string,
+    connections: config.worker.concurrency,
+  });
+  const worker = createWorkerFromConfig(config, { store, upstream, logger });
+  return {
+    logger,
+    store,
+    upstream,
+    worker,
+    async close() {
+      await upstream.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,219 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseDotenv } from 'dotenv';
+import { Ajv } from 'ajv';
+import { ConfigError } from './errors.js';
+
+/**
+ * Every setting the product reads, with its default and what it does. `.env.example` must list each
+ * of these (a test enforces it); secrets are marked so no error message ever repeats their value.
+ */
+export const SETTINGS = {
+  OPENAI_API_KEY: { type: 'string', secret: true, doc: 'Upstream API key (the worker needs it; or use OPENAI_API_KEY_FILE).' },
+  OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
+  OPENAI_BASE_URL: { type: 'string', default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL.' },
+  DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: '^[A-Za-z0-9._:/-]{1,100}$', doc: 'Model used when a request names none.' },
+  PROXY_DB_PATH: { type: 'string', default: './data/requests.sqlite', minLength: 1, doc: 'SQLite file shared by API and worker; its folder is created.' },
+  PROXY_KEY: { type: 'string', secret: true, pattern: '^[\\x21-\\x7e]{16,256}$', doc: 'Client key sent in X-Proxy-Key (16+ printable characters).' },
+  PROXY_SECRET: { type: 'string', secret: true, pattern: '^[\\x21-\\x7e]{32,512}$', doc: 'HMAC secret of that client (32+ printable characters).' },
+  HOST: { type: 'string', default: '127.0.0.1', minLength: 1, doc: 'Address proxy-api listens on.' },
+  PORT: { type: 'integer', default: 8000, minimum: 0, maximum: 65535, doc: 'Port proxy-api listens on (0 picks a free one).' },
+  LOG_LEVEL: { type: 'string', default: 'info', enum: ['error', 'warn', 'info', 'debug'], doc: 'error, warn, info or debug.' },
+  LOG_FORMAT: { type: 'string', default: 'auto', enum: ['auto', 'json', 'text'], doc: 'auto: text on a terminal, JSON lines otherwise.' },
+  BODY_LIMIT: { type: 'string', default: '1mb', pattern: '^[0-9]+(b|kb|mb)?$', doc: 'Largest request body accepted (b, kb or mb).' },
+  JOB_TTL_SECONDS: { type: 'integer', default: 3600, minimum: 1, maximum: 604800, doc: 'Deadline of a job when the request gives no ttl.' },
+  MAX_ATTEMPTS: { type: 'integer', default: 5, minimum: 1, maximum: 100, doc: 'Upstream attempts per job before it fails.' },
+  RETRY_BASE_MS: { type: 'integer', default: 1000, minimum: 1, maximum: 3600000, doc: 'First retry delay; doubles each attempt, with jitter.' },
+  RETRY_MAX_MS: { type: 'integer', default: 60000, minimum: 1, maximum: 86400000, doc: 'Longest delay between two attempts.' },
+  UPSTREAM_TIMEOUT_SECONDS: { type: 'integer', default: 120, minimum: 1, maximum: 3600, doc: 'Per-attempt timeout of an upstream call.' },
+  WORKER_CONCURRENCY: { type: 'integer', default: 8, minimum: 1, maximum: 1024, doc: 'Upstream calls one worker process runs at once.' },
+  LEASE_SECONDS: { type: 'integer', default: 30, minimum: 2, maximum: 3600, doc: 'How long a claim holds a job without renewal; a dead worker\'s jobs return after it.' },
+  WORKER_POLL_MS: { type: 'integer', default: 20, minimum: 5, maximum: 10000, doc: 'How often an idle worker checks the database for changes (a cheap PRAGMA, not a query of the queue).' },
+  SHUTDOWN_GRACE_SECONDS: { type: 'integer', default: 30, minimum: 0, maximum: 3600, doc: 'On SIGTERM, how long calls in flight may finish before they are put back.' },
+  RESULT_RETENTION_SECONDS: { type: 'integer', default: 604800, minimum: 60, maximum: 31536000, doc: 'Finished jobs are deleted this long after they finish.' },
+} as const satisfies Record<string, SettingSpec>;
+
+interface SettingSpec {
+  type: 'string' | 'integer';
+  doc: string;
+  default?: string | number;
+  secret?: boolean;
+  pattern?: string;
+  minLength?: number;
+  minimum?: number;
+  maximum?: number;
+  enum?: readonly string[];
+}
+
+export type SettingName = keyof typeof SETTINGS;
+
+/** A client allowed to use the API: its key (X-Proxy-Key) and the secrets its signatures may use. */
+export interface ClientIdentity {
+  readonly name: string;
+  readonly key: string;
+  readonly secrets: readonly string[];
+}
+
+/** The validated, frozen configuration both apps run on. */
+export interface Config {
+  readonly upstream: {
+    readonly apiKey: string | null;
+    readonly baseUrl: string;
+    readonly defaultModel: string;
+    readonly timeoutMs: number;
+  };
+  readonly db: { readonly path: string };
+  readonly clients: readonly ClientIdentity[];
+  readonly http: { readonly host: string; readonly port: number; readonly bodyLimitBytes: number };
+  readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly format: 'auto' | 'json' | 'text' };
+  readonly jobs: { readonly ttlSeconds: number; readonly retentionSeconds: number; readonly maxAttempts: number };
+  readonly worker: {
+    readonly concurrency: number;
+    readonly retryBaseMs: number;
+    readonly retryMaxMs: number;
+    readonly leaseMs: number;
+    readonly pollMs: number;
+    readonly shutdownGraceMs: number;
+  };
+}
+
+/** What the calling program cannot run without; the rest has defaults. */
+export interface ConfigNeeds {
+  /** The upstream key (the worker). */
+  upstream?: boolean;
+  /** At least one client (the API). */
+  clients?: boolean;
+}
+
+export interface LoadConfigOptions {
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Folder whose `.env` is read and against which relative paths resolve. */
+  cwd?: string;
+  needs?: ConfigNeeds;
+}
+
+const schema = {
+  type: 'object',
+  properties: Object.fromEntries(
+    Object.entries(SETTINGS as Record<string, SettingSpec>).map(([name, spec]) => {
+      const { doc: _doc, secret: _secret, ...jsonSchema } = spec;
+      return [name, jsonSchema];
+    }),
+  ),
+} as const;
+
+// Compiled once at import: coercion turns "8" into 8, defaults fill what is unset.
+const validateSettings = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false }).compile(schema);
+
+/**
+ * Reads settings from the environment, then from `.env` in cwd (the environment wins), validates
+ * them and returns them frozen. Throws ConfigError with one line naming the first bad setting.
+ */
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const cwd = options.cwd ?? process.cwd();
+  const env = options.env ?? process.env;
+  const fromFile = readDotenv(resolve(cwd, '.env'));
+  const raw: Record<string, string | number> = {};
+  for (const name of Object.keys(SETTINGS)) {
+    const value = env[name] ?? fromFile[name];
+    if (value !== undefined && value.trim() !== '') raw[name] = value.trim();
+  }
+
+  if (!validateSettings(raw)) {
+    const err = validateSettings.errors?.[0];
+    const name = err?.instancePath.replace(/^\//, '') ?? 'configuration';
+    throw new ConfigError(describeBadSetting(name, err?.message ?? 'is invalid', raw[name]));
+  }
+  const s = raw as Record<SettingName, string> & Record<string, unknown>;
+  const int = (name: SettingName): number => s[name] as unknown as number;
+
+  const apiKey = readUpstreamKey(s.OPENAI_API_KEY, s.OPENAI_API_KEY_FILE, cwd);
+  if (options.needs?.upstream && !apiKey) {
+    throw new ConfigError('OPENAI_API_KEY is not set: put the upstream key in .env (or point OPENAI_API_KEY_FILE at a file holding it)');
+  }
+  const clients: ClientIdentity[] = [];
+  if (s.PROXY_KEY || s.PROXY_SECRET) {
+    if (!s.PROXY_KEY) throw new ConfigError('PROXY_KEY is not set but PROXY_SECRET is: set both');
+    if (!s.PROXY_SECRET) throw new ConfigError('PROXY_SECRET is not set but PROXY_KEY is: set both');
+    clients.push({ name: 'default', key: s.PROXY_KEY, secrets: [s.PROXY_SECRET] });
+  }
+  if (options.needs?.clients && clients.length === 0) {
+    throw new ConfigError('PROXY_KEY is not set: set PROXY_KEY and PROXY_SECRET in .env (npm start writes fresh ones)');
+  }
+
+  const retryBaseMs = int('RETRY_BASE_MS');
+  const retryMaxMs = int('RETRY_MAX_MS');
+  if (retryMaxMs < retryBaseMs) throw new ConfigError(`RETRY_MAX_MS must be at least RETRY_BASE_MS (${retryBaseMs})`);
+
+  return deepFreeze({
+    upstream: {
+      apiKey,
+      baseUrl: s.OPENAI_BASE_URL.replace(/\/+$/, ''),
+      defaultModel: s.DEFAULT_MODEL,
+      timeoutMs: int('UPSTREAM_TIMEOUT_SECONDS') * 1000,
+    },
+    db: { path: resolve(cwd, s.PROXY_DB_PATH) },
+    clients,
+    http: { host: s.HOST, port: int('PORT'), bodyLimitBytes: parseByteSize(s.BODY_LIMIT) },
+    log: { level: s.LOG_LEVEL as Config['log']['level'], format: s.LOG_FORMAT as Config['log']['format'] },
+    jobs: { ttlSeconds: int('JOB_TTL_SECONDS'), retentionSeconds: int('RESULT_RETENTION_SECONDS'), maxAttempts: int('MAX_ATTEMPTS') },
+    worker: {
+      concurrency: int('WORKER_CONCURRENCY'),
+      retryBaseMs,
+      retryMaxMs,
+      leaseMs: int('LEASE_SECONDS') * 1000,
+      pollMs: int('WORKER_POLL_MS'),
+      shutdownGraceMs: int('SHUTDOWN_GRACE_SECONDS') * 1000,
+    },
+  });
+}
+
+function readDotenv(path: string): Record<string, string> {
+  if (!existsSync(path)) return {};
+  try {
+    return parseDotenv(readFileSync(path));
+  } catch (err) {
+    throw new ConfigError(`.env at ${path} cannot be read: ${(err as Error).message}`);
+  }
+}
+
+function readUpstreamKey(inline: string | undefined, file: string | undefined, cwd: string): string | null {
+  if (inline) return inline;
+  if (!file) return null;
+  try {
+    const key = readFileSync(resolve(cwd, file), 'utf8').trim();
+    if (!key) throw new ConfigError(`OPENAI_API_KEY_FILE points at an empty file (${file})`);
+    return key;
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(`OPENAI_API_KEY_FILE cannot be read (${file}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+}
+
+function describeBadSetting(name: string, problem: string, value: unknown): string {
+  const spec = (SETTINGS as Record<string, SettingSpec>)[name];
+  const shown = spec?.secret || value === undefined ? '' : ` (got ${JSON.stringify(String(value))})`;
+  const hint = spec ? `: ${spec.doc}` : '';
+  return `${name} ${problem}${shown}${hint}`;
+}
+
+/** "1mb" → 1048576; the units Express's body parsers use, base 1024. */
+export function parseByteSize(text: string): number {
+  const m = /^([0-9]+)(b|kb|mb)?$/.exec(text);
+  if (!m) throw new ConfigError(`BODY_LIMIT must look like 512kb or 1mb (got ${JSON.stringify(text)})`);
+  const unit = m[2] === 'mb' ? 1024 * 1024 : m[2] === 'kb' ? 1024 : 1;
+  return Number(m[1]) * unit;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Every secret value in the configuration, for the logger's redaction list. */
+export function secretValues(config: Config): string[] {
+  return [config.upstream.apiKey ?? '', ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
+}

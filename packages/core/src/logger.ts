@@ -1,0 +1,72 @@
+import type { Writable } from 'node:stream';
+import winston from 'winston';
+
+/** The logger both apps use; child loggers carry request and job ids. */
+export type Logger = winston.Logger;
+
+export interface LoggerOptions {
+  level: 'error' | 'warn' | 'info' | 'debug';
+  format: 'auto' | 'json' | 'text';
+  /** Values that must never be written (keys, secrets); replaced by `[redacted]` wherever they appear. */
+  secrets?: readonly string[];
+  /** Where lines go; stdout when unset. Tests pass a stream to read what was logged. */
+  stream?: Writable;
+  /** Fixed fields on every line, e.g. `{ app: 'api' }`. */
+  defaultMeta?: Record<string, unknown>;
+}
+
+// Field names whose values are secret whatever they hold.
+const SECRET_FIELDS = /^(authorization|x-proxy-key|proxy_key|proxy_secret|secret|secrets|api_?key|sign|password)$/i;
+
+/** Builds the logger: JSON lines, or readable text when writing to a terminal (LOG_FORMAT=auto). */
+export function createLogger(options: LoggerOptions): Logger {
+  const secrets = (options.secrets ?? []).filter((s) => s.length >= 8);
+  const target = (options.stream ?? process.stdout) as { isTTY?: boolean };
+  const useJson = options.format === 'json' || (options.format === 'auto' && !target.isTTY);
+  const redact = winston.format((info) => redactInfo(info, secrets) as winston.Logform.TransformableInfo);
+  const format = useJson
+    ? winston.format.combine(redact(), winston.format.timestamp(), winston.format.json())
+    : winston.format.combine(
+        redact(),
+        winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
+        winston.format.printf(({ timestamp, level, message, ...meta }) => {
+          const rest = Object.keys(meta).length ? ` ${JSON.stringify(meta)}` : '';
+          return `${String(timestamp)} ${level.padEnd(5)} ${String(message)}${rest}`;
+        }),
+      );
+  const transport = options.stream
+    ? new winston.transports.Stream({ stream: options.stream })
+    : new winston.transports.Console();
+  return winston.createLogger({ level: options.level, format, transports: [transport], defaultMeta: options.defaultMeta ?? {} });
+}
+
+/** A logger that writes nothing, for tests that do not read logs. */
+export function createSilentLogger(): Logger {
+  return winston.createLogger({ silent: true, transports: [new winston.transports.Console({ silent: true })] });
+}
+
+function redactInfo(info: Record<string | symbol, unknown>, secrets: readonly string[]): Record<string | symbol, unknown> {
+  for (const key of Object.keys(info)) {
+    info[key] = redactValue(key, info[key], secrets, 0);
+  }
+  return info;
+}
+
+function redactValue(key: string, value: unknown, secrets: readonly string[], depth: number): unknown {
+  if (SECRET_FIELDS.test(key)) return '[redacted]';
+  if (typeof value === 'string') return scrub(value, secrets);
+  if (value instanceof Error) return { name: value.name, message: scrub(value.message, secrets) };
+  if (value && typeof value === 'object' && depth < 4) {
+    const out: Record<string, unknown> = Array.isArray(value) ? ([] as unknown as Record<string, unknown>) : {};
+    for (const [k, v] of Object.entries(value)) out[k] = redactValue(k, v, secrets, depth + 1);
+    return out;
+  }
+  return value;
+}
+
+function scrub(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) if (out.includes(secret)) out = out.split(secret).join('[redacted]');
+  // Bearer tokens and sk- keys that were never configured here (e.g. echoed by an upstream) go too.
+  return out.replace(/Bearer\s+[\x21-\x7e]+/g, 'Bearer [redacted]').replace(/sk-[A-Za-z0-9_-]{16,}/g, 'sk-[redacted]');
+}

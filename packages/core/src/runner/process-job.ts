@@ -1,0 +1,135 @@
+import type { Logger } from '../logger.js';
+import type { ClaimedJob, JobError, JobStore } from '../store/types.js';
+import { backoffMs, judgeFailure } from './retry-policy.js';
+import type { UpstreamClient } from './upstream-client.js';
+
+/** Why an attempt was cut short; each reason ends the job differently. */
+export type AbortReason = 'timeout' | 'deadline' | 'cancelled' | 'lease_lost' | 'shutdown';
+
+/** How one attempt ended, for counters and the worker's report. */
+export type AttemptOutcome = 'completed' | 'failed' | 'retried' | 'expired' | 'cancelled' | 'released' | 'lost';
+
+export interface ProcessJobDeps {
+  store: JobStore;
+  upstream: UpstreamClient;
+  logger: Logger;
+  now: () => number;
+  leaseMs: number;
+  attemptTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  random?: () => number;
+}
+
+class AttemptAborted extends Error {
+  constructor(readonly reason: AbortReason) {
+    super(`attempt aborted: ${reason}`);
+  }
+}
+
+/**
+ * Runs one attempt of a claimed job and records how it ended. Every write names the job's fencing
+ * token, so a worker that lost its lease cannot overwrite what the new holder does.
+ * `shutdown` aborts the attempt and gives the job back unspent.
+ */
+export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown: AbortSignal): Promise<AttemptOutcome> {
+  const { store, logger, now } = deps;
+  const log = logger.child({ job_id: job.id, attempt: job.attempts });
+  const token = job.leaseToken;
+  const started = now();
+
+  if (job.expiresAt <= started) {
+    return (await store.finishJob(job.id, token, 'expired', expiredError())) ? 'expired' : 'lost';
+  }
+  if (shutdown.aborted) {
+    return (await store.releaseJob(job.id, token, started)) ? 'released' : 'lost';
+  }
+
+  const controller = new AbortController();
+  const abort = (reason: AbortReason) => {
+    if (!controller.signal.aborted) controller.abort(new AttemptAborted(reason));
+  };
+  const timers = [
+    setTimeout(() => abort('timeout'), deps.attemptTimeoutMs),
+    setTimeout(() => abort('deadline'), job.expiresAt - started),
+  ];
+  const onShutdown = () => abort('shutdown');
+  shutdown.addEventListener('abort', onShutdown, { once: true });
+  // Renew well before the lease lapses; the renewal also carries a client's cancel request to us.
+  const renewal = setInterval(() => {
+    store.renewLease(job.id, token, deps.leaseMs).then(
+      (state) => {
+        if (state === 'lost') abort('lease_lost');
+        else if (state === 'cancel_requested') abort('cancelled');
+      },
+      (err: unknown) => log.warn('lease renewal failed', { err }),
+    );
+  }, Math.max(50, Math.floor(deps.leaseMs / 3)));
+
+  try {
+    log.debug('calling upstream', { model: job.model });
+    const outcome = await deps.upstream.chat(job.request, controller.signal);
+    if (outcome.kind === 'ok') {
+      const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body });
+      log.info(done ? 'job completed' : 'job completed upstream but the lease was lost', { ms: now() - started });
+      return done ? 'completed' : 'lost';
+    }
+    const verdict = judgeFailure(outcome, now());
+    return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, log);
+  } catch (err) {
+    if (!(err instanceof AttemptAborted)) throw err;
+    return await settleAbort(job, err.reason, deps, log);
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    clearInterval(renewal);
+    shutdown.removeEventListener('abort', onShutdown);
+  }
+}
+
+async function settleFailure(
+  job: ClaimedJob,
+  retryable: boolean,
+  error: JobError,
+  waitMs: number | undefined,
+  deps: ProcessJobDeps,
+  log: Logger,
+): Promise<AttemptOutcome> {
+  const { store } = deps;
+  const token = job.leaseToken;
+  if (!retryable || job.attempts >= job.maxAttempts) {
+    log.warn(retryable ? 'job failed: no attempts left' : 'job failed: not retryable', { error_code: error.code, upstream_status: error.upstreamStatus });
+    return (await store.finishJob(job.id, token, 'failed', error)) ? 'failed' : 'lost';
+  }
+  const runAfter = deps.now() + (waitMs ?? backoffMs(job.attempts, deps.retryBaseMs, deps.retryMaxMs, deps.random));
+  if (runAfter >= job.expiresAt) {
+    log.warn('job expired: the next attempt would start past its deadline', { error_code: error.code });
+    return (await store.finishJob(job.id, token, 'expired', { ...expiredError(), upstreamStatus: error.upstreamStatus })) ? 'expired' : 'lost';
+  }
+  log.info('attempt failed, will retry', { error_code: error.code, upstream_status: error.upstreamStatus, retry_in_ms: runAfter - deps.now() });
+  return (await store.retryJob(job.id, token, runAfter, error)) ? 'retried' : 'lost';
+}
+
+async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJobDeps, log: Logger): Promise<AttemptOutcome> {
+  const { store } = deps;
+  const token = job.leaseToken;
+  switch (reason) {
+    case 'timeout':
+      return settleFailure(job, true, { code: 'upstream_timeout', message: `no answer within ${Math.round(deps.attemptTimeoutMs / 1000)} s` }, undefined, deps, log);
+    case 'deadline':
+      log.warn('job expired during its attempt');
+      return (await store.finishJob(job.id, token, 'expired', expiredError())) ? 'expired' : 'lost';
+    case 'cancelled':
+      log.info('job cancelled by its client during its attempt');
+      return (await store.finishJob(job.id, token, 'cancelled', null)) ? 'cancelled' : 'lost';
+    case 'shutdown':
+      log.info('attempt abandoned for shutdown; job put back');
+      return (await store.releaseJob(job.id, token, deps.now())) ? 'released' : 'lost';
+    case 'lease_lost':
+      log.warn('lease lost to another worker; result discarded');
+      return 'lost';
+  }
+}
+
+function expiredError(): JobError {
+  return { code: 'expired', message: 'the job reached its ttl before it could complete' };
+}

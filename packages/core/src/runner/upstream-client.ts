@@ -1,0 +1,104 @@
+import { Pool, errors as undiciErrors } from 'undici';
+import type { ChatRequest } from '../store/types.js';
+
+/** What one upstream call produced, already read to the end. */
+export type UpstreamOutcome =
+  | { kind: 'ok'; status: number; body: unknown; outputText: string | null; usage: unknown }
+  | { kind: 'http_error'; status: number; headers: Record<string, string>; body: unknown; errorCode: string | null; message: string }
+  | { kind: 'bad_response'; status: number; message: string }
+  | { kind: 'network_error'; code: string; message: string };
+
+/** Calls POST {baseUrl}/chat/completions. One instance per process: it owns the connection pool. */
+export interface UpstreamClient {
+  chat(request: ChatRequest, signal: AbortSignal): Promise<UpstreamOutcome>;
+  close(): Promise<void>;
+}
+
+export interface UpstreamClientOptions {
+  baseUrl: string;
+  apiKey: string;
+  /** Most sockets to keep open; match the worker's concurrency. */
+  connections: number;
+}
+
+// Upstream error bodies can be large HTML pages from a proxy in front; keep what a person needs.
+const MAX_ERROR_TEXT = 500;
+
+/** Builds the undici-backed upstream client. */
+export function createUpstreamClient(options: UpstreamClientOptions): UpstreamClient {
+  const base = new URL(options.baseUrl);
+  const path = `${base.pathname.replace(/\/+$/, '')}/chat/completions`;
+  const pool = new Pool(base.origin, {
+    connections: options.connections,
+    // The caller's AbortSignal carries the real per-attempt timeout; these only catch a stuck socket.
+    headersTimeout: 0,
+    bodyTimeout: 0,
+    keepAliveTimeout: 30_000,
+  });
+  const headers = {
+    'content-type': 'application/json',
+    accept: 'application/json',
+    authorization: `Bearer ${options.apiKey}`,
+  };
+
+  return {
+    async chat(request, signal) {
+      let res;
+      try {
+        res = await pool.request({ method: 'POST', path, headers, body: JSON.stringify(request), signal });
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        return networkError(err);
+      }
+      let text: string;
+      try {
+        text = await res.body.text();
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        return networkError(err);
+      }
+      const status = res.statusCode;
+      const body = tryParseJson(text);
+      if (status >= 200 && status < 300) {
+        if (body === undefined || body === null || typeof body !== 'object') {
+          return { kind: 'bad_response', status, message: `upstream answered ${status} with a body that is not a JSON object` };
+        }
+        return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
+      }
+      const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
+      const message = typeof apiError?.message === 'string' ? apiError.message : text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`;
+      const errorCode = typeof apiError?.code === 'string' ? apiError.code : typeof apiError?.type === 'string' ? apiError.type : null;
+      return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: body ?? null, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
+    },
+    async close() {
+      await pool.close();
+    },
+  };
+}
+
+function extractText(body: object): string | null {
+  const choice = (body as { choices?: Array<{ message?: { content?: unknown } }> }).choices?.[0];
+  const content = choice?.message?.content;
+  return typeof content === 'string' ? content : null;
+}
+
+function tryParseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
+  return out;
+}
+
+function networkError(err: unknown): UpstreamOutcome {
+  const e = err as { code?: string; message?: string; cause?: { code?: string } };
+  const code = e.cause?.code ?? e.code ?? 'network_error';
+  const isUndici = err instanceof undiciErrors.UndiciError;
+  return { kind: 'network_error', code, message: isUndici || e.message ? `upstream connection failed: ${code}` : 'upstream connection failed' };
+}

@@ -1,0 +1,217 @@
+import type { Config } from '../config.js';
+import { hostname } from 'node:os';
+import { newWorkerId } from '../ids.js';
+import type { Logger } from '../logger.js';
+import type { JobStore } from '../store/types.js';
+import { processJob, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
+import type { UpstreamClient } from './upstream-client.js';
+
+export interface WorkerOptions {
+  store: JobStore;
+  upstream: UpstreamClient;
+  logger: Logger;
+  concurrency: number;
+  leaseMs: number;
+  attemptTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  pollMs: number;
+  shutdownGraceMs: number;
+  retentionMs: number;
+  now?: () => number;
+  random?: () => number;
+  heartbeatMs?: number;
+  housekeepingMs?: number;
+}
+
+export interface RunLimits {
+  /** Stop claiming after this many jobs. */
+  maxJobs?: number;
+  /** Stop claiming after this long. */
+  maxSeconds?: number;
+}
+
+/** What a run did, by how each attempt ended. */
+export type RunReport = Record<AttemptOutcome, number> & { claimed: number };
+
+/** The claim → call → record loop. `runOnce` drains what is due; `runDaemon` runs until `stop`. */
+export interface Worker {
+  readonly id: string;
+  runOnce(limits?: RunLimits): Promise<RunReport>;
+  runDaemon(): Promise<RunReport>;
+  /** First call: stop claiming, let calls finish within the grace period, put back the rest. */
+  stop(): Promise<void>;
+  /** Put back what is in flight now, without waiting for the grace period. */
+  abortNow(): void;
+}
+
+/** Builds a worker over a store and an upstream client. */
+export function createWorker(options: WorkerOptions): Worker {
+  const now = options.now ?? Date.now;
+  const id = newWorkerId(hostname(), process.pid);
+  const log = options.logger.child({ worker_id: id });
+  const deps: ProcessJobDeps = {
+    store: options.store,
+    upstream: options.upstream,
+    logger: log,
+    now,
+    leaseMs: options.leaseMs,
+    attemptTimeoutMs: options.attemptTimeoutMs,
+    retryBaseMs: options.retryBaseMs,
+    retryMaxMs: options.retryMaxMs,
+    ...(options.random ? { random: options.random } : {}),
+  };
+
+  const shutdown = new AbortController();
+  const inflight = new Set<Promise<void>>();
+  let stopping = false;
+  let stopped: Promise<void> | null = null;
+  let wake: (() => void) | null = null;
+  let jobsDone = 0;
+  const startedAt = now();
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wake = null;
+        resolve();
+      }
+      wake = done;
+    });
+  const wakeUp = () => wake?.();
+
+  function start(job: Awaited<ReturnType<JobStore['claimJobs']>>[number], report: RunReport) {
+    const p = processJob(job, deps, shutdown.signal)
+      .then((outcome) => {
+        report[outcome] += 1;
+        if (outcome !== 'released' && outcome !== 'lost') jobsDone += 1;
+      })
+      .catch((err: unknown) => {
+        log.error('job processing crashed', { job_id: job.id, err });
+      })
+      .finally(() => {
+        inflight.delete(p);
+        wakeUp();
+      });
+    inflight.add(p);
+  }
+
+  async function loop(mode: 'once' | 'daemon', limits: RunLimits): Promise<RunReport> {
+    const report: RunReport = { claimed: 0, completed: 0, failed: 0, retried: 0, expired: 0, cancelled: 0, released: 0, lost: 0 };
+    const deadline = limits.maxSeconds === undefined ? Infinity : now() + limits.maxSeconds * 1000;
+    const maxJobs = limits.maxJobs ?? Infinity;
+    let lastVersion = -1;
+    let nextWakeAt = 0;
+    let dirty = true;
+    let lastHeartbeat = 0;
+    let lastHousekeeping = mode === 'daemon' ? now() : 0;
+
+    while (!stopping) {
+      const at = now();
+      if (at >= deadline || report.claimed >= maxJobs) break;
+      const room = Math.min(options.concurrency - inflight.size, maxJobs - report.claimed);
+      let claimedNow = 0;
+      if (room > 0 && (dirty || at >= nextWakeAt)) {
+        const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
+        claimedNow = jobs.length;
+        report.claimed += jobs.length;
+        for (const job of jobs) start(job, report);
+        // A full batch means more may be due: keep claiming as slots free instead of waiting.
+        dirty = jobs.length === room;
+        if (!dirty) nextWakeAt = (await options.store.nextWakeAt()) ?? Infinity;
+      }
+      if (mode === 'once' && claimedNow === 0 && inflight.size === 0) break;
+
+      if (mode === 'daemon') {
+        if (at - lastHeartbeat >= (options.heartbeatMs ?? 5000)) {
+          lastHeartbeat = at;
+          await options.store.recordHeartbeat({ id, host: hostname(), pid: process.pid, startedAt, lastSeenAt: at, jobsDone });
+        }
+        if (at - lastHousekeeping >= (options.housekeepingMs ?? 60_000)) {
+          lastHousekeeping = at;
+          await housekeeping();
+        }
+      }
+      if (dirty && inflight.size < options.concurrency) continue;
+      await sleep(Math.max(1, Math.min(options.pollMs, nextWakeAt - now())));
+      // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue query.
+      const version = await options.store.changeCounter();
+      if (version !== lastVersion) {
+        lastVersion = version;
+        dirty = true;
+      }
+    }
+    await drain();
+    if (mode === 'once') await housekeeping();
+    return report;
+  }
+
+  async function housekeeping() {
+    try {
+      const expired = await options.store.expireOverdue();
+      const deleted = await options.store.deleteFinishedBefore(now() - options.retentionMs);
+      await options.store.checkpoint();
+      if (expired || deleted) log.info('housekeeping', { expired, deleted });
+    } catch (err) {
+      log.warn('housekeeping failed', { err });
+    }
+  }
+
+  // Calls in flight are bounded by the attempt timeout and the job's deadline; stop() adds the grace cut-off.
+  async function drain() {
+    while (inflight.size > 0) await Promise.race(inflight);
+  }
+
+  return {
+    id,
+    async runOnce(limits = {}) {
+      return loop('once', limits);
+    },
+    async runDaemon() {
+      log.info('worker started', { concurrency: options.concurrency });
+      try {
+        return await loop('daemon', {});
+      } finally {
+        await options.store.removeHeartbeat(id).catch(() => undefined);
+        log.info('worker stopped', { jobs_done: jobsDone });
+      }
+    },
+    stop() {
+      if (!stopped) {
+        stopping = true;
+        wakeUp();
+        stopped = (async () => {
+          const grace = setTimeout(() => shutdown.abort(), options.shutdownGraceMs);
+          while (inflight.size > 0) await Promise.race(inflight);
+          clearTimeout(grace);
+        })();
+      }
+      return stopped;
+    },
+    abortNow() {
+      stopping = true;
+      shutdown.abort();
+      wakeUp();
+    },
+  };
+}
+
+/** The worker settings from configuration, with the store, upstream client and logger it works with. */
+export function createWorkerFromConfig(
+  config: Config,
+  parts: Pick<WorkerOptions, 'store' | 'upstream' | 'logger'> & Partial<WorkerOptions>,
+): Worker {
+  return createWorker({
+    concurrency: config.worker.concurrency,
+    leaseMs: config.worker.leaseMs,
+    attemptTimeoutMs: config.upstream.timeoutMs,
+    retryBaseMs: config.worker.retryBaseMs,
+    retryMaxMs: config.worker.retryMaxMs,
+    pollMs: config.worker.pollMs,
+    shutdownGraceMs: config.worker.shutdownGraceMs,
+    retentionMs: config.jobs.retentionSeconds * 1000,
+    ...parts,
+  });
+}

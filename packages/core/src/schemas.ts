@@ -1,0 +1,117 @@
+import { Ajv, type ErrorObject } from 'ajv';
+import { AppError } from './errors.js';
+
+/** Chat-completions parameters a client may not set: the proxy owns them. */
+const RESERVED_OPTIONS = ['stream', 'stream_options', 'messages', 'model'];
+
+const message = {
+  type: 'object',
+  required: ['role'],
+  properties: {
+    role: { enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
+    content: {
+      anyOf: [
+        { type: 'string', maxLength: 1_000_000 },
+        { type: 'array', maxItems: 256, items: { type: 'object' } },
+        { type: 'null' },
+      ],
+    },
+    name: { type: 'string', maxLength: 256 },
+    tool_call_id: { type: 'string', maxLength: 256 },
+    tool_calls: { type: 'array', maxItems: 256 },
+  },
+} as const;
+
+/** The create body as the client signs it. */
+export const createRequestSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['ts', 'nonce', 'sign'],
+  properties: {
+    prompt: { type: 'string', minLength: 1, maxLength: 1_000_000 },
+    messages: { type: 'array', minItems: 1, maxItems: 1000, items: message },
+    model: { type: 'string', pattern: '^[A-Za-z0-9._:/-]{1,100}$' },
+    system: { type: 'string', maxLength: 1_000_000 },
+    ttl: { type: 'integer', minimum: 1, maximum: 604800 },
+    options: {
+      type: 'object',
+      properties: {
+        temperature: { type: 'number', minimum: 0, maximum: 2 },
+        top_p: { type: 'number', minimum: 0, maximum: 1 },
+        max_tokens: { type: 'integer', minimum: 1 },
+        max_completion_tokens: { type: 'integer', minimum: 1 },
+        n: { type: 'integer', minimum: 1, maximum: 128 },
+        presence_penalty: { type: 'number', minimum: -2, maximum: 2 },
+        frequency_penalty: { type: 'number', minimum: -2, maximum: 2 },
+        seed: { type: 'integer' },
+        stop: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 4, items: { type: 'string' } }] },
+        response_format: { type: 'object', required: ['type'], properties: { type: { type: 'string' } } },
+        user: { type: 'string', maxLength: 256 },
+        tools: { type: 'array', maxItems: 128 },
+        logit_bias: { type: 'object' },
+        logprobs: { type: 'boolean' },
+        top_logprobs: { type: 'integer', minimum: 0, maximum: 20 },
+        reasoning_effort: { type: 'string' },
+        metadata: { type: 'object' },
+      },
+    },
+    ts: { type: 'integer' },
+    nonce: { type: 'string', pattern: '^[A-Za-z0-9._:-]{8,128}$' },
+    sign: { type: 'string' },
+  },
+  oneOf: [{ required: ['prompt'] }, { required: ['messages'] }],
+} as const;
+
+/** A validated create body. */
+export interface CreateRequestBody {
+  prompt?: string;
+  messages?: ChatMessage[];
+  model?: string;
+  system?: string;
+  ttl?: number;
+  options?: Record<string, unknown>;
+  ts: number;
+  nonce: string;
+  sign: string;
+}
+
+/** An OpenAI chat message, as far as the proxy needs to know it. */
+export interface ChatMessage {
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  content?: unknown;
+  [extra: string]: unknown;
+}
+
+const ajv = new Ajv({ allErrors: false, strict: false });
+const validateCreate = ajv.compile<CreateRequestBody>(createRequestSchema);
+
+/** Validates a parsed create body; throws invalid_request naming the first bad field. */
+export function parseCreateRequest(body: unknown): CreateRequestBody {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new AppError('invalid_request', 'the body must be a JSON object');
+  }
+  if (!validateCreate(body)) throw new AppError('invalid_request', describe(validateCreate.errors?.[0]));
+  const options = body.options ?? {};
+  for (const key of RESERVED_OPTIONS) {
+    if (Object.hasOwn(options, key)) {
+      throw new AppError('invalid_request', `options.${key} is not allowed: the proxy ${key === 'stream' || key === 'stream_options' ? 'does not stream' : `sets ${key} itself`}`);
+    }
+  }
+  return body;
+}
+
+function describe(err: ErrorObject | undefined): string {
+  if (!err) return 'the body is invalid';
+  if (err.keyword === 'oneOf' && err.instancePath === '') return 'give exactly one of prompt or messages';
+  const field = err.instancePath.replace(/^\//, '').replace(/\//g, '.');
+  if (err.keyword === 'additionalProperties') {
+    const extra = (err.params as { additionalProperty: string }).additionalProperty;
+    return `${field ? `${field}.` : ''}${extra} is not a known field`;
+  }
+  if (err.keyword === 'required') {
+    return `${(err.params as { missingProperty: string }).missingProperty} is required`;
+  }
+  if (err.keyword === 'pattern' && field === 'nonce') return 'nonce must be 8 to 128 characters of A-Z a-z 0-9 . _ : -';
+  if (err.keyword === 'pattern' && field === 'model') return 'model must be 1 to 100 characters of A-Z a-z 0-9 . _ : / -';
+  return `${field || 'body'} ${err.message ?? 'is invalid'}`;
+}

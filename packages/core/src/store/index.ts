@@ -1,0 +1,2 @@
+export * from './types.js';
+export { openSqliteStore, type SqliteStoreOptions } from './sqlite/sqlite-job-store.js';

@@ -1,0 +1,29 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { migrate } from './migrate.js';
+
+/** A better-sqlite3 connection. */
+export type Db = Database.Database;
+
+export interface OpenDatabaseOptions {
+  path: string;
+  /** `full` fsyncs every commit (survives power loss); `normal` only at checkpoints (survives process crashes). */
+  sync?: 'full' | 'normal';
+  busyTimeoutMs?: number;
+}
+
+/** Opens the shared SQLite file, sets its pragmas once and brings its schema up to date. */
+export function openDatabase(options: OpenDatabaseOptions): Db {
+  if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+  const db = new Database(options.path);
+  // WAL lets the API read while a worker writes; busy_timeout makes writers queue instead of failing.
+  db.pragma('journal_mode = WAL');
+  db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+  db.pragma('foreign_keys = ON');
+  // Checkpoints are driven by the worker's housekeeping; this is the automatic fallback.
+  db.pragma('wal_autocheckpoint = 1000');
+  migrate(db);
+  return db;
+}

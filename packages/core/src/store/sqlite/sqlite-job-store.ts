@@ -1,0 +1,354 @@
+import type { Statement } from 'better-sqlite3';
+import type {
+  ClaimOptions,
+  ClaimedJob,
+  CreateResult,
+  JobError,
+  JobRecord,
+  JobResult,
+  JobStatus,
+  JobStore,
+  LeaseState,
+  NewJob,
+  QueueCounts,
+  WorkerHeartbeat,
+} from '../types.js';
+import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
+
+export interface SqliteStoreOptions extends OpenDatabaseOptions {
+  /** Milliseconds since the epoch; injected so tests control time. */
+  now?: () => number;
+}
+
+interface JobRow {
+  id: string;
+  client: string;
+  nonce: string;
+  request_hash: string;
+  status: JobStatus;
+  model: string;
+  request: string;
+  attempts: number;
+  max_attempts: number;
+  run_after: number;
+  expires_at: number;
+  lease_until: number | null;
+  lease_token: number;
+  worker_id: string | null;
+  cancel_requested: number;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  updated_at: number;
+  output_text: string | null;
+  usage: string | null;
+  response: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  upstream_status: number | null;
+}
+
+const EXPIRED_ERROR = { code: 'expired', message: 'the job reached its ttl before it could complete' };
+const WORKER_LOST_ERROR = { code: 'worker_lost', message: 'the worker holding the job stopped answering and no attempts are left' };
+
+/** Opens the SQLite job store on `path`; every statement is prepared here, once. */
+export function openSqliteStore(options: SqliteStoreOptions): JobStore {
+  const db = openDatabase(options);
+  const now = options.now ?? Date.now;
+  const sql = prepareStatements(db);
+
+  const claim = db.transaction((opts: ClaimOptions, at: number): ClaimedJob[] => {
+    sql.expireQueued.run({ now: at, ...EXPIRED_ERROR });
+    const claimed: ClaimedJob[] = [];
+    // Jobs whose worker vanished first: they are the oldest work in the system.
+    for (const row of sql.lapsedLeases.all({ now: at, limit: opts.limit })) {
+      if (row.cancel_requested) {
+        sql.finishHeld.run({ id: row.id, token: row.lease_token, status: 'cancelled', now: at, code: null, message: null, upstream_status: null });
+      } else if (row.expires_at <= at) {
+        sql.finishHeld.run({ id: row.id, token: row.lease_token, status: 'expired', now: at, ...EXPIRED_ERROR, upstream_status: null });
+      } else if (row.attempts >= row.max_attempts) {
+        sql.finishHeld.run({ id: row.id, token: row.lease_token, status: 'failed', now: at, ...WORKER_LOST_ERROR, upstream_status: null });
+      } else {
+        claimed.push(toJob(sql.claimOne.get({ id: row.id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as JobRow));
+      }
+    }
+    const room = opts.limit - claimed.length;
+    if (room > 0) {
+      for (const { id } of sql.dueQueued.all({ now: at, limit: room })) {
+        claimed.push(toJob(sql.claimOne.get({ id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as JobRow));
+      }
+    }
+    return claimed;
+  });
+
+  const store: JobStore = {
+    kind: 'sqlite',
+
+    async createJob(job: NewJob): Promise<CreateResult> {
+      const at = now();
+      const row = sql.insertJob.get({
+        id: job.id,
+        client: job.client,
+        nonce: job.nonce,
+        request_hash: job.requestHash,
+        model: job.model,
+        request: JSON.stringify(job.request),
+        max_attempts: job.maxAttempts,
+        expires_at: job.expiresAt,
+        now: at,
+      });
+      if (row) return { job: toJob(row), created: true };
+      const existing = sql.byNonce.get({ client: job.client, nonce: job.nonce });
+      if (!existing) throw new Error('insert ignored but no job holds the nonce');
+      return { job: toJob(existing), created: false };
+    },
+
+    async getJob(id) {
+      const row = sql.byId.get(id);
+      return row ? toJob(row) : null;
+    },
+
+    async claimJobs(opts) {
+      if (opts.limit <= 0) return [];
+      return claim.immediate(opts, now());
+    },
+
+    async renewLease(id, token, leaseMs): Promise<LeaseState> {
+      const row = sql.renewLease.get({ id, token, lease_until: now() + leaseMs });
+      if (!row) return 'lost';
+      return row.cancel_requested ? 'cancel_requested' : 'held';
+    },
+
+    async completeJob(id, token, result: JobResult) {
+      const info = sql.complete.run({
+        id,
+        token,
+        now: now(),
+        output_text: result.outputText,
+        usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
+        response: result.response === undefined ? null : JSON.stringify(result.response),
+      });
+      return info.changes === 1;
+    },
+
+    async finishJob(id, token, status, error: JobError | null) {
+      const info = sql.finishHeld.run({
+        id,
+        token,
+        status,
+        now: now(),
+        code: error?.code ?? null,
+        message: error?.message ?? null,
+        upstream_status: error?.upstreamStatus ?? null,
+      });
+      return info.changes === 1;
+    },
+
+    async retryJob(id, token, runAfter, error) {
+      const info = sql.retry.run({ id, token, now: now(), run_after: runAfter, code: error.code, message: error.message, upstream_status: error.upstreamStatus ?? null });
+      return info.changes === 1;
+    },
+
+    async releaseJob(id, token, runAfter) {
+      return sql.release.run({ id, token, now: now(), run_after: runAfter }).changes === 1;
+    },
+
+    async cancelJob(id, client) {
+      const at = now();
+      const cancel = db.transaction(() => {
+        sql.cancelQueued.run({ id, client, now: at });
+        sql.requestCancel.run({ id, client, now: at });
+        return sql.byIdForClient.get({ id, client });
+      });
+      const row = cancel.immediate();
+      return row ? toJob(row) : null;
+    },
+
+    async nextWakeAt() {
+      const row = sql.nextWake.get();
+      return row?.at ?? null;
+    },
+
+    async expireOverdue() {
+      return sql.expireQueued.run({ now: now(), ...EXPIRED_ERROR }).changes;
+    },
+
+    async deleteFinishedBefore(before) {
+      return sql.deleteFinished.run(before).changes;
+    },
+
+    async countByStatus() {
+      const counts: QueueCounts = { queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 };
+      for (const row of sql.countByStatus.all()) counts[row.status] = row.n;
+      return counts;
+    },
+
+    async recordHeartbeat(beat: WorkerHeartbeat) {
+      sql.upsertWorker.run({ id: beat.id, host: beat.host, pid: beat.pid, started_at: beat.startedAt, last_seen_at: beat.lastSeenAt, jobs_done: beat.jobsDone });
+    },
+
+    async removeHeartbeat(id) {
+      sql.deleteWorker.run(id);
+    },
+
+    async listWorkers(seenSince) {
+      return sql.liveWorkers.all(seenSince).map((r) => ({
+        id: r.id,
+        host: r.host,
+        pid: r.pid,
+        startedAt: r.started_at,
+        lastSeenAt: r.last_seen_at,
+        jobsDone: r.jobs_done,
+      }));
+    },
+
+    async changeCounter() {
+      return sql.dataVersion.pluck().get() as number;
+    },
+
+    async ping() {
+      sql.ping.get();
+    },
+
+    async checkpoint() {
+      // TRUNCATE resets the WAL to zero bytes when no reader holds it; PASSIVE is the fallback that never blocks.
+      try {
+        db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        db.pragma('wal_checkpoint(PASSIVE)');
+      }
+    },
+
+    async close() {
+      if (db.open) db.close();
+    },
+  };
+  return store;
+}
+
+function prepareStatements(db: Db) {
+  const jobs = <P extends object | unknown[] | string | number = object>(text: string) => db.prepare<P extends unknown[] ? P : [P], JobRow>(text);
+  return {
+    insertJob: jobs(`
+      INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
+                        run_after, expires_at, created_at, updated_at)
+      VALUES (@id, @client, @nonce, @request_hash, 'queued', @model, @request, 0, @max_attempts,
+              @now, @expires_at, @now, @now)
+      ON CONFLICT (client, nonce) DO NOTHING
+      RETURNING *`),
+    byNonce: jobs('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'),
+    byId: jobs<string>('SELECT * FROM jobs WHERE id = ?'),
+    byIdForClient: jobs('SELECT * FROM jobs WHERE id = @id AND client = @client'),
+
+    expireQueued: db.prepare(`
+      UPDATE jobs
+         SET status = 'expired', finished_at = @now, updated_at = @now, error_code = @code, error_message = @message
+       WHERE status = 'queued' AND expires_at <= @now`),
+    lapsedLeases: jobs(`
+      SELECT * FROM jobs
+       WHERE status = 'in_progress' AND lease_until <= @now
+       ORDER BY lease_until
+       LIMIT @limit`),
+    dueQueued: db.prepare<[object], { id: string }>(`
+      SELECT id FROM jobs
+       WHERE status = 'queued' AND run_after <= @now
+       ORDER BY run_after
+       LIMIT @limit`),
+    claimOne: jobs(`
+      UPDATE jobs
+         SET status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
+             lease_until = @lease_until, worker_id = @worker, started_at = COALESCE(started_at, @now), updated_at = @now
+       WHERE id = @id
+      RETURNING *`),
+
+    renewLease: db.prepare<[object], { cancel_requested: number }>(`
+      UPDATE jobs SET lease_until = @lease_until
+       WHERE id = @id AND lease_token = @token AND status = 'in_progress'
+      RETURNING cancel_requested`),
+    complete: db.prepare(`
+      UPDATE jobs
+         SET status = 'completed', finished_at = @now, updated_at = @now, lease_until = NULL,
+             output_text = @output_text, usage = @usage, response = @response,
+             error_code = NULL, error_message = NULL, upstream_status = NULL
+       WHERE id = @id AND lease_token = @token AND status = 'in_progress'`),
+    finishHeld: db.prepare(`
+      UPDATE jobs
+         SET status = @status, finished_at = @now, updated_at = @now, lease_until = NULL,
+             error_code = @code, error_message = @message, upstream_status = @upstream_status
+       WHERE id = @id AND lease_token = @token AND status = 'in_progress'`),
+    retry: db.prepare(`
+      UPDATE jobs
+         SET status = 'queued', run_after = @run_after, updated_at = @now, lease_until = NULL, worker_id = NULL,
+             error_code = @code, error_message = @message, upstream_status = @upstream_status
+       WHERE id = @id AND lease_token = @token AND status = 'in_progress'`),
+    // The attempt was never made (or was abandoned before the call), so it is handed back.
+    release: db.prepare(`
+      UPDATE jobs
+         SET status = 'queued', run_after = @run_after, updated_at = @now, lease_until = NULL, worker_id = NULL,
+             attempts = MAX(attempts - 1, 0)
+       WHERE id = @id AND lease_token = @token AND status = 'in_progress'`),
+
+    cancelQueued: db.prepare(`
+      UPDATE jobs
+         SET status = 'cancelled', finished_at = @now, updated_at = @now
+       WHERE id = @id AND client = @client AND status = 'queued'`),
+    requestCancel: db.prepare(`
+      UPDATE jobs SET cancel_requested = 1, updated_at = @now
+       WHERE id = @id AND client = @client AND status = 'in_progress'`),
+
+    nextWake: db.prepare<[], { at: number | null }>(`
+      SELECT MIN(at) AS at FROM (
+        SELECT MIN(run_after) AS at FROM jobs WHERE status = 'queued'
+        UNION ALL
+        SELECT MIN(lease_until) AS at FROM jobs WHERE status = 'in_progress'
+      )`),
+    deleteFinished: db.prepare<[number]>('DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?'),
+    // Live statuses are counted from their small partial indexes; finished ones need a pass over jobs_finished.
+    countByStatus: db.prepare<[], { status: JobStatus; n: number }>(`
+      SELECT 'queued' AS status, COUNT(*) AS n FROM jobs WHERE status = 'queued'
+      UNION ALL
+      SELECT 'in_progress', COUNT(*) FROM jobs WHERE status = 'in_progress'
+      UNION ALL
+      SELECT status, COUNT(*) FROM jobs WHERE finished_at IS NOT NULL GROUP BY status`),
+
+    upsertWorker: db.prepare(`
+      INSERT INTO workers (id, host, pid, started_at, last_seen_at, jobs_done)
+      VALUES (@id, @host, @pid, @started_at, @last_seen_at, @jobs_done)
+      ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, jobs_done = excluded.jobs_done`),
+    deleteWorker: db.prepare<[string]>('DELETE FROM workers WHERE id = ?'),
+    liveWorkers: db.prepare<[number], { id: string; host: string; pid: number; started_at: number; last_seen_at: number; jobs_done: number }>(
+      'SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY started_at',
+    ),
+
+    dataVersion: db.prepare('PRAGMA data_version'),
+    ping: db.prepare('SELECT 1'),
+  };
+}
+
+function toJob(row: JobRow): JobRecord {
+  return {
+    id: row.id,
+    client: row.client,
+    nonce: row.nonce,
+    requestHash: row.request_hash,
+    status: row.status,
+    model: row.model,
+    request: JSON.parse(row.request),
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    runAfter: row.run_after,
+    expiresAt: row.expires_at,
+    leaseUntil: row.lease_until,
+    leaseToken: row.lease_token,
+    workerId: row.worker_id,
+    cancelRequested: row.cancel_requested === 1,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    updatedAt: row.updated_at,
+    outputText: row.output_text,
+    usage: row.usage === null ? null : JSON.parse(row.usage),
+    response: row.response === null ? null : JSON.parse(row.response),
+    error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '', upstreamStatus: row.upstream_status ?? undefined },
+  };
+}

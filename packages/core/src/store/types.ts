@@ -1,0 +1,150 @@
+/**
+ * The job store's contract. It is asynchronous although better-sqlite3 is not, so that a server
+ * database can stand behind it without any caller changing. All times are Unix milliseconds.
+ */
+
+/** OpenAI's words for where a job is. */
+export type JobStatus = 'queued' | 'in_progress' | 'completed' | 'failed' | 'cancelled' | 'expired';
+
+/** Statuses a job never leaves. */
+export const FINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'cancelled', 'expired']);
+
+/** What went wrong, as recorded on a failed or expired job. */
+export interface JobError {
+  code: string;
+  message: string;
+  /** The upstream's HTTP status, where the failure came from an upstream answer. */
+  upstreamStatus?: number | undefined;
+}
+
+/** The chat-completions body the worker will send (model, messages and the client's options). */
+export interface ChatRequest {
+  model: string;
+  messages: unknown[];
+  [option: string]: unknown;
+}
+
+/** A job as stored. */
+export interface JobRecord {
+  id: string;
+  client: string;
+  nonce: string;
+  requestHash: string;
+  status: JobStatus;
+  model: string;
+  request: ChatRequest;
+  attempts: number;
+  maxAttempts: number;
+  runAfter: number;
+  expiresAt: number;
+  leaseUntil: number | null;
+  /** Fencing token: bumped at every claim; writes by a worker must name the current one. */
+  leaseToken: number;
+  workerId: string | null;
+  cancelRequested: boolean;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  updatedAt: number;
+  outputText: string | null;
+  usage: unknown;
+  response: unknown;
+  error: JobError | null;
+}
+
+/** What the API hands the store to enqueue. */
+export interface NewJob {
+  id: string;
+  client: string;
+  nonce: string;
+  requestHash: string;
+  model: string;
+  request: ChatRequest;
+  maxAttempts: number;
+  expiresAt: number;
+}
+
+/** createJob's answer: the stored job, and whether this call created it (false: the nonce was known). */
+export interface CreateResult {
+  job: JobRecord;
+  created: boolean;
+}
+
+/** A job a worker holds: its fencing token must accompany every write about it. */
+export interface ClaimedJob extends JobRecord {
+  leaseToken: number;
+}
+
+export interface ClaimOptions {
+  workerId: string;
+  limit: number;
+  leaseMs: number;
+}
+
+/** What a lease renewal learned: still ours, lost to another claim, or the client asked to cancel. */
+export type LeaseState = 'held' | 'lost' | 'cancel_requested';
+
+/** The result of a successful upstream call. */
+export interface JobResult {
+  outputText: string | null;
+  usage: unknown;
+  response: unknown;
+}
+
+/** A worker process as it last reported itself. */
+export interface WorkerHeartbeat {
+  id: string;
+  host: string;
+  pid: number;
+  startedAt: number;
+  lastSeenAt: number;
+  jobsDone: number;
+}
+
+/** Jobs per status, for health and stats. */
+export type QueueCounts = Record<JobStatus, number>;
+
+/** The shared state of the proxy: jobs, their leases, and worker heartbeats. */
+export interface JobStore {
+  readonly kind: 'sqlite';
+
+  /** Enqueues a job, or returns the existing job when this client already used the nonce. */
+  createJob(job: NewJob): Promise<CreateResult>;
+  getJob(id: string): Promise<JobRecord | null>;
+
+  /**
+   * Atomically takes up to `limit` due jobs (queued and due, or whose lease lapsed), bumping each
+   * one's attempt count and fencing token. Jobs past their deadline are expired on the way.
+   */
+  claimJobs(options: ClaimOptions): Promise<ClaimedJob[]>;
+  renewLease(id: string, token: number, leaseMs: number): Promise<LeaseState>;
+  completeJob(id: string, token: number, result: JobResult): Promise<boolean>;
+  /** Ends a held job as failed, expired or cancelled. */
+  finishJob(id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: JobError | null): Promise<boolean>;
+  /** Puts a held job back in the queue until `runAfter`, keeping the error of this attempt. */
+  retryJob(id: string, token: number, runAfter: number, error: JobError): Promise<boolean>;
+  /** Gives a held job back without spending the attempt (graceful stop, pacing waits). */
+  releaseJob(id: string, token: number, runAfter: number): Promise<boolean>;
+  /** Cancels a client's job: at once when queued, through its worker when running. Null if not theirs. */
+  cancelJob(id: string, client: string): Promise<JobRecord | null>;
+
+  /** The earliest time a queued job becomes due or a lease lapses; null when nothing waits. */
+  nextWakeAt(): Promise<number | null>;
+  /** Ends queued jobs whose deadline passed; returns how many. */
+  expireOverdue(): Promise<number>;
+  /** Deletes jobs that finished before `before`; returns how many. */
+  deleteFinishedBefore(before: number): Promise<number>;
+  countByStatus(): Promise<QueueCounts>;
+
+  recordHeartbeat(beat: WorkerHeartbeat): Promise<void>;
+  removeHeartbeat(id: string): Promise<void>;
+  listWorkers(seenSince: number): Promise<WorkerHeartbeat[]>;
+
+  /** A number that changes whenever another connection commits: a cheap "anything new?" probe. */
+  changeCounter(): Promise<number>;
+  /** Resolves when the database answers a query. */
+  ping(): Promise<void>;
+  /** Bounds the write-ahead log (SQLite) so it cannot grow while readers are busy. */
+  checkpoint(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { loadConfig } from '../src/config.ts';
+import { ConfigError } from '../src/errors.ts';
+
+const key = 'k'.repeat(20);
+const secret = 'S'.repeat(40);
+
+function withDir(fn: (dir: string) => void) {
+  const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+  try {
+    fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('defaults apply and the result is frozen', () => {
+  withDir((cwd) => {
+    const c = loadConfig({ env: {}, cwd });
+    assert.equal(c.http.port, 8000);
+    assert.equal(c.http.host, '127.0.0.1');
+    assert.equal(c.upstream.baseUrl, 'https://api.openai.com/v1');
+    assert.equal(c.db.path, join(cwd, 'data/requests.sqlite'));
+    assert.equal(c.http.bodyLimitBytes, 1024 * 1024);
+    assert.equal(c.jobs.maxAttempts, 5);
+    assert.ok(Object.isFrozen(c) && Object.isFrozen(c.http));
+  });
+});
+
+test('.env is read and the environment wins over it', () => {
+  withDir((cwd) => {
+    writeFileSync(join(cwd, '.env'), `PORT=9001\nHOST=0.0.0.0\nPROXY_KEY=${key}\nPROXY_SECRET=${secret}\n`);
+    const c = loadConfig({ env: { PORT: '9002' }, cwd, needs: { clients: true } });
+    assert.equal(c.http.port, 9002);
+    assert.equal(c.http.host, '0.0.0.0');
+    assert.deepEqual(c.clients, [{ name: 'default', key, secrets: [secret] }]);
+  });
+});
+
+test('a malformed setting fails with one line naming it, and never the secret', () => {
+  withDir((cwd) => {
+    assert.throws(() => loadConfig({ env: { PORT: 'eighty' }, cwd }), (e: Error) => e instanceof ConfigError && /^PORT /.test(e.message) && !e.message.includes('\n'));
+    assert.throws(() => loadConfig({ env: { LOG_LEVEL: 'loud' }, cwd }), /LOG_LEVEL/);
+    assert.throws(() => loadConfig({ env: { OPENAI_BASE_URL: 'ftp://x' }, cwd }), /OPENAI_BASE_URL/);
+    const shortSecret = 'tooshort-secret-value';
+    assert.throws(
+      () => loadConfig({ env: { PROXY_KEY: key, PROXY_SECRET: shortSecret }, cwd }),
+      (e: Error) => /^PROXY_SECRET /.test(e.message) && !e.message.includes(shortSecret),
+    );
+  });
+});
+
+test('what a program needs is required: the worker the upstream key, the API a client', () => {
+  withDir((cwd) => {
+    assert.throws(() => loadConfig({ env: {}, cwd, needs: { upstream: true } }), /^ConfigError: OPENAI_API_KEY is not set/);
+    assert.throws(() => loadConfig({ env: {}, cwd, needs: { clients: true } }), /PROXY_KEY is not set/);
+    assert.throws(() => loadConfig({ env: { PROXY_KEY: key }, cwd }), /PROXY_SECRET is not set/);
+  });
+});
+
+test('OPENAI_API_KEY_FILE supplies the key (systemd credentials)', () => {
+  withDir((cwd) => {
+    writeFileSync(join(cwd, 'key.txt'), 'sk-from-file\n');
+    assert.equal(loadConfig({ env: { OPENAI_API_KEY_FILE: 'key.txt' }, cwd }).upstream.apiKey, 'sk-from-file');
+    assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_FILE: 'missing.txt' }, cwd }), /OPENAI_API_KEY_FILE cannot be read/);
+  });
+});

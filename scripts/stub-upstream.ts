@@ -1,0 +1,147 @@
+/**
+ * An OpenAI-compatible stub of POST /v1/chat/completions, for tests, the demo and benchmarks.
+ * A development tool only: the product never imports it. By default it echoes the last user message;
+ * tests replace the behaviour per call to inject faults (status codes, headers, delays, resets, bad JSON).
+ *
+ *   node --import tsx scripts/stub-upstream.ts [--port 0] [--delay-ms 0]
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { pathToFileURL } from 'node:url';
+
+/** What the stub does for one call. */
+export interface StubReply {
+  status?: number;
+  headers?: Record<string, string>;
+  /** A JSON body; defaults to a chat completion echoing the prompt. */
+  body?: unknown;
+  /** Sent as-is instead of `body` (e.g. broken JSON). */
+  raw?: string;
+  delayMs?: number;
+  /** Drop the connection without answering. */
+  reset?: boolean;
+  /** Never answer (until the client gives up or the stub closes). */
+  hang?: boolean;
+}
+
+/** One call the stub received. */
+export interface StubCall {
+  n: number;
+  at: number;
+  authorization: string | undefined;
+  body: { model?: string; messages?: Array<{ role: string; content: unknown }>; [k: string]: unknown };
+  /** The last user message's text, handy to steer behaviour per job. */
+  prompt: string;
+}
+
+export type StubBehaviour = (call: StubCall) => StubReply | Promise<StubReply>;
+
+export interface StubUpstream {
+  /** Base URL to use as OPENAI_BASE_URL (ends in /v1). */
+  url: string;
+  port: number;
+  calls: StubCall[];
+  /** Replaces how the stub answers from now on. */
+  behave(fn: StubBehaviour): void;
+  /** Calls under way right now. */
+  inflight(): number;
+  close(): Promise<void>;
+}
+
+/** The stub's default answer: a chat completion whose text echoes the prompt. */
+export function echoCompletion(call: StubCall, text = `echo: ${call.prompt}`): unknown {
+  const promptTokens = Math.ceil(call.prompt.length / 4);
+  const completionTokens = Math.ceil(text.length / 4);
+  return {
+    id: `chatcmpl-stub-${call.n}`,
+    object: 'chat.completion',
+    created: Math.floor(call.at / 1000),
+    model: call.body.model ?? 'stub-model',
+    choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+  };
+}
+
+/** Starts the stub on 127.0.0.1 (port 0 picks a free port). */
+export async function startStubUpstream(options: { port?: number; delayMs?: number; behave?: StubBehaviour } = {}): Promise<StubUpstream> {
+  const calls: StubCall[] = [];
+  const sockets = new Set<Socket>();
+  let behaviour: StubBehaviour = options.behave ?? (() => ({ delayMs: options.delayMs ?? 0 }));
+  let active = 0;
+
+  const server: Server = createServer((req, res) => {
+    void handle(req, res);
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    if (req.method !== 'POST' || !req.url?.endsWith('/chat/completions')) {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'not found', type: 'invalid_request_error' } }));
+      return;
+    }
+    let body: StubCall['body'] = {};
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'bad json', type: 'invalid_request_error' } }));
+      return;
+    }
+    const lastUser = [...(body.messages ?? [])].reverse().find((m) => m.role === 'user');
+    const call: StubCall = {
+      n: calls.length + 1,
+      at: Date.now(),
+      authorization: req.headers.authorization,
+      body,
+      prompt: typeof lastUser?.content === 'string' ? lastUser.content : JSON.stringify(lastUser?.content ?? ''),
+    };
+    calls.push(call);
+    active += 1;
+    try {
+      const reply = await behaviour(call);
+      if (reply.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs));
+      if (reply.hang) return;
+      if (reply.reset) {
+        req.socket.destroy();
+        return;
+      }
+      const status = reply.status ?? 200;
+      const text = reply.raw ?? JSON.stringify(reply.body ?? (status === 200 ? echoCompletion(call) : { error: { message: `stub error ${status}`, type: 'server_error' } }));
+      res.writeHead(status, { 'content-type': 'application/json', ...reply.headers }).end(text);
+    } finally {
+      active -= 1;
+    }
+  }
+
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    port,
+    calls,
+    behave(fn) {
+      behaviour = fn;
+    },
+    inflight: () => active,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const arg = (name: string) => {
+    const i = process.argv.indexOf(name);
+    return i > 0 ? Number(process.argv[i + 1]) : undefined;
+  };
+  const stub = await startStubUpstream({ port: arg('--port') ?? 0, delayMs: arg('--delay-ms') ?? 0 });
+  process.stdout.write(`stub upstream listening: OPENAI_BASE_URL=${stub.url}\n`);
+  const stop = () => void stub.close().then(() => process.exit(0));
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}

@@ -1,0 +1,144 @@
+/** Helpers every test shares: temp folders, the built programs as child processes, signed requests. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { signBody } from '../../packages/core/src/signing.ts';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const API_MAIN = join(ROOT, 'apps/api/dist/main.js');
+export const WORKER_MAIN = join(ROOT, 'apps/worker/dist/main.js');
+
+/** A fresh folder, removed when `t` ends. */
+export function tempDir(t: { after: (fn: () => void) => void }, prefix = 'proxy-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A client key and secret as `npm start` would generate them. */
+export function newCredentials(): { key: string; secret: string } {
+  return { key: `pk_${randomBytes(16).toString('hex')}`, secret: randomBytes(32).toString('hex') };
+}
+
+/** The environment a test runs the programs with: nothing inherited that could leak in from the machine. */
+export function testEnv(dir: string, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: dir,
+    PROXY_DB_PATH: join(dir, 'requests.sqlite'),
+    HOST: '127.0.0.1',
+    PORT: '0',
+    LOG_LEVEL: 'info',
+    LOG_FORMAT: 'json',
+    ...overrides,
+  };
+}
+
+/** A child process with its output captured line by line. */
+export interface Child {
+  proc: ChildProcess;
+  lines: string[];
+  stderr: string[];
+  /** Resolves with the first stdout line matching, or rejects after timeoutMs. */
+  waitFor(match: (line: string) => boolean, timeoutMs?: number): Promise<string>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** Starts `node <script> ...args` in `cwd` with exactly `env`. */
+export function spawnNode(script: string, args: string[], env: Record<string, string>, cwd: string): Child {
+  const proc = spawn(process.execPath, [script, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const stderr: string[] = [];
+  const waiters: Array<{ match: (l: string) => boolean; resolve: (l: string) => void }> = [];
+  const feed = (target: string[], isStdout: boolean) => {
+    let buf = '';
+    return (chunk: Buffer) => {
+      buf += chunk.toString('utf8');
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        target.push(line);
+        if (isStdout) for (const w of [...waiters]) if (w.match(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    };
+  };
+  proc.stdout?.on('data', feed(lines, true));
+  proc.stderr?.on('data', feed(stderr, false));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  return {
+    proc,
+    lines,
+    stderr,
+    exited,
+    kill: (signal = 'SIGTERM') => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    },
+    waitFor(match, timeoutMs = 10_000) {
+      const seen = lines.find(match);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for output; stdout:\n${lines.join('\n')}\nstderr:\n${stderr.join('\n')}`)), timeoutMs);
+        waiters.push({ match, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+        void exited.then(() => setTimeout(() => reject(new Error(`process exited; stderr:\n${stderr.join('\n')}\nstdout:\n${lines.join('\n')}`)), 50));
+      });
+    },
+  };
+}
+
+/** Starts proxy-api and resolves with its base URL once it listens. Stopped when `t` ends. */
+export async function startApiProcess(t: { after: (fn: () => Promise<void> | void) => void }, env: Record<string, string>, cwd: string): Promise<{ url: string; child: Child }> {
+  const child = spawnNode(API_MAIN, [], env, cwd);
+  t.after(async () => {
+    child.kill('SIGKILL');
+    await child.exited;
+  });
+  const line = await child.waitFor((l) => l.includes('proxy-api listening'));
+  const { port } = JSON.parse(line) as { port: number };
+  return { url: `http://127.0.0.1:${port}`, child };
+}
+
+/** The fields every signed create body needs, fresh. */
+export function freshStamp(now = Date.now()): { ts: number; nonce: string } {
+  return { ts: Math.floor(now / 1000), nonce: randomUUID() };
+}
+
+/** POSTs a signed create body; returns status and parsed JSON. */
+export async function postSigned(
+  baseUrl: string,
+  key: string,
+  secret: string,
+  body: Record<string, unknown>,
+  path = '/v1/requests',
+): Promise<{ status: number; json: any; headers: Headers }> {
+  const res = await fetch(`${baseUrl}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-proxy-key': key },
+    body: signBody({ ...freshStamp(), ...body }, secret),
+  });
+  return { status: res.status, json: await res.json(), headers: res.headers };
+}
+
+/** GETs a path with the client key; returns status and parsed JSON. */
+export async function getJson(baseUrl: string, path: string, key?: string): Promise<{ status: number; json: any; headers: Headers }> {
+  const res = await fetch(`${baseUrl}${path}`, { headers: key ? { 'x-proxy-key': key } : {} });
+  return { status: res.status, json: await res.json(), headers: res.headers };
+}
+
+/** Polls `check` until it returns a value or the time runs out. */
+export async function eventually<T>(check: () => Promise<T | undefined | null | false>, timeoutMs = 10_000, everyMs = 25): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
