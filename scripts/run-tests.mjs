@@ -13,7 +13,7 @@ for (const dir of roots.map((r) => join(root, r))) {
   if (!existsSync(dir)) continue;
   for (const entry of readdirSync(dir, { recursive: true })) {
     const path = join(dir, String(entry));
-    if (path.endsWith('.test.ts') && !path.includes('node_modules') && /[\\/]test[\\/]/.test(relative(root, path))) files.push(path);
+    if (path.endsWith('.test.ts') && !path.includes('node_modules') && /(^|[\\/])test[\\/]/.test(relative(root, path))) files.push(path);
   }
 }
 if (files.length === 0) {

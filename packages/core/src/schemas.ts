@@ -102,7 +102,7 @@ export function parseCreateRequest(body: unknown): CreateRequestBody {
 
 function describe(err: ErrorObject | undefined): string {
   if (!err) return 'the body is invalid';
-  if (err.keyword === 'oneOf' && err.instancePath === '') return 'give exactly one of prompt or messages';
+  if (err.schemaPath.startsWith('#/oneOf')) return 'give exactly one of prompt or messages';
   const field = err.instancePath.replace(/^\//, '').replace(/\//g, '.');
   if (err.keyword === 'additionalProperties') {
     const extra = (err.params as { additionalProperty: string }).additionalProperty;

@@ -1,0 +1,41 @@
+import type { AddressInfo } from 'node:net';
+import { createClientRegistry, createSilentLogger, loadConfig, openSqliteStore, type Config, type JobStore } from '@proxy/core';
+import { createApp, type WorkerPass } from '../src/app.ts';
+import { newCredentials, tempDir } from '../../../test/helpers/index.ts';
+
+export interface TestApi {
+  url: string;
+  key: string;
+  secret: string;
+  store: JobStore;
+  config: Config;
+  dir: string;
+}
+
+/** The real app on 127.0.0.1:0 over a real SQLite file in a temp folder. */
+export async function startTestApi(
+  t: { after: (fn: () => unknown) => void },
+  options: { env?: Record<string, string>; workerPass?: WorkerPass | null; now?: () => number } = {},
+): Promise<TestApi> {
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const config = loadConfig({ cwd: dir, env: { PROXY_KEY: key, PROXY_SECRET: secret, PROXY_DB_PATH: `${dir}/db.sqlite`, ...options.env }, needs: { clients: true } });
+  const store = openSqliteStore({ path: config.db.path });
+  const clients = createClientRegistry(config.clients);
+  const app = createApp({
+    config,
+    store,
+    logger: createSilentLogger(),
+    clients: () => clients,
+    workerPass: options.workerPass ?? null,
+    ...(options.now ? { now: options.now } : {}),
+  });
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    await store.close();
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, key, secret, store, config, dir };
+}

@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { signBody, signBodyText } from '@proxy/core';
+import { freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
+import { startTestApi } from './helpers.ts';
+
+async function post(url: string, body: string | Buffer, headers: Record<string, string>) {
+  const res = await fetch(url, { method: 'POST', headers, body });
+  const text = await res.text();
+  return { status: res.status, json: JSON.parse(text), text, headers: res.headers };
+}
+
+test('create answers 202 with an id at once; the job is stored queued and readable by its owner', async (t) => {
+  const api = await startTestApi(t);
+  const res = await postSigned(api.url, api.key, api.secret, { prompt: 'hello', options: { temperature: 0.2 } });
+  assert.equal(res.status, 202);
+  assert.match(res.json.id, /^req_[A-Za-z0-9_-]{22}$/);
+  assert.equal(res.json.status, 'queued');
+  assert.equal(res.json.model, 'gpt-4o-mini');
+  assert.equal(res.json.attempts, 0);
+  assert.equal(typeof res.json.created_at, 'number');
+  assert.equal(res.headers.get('location'), `/v1/requests/${res.json.id}`);
+  assert.ok(res.headers.get('x-request-id'));
+
+  const stored = await api.store.getJob(res.json.id);
+  assert.deepEqual(stored?.request, { temperature: 0.2, model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello' }] });
+  const read = await getJson(api.url, `/v1/requests/${res.json.id}`, api.key);
+  assert.equal(read.status, 200);
+  assert.equal(read.json.id, res.json.id);
+  assert.equal(read.json.status, 'queued');
+});
+
+test('messages, system and model are passed through; ttl sets the deadline', async (t) => {
+  const api = await startTestApi(t);
+  const res = await postSigned(api.url, api.key, api.secret, {
+    messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }],
+    system: 'be brief',
+    model: 'gpt-4.1',
+    ttl: 60,
+  });
+  assert.equal(res.status, 202);
+  const stored = await api.store.getJob(res.json.id);
+  assert.equal(stored?.model, 'gpt-4.1');
+  assert.equal(stored?.request.messages.length, 4);
+  assert.deepEqual(stored?.request.messages[0], { role: 'system', content: 'be brief' });
+  assert.ok(Math.abs(res.json.expires_at - res.json.created_at - 60) <= 1);
+});
+
+test('signature: tampered body, wrong secret, missing sign, bad sign length → 401 invalid_signature; nothing stored', async (t) => {
+  const api = await startTestApi(t);
+  const headers = { 'content-type': 'application/json', 'x-proxy-key': api.key };
+  const good = signBody({ prompt: 'pay 10', ...freshStamp() }, api.secret);
+  const cases = {
+    tampered: good.replace('pay 10', 'pay 99'),
+    wrongSecret: signBody({ prompt: 'x', ...freshStamp() }, 'W'.repeat(40)),
+    missingSign: JSON.stringify({ prompt: 'x', ...freshStamp() }),
+    shortSign: JSON.stringify({ prompt: 'x', ...freshStamp(), sign: 'abc123' }),
+    longSign: JSON.stringify({ prompt: 'x', ...freshStamp(), sign: 'a'.repeat(200) }),
+    signNotLast: (() => {
+      const body = { prompt: 'x', ...freshStamp() };
+      const signed = JSON.parse(signBody(body, api.secret));
+      return JSON.stringify({ sign: signed.sign, ...body });
+    })(),
+    otherBodysSign: (() => {
+      const a = JSON.parse(signBody({ prompt: 'a', ...freshStamp() }, api.secret));
+      return signBodyText(JSON.stringify({ prompt: 'b', ...freshStamp() }), 'irrelevant-secret-that-is-long-enough!!').replace(/"sign":"[0-9a-f]{64}"/, `"sign":"${a.sign}"`);
+    })(),
+  };
+  for (const [name, body] of Object.entries(cases)) {
+    const res = await post(`${api.url}/v1/requests`, body, headers);
+    assert.equal(res.status, 401, name);
+    assert.equal(res.json.error.code, 'invalid_signature', name);
+  }
+  assert.equal((await api.store.countByStatus()).queued, 0);
+  assert.equal((await post(`${api.url}/v1/requests`, good, headers)).status, 202);
+});
+
+test('ts more than 300 s away from the server clock, either way → 401 stale_request', async (t) => {
+  const api = await startTestApi(t);
+  const now = Date.now();
+  for (const offset of [-301, 301]) {
+    const res = await postSigned(api.url, api.key, api.secret, { prompt: 'x', ts: Math.floor(now / 1000) + offset });
+    assert.equal(res.status, 401);
+    assert.equal(res.json.error.code, 'stale_request');
+  }
+  const ok = await postSigned(api.url, api.key, api.secret, { prompt: 'x', ts: Math.floor(now / 1000) - 250 });
+  assert.equal(ok.status, 202);
+});
+
+test('key: missing or unknown → 401 unauthorized, on every route but health', async (t) => {
+  const api = await startTestApi(t);
+  const body = signBody({ prompt: 'x', ...freshStamp() }, api.secret);
+  const variants: Array<Record<string, string>> = [{ 'content-type': 'application/json' }, { 'content-type': 'application/json', 'x-proxy-key': 'nope-nope-nope-nope' }];
+  for (const headers of variants) {
+    const res = await post(`${api.url}/v1/requests`, body, headers);
+    assert.equal(res.status, 401);
+    assert.equal(res.json.error.code, 'unauthorized');
+  }
+  assert.equal((await getJson(api.url, '/v1/requests/req_AAAAAAAAAAAAAAAAAAAAAA')).status, 401);
+  assert.equal((await fetch(`${api.url}/v1/worker/run`, { method: 'POST' })).status, 401);
+  assert.equal((await getJson(api.url, '/health')).status, 200);
+});
+
+test('bad input: invalid JSON 400, invalid UTF-8 400, wrong content type 415, oversize 413, schema errors name the field', async (t) => {
+  const api = await startTestApi(t, { env: { BODY_LIMIT: '2kb' } });
+  const headers = { 'content-type': 'application/json', 'x-proxy-key': api.key };
+  const badJson = await post(`${api.url}/v1/requests`, '{"prompt": "x",', headers);
+  assert.deepEqual([badJson.status, badJson.json.error.code], [400, 'invalid_json']);
+  const badUtf8 = await post(`${api.url}/v1/requests`, Buffer.concat([Buffer.from('{"prompt":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]), headers);
+  assert.deepEqual([badUtf8.status, badUtf8.json.error.code], [400, 'invalid_json']);
+  const form = await post(`${api.url}/v1/requests`, 'prompt=x', { ...headers, 'content-type': 'application/x-www-form-urlencoded' });
+  assert.deepEqual([form.status, form.json.error.code], [415, 'unsupported_media_type']);
+  const big = await post(`${api.url}/v1/requests`, signBody({ prompt: 'x'.repeat(5000), ...freshStamp() }, api.secret), headers);
+  assert.deepEqual([big.status, big.json.error.code], [413, 'payload_too_large']);
+  const array = await post(`${api.url}/v1/requests`, '[1,2]', headers);
+  assert.deepEqual([array.status, array.json.error.code], [400, 'invalid_request']);
+  const deep = await post(`${api.url}/v1/requests`, `${'['.repeat(500)}${']'.repeat(500)}`.replace(/^\[/, '{"a":[').replace(/\]$/, ']}'), headers);
+  assert.equal(deep.status, 400);
+
+  const checks: Array<[Record<string, unknown>, RegExp]> = [
+    [{ prompt: 'x', options: { stream: true } }, /options\.stream is not allowed/],
+    [{ prompt: 'x', options: { temperature: 9 } }, /options\.temperature/],
+    [{ prompt: 'x', colour: 'red' }, /colour is not a known field/],
+    [{}, /exactly one of prompt or messages/],
+    [{ prompt: 'x', messages: [{ role: 'user', content: 'y' }] }, /exactly one of prompt or messages/],
+    [{ prompt: 'x', nonce: 'short' }, /nonce must be 8 to 128/],
+    [{ prompt: 'x', ttl: 0 }, /ttl/],
+    [{ prompt: 'x', model: 'bad model!' }, /model must be/],
+    [{ messages: [{ role: 'wizard', content: 'y' }] }, /messages\.0\.role/],
+  ];
+  for (const [body, message] of checks) {
+    const res = await postSigned(api.url, api.key, api.secret, body);
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(res.json.error.code, 'invalid_request');
+    assert.match(res.json.error.message, message);
+  }
+  const noTs = await post(`${api.url}/v1/requests`, signBody({ prompt: 'x', nonce: 'abcdefgh12' }, api.secret), headers);
+  assert.deepEqual([noTs.status, noTs.json.error.message], [400, 'ts is required']);
+  assert.equal((await api.store.countByStatus()).queued, 0, 'no bad request stored anything');
+});
+
+test('errors never carry a stack trace or SQL', async (t) => {
+  const api = await startTestApi(t);
+  const res = await post(`${api.url}/v1/requests`, '{"prompt":', { 'content-type': 'application/json', 'x-proxy-key': api.key });
+  assert.doesNotMatch(res.text, /at \w+ \(|node_modules|SELECT|sqlite/i);
+  assert.deepEqual(Object.keys(res.json), ['error']);
+  assert.deepEqual(Object.keys(res.json.error).sort(), ['code', 'message']);
+});
+
+test('idempotency: same nonce and request → the same job (200); same nonce, other request → 409', async (t) => {
+  const api = await startTestApi(t);
+  const stamp = freshStamp();
+  const first = await postSigned(api.url, api.key, api.secret, { prompt: 'once', ...stamp });
+  assert.equal(first.status, 202);
+  const again = await postSigned(api.url, api.key, api.secret, { prompt: 'once', ...stamp, ts: stamp.ts + 5 });
+  assert.equal(again.status, 200);
+  assert.equal(again.json.id, first.json.id);
+  const other = await postSigned(api.url, api.key, api.secret, { prompt: 'different', ...stamp });
+  assert.deepEqual([other.status, other.json.error.code], [409, 'nonce_reused']);
+  assert.equal((await api.store.countByStatus()).queued, 1);
+});
+
+test('ids that are not ours — unknown, malformed, SQL- or path-looking — are 404 not_found', async (t) => {
+  const api = await startTestApi(t);
+  for (const id of ['req_AAAAAAAAAAAAAAAAAAAAAA', "1' OR '1'='1", '..%2F..%2Fetc%2Fpasswd', 'x'.repeat(300)]) {
+    const res = await getJson(api.url, `/v1/requests/${encodeURIComponent(id)}`, api.key);
+    assert.equal(res.status, 404, id);
+    assert.equal(res.json.error.code, 'not_found');
+  }
+});
+
+test('unknown route 404 and wrong method 405, as JSON', async (t) => {
+  const api = await startTestApi(t);
+  const unknown = await getJson(api.url, '/v2/nothing', api.key);
+  assert.deepEqual([unknown.status, unknown.json.error.code], [404, 'not_found']);
+  const wrong = await fetch(`${api.url}/v1/requests`, { method: 'GET', headers: { 'x-proxy-key': api.key } });
+  assert.equal(wrong.status, 405);
+  assert.equal(wrong.headers.get('allow'), 'POST');
+  assert.equal(((await wrong.json()) as any).error.code, 'method_not_allowed');
+});
+
+test('legacy routes: /index.php?action=request|result|health and /?action= behave like /v1', async (t) => {
+  const api = await startTestApi(t);
+  const created = await postSigned(api.url, api.key, api.secret, { prompt: 'legacy' }, '/index.php?action=request');
+  assert.equal(created.status, 202);
+  const viaLegacy = await getJson(api.url, `/index.php?action=result&id=${created.json.id}`, api.key);
+  assert.equal(viaLegacy.status, 200);
+  assert.equal(viaLegacy.json.id, created.json.id);
+  const viaRoot = await getJson(api.url, `/?action=result&id=${created.json.id}`, api.key);
+  assert.equal(viaRoot.json.id, created.json.id);
+  assert.equal((await getJson(api.url, `/index.php?action=result&id=${created.json.id}`)).status, 401);
+  assert.deepEqual((await getJson(api.url, '/index.php?action=health')).json, { status: 'ok' });
+  assert.equal((await getJson(api.url, '/?action=health')).status, 200);
+  const noPass = await getJson(api.url, '/index.php?action=worker', api.key);
+  assert.deepEqual([noPass.status, noPass.json.error.code], [503, 'upstream_not_configured']);
+  const unknown = await getJson(api.url, '/index.php?action=explode', api.key);
+  assert.deepEqual([unknown.status, unknown.json.error.code], [404, 'not_found']);
+  const wrongMethod = await getJson(api.url, '/index.php?action=request', api.key);
+  assert.equal(wrongMethod.status, 405);
+  const twice = await getJson(api.url, '/index.php?action=health&action=result', api.key);
+  assert.equal(twice.status, 400);
+});
+
+test('health answers 503 when the database does not', async (t) => {
+  const api = await startTestApi(t);
+  assert.equal((await getJson(api.url, '/health')).status, 200);
+  await api.store.close();
+  const down = await getJson(api.url, '/health');
+  assert.equal(down.status, 503);
+  assert.equal(down.json.status, 'unavailable');
+});

@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import {
+  WORKER_MAIN,
+  eventually,
+  getJson,
+  newCredentials,
+  postSigned,
+  spawnNode,
+  startApiProcess,
+  tempDir,
+  testEnv,
+} from '../helpers/index.ts';
+
+const UPSTREAM_KEY = 'sk-test-upstream-key-0123456789abcdef';
+
+async function setUp(t: Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void }, extraEnv: Record<string, string> = {}) {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: UPSTREAM_KEY, OPENAI_BASE_URL: stub.url, ...extraEnv });
+  const api = await startApiProcess(t, env, dir);
+  return { dir, stub, key, secret, env, api };
+}
+
+test('request → id → worker once → result, through real processes and one SQLite file', async (t) => {
+  const { dir, stub, key, secret, env, api } = await setUp(t);
+  const created = await postSigned(api.url, key, secret, { prompt: 'What is 2+2?', model: 'gpt-test', options: { max_tokens: 5 } });
+  assert.equal(created.status, 202);
+  assert.equal(stub.calls.length, 0, 'the API never calls upstream itself');
+
+  const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  const exit = await worker.exited;
+  assert.equal(exit.code, 0, worker.stderr.join('\n'));
+
+  assert.equal(stub.calls.length, 1);
+  const call = stub.calls[0]!;
+  assert.equal(call.authorization, `Bearer ${UPSTREAM_KEY}`);
+  assert.deepEqual(call.body, { max_tokens: 5, model: 'gpt-test', messages: [{ role: 'user', content: 'What is 2+2?' }] });
+
+  const result = await getJson(api.url, `/v1/requests/${created.json.id}`, key);
+  assert.equal(result.status, 200);
+  assert.equal(result.json.status, 'completed');
+  assert.equal(result.json.output_text, 'echo: What is 2+2?');
+  assert.equal(result.json.attempts, 1);
+  assert.equal(result.json.usage.total_tokens, result.json.usage.prompt_tokens + result.json.usage.completion_tokens);
+  assert.equal(result.json.response.object, 'chat.completion');
+  assert.ok(result.json.finished_at >= result.json.created_at);
+});
+
+test('the daemon picks up new jobs by itself, and the first SIGTERM stops it with exit 0', async (t) => {
+  const { dir, key, secret, env, api } = await setUp(t);
+  const daemon = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
+  t.after(() => daemon.kill('SIGKILL'));
+  await daemon.waitFor((l) => l.includes('worker started'));
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push((await postSigned(api.url, key, secret, { prompt: `job ${i}` })).json.id);
+  for (const [i, id] of ids.entries()) {
+    const done = await eventually(async () => {
+      const r = await getJson(api.url, `/v1/requests/${id}`, key);
+      return r.json.status === 'completed' ? r.json : null;
+    });
+    assert.equal(done.output_text, `echo: job ${i}`);
+  }
+  daemon.kill('SIGTERM');
+  assert.deepEqual(await daemon.exited, { code: 0, signal: null });
+});
+
+test('a 4xx from upstream fails the job at once with the upstream error and status', async (t) => {
+  const { dir, stub, key, secret, env, api } = await setUp(t);
+  stub.behave(() => ({ status: 400, body: { error: { message: 'Invalid value for max_tokens', type: 'invalid_request_error', code: 'invalid_value' } } }));
+  const created = await postSigned(api.url, key, secret, { prompt: 'x' });
+  assert.equal((await spawnNode(WORKER_MAIN, ['worker'], env, dir).exited).code, 0);
+  const result = await getJson(api.url, `/v1/requests/${created.json.id}`, key);
+  assert.equal(result.json.status, 'failed');
+  assert.deepEqual(result.json.error, { code: 'upstream_invalid_value', message: 'Invalid value for max_tokens', upstream_status: 400 });
+  assert.equal(stub.calls.length, 1, 'not retried');
+});
+
+test('the manual pass: POST /v1/worker/run and GET /index.php?action=worker process due jobs in the API', async (t) => {
+  const { key, secret, api } = await setUp(t);
+  const a = await postSigned(api.url, key, secret, { prompt: 'first' });
+  const pass = await fetch(`${api.url}/v1/worker/run`, { method: 'POST', headers: { 'x-proxy-key': key } });
+  assert.equal(pass.status, 200);
+  const report = (await pass.json()) as Record<string, number>;
+  assert.equal(report.claimed, 1);
+  assert.equal(report.completed, 1);
+  assert.equal((await getJson(api.url, `/v1/requests/${a.json.id}`, key)).json.status, 'completed');
+
+  const b = await postSigned(api.url, key, secret, { prompt: 'second' }, '/index.php?action=request');
+  const legacy = await getJson(api.url, '/index.php?action=worker', key);
+  assert.equal(legacy.json.completed, 1);
+  const result = await getJson(api.url, `/index.php?action=result&id=${b.json.id}`, key);
+  assert.equal(result.json.output_text, 'echo: second');
+});
+
+test('two worker processes at once never run the same job', async (t) => {
+  const { dir, stub, key, secret, env, api } = await setUp(t, { WORKER_CONCURRENCY: '16' });
+  stub.behave(() => ({ delayMs: 20 }));
+  const total = 120;
+  const ids = await Promise.all(Array.from({ length: total }, (_, i) => postSigned(api.url, key, secret, { prompt: `p${i}` }).then((r) => r.json.id as string)));
+  const workers = [spawnNode(WORKER_MAIN, ['once'], env, dir), spawnNode(WORKER_MAIN, ['once'], env, dir)];
+  const exits = await Promise.all(workers.map((w) => w.exited));
+  assert.deepEqual(exits.map((e) => e.code), [0, 0], workers.flatMap((w) => w.stderr).join('\n'));
+
+  const perPrompt = new Map<string, number>();
+  for (const call of stub.calls) perPrompt.set(call.prompt, (perPrompt.get(call.prompt) ?? 0) + 1);
+  assert.equal(perPrompt.size, total);
+  assert.deepEqual([...perPrompt.values()].filter((n) => n !== 1), [], 'a job was called upstream more than once');
+  const claimedBy = workers.map((w) => w.lines.map((l) => JSON.parse(l)).find((l) => l.message === 'worker pass done')?.claimed ?? 0);
+  assert.equal(claimedBy[0] + claimedBy[1], total);
+  assert.ok(claimedBy[0] > 0 && claimedBy[1] > 0, `both workers took part: ${claimedBy.join(' + ')}`);
+  t.diagnostic(`claims split ${claimedBy.join(' + ')}`);
+  for (const id of ids) assert.equal((await getJson(api.url, `/v1/requests/${id}`, key)).json.status, 'completed');
+});
+
+test('start-up refuses a missing setting with one line naming it, and never echoes a secret', async (t) => {
+  const dir = tempDir(t);
+  const worker = spawnNode(WORKER_MAIN, ['once'], testEnv(dir), dir);
+  const exit = await worker.exited;
+  assert.equal(exit.code, 78);
+  assert.equal(worker.stderr.filter(Boolean).length, 1);
+  assert.match(worker.stderr[0]!, /^proxy-worker: OPENAI_API_KEY is not set/);
+
+  const { API_MAIN } = await import('../helpers/index.ts');
+  const api = spawnNode(API_MAIN, [], testEnv(dir), dir);
+  assert.equal((await api.exited).code, 78);
+  assert.match(api.stderr.join('\n'), /^proxy-api: PROXY_KEY is not set/);
+
+  const secret = 'short-secret';
+  const bad = spawnNode(API_MAIN, [], testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: secret }), dir);
+  assert.equal((await bad.exited).code, 78);
+  assert.match(bad.stderr.join('\n'), /^proxy-api: PROXY_SECRET /);
+  assert.ok(!bad.stderr.join('\n').includes(secret));
+
+  const port = spawnNode(API_MAIN, [], testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), PORT: 'http' }), dir);
+  assert.equal((await port.exited).code, 78);
+  assert.match(port.stderr.join('\n'), /^proxy-api: PORT must be integer/);
+});
