@@ -8,6 +8,7 @@ import {
   newCredentials,
   postSigned,
   spawnNode,
+  within,
   startApiProcess,
   tempDir,
   testEnv,
@@ -65,7 +66,7 @@ test('the daemon picks up new jobs by itself, and the first SIGTERM stops it wit
     assert.equal(done.output_text, `echo: job ${i}`);
   }
   daemon.kill('SIGTERM');
-  assert.deepEqual(await daemon.exited, { code: 0, signal: null });
+  assert.deepEqual(await within(daemon.exited, 10_000, 'daemon stop'), { code: 0, signal: null });
 });
 
 test('a 4xx from upstream fails the job at once with the upstream error and status', async (t) => {
