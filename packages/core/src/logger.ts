@@ -55,7 +55,11 @@ function redactInfo(info: Record<string | symbol, unknown>, secrets: readonly st
 function redactValue(key: string, value: unknown, secrets: readonly string[], depth: number): unknown {
   if (SECRET_FIELDS.test(key)) return '[redacted]';
   if (typeof value === 'string') return scrub(value, secrets);
-  if (value instanceof Error) return { name: value.name, message: scrub(value.message, secrets) };
+  if (value instanceof Error) {
+    // Stacks go to the log (never to clients), scrubbed like everything else.
+    const code = (value as { code?: unknown }).code;
+    return { name: value.name, message: scrub(value.message, secrets), ...(code ? { code } : {}), stack: scrub(value.stack ?? '', secrets) };
+  }
   if (value && typeof value === 'object' && depth < 4) {
     const out: Record<string, unknown> = Array.isArray(value) ? ([] as unknown as Record<string, unknown>) : {};
     for (const [k, v] of Object.entries(value)) out[k] = redactValue(k, v, secrets, depth + 1);

@@ -108,39 +108,52 @@ export function createWorker(options: WorkerOptions): Worker {
     let lastHeartbeat = 0;
     let lastHousekeeping = mode === 'daemon' ? now() : 0;
 
+    let failures = 0;
     while (!stopping) {
-      const at = now();
-      if (at >= deadline || report.claimed >= maxJobs) break;
-      const room = Math.min(options.concurrency - inflight.size, maxJobs - report.claimed);
-      let claimedNow = 0;
-      if (room > 0 && (dirty || at >= nextWakeAt)) {
-        const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
-        claimedNow = jobs.length;
-        report.claimed += jobs.length;
-        for (const job of jobs) start(job, report);
-        // A full batch means more may be due: keep claiming as slots free instead of waiting.
-        dirty = jobs.length === room;
-        if (!dirty) nextWakeAt = (await options.store.nextWakeAt()) ?? Infinity;
-      }
-      if (mode === 'once' && claimedNow === 0 && inflight.size === 0) break;
+      try {
+        const at = now();
+        if (at >= deadline || report.claimed >= maxJobs) break;
+        const room = Math.min(options.concurrency - inflight.size, maxJobs - report.claimed);
+        let claimedNow = 0;
+        if (room > 0 && (dirty || at >= nextWakeAt)) {
+          const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
+          claimedNow = jobs.length;
+          report.claimed += jobs.length;
+          for (const job of jobs) start(job, report);
+          // A full batch means more may be due: keep claiming as slots free instead of waiting.
+          dirty = jobs.length === room;
+          if (!dirty) nextWakeAt = (await options.store.nextWakeAt()) ?? Infinity;
+        }
+        if (mode === 'once' && claimedNow === 0 && inflight.size === 0) break;
 
-      if (mode === 'daemon') {
-        if (at - lastHeartbeat >= (options.heartbeatMs ?? 5000)) {
-          lastHeartbeat = at;
-          await options.store.recordHeartbeat({ id, host: hostname(), pid: process.pid, startedAt, lastSeenAt: at, jobsDone });
+        if (mode === 'daemon') {
+          if (at - lastHeartbeat >= (options.heartbeatMs ?? 5000)) {
+            lastHeartbeat = at;
+            await options.store.recordHeartbeat({ id, host: hostname(), pid: process.pid, startedAt, lastSeenAt: at, jobsDone });
+          }
+          if (at - lastHousekeeping >= (options.housekeepingMs ?? 60_000)) {
+            lastHousekeeping = at;
+            await housekeeping();
+          }
         }
-        if (at - lastHousekeeping >= (options.housekeepingMs ?? 60_000)) {
-          lastHousekeeping = at;
-          await housekeeping();
+        failures = 0;
+        if (dirty && inflight.size < options.concurrency) continue;
+        await sleep(Math.max(1, Math.min(options.pollMs, nextWakeAt - now())));
+        // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue query.
+        const version = await options.store.changeCounter();
+        if (version !== lastVersion) {
+          lastVersion = version;
+          dirty = true;
         }
-      }
-      if (dirty && inflight.size < options.concurrency) continue;
-      await sleep(Math.max(1, Math.min(options.pollMs, nextWakeAt - now())));
-      // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue query.
-      const version = await options.store.changeCounter();
-      if (version !== lastVersion) {
-        lastVersion = version;
-        dirty = true;
+      } catch (err) {
+        // A daemon outlives a busy or briefly unreadable database; a cron pass reports it and exits.
+        if (mode === 'once') {
+          await drain();
+          throw err;
+        }
+        failures += 1;
+        log.error('worker loop error; backing off', { err, failures });
+        await sleep(Math.min(30_000, 250 * 2 ** Math.min(failures, 7)));
       }
     }
     await drain();
