@@ -5,7 +5,7 @@ import { errorHandler, methodNotAllowed, notFound } from './middleware/errors.js
 import { requestContext } from './middleware/request-context.js';
 import { healthHandler } from './routes/health.js';
 import { legacyRouter } from './routes/legacy.js';
-import { createRequestHandler, getRequestHandler } from './routes/requests.js';
+import { cancelRequestHandler, createRequestHandler, getRequestHandler } from './routes/requests.js';
 import { runWorkerHandler, type WorkerPass } from './routes/worker.js';
 
 export type { WorkerPass } from './routes/worker.js';
@@ -48,7 +48,8 @@ export function createApp(deps: AppDeps): Express {
   app.post('/v1/requests', ...create);
   app.all('/v1/requests', methodNotAllowed(['POST']));
   app.get('/v1/requests/:id', ...read);
-  app.all('/v1/requests/:id', methodNotAllowed(['GET']));
+  app.delete('/v1/requests/:id', auth, cancelRequestHandler({ store: deps.store }));
+  app.all('/v1/requests/:id', methodNotAllowed(['GET', 'DELETE']));
   app.post('/v1/worker/run', ...work);
   app.all('/v1/worker/run', methodNotAllowed(['POST']));
   app.get('/health', ...health);

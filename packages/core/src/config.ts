@@ -26,6 +26,8 @@ export const SETTINGS = {
   RETRY_BASE_MS: { type: 'integer', default: 1000, minimum: 1, maximum: 3600000, doc: 'First retry delay; doubles each attempt, with jitter.' },
   RETRY_MAX_MS: { type: 'integer', default: 60000, minimum: 1, maximum: 86400000, doc: 'Longest delay between two attempts.' },
   UPSTREAM_TIMEOUT_SECONDS: { type: 'integer', default: 120, minimum: 1, maximum: 3600, doc: 'Per-attempt timeout of an upstream call.' },
+  UPSTREAM_RPM: { type: 'integer', minimum: 1, maximum: 10000000, doc: 'Upstream requests per minute for all workers together (unset: no limit); calls are spread evenly.' },
+  UPSTREAM_TPM: { type: 'integer', minimum: 1, maximum: 1000000000, doc: 'Upstream tokens per minute for all workers together (unset: no limit); estimated from the request.' },
   WORKER_CONCURRENCY: { type: 'integer', default: 8, minimum: 1, maximum: 1024, doc: 'Upstream calls one worker process runs at once.' },
   LEASE_SECONDS: { type: 'integer', default: 30, minimum: 2, maximum: 3600, doc: 'How long a claim holds a job without renewal; a dead worker\'s jobs return after it.' },
   WORKER_POLL_MS: { type: 'integer', default: 20, minimum: 5, maximum: 10000, doc: 'How often an idle worker checks the database for changes (a cheap PRAGMA, not a query of the queue).' },
@@ -61,6 +63,8 @@ export interface Config {
     readonly baseUrl: string;
     readonly defaultModel: string;
     readonly timeoutMs: number;
+    readonly rpm: number | null;
+    readonly tpm: number | null;
   };
   readonly db: { readonly path: string };
   readonly clients: readonly ClientIdentity[];
@@ -151,6 +155,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       baseUrl: s.OPENAI_BASE_URL.replace(/\/+$/, ''),
       defaultModel: s.DEFAULT_MODEL,
       timeoutMs: int('UPSTREAM_TIMEOUT_SECONDS') * 1000,
+      rpm: (s.UPSTREAM_RPM as unknown as number | undefined) ?? null,
+      tpm: (s.UPSTREAM_TPM as unknown as number | undefined) ?? null,
     },
     db: { path: resolve(cwd, s.PROXY_DB_PATH) },
     clients,

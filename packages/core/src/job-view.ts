@@ -18,6 +18,8 @@ export interface JobView {
   /** On a queued job that is waiting to retry: what the last attempt ran into, and when the next may start. */
   last_error?: { code: string; message: string; upstream_status?: number };
   next_attempt_at?: number;
+  /** On a running job: its client asked to cancel, and the worker holding it will stop its call. */
+  cancel_requested?: true;
 }
 
 const seconds = (ms: number) => Math.floor(ms / 1000);
@@ -45,6 +47,8 @@ export function toJobView(job: JobRecord): JobView {
     view.response = job.response;
   } else if ((job.status === 'failed' || job.status === 'expired') && error) {
     view.error = error;
+  } else if (job.status === 'in_progress' && job.cancelRequested) {
+    view.cancel_requested = true;
   } else if (job.status === 'queued' && error) {
     view.last_error = error;
     view.next_attempt_at = seconds(job.runAfter);

@@ -2,6 +2,7 @@ import type { RequestHandler } from 'express';
 import { createHash } from 'node:crypto';
 import {
   AppError,
+  FINAL_STATUSES,
   isJobId,
   newJobId,
   parseCreateRequest,
@@ -70,6 +71,26 @@ export function getRequestHandler({ store }: Pick<RequestRoutesDeps, 'store'>): 
     const job = isJobId(id) ? await store.getJob(id) : null;
     if (!job || job.client !== client.name) throw new AppError('not_found', 'no request with this id');
     res.json(toJobView(job));
+  };
+}
+
+/**
+ * DELETE /v1/requests/:id: a queued job is cancelled at once (200); a running one is cancelled by
+ * the worker holding it, which aborts its call (202 until then); a finished one cannot be (409).
+ */
+export function cancelRequestHandler({ store }: Pick<RequestRoutesDeps, 'store'>): RequestHandler {
+  return async (req, res) => {
+    const id = req.params.id;
+    const client = clientOf(res);
+    const before = isJobId(id) ? await store.getJob(id) : null;
+    if (!before || before.client !== client.name) throw new AppError('not_found', 'no request with this id');
+    if (FINAL_STATUSES.has(before.status)) {
+      throw new AppError('conflict', `the request already ended as ${before.status} and cannot be cancelled`);
+    }
+    const job = await store.cancelJob(before.id, client.name);
+    if (!job) throw new AppError('not_found', 'no request with this id');
+    ctx(res).log.info('cancel requested', { job_id: job.id, status: job.status });
+    res.status(job.status === 'cancelled' ? 200 : FINAL_STATUSES.has(job.status) ? 409 : 202).json(toJobView(job));
   };
 }
 

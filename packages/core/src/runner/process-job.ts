@@ -19,7 +19,12 @@ export interface ProcessJobDeps {
   retryBaseMs: number;
   retryMaxMs: number;
   random?: () => number;
+  /** Shared upstream budgets; null is unlimited. */
+  pacing?: { rpm: number | null; tpm: number | null };
 }
+
+/** A pacing wait longer than this gives the job back to the database instead of holding it. */
+export const PACING_HOLD_MAX_MS = 2000;
 
 class AttemptAborted extends Error {
   constructor(readonly reason: AbortReason) {
@@ -67,6 +72,11 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   }, Math.max(50, Math.floor(deps.leaseMs / 3)));
 
   try {
+    const pacingWait = await awaitPacing(job, deps, controller.signal);
+    if (pacingWait > 0) {
+      log.debug('pacing: job given back until the upstream budget frees up', { wait_ms: pacingWait });
+      return (await store.releaseJob(job.id, token, now() + pacingWait)) ? 'released' : 'lost';
+    }
     log.debug('calling upstream', { model: job.model });
     const outcome = await deps.upstream.chat(job.request, controller.signal);
     if (outcome.kind === 'ok') {
@@ -75,6 +85,12 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       return done ? 'completed' : 'lost';
     }
     const verdict = judgeFailure(outcome, now());
+    if (outcome.kind === 'http_error' && outcome.status === 429 && verdict.retryable) {
+      // The upstream's limit is the fleet's, so every worker holds off, not just this one.
+      const pause = verdict.waitMs ?? backoffMs(job.attempts, deps.retryBaseMs, deps.retryMaxMs, deps.random);
+      await store.pauseUpstream(now() + pause);
+      verdict.waitMs = pause;
+    }
     return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, log);
   } catch (err) {
     if (!(err instanceof AttemptAborted)) throw err;
@@ -128,6 +144,45 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
       log.warn('lease lost to another worker; result discarded');
       return 'lost';
   }
+}
+
+/**
+ * Waits for this call's share of the shared upstream budgets. 0 when taken; otherwise the wait, too
+ * long to hold the job for, so the caller gives it back (its attempt unspent) until then.
+ */
+async function awaitPacing(job: ClaimedJob, deps: ProcessJobDeps, signal: AbortSignal): Promise<number> {
+  const request = { rpm: deps.pacing?.rpm ?? null, tpm: deps.pacing?.tpm ?? null, tokens: estimateTokens(job.request) };
+  for (;;) {
+    const wait = await deps.store.acquireUpstream(request);
+    if (wait === 0 || wait > PACING_HOLD_MAX_MS) return wait;
+    await abortableDelay(wait, signal);
+  }
+}
+
+/** A rough token count for pacing: four characters a token, plus the completion the request allows. */
+export function estimateTokens(request: ClaimedJob['request']): number {
+  let chars = 0;
+  for (const message of request.messages) {
+    const content = (message as { content?: unknown }).content;
+    chars += typeof content === 'string' ? content.length : JSON.stringify(content ?? '').length;
+  }
+  const completion = Number(request.max_completion_tokens ?? request.max_tokens ?? 0);
+  return Math.ceil(chars / 4) + (Number.isFinite(completion) ? completion : 0);
+}
+
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 function expiredError(): JobError {

@@ -20,6 +20,7 @@ export interface WorkerOptions {
   retentionMs: number;
   now?: () => number;
   random?: () => number;
+  pacing?: { rpm: number | null; tpm: number | null };
   heartbeatMs?: number;
   housekeepingMs?: number;
 }
@@ -60,6 +61,7 @@ export function createWorker(options: WorkerOptions): Worker {
     retryBaseMs: options.retryBaseMs,
     retryMaxMs: options.retryMaxMs,
     ...(options.random ? { random: options.random } : {}),
+    ...(options.pacing ? { pacing: options.pacing } : {}),
   };
 
   const shutdown = new AbortController();
@@ -68,6 +70,9 @@ export function createWorker(options: WorkerOptions): Worker {
   let stopped: Promise<void> | null = null;
   let wake: (() => void) | null = null;
   let jobsDone = 0;
+  // Our own commits do not move PRAGMA data_version, so a job we re-queued (retry, release) would
+  // stay unseen until the next scheduled wake; settling a job asks the loop to look again.
+  let settledSinceWake = false;
   const startedAt = now();
 
   const sleep = (ms: number) =>
@@ -93,6 +98,7 @@ export function createWorker(options: WorkerOptions): Worker {
       })
       .finally(() => {
         inflight.delete(p);
+        settledSinceWake = true;
         wakeUp();
       });
     inflight.add(p);
@@ -111,6 +117,10 @@ export function createWorker(options: WorkerOptions): Worker {
     let failures = 0;
     while (!stopping) {
       try {
+        if (settledSinceWake) {
+          settledSinceWake = false;
+          nextWakeAt = Math.min(nextWakeAt, (await options.store.nextWakeAt()) ?? Infinity);
+        }
         const at = now();
         if (at >= deadline || report.claimed >= maxJobs) break;
         const room = Math.min(options.concurrency - inflight.size, maxJobs - report.claimed);
@@ -225,6 +235,7 @@ export function createWorkerFromConfig(
     pollMs: config.worker.pollMs,
     shutdownGraceMs: config.worker.shutdownGraceMs,
     retentionMs: config.jobs.retentionSeconds * 1000,
+    pacing: { rpm: config.upstream.rpm, tpm: config.upstream.tpm },
     ...parts,
   });
 }

@@ -101,6 +101,14 @@ export interface WorkerHeartbeat {
   jobsDone: number;
 }
 
+/** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
+export interface PacingRequest {
+  rpm: number | null;
+  tpm: number | null;
+  /** Estimated tokens of this call. */
+  tokens: number;
+}
+
 /** Jobs per status, for health and stats. */
 export type QueueCounts = Record<JobStatus, number>;
 
@@ -135,6 +143,14 @@ export interface JobStore {
   /** Deletes jobs that finished before `before`; returns how many. */
   deleteFinishedBefore(before: number): Promise<number>;
   countByStatus(): Promise<QueueCounts>;
+
+  /**
+   * Takes one call's share of the shared upstream budgets: 0 when taken, otherwise how many ms until
+   * it could be (nothing is taken then). Calls are spread evenly: one every 60/RPM seconds.
+   */
+  acquireUpstream(request: PacingRequest): Promise<number>;
+  /** Holds every worker's upstream calls until `until` (after a 429). */
+  pauseUpstream(until: number): Promise<void>;
 
   recordHeartbeat(beat: WorkerHeartbeat): Promise<void>;
   removeHeartbeat(id: string): Promise<void>;

@@ -10,6 +10,7 @@ import type {
   JobStore,
   LeaseState,
   NewJob,
+  PacingRequest,
   QueueCounts,
   WorkerHeartbeat,
 } from '../types.js';
@@ -79,6 +80,16 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       }
     }
     return claimed;
+  });
+
+  const acquire = db.transaction((request: PacingRequest, at: number): number => {
+    const tat = { requests: 0, tokens: 0, pause: 0 };
+    for (const row of sql.pacing.all()) tat[row.name] = row.tat;
+    const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
+    if (wait > 0) return wait;
+    if (request.rpm) sql.setPacing.run({ name: 'requests', tat: Math.max(tat.requests, at) + Math.ceil(60_000 / request.rpm) });
+    if (request.tpm) sql.setPacing.run({ name: 'tokens', tat: Math.max(tat.tokens, at) + Math.ceil((request.tokens * 60_000) / request.tpm) });
+    return 0;
   });
 
   const store: JobStore = {
@@ -181,6 +192,20 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       const counts: QueueCounts = { queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 };
       for (const row of sql.countByStatus.all()) counts[row.status] = row.n;
       return counts;
+    },
+
+    async acquireUpstream(request) {
+      const at = now();
+      if (!request.rpm && !request.tpm) {
+        // No budgets: only a fleet-wide pause can hold the call, and a read answers that.
+        const pause = sql.pauseUntil.pluck().get() as number | undefined;
+        return Math.max(0, (pause ?? 0) - at);
+      }
+      return acquire.immediate(request, at);
+    },
+
+    async pauseUpstream(until) {
+      sql.pauseUpstream.run({ tat: until });
     },
 
     async recordHeartbeat(beat: WorkerHeartbeat) {
@@ -319,6 +344,15 @@ function prepareStatements(db: Db) {
     liveWorkers: db.prepare<[number], { id: string; host: string; pid: number; started_at: number; last_seen_at: number; jobs_done: number }>(
       'SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY started_at',
     ),
+
+    pacing: db.prepare<[], { name: 'requests' | 'tokens' | 'pause'; tat: number }>('SELECT name, tat FROM upstream_pacing'),
+    setPacing: db.prepare(`
+      INSERT INTO upstream_pacing (name, tat) VALUES (@name, @tat)
+      ON CONFLICT (name) DO UPDATE SET tat = excluded.tat`),
+    pauseUntil: db.prepare("SELECT tat FROM upstream_pacing WHERE name = 'pause'"),
+    pauseUpstream: db.prepare(`
+      INSERT INTO upstream_pacing (name, tat) VALUES ('pause', @tat)
+      ON CONFLICT (name) DO UPDATE SET tat = MAX(tat, excluded.tat)`),
 
     dataVersion: db.prepare('PRAGMA data_version'),
     ping: db.prepare('SELECT 1'),

@@ -1,0 +1,241 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startStubUpstream, type StubBehaviour } from '../../../scripts/stub-upstream.ts';
+import { eventually, tempDir, within } from '../../../test/helpers/index.ts';
+import { newJobId } from '../src/ids.ts';
+import { createSilentLogger } from '../src/logger.ts';
+import { createUpstreamClient } from '../src/runner/upstream-client.ts';
+import { createWorker, type WorkerOptions } from '../src/runner/worker.ts';
+import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
+import type { JobRecord, JobStore } from '../src/store/types.ts';
+
+type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
+
+async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions> & { maxAttempts?: number } = {}) {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ behave });
+  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  // Jobs arrive through another connection, as they do from proxy-api.
+  const apiSide = openSqliteStore({ path: `${dir}/db.sqlite` });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
+  const worker = createWorker({
+    store,
+    upstream,
+    logger: createSilentLogger(),
+    concurrency: 4,
+    leaseMs: 3000,
+    attemptTimeoutMs: 5000,
+    retryBaseMs: 10,
+    retryMaxMs: 20,
+    pollMs: 10,
+    shutdownGraceMs: 1000,
+    retentionMs: 3600_000,
+    ...options,
+  });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+    await upstream.close();
+    await stub.close();
+    await store.close();
+    await apiSide.close();
+  });
+  const enqueue = async (prompt: string, ttlMs = 60_000): Promise<string> => {
+    const id = newJobId();
+    await apiSide.createJob({
+      id,
+      client: 'default',
+      nonce: id,
+      requestHash: 'h',
+      model: 'm',
+      request: { model: 'm', messages: [{ role: 'user', content: prompt }] },
+      maxAttempts: options.maxAttempts ?? 5,
+      expiresAt: Date.now() + ttlMs,
+    });
+    return id;
+  };
+  return { stub, store, worker, enqueue, daemon, dir };
+}
+
+function finalJob(store: JobStore, id: string, timeoutMs = 10_000): Promise<JobRecord> {
+  return eventually(async () => {
+    const job = await store.getJob(id);
+    return job && ['completed', 'failed', 'expired', 'cancelled'].includes(job.status) ? job : null;
+  }, timeoutMs);
+}
+
+/** Replies from a script, call by call; the last entry repeats. */
+function script(...replies: Array<ReturnType<StubBehaviour>>): StubBehaviour {
+  return (call) => replies[Math.min(call.n - 1, replies.length - 1)] as ReturnType<StubBehaviour>;
+}
+
+test('429 with Retry-After: waits that long (in the database), then completes', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, script({ status: 429, headers: { 'retry-after': '1' } }, {}));
+  const id = await enqueue('limited');
+  const job = await finalJob(store, id);
+  assert.equal(job.status, 'completed');
+  assert.equal(job.attempts, 2);
+  assert.equal(stub.calls.length, 2);
+  const gap = stub.calls[1]!.at - stub.calls[0]!.at;
+  assert.ok(gap >= 950, `second call came ${gap} ms after the 429, not after Retry-After`);
+});
+
+test('500 twice, then success: three calls, completed', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, script({ status: 500 }, { status: 502 }, {}));
+  const job = await finalJob(store, await enqueue('flaky'));
+  assert.equal(job.status, 'completed');
+  assert.equal(job.outputText, 'echo: flaky');
+  assert.equal(job.attempts, 3);
+  assert.equal(stub.calls.length, 3);
+});
+
+test('400 fails at once with the upstream error, after one call', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, () => ({ status: 400, body: { error: { message: 'bad param', type: 'invalid_request_error' } } }));
+  const job = await finalJob(store, await enqueue('bad'));
+  assert.equal(job.status, 'failed');
+  assert.deepEqual(job.error, { code: 'upstream_invalid_request_error', message: 'bad param', upstreamStatus: 400 });
+  assert.equal(stub.calls.length, 1);
+});
+
+test('429 insufficient_quota and x-should-retry: false are not retried', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, (call) =>
+    call.prompt === 'quota'
+      ? { status: 429, body: { error: { message: 'You exceeded your current quota', type: 'insufficient_quota', code: 'insufficient_quota' } } }
+      : { status: 503, headers: { 'x-should-retry': 'false' } },
+  );
+  const quota = await finalJob(store, await enqueue('quota'));
+  assert.equal(quota.status, 'failed');
+  assert.equal(quota.error?.code, 'upstream_insufficient_quota');
+  const told = await finalJob(store, await enqueue('told'));
+  assert.equal(told.status, 'failed');
+  assert.equal(stub.calls.length, 2);
+});
+
+test('a connection reset is retried', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, script({ reset: true }, {}));
+  const job = await finalJob(store, await enqueue('reset'));
+  assert.equal(job.status, 'completed');
+  assert.equal(stub.calls.length, 2);
+});
+
+test('a call that hangs past the per-attempt timeout is aborted and retried', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, script({ hang: true }, {}), { attemptTimeoutMs: 300 });
+  const started = Date.now();
+  const job = await finalJob(store, await enqueue('hang'));
+  assert.equal(job.status, 'completed');
+  assert.equal(stub.calls.length, 2);
+  assert.ok(Date.now() - started < 3000);
+});
+
+test('broken JSON with a 200 is recorded as an error, not a crash; retries exhaust to failed with the last error', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, () => ({ raw: '{"choices": [ broken' }), { maxAttempts: 3 });
+  const job = await finalJob(store, await enqueue('broken'));
+  assert.equal(job.status, 'failed');
+  assert.equal(job.attempts, 3);
+  assert.equal(job.error?.code, 'upstream_bad_response');
+  assert.equal(stub.calls.length, 3);
+});
+
+test('attempts exhausted: failed with the last error', async (t) => {
+  let n = 0;
+  const { stub, store, enqueue } = await setUp(t, () => ({ status: 500 + (++n % 2), body: { error: { message: `boom ${n}` } } }), { maxAttempts: 4 });
+  const job = await finalJob(store, await enqueue('doomed'));
+  assert.equal(job.status, 'failed');
+  assert.equal(stub.calls.length, 4);
+  assert.deepEqual(job.error, { code: 'upstream_500', message: 'boom 4', upstreamStatus: 500 });
+});
+
+test('TTL passing while queued: expired, never called', async (t) => {
+  const { stub, store, worker, daemon, enqueue } = await setUp(t, () => ({}));
+  await worker.stop();
+  await daemon;
+  const id = await enqueue('late', 100);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(await store.expireOverdue(), 1);
+  assert.equal((await store.getJob(id))?.status, 'expired');
+  assert.equal(stub.calls.length, 0);
+});
+
+test('TTL passing while in flight: the call is aborted and the job ends expired', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, () => ({ hang: true }));
+  const started = Date.now();
+  const job = await finalJob(store, await enqueue('slow', 400));
+  assert.equal(job.status, 'expired');
+  assert.equal(job.error?.code, 'expired');
+  assert.equal(stub.calls.length, 1);
+  assert.ok(Date.now() - started < 2000);
+});
+
+test('a retry that would start past the deadline expires the job instead of waiting', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, () => ({ status: 503, headers: { 'retry-after': '30' } }));
+  const job = await finalJob(store, await enqueue('deadline', 5000));
+  assert.equal(job.status, 'expired');
+  assert.equal(job.error?.upstreamStatus, 503);
+  assert.equal(stub.calls.length, 1);
+});
+
+test('cancel while queued: cancelled, never called', async (t) => {
+  const { stub, store, worker, daemon, enqueue } = await setUp(t, () => ({}));
+  await worker.stop();
+  await daemon;
+  const id = await enqueue('never');
+  assert.equal((await store.cancelJob(id, 'default'))?.status, 'cancelled');
+  assert.equal(stub.calls.length, 0);
+});
+
+test('cancel while running: the worker aborts its call and the job ends cancelled', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 5000 }), { leaseMs: 300 });
+  const id = await enqueue('long');
+  await eventually(async () => stub.inflight() === 1);
+  const started = Date.now();
+  assert.equal((await store.cancelJob(id, 'default'))?.status, 'in_progress');
+  const job = await finalJob(store, id);
+  assert.equal(job.status, 'cancelled');
+  assert.ok(Date.now() - started < 1500, 'cancelled long before the call would have finished');
+});
+
+test('a 429 pauses every worker on the database, not just the one that got it', async (t) => {
+  const { stub, store, enqueue, dir } = await setUp(t, (call) => (call.n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : {}), { concurrency: 1 });
+  // A second, independent worker with its own connection to the same file.
+  const otherStore = openSqliteStore({ path: `${dir}/db.sqlite` });
+  const otherUpstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
+  const other = createWorker({
+    store: otherStore, upstream: otherUpstream, logger: createSilentLogger(),
+    concurrency: 1, leaseMs: 3000, attemptTimeoutMs: 5000, retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 100, retentionMs: 3600_000,
+  });
+  const otherRun = other.runDaemon();
+  t.after(async () => {
+    await other.stop();
+    await otherRun;
+    await otherUpstream.close();
+    await otherStore.close();
+  });
+  const first = await enqueue('first');
+  await eventually(async () => stub.calls.length === 1);
+  const others = [await enqueue('second'), await enqueue('third')];
+  for (const id of [first, ...others]) assert.equal((await finalJob(store, id)).status, 'completed');
+  const pausedFrom = stub.calls[0]!.at;
+  assert.equal(stub.calls.length, 4);
+  for (const call of stub.calls.slice(1)) assert.ok(call.at - pausedFrom >= 950, `call ${call.n} came ${call.at - pausedFrom} ms into the pause`);
+});
+
+test('stop: calls in flight finish within the grace period; stop resolves', async (t) => {
+  const { stub, store, worker, daemon, enqueue } = await setUp(t, () => ({ delayMs: 300 }));
+  const ids = [await enqueue('a'), await enqueue('b')];
+  await eventually(async () => stub.inflight() === 2);
+  await within(worker.stop(), 2000, 'stop');
+  await daemon;
+  for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
+});
+
+test('stop: calls still running when the grace period ends are put back, their attempt unspent', async (t) => {
+  const { stub, store, worker, daemon, enqueue } = await setUp(t, () => ({ delayMs: 5000 }), { shutdownGraceMs: 200 });
+  const id = await enqueue('too slow');
+  await eventually(async () => stub.inflight() === 1);
+  await within(worker.stop(), 2000, 'stop');
+  await daemon;
+  const job = await store.getJob(id);
+  assert.equal(job?.status, 'queued');
+  assert.equal(job?.attempts, 0);
+});
