@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Runs every *.test.ts under packages/*/test, apps/*/test and test/ with Node's own test runner.
-// Node 20's --test does not expand globs, so the files are listed here. Optional args narrow the folders.
+// Node 20's --test does not expand globs, so the files are listed here. Optional args name folders or files.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -11,6 +11,10 @@ const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['packages'
 const files = [];
 for (const dir of roots.map((r) => join(root, r))) {
   if (!existsSync(dir)) continue;
+  if (statSync(dir).isFile()) {
+    files.push(dir);
+    continue;
+  }
   for (const entry of readdirSync(dir, { recursive: true })) {
     const path = join(dir, String(entry));
     if (path.endsWith('.test.ts') && !path.includes('node_modules') && /(^|[\\/])test[\\/]/.test(relative(root, path))) files.push(path);

@@ -103,7 +103,8 @@ export async function startStubUpstream(options: { port?: number; delayMs?: numb
     active += 1;
     try {
       const reply = await behaviour(call);
-      if (reply.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs));
+      // Unref'd: a stub closed mid-delay must not keep its process alive.
+      if (reply.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs).unref());
       if (reply.hang) return;
       if (reply.reset) {
         req.socket.destroy();

@@ -41,7 +41,7 @@ export function createApp(deps: AppDeps): Express {
   const create = [auth, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
   const read = [auth, getRequestHandler({ store: deps.store })];
   const work = [auth, runWorkerHandler(deps.workerPass)];
-  const health = [healthHandler(deps.store)];
+  const health = [healthHandler(deps.store, deps.clients, now, deps.version ?? 'dev')];
 
   app.use(requestContext(deps.logger));
 

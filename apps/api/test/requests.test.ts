@@ -209,3 +209,30 @@ test('health answers 503 when the database does not', async (t) => {
   assert.equal(down.status, 503);
   assert.equal(down.json.status, 'unavailable');
 });
+
+test('cancel: a queued job at once (200); a finished one 409; another client or unknown id 404', async (t) => {
+  const api = await startTestApi(t);
+  const del = async (id: string, key = api.key) => {
+    const res = await fetch(`${api.url}/v1/requests/${id}`, { method: 'DELETE', headers: { 'x-proxy-key': key } });
+    return { status: res.status, json: (await res.json()) as any };
+  };
+  const created = await postSigned(api.url, api.key, api.secret, { prompt: 'cancel me' });
+  const cancelled = await del(created.json.id);
+  assert.deepEqual([cancelled.status, cancelled.json.status], [200, 'cancelled']);
+  const again = await del(created.json.id);
+  assert.deepEqual([again.status, again.json.error.code], [409, 'conflict']);
+  assert.equal((await del('req_AAAAAAAAAAAAAAAAAAAAAA')).status, 404);
+  assert.equal((await del("'; DROP TABLE jobs; --")).status, 404);
+  assert.equal((await getJson(api.url, `/v1/requests/${created.json.id}`, api.key)).json.status, 'cancelled');
+});
+
+test('health: the public sees only the status; a client key also sees the queue and live workers', async (t) => {
+  const api = await startTestApi(t);
+  await postSigned(api.url, api.key, api.secret, { prompt: 'count me' });
+  await api.store.recordHeartbeat({ id: 'host:1:ab', host: 'host', pid: 1, startedAt: Date.now() - 1000, lastSeenAt: Date.now(), jobsDone: 7 });
+  await api.store.recordHeartbeat({ id: 'host:2:cd', host: 'host', pid: 2, startedAt: Date.now() - 90_000, lastSeenAt: Date.now() - 60_000, jobsDone: 1 });
+  assert.deepEqual((await getJson(api.url, '/health')).json, { status: 'ok' });
+  const detailed = await getJson(api.url, '/health', api.key);
+  assert.equal(detailed.json.queue.queued, 1);
+  assert.deepEqual(detailed.json.workers.map((w: any) => [w.id, w.jobs_done]), [['host:1:ab', 7]]);
+});

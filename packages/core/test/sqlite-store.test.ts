@@ -190,3 +190,37 @@ test('migrations run once even when several processes open a new file together',
   assert.ok(files.length >= 2);
   assert.deepEqual(db.prepare('SELECT version FROM schema_migrations ORDER BY version').all(), files.map((f) => ({ version: Number(f.slice(0, 4)) })));
 });
+
+test('checkpoint truncates the write-ahead log once no reader holds it', async (t) => {
+  const dir = tempDir(t);
+  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  t.after(() => store.close());
+  for (let i = 0; i < 500; i++) await store.createJob(job());
+  const { statSync } = await import('node:fs');
+  assert.ok(statSync(`${dir}/db.sqlite-wal`).size > 0);
+  await store.checkpoint();
+  assert.equal(statSync(`${dir}/db.sqlite-wal`).size, 0);
+});
+
+test('pacing: RPM spaces calls evenly across connections; TPM charges by tokens; a pause holds everyone', async (t) => {
+  const dir = tempDir(t);
+  const c = clock();
+  const a = openSqliteStore({ path: `${dir}/db.sqlite`, now: c.now });
+  const b = openSqliteStore({ path: `${dir}/db.sqlite`, now: c.now });
+  t.after(async () => {
+    await a.close();
+    await b.close();
+  });
+  const rpm = { rpm: 60, tpm: null, tokens: 10 };
+  assert.equal(await a.acquireUpstream(rpm), 0);
+  assert.equal(await b.acquireUpstream(rpm), 1000, 'the other connection waits one interval');
+  c.advance(1000);
+  assert.equal(await b.acquireUpstream(rpm), 0);
+  const tpm = { rpm: null, tpm: 6000, tokens: 300 };
+  assert.equal(await a.acquireUpstream(tpm), 0);
+  assert.equal(await b.acquireUpstream(tpm), 3000, '300 tokens at 100 a second');
+  await a.pauseUpstream(c.now() + 5000);
+  assert.equal(await b.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000);
+  await b.pauseUpstream(c.now() + 100);
+  assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
+});

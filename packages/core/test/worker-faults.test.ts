@@ -239,3 +239,22 @@ test('stop: calls still running when the grace period ends are put back, their a
   assert.equal(job?.status, 'queued');
   assert.equal(job?.attempts, 0);
 });
+
+test('once deletes finished jobs past retention on its way out', async (t) => {
+  const { store, worker, daemon, enqueue, stub, dir } = await setUp(t, () => ({}));
+  const id = await enqueue('done soon');
+  await finalJob(store, id);
+  await worker.stop();
+  await daemon;
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
+  const sweeper = createWorker({
+    store, upstream, logger: createSilentLogger(),
+    concurrency: 1, leaseMs: 3000, attemptTimeoutMs: 5000, retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 100,
+    retentionMs: 1,
+  });
+  await new Promise((r) => setTimeout(r, 5));
+  await sweeper.runOnce();
+  await upstream.close();
+  assert.equal(await store.getJob(id), null);
+  void dir;
+});
