@@ -150,3 +150,20 @@ test('pickup latency in daemon mode: enqueue → upstream call', async (t) => {
   assert.ok(median < 250, `median pickup ${median} ms`);
   void worker;
 });
+
+test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (t) => {
+  const { dir, store, stub } = await setUp(t, {});
+  for (let i = 0; i < 6; i++) await enqueue(store, `bounded ${i}`);
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '1' });
+  const capped = spawnNode(WORKER_MAIN, ['once', '--max-jobs', '2'], env, dir);
+  assert.equal((await within(capped.exited, 10_000, 'once')).code, 0);
+  assert.equal((await store.countByStatus()).completed, 2);
+  stub.behave(() => ({ delayMs: 400 }));
+  const timed = spawnNode(WORKER_MAIN, ['once', '--max-seconds', '1'], env, dir);
+  assert.equal((await within(timed.exited, 10_000, 'once')).code, 0);
+  const done = (await store.countByStatus()).completed;
+  assert.ok(done > 2 && done < 6, `${done - 2} jobs in a 1 s pass of 400 ms calls`);
+  const bad = spawnNode(WORKER_MAIN, ['once', '--max-jobs', 'lots'], env, dir);
+  assert.equal((await bad.exited).code, 1);
+  assert.match(bad.stderr.join('\n'), /--max-jobs.*whole number/);
+});
