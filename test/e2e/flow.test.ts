@@ -98,7 +98,7 @@ test('the manual pass: POST /v1/worker/run and GET /index.php?action=worker proc
 });
 
 test('two worker processes at once never run the same job', async (t) => {
-  const { dir, stub, key, secret, env, api } = await setUp(t, { WORKER_CONCURRENCY: '16' });
+  const { dir, stub, key, secret, env, api } = await setUp(t, { WORKER_CONCURRENCY: '16', RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: 'off' });
   stub.behave(() => ({ delayMs: 20 }));
   const total = 120;
   const ids = await Promise.all(Array.from({ length: total }, (_, i) => postSigned(api.url, key, secret, { prompt: `p${i}` }).then((r) => r.json.id as string)));

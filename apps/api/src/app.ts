@@ -1,7 +1,9 @@
 import express, { type Express, type RequestHandler } from 'express';
-import { AppError, type ClientRegistry, type Config, type JobStore, type Logger } from '@proxy/core';
+import { AppError, createRateLimiter, type ClientRegistry, type Config, type JobStore, type Logger } from '@proxy/core';
+import { clientOf } from './context.js';
 import { authenticate } from './middleware/authenticate.js';
 import { errorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
+import { clientIp, rateLimit } from './middleware/rate-limit.js';
 import { requestContext } from './middleware/request-context.js';
 import { healthHandler } from './routes/health.js';
 import { legacyRouter } from './routes/legacy.js';
@@ -29,6 +31,8 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
+  // Off by default: only behind a proxy that sets X-Forwarded-For may it be believed.
+  app.set('trust proxy', deps.config.http.trustProxy);
 
   const auth = authenticate(deps.clients);
   const requireJson: RequestHandler = (req, _res, next) => {
@@ -38,9 +42,19 @@ export function createApp(deps: AppDeps): Express {
   // Raw bytes, not parsed JSON: the signature covers exactly what the client sent.
   const rawBody = express.raw({ type: () => true, limit: deps.config.http.bodyLimitBytes });
 
-  const create = [auth, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
-  const read = [auth, getRequestHandler({ store: deps.store })];
-  const work = [auth, runWorkerHandler(deps.workerPass)];
+  const limits = deps.config.rateLimits;
+  const limiter = createRateLimiter(deps.store, now);
+  // Per-IP budgets come before authentication, so guessing keys is limited too.
+  const createsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `create:ip:${clientIp(req)}`, spec: limits.createsPerIp }]);
+  const createsPerKey = rateLimit(limiter, (_req, res) => {
+    const client = clientOf(res);
+    return [{ name: 'key', key: `create:key:${client.name}`, spec: client.rateLimit !== undefined ? client.rateLimit : limits.createsPerKey }];
+  });
+  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }]);
+
+  const create = [createsPerIp, auth, createsPerKey, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
+  const read = [readsPerIp, auth, getRequestHandler({ store: deps.store })];
+  const work = [readsPerIp, auth, runWorkerHandler(deps.workerPass)];
   const health = [healthHandler(deps.store, deps.clients, now, deps.version ?? 'dev')];
 
   app.use(requestContext(deps.logger));
@@ -48,7 +62,7 @@ export function createApp(deps: AppDeps): Express {
   app.post('/v1/requests', ...create);
   app.all('/v1/requests', methodNotAllowed(['POST']));
   app.get('/v1/requests/:id', ...read);
-  app.delete('/v1/requests/:id', auth, cancelRequestHandler({ store: deps.store }));
+  app.delete('/v1/requests/:id', readsPerIp, auth, cancelRequestHandler({ store: deps.store }));
   app.all('/v1/requests/:id', methodNotAllowed(['GET', 'DELETE']));
   app.post('/v1/worker/run', ...work);
   app.all('/v1/worker/run', methodNotAllowed(['POST']));

@@ -8,6 +8,7 @@ import {
   createWorkerFromConfig,
   handleStopSignals,
   loadConfig,
+  reloadClients,
   openSqliteStore,
   runMain,
   secretValues,
@@ -28,8 +29,28 @@ await runMain('proxy-api', async () => {
     : null;
   const worker = upstream ? createWorkerFromConfig(config, { store, upstream, logger }) : null;
   const workerPass: WorkerPass | null = worker ? () => worker.runOnce(PASS_LIMITS) : null;
-  const clients = createClientRegistry(config.clients);
+  let clients = createClientRegistry(config.clients);
+  let clientList = config.clients;
   const app = createApp({ config, store, logger, clients: () => clients, workerPass, version });
+  // SIGHUP re-reads the clients file; a bad file is refused and the clients in force stay.
+  process.on('SIGHUP', () => {
+    if (!config.clientsFile) {
+      logger.warn('SIGHUP: no PROXY_CLIENTS_FILE to reload');
+      return;
+    }
+    try {
+      clientList = reloadClients(clientList, config.clientsFile);
+      clients = createClientRegistry(clientList);
+      logger.info('clients reloaded', { clients: clientList.length });
+    } catch (err) {
+      logger.error('clients file refused on reload; the previous clients stay', { reason: (err as Error).message });
+    }
+  });
+  // Budgets that are whole again say nothing; dropping them keeps the limiter's file small.
+  const purge = setInterval(() => {
+    store.purgeRateLimits().catch((err: unknown) => logger.warn('rate-limit purge failed', { err }));
+  }, 60_000);
+  purge.unref();
 
   const server = app.listen(config.http.port, config.http.host);
   await new Promise<void>((resolve, reject) => {

@@ -3,6 +3,8 @@ import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { Ajv } from 'ajv';
 import { ConfigError } from './errors.js';
+import { loadClientsFile } from './clients-file.js';
+import { RATE_PATTERN, parseRate, type RateLimitSpec } from './rate-spec.js';
 
 /**
  * Every setting the product reads, with its default and what it does. `.env.example` must list each
@@ -16,6 +18,12 @@ export const SETTINGS = {
   PROXY_DB_PATH: { type: 'string', default: './data/requests.sqlite', minLength: 1, doc: 'SQLite file shared by API and worker; its folder is created.' },
   PROXY_KEY: { type: 'string', secret: true, pattern: '^[\\x21-\\x7e]{16,256}$', doc: 'Client key sent in X-Proxy-Key (16+ printable characters).' },
   PROXY_SECRET: { type: 'string', secret: true, pattern: '^[\\x21-\\x7e]{32,512}$', doc: 'HMAC secret of that client (32+ printable characters).' },
+  PROXY_CLIENTS_FILE: { type: 'string', doc: 'JSON list of clients (name, key, secret or secrets, optional rate_limit); SIGHUP reloads it.' },
+  RATE_LIMIT_PER_IP: { type: 'string', default: '60/min', pattern: RATE_PATTERN, doc: 'Creates per client IP: N/s, N/min or N/h (bursts up to N), or off.' },
+  RATE_LIMIT_PER_KEY: { type: 'string', default: '120/min', pattern: RATE_PATTERN, doc: 'Creates per client key, unless the clients file gives the client its own; or off.' },
+  RATE_LIMIT_READS_PER_IP: { type: 'string', default: '600/min', pattern: RATE_PATTERN, doc: 'Reads (result, cancel, worker pass) per client IP; or off.' },
+  TRUST_PROXY: { type: 'string', default: 'false', pattern: '^[A-Za-z0-9.:/, _-]{1,512}$', doc: "Express's trust proxy: false, true, a hop count, loopback, or addresses/subnets; only then is X-Forwarded-For believed." },
+  ALLOWED_MODELS: { type: 'string', pattern: '^[A-Za-z0-9._:/ ,-]*$', doc: 'Comma-separated models clients may ask for (unset: any).' },
   HOST: { type: 'string', default: '127.0.0.1', minLength: 1, doc: 'Address proxy-api listens on.' },
   PORT: { type: 'integer', default: 8000, minimum: 0, maximum: 65535, doc: 'Port proxy-api listens on (0 picks a free one).' },
   LOG_LEVEL: { type: 'string', default: 'info', enum: ['error', 'warn', 'info', 'debug'], doc: 'error, warn, info or debug.' },
@@ -54,7 +62,11 @@ export interface ClientIdentity {
   readonly name: string;
   readonly key: string;
   readonly secrets: readonly string[];
+  /** The client's own create budget, overriding RATE_LIMIT_PER_KEY. */
+  readonly rateLimit?: RateLimitSpec | null;
 }
+
+
 
 /** The validated, frozen configuration both apps run on. */
 export interface Config {
@@ -68,7 +80,22 @@ export interface Config {
   };
   readonly db: { readonly path: string };
   readonly clients: readonly ClientIdentity[];
-  readonly http: { readonly host: string; readonly port: number; readonly bodyLimitBytes: number };
+  readonly http: {
+    readonly host: string;
+    readonly port: number;
+    readonly bodyLimitBytes: number;
+    /** What Express's `trust proxy` setting gets. */
+    readonly trustProxy: boolean | number | string;
+    /** Models clients may ask for; null allows any. */
+    readonly allowedModels: readonly string[] | null;
+  };
+  /** The clients file, re-read on SIGHUP; null when only PROXY_KEY is used. */
+  readonly clientsFile: string | null;
+  readonly rateLimits: {
+    readonly createsPerIp: RateLimitSpec | null;
+    readonly createsPerKey: RateLimitSpec | null;
+    readonly readsPerIp: RateLimitSpec | null;
+  };
   readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly format: 'auto' | 'json' | 'text' };
   readonly jobs: { readonly ttlSeconds: number; readonly retentionSeconds: number; readonly maxAttempts: number };
   readonly worker: {
@@ -135,14 +162,16 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   if (options.needs?.upstream && !apiKey) {
     throw new ConfigError('OPENAI_API_KEY is not set: put the upstream key in .env (or point OPENAI_API_KEY_FILE at a file holding it)');
   }
-  const clients: ClientIdentity[] = [];
+  const envClients: ClientIdentity[] = [];
   if (s.PROXY_KEY || s.PROXY_SECRET) {
     if (!s.PROXY_KEY) throw new ConfigError('PROXY_KEY is not set but PROXY_SECRET is: set both');
     if (!s.PROXY_SECRET) throw new ConfigError('PROXY_SECRET is not set but PROXY_KEY is: set both');
-    clients.push({ name: 'default', key: s.PROXY_KEY, secrets: [s.PROXY_SECRET] });
+    envClients.push({ name: 'default', key: s.PROXY_KEY, secrets: [s.PROXY_SECRET] });
   }
+  const clientsFile = s.PROXY_CLIENTS_FILE ? resolve(cwd, s.PROXY_CLIENTS_FILE) : null;
+  const clients = clientsFile ? mergeClients(envClients, loadClientsFile(clientsFile)) : envClients;
   if (options.needs?.clients && clients.length === 0) {
-    throw new ConfigError('PROXY_KEY is not set: set PROXY_KEY and PROXY_SECRET in .env (npm start writes fresh ones)');
+    throw new ConfigError('PROXY_KEY is not set: set PROXY_KEY and PROXY_SECRET in .env (npm start writes fresh ones), or PROXY_CLIENTS_FILE');
   }
 
   const retryBaseMs = int('RETRY_BASE_MS');
@@ -160,7 +189,19 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     },
     db: { path: resolve(cwd, s.PROXY_DB_PATH) },
     clients,
-    http: { host: s.HOST, port: int('PORT'), bodyLimitBytes: parseByteSize(s.BODY_LIMIT) },
+    http: {
+      host: s.HOST,
+      port: int('PORT'),
+      bodyLimitBytes: parseByteSize(s.BODY_LIMIT),
+      trustProxy: parseTrustProxy(s.TRUST_PROXY),
+      allowedModels: s.ALLOWED_MODELS ? s.ALLOWED_MODELS.split(',').map((m) => m.trim()).filter(Boolean) : null,
+    },
+    clientsFile,
+    rateLimits: {
+      createsPerIp: parseRate(s.RATE_LIMIT_PER_IP),
+      createsPerKey: parseRate(s.RATE_LIMIT_PER_KEY),
+      readsPerIp: parseRate(s.RATE_LIMIT_READS_PER_IP),
+    },
     log: { level: s.LOG_LEVEL as Config['log']['level'], format: s.LOG_FORMAT as Config['log']['format'] },
     jobs: { ttlSeconds: int('JOB_TTL_SECONDS'), retentionSeconds: int('RESULT_RETENTION_SECONDS'), maxAttempts: int('MAX_ATTEMPTS') },
     worker: {
@@ -172,6 +213,30 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       shutdownGraceMs: int('SHUTDOWN_GRACE_SECONDS') * 1000,
     },
   });
+}
+
+/**
+ * The env client (PROXY_KEY) and the file's clients together; names and keys must be unique, since
+ * a job belongs to a client by name and a key must identify exactly one client.
+ */
+export function mergeClients(envClients: readonly ClientIdentity[], fileClients: readonly ClientIdentity[]): ClientIdentity[] {
+  const all = [...envClients, ...fileClients];
+  const names = new Set<string>();
+  const keys = new Set<string>();
+  for (const c of all) {
+    if (names.has(c.name)) throw new ConfigError(`PROXY_CLIENTS_FILE: client name ${JSON.stringify(c.name)} is used twice (PROXY_KEY's client is named "default")`);
+    if (keys.has(c.key)) throw new ConfigError(`PROXY_CLIENTS_FILE: client ${JSON.stringify(c.name)} reuses another client's key`);
+    names.add(c.name);
+    keys.add(c.key);
+  }
+  return all;
+}
+
+function parseTrustProxy(text: string): boolean | number | string {
+  if (text === 'false') return false;
+  if (text === 'true') return true;
+  if (/^[0-9]+$/.test(text)) return Number(text);
+  return text;
 }
 
 function readDotenv(path: string): Record<string, string> {

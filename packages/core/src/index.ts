@@ -12,3 +12,6 @@ export * from './runner/worker.js';
 export * from './clients.js';
 export * from './job-view.js';
 export * from './process/lifecycle.js';
+export * from './clients-file.js';
+export * from './rate-spec.js';
+export * from './rate-limit.js';

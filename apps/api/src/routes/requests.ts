@@ -36,6 +36,10 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
       throw new AppError('stale_request', `ts must be within ${MAX_CLOCK_SKEW_SECONDS} s of the server's clock (server time ${Math.floor(at / 1000)})`);
     }
     const request = toChatRequest(body, config.upstream.defaultModel);
+    const allowed = config.http.allowedModels;
+    if (allowed && !allowed.includes(request.model)) {
+      throw new AppError('invalid_request', `model ${request.model} is not offered here; use one of: ${allowed.join(', ')}`);
+    }
     const ttlSeconds = body.ttl ?? config.jobs.ttlSeconds;
     // Same nonce, same request → same job; "same" is what the upstream would be asked, not the bytes.
     const requestHash = createHash('sha256').update(JSON.stringify([request, ttlSeconds])).digest('hex');

@@ -109,6 +109,19 @@ export interface PacingRequest {
   tokens: number;
 }
 
+/** One budget to draw from: GCRA with emission interval `intervalMs` and burst tolerance `toleranceMs`. */
+export interface RateCheck {
+  key: string;
+  intervalMs: number;
+  toleranceMs: number;
+}
+
+/** What the limiter found for one budget: `tat` is when it is whole again (after this request, if allowed). */
+export interface RateDecision {
+  allowed: boolean;
+  tat: number;
+}
+
 /** Jobs per status, for health and stats. */
 export type QueueCounts = Record<JobStatus, number>;
 
@@ -151,6 +164,14 @@ export interface JobStore {
   acquireUpstream(request: PacingRequest): Promise<number>;
   /** Holds every worker's upstream calls until `until` (after a 429). */
   pauseUpstream(until: number): Promise<void>;
+
+  /**
+   * Draws one request from every budget, all or nothing, atomically across processes. Nothing is
+   * drawn unless every budget allows it.
+   */
+  consumeRateLimits(checks: readonly RateCheck[]): Promise<RateDecision[]>;
+  /** Forgets budgets that are whole again (their rows say nothing). */
+  purgeRateLimits(): Promise<number>;
 
   recordHeartbeat(beat: WorkerHeartbeat): Promise<void>;
   removeHeartbeat(id: string): Promise<void>;

@@ -3,6 +3,8 @@ import { fileURLToPath } from 'node:url';
 import type { Db } from './open-database.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite/', import.meta.url));
+/** The rate-limit file's own migrations. */
+export const LIMITS_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite-limits/', import.meta.url));
 
 /** Applies the numbered migrations not yet applied, each in its own IMMEDIATE transaction. */
 export function migrate(db: Db, dir = MIGRATIONS_DIR): number {

@@ -9,8 +9,10 @@ export type Db = Database.Database;
 export interface OpenDatabaseOptions {
   path: string;
   /** `full` fsyncs every commit (survives power loss); `normal` only at checkpoints (survives process crashes). */
-  sync?: 'full' | 'normal';
+  sync?: 'full' | 'normal' | 'off';
   busyTimeoutMs?: number;
+  /** Folder of numbered migrations; the jobs schema by default. */
+  migrations?: string;
 }
 
 /** Opens the shared SQLite file, sets its pragmas once and brings its schema up to date. */
@@ -19,11 +21,11 @@ export function openDatabase(options: OpenDatabaseOptions): Db {
   const db = new Database(options.path);
   // WAL lets the API read while a worker writes; busy_timeout makes writers queue instead of failing.
   db.pragma('journal_mode = WAL');
-  db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+  db.pragma(`synchronous = ${(options.sync ?? 'full').toUpperCase()}`);
   db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
   db.pragma('foreign_keys = ON');
   // Checkpoints are driven by the worker's housekeeping; this is the automatic fallback.
   db.pragma('wal_autocheckpoint = 1000');
-  migrate(db);
+  migrate(db, options.migrations);
   return db;
 }

@@ -12,8 +12,11 @@ import type {
   NewJob,
   PacingRequest,
   QueueCounts,
+  RateCheck,
+  RateDecision,
   WorkerHeartbeat,
 } from '../types.js';
+import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
 
 export interface SqliteStoreOptions extends OpenDatabaseOptions {
@@ -55,6 +58,23 @@ const WORKER_LOST_ERROR = { code: 'worker_lost', message: 'the worker holding th
 /** Opens the SQLite job store on `path`; every statement is prepared here, once. */
 export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const db = openDatabase(options);
+  // Limiter state lives in a sibling file without fsync: after a power cut, a budget that forgets a
+  // few seconds is harmless, and no read or create should wait on a disk flush for it.
+  const limitsDb = openDatabase({ path: limitsPathFor(options.path), sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
+  const limits = {
+    get: limitsDb.prepare<[string], number>('SELECT tat FROM rate_limits WHERE key = ?').pluck(),
+    set: limitsDb.prepare<[string, number]>('INSERT INTO rate_limits (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat'),
+    purge: limitsDb.prepare<[number]>('DELETE FROM rate_limits WHERE tat < ?'),
+  };
+  const consume = limitsDb.transaction((checks: readonly RateCheck[], at: number): RateDecision[] => {
+    // GCRA: a request is allowed when the budget's tat is at most `tolerance` ahead of now.
+    const decisions = checks.map((check) => {
+      const tat = Math.max(limits.get.get(check.key) ?? at, at);
+      return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };
+    });
+    if (decisions.every((d) => d.allowed)) checks.forEach((check, i) => limits.set.run(check.key, (decisions[i] as RateDecision).tat));
+    return decisions;
+  });
   const now = options.now ?? Date.now;
   const sql = prepareStatements(db);
 
@@ -208,6 +228,15 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       sql.pauseUpstream.run({ tat: until });
     },
 
+    async consumeRateLimits(checks) {
+      if (checks.length === 0) return [];
+      return consume.immediate(checks, now());
+    },
+
+    async purgeRateLimits() {
+      return limits.purge.run(now()).changes;
+    },
+
     async recordHeartbeat(beat: WorkerHeartbeat) {
       sql.upsertWorker.run({ id: beat.id, host: beat.host, pid: beat.pid, started_at: beat.startedAt, last_seen_at: beat.lastSeenAt, jobs_done: beat.jobsDone });
     },
@@ -246,6 +275,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async close() {
       if (db.open) db.close();
+      if (limitsDb.open) limitsDb.close();
     },
   };
   return store;
@@ -357,6 +387,11 @@ function prepareStatements(db: Db) {
     dataVersion: db.prepare('PRAGMA data_version'),
     ping: db.prepare('SELECT 1'),
   };
+}
+
+/** `data/requests.sqlite` → `data/requests.limits.sqlite`: the limiter's sibling file. */
+export function limitsPathFor(path: string): string {
+  return path === ':memory:' ? ':memory:' : `${path.replace(/\.(sqlite3?|db)$/, '')}.limits.sqlite`;
 }
 
 function toJob(row: JobRow): JobRecord {

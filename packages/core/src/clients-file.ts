@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import { Ajv } from 'ajv';
+import type { ClientIdentity } from './config.js';
+import { mergeClients } from './config.js';
+import { RATE_PATTERN, parseRate } from './rate-spec.js';
+import { ConfigError } from './errors.js';
+
+const printable = (min: number, max: number) => ({ type: 'string', pattern: `^[\\x21-\\x7e]{${min},${max}}$` });
+
+/** PROXY_CLIENTS_FILE: a JSON list of clients. */
+const clientsFileSchema = {
+  type: 'array',
+  maxItems: 10_000,
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'key'],
+    properties: {
+      name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+      key: printable(16, 256),
+      secret: printable(32, 512),
+      // Several secrets are active at once during a rotation: add the new one, move clients, drop the old.
+      secrets: { type: 'array', minItems: 1, maxItems: 8, items: printable(32, 512) },
+      rate_limit: { type: 'string', pattern: RATE_PATTERN },
+    },
+    anyOf: [{ required: ['secret'] }, { required: ['secrets'] }],
+  },
+} as const;
+
+interface ClientEntry {
+  name: string;
+  key: string;
+  secret?: string;
+  secrets?: string[];
+  rate_limit?: string;
+}
+
+const validate = new Ajv({ allErrors: false }).compile<ClientEntry[]>(clientsFileSchema);
+
+/** Reads and validates the clients file; throws ConfigError with one line saying what to fix (never a secret). */
+export function loadClientsFile(path: string): ClientIdentity[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`PROXY_CLIENTS_FILE cannot be read (${path}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ConfigError(`PROXY_CLIENTS_FILE is not valid JSON (${path})`);
+  }
+  if (!validate(parsed)) {
+    const err = validate.errors?.[0];
+    const where = err?.instancePath.replace(/^\//, '').replace(/\//g, '.') || 'the file';
+    const problem = err?.keyword === 'pattern' ? describePattern(where) : err?.keyword === 'anyOf' ? 'needs secret or secrets' : (err?.message ?? 'is invalid');
+    throw new ConfigError(`PROXY_CLIENTS_FILE: ${where} ${problem} (${path})`);
+  }
+  return parsed.map((entry) => ({
+    name: entry.name,
+    key: entry.key,
+    secrets: [...(entry.secret ? [entry.secret] : []), ...(entry.secrets ?? [])],
+    ...(entry.rate_limit ? { rateLimit: parseRate(entry.rate_limit) } : {}),
+  }));
+}
+
+function describePattern(where: string): string {
+  if (where.endsWith('.name')) return 'must be 1 to 64 characters of A-Z a-z 0-9 . _ -';
+  if (where.endsWith('.key')) return 'must be 16 to 256 printable characters';
+  if (where.endsWith('.rate_limit')) return 'must look like 60/min, 5/s or 1000/h, or be off';
+  return 'must be 32 to 512 printable characters';
+}
+
+/**
+ * The clients after a SIGHUP: PROXY_KEY's client (always named "default", a name the file may not
+ * use) plus the file read afresh. Throws ConfigError when the file is bad; the caller keeps the old list.
+ */
+export function reloadClients(current: readonly ClientIdentity[], path: string): ClientIdentity[] {
+  return mergeClients(current.filter((c) => c.name === 'default'), loadClientsFile(path));
+}
