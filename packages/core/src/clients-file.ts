@@ -54,7 +54,7 @@ export function loadClientsFile(path: string): ClientIdentity[] {
   if (!validate(parsed)) {
     const err = validate.errors?.[0];
     const where = err?.instancePath.replace(/^\//, '').replace(/\//g, '.') || 'the file';
-    const problem = err?.keyword === 'pattern' ? describePattern(where) : err?.keyword === 'anyOf' ? 'needs secret or secrets' : (err?.message ?? 'is invalid');
+    const problem = err?.keyword === 'pattern' ? describePattern(where) : err?.schemaPath.includes('/anyOf/') ? 'needs secret or secrets' : (err?.message ?? 'is invalid');
     throw new ConfigError(`PROXY_CLIENTS_FILE: ${where} ${problem} (${path})`);
   }
   return parsed.map((entry) => ({

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
+import { signBody } from '@proxy/core';
+import { startTestApi } from './helpers.ts';
+
+const post = (url: string, key: string, secret: string, xff?: string) =>
+  fetch(`${url}/v1/requests`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-proxy-key': key, ...(xff ? { 'x-forwarded-for': xff } : {}) },
+    body: signBody({ prompt: 'x', ...freshStamp() }, secret),
+  });
+
+test('TRUST_PROXY off: X-Forwarded-For cannot dodge the per-IP limit', async (t) => {
+  const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: '2/min', RATE_LIMIT_PER_KEY: 'off' } });
+  const statuses = [];
+  for (const ip of ['198.51.100.1', '198.51.100.2', '198.51.100.3']) statuses.push((await post(api.url, api.key, api.secret, ip)).status);
+  assert.deepEqual(statuses, [202, 202, 429]);
+});
+
+test('TRUST_PROXY=loopback: X-Forwarded-For from the proxy names the client', async (t) => {
+  const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: '2/min', RATE_LIMIT_PER_KEY: 'off', TRUST_PROXY: 'loopback' } });
+  const statuses = [];
+  for (const ip of ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.3', '198.51.100.3']) statuses.push((await post(api.url, api.key, api.secret, ip)).status);
+  assert.deepEqual(statuses, [202, 202, 202, 202, 429]);
+});
+
+test('per-key limit, RateLimit headers on success, and reads with their own larger budget', async (t) => {
+  const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: '3/min', RATE_LIMIT_READS_PER_IP: '5/s' } });
+  const first = await postSigned(api.url, api.key, api.secret, { prompt: 'a' });
+  assert.equal(first.headers.get('ratelimit-policy'), '"key";q=3;w=60');
+  assert.equal(first.headers.get('ratelimit'), '"key";r=2;t=20');
+  await postSigned(api.url, api.key, api.secret, { prompt: 'b' });
+  await postSigned(api.url, api.key, api.secret, { prompt: 'c' });
+  const limited = await postSigned(api.url, api.key, api.secret, { prompt: 'd' });
+  assert.deepEqual([limited.status, limited.json.error.code], [429, 'rate_limited']);
+  assert.equal(limited.headers.get('retry-after'), '20');
+  const reads = [];
+  for (let i = 0; i < 6; i++) reads.push((await getJson(api.url, `/v1/requests/${first.json.id}`, api.key)).status);
+  assert.deepEqual(reads, [200, 200, 200, 200, 200, 429]);
+  assert.equal((await getJson(api.url, '/health')).status, 200, 'health is never limited');
+});
+
+test('ALLOWED_MODELS refuses other models with a message that says which are offered', async (t) => {
+  const api = await startTestApi(t, { env: { ALLOWED_MODELS: 'gpt-4o-mini, gpt-4.1' } });
+  assert.equal((await postSigned(api.url, api.key, api.secret, { prompt: 'x', model: 'gpt-4.1' })).status, 202);
+  assert.equal((await postSigned(api.url, api.key, api.secret, { prompt: 'x' })).status, 202, 'the default model is allowed');
+  const refused = await postSigned(api.url, api.key, api.secret, { prompt: 'x', model: 'o1-pro' });
+  assert.equal(refused.status, 400);
+  assert.match(refused.json.error.message, /model o1-pro is not offered here; use one of: gpt-4o-mini, gpt-4\.1/);
+});
+
+test('huge JSON within the limit is refused by field, not by crashing; the server keeps answering', async (t) => {
+  const api = await startTestApi(t, { env: { BODY_LIMIT: '4mb', RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: 'off' } });
+  const manyMessages = { messages: Array.from({ length: 5000 }, () => ({ role: 'user', content: 'x' })) };
+  const res = await postSigned(api.url, api.key, api.secret, manyMessages);
+  assert.deepEqual([res.status, res.json.error.code], [400, 'invalid_request']);
+  assert.match(res.json.error.message, /messages must NOT have more than 1000 items/);
+  const wide = await postSigned(api.url, api.key, api.secret, { prompt: 'x', options: { metadata: Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [`k${i}`, i])) } });
+  assert.ok(wide.status === 202 || wide.status === 400);
+  assert.equal((await getJson(api.url, '/health')).status, 200);
+});

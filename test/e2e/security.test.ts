@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { signBody } from '../../packages/core/src/signing.ts';
+import { WORKER_MAIN, freshStamp, getJson, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+
+type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (m: string) => void };
+
+function clientsFile(dir: string, clients: unknown[]): string {
+  const path = join(dir, 'clients.json');
+  writeFileSync(path, JSON.stringify(clients));
+  return path;
+}
+
+test('clients file: each client sees only its own jobs; a secret removed and reloaded with SIGHUP stops working; a bad file on reload is refused', async (t: T) => {
+  const dir = tempDir(t);
+  const alice = { ...newCredentials(), old: newCredentials().secret };
+  const bob = newCredentials();
+  const file = clientsFile(dir, [
+    { name: 'alice', key: alice.key, secrets: [alice.old, alice.secret] },
+    { name: 'bob', key: bob.key, secret: bob.secret, rate_limit: 'off' },
+  ]);
+  const { url, child } = await startApiProcess(t, testEnv(dir, { PROXY_CLIENTS_FILE: file }), dir);
+
+  const byOld = await postSigned(url, alice.key, alice.old, { prompt: 'signed with the old secret' });
+  assert.equal(byOld.status, 202, 'both secrets are active during a rotation');
+  const byNew = await postSigned(url, alice.key, alice.secret, { prompt: 'signed with the new secret' });
+  assert.equal(byNew.status, 202);
+  const bobsView = await getJson(url, `/v1/requests/${byNew.json.id}`, bob.key);
+  assert.deepEqual([bobsView.status, bobsView.json.error.code], [404, 'not_found'], "another client's job looks unknown");
+  assert.deepEqual((await getJson(url, '/v1/requests/req_AAAAAAAAAAAAAAAAAAAAAA', bob.key)).json, bobsView.json);
+  assert.equal((await postSigned(url, bob.key, alice.secret, { prompt: 'bob with alice secret' })).status, 401);
+
+  // Rotation done: the old secret is removed and the file reloaded.
+  clientsFile(dir, [
+    { name: 'alice', key: alice.key, secret: alice.secret },
+    { name: 'bob', key: bob.key, secret: bob.secret },
+  ]);
+  child.proc.kill('SIGHUP');
+  await child.waitFor((l) => l.includes('clients reloaded'));
+  const stale = await postSigned(url, alice.key, alice.old, { prompt: 'old secret after reload' });
+  assert.deepEqual([stale.status, stale.json.error.code], [401, 'invalid_signature']);
+  assert.equal((await postSigned(url, alice.key, alice.secret, { prompt: 'new secret after reload' })).status, 202);
+
+  writeFileSync(file, '[{"name":"alice","key":"short","secret":"x"}]');
+  child.proc.kill('SIGHUP');
+  const refused = await child.waitFor((l) => l.includes('clients file refused'));
+  assert.ok(!refused.includes(alice.secret) && !refused.includes('"x"'));
+  assert.equal((await postSigned(url, bob.key, bob.secret, { prompt: 'still here' })).status, 202, 'the old clients stay');
+});
+
+test('a bad clients file stops the start with one line; secrets under 32 characters are refused', async (t: T) => {
+  const dir = tempDir(t);
+  const { API_MAIN } = await import('../helpers/index.ts');
+  const cases: Array<[unknown, RegExp]> = [
+    [[{ name: 'a', key: 'k'.repeat(20), secret: 'too-short-secret' }], /PROXY_CLIENTS_FILE: 0\.secret must be 32 to 512/],
+    [[{ name: 'a', key: 'k'.repeat(20) }], /PROXY_CLIENTS_FILE: 0 needs secret or secrets/],
+    [[{ name: 'a', key: 'k'.repeat(20), secret: 's'.repeat(40) }, { name: 'a', key: 'j'.repeat(20), secret: 's'.repeat(40) }], /name "a" is used twice/],
+    [{ not: 'a list' }, /must be array/],
+  ];
+  for (const [content, message] of cases) {
+    const file = clientsFile(dir, content as unknown[]);
+    const api = spawnNode(API_MAIN, [], testEnv(dir, { PROXY_CLIENTS_FILE: file }), dir);
+    assert.equal((await api.exited).code, 78);
+    assert.equal(api.stderr.filter(Boolean).length, 1);
+    assert.match(api.stderr[0]!, message);
+    assert.ok(!api.stderr[0]!.includes('s'.repeat(40)) && !api.stderr[0]!.includes('too-short-secret'));
+  }
+});
+
+test('a replayed request returns the same job and the upstream is called once', async (t: T) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-replay', OPENAI_BASE_URL: stub.url });
+  const { url } = await startApiProcess(t, env, dir);
+  const body = signBody({ prompt: 'exactly once', ...freshStamp() }, secret);
+  const send = () => fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': key }, body });
+  const first = await send();
+  assert.equal(first.status, 202);
+  const { id } = (await first.json()) as { id: string };
+  assert.equal((await spawnNode(WORKER_MAIN, ['once'], env, dir).exited).code, 0);
+  const replay = await send();
+  assert.equal(replay.status, 200);
+  const replayed = (await replay.json()) as { id: string; status: string };
+  assert.deepEqual([replayed.id, replayed.status], [id, 'completed']);
+  assert.equal((await spawnNode(WORKER_MAIN, ['once'], env, dir).exited).code, 0);
+  assert.equal(stub.calls.length, 1);
+});
+
+test('rate limit across two API processes sharing one file: accepted creates stay within the budget', async (t: T) => {
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, RATE_LIMIT_PER_IP: '20/min', RATE_LIMIT_PER_KEY: 'off' });
+  const apis = [await startApiProcess(t, env, dir), await startApiProcess(t, env, dir)];
+  const started = Date.now();
+  const results = await Promise.all(Array.from({ length: 60 }, (_, i) => postSigned(apis[i % 2]!.url, key, secret, { prompt: `burst ${i}` })));
+  const elapsed = Date.now() - started;
+  const accepted = results.filter((r) => r.status === 202).length;
+  const refused = results.filter((r) => r.status === 429);
+  // 20 at once, then one more every 3 s while the burst lasts.
+  const allowed = 20 + Math.floor(elapsed / 3000);
+  assert.ok(accepted >= 20 && accepted <= allowed, `${accepted} accepted, budget ${allowed}`);
+  assert.equal(accepted + refused.length, 60);
+  const sample = refused[0]!;
+  assert.equal(sample.json.error.code, 'rate_limited');
+  assert.ok(Number(sample.headers.get('retry-after')) >= 1);
+  assert.match(sample.headers.get('ratelimit-policy') ?? '', /^"ip";q=20;w=60$/);
+  assert.match(sample.headers.get('ratelimit') ?? '', /^"ip";r=0;t=\d+$/);
+  const db = new Database(join(dir, 'requests.sqlite'), { readonly: true });
+  const stored = (db.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n;
+  db.close();
+  assert.equal(stored, accepted, 'refused requests stored nothing');
+  t.diagnostic(`two APIs, 60 creates in ${elapsed} ms against 20/min: ${accepted} accepted, ${refused.length} refused`);
+});
