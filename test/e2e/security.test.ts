@@ -117,3 +117,32 @@ test('rate limit across two API processes sharing one file: accepted creates sta
   assert.equal(stored, accepted, 'refused requests stored nothing');
   t.diagnostic(`two APIs, 60 creates in ${elapsed} ms against 20/min: ${accepted} accepted, ${refused.length} refused`);
 });
+
+test('no key or secret ever reaches a response or a log line, whatever the client sends', async (t: T) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const upstreamKey = 'sk-upstream-secret-abcdefghijklmnop';
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: upstreamKey, OPENAI_BASE_URL: stub.url, LOG_LEVEL: 'debug' });
+  const { url, child } = await startApiProcess(t, env, dir);
+  const bodies: string[] = [];
+  const keep = async (p: Promise<Response>) => bodies.push(await (await p).text());
+  const created = await fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': key }, body: signBody({ prompt: 'hello', ...freshStamp() }, secret) });
+  const { id } = (await created.json()) as { id: string };
+  await keep(fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': key }, body: `{"prompt":"${secret}",` }));
+  await keep(fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': `${key}0` }, body: '{}' }));
+  stub.behave(() => ({ status: 401, body: { error: { message: `Incorrect API key provided: ${upstreamKey}`, code: 'invalid_api_key' } } }));
+  await keep(fetch(`${url}/v1/worker/run`, { method: 'POST', headers: { 'x-proxy-key': key } }));
+  const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  await worker.exited;
+  const job = await getJson(url, `/v1/requests/${id}`, key);
+  assert.equal(job.json.status, 'failed');
+  assert.match(job.json.error.message, /Incorrect API key provided: \[redacted\]/);
+  bodies.push(JSON.stringify(job.json));
+  child.kill('SIGTERM');
+  await child.exited;
+  const everything = [...bodies, ...child.lines, ...child.stderr, ...worker.lines, ...worker.stderr].join('\n');
+  assert.ok(child.lines.length > 5 && worker.lines.length > 0, 'there were logs to read');
+  for (const [name, value] of Object.entries({ key, secret, upstreamKey })) assert.ok(!everything.includes(value), `${name} leaked`);
+});

@@ -66,9 +66,12 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
         return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
       }
       const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
-      const message = typeof apiError?.message === 'string' ? apiError.message : text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`;
+      // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
+      const rawMessage = typeof apiError?.message === 'string' ? apiError.message : text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`;
+      const message = rawMessage.split(options.apiKey).join('[redacted]');
       const errorCode = typeof apiError?.code === 'string' ? apiError.code : typeof apiError?.type === 'string' ? apiError.type : null;
-      return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: body ?? null, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
+      const safeBody = body === undefined ? null : JSON.parse(JSON.stringify(body).split(options.apiKey).join('[redacted]'));
+      return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
     },
     async close() {
       await pool.close();
