@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { newJobId } from '../../packages/core/src/ids.ts';
 import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
-import { WORKER_MAIN, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
+import { WORKER_MAIN, enqueueJob, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (msg: string) => void };
 
@@ -29,20 +28,7 @@ async function setUp(t: T, env: Record<string, string>, stubDelayMs = 0) {
   return { dir, stub, store, daemon };
 }
 
-async function enqueue(store: JobStore, prompt: string, maxAttempts = 10): Promise<string> {
-  const id = newJobId();
-  await store.createJob({
-    id,
-    client: 'default',
-    nonce: id,
-    requestHash: 'h',
-    model: 'm',
-    request: { model: 'm', messages: [{ role: 'user', content: prompt }] },
-    maxAttempts,
-    expiresAt: Date.now() + 600_000,
-  });
-  return id;
-}
+const enqueue = (store: JobStore, prompt: string) => enqueueJob(store, prompt, { maxAttempts: 10 });
 
 test('kill -9 the daemon several times: every job completes with its own answer, none lost', async (t) => {
   const { stub, store, daemon } = await setUp(t, { WORKER_CONCURRENCY: '16', LEASE_SECONDS: '2', LOG_LEVEL: 'warn' }, 150);

@@ -5,7 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { newJobId } from '../../packages/core/src/ids.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
+import type { JobStore } from '../../packages/core/src/store/types.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const API_MAIN = join(ROOT, 'apps/api/dist/main.js');
@@ -151,4 +153,24 @@ export async function within<T>(promise: Promise<T>, ms: number, what = 'operati
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Enqueues a job straight into a store (as the API would), asking for `prompt`; returns its id. */
+export async function enqueueJob(
+  store: Pick<JobStore, 'createJob'>,
+  prompt: string,
+  options: { maxAttempts?: number; ttlMs?: number } = {},
+): Promise<string> {
+  const id = newJobId();
+  await store.createJob({
+    id,
+    client: 'default',
+    nonce: id,
+    requestHash: 'h',
+    model: 'm',
+    request: { model: 'm', messages: [{ role: 'user', content: prompt }] },
+    maxAttempts: options.maxAttempts ?? 5,
+    expiresAt: Date.now() + (options.ttlMs ?? 600_000),
+  });
+  return id;
 }

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startStubUpstream, type StubBehaviour } from '../../../scripts/stub-upstream.ts';
-import { eventually, tempDir, within } from '../../../test/helpers/index.ts';
-import { newJobId } from '../src/ids.ts';
+import { enqueueJob, eventually, tempDir, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { createWorker, type WorkerOptions } from '../src/runner/worker.ts';
@@ -41,20 +40,7 @@ async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions
     await store.close();
     await apiSide.close();
   });
-  const enqueue = async (prompt: string, ttlMs = 60_000): Promise<string> => {
-    const id = newJobId();
-    await apiSide.createJob({
-      id,
-      client: 'default',
-      nonce: id,
-      requestHash: 'h',
-      model: 'm',
-      request: { model: 'm', messages: [{ role: 'user', content: prompt }] },
-      maxAttempts: options.maxAttempts ?? 5,
-      expiresAt: Date.now() + ttlMs,
-    });
-    return id;
-  };
+  const enqueue = (prompt: string, ttlMs = 60_000) => enqueueJob(apiSide, prompt, { ttlMs, maxAttempts: options.maxAttempts ?? 5 });
   return { stub, store, worker, enqueue, daemon, dir };
 }
 
