@@ -28,6 +28,7 @@ export const SETTINGS = {
   PORT: { type: 'integer', default: 8000, minimum: 0, maximum: 65535, doc: 'Port proxy-api listens on (0 picks a free one).' },
   LOG_LEVEL: { type: 'string', default: 'info', enum: ['error', 'warn', 'info', 'debug'], doc: 'error, warn, info or debug.' },
   LOG_FORMAT: { type: 'string', default: 'auto', enum: ['auto', 'json', 'text'], doc: 'auto: text on a terminal, JSON lines otherwise.' },
+  LOG_DIR: { type: 'string', doc: 'Also write JSON logs to <LOG_DIR>/api.log and worker.log, rotated at 10 MB, 5 files kept (unset: stdout only, for the journal).' },
   BODY_LIMIT: { type: 'string', default: '1mb', pattern: '^[0-9]+(b|kb|mb)?$', doc: 'Largest request body accepted (b, kb or mb).' },
   JOB_TTL_SECONDS: { type: 'integer', default: 3600, minimum: 1, maximum: 604800, doc: 'Deadline of a job when the request gives no ttl.' },
   MAX_ATTEMPTS: { type: 'integer', default: 5, minimum: 1, maximum: 100, doc: 'Upstream attempts per job before it fails.' },
@@ -96,7 +97,7 @@ export interface Config {
     readonly createsPerKey: RateLimitSpec | null;
     readonly readsPerIp: RateLimitSpec | null;
   };
-  readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly format: 'auto' | 'json' | 'text' };
+  readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly format: 'auto' | 'json' | 'text'; readonly dir: string | null };
   readonly jobs: { readonly ttlSeconds: number; readonly retentionSeconds: number; readonly maxAttempts: number };
   readonly worker: {
     readonly concurrency: number;
@@ -202,7 +203,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       createsPerKey: parseRate(s.RATE_LIMIT_PER_KEY),
       readsPerIp: parseRate(s.RATE_LIMIT_READS_PER_IP),
     },
-    log: { level: s.LOG_LEVEL as Config['log']['level'], format: s.LOG_FORMAT as Config['log']['format'] },
+    log: { level: s.LOG_LEVEL as Config['log']['level'], format: s.LOG_FORMAT as Config['log']['format'], dir: s.LOG_DIR ? resolve(cwd, s.LOG_DIR) : null },
     jobs: { ttlSeconds: int('JOB_TTL_SECONDS'), retentionSeconds: int('RESULT_RETENTION_SECONDS'), maxAttempts: int('MAX_ATTEMPTS') },
     worker: {
       concurrency: int('WORKER_CONCURRENCY'),

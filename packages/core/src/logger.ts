@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import winston from 'winston';
 
@@ -13,7 +14,14 @@ export interface LoggerOptions {
   stream?: Writable;
   /** Fixed fields on every line, e.g. `{ app: 'api' }`. */
   defaultMeta?: Record<string, unknown>;
+  /** Also write JSON lines to `<dir>/<file>`, rotated by size. */
+  dir?: string | null;
+  file?: string;
 }
+
+/** Rotation of log files under LOG_DIR: at this size a file is rolled, and this many are kept. */
+export const LOG_FILE_MAX_BYTES = 10 * 1024 * 1024;
+export const LOG_FILES_KEPT = 5;
 
 // Field names whose values are secret whatever they hold.
 const SECRET_FIELDS = /^(authorization|x-proxy-key|proxy_key|proxy_secret|secret|secrets|api_?key|sign|password)$/i;
@@ -34,10 +42,22 @@ export function createLogger(options: LoggerOptions): Logger {
           return `${String(timestamp)} ${level.padEnd(5)} ${String(message)}${rest}`;
         }),
       );
-  const transport = options.stream
-    ? new winston.transports.Stream({ stream: options.stream })
-    : new winston.transports.Console();
-  return winston.createLogger({ level: options.level, format, transports: [transport], defaultMeta: options.defaultMeta ?? {} });
+  const transports: winston.transport[] = [options.stream ? new winston.transports.Stream({ stream: options.stream }) : new winston.transports.Console()];
+  if (options.dir) {
+    mkdirSync(options.dir, { recursive: true });
+    transports.push(
+      new winston.transports.File({
+        dirname: options.dir,
+        filename: options.file ?? 'proxy.log',
+        maxsize: LOG_FILE_MAX_BYTES,
+        maxFiles: LOG_FILES_KEPT,
+        tailable: true,
+        // Files are for machines: always JSON lines, whatever the terminal gets.
+        format: winston.format.combine(redact(), winston.format.timestamp(), winston.format.json()),
+      }),
+    );
+  }
+  return winston.createLogger({ level: options.level, format, transports, defaultMeta: options.defaultMeta ?? {} });
 }
 
 /** A logger that writes nothing, for tests that do not read logs. */

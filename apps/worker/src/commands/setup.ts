@@ -23,7 +23,7 @@ export interface WorkerSetup {
 /** Loads configuration (the upstream key is required) and builds the worker. */
 export function setUpWorker(): WorkerSetup {
   const config = loadConfig({ needs: { upstream: true } });
-  const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' } });
+  const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
   const store = openSqliteStore({ path: config.db.path });
   const upstream = createUpstreamClient({
     baseUrl: config.upstream.baseUrl,

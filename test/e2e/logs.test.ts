@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { WORKER_MAIN, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+
+test("a request's life in the JSON logs: the request id and the job id link the API's lines and the worker's, and no secret appears", async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const upstreamKey = 'sk-log-test-0123456789abcdefghij';
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: upstreamKey, OPENAI_BASE_URL: stub.url, LOG_DIR: join(dir, 'logs'), LOG_LEVEL: 'debug' });
+  const { url, child } = await startApiProcess(t, env, dir);
+
+  const created = await postSigned(url, key, secret, { prompt: 'trace me' });
+  const requestId = created.headers.get('x-request-id');
+  const jobId = created.json.id as string;
+  assert.ok(requestId);
+  assert.equal((await spawnNode(WORKER_MAIN, ['once'], env, dir).exited).code, 0);
+  child.kill('SIGTERM');
+  await child.exited;
+
+  const read = (file: string) => readFileSync(join(dir, 'logs', file), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const api = read('api.log');
+  const worker = read('worker.log');
+  const queued = api.find((l) => l.message === 'job queued');
+  assert.equal(queued?.request_id, requestId, 'the API line names the request id returned in X-Request-Id');
+  assert.equal(queued?.job_id, jobId);
+  const access = api.find((l) => l.message === 'request' && l.request_id === requestId);
+  assert.deepEqual([access?.method, access?.status, access?.client], ['POST', 202, 'default']);
+  const jobLines = worker.filter((l) => l.job_id === jobId);
+  assert.ok(jobLines.some((l) => l.message === 'job completed'), 'the worker logs the job by id');
+  assert.ok(jobLines.every((l) => typeof l.worker_id === 'string' && l.app === 'worker'));
+  // stdout carries the same lines for the journal.
+  assert.ok(child.lines.some((l) => l.includes(requestId)));
+
+  const all = readFileSync(join(dir, 'logs', 'api.log'), 'utf8') + readFileSync(join(dir, 'logs', 'worker.log'), 'utf8') + child.lines.join('\n');
+  for (const value of [key, secret, upstreamKey]) assert.ok(!all.includes(value), 'a secret reached the logs');
+});
+
+test('LOG_FORMAT=text writes readable lines instead of JSON', async (t) => {
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const { child } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, LOG_FORMAT: 'json' }), dir);
+  assert.doesNotThrow(() => JSON.parse(child.lines[0]!));
+  const { API_MAIN } = await import('../helpers/index.ts');
+  const human = spawnNode(API_MAIN, [], testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, LOG_FORMAT: 'text' }), dir);
+  t.after(() => human.kill('SIGKILL'));
+  const line = await human.waitFor((l) => l.includes('proxy-api listening'));
+  assert.match(line, /^\d\d:\d\d:\d\d\.\d{3} info {2}proxy-api listening \{/);
+});
