@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# send-request.sh: send one prompt to chat-async-proxy and print the answer. Needs bash, curl, openssl.
+#
+#   scripts/send-request.sh -p "What is 2+2?"
+#   scripts/send-request.sh -f messages.json -m gpt-4.1 --timeout 600
+#
+# Settings (flags win over environment variables):
+#   -u, --base-url URL     PROXY_BASE_URL   (default http://127.0.0.1:8000)
+#   -k, --key KEY          PROXY_KEY
+#   -s, --secret SECRET    PROXY_SECRET     (prefer the variable: flags show in `ps`)
+#   -p, --prompt TEXT      the prompt, or - to read it from standard input
+#   -f, --messages FILE    a JSON array of chat messages instead of a prompt
+#   -m, --model MODEL      --ttl SECONDS    --nonce NONCE (default: a fresh UUID)
+#   --poll SECONDS         first wait between polls (default 1; grows 1.5x up to 10)
+#   --timeout SECONDS      give up after this long (default 300)
+#
+# Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out,
+# 5 HTTP or network error, 64 bad usage. Messages go to stderr.
+#
+# Signing (README, "Signing"): T = the JSON body without sign; sign = lowercase hex HMAC-SHA256 of
+# T's UTF-8 bytes keyed by the secret; send T with its final } replaced by ,"sign":"<sign>"}.
+set -euo pipefail
+
+base_url=${PROXY_BASE_URL:-http://127.0.0.1:8000}
+key=${PROXY_KEY:-}
+secret=${PROXY_SECRET:-}
+prompt='' messages_file='' model='' ttl='' nonce='' poll=1 timeout=300
+
+die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -u|--base-url) base_url=${2:?}; shift 2 ;;
+    -k|--key) key=${2:?}; shift 2 ;;
+    -s|--secret) secret=${2:?}; shift 2 ;;
+    -p|--prompt) prompt=${2?}; shift 2 ;;
+    -f|--messages) messages_file=${2:?}; shift 2 ;;
+    -m|--model) model=${2:?}; shift 2 ;;
+    --ttl) ttl=${2:?}; shift 2 ;;
+    --nonce) nonce=${2:?}; shift 2 ;;
+    --poll) poll=${2:?}; shift 2 ;;
+    --timeout) timeout=${2:?}; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die 64 "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+[ -n "$key" ] || die 64 'no key: set PROXY_KEY or pass --key'
+[ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
+[ "$prompt" = '-' ] && prompt=$(cat)
+if [ -n "$messages_file" ]; then
+  [ -z "$prompt" ] || die 64 'give --prompt or --messages, not both'
+  [ -r "$messages_file" ] || die 64 "cannot read $messages_file"
+elif [ -z "$prompt" ]; then
+  die 64 'no prompt: pass --prompt TEXT (or - for stdin) or --messages FILE'
+fi
+[[ "$ttl" =~ ^[0-9]*$ && "$poll" =~ ^[0-9]+(\.[0-9]+)?$ && "$timeout" =~ ^[0-9]+$ ]] || die 64 '--ttl, --poll and --timeout take numbers'
+
+# JSON string escaping in pure bash: backslash, quote, and control characters.
+json_string() {
+  local s=$1 out='' c i code
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/\\r}
+  s=${s//$'\t'/\\t}
+  # Other control characters become \u00XX (rare; loop only when there are any).
+  if [[ "$s" =~ [[:cntrl:]] ]]; then
+    for ((i = 0; i < ${#s}; i++)); do
+      c=${s:i:1}
+      if [[ "$c" =~ [[:cntrl:]] ]]; then printf -v code '\\u%04x' "'$c"; out+=$code; else out+=$c; fi
+    done
+    s=$out
+  fi
+  printf '"%s"' "$s"
+}
+
+[ -n "$nonce" ] || nonce=$(cat /proc/sys/kernel/random/uuid 2>/dev/null || openssl rand -hex 16)
+ts=$(date +%s)
+body='{'
+if [ -n "$messages_file" ]; then body+="\"messages\":$(cat "$messages_file")"; else body+="\"prompt\":$(json_string "$prompt")"; fi
+[ -n "$model" ] && body+=",\"model\":$(json_string "$model")"
+[ -n "$ttl" ] && body+=",\"ttl\":$ttl"
+body+=",\"ts\":$ts,\"nonce\":$(json_string "$nonce")}"
+
+# LC_ALL=C keeps bash from touching the bytes: openssl signs exactly what curl sends.
+sign=$(printf '%s' "$body" | LC_ALL=C openssl dgst -sha256 -hmac "$secret" | awk '{print $NF}')
+signed="${body%\}},\"sign\":\"$sign\"}"
+
+# Prints the HTTP status on the last line after the body.
+call() { curl -sS --max-time 75 -w '\n%{http_code}' "$@"; }
+field() { # first top-level string or number field of a JSON object: field NAME
+  if command -v jq >/dev/null 2>&1; then jq -r --arg f "$1" '.[$f] // empty' 2>/dev/null; return; fi
+  local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://")
+  case "$raw" in
+    \"*) raw=${raw:1:${#raw}-2}; raw=${raw//\\\"/\"}; raw=${raw//\\\//\/}; printf '%b' "$raw" ;;
+    *) printf '%s' "$raw" ;;
+  esac
+}
+error_of() { # "code: message" from an error envelope {"error":{...}} or a job's error object
+  local e c m
+  e=$(printf '%s' "$1" | grep -oE '"error":\{[^}]*\}' | head -n1)
+  e=${e#\"error\":}
+  [ -n "$e" ] || e=$1
+  c=$(printf '%s' "$e" | field code); m=$(printf '%s' "$e" | field message)
+  printf '%s: %s' "${c:-error}" "${m:-no message}"
+}
+
+response=$(printf '%s' "$signed" | call -X POST -H 'Content-Type: application/json' -H "X-Proxy-Key: $key" --data-binary @- "$base_url/v1/requests") || die 5 "cannot reach $base_url"
+status=${response##*$'\n'}; json=${response%$'\n'*}
+case "$status" in
+  200|202) ;;
+  *) die 5 "create refused (HTTP $status): $(error_of "$json")" ;;
+esac
+id=$(printf '%s' "$json" | field id)
+[ -n "$id" ] || die 5 'the server answered without an id'
+printf 'send-request: queued %s\n' "$id" >&2
+
+deadline=$(( $(date +%s) + timeout ))
+wait_s=$poll
+while :; do
+  left=$(( deadline - $(date +%s) ))
+  [ "$left" -gt 0 ] || die 4 "timed out after ${timeout}s; the job ${id} goes on: fetch it later"
+  response=$(call -H "X-Proxy-Key: $key" "$base_url/v1/requests/$id") || die 5 "cannot reach $base_url"
+  status=${response##*$'\n'}; json=${response%$'\n'*}
+  [ "$status" = 200 ] || die 5 "result refused (HTTP $status): $(error_of "$json")"
+  job_status=$(printf '%s' "$json" | field status)
+  case "$job_status" in
+    completed) printf '%s\n' "$(printf '%s' "$json" | field output_text)"; exit 0 ;;
+    failed) die 2 "failed: $(error_of "$json")" ;;
+    expired|cancelled) die 3 "$job_status" ;;
+  esac
+  sleep "$(awk -v w="$wait_s" -v l="$left" 'BEGIN { print (w < l ? w : l) }')"
+  wait_s=$(awk -v w="$wait_s" 'BEGIN { w = w * 1.5; print (w > 10 ? 10 : w) }')
+done
