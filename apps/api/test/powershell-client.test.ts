@@ -1,0 +1,68 @@
+/**
+ * PowerShell cannot be installed on the development machines, so send-request.ps1 is checked here
+ * without running it: its embedded test vector must be the shared one, its signing code must follow
+ * the recipe step by step, and it must stay plain ASCII (Windows PowerShell 5.1 reads a script
+ * without a byte-order mark as ANSI). On Windows, `.\send-request.ps1 -SelfTest` runs the vector.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { hmacHex } from '@proxy/core';
+
+const root = new URL('../../../', import.meta.url);
+const script = readFileSync(new URL('send-request.ps1', root), 'utf8');
+const vector = JSON.parse(readFileSync(new URL('scripts/signing-test-vector.json', root), 'utf8')) as Record<string, string>;
+
+/** Evaluates the one PowerShell string form the script uses: '...' + [char]0xNNNN + '...'. */
+function psString(expression: string): string {
+  return expression
+    .split(/\s*\+\s*/)
+    .map((part) => {
+      const literal = /^'((?:[^']|'')*)'$/.exec(part);
+      if (literal) return (literal[1] as string).replace(/''/g, "'");
+      const char = /^\[char\]0x([0-9A-Fa-f]{4})$/.exec(part);
+      if (char) return String.fromCharCode(parseInt(char[1] as string, 16));
+      throw new Error(`unexpected PowerShell string part: ${part}`);
+    })
+    .join('');
+}
+
+function assignment(name: string): string {
+  const m = new RegExp(`^\\s*\\$${name} = (.+)$`, 'm').exec(script);
+  assert.ok(m, `no $${name} in send-request.ps1`);
+  return psString((m[1] as string).trim());
+}
+
+test('send-request.ps1 is plain ASCII', () => {
+  assert.deepEqual([...script].filter((c) => c.charCodeAt(0) > 0x7e && c !== '\n'), []);
+});
+
+test('its self-test vector is the shared one, and that vector verifies', () => {
+  const body = assignment('vectorBody');
+  assert.equal(body, vector.unsigned_body);
+  assert.equal(assignment('vectorSecret'), vector.secret);
+  assert.equal(assignment('vectorSign'), vector.sign);
+  assert.equal(hmacHex(assignment('vectorSecret'), Buffer.from(body, 'utf8')), vector.sign);
+  assert.ok(script.includes(`sign   : ${vector.sign}`) && script.includes(`secret : ${vector.secret}`), 'the help quotes the vector');
+});
+
+test('its signing follows the recipe: HMAC-SHA256 over UTF-8 bytes, keyed by UTF-8 bytes, lowercase hex, sign appended last', () => {
+  assert.match(script, /New-Object System\.Security\.Cryptography\.HMACSHA256 \(, \[System\.Text\.Encoding\]::UTF8\.GetBytes\(\$Key\)\)/);
+  assert.match(script, /\$hmac\.ComputeHash\(\[System\.Text\.Encoding\]::UTF8\.GetBytes\(\$Text\)\)/);
+  assert.match(script, /\$_\.ToString\('x2'\)/, 'lowercase hex');
+  assert.match(script, /\$t\.Substring\(0, \$t\.Length - 1\) \+ ',"sign":"' \+ \(Get-Signature \$t \$Key\) \+ '"}'/);
+  assert.match(script, /\$signed = Add-Signature \$unsigned \$Secret/);
+  assert.match(script, /\$params\.Body = \[System\.Text\.Encoding\]::UTF8\.GetBytes\(\$Body\)/, 'sends the same UTF-8 bytes it signed');
+});
+
+test('its body has the contract fields, in the recipe order, and every documented parameter', () => {
+  const order = [...script.matchAll(/\$fields\.(\w+) = /g)].map((m) => m[1]);
+  assert.deepEqual(order, ['prompt', 'model', 'ttl', 'ts', 'nonce']);
+  assert.match(script, /\$fields\.ts = \[DateTimeOffset\]::UtcNow\.ToUnixTimeSeconds\(\)/, 'ts in Unix seconds');
+  assert.match(script, /\$unsigned = '\{"messages":' \+ \$raw/);
+  for (const p of ['BaseUrl', 'ProxyKey', 'Secret', 'Prompt', 'MessagesFile', 'Model', 'Ttl', 'PollSeconds', 'TimeoutSeconds', 'Nonce']) {
+    assert.match(script, new RegExp(`\\]\\$${p}\\b`), `parameter -${p}`);
+  }
+  const codes = [...script.matchAll(/Stop-With (\d+) /g)].map((m) => Number(m[1]));
+  assert.deepEqual([...new Set(codes)].sort((a, b) => a - b), [1, 2, 3, 4, 5, 64]);
+});
