@@ -5,11 +5,9 @@
 export const ERROR_STATUS = {
   invalid_json: 400,
   invalid_request: 400,
-  invalid_id: 404,
   unauthorized: 401,
   invalid_signature: 401,
   stale_request: 401,
-  forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
   nonce_reused: 409,

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { SETTINGS } from '../../packages/core/src/config.ts';
+import { ERROR_STATUS } from '../../packages/core/src/errors.ts';
+import { ROOT, getJson, newCredentials, postSigned, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+
+const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+const section = (heading: string) => {
+  const start = readme.indexOf(`\n${heading}\n`);
+  assert.ok(start >= 0, `README has no ${heading}`);
+  const level = heading.split(' ')[0] as string;
+  const rest = readme.slice(start + heading.length + 2);
+  const end = rest.search(new RegExp(`\\n#{1,${level.length}} `));
+  return end < 0 ? rest : rest.slice(0, end);
+};
+const blocks = (text: string, lang: string) => [...text.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map((m) => (m[1] as string).trim());
+
+test('a fresh machine needs exactly two commands, and CI runs the second', () => {
+  assert.deepEqual(blocks(section('## On a fresh machine'), 'sh'), ['npm install && npm start', 'npm test']);
+  assert.match(readFileSync(join(ROOT, '.ci/run'), 'utf8'), /\nnpm test\n/);
+});
+
+test('the configuration table lists every setting the code reads', () => {
+  const table = section('## Configuration');
+  for (const name of Object.keys(SETTINGS)) assert.ok(table.includes(`\`${name}\``), `${name} is missing from the table`);
+});
+
+test('the error table lists every code with its HTTP status', () => {
+  const table = section('### Error codes');
+  for (const [code, status] of Object.entries(ERROR_STATUS)) assert.match(table, new RegExp(`\\| \`${code}\` \\| ${status} \\|`), code);
+});
+
+test('the JSON examples have exactly the fields the API really returns', async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const { url } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-readme', OPENAI_BASE_URL: stub.url }), dir);
+  const queued = (await postSigned(url, key, secret, { prompt: 'What is 2+2?' })).json;
+  stub.behave(() => ({ status: 400, body: { error: { message: 'Unsupported parameter', type: 'invalid_request_error' } } }));
+  const failing = (await postSigned(url, key, secret, { prompt: 'fail' })).json;
+  await fetch(`${url}/v1/worker/run`, { method: 'POST', headers: { 'x-proxy-key': key } });
+  stub.behave(() => ({}));
+  await fetch(`${url}/v1/worker/run`, { method: 'POST', headers: { 'x-proxy-key': key } });
+  const failed = (await getJson(url, `/v1/requests/${failing.id}`, key)).json;
+  const second = (await postSigned(url, key, secret, { prompt: 'ok' })).json;
+  await fetch(`${url}/v1/worker/run`, { method: 'POST', headers: { 'x-proxy-key': key } });
+  const completed = (await getJson(url, `/v1/requests/${second.id}`, key)).json;
+  assert.deepEqual([queued.status, failed.status, completed.status], ['queued', 'failed', 'completed']);
+
+  const examples = [...blocks(section('### Creating a request'), 'json'), ...blocks(section('### The job'), 'json')].map((b) => JSON.parse(b));
+  const real = { queued, failed, completed } as Record<string, Record<string, unknown>>;
+  assert.equal(examples.length, 3);
+  for (const example of examples) {
+    const actual = real[example.status as string];
+    assert.ok(actual, `no real ${example.status} job to compare with`);
+    assert.deepEqual(Object.keys(example), Object.keys(actual), `the ${example.status} example's fields`);
+    if (example.error) assert.deepEqual(Object.keys(example.error), Object.keys(actual.error as object));
+    if (example.response) assert.deepEqual(Object.keys(example.response).sort(), Object.keys(actual.response as object).sort());
+  }
+});
