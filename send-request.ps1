@@ -7,7 +7,8 @@
     1. T = the JSON body without "sign" (here: ConvertTo-Json -Compress);
     2. sign = lowercase hex HMAC-SHA256 of T's UTF-8 bytes, keyed by the secret's UTF-8 bytes;
     3. send T with its final } replaced by ,"sign":"<sign>"}   (so "sign" is the last member).
-  Then polls the result with growing intervals until it is final or -TimeoutSeconds pass.
+  Then long-polls the result (?wait=30: the server answers as soon as the job is final) until it is
+  final or -TimeoutSeconds pass; a server that does not hold the request gets growing pauses.
 
   Shared test vector (scripts/signing-test-vector.json; the project's tests check that the values
   below match it, and -SelfTest checks this PowerShell computes the same signature):
@@ -144,7 +145,9 @@ $wait = $PollSeconds
 while ($true) {
     $left = ($deadline - (Get-Date)).TotalSeconds
     if ($left -le 0) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: fetch it later" }
-    $result = Invoke-Proxy 'GET' "/v1/requests/$id" $null
+    $long = [int][Math]::Min(30, [Math]::Ceiling($left))
+    $asked = Get-Date
+    $result = Invoke-Proxy 'GET' "/v1/requests/${id}?wait=$long" $null
     if ($result.Status -ne 200) { Stop-With 5 "result refused (HTTP $($result.Status)): $(Format-Error $result.Json)" }
     switch ($result.Json.status) {
         'completed' { Write-Output $result.Json.output_text; exit 0 }
@@ -152,6 +155,8 @@ while ($true) {
         'expired' { Stop-With 3 'expired' }
         'cancelled' { Stop-With 3 'cancelled' }
     }
-    Start-Sleep -Milliseconds ([int](1000 * [Math]::Min($wait, $left)))
-    $wait = [Math]::Min($wait * 1.5, 10)
+    if (((Get-Date) - $asked).TotalSeconds -lt 1) {
+        Start-Sleep -Milliseconds ([int](1000 * [Math]::Min($wait, $left)))
+        $wait = [Math]::Min($wait * 1.5, 10)
+    }
 }

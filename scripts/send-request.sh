@@ -11,8 +11,8 @@
 #   -p, --prompt TEXT      the prompt, or - to read it from standard input
 #   -f, --messages FILE    a JSON array of chat messages instead of a prompt
 #   -m, --model MODEL      --ttl SECONDS    --nonce NONCE (default: a fresh UUID)
-#   --poll SECONDS         first wait between polls (default 1; grows 1.5x up to 10)
-#   --timeout SECONDS      give up after this long (default 300)
+#   --poll SECONDS         first pause between polls when the server does not long-poll (default 1; grows 1.5x up to 10)
+#   --timeout SECONDS      give up after this long (default 300); results are long-polled (?wait=30)
 #
 # Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out,
 # 5 HTTP or network error, 64 bad usage. Messages go to stderr.
@@ -121,7 +121,10 @@ wait_s=$poll
 while :; do
   left=$(( deadline - $(date +%s) ))
   [ "$left" -gt 0 ] || die 4 "timed out after ${timeout}s; the job ${id} goes on: fetch it later"
-  response=$(call -H "X-Proxy-Key: $key" "$base_url/v1/requests/$id") || die 5 "cannot reach $base_url"
+  # Long-poll: the server answers as soon as the job is final, or after `wait` seconds.
+  long=$(( left < 30 ? left : 30 ))
+  asked=$(date +%s)
+  response=$(call -H "X-Proxy-Key: $key" "$base_url/v1/requests/$id?wait=$long") || die 5 "cannot reach $base_url"
   status=${response##*$'\n'}; json=${response%$'\n'*}
   [ "$status" = 200 ] || die 5 "result refused (HTTP $status): $(error_of "$json")"
   job_status=$(printf '%s' "$json" | field status)
@@ -130,6 +133,9 @@ while :; do
     failed) die 2 "failed: $(error_of "$json")" ;;
     expired|cancelled) die 3 "$job_status" ;;
   esac
-  sleep "$(awk -v w="$wait_s" -v l="$left" 'BEGIN { print (w < l ? w : l) }')"
-  wait_s=$(awk -v w="$wait_s" 'BEGIN { w = w * 1.5; print (w > 10 ? 10 : w) }')
+  # A server that answered at once without waiting (an older one) gets growing pauses instead.
+  if [ $(( $(date +%s) - asked )) -lt 1 ]; then
+    sleep "$(awk -v w="$wait_s" -v l="$left" 'BEGIN { print (w < l ? w : l) }')"
+    wait_s=$(awk -v w="$wait_s" 'BEGIN { w = w * 1.5; print (w > 10 ? 10 : w) }')
+  fi
 done

@@ -72,21 +72,30 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   const { stub, clientEnv } = await setUp(t);
   stub.behave(() => ({ status: 400, body: { error: { message: 'Unsupported parameter', type: 'invalid_request_error' } } }));
   const failed = await run(['-p', 'fail please', '--poll', '0.2'], clientEnv);
-  assert.equal(failed.code, 2);
+  assert.equal(failed.code, 2, failed.stderr);
   assert.match(failed.stderr, /failed: upstream_invalid_request_error: Unsupported parameter/);
 
   stub.behave(() => ({ delayMs: 20_000 }));
   const slow = await run(['-p', 'too slow', '--poll', '0.2', '--timeout', '2'], clientEnv);
-  assert.equal(slow.code, 4);
+  assert.equal(slow.code, 4, slow.stderr);
   assert.match(slow.stderr, /timed out after 2s/);
 
   const badSecret = await run(['-p', 'x'], { ...clientEnv, PROXY_SECRET: 'w'.repeat(40) });
-  assert.equal(badSecret.code, 5);
+  assert.equal(badSecret.code, 5, badSecret.stderr);
   assert.match(badSecret.stderr, /HTTP 401\): invalid_signature/);
 
   const noKey = await run(['-p', 'x'], { ...clientEnv, PROXY_KEY: '' });
-  assert.equal(noKey.code, 64);
+  assert.equal(noKey.code, 64, noKey.stderr);
   assert.match(noKey.stderr, /no key/);
   const unreachable = await run(['-p', 'x', '-u', 'http://127.0.0.1:9'], clientEnv);
-  assert.equal(unreachable.code, 5);
+  assert.equal(unreachable.code, 5, unreachable.stderr);
+});
+
+test('the shell client long-polls: a 1.5 s job answers in about 1.5 s even with an 8 s poll pause', async (t) => {
+  const { stub, clientEnv } = await setUp(t);
+  stub.behave(() => ({ delayMs: 1500 }));
+  const started = Date.now();
+  const res = await run(['-p', 'long-polled', '--poll', '8'], clientEnv);
+  assert.equal(res.code, 0, res.stderr);
+  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
 });

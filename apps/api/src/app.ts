@@ -6,6 +6,7 @@ import { errorHandler, methodNotAllowed, notFound } from './middleware/errors.js
 import { clientIp, rateLimit } from './middleware/rate-limit.js';
 import { requestContext } from './middleware/request-context.js';
 import { healthHandler } from './routes/health.js';
+import { WATCH_POLL_MS, createJobWatcher, type JobWatcher } from './job-watcher.js';
 import { legacyRouter } from './routes/legacy.js';
 import { cancelRequestHandler, createRequestHandler, getRequestHandler } from './routes/requests.js';
 import { runWorkerHandler, type WorkerPass } from './routes/worker.js';
@@ -22,6 +23,8 @@ export interface AppDeps {
   workerPass: WorkerPass | null;
   now?: () => number;
   version?: string;
+  /** Wakes long-polls; one is made when not given. main.ts passes its own so it can close it on stop. */
+  watcher?: JobWatcher;
 }
 
 /** Builds the Express app from its dependencies. It neither listens nor reads the environment. */
@@ -52,8 +55,9 @@ export function createApp(deps: AppDeps): Express {
   });
   const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }]);
 
+  const watcher = deps.watcher ?? createJobWatcher({ store: deps.store, logger: deps.logger, pollMs: WATCH_POLL_MS });
   const create = [createsPerIp, auth, createsPerKey, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
-  const read = [readsPerIp, auth, getRequestHandler({ store: deps.store })];
+  const read = [readsPerIp, auth, getRequestHandler({ store: deps.store, watcher })];
   const work = [readsPerIp, auth, runWorkerHandler(deps.workerPass)];
   const health = [healthHandler(deps.store, deps.clients, now, deps.version ?? 'dev')];
 
@@ -62,7 +66,7 @@ export function createApp(deps: AppDeps): Express {
   app.post('/v1/requests', ...create);
   app.all('/v1/requests', methodNotAllowed(['POST']));
   app.get('/v1/requests/:id', ...read);
-  app.delete('/v1/requests/:id', readsPerIp, auth, cancelRequestHandler({ store: deps.store }));
+  app.delete('/v1/requests/:id', readsPerIp, auth, cancelRequestHandler({ store: deps.store, watcher }));
   app.all('/v1/requests/:id', methodNotAllowed(['GET', 'DELETE']));
   app.post('/v1/worker/run', ...work);
   app.all('/v1/worker/run', methodNotAllowed(['POST']));

@@ -14,6 +14,7 @@ import {
   secretValues,
 } from '@proxy/core';
 import { createApp, type WorkerPass } from './app.js';
+import { WATCH_POLL_MS, createJobWatcher } from './job-watcher.js';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
@@ -31,7 +32,8 @@ await runMain('proxy-api', async () => {
   const workerPass: WorkerPass | null = worker ? () => worker.runOnce(PASS_LIMITS) : null;
   let clients = createClientRegistry(config.clients);
   let clientList = config.clients;
-  const app = createApp({ config, store, logger, clients: () => clients, workerPass, version });
+  const watcher = createJobWatcher({ store, logger, pollMs: WATCH_POLL_MS });
+  const app = createApp({ config, store, logger, clients: () => clients, workerPass, version, watcher });
   // SIGHUP re-reads the clients file; a bad file is refused and the clients in force stay.
   process.on('SIGHUP', () => {
     if (!config.clientsFile) {
@@ -67,6 +69,8 @@ await runMain('proxy-api', async () => {
   handleStopSignals(logger, async () => {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
+    // Long-polls answer now with the job as it is, instead of holding the stop for up to a minute.
+    watcher.close();
     await worker?.stop();
     await closed;
     await upstream?.close();

@@ -60,6 +60,7 @@ test('its body has the contract fields, in the recipe order, and every documente
   assert.deepEqual(order, ['prompt', 'model', 'ttl', 'ts', 'nonce']);
   assert.match(script, /\$fields\.ts = \[DateTimeOffset\]::UtcNow\.ToUnixTimeSeconds\(\)/, 'ts in Unix seconds');
   assert.match(script, /\$unsigned = '\{"messages":' \+ \$raw/);
+  assert.ok(script.includes('"/v1/requests/${id}?wait=$long"'), 'long-polls the result');
   for (const p of ['BaseUrl', 'ProxyKey', 'Secret', 'Prompt', 'MessagesFile', 'Model', 'Ttl', 'PollSeconds', 'TimeoutSeconds', 'Nonce']) {
     assert.match(script, new RegExp(`\\]\\$${p}\\b`), `parameter -${p}`);
   }

@@ -13,6 +13,7 @@ import {
   type JobStore,
 } from '@proxy/core';
 import { clientOf, ctx } from '../context.js';
+import type { JobWatcher } from '../job-watcher.js';
 import { readSignedBody } from '../signed-body.js';
 
 /** A request's `ts` may differ from the server's clock by this much either way. */
@@ -66,23 +67,49 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
   };
 }
 
-/** GET /v1/requests/:id (or ?id= on the legacy route): the job, if it is this client's. */
-export function getRequestHandler({ store }: Pick<RequestRoutesDeps, 'store'>): RequestHandler {
+/** The longest long-poll a client may ask for, in seconds. */
+export const MAX_WAIT_SECONDS = 60;
+
+/**
+ * GET /v1/requests/:id (or ?id= on the legacy route): the job, if it is this client's. With
+ * `?wait=N` (N ≤ 60) the answer waits until the job is final or N seconds pass.
+ */
+export function getRequestHandler({ store, watcher }: Pick<RequestRoutesDeps, 'store'> & { watcher: JobWatcher }): RequestHandler {
   return async (req, res) => {
     const id = req.params.id ?? req.query.id;
+    const waitSeconds = parseWait(req.query.wait);
     const client = clientOf(res);
-    // Another client's job is answered exactly like an unknown one, so ids cannot be probed.
-    const job = isJobId(id) ? await store.getJob(id) : null;
-    if (!job || job.client !== client.name) throw new AppError('not_found', 'no request with this id');
+    const read = async () => {
+      // Another client's job is answered exactly like an unknown one, so ids cannot be probed.
+      const job = isJobId(id) ? await store.getJob(id) : null;
+      if (!job || job.client !== client.name) throw new AppError('not_found', 'no request with this id');
+      return job;
+    };
+    let job = await read();
+    if (waitSeconds > 0 && !FINAL_STATUSES.has(job.status)) {
+      const gone = new AbortController();
+      res.on('close', () => gone.abort());
+      await watcher.waitForFinal(job.id, waitSeconds * 1000, gone.signal);
+      if (gone.signal.aborted) return;
+      job = await read();
+    }
     res.json(toJobView(job));
   };
+}
+
+function parseWait(value: unknown): number {
+  if (value === undefined) return 0;
+  if (typeof value !== 'string' || !/^[0-9]{1,3}$/.test(value) || Number(value) > MAX_WAIT_SECONDS) {
+    throw new AppError('invalid_request', `wait must be a whole number of seconds from 0 to ${MAX_WAIT_SECONDS}`);
+  }
+  return Number(value);
 }
 
 /**
  * DELETE /v1/requests/:id: a queued job is cancelled at once (200); a running one is cancelled by
  * the worker holding it, which aborts its call (202 until then); a finished one cannot be (409).
  */
-export function cancelRequestHandler({ store }: Pick<RequestRoutesDeps, 'store'>): RequestHandler {
+export function cancelRequestHandler({ store, watcher }: Pick<RequestRoutesDeps, 'store'> & { watcher: JobWatcher }): RequestHandler {
   return async (req, res) => {
     const id = req.params.id;
     const client = clientOf(res);
@@ -94,6 +121,7 @@ export function cancelRequestHandler({ store }: Pick<RequestRoutesDeps, 'store'>
     const job = await store.cancelJob(before.id, client.name);
     if (!job) throw new AppError('not_found', 'no request with this id');
     ctx(res).log.info('cancel requested', { job_id: job.id, status: job.status });
+    if (job.status === 'cancelled') watcher.notify(job.id);
     res.status(job.status === 'cancelled' ? 200 : FINAL_STATUSES.has(job.status) ? 409 : 202).json(toJobView(job));
   };
 }

@@ -149,6 +149,8 @@ export interface JobStore {
   /** Cancels a client's job: at once when queued, through its worker when running. Null if not theirs. */
   cancelJob(id: string, client: string): Promise<JobRecord | null>;
 
+  /** Jobs that reached a final status at or after `since` (for long-poll watchers). */
+  listFinishedSince(since: number): Promise<Array<{ id: string; status: JobStatus; finishedAt: number }>>;
   /** The earliest time a queued job becomes due or a lease lapses; null when nothing waits. */
   nextWakeAt(): Promise<number | null>;
   /** Ends queued jobs whose deadline passed; returns how many. */

@@ -195,6 +195,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return row ? toJob(row) : null;
     },
 
+    async listFinishedSince(since) {
+      return sql.finishedSince.all(since).map((r) => ({ id: r.id, status: r.status, finishedAt: r.finished_at }));
+    },
+
     async nextWakeAt() {
       const row = sql.nextWake.get();
       return row?.at ?? null;
@@ -357,6 +361,9 @@ function prepareStatements(db: Db) {
         UNION ALL
         SELECT MIN(lease_until) AS at FROM jobs WHERE status = 'in_progress'
       )`),
+    finishedSince: db.prepare<[number], { id: string; status: JobStatus; finished_at: number }>(
+      'SELECT id, status, finished_at FROM jobs WHERE finished_at >= ? ORDER BY finished_at',
+    ),
     deleteFinished: db.prepare<[number]>('DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?'),
     // Live statuses are counted from their small partial indexes; finished ones need a pass over jobs_finished.
     countByStatus: db.prepare<[], { status: JobStatus; n: number }>(`
