@@ -59,7 +59,9 @@ export function createApp(deps: AppDeps): Express {
   const create = [createsPerIp, auth, createsPerKey, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
   const read = [readsPerIp, auth, getRequestHandler({ store: deps.store, watcher })];
   const work = [readsPerIp, auth, runWorkerHandler(deps.workerPass)];
-  const health = [healthHandler(deps.store, deps.clients, now, deps.version ?? 'dev')];
+  const health = [
+    healthHandler({ store: deps.store, clients: deps.clients, now, version: deps.version ?? 'dev', requireWorker: deps.config.http.healthRequiresWorker }),
+  ];
 
   app.use(requestContext(deps.logger));
 

@@ -24,6 +24,8 @@ export const SETTINGS = {
   RATE_LIMIT_READS_PER_IP: { type: 'string', default: '600/min', pattern: RATE_PATTERN, doc: 'Reads (result, cancel, worker pass) per client IP; or off.' },
   TRUST_PROXY: { type: 'string', default: 'false', pattern: '^[A-Za-z0-9.:/, _-]{1,512}$', doc: "Express's trust proxy: false, true, a hop count, loopback, or addresses/subnets; only then is X-Forwarded-For believed." },
   ALLOWED_MODELS: { type: 'string', pattern: '^[A-Za-z0-9._:/ ,-]*$', doc: 'Comma-separated models clients may ask for (unset: any).' },
+  HEALTH_REQUIRE_WORKER: { type: 'string', default: 'false', enum: ['true', 'false'], doc: 'true: /health answers 503 when no worker has been seen for 30 s (for load balancers).' },
+  METRICS_ALLOW: { type: 'string', pattern: '^[0-9A-Fa-f.:/, ]*$', doc: 'Addresses or subnets that may read /metrics without a client key, e.g. 127.0.0.1,10.0.0.0/8 (unset: key required).' },
   HOST: { type: 'string', default: '127.0.0.1', minLength: 1, doc: 'Address proxy-api listens on.' },
   PORT: { type: 'integer', default: 8000, minimum: 0, maximum: 65535, doc: 'Port proxy-api listens on (0 picks a free one).' },
   LOG_LEVEL: { type: 'string', default: 'info', enum: ['error', 'warn', 'info', 'debug'], doc: 'error, warn, info or debug.' },
@@ -89,6 +91,10 @@ export interface Config {
     readonly trustProxy: boolean | number | string;
     /** Models clients may ask for; null allows any. */
     readonly allowedModels: readonly string[] | null;
+    /** /health is 503 without a live worker. */
+    readonly healthRequiresWorker: boolean;
+    /** Addresses and subnets that may read /metrics without a key. */
+    readonly metricsAllow: readonly string[];
   };
   /** The clients file, re-read on SIGHUP; null when only PROXY_KEY is used. */
   readonly clientsFile: string | null;
@@ -196,6 +202,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       bodyLimitBytes: parseByteSize(s.BODY_LIMIT),
       trustProxy: parseTrustProxy(s.TRUST_PROXY),
       allowedModels: s.ALLOWED_MODELS ? s.ALLOWED_MODELS.split(',').map((m) => m.trim()).filter(Boolean) : null,
+      healthRequiresWorker: s.HEALTH_REQUIRE_WORKER === 'true',
+      metricsAllow: s.METRICS_ALLOW ? s.METRICS_ALLOW.split(',').map((a) => a.trim()).filter(Boolean) : [],
     },
     clientsFile,
     rateLimits: {

@@ -5,37 +5,52 @@ import { ctx } from '../context.js';
 /** A worker counts as alive when its heartbeat is this recent. */
 export const WORKER_ALIVE_MS = 30_000;
 
+export interface HealthDeps {
+  store: JobStore;
+  clients: () => ClientRegistry;
+  now: () => number;
+  version: string;
+  requireWorker: boolean;
+}
+
 /**
- * GET /health: 200 when the database answers, 503 when it does not. Anyone sees the status; a caller
- * with a valid X-Proxy-Key also sees the queue by status and the live workers.
+ * GET /health: 200 when the database answers (and, with HEALTH_REQUIRE_WORKER, a worker is alive),
+ * 503 otherwise. Anyone sees `status`; a caller with a valid X-Proxy-Key also sees why, the queue by
+ * status, the oldest queued job's age, the live workers and the version.
  */
-export function healthHandler(store: JobStore, clients: () => ClientRegistry, now: () => number, version: string): RequestHandler {
+export function healthHandler({ store, clients, now, version, requireWorker }: HealthDeps): RequestHandler {
   return async (req, res) => {
+    const detailed = clients().findByKey(req.get('x-proxy-key')) !== null;
+    let problem: string | null = null;
     try {
       await store.ping();
     } catch (err) {
       ctx(res).log.error('health check: database unavailable', { err });
-      res.status(503).json({ status: 'unavailable', error: { code: 'unavailable', message: 'the database does not answer' } });
+      problem = 'the database does not answer';
+    }
+    const workers = problem || !(detailed || requireWorker) ? [] : await store.listWorkers(now() - WORKER_ALIVE_MS);
+    if (!problem && requireWorker && workers.length === 0) problem = 'no worker has been seen in the last 30 s';
+    res.status(problem ? 503 : 200);
+    const status = problem ? 'unavailable' : 'ok';
+    if (!detailed) {
+      res.json({ status });
       return;
     }
-    if (!clients().findByKey(req.get('x-proxy-key'))) {
-      res.json({ status: 'ok' });
-      return;
-    }
-    const [queue, workers] = await Promise.all([store.countByStatus(), store.listWorkers(now() - WORKER_ALIVE_MS)]);
-    res.json({
-      status: 'ok',
-      version,
-      database: store.kind,
-      queue,
-      workers: workers.map((w) => ({
+    const body: Record<string, unknown> = { status, version, database: store.kind };
+    if (problem) body.error = { code: 'unavailable', message: problem };
+    if (problem !== 'the database does not answer') {
+      const [queue, oldest] = await Promise.all([store.countByStatus(), store.oldestQueuedAt()]);
+      body.queue = queue;
+      body.oldest_queued_age_seconds = oldest === null ? null : Math.max(0, Math.floor((now() - oldest) / 1000));
+      body.workers = workers.map((w) => ({
         id: w.id,
         host: w.host,
         pid: w.pid,
         started_at: Math.floor(w.startedAt / 1000),
         last_seen_at: Math.floor(w.lastSeenAt / 1000),
         jobs_done: w.jobsDone,
-      })),
-    });
+      }));
+    }
+    res.json(body);
   };
 }

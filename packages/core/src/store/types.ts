@@ -158,6 +158,8 @@ export interface JobStore {
   /** Deletes jobs that finished before `before`; returns how many. */
   deleteFinishedBefore(before: number): Promise<number>;
   countByStatus(): Promise<QueueCounts>;
+  /** When the oldest queued job was created; null when nothing is queued. */
+  oldestQueuedAt(): Promise<number | null>;
 
   /**
    * Takes one call's share of the shared upstream budgets: 0 when taken, otherwise how many ms until
@@ -181,7 +183,7 @@ export interface JobStore {
 
   /** A number that changes whenever another connection commits: a cheap "anything new?" probe. */
   changeCounter(): Promise<number>;
-  /** Resolves when the database answers a query. */
+  /** Resolves when the database answers a query and its file is still the one in use; rejects otherwise. */
   ping(): Promise<void>;
   /** Bounds the write-ahead log (SQLite) so it cannot grow while readers are busy. */
   checkpoint(): Promise<void>;

@@ -1,4 +1,4 @@
-import type { Statement } from 'better-sqlite3';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import type {
   ClaimOptions,
   ClaimedJob,
@@ -58,6 +58,8 @@ const WORKER_LOST_ERROR = { code: 'worker_lost', message: 'the worker holding th
 /** Opens the SQLite job store on `path`; every statement is prepared here, once. */
 export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const db = openDatabase(options);
+  // An open descriptor keeps reading a file that was deleted or replaced; health compares inodes to notice.
+  const opened = options.path === ':memory:' ? null : statSync(options.path);
   // Limiter state lives in a sibling file without fsync: after a power cut, a budget that forgets a
   // few seconds is harmless, and no read or create should wait on a disk flush for it.
   const limitsDb = openDatabase({ path: limitsPathFor(options.path), sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
@@ -265,7 +267,21 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async ping() {
+      if (opened) {
+        let now: ReturnType<typeof statSync>;
+        try {
+          now = statSync(options.path);
+          accessSync(options.path, fsConstants.R_OK | fsConstants.W_OK);
+        } catch (err) {
+          throw new Error(`database file ${options.path} is gone or unreadable`, { cause: err });
+        }
+        if (now.ino !== opened.ino || now.dev !== opened.dev) throw new Error(`database file ${options.path} was replaced`);
+      }
       sql.ping.get();
+    },
+
+    async oldestQueuedAt() {
+      return (sql.oldestQueued.pluck().get() as number | null) ?? null;
     },
 
     async checkpoint() {
@@ -392,7 +408,8 @@ function prepareStatements(db: Db) {
       ON CONFLICT (name) DO UPDATE SET tat = MAX(tat, excluded.tat)`),
 
     dataVersion: db.prepare('PRAGMA data_version'),
-    ping: db.prepare('SELECT 1'),
+    ping: db.prepare('SELECT version FROM schema_migrations LIMIT 1'),
+    oldestQueued: db.prepare("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'"),
   };
 }
 
