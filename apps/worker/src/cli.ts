@@ -1,6 +1,13 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { runDaemon } from './commands/daemon.js';
+import { runJobs } from './commands/jobs.js';
 import { runOnce } from './commands/once.js';
+import { runPurge } from './commands/purge.js';
+import { runRetry } from './commands/retry.js';
+import { runShow } from './commands/show.js';
+import { runStats } from './commands/stats.js';
+
+const STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', 'expired'];
 
 /** The proxy-worker command line; each command is one function in commands/. */
 export function buildCli(version: string): Command {
@@ -25,6 +32,38 @@ export function buildCli(version: string): Command {
     .action(async () => {
       await runDaemon();
     });
+
+  program
+    .command('stats')
+    .description('the queue by status, the oldest queued job, the live workers')
+    .option('--json', 'print JSON')
+    .action(runStats);
+
+  program
+    .command('jobs')
+    .description('list the newest jobs')
+    .addOption(new Option('--status <status>', 'only jobs with this status').choices(STATUSES))
+    .option('--limit <n>', 'how many', positiveInt, 20)
+    .option('--client <name>', "only this client's jobs")
+    .option('--json', 'print JSON')
+    .action(runJobs);
+
+  program.command('show').description('one job in full').argument('<id>').option('--json', 'print JSON').action(runShow);
+
+  program
+    .command('retry')
+    .description('put a failed or expired job back in the queue (or every failed one)')
+    .argument('[id]')
+    .option('--all-failed', 'every failed job')
+    .option('--json', 'print JSON')
+    .action(runRetry);
+
+  program
+    .command('purge')
+    .description('delete jobs that finished longer ago than the given age')
+    .requiredOption('--older-than <age>', 'e.g. 12h or 7d')
+    .option('--json', 'print JSON')
+    .action(runPurge);
 
   return program;
 }

@@ -178,6 +178,9 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.match(plan("UPDATE jobs SET status = 'expired' WHERE status = 'queued' AND expires_at <= @now"), /USING INDEX jobs_queued_expiry/);
   assert.match(plan('SELECT * FROM jobs WHERE id = @id'), /USING INDEX sqlite_autoindex_jobs_1|PRIMARY KEY/);
   assert.match(plan('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'), /USING INDEX jobs_client_nonce/);
+  assert.match(plan("SELECT * FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT @limit"), /USING INDEX jobs_status_finished/);
+  assert.match(plan('SELECT id, status, finished_at FROM jobs WHERE finished_at >= @now ORDER BY finished_at'), /USING INDEX jobs_(status_)?finished/);
+  assert.doesNotMatch(plan("SELECT id FROM jobs WHERE status = 'queued' AND run_after <= @now ORDER BY run_after LIMIT @limit"), /TEMP B-TREE/);
 });
 
 test('migrations run once even when several processes open a new file together', async (t) => {

@@ -158,6 +158,13 @@ export interface JobStore {
   /** Deletes jobs that finished before `before`; returns how many. */
   deleteFinishedBefore(before: number): Promise<number>;
   countByStatus(): Promise<QueueCounts>;
+  /** The newest jobs, optionally of one status and one client. */
+  listJobs(filter: { status?: JobStatus; client?: string; limit: number }): Promise<JobRecord[]>;
+  /**
+   * Puts failed or expired jobs back in the queue with fresh attempts and a deadline as long as the
+   * first; returns the ids it requeued. `ids: 'all-failed'` takes every failed job.
+   */
+  requeueJobs(ids: readonly string[] | 'all-failed'): Promise<string[]>;
   /** When the oldest queued job was created; null when nothing is queued. */
   oldestQueuedAt(): Promise<number | null>;
 

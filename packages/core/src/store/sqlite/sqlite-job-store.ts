@@ -280,6 +280,24 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       sql.ping.get();
     },
 
+    async listJobs({ status, client, limit }) {
+      const rows =
+        status === 'queued' ? sql.listQueued.all({ limit, client: client ?? null })
+        : status === 'in_progress' ? sql.listRunning.all({ limit, client: client ?? null })
+        : status ? sql.listFinished.all({ status, limit, client: client ?? null })
+        : sql.listNewest.all({ limit, client: client ?? null });
+      return rows.map(toJob);
+    },
+
+    async requeueJobs(ids) {
+      const at = now();
+      const requeue = db.transaction(() => {
+        const targets = ids === 'all-failed' ? (sql.allFailedIds.pluck().all() as string[]) : ids;
+        return targets.filter((id) => sql.requeue.run({ id, now: at }).changes === 1);
+      });
+      return requeue.immediate();
+    },
+
     async oldestQueuedAt() {
       return (sql.oldestQueued.pluck().get() as number | null) ?? null;
     },
@@ -377,6 +395,23 @@ function prepareStatements(db: Db) {
         UNION ALL
         SELECT MIN(lease_until) AS at FROM jobs WHERE status = 'in_progress'
       )`),
+    listQueued: jobs("SELECT * FROM jobs WHERE status = 'queued' AND (@client IS NULL OR client = @client) ORDER BY run_after LIMIT @limit"),
+    listRunning: jobs("SELECT * FROM jobs WHERE status = 'in_progress' AND (@client IS NULL OR client = @client) ORDER BY lease_until LIMIT @limit"),
+    listFinished: jobs(`
+      SELECT * FROM jobs
+       WHERE status = @status AND finished_at IS NOT NULL AND (@client IS NULL OR client = @client)
+       ORDER BY finished_at DESC
+       LIMIT @limit`),
+    // rowid follows insertion, so this is newest first without an index on created_at.
+    listNewest: jobs('SELECT * FROM jobs WHERE (@client IS NULL OR client = @client) ORDER BY rowid DESC LIMIT @limit'),
+    allFailedIds: db.prepare("SELECT id FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL"),
+    // A fresh start: new attempts, and the same length of deadline the job first had.
+    requeue: db.prepare(`
+      UPDATE jobs
+         SET status = 'queued', attempts = 0, run_after = @now, expires_at = @now + (expires_at - created_at),
+             finished_at = NULL, started_at = NULL, lease_until = NULL, worker_id = NULL, cancel_requested = 0,
+             error_code = NULL, error_message = NULL, upstream_status = NULL, updated_at = @now
+       WHERE id = @id AND status IN ('failed', 'expired')`),
     finishedSince: db.prepare<[number], { id: string; status: JobStatus; finished_at: number }>(
       'SELECT id, status, finished_at FROM jobs WHERE finished_at >= ? ORDER BY finished_at',
     ),

@@ -1,0 +1,29 @@
+import { loadConfig, openSqliteStore, type JobStore } from '@proxy/core';
+
+/** What the admin commands work on: the store from configuration. They need no upstream key. */
+export async function withStore<T>(fn: (store: JobStore) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const store = openSqliteStore({ path: config.db.path });
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+/** Prints `value` as JSON, or as the human form `render` gives. */
+export function output(json: boolean, value: unknown, render: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${render()}\n`);
+}
+
+/** A plain text table with a header row and columns padded to their widest cell. */
+export function table(headers: string[], rows: Array<Array<string | number | null>>): string {
+  const cells = [headers, ...rows.map((r) => r.map((c) => (c === null ? '-' : String(c))))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  return cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n');
+}
+
+/** Unix ms → "2026-11-24 20:01:02" (UTC). */
+export function when(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
+}

@@ -1,0 +1,14 @@
+import { isJobId } from '@proxy/core';
+import { CliError } from './cli-error.js';
+import { output, withStore } from './admin-context.js';
+
+/** `proxy-worker retry <id> | --all-failed`: puts failed (or expired) jobs back in the queue. */
+export async function runRetry(id: string | undefined, opts: { allFailed?: boolean; json?: boolean }): Promise<void> {
+  if (Boolean(id) === Boolean(opts.allFailed)) throw new CliError('give one request id, or --all-failed');
+  if (id && !isJobId(id)) throw new CliError(`not a request id: ${id}`);
+  await withStore(async (store) => {
+    const requeued = await store.requeueJobs(id ? [id] : 'all-failed');
+    if (id && requeued.length === 0) throw new CliError(`request ${id} is not failed or expired (or does not exist)`);
+    output(Boolean(opts.json), { requeued }, () => `requeued ${requeued.length} job${requeued.length === 1 ? '' : 's'}${requeued.length ? `: ${requeued.join(' ')}` : ''}`);
+  });
+}

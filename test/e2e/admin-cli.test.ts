@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
+import { WORKER_MAIN, enqueueJob, eventually, spawnNode, tempDir, testEnv } from '../helpers/index.ts';
+
+test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message: 'model is down', type: 'invalid_request_error' } } }) });
+  t.after(() => stub.close());
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
+  const store = openSqliteStore({ path: join(dir, 'requests.sqlite') });
+  t.after(() => store.close());
+  const daemon = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
+  t.after(() => daemon.kill('SIGKILL'));
+  await daemon.waitFor((l) => l.includes('worker started'));
+
+  const cli = async (...args: string[]) => {
+    const child = spawnNode(WORKER_MAIN, args, { PATH: env.PATH!, PROXY_DB_PATH: env.PROXY_DB_PATH! }, dir);
+    const { code } = await child.exited;
+    return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
+  };
+
+  const failing = await enqueueJob(store, 'doomed');
+  const other = await enqueueJob(store, 'also doomed');
+  await eventually(async () => (await store.countByStatus()).failed === 2);
+
+  const stats = await cli('stats', '--json');
+  assert.equal(stats.code, 0, stats.err);
+  const parsed = JSON.parse(stats.out);
+  assert.equal(parsed.queue.failed, 2);
+  assert.equal(parsed.workers_alive, 1);
+  assert.match((await cli('stats')).out, /failed\s+2/);
+
+  const list = await cli('jobs', '--status', 'failed', '--limit', '20', '--json');
+  const listed = JSON.parse(list.out) as Array<{ id: string; error: { code: string } }>;
+  assert.deepEqual(listed.map((j) => j.id).sort(), [failing, other].sort());
+  assert.equal(listed[0]!.error.code, 'upstream_invalid_request_error');
+  assert.match((await cli('jobs', '--status', 'failed')).out, /upstream_invalid_request_error: model is down/);
+
+  const shown = JSON.parse((await cli('show', failing, '--json')).out);
+  assert.deepEqual([shown.id, shown.status, shown.client], [failing, 'failed', 'default']);
+  assert.deepEqual(shown.request.messages, [{ role: 'user', content: 'doomed' }]);
+  assert.equal((await cli('show', 'req_AAAAAAAAAAAAAAAAAAAAAA')).code, 1);
+
+  stub.behave(() => ({}));
+  const retried = await cli('retry', failing);
+  assert.equal(retried.code, 0, retried.err);
+  assert.match(retried.out, /requeued 1 job/);
+  await eventually(async () => (await store.getJob(failing))?.status === 'completed');
+  const done = await store.getJob(failing);
+  assert.equal(done?.outputText, 'echo: doomed');
+  assert.equal(done?.attempts, 1, 'a retry starts with fresh attempts');
+  assert.equal((await cli('retry', failing)).code, 1, 'a completed job is not retried');
+
+  const all = JSON.parse((await cli('retry', '--all-failed', '--json')).out);
+  assert.deepEqual(all.requeued, [other]);
+  await eventually(async () => (await store.getJob(other))?.status === 'completed');
+
+  assert.equal((await cli('retry')).code, 1);
+  assert.match((await cli('purge', '--older-than', 'soon')).err, /--older-than takes a number and a unit/);
+  await new Promise((r) => setTimeout(r, 1100));
+  const purged = JSON.parse((await cli('purge', '--older-than', '1s', '--json')).out);
+  assert.equal(purged.deleted, 2);
+  assert.equal(await store.getJob(failing), null);
+});
