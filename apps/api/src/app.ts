@@ -7,7 +7,9 @@ import { clientIp, rateLimit } from './middleware/rate-limit.js';
 import { requestContext } from './middleware/request-context.js';
 import { healthHandler } from './routes/health.js';
 import { WATCH_POLL_MS, createJobWatcher, type JobWatcher } from './job-watcher.js';
+import { createApiMetrics } from './metrics.js';
 import { legacyRouter } from './routes/legacy.js';
+import { metricsAllowList, metricsHandler } from './routes/metrics.js';
 import { cancelRequestHandler, createRequestHandler, getRequestHandler } from './routes/requests.js';
 import { runWorkerHandler, type WorkerPass } from './routes/worker.js';
 
@@ -45,15 +47,21 @@ export function createApp(deps: AppDeps): Express {
   // Raw bytes, not parsed JSON: the signature covers exactly what the client sent.
   const rawBody = express.raw({ type: () => true, limit: deps.config.http.bodyLimitBytes });
 
+  const metrics = createApiMetrics();
   const limits = deps.config.rateLimits;
   const limiter = createRateLimiter(deps.store, now);
+  const refused = (kind: string) => () => metrics.rateLimited.inc({ budget: kind });
   // Per-IP budgets come before authentication, so guessing keys is limited too.
-  const createsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `create:ip:${clientIp(req)}`, spec: limits.createsPerIp }]);
-  const createsPerKey = rateLimit(limiter, (_req, res) => {
-    const client = clientOf(res);
-    return [{ name: 'key', key: `create:key:${client.name}`, spec: client.rateLimit !== undefined ? client.rateLimit : limits.createsPerKey }];
-  });
-  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }]);
+  const createsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `create:ip:${clientIp(req)}`, spec: limits.createsPerIp }], refused('create_ip'));
+  const createsPerKey = rateLimit(
+    limiter,
+    (_req, res) => {
+      const client = clientOf(res);
+      return [{ name: 'key', key: `create:key:${client.name}`, spec: client.rateLimit !== undefined ? client.rateLimit : limits.createsPerKey }];
+    },
+    refused('create_key'),
+  );
+  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }], refused('read_ip'));
 
   const watcher = deps.watcher ?? createJobWatcher({ store: deps.store, logger: deps.logger, pollMs: WATCH_POLL_MS });
   const create = [createsPerIp, auth, createsPerKey, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
@@ -63,7 +71,7 @@ export function createApp(deps: AppDeps): Express {
     healthHandler({ store: deps.store, clients: deps.clients, now, version: deps.version ?? 'dev', requireWorker: deps.config.http.healthRequiresWorker }),
   ];
 
-  app.use(requestContext(deps.logger));
+  app.use(requestContext(deps.logger, metrics));
 
   app.post('/v1/requests', ...create);
   app.all('/v1/requests', methodNotAllowed(['POST']));
@@ -74,6 +82,8 @@ export function createApp(deps: AppDeps): Express {
   app.all('/v1/worker/run', methodNotAllowed(['POST']));
   app.get('/health', ...health);
   app.all('/health', methodNotAllowed(['GET']));
+  app.get('/metrics', metricsHandler({ store: deps.store, clients: deps.clients, metrics, allow: metricsAllowList(deps.config.http.metricsAllow), now }));
+  app.all('/metrics', methodNotAllowed(['GET']));
 
   const legacy = legacyRouter(
     {

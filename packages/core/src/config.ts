@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { Ajv } from 'ajv';
@@ -203,7 +204,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       trustProxy: parseTrustProxy(s.TRUST_PROXY),
       allowedModels: s.ALLOWED_MODELS ? s.ALLOWED_MODELS.split(',').map((m) => m.trim()).filter(Boolean) : null,
       healthRequiresWorker: s.HEALTH_REQUIRE_WORKER === 'true',
-      metricsAllow: s.METRICS_ALLOW ? s.METRICS_ALLOW.split(',').map((a) => a.trim()).filter(Boolean) : [],
+      metricsAllow: parseAllowList(s.METRICS_ALLOW),
     },
     clientsFile,
     rateLimits: {
@@ -239,6 +240,19 @@ export function mergeClients(envClients: readonly ClientIdentity[], fileClients:
     keys.add(c.key);
   }
   return all;
+}
+
+function parseAllowList(text: string | undefined): string[] {
+  const entries = (text ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+  for (const entry of entries) {
+    const [address, prefix, extra] = entry.split('/');
+    const family = isIP(address ?? '');
+    const max = family === 4 ? 32 : 128;
+    if (!family || extra !== undefined || (prefix !== undefined && !(/^[0-9]{1,3}$/.test(prefix) && Number(prefix) <= max))) {
+      throw new ConfigError(`METRICS_ALLOW: ${JSON.stringify(entry)} is not an address or subnet (like 127.0.0.1 or 10.0.0.0/8)`);
+    }
+  }
+  return entries;
 }
 
 function parseTrustProxy(text: string): boolean | number | string {

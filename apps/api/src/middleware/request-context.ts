@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { Logger } from '@proxy/core';
 import { ctx } from '../context.js';
+import type { ApiMetrics } from '../metrics.js';
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /** Gives every request an id (the client's X-Request-Id when well-formed), a child logger, and an access log line. */
-export function requestContext(logger: Logger): RequestHandler {
+export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHandler {
   return (req, res, next) => {
     const given = req.get('x-request-id');
     const requestId = given && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
@@ -18,6 +19,13 @@ export function requestContext(logger: Logger): RequestHandler {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const client = ctx(res).client?.name;
       log.info('request', { method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10, ...(client ? { client } : {}) });
+      if (metrics) {
+        // A route's pattern, never the raw path: ids would make every request its own series.
+        const action = typeof req.query.action === 'string' && /^[a-z]{1,16}$/.test(req.query.action) ? req.query.action : null;
+        const route = req.route?.path ? String(req.route.path) : action ? `legacy:${action}` : 'unmatched';
+        metrics.requests.inc({ route, method: req.method, status: String(res.statusCode) });
+        metrics.duration.observe({ route }, ms / 1000);
+      }
     });
     next();
   };

@@ -1,5 +1,5 @@
 import type { Logger } from '../logger.js';
-import type { ClaimedJob, JobError, JobStore } from '../store/types.js';
+import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../store/types.js';
 import { backoffMs, judgeFailure } from './retry-policy.js';
 import type { UpstreamClient } from './upstream-client.js';
 
@@ -70,6 +70,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       (err: unknown) => log.warn('lease renewal failed', { err }),
     );
   }, Math.max(50, Math.floor(deps.leaseMs / 3)));
+  let callStarted: number | null = null;
 
   try {
     const pacingWait = await awaitPacing(job, deps, controller.signal);
@@ -78,9 +79,11 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       return (await store.releaseJob(job.id, token, now() + pacingWait)) ? 'released' : 'lost';
     }
     log.debug('calling upstream', { model: job.model });
+    callStarted = now();
     const outcome = await deps.upstream.chat(job.request, controller.signal);
+    const attempt = { upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind, latencyMs: now() - callStarted };
     if (outcome.kind === 'ok') {
-      const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body });
+      const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body }, attempt);
       log.info(done ? 'job completed' : 'job completed upstream but the lease was lost', { ms: now() - started });
       return done ? 'completed' : 'lost';
     }
@@ -91,10 +94,11 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       await store.pauseUpstream(now() + pause);
       verdict.waitMs = pause;
     }
-    return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, log);
+    return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, log, attempt);
   } catch (err) {
     if (!(err instanceof AttemptAborted)) throw err;
-    return await settleAbort(job, err.reason, deps, log);
+    const attempt = callStarted === null ? undefined : { upstreamStatus: err.reason === 'timeout' ? 'timeout' : 'aborted', latencyMs: now() - callStarted };
+    return await settleAbort(job, err.reason, deps, log, attempt);
   } finally {
     for (const t of timers) clearTimeout(t);
     clearInterval(renewal);
@@ -109,34 +113,35 @@ async function settleFailure(
   waitMs: number | undefined,
   deps: ProcessJobDeps,
   log: Logger,
+  attempt: AttemptObservation | undefined,
 ): Promise<AttemptOutcome> {
   const { store } = deps;
   const token = job.leaseToken;
   if (!retryable || job.attempts >= job.maxAttempts) {
     log.warn(retryable ? 'job failed: no attempts left' : 'job failed: not retryable', { error_code: error.code, upstream_status: error.upstreamStatus });
-    return (await store.finishJob(job.id, token, 'failed', error)) ? 'failed' : 'lost';
+    return (await store.finishJob(job.id, token, 'failed', error, attempt)) ? 'failed' : 'lost';
   }
   const runAfter = deps.now() + (waitMs ?? backoffMs(job.attempts, deps.retryBaseMs, deps.retryMaxMs, deps.random));
   if (runAfter >= job.expiresAt) {
     log.warn('job expired: the next attempt would start past its deadline', { error_code: error.code });
-    return (await store.finishJob(job.id, token, 'expired', { ...expiredError(), upstreamStatus: error.upstreamStatus })) ? 'expired' : 'lost';
+    return (await store.finishJob(job.id, token, 'expired', { ...expiredError(), upstreamStatus: error.upstreamStatus }, attempt)) ? 'expired' : 'lost';
   }
   log.info('attempt failed, will retry', { error_code: error.code, upstream_status: error.upstreamStatus, retry_in_ms: runAfter - deps.now() });
-  return (await store.retryJob(job.id, token, runAfter, error)) ? 'retried' : 'lost';
+  return (await store.retryJob(job.id, token, runAfter, error, attempt)) ? 'retried' : 'lost';
 }
 
-async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJobDeps, log: Logger): Promise<AttemptOutcome> {
+async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJobDeps, log: Logger, attempt: AttemptObservation | undefined): Promise<AttemptOutcome> {
   const { store } = deps;
   const token = job.leaseToken;
   switch (reason) {
     case 'timeout':
-      return settleFailure(job, true, { code: 'upstream_timeout', message: `no answer within ${Math.round(deps.attemptTimeoutMs / 1000)} s` }, undefined, deps, log);
+      return settleFailure(job, true, { code: 'upstream_timeout', message: `no answer within ${Math.round(deps.attemptTimeoutMs / 1000)} s` }, undefined, deps, log, attempt);
     case 'deadline':
       log.warn('job expired during its attempt');
-      return (await store.finishJob(job.id, token, 'expired', expiredError())) ? 'expired' : 'lost';
+      return (await store.finishJob(job.id, token, 'expired', expiredError(), attempt)) ? 'expired' : 'lost';
     case 'cancelled':
       log.info('job cancelled by its client during its attempt');
-      return (await store.finishJob(job.id, token, 'cancelled', null)) ? 'cancelled' : 'lost';
+      return (await store.finishJob(job.id, token, 'cancelled', null, attempt)) ? 'cancelled' : 'lost';
     case 'shutdown':
       log.info('attempt abandoned for shutdown; job put back');
       return (await store.releaseJob(job.id, token, deps.now())) ? 'released' : 'lost';

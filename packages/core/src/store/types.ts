@@ -91,6 +91,22 @@ export interface JobResult {
   response: unknown;
 }
 
+/** What one upstream attempt looked like, for the metrics: its HTTP status (or a failure word) and duration. */
+export interface AttemptObservation {
+  upstreamStatus: string;
+  latencyMs: number;
+}
+
+/** Upper bounds (seconds) of the upstream latency histogram's buckets; slower calls count under +Inf. */
+export const LATENCY_BUCKETS: readonly number[] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+/** A shared counter as stored: name, labels, value. */
+export interface CounterValue {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
 /** A worker process as it last reported itself. */
 export interface WorkerHeartbeat {
   id: string;
@@ -139,11 +155,11 @@ export interface JobStore {
    */
   claimJobs(options: ClaimOptions): Promise<ClaimedJob[]>;
   renewLease(id: string, token: number, leaseMs: number): Promise<LeaseState>;
-  completeJob(id: string, token: number, result: JobResult): Promise<boolean>;
+  completeJob(id: string, token: number, result: JobResult, attempt?: AttemptObservation): Promise<boolean>;
   /** Ends a held job as failed, expired or cancelled. */
-  finishJob(id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: JobError | null): Promise<boolean>;
+  finishJob(id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: JobError | null, attempt?: AttemptObservation): Promise<boolean>;
   /** Puts a held job back in the queue until `runAfter`, keeping the error of this attempt. */
-  retryJob(id: string, token: number, runAfter: number, error: JobError): Promise<boolean>;
+  retryJob(id: string, token: number, runAfter: number, error: JobError, attempt?: AttemptObservation): Promise<boolean>;
   /** Gives a held job back without spending the attempt (graceful stop, pacing waits). */
   releaseJob(id: string, token: number, runAfter: number): Promise<boolean>;
   /** Cancels a client's job: at once when queued, through its worker when running. Null if not theirs. */
@@ -187,6 +203,9 @@ export interface JobStore {
   recordHeartbeat(beat: WorkerHeartbeat): Promise<void>;
   removeHeartbeat(id: string): Promise<void>;
   listWorkers(seenSince: number): Promise<WorkerHeartbeat[]>;
+
+  /** Every shared counter (jobs created and finished, upstream calls and latency, retries). */
+  readCounters(): Promise<CounterValue[]>;
 
   /** A number that changes whenever another connection commits: a cheap "anything new?" probe. */
   changeCounter(): Promise<number>;

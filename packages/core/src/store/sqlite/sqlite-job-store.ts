@@ -1,5 +1,8 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import type { Statement } from 'better-sqlite3';
+import { createCounters } from './counters.js';
 import type {
+  AttemptObservation,
   ClaimOptions,
   ClaimedJob,
   CreateResult,
@@ -79,19 +82,27 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   });
   const now = options.now ?? Date.now;
   const sql = prepareStatements(db);
+  const counters = createCounters(db);
+  const finished = (status: string, model: string | undefined) => {
+    if (model !== undefined) counters.add('jobs_finished_total', { status, model });
+  };
+  const expireDue = (at: number): number => {
+    const rows = sql.expireQueued.all({ now: at, ...EXPIRED_ERROR });
+    for (const { model } of rows) finished('expired', model);
+    return rows.length;
+  };
 
   const claim = db.transaction((opts: ClaimOptions, at: number): ClaimedJob[] => {
-    sql.expireQueued.run({ now: at, ...EXPIRED_ERROR });
+    expireDue(at);
     const claimed: ClaimedJob[] = [];
     // Jobs whose worker vanished first: they are the oldest work in the system.
     for (const row of sql.lapsedLeases.all({ now: at, limit: opts.limit })) {
-      if (row.cancel_requested) {
-        sql.finishHeld.run({ id: row.id, token: row.lease_token, status: 'cancelled', now: at, code: null, message: null, upstream_status: null });
-      } else if (row.expires_at <= at) {
-        sql.finishHeld.run({ id: row.id, token: row.lease_token, status: 'expired', now: at, ...EXPIRED_ERROR, upstream_status: null });
-      } else if (row.attempts >= row.max_attempts) {
-        sql.finishHeld.run({ id: row.id, token: row.lease_token, status: 'failed', now: at, ...WORKER_LOST_ERROR, upstream_status: null });
-      } else {
+      const end = (status: 'cancelled' | 'expired' | 'failed', error: { code: string | null; message: string | null }) =>
+        finished(status, sql.finishHeld.get({ id: row.id, token: row.lease_token, status, now: at, ...error, upstream_status: null })?.model);
+      if (row.cancel_requested) end('cancelled', { code: null, message: null });
+      else if (row.expires_at <= at) end('expired', EXPIRED_ERROR);
+      else if (row.attempts >= row.max_attempts) end('failed', WORKER_LOST_ERROR);
+      else {
         claimed.push(toJob(sql.claimOne.get({ id: row.id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as JobRow));
       }
     }
@@ -114,26 +125,42 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return 0;
   });
 
+  const create = db.transaction((job: NewJob, at: number): CreateResult => {
+    const row = sql.insertJob.get({
+      id: job.id,
+      client: job.client,
+      nonce: job.nonce,
+      request_hash: job.requestHash,
+      model: job.model,
+      request: JSON.stringify(job.request),
+      max_attempts: job.maxAttempts,
+      expires_at: job.expiresAt,
+      now: at,
+    });
+    if (row) {
+      counters.add('jobs_created_total', { model: job.model });
+      return { job: toJob(row), created: true };
+    }
+    const existing = sql.byNonce.get({ client: job.client, nonce: job.nonce });
+    if (!existing) throw new Error('insert ignored but no job holds the nonce');
+    return { job: toJob(existing), created: false };
+  });
+
+  // Each write about a held job names its fencing token, and counts what happened in the same transaction.
+  const settle = db.transaction((write: () => { model: string } | undefined, status: string | null, attempt: AttemptObservation | undefined, retried: boolean) => {
+    const row = write();
+    if (!row) return false;
+    if (status) finished(status, row.model);
+    if (retried) counters.add('retries_total', { model: row.model });
+    if (attempt) counters.observeAttempt(attempt.upstreamStatus, attempt.latencyMs);
+    return true;
+  });
+
   const store: JobStore = {
     kind: 'sqlite',
 
     async createJob(job: NewJob): Promise<CreateResult> {
-      const at = now();
-      const row = sql.insertJob.get({
-        id: job.id,
-        client: job.client,
-        nonce: job.nonce,
-        request_hash: job.requestHash,
-        model: job.model,
-        request: JSON.stringify(job.request),
-        max_attempts: job.maxAttempts,
-        expires_at: job.expiresAt,
-        now: at,
-      });
-      if (row) return { job: toJob(row), created: true };
-      const existing = sql.byNonce.get({ client: job.client, nonce: job.nonce });
-      if (!existing) throw new Error('insert ignored but no job holds the nonce');
-      return { job: toJob(existing), created: false };
+      return create.immediate(job, now());
     },
 
     async getJob(id) {
@@ -152,34 +179,26 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return row.cancel_requested ? 'cancel_requested' : 'held';
     },
 
-    async completeJob(id, token, result: JobResult) {
-      const info = sql.complete.run({
+    async completeJob(id, token, result: JobResult, attempt) {
+      const params = {
         id,
         token,
         now: now(),
         output_text: result.outputText,
         usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
         response: result.response === undefined ? null : JSON.stringify(result.response),
-      });
-      return info.changes === 1;
+      };
+      return settle.immediate(() => sql.complete.get(params), 'completed', attempt, false);
     },
 
-    async finishJob(id, token, status, error: JobError | null) {
-      const info = sql.finishHeld.run({
-        id,
-        token,
-        status,
-        now: now(),
-        code: error?.code ?? null,
-        message: error?.message ?? null,
-        upstream_status: error?.upstreamStatus ?? null,
-      });
-      return info.changes === 1;
+    async finishJob(id, token, status, error: JobError | null, attempt) {
+      const params = { id, token, status, now: now(), code: error?.code ?? null, message: error?.message ?? null, upstream_status: error?.upstreamStatus ?? null };
+      return settle.immediate(() => sql.finishHeld.get(params), status, attempt, false);
     },
 
-    async retryJob(id, token, runAfter, error) {
-      const info = sql.retry.run({ id, token, now: now(), run_after: runAfter, code: error.code, message: error.message, upstream_status: error.upstreamStatus ?? null });
-      return info.changes === 1;
+    async retryJob(id, token, runAfter, error, attempt) {
+      const params = { id, token, now: now(), run_after: runAfter, code: error.code, message: error.message, upstream_status: error.upstreamStatus ?? null };
+      return settle.immediate(() => sql.retry.get(params), null, attempt, true);
     },
 
     async releaseJob(id, token, runAfter) {
@@ -189,7 +208,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     async cancelJob(id, client) {
       const at = now();
       const cancel = db.transaction(() => {
-        sql.cancelQueued.run({ id, client, now: at });
+        finished('cancelled', sql.cancelQueued.get({ id, client, now: at })?.model);
         sql.requestCancel.run({ id, client, now: at });
         return sql.byIdForClient.get({ id, client });
       });
@@ -207,7 +226,11 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async expireOverdue() {
-      return sql.expireQueued.run({ now: now(), ...EXPIRED_ERROR }).changes;
+      return db.transaction(expireDue).immediate(now());
+    },
+
+    async readCounters() {
+      return counters.read();
     },
 
     async deleteFinishedBefore(before) {
@@ -336,7 +359,8 @@ function prepareStatements(db: Db) {
     expireQueued: db.prepare(`
       UPDATE jobs
          SET status = 'expired', finished_at = @now, updated_at = @now, error_code = @code, error_message = @message
-       WHERE status = 'queued' AND expires_at <= @now`),
+       WHERE status = 'queued' AND expires_at <= @now
+      RETURNING model`) as Statement<[object], { model: string }>,
     lapsedLeases: jobs(`
       SELECT * FROM jobs
        WHERE status = 'in_progress' AND lease_until <= @now
@@ -363,17 +387,20 @@ function prepareStatements(db: Db) {
          SET status = 'completed', finished_at = @now, updated_at = @now, lease_until = NULL,
              output_text = @output_text, usage = @usage, response = @response,
              error_code = NULL, error_message = NULL, upstream_status = NULL
-       WHERE id = @id AND lease_token = @token AND status = 'in_progress'`),
+       WHERE id = @id AND lease_token = @token AND status = 'in_progress'
+      RETURNING model`) as Statement<[object], { model: string }>,
     finishHeld: db.prepare(`
       UPDATE jobs
          SET status = @status, finished_at = @now, updated_at = @now, lease_until = NULL,
              error_code = @code, error_message = @message, upstream_status = @upstream_status
-       WHERE id = @id AND lease_token = @token AND status = 'in_progress'`),
+       WHERE id = @id AND lease_token = @token AND status = 'in_progress'
+      RETURNING model`) as Statement<[object], { model: string }>,
     retry: db.prepare(`
       UPDATE jobs
          SET status = 'queued', run_after = @run_after, updated_at = @now, lease_until = NULL, worker_id = NULL,
              error_code = @code, error_message = @message, upstream_status = @upstream_status
-       WHERE id = @id AND lease_token = @token AND status = 'in_progress'`),
+       WHERE id = @id AND lease_token = @token AND status = 'in_progress'
+      RETURNING model`) as Statement<[object], { model: string }>,
     // The attempt was never made (or was abandoned before the call), so it is handed back.
     release: db.prepare(`
       UPDATE jobs
@@ -384,7 +411,8 @@ function prepareStatements(db: Db) {
     cancelQueued: db.prepare(`
       UPDATE jobs
          SET status = 'cancelled', finished_at = @now, updated_at = @now
-       WHERE id = @id AND client = @client AND status = 'queued'`),
+       WHERE id = @id AND client = @client AND status = 'queued'
+      RETURNING model`) as Statement<[object], { model: string }>,
     requestCancel: db.prepare(`
       UPDATE jobs SET cancel_requested = 1, updated_at = @now
        WHERE id = @id AND client = @client AND status = 'in_progress'`),

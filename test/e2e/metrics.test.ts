@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { WORKER_MAIN, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || !line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = (m[2] ?? '').split(',').filter(Boolean);
+    if (want.every((w) => have.includes(w)) && have.length === want.length) return Number(m[3]);
+  }
+  return undefined;
+}
+
+test('metrics after a scripted run show the counts that run produced; anonymous callers are refused unless METRICS_ALLOW lists them', async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({
+    behave: (call) => {
+      if (call.prompt === 'bad') return { status: 400, body: { error: { message: 'no', type: 'invalid_request_error' } } };
+      if (call.prompt === 'flaky' && call.n <= 2) return { status: 500 };
+      return {};
+    },
+  });
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-metrics', OPENAI_BASE_URL: stub.url, RATE_LIMIT_PER_KEY: '4/min', RETRY_BASE_MS: '1', RETRY_MAX_MS: '2' });
+  const { url } = await startApiProcess(t, env, dir);
+
+  const statuses = [];
+  for (const prompt of ['flaky', 'ok 1', 'ok 2', 'bad', 'one too many']) statuses.push((await postSigned(url, key, secret, { prompt, model: 'gpt-m' })).status);
+  assert.deepEqual(statuses, [202, 202, 202, 202, 429]);
+  const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  assert.equal((await worker.exited).code, 0);
+
+  const anonymous = await fetch(`${url}/metrics`);
+  assert.equal(anonymous.status, 401);
+  assert.equal(((await anonymous.json()) as any).error.code, 'unauthorized');
+
+  const res = await fetch(`${url}/metrics`, { headers: { 'x-proxy-key': key } });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+  const text = await res.text();
+  assert.equal(sample(text, 'proxy_jobs_created_total', { model: 'gpt-m' }), 4);
+  assert.equal(sample(text, 'proxy_jobs_finished_total', { model: 'gpt-m', status: 'completed' }), 3);
+  assert.equal(sample(text, 'proxy_jobs_finished_total', { model: 'gpt-m', status: 'failed' }), 1);
+  assert.equal(sample(text, 'proxy_upstream_calls_total', { code: '200' }), 3);
+  assert.equal(sample(text, 'proxy_upstream_calls_total', { code: '500' }), 1);
+  assert.equal(sample(text, 'proxy_upstream_calls_total', { code: '400' }), 1);
+  assert.equal(sample(text, 'proxy_retries_total', { model: 'gpt-m' }), 1);
+  assert.equal(sample(text, 'proxy_upstream_latency_seconds_count'), 5);
+  assert.equal(sample(text, 'proxy_upstream_latency_seconds_bucket', { le: '+Inf' }), 5);
+  assert.equal(sample(text, 'proxy_queue_depth', { status: 'completed' }), 3);
+  assert.equal(sample(text, 'proxy_queue_depth', { status: 'queued' }), 0);
+  assert.equal(sample(text, 'proxy_http_requests_total', { route: '/v1/requests', method: 'POST', status: '202' }), 4);
+  assert.equal(sample(text, 'proxy_http_requests_total', { route: '/v1/requests', method: 'POST', status: '429' }), 1);
+  assert.equal(sample(text, 'proxy_rate_limited_total', { budget: 'create_key' }), 1);
+  assert.ok((sample(text, 'proxy_api_process_resident_memory_bytes') ?? 0) > 0);
+  assert.ok(!text.includes(key) && !text.includes(secret));
+});
+
+test('METRICS_ALLOW lets a listed address scrape without a key; a malformed entry stops the start', async (t) => {
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const { url } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, METRICS_ALLOW: '10.0.0.0/8, 127.0.0.1' }), dir);
+  assert.equal((await fetch(`${url}/metrics`)).status, 200);
+  const { API_MAIN } = await import('../helpers/index.ts');
+  const bad = spawnNode(API_MAIN, [], testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, METRICS_ALLOW: '10.0.0.0/99' }), dir);
+  assert.equal((await bad.exited).code, 78);
+  assert.match(bad.stderr.join('\n'), /^proxy-api: METRICS_ALLOW: "10\.0\.0\.0\/99" is not an address or subnet/);
+});
