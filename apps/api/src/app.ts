@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import express, { type Express, type RequestHandler } from 'express';
 import { AppError, createRateLimiter, type ClientRegistry, type Config, type JobStore, type Logger } from '@proxy/core';
 import { clientOf } from './context.js';
@@ -10,6 +11,7 @@ import { WATCH_POLL_MS, createJobWatcher, type JobWatcher } from './job-watcher.
 import { createApiMetrics } from './metrics.js';
 import { legacyRouter } from './routes/legacy.js';
 import { metricsAllowList, metricsHandler } from './routes/metrics.js';
+import { statsHandler } from './routes/stats.js';
 import { cancelRequestHandler, createRequestHandler, getRequestHandler } from './routes/requests.js';
 import { runWorkerHandler, type WorkerPass } from './routes/worker.js';
 
@@ -82,6 +84,20 @@ export function createApp(deps: AppDeps): Express {
   app.all('/v1/worker/run', methodNotAllowed(['POST']));
   app.get('/health', ...health);
   app.all('/health', methodNotAllowed(['GET']));
+  // The status page: static files only; the data comes from /health and /v1/stats with the key.
+  app.use(
+    '/dashboard',
+    express.static(fileURLToPath(new URL('../static/dashboard/', import.meta.url)), {
+      index: 'index.html',
+      setHeaders: (res) => {
+        res.setHeader('Content-Security-Policy', "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+        res.setHeader('X-Content-Type-Options', 'nosniff');
+        res.setHeader('Cache-Control', 'no-cache');
+      },
+    }),
+  );
+  app.get('/v1/stats', readsPerIp, auth, statsHandler({ store: deps.store, now }));
+  app.all('/v1/stats', methodNotAllowed(['GET']));
   app.get('/metrics', metricsHandler({ store: deps.store, clients: deps.clients, metrics, allow: metricsAllowList(deps.config.http.metricsAllow), now }));
   app.all('/metrics', methodNotAllowed(['GET']));
 

@@ -181,6 +181,8 @@ export interface JobStore {
    * first; returns the ids it requeued. `ids: 'all-failed'` takes every failed job.
    */
   requeueJobs(ids: readonly string[] | 'all-failed'): Promise<string[]>;
+  /** Jobs finished per minute since `since`, by status: the status page's throughput chart. */
+  finishedPerMinute(since: number): Promise<Array<{ minute: number; status: JobStatus; count: number }>>;
   /** When the oldest queued job was created; null when nothing is queued. */
   oldestQueuedAt(): Promise<number | null>;
 

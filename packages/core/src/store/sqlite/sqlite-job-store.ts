@@ -321,6 +321,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return requeue.immediate();
     },
 
+    async finishedPerMinute(since) {
+      return sql.perMinute.all(since).map((r) => ({ minute: r.minute * 60_000, status: r.status, count: r.n }));
+    },
+
     async oldestQueuedAt() {
       return (sql.oldestQueued.pluck().get() as number | null) ?? null;
     },
@@ -440,6 +444,12 @@ function prepareStatements(db: Db) {
              finished_at = NULL, started_at = NULL, lease_until = NULL, worker_id = NULL, cancel_requested = 0,
              error_code = NULL, error_message = NULL, upstream_status = NULL, updated_at = @now
        WHERE id = @id AND status IN ('failed', 'expired')`),
+    perMinute: db.prepare<[number], { minute: number; status: JobStatus; n: number }>(`
+      SELECT finished_at / 60000 AS minute, status, COUNT(*) AS n
+        FROM jobs
+       WHERE finished_at >= ?
+       GROUP BY minute, status
+       ORDER BY minute`),
     finishedSince: db.prepare<[number], { id: string; status: JobStatus; finished_at: number }>(
       'SELECT id, status, finished_at FROM jobs WHERE finished_at >= ? ORDER BY finished_at',
     ),

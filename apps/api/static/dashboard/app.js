@@ -1,0 +1,133 @@
+// The status page: reads /health and /v1/stats with the key kept in session storage, every 5 s.
+'use strict';
+
+const REFRESH_MS = 5000;
+const STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', 'expired'];
+const $ = (id) => document.getElementById(id);
+let timer = null;
+
+function key() {
+  return sessionStorage.getItem('proxyKey');
+}
+
+async function getJson(path) {
+  const res = await fetch(path, { headers: { 'X-Proxy-Key': key() }, cache: 'no-store' });
+  const body = await res.json().catch(() => ({}));
+  return { status: res.status, body };
+}
+
+function text(tag, value, className) {
+  const el = document.createElement(tag);
+  el.textContent = value === null || value === undefined ? '–' : String(value);
+  if (className) el.className = className;
+  return el;
+}
+
+function fillTable(id, rows, empty) {
+  const body = $(id).querySelector('tbody');
+  body.replaceChildren();
+  if (rows.length === 0) {
+    const tr = document.createElement('tr');
+    const td = text('td', empty, 'empty');
+    td.colSpan = 4;
+    tr.append(td);
+    body.append(tr);
+    return;
+  }
+  for (const cells of rows) {
+    const tr = document.createElement('tr');
+    for (const cell of cells) tr.append(text('td', cell));
+    body.append(tr);
+  }
+}
+
+function drawBars(id, counts, className) {
+  const svg = $(id);
+  svg.replaceChildren();
+  const max = Math.max(1, ...counts);
+  const width = 600 / counts.length;
+  counts.forEach((n, i) => {
+    if (n === 0) return;
+    const h = Math.max(2, (n / max) * 110);
+    const rect = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+    rect.setAttribute('x', String(i * width + 1));
+    rect.setAttribute('y', String(120 - h));
+    rect.setAttribute('width', String(Math.max(1, width - 2)));
+    rect.setAttribute('height', String(h));
+    rect.setAttribute('class', className);
+    const title = document.createElementNS('http://www.w3.org/2000/svg', 'title');
+    title.textContent = `${n}`;
+    rect.append(title);
+    svg.append(rect);
+  });
+}
+
+function perMinute(rows, statuses, nowSeconds) {
+  const first = Math.floor(nowSeconds / 60) * 60 - 59 * 60;
+  const counts = new Array(60).fill(0);
+  for (const row of rows) {
+    const slot = Math.round((row.minute - first) / 60);
+    if (slot >= 0 && slot < 60 && statuses.includes(row.status)) counts[slot] += row.count;
+  }
+  return counts;
+}
+
+const time = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleTimeString() : '–');
+
+async function refresh() {
+  try {
+    const [health, stats] = await Promise.all([getJson('/health'), getJson('/v1/stats')]);
+    if (stats.status === 401) return logout('That key was not accepted.');
+    $('state').textContent = health.body.status === 'ok' ? 'healthy' : `unavailable: ${health.body.error?.message ?? 'unknown'}`;
+    $('state').className = `state ${health.body.status === 'ok' ? 'ok' : 'down'}`;
+    const queue = health.body.queue ?? {};
+    $('queue').replaceChildren(
+      ...STATUSES.map((s) => {
+        const tile = document.createElement('div');
+        tile.className = 'tile';
+        tile.dataset.status = s;
+        tile.append(text('b', queue[s] ?? 0), text('span', s.replace('_', ' ')));
+        return tile;
+      }),
+    );
+    const age = health.body.oldest_queued_age_seconds;
+    $('oldest').textContent = age === null || age === undefined ? 'none' : `${age} s ago`;
+    $('updated').textContent = new Date().toLocaleTimeString();
+    const now = Date.now() / 1000;
+    drawBars('chart-completed', perMinute(stats.body.per_minute ?? [], ['completed'], now), 'completed');
+    drawBars('chart-failed', perMinute(stats.body.per_minute ?? [], ['failed', 'expired'], now), 'failed');
+    fillTable('failed', (stats.body.latest_failed ?? []).map((j) => [j.id, j.model, time(j.finished_at), j.error ? `${j.error.code}: ${j.error.message}` : '']), 'no failed jobs');
+    fillTable('workers', (health.body.workers ?? []).map((w) => [w.id, w.pid, w.jobs_done, time(w.last_seen_at)]), 'no live worker');
+  } catch (err) {
+    $('state').textContent = 'cannot reach the API';
+    $('state').className = 'state down';
+  }
+}
+
+function show() {
+  $('login').hidden = true;
+  $('board').hidden = false;
+  $('forget').hidden = false;
+  refresh();
+  timer = setInterval(refresh, REFRESH_MS);
+}
+
+function logout(message) {
+  sessionStorage.removeItem('proxyKey');
+  clearInterval(timer);
+  $('board').hidden = true;
+  $('forget').hidden = true;
+  $('login').hidden = false;
+  $('login-error').textContent = message || '';
+  $('state').textContent = 'not connected';
+  $('state').className = 'state';
+}
+
+$('login').addEventListener('submit', (event) => {
+  event.preventDefault();
+  sessionStorage.setItem('proxyKey', $('key').value.trim());
+  $('key').value = '';
+  show();
+});
+$('forget').addEventListener('click', () => logout());
+if (key()) show();

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { ROOT, WORKER_MAIN, eventually, getJson, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+// The flags this machine's sandbox needs: no setuid sandbox as root, no background calls to the outside.
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
+
+test('the status page, in headless Chromium: asks for a key, then shows the counts, charts, failures and workers of a scripted run', async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    if (process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs Debian's chromium`);
+    t.skip(`Chromium is not installed at ${CHROMIUM} (apt-get install chromium); CI installs it`);
+    return;
+  }
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ behave: (call) => (call.prompt === 'bad' ? { status: 400, body: { error: { message: 'bad request <script>alert(1)</script>', type: 'invalid_request_error' } } } : {}) });
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-dash', OPENAI_BASE_URL: stub.url });
+  const { url } = await startApiProcess(t, env, dir);
+  for (const prompt of ['one', 'two', 'three', 'bad']) assert.equal((await postSigned(url, key, secret, { prompt })).status, 202);
+  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
+  t.after(() => worker.kill('SIGKILL'));
+  await eventually(async () => {
+    const health = await getJson(url, '/health', key);
+    return health.json.queue?.completed === 3 && health.json.queue.failed === 1 && health.json.workers?.length === 1;
+  }, 15_000);
+
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+  t.after(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  const dialogs: string[] = [];
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
+  await page.goto(`${url}/dashboard`);
+  assert.equal(await page.isVisible('#login'), true);
+  assert.equal(await page.isVisible('#board'), false);
+
+  await page.fill('#key', 'not-the-right-key-123');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('#login-error:has-text("not accepted")');
+
+  await page.fill('#key', key);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('.tile[data-status=completed] b:has-text("3")');
+  assert.equal(await page.textContent('.tile[data-status=failed] b'), '1');
+  assert.equal(await page.textContent('.tile[data-status=queued] b'), '0');
+  assert.match((await page.textContent('#state')) ?? '', /healthy/);
+  assert.equal(await page.locator('#chart-completed rect').count(), 1, 'one minute with completions');
+  assert.equal(await page.locator('#chart-failed rect').count(), 1);
+  const failedRow = await page.textContent('#failed tbody');
+  assert.match(failedRow ?? '', /upstream_invalid_request_error: bad request <script>alert\(1\)<\/script>/, 'error text shown as text');
+  assert.equal(await page.locator('#workers tbody tr').count(), 1);
+  assert.deepEqual(dialogs, [], 'no script from the data ran');
+  assert.equal(await page.evaluate('sessionStorage.getItem("proxyKey") !== null && localStorage.length === 0'), true, 'the key is kept for the session only');
+
+  mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
+  const shot = join(ROOT, 'test-artifacts', 'dashboard.png');
+  await page.screenshot({ path: shot, fullPage: true });
+  assert.ok(existsSync(shot));
+  t.diagnostic(`screenshot: ${shot}`);
+});
