@@ -24,7 +24,7 @@ const PASS_LIMITS = { maxJobs: 50, maxSeconds: 20 };
 await runMain('proxy-api', async () => {
   const config = loadConfig({ needs: { clients: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' }, file: 'api.log' });
-  const store = openSqliteStore({ path: config.db.path });
+  const store = openSqliteStore({ path: config.db.path, sync: config.db.sync });
   const upstream = config.upstream.apiKey
     ? createUpstreamClient({ baseUrl: config.upstream.baseUrl, apiKey: config.upstream.apiKey, connections: config.worker.concurrency })
     : null;

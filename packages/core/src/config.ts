@@ -16,6 +16,7 @@ export const SETTINGS = {
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
   OPENAI_BASE_URL: { type: 'string', default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL.' },
   DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: '^[A-Za-z0-9._:/-]{1,100}$', doc: 'Model used when a request names none.' },
+  PROXY_DB_SYNC: { type: 'string', default: 'full', enum: ['full', 'normal'], doc: 'full: a 202 survives power loss (fsync per commit, creates share commits); normal: survives a process crash only.' },
   PROXY_DB_PATH: { type: 'string', default: './data/requests.sqlite', minLength: 1, doc: 'SQLite file shared by API and worker; its folder is created.' },
   PROXY_KEY: { type: 'string', secret: true, pattern: '^[\\x21-\\x7e]{16,256}$', doc: 'Client key sent in X-Proxy-Key (16+ printable characters).' },
   PROXY_SECRET: { type: 'string', secret: true, pattern: '^[\\x21-\\x7e]{32,512}$', doc: 'HMAC secret of that client (32+ printable characters).' },
@@ -82,7 +83,7 @@ export interface Config {
     readonly rpm: number | null;
     readonly tpm: number | null;
   };
-  readonly db: { readonly path: string };
+  readonly db: { readonly path: string; readonly sync: 'full' | 'normal' };
   readonly clients: readonly ClientIdentity[];
   readonly http: {
     readonly host: string;
@@ -195,7 +196,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       rpm: (s.UPSTREAM_RPM as unknown as number | undefined) ?? null,
       tpm: (s.UPSTREAM_TPM as unknown as number | undefined) ?? null,
     },
-    db: { path: resolve(cwd, s.PROXY_DB_PATH) },
+    db: { path: resolve(cwd, s.PROXY_DB_PATH), sync: s.PROXY_DB_SYNC as 'full' | 'normal' },
     clients,
     http: {
       host: s.HOST,

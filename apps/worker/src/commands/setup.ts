@@ -24,7 +24,7 @@ export interface WorkerSetup {
 export function setUpWorker(): WorkerSetup {
   const config = loadConfig({ needs: { upstream: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
-  const store = openSqliteStore({ path: config.db.path });
+  const store = openSqliteStore({ path: config.db.path, sync: config.db.sync });
   const upstream = createUpstreamClient({
     baseUrl: config.upstream.baseUrl,
     apiKey: config.upstream.apiKey as string,

@@ -55,6 +55,9 @@ interface JobRow {
   upstream_status: number | null;
 }
 
+/** The most creates one group commit takes, so one transaction never holds the write lock for long. */
+const MAX_GROUP_COMMIT = 256;
+
 const EXPIRED_ERROR = { code: 'expired', message: 'the job reached its ttl before it could complete' };
 const WORKER_LOST_ERROR = { code: 'worker_lost', message: 'the worker holding the job stopped answering and no attempts are left' };
 
@@ -146,6 +149,33 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return { job: toJob(existing), created: false };
   });
 
+  // Group commit: creates that arrive in the same event-loop turn share one transaction, so under load
+  // one fsync (synchronous=FULL) covers many 202s. Each create still resolves only after its commit.
+  const pending: Array<{ job: NewJob; at: number; resolve: (r: CreateResult) => void; reject: (e: unknown) => void }> = [];
+  let flushScheduled = false;
+  const createBatch = db.transaction((batch: typeof pending) => batch.map((p) => create(p.job, p.at)));
+  const flushCreates = () => {
+    flushScheduled = false;
+    while (pending.length > 0) {
+      const batch = pending.splice(0, MAX_GROUP_COMMIT);
+      let results: CreateResult[];
+      try {
+        results = createBatch.immediate(batch);
+      } catch {
+        // One bad create must not fail its neighbours: retry each in its own transaction.
+        for (const p of batch) {
+          try {
+            p.resolve(create.immediate(p.job, p.at));
+          } catch (err) {
+            p.reject(err);
+          }
+        }
+        continue;
+      }
+      batch.forEach((p, i) => p.resolve(results[i] as CreateResult));
+    }
+  };
+
   // Each write about a held job names its fencing token, and counts what happened in the same transaction.
   const settle = db.transaction((write: () => { model: string } | undefined, status: string | null, attempt: AttemptObservation | undefined, retried: boolean) => {
     const row = write();
@@ -159,8 +189,14 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const store: JobStore = {
     kind: 'sqlite',
 
-    async createJob(job: NewJob): Promise<CreateResult> {
-      return create.immediate(job, now());
+    createJob(job: NewJob): Promise<CreateResult> {
+      return new Promise((resolve, reject) => {
+        pending.push({ job, at: now(), resolve, reject });
+        if (!flushScheduled) {
+          flushScheduled = true;
+          setImmediate(flushCreates);
+        }
+      });
     },
 
     async getJob(id) {
@@ -339,6 +375,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async close() {
+      if (pending.length > 0) flushCreates();
       if (db.open) db.close();
       if (limitsDb.open) limitsDb.close();
     },
