@@ -78,6 +78,8 @@ export async function startStubUpstream(options: { port?: number; delayMs?: numb
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse) {
+    // When the call arrived, not when its body was read: pacing tests compare arrival times.
+    const arrivedAt = Date.now();
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     if (req.method !== 'POST' || !req.url?.endsWith('/chat/completions')) {
@@ -94,7 +96,7 @@ export async function startStubUpstream(options: { port?: number; delayMs?: numb
     const lastUser = [...(body.messages ?? [])].reverse().find((m) => m.role === 'user');
     const call: StubCall = {
       n: calls.length + 1,
-      at: Date.now(),
+      at: arrivedAt,
       authorization: req.headers.authorization,
       body,
       prompt: typeof lastUser?.content === 'string' ? lastUser.content : JSON.stringify(lastUser?.content ?? ''),

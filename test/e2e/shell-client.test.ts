@@ -15,6 +15,8 @@ function run(args: string[], env: Record<string, string>, input?: string): Promi
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // A client that exits before reading stdin (bad usage) closes the pipe: that is not a test failure.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(input ?? '');
     child.on('exit', (code) => resolve({ code, stdout, stderr }));
   });

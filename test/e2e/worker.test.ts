@@ -105,9 +105,12 @@ test('UPSTREAM_RPM holds across two worker processes: the stub never sees more t
   const perSecond = rpm / 60;
   let tightest = Infinity;
   for (let i = 0; i + perSecond < at.length; i++) tightest = Math.min(tightest, at[i + perSecond]! - at[i]!);
-  // The (perSecond+1)-th call after any call comes a second later: at most the budget in any 1 s window
-  // (less a few ms of loopback jitter between the worker taking its slot and the stub seeing the call).
-  assert.ok(tightest >= 1000 - 25, `${perSecond + 1} calls within ${tightest} ms`);
+  // Workers take their slots at most one per 100 ms, so the (perSecond+1)-th call after any call starts a
+  // second later. The stub sees arrivals, which can bunch by the time a busy worker takes between taking
+  // its slot and sending (up to ~40 ms seen on a loaded 2-core machine): hence 100 ms of allowance.
+  assert.ok(tightest >= 1000 - 100, `${perSecond + 1} calls within ${tightest} ms`);
+  const spanMs = at.at(-1)! - at[0]!;
+  assert.ok(at.length <= Math.floor((spanMs * rpm) / 60_000) + 2, `${at.length} calls in ${spanMs} ms exceeds ${rpm}/min`);
   const db = new Database(`${dir}/requests.sqlite`, { readonly: true });
   const workersUsed = db.prepare('SELECT COUNT(DISTINCT worker_id) AS n FROM jobs').get() as { n: number };
   db.close();
