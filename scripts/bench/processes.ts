@@ -1,0 +1,55 @@
+/** Child processes for the benchmarks: each server runs in its own process, its output to a file. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+export interface Proc {
+  child: ChildProcess;
+  /** Peak resident memory so far (VmHWM), in MB. */
+  peakRssMb(): number;
+  stop(): Promise<void>;
+}
+
+/** A free loopback port (the OS picks it; the server then binds it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `node args…` with `env`, stdout and stderr to `logFile`, and resolves once `ready()` is true. */
+export async function start(args: string[], env: Record<string, string>, logFile: string, ready: () => Promise<boolean>): Promise<Proc> {
+  const log = openSync(logFile, 'a');
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', log, log] });
+  const until = Date.now() + 20_000;
+  while (!(await ready().catch(() => false))) {
+    if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited: see ${logFile}`);
+    if (Date.now() > until) throw new Error(`${args.join(' ')} did not start: see ${logFile}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    child,
+    peakRssMb: () => {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      return m ? Number(m[1]) / 1024 : NaN;
+    },
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+        setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+      }),
+  };
+}
+
+/** True once something answers HTTP at `url`. */
+export function answers(url: string): () => Promise<boolean> {
+  return async () => (await fetch(url)).status > 0;
+}
+
+export const logPath = (dir: string, name: string) => join(dir, `${name}.log`);

@@ -1,0 +1,342 @@
+/**
+ * `npm run bench`: every figure beside a baseline measured in the same run on this machine, as a
+ * ratio. Starts everything itself on loopback; prints one table and writes BENCHMARKS.md.
+ * BENCH_SECONDS (default 8) sets the length of each measured load run.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon, { type Request } from 'autocannon';
+import Database from 'better-sqlite3';
+import { Pool } from 'undici';
+import { signBody } from '../../packages/core/src/signing.ts';
+import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
+import type { JobStore } from '../../packages/core/src/store/types.ts';
+import { newJobId } from '../../packages/core/src/ids.ts';
+import { startStubUpstream } from '../stub-upstream.ts';
+import { answers, freePort, logPath, start, type Proc } from './processes.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const WARMUP_SECONDS = 2;
+const CONNECTIONS = 32;
+const dir = mkdtempSync(join(tmpdir(), 'proxy-bench-'));
+const key = `pk_${randomBytes(16).toString('hex')}`;
+const secret = randomBytes(32).toString('hex');
+const procs: Proc[] = [];
+
+interface Row {
+  figure: string;
+  proxy: string;
+  baseline: string;
+  ratio: number | null;
+  target: string;
+  met: boolean | null;
+}
+const rows: Row[] = [];
+const note = (s: string) => process.stderr.write(`bench: ${s}\n`);
+
+function row(figure: string, proxy: number, baseline: number, unit: string, target: number | null, higherIsBetter = true, ratioOverride?: number) {
+  const ratio = ratioOverride ?? proxy / baseline;
+  const met = target === null ? null : higherIsBetter ? ratio >= target : ratio <= target;
+  rows.push({
+    figure,
+    proxy: `${fmt(proxy)} ${unit}`,
+    baseline: `${fmt(baseline)} ${unit}`,
+    ratio,
+    target: target === null ? '–' : `${higherIsBetter ? '≥' : '≤'} ${target}`,
+    met,
+  });
+}
+const fmt = (n: number) => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 2));
+
+/** One load run after a warm-up: requests per second with every answer checked for 2xx. */
+async function load(url: string, request: Request): Promise<number> {
+  await autocannon({ url, connections: CONNECTIONS, duration: WARMUP_SECONDS, requests: [request] });
+  const result = await autocannon({ url, connections: CONNECTIONS, duration: SECONDS, requests: [request] });
+  if (result.non2xx > 0 || result.errors > 0) note(`${url}${request.path}: ${result.non2xx} non-2xx, ${result.errors} errors`);
+  return result.requests.total / SECONDS;
+}
+
+/** Fresh signed create bodies: each a new nonce, all with a ts of now. */
+function signedBodies(n: number): string[] {
+  const ts = Math.floor(Date.now() / 1000);
+  return Array.from({ length: n }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}: say something short.`, ts, nonce: randomUUID() }, secret));
+}
+
+function createRequest(path: string, bodies: string[]): Request {
+  let i = 0;
+  return {
+    method: 'POST',
+    path,
+    headers: { 'content-type': 'application/json', 'x-proxy-key': key },
+    setupRequest: (req) => ({ ...req, body: bodies[i++ % bodies.length] as string }),
+  };
+}
+
+function lookupRequest(prefix: string, ids: string[]): Request {
+  return { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (req) => ({ ...req, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) };
+}
+
+async function enqueue(store: JobStore, n: number, prefix: string): Promise<string[]> {
+  const ids = Array.from({ length: n }, () => newJobId());
+  await Promise.all(
+    ids.map((id, i) =>
+      store.createJob({
+        id,
+        client: 'default',
+        nonce: id,
+        requestHash: 'h',
+        model: 'gpt-bench',
+        request: { model: 'gpt-bench', messages: [{ role: 'user', content: `${prefix} ${i}` }] },
+        maxAttempts: 3,
+        expiresAt: Date.now() + 3_600_000,
+      }),
+    ),
+  );
+  return ids;
+}
+
+/** Jobs per second of a worker draining `n` jobs, from the first claim to the last completion. */
+async function drainRate(dbPath: string, store: JobStore, n: number): Promise<number> {
+  const until = Date.now() + 120_000;
+  while ((await store.countByStatus()).completed < n) {
+    if (Date.now() > until) throw new Error('worker did not finish in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const db = new Database(dbPath, { readonly: true });
+  const span = db.prepare("SELECT MIN(started_at) AS first, MAX(finished_at) AS last FROM jobs WHERE status = 'completed'").get() as { first: number; last: number };
+  db.close();
+  return n / ((span.last - span.first) / 1000);
+}
+
+async function startApi(extra: Record<string, string>, name: string, baseUrl: string): Promise<{ url: string; proc: Proc }> {
+  const port = await freePort();
+  const env = {
+    PATH: process.env.PATH ?? '',
+    PROXY_KEY: key,
+    PROXY_SECRET: secret,
+    PROXY_DB_PATH: join(dir, 'requests.sqlite'),
+    PORT: String(port),
+    // The limiter runs on every request, with budgets too large to bind.
+    RATE_LIMIT_PER_IP: '999999999/s',
+    RATE_LIMIT_PER_KEY: '999999999/s',
+    RATE_LIMIT_READS_PER_IP: '999999999/s',
+    LOG_FORMAT: 'json',
+    OPENAI_BASE_URL: baseUrl,
+    ...extra,
+  };
+  const url = `http://127.0.0.1:${port}`;
+  const proc = await start([join(ROOT, 'apps/api/dist/main.js')], env, logPath(dir, name), answers(`${url}/health`));
+  procs.push(proc);
+  return { url, proc };
+}
+
+async function startDaemon(dbPath: string, upstream: string, concurrency: number, name: string): Promise<Proc> {
+  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: upstream, WORKER_CONCURRENCY: String(concurrency), LOG_LEVEL: 'warn' };
+  const store = openSqliteStore({ path: dbPath });
+  const proc = await start([join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, logPath(dir, name), async () => (await store.listWorkers(0)).length > 0);
+  await store.close();
+  procs.push(proc);
+  return proc;
+}
+
+async function main() {
+  note(`results and logs in ${dir}`);
+  const stubPort = await freePort();
+  const stub = await start(['--import', 'tsx', join(ROOT, 'scripts/stub-upstream.ts'), '--port', String(stubPort)], { PATH: process.env.PATH ?? '' }, logPath(dir, 'stub'), async () => (await fetch(`http://127.0.0.1:${stubPort}/`)).status === 404);
+  procs.push(stub);
+  const stubUrl = `http://127.0.0.1:${stubPort}/v1`;
+  const barePort = await freePort();
+  const bare = await start(['--import', 'tsx', join(ROOT, 'scripts/bench/bare-server.ts'), String(barePort)], { PATH: process.env.PATH ?? '' }, logPath(dir, 'bare'), answers(`http://127.0.0.1:${barePort}/bare/x`));
+  procs.push(bare);
+  const bareUrl = `http://127.0.0.1:${barePort}`;
+
+  // 1–2. Create and lookup against the bare route, PROXY_DB_SYNC=full (the default).
+  const perRun = Math.ceil(12_000 * (SECONDS + WARMUP_SECONDS));
+  note('create: bare route');
+  const bareCreate = await load(bareUrl, createRequest('/bare', signedBodies(perRun)));
+  const api = await startApi({}, 'api-full', stubUrl);
+  note('create: proxy, PROXY_DB_SYNC=full');
+  const createFull = await load(api.url, createRequest('/v1/requests', signedBodies(perRun)));
+  row('1. create (signed POST, limiter on), sync=full', createFull, bareCreate, 'req/s', 0.7);
+
+  const apiStore = openSqliteStore({ path: join(dir, 'requests.sqlite') });
+  const lookupIds = await enqueue(apiStore, 2000, 'lookup');
+  note('lookup: bare route');
+  const bareLookup = await load(bareUrl, lookupRequest('/bare', lookupIds));
+  note('lookup: proxy');
+  const lookup = await load(api.url, lookupRequest('/v1/requests', lookupIds));
+  row('2. result lookup', lookup, bareLookup, 'req/s', 0.85);
+  const apiPeakFull = api.proc.peakRssMb();
+  await api.proc.stop();
+
+  const apiNormal = await startApi({ PROXY_DB_SYNC: 'normal' }, 'api-normal', stubUrl);
+  note('create: proxy, PROXY_DB_SYNC=normal');
+  const createNormal = await load(apiNormal.url, createRequest('/v1/requests', signedBodies(perRun)));
+  row('1b. create, sync=normal', createNormal, bareCreate, 'req/s', 0.8);
+  rows.push({ figure: '1c. sync=full against sync=normal', proxy: `${fmt(createFull)} req/s`, baseline: `${fmt(createNormal)} req/s`, ratio: createFull / createNormal, target: '–', met: null });
+  await apiNormal.proc.stop();
+
+  // 3. Worker against a zero-latency stub, against undici calling the stub directly.
+  const concurrency = 8;
+  const direct = new Pool(`http://127.0.0.1:${stubPort}`, { connections: concurrency });
+  const n = 4000;
+  const body = JSON.stringify({ model: 'gpt-bench', messages: [{ role: 'user', content: 'direct' }] });
+  let sent = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (sent < n) {
+        sent += 1;
+        const res = await direct.request({ method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: 'Bearer sk' }, body });
+        await res.body.json();
+      }
+    }),
+  );
+  const directRate = n / ((performance.now() - t0) / 1000);
+  await direct.close();
+  const w1Path = join(dir, 'worker-zero.sqlite');
+  const w1Store = openSqliteStore({ path: w1Path });
+  const daemonZero = await startDaemon(w1Path, stubUrl, concurrency, 'worker-zero');
+  note(`worker: ${n} jobs, zero-latency stub, concurrency ${concurrency}`);
+  await enqueue(w1Store, n, 'zero');
+  const workerRate = await drainRate(w1Path, w1Store, n);
+  row(`3. worker, zero-latency stub (concurrency ${concurrency})`, workerRate, directRate, 'jobs/s', 0.6);
+  const daemonPeak = [daemonZero.peakRssMb()];
+  await daemonZero.stop();
+  await w1Store.close();
+
+  // 4. Worker against a 200 ms stub at concurrency 64, against the ideal 64 / 0.2 s.
+  const slowPort = await freePort();
+  const slow = await start(['--import', 'tsx', join(ROOT, 'scripts/stub-upstream.ts'), '--port', String(slowPort), '--delay-ms', '200'], { PATH: process.env.PATH ?? '' }, logPath(dir, 'stub-slow'), async () => (await fetch(`http://127.0.0.1:${slowPort}/`)).status === 404);
+  procs.push(slow);
+  const w2Path = join(dir, 'worker-slow.sqlite');
+  const w2Store = openSqliteStore({ path: w2Path });
+  const daemonSlow = await startDaemon(w2Path, `http://127.0.0.1:${slowPort}/v1`, 64, 'worker-slow');
+  const n2 = 64 * 10;
+  note(`worker: ${n2} jobs, 200 ms stub, concurrency 64`);
+  await enqueue(w2Store, n2, 'slow');
+  const slowRate = await drainRate(w2Path, w2Store, n2);
+  row('4. worker, 200 ms stub (concurrency 64)', slowRate, 64 / 0.2, 'jobs/s', 0.95);
+  daemonPeak.push(daemonSlow.peakRssMb());
+  await daemonSlow.stop();
+  await w2Store.close();
+
+  // 5. Pickup latency: enqueue → upstream call start, daemon mode.
+  const probe = await startStubUpstream();
+  const w3Path = join(dir, 'worker-pickup.sqlite');
+  const w3Store = openSqliteStore({ path: w3Path });
+  const daemonPickup = await startDaemon(w3Path, probe.url, 8, 'worker-pickup');
+  note('pickup latency: 200 jobs, one at a time');
+  const latencies: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const before = probe.calls.length;
+    await enqueue(w3Store, 1, `pickup ${i}`);
+    const committed = Date.now();
+    while (probe.calls.length === before) await new Promise((r) => setTimeout(r, 1));
+    latencies.push((probe.calls[before] as { at: number }).at - committed);
+    await new Promise((r) => setTimeout(r, 10 + Math.random() * 40));
+  }
+  latencies.sort((a, b) => a - b);
+  const median = latencies[100] as number;
+  const p99 = latencies[197] as number;
+  rows.push({ figure: '5. pickup latency, median', proxy: `${median} ms`, baseline: '50 ms (target)', ratio: median / 50, target: '≤ 1 (≤ 50 ms)', met: median <= 50 });
+  rows.push({ figure: '5. pickup latency, p99', proxy: `${p99} ms`, baseline: '200 ms (target)', ratio: p99 / 200, target: '≤ 1 (≤ 200 ms)', met: p99 <= 200 });
+  daemonPeak.push(daemonPickup.peakRssMb());
+  await daemonPickup.stop();
+  await w3Store.close();
+  await probe.close();
+
+  // 6. The same create and lookup with 1,000,000 jobs already in the file.
+  await apiStore.close();
+  note('filling the API database to 1,000,000 jobs');
+  const filled = fillJobs(join(dir, 'requests.sqlite'), 1_000_000);
+  const api2 = await startApi({}, 'api-1m', stubUrl);
+  note('create: proxy, 1M jobs in the file');
+  const createBig = await load(api2.url, createRequest('/v1/requests', signedBodies(perRun)));
+  row(`6. create with ${filled.toLocaleString('en-US')} jobs in the file`, createBig, createFull, 'req/s', 0.9);
+  note('lookup: proxy, 1M jobs in the file');
+  const lookupBig = await load(api2.url, lookupRequest('/v1/requests', lookupIds));
+  row(`6. lookup with ${filled.toLocaleString('en-US')} jobs in the file`, lookupBig, lookup, 'req/s', 0.9);
+
+  // 7. Peak RSS of each process under those loads.
+  const apiPeak = Math.max(apiPeakFull, api2.proc.peakRssMb());
+  rows.push({ figure: '7. peak RSS, proxy-api', proxy: `${apiPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: apiPeak / 150, target: '≤ 1', met: apiPeak < 150 });
+  const workerPeak = Math.max(...daemonPeak);
+  rows.push({ figure: '7. peak RSS, proxy-worker daemon', proxy: `${workerPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: workerPeak / 150, target: '≤ 1', met: workerPeak < 150 });
+  await api2.proc.stop();
+  report();
+}
+
+/** Appends finished jobs straight into the file until it holds `total` (one transaction per 50,000). */
+function fillJobs(path: string, total: number): number {
+  const db = new Database(path);
+  db.pragma('synchronous = OFF');
+  const have = (db.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n;
+  const insert = db.prepare(`
+    INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after, expires_at,
+                      created_at, started_at, finished_at, updated_at, output_text, usage, response)
+    VALUES (?, 'default', ?, 'h', 'completed', 'gpt-bench', '{"model":"gpt-bench","messages":[]}', 1, 5, ?, ?, ?, ?, ?, ?, 'filler', '{}', '{}')`);
+  const now = Date.now();
+  const batch = db.transaction((count: number) => {
+    for (let i = 0; i < count; i++) {
+      const id = newJobId();
+      const at = now - 3_000_000 + i;
+      insert.run(id, id, at, at + 3_600_000, at, at, at, at);
+    }
+  });
+  for (let done = have; done < total; done += 50_000) batch(Math.min(50_000, total - done));
+  const count = (db.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n;
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  db.close();
+  return count;
+}
+
+function report() {
+  const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  const header = '| figure | proxy | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|';
+  const lines = rows.map((r) => `| ${r.figure} | ${r.proxy} | ${r.baseline} | ${r.ratio === null ? '–' : r.ratio.toFixed(2)} | ${r.target} | ${r.met === null ? '–' : r.met ? 'yes' : '**no**'} |`);
+  const table = [header, ...lines].join('\n');
+  process.stdout.write(`\n${machine}\n\n${table}\n`);
+  const date = new Date().toISOString().slice(0, 10);
+  writeFileSync(
+    join(ROOT, 'BENCHMARKS.md'),
+    `# Benchmarks\n\nMeasured ${date} on ${machine}, by \`npm run bench\` (${SECONDS} s per load run after a ${WARMUP_SECONDS} s warm-up, ${CONNECTIONS} connections, autocannon).\nEvery figure stands beside a baseline measured in the same run, so the ratio is what counts: absolute\nnumbers on a shared 2-core machine move from run to run.\n\n${table}\n\n${NOTES}\n`,
+  );
+  note('wrote BENCHMARKS.md');
+}
+
+const NOTES = `## What each figure is
+
+1. Signed creates through proxy-api (authentication, rate limiter on every request with budgets too
+   large to bind, signature check, schema validation, idempotent insert with group commit, access
+   log line) against a bare Express 5 route that parses the same JSON and answers 202.
+   1b is the same with \`PROXY_DB_SYNC=normal\`; 1c compares the two modes directly.
+2. \`GET /v1/requests/:id\` (authentication, read limiter, lookup by primary key) against a bare route
+   answering a fixed JSON object.
+3. \`proxy-worker daemon\` draining 4,000 jobs against a zero-latency stub (first claim to last
+   completion, from the jobs' own timestamps), against undici calling the same stub directly with the
+   same concurrency.
+4. The same against a stub that takes 200 ms per call, at \`WORKER_CONCURRENCY=64\`, against the ideal
+   64 / 0.2 s = 320 jobs/s.
+5. Enqueue (commit) to the stub receiving the call, one job at a time, daemon mode.
+6. Figures 1 and 2 again after filling the file to 1,000,000 jobs, against their own figures above.
+7. VmHWM (peak resident memory) of the processes that ran the loads above.
+
+The load generator, the stub and the servers share the machine's 2 cores, for the proxy and its
+baseline alike.
+
+Reproduce: \`npm install && npm run bench\` (about four minutes; \`BENCH_SECONDS=4\` for a quicker run).`;
+
+main()
+  .catch((err: unknown) => {
+    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    await Promise.all(procs.map((p) => p.stop()));
+    if (!process.exitCode) rmSync(dir, { recursive: true, force: true });
+  });
