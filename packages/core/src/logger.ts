@@ -28,10 +28,10 @@ const SECRET_FIELDS = /^(authorization|x-proxy-key|proxy_key|proxy_secret|secret
 
 /** Builds the logger: JSON lines, or readable text when writing to a terminal (LOG_FORMAT=auto). */
 export function createLogger(options: LoggerOptions): Logger {
-  const secrets = (options.secrets ?? []).filter((s) => s.length >= 8);
+  const scrubber = createScrubber((options.secrets ?? []).filter((s) => s.length >= 8));
   const target = (options.stream ?? process.stdout) as { isTTY?: boolean };
   const useJson = options.format === 'json' || (options.format === 'auto' && !target.isTTY);
-  const redact = winston.format((info) => redactInfo(info, secrets) as winston.Logform.TransformableInfo);
+  const redact = winston.format((info) => redactInfo(info, scrubber) as winston.Logform.TransformableInfo);
   const format = useJson
     ? winston.format.combine(redact(), winston.format.timestamp(), winston.format.json())
     : winston.format.combine(
@@ -65,32 +65,38 @@ export function createSilentLogger(): Logger {
   return winston.createLogger({ silent: true, transports: [new winston.transports.Console({ silent: true })] });
 }
 
-function redactInfo(info: Record<string | symbol, unknown>, secrets: readonly string[]): Record<string | symbol, unknown> {
+type Scrub = (text: string) => string;
+
+/**
+ * One regex, built once, for everything a log line must not carry: the configured secrets, bearer
+ * tokens and sk- keys that were never configured here (e.g. echoed by an upstream).
+ */
+function createScrubber(secrets: readonly string[]): Scrub {
+  const escaped = secrets.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  const pattern = new RegExp([...escaped, 'Bearer\\s+[\\x21-\\x7e]+', 'sk-[A-Za-z0-9_-]{16,}'].join('|'), 'g');
+  return (text) => text.replace(pattern, (match) => (match.startsWith('Bearer') ? 'Bearer [redacted]' : match.startsWith('sk-') && !secrets.includes(match) ? 'sk-[redacted]' : '[redacted]'));
+}
+
+function redactInfo(info: Record<string | symbol, unknown>, scrub: Scrub): Record<string | symbol, unknown> {
   for (const key of Object.keys(info)) {
-    info[key] = redactValue(key, info[key], secrets, 0);
+    info[key] = redactValue(key, info[key], scrub, 0);
   }
   return info;
 }
 
-function redactValue(key: string, value: unknown, secrets: readonly string[], depth: number): unknown {
+function redactValue(key: string, value: unknown, scrub: Scrub, depth: number): unknown {
   if (SECRET_FIELDS.test(key)) return '[redacted]';
-  if (typeof value === 'string') return scrub(value, secrets);
+  if (typeof value === 'string') return scrub(value);
+  if (typeof value !== 'object' || value === null) return value;
   if (value instanceof Error) {
     // Stacks go to the log (never to clients), scrubbed like everything else.
     const code = (value as { code?: unknown }).code;
-    return { name: value.name, message: scrub(value.message, secrets), ...(code ? { code } : {}), stack: scrub(value.stack ?? '', secrets) };
+    return { name: value.name, message: scrub(value.message), ...(code ? { code } : {}), stack: scrub(value.stack ?? '') };
   }
-  if (value && typeof value === 'object' && depth < 4) {
+  if (depth < 4) {
     const out: Record<string, unknown> = Array.isArray(value) ? ([] as unknown as Record<string, unknown>) : {};
-    for (const [k, v] of Object.entries(value)) out[k] = redactValue(k, v, secrets, depth + 1);
+    for (const [k, v] of Object.entries(value)) out[k] = redactValue(k, v, scrub, depth + 1);
     return out;
   }
   return value;
-}
-
-function scrub(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const secret of secrets) if (out.includes(secret)) out = out.split(secret).join('[redacted]');
-  // Bearer tokens and sk- keys that were never configured here (e.g. echoed by an upstream) go too.
-  return out.replace(/Bearer\s+[\x21-\x7e]+/g, 'Bearer [redacted]').replace(/sk-[A-Za-z0-9_-]{16,}/g, 'sk-[redacted]');
 }

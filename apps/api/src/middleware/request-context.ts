@@ -11,14 +11,16 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
   return (req, res, next) => {
     const given = req.get('x-request-id');
     const requestId = given && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
-    const log = logger.child({ request_id: requestId });
-    Object.assign(res.locals, { requestId, log });
+    // Most requests log only their access line, so the child logger is made on first use.
+    let child: Logger | undefined;
+    res.locals.requestId = requestId;
+    Object.defineProperty(res.locals, 'log', { get: () => (child ??= logger.child({ request_id: requestId })), enumerable: true });
     res.setHeader('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const client = ctx(res).client?.name;
-      log.info('request', { method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10, ...(client ? { client } : {}) });
+      logger.info('request', { request_id: requestId, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10, ...(client ? { client } : {}) });
       if (metrics) {
         // A route's pattern, never the raw path: ids would make every request its own series.
         const action = typeof req.query.action === 'string' && /^[a-z]{1,16}$/.test(req.query.action) ? req.query.action : null;

@@ -20,6 +20,7 @@ import type {
   WorkerHeartbeat,
 } from '../types.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
+import { createWriteQueue } from './write-queue.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
 
 export interface SqliteStoreOptions extends OpenDatabaseOptions {
@@ -55,9 +56,6 @@ interface JobRow {
   upstream_status: number | null;
 }
 
-/** The most creates one group commit takes, so one transaction never holds the write lock for long. */
-const MAX_GROUP_COMMIT = 256;
-
 const EXPIRED_ERROR = { code: 'expired', message: 'the job reached its ttl before it could complete' };
 const WORKER_LOST_ERROR = { code: 'worker_lost', message: 'the worker holding the job stopped answering and no attempts are left' };
 
@@ -73,6 +71,12 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     get: limitsDb.prepare<[string], number>('SELECT tat FROM rate_limits WHERE key = ?').pluck(),
     set: limitsDb.prepare<[string, number]>('INSERT INTO rate_limits (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat'),
     purge: limitsDb.prepare<[number]>('DELETE FROM rate_limits WHERE tat < ?'),
+    // GCRA for one budget in one statement: the row moves only when the request is allowed.
+    take: limitsDb.prepare<[object], number>(`
+      INSERT INTO rate_limits (key, tat) VALUES (@key, @now + @interval)
+      ON CONFLICT (key) DO UPDATE SET tat = MAX(tat, @now) + @interval
+       WHERE MAX(tat, @now) - @now <= @tolerance
+      RETURNING tat`).pluck(),
   };
   const consume = limitsDb.transaction((checks: readonly RateCheck[], at: number): RateDecision[] => {
     // GCRA: a request is allowed when the budget's tat is at most `tolerance` ahead of now.
@@ -149,32 +153,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return { job: toJob(existing), created: false };
   });
 
-  // Group commit: creates that arrive in the same event-loop turn share one transaction, so under load
-  // one fsync (synchronous=FULL) covers many 202s. Each create still resolves only after its commit.
-  const pending: Array<{ job: NewJob; at: number; resolve: (r: CreateResult) => void; reject: (e: unknown) => void }> = [];
-  let flushScheduled = false;
-  const createBatch = db.transaction((batch: typeof pending) => batch.map((p) => create(p.job, p.at)));
-  const flushCreates = () => {
-    flushScheduled = false;
-    while (pending.length > 0) {
-      const batch = pending.splice(0, MAX_GROUP_COMMIT);
-      let results: CreateResult[];
-      try {
-        results = createBatch.immediate(batch);
-      } catch {
-        // One bad create must not fail its neighbours: retry each in its own transaction.
-        for (const p of batch) {
-          try {
-            p.resolve(create.immediate(p.job, p.at));
-          } catch (err) {
-            p.reject(err);
-          }
-        }
-        continue;
-      }
-      batch.forEach((p, i) => p.resolve(results[i] as CreateResult));
-    }
-  };
+  // Every write goes through one queue: writes from the same event-loop turn share a commit.
+  const writes = createWriteQueue(db);
 
   // Each write about a held job names its fencing token, and counts what happened in the same transaction.
   const settle = db.transaction((write: () => { model: string } | undefined, status: string | null, attempt: AttemptObservation | undefined, retried: boolean) => {
@@ -190,13 +170,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     kind: 'sqlite',
 
     createJob(job: NewJob): Promise<CreateResult> {
-      return new Promise((resolve, reject) => {
-        pending.push({ job, at: now(), resolve, reject });
-        if (!flushScheduled) {
-          flushScheduled = true;
-          setImmediate(flushCreates);
-        }
-      });
+      const at = now();
+      return writes.run(() => create(job, at));
     },
 
     async getJob(id) {
@@ -206,7 +181,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async claimJobs(opts) {
       if (opts.limit <= 0) return [];
-      return claim.immediate(opts, now());
+      const at = now();
+      return writes.run(() => claim(opts, at));
     },
 
     async renewLease(id, token, leaseMs): Promise<LeaseState> {
@@ -224,21 +200,22 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
         usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
         response: result.response === undefined ? null : JSON.stringify(result.response),
       };
-      return settle.immediate(() => sql.complete.get(params), 'completed', attempt, false);
+      return writes.run(() => settle(() => sql.complete.get(params), 'completed', attempt, false));
     },
 
     async finishJob(id, token, status, error: JobError | null, attempt) {
       const params = { id, token, status, now: now(), code: error?.code ?? null, message: error?.message ?? null, upstream_status: error?.upstreamStatus ?? null };
-      return settle.immediate(() => sql.finishHeld.get(params), status, attempt, false);
+      return writes.run(() => settle(() => sql.finishHeld.get(params), status, attempt, false));
     },
 
     async retryJob(id, token, runAfter, error, attempt) {
       const params = { id, token, now: now(), run_after: runAfter, code: error.code, message: error.message, upstream_status: error.upstreamStatus ?? null };
-      return settle.immediate(() => sql.retry.get(params), null, attempt, true);
+      return writes.run(() => settle(() => sql.retry.get(params), null, attempt, true));
     },
 
     async releaseJob(id, token, runAfter) {
-      return sql.release.run({ id, token, now: now(), run_after: runAfter }).changes === 1;
+      const params = { id, token, now: now(), run_after: runAfter };
+      return writes.run(() => sql.release.run(params).changes === 1);
     },
 
     async cancelJob(id, client) {
@@ -295,7 +272,14 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async consumeRateLimits(checks) {
       if (checks.length === 0) return [];
-      return consume.immediate(checks, now());
+      const at = now();
+      if (checks.length === 1) {
+        const check = checks[0] as RateCheck;
+        const tat = limits.take.get({ key: check.key, now: at, interval: check.intervalMs, tolerance: check.toleranceMs });
+        if (tat !== undefined) return [{ allowed: true, tat }];
+        return [{ allowed: false, tat: Math.max(limits.get.get(check.key) ?? at, at) }];
+      }
+      return consume.immediate(checks, at);
     },
 
     async purgeRateLimits() {
@@ -375,7 +359,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async close() {
-      if (pending.length > 0) flushCreates();
+      writes.flush();
       if (db.open) db.close();
       if (limitsDb.open) limitsDb.close();
     },
