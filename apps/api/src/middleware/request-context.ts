@@ -11,10 +11,8 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
   return (req, res, next) => {
     const given = req.get('x-request-id');
     const requestId = given && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
-    // Most requests log only their access line, so the child logger is made on first use.
-    let child: Logger | undefined;
     res.locals.requestId = requestId;
-    Object.defineProperty(res.locals, 'log', { get: () => (child ??= logger.child({ request_id: requestId })), enumerable: true });
+    res.locals.log = logger.child({ request_id: requestId });
     res.setHeader('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
     res.on('finish', () => {
