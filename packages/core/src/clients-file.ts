@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import type { ClientIdentity } from './config.js';
-import { mergeClients } from './config.js';
 import { RATE_PATTERN, parseRate } from './rate-spec.js';
 import { ConfigError } from './errors.js';
 
@@ -35,7 +34,9 @@ interface ClientEntry {
   rate_limit?: string;
 }
 
-const validate = new Ajv({ allErrors: false }).compile<ClientEntry[]>(clientsFileSchema);
+// Compiled on first use: most processes (every cron `once` run) never read a clients file.
+let validate: ReturnType<typeof compileValidator> | undefined;
+const compileValidator = () => new Ajv({ allErrors: false }).compile<ClientEntry[]>(clientsFileSchema);
 
 /** Reads and validates the clients file; throws ConfigError with one line saying what to fix (never a secret). */
 export function loadClientsFile(path: string): ClientIdentity[] {
@@ -51,6 +52,7 @@ export function loadClientsFile(path: string): ClientIdentity[] {
   } catch {
     throw new ConfigError(`PROXY_CLIENTS_FILE is not valid JSON (${path})`);
   }
+  validate ??= compileValidator();
   if (!validate(parsed)) {
     const err = validate.errors?.[0];
     const where = err?.instancePath.replace(/^\//, '').replace(/\//g, '.') || 'the file';
@@ -78,4 +80,21 @@ function describePattern(where: string): string {
  */
 export function reloadClients(current: readonly ClientIdentity[], path: string): ClientIdentity[] {
   return mergeClients(current.filter((c) => c.name === 'default'), loadClientsFile(path));
+}
+
+/**
+ * The env client (PROXY_KEY) and the file's clients together; names and keys must be unique, since
+ * a job belongs to a client by name and a key must identify exactly one client.
+ */
+export function mergeClients(envClients: readonly ClientIdentity[], fileClients: readonly ClientIdentity[]): ClientIdentity[] {
+  const all = [...envClients, ...fileClients];
+  const names = new Set<string>();
+  const keys = new Set<string>();
+  for (const c of all) {
+    if (names.has(c.name)) throw new ConfigError(`PROXY_CLIENTS_FILE: client name ${JSON.stringify(c.name)} is used twice (PROXY_KEY's client is named "default")`);
+    if (keys.has(c.key)) throw new ConfigError(`PROXY_CLIENTS_FILE: client ${JSON.stringify(c.name)} reuses another client's key`);
+    names.add(c.name);
+    keys.add(c.key);
+  }
+  return all;
 }

@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { Ajv } from 'ajv';
 import { ConfigError } from './errors.js';
-import { loadClientsFile } from './clients-file.js';
+import { loadClientsFile, mergeClients } from './clients-file.js';
 import { RATE_PATTERN, parseRate, type RateLimitSpec } from './rate-spec.js';
 
 /**
@@ -224,23 +224,6 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       shutdownGraceMs: int('SHUTDOWN_GRACE_SECONDS') * 1000,
     },
   });
-}
-
-/**
- * The env client (PROXY_KEY) and the file's clients together; names and keys must be unique, since
- * a job belongs to a client by name and a key must identify exactly one client.
- */
-export function mergeClients(envClients: readonly ClientIdentity[], fileClients: readonly ClientIdentity[]): ClientIdentity[] {
-  const all = [...envClients, ...fileClients];
-  const names = new Set<string>();
-  const keys = new Set<string>();
-  for (const c of all) {
-    if (names.has(c.name)) throw new ConfigError(`PROXY_CLIENTS_FILE: client name ${JSON.stringify(c.name)} is used twice (PROXY_KEY's client is named "default")`);
-    if (keys.has(c.key)) throw new ConfigError(`PROXY_CLIENTS_FILE: client ${JSON.stringify(c.name)} reuses another client's key`);
-    names.add(c.name);
-    keys.add(c.key);
-  }
-  return all;
 }
 
 function parseAllowList(text: string | undefined): string[] {

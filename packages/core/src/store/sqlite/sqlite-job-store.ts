@@ -93,7 +93,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return rows.length;
   };
 
-  const claim = db.transaction((opts: ClaimOptions, at: number): ClaimedJob[] => {
+  // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
+  const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
     expireDue(at);
     const claimed: ClaimedJob[] = [];
     // Jobs whose worker vanished first: they are the oldest work in the system.
@@ -114,7 +115,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       }
     }
     return claimed;
-  });
+  };
 
   const acquire = db.transaction((request: PacingRequest, at: number): number => {
     const tat = { requests: 0, tokens: 0, pause: 0 };
@@ -126,7 +127,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return 0;
   });
 
-  const create = db.transaction((job: NewJob, at: number): CreateResult => {
+  const create = (job: NewJob, at: number): CreateResult => {
     const row = sql.insertJob.get({
       id: job.id,
       client: job.client,
@@ -145,20 +146,20 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     const existing = sql.byNonce.get({ client: job.client, nonce: job.nonce });
     if (!existing) throw new Error('insert ignored but no job holds the nonce');
     return { job: toJob(existing), created: false };
-  });
+  };
 
   // Every write goes through one queue: writes from the same event-loop turn share a commit.
   const writes = createWriteQueue(db);
 
   // Each write about a held job names its fencing token, and counts what happened in the same transaction.
-  const settle = db.transaction((write: () => { model: string } | undefined, status: string | null, attempt: AttemptObservation | undefined, retried: boolean) => {
+  const settle = (write: () => { model: string } | undefined, status: string | null, attempt: AttemptObservation | undefined, retried: boolean): boolean => {
     const row = write();
     if (!row) return false;
     if (status) finished(status, row.model);
     if (retried) counters.add('retries_total', { model: row.model });
     if (attempt) counters.observeAttempt(attempt.upstreamStatus, attempt.latencyMs);
     return true;
-  });
+  };
 
   const store: JobStore = {
     kind: 'sqlite',
