@@ -148,6 +148,8 @@ export function createWorker(options: WorkerOptions): Worker {
         }
         failures = 0;
         if (dirty && inflight.size < options.concurrency) continue;
+        // A job that settled while we awaited the store freed a slot (and wakeUp found no sleep to end).
+        if (settledSinceWake) continue;
         await sleep(Math.max(1, Math.min(options.pollMs, nextWakeAt - now())));
         // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue query.
         const version = await options.store.changeCounter();
