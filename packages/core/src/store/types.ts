@@ -143,7 +143,7 @@ export type QueueCounts = Record<JobStatus, number>;
 
 /** The shared state of the proxy: jobs, their leases, and worker heartbeats. */
 export interface JobStore {
-  readonly kind: 'sqlite';
+  readonly kind: 'sqlite' | 'postgres';
 
   /** Enqueues a job, or returns the existing job when this client already used the nonce. */
   createJob(job: NewJob): Promise<CreateResult>;

@@ -1,0 +1,431 @@
+import pg from 'pg';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, toJob, type JobRow } from '../job-row.js';
+import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts, type RateDecision } from '../types.js';
+import { migratePostgres } from './migrate.js';
+
+export interface PostgresStoreOptions {
+  /** postgres://… connection string. */
+  url: string;
+  /** Schema to use (created if missing); tests give each file its own. */
+  schema?: string;
+  poolSize?: number;
+  /** Milliseconds since the epoch; injected so tests control time. */
+  now?: () => number;
+  /** How often the change counter moves anyway, in case a notification was lost (ms). */
+  fallbackPollMs?: number;
+}
+
+// BIGINT columns hold Unix ms: well inside a double, so read them as numbers.
+const types = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+type Q = Pick<pg.PoolClient, 'query'>;
+
+/**
+ * Opens the PostgreSQL job store: applies its migrations under an advisory lock, and LISTENs for job
+ * changes so idle workers and long-poll watchers wake without polling the table.
+ */
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<JobStore> {
+  const now = options.now ?? Date.now;
+  const schema = options.schema ?? 'public';
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
+  const connection = { connectionString: options.url, types, options: `-c search_path=${schema}` };
+  const pool = new pg.Pool({ ...connection, max: options.poolSize ?? 10 });
+  await migratePostgres(pool, schema);
+
+  // One listening connection per store; the counter is what the worker loop and watchers compare.
+  let changes = 0;
+  const listener = new pg.Client(connection);
+  await listener.connect();
+  listener.on('notification', () => (changes += 1));
+  listener.on('error', () => (changes += 1));
+  await listener.query('LISTEN proxy_jobs');
+  const fallback = setInterval(() => (changes += 1), options.fallbackPollMs ?? 1000);
+  fallback.unref();
+
+  async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async function addCounter(c: Q, name: string, labels: Record<string, string>, by = 1) {
+    const sorted = JSON.stringify(Object.fromEntries(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b))));
+    await c.query(
+      `INSERT INTO counters (name, labels, value) VALUES ($1, $2, $3)
+       ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value`,
+      [name, sorted, by],
+    );
+  }
+
+  async function observeAttempt(c: Q, attempt: AttemptObservation) {
+    await addCounter(c, 'upstream_calls_total', { code: attempt.upstreamStatus });
+    const seconds = attempt.latencyMs / 1000;
+    const le = LATENCY_BUCKETS.find((b) => seconds <= b);
+    await addCounter(c, 'upstream_latency_seconds_bucket', { le: le === undefined ? '+Inf' : String(le) });
+    await addCounter(c, 'upstream_latency_seconds_sum', {}, seconds);
+  }
+
+  async function expireDue(c: Q, at: number): Promise<number> {
+    const { rows } = await c.query<{ model: string }>(
+      `UPDATE jobs
+          SET status = 'expired', finished_at = $1, updated_at = $1, error_code = $2, error_message = $3
+        WHERE status = 'queued' AND expires_at <= $1
+       RETURNING model`,
+      [at, EXPIRED_ERROR.code, EXPIRED_ERROR.message],
+    );
+    for (const { model } of rows) await addCounter(c, 'jobs_finished_total', { status: 'expired', model });
+    return rows.length;
+  }
+
+  /** Ends a held job (by token); counts it; false when the token is no longer current. */
+  async function finishHeld(c: Q, id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: { code: string | null; message: string | null; upstreamStatus?: number | undefined } | null, at: number): Promise<boolean> {
+    const { rows } = await c.query<{ model: string }>(
+      `UPDATE jobs
+          SET status = $3, finished_at = $4, updated_at = $4, lease_until = NULL,
+              error_code = $5, error_message = $6, upstream_status = $7
+        WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
+       RETURNING model`,
+      [id, token, status, at, error?.code ?? null, error?.message ?? null, error?.upstreamStatus ?? null],
+    );
+    if (rows[0]) await addCounter(c, 'jobs_finished_total', { status, model: rows[0].model });
+    return rows.length === 1;
+  }
+
+  const claimSet = `status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
+                    lease_until = $2, worker_id = $3, started_at = COALESCE(started_at, $1), updated_at = $1`;
+
+  const store: JobStore = {
+    kind: 'postgres',
+
+    async createJob(job) {
+      const at = now();
+      return tx(async (c) => {
+        const inserted = await c.query<JobRow>(
+          `INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
+                             run_after, expires_at, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, 'queued', $5, $6, 0, $7, $8, $9, $8, $8)
+           ON CONFLICT (client, nonce) DO NOTHING
+           RETURNING *`,
+          [job.id, job.client, job.nonce, job.requestHash, job.model, JSON.stringify(job.request), job.maxAttempts, at, job.expiresAt],
+        );
+        if (inserted.rows[0]) {
+          await addCounter(c, 'jobs_created_total', { model: job.model });
+          return { job: toJob(inserted.rows[0]), created: true };
+        }
+        const existing = await c.query<JobRow>('SELECT * FROM jobs WHERE client = $1 AND nonce = $2', [job.client, job.nonce]);
+        if (!existing.rows[0]) throw new Error('insert ignored but no job holds the nonce');
+        return { job: toJob(existing.rows[0]), created: false };
+      });
+    },
+
+    async getJob(id) {
+      const { rows } = await pool.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id]);
+      return rows[0] ? toJob(rows[0]) : null;
+    },
+
+    async claimJobs(opts) {
+      if (opts.limit <= 0) return [];
+      const at = now();
+      const leaseUntil = at + opts.leaseMs;
+      return tx(async (c) => {
+        await expireDue(c, at);
+        const claimed: ClaimedJob[] = [];
+        // Jobs whose worker vanished first; SKIP LOCKED lets other claimers pass rows taken here.
+        const lapsed = await c.query<JobRow>(
+          `SELECT * FROM jobs
+            WHERE status = 'in_progress' AND lease_until <= $1
+            ORDER BY lease_until
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED`,
+          [at, opts.limit],
+        );
+        for (const row of lapsed.rows) {
+          if (row.cancel_requested) await finishHeld(c, row.id, row.lease_token, 'cancelled', null, at);
+          else if (row.expires_at <= at) await finishHeld(c, row.id, row.lease_token, 'expired', EXPIRED_ERROR, at);
+          else if (row.attempts >= row.max_attempts) await finishHeld(c, row.id, row.lease_token, 'failed', WORKER_LOST_ERROR, at);
+          else {
+            const { rows } = await c.query<JobRow>(`UPDATE jobs SET ${claimSet} WHERE id = $4 RETURNING *`, [at, leaseUntil, opts.workerId, row.id]);
+            claimed.push(toJob(rows[0] as JobRow));
+          }
+        }
+        const room = opts.limit - claimed.length;
+        if (room > 0) {
+          const { rows } = await c.query<JobRow>(
+            `UPDATE jobs SET ${claimSet}
+              WHERE id IN (SELECT id FROM jobs
+                            WHERE status = 'queued' AND run_after <= $1
+                            ORDER BY run_after
+                            LIMIT $4
+                            FOR UPDATE SKIP LOCKED)
+             RETURNING *`,
+            [at, leaseUntil, opts.workerId, room],
+          );
+          claimed.push(...rows.sort((a, b) => a.run_after - b.run_after).map(toJob));
+        }
+        return claimed;
+      });
+    },
+
+    async renewLease(id, token, leaseMs) {
+      const { rows } = await pool.query<{ cancel_requested: number }>(
+        `UPDATE jobs SET lease_until = $3
+          WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
+         RETURNING cancel_requested`,
+        [id, token, now() + leaseMs],
+      );
+      if (!rows[0]) return 'lost';
+      return rows[0].cancel_requested ? 'cancel_requested' : 'held';
+    },
+
+    async completeJob(id, token, result, attempt) {
+      const at = now();
+      return tx(async (c) => {
+        const { rows } = await c.query<{ model: string }>(
+          `UPDATE jobs
+              SET status = 'completed', finished_at = $3, updated_at = $3, lease_until = NULL,
+                  output_text = $4, usage = $5, response = $6,
+                  error_code = NULL, error_message = NULL, upstream_status = NULL
+            WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
+           RETURNING model`,
+          [id, token, at, result.outputText, result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage), result.response === undefined ? null : JSON.stringify(result.response)],
+        );
+        if (!rows[0]) return false;
+        await addCounter(c, 'jobs_finished_total', { status: 'completed', model: rows[0].model });
+        if (attempt) await observeAttempt(c, attempt);
+        return true;
+      });
+    },
+
+    async finishJob(id, token, status, error, attempt) {
+      const at = now();
+      return tx(async (c) => {
+        const done = await finishHeld(c, id, token, status, error, at);
+        if (done && attempt) await observeAttempt(c, attempt);
+        return done;
+      });
+    },
+
+    async retryJob(id, token, runAfter, error, attempt) {
+      const at = now();
+      return tx(async (c) => {
+        const { rows } = await c.query<{ model: string }>(
+          `UPDATE jobs
+              SET status = 'queued', run_after = $4, updated_at = $3, lease_until = NULL, worker_id = NULL,
+                  error_code = $5, error_message = $6, upstream_status = $7
+            WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
+           RETURNING model`,
+          [id, token, at, runAfter, error.code, error.message, error.upstreamStatus ?? null],
+        );
+        if (!rows[0]) return false;
+        await addCounter(c, 'retries_total', { model: rows[0].model });
+        if (attempt) await observeAttempt(c, attempt);
+        return true;
+      });
+    },
+
+    async releaseJob(id, token, runAfter) {
+      const { rowCount } = await pool.query(
+        `UPDATE jobs
+            SET status = 'queued', run_after = $4, updated_at = $3, lease_until = NULL, worker_id = NULL,
+                attempts = GREATEST(attempts - 1, 0)
+          WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'`,
+        [id, token, now(), runAfter],
+      );
+      return rowCount === 1;
+    },
+
+    async cancelJob(id, client) {
+      const at = now();
+      return tx(async (c) => {
+        const cancelled = await c.query<{ model: string }>(
+          `UPDATE jobs SET status = 'cancelled', finished_at = $3, updated_at = $3
+            WHERE id = $1 AND client = $2 AND status = 'queued'
+           RETURNING model`,
+          [id, client, at],
+        );
+        if (cancelled.rows[0]) await addCounter(c, 'jobs_finished_total', { status: 'cancelled', model: cancelled.rows[0].model });
+        await c.query(`UPDATE jobs SET cancel_requested = 1, updated_at = $3 WHERE id = $1 AND client = $2 AND status = 'in_progress'`, [id, client, at]);
+        const { rows } = await c.query<JobRow>('SELECT * FROM jobs WHERE id = $1 AND client = $2', [id, client]);
+        return rows[0] ? toJob(rows[0]) : null;
+      });
+    },
+
+    async listFinishedSince(since) {
+      const { rows } = await pool.query<{ id: string; status: JobStatus; finished_at: number }>(
+        'SELECT id, status, finished_at FROM jobs WHERE finished_at >= $1 ORDER BY finished_at',
+        [since],
+      );
+      return rows.map((r) => ({ id: r.id, status: r.status, finishedAt: r.finished_at }));
+    },
+
+    async nextWakeAt() {
+      const { rows } = await pool.query<{ at: number | null }>(
+        `SELECT LEAST((SELECT MIN(run_after) FROM jobs WHERE status = 'queued'),
+                      (SELECT MIN(lease_until) FROM jobs WHERE status = 'in_progress')) AS at`,
+      );
+      return rows[0]?.at ?? null;
+    },
+
+    async expireOverdue() {
+      return tx((c) => expireDue(c, now()));
+    },
+
+    async deleteFinishedBefore(before) {
+      const { rowCount } = await pool.query('DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1', [before]);
+      return rowCount ?? 0;
+    },
+
+    async countByStatus() {
+      const counts: QueueCounts = { queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 };
+      const { rows } = await pool.query<{ status: JobStatus; n: string }>('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status');
+      for (const row of rows) counts[row.status] = Number(row.n);
+      return counts;
+    },
+
+    async listJobs({ status, client, limit }) {
+      const where = ['($1::text IS NULL OR client = $1)'];
+      let order = 'seq DESC';
+      if (status === 'queued') order = 'run_after';
+      else if (status === 'in_progress') order = 'lease_until';
+      else if (status) order = 'finished_at DESC';
+      if (status) where.push('status = $3');
+      const { rows } = await pool.query<JobRow>(`SELECT * FROM jobs WHERE ${where.join(' AND ')} ORDER BY ${order} LIMIT $2`, status ? [client ?? null, limit, status] : [client ?? null, limit]);
+      return rows.map(toJob);
+    },
+
+    async requeueJobs(ids) {
+      const at = now();
+      const { rows } = await pool.query<{ id: string }>(
+        `UPDATE jobs
+            SET status = 'queued', attempts = 0, run_after = $1, expires_at = $1 + (expires_at - created_at),
+                finished_at = NULL, started_at = NULL, lease_until = NULL, worker_id = NULL, cancel_requested = 0,
+                error_code = NULL, error_message = NULL, upstream_status = NULL, updated_at = $1
+          WHERE status IN ('failed', 'expired') AND ($2::boolean OR id = ANY($3::text[])) AND ($2::boolean = false OR status = 'failed')
+         RETURNING id`,
+        [at, ids === 'all-failed', ids === 'all-failed' ? [] : ids],
+      );
+      return rows.map((r) => r.id);
+    },
+
+    async finishedPerMinute(since) {
+      const { rows } = await pool.query<{ minute: number; status: JobStatus; n: string }>(
+        `SELECT (finished_at / 60000)::bigint AS minute, status, COUNT(*) AS n
+           FROM jobs WHERE finished_at >= $1
+          GROUP BY minute, status
+          ORDER BY minute`,
+        [since],
+      );
+      return rows.map((r) => ({ minute: r.minute * 60_000, status: r.status, count: Number(r.n) }));
+    },
+
+    async oldestQueuedAt() {
+      const { rows } = await pool.query<{ at: number | null }>("SELECT MIN(created_at) AS at FROM jobs WHERE status = 'queued'");
+      return rows[0]?.at ?? null;
+    },
+
+    async acquireUpstream(request) {
+      const at = now();
+      return tx(async (c) => {
+        // Row locks serialize the fleet on the budgets, as SQLite's write lock does.
+        const { rows } = await c.query<{ name: 'requests' | 'tokens' | 'pause'; tat: number }>('SELECT name, tat FROM upstream_pacing FOR UPDATE');
+        const tat = { requests: 0, tokens: 0, pause: 0 };
+        for (const row of rows) tat[row.name] = row.tat;
+        const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
+        if (wait > 0) return wait;
+        const set = `INSERT INTO upstream_pacing (name, tat) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET tat = excluded.tat`;
+        if (request.rpm) await c.query(set, ['requests', Math.max(tat.requests, at) + Math.ceil(60_000 / request.rpm)]);
+        if (request.tpm) await c.query(set, ['tokens', Math.max(tat.tokens, at) + Math.ceil((request.tokens * 60_000) / request.tpm)]);
+        return 0;
+      });
+    },
+
+    async pauseUpstream(until) {
+      await pool.query(
+        `INSERT INTO upstream_pacing (name, tat) VALUES ('pause', $1)
+         ON CONFLICT (name) DO UPDATE SET tat = GREATEST(upstream_pacing.tat, excluded.tat)`,
+        [until],
+      );
+    },
+
+    async consumeRateLimits(checks) {
+      if (checks.length === 0) return [];
+      const at = now();
+      return tx(async (c) => {
+        // Make sure every row exists, then lock them in key order so two requests never deadlock.
+        const keys = [...checks.map((ch) => ch.key)].sort();
+        await c.query('INSERT INTO rate_limits (key, tat) SELECT unnest($1::text[]), $2 ON CONFLICT (key) DO NOTHING', [keys, at]);
+        const { rows } = await c.query<{ key: string; tat: number }>('SELECT key, tat FROM rate_limits WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE', [keys]);
+        const current = new Map(rows.map((r) => [r.key, r.tat]));
+        const decisions: RateDecision[] = checks.map((check) => {
+          const tat = Math.max(current.get(check.key) ?? at, at);
+          return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };
+        });
+        if (decisions.every((d) => d.allowed)) {
+          for (const [i, check] of checks.entries()) await c.query('UPDATE rate_limits SET tat = $2 WHERE key = $1', [check.key, (decisions[i] as RateDecision).tat]);
+        }
+        return decisions;
+      });
+    },
+
+    async purgeRateLimits() {
+      const { rowCount } = await pool.query('DELETE FROM rate_limits WHERE tat < $1', [now()]);
+      return rowCount ?? 0;
+    },
+
+    async recordHeartbeat(beat) {
+      await pool.query(
+        `INSERT INTO workers (id, host, pid, started_at, last_seen_at, jobs_done) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, jobs_done = excluded.jobs_done`,
+        [beat.id, beat.host, beat.pid, beat.startedAt, beat.lastSeenAt, beat.jobsDone],
+      );
+    },
+
+    async removeHeartbeat(id) {
+      await pool.query('DELETE FROM workers WHERE id = $1', [id]);
+    },
+
+    async listWorkers(seenSince) {
+      const { rows } = await pool.query<{ id: string; host: string; pid: number; started_at: number; last_seen_at: number; jobs_done: number }>(
+        'SELECT * FROM workers WHERE last_seen_at >= $1 ORDER BY started_at',
+        [seenSince],
+      );
+      return rows.map((r) => ({ id: r.id, host: r.host, pid: r.pid, startedAt: r.started_at, lastSeenAt: r.last_seen_at, jobsDone: r.jobs_done }));
+    },
+
+    async readCounters() {
+      const { rows } = await pool.query<{ name: string; labels: string; value: number }>('SELECT name, labels, value FROM counters ORDER BY name, labels');
+      return rows.map((r) => ({ name: r.name, labels: JSON.parse(r.labels) as Record<string, string>, value: r.value }));
+    },
+
+    async changeCounter() {
+      return changes;
+    },
+
+    async ping() {
+      await pool.query('SELECT 1 FROM jobs LIMIT 1');
+    },
+
+    async checkpoint() {
+      // PostgreSQL checkpoints on its own.
+    },
+
+    async close() {
+      clearInterval(fallback);
+      await listener.end().catch(() => undefined);
+      await pool.end();
+    },
+  };
+  return store;
+}

@@ -1,0 +1,314 @@
+/**
+ * The JobStore contract, run against every backend: the same tests, so PostgreSQL behaves as SQLite.
+ * PostgreSQL comes from TEST_DATABASE_URL (default: the local server's `test` database), one schema
+ * per test; under CI an unreachable server fails the run, elsewhere these tests skip saying why.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, test } from 'node:test';
+import pg from 'pg';
+import { newJobId } from '../src/ids.ts';
+import { openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
+import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
+import type { JobStore, NewJob } from '../src/store/types.ts';
+import { tempDir } from '../../../test/helpers/index.ts';
+
+const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+type Ctx = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
+
+/** Where one test's stores live, and how to open another connection to it. */
+interface Place {
+  open(now?: () => number): Promise<JobStore>;
+}
+
+interface Backend {
+  name: string;
+  skip: string | false;
+  place(t: Ctx): Promise<Place>;
+}
+
+async function postgresReachable(): Promise<string | false> {
+  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return false;
+  } catch (err) {
+    const why = `PostgreSQL at ${PG_URL.replace(/:[^:@/]*@/, ':***@')} is not reachable (${(err as Error).message})`;
+    if (process.env.CI) throw new Error(`${why}: .ci/run starts it`);
+    return `${why}; CI runs these against it`;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+const backends: Backend[] = [
+  {
+    name: 'sqlite',
+    skip: false,
+    async place(t) {
+      const dir = tempDir(t);
+      return { open: async (now) => openSqliteStore({ path: `${dir}/db.sqlite`, ...(now ? { now } : {}) }) };
+    },
+  },
+  {
+    name: 'postgres',
+    skip: await postgresReachable(),
+    async place(t) {
+      const schema = `test_${randomBytes(6).toString('hex')}`;
+      t.after(async () => {
+        const admin = new pg.Client({ connectionString: PG_URL });
+        await admin.connect();
+        await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await admin.end();
+      });
+      // A long fallback poll, so only a real NOTIFY can move the change counter within a test.
+      return { open: (now) => openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}) }) };
+    },
+  },
+];
+
+function job(overrides: Partial<NewJob> = {}): NewJob {
+  return {
+    id: newJobId(),
+    client: 'default',
+    nonce: `nonce-${Math.random().toString(36).slice(2)}`,
+    requestHash: 'h1',
+    model: 'm',
+    request: { model: 'm', messages: [{ role: 'user', content: 'hi' }] },
+    maxAttempts: 3,
+    expiresAt: Date.now() + 3_600_000,
+    ...overrides,
+  };
+}
+
+function clock(start = 1_000_000) {
+  let t = start;
+  return { now: () => t, advance: (ms: number) => (t += ms) };
+}
+
+for (const backend of backends) {
+  describe(`store contract: ${backend.name}`, { skip: backend.skip }, () => {
+  test('create, then the same nonce returns the same job instead of a second one', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open(clock().now);
+    t.after(() => store.close());
+    const first = await store.createJob(job({ nonce: 'same-nonce' }));
+    assert.equal(first.created, true);
+    assert.equal(first.job.status, 'queued');
+    const again = await store.createJob(job({ nonce: 'same-nonce', requestHash: 'other' }));
+    assert.equal(again.created, false);
+    assert.equal(again.job.id, first.job.id);
+    assert.equal(again.job.requestHash, 'h1');
+    assert.deepEqual(await store.countByStatus(), { queued: 1, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
+  });
+
+  test('two connections claiming in turn never take the same job ', async (t) => {
+    const place = await backend.place(t);
+    const a = await place.open();
+    const b = await place.open();
+    t.after(async () => {
+      await a.close();
+      await b.close();
+    });
+    for (let i = 0; i < 200; i++) await a.createJob(job());
+    const seen = new Set<string>();
+    let total = 0;
+    for (;;) {
+      const [x, y] = await Promise.all([
+        a.claimJobs({ workerId: 'a', limit: 7, leaseMs: 60_000 }),
+        b.claimJobs({ workerId: 'b', limit: 7, leaseMs: 60_000 }),
+      ]);
+      if (x.length + y.length === 0) break;
+      for (const j of [...x, ...y]) {
+        assert.ok(!seen.has(j.id), `job ${j.id} claimed twice`);
+        seen.add(j.id);
+        total += 1;
+      }
+    }
+    assert.equal(total, 200);
+  });
+
+  test('fencing: after a lease lapses and another worker claims, the old token can no longer write', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    t.after(() => store.close());
+    const { job: created } = await store.createJob(job());
+    const [first] = await store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 1000 });
+    assert.ok(first);
+    assert.equal(first.attempts, 1);
+    assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 }), [], 'held lease is not claimable');
+    c.advance(1001);
+    const [second] = await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 });
+    assert.ok(second);
+    assert.equal(second.id, created.id);
+    assert.equal(second.attempts, 2);
+    assert.ok(second.leaseToken > first.leaseToken);
+    assert.equal(await store.renewLease(first.id, first.leaseToken, 1000), 'lost');
+    assert.equal(await store.completeJob(first.id, first.leaseToken, { outputText: 'stale', usage: null, response: {} }), false);
+    assert.equal(await store.finishJob(first.id, first.leaseToken, 'failed', { code: 'x', message: 'x' }), false);
+    assert.equal(await store.completeJob(second.id, second.leaseToken, { outputText: 'fresh', usage: { total_tokens: 3 }, response: { ok: 1 } }), true);
+    const done = await store.getJob(created.id);
+    assert.equal(done?.status, 'completed');
+    assert.equal(done?.outputText, 'fresh');
+    assert.deepEqual(done?.usage, { total_tokens: 3 });
+  });
+
+  test('retry waits in the database; release hands the attempt back', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    t.after(() => store.close());
+    await store.createJob(job());
+    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
+    assert.ok(held);
+    assert.equal(await store.retryJob(held.id, held.leaseToken, c.now() + 5000, { code: 'upstream_500', message: 'boom', upstreamStatus: 500 }), true);
+    assert.equal(await store.nextWakeAt(), c.now() + 5000);
+    assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 }), []);
+    c.advance(5000);
+    const [again] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
+    assert.equal(again?.attempts, 2);
+    assert.ok(again);
+    assert.equal(await store.releaseJob(again.id, again.leaseToken, c.now()), true);
+    assert.equal((await store.getJob(again.id))?.attempts, 1);
+  });
+
+  test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    t.after(() => store.close());
+    const { job: created } = await store.createJob(job({ maxAttempts: 1 }));
+    await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
+    c.advance(2000);
+    assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 }), []);
+    const after = await store.getJob(created.id);
+    assert.equal(after?.status, 'failed');
+    assert.equal(after?.error?.code, 'worker_lost');
+  });
+
+  test('queued jobs past their deadline expire, and are never claimed', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    t.after(() => store.close());
+    const { job: created } = await store.createJob(job({ expiresAt: c.now() + 1000 }));
+    c.advance(1000);
+    assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 5, leaseMs: 1000 }), []);
+    assert.equal((await store.getJob(created.id))?.status, 'expired');
+  });
+
+  test('cancel: a queued job at once, a running one through its lease renewal; only the owner may', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    t.after(() => store.close());
+    const { job: queued } = await store.createJob(job());
+    assert.equal(await store.cancelJob(queued.id, 'someone-else'), null);
+    assert.equal((await store.cancelJob(queued.id, 'default'))?.status, 'cancelled');
+    const { job: running } = await store.createJob(job());
+    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+    assert.equal(held?.id, running.id);
+    assert.equal((await store.cancelJob(running.id, 'default'))?.status, 'in_progress');
+    assert.equal(await store.renewLease(running.id, held.leaseToken, 10_000), 'cancel_requested');
+  });
+
+  test('retention deletes only finished jobs older than the cut-off', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    t.after(() => store.close());
+    const { job: old } = await store.createJob(job());
+    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
+    assert.ok(held);
+    await store.completeJob(held.id, held.leaseToken, { outputText: 'x', usage: null, response: {} });
+    c.advance(10_000);
+    const { job: pending } = await store.createJob(job());
+    assert.equal(await store.deleteFinishedBefore(c.now() - 5000), 1);
+    assert.equal(await store.getJob(old.id), null);
+    assert.ok(await store.getJob(pending.id));
+  });
+
+  test('pacing: RPM spaces calls evenly across connections; TPM charges by tokens; a pause holds everyone', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const a = await place.open(c.now);
+    const b = await place.open(c.now);
+    t.after(async () => {
+      await a.close();
+      await b.close();
+    });
+    const rpm = { rpm: 60, tpm: null, tokens: 10 };
+    assert.equal(await a.acquireUpstream(rpm), 0);
+    assert.equal(await b.acquireUpstream(rpm), 1000, 'the other connection waits one interval');
+    c.advance(1000);
+    assert.equal(await b.acquireUpstream(rpm), 0);
+    const tpm = { rpm: null, tpm: 6000, tokens: 300 };
+    assert.equal(await a.acquireUpstream(tpm), 0);
+    assert.equal(await b.acquireUpstream(tpm), 3000, '300 tokens at 100 a second');
+    await a.pauseUpstream(c.now() + 5000);
+    assert.equal(await b.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000);
+    await b.pauseUpstream(c.now() + 100);
+    assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
+  });
+
+    test('rate limits: a budget of N admits N at once, then one per interval; all-or-nothing across budgets', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      t.after(() => store.close());
+      const budget = { key: 'k', intervalMs: 1000, toleranceMs: 2000 };
+      const allowed = [];
+      for (let i = 0; i < 4; i++) allowed.push((await store.consumeRateLimits([budget]))[0]?.allowed);
+      assert.deepEqual(allowed, [true, true, true, false]);
+      c.advance(1000);
+      assert.equal((await store.consumeRateLimits([budget]))[0]?.allowed, true);
+      const other = { key: 'other', intervalMs: 1000, toleranceMs: 0 };
+      const both = await store.consumeRateLimits([other, budget]);
+      assert.deepEqual(both.map((d) => d.allowed), [true, false]);
+      assert.equal((await store.consumeRateLimits([other]))[0]?.allowed, true, 'the refused pair drew nothing from the other budget');
+    });
+
+    test('counters, heartbeats, listing and requeue', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      t.after(() => store.close());
+      const { job: created } = await store.createJob(job({ model: 'gpt-x' }));
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+      assert.ok(held);
+      assert.equal(await store.finishJob(held.id, held.leaseToken, 'failed', { code: 'upstream_400', message: 'no', upstreamStatus: 400 }, { upstreamStatus: '400', latencyMs: 300 }), true);
+      const counters = await store.readCounters();
+      const value = (name: string, labels: Record<string, string>) => counters.find((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels))?.value;
+      assert.equal(value('jobs_created_total', { model: 'gpt-x' }), 1);
+      assert.equal(value('jobs_finished_total', { model: 'gpt-x', status: 'failed' }), 1);
+      assert.equal(value('upstream_calls_total', { code: '400' }), 1);
+      assert.equal(value('upstream_latency_seconds_bucket', { le: '0.5' }), 1);
+      assert.deepEqual((await store.listJobs({ status: 'failed', limit: 5 })).map((j) => j.id), [created.id]);
+      assert.deepEqual(await store.requeueJobs('all-failed'), [created.id]);
+      const again = await store.getJob(created.id);
+      assert.deepEqual([again?.status, again?.attempts, again?.error], ['queued', 0, null]);
+
+      await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 2 });
+      await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 3 });
+      assert.deepEqual((await store.listWorkers(Date.now() - 1000)).map((w) => [w.id, w.jobsDone]), [['w1', 3]]);
+      await store.removeHeartbeat('w1');
+      assert.deepEqual(await store.listWorkers(0), []);
+    });
+
+    test('another connection notices changes through the change counter', async (t) => {
+      const place = await backend.place(t);
+      const writer = await place.open();
+      const watcher = await place.open();
+      t.after(async () => {
+        await writer.close();
+        await watcher.close();
+      });
+      const before = await watcher.changeCounter();
+      await writer.createJob(job());
+      const until = Date.now() + 2000;
+      while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      assert.notEqual(await watcher.changeCounter(), before);
+    });
+  });
+}
