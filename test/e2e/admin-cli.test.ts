@@ -2,22 +2,22 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
-import { WORKER_MAIN, enqueueJob, eventually, spawnNode, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, enqueueJob, eventually, openTestStore, spawnNode, tempDir, testEnv } from '../helpers/index.ts';
 
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
   const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message: 'model is down', type: 'invalid_request_error' } } }) });
   t.after(() => stub.close());
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
-  const store = openSqliteStore({ path: join(dir, 'requests.sqlite') });
+  const store = await openTestStore(env);
   t.after(() => store.close());
   const daemon = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
   t.after(() => daemon.kill('SIGKILL'));
   await daemon.waitFor((l) => l.includes('worker started'));
 
   const cli = async (...args: string[]) => {
-    const child = spawnNode(WORKER_MAIN, args, { PATH: env.PATH!, PROXY_DB_PATH: env.PROXY_DB_PATH! }, dir);
+    const { OPENAI_API_KEY: _key, ...adminEnv } = env;
+    const child = spawnNode(WORKER_MAIN, args, adminEnv, dir);
     const { code } = await child.exited;
     return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
   };

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { ERROR_STATUS } from '../../packages/core/src/errors.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
-import { getJson, newCredentials, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { getJson, newCredentials, openTestStore, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 type Sent = { body: string | Uint8Array; headers: Record<string, string>; validlySigned: boolean };
 
@@ -91,9 +90,9 @@ test('random bodies and headers: always a 2xx or a 4xx JSON error, the process s
   );
   assert.equal(child.proc.exitCode, null, 'the API is still running');
   assert.equal((await getJson(url, '/health')).status, 200);
-  const db = new Database(join(dir, 'requests.sqlite'), { readonly: true });
-  const stored = (db.prepare('SELECT id FROM jobs').all() as Array<{ id: string }>).map((r) => r.id).sort();
-  db.close();
+  const store = await openTestStore(env);
+  const stored = (await store.listJobs({ limit: 100_000 })).map((j) => j.id).sort();
+  await store.close();
   assert.deepEqual(stored, [...accepted].sort());
   assert.ok(accepted.size >= 20, `only ${accepted.size} requests were accepted: the generator no longer exercises the accepted path`);
   t.diagnostic(`${runs} random requests, ${accepted.size} accepted (all validly signed)`);

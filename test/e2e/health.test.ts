@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { WORKER_MAIN, enqueueJob, eventually, getJson, newCredentials, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
-import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
+import { BACKEND, WORKER_MAIN, enqueueJob, eventually, getJson, newCredentials, onlyOn, openTestStore, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 test('health: 503 when the database file is moved away or replaced, 200 again once it is back', async (t) => {
+  if (!onlyOn('sqlite', t, 'moves the database file')) return;
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
   const { url } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret }), dir);
@@ -27,7 +27,7 @@ test('health with a key: queue by status, age of the oldest queued job, live wor
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, HEALTH_REQUIRE_WORKER: 'true', OPENAI_API_KEY: 'sk-h', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' });
   const { url } = await startApiProcess(t, env, dir);
-  const store = openSqliteStore({ path: join(dir, 'requests.sqlite') });
+  const store = await openTestStore(env);
   t.after(() => store.close());
   await enqueueJob(store, 'waiting');
 
@@ -45,7 +45,7 @@ test('health with a key: queue by status, age of the oldest queued job, live wor
     return res.status === 200 ? res.json : null;
   });
   assert.equal(healthy.status, 'ok');
-  assert.equal(healthy.database, 'sqlite');
+  assert.equal(healthy.database, BACKEND);
   assert.match(healthy.version, /^\d+\.\d+\.\d+$/);
   assert.equal(healthy.workers.length, 1);
   assert.equal(healthy.workers[0].pid, worker.proc.pid);

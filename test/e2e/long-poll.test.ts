@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
-import { WORKER_MAIN, enqueueJob, getJson, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, enqueueJob, openTestStore, getJson, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (m: string) => void };
 
@@ -47,8 +46,8 @@ test('?wait=N answers as soon as the job finishes, or after N seconds with the j
 });
 
 test('500 waiters at once: each is answered within 100 ms of its job finishing, and idle waiting costs the API under 5% of a core', async (t: T) => {
-  const { dir, key, url, child } = await setUp(t, { RATE_LIMIT_READS_PER_IP: 'off' });
-  const store = openSqliteStore({ path: `${dir}/requests.sqlite` });
+  const { env, key, url, child } = await setUp(t, { RATE_LIMIT_READS_PER_IP: 'off' });
+  const store = await openTestStore(env);
   t.after(() => store.close());
   const total = 500;
   const ids: string[] = [];

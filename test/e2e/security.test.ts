@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
-import { WORKER_MAIN, freshStamp, getJson, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, freshStamp, getJson, newCredentials, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (m: string) => void };
 
@@ -111,9 +110,9 @@ test('rate limit across two API processes sharing one file: accepted creates sta
   assert.ok(Number(sample.headers.get('retry-after')) >= 1);
   assert.match(sample.headers.get('ratelimit-policy') ?? '', /^"ip";q=20;w=60$/);
   assert.match(sample.headers.get('ratelimit') ?? '', /^"ip";r=0;t=\d+$/);
-  const db = new Database(join(dir, 'requests.sqlite'), { readonly: true });
-  const stored = (db.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n;
-  db.close();
+  const store = await openTestStore(env);
+  const stored = (await store.countByStatus()).queued;
+  await store.close();
   assert.equal(stored, accepted, 'refused requests stored nothing');
   t.diagnostic(`two APIs, 60 creates in ${elapsed} ms against 20/min: ${accepted} accepted, ${refused.length} refused`);
 });

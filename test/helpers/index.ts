@@ -3,11 +3,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
+import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
+import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const API_MAIN = join(ROOT, 'apps/api/dist/main.js');
@@ -25,11 +27,25 @@ export function newCredentials(): { key: string; secret: string } {
   return { key: `pk_${randomBytes(16).toString('hex')}`, secret: randomBytes(32).toString('hex') };
 }
 
+/** The backend this run tests: `npm test` runs the suite on SQLite, then again with TEST_BACKEND=postgres. */
+export const BACKEND: 'sqlite' | 'postgres' = process.env.TEST_BACKEND === 'postgres' ? 'postgres' : 'sqlite';
+const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** A test that only makes sense on one backend says so instead of passing silently. */
+export function onlyOn(backend: 'sqlite' | 'postgres', t: { skip: (why: string) => void }, why: string): boolean {
+  if (BACKEND === backend) return true;
+  t.skip(`${backend} only: ${why}`);
+  return false;
+}
+
 /** The environment a test runs the programs with: nothing inherited that could leak in from the machine. */
 export function testEnv(dir: string, overrides: Record<string, string> = {}): Record<string, string> {
+  // On PostgreSQL each test folder gets its own schema, named after the folder.
+  const database: Record<string, string> = BACKEND === 'postgres' ? { DATABASE_URL: PG_URL, DATABASE_SCHEMA: `t_${basename(dir).toLowerCase().replace(/[^a-z0-9]/g, '_')}` } : {};
   return {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: dir,
+    ...database,
     PROXY_DB_PATH: join(dir, 'requests.sqlite'),
     HOST: '127.0.0.1',
     PORT: '0',
@@ -173,4 +189,10 @@ export async function enqueueJob(
     expiresAt: Date.now() + (options.ttlMs ?? 600_000),
   });
   return id;
+}
+
+/** Opens the store a test's programs use (from its testEnv), on whichever backend this run tests. */
+export async function openTestStore(env: Record<string, string>): Promise<JobStore> {
+  if (env.DATABASE_URL) return openPostgresStore({ url: env.DATABASE_URL, schema: env.DATABASE_SCHEMA ?? 'public', poolSize: 4 });
+  return openSqliteStore({ path: env.PROXY_DB_PATH as string });
 }

@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
-import { createClientRegistry, createSilentLogger, loadConfig, openSqliteStore, type Config, type JobStore } from '@proxy/core';
+import { createClientRegistry, createSilentLogger, loadConfig, openStore, type Config, type JobStore } from '@proxy/core';
 import { createApp, type WorkerPass } from '../src/app.ts';
-import { newCredentials, tempDir } from '../../../test/helpers/index.ts';
+import { newCredentials, tempDir, testEnv } from '../../../test/helpers/index.ts';
 
 export interface TestApi {
   url: string;
@@ -19,8 +19,10 @@ export async function startTestApi(
 ): Promise<TestApi> {
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
-  const config = loadConfig({ cwd: dir, env: { PROXY_KEY: key, PROXY_SECRET: secret, PROXY_DB_PATH: `${dir}/db.sqlite`, ...options.env }, needs: { clients: true } });
-  const store = openSqliteStore({ path: config.db.path });
+  const { DATABASE_URL, DATABASE_SCHEMA } = testEnv(dir);
+  const database = DATABASE_URL ? { DATABASE_URL, DATABASE_SCHEMA: DATABASE_SCHEMA as string } : {};
+  const config = loadConfig({ cwd: dir, env: { PROXY_KEY: key, PROXY_SECRET: secret, PROXY_DB_PATH: `${dir}/db.sqlite`, ...database, ...options.env }, needs: { clients: true } });
+  const store = await openStore(config);
   const clients = createClientRegistry(config.clients);
   const app = createApp({
     config,

@@ -16,6 +16,8 @@ export const SETTINGS = {
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
   OPENAI_BASE_URL: { type: 'string', default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL.' },
   DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: '^[A-Za-z0-9._:/-]{1,100}$', doc: 'Model used when a request names none.' },
+  DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S+$', doc: 'postgres://user:password@host:5432/db to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
+  DATABASE_SCHEMA: { type: 'string', default: 'public', pattern: '^[a-z_][a-z0-9_]{0,62}$', doc: 'PostgreSQL schema for the tables (created if missing).' },
   PROXY_DB_SYNC: { type: 'string', default: 'full', enum: ['full', 'normal'], doc: 'full: a 202 survives power loss (fsync per commit, creates share commits); normal: survives a process crash only.' },
   PROXY_DB_PATH: { type: 'string', default: './data/requests.sqlite', minLength: 1, doc: 'SQLite file shared by API and worker; its folder is created.' },
   PROXY_KEY: { type: 'string', secret: true, pattern: '^[\\x21-\\x7e]{16,256}$', doc: 'Client key sent in X-Proxy-Key (16+ printable characters).' },
@@ -83,7 +85,14 @@ export interface Config {
     readonly rpm: number | null;
     readonly tpm: number | null;
   };
-  readonly db: { readonly path: string; readonly sync: 'full' | 'normal' };
+  readonly db: {
+    /** The SQLite file (used when no DATABASE_URL is set). */
+    readonly path: string;
+    readonly sync: 'full' | 'normal';
+    /** PostgreSQL instead of SQLite, when set. */
+    readonly url: string | null;
+    readonly schema: string;
+  };
   readonly clients: readonly ClientIdentity[];
   readonly http: {
     readonly host: string;
@@ -196,7 +205,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       rpm: (s.UPSTREAM_RPM as unknown as number | undefined) ?? null,
       tpm: (s.UPSTREAM_TPM as unknown as number | undefined) ?? null,
     },
-    db: { path: resolve(cwd, s.PROXY_DB_PATH), sync: s.PROXY_DB_SYNC as 'full' | 'normal' },
+    db: { path: resolve(cwd, s.PROXY_DB_PATH), sync: s.PROXY_DB_SYNC as 'full' | 'normal', url: s.DATABASE_URL ?? null, schema: s.DATABASE_SCHEMA },
     clients,
     http: {
       host: s.HOST,
@@ -293,5 +302,14 @@ function deepFreeze<T>(value: T): T {
 
 /** Every secret value in the configuration, for the logger's redaction list. */
 export function secretValues(config: Config): string[] {
-  return [config.upstream.apiKey ?? '', ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
+  const dbPassword = config.db.url ? decodeURIComponent(new URL(config.db.url).password) : '';
+  return [config.upstream.apiKey ?? '', dbPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
+}
+
+/** Which database the programs use, fit to print: the SQLite path, or the PostgreSQL URL without its password. */
+export function describeDatabase(config: Config): string {
+  if (!config.db.url) return `sqlite ${config.db.path}`;
+  const url = new URL(config.db.url);
+  if (url.password) url.password = '***';
+  return `postgres ${url.toString()} (schema ${config.db.schema})`;
 }

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startStubUpstream, type StubBehaviour } from '../../../scripts/stub-upstream.ts';
-import { enqueueJob, eventually, tempDir, within } from '../../../test/helpers/index.ts';
+import { enqueueJob, eventually, openTestStore, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { createWorker, type WorkerOptions } from '../src/runner/worker.ts';
-import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import type { JobRecord, JobStore } from '../src/store/types.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
@@ -13,9 +12,9 @@ type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
 async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions> & { maxAttempts?: number } = {}) {
   const dir = tempDir(t);
   const stub = await startStubUpstream({ behave });
-  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  const store = await openTestStore(testEnv(dir));
   // Jobs arrive through another connection, as they do from proxy-api.
-  const apiSide = openSqliteStore({ path: `${dir}/db.sqlite` });
+  const apiSide = await openTestStore(testEnv(dir));
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
   const worker = createWorker({
     store,
@@ -184,7 +183,7 @@ test('cancel while running: the worker aborts its call and the job ends cancelle
 test('a 429 pauses every worker on the database, not just the one that got it', async (t) => {
   const { stub, store, enqueue, dir } = await setUp(t, (call) => (call.n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : {}), { concurrency: 1 });
   // A second, independent worker with its own connection to the same file.
-  const otherStore = openSqliteStore({ path: `${dir}/db.sqlite` });
+  const otherStore = await openTestStore(testEnv(dir));
   const otherUpstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
   const other = createWorker({
     store: otherStore, upstream: otherUpstream, logger: createSilentLogger(),

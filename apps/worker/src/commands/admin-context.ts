@@ -1,9 +1,9 @@
-import { loadConfig, openSqliteStore, type JobStore } from '@proxy/core';
+import { loadConfig, openStore, type JobStore } from '@proxy/core';
 
 /** What the admin commands work on: the store from configuration. They need no upstream key. */
 export async function withStore<T>(fn: (store: JobStore) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const store = openSqliteStore({ path: config.db.path, sync: config.db.sync });
+  const store = await openStore(config);
   try {
     return await fn(store);
   } finally {

@@ -3,7 +3,7 @@ import { setUpWorker } from './setup.js';
 
 /** `proxy-worker daemon`: runs until the first stop signal, then drains and returns. */
 export async function runDaemon(): Promise<void> {
-  const { logger, worker, close } = setUpWorker();
+  const { logger, worker, close } = await setUpWorker();
   const done = worker.runDaemon();
   handleStopSignals(logger, async () => {
     await worker.stop();

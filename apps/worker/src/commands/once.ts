@@ -3,7 +3,7 @@ import { setUpWorker } from './setup.js';
 
 /** `proxy-worker once`: drains what is due (within the limits), then returns. */
 export async function runOnce(limits: { maxJobs?: number; maxSeconds?: number }): Promise<void> {
-  const { logger, worker, close } = setUpWorker();
+  const { logger, worker, close } = await setUpWorker();
   handleStopSignals(logger, async () => {
     await worker.stop();
   });

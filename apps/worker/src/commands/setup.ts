@@ -3,7 +3,8 @@ import {
   createUpstreamClient,
   createWorkerFromConfig,
   loadConfig,
-  openSqliteStore,
+  describeDatabase,
+  openStore,
   secretValues,
   type JobStore,
   type Logger,
@@ -21,10 +22,11 @@ export interface WorkerSetup {
 }
 
 /** Loads configuration (the upstream key is required) and builds the worker. */
-export function setUpWorker(): WorkerSetup {
+export async function setUpWorker(): Promise<WorkerSetup> {
   const config = loadConfig({ needs: { upstream: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
-  const store = openSqliteStore({ path: config.db.path, sync: config.db.sync });
+  const store = await openStore(config);
+  logger.info('database', { database: describeDatabase(config) });
   const upstream = createUpstreamClient({
     baseUrl: config.upstream.baseUrl,
     apiKey: config.upstream.apiKey as string,

@@ -43,6 +43,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   listener.on('error', () => (changes += 1));
   await listener.query('LISTEN proxy_jobs');
   const fallback = setInterval(() => (changes += 1), options.fallbackPollMs ?? 1000);
+  let closed = false;
   fallback.unref();
 
   async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -338,7 +339,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async acquireUpstream(request) {
       const at = now();
       return tx(async (c) => {
-        // Row locks serialize the fleet on the budgets, as SQLite's write lock does.
+        // Row locks serialize the fleet on the budgets, as SQLite's write lock does; rows that do not
+        // exist yet cannot be locked, so they are made first (else two first callers would both pass).
+        await c.query(`INSERT INTO upstream_pacing (name, tat) VALUES ('requests', 0), ('tokens', 0), ('pause', 0) ON CONFLICT (name) DO NOTHING`);
         const { rows } = await c.query<{ name: 'requests' | 'tokens' | 'pause'; tat: number }>('SELECT name, tat FROM upstream_pacing FOR UPDATE');
         const tat = { requests: 0, tokens: 0, pause: 0 };
         for (const row of rows) tat[row.name] = row.tat;
@@ -422,6 +425,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async close() {
+      if (closed) return;
+      closed = true;
       clearInterval(fallback);
       await listener.end().catch(() => undefined);
       await pool.end();
