@@ -32,14 +32,25 @@ files.sort();
 
 // These already cover both backends themselves, or are about SQLite's file only.
 const SQLITE_ONLY = ['sqlite-store.test.ts', 'store-contract.test.ts'];
+// These measure latency or load the machine with many processes: they run alone, after the rest,
+// so neither skews the other on a 2-core machine.
+const ALONE = ['long-poll.test.ts', 'multi-host.test.ts'];
 
-function run(list, env) {
+function spawnTests(list, env, concurrency) {
+  if (list.length === 0) return 0;
   const result = spawnSync(
     process.execPath,
-    ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...list.map((f) => relative(root, f))],
+    ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...list.map((f) => relative(root, f))],
     { cwd: root, stdio: 'inherit', env: { ...process.env, FORCE_COLOR: '0', ...env } },
   );
   return result.status ?? 1;
+}
+
+function run(list, env) {
+  const alone = list.filter((f) => ALONE.some((name) => f.endsWith(name)));
+  const shared = list.filter((f) => !alone.includes(f));
+  const first = spawnTests(shared, env, 2);
+  return spawnTests(alone, env, 1) || first;
 }
 
 const backends = (process.env.BACKENDS ?? 'sqlite,postgres').split(',');

@@ -13,6 +13,9 @@ import Database from 'better-sqlite3';
 import { Pool } from 'undici';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
+import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
+import pg from 'pg';
+import PgBoss from 'pg-boss';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import { startStubUpstream } from '../stub-upstream.ts';
@@ -100,16 +103,16 @@ async function enqueue(store: JobStore, n: number, prefix: string): Promise<stri
 }
 
 /** Jobs per second of a worker draining `n` jobs, from the first claim to the last completion. */
-async function drainRate(dbPath: string, store: JobStore, n: number): Promise<number> {
-  const until = Date.now() + 120_000;
+async function drainRate(store: JobStore, n: number): Promise<number> {
+  const until = Date.now() + 180_000;
   while ((await store.countByStatus()).completed < n) {
     if (Date.now() > until) throw new Error('worker did not finish in time');
     await new Promise((r) => setTimeout(r, 50));
   }
-  const db = new Database(dbPath, { readonly: true });
-  const span = db.prepare("SELECT MIN(started_at) AS first, MAX(finished_at) AS last FROM jobs WHERE status = 'completed'").get() as { first: number; last: number };
-  db.close();
-  return n / ((span.last - span.first) / 1000);
+  const jobs = await store.listJobs({ status: 'completed', limit: n });
+  const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
+  const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
+  return n / ((last - first) / 1000);
 }
 
 async function startApi(extra: Record<string, string>, name: string, baseUrl: string): Promise<{ url: string; proc: Proc }> {
@@ -134,9 +137,9 @@ async function startApi(extra: Record<string, string>, name: string, baseUrl: st
   return { url, proc };
 }
 
-async function startDaemon(dbPath: string, upstream: string, concurrency: number, name: string): Promise<Proc> {
-  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: upstream, WORKER_CONCURRENCY: String(concurrency), LOG_LEVEL: 'warn' };
-  const store = openSqliteStore({ path: dbPath });
+async function startDaemon(dbPath: string, upstream: string, concurrency: number, name: string, database: Record<string, string> = {}): Promise<Proc> {
+  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: upstream, WORKER_CONCURRENCY: String(concurrency), LOG_LEVEL: 'warn', ...database };
+  const store = database.DATABASE_URL ? await openPostgresStore({ url: database.DATABASE_URL, schema: database.DATABASE_SCHEMA as string }) : openSqliteStore({ path: dbPath });
   const proc = await start([join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, logPath(dir, name), async () => (await store.listWorkers(0)).length > 0);
   await store.close();
   procs.push(proc);
@@ -203,7 +206,7 @@ async function main() {
   const daemonZero = await startDaemon(w1Path, stubUrl, concurrency, 'worker-zero');
   note(`worker: ${n} jobs, zero-latency stub, concurrency ${concurrency}`);
   await enqueue(w1Store, n, 'zero');
-  const workerRate = await drainRate(w1Path, w1Store, n);
+  const workerRate = await drainRate(w1Store, n);
   row(`3. worker, zero-latency stub (concurrency ${concurrency})`, workerRate, directRate, 'jobs/s', 0.6);
   const daemonPeak = [daemonZero.peakRssMb()];
   await daemonZero.stop();
@@ -219,7 +222,7 @@ async function main() {
   const n2 = 64 * 10;
   note(`worker: ${n2} jobs, 200 ms stub, concurrency 64`);
   await enqueue(w2Store, n2, 'slow');
-  const slowRate = await drainRate(w2Path, w2Store, n2);
+  const slowRate = await drainRate(w2Store, n2);
   row('4. worker, 200 ms stub (concurrency 64)', slowRate, 64 / 0.2, 'jobs/s', 0.95);
   daemonPeak.push(daemonSlow.peakRssMb());
   await daemonSlow.stop();
@@ -268,7 +271,76 @@ async function main() {
   const workerPeak = Math.max(...daemonPeak);
   rows.push({ figure: '7. peak RSS, proxy-worker daemon', proxy: `${workerPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: workerPeak / 150, target: '≤ 1', met: workerPeak < 150 });
   await api2.proc.stop();
+
+  await postgresFigures(stubUrl, bareCreate, directRate, n, concurrency);
   report();
+}
+
+const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** The PostgreSQL column: create and worker figures on PostgreSQL, and pg-boss draining as many no-op jobs. */
+async function postgresFigures(stubUrl: string, bareCreate: number, directRate: number, n: number, concurrency: number) {
+  const admin = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
+  try {
+    await admin.connect();
+  } catch (err) {
+    note(`PostgreSQL not reachable at ${PG_URL.replace(/:[^:@/]*@/, ':***@')}: ${(err as Error).message}; no PostgreSQL column`);
+    rows.push({ figure: 'PostgreSQL figures', proxy: 'not measured', baseline: 'server not reachable', ratio: null, target: '–', met: null });
+    return;
+  }
+  const schema = `bench_${randomBytes(4).toString('hex')}`;
+  const database = { DATABASE_URL: PG_URL, DATABASE_SCHEMA: schema };
+  try {
+    const api = await startApi(database, 'api-postgres', stubUrl);
+    note('create: proxy on PostgreSQL');
+    const createPg = await load(api.url, createRequest('/v1/requests', signedBodies(Math.ceil(12_000 * (SECONDS + WARMUP_SECONDS)))));
+    row('1p. create on PostgreSQL', createPg, bareCreate, 'req/s', null);
+    await api.proc.stop();
+
+    const workerSchema = `${schema}_w`;
+    const store = await openPostgresStore({ url: PG_URL, schema: workerSchema });
+    const daemon = await startDaemon(join(dir, 'unused.sqlite'), stubUrl, concurrency, 'worker-postgres', { DATABASE_URL: PG_URL, DATABASE_SCHEMA: workerSchema });
+    note(`worker on PostgreSQL: ${n} jobs, zero-latency stub`);
+    await enqueue(store, n, 'pg');
+    const pgRate = await drainRate(store, n);
+    row(`3p. worker on PostgreSQL, zero-latency stub (concurrency ${concurrency})`, pgRate, directRate, 'jobs/s', null);
+    await daemon.stop();
+    await store.close();
+
+    note(`pg-boss: ${n} no-op jobs`);
+    const bossRate = await pgBossRate(n, concurrency, `${schema}_boss`);
+    rows.push({ figure: `8. proxy worker on PostgreSQL vs pg-boss (${n} jobs; pg-boss handler does nothing)`, proxy: `${fmt(pgRate)} jobs/s`, baseline: `${fmt(bossRate)} jobs/s`, ratio: pgRate / bossRate, target: '–', met: null });
+  } finally {
+    for (const suffix of ['', '_w', '_boss']) await admin.query(`DROP SCHEMA IF EXISTS ${schema}${suffix} CASCADE`).catch(() => undefined);
+    await admin.end();
+  }
+}
+
+/**
+ * pg-boss 10 draining `n` no-op jobs with `concurrency` workers at its shortest polling interval.
+ * Its workers wait out the interval after every fetch, even a full one, so it is given batches of
+ * 100 (its way to throughput); with batches of 1 it would manage about 2 jobs/s per worker.
+ */
+async function pgBossRate(n: number, concurrency: number, schema: string): Promise<number> {
+  const boss = new PgBoss({ connectionString: PG_URL, schema });
+  boss.on('error', (err: Error) => note(`pg-boss: ${err.message}`));
+  await boss.start();
+  await boss.createQueue('bench');
+  await boss.insert(Array.from({ length: n }, (_, i) => ({ name: 'bench', data: { i } })));
+  let done = 0;
+  let finished: () => void = () => undefined;
+  const all = new Promise<void>((resolve) => (finished = resolve));
+  const t0 = performance.now();
+  for (let i = 0; i < concurrency; i++) {
+    await boss.work('bench', { batchSize: 100, pollingIntervalSeconds: 0.5 }, async (jobs: unknown[]) => {
+      done += jobs.length;
+      if (done >= n) finished();
+    });
+  }
+  await all;
+  const rate = n / ((performance.now() - t0) / 1000);
+  await boss.stop({ graceful: false, wait: true });
+  return rate;
 }
 
 /** Appends finished jobs straight into the file until it holds `total` (one transaction per 50,000). */
@@ -329,7 +401,14 @@ const NOTES = `## What each figure is
 The load generator, the stub and the servers share the machine's 2 cores, for the proxy and its
 baseline alike.
 
-Reproduce: \`npm install && npm run bench\` (about four minutes; \`BENCH_SECONDS=4\` for a quicker run).`;
+1p, 3p. The create and worker figures with \`DATABASE_URL\` set (the local PostgreSQL, a fresh schema).
+8. Our worker on PostgreSQL draining 4,000 jobs (each a real call to the zero-latency stub) against
+   pg-boss 10 draining 4,000 jobs whose handler does nothing, with the same number of workers
+   (\`work()\` ×8 at its shortest polling interval of 0.5 s, batches of 100: its workers wait out the
+   interval after every fetch, so batches are how it reaches throughput), on the same server.
+
+Reproduce: \`npm install && npm run bench\` (about five minutes; \`BENCH_SECONDS=4\` for a quicker run;
+\`BENCH_DATABASE_URL\` names the PostgreSQL server, by default the local \`test\` database).`;
 
 main()
   .catch((err: unknown) => {

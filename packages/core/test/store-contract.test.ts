@@ -20,6 +20,8 @@ type Ctx = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void 
 /** Where one test's stores live, and how to open another connection to it. */
 interface Place {
   open(now?: () => number): Promise<JobStore>;
+  /** The PostgreSQL schema, where there is one. */
+  schema?: string;
 }
 
 interface Backend {
@@ -64,7 +66,7 @@ const backends: Backend[] = [
         await admin.end();
       });
       // A long fallback poll, so only a real NOTIFY can move the change counter within a test.
-      return { open: (now) => openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}) }) };
+      return { schema, open: (now) => openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}) }) };
     },
   },
 ];
@@ -309,6 +311,28 @@ for (const backend of backends) {
       const until = Date.now() + 2000;
       while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
       assert.notEqual(await watcher.changeCounter(), before);
+    });
+
+    // PostgreSQL only: SQLite has no listening connection to lose.
+    if (backend.name === 'postgres') test('postgres: a dropped LISTEN connection is replaced, and notifications flow again', async (t) => {
+      const place = await backend.place(t);
+      const writer = await place.open();
+      const watcher = await place.open();
+      t.after(async () => {
+        await writer.close();
+        await watcher.close();
+      });
+      const admin = new pg.Client({ connectionString: PG_URL });
+      await admin.connect();
+      t.after(() => admin.end());
+      const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`proxy-listener:${place.schema}`]);
+      assert.equal(killed.rowCount, 2, "both stores' listeners were cut");
+      await new Promise((r) => setTimeout(r, 1500));
+      const before = await watcher.changeCounter();
+      await writer.createJob(job());
+      const until = Date.now() + 1000;
+      while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
     });
   });
 }

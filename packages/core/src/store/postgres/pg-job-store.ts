@@ -37,13 +37,25 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
   // One listening connection per store; the counter is what the worker loop and watchers compare.
   let changes = 0;
-  const listener = new pg.Client(connection);
-  await listener.connect();
-  listener.on('notification', () => (changes += 1));
-  listener.on('error', () => (changes += 1));
-  await listener.query('LISTEN proxy_jobs');
-  const fallback = setInterval(() => (changes += 1), options.fallbackPollMs ?? 1000);
   let closed = false;
+  let listener: pg.Client | null = null;
+  // A dropped listening connection is replaced after a second; meanwhile the fallback poll covers it.
+  async function listen(): Promise<void> {
+    const client = new pg.Client({ ...connection, application_name: `proxy-listener:${schema}` });
+    const retry = () => {
+      changes += 1;
+      if (listener === client) listener = null;
+      client.end().catch(() => undefined);
+      if (!closed) setTimeout(() => void listen().catch(() => retry()), 1000).unref();
+    };
+    client.on('notification', () => (changes += 1));
+    client.on('error', retry);
+    await client.connect();
+    await client.query('LISTEN proxy_jobs');
+    listener = client;
+  }
+  await listen();
+  const fallback = setInterval(() => (changes += 1), options.fallbackPollMs ?? 1000);
   fallback.unref();
 
   async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -61,21 +73,31 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     }
   }
 
-  async function addCounter(c: Q, name: string, labels: Record<string, string>, by = 1) {
-    const sorted = JSON.stringify(Object.fromEntries(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b))));
+  type Bump = [name: string, labels: Record<string, string>, by: number];
+
+  /** All of one write's counter bumps in one statement (one round trip). */
+  async function addCounters(c: Q, bumps: Bump[]) {
+    if (bumps.length === 0) return;
+    const labels = bumps.map(([, l]) => JSON.stringify(Object.fromEntries(Object.entries(l).sort(([a], [b]) => a.localeCompare(b)))));
     await c.query(
-      `INSERT INTO counters (name, labels, value) VALUES ($1, $2, $3)
+      `INSERT INTO counters (name, labels, value)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::float8[])
        ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value`,
-      [name, sorted, by],
+      [bumps.map(([n]) => n), labels, bumps.map(([, , by]) => by)],
     );
   }
 
-  async function observeAttempt(c: Q, attempt: AttemptObservation) {
-    await addCounter(c, 'upstream_calls_total', { code: attempt.upstreamStatus });
+  const addCounter = (c: Q, name: string, labels: Record<string, string>, by = 1) => addCounters(c, [[name, labels, by]]);
+
+  function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
+    if (!attempt) return [];
     const seconds = attempt.latencyMs / 1000;
     const le = LATENCY_BUCKETS.find((b) => seconds <= b);
-    await addCounter(c, 'upstream_latency_seconds_bucket', { le: le === undefined ? '+Inf' : String(le) });
-    await addCounter(c, 'upstream_latency_seconds_sum', {}, seconds);
+    return [
+      ['upstream_calls_total', { code: attempt.upstreamStatus }, 1],
+      ['upstream_latency_seconds_bucket', { le: le === undefined ? '+Inf' : String(le) }, 1],
+      ['upstream_latency_seconds_sum', {}, seconds],
+    ];
   }
 
   async function expireDue(c: Q, at: number): Promise<number> {
@@ -90,8 +112,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     return rows.length;
   }
 
-  /** Ends a held job (by token); counts it; false when the token is no longer current. */
-  async function finishHeld(c: Q, id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: { code: string | null; message: string | null; upstreamStatus?: number | undefined } | null, at: number): Promise<boolean> {
+  /** Ends a held job (by token) and counts it, with `extra` bumps; false when the token is no longer current. */
+  async function finishHeld(c: Q, id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: { code: string | null; message: string | null; upstreamStatus?: number | undefined } | null, at: number, extra: Bump[] = []): Promise<boolean> {
     const { rows } = await c.query<{ model: string }>(
       `UPDATE jobs
           SET status = $3, finished_at = $4, updated_at = $4, lease_until = NULL,
@@ -100,7 +122,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
        RETURNING model`,
       [id, token, status, at, error?.code ?? null, error?.message ?? null, error?.upstreamStatus ?? null],
     );
-    if (rows[0]) await addCounter(c, 'jobs_finished_total', { status, model: rows[0].model });
+    if (rows[0]) await addCounters(c, [['jobs_finished_total', { status, model: rows[0].model }, 1], ...extra]);
     return rows.length === 1;
   }
 
@@ -203,19 +225,14 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           [id, token, at, result.outputText, result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage), result.response === undefined ? null : JSON.stringify(result.response)],
         );
         if (!rows[0]) return false;
-        await addCounter(c, 'jobs_finished_total', { status: 'completed', model: rows[0].model });
-        if (attempt) await observeAttempt(c, attempt);
+        await addCounters(c, [['jobs_finished_total', { status: 'completed', model: rows[0].model }, 1], ...attemptBumps(attempt)]);
         return true;
       });
     },
 
     async finishJob(id, token, status, error, attempt) {
       const at = now();
-      return tx(async (c) => {
-        const done = await finishHeld(c, id, token, status, error, at);
-        if (done && attempt) await observeAttempt(c, attempt);
-        return done;
-      });
+      return tx((c) => finishHeld(c, id, token, status, error, at, attemptBumps(attempt)));
     },
 
     async retryJob(id, token, runAfter, error, attempt) {
@@ -230,8 +247,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           [id, token, at, runAfter, error.code, error.message, error.upstreamStatus ?? null],
         );
         if (!rows[0]) return false;
-        await addCounter(c, 'retries_total', { model: rows[0].model });
-        if (attempt) await observeAttempt(c, attempt);
+        await addCounters(c, [['retries_total', { model: rows[0].model }, 1], ...attemptBumps(attempt)]);
         return true;
       });
     },
@@ -338,6 +354,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async acquireUpstream(request) {
       const at = now();
+      if (!request.rpm && !request.tpm) {
+        // No budgets: only a fleet-wide pause can hold the call, and one read answers that.
+        const { rows } = await pool.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
+        return Math.max(0, (rows[0]?.tat ?? 0) - at);
+      }
       return tx(async (c) => {
         // Row locks serialize the fleet on the budgets, as SQLite's write lock does; rows that do not
         // exist yet cannot be locked, so they are made first (else two first callers would both pass).
@@ -428,7 +449,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       if (closed) return;
       closed = true;
       clearInterval(fallback);
-      await listener.end().catch(() => undefined);
+      await listener?.end().catch(() => undefined);
       await pool.end();
     },
   };
