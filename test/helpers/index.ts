@@ -7,7 +7,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
-import type { JobStore } from '../../packages/core/src/store/types.ts';
+import type { JobStore, NewJob } from '../../packages/core/src/store/types.ts';
 import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
 
@@ -195,4 +195,25 @@ export async function enqueueJob(
 export async function openTestStore(env: Record<string, string>): Promise<JobStore> {
   if (env.DATABASE_URL) return openPostgresStore({ url: env.DATABASE_URL, schema: env.DATABASE_SCHEMA ?? 'public', poolSize: 4 });
   return openSqliteStore({ path: env.PROXY_DB_PATH as string });
+}
+
+/** A NewJob for store tests: a fresh id and nonce, queued for an hour. */
+export function newTestJob(overrides: Partial<NewJob> = {}): NewJob {
+  return {
+    id: newJobId(),
+    client: 'default',
+    nonce: `nonce-${Math.random().toString(36).slice(2)}`,
+    requestHash: 'h1',
+    model: 'm',
+    request: { model: 'm', messages: [{ role: 'user', content: 'hi' }] },
+    maxAttempts: 3,
+    expiresAt: Date.now() + 3_600_000,
+    ...overrides,
+  };
+}
+
+/** A clock tests move by hand: pass `now` to a store, then `advance` it. */
+export function manualClock(start = 1_000_000): { now: () => number; advance: (ms: number) => number } {
+  let t = start;
+  return { now: () => t, advance: (ms: number) => (t += ms) };
 }

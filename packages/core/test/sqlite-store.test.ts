@@ -3,28 +3,10 @@ import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
-import type { NewJob } from '../src/store/types.ts';
-import { newJobId } from '../src/ids.ts';
-import { tempDir } from '../../../test/helpers/index.ts';
+import { manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
 
-function job(overrides: Partial<NewJob> = {}): NewJob {
-  return {
-    id: newJobId(),
-    client: 'default',
-    nonce: `nonce-${Math.random().toString(36).slice(2)}`,
-    requestHash: 'h1',
-    model: 'm',
-    request: { model: 'm', messages: [{ role: 'user', content: 'hi' }] },
-    maxAttempts: 3,
-    expiresAt: Date.now() + 3_600_000,
-    ...overrides,
-  };
-}
-
-function clock(start = 1_000_000) {
-  let t = start;
-  return { now: () => t, advance: (ms: number) => (t += ms) };
-}
+const job = newTestJob;
+const clock = manualClock;
 
 test('the claim, lookup and expiry queries use their indexes, not a table scan', async (t) => {
   const dir = tempDir(t);

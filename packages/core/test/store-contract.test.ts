@@ -7,11 +7,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import pg from 'pg';
-import { newJobId } from '../src/ids.ts';
 import { openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
-import type { JobStore, NewJob } from '../src/store/types.ts';
-import { tempDir } from '../../../test/helpers/index.ts';
+import type { JobStore } from '../src/store/types.ts';
+import { manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -71,24 +70,8 @@ const backends: Backend[] = [
   },
 ];
 
-function job(overrides: Partial<NewJob> = {}): NewJob {
-  return {
-    id: newJobId(),
-    client: 'default',
-    nonce: `nonce-${Math.random().toString(36).slice(2)}`,
-    requestHash: 'h1',
-    model: 'm',
-    request: { model: 'm', messages: [{ role: 'user', content: 'hi' }] },
-    maxAttempts: 3,
-    expiresAt: Date.now() + 3_600_000,
-    ...overrides,
-  };
-}
-
-function clock(start = 1_000_000) {
-  let t = start;
-  return { now: () => t, advance: (ms: number) => (t += ms) };
-}
+const job = newTestJob;
+const clock = manualClock;
 
 for (const backend of backends) {
   describe(`store contract: ${backend.name}`, { skip: backend.skip }, () => {
