@@ -1,9 +1,6 @@
 import type { RequestHandler } from 'express';
-import type { ClientRegistry, JobStore } from '@proxy/core';
+import { WORKER_ALIVE_MS, type ClientRegistry, type JobStore } from '@proxy/core';
 import { ctx } from '../context.js';
-
-/** A worker counts as alive when its heartbeat is this recent. */
-export const WORKER_ALIVE_MS = 30_000;
 
 export interface HealthDeps {
   store: JobStore;

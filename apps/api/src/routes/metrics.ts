@@ -1,9 +1,8 @@
 import { BlockList, isIPv4 } from 'node:net';
 import type { RequestHandler } from 'express';
-import { AppError, LATENCY_BUCKETS, type ClientRegistry, type CounterValue, type JobStore } from '@proxy/core';
+import { AppError, LATENCY_BUCKETS, WORKER_ALIVE_MS, type ClientRegistry, type CounterValue, type JobStore } from '@proxy/core';
 import type { ApiMetrics } from '../metrics.js';
 import { clientIp } from '../middleware/rate-limit.js';
-import { WORKER_ALIVE_MS } from './health.js';
 
 /** The store's bucket labels, in order, ending with +Inf. */
 const BUCKET_LABELS = [...LATENCY_BUCKETS.map(String), '+Inf'];

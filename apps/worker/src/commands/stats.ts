@@ -1,13 +1,11 @@
+import { WORKER_ALIVE_MS } from '@proxy/core';
 import { withStore, output, table } from './admin-context.js';
-
-/** A worker counts as alive when its heartbeat is this recent (as /health says). */
-const ALIVE_MS = 30_000;
 
 /** `proxy-worker stats`: the queue by status, the oldest queued job, the live workers. */
 export async function runStats(opts: { json?: boolean }): Promise<void> {
   await withStore(async (store) => {
     const now = Date.now();
-    const [queue, oldest, workers] = await Promise.all([store.countByStatus(), store.oldestQueuedAt(), store.listWorkers(now - ALIVE_MS)]);
+    const [queue, oldest, workers] = await Promise.all([store.countByStatus(), store.oldestQueuedAt(), store.listWorkers(now - WORKER_ALIVE_MS)]);
     const oldestAge = oldest === null ? null : Math.floor((now - oldest) / 1000);
     output(Boolean(opts.json), { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers }, () =>
       [

@@ -209,7 +209,7 @@ export function createWorker(options: WorkerOptions): Worker {
         wakeUp();
         stopped = (async () => {
           const grace = setTimeout(() => shutdown.abort(), options.shutdownGraceMs);
-          while (inflight.size > 0) await Promise.race(inflight);
+          await drain();
           clearTimeout(grace);
         })();
       }

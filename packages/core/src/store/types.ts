@@ -107,6 +107,9 @@ export interface CounterValue {
   value: number;
 }
 
+/** A worker counts as alive when its heartbeat is this recent (health, metrics, stats). */
+export const WORKER_ALIVE_MS = 30_000;
+
 /** A worker process as it last reported itself. */
 export interface WorkerHeartbeat {
   id: string;

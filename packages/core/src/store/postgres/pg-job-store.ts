@@ -108,7 +108,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
        RETURNING model`,
       [at, EXPIRED_ERROR.code, EXPIRED_ERROR.message],
     );
-    for (const { model } of rows) await addCounter(c, 'jobs_finished_total', { status: 'expired', model });
+    // One statement for the whole pass; bumps are merged per model (an upsert may touch a row only once).
+    const perModel = new Map<string, number>();
+    for (const { model } of rows) perModel.set(model, (perModel.get(model) ?? 0) + 1);
+    await addCounters(c, [...perModel].map(([model, n]): Bump => ['jobs_finished_total', { status: 'expired', model }, n]));
     return rows.length;
   }
 
