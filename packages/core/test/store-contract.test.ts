@@ -18,6 +18,7 @@ type Ctx = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void 
 
 /** Where one test's stores live, and how to open another connection to it. */
 interface Place {
+  /** Opens a store on this place; it is closed when the test ends. */
   open(now?: () => number): Promise<JobStore>;
   /** The PostgreSQL schema, where there is one. */
   schema?: string;
@@ -50,7 +51,13 @@ const backends: Backend[] = [
     skip: false,
     async place(t) {
       const dir = tempDir(t);
-      return { open: async (now) => openSqliteStore({ path: `${dir}/db.sqlite`, ...(now ? { now } : {}) }) };
+      return {
+        open: async (now) => {
+          const store = openSqliteStore({ path: `${dir}/db.sqlite`, ...(now ? { now } : {}) });
+          t.after(() => store.close());
+          return store;
+        },
+      };
     },
   },
   {
@@ -65,7 +72,14 @@ const backends: Backend[] = [
         await admin.end();
       });
       // A long fallback poll, so only a real NOTIFY can move the change counter within a test.
-      return { schema, open: (now) => openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}) }) };
+      return {
+        schema,
+        open: async (now) => {
+          const store = await openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}) });
+          t.after(() => store.close());
+          return store;
+        },
+      };
     },
   },
 ];
@@ -78,7 +92,6 @@ for (const backend of backends) {
   test('create, then the same nonce returns the same job instead of a second one', async (t) => {
     const place = await backend.place(t);
     const store = await place.open(clock().now);
-    t.after(() => store.close());
     const first = await store.createJob(job({ nonce: 'same-nonce' }));
     assert.equal(first.created, true);
     assert.equal(first.job.status, 'queued');
@@ -89,14 +102,10 @@ for (const backend of backends) {
     assert.deepEqual(await store.countByStatus(), { queued: 1, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
   });
 
-  test('two connections claiming in turn never take the same job ', async (t) => {
+  test('two connections claiming in turn never take the same job', async (t) => {
     const place = await backend.place(t);
     const a = await place.open();
     const b = await place.open();
-    t.after(async () => {
-      await a.close();
-      await b.close();
-    });
     for (let i = 0; i < 200; i++) await a.createJob(job());
     const seen = new Set<string>();
     let total = 0;
@@ -119,7 +128,6 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
-    t.after(() => store.close());
     const { job: created } = await store.createJob(job());
     const [first] = await store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 1000 });
     assert.ok(first);
@@ -145,7 +153,6 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
-    t.after(() => store.close());
     await store.createJob(job());
     const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
     assert.ok(held);
@@ -164,7 +171,6 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
-    t.after(() => store.close());
     const { job: created } = await store.createJob(job({ maxAttempts: 1 }));
     await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
     c.advance(2000);
@@ -178,7 +184,6 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
-    t.after(() => store.close());
     const { job: created } = await store.createJob(job({ expiresAt: c.now() + 1000 }));
     c.advance(1000);
     assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 5, leaseMs: 1000 }), []);
@@ -188,7 +193,6 @@ for (const backend of backends) {
   test('cancel: a queued job at once, a running one through its lease renewal; only the owner may', async (t) => {
     const place = await backend.place(t);
     const store = await place.open();
-    t.after(() => store.close());
     const { job: queued } = await store.createJob(job());
     assert.equal(await store.cancelJob(queued.id, 'someone-else'), null);
     assert.equal((await store.cancelJob(queued.id, 'default'))?.status, 'cancelled');
@@ -203,7 +207,6 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
-    t.after(() => store.close());
     const { job: old } = await store.createJob(job());
     const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
     assert.ok(held);
@@ -220,10 +223,6 @@ for (const backend of backends) {
     const c = clock();
     const a = await place.open(c.now);
     const b = await place.open(c.now);
-    t.after(async () => {
-      await a.close();
-      await b.close();
-    });
     const rpm = { rpm: 60, tpm: null, tokens: 10 };
     assert.equal(await a.acquireUpstream(rpm), 0);
     assert.equal(await b.acquireUpstream(rpm), 1000, 'the other connection waits one interval');
@@ -238,84 +237,74 @@ for (const backend of backends) {
     assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
   });
 
-    test('rate limits: a budget of N admits N at once, then one per interval; all-or-nothing across budgets', async (t) => {
-      const place = await backend.place(t);
-      const c = clock();
-      const store = await place.open(c.now);
-      t.after(() => store.close());
-      const budget = { key: 'k', intervalMs: 1000, toleranceMs: 2000 };
-      const allowed = [];
-      for (let i = 0; i < 4; i++) allowed.push((await store.consumeRateLimits([budget]))[0]?.allowed);
-      assert.deepEqual(allowed, [true, true, true, false]);
-      c.advance(1000);
-      assert.equal((await store.consumeRateLimits([budget]))[0]?.allowed, true);
-      const other = { key: 'other', intervalMs: 1000, toleranceMs: 0 };
-      const both = await store.consumeRateLimits([other, budget]);
-      assert.deepEqual(both.map((d) => d.allowed), [true, false]);
-      assert.equal((await store.consumeRateLimits([other]))[0]?.allowed, true, 'the refused pair drew nothing from the other budget');
-    });
+  test('rate limits: a budget of N admits N at once, then one per interval; all-or-nothing across budgets', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const budget = { key: 'k', intervalMs: 1000, toleranceMs: 2000 };
+    const allowed = [];
+    for (let i = 0; i < 4; i++) allowed.push((await store.consumeRateLimits([budget]))[0]?.allowed);
+    assert.deepEqual(allowed, [true, true, true, false]);
+    c.advance(1000);
+    assert.equal((await store.consumeRateLimits([budget]))[0]?.allowed, true);
+    const other = { key: 'other', intervalMs: 1000, toleranceMs: 0 };
+    const both = await store.consumeRateLimits([other, budget]);
+    assert.deepEqual(both.map((d) => d.allowed), [true, false]);
+    assert.equal((await store.consumeRateLimits([other]))[0]?.allowed, true, 'the refused pair drew nothing from the other budget');
+  });
 
-    test('counters, heartbeats, listing and requeue', async (t) => {
-      const place = await backend.place(t);
-      const store = await place.open();
-      t.after(() => store.close());
-      const { job: created } = await store.createJob(job({ model: 'gpt-x' }));
-      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
-      assert.ok(held);
-      assert.equal(await store.finishJob(held.id, held.leaseToken, 'failed', { code: 'upstream_400', message: 'no', upstreamStatus: 400 }, { upstreamStatus: '400', latencyMs: 300 }), true);
-      const counters = await store.readCounters();
-      const value = (name: string, labels: Record<string, string>) => counters.find((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels))?.value;
-      assert.equal(value('jobs_created_total', { model: 'gpt-x' }), 1);
-      assert.equal(value('jobs_finished_total', { model: 'gpt-x', status: 'failed' }), 1);
-      assert.equal(value('upstream_calls_total', { code: '400' }), 1);
-      assert.equal(value('upstream_latency_seconds_bucket', { le: '0.5' }), 1);
-      assert.deepEqual((await store.listJobs({ status: 'failed', limit: 5 })).map((j) => j.id), [created.id]);
-      assert.deepEqual(await store.requeueJobs('all-failed'), [created.id]);
-      const again = await store.getJob(created.id);
-      assert.deepEqual([again?.status, again?.attempts, again?.error], ['queued', 0, null]);
+  test('counters, heartbeats, listing and requeue', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    const { job: created } = await store.createJob(job({ model: 'gpt-x' }));
+    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+    assert.ok(held);
+    assert.equal(await store.finishJob(held.id, held.leaseToken, 'failed', { code: 'upstream_400', message: 'no', upstreamStatus: 400 }, { upstreamStatus: '400', latencyMs: 300 }), true);
+    const counters = await store.readCounters();
+    const value = (name: string, labels: Record<string, string>) => counters.find((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels))?.value;
+    assert.equal(value('jobs_created_total', { model: 'gpt-x' }), 1);
+    assert.equal(value('jobs_finished_total', { model: 'gpt-x', status: 'failed' }), 1);
+    assert.equal(value('upstream_calls_total', { code: '400' }), 1);
+    assert.equal(value('upstream_latency_seconds_bucket', { le: '0.5' }), 1);
+    assert.deepEqual((await store.listJobs({ status: 'failed', limit: 5 })).map((j) => j.id), [created.id]);
+    assert.deepEqual(await store.requeueJobs('all-failed'), [created.id]);
+    const again = await store.getJob(created.id);
+    assert.deepEqual([again?.status, again?.attempts, again?.error], ['queued', 0, null]);
 
-      await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 2 });
-      await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 3 });
-      assert.deepEqual((await store.listWorkers(Date.now() - 1000)).map((w) => [w.id, w.jobsDone]), [['w1', 3]]);
-      await store.removeHeartbeat('w1');
-      assert.deepEqual(await store.listWorkers(0), []);
-    });
+    await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 2 });
+    await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 3 });
+    assert.deepEqual((await store.listWorkers(Date.now() - 1000)).map((w) => [w.id, w.jobsDone]), [['w1', 3]]);
+    await store.removeHeartbeat('w1');
+    assert.deepEqual(await store.listWorkers(0), []);
+  });
 
-    test('another connection notices changes through the change counter', async (t) => {
-      const place = await backend.place(t);
-      const writer = await place.open();
-      const watcher = await place.open();
-      t.after(async () => {
-        await writer.close();
-        await watcher.close();
-      });
-      const before = await watcher.changeCounter();
-      await writer.createJob(job());
-      const until = Date.now() + 2000;
-      while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-      assert.notEqual(await watcher.changeCounter(), before);
-    });
+  test('another connection notices changes through the change counter', async (t) => {
+    const place = await backend.place(t);
+    const writer = await place.open();
+    const watcher = await place.open();
+    const before = await watcher.changeCounter();
+    await writer.createJob(job());
+    const until = Date.now() + 2000;
+    while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    assert.notEqual(await watcher.changeCounter(), before);
+  });
 
-    // PostgreSQL only: SQLite has no listening connection to lose.
-    if (backend.name === 'postgres') test('postgres: a dropped LISTEN connection is replaced, and notifications flow again', async (t) => {
-      const place = await backend.place(t);
-      const writer = await place.open();
-      const watcher = await place.open();
-      t.after(async () => {
-        await writer.close();
-        await watcher.close();
-      });
-      const admin = new pg.Client({ connectionString: PG_URL });
-      await admin.connect();
-      t.after(() => admin.end());
-      const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`proxy-listener:${place.schema}`]);
-      assert.equal(killed.rowCount, 2, "both stores' listeners were cut");
-      await new Promise((r) => setTimeout(r, 1500));
-      const before = await watcher.changeCounter();
-      await writer.createJob(job());
-      const until = Date.now() + 1000;
-      while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-      assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
-    });
+  // PostgreSQL only: SQLite has no listening connection to lose.
+  if (backend.name === 'postgres') test('postgres: a dropped LISTEN connection is replaced, and notifications flow again', async (t) => {
+    const place = await backend.place(t);
+    const writer = await place.open();
+    const watcher = await place.open();
+    const admin = new pg.Client({ connectionString: PG_URL });
+    await admin.connect();
+    t.after(() => admin.end());
+    const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`proxy-listener:${place.schema}`]);
+    assert.equal(killed.rowCount, 2, "both stores' listeners were cut");
+    await new Promise((r) => setTimeout(r, 1500));
+    const before = await watcher.changeCounter();
+    await writer.createJob(job());
+    const until = Date.now() + 1000;
+    while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
+  });
   });
 }
