@@ -278,6 +278,40 @@ for (const backend of backends) {
     assert.deepEqual(await store.listWorkers(0), []);
   });
 
+  test('export pages through every job in the order stored; import writes them unchanged, once', async (t) => {
+    const source = await (await backend.place(t)).open();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await source.createJob(job({ model: `m${i}` }))).job.id);
+    const [done, failed, running] = await source.claimJobs({ workerId: 'w', limit: 3, leaseMs: 60_000 });
+    assert.ok(done && failed && running);
+    await source.completeJob(done.id, done.leaseToken, { outputText: 'hi', usage: { total_tokens: 3 }, response: { id: 'chatcmpl-1', choices: [] } });
+    await source.finishJob(failed.id, failed.leaseToken, 'failed', { code: 'upstream_400', message: 'no', upstreamStatus: 400 });
+
+    const pages: string[][] = [];
+    const copied: Awaited<ReturnType<JobStore['exportJobs']>>['jobs'] = [];
+    for (let cursor: string | null = null, first = true; first || cursor !== null; first = false) {
+      const page: Awaited<ReturnType<JobStore['exportJobs']>> = await source.exportJobs(cursor, 2);
+      pages.push(page.jobs.map((j) => j.id));
+      copied.push(...page.jobs);
+      cursor = page.next;
+    }
+    assert.deepEqual(pages.flat(), ids, 'every job once, oldest first');
+    assert.ok(pages.every((p) => p.length <= 2));
+
+    const target = await (await backend.place(t)).open();
+    const clash = await target.createJob(job({ client: copied[4]!.client, nonce: copied[4]!.nonce }));
+    assert.deepEqual(await target.importJobs(copied), ids.slice(0, 4), 'a job whose client and nonce are taken is skipped');
+    assert.deepEqual(await target.importJobs(copied), [], 'a second copy writes nothing');
+    for (const id of ids.slice(0, 4)) assert.deepEqual(await target.getJob(id), await source.getJob(id));
+    assert.equal((await target.getJob(ids[4]!)), null);
+    assert.equal((await target.getJob(clash.job.id))?.status, 'queued');
+    const held = await target.getJob(running.id);
+    assert.equal(held?.status, 'in_progress');
+    // The copied job keeps its fencing token: the old holder's token still names it, a stale one does not.
+    assert.equal(await target.renewLease(running.id, running.leaseToken - 1, 1000), 'lost');
+    assert.equal(await target.renewLease(running.id, running.leaseToken, 1000), 'held');
+  });
+
   test('another connection notices changes through the change counter', async (t) => {
     const place = await backend.place(t);
     const writer = await place.open();

@@ -62,3 +62,35 @@ export function toJob(row: JobRow): JobRecord {
     error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '', upstreamStatus: row.upstream_status ?? undefined },
   };
 }
+
+/** Maps a job back to its row: what a copy between stores writes. */
+export function toRow(job: JobRecord): JobRow {
+  const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value));
+  return {
+    id: job.id,
+    client: job.client,
+    nonce: job.nonce,
+    request_hash: job.requestHash,
+    status: job.status,
+    model: job.model,
+    request: JSON.stringify(job.request),
+    attempts: job.attempts,
+    max_attempts: job.maxAttempts,
+    run_after: job.runAfter,
+    expires_at: job.expiresAt,
+    lease_until: job.leaseUntil,
+    lease_token: job.leaseToken,
+    worker_id: job.workerId,
+    cancel_requested: job.cancelRequested ? 1 : 0,
+    created_at: job.createdAt,
+    started_at: job.startedAt,
+    finished_at: job.finishedAt,
+    updated_at: job.updatedAt,
+    output_text: job.outputText,
+    usage: json(job.usage),
+    response: json(job.response),
+    error_code: job.error?.code ?? null,
+    error_message: job.error?.message ?? null,
+    upstream_status: job.error?.upstreamStatus ?? null,
+  };
+}

@@ -190,6 +190,17 @@ export interface JobStore {
   oldestQueuedAt(): Promise<number | null>;
 
   /**
+   * Up to `limit` jobs in the order they were stored, from `cursor` (null: the start); `next` is the
+   * cursor for the following page, null after the last. A copy to another store reads with it.
+   */
+  exportJobs(cursor: string | null, limit: number): Promise<{ jobs: JobRecord[]; next: string | null }>;
+  /**
+   * Writes jobs exactly as given (status, attempts, results, fencing token), skipping any whose id or
+   * client and nonce the store already holds; returns the ids it wrote. For moving between stores.
+   */
+  importJobs(jobs: readonly JobRecord[]): Promise<string[]>;
+
+  /**
    * Takes one call's share of the shared upstream budgets: 0 when taken, otherwise how many ms until
    * it could be (nothing is taken then). Calls are spread evenly: one every 60/RPM seconds.
    */

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, toJob, type JobRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, toJob, toRow, type JobRow } from '../job-row.js';
 import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts, type RateDecision } from '../types.js';
 import { migratePostgres } from './migrate.js';
 
@@ -353,6 +353,31 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async oldestQueuedAt() {
       const { rows } = await pool.query<{ at: number | null }>("SELECT MIN(created_at) AS at FROM jobs WHERE status = 'queued'");
       return rows[0]?.at ?? null;
+    },
+
+    async exportJobs(cursor, limit) {
+      const { rows } = await pool.query<JobRow & { seq: number }>('SELECT * FROM jobs WHERE seq > $1 ORDER BY seq LIMIT $2', [cursor === null ? 0 : Number(cursor), limit]);
+      const last = rows.at(-1);
+      return { jobs: rows.map(toJob), next: rows.length === limit && last ? String(last.seq) : null };
+    },
+
+    async importJobs(jobs) {
+      if (jobs.length === 0) return [];
+      // One statement for the page; seq is left to its default so the copy keeps the order it was given.
+      const { rows } = await pool.query<{ id: string }>(
+        `INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
+                           expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
+                           finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status)
+         SELECT id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
+                expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
+                finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status
+           FROM json_populate_recordset(NULL::jobs, $1::json) WITH ORDINALITY AS page
+          ORDER BY ordinality
+         ON CONFLICT DO NOTHING
+         RETURNING id`,
+        [JSON.stringify(jobs.map(toRow))],
+      );
+      return rows.map((r) => r.id);
     },
 
     async acquireUpstream(request) {

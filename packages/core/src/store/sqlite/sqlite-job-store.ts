@@ -19,7 +19,7 @@ import type {
   RateDecision,
   WorkerHeartbeat,
 } from '../types.js';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, toJob, type JobRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, toJob, toRow, type JobRow } from '../job-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
@@ -310,6 +310,16 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return (sql.oldestQueued.pluck().get() as number | null) ?? null;
     },
 
+    async exportJobs(cursor, limit) {
+      const rows = sql.pageByRowid.all({ after: cursor === null ? 0 : Number(cursor), limit });
+      const last = rows.at(-1);
+      return { jobs: rows.map(toJob), next: rows.length === limit && last ? String(last.position) : null };
+    },
+
+    async importJobs(jobs) {
+      return writes.run(() => jobs.filter((job) => sql.importJob.run(toRow(job)).changes === 1).map((job) => job.id));
+    },
+
     async checkpoint() {
       // TRUNCATE resets the WAL to zero bytes when no reader holds it; PASSIVE is the fallback that never blocks.
       try {
@@ -465,6 +475,18 @@ function prepareStatements(db: Db) {
     dataVersion: db.prepare('PRAGMA data_version'),
     ping: db.prepare('SELECT version FROM schema_migrations LIMIT 1'),
     oldestQueued: db.prepare("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'"),
+    // rowid grows with each insert, so pages come in the order the jobs were created.
+    pageByRowid: db.prepare<{ after: number; limit: number }, JobRow & { position: number }>(
+      'SELECT rowid AS position, * FROM jobs WHERE rowid > @after ORDER BY rowid LIMIT @limit'),
+    // A copy keeps every column as it was; a job the store already has (by id, or by client and nonce) is left alone.
+    importJob: db.prepare<[JobRow]>(`
+      INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
+                        expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
+                        finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status)
+      VALUES (@id, @client, @nonce, @request_hash, @status, @model, @request, @attempts, @max_attempts, @run_after,
+              @expires_at, @lease_until, @lease_token, @worker_id, @cancel_requested, @created_at, @started_at,
+              @finished_at, @updated_at, @output_text, @usage, @response, @error_code, @error_message, @upstream_status)
+      ON CONFLICT DO NOTHING`),
   };
 }
 
