@@ -25,7 +25,7 @@ const PASS_LIMITS = { maxJobs: 50, maxSeconds: 20 };
 await runMain('proxy-api', async () => {
   const config = loadConfig({ needs: { clients: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' }, file: 'api.log' });
-  const store = await openStore(config);
+  const store = await openStore(config.db);
   const upstream = config.upstream.apiKey
     ? createUpstreamClient({ baseUrl: config.upstream.baseUrl, apiKey: config.upstream.apiKey, connections: config.worker.concurrency })
     : null;
@@ -65,7 +65,7 @@ await runMain('proxy-api', async () => {
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
   const { address, port } = server.address() as AddressInfo;
-  logger.info('proxy-api listening', { address, port, database: describeDatabase(config), version, manual_worker: Boolean(worker) });
+  logger.info('proxy-api listening', { address, port, database: describeDatabase(config.db), version, manual_worker: Boolean(worker) });
 
   handleStopSignals(logger, async () => {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));

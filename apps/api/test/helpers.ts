@@ -22,7 +22,7 @@ export async function startTestApi(
   const { DATABASE_URL, DATABASE_SCHEMA } = testEnv(dir);
   const database = DATABASE_URL ? { DATABASE_URL, DATABASE_SCHEMA: DATABASE_SCHEMA as string } : {};
   const config = loadConfig({ cwd: dir, env: { PROXY_KEY: key, PROXY_SECRET: secret, PROXY_DB_PATH: `${dir}/db.sqlite`, ...database, ...options.env }, needs: { clients: true } });
-  const store = await openStore(config);
+  const store = await openStore(config.db);
   const clients = createClientRegistry(config.clients);
   const app = createApp({
     config,

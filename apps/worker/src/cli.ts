@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { runCopyJobs } from './commands/copy-jobs.js';
 import { runDaemon } from './commands/daemon.js';
 import { runJobs } from './commands/jobs.js';
 import { runOnce } from './commands/once.js';
@@ -64,6 +65,16 @@ export function buildCli(version: string): Command {
     .requiredOption('--older-than <age>', 'e.g. 12h or 7d')
     .option('--json', 'print JSON')
     .action(runPurge);
+
+  program
+    .command('copy-jobs')
+    .description('copy every job of another store into the configured one (the one-off move from SQLite to PostgreSQL); safe to run again')
+    .requiredOption('--from <source>', 'the SQLite file, or a postgres:// URL, to copy from')
+    .option('--from-schema <schema>', 'the schema, when the source is PostgreSQL', 'public')
+    .option('--unfinished-only', 'copy only queued and running jobs, leave finished ones behind')
+    .option('--force', "copy even though the source's workers seem alive")
+    .option('--json', 'print JSON')
+    .action(runCopyJobs);
 
   return program;
 }

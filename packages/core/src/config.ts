@@ -85,14 +85,7 @@ export interface Config {
     readonly rpm: number | null;
     readonly tpm: number | null;
   };
-  readonly db: {
-    /** The SQLite file (used when no DATABASE_URL is set). */
-    readonly path: string;
-    readonly sync: 'full' | 'normal';
-    /** PostgreSQL instead of SQLite, when set. */
-    readonly url: string | null;
-    readonly schema: string;
-  };
+  readonly db: DatabaseSettings;
   readonly clients: readonly ClientIdentity[];
   readonly http: {
     readonly host: string;
@@ -300,6 +293,16 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** Where the shared state lives: a PostgreSQL URL when set, else the SQLite file. */
+export interface DatabaseSettings {
+  /** The SQLite file (used when no DATABASE_URL is set). */
+  readonly path: string;
+  readonly sync: 'full' | 'normal';
+  /** PostgreSQL instead of SQLite, when set. */
+  readonly url: string | null;
+  readonly schema: string;
+}
+
 /** Every secret value in the configuration, for the logger's redaction list. */
 export function secretValues(config: Config): string[] {
   const dbPassword = config.db.url ? decodeURIComponent(new URL(config.db.url).password) : '';
@@ -307,9 +310,9 @@ export function secretValues(config: Config): string[] {
 }
 
 /** Which database the programs use, fit to print: the SQLite path, or the PostgreSQL URL without its password. */
-export function describeDatabase(config: Config): string {
-  if (!config.db.url) return `sqlite ${config.db.path}`;
-  const url = new URL(config.db.url);
+export function describeDatabase(db: DatabaseSettings): string {
+  if (!db.url) return `sqlite ${db.path}`;
+  const url = new URL(db.url);
   if (url.password) url.password = '***';
-  return `postgres ${url.toString()} (schema ${config.db.schema})`;
+  return `postgres ${url.toString()} (schema ${db.schema})`;
 }

@@ -3,7 +3,7 @@ import { loadConfig, openStore, type JobStore } from '@proxy/core';
 /** What the admin commands work on: the store from configuration. They need no upstream key. */
 export async function withStore<T>(fn: (store: JobStore) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const store = await openStore(config);
+  const store = await openStore(config.db);
   try {
     return await fn(store);
   } finally {

@@ -25,8 +25,8 @@ export interface WorkerSetup {
 export async function setUpWorker(): Promise<WorkerSetup> {
   const config = loadConfig({ needs: { upstream: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
-  const store = await openStore(config);
-  logger.info('database', { database: describeDatabase(config) });
+  const store = await openStore(config.db);
+  logger.info('database', { database: describeDatabase(config.db) });
   const upstream = createUpstreamClient({
     baseUrl: config.upstream.baseUrl,
     apiKey: config.upstream.apiKey as string,

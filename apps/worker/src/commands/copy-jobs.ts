@@ -1,0 +1,89 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { FINAL_STATUSES, WORKER_ALIVE_MS, describeDatabase, loadConfig, openStore, type DatabaseSettings, type JobRecord, type JobStatus, type JobStore } from '@proxy/core';
+import { CliError } from './cli-error.js';
+import { output } from './admin-context.js';
+
+/** Jobs read and written per round: small enough that no statement or transaction is long. */
+const PAGE = 500;
+
+export interface CopyJobsOptions {
+  from: string;
+  fromSchema: string;
+  unfinishedOnly?: boolean;
+  force?: boolean;
+  json?: boolean;
+}
+
+/**
+ * `proxy-worker copy-jobs --from <sqlite file | postgres url>`: the one-off move to another store.
+ * Copies every job of the source into the configured store, as it is (results stay fetchable by
+ * id, nonces keep deduplicating), skipping jobs the target already has, so it may be run again.
+ * The source's workers must be stopped: a job they still hold would run on both sides.
+ */
+export async function runCopyJobs(opts: CopyJobsOptions): Promise<void> {
+  const config = loadConfig();
+  const source = sourceSettings(opts.from, opts.fromSchema);
+  if (sameDatabase(source, config.db)) throw new CliError('the source is the configured store itself: point DATABASE_URL or PROXY_DB_PATH at the target');
+
+  const from = await openStore(source);
+  try {
+    const alive = await from.listWorkers(Date.now() - WORKER_ALIVE_MS);
+    if (alive.length > 0 && !opts.force) {
+      throw new CliError(`${alive.length} worker(s) still use the source (${alive.map((w) => `${w.host} pid ${w.pid}`).join(', ')}): stop them first, or pass --force`);
+    }
+    const to = await openStore(config.db);
+    try {
+      const result = await copy(from, to, Boolean(opts.unfinishedOnly));
+      const summary = { from: describeDatabase(source), to: describeDatabase(config.db), ...result };
+      output(Boolean(opts.json), summary, () => {
+        const statuses = Object.entries(result.copied_by_status).map(([status, n]) => `${status} ${n}`).join(', ');
+        return `copied ${result.copied} job${result.copied === 1 ? '' : 's'} from ${summary.from} to ${summary.to}${statuses ? ` (${statuses})` : ''}; ${result.skipped} already there${opts.unfinishedOnly ? `, ${result.finished_left} finished left behind` : ''}`;
+      });
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
+}
+
+async function copy(from: JobStore, to: JobStore, unfinishedOnly: boolean) {
+  const copiedByStatus: Partial<Record<JobStatus, number>> = {};
+  let copied = 0;
+  let skipped = 0;
+  let finishedLeft = 0;
+  let cursor: string | null = null;
+  do {
+    const page: { jobs: JobRecord[]; next: string | null } = await from.exportJobs(cursor, PAGE);
+    cursor = page.next;
+    const now = Date.now();
+    const wanted = page.jobs.filter((job) => !unfinishedOnly || !FINAL_STATUSES.has(job.status));
+    finishedLeft += page.jobs.length - wanted.length;
+    // The source's workers are gone, so the leases they held end now: the target's workers take those
+    // jobs at once under the usual rules (another attempt if any are left, else failed as worker_lost).
+    const jobs = wanted.map((job) => (job.status === 'in_progress' ? { ...job, leaseUntil: Math.min(job.leaseUntil ?? now, now) } : job));
+    const written = new Set(await to.importJobs(jobs));
+    for (const job of jobs) {
+      if (!written.has(job.id)) skipped += 1;
+      else {
+        copied += 1;
+        copiedByStatus[job.status] = (copiedByStatus[job.status] ?? 0) + 1;
+      }
+    }
+  } while (cursor !== null);
+  return { copied, skipped, finished_left: finishedLeft, copied_by_status: copiedByStatus };
+}
+
+/** The source as store settings: a postgres:// URL, or the path of an SQLite file that must exist. */
+function sourceSettings(from: string, schema: string): DatabaseSettings {
+  if (/^postgres(ql)?:\/\//i.test(from)) return { url: from, schema, path: '', sync: 'full' };
+  const path = resolve(from);
+  // Opening a missing file would create an empty store and copy nothing, which looks like success.
+  if (!existsSync(path)) throw new CliError(`no SQLite file at ${path}`);
+  return { url: null, schema, path, sync: 'full' };
+}
+
+function sameDatabase(a: DatabaseSettings, b: DatabaseSettings): boolean {
+  return a.url || b.url ? a.url === b.url && a.schema === b.schema : a.path === b.path;
+}
