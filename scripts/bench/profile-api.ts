@@ -1,0 +1,74 @@
+/**
+ * `node --import tsx scripts/bench/profile-api.ts create|lookup`: runs proxy-api under --cpu-prof with
+ * the benchmark's load for a few seconds, then prints the functions that took the most CPU (self
+ * time, and total time by file). A development tool for finding where a request's time goes.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon, { type Request } from 'autocannon';
+import { signBody } from '../../packages/core/src/signing.ts';
+import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
+import { newJobId } from '../../packages/core/src/ids.ts';
+import { answers, freePort, start } from './processes.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const mode = process.argv[2] ?? 'create';
+const seconds = Number(process.env.PROFILE_SECONDS ?? 6);
+const dir = mkdtempSync(join(tmpdir(), 'proxy-profile-'));
+const key = `pk_${randomBytes(16).toString('hex')}`;
+const secret = randomBytes(32).toString('hex');
+const port = await freePort();
+const url = `http://127.0.0.1:${port}`;
+const dbPath = join(dir, 'requests.sqlite');
+const ids: string[] = [];
+if (mode === 'lookup') {
+  const store = openSqliteStore({ path: dbPath });
+  for (let i = 0; i < 2000; i++) {
+    const id = newJobId();
+    ids.push(id);
+    await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
+  }
+  await store.close();
+}
+const env = {
+  PATH: process.env.PATH ?? '', PROXY_KEY: key, PROXY_SECRET: secret, PROXY_DB_PATH: dbPath, PORT: String(port),
+  RATE_LIMIT_PER_IP: '999999999/s', RATE_LIMIT_PER_KEY: '999999999/s', RATE_LIMIT_READS_PER_IP: '999999999/s',
+  LOG_FORMAT: 'json', ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PROXY_') || k.startsWith('LOG_') || k.startsWith('RATE_'))),
+};
+const profDir = join(dir, 'prof');
+const profiling = process.env.PROFILE !== 'off';
+// BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
+const bare = process.env.BARE === '1';
+const program = bare ? ['--import', 'tsx', join(ROOT, 'scripts/bench/bare-server.ts'), String(port)] : [join(ROOT, 'apps/api/dist/main.js')];
+const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`));
+const prefix = bare ? '/bare' : '/v1/requests';
+const ts = Math.floor(Date.now() / 1000);
+const bodies = Array.from({ length: 80_000 }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}`, ts, nonce: randomUUID() }, secret));
+let i = 0;
+const request: Request = mode === 'lookup'
+  ? { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) }
+  : { method: 'POST', path: prefix, headers: { 'content-type': 'application/json', 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, body: bodies[i++ % bodies.length] as string }) };
+await autocannon({ url, connections: 32, duration: 2, requests: [request] });
+const result = await autocannon({ url, connections: 32, duration: seconds, requests: [request] });
+process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, non2xx ${result.non2xx}\n`);
+await proc.stop();
+if (!profiling) process.exit(0);
+
+interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }
+const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile')) as string;
+const profile = JSON.parse(readFileSync(join(profDir, file), 'utf8')) as { nodes: Node[] };
+const total = profile.nodes.reduce((s, n) => s + n.hitCount, 0);
+const self = new Map<string, number>();
+const byFile = new Map<string, number>();
+for (const n of profile.nodes) {
+  const where = n.callFrame.url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/.*node_modules\//, 'nm:');
+  const k = `${n.callFrame.functionName || '(anon)'} ${where}:${n.callFrame.lineNumber}`;
+  self.set(k, (self.get(k) ?? 0) + n.hitCount);
+  const pkg = where.startsWith('nm:') ? where.split('/').slice(0, where.startsWith('nm:@') ? 2 : 1).join('/') : where || n.callFrame.functionName;
+  byFile.set(pkg, (byFile.get(pkg) ?? 0) + n.hitCount);
+}
+const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, h]) => `${((100 * h) / total).toFixed(1).padStart(5)}%  ${name}`).join('\n');
+process.stdout.write(`\nself time, top functions:\n${top(self, 35)}\n\nself time by package or file:\n${top(byFile, 30)}\n`);
