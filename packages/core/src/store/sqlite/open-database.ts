@@ -24,8 +24,13 @@ export function openDatabase(options: OpenDatabaseOptions): Db {
   db.pragma(`synchronous = ${(options.sync ?? 'full').toUpperCase()}`);
   db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
   db.pragma('foreign_keys = ON');
-  // Checkpoints are driven by the worker's housekeeping; this is the automatic fallback.
-  db.pragma('wal_autocheckpoint = 1000');
+  // Checkpoints are driven by the worker's housekeeping (once a minute); this is the automatic
+  // fallback. At SQLite's default of 1,000 pages a busy API checkpointed every few dozen commits,
+  // copying the same hot index pages again each time; 10,000 pages (40 MB of WAL at most) measured
+  // about a third less work per insert.
+  db.pragma('wal_autocheckpoint = 10000');
+  // 16 MB of page cache instead of 2 MB keeps the indexes' hot pages in memory as the table grows.
+  db.pragma('cache_size = -16384');
   migrate(db, options.migrations);
   return db;
 }
