@@ -1,7 +1,9 @@
 /**
- * `node --import tsx scripts/bench/profile-api.ts create|lookup`: runs proxy-api under --cpu-prof with
- * the benchmark's load for a few seconds, then prints the functions that took the most CPU (self
- * time, and total time by file). A development tool for finding where a request's time goes.
+ * `node --import tsx scripts/bench/profile.ts create|lookup|worker`: runs proxy-api under the
+ * benchmark's load for a few seconds (or proxy-worker daemon draining jobs against a zero-latency
+ * stub) with --cpu-prof, then prints the functions that took the most CPU (self time, and by file).
+ * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
+ * bench's bare Express route instead of the API.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
@@ -12,12 +14,14 @@ import autocannon, { type Request } from 'autocannon';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
 import { newJobId } from '../../packages/core/src/ids.ts';
+import { startStubUpstream } from '../stub-upstream.ts';
 import { answers, freePort, start } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const mode = process.argv[2] ?? 'create';
 const seconds = Number(process.env.PROFILE_SECONDS ?? 6);
 const dir = mkdtempSync(join(tmpdir(), 'proxy-profile-'));
+const profiling = process.env.PROFILE !== 'off';
 const key = `pk_${randomBytes(16).toString('hex')}`;
 const secret = randomBytes(32).toString('hex');
 const port = await freePort();
@@ -39,7 +43,7 @@ const env = {
   LOG_FORMAT: 'json', ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PROXY_') || k.startsWith('LOG_') || k.startsWith('RATE_'))),
 };
 const profDir = join(dir, 'prof');
-const profiling = process.env.PROFILE !== 'off';
+if (mode === 'worker') await profileWorker();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
 const bare = process.env.BARE === '1';
 const program = bare ? ['--import', 'tsx', join(ROOT, 'scripts/bench/bare-server.ts'), String(port)] : [join(ROOT, 'apps/api/dist/main.js')];
@@ -57,18 +61,45 @@ process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} re
 await proc.stop();
 if (!profiling) process.exit(0);
 
-interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }
-const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile')) as string;
-const profile = JSON.parse(readFileSync(join(profDir, file), 'utf8')) as { nodes: Node[] };
-const total = profile.nodes.reduce((s, n) => s + n.hitCount, 0);
-const self = new Map<string, number>();
-const byFile = new Map<string, number>();
-for (const n of profile.nodes) {
-  const where = n.callFrame.url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/.*node_modules\//, 'nm:');
-  const k = `${n.callFrame.functionName || '(anon)'} ${where}:${n.callFrame.lineNumber}`;
-  self.set(k, (self.get(k) ?? 0) + n.hitCount);
-  const pkg = where.startsWith('nm:') ? where.split('/').slice(0, where.startsWith('nm:@') ? 2 : 1).join('/') : where || n.callFrame.functionName;
-  byFile.set(pkg, (byFile.get(pkg) ?? 0) + n.hitCount);
+/** Drains WORKER_JOBS jobs (default 4,000) through a daemon at WORKER_CONCURRENCY (8), then reports. */
+async function profileWorker(): Promise<never> {
+  const n = Number(process.env.WORKER_JOBS ?? 4000);
+  const stub = await startStubUpstream();
+  const store = openSqliteStore({ path: dbPath });
+  for (let i = 0; i < n; i++) {
+    const id = newJobId();
+    await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
+  }
+  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn' };
+  const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
+  while ((await store.countByStatus()).completed < n) await new Promise((r) => setTimeout(r, 50));
+  const jobs = await store.listJobs({ status: 'completed', limit: n });
+  const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
+  const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
+  process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s\n`);
+  await proc.stop();
+  await store.close();
+  await stub.close();
+  if (profiling) report();
+  process.exit(0);
 }
-const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, h]) => `${((100 * h) / total).toFixed(1).padStart(5)}%  ${name}`).join('\n');
-process.stdout.write(`\nself time, top functions:\n${top(self, 35)}\n\nself time by package or file:\n${top(byFile, 30)}\n`);
+
+interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }
+report();
+
+function report(): void {
+  const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile')) as string;
+  const profile = JSON.parse(readFileSync(join(profDir, file), 'utf8')) as { nodes: Node[] };
+  const total = profile.nodes.reduce((s, n) => s + n.hitCount, 0);
+  const self = new Map<string, number>();
+  const byFile = new Map<string, number>();
+  for (const n of profile.nodes) {
+    const where = n.callFrame.url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/.*node_modules\//, 'nm:');
+    const k = `${n.callFrame.functionName || '(anon)'} ${where}:${n.callFrame.lineNumber}`;
+    self.set(k, (self.get(k) ?? 0) + n.hitCount);
+    const pkg = where.startsWith('nm:') ? where.split('/').slice(0, where.startsWith('nm:@') ? 2 : 1).join('/') : where || n.callFrame.functionName;
+    byFile.set(pkg, (byFile.get(pkg) ?? 0) + n.hitCount);
+  }
+  const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, h]) => `${((100 * h) / total).toFixed(1).padStart(5)}%  ${name}`).join('\n');
+  process.stdout.write(`\nself time, top functions:\n${top(self, 35)}\n\nself time by package or file:\n${top(byFile, 30)}\n`);
+}
