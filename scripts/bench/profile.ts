@@ -47,7 +47,9 @@ if (mode === 'worker') await profileWorker();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
 const bare = process.env.BARE === '1';
 const program = bare ? ['--import', 'tsx', join(ROOT, 'scripts/bench/bare-server.ts'), String(port)] : [join(ROOT, 'apps/api/dist/main.js')];
-const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`));
+// NODE_FLAGS: V8 or Node flags for the measured process, e.g. heap sizes.
+const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
+const proc = await start([...nodeFlags, ...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`));
 const prefix = bare ? '/bare' : '/v1/requests';
 const ts = Math.floor(Date.now() / 1000);
 const bodies = Array.from({ length: 80_000 }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}`, ts, nonce: randomUUID() }, secret));
@@ -57,7 +59,7 @@ const request: Request = mode === 'lookup'
   : { method: 'POST', path: prefix, headers: { 'content-type': 'application/json', 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, body: bodies[i++ % bodies.length] as string }) };
 await autocannon({ url, connections: 32, duration: 2, requests: [request] });
 const result = await autocannon({ url, connections: 32, duration: seconds, requests: [request] });
-process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, non2xx ${result.non2xx}\n`);
+process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, non2xx ${result.non2xx}, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
 await proc.stop();
 if (!profiling) process.exit(0);
 

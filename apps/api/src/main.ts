@@ -4,8 +4,6 @@ import type { AddressInfo } from 'node:net';
 import {
   createClientRegistry,
   createLogger,
-  createUpstreamClient,
-  createWorkerFromConfig,
   handleStopSignals,
   loadConfig,
   reloadClients,
@@ -26,10 +24,12 @@ await runMain('proxy-api', async () => {
   const config = loadConfig({ needs: { clients: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' }, file: 'api.log' });
   const store = await openStore(config.db);
-  const upstream = config.upstream.apiKey
-    ? createUpstreamClient({ baseUrl: config.upstream.baseUrl, apiKey: config.upstream.apiKey, connections: config.worker.concurrency })
+  // The manual worker pass needs the upstream key; without it the runner (and undici) is never loaded.
+  const runner = config.upstream.apiKey ? await import('@proxy/core/runner') : null;
+  const upstream = runner && config.upstream.apiKey
+    ? runner.createUpstreamClient({ baseUrl: config.upstream.baseUrl, apiKey: config.upstream.apiKey, connections: config.worker.concurrency })
     : null;
-  const worker = upstream ? createWorkerFromConfig(config, { store, upstream, logger }) : null;
+  const worker = runner && upstream ? runner.createWorkerFromConfig(config, { store, upstream, logger }) : null;
   const workerPass: WorkerPass | null = worker ? () => worker.runOnce(PASS_LIMITS) : null;
   let clients = createClientRegistry(config.clients);
   let clientList = config.clients;

@@ -5,10 +5,8 @@ export * from './ids.js';
 export * from './schemas.js';
 export * from './logger.js';
 export * from './store/index.js';
-export * from './runner/upstream-client.js';
-export * from './runner/retry-policy.js';
-export * from './runner/process-job.js';
-export * from './runner/worker.js';
+// The runner is `@proxy/core/runner` (it loads undici); only its types are re-exported here.
+export type { RunReport, Worker, RunLimits } from './runner/worker.js';
 export * from './clients.js';
 export * from './job-view.js';
 export * from './process/lifecycle.js';

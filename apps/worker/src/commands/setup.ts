@@ -1,16 +1,5 @@
-import {
-  createLogger,
-  createUpstreamClient,
-  createWorkerFromConfig,
-  loadConfig,
-  describeDatabase,
-  openStore,
-  secretValues,
-  type JobStore,
-  type Logger,
-  type UpstreamClient,
-  type Worker,
-} from '@proxy/core';
+import { createLogger, loadConfig, describeDatabase, openStore, secretValues, type JobStore, type Logger, type Worker } from '@proxy/core';
+import { createUpstreamClient, createWorkerFromConfig, type UpstreamClient } from '@proxy/core/runner';
 
 /** What both commands run on, built from configuration. */
 export interface WorkerSetup {

@@ -1,0 +1,28 @@
+/**
+ * What each entry point loads. `@proxy/core` must not pull in pg or undici: proxy-api on SQLite
+ * without an upstream key needs neither, and each costs the process 15–20 MB of memory.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const CORE = fileURLToPath(new URL('..', import.meta.url));
+
+/** The packages under node_modules a fresh Node process has loaded after importing `entries`. */
+function loadedPackages(entries: string[]): string[] {
+  const script = `
+    for (const entry of ${JSON.stringify(entries)}) await import(entry);
+    const { createRequire } = await import('node:module');
+    const cache = createRequire(import.meta.url)('module')._cache;
+    const names = Object.keys(cache).map((k) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(k)?.[1]).filter(Boolean);
+    process.stdout.write(JSON.stringify([...new Set(names)].sort()));`;
+  return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: CORE, encoding: 'utf8' })) as string[];
+}
+
+test('@proxy/core loads neither pg nor undici; @proxy/core/runner loads undici', () => {
+  const core = loadedPackages(['./dist/index.js']);
+  assert.ok(core.includes('better-sqlite3') && core.includes('winston'), `core loaded: ${core.join(', ')}`);
+  assert.ok(!core.includes('pg') && !core.includes('undici'), `core loaded: ${core.join(', ')}`);
+  assert.ok(loadedPackages(['./dist/index.js', './dist/runner/index.js']).includes('undici'));
+});
