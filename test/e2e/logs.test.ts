@@ -29,7 +29,7 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   assert.equal(queued?.request_id, requestId, 'the API line names the request id returned in X-Request-Id');
   assert.equal(queued?.job_id, jobId);
   const access = api.find((l) => l.message === 'request' && l.request_id === requestId);
-  assert.deepEqual([access?.method, access?.status, access?.client], ['POST', 202, 'default']);
+  assert.deepEqual([access?.method, access?.status, access?.client, access?.job_id], ['POST', 202, 'default', jobId], 'the access line names the job');
   const jobLines = worker.filter((l) => l.job_id === jobId);
   assert.ok(jobLines.some((l) => l.message === 'job completed'), 'the worker logs the job by id');
   assert.ok(jobLines.every((l) => typeof l.worker_id === 'string' && l.app === 'worker'));

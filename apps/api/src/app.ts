@@ -1,8 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import express, { type Express, type RequestHandler } from 'express';
 import { AppError, createRateLimiter, type ClientRegistry, type Config, type JobStore, type Logger } from '@proxy/core';
-import { clientOf } from './context.js';
-import { authenticate } from './middleware/authenticate.js';
+import { ctx } from './context.js';
+import { authenticate, identify } from './middleware/authenticate.js';
 import { errorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
 import { clientIp, rateLimit } from './middleware/rate-limit.js';
 import { requestContext } from './middleware/request-context.js';
@@ -52,21 +52,25 @@ export function createApp(deps: AppDeps): Express {
   const metrics = createApiMetrics();
   const limits = deps.config.rateLimits;
   const limiter = createRateLimiter(deps.store, now);
-  const refused = (kind: string) => () => metrics.rateLimited.inc({ budget: kind });
-  // Per-IP budgets come before authentication, so guessing keys is limited too.
-  const createsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `create:ip:${clientIp(req)}`, spec: limits.createsPerIp }], refused('create_ip'));
-  const createsPerKey = rateLimit(
+  const refused = (kind: string) => (names: string[]) => names.forEach((name) => metrics.rateLimited.inc({ budget: `${kind}_${name}` }));
+  // A create draws from its IP's budget and, when the key is good, its client's, in one atomic step
+  // (one trip to the store). The IP's budget is drawn before a bad key is refused, so guessing keys
+  // is limited too.
+  const createLimits = rateLimit(
     limiter,
-    (_req, res) => {
-      const client = clientOf(res);
-      return [{ name: 'key', key: `create:key:${client.name}`, spec: client.rateLimit !== undefined ? client.rateLimit : limits.createsPerKey }];
+    (req, res) => {
+      const client = ctx(res).client;
+      return [
+        { name: 'ip', key: `create:ip:${clientIp(req)}`, spec: limits.createsPerIp },
+        ...(client ? [{ name: 'key', key: `create:key:${client.name}`, spec: client.rateLimit !== undefined ? client.rateLimit : limits.createsPerKey }] : []),
+      ];
     },
-    refused('create_key'),
+    refused('create'),
   );
-  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }], refused('read_ip'));
+  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }], refused('read'));
 
   const watcher = deps.watcher ?? createJobWatcher({ store: deps.store, logger: deps.logger, pollMs: WATCH_POLL_MS });
-  const create = [createsPerIp, auth, createsPerKey, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
+  const create = [identify(deps.clients), createLimits, auth, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
   const read = [readsPerIp, auth, getRequestHandler({ store: deps.store, watcher })];
   const work = [readsPerIp, auth, runWorkerHandler(deps.workerPass)];
   const health = [

@@ -5,7 +5,11 @@ import type { ClientIdentity, Logger } from '@proxy/core';
 export interface RequestContext {
   requestId: string;
   log: Logger;
+  /** Whether debug lines are written: lets a hot path skip building one. */
+  debug: boolean;
   client?: ClientIdentity;
+  /** The job this request created, read or cancelled, for the access log line. */
+  jobId?: string;
 }
 
 /** The context the request-id middleware set up. */

@@ -25,6 +25,14 @@ test('TRUST_PROXY=loopback: X-Forwarded-For from the proxy names the client', as
   assert.deepEqual(statuses, [202, 202, 202, 202, 429]);
 });
 
+test('guessing keys spends the IP budget: bad keys get 401 until it is gone, then 429 like everyone from that IP', async (t) => {
+  const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: '2/min', RATE_LIMIT_PER_KEY: '5/min' } });
+  const statuses = [];
+  for (const key of ['pk_guess1', 'pk_guess2', 'pk_guess3']) statuses.push((await post(api.url, key, api.secret)).status);
+  assert.deepEqual(statuses, [401, 401, 429]);
+  assert.equal((await post(api.url, api.key, api.secret)).status, 429, 'the good key shares the IP');
+});
+
 test('per-key limit, RateLimit headers on success, and reads with their own larger budget', async (t) => {
   const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: '3/min', RATE_LIMIT_READS_PER_IP: '5/s' } });
   const first = await postSigned(api.url, api.key, api.secret, { prompt: 'a' });

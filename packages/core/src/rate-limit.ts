@@ -13,6 +13,8 @@ export interface Budget {
 /** The limiter's answer, with the IETF RateLimit headers to send either way. */
 export interface LimitResult {
   allowed: boolean;
+  /** The names of the budgets that refused (empty when allowed). */
+  refused: string[];
   retryAfterSeconds: number;
   headers: Record<string, string>;
 }
@@ -27,7 +29,7 @@ export function createRateLimiter(store: Pick<JobStore, 'consumeRateLimits'>, no
   return {
     async take(budgets): Promise<LimitResult> {
       const active = budgets.filter((b): b is Budget & { spec: RateLimitSpec } => b.spec !== null);
-      if (active.length === 0) return { allowed: true, retryAfterSeconds: 0, headers: {} };
+      if (active.length === 0) return { allowed: true, refused: [], retryAfterSeconds: 0, headers: {} };
       // Whole milliseconds (the column is an integer); rounding the interval up errs on the strict side.
       const checks: RateCheck[] = active.map((b) => {
         const intervalMs = Math.ceil(b.spec.periodMs / b.spec.count);
@@ -51,6 +53,7 @@ export function createRateLimiter(store: Pick<JobStore, 'consumeRateLimits'>, no
       const retryAfterSeconds = allowed ? 0 : Math.max(1, Math.ceil(retryAfterMs / 1000));
       return {
         allowed,
+        refused: active.filter((_, i) => !(decisions[i] as { allowed: boolean }).allowed).map((b) => b.name),
         retryAfterSeconds,
         headers: { 'RateLimit-Policy': policy, RateLimit: `"${tightest.name}";r=${tightest.remaining};t=${allowed ? tightest.reset : retryAfterSeconds}` },
       };

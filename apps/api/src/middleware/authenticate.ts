@@ -4,9 +4,21 @@ import { AppError, type ClientRegistry } from '@proxy/core';
 /** Requires a known X-Proxy-Key; the registry is read through a getter so a reload takes effect at once. */
 export function authenticate(registry: () => ClientRegistry): RequestHandler {
   return (req, res, next) => {
-    const client = registry().findByKey(req.get('x-proxy-key'));
+    const client = res.locals.client ?? registry().findByKey(req.get('x-proxy-key'));
     if (!client) throw new AppError('unauthorized', 'a valid X-Proxy-Key header is required');
     res.locals.client = client;
+    next();
+  };
+}
+
+/**
+ * Notes the client when X-Proxy-Key names one, and refuses nothing: for a rate limiter that must
+ * draw from the caller's IP budget before a bad key is refused. `authenticate` enforces it after.
+ */
+export function identify(registry: () => ClientRegistry): RequestHandler {
+  return (req, res, next) => {
+    const client = registry().findByKey(req.get('x-proxy-key'));
+    if (client) res.locals.client = client;
     next();
   };
 }

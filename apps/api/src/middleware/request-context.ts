@@ -6,19 +6,34 @@ import type { ApiMetrics } from '../metrics.js';
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
-/** Gives every request an id (the client's X-Request-Id when well-formed), a child logger, and an access log line. */
+/**
+ * Gives every request an id (the client's X-Request-Id when well-formed), a child logger, and an
+ * access log line that names the client and the job the request created or read.
+ */
 export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHandler {
+  const debug = logger.isDebugEnabled();
   return (req, res, next) => {
     const given = req.get('x-request-id');
     const requestId = given && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
     res.locals.requestId = requestId;
-    res.locals.log = logger.child({ request_id: requestId });
+    res.locals.debug = debug;
+    // Made on first use: most requests log only their access line, which needs no child logger.
+    let log: Logger | undefined;
+    Object.defineProperty(res.locals, 'log', { get: () => (log ??= logger.child({ request_id: requestId })), enumerable: true });
     res.setHeader('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const client = ctx(res).client?.name;
-      logger.info('request', { request_id: requestId, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10, ...(client ? { client } : {}) });
+      const { client, jobId } = ctx(res);
+      logger.info('request', {
+        request_id: requestId,
+        method: req.method,
+        path: req.path,
+        status: res.statusCode,
+        ms: Math.round(ms * 10) / 10,
+        ...(client ? { client: client.name } : {}),
+        ...(jobId ? { job_id: jobId } : {}),
+      });
       if (metrics) {
         // A route's pattern, never the raw path: ids would make every request its own series.
         const action = typeof req.query.action === 'string' && /^[a-z]{1,16}$/.test(req.query.action) ? req.query.action : null;

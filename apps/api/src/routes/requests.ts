@@ -58,11 +58,14 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
       if (job.requestHash !== requestHash || at - job.createdAt > NONCE_WINDOW_MS) {
         throw new AppError('nonce_reused', 'this nonce was already used for a different request; use a fresh nonce');
       }
+      ctx(res).jobId = job.id;
       ctx(res).log.info('idempotent replay', { job_id: job.id });
       res.status(200).location(`/v1/requests/${job.id}`).json(toJobView(job));
       return;
     }
-    ctx(res).log.info('job queued', { job_id: job.id, model: job.model });
+    // The access line carries the job id at info; this line adds the model for debugging.
+    ctx(res).jobId = job.id;
+    if (ctx(res).debug) ctx(res).log.debug('job queued', { job_id: job.id, model: job.model });
     res.status(202).location(`/v1/requests/${job.id}`).json(toJobView(job));
   };
 }
@@ -86,6 +89,7 @@ export function getRequestHandler({ store, watcher }: Pick<RequestRoutesDeps, 's
       return job;
     };
     let job = await read();
+    ctx(res).jobId = job.id;
     if (waitSeconds > 0 && !FINAL_STATUSES.has(job.status)) {
       const gone = new AbortController();
       res.on('close', () => gone.abort());
@@ -120,6 +124,7 @@ export function cancelRequestHandler({ store, watcher }: Pick<RequestRoutesDeps,
     }
     const job = await store.cancelJob(before.id, client.name);
     if (!job) throw new AppError('not_found', 'no request with this id');
+    ctx(res).jobId = job.id;
     ctx(res).log.info('cancel requested', { job_id: job.id, status: job.status });
     if (job.status === 'cancelled') watcher.notify(job.id);
     res.status(job.status === 'cancelled' ? 200 : FINAL_STATUSES.has(job.status) ? 409 : 202).json(toJobView(job));
