@@ -46,7 +46,7 @@ const profDir = join(dir, 'prof');
 if (mode === 'worker') await profileWorker();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
 const bare = process.env.BARE === '1';
-const program = bare ? ['--import', 'tsx', join(ROOT, 'scripts/bench/bare-server.ts'), String(port)] : [join(ROOT, 'apps/api/dist/main.js')];
+const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port)] : [join(ROOT, 'apps/api/dist/main.js')];
 // NODE_FLAGS: V8 or Node flags for the measured process, e.g. heap sizes.
 const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const proc = await start([...nodeFlags, ...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`));
@@ -63,16 +63,16 @@ process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} re
 await proc.stop();
 if (!profiling) process.exit(0);
 
-/** Drains WORKER_JOBS jobs (default 4,000) through a daemon at WORKER_CONCURRENCY (8), then reports. */
+/** Drains WORKER_JOBS jobs (default 4,000) through a daemon at WORKER_CONCURRENCY (8) against a stub that answers after STUB_DELAY_MS (0), then reports. */
 async function profileWorker(): Promise<never> {
   const n = Number(process.env.WORKER_JOBS ?? 4000);
-  const stub = await startStubUpstream();
+  const stub = await startStubUpstream({ delayMs: Number(process.env.STUB_DELAY_MS ?? 0) });
   const store = openSqliteStore({ path: dbPath });
   for (let i = 0; i < n; i++) {
     const id = newJobId();
     await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
   }
-  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn' };
+  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full' };
   const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
   while ((await store.countByStatus()).completed < n) await new Promise((r) => setTimeout(r, 50));
   const jobs = await store.listJobs({ status: 'completed', limit: n });

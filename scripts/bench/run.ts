@@ -105,6 +105,26 @@ function lookupRequest(prefix: string, ids: string[]): Request {
   return { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (req) => ({ ...req, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) };
 }
 
+/** Calls per second of undici alone against the stub on `port`, `concurrency` at a time. */
+async function directCalls(port: number, concurrency: number, n: number): Promise<number> {
+  const direct = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
+  const body = JSON.stringify({ model: 'gpt-bench', messages: [{ role: 'user', content: 'direct' }] });
+  let sent = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (sent < n) {
+        sent += 1;
+        const res = await direct.request({ method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: 'Bearer sk' }, body });
+        await res.body.json();
+      }
+    }),
+  );
+  const rate = n / ((performance.now() - t0) / 1000);
+  await direct.close();
+  return rate;
+}
+
 async function enqueue(store: JobStore, n: number, prefix: string): Promise<string[]> {
   const ids = Array.from({ length: n }, () => newJobId());
   await Promise.all(
@@ -175,7 +195,7 @@ async function main() {
   procs.push(stub);
   const stubUrl = `http://127.0.0.1:${stubPort}/v1`;
   const barePort = await freePort();
-  const bare = await start(['--import', 'tsx', join(ROOT, 'scripts/bench/bare-server.ts'), String(barePort)], { PATH: process.env.PATH ?? '' }, logPath(dir, 'bare'), answers(`http://127.0.0.1:${barePort}/bare/x`));
+  const bare = await start([join(ROOT, 'scripts/bench/bare-server.mjs'), String(barePort)], { PATH: process.env.PATH ?? '' }, logPath(dir, 'bare'), answers(`http://127.0.0.1:${barePort}/bare/x`));
   procs.push(bare);
   const bareUrl = `http://127.0.0.1:${barePort}`;
 
@@ -208,22 +228,8 @@ async function main() {
 
   // 3. Worker against a zero-latency stub, against undici calling the stub directly.
   const concurrency = 8;
-  const direct = new Pool(`http://127.0.0.1:${stubPort}`, { connections: concurrency });
   const n = 4000;
-  const body = JSON.stringify({ model: 'gpt-bench', messages: [{ role: 'user', content: 'direct' }] });
-  let sent = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (sent < n) {
-        sent += 1;
-        const res = await direct.request({ method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: 'Bearer sk' }, body });
-        await res.body.json();
-      }
-    }),
-  );
-  const directRate = n / ((performance.now() - t0) / 1000);
-  await direct.close();
+  const directRate = await directCalls(stubPort, concurrency, n);
   const w1Path = join(dir, 'worker-zero.sqlite');
   const w1Store = openSqliteStore({ path: w1Path });
   const daemonZero = await startDaemon(w1Path, stubUrl, concurrency, 'worker-zero');
@@ -234,6 +240,16 @@ async function main() {
   const daemonPeak = [daemonZero.peakRssMb()];
   await daemonZero.stop();
   await w1Store.close();
+  // The same with PROXY_DB_SYNC=normal: how much of the gap is the fsync of each commit.
+  const wnPath = join(dir, 'worker-normal.sqlite');
+  const wnStore = openSqliteStore({ path: wnPath });
+  const daemonNormal = await startDaemon(wnPath, stubUrl, concurrency, 'worker-normal', { PROXY_DB_SYNC: 'normal' });
+  note(`worker: ${n} jobs, zero-latency stub, PROXY_DB_SYNC=normal`);
+  await enqueue(wnStore, n, 'normal');
+  const normalRate = await drainRate(wnStore, n);
+  row(`3b. worker, zero-latency stub, sync=normal`, normalRate, directRate, 'jobs/s', null);
+  await daemonNormal.stop();
+  await wnStore.close();
 
   // 4. Worker against a 200 ms stub at concurrency 64, against the ideal 64 / 0.2 s.
   const slowPort = await freePort();
@@ -247,6 +263,9 @@ async function main() {
   await enqueue(w2Store, n2, 'slow');
   const slowRate = await drainRate(w2Store, n2);
   row('4. worker, 200 ms stub (concurrency 64)', slowRate, 64 / 0.2, 'jobs/s', 0.95);
+  // What HTTP and the stub allow at all: undici alone against the same stub, same concurrency.
+  const slowDirect = await directCalls(slowPort, 64, n2);
+  row('4b. worker, 200 ms stub, against undici alone', slowRate, slowDirect, 'jobs/s', null);
   daemonPeak.push(daemonSlow.peakRssMb());
   await daemonSlow.stop();
   await w2Store.close();
@@ -304,6 +323,9 @@ async function main() {
   // 7. Peak RSS of each process under those loads.
   const apiPeak = Math.max(apiPeakFull, api2.proc.peakRssMb());
   rows.push({ figure: '7. peak RSS, proxy-api', proxy: `${apiPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: apiPeak / 150, target: '≤ 1', met: apiPeak < 150 });
+  // For scale: the bare Express route went through the same create and lookup loads.
+  const barePeak = bare.peakRssMb();
+  rows.push({ figure: '7b. peak RSS, proxy-api against the bare Express route', proxy: `${apiPeak.toFixed(0)} MB`, baseline: `${barePeak.toFixed(0)} MB`, ratio: apiPeak / barePeak, target: '–', met: null });
   const workerPeak = Math.max(...daemonPeak);
   rows.push({ figure: '7. peak RSS, proxy-worker daemon', proxy: `${workerPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: workerPeak / 150, target: '≤ 1', met: workerPeak < 150 });
   await api2.proc.stop();
@@ -433,9 +455,13 @@ const NOTES = `## What each figure is
 4. The same against a stub that takes 200 ms per call, at \`WORKER_CONCURRENCY=64\`, against the ideal
    64 / 0.2 s = 320 jobs/s.
 5. Enqueue (commit) to the stub receiving the call, one job at a time, daemon mode.
+3b. Figure 3 with \`PROXY_DB_SYNC=normal\`: the share of the gap that is the fsync of each commit.
+4b. Figure 4 against undici alone calling the same 200 ms stub at the same concurrency: what HTTP and
+   the stub allow on this machine, which the ideal 64 / 0.2 s leaves out.
 6. Figures 1 and 2 on a file filled to 1,000,000 jobs, against the same API on a file of 2,000 jobs,
    in alternating rounds.
-7. VmHWM (peak resident memory) of the processes that ran the loads above.
+7. VmHWM (peak resident memory) of the processes that ran the loads above; 7b sets proxy-api's beside
+   the bare Express route's (plain JavaScript, no TypeScript loader) after the same loads.
 
 The load generator, the stub and the servers share the machine's 2 cores, for the proxy and its
 baseline alike.
