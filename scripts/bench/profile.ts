@@ -58,8 +58,12 @@ const request: Request = mode === 'lookup'
   ? { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) }
   : { method: 'POST', path: prefix, headers: { 'content-type': 'application/json', 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, body: bodies[i++ % bodies.length] as string }) };
 await autocannon({ url, connections: 32, duration: 2, requests: [request] });
+const cpuBefore = cpuSeconds(proc.child.pid as number);
 const result = await autocannon({ url, connections: 32, duration: seconds, requests: [request] });
-process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, non2xx ${result.non2xx}, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
+// CPU time per request is steadier than throughput on a shared machine: it does not depend on how
+// much of the other core the load generator got.
+const cpuPerRequest = ((cpuSeconds(proc.child.pid as number) - cpuBefore) * 1e6) / result.requests.total;
+process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, ${Math.round(cpuPerRequest)} µs CPU per request, non2xx ${result.non2xx}, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
 await proc.stop();
 if (!profiling) process.exit(0);
 
@@ -84,6 +88,12 @@ async function profileWorker(): Promise<never> {
   await stub.close();
   if (profiling) report();
   process.exit(0);
+}
+
+/** user + system CPU seconds a process has used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }

@@ -33,8 +33,10 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   const jobLines = worker.filter((l) => l.job_id === jobId);
   assert.ok(jobLines.some((l) => l.message === 'job completed'), 'the worker logs the job by id');
   assert.ok(jobLines.every((l) => typeof l.worker_id === 'string' && l.app === 'worker'));
-  // stdout carries the same lines for the journal.
+  // stdout carries the same lines for the journal, written in batches: the last one, written as the
+  // process exits, is there too.
   assert.ok(child.lines.some((l) => l.includes(requestId)));
+  assert.equal(JSON.parse(child.lines.at(-1) ?? '{}').message, 'proxy-api stopped');
 
   const all = readFileSync(join(dir, 'logs', 'api.log'), 'utf8') + readFileSync(join(dir, 'logs', 'worker.log'), 'utf8') + child.lines.join('\n');
   for (const value of [key, secret, upstreamKey]) assert.ok(!all.includes(value), 'a secret reached the logs');
