@@ -1,4 +1,4 @@
-import type { JobRecord, JobStatus } from './types.js';
+import type { JobRecord, JobStatus, NewJob } from './types.js';
 
 /** A jobs row as both backends store it (same columns, times in Unix ms). */
 export interface JobRow {
@@ -92,5 +92,34 @@ export function toRow(job: JobRecord): JobRow {
     error_code: job.error?.code ?? null,
     error_message: job.error?.message ?? null,
     upstream_status: job.error?.upstreamStatus ?? null,
+  };
+}
+
+/** A new job as both stores insert it: queued, due now, nothing tried yet. */
+export function queuedJob(job: NewJob, at: number): JobRecord {
+  return {
+    id: job.id,
+    client: job.client,
+    nonce: job.nonce,
+    requestHash: job.requestHash,
+    status: 'queued',
+    model: job.model,
+    request: job.request,
+    attempts: 0,
+    maxAttempts: job.maxAttempts,
+    runAfter: at,
+    expiresAt: job.expiresAt,
+    leaseUntil: null,
+    leaseToken: 0,
+    workerId: null,
+    cancelRequested: false,
+    createdAt: at,
+    startedAt: null,
+    finishedAt: null,
+    updatedAt: at,
+    outputText: null,
+    usage: null,
+    response: null,
+    error: null,
   };
 }

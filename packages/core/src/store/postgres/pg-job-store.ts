@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, toJob, toRow, type JobRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toRow, type JobRow } from '../job-row.js';
 import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts, type RateDecision } from '../types.js';
 import { migratePostgres } from './migrate.js';
 
@@ -79,10 +79,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   async function addCounters(c: Q, bumps: Bump[]) {
     if (bumps.length === 0) return;
     const labels = bumps.map(([, l]) => JSON.stringify(Object.fromEntries(Object.entries(l).sort(([a], [b]) => a.localeCompare(b)))));
+    // Appended, not upserted: no row lock for concurrent writers to queue on (see migration 0003).
     await c.query(
-      `INSERT INTO counters (name, labels, value)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::float8[])
-       ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value`,
+      `INSERT INTO counter_deltas (name, labels, value)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::float8[])`,
       [bumps.map(([n]) => n), labels, bumps.map(([, , by]) => by)],
     );
   }
@@ -137,23 +137,23 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async createJob(job) {
       const at = now();
-      return tx(async (c) => {
-        const inserted = await c.query<JobRow>(
-          `INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
+      // One statement, so one round trip and its own transaction: the job and its counter bump.
+      const { rows } = await pool.query<{ created: boolean }>(
+        `WITH inserted AS (
+           INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
                              run_after, expires_at, created_at, updated_at)
            VALUES ($1, $2, $3, $4, 'queued', $5, $6, 0, $7, $8, $9, $8, $8)
            ON CONFLICT (client, nonce) DO NOTHING
-           RETURNING *`,
-          [job.id, job.client, job.nonce, job.requestHash, job.model, JSON.stringify(job.request), job.maxAttempts, at, job.expiresAt],
-        );
-        if (inserted.rows[0]) {
-          await addCounter(c, 'jobs_created_total', { model: job.model });
-          return { job: toJob(inserted.rows[0]), created: true };
-        }
-        const existing = await c.query<JobRow>('SELECT * FROM jobs WHERE client = $1 AND nonce = $2', [job.client, job.nonce]);
-        if (!existing.rows[0]) throw new Error('insert ignored but no job holds the nonce');
-        return { job: toJob(existing.rows[0]), created: false };
-      });
+           RETURNING model),
+         counted AS (
+           INSERT INTO counter_deltas (name, labels, value) SELECT 'jobs_created_total', $10, 1 FROM inserted)
+         SELECT EXISTS (SELECT 1 FROM inserted) AS created`,
+        [job.id, job.client, job.nonce, job.requestHash, job.model, JSON.stringify(job.request), job.maxAttempts, at, job.expiresAt, JSON.stringify({ model: job.model })],
+      );
+      if (rows[0]?.created) return { job: queuedJob(job, at), created: true };
+      const existing = await pool.query<JobRow>('SELECT * FROM jobs WHERE client = $1 AND nonce = $2', [job.client, job.nonce]);
+      if (!existing.rows[0]) throw new Error('insert ignored but no job holds the nonce');
+      return { job: toJob(existing.rows[0]), created: false };
     },
 
     async getJob(id) {
@@ -413,22 +413,14 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async consumeRateLimits(checks) {
       if (checks.length === 0) return [];
-      const at = now();
-      return tx(async (c) => {
-        // Make sure every row exists, then lock them in key order so two requests never deadlock.
-        const keys = [...checks.map((ch) => ch.key)].sort();
-        await c.query('INSERT INTO rate_limits (key, tat) SELECT unnest($1::text[]), $2 ON CONFLICT (key) DO NOTHING', [keys, at]);
-        const { rows } = await c.query<{ key: string; tat: number }>('SELECT key, tat FROM rate_limits WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE', [keys]);
-        const current = new Map(rows.map((r) => [r.key, r.tat]));
-        const decisions: RateDecision[] = checks.map((check) => {
-          const tat = Math.max(current.get(check.key) ?? at, at);
-          return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };
-        });
-        if (decisions.every((d) => d.allowed)) {
-          for (const [i, check] of checks.entries()) await c.query('UPDATE rate_limits SET tat = $2 WHERE key = $1', [check.key, (decisions[i] as RateDecision).tat]);
-        }
-        return decisions;
-      });
+      // GCRA in the database (migration 0003): one round trip, the budgets' rows locked only inside it.
+      const { rows } = await pool.query<{ allowed_out: boolean; tat_out: number }>('SELECT allowed_out, tat_out FROM proxy_consume_rate($1::text[], $2::bigint[], $3::bigint[], $4)', [
+        checks.map((ch) => ch.key),
+        checks.map((ch) => ch.intervalMs),
+        checks.map((ch) => ch.toleranceMs),
+        now(),
+      ]);
+      return rows.map((r): RateDecision => ({ allowed: r.allowed_out, tat: r.tat_out }));
     },
 
     async purgeRateLimits() {
@@ -457,7 +449,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async readCounters() {
-      const { rows } = await pool.query<{ name: string; labels: string; value: number }>('SELECT name, labels, value FROM counters ORDER BY name, labels');
+      const { rows } = await pool.query<{ name: string; labels: string; value: number }>(
+        `SELECT name, labels, SUM(value) AS value
+           FROM (SELECT name, labels, value FROM counters UNION ALL SELECT name, labels, value FROM counter_deltas) AS all_counts
+          GROUP BY name, labels
+          ORDER BY name, labels`,
+      );
       return rows.map((r) => ({ name: r.name, labels: JSON.parse(r.labels) as Record<string, string>, value: r.value }));
     },
 
@@ -470,7 +467,14 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async checkpoint() {
-      // PostgreSQL checkpoints on its own.
+      // PostgreSQL checkpoints on its own; what housekeeping does here is fold the counter deltas.
+      // One statement: rows another fold already took are skipped (it deleted them), never counted twice.
+      await pool.query(
+        `WITH moved AS (DELETE FROM counter_deltas RETURNING name, labels, value)
+         INSERT INTO counters (name, labels, value)
+         SELECT name, labels, SUM(value) FROM moved GROUP BY name, labels
+         ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value`,
+      );
     },
 
     async close() {

@@ -19,7 +19,7 @@ import type {
   RateDecision,
   WorkerHeartbeat,
 } from '../types.js';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, toJob, toRow, type JobRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toRow, type JobRow } from '../job-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
@@ -343,35 +343,6 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
   };
   return store;
-}
-
-/** The job as insertJob writes it: queued, due now, nothing tried yet. */
-function queuedJob(job: NewJob, at: number): JobRecord {
-  return {
-    id: job.id,
-    client: job.client,
-    nonce: job.nonce,
-    requestHash: job.requestHash,
-    status: 'queued',
-    model: job.model,
-    request: job.request,
-    attempts: 0,
-    maxAttempts: job.maxAttempts,
-    runAfter: at,
-    expiresAt: job.expiresAt,
-    leaseUntil: null,
-    leaseToken: 0,
-    workerId: null,
-    cancelRequested: false,
-    createdAt: at,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: at,
-    outputText: null,
-    usage: null,
-    response: null,
-    error: null,
-  };
 }
 
 function prepareStatements(db: Db) {
