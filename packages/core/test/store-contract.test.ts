@@ -188,6 +188,12 @@ for (const backend of backends) {
     c.advance(1000);
     assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 5, leaseMs: 1000 }), []);
     assert.equal((await store.getJob(created.id))?.status, 'expired');
+    await store.createJob(job({ expiresAt: c.now() + 1000 }));
+    c.advance(1000);
+    assert.equal(await store.expireOverdue(), 1);
+    await store.checkpoint();
+    const expired = (await store.readCounters()).filter((x) => x.name === 'jobs_finished_total');
+    assert.deepEqual(expired.map((x) => [x.labels, x.value]), [[{ model: 'm', status: 'expired' }, 2]], 'both counted, under one label set');
   });
 
   test('cancel: a queued job at once, a running one through its lease renewal; only the owner may', async (t) => {
@@ -272,6 +278,16 @@ for (const backend of backends) {
     await store.checkpoint();
     const folded = await store.readCounters();
     assert.equal(folded.find((x) => x.name === 'jobs_created_total')?.value, 2);
+    // A completion counts under the same labels whichever statement wrote them: one series each.
+    const [second] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+    assert.ok(second);
+    await store.completeJob(second.id, second.leaseToken, { outputText: 'ok', usage: null, response: {} }, { upstreamStatus: '200', latencyMs: 100 });
+    await store.checkpoint();
+    const afterCompletion = await store.readCounters();
+    assert.equal(afterCompletion.find((x) => x.name === 'jobs_finished_total' && JSON.stringify(x.labels) === JSON.stringify({ model: 'gpt-x', status: 'completed' }))?.value, 1);
+    assert.equal(afterCompletion.find((x) => x.name === 'upstream_calls_total' && x.labels.code === '200')?.value, 1);
+    const series = afterCompletion.map((x) => `${x.name}${JSON.stringify(x.labels)}`);
+    assert.equal(new Set(series).size, series.length, 'no label set is stored twice');
     assert.deepEqual(folded.filter((x) => x.name !== 'jobs_created_total'), counters.filter((x) => x.name !== 'jobs_created_total'));
     assert.deepEqual((await store.listJobs({ status: 'failed', limit: 5 })).map((j) => j.id), [created.id]);
     assert.deepEqual(await store.requeueJobs('all-failed'), [created.id]);

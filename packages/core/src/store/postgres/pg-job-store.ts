@@ -76,9 +76,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   type Bump = [name: string, labels: Record<string, string>, by: number];
 
   /** All of one write's counter bumps in one statement (one round trip). */
+  /** Labels as stored: JSON with sorted keys, so one label set is always one series. */
+  const labelsJson = (labels: Record<string, string>) => JSON.stringify(Object.fromEntries(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b))));
+
   async function addCounters(c: Q, bumps: Bump[]) {
     if (bumps.length === 0) return;
-    const labels = bumps.map(([, l]) => JSON.stringify(Object.fromEntries(Object.entries(l).sort(([a], [b]) => a.localeCompare(b)))));
+    const labels = bumps.map(([, l]) => labelsJson(l));
     // Appended, not upserted: no row lock for concurrent writers to queue on (see migration 0003).
     await c.query(
       `INSERT INTO counter_deltas (name, labels, value)
@@ -100,19 +103,22 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     ];
   }
 
+  /** Expires the queued jobs past their deadline and counts them per model, in one statement. */
   async function expireDue(c: Q, at: number): Promise<number> {
-    const { rows } = await c.query<{ model: string }>(
-      `UPDATE jobs
-          SET status = 'expired', finished_at = $1, updated_at = $1, error_code = $2, error_message = $3
-        WHERE status = 'queued' AND expires_at <= $1
-       RETURNING model`,
+    const { rows } = await c.query<{ n: number }>(
+      `WITH expired AS (
+         UPDATE jobs
+            SET status = 'expired', finished_at = $1, updated_at = $1, error_code = $2, error_message = $3
+          WHERE status = 'queued' AND expires_at <= $1
+         RETURNING model),
+       counted AS (
+         INSERT INTO counter_deltas (name, labels, value)
+         SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":"expired"}', COUNT(*)
+           FROM expired GROUP BY model)
+       SELECT COUNT(*)::int AS n FROM expired`,
       [at, EXPIRED_ERROR.code, EXPIRED_ERROR.message],
     );
-    // One statement for the whole pass; bumps are merged per model (an upsert may touch a row only once).
-    const perModel = new Map<string, number>();
-    for (const { model } of rows) perModel.set(model, (perModel.get(model) ?? 0) + 1);
-    await addCounters(c, [...perModel].map(([model, n]): Bump => ['jobs_finished_total', { status: 'expired', model }, n]));
-    return rows.length;
+    return rows[0]?.n ?? 0;
   }
 
   /** Ends a held job (by token) and counts it, with `extra` bumps; false when the token is no longer current. */
@@ -217,20 +223,38 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async completeJob(id, token, result, attempt) {
       const at = now();
-      return tx(async (c) => {
-        const { rows } = await c.query<{ model: string }>(
-          `UPDATE jobs
+      // The hot path of every worker: one statement (one round trip, its own transaction) writes the
+      // answer and appends the counts. The finished-count's labels are built as JSON.stringify would,
+      // with sorted keys, so they match every other writer's.
+      const bumps = attemptBumps(attempt);
+      const { rows } = await pool.query<{ done: boolean }>(
+        `WITH done AS (
+           UPDATE jobs
               SET status = 'completed', finished_at = $3, updated_at = $3, lease_until = NULL,
                   output_text = $4, usage = $5, response = $6,
                   error_code = NULL, error_message = NULL, upstream_status = NULL
             WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
-           RETURNING model`,
-          [id, token, at, result.outputText, result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage), result.response === undefined ? null : JSON.stringify(result.response)],
-        );
-        if (!rows[0]) return false;
-        await addCounters(c, [['jobs_finished_total', { status: 'completed', model: rows[0].model }, 1], ...attemptBumps(attempt)]);
-        return true;
-      });
+           RETURNING model),
+         counted AS (
+           INSERT INTO counter_deltas (name, labels, value)
+           SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":"completed"}', 1 FROM done
+           UNION ALL
+           SELECT b.name, b.labels, b.value FROM unnest($7::text[], $8::text[], $9::float8[]) AS b(name, labels, value)
+            WHERE EXISTS (SELECT 1 FROM done))
+         SELECT EXISTS (SELECT 1 FROM done) AS done`,
+        [
+          id,
+          token,
+          at,
+          result.outputText,
+          result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
+          result.response === undefined ? null : JSON.stringify(result.response),
+          bumps.map(([name]) => name),
+          bumps.map(([, labels]) => labelsJson(labels)),
+          bumps.map(([, , by]) => by),
+        ],
+      );
+      return rows[0]?.done === true;
     },
 
     async finishJob(id, token, status, error, attempt) {
