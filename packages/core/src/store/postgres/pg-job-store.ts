@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toRow, type JobRow } from '../job-row.js';
 import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts, type RateDecision } from '../types.js';
+import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
 
 export interface PostgresStoreOptions {
@@ -76,9 +77,6 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   type Bump = [name: string, labels: Record<string, string>, by: number];
 
   /** All of one write's counter bumps in one statement (one round trip). */
-  /** Labels as stored: JSON with sorted keys, so one label set is always one series. */
-  const labelsJson = (labels: Record<string, string>) => JSON.stringify(Object.fromEntries(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b))));
-
   async function addCounters(c: Q, bumps: Bump[]) {
     if (bumps.length === 0) return;
     const labels = bumps.map(([, l]) => labelsJson(l));

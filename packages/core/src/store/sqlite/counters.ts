@@ -1,3 +1,4 @@
+import { labelsJson } from '../counter-labels.js';
 import { LATENCY_BUCKETS } from '../types.js';
 import type { Db } from './open-database.js';
 
@@ -14,10 +15,8 @@ export function createCounters(db: Db) {
   /** name → labels as JSON → amount not yet written. */
   const pending = new Map<string, Map<string, number>>();
   return {
-    /** Labels are stored as JSON with sorted keys, so one label set is always one row. */
     add(name: string, labels: Record<string, string>, by = 1) {
-      const keys = Object.keys(labels);
-      const json = keys.length < 2 ? JSON.stringify(labels) : JSON.stringify(Object.fromEntries(keys.sort().map((k) => [k, labels[k]])));
+      const json = labelsJson(labels);
       let byLabels = pending.get(name);
       if (!byLabels) pending.set(name, (byLabels = new Map()));
       byLabels.set(json, (byLabels.get(json) ?? 0) + by);
