@@ -99,7 +99,9 @@ test('the manual pass: POST /v1/worker/run and GET /index.php?action=worker proc
 
 test('two worker processes at once never run the same job', async (t) => {
   const { dir, stub, key, secret, env, api } = await setUp(t, { WORKER_CONCURRENCY: '16', RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: 'off' });
-  stub.behave(() => ({ delayMs: 20 }));
+  // Slow enough calls that the two processes overlap: at 20 ms a call, one that started a few hundred
+  // ms sooner could drain all 120 jobs before the other had loaded (seen once in CI's fresh clone).
+  stub.behave(() => ({ delayMs: 150 }));
   const total = 120;
   const ids = await Promise.all(Array.from({ length: total }, (_, i) => postSigned(api.url, key, secret, { prompt: `p${i}` }).then((r) => r.json.id as string)));
   const workers = [spawnNode(WORKER_MAIN, ['once'], env, dir), spawnNode(WORKER_MAIN, ['once'], env, dir)];
