@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { BACKEND, WORKER_MAIN, eventually, newCredentials, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv, type Child } from '../helpers/index.ts';
+import { BACKEND, WORKER_MAIN, assertEachCompletedOnce, eventually, newCredentials, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv, type Child } from '../helpers/index.ts';
 
 test('two APIs and three worker daemons on one database, daemons killed with -9 along the way: every job completes, never on two workers at once, and the rate limit holds across both APIs', async (t) => {
   const dir = tempDir(t);
@@ -78,17 +78,7 @@ test('two APIs and three worker daemons on one database, daemons killed with -9 
   const store = await openTestStore(env);
   t.after(() => store.close());
   await eventually(async () => (await store.countByStatus()).completed === total + probeAccepted, 90_000, 200);
-  const calls = new Map<string, number>();
-  for (const call of stub.calls) calls.set(call.prompt, (calls.get(call.prompt) ?? 0) + 1);
-  let repeated = 0;
-  for (const [id, prompt] of ids) {
-    const job = await store.getJob(id);
-    assert.equal(job?.status, 'completed');
-    assert.equal(job?.outputText, `echo: ${prompt}`);
-    const made = calls.get(prompt) ?? 0;
-    assert.ok(made >= 1 && made <= job.attempts, `${prompt}: ${made} calls, ${job.attempts} attempts`);
-    repeated += made - 1;
-  }
+  const repeated = await assertEachCompletedOnce(store, ids, stub.calls);
   assert.equal(overlaps, 0, 'a job was being called by two workers at the same time');
   t.diagnostic(`${BACKEND}: ${total} jobs through 2 APIs, 3 daemons, 4 kill -9: ${stub.calls.length} upstream calls, ${repeated} repeated after kills, 0 overlapping; probe ${probeAccepted}/30 accepted at 10/min`);
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
-import { WORKER_MAIN, enqueueJob, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
+import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (msg: string) => void };
 
@@ -43,17 +43,7 @@ test('kill -9 the daemon several times: every job completes with its own answer,
   }
   await eventually(async () => (await store.countByStatus()).completed === total, 60_000, 200);
 
-  const calls = new Map<string, number>();
-  for (const call of stub.calls) calls.set(call.prompt, (calls.get(call.prompt) ?? 0) + 1);
-  let duplicates = 0;
-  for (const [id, prompt] of ids) {
-    const job = await store.getJob(id);
-    assert.equal(job?.status, 'completed');
-    assert.equal(job?.outputText, `echo: ${prompt}`);
-    const made = calls.get(prompt) ?? 0;
-    assert.ok(made >= 1 && made <= job.attempts, `${prompt}: ${made} upstream calls but ${job.attempts} attempts counted`);
-    duplicates += made - 1;
-  }
+  const duplicates = await assertEachCompletedOnce(store, ids, stub.calls);
   t.diagnostic(`${total} jobs, 4 kills: ${stub.calls.length} upstream calls, ${duplicates} repeated calls (killed mid-call)`);
 });
 

@@ -1,4 +1,5 @@
 /** Helpers every test shares: temp folders, the built programs as child processes, signed requests. */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -189,6 +190,25 @@ export async function enqueueJob(
     expiresAt: Date.now() + (options.ttlMs ?? 600_000),
   });
   return id;
+}
+
+/**
+ * After crashes: every job in `ids` (id → prompt) is completed with its own answer, and was called
+ * upstream at least once and never more often than its attempts say. Returns the repeated calls.
+ */
+export async function assertEachCompletedOnce(store: Pick<JobStore, 'getJob'>, ids: ReadonlyMap<string, string>, calls: ReadonlyArray<{ prompt: string }>): Promise<number> {
+  const made = new Map<string, number>();
+  for (const call of calls) made.set(call.prompt, (made.get(call.prompt) ?? 0) + 1);
+  let repeated = 0;
+  for (const [id, prompt] of ids) {
+    const job = await store.getJob(id);
+    assert.equal(job?.status, 'completed');
+    assert.equal(job?.outputText, `echo: ${prompt}`);
+    const n = made.get(prompt) ?? 0;
+    assert.ok(n >= 1 && n <= job.attempts, `${prompt}: ${n} upstream calls but ${job.attempts} attempts counted`);
+    repeated += n - 1;
+  }
+  return repeated;
 }
 
 /** Opens the store a test's programs use (from its testEnv), on whichever backend this run tests. */
