@@ -225,6 +225,28 @@ test('stop: calls still running when the grace period ends are put back, their a
   assert.equal(job?.attempts, 0);
 });
 
+test('once waits for a retry that comes due within one poll instead of exiting just before it', async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ behave: (call) => (call.n === 1 ? { status: 500 } : {}) });
+  const store = await openTestStore(testEnv(dir));
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
+  t.after(async () => {
+    await upstream.close();
+    await stub.close();
+    await store.close();
+  });
+  const id = await enqueueJob(store, 'retry me', { maxAttempts: 3 });
+  // Backoff of 5 ms, poll of 50 ms: the retry is due long before the next poll would come.
+  const worker = createWorker({
+    store, upstream, logger: createSilentLogger(),
+    concurrency: 1, leaseMs: 3000, attemptTimeoutMs: 5000, retryBaseMs: 5, retryMaxMs: 5, pollMs: 50, shutdownGraceMs: 100, retentionMs: 3600_000,
+  });
+  const report = await worker.runOnce();
+  assert.deepEqual([report.retried, report.completed], [1, 1]);
+  assert.equal((await store.getJob(id))?.status, 'completed');
+  assert.equal(stub.calls.length, 2);
+});
+
 test('once deletes finished jobs past retention on its way out', async (t) => {
   const { store, worker, daemon, enqueue, stub, dir } = await setUp(t, () => ({}));
   const id = await enqueue('done soon');

@@ -134,7 +134,9 @@ export function createWorker(options: WorkerOptions): Worker {
           dirty = jobs.length === room;
           if (!dirty) nextWakeAt = (await options.store.nextWakeAt()) ?? Infinity;
         }
-        if (mode === 'once' && claimedNow === 0 && inflight.size === 0) break;
+        // A job due within one poll (a retry with a short backoff it just put back) is still this
+        // pass's work: wait for it rather than exit a millisecond early and leave it to the next run.
+        if (mode === 'once' && claimedNow === 0 && inflight.size === 0 && nextWakeAt - at > options.pollMs) break;
 
         if (mode === 'daemon') {
           if (at - lastHeartbeat >= (options.heartbeatMs ?? 5000)) {
