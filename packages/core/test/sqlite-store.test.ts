@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { fdatasync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
+import { startStubUpstream } from '../../../scripts/stub-upstream.ts';
+import { createSilentLogger } from '../src/logger.ts';
+import { createUpstreamClient } from '../src/runner/upstream-client.ts';
+import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
-import { manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
+import { eventually, manualClock, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
 
 const job = newTestJob;
 const clock = manualClock;
@@ -74,4 +78,129 @@ test('group commit: one bad create in a batch fails alone; its neighbours are st
   const results = await Promise.allSettled([store.createJob(job()), store.createJob({ ...job(), id: taken.id }), store.createJob(job())]);
   assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
   assert.equal((await store.countByStatus()).queued, 3);
+});
+
+/** An fdatasync that can be held: flushes issued while held wait until `release` (or fail with `fail`). */
+function heldDatasync() {
+  const held: Array<(err: Error | null) => void> = [];
+  let holding = false;
+  let flushes = 0;
+  const datasync = (fd: number, done: (err: Error | null) => void) => {
+    flushes += 1;
+    if (holding) held.push(done);
+    else fdatasync(fd, done);
+  };
+  return {
+    datasync,
+    hold: () => void (holding = true),
+    release: () => {
+      holding = false;
+      for (const done of held.splice(0)) done(null);
+    },
+    fail: (err: Error) => {
+      holding = false;
+      for (const done of held.splice(0)) done(err);
+    },
+    get waiting() {
+      return held.length;
+    },
+    get flushes() {
+      return flushes;
+    },
+  };
+}
+
+test('sync=full: a write resolves only once the WAL holding it is flushed to disk, without blocking meanwhile', async (t) => {
+  const dir = tempDir(t);
+  const flush = heldDatasync();
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
+  t.after(() => store.close());
+  const reader = new Database(`${dir}/db.sqlite`);
+  t.after(() => reader.close());
+  await store.createJob(job());
+  assert.equal(flush.flushes, 1, 'the first create waited for one flush');
+
+  flush.hold();
+  let resolved = false;
+  const pending = store.createJob(job()).then((r) => ((resolved = true), r));
+  await eventually(async () => flush.waiting === 1);
+  // Meanwhile the event loop runs: timers fire, and reads are answered.
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(resolved, false, 'no answer before the flush');
+  assert.equal((await store.countByStatus()).queued, 2, 'the write is committed, only not yet acknowledged');
+  // Writes that arrive while a flush runs wait for the next one, which covers them all.
+  const more = Promise.all([store.createJob(job()), store.createJob(job())]);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(flush.waiting, 1, 'one flush at a time');
+  flush.release();
+  await within(pending, 2000, 'the held create');
+  await within(more, 2000, 'the creates behind it');
+  assert.equal(flush.flushes, 3, 'the two later creates shared one flush');
+  assert.equal((reader.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n, 4);
+});
+
+test('sync=full: a claim does not wait for the flush; a completion does', async (t) => {
+  const dir = tempDir(t);
+  const flush = heldDatasync();
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
+  t.after(() => store.close());
+  const { id } = (await store.createJob(job())).job;
+  flush.hold();
+  const [claimed] = await within(store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), 2000, 'a claim while the flush is held');
+  assert.equal(claimed?.id, id);
+  let done = false;
+  const completion = store.completeJob(id, claimed!.leaseToken, { outputText: 'hi', usage: null, response: null }).then(() => (done = true));
+  await eventually(async () => flush.waiting === 1);
+  assert.equal(done, false);
+  flush.release();
+  await within(completion, 2000, 'the completion');
+  assert.equal((await store.getJob(id))?.status, 'completed');
+});
+
+test('sync=full: a failed flush fails its writes, refuses every later one, and fails the health check', async (t) => {
+  const dir = tempDir(t);
+  const flush = heldDatasync();
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
+  t.after(() => store.close());
+  await store.createJob(job());
+  flush.hold();
+  const failing = store.createJob(job());
+  await eventually(async () => flush.waiting === 1);
+  flush.fail(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+  await assert.rejects(failing, /fdatasync of .*-wal failed/);
+  await assert.rejects(store.createJob(job()), /fdatasync of .*-wal failed/);
+  await assert.rejects(store.ping(), /fdatasync of .*-wal failed/);
+  assert.equal((await store.countByStatus()).queued, 2, 'the refused write was not made; the failed one was committed but never acknowledged');
+});
+
+test('worker: concurrency bounds upstream calls, not outcomes waiting for their flush; at most as many again wait', async (t) => {
+  const dir = tempDir(t);
+  const flush = heldDatasync();
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
+  const stub = await startStubUpstream();
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
+  const ids = (await Promise.all(Array.from({ length: 10 }, () => store.createJob(job())))).map((r) => r.job.id);
+  const worker = createWorker({
+    store, upstream, logger: createSilentLogger(), concurrency: 2, leaseMs: 30_000, attemptTimeoutMs: 5000,
+    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000,
+  });
+  flush.hold();
+  const run = worker.runOnce();
+  t.after(async () => {
+    flush.release();
+    await run;
+    await upstream.close();
+    await stub.close();
+    await store.close();
+  });
+  // Calls end at once but their outcomes cannot be acknowledged: the slots free anyway, up to twice the concurrency.
+  await eventually(async () => stub.calls.length === 4);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(stub.calls.length, 4, 'two calls per slot at most while their outcomes wait for the disk');
+  assert.equal((await store.countByStatus()).completed, 4, 'committed, waiting for the flush');
+  flush.release();
+  const report = await within(run, 5000, 'the pass');
+  assert.equal(report.completed, 10);
+  assert.equal(stub.calls.length, 10);
+  for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
 });

@@ -35,9 +35,11 @@ class AttemptAborted extends Error {
 /**
  * Runs one attempt of a claimed job and records how it ended. Every write names the job's fencing
  * token, so a worker that lost its lease cannot overwrite what the new holder does.
- * `shutdown` aborts the attempt and gives the job back unspent.
+ * `shutdown` aborts the attempt and gives the job back unspent. `callEnded` is told as soon as the
+ * upstream call is over (or will not be made), before the outcome is written: the worker's
+ * concurrency bounds calls, not writes waiting for their flush.
  */
-export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown: AbortSignal): Promise<AttemptOutcome> {
+export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown: AbortSignal, callEnded?: () => void): Promise<AttemptOutcome> {
   const { store, logger, now } = deps;
   const log = logger.child({ job_id: job.id, attempt: job.attempts });
   const token = job.leaseToken;
@@ -80,7 +82,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     }
     log.debug('calling upstream', { model: job.model });
     callStarted = now();
-    const outcome = await deps.upstream.chat(job.request, controller.signal);
+    const outcome = await deps.upstream.chat(job.request, controller.signal).finally(callEnded);
     const attempt = { upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind, latencyMs: now() - callStarted };
     if (outcome.kind === 'ok') {
       const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body }, attempt);

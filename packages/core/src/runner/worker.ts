@@ -66,6 +66,10 @@ export function createWorker(options: WorkerOptions): Worker {
 
   const shutdown = new AbortController();
   const inflight = new Set<Promise<void>>();
+  // Jobs whose upstream call has not ended. WORKER_CONCURRENCY bounds these; a job whose outcome is
+  // still being written (waiting for its flush to disk) no longer holds a slot, so the next call
+  // starts meanwhile. At most as many again may wait to be written, so a slow disk slows claiming.
+  let calling = 0;
   let stopping = false;
   let stopped: Promise<void> | null = null;
   let wake: (() => void) | null = null;
@@ -88,7 +92,16 @@ export function createWorker(options: WorkerOptions): Worker {
   const wakeUp = () => wake?.();
 
   function start(job: Awaited<ReturnType<JobStore['claimJobs']>>[number], report: RunReport) {
-    const p = processJob(job, deps, shutdown.signal)
+    calling += 1;
+    let ended = false;
+    const callEnded = () => {
+      if (ended) return;
+      ended = true;
+      calling -= 1;
+      settledSinceWake = true;
+      wakeUp();
+    };
+    const p = processJob(job, deps, shutdown.signal, callEnded)
       .then((outcome) => {
         report[outcome] += 1;
         if (outcome !== 'released' && outcome !== 'lost') jobsDone += 1;
@@ -97,6 +110,7 @@ export function createWorker(options: WorkerOptions): Worker {
         log.error('job processing crashed', { job_id: job.id, err });
       })
       .finally(() => {
+        callEnded();
         inflight.delete(p);
         settledSinceWake = true;
         wakeUp();
@@ -123,7 +137,7 @@ export function createWorker(options: WorkerOptions): Worker {
         }
         const at = now();
         if (at >= deadline || report.claimed >= maxJobs) break;
-        const room = Math.min(options.concurrency - inflight.size, maxJobs - report.claimed);
+        const room = Math.min(options.concurrency - calling, 2 * options.concurrency - inflight.size, maxJobs - report.claimed);
         let claimedNow = 0;
         if (room > 0 && (dirty || at >= nextWakeAt)) {
           const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
@@ -149,7 +163,7 @@ export function createWorker(options: WorkerOptions): Worker {
           }
         }
         failures = 0;
-        if (dirty && inflight.size < options.concurrency) continue;
+        if (dirty && calling < options.concurrency && inflight.size < 2 * options.concurrency) continue;
         // A job that settled while we awaited the store freed a slot (and wakeUp found no sleep to end).
         if (settledSinceWake) continue;
         await sleep(Math.max(1, Math.min(options.pollMs, nextWakeAt - now())));

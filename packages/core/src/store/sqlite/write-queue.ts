@@ -1,4 +1,5 @@
 import type { Db } from './open-database.js';
+import type { WalSync } from './wal-sync.js';
 
 /** The most writes one group commit takes, so one transaction never holds the write lock for long. */
 export const MAX_GROUP_COMMIT = 256;
@@ -13,12 +14,18 @@ export interface WriteQueueHooks {
 
 /**
  * Group commit. Writes queued in the same event-loop turn run in one IMMEDIATE transaction, so
- * under load one commit (one fsync with synchronous=FULL) serves many of them; each promise
- * resolves only after the commit that holds its write. A batch that throws is rolled back and its
- * writes are run again one transaction each, so one bad write fails alone.
+ * under load one commit serves many of them; each promise resolves only after the commit that
+ * holds its write and, when `durable` is given, after it resolves too (the WAL flushed to disk, see
+ * wal-sync.ts). A batch that throws is rolled back and its writes are run again one transaction
+ * each, so one bad write fails alone.
  */
-export function createWriteQueue(db: Db, hooks?: WriteQueueHooks): { run<T>(write: () => T): Promise<T>; flush(): void } {
-  const pending: Array<{ write: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }> = [];
+export function createWriteQueue(
+  db: Db,
+  hooks?: WriteQueueHooks,
+  durable?: Pick<WalSync, 'flushed' | 'check'>,
+): { run<T>(write: () => T, mustBeDurable?: boolean): Promise<T>; flush(): void } {
+  type Pending = { write: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void; mustBeDurable: boolean };
+  const pending: Pending[] = [];
   let scheduled = false;
   const runBatch = db.transaction((batch: typeof pending) => {
     const results = batch.map((p) => p.write());
@@ -35,29 +42,52 @@ export function createWriteQueue(db: Db, hooks?: WriteQueueHooks): { run<T>(writ
     scheduled = false;
     while (pending.length > 0) {
       const batch = pending.splice(0, MAX_GROUP_COMMIT);
-      let results: unknown[];
       try {
-        results = runBatch.immediate(batch);
+        // After a failed flush nothing more is written: it could not be promised durable.
+        durable?.check();
+      } catch (err) {
+        batch.forEach((p) => p.reject(err));
+        continue;
+      }
+      const outcomes: Array<{ ok: boolean; value: unknown }> = [];
+      try {
+        for (const value of runBatch.immediate(batch)) outcomes.push({ ok: true, value });
       } catch {
         hooks?.afterRollback();
         for (const p of batch) {
           try {
-            p.resolve(runAlone.immediate(p.write));
+            outcomes.push({ ok: true, value: runAlone.immediate(p.write) });
           } catch (err) {
             hooks?.afterRollback();
-            p.reject(err);
+            outcomes.push({ ok: false, value: err });
           }
         }
-        continue;
       }
-      batch.forEach((p, i) => p.resolve(results[i]));
+      const flushing: Array<[Pending, unknown]> = [];
+      batch.forEach((p, i) => {
+        const outcome = outcomes[i] as { ok: boolean; value: unknown };
+        // A failed write changed nothing, so it has nothing to wait for.
+        if (!outcome.ok) p.reject(outcome.value);
+        else if (durable && p.mustBeDurable) flushing.push([p, outcome.value]);
+        else p.resolve(outcome.value);
+      });
+      if (durable && flushing.length > 0) {
+        durable.flushed().then(
+          () => flushing.forEach(([p, value]) => p.resolve(value)),
+          (err: unknown) => flushing.forEach(([p]) => p.reject(err)),
+        );
+      }
     }
   }
 
   return {
-    run<T>(write: () => T): Promise<T> {
+    /**
+     * `mustBeDurable: false` answers right after the commit, before the flush: for writes whose loss
+     * in a power cut costs nothing that the cut did not already cost (see the claim).
+     */
+    run<T>(write: () => T, mustBeDurable = true): Promise<T> {
       return new Promise<T>((resolve, reject) => {
-        pending.push({ write, resolve: resolve as (v: unknown) => void, reject });
+        pending.push({ write, resolve: resolve as (v: unknown) => void, reject, mustBeDurable });
         if (!scheduled) {
           scheduled = true;
           setImmediate(flush);
