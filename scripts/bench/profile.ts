@@ -78,11 +78,13 @@ async function profileWorker(): Promise<never> {
   }
   const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full' };
   const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
+  const cpuAtStart = cpuSeconds(proc.child.pid as number);
   while ((await store.countByStatus()).completed < n) await new Promise((r) => setTimeout(r, 50));
+  const cpuPerJob = ((cpuSeconds(proc.child.pid as number) - cpuAtStart) * 1e6) / n;
   const jobs = await store.listJobs({ status: 'completed', limit: n });
   const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
   const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
-  process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s\n`);
+  process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
   await proc.stop();
   await store.close();
   await stub.close();
@@ -112,6 +114,19 @@ function report(): void {
     const pkg = where.startsWith('nm:') ? where.split('/').slice(0, where.startsWith('nm:@') ? 2 : 1).join('/') : where || n.callFrame.functionName;
     byFile.set(pkg, (byFile.get(pkg) ?? 0) + n.hitCount);
   }
+  // Inclusive time of our own functions (apps/, packages/): what each step costs with what it calls.
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const subtree = (n: Node): number => n.hitCount + (n.children ?? []).reduce((s, c) => s + subtree(byId.get(c) as Node), 0);
+  const inclusive = new Map<string, number>();
+  const walk = (n: Node, open: Set<string>): void => {
+    const where = n.callFrame.url.replace(/^file:\/\//, '').replace(ROOT, '');
+    const k = `${n.callFrame.functionName || '(anon)'} ${where}:${n.callFrame.lineNumber}`;
+    const ours = /^(apps|packages)\//.test(where) && !open.has(k);
+    if (ours) inclusive.set(k, (inclusive.get(k) ?? 0) + subtree(n));
+    const next = ours ? new Set(open).add(k) : open;
+    for (const c of n.children ?? []) walk(byId.get(c) as Node, next);
+  };
+  walk(profile.nodes[0] as Node, new Set());
   const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, h]) => `${((100 * h) / total).toFixed(1).padStart(5)}%  ${name}`).join('\n');
-  process.stdout.write(`\nself time, top functions:\n${top(self, 35)}\n\nself time by package or file:\n${top(byFile, 30)}\n`);
+  process.stdout.write(`\nself time, top functions:\n${top(self, 35)}\n\nself time by package or file:\n${top(byFile, 30)}\n\ninclusive time, our functions:\n${top(inclusive, 30)}\n`);
 }
