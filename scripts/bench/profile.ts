@@ -5,6 +5,7 @@
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
  * bench's bare Express route instead of the API.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,6 +51,12 @@ const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port
 // NODE_FLAGS: V8 or Node flags for the measured process, e.g. heap sizes.
 const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const proc = await start([...nodeFlags, ...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`));
+// PIN=1: the measured process on CPU 0 and this load generator on CPU 1, so they do not take turns
+// on the same core (steadier CPU-per-request figures on a 2-core machine).
+if (process.env.PIN === '1') {
+  execFileSync('taskset', ['-a', '-p', '-c', '0', String(proc.child.pid)]);
+  execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]);
+}
 const prefix = bare ? '/bare' : '/v1/requests';
 const ts = Math.floor(Date.now() / 1000);
 const bodies = Array.from({ length: 80_000 }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}`, ts, nonce: randomUUID() }, secret));
@@ -57,9 +64,12 @@ let i = 0;
 const request: Request = mode === 'lookup'
   ? { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) }
   : { method: 'POST', path: prefix, headers: { 'content-type': 'application/json', 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, body: bodies[i++ % bodies.length] as string }) };
-await autocannon({ url, connections: 32, duration: 2, requests: [request] });
+// RATE=n holds the load at n requests a second (below what either side can do), so CPU per request
+// does not move with how much of the machine the load generator happened to get.
+const rate = process.env.RATE ? { overallRate: Number(process.env.RATE) } : {};
+await autocannon({ url, connections: 32, duration: 2, requests: [request], ...rate });
 const cpuBefore = cpuSeconds(proc.child.pid as number);
-const result = await autocannon({ url, connections: 32, duration: seconds, requests: [request] });
+const result = await autocannon({ url, connections: 32, duration: seconds, requests: [request], ...rate });
 // CPU time per request is steadier than throughput on a shared machine: it does not depend on how
 // much of the other core the load generator got.
 const cpuPerRequest = ((cpuSeconds(proc.child.pid as number) - cpuBefore) * 1e6) / result.requests.total;
