@@ -57,7 +57,25 @@ export function createLogger(options: LoggerOptions): Logger {
       }),
     );
   }
-  return winston.createLogger({ level: options.level, format, transports, defaultMeta: options.defaultMeta ?? {} });
+  const logger = winston.createLogger({ level: options.level, format, transports, defaultMeta: options.defaultMeta ?? {} });
+  return skipDisabledLevels(logger, options.level);
+}
+
+/**
+ * winston runs every call through its formats (redaction, timestamp, JSON) and only then lets the
+ * transports drop lines below their level: a `debug` line on the worker's hot path cost as much at
+ * LOG_LEVEL=info as one that was written. Levels below the configured one become no-ops here, on
+ * the instance, so child loggers (which inherit from it) skip them too. The level is fixed at start.
+ */
+function skipDisabledLevels(logger: Logger, level: LoggerOptions['level']): Logger {
+  const levels = winston.config.npm.levels;
+  const threshold = levels[level] ?? levels.info;
+  for (const [name, rank] of Object.entries(levels)) {
+    if (rank > (threshold as number)) {
+      Object.defineProperty(logger, name, { value: function (this: Logger) { return this; }, writable: true, configurable: true });
+    }
+  }
+  return logger;
 }
 
 let stdoutLines: Writable | null = null;
