@@ -179,9 +179,13 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
   const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
   const stub = await startStubUpstream();
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
-  const ids = (await Promise.all(Array.from({ length: 10 }, () => store.createJob(job())))).map((r) => r.job.id);
+  const ids = (await Promise.all(Array.from({ length: 20 }, () => store.createJob(job())))).map((r) => r.job.id);
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  t.after(() => process.off('warning', onWarning));
   const worker = createWorker({
-    store, upstream, logger: createSilentLogger(), concurrency: 2, leaseMs: 30_000, attemptTimeoutMs: 5000,
+    store, upstream, logger: createSilentLogger(), concurrency: 6, leaseMs: 30_000, attemptTimeoutMs: 5000,
     retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000,
   });
   flush.hold();
@@ -194,13 +198,14 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
     await store.close();
   });
   // Calls end at once but their outcomes cannot be acknowledged: the slots free anyway, up to twice the concurrency.
-  await eventually(async () => stub.calls.length === 4);
+  await eventually(async () => stub.calls.length === 12);
   await new Promise((r) => setTimeout(r, 100));
-  assert.equal(stub.calls.length, 4, 'two calls per slot at most while their outcomes wait for the disk');
+  assert.equal(stub.calls.length, 12, 'two calls per slot at most while their outcomes wait for the disk');
   flush.release();
   const report = await within(run, 5000, 'the pass');
-  assert.equal(report.completed, 10);
-  assert.equal(stub.calls.length, 10);
+  assert.equal(report.completed, 20);
+  assert.equal(stub.calls.length, 20);
+  assert.deepEqual(warnings.map((w) => w.name), [], 'twelve jobs in flight are no listener leak');
   for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
 });
 

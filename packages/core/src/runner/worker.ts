@@ -1,4 +1,5 @@
 import type { Config } from '../config.js';
+import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import { newWorkerId } from '../ids.js';
 import type { Logger } from '../logger.js';
@@ -65,6 +66,8 @@ export function createWorker(options: WorkerOptions): Worker {
   };
 
   const shutdown = new AbortController();
+  // Every job in flight listens for shutdown (up to twice the concurrency): not a leak.
+  setMaxListeners(2 * options.concurrency + 10, shutdown.signal);
   const inflight = new Set<Promise<void>>();
   // Jobs whose upstream call has not ended. WORKER_CONCURRENCY bounds these; a job whose outcome is
   // still being written (waiting for its flush to disk) no longer holds a slot, so the next call
