@@ -208,31 +208,3 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
   assert.deepEqual(warnings.map((w) => w.name), [], 'twelve jobs in flight are no listener leak');
   for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
 });
-
-test('sync=full: durable writes arriving while a flush runs are held, then committed together and flushed once', async (t) => {
-  const dir = tempDir(t);
-  const flush = heldDatasync();
-  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
-  t.after(() => store.close());
-  const reader = new Database(`${dir}/db.sqlite`);
-  t.after(() => reader.close());
-  const count = () => (reader.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n;
-  await store.createJob(job());
-  flush.hold();
-  const first = store.createJob(job());
-  await eventually(async () => flush.waiting === 1);
-  // Five creates in five event-loop turns: without holding they would be five commits.
-  const later: Array<Promise<unknown>> = [];
-  for (let i = 0; i < 5; i++) {
-    later.push(store.createJob(job()));
-    await new Promise((r) => setImmediate(r));
-  }
-  assert.equal(count(), 2, 'held, not committed, while the flush runs');
-  // A claim needs no flush, so it is not held behind one.
-  assert.equal((await within(store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), 2000, 'a claim')).length, 1);
-  const flushesBefore = flush.flushes;
-  flush.release();
-  await within(Promise.all([first, ...later]), 2000, 'the held creates');
-  assert.equal(count(), 7);
-  assert.equal(flush.flushes - flushesBefore, 1, 'the five shared one flush');
-});

@@ -25,8 +25,6 @@ import { dirname } from 'node:path';
 export interface WalSync {
   /** Resolves once every frame written to the WAL before this call is on disk. */
   flushed(): Promise<void>;
-  /** The flush in progress (it resolves when it ends, however it ends), or null. */
-  running(): Promise<void> | null;
   /** Throws the flush failure, if one happened. */
   check(): void;
   /** Waits for the running flush, flushes what is left, and closes the descriptor. */
@@ -103,9 +101,6 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
       const waiting = next.promise;
       if (!running) start();
       return waiting;
-    },
-    running() {
-      return running;
     },
     check() {
       if (failure) throw failure;

@@ -22,7 +22,7 @@ export interface WriteQueueHooks {
 export function createWriteQueue(
   db: Db,
   hooks?: WriteQueueHooks,
-  durable?: Pick<WalSync, 'flushed' | 'check' | 'running'>,
+  durable?: Pick<WalSync, 'flushed' | 'check'>,
 ): { run<T>(write: () => T, mustBeDurable?: boolean): Promise<T>; flush(): void } {
   type Pending = { write: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void; mustBeDurable: boolean };
   const pending: Pending[] = [];
@@ -38,36 +38,6 @@ export function createWriteQueue(
     return result;
   });
 
-  let waitingForFlush = false;
-  function schedule() {
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(commitDue);
-    }
-  }
-
-  // While a flush runs, durable writes are held rather than committed: they would wait for the next
-  // flush anyway, and held until this one ends they go in one transaction instead of one per
-  // event-loop turn (measured: under a create load, commits per flush fell from several to one and
-  // CPU per create with it). Writes that need no flush are committed at once.
-  function commitDue() {
-    scheduled = false;
-    const busy = durable?.running();
-    if (!busy) return flush();
-    const held = pending.filter((p) => p.mustBeDurable);
-    pending.splice(0, pending.length, ...pending.filter((p) => !p.mustBeDurable));
-    flush();
-    pending.push(...held);
-    if (held.length > 0 && !waitingForFlush) {
-      waitingForFlush = true;
-      busy.then(() => {
-        waitingForFlush = false;
-        schedule();
-      });
-    }
-  }
-
-  /** Commits everything pending now, in batches; close() calls it to write what is left. */
   function flush() {
     scheduled = false;
     while (pending.length > 0) {
@@ -118,7 +88,10 @@ export function createWriteQueue(
     run<T>(write: () => T, mustBeDurable = true): Promise<T> {
       return new Promise<T>((resolve, reject) => {
         pending.push({ write, resolve: resolve as (v: unknown) => void, reject, mustBeDurable });
-        if (!waitingForFlush || !mustBeDurable) schedule();
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(flush);
+        }
       });
     },
     flush,
