@@ -88,9 +88,17 @@ async function profileWorker(): Promise<never> {
   }
   const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full' };
   const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
-  const cpuAtStart = cpuSeconds(proc.child.pid as number);
-  while ((await store.countByStatus()).completed < n) await new Promise((r) => setTimeout(r, 50));
-  const cpuPerJob = ((cpuSeconds(proc.child.pid as number) - cpuAtStart) * 1e6) / n;
+  // CPU per job over the middle of the run (from a fifth of the jobs done to four fifths), so start-up
+  // and the tail do not count.
+  const completed = async () => (await store.countByStatus()).completed;
+  const mark = async (count: number) => {
+    while ((await completed()) < count) await new Promise((r) => setTimeout(r, 5));
+    return { cpu: cpuSeconds(proc.child.pid as number), done: await completed() };
+  };
+  const from = await mark(n / 5);
+  const to = await mark((4 * n) / 5);
+  const cpuPerJob = ((to.cpu - from.cpu) * 1e6) / (to.done - from.done);
+  while ((await completed()) < n) await new Promise((r) => setTimeout(r, 50));
   const jobs = await store.listJobs({ status: 'completed', limit: n });
   const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
   const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));

@@ -19,14 +19,18 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   const db = new Database(`${dir}/db.sqlite`, { readonly: true });
   t.after(() => db.close());
   const plan = (sql: string) => db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all({ now: 1, limit: 1, id: 'x', client: 'c', nonce: 'n' }).map((r: any) => r.detail).join(' | ');
-  assert.match(plan("SELECT id FROM jobs WHERE status = 'queued' AND run_after <= @now ORDER BY run_after LIMIT @limit"), /USING INDEX jobs_queued_due/);
+  const claimDue = plan(
+    "UPDATE jobs SET status = 'in_progress' WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= @now ORDER BY run_after LIMIT CAST(@limit AS INTEGER)) RETURNING *",
+  );
+  assert.match(claimDue, /SEARCH jobs USING INDEX jobs_queued_due \(run_after<\?\)/);
+  assert.match(claimDue, /SEARCH jobs USING (COVERING )?INDEX sqlite_autoindex_jobs_1 \(id=\?\)/);
+  assert.doesNotMatch(claimDue, /TEMP B-TREE|SCAN jobs/);
   assert.match(plan("SELECT * FROM jobs WHERE status = 'in_progress' AND lease_until <= @now ORDER BY lease_until LIMIT @limit"), /USING INDEX jobs_running_lease/);
   assert.match(plan("UPDATE jobs SET status = 'expired' WHERE status = 'queued' AND expires_at <= @now"), /USING INDEX jobs_queued_expiry/);
   assert.match(plan('SELECT * FROM jobs WHERE id = @id'), /USING INDEX sqlite_autoindex_jobs_1|PRIMARY KEY/);
   assert.match(plan('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'), /USING INDEX jobs_client_nonce/);
   assert.match(plan("SELECT * FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT @limit"), /USING INDEX jobs_status_finished/);
   assert.match(plan('SELECT id, status, finished_at FROM jobs WHERE finished_at >= @now ORDER BY finished_at'), /USING INDEX jobs_(status_)?finished/);
-  assert.doesNotMatch(plan("SELECT id FROM jobs WHERE status = 'queued' AND run_after <= @now ORDER BY run_after LIMIT @limit"), /TEMP B-TREE/);
 });
 
 test('migrations run once even when several processes open a new file together', async (t) => {

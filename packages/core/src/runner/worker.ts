@@ -77,9 +77,12 @@ export function createWorker(options: WorkerOptions): Worker {
   let stopped: Promise<void> | null = null;
   let wake: (() => void) | null = null;
   let jobsDone = 0;
-  // Our own commits do not move PRAGMA data_version, so a job we re-queued (retry, release) would
-  // stay unseen until the next scheduled wake; settling a job asks the loop to look again.
-  let settledSinceWake = false;
+  // Our own commits do not move PRAGMA data_version, so a job we put back (retry, release) would
+  // stay unseen until the next scheduled wake: putting one back asks the loop to look again.
+  // Completions and failures put nothing back, so they cost no query.
+  let requeuedSinceWake = false;
+  // A call ended or a job settled since the loop last looked: a slot may be free.
+  let slotFreed = false;
   const startedAt = now();
 
   const sleep = (ms: number) =>
@@ -101,21 +104,24 @@ export function createWorker(options: WorkerOptions): Worker {
       if (ended) return;
       ended = true;
       calling -= 1;
-      settledSinceWake = true;
+      slotFreed = true;
       wakeUp();
     };
     const p = processJob(job, deps, shutdown.signal, callEnded)
       .then((outcome) => {
         report[outcome] += 1;
         if (outcome !== 'released' && outcome !== 'lost') jobsDone += 1;
+        if (outcome === 'retried' || outcome === 'released') requeuedSinceWake = true;
       })
       .catch((err: unknown) => {
+        // Where the job was left is unknown: look at the queue again.
+        requeuedSinceWake = true;
         log.error('job processing crashed', { job_id: job.id, err });
       })
       .finally(() => {
         callEnded();
         inflight.delete(p);
-        settledSinceWake = true;
+        slotFreed = true;
         wakeUp();
       });
     inflight.add(p);
@@ -134,8 +140,9 @@ export function createWorker(options: WorkerOptions): Worker {
     let failures = 0;
     while (!stopping) {
       try {
-        if (settledSinceWake) {
-          settledSinceWake = false;
+        slotFreed = false;
+        if (requeuedSinceWake) {
+          requeuedSinceWake = false;
           nextWakeAt = Math.min(nextWakeAt, (await options.store.nextWakeAt()) ?? Infinity);
         }
         const at = now();
@@ -167,8 +174,8 @@ export function createWorker(options: WorkerOptions): Worker {
         }
         failures = 0;
         if (dirty && calling < options.concurrency && inflight.size < 2 * options.concurrency) continue;
-        // A job that settled while we awaited the store freed a slot (and wakeUp found no sleep to end).
-        if (settledSinceWake) continue;
+        // A slot freed or a job was put back while we awaited the store (and wakeUp found no sleep to end).
+        if (slotFreed || requeuedSinceWake) continue;
         await sleep(Math.max(1, Math.min(options.pollMs, nextWakeAt - now())));
         // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue query.
         const version = await options.store.changeCounter();

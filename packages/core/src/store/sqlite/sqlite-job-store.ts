@@ -90,9 +90,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     }
     const room = opts.limit - claimed.length;
     if (room > 0) {
-      for (const { id } of sql.dueQueued.all({ now: at, limit: room })) {
-        claimed.push(toJob(sql.claimOne.get({ id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as JobRow));
-      }
+      for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toJob(row));
     }
     return claimed;
   };
@@ -383,11 +381,16 @@ function prepareStatements(db: Db) {
        WHERE status = 'in_progress' AND lease_until <= @now
        ORDER BY lease_until
        LIMIT CAST(@limit AS INTEGER)`),
-    dueQueued: db.prepare<[object], { id: string }>(`
-      SELECT id FROM jobs
-       WHERE status = 'queued' AND run_after <= @now
-       ORDER BY run_after
-       LIMIT CAST(@limit AS INTEGER)`),
+    // The oldest due jobs, taken in one statement (a select, then an update per job, cost a statement each).
+    claimDue: jobs(`
+      UPDATE jobs
+         SET status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
+             lease_until = @lease_until, worker_id = @worker, started_at = COALESCE(started_at, @now), updated_at = @now
+       WHERE id IN (SELECT id FROM jobs
+                     WHERE status = 'queued' AND run_after <= @now
+                     ORDER BY run_after
+                     LIMIT CAST(@limit AS INTEGER))
+      RETURNING *`),
     claimOne: jobs(`
       UPDATE jobs
          SET status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
