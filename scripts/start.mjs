@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nodeFlagsOf } from './node-flags.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const envPath = resolve(process.cwd(), '.env');
@@ -29,8 +30,8 @@ for (const dist of ['apps/api/dist/main.js', 'apps/worker/dist/main.js']) {
 }
 
 const children = [
-  { name: 'proxy-api', args: [resolve(root, 'apps/api/dist/main.js')] },
-  { name: 'proxy-worker', args: [resolve(root, 'apps/worker/dist/main.js'), 'daemon'] },
+  { name: 'proxy-api', args: [...nodeFlagsOf(resolve(root, 'apps/api/dist/main.js')), resolve(root, 'apps/api/dist/main.js')] },
+  { name: 'proxy-worker', args: [...nodeFlagsOf(resolve(root, 'apps/worker/dist/main.js')), resolve(root, 'apps/worker/dist/main.js'), 'daemon'] },
 ].map(({ name, args }) => ({ name, proc: spawn(process.execPath, args, { stdio: 'inherit' }) }));
 
 let exitCode = null;

@@ -11,6 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nodeFlagsOf } from '../node-flags.mjs';
 import autocannon, { type Request } from 'autocannon';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
@@ -47,7 +48,7 @@ const profDir = join(dir, 'prof');
 if (mode === 'worker') await profileWorker();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
 const bare = process.env.BARE === '1';
-const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port)] : [join(ROOT, 'apps/api/dist/main.js')];
+const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port)] : [...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')];
 // NODE_FLAGS: V8 or Node flags for the measured process, e.g. heap sizes.
 const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const proc = await start([...nodeFlags, ...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`));
@@ -87,7 +88,7 @@ async function profileWorker(): Promise<never> {
     await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
   }
   const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full' };
-  const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
+  const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
   // CPU per job over the middle of the run (from a fifth of the jobs done to four fifths), so start-up
   // and the tail do not count.
   const completed = async () => (await store.countByStatus()).completed;

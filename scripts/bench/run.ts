@@ -3,6 +3,7 @@
  * ratio. Starts everything itself on loopback; prints one table and writes BENCHMARKS.md.
  * BENCH_SECONDS (default 8) sets the length of each measured load run.
  */
+import { nodeFlagsOf } from '../node-flags.mjs';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -174,7 +175,9 @@ async function startApi(extra: Record<string, string>, name: string, baseUrl: st
     ...extra,
   };
   const url = `http://127.0.0.1:${port}`;
-  const proc = await start([join(ROOT, 'apps/api/dist/main.js')], env, logPath(dir, name), answers(`${url}/health`));
+  // Started as the systemd unit and scripts/start.mjs start it: with the flags on main.js's first line.
+  const main = join(ROOT, 'apps/api/dist/main.js');
+  const proc = await start([...nodeFlagsOf(main), main], env, logPath(dir, name), answers(`${url}/health`));
   procs.push(proc);
   return { url, proc };
 }
@@ -182,7 +185,8 @@ async function startApi(extra: Record<string, string>, name: string, baseUrl: st
 async function startDaemon(dbPath: string, upstream: string, concurrency: number, name: string, database: Record<string, string> = {}): Promise<Proc> {
   const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: upstream, WORKER_CONCURRENCY: String(concurrency), LOG_LEVEL: 'warn', ...database };
   const store = database.DATABASE_URL ? await openPostgresStore({ url: database.DATABASE_URL, schema: database.DATABASE_SCHEMA as string }) : openSqliteStore({ path: dbPath });
-  const proc = await start([join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, logPath(dir, name), async () => (await store.listWorkers(0)).length > 0);
+  const main = join(ROOT, 'apps/worker/dist/main.js');
+  const proc = await start([...nodeFlagsOf(main), main, 'daemon'], env, logPath(dir, name), async () => (await store.listWorkers(0)).length > 0);
   await store.close();
   procs.push(proc);
   return proc;

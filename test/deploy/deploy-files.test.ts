@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { SETTINGS } from '../../packages/core/src/config.ts';
-import { ROOT, tempDir } from '../helpers/index.ts';
+import { nodeFlagsOf } from '../../scripts/node-flags.mjs';
+import { API_MAIN, ROOT, WORKER_MAIN, tempDir } from '../helpers/index.ts';
 
 const DEPLOY = join(ROOT, 'scripts/deploy');
 
@@ -43,6 +44,17 @@ test('the units are hardened, stop with SIGTERM, and give the worker longer than
   const stopSeconds = Number(/\nTimeoutStopSec=(\d+)\n/.exec(worker)?.[1]);
   assert.ok(stopSeconds > Number(SETTINGS.SHUTDOWN_GRACE_SECONDS.default), `TimeoutStopSec=${stopSeconds} must exceed the default grace`);
   assert.match(readFileSync(join(DEPLOY, 'proxy-api.service'), 'utf8'), /\nExecReload=\/bin\/kill -HUP \$MAINPID\n/);
+});
+
+test('each unit starts node with the flags on the first line of its entry file, and so does npm start', () => {
+  for (const [unit, entry] of [['proxy-api.service', API_MAIN], ['proxy-worker.service', WORKER_MAIN]] as const) {
+    const execStart = /\nExecStart=\/usr\/bin\/node ((?:--\S+ )*)\/opt\/chat-async-proxy\/(\S+)/.exec(readFileSync(join(DEPLOY, unit), 'utf8'));
+    assert.ok(execStart, `${unit} starts node on an entry file`);
+    assert.equal(execStart[2], relative(ROOT, entry));
+    assert.deepEqual(execStart[1]?.trim().split(' ').filter(Boolean), nodeFlagsOf(entry), `${unit} passes the flags of ${execStart[2]}`);
+  }
+  assert.deepEqual(nodeFlagsOf(API_MAIN), ['--max-semi-space-size=4']);
+  assert.match(readFileSync(join(ROOT, 'scripts/start.mjs'), 'utf8'), /\.\.\.nodeFlagsOf\(resolve\(root, 'apps\/api\/dist\/main\.js'\)\)/);
 });
 
 test('nginx -t accepts the server block (with throwaway certificates in place of the placeholders)', (t) => {
