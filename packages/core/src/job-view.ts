@@ -1,4 +1,4 @@
-import type { JobRecord } from './store/types.js';
+import type { JobOutcome, JobRecord } from './store/types.js';
 
 /** A job as the API returns it: OpenAI's status words, Unix seconds, no internal fields. */
 export interface JobView {
@@ -26,7 +26,7 @@ const seconds = (ms: number) => Math.floor(ms / 1000);
 const secondsOrNull = (ms: number | null) => (ms === null ? null : seconds(ms));
 
 /** Renders a stored job for clients. */
-export function toJobView(job: JobRecord): JobView {
+export function toJobView(job: JobOutcome): JobView {
   const view: JobView = {
     id: job.id,
     object: 'proxy.request',

@@ -167,6 +167,34 @@ for (const backend of backends) {
     assert.equal((await store.getJob(again.id))?.attempts, 1);
   });
 
+  test('a lookup reads what the full job holds, minus the prompt and the lease, in every state', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const ids = [];
+    for (let i = 0; i < 5; i++) ids.push((await store.createJob(job())).job.id);
+    const held = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
+    const [done, failed, retried, running] = held.map((j) => ({ id: j.id, token: j.leaseToken }));
+    assert.ok(done && failed && retried && running);
+    c.advance(1000);
+    await store.completeJob(done.id, done.token, { outputText: 'hi', usage: { total_tokens: 3 }, response: { choices: [{ message: { content: 'hi' } }] } });
+    await store.finishJob(failed.id, failed.token, 'failed', { code: 'upstream_400', message: 'bad', upstreamStatus: 400 });
+    await store.retryJob(retried.id, retried.token, c.now() + 5000, { code: 'upstream_500', message: 'boom', upstreamStatus: 500 });
+    await store.cancelJob(running.id, 'default');
+    const fields = ['id', 'client', 'status', 'model', 'attempts', 'runAfter', 'expiresAt', 'cancelRequested', 'createdAt', 'startedAt', 'finishedAt', 'outputText', 'usage', 'response', 'error'] as const;
+    const statuses = [];
+    for (const id of ids) {
+      const full = await store.getJob(id);
+      const outcome = await store.getJobOutcome(id);
+      assert.ok(full && outcome);
+      assert.deepEqual(Object.keys(outcome).sort(), [...fields].sort());
+      assert.deepEqual(outcome, Object.fromEntries(fields.map((f) => [f, full[f]])));
+      statuses.push(`${outcome.status}${outcome.cancelRequested ? '+cancel' : ''}${outcome.error ? `:${outcome.error.code}` : ''}`);
+    }
+    assert.deepEqual(statuses.sort(), ['completed', 'failed:upstream_400', 'in_progress+cancel', 'queued', 'queued:upstream_500']);
+    assert.equal(await store.getJobOutcome('req_missing'), null);
+  });
+
   test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
     const place = await backend.place(t);
     const c = clock();

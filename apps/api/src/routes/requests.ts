@@ -84,7 +84,7 @@ export function getRequestHandler({ store, watcher }: Pick<RequestRoutesDeps, 's
     const client = clientOf(res);
     const read = async () => {
       // Another client's job is answered exactly like an unknown one, so ids cannot be probed.
-      const job = isJobId(id) ? await store.getJob(id) : null;
+      const job = isJobId(id) ? await store.getJobOutcome(id) : null;
       if (!job || job.client !== client.name) throw new AppError('not_found', 'no request with this id');
       return job;
     };

@@ -1,4 +1,4 @@
-import type { JobRecord, JobStatus, NewJob } from './types.js';
+import type { JobError, JobOutcome, JobRecord, JobStatus, NewJob } from './types.js';
 
 /** A jobs row as both backends store it (same columns, times in Unix ms). */
 export interface JobRow {
@@ -59,8 +59,40 @@ export function toJob(row: JobRow): JobRecord {
     outputText: row.output_text,
     usage: row.usage === null ? null : JSON.parse(row.usage),
     response: row.response === null ? null : JSON.parse(row.response),
-    error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '', upstreamStatus: row.upstream_status ?? undefined },
+    error: errorOf(row),
   };
+}
+
+/** The columns a lookup reads (both stores select exactly these). */
+export type OutcomeRow = Pick<
+  JobRow,
+  | 'id' | 'client' | 'status' | 'model' | 'attempts' | 'run_after' | 'expires_at' | 'cancel_requested' | 'created_at' | 'started_at'
+  | 'finished_at' | 'output_text' | 'usage' | 'response' | 'error_code' | 'error_message' | 'upstream_status'
+>;
+
+/** Maps a lookup's row to what a client may see of the job. */
+export function toOutcome(row: OutcomeRow): JobOutcome {
+  return {
+    id: row.id,
+    client: row.client,
+    status: row.status,
+    model: row.model,
+    attempts: row.attempts,
+    runAfter: row.run_after,
+    expiresAt: row.expires_at,
+    cancelRequested: row.cancel_requested === 1,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    outputText: row.output_text,
+    usage: row.usage === null ? null : JSON.parse(row.usage),
+    response: row.response === null ? null : JSON.parse(row.response),
+    error: errorOf(row),
+  };
+}
+
+function errorOf(row: Pick<JobRow, 'error_code' | 'error_message' | 'upstream_status'>): JobError | null {
+  return row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '', upstreamStatus: row.upstream_status ?? undefined };
 }
 
 /** Maps a job back to its row: what a copy between stores writes. */

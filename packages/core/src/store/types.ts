@@ -52,6 +52,15 @@ export interface JobRecord {
   error: JobError | null;
 }
 
+/**
+ * What a client may see of a job, and whose it is: what a lookup reads. It leaves out the prompt
+ * (which may be large and which no answer repeats) and the worker's lease.
+ */
+export type JobOutcome = Pick<
+  JobRecord,
+  'id' | 'client' | 'status' | 'model' | 'attempts' | 'runAfter' | 'expiresAt' | 'cancelRequested' | 'createdAt' | 'startedAt' | 'finishedAt' | 'outputText' | 'usage' | 'response' | 'error'
+>;
+
 /** What the API hands the store to enqueue. */
 export interface NewJob {
   id: string;
@@ -151,6 +160,8 @@ export interface JobStore {
   /** Enqueues a job, or returns the existing job when this client already used the nonce. */
   createJob(job: NewJob): Promise<CreateResult>;
   getJob(id: string): Promise<JobRecord | null>;
+  /** The job as lookups need it (no prompt, no lease), by one indexed read of fewer columns. */
+  getJobOutcome(id: string): Promise<JobOutcome | null>;
 
   /**
    * Atomically takes up to `limit` due jobs (queued and due, or whose lease lapsed), bumping each

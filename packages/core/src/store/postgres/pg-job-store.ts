@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toRow, type JobRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
@@ -163,6 +163,16 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async getJob(id) {
       const { rows } = await pool.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id]);
       return rows[0] ? toJob(rows[0]) : null;
+    },
+
+    async getJobOutcome(id) {
+      const { rows } = await pool.query<OutcomeRow>(
+        `SELECT id, client, status, model, attempts, run_after, expires_at, cancel_requested, created_at, started_at,
+                finished_at, output_text, usage, response, error_code, error_message, upstream_status
+           FROM jobs WHERE id = $1`,
+        [id],
+      );
+      return rows[0] ? toOutcome(rows[0]) : null;
     },
 
     async claimJobs(opts) {
