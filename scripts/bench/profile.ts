@@ -101,6 +101,9 @@ async function profileWorker(): Promise<never> {
   const cpuPerJob = ((to.cpu - from.cpu) * 1e6) / (to.done - from.done);
   while ((await completed()) < n) await new Promise((r) => setTimeout(r, 50));
   const jobs = await store.listJobs({ status: 'completed', limit: n });
+  // How long each job took from its claim to its recorded outcome, against the whole run's pace.
+  const durations = jobs.map((j) => (j.finishedAt ?? 0) - (j.startedAt ?? 0)).sort((a, b) => a - b);
+  process.stdout.write(`claim → outcome per job: median ${durations[Math.floor(durations.length / 2)]} ms, p90 ${durations[Math.floor(durations.length * 0.9)]} ms\n`);
   const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
   const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
   process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
