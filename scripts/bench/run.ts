@@ -106,24 +106,53 @@ function lookupRequest(prefix: string, ids: string[]): Request {
   return { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (req) => ({ ...req, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) };
 }
 
-/** Calls per second of undici alone against the stub on `port`, `concurrency` at a time. */
-async function directCalls(port: number, concurrency: number, n: number): Promise<number> {
+/**
+ * Calls per second of undici alone against the stub on `port`, `concurrency` at a time, after
+ * `warmup` calls that are not timed (as the worker gets WORKER_WARMUP jobs first).
+ */
+async function directCalls(port: number, concurrency: number, n: number, warmup = 0): Promise<number> {
   const direct = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
   const body = JSON.stringify({ model: 'gpt-bench', messages: [{ role: 'user', content: 'direct' }] });
-  let sent = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (sent < n) {
-        sent += 1;
-        const res = await direct.request({ method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: 'Bearer sk' }, body });
-        await res.body.json();
-      }
-    }),
-  );
-  const rate = n / ((performance.now() - t0) / 1000);
+  const run = async (count: number) => {
+    let sent = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (sent < count) {
+          sent += 1;
+          const res = await direct.request({ method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: 'Bearer sk' }, body });
+          await res.body.json();
+        }
+      }),
+    );
+    return count / ((performance.now() - t0) / 1000);
+  };
+  if (warmup > 0) await run(warmup);
+  const rate = await run(n);
   await direct.close();
   return rate;
+}
+
+/**
+ * Jobs a worker runs before the timed ones in figures 3, 3b and 3p, so JIT warm-up counts on
+ * neither side (the HTTP figures warm up too, and undici alone gets as many untimed calls).
+ */
+const WORKER_WARMUP = 1000;
+
+/** Enqueues WORKER_WARMUP jobs and waits for them, then times `n` more with drainRate. */
+async function warmThenDrain(store: JobStore, n: number, prefix: string): Promise<number> {
+  await enqueue(store, WORKER_WARMUP, `${prefix} warm-up`);
+  await completed(store, WORKER_WARMUP);
+  await enqueue(store, n, prefix);
+  return drainRate(store, n, WORKER_WARMUP);
+}
+
+async function completed(store: JobStore, n: number): Promise<void> {
+  const until = Date.now() + 180_000;
+  while ((await store.countByStatus()).completed < n) {
+    if (Date.now() > until) throw new Error('worker did not finish in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 async function enqueue(store: JobStore, n: number, prefix: string): Promise<string[]> {
@@ -145,13 +174,10 @@ async function enqueue(store: JobStore, n: number, prefix: string): Promise<stri
   return ids;
 }
 
-/** Jobs per second of a worker draining `n` jobs, from the first claim to the last completion. */
-async function drainRate(store: JobStore, n: number): Promise<number> {
-  const until = Date.now() + 180_000;
-  while ((await store.countByStatus()).completed < n) {
-    if (Date.now() > until) throw new Error('worker did not finish in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** Jobs per second of a worker draining `n` jobs (after `before` done earlier), from the first claim to the last completion. */
+async function drainRate(store: JobStore, n: number, before = 0): Promise<number> {
+  await completed(store, before + n);
+  // Newest first: the n jobs of this drain.
   const jobs = await store.listJobs({ status: 'completed', limit: n });
   const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
   const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
@@ -233,13 +259,12 @@ async function main() {
   // 3. Worker against a zero-latency stub, against undici calling the stub directly.
   const concurrency = 8;
   const n = 4000;
-  const directRate = await directCalls(stubPort, concurrency, n);
+  const directRate = await directCalls(stubPort, concurrency, n, WORKER_WARMUP);
   const w1Path = join(dir, 'worker-zero.sqlite');
   const w1Store = openSqliteStore({ path: w1Path });
   const daemonZero = await startDaemon(w1Path, stubUrl, concurrency, 'worker-zero');
   note(`worker: ${n} jobs, zero-latency stub, concurrency ${concurrency}`);
-  await enqueue(w1Store, n, 'zero');
-  const workerRate = await drainRate(w1Store, n);
+  const workerRate = await warmThenDrain(w1Store, n, 'zero');
   row(`3. worker, zero-latency stub (concurrency ${concurrency})`, workerRate, directRate, 'jobs/s', 0.6);
   const daemonPeak = [daemonZero.peakRssMb()];
   await daemonZero.stop();
@@ -249,8 +274,7 @@ async function main() {
   const wnStore = openSqliteStore({ path: wnPath });
   const daemonNormal = await startDaemon(wnPath, stubUrl, concurrency, 'worker-normal', { PROXY_DB_SYNC: 'normal' });
   note(`worker: ${n} jobs, zero-latency stub, PROXY_DB_SYNC=normal`);
-  await enqueue(wnStore, n, 'normal');
-  const normalRate = await drainRate(wnStore, n);
+  const normalRate = await warmThenDrain(wnStore, n, 'normal');
   row(`3b. worker, zero-latency stub, sync=normal`, normalRate, directRate, 'jobs/s', null);
   await daemonNormal.stop();
   await wnStore.close();
@@ -364,8 +388,7 @@ async function postgresFigures(stubUrl: string, bareCreate: number, directRate: 
     const store = await openPostgresStore({ url: PG_URL, schema: workerSchema });
     const daemon = await startDaemon(join(dir, 'unused.sqlite'), stubUrl, concurrency, 'worker-postgres', { DATABASE_URL: PG_URL, DATABASE_SCHEMA: workerSchema });
     note(`worker on PostgreSQL: ${n} jobs, zero-latency stub`);
-    await enqueue(store, n, 'pg');
-    const pgRate = await drainRate(store, n);
+    const pgRate = await warmThenDrain(store, n, 'pg');
     row(`3p. worker on PostgreSQL, zero-latency stub (concurrency ${concurrency})`, pgRate, directRate, 'jobs/s', null);
     await daemon.stop();
     await store.close();
@@ -455,17 +478,22 @@ const NOTES = `## What each figure is
    answering a fixed JSON object, in alternating rounds as above.
 3. \`proxy-worker daemon\` draining 4,000 jobs against a zero-latency stub (first claim to last
    completion, from the jobs' own timestamps), against undici calling the same stub directly with the
-   same concurrency.
+   same concurrency. Both sides first do 1,000 untimed (jobs, calls), as the HTTP figures warm up:
+   a fresh daemon otherwise spends its first jobs compiling (3b and 3p likewise).
+3b. Figure 3 with \`PROXY_DB_SYNC=normal\`: the share of the gap that is the flush of each commit.
+   \`full\` flushes the WAL with fdatasync on Node's thread pool, off the event loop; its cost is the
+   kernel's time for each flush on the same two cores, and outcomes waiting for it.
 4. The same against a stub that takes 200 ms per call, at \`WORKER_CONCURRENCY=64\`, against the ideal
    64 / 0.2 s = 320 jobs/s.
 5. Enqueue (commit) to the stub receiving the call, one job at a time, daemon mode.
-3b. Figure 3 with \`PROXY_DB_SYNC=normal\`: the share of the gap that is the fsync of each commit.
 4b. Figure 4 against undici alone calling the same 200 ms stub at the same concurrency: what HTTP and
    the stub allow on this machine, which the ideal 64 / 0.2 s leaves out.
 6. Figures 1 and 2 on a file filled to 1,000,000 jobs, against the same API on a file of 2,000 jobs,
    in alternating rounds.
 7. VmHWM (peak resident memory) of the processes that ran the loads above; 7b sets proxy-api's beside
-   the bare Express route's (plain JavaScript, no TypeScript loader) after the same loads.
+   the bare Express route's (plain JavaScript, no TypeScript loader) after the same loads. proxy-api
+   runs as its systemd unit runs it, with the flags on its entry file's first line
+   (\`--max-semi-space-size=4\`); the bare route runs with Node's defaults.
 
 The load generator, the stub and the servers share the machine's 2 cores, for the proxy and its
 baseline alike.
