@@ -34,32 +34,18 @@ export const EXPIRED_ERROR = { code: 'expired', message: 'the job reached its tt
 /** Error of a job whose worker vanished when it had no attempts left. */
 export const WORKER_LOST_ERROR = { code: 'worker_lost', message: 'the worker holding the job stopped answering and no attempts are left' };
 
-/** Maps a row to the application's shape. */
+/** Maps a row to the application's shape: what a lookup sees, plus the prompt, the nonce and the lease. */
 export function toJob(row: JobRow): JobRecord {
   return {
-    id: row.id,
-    client: row.client,
+    ...toOutcome(row),
     nonce: row.nonce,
     requestHash: row.request_hash,
-    status: row.status,
-    model: row.model,
     request: JSON.parse(row.request),
-    attempts: row.attempts,
     maxAttempts: row.max_attempts,
-    runAfter: row.run_after,
-    expiresAt: row.expires_at,
     leaseUntil: row.lease_until,
     leaseToken: row.lease_token,
     workerId: row.worker_id,
-    cancelRequested: row.cancel_requested === 1,
-    createdAt: row.created_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
     updatedAt: row.updated_at,
-    outputText: row.output_text,
-    usage: row.usage === null ? null : JSON.parse(row.usage),
-    response: row.response === null ? null : JSON.parse(row.response),
-    error: errorOf(row),
   };
 }
 
