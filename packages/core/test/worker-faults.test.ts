@@ -4,6 +4,7 @@ import { startStubUpstream, type StubBehaviour } from '../../../scripts/stub-ups
 import { enqueueJob, eventually, openTestStore, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
+import { sharedPauseReads } from '../src/runner/process-job.ts';
 import { createWorker, type WorkerOptions } from '../src/runner/worker.ts';
 import type { JobRecord, JobStore } from '../src/store/types.ts';
 
@@ -264,4 +265,28 @@ test('once deletes finished jobs past retention on its way out', async (t) => {
   await upstream.close();
   assert.equal(await store.getJob(id), null);
   void dir;
+});
+
+test('jobs starting in the same turn share one read of the pause; budgets are still drawn call by call', async (t) => {
+  const dir = tempDir(t);
+  const store = await openTestStore(testEnv(dir));
+  t.after(() => store.close());
+  let reads = 0;
+  const counted: JobStore = Object.create(store, {
+    acquireUpstream: { value: (request: Parameters<JobStore['acquireUpstream']>[0]) => ((reads += 1), store.acquireUpstream(request)) },
+  });
+  const acquire = sharedPauseReads(counted);
+  const free = { rpm: null, tpm: null, tokens: 10 };
+  assert.deepEqual(await Promise.all(Array.from({ length: 10 }, () => acquire(free))), Array(10).fill(0));
+  assert.equal(reads, 1, 'ten jobs, one read');
+  await new Promise((r) => setImmediate(r));
+  await store.pauseUpstream(Date.now() + 60_000);
+  const [wait] = await Promise.all([acquire(free), acquire(free)]);
+  assert.ok((wait ?? 0) > 50_000, 'the next turn reads again, and sees the pause');
+  assert.equal(reads, 2);
+  await store.pauseUpstream(0);
+  await new Promise((r) => setImmediate(r));
+  const paced = { rpm: 600, tpm: null, tokens: 10 };
+  await Promise.all(Array.from({ length: 3 }, () => acquire(paced)));
+  assert.equal(reads, 5, 'with a budget every call draws from it');
 });

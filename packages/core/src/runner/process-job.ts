@@ -21,6 +21,26 @@ export interface ProcessJobDeps {
   random?: () => number;
   /** Shared upstream budgets; null is unlimited. */
   pacing?: { rpm: number | null; tpm: number | null };
+  /** The store's acquireUpstream, or a stand-in that shares reads (see sharedPauseReads). */
+  acquireUpstream?: JobStore['acquireUpstream'];
+}
+
+/**
+ * With no RPM or TPM budget, acquiring the upstream only reads the fleet-wide pause (a 429's
+ * Retry-After). Jobs started in the same event-loop turn (a claim's batch, or the calls that
+ * ended together) share that read instead of making one each: measured, the per-job read was 3%
+ * of the worker's time at full speed. With budgets, every call still draws from them itself.
+ */
+export function sharedPauseReads(store: JobStore): JobStore['acquireUpstream'] {
+  let current: Promise<number> | null = null;
+  return (request) => {
+    if (request.rpm || request.tpm) return store.acquireUpstream(request);
+    if (!current) {
+      current = store.acquireUpstream(request);
+      setImmediate(() => (current = null));
+    }
+    return current;
+  };
 }
 
 /** A pacing wait longer than this gives the job back to the database instead of holding it. */
@@ -159,8 +179,9 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
  */
 async function awaitPacing(job: ClaimedJob, deps: ProcessJobDeps, signal: AbortSignal): Promise<number> {
   const request = { rpm: deps.pacing?.rpm ?? null, tpm: deps.pacing?.tpm ?? null, tokens: estimateTokens(job.request) };
+  const acquire = deps.acquireUpstream ?? ((r: typeof request) => deps.store.acquireUpstream(r));
   for (;;) {
-    const wait = await deps.store.acquireUpstream(request);
+    const wait = await acquire(request);
     if (wait === 0 || wait > PACING_HOLD_MAX_MS) return wait;
     await abortableDelay(wait, signal);
   }

@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { newWorkerId } from '../ids.js';
 import type { Logger } from '../logger.js';
 import type { JobStore } from '../store/types.js';
-import { processJob, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
+import { processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 export interface WorkerOptions {
@@ -54,6 +54,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const log = options.logger.child({ worker_id: id });
   const deps: ProcessJobDeps = {
     store: options.store,
+    acquireUpstream: sharedPauseReads(options.store),
     upstream: options.upstream,
     logger: log,
     now,
