@@ -20,7 +20,7 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   t.after(() => db.close());
   const plan = (sql: string) => db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all({ now: 1, limit: 1, id: 'x', client: 'c', nonce: 'n' }).map((r: any) => r.detail).join(' | ');
   const claimDue = plan(
-    "UPDATE jobs SET status = 'in_progress' WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= @now ORDER BY run_after LIMIT CAST(@limit AS INTEGER)) RETURNING *",
+    "UPDATE jobs SET status = 'in_progress' WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= @now AND expires_at > @now ORDER BY run_after LIMIT CAST(@limit AS INTEGER)) RETURNING *",
   );
   assert.match(claimDue, /SEARCH jobs USING INDEX jobs_queued_due \(run_after<\?\)/);
   assert.match(claimDue, /SEARCH jobs USING (COVERING )?INDEX sqlite_autoindex_jobs_1 \(id=\?\)/);
@@ -211,4 +211,20 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
   assert.equal(stub.calls.length, 20);
   assert.deepEqual(warnings.map((w) => w.name), [], 'twelve jobs in flight (more than Node\'s default of ten listeners) are no leak');
   for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
+});
+
+test('a claim never takes an expired job, even between the expiry scans it runs at most every 250 ms', async (t) => {
+  const dir = tempDir(t);
+  const c = clock();
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, now: c.now });
+  t.after(() => store.close());
+  await store.createJob(job());
+  assert.equal((await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 })).length, 1, 'the first claim scans for overdue jobs');
+  const { job: late } = await store.createJob(job({ expiresAt: c.now() + 100 }));
+  c.advance(150);
+  assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 5, leaseMs: 60_000 }), [], 'past its deadline: not taken');
+  assert.equal((await store.getJob(late.id))?.status, 'queued', 'not marked yet: the scan ran 150 ms ago');
+  c.advance(150);
+  assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 5, leaseMs: 60_000 }), []);
+  assert.equal((await store.getJob(late.id))?.status, 'expired');
 });
