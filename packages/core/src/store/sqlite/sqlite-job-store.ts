@@ -73,18 +73,21 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return rows.length;
   };
 
-  // A claim expires overdue queued jobs at most this often. The claim never takes an expired job
-  // whether or not it ran (claimDue skips them), so this only bounds how long one still reads
-  // "queued" after its deadline; at full speed the scan ran with every claim (2% of the worker).
+  // While claims come back full, overdue queued jobs are marked expired at most this often: at full
+  // speed the scan ran with every claim (2% of the worker). The claim never takes an expired job
+  // either way (claimDue skips them), and a claim that comes back short always scans, so an idle
+  // worker, or one that finds only overdue jobs, marks them at once (and never spins on them).
   const CLAIM_EXPIRY_EVERY_MS = 250;
   let expiredAt = -Infinity;
+  const expireOnClaim = (at: number) => {
+    expiredAt = at;
+    expireDue(at);
+  };
 
   // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
   const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
-    if (at - expiredAt >= CLAIM_EXPIRY_EVERY_MS || at < expiredAt) {
-      expiredAt = at;
-      expireDue(at);
-    }
+    const scanned = at - expiredAt >= CLAIM_EXPIRY_EVERY_MS || at < expiredAt;
+    if (scanned) expireOnClaim(at);
     const claimed: ClaimedJob[] = [];
     // Jobs whose worker vanished first: they are the oldest work in the system.
     for (const row of sql.lapsedLeases.all({ now: at, limit: opts.limit })) {
@@ -101,6 +104,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     if (room > 0) {
       for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toJob(row));
     }
+    if (claimed.length < opts.limit && !scanned) expireOnClaim(at);
     return claimed;
   };
 
