@@ -8,7 +8,7 @@ export type Db = Database.Database;
 
 export interface OpenDatabaseOptions {
   path: string;
-  /** `full` fsyncs every commit (survives power loss); `normal` only at checkpoints (survives process crashes). */
+  /** SQLite's synchronous setting. The job store opens with `normal` under PROXY_DB_SYNC=full and flushes the WAL itself, off the event loop (wal-sync.ts). */
   sync?: 'full' | 'normal' | 'off';
   busyTimeoutMs?: number;
   /** Folder of numbered migrations; the jobs schema by default. */
