@@ -59,12 +59,12 @@ test('the finished line is scrubbed: secrets (even ones JSON escapes), bearer to
   const out = capture();
   const quoted = 'pk_"quoted\\secret"_0123';
   const logger = createLogger({ level: 'info', format: 'json', stream: out.stream, secrets: ['pk_0123456789abcdef', quoted] });
-  const err = Object.assign(new Error('upstream said: Incorrect API key provided: sk-abcdefghijklmnopqrstu'), { code: 'E_UP' });
+  const err = Object.assign(new Error('upstream said: Incorrect API key provided: sk-fake_abcdefghijklmnop'), { code: 'E_UP' });
   logger.error('call failed', { err, note: `key pk_0123456789abcdef and ${quoted}`, header: 'Bearer abc.def-ghi', nested: { deeper: ['sk-zyxwvutsrqponmlkji'] } });
   await new Promise((r) => setImmediate(r));
   const [raw] = out.lines().map((l) => JSON.stringify(l));
   assert.ok(raw);
-  for (const leaked of ['pk_0123456789abcdef', 'quoted', 'abc.def-ghi', 'sk-abcdefghijklmnopqrstu', 'sk-zyxwvutsrqponmlkji']) assert.ok(!raw.includes(leaked), `${leaked} leaked: ${raw}`);
+  for (const leaked of ['pk_0123456789abcdef', 'quoted', 'abc.def-ghi', 'sk-fake_abcdefghijklmnop', 'sk-zyxwvutsrqponmlkji']) assert.ok(!raw.includes(leaked), `${leaked} leaked: ${raw}`);
   const [line] = out.lines();
   assert.equal(line?.note, 'key [redacted] and [redacted]');
   assert.equal(line?.header, 'Bearer [redacted]');

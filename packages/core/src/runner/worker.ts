@@ -66,9 +66,6 @@ export function createWorker(options: WorkerOptions): Worker {
     ...(options.pacing ? { pacing: options.pacing } : {}),
   };
 
-  const shutdown = new AbortController();
-  // Every job in flight listens for shutdown (up to four times the concurrency): not a leak.
-  setMaxListeners(4 * options.concurrency + 10, shutdown.signal);
   const inflight = new Set<Promise<void>>();
   // Jobs whose upstream call has not ended. WORKER_CONCURRENCY bounds these; a job whose outcome is
   // still being written (waiting for its flush to disk) no longer holds a slot, so the next call
@@ -77,6 +74,9 @@ export function createWorker(options: WorkerOptions): Worker {
   // about 4% more jobs a second than with once as many, where the cap was reached).
   let calling = 0;
   const maxInFlight = 4 * options.concurrency;
+  const shutdown = new AbortController();
+  // Every job in flight listens for shutdown: not a leak.
+  setMaxListeners(maxInFlight + 10, shutdown.signal);
   let stopping = false;
   let stopped: Promise<void> | null = null;
   let wake: (() => void) | null = null;

@@ -9,7 +9,8 @@ import { dirname } from 'node:path';
  * Instead the connection commits with `synchronous=NORMAL` (in WAL mode: the frames are written to
  * the -wal file, not flushed) and the writer then waits for `flushed()`, an fdatasync of that file on
  * libuv's thread pool. A flush covers every frame written before it began, so commits made while one
- * is running share the next (the group commit of fsyncs, as PostgreSQL's commit_delay does).
+ * is running share the next one (group commit, as PostgreSQL's WAL flush serves every commit
+ * written before it).
  * Nothing is acknowledged before its frames are on disk, which is what FULL promises: SQLite
  * validates WAL frames by checksum on recovery, so a cut mid-write loses only unacknowledged
  * commits, and NORMAL already syncs the WAL before each checkpoint copies it into the database.
