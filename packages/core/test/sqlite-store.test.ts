@@ -230,3 +230,18 @@ test('while claims come back full the expiry scan runs at most every 250 ms; an 
   assert.equal((await claim(5)).length, 1, 'the last good job; the claim comes back short');
   assert.equal((await store.getJob(late.id))?.status, 'expired', 'so it scanned');
 });
+
+test('sync=full: more writes in one turn than one transaction takes still wait for a single flush', async (t) => {
+  const dir = tempDir(t);
+  const flush = heldDatasync();
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
+  t.after(() => store.close());
+  await store.createJob(job());
+  const before = flush.flushes;
+  flush.hold();
+  const creates = Promise.all(Array.from({ length: 300 }, () => store.createJob(job())));
+  await eventually(async () => flush.waiting === 1);
+  flush.release();
+  assert.equal((await within(creates, 5000, 'the creates')).length, 300);
+  assert.equal(flush.flushes - before, 1, 'two transactions (256 + 44), one flush');
+});

@@ -40,6 +40,8 @@ export function createWriteQueue(
 
   function flush() {
     scheduled = false;
+    // Answered after one flush that covers every batch committed here.
+    const flushing: Array<[Pending, unknown]> = [];
     while (pending.length > 0) {
       const batch = pending.splice(0, MAX_GROUP_COMMIT);
       try {
@@ -63,7 +65,6 @@ export function createWriteQueue(
           }
         }
       }
-      const flushing: Array<[Pending, unknown]> = [];
       batch.forEach((p, i) => {
         const outcome = outcomes[i] as { ok: boolean; value: unknown };
         // A failed write changed nothing, so it has nothing to wait for.
@@ -71,12 +72,12 @@ export function createWriteQueue(
         else if (durable && p.mustBeDurable) flushing.push([p, outcome.value]);
         else p.resolve(outcome.value);
       });
-      if (durable && flushing.length > 0) {
-        durable.flushed().then(
-          () => flushing.forEach(([p, value]) => p.resolve(value)),
-          (err: unknown) => flushing.forEach(([p]) => p.reject(err)),
-        );
-      }
+    }
+    if (durable && flushing.length > 0) {
+      durable.flushed().then(
+        () => flushing.forEach(([p, value]) => p.resolve(value)),
+        (err: unknown) => flushing.forEach(([p]) => p.reject(err)),
+      );
     }
   }
 
