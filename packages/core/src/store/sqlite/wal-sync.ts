@@ -50,14 +50,10 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
 
   function descriptor(): number {
     if (fd === null) {
-      fd = openSync(walPath, 'r');
-      // The -wal file may be new: its directory entry must be on disk too, once.
-      const dir = openSync(dirname(walPath), 'r');
-      try {
-        fsyncSync(dir);
-      } finally {
-        closeSync(dir);
-      }
+      // Opened for writing though nothing is written through it: some systems (Windows) flush only
+      // a handle that may write.
+      fd = openSync(walPath, 'r+');
+      syncDirectory(dirname(walPath));
     }
     return fd;
   }
@@ -115,4 +111,22 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
       }
     },
   };
+}
+
+/**
+ * The -wal file may be new: its directory entry must be on disk too, once. Where a directory cannot
+ * be opened to flush (Windows), there is nothing to do, as SQLite itself does there.
+ */
+function syncDirectory(dir: string): void {
+  let handle: number;
+  try {
+    handle = openSync(dir, 'r');
+  } catch {
+    return;
+  }
+  try {
+    fsyncSync(handle);
+  } finally {
+    closeSync(handle);
+  }
 }
