@@ -213,24 +213,6 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
   for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
 });
 
-test('while claims come back full the expiry scan runs at most every 250 ms; an expired job is never taken; a short claim scans', async (t) => {
-  const dir = tempDir(t);
-  const c = clock();
-  const store = openSqliteStore({ path: `${dir}/db.sqlite`, now: c.now });
-  t.after(() => store.close());
-  const claim = (limit: number) => store.claimJobs({ workerId: 'w', limit, leaseMs: 60_000 });
-  for (let i = 0; i < 3; i++) await store.createJob(job());
-  assert.equal((await claim(1)).length, 1, 'the first claim scans');
-  const { job: late } = await store.createJob(job({ expiresAt: c.now() + 100 }));
-  c.advance(150);
-  const taken = await claim(1);
-  assert.equal(taken.length, 1, 'a full claim');
-  assert.notEqual(taken[0]?.id, late.id, 'past its deadline: not taken');
-  assert.equal((await store.getJob(late.id))?.status, 'queued', 'not marked yet: a full claim 150 ms after the last scan skips it');
-  assert.equal((await claim(5)).length, 1, 'the last good job; the claim comes back short');
-  assert.equal((await store.getJob(late.id))?.status, 'expired', 'so it scanned');
-});
-
 test('sync=full: more writes in one turn than one transaction takes still wait for a single flush', async (t) => {
   const dir = tempDir(t);
   const flush = heldDatasync();

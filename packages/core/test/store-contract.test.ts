@@ -195,6 +195,23 @@ for (const backend of backends) {
     assert.equal(await store.getJobOutcome('req_missing'), null);
   });
 
+  test('while claims come back full the expiry scan runs at most every 250 ms; an expired job is never taken; a short claim scans', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const claim = (limit: number) => store.claimJobs({ workerId: 'w', limit, leaseMs: 60_000 });
+    for (let i = 0; i < 3; i++) await store.createJob(job());
+    assert.equal((await claim(1)).length, 1, 'the first claim scans');
+    const { job: late } = await store.createJob(job({ expiresAt: c.now() + 100 }));
+    c.advance(150);
+    const taken = await claim(1);
+    assert.equal(taken.length, 1, 'a full claim');
+    assert.notEqual(taken[0]?.id, late.id, 'past its deadline: not taken');
+    assert.equal((await store.getJob(late.id))?.status, 'queued', 'not marked yet: a full claim 150 ms after the last scan skips it');
+    assert.equal((await claim(5)).length, 1, 'the last good job; the claim comes back short');
+    assert.equal((await store.getJob(late.id))?.status, 'expired', 'so it scanned');
+  });
+
   test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
     const place = await backend.place(t);
     const c = clock();

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { createExpirySpacing } from '../expiry-spacing.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
@@ -102,6 +103,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   }
 
   /** Expires the queued jobs past their deadline and counts them per model, in one statement. */
+  const expirySpacing = createExpirySpacing();
+
   async function expireDue(c: Q, at: number): Promise<number> {
     const { rows } = await c.query<{ n: number }>(
       `WITH expired AS (
@@ -180,7 +183,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       const at = now();
       const leaseUntil = at + opts.leaseMs;
       return tx(async (c) => {
-        await expireDue(c, at);
+        // See expiry-spacing.ts: a full claim scans at most every 250 ms, a short one always.
+        const scanned = expirySpacing.due(at);
+        if (scanned) {
+          expirySpacing.ran(at);
+          await expireDue(c, at);
+        }
         const claimed: ClaimedJob[] = [];
         // Jobs whose worker vanished first; SKIP LOCKED lets other claimers pass rows taken here.
         const lapsed = await c.query<JobRow>(
@@ -205,7 +213,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           const { rows } = await c.query<JobRow>(
             `UPDATE jobs SET ${claimSet}
               WHERE id IN (SELECT id FROM jobs
-                            WHERE status = 'queued' AND run_after <= $1
+                            WHERE status = 'queued' AND run_after <= $1 AND expires_at > $1
                             ORDER BY run_after
                             LIMIT $4
                             FOR UPDATE SKIP LOCKED)
@@ -213,6 +221,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
             [at, leaseUntil, opts.workerId, room],
           );
           claimed.push(...rows.sort((a, b) => a.run_after - b.run_after).map(toJob));
+        }
+        if (claimed.length < opts.limit && !scanned) {
+          expirySpacing.ran(at);
+          await expireDue(c, at);
         }
         return claimed;
       });

@@ -22,6 +22,7 @@ import type {
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
+import { createExpirySpacing } from '../expiry-spacing.js';
 import { createWalSync, type Datasync } from './wal-sync.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
 
@@ -73,20 +74,16 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return rows.length;
   };
 
-  // While claims come back full, overdue queued jobs are marked expired at most this often: at full
-  // speed the scan ran with every claim (2% of the worker). The claim never takes an expired job
-  // either way (claimDue skips them), and a claim that comes back short always scans, so an idle
-  // worker, or one that finds only overdue jobs, marks them at once (and never spins on them).
-  const CLAIM_EXPIRY_EVERY_MS = 250;
-  let expiredAt = -Infinity;
+  const expirySpacing = createExpirySpacing();
   const expireOnClaim = (at: number) => {
-    expiredAt = at;
+    expirySpacing.ran(at);
     expireDue(at);
   };
 
   // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
   const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
-    const scanned = at - expiredAt >= CLAIM_EXPIRY_EVERY_MS || at < expiredAt;
+    // See expiry-spacing.ts: a full claim scans at most every 250 ms, a short one always.
+    const scanned = expirySpacing.due(at);
     if (scanned) expireOnClaim(at);
     const claimed: ClaimedJob[] = [];
     // Jobs whose worker vanished first: they are the oldest work in the system.
