@@ -114,11 +114,17 @@ function heldDatasync() {
   };
 }
 
-test('sync=full: a write resolves only once the WAL holding it is flushed to disk, without blocking meanwhile', async (t) => {
+/** A sync=full store in a fresh folder whose flushes go through a held fdatasync; closed when the test ends. */
+function openHeldStore(t: { after: (fn: () => unknown) => void } & Parameters<typeof tempDir>[0]) {
   const dir = tempDir(t);
   const flush = heldDatasync();
   const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
   t.after(() => store.close());
+  return { dir, flush, store };
+}
+
+test('sync=full: a write resolves only once the WAL holding it is flushed to disk, without blocking meanwhile', async (t) => {
+  const { dir, flush, store } = openHeldStore(t);
   const reader = new Database(`${dir}/db.sqlite`);
   t.after(() => reader.close());
   await store.createJob(job());
@@ -144,10 +150,7 @@ test('sync=full: a write resolves only once the WAL holding it is flushed to dis
 });
 
 test('sync=full: a claim does not wait for the flush; a completion does', async (t) => {
-  const dir = tempDir(t);
-  const flush = heldDatasync();
-  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
-  t.after(() => store.close());
+  const { flush, store } = openHeldStore(t);
   const { id } = (await store.createJob(job())).job;
   flush.hold();
   const [claimed] = await within(store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), 2000, 'a claim while the flush is held');
@@ -162,10 +165,7 @@ test('sync=full: a claim does not wait for the flush; a completion does', async 
 });
 
 test('sync=full: a failed flush fails its writes, refuses every later one, and fails the health check', async (t) => {
-  const dir = tempDir(t);
-  const flush = heldDatasync();
-  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
-  t.after(() => store.close());
+  const { flush, store } = openHeldStore(t);
   await store.createJob(job());
   flush.hold();
   const failing = store.createJob(job());
@@ -214,10 +214,7 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
 });
 
 test('sync=full: more writes in one turn than one transaction takes still wait for a single flush', async (t) => {
-  const dir = tempDir(t);
-  const flush = heldDatasync();
-  const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });
-  t.after(() => store.close());
+  const { flush, store } = openHeldStore(t);
   await store.createJob(job());
   const before = flush.flushes;
   flush.hold();
