@@ -21,8 +21,8 @@ export interface ProcessJobDeps {
   random?: () => number;
   /** Shared upstream budgets; null is unlimited. */
   pacing?: { rpm: number | null; tpm: number | null };
-  /** The store's acquireUpstream, or a stand-in that shares reads (see sharedPauseReads). */
-  acquireUpstream?: JobStore['acquireUpstream'];
+  /** The store's acquireUpstream, or a stand-in that shares reads (the worker's: sharedPauseReads). */
+  acquireUpstream: JobStore['acquireUpstream'];
 }
 
 /**
@@ -179,9 +179,8 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
  */
 async function awaitPacing(job: ClaimedJob, deps: ProcessJobDeps, signal: AbortSignal): Promise<number> {
   const request = { rpm: deps.pacing?.rpm ?? null, tpm: deps.pacing?.tpm ?? null, tokens: estimateTokens(job.request) };
-  const acquire = deps.acquireUpstream ?? ((r: typeof request) => deps.store.acquireUpstream(r));
   for (;;) {
-    const wait = await acquire(request);
+    const wait = await deps.acquireUpstream(request);
     if (wait === 0 || wait > PACING_HOLD_MAX_MS) return wait;
     await abortableDelay(wait, signal);
   }

@@ -7,12 +7,16 @@
  */
 export const CLAIM_EXPIRY_EVERY_MS = 250;
 
-/** Remembers when a claim last scanned; `due(at)` says whether this one should. */
+/**
+ * Decides, for each claim, whether it scans before taking jobs (`before`) or, when it did not and
+ * came back short, after (`after`); either answer true counts as the scan having run at `at`.
+ */
 export function createExpirySpacing() {
   let last = -Infinity;
+  const ran = (at: number) => ((last = at), true);
   return {
     // A clock that went back (tests, or a step of the system clock) scans too.
-    due: (at: number) => at - last >= CLAIM_EXPIRY_EVERY_MS || at < last,
-    ran: (at: number) => void (last = at),
+    before: (at: number): boolean => (at - last >= CLAIM_EXPIRY_EVERY_MS || at < last ? ran(at) : false),
+    after: (at: number, scannedBefore: boolean, short: boolean): boolean => (!scannedBefore && short ? ran(at) : false),
   };
 }

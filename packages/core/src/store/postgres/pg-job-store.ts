@@ -102,9 +102,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     ];
   }
 
-  /** Expires the queued jobs past their deadline and counts them per model, in one statement. */
   const expirySpacing = createExpirySpacing();
 
+  /** Expires the queued jobs past their deadline and counts them per model, in one statement. */
   async function expireDue(c: Q, at: number): Promise<number> {
     const { rows } = await c.query<{ n: number }>(
       `WITH expired AS (
@@ -184,11 +184,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       const leaseUntil = at + opts.leaseMs;
       return tx(async (c) => {
         // See expiry-spacing.ts: a full claim scans at most every 250 ms, a short one always.
-        const scanned = expirySpacing.due(at);
-        if (scanned) {
-          expirySpacing.ran(at);
-          await expireDue(c, at);
-        }
+        const scanned = expirySpacing.before(at);
+        if (scanned) await expireDue(c, at);
         const claimed: ClaimedJob[] = [];
         // Jobs whose worker vanished first; SKIP LOCKED lets other claimers pass rows taken here.
         const lapsed = await c.query<JobRow>(
@@ -222,10 +219,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           );
           claimed.push(...rows.sort((a, b) => a.run_after - b.run_after).map(toJob));
         }
-        if (claimed.length < opts.limit && !scanned) {
-          expirySpacing.ran(at);
-          await expireDue(c, at);
-        }
+        if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) await expireDue(c, at);
         return claimed;
       });
     },

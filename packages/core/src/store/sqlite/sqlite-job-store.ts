@@ -75,16 +75,12 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   };
 
   const expirySpacing = createExpirySpacing();
-  const expireOnClaim = (at: number) => {
-    expirySpacing.ran(at);
-    expireDue(at);
-  };
 
   // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
   const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
     // See expiry-spacing.ts: a full claim scans at most every 250 ms, a short one always.
-    const scanned = expirySpacing.due(at);
-    if (scanned) expireOnClaim(at);
+    const scanned = expirySpacing.before(at);
+    if (scanned) expireDue(at);
     const claimed: ClaimedJob[] = [];
     // Jobs whose worker vanished first: they are the oldest work in the system.
     for (const row of sql.lapsedLeases.all({ now: at, limit: opts.limit })) {
@@ -101,7 +97,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     if (room > 0) {
       for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toJob(row));
     }
-    if (claimed.length < opts.limit && !scanned) expireOnClaim(at);
+    if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expireDue(at);
     return claimed;
   };
 
