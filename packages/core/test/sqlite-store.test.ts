@@ -30,7 +30,17 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.match(plan('SELECT * FROM jobs WHERE id = @id'), /USING INDEX sqlite_autoindex_jobs_1|PRIMARY KEY/);
   assert.match(plan('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'), /USING INDEX jobs_client_nonce/);
   assert.match(plan("SELECT * FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT @limit"), /USING INDEX jobs_status_finished/);
-  assert.match(plan('SELECT id, status, finished_at FROM jobs WHERE finished_at >= @now ORDER BY finished_at'), /USING INDEX jobs_(status_)?finished/);
+  // Queries over finished jobs name their statuses: jobs_status_finished is the only index on finished_at.
+  const finished = "status IN ('completed', 'failed', 'cancelled', 'expired')";
+  for (const query of [
+    `SELECT id, status, finished_at FROM jobs WHERE ${finished} AND finished_at >= @now ORDER BY finished_at`,
+    `DELETE FROM jobs WHERE ${finished} AND finished_at < @now`,
+    `SELECT finished_at / 60000 AS minute, status, COUNT(*) AS n FROM jobs WHERE ${finished} AND finished_at >= @now GROUP BY minute, status`,
+  ]) {
+    assert.match(plan(query), /SEARCH jobs USING (COVERING )?INDEX jobs_status_finished \(status=\? AND finished_at[<>]\?\)/, query);
+    assert.doesNotMatch(plan(query), /SCAN jobs/, query);
+  }
+  assert.deepEqual(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%finished_at%' ORDER BY name").pluck().all(), ['jobs_status_finished']);
 });
 
 test('migrations run once even when several processes open a new file together', async (t) => {
