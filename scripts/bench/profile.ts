@@ -54,10 +54,7 @@ const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const proc = await start([...nodeFlags, ...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`));
 // PIN=1: the measured process on CPU 0 and this load generator on CPU 1, so they do not take turns
 // on the same core (steadier CPU-per-request figures on a 2-core machine).
-if (process.env.PIN === '1') {
-  execFileSync('taskset', ['-a', '-p', '-c', '0', String(proc.child.pid)]);
-  execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]);
-}
+if (process.env.PIN === '1') pin(proc.child.pid as number);
 const prefix = bare ? '/bare' : '/v1/requests';
 const ts = Math.floor(Date.now() / 1000);
 const bodies = Array.from({ length: 80_000 }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}`, ts, nonce: randomUUID() }, secret));
@@ -89,6 +86,8 @@ async function profileWorker(): Promise<never> {
   }
   const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_'))) };
   const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
+  // PIN=1: the worker on CPU 0, the stub and this harness on CPU 1 (see the same below for the API).
+  if (process.env.PIN === '1') pin(proc.child.pid as number);
   // CPU per job over the middle of the run (from a fifth of the jobs done to four fifths), so start-up
   // and the tail do not count.
   // countByStatus reads every row: polled every 20 ms, so this harness does not take the CPU it measures.
@@ -113,6 +112,12 @@ async function profileWorker(): Promise<never> {
   await stub.close();
   if (profiling) report();
   process.exit(0);
+}
+
+/** The measured process (every thread) on CPU 0, this process on CPU 1. */
+function pin(pid: number): void {
+  execFileSync('taskset', ['-a', '-p', '-c', '0', String(pid)]);
+  execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]);
 }
 
 /** user + system CPU seconds a process has used so far. */
