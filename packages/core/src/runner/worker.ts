@@ -1,10 +1,9 @@
 import type { Config } from '../config.js';
-import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import { newWorkerId } from '../ids.js';
 import type { Logger } from '../logger.js';
 import type { JobStore } from '../store/types.js';
-import { processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
+import { createShutdown, processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 export interface WorkerOptions {
@@ -74,9 +73,7 @@ export function createWorker(options: WorkerOptions): Worker {
   // about 4% more jobs a second than with once as many, where the cap was reached).
   let calling = 0;
   const maxInFlight = 4 * options.concurrency;
-  const shutdown = new AbortController();
-  // Every job in flight listens for shutdown: not a leak.
-  setMaxListeners(maxInFlight + 10, shutdown.signal);
+  const shutdown = createShutdown();
   let stopping = false;
   let stopped: Promise<void> | null = null;
   let wake: (() => void) | null = null;
@@ -111,7 +108,7 @@ export function createWorker(options: WorkerOptions): Worker {
       slotFreed = true;
       wakeUp();
     };
-    const p = processJob(job, deps, shutdown.signal, callEnded)
+    const p = processJob(job, deps, shutdown, callEnded)
       .then((outcome) => {
         report[outcome] += 1;
         if (outcome !== 'released' && outcome !== 'lost') jobsDone += 1;
