@@ -290,3 +290,55 @@ test('jobs starting in the same turn share one read of the pause; budgets are st
   await Promise.all(Array.from({ length: 3 }, () => acquire(paced)));
   assert.equal(reads, 5, 'with a budget every call draws from it');
 });
+
+test('while calls run, freed slots are claimed together: at half the slots, or once the gather window ends', async (t) => {
+  const dir = tempDir(t);
+  // Every call is held until the test lets it answer (and, once the test is over, answered at once).
+  const held: Array<() => void> = [];
+  let holding = true;
+  const stub = await startStubUpstream({ behave: () => (holding ? new Promise((resolve) => held.push(() => resolve({}))) : {}) });
+  const store = await openTestStore(testEnv(dir));
+  const claims: number[] = [];
+  const counted: JobStore = Object.create(store, {
+    claimJobs: {
+      value: async (opts: Parameters<JobStore['claimJobs']>[0]) => {
+        const jobs = await store.claimJobs(opts);
+        if (jobs.length > 0) claims.push(jobs.length);
+        return jobs;
+      },
+    },
+  });
+  for (let i = 0; i < 14; i++) await enqueueJob(store, `job ${i}`);
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
+  const worker = createWorker({
+    store: counted, upstream, logger: createSilentLogger(), concurrency: 8, leaseMs: 30_000, attemptTimeoutMs: 10_000,
+    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000, claimGatherMs: 400,
+  });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    holding = false;
+    held.splice(0).forEach((answer) => answer());
+    await worker.stop();
+    await daemon;
+    await upstream.close();
+    await stub.close();
+    await store.close();
+  });
+  const answer = (n: number) => held.splice(0, n).forEach((reply) => reply());
+
+  await eventually(async () => held.length === 8);
+  assert.deepEqual(claims, [8], 'an idle worker claims at once');
+  answer(3);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.deepEqual(claims, [8], 'three free slots of eight: the claim waits for a fourth');
+  answer(1);
+  await eventually(async () => claims.length === 2);
+  assert.deepEqual(claims, [8, 4], 'the four freed slots are claimed in one claim');
+  await eventually(async () => held.length === 8);
+  const freedAt = Date.now();
+  answer(1);
+  await eventually(async () => claims.length === 3, 5000);
+  const waited = Date.now() - freedAt;
+  assert.deepEqual(claims, [8, 4, 1]);
+  assert.ok(waited >= 300, `one free slot is claimed when the 400 ms window ends, not before (claimed after ${waited} ms)`);
+});

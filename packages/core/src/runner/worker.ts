@@ -23,6 +23,8 @@ export interface WorkerOptions {
   pacing?: { rpm: number | null; tpm: number | null };
   heartbeatMs?: number;
   housekeepingMs?: number;
+  /** CLAIM_GATHER_MS unless given (tests widen it to observe the rule). */
+  claimGatherMs?: number;
 }
 
 export interface RunLimits {
@@ -45,6 +47,16 @@ export interface Worker {
   /** Put back what is in flight now, without waiting for the grace period. */
   abortNow(): void;
 }
+
+/**
+ * How long a claim may wait for more slots to free while calls are running. Each claim is a
+ * transaction of its own; against a fast upstream, slots free one at a time and each would cost a
+ * claim of one job. Waiting until half the slots are free (or this long) claims them together:
+ * measured against a zero-latency stub at concurrency 8 (four alternating pinned runs each),
+ * 184–257 µs of CPU per job instead of 209–299, 3,273–3,983 jobs a second instead of 2,654–3,713.
+ * Against a real model, whose calls take seconds, a slot idles at most this long.
+ */
+export const CLAIM_GATHER_MS = 2;
 
 /** Builds a worker over a store and an upstream client. */
 export function createWorker(options: WorkerOptions): Worker {
@@ -73,6 +85,9 @@ export function createWorker(options: WorkerOptions): Worker {
   // about 4% more jobs a second than with once as many, where the cap was reached).
   let calling = 0;
   const maxInFlight = 4 * options.concurrency;
+  // See CLAIM_GATHER_MS: while calls run, a claim waits for this many free slots (or that long).
+  const gatherSlots = Math.max(1, Math.floor(options.concurrency / 2));
+  const gatherMs = options.claimGatherMs ?? CLAIM_GATHER_MS;
   const shutdown = createShutdown();
   let stopping = false;
   let stopped: Promise<void> | null = null;
@@ -139,6 +154,8 @@ export function createWorker(options: WorkerOptions): Worker {
     let lastHousekeeping = mode === 'daemon' ? now() : 0;
 
     let failures = 0;
+    // When the first slot freed that a claim is now waiting to fill along with others.
+    let gatherSince: number | null = null;
     while (!stopping) {
       try {
         slotFreed = false;
@@ -150,7 +167,10 @@ export function createWorker(options: WorkerOptions): Worker {
         if (at >= deadline || report.claimed >= maxJobs) break;
         const room = Math.min(options.concurrency - calling, maxInFlight - inflight.size, maxJobs - report.claimed);
         let claimedNow = 0;
-        if (room > 0 && (dirty || at >= nextWakeAt)) {
+        const wantClaim = room > 0 && (dirty || at >= nextWakeAt);
+        const gathering = wantClaim && calling > 0 && options.concurrency - calling < gatherSlots && at - (gatherSince ??= at) < gatherMs;
+        if (wantClaim && !gathering) {
+          gatherSince = null;
           const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
           claimedNow = jobs.length;
           report.claimed += jobs.length;
@@ -174,6 +194,11 @@ export function createWorker(options: WorkerOptions): Worker {
           }
         }
         failures = 0;
+        if (gathering) {
+          // Woken early when another slot frees.
+          if (!slotFreed) await sleep(Math.max(1, (gatherSince as number) + gatherMs - now()));
+          continue;
+        }
         if (dirty && calling < options.concurrency && inflight.size < maxInFlight) continue;
         // A slot freed or a job was put back while we awaited the store (and wakeUp found no sleep to end).
         if (slotFreed || requeuedSinceWake) continue;
