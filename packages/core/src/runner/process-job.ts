@@ -252,11 +252,11 @@ function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
 function jobLogger(logger: Logger, job: ClaimedJob): JobLog {
   let child: Logger | undefined;
   const get = () => (child ??= logger.child({ job_id: job.id, attempt: job.attempts }));
-  return {
-    debug: (message, meta) => get().debug(message, meta),
-    info: (message, meta) => get().info(message, meta),
-    warn: (message, meta) => get().warn(message, meta),
+  // A line below the configured level makes no child either.
+  const line = (level: keyof JobLog) => (message: string, meta?: object) => {
+    if (logger.isLevelEnabled(level)) get()[level](message, meta);
   };
+  return { debug: line('debug'), info: line('info'), warn: line('warn') };
 }
 
 /** The lines processJob writes about one job. */

@@ -203,11 +203,15 @@ export function createWorker(options: WorkerOptions): Worker {
         // A slot freed or a job was put back while we awaited the store (and wakeUp found no sleep to end).
         if (slotFreed || requeuedSinceWake) continue;
         await sleep(Math.max(1, Math.min(options.pollMs, nextWakeAt - now())));
-        // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue query.
-        const version = await options.store.changeCounter();
-        if (version !== lastVersion) {
-          lastVersion = version;
-          dirty = true;
+        // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue
+        // query. While the last claim came back full the loop claims anyway, so it is not read (a
+        // version left stale costs one extra claim later, never a missed job).
+        if (!dirty) {
+          const version = await options.store.changeCounter();
+          if (version !== lastVersion) {
+            lastVersion = version;
+            dirty = true;
+          }
         }
       } catch (err) {
         // A daemon outlives a busy or briefly unreadable database; a cron pass reports it and exits.
