@@ -1,25 +1,25 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import type { Statement } from 'better-sqlite3';
 import { createCounters } from './counters.js';
-import type {
-  AttemptObservation,
-  ClaimOptions,
-  ClaimedJob,
-  CreateResult,
-  JobError,
-  JobRecord,
-  JobResult,
-  JobStatus,
-  JobStore,
-  LeaseState,
-  NewJob,
-  PacingRequest,
-  QueueCounts,
-  RateCheck,
-  RateDecision,
-  WorkerHeartbeat,
+import {
+  FINAL_STATUSES,
+  type AttemptObservation,
+  type ClaimOptions,
+  type ClaimedJob,
+  type CreateResult,
+  type JobError,
+  type JobRecord,
+  type JobResult,
+  type JobStatus,
+  type JobStore,
+  type LeaseState,
+  type NewJob,
+  type PacingRequest,
+  type QueueCounts,
+  type RateCheck,
+  type RateDecision,
+  type WorkerHeartbeat,
 } from '../types.js';
-import { FINAL_STATUSES } from '../types.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
