@@ -41,6 +41,7 @@ export const SETTINGS = {
   RETRY_BASE_MS: { type: 'integer', default: 1000, minimum: 1, maximum: 3600000, doc: 'First retry delay; doubles each attempt, with jitter.' },
   RETRY_MAX_MS: { type: 'integer', default: 60000, minimum: 1, maximum: 86400000, doc: 'Longest delay between two attempts.' },
   UPSTREAM_TIMEOUT_SECONDS: { type: 'integer', default: 120, minimum: 1, maximum: 3600, doc: 'Per-attempt timeout of an upstream call.' },
+  UPSTREAM_RESPONSE_LIMIT: { type: 'string', default: '16mb', pattern: '^[0-9]+(b|kb|mb)?$', doc: 'Largest upstream answer a worker reads (b, kb or mb); a larger one fails the job with upstream_response_too_large.' },
   UPSTREAM_RPM: { type: 'integer', minimum: 1, maximum: 10000000, doc: 'Upstream requests per minute for all workers together (unset: no limit); calls are spread evenly.' },
   UPSTREAM_TPM: { type: 'integer', minimum: 1, maximum: 1000000000, doc: 'Upstream tokens per minute for all workers together (unset: no limit); estimated from the request.' },
   WORKER_CONCURRENCY: { type: 'integer', default: 8, minimum: 1, maximum: 1024, doc: 'Upstream calls one worker process runs at once.' },
@@ -82,6 +83,8 @@ export interface Config {
     readonly baseUrl: string;
     readonly defaultModel: string;
     readonly timeoutMs: number;
+    /** The most bytes of one upstream answer a worker holds in memory. */
+    readonly maxResponseBytes: number;
     readonly rpm: number | null;
     readonly tpm: number | null;
   };
@@ -195,6 +198,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       baseUrl: s.OPENAI_BASE_URL.replace(/\/+$/, ''),
       defaultModel: s.DEFAULT_MODEL,
       timeoutMs: int('UPSTREAM_TIMEOUT_SECONDS') * 1000,
+      maxResponseBytes: parseByteSize('UPSTREAM_RESPONSE_LIMIT', s.UPSTREAM_RESPONSE_LIMIT),
       rpm: (s.UPSTREAM_RPM as unknown as number | undefined) ?? null,
       tpm: (s.UPSTREAM_TPM as unknown as number | undefined) ?? null,
     },
@@ -203,7 +207,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     http: {
       host: s.HOST,
       port: int('PORT'),
-      bodyLimitBytes: parseByteSize(s.BODY_LIMIT),
+      bodyLimitBytes: parseByteSize('BODY_LIMIT', s.BODY_LIMIT),
       trustProxy: parseTrustProxy(s.TRUST_PROXY),
       allowedModels: s.ALLOWED_MODELS ? s.ALLOWED_MODELS.split(',').map((m) => m.trim()).filter(Boolean) : null,
       healthRequiresWorker: s.HEALTH_REQUIRE_WORKER === 'true',
@@ -278,11 +282,14 @@ function describeBadSetting(name: string, problem: string, value: unknown): stri
 }
 
 /** "1mb" → 1048576; the units Express's body parsers use, base 1024. */
-export function parseByteSize(text: string): number {
+export function parseByteSize(name: SettingName, text: string): number {
   const m = /^([0-9]+)(b|kb|mb)?$/.exec(text);
-  if (!m) throw new ConfigError(`BODY_LIMIT must look like 512kb or 1mb (got ${JSON.stringify(text)})`);
+  if (!m) throw new ConfigError(`${name} must look like 512kb or 1mb (got ${JSON.stringify(text)})`);
   const unit = m[2] === 'mb' ? 1024 * 1024 : m[2] === 'kb' ? 1024 : 1;
-  return Number(m[1]) * unit;
+  const bytes = Number(m[1]) * unit;
+  // 0 would refuse everything: never what anyone meant.
+  if (bytes < 1) throw new ConfigError(`${name} must be at least 1 byte (got ${JSON.stringify(text)})`);
+  return bytes;
 }
 
 function deepFreeze<T>(value: T): T {

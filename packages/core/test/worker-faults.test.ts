@@ -10,13 +10,13 @@ import type { JobRecord, JobStore } from '../src/store/types.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
 
-async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions> & { maxAttempts?: number } = {}) {
+async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions> & { maxAttempts?: number; maxResponseBytes?: number } = {}) {
   const dir = tempDir(t);
   const stub = await startStubUpstream({ behave });
   const store = await openTestStore(testEnv(dir));
   // Jobs arrive through another connection, as they do from proxy-api.
   const apiSide = await openTestStore(testEnv(dir));
-  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8, ...(options.maxResponseBytes ? { maxResponseBytes: options.maxResponseBytes } : {}) });
   const worker = createWorker({
     store,
     upstream,
@@ -121,6 +121,35 @@ test('broken JSON with a 200 is recorded as an error, not a crash; retries exhau
   assert.equal(job.attempts, 3);
   assert.equal(job.error?.code, 'upstream_bad_response');
   assert.equal(stub.calls.length, 3);
+});
+
+test('an answer over UPSTREAM_RESPONSE_LIMIT fails its job at once; the next job completes on the same pool', async (t) => {
+  const huge = 'x'.repeat(64 * 1024);
+  const { stub, store, enqueue } = await setUp(
+    t,
+    (call) => (call.prompt === 'huge' ? { body: { choices: [{ index: 0, message: { role: 'assistant', content: huge } }] } } : {}),
+    { maxResponseBytes: 16 * 1024 },
+  );
+  const big = await finalJob(store, await enqueue('huge'));
+  assert.equal(big.status, 'failed');
+  assert.equal(big.attempts, 1);
+  assert.equal(big.error?.code, 'upstream_response_too_large');
+  assert.equal(big.error?.upstreamStatus, 200);
+  assert.match(big.error?.message ?? '', /over 16384 bytes \(UPSTREAM_RESPONSE_LIMIT\)/);
+  assert.equal(big.outputText, null);
+  const small = await finalJob(store, await enqueue('small'));
+  assert.equal(small.status, 'completed');
+  assert.equal(small.outputText, 'echo: small');
+  assert.equal(stub.calls.length, 2);
+});
+
+test('an error status whose body is over the limit is judged by its status: a 503 is retried', async (t) => {
+  const page = `<html>${'y'.repeat(64 * 1024)}</html>`;
+  const { stub, store, enqueue } = await setUp(t, script({ status: 503, raw: page, headers: { 'content-type': 'text/html' } }, {}), { maxResponseBytes: 16 * 1024 });
+  const job = await finalJob(store, await enqueue('flaky proxy'));
+  assert.equal(job.status, 'completed');
+  assert.equal(job.attempts, 2);
+  assert.equal(stub.calls.length, 2);
 });
 
 test('attempts exhausted: failed with the last error', async (t) => {

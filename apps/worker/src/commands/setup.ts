@@ -1,5 +1,5 @@
 import { createLogger, loadConfig, describeDatabase, openStore, secretValues, type JobStore, type Logger, type Worker } from '@proxy/core';
-import { createUpstreamClient, createWorkerFromConfig, type UpstreamClient } from '@proxy/core/runner';
+import { createUpstreamClientFromConfig, createWorkerFromConfig, type UpstreamClient } from '@proxy/core/runner';
 
 /** What both commands run on, built from configuration. */
 export interface WorkerSetup {
@@ -16,11 +16,7 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
   const store = await openStore(config.db);
   logger.info('database', { database: describeDatabase(config.db) });
-  const upstream = createUpstreamClient({
-    baseUrl: config.upstream.baseUrl,
-    apiKey: config.upstream.apiKey as string,
-    connections: config.worker.concurrency,
-  });
+  const upstream = createUpstreamClientFromConfig(config);
   const worker = createWorkerFromConfig(config, { store, upstream, logger });
   return {
     logger,

@@ -18,6 +18,9 @@ export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' }>, 
       return { retryable: true, error: { code: 'upstream_unreachable', message: outcome.message } };
     case 'bad_response':
       return { retryable: true, error: { code: 'upstream_bad_response', message: outcome.message, upstreamStatus: outcome.status } };
+    // The same request would most likely get the same oversized answer: another attempt only costs money.
+    case 'too_large':
+      return { retryable: false, error: { code: 'upstream_response_too_large', message: outcome.message, upstreamStatus: outcome.status } };
     case 'http_error': {
       const error = { code: `upstream_${outcome.status}`, message: outcome.message, upstreamStatus: outcome.status };
       if (outcome.errorCode) error.code = `upstream_${outcome.errorCode}`;

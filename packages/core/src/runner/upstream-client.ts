@@ -1,4 +1,5 @@
 import { Pool, errors as undiciErrors } from 'undici';
+import type { Config } from '../config.js';
 import type { ChatRequest } from '../store/types.js';
 
 /** What one upstream call produced, already read to the end. */
@@ -6,6 +7,7 @@ export type UpstreamOutcome =
   | { kind: 'ok'; status: number; body: unknown; outputText: string | null; usage: unknown }
   | { kind: 'http_error'; status: number; headers: Record<string, string>; body: unknown; errorCode: string | null; message: string }
   | { kind: 'bad_response'; status: number; message: string }
+  | { kind: 'too_large'; status: number; message: string }
   | { kind: 'network_error'; code: string; message: string };
 
 /** Calls POST {baseUrl}/chat/completions. One instance per process: it owns the connection pool. */
@@ -19,6 +21,8 @@ export interface UpstreamClientOptions {
   apiKey: string;
   /** Most sockets to keep open; match the worker's concurrency. */
   connections: number;
+  /** The most bytes of one answer read into memory (UPSTREAM_RESPONSE_LIMIT); no limit when left out. */
+  maxResponseBytes?: number;
 }
 
 // Upstream error bodies can be large HTML pages from a proxy in front; keep what a person needs.
@@ -34,6 +38,9 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     headersTimeout: 0,
     bodyTimeout: 0,
     keepAliveTimeout: 30_000,
+    // Undici counts the body as it arrives and drops the connection past the limit, so a runaway
+    // answer costs at most this much memory per call, never the whole process.
+    maxResponseSize: options.maxResponseBytes ?? -1,
   });
   const headers = {
     'content-type': 'application/json',
@@ -50,14 +57,18 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
         if (signal.aborted) throw signal.reason;
         return networkError(err);
       }
+      const status = res.statusCode;
       let text: string;
       try {
         text = await res.body.text();
       } catch (err) {
         if (signal.aborted) throw signal.reason;
-        return networkError(err);
+        if (!(err instanceof undiciErrors.ResponseExceededMaxSizeError)) return networkError(err);
+        const message = `upstream answered ${status} with a body over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)`;
+        // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
+        if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: null, errorCode: null, message };
+        return { kind: 'too_large', status, message };
       }
-      const status = res.statusCode;
       const body = tryParseJson(text);
       if (status >= 200 && status < 300) {
         if (body === undefined || body === null || typeof body !== 'object') {
@@ -77,6 +88,17 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       await pool.close();
     },
   };
+}
+
+/** The client a worker built from configuration uses: one pool, sized to the worker's concurrency. */
+export function createUpstreamClientFromConfig(config: Config): UpstreamClient {
+  if (!config.upstream.apiKey) throw new Error('createUpstreamClientFromConfig needs OPENAI_API_KEY');
+  return createUpstreamClient({
+    baseUrl: config.upstream.baseUrl,
+    apiKey: config.upstream.apiKey,
+    connections: config.worker.concurrency,
+    maxResponseBytes: config.upstream.maxResponseBytes,
+  });
 }
 
 function extractText(body: object): string | null {
