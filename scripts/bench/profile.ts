@@ -1,7 +1,7 @@
 /**
  * `node --import tsx scripts/bench/profile.ts create|lookup|worker`: runs proxy-api under the
  * benchmark's load for a few seconds (or proxy-worker daemon draining jobs against a zero-latency
- * stub) with --cpu-prof, then prints the functions that took the most CPU (self time, and by file).
+ * stub; on PostgreSQL when DATABASE_URL is set) with --cpu-prof, then prints the functions that took the most CPU (self time, and by file).
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
  * bench's bare Express route instead of the API.
  */
@@ -15,6 +15,8 @@ import { nodeFlagsOf } from '../node-flags.mjs';
 import autocannon, { type Request } from 'autocannon';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
+import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
+import pg from 'pg';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import { startStubUpstream } from '../stub-upstream.ts';
 import { answers, freePort, start } from './processes.ts';
@@ -79,12 +81,16 @@ if (!profiling) process.exit(0);
 async function profileWorker(): Promise<never> {
   const n = Number(process.env.WORKER_JOBS ?? 4000);
   const stub = await startStubUpstream({ delayMs: Number(process.env.STUB_DELAY_MS ?? 0) });
-  const store = openSqliteStore({ path: dbPath });
+  // DATABASE_URL=postgres://…: the worker on PostgreSQL, in a schema of its own dropped at the end.
+  const pgUrl = process.env.DATABASE_URL;
+  const schema = `profile_${randomBytes(4).toString('hex')}`;
+  const store = pgUrl ? await openPostgresStore({ url: pgUrl, schema }) : openSqliteStore({ path: dbPath });
+  const database = pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {};
   for (let i = 0; i < n; i++) {
     const id = newJobId();
     await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
   }
-  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_'))) };
+  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...database, ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_'))) };
   const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
   // PIN=1: the worker on CPU 0, the stub and this harness on CPU 1 (see the same below for the API).
   if (process.env.PIN === '1') pin(proc.child.pid as number);
@@ -110,6 +116,12 @@ async function profileWorker(): Promise<never> {
   await proc.stop();
   await store.close();
   await stub.close();
+  if (pgUrl) {
+    const admin = new pg.Client({ connectionString: pgUrl });
+    await admin.connect();
+    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await admin.end();
+  }
   if (profiling) report();
   process.exit(0);
 }

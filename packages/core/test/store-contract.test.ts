@@ -212,6 +212,26 @@ for (const backend of backends) {
     assert.equal((await store.getJob(late.id))?.status, 'expired', 'so it scanned');
   });
 
+  test('a lapsed lease is claimed again within 250 ms even while claims come back full', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const claim = async (limit: number) => (await store.claimJobs({ workerId: 'w', limit, leaseMs: 1000 })).map((j) => j.id);
+    const { job: held } = await store.createJob(job());
+    assert.deepEqual(await claim(1), [held.id]);
+    for (let i = 0; i < 5; i++) await store.createJob(job());
+    c.advance(900);
+    assert.notDeepEqual(await claim(1), [held.id], 'a scan while the lease still holds');
+    c.advance(100);
+    // The lease has lapsed. Within 250 ms of the last scan a backend may still fill a full claim from
+    // the queue (PostgreSQL does: such claims are one statement); the next scan takes it first.
+    const taken = await claim(1);
+    c.advance(250);
+    taken.push(...(await claim(1)));
+    assert.equal(taken.filter((id) => id === held.id).length, 1, `the lapsed job is among ${taken.join(', ')}`);
+    assert.equal((await store.getJob(held.id))?.attempts, 2);
+  });
+
   test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
     const place = await backend.place(t);
     const c = clock();
