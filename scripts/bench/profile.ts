@@ -85,7 +85,7 @@ async function profileWorker(): Promise<never> {
   const pgUrl = process.env.DATABASE_URL;
   const schema = `profile_${randomBytes(4).toString('hex')}`;
   const store = pgUrl ? await openPostgresStore({ url: pgUrl, schema }) : openSqliteStore({ path: dbPath });
-  const database = pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {};
+  const database: Record<string, string> = pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {};
   for (let i = 0; i < n; i++) {
     const id = newJobId();
     await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
