@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { fdatasync, readdirSync } from 'node:fs';
+import { copyFileSync, fdatasync, mkdirSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../../scripts/stub-upstream.ts';
@@ -7,6 +8,7 @@ import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
+import { migrate } from '../src/store/sqlite/migrate.ts';
 import { eventually, manualClock, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
 
 const job = newTestJob;
@@ -26,7 +28,7 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.match(claimDue, /SEARCH jobs USING (COVERING )?INDEX sqlite_autoindex_jobs_1 \(id=\?\)/);
   assert.doesNotMatch(claimDue, /TEMP B-TREE|SCAN jobs/);
   assert.match(plan("SELECT * FROM jobs WHERE status = 'in_progress' AND lease_until <= @now ORDER BY lease_until LIMIT @limit"), /USING INDEX jobs_running_lease/);
-  assert.match(plan("UPDATE jobs SET status = 'expired' WHERE status = 'queued' AND expires_at <= @now"), /USING INDEX jobs_queued_expiry/);
+  assert.match(plan("UPDATE jobs SET status = 'expired' WHERE status = 'queued' AND expires_at <= @now"), /USING (COVERING )?INDEX jobs_queued_expiry/);
   assert.match(plan('SELECT * FROM jobs WHERE id = @id'), /USING INDEX sqlite_autoindex_jobs_1|PRIMARY KEY/);
   assert.match(plan('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'), /USING INDEX jobs_client_nonce/);
   assert.match(plan("SELECT * FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT @limit"), /USING INDEX jobs_status_finished/);
@@ -233,4 +235,26 @@ test('sync=full: more writes in one turn than one transaction takes still wait f
   flush.release();
   assert.equal((await within(creates, 5000, 'the creates')).length, 300);
   assert.equal(flush.flushes - before, 1, 'two transactions (256 + 44), one flush');
+});
+
+test('migration 0006 counts the jobs a file already holds, then its triggers keep the counts', async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  // A file as the release before 0006 left it: the migrations up to 0005, and jobs in four statuses.
+  const migrations = fileURLToPath(new URL('../migrations/sqlite/', import.meta.url));
+  const older = `${dir}/older-migrations`;
+  mkdirSync(older);
+  for (const file of readdirSync(migrations).filter((f) => f < '0006')) copyFileSync(`${migrations}/${file}`, `${older}/${file}`);
+  const db = new Database(path);
+  migrate(db, older);
+  const insert = db.prepare(`INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, max_attempts, run_after, expires_at, created_at, updated_at, finished_at)
+                             VALUES (?, 'c', ?, 'h', ?, 'm', '{}', 3, 0, 9e12, 0, 0, ?)`);
+  const statuses = ['queued', 'queued', 'queued', 'in_progress', 'completed', 'completed', 'failed'];
+  statuses.forEach((status, i) => insert.run(`req_old${i}`, `nonce-${i}`, status, ['queued', 'in_progress'].includes(status) ? null : 1));
+  db.close();
+  const store = openSqliteStore({ path });
+  t.after(() => store.close());
+  assert.deepEqual(await store.countByStatus(), { queued: 3, in_progress: 1, completed: 2, failed: 1, cancelled: 0, expired: 0 });
+  await store.createJob(job());
+  assert.equal((await store.countByStatus()).queued, 4);
 });

@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import pg from 'pg';
 import { openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
-import type { JobStore } from '../src/store/types.ts';
+import type { JobRecord, JobStore } from '../src/store/types.ts';
 import { manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -230,6 +230,52 @@ for (const backend of backends) {
     taken.push(...(await claim(1)));
     assert.equal(taken.filter((id) => id === held.id).length, 1, `the lapsed job is among ${taken.join(', ')}`);
     assert.equal((await store.getJob(held.id))?.attempts, 2);
+  });
+
+  test('the counts by status follow every kind of write, without counting the table', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', 'expired'] as const;
+    const check = async (when: string) => {
+      const counts = await store.countByStatus();
+      for (const status of STATUSES) {
+        const actual = (await store.listJobs({ status, limit: 1000 })).length;
+        assert.equal(counts[status], actual, `${status} after ${when}`);
+      }
+    };
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await store.createJob(job({ expiresAt: c.now() + (i === 11 ? 500 : 60_000) }))).job.id);
+    await store.createJob(job({ nonce: (await store.getJob(ids[0] as string))?.nonce }));
+    await check('creates and a replay');
+    const held = await store.claimJobs({ workerId: 'w', limit: 6, leaseMs: 60_000 });
+    await check('a claim of six');
+    const [a, b, d, e, f, g] = held as [(typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number]];
+    await store.completeJob(a.id, a.leaseToken, { outputText: 'ok', usage: null, response: {} });
+    await store.finishJob(b.id, b.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
+    await store.retryJob(d.id, d.leaseToken, c.now(), { code: 'upstream_500', message: 'again' });
+    await store.releaseJob(e.id, e.leaseToken, c.now());
+    assert.equal(await store.completeJob(a.id, a.leaseToken, { outputText: 'twice', usage: null, response: {} }), false);
+    await check('outcomes, a retry, a release and a stale completion');
+    await store.cancelJob(f.id, f.client);
+    const queued = (await store.listJobs({ status: 'queued', limit: 1 }))[0] as { id: string; client: string };
+    await store.cancelJob(queued.id, queued.client);
+    await store.finishJob(f.id, f.leaseToken, 'cancelled', null);
+    await check('cancels, queued and running');
+    c.advance(600);
+    assert.equal(await store.expireOverdue(), 1);
+    await store.checkpoint();
+    await check('an expiry and a checkpoint');
+    assert.equal((await store.requeueJobs('all-failed')).length, 1);
+    await check('a requeue');
+    c.advance(1000);
+    assert.ok((await store.deleteFinishedBefore(c.now())) >= 3);
+    await check('a purge');
+    const copy = await store.getJob(g.id);
+    const imported = await store.importJobs([{ ...(copy as JobRecord), id: 'req_AAAAAAAAAAAAAAAAAAAAAA', nonce: 'imported-1', status: 'completed', finishedAt: c.now() }]);
+    assert.equal(imported.length, 1);
+    await store.checkpoint();
+    await check('an import and another checkpoint');
   });
 
   test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {

@@ -362,7 +362,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async countByStatus() {
       const counts: QueueCounts = { queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 };
-      const { rows } = await pool.query<{ status: JobStatus; n: string }>('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status');
+      // Kept by triggers (migration 0004): the folded counts plus the changes since the last fold.
+      const { rows } = await pool.query<{ status: JobStatus; n: string }>(
+        `SELECT status, SUM(n) AS n
+           FROM (SELECT status, n FROM job_counts UNION ALL SELECT status, d FROM job_count_deltas) AS all_counts
+          GROUP BY status`,
+      );
       for (const row of rows) counts[row.status] = Number(row.n);
       return counts;
     },
@@ -520,13 +525,19 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async checkpoint() {
-      // PostgreSQL checkpoints on its own; what housekeeping does here is fold the counter deltas.
+      // PostgreSQL checkpoints on its own; what housekeeping does here is fold the counter and job-count deltas.
       // One statement: rows another fold already took are skipped (it deleted them), never counted twice.
       await pool.query(
         `WITH moved AS (DELETE FROM counter_deltas RETURNING name, labels, value)
          INSERT INTO counters (name, labels, value)
          SELECT name, labels, SUM(value) FROM moved GROUP BY name, labels
          ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value`,
+      );
+      await pool.query(
+        `WITH moved AS (DELETE FROM job_count_deltas RETURNING status, d)
+         INSERT INTO job_counts (status, n)
+         SELECT status, SUM(d) FROM moved GROUP BY status
+         ON CONFLICT (status) DO UPDATE SET n = job_counts.n + excluded.n`,
       );
     },
 
