@@ -36,7 +36,7 @@ export function buildCli(version: string): Command {
 
   program
     .command('stats')
-    .description('the queue by status, the oldest queued job, the live workers')
+    .description('the queue by status, the longest wait in the queue, the live workers')
     .option('--json', 'print JSON')
     .action(runStats);
 

@@ -278,6 +278,25 @@ for (const backend of backends) {
     await check('an import and another checkpoint');
   });
 
+  test('oldestDueAt: since when the longest-waiting due job has waited; a retry counts from the end of its backoff', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    assert.equal(await store.oldestDueAt(), null);
+    const t0 = c.now();
+    const { job: a } = await store.createJob(job());
+    c.advance(100);
+    await store.createJob(job());
+    assert.equal(await store.oldestDueAt(), t0);
+    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+    assert.equal(held?.id, a.id);
+    await store.retryJob(a.id, held!.leaseToken, c.now() + 10_000, { code: 'upstream_429', message: 'later' });
+    assert.equal(await store.oldestDueAt(), t0 + 100, 'the job in its backoff is not waiting yet');
+    const [b] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+    await store.completeJob(b!.id, b!.leaseToken, { outputText: 'ok', usage: null, response: {} });
+    assert.equal(await store.oldestDueAt(), t0 + 100 + 10_000, 'only the retry is queued: due ahead');
+  });
+
   test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
     const place = await backend.place(t);
     const c = clock();

@@ -13,7 +13,7 @@ export interface HealthDeps {
 /**
  * GET /health: 200 when the database answers (and, with HEALTH_REQUIRE_WORKER, a worker is alive),
  * 503 otherwise. Anyone sees `status`; a caller with a valid X-Proxy-Key also sees why, the queue by
- * status, the oldest queued job's age, the live workers and the version.
+ * status, how long the longest-waiting due job has waited, the live workers and the version.
  */
 export function healthHandler({ store, clients, now, version, requireWorker }: HealthDeps): RequestHandler {
   return async (req, res) => {
@@ -36,7 +36,7 @@ export function healthHandler({ store, clients, now, version, requireWorker }: H
     const body: Record<string, unknown> = { status, version, database: store.kind };
     if (problem) body.error = { code: 'unavailable', message: problem };
     if (problem !== 'the database does not answer') {
-      const [queue, oldest] = await Promise.all([store.countByStatus(), store.oldestQueuedAt()]);
+      const [queue, oldest] = await Promise.all([store.countByStatus(), store.oldestDueAt()]);
       body.queue = queue;
       body.oldest_queued_age_seconds = oldest === null ? null : Math.max(0, Math.floor((now() - oldest) / 1000));
       body.workers = workers.map((w) => ({

@@ -42,7 +42,7 @@ export function metricsHandler({ store, clients, metrics, allow, now }: MetricsD
       metrics.registry.metrics(),
       store.readCounters(),
       store.countByStatus(),
-      store.oldestQueuedAt(),
+      store.oldestDueAt(),
       store.listWorkers(now() - WORKER_ALIVE_MS),
     ]);
     const shared = renderShared(counters, queue, oldest === null ? 0 : Math.max(0, (now() - oldest) / 1000), workers.length);
@@ -75,7 +75,7 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
   out.push(`proxy_upstream_latency_seconds_sum ${pick('upstream_latency_seconds_sum')[0]?.[1] ?? 0}`, `proxy_upstream_latency_seconds_count ${running}`);
 
   family('proxy_queue_depth', 'gauge', 'Jobs by status now', Object.entries(queue).map(([status, n]): [Record<string, string>, number] => [{ status }, n]));
-  family('proxy_oldest_queued_age_seconds', 'gauge', 'Age of the oldest queued job (0 when none)', [[{}, Math.round(oldestAge * 1000) / 1000]]);
+  family('proxy_oldest_queued_age_seconds', 'gauge', 'How long the longest-waiting due job has waited for a worker, in seconds (0 when none)', [[{}, Math.round(oldestAge * 1000) / 1000]]);
   family('proxy_workers_alive', 'gauge', 'Workers with a heartbeat in the last 30 s', [[{}, workersAlive]]);
   return `${out.join('\n')}\n`;
 }

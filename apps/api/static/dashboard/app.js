@@ -91,7 +91,7 @@ async function refresh() {
       }),
     );
     const age = health.body.oldest_queued_age_seconds;
-    $('oldest').textContent = age === null || age === undefined ? 'none' : `${age} s ago`;
+    $('oldest').textContent = age === null || age === undefined ? 'none' : `${age} s`;
     $('updated').textContent = new Date().toLocaleTimeString();
     const now = Date.now() / 1000;
     drawBars('chart-completed', perMinute(stats.body.per_minute ?? [], ['completed'], now), 'completed');

@@ -1,17 +1,17 @@
 import { WORKER_ALIVE_MS } from '@proxy/core';
 import { withStore, output, table } from './admin-context.js';
 
-/** `proxy-worker stats`: the queue by status, the oldest queued job, the live workers. */
+/** `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, the live workers. */
 export async function runStats(opts: { json?: boolean }): Promise<void> {
   await withStore(async (store) => {
     const now = Date.now();
-    const [queue, oldest, workers] = await Promise.all([store.countByStatus(), store.oldestQueuedAt(), store.listWorkers(now - WORKER_ALIVE_MS)]);
-    const oldestAge = oldest === null ? null : Math.floor((now - oldest) / 1000);
+    const [queue, oldest, workers] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.listWorkers(now - WORKER_ALIVE_MS)]);
+    const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
     output(Boolean(opts.json), { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers }, () =>
       [
         table(['status', 'jobs'], Object.entries(queue)),
         '',
-        `oldest queued: ${oldestAge === null ? 'none' : `${oldestAge} s ago`}`,
+        `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
         `workers alive: ${workers.length}${workers.length ? `\n${table(['worker', 'pid', 'jobs done', 'last seen'], workers.map((w) => [w.id, w.pid, w.jobsDone, `${Math.round((now - w.lastSeenAt) / 1000)} s ago`]))}` : ''}`,
       ].join('\n'),
     );

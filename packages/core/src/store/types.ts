@@ -197,8 +197,13 @@ export interface JobStore {
   requeueJobs(ids: readonly string[] | 'all-failed'): Promise<string[]>;
   /** Jobs finished per minute since `since`, by status: the status page's throughput chart. */
   finishedPerMinute(since: number): Promise<Array<{ minute: number; status: JobStatus; count: number }>>;
-  /** When the oldest queued job was created; null when nothing is queued. */
-  oldestQueuedAt(): Promise<number | null>;
+  /**
+   * Since when the queued job that has waited longest for a worker has been due: its creation, or for
+   * a retry the time its backoff ended (as Sidekiq's and BullMQ's queue latency count). A job still
+   * in its backoff has not started waiting; the answer may then lie ahead. Null when nothing is queued.
+   * One read of the queue's due-time index, however long the queue.
+   */
+  oldestDueAt(): Promise<number | null>;
 
   /**
    * Up to `limit` jobs in the order they were stored, from `cursor` (null: the start); `next` is the

@@ -408,8 +408,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return rows.map((r) => ({ minute: r.minute * 60_000, status: r.status, count: Number(r.n) }));
     },
 
-    async oldestQueuedAt() {
-      const { rows } = await pool.query<{ at: number | null }>("SELECT MIN(created_at) AS at FROM jobs WHERE status = 'queued'");
+    async oldestDueAt() {
+      // MIN over jobs_queued_due's key: one index read, however long the queue.
+      const { rows } = await pool.query<{ at: number | null }>("SELECT MIN(run_after) AS at FROM jobs WHERE status = 'queued'");
       return rows[0]?.at ?? null;
     },
 

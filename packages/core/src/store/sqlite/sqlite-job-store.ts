@@ -332,8 +332,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return sql.perMinute.all(since).map((r) => ({ minute: r.minute * 60_000, status: r.status, count: r.n }));
     },
 
-    async oldestQueuedAt() {
-      return (sql.oldestQueued.pluck().get() as number | null) ?? null;
+    async oldestDueAt() {
+      return (sql.oldestDue.pluck().get() as number | null) ?? null;
     },
 
     async exportJobs(cursor, limit) {
@@ -513,7 +513,9 @@ function prepareStatements(db: Db) {
 
     dataVersion: db.prepare('PRAGMA data_version'),
     ping: db.prepare('SELECT version FROM schema_migrations LIMIT 1'),
-    oldestQueued: db.prepare("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'"),
+    // MIN over jobs_queued_due's key: one seek. MIN(created_at) read every queued row (measured 20 ms
+    // with some 100,000 queued, on the API's event loop at each /health and /metrics).
+    oldestDue: db.prepare("SELECT MIN(run_after) FROM jobs WHERE status = 'queued'"),
     // rowid grows with each insert, so pages come in the order the jobs were created.
     pageByRowid: db.prepare<{ after: number; limit: number }, JobRow & { position: number }>(
       'SELECT rowid AS position, * FROM jobs WHERE rowid > @after ORDER BY rowid LIMIT CAST(@limit AS INTEGER)'),
