@@ -237,7 +237,7 @@ test('sync=full: more writes in one turn than one transaction takes still wait f
   assert.equal(flush.flushes - before, 1, 'two transactions (256 + 44), one flush');
 });
 
-test('migration 0006 counts the jobs a file already holds, then its triggers keep the counts', async (t) => {
+test('migrations 0006 and 0007 count the jobs a file already holds, then their triggers keep the counts', async (t) => {
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
   // A file as the release before 0006 left it: the migrations up to 0005, and jobs in four statuses.
@@ -255,6 +255,11 @@ test('migration 0006 counts the jobs a file already holds, then its triggers kee
   const store = openSqliteStore({ path });
   t.after(() => store.close());
   assert.deepEqual(await store.countByStatus(), { queued: 3, in_progress: 1, completed: 2, failed: 1, cancelled: 0, expired: 0 });
+  // And 0007 the chart's minutes, from the finished jobs' own times.
+  assert.deepEqual(
+    (await store.finishedPerMinute(0)).sort((a, b) => a.status.localeCompare(b.status)),
+    [{ minute: 0, status: 'completed', count: 2 }, { minute: 0, status: 'failed', count: 1 }],
+  );
   await store.createJob(job());
   assert.equal((await store.countByStatus()).queued, 4);
 });

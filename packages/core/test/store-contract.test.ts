@@ -297,6 +297,37 @@ for (const backend of backends) {
     assert.equal(await store.oldestDueAt(), t0 + 100 + 10_000, 'only the retry is queued: due ahead');
   });
 
+  test('finishedPerMinute counts jobs as they finish, by minute and status, through folds and requeues', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const minuteOf = (at: number) => Math.floor(at / 60_000) * 60_000;
+    const sorted = (rows: Awaited<ReturnType<JobStore['finishedPerMinute']>>) => [...rows].sort((x, y) => x.minute - y.minute || x.status.localeCompare(y.status));
+    for (let i = 0; i < 3; i++) await store.createJob(job());
+    const held = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 600_000 });
+    const first = c.now();
+    for (const h of held.slice(0, 2)) await store.completeJob(h.id, h.leaseToken, { outputText: 'ok', usage: null, response: {} });
+    c.advance(60_000);
+    const second = c.now();
+    const failing = held[2] as (typeof held)[number];
+    await store.finishJob(failing.id, failing.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
+    const copy = (await store.getJob(failing.id)) as JobRecord;
+    await store.importJobs([{ ...copy, id: 'req_BBBBBBBBBBBBBBBBBBBBBB', nonce: 'imported-2', status: 'completed', finishedAt: second }]);
+    const expected = [
+      { minute: minuteOf(first), status: 'completed', count: 2 },
+      { minute: minuteOf(second), status: 'completed', count: 1 },
+      { minute: minuteOf(second), status: 'failed', count: 1 },
+    ];
+    assert.deepEqual(sorted(await store.finishedPerMinute(first - 60_000)), expected);
+    assert.deepEqual(sorted(await store.finishedPerMinute(second)), expected.slice(1), 'from the minute holding `since`');
+    await store.checkpoint();
+    await store.requeueJobs([failing.id]);
+    assert.deepEqual(sorted(await store.finishedPerMinute(first - 60_000)), expected, 'after a fold and a requeue: the failure happened');
+    c.advance(120_000);
+    await store.deleteFinishedBefore(second);
+    assert.deepEqual(sorted(await store.finishedPerMinute(0)), expected.slice(1), 'the minutes before the retention cut are gone');
+  });
+
   test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
     const place = await backend.place(t);
     const c = clock();

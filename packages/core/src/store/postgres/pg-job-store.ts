@@ -356,6 +356,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async deleteFinishedBefore(before) {
+      // The chart's rows go with the jobs they counted.
+      await pool.query('DELETE FROM finished_per_minute WHERE minute < $1', [Math.floor(before / 60_000)]);
       const { rowCount } = await pool.query('DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1', [before]);
       return rowCount ?? 0;
     },
@@ -399,11 +401,14 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async finishedPerMinute(since) {
       const { rows } = await pool.query<{ minute: number; status: JobStatus; n: string }>(
-        `SELECT (finished_at / 60000)::bigint AS minute, status, COUNT(*) AS n
-           FROM jobs WHERE finished_at >= $1
+        // Kept by triggers as jobs finish (migration 0005): the folded minutes plus what is not folded yet.
+        `SELECT minute, status, SUM(n) AS n
+           FROM (SELECT minute, status, n FROM finished_per_minute WHERE minute >= $1
+                 UNION ALL
+                 SELECT minute, status, n FROM finished_minute_deltas WHERE minute >= $1) AS all_minutes
           GROUP BY minute, status
           ORDER BY minute`,
-        [since],
+        [Math.floor(since / 60_000)],
       );
       return rows.map((r) => ({ minute: r.minute * 60_000, status: r.status, count: Number(r.n) }));
     },
@@ -526,7 +531,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async checkpoint() {
-      // PostgreSQL checkpoints on its own; what housekeeping does here is fold the counter and job-count deltas.
+      // PostgreSQL checkpoints on its own; what housekeeping does here is fold the appended counts.
       // One statement: rows another fold already took are skipped (it deleted them), never counted twice.
       await pool.query(
         `WITH moved AS (DELETE FROM counter_deltas RETURNING name, labels, value)
@@ -539,6 +544,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
          INSERT INTO job_counts (status, n)
          SELECT status, SUM(d) FROM moved GROUP BY status
          ON CONFLICT (status) DO UPDATE SET n = job_counts.n + excluded.n`,
+      );
+      await pool.query(
+        `WITH moved AS (DELETE FROM finished_minute_deltas RETURNING minute, status, n)
+         INSERT INTO finished_per_minute (minute, status, n)
+         SELECT minute, status, SUM(n) FROM moved GROUP BY minute, status
+         ON CONFLICT (minute, status) DO UPDATE SET n = finished_per_minute.n + excluded.n`,
       );
     },
 
