@@ -8,6 +8,7 @@ import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
+import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { eventually, manualClock, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
 
@@ -159,6 +160,41 @@ test('sync=full: a write resolves only once the WAL holding it is flushed to dis
   await within(more, 2000, 'the creates behind it');
   assert.equal(flush.flushes, 3, 'the two later creates shared one flush');
   assert.equal((reader.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n, 4);
+});
+
+test('sync=full: back-to-back flushes begin at least FLUSH_SPACING_MS apart; a flush after a quiet spell begins at once', async (t) => {
+  const dir = tempDir(t);
+  const began: number[] = [];
+  const store = openSqliteStore({
+    path: `${dir}/db.sqlite`,
+    sync: 'full',
+    // A flush that ends at once: what is measured is when flushes begin, not the disk.
+    datasync: (_fd, done) => {
+      began.push(performance.now());
+      setImmediate(() => done(null));
+    },
+  });
+  t.after(() => store.close());
+  // Eight writers, each writing again as soon as its last write is acknowledged: without the
+  // spacing a flush begins the moment the one before it ends.
+  const writer = async () => {
+    for (let i = 0; i < 10; i++) await store.createJob(job());
+  };
+  await Promise.all(Array.from({ length: 8 }, writer));
+  const gaps = began.slice(1).map((at, i) => at - (began[i] as number));
+  assert.ok(began.length >= 10, `${began.length} flushes for 80 writes`);
+  assert.ok(Math.min(...gaps) >= FLUSH_SPACING_MS * 0.95, `gaps between flushes: ${gaps.map((g) => g.toFixed(2)).join(', ')} ms`);
+
+  // After a quiet spell: the least of three delays from the write to its flush, so one slow turn of
+  // a loaded machine does not decide it (held back, each would be at least the spacing).
+  const delays: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    const writtenAt = performance.now();
+    await store.createJob(job());
+    delays.push((began.at(-1) as number) - writtenAt);
+  }
+  assert.ok(Math.min(...delays) < FLUSH_SPACING_MS, `from write to flush after a quiet spell: ${delays.map((d) => d.toFixed(2)).join(', ')} ms`);
 });
 
 test('sync=full: a claim does not wait for the flush; a completion does', async (t) => {

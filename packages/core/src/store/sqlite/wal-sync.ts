@@ -32,6 +32,18 @@ export interface WalSync {
   close(): Promise<void>;
 }
 
+/**
+ * Flushes begin at most this often (PostgreSQL's commit_delay, applied only under load: a flush
+ * after a quiet spell begins at once). Back to back, a flush began every 0.2-0.3 ms here, each
+ * covering one or two of a fast worker's outcomes, and each costs the process about 70 µs of CPU
+ * in the kernel (measured: a 16 KB append plus fdatasync, 67-93 µs). Measured against a zero-latency
+ * stub (worker pinned to one core, two runs each): 154-162 µs of CPU per job back to back, 139-145
+ * µs at 1 ms (2 ms: the same), 119-123 µs with sync=normal; 4,900-5,200 jobs/s, then 5,480-5,660.
+ * The API's creates measured the same either way (a turn of its event loop outlasts a flush). A
+ * durable write waits at most this much longer, and only while flushes run back to back.
+ */
+export const FLUSH_SPACING_MS = 1;
+
 export type Datasync = (fd: number, done: (err: Error | null) => void) => void;
 
 interface Waiters {
@@ -58,11 +70,28 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
     return fd;
   }
 
+  // When the last flush began (performance.now()), for FLUSH_SPACING_MS.
+  let lastBegan = -Infinity;
+
   function start(): void {
-    const group = next as Waiters;
-    next = null;
     let settle!: () => void;
     running = new Promise<void>((resolve) => (settle = resolve));
+    beginWhenSpaced(settle);
+  }
+
+  // Looked at again when the timer fires: a timer counts from the event loop's cached clock, which
+  // may lag, and then fires early.
+  function beginWhenSpaced(settle: () => void): void {
+    const wait = lastBegan + FLUSH_SPACING_MS - performance.now();
+    if (wait > 0) setTimeout(beginWhenSpaced, wait, settle);
+    else begin(settle);
+  }
+
+  // Takes the waiters only now: writes committed during the spacing join this flush.
+  function begin(settle: () => void): void {
+    lastBegan = performance.now();
+    const group = next as Waiters;
+    next = null;
     const done = (err: Error | null) => {
       running = null;
       settle();
