@@ -89,7 +89,6 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
 
   // Takes the waiters only now: writes committed during the spacing join this flush.
   function begin(settle: () => void): void {
-    lastBegan = performance.now();
     const group = next as Waiters;
     next = null;
     const done = (err: Error | null) => {
@@ -106,7 +105,10 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
       if (next) start();
     };
     try {
-      datasync(descriptor(), done);
+      const walFd = descriptor();
+      // After the first call's directory sync, so that the spacing is between the flushes themselves.
+      lastBegan = performance.now();
+      datasync(walFd, done);
     } catch (err) {
       done(err as Error);
     }
