@@ -43,7 +43,12 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
     assert.match(plan(query), /SEARCH jobs USING (COVERING )?INDEX jobs_status_finished \(status=\? AND finished_at[<>]\?\)/, query);
     assert.doesNotMatch(plan(query), /SCAN jobs/, query);
   }
-  assert.deepEqual(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%finished_at%' ORDER BY name").pluck().all(), ['jobs_status_finished']);
+  // The status page's latest failures of one client seek that client's failed jobs, already in order.
+  const failedOfClient = plan("SELECT * FROM jobs WHERE status = 'failed' AND client = @client ORDER BY finished_at DESC LIMIT CAST(@limit AS INTEGER)");
+  assert.match(failedOfClient, /SEARCH jobs USING INDEX jobs_failed_by_client \(client=\?\)/);
+  assert.doesNotMatch(failedOfClient, /TEMP B-TREE/);
+  // Besides that one (client first, failed jobs only), jobs_status_finished is the only index on finished_at.
+  assert.deepEqual(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%finished_at%' ORDER BY name").pluck().all(), ['jobs_failed_by_client', 'jobs_status_finished']);
 });
 
 test('migrations run once even when several processes open a new file together', async (t) => {

@@ -385,6 +385,32 @@ for (const backend of backends) {
     assert.ok(await store.getJob(pending.id));
   });
 
+  test("a client's latest failed jobs: only its own, newest first, up to the limit", async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    // Fails one job of `client` at the clock's time, then moves the clock on.
+    const fail = async (client: string) => {
+      const { job: created } = await store.createJob(job({ client }));
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+      assert.equal(held?.id, created.id);
+      await store.finishJob(created.id, held!.leaseToken, 'failed', { code: 'upstream_http_error', message: 'no' });
+      c.advance(1000);
+      return created.id;
+    };
+    const mine = [await fail('mine'), await fail('mine')];
+    for (let i = 0; i < 4; i++) await fail('other');
+    mine.push(await fail('mine'));
+    // A completed job of the same client is not a failure.
+    const { job: done } = await store.createJob(job({ client: 'mine' }));
+    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+    await store.completeJob(done.id, held!.leaseToken, { outputText: 'ok', usage: null, response: {} });
+    assert.deepEqual((await store.listJobs({ status: 'failed', client: 'mine', limit: 10 })).map((j) => j.id), mine.slice().reverse());
+    assert.deepEqual((await store.listJobs({ status: 'failed', client: 'mine', limit: 2 })).map((j) => j.id), [mine[2], mine[1]]);
+    assert.equal((await store.listJobs({ status: 'failed', limit: 10 })).length, 7);
+    assert.deepEqual(await store.listJobs({ status: 'failed', client: 'nobody', limit: 10 }), []);
+  });
+
   test('pacing: RPM spaces calls evenly across connections; TPM charges by tokens; a pause holds everyone', async (t) => {
     const place = await backend.place(t);
     const c = clock();

@@ -317,6 +317,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       const rows =
         status === 'queued' ? sql.listQueued.all({ limit, client: client ?? null })
         : status === 'in_progress' ? sql.listRunning.all({ limit, client: client ?? null })
+        : status === 'failed' && client ? sql.listFailedForClient.all({ client, limit })
         : status ? sql.listFinished.all({ status, limit, client: client ?? null })
         : sql.listNewest.all({ limit, client: client ?? null });
       return rows.map(toJob);
@@ -470,6 +471,13 @@ function prepareStatements(db: Db) {
     listFinished: jobs(`
       SELECT * FROM jobs
        WHERE status = @status AND finished_at IS NOT NULL AND (@client IS NULL OR client = @client)
+       ORDER BY finished_at DESC
+       LIMIT CAST(@limit AS INTEGER)`),
+    // The status page's latest failures of one client: on jobs_failed_by_client (migration 0008),
+    // which the planner takes only when the query names status = 'failed' itself.
+    listFailedForClient: jobs(`
+      SELECT * FROM jobs
+       WHERE status = 'failed' AND client = @client
        ORDER BY finished_at DESC
        LIMIT CAST(@limit AS INTEGER)`),
     // rowid follows insertion, so this is newest first without an index on created_at.
