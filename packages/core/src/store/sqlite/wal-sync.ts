@@ -33,14 +33,17 @@ export interface WalSync {
 }
 
 /**
- * Flushes begin at most this often (PostgreSQL's commit_delay, applied only under load: a flush
- * after a quiet spell begins at once). Back to back, a flush began every 0.2-0.3 ms here, each
- * covering one or two of a fast worker's outcomes, and each costs the process about 70 µs of CPU
- * in the kernel (measured: a 16 KB append plus fdatasync, 67-93 µs). Measured against a zero-latency
- * stub (worker pinned to one core, two runs each): 154-162 µs of CPU per job back to back, 139-145
- * µs at 1 ms (2 ms: the same), 119-123 µs with sync=normal; 4,900-5,200 jobs/s, then 5,480-5,660.
- * The API's creates measured the same either way (a turn of its event loop outlasts a flush). A
- * durable write waits at most this much longer, and only while flushes run back to back.
+ * A flush that writes arrived for while another ran begins at most this long after that one began
+ * (PostgreSQL's commit_delay, which it likewise applies only when other transactions are active).
+ * Back to back, a flush began every 0.2-0.3 ms here, each covering one or two of a fast worker's
+ * outcomes, and each costs the process about 70 µs of CPU in the kernel (measured: a 16 KB append
+ * plus fdatasync, 67-93 µs). Measured against a zero-latency stub (worker pinned to one core, two
+ * runs each): 154-162 µs of CPU per job back to back, 139-145 µs at 1 ms (2 ms: the same), 119-123
+ * µs with sync=normal; 4,900-5,200 jobs/s, then 5,480-5,660. The API's creates measured the same
+ * either way (a turn of its event loop outlasts a flush).
+ * A write made while no flush runs is flushed at once: a writer waiting for each write in turn
+ * (one client, a worker at concurrency 1) is not held back; spaced even then, such a writer was held
+ * to under 1,000 writes a second (the benchmark's store-alone figure fell from 3,700 to 650).
  */
 export const FLUSH_SPACING_MS = 1;
 
@@ -73,10 +76,12 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
   // When the last flush began (performance.now()), for FLUSH_SPACING_MS.
   let lastBegan = -Infinity;
 
-  function start(): void {
+  /** `spaced`: writes came in while the last flush ran, so more are likely coming (see FLUSH_SPACING_MS). */
+  function start(spaced: boolean): void {
     let settle!: () => void;
     running = new Promise<void>((resolve) => (settle = resolve));
-    beginWhenSpaced(settle);
+    if (spaced) beginWhenSpaced(settle);
+    else begin(settle);
   }
 
   // Looked at again when the timer fires: a timer counts from the event loop's cached clock, which
@@ -102,7 +107,7 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
         return;
       }
       group.resolve();
-      if (next) start();
+      if (next) start(true);
     };
     try {
       const walFd = descriptor();
@@ -127,7 +132,7 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
         next = { promise, resolve, reject };
       }
       const waiting = next.promise;
-      if (!running) start();
+      if (!running) start(false);
       return waiting;
     },
     check() {
