@@ -33,17 +33,18 @@ export interface WalSync {
 }
 
 /**
- * A flush that writes arrived for while another ran begins at most this long after that one began
+ * A flush that writes arrived for while another ran begins no sooner than this after that one began
  * (PostgreSQL's commit_delay, which it likewise applies only when other transactions are active).
  * Back to back, a flush began every 0.2-0.3 ms here, each covering one or two of a fast worker's
  * outcomes, and each costs the process about 70 µs of CPU in the kernel (measured: a 16 KB append
- * plus fdatasync, 67-93 µs). Measured against a zero-latency stub (worker pinned to one core, two
- * runs each): 154-162 µs of CPU per job back to back, 139-145 µs at 1 ms (2 ms: the same), 119-123
- * µs with sync=normal; 4,900-5,200 jobs/s, then 5,480-5,660. The API's creates measured the same
- * either way (a turn of its event loop outlasts a flush).
+ * plus fdatasync, 67-93 µs). Measured against a zero-latency stub (worker pinned to one core, three
+ * alternating pairs): 144-152 µs of CPU per job against 153-166 unspaced (119-123 with
+ * sync=normal); 5,230-5,470 jobs/s against 4,860-5,120. The API's creates measured the same either
+ * way (a turn of its event loop outlasts a flush).
  * A write made while no flush runs is flushed at once: a writer waiting for each write in turn
- * (one client, a worker at concurrency 1) is not held back; spaced even then, such a writer was held
- * to under 1,000 writes a second (the benchmark's store-alone figure fell from 3,700 to 650).
+ * (one client, a worker at concurrency 1) is not held back. Spaced even then, such a writer was held
+ * to under 1,000 writes a second (the store alone, one job at a time: 658-667 jobs/s against
+ * 2,926-3,026 unspaced and 2,775-2,914 with this rule).
  */
 export const FLUSH_SPACING_MS = 1;
 
