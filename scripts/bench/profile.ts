@@ -1,7 +1,9 @@
 /**
  * `node --import tsx scripts/bench/profile.ts create|lookup|worker`: runs proxy-api under the
  * benchmark's load for a few seconds (or proxy-worker daemon draining jobs against a zero-latency
- * stub; on PostgreSQL when DATABASE_URL is set) with --cpu-prof, then prints the functions that took the most CPU (self time, and by file).
+ * stub) with --cpu-prof, then prints the functions that took the most CPU (self time, and by file).
+ * create and worker run on PostgreSQL when DATABASE_URL is set (create in DATABASE_SCHEMA, which
+ * the caller drops after).
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
  * bench's bare Express route instead of the API.
  */
@@ -44,7 +46,7 @@ if (mode === 'lookup') {
 const env = {
   PATH: process.env.PATH ?? '', PROXY_KEY: key, PROXY_SECRET: secret, PROXY_DB_PATH: dbPath, PORT: String(port),
   RATE_LIMIT_PER_IP: '999999999/s', RATE_LIMIT_PER_KEY: '999999999/s', RATE_LIMIT_READS_PER_IP: '999999999/s',
-  LOG_FORMAT: 'json', ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PROXY_') || k.startsWith('LOG_') || k.startsWith('RATE_'))),
+  LOG_FORMAT: 'json', ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PROXY_') || k.startsWith('LOG_') || k.startsWith('RATE_') || k.startsWith('DATABASE_'))),
 };
 const profDir = join(dir, 'prof');
 if (mode === 'worker') await profileWorker();

@@ -446,6 +446,42 @@ for (const backend of backends) {
     assert.equal((await store.consumeRateLimits([other]))[0]?.allowed, true, 'the refused pair drew nothing from the other budget');
   });
 
+  test('writes made in the same event-loop turn (one commit, one statement on PostgreSQL) end as if made one by one', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open(clock().now);
+    // Creates: the repeated nonce finds the job the first call made, within the same batch.
+    const jobs = [job({ model: 'a' }), job({ model: 'a', nonce: 'twice' }), job({ model: 'b' }), job({ model: 'a', nonce: 'twice' }), job({ model: 'b' })];
+    const created = await Promise.all(jobs.map((j) => store.createJob(j)));
+    assert.deepEqual(created.map((c) => c.created), [true, true, true, false, true]);
+    assert.equal(created[3]?.job.id, jobs[1]?.id, 'the repeat answers with the job its nonce made');
+    assert.equal((await store.countByStatus()).queued, 4);
+    // Completions: a stale token writes nothing and counts nothing; the others keep their own answers.
+    const held = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 10_000 });
+    assert.equal(held.length, 4);
+    const done = await Promise.all(held.map((h, i) =>
+      store.completeJob(h.id, i === 2 ? h.leaseToken + 1 : h.leaseToken, { outputText: `answer ${h.id}`, usage: { total_tokens: i }, response: { n: i } }, { upstreamStatus: '200', latencyMs: 100 }),
+    ));
+    assert.deepEqual(done, [true, true, false, true]);
+    for (const h of held) {
+      const outcome = await store.getJobOutcome(h.id);
+      assert.equal(outcome?.status, h === held[2] ? 'in_progress' : 'completed');
+      if (h !== held[2]) assert.equal(outcome?.outputText, `answer ${h.id}`);
+    }
+    const counters = await store.readCounters();
+    const value = (name: string, labels: Record<string, string>) => counters.filter((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels)).reduce((sum, x) => sum + x.value, 0);
+    assert.equal(value('jobs_created_total', { model: 'a' }) + value('jobs_created_total', { model: 'b' }), 4);
+    const finished = held.filter((_, i) => i !== 2).map((h) => h.model);
+    assert.equal(value('jobs_finished_total', { model: 'a', status: 'completed' }), finished.filter((m) => m === 'a').length);
+    assert.equal(value('jobs_finished_total', { model: 'b', status: 'completed' }), finished.filter((m) => m === 'b').length);
+    assert.equal(value('upstream_calls_total', { code: '200' }), 3);
+    assert.deepEqual((await store.countByStatus()), { queued: 0, in_progress: 1, completed: 3, failed: 0, cancelled: 0, expired: 0 });
+    // Rate-limit draws: decided in call order, each all or nothing.
+    const two = { key: 'two', intervalMs: 1000, toleranceMs: 1000 };
+    const one = { key: 'one', intervalMs: 1000, toleranceMs: 0 };
+    const draws = await Promise.all([[two], [two], [one, two], [one], [one]].map((checks) => store.consumeRateLimits(checks)));
+    assert.deepEqual(draws.map((d) => d.map((x) => x.allowed)), [[true], [true], [true, false], [true], [false]]);
+  });
+
   test('counters, heartbeats, listing and requeue', async (t) => {
     const place = await backend.place(t);
     const store = await place.open();

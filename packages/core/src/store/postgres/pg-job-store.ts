@@ -1,9 +1,10 @@
 import pg from 'pg';
 import { createExpirySpacing } from '../expiry-spacing.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
-import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts, type RateDecision } from '../types.js';
+import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
+import { createTurnBatch } from './turn-batch.js';
 
 export interface PostgresStoreOptions {
   /** postgres://… connection string. */
@@ -136,6 +137,106 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     return rows.length === 1;
   }
 
+  // Creates, completions and rate-limit draws are the hot writes: those made in one event-loop turn
+  // go as one statement (turn-batch.ts), sharing its round trip, transaction and WAL flush. A lone
+  // call is a batch of one.
+  type Insert = { job: NewJob; at: number };
+  const inserts = createTurnBatch<Insert, boolean>(
+    async (items) => {
+      // One statement: the jobs, and one counter row per model for those the insert created. A
+      // (client, nonce) taken before, or earlier in the same batch, is skipped, as alone.
+      const { rows } = await pool.query<{ id: string }>(
+        `WITH input AS (
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bigint[], $10::text[])
+             AS v(id, client, nonce, request_hash, model, request, max_attempts, expires_at, at, labels)),
+         inserted AS (
+           INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
+                             run_after, expires_at, created_at, updated_at)
+           SELECT id, client, nonce, request_hash, 'queued', model, request, 0, max_attempts, at, expires_at, at, at FROM input
+           ON CONFLICT (client, nonce) DO NOTHING
+           RETURNING id),
+         counted AS (
+           INSERT INTO counter_deltas (name, labels, value)
+           SELECT 'jobs_created_total', v.labels, COUNT(*) FROM inserted JOIN input v USING (id) GROUP BY v.labels)
+         SELECT id FROM inserted`,
+        [
+          items.map(({ job }) => job.id),
+          items.map(({ job }) => job.client),
+          items.map(({ job }) => job.nonce),
+          items.map(({ job }) => job.requestHash),
+          items.map(({ job }) => job.model),
+          items.map(({ job }) => JSON.stringify(job.request)),
+          items.map(({ job }) => job.maxAttempts),
+          items.map(({ job }) => job.expiresAt),
+          items.map(({ at }) => at),
+          items.map(({ job }) => labelsJson({ model: job.model })),
+        ],
+      );
+      const created = new Set(rows.map((r) => r.id));
+      return items.map(({ job }) => created.has(job.id));
+    },
+  );
+
+  // GCRA in the database (migration 0007): the draws of one turn in one call, the budgets' rows
+  // locked only inside it. Each request's draws are all or nothing, decided in the order they came.
+  type Draw = { checks: readonly RateCheck[]; at: number };
+  const consumeRates = async (items: Draw[]): Promise<RateDecision[][]> => {
+    const owned = items.flatMap(({ checks }, owner) => checks.map((check) => [owner, check] as const));
+    const { rows } = await pool.query<{ allowed_out: boolean; tat_out: number }>(
+      'SELECT allowed_out, tat_out FROM proxy_consume_rates($1::int[], $2::text[], $3::bigint[], $4::bigint[], $5)',
+      [owned.map(([owner]) => owner), owned.map(([, c]) => c.key), owned.map(([, c]) => c.intervalMs), owned.map(([, c]) => c.toleranceMs), Math.max(...items.map((d) => d.at))],
+    );
+    let next = 0;
+    return items.map(({ checks }) => checks.map(() => {
+      const row = rows[next++] as { allowed_out: boolean; tat_out: number };
+      return { allowed: row.allowed_out, tat: row.tat_out };
+    }));
+  };
+  const draws = createTurnBatch<Draw, RateDecision[]>(consumeRates);
+
+  type Completion = { id: string; token: number; at: number; outputText: string | null; usage: string | null; response: string | null; bumps: Bump[] };
+  // The finished-count's labels are built in SQL as JSON.stringify would, with sorted keys, so they
+  // match every other writer's. An attempt's bumps count only when its job's token was current.
+  const completions = createTurnBatch<Completion, boolean>(
+    async (items) => {
+      const bumps = items.flatMap((item) => item.bumps.map((bump) => [item.id, ...bump] as const));
+      const { rows } = await pool.query<{ id: string }>(
+        `WITH input AS (
+           SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+             AS v(id, token, at, output_text, usage, response)),
+         done AS (
+           UPDATE jobs j
+              SET status = 'completed', finished_at = v.at, updated_at = v.at, lease_until = NULL,
+                  output_text = v.output_text, usage = v.usage, response = v.response,
+                  error_code = NULL, error_message = NULL, upstream_status = NULL
+             FROM input v
+            WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'in_progress'
+           RETURNING j.id, j.model),
+         counted AS (
+           INSERT INTO counter_deltas (name, labels, value)
+           SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":"completed"}', COUNT(*) FROM done GROUP BY model
+           UNION ALL
+           SELECT b.name, b.labels, SUM(b.value) FROM unnest($7::text[], $8::text[], $9::text[], $10::float8[]) AS b(id, name, labels, value)
+            WHERE b.id IN (SELECT id FROM done) GROUP BY b.name, b.labels)
+         SELECT id FROM done`,
+        [
+          items.map((c) => c.id),
+          items.map((c) => c.token),
+          items.map((c) => c.at),
+          items.map((c) => c.outputText),
+          items.map((c) => c.usage),
+          items.map((c) => c.response),
+          bumps.map(([id]) => id),
+          bumps.map(([, name]) => name),
+          bumps.map(([, , labels]) => labelsJson(labels)),
+          bumps.map(([, , , by]) => by),
+        ],
+      );
+      const done = new Set(rows.map((r) => r.id));
+      return items.map((c) => done.has(c.id));
+    },
+  );
+
   const claimSet = `status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
                     lease_until = $2, worker_id = $3, started_at = COALESCE(started_at, $1), updated_at = $1`;
 
@@ -144,20 +245,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async createJob(job) {
       const at = now();
-      // One statement, so one round trip and its own transaction: the job and its counter bump.
-      const { rows } = await pool.query<{ created: boolean }>(
-        `WITH inserted AS (
-           INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
-                             run_after, expires_at, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, 'queued', $5, $6, 0, $7, $8, $9, $8, $8)
-           ON CONFLICT (client, nonce) DO NOTHING
-           RETURNING model),
-         counted AS (
-           INSERT INTO counter_deltas (name, labels, value) SELECT 'jobs_created_total', $10, 1 FROM inserted)
-         SELECT EXISTS (SELECT 1 FROM inserted) AS created`,
-        [job.id, job.client, job.nonce, job.requestHash, job.model, JSON.stringify(job.request), job.maxAttempts, at, job.expiresAt, JSON.stringify({ model: job.model })],
-      );
-      if (rows[0]?.created) return { job: queuedJob(job, at), created: true };
+      if (await inserts.run({ job, at })) return { job: queuedJob(job, at), created: true };
       const existing = await pool.query<JobRow>('SELECT * FROM jobs WHERE client = $1 AND nonce = $2', [job.client, job.nonce]);
       if (!existing.rows[0]) throw new Error('insert ignored but no job holds the nonce');
       return { job: toJob(existing.rows[0]), created: false };
@@ -251,39 +339,15 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async completeJob(id, token, result, attempt) {
-      const at = now();
-      // The hot path of every worker: one statement (one round trip, its own transaction) writes the
-      // answer and appends the counts. The finished-count's labels are built as JSON.stringify would,
-      // with sorted keys, so they match every other writer's.
-      const bumps = attemptBumps(attempt);
-      const { rows } = await pool.query<{ done: boolean }>(
-        `WITH done AS (
-           UPDATE jobs
-              SET status = 'completed', finished_at = $3, updated_at = $3, lease_until = NULL,
-                  output_text = $4, usage = $5, response = $6,
-                  error_code = NULL, error_message = NULL, upstream_status = NULL
-            WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
-           RETURNING model),
-         counted AS (
-           INSERT INTO counter_deltas (name, labels, value)
-           SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":"completed"}', 1 FROM done
-           UNION ALL
-           SELECT b.name, b.labels, b.value FROM unnest($7::text[], $8::text[], $9::float8[]) AS b(name, labels, value)
-            WHERE EXISTS (SELECT 1 FROM done))
-         SELECT EXISTS (SELECT 1 FROM done) AS done`,
-        [
-          id,
-          token,
-          at,
-          result.outputText,
-          result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
-          result.response === undefined ? null : JSON.stringify(result.response),
-          bumps.map(([name]) => name),
-          bumps.map(([, labels]) => labelsJson(labels)),
-          bumps.map(([, , by]) => by),
-        ],
-      );
-      return rows[0]?.done === true;
+      return completions.run({
+        id,
+        token,
+        at: now(),
+        outputText: result.outputText,
+        usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
+        response: result.response === undefined ? null : JSON.stringify(result.response),
+        bumps: attemptBumps(attempt),
+      });
     },
 
     async finishJob(id, token, status, error, attempt) {
@@ -477,14 +541,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async consumeRateLimits(checks) {
       if (checks.length === 0) return [];
-      // GCRA in the database (migration 0003): one round trip, the budgets' rows locked only inside it.
-      const { rows } = await pool.query<{ allowed_out: boolean; tat_out: number }>('SELECT allowed_out, tat_out FROM proxy_consume_rate($1::text[], $2::bigint[], $3::bigint[], $4)', [
-        checks.map((ch) => ch.key),
-        checks.map((ch) => ch.intervalMs),
-        checks.map((ch) => ch.toleranceMs),
-        now(),
-      ]);
-      return rows.map((r): RateDecision => ({ allowed: r.allowed_out, tat: r.tat_out }));
+      return draws.run({ checks, at: now() });
     },
 
     async purgeRateLimits() {
@@ -557,6 +614,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       if (closed) return;
       closed = true;
       clearInterval(fallback);
+      // Writes already accepted finish before the pool goes.
+      await Promise.all([inserts.drain(), completions.drain(), draws.drain()]);
       await listener?.end().catch(() => undefined);
       await pool.end();
     },
