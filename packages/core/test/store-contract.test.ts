@@ -482,6 +482,22 @@ for (const backend of backends) {
     assert.deepEqual(draws.map((d) => d.map((x) => x.allowed)), [[true], [true], [true, false], [true], [false]]);
   });
 
+  test('an answer or an error message holding a NUL character is recorded (PostgreSQL writes U+FFFD in its text)', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    await store.createJob(job());
+    await store.createJob(job());
+    const [a, b] = await store.claimJobs({ workerId: 'w', limit: 2, leaseMs: 10_000 });
+    assert.ok(a && b);
+    assert.equal(await store.completeJob(a.id, a.leaseToken, { outputText: 'x\u0000y', usage: null, response: { content: 'x\u0000y' } }), true);
+    assert.equal(await store.finishJob(b.id, b.leaseToken, 'failed', { code: 'upstream_400', message: 'bad\u0000byte', upstreamStatus: 400 }), true);
+    const text = backend.name === 'postgres' ? 'x\uFFFDy' : 'x\u0000y';
+    const completed = await store.getJobOutcome(a.id);
+    assert.equal(completed?.outputText, text);
+    assert.deepEqual(completed?.response, { content: 'x\u0000y' }, 'the JSON keeps the character, escaped');
+    assert.equal((await store.getJobOutcome(b.id))?.error?.message, backend.name === 'postgres' ? 'bad\uFFFDbyte' : 'bad\u0000byte');
+  });
+
   test('counters, heartbeats, listing and requeue', async (t) => {
     const place = await backend.place(t);
     const store = await place.open();

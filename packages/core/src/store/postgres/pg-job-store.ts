@@ -27,6 +27,16 @@ const types = {
 type Q = Pick<pg.PoolClient, 'query'>;
 
 /**
+ * PostgreSQL's text cannot hold the NUL character, which an upstream's answer or error message may
+ * carry (SQLite stores it): written as U+FFFD instead, so the job is recorded rather than its write
+ * refused and the call made again after the lease lapses. JSON columns are unaffected (the escape).
+ */
+function pgText(value: string | null | undefined): string | null {
+  if (value === null || value === undefined) return null;
+  return value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value;
+}
+
+/**
  * Opens the PostgreSQL job store: applies its migrations under an advisory lock, and LISTENs for job
  * changes so idle workers and long-poll watchers wake without polling the table.
  */
@@ -131,7 +141,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
               error_code = $5, error_message = $6, upstream_status = $7
         WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
        RETURNING model`,
-      [id, token, status, at, error?.code ?? null, error?.message ?? null, error?.upstreamStatus ?? null],
+      [id, token, status, at, pgText(error?.code), pgText(error?.message), error?.upstreamStatus ?? null],
     );
     if (rows[0]) await addCounters(c, [['jobs_finished_total', { status, model: rows[0].model }, 1], ...extra]);
     return rows.length === 1;
@@ -223,7 +233,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           items.map((c) => c.id),
           items.map((c) => c.token),
           items.map((c) => c.at),
-          items.map((c) => c.outputText),
+          items.map((c) => pgText(c.outputText)),
           items.map((c) => c.usage),
           items.map((c) => c.response),
           bumps.map(([id]) => id),
@@ -364,7 +374,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
                   error_code = $5, error_message = $6, upstream_status = $7
             WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
            RETURNING model`,
-          [id, token, at, runAfter, error.code, error.message, error.upstreamStatus ?? null],
+          [id, token, at, runAfter, pgText(error.code), pgText(error.message), error.upstreamStatus ?? null],
         );
         if (!rows[0]) return false;
         await addCounters(c, [['retries_total', { model: rows[0].model }, 1], ...attemptBumps(attempt)]);
@@ -503,7 +513,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           ORDER BY ordinality
          ON CONFLICT DO NOTHING
          RETURNING id`,
-        [JSON.stringify(jobs.map(toRow))],
+        [JSON.stringify(jobs.map((job) => {
+          const row = toRow(job);
+          return { ...row, output_text: pgText(row.output_text), error_code: pgText(row.error_code), error_message: pgText(row.error_message) };
+        }))],
       );
       return rows.map((r) => r.id);
     },
