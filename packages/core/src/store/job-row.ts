@@ -1,4 +1,4 @@
-import type { JobError, JobOutcome, JobRecord, JobStatus, NewJob } from './types.js';
+import type { JobError, JobOutcome, JobRecord, JobResult, JobStatus, NewJob } from './types.js';
 
 /** A jobs row as both backends store it (same columns, times in Unix ms). */
 export interface JobRow {
@@ -127,6 +127,15 @@ export function toRow(job: JobRecord): JobRow {
     error_code: job.error?.code ?? null,
     error_message: job.error?.message ?? null,
     upstream_status: job.error?.upstreamStatus ?? null,
+  };
+}
+
+/** A completed attempt's answer as both stores write it: the text, and usage and response as JSON. */
+export function resultColumns(result: JobResult): Pick<JobRow, 'output_text' | 'usage' | 'response'> {
+  return {
+    output_text: result.outputText,
+    usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
+    response: result.response === undefined ? null : JSON.stringify(result.response),
   };
 }
 

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { createExpirySpacing } from '../expiry-spacing.js';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
@@ -204,7 +204,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   };
   const draws = createTurnBatch<Draw, RateDecision[]>(consumeRates);
 
-  type Completion = { id: string; token: number; at: number; outputText: string | null; usage: string | null; response: string | null; bumps: Bump[] };
+  type Completion = { id: string; token: number; at: number; bumps: Bump[] } & Pick<JobRow, 'output_text' | 'usage' | 'response'>;
   // The finished-count's labels are built in SQL as JSON.stringify would, with sorted keys, so they
   // match every other writer's. An attempt's bumps count only when its job's token was current.
   const completions = createTurnBatch<Completion, boolean>(
@@ -233,7 +233,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           items.map((c) => c.id),
           items.map((c) => c.token),
           items.map((c) => c.at),
-          items.map((c) => pgText(c.outputText)),
+          items.map((c) => pgText(c.output_text)),
           items.map((c) => c.usage),
           items.map((c) => c.response),
           bumps.map(([id]) => id),
@@ -349,15 +349,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async completeJob(id, token, result, attempt) {
-      return completions.run({
-        id,
-        token,
-        at: now(),
-        outputText: result.outputText,
-        usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
-        response: result.response === undefined ? null : JSON.stringify(result.response),
-        bumps: attemptBumps(attempt),
-      });
+      return completions.run({ id, token, at: now(), ...resultColumns(result), bumps: attemptBumps(attempt) });
     },
 
     async finishJob(id, token, status, error, attempt) {

@@ -20,7 +20,7 @@ import {
   type RateDecision,
   type WorkerHeartbeat,
 } from '../types.js';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
 import { createExpirySpacing } from '../expiry-spacing.js';
@@ -183,14 +183,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async completeJob(id, token, result: JobResult, attempt) {
-      const params = {
-        id,
-        token,
-        now: now(),
-        output_text: result.outputText,
-        usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
-        response: result.response === undefined ? null : JSON.stringify(result.response),
-      };
+      const params = { id, token, now: now(), ...resultColumns(result) };
       return writes.run(() => settle(() => sql.complete.get(params), 'completed', attempt, false));
     },
 
