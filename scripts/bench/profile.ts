@@ -79,10 +79,16 @@ process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} re
 await proc.stop();
 if (!profiling) process.exit(0);
 
-/** Drains WORKER_JOBS jobs (default 4,000) through a daemon at WORKER_CONCURRENCY (8) against a stub that answers after STUB_DELAY_MS (0), then reports. */
+/**
+ * Drains WORKER_JOBS jobs (default 4,000) through a daemon at WORKER_CONCURRENCY (8) against a stub
+ * that answers after STUB_DELAY_MS (0), then reports. STUB_STATUS=500 makes every call fail: each job
+ * is retried twice at once (RETRY_BASE_MS=1) and then fails, the write path of an upstream outage.
+ */
 async function profileWorker(): Promise<never> {
   const n = Number(process.env.WORKER_JOBS ?? 4000);
-  const stub = await startStubUpstream({ delayMs: Number(process.env.STUB_DELAY_MS ?? 0) });
+  const failWith = process.env.STUB_STATUS ? Number(process.env.STUB_STATUS) : null;
+  const stub = await startStubUpstream({ delayMs: Number(process.env.STUB_DELAY_MS ?? 0), ...(failWith ? { behave: () => ({ status: failWith }) } : {}) });
+  const outcome = failWith ? 'failed' : 'completed';
   // DATABASE_URL=postgres://…: the worker on PostgreSQL, in a schema of its own dropped at the end.
   const pgUrl = process.env.DATABASE_URL;
   const schema = `profile_${randomBytes(4).toString('hex')}`;
@@ -92,14 +98,14 @@ async function profileWorker(): Promise<never> {
     const id = newJobId();
     await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
   }
-  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...database, ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_'))) };
+  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...database, ...(failWith ? { RETRY_BASE_MS: '1', RETRY_MAX_MS: '1' } : {}), ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_'))) };
   const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
   // PIN=1: the worker on CPU 0, the stub and this harness on CPU 1 (see the same below for the API).
   if (process.env.PIN === '1') pin(proc.child.pid as number);
   // CPU per job over the middle of the run (from a fifth of the jobs done to four fifths), so start-up
   // and the tail do not count.
   // countByStatus reads every row: polled every 20 ms, so this harness does not take the CPU it measures.
-  const completed = async () => (await store.countByStatus()).completed;
+  const completed = async () => (await store.countByStatus())[outcome];
   const mark = async (count: number) => {
     while ((await completed()) < count) await new Promise((r) => setTimeout(r, 20));
     return { cpu: cpuSeconds(proc.child.pid as number), done: await completed() };
@@ -108,7 +114,7 @@ async function profileWorker(): Promise<never> {
   const to = await mark((4 * n) / 5);
   const cpuPerJob = ((to.cpu - from.cpu) * 1e6) / (to.done - from.done);
   while ((await completed()) < n) await new Promise((r) => setTimeout(r, 50));
-  const jobs = await store.listJobs({ status: 'completed', limit: n });
+  const jobs = await store.listJobs({ status: outcome, limit: n });
   // How long each job took from its claim to its recorded outcome, against the whole run's pace.
   const durations = jobs.map((j) => (j.finishedAt ?? 0) - (j.startedAt ?? 0)).sort((a, b) => a - b);
   process.stdout.write(`claim → outcome per job: median ${durations[Math.floor(durations.length / 2)]} ms, p90 ${durations[Math.floor(durations.length * 0.9)]} ms\n`);

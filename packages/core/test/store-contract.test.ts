@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import pg from 'pg';
 import { openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
-import type { JobRecord, JobStore } from '../src/store/types.ts';
+import type { ClaimedJob, JobRecord, JobStore } from '../src/store/types.ts';
 import { manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -475,6 +475,42 @@ for (const backend of backends) {
     assert.equal(value('jobs_finished_total', { model: 'b', status: 'completed' }), finished.filter((m) => m === 'b').length);
     assert.equal(value('upstream_calls_total', { code: '200' }), 3);
     assert.deepEqual((await store.countByStatus()), { queued: 0, in_progress: 1, completed: 3, failed: 0, cancelled: 0, expired: 0 });
+    // Every other outcome in one turn, mixed with a completion: each keeps its own status, error and
+    // counts; the stale tokens (a failure and a retry) change and count nothing.
+    for (let i = 0; i < 6; i++) await store.createJob(job({ model: 'c' }));
+    const more = await store.claimJobs({ workerId: 'w', limit: 6, leaseMs: 10_000 });
+    assert.equal(more.length, 6);
+    const [fails, expires, staleFail, retries, staleRetry, completes] = more as [ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob];
+    const runAfter = Date.now() + 60_000;
+    const mixed = await Promise.all([
+      store.finishJob(fails.id, fails.leaseToken, 'failed', { code: 'upstream_400', message: 'bad request', upstreamStatus: 400 }, { upstreamStatus: '400', latencyMs: 100 }),
+      store.finishJob(expires.id, expires.leaseToken, 'expired', { code: 'expired', message: 'too late' }),
+      store.finishJob(staleFail.id, staleFail.leaseToken + 1, 'cancelled', null, { upstreamStatus: '500', latencyMs: 100 }),
+      store.retryJob(retries.id, retries.leaseToken, runAfter, { code: 'upstream_503', message: 'busy', upstreamStatus: 503 }, { upstreamStatus: '503', latencyMs: 100 }),
+      store.retryJob(staleRetry.id, staleRetry.leaseToken + 1, runAfter, { code: 'upstream_503', message: 'busy', upstreamStatus: 503 }, { upstreamStatus: '503', latencyMs: 100 }),
+      store.completeJob(completes.id, completes.leaseToken, { outputText: 'fine', usage: null, response: { ok: true } }, { upstreamStatus: '200', latencyMs: 100 }),
+    ]);
+    assert.deepEqual(mixed, [true, true, false, true, false, true]);
+    const failed = await store.getJobOutcome(fails.id);
+    assert.equal(failed?.status, 'failed');
+    assert.deepEqual(failed?.error, { code: 'upstream_400', message: 'bad request', upstreamStatus: 400 });
+    assert.equal(failed?.outputText, null);
+    assert.equal((await store.getJobOutcome(expires.id))?.error?.message, 'too late');
+    const retried = await store.getJob(retries.id);
+    assert.equal(retried?.status, 'queued');
+    assert.equal(retried?.runAfter, runAfter);
+    assert.equal(retried?.error?.code, 'upstream_503');
+    for (const stale of [staleFail, staleRetry]) assert.equal((await store.getJob(stale.id))?.status, 'in_progress');
+    assert.equal((await store.getJobOutcome(completes.id))?.outputText, 'fine');
+    const after = await store.readCounters();
+    const valueNow = (name: string, labels: Record<string, string>) => after.filter((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels)).reduce((sum, x) => sum + x.value, 0);
+    for (const status of ['failed', 'expired', 'completed']) assert.equal(valueNow('jobs_finished_total', { model: 'c', status }), 1, status);
+    assert.equal(valueNow('jobs_finished_total', { model: 'c', status: 'cancelled' }), 0);
+    assert.equal(valueNow('retries_total', { model: 'c' }), 1);
+    assert.equal(valueNow('upstream_calls_total', { code: '503' }), 1, 'the stale retry counts no call');
+    assert.equal(valueNow('upstream_calls_total', { code: '500' }), 0);
+    assert.equal(valueNow('upstream_calls_total', { code: '200' }), 4);
+    assert.deepEqual((await store.countByStatus()), { queued: 1, in_progress: 3, completed: 4, failed: 1, cancelled: 0, expired: 1 });
     // Rate-limit draws: decided in call order, each all or nothing.
     const two = { key: 'two', intervalMs: 1000, toleranceMs: 1000 };
     const one = { key: 'one', intervalMs: 1000, toleranceMs: 0 };

@@ -147,9 +147,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     return rows.length === 1;
   }
 
-  // Creates, completions and rate-limit draws are the hot writes: those made in one event-loop turn
-  // go as one statement (turn-batch.ts), sharing its round trip, transaction and WAL flush. A lone
-  // call is a batch of one.
+  // Creates, an attempt's outcome (an ending or a retry) and rate-limit draws are the hot writes:
+  // those made in one event-loop turn go as one statement (turn-batch.ts), sharing its round trip,
+  // transaction and WAL flush. A lone call is a batch of one.
   type Insert = { job: NewJob; at: number };
   const inserts = createTurnBatch<Insert, boolean>(
     async (items) => {
@@ -204,38 +204,48 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   };
   const draws = createTurnBatch<Draw, RateDecision[]>(consumeRates);
 
-  type Completion = { id: string; token: number; at: number; bumps: Bump[] } & Pick<JobRow, 'output_text' | 'usage' | 'response'>;
+  // Every way an attempt ends a job (completed, failed, expired, cancelled) is one statement: an
+  // upstream outage fails jobs as fast as a healthy one completes them. A held job never has an
+  // answer or an error yet (requeue starts only failed and expired jobs afresh and clears their
+  // errors), so each ending writes all six of those columns, the ones it does not have as NULL.
+  type Ending = { id: string; token: number; at: number; status: 'completed' | 'failed' | 'expired' | 'cancelled'; bumps: Bump[] }
+    & Pick<JobRow, 'output_text' | 'usage' | 'response' | 'error_code' | 'error_message' | 'upstream_status'>;
   // The finished-count's labels are built in SQL as JSON.stringify would, with sorted keys, so they
   // match every other writer's. An attempt's bumps count only when its job's token was current.
-  const completions = createTurnBatch<Completion, boolean>(
+  const endings = createTurnBatch<Ending, boolean>(
     async (items) => {
       const bumps = items.flatMap((item) => item.bumps.map((bump) => [item.id, ...bump] as const));
       const { rows } = await pool.query<{ id: string }>(
         `WITH input AS (
-           SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-             AS v(id, token, at, output_text, usage, response)),
+           SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
+             AS v(id, token, at, status, output_text, usage, response, error_code, error_message, upstream_status)),
          done AS (
            UPDATE jobs j
-              SET status = 'completed', finished_at = v.at, updated_at = v.at, lease_until = NULL,
+              SET status = v.status, finished_at = v.at, updated_at = v.at, lease_until = NULL,
                   output_text = v.output_text, usage = v.usage, response = v.response,
-                  error_code = NULL, error_message = NULL, upstream_status = NULL
+                  error_code = v.error_code, error_message = v.error_message, upstream_status = v.upstream_status
              FROM input v
             WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'in_progress'
-           RETURNING j.id, j.model),
+           RETURNING j.id, j.model, j.status),
          counted AS (
            INSERT INTO counter_deltas (name, labels, value)
-           SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":"completed"}', COUNT(*) FROM done GROUP BY model
+           SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":' || to_json(status)::text || '}', COUNT(*)
+             FROM done GROUP BY model, status
            UNION ALL
-           SELECT b.name, b.labels, SUM(b.value) FROM unnest($7::text[], $8::text[], $9::text[], $10::float8[]) AS b(id, name, labels, value)
+           SELECT b.name, b.labels, SUM(b.value) FROM unnest($11::text[], $12::text[], $13::text[], $14::float8[]) AS b(id, name, labels, value)
             WHERE b.id IN (SELECT id FROM done) GROUP BY b.name, b.labels)
          SELECT id FROM done`,
         [
-          items.map((c) => c.id),
-          items.map((c) => c.token),
-          items.map((c) => c.at),
-          items.map((c) => pgText(c.output_text)),
-          items.map((c) => c.usage),
-          items.map((c) => c.response),
+          items.map((e) => e.id),
+          items.map((e) => e.token),
+          items.map((e) => e.at),
+          items.map((e) => e.status),
+          items.map((e) => pgText(e.output_text)),
+          items.map((e) => e.usage),
+          items.map((e) => e.response),
+          items.map((e) => pgText(e.error_code)),
+          items.map((e) => pgText(e.error_message)),
+          items.map((e) => e.upstream_status),
           bumps.map(([id]) => id),
           bumps.map(([, name]) => name),
           bumps.map(([, , labels]) => labelsJson(labels)),
@@ -243,7 +253,49 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         ],
       );
       const done = new Set(rows.map((r) => r.id));
-      return items.map((c) => done.has(c.id));
+      return items.map((e) => done.has(e.id));
+    },
+  );
+
+  // A retry puts the job back with its error; one statement for the retries of a turn, as endings.
+  type Retry = { id: string; token: number; at: number; runAfter: number; bumps: Bump[] } & Pick<JobRow, 'error_code' | 'error_message' | 'upstream_status'>;
+  const retries = createTurnBatch<Retry, boolean>(
+    async (items) => {
+      const bumps = items.flatMap((item) => item.bumps.map((bump) => [item.id, ...bump] as const));
+      const { rows } = await pool.query<{ id: string }>(
+        `WITH input AS (
+           SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::int[])
+             AS v(id, token, at, run_after, error_code, error_message, upstream_status)),
+         done AS (
+           UPDATE jobs j
+              SET status = 'queued', run_after = v.run_after, updated_at = v.at, lease_until = NULL, worker_id = NULL,
+                  error_code = v.error_code, error_message = v.error_message, upstream_status = v.upstream_status
+             FROM input v
+            WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'in_progress'
+           RETURNING j.id, j.model),
+         counted AS (
+           INSERT INTO counter_deltas (name, labels, value)
+           SELECT 'retries_total', '{"model":' || to_json(model)::text || '}', COUNT(*) FROM done GROUP BY model
+           UNION ALL
+           SELECT b.name, b.labels, SUM(b.value) FROM unnest($8::text[], $9::text[], $10::text[], $11::float8[]) AS b(id, name, labels, value)
+            WHERE b.id IN (SELECT id FROM done) GROUP BY b.name, b.labels)
+         SELECT id FROM done`,
+        [
+          items.map((r) => r.id),
+          items.map((r) => r.token),
+          items.map((r) => r.at),
+          items.map((r) => r.runAfter),
+          items.map((r) => pgText(r.error_code)),
+          items.map((r) => pgText(r.error_message)),
+          items.map((r) => r.upstream_status),
+          bumps.map(([id]) => id),
+          bumps.map(([, name]) => name),
+          bumps.map(([, , labels]) => labelsJson(labels)),
+          bumps.map(([, , , by]) => by),
+        ],
+      );
+      const done = new Set(rows.map((r) => r.id));
+      return items.map((r) => done.has(r.id));
     },
   );
 
@@ -349,29 +401,17 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async completeJob(id, token, result, attempt) {
-      return completions.run({ id, token, at: now(), ...resultColumns(result), bumps: attemptBumps(attempt) });
+      return endings.run({ id, token, at: now(), status: 'completed', ...resultColumns(result), error_code: null, error_message: null, upstream_status: null, bumps: attemptBumps(attempt) });
     },
 
     async finishJob(id, token, status, error, attempt) {
-      const at = now();
-      return tx((c) => finishHeld(c, id, token, status, error, at, attemptBumps(attempt)));
+      const columns = { error_code: error?.code ?? null, error_message: error?.message ?? null, upstream_status: error?.upstreamStatus ?? null };
+      return endings.run({ id, token, at: now(), status, output_text: null, usage: null, response: null, ...columns, bumps: attemptBumps(attempt) });
     },
 
     async retryJob(id, token, runAfter, error, attempt) {
-      const at = now();
-      return tx(async (c) => {
-        const { rows } = await c.query<{ model: string }>(
-          `UPDATE jobs
-              SET status = 'queued', run_after = $4, updated_at = $3, lease_until = NULL, worker_id = NULL,
-                  error_code = $5, error_message = $6, upstream_status = $7
-            WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
-           RETURNING model`,
-          [id, token, at, runAfter, pgText(error.code), pgText(error.message), error.upstreamStatus ?? null],
-        );
-        if (!rows[0]) return false;
-        await addCounters(c, [['retries_total', { model: rows[0].model }, 1], ...attemptBumps(attempt)]);
-        return true;
-      });
+      const columns = { error_code: error.code, error_message: error.message, upstream_status: error.upstreamStatus ?? null };
+      return retries.run({ id, token, at: now(), runAfter, ...columns, bumps: attemptBumps(attempt) });
     },
 
     async releaseJob(id, token, runAfter) {
@@ -620,7 +660,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       closed = true;
       clearInterval(fallback);
       // Writes already accepted finish before the pool goes.
-      await Promise.all([inserts.drain(), completions.drain(), draws.drain()]);
+      await Promise.all([inserts.drain(), endings.drain(), retries.drain(), draws.drain()]);
       await listener?.end().catch(() => undefined);
       await pool.end();
     },
