@@ -42,6 +42,10 @@ test('copy-jobs moves every job once; the copied queue then runs on the new stor
   assert.equal(await target.getJob(queuedId), null, 'nothing is copied while the old workers live');
 
   assert.match((await cli('copy-jobs', '--from', join(dir, 'missing.sqlite'))).err, /no SQLite file at .*missing\.sqlite/);
+  const badUrl = await cli('copy-jobs', '--from', 'postgres://app:hunter2@db:port/jobs');
+  assert.equal(badUrl.code, 78);
+  assert.match(badUrl.err, /^proxy-worker: --from is not a PostgreSQL URL/);
+  assert.ok(!badUrl.err.includes('hunter2'));
 
   await old.removeHeartbeat('old-worker');
   const first = await cli('copy-jobs', '--from', oldPath, '--json');

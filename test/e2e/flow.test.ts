@@ -141,4 +141,10 @@ test('start-up refuses a missing setting with one line naming it, and never echo
   const port = spawnNode(API_MAIN, [], testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), PORT: 'http' }), dir);
   assert.equal((await port.exited).code, 78);
   assert.match(port.stderr.join('\n'), /^proxy-api: PORT must be integer/);
+
+  const url = spawnNode(WORKER_MAIN, ['once'], testEnv(dir, { OPENAI_API_KEY: 'sk-test', DATABASE_URL: 'postgres://app:hunter2@db:port/jobs' }), dir);
+  assert.equal((await url.exited).code, 78);
+  assert.equal(url.stderr.filter(Boolean).length, 1);
+  assert.match(url.stderr[0]!, /^proxy-worker: DATABASE_URL is not a PostgreSQL URL/);
+  assert.ok(!url.stderr[0]!.includes('hunter2'));
 });

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { Ajv } from 'ajv';
+import { parse as parseConnectionString } from 'pg-connection-string';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients } from './clients-file.js';
 import { RATE_PATTERN, parseRate, type RateLimitSpec } from './rate-spec.js';
@@ -16,7 +17,7 @@ export const SETTINGS = {
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
   OPENAI_BASE_URL: { type: 'string', default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL.' },
   DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: '^[A-Za-z0-9._:/-]{1,100}$', doc: 'Model used when a request names none.' },
-  DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S+$', doc: 'postgres://user:password@host:5432/db to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
+  DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S+$', doc: 'postgres://user:password@host:5432/db (or postgres://user@/db?host=/var/run/postgresql for a local socket) to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
   DATABASE_SCHEMA: { type: 'string', default: 'public', pattern: '^[a-z_][a-z0-9_]{0,62}$', doc: 'PostgreSQL schema for the tables (created if missing).' },
   PROXY_DB_SYNC: { type: 'string', default: 'full', enum: ['full', 'normal'], doc: 'full: a 202 survives power loss (the WAL is flushed with fdatasync before the answer; writes made together share a flush); normal: survives a process crash only.' },
   PROXY_DB_PATH: { type: 'string', default: './data/requests.sqlite', minLength: 1, doc: 'SQLite file shared by API and worker; its folder is created.' },
@@ -188,6 +189,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     throw new ConfigError('PROXY_KEY is not set: set PROXY_KEY and PROXY_SECRET in .env (npm start writes fresh ones), or PROXY_CLIENTS_FILE');
   }
 
+  if (s.DATABASE_URL) parseDatabaseUrl(s.DATABASE_URL);
+
   const retryBaseMs = int('RETRY_BASE_MS');
   const retryMaxMs = int('RETRY_MAX_MS');
   if (retryMaxMs < retryBaseMs) throw new ConfigError(`RETRY_MAX_MS must be at least RETRY_BASE_MS (${retryBaseMs})`);
@@ -310,16 +313,45 @@ export interface DatabaseSettings {
   readonly schema: string;
 }
 
+/** What of a PostgreSQL URL the programs print or redact. */
+export interface DatabaseUrlParts {
+  user: string;
+  password: string;
+  /** A host name, several (h1,h2), or the directory of a local socket. */
+  host: string;
+  port: string;
+  database: string;
+}
+
+/**
+ * A PostgreSQL URL read as pg reads it, so every form pg accepts is accepted here (a password in
+ * the user part or as ?password=, a socket directory as ?host=), and one it would refuse stops the
+ * program at start. The message names `name`, never the URL: it may hold the password.
+ */
+export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUrlParts {
+  let parsed: ReturnType<typeof parseConnectionString>;
+  try {
+    parsed = parseConnectionString(url);
+  } catch {
+    throw new ConfigError(`${name} is not a PostgreSQL URL pg can read (postgres://user:password@host:5432/database)`);
+  }
+  return { user: parsed.user ?? '', password: parsed.password ?? '', host: parsed.host ?? '', port: parsed.port ?? '', database: parsed.database ?? '' };
+}
+
 /** Every secret value in the configuration, for the logger's redaction list. */
 export function secretValues(config: Config): string[] {
-  const dbPassword = config.db.url ? decodeURIComponent(new URL(config.db.url).password) : '';
+  const dbPassword = config.db.url ? parseDatabaseUrl(config.db.url).password : '';
   return [config.upstream.apiKey ?? '', dbPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
 }
 
-/** Which database the programs use, fit to print: the SQLite path, or the PostgreSQL URL without its password. */
+/**
+ * Which database the programs use, fit to print: the SQLite path, or where the PostgreSQL server is
+ * (user, host, port, database) without the password or the URL's other options.
+ */
 export function describeDatabase(db: DatabaseSettings): string {
   if (!db.url) return `sqlite ${db.path}`;
-  const url = new URL(db.url);
-  if (url.password) url.password = '***';
-  return `postgres ${url.toString()} (schema ${db.schema})`;
+  const { user, host, port, database } = parseDatabaseUrl(db.url);
+  const who = user ? `${user}@` : '';
+  const where = host.startsWith('/') ? `${who}/${database}?host=${host}` : `${who}${host}${port ? `:${port}` : ''}/${database}`;
+  return `postgres ${where} (schema ${db.schema})`;
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadConfig } from '../src/config.ts';
+import { describeDatabase, loadConfig, secretValues } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
 
 const key = 'k'.repeat(20);
@@ -56,6 +56,22 @@ test('a malformed setting fails with one line naming it, and never the secret', 
       () => loadConfig({ env: { PROXY_KEY: key, PROXY_SECRET: shortSecret }, cwd }),
       (e: Error) => /^PROXY_SECRET /.test(e.message) && !e.message.includes(shortSecret),
     );
+  });
+});
+
+test('DATABASE_URL is read as pg reads it; printed and logged without its password', () => {
+  withDir((cwd) => {
+    assert.throws(
+      () => loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db:port/jobs' }, cwd }),
+      (e: Error) => e instanceof ConfigError && /^DATABASE_URL /.test(e.message) && !e.message.includes('hunter2') && !e.message.includes('\n'),
+    );
+    const socket = loadConfig({ env: { DATABASE_URL: 'postgres://app@/jobs?host=/var/run/postgresql' }, cwd });
+    assert.equal(describeDatabase(socket.db), 'postgres app@/jobs?host=/var/run/postgresql (schema public)');
+    for (const url of ['postgres://app:hunter2@db.internal:6432/jobs?sslmode=disable', 'postgres://app@db.internal:6432/jobs?password=hunter2']) {
+      const config = loadConfig({ env: { DATABASE_URL: url, DATABASE_SCHEMA: 'proxy' }, cwd });
+      assert.equal(describeDatabase(config.db), 'postgres app@db.internal:6432/jobs (schema proxy)');
+      assert.ok(secretValues(config).includes('hunter2'), `the logger redacts the password of ${url}`);
+    }
   });
 });
 

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { FINAL_STATUSES, WORKER_ALIVE_MS, describeDatabase, loadConfig, openStore, type DatabaseSettings, type JobRecord, type JobStatus, type JobStore } from '@proxy/core';
+import { FINAL_STATUSES, WORKER_ALIVE_MS, describeDatabase, loadConfig, openStore, parseDatabaseUrl, type DatabaseSettings, type JobRecord, type JobStatus, type JobStore } from '@proxy/core';
 import { CliError } from './cli-error.js';
 import { output } from './admin-context.js';
 
@@ -77,7 +77,10 @@ async function copy(from: JobStore, to: JobStore, unfinishedOnly: boolean) {
 
 /** The source as store settings: a postgres:// URL, or the path of an SQLite file that must exist. */
 function sourceSettings(from: string, schema: string): DatabaseSettings {
-  if (/^postgres(ql)?:\/\//i.test(from)) return { url: from, schema, path: '', sync: 'full' };
+  if (/^postgres(ql)?:\/\//i.test(from)) {
+    parseDatabaseUrl(from, '--from');
+    return { url: from, schema, path: '', sync: 'full' };
+  }
   const path = resolve(from);
   // Opening a missing file would create an empty store and copy nothing, which looks like success.
   if (!existsSync(path)) throw new CliError(`no SQLite file at ${path}`);
