@@ -113,6 +113,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     ];
   }
 
+  /** A batch's attempt bumps as four parallel arrays (job id, name, labels, value), for unnest. */
+  function bumpArrays(items: ReadonlyArray<{ id: string; bumps: Bump[] }>): [string[], string[], string[], number[]] {
+    const owned = items.flatMap((item) => item.bumps.map((bump) => [item.id, ...bump] as const));
+    return [owned.map(([id]) => id), owned.map(([, name]) => name), owned.map(([, , labels]) => labelsJson(labels)), owned.map(([, , , by]) => by)];
+  }
+
   const expirySpacing = createExpirySpacing();
 
   /** Expires the queued jobs past their deadline and counts them per model, in one statement. */
@@ -214,7 +220,6 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // match every other writer's. An attempt's bumps count only when its job's token was current.
   const endings = createTurnBatch<Ending, boolean>(
     async (items) => {
-      const bumps = items.flatMap((item) => item.bumps.map((bump) => [item.id, ...bump] as const));
       const { rows } = await pool.query<{ id: string }>(
         `WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
@@ -246,10 +251,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           items.map((e) => pgText(e.error_code)),
           items.map((e) => pgText(e.error_message)),
           items.map((e) => e.upstream_status),
-          bumps.map(([id]) => id),
-          bumps.map(([, name]) => name),
-          bumps.map(([, , labels]) => labelsJson(labels)),
-          bumps.map(([, , , by]) => by),
+          ...bumpArrays(items),
         ],
       );
       const done = new Set(rows.map((r) => r.id));
@@ -261,7 +263,6 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   type Retry = { id: string; token: number; at: number; runAfter: number; bumps: Bump[] } & Pick<JobRow, 'error_code' | 'error_message' | 'upstream_status'>;
   const retries = createTurnBatch<Retry, boolean>(
     async (items) => {
-      const bumps = items.flatMap((item) => item.bumps.map((bump) => [item.id, ...bump] as const));
       const { rows } = await pool.query<{ id: string }>(
         `WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::int[])
@@ -288,10 +289,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           items.map((r) => pgText(r.error_code)),
           items.map((r) => pgText(r.error_message)),
           items.map((r) => r.upstream_status),
-          bumps.map(([id]) => id),
-          bumps.map(([, name]) => name),
-          bumps.map(([, , labels]) => labelsJson(labels)),
-          bumps.map(([, , , by]) => by),
+          ...bumpArrays(items),
         ],
       );
       const done = new Set(rows.map((r) => r.id));
