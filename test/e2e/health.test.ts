@@ -2,7 +2,11 @@ import assert from 'node:assert/strict';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { BACKEND, WORKER_MAIN, enqueueJob, eventually, getJson, newCredentials, onlyOn, openTestStore, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { signBody } from '../../packages/core/src/signing.ts';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { BACKEND, WORKER_MAIN, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 test('health: 503 when the database file is moved away or replaced, 200 again once it is back', async (t) => {
   if (!onlyOn('sqlite', t, 'moves the database file')) return;
@@ -50,4 +54,64 @@ test('health with a key: queue by status, age of the oldest queued job, live wor
   assert.equal(healthy.workers.length, 1);
   assert.equal(healthy.workers[0].pid, worker.proc.pid);
   assert.equal(typeof healthy.oldest_queued_age_seconds === 'number' || healthy.oldest_queued_age_seconds === null, true);
+});
+
+test('the PostgreSQL server closing every connection (a restart, a failover) stops neither program; requests and jobs go on', async (t) => {
+  if (!onlyOn('postgres', t, 'closes the server connections')) return;
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-pg', OPENAI_BASE_URL: stub.url });
+  const api = await startApiProcess(t, env, dir);
+  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
+  t.after(async () => {
+    worker.kill('SIGKILL');
+    await worker.exited;
+  });
+  const completes = async (prompt: string) => {
+    const created = await postSigned(api.url, key, secret, { prompt });
+    assert.equal(created.status, 202);
+    return eventually(async () => {
+      const res = await getJson(api.url, `/v1/requests/${created.json.id}`, key);
+      return res.json.status === 'completed' ? res.json : null;
+    }, 15_000);
+  };
+  assert.equal((await completes('before')).output_text, 'echo: before');
+
+  const admin = new pg.Client({ connectionString: env.DATABASE_URL });
+  await admin.connect();
+  t.after(() => admin.end());
+  const { rowCount } = await admin.query(
+    'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name IN ($1, $2)',
+    [`proxy:${env.DATABASE_SCHEMA}`, `proxy-listener:${env.DATABASE_SCHEMA}`],
+  );
+  assert.ok((rowCount ?? 0) >= 3, `the pools' and the listeners' connections closed (${rowCount})`);
+
+  assert.equal((await completes('after')).output_text, 'echo: after');
+  assert.equal(api.child.proc.exitCode, null, 'proxy-api is still running');
+  assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');
+  assert.ok(api.child.lines.some((l) => l.includes('closed an idle connection')), 'the API says what happened');
+});
+
+test('a create while another process holds the write lock past busy_timeout: 503 unavailable with Retry-After; sent again once the lock is gone, it is stored once', async (t) => {
+  if (!onlyOn('sqlite', t, "holds the SQLite file's write lock")) return;
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const { url } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret }), dir);
+  const holder = new Database(join(dir, 'requests.sqlite'));
+  t.after(() => holder.close());
+  holder.exec('BEGIN IMMEDIATE');
+  const body = signBody({ prompt: 'while locked', ...freshStamp() }, secret);
+  const send = () => fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': key }, body });
+  const locked = await send();
+  assert.equal(locked.status, 503);
+  assert.equal(locked.headers.get('retry-after'), '2');
+  assert.deepEqual(await locked.json(), { error: { code: 'unavailable', message: 'the database does not answer; try again shortly' } });
+  holder.exec('ROLLBACK');
+  const stored = await send();
+  assert.equal(stored.status, 202);
+  const again = await send();
+  assert.equal(again.status, 200, 'the same request again answers with the job it made');
+  assert.equal(((await again.json()) as { id: string }).id, ((await stored.json()) as { id: string }).id);
 });

@@ -28,7 +28,7 @@ const PASS_LIMITS = { maxJobs: 50, maxSeconds: 20 };
 await runMain('proxy-api', async () => {
   const config = loadConfig({ needs: { clients: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' }, file: 'api.log' });
-  const store = await openStore(config.db);
+  const store = await openStore(config.db, logger);
   // The manual worker pass needs the upstream key; without it the runner (and undici) is never loaded.
   const runner = config.upstream.apiKey ? await import('@proxy/core/runner') : null;
   const upstream = runner ? runner.createUpstreamClientFromConfig(config) : null;

@@ -10,6 +10,7 @@ import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
+import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { eventually, manualClock, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
 
 const job = newTestJob;
@@ -100,6 +101,31 @@ test('group commit: one bad create in a batch fails alone; its neighbours are st
   const results = await Promise.allSettled([store.createJob(job()), store.createJob({ ...job(), id: taken.id }), store.createJob(job())]);
   assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
   assert.equal((await store.countByStatus()).queued, 3);
+});
+
+test('group commit: a write lock held past busy_timeout fails every write of the turn at once (503 material), without a wait for each; they go through once it is free', async (t) => {
+  const dir = tempDir(t);
+  const busyTimeoutMs = 300;
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, busyTimeoutMs });
+  t.after(() => store.close());
+  const other = new Database(`${dir}/db.sqlite`);
+  t.after(() => other.close());
+  other.exec('BEGIN IMMEDIATE');
+  const jobs = Array.from({ length: 5 }, () => job());
+  const started = performance.now();
+  const settled = await Promise.allSettled(jobs.map((j) => store.createJob(j)));
+  const waited = performance.now() - started;
+  assert.deepEqual(settled.map((s) => s.status), Array(5).fill('rejected'));
+  for (const s of settled) {
+    const reason = (s as PromiseRejectedResult).reason;
+    assert.equal(reason.code, 'SQLITE_BUSY');
+    assert.ok(isDatabaseUnavailable(reason));
+  }
+  // One wait for the lock, not one for the batch and then one for each write alone (6 x 300 ms).
+  assert.ok(waited < 3 * busyTimeoutMs, `the turn waited ${Math.round(waited)} ms for the lock`);
+  other.exec('ROLLBACK');
+  const again = await Promise.all(jobs.map((j) => store.createJob(j)));
+  assert.deepEqual(again.map((r) => r.created), Array(5).fill(true));
 });
 
 /** An fdatasync that can be held: flushes issued while held wait until `release` (or fail with `fail`). */

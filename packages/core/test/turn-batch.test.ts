@@ -30,6 +30,18 @@ test('when the batch statement fails, its calls run one by one and only the bad 
   assert.deepEqual(calls, [[1, 2, 3], [1], [2], [3]]);
 });
 
+test('when the server cannot be reached, the calls of the batch all fail with that error, without one attempt each', async () => {
+  const calls: number[][] = [];
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+  const batch = createTurnBatch<number, number>(async (items) => {
+    calls.push(items);
+    throw refused;
+  });
+  const settled = await Promise.allSettled([1, 2, 3].map((n) => batch.run(n)));
+  assert.deepEqual(settled.map((s) => (s.status === 'rejected' ? s.reason : s.value)), [refused, refused, refused]);
+  assert.deepEqual(calls, [[1, 2, 3]]);
+});
+
 test('a turn with more than MAX_BATCH calls is split into statements of at most MAX_BATCH', async () => {
   const { batch, calls } = recorded();
   const n = MAX_BATCH * 2 + 1;

@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { AppError, toAppError } from '@proxy/core';
+import { AppError, isDatabaseUnavailable, toAppError } from '@proxy/core';
 import { ctx } from '../context.js';
 
 /** Unknown route: the same JSON shape as every other error. */
@@ -25,12 +25,17 @@ const PARSER_ERRORS: Record<string, AppError['code']> = {
   'stream.encoding.set': 'internal',
 };
 
+/** What a 503 `unavailable` tells clients to wait: a restart or failover usually takes seconds. */
+const UNAVAILABLE_RETRY_AFTER_S = 2;
+
 /** The one place an error becomes a reply: a stable code and message, never a stack or SQL. */
 export const errorHandler: ErrorRequestHandler = (err, _req, res, _next) => {
   const parserCode = typeof err?.type === 'string' ? PARSER_ERRORS[err.type] : undefined;
   const appError = parserCode
     ? new AppError(parserCode, parserCode === 'payload_too_large' ? 'the request body is larger than the server accepts' : 'the request body could not be read', { cause: err })
-    : toAppError(err);
+    : isDatabaseUnavailable(err)
+      ? new AppError('unavailable', 'the database does not answer; try again shortly', { cause: err, headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) } })
+      : toAppError(err);
   const log = ctx(res).log;
   if (appError.status >= 500) log?.error('request failed', { err: appError.cause ?? appError, code: appError.code });
   if (res.headersSent) return;

@@ -14,7 +14,7 @@ export interface WorkerSetup {
 export async function setUpWorker(): Promise<WorkerSetup> {
   const config = loadConfig({ needs: { upstream: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
-  const store = await openStore(config.db);
+  const store = await openStore(config.db, logger);
   logger.info('database', { database: describeDatabase(config.db) });
   const upstream = createUpstreamClientFromConfig(config);
   const worker = createWorkerFromConfig(config, { store, upstream, logger });

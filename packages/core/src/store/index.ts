@@ -2,3 +2,4 @@ export * from './types.js';
 export { openSqliteStore, type SqliteStoreOptions } from './sqlite/sqlite-job-store.js';
 export type { PostgresStoreOptions } from './postgres/pg-job-store.js';
 export { openStore } from './open-store.js';
+export { isDatabaseUnavailable } from './unavailable.js';

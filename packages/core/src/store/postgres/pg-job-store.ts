@@ -16,6 +16,8 @@ export interface PostgresStoreOptions {
   now?: () => number;
   /** How often the change counter moves anyway, in case a notification was lost (ms). */
   fallbackPollMs?: number;
+  /** Told when the server closes an idle connection (a restart, a failover, an administrator). */
+  onConnectionLost?: (err: Error) => void;
 }
 
 // BIGINT columns hold Unix ms: well inside a double, so read them as numbers.
@@ -45,7 +47,14 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const schema = options.schema ?? 'public';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
   const connection = { connectionString: options.url, types, options: `-c search_path=${schema}` };
-  const pool = new pg.Pool({ ...connection, max: options.poolSize ?? 10 });
+  // A server that does not answer a connection (a network cut, a host gone) fails the query after
+  // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes); keepalive
+  // finds a connection that died silently.
+  const pool = new pg.Pool({ ...connection, application_name: `proxy:${schema}`, max: options.poolSize ?? 10, connectionTimeoutMillis: 10_000, keepAlive: true });
+  // An idle connection the server closes is reported on the pool, and an 'error' nobody listens to
+  // ends the process: a PostgreSQL restart stopped every API and worker. The pool drops that
+  // connection itself and the next query opens another; a query that was running fails on its own.
+  pool.on('error', (err) => options.onConnectionLost?.(err));
   await migratePostgres(pool, schema);
 
   // One listening connection per store; the counter is what the worker loop and watchers compare.
@@ -54,7 +63,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   let listener: pg.Client | null = null;
   // A dropped listening connection is replaced after a second; meanwhile the fallback poll covers it.
   async function listen(): Promise<void> {
-    const client = new pg.Client({ ...connection, application_name: `proxy-listener:${schema}` });
+    const client = new pg.Client({ ...connection, application_name: `proxy-listener:${schema}`, keepAlive: true });
     const retry = () => {
       changes += 1;
       if (listener === client) listener = null;

@@ -1,3 +1,5 @@
+import { isDatabaseUnavailable } from '../unavailable.js';
+
 /** The most calls one batch statement takes, so one statement never holds many rows' locks for long. */
 export const MAX_BATCH = 256;
 
@@ -12,7 +14,8 @@ export interface TurnBatch<I, O> {
  * Group commit for PostgreSQL: the calls made in one event-loop turn go to the server as one
  * statement, so they share a round trip, a transaction and its WAL flush (the SQLite store's write
  * queue does the same with one transaction). A lone call is a batch of one. When a batch statement
- * fails, its calls are run again one statement each, so one bad row fails alone.
+ * fails, its calls are run again one statement each, so one bad row fails alone (unless the server
+ * is unreachable or shutting down: then they all fail with it).
  */
 export function createTurnBatch<I, O>(runMany: (items: I[]) => Promise<O[]>): TurnBatch<I, O> {
   type Pending = { item: I; resolve: (value: O) => void; reject: (err: unknown) => void };
@@ -24,8 +27,14 @@ export function createTurnBatch<I, O>(runMany: (items: I[]) => Promise<O[]>): Tu
       let results: O[] | null = null;
       try {
         results = await runMany(chunk.map((p) => p.item));
-      } catch {
-        // Fall through: each call alone, so the error lands only on the call that causes it.
+      } catch (err) {
+        // A server that cannot serve now fails every call alike: sending each again alone would only
+        // queue as many more connection attempts.
+        if (isDatabaseUnavailable(err)) {
+          chunk.forEach((p) => p.reject(err));
+          return;
+        }
+        // Otherwise fall through: each call alone, so the error lands only on the call that causes it.
       }
       if (results) {
         chunk.forEach((p, i) => p.resolve(results[i] as O));

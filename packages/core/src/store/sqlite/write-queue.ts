@@ -1,4 +1,5 @@
 import type { Db } from './open-database.js';
+import { isDatabaseUnavailable } from '../unavailable.js';
 import type { WalSync } from './wal-sync.js';
 
 /** The most writes one group commit takes, so one transaction never holds the write lock for long. */
@@ -17,7 +18,9 @@ export interface WriteQueueHooks {
  * under load one commit serves many of them; each promise resolves only after the commit that
  * holds its write and, when `durable` is given, after it resolves too (the WAL flushed to disk, see
  * wal-sync.ts). A batch that throws is rolled back and its writes are run again one transaction
- * each, so one bad write fails alone.
+ * each, so one bad write fails alone; unless the database itself failed (its write lock held past
+ * busy_timeout, an I/O error), which fails every write of the flush at once: run again one by one,
+ * each would block the event loop for busy_timeout in turn.
  */
 export function createWriteQueue(
   db: Db,
@@ -42,11 +45,15 @@ export function createWriteQueue(
     scheduled = false;
     // Answered after one flush that covers every batch committed here.
     const flushing: Array<[Pending, unknown]> = [];
+    // Set when the database itself failed (busy past busy_timeout, I/O): the rest of this flush
+    // fails with it rather than have the event loop wait out busy_timeout again for each.
+    let unavailable: unknown = null;
     while (pending.length > 0) {
       const batch = pending.splice(0, MAX_GROUP_COMMIT);
       try {
         // After a failed flush nothing more is written: it could not be promised durable.
         durable?.check();
+        if (unavailable) throw unavailable;
       } catch (err) {
         batch.forEach((p) => p.reject(err));
         continue;
@@ -54,14 +61,19 @@ export function createWriteQueue(
       const outcomes: Array<{ ok: boolean; value: unknown }> = [];
       try {
         for (const value of runBatch.immediate(batch)) outcomes.push({ ok: true, value });
-      } catch {
+      } catch (err) {
         hooks?.afterRollback();
-        for (const p of batch) {
-          try {
-            outcomes.push({ ok: true, value: runAlone.immediate(p.write) });
-          } catch (err) {
-            hooks?.afterRollback();
-            outcomes.push({ ok: false, value: err });
+        if (isDatabaseUnavailable(err)) unavailable = err;
+        if (batch.length === 1 || unavailable) {
+          for (let i = 0; i < batch.length; i++) outcomes.push({ ok: false, value: err });
+        } else {
+          for (const p of batch) {
+            try {
+              outcomes.push({ ok: true, value: runAlone.immediate(p.write) });
+            } catch (err) {
+              hooks?.afterRollback();
+              outcomes.push({ ok: false, value: err });
+            }
           }
         }
       }

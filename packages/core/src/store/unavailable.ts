@@ -1,0 +1,33 @@
+/**
+ * Whether an error thrown by a store means the database cannot serve now (a restart, a failover, a
+ * full disk, a lock held too long), rather than a fault in the request or in our code. The API
+ * answers those 503 `unavailable` with Retry-After, which clients retry, instead of 500 `internal`,
+ * which they must not; a retried create with the same nonce finds the job if the first one was
+ * stored after all.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || UNAVAILABLE_CODE_PREFIXES.some((p) => code.startsWith(p)))) return true;
+    // pg's own messages for a connection that ended, or could not be made in time, carry no code.
+    if (/^Connection terminated|^timeout exceeded when trying to connect|connection error and is not queryable/.test(e.message)) return true;
+  }
+  return false;
+}
+
+const UNAVAILABLE_CODES = new Set([
+  // The network, reaching PostgreSQL.
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE',
+  // The disk under SQLite's WAL refusing a flush (wal-sync.ts keeps it as the cause).
+  'EIO', 'ENOSPC', 'EDQUOT', 'EROFS',
+  // PostgreSQL: shut down by an administrator, crashed, still starting; too many connections; a
+  // read-only server (a standby, as after a failover that has not reached the clients yet).
+  '57P01', '57P02', '57P03', '53300', '25006',
+]);
+
+const UNAVAILABLE_CODE_PREFIXES = [
+  // PostgreSQL connection exceptions (class 08); disk full and out of memory (53100, 53200).
+  '08', '531', '532',
+  // SQLite: the write lock held past busy_timeout, I/O errors, a full disk, a file it cannot open or write.
+  'SQLITE_BUSY', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_CANTOPEN', 'SQLITE_READONLY',
+];

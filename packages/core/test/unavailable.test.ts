@@ -1,0 +1,68 @@
+/**
+ * Which store errors mean "the database cannot serve now" (the API's 503 `unavailable`, which
+ * clients retry) and which are faults (500 `internal`): each case is a real error from SQLite or
+ * from a real PostgreSQL server, not a made-up object.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
+import { tempDir } from '../../../test/helpers/index.ts';
+
+const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  assert.fail('expected a throw');
+}
+
+test('SQLite: a write lock held past busy_timeout is unavailable; a constraint or a bad statement is not', (t) => {
+  const dir = tempDir(t);
+  const a = new Database(`${dir}/db.sqlite`);
+  const b = new Database(`${dir}/db.sqlite`, { timeout: 0 });
+  t.after(() => (a.close(), b.close()));
+  a.exec('PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY)');
+  a.exec('BEGIN IMMEDIATE');
+  const busy = thrown(() => b.exec('INSERT INTO t VALUES (1)'));
+  assert.equal((busy as { code: string }).code, 'SQLITE_BUSY');
+  assert.equal(isDatabaseUnavailable(busy), true);
+  a.exec('INSERT INTO t VALUES (1); COMMIT');
+  assert.equal(isDatabaseUnavailable(thrown(() => b.exec('INSERT INTO t VALUES (1)'))), false, 'a UNIQUE constraint');
+  assert.equal(isDatabaseUnavailable(thrown(() => b.exec('SELECT nope FROM t'))), false, 'a bad statement');
+  // Found through the cause, as the WAL flush's failure carries the disk's error.
+  const io = Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+  assert.equal(isDatabaseUnavailable(new Error('fdatasync of x-wal failed', { cause: io })), true);
+  assert.equal(isDatabaseUnavailable(new TypeError('x is not a function')), false);
+});
+
+test('PostgreSQL: a refused connection and a terminated one are unavailable; a syntax error is not', async () => {
+  const closed = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/test' });
+  const refused = await closed.connect().then(() => null, (err: unknown) => err);
+  assert.equal(isDatabaseUnavailable(refused), true, String(refused));
+
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  client.on('error', () => undefined);
+  const syntax = await client.query('SELEC 1').then(() => null, (err: unknown) => err);
+  assert.equal((syntax as { code: string }).code, '42601');
+  assert.equal(isDatabaseUnavailable(syntax), false);
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+  const sleeping = client.query('SELECT pg_sleep(10)').then(() => null, (err: unknown) => err);
+  await new Promise((r) => setTimeout(r, 100));
+  await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+  await admin.end();
+  const terminated = await sleeping;
+  assert.equal((terminated as { code?: string } | null)?.code, '57P01', String(terminated));
+  assert.equal(isDatabaseUnavailable(terminated), true);
+  const after = await client.query('SELECT 1').then(() => null, (err: unknown) => err);
+  assert.ok(after, 'the connection is gone');
+  assert.equal(isDatabaseUnavailable(after), true, String(after));
+  await client.end().catch(() => undefined);
+});
