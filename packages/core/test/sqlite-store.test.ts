@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { copyFileSync, fdatasync, mkdirSync, readdirSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../../scripts/stub-upstream.ts';
-import { createSilentLogger } from '../src/logger.ts';
+import { createLogger, createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
@@ -295,6 +296,44 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
   assert.equal(stub.calls.length, 20);
   assert.deepEqual(warnings.map((w) => w.name), [], 'twelve jobs in flight (more than Node\'s default of ten listeners) are no leak');
   for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
+});
+
+test('worker: an answer that arrives while the database cannot take it is held and written once it can, not called for again', async (t) => {
+  const dir = tempDir(t);
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, busyTimeoutMs: 20 });
+  const other = new Database(`${dir}/db.sqlite`);
+  // Another process takes the write lock while the call runs, and keeps it for 600 ms.
+  const stub = await startStubUpstream({
+    behave: () => {
+      other.exec('BEGIN IMMEDIATE');
+      setTimeout(() => other.exec('ROLLBACK'), 600);
+      return {};
+    },
+  });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
+  const lines: string[] = [];
+  const logger = createLogger({ level: 'warn', format: 'json', stream: new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }) });
+  const { job: queued } = await store.createJob(job());
+  const worker = createWorker({
+    store, upstream, logger, concurrency: 1, leaseMs: 30_000, attemptTimeoutMs: 5000,
+    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000,
+  });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+    other.close();
+    await upstream.close();
+    await stub.close();
+    await store.close();
+  });
+  const done = await eventually(async () => {
+    const found = await store.getJob(queued.id);
+    return found?.status === 'completed' ? found : null;
+  }, 5000);
+  assert.equal(done.attempts, 1);
+  assert.equal(stub.calls.length, 1, 'the upstream was called once');
+  assert.ok(lines.some((l) => l.includes('holding it and trying again') && l.includes('SQLITE_BUSY')), lines.join(''));
 });
 
 test('sync=full: more writes in one turn than one transaction takes still wait for a single flush', async (t) => {

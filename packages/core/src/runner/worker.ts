@@ -4,6 +4,7 @@ import { newWorkerId } from '../ids.js';
 import type { Logger } from '../logger.js';
 import type { JobStore } from '../store/types.js';
 import { createShutdown, processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
+import { retryOutcomeWrites } from './outcome-writes.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 export interface WorkerOptions {
@@ -63,8 +64,9 @@ export function createWorker(options: WorkerOptions): Worker {
   const now = options.now ?? Date.now;
   const id = newWorkerId(hostname(), process.pid);
   const log = options.logger.child({ worker_id: id });
+  const shutdown = createShutdown();
   const deps: ProcessJobDeps = {
-    store: options.store,
+    store: retryOutcomeWrites(options.store, { leaseMs: options.leaseMs, now, shutdown, logger: log }),
     acquireUpstream: sharedPauseReads(options.store),
     upstream: options.upstream,
     logger: log,
@@ -88,7 +90,6 @@ export function createWorker(options: WorkerOptions): Worker {
   // See CLAIM_GATHER_MS: while calls run, a claim waits for this many free slots (or that long).
   const gatherSlots = Math.max(1, Math.floor(options.concurrency / 2));
   const gatherMs = options.claimGatherMs ?? CLAIM_GATHER_MS;
-  const shutdown = createShutdown();
   let stopping = false;
   let stopped: Promise<void> | null = null;
   let wake: (() => void) | null = null;
