@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import pg from 'pg';
+import { withClient } from '../src/store/postgres/checkout.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { tempDir } from '../../../test/helpers/index.ts';
 
@@ -65,4 +66,26 @@ test('PostgreSQL: a refused connection and a terminated one are unavailable; a s
   assert.ok(after, 'the connection is gone');
   assert.equal(isDatabaseUnavailable(after), true, String(after));
   await client.end().catch(() => undefined);
+});
+
+test('PostgreSQL: a checked-out connection the server closes between two queries fails its next query; the process lives and the pool serves a fresh one', async () => {
+  const pool = new pg.Pool({ connectionString: PG_URL, max: 1 });
+  pool.on('error', () => undefined);
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  try {
+    const failed = await withClient(pool, async (client) => {
+      const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+      // The server's goodbye arrives while no query runs: unheard, it was an unhandled 'error'.
+      await new Promise((r) => setTimeout(r, 200));
+      return client.query('SELECT 1').then(() => null, (err: unknown) => err);
+    });
+    assert.ok(failed && isDatabaseUnavailable(failed), String(failed));
+    const { rows } = await pool.query<{ one: number }>('SELECT 1 AS one');
+    assert.equal(rows[0]?.one, 1, 'the broken connection was not given back to the pool');
+  } finally {
+    await admin.end();
+    await pool.end();
+  }
 });

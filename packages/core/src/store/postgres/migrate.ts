@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { withClient } from './checkout.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', import.meta.url));
 
@@ -9,8 +10,7 @@ const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', im
  * transaction, under an advisory lock: several hosts starting at once apply each file once.
  */
 export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRATIONS_DIR): Promise<number> {
-  const client = await pool.connect();
-  try {
+  return withClient(pool, async (client) => {
     await client.query('SELECT pg_advisory_lock(hashtext($1))', [`chat-async-proxy:${schema}`]);
     try {
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
@@ -41,7 +41,5 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
     } finally {
       await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`chat-async-proxy:${schema}`]);
     }
-  } finally {
-    client.release();
-  }
+  });
 }

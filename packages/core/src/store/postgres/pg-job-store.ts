@@ -4,6 +4,7 @@ import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOu
 import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
+import { withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
 
 export interface PostgresStoreOptions {
@@ -80,19 +81,18 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const fallback = setInterval(() => (changes += 1), options.fallbackPollMs ?? 1000);
   fallback.unref();
 
-  async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
-      const result = await fn(client);
-      await client.query('COMMIT');
-      return result;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+  function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return withClient(pool, async (client) => {
+      try {
+        await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+        const result = await fn(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    });
   }
 
   type Bump = [name: string, labels: Record<string, string>, by: number];
