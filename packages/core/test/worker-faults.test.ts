@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import pg from 'pg';
 import { startStubUpstream, type StubBehaviour } from '../../../scripts/stub-upstream.ts';
 import { enqueueJob, eventually, openTestStore, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
@@ -294,6 +295,37 @@ test('once deletes finished jobs past retention on its way out', async (t) => {
   await upstream.close();
   assert.equal(await store.getJob(id), null);
   void dir;
+});
+
+test('the database failing between the claim and the call: the job goes back with its attempt unspent and completes, instead of waiting for its lease', async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  const store = await openTestStore(testEnv(dir));
+  // A real refusal from pg, as a pool query meets it when the server has just gone away.
+  const refused = await new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/none' }).connect().then(() => null, (err: unknown) => err);
+  assert.equal((refused as { code?: string }).code, 'ECONNREFUSED');
+  let failures = 1;
+  const flaky: JobStore = Object.create(store, {
+    acquireUpstream: { value: (request: Parameters<JobStore['acquireUpstream']>[0]) => (failures-- > 0 ? Promise.reject(refused) : store.acquireUpstream(request)) },
+  });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 2 });
+  const worker = createWorker({
+    store: flaky, upstream, logger: createSilentLogger(), concurrency: 2, leaseMs: 60_000, attemptTimeoutMs: 5000,
+    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000,
+  });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+    await upstream.close();
+    await stub.close();
+    await store.close();
+  });
+  const id = await enqueueJob(store, 'after a hiccup');
+  const done = await finalJob(store, id, 5000);
+  assert.equal(done.status, 'completed');
+  assert.equal(done.attempts, 1, 'the put-back attempt was not spent');
+  assert.equal(stub.calls.length, 1);
 });
 
 test('jobs starting in the same turn share one read of the pause; budgets are still drawn call by call', async (t) => {

@@ -34,11 +34,12 @@ export function retryOutcomeWrites<S extends JobStore>(store: S, options: { leas
       }
     };
   }
-  return {
-    ...store,
-    completeJob: retrying('completeJob', store.completeJob),
-    finishJob: retrying('finishJob', store.finishJob),
-    retryJob: retrying('retryJob', store.retryJob),
-    releaseJob: retrying('releaseJob', store.releaseJob),
+  // Everything else is the store's own, reached through the prototype (whatever object it is).
+  const overrides: OutcomeWrites = {
+    completeJob: retrying('completeJob', store.completeJob.bind(store)),
+    finishJob: retrying('finishJob', store.finishJob.bind(store)),
+    retryJob: retrying('retryJob', store.retryJob.bind(store)),
+    releaseJob: retrying('releaseJob', store.releaseJob.bind(store)),
   };
+  return Object.assign(Object.create(store) as S, overrides);
 }

@@ -128,7 +128,17 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   let callStarted: number | null = null;
 
   try {
-    const pacingWait = await awaitPacing(job, deps, controller.signal);
+    let pacingWait: number;
+    try {
+      pacingWait = await awaitPacing(job, deps, controller.signal);
+    } catch (err) {
+      if (err instanceof AttemptAborted) throw err;
+      // The budget or the pause could not be read (the database went away between the claim and
+      // now): no call was made, so the job goes back with its attempt unspent, instead of sitting
+      // in progress until its lease lapses.
+      log.warn('could not read the upstream budget; job put back', { err });
+      return (await store.releaseJob(job.id, token, now() + deps.retryBaseMs)) ? 'released' : 'lost';
+    }
     if (pacingWait > 0) {
       log.debug('pacing: job given back until the upstream budget frees up', { wait_ms: pacingWait });
       return (await store.releaseJob(job.id, token, now() + pacingWait)) ? 'released' : 'lost';
