@@ -11,15 +11,16 @@ import type { JobRecord, JobStore } from '../src/store/types.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
 
-async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions> & { maxAttempts?: number; maxResponseBytes?: number } = {}) {
+async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions> & { maxAttempts?: number; maxResponseBytes?: number; wrapStore?: (store: JobStore) => JobStore } = {}) {
   const dir = tempDir(t);
   const stub = await startStubUpstream({ behave });
   const store = await openTestStore(testEnv(dir));
   // Jobs arrive through another connection, as they do from proxy-api.
   const apiSide = await openTestStore(testEnv(dir));
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8, ...(options.maxResponseBytes ? { maxResponseBytes: options.maxResponseBytes } : {}) });
+  const { wrapStore, ...workerOptions } = options;
   const worker = createWorker({
-    store,
+    store: wrapStore ? wrapStore(store) : store,
     upstream,
     logger: createSilentLogger(),
     concurrency: 4,
@@ -30,7 +31,7 @@ async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions
     pollMs: 10,
     shutdownGraceMs: 1000,
     retentionMs: 3600_000,
-    ...options,
+    ...workerOptions,
   });
   const daemon = worker.runDaemon();
   t.after(async () => {
@@ -298,31 +299,17 @@ test('once deletes finished jobs past retention on its way out', async (t) => {
 });
 
 test('the database failing between the claim and the call: the job goes back with its attempt unspent and completes, instead of waiting for its lease', async (t) => {
-  const dir = tempDir(t);
-  const stub = await startStubUpstream();
-  const store = await openTestStore(testEnv(dir));
   // A real refusal from pg, as a pool query meets it when the server has just gone away.
   const refused = await new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/none' }).connect().then(() => null, (err: unknown) => err);
   assert.equal((refused as { code?: string }).code, 'ECONNREFUSED');
   let failures = 1;
-  const flaky: JobStore = Object.create(store, {
-    acquireUpstream: { value: (request: Parameters<JobStore['acquireUpstream']>[0]) => (failures-- > 0 ? Promise.reject(refused) : store.acquireUpstream(request)) },
+  const { stub, store, enqueue } = await setUp(t, () => ({}), {
+    leaseMs: 60_000,
+    wrapStore: (real) => Object.create(real, {
+      acquireUpstream: { value: (request: Parameters<JobStore['acquireUpstream']>[0]) => (failures-- > 0 ? Promise.reject(refused) : real.acquireUpstream(request)) },
+    }),
   });
-  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 2 });
-  const worker = createWorker({
-    store: flaky, upstream, logger: createSilentLogger(), concurrency: 2, leaseMs: 60_000, attemptTimeoutMs: 5000,
-    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000,
-  });
-  const daemon = worker.runDaemon();
-  t.after(async () => {
-    await worker.stop();
-    await daemon;
-    await upstream.close();
-    await stub.close();
-    await store.close();
-  });
-  const id = await enqueueJob(store, 'after a hiccup');
-  const done = await finalJob(store, id, 5000);
+  const done = await finalJob(store, await enqueue('after a hiccup'), 5000);
   assert.equal(done.status, 'completed');
   assert.equal(done.attempts, 1, 'the put-back attempt was not spent');
   assert.equal(stub.calls.length, 1);
