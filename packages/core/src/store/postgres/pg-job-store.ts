@@ -97,19 +97,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
   type Bump = [name: string, labels: Record<string, string>, by: number];
 
-  /** All of one write's counter bumps in one statement (one round trip). */
-  async function addCounters(c: Q, bumps: Bump[]) {
-    if (bumps.length === 0) return;
-    const labels = bumps.map(([, l]) => labelsJson(l));
+  /** Counts one event inside a transaction (the batched writes count theirs in their own statement). */
+  async function addCounter(c: Q, name: string, labels: Record<string, string>): Promise<void> {
     // Appended, not upserted: no row lock for concurrent writers to queue on (see migration 0003).
-    await c.query(
-      `INSERT INTO counter_deltas (name, labels, value)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::float8[])`,
-      [bumps.map(([n]) => n), labels, bumps.map(([, , by]) => by)],
-    );
+    await c.query('INSERT INTO counter_deltas (name, labels, value) VALUES ($1, $2, 1)', [name, labelsJson(labels)]);
   }
-
-  const addCounter = (c: Q, name: string, labels: Record<string, string>, by = 1) => addCounters(c, [[name, labels, by]]);
 
   function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
     if (!attempt) return [];
@@ -148,18 +140,20 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     return rows[0]?.n ?? 0;
   }
 
-  /** Ends a held job (by token) and counts it, with `extra` bumps; false when the token is no longer current. */
-  async function finishHeld(c: Q, id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: { code: string | null; message: string | null; upstreamStatus?: number | undefined } | null, at: number, extra: Bump[] = []): Promise<boolean> {
+  /**
+   * Ends a job whose lease lapsed (the sweep holds its row) and counts it. An attempt's own endings
+   * go through `endings`, which also counts its call; here no call is being recorded.
+   */
+  async function finishLapsed(c: Q, id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: { code: string; message: string } | null, at: number): Promise<void> {
     const { rows } = await c.query<{ model: string }>(
       `UPDATE jobs
           SET status = $3, finished_at = $4, updated_at = $4, lease_until = NULL,
-              error_code = $5, error_message = $6, upstream_status = $7
+              error_code = $5, error_message = $6, upstream_status = NULL
         WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
        RETURNING model`,
-      [id, token, status, at, pgText(error?.code), pgText(error?.message), error?.upstreamStatus ?? null],
+      [id, token, status, at, error?.code ?? null, error?.message ?? null],
     );
-    if (rows[0]) await addCounters(c, [['jobs_finished_total', { status, model: rows[0].model }, 1], ...extra]);
-    return rows.length === 1;
+    if (rows[0]) await addCounter(c, 'jobs_finished_total', { status, model: rows[0].model });
   }
 
   // Creates, an attempt's outcome (an ending or a retry) and rate-limit draws are the hot writes:
@@ -382,9 +376,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           [at, limit],
         );
         for (const row of lapsed.rows) {
-          if (row.cancel_requested) await finishHeld(c, row.id, row.lease_token, 'cancelled', null, at);
-          else if (row.expires_at <= at) await finishHeld(c, row.id, row.lease_token, 'expired', EXPIRED_ERROR, at);
-          else if (row.attempts >= row.max_attempts) await finishHeld(c, row.id, row.lease_token, 'failed', WORKER_LOST_ERROR, at);
+          if (row.cancel_requested) await finishLapsed(c, row.id, row.lease_token, 'cancelled', null, at);
+          else if (row.expires_at <= at) await finishLapsed(c, row.id, row.lease_token, 'expired', EXPIRED_ERROR, at);
+          else if (row.attempts >= row.max_attempts) await finishLapsed(c, row.id, row.lease_token, 'failed', WORKER_LOST_ERROR, at);
           else {
             const { rows } = await c.query<JobRow>(`UPDATE jobs SET ${claimSet} WHERE id = $4 RETURNING *`, [at, leaseUntil, opts.workerId, row.id]);
             claimed.push(toJob(rows[0] as JobRow));
