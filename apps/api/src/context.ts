@@ -12,6 +12,27 @@ export interface RequestContext {
   jobId?: string;
 }
 
+/**
+ * Every request's res.locals, set by the request-context middleware: one class, so every request's
+ * locals have the same shape, and the child logger is made on first use (most requests log only their
+ * access line, which needs none). Measured (pinned, two alternating pairs): a getter defined on each
+ * request's own locals object with Object.defineProperty cost lookups 119-121 µs of CPU against
+ * 102-107 with this class, and creates 191-194 against 176-178.
+ */
+export class RequestLocals implements RequestContext {
+  #log: Logger | undefined;
+  client?: ClientIdentity;
+  jobId?: string;
+  constructor(
+    private readonly logger: Logger,
+    readonly requestId: string,
+    readonly debug: boolean,
+  ) {}
+  get log(): Logger {
+    return (this.#log ??= this.logger.child({ request_id: this.requestId }));
+  }
+}
+
 /** The context the request-id middleware set up. */
 export function ctx(res: Response): RequestContext {
   return res.locals as RequestContext;

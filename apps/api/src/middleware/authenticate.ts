@@ -1,12 +1,13 @@
 import type { RequestHandler } from 'express';
 import { AppError, type ClientRegistry } from '@proxy/core';
+import { ctx } from '../context.js';
 
 /** Requires a known X-Proxy-Key; the registry is read through a getter so a reload takes effect at once. */
 export function authenticate(registry: () => ClientRegistry): RequestHandler {
   return (req, res, next) => {
-    const client = res.locals.client ?? registry().findByKey(req.get('x-proxy-key'));
+    const client = ctx(res).client ?? registry().findByKey(req.get('x-proxy-key'));
     if (!client) throw new AppError('unauthorized', 'a valid X-Proxy-Key header is required');
-    res.locals.client = client;
+    ctx(res).client = client;
     next();
   };
 }
@@ -18,7 +19,7 @@ export function authenticate(registry: () => ClientRegistry): RequestHandler {
 export function identify(registry: () => ClientRegistry): RequestHandler {
   return (req, res, next) => {
     const client = registry().findByKey(req.get('x-proxy-key'));
-    if (client) res.locals.client = client;
+    if (client) ctx(res).client = client;
     next();
   };
 }

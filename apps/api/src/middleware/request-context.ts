@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { Logger } from '@proxy/core';
-import { ctx } from '../context.js';
+import { RequestLocals, ctx } from '../context.js';
 import type { ApiMetrics } from '../metrics.js';
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -15,11 +15,7 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
   return (req, res, next) => {
     const given = req.get('x-request-id');
     const requestId = given && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
-    res.locals.requestId = requestId;
-    res.locals.debug = debug;
-    // Made on first use: most requests log only their access line, which needs no child logger.
-    let log: Logger | undefined;
-    Object.defineProperty(res.locals, 'log', { get: () => (log ??= logger.child({ request_id: requestId })), enumerable: true });
+    res.locals = new RequestLocals(logger, requestId, debug);
     res.setHeader('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
     res.on('finish', () => {
