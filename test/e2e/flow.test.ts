@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import {
   WORKER_MAIN,
-  eventually,
+  completedJob,
   getJson,
   newCredentials,
   postSigned,
@@ -59,10 +59,7 @@ test('the daemon picks up new jobs by itself, and the first SIGTERM stops it wit
   const ids: string[] = [];
   for (let i = 0; i < 5; i++) ids.push((await postSigned(api.url, key, secret, { prompt: `job ${i}` })).json.id);
   for (const [i, id] of ids.entries()) {
-    const done = await eventually(async () => {
-      const r = await getJson(api.url, `/v1/requests/${id}`, key);
-      return r.json.status === 'completed' ? r.json : null;
-    });
+    const done = await completedJob(api.url, key, id);
     assert.equal(done.output_text, `echo: job ${i}`);
   }
   daemon.kill('SIGTERM');

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { BACKEND, WORKER_MAIN, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { BACKEND, WORKER_MAIN, completedJob, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 test('health: 503 when the database file is moved away or replaced, 200 again once it is back', async (t) => {
   if (!onlyOn('sqlite', t, 'moves the database file')) return;
@@ -72,10 +72,7 @@ test('the PostgreSQL server closing every connection (a restart, a failover) sto
   const completes = async (prompt: string) => {
     const created = await postSigned(api.url, key, secret, { prompt });
     assert.equal(created.status, 202);
-    return eventually(async () => {
-      const res = await getJson(api.url, `/v1/requests/${created.json.id}`, key);
-      return res.json.status === 'completed' ? res.json : null;
-    }, 15_000);
+    return completedJob(api.url, key, created.json.id, 15_000);
   };
   assert.equal((await completes('before')).output_text, 'echo: before');
 

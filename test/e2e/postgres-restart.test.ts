@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 // A PostgreSQL server of the test's own, on a free port, so that stopping it disturbs none of the
 // other test files, which share the machine's server. Debian's binaries; started as the postgres
@@ -70,11 +70,7 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
     worker.kill('SIGKILL');
     await worker.exited;
   });
-  const completed = (id: string) =>
-    eventually(async () => {
-      const res = await getJson(api.url, `/v1/requests/${id}`, key);
-      return res.json.status === 'completed' ? res.json : null;
-    }, 30_000);
+  const completed = (id: string) => completedJob(api.url, key, id, 30_000);
   const create = async (prompt: string) => {
     const created = await postSigned(api.url, key, secret, { prompt });
     assert.equal(created.status, 202, JSON.stringify(created.json));

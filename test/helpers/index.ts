@@ -162,6 +162,14 @@ export async function eventually<T>(check: () => Promise<T | undefined | null | 
   }
 }
 
+/** Polls `GET /v1/requests/:id` with the client key until the job is completed; resolves with its view. */
+export function completedJob(baseUrl: string, key: string, id: string, timeoutMs = 10_000): Promise<any> {
+  return eventually(async () => {
+    const res = await getJson(baseUrl, `/v1/requests/${id}`, key);
+    return res.json.status === 'completed' ? res.json : null;
+  }, timeoutMs);
+}
+
 /** Rejects when `promise` takes longer than `ms`. */
 export async function within<T>(promise: Promise<T>, ms: number, what = 'operation'): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
