@@ -28,6 +28,15 @@ test('create answers 202 with an id at once; the job is stored queued and readab
   assert.equal(read.status, 200);
   assert.equal(read.json.id, res.json.id);
   assert.equal(read.json.status, 'queued');
+  // Answers are written without res.json: the headers it set must still be there.
+  for (const answer of [res, read]) {
+    assert.equal(answer.headers.get('content-type'), 'application/json; charset=utf-8');
+    assert.equal(answer.headers.get('content-length'), String(Buffer.byteLength(JSON.stringify(answer.json))));
+  }
+  const head = await fetch(`${api.url}/v1/requests/${res.json.id}`, { method: 'HEAD', headers: { 'x-proxy-key': api.key } });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get('content-length'), String(Buffer.byteLength(JSON.stringify(read.json))));
+  assert.equal(await head.text(), '');
 });
 
 test('messages, system and model are passed through; ttl sets the deadline', async (t) => {

@@ -12,6 +12,7 @@ import {
   type Config,
   type JobStore,
 } from '@proxy/core';
+import { sendJson } from '../respond.js';
 import { clientOf, ctx } from '../context.js';
 import type { JobWatcher } from '../job-watcher.js';
 import { readSignedBody } from '../signed-body.js';
@@ -60,13 +61,16 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
       }
       ctx(res).jobId = job.id;
       ctx(res).log.info('idempotent replay', { job_id: job.id });
-      res.status(200).location(`/v1/requests/${job.id}`).json(toJobView(job));
+      res.setHeader('Location', `/v1/requests/${job.id}`);
+      sendJson(res, 200, toJobView(job));
       return;
     }
     // The access line carries the job id at info; this line adds the model for debugging.
     ctx(res).jobId = job.id;
     if (ctx(res).debug) ctx(res).log.debug('job queued', { job_id: job.id, model: job.model });
-    res.status(202).location(`/v1/requests/${job.id}`).json(toJobView(job));
+    // Ids are base64url: the Location needs no encoding.
+    res.setHeader('Location', `/v1/requests/${job.id}`);
+    sendJson(res, 202, toJobView(job));
   };
 }
 
@@ -97,7 +101,7 @@ export function getRequestHandler({ store, watcher }: Pick<RequestRoutesDeps, 's
       if (gone.signal.aborted) return;
       job = await read();
     }
-    res.json(toJobView(job));
+    sendJson(res, 200, toJobView(job));
   };
 }
 
@@ -127,7 +131,7 @@ export function cancelRequestHandler({ store, watcher }: Pick<RequestRoutesDeps,
     ctx(res).jobId = job.id;
     ctx(res).log.info('cancel requested', { job_id: job.id, status: job.status });
     if (job.status === 'cancelled') watcher.notify(job.id);
-    res.status(job.status === 'cancelled' ? 200 : FINAL_STATUSES.has(job.status) ? 409 : 202).json(toJobView(job));
+    sendJson(res, job.status === 'cancelled' ? 200 : FINAL_STATUSES.has(job.status) ? 409 : 202, toJobView(job));
   };
 }
 
