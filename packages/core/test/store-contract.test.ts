@@ -516,6 +516,9 @@ for (const backend of backends) {
     const one = { key: 'one', intervalMs: 1000, toleranceMs: 0 };
     const draws = await Promise.all([[two], [two], [one, two], [one], [one]].map((checks) => store.consumeRateLimits(checks)));
     assert.deepEqual(draws.map((d) => d.map((x) => x.allowed)), [[true], [true], [true, false], [true], [false]]);
+    // What the turn drew was written: a later turn finds both budgets spent.
+    assert.deepEqual((await store.consumeRateLimits([two])).map((x) => x.allowed), [false]);
+    assert.deepEqual((await store.consumeRateLimits([one])).map((x) => x.allowed), [false]);
   });
 
   test('an answer or an error message holding a NUL character is recorded (PostgreSQL writes U+FFFD in its text)', async (t) => {

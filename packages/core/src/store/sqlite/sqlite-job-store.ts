@@ -54,15 +54,27 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   };
   // GCRA: a request is allowed when the budget's tat is at most `tolerance` ahead of now. Runs inside
   // the limits file's own write queue, so the draws of one event-loop turn share one transaction.
+  // Within it, each budget's row is read once and written once, at commit: a turn's requests mostly
+  // draw from the same few budgets (one client, one address behind nginx), and each is decided
+  // against the tat the draws before it in the turn left, exactly as row by row.
+  const drawn = new Map<string, number>();
   const consume = (checks: readonly RateCheck[], at: number): RateDecision[] => {
     const decisions = checks.map((check) => {
-      const tat = Math.max(limits.get.get(check.key) ?? at, at);
+      const tat = Math.max(drawn.get(check.key) ?? limits.get.get(check.key) ?? at, at);
       return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };
     });
-    if (decisions.every((d) => d.allowed)) checks.forEach((check, i) => limits.set.run(check.key, (decisions[i] as RateDecision).tat));
+    if (decisions.every((d) => d.allowed)) checks.forEach((check, i) => drawn.set(check.key, (decisions[i] as RateDecision).tat));
     return decisions;
   };
-  const limitWrites = createWriteQueue(limitsDb);
+  const limitWrites = createWriteQueue(limitsDb, {
+    beforeCommit() {
+      for (const [key, tat] of drawn) limits.set.run(key, tat);
+      drawn.clear();
+    },
+    afterRollback() {
+      drawn.clear();
+    },
+  });
   const now = options.now ?? Date.now;
   const sql = prepareStatements(db);
   const counters = createCounters(db);
