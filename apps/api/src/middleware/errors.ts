@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { AppError, isDatabaseUnavailable, toAppError } from '@proxy/core';
 import { ctx } from '../context.js';
+import { sendJson } from '../respond.js';
 
 /** Unknown route: the same JSON shape as every other error. */
 export const notFound: RequestHandler = (req) => {
@@ -39,5 +40,6 @@ export const errorHandler: ErrorRequestHandler = (err, _req, res, _next) => {
   const log = ctx(res).log;
   if (appError.status >= 500) log?.error('request failed', { err: appError.cause ?? appError, code: appError.code });
   if (res.headersSent) return;
-  res.set(appError.headers).status(appError.status).json(appError.toJSON());
+  res.set(appError.headers);
+  sendJson(res, appError.status, appError.toJSON());
 };

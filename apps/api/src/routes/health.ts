@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import { WORKER_ALIVE_MS, type ClientRegistry, type JobStore } from '@proxy/core';
 import { ctx } from '../context.js';
+import { sendJson } from '../respond.js';
 
 export interface HealthDeps {
   store: JobStore;
@@ -27,10 +28,10 @@ export function healthHandler({ store, clients, now, version, requireWorker }: H
     }
     const workers = problem || !(detailed || requireWorker) ? [] : await store.listWorkers(now() - WORKER_ALIVE_MS);
     if (!problem && requireWorker && workers.length === 0) problem = 'no worker has been seen in the last 30 s';
-    res.status(problem ? 503 : 200);
+    const code = problem ? 503 : 200;
     const status = problem ? 'unavailable' : 'ok';
     if (!detailed) {
-      res.json({ status });
+      sendJson(res, code, { status });
       return;
     }
     const body: Record<string, unknown> = { status, version, database: store.kind };
@@ -48,6 +49,6 @@ export function healthHandler({ store, clients, now, version, requireWorker }: H
         jobs_done: w.jobsDone,
       }));
     }
-    res.json(body);
+    sendJson(res, code, body);
   };
 }

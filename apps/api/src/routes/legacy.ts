@@ -1,5 +1,6 @@
 import { Router, type RequestHandler } from 'express';
 import { AppError } from '@proxy/core';
+import { sendJson } from '../respond.js';
 
 /** The method the old tool used for an action, and the chain its /v1 route runs. */
 export interface LegacyAction {
@@ -17,7 +18,7 @@ export function legacyRouter(actions: Record<string, LegacyAction>, about: () =>
   return (req, res, next) => {
     const action = req.query.action;
     if (action === undefined && req.path === '/' && req.method === 'GET') {
-      res.json(about());
+      sendJson(res, 200, about());
       return;
     }
     if (typeof action !== 'string') throw new AppError('invalid_request', 'give one action: request, result, worker or health');

@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import { toJobView, type JobStore } from '@proxy/core';
 import { clientOf } from '../context.js';
+import { sendJson } from '../respond.js';
 
 /** The status page's chart window. */
 const WINDOW_MS = 3_600_000;
@@ -14,7 +15,7 @@ export function statsHandler({ store, now }: { store: JobStore; now: () => numbe
     const client = clientOf(res);
     const since = now() - WINDOW_MS;
     const [perMinute, failed] = await Promise.all([store.finishedPerMinute(since), store.listJobs({ status: 'failed', client: client.name, limit: 10 })]);
-    res.json({
+    sendJson(res, 200, {
       object: 'proxy.stats',
       window_seconds: WINDOW_MS / 1000,
       per_minute: perMinute.map((p) => ({ minute: Math.floor(p.minute / 1000), status: p.status, count: p.count })),

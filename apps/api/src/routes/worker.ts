@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import { AppError, type RunReport } from '@proxy/core';
 import { ctx } from '../context.js';
+import { sendJson } from '../respond.js';
 
 /** Runs one bounded worker pass; null when this API process has no upstream key. */
 export type WorkerPass = () => Promise<RunReport>;
@@ -18,6 +19,6 @@ export function runWorkerHandler(pass: WorkerPass | null): RequestHandler {
     });
     const report = await running;
     ctx(res).log.info('worker pass', { ...report });
-    res.json({ object: 'proxy.worker_pass', ...report });
+    sendJson(res, 200, { object: 'proxy.worker_pass', ...report });
   };
 }
