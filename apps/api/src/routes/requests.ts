@@ -1,4 +1,4 @@
-import type { RequestHandler } from 'express';
+import type { RequestHandler, Response } from 'express';
 import { createHash } from 'node:crypto';
 import {
   AppError,
@@ -10,6 +10,7 @@ import {
   type ChatMessage,
   type ChatRequest,
   type Config,
+  type JobRecord,
   type JobStore,
 } from '@proxy/core';
 import { sendJson } from '../respond.js';
@@ -61,17 +62,20 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
       }
       ctx(res).jobId = job.id;
       ctx(res).log.info('idempotent replay', { job_id: job.id });
-      res.setHeader('Location', `/v1/requests/${job.id}`);
-      sendJson(res, 200, toJobView(job));
+      sendCreated(res, 200, job);
       return;
     }
     // The access line carries the job id at info; this line adds the model for debugging.
     ctx(res).jobId = job.id;
     if (ctx(res).debug) ctx(res).log.debug('job queued', { job_id: job.id, model: job.model });
-    // Ids are base64url: the Location needs no encoding.
-    res.setHeader('Location', `/v1/requests/${job.id}`);
-    sendJson(res, 202, toJobView(job));
+    sendCreated(res, 202, job);
   };
+}
+
+/** A create's answer: the job, and where to read it (ids are base64url: the path needs no encoding). */
+function sendCreated(res: Response, status: 200 | 202, job: JobRecord): void {
+  res.setHeader('Location', `/v1/requests/${job.id}`);
+  sendJson(res, status, toJobView(job));
 }
 
 /** The longest long-poll a client may ask for, in seconds. */
