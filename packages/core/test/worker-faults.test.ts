@@ -212,6 +212,21 @@ test('cancel while running: the worker aborts its call and the job ends cancelle
   assert.ok(Date.now() - started < 1500, 'cancelled long before the call would have finished');
 });
 
+test('cancel while waiting for the upstream budget: the wait ends at once and the job is cancelled, never called', async (t) => {
+  // 60 calls a minute: the second job waits a second for its turn, inside its attempt.
+  const { stub, store, enqueue } = await setUp(t, () => ({}), { leaseMs: 300, pacing: { rpm: 60, tpm: null } });
+  const first = await enqueue('first');
+  assert.equal((await finalJob(store, first)).status, 'completed');
+  const second = await enqueue('second');
+  await eventually(async () => (await store.getJob(second))?.status === 'in_progress');
+  const started = Date.now();
+  assert.equal((await store.cancelJob(second, 'default'))?.status, 'in_progress');
+  const job = await finalJob(store, second);
+  assert.equal(job.status, 'cancelled');
+  assert.ok(Date.now() - started < 700, `the wait was cut short (${Date.now() - started} ms)`);
+  assert.equal(stub.calls.length, 1, 'only the first job reached the upstream');
+});
+
 test('a 429 pauses every worker on the database, not just the one that got it', async (t) => {
   const { stub, store, enqueue, dir } = await setUp(t, (call) => (call.n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : {}), { concurrency: 1 });
   // A second, independent worker with its own connection to the same file.

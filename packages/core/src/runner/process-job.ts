@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
 import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../store/types.js';
 import { backoffMs, judgeFailure } from './retry-policy.js';
@@ -85,6 +86,25 @@ class AttemptAborted extends Error {
 }
 
 /**
+ * An attempt's abort signal, in the EventEmitter form undici also accepts, instead of an
+ * AbortController's: making one and having undici add and remove its 'abort' listener cost 12-15 µs
+ * of CPU per call (in-process against the stub, pinned: 31-39 µs a call against 45-50). The whole
+ * worker against a zero-latency stub, five alternating pinned pairs: median 141 µs of CPU a job
+ * against 150, 5,849 jobs/s against 5,385, peak RSS 125-129 MB against 143-146.
+ */
+class AttemptSignal extends EventEmitter {
+  aborted = false;
+  reason: unknown = undefined;
+
+  abort(reason: AttemptAborted): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.emit('abort');
+  }
+}
+
+/**
  * Runs one attempt of a claimed job and records how it ended. Every write names the job's fencing
  * token, so a worker that lost its lease cannot overwrite what the new holder does.
  * `shutdown` aborts the attempt and gives the job back unspent. `callEnded` is told as soon as the
@@ -104,9 +124,9 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     return (await store.releaseJob(job.id, token, started)) ? 'released' : 'lost';
   }
 
-  const controller = new AbortController();
+  const signal = new AttemptSignal();
   const abort = (reason: AbortReason) => {
-    if (!controller.signal.aborted) controller.abort(new AttemptAborted(reason));
+    if (!signal.aborted) signal.abort(new AttemptAborted(reason));
   };
   // One timer for whichever comes first, the attempt's timeout or the job's deadline (on a tie, the
   // timeout: the job may still be retried if its deadline allows).
@@ -130,7 +150,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   try {
     let pacingWait: number;
     try {
-      pacingWait = await awaitPacing(job, deps, controller.signal);
+      pacingWait = await awaitPacing(job, deps, signal);
     } catch (err) {
       if (err instanceof AttemptAborted) throw err;
       // The budget or the pause could not be read (the database went away between the claim and
@@ -145,7 +165,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     }
     log.debug('calling upstream', { model: job.model });
     callStarted = now();
-    const outcome = await deps.upstream.chat(job.request, controller.signal).finally(callEnded);
+    const outcome = await deps.upstream.chat(job.request, signal).finally(callEnded);
     const attempt = { upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind, latencyMs: now() - callStarted };
     if (outcome.kind === 'ok') {
       const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body }, attempt);
@@ -220,7 +240,7 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
  * Waits for this call's share of the shared upstream budgets. 0 when taken; otherwise the wait, too
  * long to hold the job for, so the caller gives it back (its attempt unspent) until then.
  */
-async function awaitPacing(job: ClaimedJob, deps: ProcessJobDeps, signal: AbortSignal): Promise<number> {
+async function awaitPacing(job: ClaimedJob, deps: ProcessJobDeps, signal: AttemptSignal): Promise<number> {
   const request = { rpm: deps.pacing?.rpm ?? null, tpm: deps.pacing?.tpm ?? null, tokens: estimateTokens(job.request) };
   for (;;) {
     const wait = await deps.acquireUpstream(request);
@@ -240,18 +260,18 @@ export function estimateTokens(request: ClaimedJob['request']): number {
   return Math.ceil(chars / 4) + (Number.isFinite(completion) ? completion : 0);
 }
 
-function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+function abortableDelay(ms: number, signal: AttemptSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
     const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
+      signal.removeListener('abort', onAbort);
       resolve();
     }, ms);
     const onAbort = () => {
       clearTimeout(timer);
       reject(signal.reason);
     };
-    signal.addEventListener('abort', onAbort, { once: true });
+    signal.once('abort', onAbort);
   });
 }
 

@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import { Pool, errors as undiciErrors } from 'undici';
 import type { Config } from '../config.js';
 import type { ChatRequest } from '../store/types.js';
@@ -10,9 +11,15 @@ export type UpstreamOutcome =
   | { kind: 'too_large'; status: number; message: string }
   | { kind: 'network_error'; code: string; message: string };
 
+/**
+ * What ends a call early. undici takes either an AbortSignal or an EventEmitter that emits 'abort'
+ * with `aborted` and `reason` set, which is what the worker passes (see AttemptSignal).
+ */
+export type CallSignal = AbortSignal | (EventEmitter & { readonly aborted: boolean; readonly reason: unknown });
+
 /** Calls POST {baseUrl}/chat/completions. One instance per process: it owns the connection pool. */
 export interface UpstreamClient {
-  chat(request: ChatRequest, signal: AbortSignal): Promise<UpstreamOutcome>;
+  chat(request: ChatRequest, signal: CallSignal): Promise<UpstreamOutcome>;
   close(): Promise<void>;
 }
 
@@ -34,7 +41,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   const path = `${base.pathname.replace(/\/+$/, '')}/chat/completions`;
   const pool = new Pool(base.origin, {
     connections: options.connections,
-    // The caller's AbortSignal carries the real per-attempt timeout; these only catch a stuck socket.
+    // The caller's signal carries the real per-attempt timeout; these only catch a stuck socket.
     headersTimeout: 0,
     bodyTimeout: 0,
     keepAliveTimeout: 30_000,
