@@ -96,10 +96,11 @@ class AttemptSignal extends EventEmitter {
   aborted = false;
   reason: unknown = undefined;
 
-  abort(reason: AttemptAborted): void {
+  /** The first reason wins; later calls do nothing. */
+  abort(reason: AbortReason): void {
     if (this.aborted) return;
     this.aborted = true;
-    this.reason = reason;
+    this.reason = new AttemptAborted(reason);
     this.emit('abort');
   }
 }
@@ -125,9 +126,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   }
 
   const signal = new AttemptSignal();
-  const abort = (reason: AbortReason) => {
-    if (!signal.aborted) signal.abort(new AttemptAborted(reason));
-  };
+  const abort = (reason: AbortReason) => signal.abort(reason);
   // One timer for whichever comes first, the attempt's timeout or the job's deadline (on a tie, the
   // timeout: the job may still be retried if its deadline allows).
   const untilDeadline = job.expiresAt - started;
