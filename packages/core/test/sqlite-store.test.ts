@@ -12,6 +12,7 @@ import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
+import type { ClaimedJob, JobRecord } from '../src/store/types.ts';
 import { eventually, manualClock, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
 
 const job = newTestJob;
@@ -102,6 +103,24 @@ test('group commit: one bad create in a batch fails alone; its neighbours are st
   const results = await Promise.allSettled([store.createJob(job()), store.createJob({ ...job(), id: taken.id }), store.createJob(job())]);
   assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
   assert.equal((await store.countByStatus()).queued, 3);
+});
+
+test('group commit: a batch rolled back for one bad write counts its finished jobs once, when each write runs again alone', async (t) => {
+  const dir = tempDir(t);
+  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  t.after(() => store.close());
+  for (let i = 0; i < 2; i++) await store.createJob(job());
+  const held = await store.claimJobs({ workerId: 'w', limit: 2, leaseMs: 60_000 });
+  const copy = (await store.getJob((held[0] as ClaimedJob).id)) as JobRecord;
+  // The import breaks the status CHECK: the whole turn's transaction rolls back, then each write runs alone.
+  const settled = await Promise.allSettled([
+    ...held.map((h) => store.completeJob(h.id, h.leaseToken, { outputText: 'ok', usage: null, response: {} })),
+    store.importJobs([{ ...copy, id: 'req_CCCCCCCCCCCCCCCCCCCCCC', nonce: 'bad', status: 'bogus' as JobRecord['status'] }]),
+  ]);
+  assert.deepEqual(settled.map((s) => s.status), ['fulfilled', 'fulfilled', 'rejected']);
+  assert.deepEqual((await store.finishedPerMinute(0)).map((r) => [r.status, r.count]), [['completed', 2]]);
+  const finishedTotal = (await store.readCounters()).find((c) => c.name === 'jobs_finished_total');
+  assert.equal(finishedTotal?.value, 2);
 });
 
 test('group commit: a write lock held past busy_timeout fails every write of the turn at once (503 material), without a wait for each; they go through once it is free', async (t) => {

@@ -328,6 +328,47 @@ for (const backend of backends) {
     assert.deepEqual(sorted(await store.finishedPerMinute(0)), expected.slice(1), 'the minutes before the retention cut are gone');
   });
 
+  test('every way a job finishes counts once in the chart, in the minute it finished', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    // Each job is created just before it is claimed: claims take the oldest due job first.
+    const claimNext = async (overrides: Parameters<typeof job>[0] = {}, leaseMs = 60_000) => {
+      const { job: created } = await store.createJob(job(overrides));
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs });
+      assert.equal(held?.id, created.id);
+      return held as ClaimedJob;
+    };
+    const done = await claimNext();
+    await store.completeJob(done.id, done.leaseToken, { outputText: 'ok', usage: null, response: {} });
+    const failed = await claimNext();
+    await store.finishJob(failed.id, failed.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
+    const queued = (await store.createJob(job())).job;
+    await store.cancelJob(queued.id, 'default');
+    await store.createJob(job({ expiresAt: c.now() + 1000 }));
+    c.advance(1000);
+    assert.equal(await store.expireOverdue(), 1);
+    // Three leases that lapse: no attempts left, a cancel asked for, the deadline passed.
+    await claimNext({ maxAttempts: 1 }, 1000);
+    const cancelled = await claimNext({}, 1000);
+    await store.cancelJob(cancelled.id, 'default');
+    await claimNext({ expiresAt: c.now() + 1500 }, 1000);
+    c.advance(60_000);
+    assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 5, leaseMs: 1000 }), [], 'the lapsed leases end their jobs');
+    await store.checkpoint();
+    const chart = await store.finishedPerMinute(0);
+    const byStatus = Object.fromEntries(['completed', 'failed', 'cancelled', 'expired'].map((s) => [s, chart.filter((r) => r.status === s).reduce((n, r) => n + r.count, 0)]));
+    assert.deepEqual(byStatus, { completed: 1, failed: 2, cancelled: 2, expired: 2 });
+    const counts = await store.countByStatus();
+    assert.deepEqual(byStatus, { completed: counts.completed, failed: counts.failed, cancelled: counts.cancelled, expired: counts.expired }, 'the chart agrees with the job counts');
+    const minute = (at: number) => Math.floor(at / 60_000) * 60_000;
+    assert.deepEqual(
+      chart.filter((r) => r.minute === minute(c.now())).map((r) => [r.status, r.count]).sort(),
+      [['cancelled', 1], ['expired', 1], ['failed', 1]],
+      'the lapsed leases count in the minute of the claim that ended them',
+    );
+  });
+
   test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
     const place = await backend.place(t);
     const c = clock();

@@ -1,6 +1,7 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import type { Statement } from 'better-sqlite3';
 import { createCounters } from './counters.js';
+import { createFinishedMinutes } from './finished-minutes.js';
 import {
   FINAL_STATUSES,
   type AttemptObservation,
@@ -78,12 +79,17 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const now = options.now ?? Date.now;
   const sql = prepareStatements(db);
   const counters = createCounters(db);
-  const finished = (status: string, model: string | undefined) => {
-    if (model !== undefined) counters.add('jobs_finished_total', { status, model });
+  const minutes = createFinishedMinutes(db);
+  // Every write that finishes a job reports it here, with the model the write returned (undefined:
+  // the write found no job to finish) and the time it wrote as finished_at.
+  const finished = (status: string, model: string | undefined, at: number) => {
+    if (model === undefined) return;
+    counters.add('jobs_finished_total', { status, model });
+    minutes.add(status, at);
   };
   const expireDue = (at: number): number => {
     const rows = sql.expireQueued.all({ now: at, ...EXPIRED_ERROR });
-    for (const { model } of rows) finished('expired', model);
+    for (const { model } of rows) finished('expired', model, at);
     return rows.length;
   };
 
@@ -98,7 +104,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     // Jobs whose worker vanished first: they are the oldest work in the system.
     for (const row of sql.lapsedLeases.all({ now: at, limit: opts.limit })) {
       const end = (status: 'cancelled' | 'expired' | 'failed', error: { code: string | null; message: string | null }) =>
-        finished(status, sql.finishHeld.get({ id: row.id, token: row.lease_token, status, now: at, ...error, upstream_status: null })?.model);
+        finished(status, sql.finishHeld.get({ id: row.id, token: row.lease_token, status, now: at, ...error, upstream_status: null })?.model, at);
       if (row.cancel_requested) end('cancelled', { code: null, message: null });
       else if (row.expires_at <= at) end('expired', EXPIRED_ERROR);
       else if (row.attempts >= row.max_attempts) end('failed', WORKER_LOST_ERROR);
@@ -148,14 +154,27 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   };
 
   // Every write goes through one queue: writes from the same event-loop turn share a commit, and
-  // their counter bumps are written once, at its end.
-  const writes = createWriteQueue(db, { beforeCommit: counters.writePending, afterRollback: counters.discardPending }, walSync ?? undefined);
+  // their counter bumps and finished minutes are written once, at its end.
+  const writes = createWriteQueue(
+    db,
+    {
+      beforeCommit() {
+        counters.writePending();
+        minutes.writePending();
+      },
+      afterRollback() {
+        counters.discardPending();
+        minutes.discardPending();
+      },
+    },
+    walSync ?? undefined,
+  );
 
   // Each write about a held job names its fencing token, and counts what happened in the same transaction.
-  const settle = (write: () => { model: string } | undefined, status: string | null, attempt: AttemptObservation | undefined, retried: boolean): boolean => {
+  const settle = (at: number, write: () => { model: string } | undefined, status: string | null, attempt: AttemptObservation | undefined, retried: boolean): boolean => {
     const row = write();
     if (!row) return false;
-    if (status) finished(status, row.model);
+    if (status) finished(status, row.model, at);
     if (retried) counters.add('retries_total', { model: row.model });
     if (attempt) counters.observeAttempt(attempt.upstreamStatus, attempt.latencyMs);
     return true;
@@ -196,17 +215,17 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async completeJob(id, token, result: JobResult, attempt) {
       const params = { id, token, now: now(), ...resultColumns(result) };
-      return writes.run(() => settle(() => sql.complete.get(params), 'completed', attempt, false));
+      return writes.run(() => settle(params.now, () => sql.complete.get(params), 'completed', attempt, false));
     },
 
     async finishJob(id, token, status, error: JobError | null, attempt) {
       const params = { id, token, status, now: now(), code: error?.code ?? null, message: error?.message ?? null, upstream_status: error?.upstreamStatus ?? null };
-      return writes.run(() => settle(() => sql.finishHeld.get(params), status, attempt, false));
+      return writes.run(() => settle(params.now, () => sql.finishHeld.get(params), status, attempt, false));
     },
 
     async retryJob(id, token, runAfter, error, attempt) {
       const params = { id, token, now: now(), run_after: runAfter, code: error.code, message: error.message, upstream_status: error.upstreamStatus ?? null };
-      return writes.run(() => settle(() => sql.retry.get(params), null, attempt, true));
+      return writes.run(() => settle(params.now, () => sql.retry.get(params), null, attempt, true));
     },
 
     async releaseJob(id, token, runAfter) {
@@ -217,7 +236,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     async cancelJob(id, client) {
       const at = now();
       const row = await writes.run(() => {
-        finished('cancelled', sql.cancelQueued.get({ id, client, now: at })?.model);
+        finished('cancelled', sql.cancelQueued.get({ id, client, now: at })?.model, at);
         sql.requestCancel.run({ id, client, now: at });
         return sql.byIdForClient.get({ id, client });
       });
@@ -495,7 +514,7 @@ function prepareStatements(db: Db) {
              finished_at = NULL, started_at = NULL, lease_until = NULL, worker_id = NULL, cancel_requested = 0,
              error_code = NULL, error_message = NULL, upstream_status = NULL, updated_at = @now
        WHERE id = @id AND status IN ('failed', 'expired')`),
-    // Kept by triggers as jobs finish (migration 0007): at most sixty rows a status for an hour.
+    // Counted as jobs finish (finished-minutes.ts; the table is migration 0007's): at most sixty rows a status for an hour.
     perMinute: db.prepare<[number], { minute: number; status: JobStatus; n: number }>(
       'SELECT minute, status, n FROM finished_per_minute WHERE minute >= CAST(? / 60000 AS INTEGER) ORDER BY minute',
     ),
