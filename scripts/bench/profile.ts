@@ -71,11 +71,13 @@ const request: Request = mode === 'lookup'
 const rate = process.env.RATE ? { overallRate: Number(process.env.RATE) } : {};
 await autocannon({ url, connections: 32, duration: 2, requests: [request], ...rate });
 const cpuBefore = cpuSeconds(proc.child.pid as number);
+const sysBefore = cpuSeconds(proc.child.pid as number, 'system');
 const result = await autocannon({ url, connections: 32, duration: seconds, requests: [request], ...rate });
 // CPU time per request is steadier than throughput on a shared machine: it does not depend on how
 // much of the other core the load generator got.
 const cpuPerRequest = ((cpuSeconds(proc.child.pid as number) - cpuBefore) * 1e6) / result.requests.total;
-process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, ${Math.round(cpuPerRequest)} µs CPU per request, non2xx ${result.non2xx}, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
+const sysPerRequest = ((cpuSeconds(proc.child.pid as number, 'system') - sysBefore) * 1e6) / result.requests.total;
+process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, ${Math.round(cpuPerRequest)} µs CPU per request (${Math.round(sysPerRequest)} in the kernel), non2xx ${result.non2xx}, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
 await proc.stop();
 if (!profiling) process.exit(0);
 
@@ -108,11 +110,12 @@ async function profileWorker(): Promise<never> {
   const completed = async () => (await store.countByStatus())[outcome];
   const mark = async (count: number) => {
     while ((await completed()) < count) await new Promise((r) => setTimeout(r, 20));
-    return { cpu: cpuSeconds(proc.child.pid as number), done: await completed() };
+    return { cpu: cpuSeconds(proc.child.pid as number), sys: cpuSeconds(proc.child.pid as number, 'system'), done: await completed() };
   };
   const from = await mark(n / 5);
   const to = await mark((4 * n) / 5);
   const cpuPerJob = ((to.cpu - from.cpu) * 1e6) / (to.done - from.done);
+  const sysPerJob = ((to.sys - from.sys) * 1e6) / (to.done - from.done);
   while ((await completed()) < n) await new Promise((r) => setTimeout(r, 50));
   const jobs = await store.listJobs({ status: outcome, limit: n });
   // How long each job took from its claim to its recorded outcome, against the whole run's pace.
@@ -120,7 +123,7 @@ async function profileWorker(): Promise<never> {
   process.stdout.write(`claim → outcome per job: median ${durations[Math.floor(durations.length / 2)]} ms, p90 ${durations[Math.floor(durations.length * 0.9)]} ms\n`);
   const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
   const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
-  process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
+  process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job (${Math.round(sysPerJob)} in the kernel), peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
   await proc.stop();
   await store.close();
   await stub.close();
@@ -140,10 +143,10 @@ function pin(pid: number): void {
   execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]);
 }
 
-/** user + system CPU seconds a process has used so far. */
-function cpuSeconds(pid: number): number {
+/** CPU seconds a process has used so far: user + system, or the system (kernel) part alone. */
+function cpuSeconds(pid: number, part: 'all' | 'system' = 'all'): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return ((part === 'all' ? Number(fields[11]) : 0) + Number(fields[12])) / 100;
 }
 
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }
