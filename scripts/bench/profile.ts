@@ -71,12 +71,12 @@ const request: Request = mode === 'lookup'
 const rate = process.env.RATE ? { overallRate: Number(process.env.RATE) } : {};
 await autocannon({ url, connections: 32, duration: 2, requests: [request], ...rate });
 const cpuBefore = cpuSeconds(proc.child.pid as number);
-const sysBefore = cpuSeconds(proc.child.pid as number, 'system');
 const result = await autocannon({ url, connections: 32, duration: seconds, requests: [request], ...rate });
 // CPU time per request is steadier than throughput on a shared machine: it does not depend on how
 // much of the other core the load generator got.
-const cpuPerRequest = ((cpuSeconds(proc.child.pid as number) - cpuBefore) * 1e6) / result.requests.total;
-const sysPerRequest = ((cpuSeconds(proc.child.pid as number, 'system') - sysBefore) * 1e6) / result.requests.total;
+const cpuAfter = cpuSeconds(proc.child.pid as number);
+const cpuPerRequest = ((cpuAfter.total - cpuBefore.total) * 1e6) / result.requests.total;
+const sysPerRequest = ((cpuAfter.kernel - cpuBefore.kernel) * 1e6) / result.requests.total;
 process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, ${Math.round(cpuPerRequest)} µs CPU per request (${Math.round(sysPerRequest)} in the kernel), non2xx ${result.non2xx}, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
 await proc.stop();
 if (!profiling) process.exit(0);
@@ -110,12 +110,12 @@ async function profileWorker(): Promise<never> {
   const completed = async () => (await store.countByStatus())[outcome];
   const mark = async (count: number) => {
     while ((await completed()) < count) await new Promise((r) => setTimeout(r, 20));
-    return { cpu: cpuSeconds(proc.child.pid as number), sys: cpuSeconds(proc.child.pid as number, 'system'), done: await completed() };
+    return { cpu: cpuSeconds(proc.child.pid as number), done: await completed() };
   };
   const from = await mark(n / 5);
   const to = await mark((4 * n) / 5);
-  const cpuPerJob = ((to.cpu - from.cpu) * 1e6) / (to.done - from.done);
-  const sysPerJob = ((to.sys - from.sys) * 1e6) / (to.done - from.done);
+  const cpuPerJob = ((to.cpu.total - from.cpu.total) * 1e6) / (to.done - from.done);
+  const sysPerJob = ((to.cpu.kernel - from.cpu.kernel) * 1e6) / (to.done - from.done);
   while ((await completed()) < n) await new Promise((r) => setTimeout(r, 50));
   const jobs = await store.listJobs({ status: outcome, limit: n });
   // How long each job took from its claim to its recorded outcome, against the whole run's pace.
@@ -143,10 +143,11 @@ function pin(pid: number): void {
   execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]);
 }
 
-/** CPU seconds a process has used so far: user + system, or the system (kernel) part alone. */
-function cpuSeconds(pid: number, part: 'all' | 'system' = 'all'): number {
+/** CPU seconds a process has used so far: in all (user + system), and the system (kernel) part. */
+function cpuSeconds(pid: number): { total: number; kernel: number } {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return ((part === 'all' ? Number(fields[11]) : 0) + Number(fields[12])) / 100;
+  const [user, kernel] = [Number(fields[11]) / 100, Number(fields[12]) / 100];
+  return { total: user + kernel, kernel };
 }
 
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }
