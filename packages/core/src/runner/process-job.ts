@@ -126,20 +126,19 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   }
 
   const signal = new AttemptSignal();
-  const abort = (reason: AbortReason) => signal.abort(reason);
   // One timer for whichever comes first, the attempt's timeout or the job's deadline (on a tie, the
   // timeout: the job may still be retried if its deadline allows).
   const untilDeadline = job.expiresAt - started;
   const timer = deps.attemptTimeoutMs <= untilDeadline
-    ? setTimeout(() => abort('timeout'), deps.attemptTimeoutMs)
-    : setTimeout(() => abort('deadline'), untilDeadline);
-  const unsubscribe = shutdown.onAbort(() => abort('shutdown'));
+    ? setTimeout(() => signal.abort('timeout'), deps.attemptTimeoutMs)
+    : setTimeout(() => signal.abort('deadline'), untilDeadline);
+  const unsubscribe = shutdown.onAbort(() => signal.abort('shutdown'));
   // Renew well before the lease lapses; the renewal also carries a client's cancel request to us.
   const renewal = setInterval(() => {
     store.renewLease(job.id, token, deps.leaseMs).then(
       (state) => {
-        if (state === 'lost') abort('lease_lost');
-        else if (state === 'cancel_requested') abort('cancelled');
+        if (state === 'lost') signal.abort('lease_lost');
+        else if (state === 'cancel_requested') signal.abort('cancelled');
       },
       (err: unknown) => log.warn('lease renewal failed', { err }),
     );
