@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { signBody, signBodyText } from '@proxy/core';
 import { freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
 import { startTestApi } from './helpers.ts';
@@ -177,6 +178,35 @@ test('ids that are not ours — unknown, malformed, SQL- or path-looking — are
     assert.equal(res.status, 404, id);
     assert.equal(res.json.error.code, 'not_found');
   }
+});
+
+test('a path that is not valid percent-encoding is 400 invalid_request, not a 500', async (t) => {
+  const api = await startTestApi(t);
+  for (const [method, path] of [['GET', '/v1/requests/%'], ['GET', '/v1/requests/%ZZ'], ['DELETE', '/v1/requests/%E0%A4%A']]) {
+    const res = await fetch(`${api.url}${path}`, { method, headers: { 'x-proxy-key': api.key } });
+    const json = (await res.json()) as any;
+    assert.deepEqual([res.status, json.error.code], [400, 'invalid_request'], `${method} ${path}`);
+    assert.equal(json.error.message, 'the path is not valid percent-encoding');
+  }
+});
+
+test('compressed bodies: gzip is read and its plain bytes are what is signed; one that does not decompress is 400, an unknown encoding 415', async (t) => {
+  const api = await startTestApi(t, { env: { BODY_LIMIT: '2kb' } });
+  const headers = { 'content-type': 'application/json', 'x-proxy-key': api.key };
+  const body = signBody({ prompt: 'compressed', ...freshStamp() }, api.secret);
+  const gzipped = await post(`${api.url}/v1/requests`, gzipSync(body), { ...headers, 'content-encoding': 'gzip' });
+  assert.equal(gzipped.status, 202);
+  assert.deepEqual((await api.store.getJob(gzipped.json.id))?.request.messages, [{ role: 'user', content: 'compressed' }]);
+  for (const encoding of ['gzip', 'deflate', 'br']) {
+    const res = await post(`${api.url}/v1/requests`, signBody({ prompt: 'x', ...freshStamp() }, api.secret), { ...headers, 'content-encoding': encoding });
+    assert.deepEqual([res.status, res.json.error.code, res.json.error.message], [400, 'invalid_request', 'the request body could not be read'], encoding);
+  }
+  const unknown = await post(`${api.url}/v1/requests`, body, { ...headers, 'content-encoding': 'zz' });
+  assert.deepEqual([unknown.status, unknown.json.error.code], [415, 'unsupported_media_type']);
+  // The limit counts the bytes after decompression: a small gzip of a large body is refused.
+  const bomb = await post(`${api.url}/v1/requests`, gzipSync(signBody({ prompt: 'x'.repeat(100_000), ...freshStamp() }, api.secret)), { ...headers, 'content-encoding': 'gzip' });
+  assert.deepEqual([bomb.status, bomb.json.error.code], [413, 'payload_too_large']);
+  assert.equal((await api.store.countByStatus()).queued, 1, 'only the good body was stored');
 });
 
 test('unknown route 404 and wrong method 405, as JSON', async (t) => {

@@ -29,14 +29,32 @@ const PARSER_ERRORS: Record<string, AppError['code']> = {
 /** What a 503 `unavailable` tells clients to wait: a restart or failover usually takes seconds. */
 const UNAVAILABLE_RETRY_AFTER_S = 2;
 
+/**
+ * Errors raised by Express's own parts for a bad request rather than a bug: body-parser's typed
+ * ones; the router's URIError for a path parameter that is not valid percent-encoding (`/v1/requests/%`);
+ * and body-parser's untyped 400 for a compressed body that does not decompress (Content-Encoding
+ * gzip, deflate or br). Each carries an http-errors `status` of 400; anything unknown stays a 500.
+ */
+function requestError(err: unknown): AppError | null {
+  if (!err || typeof err !== 'object') return null;
+  const { type, status } = err as { type?: unknown; status?: unknown };
+  const parserCode = typeof type === 'string' ? PARSER_ERRORS[type] : undefined;
+  if (parserCode) {
+    return new AppError(parserCode, parserCode === 'payload_too_large' ? 'the request body is larger than the server accepts' : 'the request body could not be read', { cause: err });
+  }
+  if (status !== 400) return null;
+  if (err instanceof URIError) return new AppError('invalid_request', 'the path is not valid percent-encoding', { cause: err });
+  return new AppError('invalid_request', 'the request body could not be read', { cause: err });
+}
+
 /** The one place an error becomes a reply: a stable code and message, never a stack or SQL. */
 export const errorHandler: ErrorRequestHandler = (err, _req, res, _next) => {
-  const parserCode = typeof err?.type === 'string' ? PARSER_ERRORS[err.type] : undefined;
-  const appError = parserCode
-    ? new AppError(parserCode, parserCode === 'payload_too_large' ? 'the request body is larger than the server accepts' : 'the request body could not be read', { cause: err })
-    : isDatabaseUnavailable(err)
-      ? new AppError('unavailable', 'the database does not answer; try again shortly', { cause: err, headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) } })
-      : toAppError(err);
+  const appError =
+    err instanceof AppError ? err
+    : requestError(err) ??
+      (isDatabaseUnavailable(err)
+        ? new AppError('unavailable', 'the database does not answer; try again shortly', { cause: err, headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) } })
+        : toAppError(err));
   const log = ctx(res).log;
   if (appError.status >= 500) log?.error('request failed', { err: appError.cause ?? appError, code: appError.code });
   if (res.headersSent) return;
