@@ -125,6 +125,15 @@ test('broken JSON with a 200 is recorded as an error, not a crash; retries exhau
   assert.equal(stub.calls.length, 3);
 });
 
+test('a 200 whose JSON is not an object (an array, a string, null) is upstream_bad_response too', async (t) => {
+  const raws: Record<string, string> = { array: '[{"choices":[]}]', string: '"ok"', null: 'null' };
+  const { store, enqueue } = await setUp(t, (call) => ({ raw: raws[call.prompt] as string }), { maxAttempts: 1 });
+  for (const prompt of Object.keys(raws)) {
+    const job = await finalJob(store, await enqueue(prompt));
+    assert.deepEqual([job.status, job.error?.code], ['failed', 'upstream_bad_response'], prompt);
+  }
+});
+
 test('an answer over UPSTREAM_RESPONSE_LIMIT fails its job at once; the next job completes on the same pool', async (t) => {
   const huge = 'x'.repeat(64 * 1024);
   const { stub, store, enqueue } = await setUp(

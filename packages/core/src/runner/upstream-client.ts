@@ -78,7 +78,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       }
       const body = tryParseJson(text);
       if (status >= 200 && status < 300) {
-        if (body === undefined || body === null || typeof body !== 'object') {
+        if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
           return { kind: 'bad_response', status, message: `upstream answered ${status} with a body that is not a JSON object` };
         }
         return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
