@@ -29,6 +29,8 @@ export interface StubCall {
   n: number;
   at: number;
   authorization: string | undefined;
+  /** The request's path with its query string, e.g. /v1/chat/completions. */
+  path: string;
   body: { model?: string; messages?: Array<{ role: string; content: unknown }>; [k: string]: unknown };
   /** The last user message's text, handy to steer behaviour per job. */
   prompt: string;
@@ -82,7 +84,8 @@ export async function startStubUpstream(options: { port?: number; delayMs?: numb
     const arrivedAt = Date.now();
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
-    if (req.method !== 'POST' || !req.url?.endsWith('/chat/completions')) {
+    const path = req.url ?? '';
+    if (req.method !== 'POST' || !path.split('?', 1)[0]?.endsWith('/chat/completions')) {
       res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'not found', type: 'invalid_request_error' } }));
       return;
     }
@@ -98,6 +101,7 @@ export async function startStubUpstream(options: { port?: number; delayMs?: numb
       n: calls.length + 1,
       at: arrivedAt,
       authorization: req.headers.authorization,
+      path,
       body,
       prompt: typeof lastUser?.content === 'string' ? lastUser.content : JSON.stringify(lastUser?.content ?? ''),
     };

@@ -7,6 +7,7 @@ import { parse as parseConnectionString } from 'pg-connection-string';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients } from './clients-file.js';
 import { RATE_PATTERN, parseRate, type RateLimitSpec } from './rate-spec.js';
+import { MODEL_PATTERN } from './schemas.js';
 
 /**
  * Every setting the product reads, with its default and what it does. `.env.example` must list each
@@ -15,8 +16,8 @@ import { RATE_PATTERN, parseRate, type RateLimitSpec } from './rate-spec.js';
 export const SETTINGS = {
   OPENAI_API_KEY: { type: 'string', secret: true, doc: 'Upstream API key (the worker needs it; or use OPENAI_API_KEY_FILE).' },
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
-  OPENAI_BASE_URL: { type: 'string', default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL.' },
-  DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: '^[A-Za-z0-9._:/-]{1,100}$', doc: 'Model used when a request names none.' },
+  OPENAI_BASE_URL: { type: 'string', default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL; a query string in it goes with every call.' },
+  DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: MODEL_PATTERN.source, doc: 'Model used when a request names none.' },
   DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S+$', doc: 'postgres://user:password@host:5432/db (or postgres://user@/db?host=/var/run/postgresql for a local socket) to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
   DATABASE_SCHEMA: { type: 'string', default: 'public', pattern: '^[a-z_][a-z0-9_]{0,62}$', doc: 'PostgreSQL schema for the tables (created if missing).' },
   PROXY_DB_SYNC: { type: 'string', default: 'full', enum: ['full', 'normal'], doc: 'full: a 202 survives power loss (the WAL is flushed with fdatasync before the answer; writes made together share a flush); normal: survives a process crash only.' },
@@ -28,7 +29,7 @@ export const SETTINGS = {
   RATE_LIMIT_PER_KEY: { type: 'string', default: '120/min', pattern: RATE_PATTERN, doc: 'Creates per client key, unless the clients file gives the client its own; or off.' },
   RATE_LIMIT_READS_PER_IP: { type: 'string', default: '600/min', pattern: RATE_PATTERN, doc: 'Reads (result, cancel, worker pass) per client IP; or off.' },
   TRUST_PROXY: { type: 'string', default: 'false', pattern: '^[A-Za-z0-9.:/, _-]{1,512}$', doc: "Express's trust proxy: false, true, a hop count, loopback, or addresses/subnets; only then is X-Forwarded-For believed." },
-  ALLOWED_MODELS: { type: 'string', pattern: '^[A-Za-z0-9._:/ ,-]*$', doc: 'Comma-separated models clients may ask for (unset: any).' },
+  ALLOWED_MODELS: { type: 'string', pattern: '^[A-Za-z0-9._:/ ,-]*$', doc: 'Comma-separated models clients may ask for, DEFAULT_MODEL among them (unset: any).' },
   HEALTH_REQUIRE_WORKER: { type: 'string', default: 'false', enum: ['true', 'false'], doc: 'true: /health answers 503 when no worker has been seen for 30 s (for load balancers).' },
   METRICS_ALLOW: { type: 'string', pattern: '^[0-9A-Fa-f.:/, ]*$', doc: 'Addresses or subnets that may read /metrics without a client key, e.g. 127.0.0.1,10.0.0.0/8 (unset: key required).' },
   HOST: { type: 'string', default: '127.0.0.1', minLength: 1, doc: 'Address proxy-api listens on.' },
@@ -191,6 +192,9 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 
   if (s.DATABASE_URL) parseDatabaseUrl(s.DATABASE_URL);
 
+  const baseUrl = checkBaseUrl(s.OPENAI_BASE_URL);
+  const allowedModels = parseAllowedModels(s.ALLOWED_MODELS, s.DEFAULT_MODEL);
+
   const retryBaseMs = int('RETRY_BASE_MS');
   const retryMaxMs = int('RETRY_MAX_MS');
   if (retryMaxMs < retryBaseMs) throw new ConfigError(`RETRY_MAX_MS must be at least RETRY_BASE_MS (${retryBaseMs})`);
@@ -198,7 +202,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   return deepFreeze({
     upstream: {
       apiKey,
-      baseUrl: s.OPENAI_BASE_URL.replace(/\/+$/, ''),
+      baseUrl,
       defaultModel: s.DEFAULT_MODEL,
       timeoutMs: int('UPSTREAM_TIMEOUT_SECONDS') * 1000,
       maxResponseBytes: parseByteSize('UPSTREAM_RESPONSE_LIMIT', s.UPSTREAM_RESPONSE_LIMIT),
@@ -212,7 +216,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       port: int('PORT'),
       bodyLimitBytes: parseByteSize('BODY_LIMIT', s.BODY_LIMIT),
       trustProxy: parseTrustProxy(s.TRUST_PROXY),
-      allowedModels: s.ALLOWED_MODELS ? s.ALLOWED_MODELS.split(',').map((m) => m.trim()).filter(Boolean) : null,
+      allowedModels,
       healthRequiresWorker: s.HEALTH_REQUIRE_WORKER === 'true',
       metricsAllow: parseAllowList(s.METRICS_ALLOW),
     },
@@ -233,6 +237,40 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       shutdownGraceMs: int('SHUTDOWN_GRACE_SECONDS') * 1000,
     },
   });
+}
+
+/**
+ * The upstream's base URL must be one the client can call as given: a query string is kept and sent
+ * with every call (some gateways route on one), but a user or password in it would be dropped
+ * (the key goes in OPENAI_API_KEY) and a fragment is never sent, so either is refused rather than
+ * ignored. The value is not echoed: it may hold a password.
+ */
+function checkBaseUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError('OPENAI_BASE_URL is not a valid URL (like https://api.openai.com/v1)');
+  }
+  if (url.username || url.password) throw new ConfigError('OPENAI_BASE_URL must not hold a user or password; put the upstream key in OPENAI_API_KEY');
+  if (url.hash) throw new ConfigError('OPENAI_BASE_URL must not end with a #fragment: it is never sent');
+  return text.replace(/\/+$/, '');
+}
+
+/**
+ * ALLOWED_MODELS as a list, or null when unset. A list must name at least one model the create
+ * schema accepts, and DEFAULT_MODEL among them: otherwise every request without a model is refused.
+ */
+function parseAllowedModels(text: string | undefined, defaultModel: string): string[] | null {
+  if (text === undefined) return null;
+  const models = text.split(',').map((m) => m.trim()).filter(Boolean);
+  if (models.length === 0) throw new ConfigError('ALLOWED_MODELS names no model; leave it unset to allow any');
+  const bad = models.find((m) => !MODEL_PATTERN.test(m));
+  if (bad !== undefined) throw new ConfigError(`ALLOWED_MODELS: ${JSON.stringify(bad)} is not a model name (A-Z a-z 0-9 . _ : / -, at most 100)`);
+  if (!models.includes(defaultModel)) {
+    throw new ConfigError(`ALLOWED_MODELS does not include DEFAULT_MODEL (${defaultModel}): every request that names no model would be refused`);
+  }
+  return models;
 }
 
 function parseAllowList(text: string | undefined): string[] {

@@ -1,6 +1,9 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { AppError } from './errors.js';
 
+/** What a model name may be, in a request, DEFAULT_MODEL and ALLOWED_MODELS alike. */
+export const MODEL_PATTERN = /^[A-Za-z0-9._:/-]{1,100}$/;
+
 /** Chat-completions parameters a client may not set: the proxy owns them. */
 const RESERVED_OPTIONS = ['stream', 'stream_options', 'messages', 'model'];
 
@@ -30,7 +33,7 @@ export const createRequestSchema = {
   properties: {
     prompt: { type: 'string', minLength: 1, maxLength: 1_000_000 },
     messages: { type: 'array', minItems: 1, maxItems: 1000, items: message },
-    model: { type: 'string', pattern: '^[A-Za-z0-9._:/-]{1,100}$' },
+    model: { type: 'string', pattern: MODEL_PATTERN.source },
     system: { type: 'string', maxLength: 1_000_000 },
     ttl: { type: 'integer', minimum: 1, maximum: 604800 },
     options: {

@@ -59,6 +59,40 @@ test('a malformed setting fails with one line naming it, and never the secret', 
   });
 });
 
+test('OPENAI_BASE_URL: a query string is kept; a user, password or fragment stops the start without echoing the value', () => {
+  withDir((cwd) => {
+    assert.equal(loadConfig({ env: { OPENAI_BASE_URL: 'https://gw.example/v1/?api-version=2024-10-21' }, cwd }).upstream.baseUrl, 'https://gw.example/v1/?api-version=2024-10-21');
+    assert.equal(loadConfig({ env: { OPENAI_BASE_URL: 'https://api.example/v1//' }, cwd }).upstream.baseUrl, 'https://api.example/v1');
+    const cases: Array<[string, RegExp]> = [
+      ['https://bob:hunter2-secret@api.example/v1', /must not hold a user or password/],
+      ['https://api.example/v1#part', /#fragment/],
+      ['http://[bad', /not a valid URL/],
+    ];
+    for (const [value, problem] of cases) {
+      assert.throws(
+        () => loadConfig({ env: { OPENAI_BASE_URL: value }, cwd }),
+        (e: Error) => e instanceof ConfigError && /^OPENAI_BASE_URL /.test(e.message) && problem.test(e.message) && !e.message.includes('hunter2') && !e.message.includes('\n'),
+        value,
+      );
+    }
+  });
+});
+
+test('ALLOWED_MODELS: a list of model names that includes DEFAULT_MODEL, or the start stops naming it', () => {
+  withDir((cwd) => {
+    assert.equal(loadConfig({ env: {}, cwd }).http.allowedModels, null);
+    assert.deepEqual(loadConfig({ env: { ALLOWED_MODELS: 'gpt-4o, gpt-4o-mini' }, cwd }).http.allowedModels, ['gpt-4o', 'gpt-4o-mini']);
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ ALLOWED_MODELS: ' , ' }, /^ALLOWED_MODELS names no model/],
+      [{ ALLOWED_MODELS: 'gpt-4o-mini,bad model' }, /^ALLOWED_MODELS: "bad model" is not a model name/],
+      [{ ALLOWED_MODELS: 'gpt-4o' }, /^ALLOWED_MODELS does not include DEFAULT_MODEL \(gpt-4o-mini\)/],
+      [{ ALLOWED_MODELS: 'gpt-4o', DEFAULT_MODEL: 'gpt-4.1' }, /DEFAULT_MODEL \(gpt-4\.1\)/],
+    ];
+    for (const [env, problem] of cases) assert.throws(() => loadConfig({ env, cwd }), (e: Error) => e instanceof ConfigError && problem.test(e.message), JSON.stringify(env));
+    assert.deepEqual(loadConfig({ env: { ALLOWED_MODELS: 'gpt-4o', DEFAULT_MODEL: 'gpt-4o' }, cwd }).http.allowedModels, ['gpt-4o']);
+  });
+});
+
 test('DATABASE_URL is read as pg reads it; printed and logged without its password', () => {
   withDir((cwd) => {
     assert.throws(

@@ -125,6 +125,16 @@ test('broken JSON with a 200 is recorded as an error, not a crash; retries exhau
   assert.equal(stub.calls.length, 3);
 });
 
+test("the base URL's query string goes with every call (gateways that route on one)", async (t) => {
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const upstream = createUpstreamClient({ baseUrl: `${stub.url}/?api-version=2024-10-21`, apiKey: 'sk-test', connections: 1 });
+  t.after(() => upstream.close());
+  const outcome = await upstream.chat({ model: 'm', messages: [{ role: 'user', content: 'q' }] }, new AbortController().signal);
+  assert.equal(outcome.kind, 'ok');
+  assert.deepEqual(stub.calls.map((c) => c.path), ['/v1/chat/completions?api-version=2024-10-21']);
+});
+
 test('a 200 whose JSON is not an object (an array, a string, null) is upstream_bad_response too', async (t) => {
   const raws: Record<string, string> = { array: '[{"choices":[]}]', string: '"ok"', null: 'null' };
   const { store, enqueue } = await setUp(t, (call) => ({ raw: raws[call.prompt] as string }), { maxAttempts: 1 });

@@ -38,7 +38,8 @@ const MAX_ERROR_TEXT = 500;
 /** Builds the undici-backed upstream client. */
 export function createUpstreamClient(options: UpstreamClientOptions): UpstreamClient {
   const base = new URL(options.baseUrl);
-  const path = `${base.pathname.replace(/\/+$/, '')}/chat/completions`;
+  // A query string in the base URL (some gateways route on one) goes with every call.
+  const path = `${base.pathname.replace(/\/+$/, '')}/chat/completions${base.search}`;
   const pool = new Pool(base.origin, {
     connections: options.connections,
     // The caller's signal carries the real per-attempt timeout; these only catch a stuck socket.
