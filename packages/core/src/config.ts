@@ -254,7 +254,9 @@ function checkBaseUrl(text: string): string {
   }
   if (url.username || url.password) throw new ConfigError('OPENAI_BASE_URL must not hold a user or password; put the upstream key in OPENAI_API_KEY');
   if (url.hash) throw new ConfigError('OPENAI_BASE_URL must not end with a #fragment: it is never sent');
-  return text.replace(/\/+$/, '');
+  // Trailing slashes off the path only: a query string's own slashes are the gateway's business.
+  url.pathname = url.pathname.replace(/\/+$/, '');
+  return url.search ? url.href : url.href.replace(/\/$/, '');
 }
 
 /**

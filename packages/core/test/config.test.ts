@@ -61,8 +61,10 @@ test('a malformed setting fails with one line naming it, and never the secret', 
 
 test('OPENAI_BASE_URL: a query string is kept; a user, password or fragment stops the start without echoing the value', () => {
   withDir((cwd) => {
-    assert.equal(loadConfig({ env: { OPENAI_BASE_URL: 'https://gw.example/v1/?api-version=2024-10-21' }, cwd }).upstream.baseUrl, 'https://gw.example/v1/?api-version=2024-10-21');
+    assert.equal(loadConfig({ env: { OPENAI_BASE_URL: 'https://gw.example/v1/?api-version=2024-10-21' }, cwd }).upstream.baseUrl, 'https://gw.example/v1?api-version=2024-10-21');
     assert.equal(loadConfig({ env: { OPENAI_BASE_URL: 'https://api.example/v1//' }, cwd }).upstream.baseUrl, 'https://api.example/v1');
+    assert.equal(loadConfig({ env: { OPENAI_BASE_URL: 'https://gw.example/v1?route=a/b/' }, cwd }).upstream.baseUrl, 'https://gw.example/v1?route=a/b/');
+    assert.equal(loadConfig({ env: { OPENAI_BASE_URL: 'http://127.0.0.1:8080/' }, cwd }).upstream.baseUrl, 'http://127.0.0.1:8080');
     const cases: Array<[string, RegExp]> = [
       ['https://bob:hunter2-secret@api.example/v1', /must not hold a user or password/],
       ['https://api.example/v1#part', /#fragment/],

@@ -33,7 +33,8 @@ const UNAVAILABLE_RETRY_AFTER_S = 2;
  * Errors raised by Express's own parts for a bad request rather than a bug: body-parser's typed
  * ones; the router's URIError for a path parameter that is not valid percent-encoding (`/v1/requests/%`);
  * and body-parser's untyped 400 for a compressed body that does not decompress (Content-Encoding
- * gzip, deflate or br). Each carries an http-errors `status` of 400; anything unknown stays a 500.
+ * gzip, deflate or br). The last two are recognised by the http-errors `status` of 400 they carry;
+ * anything else unknown stays a 500.
  */
 function requestError(err: unknown): AppError | null {
   if (!err || typeof err !== 'object') return null;
