@@ -230,18 +230,23 @@ test('sync=full: a flush that writes arrived for during another begins FLUSH_SPA
   const gapsSince = (from: number) => began.slice(from + 1).map((at, i) => at - (began[from + i] as number));
   const shown = (gaps: number[]) => gaps.map((g) => g.toFixed(2)).join(', ');
 
-  // A write in every turn for 40 ms, none waiting for the last: writes keep arriving while a flush
-  // runs, and without the spacing the next flush would begin the turn after.
+  // A write in each of 300 turns, none waiting for the last: writes keep arriving while a flush
+  // runs, and without the spacing the next flush would begin the turn after. A count of turns, not
+  // a span of time: on a loaded machine a turn can take milliseconds, and then 40 ms held 10 writes.
   const writes: Promise<unknown>[] = [];
-  const until = performance.now() + 40;
-  while (performance.now() < until) {
+  for (let i = 0; i < 300; i++) {
     writes.push(store.createJob(job()));
     await new Promise((r) => setImmediate(r));
   }
   await Promise.all(writes);
   const spaced = gapsSince(0);
   assert.ok(began.length >= 5 && began.length < writes.length / 2, `${began.length} flushes for ${writes.length} writes`);
-  assert.ok(Math.min(...spaced) >= FLUSH_SPACING_MS * 0.95, `gaps between flushes: ${shown(spaced)} ms`);
+  // Nine in ten, not all: a gap is timed from inside the datasync stub, so a pause of the process
+  // (a collection, the scheduler) between the store noting when a flush began and calling the stub
+  // shortens the gap seen here, not the spacing (measured once in a loaded suite: one gap of 0.52 ms
+  // among 22 of 1.0-5.0). Without the spacing, almost every gap would be three turns, well under 1 ms.
+  const short = spaced.filter((gap) => gap < FLUSH_SPACING_MS * 0.95);
+  assert.ok(short.length <= spaced.length / 10, `gaps between flushes: ${shown(spaced)} ms`);
 
   // One writer waiting for each write in turn: its next write finds no flush running, so its flush
   // begins at once (held to the spacing, every gap would be at least 1 ms).
