@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { ERROR_STATUS } from '../../packages/core/src/errors.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
@@ -14,6 +15,16 @@ const contentType = fc.oneof(
 );
 const headerValue = fc.string({ unit: fc.constantFrom(...'abcXYZ019 -_.,;=/"'.split('')), maxLength: 40 });
 const extraHeaders = fc.dictionary(fc.stringMatching(/^x-f-[a-z]{1,8}$/), headerValue, { maxKeys: 3 });
+
+/** A 4xx answer in the error envelope, with a code from the closed list and no trace of the internals. */
+function assertClientError(status: number, text: string): void {
+  assert.ok(status >= 400 && status < 500, `status ${status}: ${text}`);
+  const json = JSON.parse(text) as { error?: { code: string; message: string } };
+  const code = json.error?.code as keyof typeof ERROR_STATUS;
+  assert.ok(code in ERROR_STATUS, `unknown code ${code}`);
+  assert.equal(ERROR_STATUS[code], status);
+  assert.doesNotMatch(text, /\bat .+:\d+:\d+|SQLITE|node_modules/);
+}
 
 function requestArb(key: string, secret: string): fc.Arbitrary<Sent> {
   const now = Math.floor(Date.now() / 1000);
@@ -53,12 +64,23 @@ function requestArb(key: string, secret: string): fc.Arbitrary<Sent> {
     fc.string().map((s) => ({ body: s, validlySigned: false })),
     fields.map((obj) => ({ body: signBody(obj as Record<string, unknown>, 'an-attacker-secret-of-sufficient-length'), validlySigned: false })),
   );
-  return fc.record({ payload: fc.oneof({ weight: 2, arbitrary: signedBody }, { weight: 1, arbitrary: junk }), type: contentType, key: keyHeader, extra: extraHeaders }).map(({ payload, type, key: k, extra }) => {
-    const headers: Record<string, string> = { ...extra };
-    if (type) headers['content-type'] = type;
-    if (k) headers['x-proxy-key'] = k;
-    return { body: payload.body, headers, validlySigned: payload.validlySigned && type !== undefined && type.startsWith('application/json') && k === key };
-  });
+  // Content-Encoding: mostly none; sometimes a body really gzipped (still valid), sometimes a header
+  // that does not match the bytes, or names an encoding the server does not know.
+  const encoding = fc.oneof(
+    { weight: 6, arbitrary: fc.constant<string | undefined>(undefined) },
+    { weight: 2, arbitrary: fc.constantFrom<string | undefined>('identity', 'gzip (applied)', 'gzip', 'deflate', 'br', 'zz') },
+  );
+  return fc
+    .record({ payload: fc.oneof({ weight: 2, arbitrary: signedBody }, { weight: 1, arbitrary: junk }), type: contentType, key: keyHeader, extra: extraHeaders, encoding })
+    .map(({ payload, type, key: k, extra, encoding: enc }) => {
+      const headers: Record<string, string> = { ...extra };
+      if (type) headers['content-type'] = type;
+      if (k) headers['x-proxy-key'] = k;
+      if (enc) headers['content-encoding'] = enc === 'gzip (applied)' ? 'gzip' : enc;
+      const body = enc === 'gzip (applied)' ? gzipSync(payload.body) : payload.body;
+      const readable = enc === undefined || enc === 'identity' || enc === 'gzip (applied)';
+      return { body, headers, validlySigned: payload.validlySigned && readable && type !== undefined && type.startsWith('application/json') && k === key };
+    });
 }
 
 test('random bodies and headers: always a 2xx or a 4xx JSON error, the process stays up, only validly signed requests are stored', async (t) => {
@@ -79,11 +101,7 @@ test('random bodies and headers: always a 2xx or a 4xx JSON error, the process s
         assert.ok(json.id);
         accepted.add(json.id);
       } else {
-        assert.ok(res.status >= 400 && res.status < 500, `status ${res.status}: ${text}`);
-        const code = json.error?.code as keyof typeof ERROR_STATUS;
-        assert.ok(code in ERROR_STATUS, `unknown code ${code}`);
-        assert.equal(ERROR_STATUS[code], res.status);
-        assert.doesNotMatch(text, /\bat .+:\d+:\d+|SQLITE|node_modules/);
+        assertClientError(res.status, text);
       }
     }),
     { numRuns: 400 },
@@ -96,4 +114,32 @@ test('random bodies and headers: always a 2xx or a 4xx JSON error, the process s
   assert.deepEqual(stored, [...accepted].sort());
   assert.ok(accepted.size >= 20, `only ${accepted.size} requests were accepted: the generator no longer exercises the accepted path`);
   t.diagnostic(`${runs} random requests, ${accepted.size} accepted (all validly signed)`);
+});
+
+test('random ids and query strings on the read routes, percent-escapes good and bad: always a 4xx JSON error, never a 500', async (t) => {
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, RATE_LIMIT_READS_PER_IP: 'off' });
+  const { url, child } = await startApiProcess(t, env, dir);
+  // Characters a path or query can carry raw, with '%' often, so that escapes are as often broken
+  // (%, %Z, %E0%A4) as whole.
+  const piece = fc.string({ unit: fc.constantFrom(...'%%%0123456789abcdefABCDEFZz_-.~:@!$'.split('')), minLength: 1, maxLength: 24 });
+  const route = fc.oneof(
+    piece.map((id) => ({ method: 'GET', path: `/v1/requests/${id}` })),
+    piece.map((id) => ({ method: 'DELETE', path: `/v1/requests/${id}` })),
+    fc.tuple(piece, piece).map(([id, wait]) => ({ method: 'GET', path: `/v1/requests/${id}?wait=${wait}` })),
+    piece.map((id) => ({ method: 'GET', path: `/index.php?action=result&id=${id}` })),
+    piece.map((action) => ({ method: 'GET', path: `/index.php?action=${action}` })),
+  );
+  let runs = 0;
+  await fc.assert(
+    fc.asyncProperty(route, async ({ method, path }) => {
+      runs += 1;
+      const res = await fetch(`${url}${path}`, { method, headers: { 'x-proxy-key': key } });
+      assertClientError(res.status, await res.text());
+    }),
+    { numRuns: 300 },
+  );
+  assert.equal(child.proc.exitCode, null, 'the API is still running');
+  t.diagnostic(`${runs} random reads, every one a 4xx`);
 });
