@@ -5,7 +5,7 @@ import { startStubUpstream, type StubBehaviour } from '../../../scripts/stub-ups
 import { enqueueJob, eventually, openTestStore, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
-import { sharedPauseReads } from '../src/runner/process-job.ts';
+import { MAX_FLEET_PAUSE_MS, sharedPauseReads } from '../src/runner/process-job.ts';
 import { createWorker, type WorkerOptions } from '../src/runner/worker.ts';
 import type { JobRecord, JobStore } from '../src/store/types.ts';
 
@@ -269,6 +269,16 @@ test('a 429 pauses every worker on the database, not just the one that got it', 
   const pausedFrom = stub.calls[0]!.at;
   assert.equal(stub.calls.length, 4);
   for (const call of stub.calls.slice(1)) assert.ok(call.at - pausedFrom >= 950, `call ${call.n} came ${call.at - pausedFrom} ms into the pause`);
+});
+
+test('a 429 naming a wait of a day pauses the fleet for at most MAX_FLEET_PAUSE_MS; its own job expires, as its next try is past its deadline', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, (call) => (call.n === 1 ? { status: 429, headers: { 'retry-after': '86400' } } : {}));
+  const id = await enqueue('told to wait a day');
+  const job = await finalJob(store, id);
+  assert.deepEqual([job.status, job.error?.code, job.error?.upstreamStatus], ['expired', 'expired', 429]);
+  const pausedMs = await store.acquireUpstream({ rpm: null, tpm: null, tokens: 0 });
+  assert.ok(pausedMs > MAX_FLEET_PAUSE_MS - 5_000 && pausedMs <= MAX_FLEET_PAUSE_MS, `the fleet is paused for ${pausedMs} ms`);
+  assert.equal(stub.calls.length, 1);
 });
 
 test('stop: calls in flight finish within the grace period; stop resolves', async (t) => {

@@ -10,6 +10,15 @@ export type AbortReason = 'timeout' | 'deadline' | 'cancelled' | 'lease_lost' | 
 /** How one attempt ended, for counters and the worker's report. */
 export type AttemptOutcome = 'completed' | 'failed' | 'retried' | 'expired' | 'cancelled' | 'released' | 'lost';
 
+/**
+ * The longest a 429 stops every worker. The job that got it waits the whole named time (or expires
+ * if that passes its deadline), but the fleet's pause is stored and outlives restarts, so a wild hint
+ * (Retry-After: 86400, or a date years ahead, from a gateway in front) would stop all work until
+ * then. After this long the workers try again, and an upstream still refusing names a new wait.
+ * OpenAI's SDKs likewise distrust a Retry-After of a minute or more.
+ */
+export const MAX_FLEET_PAUSE_MS = 60_000;
+
 export interface ProcessJobDeps {
   store: JobStore;
   upstream: UpstreamClient;
@@ -174,7 +183,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     if (outcome.kind === 'http_error' && outcome.status === 429 && verdict.retryable) {
       // The upstream's limit is the fleet's, so every worker holds off, not just this one.
       const pause = verdict.waitMs ?? backoffMs(job.attempts, deps.retryBaseMs, deps.retryMaxMs, deps.random);
-      await store.pauseUpstream(now() + pause);
+      await store.pauseUpstream(now() + Math.min(pause, MAX_FLEET_PAUSE_MS));
       verdict.waitMs = pause;
     }
     return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, log, attempt);
