@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
-import { startStubUpstream, type StubBehaviour } from '../../../scripts/stub-upstream.ts';
+import fc from 'fast-check';
+import { startStubUpstream, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { enqueueJob, eventually, openTestStore, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
@@ -279,6 +280,68 @@ test('a 429 naming a wait of a day pauses the fleet for at most MAX_FLEET_PAUSE_
   const pausedMs = await store.acquireUpstream({ rpm: null, tpm: null, tokens: 0 });
   assert.ok(pausedMs > MAX_FLEET_PAUSE_MS - 5_000 && pausedMs <= MAX_FLEET_PAUSE_MS, `the fleet is paused for ${pausedMs} ms`);
   assert.equal(stub.calls.length, 1);
+});
+
+test('random upstream answers (statuses, bodies, error objects, retry headers): each job completes exactly when a 2xx carries a JSON object, else fails with an upstream_ code; the key never reaches the job', async (t) => {
+  const replies = new Map<string, StubReply>();
+  // One attempt a job, so every answer is final at once; 429 is left out: its fleet-wide pause
+  // (tested above) would hold the runs after it.
+  const { store, enqueue } = await setUp(t, (call) => replies.get(call.prompt) ?? {}, { maxAttempts: 1 });
+  const text = fc.string({ unit: fc.constantFrom(...'abcXYZ019 _-.:/"{}[],sk-test'.split('')), maxLength: 30 });
+  const reply: fc.Arbitrary<StubReply> = fc.record(
+    {
+      status: fc.constantFrom(200, 201, 204, 301, 400, 401, 403, 404, 408, 409, 422, 500, 502, 503),
+      headers: fc.record(
+        {
+          'retry-after': fc.constantFrom('1', '-1', 'abc', '1e9', 'Wed, 21 Oct 2099 07:28:00 GMT', ''),
+          'retry-after-ms': fc.constantFrom('5', 'NaN', '-3', '1e12'),
+          'x-should-retry': fc.constantFrom('true', 'false', 'maybe'),
+          'x-ratelimit-reset-requests': fc.constantFrom('1s', '6m0s', 'bogus'),
+          'x-ratelimit-remaining-requests': fc.constantFrom('0', '5'),
+        },
+        { requiredKeys: [] },
+      ),
+      payload: fc.oneof(
+        fc.constant({}),
+        fc.jsonValue({ maxDepth: 3 }).map((value) => ({ raw: JSON.stringify(value) })),
+        text.map((raw) => ({ raw })),
+        fc
+          .record({ code: fc.oneof(text, fc.constantFrom('rate_limit_exceeded', 'sk-test', 'x'.repeat(100)), fc.integer(), fc.constant(null)), type: fc.oneof(text, fc.constant('server_error')), message: fc.oneof(text, fc.string({ maxLength: 700 }), fc.jsonValue({ maxDepth: 1 })) }, { requiredKeys: [] })
+          .map((error) => ({ body: { error } })),
+        fc.array(fc.record({ message: fc.record({ content: fc.oneof(text, fc.constant(null), fc.integer()) }) }), { maxLength: 2 }).map((choices) => ({ body: { choices } })),
+      ),
+    },
+    { requiredKeys: ['status', 'payload'] },
+  ).map(({ status, headers, payload }) => ({ status, ...(headers ? { headers } : {}), ...payload }));
+
+  let runs = 0;
+  await fc.assert(
+    fc.asyncProperty(reply, async (answer) => {
+      const prompt = `run ${runs++}`;
+      replies.set(prompt, answer);
+      const job = await finalJob(store, await enqueue(prompt));
+      // What the stub sent: a 204 carries no body; with no body given it sends an object.
+      const sent = answer.status === 204 ? '' : (answer.raw ?? JSON.stringify(answer.body ?? {}));
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(sent);
+      } catch {
+        parsed = undefined;
+      }
+      const isObject = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed);
+      const completes = (answer.status as number) < 300 && isObject;
+      assert.equal(job.status, completes ? 'completed' : 'failed', `${JSON.stringify(answer)} → ${JSON.stringify(job.error)}`);
+      if (completes) {
+        if (answer.body !== undefined || answer.raw !== undefined) assert.deepEqual(job.response, parsed);
+      } else {
+        assert.match(job.error?.code ?? '', /^upstream_[A-Za-z0-9_.:-]{1,64}$/);
+        assert.ok((job.error?.message.length ?? 0) <= 500, `a message of ${job.error?.message.length} characters`);
+        assert.doesNotMatch(JSON.stringify(job.error), /sk-test/);
+      }
+    }),
+    { numRuns: 150 },
+  );
+  assert.equal((await finalJob(store, await enqueue('after all that'))).status, 'completed', 'the worker still runs');
 });
 
 test('stop: calls in flight finish within the grace period; stop resolves', async (t) => {

@@ -34,6 +34,9 @@ export interface UpstreamClientOptions {
 
 // Upstream error bodies can be large HTML pages from a proxy in front; keep what a person needs.
 const MAX_ERROR_TEXT = 500;
+// What an upstream error code or type may be to name the job's error: OpenAI's are like
+// rate_limit_exceeded or invalid_request_error.
+const ERROR_CODE = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /** Builds the undici-backed upstream client. */
 export function createUpstreamClient(options: UpstreamClientOptions): UpstreamClient {
@@ -88,7 +91,9 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
       const rawMessage = typeof apiError?.message === 'string' ? apiError.message : text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`;
       const message = rawMessage.split(options.apiKey).join('[redacted]');
-      const errorCode = typeof apiError?.code === 'string' ? apiError.code : typeof apiError?.type === 'string' ? apiError.type : null;
+      // The code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
+      const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !value.includes(options.apiKey) ? value : null);
+      const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
       const safeBody = body === undefined ? null : JSON.parse(JSON.stringify(body).split(options.apiKey).join('[redacted]'));
       return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
     },
