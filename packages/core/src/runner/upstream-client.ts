@@ -53,6 +53,8 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     // answer costs at most this much memory per call, never the whole process.
     maxResponseSize: options.maxResponseBytes ?? -1,
   });
+  // An upstream error code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
+  const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !value.includes(options.apiKey) ? value : null);
   const headers = {
     'content-type': 'application/json',
     accept: 'application/json',
@@ -91,8 +93,6 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
       const rawMessage = typeof apiError?.message === 'string' ? apiError.message : text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`;
       const message = rawMessage.split(options.apiKey).join('[redacted]');
-      // The code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
-      const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !value.includes(options.apiKey) ? value : null);
       const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
       const safeBody = body === undefined ? null : JSON.parse(JSON.stringify(body).split(options.apiKey).join('[redacted]'));
       return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
