@@ -11,12 +11,14 @@ import { MODEL_PATTERN } from './schemas.js';
 
 /**
  * Every setting the product reads, with its default and what it does. `.env.example` must list each
- * of these (a test enforces it); secrets are marked so no error message ever repeats their value.
+ * of these (a test enforces it); secrets, and settings that may hold one, are marked so no error message
+ * ever repeats their value.
  */
 export const SETTINGS = {
   OPENAI_API_KEY: { type: 'string', secret: true, doc: 'Upstream API key (the worker needs it; or use OPENAI_API_KEY_FILE).' },
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
-  OPENAI_BASE_URL: { type: 'string', default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL; a query string in it goes with every call.' },
+  // Marked secret because a URL may carry a password or a gateway's key in its query string.
+  OPENAI_BASE_URL: { type: 'string', secret: true, default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL; a query string in it goes with every call.' },
   DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: MODEL_PATTERN.source, doc: 'Model used when a request names none.' },
   DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S+$', doc: 'postgres://user:password@host:5432/db (or postgres://user@/db?host=/var/run/postgresql for a local socket) to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
   DATABASE_SCHEMA: { type: 'string', default: 'public', pattern: '^[a-z_][a-z0-9_]{0,62}$', doc: 'PostgreSQL schema for the tables (created if missing).' },

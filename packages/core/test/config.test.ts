@@ -69,6 +69,9 @@ test('OPENAI_BASE_URL: a query string is kept; a user, password or fragment stop
       ['https://bob:hunter2-secret@api.example/v1', /must not hold a user or password/],
       ['https://api.example/v1#part', /#fragment/],
       ['http://[bad', /not a valid URL/],
+      // These fail the setting's pattern, ahead of the URL checks: still never echoed.
+      ['https://bob:hunter2 x@api.example/v1', /must match pattern/],
+      ['ftp://bob:hunter2@api.example/v1', /must match pattern/],
     ];
     for (const [value, problem] of cases) {
       assert.throws(
