@@ -31,6 +31,11 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const parsed = JSON.parse(stats.out);
   assert.equal(parsed.queue.failed, 2);
   assert.equal(parsed.workers_alive, 1);
+  // The same words and units as /health's workers: snake_case, Unix seconds.
+  const [seen] = parsed.workers as Array<Record<string, unknown>>;
+  assert.deepEqual(Object.keys(seen!).sort(), ['host', 'id', 'jobs_done', 'last_seen_at', 'pid', 'started_at']);
+  assert.equal(seen!.pid, daemon.proc.pid);
+  assert.ok(Math.abs((seen!.last_seen_at as number) - Date.now() / 1000) < 60, `last_seen_at ${seen!.last_seen_at} is in Unix seconds`);
   assert.match((await cli('stats')).out, /failed\s+2/);
 
   const list = await cli('jobs', '--status', 'failed', '--limit', '20', '--json');

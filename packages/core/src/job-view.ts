@@ -1,4 +1,4 @@
-import type { JobOutcome, JobRecord } from './store/types.js';
+import type { JobOutcome, JobRecord, WorkerHeartbeat } from './store/types.js';
 
 /** A job as the API returns it: OpenAI's status words, Unix seconds, no internal fields. */
 export interface JobView {
@@ -54,4 +54,25 @@ export function toJobView(job: JobOutcome): JobView {
     view.next_attempt_at = seconds(job.runAfter);
   }
   return view;
+}
+
+/** A live worker as /health and `proxy-worker stats --json` show it: the same words and Unix seconds as a job. */
+export interface WorkerView {
+  id: string;
+  host: string;
+  pid: number;
+  started_at: number;
+  last_seen_at: number;
+  jobs_done: number;
+}
+
+export function toWorkerView(worker: WorkerHeartbeat): WorkerView {
+  return {
+    id: worker.id,
+    host: worker.host,
+    pid: worker.pid,
+    started_at: seconds(worker.startedAt),
+    last_seen_at: seconds(worker.lastSeenAt),
+    jobs_done: worker.jobsDone,
+  };
 }

@@ -1,5 +1,5 @@
 import type { RequestHandler } from 'express';
-import { WORKER_ALIVE_MS, type ClientRegistry, type JobStore } from '@proxy/core';
+import { WORKER_ALIVE_MS, toWorkerView, type ClientRegistry, type JobStore } from '@proxy/core';
 import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
 
@@ -40,14 +40,7 @@ export function healthHandler({ store, clients, now, version, requireWorker }: H
       const [queue, oldest] = await Promise.all([store.countByStatus(), store.oldestDueAt()]);
       body.queue = queue;
       body.oldest_queued_age_seconds = oldest === null ? null : Math.max(0, Math.floor((now() - oldest) / 1000));
-      body.workers = workers.map((w) => ({
-        id: w.id,
-        host: w.host,
-        pid: w.pid,
-        started_at: Math.floor(w.startedAt / 1000),
-        last_seen_at: Math.floor(w.lastSeenAt / 1000),
-        jobs_done: w.jobsDone,
-      }));
+      body.workers = workers.map(toWorkerView);
     }
     sendJson(res, code, body);
   };

@@ -1,4 +1,4 @@
-import { WORKER_ALIVE_MS } from '@proxy/core';
+import { WORKER_ALIVE_MS, toWorkerView } from '@proxy/core';
 import { withStore, output, table } from './admin-context.js';
 
 /** `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, the live workers. */
@@ -7,7 +7,7 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
     const now = Date.now();
     const [queue, oldest, workers] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.listWorkers(now - WORKER_ALIVE_MS)]);
     const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
-    output(Boolean(opts.json), { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers }, () =>
+    output(Boolean(opts.json), { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers: workers.map(toWorkerView) }, () =>
       [
         table(['status', 'jobs'], Object.entries(queue)),
         '',
