@@ -112,3 +112,34 @@ test('a create while another process holds the write lock past busy_timeout: 503
   assert.equal(again.status, 200, 'the same request again answers with the job it made');
   assert.equal(((await again.json()) as { id: string }).id, ((await stored.json()) as { id: string }).id);
 });
+
+test("the limiter's file locked past busy_timeout: reads pass unchecked (one warning), creates answer 503; limits resume once the lock is gone", async (t) => {
+  if (!onlyOn('sqlite', t, "holds the SQLite limits file's write lock")) return;
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const { url, child } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret }), dir);
+  const created = await postSigned(url, key, secret, { prompt: 'stored before the lock', ...freshStamp() });
+  assert.equal(created.status, 202);
+  const id = created.json.id as string;
+
+  const holder = new Database(join(dir, 'requests.limits.sqlite'));
+  t.after(() => holder.close());
+  holder.exec('BEGIN IMMEDIATE');
+  const [read, again, create] = await Promise.all([
+    getJson(url, `/v1/requests/${id}`, key),
+    getJson(url, `/v1/requests/${id}`, key),
+    postSigned(url, key, secret, { prompt: 'while the limits are locked', ...freshStamp() }),
+  ]);
+  assert.deepEqual([read.status, read.json.id, read.json.status], [200, id, 'queued'], 'a stored job stays readable');
+  assert.equal(read.headers.get('ratelimit'), null, 'no budget was drawn, so none is reported');
+  assert.equal(again.status, 200);
+  assert.deepEqual([create.status, create.json.error.code], [503, 'unavailable']);
+  const warnings = child.lines.filter((l) => l.includes('rate limiter unavailable'));
+  assert.equal(warnings.length, 1, `one warning, not one a request: ${warnings.join('\n')}`);
+  assert.equal(JSON.parse(warnings[0]!).level, 'warn');
+
+  holder.exec('ROLLBACK');
+  const after = await getJson(url, `/v1/requests/${id}`, key);
+  assert.equal(after.status, 200);
+  assert.match(after.headers.get('ratelimit') ?? '', /^"ip";r=\d+;t=\d+$/, 'the read is drawn again');
+});

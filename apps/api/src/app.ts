@@ -65,9 +65,16 @@ export function createApp(deps: AppDeps): Express {
         ...(client ? [{ name: 'key', key: `create:key:${client.name}`, spec: client.rateLimit !== undefined ? client.rateLimit : limits.createsPerKey }] : []),
       ];
     },
-    refused('create'),
+    // Refused when the limiter cannot draw: its store failing is the job store failing too (they
+    // share a disk or a server), so the create could not be stored anyway.
+    { onRefused: refused('create') },
   );
-  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }], refused('read'));
+  // Let through when the limiter cannot draw: results already stored stay readable on a full disk,
+  // where the draw's write fails but reads do not. The read then fails by itself if the store does.
+  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }], {
+    onRefused: refused('read'),
+    passOnStoreError: true,
+  });
 
   const watcher = deps.watcher ?? createJobWatcher({ store: deps.store, logger: deps.logger, pollMs: WATCH_POLL_MS });
   const create = [identify(deps.clients), createLimits, auth, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];

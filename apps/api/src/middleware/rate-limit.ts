@@ -1,17 +1,48 @@
 import type { Request, RequestHandler, Response } from 'express';
 import { AppError, type Budget, type RateLimiter } from '@proxy/core';
+import { ctx } from '../context.js';
+
+export interface RateLimitOptions {
+  /** Counts each refusal by the budgets that refused it. */
+  onRefused?: (names: string[]) => void;
+  /**
+   * When the limiter's own store fails (a full disk, its file locked past busy_timeout): true lets
+   * the request through, false refuses it with the store's error (503 unavailable).
+   */
+  passOnStoreError?: boolean;
+}
+
+// A store that fails, fails for every request: one warning a minute says so, not one a request
+// (on a full disk, a line per request would only fill it faster).
+const STORE_ERROR_WARN_EVERY_MS = 60_000;
 
 /**
  * Draws from the budgets `budgetsFor` names, sets the RateLimit headers, and refuses with 429
  * rate_limited and Retry-After when any budget is spent. A refused request stores nothing.
  */
-export function rateLimit(limiter: RateLimiter, budgetsFor: (req: Request, res: Response) => Budget[], onRefused?: (names: string[]) => void): RequestHandler {
+export function rateLimit(limiter: RateLimiter, budgetsFor: (req: Request, res: Response) => Budget[], options: RateLimitOptions = {}): RequestHandler {
+  let lastWarnedAt = -Infinity;
+  let passedSinceWarning = 0;
   return async (req, res, next) => {
     const budgets = budgetsFor(req, res);
-    const result = await limiter.take(budgets);
+    let result: Awaited<ReturnType<RateLimiter['take']>>;
+    try {
+      result = await limiter.take(budgets);
+    } catch (err) {
+      if (!options.passOnStoreError) throw err;
+      passedSinceWarning += 1;
+      const at = Date.now();
+      if (at - lastWarnedAt >= STORE_ERROR_WARN_EVERY_MS) {
+        ctx(res).log.warn('rate limiter unavailable: requests pass unchecked', { err, budgets: budgets.map((b) => b.name), passed: passedSinceWarning });
+        lastWarnedAt = at;
+        passedSinceWarning = 0;
+      }
+      next();
+      return;
+    }
     res.set(result.headers);
     if (!result.allowed) {
-      onRefused?.(result.refused);
+      options.onRefused?.(result.refused);
       throw new AppError('rate_limited', `too many requests; retry in ${result.retryAfterSeconds} s`, {
         headers: { ...result.headers, 'Retry-After': String(result.retryAfterSeconds) },
       });
