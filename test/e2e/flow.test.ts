@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import {
+  API_MAIN,
   WORKER_MAIN,
   completedJob,
   getJson,
@@ -124,7 +129,6 @@ test('start-up refuses a missing setting with one line naming it, and never echo
   assert.equal(worker.stderr.filter(Boolean).length, 1);
   assert.match(worker.stderr[0]!, /^proxy-worker: OPENAI_API_KEY is not set/);
 
-  const { API_MAIN } = await import('../helpers/index.ts');
   const api = spawnNode(API_MAIN, [], testEnv(dir), dir);
   assert.equal((await api.exited).code, 78);
   assert.match(api.stderr.join('\n'), /^proxy-api: PROXY_KEY is not set/);
@@ -144,4 +148,25 @@ test('start-up refuses a missing setting with one line naming it, and never echo
   assert.equal(url.stderr.filter(Boolean).length, 1);
   assert.match(url.stderr[0]!, /^proxy-worker: DATABASE_URL is not a PostgreSQL URL/);
   assert.ok(!url.stderr[0]!.includes('hunter2'));
+});
+
+test('a database that cannot be opened stops the start with one line naming the setting and where it is, never the password', async (t) => {
+  const dir = tempDir(t);
+  const notADatabase = join(dir, 'notes.txt');
+  writeFileSync(notADatabase, 'not a database\n');
+  const api = spawnNode(API_MAIN, [], testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), PROXY_DB_PATH: notADatabase, DATABASE_URL: '' }), dir);
+  // Not 78: an unreadable file or a server that is down may be fixed without touching the settings, so systemd should try again.
+  assert.equal((await api.exited).code, 1);
+  assert.deepEqual(api.stderr.filter(Boolean), [`proxy-api: PROXY_DB_PATH: cannot open sqlite ${notADatabase}: file is not a database`]);
+
+  // Nothing listens on a port just closed.
+  const port = await new Promise<number>((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+  const worker = spawnNode(WORKER_MAIN, ['stats'], testEnv(dir, { DATABASE_URL: `postgres://app:hunter2@127.0.0.1:${port}/jobs`, DATABASE_SCHEMA: 'public' }), dir);
+  assert.equal((await worker.exited).code, 1);
+  assert.deepEqual(worker.stderr.filter(Boolean), [`proxy-worker: DATABASE_URL: cannot open postgres app@127.0.0.1:${port}/jobs (schema public): connect ECONNREFUSED 127.0.0.1:${port}`]);
 });

@@ -1,4 +1,4 @@
-import type { DatabaseSettings } from '../config.js';
+import { describeDatabase, parseDatabaseUrl, type DatabaseSettings } from '../config.js';
 import { openSqliteStore } from './sqlite/sqlite-job-store.js';
 import type { Logger } from '../logger.js';
 import type { JobStore } from './types.js';
@@ -6,12 +6,21 @@ import type { JobStore } from './types.js';
 /**
  * The store the configuration names: PostgreSQL when DATABASE_URL is set, else the SQLite file.
  * The PostgreSQL store is imported only when chosen: `pg` costs an SQLite process about 15 MB.
+ * A store that cannot be opened (a file that is not a database, a server that refuses) fails with
+ * one line naming `setting` and where the database is, never the password.
  */
-export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'warn'>): Promise<JobStore> {
-  if (db.url) {
-    const { openPostgresStore } = await import('./postgres/pg-job-store.js');
-    const onConnectionLost = (err: Error) => logger?.warn('the PostgreSQL server closed an idle connection; the next query opens another', { err });
-    return openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost });
+export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'warn'>, setting = db.url ? 'DATABASE_URL' : 'PROXY_DB_PATH'): Promise<JobStore> {
+  try {
+    if (db.url) {
+      const { openPostgresStore } = await import('./postgres/pg-job-store.js');
+      const onConnectionLost = (err: Error) => logger?.warn('the PostgreSQL server closed an idle connection; the next query opens another', { err });
+      return await openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost });
+    }
+    return openSqliteStore({ path: db.path, sync: db.sync });
+  } catch (err) {
+    const password = db.url ? parseDatabaseUrl(db.url, setting).password : '';
+    const reason = String((err as Error)?.message ?? err).replace(/\s+/g, ' ').trim();
+    const message = `${setting}: cannot open ${describeDatabase(db)}: ${password ? reason.replaceAll(password, '***') : reason}`;
+    throw new Error(message, { cause: err });
   }
-  return openSqliteStore({ path: db.path, sync: db.sync });
 }
