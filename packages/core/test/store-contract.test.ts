@@ -411,19 +411,22 @@ for (const backend of backends) {
     assert.equal(await store.renewLease(running.id, held.leaseToken, 10_000), 'cancel_requested');
   });
 
-  test('retention deletes only finished jobs older than the cut-off', async (t) => {
+  test('retention deletes only finished jobs older than the cut-off, and workers last seen before it', async (t) => {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
+    await store.recordHeartbeat({ id: 'gone', host: 'h', pid: 1, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0 });
     const { job: old } = await store.createJob(job());
     const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
     assert.ok(held);
     await store.completeJob(held.id, held.leaseToken, { outputText: 'x', usage: null, response: {} });
     c.advance(10_000);
     const { job: pending } = await store.createJob(job());
+    await store.recordHeartbeat({ id: 'alive', host: 'h', pid: 2, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0 });
     assert.equal(await store.deleteFinishedBefore(c.now() - 5000), 1);
     assert.equal(await store.getJob(old.id), null);
     assert.ok(await store.getJob(pending.id));
+    assert.deepEqual((await store.listWorkers(0)).map((w) => w.id), ['alive']);
   });
 
   test("a client's latest failed jobs: only its own, newest first, up to the limit", async (t) => {

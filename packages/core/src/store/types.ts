@@ -185,7 +185,7 @@ export interface JobStore {
   nextWakeAt(): Promise<number | null>;
   /** Ends queued jobs whose deadline passed; returns how many. */
   expireOverdue(): Promise<number>;
-  /** Deletes jobs that finished before `before`; returns how many. */
+  /** Deletes jobs that finished before `before` (and workers last seen before it); returns how many jobs. */
   deleteFinishedBefore(before: number): Promise<number>;
   countByStatus(): Promise<QueueCounts>;
   /** The newest jobs, optionally of one status and one client. */

@@ -463,8 +463,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async deleteFinishedBefore(before) {
-      // The chart's rows go with the jobs they counted.
+      // The chart's rows go with the jobs they counted, and so do the rows of workers last seen
+      // before then: one that died without saying so (kill -9, a lost host) leaves its row behind.
       await pool.query('DELETE FROM finished_per_minute WHERE minute < $1', [Math.floor(before / 60_000)]);
+      await pool.query('DELETE FROM workers WHERE last_seen_at < $1', [before]);
       const { rowCount } = await pool.query('DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1', [before]);
       return rowCount ?? 0;
     },

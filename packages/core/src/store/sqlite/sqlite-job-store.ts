@@ -262,8 +262,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async deleteFinishedBefore(before) {
-      // The chart's rows go with the jobs they counted.
+      // The chart's rows go with the jobs they counted, and so do the rows of workers last seen
+      // before then: one that died without saying so (kill -9, a lost host) leaves its row behind.
       sql.pruneMinutes.run(before);
+      sql.pruneWorkers.run(before);
       return sql.deleteFinished.run(before).changes;
     },
 
@@ -531,6 +533,7 @@ function prepareStatements(db: Db) {
       VALUES (@id, @host, @pid, @started_at, @last_seen_at, @jobs_done)
       ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, jobs_done = excluded.jobs_done`),
     deleteWorker: db.prepare<[string]>('DELETE FROM workers WHERE id = ?'),
+    pruneWorkers: db.prepare<[number]>('DELETE FROM workers WHERE last_seen_at < ?'),
     liveWorkers: db.prepare<[number], { id: string; host: string; pid: number; started_at: number; last_seen_at: number; jobs_done: number }>(
       'SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY started_at',
     ),
