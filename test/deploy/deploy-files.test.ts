@@ -1,26 +1,18 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { SETTINGS } from '../../packages/core/src/config.ts';
+import { SERVER_TIMEOUTS } from '../../apps/api/src/app.ts';
 import { nodeFlagsOf } from '../../scripts/node-flags.mjs';
 import { API_MAIN, ROOT, WORKER_MAIN, tempDir } from '../helpers/index.ts';
+import { NGINX, NGINX_ENV, findTool, writeNginxConfig } from '../helpers/nginx.ts';
 
 const DEPLOY = join(ROOT, 'scripts/deploy');
 
-/** A tool the check needs: under CI it must be there (.ci/run installs it); elsewhere the test says why it skips. */
-function tool(name: string, t: { skip: (why: string) => void }): boolean {
-  const found = spawnSync('sh', ['-c', `command -v ${name}`]).status === 0 || spawnSync('sh', ['-c', `test -x /usr/sbin/${name}`]).status === 0;
-  if (!found) {
-    if (process.env.CI) throw new Error(`${name} is missing: .ci/run installs it`);
-    t.skip(`${name} is not installed here (apt-get install ${name === 'nginx' ? 'nginx-light' : 'systemd'}); CI installs it`);
-  }
-  return found;
-}
-
 test('systemd-analyze verify accepts both units without a single warning', (t) => {
-  if (!tool('systemd-analyze', t)) return;
+  if (!findTool('systemd-analyze', t)) return;
   const dir = tempDir(t);
   const units = ['proxy-api.service', 'proxy-worker.service'].map((unit) => {
     copyFileSync(join(DEPLOY, unit), join(dir, unit));
@@ -58,32 +50,24 @@ test('each unit starts node with the flags on the first line of its entry file, 
 });
 
 test('nginx -t accepts the server block (with throwaway certificates in place of the placeholders)', (t) => {
-  if (!tool('nginx', t)) return;
+  if (!findTool('nginx', t)) return;
   const dir = tempDir(t);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=proxy.example.com', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
-  const block = readFileSync(join(DEPLOY, 'nginx.conf'), 'utf8')
-    .replace('/etc/ssl/certs/proxy.example.com.pem', join(dir, 'cert.pem'))
-    .replace('/etc/ssl/private/proxy.example.com.key', join(dir, 'key.pem'))
-    .replace('listen 80;', 'listen 127.0.0.1:18080;')
-    .replace('listen [::]:80;', 'listen [::1]:18080;')
-    .replace('listen 443 ssl http2;', 'listen 127.0.0.1:18443 ssl http2;')
-    .replace('listen [::]:443 ssl http2;', 'listen [::1]:18443 ssl http2;');
-  writeFileSync(join(dir, 'proxy.conf'), block);
-  writeFileSync(
-    join(dir, 'nginx.conf'),
-    `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path ${dir};\n  include ${dir}/proxy.conf;\n}\n`,
-  );
-  const result = spawnSync(process.env.NGINX ?? 'nginx', ['-t', '-p', dir, '-c', join(dir, 'nginx.conf')], { encoding: 'utf8', env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin` } });
+  const conf = writeNginxConfig(dir, { http: 18080, https: 18443, api: 8000 });
+  const result = spawnSync(NGINX, ['-t', '-p', dir, '-c', conf], { encoding: 'utf8', env: NGINX_ENV });
   assert.equal(result.status, 0, result.stderr);
   assert.match(result.stderr, /test is successful/);
 });
 
-test('nginx matches the API: body size equals BODY_LIMIT, X-Forwarded-For is overwritten, reads outlast a 60 s long-poll', () => {
+test('nginx matches the API: body size equals BODY_LIMIT, X-Forwarded-For is overwritten, reads outlast a 60 s long-poll, idle connections are dropped by nginx first', () => {
   const conf = readFileSync(join(DEPLOY, 'nginx.conf'), 'utf8');
   assert.equal(SETTINGS.BODY_LIMIT.default, '1mb');
   assert.match(conf, /client_max_body_size 1m;/);
   assert.match(conf, /proxy_set_header X-Forwarded-For \$remote_addr;/);
   assert.ok(Number(/proxy_read_timeout (\d+)s;/.exec(conf)?.[1]) > 60);
+  // nginx must close an idle upstream connection before proxy-api does (see the block's comment).
+  const upstream = /upstream chat_async_proxy \{[^}]*\}/.exec(conf)?.[0] ?? '';
+  const nginxIdleSeconds = Number(/keepalive_timeout (\d+)s;/.exec(upstream)?.[1]);
+  assert.ok(nginxIdleSeconds * 1000 < SERVER_TIMEOUTS.keepAliveMs, `nginx keeps idle API connections ${nginxIdleSeconds} s, the API ${SERVER_TIMEOUTS.keepAliveMs} ms`);
 });
 
 test('the crontab line is five time fields and a worker command that cannot run forever', () => {

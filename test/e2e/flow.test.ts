@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
@@ -9,6 +7,7 @@ import {
   API_MAIN,
   WORKER_MAIN,
   completedJob,
+  freePort,
   getJson,
   newCredentials,
   postSigned,
@@ -159,13 +158,7 @@ test('a database that cannot be opened stops the start with one line naming the 
   assert.equal((await api.exited).code, 1);
   assert.deepEqual(api.stderr.filter(Boolean), [`proxy-api: PROXY_DB_PATH: cannot open sqlite ${notADatabase}: file is not a database`]);
 
-  // Nothing listens on a port just closed.
-  const port = await new Promise<number>((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
+  const port = await freePort();
   const worker = spawnNode(WORKER_MAIN, ['stats'], testEnv(dir, { DATABASE_URL: `postgres://app:hunter2@127.0.0.1:${port}/jobs`, DATABASE_SCHEMA: 'public' }), dir);
   assert.equal((await worker.exited).code, 1);
   assert.deepEqual(worker.stderr.filter(Boolean), [`proxy-worker: DATABASE_URL: cannot open postgres app@127.0.0.1:${port}/jobs (schema public): connect ECONNREFUSED 127.0.0.1:${port}`]);

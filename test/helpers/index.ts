@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newJobId } from '../../packages/core/src/ids.ts';
@@ -244,4 +245,14 @@ export function newTestJob(overrides: Partial<NewJob> = {}): NewJob {
 export function manualClock(start = 1_000_000): { now: () => number; advance: (ms: number) => number } {
   let t = start;
   return { now: () => t, advance: (ms: number) => (t += ms) };
+}
+
+/** A port nothing listens on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
 }

@@ -15,6 +15,13 @@ import { statsHandler } from './routes/stats.js';
 import { cancelRequestHandler, createRequestHandler, getRequestHandler } from './routes/requests.js';
 import { runWorkerHandler, type WorkerPass } from './routes/worker.js';
 
+/**
+ * How long the server waits for a request's headers, for the whole request, and on an idle
+ * keep-alive connection: slow clients cannot pin sockets. nginx in front must keep idle connections
+ * for less than `keepAliveMs` (scripts/deploy/nginx.conf; a test holds the two together).
+ */
+export const SERVER_TIMEOUTS = { headersMs: 10_000, requestMs: 30_000, keepAliveMs: 5_000 } as const;
+
 export type { WorkerPass } from './routes/worker.js';
 
 export interface AppDeps {

@@ -17,7 +17,7 @@ import {
   runMain,
   secretValues,
 } from '@proxy/core';
-import { createApp, type WorkerPass } from './app.js';
+import { SERVER_TIMEOUTS, createApp, type WorkerPass } from './app.js';
 import { WATCH_POLL_MS, createJobWatcher } from './job-watcher.js';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
@@ -63,10 +63,9 @@ await runMain('proxy-api', async () => {
     server.once('listening', resolve);
     server.once('error', reject);
   });
-  // Slow clients cannot pin sockets: headers and the whole request must arrive in time.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
+  server.headersTimeout = SERVER_TIMEOUTS.headersMs;
+  server.requestTimeout = SERVER_TIMEOUTS.requestMs;
+  server.keepAliveTimeout = SERVER_TIMEOUTS.keepAliveMs;
   const { address, port } = server.address() as AddressInfo;
   logger.info('proxy-api listening', { address, port, database: describeDatabase(config.db), version, manual_worker: Boolean(worker) });
 
