@@ -134,6 +134,9 @@ test("the limiter's file locked past busy_timeout: reads pass unchecked (one war
   assert.equal(read.headers.get('ratelimit'), null, 'no budget was drawn, so none is reported');
   assert.equal(again.status, 200);
   assert.deepEqual([create.status, create.json.error.code], [503, 'unavailable']);
+  // Log lines reach the test through a pipe, after the answers: wait for the three access lines.
+  const accessLine = (l: string) => l.includes('"message":"request"') && l.includes('/v1/requests');
+  await eventually(async () => child.lines.filter(accessLine).length >= 4);
   const warnings = child.lines.filter((l) => l.includes('rate limiter unavailable'));
   assert.equal(warnings.length, 1, `one warning, not one a request: ${warnings.join('\n')}`);
   assert.equal(JSON.parse(warnings[0]!).level, 'warn');
