@@ -91,21 +91,41 @@ test('the PostgreSQL server closing every connection (a restart, a failover) sto
   assert.ok(api.child.lines.some((l) => l.includes('closed an idle connection')), 'the API says what happened');
 });
 
-test('a create while another process holds the write lock past busy_timeout: 503 unavailable with Retry-After; sent again once the lock is gone, it is stored once', async (t) => {
-  if (!onlyOn('sqlite', t, "holds the SQLite file's write lock")) return;
+/**
+ * Another connection takes a lock the API's writes must wait for, until `release`: the SQLite file's
+ * write lock (the jobs file or the limits file), or on PostgreSQL the table, as an operator's
+ * transaction or a non-concurrent index build would. Reads are not blocked.
+ */
+async function holdWriteLock(t: { after: (fn: () => Promise<void> | void) => void }, env: Record<string, string>, dir: string, what: 'jobs' | 'limits'): Promise<() => Promise<void>> {
+  if (BACKEND === 'sqlite') {
+    const holder = new Database(join(dir, what === 'jobs' ? 'requests.sqlite' : 'requests.limits.sqlite'));
+    t.after(() => {
+      holder.close();
+    });
+    holder.exec('BEGIN IMMEDIATE');
+    return async () => void holder.exec('ROLLBACK');
+  }
+  const holder = new pg.Client({ connectionString: env.DATABASE_URL });
+  await holder.connect();
+  t.after(() => holder.end());
+  await holder.query('BEGIN');
+  await holder.query(`LOCK TABLE ${env.DATABASE_SCHEMA}.${what === 'jobs' ? 'jobs' : 'rate_limits'} IN EXCLUSIVE MODE`);
+  return async () => void (await holder.query('ROLLBACK'));
+}
+
+test('a create while another connection holds the write lock past busy_timeout (lock_timeout on PostgreSQL): 503 unavailable with Retry-After; sent again once the lock is gone, it is stored once', { timeout: 60_000 }, async (t) => {
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
-  const { url } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret }), dir);
-  const holder = new Database(join(dir, 'requests.sqlite'));
-  t.after(() => holder.close());
-  holder.exec('BEGIN IMMEDIATE');
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret });
+  const { url } = await startApiProcess(t, env, dir);
+  const release = await holdWriteLock(t, env, dir, 'jobs');
   const body = signBody({ prompt: 'while locked', ...freshStamp() }, secret);
   const send = () => fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': key }, body });
   const locked = await send();
   assert.equal(locked.status, 503);
   assert.equal(locked.headers.get('retry-after'), '2');
   assert.deepEqual(await locked.json(), { error: { code: 'unavailable', message: 'the database does not answer; try again shortly' } });
-  holder.exec('ROLLBACK');
+  await release();
   const stored = await send();
   assert.equal(stored.status, 202);
   const again = await send();
@@ -113,18 +133,16 @@ test('a create while another process holds the write lock past busy_timeout: 503
   assert.equal(((await again.json()) as { id: string }).id, ((await stored.json()) as { id: string }).id);
 });
 
-test("the limiter's file locked past busy_timeout: reads pass unchecked (one warning), creates answer 503; limits resume once the lock is gone", async (t) => {
-  if (!onlyOn('sqlite', t, "holds the SQLite limits file's write lock")) return;
+test("the limiter's store locked past busy_timeout (lock_timeout on PostgreSQL): reads pass unchecked (one warning), creates answer 503; limits resume once the lock is gone", { timeout: 60_000 }, async (t) => {
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
-  const { url, child } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret }), dir);
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret });
+  const { url, child } = await startApiProcess(t, env, dir);
   const created = await postSigned(url, key, secret, { prompt: 'stored before the lock', ...freshStamp() });
   assert.equal(created.status, 202);
   const id = created.json.id as string;
 
-  const holder = new Database(join(dir, 'requests.limits.sqlite'));
-  t.after(() => holder.close());
-  holder.exec('BEGIN IMMEDIATE');
+  const release = await holdWriteLock(t, env, dir, 'limits');
   const [read, again, create] = await Promise.all([
     getJson(url, `/v1/requests/${id}`, key),
     getJson(url, `/v1/requests/${id}`, key),
@@ -141,7 +159,7 @@ test("the limiter's file locked past busy_timeout: reads pass unchecked (one war
   assert.equal(warnings.length, 1, `one warning, not one a request: ${warnings.join('\n')}`);
   assert.equal(JSON.parse(warnings[0]!).level, 'warn');
 
-  holder.exec('ROLLBACK');
+  await release();
   const after = await getJson(url, `/v1/requests/${id}`, key);
   assert.equal(after.status, 200);
   assert.match(after.headers.get('ratelimit') ?? '', /^"ip";r=\d+;t=\d+$/, 'the read is drawn again');

@@ -21,8 +21,9 @@ const UNAVAILABLE_CODES = new Set([
   // The disk under SQLite's WAL refusing a flush (wal-sync.ts keeps it as the cause).
   'EIO', 'ENOSPC', 'EDQUOT', 'EROFS',
   // PostgreSQL: shut down by an administrator, crashed, still starting; too many connections; a
-  // read-only server (a standby, as after a failover that has not reached the clients yet).
-  '57P01', '57P02', '57P03', '53300', '25006',
+  // read-only server (a standby, as after a failover that has not reached the clients yet); a lock
+  // held elsewhere past lock_timeout.
+  '57P01', '57P02', '57P03', '53300', '25006', '55P03',
 ]);
 
 const UNAVAILABLE_CODE_PREFIXES = [

@@ -11,6 +11,9 @@ const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', im
  */
 export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRATIONS_DIR): Promise<number> {
   return withClient(pool, async (client) => {
+    // Waiting here for another host's migrations, or for a table lock a migration needs, is not a
+    // stuck request: no lock_timeout for this session until it is done.
+    await client.query('SET lock_timeout = 0');
     await client.query('SELECT pg_advisory_lock(hashtext($1))', [`chat-async-proxy:${schema}`]);
     try {
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
@@ -40,6 +43,8 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
       return count;
     } finally {
       await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`chat-async-proxy:${schema}`]);
+      // Back to the connection's own setting before it returns to the pool.
+      await client.query('RESET lock_timeout');
     }
   });
 }

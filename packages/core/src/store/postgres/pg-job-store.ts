@@ -39,6 +39,9 @@ function pgText(value: string | null | undefined): string | null {
   return value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value;
 }
 
+/** How long a statement waits for a lock before it fails (SQLite's busy_timeout is the same). */
+export const LOCK_TIMEOUT_MS = 5000;
+
 /**
  * Opens the PostgreSQL job store: applies its migrations under an advisory lock, and LISTENs for job
  * changes so idle workers and long-poll watchers wake without polling the table.
@@ -47,7 +50,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const now = options.now ?? Date.now;
   const schema = options.schema ?? 'public';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
-  const connection = { connectionString: options.url, types, options: `-c search_path=${schema}` };
+  // lock_timeout: a write that waits for a lock held elsewhere (an operator's transaction, a
+  // non-concurrent index build) fails after 5 s, as 503 unavailable, as SQLite's busy_timeout does,
+  // instead of holding the request and a pooled connection until the lock goes.
+  const connection = { connectionString: options.url, types, options: `-c search_path=${schema} -c lock_timeout=${LOCK_TIMEOUT_MS}` };
   // A server that does not answer a connection (a network cut, a host gone) fails the query after
   // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes); keepalive
   // finds a connection that died silently.
