@@ -1,13 +1,14 @@
 import type { Request, RequestHandler, Response } from 'express';
-import { AppError, type Budget, type RateLimiter } from '@proxy/core';
+import { AppError, isDatabaseUnavailable, type Budget, type RateLimiter } from '@proxy/core';
 import { ctx } from '../context.js';
 
 export interface RateLimitOptions {
   /** Counts each refusal by the budgets that refused it. */
   onRefused?: (names: string[]) => void;
   /**
-   * When the limiter's own store fails (a full disk, its file locked past busy_timeout): true lets
-   * the request through, false refuses it with the store's error (503 unavailable).
+   * When the limiter's own store cannot serve (a full disk, a lock held past its 5 s wait): true
+   * lets the request through, false refuses it with the store's error (503 unavailable). Any other
+   * error is a fault and is never passed over.
    */
   passOnStoreError?: boolean;
 }
@@ -29,7 +30,7 @@ export function rateLimit(limiter: RateLimiter, budgetsFor: (req: Request, res: 
     try {
       result = await limiter.take(budgets);
     } catch (err) {
-      if (!options.passOnStoreError) throw err;
+      if (!options.passOnStoreError || !isDatabaseUnavailable(err)) throw err;
       passedSinceWarning += 1;
       const at = Date.now();
       if (at - lastWarnedAt >= STORE_ERROR_WARN_EVERY_MS) {
