@@ -52,7 +52,7 @@ test('each unit starts node with the flags on the first line of its entry file, 
 test('nginx -t accepts the server block (with throwaway certificates in place of the placeholders)', (t) => {
   if (!findTool('nginx', t)) return;
   const dir = tempDir(t);
-  const conf = writeNginxConfig(dir, { http: 18080, https: 18443, api: 8000 });
+  const conf = writeNginxConfig(dir, { http: 18080, https: 18443, api: 8000, ipv6: true });
   const result = spawnSync(NGINX, ['-t', '-p', dir, '-c', conf], { encoding: 'utf8', env: NGINX_ENV });
   assert.equal(result.status, 0, result.stderr);
   assert.match(result.stderr, /test is successful/);

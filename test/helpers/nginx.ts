@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { ROOT } from './index.ts';
 
-/** Where nginx is, or null; under CI it must be there (.ci/run installs it), elsewhere the test says why it skips. */
+/** Whether a tool the check needs is here; under CI it must be (.ci/run installs it), elsewhere the test says why it skips. */
 export function findTool(name: 'nginx' | 'systemd-analyze', t: { skip: (why: string) => void }): boolean {
   const found = spawnSync('sh', ['-c', `command -v ${name}`]).status === 0 || spawnSync('sh', ['-c', `test -x /usr/sbin/${name}`]).status === 0;
   if (!found) {
@@ -22,6 +22,8 @@ export interface NginxPorts {
   https: number;
   /** Where proxy-api listens, in place of the block's 127.0.0.1:8000. */
   api: number;
+  /** Keep the block's IPv6 listen lines (on ::1): for `nginx -t`, which binds nothing; a machine may have no IPv6. */
+  ipv6?: boolean;
 }
 
 /**
@@ -36,9 +38,9 @@ export function writeNginxConfig(dir: string, ports: NginxPorts): string {
     ['/etc/ssl/certs/proxy.example.com.pem', join(dir, 'cert.pem')],
     ['/etc/ssl/private/proxy.example.com.key', join(dir, 'key.pem')],
     ['listen 80;', `listen 127.0.0.1:${ports.http};`],
-    ['listen [::]:80;', ''],
+    ['listen [::]:80;', ports.ipv6 ? `listen [::1]:${ports.http};` : ''],
     ['listen 443 ssl http2;', `listen 127.0.0.1:${ports.https} ssl http2;`],
-    ['listen [::]:443 ssl http2;', ''],
+    ['listen [::]:443 ssl http2;', ports.ipv6 ? `listen [::1]:${ports.https} ssl http2;` : ''],
     ['server 127.0.0.1:8000;', `server 127.0.0.1:${ports.api};`],
   ];
   let block = original;
