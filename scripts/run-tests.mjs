@@ -34,7 +34,7 @@ files.sort();
 const SQLITE_ONLY = ['sqlite-store.test.ts', 'store-contract.test.ts', 'entry-points.test.ts', 'unavailable.test.ts'];
 // These measure latency or load the machine with many processes: they run alone, after the rest,
 // so neither skews the other on a 2-core machine.
-const ALONE = ['long-poll.test.ts', 'multi-host.test.ts'];
+const ALONE = ['long-poll.test.ts', 'multi-host.test.ts', 'backlogs.test.ts'];
 
 function spawnTests(list, env, concurrency) {
   if (list.length === 0) return 0;

@@ -32,7 +32,11 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.match(claimDue, /SEARCH jobs USING (COVERING )?INDEX sqlite_autoindex_jobs_1 \(id=\?\)/);
   assert.doesNotMatch(claimDue, /TEMP B-TREE|SCAN jobs/);
   assert.match(plan("SELECT * FROM jobs WHERE status = 'in_progress' AND lease_until <= @now ORDER BY lease_until LIMIT @limit"), /USING INDEX jobs_running_lease/);
-  assert.match(plan("UPDATE jobs SET status = 'expired' WHERE status = 'queued' AND expires_at <= @now"), /USING (COVERING )?INDEX jobs_queued_expiry/);
+  const expire = plan(
+    "UPDATE jobs SET status = 'expired' WHERE rowid IN (SELECT rowid FROM jobs WHERE status = 'queued' AND expires_at <= @now ORDER BY expires_at LIMIT CAST(@limit AS INTEGER)) RETURNING model",
+  );
+  assert.match(expire, /SEARCH jobs USING (COVERING )?INDEX jobs_queued_expiry \(expires_at<\?\)/);
+  assert.doesNotMatch(expire, /TEMP B-TREE|SCAN jobs/);
   assert.match(plan('SELECT * FROM jobs WHERE id = @id'), /USING INDEX sqlite_autoindex_jobs_1|PRIMARY KEY/);
   assert.match(plan('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'), /USING INDEX jobs_client_nonce/);
   assert.match(plan("SELECT * FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT @limit"), /USING INDEX jobs_status_finished/);
@@ -40,7 +44,7 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   const finished = "status IN ('completed', 'failed', 'cancelled', 'expired')";
   for (const query of [
     `SELECT id, status, finished_at FROM jobs WHERE ${finished} AND finished_at >= @now ORDER BY finished_at`,
-    `DELETE FROM jobs WHERE ${finished} AND finished_at < @now`,
+    `DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE ${finished} AND finished_at < @now LIMIT CAST(@limit AS INTEGER))`,
     `SELECT finished_at / 60000 AS minute, status, COUNT(*) AS n FROM jobs WHERE ${finished} AND finished_at >= @now GROUP BY minute, status`,
   ]) {
     assert.match(plan(query), /SEARCH jobs USING (COVERING )?INDEX jobs_status_finished \(status=\? AND finished_at[<>]\?\)/, query);

@@ -10,6 +10,7 @@ import pg from 'pg';
 import { openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import type { ClaimedJob, JobRecord, JobStore } from '../src/store/types.ts';
+import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
 import { manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -396,6 +397,58 @@ for (const backend of backends) {
     await store.checkpoint();
     const expired = (await store.readCounters()).filter((x) => x.name === 'jobs_finished_total');
     assert.deepEqual(expired.map((x) => [x.labels, x.value]), [[{ model: 'm', status: 'expired' }, 2]], 'both counted, under one label set');
+  });
+
+  test('a backlog of overdue jobs: each claim expires at most CLAIM_EXPIRE_LIMIT and takes nothing until the backlog is gone, then the due job', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const overdue = 3 * CLAIM_EXPIRE_LIMIT + 7;
+    await Promise.all(Array.from({ length: overdue }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
+    c.advance(1);
+    const { job: live } = await store.createJob(job());
+    c.advance(1000);
+    const claim = () => store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
+    assert.deepEqual(await claim(), [], 'the first claim only expires');
+    assert.equal((await store.countByStatus()).expired, CLAIM_EXPIRE_LIMIT);
+    const claims: number[] = [];
+    let taken: ClaimedJob[] = [];
+    while (taken.length === 0 && claims.length < 10) {
+      taken = await claim();
+      claims.push((await store.countByStatus()).expired);
+    }
+    assert.deepEqual(taken.map((j) => j.id), [live.id], 'the live job, once nothing overdue is left');
+    assert.deepEqual(claims, [2 * CLAIM_EXPIRE_LIMIT, 3 * CLAIM_EXPIRE_LIMIT, overdue], 'a full batch a claim; the claim that expires the last few takes the live job');
+    assert.deepEqual(await store.countByStatus(), { queued: 0, in_progress: 1, completed: 0, failed: 0, cancelled: 0, expired: overdue });
+  });
+
+  test('expiry and retention work through backlogs larger than one batch, and count each job once', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const many = 1234;
+    await Promise.all(Array.from({ length: many }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
+    const { job: live } = await store.createJob(job({ expiresAt: c.now() + 60_000 }));
+    c.advance(1000);
+    assert.equal(await store.expireOverdue(), many);
+    assert.equal((await store.getJob(live.id))?.status, 'queued');
+    c.advance(1000);
+    const cut = c.now();
+    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+    assert.equal(held?.id, live.id);
+    c.advance(1000);
+    await store.completeJob(live.id, held!.leaseToken, { outputText: 'kept', usage: null, response: {} });
+    assert.equal(await store.deleteFinishedBefore(cut), many, 'every expired job, and not the one finished after the cut');
+    assert.equal((await store.getJob(live.id))?.outputText, 'kept');
+    assert.deepEqual(await store.countByStatus(), { queued: 0, in_progress: 0, completed: 1, failed: 0, cancelled: 0, expired: 0 });
+    await store.checkpoint();
+    const expired = (await store.readCounters()).filter((x) => x.name === 'jobs_finished_total' && x.labels.status === 'expired');
+    assert.deepEqual(expired.map((x) => x.value), [many]);
+    const aborted = AbortSignal.abort();
+    await Promise.all(Array.from({ length: many }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
+    c.advance(1000);
+    const first = await store.expireOverdue(aborted);
+    assert.ok(first > 0 && first < many, `an aborted pass stops after its first batch (${first} of ${many})`);
   });
 
   test('cancel: a queued job at once, a running one through its lease renewal; only the owner may', async (t) => {

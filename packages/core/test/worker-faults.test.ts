@@ -405,6 +405,30 @@ test('once deletes finished jobs past retention on its way out', async (t) => {
   void dir;
 });
 
+test("a daemon's housekeeping runs beside its claims, and stopping ends it between two batches", async (t) => {
+  let purging: { signal: AbortSignal | undefined } | undefined;
+  const { store, worker, daemon, enqueue } = await setUp(t, () => ({}), {
+    housekeepingMs: 20,
+    // A purge that goes on until it is told to stop, as one of a large backlog does for seconds
+    // (and ends by itself after 15 s, so that a worker that cannot stop it fails this test, not hangs).
+    wrapStore: (inner) =>
+      Object.assign(Object.create(inner) as JobStore, {
+        deleteFinishedBefore: (_before: number, signal?: AbortSignal) =>
+          new Promise<number>((resolve) => {
+            purging = { signal };
+            signal?.addEventListener('abort', () => resolve(0));
+            setTimeout(() => resolve(0), 15_000).unref();
+          }),
+      }),
+  });
+  await eventually(async () => purging);
+  const id = await enqueue('during the purge');
+  assert.equal((await finalJob(store, id, 5000)).status, 'completed', 'claimed and run while the purge went on');
+  await within(worker.stop(), 2000, 'stop');
+  await within(daemon, 2000, 'the daemon ending');
+  assert.equal(purging?.signal?.aborted, true);
+});
+
 test('the database failing between the claim and the call: the job goes back with its attempt unspent and completes, instead of waiting for its lease', async (t) => {
   // A real refusal from pg, as a pool query meets it when the server has just gone away.
   const refused = await new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/none' }).connect().then(() => null, (err: unknown) => err);

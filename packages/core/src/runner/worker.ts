@@ -100,6 +100,11 @@ export function createWorker(options: WorkerOptions): Worker {
   let requeuedSinceWake = false;
   // A call ended or a job settled since the loop last looked: a slot may be free.
   let slotFreed = false;
+  // A daemon's housekeeping runs beside the claim loop, not in it: purging a large backlog takes
+  // seconds (in short batches, see in-batches.ts), and claims go on meanwhile. Stopping ends it
+  // between two batches.
+  let housekeepingRun: Promise<void> | null = null;
+  const housekeepingStop = new AbortController();
   const startedAt = now();
 
   const sleep = (ms: number) =>
@@ -189,9 +194,11 @@ export function createWorker(options: WorkerOptions): Worker {
             lastHeartbeat = at;
             await options.store.recordHeartbeat({ id, host: hostname(), pid: process.pid, startedAt, lastSeenAt: at, jobsDone });
           }
-          if (at - lastHousekeeping >= (options.housekeepingMs ?? 60_000)) {
+          if (at - lastHousekeeping >= (options.housekeepingMs ?? 60_000) && !housekeepingRun) {
             lastHousekeeping = at;
-            await housekeeping();
+            housekeepingRun = housekeeping().finally(() => {
+              housekeepingRun = null;
+            });
           }
         }
         failures = 0;
@@ -226,14 +233,15 @@ export function createWorker(options: WorkerOptions): Worker {
       }
     }
     await drain();
+    await housekeepingRun;
     if (mode === 'once') await housekeeping();
     return report;
   }
 
   async function housekeeping() {
     try {
-      const expired = await options.store.expireOverdue();
-      const deleted = await options.store.deleteFinishedBefore(now() - options.retentionMs);
+      const expired = await options.store.expireOverdue(housekeepingStop.signal);
+      const deleted = await options.store.deleteFinishedBefore(now() - options.retentionMs, housekeepingStop.signal);
       await options.store.checkpoint();
       if (expired || deleted) log.info('housekeeping', { expired, deleted });
     } catch (err) {
@@ -263,6 +271,7 @@ export function createWorker(options: WorkerOptions): Worker {
     stop() {
       if (!stopped) {
         stopping = true;
+        housekeepingStop.abort();
         wakeUp();
         stopped = (async () => {
           const grace = setTimeout(() => shutdown.abort(), options.shutdownGraceMs);
@@ -274,6 +283,7 @@ export function createWorker(options: WorkerOptions): Worker {
     },
     abortNow() {
       stopping = true;
+      housekeepingStop.abort();
       shutdown.abort();
       wakeUp();
     },

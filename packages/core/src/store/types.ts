@@ -183,10 +183,14 @@ export interface JobStore {
   listFinishedSince(since: number): Promise<Array<{ id: string; status: JobStatus; finishedAt: number }>>;
   /** The earliest time a queued job becomes due or a lease lapses; null when nothing waits. */
   nextWakeAt(): Promise<number | null>;
-  /** Ends queued jobs whose deadline passed; returns how many. */
-  expireOverdue(): Promise<number>;
-  /** Deletes jobs that finished before `before` (and workers last seen before it); returns how many jobs. */
-  deleteFinishedBefore(before: number): Promise<number>;
+  /** Ends queued jobs whose deadline passed, in short batches (`signal` stops it between two); returns how many. */
+  expireOverdue(signal?: AbortSignal): Promise<number>;
+  /**
+   * Deletes jobs that finished before `before` (and workers last seen before it); returns how many
+   * jobs. Deletes in short batches that leave the database to other writers in between; `signal`
+   * stops it between two.
+   */
+  deleteFinishedBefore(before: number, signal?: AbortSignal): Promise<number>;
   countByStatus(): Promise<QueueCounts>;
   /** The newest jobs, optionally of one status and one client. */
   listJobs(filter: { status?: JobStatus; client?: string; limit: number }): Promise<JobRecord[]>;

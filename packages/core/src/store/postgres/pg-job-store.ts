@@ -1,5 +1,6 @@
 import pg from 'pg';
-import { createExpirySpacing } from '../expiry-spacing.js';
+import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
+import { inBatches } from '../in-batches.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
@@ -128,20 +129,27 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
   const expirySpacing = createExpirySpacing();
 
-  /** Expires the queued jobs past their deadline and counts them per model, in one statement. */
-  async function expireDue(c: Q, at: number): Promise<number> {
+  /**
+   * Expires at most `limit` queued jobs past their deadline, the longest overdue first, and counts
+   * them per model, in one statement. Rows another claimer holds are left to it.
+   */
+  async function expireDue(c: Q, at: number, limit: number): Promise<number> {
     const { rows } = await c.query<{ n: number }>(
       `WITH expired AS (
          UPDATE jobs
             SET status = 'expired', finished_at = $1, updated_at = $1, error_code = $2, error_message = $3
-          WHERE status = 'queued' AND expires_at <= $1
+          WHERE id IN (SELECT id FROM jobs
+                        WHERE status = 'queued' AND expires_at <= $1
+                        ORDER BY expires_at
+                        LIMIT $4
+                          FOR UPDATE SKIP LOCKED)
          RETURNING model),
        counted AS (
          INSERT INTO counter_deltas (name, labels, value)
          SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":"expired"}', COUNT(*)
            FROM expired GROUP BY model)
        SELECT COUNT(*)::int AS n FROM expired`,
-      [at, EXPIRED_ERROR.code, EXPIRED_ERROR.message],
+      [at, EXPIRED_ERROR.code, EXPIRED_ERROR.message, limit],
     );
     return rows[0]?.n ?? 0;
   }
@@ -370,7 +378,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       // Expires overdue jobs, ends or reclaims lapsed leases (the oldest work in the system, so taken
       // first), then fills what room is left from the queue when `thenQueue`.
       async function sweep(c: pg.PoolClient, limit: number, thenQueue: boolean): Promise<ClaimedJob[]> {
-        await expireDue(c, at);
+        // A backlog of overdue jobs left after the scan: the queue waits (see expirySpacing.unfinished).
+        const backlog = (await expireDue(c, at, CLAIM_EXPIRE_LIMIT)) === CLAIM_EXPIRE_LIMIT;
+        if (backlog) expirySpacing.unfinished();
         const claimed: ClaimedJob[] = [];
         // SKIP LOCKED lets other claimers pass rows taken here.
         const lapsed = await c.query<JobRow>(
@@ -391,7 +401,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           }
         }
         const room = limit - claimed.length;
-        if (thenQueue && room > 0) claimed.push(...(await claimDue(c, room)));
+        if (thenQueue && room > 0 && !backlog) claimed.push(...(await claimDue(c, room)));
         return claimed;
       }
     },
@@ -464,17 +474,30 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return rows[0]?.at ?? null;
     },
 
-    async expireOverdue() {
-      return tx((c) => expireDue(c, now()));
+    async expireOverdue(signal) {
+      const at = now();
+      return inBatches((limit) => tx((c) => expireDue(c, at, limit)), signal ? { signal } : {});
     },
 
-    async deleteFinishedBefore(before) {
+    async deleteFinishedBefore(before, signal) {
       // The chart's rows go with the jobs they counted, and so do the rows of workers last seen
       // before then: one that died without saying so (kill -9, a lost host) leaves its row behind.
       await pool.query('DELETE FROM finished_per_minute WHERE minute < $1', [Math.floor(before / 60_000)]);
       await pool.query('DELETE FROM workers WHERE last_seen_at < $1', [before]);
-      const { rowCount } = await pool.query('DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1', [before]);
-      return rowCount ?? 0;
+      // In batches (in-batches.ts): one statement would hold its rows' locks until it ends, so a
+      // cancel or a retry of one of them would wait that long. Workers on other hosts purging at the
+      // same time skip each other's rows instead of waiting for them.
+      return inBatches(async (limit) => {
+        const { rowCount } = await pool.query(
+          `DELETE FROM jobs
+            WHERE id IN (SELECT id FROM jobs
+                          WHERE finished_at IS NOT NULL AND finished_at < $1
+                          LIMIT $2
+                            FOR UPDATE SKIP LOCKED)`,
+          [before, limit],
+        );
+        return rowCount ?? 0;
+      }, signal ? { signal } : {});
     },
 
     async countByStatus() {

@@ -24,7 +24,8 @@ import {
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
-import { createExpirySpacing } from '../expiry-spacing.js';
+import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
+import { inBatches } from '../in-batches.js';
 import { createWalSync, type Datasync } from './wal-sync.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
 
@@ -87,19 +88,26 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     counters.add('jobs_finished_total', { status, model });
     minutes.add(status, at);
   };
-  const expireDue = (at: number): number => {
-    const rows = sql.expireQueued.all({ now: at, ...EXPIRED_ERROR });
+  const expireDue = (at: number, limit: number): number => {
+    const rows = sql.expireQueued.all({ now: at, limit, ...EXPIRED_ERROR });
     for (const { model } of rows) finished('expired', model, at);
     return rows.length;
   };
 
   const expirySpacing = createExpirySpacing();
+  /** A claim's expiry scan; true when it hit its limit, so more jobs may be overdue. */
+  const expireBounded = (at: number): boolean => {
+    if (expireDue(at, CLAIM_EXPIRE_LIMIT) < CLAIM_EXPIRE_LIMIT) return false;
+    expirySpacing.unfinished();
+    return true;
+  };
 
   // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
   const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
     // See expiry-spacing.ts: a full claim scans at most every 250 ms, a short one always.
     const scanned = expirySpacing.before(at);
-    if (scanned) expireDue(at);
+    // A backlog of overdue jobs left after the scan: the queue waits (see expirySpacing.unfinished).
+    const backlog = scanned && expireBounded(at);
     const claimed: ClaimedJob[] = [];
     // Jobs whose worker vanished first: they are the oldest work in the system.
     for (const row of sql.lapsedLeases.all({ now: at, limit: opts.limit })) {
@@ -113,10 +121,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       }
     }
     const room = opts.limit - claimed.length;
-    if (room > 0) {
+    if (room > 0 && !backlog) {
       for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toJob(row));
     }
-    if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expireDue(at);
+    if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expireBounded(at);
     return claimed;
   };
 
@@ -252,21 +260,22 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return row?.at ?? null;
     },
 
-    async expireOverdue() {
+    async expireOverdue(signal) {
       const at = now();
-      return writes.run(() => expireDue(at));
+      return inBatches((limit) => writes.run(() => expireDue(at, limit)), signal ? { signal } : {});
     },
 
     async readCounters() {
       return counters.read();
     },
 
-    async deleteFinishedBefore(before) {
+    async deleteFinishedBefore(before, signal) {
       // The chart's rows go with the jobs they counted, and so do the rows of workers last seen
       // before then: one that died without saying so (kill -9, a lost host) leaves its row behind.
       sql.pruneMinutes.run(before);
       sql.pruneWorkers.run(before);
-      return sql.deleteFinished.run(before).changes;
+      // In batches, each its own transaction: see in-batches.ts.
+      return inBatches((limit) => sql.deleteFinished.run({ before, limit }).changes, signal ? { signal } : {});
     },
 
     async countByStatus() {
@@ -423,7 +432,10 @@ function prepareStatements(db: Db) {
     expireQueued: db.prepare(`
       UPDATE jobs
          SET status = 'expired', finished_at = @now, updated_at = @now, error_code = @code, error_message = @message
-       WHERE status = 'queued' AND expires_at <= @now
+       WHERE rowid IN (SELECT rowid FROM jobs
+                        WHERE status = 'queued' AND expires_at <= @now
+                        ORDER BY expires_at
+                        LIMIT CAST(@limit AS INTEGER))
       RETURNING model`) as Statement<[object], { model: string }>,
     lapsedLeases: jobs(`
       SELECT * FROM jobs
@@ -524,7 +536,11 @@ function prepareStatements(db: Db) {
     finishedSince: db.prepare<[number], { id: string; status: JobStatus; finished_at: number }>(
       `SELECT id, status, finished_at FROM jobs WHERE status IN ${FINISHED} AND finished_at >= ? ORDER BY finished_at`,
     ),
-    deleteFinished: db.prepare<[number]>(`DELETE FROM jobs WHERE status IN ${FINISHED} AND finished_at < ?`),
+    deleteFinished: db.prepare<[{ before: number; limit: number }]>(`
+      DELETE FROM jobs
+       WHERE rowid IN (SELECT rowid FROM jobs
+                        WHERE status IN ${FINISHED} AND finished_at < @before
+                        LIMIT CAST(@limit AS INTEGER))`),
     // Kept by triggers (migration 0006): six rows, however many jobs the file holds.
     countByStatus: db.prepare<[], { status: JobStatus; n: number }>('SELECT status, n FROM job_counts'),
 
