@@ -451,6 +451,22 @@ for (const backend of backends) {
     assert.ok(first > 0 && first < many, `an aborted pass stops after its first batch (${first} of ${many})`);
   });
 
+  test('requeueing every failed job works through more than one batch, and leaves other jobs alone', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    const many = 1234;
+    await Promise.all(Array.from({ length: many + 1 }, () => store.createJob(job())));
+    const held = await store.claimJobs({ workerId: 'w', limit: many + 1, leaseMs: 60_000 });
+    assert.equal(held.length, many + 1);
+    const [kept, ...failing] = held as [ClaimedJob, ...ClaimedJob[]];
+    await store.completeJob(kept.id, kept.leaseToken, { outputText: 'ok', usage: null, response: {} });
+    await Promise.all(failing.map((h) => store.finishJob(h.id, h.leaseToken, 'failed', { code: 'upstream_401', message: 'bad key' })));
+    const requeued = await store.requeueJobs('all-failed');
+    assert.equal(requeued.length, many);
+    assert.deepEqual(new Set(requeued), new Set(failing.map((h) => h.id)), 'each failed job once');
+    assert.deepEqual(await store.countByStatus(), { queued: many, in_progress: 0, completed: 1, failed: 0, cancelled: 0, expired: 0 });
+  });
+
   test('cancel: a queued job at once, a running one through its lease renewal; only the owner may', async (t) => {
     const place = await backend.place(t);
     const store = await place.open();

@@ -2,6 +2,11 @@ import { isJobId } from '@proxy/core';
 import { CliError } from './cli-error.js';
 import { output, withStore } from './admin-context.js';
 
+/** The ids a terminal line names: a few, not the 100,000 of a day of failures (`--json` has them all). */
+const MAX_LISTED = 20;
+const listed = (ids: readonly string[]) =>
+  ids.length === 0 ? '' : ids.length <= MAX_LISTED ? `: ${ids.join(' ')}` : `: ${ids.slice(0, MAX_LISTED).join(' ')} and ${ids.length - MAX_LISTED} more (--json lists them all)`;
+
 /** `proxy-worker retry <id> | --all-failed`: puts failed (or expired) jobs back in the queue. */
 export async function runRetry(id: string | undefined, opts: { allFailed?: boolean; json?: boolean }): Promise<void> {
   if (Boolean(id) === Boolean(opts.allFailed)) throw new CliError('give one request id, or --all-failed');
@@ -9,6 +14,6 @@ export async function runRetry(id: string | undefined, opts: { allFailed?: boole
   await withStore(async (store) => {
     const requeued = await store.requeueJobs(id ? [id] : 'all-failed');
     if (id && requeued.length === 0) throw new CliError(`request ${id} is not failed or expired (or does not exist)`);
-    output(Boolean(opts.json), { requeued }, () => `requeued ${requeued.length} job${requeued.length === 1 ? '' : 's'}${requeued.length ? `: ${requeued.join(' ')}` : ''}`);
+    output(Boolean(opts.json), { requeued }, () => `requeued ${requeued.length} job${requeued.length === 1 ? '' : 's'}${listed(requeued)}`);
   });
 }

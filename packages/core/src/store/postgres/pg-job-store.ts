@@ -525,16 +525,28 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async requeueJobs(ids) {
       const at = now();
-      const { rows } = await pool.query<{ id: string }>(
-        `UPDATE jobs
-            SET status = 'queued', attempts = 0, run_after = $1, expires_at = $1 + (expires_at - created_at),
-                finished_at = NULL, started_at = NULL, lease_until = NULL, worker_id = NULL, cancel_requested = 0,
-                error_code = NULL, error_message = NULL, upstream_status = NULL, updated_at = $1
-          WHERE status IN ('failed', 'expired') AND ($2::boolean OR id = ANY($3::text[])) AND ($2::boolean = false OR status = 'failed')
-         RETURNING id`,
-        [at, ids === 'all-failed', ids === 'all-failed' ? [] : ids],
-      );
-      return rows.map((r) => r.id);
+      // A fresh start: new attempts, and the same length of deadline the job first had.
+      const requeue = async (which: string, params: unknown[]) => {
+        const { rows } = await pool.query<{ id: string }>(
+          `UPDATE jobs
+              SET status = 'queued', attempts = 0, run_after = $1, expires_at = $1 + (expires_at - created_at),
+                  finished_at = NULL, started_at = NULL, lease_until = NULL, worker_id = NULL, cancel_requested = 0,
+                  error_code = NULL, error_message = NULL, upstream_status = NULL, updated_at = $1
+            WHERE ${which}
+           RETURNING id`,
+          [at, ...params],
+        );
+        return rows.map((r) => r.id);
+      };
+      if (ids !== 'all-failed') return requeue(`status IN ('failed', 'expired') AND id = ANY($2::text[])`, [ids]);
+      // Every failed job may be a day's traffic after a bad key: in batches (see in-batches.ts).
+      const requeued: string[] = [];
+      await inBatches(async (limit) => {
+        const batch = await requeue(`id IN (SELECT id FROM jobs WHERE status = 'failed' LIMIT $2 FOR UPDATE SKIP LOCKED)`, [limit]);
+        requeued.push(...batch);
+        return batch.length;
+      });
+      return requeued;
     },
 
     async finishedPerMinute(since) {

@@ -360,10 +360,19 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async requeueJobs(ids) {
       const at = now();
-      return writes.run(() => {
-        const targets = ids === 'all-failed' ? (sql.allFailedIds.pluck().all() as string[]) : ids;
-        return targets.filter((id) => sql.requeue.run({ id, now: at }).changes === 1);
-      });
+      const requeue = (targets: readonly string[]) => targets.filter((id) => sql.requeue.run({ id, now: at }).changes === 1);
+      if (ids !== 'all-failed') return writes.run(() => requeue(ids));
+      // Every failed job may be a day's traffic after a bad key: in batches (see in-batches.ts), each
+      // taking the failed jobs the last one left.
+      const requeued: string[] = [];
+      await inBatches((limit) =>
+        writes.run(() => {
+          const batch = requeue(sql.failedIds.pluck().all({ limit }) as string[]);
+          requeued.push(...batch);
+          return batch.length;
+        }),
+      );
+      return requeued;
     },
 
     async finishedPerMinute(since) {
@@ -520,7 +529,7 @@ function prepareStatements(db: Db) {
        LIMIT CAST(@limit AS INTEGER)`),
     // rowid follows insertion, so this is newest first without an index on created_at.
     listNewest: jobs('SELECT * FROM jobs WHERE (@client IS NULL OR client = @client) ORDER BY rowid DESC LIMIT CAST(@limit AS INTEGER)'),
-    allFailedIds: db.prepare("SELECT id FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL"),
+    failedIds: db.prepare("SELECT id FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL LIMIT CAST(@limit AS INTEGER)"),
     // A fresh start: new attempts, and the same length of deadline the job first had.
     requeue: db.prepare(`
       UPDATE jobs
