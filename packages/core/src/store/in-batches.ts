@@ -16,7 +16,7 @@ const MAX_BATCH = 50_000;
 
 export interface InBatchesOptions {
   /** Stops between batches (a worker shutting down); what was written stays written. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** The clock the batches are timed with, in ms (tests). */
   clock?: () => number;
   sleep?: (ms: number) => Promise<void>;

@@ -476,7 +476,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async expireOverdue(signal) {
       const at = now();
-      return inBatches((limit) => tx((c) => expireDue(c, at, limit)), signal ? { signal } : {});
+      return inBatches((limit) => tx((c) => expireDue(c, at, limit)), { signal });
     },
 
     async deleteFinishedBefore(before, signal) {
@@ -497,7 +497,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           [before, limit],
         );
         return rowCount ?? 0;
-      }, signal ? { signal } : {});
+      }, { signal });
     },
 
     async countByStatus() {

@@ -262,7 +262,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async expireOverdue(signal) {
       const at = now();
-      return inBatches((limit) => writes.run(() => expireDue(at, limit)), signal ? { signal } : {});
+      return inBatches((limit) => writes.run(() => expireDue(at, limit)), { signal });
     },
 
     async readCounters() {
@@ -275,7 +275,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       sql.pruneMinutes.run(before);
       sql.pruneWorkers.run(before);
       // In batches, each its own transaction: see in-batches.ts.
-      return inBatches((limit) => sql.deleteFinished.run({ before, limit }).changes, signal ? { signal } : {});
+      return inBatches((limit) => sql.deleteFinished.run({ before, limit }).changes, { signal });
     },
 
     async countByStatus() {
