@@ -30,13 +30,15 @@ export function createExpirySpacing() {
     before: (at: number): boolean => (at - last >= CLAIM_EXPIRY_EVERY_MS || at < last ? ran(at) : false),
     after: (at: number, scannedBefore: boolean, short: boolean): boolean => (!scannedBefore && short ? ran(at) : false),
     /**
-     * The scan that ran expired CLAIM_EXPIRE_LIMIT jobs, so more may be overdue: the next claim
-     * scans first again, whenever it comes. Until the backlog is gone a claim takes nothing from the
-     * queue after its scan: the queue's query would walk every overdue job still queued (they are
-     * the oldest due) to reach the live ones.
+     * Given how many jobs the scan that ran expired: true when it hit CLAIM_EXPIRE_LIMIT, so more may
+     * be overdue, and then the next claim scans first again, whenever it comes. Until the backlog is
+     * gone a claim takes nothing from the queue after its scan: the queue's query would walk every
+     * overdue job still queued (they are the oldest due) to reach the live ones.
      */
-    unfinished: (): void => {
+    backlog: (expired: number): boolean => {
+      if (expired < CLAIM_EXPIRE_LIMIT) return false;
       last = -Infinity;
+      return true;
     },
   };
 }

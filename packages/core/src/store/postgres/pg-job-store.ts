@@ -378,9 +378,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       // Expires overdue jobs, ends or reclaims lapsed leases (the oldest work in the system, so taken
       // first), then fills what room is left from the queue when `thenQueue`.
       async function sweep(c: pg.PoolClient, limit: number, thenQueue: boolean): Promise<ClaimedJob[]> {
-        // A backlog of overdue jobs left after the scan: the queue waits (see expirySpacing.unfinished).
-        const backlog = (await expireDue(c, at, CLAIM_EXPIRE_LIMIT)) === CLAIM_EXPIRE_LIMIT;
-        if (backlog) expirySpacing.unfinished();
+        // A backlog of overdue jobs left after the scan: the queue waits (see expirySpacing.backlog).
+        const backlog = expirySpacing.backlog(await expireDue(c, at, CLAIM_EXPIRE_LIMIT));
         const claimed: ClaimedJob[] = [];
         // SKIP LOCKED lets other claimers pass rows taken here.
         const lapsed = await c.query<JobRow>(

@@ -95,19 +95,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   };
 
   const expirySpacing = createExpirySpacing();
-  /** A claim's expiry scan; true when it hit its limit, so more jobs may be overdue. */
-  const expireBounded = (at: number): boolean => {
-    if (expireDue(at, CLAIM_EXPIRE_LIMIT) < CLAIM_EXPIRE_LIMIT) return false;
-    expirySpacing.unfinished();
-    return true;
-  };
 
   // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
   const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
     // See expiry-spacing.ts: a full claim scans at most every 250 ms, a short one always.
     const scanned = expirySpacing.before(at);
-    // A backlog of overdue jobs left after the scan: the queue waits (see expirySpacing.unfinished).
-    const backlog = scanned && expireBounded(at);
+    // A backlog of overdue jobs left after the scan: the queue waits (see expirySpacing.backlog).
+    const backlog = scanned && expirySpacing.backlog(expireDue(at, CLAIM_EXPIRE_LIMIT));
     const claimed: ClaimedJob[] = [];
     // Jobs whose worker vanished first: they are the oldest work in the system.
     for (const row of sql.lapsedLeases.all({ now: at, limit: opts.limit })) {
@@ -124,7 +118,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     if (room > 0 && !backlog) {
       for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toJob(row));
     }
-    if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expireBounded(at);
+    if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expirySpacing.backlog(expireDue(at, CLAIM_EXPIRE_LIMIT));
     return claimed;
   };
 
