@@ -5,6 +5,7 @@ import { ctx } from './context.js';
 import { authenticate, identify } from './middleware/authenticate.js';
 import { errorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
 import { clientIp, rateLimit } from './middleware/rate-limit.js';
+import { rawBody } from './middleware/raw-body.js';
 import { requestContext } from './middleware/request-context.js';
 import { healthHandler } from './routes/health.js';
 import { WATCH_POLL_MS, createJobWatcher, type JobWatcher } from './job-watcher.js';
@@ -53,8 +54,6 @@ export function createApp(deps: AppDeps): Express {
     if (!req.is('application/json')) throw new AppError('unsupported_media_type', 'send the body as Content-Type: application/json');
     next();
   };
-  // Raw bytes, not parsed JSON: the signature covers exactly what the client sent.
-  const rawBody = express.raw({ type: () => true, limit: deps.config.http.bodyLimitBytes });
 
   const metrics = createApiMetrics();
   const limits = deps.config.rateLimits;
@@ -84,7 +83,7 @@ export function createApp(deps: AppDeps): Express {
   });
 
   const watcher = deps.watcher ?? createJobWatcher({ store: deps.store, logger: deps.logger, pollMs: WATCH_POLL_MS });
-  const create = [identify(deps.clients), createLimits, auth, requireJson, rawBody, createRequestHandler({ store: deps.store, config: deps.config, now })];
+  const create = [identify(deps.clients), createLimits, auth, requireJson, rawBody(deps.config.http.bodyLimitBytes), createRequestHandler({ store: deps.store, config: deps.config, now })];
   const read = [readsPerIp, auth, getRequestHandler({ store: deps.store, watcher })];
   const work = [readsPerIp, auth, runWorkerHandler(deps.workerPass)];
   const health = [

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { signBody, signBodyText } from '@proxy/core';
 import { freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
@@ -207,6 +208,55 @@ test('compressed bodies: gzip is read and its plain bytes are what is signed; on
   const bomb = await post(`${api.url}/v1/requests`, gzipSync(signBody({ prompt: 'x'.repeat(100_000), ...freshStamp() }, api.secret)), { ...headers, 'content-encoding': 'gzip' });
   assert.deepEqual([bomb.status, bomb.json.error.code], [413, 'payload_too_large']);
   assert.equal((await api.store.countByStatus()).queued, 1, 'only the good body was stored');
+});
+
+test('bodies arrive in pieces: with a Content-Length or chunked, read whole; a client gone mid-body stores nothing and the API goes on', async (t) => {
+  const api = await startTestApi(t);
+  const { port } = new URL(api.url);
+  // A raw socket, so the body can be sent in pieces with pauses, without a length, or cut short.
+  // The socket stays open until the server closes it (Connection: close): Node's server drops a
+  // request whose client half-closes before the answer.
+  const send = (head: string, pieces: Array<string | Buffer>, finish = true) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1');
+      let answer = '';
+      socket.on('data', (d) => {
+        answer += d.toString('utf8');
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(answer));
+      socket.on('connect', async () => {
+        socket.write(head);
+        for (const piece of pieces) {
+          await new Promise((r) => setTimeout(r, 20));
+          socket.write(piece);
+        }
+        if (!finish) socket.destroy();
+      });
+    });
+  const head = (extra: string) => `POST /v1/requests HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nX-Proxy-Key: ${api.key}\r\n${extra}\r\n`;
+  const created = (answer: string) => {
+    assert.match(answer, /^HTTP\/1\.1 202 /, answer);
+    return JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).id as string;
+  };
+
+  const body = Buffer.from(signBody({ prompt: 'in three pieces, one of them splitting a character: \u00e9t\u00e9', ...freshStamp() }, api.secret));
+  const cut = body.indexOf(0xc3) + 1; // inside the two bytes of an é
+  const pieces = created(await send(head(`Content-Length: ${body.length}\r\n`), [body.subarray(0, 10), body.subarray(10, cut), body.subarray(cut)]));
+  assert.deepEqual((await api.store.getJob(pieces))?.request.messages, [{ role: 'user', content: 'in three pieces, one of them splitting a character: \u00e9t\u00e9' }]);
+
+  const chunkedBody = signBody({ prompt: 'chunked', ...freshStamp() }, api.secret);
+  const chunk = (text: string) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+  const chunked = created(await send(head('Transfer-Encoding: chunked\r\n'), [chunk(chunkedBody.slice(0, 7)), chunk(chunkedBody.slice(7)), '0\r\n\r\n']));
+  assert.deepEqual((await api.store.getJob(chunked))?.request.messages, [{ role: 'user', content: 'chunked' }]);
+
+  const cutShort = Buffer.from(signBody({ prompt: 'never finished', ...freshStamp() }, api.secret));
+  assert.equal(await send(head(`Content-Length: ${cutShort.length}\r\n`), [cutShort.subarray(0, 20)], false), '', 'nothing is answered to a client that left');
+  await new Promise((r) => setTimeout(r, 50));
+  const counts = await api.store.countByStatus();
+  assert.equal(counts.queued, 2, 'the cut-short body stored nothing');
+  const after = await postSigned(api.url, api.key, api.secret, { prompt: 'still here' });
+  assert.equal(after.status, 202);
 });
 
 test('unknown route 404 and wrong method 405, as JSON', async (t) => {
