@@ -22,8 +22,9 @@ import { WATCH_POLL_MS, createJobWatcher } from './job-watcher.js';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
-// A pass through the API is bounded so an HTTP caller is not held for long.
-const PASS_LIMITS = { maxJobs: 50, maxSeconds: 20 };
+// A pass through the API is bounded so an HTTP caller is not held for long, and answers before its
+// housekeeping, which may purge a large backlog for seconds.
+const PASS_LIMITS = { maxJobs: 50, maxSeconds: 20, housekeepingAfter: true };
 
 await runMain('proxy-api', async () => {
   const config = loadConfig({ needs: { clients: true } });

@@ -429,6 +429,50 @@ test("a daemon's housekeeping runs beside its claims, and stopping ends it betwe
   assert.equal(purging?.signal?.aborted, true);
 });
 
+test('a pass with housekeepingAfter answers before its housekeeping; one runs at a time, and stop ends it and waits for it', async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ behave: () => ({}) });
+  const store = await openTestStore(testEnv(dir));
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
+  t.after(async () => {
+    await upstream.close();
+    await stub.close();
+    await store.close();
+  });
+  // A purge that goes on until told to stop, as one of a large backlog does for seconds.
+  const purges: Array<{ signal: AbortSignal | undefined; ended: boolean }> = [];
+  const purging: JobStore = Object.assign(Object.create(store) as JobStore, {
+    deleteFinishedBefore: (_before: number, signal?: AbortSignal) =>
+      new Promise<number>((resolve) => {
+        const purge = { signal, ended: false };
+        purges.push(purge);
+        const end = () => {
+          purge.ended = true;
+          resolve(0);
+        };
+        // Its batch in hand ends a little after the abort, as a real one does.
+        signal?.addEventListener('abort', () => setTimeout(end, 100));
+        setTimeout(end, 15_000).unref();
+      }),
+  });
+  const worker = createWorker({
+    store: purging, upstream, logger: createSilentLogger(),
+    concurrency: 1, leaseMs: 3000, attemptTimeoutMs: 5000, retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 100, retentionMs: 3600_000,
+  });
+  const id = await enqueueJob(store, 'done before the purge');
+  const first = await within(worker.runOnce({ housekeepingAfter: true }), 3000, 'the pass');
+  assert.equal(first.completed, 1);
+  assert.equal((await store.getJob(id))?.status, 'completed');
+  await eventually(async () => purges.length === 1);
+  assert.equal(purges[0]?.ended, false, 'the pass answered while its purge went on');
+  const second = await within(worker.runOnce({ housekeepingAfter: true }), 3000, 'the second pass');
+  assert.equal(second.claimed, 0);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(purges.length, 1, 'the second pass did not start a second purge beside the first');
+  await within(worker.stop(), 2000, 'stop');
+  assert.deepEqual([purges[0]?.signal?.aborted, purges[0]?.ended], [true, true], 'stop ended the purge and waited for it');
+});
+
 test('the database failing between the claim and the call: the job goes back with its attempt unspent and completes, instead of waiting for its lease', async (t) => {
   // A real refusal from pg, as a pool query meets it when the server has just gone away.
   const refused = await new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/none' }).connect().then(() => null, (err: unknown) => err);

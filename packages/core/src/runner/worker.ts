@@ -33,6 +33,12 @@ export interface RunLimits {
   maxJobs?: number;
   /** Stop claiming after this long. */
   maxSeconds?: number;
+  /**
+   * A pass's housekeeping (expiry, retention purge, checkpoint) goes on after the pass resolves,
+   * instead of before: for a pass someone waits on over HTTP, where purging a large backlog takes
+   * seconds. One runs at a time; stop() ends it between two batches and waits for it.
+   */
+  housekeepingAfter?: boolean;
 }
 
 /** What a run did, by how each attempt ended. */
@@ -196,9 +202,7 @@ export function createWorker(options: WorkerOptions): Worker {
           }
           if (at - lastHousekeeping >= (options.housekeepingMs ?? 60_000) && !housekeepingRun) {
             lastHousekeeping = at;
-            housekeepingRun = housekeeping().finally(() => {
-              housekeepingRun = null;
-            });
+            startHousekeeping();
           }
         }
         failures = 0;
@@ -233,9 +237,18 @@ export function createWorker(options: WorkerOptions): Worker {
       }
     }
     await drain();
-    await housekeepingRun;
-    if (mode === 'once') await housekeeping();
+    if (mode === 'once' && limits.housekeepingAfter) startHousekeeping();
+    else {
+      await housekeepingRun;
+      if (mode === 'once') await housekeeping();
+    }
     return report;
+  }
+
+  function startHousekeeping() {
+    housekeepingRun ??= housekeeping().finally(() => {
+      housekeepingRun = null;
+    });
   }
 
   async function housekeeping() {
@@ -277,6 +290,7 @@ export function createWorker(options: WorkerOptions): Worker {
           const grace = setTimeout(() => shutdown.abort(), options.shutdownGraceMs);
           await drain();
           clearTimeout(grace);
+          await housekeepingRun;
         })();
       }
       return stopped;
