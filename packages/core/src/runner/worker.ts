@@ -237,11 +237,12 @@ export function createWorker(options: WorkerOptions): Worker {
       }
     }
     await drain();
-    if (mode === 'once' && limits.housekeepingAfter) startHousekeeping();
-    else {
-      await housekeepingRun;
-      if (mode === 'once') await housekeeping();
+    if (mode === 'once' && limits.housekeepingAfter) {
+      startHousekeeping();
+      return report;
     }
+    await housekeepingRun;
+    if (mode === 'once') await housekeeping();
     return report;
   }
 
