@@ -14,6 +14,10 @@
 #   --poll SECONDS         first pause between polls when the server does not long-poll (default 1; grows 1.5x up to 10)
 #   --timeout SECONDS      give up after this long (default 300); results are long-polled (?wait=30)
 #
+# What may pass in a moment is tried again until the timeout: no answer (a restart, a deploy, the
+# network) and HTTP 429, 502, 503 or 504, after the answer's Retry-After when it gives one. A create
+# is signed again with a fresh ts and the same nonce, so the server stores it once.
+#
 # Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out,
 # 5 HTTP or network error, 64 bad usage. Messages go to stderr.
 #
@@ -40,7 +44,7 @@ while [ $# -gt 0 ]; do
     --nonce) nonce=${2:?}; shift 2 ;;
     --poll) poll=${2:?}; shift 2 ;;
     --timeout) timeout=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die 64 "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -76,19 +80,26 @@ json_string() {
 }
 
 [ -n "$nonce" ] || nonce=$(cat /proc/sys/kernel/random/uuid 2>/dev/null || openssl rand -hex 16)
-ts=$(date +%s)
-body='{'
-if [ -n "$messages_file" ]; then body+="\"messages\":$(cat "$messages_file")"; else body+="\"prompt\":$(json_string "$prompt")"; fi
-[ -n "$model" ] && body+=",\"model\":$(json_string "$model")"
-[ -n "$ttl" ] && body+=",\"ttl\":$ttl"
-body+=",\"ts\":$ts,\"nonce\":$(json_string "$nonce")}"
+# Everything but ts, which is stamped at each try.
+fields='{'
+if [ -n "$messages_file" ]; then fields+="\"messages\":$(cat "$messages_file")"; else fields+="\"prompt\":$(json_string "$prompt")"; fi
+[ -n "$model" ] && fields+=",\"model\":$(json_string "$model")"
+[ -n "$ttl" ] && fields+=",\"ttl\":$ttl"
 
-# LC_ALL=C keeps bash from touching the bytes: openssl signs exactly what curl sends.
-sign=$(printf '%s' "$body" | LC_ALL=C openssl dgst -sha256 -hmac "$secret" | awk '{print $NF}')
-signed="${body%\}},\"sign\":\"$sign\"}"
+signed_body() { # the body signed now: the fields, a fresh ts and the same nonce
+  local body sign
+  body="$fields,\"ts\":$(date +%s),\"nonce\":$(json_string "$nonce")}"
+  # LC_ALL=C keeps bash from touching the bytes: openssl signs exactly what curl sends.
+  sign=$(printf '%s' "$body" | LC_ALL=C openssl dgst -sha256 -hmac "$secret" | awk '{print $NF}')
+  printf '%s' "${body%\}},\"sign\":\"$sign\"}"
+}
 
+# The last answer's headers (for its Retry-After) and curl's own complaint when there was none.
+headers=$(mktemp)
+complaint=$(mktemp)
+trap 'rm -f "$headers" "$complaint"' EXIT
 # Prints the HTTP status on the last line after the body.
-call() { curl -sS --max-time 75 -w '\n%{http_code}' "$@"; }
+call() { : >"$headers"; curl -sS --max-time 75 -D "$headers" -w '\n%{http_code}' "$@" 2>"$complaint"; }
 field() { # first top-level string or number field of a JSON object: field NAME
   if command -v jq >/dev/null 2>&1; then jq -r --arg f "$1" '.[$f] // empty' 2>/dev/null; return; fi
   local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://")
@@ -106,27 +117,59 @@ error_of() { # "code: message" from an error envelope {"error":{...}} or a job's
   printf '%s: %s' "${c:-error}" "${m:-no message}"
 }
 
-response=$(printf '%s' "$signed" | call -X POST -H 'Content-Type: application/json' -H "X-Proxy-Key: $key" --data-binary @- "$base_url/v1/requests") || die 5 "cannot reach $base_url"
-status=${response##*$'\n'}; json=${response%$'\n'*}
-case "$status" in
-  200|202) ;;
-  *) die 5 "create refused (HTTP $status): $(error_of "$json")" ;;
-esac
+# Worth another try: curl could not resolve (6), connect (7), finish in time (28), got no reply (52)
+# or lost the connection (55, 56); or the answer was 429, 502, 503 or 504. Sets `problem`.
+transient() { # WHAT CURL_EXIT STATUS JSON
+  if [ "$2" -ne 0 ]; then
+    problem="cannot reach $base_url: $(sed -E 's/^curl: \([0-9]+\) //' "$complaint" | head -n1)"
+    case "$2" in 6|7|28|52|55|56) return 0 ;; *) return 1 ;; esac
+  fi
+  problem="$1 (HTTP $3): $(error_of "$4")"
+  case "$3" in 429|502|503|504) return 0 ;; *) return 1 ;; esac
+}
+# Sleeps before the next try: the answer's Retry-After when it gave one in seconds, else a pause
+# growing 1.5x from 1 s up to 10 s; never past the deadline. Fails when no time is left.
+backoff=1
+pause_before_retry() {
+  local left after pause
+  left=$(( deadline - $(date +%s) ))
+  [ "$left" -gt 0 ] || return 1
+  after=$(sed -nE 's/^[Rr][Ee][Tt][Rr][Yy]-[Aa][Ff][Tt][Ee][Rr]:[[:space:]]*([0-9]{1,5})[[:space:]]*$/\1/p' "$headers" | head -n1)
+  pause=$(awk -v p="${after:-$backoff}" -v l="$left" 'BEGIN { print (p < l ? p : l) }')
+  printf 'send-request: %s; trying again in %ss\n' "$problem" "$pause" >&2
+  sleep "$pause"
+  backoff=$(awk -v w="$backoff" 'BEGIN { w = w * 1.5; print (w > 10 ? 10 : w) }')
+}
+
+deadline=$(( $(date +%s) + timeout ))
+while :; do
+  response=$(signed_body | call -X POST -H 'Content-Type: application/json' -H "X-Proxy-Key: $key" --data-binary @- "$base_url/v1/requests") && code=0 || code=$?
+  status=${response##*$'\n'}; json=${response%$'\n'*}
+  if [ "$code" -eq 0 ]; then case "$status" in 200|202) break ;; esac; fi
+  transient 'create refused' "$code" "$status" "$json" || die 5 "$problem"
+  pause_before_retry || die 5 "create not accepted within ${timeout}s: $problem"
+done
+backoff=1
 id=$(printf '%s' "$json" | field id)
 [ -n "$id" ] || die 5 'the server answered without an id'
 printf 'send-request: queued %s\n' "$id" >&2
 
-deadline=$(( $(date +%s) + timeout ))
+timed_out="timed out after ${timeout}s; the job ${id} goes on: fetch it later"
 wait_s=$poll
 while :; do
   left=$(( deadline - $(date +%s) ))
-  [ "$left" -gt 0 ] || die 4 "timed out after ${timeout}s; the job ${id} goes on: fetch it later"
+  [ "$left" -gt 0 ] || die 4 "$timed_out"
   # Long-poll: the server answers as soon as the job is final, or after `wait` seconds.
   long=$(( left < 30 ? left : 30 ))
   asked=$(date +%s)
-  response=$(call -H "X-Proxy-Key: $key" "$base_url/v1/requests/$id?wait=$long") || die 5 "cannot reach $base_url"
+  response=$(call -H "X-Proxy-Key: $key" "$base_url/v1/requests/$id?wait=$long") && code=0 || code=$?
   status=${response##*$'\n'}; json=${response%$'\n'*}
-  [ "$status" = 200 ] || die 5 "result refused (HTTP $status): $(error_of "$json")"
+  if [ "$code" -ne 0 ] || [ "$status" != 200 ]; then
+    transient 'result refused' "$code" "$status" "$json" || die 5 "$problem"
+    pause_before_retry || die 4 "$timed_out ($problem)"
+    continue
+  fi
+  backoff=1
   job_status=$(printf '%s' "$json" | field status)
   case "$job_status" in
     completed) printf '%s\n' "$(printf '%s' "$json" | field output_text)"; exit 0 ;;

@@ -1,45 +1,52 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { ROOT, WORKER_MAIN, newCredentials, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { ROOT, WORKER_MAIN, eventually, freePort, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 const CLIENT = join(ROOT, 'scripts/send-request.sh');
 
-function run(args: string[], env: Record<string, string>, input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('bash', [CLIENT, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    // A client that exits before reading stdin (bad usage) closes the pipe: that is not a test failure.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? '');
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+interface Run { code: number | null; stdout: string; stderr: string }
+
+/** Starts the client; `stderr()` reads what it has said so far, `done` its end. */
+function launch(args: string[], env: Record<string, string>, input?: string): { stderr: () => string; done: Promise<Run> } {
+  const child = spawn('bash', [CLIENT, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  // A client that exits before reading stdin (bad usage) closes the pipe: that is not a test failure.
+  child.stdin.on('error', () => undefined);
+  child.stdin.end(input ?? '');
+  return { stderr: () => stderr, done: new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr }))) };
+}
+
+function run(args: string[], env: Record<string, string>, input?: string): Promise<Run> {
+  return launch(args, env, input).done;
 }
 
 /** A PATH with only what the client says it needs (no jq), to exercise its fallback JSON reader. */
 function minimalPath(dir: string): string {
   const bin = join(dir, 'bin');
   mkdirSync(bin);
-  for (const tool of ['bash', 'curl', 'openssl', 'awk', 'sed', 'grep', 'cat', 'date', 'head', 'sleep']) {
+  for (const tool of ['bash', 'curl', 'openssl', 'awk', 'sed', 'grep', 'cat', 'date', 'head', 'sleep', 'mktemp', 'rm']) {
     const path = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
     symlinkSync(path, join(bin, tool));
   }
   return bin;
 }
 
-async function setUp(t: Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void }) {
+async function setUp(t: Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void }, settings: Record<string, string> = {}) {
   const dir = tempDir(t);
   const stub = await startStubUpstream();
   t.after(() => stub.close());
   const { key, secret } = newCredentials();
-  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-shell', OPENAI_BASE_URL: stub.url, RETRY_BASE_MS: '10', RETRY_MAX_MS: '20' });
-  const { url } = await startApiProcess(t, env, dir);
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-shell', OPENAI_BASE_URL: stub.url, RETRY_BASE_MS: '10', RETRY_MAX_MS: '20', ...settings });
+  const api = await startApiProcess(t, env, dir);
+  const { url } = api;
   const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
   t.after(async () => {
     worker.kill('SIGKILL');
@@ -47,7 +54,7 @@ async function setUp(t: Parameters<typeof tempDir>[0] & { after: (fn: () => unkn
   });
   await worker.waitFor((l) => l.includes('worker started'));
   const clientEnv = { PATH: process.env.PATH ?? '', PROXY_BASE_URL: url, PROXY_KEY: key, PROXY_SECRET: secret };
-  return { dir, stub, url, clientEnv };
+  return { dir, stub, url, clientEnv, env, api, key, secret };
 }
 
 test('the shell client gets a real answer, with or without jq, for prompts with quotes, backslashes, newlines and non-ASCII', async (t) => {
@@ -89,8 +96,69 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   const noKey = await run(['-p', 'x'], { ...clientEnv, PROXY_KEY: '' });
   assert.equal(noKey.code, 64, noKey.stderr);
   assert.match(noKey.stderr, /no key/);
-  const unreachable = await run(['-p', 'x', '-u', 'http://127.0.0.1:9'], clientEnv);
+  const unreachable = await run(['-p', 'x', '-u', 'http://127.0.0.1:9', '--timeout', '2'], clientEnv);
   assert.equal(unreachable.code, 5, unreachable.stderr);
+  assert.match(unreachable.stderr, /cannot reach http:\/\/127\.0\.0\.1:9: .*; trying again in 1s\n/, 'tried again while time was left');
+  assert.match(unreachable.stderr, /create not accepted within 2s: cannot reach/);
+  const malformed = await run(['-p', 'x', '-u', 'htp://127.0.0.1:9'], clientEnv);
+  assert.equal(malformed.code, 5, malformed.stderr);
+  assert.doesNotMatch(malformed.stderr, /trying again/, 'what will not pass is not tried again');
+});
+
+test('the shell client sends a create again when its answer is lost: re-signed with the same nonce, stored and run once', async (t) => {
+  const { url, clientEnv, stub, api } = await setUp(t);
+  // Between client and API: the first connection's answer is dropped after the API has stored the
+  // job (curl: empty reply); later connections pass both ways.
+  let connections = 0;
+  const sent: string[] = [];
+  const lossy = createServer((client) => {
+    connections += 1;
+    const upstream = connect(Number(new URL(url).port), '127.0.0.1');
+    const index = sent.push('') - 1;
+    client.on('data', (d: Buffer) => (sent[index] += d.toString('utf8')));
+    client.pipe(upstream);
+    if (connections === 1) upstream.once('data', () => client.destroy());
+    else upstream.pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+  });
+  await new Promise<void>((resolve) => lossy.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => lossy.close(resolve)));
+  const res = await run(['-p', 'said once', '--poll', '0.2', '--timeout', '20'], { ...clientEnv, PROXY_BASE_URL: `http://127.0.0.1:${(lossy.address() as AddressInfo).port}` });
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout, 'echo: said once\n');
+  assert.match(res.stderr, /cannot reach .*; trying again in 1s/, 'the first answer was lost');
+  const creates = sent.filter((r) => r.startsWith('POST ')).map((r) => JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4)) as { ts: number; nonce: string });
+  assert.equal(creates.length, 2);
+  assert.equal(creates[0]?.nonce, creates[1]?.nonce, 'the same nonce');
+  assert.ok((creates[1]?.ts ?? 0) > (creates[0]?.ts ?? 0), 'signed again with a later ts');
+  assert.equal(stub.calls.filter((c) => c.prompt === 'said once').length, 1, 'the upstream was called once');
+  const health = await fetch(`${api.url}/health`, { headers: { 'x-proxy-key': clientEnv.PROXY_KEY } }).then((r) => r.json() as Promise<{ queue: Record<string, number> }>);
+  assert.equal(health.queue.completed, 1, 'one job stored');
+});
+
+test('the shell client waits out a 429 (after its Retry-After) and an API restart in the middle of its wait', async (t) => {
+  const port = await freePort();
+  // 20 a minute: a burst of 20, then one every 3 s, so a refusal's Retry-After (2 or 3 s) is not
+  // the 1 s the client would pause without one.
+  const { clientEnv, stub, env, dir, api, key, secret } = await setUp(t, { PORT: String(port), RATE_LIMIT_PER_KEY: '20/min' });
+  stub.behave((call) => (call.prompt === 'patient' ? { delayMs: 2500 } : {}));
+  // Other creates of the same key spend its budget first.
+  let spent = 0;
+  while ((await postSigned(clientEnv.PROXY_BASE_URL, key, secret, { prompt: 'spend' })).status === 202) assert.ok(++spent <= 25, 'the budget ran out');
+  const client = launch(['-p', 'patient', '--poll', '0.2', '--timeout', '40'], clientEnv);
+  await eventually(async () => stub.calls.some((c) => c.prompt === 'patient'));
+  api.child.kill('SIGKILL');
+  await api.child.exited;
+  await new Promise((r) => setTimeout(r, 1500));
+  await startApiProcess(t, env, dir);
+  const res = await client.done;
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout, 'echo: patient\n');
+  assert.match(res.stderr, /create refused \(HTTP 429\): rate_limited: [^\n]*; trying again in [23]s\n/, 'paused for the Retry-After');
+  assert.match(res.stderr, /cannot reach [^\n]*; trying again in/, 'the restart was waited out');
+  assert.equal(stub.calls.filter((c) => c.prompt === 'patient').length, 1);
 });
 
 test('the shell client long-polls: a 1.5 s job answers in about 1.5 s even with an 8 s poll pause', async (t) => {
