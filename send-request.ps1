@@ -10,6 +10,10 @@
   Then long-polls the result (?wait=30: the server answers as soon as the job is final) until it is
   final or -TimeoutSeconds pass; a server that does not hold the request gets growing pauses.
 
+  What may pass in a moment is tried again until -TimeoutSeconds pass: no answer (a restart, a
+  deploy, the network) and HTTP 429, 502, 503 or 504, after the answer's Retry-After when it gives
+  one. A create is signed again with a fresh ts and the same nonce, so the server stores it once.
+
   Shared test vector (scripts/signing-test-vector.json; the project's tests check that the values
   below match it, and -SelfTest checks this PowerShell computes the same signature):
     secret : example-secret-do-not-use-0123456789abcdef
@@ -84,23 +88,33 @@ if ($SelfTest) {
 if (-not $ProxyKey) { Stop-With 64 'no key: set $env:PROXY_KEY or pass -ProxyKey' }
 if (-not $Secret) { Stop-With 64 'no secret: set $env:PROXY_SECRET or pass -Secret' }
 if (-not $Prompt -and -not $MessagesFile) { Stop-With 64 'no prompt: pass -Prompt TEXT or -MessagesFile FILE' }
+# Checked here: a call that gets no answer is tried again until the timeout, and a URL that cannot
+# work would only be tried again.
+$parsedUrl = $null
+if (-not [Uri]::TryCreate($BaseUrl, [UriKind]::Absolute, [ref]$parsedUrl) -or $parsedUrl.Scheme -notin 'http', 'https') { Stop-With 64 "-BaseUrl must be an http:// or https:// URL, not '$BaseUrl'" }
 
-# Step 1: T. Messages are spliced in as the file's own JSON text, so nothing is re-serialized.
-$fields = [ordered]@{}
-if ($Prompt) { $fields.prompt = $Prompt }
-if ($Model) { $fields.model = $Model }
-if ($Ttl -gt 0) { $fields.ttl = $Ttl }
-$fields.ts = [DateTimeOffset]::UtcNow.ToUnixTimeSeconds()
-$fields.nonce = $Nonce
-$unsigned = $fields | ConvertTo-Json -Compress
+$raw = $null
 if ($MessagesFile) {
     $raw = (Get-Content -Raw -Encoding UTF8 -LiteralPath $MessagesFile).Trim()
     $null = ConvertFrom-Json $raw  # throws on a file that is not JSON
-    $unsigned = '{"messages":' + $raw + ',' + $unsigned.Substring(1)
 }
-$signed = Add-Signature $unsigned $Secret
 
-# One HTTP call; answers @{ Status; Json } for any status, or exits 5 when the server cannot be reached.
+# Step 1: T, built for each try with the time now and the same nonce. Messages are spliced in as the
+# file's own JSON text, so nothing is re-serialized.
+function New-UnsignedBody {
+    $fields = [ordered]@{}
+    if ($Prompt) { $fields.prompt = $Prompt }
+    if ($Model) { $fields.model = $Model }
+    if ($Ttl -gt 0) { $fields.ttl = $Ttl }
+    $fields.ts = [DateTimeOffset]::UtcNow.ToUnixTimeSeconds()
+    $fields.nonce = $Nonce
+    $unsigned = $fields | ConvertTo-Json -Compress
+    if ($raw) { $unsigned = '{"messages":' + $raw + ',' + $unsigned.Substring(1) }
+    return $unsigned
+}
+
+# One HTTP call. Answers @{ Status; Json; RetryAfter; Problem } for any status; Status 0 when no
+# answer came (Problem says why), RetryAfter the answer's Retry-After in seconds or $null.
 function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
     $params = @{
         Uri             = $BaseUrl.TrimEnd('/') + $Path
@@ -115,10 +129,13 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
     }
     try {
         $response = Invoke-WebRequest @params
-        return @{ Status = [int]$response.StatusCode; Json = (ConvertFrom-Json $response.Content) }
+        return @{ Status = [int]$response.StatusCode; Json = (ConvertFrom-Json $response.Content); RetryAfter = $null; Problem = $null }
     } catch {
-        $failed = $_.Exception.Response
-        if ($null -eq $failed) { Stop-With 5 "cannot reach ${BaseUrl}: $($_.Exception.Message)" }
+        # PowerShell 7 throws an HttpRequestException, without a Response, when nothing answered
+        # (read directly, strict mode would stop the script on the missing property).
+        $failed = $null
+        if ($_.Exception.PSObject.Properties['Response']) { $failed = $_.Exception.Response }
+        if ($null -eq $failed) { return @{ Status = 0; Json = $null; RetryAfter = $null; Problem = "cannot reach ${BaseUrl}: $($_.Exception.Message)" } }
         if ($_.ErrorDetails -and $_.ErrorDetails.Message) {
             $text = $_.ErrorDetails.Message                       # PowerShell 7
         } else {
@@ -126,8 +143,21 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
             $text = $reader.ReadToEnd()                           # Windows PowerShell 5.1
         }
         try { $json = ConvertFrom-Json $text } catch { $json = $null }
-        return @{ Status = [int]$failed.StatusCode; Json = $json }
+        return @{ Status = [int]$failed.StatusCode; Json = $json; RetryAfter = (Get-RetryAfter $failed); Problem = "(HTTP $([int]$failed.StatusCode)): $(Format-Error $json)" }
     }
+}
+
+# Retry-After in seconds, from a 5.1 WebResponse or a PowerShell 7 HttpResponseMessage; $null if none.
+function Get-RetryAfter($Response) {
+    try {
+        if ($Response.Headers -is [System.Net.WebHeaderCollection]) {
+            $value = $Response.Headers['Retry-After']
+            if ($value -match '^\s*(\d{1,5})\s*$') { return [double]$Matches[1] }
+        } elseif ($Response.Headers.RetryAfter -and $Response.Headers.RetryAfter.Delta) {
+            return $Response.Headers.RetryAfter.Delta.TotalSeconds
+        }
+    } catch { }
+    return $null
 }
 
 function Format-Error($Json) {
@@ -135,12 +165,42 @@ function Format-Error($Json) {
     return 'no error message'
 }
 
-$created = Invoke-Proxy 'POST' '/v1/requests' $signed
-if ($created.Status -ne 202 -and $created.Status -ne 200) { Stop-With 5 "create refused (HTTP $($created.Status)): $(Format-Error $created.Json)" }
+# Worth another try: no answer at all, or 429, 502, 503 or 504.
+function Test-Transient($Result) { return $Result.Status -in 0, 429, 502, 503, 504 }
+
+# Sleeps before the next try: the answer's Retry-After when it gave one, else a pause growing 1.5x
+# from 1 s up to 10 s; never past the deadline. $false when no time is left.
+$backoff = 1.0
+function Wait-BeforeRetry([string]$What, $Result) {
+    $left = ($deadline - (Get-Date)).TotalSeconds
+    if ($left -le 0) { return $false }
+    $pause = $script:backoff
+    if ($null -ne $Result.RetryAfter) { $pause = $Result.RetryAfter }
+    $pause = [Math]::Min($pause, $left)
+    [Console]::Error.WriteLine("send-request: $(Get-Problem $What $Result); trying again in $([Math]::Round($pause, 1))s")
+    Start-Sleep -Milliseconds ([int](1000 * $pause))
+    $script:backoff = [Math]::Min($script:backoff * 1.5, 10)
+    return $true
+}
+
+function Get-Problem([string]$What, $Result) {
+    if ($Result.Status -eq 0) { return $Result.Problem }
+    return "$What $($Result.Problem)"
+}
+
+$deadline = (Get-Date).AddSeconds($TimeoutSeconds)
+while ($true) {
+    $unsigned = New-UnsignedBody
+    $signed = Add-Signature $unsigned $Secret
+    $created = Invoke-Proxy 'POST' '/v1/requests' $signed
+    if ($created.Status -eq 202 -or $created.Status -eq 200) { break }
+    if (-not (Test-Transient $created)) { Stop-With 5 (Get-Problem 'create refused' $created) }
+    if (-not (Wait-BeforeRetry 'create refused' $created)) { Stop-With 5 "create not accepted within $TimeoutSeconds s: $(Get-Problem 'create refused' $created)" }
+}
+$backoff = 1.0
 $id = $created.Json.id
 [Console]::Error.WriteLine("send-request: queued $id")
 
-$deadline = (Get-Date).AddSeconds($TimeoutSeconds)
 $wait = $PollSeconds
 while ($true) {
     $left = ($deadline - (Get-Date)).TotalSeconds
@@ -148,7 +208,12 @@ while ($true) {
     $long = [int][Math]::Min(30, [Math]::Ceiling($left))
     $asked = Get-Date
     $result = Invoke-Proxy 'GET' "/v1/requests/${id}?wait=$long" $null
-    if ($result.Status -ne 200) { Stop-With 5 "result refused (HTTP $($result.Status)): $(Format-Error $result.Json)" }
+    if ($result.Status -ne 200) {
+        if (-not (Test-Transient $result)) { Stop-With 5 (Get-Problem 'result refused' $result) }
+        if (-not (Wait-BeforeRetry 'result refused' $result)) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: fetch it later ($(Get-Problem 'result refused' $result))" }
+        continue
+    }
+    $backoff = 1.0
     switch ($result.Json.status) {
         'completed' { Write-Output $result.Json.output_text; exit 0 }
         'failed' { Stop-With 2 "failed: $(Format-Error $result.Json)" }

@@ -49,6 +49,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Checked here: a call that gets no answer is tried again until the timeout, and a URL that cannot
+# work would only be tried again.
+[[ "$base_url" =~ ^https?://[^/] ]] || die 64 "--base-url must be an http:// or https:// URL, not '$base_url'"
 [ -n "$key" ] || die 64 'no key: set PROXY_KEY or pass --key'
 [ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
 [ "$prompt" = '-' ] && prompt=$(cat)

@@ -67,3 +67,26 @@ test('its body has the contract fields, in the recipe order, and every documente
   const codes = [...script.matchAll(/Stop-With (\d+) /g)].map((m) => Number(m[1]));
   assert.deepEqual([...new Set(codes)].sort((a, b) => a - b), [1, 2, 3, 4, 5, 64]);
 });
+
+test('it tries again what the shell client tries again, re-signing each create with the same nonce', () => {
+  // The shell client's list, which its end-to-end tests exercise, is the contract both follow.
+  const shell = readFileSync(new URL('scripts/send-request.sh', root), 'utf8');
+  const shellStatuses = /case "\$3" in ([0-9|]+)\) return 0/.exec(shell)?.[1]?.split('|').map(Number);
+  assert.deepEqual(shellStatuses, [429, 502, 503, 504]);
+  const psStatuses = /function Test-Transient\(\$Result\) \{ return \$Result\.Status -in ([0-9, ]+) \}/.exec(script)?.[1]?.split(', ').map(Number);
+  assert.deepEqual(psStatuses, [0, ...(shellStatuses as number[])], 'no answer (0) and the same statuses');
+  // Each try builds T again (a fresh ts) inside the create loop; the nonce is the parameter, fixed.
+  const createLoop = /\n\$deadline = [^\n]+\nwhile \(\$true\) \{\n([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
+  assert.match(createLoop, /^\s+\$unsigned = New-UnsignedBody\n\s+\$signed = Add-Signature \$unsigned \$Secret\n\s+\$created = Invoke-Proxy 'POST'/);
+  assert.match(createLoop, /Test-Transient \$created[\s\S]*Wait-BeforeRetry 'create refused' \$created/);
+  const body = /function New-UnsignedBody \{([\s\S]*?)\n\}/.exec(script)?.[1] ?? '';
+  assert.match(body, /\$fields\.ts = \[DateTimeOffset\]::UtcNow/);
+  assert.match(body, /\$fields\.nonce = \$Nonce\n/);
+  // The wait for the result tries again too, and the pause honours Retry-After on either PowerShell.
+  assert.match(script, /if \(-not \(Test-Transient \$result\)\) \{ Stop-With 5 [^\n]+\n\s+if \(-not \(Wait-BeforeRetry 'result refused' \$result\)\) \{ Stop-With 4 /);
+  assert.match(script, /\$Response\.Headers\['Retry-After'\]/, 'Windows PowerShell 5.1');
+  assert.match(script, /\$Response\.Headers\.RetryAfter\.Delta\.TotalSeconds/, 'PowerShell 7');
+  assert.match(script, /if \(\$null -ne \$Result\.RetryAfter\) \{ \$pause = \$Result\.RetryAfter \}/);
+  // A base URL that cannot work is refused before any call, as the shell client does (64).
+  assert.match(script, /\[Uri\]::TryCreate\(\$BaseUrl, \[UriKind\]::Absolute, \[ref\]\$parsedUrl\) -or \$parsedUrl\.Scheme -notin 'http', 'https'\) \{ Stop-With 64 /);
+});
