@@ -364,16 +364,21 @@ test('stop: calls still running when the grace period ends are put back, their a
   assert.equal(job?.attempts, 0);
 });
 
-test('once waits for a retry that comes due within one poll instead of exiting just before it', async (t) => {
-  const dir = tempDir(t);
-  const stub = await startStubUpstream({ behave: (call) => (call.n === 1 ? { status: 500 } : {}) });
-  const store = await openTestStore(testEnv(dir));
+/** A stub, a store and a one-connection upstream client, for a worker the test makes and runs itself. */
+async function driveItself(t: T, behave: StubBehaviour) {
+  const stub = await startStubUpstream({ behave });
+  const store = await openTestStore(testEnv(tempDir(t)));
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
   t.after(async () => {
     await upstream.close();
     await stub.close();
     await store.close();
   });
+  return { stub, store, upstream };
+}
+
+test('once waits for a retry that comes due within one poll instead of exiting just before it', async (t) => {
+  const { stub, store, upstream } = await driveItself(t, (call) => (call.n === 1 ? { status: 500 } : {}));
   const id = await enqueueJob(store, 'retry me', { maxAttempts: 3 });
   // Backoff of 5 ms, poll of 50 ms: the retry is due long before the next poll would come.
   const worker = createWorker({
@@ -430,15 +435,7 @@ test("a daemon's housekeeping runs beside its claims, and stopping ends it betwe
 });
 
 test('a pass with housekeepingAfter answers before its housekeeping; one runs at a time, and stop ends it and waits for it', async (t) => {
-  const dir = tempDir(t);
-  const stub = await startStubUpstream({ behave: () => ({}) });
-  const store = await openTestStore(testEnv(dir));
-  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
-  t.after(async () => {
-    await upstream.close();
-    await stub.close();
-    await store.close();
-  });
+  const { store, upstream } = await driveItself(t, () => ({}));
   // A purge that goes on until told to stop, as one of a large backlog does for seconds.
   const purges: Array<{ signal: AbortSignal | undefined; ended: boolean }> = [];
   const purging: JobStore = Object.assign(Object.create(store) as JobStore, {
