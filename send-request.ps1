@@ -113,8 +113,8 @@ function New-UnsignedBody {
     return $unsigned
 }
 
-# One HTTP call. Answers @{ Status; Json; RetryAfter; Problem } for any status; Status 0 when no
-# answer came (Problem says why), RetryAfter the answer's Retry-After in seconds or $null.
+# One HTTP call. Answers @{ Status; Json; RetryAfter; Unreached } for any status; Status 0 when no
+# answer came (Unreached says why), RetryAfter the answer's Retry-After in seconds or $null.
 function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
     $params = @{
         Uri             = $BaseUrl.TrimEnd('/') + $Path
@@ -129,13 +129,13 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
     }
     try {
         $response = Invoke-WebRequest @params
-        return @{ Status = [int]$response.StatusCode; Json = (ConvertFrom-Json $response.Content); RetryAfter = $null; Problem = $null }
+        return @{ Status = [int]$response.StatusCode; Json = (ConvertFrom-Json $response.Content); RetryAfter = $null; Unreached = $null }
     } catch {
         # PowerShell 7 throws an HttpRequestException, without a Response, when nothing answered
         # (read directly, strict mode would stop the script on the missing property).
         $failed = $null
         if ($_.Exception.PSObject.Properties['Response']) { $failed = $_.Exception.Response }
-        if ($null -eq $failed) { return @{ Status = 0; Json = $null; RetryAfter = $null; Problem = "cannot reach ${BaseUrl}: $($_.Exception.Message)" } }
+        if ($null -eq $failed) { return @{ Status = 0; Json = $null; RetryAfter = $null; Unreached = "cannot reach ${BaseUrl}: $($_.Exception.Message)" } }
         if ($_.ErrorDetails -and $_.ErrorDetails.Message) {
             $text = $_.ErrorDetails.Message                       # PowerShell 7
         } else {
@@ -143,7 +143,7 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
             $text = $reader.ReadToEnd()                           # Windows PowerShell 5.1
         }
         try { $json = ConvertFrom-Json $text } catch { $json = $null }
-        return @{ Status = [int]$failed.StatusCode; Json = $json; RetryAfter = (Get-RetryAfter $failed); Problem = "(HTTP $([int]$failed.StatusCode)): $(Format-Error $json)" }
+        return @{ Status = [int]$failed.StatusCode; Json = $json; RetryAfter = (Get-RetryAfter $failed); Unreached = $null }
     }
 }
 
@@ -183,9 +183,10 @@ function Wait-BeforeRetry([string]$What, $Result) {
     return $true
 }
 
+# One line on what went wrong: why nothing answered, or the status and the answer's error.
 function Get-Problem([string]$What, $Result) {
-    if ($Result.Status -eq 0) { return $Result.Problem }
-    return "$What $($Result.Problem)"
+    if ($Result.Status -eq 0) { return $Result.Unreached }
+    return "$What (HTTP $($Result.Status)): $(Format-Error $Result.Json)"
 }
 
 $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
