@@ -434,6 +434,38 @@ test("a daemon's housekeeping runs beside its claims, and stopping ends it betwe
   assert.equal(purging?.signal?.aborted, true);
 });
 
+test('no housekeeping starts once stop() is called, even from a loop turn already past its check', async (t) => {
+  // A claim that is slow while `slow` is set: stop() lands while the loop awaits it, and the turn
+  // then goes on to where housekeeping (due every millisecond here) would start.
+  let slow = false;
+  let claiming: (() => void) | null = null;
+  const began: boolean[] = [];
+  const { worker, daemon, enqueue } = await setUp(t, () => ({}), {
+    housekeepingMs: 1,
+    wrapStore: (inner) =>
+      Object.assign(Object.create(inner) as JobStore, {
+        claimJobs: async (opts: Parameters<JobStore['claimJobs']>[0]) => {
+          if (slow) {
+            claiming?.();
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          return inner.claimJobs(opts);
+        },
+        expireOverdue: async (signal?: AbortSignal) => (began.push(signal?.aborted ?? false), 0),
+        deleteFinishedBefore: async () => 0,
+      }),
+  });
+  await eventually(async () => began.length > 0);
+  const inClaim = new Promise<void>((resolve) => (claiming = resolve));
+  slow = true;
+  await enqueue('claimed slowly'); // an idle daemon claims only when a job arrives
+  await within(inClaim, 2000, 'a slow claim');
+  await within(worker.stop(), 2000, 'stop');
+  await within(daemon, 2000, 'the daemon ending');
+  assert.ok(began.length > 0);
+  assert.equal(began.filter((aborted) => aborted).length, 0, 'a housekeeping pass began after stop()');
+});
+
 test('a pass with housekeepingAfter answers before its housekeeping; one runs at a time, and stop ends it and waits for it', async (t) => {
   const { store, upstream } = await driveItself(t, () => ({}));
   // A purge that goes on until told to stop, as one of a large backlog does for seconds.

@@ -246,7 +246,10 @@ export function createWorker(options: WorkerOptions): Worker {
     return report;
   }
 
+  // Never once stopping: a loop iteration already past its `while (!stopping)` could otherwise start
+  // a pass after stop() had waited for the last one, with the abort already spent.
   function startHousekeeping() {
+    if (stopping) return;
     housekeepingRun ??= housekeeping().finally(() => {
       housekeepingRun = null;
     });
