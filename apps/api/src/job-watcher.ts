@@ -64,6 +64,7 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
     },
     waitForFinal(id, timeoutMs, signal) {
       return new Promise<void>((resolve) => {
+        if (signal.aborted) return resolve();
         const done = () => {
           clearTimeout(timeout);
           signal.removeEventListener('abort', done);

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { createClientRegistry, createSilentLogger, loadConfig, openStore, type Config, type JobStore } from '@proxy/core';
 import { createApp, type WorkerPass } from '../src/app.ts';
+import type { JobWatcher } from '../src/job-watcher.ts';
 import { newCredentials, tempDir, testEnv } from '../../../test/helpers/index.ts';
 
 export interface TestApi {
@@ -15,7 +16,14 @@ export interface TestApi {
 /** The real app on 127.0.0.1:0 over a real SQLite file in a temp folder. */
 export async function startTestApi(
   t: { after: (fn: () => unknown) => void },
-  options: { env?: Record<string, string>; workerPass?: WorkerPass | null; now?: () => number } = {},
+  options: {
+    env?: Record<string, string>;
+    workerPass?: WorkerPass | null;
+    now?: () => number;
+    /** What the app sees of the store, to slow or fail a call; `store` stays the real one. */
+    wrapStore?: (store: JobStore) => JobStore;
+    watcher?: (store: JobStore) => JobWatcher;
+  } = {},
 ): Promise<TestApi> {
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
@@ -24,9 +32,12 @@ export async function startTestApi(
   const config = loadConfig({ cwd: dir, env: { PROXY_KEY: key, PROXY_SECRET: secret, PROXY_DB_PATH: `${dir}/db.sqlite`, ...database, ...options.env }, needs: { clients: true } });
   const store = await openStore(config.db);
   const clients = createClientRegistry(config.clients);
+  const seen = options.wrapStore ? options.wrapStore(store) : store;
+  const watcher = options.watcher?.(seen);
   const app = createApp({
     config,
-    store,
+    store: seen,
+    ...(watcher ? { watcher } : {}),
     logger: createSilentLogger(),
     clients: () => clients,
     workerPass: options.workerPass ?? null,
@@ -35,6 +46,7 @@ export async function startTestApi(
   const server = app.listen(0, '127.0.0.1');
   await new Promise((resolve) => server.once('listening', resolve));
   t.after(async () => {
+    watcher?.close();
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
     await store.close();

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
-import { signBody, signBodyText } from '@proxy/core';
+import { createSilentLogger, signBody, signBodyText, type JobStore } from '@proxy/core';
 import { freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
+import { createJobWatcher, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
 async function post(url: string, body: string | Buffer, headers: Record<string, string>) {
@@ -257,6 +258,62 @@ test('bodies arrive in pieces: with a Content-Length or chunked, read whole; a c
   assert.equal(counts.queued, 2, 'the cut-short body stored nothing');
   const after = await postSigned(api.url, api.key, api.secret, { prompt: 'still here' });
   assert.equal(after.status, 202);
+});
+
+test('a long-poll whose client hangs up holds no waiter: not when it leaves mid-wait, nor while its job is first read', async (t) => {
+  // The first read of the job is held until released, so the client can leave while it runs.
+  let holdNextRead = false;
+  let reading = () => {};
+  let release = () => {};
+  let watcher: JobWatcher | undefined;
+  const api = await startTestApi(t, {
+    wrapStore: (store) =>
+      Object.assign(Object.create(store) as JobStore, {
+        getJobOutcome: async (id: string) => {
+          if (holdNextRead) {
+            holdNextRead = false;
+            const released = new Promise<void>((r) => (release = r));
+            reading();
+            await released;
+          }
+          return store.getJobOutcome(id);
+        },
+      }),
+    watcher: (store) => (watcher = createJobWatcher({ store, logger: createSilentLogger(), pollMs: 15 })),
+  });
+  const waiters = () => (watcher as JobWatcher).waiting;
+  const until = async (what: string, ok: () => boolean) => {
+    for (const deadline = Date.now() + 5000; !ok(); await new Promise((r) => setTimeout(r, 10))) {
+      assert.ok(Date.now() < deadline, what);
+    }
+  };
+  const { json: job } = await postSigned(api.url, api.key, api.secret, { prompt: 'nobody waits for me' });
+  const ask = () => {
+    const leave = new AbortController();
+    const answer = fetch(`${api.url}/v1/requests/${job.id}?wait=30`, { headers: { 'X-Proxy-Key': api.key }, signal: leave.signal }).catch((err: unknown) => err);
+    return { leave: () => leave.abort(), answer };
+  };
+
+  const midWait = ask();
+  await until('the long-poll began waiting', () => waiters() === 1);
+  midWait.leave();
+  await midWait.answer;
+  await until('a client that left mid-wait no longer holds a waiter', () => waiters() === 0);
+
+  holdNextRead = true;
+  const read = new Promise<void>((r) => (reading = r));
+  const early = ask();
+  await read;
+  early.leave();
+  await early.answer;
+  // The server sees the hang-up before the read it is awaiting ends.
+  await new Promise((r) => setTimeout(r, 100));
+  release();
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(waiters(), 0, 'a client that left during the first read holds no waiter');
+
+  const stays = await getJson(api.url, `/v1/requests/${job.id}?wait=1`, api.key);
+  assert.deepEqual([stays.status, stays.json.status], [200, 'queued'], 'one who stays is answered after the wait');
 });
 
 test('unknown route 404 and wrong method 405, as JSON', async (t) => {

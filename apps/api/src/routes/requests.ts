@@ -96,11 +96,14 @@ export function getRequestHandler({ store, watcher }: Pick<RequestRoutesDeps, 's
       if (!job || job.client !== client.name) throw new AppError('not_found', 'no request with this id');
       return job;
     };
+    // Listened for before the first read: a client that hangs up while it runs would otherwise hold a
+    // waiter (and the watcher's polling) for the whole wait, its 'close' already gone by.
+    const gone = new AbortController();
+    res.once('close', () => gone.abort());
+    if (res.closed) return;
     let job = await read();
     ctx(res).jobId = job.id;
     if (waitSeconds > 0 && !FINAL_STATUSES.has(job.status)) {
-      const gone = new AbortController();
-      res.on('close', () => gone.abort());
       await watcher.waitForFinal(job.id, waitSeconds * 1000, gone.signal);
       if (gone.signal.aborted) return;
       job = await read();
