@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { WORKER_MAIN, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
-test("a request's life in the JSON logs: the request id and the job id link the API's lines and the worker's, and no secret appears", async (t) => {
+test("a request's life in the JSON logs: the request id and the job id link the API's lines and the worker's, a client that hung up is logged as 499, and no secret appears", async (t) => {
   const dir = tempDir(t);
   const stub = await startStubUpstream();
   t.after(() => stub.close());
@@ -18,6 +18,11 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   const requestId = created.headers.get('x-request-id');
   const jobId = created.json.id as string;
   assert.ok(requestId);
+  // A long-poll its client gives up on before the job ends.
+  const leave = new AbortController();
+  const abandoned = fetch(`${url}/v1/requests/${jobId}?wait=30`, { headers: { 'X-Proxy-Key': key, 'X-Request-Id': 'gave-up-waiting' }, signal: leave.signal }).catch((err: unknown) => err);
+  setTimeout(() => leave.abort(), 300);
+  await abandoned;
   assert.equal((await spawnNode(WORKER_MAIN, ['once'], env, dir).exited).code, 0);
   child.kill('SIGTERM');
   await child.exited;
@@ -30,6 +35,9 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   assert.equal(queued?.job_id, jobId);
   const access = api.find((l) => l.message === 'request' && l.request_id === requestId);
   assert.deepEqual([access?.method, access?.status, access?.client, access?.job_id], ['POST', 202, 'default', jobId], 'the access line names the job');
+  const gaveUp = api.find((l) => l.message === 'request' && l.request_id === 'gave-up-waiting');
+  assert.deepEqual([gaveUp?.method, gaveUp?.status, gaveUp?.job_id], ['GET', 499, jobId], "a client that hung up gets an access line with nginx's 499");
+  assert.ok(Number(gaveUp?.ms) >= 250, 'its duration runs until the client left');
   const jobLines = worker.filter((l) => l.job_id === jobId);
   assert.ok(jobLines.some((l) => l.message === 'job completed'), 'the worker logs the job by id');
   assert.ok(jobLines.every((l) => typeof l.worker_id === 'string' && l.app === 'worker'));

@@ -5,6 +5,8 @@ import { RequestLocals, ctx } from '../context.js';
 import type { ApiMetrics } from '../metrics.js';
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+/** The status logged and counted for a request whose client left before its answer was sent. */
+const CLIENT_CLOSED = 499;
 
 /**
  * Gives every request an id (the client's X-Request-Id when well-formed), a child logger, and an
@@ -18,14 +20,17 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
     res.locals = new RequestLocals(logger, requestId, debug);
     res.setHeader('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
-    res.on('finish', () => {
+    // 'close' rather than 'finish': a client that hangs up before its answer (a long-poll it stopped
+    // waiting for) gets its line too, with nginx's 499 "client closed request" as the status.
+    res.once('close', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const status = res.writableFinished ? res.statusCode : CLIENT_CLOSED;
       const { client, jobId } = ctx(res);
       logger.info('request', {
         request_id: requestId,
         method: req.method,
         path: req.path,
-        status: res.statusCode,
+        status,
         ms: Math.round(ms * 10) / 10,
         ...(client ? { client: client.name } : {}),
         ...(jobId ? { job_id: jobId } : {}),
@@ -34,7 +39,7 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
         // A route's pattern, never the raw path: ids would make every request its own series.
         const action = typeof req.query.action === 'string' && /^[a-z]{1,16}$/.test(req.query.action) ? req.query.action : null;
         const route = req.route?.path ? String(req.route.path) : action ? `legacy:${action}` : 'unmatched';
-        metrics.requests.inc({ route, method: req.method, status: String(res.statusCode) });
+        metrics.requests.inc({ route, method: req.method, status: String(status) });
         metrics.duration.observe({ route }, ms / 1000);
       }
     });
