@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, fdatasync, mkdirSync, readdirSync } from 'node:fs';
+import { copyFileSync, fdatasync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
@@ -10,6 +10,7 @@ import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
+import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import type { ClaimedJob, JobRecord } from '../src/store/types.ts';
@@ -69,15 +70,36 @@ test('migrations run once even when several processes open a new file together',
   assert.deepEqual(db.prepare('SELECT version FROM schema_migrations ORDER BY version').all(), files.map((f) => ({ version: Number(f.slice(0, 4)) })));
 });
 
-test('checkpoint truncates the write-ahead log once no reader holds it', async (t) => {
+test('checkpoint: the next write starts the write-ahead log over in place; one a reader let grow past WAL_KEPT_BYTES is cut back to it', async (t) => {
   const dir = tempDir(t);
-  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  const path = `${dir}/db.sqlite`;
+  const store = openSqliteStore({ path, sync: 'normal' });
   t.after(() => store.close());
+  const other = new Database(path);
+  t.after(() => other.close());
+  const walBytes = () => statSync(`${path}-wal`).size;
+  // Frames in the log now (as a checkpoint reports them; it copies them too).
+  const framesInLog = () => (other.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number }>)[0]?.log ?? Infinity;
+
   for (let i = 0; i < 500; i++) await store.createJob(job());
-  const { statSync } = await import('node:fs');
-  assert.ok(statSync(`${dir}/db.sqlite-wal`).size > 0);
+  const grown = walBytes();
+  assert.ok(grown > 0);
   await store.checkpoint();
-  assert.equal(statSync(`${dir}/db.sqlite-wal`).size, 0);
+  await store.createJob(job());
+  assert.equal(walBytes(), grown, 'the file keeps its length, to be written over');
+  assert.ok(framesInLog() < 20, 'the write after the checkpoint started the log over');
+
+  // A reader holding its snapshot keeps every frame in the log while 70 MB of prompts are written.
+  other.exec('BEGIN');
+  other.prepare('SELECT COUNT(*) FROM jobs').get();
+  const prompt = 'x'.repeat(64 * 1024);
+  for (let i = 0; i < 70; i++) await Promise.all(Array.from({ length: 16 }, () => store.createJob(job({ request: { model: 'm', messages: [{ role: 'user', content: prompt }] } }))));
+  other.exec('COMMIT');
+  assert.ok(walBytes() > WAL_KEPT_BYTES, `the log grew to ${walBytes()} bytes`);
+  await store.checkpoint();
+  await store.createJob(job());
+  assert.equal(walBytes(), WAL_KEPT_BYTES, 'cut back to WAL_KEPT_BYTES when it started over');
+  assert.equal((await store.countByStatus()).queued, 500 + 1 + 70 * 16 + 1);
 });
 
 test('group commit: creates issued together share commits, and each resolves only after its commit', async (t) => {

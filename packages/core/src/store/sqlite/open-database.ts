@@ -3,6 +3,9 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { migrate } from './migrate.js';
 
+/** The most bytes of write-ahead log kept on disk once it starts over. */
+export const WAL_KEPT_BYTES = 64 * 1024 * 1024;
+
 /** A better-sqlite3 connection. */
 export type Db = Database.Database;
 
@@ -29,6 +32,10 @@ export function openDatabase(options: OpenDatabaseOptions): Db {
   // copying the same hot index pages again each time; 10,000 pages (40 MB of WAL at most) measured
   // about a third less work per insert.
   db.pragma('wal_autocheckpoint = 10000');
+  // Checkpoints leave the -wal file at its length to be written over again (see the store's
+  // checkpoint()); one that a long reader let grow past this is cut back to it when it starts over.
+  // Above the 41 MB that 10,000 frames take, so a file that checkpoints keep up with is never cut.
+  db.pragma(`journal_size_limit = ${WAL_KEPT_BYTES}`);
   // 16 MB of page cache instead of 2 MB keeps the indexes' hot pages in memory as the table grows.
   db.pragma('cache_size = -16384');
   migrate(db, options.migrations);
