@@ -103,6 +103,22 @@ for (const backend of backends) {
     assert.deepEqual(await store.countByStatus(), { queued: 1, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
   });
 
+  test('finalAmong: of the ids asked about, those of jobs in a final status now; unknown ids are not', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await store.createJob(job())).job.id);
+    const [queued, completed, cancelled, running] = ids as [string, string, string, string];
+    const claimed = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
+    const held = (id: string) => claimed.find((j) => j.id === id) as ClaimedJob;
+    await store.completeJob(completed, held(completed).leaseToken, { outputText: 'ok', usage: null, response: {} });
+    await store.releaseJob(queued, held(queued).leaseToken, Date.now());
+    await store.releaseJob(cancelled, held(cancelled).leaseToken, Date.now());
+    await store.cancelJob(cancelled, 'default');
+    assert.deepEqual((await store.finalAmong([queued, completed, 'j_unknown', cancelled, running])).sort(), [completed, cancelled].sort());
+    assert.deepEqual(await store.finalAmong([]), []);
+  });
+
   test('two connections claiming in turn never take the same job', async (t) => {
     const place = await backend.place(t);
     const a = await place.open();

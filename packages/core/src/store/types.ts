@@ -181,6 +181,8 @@ export interface JobStore {
 
   /** Jobs that reached a final status at or after `since` (for long-poll watchers). */
   listFinishedSince(since: number): Promise<Array<{ id: string; status: JobStatus; finishedAt: number }>>;
+  /** Of these job ids, the ones whose job is in a final status now (for long-poll watchers). */
+  finalAmong(ids: readonly string[]): Promise<string[]>;
   /** The earliest time a queued job becomes due or a lease lapses; null when nothing waits. */
   nextWakeAt(): Promise<number | null>;
   /** Ends queued jobs whose deadline passed, in short batches (`signal` stops it between two); returns how many. */

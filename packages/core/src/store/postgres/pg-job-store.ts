@@ -2,7 +2,7 @@ import pg from 'pg';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
-import { LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
+import { FINAL_STATUSES, LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
 import { withClient } from './checkout.js';
@@ -463,6 +463,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         [since],
       );
       return rows.map((r) => ({ id: r.id, status: r.status, finishedAt: r.finished_at }));
+    },
+
+    async finalAmong(ids) {
+      if (ids.length === 0) return [];
+      const { rows } = await pool.query<{ id: string }>('SELECT id FROM jobs WHERE id = ANY($1::text[]) AND status = ANY($2::text[])', [ids, [...FINAL_STATUSES]]);
+      return rows.map((r) => r.id);
     },
 
     async nextWakeAt() {

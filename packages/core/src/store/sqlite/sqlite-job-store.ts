@@ -249,6 +249,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return sql.finishedSince.all(since).map((r) => ({ id: r.id, status: r.status, finishedAt: r.finished_at }));
     },
 
+    async finalAmong(ids) {
+      return ids.filter((id) => FINAL_STATUSES.has(sql.statusById.get(id) as JobStatus));
+    },
+
     async nextWakeAt() {
       const row = sql.nextWake.get();
       return row?.at ?? null;
@@ -426,6 +430,7 @@ function prepareStatements(db: Db) {
       ON CONFLICT (client, nonce) DO NOTHING`),
     byNonce: jobs('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'),
     byId: jobs<string>('SELECT * FROM jobs WHERE id = ?'),
+    statusById: db.prepare<[string], string>('SELECT status FROM jobs WHERE id = ?').pluck(),
     // Measured: 17 columns read by id cost about half of SELECT * (25 columns, the prompt among them).
     outcomeById: db.prepare<[string], OutcomeRow>(`
       SELECT id, client, status, model, attempts, run_after, expires_at, cancel_requested, created_at, started_at,

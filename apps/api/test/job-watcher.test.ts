@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createSilentLogger, openStore, type JobStore } from '@proxy/core';
+import { getJson, newTestJob } from '../../../test/helpers/index.ts';
+import { createJobWatcher, WATCH_BY_ID_MAX, type JobWatcher } from '../src/job-watcher.ts';
+import { startTestApi } from './helpers.ts';
+
+// The watcher sees what other connections commit (a worker's), so each test finishes jobs through a
+// second store of its own on the same database.
+async function setUp(t: Parameters<typeof startTestApi>[0], wrap: (store: JobStore, other: () => JobStore) => JobStore = (store) => store) {
+  let other: JobStore | undefined;
+  let watcher: JobWatcher | undefined;
+  const api = await startTestApi(t, {
+    wrapStore: (store) => wrap(store, () => other as JobStore),
+    watcher: (store) => (watcher = createJobWatcher({ store, logger: createSilentLogger(), pollMs: 15 })),
+  });
+  other = await openStore(api.config.db);
+  t.after(() => other?.close());
+  const until = async (what: string, ok: () => boolean) => {
+    for (const deadline = Date.now() + 5000; !ok(); await new Promise((r) => setTimeout(r, 5))) assert.ok(Date.now() < deadline, what);
+  };
+  return { api, other, watcher: watcher as JobWatcher, until };
+}
+
+test('one long-poll while another connection finishes 2,000 jobs: the watcher reads the job waited for, not every job that finished', async (t) => {
+  let rowsRead = 0;
+  const { api, other, watcher, until } = await setUp(t, (store) =>
+    Object.assign(Object.create(store) as JobStore, {
+      listFinishedSince: async (since: number) => {
+        const rows = await store.listFinishedSince(since);
+        rowsRead += rows.length;
+        return rows;
+      },
+      finalAmong: async (ids: readonly string[]) => {
+        rowsRead += ids.length;
+        return store.finalAmong(ids);
+      },
+    }),
+  );
+  for (let i = 0; i < 2000; i++) await other.createJob(newTestJob());
+  const running = await other.claimJobs({ workerId: 'w', limit: 2000, leaseMs: 60_000 });
+  const waited = (await api.store.createJob(newTestJob())).job.id;
+  const answer = getJson(api.url, `/v1/requests/${waited}?wait=30`, api.key);
+  await until('the long-poll began waiting', () => watcher.waiting === 1);
+
+  // Twenty at a time, with pauses, so that the watcher looks many times while jobs finish.
+  for (let i = 0; i < running.length; i += 20) {
+    await Promise.all(running.slice(i, i + 20).map((j) => other.completeJob(j.id, j.leaseToken, { outputText: 'other', usage: null, response: {} })));
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  assert.equal(watcher.waiting, 1, 'other jobs finishing woke nobody');
+  await other.cancelJob(waited, 'default');
+  const { json } = await answer;
+  assert.equal(json.status, 'cancelled');
+  t.diagnostic(`the watcher read ${rowsRead} rows while 2,000 other jobs finished`);
+  assert.ok(rowsRead < 200, `the watcher read ${rowsRead} rows for one waiter`);
+});
+
+test('a job that finished between its long-poll\'s read and its wait, with nothing committed after, is answered at the next look', async (t) => {
+  let target = '';
+  const { api, other, watcher, until } = await setUp(t, (store, otherStore) =>
+    Object.assign(Object.create(store) as JobStore, {
+      getJobOutcome: async (id: string) => {
+        const outcome = await store.getJobOutcome(id);
+        if (id === target) {
+          target = '';
+          // Finished elsewhere once read here; the watcher looks (and finds nothing waiting for it) before the wait begins.
+          await otherStore().cancelJob(id, 'default');
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return outcome;
+      },
+    }),
+  );
+  // A waiter that stays keeps the watcher looking throughout.
+  const stays = (await api.store.createJob(newTestJob())).job.id;
+  const staying = getJson(api.url, `/v1/requests/${stays}?wait=20`, api.key);
+  await until('the first long-poll began waiting', () => watcher.waiting === 1);
+
+  target = (await api.store.createJob(newTestJob())).job.id;
+  const asked = Date.now();
+  const { json } = await getJson(api.url, `/v1/requests/${target}?wait=10`, api.key);
+  const took = Date.now() - asked;
+  assert.equal(json.status, 'cancelled');
+  assert.ok(took < 3000, `answered after ${took} ms, not at the end of its 10 s wait`);
+
+  await other.cancelJob(stays, 'default');
+  assert.equal((await staying).json.status, 'cancelled');
+});
+
+test(`more than WATCH_BY_ID_MAX (${WATCH_BY_ID_MAX}) jobs waited for: each is answered when it finishes`, async (t) => {
+  const { api, other, watcher, until } = await setUp(t);
+  const ids: string[] = [];
+  for (let i = 0; i < WATCH_BY_ID_MAX + 6; i++) ids.push((await api.store.createJob(newTestJob())).job.id);
+  const answers = ids.map((id) => getJson(api.url, `/v1/requests/${id}?wait=30`, api.key));
+  await until('every long-poll began waiting', () => watcher.waiting === ids.length);
+  const started = Date.now();
+  for (const id of ids) await other.cancelJob(id, 'default');
+  const results = await Promise.all(answers);
+  assert.ok(results.every((r) => r.json.status === 'cancelled'));
+  assert.ok(Date.now() - started < 10_000, 'answered as the jobs finished, not at the end of the wait');
+});
