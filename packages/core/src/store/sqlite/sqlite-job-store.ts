@@ -395,9 +395,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       // PASSIVE, never TRUNCATE: once every frame is copied, the next write starts the WAL over in
       // place, so the flushes that follow overwrite blocks the file already has. Cut to zero bytes,
       // every flush until the file was as long again also had to write the file's new size:
-      // measured here (ext4), creates one at a time at sync=full ran 3,276-3,297 a second in a WAL
-      // reused in place against 2,395-2,755 in one grown from zero, with 193-199 µs of CPU each
-      // against 223-241. PASSIVE also never waits for readers; open-database.ts bounds what is kept.
+      // measured here (ext4), the store alone made creates one at a time at sync=full 3,119-3,541 a
+      // second in a WAL reused in place against 2,736-2,897 in one grown from zero, with 177-186 µs
+      // of CPU each against 210-219. PASSIVE also never waits for readers; open-database.ts bounds
+      // what is kept.
       db.pragma('wal_checkpoint(PASSIVE)');
     },
 
