@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createSilentLogger, openStore, type JobStore } from '@proxy/core';
-import { getJson, newTestJob } from '../../../test/helpers/index.ts';
+import { eventually, getJson, newTestJob } from '../../../test/helpers/index.ts';
 import { createJobWatcher, WATCH_BY_ID_MAX, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
@@ -16,15 +16,14 @@ async function setUp(t: Parameters<typeof startTestApi>[0], wrap: (store: JobSto
   });
   other = await openStore(api.config.db);
   t.after(() => other?.close());
-  const until = async (what: string, ok: () => boolean) => {
-    for (const deadline = Date.now() + 5000; !ok(); await new Promise((r) => setTimeout(r, 5))) assert.ok(Date.now() < deadline, what);
-  };
-  return { api, other, watcher: watcher as JobWatcher, until };
+  // Until the watcher holds this many waiters.
+  const waiting = (n: number) => eventually(async () => (watcher as JobWatcher).waiting === n, 5000, 5);
+  return { api, other, watcher: watcher as JobWatcher, waiting };
 }
 
 test('one long-poll while another connection finishes 2,000 jobs: the watcher reads the job waited for, not every job that finished', async (t) => {
   let rowsRead = 0;
-  const { api, other, watcher, until } = await setUp(t, (store) =>
+  const { api, other, watcher, waiting } = await setUp(t, (store) =>
     Object.assign(Object.create(store) as JobStore, {
       listFinishedSince: async (since: number) => {
         const rows = await store.listFinishedSince(since);
@@ -41,7 +40,7 @@ test('one long-poll while another connection finishes 2,000 jobs: the watcher re
   const running = await other.claimJobs({ workerId: 'w', limit: 2000, leaseMs: 60_000 });
   const waited = (await api.store.createJob(newTestJob())).job.id;
   const answer = getJson(api.url, `/v1/requests/${waited}?wait=30`, api.key);
-  await until('the long-poll began waiting', () => watcher.waiting === 1);
+  await waiting(1);
 
   // Twenty at a time, with pauses, so that the watcher looks many times while jobs finish.
   for (let i = 0; i < running.length; i += 20) {
@@ -58,7 +57,7 @@ test('one long-poll while another connection finishes 2,000 jobs: the watcher re
 
 test('a job that finished between its long-poll\'s read and its wait, with nothing committed after, is answered at the next look', async (t) => {
   let target = '';
-  const { api, other, watcher, until } = await setUp(t, (store, otherStore) =>
+  const { api, other, waiting } = await setUp(t, (store, otherStore) =>
     Object.assign(Object.create(store) as JobStore, {
       getJobOutcome: async (id: string) => {
         const outcome = await store.getJobOutcome(id);
@@ -75,7 +74,7 @@ test('a job that finished between its long-poll\'s read and its wait, with nothi
   // A waiter that stays keeps the watcher looking throughout.
   const stays = (await api.store.createJob(newTestJob())).job.id;
   const staying = getJson(api.url, `/v1/requests/${stays}?wait=20`, api.key);
-  await until('the first long-poll began waiting', () => watcher.waiting === 1);
+  await waiting(1);
 
   target = (await api.store.createJob(newTestJob())).job.id;
   const asked = Date.now();
@@ -89,11 +88,11 @@ test('a job that finished between its long-poll\'s read and its wait, with nothi
 });
 
 test(`more than WATCH_BY_ID_MAX (${WATCH_BY_ID_MAX}) jobs waited for: each is answered when it finishes`, async (t) => {
-  const { api, other, watcher, until } = await setUp(t);
+  const { api, other, waiting } = await setUp(t);
   const ids: string[] = [];
   for (let i = 0; i < WATCH_BY_ID_MAX + 6; i++) ids.push((await api.store.createJob(newTestJob())).job.id);
   const answers = ids.map((id) => getJson(api.url, `/v1/requests/${id}?wait=30`, api.key));
-  await until('every long-poll began waiting', () => watcher.waiting === ids.length);
+  await waiting(ids.length);
   const started = Date.now();
   for (const id of ids) await other.cancelJob(id, 'default');
   const results = await Promise.all(answers);

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { createSilentLogger, signBody, signBodyText, type JobStore } from '@proxy/core';
-import { freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
+import { eventually, freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
 import { createJobWatcher, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
@@ -282,11 +282,6 @@ test('a long-poll whose client hangs up holds no waiter: not when it leaves mid-
     watcher: (store) => (watcher = createJobWatcher({ store, logger: createSilentLogger(), pollMs: 15 })),
   });
   const waiters = () => (watcher as JobWatcher).waiting;
-  const until = async (what: string, ok: () => boolean) => {
-    for (const deadline = Date.now() + 5000; !ok(); await new Promise((r) => setTimeout(r, 10))) {
-      assert.ok(Date.now() < deadline, what);
-    }
-  };
   const { json: job } = await postSigned(api.url, api.key, api.secret, { prompt: 'nobody waits for me' });
   const ask = () => {
     const leave = new AbortController();
@@ -295,10 +290,10 @@ test('a long-poll whose client hangs up holds no waiter: not when it leaves mid-
   };
 
   const midWait = ask();
-  await until('the long-poll began waiting', () => waiters() === 1);
+  await eventually(async () => waiters() === 1, 5000, 10);
   midWait.leave();
   await midWait.answer;
-  await until('a client that left mid-wait no longer holds a waiter', () => waiters() === 0);
+  await eventually(async () => waiters() === 0, 5000, 10); // a client that left mid-wait no longer holds a waiter
 
   holdNextRead = true;
   const read = new Promise<void>((r) => (reading = r));
