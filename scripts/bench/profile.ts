@@ -1,7 +1,8 @@
 /**
- * `node --import tsx scripts/bench/profile.ts create|lookup|worker`: runs proxy-api under the
- * benchmark's load for a few seconds (or proxy-worker daemon draining jobs against a zero-latency
- * stub) with --cpu-prof, then prints the functions that took the most CPU (self time, and by file).
+ * `node --import tsx scripts/bench/profile.ts create|lookup|worker|longpoll`: runs proxy-api under
+ * the benchmark's load for a few seconds (or proxy-worker daemon draining jobs against a zero-latency
+ * stub; or proxy-api holding long-polls while a daemon drains) with --cpu-prof, then prints the
+ * functions that took the most CPU (self time, and by file).
  * create and worker run on PostgreSQL when DATABASE_URL is set (create in DATABASE_SCHEMA, which
  * the caller drops after).
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
@@ -50,6 +51,7 @@ const env = {
 };
 const profDir = join(dir, 'prof');
 if (mode === 'worker') await profileWorker();
+if (mode === 'longpoll') await profileLongPolls();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
 const bare = process.env.BARE === '1';
 const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port)] : [...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')];
@@ -133,6 +135,47 @@ async function profileWorker(): Promise<never> {
     await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
     await admin.end();
   }
+  if (profiling) report();
+  process.exit(0);
+}
+
+/**
+ * What long-polls cost proxy-api while other jobs finish: LONGPOLL_WAITERS (64) requests wait
+ * (`?wait=60`) on jobs queued behind WORKER_JOBS (20,000) others, and a daemon drains those against
+ * a zero-latency stub. Reports the API's CPU from the daemon's start to the last of the others
+ * finished, which is the long-polls' watcher (the API serves nothing else meanwhile).
+ */
+async function profileLongPolls(): Promise<never> {
+  const n = Number(process.env.WORKER_JOBS ?? 20_000);
+  const waiters = Number(process.env.LONGPOLL_WAITERS ?? 64);
+  const stub = await startStubUpstream({ delayMs: 0 });
+  const store = openSqliteStore({ path: dbPath });
+  const newJob = (i: number) => {
+    const id = newJobId();
+    return { id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 };
+  };
+  for (let i = 0; i < n; i++) await store.createJob(newJob(i));
+  // Queued after the others, so the daemon reaches them last: they are waited for throughout.
+  await new Promise((r) => setTimeout(r, 5));
+  const waited: string[] = [];
+  for (let i = 0; i < waiters; i++) waited.push((await store.createJob(newJob(n + i))).job.id);
+  const api = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/health`));
+  const polls = waited.map((id) => fetch(`${url}/v1/requests/${id}?wait=60`, { headers: { 'x-proxy-key': key } }).then((r) => r.json() as Promise<{ status: string }>));
+  await new Promise((r) => setTimeout(r, 1000));
+  const workerEnv = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, LOG_LEVEL: 'warn', WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8' };
+  const before = cpuSeconds(api.child.pid as number);
+  const worker = await start([...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], workerEnv, join(dir, 'worker.log'), async () => true);
+  const began = Date.now();
+  while ((await store.countByStatus()).completed < n) await new Promise((r) => setTimeout(r, 20));
+  const seconds = (Date.now() - began) / 1000;
+  const used = cpuSeconds(api.child.pid as number).total - before.total;
+  const answered = await Promise.all(polls);
+  const completed = answered.filter((a) => a.status === 'completed').length;
+  process.stdout.write(`longpoll: ${waiters} waiting while ${n} other jobs finished in ${seconds.toFixed(1)} s (${Math.round(n / seconds)} jobs/s): proxy-api used ${used.toFixed(2)} s of CPU, ${Math.round((100 * used) / seconds)}% of a core; ${completed} of ${waiters} long-polls answered completed\n`);
+  await worker.stop();
+  await api.stop();
+  await store.close();
+  await stub.close();
   if (profiling) report();
   process.exit(0);
 }
