@@ -40,6 +40,14 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.doesNotMatch(expire, /TEMP B-TREE|SCAN jobs/);
   assert.match(plan('SELECT * FROM jobs WHERE id = @id'), /USING INDEX sqlite_autoindex_jobs_1|PRIMARY KEY/);
   assert.match(plan('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'), /USING INDEX jobs_client_nonce/);
+  // The long-poll watcher's look at the jobs waited for: each id by primary key, never a scan.
+  const waited = db
+    .prepare("EXPLAIN QUERY PLAN SELECT jobs.id FROM json_each(?) AS waited JOIN jobs ON jobs.id = waited.value WHERE jobs.status IN ('completed', 'failed', 'cancelled', 'expired')")
+    .all('[]')
+    .map((r: any) => r.detail)
+    .join(' | ');
+  assert.match(waited, /SEARCH jobs USING INDEX sqlite_autoindex_jobs_1 \(id=\?\)/);
+  assert.doesNotMatch(waited, /SCAN jobs/);
   assert.match(plan("SELECT * FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT @limit"), /USING INDEX jobs_status_finished/);
   // Queries over finished jobs name their statuses: jobs_status_finished is the only index on finished_at.
   const finished = "status IN ('completed', 'failed', 'cancelled', 'expired')";
