@@ -17,21 +17,24 @@ export const WATCH_POLL_MS = 15;
 const OVERLAP_MS = 1000;
 
 /**
- * Up to this many jobs waited for, a look reads those jobs by id; above it, it lists the jobs
- * finished since the last look. A listing reads every job finished in the last second or so, so its
- * cost follows the workers' pace, not the waiters: measured, one waiter while a worker finished
- * 3,900-4,200 jobs a second took 21% of a core of the API, 1-2% read by id, and 64 waiters read by
- * id 3% (about 3 µs an id a look). So reading by id costs at most about 1% of a core more than
- * nothing, whatever the pace; beyond this many, a listing costs what it always did.
+ * A look reads either the jobs waited for, by id, or the jobs finished since the last look (a
+ * listing, which reaches back OVERLAP_MS and so reads about a second of the workers' output). An id
+ * costs about what a listed row does (on SQLite, in-process: about 1 µs an id, 1.3 µs a row), so a
+ * look takes whichever is fewer: the waiters, or the rows the last listing read. Up to this many
+ * waiters it reads by id without asking: that costs at most about 1% of a core more than nothing.
+ * Measured with profile.ts longpoll (the API's CPU while a daemon drained 20,000 other jobs at
+ * 3,500-4,900 a second): 100 waiters 4% of a core, 500 5%, 2,000 16-17%, against 26%, 26% and 29%
+ * when every look above 64 waiters listed; one waiter 2%, 64 waiters 2-3%.
  */
-export const WATCH_BY_ID_MAX = 64;
+export const WATCH_ALWAYS_BY_ID = 64;
 
 /**
  * One watcher per API process serves every waiter: while anyone waits, it asks the store every
  * `pollMs` whether another connection committed (SQLite's PRAGMA data_version, no table read), and
- * only then looks: at the waited-for jobs by id when they are few, else at the jobs finished since
- * its last look. A job waited for since the last look is looked at by id on the next one even when
- * nothing was committed: it may have finished, unseen, between its handler's read and its wait.
+ * only then looks: at the waited-for jobs by id, or at the jobs finished since its last look,
+ * whichever reads fewer rows (see WATCH_ALWAYS_BY_ID). A job waited for since the last look is
+ * looked at by id on the next one even when nothing was committed: it may have finished, unseen,
+ * between its handler's read and its wait.
  * Idle when nobody waits.
  */
 export function createJobWatcher(options: { store: JobStore; logger: Logger; pollMs: number; now?: () => number }): JobWatcher {
@@ -43,6 +46,10 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
   let lastVersion = -1;
   let since = 0;
   let closed = false;
+  // What the last listing read, and when: the estimate of what a listing costs now. Refreshed at
+  // least every OVERLAP_MS while many wait, so a change in the workers' pace is noticed.
+  let listed = { rows: 0, at: -Infinity };
+  const readById = (at: number) => waiters.size <= WATCH_ALWAYS_BY_ID || (waiters.size <= listed.rows && at - listed.at < OVERLAP_MS);
 
   const wake = (id: string) => {
     const set = waiters.get(id);
@@ -60,10 +67,12 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
       if (version !== lastVersion) {
         lastVersion = version;
         const checkedAt = now();
-        if (waiters.size <= WATCH_BY_ID_MAX) {
+        if (readById(checkedAt)) {
           for (const id of await options.store.finalAmong([...waiters.keys()])) wake(id);
         } else {
-          for (const row of await options.store.listFinishedSince(since - OVERLAP_MS)) wake(row.id);
+          const rows = await options.store.listFinishedSince(since - OVERLAP_MS);
+          listed = { rows: rows.length, at: checkedAt };
+          for (const row of rows) wake(row.id);
         }
         since = checkedAt;
       } else if (newlyWaited.length > 0) {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createSilentLogger, openStore, type JobStore } from '@proxy/core';
 import { eventually, getJson, newTestJob } from '../../../test/helpers/index.ts';
-import { createJobWatcher, WATCH_BY_ID_MAX, type JobWatcher } from '../src/job-watcher.ts';
+import { createJobWatcher, WATCH_ALWAYS_BY_ID, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
 // The watcher sees what other connections commit (a worker's), so each test finishes jobs through a
@@ -87,10 +87,10 @@ test('a job that finished between its long-poll\'s read and its wait, with nothi
   assert.equal((await staying).json.status, 'cancelled');
 });
 
-test(`more than WATCH_BY_ID_MAX (${WATCH_BY_ID_MAX}) jobs waited for: each is answered when it finishes`, async (t) => {
+test(`more than WATCH_ALWAYS_BY_ID (${WATCH_ALWAYS_BY_ID}) jobs waited for: each is answered when it finishes`, async (t) => {
   const { api, other, waiting } = await setUp(t);
   const ids: string[] = [];
-  for (let i = 0; i < WATCH_BY_ID_MAX + 6; i++) ids.push((await api.store.createJob(newTestJob())).job.id);
+  for (let i = 0; i < WATCH_ALWAYS_BY_ID + 6; i++) ids.push((await api.store.createJob(newTestJob())).job.id);
   const answers = ids.map((id) => getJson(api.url, `/v1/requests/${id}?wait=30`, api.key));
   await waiting(ids.length);
   const started = Date.now();
@@ -98,4 +98,78 @@ test(`more than WATCH_BY_ID_MAX (${WATCH_BY_ID_MAX}) jobs waited for: each is an
   const results = await Promise.all(answers);
   assert.ok(results.every((r) => r.json.status === 'cancelled'));
   assert.ok(Date.now() - started < 10_000, 'answered as the jobs finished, not at the end of the wait');
+});
+
+// Counts what the watcher's looks read: listings, and by-id looks at more than WATCH_ALWAYS_BY_ID ids.
+function countingLooks(store: JobStore) {
+  const seen = { listings: 0, listedRows: 0, byIdLooks: 0, idsRead: 0 };
+  const wrapped = Object.assign(Object.create(store) as JobStore, {
+    listFinishedSince: async (since: number) => {
+      const rows = await store.listFinishedSince(since);
+      seen.listings += 1;
+      seen.listedRows += rows.length;
+      return rows;
+    },
+    finalAmong: async (ids: readonly string[]) => {
+      if (ids.length > WATCH_ALWAYS_BY_ID) seen.byIdLooks += 1;
+      seen.idsRead += ids.length;
+      return store.finalAmong(ids);
+    },
+  });
+  return { seen, wrapped };
+}
+
+test(`more than WATCH_ALWAYS_BY_ID (${WATCH_ALWAYS_BY_ID}) waiters while many more jobs finish: the looks read the waiters by id, and list about once a second`, async (t) => {
+  let counting: ReturnType<typeof countingLooks> | undefined;
+  const { api, other, waiting } = await setUp(t, (store) => (counting = countingLooks(store)).wrapped);
+  const { seen } = counting as ReturnType<typeof countingLooks>;
+  for (let i = 0; i < 3000; i++) await other.createJob(newTestJob());
+  const running = await other.claimJobs({ workerId: 'w', limit: 3000, leaseMs: 60_000 });
+  const ids: string[] = [];
+  for (let i = 0; i < WATCH_ALWAYS_BY_ID + 6; i++) ids.push((await api.store.createJob(newTestJob())).job.id);
+  const answers = ids.map((id) => getJson(api.url, `/v1/requests/${id}?wait=60`, api.key));
+  // Handled from the start: a failed assertion closes the server under them.
+  void Promise.allSettled(answers);
+  await waiting(ids.length);
+
+  const started = Date.now();
+  for (let i = 0; i < running.length; i += 20) {
+    await Promise.all(running.slice(i, i + 20).map((j) => other.completeJob(j.id, j.leaseToken, { outputText: 'other', usage: null, response: {} })));
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  const seconds = (Date.now() - started) / 1000;
+  t.diagnostic(`${seconds.toFixed(1)} s: ${seen.listings} listings read ${seen.listedRows} rows; ${seen.byIdLooks} looks by id read ${seen.idsRead} ids`);
+  assert.ok(seen.byIdLooks >= 10, `only ${seen.byIdLooks} looks read the ${ids.length} waiters by id`);
+  assert.ok(seen.listings <= seconds + 5, `${seen.listings} listings in ${seconds.toFixed(1)} s`);
+
+  for (const id of ids) await other.cancelJob(id, 'default');
+  assert.ok((await Promise.all(answers)).every((r) => r.json.status === 'cancelled'));
+});
+
+test('many waiters while few jobs finish: the looks list the finished jobs rather than read every waiter by id', async (t) => {
+  let counting: ReturnType<typeof countingLooks> | undefined;
+  const { api, other, watcher, waiting } = await setUp(t, (store) => (counting = countingLooks(store)).wrapped);
+  const { seen } = counting as ReturnType<typeof countingLooks>;
+  const ids: string[] = [];
+  for (let i = 0; i < 200; i++) ids.push((await api.store.createJob(newTestJob())).job.id);
+  const answers = ids.map((id) => getJson(api.url, `/v1/requests/${id}?wait=60`, api.key));
+  // Handled from the start: a failed assertion closes the server under them.
+  void Promise.allSettled(answers);
+  await waiting(ids.length);
+  // Past the look that reads the newly waited jobs by id.
+  await new Promise((r) => setTimeout(r, 100));
+  seen.byIdLooks = 0;
+  seen.listings = 0;
+
+  // Ten of them finish, one every 30 ms: each look finds a commit and at most a few rows to list.
+  for (const id of ids.slice(0, 10)) {
+    await other.cancelJob(id, 'default');
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  await eventually(async () => watcher.waiting === ids.length - 10, 5000, 5);
+  assert.ok(seen.listings >= 5, `${seen.listings} listings`);
+  assert.equal(seen.byIdLooks, 0, 'no look read the 200 waiters by id');
+
+  for (const id of ids.slice(10)) await other.cancelJob(id, 'default');
+  assert.ok((await Promise.all(answers)).every((r) => r.json.status === 'cancelled'));
 });
