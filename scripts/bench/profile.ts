@@ -129,12 +129,7 @@ async function profileWorker(): Promise<never> {
   await proc.stop();
   await store.close();
   await stub.close();
-  if (pgUrl) {
-    const admin = new pg.Client({ connectionString: pgUrl });
-    await admin.connect();
-    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await admin.end();
-  }
+  if (pgUrl) await dropSchema(pgUrl, schema);
   if (profiling) report();
   process.exit(0);
 }
@@ -143,13 +138,18 @@ async function profileWorker(): Promise<never> {
  * What long-polls cost proxy-api while other jobs finish: LONGPOLL_WAITERS (64) requests wait
  * (`?wait=60`) on jobs queued behind WORKER_JOBS (20,000) others, and a daemon drains those against
  * a zero-latency stub. Reports the API's CPU from the daemon's start to the last of the others
- * finished, which is the long-polls' watcher (the API serves nothing else meanwhile).
+ * finished, which is the long-polls' watcher (the API serves nothing else meanwhile). On
+ * PostgreSQL when DATABASE_URL is set, as for the worker.
  */
 async function profileLongPolls(): Promise<never> {
   const n = Number(process.env.WORKER_JOBS ?? 20_000);
   const waiters = Number(process.env.LONGPOLL_WAITERS ?? 64);
   const stub = await startStubUpstream({ delayMs: 0 });
-  const store = openSqliteStore({ path: dbPath });
+  // DATABASE_URL=postgres://…: on PostgreSQL, in a schema of its own dropped at the end.
+  const pgUrl = process.env.DATABASE_URL;
+  const schema = `profile_${randomBytes(4).toString('hex')}`;
+  const store = pgUrl ? await openPostgresStore({ url: pgUrl, schema }) : openSqliteStore({ path: dbPath });
+  const database: Record<string, string> = pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {};
   const newJob = (i: number) => {
     const id = newJobId();
     return { id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 };
@@ -159,10 +159,10 @@ async function profileLongPolls(): Promise<never> {
   await new Promise((r) => setTimeout(r, 5));
   const waited: string[] = [];
   for (let i = 0; i < waiters; i++) waited.push((await store.createJob(newJob(n + i))).job.id);
-  const api = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/health`));
+  const api = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')], { ...env, ...database } as Record<string, string>, join(dir, 'api.log'), answers(`${url}/health`));
   const polls = waited.map((id) => fetch(`${url}/v1/requests/${id}?wait=60`, { headers: { 'x-proxy-key': key } }).then((r) => r.json() as Promise<{ status: string }>));
   await new Promise((r) => setTimeout(r, 1000));
-  const workerEnv = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, LOG_LEVEL: 'warn', WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8' };
+  const workerEnv = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, LOG_LEVEL: 'warn', WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', ...database };
   const before = cpuSeconds(api.child.pid as number);
   const worker = await start([...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], workerEnv, join(dir, 'worker.log'), async () => true);
   const began = Date.now();
@@ -176,8 +176,16 @@ async function profileLongPolls(): Promise<never> {
   await api.stop();
   await store.close();
   await stub.close();
+  if (pgUrl) await dropSchema(pgUrl, schema);
   if (profiling) report();
   process.exit(0);
+}
+
+async function dropSchema(pgUrl: string, schema: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: pgUrl });
+  await admin.connect();
+  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await admin.end();
 }
 
 /** The measured process (every thread) on CPU 0, this process on CPU 1. */
