@@ -11,7 +11,8 @@ import { openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import type { ClaimedJob, JobRecord, JobStore } from '../src/store/types.ts';
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
-import { manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
+import { createChangeListener } from '../src/store/postgres/change-listener.ts';
+import { eventually, manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -87,6 +88,16 @@ const backends: Backend[] = [
 
 const job = newTestJob;
 const clock = manualClock;
+
+/**
+ * On PostgreSQL the first read of the change counter opens the store's listening connection, and the
+ * counter moves once when it listens: read until then, so that only a notification moves it after.
+ */
+async function listening(store: JobStore): Promise<void> {
+  if (store.kind !== 'postgres') return;
+  const first = await store.changeCounter();
+  await eventually(async () => (await store.changeCounter()) !== first, 5000, 10);
+}
 
 for (const backend of backends) {
   describe(`store contract: ${backend.name}`, { skip: backend.skip }, () => {
@@ -746,6 +757,7 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const writer = await place.open();
     const watcher = await place.open();
+    await listening(watcher);
     const before = await watcher.changeCounter();
     await writer.createJob(job());
     const until = Date.now() + 2000;
@@ -758,17 +770,45 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const writer = await place.open();
     const watcher = await place.open();
+    await listening(writer);
+    await listening(watcher);
     const admin = new pg.Client({ connectionString: PG_URL });
     await admin.connect();
     t.after(() => admin.end());
     const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`proxy-listener:${place.schema}`]);
     assert.equal(killed.rowCount, 2, "both stores' listeners were cut");
     await new Promise((r) => setTimeout(r, 1500));
+    await listening(watcher);
     const before = await watcher.changeCounter();
     await writer.createJob(job());
     const until = Date.now() + 1000;
     while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
+  });
+
+  if (backend.name === 'postgres') test('postgres: the listening connection opens when the change counter is first read, and closes once it has not been read for a while', async (t) => {
+    const name = `proxy-listener:listen_${randomBytes(4).toString('hex')}`;
+    const listener = createChangeListener({ connection: { connectionString: PG_URL }, schema: name.slice('proxy-listener:'.length), fallbackPollMs: 50, idleMs: 400 });
+    t.after(() => listener.close());
+    const admin = new pg.Client({ connectionString: PG_URL });
+    await admin.connect();
+    t.after(() => admin.end());
+    const connections = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [name])).rows[0]?.n);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await connections(), 0, 'nothing listens before the counter is read');
+    listener.counter();
+    await eventually(async () => (await connections()) === 1, 5000, 20);
+    // Read more often than the idle time: it stays open.
+    for (let i = 0; i < 8; i++) {
+      listener.counter();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(await connections(), 1, 'still listening while read');
+    await eventually(async () => (await connections()) === 0, 5000, 20);
+    listener.counter();
+    await eventually(async () => (await connections()) === 1, 5000, 20);
+    await listener.close();
+    await eventually(async () => (await connections()) === 0, 5000, 20);
   });
   });
 }

@@ -7,6 +7,7 @@ import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
 import { withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
+import { createChangeListener } from './change-listener.js';
 
 export interface PostgresStoreOptions {
   /** postgres://… connection string. */
@@ -45,7 +46,8 @@ export const LOCK_TIMEOUT_MS = 5000;
 
 /**
  * Opens the PostgreSQL job store: applies its migrations under an advisory lock, and LISTENs for job
- * changes so idle workers and long-poll watchers wake without polling the table.
+ * changes while someone asks (change-listener.ts) so idle workers and long-poll watchers wake
+ * without polling the table.
  */
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<JobStore> {
   const now = options.now ?? Date.now;
@@ -65,28 +67,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   pool.on('error', (err) => options.onConnectionLost?.(err));
   await migratePostgres(pool, schema);
 
-  // One listening connection per store; the counter is what the worker loop and watchers compare.
-  let changes = 0;
+  // The counter the worker loop and long-poll watchers compare: see change-listener.ts.
+  const listener = createChangeListener({ connection, schema, fallbackPollMs: options.fallbackPollMs ?? 1000 });
   let closed = false;
-  let listener: pg.Client | null = null;
-  // A dropped listening connection is replaced after a second; meanwhile the fallback poll covers it.
-  async function listen(): Promise<void> {
-    const client = new pg.Client({ ...connection, application_name: `proxy-listener:${schema}`, keepAlive: true });
-    const retry = () => {
-      changes += 1;
-      if (listener === client) listener = null;
-      client.end().catch(() => undefined);
-      if (!closed) setTimeout(() => void listen().catch(() => retry()), 1000).unref();
-    };
-    client.on('notification', () => (changes += 1));
-    client.on('error', retry);
-    await client.connect();
-    await client.query('LISTEN proxy_jobs');
-    listener = client;
-  }
-  await listen();
-  const fallback = setInterval(() => (changes += 1), options.fallbackPollMs ?? 1000);
-  fallback.unref();
 
   function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     return withClient(pool, async (client) => {
@@ -674,7 +657,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async changeCounter() {
-      return changes;
+      return listener.counter();
     },
 
     async ping() {
@@ -707,10 +690,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async close() {
       if (closed) return;
       closed = true;
-      clearInterval(fallback);
       // Writes already accepted finish before the pool goes.
       await Promise.all([inserts.drain(), endings.drain(), retries.drain(), draws.drain()]);
-      await listener?.end().catch(() => undefined);
+      await listener.close();
       await pool.end();
     },
   };

@@ -1,0 +1,92 @@
+import pg from 'pg';
+
+/**
+ * How long the listening connection stays open after the change counter was last read. Listening
+ * costs the process a wakeup for every commit to the jobs on the whole server, wanted or not:
+ * measured (profile.ts longpoll), an API nobody long-polled used 5% of a core while a worker drained
+ * 1,000 jobs a second. A worker's loop reads the counter all the time and so always listens; an API
+ * listens only while long-polls wait, and for this long after.
+ */
+export const LISTEN_IDLE_MS = 30_000;
+
+export interface ChangeListener {
+  /** A number that moves when a job changes anywhere (and once a `fallbackPollMs` regardless). */
+  counter(): number;
+  close(): Promise<void>;
+}
+
+export interface ChangeListenerOptions {
+  /** pg.Client settings for the listening connection. */
+  connection: pg.ClientConfig;
+  schema: string;
+  /** How often the counter moves anyway, in case a notification was lost (ms). */
+  fallbackPollMs: number;
+  idleMs?: number;
+}
+
+/**
+ * LISTENs for `proxy_jobs` (sent by the jobs table's statement trigger) on a connection of its own,
+ * opened when the counter is first read and closed when it has not been read for `idleMs`. The
+ * counter moves once more when a connection starts listening: commits made before LISTEN took
+ * effect sent nobody a notification, so whoever reads the counter looks once more.
+ */
+export function createChangeListener(options: ChangeListenerOptions): ChangeListener {
+  const idleMs = options.idleMs ?? LISTEN_IDLE_MS;
+  let changes = 0;
+  let closed = false;
+  let lastRead = 0;
+  // The connection listening, or being opened to listen.
+  let client: pg.Client | null = null;
+  // After a connection was lost, none is opened before this (performance.now()).
+  let retryAfter = 0;
+
+  async function listen(): Promise<void> {
+    const own = new pg.Client({ ...options.connection, application_name: `proxy-listener:${options.schema}`, keepAlive: true });
+    client = own;
+    // A dropped connection: the fallback poll covers the gap, and the next read (after a second, so a
+    // server that is down is not asked in a loop) opens another.
+    const lost = () => {
+      changes += 1;
+      if (client === own) {
+        client = null;
+        retryAfter = performance.now() + 1000;
+      }
+      own.end().catch(() => undefined);
+    };
+    own.on('notification', () => (changes += 1));
+    own.on('error', lost);
+    try {
+      await own.connect();
+      await own.query('LISTEN proxy_jobs');
+      changes += 1;
+    } catch {
+      lost();
+    }
+  }
+
+  const fallback = setInterval(() => {
+    changes += 1;
+    if (client && performance.now() - lastRead > idleMs) {
+      const idle = client;
+      client = null;
+      idle.removeAllListeners('notification');
+      idle.end().catch(() => undefined);
+    }
+  }, options.fallbackPollMs);
+  fallback.unref();
+
+  return {
+    counter() {
+      lastRead = performance.now();
+      if (!client && !closed && lastRead >= retryAfter) void listen();
+      return changes;
+    },
+    async close() {
+      closed = true;
+      clearInterval(fallback);
+      const last = client;
+      client = null;
+      await last?.end().catch(() => undefined);
+    },
+  };
+}
