@@ -4,8 +4,8 @@ import pg from 'pg';
  * How long the listening connection stays open after the change counter was last read. Listening
  * costs the process a wakeup for every commit to the jobs on the whole server, wanted or not:
  * measured (profile.ts longpoll), an API nobody long-polled used 5% of a core while a worker drained
- * 1,000 jobs a second. A worker's loop reads the counter all the time and so always listens; an API
- * listens only while long-polls wait, and for this long after.
+ * 1,000 jobs a second. A worker's loop reads the counter whenever it waits for work, so an idle
+ * worker always listens; an API listens only while long-polls wait, and for this long after.
  */
 export const LISTEN_IDLE_MS = 30_000;
 
