@@ -21,6 +21,7 @@ import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job
 import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
 import pg from 'pg';
 import { newJobId } from '../../packages/core/src/ids.ts';
+import type { JobStore, NewJob } from '../../packages/core/src/store/types.ts';
 import { startStubUpstream } from '../stub-upstream.ts';
 import { answers, freePort, start } from './processes.ts';
 
@@ -93,15 +94,8 @@ async function profileWorker(): Promise<never> {
   const failWith = process.env.STUB_STATUS ? Number(process.env.STUB_STATUS) : null;
   const stub = await startStubUpstream({ delayMs: Number(process.env.STUB_DELAY_MS ?? 0), ...(failWith ? { behave: () => ({ status: failWith }) } : {}) });
   const outcome = failWith ? 'failed' : 'completed';
-  // DATABASE_URL=postgres://…: the worker on PostgreSQL, in a schema of its own dropped at the end.
-  const pgUrl = process.env.DATABASE_URL;
-  const schema = `profile_${randomBytes(4).toString('hex')}`;
-  const store = pgUrl ? await openPostgresStore({ url: pgUrl, schema }) : openSqliteStore({ path: dbPath });
-  const database: Record<string, string> = pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {};
-  for (let i = 0; i < n; i++) {
-    const id = newJobId();
-    await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
-  }
+  const { store, database, teardown } = await harnessStore();
+  for (let i = 0; i < n; i++) await store.createJob(queuedJob(i));
   const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...database, ...(failWith ? { RETRY_BASE_MS: '1', RETRY_MAX_MS: '1' } : {}), ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_'))) };
   const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
   // PIN=1: the worker on CPU 0, the stub and this harness on CPU 1 (see the same below for the API).
@@ -127,11 +121,8 @@ async function profileWorker(): Promise<never> {
   const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
   process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job (${Math.round(sysPerJob)} in the kernel), peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
   await proc.stop();
-  await store.close();
   await stub.close();
-  if (pgUrl) await dropSchema(pgUrl, schema);
-  if (profiling) report();
-  process.exit(0);
+  return teardown();
 }
 
 /**
@@ -145,20 +136,12 @@ async function profileLongPolls(): Promise<never> {
   const n = Number(process.env.WORKER_JOBS ?? 20_000);
   const waiters = Number(process.env.LONGPOLL_WAITERS ?? 64);
   const stub = await startStubUpstream({ delayMs: 0 });
-  // DATABASE_URL=postgres://…: on PostgreSQL, in a schema of its own dropped at the end.
-  const pgUrl = process.env.DATABASE_URL;
-  const schema = `profile_${randomBytes(4).toString('hex')}`;
-  const store = pgUrl ? await openPostgresStore({ url: pgUrl, schema }) : openSqliteStore({ path: dbPath });
-  const database: Record<string, string> = pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {};
-  const newJob = (i: number) => {
-    const id = newJobId();
-    return { id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 };
-  };
-  for (let i = 0; i < n; i++) await store.createJob(newJob(i));
+  const { store, database, teardown } = await harnessStore();
+  for (let i = 0; i < n; i++) await store.createJob(queuedJob(i));
   // Queued after the others, so the daemon reaches them last: they are waited for throughout.
   await new Promise((r) => setTimeout(r, 5));
   const waited: string[] = [];
-  for (let i = 0; i < waiters; i++) waited.push((await store.createJob(newJob(n + i))).job.id);
+  for (let i = 0; i < waiters; i++) waited.push((await store.createJob(queuedJob(n + i))).job.id);
   const api = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')], { ...env, ...database } as Record<string, string>, join(dir, 'api.log'), answers(`${url}/health`));
   const polls = waited.map((id) => fetch(`${url}/v1/requests/${id}?wait=60`, { headers: { 'x-proxy-key': key } }).then((r) => r.json() as Promise<{ status: string }>));
   await new Promise((r) => setTimeout(r, 1000));
@@ -174,18 +157,37 @@ async function profileLongPolls(): Promise<never> {
   process.stdout.write(`longpoll: ${waiters} waiting while ${n} other jobs finished in ${seconds.toFixed(1)} s (${Math.round(n / seconds)} jobs/s): proxy-api used ${used.toFixed(2)} s of CPU, ${Math.round((100 * used) / seconds)}% of a core; ${completed} of ${waiters} long-polls answered completed\n`);
   await worker.stop();
   await api.stop();
-  await store.close();
   await stub.close();
-  if (pgUrl) await dropSchema(pgUrl, schema);
-  if (profiling) report();
-  process.exit(0);
+  return teardown();
 }
 
-async function dropSchema(pgUrl: string, schema: string): Promise<void> {
-  const admin = new pg.Client({ connectionString: pgUrl });
-  await admin.connect();
-  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await admin.end();
+/**
+ * The store the worker and long-poll modes fill and watch: the SQLite file, or with
+ * DATABASE_URL=postgres://… a PostgreSQL schema of its own (`database` points the programs at it).
+ * `teardown` closes it, drops that schema, prints the profile and exits.
+ */
+async function harnessStore(): Promise<{ store: JobStore; database: Record<string, string>; teardown: () => Promise<never> }> {
+  const pgUrl = process.env.DATABASE_URL;
+  const schema = `profile_${randomBytes(4).toString('hex')}`;
+  const store = pgUrl ? await openPostgresStore({ url: pgUrl, schema }) : openSqliteStore({ path: dbPath });
+  const teardown = async (): Promise<never> => {
+    await store.close();
+    if (pgUrl) {
+      const admin = new pg.Client({ connectionString: pgUrl });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await admin.end();
+    }
+    if (profiling) report();
+    process.exit(0);
+  };
+  return { store, database: pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {}, teardown };
+}
+
+/** A queued job whose prompt is `job <i>`. */
+function queuedJob(i: number): NewJob {
+  const id = newJobId();
+  return { id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 };
 }
 
 /** The measured process (every thread) on CPU 0, this process on CPU 1. */
