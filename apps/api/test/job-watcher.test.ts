@@ -21,36 +21,50 @@ async function setUp(t: Parameters<typeof startTestApi>[0], wrap: (store: JobSto
   return { api, other, watcher: watcher as JobWatcher, waiting };
 }
 
-test('one long-poll while another connection finishes 2,000 jobs: the watcher reads the job waited for, not every job that finished', async (t) => {
-  let rowsRead = 0;
-  const { api, other, watcher, waiting } = await setUp(t, (store) =>
+// Counts what the watcher's looks read: listings and their rows, and ids read by id (looks at more
+// than WATCH_ALWAYS_BY_ID of them apart). `wrap` goes to setUp.
+function lookCounts() {
+  const seen = { listings: 0, listedRows: 0, byIdLooks: 0, idsRead: 0 };
+  const wrap = (store: JobStore) =>
     Object.assign(Object.create(store) as JobStore, {
       listFinishedSince: async (since: number) => {
         const rows = await store.listFinishedSince(since);
-        rowsRead += rows.length;
+        seen.listings += 1;
+        seen.listedRows += rows.length;
         return rows;
       },
       finalAmong: async (ids: readonly string[]) => {
-        rowsRead += ids.length;
+        if (ids.length > WATCH_ALWAYS_BY_ID) seen.byIdLooks += 1;
+        seen.idsRead += ids.length;
         return store.finalAmong(ids);
       },
-    }),
-  );
+    });
+  return { seen, wrap };
+}
+
+// Completes held jobs twenty at a time, with pauses, so that the watcher looks many times meanwhile.
+async function completeInTwenties(store: JobStore, jobs: ReadonlyArray<{ id: string; leaseToken: number }>) {
+  for (let i = 0; i < jobs.length; i += 20) {
+    await Promise.all(jobs.slice(i, i + 20).map((j) => store.completeJob(j.id, j.leaseToken, { outputText: 'other', usage: null, response: {} })));
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+test('one long-poll while another connection finishes 2,000 jobs: the watcher reads the job waited for, not every job that finished', async (t) => {
+  const { seen, wrap } = lookCounts();
+  const { api, other, watcher, waiting } = await setUp(t, wrap);
   for (let i = 0; i < 2000; i++) await other.createJob(newTestJob());
   const running = await other.claimJobs({ workerId: 'w', limit: 2000, leaseMs: 60_000 });
   const waited = (await api.store.createJob(newTestJob())).job.id;
   const answer = getJson(api.url, `/v1/requests/${waited}?wait=30`, api.key);
   await waiting(1);
 
-  // Twenty at a time, with pauses, so that the watcher looks many times while jobs finish.
-  for (let i = 0; i < running.length; i += 20) {
-    await Promise.all(running.slice(i, i + 20).map((j) => other.completeJob(j.id, j.leaseToken, { outputText: 'other', usage: null, response: {} })));
-    await new Promise((r) => setTimeout(r, 2));
-  }
+  await completeInTwenties(other, running);
   assert.equal(watcher.waiting, 1, 'other jobs finishing woke nobody');
   await other.cancelJob(waited, 'default');
   const { json } = await answer;
   assert.equal(json.status, 'cancelled');
+  const rowsRead = seen.listedRows + seen.idsRead;
   t.diagnostic(`the watcher read ${rowsRead} rows while 2,000 other jobs finished`);
   assert.ok(rowsRead < 200, `the watcher read ${rowsRead} rows for one waiter`);
 });
@@ -100,29 +114,9 @@ test(`more than WATCH_ALWAYS_BY_ID (${WATCH_ALWAYS_BY_ID}) jobs waited for: each
   assert.ok(Date.now() - started < 10_000, 'answered as the jobs finished, not at the end of the wait');
 });
 
-// Counts what the watcher's looks read: listings, and by-id looks at more than WATCH_ALWAYS_BY_ID ids.
-function countingLooks(store: JobStore) {
-  const seen = { listings: 0, listedRows: 0, byIdLooks: 0, idsRead: 0 };
-  const wrapped = Object.assign(Object.create(store) as JobStore, {
-    listFinishedSince: async (since: number) => {
-      const rows = await store.listFinishedSince(since);
-      seen.listings += 1;
-      seen.listedRows += rows.length;
-      return rows;
-    },
-    finalAmong: async (ids: readonly string[]) => {
-      if (ids.length > WATCH_ALWAYS_BY_ID) seen.byIdLooks += 1;
-      seen.idsRead += ids.length;
-      return store.finalAmong(ids);
-    },
-  });
-  return { seen, wrapped };
-}
-
 test(`more than WATCH_ALWAYS_BY_ID (${WATCH_ALWAYS_BY_ID}) waiters while many more jobs finish: the looks read the waiters by id, and list about once a second`, async (t) => {
-  let counting: ReturnType<typeof countingLooks> | undefined;
-  const { api, other, waiting } = await setUp(t, (store) => (counting = countingLooks(store)).wrapped);
-  const { seen } = counting as ReturnType<typeof countingLooks>;
+  const { seen, wrap } = lookCounts();
+  const { api, other, waiting } = await setUp(t, wrap);
   for (let i = 0; i < 3000; i++) await other.createJob(newTestJob());
   const running = await other.claimJobs({ workerId: 'w', limit: 3000, leaseMs: 60_000 });
   const ids: string[] = [];
@@ -133,10 +127,7 @@ test(`more than WATCH_ALWAYS_BY_ID (${WATCH_ALWAYS_BY_ID}) waiters while many mo
   await waiting(ids.length);
 
   const started = Date.now();
-  for (let i = 0; i < running.length; i += 20) {
-    await Promise.all(running.slice(i, i + 20).map((j) => other.completeJob(j.id, j.leaseToken, { outputText: 'other', usage: null, response: {} })));
-    await new Promise((r) => setTimeout(r, 2));
-  }
+  await completeInTwenties(other, running);
   const seconds = (Date.now() - started) / 1000;
   t.diagnostic(`${seconds.toFixed(1)} s: ${seen.listings} listings read ${seen.listedRows} rows; ${seen.byIdLooks} looks by id read ${seen.idsRead} ids`);
   assert.ok(seen.byIdLooks >= 10, `only ${seen.byIdLooks} looks read the ${ids.length} waiters by id`);
@@ -147,9 +138,8 @@ test(`more than WATCH_ALWAYS_BY_ID (${WATCH_ALWAYS_BY_ID}) waiters while many mo
 });
 
 test('many waiters while few jobs finish: the looks list the finished jobs rather than read every waiter by id', async (t) => {
-  let counting: ReturnType<typeof countingLooks> | undefined;
-  const { api, other, watcher, waiting } = await setUp(t, (store) => (counting = countingLooks(store)).wrapped);
-  const { seen } = counting as ReturnType<typeof countingLooks>;
+  const { seen, wrap } = lookCounts();
+  const { api, other, watcher, waiting } = await setUp(t, wrap);
   const ids: string[] = [];
   for (let i = 0; i < 200; i++) ids.push((await api.store.createJob(newTestJob())).job.id);
   const answers = ids.map((id) => getJson(api.url, `/v1/requests/${id}?wait=60`, api.key));
