@@ -39,9 +39,9 @@ const ids: string[] = [];
 if (mode === 'lookup') {
   const store = openSqliteStore({ path: dbPath });
   for (let i = 0; i < 2000; i++) {
-    const id = newJobId();
-    ids.push(id);
-    await store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
+    const job = queuedJob(i);
+    ids.push(job.id);
+    await store.createJob(job);
   }
   await store.close();
 }
