@@ -21,11 +21,15 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Starts `node args…` with `env`, stdout and stderr to `logFile`, and resolves once `ready()` is true. */
-export async function start(args: string[], env: Record<string, string>, logFile: string, ready: () => Promise<boolean>): Promise<Proc> {
+/**
+ * Starts `node args…` with `env`, stdout and stderr to `logFile`, and resolves once `ready()` is true.
+ * `wrapper` runs node under another program (`valgrind --tool=callgrind …`), which starts slower.
+ */
+export async function start(args: string[], env: Record<string, string>, logFile: string, ready: () => Promise<boolean>, wrapper: string[] = []): Promise<Proc> {
   const log = openSync(logFile, 'a');
-  const child = spawn(process.execPath, args, { env, stdio: ['ignore', log, log] });
-  const until = Date.now() + 20_000;
+  const [command, ...before] = [...wrapper, process.execPath];
+  const child = spawn(command as string, [...before, ...args], { env, stdio: ['ignore', log, log] });
+  const until = Date.now() + (wrapper.length > 0 ? 120_000 : 20_000);
   while (!(await ready().catch(() => false))) {
     if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited: see ${logFile}`);
     if (Date.now() > until) throw new Error(`${args.join(' ')} did not start: see ${logFile}`);
