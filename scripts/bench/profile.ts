@@ -10,8 +10,9 @@
  * COUNT=instructions (create and lookup): runs the server under valgrind's callgrind instead and
  * reports the instructions its main thread executes a request, after WARM requests (5,000) and over
  * REQUESTS (2,000), at 8 connections. Slow (about three minutes a run), but steady where CPU time is
- * not: on a 2-core VM whose speed moved 35% between two runs of the same code, two runs' counts were
- * within 1-3%. It counts the work, not what it costs: a syscall is one instruction, a cache miss none.
+ * not: on a 2-core VM where the CPU a lookup moved 35% between two runs of the same code, five runs'
+ * counts were within 4%. It counts the work, not what it costs: a syscall is one instruction, a
+ * cache miss none.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -58,7 +59,6 @@ const env = {
 const profDir = join(dir, 'prof');
 const counting = process.env.COUNT === 'instructions';
 if (counting && mode !== 'create' && mode !== 'lookup') throw new Error('COUNT=instructions measures the create and lookup modes only');
-const callgrindOut = join(dir, 'callgrind.out');
 if (mode === 'worker') await profileWorker();
 if (mode === 'longpoll') await profileLongPolls();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
@@ -68,7 +68,7 @@ const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port
 const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
 // --separate-threads: V8's compiler and GC helper threads get files of their own, so the main
 // thread's count is not moved by how their work happened to interleave with it.
-const valgrind = counting ? ['valgrind', '--tool=callgrind', '--separate-threads=yes', `--callgrind-out-file=${callgrindOut}`] : [];
+const valgrind = counting ? ['valgrind', '--tool=callgrind', '--separate-threads=yes', `--callgrind-out-file=${join(dir, 'callgrind.out')}`] : [];
 const proc = await start([...nodeFlags, ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`), valgrind);
 // PIN=1: the measured process on CPU 0 and this load generator on CPU 1, so they do not take turns
 // on the same core (steadier CPU-per-request figures on a 2-core machine).
@@ -99,8 +99,7 @@ if (!profiling) process.exit(0);
 /** COUNT=instructions: the main thread's instructions a request, from callgrind's counters. */
 async function countInstructions(): Promise<never> {
   const pid = String(proc.child.pid);
-  // Every request has its own body or id, as in the timed modes; under valgrind the server, not
-  // autocannon, is the bottleneck, so each event-loop turn takes about the same 8 requests.
+  // A number of requests rather than a time: under valgrind the server runs tens of times slower.
   const load = (amount: number) => autocannon({ url, connections: 8, amount, timeout: 60, requests: [request] });
   await load(Number(process.env.WARM ?? 5000));
   execFileSync('callgrind_control', ['-z', pid], { stdio: 'ignore' });
