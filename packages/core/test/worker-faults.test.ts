@@ -543,28 +543,21 @@ test('jobs starting in the same turn share one read of the pause; budgets are st
   assert.equal(reads, 5, 'with a budget every call draws from it');
 });
 
-test('while calls run, freed slots are claimed together: at half the slots, or once the gather window ends', async (t) => {
+/**
+ * A daemon over `jobs` queued jobs whose every call is held until the test answers it (and, once
+ * the test is over, answered at once). `wrap` sees the store the worker uses.
+ */
+async function holdingWorker(t: T, jobs: number, options: Partial<WorkerOptions>, wrap: (store: JobStore) => JobStore = (store) => store) {
   const dir = tempDir(t);
-  // Every call is held until the test lets it answer (and, once the test is over, answered at once).
   const held: Array<() => void> = [];
   let holding = true;
   const stub = await startStubUpstream({ behave: () => (holding ? new Promise((resolve) => held.push(() => resolve({}))) : {}) });
   const store = await openTestStore(testEnv(dir));
-  const claims: number[] = [];
-  const counted: JobStore = Object.create(store, {
-    claimJobs: {
-      value: async (opts: Parameters<JobStore['claimJobs']>[0]) => {
-        const jobs = await store.claimJobs(opts);
-        if (jobs.length > 0) claims.push(jobs.length);
-        return jobs;
-      },
-    },
-  });
-  for (let i = 0; i < 14; i++) await enqueueJob(store, `job ${i}`);
+  for (let i = 0; i < jobs; i++) await enqueueJob(store, `job ${i}`);
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
   const worker = createWorker({
-    store: counted, upstream, logger: createSilentLogger(), concurrency: 8, leaseMs: 30_000, attemptTimeoutMs: 10_000,
-    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000, claimGatherMs: 400,
+    store: wrap(store), upstream, logger: createSilentLogger(), concurrency: 8, leaseMs: 30_000, attemptTimeoutMs: 10_000,
+    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000, ...options,
   });
   const daemon = worker.runDaemon();
   t.after(async () => {
@@ -576,7 +569,22 @@ test('while calls run, freed slots are claimed together: at half the slots, or o
     await stub.close();
     await store.close();
   });
-  const answer = (n: number) => held.splice(0, n).forEach((reply) => reply());
+  return { held, answer: (n: number) => held.splice(0, n).forEach((reply) => reply()) };
+}
+
+test('while calls run, freed slots are claimed together: at half the slots, or once the gather window ends', async (t) => {
+  const claims: number[] = [];
+  const counted = (store: JobStore): JobStore =>
+    Object.create(store, {
+      claimJobs: {
+        value: async (opts: Parameters<JobStore['claimJobs']>[0]) => {
+          const jobs = await store.claimJobs(opts);
+          if (jobs.length > 0) claims.push(jobs.length);
+          return jobs;
+        },
+      },
+    });
+  const { held, answer } = await holdingWorker(t, 14, { claimGatherMs: 400 }, counted);
 
   await eventually(async () => held.length === 8);
   assert.deepEqual(claims, [8], 'an idle worker claims at once');
@@ -593,4 +601,23 @@ test('while calls run, freed slots are claimed together: at half the slots, or o
   const waited = Date.now() - freedAt;
   assert.deepEqual(claims, [8, 4, 1]);
   assert.ok(waited >= 300, `one free slot is claimed when the 400 ms window ends, not before (claimed after ${waited} ms)`);
+});
+
+test('with every slot taken and more jobs due, the loop waits for a call to end (or its poll), not a timer a millisecond long', async (t) => {
+  // Each turn of the loop reads the clock; counting the reads counts the turns.
+  let reads = 0;
+  const now = () => {
+    reads += 1;
+    return Date.now();
+  };
+  const { held, answer } = await holdingWorker(t, 6, { concurrency: 2, pollMs: 50, now });
+  await eventually(async () => held.length === 2);
+  const before = reads;
+  await new Promise((r) => setTimeout(r, 500));
+  const read = reads - before;
+  // Polling every 50 ms for 500 ms: ten reads, as measured. The loop that slept a millisecond
+  // while its claims came back full read the clock 830 times here.
+  assert.ok(read < 100, `the clock was read ${read} times in 500 ms with both slots taken`);
+  answer(1);
+  await eventually(async () => held.length === 2);
 });
