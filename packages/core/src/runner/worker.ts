@@ -218,8 +218,8 @@ export function createWorker(options: WorkerOptions): Worker {
         // itself: only the poll (heartbeat, housekeeping, stop) is left to wait for. Timed to a due
         // job instead (or to a long-past one, while claims come back full), the loop woke every
         // millisecond while all its calls were out.
-        const free = room - claimedNow > 0;
-        await sleep(Math.max(1, Math.min(options.pollMs, free ? nextWakeAt - now() : options.pollMs)));
+        const slotLeft = room - claimedNow > 0;
+        await sleep(slotLeft ? Math.max(1, Math.min(options.pollMs, nextWakeAt - now())) : options.pollMs);
         // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue
         // query. While the last claim came back full the loop claims anyway, so it is not read (a
         // version left stale costs one extra claim later, never a missed job).
