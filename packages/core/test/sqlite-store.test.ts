@@ -67,6 +67,27 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.deepEqual(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%finished_at%' ORDER BY name").pluck().all(), ['jobs_failed_by_client', 'jobs_status_finished']);
 });
 
+test("a create's insert builds no temporary b-tree in its triggers (only the status CHECK's, which is part of the table)", async (t) => {
+  const dir = tempDir(t);
+  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  await store.close();
+  // Writable: on a read-only connection SQLite compiles no CHECK constraints into an insert.
+  const db = new Database(`${dir}/db.sqlite`);
+  t.after(() => db.close());
+  // A constant IN list of more than two values is evaluated through a temporary b-tree, built each
+  // time the program runs: in a trigger, once for every insert (0010).
+  const program = db
+    .prepare(`EXPLAIN INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
+                                        run_after, expires_at, created_at, updated_at)
+              VALUES (@id, @client, @nonce, @request_hash, 'queued', @model, @request, 0, @max_attempts,
+                      @now, @expires_at, @now, @now)
+              ON CONFLICT (client, nonce) DO NOTHING`)
+    .all({ id: 'x', client: 'c', nonce: 'n', request_hash: 'h', model: 'm', request: '{}', max_attempts: 3, now: 1, expires_at: 2 }) as Array<{ opcode: string; p4: string | null }>;
+  const triggers = program.filter((op) => op.opcode === 'Init' && op.p4?.startsWith('-- TRIGGER')).map((op) => op.p4);
+  assert.deepEqual(triggers.sort(), ['-- TRIGGER jobs_count_insert', '-- TRIGGER jobs_finished_minute_insert'], 'the insert runs both triggers');
+  assert.equal(program.filter((op) => op.opcode === 'OpenEphemeral').length, 1);
+});
+
 test('migrations run once even when several processes open a new file together', async (t) => {
   const dir = tempDir(t);
   const stores = await Promise.all([1, 2, 3].map(async () => openSqliteStore({ path: `${dir}/db.sqlite` })));
