@@ -7,12 +7,15 @@
  * the caller drops after).
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
  * bench's bare Express route instead of the API.
- * COUNT=instructions (create and lookup): runs the server under valgrind's callgrind instead and
- * reports the instructions its main thread executes a request, after WARM requests (5,000) and over
- * REQUESTS (2,000), at 8 connections. Slow (about three minutes a run), but steady where CPU time is
- * not: on a 2-core VM where the CPU a lookup moved 35% between two runs of the same code, five runs'
- * counts were within 4%. It counts the work, not what it costs: a syscall is one instruction, a
- * cache miss none.
+ * COUNT=instructions (create, lookup and worker): runs the server (or the daemon) under valgrind's
+ * callgrind instead and reports the instructions its main thread executes a request, after WARM
+ * requests (5,000) and over REQUESTS (2,000), at 8 connections; or a job, over the middle three
+ * fifths of the drain. Slow (about three minutes a run; one for 4,000 jobs), but steady where CPU
+ * time is not: on a 2-core VM where the CPU a lookup moved 35% between two runs of the same code,
+ * seven runs' counts were within 5%; four worker runs were within 1%. It counts the work, not what it
+ * costs: a syscall is one instruction, a cache miss none, and time spent waiting for a flush or a
+ * reply nothing. The main thread's count is the figure; the other threads' is mostly V8's
+ * optimizing compiler, still busy a fifth of the way into a drain.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -58,7 +61,10 @@ const env = {
 };
 const profDir = join(dir, 'prof');
 const counting = process.env.COUNT === 'instructions';
-if (counting && mode !== 'create' && mode !== 'lookup') throw new Error('COUNT=instructions measures the create and lookup modes only');
+if (counting && mode === 'longpoll') throw new Error('COUNT=instructions measures the create, lookup and worker modes');
+// --separate-threads: V8's compiler and GC helper threads get files of their own, so the main
+// thread's count is not moved by how their work happened to interleave with it.
+const valgrind = counting ? ['valgrind', '--tool=callgrind', '--separate-threads=yes', `--callgrind-out-file=${join(dir, 'callgrind.out')}`] : [];
 if (mode === 'worker') await profileWorker();
 if (mode === 'longpoll') await profileLongPolls();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
@@ -66,9 +72,6 @@ const bare = process.env.BARE === '1';
 const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port)] : [...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')];
 // NODE_FLAGS: V8 or Node flags for the measured process, e.g. heap sizes.
 const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
-// --separate-threads: V8's compiler and GC helper threads get files of their own, so the main
-// thread's count is not moved by how their work happened to interleave with it.
-const valgrind = counting ? ['valgrind', '--tool=callgrind', '--separate-threads=yes', `--callgrind-out-file=${join(dir, 'callgrind.out')}`] : [];
 const proc = await start([...nodeFlags, ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`), valgrind);
 // PIN=1: the measured process on CPU 0 and this load generator on CPU 1, so they do not take turns
 // on the same core (steadier CPU-per-request figures on a 2-core machine).
@@ -102,8 +105,23 @@ async function countInstructions(): Promise<never> {
   // A number of requests rather than a time: under valgrind the server runs tens of times slower.
   const load = (amount: number) => autocannon({ url, connections: 8, amount, timeout: 60, requests: [request] });
   await load(Number(process.env.WARM ?? 5000));
-  execFileSync('callgrind_control', ['-z', pid], { stdio: 'ignore' });
+  zeroCounts(pid);
   const result = await load(Number(process.env.REQUESTS ?? 2000));
+  const { main, all } = dumpCounts(pid);
+  if (result.requests.total === 0) throw new Error('no request answered');
+  const per = (n: number) => Math.round(n / result.requests.total).toLocaleString('en-US');
+  process.stdout.write(`${mode}: ${result.requests.total} requests, non2xx ${result.non2xx}: ${per(main)} instructions a request on the main thread (${per(all)} on all threads)\n`);
+  await proc.stop();
+  process.exit(0);
+}
+
+/** COUNT=instructions: callgrind's counters start over from here. */
+function zeroCounts(pid: string): void {
+  execFileSync('callgrind_control', ['-z', pid], { stdio: 'ignore' });
+}
+
+/** COUNT=instructions: the instructions counted since zeroCounts, on the main thread and on all. */
+function dumpCounts(pid: string): { main: number; all: number } {
   execFileSync('callgrind_control', ['-d', pid], { stdio: 'ignore' });
   // The dump after zeroing is part 1, one file per thread; thread 1 is the main thread.
   const counts = readdirSync(dir)
@@ -112,12 +130,8 @@ async function countInstructions(): Promise<never> {
     .filter((text) => /^part: 1$/m.test(text))
     .map((text) => ({ thread: Number(/^thread: (\d+)$/m.exec(text)?.[1]), instructions: Number(/^summary: (\d+)$/m.exec(text)?.[1] ?? 0) }));
   const main = counts.find((c) => c.thread === 1);
-  if (!main || result.requests.total === 0) throw new Error(`no callgrind count for the main thread in ${dir}`);
-  const all = counts.reduce((sum, c) => sum + c.instructions, 0);
-  const per = (n: number) => Math.round(n / result.requests.total).toLocaleString('en-US');
-  process.stdout.write(`${mode}: ${result.requests.total} requests, non2xx ${result.non2xx}: ${per(main.instructions)} instructions a request on the main thread (${per(all)} on all threads)\n`);
-  await proc.stop();
-  process.exit(0);
+  if (!main) throw new Error(`no callgrind count for the main thread in ${dir}`);
+  return { main: main.instructions, all: counts.reduce((sum, c) => sum + c.instructions, 0) };
 }
 
 /**
@@ -133,32 +147,50 @@ async function profileWorker(): Promise<never> {
   const { store, database, teardown } = await harnessStore();
   for (let i = 0; i < n; i++) await store.createJob(queuedJob(i));
   const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...database, ...(failWith ? { RETRY_BASE_MS: '1', RETRY_MAX_MS: '1' } : {}), ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_'))) };
-  const proc = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true);
+  const proc = await start([...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true, valgrind);
   // PIN=1: the worker on CPU 0, the stub and this harness on CPU 1 (see the same below for the API).
   if (process.env.PIN === '1') pin(proc.child.pid as number);
   // CPU per job over the middle of the run (from a fifth of the jobs done to four fifths), so start-up
   // and the tail do not count.
   // countByStatus reads every row: polled every 20 ms, so this harness does not take the CPU it measures.
   const completed = async () => (await store.countByStatus())[outcome];
-  const mark = async (count: number) => {
+  const pid = String(proc.child.pid);
+  const mark = async (count: number, counts: (pid: string) => unknown) => {
     while ((await completed()) < count) await new Promise((r) => setTimeout(r, 20));
-    return { cpu: cpuSeconds(proc.child.pid as number), done: await completed() };
+    // COUNT=instructions: the jobs done are read on both sides of the counters' zeroing or dump, and
+    // averaged, as jobs go on finishing meanwhile (the daemon runs tens of times slower under valgrind).
+    const before = await completed();
+    const instructions = counting ? counts(pid) : null;
+    return { cpu: cpuSeconds(proc.child.pid as number), done: counting ? (before + (await completed())) / 2 : before, instructions };
   };
-  const from = await mark(n / 5);
-  const to = await mark((4 * n) / 5);
-  const cpuPerJob = ((to.cpu.total - from.cpu.total) * 1e6) / (to.done - from.done);
-  const sysPerJob = ((to.cpu.kernel - from.cpu.kernel) * 1e6) / (to.done - from.done);
-  while ((await completed()) < n) await new Promise((r) => setTimeout(r, 50));
-  const jobs = await store.listJobs({ status: outcome, limit: n });
-  // How long each job took from its claim to its recorded outcome, against the whole run's pace.
-  const durations = jobs.map((j) => (j.finishedAt ?? 0) - (j.startedAt ?? 0)).sort((a, b) => a - b);
-  process.stdout.write(`claim → outcome per job: median ${durations[Math.floor(durations.length / 2)]} ms, p90 ${durations[Math.floor(durations.length * 0.9)]} ms\n`);
-  const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
-  const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
-  process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job (${Math.round(sysPerJob)} in the kernel), peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
+  type Mark = Awaited<ReturnType<typeof mark>>;
+  const from = await mark(n / 5, zeroCounts);
+  const to = await mark((4 * n) / 5, dumpCounts);
+  // Under valgrind, times say nothing: the count is the whole report.
+  if (counting) {
+    const { main, all } = to.instructions as { main: number; all: number };
+    const per = (count: number) => Math.round(count / (to.done - from.done)).toLocaleString('en-US');
+    process.stdout.write(`worker: ${Math.round(to.done - from.done)} jobs counted: ${per(main)} instructions a job on the main thread (${per(all)} on all threads)\n`);
+  } else {
+    await report(from, to);
+  }
   await proc.stop();
   await stub.close();
   return teardown();
+
+  /** Claim-to-outcome times, jobs a second and CPU a job between the two marks. */
+  async function report(from: Mark, to: Mark) {
+    const cpuPerJob = ((to.cpu.total - from.cpu.total) * 1e6) / (to.done - from.done);
+    const sysPerJob = ((to.cpu.kernel - from.cpu.kernel) * 1e6) / (to.done - from.done);
+    while ((await completed()) < n) await new Promise((r) => setTimeout(r, 50));
+    const jobs = await store.listJobs({ status: outcome, limit: n });
+    // How long each job took from its claim to its recorded outcome, against the whole run's pace.
+    const durations = jobs.map((j) => (j.finishedAt ?? 0) - (j.startedAt ?? 0)).sort((a, b) => a - b);
+    process.stdout.write(`claim → outcome per job: median ${durations[Math.floor(durations.length / 2)]} ms, p90 ${durations[Math.floor(durations.length * 0.9)]} ms\n`);
+    const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
+    const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
+    process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job (${Math.round(sysPerJob)} in the kernel), peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
+  }
 }
 
 /**
