@@ -155,7 +155,7 @@ async function profileWorker(): Promise<never> {
   // countByStatus reads every row: polled every 20 ms, so this harness does not take the CPU it measures.
   const completed = async () => (await store.countByStatus())[outcome];
   const pid = String(proc.child.pid);
-  const mark = async (count: number, counts: (pid: string) => unknown) => {
+  const mark = async <T>(count: number, counts: (pid: string) => T) => {
     while ((await completed()) < count) await new Promise((r) => setTimeout(r, 20));
     // COUNT=instructions: the jobs done are read on both sides of the counters' zeroing or dump, and
     // averaged, as jobs go on finishing meanwhile (the daemon runs tens of times slower under valgrind).
@@ -163,12 +163,12 @@ async function profileWorker(): Promise<never> {
     const instructions = counting ? counts(pid) : null;
     return { cpu: cpuSeconds(proc.child.pid as number), done: counting ? (before + (await completed())) / 2 : before, instructions };
   };
-  type Mark = Awaited<ReturnType<typeof mark>>;
+  type Mark = { cpu: ReturnType<typeof cpuSeconds>; done: number };
   const from = await mark(n / 5, zeroCounts);
   const to = await mark((4 * n) / 5, dumpCounts);
   // Under valgrind, times say nothing: the count is the whole report.
-  if (counting) {
-    const { main, all } = to.instructions as { main: number; all: number };
+  if (to.instructions) {
+    const { main, all } = to.instructions;
     const per = (count: number) => Math.round(count / (to.done - from.done)).toLocaleString('en-US');
     process.stdout.write(`worker: ${Math.round(to.done - from.done)} jobs counted: ${per(main)} instructions a job on the main thread (${per(all)} on all threads)\n`);
   } else {
