@@ -164,8 +164,10 @@ async function completed(store: JobStore, n: number): Promise<void> {
   }
 }
 
-async function enqueue(store: JobStore, n: number, prefix: string): Promise<string[]> {
+/** `n` queued jobs; `padding` characters added to each prompt make it that much longer. */
+async function enqueue(store: JobStore, n: number, prefix: string, padding = 0): Promise<string[]> {
   const ids = Array.from({ length: n }, () => newJobId());
+  const pad = ' '.repeat(padding);
   await Promise.all(
     ids.map((id, i) =>
       store.createJob({
@@ -174,7 +176,7 @@ async function enqueue(store: JobStore, n: number, prefix: string): Promise<stri
         nonce: id,
         requestHash: 'h',
         model: 'gpt-bench',
-        request: { model: 'gpt-bench', messages: [{ role: 'user', content: `${prefix} ${i}` }] },
+        request: { model: 'gpt-bench', messages: [{ role: 'user', content: `${prefix} ${i}${pad}` }] },
         maxAttempts: 3,
         expiresAt: Date.now() + 3_600_000,
       }),
@@ -186,11 +188,12 @@ async function enqueue(store: JobStore, n: number, prefix: string): Promise<stri
 /**
  * Jobs per second of the store alone, in this process: claims of `batch` jobs, each batch completed
  * together (as the worker's outcomes share a commit), no HTTP and no worker loop. What the store's
- * writes and flushes allow at that batch size, the ceiling of figure 3.
+ * writes and flushes allow at that batch size, the ceiling of figure 3. `padding` lengthens each
+ * prompt by that many characters.
  */
-async function storeAlone(path: string, batch: number, n: number): Promise<number> {
+async function storeAlone(path: string, batch: number, n: number, padding = 0): Promise<number> {
   const store = openSqliteStore({ path });
-  await enqueue(store, n, 'alone');
+  await enqueue(store, n, 'alone', padding);
   const response = { id: 'x', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } };
   const t0 = performance.now();
   for (let done = 0; done < n; ) {
@@ -316,10 +319,16 @@ async function main() {
   const normal = await daemonRate('worker-normal', stubUrl, concurrency, n, { env: { PROXY_DB_SYNC: 'normal' } });
   row(`3b. worker, zero-latency stub, sync=normal`, normal.rate, directRate, 'jobs/s', null);
   // The store alone, no HTTP: what its writes and flushes allow, one job at a time and eight at a time.
+  const aloneRates: number[] = [];
   for (const batch of [1, concurrency]) {
     const rate = await storeAlone(join(dir, `store-alone-${batch}.sqlite`), batch, n);
+    aloneRates.push(rate);
     row(`3s. store alone, claim + complete, batches of ${batch} (no HTTP)`, rate, directRate, 'jobs/s', null);
   }
+  // The same with 20 KB prompts, against the short prompts' figure: a prompt is written once, at
+  // its create, so claims and outcomes should cost about the same whatever its length (0011).
+  const longRate = await storeAlone(join(dir, 'store-alone-20k.sqlite'), concurrency, n, 20_000);
+  row(`3l. store alone, batches of ${concurrency}, 20 KB prompts (vs short prompts)`, longRate, aloneRates[1] as number, 'jobs/s', null);
   // The same at four times the concurrency, against undici alone at that concurrency: more outcomes
   // and claims share each commit and each flush, so the store's cost per job falls.
   const wide = 4 * concurrency;
@@ -499,15 +508,17 @@ function fillJobs(path: string, total: number): number {
   db.pragma('synchronous = OFF');
   const have = (db.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n;
   const insert = db.prepare(`
-    INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after, expires_at,
+    INSERT INTO jobs (id, client, nonce, request_hash, status, model, attempts, max_attempts, run_after, expires_at,
                       created_at, started_at, finished_at, updated_at, output_text, usage, response)
-    VALUES (?, 'default', ?, 'h', 'completed', 'gpt-bench', '{"model":"gpt-bench","messages":[]}', 1, 5, ?, ?, ?, ?, ?, ?, 'filler', '{}', '{}')`);
+    VALUES (?, 'default', ?, 'h', 'completed', 'gpt-bench', 1, 5, ?, ?, ?, ?, ?, ?, 'filler', '{}', '{}')`);
+  // Each job's request beside it, as the store writes it (migration 0011).
+  const insertRequest = db.prepare(`INSERT INTO job_requests (job, request) VALUES (?, '{"model":"gpt-bench","messages":[]}')`);
   const now = Date.now();
   const batch = db.transaction((count: number) => {
     for (let i = 0; i < count; i++) {
       const id = newJobId();
       const at = now - 3_000_000 + i;
-      insert.run(id, id, at, at + 3_600_000, at, at, at, at);
+      insertRequest.run(insert.run(id, id, at, at + 3_600_000, at, at, at, at).lastInsertRowid);
     }
   });
   for (let done = have; done < total; done += 50_000) batch(Math.min(50_000, total - done));
@@ -551,6 +562,9 @@ const NOTES = `## What each figure is
 3s. The store alone in the benchmark's process, against the same undici figure: claim a batch, then
    complete it (the outcomes of a batch share a commit and a flush), no HTTP and no worker loop; the
    ceiling figure 3 works under. Measured, the worker at concurrency 8 commits about once every 1.6 jobs.
+3l. Figure 3s at batches of 8 with every prompt 20 KB longer, against the same with short prompts: a
+   prompt is written once, at its create (migration 0011), so a claim and an outcome should cost
+   about the same whatever its length; reading it back at the claim is what is left.
 3c. Figure 3 at \`WORKER_CONCURRENCY=32\`, against undici alone at 32: more outcomes and claims
    share each commit and each flush.
 4. The same against a stub that takes 200 ms per call, at \`WORKER_CONCURRENCY=64\`, against the ideal

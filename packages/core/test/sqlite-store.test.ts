@@ -67,7 +67,7 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.deepEqual(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%finished_at%' ORDER BY name").pluck().all(), ['jobs_failed_by_client', 'jobs_status_finished']);
 });
 
-test("a create's insert builds no temporary b-tree in its triggers (only the status CHECK's, which is part of the table)", async (t) => {
+test("a create's insert builds no temporary b-tree, in its triggers or in the status CHECK", async (t) => {
   const dir = tempDir(t);
   const store = openSqliteStore({ path: `${dir}/db.sqlite` });
   await store.close();
@@ -75,17 +75,20 @@ test("a create's insert builds no temporary b-tree in its triggers (only the sta
   const db = new Database(`${dir}/db.sqlite`);
   t.after(() => db.close());
   // A constant IN list of more than two values is evaluated through a temporary b-tree, built each
-  // time the program runs: in a trigger, once for every insert (0010).
+  // time the program runs: in a trigger, once for every insert (0010); in the CHECK, once for every
+  // insert and status change (until 0011 rebuilt the table with comparisons).
   const program = db
-    .prepare(`EXPLAIN INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
+    .prepare(`EXPLAIN INSERT INTO jobs (id, client, nonce, request_hash, status, model, attempts, max_attempts,
                                         run_after, expires_at, created_at, updated_at)
-              VALUES (@id, @client, @nonce, @request_hash, 'queued', @model, @request, 0, @max_attempts,
+              VALUES (@id, @client, @nonce, @request_hash, 'queued', @model, 0, @max_attempts,
                       @now, @expires_at, @now, @now)
               ON CONFLICT (client, nonce) DO NOTHING`)
-    .all({ id: 'x', client: 'c', nonce: 'n', request_hash: 'h', model: 'm', request: '{}', max_attempts: 3, now: 1, expires_at: 2 }) as Array<{ opcode: string; p4: string | null }>;
+    .all({ id: 'x', client: 'c', nonce: 'n', request_hash: 'h', model: 'm', max_attempts: 3, now: 1, expires_at: 2 }) as Array<{ opcode: string; p4: string | null }>;
   const triggers = program.filter((op) => op.opcode === 'Init' && op.p4?.startsWith('-- TRIGGER')).map((op) => op.p4);
   assert.deepEqual(triggers.sort(), ['-- TRIGGER jobs_count_insert', '-- TRIGGER jobs_finished_minute_insert'], 'the insert runs both triggers');
-  assert.equal(program.filter((op) => op.opcode === 'OpenEphemeral').length, 1);
+  // 275 is SQLITE_CONSTRAINT_CHECK: the status is still checked, by comparisons.
+  assert.ok(program.some((op) => op.opcode === 'Halt' && (op as { p1?: number }).p1 === 275 && /status = 'expired'/.test(String(op.p4))), 'the insert checks the status');
+  assert.equal(program.filter((op) => op.opcode === 'OpenEphemeral').length, 0);
 });
 
 test('migrations run once even when several processes open a new file together', async (t) => {
@@ -453,4 +456,73 @@ test('migrations 0006 and 0007 count the jobs a file already holds, then their t
   );
   await store.createJob(job());
   assert.equal((await store.countByStatus()).queued, 4);
+});
+
+test("a job's prompt is written once: its claim and its outcome log as many pages with a 100 KB prompt as with a short one", async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  const store = openSqliteStore({ path });
+  t.after(() => store.close());
+  // Another connection reads how many pages the log holds (wal_checkpoint's `log`), after emptying it.
+  const observer = new Database(path);
+  t.after(() => observer.close());
+  const logged = () => (observer.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number }>)[0]?.log ?? -1;
+  const pagesToRun = async (content: string) => {
+    await store.createJob(job({ request: { model: 'm', messages: [{ role: 'user', content }] } }));
+    observer.pragma('wal_checkpoint(TRUNCATE)');
+    assert.equal(logged(), 0);
+    const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+    assert.equal((claimed?.request.messages[0] as { content: string }).content.length, content.length, 'the claim reads the whole prompt');
+    assert.equal(await store.completeJob(claimed!.id, claimed!.leaseToken, { outputText: 'ok', usage: null, response: { ok: true } }), true);
+    return logged();
+  };
+  const short = await pagesToRun('hi');
+  const long = await pagesToRun('x'.repeat(100_000));
+  // Kept in the jobs row, a 100 KB prompt was copied to the log by both writes: 50 pages more.
+  assert.ok(short > 0);
+  assert.ok(long <= short + 2, `claim and outcome logged ${long} pages with a 100 KB prompt against ${short} with a short one`);
+});
+
+test('migration 0011 moves every request of a file to job_requests and keeps its jobs, their order and their counts', async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  // A file as the release before 0011 left it, with jobs in several statuses and prompts of any size.
+  const migrations = fileURLToPath(new URL('../migrations/sqlite/', import.meta.url));
+  const older = `${dir}/older-migrations`;
+  mkdirSync(older);
+  for (const file of readdirSync(migrations).filter((f) => f < '0011')) copyFileSync(`${migrations}/${file}`, `${older}/${file}`);
+  const db = new Database(path);
+  migrate(db, older);
+  const insert = db.prepare(`INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, max_attempts, run_after, expires_at, created_at, updated_at, finished_at)
+                             VALUES (?, 'c', ?, 'h', ?, 'm', ?, 3, 0, 9e12, ?, 0, ?)`);
+  const statuses = ['completed', 'queued', 'failed', 'in_progress', 'queued', 'completed'] as const;
+  const prompt = (i: number) => `prompt ${i} `.repeat(i === 2 ? 3000 : 1);
+  statuses.forEach((status, i) =>
+    insert.run(`req_old${i}`, `nonce-${i}`, status, JSON.stringify({ model: 'm', messages: [{ role: 'user', content: prompt(i) }] }), i, ['queued', 'in_progress'].includes(status) ? null : 1),
+  );
+  db.close();
+
+  const store = openSqliteStore({ path });
+  t.after(() => store.close());
+  assert.deepEqual(await store.countByStatus(), { queued: 2, in_progress: 1, completed: 2, failed: 1, cancelled: 0, expired: 0 });
+  // Every job with its own request, in the order they were inserted.
+  const { jobs } = await store.exportJobs(null, 100);
+  assert.deepEqual(jobs.map((j) => j.id), statuses.map((_, i) => `req_old${i}`));
+  jobs.forEach((j, i) => assert.equal((j.request.messages[0] as { content: string }).content, prompt(i)));
+  const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+  assert.equal(claimed?.id, 'req_old1');
+  assert.equal((claimed?.request.messages[0] as { content: string }).content, prompt(1));
+
+  // A new job after them; then a purge of the finished ones takes their requests along, and VACUUM
+  // (which may renumber a plain rowid) leaves every job with its own request.
+  const fresh = job({ request: { model: 'm', messages: [{ role: 'user', content: 'after the upgrade' }] } });
+  await store.createJob(fresh);
+  assert.equal(await store.deleteFinishedBefore(Date.now()), 3);
+  const reader = new Database(path);
+  t.after(() => reader.close());
+  assert.equal(reader.prepare('SELECT COUNT(*) FROM job_requests').pluck().get(), 4);
+  reader.exec('VACUUM');
+  assert.equal(((await store.getJob(fresh.id))?.request.messages[0] as { content: string }).content, 'after the upgrade');
+  assert.equal(((await store.getJob('req_old4'))?.request.messages[0] as { content: string }).content, prompt(4));
+  assert.deepEqual(reader.prepare('SELECT id FROM jobs WHERE seq NOT IN (SELECT job FROM job_requests)').pluck().all(), []);
 });

@@ -29,6 +29,9 @@ import { inBatches } from '../in-batches.js';
 import { createWalSync, type Datasync } from './wal-sync.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
 
+/** A jobs row as this file stores it: the request lives in job_requests, keyed by `seq` (0011). */
+type HeldRow = Omit<JobRow, 'request'> & { seq: number };
+
 export interface SqliteStoreOptions extends OpenDatabaseOptions {
   /** Milliseconds since the epoch; injected so tests control time. */
   now?: () => number;
@@ -96,6 +99,12 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
   const expirySpacing = createExpirySpacing();
 
+  // A claim's RETURNING gives the jobs row; its request is read by key from job_requests (0011).
+  const withRequest = (row: HeldRow): JobRow => {
+    (row as HeldRow & { request: string }).request = sql.requestOf.get(row.seq) as string;
+    return row as HeldRow & { request: string };
+  };
+
   // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
   const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
     // See expiry-spacing.ts: a full claim scans at most every 250 ms, a short one always.
@@ -111,12 +120,12 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       else if (row.expires_at <= at) end('expired', EXPIRED_ERROR);
       else if (row.attempts >= row.max_attempts) end('failed', WORKER_LOST_ERROR);
       else {
-        claimed.push(toJob(sql.claimOne.get({ id: row.id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as JobRow));
+        claimed.push(toJob(withRequest(sql.claimOne.get({ id: row.id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as HeldRow)));
       }
     }
     const room = opts.limit - claimed.length;
     if (room > 0 && !backlog) {
-      for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toJob(row));
+      for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toJob(withRequest(row)));
     }
     if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expirySpacing.backlog(expireDue(at, CLAIM_EXPIRE_LIMIT));
     return claimed;
@@ -139,12 +148,12 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       nonce: job.nonce,
       request_hash: job.requestHash,
       model: job.model,
-      request: JSON.stringify(job.request),
       max_attempts: job.maxAttempts,
       expires_at: job.expiresAt,
       now: at,
     });
     if (inserted.changes === 1) {
+      sql.insertRequest.run(inserted.lastInsertRowid, JSON.stringify(job.request));
       counters.add('jobs_created_total', { model: job.model });
       // Built here rather than read back (RETURNING *, then parsing the request again): the insert
       // wrote exactly these values.
@@ -388,7 +397,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async importJobs(jobs) {
-      return writes.run(() => jobs.filter((job) => sql.importJob.run(toRow(job)).changes === 1).map((job) => job.id));
+      const importOne = (job: JobRecord) => {
+        const row = toRow(job);
+        const inserted = sql.importJob.run(row);
+        if (inserted.changes === 1) sql.insertRequest.run(inserted.lastInsertRowid, row.request);
+        return inserted.changes === 1;
+      };
+      return writes.run(() => jobs.filter(importOne).map((job) => job.id));
     },
 
     async checkpoint() {
@@ -422,15 +437,21 @@ function prepareStatements(db: Db) {
   // finished_at): one seek per status.
   const FINISHED = `(${[...FINAL_STATUSES].map((status) => `'${status}'`).join(', ')})`;
   const jobs = <P extends object | unknown[] | string | number = object>(text: string) => db.prepare<P extends unknown[] ? P : [P], JobRow>(text);
+  const held = <P extends object = object>(text: string) => db.prepare<[P], HeldRow>(text);
+  // A job with its request, for the reads that return whole jobs: one lookup by key per row.
+  const JOB = 'jobs.*, (SELECT request FROM job_requests WHERE job = jobs.seq) AS request';
   return {
-    insertJob: jobs(`
-      INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
+    insertJob: db.prepare(`
+      INSERT INTO jobs (id, client, nonce, request_hash, status, model, attempts, max_attempts,
                         run_after, expires_at, created_at, updated_at)
-      VALUES (@id, @client, @nonce, @request_hash, 'queued', @model, @request, 0, @max_attempts,
+      VALUES (@id, @client, @nonce, @request_hash, 'queued', @model, 0, @max_attempts,
               @now, @expires_at, @now, @now)
       ON CONFLICT (client, nonce) DO NOTHING`),
-    byNonce: jobs('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'),
-    byId: jobs<string>('SELECT * FROM jobs WHERE id = ?'),
+    // Written once, in the transaction that inserted its job (0011 says why apart).
+    insertRequest: db.prepare<[number | bigint, string]>('INSERT INTO job_requests (job, request) VALUES (?, ?)'),
+    requestOf: db.prepare<[number], string>('SELECT request FROM job_requests WHERE job = ?').pluck(),
+    byNonce: jobs(`SELECT ${JOB} FROM jobs WHERE client = @client AND nonce = @nonce`),
+    byId: jobs<string>(`SELECT ${JOB} FROM jobs WHERE id = ?`),
     // The ids go in as one JSON array, each looked up by primary key in one statement. Measured
     // in-process: about 1 µs an id, against 3-4 µs for a statement run per id.
     finalAmong: db.prepare<[string], string>(`
@@ -441,7 +462,7 @@ function prepareStatements(db: Db) {
       SELECT id, client, status, model, attempts, run_after, expires_at, cancel_requested, created_at, started_at,
              finished_at, output_text, usage, response, error_code, error_message, upstream_status
         FROM jobs WHERE id = ?`),
-    byIdForClient: jobs('SELECT * FROM jobs WHERE id = @id AND client = @client'),
+    byIdForClient: jobs(`SELECT ${JOB} FROM jobs WHERE id = @id AND client = @client`),
 
     expireQueued: db.prepare(`
       UPDATE jobs
@@ -451,13 +472,13 @@ function prepareStatements(db: Db) {
                         ORDER BY expires_at
                         LIMIT CAST(@limit AS INTEGER))
       RETURNING model`) as Statement<[object], { model: string }>,
-    lapsedLeases: jobs(`
+    lapsedLeases: held(`
       SELECT * FROM jobs
        WHERE status = 'in_progress' AND lease_until <= @now
        ORDER BY lease_until
        LIMIT CAST(@limit AS INTEGER)`),
     // The oldest due jobs, taken in one statement (a select, then an update per job, cost a statement each).
-    claimDue: jobs(`
+    claimDue: held(`
       UPDATE jobs
          SET status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
              lease_until = @lease_until, worker_id = @worker, started_at = COALESCE(started_at, @now), updated_at = @now
@@ -466,7 +487,7 @@ function prepareStatements(db: Db) {
                      ORDER BY run_after
                      LIMIT CAST(@limit AS INTEGER))
       RETURNING *`),
-    claimOne: jobs(`
+    claimOne: held(`
       UPDATE jobs
          SET status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
              lease_until = @lease_until, worker_id = @worker, started_at = COALESCE(started_at, @now), updated_at = @now
@@ -518,22 +539,22 @@ function prepareStatements(db: Db) {
         UNION ALL
         SELECT MIN(lease_until) AS at FROM jobs WHERE status = 'in_progress'
       )`),
-    listQueued: jobs("SELECT * FROM jobs WHERE status = 'queued' AND (@client IS NULL OR client = @client) ORDER BY run_after LIMIT CAST(@limit AS INTEGER)"),
-    listRunning: jobs("SELECT * FROM jobs WHERE status = 'in_progress' AND (@client IS NULL OR client = @client) ORDER BY lease_until LIMIT CAST(@limit AS INTEGER)"),
+    listQueued: jobs(`SELECT ${JOB} FROM jobs WHERE status = 'queued' AND (@client IS NULL OR client = @client) ORDER BY run_after LIMIT CAST(@limit AS INTEGER)`),
+    listRunning: jobs(`SELECT ${JOB} FROM jobs WHERE status = 'in_progress' AND (@client IS NULL OR client = @client) ORDER BY lease_until LIMIT CAST(@limit AS INTEGER)`),
     listFinished: jobs(`
-      SELECT * FROM jobs
+      SELECT ${JOB} FROM jobs
        WHERE status = @status AND finished_at IS NOT NULL AND (@client IS NULL OR client = @client)
        ORDER BY finished_at DESC
        LIMIT CAST(@limit AS INTEGER)`),
     // The status page's latest failures of one client: on jobs_failed_by_client (migration 0008),
     // which the planner takes only when the query names status = 'failed' itself.
     listFailedForClient: jobs(`
-      SELECT * FROM jobs
+      SELECT ${JOB} FROM jobs
        WHERE status = 'failed' AND client = @client
        ORDER BY finished_at DESC
        LIMIT CAST(@limit AS INTEGER)`),
     // rowid follows insertion, so this is newest first without an index on created_at.
-    listNewest: jobs('SELECT * FROM jobs WHERE (@client IS NULL OR client = @client) ORDER BY rowid DESC LIMIT CAST(@limit AS INTEGER)'),
+    listNewest: jobs(`SELECT ${JOB} FROM jobs WHERE (@client IS NULL OR client = @client) ORDER BY rowid DESC LIMIT CAST(@limit AS INTEGER)`),
     failedIds: db.prepare("SELECT id FROM jobs WHERE status = 'failed' AND finished_at IS NOT NULL LIMIT CAST(@limit AS INTEGER)"),
     // A fresh start: new attempts, and the same length of deadline the job first had.
     requeue: db.prepare(`
@@ -584,13 +605,14 @@ function prepareStatements(db: Db) {
     oldestDue: db.prepare("SELECT MIN(run_after) FROM jobs WHERE status = 'queued'"),
     // rowid grows with each insert, so pages come in the order the jobs were created.
     pageByRowid: db.prepare<{ after: number; limit: number }, JobRow & { position: number }>(
-      'SELECT rowid AS position, * FROM jobs WHERE rowid > @after ORDER BY rowid LIMIT CAST(@limit AS INTEGER)'),
-    // A copy keeps every column as it was; a job the store already has (by id, or by client and nonce) is left alone.
+      `SELECT rowid AS position, ${JOB} FROM jobs WHERE rowid > @after ORDER BY rowid LIMIT CAST(@limit AS INTEGER)`),
+    // A copy keeps every column as it was; a job the store already has (by id, or by client and nonce)
+    // is left alone. Its request goes in beside it (insertRequest), as a create's does.
     importJob: db.prepare<[JobRow]>(`
-      INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
+      INSERT INTO jobs (id, client, nonce, request_hash, status, model, attempts, max_attempts, run_after,
                         expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
                         finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status)
-      VALUES (@id, @client, @nonce, @request_hash, @status, @model, @request, @attempts, @max_attempts, @run_after,
+      VALUES (@id, @client, @nonce, @request_hash, @status, @model, @attempts, @max_attempts, @run_after,
               @expires_at, @lease_until, @lease_token, @worker_id, @cancel_requested, @created_at, @started_at,
               @finished_at, @updated_at, @output_text, @usage, @response, @error_code, @error_message, @upstream_status)
       ON CONFLICT DO NOTHING`),
