@@ -1,6 +1,6 @@
 import type { JobError, JobOutcome, JobRecord, JobResult, JobStatus, NewJob } from './types.js';
 
-/** A jobs row as both backends store it (same columns, times in Unix ms). */
+/** A job's columns as both backends read them, times in Unix ms (SQLite keeps `request` in a table of its own: migration 0011). */
 export interface JobRow {
   id: string;
   client: string;

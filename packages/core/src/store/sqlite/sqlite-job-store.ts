@@ -100,10 +100,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const expirySpacing = createExpirySpacing();
 
   // A claim's RETURNING gives the jobs row; its request is read by key from job_requests (0011).
-  const withRequest = (row: HeldRow): JobRow => {
-    (row as HeldRow & { request: string }).request = sql.requestOf.get(row.seq) as string;
-    return row as HeldRow & { request: string };
-  };
+  const withRequest = (row: HeldRow): JobRow => Object.assign(row, { request: sql.requestOf.get(row.seq) as string });
 
   // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
   const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
