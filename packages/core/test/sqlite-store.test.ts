@@ -19,6 +19,17 @@ import { eventually, manualClock, newTestJob, tempDir, within } from '../../../t
 const job = newTestJob;
 const clock = manualClock;
 
+/** A new file at `path` as the release before migration `version` left it (open: the caller fills and closes it). */
+function fileBefore(version: string, dir: string, path: string): Database.Database {
+  const migrations = fileURLToPath(new URL('../migrations/sqlite/', import.meta.url));
+  const older = `${dir}/migrations-before-${version}`;
+  mkdirSync(older);
+  for (const file of readdirSync(migrations).filter((f) => f < version)) copyFileSync(`${migrations}/${file}`, `${older}/${file}`);
+  const db = new Database(path);
+  migrate(db, older);
+  return db;
+}
+
 test('the claim, lookup and expiry queries use their indexes, not a table scan', async (t) => {
   const dir = tempDir(t);
   const store = openSqliteStore({ path: `${dir}/db.sqlite` });
@@ -435,12 +446,7 @@ test('migrations 0006 and 0007 count the jobs a file already holds, then their t
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
   // A file as the release before 0006 left it: the migrations up to 0005, and jobs in four statuses.
-  const migrations = fileURLToPath(new URL('../migrations/sqlite/', import.meta.url));
-  const older = `${dir}/older-migrations`;
-  mkdirSync(older);
-  for (const file of readdirSync(migrations).filter((f) => f < '0006')) copyFileSync(`${migrations}/${file}`, `${older}/${file}`);
-  const db = new Database(path);
-  migrate(db, older);
+  const db = fileBefore('0006', dir, path);
   const insert = db.prepare(`INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, max_attempts, run_after, expires_at, created_at, updated_at, finished_at)
                              VALUES (?, 'c', ?, 'h', ?, 'm', '{}', 3, 0, 9e12, 0, 0, ?)`);
   const statuses = ['queued', 'queued', 'queued', 'in_progress', 'completed', 'completed', 'failed'];
@@ -487,12 +493,7 @@ test('migration 0011 moves every request of a file to job_requests and keeps its
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
   // A file as the release before 0011 left it, with jobs in several statuses and prompts of any size.
-  const migrations = fileURLToPath(new URL('../migrations/sqlite/', import.meta.url));
-  const older = `${dir}/older-migrations`;
-  mkdirSync(older);
-  for (const file of readdirSync(migrations).filter((f) => f < '0011')) copyFileSync(`${migrations}/${file}`, `${older}/${file}`);
-  const db = new Database(path);
-  migrate(db, older);
+  const db = fileBefore('0011', dir, path);
   const insert = db.prepare(`INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, max_attempts, run_after, expires_at, created_at, updated_at, finished_at)
                              VALUES (?, 'c', ?, 'h', ?, 'm', ?, 3, 0, 9e12, ?, 0, ?)`);
   const statuses = ['completed', 'queued', 'failed', 'in_progress', 'queued', 'completed'] as const;
