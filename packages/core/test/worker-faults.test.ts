@@ -264,7 +264,10 @@ test('a 429 pauses every worker on the database, not just the one that got it', 
     await otherStore.close();
   });
   const first = await enqueue('first');
-  await eventually(async () => stub.calls.length === 1);
+  // The others are queued once the 429 is recorded as the fleet's pause: queued as soon as the stub
+  // saw the first call, one could be claimed and called before its answer came back (seen once on
+  // PostgreSQL, 54 ms into the pause), which no worker could have known to hold.
+  await eventually(async () => (await store.acquireUpstream({ rpm: null, tpm: null, tokens: 0 })) > 0);
   const others = [await enqueue('second'), await enqueue('third')];
   for (const id of [first, ...others]) assert.equal((await finalJob(store, id)).status, 'completed');
   const pausedFrom = stub.calls[0]!.at;
