@@ -4,6 +4,7 @@
  * per test; under CI an unreachable server fails the run, elsewhere these tests skip saying why.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import pg from 'pg';
@@ -784,6 +785,32 @@ for (const backend of backends) {
     const until = Date.now() + 1000;
     while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
+  });
+
+  // PostgreSQL only: a restart or a failover closes every pooled connection at once, and the pool
+  // hears of it only when its event loop next reads those sockets.
+  if (backend.name === 'postgres') test('postgres: connections the server closed while they sat idle in the pool (a restart, a failover) fail none of the next queries', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    const seed = await store.createJob(job());
+    // Four statements at once: the pool (poolSize 4) holds four idle connections after.
+    await Promise.all(Array.from({ length: 4 }, () => store.getJob(seed.job.id)));
+    // Closed from psql, synchronously, then a pause for the backends to exit: the closings sit
+    // unread in this process's sockets when the next queries go out, as they do for a busy API.
+    const terminate = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'proxy:${place.schema}'`;
+    assert.equal(execFileSync('psql', [PG_URL, '-Atc', terminate], { encoding: 'utf8' }).trim(), '4');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+    const created = store.createJob(job());
+    const read = store.getJob(seed.job.id);
+    const claimed = store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 60_000 });
+    const listed = store.listJobs({ limit: 10 });
+    const [a, b, c, d] = await Promise.all([created, read, claimed, listed]);
+    assert.equal(a.created, true);
+    assert.equal(b?.id, seed.job.id);
+    assert.equal(c.length, 1, 'the claim ran');
+    assert.ok(d.some((j) => j.id === seed.job.id));
+    const counts = await store.countByStatus();
+    assert.equal(Object.values(counts).reduce((x, y) => x + y, 0), 2, 'both jobs stored once');
   });
 
   if (backend.name === 'postgres') test('postgres: the listening connection opens when the change counter is first read, and closes once it has not been read for a while', async (t) => {

@@ -7,19 +7,54 @@ import { isDatabaseUnavailable } from '../unavailable.js';
  * queries (a restart, a failover) emitted 'error' on the client with no listener, and that ended
  * the process. Here the error is kept, the next query fails with it on its own, and the broken
  * connection is destroyed rather than returned to the pool.
+ *
+ * A restart or a failover closes every idle connection at once, and the pool learns of it only when
+ * its event loop next reads their sockets: a busy API handed such a connection to its next request,
+ * which failed with 503 although the server was back. So when a connection that had sat idle in the
+ * pool turns out closed, `fn` runs again on another; each retry destroys one such connection, so
+ * there are at most as many as the pool holds. A fresh connection that fails is not retried: that is
+ * an outage, answered as one. Running `fn` twice is safe here because every write of the store is
+ * one a repeat leaves as it was (a create keyed by its nonce, an ending or a retry by its lease
+ * token and status) or, for a rate-limit draw, errs towards limiting.
  */
 export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  const onError = (err: Error) => (broken = err);
-  client.on('error', onError);
-  try {
-    return await fn(client);
-  } catch (err) {
-    if (!broken && isDatabaseUnavailable(err)) broken = err as Error;
-    throw err;
-  } finally {
-    client.off('error', onError);
-    client.release(broken);
+  for (;;) {
+    const client = await pool.connect();
+    const wasIdle = seen.has(client);
+    seen.add(client);
+    let broken: Error | undefined;
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
+    try {
+      return await fn(client);
+    } catch (err) {
+      if (!broken && isDatabaseUnavailable(err)) broken = err as Error;
+      if (!(wasIdle && closedByServer(err))) throw err;
+      // Told as the pool tells of an idle connection it saw close: this one closed while idle too.
+      pool.emit('error', err, client);
+    } finally {
+      client.off('error', onError);
+      client.release(broken);
+    }
   }
+}
+
+/** The connections this process has used before: one checked out again comes from the idle pool. */
+const seen = new WeakSet<pg.PoolClient>();
+
+/**
+ * Whether `err` says the server end of the connection was gone: terminated by an administrator or a
+ * shutdown (57P01, 57P02), the connection failed (08006) or no longer exists (08003), or the socket
+ * closed or reset under pg. Not a server that refuses new connections (57P03, ECONNREFUSED): that
+ * comes from `pool.connect()`, outside the retry.
+ */
+function closedByServer(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  if (code === '57P01' || code === '57P02' || code === '08006' || code === '08003' || code === 'ECONNRESET' || code === 'EPIPE') return true;
+  return err instanceof Error && /^Connection terminated|connection error and is not queryable/.test(err.message);
+}
+
+/** One statement on a pooled connection, retried as `withClient` says; use it in place of `pool.query`. */
+export function query<R extends pg.QueryResultRow = pg.QueryResultRow>(pool: pg.Pool, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  return withClient(pool, (client) => client.query<R>(text, values));
 }

@@ -5,7 +5,7 @@ import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOu
 import { FINAL_STATUSES, LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
-import { withClient } from './checkout.js';
+import { query, withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
 import { createChangeListener } from './change-listener.js';
 
@@ -65,6 +65,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // ends the process: a PostgreSQL restart stopped every API and worker. The pool drops that
   // connection itself and the next query opens another; a query that was running fails on its own.
   pool.on('error', (err) => options.onConnectionLost?.(err));
+  // Every statement goes through withClient, which runs it again when its pooled connection turns
+  // out closed by a restart or a failover (checkout.ts).
+  const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, text, values) };
   await migratePostgres(pool, schema);
 
   // The counter the worker loop and long-poll watchers compare: see change-listener.ts.
@@ -161,7 +164,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async (items) => {
       // One statement: the jobs, and one counter row per model for those the insert created. A
       // (client, nonce) taken before, or earlier in the same batch, is skipped, as alone.
-      const { rows } = await pool.query<{ id: string }>(
+      const { rows } = await db.query<{ id: string }>(
         `WITH input AS (
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bigint[], $10::text[])
              AS v(id, client, nonce, request_hash, model, request, max_attempts, expires_at, at, labels)),
@@ -198,7 +201,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   type Draw = { checks: readonly RateCheck[]; at: number };
   const consumeRates = async (items: Draw[]): Promise<RateDecision[][]> => {
     const owned = items.flatMap(({ checks }, owner) => checks.map((check) => [owner, check] as const));
-    const { rows } = await pool.query<{ allowed_out: boolean; tat_out: number }>(
+    const { rows } = await db.query<{ allowed_out: boolean; tat_out: number }>(
       'SELECT allowed_out, tat_out FROM proxy_consume_rates($1::int[], $2::text[], $3::bigint[], $4::bigint[], $5)',
       [owned.map(([owner]) => owner), owned.map(([, c]) => c.key), owned.map(([, c]) => c.intervalMs), owned.map(([, c]) => c.toleranceMs), Math.max(...items.map((d) => d.at))],
     );
@@ -220,7 +223,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // match every other writer's. An attempt's bumps count only when its job's token was current.
   const endings = createTurnBatch<Ending, boolean>(
     async (items) => {
-      const { rows } = await pool.query<{ id: string }>(
+      const { rows } = await db.query<{ id: string }>(
         `WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
              AS v(id, token, at, status, output_text, usage, response, error_code, error_message, upstream_status)),
@@ -263,7 +266,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   type Retry = { id: string; token: number; at: number; runAfter: number; bumps: Bump[] } & Pick<JobRow, 'error_code' | 'error_message' | 'upstream_status'>;
   const retries = createTurnBatch<Retry, boolean>(
     async (items) => {
-      const { rows } = await pool.query<{ id: string }>(
+      const { rows } = await db.query<{ id: string }>(
         `WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::int[])
              AS v(id, token, at, run_after, error_code, error_message, upstream_status)),
@@ -306,18 +309,18 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async createJob(job) {
       const at = now();
       if (await inserts.run({ job, at })) return { job: queuedJob(job, at), created: true };
-      const existing = await pool.query<JobRow>('SELECT * FROM jobs WHERE client = $1 AND nonce = $2', [job.client, job.nonce]);
+      const existing = await db.query<JobRow>('SELECT * FROM jobs WHERE client = $1 AND nonce = $2', [job.client, job.nonce]);
       if (!existing.rows[0]) throw new Error('insert ignored but no job holds the nonce');
       return { job: toJob(existing.rows[0]), created: false };
     },
 
     async getJob(id) {
-      const { rows } = await pool.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id]);
+      const { rows } = await db.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id]);
       return rows[0] ? toJob(rows[0]) : null;
     },
 
     async getJobOutcome(id) {
-      const { rows } = await pool.query<OutcomeRow>(
+      const { rows } = await db.query<OutcomeRow>(
         `SELECT id, client, status, model, attempts, run_after, expires_at, cancel_requested, created_at, started_at,
                 finished_at, output_text, usage, response, error_code, error_message, upstream_status
            FROM jobs WHERE id = $1`,
@@ -389,7 +392,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async renewLease(id, token, leaseMs) {
-      const { rows } = await pool.query<{ cancel_requested: number }>(
+      const { rows } = await db.query<{ cancel_requested: number }>(
         `UPDATE jobs SET lease_until = $3
           WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
          RETURNING cancel_requested`,
@@ -414,7 +417,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async releaseJob(id, token, runAfter) {
-      const { rowCount } = await pool.query(
+      const { rowCount } = await db.query(
         `UPDATE jobs
             SET status = 'queued', run_after = $4, updated_at = $3, lease_until = NULL, worker_id = NULL,
                 attempts = GREATEST(attempts - 1, 0)
@@ -441,7 +444,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async listFinishedSince(since) {
-      const { rows } = await pool.query<{ id: string; status: JobStatus; finished_at: number }>(
+      const { rows } = await db.query<{ id: string; status: JobStatus; finished_at: number }>(
         'SELECT id, status, finished_at FROM jobs WHERE finished_at >= $1 ORDER BY finished_at',
         [since],
       );
@@ -450,12 +453,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async finalAmong(ids) {
       if (ids.length === 0) return [];
-      const { rows } = await pool.query<{ id: string }>('SELECT id FROM jobs WHERE id = ANY($1::text[]) AND status = ANY($2::text[])', [ids, [...FINAL_STATUSES]]);
+      const { rows } = await db.query<{ id: string }>('SELECT id FROM jobs WHERE id = ANY($1::text[]) AND status = ANY($2::text[])', [ids, [...FINAL_STATUSES]]);
       return rows.map((r) => r.id);
     },
 
     async nextWakeAt() {
-      const { rows } = await pool.query<{ at: number | null }>(
+      const { rows } = await db.query<{ at: number | null }>(
         `SELECT LEAST((SELECT MIN(run_after) FROM jobs WHERE status = 'queued'),
                       (SELECT MIN(lease_until) FROM jobs WHERE status = 'in_progress')) AS at`,
       );
@@ -470,13 +473,13 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async deleteFinishedBefore(before, signal) {
       // The chart's rows go with the jobs they counted, and so do the rows of workers last seen
       // before then: one that died without saying so (kill -9, a lost host) leaves its row behind.
-      await pool.query('DELETE FROM finished_per_minute WHERE minute < $1', [Math.floor(before / 60_000)]);
-      await pool.query('DELETE FROM workers WHERE last_seen_at < $1', [before]);
+      await db.query('DELETE FROM finished_per_minute WHERE minute < $1', [Math.floor(before / 60_000)]);
+      await db.query('DELETE FROM workers WHERE last_seen_at < $1', [before]);
       // In batches (in-batches.ts): one statement would hold its rows' locks until it ends, so a
       // cancel or a retry of one of them would wait that long. Workers on other hosts purging at the
       // same time skip each other's rows instead of waiting for them.
       return inBatches(async (limit) => {
-        const { rowCount } = await pool.query(
+        const { rowCount } = await db.query(
           `DELETE FROM jobs
             WHERE id IN (SELECT id FROM jobs
                           WHERE finished_at IS NOT NULL AND finished_at < $1
@@ -491,7 +494,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async countByStatus() {
       const counts: QueueCounts = { queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 };
       // Kept by triggers (migration 0004): the folded counts plus the changes since the last fold.
-      const { rows } = await pool.query<{ status: JobStatus; n: string }>(
+      const { rows } = await db.query<{ status: JobStatus; n: string }>(
         `SELECT status, SUM(n) AS n
            FROM (SELECT status, n FROM job_counts UNION ALL SELECT status, d FROM job_count_deltas) AS all_counts
           GROUP BY status`,
@@ -507,7 +510,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       else if (status === 'in_progress') order = 'lease_until';
       else if (status) order = 'finished_at DESC';
       if (status) where.push('status = $3');
-      const { rows } = await pool.query<JobRow>(`SELECT * FROM jobs WHERE ${where.join(' AND ')} ORDER BY ${order} LIMIT $2`, status ? [client ?? null, limit, status] : [client ?? null, limit]);
+      const { rows } = await db.query<JobRow>(`SELECT * FROM jobs WHERE ${where.join(' AND ')} ORDER BY ${order} LIMIT $2`, status ? [client ?? null, limit, status] : [client ?? null, limit]);
       return rows.map(toJob);
     },
 
@@ -515,7 +518,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       const at = now();
       // A fresh start: new attempts, and the same length of deadline the job first had.
       const requeue = async (which: string, params: unknown[]) => {
-        const { rows } = await pool.query<{ id: string }>(
+        const { rows } = await db.query<{ id: string }>(
           `UPDATE jobs
               SET status = 'queued', attempts = 0, run_after = $1, expires_at = $1 + (expires_at - created_at),
                   finished_at = NULL, started_at = NULL, lease_until = NULL, worker_id = NULL, cancel_requested = 0,
@@ -538,7 +541,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async finishedPerMinute(since) {
-      const { rows } = await pool.query<{ minute: number; status: JobStatus; n: string }>(
+      const { rows } = await db.query<{ minute: number; status: JobStatus; n: string }>(
         // Kept by triggers as jobs finish (migration 0005): the folded minutes plus what is not folded yet.
         `SELECT minute, status, SUM(n) AS n
            FROM (SELECT minute, status, n FROM finished_per_minute WHERE minute >= $1
@@ -553,12 +556,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async oldestDueAt() {
       // MIN over jobs_queued_due's key: one index read, however long the queue.
-      const { rows } = await pool.query<{ at: number | null }>("SELECT MIN(run_after) AS at FROM jobs WHERE status = 'queued'");
+      const { rows } = await db.query<{ at: number | null }>("SELECT MIN(run_after) AS at FROM jobs WHERE status = 'queued'");
       return rows[0]?.at ?? null;
     },
 
     async exportJobs(cursor, limit) {
-      const { rows } = await pool.query<JobRow & { seq: number }>('SELECT * FROM jobs WHERE seq > $1 ORDER BY seq LIMIT $2', [cursor === null ? 0 : Number(cursor), limit]);
+      const { rows } = await db.query<JobRow & { seq: number }>('SELECT * FROM jobs WHERE seq > $1 ORDER BY seq LIMIT $2', [cursor === null ? 0 : Number(cursor), limit]);
       const last = rows.at(-1);
       return { jobs: rows.map(toJob), next: rows.length === limit && last ? String(last.seq) : null };
     },
@@ -566,7 +569,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async importJobs(jobs) {
       if (jobs.length === 0) return [];
       // One statement for the page; seq is left to its default so the copy keeps the order it was given.
-      const { rows } = await pool.query<{ id: string }>(
+      const { rows } = await db.query<{ id: string }>(
         `INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
                            expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
                            finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status)
@@ -589,7 +592,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       const at = now();
       if (!request.rpm && !request.tpm) {
         // No budgets: only a fleet-wide pause can hold the call, and one read answers that.
-        const { rows } = await pool.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
+        const { rows } = await db.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
         return Math.max(0, (rows[0]?.tat ?? 0) - at);
       }
       return tx(async (c) => {
@@ -609,7 +612,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async pauseUpstream(until) {
-      await pool.query(
+      await db.query(
         `INSERT INTO upstream_pacing (name, tat) VALUES ('pause', $1)
          ON CONFLICT (name) DO UPDATE SET tat = GREATEST(upstream_pacing.tat, excluded.tat)`,
         [until],
@@ -622,12 +625,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async purgeRateLimits() {
-      const { rowCount } = await pool.query('DELETE FROM rate_limits WHERE tat < $1', [now()]);
+      const { rowCount } = await db.query('DELETE FROM rate_limits WHERE tat < $1', [now()]);
       return rowCount ?? 0;
     },
 
     async recordHeartbeat(beat) {
-      await pool.query(
+      await db.query(
         `INSERT INTO workers (id, host, pid, started_at, last_seen_at, jobs_done) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, jobs_done = excluded.jobs_done`,
         [beat.id, beat.host, beat.pid, beat.startedAt, beat.lastSeenAt, beat.jobsDone],
@@ -635,11 +638,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async removeHeartbeat(id) {
-      await pool.query('DELETE FROM workers WHERE id = $1', [id]);
+      await db.query('DELETE FROM workers WHERE id = $1', [id]);
     },
 
     async listWorkers(seenSince) {
-      const { rows } = await pool.query<{ id: string; host: string; pid: number; started_at: number; last_seen_at: number; jobs_done: number }>(
+      const { rows } = await db.query<{ id: string; host: string; pid: number; started_at: number; last_seen_at: number; jobs_done: number }>(
         'SELECT * FROM workers WHERE last_seen_at >= $1 ORDER BY started_at',
         [seenSince],
       );
@@ -647,7 +650,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async readCounters() {
-      const { rows } = await pool.query<{ name: string; labels: string; value: number }>(
+      const { rows } = await db.query<{ name: string; labels: string; value: number }>(
         `SELECT name, labels, SUM(value) AS value
            FROM (SELECT name, labels, value FROM counters UNION ALL SELECT name, labels, value FROM counter_deltas) AS all_counts
           GROUP BY name, labels
@@ -661,25 +664,25 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async ping() {
-      await pool.query('SELECT 1 FROM jobs LIMIT 1');
+      await db.query('SELECT 1 FROM jobs LIMIT 1');
     },
 
     async checkpoint() {
       // PostgreSQL checkpoints on its own; what housekeeping does here is fold the appended counts.
       // One statement: rows another fold already took are skipped (it deleted them), never counted twice.
-      await pool.query(
+      await db.query(
         `WITH moved AS (DELETE FROM counter_deltas RETURNING name, labels, value)
          INSERT INTO counters (name, labels, value)
          SELECT name, labels, SUM(value) FROM moved GROUP BY name, labels
          ON CONFLICT (name, labels) DO UPDATE SET value = counters.value + excluded.value`,
       );
-      await pool.query(
+      await db.query(
         `WITH moved AS (DELETE FROM job_count_deltas RETURNING status, d)
          INSERT INTO job_counts (status, n)
          SELECT status, SUM(d) FROM moved GROUP BY status
          ON CONFLICT (status) DO UPDATE SET n = job_counts.n + excluded.n`,
       );
-      await pool.query(
+      await db.query(
         `WITH moved AS (DELETE FROM finished_minute_deltas RETURNING minute, status, n)
          INSERT INTO finished_per_minute (minute, status, n)
          SELECT minute, status, SUM(n) FROM moved GROUP BY minute, status
