@@ -29,7 +29,8 @@ const types = {
     oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
-type Q = Pick<pg.PoolClient, 'query'>;
+/** What a statement runs on: a transaction's connection, or `db` (any pooled one, retried as checkout.ts says). */
+type Q = { query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> };
 
 /**
  * PostgreSQL's text cannot hold the NUL character, which an upstream's answer or error message may
@@ -353,7 +354,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       // while busy) and whenever a claim comes back short, so a dead worker's job waits at most that
       // much longer than its lease.
       if (!expirySpacing.before(at)) {
-        const claimed = await claimDue(pool, opts.limit);
+        const claimed = await claimDue(db, opts.limit);
         if (claimed.length === opts.limit) return claimed;
         // Short: the sweep runs now, and counts as this moment's expiry scan.
         expirySpacing.after(at, false, true);
