@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import pg from 'pg';
-import { openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
+import { SESSION_SETTINGS, openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import type { ClaimedJob, JobRecord, JobStore } from '../src/store/types.ts';
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
@@ -785,6 +785,32 @@ for (const backend of backends) {
     const until = Date.now() + 1000;
     while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
+  });
+
+  // PostgreSQL only: SQLite's plans are checked in sqlite-store.test.ts.
+  if (backend.name === 'postgres') test("postgres: on a table never analyzed, with 4,000 jobs queued, the claim and the expiry scan walk their index in order and sort nothing", async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${place.schema} ${SESSION_SETTINGS}` });
+    await client.connect();
+    t.after(() => client.end());
+    // As a new installation's first minutes, or a backlog that came since autovacuum last looked.
+    await client.query('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+    for (let i = 0; i < 4000; i += 500) await Promise.all(Array.from({ length: 500 }, () => store.createJob(job())));
+    const analyzed = await client.query("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'jobs'", [place.schema]);
+    assert.deepEqual(analyzed.rows, [{ last_analyze: null, last_autoanalyze: null }]);
+    const plan = async (sql: string) => (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, [Date.now(), 8])).rows.map((r) => r['QUERY PLAN']).join('\n');
+    // The statements of pg-job-store.ts, their SET lists shortened.
+    const claim = await plan(`UPDATE jobs SET status = 'in_progress'
+      WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= $1 AND expires_at + 0 > $1
+                    ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *`);
+    assert.match(claim, /Index Scan using jobs_queued_due on jobs/);
+    assert.doesNotMatch(claim, /Sort|Bitmap|Seq Scan/);
+    const expire = await plan(`UPDATE jobs SET status = 'expired'
+      WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND expires_at <= $1
+                    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING model`);
+    assert.match(expire, /Index Scan using jobs_queued_expiry on jobs/);
+    assert.doesNotMatch(expire, /Sort|Bitmap|Seq Scan/);
   });
 
   // PostgreSQL only: a restart or a failover closes every pooled connection at once, and the pool
