@@ -4,7 +4,7 @@
  * stub; or proxy-api holding long-polls while a daemon drains) with --cpu-prof, then prints the
  * functions that took the most CPU (self time, and by file).
  * create and worker run on PostgreSQL when DATABASE_URL is set (create in DATABASE_SCHEMA, which
- * the caller drops after).
+ * the caller drops after). PROMPT_BYTES pads the prompts of the jobs it queues.
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
  * bench's bare Express route instead of the API.
  * COUNT=instructions (create, lookup and worker): runs the server (or the daemon) under valgrind's
@@ -31,12 +31,14 @@ import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job
 import pg from 'pg';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import type { JobStore, NewJob } from '../../packages/core/src/store/types.ts';
-import { startStubUpstream } from '../stub-upstream.ts';
+import { echoCompletion, startStubUpstream, type StubBehaviour } from '../stub-upstream.ts';
 import { answers, freePort, start } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const mode = process.argv[2] ?? 'create';
 const seconds = Number(process.env.PROFILE_SECONDS ?? 6);
+/** PROMPT_BYTES=n pads each queued job's prompt to about n bytes (long prompts: documents to summarize). */
+const padding = 'x'.repeat(Number(process.env.PROMPT_BYTES ?? 0));
 const dir = mkdtempSync(join(tmpdir(), 'proxy-profile-'));
 const profiling = process.env.PROFILE !== 'off';
 const key = `pk_${randomBytes(16).toString('hex')}`;
@@ -142,7 +144,10 @@ function dumpCounts(pid: string): { main: number; all: number } {
 async function profileWorker(): Promise<never> {
   const n = Number(process.env.WORKER_JOBS ?? 4000);
   const failWith = process.env.STUB_STATUS ? Number(process.env.STUB_STATUS) : null;
-  const stub = await startStubUpstream({ delayMs: Number(process.env.STUB_DELAY_MS ?? 0), ...(failWith ? { behave: () => ({ status: failWith }) } : {}) });
+  const delayMs = Number(process.env.STUB_DELAY_MS ?? 0);
+  // Long prompts get a short answer, as a summary would, rather than the echo of the whole prompt.
+  const reply: StubBehaviour | null = failWith ? () => ({ status: failWith }) : padding ? (call) => ({ delayMs, body: echoCompletion(call, 'a summary') }) : null;
+  const stub = await startStubUpstream({ delayMs, ...(reply ? { behave: reply } : {}) });
   const outcome = failWith ? 'failed' : 'completed';
   const { store, database, teardown } = await harnessStore();
   for (let i = 0; i < n; i++) await store.createJob(queuedJob(i));
@@ -246,7 +251,8 @@ async function harnessStore(): Promise<{ store: JobStore; database: Record<strin
       await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       await admin.end();
     }
-    if (profiling) report();
+    // Counting runs under callgrind, without --cpu-prof: there is no profile to report.
+    if (profiling && !counting) report();
     process.exit(0);
   };
   return { store, database: pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {}, teardown };
@@ -255,7 +261,7 @@ async function harnessStore(): Promise<{ store: JobStore; database: Record<strin
 /** A queued job whose prompt is `job <i>`. */
 function queuedJob(i: number): NewJob {
   const id = newJobId();
-  return { id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 };
+  return { id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}${padding}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 };
 }
 
 /** The measured process (every thread) on CPU 0, this process on CPU 1. */

@@ -115,6 +115,16 @@ for (const backend of backends) {
     assert.deepEqual(await store.countByStatus(), { queued: 1, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
   });
 
+  test('a claimed job carries its request as the JSON text stored, which the worker sends upstream as it is', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    const request = { model: 'm', messages: [{ role: 'system', content: 'é \u2028 "q" \\ \ud83d\ude00' }, { role: 'user', content: 'x'.repeat(30_000) }], temperature: 0.25, max_tokens: 1e3, stop: ['\n'] };
+    await store.createJob(job({ request }));
+    const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+    assert.equal(claimed?.requestJson, JSON.stringify(request));
+    assert.deepEqual(claimed?.request, request);
+  });
+
   test('finalAmong: of the ids asked about, those of jobs in a final status now; unknown ids are not', async (t) => {
     const place = await backend.place(t);
     const store = await place.open();

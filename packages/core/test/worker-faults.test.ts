@@ -131,7 +131,7 @@ test("the base URL's query string goes with every call (gateways that route on o
   t.after(() => stub.close());
   const upstream = createUpstreamClient({ baseUrl: `${stub.url}/?api-version=2024-10-21`, apiKey: 'sk-test', connections: 1 });
   t.after(() => upstream.close());
-  const outcome = await upstream.chat({ model: 'm', messages: [{ role: 'user', content: 'q' }] }, new AbortController().signal);
+  const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'q' }] }), new AbortController().signal);
   assert.equal(outcome.kind, 'ok');
   assert.deepEqual(stub.calls.map((c) => c.path), ['/v1/chat/completions?api-version=2024-10-21']);
 });

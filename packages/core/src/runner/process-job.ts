@@ -172,7 +172,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     }
     log.debug('calling upstream', { model: job.model });
     callStarted = now();
-    const outcome = await deps.upstream.chat(job.request, signal).finally(callEnded);
+    const outcome = await deps.upstream.chat(job.requestJson, signal).finally(callEnded);
     const attempt = { upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind, latencyMs: now() - callStarted };
     if (outcome.kind === 'ok') {
       const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body }, attempt);

@@ -1,7 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import { Pool, errors as undiciErrors } from 'undici';
 import type { Config } from '../config.js';
-import type { ChatRequest } from '../store/types.js';
 
 /** What one upstream call produced, already read to the end. */
 export type UpstreamOutcome =
@@ -19,7 +18,8 @@ export type CallSignal = AbortSignal | (EventEmitter & { readonly aborted: boole
 
 /** Calls POST {baseUrl}/chat/completions. One instance per process: it owns the connection pool. */
 export interface UpstreamClient {
-  chat(request: ChatRequest, signal: CallSignal): Promise<UpstreamOutcome>;
+  /** `requestJson`: a chat completion request as JSON text, sent as the body as it is. */
+  chat(requestJson: string, signal: CallSignal): Promise<UpstreamOutcome>;
   close(): Promise<void>;
 }
 
@@ -62,10 +62,10 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   };
 
   return {
-    async chat(request, signal) {
+    async chat(requestJson, signal) {
       let res;
       try {
-        res = await pool.request({ method: 'POST', path, headers, body: JSON.stringify(request), signal });
+        res = await pool.request({ method: 'POST', path, headers, body: requestJson, signal });
       } catch (err) {
         if (signal.aborted) throw signal.reason;
         return networkError(err);

@@ -1,4 +1,4 @@
-import type { JobError, JobOutcome, JobRecord, JobResult, JobStatus, NewJob } from './types.js';
+import type { ClaimedJob, JobError, JobOutcome, JobRecord, JobResult, JobStatus, NewJob } from './types.js';
 
 /** A job's columns as both backends read them, times in Unix ms (SQLite keeps `request` in a table of its own: migration 0011). */
 export interface JobRow {
@@ -64,6 +64,13 @@ export function toJob(row: JobRow): JobRecord {
     response: row.response === null ? null : JSON.parse(row.response),
     error: errorOf(row),
   };
+}
+
+/** A row a claim took, with its request's text kept for the upstream call (see ClaimedJob). */
+export function toClaimedJob(row: JobRow): ClaimedJob {
+  const job = toJob(row) as ClaimedJob;
+  job.requestJson = row.request;
+  return job;
 }
 
 /** The columns a lookup reads (both stores select exactly these). */

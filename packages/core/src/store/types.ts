@@ -82,6 +82,11 @@ export interface CreateResult {
 /** A job a worker holds: its fencing token must accompany every write about it. */
 export interface ClaimedJob extends JobRecord {
   leaseToken: number;
+  /**
+   * The request as stored, JSON text, which is what the upstream is sent: the worker does not write
+   * it again from `request` (for a 20 KB prompt that took about 80 µs a job).
+   */
+  requestJson: string;
 }
 
 export interface ClaimOptions {

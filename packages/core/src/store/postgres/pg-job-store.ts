@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { FINAL_STATUSES, LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
@@ -358,7 +358,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            RETURNING *`,
           [at, leaseUntil, opts.workerId, limit],
         );
-        return rows.sort((a, b) => a.run_after - b.run_after).map(toJob);
+        return rows.sort((a, b) => a.run_after - b.run_after).map(toClaimedJob);
       };
       // While claims come back full, most are this one statement in its own transaction: one round
       // trip instead of four (BEGIN, the lapsed-lease query, the claim, COMMIT). Measured at full speed
@@ -396,7 +396,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           else if (row.attempts >= row.max_attempts) await finishLapsed(c, row.id, row.lease_token, 'failed', WORKER_LOST_ERROR, at);
           else {
             const { rows } = await c.query<JobRow>(`UPDATE jobs SET ${claimSet} WHERE id = $4 RETURNING *`, [at, leaseUntil, opts.workerId, row.id]);
-            claimed.push(toJob(rows[0] as JobRow));
+            claimed.push(toClaimedJob(rows[0] as JobRow));
           }
         }
         const room = limit - claimed.length;

@@ -21,7 +21,7 @@ import {
   type RateDecision,
   type WorkerHeartbeat,
 } from '../types.js';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
@@ -117,12 +117,12 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       else if (row.expires_at <= at) end('expired', EXPIRED_ERROR);
       else if (row.attempts >= row.max_attempts) end('failed', WORKER_LOST_ERROR);
       else {
-        claimed.push(toJob(withRequest(sql.claimOne.get({ id: row.id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as HeldRow)));
+        claimed.push(toClaimedJob(withRequest(sql.claimOne.get({ id: row.id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as HeldRow)));
       }
     }
     const room = opts.limit - claimed.length;
     if (room > 0 && !backlog) {
-      for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toJob(withRequest(row)));
+      for (const row of sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId })) claimed.push(toClaimedJob(withRequest(row)));
     }
     if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expirySpacing.backlog(expireDue(at, CLAIM_EXPIRE_LIMIT));
     return claimed;
