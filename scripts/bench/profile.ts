@@ -4,7 +4,7 @@
  * stub; or proxy-api holding long-polls while a daemon drains) with --cpu-prof, then prints the
  * functions that took the most CPU (self time, and by file).
  * create and worker run on PostgreSQL when DATABASE_URL is set (create in DATABASE_SCHEMA, which
- * the caller drops after). PROMPT_BYTES pads the prompts of the jobs it queues.
+ * the caller drops after). PROMPT_BYTES pads the prompts it sends or queues.
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
  * bench's bare Express route instead of the API.
  * COUNT=instructions (create, lookup and worker): runs the server (or the daemon) under valgrind's
@@ -37,7 +37,7 @@ import { answers, freePort, start } from './processes.ts';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const mode = process.argv[2] ?? 'create';
 const seconds = Number(process.env.PROFILE_SECONDS ?? 6);
-/** PROMPT_BYTES=n pads each queued job's prompt to about n bytes (long prompts: documents to summarize). */
+/** PROMPT_BYTES=n pads each prompt sent or queued to about n bytes (long prompts: documents to summarize). */
 const padding = 'x'.repeat(Number(process.env.PROMPT_BYTES ?? 0));
 const dir = mkdtempSync(join(tmpdir(), 'proxy-profile-'));
 const profiling = process.env.PROFILE !== 'off';
@@ -80,7 +80,7 @@ const proc = await start([...nodeFlags, ...(profiling && !counting ? ['--cpu-pro
 if (process.env.PIN === '1') pin(proc.child.pid as number);
 const prefix = bare ? '/bare' : '/v1/requests';
 const ts = Math.floor(Date.now() / 1000);
-const bodies = Array.from({ length: 80_000 }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}`, ts, nonce: randomUUID() }, secret));
+const bodies = Array.from({ length: padding ? 8_000 : 80_000 }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}${padding}`, ts, nonce: randomUUID() }, secret));
 let i = 0;
 const request: Request = mode === 'lookup'
   ? { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) }
@@ -261,7 +261,8 @@ async function harnessStore(): Promise<{ store: JobStore; database: Record<strin
 /** A queued job whose prompt is `job <i>`. */
 function queuedJob(i: number): NewJob {
   const id = newJobId();
-  return { id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request: { model: 'm', messages: [{ role: 'user', content: `job ${i}${padding}` }] }, maxAttempts: 3, expiresAt: Date.now() + 3_600_000 };
+  const request = { model: 'm', messages: [{ role: 'user', content: `job ${i}${padding}` }] };
+  return { id, client: 'default', nonce: id, requestHash: 'h', model: 'm', request, requestJson: JSON.stringify(request), maxAttempts: 3, expiresAt: Date.now() + 3_600_000 };
 }
 
 /** The measured process (every thread) on CPU 0, this process on CPU 1. */

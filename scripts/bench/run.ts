@@ -169,18 +169,10 @@ async function enqueue(store: JobStore, n: number, prefix: string, padding = 0):
   const ids = Array.from({ length: n }, () => newJobId());
   const pad = ' '.repeat(padding);
   await Promise.all(
-    ids.map((id, i) =>
-      store.createJob({
-        id,
-        client: 'default',
-        nonce: id,
-        requestHash: 'h',
-        model: 'gpt-bench',
-        request: { model: 'gpt-bench', messages: [{ role: 'user', content: `${prefix} ${i}${pad}` }] },
-        maxAttempts: 3,
-        expiresAt: Date.now() + 3_600_000,
-      }),
-    ),
+    ids.map((id, i) => {
+      const request = { model: 'gpt-bench', messages: [{ role: 'user', content: `${prefix} ${i}${pad}` }] };
+      return store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'gpt-bench', request, requestJson: JSON.stringify(request), maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
+    }),
   );
   return ids;
 }

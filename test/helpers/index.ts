@@ -194,7 +194,7 @@ export async function enqueueJob(
     nonce: id,
     requestHash: 'h',
     model: 'm',
-    request: { model: 'm', messages: [{ role: 'user', content: prompt }] },
+    ...withJson({ model: 'm', messages: [{ role: 'user', content: prompt }] }),
     maxAttempts: options.maxAttempts ?? 5,
     expiresAt: Date.now() + (options.ttlMs ?? 600_000),
   });
@@ -234,11 +234,16 @@ export function newTestJob(overrides: Partial<NewJob> = {}): NewJob {
     nonce: `nonce-${Math.random().toString(36).slice(2)}`,
     requestHash: 'h1',
     model: 'm',
-    request: { model: 'm', messages: [{ role: 'user', content: 'hi' }] },
+    ...withJson(overrides.request ?? { model: 'm', messages: [{ role: 'user', content: 'hi' }] }),
     maxAttempts: 3,
     expiresAt: Date.now() + 3_600_000,
     ...overrides,
   };
+}
+
+/** A NewJob's request with its JSON text, as the API writes them. */
+export function withJson(request: NewJob['request']): Pick<NewJob, 'request' | 'requestJson'> {
+  return { request, requestJson: JSON.stringify(request) };
 }
 
 /** A clock tests move by hand: pass `now` to a store, then `advance` it. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
@@ -171,6 +172,11 @@ test('idempotency: same nonce and request → the same job (200); same nonce, ot
   const other = await postSigned(api.url, api.key, api.secret, { prompt: 'different', ...stamp });
   assert.deepEqual([other.status, other.json.error.code], [409, 'nonce_reused']);
   assert.equal((await api.store.countByStatus()).queued, 1);
+  // The hash is of JSON.stringify([request, ttl]), as for jobs stored by earlier releases: a create
+  // sent again across an upgrade still finds its job.
+  const long = await postSigned(api.url, api.key, api.secret, { prompt: `é "q" \\ ${'x'.repeat(20_000)}`, ttl: 90, options: { temperature: 0.5 } });
+  const stored = await api.store.getJob(long.json.id);
+  assert.equal(stored?.requestHash, createHash('sha256').update(JSON.stringify([stored?.request, 90])).digest('hex'));
 });
 
 test('ids that are not ours — unknown, malformed, SQL- or path-looking — are 404 not_found', async (t) => {

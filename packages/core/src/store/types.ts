@@ -69,6 +69,11 @@ export interface NewJob {
   requestHash: string;
   model: string;
   request: ChatRequest;
+  /**
+   * `JSON.stringify(request)`, written once by the caller: the API hashes this text for the
+   * idempotency check, the store writes it as it is, and the worker sends it upstream as it is.
+   */
+  requestJson: string;
   maxAttempts: number;
   expiresAt: number;
 }

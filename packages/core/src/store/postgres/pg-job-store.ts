@@ -196,7 +196,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           items.map(({ job }) => job.nonce),
           items.map(({ job }) => job.requestHash),
           items.map(({ job }) => job.model),
-          items.map(({ job }) => JSON.stringify(job.request)),
+          items.map(({ job }) => job.requestJson),
           items.map(({ job }) => job.maxAttempts),
           items.map(({ job }) => job.expiresAt),
           items.map(({ at }) => at),

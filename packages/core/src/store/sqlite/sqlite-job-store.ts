@@ -150,7 +150,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       now: at,
     });
     if (inserted.changes === 1) {
-      sql.insertRequest.run(inserted.lastInsertRowid, JSON.stringify(job.request));
+      sql.insertRequest.run(inserted.lastInsertRowid, job.requestJson);
       counters.add('jobs_created_total', { model: job.model });
       // Built here rather than read back (RETURNING *, then parsing the request again): the insert
       // wrote exactly these values.
