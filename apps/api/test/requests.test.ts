@@ -161,6 +161,23 @@ test('errors never carry a stack trace or SQL', async (t) => {
   assert.deepEqual(Object.keys(res.json.error).sort(), ['code', 'message']);
 });
 
+test('prompt and message contents: up to 1,000,000 characters, counted as UTF-16 code units (an emoji is two); one more is 400 naming the field', async (t) => {
+  const api = await startTestApi(t, { env: { BODY_LIMIT: '5mb' } });
+  const emoji = '\u{1F600}';
+  const cases: Array<[Record<string, unknown>, number]> = [
+    [{ prompt: 'x'.repeat(1_000_000) }, 202],
+    [{ prompt: 'x'.repeat(1_000_001) }, 400],
+    [{ prompt: emoji.repeat(500_000) }, 202],
+    [{ prompt: `${emoji.repeat(500_000)}x` }, 400],
+    [{ messages: [{ role: 'user', content: 'y'.repeat(1_000_001) }] }, 400],
+  ];
+  for (const [body, status] of cases) {
+    const res = await postSigned(api.url, api.key, api.secret, body);
+    assert.equal(res.status, status, JSON.stringify(body).slice(0, 60));
+    if (status === 400) assert.match(res.json.error.message, /prompt|messages\.0\.content/);
+  }
+});
+
 test('idempotency: same nonce and request → the same job (200); same nonce, other request → 409', async (t) => {
   const api = await startTestApi(t);
   const stamp = freshStamp();

@@ -85,7 +85,10 @@ export interface ChatMessage {
   [extra: string]: unknown;
 }
 
-const ajv = new Ajv({ allErrors: false, strict: false });
+// unicode: false: string lengths are JavaScript's `.length` (UTF-16 code units, an emoji is two)
+// rather than code points, which ajv counts by walking every character in JavaScript: for a 20 KB
+// prompt that walk was the largest single cost of a create (8.7% of the API's profile).
+const ajv = new Ajv({ allErrors: false, strict: false, unicode: false });
 const validateCreate = ajv.compile<CreateRequestBody>(createRequestSchema);
 
 /** Validates a parsed create body; throws invalid_request naming the first bad field. */
