@@ -15,7 +15,9 @@ import { isDatabaseUnavailable } from '../unavailable.js';
  * there are at most as many as the pool holds. A fresh connection that fails is not retried: that is
  * an outage, answered as one. Running `fn` twice is safe here because every write of the store is
  * one a repeat leaves as it was (a create keyed by its nonce, an ending or a retry by its lease
- * token and status) or, for a rate-limit draw, errs towards limiting.
+ * token and status) or, for a rate-limit draw, errs towards limiting. The one write that is not: a
+ * claim whose commit went through just as the server closed the connection, so that its answer was
+ * lost, is claimed afresh; the jobs the lost answer held wait out their lease, as a dead worker's do.
  */
 export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   for (;;) {
