@@ -44,8 +44,8 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
       throw new AppError('invalid_request', `model ${request.model} is not offered here; use one of: ${allowed.join(', ')}`);
     }
     const ttlSeconds = body.ttl ?? config.jobs.ttlSeconds;
-    // Written once: hashed here, stored as it is, sent upstream as it is (a 20 KB prompt took about
-    // 40 µs to write out, and was written twice).
+    // Written once: hashed here, stored as it is, sent upstream as it is. It was written twice (for
+    // the hash and for the store); a 20 KB request took about 80 µs each time, timed alone.
     const requestJson = JSON.stringify(request);
     // Same nonce, same request → same job; "same" is what the upstream would be asked, not the bytes.
     // The text hashed is JSON.stringify([request, ttlSeconds]), as jobs stored before were hashed.
