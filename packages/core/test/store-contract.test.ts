@@ -809,18 +809,59 @@ for (const backend of backends) {
     for (let i = 0; i < 4000; i += 500) await Promise.all(Array.from({ length: 500 }, () => store.createJob(job())));
     const analyzed = await client.query("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'jobs'", [place.schema]);
     assert.deepEqual(analyzed.rows, [{ last_analyze: null, last_autoanalyze: null }]);
-    const plan = async (sql: string) => (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, [Date.now(), 8])).rows.map((r) => r['QUERY PLAN']).join('\n');
+    // The store names its statements, so PostgreSQL may settle on a generic plan, made without the
+    // values, after five runs: both kinds are checked, the custom plan for this run's values and the
+    // generic plan forced.
+    const plans = async (sql: string) => {
+      const text = async () => (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, [Date.now(), 8])).rows.map((r) => r['QUERY PLAN']).join('\n');
+      const custom = await text();
+      await client.query('SET plan_cache_mode = force_generic_plan');
+      try {
+        return [custom, await text()];
+      } finally {
+        await client.query('RESET plan_cache_mode');
+      }
+    };
     // The statements of pg-job-store.ts, their SET lists shortened.
-    const claim = await plan(`UPDATE jobs SET status = 'in_progress'
+    const claim = await plans(`UPDATE jobs SET status = 'in_progress'
       WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= $1 AND expires_at + 0 > $1
                     ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *`);
-    assert.match(claim, /Index Scan using jobs_queued_due on jobs/);
-    assert.doesNotMatch(claim, /Sort|Bitmap|Seq Scan/);
-    const expire = await plan(`UPDATE jobs SET status = 'expired'
+    const expire = await plans(`UPDATE jobs SET status = 'expired'
       WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND expires_at <= $1
                     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING model`);
-    assert.match(expire, /Index Scan using jobs_queued_expiry on jobs/);
-    assert.doesNotMatch(expire, /Sort|Bitmap|Seq Scan/);
+    for (const plan of claim) {
+      assert.match(plan, /Index Scan using jobs_queued_due on jobs/);
+      assert.doesNotMatch(plan, /Sort|Bitmap|Seq Scan/);
+    }
+    for (const plan of expire) {
+      assert.match(plan, /Index Scan using jobs_queued_expiry on jobs/);
+      assert.doesNotMatch(plan, /Sort|Bitmap|Seq Scan/);
+    }
+  });
+
+  // PostgreSQL only: the store's statements are named (prepared once per connection), and a newer
+  // version's migration may add a column while this process runs.
+  if (backend.name === 'postgres') test('postgres: a column added to the jobs table while the store runs fails none of its statements', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open(clock().now);
+    const seed = await store.createJob(job());
+    for (let i = 0; i < 3; i++) await store.createJob(job());
+    // With the clock standing still, the first claim sweeps in a transaction and the second runs as
+    // one named statement, as the one after the change will.
+    for (let i = 0; i < 2; i++) assert.equal((await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 })).length, 1);
+    // Every pooled connection (poolSize 4) prepares the lookup and the listing.
+    for (let i = 0; i < 3; i++) await Promise.all(Array.from({ length: 4 }, () => store.getJob(seed.job.id)));
+    await Promise.all(Array.from({ length: 4 }, () => store.listJobs({ limit: 10 })));
+    const admin = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${place.schema}` });
+    await admin.connect();
+    t.after(() => admin.end());
+    await admin.query('ALTER TABLE jobs ADD COLUMN added_later TEXT');
+    const settled = await Promise.allSettled([store.getJob(seed.job.id), store.listJobs({ limit: 10 }), store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), store.getJob(seed.job.id)]);
+    assert.deepEqual(settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')), ['ok', 'ok', 'ok', 'ok']);
+    const [read, listed, claimed] = settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [JobRecord | null, JobRecord[], ClaimedJob[]];
+    assert.equal(read?.id, seed.job.id);
+    assert.equal(listed.length, 4);
+    assert.equal(claimed.length, 1);
   });
 
   // PostgreSQL only: a restart or a failover closes every pooled connection at once, and the pool

@@ -31,6 +31,13 @@ export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) =
       return await fn(client);
     } catch (err) {
       if (!broken && isDatabaseUnavailable(err)) broken = err as Error;
+      if (wasIdle && planChanged(err)) {
+        // Its named statements were prepared against the tables as they were: the connection goes,
+        // and the statement runs on another. As for a closed one, each retry destroys one connection
+        // used before; a fresh one prepares the statement anew, so fails this way only in a race.
+        broken = err as Error;
+        continue;
+      }
       if (!(wasIdle && closedByServer(err))) throw err;
       // Told as the pool tells of an idle connection it saw close: this one closed while idle too.
       pool.emit('error', err, client);
@@ -56,7 +63,21 @@ function closedByServer(err: unknown): boolean {
   return err instanceof Error && /^Connection terminated|connection error and is not queryable/.test(err.message);
 }
 
-/** One statement on a pooled connection, retried as `withClient` says; use it in place of `pool.query`. */
-export function query<R extends pg.QueryResultRow = pg.QueryResultRow>(pool: pg.Pool, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
-  return withClient(pool, (client) => client.query<R>(text, values));
+/**
+ * Whether a named statement failed because a table it reads changed shape since the connection
+ * prepared it (a column added by a newer version's migration while this process runs): PostgreSQL
+ * re-plans it, but will not change the columns a prepared `SELECT *` or `RETURNING *` answers with.
+ * The statement did nothing, so running it again elsewhere is safe.
+ */
+function planChanged(err: unknown): boolean {
+  return (err as { code?: unknown })?.code === '0A000' && err instanceof Error && /cached plan must not change result type/.test(err.message);
+}
+
+/**
+ * One statement on a pooled connection, retried as `withClient` says; use it in place of `pool.query`.
+ * With a `name`, each connection prepares the statement the first time it runs it and afterwards
+ * only binds and executes it (see pg-job-store.ts).
+ */
+export function query<R extends pg.QueryResultRow = pg.QueryResultRow>(pool: pg.Pool, text: string, values?: unknown[], name?: string): Promise<pg.QueryResult<R>> {
+  return withClient(pool, (client) => client.query<R>(name ? { name, text, values } : { text, values }));
 }

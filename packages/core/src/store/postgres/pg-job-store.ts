@@ -78,8 +78,21 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // connection itself and the next query opens another; a query that was running fails on its own.
   pool.on('error', (err) => options.onConnectionLost?.(err));
   // Every statement goes through withClient, which runs it again when its pooled connection turns
-  // out closed by a restart or a failover (checkout.ts).
-  const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, text, values) };
+  // out closed by a restart or a failover (checkout.ts). Each is named after its text, so a
+  // connection parses and analyzes it once and then only binds and executes it; PostgreSQL still
+  // plans each run for its values until a generic plan costs no more (plan_cache_mode=auto). The
+  // texts are a fixed set (listJobs and requeueJobs pick among a few). Measured against unnamed
+  // statements, three alternating pairs of 12,000-job drains of the worker in profile.ts:
+  // 1,066-1,084 jobs/s against 708-922, PostgreSQL's processes using 1,081-1,227 µs of CPU a job,
+  // the harness's creates included, against 1,561-1,987; and creates through the API, two pairs:
+  // 2,355-2,507/s against 2,007-2,260. A table changing shape under a prepared statement: checkout.ts.
+  const names = new Map<string, string>();
+  const nameOf = (text: string) => {
+    let name = names.get(text);
+    if (name === undefined) names.set(text, (name = `proxy_${names.size}`));
+    return name;
+  };
+  const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, text, values, nameOf(text)) };
   await migratePostgres(pool, schema);
 
   // The counter the worker loop and long-poll watchers compare: see change-listener.ts.
