@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import pg from 'pg';
-import { SESSION_SETTINGS, openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
+import { FOLD_AFTER_CHANGES, SESSION_SETTINGS, openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import type { ClaimedJob, JobRecord, JobStore } from '../src/store/types.ts';
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
@@ -862,6 +862,25 @@ for (const backend of backends) {
     assert.equal(read?.id, seed.job.id);
     assert.equal(listed.length, 4);
     assert.equal(claimed.length, 1);
+  });
+
+  // PostgreSQL only: the counts by status are the folded totals plus the changes appended since.
+  if (backend.name === 'postgres') test(`postgres: a count by status that finds more than ${FOLD_AFTER_CHANGES} changes appended since the last fold folds them, and counts the same after`, async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    for (let i = 0; i < 3; i++) await store.createJob(job());
+    const admin = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${place.schema}` });
+    await admin.connect();
+    t.after(() => admin.end());
+    const appended = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM job_count_deltas')).rows[0]?.n);
+    // As many changes as a busy minute leaves, each moving nothing.
+    await admin.query("INSERT INTO job_count_deltas (status, d) SELECT 'queued', 0 FROM generate_series(1, $1::int)", [FOLD_AFTER_CHANGES]);
+    assert.ok((await appended()) > FOLD_AFTER_CHANGES);
+    assert.equal((await store.countByStatus()).queued, 3);
+    await eventually(async () => (await appended()) === 0);
+    const [row] = (await admin.query<{ n: string }>("SELECT n FROM job_counts WHERE status = 'queued'")).rows;
+    assert.equal(Number(row?.n), 3, 'folded into the totals');
+    assert.deepEqual(await store.countByStatus(), { queued: 3, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
   });
 
   // PostgreSQL only: a restart or a failover closes every pooled connection at once, and the pool
