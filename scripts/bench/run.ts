@@ -159,7 +159,7 @@ async function warmThenDrain(store: JobStore, n: number, prefix: string, warmup 
 /**
  * Waits until `n` jobs are completed. The rates come from the jobs' own claim and outcome times, so
  * how often this looks changes no figure except by the load it adds: on PostgreSQL a count by status
- * reads every change since the workers' last fold (a few ms each mid-drain, on the server the worker
+ * reads the changes not folded yet (up to 5,000, a few ms each mid-drain, on the server the worker
  * under test needs), where pg-boss's baseline counts in-process. Hence every 250 ms, not 50.
  */
 async function completed(store: JobStore, n: number): Promise<void> {
