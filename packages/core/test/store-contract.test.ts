@@ -90,6 +90,14 @@ const backends: Backend[] = [
 const job = newTestJob;
 const clock = manualClock;
 
+/** A PostgreSQL connection of the test's own (in `schema`, with `settings`, when given), closed after the test. */
+async function sqlClient(t: Ctx, schema?: string, settings = ''): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: PG_URL, ...(schema ? { options: `-c search_path=${schema} ${settings}`.trim() } : {}) });
+  await client.connect();
+  t.after(() => client.end());
+  return client;
+}
+
 /**
  * On PostgreSQL the first read of the change counter opens the store's listening connection, and the
  * counter moves once when it listens: read until then, so that only a notification moves it after.
@@ -783,9 +791,7 @@ for (const backend of backends) {
     const watcher = await place.open();
     await listening(writer);
     await listening(watcher);
-    const admin = new pg.Client({ connectionString: PG_URL });
-    await admin.connect();
-    t.after(() => admin.end());
+    const admin = await sqlClient(t);
     const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`proxy-listener:${place.schema}`]);
     assert.equal(killed.rowCount, 2, "both stores' listeners were cut");
     await new Promise((r) => setTimeout(r, 1500));
@@ -801,9 +807,7 @@ for (const backend of backends) {
   if (backend.name === 'postgres') test("postgres: on a table never analyzed, with 4,000 jobs queued, the claim and the expiry scan walk their index in order and sort nothing", async (t) => {
     const place = await backend.place(t);
     const store = await place.open();
-    const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${place.schema} ${SESSION_SETTINGS}` });
-    await client.connect();
-    t.after(() => client.end());
+    const client = await sqlClient(t, place.schema, SESSION_SETTINGS);
     // As a new installation's first minutes, or a backlog that came since autovacuum last looked.
     await client.query('ALTER TABLE jobs SET (autovacuum_enabled = false)');
     for (let i = 0; i < 4000; i += 500) await Promise.all(Array.from({ length: 500 }, () => store.createJob(job())));
@@ -852,9 +856,7 @@ for (const backend of backends) {
     // Every pooled connection (poolSize 4) prepares the lookup and the listing.
     for (let i = 0; i < 3; i++) await Promise.all(Array.from({ length: 4 }, () => store.getJob(seed.job.id)));
     await Promise.all(Array.from({ length: 4 }, () => store.listJobs({ limit: 10 })));
-    const admin = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${place.schema}` });
-    await admin.connect();
-    t.after(() => admin.end());
+    const admin = await sqlClient(t, place.schema);
     await admin.query('ALTER TABLE jobs ADD COLUMN added_later TEXT');
     const settled = await Promise.allSettled([store.getJob(seed.job.id), store.listJobs({ limit: 10 }), store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), store.getJob(seed.job.id)]);
     assert.deepEqual(settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')), ['ok', 'ok', 'ok', 'ok']);
@@ -869,9 +871,7 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const store = await place.open();
     for (let i = 0; i < 3; i++) await store.createJob(job());
-    const admin = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${place.schema}` });
-    await admin.connect();
-    t.after(() => admin.end());
+    const admin = await sqlClient(t, place.schema);
     const appended = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM job_count_deltas')).rows[0]?.n);
     // As many changes as a busy minute leaves, each moving nothing.
     await admin.query("INSERT INTO job_count_deltas (status, d) SELECT 'queued', 0 FROM generate_series(1, $1::int)", [FOLD_AFTER_CHANGES]);
@@ -920,9 +920,7 @@ for (const backend of backends) {
     const name = `proxy-listener:listen_${randomBytes(4).toString('hex')}`;
     const listener = createChangeListener({ connection: { connectionString: PG_URL }, schema: name.slice('proxy-listener:'.length), fallbackPollMs: 50, idleMs: 400 });
     t.after(() => listener.close());
-    const admin = new pg.Client({ connectionString: PG_URL });
-    await admin.connect();
-    t.after(() => admin.end());
+    const admin = await sqlClient(t);
     const connections = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [name])).rows[0]?.n);
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(await connections(), 0, 'nothing listens before the counter is read');

@@ -74,10 +74,10 @@ function planChanged(err: unknown): boolean {
 }
 
 /**
- * One statement on a pooled connection, retried as `withClient` says; use it in place of `pool.query`.
- * With a `name`, each connection prepares the statement the first time it runs it and afterwards
- * only binds and executes it (see pg-job-store.ts).
+ * One named statement on a pooled connection, retried as `withClient` says; use it in place of
+ * `pool.query`. Each connection prepares it the first time it runs it and afterwards only binds and
+ * executes it (see pg-job-store.ts).
  */
-export function query<R extends pg.QueryResultRow = pg.QueryResultRow>(pool: pg.Pool, text: string, values?: unknown[], name?: string): Promise<pg.QueryResult<R>> {
-  return withClient(pool, (client) => client.query<R>(name ? { name, text, values } : { text, values }));
+export function query<R extends pg.QueryResultRow = pg.QueryResultRow>(pool: pg.Pool, name: string, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  return withClient(pool, (client) => client.query<R>({ name, text, values }));
 }

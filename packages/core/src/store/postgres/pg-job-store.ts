@@ -95,7 +95,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     if (name === undefined) names.set(text, (name = `proxy_${names.size}`));
     return name;
   };
-  const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, text, values, nameOf(text)) };
+  const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, nameOf(text), text, values) };
   await migratePostgres(pool, schema);
 
   // The counter the worker loop and long-poll watchers compare: see change-listener.ts.
