@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
+import Database from 'better-sqlite3';
 import pg from 'pg';
 import { FOLD_AFTER_CHANGES, SESSION_SETTINGS, openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
@@ -25,6 +26,8 @@ interface Place {
   open(now?: () => number): Promise<JobStore>;
   /** The PostgreSQL schema, where there is one. */
   schema?: string;
+  /** Runs SQL on the place's database from a connection of the test's own (`?` for each value); its rows. */
+  sql(text: string, ...values: unknown[]): Promise<Array<Record<string, unknown>>>;
 }
 
 interface Backend {
@@ -60,6 +63,15 @@ const backends: Backend[] = [
           t.after(() => store.close());
           return store;
         },
+        sql: async (text, ...values) => {
+          const db = new Database(`${dir}/db.sqlite`);
+          try {
+            const statement = db.prepare(text);
+            return statement.reader ? (statement.all(...values) as Array<Record<string, unknown>>) : (statement.run(...values), []);
+          } finally {
+            db.close();
+          }
+        },
       };
     },
   },
@@ -81,6 +93,11 @@ const backends: Backend[] = [
           const store = await openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}) });
           t.after(() => store.close());
           return store;
+        },
+        sql: async (text, ...values) => {
+          let n = 0;
+          const client = await sqlClient(t, schema);
+          return (await client.query(text.replace(/\?/g, () => `$${++n}`), values)).rows;
         },
       };
     },
@@ -694,6 +711,47 @@ for (const backend of backends) {
     assert.equal(completed?.outputText, text);
     assert.deepEqual(completed?.response, { content: 'x\u0000y' }, 'the JSON keeps the character, escaped');
     assert.equal((await store.getJobOutcome(b.id))?.error?.message, backend.name === 'postgres' ? 'bad\uFFFDbyte' : 'bad\u0000byte');
+  });
+
+  test("a completed answer's text is stored once, in output_text; the response reads whole, as written before too", async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    const text = 'a long answer. '.repeat(400);
+    const answer = (content: string | null, extra = {}) => ({
+      id: 'chatcmpl-1',
+      object: 'chat.completion',
+      choices: [
+        { index: 0, message: { role: 'assistant', content, refusal: null, ...extra }, finish_reason: 'stop' },
+        { index: 1, message: { role: 'assistant', content: 'another choice' }, finish_reason: 'stop' },
+      ],
+      usage: { total_tokens: 3 },
+    });
+    const toolCall = answer(null, { tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] });
+    for (let i = 0; i < 3; i++) await store.createJob(job());
+    const [plain, tool, older] = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 10_000 });
+    assert.ok(plain && tool && older);
+    await store.completeJob(plain.id, plain.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
+    await store.completeJob(tool.id, tool.leaseToken, { outputText: null, usage: { total_tokens: 3 }, response: toolCall });
+    await store.completeJob(older.id, older.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
+    // A row written before the text was stored once holds it in both columns.
+    await place.sql('UPDATE jobs SET response = ? WHERE id = ?', JSON.stringify(answer(text)), older.id);
+
+    const [stored] = await place.sql('SELECT output_text, response FROM jobs WHERE id = ?', plain.id);
+    assert.equal(stored?.output_text, text);
+    assert.ok(!String(stored?.response).includes('a long answer'), 'the response is stored without the text');
+    assert.ok(String(stored?.response).length < 400, `the response is stored in ${String(stored?.response).length} characters`);
+    for (const [id, expected] of [[plain.id, answer(text)], [tool.id, toolCall], [older.id, answer(text)]] as const) {
+      // Compared as text too: the content is back in its place among the message's keys.
+      assert.equal(JSON.stringify((await store.getJobOutcome(id))?.response), JSON.stringify(expected));
+      assert.equal(JSON.stringify((await store.getJob(id))?.response), JSON.stringify(expected));
+    }
+
+    const copy = await backend.place(t);
+    const target = await copy.open();
+    assert.deepEqual(await target.importJobs((await store.exportJobs(null, 10)).jobs), [plain.id, tool.id, older.id]);
+    for (const id of [plain.id, tool.id, older.id]) assert.deepEqual(await target.getJob(id), await store.getJob(id));
+    const copied = await copy.sql('SELECT response FROM jobs WHERE id IN (?, ?)', plain.id, older.id);
+    assert.ok(copied.length === 2 && copied.every((row) => !String(row.response).includes('a long answer')), 'a copy stores the text once too');
   });
 
   test('counters, heartbeats, listing and requeue', async (t) => {

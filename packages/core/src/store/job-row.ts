@@ -61,7 +61,7 @@ export function toJob(row: JobRow): JobRecord {
     updatedAt: row.updated_at,
     outputText: row.output_text,
     usage: row.usage === null ? null : JSON.parse(row.usage),
-    response: row.response === null ? null : JSON.parse(row.response),
+    response: readResponse(row),
     error: errorOf(row),
   };
 }
@@ -96,7 +96,7 @@ export function toOutcome(row: OutcomeRow): JobOutcome {
     finishedAt: row.finished_at,
     outputText: row.output_text,
     usage: row.usage === null ? null : JSON.parse(row.usage),
-    response: row.response === null ? null : JSON.parse(row.response),
+    response: readResponse(row),
     error: errorOf(row),
   };
 }
@@ -130,7 +130,7 @@ export function toRow(job: JobRecord): JobRow {
     updated_at: job.updatedAt,
     output_text: job.outputText,
     usage: json(job.usage),
-    response: json(job.response),
+    response: json(withoutText(job.response, job.outputText)),
     error_code: job.error?.code ?? null,
     error_message: job.error?.message ?? null,
     upstream_status: job.error?.upstreamStatus ?? null,
@@ -142,8 +142,43 @@ export function resultColumns(result: JobResult): Pick<JobRow, 'output_text' | '
   return {
     output_text: result.outputText,
     usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
-    response: result.response === undefined ? null : JSON.stringify(result.response),
+    response: result.response === undefined ? null : JSON.stringify(withoutText(result.response, result.outputText)),
   };
+}
+
+/*
+ * A completed job's answer is stored once. output_text is the first choice's message content
+ * whenever it is not null (upstream-client's extractText takes it from there), so the response is
+ * stored with that content set to null, the key left in its place, and gets it back when read. A long
+ * answer used to be written, read and parsed twice. Rows written before keep their content, and
+ * read the same.
+ */
+type Message = { content?: unknown };
+type Choice = { message?: Message };
+type Completion = { choices?: Choice[] };
+
+function firstMessage(response: unknown): Message | undefined {
+  const message = (response as Completion | null)?.choices?.[0]?.message;
+  return typeof message === 'object' && message !== null ? message : undefined;
+}
+
+/** The response as stored: a shallow copy whose first message's content is null when it is `text`. */
+function withoutText(response: unknown, text: string | null): unknown {
+  if (text === null || firstMessage(response)?.content !== text) return response;
+  const { choices = [] } = response as Completion;
+  const [first, ...rest] = choices;
+  return { ...(response as object), choices: [{ ...first, message: { ...first!.message, content: null } }, ...rest] };
+}
+
+/** A stored response with its first message's content put back from output_text. */
+function readResponse(row: Pick<JobRow, 'output_text' | 'response'>): unknown {
+  if (row.response === null) return null;
+  const response: unknown = JSON.parse(row.response);
+  if (row.output_text !== null) {
+    const message = firstMessage(response);
+    if (message?.content === null) message.content = row.output_text;
+  }
+  return response;
 }
 
 /** A new job as both stores insert it: queued, due now, nothing tried yet. */
