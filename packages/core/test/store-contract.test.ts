@@ -713,7 +713,7 @@ for (const backend of backends) {
     assert.equal((await store.getJobOutcome(b.id))?.error?.message, backend.name === 'postgres' ? 'bad\uFFFDbyte' : 'bad\u0000byte');
   });
 
-  test("a completed answer's text is stored once, in output_text; the response reads whole, as written before too", async (t) => {
+  test("a completed answer's text and usage are stored once, in their own columns; the response reads whole, as written before too", async (t) => {
     const place = await backend.place(t);
     const store = await place.open();
     const text = 'a long answer. '.repeat(400);
@@ -731,7 +731,8 @@ for (const backend of backends) {
     const [plain, tool, older] = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 10_000 });
     assert.ok(plain && tool && older);
     await store.completeJob(plain.id, plain.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
-    await store.completeJob(tool.id, tool.leaseToken, { outputText: null, usage: { total_tokens: 3 }, response: toolCall });
+    // Usage that is not the response's own (the worker never records such) stays in the response too.
+    await store.completeJob(tool.id, tool.leaseToken, { outputText: null, usage: { total_tokens: 4 }, response: toolCall });
     await store.completeJob(older.id, older.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
     // A row written before the text was stored once holds it in both columns.
     await place.sql('UPDATE jobs SET response = ? WHERE id = ?', JSON.stringify(answer(text)), older.id);
@@ -739,11 +740,13 @@ for (const backend of backends) {
     const [stored] = await place.sql('SELECT output_text, response FROM jobs WHERE id = ?', plain.id);
     assert.equal(stored?.output_text, text);
     assert.ok(!String(stored?.response).includes('a long answer'), 'the response is stored without the text');
+    assert.ok(!String(stored?.response).includes('total_tokens'), 'the response is stored without the usage');
     assert.ok(String(stored?.response).length < 400, `the response is stored in ${String(stored?.response).length} characters`);
-    for (const [id, expected] of [[plain.id, answer(text)], [tool.id, toolCall], [older.id, answer(text)]] as const) {
-      // Compared as text too: the content is back in its place among the message's keys.
+    for (const [id, expected, usage] of [[plain.id, answer(text), 3], [tool.id, toolCall, 4], [older.id, answer(text), 3]] as const) {
+      // Compared as text: the content and the usage are back in their places among the keys.
       assert.equal(JSON.stringify((await store.getJobOutcome(id))?.response), JSON.stringify(expected));
       assert.equal(JSON.stringify((await store.getJob(id))?.response), JSON.stringify(expected));
+      assert.deepEqual((await store.getJobOutcome(id))?.usage, { total_tokens: usage });
     }
 
     const copy = await backend.place(t);
@@ -751,7 +754,7 @@ for (const backend of backends) {
     assert.deepEqual(await target.importJobs((await store.exportJobs(null, 10)).jobs), [plain.id, tool.id, older.id]);
     for (const id of [plain.id, tool.id, older.id]) assert.deepEqual(await target.getJob(id), await store.getJob(id));
     const copied = await copy.sql('SELECT response FROM jobs WHERE id IN (?, ?)', plain.id, older.id);
-    assert.ok(copied.length === 2 && copied.every((row) => !String(row.response).includes('a long answer')), 'a copy stores the text once too');
+    assert.ok(copied.length === 2 && copied.every((row) => !/a long answer|total_tokens/.test(String(row.response))), 'a copy stores the text and usage once too');
   });
 
   test('counters, heartbeats, listing and requeue', async (t) => {

@@ -39,6 +39,7 @@ export const WORKER_LOST_ERROR = { code: 'worker_lost', message: 'the worker hol
  * measured in the worker's profile, the spread made this 4× slower (it runs for every claimed job).
  */
 export function toJob(row: JobRow): JobRecord {
+  const usage = parsed(row.usage);
   return {
     id: row.id,
     client: row.client,
@@ -60,8 +61,8 @@ export function toJob(row: JobRow): JobRecord {
     finishedAt: row.finished_at,
     updatedAt: row.updated_at,
     outputText: row.output_text,
-    usage: row.usage === null ? null : JSON.parse(row.usage),
-    response: readResponse(row),
+    usage,
+    response: readResponse(row, usage),
     error: errorOf(row),
   };
 }
@@ -82,6 +83,7 @@ export type OutcomeRow = Pick<
 
 /** Maps a lookup's row to what a client may see of the job. */
 export function toOutcome(row: OutcomeRow): JobOutcome {
+  const usage = parsed(row.usage);
   return {
     id: row.id,
     client: row.client,
@@ -95,8 +97,8 @@ export function toOutcome(row: OutcomeRow): JobOutcome {
     startedAt: row.started_at,
     finishedAt: row.finished_at,
     outputText: row.output_text,
-    usage: row.usage === null ? null : JSON.parse(row.usage),
-    response: readResponse(row),
+    usage,
+    response: readResponse(row, usage),
     error: errorOf(row),
   };
 }
@@ -108,6 +110,7 @@ function errorOf(row: Pick<JobRow, 'error_code' | 'error_message' | 'upstream_st
 /** Maps a job back to its row: what a copy between stores writes. */
 export function toRow(job: JobRecord): JobRow {
   const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value));
+  const usage = json(job.usage);
   return {
     id: job.id,
     client: job.client,
@@ -129,8 +132,8 @@ export function toRow(job: JobRecord): JobRow {
     finished_at: job.finishedAt,
     updated_at: job.updatedAt,
     output_text: job.outputText,
-    usage: json(job.usage),
-    response: json(withoutText(job.response, job.outputText)),
+    usage,
+    response: json(storedResponse(job.response, job.outputText, usage)),
     error_code: job.error?.code ?? null,
     error_message: job.error?.message ?? null,
     upstream_status: job.error?.upstreamStatus ?? null,
@@ -139,46 +142,61 @@ export function toRow(job: JobRecord): JobRow {
 
 /** A completed attempt's answer as both stores write it: the text, and usage and response as JSON. */
 export function resultColumns(result: JobResult): Pick<JobRow, 'output_text' | 'usage' | 'response'> {
+  const usage = result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage);
   return {
     output_text: result.outputText,
-    usage: result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage),
-    response: result.response === undefined ? null : JSON.stringify(withoutText(result.response, result.outputText)),
+    usage,
+    response: result.response === undefined ? null : JSON.stringify(storedResponse(result.response, result.outputText, usage)),
   };
 }
 
 /*
  * A completed job's answer is stored once. output_text is the first choice's message content
- * whenever it is not null (upstream-client's extractText takes it from there), so the response is
- * stored with that content set to null, the key left in its place, and gets it back when read. A long
- * answer used to be written, read and parsed twice. Rows written before keep their content, and
- * read the same.
+ * whenever it is not null, and the usage column the response's `usage` (upstream-client takes both
+ * from there), so the response is stored with those two set to null, each key left in its place,
+ * and gets them back when read. A long answer used to be written, read and parsed twice. Rows
+ * written before keep both copies, and read the same.
  */
 type Message = { content?: unknown };
-type Choice = { message?: Message };
-type Completion = { choices?: Choice[] };
+type Completion = { choices?: Array<{ message?: Message }>; usage?: unknown };
 
 function firstMessage(response: unknown): Message | undefined {
   const message = (response as Completion | null)?.choices?.[0]?.message;
   return typeof message === 'object' && message !== null ? message : undefined;
 }
 
-/** The response as stored: a shallow copy whose first message's content is null when it is `text`. */
-function withoutText(response: unknown, text: string | null): unknown {
-  if (text === null || firstMessage(response)?.content !== text) return response;
-  const { choices = [] } = response as Completion;
-  const [first, ...rest] = choices;
-  return { ...(response as object), choices: [{ ...first, message: { ...first!.message, content: null } }, ...rest] };
+/** The response as stored: a shallow copy without what output_text (`text`) and the usage column (`usage`, JSON) hold. */
+function storedResponse(response: unknown, text: string | null, usage: string | null): unknown {
+  if (typeof response !== 'object' || response === null) return response;
+  const dropText = text !== null && firstMessage(response)?.content === text;
+  const dropUsage = usage !== null && JSON.stringify((response as Completion).usage) === usage;
+  if (!dropText && !dropUsage) return response;
+  const stored: Completion = { ...response };
+  if (dropUsage) stored.usage = null;
+  if (dropText) {
+    const [first, ...rest] = stored.choices as NonNullable<Completion['choices']>;
+    stored.choices = [{ ...first, message: { ...first!.message, content: null } }, ...rest];
+  }
+  return stored;
 }
 
-/** A stored response with its first message's content put back from output_text. */
-function readResponse(row: Pick<JobRow, 'output_text' | 'response'>): unknown {
+/** A stored response with its first message's content and its usage put back (`usage`: the usage column, parsed). */
+function readResponse(row: Pick<JobRow, 'output_text' | 'response'>, usage: unknown): unknown {
   if (row.response === null) return null;
-  const response: unknown = JSON.parse(row.response);
+  const response = JSON.parse(row.response) as unknown;
+  if (typeof response !== 'object' || response === null) return response;
   if (row.output_text !== null) {
     const message = firstMessage(response);
     if (message?.content === null) message.content = row.output_text;
   }
+  // Shared with the job's own `usage`: both are only ever rendered.
+  if (usage !== null && (response as Completion).usage === null) (response as Completion).usage = usage;
   return response;
+}
+
+/** A JSON column's value; null stays null. */
+function parsed(json: string | null): unknown {
+  return json === null ? null : JSON.parse(json);
 }
 
 /** A new job as both stores insert it: queued, due now, nothing tried yet. */
