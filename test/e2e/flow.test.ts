@@ -52,6 +52,9 @@ test('request → id → worker once → result, through real processes and one 
   assert.equal(result.json.attempts, 1);
   assert.equal(result.json.usage.total_tokens, result.json.usage.prompt_tokens + result.json.usage.completion_tokens);
   assert.equal(result.json.response.object, 'chat.completion');
+  // The upstream's whole answer, as it sent it: its text and usage are stored once, and put back.
+  assert.equal(result.json.response.choices[0].message.content, 'echo: What is 2+2?');
+  assert.deepEqual(result.json.response.usage, result.json.usage);
   assert.ok(result.json.finished_at >= result.json.created_at);
 });
 
