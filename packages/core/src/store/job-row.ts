@@ -109,7 +109,6 @@ function errorOf(row: Pick<JobRow, 'error_code' | 'error_message' | 'upstream_st
 
 /** Maps a job back to its row: what a copy between stores writes. */
 export function toRow(job: JobRecord): JobRow {
-  const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value));
   const usage = json(job.usage);
   return {
     id: job.id,
@@ -142,7 +141,7 @@ export function toRow(job: JobRecord): JobRow {
 
 /** A completed attempt's answer as both stores write it: the text, and usage and response as JSON. */
 export function resultColumns(result: JobResult): Pick<JobRow, 'output_text' | 'usage' | 'response'> {
-  const usage = result.usage === undefined || result.usage === null ? null : JSON.stringify(result.usage);
+  const usage = json(result.usage);
   return {
     output_text: result.outputText,
     usage,
@@ -195,8 +194,13 @@ function readResponse(row: Pick<JobRow, 'output_text' | 'response'>, usage: unkn
 }
 
 /** A JSON column's value; null stays null. */
-function parsed(json: string | null): unknown {
-  return json === null ? null : JSON.parse(json);
+function parsed(text: string | null): unknown {
+  return text === null ? null : JSON.parse(text);
+}
+
+/** A value as a JSON column; null and undefined are stored as null. */
+function json(value: unknown): string | null {
+  return value === null || value === undefined ? null : JSON.stringify(value);
 }
 
 /** A new job as both stores insert it: queued, due now, nothing tried yet. */
