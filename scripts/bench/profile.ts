@@ -4,7 +4,8 @@
  * stub; or proxy-api holding long-polls while a daemon drains) with --cpu-prof, then prints the
  * functions that took the most CPU (self time, and by file).
  * create and worker run on PostgreSQL when DATABASE_URL is set (create in DATABASE_SCHEMA, which
- * the caller drops after). PROMPT_BYTES pads the prompts it sends or queues.
+ * the caller drops after). PROMPT_BYTES pads the prompts it sends or queues; ANSWER_BYTES makes
+ * lookup fetch completed jobs with answers that long.
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
  * bench's bare Express route instead of the API.
  * COUNT=instructions (create, lookup and worker): runs the server (or the daemon) under valgrind's
@@ -53,6 +54,19 @@ if (mode === 'lookup') {
     const job = queuedJob(i);
     ids.push(job.id);
     await store.createJob(job);
+  }
+  // ANSWER_BYTES=n: the jobs looked up are completed, each with an answer of n characters (a client
+  // fetching its result), instead of queued.
+  const answerBytes = process.env.ANSWER_BYTES === undefined ? null : Number(process.env.ANSWER_BYTES);
+  if (answerBytes !== null) {
+    const text = 'lorem ipsum '.repeat(Math.ceil(answerBytes / 12)).slice(0, answerBytes);
+    const usage = { prompt_tokens: 5, completion_tokens: Math.ceil(answerBytes / 4), total_tokens: 5 + Math.ceil(answerBytes / 4) };
+    for (let held = await store.claimJobs({ workerId: 'profile', limit: 100, leaseMs: 60_000 }); held.length > 0; held = await store.claimJobs({ workerId: 'profile', limit: 100, leaseMs: 60_000 })) {
+      await Promise.all(held.map((job) => {
+        const response = { id: `chatcmpl-${job.id}`, object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, finish_reason: 'stop' }], usage };
+        return store.completeJob(job.id, job.leaseToken, { outputText: text, usage, response });
+      }));
+    }
   }
   await store.close();
 }
