@@ -61,12 +61,12 @@ if (mode === 'lookup') {
   if (answerBytes !== null) {
     const text = 'lorem ipsum '.repeat(Math.ceil(answerBytes / 12)).slice(0, answerBytes);
     const usage = { prompt_tokens: 5, completion_tokens: Math.ceil(answerBytes / 4), total_tokens: 5 + Math.ceil(answerBytes / 4) };
-    for (let held = await store.claimJobs({ workerId: 'profile', limit: 100, leaseMs: 60_000 }); held.length > 0; held = await store.claimJobs({ workerId: 'profile', limit: 100, leaseMs: 60_000 })) {
-      await Promise.all(held.map((job) => {
-        const response = { id: `chatcmpl-${job.id}`, object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, finish_reason: 'stop' }], usage };
-        return store.completeJob(job.id, job.leaseToken, { outputText: text, usage, response });
-      }));
-    }
+    const held = await store.claimJobs({ workerId: 'profile', limit: ids.length, leaseMs: 60_000 });
+    await Promise.all(held.map((job) => {
+      const response = { id: `chatcmpl-${job.id}`, object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, finish_reason: 'stop' }], usage };
+      return store.completeJob(job.id, job.leaseToken, { outputText: text, usage, response });
+    }));
+    if (held.length !== ids.length) throw new Error(`completed ${held.length} of ${ids.length} jobs`);
   }
   await store.close();
 }
