@@ -587,7 +587,7 @@ test('while calls run, freed slots are claimed together: at half the slots, or o
         },
       },
     });
-  const { held, answer } = await holdingWorker(t, 14, { claimGatherMs: 400 }, counted);
+  const { held, answer } = await holdingWorker(t, 14, { claimGatherMs: 400, reserveHoldMs: 0 }, counted);
 
   await eventually(async () => held.length === 8);
   assert.deepEqual(claims, [8], 'an idle worker claims at once');
@@ -623,4 +623,90 @@ test('with every slot taken and more jobs due, the loop waits for a call to end 
   assert.ok(read < 100, `the clock was read ${read} times in 500 ms with both slots taken`);
   answer(1);
   await eventually(async () => held.length === 2);
+});
+
+// Jobs claimed ahead of free slots (reserve.ts).
+
+/** `quick` answers after `ms` each, then every call waits for `opened`. */
+function quickThenGated(opened: Promise<void>, quick = 8, ms = 30): StubBehaviour {
+  return async (call) => {
+    await (call.n > quick ? opened : new Promise((r) => setTimeout(r, ms)));
+    return {};
+  };
+}
+
+test('short calls: jobs claimed ahead all run once, never more calls at once than the concurrency', async (t) => {
+  let calling = 0;
+  let mostCalling = 0;
+  const behave: StubBehaviour = async () => {
+    mostCalling = Math.max(mostCalling, ++calling);
+    // Longer than RESERVE_HOLD_MS: calls quicker than that get no reserve.
+    await new Promise((r) => setTimeout(r, 30));
+    calling -= 1;
+    return {};
+  };
+  const { stub, store, enqueue } = await setUp(t, behave, { concurrency: 4 });
+  const ids = await Promise.all(Array.from({ length: 24 }, (_, i) => enqueue(`short ${i}`)));
+  for (const id of ids) assert.equal((await finalJob(store, id)).attempts, 1);
+  assert.equal(stub.calls.length, 24);
+  assert.ok(mostCalling <= 4, `${mostCalling} calls at once with WORKER_CONCURRENCY=4`);
+});
+
+test('long calls: nothing is claimed ahead (no job is held back from other workers)', async (t) => {
+  let gate: (() => void) | null = null;
+  const opened = new Promise<void>((resolve) => (gate = resolve));
+  // Four calls of 300 ms (2 slots × 25 ms / 300 ms: no job held), then the gate.
+  const { stub, store, enqueue } = await setUp(t, quickThenGated(opened, 4, 300), { concurrency: 2 });
+  const ids = await Promise.all(Array.from({ length: 8 }, (_, i) => enqueue(`long ${i}`)));
+  await eventually(async () => stub.calls.length === 6);
+  // The four outcomes written, the two calls at the gate are all that is in progress.
+  await eventually(async () => (await store.countByStatus()).completed === 4);
+  for (let i = 0; i < 6; i++) {
+    assert.equal((await store.countByStatus()).in_progress, 2, 'a job claimed beyond the two calls');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  (gate as unknown as () => void)();
+  for (const id of ids) assert.equal((await finalJob(store, id)).attempts, 1);
+});
+
+test('calls turning slow: held jobs go back to the queue with their attempt unspent, and are not claimed again until a call ends', async (t) => {
+  let gate: (() => void) | null = null;
+  const opened = new Promise<void>((resolve) => (gate = resolve));
+  // Eight calls of 30 ms size the reserve (4 slots × 25 ms / 30 ms: three jobs, fewer on a slow
+  // machine); every later call waits for the gate.
+  const { stub, store, enqueue } = await setUp(t, quickThenGated(opened), { concurrency: 4 });
+  const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`turning ${i}`)));
+  await eventually(async () => stub.calls.length === 12);
+  // Four calls waiting at the gate, and jobs held for the slots they will free.
+  await eventually(async () => (await store.countByStatus()).in_progress > 4, 900, 5);
+  // Held past RESERVE_MAX_HOLD_MS (1 s): given back, attempt unspent.
+  await eventually(async () => (await store.countByStatus()).in_progress === 4, 3000);
+  const queued = (await Promise.all(ids.map((id) => store.getJob(id)))).filter((job) => job?.status === 'queued');
+  assert.equal(queued.length, 4);
+  for (const job of queued) assert.equal(job?.attempts, 0, 'a job given back keeps its attempt');
+  // Not claimed again while no call ends: the reserve is off.
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal((await store.countByStatus()).in_progress, 4);
+  (gate as unknown as () => void)();
+  for (const id of ids) assert.equal((await finalJob(store, id)).attempts, 1);
+  assert.equal(stub.calls.length, 16, 'every job called once');
+});
+
+test('stop: held jobs go back to the queue at once, their attempt unspent', async (t) => {
+  let gate: (() => void) | null = null;
+  const opened = new Promise<void>((resolve) => (gate = resolve));
+  const { stub, store, worker, daemon, enqueue } = await setUp(t, quickThenGated(opened), { concurrency: 4 });
+  const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`stopping ${i}`)));
+  await eventually(async () => stub.calls.length === 12);
+  await eventually(async () => (await store.countByStatus()).in_progress > 4, 900, 5);
+  const stopping = worker.stop();
+  // Given back before the calls at the gate end, not after the grace period.
+  await eventually(async () => (await store.countByStatus()).in_progress === 4, 500, 5);
+  (gate as unknown as () => void)();
+  await within(stopping, 2000, 'stop');
+  await daemon;
+  const jobs = await Promise.all(ids.map((id) => store.getJob(id)));
+  assert.equal(jobs.filter((job) => job?.status === 'completed').length, 12);
+  for (const job of jobs.filter((job) => job?.status === 'queued')) assert.equal(job?.attempts, 0);
+  assert.equal(stub.calls.length, 12, 'no held job was called');
 });

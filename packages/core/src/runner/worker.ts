@@ -2,9 +2,10 @@ import type { Config } from '../config.js';
 import { hostname } from 'node:os';
 import { newWorkerId } from '../ids.js';
 import type { Logger } from '../logger.js';
-import type { JobStore } from '../store/types.js';
+import type { ClaimedJob as Claimed, JobStore } from '../store/types.js';
 import { createShutdown, processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import { retryOutcomeWrites } from './outcome-writes.js';
+import { createReserve } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 export interface WorkerOptions {
@@ -26,6 +27,8 @@ export interface WorkerOptions {
   housekeepingMs?: number;
   /** CLAIM_GATHER_MS unless given (tests widen it to observe the rule). */
   claimGatherMs?: number;
+  /** RESERVE_HOLD_MS unless given (0: no jobs claimed ahead, for tests of the claims themselves). */
+  reserveHoldMs?: number;
 }
 
 export interface RunLimits {
@@ -96,6 +99,10 @@ export function createWorker(options: WorkerOptions): Worker {
   // See CLAIM_GATHER_MS: while calls run, a claim waits for this many free slots (or that long).
   const gatherSlots = Math.max(1, Math.floor(options.concurrency / 2));
   const gatherMs = options.claimGatherMs ?? CLAIM_GATHER_MS;
+  // Jobs claimed ahead of free slots, started as calls end (see reserve.ts).
+  const reserve = createReserve<Claimed>(options.concurrency, options.reserveHoldMs);
+  // The report of the run under way, which jobs given back from the reserve are counted in.
+  let running: RunReport | null = null;
   let stopping = false;
   let stopped: Promise<void> | null = null;
   let wake: (() => void) | null = null;
@@ -125,14 +132,18 @@ export function createWorker(options: WorkerOptions): Worker {
     });
   const wakeUp = () => wake?.();
 
-  function start(job: Awaited<ReturnType<JobStore['claimJobs']>>[number], report: RunReport) {
+  function start(job: Claimed, report: RunReport) {
     calling += 1;
+    const began = performance.now();
     let ended = false;
-    const callEnded = () => {
+    // From processJob when its call is over (no argument); from below, false, when it made none.
+    const callEnded = (called: unknown = true) => {
       if (ended) return;
       ended = true;
       calling -= 1;
       slotFreed = true;
+      if (called !== false) reserve.callTook(performance.now() - began);
+      startHeld(report);
       wakeUp();
     };
     const p = processJob(job, deps, shutdown, callEnded)
@@ -147,9 +158,42 @@ export function createWorker(options: WorkerOptions): Worker {
         log.error('job processing crashed', { job_id: job.id, err });
       })
       .finally(() => {
-        callEnded();
+        callEnded(false);
         inflight.delete(p);
         slotFreed = true;
+        // A held job may have been waiting for room among the outcomes (maxInFlight).
+        startHeld(report);
+        wakeUp();
+      });
+    inflight.add(p);
+  }
+
+  /** Free slots take held jobs, oldest first; none once stopping (stop() gives them back). */
+  function startHeld(report: RunReport) {
+    while (!stopping && calling < options.concurrency && inflight.size < maxInFlight) {
+      const job = reserve.take(performance.now());
+      if (!job) return;
+      start(job, report);
+    }
+  }
+
+  /** Held jobs go back to the queue with their attempt unspent, tracked as in flight until written. */
+  function giveBack(jobs: Claimed[]) {
+    if (jobs.length === 0) return;
+    const report = running;
+    const p: Promise<void> = Promise.all(
+      jobs.map(async (job) => {
+        const outcome = (await deps.store.releaseJob(job.id, job.leaseToken, now())) ? 'released' : 'lost';
+        if (report) report[outcome] += 1;
+      }),
+    )
+      .then(
+        () => undefined,
+        (err: unknown) => void log.warn('could not give back held jobs; their leases will lapse', { err }),
+      )
+      .finally(() => {
+        inflight.delete(p);
+        requeuedSinceWake = true;
         wakeUp();
       });
     inflight.add(p);
@@ -157,6 +201,7 @@ export function createWorker(options: WorkerOptions): Worker {
 
   async function loop(mode: 'once' | 'daemon', limits: RunLimits): Promise<RunReport> {
     const report: RunReport = { claimed: 0, completed: 0, failed: 0, retried: 0, expired: 0, cancelled: 0, released: 0, lost: 0 };
+    running = report;
     const deadline = limits.maxSeconds === undefined ? Infinity : now() + limits.maxSeconds * 1000;
     const maxJobs = limits.maxJobs ?? Infinity;
     let lastVersion = -1;
@@ -177,16 +222,22 @@ export function createWorker(options: WorkerOptions): Worker {
         }
         const at = now();
         if (at >= deadline || report.claimed >= maxJobs) break;
-        const room = Math.min(options.concurrency - calling, maxInFlight - inflight.size, maxJobs - report.claimed);
+        giveBack(reserve.stale(performance.now()));
+        startHeld(report);
+        // Free slots, and the jobs the reserve wants on top of them.
+        const room = Math.min(Math.min(options.concurrency - calling, maxInFlight - inflight.size) + reserve.wanted(), maxJobs - report.claimed);
         let claimedNow = 0;
         const wantClaim = room > 0 && (dirty || at >= nextWakeAt);
-        const gathering = wantClaim && calling > 0 && options.concurrency - calling < gatherSlots && at - (gatherSince ??= at) < gatherMs;
+        const gathering = wantClaim && calling > 0 && options.concurrency - calling + reserve.wanted() < gatherSlots && at - (gatherSince ??= at) < gatherMs;
         if (wantClaim && !gathering) {
           gatherSince = null;
           const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
           claimedNow = jobs.length;
           report.claimed += jobs.length;
-          for (const job of jobs) start(job, report);
+          for (const job of jobs) {
+            if (calling < options.concurrency && inflight.size < maxInFlight) start(job, report);
+            else reserve.hold(job, performance.now());
+          }
           // A full batch means more may be due: keep claiming as slots free instead of waiting.
           dirty = jobs.length === room;
           if (!dirty) nextWakeAt = (await options.store.nextWakeAt()) ?? Infinity;
@@ -233,6 +284,7 @@ export function createWorker(options: WorkerOptions): Worker {
       } catch (err) {
         // A daemon outlives a busy or briefly unreadable database; a cron pass reports it and exits.
         if (mode === 'once') {
+          giveBack(reserve.drain());
           await drain();
           throw err;
         }
@@ -241,6 +293,10 @@ export function createWorker(options: WorkerOptions): Worker {
         await sleep(Math.min(30_000, 250 * 2 ** Math.min(failures, 7)));
       }
     }
+    // Held jobs were claimed within the limits: they start as calls end, unless stopping (stop()
+    // gave them back). Any a full outcome backlog kept from starting go back after.
+    await drain();
+    giveBack(reserve.drain());
     await drain();
     if (mode === 'once' && limits.housekeepingAfter) {
       startHousekeeping();
@@ -294,6 +350,7 @@ export function createWorker(options: WorkerOptions): Worker {
       if (!stopped) {
         stopping = true;
         housekeepingStop.abort();
+        giveBack(reserve.drain());
         wakeUp();
         stopped = (async () => {
           const grace = setTimeout(() => shutdown.abort(), options.shutdownGraceMs);
@@ -307,6 +364,7 @@ export function createWorker(options: WorkerOptions): Worker {
     abortNow() {
       stopping = true;
       housekeepingStop.abort();
+      giveBack(reserve.drain());
       shutdown.abort();
       wakeUp();
     },
