@@ -669,6 +669,22 @@ test('long calls: nothing is claimed ahead (no job is held back from other worke
   for (const id of ids) assert.equal((await finalJob(store, id)).attempts, 1);
 });
 
+test('under an RPM budget nothing is claimed ahead: calls wait for the budget, not for claims', async (t) => {
+  let gate: (() => void) | null = null;
+  const opened = new Promise<void>((resolve) => (gate = resolve));
+  // One call every 25 ms: the slots' time is the budget's waits, which alone would size a reserve.
+  const { stub, store, enqueue } = await setUp(t, quickThenGated(opened, 8, 0), { concurrency: 4, pacing: { rpm: 2400, tpm: null } });
+  const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`paced ${i}`)));
+  await eventually(async () => stub.calls.length === 12);
+  await eventually(async () => (await store.countByStatus()).completed === 8);
+  for (let i = 0; i < 6; i++) {
+    assert.equal((await store.countByStatus()).in_progress, 4, 'a job claimed beyond the four calls');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  (gate as unknown as () => void)();
+  for (const id of ids) assert.equal((await finalJob(store, id)).attempts, 1);
+});
+
 test('calls turning slow: held jobs go back to the queue with their attempt unspent, and are not claimed again until a call ends', async (t) => {
   let gate: (() => void) | null = null;
   const opened = new Promise<void>((resolve) => (gate = resolve));

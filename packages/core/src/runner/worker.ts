@@ -99,8 +99,11 @@ export function createWorker(options: WorkerOptions): Worker {
   // See CLAIM_GATHER_MS: while calls run, a claim waits for this many free slots (or that long).
   const gatherSlots = Math.max(1, Math.floor(options.concurrency / 2));
   const gatherMs = options.claimGatherMs ?? CLAIM_GATHER_MS;
-  // Jobs claimed ahead of free slots, started as calls end (see reserve.ts).
-  const reserve = createReserve<Claimed>(options.concurrency, options.reserveHoldMs);
+  // Jobs claimed ahead of free slots, started as calls end (see reserve.ts). None under an
+  // RPM or TPM budget: there calls wait for the budget, not for claims, and a held job would only
+  // be one that the fleet's other workers cannot take.
+  const paced = Boolean(options.pacing?.rpm || options.pacing?.tpm);
+  const reserve = createReserve<Claimed>(options.concurrency, paced ? 0 : options.reserveHoldMs);
   // The report of the run under way, which jobs given back from the reserve are counted in.
   let running: RunReport | null = null;
   let stopping = false;
@@ -168,9 +171,12 @@ export function createWorker(options: WorkerOptions): Worker {
     inflight.add(p);
   }
 
+  /** A call may start now: a slot is free, and outcomes waiting to be written leave room. */
+  const canStart = () => calling < options.concurrency && inflight.size < maxInFlight;
+
   /** Free slots take held jobs, oldest first; none once stopping (stop() gives them back). */
   function startHeld(report: RunReport) {
-    while (!stopping && calling < options.concurrency && inflight.size < maxInFlight) {
+    while (!stopping && canStart()) {
       const job = reserve.take(performance.now());
       if (!job) return;
       start(job, report);
@@ -235,7 +241,7 @@ export function createWorker(options: WorkerOptions): Worker {
           claimedNow = jobs.length;
           report.claimed += jobs.length;
           for (const job of jobs) {
-            if (calling < options.concurrency && inflight.size < maxInFlight) start(job, report);
+            if (canStart()) start(job, report);
             else reserve.hold(job, performance.now());
           }
           // A full batch means more may be due: keep claiming as slots free instead of waiting.
@@ -262,7 +268,7 @@ export function createWorker(options: WorkerOptions): Worker {
           if (!slotFreed) await sleep(Math.max(1, (gatherSince as number) + gatherMs - now()));
           continue;
         }
-        if (dirty && calling < options.concurrency && inflight.size < maxInFlight) continue;
+        if (dirty && canStart()) continue;
         // A slot freed or a job was put back while we awaited the store (and wakeUp found no sleep to end).
         if (slotFreed || requeuedSinceWake) continue;
         // With every slot taken, a due job cannot start before a call ends, which wakes the loop
