@@ -652,45 +652,46 @@ test('short calls: jobs claimed ahead all run once, never more calls at once tha
   assert.ok(mostCalling <= 4, `${mostCalling} calls at once with WORKER_CONCURRENCY=4`);
 });
 
-test('long calls: nothing is claimed ahead (no job is held back from other workers)', async (t) => {
-  let gate: (() => void) | null = null;
-  const opened = new Promise<void>((resolve) => (gate = resolve));
-  // Four calls of 300 ms (2 slots × 25 ms / 300 ms: no job held), then the gate.
-  const { stub, store, enqueue } = await setUp(t, quickThenGated(opened, 4, 300), { concurrency: 2 });
-  const ids = await Promise.all(Array.from({ length: 8 }, (_, i) => enqueue(`long ${i}`)));
-  await eventually(async () => stub.calls.length === 6);
-  // The four outcomes written, the two calls at the gate are all that is in progress.
-  await eventually(async () => (await store.countByStatus()).completed === 4);
+/** A promise the test opens when it chooses. */
+function aGate(): { opened: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { opened, open };
+}
+
+/**
+ * `quick` calls of `ms`, then every call waits at a gate: once the quick ones are written, the calls
+ * at the gate must be all that is in progress (no job held for a slot), and stay so.
+ */
+async function assertNoneHeld(t: T, quick: number, ms: number, options: Partial<WorkerOptions> & { concurrency: number }) {
+  const gate = aGate();
+  const { stub, store, enqueue } = await setUp(t, quickThenGated(gate.opened, quick, ms), options);
+  const ids = await Promise.all(Array.from({ length: quick + 2 * options.concurrency }, (_, i) => enqueue(`job ${i}`)));
+  await eventually(async () => stub.calls.length === quick + options.concurrency);
+  await eventually(async () => (await store.countByStatus()).completed === quick);
   for (let i = 0; i < 6; i++) {
-    assert.equal((await store.countByStatus()).in_progress, 2, 'a job claimed beyond the two calls');
+    assert.equal((await store.countByStatus()).in_progress, options.concurrency, 'a job claimed beyond the calls at the gate');
     await new Promise((r) => setTimeout(r, 50));
   }
-  (gate as unknown as () => void)();
+  gate.open();
   for (const id of ids) assert.equal((await finalJob(store, id)).attempts, 1);
+}
+
+test('long calls: nothing is claimed ahead (no job is held back from other workers)', async (t) => {
+  // Calls of 300 ms: 2 slots × 25 ms / 300 ms, no job held.
+  await assertNoneHeld(t, 4, 300, { concurrency: 2 });
 });
 
 test('under an RPM budget nothing is claimed ahead: calls wait for the budget, not for claims', async (t) => {
-  let gate: (() => void) | null = null;
-  const opened = new Promise<void>((resolve) => (gate = resolve));
   // One call every 25 ms: the slots' time is the budget's waits, which alone would size a reserve.
-  const { stub, store, enqueue } = await setUp(t, quickThenGated(opened, 8, 0), { concurrency: 4, pacing: { rpm: 2400, tpm: null } });
-  const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`paced ${i}`)));
-  await eventually(async () => stub.calls.length === 12);
-  await eventually(async () => (await store.countByStatus()).completed === 8);
-  for (let i = 0; i < 6; i++) {
-    assert.equal((await store.countByStatus()).in_progress, 4, 'a job claimed beyond the four calls');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  (gate as unknown as () => void)();
-  for (const id of ids) assert.equal((await finalJob(store, id)).attempts, 1);
+  await assertNoneHeld(t, 8, 0, { concurrency: 4, pacing: { rpm: 2400, tpm: null } });
 });
 
 test('calls turning slow: held jobs go back to the queue with their attempt unspent, and are not claimed again until a call ends', async (t) => {
-  let gate: (() => void) | null = null;
-  const opened = new Promise<void>((resolve) => (gate = resolve));
+  const gate = aGate();
   // Eight calls of 30 ms size the reserve (4 slots × 25 ms / 30 ms: three jobs, fewer on a slow
   // machine); every later call waits for the gate.
-  const { stub, store, enqueue } = await setUp(t, quickThenGated(opened), { concurrency: 4 });
+  const { stub, store, enqueue } = await setUp(t, quickThenGated(gate.opened), { concurrency: 4 });
   const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`turning ${i}`)));
   await eventually(async () => stub.calls.length === 12);
   // Four calls waiting at the gate, and jobs held for the slots they will free.
@@ -703,22 +704,21 @@ test('calls turning slow: held jobs go back to the queue with their attempt unsp
   // Not claimed again while no call ends: the reserve is off.
   await new Promise((r) => setTimeout(r, 300));
   assert.equal((await store.countByStatus()).in_progress, 4);
-  (gate as unknown as () => void)();
+  gate.open();
   for (const id of ids) assert.equal((await finalJob(store, id)).attempts, 1);
   assert.equal(stub.calls.length, 16, 'every job called once');
 });
 
 test('stop: held jobs go back to the queue at once, their attempt unspent', async (t) => {
-  let gate: (() => void) | null = null;
-  const opened = new Promise<void>((resolve) => (gate = resolve));
-  const { stub, store, worker, daemon, enqueue } = await setUp(t, quickThenGated(opened), { concurrency: 4 });
+  const gate = aGate();
+  const { stub, store, worker, daemon, enqueue } = await setUp(t, quickThenGated(gate.opened), { concurrency: 4 });
   const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`stopping ${i}`)));
   await eventually(async () => stub.calls.length === 12);
   await eventually(async () => (await store.countByStatus()).in_progress > 4, 900, 5);
   const stopping = worker.stop();
   // Given back before the calls at the gate end, not after the grace period.
   await eventually(async () => (await store.countByStatus()).in_progress === 4, 500, 5);
-  (gate as unknown as () => void)();
+  gate.open();
   await within(stopping, 2000, 'stop');
   await daemon;
   const jobs = await Promise.all(ids.map((id) => store.getJob(id)));
