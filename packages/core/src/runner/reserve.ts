@@ -4,8 +4,8 @@
  * Without it, a slot freed by an ended call stays empty until the next claim returns: the claim
  * waits for others to gather (CLAIM_GATHER_MS) and then for its turn on the event loop, behind the
  * answers that arrived with it. Measured against a 200 ms stub at concurrency 64 (the benchmark's
- * figure 4, per-job stamps): 4.4–6.4 ms from a call's end to the next call in that slot, of some
- * 206 ms a round.
+ * figure 4, per-job stamps): 4.4–6.4 ms from a call's end to the next call in that slot, in a round
+ * of some 213 ms.
  *
  * Holding claimed jobs back from other workers is the cost, so the reserve is sized to be gone
  * quickly: as many jobs as slots free in RESERVE_HOLD_MS at the pace calls have been ending
@@ -18,7 +18,7 @@
 
 /** How long a job claimed ahead is expected to wait for a slot, at most. */
 export const RESERVE_HOLD_MS = 25;
-/** A job held this long without a slot goes back to the queue (far inside any lease). */
+/** A job held this long without a slot goes back to the queue (inside any lease: LEASE_SECONDS is at least 2). */
 export const RESERVE_MAX_HOLD_MS = 1000;
 /** Weight of the latest call in the running mean of call times. */
 const SMOOTHING = 0.2;
