@@ -132,7 +132,7 @@ export function toRow(job: JobRecord): JobRow {
     updated_at: job.updatedAt,
     output_text: job.outputText,
     usage,
-    response: json(storedResponse(job.response, job.outputText, usage)),
+    response: json(storedResponse(job.response, job.outputText, job.usage, usage)),
     error_code: job.error?.code ?? null,
     error_message: job.error?.message ?? null,
     upstream_status: job.error?.upstreamStatus ?? null,
@@ -145,7 +145,7 @@ export function resultColumns(result: JobResult): Pick<JobRow, 'output_text' | '
   return {
     output_text: result.outputText,
     usage,
-    response: result.response === undefined ? null : JSON.stringify(storedResponse(result.response, result.outputText, usage)),
+    response: result.response === undefined ? null : JSON.stringify(storedResponse(result.response, result.outputText, result.usage, usage)),
   };
 }
 
@@ -164,11 +164,16 @@ function firstMessage(response: unknown): Message | undefined {
   return typeof message === 'object' && message !== null ? message : undefined;
 }
 
-/** The response as stored: a shallow copy without what output_text (`text`) and the usage column (`usage`, JSON) hold. */
-function storedResponse(response: unknown, text: string | null, usage: string | null): unknown {
+/**
+ * The response as stored: a shallow copy without what output_text (`text`) and the usage column
+ * (`usage`, and `usageJson` as written) hold. The worker's usage is the response's own object, so
+ * that is checked before serializing the response's usage again to compare.
+ */
+function storedResponse(response: unknown, text: string | null, usage: unknown, usageJson: string | null): unknown {
   if (typeof response !== 'object' || response === null) return response;
   const dropText = text !== null && firstMessage(response)?.content === text;
-  const dropUsage = usage !== null && JSON.stringify((response as Completion).usage) === usage;
+  const own = (response as Completion).usage;
+  const dropUsage = usageJson !== null && (own === usage || JSON.stringify(own) === usageJson);
   if (!dropText && !dropUsage) return response;
   const stored: Completion = { ...response };
   if (dropUsage) stored.usage = null;
