@@ -687,15 +687,23 @@ test('under an RPM budget nothing is claimed ahead: calls wait for the budget, n
   await assertNoneHeld(t, 8, 0, { concurrency: 4, pacing: { rpm: 2400, tpm: null } });
 });
 
-test('calls turning slow: held jobs go back to the queue with their attempt unspent, and are not claimed again until a call ends', async (t) => {
+/**
+ * Eight calls of 30 ms size the reserve (4 slots × 25 ms / 30 ms: three jobs, fewer on a slow
+ * machine); every later call waits at the gate. Resolves once four calls wait there and jobs are
+ * held for the slots they will free.
+ */
+async function withJobsHeld(t: T) {
   const gate = aGate();
-  // Eight calls of 30 ms size the reserve (4 slots × 25 ms / 30 ms: three jobs, fewer on a slow
-  // machine); every later call waits for the gate.
-  const { stub, store, enqueue } = await setUp(t, quickThenGated(gate.opened), { concurrency: 4 });
-  const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`turning ${i}`)));
+  const setup = await setUp(t, quickThenGated(gate.opened), { concurrency: 4 });
+  const { stub, store, enqueue } = setup;
+  const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`job ${i}`)));
   await eventually(async () => stub.calls.length === 12);
-  // Four calls waiting at the gate, and jobs held for the slots they will free.
   await eventually(async () => (await store.countByStatus()).in_progress > 4, 900, 5);
+  return { ...setup, gate, ids };
+}
+
+test('calls turning slow: held jobs go back to the queue with their attempt unspent, and are not claimed again until a call ends', async (t) => {
+  const { stub, store, gate, ids } = await withJobsHeld(t);
   // Held past RESERVE_MAX_HOLD_MS (1 s): given back, attempt unspent.
   await eventually(async () => (await store.countByStatus()).in_progress === 4, 3000);
   const queued = (await Promise.all(ids.map((id) => store.getJob(id)))).filter((job) => job?.status === 'queued');
@@ -710,11 +718,7 @@ test('calls turning slow: held jobs go back to the queue with their attempt unsp
 });
 
 test('stop: held jobs go back to the queue at once, their attempt unspent', async (t) => {
-  const gate = aGate();
-  const { stub, store, worker, daemon, enqueue } = await setUp(t, quickThenGated(gate.opened), { concurrency: 4 });
-  const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`stopping ${i}`)));
-  await eventually(async () => stub.calls.length === 12);
-  await eventually(async () => (await store.countByStatus()).in_progress > 4, 900, 5);
+  const { stub, store, worker, daemon, gate, ids } = await withJobsHeld(t);
   const stopping = worker.stop();
   // Given back before the calls at the gate end, not after the grace period.
   await eventually(async () => (await store.countByStatus()).in_progress === 4, 500, 5);

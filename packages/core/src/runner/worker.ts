@@ -231,10 +231,11 @@ export function createWorker(options: WorkerOptions): Worker {
         giveBack(reserve.stale(performance.now()));
         startHeld(report);
         // Free slots, and the jobs the reserve wants on top of them.
-        const room = Math.min(Math.min(options.concurrency - calling, maxInFlight - inflight.size) + reserve.wanted(), maxJobs - report.claimed);
+        const wanted = reserve.wanted();
+        const room = Math.min(Math.min(options.concurrency - calling, maxInFlight - inflight.size) + wanted, maxJobs - report.claimed);
         let claimedNow = 0;
         const wantClaim = room > 0 && (dirty || at >= nextWakeAt);
-        const gathering = wantClaim && calling > 0 && options.concurrency - calling + reserve.wanted() < gatherSlots && at - (gatherSince ??= at) < gatherMs;
+        const gathering = wantClaim && calling > 0 && options.concurrency - calling + wanted < gatherSlots && at - (gatherSince ??= at) < gatherMs;
         if (wantClaim && !gathering) {
           gatherSince = null;
           const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
