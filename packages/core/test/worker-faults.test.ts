@@ -730,3 +730,34 @@ test('stop: held jobs go back to the queue at once, their attempt unspent', asyn
   for (const job of jobs.filter((job) => job?.status === 'queued')) assert.equal(job?.attempts, 0);
   assert.equal(stub.calls.length, 12, 'no held job was called');
 });
+
+test('stop while a claim is under way: the jobs it returns go back at once, none is called', async (t) => {
+  const claimStarted = aGate();
+  const claimReturns = aGate();
+  let holdClaims = false;
+  const slowClaims = (store: JobStore): JobStore =>
+    Object.assign(Object.create(store) as JobStore, {
+      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
+        const jobs = await store.claimJobs(request);
+        if (holdClaims && jobs.length > 0) {
+          claimStarted.open();
+          await claimReturns.opened;
+        }
+        return jobs;
+      },
+    });
+  const { stub, store, worker, daemon, enqueue } = await setUp(t, () => ({}), { wrapStore: slowClaims });
+  holdClaims = true;
+  const ids = [await enqueue('a'), await enqueue('b')];
+  await claimStarted.opened;
+  const stopping = worker.stop();
+  claimReturns.open();
+  await within(stopping, 2000, 'stop');
+  await daemon;
+  for (const id of ids) {
+    const job = await store.getJob(id);
+    assert.equal(job?.status, 'queued', 'a job claimed as stop came was kept or run');
+    assert.equal(job?.attempts, 0);
+  }
+  assert.equal(stub.calls.length, 0, 'a call started after stop()');
+});

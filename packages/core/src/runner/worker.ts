@@ -241,6 +241,12 @@ export function createWorker(options: WorkerOptions): Worker {
           const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
           claimedNow = jobs.length;
           report.claimed += jobs.length;
+          if (stopping) {
+            // stop() came while this claim was under way. None of its jobs has started, so they go
+            // back now, as held ones do, instead of making calls (or being held) through the drain.
+            giveBack(jobs);
+            continue;
+          }
           for (const job of jobs) {
             if (canStart()) start(job, report);
             else reserve.hold(job, performance.now());
