@@ -7,6 +7,7 @@ export interface JobWatcher {
   /** Wakes the waiters of a job this process changed itself (its own commits do not move data_version). */
   notify(id: string): void;
   readonly waiting: number;
+  /** Answers every waiter now, and any later one at once (stopping). */
   close(): void;
 }
 
@@ -98,7 +99,9 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
     },
     waitForFinal(id, timeoutMs, signal) {
       return new Promise<void>((resolve) => {
-        if (signal.aborted) return resolve();
+        // Closed: the API is stopping, and a long-poll whose read came after the close would hold
+        // the stop for its whole wait. It is answered now with the job as it is.
+        if (signal.aborted || closed) return resolve();
         const done = () => {
           clearTimeout(timeout);
           signal.removeEventListener('abort', done);

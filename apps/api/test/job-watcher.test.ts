@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createSilentLogger, openStore, type JobStore } from '@proxy/core';
-import { eventually, getJson, newTestJob } from '../../../test/helpers/index.ts';
+import { eventually, getJson, newTestJob, within } from '../../../test/helpers/index.ts';
 import { createJobWatcher, WATCH_ALWAYS_BY_ID, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
@@ -162,4 +162,14 @@ test('many waiters while few jobs finish: the looks list the finished jobs rathe
 
   for (const id of ids.slice(10)) await other.cancelJob(id, 'default');
   assert.ok((await Promise.all(answers)).every((r) => r.json.status === 'cancelled'));
+});
+
+test('a long-poll that begins after the watcher closed (the API stopping) is answered at once with the job as it is', async (t) => {
+  const { api, watcher } = await setUp(t);
+  const id = (await api.store.createJob(newTestJob())).job.id;
+  watcher.close();
+  const answer = await within(getJson(api.url, `/v1/requests/${id}?wait=30`, api.key), 2000, 'the long-poll');
+  assert.equal(answer.status, 200);
+  assert.equal(answer.json.status, 'queued');
+  assert.equal(watcher.waiting, 0);
 });
