@@ -45,6 +45,8 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   // process exits, is there too.
   assert.ok(child.lines.some((l) => l.includes(requestId)));
   assert.equal(JSON.parse(child.lines.at(-1) ?? '{}').message, 'proxy-api stopped');
+  // The file gets it too: the process exits only once its log files have what was logged.
+  assert.equal(api.at(-1)?.message, 'proxy-api stopped', 'the last line of api.log');
 
   const all = readFileSync(join(dir, 'logs', 'api.log'), 'utf8') + readFileSync(join(dir, 'logs', 'worker.log'), 'utf8') + child.lines.join('\n');
   for (const value of [key, secret, upstreamKey]) assert.ok(!all.includes(value), 'a secret reached the logs');

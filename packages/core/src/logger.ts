@@ -106,6 +106,35 @@ function batchedStdout(): Writable {
   return stdoutLines;
 }
 
+/** How long a stopping process waits for its log files before it exits anyway. */
+export const LOG_CLOSE_TIMEOUT_MS = 2000;
+
+/**
+ * Ends the logger and resolves once its log files (LOG_DIR) hold every line written to it, or after
+ * `timeoutMs`. A File transport writes through fs streams on the thread pool, so a process.exit()
+ * right after the last lines loses them (measured: 2,001 lines logged just before exit, none in the
+ * file). stdout needs no wait (see batchedStdout). Lines logged after this are dropped.
+ */
+export function closeLogger(logger: Logger, timeoutMs = LOG_CLOSE_TIMEOUT_MS): Promise<void> {
+  const files = logger.transports.filter((t) => t instanceof winston.transports.File);
+  if (files.length === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    let left = files.length;
+    const timer = setTimeout(resolve, timeoutMs);
+    const closed = () => {
+      left -= 1;
+      if (left > 0) return;
+      clearTimeout(timer);
+      resolve();
+    };
+    for (const file of files) file.once('finish', closed);
+    logger.end();
+    // A line logged after this (a late timer's) is dropped: written, it would fail the stream
+    // ("write after end") and crash the stopping process. Children write through this too.
+    logger.write = (() => true) as Logger['write'];
+  });
+}
+
 /** A logger that writes nothing, for tests that do not read logs. */
 export function createSilentLogger(): Logger {
   return winston.createLogger({ silent: true, transports: [new winston.transports.Console({ silent: true })] });

@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { createLogger } from '../src/logger.ts';
@@ -93,4 +97,27 @@ test('values JSON.stringify refuses (a cycle, a BigInt) are still written; text 
   text.warn('disk nearly full', { free_mb: 12 });
   await new Promise((r) => setImmediate(r));
   assert.match(lines[0] ?? '', /^\d\d:\d\d:\d\d\.\d{3} warn  disk nearly full \{"free_mb":12\}\n?$/);
+});
+
+test('closeLogger: a process that exits right after it has every line in its log file, and a line logged later is dropped, not a crash', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-close-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const logger = new URL('../src/logger.ts', import.meta.url).href;
+  // Lines logged just before process.exit(): without closeLogger none reached the file (measured).
+  const script = `
+    const { createLogger, closeLogger } = await import(${JSON.stringify(logger)});
+    const logger = createLogger({ level: 'info', format: 'json', stream: new (await import('node:stream')).PassThrough(), dir: ${JSON.stringify(dir)}, file: 'x.log' });
+    const child = logger.child({ job_id: 'j' });
+    for (let i = 0; i < 2000; i++) (i % 2 ? child : logger).info('line ' + i);
+    logger.info('stopped');
+    await closeLogger(logger);
+    logger.warn('too late');
+    child.info('too late');
+    await new Promise((r) => setTimeout(r, 20));
+    process.exit(0);`;
+  const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  const lines = readFileSync(join(dir, 'x.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).message);
+  assert.equal(lines.length, 2001);
+  assert.equal(lines.at(-1), 'stopped');
 });

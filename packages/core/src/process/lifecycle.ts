@@ -1,4 +1,4 @@
-import type { Logger } from '../logger.js';
+import { closeLogger, type Logger } from '../logger.js';
 import { ConfigError } from '../errors.js';
 
 /** Exit code for a bad setting (sysexits EX_CONFIG); systemd units stop restarting on it. */
@@ -6,7 +6,7 @@ export const EXIT_CONFIG = 78;
 
 /**
  * The stop contract of both programs: the first SIGTERM or SIGINT runs `drain` and exits 0 when it
- * is done; a second signal exits at once with 1.
+ * is done (and the log files hold its last lines); a second signal exits at once with 1.
  */
 export function handleStopSignals(logger: Logger, drain: (signal: NodeJS.Signals) => Promise<void>): void {
   let draining = false;
@@ -18,10 +18,10 @@ export function handleStopSignals(logger: Logger, drain: (signal: NodeJS.Signals
     draining = true;
     logger.info('stop signal: draining', { signal });
     drain(signal).then(
-      () => process.exit(0),
+      () => closeLogger(logger).then(() => process.exit(0)),
       (err: unknown) => {
         logger.error('drain failed', { err });
-        process.exit(1);
+        return closeLogger(logger).then(() => process.exit(1));
       },
     );
   };
