@@ -391,6 +391,31 @@ test('cancel: a queued job at once (200); a finished one 409; another client or 
   assert.equal((await getJson(api.url, `/v1/requests/${created.json.id}`, api.key)).json.status, 'cancelled');
 });
 
+test('cancel racing the job\'s end: a job that finished between the read and the cancel is 409 conflict, the same answer as one finished before', async (t) => {
+  let finishOnRead = false;
+  // The job ends (a worker completes it) right after the cancel read it as queued.
+  const racing = (store: JobStore): JobStore =>
+    Object.assign(Object.create(store) as JobStore, {
+      async getJob(id: string) {
+        const job = await store.getJob(id);
+        if (finishOnRead && job) {
+          finishOnRead = false;
+          const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+          assert.equal(claimed?.id, job.id);
+          assert.ok(await store.completeJob(claimed.id, claimed.leaseToken, { outputText: 'done', usage: null, response: {} }));
+        }
+        return job;
+      },
+    });
+  const api = await startTestApi(t, { wrapStore: racing });
+  const created = await postSigned(api.url, api.key, api.secret, { prompt: 'finish as I cancel' });
+  finishOnRead = true;
+  const res = await fetch(`${api.url}/v1/requests/${created.json.id}`, { method: 'DELETE', headers: { 'x-proxy-key': api.key } });
+  const json = (await res.json()) as any;
+  assert.deepEqual([res.status, json.error?.code], [409, 'conflict']);
+  assert.equal((await getJson(api.url, `/v1/requests/${created.json.id}`, api.key)).json.status, 'completed');
+});
+
 test('health: the public sees only the status; a client key also sees the queue and live workers', async (t) => {
   const api = await startTestApi(t);
   await postSigned(api.url, api.key, api.secret, { prompt: 'count me' });

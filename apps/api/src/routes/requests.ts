@@ -145,16 +145,22 @@ export function cancelRequestHandler({ store, watcher }: Pick<RequestRoutesDeps,
     const client = clientOf(res);
     const before = isJobId(id) ? await store.getJob(id) : null;
     if (!before || before.client !== client.name) throw new AppError('not_found', 'no request with this id');
-    if (FINAL_STATUSES.has(before.status)) {
-      throw new AppError('conflict', `the request already ended as ${before.status} and cannot be cancelled`);
-    }
+    refuseEnded(before);
     const job = await store.cancelJob(before.id, client.name);
     if (!job) throw new AppError('not_found', 'no request with this id');
     ctx(res).jobId = job.id;
+    // It may have ended between the read and the cancel: the same 409 as above. Cancelled (by this
+    // call, or by another just before it) is 200.
+    if (job.status !== 'cancelled') refuseEnded(job);
     ctx(res).log.info('cancel requested', { job_id: job.id, status: job.status });
     if (job.status === 'cancelled') watcher.notify(job.id);
-    sendJson(res, job.status === 'cancelled' ? 200 : FINAL_STATUSES.has(job.status) ? 409 : 202, toJobView(job));
+    sendJson(res, job.status === 'cancelled' ? 200 : 202, toJobView(job));
   };
+}
+
+/** A job that already ended cannot be cancelled: 409 conflict, naming how it ended. */
+function refuseEnded(job: JobRecord): void {
+  if (FINAL_STATUSES.has(job.status)) throw new AppError('conflict', `the request already ended as ${job.status} and cannot be cancelled`);
 }
 
 function toChatRequest(body: ReturnType<typeof parseCreateRequest>, defaultModel: string): ChatRequest {
