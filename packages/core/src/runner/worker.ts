@@ -340,6 +340,13 @@ export function createWorker(options: WorkerOptions): Worker {
     }
   }
 
+  /** What stop() and abortNow() both do first: no more claims or housekeeping, held jobs given back. */
+  function beginStopping() {
+    stopping = true;
+    housekeepingStop.abort();
+    giveBack(reserve.drain());
+  }
+
   // Calls in flight are bounded by the attempt timeout and the job's deadline; stop() adds the grace cut-off.
   async function drain() {
     while (inflight.size > 0) await Promise.race(inflight);
@@ -361,9 +368,7 @@ export function createWorker(options: WorkerOptions): Worker {
     },
     stop() {
       if (!stopped) {
-        stopping = true;
-        housekeepingStop.abort();
-        giveBack(reserve.drain());
+        beginStopping();
         wakeUp();
         stopped = (async () => {
           const grace = setTimeout(() => shutdown.abort(), options.shutdownGraceMs);
@@ -375,9 +380,7 @@ export function createWorker(options: WorkerOptions): Worker {
       return stopped;
     },
     abortNow() {
-      stopping = true;
-      housekeepingStop.abort();
-      giveBack(reserve.drain());
+      beginStopping();
       shutdown.abort();
       wakeUp();
     },
