@@ -226,6 +226,11 @@ export async function openTestStore(env: Record<string, string>): Promise<JobSto
   return openSqliteStore({ path: env.PROXY_DB_PATH as string });
 }
 
+/** The store with some methods replaced (to count, delay or race them); the rest are its own, through the prototype. */
+export function overriding(store: JobStore, overrides: Partial<JobStore>): JobStore {
+  return Object.assign(Object.create(store) as JobStore, overrides);
+}
+
 /** A NewJob for store tests: a fresh id and nonce, queued for an hour. */
 export function newTestJob(overrides: Partial<NewJob> = {}): NewJob {
   return {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createSilentLogger, openStore, type JobStore } from '@proxy/core';
-import { eventually, getJson, newTestJob, within } from '../../../test/helpers/index.ts';
+import { eventually, getJson, newTestJob, overriding, within } from '../../../test/helpers/index.ts';
 import { createJobWatcher, WATCH_ALWAYS_BY_ID, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
@@ -26,7 +26,7 @@ async function setUp(t: Parameters<typeof startTestApi>[0], wrap: (store: JobSto
 function lookCounts() {
   const seen = { listings: 0, listedRows: 0, byIdLooks: 0, idsRead: 0 };
   const wrap = (store: JobStore) =>
-    Object.assign(Object.create(store) as JobStore, {
+    overriding(store, {
       listFinishedSince: async (since: number) => {
         const rows = await store.listFinishedSince(since);
         seen.listings += 1;
@@ -72,7 +72,7 @@ test('one long-poll while another connection finishes 2,000 jobs: the watcher re
 test('a job that finished between its long-poll\'s read and its wait, with nothing committed after, is answered at the next look', async (t) => {
   let target = '';
   const { api, other, waiting } = await setUp(t, (store, otherStore) =>
-    Object.assign(Object.create(store) as JobStore, {
+    overriding(store, {
       getJobOutcome: async (id: string) => {
         const outcome = await store.getJobOutcome(id);
         if (id === target) {

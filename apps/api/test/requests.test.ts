@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { createSilentLogger, signBody, signBodyText, type JobStore } from '@proxy/core';
-import { eventually, freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
+import { eventually, freshStamp, getJson, overriding, postSigned } from '../../../test/helpers/index.ts';
 import { createJobWatcher, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
@@ -291,7 +291,7 @@ test('a long-poll whose client hangs up holds no waiter: not when it leaves mid-
   let watcher: JobWatcher | undefined;
   const api = await startTestApi(t, {
     wrapStore: (store) =>
-      Object.assign(Object.create(store) as JobStore, {
+      overriding(store, {
         getJobOutcome: async (id: string) => {
           if (holdNextRead) {
             holdNextRead = false;
@@ -395,7 +395,7 @@ test('cancel racing the job\'s end: a job that finished between the read and the
   let finishOnRead = false;
   // The job ends (a worker completes it) right after the cancel read it as queued.
   const racing = (store: JobStore): JobStore =>
-    Object.assign(Object.create(store) as JobStore, {
+    overriding(store, {
       async getJob(id: string) {
         const job = await store.getJob(id);
         if (finishOnRead && job) {

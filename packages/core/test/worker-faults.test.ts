@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import pg from 'pg';
 import fc from 'fast-check';
 import { startStubUpstream, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
-import { enqueueJob, eventually, openTestStore, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
+import { enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { MAX_FLEET_PAUSE_MS, sharedPauseReads } from '../src/runner/process-job.ts';
@@ -420,7 +420,7 @@ test("a daemon's housekeeping runs beside its claims, and stopping ends it betwe
     // A purge that goes on until it is told to stop, as one of a large backlog does for seconds
     // (and ends by itself after 15 s, so that a worker that cannot stop it fails this test, not hangs).
     wrapStore: (inner) =>
-      Object.assign(Object.create(inner) as JobStore, {
+      overriding(inner, {
         deleteFinishedBefore: (_before: number, signal?: AbortSignal) =>
           new Promise<number>((resolve) => {
             purging = { signal };
@@ -446,7 +446,7 @@ test('no housekeeping starts once stop() is called, even from a loop turn alread
   const { worker, daemon, enqueue } = await setUp(t, () => ({}), {
     housekeepingMs: 1,
     wrapStore: (inner) =>
-      Object.assign(Object.create(inner) as JobStore, {
+      overriding(inner, {
         claimJobs: async (opts: Parameters<JobStore['claimJobs']>[0]) => {
           if (slow) {
             claiming?.();
@@ -473,7 +473,7 @@ test('a pass with housekeepingAfter answers before its housekeeping; one runs at
   const { store, upstream } = await driveItself(t, () => ({}));
   // A purge that goes on until told to stop, as one of a large backlog does for seconds.
   const purges: Array<{ signal: AbortSignal | undefined; ended: boolean }> = [];
-  const purging: JobStore = Object.assign(Object.create(store) as JobStore, {
+  const purging: JobStore = overriding(store, {
     deleteFinishedBefore: (_before: number, signal?: AbortSignal) =>
       new Promise<number>((resolve) => {
         const purge = { signal, ended: false };
@@ -736,7 +736,7 @@ test('stop while a claim is under way: the jobs it returns go back at once, none
   const claimReturns = aGate();
   let holdClaims = false;
   const slowClaims = (store: JobStore): JobStore =>
-    Object.assign(Object.create(store) as JobStore, {
+    overriding(store, {
       async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
         const jobs = await store.claimJobs(request);
         if (holdClaims && jobs.length > 0) {
