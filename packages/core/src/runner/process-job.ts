@@ -142,8 +142,15 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     ? setTimeout(() => signal.abort('timeout'), deps.attemptTimeoutMs)
     : setTimeout(() => signal.abort('deadline'), untilDeadline);
   const unsubscribe = shutdown.onAbort(() => signal.abort('shutdown'));
-  // Renew well before the lease lapses; the renewal also carries a client's cancel request to us.
-  const renewal = setInterval(() => {
+  // Renew well before the lease lapses, each time a third of it is gone; the renewal also carries a
+  // client's cancel request to us. The first comes a third into the lease taken at the claim, not a
+  // third after this start: a job held for a free slot (reserve.ts), or behind a busy event loop,
+  // starts with less of its lease left, and renewing only a third after that left another worker
+  // free to claim it while its call ran.
+  const every = Math.max(50, Math.floor(deps.leaseMs / 3));
+  const leftAtStart = (job.leaseUntil ?? started + deps.leaseMs) - started;
+  const renew = () => {
+    renewal = setTimeout(renew, every);
     store.renewLease(job.id, token, deps.leaseMs).then(
       (state) => {
         if (state === 'lost') signal.abort('lease_lost');
@@ -151,7 +158,8 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       },
       (err: unknown) => log.warn('lease renewal failed', { err }),
     );
-  }, Math.max(50, Math.floor(deps.leaseMs / 3)));
+  };
+  let renewal = setTimeout(renew, Math.min(every, Math.max(0, leftAtStart - (deps.leaseMs - every))));
   let callStarted: number | null = null;
 
   try {
@@ -193,7 +201,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     return await settleAbort(job, err.reason, deps, log, attempt);
   } finally {
     clearTimeout(timer);
-    clearInterval(renewal);
+    clearTimeout(renewal);
     unsubscribe();
   }
 }
