@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createReserve, RESERVE_MAX_HOLD_MS } from '../src/runner/reserve.ts';
+import { createReserve, maxHoldFor, RESERVE_MAX_HOLD_MS } from '../src/runner/reserve.ts';
 
 test('the reserve holds nothing until a call has ended, then what frees in RESERVE_HOLD_MS at that pace, none for calls quicker than that', () => {
   const reserve = createReserve<string>(64);
@@ -45,4 +45,14 @@ test('held jobs start oldest first; one held past RESERVE_MAX_HOLD_MS is not sta
   reserve.hold('z', 0);
   assert.deepEqual(reserve.drain(), ['y', 'z']);
   assert.equal(reserve.size, 0);
+});
+
+test('under a short lease a job is held at most a third of it, so it starts with most of its lease left', () => {
+  assert.equal(maxHoldFor(60_000), RESERVE_MAX_HOLD_MS);
+  assert.equal(maxHoldFor(2_000), 666);
+  const reserve = createReserve<string>(8, undefined, maxHoldFor(1_200));
+  reserve.callTook(100);
+  reserve.hold('a', 0);
+  assert.equal(reserve.take(401), null, 'held past a third of a 1,200 ms lease');
+  assert.deepEqual(reserve.stale(401), ['a']);
 });

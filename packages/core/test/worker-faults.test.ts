@@ -692,9 +692,9 @@ test('under an RPM budget nothing is claimed ahead: calls wait for the budget, n
  * machine); every later call waits at the gate. Resolves once four calls wait there and jobs are
  * held for the slots they will free.
  */
-async function withJobsHeld(t: T) {
+async function withJobsHeld(t: T, options: Partial<WorkerOptions> = {}) {
   const gate = aGate();
-  const setup = await setUp(t, quickThenGated(gate.opened), { concurrency: 4 });
+  const setup = await setUp(t, quickThenGated(gate.opened), { concurrency: 4, ...options });
   const { stub, store, enqueue } = setup;
   const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`job ${i}`)));
   await eventually(async () => stub.calls.length === 12);
@@ -786,4 +786,13 @@ test('a job started well into its lease (held for a slot, a busy loop) renews it
   const job = await finalJob(store, id);
   assert.equal(job.status, 'completed');
   assert.equal(stub.calls.length, 1);
+});
+
+test('under a short lease held jobs go back after a third of it (1,200 ms: 400), not after RESERVE_MAX_HOLD_MS', async (t) => {
+  const { store, gate } = await withJobsHeld(t, { leaseMs: 1200 });
+  const seen = performance.now();
+  await eventually(async () => (await store.countByStatus()).in_progress === 4, 3000, 5);
+  const after = performance.now() - seen;
+  assert.ok(after < 800, `held jobs given back ${Math.round(after)} ms after they were seen held`);
+  gate.open();
 });

@@ -11,15 +11,28 @@
  * quickly: as many jobs as slots free in RESERVE_HOLD_MS at the pace calls have been ending
  * (concurrency × RESERVE_HOLD_MS / mean call time), none until a call has ended, and none while
  * calls take less than RESERVE_HOLD_MS themselves (see below). Against a real model, whose calls
- * take seconds, that is none at all below 40 slots. A job held past RESERVE_MAX_HOLD_MS
+ * take seconds, that is none at all below 40 slots. A job held past RESERVE_MAX_HOLD_MS (less under a
+ * short lease, see maxHoldFor)
  * (calls suddenly slower) goes back to the queue with its attempt unspent, and the reserve stays
  * off until another call ends.
  */
 
 /** How long a job claimed ahead is expected to wait for a slot, at most. */
 export const RESERVE_HOLD_MS = 25;
-/** A job held this long without a slot goes back to the queue (inside any lease: LEASE_SECONDS is at least 2). */
+/**
+ * A job held this long without a slot goes back to the queue; sooner under a short lease (see
+ * maxHoldFor), so that a held job starts with most of its lease left.
+ */
 export const RESERVE_MAX_HOLD_MS = 1000;
+
+/**
+ * The longest hold under a lease of `leaseMs`: RESERVE_MAX_HOLD_MS, or a third of the lease if
+ * that is shorter. A job's lease runs from its claim; one started late has less of it before its
+ * first renewal, and another worker may claim a job whose lease lapses during its call.
+ */
+export function maxHoldFor(leaseMs: number): number {
+  return Math.min(RESERVE_MAX_HOLD_MS, Math.floor(leaseMs / 3));
+}
 /** Weight of the latest call in the running mean of call times. */
 const SMOOTHING = 0.2;
 
@@ -40,8 +53,8 @@ export interface Reserve<J> {
   callTook(ms: number): void;
 }
 
-/** A reserve for a worker of `concurrency` slots; `holdMs` 0 keeps none. */
-export function createReserve<J>(concurrency: number, holdMs = RESERVE_HOLD_MS): Reserve<J> {
+/** A reserve for a worker of `concurrency` slots; `holdMs` 0 keeps none; none held past `maxHoldMs`. */
+export function createReserve<J>(concurrency: number, holdMs = RESERVE_HOLD_MS, maxHoldMs = RESERVE_MAX_HOLD_MS): Reserve<J> {
   const held: Array<{ job: J; at: number }> = [];
   // Unknown until a call ends; Infinity turns the reserve off.
   let meanCallMs = Infinity;
@@ -53,7 +66,7 @@ export function createReserve<J>(concurrency: number, holdMs = RESERVE_HOLD_MS):
 
   const removeStale = (at: number): J[] => {
     let n = 0;
-    while (n < held.length && at - (held[n] as { at: number }).at > RESERVE_MAX_HOLD_MS) n++;
+    while (n < held.length && at - (held[n] as { at: number }).at > maxHoldMs) n++;
     if (n === 0) return [];
     // Slots freed more slowly than the size assumed: no reserve until a call ends again.
     meanCallMs = Infinity;
@@ -71,7 +84,7 @@ export function createReserve<J>(concurrency: number, holdMs = RESERVE_HOLD_MS):
     take(at) {
       // Oldest first; those past the bound stay at the front for stale() to give back.
       const first = held[0];
-      if (!first || at - first.at > RESERVE_MAX_HOLD_MS) return null;
+      if (!first || at - first.at > maxHoldMs) return null;
       held.shift();
       return first.job;
     },

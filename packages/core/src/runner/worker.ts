@@ -5,7 +5,7 @@ import type { Logger } from '../logger.js';
 import type { ClaimedJob as Claimed, JobStore } from '../store/types.js';
 import { createShutdown, processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import { retryOutcomeWrites } from './outcome-writes.js';
-import { createReserve } from './reserve.js';
+import { createReserve, maxHoldFor } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 export interface WorkerOptions {
@@ -103,7 +103,7 @@ export function createWorker(options: WorkerOptions): Worker {
   // RPM or TPM budget: there calls wait for the budget, not for claims, and a held job would only
   // be one that the fleet's other workers cannot take.
   const paced = Boolean(options.pacing?.rpm || options.pacing?.tpm);
-  const reserve = createReserve<Claimed>(options.concurrency, paced ? 0 : options.reserveHoldMs);
+  const reserve = createReserve<Claimed>(options.concurrency, paced ? 0 : options.reserveHoldMs, maxHoldFor(options.leaseMs));
   // The report of the run under way, which jobs given back from the reserve are counted in.
   let running: RunReport | null = null;
   let stopping = false;
