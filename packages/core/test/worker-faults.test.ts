@@ -796,3 +796,66 @@ test('under a short lease held jobs go back after a third of it (1,200 ms: 400),
   assert.ok(after < 800, `held jobs given back ${Math.round(after)} ms after they were seen held`);
   gate.open();
 });
+
+test('a job whose lease lapsed before its call began (the claim held up past it) is not called: the worker hears its lease is lost first', async (t) => {
+  let taken: Awaited<ReturnType<JobStore['claimJobs']>> = [];
+  // The claim's jobs reach the worker 1,100 ms after their lease of 900 ms was taken; meanwhile
+  // another worker claims the lapsed job.
+  const heldUpClaims = (store: JobStore): JobStore =>
+    overriding(store, {
+      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
+        const jobs = await store.claimJobs(request);
+        if (jobs.length > 0) {
+          await new Promise((r) => setTimeout(r, 1000));
+          taken = await store.claimJobs({ workerId: 'other-worker', limit: 10, leaseMs: 60_000 });
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return jobs;
+      },
+    });
+  const { stub, store, enqueue } = await setUp(t, () => ({}), { leaseMs: 900, wrapStore: heldUpClaims });
+  const id = await enqueue('held up');
+  await eventually(async () => taken.length === 1, 5000, 5);
+  assert.equal(taken[0]!.id, id);
+  // Long enough for the held-up claim to reach the worker, and a call it started to reach the stub.
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(stub.calls.length, 0, 'the worker called upstream on a lease another worker had taken');
+  const job = await store.getJob(id);
+  assert.equal(job?.status, 'in_progress');
+  assert.equal(job?.workerId, 'other-worker');
+  assert.equal(job?.leaseToken, taken[0]!.leaseToken);
+});
+
+test('a job started with little of its lease left, but still its own, renews it before the call and completes', async (t) => {
+  const renewedBeforeCall: boolean[] = [];
+  let calls = 0;
+  let renewals = 0;
+  // The claim's jobs reach the worker 700 ms into a lease of 900 ms: a third is 300 ms.
+  const lateClaims = (store: JobStore): JobStore =>
+    overriding(store, {
+      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
+        const jobs = await store.claimJobs(request);
+        if (jobs.length > 0) await new Promise((r) => setTimeout(r, 700));
+        return jobs;
+      },
+      async renewLease(id: string, token: number, leaseMs: number) {
+        // Slow renewals: without the wait for one before the call, the call would begin first.
+        await new Promise((r) => setTimeout(r, 50));
+        renewals += 1;
+        return store.renewLease(id, token, leaseMs);
+      },
+    });
+  const { store, enqueue } = await setUp(
+    t,
+    () => {
+      calls += 1;
+      renewedBeforeCall.push(renewals > 0);
+      return {};
+    },
+    { leaseMs: 900, wrapStore: lateClaims },
+  );
+  const job = await finalJob(store, await enqueue('late but held'));
+  assert.equal(job.status, 'completed');
+  assert.equal(calls, 1);
+  assert.deepEqual(renewedBeforeCall, [true]);
+});

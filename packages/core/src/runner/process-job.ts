@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
-import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../store/types.js';
+import type { AttemptObservation, ClaimedJob, JobError, JobStore, LeaseState } from '../store/types.js';
 import { backoffMs, judgeFailure } from './retry-policy.js';
 import type { UpstreamClient } from './upstream-client.js';
 
@@ -148,10 +148,18 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   // starts with less of its lease left, and renewing only a third after that left another worker
   // free to claim it while its call ran.
   const every = Math.max(50, Math.floor(deps.leaseMs / 3));
-  const leftAtStart = (job.leaseUntil ?? started + deps.leaseMs) - started;
+  // Until when the lease is surely ours, by this worker's clock: from the moment the claim, or the
+  // last renewal heard back, was sent.
+  let heldUntil = job.leaseUntil ?? started + deps.leaseMs;
+  const renewNow = async (): Promise<LeaseState> => {
+    const sentAt = now();
+    const state = await store.renewLease(job.id, token, deps.leaseMs);
+    if (state !== 'lost') heldUntil = Math.max(heldUntil, sentAt + deps.leaseMs);
+    return state;
+  };
   const renew = () => {
     renewal = setTimeout(renew, every);
-    store.renewLease(job.id, token, deps.leaseMs).then(
+    renewNow().then(
       (state) => {
         if (state === 'lost') signal.abort('lease_lost');
         else if (state === 'cancel_requested') signal.abort('cancelled');
@@ -159,19 +167,29 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       (err: unknown) => log.warn('lease renewal failed', { err }),
     );
   };
-  let renewal = setTimeout(renew, Math.min(every, Math.max(0, leftAtStart - (deps.leaseMs - every))));
+  let renewal = setTimeout(renew, Math.min(every, Math.max(0, heldUntil - started - (deps.leaseMs - every))));
   let callStarted: number | null = null;
 
   try {
     let pacingWait: number;
     try {
       pacingWait = await awaitPacing(job, deps, signal);
+      // A call is never begun on a lease that may have lapsed: another worker may hold the job by
+      // now and be calling it too. Less than a third of the lease known to be left means the claim,
+      // the pacing read or the renewals were held up (a busy loop or database) for two thirds of
+      // it; the lease is renewed, and heard back from, first. Otherwise this costs nothing.
+      if (pacingWait === 0 && heldUntil - now() < every) {
+        const state = await renewNow();
+        if (state === 'lost') signal.abort('lease_lost');
+        else if (state === 'cancel_requested') signal.abort('cancelled');
+        if (signal.aborted) throw signal.reason;
+      }
     } catch (err) {
       if (err instanceof AttemptAborted) throw err;
-      // The budget or the pause could not be read (the database went away between the claim and
-      // now): no call was made, so the job goes back with its attempt unspent, instead of sitting
-      // in progress until its lease lapses.
-      log.warn('could not read the upstream budget; job put back', { err });
+      // The budget, the pause or the lease could not be read (the database went away between the
+      // claim and now): no call was made, so the job goes back with its attempt unspent, instead of
+      // sitting in progress until its lease lapses.
+      log.warn('could not read the upstream budget or renew the lease; job put back', { err });
       return (await store.releaseJob(job.id, token, now() + deps.retryBaseMs)) ? 'released' : 'lost';
     }
     if (pacingWait > 0) {

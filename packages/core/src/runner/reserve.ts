@@ -11,10 +11,9 @@
  * quickly: as many jobs as slots free in RESERVE_HOLD_MS at the pace calls have been ending
  * (concurrency × RESERVE_HOLD_MS / mean call time), none until a call has ended, and none while
  * calls take less than RESERVE_HOLD_MS themselves (see below). Against a real model, whose calls
- * take seconds, that is none at all below 40 slots. A job held past RESERVE_MAX_HOLD_MS (less under a
- * short lease, see maxHoldFor)
- * (calls suddenly slower) goes back to the queue with its attempt unspent, and the reserve stays
- * off until another call ends.
+ * take seconds, that is none at all below 40 slots. A job held past RESERVE_MAX_HOLD_MS (calls
+ * suddenly slower; less under a short lease, see maxHoldFor) goes back to the queue with its attempt
+ * unspent, and the reserve stays off until another call ends.
  */
 
 /** How long a job claimed ahead is expected to wait for a slot, at most. */
