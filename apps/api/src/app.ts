@@ -41,7 +41,8 @@ export interface AppDeps {
 
 /** Builds the Express app from its dependencies. It neither listens nor reads the environment. */
 export function createApp(deps: AppDeps): Express {
-  const now = deps.now ?? Date.now;
+  // The store's clock: on PostgreSQL the server's, which every host goes by (heartbeats, budgets).
+  const now = deps.now ?? deps.store.now;
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');

@@ -39,7 +39,7 @@ export const WATCH_ALWAYS_BY_ID = 64;
  * Idle when nobody waits.
  */
 export function createJobWatcher(options: { store: JobStore; logger: Logger; pollMs: number; now?: () => number }): JobWatcher {
-  const now = options.now ?? Date.now;
+  const now = options.now ?? options.store.now;
   const waiters = new Map<string, Set<() => void>>();
   // Jobs waited for since the last look.
   let fresh = new Set<string>();

@@ -11,7 +11,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { FOLD_AFTER_CHANGES, SESSION_SETTINGS, openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
-import type { ClaimedJob, JobRecord, JobStore } from '../src/store/types.ts';
+import { WORKER_ALIVE_MS, type ClaimedJob, type JobRecord, type JobStore } from '../src/store/types.ts';
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
 import { createChangeListener } from '../src/store/postgres/change-listener.ts';
 import { eventually, manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
@@ -942,6 +942,34 @@ for (const backend of backends) {
     const [row] = (await admin.query<{ n: string }>("SELECT n FROM job_counts WHERE status = 'queued'")).rows;
     assert.equal(Number(row?.n), 3, 'folded into the totals');
     assert.deepEqual(await store.countByStatus(), { queued: 3, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
+  });
+
+  // PostgreSQL only: its hosts' clocks may disagree, and the store's stamps are compared across them.
+  if (backend.name === 'postgres') test("postgres: every host goes by the server's clock: one whose clock runs a minute ahead neither takes a job whose lease another holds nor misses a live worker", async (t) => {
+    const place = await backend.place(t);
+    const open = async (options: Partial<Parameters<typeof openPostgresStore>[0]>) => {
+      const store = await openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 2, fallbackPollMs: 60_000, ...options });
+      t.after(() => store.close());
+      return store;
+    };
+    const here = await open({});
+    const reports: number[] = [];
+    const ahead = await open({ localNow: () => Date.now() + 60_000, onClockOffset: (ms) => reports.push(ms) });
+    // The server runs on this machine: its clock is this one's.
+    assert.ok(Math.abs(ahead.now() - Date.now()) < 250, `the host a minute ahead reads ${ahead.now() - Date.now()} ms off the server`);
+    assert.equal(reports.length, 1);
+    assert.ok(Math.abs(reports[0]! + 60_000) < 250, `reported ${reports[0]} ms`);
+
+    const { job: held } = await here.createJob(job());
+    assert.equal((await here.claimJobs({ workerId: 'here', limit: 1, leaseMs: 30_000 })).length, 1);
+    await here.recordHeartbeat({ id: 'here', host: 'h1', pid: 1, startedAt: here.now(), lastSeenAt: here.now(), jobsDone: 0 });
+    assert.deepEqual(await ahead.claimJobs({ workerId: 'ahead', limit: 1, leaseMs: 30_000 }), [], 'the lease, 30 s by the server, is not lapsed');
+    assert.deepEqual((await ahead.listWorkers(ahead.now() - WORKER_ALIVE_MS)).map((w) => w.id), ['here']);
+
+    // What a host going by its own clock did: the lease looked lapsed, and the job was taken mid-call.
+    const ownClock = await open({ now: () => Date.now() + 60_000 });
+    const taken = await ownClock.claimJobs({ workerId: 'own-clock', limit: 1, leaseMs: 30_000 });
+    assert.deepEqual(taken.map((j) => j.id), [held.id]);
   });
 
   // PostgreSQL only: a restart or a failover closes every pooled connection at once, and the pool

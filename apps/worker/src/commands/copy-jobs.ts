@@ -28,7 +28,7 @@ export async function runCopyJobs(opts: CopyJobsOptions): Promise<void> {
 
   const from = await openStore(source, undefined, '--from');
   try {
-    const alive = await from.listWorkers(Date.now() - WORKER_ALIVE_MS);
+    const alive = await from.listWorkers(from.now() - WORKER_ALIVE_MS);
     if (alive.length > 0 && !opts.force) {
       throw new CliError(`${alive.length} worker(s) still use the source (${alive.map((w) => `${w.host} pid ${w.pid}`).join(', ')}): stop them first, or pass --force`);
     }
@@ -57,7 +57,8 @@ async function copy(from: JobStore, to: JobStore, unfinishedOnly: boolean) {
   do {
     const page: { jobs: JobRecord[]; next: string | null } = await from.exportJobs(cursor, PAGE);
     cursor = page.next;
-    const now = Date.now();
+    // The target's clock: its workers compare the leases by it.
+    const now = to.now();
     const wanted = page.jobs.filter((job) => !unfinishedOnly || !FINAL_STATUSES.has(job.status));
     finishedLeft += page.jobs.length - wanted.length;
     // The source's workers are gone, so the leases they held end now: the target's workers take those

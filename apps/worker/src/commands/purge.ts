@@ -14,7 +14,7 @@ export function parseAge(text: string): number {
 export async function runPurge(opts: { olderThan: string; json?: boolean }): Promise<void> {
   const age = parseAge(opts.olderThan);
   await withStore(async (store) => {
-    const deleted = await store.deleteFinishedBefore(Date.now() - age);
+    const deleted = await store.deleteFinishedBefore(store.now() - age);
     output(Boolean(opts.json), { deleted }, () => `deleted ${deleted} finished job${deleted === 1 ? '' : 's'} older than ${opts.olderThan}`);
   });
 }

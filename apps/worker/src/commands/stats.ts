@@ -4,7 +4,7 @@ import { withStore, output, table } from './admin-context.js';
 /** `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, the live workers. */
 export async function runStats(opts: { json?: boolean }): Promise<void> {
   await withStore(async (store) => {
-    const now = Date.now();
+    const now = store.now();
     const [queue, oldest, workers] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.listWorkers(now - WORKER_ALIVE_MS)]);
     const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
     output(Boolean(opts.json), { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers: workers.map(toWorkerView) }, () =>

@@ -70,7 +70,7 @@ export const CLAIM_GATHER_MS = 2;
 
 /** Builds a worker over a store and an upstream client. */
 export function createWorker(options: WorkerOptions): Worker {
-  const now = options.now ?? Date.now;
+  const now = options.now ?? options.store.now;
   const id = newWorkerId(hostname(), process.pid);
   const log = options.logger.child({ worker_id: id });
   const shutdown = createShutdown();

@@ -14,7 +14,10 @@ export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'war
     if (db.url) {
       const { openPostgresStore } = await import('./postgres/pg-job-store.js');
       const onConnectionLost = (err: Error) => logger?.warn('the PostgreSQL server closed an idle connection; the next query opens another', { err });
-      return await openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost });
+      // The store goes by the server's clock either way; a host this far off has its NTP to mend.
+      const onClockOffset = (offsetMs: number) =>
+        logger?.warn(`this host's clock is ${Math.abs(offsetMs)} ms ${offsetMs > 0 ? 'behind' : 'ahead of'} the PostgreSQL server's; the proxy goes by the server's`, { offset_ms: offsetMs });
+      return await openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost, onClockOffset });
     }
     return openSqliteStore({ path: db.path, sync: db.sync });
   } catch (err) {

@@ -166,6 +166,13 @@ export type QueueCounts = Record<JobStatus, number>;
 /** The shared state of the proxy: jobs, their leases, and worker heartbeats. */
 export interface JobStore {
   readonly kind: 'sqlite' | 'postgres';
+  /**
+   * The time every process sharing the store goes by, in Unix ms: the store's own stamps (leases,
+   * deadlines, heartbeats, budgets) are on it, and what is compared with them should be too. This
+   * host's clock for SQLite (one machine); the server's for PostgreSQL, whose hosts' clocks may
+   * disagree (postgres/db-clock.ts).
+   */
+  now(): number;
 
   /** Enqueues a job, or returns the existing job when this client already used the nonce. */
   createJob(job: NewJob): Promise<CreateResult>;

@@ -8,6 +8,7 @@ import { migratePostgres } from './migrate.js';
 import { query, withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
 import { createChangeListener } from './change-listener.js';
+import { createDbClock } from './db-clock.js';
 
 export interface PostgresStoreOptions {
   /** postgres://… connection string. */
@@ -15,8 +16,12 @@ export interface PostgresStoreOptions {
   /** Schema to use (created if missing); tests give each file its own. */
   schema?: string;
   poolSize?: number;
-  /** Milliseconds since the epoch; injected so tests control time. */
+  /** Milliseconds since the epoch; injected so tests control time (the server's clock is not read then). */
   now?: () => number;
+  /** This host's clock, which the server's is measured against (db-clock.ts); tests give a host's that is off. */
+  localNow?: () => number;
+  /** Told when this host's clock is a second or more off the server's (db-clock.ts). */
+  onClockOffset?: (offsetMs: number) => void;
   /** How often the change counter moves anyway, in case a notification was lost (ms). */
   fallbackPollMs?: number;
   /** Told when the server closes an idle connection (a restart, a failover, an administrator). */
@@ -68,7 +73,6 @@ export const SESSION_SETTINGS = `-c lock_timeout=${LOCK_TIMEOUT_MS} -c enable_bi
  * without polling the table.
  */
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<JobStore> {
-  const now = options.now ?? Date.now;
   const schema = options.schema ?? 'public';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
   const connection = { connectionString: options.url, types, options: `-c search_path=${schema} ${SESSION_SETTINGS}` };
@@ -97,6 +101,19 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   };
   const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, nameOf(text), text, values) };
   await migratePostgres(pool, schema);
+  // Every host keeps the server's time (db-clock.ts): leases, deadlines, heartbeats and budgets are
+  // compared across hosts whose own clocks may disagree.
+  const clock = options.now
+    ? null
+    : await createDbClock(
+        async () => (await db.query<{ ms: number }>('SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::float8 AS ms')).rows[0]!.ms,
+        options.localNow,
+        options.onClockOffset,
+      ).catch(async (err: unknown) => {
+        await pool.end();
+        throw err;
+      });
+  const now = options.now ?? clock!.now;
 
   // The counter the worker loop and long-poll watchers compare: see change-listener.ts.
   const listener = createChangeListener({ connection, schema, fallbackPollMs: options.fallbackPollMs ?? 1000 });
@@ -372,6 +389,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   }
   const store: JobStore = {
     kind: 'postgres',
+    now,
 
     async createJob(job) {
       const at = now();
@@ -749,6 +767,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async close() {
       if (closed) return;
       closed = true;
+      clock?.close();
       // Writes already accepted finish before the pool goes.
       await Promise.all([inserts.drain(), endings.drain(), retries.drain(), draws.drain(), folding]);
       await listener.close();

@@ -190,6 +190,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
   const store: JobStore = {
     kind: 'sqlite',
+    now,
 
     createJob(job: NewJob): Promise<CreateResult> {
       const at = now();

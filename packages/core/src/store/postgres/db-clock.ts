@@ -1,0 +1,78 @@
+/**
+ * The PostgreSQL server's clock, kept by each host as an offset from its own.
+ *
+ * Every time the store writes or compares (a lease's end, a retry's `run_after`, a deadline, a
+ * heartbeat, a rate budget) comes from the process that asks, and on PostgreSQL those processes
+ * run on several hosts. Read off each host's clock, a worker whose clock ran 20 s ahead saw the
+ * other workers' leases (30 s, renewed every 10) lapse early and took their jobs while their calls
+ * ran, and an API whose clock ran 30 s ahead called every worker dead. Read off the server's, the
+ * hosts agree whatever their clocks say. The offset is measured, not asked for on every statement:
+ * reading the time stays a local call on the hot path, and no statement changes.
+ */
+
+/** How often the offset is measured again (a host's clock stepped or drifting by NTP). */
+export const CLOCK_SYNC_MS = 60_000;
+/** Readings a measurement takes; the quickest round trip gives the truest midpoint. */
+const SAMPLES = 3;
+/** An offset this large, or a change this large since the last report, is reported (it means NTP is off). */
+export const CLOCK_REPORT_MS = 1000;
+
+export interface DbClock {
+  /** The server's time now, in Unix ms (a whole number: BIGINT columns take it). */
+  now(): number;
+  /** The server's clock minus this host's, as last measured (ms). */
+  readonly offsetMs: number;
+  /** Stops the periodic measurement. */
+  close(): void;
+}
+
+/**
+ * Measures the server's clock against `localNow` (`readServerMs` returns the server's time, read
+ * inside one statement), then again every CLOCK_SYNC_MS. A failed measurement keeps the last
+ * offset. `report` is told the offset at start when it is CLOCK_REPORT_MS or more, and after
+ * whenever it moved by that much.
+ */
+export async function createDbClock(
+  readServerMs: () => Promise<number>,
+  localNow: () => number = Date.now,
+  report?: (offsetMs: number) => void,
+): Promise<DbClock> {
+  const measure = async (): Promise<number> => {
+    let best = { rtt: Infinity, offset: 0 };
+    for (let i = 0; i < SAMPLES; i++) {
+      const sent = localNow();
+      const server = await readServerMs();
+      const received = localNow();
+      // The server read its clock somewhere in the round trip: its middle is the best guess, off by
+      // at most half of it.
+      if (received - sent < best.rtt) best = { rtt: received - sent, offset: server - (sent + received) / 2 };
+    }
+    return Math.round(best.offset);
+  };
+  let offset = await measure();
+  let reported = 0;
+  if (Math.abs(offset) >= CLOCK_REPORT_MS) {
+    reported = offset;
+    report?.(offset);
+  }
+  const timer = setInterval(() => {
+    measure().then(
+      (measured) => {
+        offset = measured;
+        if (Math.abs(measured - reported) >= CLOCK_REPORT_MS) {
+          reported = measured;
+          report?.(measured);
+        }
+      },
+      () => undefined,
+    );
+  }, CLOCK_SYNC_MS);
+  timer.unref();
+  return {
+    now: () => localNow() + offset,
+    get offsetMs() {
+      return offset;
+    },
+    close: () => clearInterval(timer),
+  };
+}

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CLOCK_SYNC_MS, createDbClock } from '../src/store/postgres/db-clock.ts';
+
+/** A host clock the test moves, and a server read that takes `rtts` (one per read) around a server `ahead` of it. */
+function fakeHost(ahead: number, rtts: number[]) {
+  const host = { ms: 1_000_000, ahead, reads: 0 };
+  const readServerMs = async () => {
+    const rtt = rtts[Math.min(host.reads, rtts.length - 1)]!;
+    host.reads += 1;
+    // The server reads its clock a quarter into the trip: the midpoint guess is off by a quarter of it.
+    host.ms += rtt / 4;
+    const server = host.ms + host.ahead;
+    host.ms += (rtt * 3) / 4;
+    return server;
+  };
+  return { host, readServerMs, localNow: () => host.ms };
+}
+
+test('db clock: the offset comes from the quickest of three reads, rounded to whole ms, and now() is the host clock plus it', async () => {
+  // Round trips of 40, 4 and 80 ms: the 4 ms read is off by a millisecond, the others by 10 and 20.
+  const { host, readServerMs, localNow } = fakeHost(5000, [40, 4, 80]);
+  const reports: number[] = [];
+  const clock = await createDbClock(readServerMs, localNow, (ms) => reports.push(ms));
+  clock.close();
+  assert.equal(host.reads, 3);
+  assert.equal(clock.offsetMs, 4999);
+  assert.equal(clock.now(), host.ms + 4999);
+  assert.ok(Number.isInteger(clock.now()));
+  assert.deepEqual(reports, [4999], 'a host 5 s behind the server is reported');
+});
+
+test('db clock: an offset under a second is not reported; a later one that moved by a second is, and is used', async (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  const { host, readServerMs, localNow } = fakeHost(-300, [2]);
+  const reports: number[] = [];
+  const clock = await createDbClock(readServerMs, localNow, (ms) => reports.push(ms));
+  t.after(() => clock.close());
+  assert.equal(clock.offsetMs, -300);
+  assert.deepEqual(reports, []);
+
+  // This host's clock is stepped back 2 s (NTP, an administrator), so the server is 2 s further
+  // ahead of it: the next measurement follows.
+  host.ahead += 2000;
+  t.mock.timers.tick(CLOCK_SYNC_MS);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(clock.offsetMs, 1700);
+  assert.equal(clock.now(), host.ms + 1700);
+  assert.deepEqual(reports, [1700]);
+
+  // A failed measurement keeps the last offset.
+  host.ahead = 0;
+  const failing = await createDbClock(async () => {
+    if (host.reads++ > 10) throw new Error('server gone');
+    return host.ms + host.ahead;
+  }, localNow);
+  t.after(() => failing.close());
+  host.reads = 11;
+  t.mock.timers.tick(CLOCK_SYNC_MS);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(failing.offsetMs, 0);
+});
