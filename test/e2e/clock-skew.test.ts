@@ -1,0 +1,68 @@
+/**
+ * Hosts whose clocks disagree, on one PostgreSQL server: an API and a worker daemon started under
+ * libfaketime (LD_PRELOAD), their clocks ahead of everyone else's, as a host with a broken NTP is.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { test } from 'node:test';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { WORKER_MAIN, completedJob, eventually, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+
+const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+
+/** The environment that runs a process with its clock `seconds` ahead (the monotonic clock, which timers use, untouched). */
+function clockAhead(seconds: number): Record<string, string> {
+  return { LD_PRELOAD: FAKETIME_LIB, FAKETIME: `+${seconds}s`, FAKETIME_DONT_FAKE_MONOTONIC: '1' };
+}
+
+test("a worker host whose clock runs a minute ahead takes no job another worker is calling, and an API host 10 minutes ahead takes clients' fresh requests: both go by the server's clock and say theirs is off", async (t) => {
+  if (!onlyOn('postgres', t, 'hosts sharing one database server')) return;
+  if (!existsSync(FAKETIME_LIB)) {
+    if (process.env.CI) throw new Error(`${FAKETIME_LIB} is missing: .ci/run installs faketime`);
+    return t.skip('libfaketime is not installed here (apt-get install faketime); CI installs it');
+  }
+  const dir = tempDir(t);
+  // Calls of 5 s: the host ahead starts while every one of them runs.
+  const stub = await startStubUpstream({ behave: async () => (await new Promise((r) => setTimeout(r, 5000)), {}) });
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-skew', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '4' });
+  const children: Array<ReturnType<typeof spawnNode>> = [];
+  t.after(async () => {
+    for (const child of children) child.kill('SIGKILL');
+    await Promise.all(children.map((c) => c.exited));
+  });
+  const saysOff = (child: ReturnType<typeof spawnNode>) => [...child.lines, ...child.stderr].find((l) => l.includes('ahead of the PostgreSQL server'));
+
+  // An API 10 minutes ahead: a client's `ts` from a true clock would be stale by its own.
+  const api = await startApiProcess(t, { ...env, ...clockAhead(600) }, dir);
+  const offApi = JSON.parse(saysOff(api.child) ?? '{}') as { offset_ms?: number };
+  assert.ok(Math.abs((offApi.offset_ms ?? 0) + 600_000) < 1000, `the API says its clock is off by ${offApi.offset_ms} ms`);
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const created = await postSigned(api.url, key, secret, { prompt: `skew ${i}` });
+    assert.equal(created.status, 202, JSON.stringify(created.json));
+    ids.push(created.json.id as string);
+  }
+
+  const honest = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
+  children.push(honest);
+  await eventually(async () => stub.calls.length === 4, 15_000, 10);
+  const callsBegan = Date.now();
+
+  const ahead = spawnNode(WORKER_MAIN, ['daemon'], { ...env, ...clockAhead(60) }, dir);
+  children.push(ahead);
+  await ahead.waitFor((l) => l.includes('worker started'), 10_000);
+  const offWorker = JSON.parse(saysOff(ahead) ?? '{}') as { offset_ms?: number };
+  assert.ok(Math.abs((offWorker.offset_ms ?? 0) + 60_000) < 1000, `the worker says its clock is off by ${offWorker.offset_ms} ms`);
+  // Its claims ran (and looked for lapsed leases: its queue is empty) while the calls still ran; by
+  // its own clock every lease of 30 s had lapsed half a minute ago.
+  await new Promise((r) => setTimeout(r, 1000));
+  const store = await openTestStore(env);
+  t.after(() => store.close());
+  assert.equal((await store.countByStatus()).in_progress, 4, 'the calls were still running while the host ahead claimed');
+  assert.ok(Date.now() - callsBegan < 5000);
+
+  for (const id of ids) assert.equal((await completedJob(api.url, key, id, 15_000)).status, 'completed');
+  assert.equal(stub.calls.length, 4, `${stub.calls.length} upstream calls for 4 jobs: the host ahead took jobs whose calls ran`);
+});
