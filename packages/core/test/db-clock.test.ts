@@ -30,9 +30,10 @@ test('db clock: the offset comes from the quickest of three reads, rounded to wh
   assert.deepEqual(reports, [4999], 'a host 5 s behind the server is reported');
 });
 
-test('db clock: an offset under a second is not reported; a later one that moved by a second is, and is used', async (t) => {
+test('db clock: an offset under a second is not reported; a later one that moved by a second is, and is used; one its round trip explains, or one unread, changes nothing', async (t) => {
   t.mock.timers.enable({ apis: ['setInterval'] });
-  const { host, readServerMs, localNow } = fakeHost(-300, [2]);
+  const rtts = [2];
+  const { host, readServerMs, localNow } = fakeHost(-300, rtts);
   const reports: number[] = [];
   const clock = await createDbClock(readServerMs, localNow, (ms) => reports.push(ms));
   t.after(() => clock.close());
@@ -48,14 +49,24 @@ test('db clock: an offset under a second is not reported; a later one that moved
   assert.equal(clock.now(), host.ms + 1700);
   assert.deepEqual(reports, [1700]);
 
+  // A difference that a slow round trip explains leaves the offset: 20 ms off, read in 80 ms.
+  host.ahead += 20;
+  rtts.splice(0, rtts.length, 80);
+  t.mock.timers.tick(CLOCK_SYNC_MS);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(clock.offsetMs, 1700);
+
   // A failed measurement keeps the last offset.
-  host.ahead = 0;
+  let gone = false;
+  let serverAhead = 0;
   const failing = await createDbClock(async () => {
-    if (host.reads++ > 10) throw new Error('server gone');
-    return host.ms + host.ahead;
+    if (gone) throw new Error('server gone');
+    return host.ms + serverAhead;
   }, localNow);
   t.after(() => failing.close());
-  host.reads = 11;
+  // Read, this would move the offset by 5 s; unread, it stays.
+  serverAhead = 5000;
+  gone = true;
   t.mock.timers.tick(CLOCK_SYNC_MS);
   await new Promise((r) => setImmediate(r));
   assert.equal(failing.offsetMs, 0);

@@ -29,7 +29,7 @@ export interface DbClock {
 /**
  * Measures the server's clock against `localNow` (`readServerMs` returns the server's time, read
  * inside one statement), then again every CLOCK_SYNC_MS. A failed measurement keeps the last
- * offset. `report` is told the offset at start when it is CLOCK_REPORT_MS or more, and after
+ * offset, and so does one that differs from it by no more than half its round trip. `report` is told the offset at start when it is CLOCK_REPORT_MS or more, and after
  * whenever it moved by that much.
  */
 export async function createDbClock(
@@ -37,7 +37,7 @@ export async function createDbClock(
   localNow: () => number = Date.now,
   report?: (offsetMs: number) => void,
 ): Promise<DbClock> {
-  const measure = async (): Promise<number> => {
+  const measure = async (): Promise<{ offset: number; rtt: number }> => {
     let best = { rtt: Infinity, offset: 0 };
     for (let i = 0; i < SAMPLES; i++) {
       const sent = localNow();
@@ -47,9 +47,9 @@ export async function createDbClock(
       // at most half of it.
       if (received - sent < best.rtt) best = { rtt: received - sent, offset: server - (sent + received) / 2 };
     }
-    return Math.round(best.offset);
+    return { offset: Math.round(best.offset), rtt: best.rtt };
   };
-  let offset = await measure();
+  let offset = (await measure()).offset;
   let reported = 0;
   if (Math.abs(offset) >= CLOCK_REPORT_MS) {
     reported = offset;
@@ -58,10 +58,13 @@ export async function createDbClock(
   const timer = setInterval(() => {
     measure().then(
       (measured) => {
-        offset = measured;
-        if (Math.abs(measured - reported) >= CLOCK_REPORT_MS) {
-          reported = measured;
-          report?.(measured);
+        // A difference its own round trip could explain (a busy pool or server) is no news: the
+        // offset stays, and the time read does not jitter back and forth each minute.
+        if (Math.abs(measured.offset - offset) <= measured.rtt / 2) return;
+        offset = measured.offset;
+        if (Math.abs(offset - reported) >= CLOCK_REPORT_MS) {
+          reported = offset;
+          report?.(offset);
         }
       },
       () => undefined,
