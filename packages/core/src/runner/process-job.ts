@@ -151,12 +151,15 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   // Until when the lease is surely ours, by this worker's clock: from the moment the claim, or the
   // last renewal heard back, was sent.
   let heldUntil = job.leaseUntil ?? started + deps.leaseMs;
-  const renewNow = async (): Promise<LeaseState> => {
-    const sentAt = now();
-    const state = await store.renewLease(job.id, token, deps.leaseMs);
-    if (state !== 'lost') heldUntil = Math.max(heldUntil, sentAt + deps.leaseMs);
-    return state;
-  };
+  // One renewal at a time: the check before the call joins one the timer already sent.
+  let renewing: Promise<LeaseState> | null = null;
+  const renewNow = (): Promise<LeaseState> =>
+    (renewing ??= (async () => {
+      const sentAt = now();
+      const state = await store.renewLease(job.id, token, deps.leaseMs);
+      if (state !== 'lost') heldUntil = Math.max(heldUntil, sentAt + deps.leaseMs);
+      return state;
+    })().finally(() => (renewing = null)));
   const renew = () => {
     renewal = setTimeout(renew, every);
     renewNow().then(
