@@ -860,3 +860,43 @@ test('a job started with little of its lease left, but still its own, renews it 
   // One renewal: the check before the call joins the one the late start sent at once.
   assert.deepEqual(renewedBeforeCall, [1]);
 });
+
+test('a renewal that comes back after its lease ran out is not enough: the job renews again before its call, or is not called', async (t) => {
+  const calls: Array<{ at: number; leaseUntil: number | null }> = [];
+  let renewals = 0;
+  let store!: JobStore;
+  // The claim reaches the worker 700 ms into a lease of 900 ms, and the first renewal (sent at once)
+  // takes a second: it confirms a lease that ended 100 ms before its answer. Meanwhile the lease
+  // lapsed, and the worker's own next claim may take the job again.
+  const slowFirstRenewal = (inner: JobStore): JobStore =>
+    overriding(inner, {
+      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
+        const jobs = await inner.claimJobs(request);
+        if (jobs.length > 0) await new Promise((r) => setTimeout(r, 700));
+        return jobs;
+      },
+      async renewLease(id: string, token: number, leaseMs: number) {
+        renewals += 1;
+        if (renewals > 1) return inner.renewLease(id, token, leaseMs);
+        const state = await inner.renewLease(id, token, leaseMs);
+        await new Promise((r) => setTimeout(r, 1000));
+        return state;
+      },
+    });
+  let id = '';
+  const setup = await setUp(
+    t,
+    async () => {
+      const at = Date.now();
+      calls.push({ at, leaseUntil: (await store.getJob(id))?.leaseUntil ?? null });
+      return {};
+    },
+    { leaseMs: 900, wrapStore: slowFirstRenewal },
+  );
+  store = setup.store;
+  id = await setup.enqueue('renewed too late');
+  const job = await finalJob(store, id);
+  assert.equal(job.status, 'completed');
+  assert.equal(calls.length, 1, `${calls.length} calls: one went out on a lapsed lease`);
+  assert.ok(calls[0]!.leaseUntil !== null && calls[0]!.leaseUntil > calls[0]!.at, `the lease ran to ${calls[0]!.leaseUntil}, the call came at ${calls[0]!.at}`);
+});

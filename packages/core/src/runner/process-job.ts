@@ -160,15 +160,26 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       if (state !== 'lost') heldUntil = Math.max(heldUntil, sentAt + deps.leaseMs);
       return state;
     })().finally(() => (renewing = null)));
+  // A renewal also carries word of a lost lease or a client's cancel.
+  const heed = (state: LeaseState) => {
+    if (state === 'lost') signal.abort('lease_lost');
+    else if (state === 'cancel_requested') signal.abort('cancelled');
+  };
   const renew = () => {
     renewal = setTimeout(renew, every);
-    renewNow().then(
-      (state) => {
-        if (state === 'lost') signal.abort('lease_lost');
-        else if (state === 'cancel_requested') signal.abort('cancelled');
-      },
-      (err: unknown) => log.warn('lease renewal failed', { err }),
-    );
+    renewNow().then(heed, (err: unknown) => log.warn('lease renewal failed', { err }));
+  };
+  // A call is never begun on a lease that may have lapsed: another worker may hold the job by now
+  // and be calling it too. Less than a third of the lease known to be left means the claim, the
+  // pacing read or the renewals were held up (a busy loop or database) for two thirds of it; the
+  // lease is renewed, and heard back from, first. Otherwise this costs nothing. A renewal joined
+  // (sent earlier) may come back with little lease left, or none: then once more.
+  const confirmLease = async () => {
+    for (let tries = 0; tries < 2 && heldUntil - now() < every; tries++) {
+      heed(await renewNow());
+      if (signal.aborted) throw signal.reason;
+    }
+    if (heldUntil <= now()) throw new Error('the database took longer than the lease to renew it');
   };
   let renewal = setTimeout(renew, Math.min(every, Math.max(0, heldUntil - started - (deps.leaseMs - every))));
   let callStarted: number | null = null;
@@ -177,16 +188,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     let pacingWait: number;
     try {
       pacingWait = await awaitPacing(job, deps, signal);
-      // A call is never begun on a lease that may have lapsed: another worker may hold the job by
-      // now and be calling it too. Less than a third of the lease known to be left means the claim,
-      // the pacing read or the renewals were held up (a busy loop or database) for two thirds of
-      // it; the lease is renewed, and heard back from, first. Otherwise this costs nothing.
-      if (pacingWait === 0 && heldUntil - now() < every) {
-        const state = await renewNow();
-        if (state === 'lost') signal.abort('lease_lost');
-        else if (state === 'cancel_requested') signal.abort('cancelled');
-        if (signal.aborted) throw signal.reason;
-      }
+      if (pacingWait === 0) await confirmLease();
     } catch (err) {
       if (err instanceof AttemptAborted) throw err;
       // The budget, the pause or the lease could not be read (the database went away between the
