@@ -34,6 +34,8 @@ export interface StubCall {
   body: { model?: string; messages?: Array<{ role: string; content: unknown }>; [k: string]: unknown };
   /** The last user message's text, handy to steer behaviour per job. */
   prompt: string;
+  /** When the caller hung up before the answer was sent (an aborted call), if it did. */
+  hungUpAt?: number;
 }
 
 export type StubBehaviour = (call: StubCall) => StubReply | Promise<StubReply>;
@@ -106,6 +108,9 @@ export async function startStubUpstream(options: { port?: number; delayMs?: numb
       prompt: typeof lastUser?.content === 'string' ? lastUser.content : JSON.stringify(lastUser?.content ?? ''),
     };
     calls.push(call);
+    res.once('close', () => {
+      if (!res.writableFinished) call.hungUpAt = Date.now();
+    });
     active += 1;
     try {
       const reply = await behaviour(call);

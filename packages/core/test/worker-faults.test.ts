@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
 import fc from 'fast-check';
-import { startStubUpstream, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
+import { startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
@@ -52,6 +52,19 @@ function finalJob(store: JobStore, id: string, timeoutMs = 10_000): Promise<JobR
     const job = await store.getJob(id);
     return job && ['completed', 'failed', 'expired', 'cancelled'].includes(job.status) ? job : null;
   }, timeoutMs);
+}
+
+/** A store whose claims reach the worker `ms` after they were taken (a busy loop or database), with `more` of its methods replaced. */
+function claimsHeldUp(ms: number, more: (inner: JobStore) => Partial<JobStore> = () => ({})) {
+  return (inner: JobStore): JobStore =>
+    overriding(inner, {
+      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
+        const jobs = await inner.claimJobs(request);
+        if (jobs.length > 0) await new Promise((r) => setTimeout(r, ms));
+        return jobs;
+      },
+      ...more(inner),
+    });
 }
 
 /** Replies from a script, call by call; the last entry repeats. */
@@ -831,20 +844,14 @@ test('a job started with little of its lease left, but still its own, renews it 
   let calls = 0;
   let renewals = 0;
   // The claim's jobs reach the worker 700 ms into a lease of 900 ms: a third is 300 ms.
-  const lateClaims = (store: JobStore): JobStore =>
-    overriding(store, {
-      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
-        const jobs = await store.claimJobs(request);
-        if (jobs.length > 0) await new Promise((r) => setTimeout(r, 700));
-        return jobs;
-      },
-      async renewLease(id: string, token: number, leaseMs: number) {
-        // Slow renewals: without the wait for one before the call, the call would begin first.
-        await new Promise((r) => setTimeout(r, 50));
-        renewals += 1;
-        return store.renewLease(id, token, leaseMs);
-      },
-    });
+  const lateClaims = claimsHeldUp(700, (store) => ({
+    async renewLease(id: string, token: number, leaseMs: number) {
+      // Slow renewals: without the wait for one before the call, the call would begin first.
+      await new Promise((r) => setTimeout(r, 50));
+      renewals += 1;
+      return store.renewLease(id, token, leaseMs);
+    },
+  }));
   const { store, enqueue } = await setUp(
     t,
     () => {
@@ -868,21 +875,15 @@ test('a renewal that comes back after its lease ran out is not enough: the job r
   // The claim reaches the worker 700 ms into a lease of 900 ms, and the first renewal (sent at once)
   // takes a second: it confirms a lease that ended 100 ms before its answer. Meanwhile the lease
   // lapsed, and the worker's own next claim may take the job again.
-  const slowFirstRenewal = (inner: JobStore): JobStore =>
-    overriding(inner, {
-      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
-        const jobs = await inner.claimJobs(request);
-        if (jobs.length > 0) await new Promise((r) => setTimeout(r, 700));
-        return jobs;
-      },
-      async renewLease(id: string, token: number, leaseMs: number) {
-        renewals += 1;
-        if (renewals > 1) return inner.renewLease(id, token, leaseMs);
-        const state = await inner.renewLease(id, token, leaseMs);
-        await new Promise((r) => setTimeout(r, 1000));
-        return state;
-      },
-    });
+  const slowFirstRenewal = claimsHeldUp(700, (inner) => ({
+    async renewLease(id: string, token: number, leaseMs: number) {
+      renewals += 1;
+      if (renewals > 1) return inner.renewLease(id, token, leaseMs);
+      const state = await inner.renewLease(id, token, leaseMs);
+      await new Promise((r) => setTimeout(r, 1000));
+      return state;
+    },
+  }));
   let id = '';
   const setup = await setUp(
     t,
@@ -899,4 +900,47 @@ test('a renewal that comes back after its lease ran out is not enough: the job r
   assert.equal(job.status, 'completed');
   assert.equal(calls.length, 1, `${calls.length} calls: one went out on a lapsed lease`);
   assert.ok(calls[0]!.leaseUntil !== null && calls[0]!.leaseUntil > calls[0]!.at, `the lease ran to ${calls[0]!.leaseUntil}, the call came at ${calls[0]!.at}`);
+});
+
+/** A store whose lease renewals fail, as a database out of reach does, for the jobs `failing` picks. */
+function renewalsFail(failing: (token: number, n: number) => boolean) {
+  let n = 0;
+  return (inner: JobStore): JobStore =>
+    overriding(inner, {
+      async renewLease(id: string, token: number, leaseMs: number) {
+        n += 1;
+        if (failing(token, n)) throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+        return inner.renewLease(id, token, leaseMs);
+      },
+    });
+}
+
+test('a call whose lease runs out unrenewed (its renewals failing) is abandoned when the lease ends, before another worker may take the job', async (t) => {
+  // The first attempt's renewals all fail; the next attempt's succeed.
+  const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 3000 }), { leaseMs: 900, wrapStore: renewalsFail((token) => token === 1) });
+  const id = await enqueue('unrenewed');
+  const job = await finalJob(store, id, 15_000);
+  assert.equal(job.status, 'completed');
+  assert.equal(job.attempts, 2);
+  assert.equal(stub.calls.length, 2);
+  const [first, second] = stub.calls as [StubCall, StubCall];
+  assert.ok(first.hungUpAt !== undefined, 'the first call ran to its end on a lapsed lease');
+  const ranFor = first.hungUpAt - first.at;
+  assert.ok(ranFor >= 700 && ranFor < 1400, `the first call was abandoned ${ranFor} ms in (its lease: 900 ms from the claim)`);
+  assert.ok(second.at >= first.hungUpAt, 'the second call began before the first was abandoned');
+});
+
+test('a renewal that fails is tried again within a second, not a third of a lease later: the lease stays held through a hiccup', async (t) => {
+  // The first renewal (2 s into a 6 s lease) fails; the next succeeds.
+  const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 4000 }), { leaseMs: 6000, wrapStore: renewalsFail((_token, n) => n === 1) });
+  const id = await enqueue('hiccup');
+  await eventually(async () => stub.calls.length === 1, 5000, 5);
+  const claimedUntil = (await store.getJob(id))!.leaseUntil!;
+  // 3.5 s in: renewed at about 3 s with the retry; without it, not before 4 s.
+  await new Promise((r) => setTimeout(r, 3500));
+  const during = (await store.getJob(id))!.leaseUntil!;
+  assert.ok(during >= claimedUntil + 800, `lease ${during - claimedUntil} ms past the claim's 3.5 s in`);
+  const job = await finalJob(store, id);
+  assert.equal(job.status, 'completed');
+  assert.equal(stub.calls.length, 1);
 });

@@ -1,11 +1,12 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
-import type { AttemptObservation, ClaimedJob, JobError, JobStore, LeaseState } from '../store/types.js';
+import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../store/types.js';
 import { backoffMs, judgeFailure } from './retry-policy.js';
+import { keepLease, type LeaseEnd } from './lease.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 /** Why an attempt was cut short; each reason ends the job differently. */
-export type AbortReason = 'timeout' | 'deadline' | 'cancelled' | 'lease_lost' | 'shutdown';
+export type AbortReason = 'timeout' | 'deadline' | 'shutdown' | LeaseEnd;
 
 /** How one attempt ended, for counters and the worker's report. */
 export type AttemptOutcome = 'completed' | 'failed' | 'retried' | 'expired' | 'cancelled' | 'released' | 'lost';
@@ -142,53 +143,25 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     ? setTimeout(() => signal.abort('timeout'), deps.attemptTimeoutMs)
     : setTimeout(() => signal.abort('deadline'), untilDeadline);
   const unsubscribe = shutdown.onAbort(() => signal.abort('shutdown'));
-  // Renew well before the lease lapses, each time a third of it is gone; the renewal also carries a
-  // client's cancel request to us. The first comes a third into the lease taken at the claim, not a
-  // third after this start: a job held for a free slot (reserve.ts), or behind a busy event loop,
-  // starts with less of its lease left, and renewing only a third after that left another worker
-  // free to claim it while its call ran.
-  const every = Math.max(50, Math.floor(deps.leaseMs / 3));
-  // Until when the lease is surely ours, by this worker's clock: from the moment the claim, or the
-  // last renewal heard back, was sent.
-  let heldUntil = job.leaseUntil ?? started + deps.leaseMs;
-  // One renewal at a time: the check before the call joins one the timer already sent.
-  let renewing: Promise<LeaseState> | null = null;
-  const renewNow = (): Promise<LeaseState> =>
-    (renewing ??= (async () => {
-      const sentAt = now();
-      const state = await store.renewLease(job.id, token, deps.leaseMs);
-      if (state !== 'lost') heldUntil = Math.max(heldUntil, sentAt + deps.leaseMs);
-      return state;
-    })().finally(() => (renewing = null)));
-  // A renewal also carries word of a lost lease or a client's cancel.
-  const heed = (state: LeaseState) => {
-    if (state === 'lost') signal.abort('lease_lost');
-    else if (state === 'cancel_requested') signal.abort('cancelled');
-  };
-  const renew = () => {
-    renewal = setTimeout(renew, every);
-    renewNow().then(heed, (err: unknown) => log.warn('lease renewal failed', { err }));
-  };
-  // A call is never begun on a lease that may have lapsed: another worker may hold the job by now
-  // and be calling it too. Less than a third of the lease known to be left means the claim, the
-  // pacing read or the renewals were held up (a busy loop or database) for two thirds of it; the
-  // lease is renewed, and heard back from, first. Otherwise this costs nothing. A renewal joined
-  // (sent earlier) may come back with little lease left, or none: then once more.
-  const confirmLease = async () => {
-    for (let tries = 0; tries < 2 && heldUntil - now() < every; tries++) {
-      heed(await renewNow());
+  const lease = keepLease({
+    store,
+    job,
+    leaseMs: deps.leaseMs,
+    now,
+    end: (reason) => signal.abort(reason),
+    throwIfEnded: () => {
       if (signal.aborted) throw signal.reason;
-    }
-    if (heldUntil <= now()) throw new Error('the database took longer than the lease to renew it');
-  };
-  let renewal = setTimeout(renew, Math.min(every, Math.max(0, heldUntil - started - (deps.leaseMs - every))));
+    },
+    warn: log.warn,
+  });
   let callStarted: number | null = null;
 
   try {
     let pacingWait: number;
     try {
       pacingWait = await awaitPacing(job, deps, signal);
-      if (pacingWait === 0) await confirmLease();
+      // A call is never begun on a lease that may have lapsed (lease.ts).
+      if (pacingWait === 0) await lease.confirm();
     } catch (err) {
       if (err instanceof AttemptAborted) throw err;
       // The budget, the pause or the lease could not be read (the database went away between the
@@ -224,7 +197,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     return await settleAbort(job, err.reason, deps, log, attempt);
   } finally {
     clearTimeout(timer);
-    clearTimeout(renewal);
+    lease.stop();
     unsubscribe();
   }
 }
@@ -270,6 +243,11 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
       return (await store.releaseJob(job.id, token, deps.now())) ? 'released' : 'lost';
     case 'lease_lost':
       log.warn('lease lost to another worker; result discarded');
+      return 'lost';
+    case 'lease_lapsed':
+      // Nothing is written: the database did not answer the renewals, and the job goes to whichever
+      // worker claims it next, as a dead worker's does.
+      log.warn('the lease ran out unrenewed (the database not answering); call abandoned');
       return 'lost';
   }
 }

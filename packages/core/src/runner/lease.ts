@@ -1,0 +1,104 @@
+import type { ClaimedJob, JobStore, LeaseState } from '../store/types.js';
+
+/** After a renewal fails (the database unreachable for a moment), the next is tried this soon (or a third of the lease, if sooner). */
+export const RENEW_RETRY_MS = 1000;
+
+/** Why the lease keeper ends an attempt. */
+export type LeaseEnd = 'lease_lost' | 'lease_lapsed' | 'cancelled';
+
+export interface LeaseKeeper {
+  /**
+   * Resolves when the lease is known to be held for at least a third of it more, renewing first if
+   * need be; rejects (with the attempt's abort reason, through `end`) if it is not ours, or with an
+   * Error if the database could not confirm it.
+   */
+  confirm(): Promise<void>;
+  /** Stops renewing: the attempt is over. */
+  stop(): void;
+}
+
+export interface LeaseKeeperDeps {
+  store: Pick<JobStore, 'renewLease'>;
+  job: Pick<ClaimedJob, 'id' | 'leaseToken' | 'leaseUntil'>;
+  leaseMs: number;
+  now: () => number;
+  /** Ends the attempt; called at most once with effect (the attempt's signal keeps the first reason). */
+  end: (reason: LeaseEnd) => void;
+  /** Throws the attempt's abort reason if it has ended. */
+  throwIfEnded: () => void;
+  warn: (message: string, meta?: object) => void;
+}
+
+/**
+ * Keeps a claimed job's lease while its attempt runs. The lease is the only thing that keeps other
+ * workers off the job, so its rules are about never letting a call run where another may run too:
+ *
+ * - Renewals come a third into the lease as taken at the claim, then every third of it. A job held
+ *   for a free slot (reserve.ts), or started behind a busy event loop, starts with less of its
+ *   lease left; renewing only a third after its start let another worker claim it while it ran.
+ * - `heldUntil` is how long the lease is surely ours, by the store's clock: from when the claim, or
+ *   the last renewal heard back, was sent.
+ * - One renewal at a time: a check joins one already on its way.
+ * - A renewal that fails (the database unreachable) is tried again after RENEW_RETRY_MS, not a
+ *   third of a lease later: a hiccup ends with the lease renewed, not lapsed and the job taken.
+ * - When `heldUntil` passes unrenewed, the attempt ends ('lease_lapsed'): from then on another
+ *   worker may claim the job and call it, and two calls of one job must not run at once.
+ * - A renewal also carries word of a lost lease ('lease_lost') or a client's cancel ('cancelled').
+ */
+export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
+  const { store, job, leaseMs, now, end } = deps;
+  const every = Math.max(50, Math.floor(leaseMs / 3));
+  let heldUntil = job.leaseUntil ?? now() + leaseMs;
+  let renewing: Promise<LeaseState> | null = null;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+
+  const heed = (state: LeaseState) => {
+    if (state === 'lost') end('lease_lost');
+    else if (state === 'cancel_requested') end('cancelled');
+  };
+  const renewNow = (): Promise<LeaseState> =>
+    (renewing ??= (async () => {
+      const sentAt = now();
+      const state = await store.renewLease(job.id, job.leaseToken, leaseMs);
+      if (state !== 'lost') heldUntil = Math.max(heldUntil, sentAt + leaseMs);
+      return state;
+    })().finally(() => (renewing = null)));
+
+  /** The next renewal in `ms`, or when the lease runs out if that is sooner. */
+  const schedule = (ms: number) => {
+    clearTimeout(timer);
+    if (!stopped) timer = setTimeout(tick, Math.max(0, Math.min(ms, heldUntil - now())));
+  };
+  function tick() {
+    if (stopped) return;
+    if (now() >= heldUntil) {
+      end('lease_lapsed');
+      return;
+    }
+    schedule(every);
+    renewNow().then(heed, (err: unknown) => {
+      deps.warn('lease renewal failed; trying again shortly', { err });
+      schedule(Math.min(every, RENEW_RETRY_MS));
+    });
+  }
+  // The first renewal a third into the lease taken at the claim.
+  schedule(heldUntil - now() - (leaseMs - every));
+
+  return {
+    async confirm() {
+      // Less than a third of the lease known to be left means the claim, the pacing read or the
+      // renewals were held up for two thirds of it. A renewal joined may come back with little
+      // lease left, or none: then once more.
+      for (let tries = 0; tries < 2 && heldUntil - now() < every; tries++) {
+        heed(await renewNow());
+        deps.throwIfEnded();
+      }
+      if (heldUntil <= now()) throw new Error('the database took longer than the lease to renew it');
+    },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
