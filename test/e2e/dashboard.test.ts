@@ -60,6 +60,17 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   assert.deepEqual(dialogs, [], 'no script from the data ran');
   assert.equal(await page.evaluate('sessionStorage.getItem("proxyKey") !== null && localStorage.length === 0'), true, 'the key is kept for the session only');
 
+  // A browser whose clock runs two hours ahead draws the same hour: the minutes are placed by the
+  // server's clock (the stats' server_time), not by the browser's.
+  const ahead = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  await ahead.clock.setFixedTime(new Date(Date.now() + 2 * 3600_000));
+  await ahead.goto(`${url}/dashboard`);
+  await ahead.fill('#key', key);
+  await ahead.click('button[type=submit]');
+  await ahead.waitForSelector('.tile[data-status=completed] b:has-text("3")');
+  assert.equal(await ahead.locator('#chart-completed rect').count(), 1, 'a browser two hours ahead drew no completions');
+  assert.equal(await ahead.locator('#chart-failed rect').count(), 1);
+
   mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
   const shot = join(ROOT, 'test-artifacts', 'dashboard.png');
   await page.screenshot({ path: shot, fullPage: true });

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { createSilentLogger, signBody, signBodyText, type JobStore } from '@proxy/core';
-import { eventually, freshStamp, getJson, overriding, postSigned } from '../../../test/helpers/index.ts';
+import { eventually, freshStamp, getJson, newTestJob, overriding, postSigned } from '../../../test/helpers/index.ts';
 import { createJobWatcher, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
@@ -425,4 +425,28 @@ test('health: the public sees only the status; a client key also sees the queue 
   const detailed = await getJson(api.url, '/health', api.key);
   assert.equal(detailed.json.queue.queued, 1);
   assert.deepEqual(detailed.json.workers.map((w: any) => [w.id, w.jobs_done]), [['host:1:ab', 7]]);
+});
+
+test("stats: the hour's finished jobs per minute for the whole service, the caller's own latest failures, and the time the minutes count back from (the store's clock)", async (t) => {
+  // The store's clock half an hour ahead of this host's, as a PostgreSQL server's may be: the stats go by it.
+  const api = await startTestApi(t, { wrapStore: (store) => overriding(store, { now: () => store.now() + 1_800_000 }) });
+  const { store } = api;
+  for (const [client, ending] of [['default', 'completed'], ['default', 'completed'], ['default', 'failed'], ['other', 'failed']] as const) {
+    await store.createJob(newTestJob({ client }));
+    const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+    if (ending === 'completed') assert.ok(await store.completeJob(claimed!.id, claimed!.leaseToken, { outputText: 'ok', usage: null, response: {} }));
+    else assert.ok(await store.finishJob(claimed!.id, claimed!.leaseToken, 'failed', { code: 'upstream_invalid_request_error', message: `bad request of ${client}` }));
+  }
+  const before = Math.floor(Date.now() / 1000);
+  const res = await getJson(api.url, '/v1/stats', api.key);
+  assert.equal(res.status, 200);
+  assert.equal(res.json.object, 'proxy.stats');
+  assert.ok(Math.abs(res.json.server_time - (before + 1800)) <= 2, `server_time ${res.json.server_time} against the store's ${before + 1800}`);
+  assert.equal(res.json.window_seconds, 3600);
+  // Finished by this host's clock (the test's store writes with it): half an hour into the window.
+  const minute = Math.floor(before / 60) * 60;
+  const counts = Object.fromEntries(res.json.per_minute.filter((p: any) => Math.abs(p.minute - minute) <= 60).map((p: any) => [p.status, p.count]));
+  assert.deepEqual(counts, { completed: 2, failed: 2 });
+  assert.deepEqual(res.json.latest_failed.map((j: any) => j.error.message), ['bad request of default']);
+  assert.equal((await getJson(api.url, '/v1/stats')).status, 401);
 });

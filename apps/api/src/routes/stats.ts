@@ -17,6 +17,8 @@ export function statsHandler({ store, now }: { store: JobStore; now: () => numbe
     const [perMinute, failed] = await Promise.all([store.finishedPerMinute(since), store.listJobs({ status: 'failed', client: client.name, limit: 10 })]);
     sendJson(res, 200, {
       object: 'proxy.stats',
+      // The status page places the hour's minutes by this, not by the browser's clock, which may be off.
+      server_time: Math.floor((since + WINDOW_MS) / 1000),
       window_seconds: WINDOW_MS / 1000,
       per_minute: perMinute.map((p) => ({ minute: Math.floor(p.minute / 1000), status: p.status, count: p.count })),
       latest_failed: failed.map(toJobView),

@@ -93,7 +93,8 @@ async function refresh() {
     const age = health.body.oldest_queued_age_seconds;
     $('oldest').textContent = age === null || age === undefined ? 'none' : `${age} s`;
     $('updated').textContent = new Date().toLocaleTimeString();
-    const now = Date.now() / 1000;
+    // The server's clock places the minutes: this browser's may be off.
+    const now = stats.body.server_time ?? Date.now() / 1000;
     drawBars('chart-completed', perMinute(stats.body.per_minute ?? [], ['completed'], now), 'completed');
     drawBars('chart-failed', perMinute(stats.body.per_minute ?? [], ['failed', 'expired'], now), 'failed');
     fillTable('failed', (stats.body.latest_failed ?? []).map((j) => [j.id, j.model, time(j.finished_at), j.error ? `${j.error.code}: ${j.error.message}` : '']), 'no failed jobs');
