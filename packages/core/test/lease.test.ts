@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import { RENEW_RETRY_MS, keepLease, type LeaseEnd } from '../src/runner/lease.ts';
+import type { LeaseState } from '../src/store/types.ts';
+
+/** A keeper over a fake store and clock; `answer` decides each renewal (a promise the test may hold). */
+function harness(t: TestContext, answer: (n: number) => Promise<LeaseState>, leaseMs = 3000, claimedAgoMs = 0) {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  let clock = 1_000_000;
+  const renewals: number[] = [];
+  const ends: LeaseEnd[] = [];
+  const keeper = keepLease({
+    store: {
+      renewLease: async () => {
+        renewals.push(clock);
+        return answer(renewals.length);
+      },
+    },
+    job: { id: 'req_1', leaseToken: 1, leaseUntil: clock - claimedAgoMs + leaseMs },
+    leaseMs,
+    now: () => clock,
+    end: (reason) => void ends.push(reason),
+    throwIfEnded: () => undefined,
+    warn: () => undefined,
+  });
+  const advance = async (ms: number) => {
+    for (let i = 0; i < ms; i += 10) {
+      clock += 10;
+      t.mock.timers.tick(10);
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  return { keeper, renewals: () => renewals.map((at) => at - 1_000_000), ends, advance };
+}
+
+test('lease keeper: renews a third into the lease taken at the claim, then every third', async (t) => {
+  const h = harness(t, async () => 'held', 3000, 600);
+  await h.advance(2500);
+  h.keeper.stop();
+  // Claimed 600 ms before the start: the first renewal 400 ms in, then every 1,000 ms.
+  assert.deepEqual(h.renewals(), [400, 1400, 2400]);
+  assert.deepEqual(h.ends, []);
+  await h.advance(2000);
+  assert.equal(h.renewals().length, 3, 'renewed after stop()');
+});
+
+test('lease keeper: a failed renewal is tried again after RENEW_RETRY_MS; a renewal still unanswered when the lease runs out ends the attempt as lapsed', async (t) => {
+  let hold: ((state: LeaseState) => void) | null = null;
+  // A lease of 6 s: renewals every 2 s, so a retry after a failure comes sooner than the next one would.
+  const h = harness(t, (n) => (n === 1 ? Promise.reject(new Error('ECONNREFUSED')) : new Promise((resolve) => (hold = resolve))), 6000);
+  await h.advance(2000 + RENEW_RETRY_MS + 10);
+  assert.deepEqual(h.renewals(), [2000, 2000 + RENEW_RETRY_MS]);
+  // The second renewal never answers (the next tick joins it): the claim's lease runs out at 6,000 ms.
+  await h.advance(6000 - 2000 - RENEW_RETRY_MS - 40);
+  assert.deepEqual(h.ends, []);
+  await h.advance(40);
+  assert.deepEqual(h.ends, ['lease_lapsed']);
+  assert.equal(h.renewals().length, 2, 'one renewal at a time');
+  (hold as unknown as (s: LeaseState) => void)('held');
+  h.keeper.stop();
+});
+
+test("lease keeper: a renewal's answer ends the attempt when the lease was lost or the client cancelled", async (t) => {
+  for (const [state, end] of [['lost', 'lease_lost'], ['cancel_requested', 'cancelled']] as const) {
+    const h = harness(t, async () => state, 3000);
+    await h.advance(1010);
+    h.keeper.stop();
+    assert.deepEqual(h.ends, [end]);
+    t.mock.timers.reset();
+  }
+});
+
+test('lease keeper: confirm() renews first when less than a third of the lease is known to be left, and not otherwise', async (t) => {
+  const fresh = harness(t, async () => 'held', 3000, 0);
+  await fresh.keeper.confirm();
+  assert.deepEqual(fresh.renewals(), [], 'a fresh lease needs no renewal before the call');
+  fresh.keeper.stop();
+  t.mock.timers.reset?.();
+  const late = harness(t, async () => 'held', 3000, 2200);
+  await late.keeper.confirm();
+  assert.equal(late.renewals().length, 1);
+  late.keeper.stop();
+});
