@@ -3,10 +3,11 @@
  *
  * Every time the store writes or compares (a lease's end, a retry's `run_after`, a deadline, a
  * heartbeat, a rate budget) comes from the process that asks, and on PostgreSQL those processes
- * run on several hosts. Read off each host's clock, a worker whose clock ran 20 s ahead saw the
- * other workers' leases (30 s, renewed every 10) lapse early and took their jobs while their calls
- * ran, and an API whose clock ran 30 s ahead called every worker dead. Read off the server's, the
- * hosts agree whatever their clocks say. The offset is measured, not asked for on every statement:
+ * run on several hosts. Read off each host's clock, a worker whose clock runs 20 s ahead sees the
+ * other workers' leases (30 s, renewed every 10) lapse and takes their jobs while their calls run,
+ * and an API whose clock runs 30 s ahead finds every worker's heartbeat too old (a test runs hosts
+ * a minute and ten minutes ahead under libfaketime). Read off the server's, the hosts agree
+ * whatever their clocks say. The offset is measured, not asked for on every statement:
  * reading the time stays a local call on the hot path, and no statement changes.
  */
 
@@ -29,8 +30,9 @@ export interface DbClock {
 /**
  * Measures the server's clock against `localNow` (`readServerMs` returns the server's time, read
  * inside one statement), then again every CLOCK_SYNC_MS. A failed measurement keeps the last
- * offset, and so does one that differs from it by no more than half its round trip. `report` is told the offset at start when it is CLOCK_REPORT_MS or more, and after
- * whenever it moved by that much.
+ * offset, and so does one that differs from it by no more than half its round trip. `report` is
+ * told the offset at start when it is CLOCK_REPORT_MS or more, and after whenever it moved by that
+ * much.
  */
 export async function createDbClock(
   readServerMs: () => Promise<number>,
