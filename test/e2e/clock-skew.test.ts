@@ -3,12 +3,16 @@
  * libfaketime (LD_PRELOAD), their clocks ahead of everyone else's, as a host with a broken NTP is.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { WORKER_MAIN, completedJob, eventually, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
-const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+// Debian's faketime package, under the machine's multiarch folder (x86_64-linux-gnu, aarch64-linux-gnu, …).
+const FAKETIME_LIB =
+  readdirSync('/usr/lib')
+    .map((arch) => `/usr/lib/${arch}/faketime/libfaketime.so.1`)
+    .find((path) => existsSync(path)) ?? '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 
 /** The environment that runs a process with its clock `seconds` ahead (the monotonic clock, which timers use, untouched). */
 function clockAhead(seconds: number): Record<string, string> {
