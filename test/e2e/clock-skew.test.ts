@@ -26,8 +26,10 @@ test("a worker host whose clock runs a minute ahead takes no job another worker 
     return t.skip('libfaketime is not installed here (apt-get install faketime); CI installs it');
   }
   const dir = tempDir(t);
-  // Calls of 5 s: the host ahead starts while every one of them runs.
-  const stub = await startStubUpstream({ behave: async () => (await new Promise((r) => setTimeout(r, 5000)), {}) });
+  // Calls of 8 s: the host ahead starts, and claims, while every one of them runs (the check below
+  // makes sure, so a slow start fails the test rather than passing it unproven).
+  const CALL_MS = 8000;
+  const stub = await startStubUpstream({ behave: async () => (await new Promise((r) => setTimeout(r, CALL_MS)), {}) });
   t.after(() => stub.close());
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-skew', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '4' });
@@ -65,7 +67,7 @@ test("a worker host whose clock runs a minute ahead takes no job another worker 
   const store = await openTestStore(env);
   t.after(() => store.close());
   assert.equal((await store.countByStatus()).in_progress, 4, 'the calls were still running while the host ahead claimed');
-  assert.ok(Date.now() - callsBegan < 5000);
+  assert.ok(Date.now() - callsBegan < CALL_MS, 'the host ahead started after the calls ended');
 
   for (const id of ids) assert.equal((await completedJob(api.url, key, id, 15_000)).status, 'completed');
   assert.equal(stub.calls.length, 4, `${stub.calls.length} upstream calls for 4 jobs: the host ahead took jobs whose calls ran`);
