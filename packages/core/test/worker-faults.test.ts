@@ -933,15 +933,15 @@ test('a call whose lease runs out unrenewed (its renewals failing) is abandoned 
 });
 
 test('a renewal that fails is tried again within a second, not a third of a lease later: the lease stays held through a hiccup', async (t) => {
-  // The first renewal (2 s into a 6 s lease) fails; the next succeeds.
-  const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 4000 }), { leaseMs: 6000, wrapStore: renewalsFail((_token, n) => n === 1) });
+  // The first renewal (3 s into a 9 s lease) fails; the next succeeds.
+  const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 6000 }), { leaseMs: 9000, attemptTimeoutMs: 10_000, wrapStore: renewalsFail((_token, n) => n === 1) });
   const id = await enqueue('hiccup');
   await eventually(async () => stub.calls.length === 1, 5000, 5);
   const claimedUntil = (await store.getJob(id))!.leaseUntil!;
-  // 3.5 s in: renewed at about 3 s with the retry; without it, not before 4 s.
-  await new Promise((r) => setTimeout(r, 3500));
+  // 5 s in: renewed at about 4 s with the retry; without it, not before 6 s.
+  await new Promise((r) => setTimeout(r, 5000));
   const during = (await store.getJob(id))!.leaseUntil!;
-  assert.ok(during >= claimedUntil + 800, `lease ${during - claimedUntil} ms past the claim's 3.5 s in`);
+  assert.ok(during >= claimedUntil + 800, `lease ${during - claimedUntil} ms past the claim's 5 s in`);
   const job = await finalJob(store, id);
   assert.equal(job.status, 'completed');
   assert.equal(stub.calls.length, 1);
