@@ -776,25 +776,15 @@ test('stop while a claim is under way: the jobs it returns go back at once, none
 });
 
 test('a job started well into its lease (held for a slot, a busy loop) renews it at once, not a third of a lease after its start', async (t) => {
-  let claimedLease: number | null = null;
   // The claim's jobs reach the worker 500 ms after their lease of 900 ms was taken.
-  const lateClaims = (store: JobStore): JobStore =>
-    overriding(store, {
-      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
-        const jobs = await store.claimJobs(request);
-        if (jobs.length > 0) {
-          claimedLease = jobs[0]!.leaseUntil;
-          await new Promise((r) => setTimeout(r, 500));
-        }
-        return jobs;
-      },
-    });
-  const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 800 }), { leaseMs: 900, wrapStore: lateClaims });
+  const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 800 }), { leaseMs: 900, wrapStore: claimsHeldUp(500) });
   const id = await enqueue('late start');
   await eventually(async () => stub.calls.length === 1, 5000, 5);
   // A third of the lease after the start would be 300 ms from here; the lease had 400 ms left.
   await new Promise((r) => setTimeout(r, 120));
   const during = await store.getJob(id);
+  // The claim wrote started_at and the lease's end from the same moment: the lease it took.
+  const claimedLease = during?.startedAt == null ? null : during.startedAt + 900;
   assert.ok(claimedLease !== null && (during?.leaseUntil ?? 0) > claimedLease, `lease still ${during?.leaseUntil} (claimed until ${claimedLease}) 120 ms into the call`);
   const job = await finalJob(store, id);
   assert.equal(job.status, 'completed');
