@@ -24,6 +24,8 @@ type Ctx = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void 
 interface Place {
   /** Opens a store on this place; it is closed when the test ends. */
   open(now?: () => number): Promise<JobStore>;
+  /** Has `close` run when the test ends, before the place itself goes. */
+  own(close: () => unknown): void;
   /** The PostgreSQL schema, where there is one. */
   schema?: string;
   /** Runs SQL on the place's database from a connection of the test's own (`?` for each value); its rows. */
@@ -63,6 +65,7 @@ const backends: Backend[] = [
           t.after(() => store.close());
           return store;
         },
+        own: (close) => t.after(close),
         sql: async (text, ...values) => {
           const db = new Database(`${dir}/db.sqlite`);
           try {
@@ -80,23 +83,35 @@ const backends: Backend[] = [
     skip: await postgresReachable(),
     async place(t) {
       const schema = `test_${randomBytes(6).toString('hex')}`;
+      // Everything open on the schema closes before it is dropped, in the one hook: node:test runs
+      // hooks in the order added, so a store's own hook would come after the drop. A store still
+      // folding its counts then deadlocked with DROP SCHEMA (seen in CI), and a failed hook skips
+      // the ones after it, so the store stayed open and the test file never exited.
+      const owned: Array<() => unknown> = [];
+      const own = (close: () => unknown) => void owned.push(close);
       t.after(async () => {
+        const closed = await Promise.allSettled(owned.map(async (close) => close()));
         const admin = new pg.Client({ connectionString: PG_URL });
         await admin.connect();
-        await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        await admin.end();
+        try {
+          await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        } finally {
+          await admin.end();
+        }
+        for (const result of closed) if (result.status === 'rejected') throw result.reason;
       });
       // A long fallback poll, so only a real NOTIFY can move the change counter within a test.
       return {
         schema,
         open: async (now) => {
           const store = await openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}) });
-          t.after(() => store.close());
+          own(() => store.close());
           return store;
         },
+        own,
         sql: async (text, ...values) => {
           let n = 0;
-          const client = await sqlClient(t, schema);
+          const client = await sqlClient(own, schema);
           return (await client.query(text.replace(/\?/g, () => `$${++n}`), values)).rows;
         },
       };
@@ -108,10 +123,10 @@ const job = newTestJob;
 const clock = manualClock;
 
 /** A PostgreSQL connection of the test's own (in `schema`, with `settings`, when given), closed after the test. */
-async function sqlClient(t: Ctx, schema?: string, settings = ''): Promise<pg.Client> {
+async function sqlClient(own: (close: () => unknown) => void, schema?: string, settings = ''): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: PG_URL, ...(schema ? { options: `-c search_path=${schema} ${settings}`.trim() } : {}) });
   await client.connect();
-  t.after(() => client.end());
+  own(() => client.end());
   return client;
 }
 
@@ -852,7 +867,7 @@ for (const backend of backends) {
     const watcher = await place.open();
     await listening(writer);
     await listening(watcher);
-    const admin = await sqlClient(t);
+    const admin = await sqlClient((close) => t.after(close));
     const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`proxy-listener:${place.schema}`]);
     assert.equal(killed.rowCount, 2, "both stores' listeners were cut");
     await new Promise((r) => setTimeout(r, 1500));
@@ -868,7 +883,7 @@ for (const backend of backends) {
   if (backend.name === 'postgres') test("postgres: on a table never analyzed, with 4,000 jobs queued, the claim and the expiry scan walk their index in order and sort nothing", async (t) => {
     const place = await backend.place(t);
     const store = await place.open();
-    const client = await sqlClient(t, place.schema, SESSION_SETTINGS);
+    const client = await sqlClient(place.own, place.schema, SESSION_SETTINGS);
     // As a new installation's first minutes, or a backlog that came since autovacuum last looked.
     await client.query('ALTER TABLE jobs SET (autovacuum_enabled = false)');
     for (let i = 0; i < 4000; i += 500) await Promise.all(Array.from({ length: 500 }, () => store.createJob(job())));
@@ -917,7 +932,7 @@ for (const backend of backends) {
     // Every pooled connection (poolSize 4) prepares the lookup and the listing.
     for (let i = 0; i < 3; i++) await Promise.all(Array.from({ length: 4 }, () => store.getJob(seed.job.id)));
     await Promise.all(Array.from({ length: 4 }, () => store.listJobs({ limit: 10 })));
-    const admin = await sqlClient(t, place.schema);
+    const admin = await sqlClient(place.own, place.schema);
     await admin.query('ALTER TABLE jobs ADD COLUMN added_later TEXT');
     const settled = await Promise.allSettled([store.getJob(seed.job.id), store.listJobs({ limit: 10 }), store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), store.getJob(seed.job.id)]);
     assert.deepEqual(settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')), ['ok', 'ok', 'ok', 'ok']);
@@ -932,7 +947,7 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const store = await place.open();
     for (let i = 0; i < 3; i++) await store.createJob(job());
-    const admin = await sqlClient(t, place.schema);
+    const admin = await sqlClient(place.own, place.schema);
     const appended = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM job_count_deltas')).rows[0]?.n);
     // As many changes as a busy minute leaves, each moving nothing.
     await admin.query("INSERT INTO job_count_deltas (status, d) SELECT 'queued', 0 FROM generate_series(1, $1::int)", [FOLD_AFTER_CHANGES]);
@@ -949,7 +964,7 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const open = async (options: Partial<Parameters<typeof openPostgresStore>[0]>) => {
       const store = await openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 2, fallbackPollMs: 60_000, ...options });
-      t.after(() => store.close());
+      place.own(() => store.close());
       return store;
     };
     const here = await open({});
@@ -1009,7 +1024,7 @@ for (const backend of backends) {
     const name = `proxy-listener:listen_${randomBytes(4).toString('hex')}`;
     const listener = createChangeListener({ connection: { connectionString: PG_URL }, schema: name.slice('proxy-listener:'.length), fallbackPollMs: 50, idleMs: 400 });
     t.after(() => listener.close());
-    const admin = await sqlClient(t);
+    const admin = await sqlClient((close) => t.after(close));
     const connections = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [name])).rows[0]?.n);
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(await connections(), 0, 'nothing listens before the counter is read');
