@@ -3,9 +3,9 @@
 // first on SQLite, then again with TEST_BACKEND=postgres in a throwaway PostgreSQL database (the
 // same tests, parametrized). Node 20's --test does not expand globs, so the files are listed here.
 // Optional args name folders or files; BACKENDS=sqlite (or postgres) runs one backend only.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -36,28 +36,68 @@ const SQLITE_ONLY = ['sqlite-store.test.ts', 'store-contract.test.ts', 'entry-po
 // so neither skews the other on a 2-core machine.
 const ALONE = ['long-poll.test.ts', 'multi-host.test.ts', 'backlogs.test.ts'];
 
-function spawnTests(list, env, concurrency) {
+// A test file whose process never exits (a connection or timer left open once its tests end) would
+// hold the run until CI's own limit, 90 minutes, and say nothing of where. Each batch gets
+// TEST_BATCH_MINUTES (15; the whole suite takes 4-5 minutes on the 2-core machine): past it, the
+// files still running are named and their processes killed, and the run fails.
+const BATCH_MS = Number(process.env.TEST_BATCH_MINUTES ?? 15) * 60_000;
+
+async function spawnTests(list, env, concurrency) {
   if (list.length === 0) return 0;
-  const result = spawnSync(
+  const child = spawn(
     process.execPath,
     ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...list.map((f) => relative(root, f))],
-    { cwd: root, stdio: 'inherit', env: { ...process.env, FORCE_COLOR: '0', ...env } },
+    { cwd: root, stdio: 'inherit', detached: true, env: { ...process.env, FORCE_COLOR: '0', ...env } },
   );
-  return result.status ?? 1;
+  // Its own process group, so the files it runs can be killed with it; Ctrl-C here reaches them too.
+  const stop = () => {
+    process.kill(-child.pid, 'SIGKILL');
+    process.exit(130);
+  };
+  process.once('SIGINT', stop).once('SIGTERM', stop);
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))).finally(() => process.off('SIGINT', stop).off('SIGTERM', stop));
+  let timer;
+  const late = new Promise((resolve) => (timer = setTimeout(() => resolve('late'), BATCH_MS)));
+  const status = await Promise.race([exited, late]);
+  clearTimeout(timer);
+  if (status !== 'late') return status;
+  const running = list.map((f) => relative(root, f)).filter((f) => stillRunning(child.pid).includes(f));
+  console.error(`run-tests: still running after ${BATCH_MS / 60_000} minutes, killed: ${running.join(', ') || 'the test runner'}`);
+  process.kill(-child.pid, 'SIGKILL');
+  await exited;
+  return 1;
 }
 
-function run(list, env) {
+/**
+ * The command lines of the processes the test runner `pgid` started (its process group, less itself),
+ * as one text; read from /proc, so no `ps` is needed.
+ */
+function stillRunning(pgid) {
+  let text = '';
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name) && Number(name) !== pgid)) {
+    try {
+      // Field 5 of stat is the process group; the command name before it may hold spaces.
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) === pgid) text += `${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')}\n`;
+    } catch {
+      // The process ended while it was read.
+    }
+  }
+  return text;
+}
+
+async function run(list, env) {
   const alone = list.filter((f) => ALONE.some((name) => f.endsWith(name)));
   const shared = list.filter((f) => !alone.includes(f));
-  const first = spawnTests(shared, env, 2);
-  return spawnTests(alone, env, 1) || first;
+  const first = await spawnTests(shared, env, 2);
+  return (await spawnTests(alone, env, 1)) || first;
 }
 
 const backends = (process.env.BACKENDS ?? 'sqlite,postgres').split(',');
 let status = 0;
 if (backends.includes('sqlite')) {
   console.log('\n=== backend: sqlite ===');
-  status = run(files, { TEST_BACKEND: 'sqlite' });
+  status = await run(files, { TEST_BACKEND: 'sqlite' });
 }
 const pgFiles = files.filter((f) => !SQLITE_ONLY.some((name) => f.endsWith(name)));
 if (backends.includes('postgres') && pgFiles.length > 0) {
@@ -82,7 +122,7 @@ if (backends.includes('postgres') && pgFiles.length > 0) {
     console.log(`\n=== backend: postgres (database ${database}) ===`);
     const url = new URL(base);
     url.pathname = `/${database}`;
-    const pgStatus = run(pgFiles, { TEST_BACKEND: 'postgres', TEST_DATABASE_URL: url.toString() });
+    const pgStatus = await run(pgFiles, { TEST_BACKEND: 'postgres', TEST_DATABASE_URL: url.toString() });
     status = status || pgStatus;
     await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch((err) => console.error(`run-tests: could not drop ${database}: ${err.message}`));
   }
