@@ -24,7 +24,7 @@ test('copy-jobs moves every job once; the copied queue then runs on the new stor
   assert.deepEqual([done?.id, held?.id], [doneId, heldId]);
   await old.completeJob(doneId, done!.leaseToken, { outputText: 'the old answer', usage: { total_tokens: 7 }, response: { id: 'chatcmpl-old' } });
   const queuedId = await enqueueJob(old, 'still waiting');
-  await old.recordHeartbeat({ id: 'old-worker', host: 'old-host', pid: 4242, startedAt: Date.now(), lastSeenAt: Date.now(), jobsDone: 1 });
+  await old.recordHeartbeat({ id: 'old-worker', host: 'old-host', pid: 4242, startedAt: Date.now(), lastSeenAt: Date.now(), jobsDone: 1, clockOffsetMs: 0 });
 
   const cli = async (...args: string[]) => {
     const { OPENAI_API_KEY: _key, ...adminEnv } = env;

@@ -562,14 +562,14 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
-    await store.recordHeartbeat({ id: 'gone', host: 'h', pid: 1, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0 });
+    await store.recordHeartbeat({ id: 'gone', host: 'h', pid: 1, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0, clockOffsetMs: 0 });
     const { job: old } = await store.createJob(job());
     const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
     assert.ok(held);
     await store.completeJob(held.id, held.leaseToken, { outputText: 'x', usage: null, response: {} });
     c.advance(10_000);
     const { job: pending } = await store.createJob(job());
-    await store.recordHeartbeat({ id: 'alive', host: 'h', pid: 2, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0 });
+    await store.recordHeartbeat({ id: 'alive', host: 'h', pid: 2, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0, clockOffsetMs: 0 });
     assert.equal(await store.deleteFinishedBefore(c.now() - 5000), 1);
     assert.equal(await store.getJob(old.id), null);
     assert.ok(await store.getJob(pending.id));
@@ -807,10 +807,13 @@ for (const backend of backends) {
     const again = await store.getJob(created.id);
     assert.deepEqual([again?.status, again?.attempts, again?.error], ['queued', 0, null]);
 
-    await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 2 });
-    await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 3 });
-    assert.deepEqual((await store.listWorkers(Date.now() - 1000)).map((w) => [w.id, w.jobsDone]), [['w1', 3]]);
+    await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 2, clockOffsetMs: -1500 });
+    await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 3, clockOffsetMs: 2 });
+    // A worker of the release before wrote no clock offset.
+    await store.recordHeartbeat({ id: 'w2', host: 'h', pid: 2, startedAt: 2, lastSeenAt: Date.now(), jobsDone: 0, clockOffsetMs: null });
+    assert.deepEqual((await store.listWorkers(Date.now() - 1000)).map((w) => [w.id, w.jobsDone, w.clockOffsetMs]), [['w1', 3, 2], ['w2', 0, null]]);
     await store.removeHeartbeat('w1');
+    await store.removeHeartbeat('w2');
     assert.deepEqual(await store.listWorkers(0), []);
   });
 
@@ -974,10 +977,12 @@ for (const backend of backends) {
     assert.ok(Math.abs(ahead.now() - Date.now()) < 250, `the host a minute ahead reads ${ahead.now() - Date.now()} ms off the server`);
     assert.equal(reports.length, 1);
     assert.ok(Math.abs(reports[0]! + 60_000) < 250, `reported ${reports[0]} ms`);
+    assert.equal(ahead.clockOffsetMs(), reports[0], 'the offset it goes by is the one reported');
+    assert.ok(Math.abs(here.clockOffsetMs()) < 250, `the host on the server's clock is ${here.clockOffsetMs()} ms off`);
 
     const { job: held } = await here.createJob(job());
     assert.equal((await here.claimJobs({ workerId: 'here', limit: 1, leaseMs: 30_000 })).length, 1);
-    await here.recordHeartbeat({ id: 'here', host: 'h1', pid: 1, startedAt: here.now(), lastSeenAt: here.now(), jobsDone: 0 });
+    await here.recordHeartbeat({ id: 'here', host: 'h1', pid: 1, startedAt: here.now(), lastSeenAt: here.now(), jobsDone: 0, clockOffsetMs: 0 });
     assert.deepEqual(await ahead.claimJobs({ workerId: 'ahead', limit: 1, leaseMs: 30_000 }), [], 'the lease, 30 s by the server, is not lapsed');
     assert.deepEqual((await ahead.listWorkers(ahead.now() - WORKER_ALIVE_MS)).map((w) => w.id), ['here']);
 

@@ -262,7 +262,7 @@ export function createWorker(options: WorkerOptions): Worker {
         if (mode === 'daemon') {
           if (at - lastHeartbeat >= (options.heartbeatMs ?? 5000)) {
             lastHeartbeat = at;
-            await options.store.recordHeartbeat({ id, host: hostname(), pid: process.pid, startedAt, lastSeenAt: at, jobsDone });
+            await options.store.recordHeartbeat({ id, host: hostname(), pid: process.pid, startedAt, lastSeenAt: at, jobsDone, clockOffsetMs: options.store.clockOffsetMs() });
           }
           if (at - lastHousekeeping >= (options.housekeepingMs ?? 60_000) && !housekeepingRun) {
             lastHousekeeping = at;

@@ -137,6 +137,11 @@ export interface WorkerHeartbeat {
   startedAt: number;
   lastSeenAt: number;
   jobsDone: number;
+  /**
+   * The store's clock minus the worker host's, in ms, as the worker last measured it (`clockOffsetMs`
+   * below): positive when its host's clock is behind. Null from a worker of a release before this.
+   */
+  clockOffsetMs: number | null;
 }
 
 /** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
@@ -173,6 +178,12 @@ export interface JobStore {
    * disagree (postgres/db-clock.ts).
    */
   now(): number;
+  /**
+   * How far `now()` is from this host's clock (the store's minus the host's, in ms): 0 on SQLite;
+   * on PostgreSQL the offset last measured. It is reported, not acted on: the proxy goes by `now()`
+   * either way, but a host far off has its NTP to mend.
+   */
+  clockOffsetMs(): number;
 
   /** Enqueues a job, or returns the existing job when this client already used the nonce. */
   createJob(job: NewJob): Promise<CreateResult>;

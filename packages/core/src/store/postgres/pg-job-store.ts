@@ -2,6 +2,7 @@ import pg from 'pg';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
+import { toHeartbeat, type WorkerRow } from '../worker-row.js';
 import { FINAL_STATUSES, LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
@@ -390,6 +391,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const store: JobStore = {
     kind: 'postgres',
     now,
+    clockOffsetMs: () => clock?.offsetMs ?? 0,
 
     async createJob(job) {
       const at = now();
@@ -723,9 +725,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async recordHeartbeat(beat) {
       await db.query(
-        `INSERT INTO workers (id, host, pid, started_at, last_seen_at, jobs_done) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, jobs_done = excluded.jobs_done`,
-        [beat.id, beat.host, beat.pid, beat.startedAt, beat.lastSeenAt, beat.jobsDone],
+        `INSERT INTO workers (id, host, pid, started_at, last_seen_at, jobs_done, clock_offset_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, jobs_done = excluded.jobs_done, clock_offset_ms = excluded.clock_offset_ms`,
+        [beat.id, beat.host, beat.pid, beat.startedAt, beat.lastSeenAt, beat.jobsDone, beat.clockOffsetMs],
       );
     },
 
@@ -734,11 +736,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async listWorkers(seenSince) {
-      const { rows } = await db.query<{ id: string; host: string; pid: number; started_at: number; last_seen_at: number; jobs_done: number }>(
-        'SELECT * FROM workers WHERE last_seen_at >= $1 ORDER BY started_at',
+      const { rows } = await db.query<WorkerRow>(
+        'SELECT id, host, pid, started_at, last_seen_at, jobs_done, clock_offset_ms FROM workers WHERE last_seen_at >= $1 ORDER BY started_at',
         [seenSince],
       );
-      return rows.map((r) => ({ id: r.id, host: r.host, pid: r.pid, startedAt: r.started_at, lastSeenAt: r.last_seen_at, jobsDone: r.jobs_done }));
+      return rows.map(toHeartbeat);
     },
 
     async readCounters() {

@@ -22,6 +22,7 @@ import {
   type WorkerHeartbeat,
 } from '../types.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
+import { toHeartbeat, type WorkerRow } from '../worker-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
@@ -191,6 +192,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const store: JobStore = {
     kind: 'sqlite',
     now,
+    clockOffsetMs: () => 0,
 
     createJob(job: NewJob): Promise<CreateResult> {
       const at = now();
@@ -316,7 +318,15 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async recordHeartbeat(beat: WorkerHeartbeat) {
-      sql.upsertWorker.run({ id: beat.id, host: beat.host, pid: beat.pid, started_at: beat.startedAt, last_seen_at: beat.lastSeenAt, jobs_done: beat.jobsDone });
+      sql.upsertWorker.run({
+        id: beat.id,
+        host: beat.host,
+        pid: beat.pid,
+        started_at: beat.startedAt,
+        last_seen_at: beat.lastSeenAt,
+        jobs_done: beat.jobsDone,
+        clock_offset_ms: beat.clockOffsetMs,
+      });
     },
 
     async removeHeartbeat(id) {
@@ -324,14 +334,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async listWorkers(seenSince) {
-      return sql.liveWorkers.all(seenSince).map((r) => ({
-        id: r.id,
-        host: r.host,
-        pid: r.pid,
-        startedAt: r.started_at,
-        lastSeenAt: r.last_seen_at,
-        jobsDone: r.jobs_done,
-      }));
+      return sql.liveWorkers.all(seenSince).map(toHeartbeat);
     },
 
     async changeCounter() {
@@ -578,13 +581,13 @@ function prepareStatements(db: Db) {
     countByStatus: db.prepare<[], { status: JobStatus; n: number }>('SELECT status, n FROM job_counts'),
 
     upsertWorker: db.prepare(`
-      INSERT INTO workers (id, host, pid, started_at, last_seen_at, jobs_done)
-      VALUES (@id, @host, @pid, @started_at, @last_seen_at, @jobs_done)
-      ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, jobs_done = excluded.jobs_done`),
+      INSERT INTO workers (id, host, pid, started_at, last_seen_at, jobs_done, clock_offset_ms)
+      VALUES (@id, @host, @pid, @started_at, @last_seen_at, @jobs_done, @clock_offset_ms)
+      ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, jobs_done = excluded.jobs_done, clock_offset_ms = excluded.clock_offset_ms`),
     deleteWorker: db.prepare<[string]>('DELETE FROM workers WHERE id = ?'),
     pruneWorkers: db.prepare<[number]>('DELETE FROM workers WHERE last_seen_at < ?'),
-    liveWorkers: db.prepare<[number], { id: string; host: string; pid: number; started_at: number; last_seen_at: number; jobs_done: number }>(
-      'SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY started_at',
+    liveWorkers: db.prepare<[number], WorkerRow>(
+      'SELECT id, host, pid, started_at, last_seen_at, jobs_done, clock_offset_ms FROM workers WHERE last_seen_at >= ? ORDER BY started_at',
     ),
 
     pacing: db.prepare<[], { name: 'requests' | 'tokens' | 'pause'; tat: number }>('SELECT name, tat FROM upstream_pacing'),
