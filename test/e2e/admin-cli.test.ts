@@ -33,7 +33,9 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   assert.equal(parsed.workers_alive, 1);
   // The same words and units as /health's workers: snake_case, Unix seconds.
   const [seen] = parsed.workers as Array<Record<string, unknown>>;
-  assert.deepEqual(Object.keys(seen!).sort(), ['host', 'id', 'jobs_done', 'last_seen_at', 'pid', 'started_at']);
+  assert.deepEqual(Object.keys(seen!).sort(), ['clock_offset_ms', 'host', 'id', 'jobs_done', 'last_seen_at', 'pid', 'started_at']);
+  // The worker measured its clock against the store's: 0 on SQLite; the PostgreSQL server runs on this machine.
+  assert.ok(typeof seen!.clock_offset_ms === 'number' && Math.abs(seen!.clock_offset_ms) < 250, `clock_offset_ms ${seen!.clock_offset_ms}`);
   assert.equal(seen!.pid, daemon.proc.pid);
   assert.ok(Math.abs((seen!.last_seen_at as number) - Date.now() / 1000) < 60, `last_seen_at ${seen!.last_seen_at} is in Unix seconds`);
   assert.match((await cli('stats')).out, /failed\s+2/);

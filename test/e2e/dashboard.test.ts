@@ -57,6 +57,8 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   const failedRow = await page.textContent('#failed tbody');
   assert.match(failedRow ?? '', /upstream_invalid_request_error: bad request <script>alert\(1\)<\/script>/, 'error text shown as text');
   assert.equal(await page.locator('#workers tbody tr').count(), 1);
+  // The worker's clock against the store's, as its heartbeat reported it: one machine here.
+  assert.match((await page.textContent('#workers tbody td:nth-child(5)')) ?? '', /^(in step|\d+ ms (ahead|behind))$/);
   assert.deepEqual(dialogs, [], 'no script from the data ran');
   assert.equal(await page.evaluate('sessionStorage.getItem("proxyKey") !== null && localStorage.length === 0'), true, 'the key is kept for the session only');
 

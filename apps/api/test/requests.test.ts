@@ -419,12 +419,12 @@ test('cancel racing the job\'s end: a job that finished between the read and the
 test('health: the public sees only the status; a client key also sees the queue and live workers', async (t) => {
   const api = await startTestApi(t);
   await postSigned(api.url, api.key, api.secret, { prompt: 'count me' });
-  await api.store.recordHeartbeat({ id: 'host:1:ab', host: 'host', pid: 1, startedAt: Date.now() - 1000, lastSeenAt: Date.now(), jobsDone: 7 });
-  await api.store.recordHeartbeat({ id: 'host:2:cd', host: 'host', pid: 2, startedAt: Date.now() - 90_000, lastSeenAt: Date.now() - 60_000, jobsDone: 1 });
+  await api.store.recordHeartbeat({ id: 'host:1:ab', host: 'host', pid: 1, startedAt: Date.now() - 1000, lastSeenAt: Date.now(), jobsDone: 7, clockOffsetMs: -1234 });
+  await api.store.recordHeartbeat({ id: 'host:2:cd', host: 'host', pid: 2, startedAt: Date.now() - 90_000, lastSeenAt: Date.now() - 60_000, jobsDone: 1, clockOffsetMs: 0 });
   assert.deepEqual((await getJson(api.url, '/health')).json, { status: 'ok' });
   const detailed = await getJson(api.url, '/health', api.key);
   assert.equal(detailed.json.queue.queued, 1);
-  assert.deepEqual(detailed.json.workers.map((w: any) => [w.id, w.jobs_done]), [['host:1:ab', 7]]);
+  assert.deepEqual(detailed.json.workers.map((w: any) => [w.id, w.jobs_done, w.clock_offset_ms]), [['host:1:ab', 7, -1234]]);
 });
 
 test("stats: the hour's finished jobs per minute for the whole service, the caller's own latest failures, and the time the minutes count back from (the store's clock)", async (t) => {

@@ -64,6 +64,8 @@ export interface WorkerView {
   started_at: number;
   last_seen_at: number;
   jobs_done: number;
+  /** The store's clock minus the worker host's, in ms (0 on SQLite; null from an older worker). */
+  clock_offset_ms: number | null;
 }
 
 export function toWorkerView(worker: WorkerHeartbeat): WorkerView {
@@ -74,5 +76,6 @@ export function toWorkerView(worker: WorkerHeartbeat): WorkerView {
     started_at: seconds(worker.startedAt),
     last_seen_at: seconds(worker.lastSeenAt),
     jobs_done: worker.jobsDone,
+    clock_offset_ms: worker.clockOffsetMs,
   };
 }

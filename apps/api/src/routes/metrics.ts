@@ -1,6 +1,6 @@
 import { BlockList, isIPv4 } from 'node:net';
 import type { RequestHandler } from 'express';
-import { AppError, LATENCY_BUCKETS, WORKER_ALIVE_MS, type ClientRegistry, type CounterValue, type JobStore } from '@proxy/core';
+import { AppError, LATENCY_BUCKETS, WORKER_ALIVE_MS, type ClientRegistry, type CounterValue, type JobStore, type WorkerHeartbeat } from '@proxy/core';
 import type { ApiMetrics } from '../metrics.js';
 import { clientIp } from '../middleware/rate-limit.js';
 
@@ -45,12 +45,12 @@ export function metricsHandler({ store, clients, metrics, allow, now }: MetricsD
       store.oldestDueAt(),
       store.listWorkers(now() - WORKER_ALIVE_MS),
     ]);
-    const shared = renderShared(counters, queue, oldest === null ? 0 : Math.max(0, (now() - oldest) / 1000), workers.length);
+    const shared = renderShared(counters, queue, oldest === null ? 0 : Math.max(0, (now() - oldest) / 1000), workers, store.clockOffsetMs());
     res.type(metrics.registry.contentType).send(`${own}\n${shared}`);
   };
 }
 
-function renderShared(counters: CounterValue[], queue: Record<string, number>, oldestAge: number, workersAlive: number): string {
+function renderShared(counters: CounterValue[], queue: Record<string, number>, oldestAge: number, workers: WorkerHeartbeat[], ownOffsetMs: number): string {
   const out: string[] = [];
   const family = (name: string, type: string, help: string, rows: Array<[Record<string, string>, number]>) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -76,7 +76,14 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
 
   family('proxy_queue_depth', 'gauge', 'Jobs by status now', Object.entries(queue).map(([status, n]): [Record<string, string>, number] => [{ status }, n]));
   family('proxy_oldest_queued_age_seconds', 'gauge', 'How long the longest-waiting due job has waited for a worker, in seconds (0 when none)', [[{}, Math.round(oldestAge * 1000) / 1000]]);
-  family('proxy_workers_alive', 'gauge', 'Workers with a heartbeat in the last 30 s', [[{}, workersAlive]]);
+  family('proxy_workers_alive', 'gauge', 'Workers with a heartbeat in the last 30 s', [[{}, workers.length]]);
+  // Clocks: the proxy goes by the database's, but a host far from it has its NTP to mend. One series
+  // for this process and one for the farthest live worker, not one per worker: their ids change at
+  // every restart.
+  const offsets = workers.map((w) => w.clockOffsetMs).filter((ms): ms is number => ms !== null);
+  const farthest = offsets.reduce((far, ms) => (Math.abs(ms) > Math.abs(far) ? ms : far), 0);
+  family('proxy_clock_offset_seconds', 'gauge', "The database's clock minus this host's, in seconds (0 on SQLite)", [[{}, ownOffsetMs / 1000]]);
+  family('proxy_workers_clock_offset_max_seconds', 'gauge', "Of the live workers, the offset farthest from 0 of the database's clock minus its host's, in seconds", [[{}, farthest / 1000]]);
   return `${out.join('\n')}\n`;
 }
 

@@ -98,11 +98,19 @@ async function refresh() {
     drawBars('chart-completed', perMinute(stats.body.per_minute ?? [], ['completed'], now), 'completed');
     drawBars('chart-failed', perMinute(stats.body.per_minute ?? [], ['failed', 'expired'], now), 'failed');
     fillTable('failed', (stats.body.latest_failed ?? []).map((j) => [j.id, j.model, time(j.finished_at), j.error ? `${j.error.code}: ${j.error.message}` : '']), 'no failed jobs');
-    fillTable('workers', (health.body.workers ?? []).map((w) => [w.id, w.pid, w.jobs_done, time(w.last_seen_at)]), 'no live worker');
+    fillTable('workers', (health.body.workers ?? []).map((w) => [w.id, w.pid, w.jobs_done, time(w.last_seen_at), clockText(w.clock_offset_ms)]), 'no live worker');
   } catch (err) {
     $('state').textContent = 'cannot reach the API';
     $('state').className = 'state down';
   }
+}
+
+/** A worker host's clock against the store's, as its heartbeat reported it (the store's minus the host's, ms). */
+function clockText(offsetMs) {
+  if (offsetMs === null || offsetMs === undefined) return 'not reported';
+  if (offsetMs === 0) return 'in step';
+  const size = Math.abs(offsetMs) < 1000 ? `${Math.abs(offsetMs)} ms` : `${(Math.abs(offsetMs) / 1000).toFixed(1)} s`;
+  return `${size} ${offsetMs > 0 ? 'behind' : 'ahead'}`;
 }
 
 function show() {

@@ -12,8 +12,16 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
         table(['status', 'jobs'], Object.entries(queue)),
         '',
         `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
-        `workers alive: ${workers.length}${workers.length ? `\n${table(['worker', 'pid', 'jobs done', 'last seen'], workers.map((w) => [w.id, w.pid, w.jobsDone, `${Math.round((now - w.lastSeenAt) / 1000)} s ago`]))}` : ''}`,
+        `workers alive: ${workers.length}${workers.length ? `\n${table(['worker', 'pid', 'jobs done', 'last seen', 'clock'], workers.map((w) => [w.id, w.pid, w.jobsDone, `${Math.round((now - w.lastSeenAt) / 1000)} s ago`, clockText(w.clockOffsetMs)]))}` : ''}`,
       ].join('\n'),
     );
   });
+}
+
+/** A worker host's clock against the store's, as its heartbeat reported it (the store's minus the host's). */
+function clockText(offsetMs: number | null): string {
+  if (offsetMs === null) return 'not reported';
+  if (offsetMs === 0) return 'in step';
+  const size = Math.abs(offsetMs) < 1000 ? `${Math.abs(offsetMs)} ms` : `${(Math.abs(offsetMs) / 1000).toFixed(1)} s`;
+  return `${size} ${offsetMs > 0 ? 'behind' : 'ahead'}`;
 }
