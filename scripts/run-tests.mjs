@@ -37,16 +37,19 @@ const SQLITE_ONLY = ['sqlite-store.test.ts', 'store-contract.test.ts', 'entry-po
 const ALONE = ['long-poll.test.ts', 'multi-host.test.ts', 'backlogs.test.ts'];
 
 // A test file whose process never exits (a connection or timer left open once its tests end) would
-// hold the run until CI's own limit, 90 minutes, and say nothing of where. Each batch gets
-// TEST_BATCH_MINUTES (15; the whole suite takes 4-5 minutes on the 2-core machine): past it, the
-// files still running are named and their processes killed, and the run fails.
+// hold the run until CI's own limit, 90 minutes, and say nothing of where. Node's runner stops a
+// file still running after TEST_FILE_MINUTES (8; the longest file takes well under two here) and
+// names it. Should a batch itself still run after TEST_BATCH_MINUTES (15; the whole suite takes
+// 4-5 minutes on the 2-core machine), the files still running are named, their processes killed,
+// and the run fails.
+const FILE_MS = Number(process.env.TEST_FILE_MINUTES ?? 8) * 60_000;
 const BATCH_MS = Number(process.env.TEST_BATCH_MINUTES ?? 15) * 60_000;
 
 async function spawnTests(list, env, concurrency) {
   if (list.length === 0) return 0;
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...list.map((f) => relative(root, f))],
+    ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${FILE_MS}`, '--test-reporter=spec', ...list.map((f) => relative(root, f))],
     { cwd: root, stdio: 'inherit', detached: true, env: { ...process.env, FORCE_COLOR: '0', ...env } },
   );
   // Its own process group, so the files it runs can be killed with it; Ctrl-C here reaches them too.
