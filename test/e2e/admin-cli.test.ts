@@ -38,7 +38,10 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   assert.ok(typeof seen!.clock_offset_ms === 'number' && Math.abs(seen!.clock_offset_ms) < 250, `clock_offset_ms ${seen!.clock_offset_ms}`);
   assert.equal(seen!.pid, daemon.proc.pid);
   assert.ok(Math.abs((seen!.last_seen_at as number) - Date.now() / 1000) < 60, `last_seen_at ${seen!.last_seen_at} is in Unix seconds`);
-  assert.match((await cli('stats')).out, /failed\s+2/);
+  const statsText = (await cli('stats')).out;
+  assert.match(statsText, /failed\s+2/);
+  // The worker's row ends with its clock against the store's.
+  assert.match(statsText, new RegExp(`${daemon.proc.pid}\\s.*\\s(in step|\\d+ ms (ahead|behind))\\s*$`, 'm'));
 
   const list = await cli('jobs', '--status', 'failed', '--limit', '20', '--json');
   const listed = JSON.parse(list.out) as Array<{ id: string; error: { code: string } }>;
