@@ -1,0 +1,75 @@
+/**
+ * scripts/run-tests.mjs, the runner behind `npm test`: a test file that never exits must fail the
+ * run, named, within its limit, and leave no process behind; it once held CI to its 90 minutes.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { after, test } from 'node:test';
+import { ROOT } from '../helpers/index.ts';
+
+const NEVER_EXITS = 'test/tooling/fixtures/never-exits.ts';
+const EXITS = 'test/tooling/fixtures/exits.ts';
+
+/** Runs run-tests.mjs on `files` (SQLite only) with `env`; its exit code, output and time taken. */
+function runTests(files: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; ms: number }> {
+  const began = performance.now();
+  // Without the variable Node's runner sets in the files it runs: with it, a nested runner runs nothing.
+  const { NODE_TEST_CONTEXT: _, ...outer } = process.env;
+  const child = spawn(process.execPath, ['scripts/run-tests.mjs', ...files], { cwd: ROOT, env: { ...outer, BACKENDS: 'sqlite', ...env } });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  // A runner that never stops its files would hold this test too: stopped after a minute. Its files
+  // may then hold its output open, so the answer comes a second after it exits at the latest.
+  const timer = setTimeout(() => child.kill('SIGTERM'), 60_000);
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      resolve({ code: child.exitCode, out, ms: performance.now() - began });
+    };
+    child.on('close', done);
+    child.on('exit', () => setTimeout(done, 1000).unref());
+  });
+}
+
+/** The processes whose command line names `file`, read from /proc. */
+function processesRunning(file: string): number[] {
+  const pids: number[] = [];
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(file)) pids.push(Number(pid));
+    } catch {
+      // Gone while read.
+    }
+  }
+  return pids;
+}
+
+// Whatever a failing runner left of the file that never exits goes with this test file.
+after(() => {
+  for (const pid of processesRunning(NEVER_EXITS)) process.kill(pid, 'SIGKILL');
+});
+
+test('a file that passes and exits passes the run', async () => {
+  const run = await runTests([EXITS], { TEST_FILE_MINUTES: '0.05' });
+  assert.equal(run.code, 0, run.out);
+  assert.match(run.out, /✔ passes \(/, 'the file ran');
+});
+
+test('a test file that never exits is stopped after TEST_FILE_MINUTES and named; the run fails, and the files beside it still run', async () => {
+  const run = await runTests([NEVER_EXITS, EXITS], { TEST_FILE_MINUTES: '0.05' });
+  assert.equal(run.code, 1, run.out);
+  assert.match(run.out, /never-exits\.ts.*\n\s*'test timed out after 3000ms'/);
+  assert.match(run.out, /✔ passes \(/, 'the file beside it ran');
+  assert.ok(run.ms < 30_000, `the run took ${Math.round(run.ms)} ms`);
+  assert.deepEqual(processesRunning(NEVER_EXITS), [], 'processes of the file are left');
+});
+
+test('a batch still running after TEST_BATCH_MINUTES names the files still running, kills them, and fails the run', async () => {
+  const run = await runTests([NEVER_EXITS, EXITS], { TEST_FILE_MINUTES: '10', TEST_BATCH_MINUTES: '0.05' });
+  assert.equal(run.code, 1, run.out);
+  assert.match(run.out, /run-tests: still running after 0\.05 minutes, killed: test\/tooling\/fixtures\/never-exits\.ts\n/);
+  assert.ok(run.ms < 30_000, `the run took ${Math.round(run.ms)} ms`);
+  assert.deepEqual(processesRunning(NEVER_EXITS), [], 'processes of the file are left');
+});
