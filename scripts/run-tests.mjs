@@ -64,7 +64,8 @@ async function spawnTests(list, env, concurrency) {
   const status = await Promise.race([exited, late]);
   clearTimeout(timer);
   if (status !== 'late') return status;
-  const running = list.map((f) => relative(root, f)).filter((f) => stillRunning(child.pid).includes(f));
+  const alive = stillRunning(child.pid);
+  const running = list.map((f) => relative(root, f)).filter((f) => alive.includes(f));
   console.error(`run-tests: still running after ${BATCH_MS / 60_000} minutes, killed: ${running.join(', ') || 'the test runner'}`);
   process.kill(-child.pid, 'SIGKILL');
   await exited;
@@ -77,6 +78,7 @@ async function spawnTests(list, env, concurrency) {
  */
 function stillRunning(pgid) {
   let text = '';
+  if (!existsSync('/proc')) return text;
   for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name) && Number(name) !== pgid)) {
     try {
       // Field 5 of stat is the process group; the command name before it may hold spaces.
