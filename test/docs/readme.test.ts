@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { SETTINGS } from '../../packages/core/src/config.ts';
@@ -31,6 +31,23 @@ test('the configuration table lists every setting the code reads', () => {
 test('the error table lists every code with its HTTP status', () => {
   const table = section('### Error codes');
   for (const [code, status] of Object.entries(ERROR_STATUS)) assert.match(table, new RegExp(`\\| \`${code}\` \\| ${status} \\|`), code);
+});
+
+test('every link to a heading in README and docs/ names a heading that exists', () => {
+  // GitHub's anchors: lower case, punctuation other than '-' and '_' dropped, spaces as hyphens.
+  const slug = (heading: string) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N}_\- ]/gu, '').replace(/ /g, '-');
+  const headings = (text: string) => new Set([...text.matchAll(/^#{1,6} (.+)$/gm)].map((m) => slug(m[1] as string)));
+  const files = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  const broken: string[] = [];
+  for (const file of files) {
+    const text = readFileSync(join(ROOT, file), 'utf8');
+    for (const [link, target, anchor] of text.matchAll(/\]\(([^)#\s]*)#([^)\s]+)\)/g)) {
+      if (/^[a-z]+:/.test(target as string)) continue;
+      const path = target ? join(dirname(join(ROOT, file)), target as string) : join(ROOT, file);
+      if (!headings(readFileSync(path, 'utf8')).has(anchor as string)) broken.push(`${file}: ${link}`);
+    }
+  }
+  assert.deepEqual(broken, []);
 });
 
 test('the JSON examples have exactly the fields the API really returns', async (t) => {
