@@ -863,6 +863,27 @@ for (const backend of backends) {
     assert.notEqual(await watcher.changeCounter(), before);
   });
 
+  test('another connection is told of a commit through watchChanges, and no more once it stops watching', async (t) => {
+    const place = await backend.place(t);
+    const writer = await place.open();
+    const watcher = await place.open();
+    let told = 0;
+    const stop = watcher.watchChanges(() => (told += 1));
+    assert.ok(stop, 'a store on a file or a server can watch');
+    // On PostgreSQL, subscribing opens the listening connection; it is told once it listens.
+    if (watcher.kind === 'postgres') await eventually(async () => told > 0, 5000, 10);
+    const before = told;
+    await writer.createJob(job());
+    await eventually(async () => told > before, 2000, 5);
+    stop();
+    // Notices already on their way (a commit writes the log more than once) land first.
+    await new Promise((r) => setTimeout(r, 100));
+    const stopped = told;
+    await writer.createJob(job());
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(told, stopped, 'no notice after stop');
+  });
+
   // PostgreSQL only: SQLite has no listening connection to lose.
   if (backend.name === 'postgres') test('postgres: a dropped LISTEN connection is replaced, and notifications flow again', async (t) => {
     const place = await backend.place(t);

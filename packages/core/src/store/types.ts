@@ -275,6 +275,14 @@ export interface JobStore {
 
   /** A number that changes whenever another connection commits: a cheap "anything new?" probe. */
   changeCounter(): Promise<number>;
+  /**
+   * Calls `listener` soon after a connection may have committed, where the store can be told of
+   * it: SQLite watches its write-ahead log on this machine, PostgreSQL relays the change listener's
+   * notifications. A hint to read changeCounter (which stays the truth; a notice may come a moment
+   * before the commit is visible), so a reader can wait for it instead of polling. Returns the
+   * function that stops the calls, or null where the store cannot watch (the reader then polls).
+   */
+  watchChanges(listener: () => void): (() => void) | null;
   /** Resolves when the database answers a query and its file is still the one in use; rejects otherwise. */
   ping(): Promise<void>;
   /** Bounds the write-ahead log (SQLite) so it cannot grow while readers are busy. */

@@ -4,14 +4,19 @@ import pg from 'pg';
  * How long the listening connection stays open after the change counter was last read. Listening
  * costs the process a wakeup for every commit to the jobs on the whole server, wanted or not:
  * measured (profile.ts longpoll), an API nobody long-polled used 5% of a core while a worker drained
- * 1,000 jobs a second. A worker's loop reads the counter whenever it waits for work, so an idle
- * worker always listens; an API listens only while long-polls wait, and for this long after.
+ * 1,000 jobs a second. A worker daemon subscribes (JobStore.watchChanges), so it always listens;
+ * an API listens only while long-polls wait, and for this long after.
  */
 export const LISTEN_IDLE_MS = 30_000;
 
 export interface ChangeListener {
   /** A number that moves when a job changes anywhere (and once a `fallbackPollMs` regardless). */
   counter(): number;
+  /**
+   * Calls `onChange` whenever the counter moves for a notification or a new connection (not the
+   * fallback), and keeps a connection listening while anyone is subscribed.
+   */
+  subscribe(onChange: () => void): () => void;
   close(): Promise<void>;
 }
 
@@ -33,6 +38,11 @@ export interface ChangeListenerOptions {
 export function createChangeListener(options: ChangeListenerOptions): ChangeListener {
   const idleMs = options.idleMs ?? LISTEN_IDLE_MS;
   let changes = 0;
+  const subscribers = new Set<() => void>();
+  const changed = () => {
+    changes += 1;
+    for (const onChange of subscribers) onChange();
+  };
   let closed = false;
   let lastRead = 0;
   // The connection listening, or being opened to listen.
@@ -46,19 +56,19 @@ export function createChangeListener(options: ChangeListenerOptions): ChangeList
     // A dropped connection: the fallback poll covers the gap, and the next read (after a second, so a
     // server that is down is not asked in a loop) opens another.
     const lost = () => {
-      changes += 1;
+      changed();
       if (client === own) {
         client = null;
         retryAfter = performance.now() + 1000;
       }
       own.end().catch(() => undefined);
     };
-    own.on('notification', () => (changes += 1));
+    own.on('notification', changed);
     own.on('error', lost);
     try {
       await own.connect();
       await own.query('LISTEN proxy_jobs');
-      changes += 1;
+      changed();
     } catch {
       lost();
     }
@@ -66,7 +76,7 @@ export function createChangeListener(options: ChangeListenerOptions): ChangeList
 
   const fallback = setInterval(() => {
     changes += 1;
-    if (client && performance.now() - lastRead > idleMs) {
+    if (client && subscribers.size === 0 && performance.now() - lastRead > idleMs) {
       const idle = client;
       client = null;
       idle.removeAllListeners('notification');
@@ -81,8 +91,15 @@ export function createChangeListener(options: ChangeListenerOptions): ChangeList
       if (!client && !closed && lastRead >= retryAfter) void listen();
       return changes;
     },
+    subscribe(onChange) {
+      subscribers.add(onChange);
+      // Listening from now on, and for as long as anyone is subscribed, read or not.
+      if (!client && !closed) void listen();
+      return () => void subscribers.delete(onChange);
+    },
     async close() {
       closed = true;
+      subscribers.clear();
       clearInterval(fallback);
       const last = client;
       client = null;

@@ -757,6 +757,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return listener.counter();
     },
 
+    watchChanges(onChange) {
+      return listener.subscribe(onChange);
+    },
+
     async ping() {
       await db.query('SELECT 1 FROM jobs LIMIT 1');
     },

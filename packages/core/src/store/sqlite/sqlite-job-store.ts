@@ -1,4 +1,4 @@
-import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, statSync, watch } from 'node:fs';
 import type { Statement } from 'better-sqlite3';
 import { createCounters } from './counters.js';
 import { createFinishedMinutes } from './finished-minutes.js';
@@ -339,6 +339,22 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async changeCounter() {
       return sql.dataVersion.pluck().get() as number;
+    },
+
+    watchChanges(listener) {
+      if (options.path === ':memory:') return null;
+      // Every commit appends to the -wal file, which keeps its inode while this connection is open
+      // (see wal-sync.ts), so inotify (kqueue, ReadDirectoryChangesW) reports each one. Events also
+      // come for this connection's own commits and checkpoints: a notice is only a hint.
+      let watcher: ReturnType<typeof watch>;
+      try {
+        watcher = watch(`${options.path}-wal`, { persistent: false }, () => listener());
+      } catch {
+        return null;
+      }
+      // A watch that fails later (the file removed under us) ends; the reader's slow poll remains.
+      watcher.on('error', () => watcher.close());
+      return () => watcher.close();
     },
 
     async ping() {
