@@ -72,6 +72,25 @@ function script(...replies: Array<ReturnType<StubBehaviour>>): StubBehaviour {
   return (call) => replies[Math.min(call.n - 1, replies.length - 1)] as ReturnType<StubBehaviour>;
 }
 
+test('an idle daemon is told of a new job by its store, instead of finding it at its next poll', async (t) => {
+  // Polls 5 s apart: only a notice (SQLite's log watched, PostgreSQL's notifications) is sooner.
+  const { stub, enqueue } = await setUp(t, () => ({}), { pollMs: 5000 });
+  // Its first claim found nothing (and on PostgreSQL its listening connection is open).
+  await new Promise((r) => setTimeout(r, 500));
+  const waits: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const before = stub.calls.length;
+    const began = Date.now();
+    await enqueue(`told ${i}`);
+    await eventually(async () => stub.calls.length > before, 15_000, 5);
+    waits.push(Date.now() - began);
+    // Idle again, past the moment after its own writes in which it polls (NOTICE_SETTLE_MS).
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  // The median: a notice that came a moment before its commit was visible costs one poll.
+  assert.ok([...waits].sort((a, b) => a - b)[2]! < 1000, `calls began ${waits.join(', ')} ms after their jobs were queued`);
+});
+
 test('429 with Retry-After: waits that long (in the database), then completes', async (t) => {
   const { stub, store, enqueue } = await setUp(t, script({ status: 429, headers: { 'retry-after': '1' } }, {}));
   const id = await enqueue('limited');
