@@ -4,8 +4,9 @@ import pg from 'pg';
  * How long the listening connection stays open after the change counter was last read. Listening
  * costs the process a wakeup for every commit to the jobs on the whole server, wanted or not:
  * measured (profile.ts longpoll), an API nobody long-polled used 5% of a core while a worker drained
- * 1,000 jobs a second. A worker daemon subscribes (JobStore.watchChanges), so it always listens;
- * an API listens only while long-polls wait, and for this long after.
+ * 1,000 jobs a second. An idle worker daemon subscribes while it sleeps (JobStore.watchChanges) and
+ * reads the counter when it wakes, so it always listens; an API listens only while long-polls wait,
+ * and for this long after.
  */
 export const LISTEN_IDLE_MS = 30_000;
 
@@ -93,8 +94,9 @@ export function createChangeListener(options: ChangeListenerOptions): ChangeList
     },
     subscribe(onChange) {
       subscribers.add(onChange);
-      // Listening from now on, and for as long as anyone is subscribed, read or not.
-      if (!client && !closed) void listen();
+      // Listening from now on (unless a lost connection was just given up on, as for a read), and
+      // for as long as anyone is subscribed, read or not.
+      if (!client && !closed && performance.now() >= retryAfter) void listen();
       return () => void subscribers.delete(onChange);
     },
     async close() {
