@@ -71,9 +71,9 @@ export const CLAIM_GATHER_MS = 2;
 /**
  * An idle daemon whose store tells it of changes (JobStore.watchChanges) sleeps until told, looking
  * anyway this often (or every WORKER_POLL_MS, if that is longer) in case a notice is lost. Looking
- * every 20 ms cost an idle daemon 1.5-2.5% of a core (measured: 15-25 ticks of CPU in 10 s), most of
- * it the wakeup itself; a job created meanwhile is picked up when its commit is noticed, sooner than
- * the next poll would have found it.
+ * every 20 ms cost an idle daemon 1.9% of a core (38 ticks of CPU in 20 s, two runs), most of it the
+ * wakeup itself; told, 0.5% (9-10 ticks). A job created meanwhile is picked up when its commit is
+ * noticed: a median 0-1 ms after it, against 11 ms polling.
  */
 export const WATCHED_POLL_MS = 1000;
 /**
@@ -238,6 +238,15 @@ export function createWorker(options: WorkerOptions): Worker {
     // See WATCHED_POLL_MS: when the last notice came, and whether the store can give them.
     let noticedAt = -Infinity;
     let canWatch = mode === 'daemon';
+    // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue
+    // query.
+    const look = async () => {
+      const version = await options.store.changeCounter();
+      if (version !== lastVersion) {
+        lastVersion = version;
+        dirty = true;
+      }
+    };
     while (!stopping) {
       try {
         slotFreed = false;
@@ -312,8 +321,13 @@ export function createWorker(options: WorkerOptions): Worker {
           }) : null;
           canWatch = unwatch !== null;
           try {
-            // A commit since the version was last read came before the watch: look before sleeping.
-            const missed = unwatch !== null && !dirty && (await options.store.changeCounter()) !== lastVersion;
+            // A commit since the version was last read came before the watch: look before sleeping
+            // (and sleep only if nothing else came meanwhile either).
+            let missed = false;
+            if (unwatch && !dirty) {
+              await look();
+              missed = dirty;
+            }
             const pollMs = !unwatch || performance.now() - noticedAt < NOTICE_SETTLE_MS ? options.pollMs : Math.max(options.pollMs, WATCHED_POLL_MS);
             // Until a job is due, the heartbeat, a notice or the poll.
             const dutyAt = mode === 'daemon' ? lastHeartbeat + heartbeatMs : Infinity;
@@ -324,16 +338,9 @@ export function createWorker(options: WorkerOptions): Worker {
         } else {
           await sleep(options.pollMs);
         }
-        // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue
-        // query. While the last claim came back full the loop claims anyway, so it is not read (a
+        // While the last claim came back full the loop claims anyway, so the version is not read (a
         // version left stale costs one extra claim later, never a missed job).
-        if (!dirty) {
-          const version = await options.store.changeCounter();
-          if (version !== lastVersion) {
-            lastVersion = version;
-            dirty = true;
-          }
-        }
+        if (!dirty) await look();
       } catch (err) {
         // A daemon outlives a busy or briefly unreadable database; a cron pass reports it and exits.
         if (mode === 'once') {
