@@ -903,6 +903,38 @@ for (const backend of backends) {
     assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
   });
 
+  // PostgreSQL only: SQLite's data_version moves with every commit of another connection.
+  if (backend.name === 'postgres') test('postgres: a job queued or finished notifies this schema\'s listeners; a claim, an empty claim and a lease renewal do not', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open();
+    const heard: string[] = [];
+    const listening = await sqlClient(place.own);
+    listening.on('notification', (msg) => heard.push(msg.payload ?? ''));
+    await listening.query('LISTEN proxy_jobs');
+    // Notifications from this schema only: other tests' schemas notify on the same channel.
+    const after = async (what: string, write: () => Promise<unknown>) => {
+      const before = heard.filter((p) => p === place.schema).length;
+      await write();
+      // Delivered after the commit, asynchronously: a quiet moment says none came.
+      await new Promise((r) => setTimeout(r, 300));
+      return { what, notified: heard.filter((p) => p === place.schema).length - before };
+    };
+    const created = await after('create', () => store.createJob(job()));
+    let claimed: ClaimedJob | undefined;
+    const claim = await after('claim', async () => ([claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 })));
+    assert.ok(claimed, 'the job was claimed');
+    const empty = await after('empty claim', () => store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
+    const held = claimed;
+    const renewal = await after('lease renewal', () => store.renewLease(held.id, held.leaseToken, 60_000));
+    const retried = await after('retry', () => store.retryJob(held.id, held.leaseToken, store.now(), { code: 'upstream_error', message: 'try again' }));
+    const [again] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+    const completed = await after('completion', () => store.completeJob(again!.id, again!.leaseToken, { outputText: 'ok', usage: null, response: { ok: true } }));
+    assert.deepEqual(
+      [created, claim, empty, renewal, retried, completed].map(({ what, notified }) => `${what}: ${notified > 0 ? 'notified' : 'silent'}`),
+      ['create: notified', 'claim: silent', 'empty claim: silent', 'lease renewal: silent', 'retry: notified', 'completion: notified'],
+    );
+  });
+
   // PostgreSQL only: SQLite's plans are checked in sqlite-store.test.ts.
   if (backend.name === 'postgres') test("postgres: on a table never analyzed, with 4,000 jobs queued, the claim and the expiry scan walk their index in order and sort nothing", async (t) => {
     const place = await backend.place(t);

@@ -31,7 +31,7 @@ export interface ChangeListenerOptions {
 }
 
 /**
- * LISTENs for `proxy_jobs` (sent by the jobs table's statement trigger) on a connection of its own,
+ * LISTENs for `proxy_jobs` (sent by the jobs table's triggers when a job is queued or finishes) on a connection of its own,
  * opened when the counter is first read and closed when it has not been read for `idleMs`. The
  * counter moves once more when a connection starts listening: commits made before LISTEN took
  * effect sent nobody a notification, so whoever reads the counter looks once more.
@@ -64,7 +64,11 @@ export function createChangeListener(options: ChangeListenerOptions): ChangeList
       }
       own.end().catch(() => undefined);
     };
-    own.on('notification', changed);
+    // Every schema's jobs notify on one channel, naming their schema (migration 0009; before it, no
+    // payload): another schema's jobs are not this store's business.
+    own.on('notification', (msg) => {
+      if (!msg.payload || msg.payload === options.schema) changed();
+    });
     own.on('error', lost);
     try {
       await own.connect();
