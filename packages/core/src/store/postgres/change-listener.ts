@@ -11,7 +11,10 @@ import pg from 'pg';
 export const LISTEN_IDLE_MS = 30_000;
 
 export interface ChangeListener {
-  /** A number that moves when a job changes anywhere (and once a `fallbackPollMs` regardless). */
+  /**
+   * A number that moves when a job of this schema is queued or finishes, on any host (and once a
+   * `fallbackPollMs` regardless).
+   */
   counter(): number;
   /**
    * Calls `onChange` whenever the counter moves for a notification or a new connection (not the
@@ -31,8 +34,9 @@ export interface ChangeListenerOptions {
 }
 
 /**
- * LISTENs for `proxy_jobs` (sent by the jobs table's triggers when a job is queued or finishes) on a connection of its own,
- * opened when the counter is first read and closed when it has not been read for `idleMs`. The
+ * LISTENs for `proxy_jobs` (sent by the jobs table's triggers when a job is queued or finishes) on a
+ * connection of its own, opened when the counter is first read or someone subscribes, and closed when
+ * nobody is subscribed and the counter has not been read for `idleMs`. The
  * counter moves once more when a connection starts listening: commits made before LISTEN took
  * effect sent nobody a notification, so whoever reads the counter looks once more.
  */
@@ -79,6 +83,11 @@ export function createChangeListener(options: ChangeListenerOptions): ChangeList
     }
   }
 
+  /** Opens a listening connection if none is open, unless a lost one was given up on under a second ago. */
+  function ensureListening(at: number): void {
+    if (!client && !closed && at >= retryAfter) void listen();
+  }
+
   const fallback = setInterval(() => {
     changes += 1;
     if (client && subscribers.size === 0 && performance.now() - lastRead > idleMs) {
@@ -93,14 +102,13 @@ export function createChangeListener(options: ChangeListenerOptions): ChangeList
   return {
     counter() {
       lastRead = performance.now();
-      if (!client && !closed && lastRead >= retryAfter) void listen();
+      ensureListening(lastRead);
       return changes;
     },
     subscribe(onChange) {
       subscribers.add(onChange);
-      // Listening from now on (unless a lost connection was just given up on, as for a read), and
-      // for as long as anyone is subscribed, read or not.
-      if (!client && !closed && performance.now() >= retryAfter) void listen();
+      // Listening from now on, and for as long as anyone is subscribed, read or not.
+      ensureListening(performance.now());
       return () => void subscribers.delete(onChange);
     },
     async close() {
