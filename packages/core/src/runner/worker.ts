@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import { hostname } from 'node:os';
 import { newWorkerId } from '../ids.js';
+import { createChangeWatch } from '../store/change-watch.js';
 import type { Logger } from '../logger.js';
 import type { ClaimedJob as Claimed, JobStore } from '../store/types.js';
 import { createShutdown, processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
@@ -67,21 +68,6 @@ export interface Worker {
  * Against a real model, whose calls take seconds, a slot idles at most this long.
  */
 export const CLAIM_GATHER_MS = 2;
-
-/**
- * An idle daemon whose store tells it of changes (JobStore.watchChanges) sleeps until told, looking
- * anyway this often (or every WORKER_POLL_MS, if that is longer) in case a notice is lost. Looking
- * every 20 ms cost an idle daemon 1.9% of a core (38 ticks of CPU in 20 s, two runs), most of it the
- * wakeup itself; told, 0.5% (9-10 ticks). A job created meanwhile is picked up when its commit is
- * noticed: a median 0-1 ms after it, against 11 ms polling.
- */
-export const WATCHED_POLL_MS = 1000;
-/**
- * A notice can arrive a moment before its commit is visible (the log is written before its index
- * is updated): for this long after one, an idle daemon looks every WORKER_POLL_MS as it would
- * unwatched, so a commit it was told of too early is still found at once.
- */
-export const NOTICE_SETTLE_MS = 100;
 
 /** Builds a worker over a store and an upstream client. */
 export function createWorker(options: WorkerOptions): Worker {
@@ -235,9 +221,9 @@ export function createWorker(options: WorkerOptions): Worker {
     let failures = 0;
     // When the first slot freed that a claim is now waiting to fill along with others.
     let gatherSince: number | null = null;
-    // See WATCHED_POLL_MS: when the last notice came, and whether the store can give them.
-    let noticedAt = -Infinity;
-    let canWatch = mode === 'daemon';
+    // An idle daemon sleeps until told of a commit (a job created meanwhile is picked up a median
+    // 0-1 ms after it, against 11 ms polling every 20 ms), a job is due, or the safety poll.
+    const watch = createChangeWatch(options.store, wakeUp);
     // PRAGMA data_version moves when another connection commits: new jobs wake us without a queue
     // query.
     const look = async () => {
@@ -315,25 +301,21 @@ export function createWorker(options: WorkerOptions): Worker {
           // Watched only while asleep: under load every commit, the worker's own too, brings a notice,
           // and a watch kept open cost a drain against a zero-latency stub 10% more instructions a
           // job (553,742 against 502,762, counted on its main thread).
-          const unwatch = canWatch ? options.store.watchChanges(() => {
-            noticedAt = performance.now();
-            wakeUp();
-          }) : null;
-          canWatch = unwatch !== null;
+          const watching = mode === 'daemon' && watch.open();
           try {
             // A commit since the version was last read came before the watch: look before sleeping
             // (and sleep only if nothing else came meanwhile either).
             let missed = false;
-            if (unwatch && !dirty) {
+            if (watching && !dirty) {
               await look();
               missed = dirty;
             }
-            const pollMs = !unwatch || performance.now() - noticedAt < NOTICE_SETTLE_MS ? options.pollMs : Math.max(options.pollMs, WATCHED_POLL_MS);
+            const pollMs = watch.nextLookWithin(options.pollMs);
             // Until a job is due, the heartbeat, a notice or the poll.
             const dutyAt = mode === 'daemon' ? lastHeartbeat + heartbeatMs : Infinity;
             if (!missed && !slotFreed && !requeuedSinceWake) await sleep(Math.max(1, Math.min(pollMs, nextWakeAt - now(), dutyAt - now())));
           } finally {
-            unwatch?.();
+            watch.close();
           }
         } else {
           await sleep(options.pollMs);

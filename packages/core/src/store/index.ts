@@ -3,3 +3,4 @@ export { openSqliteStore, type SqliteStoreOptions } from './sqlite/sqlite-job-st
 export type { PostgresStoreOptions } from './postgres/pg-job-store.js';
 export { openStore } from './open-store.js';
 export { isDatabaseUnavailable } from './unavailable.js';
+export { createChangeWatch, WATCHED_POLL_MS, NOTICE_SETTLE_MS, type ChangeWatch } from './change-watch.js';
