@@ -7,12 +7,12 @@ import { startTestApi } from './helpers.ts';
 
 // The watcher sees what other connections commit (a worker's), so each test finishes jobs through a
 // second store of its own on the same database.
-async function setUp(t: Parameters<typeof startTestApi>[0], wrap: (store: JobStore, other: () => JobStore) => JobStore = (store) => store) {
+async function setUp(t: Parameters<typeof startTestApi>[0], wrap: (store: JobStore, other: () => JobStore) => JobStore = (store) => store, pollMs = 15) {
   let other: JobStore | undefined;
   let watcher: JobWatcher | undefined;
   const api = await startTestApi(t, {
     wrapStore: (store) => wrap(store, () => other as JobStore),
-    watcher: (store) => (watcher = createJobWatcher({ store, logger: createSilentLogger(), pollMs: 15 })),
+    watcher: (store) => (watcher = createJobWatcher({ store, logger: createSilentLogger(), pollMs })),
   });
   other = await openStore(api.config.db);
   t.after(() => other?.close());
@@ -40,6 +40,30 @@ function lookCounts() {
       },
     });
   return { seen, wrap };
+}
+
+// Records when the watcher asked whether anything was committed, and its watches opened and closed.
+function lookTimes() {
+  const seen = { looks: [] as number[], opened: 0, closed: 0 };
+  const wrap = (store: JobStore) =>
+    overriding(store, {
+      changeCounter: () => {
+        seen.looks.push(performance.now());
+        return store.changeCounter();
+      },
+      watchChanges: (listener: () => void) => {
+        const stop = store.watchChanges(listener);
+        if (!stop) return null;
+        seen.opened += 1;
+        return () => {
+          seen.closed += 1;
+          stop();
+        };
+      },
+    });
+  // Looks in the last `ms`.
+  const looksWithin = (ms: number) => seen.looks.filter((at) => at > performance.now() - ms).length;
+  return { seen, wrap, looksWithin };
 }
 
 // Completes held jobs twenty at a time, with pauses, so that the watcher looks many times meanwhile.
@@ -162,6 +186,58 @@ test('many waiters while few jobs finish: the looks list the finished jobs rathe
 
   for (const id of ids.slice(10)) await other.cancelJob(id, 'default');
   assert.ok((await Promise.all(answers)).every((r) => r.json.status === 'cancelled'));
+});
+
+test('while nothing is committed a waiter costs a look about once a second, and its job is answered a moment after another connection finishes it', async (t) => {
+  const { seen, wrap, looksWithin } = lookTimes();
+  const { api, other, watcher, waiting } = await setUp(t, wrap);
+  const took: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const id = (await api.store.createJob(newTestJob())).job.id;
+    const answer = getJson(api.url, `/v1/requests/${id}?wait=30`, api.key);
+    await waiting(1);
+    const since = performance.now();
+    // Past the looks every poll that follow a commit (the create's): looking once a second.
+    await eventually(async () => {
+      const n = seen.looks.length;
+      return (seen.looks[n - 1] as number) > since && (seen.looks[n - 1] as number) - (seen.looks[n - 2] as number) > 500;
+    }, 5000, 5);
+    if (i === 0) {
+      await new Promise((r) => setTimeout(r, 2000));
+      const looks = looksWithin(2000);
+      t.diagnostic(`${looks} looks in 2 s with nothing committed`);
+      // Polling every 15 ms it would be some 130. Once a second, and on PostgreSQL two more after each
+      // second's fallback move of the counter (taken for a commit).
+      assert.ok(looks <= 12, `${looks} looks in 2 s with nothing committed`);
+    }
+    // Well before the next look a second later.
+    await new Promise((r) => setTimeout(r, 50));
+    const finished = performance.now();
+    await other.cancelJob(id, 'default');
+    assert.equal((await answer).json.status, 'cancelled');
+    took.push(Math.round(performance.now() - finished));
+  }
+  const median = [...took].sort((a, b) => a - b)[2] as number;
+  t.diagnostic(`answered ${took.join(', ')} ms after the job finished`);
+  // Found at the next safety look instead, each would take some 950 ms.
+  assert.ok(median < 400, `answered ${took.join(', ')} ms after the job finished`);
+  assert.equal(watcher.waiting, 0);
+  assert.ok(seen.opened >= 1);
+  assert.equal(seen.closed, seen.opened, 'nobody waits: the watch is closed');
+});
+
+test('a store that cannot tell the watcher of commits: it looks every poll while anyone waits', async (t) => {
+  const { wrap, looksWithin } = lookTimes();
+  const { api, other, waiting } = await setUp(t, (store) => overriding(wrap(store), { watchChanges: () => null }));
+  const id = (await api.store.createJob(newTestJob())).job.id;
+  const answer = getJson(api.url, `/v1/requests/${id}?wait=30`, api.key);
+  await waiting(1);
+  await new Promise((r) => setTimeout(r, 1000));
+  const looks = looksWithin(1000);
+  // Some 65 at 15 ms; once a second if it waited for notices.
+  assert.ok(looks >= 20, `${looks} looks in 1 s`);
+  await other.cancelJob(id, 'default');
+  assert.equal((await answer).json.status, 'cancelled');
 });
 
 test('a long-poll that begins after the watcher closed (the API stopping) is answered at once with the job as it is', async (t) => {
