@@ -106,6 +106,8 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
       options.logger.warn('job watcher: check failed', { err });
     }
     looking = false;
+    // The last waiter left while this look ran (answered, or gone): idle() closed the watch already.
+    if (closed || waiters.size === 0) return idle();
     // Commits coming: look every poll, unwatched, as under a worker's load a notice would come for
     // nearly every write (measured with profile.ts longpoll: the API used 9% of a core watching
     // throughout, against 2%). Quiet: watch, and look once more, for a commit made before the watch

@@ -226,6 +226,29 @@ test('while nothing is committed a waiter costs a look about once a second, and 
   assert.equal(seen.closed, seen.opened, 'nobody waits: the watch is closed');
 });
 
+test('a waiter whose wait ends while a look is under way leaves no watch open', async (t) => {
+  const { seen, wrap } = lookTimes();
+  // From the second ask on, the store takes 3 s to answer: the wait (2 s) ends during that look.
+  let asks = 0;
+  const slow = (store: JobStore) =>
+    overriding(wrap(store), {
+      changeCounter: async () => {
+        asks += 1;
+        if (asks > 1) await new Promise((r) => setTimeout(r, 3000));
+        return store.changeCounter();
+      },
+    });
+  const { api, watcher } = await setUp(t, slow);
+  const id = (await api.store.createJob(newTestJob())).job.id;
+  const { json } = await getJson(api.url, `/v1/requests/${id}?wait=2`, api.key);
+  assert.equal(json.status, 'queued');
+  assert.equal(watcher.waiting, 0);
+  await eventually(async () => asks >= 2, 5000, 5);
+  // Past the end of the slow look.
+  await new Promise((r) => setTimeout(r, 3500));
+  assert.equal(seen.closed, seen.opened, `${seen.opened} watches opened, ${seen.closed} closed, with nobody waiting`);
+});
+
 test('a store that cannot tell the watcher of commits: it looks every poll while anyone waits', async (t) => {
   const { wrap, looksWithin } = lookTimes();
   const { api, other, waiting } = await setUp(t, (store) => overriding(wrap(store), { watchChanges: () => null }));
