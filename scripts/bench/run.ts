@@ -59,15 +59,17 @@ function row(figure: string, proxy: number, baseline: number, unit: string, targ
 }
 
 /**
- * Two decimals, or three where two would read as the other side of the target: 0.947 against
- * ≥ 0.95 printed as "0.95 … no" looked met and was not.
+ * Two decimals, or more where two would read as the other side of the target: 0.947 against
+ * ≥ 0.95 printed as "0.95 … no" looked met and was not, and so did 0.9497 printed as "0.950".
  */
 function ratioText(r: Row): string {
   if (r.ratio === null) return '–';
-  const short = r.ratio.toFixed(2);
-  if (!r.bound || r.met === null) return short;
-  const shortMeets = r.bound.higherIsBetter ? Number(short) >= r.bound.value : Number(short) <= r.bound.value;
-  return shortMeets === r.met ? short : r.ratio.toFixed(3);
+  const { bound, met, ratio } = r;
+  if (!bound || met === null) return ratio.toFixed(2);
+  // As many decimals as it takes to read on the side of the target it is on (0.9497 is no 0.950).
+  const meets = (text: string) => (bound.higherIsBetter ? Number(text) >= bound.value : Number(text) <= bound.value);
+  for (let digits = 2; digits < 6; digits++) if (meets(ratio.toFixed(digits)) === met) return ratio.toFixed(digits);
+  return ratio.toFixed(6);
 }
 const fmt = (n: number) => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 2));
 
