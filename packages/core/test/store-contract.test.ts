@@ -998,6 +998,23 @@ for (const backend of backends) {
     assert.equal(claimed.length, 1);
   });
 
+  // PostgreSQL only: a transaction's statements are named too (a claim that comes back short sweeps
+  // in one), and its connection may have prepared them before the column was added.
+  if (backend.name === 'postgres') test('postgres: a column added to the jobs table while the store runs fails no claim that sweeps in a transaction', async (t) => {
+    const place = await backend.place(t);
+    const store = await place.open(clock().now);
+    for (let i = 0; i < 2; i++) await store.createJob(job());
+    // Four claims at once, each short, each sweeping: every pooled connection (poolSize 4) may prepare the sweep.
+    const before = await Promise.all(Array.from({ length: 4 }, () => store.claimJobs({ workerId: 'w', limit: 10, leaseMs: 60_000 })));
+    assert.equal(before.flat().length, 2);
+    await store.createJob(job());
+    const admin = await sqlClient(place.own, place.schema);
+    await admin.query('ALTER TABLE jobs ADD COLUMN added_later TEXT');
+    const settled = await Promise.allSettled(Array.from({ length: 4 }, () => store.claimJobs({ workerId: 'w', limit: 10, leaseMs: 60_000 })));
+    assert.deepEqual(settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')), ['ok', 'ok', 'ok', 'ok']);
+    assert.equal(settled.flatMap((r) => (r as PromiseFulfilledResult<ClaimedJob[]>).value).length, 1);
+  });
+
   // PostgreSQL only: the counts by status are the folded totals plus the changes appended since.
   if (backend.name === 'postgres') test(`postgres: a count by status that finds more than ${FOLD_AFTER_CHANGES} changes appended since the last fold folds them, and counts the same after`, async (t) => {
     const place = await backend.place(t);

@@ -120,11 +120,17 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const listener = createChangeListener({ connection, schema, fallbackPollMs: options.fallbackPollMs ?? 1000 });
   let closed = false;
 
-  function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  // A transaction's statements are named too: an idle daemon's claim (a sweep of three statements
+  // once a second) and every claim that comes back short had parsed each of them again. Measured
+  // with jobs queued one at a time, 10-30 ms apart (300 each, three alternating pairs): the server's
+  // processes used 110-117 ticks of CPU against 137-157; the worker and the pickup (median 5-6 ms)
+  // the same.
+  function tx<T>(fn: (c: Q) => Promise<T>): Promise<T> {
     return withClient(pool, async (client) => {
+      const named: Q = { query: (text, values) => client.query({ name: nameOf(text), text, values }) };
       try {
         await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
-        const result = await fn(client);
+        const result = await fn(named);
         await client.query('COMMIT');
         return result;
       } catch (err) {
@@ -452,7 +458,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
       // Expires overdue jobs, ends or reclaims lapsed leases (the oldest work in the system, so taken
       // first), then fills what room is left from the queue when `thenQueue`.
-      async function sweep(c: pg.PoolClient, limit: number, thenQueue: boolean): Promise<ClaimedJob[]> {
+      async function sweep(c: Q, limit: number, thenQueue: boolean): Promise<ClaimedJob[]> {
         // A backlog of overdue jobs left after the scan: the queue waits (see expirySpacing.backlog).
         const backlog = expirySpacing.backlog(await expireDue(c, at, CLAIM_EXPIRE_LIMIT));
         const claimed: ClaimedJob[] = [];
