@@ -71,7 +71,15 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
     for (const resolve of set) resolve();
   };
 
-  const watch = createChangeWatch(options.store, () => lookWithin(0));
+  // Whether a notice came since the last look began. One is enough: the watch closes until the
+  // looks every poll find the store quiet again, so commits that come fast (this API's own creates
+  // included) bring one notice, not one each.
+  let noticed = false;
+  const watch = createChangeWatch(options.store, () => {
+    noticed = true;
+    watch.close();
+    lookWithin(0);
+  });
 
   async function tick() {
     timer = null;
@@ -79,6 +87,9 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
     looking = true;
     lookedAt = performance.now();
     const watchedBefore = watch.isOpen;
+    // A notice before this look began, or during it.
+    let busy = noticed;
+    noticed = false;
     let changed = false;
     const newlyWaited = [...fresh].filter((id) => waiters.has(id));
     fresh = new Set();
@@ -108,13 +119,16 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
     looking = false;
     // The last waiter left while this look ran (answered, or gone): idle() closed the watch already.
     if (closed || waiters.size === 0) return idle();
-    // Commits coming: look every poll, unwatched, as under a worker's load a notice would come for
-    // nearly every write (measured with profile.ts longpoll: the API used 9% of a core watching
-    // throughout, against 2%). Quiet: watch, and look once more, for a commit made before the watch
-    // opened. Quiet since the watch opened: wait for a notice.
-    if (changed) watch.close();
+    // Commits coming (another connection's, or a notice of any, this API's own included): look every
+    // poll, unwatched, as under load a notice would come for nearly every write. Watched throughout,
+    // the API used 9% of a core against 2% while a worker drained (profile.ts longpoll), and heard of
+    // each of its own creates while anyone waited (300 notices for 300 creates; now a handful).
+    // Quiet: watch, and look once more, for a commit made before the watch opened. Quiet since the
+    // watch opened: wait for a notice.
+    busy ||= changed || noticed;
+    if (busy) watch.close();
     else watch.open();
-    lookWithin(changed || fresh.size > 0 || !watchedBefore ? options.pollMs : watch.nextLookWithin(options.pollMs));
+    lookWithin(busy || fresh.size > 0 || !watchedBefore ? options.pollMs : watch.nextLookWithin(options.pollMs));
   }
 
   // Schedules the next look no later than `ms` from now (a pending one stays if it comes sooner),

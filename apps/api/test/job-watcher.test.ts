@@ -44,7 +44,7 @@ function lookCounts() {
 
 // Records when the watcher asked whether anything was committed, and its watches opened and closed.
 function lookTimes() {
-  const seen = { looks: [] as number[], opened: 0, closed: 0 };
+  const seen = { looks: [] as number[], opened: 0, closed: 0, notices: 0 };
   const wrap = (store: JobStore) =>
     overriding(store, {
       changeCounter: () => {
@@ -52,7 +52,10 @@ function lookTimes() {
         return store.changeCounter();
       },
       watchChanges: (listener: () => void) => {
-        const stop = store.watchChanges(listener);
+        const stop = store.watchChanges(() => {
+          seen.notices += 1;
+          listener();
+        });
         if (!stop) return null;
         seen.opened += 1;
         return () => {
@@ -247,6 +250,26 @@ test('a waiter whose wait ends while a look is under way leaves no watch open', 
   // Past the end of the slow look.
   await new Promise((r) => setTimeout(r, 3500));
   assert.equal(seen.closed, seen.opened, `${seen.opened} watches opened, ${seen.closed} closed, with nobody waiting`);
+});
+
+test('while this API commits (creates) with long-polls waiting, the watcher polls rather than hear of each commit', async (t) => {
+  const { seen, wrap } = lookTimes();
+  const { api, waiting } = await setUp(t, wrap);
+  const id = (await api.store.createJob(newTestJob())).job.id;
+  void getJson(api.url, `/v1/requests/${id}?wait=30`, api.key).catch(() => undefined);
+  await waiting(1);
+  // Quiet, and watching.
+  await eventually(async () => seen.opened > seen.closed, 5000, 5);
+  await new Promise((r) => setTimeout(r, 300));
+  const before = seen.notices;
+  const creates = 300;
+  for (let i = 0; i < creates; i++) await api.store.createJob(newTestJob());
+  // Let the last notices arrive.
+  await new Promise((r) => setTimeout(r, 200));
+  const notices = seen.notices - before;
+  t.diagnostic(`${notices} notices over ${creates} commits of its own`);
+  // Watched throughout, each commit brings one or more.
+  assert.ok(notices < creates / 3, `${notices} notices over ${creates} commits`);
 });
 
 test('a store that cannot tell the watcher of commits: it looks every poll while anyone waits', async (t) => {
