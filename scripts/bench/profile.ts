@@ -5,7 +5,7 @@
  * functions that took the most CPU (self time, and by file).
  * create and worker run on PostgreSQL when DATABASE_URL is set (create in DATABASE_SCHEMA, which
  * the caller drops after). PROMPT_BYTES pads the prompts it sends or queues; ANSWER_BYTES makes
- * lookup fetch completed jobs with answers that long.
+ * lookup fetch completed jobs with answers that long; WAITERS keeps that many long-polls waiting.
  * A development tool for finding where the time goes. PROFILE=off only measures; BARE=1 loads the
  * bench's bare Express route instead of the API.
  * COUNT=instructions (create, lookup and worker): runs the server (or the daemon) under valgrind's
@@ -92,6 +92,20 @@ const proc = await start([...nodeFlags, ...(profiling && !counting ? ['--cpu-pro
 // PIN=1: the measured process on CPU 0 and this load generator on CPU 1, so they do not take turns
 // on the same core (steadier CPU-per-request figures on a 2-core machine).
 if (process.env.PIN === '1') pin(proc.child.pid as number);
+// WAITERS=n (create and lookup on SQLite): n long-polls wait on queued jobs (up to 60 s) during the
+// load, as clients waiting for their answers do while others create (the long-poll watcher runs).
+if (process.env.WAITERS && !bare) {
+  if (process.env.DATABASE_URL) throw new Error('WAITERS queues its jobs in the SQLite file');
+  const waitedStore = openSqliteStore({ path: dbPath });
+  for (let w = 0; w < Number(process.env.WAITERS); w++) {
+    const waited = queuedJob(1_000_000 + w);
+    await waitedStore.createJob(waited);
+    void fetch(`${url}/v1/requests/${waited.id}?wait=60`, { headers: { 'x-proxy-key': key } }).catch(() => undefined);
+  }
+  await waitedStore.close();
+  // Until every long-poll waits.
+  await new Promise((r) => setTimeout(r, 500));
+}
 const prefix = bare ? '/bare' : '/v1/requests';
 const ts = Math.floor(Date.now() / 1000);
 const bodies = Array.from({ length: padding ? 8_000 : 80_000 }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}${padding}`, ts, nonce: randomUUID() }, secret));
