@@ -754,16 +754,35 @@ test('under an RPM budget nothing is claimed ahead: calls wait for the budget, n
 /**
  * Eight calls of 30 ms size the reserve (4 slots × 25 ms / 30 ms: three jobs, fewer on a slow
  * machine); every later call waits at the gate. Resolves once four calls wait there and jobs are
- * held for the slots they will free.
+ * held for the slots they will free, with `heldAt`, when the worker claimed them, and `givenBack`,
+ * when it gave each back (performance.now()). Both are recorded as the worker's store calls happen:
+ * polled for instead, a hold of a few hundred milliseconds could pass unseen on a loaded machine.
  */
 async function withJobsHeld(t: T, options: Partial<WorkerOptions> = {}) {
   const gate = aGate();
-  const setup = await setUp(t, quickThenGated(gate.opened), { concurrency: 4, ...options });
-  const { stub, store, enqueue } = setup;
+  let claimed = 0;
+  let heldAt = Infinity;
+  const givenBack: number[] = [];
+  const recording = (inner: JobStore) =>
+    overriding(inner, {
+      async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
+        const jobs = await inner.claimJobs(request);
+        claimed += jobs.length;
+        // Twelve calls started (the gate holds the last four): any job claimed beyond them is held.
+        if (claimed > 12 && heldAt === Infinity) heldAt = performance.now();
+        return jobs;
+      },
+      async releaseJob(id: string, token: number, runAfter: number) {
+        givenBack.push(performance.now());
+        return inner.releaseJob(id, token, runAfter);
+      },
+    });
+  const setup = await setUp(t, quickThenGated(gate.opened), { concurrency: 4, wrapStore: recording, ...options });
+  const { stub, enqueue } = setup;
   const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => enqueue(`job ${i}`)));
   await eventually(async () => stub.calls.length === 12);
-  await eventually(async () => (await store.countByStatus()).in_progress > 4, 900, 5);
-  return { ...setup, gate, ids };
+  await eventually(async () => heldAt < Infinity, 3000, 5);
+  return { ...setup, gate, ids, heldAt: () => heldAt, givenBack };
 }
 
 test('calls turning slow: held jobs go back to the queue with their attempt unspent, and are not claimed again until a call ends', async (t) => {
@@ -843,11 +862,11 @@ test('a job started well into its lease (held for a slot, a busy loop) renews it
 });
 
 test('under a short lease held jobs go back after a third of it (1,200 ms: 400), not after RESERVE_MAX_HOLD_MS', async (t) => {
-  const { store, gate } = await withJobsHeld(t, { leaseMs: 1200 });
-  const seen = performance.now();
+  const { store, gate, heldAt, givenBack } = await withJobsHeld(t, { leaseMs: 1200 });
   await eventually(async () => (await store.countByStatus()).in_progress === 4, 3000, 5);
-  const after = performance.now() - seen;
-  assert.ok(after < 800, `held jobs given back ${Math.round(after)} ms after they were seen held`);
+  const after = (givenBack[0] as number) - heldAt();
+  t.diagnostic(`held jobs given back ${Math.round(after)} ms after they were claimed`);
+  assert.ok(after < 800, `held jobs given back ${Math.round(after)} ms after they were claimed`);
   gate.open();
 });
 
