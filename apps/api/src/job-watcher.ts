@@ -41,7 +41,7 @@ export const WATCH_ALWAYS_BY_ID = 64;
  * found none, it waits for the store to tell it of one (JobStore.watchChanges), asking at least every
  * WATCHED_POLL_MS in case a notice is lost. Asking every 15 ms, an API with one waiter and nothing
  * committed used 49-56 ticks of CPU in 20 s against 22-27 with none (most of those its metrics'
- * timer, see EVENT_LOOP_SAMPLE_MS); told, and with that timer slowed, 9 against 8. A job waited for
+ * timer, see EVENT_LOOP_SAMPLE_MS); told, and with that timer slowed, 9-11 against 8. A job waited for
  * since the last look is looked at by id within `pollMs` even when nothing was committed: it may
  * have finished, unseen, between its handler's read and its wait.
  * Idle, and not watching, when nobody waits.
