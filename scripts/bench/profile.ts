@@ -81,13 +81,13 @@ if (counting && mode === 'longpoll') throw new Error('COUNT=instructions measure
 // --separate-threads: V8's compiler and GC helper threads get files of their own, so the main
 // thread's count is not moved by how their work happened to interleave with it.
 const valgrind = counting ? ['valgrind', '--tool=callgrind', '--separate-threads=yes', `--callgrind-out-file=${join(dir, 'callgrind.out')}`] : [];
+// NODE_FLAGS: V8 or Node flags for the measured process (the API, or the worker daemon), e.g. heap sizes.
+const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
 if (mode === 'worker') await profileWorker();
 if (mode === 'longpoll') await profileLongPolls();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
 const bare = process.env.BARE === '1';
 const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port)] : [...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')];
-// NODE_FLAGS: V8 or Node flags for the measured process, e.g. heap sizes.
-const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const proc = await start([...nodeFlags, ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`), valgrind);
 // PIN=1: the measured process on CPU 0 and this load generator on CPU 1, so they do not take turns
 // on the same core (steadier CPU-per-request figures on a 2-core machine).
@@ -168,6 +168,7 @@ function dumpCounts(pid: string): { main: number; all: number } {
  * Drains WORKER_JOBS jobs (default 4,000) through a daemon at WORKER_CONCURRENCY (8) against a stub
  * that answers after STUB_DELAY_MS (0), then reports. STUB_STATUS=500 makes every call fail: each job
  * is retried twice at once (RETRY_BASE_MS=1) and then fails, the write path of an upstream outage.
+ * PACE_MS=n queues the jobs one at a time instead (light load).
  */
 async function profileWorker(): Promise<never> {
   const n = Number(process.env.WORKER_JOBS ?? 4000);
@@ -178,11 +179,22 @@ async function profileWorker(): Promise<never> {
   const stub = await startStubUpstream({ delayMs, ...(reply ? { behave: reply } : {}) });
   const outcome = failWith ? 'failed' : 'completed';
   const { store, database, teardown } = await harnessStore();
-  for (let i = 0; i < n; i++) await store.createJob(queuedJob(i));
+  // PACE_MS=n: jobs are queued one at a time, n ms apart on average (half to one and a half times
+  // n), after the daemon has started: light load, where each job is picked up on its own.
+  const paceMs = process.env.PACE_MS ? Number(process.env.PACE_MS) : null;
+  if (paceMs === null) for (let i = 0; i < n; i++) await store.createJob(queuedJob(i));
   const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...database, ...(failWith ? { RETRY_BASE_MS: '1', RETRY_MAX_MS: '1' } : {}), ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_'))) };
-  const proc = await start([...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true, valgrind);
+  const proc = await start([...nodeFlags, ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true, valgrind);
   // PIN=1: the worker on CPU 0, the stub and this harness on CPU 1 (see the same below for the API).
   if (process.env.PIN === '1') pin(proc.child.pid as number);
+  if (paceMs !== null) {
+    void (async () => {
+      for (let i = 0; i < n; i++) {
+        await store.createJob(queuedJob(i));
+        await new Promise((r) => setTimeout(r, paceMs * (0.5 + Math.random())));
+      }
+    })();
+  }
   // CPU per job over the middle of the run (from a fifth of the jobs done to four fifths), so start-up
   // and the tail do not count.
   // How far the drain is, read every 20 ms from SQLite's kept counts. On PostgreSQL a count by status
