@@ -8,6 +8,8 @@ export interface Proc {
   child: ChildProcess;
   /** Peak resident memory so far (VmHWM), in MB. */
   peakRssMb(): number;
+  /** CPU time used so far, user and kernel, in seconds (10 ms ticks). */
+  cpuSeconds(): number;
   stop(): Promise<void>;
 }
 
@@ -40,6 +42,10 @@ export async function start(args: string[], env: Record<string, string>, logFile
     peakRssMb: () => {
       const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
       return m ? Number(m[1]) / 1024 : NaN;
+    },
+    cpuSeconds: () => {
+      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      return (Number(fields[11]) + Number(fields[12])) / 100;
     },
     stop: () =>
       new Promise((resolve) => {
