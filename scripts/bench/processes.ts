@@ -43,10 +43,7 @@ export async function start(args: string[], env: Record<string, string>, logFile
       const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
       return m ? Number(m[1]) / 1024 : NaN;
     },
-    cpuSeconds: () => {
-      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      return (Number(fields[11]) + Number(fields[12])) / 100;
-    },
+    cpuSeconds: () => cpuSeconds(child.pid as number).total,
     stop: () =>
       new Promise((resolve) => {
         if (child.exitCode !== null) return resolve();
@@ -55,6 +52,13 @@ export async function start(args: string[], env: Record<string, string>, logFile
         setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
       }),
   };
+}
+
+/** CPU seconds a process has used so far: in all (user + system), and the system (kernel) part. */
+export function cpuSeconds(pid: number): { total: number; kernel: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  const [user, kernel] = [Number(fields[11]) / 100, Number(fields[12]) / 100];
+  return { total: user + kernel, kernel };
 }
 
 /** True once something answers HTTP at `url`. */

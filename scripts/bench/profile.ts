@@ -33,7 +33,7 @@ import pg from 'pg';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import type { JobStore, NewJob } from '../../packages/core/src/store/types.ts';
 import { echoCompletion, startStubUpstream, type StubBehaviour } from '../stub-upstream.ts';
-import { answers, freePort, start } from './processes.ts';
+import { answers, cpuSeconds, freePort, start } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const mode = process.argv[2] ?? 'create';
@@ -315,12 +315,6 @@ function pin(pid: number): void {
   execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]);
 }
 
-/** CPU seconds a process has used so far: in all (user + system), and the system (kernel) part. */
-function cpuSeconds(pid: number): { total: number; kernel: number } {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  const [user, kernel] = [Number(fields[11]) / 100, Number(fields[12]) / 100];
-  return { total: user + kernel, kernel };
-}
 
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }
 report();
