@@ -8,8 +8,6 @@ export interface Proc {
   child: ChildProcess;
   /** Peak resident memory so far (VmHWM), in MB. */
   peakRssMb(): number;
-  /** CPU time used so far, user and kernel, in seconds (10 ms ticks). */
-  cpuSeconds(): number;
   stop(): Promise<void>;
 }
 
@@ -43,7 +41,6 @@ export async function start(args: string[], env: Record<string, string>, logFile
       const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
       return m ? Number(m[1]) / 1024 : NaN;
     },
-    cpuSeconds: () => cpuSeconds(child.pid as number).total,
     stop: () =>
       new Promise((resolve) => {
         if (child.exitCode !== null) return resolve();

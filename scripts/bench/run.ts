@@ -22,7 +22,7 @@ import PgBoss from 'pg-boss';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import { startStubUpstream } from '../stub-upstream.ts';
-import { answers, freePort, logPath, start, type Proc } from './processes.ts';
+import { answers, cpuSeconds, freePort, logPath, start, type Proc } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -413,9 +413,9 @@ async function main() {
   // What a job costs the worker when each one comes alone: as many again at the same pace, timed
   // now that the daemon is warm, against undici alone making its calls the same way.
   note(`worker CPU at that pace: ${PACED_JOBS} more jobs; then undici alone, ${PACED_JOBS} untimed and ${PACED_JOBS} timed calls`);
-  const pickupCpuBefore = daemonPickup.cpuSeconds();
+  const pickupCpuBefore = cpuSeconds(daemonPickup.child.pid as number).total;
   for (let i = 0; i < PACED_JOBS; i++) await pickupOne(PACED_JOBS + i);
-  const pickupCpuUs = ((daemonPickup.cpuSeconds() - pickupCpuBefore) * 1e6) / PACED_JOBS;
+  const pickupCpuUs = ((cpuSeconds(daemonPickup.child.pid as number).total - pickupCpuBefore) * 1e6) / PACED_JOBS;
   const pacedUs = await pacedCallCpu(new URL(probe.url).origin);
   rows.push({ figure: '5c. worker CPU a job at that pace, against undici alone at it', proxy: `${fmt(pickupCpuUs)} µs`, baseline: `${fmt(pacedUs)} µs`, ratio: pickupCpuUs / pacedUs, target: '–', met: null });
   daemonPeak.push(daemonPickup.peakRssMb());
