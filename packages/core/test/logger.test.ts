@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { createLogger } from '../src/logger.ts';
+import { closeLogger, createLogger } from '../src/logger.ts';
 
 function capture() {
   const lines: string[] = [];
@@ -97,6 +97,29 @@ test('values JSON.stringify refuses (a cycle, a BigInt) are still written; text 
   text.warn('disk nearly full', { free_mb: 12 });
   await new Promise((r) => setImmediate(r));
   assert.match(lines[0] ?? '', /^\d\d:\d\d:\d\d\.\d{3} warn  disk nearly full \{"free_mb":12\}\n?$/);
+});
+
+test('LOG_DIR gets redacted JSON lines whatever the terminal gets: text on stdout, or the same JSON line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-file-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const secret = 'file-secret-0123456789abcdef';
+  for (const format of ['text', 'json'] as const) {
+    const printed: string[] = [];
+    const stream = new Writable({ decodeStrings: false, write: (c, _e, done) => (printed.push(String(c)), done()) });
+    const logger = createLogger({ level: 'info', format, stream, secrets: [secret], dir, file: `${format}.log`, defaultMeta: { app: 'api' } });
+    logger.child({ job_id: 'req_1' }).warn('disk nearly full', { free_mb: 12, note: `key ${secret}`, api_key: 'x' });
+    await closeLogger(logger);
+    const [line, ...more] = readFileSync(join(dir, `${format}.log`), 'utf8').trim().split('\n');
+    assert.deepEqual(more, []);
+    const logged = JSON.parse(line ?? '') as Record<string, unknown>;
+    assert.deepEqual(
+      [logged.level, logged.message, logged.app, logged.job_id, logged.free_mb, logged.note, logged.api_key],
+      ['warn', 'disk nearly full', 'api', 'req_1', 12, 'key [redacted]', '[redacted]'],
+    );
+    assert.match(String(logged.timestamp), /^\d{4}-\d\d-\d\dT/);
+    if (format === 'json') assert.equal(printed.join('').trim(), line, 'stdout and the file carry the same line');
+    else assert.match(printed.join(''), /^\d\d:\d\d:\d\d\.\d{3} warn  disk nearly full \{/);
+  }
 });
 
 test('closeLogger: a process that exits right after it has every line in its log file, and a line logged later is dropped, not a crash', async (t) => {
