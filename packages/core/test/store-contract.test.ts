@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import pg from 'pg';
@@ -123,6 +124,42 @@ const job = newTestJob;
 const clock = manualClock;
 
 /** A PostgreSQL connection of the test's own (in `schema`, with `settings`, when given), closed after the test. */
+/**
+ * A TCP relay to PostgreSQL whose connections can be silenced: from `silence()` on, no byte passes
+ * either way on the connections open then, and neither end is told (as when a NAT or firewall
+ * forgets a connection). `silenceNew(true)` silences connections as they are accepted.
+ */
+async function startSilenceableProxy(target: URL): Promise<{ port: number; connections(): number; silence(): void; silenceNew(on: boolean): void; close(): void }> {
+  const pairs: Array<[Socket, Socket]> = [];
+  let silenceNew = false;
+  const mute = ([a, b]: [Socket, Socket]) => {
+    a.unpipe(b);
+    b.unpipe(a);
+    a.pause();
+    b.pause();
+  };
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    const pair: [Socket, Socket] = [client, upstream];
+    pairs.push(pair);
+    for (const socket of pair) socket.on('error', () => undefined);
+    if (silenceNew) return mute(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    connections: () => pairs.length,
+    silence: () => pairs.forEach(mute),
+    silenceNew: (on) => void (silenceNew = on),
+    close() {
+      for (const pair of pairs) pair.forEach((socket) => socket.destroy());
+      server.close();
+    },
+  };
+}
+
 async function sqlClient(own: (close: () => unknown) => void, schema?: string, settings = ''): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: PG_URL, ...(schema ? { options: `-c search_path=${schema} ${settings}`.trim() } : {}) });
   await client.connect();
@@ -1116,6 +1153,49 @@ for (const backend of backends) {
     await eventually(async () => (await connections()) === 1, 5000, 20);
     await listener.close();
     await eventually(async () => (await connections()) === 0, 5000, 20);
+  });
+
+  if (backend.name === 'postgres') test('postgres: a listening connection that stops answering without an error is found by its ping and replaced; one that answers moves the counter only when told', async (t) => {
+    const proxy = await startSilenceableProxy(new URL(PG_URL));
+    t.after(() => proxy.close());
+    const schema = `ping_${randomBytes(4).toString('hex')}`;
+    const viaProxy = new URL(PG_URL);
+    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    const listener = createChangeListener({ connection: { connectionString: viaProxy.toString() }, schema, fallbackPollMs: 60_000, pingMs: 50, pingTimeoutMs: 400 });
+    t.after(() => listener.close());
+    listener.subscribe(() => undefined);
+    const admin = await sqlClient((close) => t.after(close));
+    const notify = () => admin.query("SELECT pg_notify('proxy_jobs', $1)", [schema]);
+    const heard = async (what: string) => {
+      const before = listener.counter();
+      await notify();
+      await eventually(async () => listener.counter() > before, 2000, 10).catch(() => assert.fail(`${what}: the notification was not heard`));
+    };
+    await eventually(async () => proxy.connections() === 1, 5000, 10);
+    await heard('listening');
+
+    // Answered pings (a dozen in this wait) move nothing.
+    const quiet = listener.counter();
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(listener.counter(), quiet, 'the counter stayed while nothing was committed');
+
+    // The connection goes silent: no byte passes either way, and neither end hears of it.
+    proxy.silence();
+    const silencedAt = Date.now();
+    const lostMoved = listener.counter();
+    await eventually(async () => proxy.connections() === 2, 5000, 10);
+    const found = Date.now() - silencedAt;
+    assert.ok(found >= 400 && found < 3000, `replaced ${found} ms after it went silent (ping timeout 400 ms, retry after 1 s)`);
+    assert.ok(listener.counter() > lostMoved, 'the loss moved the counter: readers look once');
+    await heard('listening again');
+
+    // A server that accepts the connection but never answers is given up on too.
+    proxy.silence();
+    proxy.silenceNew(true);
+    await eventually(async () => proxy.connections() === 4, 6000, 10);
+    proxy.silenceNew(false);
+    await eventually(async () => proxy.connections() === 5, 6000, 10);
+    await heard('after a connection that never opened');
   });
   });
 }

@@ -8,7 +8,7 @@ import { labelsJson } from '../counter-labels.js';
 import { migratePostgres } from './migrate.js';
 import { query, withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
-import { createChangeListener } from './change-listener.js';
+import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
 import { createDbClock } from './db-clock.js';
 
 export interface PostgresStoreOptions {
@@ -23,7 +23,7 @@ export interface PostgresStoreOptions {
   localNow?: () => number;
   /** Told when this host's clock is a second or more off the server's (db-clock.ts). */
   onClockOffset?: (offsetMs: number) => void;
-  /** How often the change counter moves anyway, in case a notification was lost (ms). */
+  /** How often the change counter moves anyway, in case a notification was lost all the same (ms). */
   fallbackPollMs?: number;
   /** Told when the server closes an idle connection (a restart, a failover, an administrator). */
   onConnectionLost?: (err: Error) => void;
@@ -117,7 +117,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const now = options.now ?? clock!.now;
 
   // The counter the worker loop and long-poll watchers compare: see change-listener.ts.
-  const listener = createChangeListener({ connection, schema, fallbackPollMs: options.fallbackPollMs ?? 1000 });
+  const listener = createChangeListener({ connection, schema, fallbackPollMs: options.fallbackPollMs ?? LISTEN_FALLBACK_MS });
   let closed = false;
 
   // A transaction's statements are named too: an idle daemon's claim (a sweep of three statements
