@@ -72,14 +72,16 @@ test("a worker host whose clock runs a minute ahead takes no job another worker 
   for (const id of ids) assert.equal((await completedJob(api.url, key, id, 15_000)).status, 'completed');
   assert.equal(stub.calls.length, 4, `${stub.calls.length} upstream calls for 4 jobs: the host ahead took jobs whose calls ran`);
 
-  // Where an operator sees the hosts off, besides their logs: each worker's heartbeat in /health,
-  // and in /metrics the API's own offset and the farthest worker's.
+  // Where an operator sees the hosts off, besides their logs: in /health the API's own offset and
+  // each worker's heartbeat, and in /metrics the API's own offset and the farthest worker's.
   const offsets = async () => {
     const res = await fetch(`${api.url}/health`, { headers: { 'x-proxy-key': key } });
     const workers = ((await res.json()) as { workers: Array<{ pid: number; clock_offset_ms: number }> }).workers;
     return new Map(workers.map((w) => [w.pid, w.clock_offset_ms]));
   };
   await eventually(async () => (await offsets()).size === 2, 10_000);
+  const apiOff = ((await (await fetch(`${api.url}/health`, { headers: { 'x-proxy-key': key } })).json()) as { clock_offset_ms: number }).clock_offset_ms;
+  assert.ok(Math.abs(apiOff + 600_000) < 1000, `/health shows the API's own clock ${apiOff} ms off`);
   const seen = await offsets();
   assert.ok(Math.abs(seen.get(ahead.proc.pid!)! + 60_000) < 1000, `/health shows the worker ahead ${seen.get(ahead.proc.pid!)} ms off`);
   assert.ok(Math.abs(seen.get(honest.proc.pid!)!) < 1000, `/health shows the honest worker ${seen.get(honest.proc.pid!)} ms off`);

@@ -59,6 +59,7 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   assert.equal(await page.locator('#workers tbody tr').count(), 1);
   // The worker's clock against the store's, as its heartbeat reported it: one machine here.
   assert.match((await page.textContent('#workers tbody td:nth-child(5)')) ?? '', /^(in step|\d+ ms (ahead|behind))$/);
+  assert.match((await page.textContent('#api-clock')) ?? '', /^(in step|\d+ ms (ahead|behind))$/, "the API's own clock, from /health");
   assert.deepEqual(dialogs, [], 'no script from the data ran');
   assert.equal(await page.evaluate('sessionStorage.getItem("proxyKey") !== null && localStorage.length === 0'), true, 'the key is kept for the session only');
 

@@ -54,6 +54,9 @@ test('health with a key: queue by status, age of the oldest queued job, live wor
   assert.equal(healthy.workers.length, 1);
   assert.equal(healthy.workers[0].pid, worker.proc.pid);
   assert.equal(typeof healthy.oldest_queued_age_seconds === 'number' || healthy.oldest_queued_age_seconds === null, true);
+  // This API host's clock against the database's: SQLite's is the host's own.
+  if (BACKEND === 'sqlite') assert.equal(healthy.clock_offset_ms, 0);
+  else assert.ok(Math.abs(healthy.clock_offset_ms) < 1000, `the API's clock is ${healthy.clock_offset_ms} ms off the server's on one machine`);
 });
 
 test('the PostgreSQL server closing every connection (a restart, a failover) stops neither program; requests and jobs go on', async (t) => {

@@ -14,7 +14,8 @@ export interface HealthDeps {
 /**
  * GET /health: 200 when the database answers (and, with HEALTH_REQUIRE_WORKER, a worker is alive),
  * 503 otherwise. Anyone sees `status`; a caller with a valid X-Proxy-Key also sees why, the queue by
- * status, how long the longest-waiting due job has waited, the live workers and the version.
+ * status, how long the longest-waiting due job has waited, the live workers, the version, and how far
+ * this API host's clock is off the database's (the workers' are in their heartbeats).
  */
 export function healthHandler({ store, clients, now, version, requireWorker }: HealthDeps): RequestHandler {
   return async (req, res) => {
@@ -34,7 +35,7 @@ export function healthHandler({ store, clients, now, version, requireWorker }: H
       sendJson(res, code, { status });
       return;
     }
-    const body: Record<string, unknown> = { status, version, database: store.kind };
+    const body: Record<string, unknown> = { status, version, database: store.kind, clock_offset_ms: store.clockOffsetMs() };
     if (problem) body.error = { code: 'unavailable', message: problem };
     if (problem !== 'the database does not answer') {
       const [queue, oldest] = await Promise.all([store.countByStatus(), store.oldestDueAt()]);

@@ -92,6 +92,7 @@ async function refresh() {
     );
     const age = health.body.oldest_queued_age_seconds;
     $('oldest').textContent = age === null || age === undefined ? 'none' : `${age} s`;
+    $('api-clock').textContent = clockText(health.body.clock_offset_ms);
     $('updated').textContent = new Date().toLocaleTimeString();
     // The server's clock places the minutes: this browser's may be off.
     const now = stats.body.server_time ?? Date.now() / 1000;
@@ -105,7 +106,7 @@ async function refresh() {
   }
 }
 
-/** A worker host's clock against the store's, as its heartbeat reported it (the store's minus the host's, ms). */
+/** A host's clock against the store's: a worker's as its heartbeat reported it, the API's as it measures it (the store's minus the host's, ms). */
 function clockText(offsetMs) {
   if (offsetMs === null || offsetMs === undefined) return 'not reported';
   if (offsetMs === 0) return 'in step';
