@@ -123,7 +123,6 @@ const backends: Backend[] = [
 const job = newTestJob;
 const clock = manualClock;
 
-/** A PostgreSQL connection of the test's own (in `schema`, with `settings`, when given), closed after the test. */
 /**
  * A TCP relay to PostgreSQL whose connections can be silenced: from `silence()` on, no byte passes
  * either way on the connections open then, and neither end is told (as when a NAT or firewall
@@ -160,6 +159,7 @@ async function startSilenceableProxy(target: URL): Promise<{ port: number; conne
   };
 }
 
+/** A PostgreSQL connection of the test's own (in `schema`, with `settings`, when given), closed after the test. */
 async function sqlClient(own: (close: () => unknown) => void, schema?: string, settings = ''): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: PG_URL, ...(schema ? { options: `-c search_path=${schema} ${settings}`.trim() } : {}) });
   await client.connect();
