@@ -14,6 +14,7 @@ import { FOLD_AFTER_CHANGES, SESSION_SETTINGS, openPostgresStore } from '../src/
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { WORKER_ALIVE_MS, type ClaimedJob, type JobRecord, type JobStore } from '../src/store/types.ts';
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
+import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { createChangeListener } from '../src/store/postgres/change-listener.ts';
 import { eventually, manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
 
@@ -1153,6 +1154,36 @@ for (const backend of backends) {
     await eventually(async () => (await connections()) === 1, 5000, 20);
     await listener.close();
     await eventually(async () => (await connections()) === 0, 5000, 20);
+  });
+
+  if (backend.name === 'postgres') test('postgres: a statement on a pooled connection that stops answering without an error fails as unavailable after the query timeout, and the next runs on a new connection', async (t) => {
+    // The relay closes first (hooks run in the order added): a pool ending a silenced connection
+    // would wait for its answer.
+    const proxy = await startSilenceableProxy(new URL(PG_URL));
+    t.after(() => proxy.close());
+    const place = await backend.place(t);
+    const viaProxy = new URL(PG_URL);
+    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    const store = await openPostgresStore({ url: viaProxy.toString(), schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, queryTimeoutMs: 500 });
+    place.own(() => store.close());
+    const { job: created } = await store.createJob(job());
+    assert.equal((await store.getJob(created.id))?.id, created.id);
+
+    proxy.silence();
+    const within = <T>(ms: number, p: Promise<T>) =>
+      Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms))]);
+    const began = Date.now();
+    const failed = await within(5000, store.getJob(created.id)).then(
+      () => assert.fail('a statement on a silent connection was answered'),
+      (err: unknown) => err,
+    );
+    assert.ok(isDatabaseUnavailable(failed), `failed as unavailable (503), not as a fault: ${String(failed)}`);
+    assert.ok(Date.now() - began < 3000, `failed ${Date.now() - began} ms after it was sent (timeout 500 ms)`);
+    // Each connection that died this way is destroyed as its statement times out; new ones answer.
+    const read = await eventually(async () => within(5000, store.getJob(created.id)).catch(() => null), 15_000, 10);
+    assert.equal(read.id, created.id);
+    const [claimed] = await within(5000, store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
+    assert.equal(claimed?.id, created.id, 'a transaction runs too');
   });
 
   if (backend.name === 'postgres') test('postgres: a listening connection that stops answering without an error is found by its ping and replaced; one that answers moves the counter only when told', async (t) => {

@@ -5,6 +5,7 @@ import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toClaimedJo
 import { toHeartbeat, type WorkerRow } from '../worker-row.js';
 import { FINAL_STATUSES, LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
+import { isDatabaseUnavailable } from '../unavailable.js';
 import { migratePostgres } from './migrate.js';
 import { query, withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
@@ -27,7 +28,21 @@ export interface PostgresStoreOptions {
   fallbackPollMs?: number;
   /** Told when the server closes an idle connection (a restart, a failover, an administrator). */
   onConnectionLost?: (err: Error) => void;
+  /** QUERY_TIMEOUT_MS unless given (tests shorten it). */
+  queryTimeoutMs?: number;
 }
+
+/**
+ * A statement not answered in this long fails as unavailable (503 through the API; a worker backs
+ * off and claims again), and its connection is destroyed. A connection can die without an error
+ * reaching either end (a server host gone, a NAT or firewall that forgot it): a statement sent on
+ * it then waited for TCP to give up on its retransmissions (about 15 minutes under Linux's
+ * defaults), and a pool whose connections had all died that way held up every request and claim
+ * of the process meanwhile. Far above any statement's own time here: locks are waited for 5 s at most
+ * (LOCK_TIMEOUT_MS), and work on many rows goes in batches. Migrations, which may wait for another
+ * host's, run on a connection of their own without it.
+ */
+export const QUERY_TIMEOUT_MS = 30_000;
 
 // BIGINT columns hold Unix ms: well inside a double, so read them as numbers.
 const types = {
@@ -78,9 +93,17 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
   const connection = { connectionString: options.url, types, options: `-c search_path=${schema} ${SESSION_SETTINGS}` };
   // A server that does not answer a connection (a network cut, a host gone) fails the query after
-  // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes); keepalive
-  // finds a connection that died silently.
-  const pool = new pg.Pool({ ...connection, application_name: `proxy:${schema}`, max: options.poolSize ?? 10, connectionTimeoutMillis: 10_000, keepAlive: true });
+  // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes), and one
+  // that stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
+  // that died silently, but only after the system's keepalive time (two hours by default).
+  const pool = new pg.Pool({
+    ...connection,
+    application_name: `proxy:${schema}`,
+    max: options.poolSize ?? 10,
+    connectionTimeoutMillis: 10_000,
+    keepAlive: true,
+    query_timeout: options.queryTimeoutMs ?? QUERY_TIMEOUT_MS,
+  });
   // An idle connection the server closes is reported on the pool, and an 'error' nobody listens to
   // ends the process: a PostgreSQL restart stopped every API and worker. The pool drops that
   // connection itself and the next query opens another; a query that was running fails on its own.
@@ -101,7 +124,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     return name;
   };
   const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, nameOf(text), text, values) };
-  await migratePostgres(pool, schema);
+  const migrating = new pg.Pool({ ...connection, application_name: `proxy:${schema}`, max: 1, connectionTimeoutMillis: 10_000, keepAlive: true });
+  try {
+    await migratePostgres(migrating, schema);
+  } finally {
+    await migrating.end();
+  }
   // Every host keeps the server's time (db-clock.ts): leases, deadlines, heartbeats and budgets are
   // compared across hosts whose own clocks may disagree.
   const clock = options.now
@@ -134,7 +162,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         await client.query('COMMIT');
         return result;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        // A connection the database failed on is destroyed (checkout.ts), which ends its
+        // transaction: a ROLLBACK sent behind a statement that timed out would wait out the timeout
+        // again.
+        if (!isDatabaseUnavailable(err)) await client.query('ROLLBACK').catch(() => undefined);
         throw err;
       }
     });
