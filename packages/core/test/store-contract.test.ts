@@ -1184,6 +1184,18 @@ for (const backend of backends) {
     assert.equal(read.id, created.id);
     const [claimed] = await within(5000, store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
     assert.equal(claimed?.id, created.id, 'a transaction runs too');
+
+    // A transaction on a connection that goes silent fails the same way, and is not run again.
+    proxy.silence();
+    const txBegan = Date.now();
+    const txFailed = await within(5000, store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 })).then(
+      () => assert.fail('a claim on a silent connection was answered'),
+      (err: unknown) => err,
+    );
+    assert.ok(isDatabaseUnavailable(txFailed), `the claim failed as unavailable: ${String(txFailed)}`);
+    assert.ok(Date.now() - txBegan < 3000, `failed ${Date.now() - txBegan} ms after it began`);
+    const counts = await eventually(async () => within(5000, store.countByStatus()).catch(() => null), 15_000, 10);
+    assert.deepEqual([counts.queued, counts.in_progress], [0, 1], 'the job stays held by the first claim');
   });
 
   if (backend.name === 'postgres') test('postgres: a listening connection that stops answering without an error is found by its ping and replaced; one that answers moves the counter only when told', async (t) => {

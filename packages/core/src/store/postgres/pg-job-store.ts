@@ -7,7 +7,7 @@ import { FINAL_STATUSES, LATENCY_BUCKETS, type AttemptObservation, type ClaimedJ
 import { labelsJson } from '../counter-labels.js';
 import { isDatabaseUnavailable } from '../unavailable.js';
 import { migratePostgres } from './migrate.js';
-import { query, withClient } from './checkout.js';
+import { query, timeCheckouts, withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
 import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
 import { createDbClock } from './db-clock.js';
@@ -33,14 +33,13 @@ export interface PostgresStoreOptions {
 }
 
 /**
- * A statement not answered in this long fails as unavailable (503 through the API; a worker backs
- * off and claims again), and its connection is destroyed. A connection can die without an error
- * reaching either end (a server host gone, a NAT or firewall that forgot it): a statement sent on
- * it then waited for TCP to give up on its retransmissions (about 15 minutes under Linux's
- * defaults), and a pool whose connections had all died that way held up every request and claim
- * of the process meanwhile. Far above any statement's own time here: locks are waited for 5 s at most
- * (LOCK_TIMEOUT_MS), and work on many rows goes in batches. Migrations, which may wait for another
- * host's, run on a connection of their own without it.
+ * A statement, or a transaction's statements together, not answered in this long fails as
+ * unavailable (503 through the API; a worker backs off and claims again), and its connection is
+ * destroyed (checkout.ts, timeCheckouts): a connection that died silently had held a statement
+ * until TCP gave up, and a pool whose connections had all died that way held up every request and
+ * claim of the process meanwhile. Far above any statement's own time here: locks are waited for 5
+ * s at most (LOCK_TIMEOUT_MS), and work on many rows goes in batches. Migrations, which may wait
+ * for another host's, run on a connection of their own without it.
  */
 export const QUERY_TIMEOUT_MS = 30_000;
 
@@ -102,8 +101,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     max: options.poolSize ?? 10,
     connectionTimeoutMillis: 10_000,
     keepAlive: true,
-    query_timeout: options.queryTimeoutMs ?? QUERY_TIMEOUT_MS,
   });
+  const stopTimingCheckouts = timeCheckouts(pool, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
   // An idle connection the server closes is reported on the pool, and an 'error' nobody listens to
   // ends the process: a PostgreSQL restart stopped every API and worker. The pool drops that
   // connection itself and the next query opens another; a query that was running fails on its own.
@@ -139,6 +138,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         options.localNow,
         options.onClockOffset,
       ).catch(async (err: unknown) => {
+        stopTimingCheckouts();
         await pool.end();
         throw err;
       });
@@ -814,6 +814,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       // Writes already accepted finish before the pool goes.
       await Promise.all([inserts.drain(), endings.drain(), retries.drain(), draws.drain(), folding]);
       await listener.close();
+      stopTimingCheckouts();
       await pool.end();
     },
   };
