@@ -9,8 +9,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || UNAVAILABLE_CODE_PREFIXES.some((p) => code.startsWith(p)))) return true;
-    // pg's own messages for a connection that ended, could not be made in time, or left a statement
-    // unanswered past its query_timeout carry no code.
+    // pg's own messages for a connection that ended or could not be made in time carry no code, nor
+    // does checkout.ts's for one it ended after the query timeout.
     if (/^Connection terminated|^timeout exceeded when trying to connect|connection error and is not queryable|^Query read timeout/.test(e.message)) return true;
   }
   return false;

@@ -34,7 +34,8 @@ export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) =
     } catch (err) {
       if (watchdog?.overdue.has(client)) {
         // Not run again: another connection may be as dead, and each would take as long to tell.
-        throw (broken = new Error(`Query read timeout: PostgreSQL did not answer in ${watchdog.timeoutMs} ms`, { cause: err }));
+        broken = new Error(`Query read timeout: PostgreSQL did not answer in ${watchdog.timeoutMs} ms`, { cause: err });
+        throw broken;
       }
       if (!broken && isDatabaseUnavailable(err)) broken = err as Error;
       if (wasIdle && planChanged(err)) {

@@ -95,13 +95,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes), and one
   // that stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
   // that died silently, but only after the system's keepalive time (two hours by default).
-  const pool = new pg.Pool({
-    ...connection,
-    application_name: `proxy:${schema}`,
-    max: options.poolSize ?? 10,
-    connectionTimeoutMillis: 10_000,
-    keepAlive: true,
-  });
+  const poolConfig = { ...connection, application_name: `proxy:${schema}`, connectionTimeoutMillis: 10_000, keepAlive: true };
+  const pool = new pg.Pool({ ...poolConfig, max: options.poolSize ?? 10 });
   const stopTimingCheckouts = timeCheckouts(pool, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
   // An idle connection the server closes is reported on the pool, and an 'error' nobody listens to
   // ends the process: a PostgreSQL restart stopped every API and worker. The pool drops that
@@ -123,7 +118,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     return name;
   };
   const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, nameOf(text), text, values) };
-  const migrating = new pg.Pool({ ...connection, application_name: `proxy:${schema}`, max: 1, connectionTimeoutMillis: 10_000, keepAlive: true });
+  const migrating = new pg.Pool({ ...poolConfig, max: 1 });
   try {
     await migratePostgres(migrating, schema);
   } finally {
