@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: every figure beside a baseline measured in the same run on this machine, as a
  * ratio. Starts everything itself on loopback; prints one table and writes BENCHMARKS.md.
- * BENCH_SECONDS (default 8) sets the length of each measured load run.
+ * BENCH_SECONDS (default 8) sets the length of each measured load run; BENCH_OUT writes the report
+ * to another file than BENCHMARKS.md.
  */
 import { nodeFlagsOf } from '../node-flags.mjs';
 import { execFile } from 'node:child_process';
@@ -25,8 +26,21 @@ import { startStubUpstream } from '../stub-upstream.ts';
 import { answers, cpuSeconds, freePort, logPath, start, type Proc } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
-const WARMUP_SECONDS = 2;
+/**
+ * BENCH_QUICK=1: a smoke run, the bench's own test (test/tooling/bench.test.ts). Every figure is made
+ * with a hundredth of the jobs, calls and filled rows, in one round of 1 s loads: it checks that the
+ * bench still starts everything, drives every figure and writes its report, without the minutes a
+ * measurement takes. Its figures are not measurements, and its report says so; it writes BENCHMARKS.md
+ * only when BENCH_OUT names it.
+ */
+const QUICK = process.env.BENCH_QUICK === '1';
+/** A count of jobs, calls or rows, cut a hundredfold in a smoke run. */
+const scaled = (count: number) => (QUICK ? Math.ceil(count / 100) : count);
+const SECONDS = QUICK ? 1 : Number(process.env.BENCH_SECONDS ?? 8);
+const WARMUP_SECONDS = QUICK ? 1 : 2;
+/** Rounds each target gets in `interleaved`: proxy and baseline take turns, so drift hits both alike. */
+const ROUNDS = QUICK ? 1 : 3;
+const OUT = process.env.BENCH_OUT ?? (QUICK ? null : join(ROOT, 'BENCHMARKS.md'));
 const CONNECTIONS = 32;
 const dir = mkdtempSync(join(tmpdir(), 'proxy-bench-'));
 const key = `pk_${randomBytes(16).toString('hex')}`;
@@ -82,9 +96,6 @@ async function load(url: string, request: Request): Promise<number> {
   if (result.non2xx > 0 || result.errors > 0) note(`${url}${request.path}: ${result.non2xx} non-2xx, ${result.errors} errors`);
   return result.requests.total / SECONDS;
 }
-
-/** Rounds each target gets in `interleaved`: proxy and baseline take turns, so drift hits both alike. */
-const ROUNDS = 3;
 
 /**
  * Requests per second of each target, measured in alternating rounds after one warm-up each. On a
@@ -156,7 +167,7 @@ async function directCalls(port: number, concurrency: number, n: number, warmup 
  * Jobs a worker runs before the timed ones in figures 3, 3b and 3p, so JIT warm-up counts on
  * neither side (the HTTP figures warm up too, and undici alone gets as many untimed calls).
  */
-const WORKER_WARMUP = 1000;
+const WORKER_WARMUP = scaled(1000);
 
 /**
  * Calls the stub makes untimed before anything is measured against it. A fresh stub process is
@@ -165,10 +176,10 @@ const WORKER_WARMUP = 1000;
  * Measuring the baseline against a cold stub made it look half as fast as it is (earlier runs of
  * this benchmark did, and overstated figure 3 about 1.7 times).
  */
-const STUB_WARMUP = 20_000;
+const STUB_WARMUP = scaled(20_000);
 
 /** Figure 5's jobs, one at a time, each followed by a pause of PACED_PAUSE_MS; figure 5c times as many more. */
-const PACED_JOBS = 200;
+const PACED_JOBS = scaled(200);
 const PACED_PAUSE_MS = { min: 10, max: 50 };
 
 /** Figure 5c's baseline: CPU µs a call of undici alone, calls made like figure 5's jobs (paced-calls.mjs). */
@@ -321,7 +332,7 @@ async function main() {
   row('1. create (signed POST, limiter on), sync=full', createFull, bareCreate, 'req/s', 0.7);
 
   const apiStore = openSqliteStore({ path: join(dir, 'requests.sqlite') });
-  const lookupIds = await enqueue(apiStore, 2000, 'lookup');
+  const lookupIds = await enqueue(apiStore, scaled(2000), 'lookup');
   note('lookup: proxy and the bare route, in alternating rounds');
   const [lookup = 0, bareLookup = 0] = await interleaved([
     { url: api.url, request: () => lookupRequest('/v1/requests', lookupIds) },
@@ -336,7 +347,7 @@ async function main() {
 
   // 3. Worker against a zero-latency stub, against undici calling the stub directly.
   const concurrency = 8;
-  const n = 10_000;
+  const n = scaled(10_000);
   await directCalls(stubPort, concurrency, STUB_WARMUP);
   // Undici alone is timed over three times as many calls as the worker's jobs: at its rate 10,000
   // calls took under a second, and its figure moved by half between runs (10,700–17,100 calls/s).
@@ -375,8 +386,8 @@ async function main() {
   procs.push(slow);
   // Twenty rounds of 64 calls, after three untimed rounds on each side (the stub and the daemon are
   // fresh processes here).
-  const n2 = 64 * 20;
-  const slowWarmup = 64 * 3;
+  const n2 = 64 * scaled(20);
+  const slowWarmup = 64 * scaled(3);
   note(`worker: ${n2} jobs, 200 ms stub, concurrency 64`);
   const slowRun = await daemonRate('worker-slow', `http://127.0.0.1:${slowPort}/v1`, 64, n2, { warmup: slowWarmup });
   row('4. worker, 200 ms stub (concurrency 64)', slowRun.rate, 64 / 0.2, 'jobs/s', 0.95);
@@ -425,8 +436,10 @@ async function main() {
 
   // 6. The same create and lookup with 1,000,000 jobs already in the file.
   await apiStore.close();
-  note('filling the API database to 1,000,000 jobs');
-  const filled = fillJobs(join(dir, 'requests.sqlite'), 1_000_000);
+  // A smoke run's creates leave some ten thousand jobs in the file: filled to more, so the fill runs.
+  const fill = QUICK ? 50_000 : 1_000_000;
+  note(`filling the API database to ${fill.toLocaleString('en-US')} jobs`);
+  const filled = fillJobs(join(dir, 'requests.sqlite'), fill);
   const api2 = await startApi({}, 'api-1m', stubUrl);
   // Its baseline: the same API on a file holding only the jobs it looks up, measured in turns with it.
   const emptyPath = join(dir, 'small.sqlite');
@@ -434,22 +447,22 @@ async function main() {
   const smallIds = await enqueue(smallStore, lookupIds.length, 'lookup');
   await smallStore.close();
   const apiSmall = await startApi({ PROXY_DB_PATH: emptyPath }, 'api-small', stubUrl);
-  note('create: proxy with 1M jobs in the file and with 2,000, in alternating rounds');
+  note(`create: proxy with ${filled.toLocaleString('en-US')} jobs in the file and with ${lookupIds.length.toLocaleString('en-US')}, in alternating rounds`);
   const [createBig = 0, createSmall = 0] = await interleaved([
     { url: api2.url, request: () => createRequest('/v1/requests', signedBodies(perRound)) },
     { url: apiSmall.url, request: () => createRequest('/v1/requests', signedBodies(perRound)) },
   ]);
-  row(`6. create with ${filled.toLocaleString('en-US')} jobs in the file (vs 2,000)`, createBig, createSmall, 'req/s', 0.9);
+  row(`6. create with ${filled.toLocaleString('en-US')} jobs in the file (vs ${lookupIds.length.toLocaleString('en-US')})`, createBig, createSmall, 'req/s', 0.9);
   note('lookup: the same');
   const [lookupBig = 0, lookupSmall = 0] = await interleaved([
     { url: api2.url, request: () => lookupRequest('/v1/requests', lookupIds) },
     { url: apiSmall.url, request: () => lookupRequest('/v1/requests', smallIds) },
   ]);
-  row(`6. lookup with ${filled.toLocaleString('en-US')} jobs in the file (vs 2,000)`, lookupBig, lookupSmall, 'req/s', 0.9);
+  row(`6. lookup with ${filled.toLocaleString('en-US')} jobs in the file (vs ${lookupIds.length.toLocaleString('en-US')})`, lookupBig, lookupSmall, 'req/s', 0.9);
   // The queue by status, as /health (with a key), /metrics and `stats` read it, one request at a time.
   note('detailed /health: the same');
   const [healthBig, healthSmall] = [await medianMs(`${api2.url}/health`), await medianMs(`${apiSmall.url}/health`)];
-  rows.push({ figure: `6h. detailed /health (queue by status) with ${filled.toLocaleString('en-US')} jobs (vs 2,000), median`, proxy: `${healthBig.toFixed(2)} ms`, baseline: `${healthSmall.toFixed(2)} ms`, ratio: healthSmall / healthBig, target: '–', met: null });
+  rows.push({ figure: `6h. detailed /health (queue by status) with ${filled.toLocaleString('en-US')} jobs (vs ${lookupIds.length.toLocaleString('en-US')}), median`, proxy: `${healthBig.toFixed(2)} ms`, baseline: `${healthSmall.toFixed(2)} ms`, ratio: healthSmall / healthBig, target: '–', met: null });
   await apiSmall.proc.stop();
 
   // 7. Peak RSS of each process under those loads.
@@ -533,7 +546,6 @@ async function pgBossRate(n: number, concurrency: number, schema: string): Promi
   return rate;
 }
 
-/** Appends finished jobs straight into the file until it holds `total` (one transaction per 50,000). */
 /** Median time of 200 sequential GETs with the client key (after 20 untimed). */
 async function medianMs(url: string): Promise<number> {
   const times: number[] = [];
@@ -547,6 +559,7 @@ async function medianMs(url: string): Promise<number> {
   return times[100] as number;
 }
 
+/** Appends finished jobs straight into the file until it holds `total` (one transaction per 50,000). */
 function fillJobs(path: string, total: number): number {
   const db = new Database(path);
   db.pragma('synchronous = OFF');
@@ -582,13 +595,18 @@ function report() {
   const header = '| figure | proxy | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|';
   const lines = rows.map((r) => `| ${r.figure} | ${r.proxy} | ${r.baseline} | ${ratioText(r)} | ${r.target} | ${r.met === null ? '–' : r.met ? 'yes' : '**no**'} |`);
   const table = [header, ...lines].join('\n');
-  process.stdout.write(`\n${machine}\n\n${table}\n`);
+  const smoke = QUICK ? `**A smoke run (\`BENCH_QUICK=1\`)**: a hundredth of the jobs and calls, loads of 1 s. It shows that the bench runs; its figures are not measurements.\n\n` : '';
+  process.stdout.write(`\n${smoke}${machine}\n\n${table}\n`);
+  if (!OUT) {
+    note('a smoke run writes no report unless BENCH_OUT names a file');
+    return;
+  }
   const date = new Date().toISOString().slice(0, 10);
   writeFileSync(
-    join(ROOT, 'BENCHMARKS.md'),
-    `# Benchmarks\n\nMeasured ${date} on ${machine}, by \`npm run bench\` (${CONNECTIONS} connections, autocannon; figures 1, 2 and 6 in ${ROUNDS} rounds of ${Math.max(1, Math.round(SECONDS / ROUNDS))} s that alternate with their baseline, after a ${WARMUP_SECONDS} s warm-up of each).\nEvery figure stands beside a baseline measured in the same run, so the ratio is what counts: absolute\nnumbers on a shared 2-core machine move from run to run.\n\n${table}\n\n${NOTES}\n`,
+    OUT,
+    `# Benchmarks\n\n${smoke}Measured ${date} on ${machine}, by \`npm run bench\` (${CONNECTIONS} connections, autocannon; figures 1, 2 and 6 in ${ROUNDS} rounds of ${Math.max(1, Math.round(SECONDS / ROUNDS))} s that alternate with their baseline, after a ${WARMUP_SECONDS} s warm-up of each).\nEvery figure stands beside a baseline measured in the same run, so the ratio is what counts: absolute\nnumbers on a shared 2-core machine move from run to run.\n\n${table}\n\n${NOTES}\n`,
   );
-  note('wrote BENCHMARKS.md');
+  note(`wrote ${OUT}`);
 }
 
 const NOTES = `## What each figure is
@@ -643,8 +661,8 @@ The load generator, the stub and the servers share the machine's 2 cores, for th
 baseline alike.
 
 1p, 3p. The create and worker figures with \`DATABASE_URL\` set (the local PostgreSQL, a fresh schema).
-8. Our worker on PostgreSQL draining 4,000 jobs (each a real call to the zero-latency stub) against
-   pg-boss 10 draining 4,000 jobs whose handler does nothing, with the same number of workers
+8. Our worker on PostgreSQL draining 10,000 jobs (each a real call to the zero-latency stub) against
+   pg-boss 10 draining 10,000 jobs whose handler does nothing, with the same number of workers
    (\`work()\` ×8 at its shortest polling interval of 0.5 s, batches of 100: its workers wait out the
    interval after every fetch, so batches are how it reaches throughput), on the same server.
 
