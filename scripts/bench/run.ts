@@ -666,7 +666,7 @@ baseline alike.
    (\`work()\` ×8 at its shortest polling interval of 0.5 s, batches of 100: its workers wait out the
    interval after every fetch, so batches are how it reaches throughput), on the same server.
 
-Reproduce: \`npm install && npm run bench\` (about nine minutes; \`BENCH_SECONDS=4\` for a quicker run;
+Reproduce: \`npm install && npm run bench\` (about three and a half minutes on the 2-core AMD EPYC of 2026-12-03, more on a slower machine; \`BENCH_SECONDS=4\` for a quicker run, \`BENCH_QUICK=1\` for a smoke run that measures nothing;
 \`BENCH_DATABASE_URL\` names the PostgreSQL server, by default the local \`test\` database).`;
 
 main()
