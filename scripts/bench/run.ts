@@ -58,6 +58,12 @@ interface Row {
   bound?: { value: number; higherIsBetter: boolean };
 }
 const rows: Row[] = [];
+/**
+ * The bound of a row measured against its target itself (pickup, RSS): its ratio at most 1, printed
+ * with the decimals that show which side of 1 it is on (150.3 MB reads "1.002 … no", where two
+ * decimals read "1.00 … no", which looked met).
+ */
+const UNDER_TARGET = { value: 1, higherIsBetter: false };
 const note = (s: string) => process.stderr.write(`bench: ${s}\n`);
 
 function row(figure: string, proxy: number, baseline: number, unit: string, target: number | null, higherIsBetter = true, ratioOverride?: number) {
@@ -419,8 +425,8 @@ async function main() {
   latencies.sort((a, b) => a - b);
   const median = latencies[Math.floor(latencies.length / 2)] as number;
   const p99 = latencies[Math.ceil(latencies.length * 0.99) - 1] as number;
-  rows.push({ figure: '5. pickup latency, median', proxy: `${median} ms`, baseline: '50 ms (target)', ratio: median / 50, target: '≤ 1 (≤ 50 ms)', met: median <= 50 });
-  rows.push({ figure: '5. pickup latency, p99', proxy: `${p99} ms`, baseline: '200 ms (target)', ratio: p99 / 200, target: '≤ 1 (≤ 200 ms)', met: p99 <= 200 });
+  rows.push({ figure: '5. pickup latency, median', proxy: `${median} ms`, baseline: '50 ms (target)', ratio: median / 50, target: '≤ 1 (≤ 50 ms)', met: median <= 50, bound: UNDER_TARGET });
+  rows.push({ figure: '5. pickup latency, p99', proxy: `${p99} ms`, baseline: '200 ms (target)', ratio: p99 / 200, target: '≤ 1 (≤ 200 ms)', met: p99 <= 200, bound: UNDER_TARGET });
   // What a job costs the worker when each one comes alone: as many again at the same pace, timed
   // now that the daemon is warm, against undici alone making its calls the same way.
   note(`worker CPU at that pace: ${PACED_JOBS} more jobs; then undici alone, ${PACED_JOBS} untimed and ${PACED_JOBS} timed calls`);
@@ -467,12 +473,12 @@ async function main() {
 
   // 7. Peak RSS of each process under those loads.
   const apiPeak = Math.max(apiPeakFull, api2.proc.peakRssMb());
-  rows.push({ figure: '7. peak RSS, proxy-api', proxy: `${apiPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: apiPeak / 150, target: '≤ 1', met: apiPeak < 150 });
+  rows.push({ figure: '7. peak RSS, proxy-api', proxy: `${apiPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: apiPeak / 150, target: '≤ 1', met: apiPeak < 150, bound: UNDER_TARGET });
   // For scale: the bare Express route went through the same create and lookup loads.
   const barePeak = bare.peakRssMb();
   rows.push({ figure: '7b. peak RSS, proxy-api against the bare Express route', proxy: `${apiPeak.toFixed(0)} MB`, baseline: `${barePeak.toFixed(0)} MB`, ratio: apiPeak / barePeak, target: '–', met: null });
   const workerPeak = Math.max(...daemonPeak);
-  rows.push({ figure: '7. peak RSS, proxy-worker daemon', proxy: `${workerPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: workerPeak / 150, target: '≤ 1', met: workerPeak < 150 });
+  rows.push({ figure: '7. peak RSS, proxy-worker daemon', proxy: `${workerPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: workerPeak / 150, target: '≤ 1', met: workerPeak < 150, bound: UNDER_TARGET });
   await api2.proc.stop();
 
   await postgresFigures(stubUrl, bareCreate, directRate, n, concurrency);
