@@ -16,7 +16,7 @@ import { WORKER_ALIVE_MS, type ClaimedJob, type JobRecord, type JobStore } from 
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { createChangeListener } from '../src/store/postgres/change-listener.ts';
-import { eventually, manualClock, newTestJob, tempDir } from '../../../test/helpers/index.ts';
+import { eventually, manualClock, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -1171,12 +1171,10 @@ for (const backend of backends) {
     const { job: created } = await store.createJob(job());
     assert.equal((await store.getJob(created.id))?.id, created.id);
 
-    const within = <T>(ms: number, p: Promise<T>) =>
-      Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms))]);
     // `what`, sent on a silenced connection, fails as unavailable (503, not a fault) within 3 s.
     const failsUnavailable = async (what: string, run: () => Promise<unknown>) => {
       const began = Date.now();
-      const failed = await within(5000, run()).then(
+      const failed = await within(run(), 5000, what).then(
         () => assert.fail(`${what} on a silent connection was answered`),
         (err: unknown) => err,
       );
@@ -1186,15 +1184,15 @@ for (const backend of backends) {
     proxy.silence();
     await failsUnavailable('a lookup', () => store.getJob(created.id));
     // Each connection that died this way is destroyed as its statement times out; new ones answer.
-    const read = await eventually(async () => within(5000, store.getJob(created.id)).catch(() => null), 15_000, 10);
+    const read = await eventually(async () => within(store.getJob(created.id), 5000, 'a lookup').catch(() => null), 15_000, 10);
     assert.equal(read.id, created.id);
-    const [claimed] = await within(5000, store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
+    const [claimed] = await within(store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), 5000, 'a claim');
     assert.equal(claimed?.id, created.id, 'a transaction runs too');
 
     // A transaction on a connection that goes silent fails the same way, and is not run again.
     proxy.silence();
     await failsUnavailable('a claim', () => store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
-    const counts = await eventually(async () => within(5000, store.countByStatus()).catch(() => null), 15_000, 10);
+    const counts = await eventually(async () => within(store.countByStatus(), 5000, 'a count').catch(() => null), 15_000, 10);
     assert.deepEqual([counts.queued, counts.in_progress], [0, 1], 'the job stays held by the first claim');
   });
 
