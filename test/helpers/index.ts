@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
@@ -169,6 +169,22 @@ export function completedJob(baseUrl: string, key: string, id: string, timeoutMs
     const res = await getJson(baseUrl, `/v1/requests/${id}`, key);
     return res.json.status === 'completed' ? res.json : null;
   }, timeoutMs);
+}
+
+/**
+ * The pids of the running processes `matches` picks; it reads what it needs from /proc/<pid>, and a
+ * process that ends while read (or is not ours to read) is passed over.
+ */
+export function processesWhere(matches: (pid: string) => boolean): number[] {
+  const pids: number[] = [];
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      if (matches(pid)) pids.push(Number(pid));
+    } catch {
+      // Gone while read, or not ours to read.
+    }
+  }
+  return pids;
 }
 
 /** Rejects when `promise` takes longer than `ms`. */

@@ -8,11 +8,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import pg from 'pg';
-import { ROOT, tempDir } from '../helpers/index.ts';
+import { ROOT, processesWhere, tempDir } from '../helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -64,18 +64,8 @@ function tableRows(report: string): Row[] {
     });
 }
 
-/** Pids of the processes whose stdout is a file in `folder`: every process the bench starts logs there. */
-function processesLoggingIn(folder: string): number[] {
-  const pids: number[] = [];
-  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
-    try {
-      if (readlinkSync(`/proc/${pid}/fd/1`).startsWith(`${folder}/`)) pids.push(Number(pid));
-    } catch {
-      // Gone while read, or not ours to read.
-    }
-  }
-  return pids;
-}
+/** The processes whose stdout is a file in `folder`: every process the bench starts logs there. */
+const processesLoggingIn = (folder: string) => processesWhere((pid) => readlinkSync(`/proc/${pid}/fd/1`).startsWith(`${folder}/`));
 
 async function benchSchemas(): Promise<string[] | null> {
   const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });

@@ -4,9 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { ROOT } from '../helpers/index.ts';
+import { ROOT, processesWhere } from '../helpers/index.ts';
 
 const NEVER_EXITS = 'test/tooling/fixtures/never-exits.ts';
 const EXITS = 'test/tooling/fixtures/exits.ts';
@@ -33,18 +33,8 @@ function runTests(files: string[], env: Record<string, string>): Promise<{ code:
   });
 }
 
-/** The processes whose command line names `file`, read from /proc. */
-function processesRunning(file: string): number[] {
-  const pids: number[] = [];
-  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(file)) pids.push(Number(pid));
-    } catch {
-      // Gone while read.
-    }
-  }
-  return pids;
-}
+/** The processes whose command line names `file`. */
+const processesRunning = (file: string) => processesWhere((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(file));
 
 // Whatever a failing runner left of the file that never exits goes with this test file.
 after(() => {
