@@ -784,8 +784,12 @@ for (const backend of backends) {
       usage: { total_tokens: 3 },
     });
     const toolCall = answer(null, { tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] });
-    for (let i = 0; i < 3; i++) await store.createJob(job());
-    const [plain, tool, older] = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 10_000 });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await store.createJob(job())).job.id);
+    // Taken by id, in the order created (the order an export pages in): this test is about the
+    // answer's columns, and the claim's order has a test of its own.
+    const claimed = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 10_000 });
+    const [plain, tool, older] = ids.map((id) => claimed.find((j) => j.id === id));
     assert.ok(plain && tool && older);
     await store.completeJob(plain.id, plain.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
     // Usage that is not the response's own (the worker never records such) stays in the response too.
