@@ -223,6 +223,28 @@ for (const backend of backends) {
     assert.deepEqual(await store.finalAmong([]), []);
   });
 
+  test('claims take jobs in queue order, the longest due first; jobs due in the same millisecond in the order created', async (t) => {
+    const place = await backend.place(t);
+    const c = clock();
+    const store = await place.open(c.now);
+    const create = async (n: number) => {
+      const ids: string[] = [];
+      for (let i = 0; i < n; i++) ids.push((await store.createJob(job())).job.id);
+      return ids;
+    };
+    const claim = async (limit: number) => (await store.claimJobs({ workerId: 'w', limit, leaseMs: 60_000 })).map((j) => ({ id: j.id, token: j.leaseToken }));
+    const first = await create(6);
+    c.advance(5);
+    const second = await create(6);
+    const taken = await claim(3);
+    assert.deepEqual(taken.map((j) => j.id), first.slice(0, 3));
+    // A retry queues its job again, due 3 ms after the first six: between the two groups.
+    const retried = taken[1]!;
+    await store.retryJob(retried.id, retried.token, c.now() - 2, { code: 'upstream_500', message: 'again', upstreamStatus: 500 });
+    c.advance(1);
+    assert.deepEqual((await claim(20)).map((j) => j.id), [...first.slice(3), retried.id, ...second]);
+  });
+
   test('two connections claiming in turn never take the same job', async (t) => {
     const place = await backend.place(t);
     const a = await place.open();

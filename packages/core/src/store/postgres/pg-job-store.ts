@@ -455,7 +455,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       // `expires_at + 0`: the deadline is checked on each row met in jobs_queued_due, never looked up
       // in jobs_queued_expiry, whose rows would then have to be sorted (see SESSION_SETTINGS).
       const claimDue = async (c: Q, limit: number) => {
-        const { rows } = await c.query<JobRow>(
+        const { rows } = await c.query<JobRow & { seq: number }>(
           `UPDATE jobs SET ${claimSet}
             WHERE id IN (SELECT id FROM jobs
                           WHERE status = 'queued' AND run_after <= $1 AND expires_at + 0 > $1
@@ -465,7 +465,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            RETURNING *`,
           [at, leaseUntil, opts.workerId, limit],
         );
-        return rows.sort((a, b) => a.run_after - b.run_after).map(toClaimedJob);
+        // RETURNING comes in the order the update met the rows, not the subquery's: put them in queue
+        // order, ties (jobs due in the same millisecond) in the order stored.
+        return rows.sort((a, b) => a.run_after - b.run_after || a.seq - b.seq).map(toClaimedJob);
       };
       // While claims come back full, most are this one statement in its own transaction: one round
       // trip instead of four (BEGIN, the lapsed-lease query, the claim, COMMIT). Measured at full speed
