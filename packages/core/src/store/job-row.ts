@@ -29,6 +29,16 @@ export interface JobRow {
   upstream_status: number | null;
 }
 
+/**
+ * Sorts a claim's due jobs into queue order: by due time, jobs due in the same millisecond in the
+ * order stored (`seq`, each store's insertion order). Both stores claim with one
+ * `UPDATE … WHERE id IN (SELECT … ORDER BY run_after LIMIT n) RETURNING *`, whose rows come in the
+ * order the update met them (by rowid on SQLite, any on PostgreSQL), not the subquery's.
+ */
+export function byQueueOrder(a: Pick<JobRow, 'run_after'> & { seq: number }, b: Pick<JobRow, 'run_after'> & { seq: number }): number {
+  return a.run_after - b.run_after || a.seq - b.seq;
+}
+
 /** Error of a job that passed its deadline. */
 export const EXPIRED_ERROR = { code: 'expired', message: 'the job reached its ttl before it could complete' };
 /** Error of a job whose worker vanished when it had no attempts left. */

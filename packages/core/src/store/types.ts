@@ -194,8 +194,8 @@ export interface JobStore {
   /**
    * Atomically takes up to `limit` due jobs (queued and due, or whose lease lapsed), bumping each
    * one's attempt count and fencing token. Jobs past their deadline are expired on the way.
-   * They come in queue order: lapsed leases first, then by due time, jobs due in the same
-   * millisecond in the order stored; the worker starts them in that order and holds the rest.
+   * Queued jobs come in queue order: by due time, jobs due in the same millisecond in the order
+   * stored. The worker starts a claim's jobs in the order given and holds the rest for free slots.
    */
   claimJobs(options: ClaimOptions): Promise<ClaimedJob[]>;
   renewLease(id: string, token: number, leaseMs: number): Promise<LeaseState>;

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, byQueueOrder, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { toHeartbeat, type WorkerRow } from '../worker-row.js';
 import { FINAL_STATUSES, LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
@@ -465,9 +465,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            RETURNING *`,
           [at, leaseUntil, opts.workerId, limit],
         );
-        // RETURNING comes in the order the update met the rows, not the subquery's: put them in queue
-        // order, ties (jobs due in the same millisecond) in the order stored.
-        return rows.sort((a, b) => a.run_after - b.run_after || a.seq - b.seq).map(toClaimedJob);
+        return rows.sort(byQueueOrder).map(toClaimedJob);
       };
       // While claims come back full, most are this one statement in its own transaction: one round
       // trip instead of four (BEGIN, the lapsed-lease query, the claim, COMMIT). Measured at full speed

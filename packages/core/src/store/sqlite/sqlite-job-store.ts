@@ -21,7 +21,7 @@ import {
   type RateDecision,
   type WorkerHeartbeat,
 } from '../types.js';
-import { EXPIRED_ERROR, WORKER_LOST_ERROR, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
+import { EXPIRED_ERROR, WORKER_LOST_ERROR, byQueueOrder, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { toHeartbeat, type WorkerRow } from '../worker-row.js';
 import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
@@ -99,7 +99,6 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   };
 
   const expirySpacing = createExpirySpacing();
-  const queueOrder = (a: HeldRow, b: HeldRow) => a.run_after - b.run_after || a.seq - b.seq;
 
   // A claim's RETURNING gives the jobs row; its request is read by key from job_requests (0011).
   const withRequest = (row: HeldRow): JobRow => Object.assign(row, { request: sql.requestOf.get(row.seq) as string });
@@ -124,10 +123,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     }
     const room = opts.limit - claimed.length;
     if (room > 0 && !backlog) {
-      // RETURNING comes in the order the update met the rows (by rowid), not the subquery's: put them
-      // in queue order, ties (jobs due in the same millisecond) in the order stored.
       const due = sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId });
-      for (const row of due.sort(queueOrder)) claimed.push(toClaimedJob(withRequest(row)));
+      for (const row of due.sort(byQueueOrder)) claimed.push(toClaimedJob(withRequest(row)));
     }
     if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expirySpacing.backlog(expireDue(at, CLAIM_EXPIRE_LIMIT));
     return claimed;
