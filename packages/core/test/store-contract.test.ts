@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { FOLD_AFTER_CHANGES, SESSION_SETTINGS, openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
-import { WORKER_ALIVE_MS, type ClaimedJob, type JobRecord, type JobStore } from '../src/store/types.ts';
+import { WORKER_ALIVE_MS, type ClaimedJob, type JobRecord, type JobStore, type NewJob } from '../src/store/types.ts';
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { createChangeListener } from '../src/store/postgres/change-listener.ts';
@@ -124,6 +124,13 @@ const backends: Backend[] = [
 const job = newTestJob;
 const clock = manualClock;
 
+/** Creates `n` jobs one after another (`make(i)` for each, a plain one by default); their ids in the order created. */
+async function createJobs(store: JobStore, n: number, make: (i: number) => NewJob = () => job()): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) ids.push((await store.createJob(make(i))).job.id);
+  return ids;
+}
+
 /**
  * A TCP relay to the test server (PG_URL) whose connections can be silenced: from `silence()` on,
  * no byte passes either way on the connections open then, and neither end is told (as when a NAT or
@@ -210,8 +217,7 @@ for (const backend of backends) {
   test('finalAmong: of the ids asked about, those of jobs in a final status now; unknown ids are not', async (t) => {
     const place = await backend.place(t);
     const store = await place.open();
-    const ids: string[] = [];
-    for (let i = 0; i < 4; i++) ids.push((await store.createJob(job())).job.id);
+    const ids = await createJobs(store, 4);
     const [queued, completed, cancelled, running] = ids as [string, string, string, string];
     const claimed = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
     const held = (id: string) => claimed.find((j) => j.id === id) as ClaimedJob;
@@ -227,15 +233,10 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
-    const create = async (n: number) => {
-      const ids: string[] = [];
-      for (let i = 0; i < n; i++) ids.push((await store.createJob(job())).job.id);
-      return ids;
-    };
     const claim = async (limit: number) => (await store.claimJobs({ workerId: 'w', limit, leaseMs: 60_000 })).map((j) => ({ id: j.id, token: j.leaseToken }));
-    const first = await create(6);
+    const first = await createJobs(store, 6);
     c.advance(5);
-    const second = await create(6);
+    const second = await createJobs(store, 6);
     const taken = await claim(3);
     assert.deepEqual(taken.map((j) => j.id), first.slice(0, 3));
     // A retry queues its job again, due 3 ms after the first six: between the two groups.
@@ -314,8 +315,7 @@ for (const backend of backends) {
     const place = await backend.place(t);
     const c = clock();
     const store = await place.open(c.now);
-    const ids = [];
-    for (let i = 0; i < 5; i++) ids.push((await store.createJob(job())).job.id);
+    const ids = await createJobs(store, 5);
     const held = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
     const [done, failed, retried, running] = held.map((j) => ({ id: j.id, token: j.leaseToken }));
     assert.ok(done && failed && retried && running);
@@ -387,8 +387,7 @@ for (const backend of backends) {
         assert.equal(counts[status], actual, `${status} after ${when}`);
       }
     };
-    const ids: string[] = [];
-    for (let i = 0; i < 12; i++) ids.push((await store.createJob(job({ expiresAt: c.now() + (i === 11 ? 500 : 60_000) }))).job.id);
+    const ids = await createJobs(store, 12, (i) => job({ expiresAt: c.now() + (i === 11 ? 500 : 60_000) }));
     await store.createJob(job({ nonce: (await store.getJob(ids[0] as string))?.nonce }));
     await check('creates and a replay');
     const held = await store.claimJobs({ workerId: 'w', limit: 6, leaseMs: 60_000 });
@@ -806,8 +805,7 @@ for (const backend of backends) {
       usage: { total_tokens: 3 },
     });
     const toolCall = answer(null, { tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] });
-    const ids: string[] = [];
-    for (let i = 0; i < 3; i++) ids.push((await store.createJob(job())).job.id);
+    const ids = await createJobs(store, 3);
     // Taken by id, in the order created (the order an export pages in): this test is about the
     // answer's columns, and the claim's order has a test of its own.
     const claimed = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 10_000 });
@@ -887,8 +885,7 @@ for (const backend of backends) {
 
   test('export pages through every job in the order stored; import writes them unchanged, once', async (t) => {
     const source = await (await backend.place(t)).open();
-    const ids: string[] = [];
-    for (let i = 0; i < 5; i++) ids.push((await source.createJob(job({ model: `m${i}` }))).job.id);
+    const ids = await createJobs(source, 5, (i) => job({ model: `m${i}` }));
     const [done, failed, running] = await source.claimJobs({ workerId: 'w', limit: 3, leaseMs: 60_000 });
     assert.ok(done && failed && running);
     await source.completeJob(done.id, done.leaseToken, { outputText: 'hi', usage: { total_tokens: 3 }, response: { id: 'chatcmpl-1', choices: [] } });
