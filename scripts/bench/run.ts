@@ -56,6 +56,8 @@ interface Row {
   met: boolean | null;
   /** The target as a number, for rows that have one: see ratioText. */
   bound?: { value: number; higherIsBetter: boolean };
+  /** Each round's ratio, for figures measured in alternating rounds (see `interleaved`). */
+  rounds?: number[];
 }
 const rows: Row[] = [];
 /**
@@ -66,10 +68,10 @@ const rows: Row[] = [];
 const UNDER_TARGET = { value: 1, higherIsBetter: false };
 const note = (s: string) => process.stderr.write(`bench: ${s}\n`);
 
-function row(figure: string, proxy: number, baseline: number, unit: string, target: number | null, higherIsBetter = true, ratioOverride?: number) {
-  const ratio = ratioOverride ?? proxy / baseline;
+function row(figure: string, proxy: number, baseline: number, unit: string, target: number | null, higherIsBetter = true): Row {
+  const ratio = proxy / baseline;
   const met = target === null ? null : higherIsBetter ? ratio >= target : ratio <= target;
-  rows.push({
+  const added: Row = {
     figure,
     proxy: `${fmt(proxy)} ${unit}`,
     baseline: `${fmt(baseline)} ${unit}`,
@@ -77,7 +79,9 @@ function row(figure: string, proxy: number, baseline: number, unit: string, targ
     target: target === null ? '–' : `${higherIsBetter ? '≥' : '≤'} ${target}`,
     met,
     ...(target === null ? {} : { bound: { value: target, higherIsBetter } }),
-  });
+  };
+  rows.push(added);
+  return added;
 }
 
 /**
@@ -103,23 +107,39 @@ async function load(url: string, request: Request): Promise<number> {
   return result.requests.total / SECONDS;
 }
 
+/** A target's rate over all its rounds, and its rate in each. */
+interface Alternated {
+  rate: number;
+  rounds: number[];
+}
+
 /**
  * Requests per second of each target, measured in alternating rounds after one warm-up each. On a
  * shared machine the speed drifts by tens of percent over a minute; one long run of the proxy and
  * then one of its baseline would put that drift into the ratio.
  */
-async function interleaved(targets: Array<{ url: string; request: () => Request }>): Promise<number[]> {
+async function interleaved(targets: Array<{ url: string; request: () => Request }>): Promise<Alternated[]> {
   for (const t of targets) await autocannon({ url: t.url, connections: CONNECTIONS, duration: WARMUP_SECONDS, requests: [t.request()] });
   const seconds = Math.max(1, Math.round(SECONDS / ROUNDS));
-  const totals = targets.map(() => 0);
+  const measured = targets.map((): Alternated => ({ rate: 0, rounds: [] }));
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, t] of targets.entries()) {
       const result = await autocannon({ url: t.url, connections: CONNECTIONS, duration: seconds, requests: [t.request()] });
       if (result.non2xx > 0 || result.errors > 0) note(`${t.url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
-      totals[i] = (totals[i] ?? 0) + result.requests.total;
+      (measured[i] as Alternated).rounds.push(result.requests.total / seconds);
     }
   }
-  return totals.map((n) => n / (seconds * ROUNDS));
+  for (const m of measured) m.rate = m.rounds.reduce((a, b) => a + b, 0) / ROUNDS;
+  return measured;
+}
+
+/**
+ * A row for two targets measured in the same alternating rounds, with each round's ratio beside it:
+ * on this machine one run's ratio moves by several hundredths, and the rounds show how far it moved
+ * within the run.
+ */
+function alternatedRow(figure: string, proxy: Alternated, baseline: Alternated, target: number | null) {
+  row(figure, proxy.rate, baseline.rate, 'req/s', target).rounds = proxy.rounds.map((r, i) => r / (baseline.rounds[i] as number));
 }
 
 /** Fresh signed create bodies: each a new nonce, all with a ts of now. */
@@ -330,25 +350,25 @@ async function main() {
   const api = await startApi({}, 'api-full', stubUrl);
   const apiNormal = await startApi({ PROXY_DB_SYNC: 'normal' }, 'api-normal', stubUrl);
   note('create: proxy with PROXY_DB_SYNC=full, with normal, and the bare route, in alternating rounds');
-  const [createFull = 0, createNormal = 0, bareCreate = 0] = await interleaved([
+  const [createFull, createNormal, bareCreate] = (await interleaved([
     { url: api.url, request: () => createRequest('/v1/requests', signedBodies(perRound)) },
     { url: apiNormal.url, request: () => createRequest('/v1/requests', signedBodies(perRound)) },
     { url: bareUrl, request: () => createRequest('/bare', signedBodies(perRound)) },
-  ]);
-  row('1. create (signed POST, limiter on), sync=full', createFull, bareCreate, 'req/s', 0.7);
+  ])) as [Alternated, Alternated, Alternated];
+  alternatedRow('1. create (signed POST, limiter on), sync=full', createFull, bareCreate, 0.7);
 
   const apiStore = openSqliteStore({ path: join(dir, 'requests.sqlite') });
   const lookupIds = await enqueue(apiStore, scaled(2000), 'lookup');
   note('lookup: proxy and the bare route, in alternating rounds');
-  const [lookup = 0, bareLookup = 0] = await interleaved([
+  const [lookup, bareLookup] = (await interleaved([
     { url: api.url, request: () => lookupRequest('/v1/requests', lookupIds) },
     { url: bareUrl, request: () => lookupRequest('/bare', lookupIds) },
-  ]);
-  row('2. result lookup', lookup, bareLookup, 'req/s', 0.85);
+  ])) as [Alternated, Alternated];
+  alternatedRow('2. result lookup', lookup, bareLookup, 0.85);
   const apiPeakFull = Math.max(api.proc.peakRssMb(), apiNormal.proc.peakRssMb());
   await api.proc.stop();
-  row('1b. create, sync=normal', createNormal, bareCreate, 'req/s', 0.8);
-  rows.push({ figure: '1c. sync=full against sync=normal', proxy: `${fmt(createFull)} req/s`, baseline: `${fmt(createNormal)} req/s`, ratio: createFull / createNormal, target: '–', met: null });
+  alternatedRow('1b. create, sync=normal', createNormal, bareCreate, 0.8);
+  alternatedRow('1c. sync=full against sync=normal', createFull, createNormal, null);
   await apiNormal.proc.stop();
 
   // 3. Worker against a zero-latency stub, against undici calling the stub directly.
@@ -454,17 +474,17 @@ async function main() {
   await smallStore.close();
   const apiSmall = await startApi({ PROXY_DB_PATH: emptyPath }, 'api-small', stubUrl);
   note(`create: proxy with ${filled.toLocaleString('en-US')} jobs in the file and with ${lookupIds.length.toLocaleString('en-US')}, in alternating rounds`);
-  const [createBig = 0, createSmall = 0] = await interleaved([
+  const [createBig, createSmall] = (await interleaved([
     { url: api2.url, request: () => createRequest('/v1/requests', signedBodies(perRound)) },
     { url: apiSmall.url, request: () => createRequest('/v1/requests', signedBodies(perRound)) },
-  ]);
-  row(`6. create with ${filled.toLocaleString('en-US')} jobs in the file (vs ${lookupIds.length.toLocaleString('en-US')})`, createBig, createSmall, 'req/s', 0.9);
+  ])) as [Alternated, Alternated];
+  alternatedRow(`6. create with ${filled.toLocaleString('en-US')} jobs in the file (vs ${lookupIds.length.toLocaleString('en-US')})`, createBig, createSmall, 0.9);
   note('lookup: the same');
-  const [lookupBig = 0, lookupSmall = 0] = await interleaved([
+  const [lookupBig, lookupSmall] = (await interleaved([
     { url: api2.url, request: () => lookupRequest('/v1/requests', lookupIds) },
     { url: apiSmall.url, request: () => lookupRequest('/v1/requests', smallIds) },
-  ]);
-  row(`6. lookup with ${filled.toLocaleString('en-US')} jobs in the file (vs ${lookupIds.length.toLocaleString('en-US')})`, lookupBig, lookupSmall, 'req/s', 0.9);
+  ])) as [Alternated, Alternated];
+  alternatedRow(`6. lookup with ${filled.toLocaleString('en-US')} jobs in the file (vs ${lookupIds.length.toLocaleString('en-US')})`, lookupBig, lookupSmall, 0.9);
   // The queue by status, as /health (with a key), /metrics and `stats` read it, one request at a time.
   note('detailed /health: the same');
   const [healthBig, healthSmall] = [await medianMs(`${api2.url}/health`), await medianMs(`${apiSmall.url}/health`)];
@@ -481,7 +501,7 @@ async function main() {
   rows.push({ figure: '7. peak RSS, proxy-worker daemon', proxy: `${workerPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: workerPeak / 150, target: '≤ 1', met: workerPeak < 150, bound: UNDER_TARGET });
   await api2.proc.stop();
 
-  await postgresFigures(stubUrl, bareCreate, directRate, n, concurrency);
+  await postgresFigures(stubUrl, bareCreate.rate, directRate, n, concurrency);
   report();
 }
 
@@ -601,8 +621,11 @@ function report() {
   const header = '| figure | proxy | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|';
   const lines = rows.map((r) => `| ${r.figure} | ${r.proxy} | ${r.baseline} | ${ratioText(r)} | ${r.target} | ${r.met === null ? '–' : r.met ? 'yes' : '**no**'} |`);
   const table = [header, ...lines].join('\n');
+  // Each round's ratio under the table, in the order measured: how far the ratio moved within the run.
+  const roundLines = rows.filter((r) => r.rounds).map((r) => `- ${r.figure}: ${(r.rounds as number[]).map((x) => x.toFixed(2)).join(', ')}`);
+  const rounds = `Each round's ratio, for the figures measured in alternating rounds (a row's ratio is that of its totals):\n\n${roundLines.join('\n')}`;
   const smoke = QUICK ? `**A smoke run (\`BENCH_QUICK=1\`)**: a hundredth of the jobs and calls, loads of 1 s. It shows that the bench runs; its figures are not measurements.\n\n` : '';
-  process.stdout.write(`\n${smoke}${machine}\n\n${table}\n`);
+  process.stdout.write(`\n${smoke}${machine}\n\n${table}\n\n${rounds}\n`);
   if (!OUT) {
     note('a smoke run writes no report unless BENCH_OUT names a file');
     return;
@@ -610,7 +633,7 @@ function report() {
   const date = new Date().toISOString().slice(0, 10);
   writeFileSync(
     OUT,
-    `# Benchmarks\n\n${smoke}Measured ${date} on ${machine}, by \`npm run bench\` (${CONNECTIONS} connections, autocannon; figures 1, 2 and 6 in ${ROUNDS} rounds of ${Math.max(1, Math.round(SECONDS / ROUNDS))} s that alternate with their baseline, after a ${WARMUP_SECONDS} s warm-up of each).\nEvery figure stands beside a baseline measured in the same run, so the ratio is what counts: absolute\nnumbers on a shared 2-core machine move from run to run.\n\n${table}\n\n${NOTES}\n`,
+    `# Benchmarks\n\n${smoke}Measured ${date} on ${machine}, by \`npm run bench\` (${CONNECTIONS} connections, autocannon; figures 1, 2 and 6 in ${ROUNDS} rounds of ${Math.max(1, Math.round(SECONDS / ROUNDS))} s that alternate with their baseline, after a ${WARMUP_SECONDS} s warm-up of each).\nEvery figure stands beside a baseline measured in the same run, so the ratio is what counts: absolute\nnumbers on a shared 2-core machine move from run to run.\n\n${table}\n\n${rounds}\n\n${NOTES}\n`,
   );
   note(`wrote ${OUT}`);
 }

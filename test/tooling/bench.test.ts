@@ -64,6 +64,20 @@ function tableRows(report: string): Row[] {
     });
 }
 
+/** The figures measured in alternating rounds with their baseline, each listed under the table with its rounds' ratios. */
+const ALTERNATED = ['1. create (signed POST', '2. result lookup', '1b. create', '1c. sync=full', '6. create with ', '6. lookup with '];
+
+/** The list under the table: "- 1. create (signed POST, limiter on), sync=full: 0.71, 0.62, 0.63". */
+function roundRatios(report: string): Array<{ figure: string; ratios: number[] }> {
+  return report
+    .split('\n')
+    .filter((line) => /^- \d/.test(line))
+    .map((line) => {
+      const at = line.lastIndexOf(': ');
+      return { figure: line.slice(2, at), ratios: line.slice(at + 2).split(', ').map(Number) };
+    });
+}
+
 /** The processes whose stdout is a file in `folder`: every process the bench starts logs there. */
 const processesLoggingIn = (folder: string) => processesWhere((pid) => readlinkSync(`/proc/${pid}/fd/1`).startsWith(`${folder}/`));
 
@@ -134,6 +148,21 @@ test('npm run bench, smoke mode: every figure, ratios that match their sides, th
     } else {
       assert.equal(row.met, '–', `${row.figure} has no target`);
     }
+  }
+
+  // A row measured in alternating rounds lists each round's ratio (one round in a smoke run). The
+  // row's ratio is that of the rounds' totals, so it lies between the lowest and highest of them.
+  const listed = roundRatios(report);
+  assert.deepEqual(
+    listed.map((l) => l.figure),
+    rows.filter((r) => ALTERNATED.some((f) => r.figure.startsWith(f))).map((r) => r.figure),
+    'each alternated figure, and only those, lists its rounds, in the order of the table',
+  );
+  for (const { figure, ratios } of listed) {
+    const { ratio } = rows.find((r) => r.figure === figure) as Row;
+    assert.equal(ratios.length, 1, `${figure}: one round in a smoke run (${ratios.join(', ')})`);
+    assert.ok(ratios.every((x) => Number.isFinite(x) && x > 0), `${figure}: ${ratios.join(', ')}`);
+    assert.ok(ratio >= Math.min(...ratios) - 0.011 && ratio <= Math.max(...ratios) + 0.011, `${figure}: ${ratio} is not within its rounds' ${ratios.join(', ')}`);
   }
 
   // The bench's folder (its files, servers' logs) is removed after a run that succeeded, and every
