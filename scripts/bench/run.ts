@@ -121,22 +121,21 @@ interface Alternated {
 async function interleaved(targets: Array<{ url: string; request: () => Request }>): Promise<Alternated[]> {
   for (const t of targets) await autocannon({ url: t.url, connections: CONNECTIONS, duration: WARMUP_SECONDS, requests: [t.request()] });
   const seconds = Math.max(1, Math.round(SECONDS / ROUNDS));
-  const measured = targets.map((): Alternated => ({ rate: 0, rounds: [] }));
+  const rounds = targets.map((): number[] => []);
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, t] of targets.entries()) {
       const result = await autocannon({ url: t.url, connections: CONNECTIONS, duration: seconds, requests: [t.request()] });
       if (result.non2xx > 0 || result.errors > 0) note(`${t.url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
-      (measured[i] as Alternated).rounds.push(result.requests.total / seconds);
+      (rounds[i] as number[]).push(result.requests.total / seconds);
     }
   }
-  for (const m of measured) m.rate = m.rounds.reduce((a, b) => a + b, 0) / ROUNDS;
-  return measured;
+  return rounds.map((r) => ({ rate: r.reduce((a, b) => a + b, 0) / r.length, rounds: r }));
 }
 
 /**
  * A row for two targets measured in the same alternating rounds, with each round's ratio beside it:
- * on this machine one run's ratio moves by several hundredths, and the rounds show how far it moved
- * within the run.
+ * on the 2-core development machine one round's ratio has differed from the next by a tenth and
+ * more, and the rounds show how far a run's own ratio moved.
  */
 function alternatedRow(figure: string, proxy: Alternated, baseline: Alternated, target: number | null) {
   row(figure, proxy.rate, baseline.rate, 'req/s', target).rounds = proxy.rounds.map((r, i) => r / (baseline.rounds[i] as number));
