@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { copyFileSync, fdatasync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -102,15 +103,52 @@ test("a create's insert builds no temporary b-tree, in its triggers or in the st
   assert.equal(program.filter((op) => op.opcode === 'OpenEphemeral').length, 0);
 });
 
-test('migrations run once even when several processes open a new file together', async (t) => {
+test('processes opening a new file at the same moment all start, and apply each migration once', async (t) => {
+  // npm start, or the two systemd units, start the API and the worker on a file neither has made.
+  // Each child opens a fresh file per round at the same instant as the other; 20 rounds.
   const dir = tempDir(t);
-  const stores = await Promise.all([1, 2, 3].map(async () => openSqliteStore({ path: `${dir}/db.sqlite` })));
-  t.after(() => Promise.all(stores.map((s) => s.close())));
-  const db = new Database(`${dir}/db.sqlite`, { readonly: true });
-  t.after(() => db.close());
+  const rounds = 20;
+  const store = JSON.stringify(fileURLToPath(new URL('../src/store/sqlite/sqlite-job-store.ts', import.meta.url)));
+  const script = `
+    const { openSqliteStore } = await import(${store});
+    process.stdout.write('ready\\n');
+    const base = Number(await new Promise((resolve) => process.stdin.once('data', (d) => resolve(String(d)))));
+    const failures = [];
+    for (let round = 0; round < ${rounds}; round++) {
+      while (Date.now() < base + round * 100) {}
+      try {
+        await openSqliteStore({ path: ${JSON.stringify(dir)} + '/db-' + round + '.sqlite' }).close();
+      } catch (err) {
+        failures.push(round + ': ' + err.message);
+      }
+    }
+    process.stdout.write(JSON.stringify(failures) + '\\n');
+    process.exit(0);`;
+  const children = [1, 2].map(() => spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  t.after(() => children.forEach((c) => c.kill('SIGKILL')));
+  const outputs = children.map((c) => {
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    const ready = new Promise<void>((resolve) => c.stdout.on('data', () => out.startsWith('ready\n') && resolve()));
+    const exited = new Promise<string>((resolve) => c.on('exit', (code) => resolve(`exit ${code}\n${out}`)));
+    return { ready, exited };
+  });
+  await within(Promise.all(outputs.map((o) => o.ready)), 30_000, 'the children loading');
+  const base = Date.now() + 200;
+  for (const child of children) child.stdin.end(String(base));
+  const ends = await within(Promise.all(outputs.map((o) => o.exited)), 60_000, 'the rounds');
+  for (const end of ends) assert.equal(end, 'exit 0\nready\n[]\n', 'every open succeeded');
   const files = readdirSync(new URL('../migrations/sqlite/', import.meta.url)).filter((f) => f.endsWith('.sql'));
   assert.ok(files.length >= 2);
-  assert.deepEqual(db.prepare('SELECT version FROM schema_migrations ORDER BY version').all(), files.map((f) => ({ version: Number(f.slice(0, 4)) })));
+  for (let round = 0; round < rounds; round++) {
+    const db = new Database(`${dir}/db-${round}.sqlite`, { readonly: true });
+    try {
+      assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+      assert.deepEqual(db.prepare('SELECT version FROM schema_migrations ORDER BY version').all(), files.map((f) => ({ version: Number(f.slice(0, 4)) })));
+    } finally {
+      db.close();
+    }
+  }
 });
 
 test('checkpoint: the next write starts the write-ahead log over in place; one a reader let grow past WAL_KEPT_BYTES is cut back to it', async (t) => {

