@@ -29,28 +29,42 @@ for (const dist of ['apps/api/dist/main.js', 'apps/worker/dist/main.js']) {
   }
 }
 
+// Each program must hear one signal per stop: its first drains, a second exits at once. So the
+// children run in process groups of their own, where a terminal's Ctrl-C (sent to the whole
+// foreground group) does not reach them, and this process passes each stop on once.
 const children = [
   { name: 'proxy-api', args: [...nodeFlagsOf(resolve(root, 'apps/api/dist/main.js')), resolve(root, 'apps/api/dist/main.js')] },
   { name: 'proxy-worker', args: [...nodeFlagsOf(resolve(root, 'apps/worker/dist/main.js')), resolve(root, 'apps/worker/dist/main.js'), 'daemon'] },
-].map(({ name, args }) => ({ name, proc: spawn(process.execPath, args, { stdio: 'inherit' }) }));
+].map(({ name, args }) => ({ name, proc: spawn(process.execPath, args, { stdio: 'inherit', detached: true }) }));
 
-let exitCode = null;
+const running = () => children.filter(({ proc }) => proc.exitCode === null && proc.signalCode === null);
+let stopping = false;
+let exitCode = 0;
 for (const { name, proc } of children) {
   proc.on('exit', (code, signal) => {
-    if (exitCode === null) {
-      exitCode = code ?? (signal ? 1 : 0);
-      if (code !== 0 && !stopping) console.error(`start: ${name} exited (${signal ?? code}); stopping the other process`);
-      for (const other of children) if (other.proc !== proc && other.proc.exitCode === null) other.proc.kill('SIGTERM');
+    if (code !== 0 && exitCode === 0) exitCode = code ?? 1;
+    // One program ending by itself stops the other (one signal: it drains).
+    if (!stopping) {
+      stopping = true;
+      console.error(`start: ${name} exited (${signal ?? code}); stopping the other process`);
+      for (const other of running()) other.proc.kill('SIGTERM');
     }
-    if (children.every((c) => c.proc.exitCode !== null || c.proc.signalCode !== null)) process.exit(exitCode);
+    if (running().length === 0) process.exit(exitCode);
   });
 }
 
-// The children get the same signal; each drains on the first and exits at once on the second.
-let stopping = false;
-for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => {
-    stopping = true;
-    for (const { proc } of children) if (proc.exitCode === null) proc.kill(signal);
-  });
-}
+// A Ctrl-C under npm start arrives here twice at once: from the terminal, and from npm, which
+// passes it on. Copies this close together are one stop; a second stop is a later signal.
+const SAME_STOP_MS = 200;
+let lastStopAt = -Infinity;
+const stop = (signal) => {
+  const now = performance.now();
+  if (now - lastStopAt < SAME_STOP_MS) return;
+  lastStopAt = now;
+  stopping = true;
+  for (const { proc } of running()) proc.kill(signal);
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+// The terminal closing: the children, in groups of their own, would not hear it and run on alone.
+process.on('SIGHUP', () => stop('SIGTERM'));

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ROOT, getJson, spawnNode, tempDir, testEnv, within } from '../helpers/index.ts';
+import { startStubUpstream, type StubUpstream } from '../../scripts/stub-upstream.ts';
+import type { JobStore } from '../../packages/core/src/store/types.ts';
+import { ROOT, enqueueJob, eventually, getJson, openTestStore, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
 
 const START = join(ROOT, 'scripts/start.mjs');
 
@@ -26,15 +28,66 @@ test('first start without .env writes one with fresh credentials; without an ups
   assert.ok(![...start.lines, ...start.stderr].some((l) => l.includes(secret)), 'the secret is never printed');
 });
 
-test('with a key, npm start runs API and worker; SIGTERM stops both with exit 0', async (t) => {
+/** npm start with a stub whose answers take a second, and the store it runs on. */
+async function startWithSlowUpstream(t: Parameters<typeof tempDir>[0] & { after: (fn: () => Promise<void>) => void }, ownGroup = false) {
   const dir = tempDir(t);
-  const start = spawnNode(START, [], testEnv(dir, { OPENAI_API_KEY: 'sk-test-start', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' }), dir);
-  t.after(() => start.kill('SIGKILL'));
+  const stub = await startStubUpstream({ delayMs: 1000 });
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-start', OPENAI_BASE_URL: stub.url });
+  const start = spawnNode(START, [], env, dir, ownGroup);
+  const store = await openTestStore(env);
+  t.after(async () => {
+    if (ownGroup && start.proc.pid && start.proc.exitCode === null) process.kill(-start.proc.pid, 'SIGKILL');
+    start.kill('SIGKILL');
+    await start.exited;
+    await store.close();
+    await stub.close();
+  });
   const line = await start.waitFor((l) => l.includes('proxy-api listening'));
   await start.waitFor((l) => l.includes('worker started'));
   const { port } = JSON.parse(line) as { port: number };
-  assert.equal((await getJson(`http://127.0.0.1:${port}`, '/health')).status, 200);
-  start.kill('SIGTERM');
+  return { start, stub, store, url: `http://127.0.0.1:${port}` };
+}
+
+/** A job in flight at the stop: once stopped, it completed, called once, and no program heard a second signal. */
+async function assertDrained(start: Child, stub: StubUpstream, store: JobStore, id: string) {
   const exit = await within(start.exited, 10_000, 'stop');
   assert.deepEqual(exit, { code: 0, signal: null });
+  assert.equal((await store.getJob(id))?.status, 'completed', 'the call in flight finished before the worker exited');
+  assert.equal(stub.calls.length, 1);
+  assert.ok(!start.lines.some((l) => l.includes('second stop signal')), 'each program got one stop signal');
+}
+
+test('with a key, npm start runs API and worker; SIGTERM stops both with exit 0, the worker finishing its call first', async (t) => {
+  const { start, stub, store, url } = await startWithSlowUpstream(t);
+  assert.equal((await getJson(url, '/health')).status, 200);
+  const id = await enqueueJob(store, 'in flight at the stop');
+  await eventually(async () => stub.inflight() === 1);
+  // The API drains at once; the worker then still has most of a second of its call to go.
+  start.kill('SIGTERM');
+  await assertDrained(start, stub, store, id);
+});
+
+test('Ctrl-C on npm start (the terminal signals the whole group, npm passes it on again) is one stop: the worker finishes its call', async (t) => {
+  const { start, stub, store } = await startWithSlowUpstream(t, true);
+  const id = await enqueueJob(store, 'in flight at Ctrl-C');
+  await eventually(async () => stub.inflight() === 1);
+  const pid = start.proc.pid as number;
+  process.kill(-pid, 'SIGINT');
+  process.kill(pid, 'SIGINT');
+  await assertDrained(start, stub, store, id);
+});
+
+test('a second stop signal to npm start, later than the copies of one Ctrl-C, still exits at once', async (t) => {
+  const { start, stub, store } = await startWithSlowUpstream(t, true);
+  stub.behave(() => new Promise(() => {}));
+  const id = await enqueueJob(store, 'never answered');
+  await eventually(async () => stub.inflight() === 1);
+  start.kill('SIGTERM');
+  await start.waitFor((l) => l.includes('draining') && l.includes('worker'));
+  await new Promise((r) => setTimeout(r, 300));
+  start.kill('SIGTERM');
+  const exit = await within(start.exited, 3000, 'the forced exit');
+  assert.equal(exit.code, 1);
+  assert.ok(start.lines.some((l) => l.includes('second stop signal')));
+  assert.equal((await store.getJob(id))?.status, 'in_progress', 'the call was cut off, not finished');
 });

@@ -68,9 +68,12 @@ export interface Child {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Starts `node <script> ...args` in `cwd` with exactly `env`. */
-export function spawnNode(script: string, args: string[], env: Record<string, string>, cwd: string): Child {
-  const proc = spawn(process.execPath, [script, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `node <script> ...args` in `cwd` with exactly `env`. `ownGroup` starts it in a process group
+ * of its own, as a terminal starts a command: the group can then be signalled as a Ctrl-C signals it.
+ */
+export function spawnNode(script: string, args: string[], env: Record<string, string>, cwd: string, ownGroup = false): Child {
+  const proc = spawn(process.execPath, [script, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: ownGroup });
   const lines: string[] = [];
   const stderr: string[] = [];
   const waiters: Array<{ match: (l: string) => boolean; resolve: (l: string) => void }> = [];
