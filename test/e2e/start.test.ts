@@ -4,16 +4,32 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream, type StubUpstream } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
-import { ROOT, enqueueJob, eventually, getJson, openTestStore, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
+import { ROOT, enqueueJob, eventually, getJson, openTestStore, processesWhere, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
 
 const START = join(ROOT, 'scripts/start.mjs');
+
+type T = Parameters<typeof tempDir>[0] & { after: (fn: () => Promise<void>) => void };
+
+/**
+ * Runs start.mjs in `dir`. When the test ends, it and every program it started are killed: they run
+ * in process groups of their own, so a start.mjs that died without stopping them leaves them behind.
+ */
+function runStart(t: T, env: Record<string, string>, dir: string, ownGroup = false): Child {
+  const start = spawnNode(START, [], env, dir, ownGroup);
+  t.after(async () => {
+    start.kill('SIGKILL');
+    await start.exited;
+    const started = processesWhere((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HOME=${dir}`));
+    for (const pid of started) process.kill(pid, 'SIGKILL');
+  });
+  return start;
+}
 
 test('first start without .env writes one with fresh credentials; without an upstream key it stops, naming the setting', async (t) => {
   const dir = tempDir(t);
   const env = testEnv(dir);
   delete (env as Record<string, string | undefined>).PROXY_DB_PATH;
-  const start = spawnNode(START, [], env, dir);
-  t.after(() => start.kill('SIGKILL'));
+  const start = runStart(t, env, dir);
   const exit = await start.exited;
   assert.equal(exit.code, 78);
   const envFile = join(dir, '.env');
@@ -29,16 +45,13 @@ test('first start without .env writes one with fresh credentials; without an ups
 });
 
 /** npm start with a stub whose answers take a second, and the store it runs on. */
-async function startWithSlowUpstream(t: Parameters<typeof tempDir>[0] & { after: (fn: () => Promise<void>) => void }, ownGroup = false) {
+async function startWithSlowUpstream(t: T, ownGroup = false) {
   const dir = tempDir(t);
   const stub = await startStubUpstream({ delayMs: 1000 });
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-start', OPENAI_BASE_URL: stub.url });
-  const start = spawnNode(START, [], env, dir, ownGroup);
+  const start = runStart(t, env, dir, ownGroup);
   const store = await openTestStore(env);
   t.after(async () => {
-    if (ownGroup && start.proc.pid && start.proc.exitCode === null) process.kill(-start.proc.pid, 'SIGKILL');
-    start.kill('SIGKILL');
-    await start.exited;
     await store.close();
     await stub.close();
   });
@@ -90,4 +103,12 @@ test('a second stop signal to npm start, later than the copies of one Ctrl-C, st
   assert.equal(exit.code, 1);
   assert.ok(start.lines.some((l) => l.includes('second stop signal')));
   assert.equal((await store.getJob(id))?.status, 'in_progress', 'the call was cut off, not finished');
+});
+
+test('a hang-up of npm start (its terminal closed) stops both programs the same way, instead of leaving them running', async (t) => {
+  const { start } = await startWithSlowUpstream(t, true);
+  start.kill('SIGHUP');
+  const exit = await within(start.exited, 10_000, 'stop');
+  assert.deepEqual(exit, { code: 0, signal: null });
+  for (const app of ['api', 'worker']) assert.ok(start.lines.some((l) => l.includes('stop signal: draining') && l.includes(`"app":"${app}"`)), `${app} drained`);
 });
