@@ -20,7 +20,13 @@ function runStart(t: T, env: Record<string, string>, dir: string, ownGroup = fal
     start.kill('SIGKILL');
     await start.exited;
     const started = processesWhere((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HOME=${dir}`));
-    for (const pid of started) process.kill(pid, 'SIGKILL');
+    for (const pid of started) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Ended since it was found.
+      }
+    }
   });
   return start;
 }
