@@ -7,17 +7,18 @@ export const EXIT_CONFIG = 78;
 /**
  * The stop contract of both programs: the first SIGTERM or SIGINT runs `drain` and exits 0 when it
  * is done (and the log files hold its last lines); a second signal exits at once with 1.
+ *
+ * A program started by a supervising parent over an IPC channel (`npm start`'s launcher) also drains
+ * when that parent dies, even by SIGKILL, which it could not pass on: the channel closes, and the
+ * program would otherwise run on alone, in a process group of its own. A parent's death is never a
+ * second stop. Under systemd, cron or a shell there is no channel, and nothing here changes.
  */
-export function handleStopSignals(logger: Logger, drain: (signal: NodeJS.Signals) => Promise<void>): void {
+export function handleStopSignals(logger: Logger, drain: () => Promise<void>): void {
   let draining = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (draining) {
-      logger.warn('second stop signal: exiting now', { signal });
-      process.exit(1);
-    }
+  const startDrain = (why: string, meta: Record<string, string> = {}) => {
     draining = true;
-    logger.info('stop signal: draining', { signal });
-    drain(signal).then(
+    logger.info(`${why}: draining`, meta);
+    drain().then(
       () => closeLogger(logger).then(() => process.exit(0)),
       (err: unknown) => {
         logger.error('drain failed', { err });
@@ -25,8 +26,27 @@ export function handleStopSignals(logger: Logger, drain: (signal: NodeJS.Signals
       },
     );
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (draining) {
+      logger.warn('second stop signal: exiting now', { signal });
+      process.exit(1);
+    }
+    startDrain('stop signal', { signal });
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // `process.send` is there for as long as the program runs if it was started with a channel; the
+  // channel itself may already be gone, closed by a parent that died during start-up.
+  if (typeof process.send !== 'function') return;
+  if (!process.connected) {
+    startDrain('parent process gone');
+    return;
+  }
+  // The channel must not keep the program alive by itself: `once` still exits when its pass ends.
+  process.channel?.unref();
+  process.on('disconnect', () => {
+    if (!draining) startDrain('parent process gone');
+  });
 }
 
 /**
