@@ -33,10 +33,12 @@ for (const dist of ['apps/api/dist/main.js', 'apps/worker/dist/main.js']) {
 // children run in process groups of their own, where a terminal's Ctrl-C (sent to the whole
 // foreground group) does not reach them, and this process passes each stop on once. (Windows has no
 // process groups to leave, and there a detached child would open a console window of its own.)
+// The IPC channel is how a child learns that this process died without passing a stop on (SIGKILL):
+// the channel closes, and the child drains as on a first stop signal instead of running on alone.
 const children = [
   { name: 'proxy-api', args: [...nodeFlagsOf(resolve(root, 'apps/api/dist/main.js')), resolve(root, 'apps/api/dist/main.js')] },
   { name: 'proxy-worker', args: [...nodeFlagsOf(resolve(root, 'apps/worker/dist/main.js')), resolve(root, 'apps/worker/dist/main.js'), 'daemon'] },
-].map(({ name, args }) => ({ name, proc: spawn(process.execPath, args, { stdio: 'inherit', detached: process.platform !== 'win32' }) }));
+].map(({ name, args }) => ({ name, proc: spawn(process.execPath, args, { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], detached: process.platform !== 'win32' }) }));
 
 const running = () => children.filter(({ proc }) => proc.exitCode === null && proc.signalCode === null);
 let stopping = false;

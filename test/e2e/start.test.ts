@@ -10,6 +10,10 @@ const START = join(ROOT, 'scripts/start.mjs');
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => Promise<void>) => void };
 
+/** The programs start.mjs started in `dir` (and itself), found by their HOME. */
+const programsOf = (dir: string) =>
+  processesWhere((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HOME=${dir}`));
+
 /**
  * Runs start.mjs in `dir`. When the test ends, it and every program it started are killed: they run
  * in process groups of their own, so a start.mjs that died without stopping them leaves them behind.
@@ -19,8 +23,7 @@ function runStart(t: T, env: Record<string, string>, dir: string, ownGroup = fal
   t.after(async () => {
     start.kill('SIGKILL');
     await start.exited;
-    const started = processesWhere((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HOME=${dir}`));
-    for (const pid of started) {
+    for (const pid of programsOf(dir)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -64,7 +67,7 @@ async function startWithSlowUpstream(t: T, ownGroup = false) {
   const line = await start.waitFor((l) => l.includes('proxy-api listening'));
   await start.waitFor((l) => l.includes('worker started'));
   const { port } = JSON.parse(line) as { port: number };
-  return { start, stub, store, url: `http://127.0.0.1:${port}` };
+  return { start, stub, store, dir, url: `http://127.0.0.1:${port}` };
 }
 
 /** A job in flight at the stop: once stopped, it completed, called once, and no program heard a second signal. */
@@ -117,4 +120,18 @@ test('a hang-up of npm start (its terminal closed) stops both programs the same 
   const exit = await within(start.exited, 10_000, 'stop');
   assert.deepEqual(exit, { code: 0, signal: null });
   for (const app of ['api', 'worker']) assert.ok(start.lines.some((l) => l.includes('stop signal: draining') && l.includes(`"app":"${app}"`)), `${app} drained`);
+});
+
+test('npm start killed outright (SIGKILL, which it cannot pass on) leaves nothing running: both programs drain, the worker finishing its call', async (t) => {
+  const { start, stub, store, dir } = await startWithSlowUpstream(t);
+  const id = await enqueueJob(store, 'in flight when the launcher dies');
+  await eventually(async () => stub.inflight() === 1);
+  assert.equal(programsOf(dir).length, 3, 'start.mjs and its two programs');
+  start.kill('SIGKILL');
+  await start.exited;
+  await eventually(async () => programsOf(dir).length === 0, 10_000);
+  assert.equal((await store.getJob(id))?.status, 'completed', 'the call in flight finished before the worker exited');
+  assert.equal(stub.calls.length, 1);
+  for (const app of ['api', 'worker']) assert.ok(start.lines.some((l) => l.includes('parent process gone: draining') && l.includes(`"app":"${app}"`)), `${app} drained`);
+  assert.ok(!start.lines.some((l) => l.includes('second stop signal')));
 });
