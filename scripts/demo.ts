@@ -31,7 +31,7 @@ const env = {
 const children: ChildProcess[] = [];
 
 function start(args: string[], extraEnv: Record<string, string> = {}): ChildProcess {
-  const child = spawn(process.execPath, args, { cwd: dir, env: { ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, args, { cwd: dir, env: { ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   children.push(child);
   return child;
 }
