@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -134,4 +135,41 @@ test('npm start killed outright (SIGKILL, which it cannot pass on) leaves nothin
   assert.equal(stub.calls.length, 1);
   for (const app of ['api', 'worker']) assert.ok(start.lines.some((l) => l.includes('parent process gone: draining') && l.includes(`"app":"${app}"`)), `${app} drained`);
   assert.ok(!start.lines.some((l) => l.includes('second stop signal')));
+});
+
+test('npm start in a terminal that is closed (the pty hung up) drains both programs: lines to the dead terminal are dropped, not fatal', async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ delayMs: 1000 });
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-start', OPENAI_BASE_URL: stub.url, LOG_DIR: join(dir, 'logs') });
+  // script(1) runs start.mjs on a pseudo-terminal, as a terminal emulator does. Killing it closes the
+  // terminal's master side: the kernel hangs the terminal up, and every later write to it fails.
+  const terminal = spawn('script', ['-qfec', `${process.execPath} ${START}`, '/dev/null'], { cwd: dir, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let screen = '';
+  terminal.stdout.on('data', (d) => (screen += d));
+  t.after(() => {
+    terminal.kill('SIGKILL');
+    for (const pid of programsOf(dir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Ended since it was found.
+      }
+    }
+  });
+  const store = await openTestStore(env);
+  t.after(async () => {
+    await store.close();
+    await stub.close();
+  });
+  await eventually(async () => screen.includes('proxy-api listening') && screen.includes('worker started'), 15_000);
+  const id = await enqueueJob(store, 'in flight when the terminal closes');
+  await eventually(async () => stub.inflight() === 1);
+  terminal.kill('SIGKILL');
+  await eventually(async () => programsOf(dir).length === 0, 10_000);
+  assert.equal((await store.getJob(id))?.status, 'completed', 'the call in flight finished before the worker exited');
+  assert.equal(stub.calls.length, 1);
+  const logs = ['api', 'worker'].map((app) => readFileSync(join(dir, 'logs', `${app}.log`), 'utf8'));
+  for (const log of logs) assert.match(log, /stop signal: draining/);
+  assert.match(logs[0] as string, /proxy-api stopped/);
+  assert.ok(logs.every((log) => !log.includes('second stop signal')));
 });

@@ -82,15 +82,26 @@ let stdoutLines: Writable | null = null;
 function batchedStdout(): Writable {
   if (stdoutLines) return stdoutLines;
   let pending: string[] = [];
+  // stdout can go away under a running program: its terminal closed (every write then fails with
+  // EIO), or the program reading a pipe ended (EPIPE). The stream reports that as an 'error' event,
+  // which unhandled ends the process at once: under `npm start` in a closed terminal, both programs
+  // died in the middle of the drain the hang-up began, the worker's calls cut off. The work matters
+  // more than lines nobody can read, so from then on they are dropped (LOG_DIR's files still get
+  // them). stderr gets the same treatment: Node's own warnings go there.
+  let lost = false;
+  process.stdout.on('error', () => {
+    lost = true;
+  });
+  process.stderr.on('error', () => {});
   const flush = () => {
     const text = pending.join('');
     pending = [];
-    if (text) process.stdout.write(text);
+    if (text && !lost) process.stdout.write(text);
   };
   process.on('exit', () => {
     const text = pending.join('');
     pending = [];
-    if (text) {
+    if (text && !lost) {
       try {
         writeSync(1, text);
       } catch {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -143,4 +143,32 @@ test('closeLogger: a process that exits right after it has every line in its log
   const lines = readFileSync(join(dir, 'x.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).message);
   assert.equal(lines.length, 2001);
   assert.equal(lines.at(-1), 'stopped');
+});
+
+test('stdout going away (its reader ended, or its terminal closed) is not fatal: lines go on to the log file, and the program runs on', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-stdout-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const logger = new URL('../src/logger.ts', import.meta.url).href;
+  // A line a turn, on stdout (the default) and in a file; the parent stops reading after the first.
+  const script = `
+    const { createLogger, closeLogger } = await import(${JSON.stringify(logger)});
+    const logger = createLogger({ level: 'info', format: 'json', dir: ${JSON.stringify(dir)}, file: 'x.log' });
+    for (let i = 0; i < 50; i++) {
+      logger.info('line ' + i);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    logger.info('done');
+    await closeLogger(logger);
+    process.exit(0);`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  await new Promise((resolve) => child.stdout.once('data', resolve));
+  child.stdout.destroy();
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  assert.equal(code, 0, stderr);
+  const lines = readFileSync(join(dir, 'x.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).message);
+  assert.equal(lines.length, 51);
+  assert.equal(lines.at(-1), 'done');
 });
