@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, enqueueJob, eventually, openTestStore, spawnNode, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, enqueueJob, eventually, newTestJob, openTestStore, spawnNode, tempDir, testEnv, within } from '../helpers/index.ts';
 
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
@@ -74,4 +76,33 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const purged = JSON.parse((await cli('purge', '--older-than', '1s', '--json')).out);
   assert.equal(purged.deleted, 2);
   assert.equal(await store.getJob(failing), null);
+});
+
+test('admin CLI output: a reader that stops early is no error; a write that fails is one line and status 1, not a stack trace', async (t) => {
+  const dir = tempDir(t);
+  const env = testEnv(dir);
+  const store = await openTestStore(env);
+  try {
+    // More than a pipe's buffer of JSON (64 KB), so the reader's early end meets writes still to come.
+    for (let i = 0; i < 400; i++) await store.createJob(newTestJob());
+  } finally {
+    await store.close();
+  }
+
+  // A real pipe, as a shell makes one (the test's own stdio pipes are sockets that take it all).
+  const head = spawn('sh', ['-c', '{ "$0" "$1" jobs --limit 400 --json; echo "exit $?" >&2; } | head -c 100 >/dev/null', process.execPath, WORKER_MAIN], { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  t.after(() => head.kill('SIGKILL'));
+  let headErr = '';
+  head.stderr.on('data', (d) => (headErr += d));
+  await within(new Promise((resolve) => head.on('exit', resolve)), 15_000, 'jobs | head');
+  assert.equal(headErr, 'exit 0\n');
+
+  const full = openSync('/dev/full', 'w');
+  t.after(() => closeSync(full));
+  const disk = spawn(process.execPath, [WORKER_MAIN, 'jobs', '--limit', '400', '--json'], { cwd: dir, env, stdio: ['ignore', full, 'pipe'] });
+  t.after(() => disk.kill('SIGKILL'));
+  let diskErr = '';
+  disk.stderr?.on('data', (d) => (diskErr += d));
+  assert.equal(await within(new Promise((resolve) => disk.on('exit', resolve)), 15_000, 'jobs > /dev/full'), 1);
+  assert.equal(diskErr, 'proxy-worker: could not write the output: ENOSPC: no space left on device, write\n');
 });

@@ -11,8 +11,17 @@ export async function withStore<T>(fn: (store: JobStore) => Promise<T>): Promise
   }
 }
 
-/** Prints `value` as JSON, or as the human form `render` gives. */
+/**
+ * Prints `value` as JSON, or as the human form `render` gives. A reader that stops early
+ * (`proxy-worker jobs --json | head`) is not an error, as for any Unix tool; any other failed write
+ * (a full disk under `> file`) is one line and exit status 1, not a stack trace.
+ */
 export function output(json: boolean, value: unknown, render: () => string): void {
+  process.stdout.once('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') return;
+    process.stderr.write(`proxy-worker: could not write the output: ${err.message}\n`);
+    process.exitCode = 1;
+  });
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${render()}\n`);
 }
 
