@@ -87,10 +87,13 @@ function batchedStdout(): Writable {
   // which unhandled ends the process at once: under `npm start` in a closed terminal, both programs
   // died in the middle of the drain the hang-up began, the worker's calls cut off. The work matters
   // more than lines nobody can read, so from then on they are dropped (LOG_DIR's files still get
-  // them). stderr gets the same treatment: Node's own warnings go there.
+  // them), after one line on stderr, which may still reach someone (journald, a `2>` file).
+  // stderr's own errors are ignored the same way: Node's warnings go there.
   let lost = false;
-  process.stdout.on('error', () => {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (lost) return;
     lost = true;
+    process.stderr.write(`stdout is gone (${err.code ?? err.message}): log lines are no longer written to it\n`);
   });
   process.stderr.on('error', () => {});
   const flush = () => {

@@ -168,6 +168,7 @@ test('stdout going away (its reader ended, or its terminal closed) is not fatal:
   child.stdout.destroy();
   const code = await new Promise((resolve) => child.on('exit', resolve));
   assert.equal(code, 0, stderr);
+  assert.equal(stderr, 'stdout is gone (EPIPE): log lines are no longer written to it\n', 'one line says so, on stderr');
   const lines = readFileSync(join(dir, 'x.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).message);
   assert.equal(lines.length, 51);
   assert.equal(lines.at(-1), 'done');
