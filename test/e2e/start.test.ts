@@ -15,6 +15,17 @@ type T = Parameters<typeof tempDir>[0] & { after: (fn: () => Promise<void>) => v
 const programsOf = (dir: string) =>
   processesWhere((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HOME=${dir}`));
 
+/** Kills whatever a test left running in `dir`: a start.mjs that died may have left its programs. */
+function killProgramsOf(dir: string): void {
+  for (const pid of programsOf(dir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Ended since it was found.
+    }
+  }
+}
+
 /**
  * Runs start.mjs in `dir`. When the test ends, it and every program it started are killed: they run
  * in process groups of their own, so a start.mjs that died without stopping them leaves them behind.
@@ -24,13 +35,7 @@ function runStart(t: T, env: Record<string, string>, dir: string, ownGroup = fal
   t.after(async () => {
     start.kill('SIGKILL');
     await start.exited;
-    for (const pid of programsOf(dir)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Ended since it was found.
-      }
-    }
+    killProgramsOf(dir);
   });
   return start;
 }
@@ -115,7 +120,7 @@ test('a second stop signal to npm start, later than the copies of one Ctrl-C, st
   assert.equal((await store.getJob(id))?.status, 'in_progress', 'the call was cut off, not finished');
 });
 
-test('a hang-up of npm start (its terminal closed) stops both programs the same way, instead of leaving them running', async (t) => {
+test('SIGHUP to npm start (what a closing terminal sends it) stops both programs the same way, instead of leaving them running', async (t) => {
   const { start } = await startWithSlowUpstream(t, true);
   start.kill('SIGHUP');
   const exit = await within(start.exited, 10_000, 'stop');
@@ -148,13 +153,7 @@ test('npm start in a terminal that is closed (the pty hung up) drains both progr
   terminal.stdout.on('data', (d) => (screen += d));
   t.after(() => {
     terminal.kill('SIGKILL');
-    for (const pid of programsOf(dir)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Ended since it was found.
-      }
-    }
+    killProgramsOf(dir);
   });
   const store = await openTestStore(env);
   t.after(async () => {
