@@ -49,25 +49,26 @@ function underParent(t: { after: (fn: () => void) => void }, code: string) {
     for (const wake of waiters.splice(0)) wake();
   });
   const ended = new Promise<string[]>((resolve) => proc.stdout.on('end', () => resolve(lines)));
-  let childPid = 0;
+  const childPid = () => Number(lines.find((l) => l.startsWith('child '))?.slice(6));
   t.after(() => {
     proc.kill('SIGKILL');
     try {
-      if (childPid) process.kill(childPid, 'SIGKILL');
+      if (childPid()) process.kill(childPid(), 'SIGKILL');
     } catch {
       // Already gone, as it should be.
     }
   });
-  const seen = async (message: string) => {
-    while (!lines.includes(message)) await within(new Promise<void>((r) => waiters.push(r)), 15_000, `"${message}"`);
+  const until = async (what: string, done: () => boolean) => {
+    while (!done()) await within(new Promise<void>((r) => waiters.push(r)), 15_000, what);
   };
-  const killParent = () => {
-    childPid = Number(lines.find((l) => l.startsWith('child '))?.slice(6));
-    proc.kill('SIGKILL');
+  return {
+    lines,
+    ended,
+    childPid,
+    seen: (message: string) => until(`"${message}"`, () => lines.includes(message)),
+    seenChild: () => until('the child pid', () => childPid() > 0),
+    killParent: () => proc.kill('SIGKILL'),
   };
-  return { lines, ended, seen, killParent, seenChild: async () => {
-    while (!lines.some((l) => l.startsWith('child '))) await within(new Promise<void>((r) => waiters.push(r)), 15_000, 'the child pid');
-  } };
 }
 
 test('a program whose supervising parent is killed outright drains once and exits 0, instead of running on alone', async (t) => {
@@ -81,7 +82,7 @@ test('a program whose supervising parent is killed outright drains once and exit
 test('a parent that dies during a drain is not a second stop: the drain finishes and the program exits 0', async (t) => {
   const run = underParent(t, program(0, 60_000));
   await run.seen('started');
-  process.kill(Number(run.lines.find((l) => l.startsWith('child '))?.slice(6)), 'SIGTERM');
+  process.kill(run.childPid(), 'SIGTERM');
   await run.seen('stop signal: draining');
   run.killParent();
   const lines = await within(run.ended, 15_000, 'the program exiting');
