@@ -1,3 +1,5 @@
+import { statfsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { describeDatabase, parseDatabaseUrl, type DatabaseSettings } from '../config.js';
 import { openSqliteStore } from './sqlite/sqlite-job-store.js';
 import type { Logger } from '../logger.js';
@@ -23,7 +25,23 @@ export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'war
   } catch (err) {
     const password = db.url ? parseDatabaseUrl(db.url, setting).password : '';
     const reason = String((err as Error)?.message ?? err).replace(/\s+/g, ' ').trim();
-    const message = `${setting}: cannot open ${describeDatabase(db)}: ${password ? reason.replaceAll(password, '***') : reason}`;
+    const message = `${setting}: cannot open ${describeDatabase(db)}: ${password ? reason.replaceAll(password, '***') : reason}${db.url || /disk is full/.test(reason) ? '' : diskFullNote(db.path)}`;
     throw new Error(message, { cause: err });
   }
 }
+
+/**
+ * SQLite says "disk I/O error" when a full disk refuses its shared-memory file, which sends an
+ * operator looking for a failing disk; the free space says which it is.
+ */
+function diskFullNote(path: string): string {
+  try {
+    const { bavail, bsize } = statfsSync(dirname(resolve(path)));
+    return bavail * bsize < FULL_BELOW_BYTES ? ' (the disk holding it is full)' : '';
+  } catch {
+    return '';
+  }
+}
+
+/** Less than SQLite needs to grow its files by a few pages. */
+const FULL_BELOW_BYTES = 64 * 1024;

@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmdirSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { API_MAIN, WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+
+// The SQLite file on a small disk of the test's own (a tmpfs), so that filling it disturbs nothing
+// else on the machine. Mounting needs root.
+// The mount point is a folder of its own: the test's folder is removed by an earlier hook, while
+// the disk is still mounted.
+function mountSmallDisk(t: { after: (fn: () => void) => void }, size: string): string | null {
+  const mnt = mkdtempSync(join(tmpdir(), 'proxy-disk-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' });
+  } catch {
+    rmdirSync(mnt);
+    return null;
+  }
+  t.after(() => {
+    // Lazy: the programs may still hold the files open while their own hooks stop them.
+    execFileSync('umount', ['-l', mnt], { stdio: 'pipe' });
+    rmdirSync(mnt);
+  });
+  return mnt;
+}
+
+/** Writes a file until the disk refuses; returns its path. */
+function fillDisk(mnt: string): string {
+  const path = join(mnt, 'filler');
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(4096, 1);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
+test('a full disk under the SQLite file: creates that cannot be stored get 503 unavailable, every 202 is kept, lookups go on, an answer that came back meanwhile is written once space is freed; both programs keep running and the file stays whole', async (t) => {
+  if (!onlyOn('sqlite', t, 'fills the disk under the SQLite file')) return;
+  if (process.getuid?.() !== 0) return t.skip('mounting a small disk needs root');
+  const dir = tempDir(t);
+  const mnt = mountSmallDisk(t, '4m');
+  if (!mnt) return t.skip('this machine refuses to mount a tmpfs');
+  let answered = 0;
+  const stub = await startStubUpstream({
+    behave: async (call) => {
+      if (!call.prompt.startsWith('during')) return {};
+      await new Promise((r) => setTimeout(r, 1500));
+      answered += 1;
+      return {};
+    },
+  });
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const dbPath = join(mnt, 'requests.sqlite');
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-full', OPENAI_BASE_URL: stub.url, PROXY_DB_PATH: dbPath, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
+  const api = await startApiProcess(t, env, dir);
+  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
+  t.after(async () => {
+    worker.kill('SIGKILL');
+    await worker.exited;
+  });
+  const completed = (id: string) => completedJob(api.url, key, id, 30_000);
+  const before = await postSigned(api.url, key, secret, { prompt: 'before' });
+  assert.equal(before.status, 202);
+  assert.equal((await completed(before.json.id)).output_text, 'echo: before');
+
+  const during = await postSigned(api.url, key, secret, { prompt: 'during' });
+  assert.equal(during.status, 202);
+  await eventually(async () => stub.calls.some((c) => c.prompt === 'during'));
+  const filler = fillDisk(mnt);
+
+  // Creates go on while the WAL has room it already took, then are refused, none with a 500.
+  const accepted: string[] = [];
+  let refused: Awaited<ReturnType<typeof postSigned>> | undefined;
+  for (let i = 0; i < 2000 && !refused; i++) {
+    const res = await postSigned(api.url, key, secret, { prompt: `full-${i}`, system: 'x'.repeat(2000) });
+    if (res.status === 202) accepted.push(res.json.id);
+    else refused = res;
+  }
+  assert.ok(refused, 'a create was refused once the disk was full');
+  assert.equal(refused.status, 503, JSON.stringify(refused.json));
+  assert.equal(refused.json.error.code, 'unavailable');
+  assert.ok(refused.headers.get('retry-after'));
+  assert.equal((await getJson(api.url, `/v1/requests/${before.json.id}`, key)).json.status, 'completed', 'a lookup still answers');
+  await eventually(async () => answered === 1, 10_000);
+  await worker.waitFor((l) => l.includes('holding it and trying again') && l.includes(during.json.id));
+
+  rmSync(filler);
+  assert.equal((await completed(during.json.id)).output_text, 'echo: during');
+  assert.equal(stub.calls.filter((c) => c.prompt === 'during').length, 1, 'the answer held through the full disk was not asked for again');
+  for (const id of accepted) assert.match((await completed(id)).output_text, /^echo: full-\d+$/);
+  const after = await postSigned(api.url, key, secret, { prompt: 'after' });
+  assert.equal(after.status, 202);
+  assert.equal((await completed(after.json.id)).output_text, 'echo: after');
+  assert.equal(api.child.proc.exitCode, null, 'proxy-api is still running');
+  assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');
+  const db = new Database(dbPath, { readonly: true });
+  t.after(() => db.close());
+  assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+  // The refused create left nothing behind: the jobs are those that got a 202.
+  assert.equal((db.prepare('SELECT count(*) AS n FROM jobs').get() as { n: number }).n, 3 + accepted.length);
+});
+
+test('a full disk at start: one line says the disk is full, not only that SQLite had an I/O error', async (t) => {
+  if (!onlyOn('sqlite', t, 'fills the disk under the SQLite file')) return;
+  if (process.getuid?.() !== 0) return t.skip('mounting a small disk needs root');
+  const dir = tempDir(t);
+  const mnt = mountSmallDisk(t, '1m');
+  if (!mnt) return t.skip('this machine refuses to mount a tmpfs');
+  const env = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), PROXY_DB_PATH: join(mnt, 'requests.sqlite') });
+  const made = spawnNode(API_MAIN, [], env, dir);
+  await made.waitFor((l) => l.includes('proxy-api listening'));
+  made.kill('SIGTERM');
+  assert.equal((await made.exited).code, 0);
+  fillDisk(mnt);
+
+  const api = spawnNode(API_MAIN, [], env, dir);
+  assert.equal((await api.exited).code, 1);
+  assert.deepEqual(api.stderr.filter(Boolean), [`proxy-api: PROXY_DB_PATH: cannot open sqlite ${env.PROXY_DB_PATH}: disk I/O error (the disk holding it is full)`]);
+});
