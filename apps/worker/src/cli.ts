@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { runBackup } from './commands/backup.js';
 import { runCopyJobs } from './commands/copy-jobs.js';
 import { runDaemon } from './commands/daemon.js';
 import { runJobs } from './commands/jobs.js';
@@ -65,6 +66,13 @@ export function buildCli(version: string): Command {
     .requiredOption('--older-than <age>', 'e.g. 12h or 7d')
     .option('--json', 'print JSON')
     .action(runPurge);
+
+  program
+    .command('backup')
+    .description('copy the SQLite file to <file> while everything runs: a consistent snapshot, synced to disk, that replaces <file> whole')
+    .argument('<file>')
+    .option('--json', 'print JSON')
+    .action(runBackup);
 
   program
     .command('copy-jobs')

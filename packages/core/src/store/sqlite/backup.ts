@@ -1,0 +1,74 @@
+import { closeSync, existsSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+
+export interface BackupReport {
+  /** The file written, as an absolute path. */
+  target: string;
+  bytes: number;
+  /** Jobs in the copy, from its counts table; null in a file from before migration 0006. */
+  jobs: number | null;
+  ms: number;
+}
+
+/**
+ * Copies the SQLite file at `source` to `target` while the programs go on using it: a consistent
+ * snapshot of every committed write, the WAL's included. A plain `cp` of a file in WAL mode can
+ * miss the commits still in its `-wal` file, or catch the database half checkpointed.
+ *
+ * `VACUUM INTO` reads the snapshot in one read transaction, which in WAL mode holds up no writer.
+ * The online backup API was the other way; it starts over whenever another connection writes, and
+ * the API writes every few milliseconds under load, so a large file might never finish. SQLite
+ * does not sync what VACUUM INTO writes, so the copy is written beside the target, synced, then
+ * renamed over it, and the folder synced: the target is always a whole backup, the new or the old.
+ */
+export function backupSqliteFile(source: string, target: string): BackupReport {
+  const started = performance.now();
+  if (!existsSync(source)) throw new Error(`there is no database file at ${source}`);
+  if (!existsSync(dirname(resolve(target)))) throw new Error(`the folder ${dirname(resolve(target))} does not exist`);
+  // Links resolved, so that no path to the live file passes for another.
+  const to = existsSync(target) ? realpathSync(target) : join(realpathSync(dirname(resolve(target))), basename(target));
+  const live = realpathSync(source);
+  // Renamed over the live file (or its log), the copy would take the place of what the programs
+  // still write to, and their next start would read it with a log that belongs to another file.
+  if ([live, `${live}-wal`, `${live}-shm`, `${live}-journal`].includes(to)) {
+    throw new Error(`the backup would replace the live database ${live} or its log; name another file`);
+  }
+  const partial = join(dirname(to), `.${basename(to)}.${process.pid}.partial`);
+  // Read-only: a backup never migrates, checkpoints or otherwise writes the live file.
+  const db = new Database(source, { readonly: true, fileMustExist: true });
+  try {
+    db.pragma('busy_timeout = 5000');
+    rmSync(partial, { force: true });
+    db.prepare('VACUUM INTO ?').run(partial);
+    syncFile(partial);
+    renameSync(partial, to);
+    syncFile(dirname(to));
+  } catch (err) {
+    rmSync(partial, { force: true });
+    throw err;
+  } finally {
+    db.close();
+  }
+  return { target: to, bytes: statSync(to).size, jobs: countJobs(to), ms: Math.round(performance.now() - started) };
+}
+
+function syncFile(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function countJobs(path: string): number | null {
+  const copy = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    const hasCounts = copy.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'job_counts'`).get();
+    if (!hasCounts) return null;
+    return (copy.prepare('SELECT COALESCE(SUM(n), 0) AS n FROM job_counts').get() as { n: number }).n;
+  } finally {
+    copy.close();
+  }
+}
