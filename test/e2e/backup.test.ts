@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, symlinkSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -80,7 +80,7 @@ test('backup while creates stream in and the daemon works: a whole file holding 
   assert.equal(api.child.proc.exitCode, null, 'the live API ran on');
 });
 
-test('backup refuses to write over the live file or its log, even through a link, and names a missing folder; the live file is untouched', async (t) => {
+test('backup refuses to write over the live file or its log, even through a link, and names a missing folder; the live file is untouched; a copy gets its permissions', async (t) => {
   if (!onlyOn('sqlite', t, 'copies the SQLite file')) return;
   const dir = tempDir(t);
   const env = testEnv(dir);
@@ -97,6 +97,12 @@ test('backup refuses to write over the live file or its log, even through a link
   assert.deepEqual([missing.code, missing.err], [1, [`proxy-worker: backup of ${live} to ${join(dir, 'nowhere', 'b.sqlite')} failed: the folder ${join(dir, 'nowhere')} does not exist`]]);
   assert.equal(jobIds(live).size, 0);
   assert.ok(!existsSync(join(dir, 'nowhere')));
+
+  // The copy gets the live file's permissions, whatever the umask.
+  chmodSync(live, 0o600);
+  const copied = await cli(env, dir, 'backup', join(dir, 'b.sqlite'));
+  assert.equal(copied.code, 0, copied.err.join('\n'));
+  assert.equal(statSync(join(dir, 'b.sqlite')).mode & 0o777, 0o600);
 });
 
 test('backup on PostgreSQL says to use pg_dump', async (t) => {

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -40,6 +40,11 @@ export function backupSqliteFile(source: string, target: string): BackupReport {
   try {
     db.pragma('busy_timeout = 5000');
     rmSync(partial, { force: true });
+    // The copy holds what the live file holds (prompts, answers), so it gets the live file's
+    // permissions before any of it is written, not those the umask of a cron job would give.
+    const mode = statSync(live).mode & 0o777;
+    closeSync(openSync(partial, 'wx', mode));
+    chmodSync(partial, mode);
     db.prepare('VACUUM INTO ?').run(partial);
     syncFile(partial);
     renameSync(partial, to);
