@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, existsSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -24,22 +24,13 @@ export interface BackupReport {
  */
 export function backupSqliteFile(source: string, target: string): BackupReport {
   const started = performance.now();
-  if (!existsSync(source)) throw new Error(`there is no database file at ${source}`);
-  if (!existsSync(dirname(resolve(target)))) throw new Error(`the folder ${dirname(resolve(target))} does not exist`);
-  // Links resolved, so that no path to the live file passes for another.
-  const to = existsSync(target) ? realpathSync(target) : join(realpathSync(dirname(resolve(target))), basename(target));
-  const live = realpathSync(source);
-  // Renamed over the live file (or its log), the copy would take the place of what the programs
-  // still write to, and their next start would read it with a log that belongs to another file.
-  if ([live, `${live}-wal`, `${live}-shm`, `${live}-journal`].includes(to)) {
-    throw new Error(`the backup would replace the live database ${live} or its log; name another file`);
-  }
-  const partial = join(dirname(to), `.${basename(to)}.${process.pid}.partial`);
+  const { live, to } = resolvePaths(source, target);
+  removeAbandonedCopies(to);
+  const partial = partialPath(to, process.pid);
   // Read-only: a backup never migrates, checkpoints or otherwise writes the live file.
-  const db = new Database(source, { readonly: true, fileMustExist: true });
+  const db = new Database(live, { readonly: true, fileMustExist: true });
   try {
     db.pragma('busy_timeout = 5000');
-    rmSync(partial, { force: true });
     // The copy holds what the live file holds (prompts, answers), so it gets the live file's
     // permissions before any of it is written, not those the umask of a cron job would give.
     const mode = statSync(live).mode & 0o777;
@@ -56,6 +47,48 @@ export function backupSqliteFile(source: string, target: string): BackupReport {
     db.close();
   }
   return { target: to, bytes: statSync(to).size, jobs: countJobs(to), ms: Math.round(performance.now() - started) };
+}
+
+/** The live file and the target, links resolved, so that no path to the live file passes for another. */
+function resolvePaths(source: string, target: string): { live: string; to: string } {
+  if (!existsSync(source)) throw new Error(`there is no database file at ${source}`);
+  const folder = dirname(resolve(target));
+  if (!existsSync(folder)) throw new Error(`the folder ${folder} does not exist`);
+  const to = existsSync(target) ? realpathSync(target) : join(realpathSync(folder), basename(target));
+  const live = realpathSync(source);
+  // Renamed over the live file (or its log), the copy would take the place of what the programs
+  // still write to, and their next start would read it with a log that belongs to another file.
+  if ([live, `${live}-wal`, `${live}-shm`, `${live}-journal`].includes(to)) {
+    throw new Error(`the backup would replace the live database ${live} or its log; name another file`);
+  }
+  return { live, to };
+}
+
+/** Where a backup writes before the rename: hidden, beside the target, one name per process. */
+function partialPath(to: string, pid: number): string {
+  return join(dirname(to), `.${basename(to)}.${pid}.partial`);
+}
+
+/**
+ * A backup killed in its copy (VACUUM INTO runs to its end before a signal handler could) leaves
+ * its partial file; the next backup to the same target removes those whose process is gone.
+ */
+function removeAbandonedCopies(to: string): void {
+  const prefix = `.${basename(to)}.`;
+  for (const name of readdirSync(dirname(to))) {
+    const pid = name.startsWith(prefix) && name.endsWith('.partial') ? Number(name.slice(prefix.length, -'.partial'.length)) : NaN;
+    if (Number.isInteger(pid) && pid > 0 && !isRunning(pid)) rmSync(partialPath(to, pid), { force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it runs, as another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function syncFile(path: string): void {
