@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
@@ -10,6 +11,7 @@ import {
   freePort,
   getJson,
   newCredentials,
+  onlyOn,
   postSigned,
   spawnNode,
   within,
@@ -165,4 +167,31 @@ test('a database that cannot be opened stops the start with one line naming the 
   const worker = spawnNode(WORKER_MAIN, ['stats'], testEnv(dir, { DATABASE_URL: `postgres://app:hunter2@127.0.0.1:${port}/jobs`, DATABASE_SCHEMA: 'public' }), dir);
   assert.equal((await worker.exited).code, 1);
   assert.deepEqual(worker.stderr.filter(Boolean), [`proxy-worker: DATABASE_URL: cannot open postgres app@127.0.0.1:${port}/jobs (schema public): connect ECONNREFUSED 127.0.0.1:${port}`]);
+});
+
+test('a SQLite file or folder this user cannot write stops the start with one line saying whose it is, instead of a program that fails every write', async (t) => {
+  if (!onlyOn('sqlite', t, 'file permissions of the SQLite file')) return;
+  if (process.getuid?.() !== 0) return t.skip('running the programs as another user needs root');
+  const dir = tempDir(t);
+  const env = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), OPENAI_API_KEY: 'sk-perm' });
+  const db = env.PROXY_DB_PATH as string;
+  // Made by a first start as root, as a first `npm start` or admin command under sudo makes it.
+  const made = spawnNode(WORKER_MAIN, ['stats'], env, dir);
+  assert.equal((await made.exited).code, 0, made.stderr.join('\n'));
+  const asNobody = (main: string, args: string[]) => {
+    const run = spawnSync('runuser', ['-u', 'nobody', '--', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, main, ...args], { cwd: '/', encoding: 'utf8', timeout: 15_000 });
+    return { code: run.status, stderr: run.stderr.split('\n').filter(Boolean) };
+  };
+  const program = { [API_MAIN]: 'proxy-api', [WORKER_MAIN]: 'proxy-worker' };
+  const nobodyUid = () => Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }));
+
+  chmodSync(dir, 0o755);
+  for (const [main, args] of [[API_MAIN, []], [WORKER_MAIN, ['daemon']]] as const) {
+    assert.deepEqual(asNobody(main, [...args]), { code: 1, stderr: [`${program[main]}: PROXY_DB_PATH: cannot open sqlite ${db}: ${db} is not writable by this user (uid ${nobodyUid()}); it belongs to uid 0 with mode 644`] });
+  }
+  chmodSync(db, 0o666);
+  chmodSync(`${dir}/requests.limits.sqlite`, 0o666);
+  assert.deepEqual(asNobody(WORKER_MAIN, ['once']), { code: 1, stderr: [`proxy-worker: PROXY_DB_PATH: cannot open sqlite ${db}: the folder ${dir} is not writable by this user (uid ${nobodyUid()}), and SQLite keeps its -wal and -shm files there`] });
+  chmodSync(dir, 0o777);
+  assert.equal(asNobody(WORKER_MAIN, ['stats']).code, 0, 'once the folder and files are its to write, the same user may use them');
 });

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { migrate } from './migrate.js';
@@ -20,7 +20,10 @@ export interface OpenDatabaseOptions {
 
 /** Opens the shared SQLite file, sets its pragmas once and brings its schema up to date. */
 export function openDatabase(options: OpenDatabaseOptions): Db {
-  if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+  if (options.path !== ':memory:') {
+    mkdirSync(dirname(options.path), { recursive: true });
+    assertWritable(options.path);
+  }
   const db = new Database(options.path);
   const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
   // busy_timeout makes writers queue instead of failing.
@@ -67,5 +70,36 @@ function enterWal(db: Db, path: string, busyTimeoutMs: number): void {
     if (mode !== undefined && Date.now() >= until) throw new Error(`${path} stays in journal_mode ${String(mode)}; WAL is required`);
     // Start-up is synchronous and has nothing else to do meanwhile.
     Atomics.wait(pause, 0, 0, 5);
+  }
+}
+
+/**
+ * SQLite opens a file it cannot write read-only without a word, and the program then fails every
+ * write: an API that answers 503 to each create, a worker that backs off forever. That happens when
+ * a program runs as another user than the one owning the file (the data folder made by a first
+ * start as root, then the systemd units running as `proxy`), or on a read-only mount. Refusing at
+ * start names the file and who owns it instead. The folder must be writable too: SQLite makes its
+ * `-wal` and `-shm` files there, and removes them when the last connection closes.
+ */
+function assertWritable(path: string): void {
+  const uid = process.getuid?.() ?? '?';
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    const refused = existsSync(file) ? writeRefusal(file) : null;
+    if (refused === 'EROFS') throw new Error(`${file} is on a read-only file system`);
+    if (refused) throw new Error(`${file} is not writable by this user (uid ${uid}); it belongs to uid ${statSync(file).uid} with mode ${(statSync(file).mode & 0o777).toString(8)}`);
+  }
+  const folder = dirname(path);
+  const refused = writeRefusal(folder);
+  if (refused === 'EROFS') throw new Error(`the folder ${folder} is on a read-only file system`);
+  if (refused) throw new Error(`the folder ${folder} is not writable by this user (uid ${uid}), and SQLite keeps its -wal and -shm files there`);
+}
+
+/** Why this process may not write `path` (EACCES, EROFS, …), or null when it may. */
+function writeRefusal(path: string): string | null {
+  try {
+    accessSync(path, fsConstants.W_OK);
+    return null;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? 'EACCES';
   }
 }

@@ -127,3 +127,21 @@ test('a full disk at start: one line says the disk is full, not only that SQLite
   assert.equal((await api.exited).code, 1);
   assert.deepEqual(api.stderr.filter(Boolean), [`proxy-api: PROXY_DB_PATH: cannot open sqlite ${env.PROXY_DB_PATH}: disk I/O error (the disk holding it is full)`]);
 });
+
+test('a read-only mount under the SQLite file: one line at start says so, instead of a program that fails every write', async (t) => {
+  if (!onlyOn('sqlite', t, 'mounts the disk under the SQLite file read-only')) return;
+  if (process.getuid?.() !== 0) return t.skip('mounting a small disk needs root');
+  const dir = tempDir(t);
+  const mnt = mountSmallDisk(t, '1m');
+  if (!mnt) return t.skip('this machine refuses to mount a tmpfs');
+  const env = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), OPENAI_API_KEY: 'sk-ro', PROXY_DB_PATH: join(mnt, 'requests.sqlite') });
+  const made = spawnNode(WORKER_MAIN, ['stats'], env, dir);
+  assert.equal((await made.exited).code, 0, made.stderr.join('\n'));
+  execFileSync('mount', ['-o', 'remount,ro', mnt], { stdio: 'pipe' });
+
+  for (const [main, args, program] of [[API_MAIN, [], 'proxy-api'], [WORKER_MAIN, ['daemon'], 'proxy-worker']] as const) {
+    const child = spawnNode(main, [...args], env, dir);
+    assert.equal((await child.exited).code, 1);
+    assert.deepEqual(child.stderr.filter(Boolean), [`${program}: PROXY_DB_PATH: cannot open sqlite ${env.PROXY_DB_PATH}: ${env.PROXY_DB_PATH} is on a read-only file system`]);
+  }
+});
