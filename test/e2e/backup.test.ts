@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -81,7 +81,7 @@ test('backup while creates stream in and the daemon works: a whole file holding 
   assert.equal(api.child.proc.exitCode, null, 'the live API ran on');
 });
 
-test('backup refuses to write over the live file or its log, even through a link, and names a missing folder; the live file is untouched; a copy gets its permissions; what a killed backup left is removed', async (t) => {
+test('backup refuses to write over the live file or its log, even through a link, and names a missing folder; the live file is untouched; a copy gets its permissions; a folder takes the copy under the live name; what a killed backup left is removed', async (t) => {
   if (!onlyOn('sqlite', t, 'copies the SQLite file')) return;
   const dir = tempDir(t);
   const env = testEnv(dir);
@@ -104,6 +104,12 @@ test('backup refuses to write over the live file or its log, even through a link
   const copied = await cli(env, dir, 'backup', join(dir, 'b.sqlite'));
   assert.equal(copied.code, 0, copied.err.join('\n'));
   assert.equal(statSync(join(dir, 'b.sqlite')).mode & 0o777, 0o600);
+
+  // A folder takes the copy under the live file's name, as cp does.
+  mkdirSync(join(dir, 'nightly'));
+  const intoFolder = await cli(env, dir, 'backup', join(dir, 'nightly'));
+  assert.equal(intoFolder.code, 0, intoFolder.err.join('\n'));
+  assert.deepEqual(readdirSync(join(dir, 'nightly')), ['requests.sqlite']);
 
   // What a backup killed mid-copy left is removed by the next; a copy under way is not.
   const gone = spawnSync(process.execPath, ['-e', '']).pid as number;

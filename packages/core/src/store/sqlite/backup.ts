@@ -50,8 +50,10 @@ export function backupSqliteFile(source: string, target: string): BackupReport {
 }
 
 /** The live file and the target, links resolved, so that no path to the live file passes for another. */
-function resolvePaths(source: string, target: string): { live: string; to: string } {
+function resolvePaths(source: string, named: string): { live: string; to: string } {
   if (!existsSync(source)) throw new Error(`there is no database file at ${source}`);
+  // A folder, as for cp: the copy goes in it under the live file's name.
+  const target = existsSync(named) && statSync(named).isDirectory() ? join(named, basename(source)) : named;
   const folder = dirname(resolve(target));
   if (!existsSync(folder)) throw new Error(`the folder ${folder} does not exist`);
   const to = existsSync(target) ? realpathSync(target) : join(realpathSync(folder), basename(target));
