@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
@@ -169,7 +169,7 @@ test('a database that cannot be opened stops the start with one line naming the 
   assert.deepEqual(worker.stderr.filter(Boolean), [`proxy-worker: DATABASE_URL: cannot open postgres app@127.0.0.1:${port}/jobs (schema public): connect ECONNREFUSED 127.0.0.1:${port}`]);
 });
 
-test('a SQLite file or folder this user cannot write stops the start with one line saying whose it is, instead of a program that fails every write', async (t) => {
+test('a SQLite file or folder, or a LOG_DIR, this user cannot write stops the start with one line saying so, instead of a program that fails every write or drops every log line', async (t) => {
   if (!onlyOn('sqlite', t, 'file permissions of the SQLite file')) return;
   if (process.getuid?.() !== 0) return t.skip('running the programs as another user needs root');
   const dir = tempDir(t);
@@ -194,4 +194,12 @@ test('a SQLite file or folder this user cannot write stops the start with one li
   assert.deepEqual(asNobody(WORKER_MAIN, ['once']), { code: 1, stderr: [`proxy-worker: PROXY_DB_PATH: cannot open sqlite ${db}: the folder ${dir} is not writable by this user (uid ${nobodyUid()}), and SQLite keeps its -wal and -shm files there`] });
   chmodSync(dir, 0o777);
   assert.equal(asNobody(WORKER_MAIN, ['stats']).code, 0, 'once the folder and files are its to write, the same user may use them');
+
+  // winston drops every line of a log file it cannot open, without a word.
+  const logs = join(dir, 'logs');
+  mkdirSync(logs, { mode: 0o755 });
+  env.LOG_DIR = logs;
+  assert.deepEqual(asNobody(API_MAIN, []), { code: 1, stderr: [`proxy-api: LOG_DIR: this user (uid ${nobodyUid()}) cannot write the folder ${logs} (EACCES)`] });
+  env.LOG_DIR = join(logs, 'worker');
+  assert.deepEqual(asNobody(WORKER_MAIN, ['once']), { code: 1, stderr: [`proxy-worker: LOG_DIR: cannot make the folder ${join(logs, 'worker')}: EACCES`] });
 });

@@ -1,6 +1,8 @@
-import { mkdirSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
+import { whyNotWritable } from './writable.js';
 
 /** The logger both apps use; child loggers carry request and job ids. */
 export type Logger = winston.Logger;
@@ -35,7 +37,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const format = useJson ? jsonLines : textLine(scrub);
   const transports: winston.transport[] = [new winston.transports.Stream({ stream: options.stream ?? batchedStdout() })];
   if (options.dir) {
-    mkdirSync(options.dir, { recursive: true });
+    assertLogDirWritable(options.dir, options.file ?? 'proxy.log');
     transports.push(
       new winston.transports.File({
         dirname: options.dir,
@@ -53,6 +55,19 @@ export function createLogger(options: LoggerOptions): Logger {
   }
   const logger = winston.createLogger({ level: options.level, format, transports, defaultMeta: options.defaultMeta ?? {} });
   return skipDisabledLevels(logger, options.level);
+}
+
+/** winston's file transport drops every line of a file it cannot open, without a word: refused at start instead. */
+function assertLogDirWritable(dir: string, file: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new Error(`LOG_DIR: cannot make the folder ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const path = join(dir, file);
+  for (const [what, refused] of [[`the folder ${dir}`, whyNotWritable(dir)], [path, existsSync(path) ? whyNotWritable(path) : null]] as const) {
+    if (refused) throw new Error(`LOG_DIR: this user (uid ${process.getuid?.() ?? '?'}) cannot write ${what} (${refused})`);
+  }
 }
 
 /**

@@ -1,6 +1,7 @@
-import { accessSync, constants as fsConstants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { whyNotWritable } from '../../writable.js';
 import { migrate } from './migrate.js';
 
 /** The most bytes of write-ahead log kept on disk once it starts over. */
@@ -84,22 +85,13 @@ function enterWal(db: Db, path: string, busyTimeoutMs: number): void {
 function assertWritable(path: string): void {
   const uid = process.getuid?.() ?? '?';
   for (const file of [path, `${path}-wal`, `${path}-shm`]) {
-    const refused = existsSync(file) ? writeRefusal(file) : null;
+    const refused = existsSync(file) ? whyNotWritable(file) : null;
     if (refused === 'EROFS') throw new Error(`${file} is on a read-only file system`);
     if (refused) throw new Error(`${file} is not writable by this user (uid ${uid}); it belongs to uid ${statSync(file).uid} with mode ${(statSync(file).mode & 0o777).toString(8)}`);
   }
   const folder = dirname(path);
-  const refused = writeRefusal(folder);
+  const refused = whyNotWritable(folder);
   if (refused === 'EROFS') throw new Error(`the folder ${folder} is on a read-only file system`);
   if (refused) throw new Error(`the folder ${folder} is not writable by this user (uid ${uid}), and SQLite keeps its -wal and -shm files there`);
 }
 
-/** Why this process may not write `path` (EACCES, EROFS, …), or null when it may. */
-function writeRefusal(path: string): string | null {
-  try {
-    accessSync(path, fsConstants.W_OK);
-    return null;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? 'EACCES';
-  }
-}
