@@ -25,7 +25,7 @@ export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'war
   } catch (err) {
     const password = db.url ? parseDatabaseUrl(db.url, setting).password : '';
     const reason = String((err as Error)?.message ?? err).replace(/\s+/g, ' ').trim();
-    const message = `${setting}: cannot open ${describeDatabase(db)}: ${password ? reason.replaceAll(password, '***') : reason}${db.url || /disk is full/.test(reason) ? '' : diskFullNote(db.path)}`;
+    const message = `${setting}: cannot open ${describeDatabase(db)}: ${password ? reason.replaceAll(password, '***') : reason}${db.url ? '' : diskFullNote(db.path, err)}`;
     throw new Error(message, { cause: err });
   }
 }
@@ -34,7 +34,10 @@ export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'war
  * SQLite says "disk I/O error" when a full disk refuses its shared-memory file, which sends an
  * operator looking for a failing disk; the free space says which it is.
  */
-function diskFullNote(path: string): string {
+function diskFullNote(path: string, err: unknown): string {
+  // Only for the errors a full disk causes, and not where SQLite said so itself.
+  const code = String((err as { code?: unknown })?.code ?? '');
+  if (!/^SQLITE_(IOERR|CANTOPEN)/.test(code)) return '';
   try {
     const { bavail, bsize } = statfsSync(dirname(resolve(path)));
     return bavail * bsize < FULL_BELOW_BYTES ? ' (the disk holding it is full)' : '';

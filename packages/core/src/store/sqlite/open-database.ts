@@ -94,4 +94,3 @@ function assertWritable(path: string): void {
   if (refused === 'EROFS') throw new Error(`the folder ${folder} is on a read-only file system`);
   if (refused) throw new Error(`the folder ${folder} is not writable by this user (uid ${uid}), and SQLite keeps its -wal and -shm files there`);
 }
-
