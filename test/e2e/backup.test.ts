@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, enqueueJob, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 async function cli(env: Record<string, string>, dir: string, ...args: string[]) {
   const child = spawnNode(WORKER_MAIN, args, env, dir);
@@ -53,9 +53,10 @@ test('backup while creates stream in and the daemon works: a whole file holding 
   const { OPENAI_API_KEY: _key, ...adminEnv } = env;
   for (const round of [1, 2]) {
     const began = performance.now();
-    const backup = await cli(adminEnv, dir, 'backup', target);
+    // The second with --check: the copy is read whole before it replaces the first.
+    const backup = await cli(adminEnv, dir, 'backup', target, ...(round === 2 ? ['--check'] : []));
     assert.equal(backup.code, 0, backup.err.join('\n'));
-    assert.match(backup.out, new RegExp(`^backed up ${env.PROXY_DB_PATH} to ${target} \\(\\d+ jobs, \\d+\\.\\d MB\\) in \\d+\\.\\d s$`));
+    assert.match(backup.out, new RegExp(`^backed up ${env.PROXY_DB_PATH} to ${target} \\(\\d+ jobs, \\d+\\.\\d MB${round === 2 ? ', integrity checked' : ''}\\) in \\d+\\.\\d s$`));
     const copied = jobIds(target);
     const before = stored.filter((s) => s.at < began);
     assert.ok(before.length >= 300 * round, `${before.length} creates answered before backup ${round} began`);
@@ -117,6 +118,37 @@ test('backup refuses to write over the live file or its log, even through a link
   writeFileSync(join(dir, `.b.sqlite.${process.pid}.partial`), 'a copy under way');
   assert.equal((await cli(env, dir, 'backup', join(dir, 'b.sqlite'))).code, 0);
   assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.partial')), [`.b.sqlite.${process.pid}.partial`]);
+});
+
+test('backup --check: a copy that fails its integrity check leaves the backup before it in place; without --check the same copy replaces it', async (t) => {
+  if (!onlyOn('sqlite', t, 'copies the SQLite file')) return;
+  const dir = tempDir(t);
+  const env = testEnv(dir);
+  const store = await openTestStore(env);
+  for (let i = 0; i < 50; i++) await enqueueJob(store, `job ${i}`);
+  await store.close();
+  const target = join(dir, 'b.sqlite');
+  assert.equal((await cli(env, dir, 'backup', target)).code, 0);
+  const good = readFileSync(target);
+
+  // Damage the live file the way a bad disk or a bug might: two of the jobs table's indexes swapped,
+  // so each misses the rows the other holds. VACUUM INTO copies indexes page for page.
+  const live = new Database(env.PROXY_DB_PATH as string);
+  const [first, second] = live.prepare(`SELECT name, rootpage FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL ORDER BY name LIMIT 2`).all() as Array<{ name: string; rootpage: number }>;
+  live.unsafeMode(true);
+  live.pragma('writable_schema = ON');
+  live.prepare('UPDATE sqlite_schema SET rootpage = ? WHERE name = ?').run(second!.rootpage, first!.name);
+  live.prepare('UPDATE sqlite_schema SET rootpage = ? WHERE name = ?').run(first!.rootpage, second!.name);
+  live.close();
+
+  const refused = await cli(env, dir, 'backup', target, '--check');
+  assert.equal(refused.code, 1);
+  assert.equal(refused.err.length, 1);
+  assert.match(refused.err[0]!, new RegExp(`^proxy-worker: backup of ${env.PROXY_DB_PATH} to ${target} failed: the copy failed its integrity check, and the target was left as it was: [^;]*index jobs_`));
+  assert.deepEqual(readFileSync(target), good, 'the backup before is untouched');
+  assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.partial')), []);
+  assert.equal((await cli(env, dir, 'backup', target)).code, 0, 'unchecked, the damaged copy goes through');
+  assert.notDeepEqual(readFileSync(target), good);
 });
 
 test('backup on PostgreSQL says to use pg_dump', async (t) => {

@@ -71,6 +71,7 @@ export function buildCli(version: string): Command {
     .command('backup')
     .description('copy the SQLite file to <file> while everything runs: a consistent snapshot, synced to disk, that replaces <file> whole')
     .argument('<file>')
+    .option('--check', 'read every page of the copy (PRAGMA integrity_check) before it replaces <file>; a copy that fails leaves <file> as it was')
     .option('--json', 'print JSON')
     .action(runBackup);
 

@@ -8,6 +8,8 @@ export interface BackupReport {
   bytes: number;
   /** Jobs in the copy, from its counts table; null in a file from before migration 0006. */
   jobs: number | null;
+  /** Whether the copy passed `PRAGMA integrity_check` before it replaced the target (asked for with `check`). */
+  checked: boolean;
   ms: number;
 }
 
@@ -22,7 +24,7 @@ export interface BackupReport {
  * does not sync what VACUUM INTO writes, so the copy is written beside the target, synced, then
  * renamed over it, and the folder synced: the target is always a whole backup, the new or the old.
  */
-export function backupSqliteFile(source: string, target: string): BackupReport {
+export function backupSqliteFile(source: string, target: string, options: { check?: boolean } = {}): BackupReport {
   const started = performance.now();
   const { live, to } = resolvePaths(source, target);
   removeAbandonedCopies(to);
@@ -37,6 +39,7 @@ export function backupSqliteFile(source: string, target: string): BackupReport {
     closeSync(openSync(partial, 'wx', mode));
     chmodSync(partial, mode);
     db.prepare('VACUUM INTO ?').run(partial);
+    if (options.check) assertIntact(partial);
     syncFile(partial);
     renameSync(partial, to);
     syncFile(dirname(to));
@@ -46,7 +49,7 @@ export function backupSqliteFile(source: string, target: string): BackupReport {
   } finally {
     db.close();
   }
-  return { target: to, bytes: statSync(to).size, jobs: countJobs(to), ms: Math.round(performance.now() - started) };
+  return { target: to, bytes: statSync(to).size, jobs: countJobs(to), checked: Boolean(options.check), ms: Math.round(performance.now() - started) };
 }
 
 /** The live file and the target, links resolved, so that no path to the live file passes for another. */
@@ -99,6 +102,18 @@ function syncFile(path: string): void {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Reads every page of the copy, so a bad one is found before it replaces the backup before it. */
+function assertIntact(path: string): void {
+  const copy = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    const problems = copy.pragma('integrity_check(5)', { simple: false }) as Array<{ integrity_check: string }>;
+    const found = problems.map((p) => p.integrity_check).filter((p) => p !== 'ok');
+    if (found.length > 0) throw new Error(`the copy failed its integrity check, and the target was left as it was: ${found.join('; ')}`);
+  } finally {
+    copy.close();
   }
 }
 
