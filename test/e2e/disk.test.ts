@@ -5,19 +5,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { API_MAIN, WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { API_MAIN, WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, startOutageStub, tempDir, testEnv } from '../helpers/index.ts';
 
-// The SQLite file on a small disk of the test's own (a tmpfs), so that filling it disturbs nothing
-// else on the machine. Mounting needs root.
-// The mount point is a folder of its own: the test's folder is removed by an earlier hook, while
-// the disk is still mounted.
-function mountSmallDisk(t: { after: (fn: () => void) => void }, size: string): string | null {
+/**
+ * A small disk of the test's own (a tmpfs) to put the SQLite file on, so that filling it disturbs
+ * nothing else on the machine; or null, the test skipped with the reason, where none can be had.
+ * The mount point is a folder of its own: the test's folder is removed by an earlier hook, while
+ * the disk is still mounted.
+ */
+function smallDisk(t: { after: (fn: () => void) => void; skip: (why: string) => void }, size: string): string | null {
+  if (process.getuid?.() !== 0) {
+    t.skip('mounting a small disk needs root');
+    return null;
+  }
   const mnt = mkdtempSync(join(tmpdir(), 'proxy-disk-'));
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' });
   } catch {
     rmdirSync(mnt);
+    t.skip('this machine refuses to mount a tmpfs');
     return null;
   }
   t.after(() => {
@@ -45,20 +51,10 @@ function fillDisk(mnt: string): string {
 
 test('a full disk under the SQLite file: creates that cannot be stored get 503 unavailable, every 202 is kept, lookups go on, an answer that came back meanwhile is written once space is freed; both programs keep running and the file stays whole', async (t) => {
   if (!onlyOn('sqlite', t, 'fills the disk under the SQLite file')) return;
-  if (process.getuid?.() !== 0) return t.skip('mounting a small disk needs root');
+  const mnt = smallDisk(t, '4m');
+  if (!mnt) return;
   const dir = tempDir(t);
-  const mnt = mountSmallDisk(t, '4m');
-  if (!mnt) return t.skip('this machine refuses to mount a tmpfs');
-  let answered = 0;
-  const stub = await startStubUpstream({
-    behave: async (call) => {
-      if (!call.prompt.startsWith('during')) return {};
-      await new Promise((r) => setTimeout(r, 1500));
-      answered += 1;
-      return {};
-    },
-  });
-  t.after(() => stub.close());
+  const { stub, answered } = await startOutageStub(t);
   const { key, secret } = newCredentials();
   const dbPath = join(mnt, 'requests.sqlite');
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-full', OPENAI_BASE_URL: stub.url, PROXY_DB_PATH: dbPath, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
@@ -91,7 +87,7 @@ test('a full disk under the SQLite file: creates that cannot be stored get 503 u
   assert.equal(refused.json.error.code, 'unavailable');
   assert.ok(refused.headers.get('retry-after'));
   assert.equal((await getJson(api.url, `/v1/requests/${before.json.id}`, key)).json.status, 'completed', 'a lookup still answers');
-  await eventually(async () => answered === 1, 10_000);
+  await eventually(async () => answered() === 1, 10_000);
   await worker.waitFor((l) => l.includes('holding it and trying again') && l.includes(during.json.id));
 
   rmSync(filler);
@@ -112,10 +108,9 @@ test('a full disk under the SQLite file: creates that cannot be stored get 503 u
 
 test('a full disk at start: one line says the disk is full, not only that SQLite had an I/O error', async (t) => {
   if (!onlyOn('sqlite', t, 'fills the disk under the SQLite file')) return;
-  if (process.getuid?.() !== 0) return t.skip('mounting a small disk needs root');
+  const mnt = smallDisk(t, '1m');
+  if (!mnt) return;
   const dir = tempDir(t);
-  const mnt = mountSmallDisk(t, '1m');
-  if (!mnt) return t.skip('this machine refuses to mount a tmpfs');
   const env = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), PROXY_DB_PATH: join(mnt, 'requests.sqlite') });
   const made = spawnNode(API_MAIN, [], env, dir);
   await made.waitFor((l) => l.includes('proxy-api listening'));
@@ -130,10 +125,9 @@ test('a full disk at start: one line says the disk is full, not only that SQLite
 
 test('a read-only mount under the SQLite file: one line at start says so, instead of a program that fails every write', async (t) => {
   if (!onlyOn('sqlite', t, 'mounts the disk under the SQLite file read-only')) return;
-  if (process.getuid?.() !== 0) return t.skip('mounting a small disk needs root');
+  const mnt = smallDisk(t, '1m');
+  if (!mnt) return;
   const dir = tempDir(t);
-  const mnt = mountSmallDisk(t, '1m');
-  if (!mnt) return t.skip('this machine refuses to mount a tmpfs');
   const env = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), OPENAI_API_KEY: 'sk-ro', PROXY_DB_PATH: join(mnt, 'requests.sqlite') });
   const made = spawnNode(WORKER_MAIN, ['stats'], env, dir);
   assert.equal((await made.exited).code, 0, made.stderr.join('\n'));

@@ -5,8 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
-import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, startOutageStub, tempDir, testEnv } from '../helpers/index.ts';
 
 // A PostgreSQL server of the test's own, on a free port, so that stopping it disturbs none of the
 // other test files, which share the machine's server. Debian's binaries; started as the postgres
@@ -51,17 +50,7 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
   if (missing) return t.skip(missing);
   const pgServer = await startPrivatePostgres(t);
   const dir = tempDir(t);
-  // Calls for prompts starting "during" take 1.5 s: long enough to be in flight when the server stops.
-  let answered = 0;
-  const stub = await startStubUpstream({
-    behave: async (call) => {
-      if (!call.prompt.startsWith('during')) return {};
-      await new Promise((r) => setTimeout(r, 1500));
-      answered += 1;
-      return {};
-    },
-  });
-  t.after(() => stub.close());
+  const { stub, answered } = await startOutageStub(t);
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-restart', OPENAI_BASE_URL: stub.url, DATABASE_URL: pgServer.url, DATABASE_SCHEMA: 'proxy' });
   const api = await startApiProcess(t, env, dir);
@@ -88,7 +77,7 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
   assert.equal(refused.json.error.code, 'unavailable');
   assert.equal((await getJson(api.url, '/health')).status, 503);
   // The upstream answers while the server is down; the worker holds the answers.
-  await eventually(async () => answered === 3, 10_000);
+  await eventually(async () => answered() === 3, 10_000);
   await new Promise((r) => setTimeout(r, 500));
   pgServer.start();
 

@@ -12,6 +12,7 @@ import { signBody } from '../../packages/core/src/signing.ts';
 import type { JobStore, NewJob } from '../../packages/core/src/store/types.ts';
 import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
+import { startStubUpstream, type StubUpstream } from '../../scripts/stub-upstream.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const API_MAIN = join(ROOT, 'apps/api/dist/main.js');
@@ -284,4 +285,23 @@ export function freePort(): Promise<number> {
       server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/**
+ * A stub whose calls for prompts starting "during" take 1.5 s, long enough to be in flight when a
+ * test takes the database away; the rest answer at once. `answered()` counts the slow ones answered.
+ * Closed when `t` ends.
+ */
+export async function startOutageStub(t: { after: (fn: () => Promise<void> | void) => void }): Promise<{ stub: StubUpstream; answered: () => number }> {
+  let answered = 0;
+  const stub = await startStubUpstream({
+    behave: async (call) => {
+      if (!call.prompt.startsWith('during')) return {};
+      await new Promise((r) => setTimeout(r, 1500));
+      answered += 1;
+      return {};
+    },
+  });
+  t.after(() => stub.close());
+  return { stub, answered: () => answered };
 }
