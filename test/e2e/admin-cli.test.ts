@@ -4,7 +4,7 @@ import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, enqueueJob, eventually, newTestJob, openTestStore, spawnNode, tempDir, testEnv, within } from '../helpers/index.ts';
+import { WORKER_MAIN, enqueueJob, eventually, newTestJob, openTestStore, spawnNode, startWorkerDaemon, tempDir, testEnv, within } from '../helpers/index.ts';
 
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
@@ -13,8 +13,7 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
   const store = await openTestStore(env);
   t.after(() => store.close());
-  const daemon = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(() => daemon.kill('SIGKILL'));
+  const daemon = startWorkerDaemon(t, env, dir);
   await daemon.waitFor((l) => l.includes('worker started'));
 
   const cli = async (...args: string[]) => {

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, enqueueJob, eventually, onlyOn, openTestStore, spawnNode, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, enqueueJob, eventually, onlyOn, openTestStore, spawnNode, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 const BACKLOG = 200_000;
 /** Far above a batch's 10 ms aim, far below what one statement took. */
@@ -108,8 +108,7 @@ test(`a worker back to ${BACKLOG.toLocaleString('en')} overdue jobs: expires the
   fill(env.PROXY_DB_PATH as string, BACKLOG, 'queued', Date.now() - 7_200_000);
 
   const probe = probeWriteLock(env.PROXY_DB_PATH as string);
-  const daemon = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(() => daemon.kill('SIGKILL'));
+  const daemon = startWorkerDaemon(t, env, dir);
   const store = await openTestStore(env);
   t.after(() => store.close());
   await eventually(async () => (await store.countByStatus()).expired === BACKLOG, 90_000, 100);

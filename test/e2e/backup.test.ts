@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, enqueueJob, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, enqueueJob, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 async function cli(env: Record<string, string>, dir: string, ...args: string[]) {
   const child = spawnNode(WORKER_MAIN, args, env, dir);
@@ -31,11 +31,7 @@ test('backup while creates stream in and the daemon works: a whole file holding 
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-backup', OPENAI_BASE_URL: stub.url, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
   const api = await startApiProcess(t, env, dir);
-  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(async () => {
-    worker.kill('SIGKILL');
-    await worker.exited;
-  });
+  const worker = startWorkerDaemon(t, env, dir);
 
   // Four clients create without pause until told to stop, recording each 202 with when it came.
   const stored: Array<{ id: string; at: number }> = [];

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { ROOT, WORKER_MAIN, eventually, getJson, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { ROOT, eventually, getJson, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 // The flags this machine's sandbox needs: no setuid sandbox as root, no background calls to the outside.
@@ -23,8 +23,7 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-dash', OPENAI_BASE_URL: stub.url });
   const { url } = await startApiProcess(t, env, dir);
   for (const prompt of ['one', 'two', 'three', 'bad']) assert.equal((await postSigned(url, key, secret, { prompt })).status, 202);
-  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(() => worker.kill('SIGKILL'));
+  const worker = startWorkerDaemon(t, env, dir);
   await eventually(async () => {
     const health = await getJson(url, '/health', key);
     return health.json.queue?.completed === 3 && health.json.queue.failed === 1 && health.json.workers?.length === 1;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { API_MAIN, WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, startOutageStub, tempDir, testEnv } from '../helpers/index.ts';
+import { API_MAIN, WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, startOutageStub, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 /**
  * A small disk of the test's own (a tmpfs) to put the SQLite file on, so that filling it disturbs
@@ -59,11 +59,7 @@ test('a full disk under the SQLite file: creates that cannot be stored get 503 u
   const dbPath = join(mnt, 'requests.sqlite');
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-full', OPENAI_BASE_URL: stub.url, PROXY_DB_PATH: dbPath, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
   const api = await startApiProcess(t, env, dir);
-  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(async () => {
-    worker.kill('SIGKILL');
-    await worker.exited;
-  });
+  const worker = startWorkerDaemon(t, env, dir);
   const completed = (id: string) => completedJob(api.url, key, id, 30_000);
   const before = await postSigned(api.url, key, secret, { prompt: 'before' });
   assert.equal(before.status, 202);

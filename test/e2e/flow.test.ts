@@ -16,6 +16,7 @@ import {
   spawnNode,
   within,
   startApiProcess,
+  startWorkerDaemon,
   tempDir,
   testEnv,
 } from '../helpers/index.ts';
@@ -62,8 +63,7 @@ test('request → id → worker once → result, through real processes and one 
 
 test('the daemon picks up new jobs by itself, and the first SIGTERM stops it with exit 0', async (t) => {
   const { dir, key, secret, env, api } = await setUp(t);
-  const daemon = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(() => daemon.kill('SIGKILL'));
+  const daemon = startWorkerDaemon(t, env, dir);
   await daemon.waitFor((l) => l.includes('worker started'));
   const ids: string[] = [];
   for (let i = 0; i < 5; i++) ids.push((await postSigned(api.url, key, secret, { prompt: `job ${i}` })).json.id);

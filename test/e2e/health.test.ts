@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { BACKEND, WORKER_MAIN, completedJob, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { BACKEND, WORKER_MAIN, completedJob, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 test('health: 503 when the database file is moved away or replaced, 200 again once it is back', async (t) => {
   if (!onlyOn('sqlite', t, 'moves the database file')) return;
@@ -67,11 +67,7 @@ test('the PostgreSQL server closing every connection (a restart, a failover) sto
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-pg', OPENAI_BASE_URL: stub.url });
   const api = await startApiProcess(t, env, dir);
-  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(async () => {
-    worker.kill('SIGKILL');
-    await worker.exited;
-  });
+  const worker = startWorkerDaemon(t, env, dir);
   const completes = async (prompt: string) => {
     const created = await postSigned(api.url, key, secret, { prompt });
     assert.equal(created.status, 202);

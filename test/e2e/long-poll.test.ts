@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, enqueueJob, openTestStore, getJson, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { enqueueJob, openTestStore, getJson, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (m: string) => void };
 
@@ -31,8 +31,7 @@ test('?wait=N answers as soon as the job finishes, or after N seconds with the j
   assert.equal(early.json.status, 'queued');
   assert.ok(Date.now() - started >= 950, 'held for the full second when nothing happened');
 
-  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(() => worker.kill('SIGKILL'));
+  const worker = startWorkerDaemon(t, env, dir);
   started = Date.now();
   const done = await getJson(url, `/index.php?action=result&id=${job.id}&wait=30`, key);
   const took = Date.now() - started;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
-import { WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, startOutageStub, tempDir, testEnv } from '../helpers/index.ts';
+import { completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, startApiProcess, startOutageStub, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 // A PostgreSQL server of the test's own, on a free port, so that stopping it disturbs none of the
 // other test files, which share the machine's server. Debian's binaries; started as the postgres
@@ -54,11 +54,7 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-restart', OPENAI_BASE_URL: stub.url, DATABASE_URL: pgServer.url, DATABASE_SCHEMA: 'proxy' });
   const api = await startApiProcess(t, env, dir);
-  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(async () => {
-    worker.kill('SIGKILL');
-    await worker.exited;
-  });
+  const worker = startWorkerDaemon(t, env, dir);
   const completed = (id: string) => completedJob(api.url, key, id, 30_000);
   const create = async (prompt: string) => {
     const created = await postSigned(api.url, key, secret, { prompt });

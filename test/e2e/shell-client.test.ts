@@ -5,7 +5,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { ROOT, WORKER_MAIN, eventually, freePort, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { ROOT, eventually, freePort, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 const CLIENT = join(ROOT, 'scripts/send-request.sh');
 
@@ -47,11 +47,7 @@ async function setUp(t: Parameters<typeof tempDir>[0] & { after: (fn: () => unkn
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-shell', OPENAI_BASE_URL: stub.url, RETRY_BASE_MS: '10', RETRY_MAX_MS: '20', ...settings });
   const api = await startApiProcess(t, env, dir);
   const { url } = api;
-  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, dir);
-  t.after(async () => {
-    worker.kill('SIGKILL');
-    await worker.exited;
-  });
+  const worker = startWorkerDaemon(t, env, dir);
   await worker.waitFor((l) => l.includes('worker started'));
   const clientEnv = { PATH: process.env.PATH ?? '', PROXY_BASE_URL: url, PROXY_KEY: key, PROXY_SECRET: secret };
   return { dir, stub, url, clientEnv, env, api, key, secret };

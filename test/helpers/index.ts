@@ -117,6 +117,16 @@ export function spawnNode(script: string, args: string[], env: Record<string, st
   };
 }
 
+/** Starts `proxy-worker daemon`; killed when `t` ends, which waits for it to be gone. */
+export function startWorkerDaemon(t: { after: (fn: () => Promise<void> | void) => void }, env: Record<string, string>, cwd: string): Child {
+  const worker = spawnNode(WORKER_MAIN, ['daemon'], env, cwd);
+  t.after(async () => {
+    worker.kill('SIGKILL');
+    await worker.exited;
+  });
+  return worker;
+}
+
 /** Starts proxy-api and resolves with its base URL once it listens. Stopped when `t` ends. */
 export async function startApiProcess(t: { after: (fn: () => Promise<void> | void) => void }, env: Record<string, string>, cwd: string): Promise<{ url: string; child: Child }> {
   const child = spawnNode(API_MAIN, [], env, cwd);
