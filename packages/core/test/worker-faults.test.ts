@@ -845,6 +845,36 @@ test('stop while a claim is under way: the jobs it returns go back at once, none
   assert.equal(stub.calls.length, 0, 'a call started after stop()');
 });
 
+test('stop while the idle loop looks at the store before it sleeps: the daemon ends at once, not after its poll', async (t) => {
+  // An idle daemon looks at the store's change counter (PRAGMA data_version, or its PostgreSQL
+  // equivalent) just before it sleeps. Its first look finds the counter new and claims again; its
+  // second comes before its first sleep. stop() arrives while that one is under way, when no sleep
+  // is there to end.
+  const lookStarted = aGate();
+  const lookReturns = aGate();
+  let looks = 0;
+  const slowSecondLook = (store: JobStore): JobStore =>
+    overriding(store, {
+      async changeCounter() {
+        const version = await store.changeCounter();
+        if (++looks === 2) {
+          lookStarted.open();
+          await lookReturns.opened;
+        }
+        return version;
+      },
+    });
+  // Polls 5 s apart, and a heartbeat due 5 s after the first: a sleep begun after stop() lasts seconds.
+  const { worker, daemon } = await setUp(t, () => ({}), { pollMs: 5000, wrapStore: slowSecondLook });
+  await within(lookStarted.opened, 5000, 'the second look');
+  const stopping = worker.stop();
+  lookReturns.open();
+  const began = performance.now();
+  await within(Promise.all([stopping, daemon]), 4000, 'stop');
+  const took = performance.now() - began;
+  assert.ok(took < 500, `the daemon ended ${Math.round(took)} ms after stop(), asleep for its poll`);
+});
+
 test('a job started well into its lease (held for a slot, a busy loop) renews it at once, not a third of a lease after its start', async (t) => {
   // The claim's jobs reach the worker 500 ms after their lease of 900 ms was taken.
   const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 800 }), { leaseMs: 900, wrapStore: claimsHeldUp(500) });

@@ -125,8 +125,11 @@ export function createWorker(options: WorkerOptions): Worker {
   const startedAt = now();
   const heartbeatMs = options.heartbeatMs ?? 5000;
 
+  // Once stopping, no sleep begins: stop() wakes a sleep under way, but one the loop began after it
+  // (stop() came while the loop awaited the store) would hold the drain for a whole poll.
   const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
+    stopping ? Promise.resolve()
+    : new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms);
       function done() {
         clearTimeout(timer);
