@@ -45,13 +45,46 @@ const ALONE = ['long-poll.test.ts', 'multi-host.test.ts', 'backlogs.test.ts', 'b
 const FILE_MS = Number(process.env.TEST_FILE_MINUTES ?? 8) * 60_000;
 const BATCH_MS = Number(process.env.TEST_BATCH_MINUTES ?? 15) * 60_000;
 
-async function spawnTests(list, env, concurrency) {
+// CI shows the end of a run's output only. Node's runner lists a batch's failures, with their
+// messages, at the end of that batch, where the batches after it push them out of sight (CI once
+// named a failing test and nothing of why). Each batch's list is kept and printed again as the
+// run's last lines.
+const FAILURES_MARK = '✖ failing tests:';
+const FAILURES_MAX_CHARS = 20_000;
+const failures = [];
+
+async function spawnTests(list, env, concurrency, label) {
   if (list.length === 0) return 0;
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${FILE_MS}`, '--test-reporter=spec', ...list.map((f) => relative(root, f))],
-    { cwd: root, stdio: 'inherit', detached: true, env: { ...process.env, FORCE_COLOR: '0', ...env } },
+    { cwd: root, stdio: ['inherit', 'pipe', 'inherit'], detached: true, env: { ...process.env, FORCE_COLOR: '0', ...env } },
   );
+  // Passed on as it comes; from the failures mark on, also kept.
+  let kept = null;
+  let recent = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (text) => {
+    process.stdout.write(text);
+    if (kept !== null) {
+      if (kept.length < FAILURES_MAX_CHARS) kept += text;
+      return;
+    }
+    // The mark may arrive split across two chunks.
+    recent += text;
+    const at = recent.indexOf(FAILURES_MARK);
+    if (at >= 0) kept = recent.slice(at);
+    else recent = recent.slice(-FAILURES_MARK.length);
+  });
+  // A file's leftover process may hold the pipe open after the runner exits: its output is awaited
+  // for a moment only.
+  const outputEnded = new Promise((resolve) => child.stdout.on('end', resolve));
+  const keepFailures = () =>
+    Promise.race([outputEnded, new Promise((resolve) => setTimeout(resolve, 2000).unref())]).then(() => {
+      if (kept === null) return;
+      const text = kept.length > FAILURES_MAX_CHARS ? `${kept.slice(0, FAILURES_MAX_CHARS)}\n… (cut; the whole list is above)` : kept;
+      failures.push(`--- ${label} ---\n${text.trimEnd()}`);
+    });
   // Its own process group, so the files it runs can be killed with it; Ctrl-C here reaches them too.
   const stop = () => {
     process.kill(-child.pid, 'SIGKILL');
@@ -63,7 +96,10 @@ async function spawnTests(list, env, concurrency) {
   const late = new Promise((resolve) => (timer = setTimeout(() => resolve('late'), BATCH_MS)));
   const status = await Promise.race([exited, late]);
   clearTimeout(timer);
-  if (status !== 'late') return status;
+  if (status !== 'late') {
+    await keepFailures();
+    return status;
+  }
   const alive = stillRunning(child.pid);
   const running = list.map((f) => relative(root, f)).filter((f) => alive.includes(f));
   console.error(`run-tests: still running after ${BATCH_MS / 60_000} minutes, killed: ${running.join(', ') || 'the test runner'}`);
@@ -94,8 +130,8 @@ function stillRunning(pgid) {
 async function run(list, env) {
   const alone = list.filter((f) => ALONE.some((name) => f.endsWith(name)));
   const shared = list.filter((f) => !alone.includes(f));
-  const first = await spawnTests(shared, env, 2);
-  return (await spawnTests(alone, env, 1)) || first;
+  const first = await spawnTests(shared, env, 2, env.TEST_BACKEND);
+  return (await spawnTests(alone, env, 1, `${env.TEST_BACKEND}, files run alone`)) || first;
 }
 
 const backends = (process.env.BACKENDS ?? 'sqlite,postgres').split(',');
@@ -133,4 +169,5 @@ if (backends.includes('postgres') && pgFiles.length > 0) {
   }
   await admin.end().catch(() => undefined);
 }
+if (failures.length > 0) console.log(`\n=== failing tests, repeated from the batches above ===\n${failures.join('\n')}`);
 process.exit(status);

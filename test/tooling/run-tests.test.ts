@@ -10,6 +10,7 @@ import { ROOT, processesWhere } from '../helpers/index.ts';
 
 const NEVER_EXITS = 'test/tooling/fixtures/never-exits.ts';
 const EXITS = 'test/tooling/fixtures/exits.ts';
+const FAILS = 'test/tooling/fixtures/fails.ts';
 
 /** Runs run-tests.mjs on `files` (SQLite only) with `env`; its exit code, output and time taken. */
 function runTests(files: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; ms: number }> {
@@ -45,6 +46,27 @@ test('a file that passes and exits passes the run', async () => {
   const run = await runTests([EXITS], { TEST_FILE_MINUTES: '0.05' });
   assert.equal(run.code, 0, run.out);
   assert.match(run.out, /✔ passes \(/, 'the file ran');
+});
+
+test("a failing test's reason is repeated as the run's last lines, after the batches that ran after it (CI shows only the end)", async (t) => {
+  // The fixture fails on SQLite first; the PostgreSQL batch that runs next pushes that listing out of
+  // the end of the output.
+  const run = await runTests([FAILS, EXITS], { TEST_FILE_MINUTES: '0.5', BACKENDS: 'sqlite,postgres' });
+  if (run.out.includes('=== backend: postgres — skipped')) return t.skip('PostgreSQL is not reachable here: no batch runs after the SQLite one');
+  assert.equal(run.code, 1, run.out);
+  const summary = run.out.lastIndexOf('=== failing tests, repeated from the batches above ===');
+  assert.ok(summary > run.out.lastIndexOf('✔ passes ('), `no summary after the last batch:\n${run.out}`);
+  assert.ok(run.out.indexOf('=== backend: postgres') < summary);
+  const tail = run.out.slice(summary);
+  for (const backend of ['sqlite', 'postgres']) assert.match(tail, new RegExp(`--- ${backend} ---\n✖ failing tests:\n\n[^]*the reason this fixture fails`));
+  assert.match(tail, /✖ fails with its reason/);
+  assert.match(tail, /'what was expected'/);
+});
+
+test('a run without failures prints no summary of them', async () => {
+  const run = await runTests([EXITS], { TEST_FILE_MINUTES: '0.5' });
+  assert.equal(run.code, 0, run.out);
+  assert.doesNotMatch(run.out, /failing tests/);
 });
 
 test('a test file that never exits is stopped after TEST_FILE_MINUTES and named; the run fails, and the files beside it still run', async () => {
