@@ -66,13 +66,20 @@ test('the daemon picks up new jobs by itself, and the first SIGTERM stops it wit
   const daemon = startWorkerDaemon(t, env, dir);
   await daemon.waitFor((l) => l.includes('worker started'));
   const ids: string[] = [];
-  for (let i = 0; i < 5; i++) ids.push((await postSigned(api.url, key, secret, { prompt: `job ${i}` })).json.id);
+  for (let i = 0; i < 5; i++) {
+    const created = await postSigned(api.url, key, secret, { prompt: `job ${i}` });
+    assert.equal(created.status, 202, JSON.stringify(created.json));
+    ids.push(created.json.id);
+  }
+  // The daemon's last lines go with any failure below: CI once failed this test without a word of why.
+  const daemonSaid = () => `daemon stdout:\n${daemon.lines.slice(-30).join('\n')}\nstderr:\n${daemon.stderr.join('\n')}`;
   for (const [i, id] of ids.entries()) {
-    const done = await completedJob(api.url, key, id);
+    const done = await completedJob(api.url, key, id).catch((err: Error) => assert.fail(`${err.message}\n${daemonSaid()}`));
     assert.equal(done.output_text, `echo: job ${i}`);
   }
   daemon.kill('SIGTERM');
-  assert.deepEqual(await within(daemon.exited, 10_000, 'daemon stop'), { code: 0, signal: null });
+  const exit = await within(daemon.exited, 10_000, 'daemon stop').catch((err: Error) => assert.fail(`${err.message}\n${daemonSaid()}`));
+  assert.deepEqual(exit, { code: 0, signal: null }, daemonSaid());
 });
 
 test('a 4xx from upstream fails the job at once with the upstream error and status', async (t) => {

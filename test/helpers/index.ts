@@ -178,11 +178,18 @@ export async function eventually<T>(check: () => Promise<T | undefined | null | 
 }
 
 /** Polls `GET /v1/requests/:id` with the client key until the job is completed; resolves with its view. */
-export function completedJob(baseUrl: string, key: string, id: string, timeoutMs = 10_000): Promise<any> {
-  return eventually(async () => {
-    const res = await getJson(baseUrl, `/v1/requests/${id}`, key);
-    return res.json.status === 'completed' ? res.json : null;
-  }, timeoutMs);
+export async function completedJob(baseUrl: string, key: string, id: string, timeoutMs = 10_000): Promise<any> {
+  let last: unknown = null;
+  try {
+    return await eventually(async () => {
+      const res = await getJson(baseUrl, `/v1/requests/${id}`, key);
+      last = { status: res.status, body: res.json };
+      return res.json.status === 'completed' ? res.json : null;
+    }, timeoutMs);
+  } catch (err) {
+    // Which of a queued job, a failed one or a refused read it was says where to look.
+    throw new Error(`job ${id} not completed within ${timeoutMs} ms; the last answer: ${JSON.stringify(last)}`, { cause: err });
+  }
 }
 
 /**
