@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, enqueueJob, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, completedJob, enqueueJob, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 async function cli(env: Record<string, string>, dir: string, ...args: string[]) {
   const child = spawnNode(WORKER_MAIN, args, env, dir);
@@ -18,6 +18,23 @@ function jobIds(path: string): Set<string> {
   try {
     assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
     return new Set((db.prepare('SELECT id FROM jobs').all() as Array<{ id: string }>).map((r) => r.id));
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Damages a database the way a bad disk or a bug might, and `PRAGMA integrity_check` finds: two of
+ * the jobs table's indexes swapped, so each misses the rows the other holds.
+ */
+function swapTwoJobIndexes(path: string): void {
+  const db = new Database(path);
+  try {
+    const [first, second] = db.prepare(`SELECT name, rootpage FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL ORDER BY name LIMIT 2`).all() as Array<{ name: string; rootpage: number }>;
+    db.unsafeMode(true);
+    db.pragma('writable_schema = ON');
+    db.prepare('UPDATE sqlite_schema SET rootpage = ? WHERE name = ?').run(second!.rootpage, first!.name);
+    db.prepare('UPDATE sqlite_schema SET rootpage = ? WHERE name = ?').run(first!.rootpage, second!.name);
   } finally {
     db.close();
   }
@@ -127,15 +144,8 @@ test('backup --check: a copy that fails its integrity check leaves the backup be
   assert.equal((await cli(env, dir, 'backup', target)).code, 0);
   const good = readFileSync(target);
 
-  // Damage the live file the way a bad disk or a bug might: two of the jobs table's indexes swapped,
-  // so each misses the rows the other holds. VACUUM INTO copies indexes page for page.
-  const live = new Database(env.PROXY_DB_PATH as string);
-  const [first, second] = live.prepare(`SELECT name, rootpage FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL ORDER BY name LIMIT 2`).all() as Array<{ name: string; rootpage: number }>;
-  live.unsafeMode(true);
-  live.pragma('writable_schema = ON');
-  live.prepare('UPDATE sqlite_schema SET rootpage = ? WHERE name = ?').run(second!.rootpage, first!.name);
-  live.prepare('UPDATE sqlite_schema SET rootpage = ? WHERE name = ?').run(first!.rootpage, second!.name);
-  live.close();
+  // VACUUM INTO copies indexes page for page: the damage goes into the copy.
+  swapTwoJobIndexes(env.PROXY_DB_PATH as string);
 
   const refused = await cli(env, dir, 'backup', target, '--check');
   assert.equal(refused.code, 1);
@@ -152,4 +162,136 @@ test('backup on PostgreSQL says to use pg_dump', async (t) => {
   const dir = tempDir(t);
   const refused = await cli(testEnv(dir), dir, 'backup', join(dir, 'b.sqlite'));
   assert.deepEqual([refused.code, refused.err], [1, ['proxy-worker: backup copies the SQLite file; on PostgreSQL use pg_dump (see README, Scaling out)']]);
+});
+
+test('restore with the programs stopped: the backup is served again, jobs created after it are gone, the file it replaced is kept whole; refused, changing nothing, while the API or a worker has the file open', async (t) => {
+  if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-restore', OPENAI_BASE_URL: stub.url });
+  const { OPENAI_API_KEY: _key, ...adminEnv } = env;
+  const live = env.PROXY_DB_PATH as string;
+  const api = await startApiProcess(t, env, dir);
+  const worker = startWorkerDaemon(t, env, dir);
+  const create = async (prompt: string, url = api.url) => {
+    const res = await postSigned(url, key, secret, { prompt });
+    assert.equal(res.status, 202, JSON.stringify(res.json));
+    return res.json.id as string;
+  };
+  const before = [];
+  for (let i = 0; i < 20; i++) before.push(await create(`before ${i}`));
+  for (const id of before) await completedJob(api.url, key, id);
+  const backup = join(dir, 'b.sqlite');
+  assert.equal((await cli(adminEnv, dir, 'backup', backup)).code, 0);
+  const after = [];
+  for (let i = 0; i < 10; i++) after.push(await create(`after ${i}`));
+  for (const id of after) await completedJob(api.url, key, id);
+
+  // Refused while either program has the file open, and nothing changes.
+  const refusedLine = `proxy-worker: restore refused, nothing was changed: ${live} is open in another process (proxy-api, a proxy-worker, or another SQLite client): stop them first, then restore`;
+  const whileBoth = await cli(adminEnv, dir, 'restore', backup);
+  assert.deepEqual([whileBoth.code, whileBoth.err], [1, [refusedLine]]);
+  api.child.kill('SIGTERM');
+  assert.equal((await api.child.exited).code, 0);
+  const whileWorker = await cli(adminEnv, dir, 'restore', backup);
+  assert.deepEqual([whileWorker.code, whileWorker.err], [1, [refusedLine]]);
+  worker.kill('SIGTERM');
+  assert.equal((await worker.exited).code, 0);
+  assert.equal(jobIds(live).size, 30, 'the refused restores changed nothing');
+  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
+
+  // The restored file keeps the live file's permissions, and as root its owner, whoever restores it.
+  chmodSync(live, 0o640);
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) chownSync(live, 65534, 65534);
+  const restored = await cli(adminEnv, dir, 'restore', backup);
+  assert.equal(restored.code, 0, restored.err.join('\n'));
+  const kept = /; the file it replaced is kept as (\S+)$/.exec(restored.out)?.[1] as string;
+  assert.match(restored.out, new RegExp(`^restored ${live} from ${backup} \\(20 jobs, \\d+\\.\\d MB, integrity checked\\) in \\d+\\.\\d s; the file it replaced is kept as ${live}\\.replaced-\\d{8}T\\d{6}Z$`));
+  assert.deepEqual(jobIds(live), new Set(before));
+  assert.deepEqual(jobIds(kept), new Set([...before, ...after]), 'the file replaced is whole, its log folded in');
+  assert.ok(!existsSync(`${live}-wal`) && !existsSync(`${live}-shm`), "the old file's log is not left beside the copy");
+  assert.equal(statSync(live).mode & 0o777, 0o640);
+  if (asRoot) assert.deepEqual([statSync(live).uid, statSync(live).gid], [65534, 65534]);
+  if (asRoot) chownSync(live, 0, 0);
+
+  // Started again on it, the programs serve the backup's jobs and run new ones.
+  const again = await startApiProcess(t, env, dir);
+  startWorkerDaemon(t, env, dir);
+  const old = await getJson(again.url, `/v1/requests/${before[7]}`, key);
+  assert.deepEqual([old.status, old.json.output_text], [200, 'echo: before 7']);
+  assert.equal((await getJson(again.url, `/v1/requests/${after[0]}`, key)).status, 404);
+  assert.equal((await completedJob(again.url, key, await create('after the restore', again.url))).output_text, 'echo: after the restore');
+});
+
+test('restore refuses what is no backup of this database, changing nothing: a missing file, the live file through a link, not SQLite, another program\'s SQLite, a damaged copy; a live file too damaged to lock needs --force; onto no file at all it just puts the copy there', async (t) => {
+  if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
+  const dir = tempDir(t);
+  const env = testEnv(dir);
+  const live = env.PROXY_DB_PATH as string;
+  const store = await openTestStore(env);
+  for (let i = 0; i < 5; i++) await enqueueJob(store, `job ${i}`);
+  await store.close();
+  const backup = join(dir, 'b.sqlite');
+  assert.equal((await cli(env, dir, 'backup', backup)).code, 0);
+  const liveBytes = readFileSync(live);
+  const untouched = () => {
+    assert.deepEqual(readFileSync(live), liveBytes, 'the live file changed');
+    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
+  };
+  const refused = async (from: string, reason: string) => {
+    const run = await cli(env, dir, 'restore', from);
+    assert.deepEqual([run.code, run.err], [1, [`proxy-worker: restore of ${from} to ${live} failed, nothing was changed: ${reason}`]]);
+    untouched();
+  };
+
+  await refused(join(dir, 'none.sqlite'), `there is no backup at ${join(dir, 'none.sqlite')}`);
+  symlinkSync(dir, join(dir, 'link'));
+  await refused(join(dir, 'link', 'requests.sqlite'), `${join(dir, 'link', 'requests.sqlite')} is the live database or its log, not a backup of it`);
+  writeFileSync(join(dir, 'notes.txt'), 'not a database at all, but long enough to look like one might be');
+  await refused(join(dir, 'notes.txt'), `${realpathSync(join(dir, 'notes.txt'))} could not be read as a SQLite database: file is not a database`);
+  const other = new Database(join(dir, 'other.sqlite'));
+  other.exec('CREATE TABLE notes (text TEXT)');
+  other.close();
+  await refused(join(dir, 'other.sqlite'), `${realpathSync(join(dir, 'other.sqlite'))} is a SQLite database, but not this program's (it has no jobs table)`);
+
+  const damaged = join(dir, 'damaged.sqlite');
+  writeFileSync(damaged, readFileSync(backup));
+  swapTwoJobIndexes(damaged);
+  const run = await cli(env, dir, 'restore', damaged);
+  assert.equal(run.code, 1);
+  assert.match(run.err.join('\n'), new RegExp(`^proxy-worker: restore of ${damaged} to ${live} failed, nothing was changed: the copy failed its integrity check, and the target was left as it was: [^;]*index jobs_`));
+  untouched();
+
+  // The live file's header destroyed: SQLite cannot say whether a program has it open.
+  const wrecked = Buffer.from(liveBytes);
+  wrecked.fill(0, 0, 100);
+  writeFileSync(live, wrecked);
+  const unsure = await cli(env, dir, 'restore', backup);
+  assert.equal(unsure.code, 1);
+  assert.match(unsure.err.join('\n'), /cannot be read as a database \(file is not a database\), so whether a program has it open cannot be asked; once proxy-api and the workers are stopped, run again with --force to replace it$/);
+  assert.deepEqual(readFileSync(live), wrecked);
+  const forced = await cli(env, dir, 'restore', backup, '--force');
+  assert.equal(forced.code, 0, forced.err.join('\n'));
+  assert.equal(jobIds(live).size, 5);
+  const keptWreck = readdirSync(dir).filter((f) => f.startsWith('requests.sqlite.replaced-'));
+  assert.equal(keptWreck.length, 1);
+  assert.deepEqual(readFileSync(join(dir, keptWreck[0]!)), wrecked, 'the wrecked file is kept as it was');
+
+  // A fresh machine: no live file yet.
+  const fresh = tempDir(t);
+  const freshEnv = testEnv(fresh);
+  const first5 = await cli(freshEnv, fresh, 'restore', backup);
+  assert.equal(first5.code, 0, first5.err.join('\n'));
+  assert.match(first5.out, new RegExp(`^restored ${freshEnv.PROXY_DB_PATH} from ${backup} \\(5 jobs, \\d+\\.\\d MB, integrity checked\\) in \\d+\\.\\d s$`));
+  assert.equal(jobIds(freshEnv.PROXY_DB_PATH as string).size, 5);
+});
+
+test('restore on PostgreSQL says to use pg_restore or psql', async (t) => {
+  if (!onlyOn('postgres', t, 'the SQLite file has its own restore')) return;
+  const dir = tempDir(t);
+  const refused = await cli(testEnv(dir), dir, 'restore', join(dir, 'b.sqlite'));
+  assert.deepEqual([refused.code, refused.err], [1, ['proxy-worker: restore replaces the SQLite file; on PostgreSQL restore with pg_restore or psql (see README, Scaling out)']]);
 });

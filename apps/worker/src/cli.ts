@@ -5,6 +5,7 @@ import { runDaemon } from './commands/daemon.js';
 import { runJobs } from './commands/jobs.js';
 import { runOnce } from './commands/once.js';
 import { runPurge } from './commands/purge.js';
+import { runRestore } from './commands/restore.js';
 import { runRetry } from './commands/retry.js';
 import { runShow } from './commands/show.js';
 import { runStats } from './commands/stats.js';
@@ -74,6 +75,14 @@ export function buildCli(version: string): Command {
     .option('--check', 'read every page of the copy (PRAGMA integrity_check) before it replaces <file>; a copy that fails leaves <file> as it was')
     .option('--json', 'print JSON')
     .action(runBackup);
+
+  program
+    .command('restore')
+    .description('put a backup in place of the SQLite file, with proxy-api and the workers stopped; the file it replaces is kept beside it')
+    .argument('<backup>')
+    .option('--force', 'replace a live file too damaged for SQLite to tell whether a program has it open')
+    .option('--json', 'print JSON')
+    .action(runRestore);
 
   program
     .command('copy-jobs')

@@ -3,5 +3,6 @@ export { openSqliteStore, type SqliteStoreOptions } from './sqlite/sqlite-job-st
 export type { PostgresStoreOptions } from './postgres/pg-job-store.js';
 export { openStore } from './open-store.js';
 export { backupSqliteFile, type BackupReport } from './sqlite/backup.js';
+export { DatabaseInUseError, restoreSqliteFile, type RestoreReport } from './sqlite/restore.js';
 export { isDatabaseUnavailable } from './unavailable.js';
 export { createChangeWatch, WATCHED_POLL_MS, NOTICE_SETTLE_MS, type ChangeWatch } from './change-watch.js';
