@@ -295,3 +295,26 @@ test('restore on PostgreSQL says to use pg_restore or psql', async (t) => {
   const refused = await cli(testEnv(dir), dir, 'restore', join(dir, 'b.sqlite'));
   assert.deepEqual([refused.code, refused.err], [1, ['proxy-worker: restore replaces the SQLite file; on PostgreSQL restore with pg_restore or psql (see README, Scaling out)']]);
 });
+
+test("restore run as another user than the live file's owner is refused, changing nothing: the restored file would be that user's", async (t) => {
+  if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
+  if (process.getuid?.() !== 0) return t.skip('running the command as another user needs root');
+  const dir = tempDir(t);
+  const env = testEnv(dir);
+  const live = env.PROXY_DB_PATH as string;
+  const store = await openTestStore(env);
+  await enqueueJob(store, 'kept');
+  await store.close();
+  const backup = join(dir, 'b.sqlite');
+  assert.equal((await cli(env, dir, 'backup', backup)).code, 0);
+  // Everything here is writable by anyone: only the owner check stands in the way.
+  chmodSync(dir, 0o777);
+  for (const file of readdirSync(dir)) chmodSync(join(dir, file), 0o666);
+  const liveBytes = readFileSync(live);
+  const run = spawnSync('runuser', ['-u', 'nobody', '--', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, WORKER_MAIN, 'restore', backup], { cwd: '/', encoding: 'utf8', timeout: 15_000 });
+  const nobody = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout);
+  assert.deepEqual([run.status, run.stderr.split('\n').filter(Boolean)], [1, [`proxy-worker: restore of ${backup} to ${live} failed, nothing was changed: ${live} belongs to uid 0, and this user is uid ${nobody}: run restore as its owner (or as root), so that the restored file is the owner's too`]]);
+  assert.deepEqual(readFileSync(live), liveBytes);
+  assert.equal(statSync(live).uid, 0);
+  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
+});

@@ -43,6 +43,7 @@ export function restoreSqliteFile(live: string, backup: string, options: { force
   removeAbandonedCopies(to);
   const partial = partialPath(to, process.pid);
   const current = existsSync(to) ? statSync(to) : null;
+  assertOwner(to, current);
   try {
     copyBackup(from, partial, current ?? statSync(from));
     assertIntact(partial);
@@ -74,6 +75,17 @@ function resolvePaths(live: string, backup: string): { to: string; from: string 
   const from = realpathSync(backup);
   if ([to, `${to}-wal`, `${to}-shm`, `${to}-journal`].includes(from)) throw new Error(`${backup} is the live database or its log, not a backup of it`);
   return { to, from };
+}
+
+/**
+ * The restored file is made by whoever restores it: run as another user than the live file's owner
+ * (and not as root, which gives it the owner's), it would leave a file the programs, running as that
+ * owner, might not be able to write.
+ */
+function assertOwner(to: string, current: { uid: number } | null): void {
+  const uid = process.getuid?.();
+  if (!current || uid === undefined || uid === 0 || uid === current.uid) return;
+  throw new Error(`${to} belongs to uid ${current.uid}, and this user is uid ${uid}: run restore as its owner (or as root), so that the restored file is the owner's too`);
 }
 
 /** The backup's snapshot, written with the live file's permissions (and, as root, its owner). */
