@@ -1,53 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmdirSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { API_MAIN, WORKER_MAIN, completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, spawnNode, startApiProcess, startOutageStub, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
-
-/**
- * A small disk of the test's own (a tmpfs) to put the SQLite file on, so that filling it disturbs
- * nothing else on the machine; or null, the test skipped with the reason, where none can be had.
- * The mount point is a folder of its own: the test's folder is removed by an earlier hook, while
- * the disk is still mounted.
- */
-function smallDisk(t: { after: (fn: () => void) => void; skip: (why: string) => void }, size: string): string | null {
-  if (process.getuid?.() !== 0) {
-    t.skip('mounting a small disk needs root');
-    return null;
-  }
-  const mnt = mkdtempSync(join(tmpdir(), 'proxy-disk-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' });
-  } catch {
-    rmdirSync(mnt);
-    t.skip('this machine refuses to mount a tmpfs');
-    return null;
-  }
-  t.after(() => {
-    // Lazy: the programs may still hold the files open while their own hooks stop them.
-    execFileSync('umount', ['-l', mnt], { stdio: 'pipe' });
-    rmdirSync(mnt);
-  });
-  return mnt;
-}
-
-/** Writes a file until the disk refuses; returns its path. */
-function fillDisk(mnt: string): string {
-  const path = join(mnt, 'filler');
-  const fd = openSync(path, 'w');
-  const chunk = Buffer.alloc(4096, 1);
-  try {
-    for (;;) writeSync(fd, chunk);
-  } catch (err) {
-    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
-  } finally {
-    closeSync(fd);
-  }
-  return path;
-}
+import { API_MAIN, WORKER_MAIN, completedJob, eventually, fillDisk, getJson, newCredentials, onlyOn, postSigned, smallDisk, spawnNode, startApiProcess, startOutageStub, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 test('a full disk under the SQLite file: creates that cannot be stored get 503 unavailable, every 202 is kept, lookups go on, an answer that came back meanwhile is written once space is freed; both programs keep running and the file stays whole', async (t) => {
   if (!onlyOn('sqlite', t, 'fills the disk under the SQLite file')) return;

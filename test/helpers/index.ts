@@ -1,8 +1,8 @@
 /** Helpers every test shares: temp folders, the built programs as child processes, signed requests. */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmdirSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
@@ -321,4 +321,46 @@ export async function startOutageStub(t: { after: (fn: () => Promise<void> | voi
   });
   t.after(() => stub.close());
   return { stub, answered: () => answered };
+}
+
+/**
+ * A small disk of the test's own (a tmpfs) to put the SQLite file or a log folder on, so that
+ * filling it disturbs nothing else on the machine; or null, the test skipped with the reason, where none can be had.
+ * The mount point is a folder of its own: the test's folder is removed by an earlier hook, while
+ * the disk is still mounted.
+ */
+export function smallDisk(t: { after: (fn: () => void) => void; skip: (why: string) => void }, size: string): string | null {
+  if (process.getuid?.() !== 0) {
+    t.skip('mounting a small disk needs root');
+    return null;
+  }
+  const mnt = mkdtempSync(join(tmpdir(), 'proxy-disk-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' });
+  } catch {
+    rmdirSync(mnt);
+    t.skip('this machine refuses to mount a tmpfs');
+    return null;
+  }
+  t.after(() => {
+    // Lazy: the programs may still hold the files open while their own hooks stop them.
+    execFileSync('umount', ['-l', mnt], { stdio: 'pipe' });
+    rmdirSync(mnt);
+  });
+  return mnt;
+}
+
+/** Writes a file until the disk refuses; returns its path. */
+export function fillDisk(mnt: string): string {
+  const path = join(mnt, 'filler');
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(4096, 1);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
+  } finally {
+    closeSync(fd);
+  }
+  return path;
 }

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
+import { eventually, fillDisk, smallDisk, within } from '../../../test/helpers/index.ts';
+import { createLogFile } from '../src/log-file.ts';
 import { closeLogger, createLogger } from '../src/logger.ts';
 
 function capture() {
@@ -172,4 +174,103 @@ test('stdout going away (its reader ended, or its terminal closed) is not fatal:
   const lines = readFileSync(join(dir, 'x.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).message);
   assert.equal(lines.length, 51);
   assert.equal(lines.at(-1), 'done');
+});
+
+test('LOG_DIR on a full disk: lines are dropped, said once on stderr, memory stays flat; once there is room the file gets lines again, and says how many were lost', async (t) => {
+  const mnt = smallDisk(t, '1m');
+  if (!mnt) return;
+  const logger = new URL('../src/logger.ts', import.meta.url).href;
+  // Commands on stdin, answers on stdout; its log lines go to the file only.
+  const script = `
+    const { createLogger, closeLogger } = await import(${JSON.stringify(logger)});
+    const { Writable } = await import('node:stream');
+    const { createInterface } = await import('node:readline');
+    const logger = createLogger({ level: 'info', format: 'json', stream: new Writable({ write: (_c, _e, done) => done() }), dir: ${JSON.stringify(mnt)}, file: 'x.log' });
+    const turn = () => new Promise((r) => setImmediate(r));
+    for await (const command of createInterface({ input: process.stdin })) {
+      if (command === 'start') {
+        logger.info('before');
+        await new Promise((r) => setTimeout(r, 100));
+        console.log('started');
+      } else if (command === 'flood') {
+        global.gc();
+        const before = process.memoryUsage().heapUsed;
+        for (let i = 0; i < 100000; i++) {
+          logger.info('during ' + i, { pad: 'x'.repeat(300) });
+          if (i % 500 === 0) await turn();
+        }
+        await new Promise((r) => setTimeout(r, 100));
+        global.gc();
+        console.log(JSON.stringify({ heapGrewMb: (process.memoryUsage().heapUsed - before) / 1e6 }));
+      } else if (command === 'room') {
+        // Logged before the next try (a second after the last failed write): dropped.
+        for (let i = 0; i < 10; i++) logger.info('after ' + i);
+        await new Promise((r) => setTimeout(r, 1500));
+        for (let i = 0; i < 10; i++) logger.info('later ' + i);
+        await closeLogger(logger);
+        process.exit(0);
+      }
+    }`;
+  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  const answer = async (command: string, seen: RegExp) => {
+    child.stdin.write(`${command}\n`);
+    await eventually(async () => seen.test(stdout) || (child.exitCode !== null && assert.fail(`exited: ${stderr}`)), 60_000, 10);
+  };
+  await answer('start', /started\n/);
+  const filler = fillDisk(mnt);
+  await answer('flood', /heapGrewMb/);
+  const { heapGrewMb } = JSON.parse(/\{"heapGrewMb".*\}/.exec(stdout)![0]) as { heapGrewMb: number };
+  // winston's file transport held every line it could not write (and a closure each): over 100 MB.
+  assert.ok(heapGrewMb < 30, `the heap grew ${heapGrewMb.toFixed(1)} MB over 100,000 lines it could not write`);
+  t.diagnostic(`heap grew ${heapGrewMb.toFixed(1)} MB over 100,000 lines the full disk refused`);
+  rmSync(filler);
+  child.stdin.write('room\n');
+  assert.equal(await within(exited, 15_000, 'the child exiting'), 0, stderr);
+
+  const path = join(mnt, 'x.log');
+  const told = stderr.split('\n').filter(Boolean);
+  assert.equal(told.length, 2, stderr);
+  assert.equal(told[0], `LOG_DIR: cannot write ${path} (ENOSPC): its lines are dropped until it can be written again`);
+  const dropped = Number(/^LOG_DIR: writing .* again; (\d+) lines were dropped$/.exec(told[1]!)?.[1]);
+  assert.ok(dropped > 90_000 && dropped <= 100_010, told[1]);
+  // A line the disk cut short stands alone: every other line is whole JSON.
+  const lines = readFileSync(path, 'utf8').trim().split('\n');
+  const whole = lines.flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+  assert.ok(lines.length - whole.length <= 1, `${lines.length - whole.length} lines are not JSON`);
+  const messages = whole.map((l) => l.message);
+  assert.equal(messages[0], 'before');
+  const notice = whole.find((l) => String(l.message).startsWith('log lines dropped'));
+  assert.deepEqual([notice?.level, notice?.message, notice?.dropped], ['warn', `log lines dropped: ${path} could not be written (ENOSPC)`, dropped]);
+  for (let i = 0; i < 10; i++) assert.ok(messages.includes(`later ${i}`), `line ${i} after the next try is in the file`);
+});
+
+test('log files roll over at their size, newest first (x.log, x1.log, x2.log), keeping as many as told', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-rotate-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = createLogFile({ dir, file: 'x.log', maxBytes: 1000, keep: 3 });
+  // 100 lines of 40 bytes, one a turn: 25 to a file, 4,000 bytes in all.
+  for (let i = 0; i < 100; i++) {
+    file.write(`${JSON.stringify({ n: i, pad: 'x'.repeat(20) })}\n`);
+    await new Promise((r) => setImmediate(r));
+  }
+  await new Promise<void>((resolve) => file.end(resolve));
+  assert.deepEqual(readdirSync(dir).sort(), ['x.log', 'x1.log', 'x2.log']);
+  const numbers = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { n: number }).n);
+  for (const name of ['x.log', 'x1.log', 'x2.log']) assert.ok(readFileSync(join(dir, name)).length <= 1000, `${name} is over its size`);
+  // The newest lines, in order, across the files kept.
+  const kept = [...numbers('x2.log'), ...numbers('x1.log'), ...numbers('x.log')];
+  assert.deepEqual(kept, Array.from({ length: kept.length }, (_, i) => 100 - kept.length + i));
+  assert.ok(kept.length >= 50, `${kept.length} lines kept`);
 });

@@ -1,0 +1,201 @@
+import { closeSync, fstatSync, openSync, renameSync, write, writeSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { Writable } from 'node:stream';
+
+/**
+ * Lines waiting for the file beyond this many bytes are dropped (and counted): a disk that stalls
+ * or fills must not hold the program's memory.
+ */
+export const LOG_FILE_MAX_PENDING_BYTES = 4 * 1024 * 1024;
+/** After a failed write, the file is tried again this long later; lines logged meanwhile are dropped. */
+export const LOG_FILE_RETRY_MS = 1000;
+
+export interface LogFileOptions {
+  dir: string;
+  file: string;
+  /** At this size the file is rolled: x.log becomes x1.log, x1.log x2.log, and so on. */
+  maxBytes: number;
+  /** Files kept, the live one included. */
+  keep: number;
+  /** Where the one line about a failure, and the one about the recovery, go. */
+  warn?: (line: string) => void;
+}
+
+/**
+ * A log file under LOG_DIR, written once per event-loop turn, rotated by size (as winston's File
+ * transport named them: api.log, api1.log … api4.log, the newest first).
+ *
+ * winston's own File transport swallows a write error (ENOSPC on a full disk, EIO) without a word,
+ * and never writes the file again: its lines then pile up in memory, waiting for a drain that never
+ * comes. Measured with LOG_DIR on a full 1 MB disk, proxy-api under load grew from 246 to 486 MB
+ * in 40 s, and the file stayed empty after space was freed. Here a failed write drops its lines,
+ * says so once on stderr, drops the lines logged until it tries again LOG_FILE_RETRY_MS later, and
+ * once it can write, says how many lines were lost, on stderr and in the file. Lines waiting for a
+ * slow disk are held up to LOG_FILE_MAX_PENDING_BYTES.
+ */
+export function createLogFile(options: LogFileOptions): Writable {
+  const path = join(options.dir, options.file);
+  const ext = extname(options.file);
+  const base = join(options.dir, options.file.slice(0, options.file.length - ext.length));
+  const warn = options.warn ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  let fd: number | null = null;
+  let size = 0;
+  let pending: string[] = [];
+  let pendingBytes = 0;
+  let writing = false;
+  let scheduled = false;
+  // The failure under way: since when lines are dropped, how many, and why.
+  let failure: { reason: string; dropped: number } | null = null;
+  let retry: NodeJS.Timeout | null = null;
+  // A write cut short by the failure left a line unfinished: the next begins on a line of its own.
+  let midLine = false;
+  let ending: (() => void) | null = null;
+  let ended = false;
+
+  const open = () => {
+    fd = openSync(path, 'a');
+    size = fstatSync(fd).size;
+  };
+
+  const rotate = () => {
+    if (fd !== null) closeSync(fd);
+    fd = null;
+    for (let n = options.keep - 1; n >= 1; n--) {
+      try {
+        renameSync(n === 1 ? path : `${base}${n - 1}${ext}`, `${base}${n}${ext}`);
+      } catch {
+        // Not there yet: fewer files than kept.
+      }
+    }
+    open();
+  };
+
+  const fail = (err: NodeJS.ErrnoException, lines: number) => {
+    if (!failure) {
+      failure = { reason: err.code ?? err.message, dropped: 0 };
+      warn(`LOG_DIR: cannot write ${path} (${failure.reason}): its lines are dropped until it can be written again`);
+    }
+    failure.dropped += lines;
+    // An open that failed is tried again; a file we hold stays open.
+    retry ??= setTimeout(() => {
+      retry = null;
+      flush();
+    }, LOG_FILE_RETRY_MS).unref();
+  };
+
+  function flush() {
+    scheduled = false;
+    if (writing || retry || ended) return;
+    if (pending.length === 0) return void ending?.();
+    try {
+      if (fd === null) open();
+      // A file rolls before the line that would take it past its size, not after.
+      else if (size > 0 && size + Buffer.byteLength(pending[0] as string) > options.maxBytes) rotate();
+    } catch (err) {
+      fail(err as NodeJS.ErrnoException, dropPending());
+      return;
+    }
+    // The lines that fit in what is left of the file (one at least); the rest go in the next write.
+    let take = 0;
+    let bytes = 0;
+    while (take < pending.length) {
+      const next = Buffer.byteLength(pending[take] as string);
+      if (take > 0 && size + bytes + next > options.maxBytes) break;
+      bytes += next;
+      take += 1;
+    }
+    const batch = pending.splice(0, take);
+    pendingBytes -= batch.reduce((sum, line) => sum + line.length, 0);
+    let text = batch.join('');
+    if (failure) {
+      text = `${JSON.stringify({ level: 'warn', message: `log lines dropped: ${path} could not be written (${failure.reason})`, dropped: failure.dropped, timestamp: new Date().toISOString() })}\n${text}`;
+    }
+    if (midLine) text = `\n${text}`;
+    const buffer = Buffer.from(text);
+    writing = true;
+    const writeFrom = (offset: number) => {
+      write(fd as number, buffer, offset, buffer.length - offset, null, (err, written) => {
+        if (!err && offset + written < buffer.length) {
+          size += written;
+          return writeFrom(offset + written);
+        }
+        writing = false;
+        if (err) {
+          // Nothing of this batch written: the file ends as it did (mid-line still, if it was).
+          if (offset > 0) midLine = buffer[offset - 1] !== 0x0a;
+          fail(err, batch.length + dropPending());
+          return;
+        }
+        size += written;
+        midLine = false;
+        if (failure) {
+          warn(`LOG_DIR: writing ${path} again; ${failure.dropped} line${failure.dropped === 1 ? ' was' : 's were'} dropped`);
+          failure = null;
+        }
+        flush();
+      });
+    };
+    writeFrom(0);
+  }
+
+  /** Drops the lines waiting; returns how many. */
+  function dropPending(): number {
+    const lines = pending.length;
+    pending = [];
+    pendingBytes = 0;
+    return lines;
+  }
+
+  // What is pending when the process exits (a second stop signal) is written at once.
+  process.on('exit', () => {
+    if (pending.length === 0 || fd === null) return;
+    try {
+      writeSync(fd, pending.join(''));
+    } catch {
+      // The disk is full or gone: nothing left to tell.
+    }
+  });
+
+  return new Writable({
+    decodeStrings: false,
+    write(chunk: string | Buffer, _encoding, done) {
+      const line = String(chunk);
+      if (ended) return done();
+      if (retry && failure) {
+        // The file failed a moment ago: lines are dropped (and counted) until the next try, so that
+        // what the disk refused does not pile up, and the try writes the freshest lines.
+        failure.dropped += 1;
+      } else if (pendingBytes + line.length > LOG_FILE_MAX_PENDING_BYTES) {
+        // The file is failing, or its writes fell far behind: the line is lost, and counted.
+        if (!failure) {
+          failure = { reason: 'its writes fell behind', dropped: 0 };
+          warn(`LOG_DIR: cannot write ${path} (${failure.reason}): its lines are dropped until it can be written again`);
+        }
+        failure.dropped += 1;
+      } else {
+        pending.push(line);
+        pendingBytes += line.length;
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(flush);
+        }
+      }
+      done();
+    },
+    final(done) {
+      // Ends once what is pending is written, or at once if the file is failing (closeLogger's own
+      // timeout bounds the wait either way).
+      ending = () => {
+        ending = null;
+        ended = true;
+        if (retry) clearTimeout(retry);
+        retry = null;
+        if (fd !== null) closeSync(fd);
+        fd = null;
+        done();
+      };
+      if (retry || (!writing && pending.length === 0)) ending();
+      else if (!writing && !scheduled) flush();
+    },
+  });
+}
