@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, completedJob, enqueueJob, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, completedJob, enqueueJob, getJson, newCredentials, onlyOn, openTestStore, postSigned, smallDisk, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 async function cli(env: Record<string, string>, dir: string, ...args: string[]) {
   const child = spawnNode(WORKER_MAIN, args, env, dir);
@@ -317,4 +317,24 @@ test("restore run as another user than the live file's owner is refused, changin
   assert.deepEqual(readFileSync(live), liveBytes);
   assert.equal(statSync(live).uid, 0);
   assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
+});
+
+test('restore onto a disk without room for the copy says so, and changes nothing', async (t) => {
+  if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
+  const mnt = smallDisk(t, '1m');
+  if (!mnt) return;
+  const dir = tempDir(t);
+  // A backup of 2,000 jobs with 1 KB prompts, several MB: more than the small disk holds.
+  const store = await openTestStore(testEnv(dir));
+  for (let i = 0; i < 2000; i++) await enqueueJob(store, `${'x'.repeat(1000)} ${i}`);
+  await store.close();
+  const backup = join(dir, 'b.sqlite');
+  assert.equal((await cli(testEnv(dir), dir, 'backup', backup)).code, 0);
+  const env = testEnv(dir, { PROXY_DB_PATH: join(mnt, 'requests.sqlite') });
+  assert.equal((await cli(env, dir, 'stats')).code, 0);
+  const live = readFileSync(env.PROXY_DB_PATH as string);
+  const run = await cli(env, dir, 'restore', backup);
+  assert.deepEqual([run.code, run.err], [1, [`proxy-worker: restore of ${backup} to ${env.PROXY_DB_PATH} failed, nothing was changed: the disk holding ${mnt} has no room for the copy (database or disk is full)`]]);
+  assert.deepEqual(readFileSync(env.PROXY_DB_PATH as string), live);
+  assert.deepEqual(readdirSync(mnt).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
 });

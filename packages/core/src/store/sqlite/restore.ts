@@ -100,6 +100,9 @@ function copyBackup(from: string, partial: string, like: { mode: number; uid: nu
   try {
     db.prepare('VACUUM INTO ?').run(partial);
   } catch (err) {
+    const code = (err as { code?: string }).code ?? '';
+    // The copy is written beside the live file: a full disk there is not the backup's fault.
+    if (code.startsWith('SQLITE_FULL')) throw new Error(`the disk holding ${dirname(partial)} has no room for the copy (${(err as Error).message})`, { cause: err });
     throw new Error(`${from} could not be read as a SQLite database: ${(err as Error).message}`, { cause: err });
   } finally {
     db.close();
