@@ -319,7 +319,7 @@ test("restore run as another user than the live file's owner is refused, changin
   assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
 });
 
-test('restore onto a disk without room for the copy says so, and changes nothing', async (t) => {
+test('backup or restore onto a disk without room for the copy says so, and changes nothing', async (t) => {
   if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
   const mnt = smallDisk(t, '1m');
   if (!mnt) return;
@@ -330,6 +330,9 @@ test('restore onto a disk without room for the copy says so, and changes nothing
   await store.close();
   const backup = join(dir, 'b.sqlite');
   assert.equal((await cli(testEnv(dir), dir, 'backup', backup)).code, 0);
+  const tooBig = await cli(testEnv(dir), dir, 'backup', join(mnt, 'b.sqlite'));
+  assert.deepEqual([tooBig.code, tooBig.err], [1, [`proxy-worker: backup of ${join(dir, 'requests.sqlite')} to ${join(mnt, 'b.sqlite')} failed: the disk holding ${mnt} has no room for the copy (database or disk is full)`]]);
+  assert.deepEqual(readdirSync(mnt), []);
   const env = testEnv(dir, { PROXY_DB_PATH: join(mnt, 'requests.sqlite') });
   assert.equal((await cli(env, dir, 'stats')).code, 0);
   const live = readFileSync(env.PROXY_DB_PATH as string);

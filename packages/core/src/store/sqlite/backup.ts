@@ -1,7 +1,7 @@
 import { chmodSync, closeSync, existsSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncFile } from './file-copy.js';
+import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncFile, vacuumInto } from './file-copy.js';
 
 export interface BackupReport {
   /** The file written, as an absolute path. */
@@ -39,7 +39,7 @@ export function backupSqliteFile(source: string, target: string, options: { chec
     const mode = statSync(live).mode & 0o777;
     closeSync(openSync(partial, 'wx', mode));
     chmodSync(partial, mode);
-    db.prepare('VACUUM INTO ?').run(partial);
+    vacuumInto(db, partial);
     if (options.check) assertIntact(partial);
     syncFile(partial);
     renameSync(partial, to);

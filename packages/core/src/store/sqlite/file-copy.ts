@@ -64,3 +64,16 @@ export function countJobs(path: string): number | null {
     copy.close();
   }
 }
+
+/**
+ * VACUUM INTO `partial`, a full disk there named as such (SQLite says only "database or disk is
+ * full", which reads as if the file copied from were at fault).
+ */
+export function vacuumInto(db: Database.Database, partial: string): void {
+  try {
+    db.prepare('VACUUM INTO ?').run(partial);
+  } catch (err) {
+    if (!((err as { code?: string }).code ?? '').startsWith('SQLITE_FULL')) throw err;
+    throw new Error(`the disk holding ${dirname(partial)} has no room for the copy (${(err as Error).message})`, { cause: err });
+  }
+}

@@ -1,7 +1,7 @@
 import { chmodSync, chownSync, closeSync, existsSync, linkSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncFile } from './file-copy.js';
+import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncFile, vacuumInto } from './file-copy.js';
 
 export interface RestoreReport {
   /** The live file, now holding the backup, as an absolute path. */
@@ -98,12 +98,10 @@ function copyBackup(from: string, partial: string, like: { mode: number; uid: nu
   if (process.getuid?.() === 0) chownSync(partial, like.uid, like.gid);
   const db = new Database(from, { readonly: true, fileMustExist: true });
   try {
-    db.prepare('VACUUM INTO ?').run(partial);
+    vacuumInto(db, partial);
   } catch (err) {
-    const code = (err as { code?: string }).code ?? '';
-    // The copy is written beside the live file: a full disk there is not the backup's fault.
-    if (code.startsWith('SQLITE_FULL')) throw new Error(`the disk holding ${dirname(partial)} has no room for the copy (${(err as Error).message})`, { cause: err });
-    throw new Error(`${from} could not be read as a SQLite database: ${(err as Error).message}`, { cause: err });
+    if (((err as { code?: string }).code ?? '').startsWith('SQLITE_')) throw new Error(`${from} could not be read as a SQLite database: ${(err as Error).message}`, { cause: err });
+    throw err;
   } finally {
     db.close();
   }
