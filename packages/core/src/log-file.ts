@@ -121,7 +121,8 @@ export function createLogFile(options: LogFileOptions): Writable {
         }
         writing = false;
         if (err) {
-          // Nothing of this batch written: the file ends as it did (mid-line still, if it was).
+          // The batch is counted as dropped, though the disk may have taken its first lines. If it
+          // took part of a line, the file ends mid-line; if it took nothing, the file ends as before.
           if (offset > 0) midLine = buffer[offset - 1] !== 0x0a;
           fail(err, batch.length + dropPending());
           return;
