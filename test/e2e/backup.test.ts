@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, completedJob, enqueueJob, getJson, newCredentials, onlyOn, openTestStore, postSigned, smallDisk, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, completedJob, enqueueJob, getJson, newCredentials, nobodyUid, onlyOn, openTestStore, postSigned, runAsNobody, smallDisk, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
 
 async function cli(env: Record<string, string>, dir: string, ...args: string[]) {
   const child = spawnNode(WORKER_MAIN, args, env, dir);
@@ -157,11 +157,13 @@ test('backup --check: a copy that fails its integrity check leaves the backup be
   assert.notDeepEqual(readFileSync(target), good);
 });
 
-test('backup on PostgreSQL says to use pg_dump', async (t) => {
-  if (!onlyOn('postgres', t, 'the SQLite file has its own backup')) return;
+test('backup and restore on PostgreSQL say to use pg_dump, and pg_restore or psql', async (t) => {
+  if (!onlyOn('postgres', t, 'the SQLite file has its own backup and restore')) return;
   const dir = tempDir(t);
-  const refused = await cli(testEnv(dir), dir, 'backup', join(dir, 'b.sqlite'));
-  assert.deepEqual([refused.code, refused.err], [1, ['proxy-worker: backup copies the SQLite file; on PostgreSQL use pg_dump (see README, Scaling out)']]);
+  const backup = await cli(testEnv(dir), dir, 'backup', join(dir, 'b.sqlite'));
+  assert.deepEqual([backup.code, backup.err], [1, ['proxy-worker: backup copies the SQLite file; on PostgreSQL use pg_dump (see README, Scaling out)']]);
+  const restore = await cli(testEnv(dir), dir, 'restore', join(dir, 'b.sqlite'));
+  assert.deepEqual([restore.code, restore.err], [1, ['proxy-worker: restore replaces the SQLite file; on PostgreSQL restore with pg_restore or psql (see README, Scaling out)']]);
 });
 
 test('restore with the programs stopped: the backup is served again, jobs created after it are gone, the file it replaced is kept whole; refused, changing nothing, while the API or a worker has the file open', async (t) => {
@@ -289,13 +291,6 @@ test('restore refuses what is no backup of this database, changing nothing: a mi
   assert.equal(jobIds(freshEnv.PROXY_DB_PATH as string).size, 5);
 });
 
-test('restore on PostgreSQL says to use pg_restore or psql', async (t) => {
-  if (!onlyOn('postgres', t, 'the SQLite file has its own restore')) return;
-  const dir = tempDir(t);
-  const refused = await cli(testEnv(dir), dir, 'restore', join(dir, 'b.sqlite'));
-  assert.deepEqual([refused.code, refused.err], [1, ['proxy-worker: restore replaces the SQLite file; on PostgreSQL restore with pg_restore or psql (see README, Scaling out)']]);
-});
-
 test("restore run as another user than the live file's owner is refused, changing nothing: the restored file would be that user's", async (t) => {
   if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
   if (process.getuid?.() !== 0) return t.skip('running the command as another user needs root');
@@ -311,9 +306,7 @@ test("restore run as another user than the live file's owner is refused, changin
   chmodSync(dir, 0o777);
   for (const file of readdirSync(dir)) chmodSync(join(dir, file), 0o666);
   const liveBytes = readFileSync(live);
-  const run = spawnSync('runuser', ['-u', 'nobody', '--', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, WORKER_MAIN, 'restore', backup], { cwd: '/', encoding: 'utf8', timeout: 15_000 });
-  const nobody = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout);
-  assert.deepEqual([run.status, run.stderr.split('\n').filter(Boolean)], [1, [`proxy-worker: restore of ${backup} to ${live} failed, nothing was changed: ${live} belongs to uid 0, and this user is uid ${nobody}: run restore as its owner (or as root), so that the restored file is the owner's too`]]);
+  assert.deepEqual(runAsNobody(WORKER_MAIN, ['restore', backup], env), { code: 1, stderr: [`proxy-worker: restore of ${backup} to ${live} failed, nothing was changed: ${live} belongs to uid 0, and this user is uid ${nobodyUid()}: run restore as its owner (or as root), so that the restored file is the owner's too`] });
   assert.deepEqual(readFileSync(live), liveBytes);
   assert.equal(statSync(live).uid, 0);
   assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -11,8 +10,10 @@ import {
   freePort,
   getJson,
   newCredentials,
+  nobodyUid,
   onlyOn,
   postSigned,
+  runAsNobody,
   spawnNode,
   within,
   startApiProcess,
@@ -185,12 +186,8 @@ test('a SQLite file or folder, or a LOG_DIR, this user cannot write stops the st
   // Made by a first start as root, as a first `npm start` or admin command under sudo makes it.
   const made = spawnNode(WORKER_MAIN, ['stats'], env, dir);
   assert.equal((await made.exited).code, 0, made.stderr.join('\n'));
-  const asNobody = (main: string, args: string[]) => {
-    const run = spawnSync('runuser', ['-u', 'nobody', '--', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, main, ...args], { cwd: '/', encoding: 'utf8', timeout: 15_000 });
-    return { code: run.status, stderr: run.stderr.split('\n').filter(Boolean) };
-  };
+  const asNobody = (main: string, args: string[]) => runAsNobody(main, args, env);
   const program = { [API_MAIN]: 'proxy-api', [WORKER_MAIN]: 'proxy-worker' };
-  const nobodyUid = () => Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }));
 
   chmodSync(dir, 0o755);
   for (const [main, args] of [[API_MAIN, []], [WORKER_MAIN, ['daemon']]] as const) {

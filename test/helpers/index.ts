@@ -1,6 +1,6 @@
 /** Helpers every test shares: temp folders, the built programs as child processes, signed requests. */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readdirSync, rmdirSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -363,4 +363,15 @@ export function fillDisk(mnt: string): string {
     closeSync(fd);
   }
   return path;
+}
+
+/** Runs `node <main> ...args` as the user nobody (needs root), with exactly `env`; its exit code and stderr lines. */
+export function runAsNobody(main: string, args: string[], env: Record<string, string>): { code: number | null; stderr: string[] } {
+  const run = spawnSync('runuser', ['-u', 'nobody', '--', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, main, ...args], { cwd: '/', encoding: 'utf8', timeout: 15_000 });
+  return { code: run.status, stderr: run.stderr.split('\n').filter(Boolean) };
+}
+
+/** The uid of the user nobody. */
+export function nobodyUid(): number {
+  return Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }));
 }
