@@ -23,6 +23,17 @@ function jobIds(path: string): Set<string> {
   }
 }
 
+/** Stores `count` jobs (prompts `${prefix} ${i}`) in the configured file and backs it up to `dir`/b.sqlite; the backup's path. */
+async function backupOfJobs(env: Record<string, string>, dir: string, count: number, prefix = 'job'): Promise<string> {
+  const store = await openTestStore(env);
+  for (let i = 0; i < count; i++) await enqueueJob(store, `${prefix} ${i}`);
+  await store.close();
+  const backup = join(dir, 'b.sqlite');
+  const made = await cli(env, dir, 'backup', backup);
+  assert.equal(made.code, 0, made.err.join('\n'));
+  return backup;
+}
+
 /**
  * Damages a database the way a bad disk or a bug might, and `PRAGMA integrity_check` finds: two of
  * the jobs table's indexes swapped, so each misses the rows the other holds.
@@ -137,11 +148,7 @@ test('backup --check: a copy that fails its integrity check leaves the backup be
   if (!onlyOn('sqlite', t, 'copies the SQLite file')) return;
   const dir = tempDir(t);
   const env = testEnv(dir);
-  const store = await openTestStore(env);
-  for (let i = 0; i < 50; i++) await enqueueJob(store, `job ${i}`);
-  await store.close();
-  const target = join(dir, 'b.sqlite');
-  assert.equal((await cli(env, dir, 'backup', target)).code, 0);
+  const target = await backupOfJobs(env, dir, 50);
   const good = readFileSync(target);
 
   // VACUUM INTO copies indexes page for page: the damage goes into the copy.
@@ -233,11 +240,7 @@ test('restore refuses what is no backup of this database, changing nothing: a mi
   const dir = tempDir(t);
   const env = testEnv(dir);
   const live = env.PROXY_DB_PATH as string;
-  const store = await openTestStore(env);
-  for (let i = 0; i < 5; i++) await enqueueJob(store, `job ${i}`);
-  await store.close();
-  const backup = join(dir, 'b.sqlite');
-  assert.equal((await cli(env, dir, 'backup', backup)).code, 0);
+  const backup = await backupOfJobs(env, dir, 5);
   const liveBytes = readFileSync(live);
   const untouched = () => {
     assert.deepEqual(readFileSync(live), liveBytes, 'the live file changed');
@@ -297,11 +300,7 @@ test("restore run as another user than the live file's owner is refused, changin
   const dir = tempDir(t);
   const env = testEnv(dir);
   const live = env.PROXY_DB_PATH as string;
-  const store = await openTestStore(env);
-  await enqueueJob(store, 'kept');
-  await store.close();
-  const backup = join(dir, 'b.sqlite');
-  assert.equal((await cli(env, dir, 'backup', backup)).code, 0);
+  const backup = await backupOfJobs(env, dir, 1);
   // Everything here is writable by anyone: only the owner check stands in the way.
   chmodSync(dir, 0o777);
   for (const file of readdirSync(dir)) chmodSync(join(dir, file), 0o666);
@@ -318,11 +317,7 @@ test('backup or restore onto a disk without room for the copy says so, and chang
   if (!mnt) return;
   const dir = tempDir(t);
   // A backup of 2,000 jobs with 1 KB prompts, several MB: more than the small disk holds.
-  const store = await openTestStore(testEnv(dir));
-  for (let i = 0; i < 2000; i++) await enqueueJob(store, `${'x'.repeat(1000)} ${i}`);
-  await store.close();
-  const backup = join(dir, 'b.sqlite');
-  assert.equal((await cli(testEnv(dir), dir, 'backup', backup)).code, 0);
+  const backup = await backupOfJobs(testEnv(dir), dir, 2000, 'x'.repeat(1000));
   const tooBig = await cli(testEnv(dir), dir, 'backup', join(mnt, 'b.sqlite'));
   assert.deepEqual([tooBig.code, tooBig.err], [1, [`proxy-worker: backup of ${join(dir, 'requests.sqlite')} to ${join(mnt, 'b.sqlite')} failed: the disk holding ${mnt} has no room for the copy (database or disk is full)`]]);
   assert.deepEqual(readdirSync(mnt), []);
