@@ -3,10 +3,11 @@ import { extname, join } from 'node:path';
 import { Writable } from 'node:stream';
 
 /**
- * Lines waiting for the file beyond this many bytes are dropped (and counted): a disk that stalls
- * or fills must not hold the program's memory.
+ * Lines waiting for the file beyond this many characters (about as many bytes: log lines are JSON,
+ * mostly ASCII) are dropped, and counted: a disk that stalls or fills must not hold the program's
+ * memory.
  */
-export const LOG_FILE_MAX_PENDING_BYTES = 4 * 1024 * 1024;
+export const LOG_FILE_MAX_PENDING_CHARS = 4 * 1024 * 1024;
 /** After a failed write, the file is tried again this long later; lines logged meanwhile are dropped. */
 export const LOG_FILE_RETRY_MS = 1000;
 
@@ -17,8 +18,6 @@ export interface LogFileOptions {
   maxBytes: number;
   /** Files kept, the live one included. */
   keep: number;
-  /** Where the one line about a failure, and the one about the recovery, go. */
-  warn?: (line: string) => void;
 }
 
 /**
@@ -31,17 +30,18 @@ export interface LogFileOptions {
  * in 40 s, and the file stayed empty after space was freed. Here a failed write drops its lines,
  * says so once on stderr, drops the lines logged until it tries again LOG_FILE_RETRY_MS later, and
  * once it can write, says how many lines were lost, on stderr and in the file. Lines waiting for a
- * slow disk are held up to LOG_FILE_MAX_PENDING_BYTES.
+ * slow disk are held up to LOG_FILE_MAX_PENDING_CHARS.
  */
 export function createLogFile(options: LogFileOptions): Writable {
   const path = join(options.dir, options.file);
   const ext = extname(options.file);
   const base = join(options.dir, options.file.slice(0, options.file.length - ext.length));
-  const warn = options.warn ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  // The one line about a failure, and the one about the recovery: stderr, as for stdout's failure.
+  const warn = (line: string) => void process.stderr.write(`${line}\n`);
   let fd: number | null = null;
   let size = 0;
   let pending: string[] = [];
-  let pendingBytes = 0;
+  let pendingChars = 0;
   let writing = false;
   let scheduled = false;
   // The failure under way: since when lines are dropped, how many, and why.
@@ -70,12 +70,17 @@ export function createLogFile(options: LogFileOptions): Writable {
     open();
   };
 
-  const fail = (err: NodeJS.ErrnoException, lines: number) => {
+  /** The failure under way, or a new one, said once on stderr. */
+  const failing = (reason: string) => {
     if (!failure) {
-      failure = { reason: err.code ?? err.message, dropped: 0 };
-      warn(`LOG_DIR: cannot write ${path} (${failure.reason}): its lines are dropped until it can be written again`);
+      failure = { reason, dropped: 0 };
+      warn(`LOG_DIR: cannot write ${path} (${reason}): its lines are dropped until it can be written again`);
     }
-    failure.dropped += lines;
+    return failure;
+  };
+
+  const fail = (err: NodeJS.ErrnoException, lines: number) => {
+    failing(err.code ?? err.message).dropped += lines;
     // An open that failed is tried again; a file we hold stays open.
     retry ??= setTimeout(() => {
       retry = null;
@@ -105,7 +110,7 @@ export function createLogFile(options: LogFileOptions): Writable {
       take += 1;
     }
     const batch = pending.splice(0, take);
-    pendingBytes -= batch.reduce((sum, line) => sum + line.length, 0);
+    pendingChars -= batch.reduce((sum, line) => sum + line.length, 0);
     let text = batch.join('');
     if (failure) {
       text = `${JSON.stringify({ level: 'warn', message: `log lines dropped: ${path} could not be written (${failure.reason})`, dropped: failure.dropped, timestamp: new Date().toISOString() })}\n${text}`;
@@ -143,7 +148,7 @@ export function createLogFile(options: LogFileOptions): Writable {
   function dropPending(): number {
     const lines = pending.length;
     pending = [];
-    pendingBytes = 0;
+    pendingChars = 0;
     return lines;
   }
 
@@ -166,16 +171,12 @@ export function createLogFile(options: LogFileOptions): Writable {
         // The file failed a moment ago: lines are dropped (and counted) until the next try, so that
         // what the disk refused does not pile up, and the try writes the freshest lines.
         failure.dropped += 1;
-      } else if (pendingBytes + line.length > LOG_FILE_MAX_PENDING_BYTES) {
+      } else if (pendingChars + line.length > LOG_FILE_MAX_PENDING_CHARS) {
         // The file is failing, or its writes fell far behind: the line is lost, and counted.
-        if (!failure) {
-          failure = { reason: 'its writes fell behind', dropped: 0 };
-          warn(`LOG_DIR: cannot write ${path} (${failure.reason}): its lines are dropped until it can be written again`);
-        }
-        failure.dropped += 1;
+        failing('its writes fell behind').dropped += 1;
       } else {
         pending.push(line);
-        pendingBytes += line.length;
+        pendingChars += line.length;
         if (!scheduled) {
           scheduled = true;
           setImmediate(flush);

@@ -61,7 +61,7 @@ interface LogFileTransport {
 }
 const logFiles = new WeakMap<Logger, LogFileTransport[]>();
 
-/** winston's file transport drops every line of a file it cannot open, without a word: refused at start instead. */
+/** A log file the program cannot open at all would lose every line (said once on stderr): refused at start instead. */
 function assertLogDirWritable(dir: string, file: string): void {
   try {
     mkdirSync(dir, { recursive: true });
