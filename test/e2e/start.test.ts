@@ -31,7 +31,7 @@ function killProgramsOf(dir: string): void {
  * in process groups of their own, so a start.mjs that died without stopping them leaves them behind.
  */
 function runStart(t: T, env: Record<string, string>, dir: string, ownGroup = false): Child {
-  const start = spawnNode(START, [], env, dir, ownGroup);
+  const start = spawnNode(START, [], env, dir, { ownGroup });
   t.after(async () => {
     start.kill('SIGKILL');
     await start.exited;

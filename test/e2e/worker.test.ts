@@ -142,3 +142,22 @@ test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (
   assert.equal((await bad.exited).code, 1);
   assert.match(bad.stderr.join('\n'), /--max-jobs.*whole number/);
 });
+
+test('out of file descriptors: calls that cannot open a connection put their jobs back unspent, one line says what to change, and every job completes', async (t) => {
+  // 128 calls at once need 128 sockets; the process may hold 80 descriptors in all, about 50 past
+  // what it holds idle, so most calls of the first claims find none free.
+  const { dir, store, stub } = await setUp(t, {}, 300);
+  const ids = new Map<string, string>();
+  for (let i = 0; i < 150; i++) ids.set(await enqueueJob(store, `fd ${i}`, { maxAttempts: 2 }), `fd ${i}`);
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '128', RETRY_BASE_MS: '100', RETRY_MAX_MS: '200' });
+  const once = spawnNode(WORKER_MAIN, ['once'], env, dir, { openFiles: 80 });
+  assert.equal((await within(once.exited, 60_000, 'once')).code, 0, once.stderr.join('\n'));
+  // On PostgreSQL the pool's connections run short too; those writes wait, a line each, as in an outage.
+  const shortage = once.lines.filter((l) => l.includes('could not open an upstream connection'));
+  assert.ok(shortage.length >= 1, 'the worker ran out of descriptors (else this test shows nothing)');
+  assert.match(shortage[0] as string, /EMFILE, too many open files.*LimitNOFILE.*WORKER_CONCURRENCY/);
+  assert.ok(shortage.length <= 5, `${shortage.length} lines about it:\n${shortage.join('\n')}`);
+  // Each job completed, called as often as its attempts say: none spent one on the shortage.
+  assert.equal(await assertEachCompletedOnce(store, ids, stub.calls), 0);
+  for (const id of ids.keys()) assert.equal((await store.getJob(id))?.attempts, 1, id);
+});

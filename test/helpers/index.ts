@@ -72,9 +72,12 @@ export interface Child {
 /**
  * Starts `node <script> ...args` in `cwd` with exactly `env`. `ownGroup` starts it in a process group
  * of its own, as a terminal starts a command: the group can then be signalled as a Ctrl-C signals it.
+ * `openFiles` caps the descriptors it may hold (soft and hard, as `ulimit -n` does), through prlimit.
  */
-export function spawnNode(script: string, args: string[], env: Record<string, string>, cwd: string, ownGroup = false): Child {
-  const proc = spawn(process.execPath, [script, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: ownGroup });
+export function spawnNode(script: string, args: string[], env: Record<string, string>, cwd: string, options: { ownGroup?: boolean; openFiles?: number } = {}): Child {
+  const command = [process.execPath, script, ...args];
+  if (options.openFiles !== undefined) command.unshift('prlimit', `--nofile=${options.openFiles}:${options.openFiles}`);
+  const proc = spawn(command[0] as string, command.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: options.ownGroup ?? false });
   const lines: string[] = [];
   const stderr: string[] = [];
   const waiters: Array<{ match: (l: string) => boolean; resolve: (l: string) => void }> = [];

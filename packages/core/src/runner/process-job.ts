@@ -3,6 +3,7 @@ import type { Logger } from '../logger.js';
 import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../store/types.js';
 import { backoffMs, judgeFailure } from './retry-policy.js';
 import { keepLease, type LeaseEnd } from './lease.js';
+import type { LocalShortage } from './local-shortage.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 /** Why an attempt was cut short; each reason ends the job differently. */
@@ -34,6 +35,8 @@ export interface ProcessJobDeps {
   pacing?: { rpm: number | null; tpm: number | null };
   /** The store's acquireUpstream, or a stand-in that shares reads (the worker's: sharedPauseReads). */
   acquireUpstream: JobStore['acquireUpstream'];
+  /** Told when this machine could not open a connection; the job itself goes back unspent. */
+  onLocalShortage?: (shortage: LocalShortage) => void;
 }
 
 /**
@@ -119,10 +122,10 @@ class AttemptSignal extends EventEmitter {
  * Runs one attempt of a claimed job and records how it ended. Every write names the job's fencing
  * token, so a worker that lost its lease cannot overwrite what the new holder does.
  * `shutdown` aborts the attempt and gives the job back unspent. `callEnded` is told as soon as the
- * upstream call is over (or will not be made), before the outcome is written: the worker's
+ * upstream call is over (with false if no connection could be opened), before the outcome is written: the worker's
  * concurrency bounds calls, not writes waiting for their flush.
  */
-export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown: Shutdown, callEnded?: () => void): Promise<AttemptOutcome> {
+export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown: Shutdown, callEnded?: (called?: false) => void): Promise<AttemptOutcome> {
   const { store, now } = deps;
   const log = jobLogger(deps.logger, job);
   const token = job.leaseToken;
@@ -176,7 +179,23 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     }
     log.debug('calling upstream', { model: job.model });
     callStarted = now();
-    const outcome = await deps.upstream.chat(job.requestJson, signal).finally(callEnded);
+    const outcome = await deps.upstream.chat(job.requestJson, signal).then(
+      (outcome) => {
+        // A connection never opened is no call: its instant end must not teach the worker that calls are fast.
+        callEnded?.(outcome.kind === 'local_shortage' ? false : undefined);
+        return outcome;
+      },
+      (err: unknown) => {
+        callEnded?.();
+        throw err;
+      },
+    );
+    if (outcome.kind === 'local_shortage') {
+      // The upstream never heard of it: the job goes back with its attempt unspent, at once (another
+      // worker may have room), and the worker holds off new calls (onLocalShortage).
+      deps.onLocalShortage?.(outcome);
+      return (await store.releaseJob(job.id, token, now())) ? 'released' : 'lost';
+    }
     const attempt = { upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind, latencyMs: now() - callStarted };
     if (outcome.kind === 'ok') {
       const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body }, attempt);

@@ -12,7 +12,7 @@ export interface Verdict {
 const RETRYABLE_STATUS = new Set([408, 409, 429]);
 
 /** Classifies an unsuccessful outcome the way OpenAI's SDKs do. */
-export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' }>, now: number): Verdict {
+export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' | 'local_shortage' }>, now: number): Verdict {
   switch (outcome.kind) {
     case 'network_error':
       return { retryable: true, error: { code: 'upstream_unreachable', message: outcome.message } };

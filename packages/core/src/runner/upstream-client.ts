@@ -8,7 +8,9 @@ export type UpstreamOutcome =
   | { kind: 'http_error'; status: number; headers: Record<string, string>; body: unknown; errorCode: string | null; message: string }
   | { kind: 'bad_response'; status: number; message: string }
   | { kind: 'too_large'; status: number; message: string }
-  | { kind: 'network_error'; code: string; message: string };
+  | { kind: 'network_error'; code: string; message: string }
+  /** This machine could not open the connection (no file descriptors, ports or buffers): the upstream never heard of the call. */
+  | { kind: 'local_shortage'; code: string; message: string };
 
 /**
  * What ends a call early. undici takes either an AbortSignal or an EventEmitter that emits 'abort'
@@ -134,9 +136,24 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
   return out;
 }
 
+/**
+ * Errors of this machine's, met opening a connection: what each means, and what lifts it. Retried as
+ * upstream faults, they spent every attempt within a second: a worker allowed 80 descriptors at
+ * concurrency 128 failed 95 of 150 jobs as `upstream_unreachable`, none of them ever sent.
+ */
+const LOCAL_SHORTAGE = new Map<string, string>([
+  ['EMFILE', 'too many open files in this process; raise its open-file limit (LimitNOFILE= under systemd, ulimit -n) or lower WORKER_CONCURRENCY'],
+  ['ENFILE', 'too many open files on this machine; raise fs.file-max or lower WORKER_CONCURRENCY'],
+  ['EADDRNOTAVAIL', 'no local port left for a new connection; widen net.ipv4.ip_local_port_range or lower WORKER_CONCURRENCY'],
+  ['ENOBUFS', 'no buffer space left for a new socket'],
+  ['ENOMEM', 'no memory left for a new socket'],
+]);
+
 function networkError(err: unknown): UpstreamOutcome {
   const e = err as { code?: string; message?: string; cause?: { code?: string } };
   const code = e.cause?.code ?? e.code ?? 'network_error';
+  const shortage = LOCAL_SHORTAGE.get(code);
+  if (shortage) return { kind: 'local_shortage', code, message: `could not open an upstream connection: ${code}, ${shortage}` };
   const isUndici = err instanceof undiciErrors.UndiciError;
   return { kind: 'network_error', code, message: isUndici || e.message ? `upstream connection failed: ${code}` : 'upstream connection failed' };
 }

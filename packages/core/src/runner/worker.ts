@@ -6,6 +6,7 @@ import type { Logger } from '../logger.js';
 import type { ClaimedJob as Claimed, JobStore } from '../store/types.js';
 import { createShutdown, processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import { retryOutcomeWrites } from './outcome-writes.js';
+import { createShortageBrake } from './local-shortage.js';
 import { createReserve, maxHoldFor } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
 
@@ -75,6 +76,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const id = newWorkerId(hostname(), process.pid);
   const log = options.logger.child({ worker_id: id });
   const shutdown = createShutdown();
+  const shortage = createShortageBrake({ now, log });
   const deps: ProcessJobDeps = {
     store: retryOutcomeWrites(options.store, { leaseMs: options.leaseMs, now, shutdown, logger: log }),
     acquireUpstream: sharedPauseReads(options.store),
@@ -87,6 +89,7 @@ export function createWorker(options: WorkerOptions): Worker {
     retryMaxMs: options.retryMaxMs,
     ...(options.random ? { random: options.random } : {}),
     ...(options.pacing ? { pacing: options.pacing } : {}),
+    onLocalShortage: shortage.report,
   };
 
   const inflight = new Set<Promise<void>>();
@@ -176,8 +179,8 @@ export function createWorker(options: WorkerOptions): Worker {
     inflight.add(p);
   }
 
-  /** A call may start now: a slot is free, and outcomes waiting to be written leave room. */
-  const canStart = () => calling < options.concurrency && inflight.size < maxInFlight;
+  /** A call may start now: a slot is free, outcomes waiting to be written leave room, and no shortage holds calls back. */
+  const canStart = () => calling < options.concurrency && inflight.size < maxInFlight && !shortage.holding();
 
   /** Free slots take held jobs, oldest first; none once stopping (stop() gives them back). */
   function startHeld(report: RunReport) {
@@ -247,9 +250,9 @@ export function createWorker(options: WorkerOptions): Worker {
         if (at >= deadline || report.claimed >= maxJobs) break;
         giveBack(reserve.stale(performance.now()));
         startHeld(report);
-        // Free slots, and the jobs the reserve wants on top of them.
+        // Free slots, and the jobs the reserve wants on top of them; none while a shortage holds calls back.
         const wanted = reserve.wanted();
-        const room = Math.min(Math.min(options.concurrency - calling, maxInFlight - inflight.size) + wanted, maxJobs - report.claimed);
+        const room = shortage.holding() ? 0 : Math.min(Math.min(options.concurrency - calling, maxInFlight - inflight.size) + wanted, maxJobs - report.claimed);
         let claimedNow = 0;
         const wantClaim = room > 0 && (dirty || at >= nextWakeAt);
         const gathering = wantClaim && calling > 0 && options.concurrency - calling + wanted < gatherSlots && at - (gatherSince ??= at) < gatherMs;

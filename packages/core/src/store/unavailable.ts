@@ -19,6 +19,9 @@ export function isDatabaseUnavailable(err: unknown): boolean {
 const UNAVAILABLE_CODES = new Set([
   // The network, reaching PostgreSQL.
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE',
+  // This machine, opening a connection to PostgreSQL: out of descriptors, ports or socket buffers
+  // (they free as other connections close).
+  'EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS',
   // The disk under SQLite's WAL refusing a flush (wal-sync.ts keeps it as the cause).
   'EIO', 'ENOSPC', 'EDQUOT', 'EROFS',
   // PostgreSQL: shut down by an administrator, crashed, still starting; too many connections; a
