@@ -143,15 +143,20 @@ test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (
   assert.match(bad.stderr.join('\n'), /--max-jobs.*whole number/);
 });
 
-test('out of file descriptors: calls that cannot open a connection put their jobs back unspent, one line says what to change, and every job completes', async (t) => {
+test('out of file descriptors: the worker warns at start, calls that cannot open a connection put their jobs back unspent, one line says what to change, and every job completes', async (t) => {
   // 128 calls at once need 128 sockets; the process may hold 80 descriptors in all, about 50 past
   // what it holds idle, so most calls of the first claims find none free.
   const { dir, store, stub } = await setUp(t, {}, 300);
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '128', RETRY_BASE_MS: '100', RETRY_MAX_MS: '200' });
+  // Enough descriptors for 8 calls: no word of them at start (an empty queue; the pass ends at once).
+  const roomy = spawnNode(WORKER_MAIN, ['once'], { ...env, WORKER_CONCURRENCY: '8' }, dir, { openFiles: 80 });
+  assert.equal((await within(roomy.exited, 30_000, 'once')).code, 0, roomy.stderr.join('\n'));
+  assert.deepEqual(roomy.lines.filter((l) => l.includes('LimitNOFILE')), []);
   const ids = new Map<string, string>();
   for (let i = 0; i < 150; i++) ids.set(await enqueueJob(store, `fd ${i}`, { maxAttempts: 2 }), `fd ${i}`);
-  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '128', RETRY_BASE_MS: '100', RETRY_MAX_MS: '200' });
   const once = spawnNode(WORKER_MAIN, ['once'], env, dir, { openFiles: 80 });
   assert.equal((await within(once.exited, 60_000, 'once')).code, 0, once.stderr.join('\n'));
+  assert.match(once.lines.find((l) => l.includes('may open 80 files')) ?? 'no warning at start', /WORKER_CONCURRENCY=128 calls need a socket each/);
   // On PostgreSQL the pool's connections run short too; those writes wait, a line each, as in an outage.
   const shortage = once.lines.filter((l) => l.includes('could not open an upstream connection'));
   assert.ok(shortage.length >= 1, 'the worker ran out of descriptors (else this test shows nothing)');

@@ -10,6 +10,7 @@ export type { RunReport, Worker, RunLimits } from './runner/worker.js';
 export * from './clients.js';
 export * from './job-view.js';
 export * from './process/lifecycle.js';
+export * from './process/open-files.js';
 export * from './clients-file.js';
 export * from './rate-spec.js';
 export * from './rate-limit.js';

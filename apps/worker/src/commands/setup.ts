@@ -1,4 +1,4 @@
-import { createLogger, loadConfig, describeDatabase, openStore, secretValues, type JobStore, type Logger, type Worker } from '@proxy/core';
+import { createLogger, loadConfig, describeDatabase, openStore, secretValues, warnIfFewOpenFiles, type JobStore, type Logger, type Worker } from '@proxy/core';
 import { createUpstreamClientFromConfig, createWorkerFromConfig, type UpstreamClient } from '@proxy/core/runner';
 
 /** What both commands run on, built from configuration. */
@@ -16,6 +16,7 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
   const store = await openStore(config.db, logger);
   logger.info('database', { database: describeDatabase(config.db) });
+  warnIfFewOpenFiles(logger, config.worker.concurrency);
   const upstream = createUpstreamClientFromConfig(config);
   const worker = createWorkerFromConfig(config, { store, upstream, logger });
   return {
