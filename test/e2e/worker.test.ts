@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { echoCompletion, startStubUpstream } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
 import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
 
@@ -80,6 +80,38 @@ test('a second signal exits at once; the unfinished job returns to the queue whe
   stub.behave(() => ({}));
   daemon();
   await eventually(async () => (await store.getJob(id))?.status === 'completed', 10_000);
+});
+
+test('a worker frozen mid-call (SIGSTOP) past its lease: another takes the job and completes it, and the frozen one, thawed, writes nothing over it', async (t) => {
+  const { store, stub, daemon } = await setUp(t, { LEASE_SECONDS: '2' });
+  // The first call is answered after 1 s, to a worker frozen by then; the second at once.
+  stub.behave((call) => ({ delayMs: call.n === 1 ? 1000 : 0, body: echoCompletion(call, call.n === 1 ? 'from the frozen worker' : 'from the other worker') }));
+  const id = await enqueue(store, 'frozen');
+  const frozen = daemon();
+  await eventually(async () => stub.calls.length === 1);
+  frozen.kill('SIGSTOP');
+  t.after(() => frozen.kill('SIGCONT'));
+  daemon();
+  const done = await eventually(async () => {
+    const job = await store.getJob(id);
+    return job?.status === 'completed' && job;
+  }, 15_000);
+  assert.equal(done.outputText, 'from the other worker');
+  assert.equal(done.attempts, 2);
+
+  frozen.kill('SIGCONT');
+  // Thawed, it finds its lease gone. Here the overdue lapse fires first and the call is abandoned;
+  // the renewal it would send next, and the fencing token on the write after, each stop it too (the
+  // test fails only with all three taken out).
+  await frozen.waitFor((l) => l.includes(id) && /lease (was lost|lost to another worker|ran out)/.test(l));
+  const after = await store.getJob(id);
+  assert.equal(after?.outputText, 'from the other worker');
+  assert.equal(after?.finishedAt, done.finishedAt);
+  assert.equal(stub.calls.length, 2);
+  // And it works on.
+  const next = await enqueue(store, 'after the thaw');
+  await eventually(async () => (await store.getJob(next))?.status === 'completed');
+  assert.equal(frozen.proc.exitCode, null);
 });
 
 test('UPSTREAM_RPM holds across two worker processes: the stub never sees more than the budget', async (t) => {
