@@ -3,7 +3,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import { AppError, createRateLimiter, type ClientRegistry, type Config, type JobStore, type Logger } from '@proxy/core';
 import { ctx } from './context.js';
 import { authenticate, identify } from './middleware/authenticate.js';
-import { errorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
+import { createErrorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
 import { clientIp, rateLimit } from './middleware/rate-limit.js';
 import { rawBody } from './middleware/raw-body.js';
 import { requestContext } from './middleware/request-context.js';
@@ -131,6 +131,6 @@ export function createApp(deps: AppDeps): Express {
   app.all(['/', '/index.php'], legacy);
 
   app.use(notFound);
-  app.use(errorHandler);
+  app.use(createErrorHandler());
   return app;
 }
