@@ -255,6 +255,52 @@ test('group commit: a write lock held past busy_timeout fails every write of the
   assert.deepEqual(again.map((r) => r.created), Array(5).fill(true));
 });
 
+test('group commit: the write lock held elsewhere is waited for off the event loop; timers and reads go on meanwhile, and the write goes through once it is free', async (t) => {
+  const dir = tempDir(t);
+  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  t.after(() => store.close());
+  const other = new Database(`${dir}/db.sqlite`);
+  t.after(() => other.close());
+  const { job: before } = await store.createJob(job());
+  other.exec('BEGIN IMMEDIATE');
+  // Released by a timer of this process: with SQLite's busy handler sleeping in this thread for
+  // busy_timeout (5 s), as before, the timer could not fire and the create failed after 5 s.
+  setTimeout(() => other.exec('COMMIT'), 300);
+  let widest = 0;
+  let last = performance.now();
+  const ticker = setInterval(() => {
+    const at = performance.now();
+    widest = Math.max(widest, at - last);
+    last = at;
+  }, 5);
+  t.after(() => clearInterval(ticker));
+  const started = performance.now();
+  const created = store.createJob(job());
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal((await store.getJob(before.id))?.id, before.id, 'a read while the write waits');
+  assert.equal((await created).created, true);
+  const waited = performance.now() - started;
+  clearInterval(ticker);
+  assert.ok(waited >= 250, `the create waited ${Math.round(waited)} ms for the lock`);
+  assert.ok(widest < 150, `the event loop stood still for ${Math.round(widest)} ms`);
+});
+
+test('group commit: closing the store while a write waits for the lock writes it first', async (t) => {
+  const dir = tempDir(t);
+  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  const other = new Database(`${dir}/db.sqlite`);
+  t.after(() => other.close());
+  other.exec('BEGIN IMMEDIATE');
+  const created = store.createJob(job());
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  setTimeout(() => other.exec('COMMIT'), 100);
+  await store.close();
+  const { job: stored } = await created;
+  const reopened = openSqliteStore({ path: `${dir}/db.sqlite` });
+  t.after(() => reopened.close());
+  assert.equal((await reopened.getJob(stored.id))?.status, 'queued');
+});
+
 /** An fdatasync that can be held: flushes issued while held wait until `release` (or fail with `fail`). */
 function heldDatasync() {
   const held: Array<(err: Error | null) => void> = [];

@@ -130,7 +130,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return claimed;
   };
 
-  const acquire = db.transaction((request: PacingRequest, at: number): number => {
+  // Run by the write queue, inside its transaction: the read and the draw are one.
+  const acquire = (request: PacingRequest, at: number): number => {
     const tat = { requests: 0, tokens: 0, pause: 0 };
     for (const row of sql.pacing.all()) tat[row.name] = row.tat;
     const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
@@ -138,7 +139,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     if (request.rpm) sql.setPacing.run({ name: 'requests', tat: Math.max(tat.requests, at) + Math.ceil(60_000 / request.rpm) });
     if (request.tpm) sql.setPacing.run({ name: 'tokens', tat: Math.max(tat.tokens, at) + Math.ceil((request.tokens * 60_000) / request.tpm) });
     return 0;
-  });
+  };
 
   const create = (job: NewJob, at: number): CreateResult => {
     const inserted = sql.insertJob.run({
@@ -178,6 +179,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       },
     },
     walSync ?? undefined,
+    options.busyTimeoutMs,
   );
 
   // Each write about a held job names its fencing token, and counts what happened in the same transaction.
@@ -280,10 +282,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     async deleteFinishedBefore(before, signal) {
       // The chart's rows go with the jobs they counted, and so do the rows of workers last seen
       // before then: one that died without saying so (kill -9, a lost host) leaves its row behind.
-      sql.pruneMinutes.run(before);
-      sql.pruneWorkers.run(before);
+      // Not to be flushed to disk first: a delete lost in a power cut is made again by the next pass.
+      await writes.run(() => {
+        sql.pruneMinutes.run(before);
+        sql.pruneWorkers.run(before);
+      }, false);
       // In batches, each its own transaction: see in-batches.ts.
-      return inBatches((limit) => sql.deleteFinished.run({ before, limit }).changes, { signal });
+      return inBatches((limit) => writes.run(() => sql.deleteFinished.run({ before, limit }).changes, false), { signal });
     },
 
     async countByStatus() {
@@ -299,11 +304,12 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
         const pause = sql.pauseUntil.pluck().get() as number | undefined;
         return Math.max(0, (pause ?? 0) - at);
       }
-      return acquire.immediate(request, at);
+      // Budgets and the pause are not flushed first: a draw lost in a power cut is a call allowed early once.
+      return writes.run(() => acquire(request, at), false);
     },
 
     async pauseUpstream(until) {
-      sql.pauseUpstream.run({ tat: until });
+      await writes.run(() => sql.pauseUpstream.run({ tat: until }), false);
     },
 
     async consumeRateLimits(checks) {
@@ -315,11 +321,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async purgeRateLimits() {
-      return limits.purge.run(now()).changes;
+      const at = now();
+      return limitWrites.run(() => limits.purge.run(at).changes);
     },
 
+    // Not flushed first either: a heartbeat lost in a power cut is written again 5 s later.
     async recordHeartbeat(beat: WorkerHeartbeat) {
-      sql.upsertWorker.run({
+      await writes.run(() => sql.upsertWorker.run({
         id: beat.id,
         host: beat.host,
         pid: beat.pid,
@@ -327,11 +335,11 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
         last_seen_at: beat.lastSeenAt,
         jobs_done: beat.jobsDone,
         clock_offset_ms: beat.clockOffsetMs,
-      });
+      }), false);
     },
 
     async removeHeartbeat(id) {
-      sql.deleteWorker.run(id);
+      await writes.run(() => sql.deleteWorker.run(id), false);
     },
 
     async listWorkers(seenSince) {
@@ -436,8 +444,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async close() {
-      writes.flush();
-      limitWrites.flush();
+      await Promise.all([writes.drain(), limitWrites.drain()]);
       await walSync?.close();
       if (db.open) db.close();
       if (limitsDb.open) limitsDb.close();
