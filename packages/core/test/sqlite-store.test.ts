@@ -276,9 +276,18 @@ test('group commit: the write lock held elsewhere is waited for off the event lo
   t.after(() => clearInterval(ticker));
   const started = performance.now();
   const created = store.createJob(job());
+  // Every other write of the store waits the same way: none writes past the queue.
+  const others = Promise.all([
+    store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 0, lastSeenAt: 0, jobsDone: 0, clockOffsetMs: 0 }),
+    store.acquireUpstream({ rpm: 60, tpm: null, tokens: 1 }),
+    store.pauseUpstream(0),
+    store.deleteFinishedBefore(0),
+    store.removeHeartbeat('w1'),
+  ]);
   await new Promise((resolve) => setTimeout(resolve, 100));
   assert.equal((await store.getJob(before.id))?.id, before.id, 'a read while the write waits');
   assert.equal((await created).created, true);
+  await others;
   const waited = performance.now() - started;
   clearInterval(ticker);
   assert.ok(waited >= 250, `the create waited ${Math.round(waited)} ms for the lock`);

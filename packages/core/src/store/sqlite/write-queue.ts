@@ -9,12 +9,14 @@ export const MAX_GROUP_COMMIT = 256;
  * The longest SQLite's own busy handler holds the event loop while another connection has the write
  * lock. It sleeps in the calling thread, so with the connection's busy_timeout of 5 s a lock held
  * elsewhere (an operator's open transaction) froze the whole process: every lookup too, not only
- * the writes. Past this, the queue waits off the event loop, trying again every BUSY_RETRY_MS, until
- * the write has waited its busy_timeout. A commit by another program of ours takes a few ms, well
- * within it.
+ * the writes. Past this, the queue waits off the event loop and tries again, first after
+ * BUSY_RETRY_MS and then twice as long each time up to BUSY_RETRY_MAX_MS (so a lock held for
+ * seconds holds the loop a sixth of the time, not two thirds), until the write has waited its
+ * busy_timeout. A commit by another program of ours takes a few ms, well within BUSY_BLOCK_MS.
  */
 export const BUSY_BLOCK_MS = 20;
 export const BUSY_RETRY_MS = 10;
+export const BUSY_RETRY_MAX_MS = 100;
 
 /** What runs at the edges of each transaction the queue commits (the counters' batched upserts). */
 export interface WriteQueueHooks {
@@ -52,6 +54,8 @@ export function createWriteQueue(
   const pending: Pending[] = [];
   let scheduled = false;
   let retry: NodeJS.Timeout | null = null;
+  // Tries since the lock was last found free.
+  let lockTries = 0;
   // From here on every write of this connection goes through the queue, which waits for the lock
   // itself (its migrations, before, had the full busy_timeout). Set once: setting it around each
   // flush instead cost the worker 5% more instructions a job (two pragmas a flush; 510,388 against
@@ -100,6 +104,7 @@ export function createWriteQueue(
       const outcomes: Array<{ ok: boolean; value: unknown }> = [];
       try {
         for (const value of runBatch.immediate(batch)) outcomes.push({ ok: true, value });
+        lockTries = 0;
       } catch (err) {
         hooks?.afterRollback();
         if (isLockTaken(err)) {
@@ -145,7 +150,7 @@ export function createWriteQueue(
     pending.unshift(...waiting);
     if (pending.length === 0) return;
     scheduled = true;
-    retry = setTimeout(flush, BUSY_RETRY_MS);
+    retry = setTimeout(flush, Math.min(BUSY_RETRY_MAX_MS, BUSY_RETRY_MS * 2 ** lockTries++));
   }
 
   return {
