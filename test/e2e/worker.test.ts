@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { echoCompletion, startStubUpstream } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
@@ -197,4 +199,68 @@ test('out of file descriptors: the worker warns at start, calls that cannot open
   // Each job completed, called as often as its attempts say: none spent one on the shortage.
   assert.equal(await assertEachCompletedOnce(store, ids, stub.calls), 0);
   for (const id of ids.keys()) assert.equal((await store.getJob(id))?.attempts, 1, id);
+});
+
+/** An HTTP proxy that opens CONNECT tunnels, as squid does, and notes each: the target and its credentials. */
+async function startConnectProxy(t: { after: (fn: () => Promise<void>) => void }, password: string) {
+  const tunnels: Array<{ target: string; authorization: string | undefined }> = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((_req, res) => res.writeHead(405).end());
+  server.on('connect', (req, client: Socket, head: Buffer) => {
+    sockets.add(client);
+    const authorization = req.headers['proxy-authorization'];
+    tunnels.push({ target: req.url ?? '', authorization });
+    if (authorization !== `Basic ${Buffer.from(`bob:${password}`).toString('base64')}`) {
+      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n');
+      return;
+    }
+    const [host, port] = (req.url ?? '').split(':');
+    const upstream = connect(Number(port), host, () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      upstream.write(head);
+      upstream.pipe(client).pipe(upstream);
+    });
+    sockets.add(upstream);
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, tunnels };
+}
+
+test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, which no log line shows; NO_PROXY naming the host calls it directly; a proxy that refuses is named', async (t) => {
+  const { dir, store, stub } = await setUp(t, {});
+  const password = 'proxy-pa55word';
+  const proxy = await startConnectProxy(t, password);
+  const stubHost = new URL(stub.url).host;
+  const base = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '2' });
+  const pass = async (env: Record<string, string>, prompts: string[], maxAttempts = 10) => {
+    const ids = new Map<string, string>();
+    for (const p of prompts) ids.set(await enqueueJob(store, p, { maxAttempts }), p);
+    const once = spawnNode(WORKER_MAIN, ['once'], env, dir);
+    assert.equal((await within(once.exited, 30_000, 'once')).code, 0, once.stderr.join('\n'));
+    return { once, ids };
+  };
+
+  const via = await pass({ ...base, HTTP_PROXY: `http://bob:${password}@127.0.0.1:${new URL(proxy.url).port}` }, ['via 1', 'via 2', 'via 3']);
+  assert.equal(await assertEachCompletedOnce(store, via.ids, stub.calls), 0);
+  assert.ok(proxy.tunnels.length >= 1 && proxy.tunnels.every((tunnel) => tunnel.target === stubHost), JSON.stringify(proxy.tunnels));
+  assert.ok(via.once.lines.every((l) => !l.includes(password)) && via.once.stderr.every((l) => !l.includes(password)));
+  assert.ok(via.once.lines.some((l) => l.includes('upstream calls go through a proxy') && l.includes(`"proxy":"${proxy.url}"`)), via.once.lines.join('\n'));
+
+  const opened = proxy.tunnels.length;
+  const direct = await pass({ ...base, http_proxy: `http://bob:${password}@127.0.0.1:${new URL(proxy.url).port}`, no_proxy: 'localhost,127.0.0.1' }, ['direct']);
+  assert.equal(await assertEachCompletedOnce(store, direct.ids, stub.calls), 0);
+  assert.equal(proxy.tunnels.length, opened, 'NO_PROXY: no tunnel opened');
+
+  const refused = await pass({ ...base, HTTP_PROXY: `http://bob:wrong@127.0.0.1:${new URL(proxy.url).port}` }, ['refused'], 1);
+  const [id] = refused.ids.keys();
+  const job = await store.getJob(id as string);
+  assert.equal(job?.status, 'failed');
+  assert.equal(job?.error?.message, 'the proxy refused the connection to the upstream: HTTP 407');
+  assert.equal(stub.calls.filter((c) => c.prompt === 'refused').length, 0);
 });

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { Ajv } from 'ajv';
@@ -19,6 +19,10 @@ export const SETTINGS = {
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
   // Marked secret because a URL may carry a password or a gateway's key in its query string.
   OPENAI_BASE_URL: { type: 'string', secret: true, default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL; a query string in it goes with every call.' },
+  // The standard names curl and the PHP tool's curl honour; the lowercase form is read first, as curl does.
+  HTTPS_PROXY: { type: 'string', secret: true, lowercase: true, pattern: '^\\S+$', doc: 'Proxy for an https OPENAI_BASE_URL: http://[user:password@]host:port (https_proxy is read first). Unset: the upstream is called directly.' },
+  HTTP_PROXY: { type: 'string', secret: true, lowercase: true, pattern: '^\\S+$', doc: 'Proxy for an http OPENAI_BASE_URL, as HTTPS_PROXY (http_proxy is read first).' },
+  NO_PROXY: { type: 'string', lowercase: true, doc: 'Hosts called directly despite a proxy, comma-separated: a name (its subdomains too), an address or subnet (10.0.0.0/8), host:port, or * for all (no_proxy is read first).' },
   DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: MODEL_PATTERN.source, doc: 'Model used when a request names none.' },
   DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S+$', doc: 'postgres://user:password@host:5432/db (or postgres://user@/db?host=/var/run/postgresql for a local socket) to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
   DATABASE_SCHEMA: { type: 'string', default: 'public', pattern: '^[a-z_][a-z0-9_]{0,62}$', doc: 'PostgreSQL schema for the tables (created if missing).' },
@@ -60,6 +64,8 @@ interface SettingSpec {
   doc: string;
   default?: string | number;
   secret?: boolean;
+  /** Also read in lowercase, which wins (the proxy variables' convention). */
+  lowercase?: boolean;
   pattern?: string;
   minLength?: number;
   minimum?: number;
@@ -85,6 +91,8 @@ export interface Config {
   readonly upstream: {
     readonly apiKey: string | null;
     readonly baseUrl: string;
+    /** The proxy the upstream is called through (HTTPS_PROXY or HTTP_PROXY, unless NO_PROXY names its host); null: directly. */
+    readonly proxyUrl: string | null;
     readonly defaultModel: string;
     readonly timeoutMs: number;
     /** The most bytes of one upstream answer a worker holds in memory. */
@@ -145,7 +153,7 @@ const schema = {
   type: 'object',
   properties: Object.fromEntries(
     Object.entries(SETTINGS as Record<string, SettingSpec>).map(([name, spec]) => {
-      const { doc: _doc, secret: _secret, ...jsonSchema } = spec;
+      const { doc: _doc, secret: _secret, lowercase: _lowercase, ...jsonSchema } = spec;
       return [name, jsonSchema];
     }),
   ),
@@ -163,8 +171,9 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const env = options.env ?? process.env;
   const fromFile = readDotenv(resolve(cwd, '.env'));
   const raw: Record<string, string | number> = {};
-  for (const name of Object.keys(SETTINGS)) {
-    const value = env[name] ?? fromFile[name];
+  for (const [name, spec] of Object.entries(SETTINGS as Record<string, SettingSpec>)) {
+    const lower = spec.lowercase ? name.toLowerCase() : name;
+    const value = env[lower] ?? env[name] ?? fromFile[lower] ?? fromFile[name];
     if (value !== undefined && value.trim() !== '') raw[name] = value.trim();
   }
 
@@ -195,6 +204,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   if (s.DATABASE_URL) parseDatabaseUrl(s.DATABASE_URL);
 
   const baseUrl = checkBaseUrl(s.OPENAI_BASE_URL);
+  const proxyUrl = proxyFor(baseUrl, s.HTTPS_PROXY, s.HTTP_PROXY, s.NO_PROXY);
   const allowedModels = parseAllowedModels(s.ALLOWED_MODELS, s.DEFAULT_MODEL);
 
   const retryBaseMs = int('RETRY_BASE_MS');
@@ -205,6 +215,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     upstream: {
       apiKey,
       baseUrl,
+      proxyUrl,
       defaultModel: s.DEFAULT_MODEL,
       timeoutMs: int('UPSTREAM_TIMEOUT_SECONDS') * 1000,
       maxResponseBytes: parseByteSize('UPSTREAM_RESPONSE_LIMIT', s.UPSTREAM_RESPONSE_LIMIT),
@@ -259,6 +270,62 @@ function checkBaseUrl(text: string): string {
   // Trailing slashes off the path only: a query string's own slashes are the gateway's business.
   url.pathname = url.pathname.replace(/\/+$/, '');
   return url.search ? url.href : url.href.replace(/\/$/, '');
+}
+
+/**
+ * The proxy for the upstream's base URL, chosen as curl chooses: HTTPS_PROXY for an https URL,
+ * HTTP_PROXY for an http one, none when NO_PROXY names the host. A NO_PROXY entry matches its host
+ * and every subdomain (a leading `.` or `*.` changes nothing), with `:port` only that port, and `*`
+ * every host. The proxy's URL is not echoed: it may hold a password.
+ */
+export function proxyFor(baseUrl: string, httpsProxy: string | undefined, httpProxy: string | undefined, noProxy: string | undefined): string | null {
+  const base = new URL(baseUrl);
+  const name = base.protocol === 'https:' ? 'HTTPS_PROXY' : 'HTTP_PROXY';
+  const proxy = base.protocol === 'https:' ? httpsProxy : httpProxy;
+  if (!proxy) return null;
+  let url: URL;
+  try {
+    // Without a scheme (proxy.example:3128), as curl takes it: http.
+    url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(proxy) ? proxy : `http://${proxy}`);
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL (like http://proxy.example:3128)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${name} must be an http:// or https:// proxy (got ${url.protocol}//)`);
+  if (!url.hostname || (url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) {
+    throw new ConfigError(`${name} must be a proxy's address only, like http://user:password@proxy.example:3128`);
+  }
+  return bypassesProxy(base, noProxy ?? '') ? null : url.href;
+}
+
+/** Whether NO_PROXY names the URL's host (see proxyFor). */
+function bypassesProxy(base: URL, noProxy: string): boolean {
+  const host = base.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  const port = base.port || (base.protocol === 'https:' ? '443' : '80');
+  for (const raw of noProxy.split(/[\s,]+/).filter(Boolean)) {
+    if (raw === '*') return true;
+    if (raw.includes('/')) {
+      // A subnet: matches an address written in the URL (names are not resolved for it).
+      const [address = '', prefix = ''] = raw.split('/');
+      const family = isIP(address);
+      if (family && isIP(host) === family && /^[0-9]{1,3}$/.test(prefix)) {
+        const subnet = new BlockList();
+        try {
+          subnet.addSubnet(address, Number(prefix), family === 4 ? 'ipv4' : 'ipv6');
+        } catch {
+          continue;
+        }
+        if (subnet.check(host, family === 4 ? 'ipv4' : 'ipv6')) return true;
+      }
+      continue;
+    }
+    // host, host:port, [v6]:port, or a bare IPv6 address.
+    const m = isIP(raw) === 6 ? [raw, raw, undefined] : /^(\[[^\]]*\]|[^:]+)(?::([0-9]+))?$/.exec(raw);
+    if (!m) continue;
+    const entry = (m[1] as string).replace(/^\[|\]$/g, '').replace(/^\*?\./, '').toLowerCase();
+    if (m[2] !== undefined && m[2] !== port) continue;
+    if (host === entry || host.endsWith(`.${entry}`)) return true;
+  }
+  return false;
 }
 
 /**
@@ -383,7 +450,10 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
 /** Every secret value in the configuration, for the logger's redaction list. */
 export function secretValues(config: Config): string[] {
   const dbPassword = config.db.url ? parseDatabaseUrl(config.db.url).password : '';
-  return [config.upstream.apiKey ?? '', dbPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
+  const proxy = config.upstream.proxyUrl ? new URL(config.upstream.proxyUrl) : null;
+  // The URL holds the password percent-encoded; a message may carry either form.
+  const proxyPassword = proxy?.password ? [proxy.password, decodeURIComponent(proxy.password)] : [];
+  return [config.upstream.apiKey ?? '', dbPassword, ...proxyPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
 }
 
 /**

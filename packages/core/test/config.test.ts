@@ -83,6 +83,57 @@ test('OPENAI_BASE_URL: a query string is kept; a user, password or fragment stop
   });
 });
 
+test('HTTPS_PROXY / HTTP_PROXY / NO_PROXY choose the upstream proxy as curl does; a bad one stops the start without echoing it', () => {
+  withDir((cwd) => {
+    const proxyOf = (env: Record<string, string>) => loadConfig({ env, cwd }).upstream.proxyUrl;
+    // The default base URL is https: HTTPS_PROXY applies, HTTP_PROXY does not.
+    assert.equal(proxyOf({}), null);
+    assert.equal(proxyOf({ HTTPS_PROXY: 'http://proxy.corp:3128' }), 'http://proxy.corp:3128/');
+    assert.equal(proxyOf({ HTTP_PROXY: 'http://proxy.corp:3128' }), null);
+    assert.equal(proxyOf({ OPENAI_BASE_URL: 'http://llm.lan:8080/v1', HTTP_PROXY: 'http://proxy.corp:3128', HTTPS_PROXY: 'http://other:1' }), 'http://proxy.corp:3128/');
+    // Lowercase first, as curl reads them; no scheme means http.
+    assert.equal(proxyOf({ https_proxy: 'proxy.corp:3128', HTTPS_PROXY: 'http://other:1' }), 'http://proxy.corp:3128/');
+    // NO_PROXY: the host and its subdomains, a leading dot or *., a port, a subnet for an address, *.
+    const bypassed: Array<[string, string]> = [
+      ['https://api.openai.com/v1', 'localhost,openai.com'],
+      ['https://api.openai.com/v1', '.openai.com'],
+      ['https://api.openai.com/v1', '*.openai.com'],
+      ['https://api.openai.com/v1', 'api.openai.com:443'],
+      ['https://api.openai.com/v1', '*'],
+      ['http://10.1.2.3:8080/v1', '127.0.0.1, 10.0.0.0/8'],
+      ['http://[::1]:8080/v1', '::1'],
+      ['http://[::1]:8080/v1', '[::1]:8080'],
+    ];
+    for (const [base, noProxy] of bypassed) {
+      assert.equal(proxyOf({ OPENAI_BASE_URL: base, HTTPS_PROXY: 'http://p:1', HTTP_PROXY: 'http://p:1', no_proxy: noProxy }), null, `${base} with ${noProxy}`);
+    }
+    const proxied: Array<[string, string]> = [
+      ['https://api.openai.com/v1', 'notopenai.com'],
+      ['https://api.openai.com/v1', 'api.openai.com:8443'],
+      ['http://10.1.2.3:8080/v1', '10.0.0.0/16,192.168.0.0/16'],
+      ['https://api.openai.com/v1', '10.0.0.0/8'],
+    ];
+    for (const [base, noProxy] of proxied) {
+      assert.equal(proxyOf({ OPENAI_BASE_URL: base, HTTPS_PROXY: 'http://p:1', HTTP_PROXY: 'http://p:1', NO_PROXY: noProxy }), 'http://p:1/', `${base} with ${noProxy}`);
+    }
+    const bad: Array<[string, RegExp]> = [
+      ['socks5://bob:hunter2@p:1080', /must be an http:\/\/ or https:\/\/ proxy/],
+      ['http://bob:hunter2@p:3128/some/path', /a proxy's address only/],
+      ['http://bob:hunter2@[bad', /not a valid URL/],
+    ];
+    for (const [value, problem] of bad) {
+      assert.throws(
+        () => loadConfig({ env: { HTTPS_PROXY: value }, cwd }),
+        (e: Error) => e instanceof ConfigError && /^HTTPS_PROXY /.test(e.message) && problem.test(e.message) && !e.message.includes('hunter2'),
+        value,
+      );
+    }
+    // The proxy's password is a secret the logs redact, percent-encoded or not.
+    const config = loadConfig({ env: { HTTPS_PROXY: 'http://bob:p%40ss@p:3128' }, cwd });
+    assert.ok(secretValues(config).includes('p%40ss') && secretValues(config).includes('p@ss'));
+  });
+});
+
 test('ALLOWED_MODELS: a list of model names that includes DEFAULT_MODEL, or the start stops naming it', () => {
   withDir((cwd) => {
     assert.equal(loadConfig({ env: {}, cwd }).http.allowedModels, null);

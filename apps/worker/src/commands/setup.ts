@@ -16,6 +16,8 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
   const store = await openStore(config.db, logger);
   logger.info('database', { database: describeDatabase(config.db) });
+  // The origin only: the URL may hold the proxy's password.
+  if (config.upstream.proxyUrl) logger.info('upstream calls go through a proxy', { proxy: new URL(config.upstream.proxyUrl).origin });
   warnIfFewOpenFiles(logger, config.worker.concurrency);
   const upstream = createUpstreamClientFromConfig(config);
   const worker = createWorkerFromConfig(config, { store, upstream, logger });

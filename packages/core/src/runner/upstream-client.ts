@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import { Pool, errors as undiciErrors } from 'undici';
+import { Pool, ProxyAgent, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { Config } from '../config.js';
 
 /** What one upstream call produced, already read to the end. */
@@ -32,6 +32,8 @@ export interface UpstreamClientOptions {
   connections: number;
   /** The most bytes of one answer read into memory (UPSTREAM_RESPONSE_LIMIT); no limit when left out. */
   maxResponseBytes?: number;
+  /** An HTTP proxy to call through (HTTPS_PROXY or HTTP_PROXY, as config chose it); directly when null. */
+  proxyUrl?: string | null;
 }
 
 // Upstream error bodies can be large HTML pages from a proxy in front; keep what a person needs.
@@ -45,7 +47,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   const base = new URL(options.baseUrl);
   // A query string in the base URL (some gateways route on one) goes with every call.
   const path = `${base.pathname.replace(/\/+$/, '')}/chat/completions${base.search}`;
-  const pool = new Pool(base.origin, {
+  const poolOptions = {
     connections: options.connections,
     // The caller's signal carries the real per-attempt timeout; these only catch a stuck socket.
     headersTimeout: 0,
@@ -54,7 +56,10 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     // Undici counts the body as it arrives and drops the connection past the limit, so a runaway
     // answer costs at most this much memory per call, never the whole process.
     maxResponseSize: options.maxResponseBytes ?? -1,
-  });
+  };
+  // Through a proxy, each connection is a tunnel (CONNECT) the proxy opens to the upstream; the
+  // same pool options apply to the connections inside it. A pool names its origin itself.
+  const dispatcher: Dispatcher = options.proxyUrl ? new ProxyAgent({ uri: options.proxyUrl, ...poolOptions }) : new Pool(base.origin, poolOptions);
   // An upstream error code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
   const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !value.includes(options.apiKey) ? value : null);
   const headers = {
@@ -67,7 +72,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     async chat(requestJson, signal) {
       let res;
       try {
-        res = await pool.request({ method: 'POST', path, headers, body: requestJson, signal });
+        res = await dispatcher.request({ origin: base.origin, method: 'POST', path, headers, body: requestJson, signal });
       } catch (err) {
         if (signal.aborted) throw signal.reason;
         return networkError(err);
@@ -100,7 +105,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
     },
     async close() {
-      await pool.close();
+      await dispatcher.close();
     },
   };
 }
@@ -113,6 +118,7 @@ export function createUpstreamClientFromConfig(config: Config): UpstreamClient {
     apiKey: config.upstream.apiKey,
     connections: config.worker.concurrency,
     maxResponseBytes: config.upstream.maxResponseBytes,
+    proxyUrl: config.upstream.proxyUrl,
   });
 }
 
@@ -151,6 +157,9 @@ const LOCAL_SHORTAGE = new Map<string, string>([
 
 function networkError(err: unknown): UpstreamOutcome {
   const e = err as { code?: string; message?: string; cause?: { code?: string } };
+  // undici's words when the proxy answers CONNECT with anything but 200 (407: it wants credentials).
+  const refused = /^Proxy response \((\d{3})\)/.exec(e.message ?? '');
+  if (refused) return { kind: 'network_error', code: `proxy_${refused[1]}`, message: `the proxy refused the connection to the upstream: HTTP ${refused[1]}` };
   const code = e.cause?.code ?? e.code ?? 'network_error';
   const shortage = LOCAL_SHORTAGE.get(code);
   if (shortage) return { kind: 'local_shortage', code, message: `could not open an upstream connection: ${code}, ${shortage}` };
