@@ -31,10 +31,12 @@ export interface WriteQueueHooks {
  * under load one commit serves many of them; each promise resolves only after the commit that
  * holds its write and, when `durable` is given, after it resolves too (the WAL flushed to disk, see
  * wal-sync.ts). A batch that throws is rolled back and its writes are run again one transaction
- * each, so one bad write fails alone; unless the database itself failed (an I/O error, the write
- * lock held past `waitMs`), which fails every write of the flush at once. The write lock held
- * elsewhere is waited for off the event loop (BUSY_BLOCK_MS): writes queued meanwhile join the
- * batch that waits.
+ * each, so one bad write fails alone; unless the database itself failed (an I/O error), which fails
+ * every write of the flush at once. The write lock held elsewhere is waited for off the event loop
+ * (BUSY_BLOCK_MS): writes queued meanwhile wait behind the batch, and the batch's writes that have
+ * waited `waitMs` fail together (503 material), not one wait after another. A write run again alone
+ * after its batch failed does not wait for the lock: it fails at once if another program took it
+ * in between (rare: it needs a bad write and a lock taken within a millisecond).
  */
 export function createWriteQueue(
   db: Db,
