@@ -257,10 +257,13 @@ test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, wh
   assert.equal(await assertEachCompletedOnce(store, direct.ids, stub.calls), 0);
   assert.equal(proxy.tunnels.length, opened, 'NO_PROXY: no tunnel opened');
 
-  const refused = await pass({ ...base, HTTP_PROXY: `http://bob:wrong@127.0.0.1:${new URL(proxy.url).port}` }, ['refused'], 1);
+  // Wrong credentials stay wrong: the job fails at its first attempt, as for a refused upstream key.
+  const refused = await pass({ ...base, HTTP_PROXY: `http://bob:wrong@127.0.0.1:${new URL(proxy.url).port}` }, ['refused'], 3);
   const [id] = refused.ids.keys();
   const job = await store.getJob(id as string);
   assert.equal(job?.status, 'failed');
+  assert.equal(job?.attempts, 1);
+  assert.equal(job?.error?.code, 'upstream_proxy_refused');
   assert.equal(job?.error?.message, 'the proxy refused the connection to the upstream: HTTP 407');
   assert.equal(stub.calls.filter((c) => c.prompt === 'refused').length, 0);
 });

@@ -16,6 +16,10 @@ export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' | 'l
   switch (outcome.kind) {
     case 'network_error':
       return { retryable: true, error: { code: 'upstream_unreachable', message: outcome.message } };
+    // As an upstream's own status: a 407 (the proxy's credentials) or 403 (its policy) stays so
+    // until someone changes the settings, so only the proxy's 408, 429 and 5xx are tried again.
+    case 'proxy_refused':
+      return { retryable: RETRYABLE_STATUS.has(outcome.status) || outcome.status >= 500, error: { code: 'upstream_proxy_refused', message: outcome.message } };
     case 'bad_response':
       return { retryable: true, error: { code: 'upstream_bad_response', message: outcome.message, upstreamStatus: outcome.status } };
     // The same request would most likely get the same oversized answer: another attempt only costs money.

@@ -9,6 +9,8 @@ export type UpstreamOutcome =
   | { kind: 'bad_response'; status: number; message: string }
   | { kind: 'too_large'; status: number; message: string }
   | { kind: 'network_error'; code: string; message: string }
+  /** The proxy (HTTPS_PROXY, HTTP_PROXY) answered the tunnel with this status instead of opening it. */
+  | { kind: 'proxy_refused'; status: number; message: string }
   /** This machine could not open the connection (no file descriptors, ports or buffers): the upstream never heard of the call. */
   | { kind: 'local_shortage'; code: string; message: string };
 
@@ -159,7 +161,7 @@ function networkError(err: unknown): UpstreamOutcome {
   const e = err as { code?: string; message?: string; cause?: { code?: string } };
   // undici's words when the proxy answers CONNECT with anything but 200 (407: it wants credentials).
   const refused = /^Proxy response \((\d{3})\)/.exec(e.message ?? '');
-  if (refused) return { kind: 'network_error', code: `proxy_${refused[1]}`, message: `the proxy refused the connection to the upstream: HTTP ${refused[1]}` };
+  if (refused) return { kind: 'proxy_refused', status: Number(refused[1]), message: `the proxy refused the connection to the upstream: HTTP ${refused[1]}` };
   const code = e.cause?.code ?? e.code ?? 'network_error';
   const shortage = LOCAL_SHORTAGE.get(code);
   if (shortage) return { kind: 'local_shortage', code, message: `could not open an upstream connection: ${code}, ${shortage}` };
