@@ -4,6 +4,7 @@ export * from './signing.js';
 export * from './ids.js';
 export * from './schemas.js';
 export * from './logger.js';
+export * from './log-throttle.js';
 export * from './store/index.js';
 // The runner is `@proxy/core/runner` (it loads undici); only its types are re-exported here.
 export type { RunReport, Worker, RunLimits } from './runner/worker.js';

@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { AppError, isDatabaseUnavailable, toAppError } from '@proxy/core';
+import { AppError, isDatabaseUnavailable, sayAtMostEvery, toAppError } from '@proxy/core';
 import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
 
@@ -57,8 +57,7 @@ export const UNAVAILABLE_LINE_MS = 10_000;
 
 /** The one place an error becomes a reply: a stable code and message, never a stack or SQL. */
 export function createErrorHandler(now: () => number = Date.now): ErrorRequestHandler {
-  let outageToldAt = -Infinity;
-  let untold = 0;
+  const tellOutage = sayAtMostEvery(UNAVAILABLE_LINE_MS, now);
   return (err, _req, res, _next) => {
     const appError =
       err instanceof AppError ? err
@@ -68,13 +67,7 @@ export function createErrorHandler(now: () => number = Date.now): ErrorRequestHa
           : toAppError(err));
     const log = ctx(res).log;
     if (appError.code === 'unavailable') {
-      untold += 1;
-      const at = now();
-      if (at - outageToldAt >= UNAVAILABLE_LINE_MS) {
-        log?.error('the database does not answer; requests get 503 unavailable', { err: appError.cause ?? appError, code: appError.code, answered_503: untold });
-        outageToldAt = at;
-        untold = 0;
-      }
+      tellOutage((times) => log?.error('the database does not answer; requests get 503 unavailable', { err: appError.cause ?? appError, code: appError.code, answered_503: times }));
     } else if (appError.status >= 500) {
       log?.error('request failed', { err: appError.cause ?? appError, code: appError.code });
     }

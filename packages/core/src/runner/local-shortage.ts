@@ -1,3 +1,4 @@
+import { sayAtMostEvery } from '../log-throttle.js';
 import type { Logger } from '../logger.js';
 import type { UpstreamOutcome } from './upstream-client.js';
 
@@ -23,17 +24,13 @@ export interface ShortageBrake {
 export function createShortageBrake(deps: { now: () => number; log: Pick<Logger, 'error'> }): ShortageBrake {
   // 0 when no shortage is under way: the common case costs no clock read.
   let until = 0;
-  let toldAt = -Infinity;
-  let untold = 0;
+  const tell = sayAtMostEvery(LOCAL_SHORTAGE_LINE_MS, deps.now);
   return {
     report(shortage) {
-      const at = deps.now();
-      until = at + LOCAL_SHORTAGE_PAUSE_MS;
-      untold += 1;
-      if (at - toldAt < LOCAL_SHORTAGE_LINE_MS) return;
-      deps.log.error(`${shortage.message}. The job went back to the queue with its attempt unspent; no call starts for ${LOCAL_SHORTAGE_PAUSE_MS / 1000} s`, { code: shortage.code, jobs_put_back: untold });
-      toldAt = at;
-      untold = 0;
+      until = deps.now() + LOCAL_SHORTAGE_PAUSE_MS;
+      tell((times) =>
+        deps.log.error(`${shortage.message}. The job went back to the queue with its attempt unspent; no call starts for ${LOCAL_SHORTAGE_PAUSE_MS / 1000} s`, { code: shortage.code, jobs_put_back: times }),
+      );
     },
     holding() {
       if (until === 0) return false;
