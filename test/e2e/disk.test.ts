@@ -40,12 +40,13 @@ test('a full disk under the SQLite file: creates that cannot be stored get 503 u
   assert.equal(refused.json.error.code, 'unavailable');
   assert.ok(refused.headers.get('retry-after'));
   assert.equal((await getJson(api.url, `/v1/requests/${before.json.id}`, key)).json.status, 'completed', 'a lookup still answers');
-  // The outage is told once, not once a request; each 503 has its access line.
+  // The outage is told once, not once a request; each 503 has its access line. Lines reach stdout
+  // once per event-loop turn, after the answer may have: they are waited for.
   for (let i = 0; i < 20; i++) assert.equal((await postSigned(api.url, key, secret, { prompt: `refused-${i}` })).status, 503);
+  await eventually(async () => api.child.lines.filter((l) => l.includes('"status":503')).length >= 21);
   const told = api.child.lines.filter((l) => l.includes('requests get 503 unavailable'));
   assert.equal(told.length, 1, told.join('\n'));
   assert.match(told[0] as string, /database or disk is full/);
-  assert.ok(api.child.lines.filter((l) => l.includes('"status":503')).length >= 21);
   await eventually(async () => answered() === 1, 10_000);
   await worker.waitFor((l) => l.includes('holding it and trying again') && l.includes(during.json.id));
 
