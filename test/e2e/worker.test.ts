@@ -25,7 +25,7 @@ async function setUp(t: T, env: Record<string, string>, stubDelayMs = 0) {
     children.push(child);
     return child;
   };
-  return { dir, stub, store, daemon };
+  return { dir, stub, store, daemon, env: fullEnv };
 }
 
 const enqueue = (store: JobStore, prompt: string) => enqueueJob(store, prompt, { maxAttempts: 10 });
@@ -161,9 +161,8 @@ test('pickup latency in daemon mode: enqueue → upstream call', async (t) => {
 });
 
 test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (t) => {
-  const { dir, store, stub } = await setUp(t, {});
+  const { dir, store, stub, env } = await setUp(t, { WORKER_CONCURRENCY: '1' });
   for (let i = 0; i < 6; i++) await enqueue(store, `bounded ${i}`);
-  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '1' });
   const capped = spawnNode(WORKER_MAIN, ['once', '--max-jobs', '2'], env, dir);
   assert.equal((await within(capped.exited, 10_000, 'once')).code, 0);
   assert.equal((await store.countByStatus()).completed, 2);
@@ -180,8 +179,7 @@ test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (
 test('out of file descriptors: the worker warns at start, calls that cannot open a connection put their jobs back unspent, one line says what to change, and every job completes', async (t) => {
   // 128 calls at once need 128 sockets; the process may hold 80 descriptors in all, about 50 past
   // what it holds idle, so most calls of the first claims find none free.
-  const { dir, store, stub } = await setUp(t, {}, 300);
-  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '128', RETRY_BASE_MS: '100', RETRY_MAX_MS: '200' });
+  const { dir, store, stub, env } = await setUp(t, { WORKER_CONCURRENCY: '128', RETRY_BASE_MS: '100', RETRY_MAX_MS: '200' }, 300);
   // Enough descriptors for 8 calls: no word of them at start (an empty queue; the pass ends at once).
   const roomy = spawnNode(WORKER_MAIN, ['once'], { ...env, WORKER_CONCURRENCY: '8' }, dir, { openFiles: 80 });
   assert.equal((await within(roomy.exited, 30_000, 'once')).code, 0, roomy.stderr.join('\n'));
@@ -233,11 +231,11 @@ async function startConnectProxy(t: { after: (fn: () => Promise<void>) => void }
 }
 
 test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, which no log line shows; NO_PROXY naming the host calls it directly; a proxy that refuses is named', async (t) => {
-  const { dir, store, stub } = await setUp(t, {});
+  const { dir, store, stub, env: base } = await setUp(t, { WORKER_CONCURRENCY: '2' });
   const password = 'proxy-pa55word';
   const proxy = await startConnectProxy(t, password);
   const stubHost = new URL(stub.url).host;
-  const base = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '2' });
+  const proxyAs = (secret: string) => `http://bob:${secret}@${new URL(proxy.url).host}`;
   const pass = async (env: Record<string, string>, prompts: string[], maxAttempts = 10) => {
     const ids = new Map<string, string>();
     for (const p of prompts) ids.set(await enqueueJob(store, p, { maxAttempts }), p);
@@ -246,19 +244,19 @@ test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, wh
     return { once, ids };
   };
 
-  const via = await pass({ ...base, HTTP_PROXY: `http://bob:${password}@127.0.0.1:${new URL(proxy.url).port}` }, ['via 1', 'via 2', 'via 3']);
+  const via = await pass({ ...base, HTTP_PROXY: proxyAs(password) }, ['via 1', 'via 2', 'via 3']);
   assert.equal(await assertEachCompletedOnce(store, via.ids, stub.calls), 0);
   assert.ok(proxy.tunnels.length >= 1 && proxy.tunnels.every((tunnel) => tunnel.target === stubHost), JSON.stringify(proxy.tunnels));
   assert.ok(via.once.lines.every((l) => !l.includes(password)) && via.once.stderr.every((l) => !l.includes(password)));
   assert.ok(via.once.lines.some((l) => l.includes('upstream calls go through a proxy') && l.includes(`"proxy":"${proxy.url}"`)), via.once.lines.join('\n'));
 
   const opened = proxy.tunnels.length;
-  const direct = await pass({ ...base, http_proxy: `http://bob:${password}@127.0.0.1:${new URL(proxy.url).port}`, no_proxy: 'localhost,127.0.0.1' }, ['direct']);
+  const direct = await pass({ ...base, http_proxy: proxyAs(password), no_proxy: 'localhost,127.0.0.1' }, ['direct']);
   assert.equal(await assertEachCompletedOnce(store, direct.ids, stub.calls), 0);
   assert.equal(proxy.tunnels.length, opened, 'NO_PROXY: no tunnel opened');
 
   // Wrong credentials stay wrong: the job fails at its first attempt, as for a refused upstream key.
-  const refused = await pass({ ...base, HTTP_PROXY: `http://bob:wrong@127.0.0.1:${new URL(proxy.url).port}` }, ['refused'], 3);
+  const refused = await pass({ ...base, HTTP_PROXY: proxyAs('wrong') }, ['refused'], 3);
   const [id] = refused.ids.keys();
   const job = await store.getJob(id as string);
   assert.equal(job?.status, 'failed');

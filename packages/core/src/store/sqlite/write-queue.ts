@@ -44,7 +44,7 @@ export function createWriteQueue(
   durable?: Pick<WalSync, 'flushed' | 'check'>,
   /** How long a write waits for the write lock before it fails (the connection's busy_timeout). */
   waitMs = 5000,
-): { run<T>(write: () => T, mustBeDurable?: boolean): Promise<T>; flush(): void; drain(): Promise<void> } {
+): { run<T>(write: () => T, mustBeDurable?: boolean): Promise<T>; drain(): Promise<void> } {
   type Pending = {
     write: () => unknown;
     resolve: (v: unknown) => void;
@@ -169,7 +169,6 @@ export function createWriteQueue(
         }
       });
     },
-    flush,
     /** Writes what is queued, waiting for the lock as a write would; for closing. */
     async drain() {
       flush();
