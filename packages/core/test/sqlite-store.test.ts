@@ -11,6 +11,7 @@ import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
+import { createWriteQueue } from '../src/store/sqlite/write-queue.ts';
 import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
@@ -292,6 +293,36 @@ test('group commit: the write lock held elsewhere is waited for off the event lo
   clearInterval(ticker);
   assert.ok(waited >= 250, `the create waited ${Math.round(waited)} ms for the lock`);
   assert.ok(widest < 150, `the event loop stood still for ${Math.round(widest)} ms`);
+});
+
+test('group commit: a write run again alone after its batch failed waits for a lock taken in between, as a batch does', async (t) => {
+  const dir = tempDir(t);
+  const db = new Database(`${dir}/db.sqlite`);
+  t.after(() => db.close());
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY)');
+  const other = new Database(`${dir}/db.sqlite`);
+  t.after(() => other.close());
+  let taken = false;
+  // Another program takes the lock right after the batch rolls back, and keeps it for 200 ms.
+  const hooks = {
+    beforeCommit: () => {},
+    afterRollback: () => {
+      if (taken) return;
+      taken = true;
+      other.exec('BEGIN IMMEDIATE');
+      setTimeout(() => other.exec('COMMIT'), 200);
+    },
+  };
+  const queue = createWriteQueue(db, hooks);
+  const insert = db.prepare('INSERT INTO t (id) VALUES (?)');
+  const settled = await Promise.allSettled([1, 1, 2].map((id) => queue.run(() => insert.run(id))));
+  assert.deepEqual(
+    settled.map((s) => (s.status === 'fulfilled' ? 'stored' : (s.reason as { code?: string }).code)),
+    ['stored', 'SQLITE_CONSTRAINT_PRIMARYKEY', 'stored'],
+  );
+  assert.equal(taken, true);
+  assert.deepEqual(db.prepare('SELECT id FROM t ORDER BY id').pluck().all(), [1, 2]);
 });
 
 test('group commit: closing the store while a write waits for the lock writes it first', async (t) => {

@@ -35,8 +35,7 @@ export interface WriteQueueHooks {
  * every write of the flush at once. The write lock held elsewhere is waited for off the event loop
  * (BUSY_BLOCK_MS): writes queued meanwhile wait behind the batch, and the batch's writes that have
  * waited `waitMs` fail together (503 material), not one wait after another. A write run again alone
- * after its batch failed does not wait for the lock: it fails at once if another program took it
- * in between (rare: it needs a bad write and a lock taken within a millisecond).
+ * after its batch failed waits the same way if another program took the lock in between.
  */
 export function createWriteQueue(
   db: Db,
@@ -122,19 +121,30 @@ export function createWriteQueue(
               outcomes.push({ ok: true, value: runAlone.immediate(p.write) });
             } catch (err) {
               hooks?.afterRollback();
+              if (isLockTaken(err)) {
+                // Taken between the batch and this write: the writes run alone so far are settled,
+                // this one and the rest wait for the lock as a batch does.
+                settle(batch.slice(0, outcomes.length), outcomes, flushing);
+                waitForLock(batch.slice(outcomes.length), err);
+                return;
+              }
               outcomes.push({ ok: false, value: err });
             }
           }
         }
       }
-      batch.forEach((p, i) => {
-        const outcome = outcomes[i] as { ok: boolean; value: unknown };
-        // A failed write changed nothing, so it has nothing to wait for.
-        if (!outcome.ok) p.reject(outcome.value);
-        else if (durable && p.mustBeDurable) flushing.push([p, outcome.value]);
-        else p.resolve(outcome.value);
-      });
+      settle(batch, outcomes, flushing);
     }
+  }
+
+  function settle(batch: Pending[], outcomes: Array<{ ok: boolean; value: unknown }>, flushing: Array<[Pending, unknown]>) {
+    batch.forEach((p, i) => {
+      const outcome = outcomes[i] as { ok: boolean; value: unknown };
+      // A failed write changed nothing, so it has nothing to wait for.
+      if (!outcome.ok) p.reject(outcome.value);
+      else if (durable && p.mustBeDurable) flushing.push([p, outcome.value]);
+      else p.resolve(outcome.value);
+    });
   }
 
   /**
