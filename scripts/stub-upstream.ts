@@ -6,6 +6,7 @@
  *   node --import tsx scripts/stub-upstream.ts [--port 0] [--delay-ms 0]
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 
@@ -66,16 +67,18 @@ export function echoCompletion(call: StubCall, text = `echo: ${call.prompt}`): u
   };
 }
 
-/** Starts the stub on 127.0.0.1 (port 0 picks a free port). */
-export async function startStubUpstream(options: { port?: number; delayMs?: number; behave?: StubBehaviour } = {}): Promise<StubUpstream> {
+/** Starts the stub on 127.0.0.1 (port 0 picks a free port); over https when given a key and certificate. */
+export async function startStubUpstream(
+  options: { port?: number; delayMs?: number; behave?: StubBehaviour; tls?: { key: string | Buffer; cert: string | Buffer } } = {},
+): Promise<StubUpstream> {
   const calls: StubCall[] = [];
   const sockets = new Set<Socket>();
   let behaviour: StubBehaviour = options.behave ?? (() => ({ delayMs: options.delayMs ?? 0 }));
   let active = 0;
 
-  const server: Server = createServer((req, res) => {
-    void handle(req, res);
-  });
+  const serve = (req: IncomingMessage, res: ServerResponse) => void handle(req, res);
+  const server: Server = options.tls ? createTlsServer(options.tls, serve) : createServer(serve);
+  // The TCP connections, under TLS too, so close() can cut them.
   server.on('connection', (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
@@ -132,7 +135,7 @@ export async function startStubUpstream(options: { port?: number; delayMs?: numb
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   return {
-    url: `http://127.0.0.1:${port}/v1`,
+    url: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}/v1`,
     port,
     calls,
     behave(fn) {

@@ -1,16 +1,18 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { echoCompletion, startStubUpstream } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
 import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (msg: string) => void };
 
-async function setUp(t: T, env: Record<string, string>, stubDelayMs = 0) {
+async function setUp(t: T, env: Record<string, string>, stubOptions: Parameters<typeof startStubUpstream>[0] = {}) {
   const dir = tempDir(t);
-  const stub = await startStubUpstream({ delayMs: stubDelayMs });
+  const stub = await startStubUpstream(stubOptions);
   const fullEnv = testEnv(dir, { OPENAI_API_KEY: 'sk-test-worker', OPENAI_BASE_URL: stub.url, ...env });
   const store = await openTestStore(fullEnv);
   const children: Child[] = [];
@@ -31,7 +33,7 @@ async function setUp(t: T, env: Record<string, string>, stubDelayMs = 0) {
 const enqueue = (store: JobStore, prompt: string) => enqueueJob(store, prompt, { maxAttempts: 10 });
 
 test('kill -9 the daemon several times: every job completes with its own answer, none lost', async (t) => {
-  const { stub, store, daemon } = await setUp(t, { WORKER_CONCURRENCY: '16', LEASE_SECONDS: '2', LOG_LEVEL: 'warn' }, 150);
+  const { stub, store, daemon } = await setUp(t, { WORKER_CONCURRENCY: '16', LEASE_SECONDS: '2', LOG_LEVEL: 'warn' }, { delayMs: 150 });
   const total = 300;
   const ids = new Map<string, string>();
   for (let i = 0; i < total; i++) ids.set(await enqueue(store, `crash ${i}`), `crash ${i}`);
@@ -50,7 +52,7 @@ test('kill -9 the daemon several times: every job completes with its own answer,
 });
 
 test('SIGTERM while calls are in flight: they complete, and the daemon exits 0 within the grace period', async (t) => {
-  const { stub, store, daemon } = await setUp(t, { WORKER_CONCURRENCY: '4', SHUTDOWN_GRACE_SECONDS: '5' }, 1000);
+  const { stub, store, daemon } = await setUp(t, { WORKER_CONCURRENCY: '4', SHUTDOWN_GRACE_SECONDS: '5' }, { delayMs: 1000 });
   const worker = daemon();
   await worker.waitFor((l) => l.includes('worker started'));
   const ids = [];
@@ -68,7 +70,7 @@ test('SIGTERM while calls are in flight: they complete, and the daemon exits 0 w
 });
 
 test('a second signal exits at once; the unfinished job returns to the queue when its lease lapses', async (t) => {
-  const { stub, store, daemon } = await setUp(t, { SHUTDOWN_GRACE_SECONDS: '30', LEASE_SECONDS: '2' }, 60_000);
+  const { stub, store, daemon } = await setUp(t, { SHUTDOWN_GRACE_SECONDS: '30', LEASE_SECONDS: '2' }, { delayMs: 60_000 });
   const worker = daemon();
   await worker.waitFor((l) => l.includes('worker started'));
   const id = await enqueue(store, 'forever');
@@ -179,7 +181,7 @@ test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (
 test('out of file descriptors: the worker warns at start, calls that cannot open a connection put their jobs back unspent, one line says what to change, and every job completes', async (t) => {
   // 128 calls at once need 128 sockets; the process may hold 80 descriptors in all, about 50 past
   // what it holds idle, so most calls of the first claims find none free.
-  const { dir, store, stub, env } = await setUp(t, { WORKER_CONCURRENCY: '128', RETRY_BASE_MS: '100', RETRY_MAX_MS: '200' }, 300);
+  const { dir, store, stub, env } = await setUp(t, { WORKER_CONCURRENCY: '128', RETRY_BASE_MS: '100', RETRY_MAX_MS: '200' }, { delayMs: 300 });
   // Enough descriptors for 8 calls: no word of them at start (an empty queue; the pass ends at once).
   const roomy = spawnNode(WORKER_MAIN, ['once'], { ...env, WORKER_CONCURRENCY: '8' }, dir, { openFiles: 80 });
   assert.equal((await within(roomy.exited, 30_000, 'once')).code, 0, roomy.stderr.join('\n'));
@@ -198,6 +200,15 @@ test('out of file descriptors: the worker warns at start, calls that cannot open
   assert.equal(await assertEachCompletedOnce(store, ids, stub.calls), 0);
   for (const id of ids.keys()) assert.equal((await store.getJob(id))?.attempts, 1, id);
 });
+
+/** Queues a job for each prompt, then runs `proxy-worker once` with `env` until it exits. */
+async function passOnce(store: JobStore, dir: string, env: Record<string, string>, prompts: string[], maxAttempts = 10) {
+  const ids = new Map<string, string>();
+  for (const p of prompts) ids.set(await enqueueJob(store, p, { maxAttempts }), p);
+  const once = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  assert.equal((await within(once.exited, 30_000, 'once')).code, 0, once.stderr.join('\n'));
+  return { once, ids };
+}
 
 /** An HTTP proxy that opens CONNECT tunnels, as squid does, and notes each: the target and its credentials. */
 async function startConnectProxy(t: { after: (fn: () => Promise<void>) => void }, password: string) {
@@ -236,13 +247,7 @@ test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, wh
   const proxy = await startConnectProxy(t, password);
   const stubHost = new URL(stub.url).host;
   const proxyAs = (secret: string) => `http://bob:${secret}@${new URL(proxy.url).host}`;
-  const pass = async (env: Record<string, string>, prompts: string[], maxAttempts = 10) => {
-    const ids = new Map<string, string>();
-    for (const p of prompts) ids.set(await enqueueJob(store, p, { maxAttempts }), p);
-    const once = spawnNode(WORKER_MAIN, ['once'], env, dir);
-    assert.equal((await within(once.exited, 30_000, 'once')).code, 0, once.stderr.join('\n'));
-    return { once, ids };
-  };
+  const pass = (env: Record<string, string>, prompts: string[], maxAttempts = 10) => passOnce(store, dir, env, prompts, maxAttempts);
 
   const via = await pass({ ...base, HTTP_PROXY: proxyAs(password) }, ['via 1', 'via 2', 'via 3']);
   assert.equal(await assertEachCompletedOnce(store, via.ids, stub.calls), 0);
@@ -264,4 +269,41 @@ test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, wh
   assert.equal(job?.error?.code, 'upstream_proxy_refused');
   assert.equal(job?.error?.message, 'the proxy refused the connection to the upstream: HTTP 407');
   assert.equal(stub.calls.filter((c) => c.prompt === 'refused').length, 0);
+});
+
+test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or NODE_EXTRA_CA_CERTS), directly and inside an HTTPS_PROXY tunnel; one not trusted fails the job at its first attempt, named', async (t) => {
+  const tls = (name: string) => fileURLToPath(new URL(`fixtures/tls/${name}`, import.meta.url));
+  const { dir, store, stub, env: base } = await setUp(t, { WORKER_CONCURRENCY: '2' }, { tls: { key: readFileSync(tls('stub-key.pem')), cert: readFileSync(tls('stub.pem')) } });
+  assert.match(stub.url, /^https:/);
+  const proxy = await startConnectProxy(t, 'pw');
+  const trusted = { ...base, UPSTREAM_CA_FILE: tls('ca.pem') };
+
+  const direct = await passOnce(store, dir, trusted, ['tls direct']);
+  assert.equal(await assertEachCompletedOnce(store, direct.ids, stub.calls), 0);
+  assert.equal(proxy.tunnels.length, 0);
+  assert.ok(direct.once.lines.some((l) => l.includes('trusting UPSTREAM_CA_FILE') && l.includes('"ca_certificates":1')), direct.once.lines.join('\n'));
+
+  const tunnelled = await passOnce(store, dir, { ...trusted, HTTPS_PROXY: `http://bob:pw@${new URL(proxy.url).host}` }, ['tls via 1', 'tls via 2']);
+  assert.equal(await assertEachCompletedOnce(store, tunnelled.ids, stub.calls), 0);
+  assert.ok(proxy.tunnels.length >= 1 && proxy.tunnels.every((tunnel) => tunnel.target === new URL(stub.url).host), JSON.stringify(proxy.tunnels));
+
+  // Node's own way, from the environment the worker starts in, works as well.
+  const nodeWay = await passOnce(store, dir, { ...base, NODE_EXTRA_CA_CERTS: tls('ca.pem') }, ['tls node']);
+  assert.equal(await assertEachCompletedOnce(store, nodeWay.ids, stub.calls), 0);
+
+  // Without the CA the stub's certificate is not trusted: no call reaches it, and trying again
+  // would meet the same certificate.
+  const untrusted = await passOnce(store, dir, base, ['untrusted'], 3);
+  const [id] = untrusted.ids.keys();
+  const job = await store.getJob(id as string);
+  assert.equal(job?.status, 'failed');
+  assert.equal(job?.attempts, 1);
+  assert.equal(job?.error?.code, 'upstream_certificate_rejected');
+  assert.equal(job?.error?.message, "the upstream's TLS certificate was rejected: UNABLE_TO_VERIFY_LEAF_SIGNATURE");
+  assert.equal(stub.calls.filter((c) => c.prompt === 'untrusted').length, 0);
+  // The worker's log says what to do about it; the job's error, which its client reads, does not.
+  const said = untrusted.once.lines.filter((l) => l.includes('UPSTREAM_CA_FILE'));
+  assert.equal(said.length, 1, untrusted.once.lines.join('\n'));
+  const line = JSON.parse(said[0] as string) as { message: string; error_code: string };
+  assert.deepEqual([line.message, line.error_code], ['job failed: not retryable', 'upstream_certificate_rejected']);
 });

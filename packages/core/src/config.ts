@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
@@ -23,6 +24,10 @@ export const SETTINGS = {
   HTTPS_PROXY: { type: 'string', secret: true, lowercase: true, pattern: '^\\S+$', doc: 'Proxy for an https OPENAI_BASE_URL: http://[user:password@]host:port (https_proxy is read first). Unset: the upstream is called directly.' },
   HTTP_PROXY: { type: 'string', secret: true, lowercase: true, pattern: '^\\S+$', doc: 'Proxy for an http OPENAI_BASE_URL, as HTTPS_PROXY (http_proxy is read first).' },
   NO_PROXY: { type: 'string', lowercase: true, doc: 'Hosts called directly despite a proxy, comma-separated: a name (its subdomains too), an address or subnet (10.0.0.0/8), host:port, or * for all (no_proxy is read first).' },
+  // Node trusts its own copy of Mozilla's list, not the system's, and reads NODE_EXTRA_CA_CERTS only
+  // from its environment at start (never from .env): a CA that curl found in /etc/ssl/certs for the
+  // PHP tool needs naming here.
+  UPSTREAM_CA_FILE: { type: 'string', minLength: 1, doc: "PEM file of CA certificates trusted for the upstream (and an https proxy) besides Node's own list: the CA of a proxy that inspects TLS, or a private CA." },
   DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: MODEL_PATTERN.source, doc: 'Model used when a request names none.' },
   DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S+$', doc: 'postgres://user:password@host:5432/db (or postgres://user@/db?host=/var/run/postgresql for a local socket) to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
   DATABASE_SCHEMA: { type: 'string', default: 'public', pattern: '^[a-z_][a-z0-9_]{0,62}$', doc: 'PostgreSQL schema for the tables (created if missing).' },
@@ -93,6 +98,8 @@ export interface Config {
     readonly baseUrl: string;
     /** The proxy the upstream is called through (HTTPS_PROXY or HTTP_PROXY, unless NO_PROXY names its host); null: directly. */
     readonly proxyUrl: string | null;
+    /** CA certificates (PEM, one each) trusted besides Node's own (UPSTREAM_CA_FILE); empty when unset. */
+    readonly caCertificates: readonly string[];
     readonly defaultModel: string;
     readonly timeoutMs: number;
     /** The most bytes of one upstream answer a worker holds in memory. */
@@ -216,6 +223,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       apiKey,
       baseUrl,
       proxyUrl,
+      caCertificates: s.UPSTREAM_CA_FILE ? readCaFile(resolve(cwd, s.UPSTREAM_CA_FILE)) : [],
       defaultModel: s.DEFAULT_MODEL,
       timeoutMs: int('UPSTREAM_TIMEOUT_SECONDS') * 1000,
       maxResponseBytes: parseByteSize('UPSTREAM_RESPONSE_LIMIT', s.UPSTREAM_RESPONSE_LIMIT),
@@ -384,6 +392,26 @@ function readUpstreamKey(inline: string | undefined, file: string | undefined, c
     if (err instanceof ConfigError) throw err;
     throw new ConfigError(`OPENAI_API_KEY_FILE cannot be read (${file}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }
+}
+
+/** The certificates of a PEM file, each checked to be one, so a wrong file stops the start, not the first call. */
+function readCaFile(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`UPSTREAM_CA_FILE cannot be read (${file}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (pems.length === 0) throw new ConfigError(`UPSTREAM_CA_FILE holds no PEM certificate (-----BEGIN CERTIFICATE-----) (${file})`);
+  pems.forEach((pem, i) => {
+    try {
+      new X509Certificate(pem);
+    } catch {
+      throw new ConfigError(`UPSTREAM_CA_FILE: certificate ${i + 1} of ${pems.length} cannot be read (${file})`);
+    }
+  });
+  return pems;
 }
 
 function describeBadSetting(name: string, problem: string, value: unknown): string {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -178,5 +178,21 @@ test('OPENAI_API_KEY_FILE supplies the key (systemd credentials)', () => {
     writeFileSync(join(cwd, 'key.txt'), 'sk-from-file\n');
     assert.equal(loadConfig({ env: { OPENAI_API_KEY_FILE: 'key.txt' }, cwd }).upstream.apiKey, 'sk-from-file');
     assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_FILE: 'missing.txt' }, cwd }), /OPENAI_API_KEY_FILE cannot be read/);
+  });
+});
+
+test('UPSTREAM_CA_FILE: its certificates are read at start; a file that cannot be read, or holds none or a broken one, stops the start naming it', () => {
+  withDir((cwd) => {
+    const ca = readFileSync(new URL('../../../test/e2e/fixtures/tls/ca.pem', import.meta.url), 'utf8');
+    writeFileSync(join(cwd, 'two.pem'), `# a bundle\n${ca}\n${ca}`);
+    const loaded = loadConfig({ env: { UPSTREAM_CA_FILE: 'two.pem' }, cwd }).upstream.caCertificates;
+    assert.deepEqual(loaded, [ca.trim(), ca.trim()]);
+    assert.deepEqual(loadConfig({ env: {}, cwd }).upstream.caCertificates, []);
+    const fails = (file: string, message: RegExp) => assert.throws(() => loadConfig({ env: { UPSTREAM_CA_FILE: file }, cwd }), (err: Error) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'));
+    fails('missing.pem', /^UPSTREAM_CA_FILE cannot be read \(.*missing\.pem\): ENOENT$/);
+    writeFileSync(join(cwd, 'key.pem'), '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n');
+    fails('key.pem', /^UPSTREAM_CA_FILE holds no PEM certificate/);
+    writeFileSync(join(cwd, 'broken.pem'), `${ca}\n-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n`);
+    fails('broken.pem', /^UPSTREAM_CA_FILE: certificate 2 of 2 cannot be read/);
   });
 });

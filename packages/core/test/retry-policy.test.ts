@@ -14,6 +14,9 @@ test('retryable: connection errors, 408, 409, 429, 5xx; not: other 4xx and insuf
   // A proxy's refusal is judged by its status, as an upstream's: its credentials or policy stay wrong.
   for (const s of [407, 403]) assert.deepEqual(judgeFailure({ kind: 'proxy_refused', status: s, message: `HTTP ${s}` }, 0), { retryable: false, error: { code: 'upstream_proxy_refused', message: `HTTP ${s}` } });
   for (const s of [502, 503, 429]) assert.equal(judgeFailure({ kind: 'proxy_refused', status: s, message: 'm' }, 0).retryable, true, String(s));
+  const rejected = judgeFailure({ kind: 'certificate_rejected', code: 'CERT_HAS_EXPIRED', message: 'm' }, 0);
+  assert.deepEqual([rejected.retryable, rejected.error], [false, { code: 'upstream_certificate_rejected', message: 'm' }]);
+  assert.match(rejected.hint ?? '', /UPSTREAM_CA_FILE/);
 });
 
 test('x-should-retry overrides the classification both ways', () => {

@@ -60,7 +60,7 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
 
   family('proxy_jobs_created_total', 'counter', 'Jobs accepted, by model', pick('jobs_created_total'));
   family('proxy_jobs_finished_total', 'counter', 'Jobs that reached a final status, by status and model', pick('jobs_finished_total'));
-  family('proxy_upstream_calls_total', 'counter', 'Upstream attempts by HTTP status (or network_error, proxy_refused, timeout, bad_response, too_large, aborted)', pick('upstream_calls_total'));
+  family('proxy_upstream_calls_total', 'counter', 'Upstream attempts by HTTP status (or network_error, proxy_refused, certificate_rejected, timeout, bad_response, too_large, aborted)', pick('upstream_calls_total'));
   family('proxy_retries_total', 'counter', 'Attempts that were retried later, by model', pick('retries_total'));
 
   // The store keeps one count per bucket; Prometheus wants them cumulative.

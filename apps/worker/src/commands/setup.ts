@@ -18,6 +18,7 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   logger.info('database', { database: describeDatabase(config.db) });
   // The origin only: the URL may hold the proxy's password.
   if (config.upstream.proxyUrl) logger.info('upstream calls go through a proxy', { proxy: new URL(config.upstream.proxyUrl).origin });
+  if (config.upstream.caCertificates.length > 0) logger.info("upstream certificates: trusting UPSTREAM_CA_FILE's besides Node's own", { ca_certificates: config.upstream.caCertificates.length });
   warnIfFewOpenFiles(logger, config.worker.concurrency);
   const upstream = createUpstreamClientFromConfig(config);
   const worker = createWorkerFromConfig(config, { store, upstream, logger });

@@ -209,7 +209,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       await store.pauseUpstream(now() + Math.min(pause, MAX_FLEET_PAUSE_MS));
       verdict.waitMs = pause;
     }
-    return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, log, attempt);
+    return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, log, attempt, verdict.hint);
   } catch (err) {
     if (!(err instanceof AttemptAborted)) throw err;
     const attempt = callStarted === null ? undefined : { upstreamStatus: err.reason === 'timeout' ? 'timeout' : 'aborted', latencyMs: now() - callStarted };
@@ -229,11 +229,13 @@ async function settleFailure(
   deps: ProcessJobDeps,
   log: JobLog,
   attempt: AttemptObservation | undefined,
+  /** What the operator can do about it (Verdict.hint), said with the failure. */
+  hint?: string,
 ): Promise<AttemptOutcome> {
   const { store } = deps;
   const token = job.leaseToken;
   if (!retryable || job.attempts >= job.maxAttempts) {
-    log.warn(retryable ? 'job failed: no attempts left' : 'job failed: not retryable', { error_code: error.code, upstream_status: error.upstreamStatus });
+    log.warn(retryable ? 'job failed: no attempts left' : 'job failed: not retryable', { error_code: error.code, upstream_status: error.upstreamStatus, ...(hint ? { hint } : {}) });
     return (await store.finishJob(job.id, token, 'failed', error, attempt)) ? 'failed' : 'lost';
   }
   const runAfter = deps.now() + (waitMs ?? backoffMs(job.attempts, deps.retryBaseMs, deps.retryMaxMs, deps.random));

@@ -7,6 +7,8 @@ export interface Verdict {
   error: JobError;
   /** The upstream's own wait, when it named one (Retry-After and friends). */
   waitMs?: number | undefined;
+  /** What the operator can do about it, for the worker's log only (the job's error goes to its client). */
+  hint?: string;
 }
 
 const RETRYABLE_STATUS = new Set([408, 409, 429]);
@@ -20,6 +22,13 @@ export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' | 'l
     // until someone changes the settings, so only the proxy's 408, 429 and 5xx are tried again.
     case 'proxy_refused':
       return { retryable: RETRYABLE_STATUS.has(outcome.status) || outcome.status >= 500, error: { code: 'upstream_proxy_refused', message: outcome.message } };
+    // The same certificate meets every attempt until someone acts on this machine.
+    case 'certificate_rejected':
+      return {
+        retryable: false,
+        error: { code: 'upstream_certificate_rejected', message: outcome.message },
+        hint: "when a proxy that inspects TLS or a private CA signs the upstream's certificate, name that CA's PEM file in UPSTREAM_CA_FILE",
+      };
     case 'bad_response':
       return { retryable: true, error: { code: 'upstream_bad_response', message: outcome.message, upstreamStatus: outcome.status } };
     // The same request would most likely get the same oversized answer: another attempt only costs money.

@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'node:events';
+import { createSecureContext, rootCertificates } from 'node:tls';
 import { Pool, ProxyAgent, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { Config } from '../config.js';
 
@@ -11,6 +12,8 @@ export type UpstreamOutcome =
   | { kind: 'network_error'; code: string; message: string }
   /** The proxy (HTTPS_PROXY, HTTP_PROXY) answered the tunnel with this status instead of opening it. */
   | { kind: 'proxy_refused'; status: number; message: string }
+  /** The upstream's TLS certificate failed verification (`code`, OpenSSL's or Node's name for why): the call was never sent. */
+  | { kind: 'certificate_rejected'; code: string; message: string }
   /** This machine could not open the connection (no file descriptors, ports or buffers): the upstream never heard of the call. */
   | { kind: 'local_shortage'; code: string; message: string };
 
@@ -36,6 +39,8 @@ export interface UpstreamClientOptions {
   maxResponseBytes?: number;
   /** An HTTP proxy to call through (HTTPS_PROXY or HTTP_PROXY, as config chose it); directly when null. */
   proxyUrl?: string | null;
+  /** CA certificates (PEM) trusted besides Node's own, for the upstream and an https proxy (UPSTREAM_CA_FILE). */
+  caCertificates?: readonly string[];
 }
 
 // Upstream error bodies can be large HTML pages from a proxy in front; keep what a person needs.
@@ -59,9 +64,15 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     // answer costs at most this much memory per call, never the whole process.
     maxResponseSize: options.maxResponseBytes ?? -1,
   };
+  // Built once: given a `ca` list instead, each new TLS connection would parse every CA again.
+  // Node's own list goes in too, since a `ca` replaces it.
+  const extraCa = options.caCertificates ?? [];
+  const tls = extraCa.length > 0 ? { secureContext: createSecureContext({ ca: [...rootCertificates, ...extraCa] }) } : undefined;
   // Through a proxy, each connection is a tunnel (CONNECT) the proxy opens to the upstream; the
   // same pool options apply to the connections inside it. A pool names its origin itself.
-  const dispatcher: Dispatcher = options.proxyUrl ? new ProxyAgent({ uri: options.proxyUrl, ...poolOptions }) : new Pool(base.origin, poolOptions);
+  const dispatcher: Dispatcher = options.proxyUrl
+    ? new ProxyAgent({ uri: options.proxyUrl, ...poolOptions, ...(tls ? { requestTls: tls, proxyTls: tls } : {}) })
+    : new Pool(base.origin, { ...poolOptions, ...(tls ? { connect: tls } : {}) });
   // An upstream error code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
   const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !value.includes(options.apiKey) ? value : null);
   const headers = {
@@ -121,6 +132,7 @@ export function createUpstreamClientFromConfig(config: Config): UpstreamClient {
     connections: config.worker.concurrency,
     maxResponseBytes: config.upstream.maxResponseBytes,
     proxyUrl: config.upstream.proxyUrl,
+    caCertificates: config.upstream.caCertificates,
   });
 }
 
@@ -157,6 +169,31 @@ const LOCAL_SHORTAGE = new Map<string, string>([
   ['ENOMEM', 'no memory left for a new socket'],
 ]);
 
+/**
+ * Why TLS verification turns down a certificate, as OpenSSL (through Node) names it. Met when a
+ * proxy that inspects TLS, or a private CA, signs what the upstream presents: every call meets the
+ * same certificate until someone trusts its CA (NODE_EXTRA_CA_CERTS) or fixes it. Retried as
+ * `upstream_unreachable` before, a job spent all its attempts on it, and its error did not say why.
+ */
+const CERTIFICATE_REJECTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 function networkError(err: unknown): UpstreamOutcome {
   const e = err as { code?: string; message?: string; cause?: { code?: string } };
   // undici's words when the proxy answers CONNECT with anything but 200 (407: it wants credentials).
@@ -165,6 +202,7 @@ function networkError(err: unknown): UpstreamOutcome {
   const code = e.cause?.code ?? e.code ?? 'network_error';
   const shortage = LOCAL_SHORTAGE.get(code);
   if (shortage) return { kind: 'local_shortage', code, message: `could not open an upstream connection: ${code}, ${shortage}` };
+  if (CERTIFICATE_REJECTED.has(code)) return { kind: 'certificate_rejected', code, message: `the upstream's TLS certificate was rejected: ${code}` };
   const isUndici = err instanceof undiciErrors.UndiciError;
   return { kind: 'network_error', code, message: isUndici || e.message ? `upstream connection failed: ${code}` : 'upstream connection failed' };
 }
