@@ -131,8 +131,13 @@ export function startWorkerDaemon(t: { after: (fn: () => Promise<void> | void) =
 }
 
 /** Starts proxy-api and resolves with its base URL once it listens. Stopped when `t` ends. */
-export async function startApiProcess(t: { after: (fn: () => Promise<void> | void) => void }, env: Record<string, string>, cwd: string): Promise<{ url: string; child: Child }> {
-  const child = spawnNode(API_MAIN, [], env, cwd);
+export async function startApiProcess(
+  t: { after: (fn: () => Promise<void> | void) => void },
+  env: Record<string, string>,
+  cwd: string,
+  options: Parameters<typeof spawnNode>[4] = {},
+): Promise<{ url: string; child: Child }> {
+  const child = spawnNode(API_MAIN, [], env, cwd, options);
   t.after(async () => {
     child.kill('SIGKILL');
     await child.exited;

@@ -17,8 +17,9 @@ import {
   runMain,
   secretValues,
 } from '@proxy/core';
-import { SERVER_TIMEOUTS, createApp, type WorkerPass } from './app.js';
+import { createApp, type WorkerPass } from './app.js';
 import { WATCH_POLL_MS, createJobWatcher } from './job-watcher.js';
+import { listen } from './listen.js';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
@@ -59,18 +60,12 @@ await runMain('proxy-api', async () => {
   }, 60_000);
   purge.unref();
 
-  const server = app.listen(config.http.port, config.http.host);
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  server.headersTimeout = SERVER_TIMEOUTS.headersMs;
-  server.requestTimeout = SERVER_TIMEOUTS.requestMs;
-  server.keepAliveTimeout = SERVER_TIMEOUTS.keepAliveMs;
+  const { server, stop: stopWatching } = await listen(app, config.http, logger);
   const { address, port } = server.address() as AddressInfo;
   logger.info('proxy-api listening', { address, port, database: describeDatabase(config.db), version, manual_worker: Boolean(worker) });
 
   handleStopSignals(logger, async () => {
+    stopWatching();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
     // Long-polls answer now with the job as it is, instead of holding the stop for up to a minute.
