@@ -16,8 +16,8 @@ export interface StubReply {
   headers?: Record<string, string>;
   /** A JSON body; defaults to a chat completion echoing the prompt. */
   body?: unknown;
-  /** Sent as-is instead of `body` (e.g. broken JSON). */
-  raw?: string;
+  /** Sent as-is instead of `body` (e.g. broken JSON, or a compressed body with its content-encoding header). */
+  raw?: string | Buffer;
   delayMs?: number;
   /** Drop the connection without answering. */
   reset?: boolean;
@@ -30,6 +30,8 @@ export interface StubCall {
   n: number;
   at: number;
   authorization: string | undefined;
+  /** The request's headers, lowercase names. */
+  headers: IncomingMessage['headers'];
   /** The request's path with its query string, e.g. /v1/chat/completions. */
   path: string;
   body: { model?: string; messages?: Array<{ role: string; content: unknown }>; [k: string]: unknown };
@@ -106,6 +108,7 @@ export async function startStubUpstream(
       n: calls.length + 1,
       at: arrivedAt,
       authorization: req.headers.authorization,
+      headers: req.headers,
       path,
       body,
       prompt: typeof lastUser?.content === 'string' ? lastUser.content : JSON.stringify(lastUser?.content ?? ''),

@@ -11,6 +11,7 @@ test('retryable: connection errors, 408, 409, 429, 5xx; not: other 4xx and insuf
   for (const s of [400, 401, 403, 404, 422]) assert.equal(judgeFailure(http(s), 0).retryable, false, String(s));
   assert.equal(judgeFailure(http(429, {}, 'insufficient_quota'), 0).retryable, false);
   assert.equal(judgeFailure({ kind: 'bad_response', status: 200, message: 'broken' }, 0).retryable, true);
+  assert.equal(judgeFailure({ kind: 'bad_response', status: 200, message: 'in content-encoding zstd', final: true }, 0).retryable, false);
   // A proxy's refusal is judged by its status, as an upstream's: its credentials or policy stay wrong.
   for (const s of [407, 403]) assert.deepEqual(judgeFailure({ kind: 'proxy_refused', status: s, message: `HTTP ${s}` }, 0), { retryable: false, error: { code: 'upstream_proxy_refused', message: `HTTP ${s}` } });
   for (const s of [502, 503, 429]) assert.equal(judgeFailure({ kind: 'proxy_refused', status: s, message: 'm' }, 0).retryable, true, String(s));

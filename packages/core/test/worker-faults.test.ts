@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
 import fc from 'fast-check';
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
@@ -388,7 +389,7 @@ test('random upstream answers (statuses, bodies, error objects, retry headers): 
       replies.set(prompt, answer);
       const job = await finalJob(store, await enqueue(prompt));
       // What the stub sent: a 204 carries no body; with no body given it sends an object.
-      const sent = answer.status === 204 ? '' : (answer.raw ?? JSON.stringify(answer.body ?? {}));
+      const sent = answer.status === 204 ? '' : String(answer.raw ?? JSON.stringify(answer.body ?? {}));
       let parsed: unknown;
       try {
         parsed = JSON.parse(sent);
@@ -1035,4 +1036,35 @@ test('a renewal that fails is tried again within a second, not a third of a leas
   const job = await finalJob(store, id);
   assert.equal(job.status, 'completed');
   assert.equal(stub.calls.length, 1);
+});
+
+test('an answer compressed despite accept-encoding: identity (gzip, deflate, br) is read, not thrown away and paid for again; one that inflates past the limit, or in an encoding the worker cannot read, fails the job at once', async (t) => {
+  const encode: Record<string, (b: Buffer) => Buffer> = { gzip: gzipSync, deflate: deflateSync, br: brotliCompressSync, 'gzip, br': (b) => brotliCompressSync(gzipSync(b)) };
+  const { stub, store, enqueue } = await setUp(
+    t,
+    (call) => {
+      const [encoding, size] = call.prompt.split(' ') as [string, string | undefined];
+      const text = size ? 'z'.repeat(Number(size)) : `echo: ${call.prompt}`;
+      const body = Buffer.from(JSON.stringify({ choices: [{ index: 0, message: { role: 'assistant', content: text } }] }));
+      const coded = encoding === 'zstd' ? body : (encode[encoding.replace('+', ', ')] as (b: Buffer) => Buffer)(body);
+      return { raw: coded, headers: { 'content-encoding': encoding.replace('+', ', ') } };
+    },
+    { maxResponseBytes: 16 * 1024 },
+  );
+  for (const encoding of ['gzip', 'deflate', 'br', 'gzip+br']) {
+    const job = await finalJob(store, await enqueue(encoding));
+    assert.deepEqual([job.status, job.attempts, job.outputText], ['completed', 1, `echo: ${encoding}`], encoding);
+  }
+  assert.ok(stub.calls.every((c) => c.headers['accept-encoding'] === 'identity'));
+  // 1 MB of one letter is a few KB of gzip: under the limit as sent, over it once read.
+  const bomb = await finalJob(store, await enqueue('gzip 1000000'));
+  assert.deepEqual([bomb.status, bomb.attempts, bomb.error?.code], ['failed', 1, 'upstream_response_too_large']);
+  const unknown = await finalJob(store, await enqueue('zstd'));
+  assert.deepEqual([unknown.status, unknown.attempts, unknown.error?.code], ['failed', 1, 'upstream_bad_response']);
+  assert.equal(unknown.error?.message, 'upstream answered 200 in content-encoding zstd, which the worker cannot read');
+  // A body that is not what its encoding says may come whole next time: retried, as broken JSON is.
+  stub.behave(() => ({ raw: 'not compressed', headers: { 'content-encoding': 'br' } }));
+  const corrupt = await finalJob(store, await enqueue('corrupt'));
+  assert.deepEqual([corrupt.status, corrupt.attempts, corrupt.error?.code], ['failed', 5, 'upstream_bad_response']);
+  assert.equal(corrupt.error?.message, 'upstream answered 200 with a body that does not decode as content-encoding br');
 });
