@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import pg from 'pg';
 import fc from 'fast-check';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
-import { startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
+import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
@@ -350,7 +350,7 @@ test('a 429 naming a wait of a day pauses the fleet for at most MAX_FLEET_PAUSE_
   assert.equal(stub.calls.length, 1);
 });
 
-test('random upstream answers (statuses, bodies, error objects, retry headers): each job completes exactly when a 2xx carries a JSON object, else fails with an upstream_ code; the key never reaches the job', async (t) => {
+test('random upstream answers (statuses, bodies, error objects, retry headers): each job completes exactly when a 2xx carries a JSON object that is not an error in place of a completion, else fails with an upstream_ code; the key never reaches the job', async (t) => {
   const replies = new Map<string, StubReply>();
   // One attempt a job, so every answer is final at once; 429 is left out: its fleet-wide pause
   // (tested above) would hold the runs after it.
@@ -388,8 +388,10 @@ test('random upstream answers (statuses, bodies, error objects, retry headers): 
       const prompt = `run ${runs++}`;
       replies.set(prompt, answer);
       const job = await finalJob(store, await enqueue(prompt));
-      // What the stub sent: a 204 carries no body; with no body given it sends an object.
-      const sent = answer.status === 204 ? '' : String(answer.raw ?? JSON.stringify(answer.body ?? {}));
+      // What the stub sent: a 204 carries no body; with no body given it sends a completion for a
+      // 200, an error object for any other status.
+      const given = answer.body ?? (answer.status === 200 ? {} : { error: { message: `stub error ${answer.status}` } });
+      const sent = answer.status === 204 ? '' : String(answer.raw ?? JSON.stringify(given));
       let parsed: unknown;
       try {
         parsed = JSON.parse(sent);
@@ -397,7 +399,10 @@ test('random upstream answers (statuses, bodies, error objects, retry headers): 
         parsed = undefined;
       }
       const isObject = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed);
-      const completes = (answer.status as number) < 300 && isObject;
+      // An error object where the completion's choices should be is no completion.
+      const { error, choices } = (isObject ? parsed : {}) as { error?: unknown; choices?: unknown };
+      const errorInstead = error !== null && typeof error === 'object' && !Array.isArray(choices);
+      const completes = (answer.status as number) < 300 && isObject && !errorInstead;
       assert.equal(job.status, completes ? 'completed' : 'failed', `${JSON.stringify(answer)} → ${JSON.stringify(job.error)}`);
       if (completes) {
         if (answer.body !== undefined || answer.raw !== undefined) assert.deepEqual(job.response, parsed);
@@ -1067,4 +1072,21 @@ test('an answer compressed despite accept-encoding: identity (gzip, deflate, br)
   const corrupt = await finalJob(store, await enqueue('corrupt'));
   assert.deepEqual([corrupt.status, corrupt.attempts, corrupt.error?.code], ['failed', 5, 'upstream_bad_response']);
   assert.equal(corrupt.error?.message, 'upstream answered 200 with a body that does not decode as content-encoding br');
+});
+
+test('a 2xx carrying an error object instead of a completion is upstream_bad_response, retried, with its message (the key redacted); a completion beside "error": null completes', async (t) => {
+  const { stub, store, enqueue } = await setUp(
+    t,
+    (call) =>
+      call.prompt === 'gateway error'
+        ? { body: { error: { code: 502, message: 'Provider returned error for key sk-test' } } }
+        : { body: { ...(echoCompletion(call) as object), error: null } },
+    { maxAttempts: 2 },
+  );
+  const failed = await finalJob(store, await enqueue('gateway error'));
+  assert.deepEqual([failed.status, failed.attempts, failed.error?.code], ['failed', 2, 'upstream_bad_response']);
+  assert.equal(failed.error?.message, 'upstream answered 200 with an error instead of a completion: Provider returned error for key [redacted]');
+  const fine = await finalJob(store, await enqueue('fine'));
+  assert.deepEqual([fine.status, fine.outputText], ['completed', 'echo: fine']);
+  assert.equal(stub.calls.length, 3);
 });

@@ -117,6 +117,14 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
         if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
           return { kind: 'bad_response', status, message: `upstream answered ${status} with a body that is not a JSON object` };
         }
+        // Some gateways answer a provider's failure with a 2xx and an error object in place of the
+        // completion; completed, the job would carry no answer and no word of why.
+        const { error, choices } = body as { error?: unknown; choices?: unknown };
+        if (error !== null && typeof error === 'object' && !Array.isArray(choices)) {
+          const said = (error as { message?: unknown }).message;
+          const why = typeof said === 'string' ? `: ${said.split(options.apiKey).join('[redacted]')}` : '';
+          return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
+        }
         return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
       }
       const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
