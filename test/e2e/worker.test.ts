@@ -307,3 +307,18 @@ test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or
   const line = JSON.parse(said[0] as string) as { message: string; error_code: string };
   assert.deepEqual([line.message, line.error_code], ['job failed: not retryable', 'upstream_certificate_rejected']);
 });
+
+test('a plain-http upstream on another machine is named at start: the key would cross the network unencrypted; one on this machine is not', async (t) => {
+  const { dir, env } = await setUp(t, {});
+  const start = async (baseUrl: string) => {
+    const once = spawnNode(WORKER_MAIN, ['once'], { ...env, OPENAI_BASE_URL: baseUrl }, dir);
+    assert.equal((await within(once.exited, 30_000, 'once')).code, 0, once.stderr.join('\n'));
+    return once.lines.filter((l) => l.includes('crosses the network unencrypted'));
+  };
+  // No job is queued: nothing is called, only the start is read.
+  const remote = await start('http://192.0.2.10:8000/v1?key=gw');
+  assert.equal(remote.length, 1);
+  const line = JSON.parse(remote[0] as string) as { level: string; upstream: string };
+  assert.deepEqual([line.level, line.upstream], ['warn', 'http://192.0.2.10:8000']);
+  assert.deepEqual(await start(env.OPENAI_BASE_URL as string), []);
+});

@@ -475,6 +475,19 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   return { user: parsed.user ?? '', password: parsed.password ?? '', host: parsed.host ?? '', port: parsed.port ?? '', database: parsed.database ?? '' };
 }
 
+/**
+ * Whether the upstream key would cross a network unencrypted: an http:// base URL whose host is not
+ * this machine (a model server on the LAN, or a typo for https). Said at the worker's start, not
+ * refused: a trusted network may be meant.
+ */
+export function keyGoesInClear(baseUrl: string): boolean {
+  const url = new URL(baseUrl);
+  if (url.protocol !== 'http:') return false;
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const loopback = host === 'localhost' || host.endsWith('.localhost') || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+  return !loopback;
+}
+
 /** Every secret value in the configuration, for the logger's redaction list. */
 export function secretValues(config: Config): string[] {
   const dbPassword = config.db.url ? parseDatabaseUrl(config.db.url).password : '';

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { describeDatabase, loadConfig, secretValues } from '../src/config.ts';
+import { describeDatabase, keyGoesInClear, loadConfig, secretValues } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
 
 const key = 'k'.repeat(20);
@@ -195,4 +195,9 @@ test('UPSTREAM_CA_FILE: its certificates are read at start; a file that cannot b
     writeFileSync(join(cwd, 'broken.pem'), `${ca}\n-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n`);
     fails('broken.pem', /^UPSTREAM_CA_FILE: certificate 2 of 2 cannot be read/);
   });
+});
+
+test('keyGoesInClear: http to a host that is not this machine; https, and http to loopback, are not', () => {
+  for (const url of ['http://10.0.0.5:8000/v1', 'http://api.openai.com/v1', 'http://[fd00::1]/v1', 'http://127.example.com/v1']) assert.equal(keyGoesInClear(url), true, url);
+  for (const url of ['https://10.0.0.5/v1', 'http://127.0.0.1:8000/v1', 'http://127.1.2.3/v1', 'http://localhost:11434/v1', 'http://vllm.localhost/v1', 'http://[::1]:8000/v1']) assert.equal(keyGoesInClear(url), false, url);
 });

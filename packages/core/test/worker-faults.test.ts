@@ -1090,3 +1090,16 @@ test('a 2xx carrying an error object instead of a completion is upstream_bad_res
   assert.deepEqual([fine.status, fine.outputText], ['completed', 'echo: fine']);
   assert.equal(stub.calls.length, 3);
 });
+
+test('a redirect fails the job at once, saying where to and which setting to change, without the query string it may carry', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, (call) => ({
+    status: call.prompt === 'moved' ? 301 : 307,
+    headers: { location: call.prompt === 'moved' ? 'https://api.example.com/v1/chat/completions?key=gw-secret' : '/elsewhere' },
+    raw: '<html>Moved</html>',
+  }));
+  const moved = await finalJob(store, await enqueue('moved'));
+  assert.deepEqual([moved.status, moved.attempts, moved.error?.code], ['failed', 1, 'upstream_301']);
+  assert.equal(moved.error?.message, 'upstream redirected (HTTP 301) to https://api.example.com/v1/chat/completions, which the worker does not follow: set OPENAI_BASE_URL to https://api.example.com/v1');
+  const relative = await finalJob(store, await enqueue('relative'));
+  assert.equal(relative.error?.message, `upstream redirected (HTTP 307) to ${new URL(stub.url).origin}/elsewhere, which the worker does not follow: set OPENAI_BASE_URL to the new address`);
+});

@@ -1,4 +1,4 @@
-import { createLogger, loadConfig, describeDatabase, openStore, secretValues, warnIfFewOpenFiles, type JobStore, type Logger, type Worker } from '@proxy/core';
+import { createLogger, loadConfig, describeDatabase, keyGoesInClear, openStore, secretValues, warnIfFewOpenFiles, type JobStore, type Logger, type Worker } from '@proxy/core';
 import { createUpstreamClientFromConfig, createWorkerFromConfig, type UpstreamClient } from '@proxy/core/runner';
 
 /** What both commands run on, built from configuration. */
@@ -18,6 +18,9 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   logger.info('database', { database: describeDatabase(config.db) });
   // The origin only: the URL may hold the proxy's password.
   if (config.upstream.proxyUrl) logger.info('upstream calls go through a proxy', { proxy: new URL(config.upstream.proxyUrl).origin });
+  if (keyGoesInClear(config.upstream.baseUrl)) {
+    logger.warn('OPENAI_BASE_URL is plain http to another machine: the upstream key crosses the network unencrypted (use https, or a host on this machine)', { upstream: new URL(config.upstream.baseUrl).origin });
+  }
   if (config.upstream.caCertificates.length > 0) logger.info("upstream certificates: trusting UPSTREAM_CA_FILE's besides Node's own", { ca_certificates: config.upstream.caCertificates.length });
   warnIfFewOpenFiles(logger, config.worker.concurrency);
   const upstream = createUpstreamClientFromConfig(config);

@@ -129,7 +129,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       }
       const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
       // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
-      const rawMessage = typeof apiError?.message === 'string' ? apiError.message : text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`;
+      const rawMessage = typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, res.headers.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
       const message = rawMessage.split(options.apiKey).join('[redacted]');
       const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
       const safeBody = body === undefined ? null : JSON.parse(JSON.stringify(body).split(options.apiKey).join('[redacted]'));
@@ -209,6 +209,25 @@ function tryParseJson(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What a redirect says, when the upstream answers one: where to, and what to change. A POST is not
+ * followed (a 301 or 302 turns it into a GET in most clients), and the new address is only shown
+ * by its origin and path: its query string may carry a gateway's key, as OPENAI_BASE_URL's may.
+ */
+function redirectMessage(status: number, location: string | string[] | undefined, base: URL): string | null {
+  if (status < 300 || status >= 400 || typeof location !== 'string') return null;
+  let to: URL;
+  try {
+    to = new URL(location, base);
+  } catch {
+    return null;
+  }
+  const endpoint = '/chat/completions';
+  const newBase = to.pathname.endsWith(endpoint) ? `${to.origin}${to.pathname.slice(0, -endpoint.length)}` : null;
+  const change = newBase ? `set OPENAI_BASE_URL to ${newBase}` : 'set OPENAI_BASE_URL to the new address';
+  return `upstream redirected (HTTP ${status}) to ${to.origin}${to.pathname}, which the worker does not follow: ${change}`;
 }
 
 function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
