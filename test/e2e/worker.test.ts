@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -210,11 +211,12 @@ async function passOnce(store: JobStore, dir: string, env: Record<string, string
   return { once, ids };
 }
 
-/** An HTTP proxy that opens CONNECT tunnels, as squid does, and notes each: the target and its credentials. */
-async function startConnectProxy(t: { after: (fn: () => Promise<void>) => void }, password: string) {
+/** An HTTP proxy (over TLS when given a key and certificate) that opens CONNECT tunnels, as squid does, and notes each: the target and its credentials. */
+async function startConnectProxy(t: { after: (fn: () => Promise<void>) => void }, password: string, tls?: { key: Buffer; cert: Buffer }) {
   const tunnels: Array<{ target: string; authorization: string | undefined }> = [];
   const sockets = new Set<Socket>();
-  const server = createServer((_req, res) => res.writeHead(405).end());
+  const refuse = (_req: unknown, res: { writeHead(status: number): { end(): void } }) => res.writeHead(405).end();
+  const server = tls ? createTlsServer(tls, refuse) : createServer(refuse);
   server.on('connect', (req, client: Socket, head: Buffer) => {
     sockets.add(client);
     const authorization = req.headers['proxy-authorization'];
@@ -238,7 +240,7 @@ async function startConnectProxy(t: { after: (fn: () => Promise<void>) => void }
     for (const socket of sockets) socket.destroy();
     await new Promise((resolve) => server.close(resolve));
   });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, tunnels };
+  return { url: `${tls ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`, tunnels };
 }
 
 test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, which no log line shows; NO_PROXY naming the host calls it directly; a proxy that refuses is named', async (t) => {
@@ -271,9 +273,10 @@ test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, wh
   assert.equal(stub.calls.filter((c) => c.prompt === 'refused').length, 0);
 });
 
-test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or NODE_EXTRA_CA_CERTS), directly and inside an HTTPS_PROXY tunnel; one not trusted fails the job at its first attempt, named', async (t) => {
+test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or NODE_EXTRA_CA_CERTS), directly and inside an HTTPS_PROXY tunnel, the proxy itself over TLS too; one not trusted fails the job at its first attempt, named', async (t) => {
   const tls = (name: string) => fileURLToPath(new URL(`fixtures/tls/${name}`, import.meta.url));
-  const { dir, store, stub, env: base } = await setUp(t, { WORKER_CONCURRENCY: '2' }, { tls: { key: readFileSync(tls('stub-key.pem')), cert: readFileSync(tls('stub.pem')) } });
+  const stubTls = { key: readFileSync(tls('stub-key.pem')), cert: readFileSync(tls('stub.pem')) };
+  const { dir, store, stub, env: base } = await setUp(t, { WORKER_CONCURRENCY: '2' }, { tls: stubTls });
   assert.match(stub.url, /^https:/);
   const proxy = await startConnectProxy(t, 'pw');
   const trusted = { ...base, UPSTREAM_CA_FILE: tls('ca.pem') };
@@ -286,6 +289,12 @@ test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or
   const tunnelled = await passOnce(store, dir, { ...trusted, HTTPS_PROXY: `http://bob:pw@${new URL(proxy.url).host}` }, ['tls via 1', 'tls via 2']);
   assert.equal(await assertEachCompletedOnce(store, tunnelled.ids, stub.calls), 0);
   assert.ok(proxy.tunnels.length >= 1 && proxy.tunnels.every((tunnel) => tunnel.target === new URL(stub.url).host), JSON.stringify(proxy.tunnels));
+
+  // A proxy reached over TLS itself, its certificate from the same CA: TLS inside TLS.
+  const tlsProxy = await startConnectProxy(t, 'pw', stubTls);
+  const doubly = await passOnce(store, dir, { ...trusted, HTTPS_PROXY: `https://bob:pw@${new URL(tlsProxy.url).host}` }, ['tls via tls']);
+  assert.equal(await assertEachCompletedOnce(store, doubly.ids, stub.calls), 0);
+  assert.ok(tlsProxy.tunnels.length >= 1, 'a tunnel through the TLS proxy');
 
   // Node's own way, from the environment the worker starts in, works as well.
   const nodeWay = await passOnce(store, dir, { ...base, NODE_EXTRA_CA_CERTS: tls('ca.pem') }, ['tls node']);
