@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import type { ClientIdentity } from './config.js';
 import { RATE_PATTERN, parseRate } from './rate-spec.js';
 import { ConfigError } from './errors.js';
+import { jsonErrorPlace, readTextFile } from './text-file.js';
 
 const printable = (min: number, max: number) => ({ type: 'string', pattern: `^[\\x21-\\x7e]{${min},${max}}$` });
 
@@ -42,15 +42,15 @@ const compileValidator = () => new Ajv({ allErrors: false }).compile<ClientEntry
 export function loadClientsFile(path: string): ClientIdentity[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readTextFile(path);
   } catch (err) {
     throw new ConfigError(`PROXY_CLIENTS_FILE cannot be read (${path}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch {
-    throw new ConfigError(`PROXY_CLIENTS_FILE is not valid JSON (${path})`);
+  } catch (err) {
+    throw new ConfigError(`PROXY_CLIENTS_FILE is not valid JSON${jsonErrorPlace(text, err)} (${path})`);
   }
   validate ??= compileValidator();
   if (!validate(parsed)) {

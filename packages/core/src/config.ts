@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
@@ -8,6 +8,7 @@ import { parse as parseConnectionString } from 'pg-connection-string';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients } from './clients-file.js';
 import { RATE_PATTERN, parseRate, type RateLimitSpec } from './rate-spec.js';
+import { readTextFile } from './text-file.js';
 import { MODEL_PATTERN } from './schemas.js';
 
 /**
@@ -375,7 +376,7 @@ function parseTrustProxy(text: string): boolean | number | string {
 function readDotenv(path: string): Record<string, string> {
   if (!existsSync(path)) return {};
   try {
-    return parseDotenv(readFileSync(path));
+    return parseDotenv(readTextFile(path));
   } catch (err) {
     throw new ConfigError(`.env at ${path} cannot be read: ${(err as Error).message}`);
   }
@@ -385,7 +386,7 @@ function readUpstreamKey(inline: string | undefined, file: string | undefined, c
   if (inline) return inline;
   if (!file) return null;
   try {
-    const key = readFileSync(resolve(cwd, file), 'utf8').trim();
+    const key = readTextFile(resolve(cwd, file)).trim();
     if (!key) throw new ConfigError(`OPENAI_API_KEY_FILE points at an empty file (${file})`);
     return key;
   } catch (err) {
@@ -398,7 +399,7 @@ function readUpstreamKey(inline: string | undefined, file: string | undefined, c
 function readCaFile(file: string): string[] {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readTextFile(file);
   } catch (err) {
     throw new ConfigError(`UPSTREAM_CA_FILE cannot be read (${file}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }

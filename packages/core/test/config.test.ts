@@ -201,3 +201,25 @@ test('keyGoesInClear: http to a host that is not this machine; https, and http t
   for (const url of ['http://10.0.0.5:8000/v1', 'http://api.openai.com/v1', 'http://[fd00::1]/v1', 'http://127.example.com/v1']) assert.equal(keyGoesInClear(url), true, url);
   for (const url of ['https://10.0.0.5/v1', 'http://127.0.0.1:8000/v1', 'http://127.1.2.3/v1', 'http://localhost:11434/v1', 'http://vllm.localhost/v1', 'http://[::1]:8000/v1']) assert.equal(keyGoesInClear(url), false, url);
 });
+
+test('settings files saved by Windows tools are read: .env, the clients file and the key file in UTF-8 with a byte-order mark or in UTF-16; a clients file that is not JSON names the line and column, never its text', () => {
+  withDir((cwd) => {
+    const bom8 = (text: string) => Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text, 'utf8')]);
+    const utf16 = (text: string) => Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]);
+    const clients = JSON.stringify([{ name: 'win', key: 'w'.repeat(20), secret: 'W'.repeat(40) }], null, 2);
+    for (const encode of [bom8, utf16]) {
+      // PowerShell 5: `Out-File .env` writes UTF-16, `-Encoding utf8` UTF-8 with a mark.
+      writeFileSync(join(cwd, '.env'), encode(`OPENAI_API_KEY_FILE=key.txt\r\nPROXY_CLIENTS_FILE=clients.json\r\n`));
+      writeFileSync(join(cwd, 'key.txt'), encode('sk-windows\r\n'));
+      writeFileSync(join(cwd, 'clients.json'), encode(clients));
+      const c = loadConfig({ env: {}, cwd });
+      assert.equal(c.upstream.apiKey, 'sk-windows');
+      assert.deepEqual(c.clients.map((client) => client.name), ['win']);
+    }
+    writeFileSync(join(cwd, 'clients.json'), `[\n  {"name": "win", "key": "${'w'.repeat(20)}", "secret": "sk-secret-in-file",, }\n]`);
+    assert.throws(
+      () => loadConfig({ env: {}, cwd }),
+      (err: Error) => err instanceof ConfigError && /^PROXY_CLIENTS_FILE is not valid JSON at line 2, column \d+: expected double-quoted property name \(.*clients\.json\)$/.test(err.message) && !err.message.includes('sk-secret'),
+    );
+  });
+});
