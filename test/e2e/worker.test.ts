@@ -52,7 +52,10 @@ test('kill -9 the daemon several times: every job completes with its own answer,
   t.diagnostic(`${total} jobs, 4 kills: ${stub.calls.length} upstream calls, ${duplicates} repeated calls (killed mid-call)`);
 });
 
-test('SIGTERM while calls are in flight: they complete, and the daemon exits 0 within the grace period', async (t) => {
+// SIGHUP: the terminal a daemon was started from closed (or an ssh session dropped). It killed the
+// worker outright before, its calls abandoned until their leases lapsed and then made again.
+for (const signal of ['SIGTERM', 'SIGHUP'] as const)
+test(`${signal} while calls are in flight: they complete, and the daemon exits 0 within the grace period`, async (t) => {
   const { stub, store, daemon } = await setUp(t, { WORKER_CONCURRENCY: '4', SHUTDOWN_GRACE_SECONDS: '5' }, { delayMs: 1000 });
   const worker = daemon();
   await worker.waitFor((l) => l.includes('worker started'));
@@ -60,7 +63,7 @@ test('SIGTERM while calls are in flight: they complete, and the daemon exits 0 w
   for (let i = 0; i < 4; i++) ids.push(await enqueue(store, `drain ${i}`));
   await eventually(async () => stub.inflight() === 4);
   const stoppedAt = Date.now();
-  worker.kill('SIGTERM');
+  worker.kill(signal);
   const late = await enqueue(store, 'arrives during the drain');
   const exit = await within(worker.exited, 5000, 'drain');
   assert.deepEqual(exit, { code: 0, signal: null });

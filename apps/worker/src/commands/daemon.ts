@@ -9,6 +9,6 @@ export async function runDaemon(): Promise<void> {
     await worker.stop();
     await done;
     await close();
-  });
+  }, { hangUpStops: true });
   await done;
 }

@@ -6,7 +6,7 @@ export async function runOnce(limits: { maxJobs?: number; maxSeconds?: number })
   const { logger, worker, close } = await setUpWorker();
   handleStopSignals(logger, async () => {
     await worker.stop();
-  });
+  }, { hangUpStops: true });
   const report = await worker.runOnce(limits);
   logger.info('worker pass done', { ...report });
   await close();

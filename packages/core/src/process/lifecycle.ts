@@ -5,15 +5,25 @@ import { ConfigError } from '../errors.js';
 export const EXIT_CONFIG = 78;
 
 /**
- * The stop contract of both programs: the first SIGTERM or SIGINT runs `drain` and exits 0 when it
- * is done (and the log files hold its last lines); a second signal exits at once with 1.
+ * The stop contract of both programs: the first SIGTERM or SIGINT (and SIGHUP with `hangUpStops`)
+ * runs `drain` and exits 0 when it is done (and the log files hold its last lines); a second signal
+ * exits at once with 1.
  *
  * A program started by a supervising parent over an IPC channel (`npm start`'s launcher) also drains
  * when that parent dies, even by SIGKILL, which it could not pass on: the channel closes, and the
  * program would otherwise run on alone, in a process group of its own. A parent's death is never a
  * second stop. Under systemd, cron or a shell there is no channel, and nothing here changes.
  */
-export function handleStopSignals(logger: Logger, drain: () => Promise<void>): void {
+export function handleStopSignals(
+  logger: Logger,
+  drain: () => Promise<void>,
+  /**
+   * SIGHUP too, for a program that reloads nothing on it (the worker): sent when the terminal or
+   * ssh session it runs in goes away, it ended the process outright, its calls abandoned until
+   * their leases lapsed and then made again. proxy-api reloads its clients on SIGHUP instead.
+   */
+  options: { hangUpStops?: boolean } = {},
+): void {
   let draining = false;
   const startDrain = (why: string, meta: Record<string, string> = {}) => {
     draining = true;
@@ -35,6 +45,7 @@ export function handleStopSignals(logger: Logger, drain: () => Promise<void>): v
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  if (options.hangUpStops) process.on('SIGHUP', onSignal);
   // `process.send` is there for as long as the program runs if it was started with a channel; the
   // channel itself may already be gone, closed by a parent that died during start-up.
   if (typeof process.send !== 'function') return;
