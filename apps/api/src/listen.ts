@@ -1,6 +1,7 @@
-import type { Server } from 'node:http';
+import { STATUS_CODES, maxHeaderSize, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
-import { sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
+import { AppError, sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
 import { SERVER_TIMEOUTS } from './app.js';
 
 /** An error accepting connections is told at most this often, with how many came since. */
@@ -29,6 +30,31 @@ export async function listen(app: Express, at: { host: string; port: number }, l
   server.on('error', (err: NodeJS.ErrnoException) =>
     tell((times) => logger.error(`could not accept a connection: ${err.code ?? err.message}; the server goes on`, { code: err.code, times_seen: times })),
   );
+  server.on('clientError', answerClientError);
   const openFiles = watchOpenFiles(logger, { now });
   return { server, stop: () => openFiles.stop() };
+}
+
+/**
+ * What Node answers itself, before any route sees the request, as the routes answer: a JSON error
+ * with a code from the closed list. Node's own answers carried no body at all: a 431 for headers
+ * over its 16 KB, a 400 for what is not HTTP, a 408 for a request not received in time.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  // Nothing can be answered on a connection that is gone, or after an answer has begun.
+  const started = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent;
+  if (err.code === 'ECONNRESET' || !socket.writable || started) {
+    socket.destroy();
+    return;
+  }
+  const error =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new AppError('headers_too_large', `the request line and headers are over ${maxHeaderSize / 1024} KB`)
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new AppError('request_timeout', `the request was not received in time (its headers within ${SERVER_TIMEOUTS.headersMs / 1000} s, all of it within ${SERVER_TIMEOUTS.requestMs / 1000} s)`)
+        : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+          ? new AppError('payload_too_large', 'the chunk extensions of the body are too large')
+          : new AppError('invalid_request', 'the request is not valid HTTP/1.1');
+  const body = JSON.stringify(error.toJSON());
+  socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import express from 'express';
 import { ACCEPT_ERROR_LINE_MS, listen } from '../src/listen.ts';
 
@@ -38,4 +39,57 @@ test('a port already taken still fails the start', async (t) => {
   });
   const port = (first.server.address() as AddressInfo).port;
   await assert.rejects(listen(express(), { host: '127.0.0.1', port }, logger), { code: 'EADDRINUSE' });
+});
+
+/** Sends `raw` on a new connection and reads until the server closes it. */
+function rawExchange(port: number, raw: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(raw));
+    let got = '';
+    socket.on('data', (d) => (got += d));
+    socket.on('close', () => resolve(got));
+    socket.on('error', reject);
+  });
+}
+
+/** Status line and JSON body of a raw answer. */
+function parseAnswer(raw: string): { status: string; body: unknown } {
+  const [head, body] = raw.split('\r\n\r\n') as [string, string];
+  assert.match(head, /content-type: application\/json/i);
+  return { status: head.split('\r\n')[0] as string, body: JSON.parse(body) };
+}
+
+test('what Node refuses before any route (headers over its limit, not HTTP, not received in time) is answered as JSON with a code from the closed list, not an empty body', async (t) => {
+  const app = express();
+  app.get('/', (_req, res) => void res.send('ok'));
+  const logger = { error: () => {} } as never;
+  const { server, stop } = await listen(app, { host: '127.0.0.1', port: 0 }, logger);
+  t.after(() => {
+    stop();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  const long = parseAnswer(await rawExchange(port, `GET /v1/requests/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`));
+  assert.equal(long.status, 'HTTP/1.1 431 Request Header Fields Too Large');
+  assert.deepEqual(long.body, { error: { code: 'headers_too_large', message: 'the request line and headers are over 16 KB' } });
+
+  const garbage = parseAnswer(await rawExchange(port, 'NOT HTTP AT ALL\r\n\r\n'));
+  assert.equal(garbage.status, 'HTTP/1.1 400 Bad Request');
+  assert.deepEqual(garbage.body, { error: { code: 'invalid_request', message: 'the request is not valid HTTP/1.1' } });
+
+  // Node checks its timeouts every 30 s; the error it emits then is sent here by hand, on a real connection.
+  const client = connect(port, '127.0.0.1');
+  const [serverSide] = (await once(server, 'connection')) as [Socket];
+  let got = '';
+  client.on('data', (d) => (got += d));
+  client.write('POST /v1/requests HTTP/1.1\r\nHost: x\r\n');
+  server.emit('clientError', Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), serverSide);
+  await once(client, 'close');
+  const late = parseAnswer(got);
+  assert.equal(late.status, 'HTTP/1.1 408 Request Timeout');
+  assert.equal((late.body as { error: { code: string } }).error.code, 'request_timeout');
+
+  // The server still answers.
+  assert.equal(await (await fetch(`http://127.0.0.1:${port}/`)).text(), 'ok');
 });
