@@ -1,4 +1,4 @@
-import { STATUS_CODES, maxHeaderSize, type Server } from 'node:http';
+import { STATUS_CODES, createServer, maxHeaderSize, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
 import { AppError, sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
@@ -15,7 +15,16 @@ export const ACCEPT_ERROR_LINE_MS = 60_000;
  * common case at the file limit says nothing at all (see watchOpenFiles), so that is watched too.
  */
 export async function listen(app: Express, at: { host: string; port: number }, logger: Pick<Logger, 'error'>, now: () => number = Date.now): Promise<{ server: Server; stop(): void }> {
-  const server = app.listen(at.port, at.host);
+  // Node's own check of the Host header answers a bare 400 with no body; it is made here instead.
+  const server = createServer({ requireHostHeader: false }, (req, res) => {
+    if (req.headers.host === undefined && req.httpVersion === '1.1') {
+      const body = JSON.stringify(new AppError('invalid_request', 'an HTTP/1.1 request needs a Host header').toJSON());
+      res.writeHead(400, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' }).end(body);
+      return;
+    }
+    app(req, res);
+  });
+  server.listen(at.port, at.host);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.once('listening', () => {
@@ -31,6 +40,8 @@ export async function listen(app: Express, at: { host: string; port: number }, l
     tell((times) => logger.error(`could not accept a connection: ${err.code ?? err.message}; the server goes on`, { code: err.code, times_seen: times })),
   );
   server.on('clientError', answerClientError);
+  // CONNECT asks the server to be a proxy, which it is not; unanswered, the connection was dropped.
+  server.on('connect', (_req, socket: Duplex) => answerOnSocket(socket, new AppError('method_not_allowed', 'CONNECT is not allowed: this is not a proxy')));
   const openFiles = watchOpenFiles(logger, { now });
   return { server, stop: () => openFiles.stop() };
 }
@@ -55,6 +66,11 @@ export function answerClientError(err: Error & { code?: string }, socket: Duplex
         : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
           ? new AppError('payload_too_large', 'the chunk extensions of the body are too large')
           : new AppError('invalid_request', 'the request is not valid HTTP/1.1');
+  answerOnSocket(socket, error);
+}
+
+/** Writes `error` as a whole HTTP answer straight to the connection, and closes it. */
+function answerOnSocket(socket: Duplex, error: AppError): void {
   const body = JSON.stringify(error.toJSON());
   socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }

@@ -59,7 +59,7 @@ function parseAnswer(raw: string): { status: string; body: unknown } {
   return { status: head.split('\r\n')[0] as string, body: JSON.parse(body) };
 }
 
-test('what Node refuses before any route (headers over its limit, not HTTP, not received in time) is answered as JSON with a code from the closed list, not an empty body', async (t) => {
+test('what Node refuses before any route (headers over its limit, no Host, CONNECT, not HTTP, not received in time) is answered as JSON with a code from the closed list, not an empty body', async (t) => {
   const app = express();
   app.get('/', (_req, res) => void res.send('ok'));
   const logger = { error: () => {} } as never;
@@ -73,6 +73,16 @@ test('what Node refuses before any route (headers over its limit, not HTTP, not 
   const long = parseAnswer(await rawExchange(port, `GET /v1/requests/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`));
   assert.equal(long.status, 'HTTP/1.1 431 Request Header Fields Too Large');
   assert.deepEqual(long.body, { error: { code: 'headers_too_large', message: 'the request line and headers are over 16 KB' } });
+
+  const hostless = parseAnswer(await rawExchange(port, 'GET / HTTP/1.1\r\n\r\n'));
+  assert.equal(hostless.status, 'HTTP/1.1 400 Bad Request');
+  assert.deepEqual(hostless.body, { error: { code: 'invalid_request', message: 'an HTTP/1.1 request needs a Host header' } });
+  // HTTP/1.0 has no Host header to need.
+  assert.match(await rawExchange(port, 'GET / HTTP/1.0\r\n\r\n'), /^HTTP\/1\.1 200 OK[\s\S]*\r\n\r\nok$/);
+
+  const tunnel = parseAnswer(await rawExchange(port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'));
+  assert.equal(tunnel.status, 'HTTP/1.1 405 Method Not Allowed');
+  assert.equal((tunnel.body as { error: { code: string } }).error.code, 'method_not_allowed');
 
   const garbage = parseAnswer(await rawExchange(port, 'NOT HTTP AT ALL\r\n\r\n'));
   assert.equal(garbage.status, 'HTTP/1.1 400 Bad Request');
