@@ -1062,8 +1062,10 @@ test('an answer compressed despite accept-encoding: identity (gzip, deflate, br)
   }
   assert.ok(stub.calls.every((c) => c.headers['accept-encoding'] === 'identity'));
   // 1 MB of one letter is a few KB of gzip: under the limit as sent, over it once read.
-  const bomb = await finalJob(store, await enqueue('gzip 1000000'));
-  assert.deepEqual([bomb.status, bomb.attempts, bomb.error?.code], ['failed', 1, 'upstream_response_too_large']);
+  for (const encoding of ['gzip', 'deflate', 'br']) {
+    const bomb = await finalJob(store, await enqueue(`${encoding} 1000000`));
+    assert.deepEqual([bomb.status, bomb.attempts, bomb.error?.code], ['failed', 1, 'upstream_response_too_large'], encoding);
+  }
   const unknown = await finalJob(store, await enqueue('zstd'));
   assert.deepEqual([unknown.status, unknown.attempts, unknown.error?.code], ['failed', 1, 'upstream_bad_response']);
   assert.equal(unknown.error?.message, 'upstream answered 200 in content-encoding zstd, which the worker cannot read');

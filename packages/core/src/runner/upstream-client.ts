@@ -104,7 +104,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
         text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
       } catch (err) {
         if (signal.aborted) throw signal.reason;
-        const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || (err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE';
+        const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || isTooLarge(err);
         if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
         const message = tooLarge ? `upstream answered ${status} with a body over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
         // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
@@ -165,11 +165,19 @@ class UnreadableBody extends Error {
 }
 
 const unzip = promisify(gunzip);
+const unzlib = promisify(inflate);
+const unzlibRaw = promisify(inflateRaw);
+const isTooLarge = (err: unknown) => (err as { code?: unknown })?.code === 'ERR_BUFFER_TOO_LARGE';
 const DECODERS: Record<string, (bytes: Buffer, options: { maxOutputLength?: number }) => Promise<Buffer>> = {
   gzip: unzip,
   'x-gzip': unzip,
-  // HTTP's deflate is zlib-wrapped; some servers send the bare stream instead.
-  deflate: (bytes, o) => promisify(inflate)(bytes, o).catch(() => promisify(inflateRaw)(bytes, o)),
+  // HTTP's deflate is zlib-wrapped; some servers send the bare stream instead. One that inflates
+  // past the limit is too large either way.
+  deflate: (bytes, o) =>
+    unzlib(bytes, o).catch((err: unknown) => {
+      if (isTooLarge(err)) throw err;
+      return unzlibRaw(bytes, o);
+    }),
   br: promisify(brotliDecompress),
 };
 
@@ -189,7 +197,7 @@ async function decodeBody(bytes: Buffer, encoding: string, maxBytes: number): Pr
     try {
       decoded = await decode(decoded, maxBytes > 0 ? { maxOutputLength: maxBytes } : {});
     } catch (err) {
-      if ((err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') throw err;
+      if (isTooLarge(err)) throw err;
       throw new UnreadableBody(`with a body that does not decode as content-encoding ${coding}`, false);
     }
   }
