@@ -5,7 +5,7 @@ import { createServer as createTlsServer } from 'node:https';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { echoCompletion, startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { echoCompletion, startStubUpstream, type StubCall } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
 import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
 
@@ -205,6 +205,15 @@ test('out of file descriptors: the worker warns at start, calls that cannot open
   for (const id of ids.keys()) assert.equal((await store.getJob(id))?.attempts, 1, id);
 });
 
+/** Each job (id → prompt) failed at its first attempt with `error`, its prompt never reaching the upstream. */
+async function assertFailedUncalled(store: JobStore, calls: StubCall[], ids: Map<string, string>, error: { code: string; message: string }) {
+  for (const [id, prompt] of ids) {
+    const job = await store.getJob(id);
+    assert.deepEqual([job?.status, job?.attempts, job?.error?.code, job?.error?.message], ['failed', 1, error.code, error.message], prompt);
+    assert.equal(calls.filter((c) => c.prompt === prompt).length, 0, prompt);
+  }
+}
+
 /** Queues a job for each prompt, then runs `proxy-worker once` with `env` until it exits. */
 async function passOnce(store: JobStore, dir: string, env: Record<string, string>, prompts: string[], maxAttempts = 10) {
   const ids = new Map<string, string>();
@@ -267,13 +276,7 @@ test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, wh
 
   // Wrong credentials stay wrong: the job fails at its first attempt, as for a refused upstream key.
   const refused = await pass({ ...base, HTTP_PROXY: proxyAs('wrong') }, ['refused'], 3);
-  const [id] = refused.ids.keys();
-  const job = await store.getJob(id as string);
-  assert.equal(job?.status, 'failed');
-  assert.equal(job?.attempts, 1);
-  assert.equal(job?.error?.code, 'upstream_proxy_refused');
-  assert.equal(job?.error?.message, 'the proxy refused the connection to the upstream: HTTP 407');
-  assert.equal(stub.calls.filter((c) => c.prompt === 'refused').length, 0);
+  await assertFailedUncalled(store, stub.calls, refused.ids, { code: 'upstream_proxy_refused', message: 'the proxy refused the connection to the upstream: HTTP 407' });
 });
 
 test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or NODE_EXTRA_CA_CERTS), directly and inside an HTTPS_PROXY tunnel, the proxy itself over TLS too; one not trusted fails the job at its first attempt, named', async (t) => {
@@ -306,13 +309,7 @@ test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or
   // Without the CA the stub's certificate is not trusted: no call reaches it, and trying again
   // would meet the same certificate.
   const untrusted = await passOnce(store, dir, base, ['untrusted'], 3);
-  const [id] = untrusted.ids.keys();
-  const job = await store.getJob(id as string);
-  assert.equal(job?.status, 'failed');
-  assert.equal(job?.attempts, 1);
-  assert.equal(job?.error?.code, 'upstream_certificate_rejected');
-  assert.equal(job?.error?.message, "the upstream's TLS certificate was rejected: UNABLE_TO_VERIFY_LEAF_SIGNATURE");
-  assert.equal(stub.calls.filter((c) => c.prompt === 'untrusted').length, 0);
+  await assertFailedUncalled(store, stub.calls, untrusted.ids, { code: 'upstream_certificate_rejected', message: "the upstream's TLS certificate was rejected: UNABLE_TO_VERIFY_LEAF_SIGNATURE" });
   // The worker's log says what to do about it; the job's error, which its client reads, does not.
   const said = untrusted.once.lines.filter((l) => l.includes('UPSTREAM_CA_FILE'));
   assert.equal(said.length, 1, untrusted.once.lines.join('\n'));
