@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
 import { AppError, sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
 import { SERVER_TIMEOUTS } from './app.js';
+import { sendJson } from './respond.js';
 
 /** An error accepting connections is told at most this often, with how many came since. */
 export const ACCEPT_ERROR_LINE_MS = 60_000;
@@ -18,8 +19,8 @@ export async function listen(app: Express, at: { host: string; port: number }, l
   // Node's own check of the Host header answers a bare 400 with no body; it is made here instead.
   const server = createServer({ requireHostHeader: false }, (req, res) => {
     if (req.headers.host === undefined && req.httpVersion === '1.1') {
-      const body = JSON.stringify(new AppError('invalid_request', 'an HTTP/1.1 request needs a Host header').toJSON());
-      res.writeHead(400, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' }).end(body);
+      res.setHeader('Connection', 'close');
+      sendJson(res, 400, new AppError('invalid_request', 'an HTTP/1.1 request needs a Host header').toJSON());
       return;
     }
     app(req, res);
