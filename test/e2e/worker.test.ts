@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { createServer as createTlsServer } from 'node:https';
-import { connect, type AddressInfo, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { echoCompletion, startStubUpstream, type StubCall } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
 import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
+import { startConnectProxy } from '../helpers/connect-proxy.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (msg: string) => void };
 
@@ -221,38 +219,6 @@ async function passOnce(store: JobStore, dir: string, env: Record<string, string
   const once = spawnNode(WORKER_MAIN, ['once'], env, dir);
   assert.equal((await within(once.exited, 30_000, 'once')).code, 0, once.stderr.join('\n'));
   return { once, ids };
-}
-
-/** An HTTP proxy (over TLS when given a key and certificate) that opens CONNECT tunnels, as squid does, and notes each: the target and its credentials. */
-async function startConnectProxy(t: { after: (fn: () => Promise<void>) => void }, password: string, tls?: { key: Buffer; cert: Buffer }) {
-  const tunnels: Array<{ target: string; authorization: string | undefined }> = [];
-  const sockets = new Set<Socket>();
-  const refuse = (_req: unknown, res: { writeHead(status: number): { end(): void } }) => res.writeHead(405).end();
-  const server = tls ? createTlsServer(tls, refuse) : createServer(refuse);
-  server.on('connect', (req, client: Socket, head: Buffer) => {
-    sockets.add(client);
-    const authorization = req.headers['proxy-authorization'];
-    tunnels.push({ target: req.url ?? '', authorization });
-    if (authorization !== `Basic ${Buffer.from(`bob:${password}`).toString('base64')}`) {
-      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n');
-      return;
-    }
-    const [host, port] = (req.url ?? '').split(':');
-    const upstream = connect(Number(port), host, () => {
-      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      upstream.write(head);
-      upstream.pipe(client).pipe(upstream);
-    });
-    sockets.add(upstream);
-    upstream.on('error', () => client.destroy());
-    client.on('error', () => upstream.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(async () => {
-    for (const socket of sockets) socket.destroy();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  return { url: `${tls ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`, tunnels };
 }
 
 test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, which no log line shows; NO_PROXY naming the host calls it directly; a proxy that refuses is named', async (t) => {
