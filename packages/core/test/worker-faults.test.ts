@@ -171,6 +171,19 @@ test('a connection reset is retried', async (t) => {
   const job = await finalJob(store, await enqueue('reset'));
   assert.equal(job.status, 'completed');
   assert.equal(stub.calls.length, 2);
+  assert.equal(job.attempts, 2, 'a new connection dropped: the attempt is spent');
+});
+
+test('a call on a kept connection that the upstream closes unanswered (its idle close crossing the call) is sent again at once, its attempt unspent', async (t) => {
+  const { stub, store, enqueue } = await setUp(t, script({}, { reset: true }, {}));
+  assert.equal((await finalJob(store, await enqueue('first'))).status, 'completed');
+  const job = await finalJob(store, await enqueue('second'));
+  assert.equal(job.status, 'completed');
+  assert.equal(job.attempts, 1);
+  assert.deepEqual(
+    stub.calls.map((c) => c.prompt),
+    ['first', 'second', 'second'],
+  );
 });
 
 test('a call that hangs past the per-attempt timeout is aborted and retried', async (t) => {

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { startStubUpstream, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
+import { startConnectProxy } from '../../../test/helpers/connect-proxy.ts';
+import { IDLE_CLOSE_WINDOW_MS } from '../src/runner/idle-closed.ts';
+import { createUpstreamClient, type UpstreamClientOptions, type UpstreamOutcome } from '../src/runner/upstream-client.ts';
+
+type T = { after: (fn: () => Promise<void>) => void };
+
+const fixture = (name: string) => readFileSync(new URL(`../../../test/e2e/fixtures/tls/${name}`, import.meta.url), 'utf8');
+const stubTls = { key: fixture('stub-key.pem'), cert: fixture('stub.pem') };
+
+/** Replies from a script, call by call; the last entry repeats. */
+function script(...replies: StubReply[]): StubBehaviour {
+  return (call) => replies[Math.min(call.n - 1, replies.length - 1)]!;
+}
+
+async function setUp(t: T, behave: StubBehaviour, options: { tls?: boolean; proxy?: 'plain' | 'tls' } = {}) {
+  const stub = await startStubUpstream({ behave, ...(options.tls ? { tls: stubTls } : {}) });
+  const clientOptions: UpstreamClientOptions = { baseUrl: stub.url, apiKey: 'sk-test', connections: 1 };
+  if (options.tls) clientOptions.caCertificates = [fixture('ca.pem')];
+  const proxy = options.proxy ? await startConnectProxy(t, 'pw', options.proxy === 'tls' ? stubTls : undefined) : null;
+  if (proxy) clientOptions.proxyUrl = `${options.proxy === 'tls' ? 'https' : 'http'}://bob:pw@${new URL(proxy.url).host}`;
+  const upstream = createUpstreamClient(clientOptions);
+  t.after(async () => {
+    await upstream.close();
+    await stub.close();
+  });
+  const chat = (prompt: string) => upstream.chat(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: prompt }] }), new AbortController().signal);
+  return { stub, chat, proxy };
+}
+
+const kindOf = (outcome: UpstreamOutcome) => (outcome.kind === 'network_error' ? `network_error ${outcome.code}` : outcome.kind);
+
+// The stub's `reset` closes the connection on the call, unanswered: what the call meets when the
+// upstream's idle close crosses it on the wire, made certain instead of left to timing.
+const ways: Array<{ tls?: boolean; proxy?: 'plain' | 'tls' }> = [{}, { tls: true }, { proxy: 'plain' }, { tls: true, proxy: 'plain' }, { tls: true, proxy: 'tls' }];
+for (const way of ways) {
+  test(`a call whose connection, kept from an earlier call, is closed unanswered is sent once more on a new one (${way.tls ? 'https' : 'http'}${way.proxy ? `, through a CONNECT proxy${way.proxy === 'tls' ? ' reached over TLS' : ''}` : ''})`, async (t) => {
+    const { stub, chat, proxy } = await setUp(t, script({}, { reset: true }, {}), way);
+    assert.equal(kindOf(await chat('first')), 'ok');
+    assert.equal(kindOf(await chat('second')), 'ok');
+    assert.deepEqual(
+      stub.calls.map((c) => c.prompt),
+      ['first', 'second', 'second'],
+    );
+    if (proxy) assert.equal(proxy.tunnels.length, 2, 'the second send went through a new tunnel');
+  });
+}
+
+test('a call dropped on a connection made for it is not sent again: the upstream may have read it', async (t) => {
+  const { stub, chat } = await setUp(t, script({ reset: true }, {}));
+  assert.equal(kindOf(await chat('first')), 'network_error UND_ERR_SOCKET');
+  assert.equal(stub.calls.length, 1);
+});
+
+test(`a kept connection dropped more than ${IDLE_CLOSE_WINDOW_MS} ms after the call was sent is not sent again: the upstream was working on it`, async (t) => {
+  const { stub, chat } = await setUp(t, script({}, { reset: true, delayMs: IDLE_CLOSE_WINDOW_MS + 200 }, {}));
+  assert.equal(kindOf(await chat('first')), 'ok');
+  assert.equal(kindOf(await chat('slow')), 'network_error UND_ERR_SOCKET');
+  assert.equal(stub.calls.length, 2);
+});
+
+test('a call sent again and dropped again, on the connection made for it, fails: it is not sent a third time', async (t) => {
+  const { stub, chat } = await setUp(t, script({}, { reset: true }, { reset: true }, {}));
+  assert.equal(kindOf(await chat('first')), 'ok');
+  assert.equal(kindOf(await chat('second')), 'network_error UND_ERR_SOCKET');
+  assert.deepEqual(
+    stub.calls.map((c) => c.prompt),
+    ['first', 'second', 'second'],
+  );
+  assert.equal(kindOf(await chat('third')), 'ok', 'the pool goes on with a new connection');
+});
