@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# send-request.sh: send one prompt to chat-async-proxy and print the answer. Needs bash, curl, openssl.
+# send-request.sh: send one prompt to chat-async-proxy and print the answer. Needs bash, curl, openssl, od.
 #
 #   scripts/send-request.sh -p "What is 2+2?"
 #   scripts/send-request.sh -f messages.json -m gpt-4.1 --timeout 600
@@ -89,20 +89,48 @@ if [ -n "$messages_file" ]; then fields+="\"messages\":$(cat "$messages_file")";
 [ -n "$model" ] && fields+=",\"model\":$(json_string "$model")"
 [ -n "$ttl" ] && fields+=",\"ttl\":$ttl"
 
+# HMAC-SHA256 (RFC 2104) of standard input keyed by the secret, in lowercase hex, made of two plain
+# SHA-256 digests: `openssl dgst -hmac SECRET` would put the secret in a command line, which `ps`
+# shows every user of the machine. The pads are written by printf, a bash builtin.
+inner_pad='' outer_pad=''
+make_pads() {
+  local key_hex i byte h
+  key_hex=$(printf '%s' "$secret" | od -An -v -tx1)
+  key_hex=${key_hex//[$' \n']/}
+  # A key longer than SHA-256's 64-byte block is replaced by its digest.
+  if [ ${#key_hex} -gt 128 ]; then key_hex=$(printf '%s' "$secret" | openssl dgst -sha256 | awk '{print $NF}'); fi
+  for ((i = 0; i < 64; i++)); do
+    byte=${key_hex:i*2:2}
+    byte=$(( 16#${byte:-00} ))
+    printf -v h '\\x%02x' $(( byte ^ 0x36 )); inner_pad+=$h
+    printf -v h '\\x%02x' $(( byte ^ 0x5c )); outer_pad+=$h
+  done
+}
+hmac_sha256() {
+  { printf "$outer_pad"; { printf "$inner_pad"; cat; } | openssl dgst -sha256 -binary; } | openssl dgst -sha256 | awk '{print $NF}'
+}
+make_pads
+
 signed_body() { # the body signed now: the fields, a fresh ts and the same nonce
   local body sign
   body="$fields,\"ts\":$(date +%s),\"nonce\":$(json_string "$nonce")}"
-  # LC_ALL=C keeps bash from touching the bytes: openssl signs exactly what curl sends.
-  sign=$(printf '%s' "$body" | LC_ALL=C openssl dgst -sha256 -hmac "$secret" | awk '{print $NF}')
+  # LC_ALL=C keeps bash from touching the bytes: the digest is of exactly what curl sends.
+  sign=$(printf '%s' "$body" | LC_ALL=C hmac_sha256)
   printf '%s' "${body%\}},\"sign\":\"$sign\"}"
 }
 
 # The last answer's headers (for its Retry-After) and curl's own complaint when there was none.
 headers=$(mktemp)
 complaint=$(mktemp)
-trap 'rm -f "$headers" "$complaint"' EXIT
+# The key reaches curl in a config file only this user can read (mktemp's mode, 600), not on its
+# command line, which `ps` shows every user of the machine. Keys are printable ASCII; in curl's
+# quoted strings a backslash and a quote are escaped.
+curl_config=$(mktemp)
+trap 'rm -f "$headers" "$complaint" "$curl_config"' EXIT
+quoted_key=${key//\\/\\\\}
+printf 'header = "X-Proxy-Key: %s"\n' "${quoted_key//\"/\\\"}" >"$curl_config"
 # Prints the HTTP status on the last line after the body.
-call() { : >"$headers"; curl -sS --max-time 75 -D "$headers" -w '\n%{http_code}' "$@" 2>"$complaint"; }
+call() { : >"$headers"; curl -sS -K "$curl_config" --max-time 75 -D "$headers" -w '\n%{http_code}' "$@" 2>"$complaint"; }
 field() { # first top-level string or number field of a JSON object: field NAME
   if command -v jq >/dev/null 2>&1; then jq -r --arg f "$1" '.[$f] // empty' 2>/dev/null; return; fi
   local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://")
@@ -146,7 +174,7 @@ pause_before_retry() {
 
 deadline=$(( $(date +%s) + timeout ))
 while :; do
-  response=$(signed_body | call -X POST -H 'Content-Type: application/json' -H "X-Proxy-Key: $key" --data-binary @- "$base_url/v1/requests") && code=0 || code=$?
+  response=$(signed_body | call -X POST -H 'Content-Type: application/json' --data-binary @- "$base_url/v1/requests") && code=0 || code=$?
   status=${response##*$'\n'}; json=${response%$'\n'*}
   if [ "$code" -eq 0 ]; then case "$status" in 200|202) break ;; esac; fi
   transient 'create refused' "$code" "$status" "$json" || die 5 "$problem"
@@ -165,7 +193,7 @@ while :; do
   # Long-poll: the server answers as soon as the job is final, or after `wait` seconds.
   long=$(( left < 30 ? left : 30 ))
   asked=$(date +%s)
-  response=$(call -H "X-Proxy-Key: $key" "$base_url/v1/requests/$id?wait=$long") && code=0 || code=$?
+  response=$(call "$base_url/v1/requests/$id?wait=$long") && code=0 || code=$?
   status=${response##*$'\n'}; json=${response%$'\n'*}
   if [ "$code" -ne 0 ] || [ "$status" != 200 ]; then
     transient 'result refused' "$code" "$status" "$json" || die 5 "$problem"

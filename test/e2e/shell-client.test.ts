@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -32,7 +34,7 @@ function run(args: string[], env: Record<string, string>, input?: string): Promi
 function minimalPath(dir: string): string {
   const bin = join(dir, 'bin');
   mkdirSync(bin);
-  for (const tool of ['bash', 'curl', 'openssl', 'awk', 'sed', 'grep', 'cat', 'date', 'head', 'sleep', 'mktemp', 'rm']) {
+  for (const tool of ['bash', 'curl', 'openssl', 'od', 'awk', 'sed', 'grep', 'cat', 'date', 'head', 'sleep', 'mktemp', 'rm']) {
     const path = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
     symlinkSync(path, join(bin, tool));
   }
@@ -164,4 +166,55 @@ test('the shell client long-polls: a 1.5 s job answers in about 1.5 s even with 
   const res = await run(['-p', 'long-polled', '--poll', '8'], clientEnv);
   assert.equal(res.code, 0, res.stderr);
   assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+});
+
+/** A PATH whose curl and openssl note each command line they are given in `log`, then run the real ones. */
+function notingPath(dir: string, log: string): string {
+  const bin = join(dir, 'noting-bin');
+  mkdirSync(bin);
+  for (const tool of ['curl', 'openssl']) {
+    const real = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
+    writeFileSync(join(bin, tool), `#!/bin/sh\nprintf '%s\\n' "${tool} $*" >> '${log}'\nexec '${real}' "$@"\n`);
+    chmodSync(join(bin, tool), 0o755);
+  }
+  return `${bin}:${process.env.PATH ?? ''}`;
+}
+
+test('the shell client puts neither the secret nor the key in a command line, where ps shows them to every user', async (t) => {
+  const { dir, clientEnv, key, secret } = await setUp(t);
+  const log = join(dir, 'command-lines.log');
+  const res = await run(['-p', 'unseen', '--poll', '0.2'], { ...clientEnv, PATH: notingPath(dir, log) });
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout, 'echo: unseen\n');
+  const lines = readFileSync(log, 'utf8');
+  assert.match(lines, /^curl .*\/v1\/requests$/m, 'curl was noted');
+  assert.match(lines, /^openssl dgst/m, 'openssl was noted');
+  assert.ok(!lines.includes(secret), `the secret in a command line:\n${lines}`);
+  assert.ok(!lines.includes(key), `the key in a command line:\n${lines}`);
+});
+
+test("the shell client's signature holds for any secret: longer than SHA-256's block, non-ASCII, with quotes, backslashes, % and $; a key with a quote and a backslash is sent as it is", async (t) => {
+  const seen: Array<{ headers: IncomingHttpHeaders; body: string }> = [];
+  const server = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString('utf8')));
+    req.on('end', () => {
+      seen.push({ headers: req.headers, body });
+      res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"code":"invalid_signature","message":"noted"}}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  const key = 'pk_"quoted"\\back\\slash';
+  const secrets = ['s'.repeat(63), 's'.repeat(64), 's'.repeat(65), 'long '.repeat(40), 'Grüße ✓ "q" \\ %s %d $HOME `x`', '!#%&\'()*+,-./:;<=>?@[]^_{|}~'];
+  for (const secret of secrets) {
+    const res = await run(['-p', 'sign me'], { PATH: process.env.PATH ?? '', PROXY_BASE_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, PROXY_KEY: key, PROXY_SECRET: secret });
+    assert.equal(res.code, 5, res.stderr);
+    const { headers, body } = seen.at(-1)!;
+    assert.equal(headers['x-proxy-key'], key);
+    const at = body.lastIndexOf(',"sign":"');
+    const unsigned = `${body.slice(0, at)}}`;
+    assert.equal(body.slice(at), `,"sign":"${createHmac('sha256', secret).update(unsigned, 'utf8').digest('hex')}"}`, `secret ${JSON.stringify(secret)}`);
+  }
+  assert.equal(seen.length, secrets.length);
 });
