@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, renameSync, write, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, renameSync, statSync, write, writeSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { Writable } from 'node:stream';
 
@@ -10,6 +10,14 @@ import { Writable } from 'node:stream';
 export const LOG_FILE_MAX_PENDING_CHARS = 4 * 1024 * 1024;
 /** After a failed write, the file is tried again this long later; lines logged meanwhile are dropped. */
 export const LOG_FILE_RETRY_MS = 1000;
+/**
+ * At most this often, a write first checks that the file it holds is still the one at the path.
+ * Moved away by logrotate (whose `create` mode renames the file and expects a signal to reopen it)
+ * or deleted to free space, it took every line until the program's own rotation at 10 MB: into a
+ * file logrotate then compressed and deleted, or into one no longer on any path, its space never
+ * freed. Now the path is opened again, as Python's WatchedFileHandler does.
+ */
+export const LOG_FILE_CHECK_MS = 1000;
 
 export interface LogFileOptions {
   dir: string;
@@ -52,9 +60,19 @@ export function createLogFile(options: LogFileOptions): Writable {
   let ending: (() => void) | null = null;
   let ended = false;
 
+  let nextCheck = 0;
   const open = () => {
     fd = openSync(path, 'a');
     size = fstatSync(fd).size;
+    nextCheck = Date.now() + LOG_FILE_CHECK_MS;
+  };
+
+  /** Whether the file held is no longer the one at the path (moved away or deleted). */
+  const movedAway = (held: number) => {
+    nextCheck = Date.now() + LOG_FILE_CHECK_MS;
+    const atPath = statSync(path, { throwIfNoEntry: false });
+    const ours = fstatSync(held);
+    return atPath === undefined || atPath.ino !== ours.ino || atPath.dev !== ours.dev;
   };
 
   const rotate = () => {
@@ -96,6 +114,11 @@ export function createLogFile(options: LogFileOptions): Writable {
       if (fd === null) open();
       // A file rolls before the line that would take it past its size, not after.
       else if (size > 0 && size + Buffer.byteLength(pending[0] as string) > options.maxBytes) rotate();
+      else if (Date.now() >= nextCheck && movedAway(fd)) {
+        closeSync(fd);
+        fd = null;
+        open();
+      }
     } catch (err) {
       fail(err as NodeJS.ErrnoException, dropPending());
       return;

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { eventually, fillDisk, smallDisk, within } from '../../../test/helpers/index.ts';
-import { createLogFile } from '../src/log-file.ts';
+import { LOG_FILE_CHECK_MS, createLogFile } from '../src/log-file.ts';
 import { closeLogger, createLogger } from '../src/logger.ts';
 
 function capture() {
@@ -273,4 +273,32 @@ test('log files roll over at their size, newest first (x.log, x1.log, x2.log), k
   const kept = [...numbers('x2.log'), ...numbers('x1.log'), ...numbers('x.log')];
   assert.deepEqual(kept, Array.from({ length: kept.length }, (_, i) => 100 - kept.length + i));
   assert.ok(kept.length >= 50, `${kept.length} lines kept`);
+});
+
+test('a log file moved away (logrotate) or deleted is opened again at its path within a second; no line is lost to a file that is gone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-moved-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'x.log');
+  const file = createLogFile({ dir, file: 'x.log', maxBytes: 10_000_000, keep: 2 });
+  const write = async (from: number, to: number) => {
+    for (let n = from; n < to; n++) {
+      file.write(`${JSON.stringify({ n })}\n`);
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  const numbers = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { n: number }).n);
+  await write(0, 10);
+  renameSync(path, join(dir, 'x.log.1'));
+  await new Promise((r) => setTimeout(r, LOG_FILE_CHECK_MS + 100));
+  await write(10, 20);
+  await eventually(async () => statSync(path, { throwIfNoEntry: false }) !== undefined && numbers('x.log.1').length + numbers('x.log').length === 20, 2000);
+  // What went out before the check still lands in the moved file, as with a signal to reopen.
+  assert.deepEqual([...numbers('x.log.1'), ...numbers('x.log')], Array.from({ length: 20 }, (_, i) => i));
+  assert.deepEqual(numbers('x.log.1').slice(0, 10), Array.from({ length: 10 }, (_, i) => i));
+
+  unlinkSync(path);
+  await new Promise((r) => setTimeout(r, LOG_FILE_CHECK_MS + 100));
+  await write(20, 30);
+  await new Promise<void>((resolve) => file.end(resolve));
+  assert.deepEqual(numbers('x.log'), Array.from({ length: 10 }, (_, i) => 20 + i), 'the lines after the delete are at the path');
 });
