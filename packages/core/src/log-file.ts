@@ -67,11 +67,15 @@ export function createLogFile(options: LogFileOptions): Writable {
     nextCheck = Date.now() + LOG_FILE_CHECK_MS;
   };
 
-  /** Whether the file held is no longer the one at the path (moved away or deleted). */
+  /**
+   * Whether the file held is no longer the one at the path (moved away or deleted). Its size is
+   * taken again too: truncated in place (logrotate's copytruncate), it is not rolled early.
+   */
   const movedAway = (held: number) => {
     nextCheck = Date.now() + LOG_FILE_CHECK_MS;
     const atPath = statSync(path, { throwIfNoEntry: false });
     const ours = fstatSync(held);
+    size = ours.size;
     return atPath === undefined || atPath.ino !== ours.ino || atPath.dev !== ours.dev;
   };
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -299,6 +299,21 @@ test('a log file moved away (logrotate) or deleted is opened again at its path w
   unlinkSync(path);
   await new Promise((r) => setTimeout(r, LOG_FILE_CHECK_MS + 100));
   await write(20, 30);
-  await new Promise<void>((resolve) => file.end(resolve));
+  await eventually(async () => statSync(path, { throwIfNoEntry: false }) !== undefined && numbers('x.log').length === 10, 2000);
   assert.deepEqual(numbers('x.log'), Array.from({ length: 10 }, (_, i) => 20 + i), 'the lines after the delete are at the path');
+  await new Promise<void>((resolve) => file.end(resolve));
+});
+
+test('a log file truncated in place (logrotate copytruncate) rolls at its size counted from the truncation, not from before it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-truncated-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = createLogFile({ dir, file: 'x.log', maxBytes: 1000, keep: 2 });
+  const line = (n: number) => `${JSON.stringify({ n, pad: 'x'.repeat(20) })}\n`; // 40 bytes or so
+  for (let n = 0; n < 20; n++) file.write(line(n));
+  await eventually(async () => (statSync(join(dir, 'x.log'), { throwIfNoEntry: false })?.size ?? 0) > 700, 2000);
+  truncateSync(join(dir, 'x.log'), 0);
+  await new Promise((r) => setTimeout(r, LOG_FILE_CHECK_MS + 100));
+  for (let n = 20; n < 30; n++) file.write(line(n));
+  await new Promise<void>((resolve) => file.end(resolve));
+  assert.deepEqual(readdirSync(dir), ['x.log'], 'not rolled: 400 bytes since the truncation');
 });
