@@ -383,16 +383,32 @@ function readDotenv(path: string): Record<string, string> {
 }
 
 function readUpstreamKey(inline: string | undefined, file: string | undefined, cwd: string): string | null {
-  if (inline) return inline;
+  if (inline) return checkUpstreamKey(inline, 'OPENAI_API_KEY');
   if (!file) return null;
+  let key: string;
   try {
-    const key = readTextFile(resolve(cwd, file)).trim();
-    if (!key) throw new ConfigError(`OPENAI_API_KEY_FILE points at an empty file (${file})`);
-    return key;
+    key = readTextFile(resolve(cwd, file)).trim();
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
     throw new ConfigError(`OPENAI_API_KEY_FILE cannot be read (${file}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }
+  if (!key) throw new ConfigError(`OPENAI_API_KEY_FILE points at an empty file (${file})`);
+  return checkUpstreamKey(key, `the key in OPENAI_API_KEY_FILE (${file})`);
+}
+
+/**
+ * The key goes out as `Authorization: Bearer <key>`. A character a header cannot carry (a curly
+ * quote pasted from a document, a second line in the key file) made undici refuse every call,
+ * retried as `upstream_unreachable` until each job's attempts ran out, the worker running as if
+ * all were well; a space (a key pasted as "Bearer sk-…") got a 401 for every job. Said at start
+ * instead, by position and character, never quoting the key.
+ */
+function checkUpstreamKey(key: string, name: string): string {
+  const bad = /[^\x21-\x7e]/.exec(key);
+  if (!bad) return key;
+  const c = bad[0];
+  const what = c === ' ' ? 'a space' : c === '\n' || c === '\r' ? 'a line break' : c === '\t' ? 'a tab' : `the character U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  const hint = /^bearer\s/i.test(key) ? ': set the key alone, without "Bearer "' : ': a key is printable ASCII without spaces';
+  throw new ConfigError(`${name} holds ${what} at position ${bad.index + 1}, which cannot go in the Authorization header${hint}`);
 }
 
 /** The certificates of a PEM file, each checked to be one, so a wrong file stops the start, not the first call. */

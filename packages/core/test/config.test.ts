@@ -181,6 +181,27 @@ test('OPENAI_API_KEY_FILE supplies the key (systemd credentials)', () => {
   });
 });
 
+test('an upstream key that cannot go in an Authorization header stops the start, naming the setting, the character and its place, never the key', () => {
+  withDir((cwd) => {
+    const cases: Array<[string, RegExp]> = [
+      ['sk-abc\u201cdef', /^ConfigError: OPENAI_API_KEY holds the character U\+201C at position 7, which cannot go in the Authorization header: a key is printable ASCII without spaces$/],
+      ['Bearer sk-abcdef', /^ConfigError: OPENAI_API_KEY holds a space at position 7, .*: set the key alone, without "Bearer "$/],
+      ['sk-abc\tdef', /holds a tab at position 7/],
+      ['sk-ab\u00e9', /holds the character U\+00E9 at position 6/],
+    ];
+    for (const [key, message] of cases) {
+      assert.throws(() => loadConfig({ env: { OPENAI_API_KEY: key }, cwd }), (err: Error) => {
+        assert.match(String(err), message);
+        assert.ok(!String(err).includes('abcdef') && !String(err).includes('sk-ab'), 'the key is not quoted');
+        return true;
+      });
+    }
+    writeFileSync(join(cwd, 'two-lines.txt'), 'sk-first\nsk-second\n');
+    assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_FILE: 'two-lines.txt' }, cwd }), /^ConfigError: the key in OPENAI_API_KEY_FILE \(two-lines\.txt\) holds a line break at position 9/);
+    for (const key of ['sk-proj-Ab_9-x', 'abc123+/=~.']) assert.equal(loadConfig({ env: { OPENAI_API_KEY: key }, cwd }).upstream.apiKey, key);
+  });
+});
+
 test('UPSTREAM_CA_FILE: its certificates are read at start; a file that cannot be read, or holds none or a broken one, stops the start naming it', () => {
   withDir((cwd) => {
     const ca = readFileSync(new URL('../../../test/e2e/fixtures/tls/ca.pem', import.meta.url), 'utf8');
