@@ -5,9 +5,15 @@ import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { WORKER_MAIN, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
-test("a request's life in the JSON logs: the request id and the job id link the API's lines and the worker's, a client that hung up is logged as 499, and no secret appears", async (t) => {
+test("a request's life in the JSON logs: the request id and the job id link the API's lines and the worker's, the upstream's own request id is named, a client that hung up is logged as 499, and no secret appears", async (t) => {
   const dir = tempDir(t);
-  const stub = await startStubUpstream();
+  // Each answer carries the upstream's id for the call, as OpenAI's x-request-id does.
+  const stub = await startStubUpstream({
+    behave: (call) =>
+      call.prompt === 'refused'
+        ? { status: 400, headers: { 'x-request-id': `req_refused${call.n}` }, body: { error: { message: 'no', type: 'invalid_request_error' } } }
+        : { headers: { 'x-request-id': `req_${call.n}abc` } },
+  });
   t.after(() => stub.close());
   const { key, secret } = newCredentials();
   const upstreamKey = 'sk-log-test-0123456789abcdefghij';
@@ -17,6 +23,7 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   const created = await postSigned(url, key, secret, { prompt: 'trace me' });
   const requestId = created.headers.get('x-request-id');
   const jobId = created.json.id as string;
+  const refusedId = (await postSigned(url, key, secret, { prompt: 'refused' })).json.id as string;
   assert.ok(requestId);
   // A long-poll its client gives up on before the job ends.
   const leave = new AbortController();
@@ -40,6 +47,10 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   assert.ok(Number(gaveUp?.ms) >= 250, 'its duration runs until the client left');
   const jobLines = worker.filter((l) => l.job_id === jobId);
   assert.ok(jobLines.some((l) => l.message === 'job completed'), 'the worker logs the job by id');
+  const upstreamIds = (id: string, message: string) => worker.filter((l) => l.job_id === id && l.message === message).map((l) => l.upstream_request_id);
+  const calledAs = (prompt: string) => stub.calls.filter((c) => c.prompt === prompt).map((c) => c.n);
+  assert.deepEqual(upstreamIds(jobId, 'job completed'), calledAs('trace me').map((n) => `req_${n}abc`), "the upstream's id for the call");
+  assert.deepEqual(upstreamIds(refusedId, 'job failed: not retryable'), calledAs('refused').map((n) => `req_refused${n}`));
   assert.ok(jobLines.every((l) => typeof l.worker_id === 'string' && l.app === 'worker'));
   // stdout carries the same lines for the journal, written in batches: the last one, written as the
   // process exits, is there too.

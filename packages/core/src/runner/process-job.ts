@@ -197,9 +197,11 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       return (await store.releaseJob(job.id, token, now())) ? 'released' : 'lost';
     }
     const attempt = { upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind, latencyMs: now() - callStarted };
+    // The lines about what the upstream answered name its own id for the call, for its support.
+    const callLog = outcome.requestId ? withFields(log, { upstream_request_id: outcome.requestId }) : log;
     if (outcome.kind === 'ok') {
       const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body }, attempt);
-      log.info(done ? 'job completed' : 'job completed upstream but the lease was lost', { ms: now() - started });
+      callLog.info(done ? 'job completed' : 'job completed upstream but the lease was lost', { ms: now() - started });
       return done ? 'completed' : 'lost';
     }
     const verdict = judgeFailure(outcome, now());
@@ -209,7 +211,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       await store.pauseUpstream(now() + Math.min(pause, MAX_FLEET_PAUSE_MS));
       verdict.waitMs = pause;
     }
-    return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, log, attempt, verdict.hint);
+    return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, callLog, attempt, verdict.hint);
   } catch (err) {
     if (!(err instanceof AttemptAborted)) throw err;
     const attempt = callStarted === null ? undefined : { upstreamStatus: err.reason === 'timeout' ? 'timeout' : 'aborted', latencyMs: now() - callStarted };
@@ -328,6 +330,12 @@ function jobLogger(logger: Logger, job: ClaimedJob): JobLog {
 
 /** The lines processJob writes about one job. */
 type JobLog = Record<'debug' | 'info' | 'warn', (message: string, meta?: object) => void>;
+
+/** The same lines, each with `fields` too. */
+function withFields(log: JobLog, fields: object): JobLog {
+  const line = (level: keyof JobLog) => (message: string, meta?: object) => log[level](message, { ...fields, ...meta });
+  return { debug: line('debug'), info: line('info'), warn: line('warn') };
+}
 
 function expiredError(): JobError {
   return { code: 'expired', message: 'the job reached its ttl before it could complete' };

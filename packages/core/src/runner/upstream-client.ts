@@ -7,8 +7,11 @@ import { Pool, ProxyAgent, buildConnector, errors as undiciErrors, type Dispatch
 import type { Config } from '../config.js';
 import { createIdleCloseTracker } from './idle-closed.js';
 
-/** What one upstream call produced, already read to the end. */
-export type UpstreamOutcome =
+/**
+ * What one upstream call produced, already read to the end. `requestId`: the upstream's own id for
+ * the call (its x-request-id header, as OpenAI sends), when it answered with one.
+ */
+export type UpstreamOutcome = (
   | { kind: 'ok'; status: number; body: unknown; outputText: string | null; usage: unknown }
   | { kind: 'http_error'; status: number; headers: Record<string, string>; body: unknown; errorCode: string | null; message: string }
   /** `final`: the same call would get the same unreadable answer (an encoding the worker cannot read). */
@@ -20,7 +23,8 @@ export type UpstreamOutcome =
   /** The upstream's TLS certificate failed verification (`code`, OpenSSL's or Node's name for why): the call was never sent. */
   | { kind: 'certificate_rejected'; code: string; message: string }
   /** This machine could not open the connection (no file descriptors, ports or buffers): the upstream never heard of the call. */
-  | { kind: 'local_shortage'; code: string; message: string };
+  | { kind: 'local_shortage'; code: string; message: string }
+) & { requestId?: string };
 
 /**
  * What ends a call early. undici takes either an AbortSignal or an EventEmitter that emits 'abort'
@@ -53,6 +57,8 @@ const MAX_ERROR_TEXT = 500;
 // What an upstream error code or type may be to name the job's error: OpenAI's are like
 // rate_limit_exceeded or invalid_request_error.
 const ERROR_CODE = /^[A-Za-z0-9_.:-]{1,64}$/;
+// What an upstream's request id may be to be logged: OpenAI's are like req_0123abcd.
+const REQUEST_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /** Builds the undici-backed upstream client. */
 export function createUpstreamClient(options: UpstreamClientOptions): UpstreamClient {
@@ -120,48 +126,55 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
           return networkError(err);
         }
       }
-      const status = res.statusCode;
-      const encoding = res.headers['content-encoding'];
-      let text: string;
-      try {
-        text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
-      } catch (err) {
-        if (signal.aborted) throw signal.reason;
-        const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || isTooLarge(err);
-        if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
-        const message = tooLarge ? `upstream answered ${status} with a body over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
-        // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
-        if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: null, errorCode: null, message };
-        if (tooLarge) return { kind: 'too_large', status, message };
-        return { kind: 'bad_response', status, message, final: (err as UnreadableBody).final };
-      }
-      const body = tryParseJson(text);
-      if (status >= 200 && status < 300) {
-        if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
-          return { kind: 'bad_response', status, message: `upstream answered ${status} with a body that is not a JSON object` };
-        }
-        // Some gateways answer a provider's failure with a 2xx and an error object in place of the
-        // completion; completed, the job would carry no answer and no word of why.
-        const { error, choices } = body as { error?: unknown; choices?: unknown };
-        if (error !== null && typeof error === 'object' && !Array.isArray(choices)) {
-          const said = (error as { message?: unknown }).message;
-          const why = typeof said === 'string' ? `: ${said.split(options.apiKey).join('[redacted]')}` : '';
-          return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
-        }
-        return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
-      }
-      const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
-      // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
-      const rawMessage = typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, res.headers.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
-      const message = rawMessage.split(options.apiKey).join('[redacted]');
-      const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
-      const safeBody = body === undefined ? null : JSON.parse(JSON.stringify(body).split(options.apiKey).join('[redacted]'));
-      return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
+      const outcome = await readAnswer(res, signal);
+      const requestId = res.headers['x-request-id'];
+      // What OpenAI's support asks for about a call. Only an id is taken, for a log line.
+      return typeof requestId === 'string' && REQUEST_ID.test(requestId) ? { ...outcome, requestId } : outcome;
     },
     async close() {
       await dispatcher.close();
     },
   };
+
+  async function readAnswer(res: Dispatcher.ResponseData, signal: CallSignal): Promise<UpstreamOutcome> {
+    const status = res.statusCode;
+    const encoding = res.headers['content-encoding'];
+    let text: string;
+    try {
+      text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || isTooLarge(err);
+      if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
+      const message = tooLarge ? `upstream answered ${status} with a body over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
+      // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
+      if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: null, errorCode: null, message };
+      if (tooLarge) return { kind: 'too_large', status, message };
+      return { kind: 'bad_response', status, message, final: (err as UnreadableBody).final };
+    }
+    const body = tryParseJson(text);
+    if (status >= 200 && status < 300) {
+      if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
+        return { kind: 'bad_response', status, message: `upstream answered ${status} with a body that is not a JSON object` };
+      }
+      // Some gateways answer a provider's failure with a 2xx and an error object in place of the
+      // completion; completed, the job would carry no answer and no word of why.
+      const { error, choices } = body as { error?: unknown; choices?: unknown };
+      if (error !== null && typeof error === 'object' && !Array.isArray(choices)) {
+        const said = (error as { message?: unknown }).message;
+        const why = typeof said === 'string' ? `: ${said.split(options.apiKey).join('[redacted]')}` : '';
+        return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
+      }
+      return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
+    }
+    const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
+    // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
+    const rawMessage = typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, res.headers.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
+    const message = rawMessage.split(options.apiKey).join('[redacted]');
+    const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
+    const safeBody = body === undefined ? null : JSON.parse(JSON.stringify(body).split(options.apiKey).join('[redacted]'));
+    return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
+  }
 }
 
 /** The client a worker built from configuration uses: one pool, sized to the worker's concurrency. */
