@@ -278,6 +278,13 @@ function checkBaseUrl(text: string): string {
   if (url.hash) throw new ConfigError('OPENAI_BASE_URL must not end with a #fragment: it is never sent');
   // Trailing slashes off the path only: a query string's own slashes are the gateway's business.
   url.pathname = url.pathname.replace(/\/+$/, '');
+  // The endpoint itself, pasted as the base (as an example's curl line shows it): each call would
+  // go to …/chat/completions/chat/completions, and every job fail with the upstream's 404.
+  const endpoint = /\/chat\/completions$/i.exec(url.pathname);
+  if (endpoint) {
+    const base = `${url.origin}${url.pathname.slice(0, endpoint.index)}`;
+    throw new ConfigError(`OPENAI_BASE_URL ends with /chat/completions, which the worker adds to each call itself: set it to the base, ${base}${url.search ? ' and its query string' : ''}`);
+  }
   return url.search ? url.href : url.href.replace(/\/$/, '');
 }
 

@@ -72,6 +72,9 @@ test('OPENAI_BASE_URL: a query string is kept; a user, password or fragment stop
       // These fail the setting's pattern, ahead of the URL checks: still never echoed.
       ['https://bob:hunter2 x@api.example/v1', /must match pattern/],
       ['ftp://bob:hunter2@api.example/v1', /must match pattern/],
+      // The endpoint pasted in place of its base: the base it should be is named, the query not shown.
+      ['https://api.openai.com/v1/chat/completions', /^OPENAI_BASE_URL ends with \/chat\/completions, which the worker adds to each call itself: set it to the base, https:\/\/api\.openai\.com\/v1$/],
+      ['https://gw.example/openai/v1/chat/completions/?key=hunter2', /set it to the base, https:\/\/gw\.example\/openai\/v1 and its query string$/],
     ];
     for (const [value, problem] of cases) {
       assert.throws(
