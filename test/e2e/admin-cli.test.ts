@@ -105,3 +105,45 @@ test('admin CLI output: a reader that stops early is no error; a write that fail
   assert.equal(await within(new Promise((resolve) => disk.on('exit', resolve)), 15_000, 'jobs > /dev/full'), 1);
   assert.equal(diskErr, 'proxy-worker: could not write the output: ENOSPC: no space left on device, write\n');
 });
+
+test('check: one small completion made as a worker makes its calls; what came back, and whether a job would try again; exit 1 on a failure; the key never shown', async (t) => {
+  const dir = tempDir(t);
+  const key = 'sk-check-0123456789abcdef';
+  const stub = await startStubUpstream({
+    behave: (call) => {
+      if (call.body.model === 'refused') return { status: 401, headers: { 'x-request-id': 'req_refused' }, body: { error: { message: `Incorrect API key provided: ${key}`, type: 'invalid_request_error', code: 'invalid_api_key' } } };
+      if (call.body.model === 'slow') return { hang: true };
+      return { headers: { 'x-request-id': 'req_checked' } };
+    },
+  });
+  t.after(() => stub.close());
+  const env = testEnv(dir, { OPENAI_API_KEY: key, OPENAI_BASE_URL: `${stub.url}?route=a`, DEFAULT_MODEL: 'gpt-check', UPSTREAM_TIMEOUT_SECONDS: '1' });
+  const check = async (args: string[], settings: Record<string, string> = {}) => {
+    const child = spawnNode(WORKER_MAIN, ['check', ...args], { ...env, ...settings }, dir);
+    const { code } = await within(child.exited, 15_000, 'check');
+    const out = child.lines.join('\n');
+    assert.ok(!out.includes(key) && !child.stderr.join('\n').includes(key), 'the key is never shown');
+    return { code, out, json: args.includes('--json') ? (JSON.parse(out) as Record<string, unknown>) : null };
+  };
+
+  const ok = await check(['--json']);
+  assert.equal(ok.code, 0, ok.out);
+  assert.deepEqual(ok.json, { ok: true, upstream: stub.url, proxy: null, model: 'gpt-check', status: 200, ms: ok.json?.ms, upstream_request_id: 'req_checked', answer: 'echo: Reply with the word OK.' });
+  const call = stub.calls.at(-1)!;
+  assert.deepEqual([call.path, call.authorization, call.body], ['/v1/chat/completions?route=a', `Bearer ${key}`, { model: 'gpt-check', messages: [{ role: 'user', content: 'Reply with the word OK.' }] }], 'called as a worker calls, its query string too');
+  assert.match((await check([])).out, /^ok: a worker can call the upstream with these settings$/m);
+
+  const refused = await check(['--model', 'refused', '--json']);
+  assert.equal(refused.code, 1);
+  assert.deepEqual([refused.json?.ok, refused.json?.status, refused.json?.error, refused.json?.retried], [false, 401, { code: 'upstream_invalid_api_key', message: 'Incorrect API key provided: [redacted]' }, false]);
+  assert.match((await check(['--model', 'refused'])).out, /^error: upstream_invalid_api_key: Incorrect API key provided: \[redacted\]\na job meeting this fails at once: it is not tried again$/m);
+
+  const slow = await check(['--model', 'slow', '--json']);
+  assert.equal(slow.code, 1);
+  assert.deepEqual([slow.json?.error, slow.json?.retried], [{ code: 'upstream_timeout', message: 'no answer within UPSTREAM_TIMEOUT_SECONDS (1 s)' }, true]);
+
+  const unreachable = await check(['--json'], { OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' });
+  assert.equal(unreachable.code, 1);
+  assert.deepEqual([(unreachable.json?.error as { code: string }).code, unreachable.json?.retried], ['upstream_unreachable', true]);
+  assert.equal(stub.calls.length, 5, 'one call for each check that reached the stub');
+});

@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { runBackup } from './commands/backup.js';
+import { runCheck } from './commands/check.js';
 import { runCopyJobs } from './commands/copy-jobs.js';
 import { runDaemon } from './commands/daemon.js';
 import { runJobs } from './commands/jobs.js';
@@ -35,6 +36,13 @@ export function buildCli(version: string): Command {
     .action(async () => {
       await runDaemon();
     });
+
+  program
+    .command('check')
+    .description("make one small chat completion as a worker would (same key, base URL, proxy, CA file, timeout) and say what came back; exit 1 if it failed")
+    .option('--model <model>', 'the model to ask (default: DEFAULT_MODEL)')
+    .option('--json', 'print JSON')
+    .action(runCheck);
 
   program
     .command('stats')

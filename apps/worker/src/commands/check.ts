@@ -1,0 +1,68 @@
+import { performance } from 'node:perf_hooks';
+import { loadConfig } from '@proxy/core';
+import { createUpstreamClientFromConfig, judgeFailure } from '@proxy/core/runner';
+import { output } from './admin-context.js';
+
+/** What `check` asks: the least a chat model can be asked, with no parameter a server might refuse. */
+const CHECK_PROMPT = 'Reply with the word OK.';
+
+/**
+ * `proxy-worker check`: one chat completion, made as a worker makes its calls (the same key, base
+ * URL, proxy, CA file and timeout), to find out at install time whether they work, not from the
+ * first job's error. It costs one small call. Exit 0 when the upstream answered a completion.
+ */
+export async function runCheck(opts: { model?: string; json?: boolean }): Promise<void> {
+  const config = loadConfig({ needs: { upstream: true } });
+  const model = opts.model ?? config.upstream.defaultModel;
+  const base = new URL(config.upstream.baseUrl);
+  // Without its query string, which may hold a gateway's key; the proxy without its credentials.
+  const upstream = `${base.origin}${base.pathname}`;
+  const proxy = config.upstream.proxyUrl ? new URL(config.upstream.proxyUrl).origin : null;
+  const client = createUpstreamClientFromConfig(config);
+  const started = performance.now();
+  const ms = () => Math.round(performance.now() - started);
+  let report: CheckReport;
+  try {
+    const outcome = await client.chat(JSON.stringify({ model, messages: [{ role: 'user', content: CHECK_PROMPT }] }), AbortSignal.timeout(config.upstream.timeoutMs));
+    const requestId = outcome.requestId ?? null;
+    if (outcome.kind === 'ok') {
+      report = { ok: true, upstream, proxy, model, status: outcome.status, ms: ms(), upstream_request_id: requestId, answer: outcome.outputText };
+    } else if (outcome.kind === 'local_shortage') {
+      report = { ok: false, upstream, proxy, model, ms: ms(), upstream_request_id: null, error: { code: 'local_shortage', message: outcome.message }, retried: true };
+    } else {
+      const verdict = judgeFailure(outcome, Date.now());
+      const status = 'status' in outcome ? outcome.status : null;
+      report = { ok: false, upstream, proxy, model, status, ms: ms(), upstream_request_id: requestId, error: { code: verdict.error.code, message: verdict.error.message }, retried: verdict.retryable, ...(verdict.hint ? { hint: verdict.hint } : {}) };
+    }
+  } catch (err) {
+    // Only the timeout's own abort ends a call by throwing.
+    if ((err as Error)?.name !== 'TimeoutError') throw err;
+    const message = `no answer within UPSTREAM_TIMEOUT_SECONDS (${config.upstream.timeoutMs / 1000} s)`;
+    report = { ok: false, upstream, proxy, model, ms: ms(), upstream_request_id: null, error: { code: 'upstream_timeout', message }, retried: true };
+  } finally {
+    await client.close();
+  }
+  output(Boolean(opts.json), report, () => render(report));
+  if (!report.ok) process.exitCode = 1;
+}
+
+type CheckReport = {
+  upstream: string;
+  proxy: string | null;
+  model: string;
+  status?: number | null;
+  ms: number;
+  upstream_request_id: string | null;
+} & ({ ok: true; answer: string | null } | { ok: false; error: { code: string; message: string }; retried: boolean; hint?: string });
+
+function render(r: CheckReport): string {
+  const lines = [`upstream: ${r.upstream}${r.proxy ? ` (through the proxy ${r.proxy})` : ''}`, `model: ${r.model}`];
+  const answered = `${r.status ? `HTTP ${r.status}` : 'no answer'} after ${r.ms} ms${r.upstream_request_id ? `, upstream request id ${r.upstream_request_id}` : ''}`;
+  if (r.ok) {
+    lines.push(`answered: ${answered}${r.answer === null ? '' : `: ${JSON.stringify(r.answer.slice(0, 80))}`}`, 'ok: a worker can call the upstream with these settings');
+  } else {
+    lines.push(`failed: ${answered}`, `error: ${r.error.code}: ${r.error.message}`, r.retried ? 'a job meeting this is tried again, until its attempts run out' : 'a job meeting this fails at once: it is not tried again');
+    if (r.hint) lines.push(`hint: ${r.hint}`);
+  }
+  return lines.join('\n');
+}
