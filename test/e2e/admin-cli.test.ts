@@ -145,5 +145,8 @@ test('check: one small completion made as a worker makes its calls; what came ba
   const unreachable = await check(['--json'], { OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' });
   assert.equal(unreachable.code, 1);
   assert.deepEqual([(unreachable.json?.error as { code: string }).code, unreachable.json?.retried], ['upstream_unreachable', true]);
-  assert.equal(stub.calls.length, 5, 'one call for each check that reached the stub');
+  // Azure OpenAI's way: the key alone, in an api-key header.
+  assert.equal((await check([], { OPENAI_API_KEY_HEADER: 'api-key' })).code, 0);
+  assert.deepEqual([stub.calls.at(-1)?.headers['api-key'], stub.calls.at(-1)?.authorization], [key, undefined]);
+  assert.equal(stub.calls.length, 6, 'one call for each check that reached the stub');
 });

@@ -19,6 +19,8 @@ import { MODEL_PATTERN } from './schemas.js';
 export const SETTINGS = {
   OPENAI_API_KEY: { type: 'string', secret: true, doc: 'Upstream API key (the worker needs it; or use OPENAI_API_KEY_FILE).' },
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
+  // Azure OpenAI takes its keys in an api-key header; a Bearer token there is for Entra ID only.
+  OPENAI_API_KEY_HEADER: { type: 'string', default: 'authorization', pattern: '^[A-Za-z0-9-]{1,64}$', doc: 'The header that carries the upstream key: authorization sends "Authorization: Bearer <key>"; another name (api-key for Azure OpenAI) carries the key alone.' },
   // Marked secret because a URL may carry a password or a gateway's key in its query string.
   OPENAI_BASE_URL: { type: 'string', secret: true, default: 'https://api.openai.com/v1', pattern: '^https?://[^\\s]+$', doc: 'Any OpenAI-compatible API base URL; a query string in it goes with every call.' },
   // The standard names curl and the PHP tool's curl honour; the lowercase form is read first, as curl does.
@@ -96,6 +98,8 @@ export interface ClientIdentity {
 export interface Config {
   readonly upstream: {
     readonly apiKey: string | null;
+    /** The header that carries the key, lowercase: `authorization` (as `Bearer <key>`) or another name (the key alone). */
+    readonly apiKeyHeader: string;
     readonly baseUrl: string;
     /** The proxy the upstream is called through (HTTPS_PROXY or HTTP_PROXY, unless NO_PROXY names its host); null: directly. */
     readonly proxyUrl: string | null;
@@ -222,6 +226,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   return deepFreeze({
     upstream: {
       apiKey,
+      apiKeyHeader: checkKeyHeader(s.OPENAI_API_KEY_HEADER),
       baseUrl,
       proxyUrl,
       caCertificates: s.UPSTREAM_CA_FILE ? readCaFile(resolve(cwd, s.UPSTREAM_CA_FILE)) : [],
@@ -403,7 +408,19 @@ function readUpstreamKey(inline: string | undefined, file: string | undefined, c
 }
 
 /**
- * The key goes out as `Authorization: Bearer <key>`. A character a header cannot carry (a curly
+ * Headers each call sets itself: the key in one of them would be sent twice, or in place of what
+ * the call needs.
+ */
+const CALL_HEADERS = new Set(['content-type', 'content-length', 'accept', 'accept-encoding', 'host', 'connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect', 'proxy-authorization']);
+
+function checkKeyHeader(name: string): string {
+  const header = name.toLowerCase();
+  if (CALL_HEADERS.has(header)) throw new ConfigError(`OPENAI_API_KEY_HEADER cannot be ${header}: each call sets that header itself; use authorization, or the header your upstream reads the key from (api-key for Azure OpenAI)`);
+  return header;
+}
+
+/**
+ * The key goes out as `Authorization: Bearer <key>` (or alone, in OPENAI_API_KEY_HEADER's header). A character a header cannot carry (a curly
  * quote pasted from a document, a second line in the key file) made undici refuse every call,
  * retried as `upstream_unreachable` until each job's attempts ran out, the worker running as if
  * all were well; a space (a key pasted as "Bearer sk-…") got a 401 for every job. Said at start
@@ -415,7 +432,7 @@ function checkUpstreamKey(key: string, name: string): string {
   const c = bad[0];
   const what = c === ' ' ? 'a space' : c === '\n' || c === '\r' ? 'a line break' : c === '\t' ? 'a tab' : `the character U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
   const hint = /^bearer\s/i.test(key) ? ': set the key alone, without "Bearer "' : ': a key is printable ASCII without spaces';
-  throw new ConfigError(`${name} holds ${what} at position ${bad.index + 1}, which cannot go in the Authorization header${hint}`);
+  throw new ConfigError(`${name} holds ${what} at position ${bad.index + 1}, which cannot go in an HTTP header${hint}`);
 }
 
 /** The certificates of a PEM file, each checked to be one, so a wrong file stops the start, not the first call. */

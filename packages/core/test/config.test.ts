@@ -184,10 +184,10 @@ test('OPENAI_API_KEY_FILE supplies the key (systemd credentials)', () => {
   });
 });
 
-test('an upstream key that cannot go in an Authorization header stops the start, naming the setting, the character and its place, never the key', () => {
+test('an upstream key that cannot go in an HTTP header stops the start, naming the setting, the character and its place, never the key', () => {
   withDir((cwd) => {
     const cases: Array<[string, RegExp]> = [
-      ['sk-abc\u201cdef', /^ConfigError: OPENAI_API_KEY holds the character U\+201C at position 7, which cannot go in the Authorization header: a key is printable ASCII without spaces$/],
+      ['sk-abc\u201cdef', /^ConfigError: OPENAI_API_KEY holds the character U\+201C at position 7, which cannot go in an HTTP header: a key is printable ASCII without spaces$/],
       ['Bearer sk-abcdef', /^ConfigError: OPENAI_API_KEY holds a space at position 7, .*: set the key alone, without "Bearer "$/],
       ['sk-abc\tdef', /holds a tab at position 7/],
       ['sk-ab\u00e9', /holds the character U\+00E9 at position 6/],
@@ -202,6 +202,15 @@ test('an upstream key that cannot go in an Authorization header stops the start,
     writeFileSync(join(cwd, 'two-lines.txt'), 'sk-first\nsk-second\n');
     assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_FILE: 'two-lines.txt' }, cwd }), /^ConfigError: the key in OPENAI_API_KEY_FILE \(two-lines\.txt\) holds a line break at position 9/);
     for (const key of ['sk-proj-Ab_9-x', 'abc123+/=~.']) assert.equal(loadConfig({ env: { OPENAI_API_KEY: key }, cwd }).upstream.apiKey, key);
+  });
+});
+
+test('OPENAI_API_KEY_HEADER: authorization by default; another header name (api-key for Azure OpenAI) is taken in lowercase; a header each call sets itself stops the start', () => {
+  withDir((cwd) => {
+    assert.equal(loadConfig({ env: {}, cwd }).upstream.apiKeyHeader, 'authorization');
+    assert.equal(loadConfig({ env: { OPENAI_API_KEY_HEADER: 'Api-Key' }, cwd }).upstream.apiKeyHeader, 'api-key');
+    assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_HEADER: 'Content-Type' }, cwd }), /^ConfigError: OPENAI_API_KEY_HEADER cannot be content-type: each call sets that header itself/);
+    assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_HEADER: 'api key' }, cwd }), /^ConfigError: OPENAI_API_KEY_HEADER /);
   });
 });
 

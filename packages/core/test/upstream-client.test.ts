@@ -72,3 +72,20 @@ test('a call sent again and dropped again, on the connection made for it, fails:
   );
   assert.equal(kindOf(await chat('third')), 'ok', 'the pool goes on with a new connection');
 });
+
+test('the key goes as "Authorization: Bearer <key>", or alone in the header OPENAI_API_KEY_HEADER names (api-key for Azure OpenAI)', async (t) => {
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  for (const apiKeyHeader of [undefined, 'api-key']) {
+    const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-azure', connections: 1, ...(apiKeyHeader ? { apiKeyHeader } : {}) });
+    assert.equal((await upstream.chat('{"messages":[]}', new AbortController().signal)).kind, 'ok');
+    await upstream.close();
+  }
+  assert.deepEqual(
+    stub.calls.map((c) => [c.headers.authorization, c.headers['api-key']]),
+    [
+      ['Bearer sk-azure', undefined],
+      [undefined, 'sk-azure'],
+    ],
+  );
+});

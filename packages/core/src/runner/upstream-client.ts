@@ -42,6 +42,8 @@ export interface UpstreamClient {
 export interface UpstreamClientOptions {
   baseUrl: string;
   apiKey: string;
+  /** The header that carries the key (OPENAI_API_KEY_HEADER): `authorization` (the default) as `Bearer <key>`, another the key alone. */
+  apiKeyHeader?: string;
   /** Most sockets to keep open; match the worker's concurrency. */
   connections: number;
   /** The most bytes of one answer read into memory (UPSTREAM_RESPONSE_LIMIT); no limit when left out. */
@@ -101,13 +103,14 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   const maxBytes = options.maxResponseBytes ?? -1;
   // An upstream error code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
   const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !value.includes(options.apiKey) ? value : null);
+  const keyHeader = options.apiKeyHeader?.toLowerCase() ?? 'authorization';
   const headers = {
     'content-type': 'application/json',
     accept: 'application/json',
     // Without this header a server may compress as it likes (RFC 9110, 12.5.3); an answer it
     // compresses anyway is read all the same (decodeBody).
     'accept-encoding': 'identity',
-    authorization: `Bearer ${options.apiKey}`,
+    ...(keyHeader === 'authorization' ? { authorization: `Bearer ${options.apiKey}` } : { [keyHeader]: options.apiKey }),
   };
 
   return {
@@ -183,6 +186,7 @@ export function createUpstreamClientFromConfig(config: Config): UpstreamClient {
   return createUpstreamClient({
     baseUrl: config.upstream.baseUrl,
     apiKey: config.upstream.apiKey,
+    apiKeyHeader: config.upstream.apiKeyHeader,
     connections: config.worker.concurrency,
     maxResponseBytes: config.upstream.maxResponseBytes,
     proxyUrl: config.upstream.proxyUrl,
