@@ -129,32 +129,39 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
           return networkError(err);
         }
       }
-      const outcome = await readAnswer(res, signal);
-      const requestId = res.headers['x-request-id'];
+      const status = res.statusCode;
+      const id = res.headers['x-request-id'];
       // What OpenAI's support asks for about a call. Only an id is taken, for a log line.
-      return typeof requestId === 'string' && REQUEST_ID.test(requestId) ? { ...outcome, requestId } : outcome;
+      const requestId = typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
+      const encoding = res.headers['content-encoding'];
+      let text: string;
+      try {
+        text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        return withId(unread(err, res), requestId);
+      }
+      return withId(judgeAnswer(status, res.headers, text), requestId);
     },
     async close() {
       await dispatcher.close();
     },
   };
 
-  async function readAnswer(res: Dispatcher.ResponseData, signal: CallSignal): Promise<UpstreamOutcome> {
+  /** What an answer whose body could not be read to the end comes to. */
+  function unread(err: unknown, res: Dispatcher.ResponseData): UpstreamOutcome {
     const status = res.statusCode;
-    const encoding = res.headers['content-encoding'];
-    let text: string;
-    try {
-      text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
-    } catch (err) {
-      if (signal.aborted) throw signal.reason;
-      const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || isTooLarge(err);
-      if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
-      const message = tooLarge ? `upstream answered ${status} with a body over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
-      // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
-      if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: null, errorCode: null, message };
-      if (tooLarge) return { kind: 'too_large', status, message };
-      return { kind: 'bad_response', status, message, final: (err as UnreadableBody).final };
-    }
+    const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || isTooLarge(err);
+    if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
+    const message = tooLarge ? `upstream answered ${status} with a body over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
+    // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
+    if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: null, errorCode: null, message };
+    if (tooLarge) return { kind: 'too_large', status, message };
+    return { kind: 'bad_response', status, message, final: (err as UnreadableBody).final };
+  }
+
+  /** What an answer read to the end comes to. Not async: on the hot path, one more await cost about 1% of a job's instructions. */
+  function judgeAnswer(status: number, resHeaders: Dispatcher.ResponseData['headers'], text: string): UpstreamOutcome {
     const body = tryParseJson(text);
     if (status >= 200 && status < 300) {
       if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
@@ -172,12 +179,17 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     }
     const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
     // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
-    const rawMessage = typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, res.headers.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
+    const rawMessage = typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, resHeaders.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
     const message = rawMessage.split(options.apiKey).join('[redacted]');
     const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
     const safeBody = body === undefined ? null : JSON.parse(JSON.stringify(body).split(options.apiKey).join('[redacted]'));
-    return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
+    return { kind: 'http_error', status, headers: flattenHeaders(resHeaders), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
   }
+}
+
+/** The outcome with the upstream's id for the call, when it gave one. */
+function withId(outcome: UpstreamOutcome, requestId: string | undefined): UpstreamOutcome {
+  return requestId === undefined ? outcome : { ...outcome, requestId };
 }
 
 /** The client a worker built from configuration uses: one pool, sized to the worker's concurrency. */
