@@ -128,7 +128,7 @@ test('check: one small completion made as a worker makes its calls; what came ba
 
   const ok = await check(['--json']);
   assert.equal(ok.code, 0, ok.out);
-  assert.deepEqual(ok.json, { ok: true, upstream: stub.url, proxy: null, model: 'gpt-check', status: 200, ms: ok.json?.ms, upstream_request_id: 'req_checked', answer: 'echo: Reply with the word OK.' });
+  assert.deepEqual(ok.json, { ok: true, upstream: stub.url, proxy: null, headers: [], model: 'gpt-check', status: 200, ms: ok.json?.ms, upstream_request_id: 'req_checked', answer: 'echo: Reply with the word OK.' });
   const call = stub.calls.at(-1)!;
   assert.deepEqual([call.path, call.authorization, call.body], ['/v1/chat/completions?route=a', `Bearer ${key}`, { model: 'gpt-check', messages: [{ role: 'user', content: 'Reply with the word OK.' }] }], 'called as a worker calls, its query string too');
   assert.match((await check([])).out, /^ok: a worker can call the upstream with these settings$/m);
@@ -145,8 +145,12 @@ test('check: one small completion made as a worker makes its calls; what came ba
   const unreachable = await check(['--json'], { OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' });
   assert.equal(unreachable.code, 1);
   assert.deepEqual([(unreachable.json?.error as { code: string }).code, unreachable.json?.retried], ['upstream_unreachable', true]);
+  const withHeaders = await check([], { UPSTREAM_HEADERS: 'OpenAI-Project=proj_check,Helicone-Auth=Bearer%20sk-helicone-check' });
+  assert.match(withHeaders.out, /^headers: openai-project, helicone-auth \(UPSTREAM_HEADERS\)$/m, 'named, their values not shown');
+  assert.ok(!withHeaders.out.includes('sk-helicone-check'));
+  assert.deepEqual([stub.calls.at(-1)?.headers['openai-project'], stub.calls.at(-1)?.headers['helicone-auth']], ['proj_check', 'Bearer sk-helicone-check']);
   // Azure OpenAI's way: the key alone, in an api-key header.
   assert.equal((await check([], { OPENAI_API_KEY_HEADER: 'api-key' })).code, 0);
   assert.deepEqual([stub.calls.at(-1)?.headers['api-key'], stub.calls.at(-1)?.authorization], [key, undefined]);
-  assert.equal(stub.calls.length, 6, 'one call for each check that reached the stub');
+  assert.equal(stub.calls.length, 7, 'one call for each check that reached the stub');
 });

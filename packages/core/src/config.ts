@@ -19,6 +19,9 @@ import { MODEL_PATTERN } from './schemas.js';
 export const SETTINGS = {
   OPENAI_API_KEY: { type: 'string', secret: true, doc: 'Upstream API key (the worker needs it; or use OPENAI_API_KEY_FILE).' },
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
+  // Gateways in front of a model read their own headers (Helicone-Auth, cf-aig-authorization,
+  // OpenAI-Project); marked secret, as a value may be a gateway's key. OpenTelemetry's format.
+  UPSTREAM_HEADERS: { type: 'string', secret: true, doc: 'Headers sent with every upstream call besides the key: Name=value pairs, comma-separated, values %-encoded where they hold a comma (OpenAI-Project=proj_abc,Helicone-Auth=Bearer%20sk-…).' },
   // Azure OpenAI takes its keys in an api-key header; a Bearer token there is for Entra ID only.
   OPENAI_API_KEY_HEADER: { type: 'string', default: 'authorization', pattern: '^[A-Za-z0-9-]{1,64}$', doc: 'The header that carries the upstream key: authorization sends "Authorization: Bearer <key>"; another name (api-key for Azure OpenAI) carries the key alone.' },
   // Marked secret because a URL may carry a password or a gateway's key in its query string.
@@ -100,6 +103,8 @@ export interface Config {
     readonly apiKey: string | null;
     /** The header that carries the key, lowercase: `authorization` (as `Bearer <key>`) or another name (the key alone). */
     readonly apiKeyHeader: string;
+    /** Headers sent with every call besides the key (UPSTREAM_HEADERS), names lowercase. */
+    readonly extraHeaders: Readonly<Record<string, string>>;
     readonly baseUrl: string;
     /** The proxy the upstream is called through (HTTPS_PROXY or HTTP_PROXY, unless NO_PROXY names its host); null: directly. */
     readonly proxyUrl: string | null;
@@ -227,6 +232,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     upstream: {
       apiKey,
       apiKeyHeader: checkKeyHeader(s.OPENAI_API_KEY_HEADER),
+      extraHeaders: parseUpstreamHeaders(s.UPSTREAM_HEADERS, s.OPENAI_API_KEY_HEADER.toLowerCase()),
       baseUrl,
       proxyUrl,
       caCertificates: s.UPSTREAM_CA_FILE ? readCaFile(resolve(cwd, s.UPSTREAM_CA_FILE)) : [],
@@ -420,6 +426,33 @@ function checkKeyHeader(name: string): string {
 }
 
 /**
+ * UPSTREAM_HEADERS as a header object: `Name=value` pairs, comma-separated, each value %-decoded (so
+ * a comma or a % in one is %2C or %25), as OTEL_EXPORTER_OTLP_HEADERS reads. What a header cannot
+ * carry, a header each call sets itself, the key's own header, or a name given twice stops the
+ * start; a message names the header, never its value.
+ */
+function parseUpstreamHeaders(text: string | undefined, keyHeader: string): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const pair of (text ?? '').split(',')) {
+    if (pair.trim() === '') continue;
+    const at = pair.indexOf('=');
+    const name = (at < 0 ? pair : pair.slice(0, at)).trim().toLowerCase();
+    if (at < 0 || !/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) throw new ConfigError(`UPSTREAM_HEADERS must be Name=value pairs, comma-separated (OpenAI-Project=proj_abc,Helicone-Auth=Bearer%20sk-…)`);
+    let value: string;
+    try {
+      value = decodeURIComponent(pair.slice(at + 1).trim());
+    } catch {
+      throw new ConfigError(`UPSTREAM_HEADERS: the value of ${name} holds a % that does not start a %-escape (write a % as %25)`);
+    }
+    if (!/^[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?$/.test(value)) throw new ConfigError(`UPSTREAM_HEADERS: the value of ${name} is empty or holds what a header cannot carry (printable ASCII only)`);
+    if (CALL_HEADERS.has(name) || name === keyHeader) throw new ConfigError(`UPSTREAM_HEADERS cannot set ${name}: each call sets it itself${name === keyHeader ? ' (it carries OPENAI_API_KEY)' : ''}`);
+    if (name in headers) throw new ConfigError(`UPSTREAM_HEADERS names ${name} twice`);
+    headers[name] = value;
+  }
+  return headers;
+}
+
+/**
  * The key goes out as `Authorization: Bearer <key>` (or alone, in OPENAI_API_KEY_HEADER's header). A character a header cannot carry (a curly
  * quote pasted from a document, a second line in the key file) made undici refuse every call,
  * retried as `upstream_unreachable` until each job's attempts ran out, the worker running as if
@@ -535,7 +568,12 @@ export function secretValues(config: Config): string[] {
   const proxy = config.upstream.proxyUrl ? new URL(config.upstream.proxyUrl) : null;
   // The URL holds the password percent-encoded; a message may carry either form.
   const proxyPassword = proxy?.password ? [proxy.password, decodeURIComponent(proxy.password)] : [];
-  return [config.upstream.apiKey ?? '', dbPassword, ...proxyPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
+  // A gateway's key among the extra headers is as secret as the upstream's; a short value (a
+  // project id, a flag) would only blot out ordinary words.
+  const headerValues = Object.values(config.upstream.extraHeaders)
+    .flatMap((value) => [value, value.replace(/^bearer\s+/i, '')])
+    .filter((value) => value.length >= 8);
+  return [config.upstream.apiKey ?? '', ...headerValues, dbPassword, ...proxyPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
 }
 
 /**

@@ -214,6 +214,37 @@ test('OPENAI_API_KEY_HEADER: authorization by default; another header name (api-
   });
 });
 
+test('UPSTREAM_HEADERS: Name=value pairs, %-decoded, names lowercase; what a header cannot carry, a header a call sets itself, the key header or a name twice stops the start, the value never echoed; long values are redacted from logs', () => {
+  withDir((cwd) => {
+    const headersOf = (env: Record<string, string>) => loadConfig({ env, cwd }).upstream.extraHeaders;
+    assert.deepEqual(headersOf({}), {});
+    assert.deepEqual(headersOf({ UPSTREAM_HEADERS: 'OpenAI-Project=proj_abc, Helicone-Auth=Bearer%20sk-helicone-hunter2,X-Title=a%2Cb=c' }), {
+      'openai-project': 'proj_abc',
+      'helicone-auth': 'Bearer sk-helicone-hunter2',
+      'x-title': 'a,b=c',
+    });
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ UPSTREAM_HEADERS: 'no-equals-hunter2' }, /^UPSTREAM_HEADERS must be Name=value pairs/],
+      [{ UPSTREAM_HEADERS: 'bad name=hunter2' }, /^UPSTREAM_HEADERS must be Name=value pairs/],
+      [{ UPSTREAM_HEADERS: 'X-A=%zzhunter2' }, /^UPSTREAM_HEADERS: the value of x-a holds a % that does not start a %-escape/],
+      [{ UPSTREAM_HEADERS: 'X-A=hunter2%0A' }, /^UPSTREAM_HEADERS: the value of x-a is empty or holds what a header cannot carry/],
+      [{ UPSTREAM_HEADERS: 'X-A=' }, /the value of x-a is empty/],
+      [{ UPSTREAM_HEADERS: 'Content-Type=text/hunter2' }, /^UPSTREAM_HEADERS cannot set content-type: each call sets it itself$/],
+      [{ UPSTREAM_HEADERS: 'Authorization=Bearer hunter2' }, /^UPSTREAM_HEADERS cannot set authorization: each call sets it itself \(it carries OPENAI_API_KEY\)$/],
+      [{ UPSTREAM_HEADERS: 'api-key=hunter2', OPENAI_API_KEY_HEADER: 'api-key' }, /cannot set api-key/],
+      [{ UPSTREAM_HEADERS: 'X-A=1,x-a=hunter2' }, /^UPSTREAM_HEADERS names x-a twice$/],
+    ];
+    for (const [env, message] of cases) {
+      assert.throws(() => loadConfig({ env, cwd }), (e: Error) => e instanceof ConfigError && message.test(e.message) && !e.message.includes('hunter2'), JSON.stringify(env));
+    }
+    // With the key header set elsewhere, Authorization is the gateway's to use.
+    assert.deepEqual(headersOf({ UPSTREAM_HEADERS: 'Authorization=Bearer gw-token-123', OPENAI_API_KEY_HEADER: 'api-key' }), { authorization: 'Bearer gw-token-123' });
+    const secrets = secretValues(loadConfig({ env: { UPSTREAM_HEADERS: 'OpenAI-Project=proj_1,Helicone-Auth=Bearer sk-helicone-123' }, cwd }));
+    assert.ok(secrets.includes('Bearer sk-helicone-123') && secrets.includes('sk-helicone-123'), 'a long value, with and without Bearer');
+    assert.ok(!secrets.includes('proj_1'), 'a short value would blot out ordinary words');
+  });
+});
+
 test('UPSTREAM_CA_FILE: its certificates are read at start; a file that cannot be read, or holds none or a broken one, stops the start naming it', () => {
   withDir((cwd) => {
     const ca = readFileSync(new URL('../../../test/e2e/fixtures/tls/ca.pem', import.meta.url), 'utf8');

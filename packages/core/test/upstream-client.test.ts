@@ -89,3 +89,19 @@ test('the key goes as "Authorization: Bearer <key>", or alone in the header OPEN
     ],
   );
 });
+
+test("UPSTREAM_HEADERS go with every call; a gateway's key among them never reaches a job's error", async (t) => {
+  const stub = await startStubUpstream({
+    behave: (call) => (call.prompt === 'refuse' ? { status: 401, body: { error: { message: `bad gateway key ${String(call.headers['helicone-auth']).slice(7)}`, code: 'sk-helicone-secret' } } } : {}),
+  });
+  t.after(() => stub.close());
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-up', connections: 1, extraHeaders: { 'openai-project': 'proj_1', 'helicone-auth': 'Bearer sk-helicone-secret' } });
+  t.after(() => upstream.close());
+  const chat = (prompt: string) => upstream.chat(JSON.stringify({ messages: [{ role: 'user', content: prompt }] }), new AbortController().signal);
+  assert.equal((await chat('hello')).kind, 'ok');
+  assert.deepEqual([stub.calls[0]?.headers['openai-project'], stub.calls[0]?.headers['helicone-auth'], stub.calls[0]?.authorization], ['proj_1', 'Bearer sk-helicone-secret', 'Bearer sk-up']);
+  const refused = await chat('refuse');
+  assert.equal(refused.kind, 'http_error');
+  assert.deepEqual(refused.kind === 'http_error' ? [refused.message, refused.errorCode] : [], ['bad gateway key [redacted]', null]);
+  assert.ok(!JSON.stringify(refused).includes('sk-helicone-secret'), 'nowhere in the outcome');
+});

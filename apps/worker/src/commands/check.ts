@@ -18,6 +18,8 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
   // Without its query string, which may hold a gateway's key; the proxy without its credentials.
   const upstream = `${base.origin}${base.pathname}`;
   const proxy = config.upstream.proxyUrl ? new URL(config.upstream.proxyUrl).origin : null;
+  // Their names only: a value may be a gateway's key.
+  const headers = Object.keys(config.upstream.extraHeaders);
   const client = createUpstreamClientFromConfig(config);
   const started = performance.now();
   const ms = () => Math.round(performance.now() - started);
@@ -26,19 +28,19 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
     const outcome = await client.chat(JSON.stringify({ model, messages: [{ role: 'user', content: CHECK_PROMPT }] }), AbortSignal.timeout(config.upstream.timeoutMs));
     const requestId = outcome.requestId ?? null;
     if (outcome.kind === 'ok') {
-      report = { ok: true, upstream, proxy, model, status: outcome.status, ms: ms(), upstream_request_id: requestId, answer: outcome.outputText };
+      report = { ok: true, upstream, proxy, headers, model, status: outcome.status, ms: ms(), upstream_request_id: requestId, answer: outcome.outputText };
     } else if (outcome.kind === 'local_shortage') {
-      report = { ok: false, upstream, proxy, model, ms: ms(), upstream_request_id: null, error: { code: 'local_shortage', message: outcome.message }, retried: true };
+      report = { ok: false, upstream, proxy, headers, model, ms: ms(), upstream_request_id: null, error: { code: 'local_shortage', message: outcome.message }, retried: true };
     } else {
       const verdict = judgeFailure(outcome, Date.now());
       const status = 'status' in outcome ? outcome.status : null;
-      report = { ok: false, upstream, proxy, model, status, ms: ms(), upstream_request_id: requestId, error: { code: verdict.error.code, message: verdict.error.message }, retried: verdict.retryable, ...(verdict.hint ? { hint: verdict.hint } : {}) };
+      report = { ok: false, upstream, proxy, headers, model, status, ms: ms(), upstream_request_id: requestId, error: { code: verdict.error.code, message: verdict.error.message }, retried: verdict.retryable, ...(verdict.hint ? { hint: verdict.hint } : {}) };
     }
   } catch (err) {
     // Only the timeout's own abort ends a call by throwing.
     if ((err as Error)?.name !== 'TimeoutError') throw err;
     const message = `no answer within UPSTREAM_TIMEOUT_SECONDS (${config.upstream.timeoutMs / 1000} s)`;
-    report = { ok: false, upstream, proxy, model, ms: ms(), upstream_request_id: null, error: { code: 'upstream_timeout', message }, retried: true };
+    report = { ok: false, upstream, proxy, headers, model, ms: ms(), upstream_request_id: null, error: { code: 'upstream_timeout', message }, retried: true };
   } finally {
     await client.close();
   }
@@ -49,6 +51,8 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
 type CheckReport = {
   upstream: string;
   proxy: string | null;
+  /** The names of the UPSTREAM_HEADERS sent. */
+  headers: string[];
   model: string;
   status?: number | null;
   ms: number;
@@ -56,7 +60,7 @@ type CheckReport = {
 } & ({ ok: true; answer: string | null } | { ok: false; error: { code: string; message: string }; retried: boolean; hint?: string });
 
 function render(r: CheckReport): string {
-  const lines = [`upstream: ${r.upstream}${r.proxy ? ` (through the proxy ${r.proxy})` : ''}`, `model: ${r.model}`];
+  const lines = [`upstream: ${r.upstream}${r.proxy ? ` (through the proxy ${r.proxy})` : ''}`, ...(r.headers.length > 0 ? [`headers: ${r.headers.join(', ')} (UPSTREAM_HEADERS)`] : []), `model: ${r.model}`];
   const answered = `${r.status ? `HTTP ${r.status}` : 'no answer'} after ${r.ms} ms${r.upstream_request_id ? `, upstream request id ${r.upstream_request_id}` : ''}`;
   if (r.ok) {
     lines.push(`answered: ${answered}${r.answer === null ? '' : `: ${JSON.stringify(r.answer.slice(0, 80))}`}`, 'ok: a worker can call the upstream with these settings');

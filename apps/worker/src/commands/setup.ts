@@ -21,6 +21,9 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   if (keyGoesInClear(config.upstream.baseUrl)) {
     logger.warn('OPENAI_BASE_URL is plain http to another machine: the upstream key crosses the network unencrypted (use https, or a host on this machine)', { upstream: new URL(config.upstream.baseUrl).origin });
   }
+  // The names only: a value may be a gateway's key.
+  const extra = Object.keys(config.upstream.extraHeaders);
+  if (extra.length > 0) logger.info('upstream calls carry UPSTREAM_HEADERS', { headers: extra });
   if (config.upstream.caCertificates.length > 0) logger.info("upstream certificates: trusting UPSTREAM_CA_FILE's besides Node's own", { ca_certificates: config.upstream.caCertificates.length });
   warnIfFewOpenFiles(logger, config.worker.concurrency);
   const upstream = createUpstreamClientFromConfig(config);

@@ -44,6 +44,8 @@ export interface UpstreamClientOptions {
   apiKey: string;
   /** The header that carries the key (OPENAI_API_KEY_HEADER): `authorization` (the default) as `Bearer <key>`, another the key alone. */
   apiKeyHeader?: string;
+  /** Headers sent with every call besides the key (UPSTREAM_HEADERS). */
+  extraHeaders?: Readonly<Record<string, string>>;
   /** Most sockets to keep open; match the worker's concurrency. */
   connections: number;
   /** The most bytes of one answer read into memory (UPSTREAM_RESPONSE_LIMIT); no limit when left out. */
@@ -102,9 +104,14 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     : new Pool(base.origin, { ...poolOptions, connect: idle.track(buildConnector({ ...tls })) });
   const maxBytes = options.maxResponseBytes ?? -1;
   // An upstream error code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
-  const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !value.includes(options.apiKey) ? value : null);
+  // What an answer must not carry into a job: the key, and a gateway's key among the extra headers
+  // (a value of 8 characters or more, with and without its "Bearer "), as the logger's list has them.
+  const secrets = [options.apiKey, ...Object.values(options.extraHeaders ?? {}).flatMap((v) => [v, v.replace(/^bearer\s+/i, '')])].filter((v) => v.length >= 8 || v === options.apiKey);
+  const redact = (text: string) => secrets.reduce((out, secret) => out.split(secret).join('[redacted]'), text);
+  const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !secrets.some((secret) => value.includes(secret)) ? value : null);
   const keyHeader = options.apiKeyHeader?.toLowerCase() ?? 'authorization';
   const headers = {
+    ...options.extraHeaders,
     'content-type': 'application/json',
     accept: 'application/json',
     // Without this header a server may compress as it likes (RFC 9110, 12.5.3); an answer it
@@ -172,7 +179,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       const { error, choices } = body as { error?: unknown; choices?: unknown };
       if (error !== null && typeof error === 'object' && !Array.isArray(choices)) {
         const said = (error as { message?: unknown }).message;
-        const why = typeof said === 'string' ? `: ${said.split(options.apiKey).join('[redacted]')}` : '';
+        const why = typeof said === 'string' ? `: ${redact(said)}` : '';
         return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
       }
       return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
@@ -180,9 +187,9 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
     // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
     const rawMessage = typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, resHeaders.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
-    const message = rawMessage.split(options.apiKey).join('[redacted]');
+    const message = redact(rawMessage);
     const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
-    const safeBody = body === undefined ? null : JSON.parse(JSON.stringify(body).split(options.apiKey).join('[redacted]'));
+    const safeBody = body === undefined ? null : JSON.parse(redact(JSON.stringify(body)));
     return { kind: 'http_error', status, headers: flattenHeaders(resHeaders), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
   }
 }
@@ -199,6 +206,7 @@ export function createUpstreamClientFromConfig(config: Config): UpstreamClient {
     baseUrl: config.upstream.baseUrl,
     apiKey: config.upstream.apiKey,
     apiKeyHeader: config.upstream.apiKeyHeader,
+    extraHeaders: config.upstream.extraHeaders,
     connections: config.worker.concurrency,
     maxResponseBytes: config.upstream.maxResponseBytes,
     proxyUrl: config.upstream.proxyUrl,
