@@ -281,6 +281,17 @@ test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or
   assert.equal(said.length, 1, untrusted.once.lines.join('\n'));
   const line = JSON.parse(said[0] as string) as { message: string; error_code: string };
   assert.deepEqual([line.message, line.error_code], ['job failed: not retryable', 'upstream_certificate_rejected']);
+
+  // `check` says the same before any job meets it, and what to change; with the CA, it passes.
+  const check = async (env: Record<string, string>) => {
+    const child = spawnNode(WORKER_MAIN, ['check'], env, dir);
+    return { code: (await within(child.exited, 15_000, 'check')).code, out: child.lines.join('\n') };
+  };
+  const refused = await check(base);
+  assert.equal(refused.code, 1, refused.out);
+  assert.match(refused.out, /^error: upstream_certificate_rejected: the upstream's TLS certificate was rejected: UNABLE_TO_VERIFY_LEAF_SIGNATURE\na job meeting this fails at once: it is not tried again\nhint: .*UPSTREAM_CA_FILE$/m);
+  const passed = await check(trusted);
+  assert.equal(passed.code, 0, passed.out);
 });
 
 test('a plain-http upstream on another machine is named at start: the key would cross the network unencrypted; one on this machine is not', async (t) => {
