@@ -228,11 +228,12 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const retryMaxMs = int('RETRY_MAX_MS');
   if (retryMaxMs < retryBaseMs) throw new ConfigError(`RETRY_MAX_MS must be at least RETRY_BASE_MS (${retryBaseMs})`);
 
+  const apiKeyHeader = checkKeyHeader(s.OPENAI_API_KEY_HEADER);
   return deepFreeze({
     upstream: {
       apiKey,
-      apiKeyHeader: checkKeyHeader(s.OPENAI_API_KEY_HEADER),
-      extraHeaders: parseUpstreamHeaders(s.UPSTREAM_HEADERS, s.OPENAI_API_KEY_HEADER.toLowerCase()),
+      apiKeyHeader,
+      extraHeaders: parseUpstreamHeaders(s.UPSTREAM_HEADERS, apiKeyHeader),
       baseUrl,
       proxyUrl,
       caCertificates: s.UPSTREAM_CA_FILE ? readCaFile(resolve(cwd, s.UPSTREAM_CA_FILE)) : [],
@@ -453,11 +454,12 @@ function parseUpstreamHeaders(text: string | undefined, keyHeader: string): Reco
 }
 
 /**
- * The key goes out as `Authorization: Bearer <key>` (or alone, in OPENAI_API_KEY_HEADER's header). A character a header cannot carry (a curly
- * quote pasted from a document, a second line in the key file) made undici refuse every call,
- * retried as `upstream_unreachable` until each job's attempts ran out, the worker running as if
- * all were well; a space (a key pasted as "Bearer sk-…") got a 401 for every job. Said at start
- * instead, by position and character, never quoting the key.
+ * The key goes out as `Authorization: Bearer <key>` (or alone, in OPENAI_API_KEY_HEADER's header).
+ * A character a header cannot carry (a curly quote pasted from a document, a second line in the
+ * key file) made undici refuse every call, retried as `upstream_unreachable` until each job's
+ * attempts ran out, the worker running as if all were well; a space (a key pasted as
+ * "Bearer sk-…") got a 401 for every job. Said at start instead, by position and character, never
+ * quoting the key.
  */
 function checkUpstreamKey(key: string, name: string): string {
   const bad = /[^\x21-\x7e]/.exec(key);
@@ -562,18 +564,24 @@ export function keyGoesInClear(baseUrl: string): boolean {
   return !loopback;
 }
 
+/**
+ * The values among UPSTREAM_HEADERS to keep out of logs and jobs' errors: a gateway's key there is as
+ * secret as the upstream's. Each of 8 characters or more, with and without its "Bearer "; a shorter
+ * one (a project id, a flag) would only blot out ordinary words.
+ */
+export function headerSecrets(headers: Readonly<Record<string, string>>): string[] {
+  return Object.values(headers)
+    .flatMap((value) => [value, value.replace(/^bearer\s+/i, '')])
+    .filter((value) => value.length >= 8);
+}
+
 /** Every secret value in the configuration, for the logger's redaction list. */
 export function secretValues(config: Config): string[] {
   const dbPassword = config.db.url ? parseDatabaseUrl(config.db.url).password : '';
   const proxy = config.upstream.proxyUrl ? new URL(config.upstream.proxyUrl) : null;
   // The URL holds the password percent-encoded; a message may carry either form.
   const proxyPassword = proxy?.password ? [proxy.password, decodeURIComponent(proxy.password)] : [];
-  // A gateway's key among the extra headers is as secret as the upstream's; a short value (a
-  // project id, a flag) would only blot out ordinary words.
-  const headerValues = Object.values(config.upstream.extraHeaders)
-    .flatMap((value) => [value, value.replace(/^bearer\s+/i, '')])
-    .filter((value) => value.length >= 8);
-  return [config.upstream.apiKey ?? '', ...headerValues, dbPassword, ...proxyPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
+  return [config.upstream.apiKey ?? '', ...headerSecrets(config.upstream.extraHeaders), dbPassword, ...proxyPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
 }
 
 /**

@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { brotliDecompress, gunzip, inflate, inflateRaw } from 'node:zlib';
 import { Pool, ProxyAgent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
-import type { Config } from '../config.js';
+import { headerSecrets, type Config } from '../config.js';
 import { createIdleCloseTracker } from './idle-closed.js';
 
 /**
@@ -104,9 +104,8 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     : new Pool(base.origin, { ...poolOptions, connect: idle.track(buildConnector({ ...tls })) });
   const maxBytes = options.maxResponseBytes ?? -1;
   // An upstream error code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
-  // What an answer must not carry into a job: the key, and a gateway's key among the extra headers
-  // (a value of 8 characters or more, with and without its "Bearer "), as the logger's list has them.
-  const secrets = [options.apiKey, ...Object.values(options.extraHeaders ?? {}).flatMap((v) => [v, v.replace(/^bearer\s+/i, '')])].filter((v) => v.length >= 8 || v === options.apiKey);
+  // What an answer must not carry into a job: the key, and a gateway's key among the extra headers.
+  const secrets = [options.apiKey, ...headerSecrets(options.extraHeaders ?? {})];
   const redact = (text: string) => secrets.reduce((out, secret) => out.split(secret).join('[redacted]'), text);
   const identifier = (value: unknown) => (typeof value === 'string' && ERROR_CODE.test(value) && !secrets.some((secret) => value.includes(secret)) ? value : null);
   const keyHeader = options.apiKeyHeader?.toLowerCase() ?? 'authorization';
