@@ -20,6 +20,8 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
   const proxy = config.upstream.proxyUrl ? new URL(config.upstream.proxyUrl).origin : null;
   // Their names only: a value may be a gateway's key.
   const headers = Object.keys(config.upstream.extraHeaders);
+  // What every report names, whatever came back.
+  const asked = { upstream, proxy, headers, model };
   const client = createUpstreamClientFromConfig(config);
   const started = performance.now();
   const ms = () => Math.round(performance.now() - started);
@@ -28,19 +30,19 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
     const outcome = await client.chat(JSON.stringify({ model, messages: [{ role: 'user', content: CHECK_PROMPT }] }), AbortSignal.timeout(config.upstream.timeoutMs));
     const requestId = outcome.requestId ?? null;
     if (outcome.kind === 'ok') {
-      report = { ok: true, upstream, proxy, headers, model, status: outcome.status, ms: ms(), upstream_request_id: requestId, answer: outcome.outputText };
+      report = { ok: true, ...asked, status: outcome.status, ms: ms(), upstream_request_id: requestId, answer: outcome.outputText };
     } else if (outcome.kind === 'local_shortage') {
-      report = { ok: false, upstream, proxy, headers, model, ms: ms(), upstream_request_id: null, error: { code: 'local_shortage', message: outcome.message }, retried: true };
+      report = { ok: false, ...asked, ms: ms(), upstream_request_id: null, error: { code: 'local_shortage', message: outcome.message }, retried: true };
     } else {
       const verdict = judgeFailure(outcome, Date.now());
       const status = 'status' in outcome ? outcome.status : null;
-      report = { ok: false, upstream, proxy, headers, model, status, ms: ms(), upstream_request_id: requestId, error: { code: verdict.error.code, message: verdict.error.message }, retried: verdict.retryable, ...(verdict.hint ? { hint: verdict.hint } : {}) };
+      report = { ok: false, ...asked, status, ms: ms(), upstream_request_id: requestId, error: { code: verdict.error.code, message: verdict.error.message }, retried: verdict.retryable, ...(verdict.hint ? { hint: verdict.hint } : {}) };
     }
   } catch (err) {
     // Only the timeout's own abort ends a call by throwing.
     if ((err as Error)?.name !== 'TimeoutError') throw err;
     const message = `no answer within UPSTREAM_TIMEOUT_SECONDS (${config.upstream.timeoutMs / 1000} s)`;
-    report = { ok: false, upstream, proxy, headers, model, ms: ms(), upstream_request_id: null, error: { code: 'upstream_timeout', message }, retried: true };
+    report = { ok: false, ...asked, ms: ms(), upstream_request_id: null, error: { code: 'upstream_timeout', message }, retried: true };
   } finally {
     await client.close();
   }
