@@ -19,8 +19,12 @@ export interface StubReply {
   /** Sent as-is instead of `body` (e.g. broken JSON, or a compressed body with its content-encoding header). */
   raw?: string | Buffer;
   delayMs?: number;
-  /** Drop the connection without answering. */
-  reset?: boolean;
+  /**
+   * Drop the connection without answering: `true` closes it (the client reads its end), `'rst'`
+   * resets it (TCP RST: the client's read fails with ECONNRESET), as a server does that closes a
+   * connection with the call unread in its buffer.
+   */
+  reset?: boolean | 'rst';
   /** Never answer (until the client gives up or the stub closes). */
   hang?: boolean;
 }
@@ -53,6 +57,11 @@ export interface StubUpstream {
   /** Calls under way right now. */
   inflight(): number;
   close(): Promise<void>;
+}
+
+/** The TCP socket under a call: for https, the one its TLS socket runs on (Node keeps it as `_parent`). */
+function rawSocket(socket: Socket): Socket {
+  return (socket as Socket & { _parent?: Socket | null })._parent ?? socket;
 }
 
 /** The stub's default answer: a chat completion whose text echoes the prompt. */
@@ -123,6 +132,10 @@ export async function startStubUpstream(
       // Unref'd: a stub closed mid-delay must not keep its process alive.
       if (reply.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs).unref());
       if (reply.hang) return;
+      if (reply.reset === 'rst') {
+        rawSocket(req.socket).resetAndDestroy();
+        return;
+      }
       if (reply.reset) {
         req.socket.destroy();
         return;

@@ -49,18 +49,38 @@ for (const way of ways) {
   });
 }
 
-test('a call dropped on a connection made for it is not sent again: the upstream may have read it', async (t) => {
-  const { stub, chat } = await setUp(t, script({ reset: true }, {}));
-  assert.equal(kindOf(await chat('first')), 'network_error UND_ERR_SOCKET');
-  assert.equal(stub.calls.length, 1);
-});
+// A close that finds the call in the upstream's buffer resets the connection: the call meets
+// ECONNRESET, an error that names no connection. (Through a proxy the tunnel ends instead: above.)
+for (const tls of [false, true]) {
+  test(`a call whose kept connection is reset unanswered (ECONNRESET) is sent once more on a new one (${tls ? 'https' : 'http'})`, async (t) => {
+    const { stub, chat } = await setUp(t, script({}, { reset: 'rst' }, {}), { tls });
+    assert.equal(kindOf(await chat('first')), 'ok');
+    assert.equal(kindOf(await chat('second')), 'ok');
+    assert.deepEqual(
+      stub.calls.map((c) => c.prompt),
+      ['first', 'second', 'second'],
+    );
+  });
+}
 
-test(`a kept connection dropped more than ${IDLE_CLOSE_WINDOW_MS} ms after the call was sent is not sent again: the upstream was working on it`, async (t) => {
-  const { stub, chat } = await setUp(t, script({}, { reset: true, delayMs: IDLE_CLOSE_WINDOW_MS + 200 }, {}));
-  assert.equal(kindOf(await chat('first')), 'ok');
-  assert.equal(kindOf(await chat('slow')), 'network_error UND_ERR_SOCKET');
-  assert.equal(stub.calls.length, 2);
-});
+const drops = [
+  { reset: true, code: 'UND_ERR_SOCKET' },
+  { reset: 'rst', code: 'ECONNRESET' },
+] as const;
+for (const { reset, code } of drops) {
+  test(`a call dropped (${code}) on a connection made for it is not sent again: the upstream may have read it`, async (t) => {
+    const { stub, chat } = await setUp(t, script({ reset }, {}));
+    assert.equal(kindOf(await chat('first')), `network_error ${code}`);
+    assert.equal(stub.calls.length, 1);
+  });
+
+  test(`a kept connection dropped (${code}) more than ${IDLE_CLOSE_WINDOW_MS} ms after the call was sent is not sent again: the upstream was working on it`, async (t) => {
+    const { stub, chat } = await setUp(t, script({}, { reset, delayMs: IDLE_CLOSE_WINDOW_MS + 200 }, {}));
+    assert.equal(kindOf(await chat('first')), 'ok');
+    assert.equal(kindOf(await chat('slow')), `network_error ${code}`);
+    assert.equal(stub.calls.length, 2);
+  });
+}
 
 test('a call sent again and dropped again, on the connection made for it, fails: it is not sent a third time', async (t) => {
   const { stub, chat } = await setUp(t, script({}, { reset: true }, { reset: true }, {}));

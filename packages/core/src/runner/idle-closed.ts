@@ -22,6 +22,11 @@ export const IDLE_CLOSE_WINDOW_MS = 1000;
  * undici does not say which connection a call went on. Its error names the socket's local address
  * and port, and each connection's is noted here as it is made: a connection made before the call
  * began had been open, and idle, when the call took it.
+ *
+ * A close that finds the call already in the upstream's buffer is a reset (TCP RST), not an end:
+ * the socket's read or write fails with ECONNRESET or EPIPE, which undici passes on as it is, with
+ * no address in it. Each socket's own errors are noted as it emits them, so such an error names
+ * its connection all the same.
  */
 export interface IdleCloseTracker {
   /** Wraps a connector so that each connection it makes is noted as it is made. */
@@ -30,9 +35,15 @@ export interface IdleCloseTracker {
   closedWhileIdle(err: unknown, sentAt: number): boolean;
 }
 
+// What a socket's read or write meets when the other side has reset the connection.
+const PEER_CLOSED = new Set(['ECONNRESET', 'EPIPE']);
+
 /** One tracker per pool: it holds the open connections' addresses, so it forgets each as it closes. */
 export function createIdleCloseTracker(now: () => number = () => performance.now()): IdleCloseTracker {
   const madeAt = new Map<string, number>();
+  // A socket's error, as it emitted it, to when that socket was made. Weak: an error lives as
+  // long as the call that met it.
+  const erredOn = new WeakMap<object, number>();
   const key = (address: string | undefined, port: number | undefined) => (address && port ? `${address}|${port}` : null);
 
   return {
@@ -49,6 +60,10 @@ export function createIdleCloseTracker(now: () => number = () => performance.now
             // After the close's own callbacks: undici fails the call on that socket from its
             // 'close', and the call asks closedWhileIdle in a microtask after it. A new connection
             // given the same port meanwhile keeps its own entry.
+            // Before undici's own listener, which hands the error to the call.
+            socket.prependListener('error', (err) => {
+              if (PEER_CLOSED.has((err as NodeJS.ErrnoException).code ?? '')) erredOn.set(err, made);
+            });
             socket.once('close', () =>
               setImmediate(() => {
                 if (madeAt.get(at) === made) madeAt.delete(at);
@@ -59,9 +74,12 @@ export function createIdleCloseTracker(now: () => number = () => performance.now
         });
     },
     closedWhileIdle(err, sentAt) {
-      if (!(err instanceof undiciErrors.SocketError) || now() - sentAt > IDLE_CLOSE_WINDOW_MS) return false;
-      const at = key(err.socket?.localAddress, err.socket?.localPort);
-      const made = at ? madeAt.get(at) : undefined;
+      if (typeof err !== 'object' || err === null || now() - sentAt > IDLE_CLOSE_WINDOW_MS) return false;
+      let made = erredOn.get(err);
+      if (made === undefined && err instanceof undiciErrors.SocketError) {
+        const at = key(err.socket?.localAddress, err.socket?.localPort);
+        made = at ? madeAt.get(at) : undefined;
+      }
       return made !== undefined && made < sentAt;
     },
   };
