@@ -292,9 +292,8 @@ function checkBaseUrl(text: string): string {
   url.pathname = url.pathname.replace(/\/+$/, '');
   // The endpoint itself, pasted as the base (as an example's curl line shows it): each call would
   // go to …/chat/completions/chat/completions, and every job fail with the upstream's 404.
-  const endpoint = /\/chat\/completions$/i.exec(url.pathname);
-  if (endpoint) {
-    const base = `${url.origin}${url.pathname.slice(0, endpoint.index)}`;
+  const base = baseOfEndpoint(url);
+  if (base) {
     throw new ConfigError(`OPENAI_BASE_URL ends with /chat/completions, which the worker adds to each call itself: set it to the base, ${base}${url.search ? ' and its query string' : ''}`);
   }
   return url.search ? url.href : url.href.replace(/\/$/, '');
@@ -562,6 +561,16 @@ export function keyGoesInClear(baseUrl: string): boolean {
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const loopback = host === 'localhost' || host.endsWith('.localhost') || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
   return !loopback;
+}
+
+/**
+ * The base URL to set when `url` is the chat endpoint itself (…/v1/chat/completions gives …/v1),
+ * without its query string; null for any other address. Trailing slashes and case are let pass, as
+ * servers route them alike. Used at start, and for an upstream's redirect.
+ */
+export function baseOfEndpoint(url: URL): string | null {
+  const endpoint = /\/chat\/completions\/*$/i.exec(url.pathname);
+  return endpoint ? `${url.origin}${url.pathname.slice(0, endpoint.index)}` : null;
 }
 
 /**

@@ -1107,14 +1107,22 @@ test('a 2xx carrying an error object instead of a completion is upstream_bad_res
 });
 
 test('a redirect fails the job at once, saying where to and which setting to change, without the query string it may carry', async (t) => {
+  const locations: Record<string, string> = {
+    moved: 'https://api.example.com/v1/chat/completions?key=gw-secret',
+    slash: 'https://api.example.com/V2/Chat/Completions/',
+    relative: '/elsewhere',
+  };
   const { stub, store, enqueue } = await setUp(t, (call) => ({
     status: call.prompt === 'moved' ? 301 : 307,
-    headers: { location: call.prompt === 'moved' ? 'https://api.example.com/v1/chat/completions?key=gw-secret' : '/elsewhere' },
+    headers: { location: locations[call.prompt]! },
     raw: '<html>Moved</html>',
   }));
   const moved = await finalJob(store, await enqueue('moved'));
   assert.deepEqual([moved.status, moved.attempts, moved.error?.code], ['failed', 1, 'upstream_301']);
   assert.equal(moved.error?.message, 'upstream redirected (HTTP 301) to https://api.example.com/v1/chat/completions, which the worker does not follow: set OPENAI_BASE_URL to https://api.example.com/v1');
+  // The endpoint as the start takes it for OPENAI_BASE_URL: any case, a trailing slash.
+  const slash = await finalJob(store, await enqueue('slash'));
+  assert.match(slash.error?.message ?? '', /: set OPENAI_BASE_URL to https:\/\/api\.example\.com\/V2$/);
   const relative = await finalJob(store, await enqueue('relative'));
   assert.equal(relative.error?.message, `upstream redirected (HTTP 307) to ${new URL(stub.url).origin}/elsewhere, which the worker does not follow: set OPENAI_BASE_URL to the new address`);
 });

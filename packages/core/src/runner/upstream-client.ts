@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { brotliDecompress, gunzip, inflate, inflateRaw } from 'node:zlib';
 import { Pool, ProxyAgent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
-import { headerSecrets, type Config } from '../config.js';
+import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
 import { createIdleCloseTracker } from './idle-closed.js';
 
 /**
@@ -291,8 +291,7 @@ function redirectMessage(status: number, location: string | string[] | undefined
   } catch {
     return null;
   }
-  const endpoint = '/chat/completions';
-  const newBase = to.pathname.endsWith(endpoint) ? `${to.origin}${to.pathname.slice(0, -endpoint.length)}` : null;
+  const newBase = baseOfEndpoint(to);
   const change = newBase ? `set OPENAI_BASE_URL to ${newBase}` : 'set OPENAI_BASE_URL to the new address';
   return `upstream redirected (HTTP ${status}) to ${to.origin}${to.pathname}, which the worker does not follow: ${change}`;
 }
