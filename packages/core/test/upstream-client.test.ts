@@ -125,3 +125,22 @@ test("UPSTREAM_HEADERS go with every call; a gateway's key among them never reac
   assert.deepEqual(refused.kind === 'http_error' ? [refused.message, refused.errorCode] : [], ['bad gateway key [redacted]', null]);
   assert.ok(!JSON.stringify(refused).includes('sk-helicone-secret'), 'nowhere in the outcome');
 });
+
+test("an answer's text is its first choice's content, or the text parts of a content sent as a list of parts, joined; none is null", async (t) => {
+  const completion = (content: unknown) => ({ body: { id: 'c', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }] } });
+  const contents: Array<[unknown, string | null]> = [
+    ['plain', 'plain'],
+    // As Mistral's reasoning models answer: the thinking is not the answer.
+    [[{ type: 'thinking', thinking: [{ type: 'text', text: 'hmm' }] }, { type: 'text', text: 'The answer ' }, { type: 'text', text: 'is 4.' }], 'The answer is 4.'],
+    [[{ type: 'image_url', image_url: { url: 'https://x.example/a.png' } }], null],
+    [[null, 7, { type: 'text', text: 42 }], null],
+    [null, null],
+  ];
+  const { chat } = await setUp(t, script(...contents.map(([content]) => completion(content))));
+  for (const [content, text] of contents) {
+    const outcome = await chat('q');
+    assert.equal(outcome.kind, 'ok');
+    assert.equal(outcome.kind === 'ok' ? outcome.outputText : undefined, text, JSON.stringify(content));
+    assert.deepEqual(outcome.kind === 'ok' ? (outcome.body as { choices: Array<{ message: { content: unknown } }> }).choices[0]!.message.content : undefined, content, 'the response keeps the content as sent');
+  }
+});

@@ -264,10 +264,18 @@ async function decodeBody(bytes: Buffer, encoding: string, maxBytes: number): Pr
   return new TextDecoder().decode(decoded);
 }
 
+/**
+ * The first choice's text. Most servers send a string; some (Mistral's reasoning models among them)
+ * send a list of parts, a text part beside a `thinking` one: the text parts, joined, are the answer.
+ * None (a tool call, a refusal) is null; the whole response keeps what there is.
+ */
 function extractText(body: object): string | null {
   const choice = (body as { choices?: Array<{ message?: { content?: unknown } }> }).choices?.[0];
   const content = choice?.message?.content;
-  return typeof content === 'string' ? content : null;
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return null;
+  const texts = content.flatMap((part: { type?: unknown; text?: unknown } | null) => (part?.type === 'text' && typeof part.text === 'string' ? [part.text] : []));
+  return texts.length > 0 ? texts.join('') : null;
 }
 
 function tryParseJson(text: string): unknown {
