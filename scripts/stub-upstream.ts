@@ -27,6 +27,10 @@ export interface StubReply {
   reset?: boolean | 'rst';
   /** Never answer (until the client gives up or the stub closes). */
   hang?: boolean;
+  /** Answer a call that asked for a stream unstreamed all the same, as some servers do. */
+  unstreamed?: boolean;
+  /** A streamed answer's connection is dropped after this many events, the rest never sent. */
+  cutAfter?: number;
 }
 
 /** One call the stub received. */
@@ -38,7 +42,7 @@ export interface StubCall {
   headers: IncomingMessage['headers'];
   /** The request's path with its query string, e.g. /v1/chat/completions. */
   path: string;
-  body: { model?: string; messages?: Array<{ role: string; content: unknown }>; [k: string]: unknown };
+  body: { model?: string; messages?: Array<{ role: string; content: unknown }>; stream?: unknown; stream_options?: { include_usage?: unknown }; [k: string]: unknown };
   /** The last user message's text, handy to steer behaviour per job. */
   prompt: string;
   /** When the caller hung up before the answer was sent (an aborted call), if it did. */
@@ -76,6 +80,35 @@ export function echoCompletion(call: StubCall, text = `echo: ${call.prompt}`): u
     choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
     usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
   };
+}
+
+type Completion = { id?: string; created?: number; model?: string; choices?: Array<{ index: number; message: Record<string, unknown>; finish_reason?: unknown }>; usage?: unknown };
+
+/**
+ * A completion as OpenAI streams it: the events' data, `[DONE]` last. Each choice's role first, its
+ * strings in pieces of three characters, its tool calls as a head (id, name) then their arguments in
+ * pieces, its finish reason alone; the usage in a chunk of its own when asked for.
+ */
+export function streamEvents(completion: unknown, includeUsage: boolean): string[] {
+  const { id, created, model, choices = [], usage } = completion as Completion;
+  const chunk = (choice: unknown, extra: object = {}) => JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: choice === null ? [] : [choice], ...(includeUsage ? { usage: null } : {}), ...extra });
+  const pieces = (text: string) => text.match(/[\s\S]{1,3}/g) ?? [];
+  const events: string[] = [];
+  for (const { index, message, finish_reason } of choices) {
+    // As OpenAI: an answer with no text (tool calls only) opens with a null content.
+    events.push(chunk({ index, delta: { role: message.role ?? 'assistant', content: message.content === null ? null : '' }, finish_reason: null }));
+    for (const [key, value] of Object.entries(message)) {
+      if (typeof value === 'string' && key !== 'role') for (const piece of pieces(value)) events.push(chunk({ index, delta: { [key]: piece }, finish_reason: null }));
+    }
+    for (const [n, call] of ((message.tool_calls ?? []) as Array<{ id: string; type: string; function: { name: string; arguments: string } }>).entries()) {
+      events.push(chunk({ index, delta: { tool_calls: [{ index: n, id: call.id, type: call.type, function: { name: call.function.name, arguments: '' } }] }, finish_reason: null }));
+      for (const piece of pieces(call.function.arguments)) events.push(chunk({ index, delta: { tool_calls: [{ index: n, function: { arguments: piece } }] }, finish_reason: null }));
+    }
+    events.push(chunk({ index, delta: {}, finish_reason: finish_reason ?? 'stop' }));
+  }
+  if (includeUsage) events.push(chunk(null, { usage: usage ?? null }));
+  events.push('[DONE]');
+  return events;
 }
 
 /** Starts the stub on 127.0.0.1 (port 0 picks a free port); over https when given a key and certificate. */
@@ -141,6 +174,19 @@ export async function startStubUpstream(
         return;
       }
       const status = reply.status ?? 200;
+      if (body.stream === true && status === 200 && reply.raw === undefined && !reply.unstreamed) {
+        const events = streamEvents(reply.body ?? echoCompletion(call), body.stream_options?.include_usage === true);
+        res.writeHead(status, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...reply.headers });
+        for (const [i, event] of events.entries()) {
+          if (i === reply.cutAfter) {
+            req.socket.destroy();
+            return;
+          }
+          res.write(`data: ${event}\n\n`);
+        }
+        res.end();
+        return;
+      }
       const text = reply.raw ?? JSON.stringify(reply.body ?? (status === 200 ? echoCompletion(call) : { error: { message: `stub error ${status}`, type: 'server_error' } }));
       res.writeHead(status, { 'content-type': 'application/json', ...reply.headers }).end(text);
     } finally {

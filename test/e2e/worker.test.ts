@@ -180,6 +180,23 @@ test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (
   assert.match(bad.stderr.join('\n'), /--max-jobs.*whole number/);
 });
 
+test('UPSTREAM_STREAM=true: each call asks for a stream, and each job reads as it would have unstreamed, its usage too', async (t) => {
+  const { dir, store, stub, env } = await setUp(t, { UPSTREAM_STREAM: 'true', WORKER_CONCURRENCY: '2' });
+  const ids = [];
+  for (let i = 0; i < 3; i++) ids.push(await enqueue(store, `streamed ${i} – ✓`));
+  const once = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  assert.equal((await within(once.exited, 15_000, 'once')).code, 0);
+  assert.match(once.lines.join('\n'), /asked for streamed \(UPSTREAM_STREAM\)/, 'the start says so');
+  for (const [i, id] of ids.entries()) {
+    const job = await store.getJob(id);
+    const call = stub.calls.find((c) => c.prompt === `streamed ${i} – ✓`)!;
+    assert.deepEqual([call.body.stream, call.body.stream_options], [true, { include_usage: true }]);
+    assert.deepEqual([job?.status, job?.outputText], ['completed', `echo: streamed ${i} – ✓`]);
+    assert.deepEqual(job?.response, { ...(echoCompletion(call) as object), choices: [{ index: 0, message: { role: 'assistant', content: `echo: streamed ${i} – ✓` }, logprobs: null, finish_reason: 'stop' }] });
+    assert.deepEqual(job?.usage, (echoCompletion(call) as { usage: unknown }).usage);
+  }
+});
+
 test('out of file descriptors: the worker warns at start, calls that cannot open a connection put their jobs back unspent, one line says what to change, and every job completes', async (t) => {
   // 128 calls at once need 128 sockets; the process may hold 80 descriptors in all, about 50 past
   // what it holds idle, so most calls of the first claims find none free.

@@ -60,6 +60,7 @@ export const SETTINGS = {
   RETRY_BASE_MS: { type: 'integer', default: 1000, minimum: 1, maximum: 3600000, doc: 'First retry delay; doubles each attempt, with jitter.' },
   RETRY_MAX_MS: { type: 'integer', default: 60000, minimum: 1, maximum: 86400000, doc: 'Longest delay between two attempts.' },
   UPSTREAM_TIMEOUT_SECONDS: { type: 'integer', default: 120, minimum: 1, maximum: 3600, doc: 'Per-attempt timeout of an upstream call.' },
+  UPSTREAM_STREAM: { type: 'string', default: 'false', enum: ['true', 'false'], doc: 'true: the worker asks for each answer streamed and puts it together, for a model that only answers streamed, or a balancer on the way that cuts a connection silent too long (Cloudflare: 100 s); the job reads the same.' },
   UPSTREAM_RESPONSE_LIMIT: { type: 'string', default: '16mb', pattern: '^[0-9]+(b|kb|mb)?$', doc: 'Largest upstream answer a worker reads (b, kb or mb); a larger one fails the job with upstream_response_too_large.' },
   UPSTREAM_RPM: { type: 'integer', minimum: 1, maximum: 10000000, doc: 'Upstream requests per minute for all workers together (unset: no limit); calls are spread evenly.' },
   UPSTREAM_TPM: { type: 'integer', minimum: 1, maximum: 1000000000, doc: 'Upstream tokens per minute for all workers together (unset: no limit); estimated from the request.' },
@@ -114,6 +115,8 @@ export interface Config {
     readonly timeoutMs: number;
     /** The most bytes of one upstream answer a worker holds in memory. */
     readonly maxResponseBytes: number;
+    /** Ask for each answer streamed (UPSTREAM_STREAM), put together as it would have come unstreamed. */
+    readonly stream: boolean;
     readonly rpm: number | null;
     readonly tpm: number | null;
   };
@@ -240,6 +243,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       defaultModel: s.DEFAULT_MODEL,
       timeoutMs: int('UPSTREAM_TIMEOUT_SECONDS') * 1000,
       maxResponseBytes: parseByteSize('UPSTREAM_RESPONSE_LIMIT', s.UPSTREAM_RESPONSE_LIMIT),
+      stream: s.UPSTREAM_STREAM === 'true',
       rpm: (s.UPSTREAM_RPM as unknown as number | undefined) ?? null,
       tpm: (s.UPSTREAM_TPM as unknown as number | undefined) ?? null,
     },

@@ -27,6 +27,7 @@ test('defaults apply and the result is frozen', () => {
     assert.equal(c.db.path, join(cwd, 'data/requests.sqlite'));
     assert.equal(c.http.bodyLimitBytes, 1024 * 1024);
     assert.equal(c.upstream.maxResponseBytes, 16 * 1024 * 1024);
+    assert.equal(c.upstream.stream, false);
     assert.equal(c.jobs.maxAttempts, 5);
     assert.ok(Object.isFrozen(c) && Object.isFrozen(c.http));
   });
@@ -47,10 +48,11 @@ test('a malformed setting fails with one line naming it, and never the secret', 
     assert.throws(() => loadConfig({ env: { PORT: 'eighty' }, cwd }), (e: Error) => e instanceof ConfigError && /^PORT /.test(e.message) && !e.message.includes('\n'));
     assert.throws(() => loadConfig({ env: { LOG_LEVEL: 'loud' }, cwd }), /LOG_LEVEL/);
     assert.throws(() => loadConfig({ env: { OPENAI_BASE_URL: 'ftp://x' }, cwd }), /OPENAI_BASE_URL/);
-    for (const [name, value] of [['UPSTREAM_RESPONSE_LIMIT', '16 MB'], ['UPSTREAM_RESPONSE_LIMIT', '0kb'], ['BODY_LIMIT', '0']]) {
+    for (const [name, value] of [['UPSTREAM_RESPONSE_LIMIT', '16 MB'], ['UPSTREAM_RESPONSE_LIMIT', '0kb'], ['BODY_LIMIT', '0'], ['UPSTREAM_STREAM', 'yes']]) {
       assert.throws(() => loadConfig({ env: { [name as string]: value as string }, cwd }), (e: Error) => e instanceof ConfigError && e.message.startsWith(`${name} `) && !e.message.includes('\n'));
     }
     assert.equal(loadConfig({ env: { UPSTREAM_RESPONSE_LIMIT: '512kb' }, cwd }).upstream.maxResponseBytes, 512 * 1024);
+    assert.equal(loadConfig({ env: { UPSTREAM_STREAM: 'true' }, cwd }).upstream.stream, true);
     const shortSecret = 'tooshort-secret-value';
     assert.throws(
       () => loadConfig({ env: { PROXY_KEY: key, PROXY_SECRET: shortSecret }, cwd }),

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { startStubUpstream, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
+import { judgeFailure } from '../src/runner/retry-policy.ts';
 import { startConnectProxy } from '../../../test/helpers/connect-proxy.ts';
 import { IDLE_CLOSE_WINDOW_MS } from '../src/runner/idle-closed.ts';
 import { createUpstreamClient, type UpstreamClientOptions, type UpstreamOutcome } from '../src/runner/upstream-client.ts';
@@ -16,9 +17,10 @@ function script(...replies: StubReply[]): StubBehaviour {
   return (call) => replies[Math.min(call.n - 1, replies.length - 1)]!;
 }
 
-async function setUp(t: T, behave: StubBehaviour, options: { tls?: boolean; proxy?: 'plain' | 'tls' } = {}) {
+async function setUp(t: T, behave: StubBehaviour, options: { tls?: boolean; proxy?: 'plain' | 'tls'; stream?: boolean; maxResponseBytes?: number } = {}) {
   const stub = await startStubUpstream({ behave, ...(options.tls ? { tls: stubTls } : {}) });
-  const clientOptions: UpstreamClientOptions = { baseUrl: stub.url, apiKey: 'sk-test', connections: 1 };
+  const clientOptions: UpstreamClientOptions = { baseUrl: stub.url, apiKey: 'sk-test', connections: 1, stream: options.stream ?? false };
+  if (options.maxResponseBytes) clientOptions.maxResponseBytes = options.maxResponseBytes;
   if (options.tls) clientOptions.caCertificates = [fixture('ca.pem')];
   const proxy = options.proxy ? await startConnectProxy(t, 'pw', options.proxy === 'tls' ? stubTls : undefined) : null;
   if (proxy) clientOptions.proxyUrl = `${options.proxy === 'tls' ? 'https' : 'http'}://bob:pw@${new URL(proxy.url).host}`;
@@ -143,4 +145,112 @@ test("an answer's text is its first choice's content, or the text parts of a con
     assert.equal(outcome.kind === 'ok' ? outcome.outputText : undefined, text, JSON.stringify(content));
     assert.deepEqual(outcome.kind === 'ok' ? (outcome.body as { choices: Array<{ message: { content: unknown } }> }).choices[0]!.message.content : undefined, content, 'the response keeps the content as sent');
   }
+});
+
+// UPSTREAM_STREAM=true: each answer asked for streamed, and put back together.
+
+const completionOf = (message: Record<string, unknown>, extra: object = {}) => ({
+  id: 'chatcmpl-9',
+  object: 'chat.completion',
+  created: 1796330000,
+  model: 'm-2026',
+  choices: [{ index: 0, message: { role: 'assistant', ...message }, logprobs: null, finish_reason: 'stop' }],
+  usage: { prompt_tokens: 9, completion_tokens: 12, total_tokens: 21 },
+  ...extra,
+});
+const answers: Array<[string, Record<string, unknown>]> = [
+  ['text', completionOf({ content: 'The answer is 4, and here is why: two and two make four.' })],
+  ['tool calls', { ...completionOf({ content: null, tool_calls: [{ id: 'call_a', type: 'function', function: { name: 'add', arguments: '{"a":2,"b":2}' } }, { id: 'call_b', type: 'function', function: { name: 'log', arguments: '{"text":"two and two"}' } }] }), choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [{ id: 'call_a', type: 'function', function: { name: 'add', arguments: '{"a":2,"b":2}' } }, { id: 'call_b', type: 'function', function: { name: 'log', arguments: '{"text":"two and two"}' } }] }, logprobs: null, finish_reason: 'tool_calls' }] }],
+  ['a reasoning model', completionOf({ content: 'Four.', reasoning_content: 'Two plus two: count them.' })],
+  ['two choices', { ...completionOf({ content: 'Four.' }), choices: [0, 1].map((index) => ({ index, message: { role: 'assistant', content: ['Four.', '4'][index] }, logprobs: null, finish_reason: 'stop' })) }],
+  ['non-ASCII text', completionOf({ content: 'Vier – четыре – 四 – 🍀🍀' })],
+];
+for (const [what, answer] of answers) {
+  test(`streamed, an answer (${what}) is put together as the upstream would have sent it unstreamed`, async (t) => {
+    const { chat, stub } = await setUp(t, () => ({ body: answer }), { stream: true });
+    const outcome = await chat('q');
+    assert.equal(outcome.kind, 'ok', JSON.stringify(outcome));
+    assert.deepEqual(outcome.kind === 'ok' && outcome.body, answer);
+    assert.deepEqual(outcome.kind === 'ok' && outcome.usage, answer.usage);
+  });
+}
+
+test('streamed, the request is sent as it was with stream and the usage asked for, nothing else changed', async (t) => {
+  const { stub } = await setUp(t, () => ({}), { stream: true });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1, stream: true });
+  t.after(() => upstream.close());
+  const request = { model: 'm', messages: [{ role: 'user', content: 'q' }], temperature: 0.2, tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] };
+  const outcome = await upstream.chat(JSON.stringify(request), new AbortController().signal);
+  assert.equal(outcome.kind === 'ok' && outcome.outputText, 'echo: q');
+  assert.deepEqual(stub.calls[0]?.body, { stream: true, stream_options: { include_usage: true }, ...request });
+});
+
+test("streamed, a stream as OpenAI sends it (CRLF or LF lines, keep-alive comments, data with or without its space, usage last) reads to OpenAI's unstreamed answer", async (t) => {
+  const chunk = (choices: unknown[], extra: object = {}) => JSON.stringify({ id: 'chatcmpl-Bx', object: 'chat.completion.chunk', created: 1796330001, model: 'gpt-4o-mini-2024-07-18', service_tier: 'default', system_fingerprint: 'fp_560af6e559', choices, usage: null, obfuscation: 'Xq1', ...extra });
+  const lines = [
+    ': OPENROUTER PROCESSING',
+    '',
+    `data: ${chunk([{ index: 0, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }])}`,
+    '',
+    `data:${chunk([{ index: 0, delta: { content: 'Two' }, logprobs: null, finish_reason: null }])}`,
+    '',
+    `event: message`,
+    `data: ${chunk([{ index: 0, delta: { content: ' and two' }, logprobs: null, finish_reason: null }])}`,
+    '',
+    `data: ${chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }])}`,
+    '',
+    `data: ${chunk([], { usage: { prompt_tokens: 8, completion_tokens: 3, total_tokens: 11, prompt_tokens_details: { cached_tokens: 0 } } })}`,
+    '',
+    'data: [DONE]',
+    '',
+    '',
+  ];
+  const expected = {
+    id: 'chatcmpl-Bx',
+    object: 'chat.completion',
+    created: 1796330001,
+    model: 'gpt-4o-mini-2024-07-18',
+    service_tier: 'default',
+    system_fingerprint: 'fp_560af6e559',
+    choices: [{ index: 0, message: { role: 'assistant', content: 'Two and two' }, logprobs: null, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 8, completion_tokens: 3, total_tokens: 11, prompt_tokens_details: { cached_tokens: 0 } },
+  };
+  for (const eol of ['\n', '\r\n']) {
+    const { chat } = await setUp(t, () => ({ raw: lines.join(eol), headers: { 'content-type': 'text/event-stream; charset=utf-8' } }), { stream: true });
+    const outcome = await chat('q');
+    assert.equal(outcome.kind, 'ok', JSON.stringify(outcome));
+    assert.deepEqual(outcome.kind === 'ok' && outcome.body, expected, JSON.stringify(eol));
+    assert.equal(outcome.kind === 'ok' && outcome.outputText, 'Two and two');
+  }
+});
+
+test('streamed, an answer the server sends unstreamed all the same, and its errors, read as ever', async (t) => {
+  const { chat } = await setUp(t, script({ unstreamed: true }, { status: 429, body: { error: { message: 'slow down', code: 'rate_limit_exceeded' } } }), { stream: true });
+  const ok = await chat('plain');
+  assert.equal(ok.kind === 'ok' && ok.outputText, 'echo: plain');
+  const refused = await chat('again');
+  assert.deepEqual(refused.kind === 'http_error' && [refused.status, refused.errorCode], [429, 'rate_limit_exceeded']);
+});
+
+test('streamed, a stream cut short, one not JSON, or one that sends an error fails the attempt as upstream_bad_response, retried; one whose connection drops as unreachable; one past the size limit as too large', async (t) => {
+  const sse = (...events: string[]) => ({ raw: events.map((e) => `data: ${e}\n\n`).join(''), headers: { 'content-type': 'text/event-stream' } });
+  const first = JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { role: 'assistant', content: 'Hal' }, finish_reason: null }] });
+  const cases: Array<[string, StubReply, RegExp]> = [
+    ['ended without [DONE] or a finish reason', sse(first), /ended before its end/],
+    ['not JSON', sse(first, '{"choices": [', '[DONE]'), /not JSON/],
+    ['empty', sse(), /empty stream/],
+    ['an error mid-stream', sse(first, JSON.stringify({ error: { message: 'the model crashed', type: 'server_error' } }), '[DONE]'), /with an error instead of a completion: the model crashed/],
+  ];
+  const { chat } = await setUp(t, script(...cases.map(([, reply]) => reply)), { stream: true });
+  for (const [what, , message] of cases) {
+    const outcome = await chat('q');
+    assert.equal(outcome.kind, 'bad_response', `${what}: ${JSON.stringify(outcome)}`);
+    assert.match(outcome.kind === 'bad_response' ? outcome.message : '', message, what);
+    assert.equal(outcome.kind === 'bad_response' && judgeFailure(outcome, Date.now()).retryable, true, what);
+  }
+  // As an unstreamed answer whose connection drops midway.
+  const { chat: cut } = await setUp(t, () => ({ cutAfter: 3 }), { stream: true });
+  assert.equal(kindOf(await cut('q')), 'network_error UND_ERR_SOCKET');
+  const { chat: small } = await setUp(t, () => ({ body: completionOf({ content: 'x'.repeat(2000) }) }), { stream: true, maxResponseBytes: 4096 });
+  assert.equal(kindOf(await small('q')), 'too_large');
 });

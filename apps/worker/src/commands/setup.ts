@@ -24,6 +24,7 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   // The names only: a value may be a gateway's key.
   const extra = Object.keys(config.upstream.extraHeaders);
   if (extra.length > 0) logger.info('upstream calls carry UPSTREAM_HEADERS', { headers: extra });
+  if (config.upstream.stream) logger.info('upstream answers are asked for streamed (UPSTREAM_STREAM) and put together');
   if (config.upstream.caCertificates.length > 0) logger.info("upstream certificates: trusting UPSTREAM_CA_FILE's besides Node's own", { ca_certificates: config.upstream.caCertificates.length });
   warnIfFewOpenFiles(logger, config.worker.concurrency);
   const upstream = createUpstreamClientFromConfig(config);

@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { brotliDecompress, gunzip, inflate, inflateRaw } from 'node:zlib';
 import { Pool, ProxyAgent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
 import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
+import { assembleStream, streamedRequest } from './event-stream.js';
 import { createIdleCloseTracker } from './idle-closed.js';
 
 /**
@@ -54,6 +55,8 @@ export interface UpstreamClientOptions {
   proxyUrl?: string | null;
   /** CA certificates (PEM) trusted besides Node's own, for the upstream and an https proxy (UPSTREAM_CA_FILE). */
   caCertificates?: readonly string[];
+  /** Ask for each answer streamed, and put it together (UPSTREAM_STREAM). */
+  stream?: boolean;
 }
 
 // Upstream error bodies can be large HTML pages from a proxy in front; keep what a person needs.
@@ -119,15 +122,18 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     ...(keyHeader === 'authorization' ? { authorization: `Bearer ${options.apiKey}` } : { [keyHeader]: options.apiKey }),
   };
 
+  const stream = options.stream === true;
+
   return {
     async chat(requestJson, signal) {
+      const body = stream ? streamedRequest(requestJson) : requestJson;
       let res;
       // Once more at most, when the connection it took had been closed by the upstream while idle:
       // the call was never read. Not spent as an attempt, and no wait, as curl and browsers do.
       for (let sentAgain = false; ; sentAgain = true) {
         const sentAt = performance.now();
         try {
-          res = await dispatcher.request({ origin: base.origin, method: 'POST', path, headers, body: requestJson, signal });
+          res = await dispatcher.request({ origin: base.origin, method: 'POST', path, headers, body, signal });
           break;
         } catch (err) {
           if (signal.aborted) throw signal.reason;
@@ -147,12 +153,33 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
         if (signal.aborted) throw signal.reason;
         return withId(unread(err, res), requestId);
       }
-      return withId(judgeAnswer(status, res.headers, text), requestId);
+      // A server asked to stream may answer unstreamed all the same, and errors come unstreamed.
+      const streamed = stream && status >= 200 && status < 300 && isEventStream(res.headers['content-type']);
+      return withId(streamed ? judgeStream(status, text) : judgeAnswer(status, res.headers, text), requestId);
     },
     async close() {
       await dispatcher.close();
     },
   };
+
+  /** What a 2xx's JSON object comes to. */
+  function judgeCompletion(status: number, body: object): UpstreamOutcome {
+    // Some gateways answer a provider's failure with a 2xx and an error object in place of the
+    // completion; completed, the job would carry no answer and no word of why.
+    const { error, choices } = body as { error?: unknown; choices?: unknown };
+    if (error !== null && typeof error === 'object' && !Array.isArray(choices)) {
+      const said = (error as { message?: unknown }).message;
+      const why = typeof said === 'string' ? `: ${redact(said)}` : '';
+      return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
+    }
+    return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
+  }
+
+  /** What a streamed 2xx comes to: the completion put together, judged as an unstreamed one. */
+  function judgeStream(status: number, text: string): UpstreamOutcome {
+    const assembled = assembleStream(text);
+    return assembled.ok ? judgeCompletion(status, assembled.body) : { kind: 'bad_response', status, message: `upstream answered ${status} ${assembled.message}` };
+  }
 
   /** What an answer whose body could not be read to the end comes to. */
   function unread(err: unknown, res: Dispatcher.ResponseData): UpstreamOutcome {
@@ -173,15 +200,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
         return { kind: 'bad_response', status, message: `upstream answered ${status} with a body that is not a JSON object` };
       }
-      // Some gateways answer a provider's failure with a 2xx and an error object in place of the
-      // completion; completed, the job would carry no answer and no word of why.
-      const { error, choices } = body as { error?: unknown; choices?: unknown };
-      if (error !== null && typeof error === 'object' && !Array.isArray(choices)) {
-        const said = (error as { message?: unknown }).message;
-        const why = typeof said === 'string' ? `: ${redact(said)}` : '';
-        return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
-      }
-      return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
+      return judgeCompletion(status, body);
     }
     const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
     // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
@@ -210,6 +229,7 @@ export function createUpstreamClientFromConfig(config: Config): UpstreamClient {
     maxResponseBytes: config.upstream.maxResponseBytes,
     proxyUrl: config.upstream.proxyUrl,
     caCertificates: config.upstream.caCertificates,
+    stream: config.upstream.stream,
   });
 }
 
@@ -303,6 +323,8 @@ function redirectMessage(status: number, location: string | string[] | undefined
   const change = newBase ? `set OPENAI_BASE_URL to ${newBase}` : 'set OPENAI_BASE_URL to the new address';
   return `upstream redirected (HTTP ${status}) to ${to.origin}${to.pathname}, which the worker does not follow: ${change}`;
 }
+
+const isEventStream = (type: string | string[] | undefined) => typeof type === 'string' && /^\s*text\/event-stream\s*(;|$)/i.test(type);
 
 function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
   const out: Record<string, string> = {};
