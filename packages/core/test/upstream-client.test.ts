@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { test } from 'node:test';
 import { startStubUpstream, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { judgeFailure } from '../src/runner/retry-policy.ts';
@@ -232,7 +233,7 @@ test('streamed, an answer the server sends unstreamed all the same, and its erro
   assert.deepEqual(refused.kind === 'http_error' && [refused.status, refused.errorCode], [429, 'rate_limit_exceeded']);
 });
 
-test('streamed, a stream cut short, one not JSON, or one that sends an error fails the attempt as upstream_bad_response, retried; one whose connection drops as unreachable; one past the size limit as too large', async (t) => {
+test('streamed, a stream cut short, one not JSON, or one that sends an error fails the attempt as upstream_bad_response, retried; one whose connection drops as unreachable', async (t) => {
   const sse = (...events: string[]) => ({ raw: events.map((e) => `data: ${e}\n\n`).join(''), headers: { 'content-type': 'text/event-stream' } });
   const first = JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { role: 'assistant', content: 'Hal' }, finish_reason: null }] });
   const cases: Array<[string, StubReply, RegExp]> = [
@@ -251,6 +252,27 @@ test('streamed, a stream cut short, one not JSON, or one that sends an error fai
   // As an unstreamed answer whose connection drops midway.
   const { chat: cut } = await setUp(t, () => ({ cutAfter: 3 }), { stream: true });
   assert.equal(kindOf(await cut('q')), 'network_error UND_ERR_SOCKET');
-  const { chat: small } = await setUp(t, () => ({ body: completionOf({ content: 'x'.repeat(2000) }) }), { stream: true, maxResponseBytes: 4096 });
-  assert.equal(kindOf(await small('q')), 'too_large');
+});
+
+test('streamed, UPSTREAM_RESPONSE_LIMIT counts the answer put together, not its events; an answer sent unstreamed, compressed, or as one endless event is counted too', async (t) => {
+  const limit = 4096;
+  const answer = (chars: number) => completionOf({ content: 'x'.repeat(chars) });
+  const cases: Array<[string, StubReply, string]> = [
+    // Its events take about 30 times its 3,000 bytes.
+    ['a stream whose answer is under the limit', { body: answer(3000) }, 'ok'],
+    ['a stream whose answer is over it', { body: answer(5000) }, 'too_large'],
+    ['answered unstreamed, over it', { body: answer(5000), unstreamed: true }, 'too_large'],
+    ['answered unstreamed, under it', { body: answer(3000), unstreamed: true }, 'ok'],
+    ['one event with no line break', { raw: `data: ${JSON.stringify(answer(5000))}`, headers: { 'content-type': 'text/event-stream' } }, 'too_large'],
+    ['a compressed stream over it', { raw: gzipSync(`data: ${JSON.stringify(answer(5000))}\n\ndata: [DONE]\n\n`), headers: { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' } }, 'too_large'],
+    ['a compressed stream under it', { raw: gzipSync(`data: ${JSON.stringify(answer(3000))}\n\ndata: [DONE]\n\n`), headers: { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' } }, 'ok'],
+    ['an error status over it', { status: 503, raw: 'x'.repeat(5000), headers: { 'content-type': 'text/html' } }, 'http_error'],
+  ];
+  const { chat, stub } = await setUp(t, script(...cases.map(([, reply]) => reply)), { stream: true, maxResponseBytes: limit });
+  for (const [what, , kind] of cases) {
+    const outcome = await chat('q');
+    assert.equal(outcome.kind, kind, `${what}: ${JSON.stringify(outcome).slice(0, 300)}`);
+    if (outcome.kind === 'too_large' || outcome.kind === 'http_error') assert.match(outcome.message, new RegExp(`over ${limit} bytes \\(UPSTREAM_RESPONSE_LIMIT\\)$`), what);
+  }
+  assert.equal(stub.calls.length, cases.length);
 });

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { brotliDecompress, gunzip, inflate, inflateRaw } from 'node:zlib';
 import { Pool, ProxyAgent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
 import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
-import { assembleStream, streamedRequest } from './event-stream.js';
+import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest, type AssembledStream } from './event-stream.js';
 import { createIdleCloseTracker } from './idle-closed.js';
 
 /**
@@ -83,8 +83,10 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     // still crosses a call is answered by sending the call again (createIdleCloseTracker).
     keepAliveTimeout: 3_000,
     // Undici counts the body as it arrives and drops the connection past the limit, so a runaway
-    // answer costs at most this much memory per call, never the whole process.
-    maxResponseSize: options.maxResponseBytes ?? -1,
+    // answer costs at most this much memory per call, never the whole process. Streamed, the worker
+    // counts itself (readStreamed): the limit is then on the answer, not on its events, which take
+    // many times its bytes.
+    maxResponseSize: options.stream ? -1 : (options.maxResponseBytes ?? -1),
   };
   // Built once: given a `ca` list instead, each new TLS connection would parse every CA again.
   // Node's own list goes in too, since a `ca` replaces it.
@@ -148,14 +150,13 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       const encoding = res.headers['content-encoding'];
       let text: string;
       try {
+        if (stream) return withId(await readStreamed(res, encoding), requestId);
         text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
       } catch (err) {
         if (signal.aborted) throw signal.reason;
         return withId(unread(err, res), requestId);
       }
-      // A server asked to stream may answer unstreamed all the same, and errors come unstreamed.
-      const streamed = stream && status >= 200 && status < 300 && isEventStream(res.headers['content-type']);
-      return withId(streamed ? judgeStream(status, text) : judgeAnswer(status, res.headers, text), requestId);
+      return withId(judgeAnswer(status, res.headers, text), requestId);
     },
     async close() {
       await dispatcher.close();
@@ -175,18 +176,39 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
   }
 
+  /**
+   * The answer to a call asked for streamed: its events put together as they arrive. A server may
+   * answer unstreamed all the same, errors come unstreamed, and a compressed stream is read whole;
+   * each such body is counted here, as undici does not count a streamed call's.
+   */
+  async function readStreamed(res: Dispatcher.ResponseData, encoding: string | string[] | undefined): Promise<UpstreamOutcome> {
+    const status = res.statusCode;
+    const events = status >= 200 && status < 300 && isEventStream(res.headers['content-type']);
+    const limit = maxBytes > 0 ? maxBytes : 0;
+    if (events && encoding === undefined) {
+      const assembler = createStreamAssembler(limit);
+      const decoder = new TextDecoder();
+      for await (const chunk of res.body) assembler.push(decoder.decode(chunk as Buffer, { stream: true }));
+      assembler.push(decoder.decode());
+      return judgeStream(status, assembler.end());
+    }
+    const bytes = await readCapped(res.body, limit);
+    const text = encoding === undefined ? new TextDecoder().decode(bytes) : await decodeBody(bytes, String(encoding), maxBytes);
+    return events ? judgeStream(status, assembleStream(text, limit)) : judgeAnswer(status, res.headers, text);
+  }
+
   /** What a streamed 2xx comes to: the completion put together, judged as an unstreamed one. */
-  function judgeStream(status: number, text: string): UpstreamOutcome {
-    const assembled = assembleStream(text);
+  function judgeStream(status: number, assembled: AssembledStream): UpstreamOutcome {
     return assembled.ok ? judgeCompletion(status, assembled.body) : { kind: 'bad_response', status, message: `upstream answered ${status} ${assembled.message}` };
   }
 
   /** What an answer whose body could not be read to the end comes to. */
   function unread(err: unknown, res: Dispatcher.ResponseData): UpstreamOutcome {
     const status = res.statusCode;
-    const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || isTooLarge(err);
+    const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || err instanceof StreamTooLarge || isTooLarge(err);
     if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
-    const message = tooLarge ? `upstream answered ${status} with a body over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
+    const what = err instanceof StreamTooLarge ? 'an answer' : 'a body';
+    const message = tooLarge ? `upstream answered ${status} with ${what} over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
     // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
     if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: null, errorCode: null, message };
     if (tooLarge) return { kind: 'too_large', status, message };
@@ -322,6 +344,18 @@ function redirectMessage(status: number, location: string | string[] | undefined
   const newBase = baseOfEndpoint(to);
   const change = newBase ? `set OPENAI_BASE_URL to ${newBase}` : 'set OPENAI_BASE_URL to the new address';
   return `upstream redirected (HTTP ${status}) to ${to.origin}${to.pathname}, which the worker does not follow: ${change}`;
+}
+
+/** A body's bytes, read whole, failing as too large past `maxBytes` (0: no limit), as undici's own limit does. */
+async function readCapped(body: Dispatcher.ResponseData['body'], maxBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += (chunk as Buffer).length;
+    if (maxBytes > 0 && total > maxBytes) throw new undiciErrors.ResponseExceededMaxSizeError();
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks, total);
 }
 
 const isEventStream = (type: string | string[] | undefined) => typeof type === 'string' && /^\s*text\/event-stream\s*(;|$)/i.test(type);
