@@ -31,6 +31,8 @@ export interface StubReply {
   unstreamed?: boolean;
   /** A streamed answer's connection is dropped after this many events, the rest never sent. */
   cutAfter?: number;
+  /** A streamed answer's events are sent this many ms apart, as a model writes them. */
+  eventGapMs?: number;
 }
 
 /** One call the stub received. */
@@ -182,6 +184,7 @@ export async function startStubUpstream(
             req.socket.destroy();
             return;
           }
+          if (i > 0 && reply.eventGapMs) await new Promise((r) => setTimeout(r, reply.eventGapMs).unref());
           res.write(`data: ${event}\n\n`);
         }
         res.end();

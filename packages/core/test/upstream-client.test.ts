@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer, connect, type Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { test } from 'node:test';
 import { startStubUpstream, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
@@ -275,4 +276,48 @@ test('streamed, UPSTREAM_RESPONSE_LIMIT counts the answer put together, not its 
     if (outcome.kind === 'too_large' || outcome.kind === 'http_error') assert.match(outcome.message, new RegExp(`over ${limit} bytes \\(UPSTREAM_RESPONSE_LIMIT\\)$`), what);
   }
   assert.equal(stub.calls.length, cases.length);
+});
+
+/** A balancer on loopback that cuts a connection once neither side has sent anything for idleMs. */
+async function startIdleCuttingBalancer(t: T, to: number, idleMs: number) {
+  const cut: number[] = [];
+  const server = createServer((client) => {
+    const upstream = connect(to, '127.0.0.1');
+    const pair: Socket[] = [client, upstream];
+    for (const socket of pair) {
+      socket.setTimeout(idleMs, () => {
+        cut.push(Date.now());
+        for (const s of pair) s.destroy();
+      });
+      socket.on('error', () => pair.forEach((s) => s.destroy()));
+      socket.on('close', () => pair.forEach((s) => s.destroy()));
+    }
+    // Any bytes either way keep both sides alive, as a balancer's idle timer does.
+    const touch = () => pair.forEach((s) => s.setTimeout(idleMs));
+    client.on('data', (d) => (touch(), upstream.write(d)));
+    upstream.on('data', (d) => (touch(), client.write(d)));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { port: (server.address() as { port: number }).port, cut };
+}
+
+test('behind a balancer that cuts a connection silent for 400 ms, a 1.2 s answer fails unstreamed and arrives streamed over 1.5 s, its events 100 ms apart', async (t) => {
+  const stub = await startStubUpstream({ behave: (call) => (call.body.stream ? { eventGapMs: 100, body: completionOf({ content: 'slow but steady, one piece at a time' }) } : { delayMs: 1200 }) });
+  t.after(() => stub.close());
+  const balancer = await startIdleCuttingBalancer(t, stub.port, 400);
+  const ask = async (stream: boolean) => {
+    const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${balancer.port}/v1`, apiKey: 'sk-test', connections: 1, stream });
+    t.after(() => upstream.close());
+    const started = Date.now();
+    const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'q' }] }), new AbortController().signal);
+    return { outcome, ms: Date.now() - started };
+  };
+  const plain = await ask(false);
+  assert.equal(kindOf(plain.outcome), 'network_error UND_ERR_SOCKET', 'cut while the model thought');
+  assert.equal(balancer.cut.length, 1);
+  const streamed = await ask(true);
+  assert.equal(streamed.outcome.kind === 'ok' && streamed.outcome.outputText, 'slow but steady, one piece at a time');
+  assert.ok(streamed.ms >= 1200, `the stream took ${streamed.ms} ms, past the balancer's limit several times over`);
+  assert.equal(balancer.cut.length, 1, 'the streamed call was never cut');
 });
