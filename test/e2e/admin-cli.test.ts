@@ -128,7 +128,7 @@ test('check: one small completion made as a worker makes its calls; what came ba
 
   const ok = await check(['--json']);
   assert.equal(ok.code, 0, ok.out);
-  assert.deepEqual(ok.json, { ok: true, upstream: stub.url, proxy: null, headers: [], model: 'gpt-check', status: 200, ms: ok.json?.ms, upstream_request_id: 'req_checked', answer: 'echo: Reply with the word OK.' });
+  assert.deepEqual(ok.json, { ok: true, upstream: stub.url, proxy: null, headers: [], model: 'gpt-check', stream: false, status: 200, ms: ok.json?.ms, upstream_request_id: 'req_checked', answer: 'echo: Reply with the word OK.' });
   const call = stub.calls.at(-1)!;
   assert.deepEqual([call.path, call.authorization, call.body], ['/v1/chat/completions?route=a', `Bearer ${key}`, { model: 'gpt-check', messages: [{ role: 'user', content: 'Reply with the word OK.' }] }], 'called as a worker calls, its query string too');
   assert.match((await check([])).out, /^ok: a worker can call the upstream with these settings$/m);
@@ -152,5 +152,9 @@ test('check: one small completion made as a worker makes its calls; what came ba
   // Azure OpenAI's way: the key alone, in an api-key header.
   assert.equal((await check([], { OPENAI_API_KEY_HEADER: 'api-key' })).code, 0);
   assert.deepEqual([stub.calls.at(-1)?.headers['api-key'], stub.calls.at(-1)?.authorization], [key, undefined]);
-  assert.equal(stub.calls.length, 7, 'one call for each check that reached the stub');
+  // UPSTREAM_STREAM: asked for streamed, and put together, as a worker does.
+  const streamed = await check(['--json'], { UPSTREAM_STREAM: 'true' });
+  assert.deepEqual([streamed.code, streamed.json?.stream, streamed.json?.answer, stub.calls.at(-1)?.body.stream], [0, true, 'echo: Reply with the word OK.', true]);
+  assert.match((await check([], { UPSTREAM_STREAM: 'true' })).out, /^model: gpt-check, answer streamed \(UPSTREAM_STREAM\)$/m);
+  assert.equal(stub.calls.length, 9, 'one call for each check that reached the stub');
 });

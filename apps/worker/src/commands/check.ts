@@ -8,7 +8,7 @@ const CHECK_PROMPT = 'Reply with the word OK.';
 
 /**
  * `proxy-worker check`: one chat completion, made as a worker makes its calls (the same key, base
- * URL, proxy, CA file and timeout), to find out at install time whether they work, not from the
+ * URL, proxy, CA file, streaming and timeout), to find out at install time whether they work, not from the
  * first job's error. It costs one small call. Exit 0 when the upstream answered a completion.
  */
 export async function runCheck(opts: { model?: string; json?: boolean }): Promise<void> {
@@ -21,7 +21,7 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
   // Their names only: a value may be a gateway's key.
   const headers = Object.keys(config.upstream.extraHeaders);
   // What every report names, whatever came back.
-  const asked = { upstream, proxy, headers, model };
+  const asked = { upstream, proxy, headers, model, stream: config.upstream.stream };
   const client = createUpstreamClientFromConfig(config);
   const started = performance.now();
   const ms = () => Math.round(performance.now() - started);
@@ -56,13 +56,15 @@ type CheckReport = {
   /** The names of the UPSTREAM_HEADERS sent. */
   headers: string[];
   model: string;
+  /** Whether the answer was asked for streamed (UPSTREAM_STREAM). */
+  stream: boolean;
   status?: number | null;
   ms: number;
   upstream_request_id: string | null;
 } & ({ ok: true; answer: string | null } | { ok: false; error: { code: string; message: string }; retried: boolean; hint?: string });
 
 function render(r: CheckReport): string {
-  const lines = [`upstream: ${r.upstream}${r.proxy ? ` (through the proxy ${r.proxy})` : ''}`, ...(r.headers.length > 0 ? [`headers: ${r.headers.join(', ')} (UPSTREAM_HEADERS)`] : []), `model: ${r.model}`];
+  const lines = [`upstream: ${r.upstream}${r.proxy ? ` (through the proxy ${r.proxy})` : ''}`, ...(r.headers.length > 0 ? [`headers: ${r.headers.join(', ')} (UPSTREAM_HEADERS)`] : []), `model: ${r.model}${r.stream ? ', answer streamed (UPSTREAM_STREAM)' : ''}`];
   const answered = `${r.status ? `HTTP ${r.status}` : 'no answer'} after ${r.ms} ms${r.upstream_request_id ? `, upstream request id ${r.upstream_request_id}` : ''}`;
   if (r.ok) {
     lines.push(`answered: ${answered}${r.answer === null ? '' : `: ${JSON.stringify(r.answer.slice(0, 80))}`}`, 'ok: a worker can call the upstream with these settings');
