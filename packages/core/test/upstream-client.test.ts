@@ -321,3 +321,14 @@ test('behind a balancer that cuts a connection silent for 400 ms, a 1.2 s answer
   assert.ok(streamed.ms >= 1200, `the stream took ${streamed.ms} ms, past the balancer's limit several times over`);
   assert.equal(balancer.cut.length, 1, 'the streamed call was never cut');
 });
+
+test("streamed, the call's deadline ends a stream still arriving, as it ends an unstreamed call", async (t) => {
+  const { stub } = await setUp(t, () => ({ eventGapMs: 200, body: completionOf({ content: 'a long and slow answer, piece by piece' }) }), { stream: true });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1, stream: true });
+  t.after(() => upstream.close());
+  const started = Date.now();
+  await assert.rejects(upstream.chat(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'q' }] }), AbortSignal.timeout(500)), { name: 'TimeoutError' });
+  assert.ok(Date.now() - started < 2000, 'ended at its deadline, not at the end of the stream');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(typeof stub.calls[0]?.hungUpAt, 'number', 'the connection was closed');
+});
