@@ -156,5 +156,10 @@ test('check: one small completion made as a worker makes its calls; what came ba
   const streamed = await check(['--json'], { UPSTREAM_STREAM: 'true' });
   assert.deepEqual([streamed.code, streamed.json?.stream, streamed.json?.answer, stub.calls.at(-1)?.body.stream], [0, true, 'echo: Reply with the word OK.', true]);
   assert.match((await check([], { UPSTREAM_STREAM: 'true' })).out, /^model: gpt-check, answer streamed \(UPSTREAM_STREAM\)$/m);
-  assert.equal(stub.calls.length, 9, 'one call for each check that reached the stub');
+  // An upstream that refuses stream_options: asked again without it, and the report says so.
+  stub.behave((call) => (call.body.stream_options ? { status: 400, body: { error: { message: 'Unrecognized request argument supplied: stream_options', type: 'invalid_request_error' } } } : {}));
+  const refusing = await check([], { UPSTREAM_STREAM: 'true' });
+  assert.equal(refusing.code, 0, refusing.out);
+  assert.match(refusing.out, /^note: the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage$/m);
+  assert.equal(stub.calls.length, 11, 'one call for each check that reached the stub, and the one sent again');
 });

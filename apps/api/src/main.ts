@@ -33,7 +33,7 @@ await runMain('proxy-api', async () => {
   const store = await openStore(config.db, logger);
   // The manual worker pass needs the upstream key; without it the runner (and undici) is never loaded.
   const runner = config.upstream.apiKey ? await import('@proxy/core/runner') : null;
-  const upstream = runner ? runner.createUpstreamClientFromConfig(config) : null;
+  const upstream = runner ? runner.createUpstreamClientFromConfig(config, (message) => logger.warn(message)) : null;
   const worker = runner && upstream ? runner.createWorkerFromConfig(config, { store, upstream, logger }) : null;
   const workerPass: WorkerPass | null = worker ? () => worker.runOnce(PASS_LIMITS) : null;
   let clients = createClientRegistry(config.clients);

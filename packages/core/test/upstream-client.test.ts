@@ -332,3 +332,33 @@ test("streamed, the call's deadline ends a stream still arriving, as it ends an 
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(typeof stub.calls[0]?.hungUpAt, 'number', 'the connection was closed');
 });
+
+test('streamed, an upstream that refuses stream_options (Azure OpenAI did, for a time) gets each call again at once without it, and from then on never; the answers come without their usage; said once', async (t) => {
+  const refusals = [
+    { error: { message: 'Unrecognized request argument supplied: stream_options', type: 'invalid_request_error', param: null, code: null } },
+    { error: { message: "Unknown parameter: 'stream_options'.", type: 'invalid_request_error', param: 'stream_options', code: 'unknown_parameter' } },
+  ];
+  for (const refusal of refusals) {
+    const stub = await startStubUpstream({ behave: (call) => (call.body.stream_options ? { status: 400, body: refusal, delayMs: 50 } : { body: completionOf({ content: 'fine' }, { usage: undefined }) }) });
+    t.after(() => stub.close());
+    const notices: string[] = [];
+    const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 4, stream: true, onNotice: (m) => notices.push(m) });
+    t.after(() => upstream.close());
+    const ask = () => upstream.chat(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'q' }] }), new AbortController().signal);
+    // Two in flight together: both meet the refusal, both are sent again.
+    const outcomes = [...(await Promise.all([ask(), ask()])), await ask()];
+    for (const outcome of outcomes) assert.deepEqual(outcome.kind === 'ok' ? [outcome.outputText, outcome.usage] : outcome, ['fine', null]);
+    assert.deepEqual(
+      stub.calls.map((c) => [c.body.stream, c.body.stream_options !== undefined]),
+      [[true, true], [true, true], [true, false], [true, false], [true, false]],
+    );
+    assert.deepEqual(notices, ['the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage']);
+  }
+});
+
+test('streamed, any other 400 is the job\'s own: not sent again, stream_options still asked for', async (t) => {
+  const { chat, stub } = await setUp(t, script({ status: 400, body: { error: { message: "Invalid value for 'temperature'", type: 'invalid_request_error', param: 'temperature' } } }, {}), { stream: true });
+  assert.equal(kindOf(await chat('q')), 'http_error');
+  assert.equal(kindOf(await chat('q')), 'ok');
+  assert.deepEqual(stub.calls.map((c) => c.body.stream_options), [{ include_usage: true }, { include_usage: true }]);
+});

@@ -22,7 +22,9 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
   const headers = Object.keys(config.upstream.extraHeaders);
   // What every report names, whatever came back.
   const asked = { upstream, proxy, headers, model, stream: config.upstream.stream };
-  const client = createUpstreamClientFromConfig(config);
+  // What the client changed in how it calls, said in the report: the worker would do the same.
+  const notices: string[] = [];
+  const client = createUpstreamClientFromConfig(config, (message) => notices.push(message));
   const started = performance.now();
   const ms = () => Math.round(performance.now() - started);
   let report: CheckReport;
@@ -46,6 +48,7 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
   } finally {
     await client.close();
   }
+  if (notices.length > 0) report.notices = notices;
   output(Boolean(opts.json), report, () => render(report));
   if (!report.ok) process.exitCode = 1;
 }
@@ -61,6 +64,8 @@ type CheckReport = {
   status?: number | null;
   ms: number;
   upstream_request_id: string | null;
+  /** What the client changed in how it calls, when it did (the upstream refused stream_options). */
+  notices?: string[];
 } & ({ ok: true; answer: string | null } | { ok: false; error: { code: string; message: string }; retried: boolean; hint?: string });
 
 function render(r: CheckReport): string {
@@ -72,5 +77,6 @@ function render(r: CheckReport): string {
     lines.push(`failed: ${answered}`, `error: ${r.error.code}: ${r.error.message}`, r.retried ? 'a job meeting this is tried again, until its attempts run out' : 'a job meeting this fails at once: it is not tried again');
     if (r.hint) lines.push(`hint: ${r.hint}`);
   }
+  for (const notice of r.notices ?? []) lines.push(`note: ${notice}`);
   return lines.join('\n');
 }

@@ -27,7 +27,7 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   if (config.upstream.stream) logger.info('upstream answers are asked for streamed (UPSTREAM_STREAM) and put together');
   if (config.upstream.caCertificates.length > 0) logger.info("upstream certificates: trusting UPSTREAM_CA_FILE's besides Node's own", { ca_certificates: config.upstream.caCertificates.length });
   warnIfFewOpenFiles(logger, config.worker.concurrency);
-  const upstream = createUpstreamClientFromConfig(config);
+  const upstream = createUpstreamClientFromConfig(config, (message) => logger.warn(message));
   const worker = createWorkerFromConfig(config, { store, upstream, logger });
   return {
     logger,

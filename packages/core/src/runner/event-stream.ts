@@ -226,11 +226,12 @@ export function assembleStream(text: string, maxBytes = 0): AssembledStream {
 }
 
 /**
- * The request as sent when streaming: `stream` set, and the usage asked for in a last chunk (without
- * it, a streamed answer carries none). The request's JSON is not parsed again: the proxy refuses both
- * keys in a request's options, so they are never there already.
+ * The request as sent when streaming: `stream` set, and, with `usage`, the usage asked for in a last
+ * chunk (without it, a streamed answer carries none). The request's JSON is not parsed again: the
+ * proxy refuses both keys in a request's options, so they are never there already.
  */
-export function streamedRequest(requestJson: string): string {
+export function streamedRequest(requestJson: string, usage = true): string {
   const rest = requestJson.trimStart().slice(1);
-  return `{"stream":true,"stream_options":{"include_usage":true}${rest.trimStart().startsWith('}') ? '' : ','}${rest}`;
+  const head = usage ? '{"stream":true,"stream_options":{"include_usage":true}' : '{"stream":true';
+  return `${head}${rest.trimStart().startsWith('}') ? '' : ','}${rest}`;
 }

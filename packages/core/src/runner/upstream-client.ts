@@ -57,6 +57,8 @@ export interface UpstreamClientOptions {
   caCertificates?: readonly string[];
   /** Ask for each answer streamed, and put it together (UPSTREAM_STREAM). */
   stream?: boolean;
+  /** Told, once, of what the client changed in how it calls (streamed answers asked for without their usage). */
+  onNotice?: (message: string) => void;
 }
 
 // Upstream error bodies can be large HTML pages from a proxy in front; keep what a person needs.
@@ -125,43 +127,66 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   };
 
   const stream = options.stream === true;
+  // Cleared for good when the upstream refuses stream_options, as Azure OpenAI did for a time and
+  // servers that have not heard of it do: a 400 for every call. Streamed answers then come without
+  // their usage rather than not at all.
+  let askUsage = stream;
 
   return {
-    async chat(requestJson, signal) {
-      const body = stream ? streamedRequest(requestJson) : requestJson;
-      let res;
-      // Once more at most, when the connection it took had been closed by the upstream while idle:
-      // the call was never read. Not spent as an attempt, and no wait, as curl and browsers do.
-      for (let sentAgain = false; ; sentAgain = true) {
-        const sentAt = performance.now();
-        try {
-          res = await dispatcher.request({ origin: base.origin, method: 'POST', path, headers, body, signal });
-          break;
-        } catch (err) {
-          if (signal.aborted) throw signal.reason;
-          if (!sentAgain && idle.closedWhileIdle(err, sentAt)) continue;
-          return networkError(err);
-        }
-      }
-      const status = res.statusCode;
-      const id = res.headers['x-request-id'];
-      // What OpenAI's support asks for about a call. Only an id is taken, for a log line.
-      const requestId = typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
-      const encoding = res.headers['content-encoding'];
-      let text: string;
-      try {
-        if (stream) return withId(await readStreamed(res, encoding), requestId);
-        text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
-      } catch (err) {
-        if (signal.aborted) throw signal.reason;
-        return withId(unread(err, res), requestId);
-      }
-      return withId(judgeAnswer(status, res.headers, text), requestId);
+    chat(requestJson, signal) {
+      // Not async itself: unstreamed, the hot path, one more await cost about 1% of a job's instructions.
+      return askUsage ? sendAskingUsage(requestJson, signal) : send(requestJson, signal);
     },
     async close() {
       await dispatcher.close();
     },
   };
+
+  /** A streamed call with its usage asked for, sent again without the asking when the upstream refuses it. */
+  async function sendAskingUsage(requestJson: string, signal: CallSignal): Promise<UpstreamOutcome> {
+    const outcome = await send(requestJson, signal);
+    if (!refusesStreamOptions(outcome)) return outcome;
+    // Calls in flight meanwhile meet the same refusal; the first to hear it says so.
+    if (askUsage) {
+      askUsage = false;
+      options.onNotice?.('the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage');
+    }
+    // A 400 was not worked on: sent again at once, as the same attempt.
+    return send(requestJson, signal);
+  }
+
+  /** One call, sent (again at most once, on a connection closed while idle) and read. */
+  async function send(requestJson: string, signal: CallSignal): Promise<UpstreamOutcome> {
+    const body = stream ? streamedRequest(requestJson, askUsage) : requestJson;
+    let res;
+    // Once more at most, when the connection it took had been closed by the upstream while idle:
+    // the call was never read. Not spent as an attempt, and no wait, as curl and browsers do.
+    for (let sentAgain = false; ; sentAgain = true) {
+      const sentAt = performance.now();
+      try {
+        res = await dispatcher.request({ origin: base.origin, method: 'POST', path, headers, body, signal });
+        break;
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        if (!sentAgain && idle.closedWhileIdle(err, sentAt)) continue;
+        return networkError(err);
+      }
+    }
+    const status = res.statusCode;
+    const id = res.headers['x-request-id'];
+    // What OpenAI's support asks for about a call. Only an id is taken, for a log line.
+    const requestId = typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
+    const encoding = res.headers['content-encoding'];
+    let text: string;
+    try {
+      if (stream) return withId(await readStreamed(res, encoding), requestId);
+      text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      return withId(unread(err, res), requestId);
+    }
+    return withId(judgeAnswer(status, res.headers, text), requestId);
+  }
 
   /** What a 2xx's JSON object comes to. */
   function judgeCompletion(status: number, body: object): UpstreamOutcome {
@@ -240,7 +265,7 @@ function withId(outcome: UpstreamOutcome, requestId: string | undefined): Upstre
 }
 
 /** The client a worker built from configuration uses: one pool, sized to the worker's concurrency. */
-export function createUpstreamClientFromConfig(config: Config): UpstreamClient {
+export function createUpstreamClientFromConfig(config: Config, onNotice?: (message: string) => void): UpstreamClient {
   if (!config.upstream.apiKey) throw new Error('createUpstreamClientFromConfig needs OPENAI_API_KEY');
   return createUpstreamClient({
     baseUrl: config.upstream.baseUrl,
@@ -252,6 +277,7 @@ export function createUpstreamClientFromConfig(config: Config): UpstreamClient {
     proxyUrl: config.upstream.proxyUrl,
     caCertificates: config.upstream.caCertificates,
     stream: config.upstream.stream,
+    ...(onNotice ? { onNotice } : {}),
   });
 }
 
@@ -356,6 +382,13 @@ async function readCapped(body: Dispatcher.ResponseData['body'], maxBytes: numbe
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks, total);
+}
+
+/** Whether an answer is a server's refusal of the stream_options parameter (its error names it). */
+function refusesStreamOptions(outcome: UpstreamOutcome): boolean {
+  if (outcome.kind !== 'http_error' || outcome.status !== 400) return false;
+  const param = (outcome.body as { error?: { param?: unknown } } | null)?.error?.param;
+  return param === 'stream_options' || outcome.message.includes('stream_options');
 }
 
 const isEventStream = (type: string | string[] | undefined) => typeof type === 'string' && /^\s*text\/event-stream\s*(;|$)/i.test(type);
