@@ -197,6 +197,22 @@ test('UPSTREAM_STREAM=true: each call asks for a stream, and each job reads as i
   }
 });
 
+test('UPSTREAM_STREAM=true against an upstream that refuses stream_options: jobs complete without their usage, and the log says so once', async (t) => {
+  const { dir, store, stub, env } = await setUp(t, { UPSTREAM_STREAM: 'true', WORKER_CONCURRENCY: '2' });
+  stub.behave((call) => (call.body.stream_options ? { status: 400, body: { error: { message: "Unknown parameter: 'stream_options'.", type: 'invalid_request_error', param: 'stream_options' } } } : {}));
+  const ids = [];
+  for (let i = 0; i < 3; i++) ids.push(await enqueue(store, `refused ${i}`));
+  const once = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  assert.equal((await within(once.exited, 15_000, 'once')).code, 0);
+  for (const [i, id] of ids.entries()) {
+    const job = await store.getJob(id);
+    assert.deepEqual([job?.status, job?.outputText, job?.usage, job?.attempts], ['completed', `echo: refused ${i}`, null, 1]);
+  }
+  const notices = once.lines.filter((line) => line.includes('refused stream_options'));
+  assert.equal(notices.length, 1, once.lines.join('\n'));
+  assert.equal(JSON.parse(notices[0]!).level, 'warn');
+});
+
 test('out of file descriptors: the worker warns at start, calls that cannot open a connection put their jobs back unspent, one line says what to change, and every job completes', async (t) => {
   // 128 calls at once need 128 sockets; the process may hold 80 descriptors in all, about 50 past
   // what it holds idle, so most calls of the first claims find none free.
