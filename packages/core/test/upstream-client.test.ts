@@ -362,3 +362,18 @@ test('streamed, any other 400 is the job\'s own: not sent again, stream_options 
   assert.equal(kindOf(await chat('q')), 'ok');
   assert.deepEqual(stub.calls.map((c) => c.body.stream_options), [{ include_usage: true }, { include_usage: true }]);
 });
+
+test('unstreamed, an answer streamed all the same (a gateway set to stream every call) is put together, not thrown away and paid for again', async (t) => {
+  const events = [
+    JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { role: 'assistant', content: 'streamed ' }, finish_reason: null }] }),
+    JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: 'anyway' }, finish_reason: 'stop' }] }),
+    '[DONE]',
+  ];
+  const sse = (type: string) => ({ raw: events.map((e) => `data: ${e}\n\n`).join(''), headers: { 'content-type': type } });
+  const { chat, stub } = await setUp(t, script(sse('text/event-stream'), sse('text/plain')));
+  const outcome = await chat('q');
+  assert.equal(outcome.kind === 'ok' && outcome.outputText, 'streamed anyway');
+  assert.equal(stub.calls[0]?.body.stream, undefined, 'it was not asked to stream');
+  // Events the server does not call events are not read as such.
+  assert.equal(kindOf(await chat('q')), 'bad_response');
+});

@@ -245,6 +245,9 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     const body = tryParseJson(text);
     if (status >= 200 && status < 300) {
       if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
+        // A server that streams unasked (a gateway set to stream every call): its events put
+        // together, rather than a paid answer thrown away and asked for again, each time.
+        if (isEventStream(resHeaders['content-type'])) return judgeStream(status, assembleStream(text));
         return { kind: 'bad_response', status, message: `upstream answered ${status} with a body that is not a JSON object` };
       }
       return judgeCompletion(status, body);
