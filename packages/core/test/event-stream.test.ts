@@ -61,6 +61,8 @@ test('the limit holds the answer, and an event still arriving, to maxBytes', () 
   assert.throws(() => assembleStream(events(101), 400), StreamTooLarge);
   assert.throws(() => createStreamAssembler(400).push(`data: ${'x'.repeat(401)}`), StreamTooLarge, 'a line not yet ended');
   assert.throws(() => createStreamAssembler(400).push(`data: ${'x'.repeat(300)}\ndata: ${'x'.repeat(300)}\n`), StreamTooLarge, 'an event not yet ended');
+  assert.throws(() => createStreamAssembler(400).push(`: ping\ndata: ${'x'.repeat(401)}`), StreamTooLarge, 'a line not yet ended, after a line that has');
+  assert.throws(() => createStreamAssembler(400).push(`data: ${'x'.repeat(250)}\ndata: ${'x'.repeat(250)}`), StreamTooLarge, 'an event and its line not yet ended');
 });
 
 test('streamedRequest adds stream and stream_options at the front, the rest as it was', () => {

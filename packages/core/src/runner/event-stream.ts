@@ -179,15 +179,15 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
       // A CR last may be the first half of a CRLF: it waits for the next piece.
       const upTo = pending.endsWith('\r') ? pending.length - 1 : pending.length;
       const lastBreak = Math.max(pending.lastIndexOf('\n', upTo - 1), pending.lastIndexOf('\r', upTo - 1));
-      if (lastBreak < 0) {
-        if (maxBytes > 0 && pending.length > maxBytes) throw new StreamTooLarge();
-        return;
+      if (lastBreak >= 0) {
+        // The last break may be a CRLF's LF: the CR is a break of its own only when alone.
+        const cut = pending[lastBreak] === '\n' && pending[lastBreak - 1] === '\r' ? lastBreak - 1 : lastBreak;
+        const lines = pending.slice(0, cut).split(/\r\n|\r|\n/);
+        pending = pending.slice(lastBreak + 1);
+        for (const text of lines) line(text);
       }
-      // The last break may be a CRLF's LF: the CR is a break of its own only when alone.
-      const cut = pending[lastBreak] === '\n' && pending[lastBreak - 1] === '\r' ? lastBreak - 1 : lastBreak;
-      const lines = pending.slice(0, cut).split(/\r\n|\r|\n/);
-      pending = pending.slice(lastBreak + 1);
-      for (const text of lines) line(text);
+      // The event still arriving: its data so far and the line not yet ended.
+      if (maxBytes > 0 && dataBytes + pending.length > maxBytes) throw new StreamTooLarge();
     },
     end() {
       // A last event without its line break or blank line still counts: the stream's end ends it.
