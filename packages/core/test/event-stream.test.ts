@@ -70,3 +70,9 @@ test('streamedRequest adds stream and stream_options at the front, the rest as i
   assert.deepEqual(JSON.parse(streamedRequest(JSON.stringify(request))), { stream: true, stream_options: { include_usage: true }, ...request });
   assert.deepEqual(JSON.parse(streamedRequest(' {}')), { stream: true, stream_options: { include_usage: true } });
 });
+
+test("a function call, as answered to the deprecated functions parameter, is joined as a tool call is: the name as sent, the arguments end to end", () => {
+  const piece = (delta: object, finish: string | null = null) => `data: ${JSON.stringify({ choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+  const out = assembleStream(piece({ role: 'assistant', content: null, function_call: { name: 'add', arguments: '' } }) + piece({ function_call: { arguments: '{"a":' } }) + piece({ function_call: { arguments: '2}' } }, 'function_call') + 'data: [DONE]\n\n');
+  assert.deepEqual(out.ok && out.body.choices, [{ index: 0, message: { role: 'assistant', content: null, function_call: { name: 'add', arguments: '{"a":2}' } }, logprobs: null, finish_reason: 'function_call' }]);
+});

@@ -123,6 +123,7 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
     for (const [key, value] of Object.entries(delta)) {
       if (key === 'role') choice.message.role = value;
       else if (key === 'tool_calls') joinToolCalls(choice.message, value);
+      else if (key === 'function_call') joinFunctionCall(choice.message, value);
       else joinPiece(choice.message, key, value);
     }
     if (isObject(piece.logprobs)) {
@@ -151,6 +152,15 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
     } else if (had === undefined || had === null) {
       into[key] = piece;
     }
+  }
+
+  /** The pieces of a function call as answered before tool calls (still sent to `functions`): the name as sent, the arguments joined. */
+  function joinFunctionCall(message: Json, piece: unknown): void {
+    if (!isObject(piece)) return;
+    hold(sizeOf(piece));
+    const call = (message.function_call ??= { name: '', arguments: '' }) as Json;
+    if (typeof piece.name === 'string') call.name = piece.name;
+    if (typeof piece.arguments === 'string') call.arguments = (call.arguments as string) + piece.arguments;
   }
 
   /** A tool call's pieces, by their index: id, type and name as sent, the arguments joined. */
