@@ -75,10 +75,10 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
     if (colon === 0) return;
     const field = colon < 0 ? text : text.slice(0, colon);
     const value = colon < 0 ? '' : text.slice(text[colon + 1] === ' ' ? colon + 2 : colon + 1);
+    // Its size is held to the limit by push, with the line still arriving.
     if (field === 'data') {
       data.push(value);
       dataBytes += value.length;
-      if (maxBytes > 0 && dataBytes > maxBytes) throw new StreamTooLarge();
     } else if (field === 'event') event = value;
   }
 
@@ -154,13 +154,17 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
     }
   }
 
-  /** The pieces of a function call as answered before tool calls (still sent to `functions`): the name as sent, the arguments joined. */
+  /** A function's pieces, in a tool call or alone: the name as sent, the arguments end to end. */
+  function joinFunction(into: Json, piece: Json): void {
+    if (typeof piece.name === 'string') into.name = piece.name;
+    if (typeof piece.arguments === 'string') into.arguments = (into.arguments as string) + piece.arguments;
+  }
+
+  /** A function call as answered before tool calls (still, to the deprecated `functions`). */
   function joinFunctionCall(message: Json, piece: unknown): void {
     if (!isObject(piece)) return;
     hold(sizeOf(piece));
-    const call = (message.function_call ??= { name: '', arguments: '' }) as Json;
-    if (typeof piece.name === 'string') call.name = piece.name;
-    if (typeof piece.arguments === 'string') call.arguments = (call.arguments as string) + piece.arguments;
+    joinFunction((message.function_call ??= { name: '', arguments: '' }) as Json, piece);
   }
 
   /** A tool call's pieces, by their index: id, type and name as sent, the arguments joined. */
@@ -174,12 +178,7 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
       const call = (calls[index] ??= { id: '', type: 'function', function: { name: '', arguments: '' } });
       if (typeof piece.id === 'string') call.id = piece.id;
       if (typeof piece.type === 'string') call.type = piece.type;
-      const fn = piece.function;
-      if (isObject(fn)) {
-        const into = call.function as Json;
-        if (typeof fn.name === 'string') into.name = fn.name;
-        if (typeof fn.arguments === 'string') into.arguments = (into.arguments as string) + fn.arguments;
-      }
+      if (isObject(piece.function)) joinFunction(call.function as Json, piece.function);
     }
   }
 
