@@ -135,12 +135,17 @@ async function createJobs(store: JobStore, n: number, make: (i: number) => NewJo
  * A TCP relay to the test server (PG_URL) whose connections can be silenced: from `silence()` on,
  * no byte passes either way on the connections open then, and neither end is told (as when a NAT or
  * firewall forgets a connection). `silenceNew(true)` silences connections as they are accepted.
+ * After `stallCommits()`, a connection's client is cut off from the server at its next COMMIT.
  * `url` is PG_URL through the relay.
  */
-async function startSilenceableProxy(): Promise<{ url: string; connections(): number; silence(): void; silenceNew(on: boolean): void; close(): void }> {
+async function startSilenceableProxy(): Promise<{ url: string; connections(): number; silence(): void; silenceNew(on: boolean): void; stallCommits(): void; close(): void }> {
   const target = new URL(PG_URL);
   const pairs: Array<[Socket, Socket]> = [];
   let silenceNew = false;
+  let stallCommits = false;
+  // A simple-query message whose text is exactly COMMIT (the store's tx(); "READ COMMITTED" in its
+  // BEGIN does not end so).
+  const commit = Buffer.from('COMMIT\0');
   const mute = ([a, b]: [Socket, Socket]) => {
     a.unpipe(b);
     b.unpipe(a);
@@ -153,7 +158,14 @@ async function startSilenceableProxy(): Promise<{ url: string; connections(): nu
     pairs.push(pair);
     for (const socket of pair) socket.on('error', () => undefined);
     if (silenceNew) return mute(pair);
-    client.pipe(upstream);
+    // Relayed by hand, not piped, to look for a COMMIT: from one on, nothing more the client sends
+    // reaches the server (as from a process frozen or cut off just before it), while what the server
+    // sends still reaches the client.
+    let stalled = false;
+    client.on('data', (chunk: Buffer) => {
+      if (!stalled && stallCommits && chunk.includes(commit)) stalled = true;
+      if (!stalled) upstream.write(chunk);
+    });
     upstream.pipe(client);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -164,6 +176,7 @@ async function startSilenceableProxy(): Promise<{ url: string; connections(): nu
     connections: () => pairs.length,
     silence: () => pairs.forEach(mute),
     silenceNew: (on) => void (silenceNew = on),
+    stallCommits: () => void (stallCommits = true),
     close() {
       for (const pair of pairs) pair.forEach((socket) => socket.destroy());
       server.close();
@@ -1217,6 +1230,44 @@ for (const backend of backends) {
     await failsUnavailable('a claim', () => store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
     const counts = await eventually(async () => within(store.countByStatus(), 5000, 'a count').catch(() => null), 15_000, 10);
     assert.deepEqual([counts.queued, counts.in_progress], [0, 1], 'the job stays held by the first claim');
+  });
+
+  if (backend.name === 'postgres') test('postgres: a claim whose COMMIT never reaches the server (its process frozen or cut off) holds its job only until the server ends the idle transaction; then another worker claims the job, and the stalled claim fails as unavailable', async (t) => {
+    const proxy = await startSilenceableProxy();
+    t.after(() => proxy.close());
+    const place = await backend.place(t);
+    const other = await place.open();
+    // Shortened from IDLE_IN_TRANSACTION_MS, which SESSION_SETTINGS holds.
+    const idleInTransactionMs = 1000;
+    const stalled = await openPostgresStore({ url: proxy.url, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, idleInTransactionMs });
+    place.own(() => stalled.close());
+    const { job: created } = await other.createJob(job());
+
+    proxy.stallCommits();
+    const began = Date.now();
+    const claim = stalled.claimJobs({ workerId: 'stalled', limit: 1, leaseMs: 60_000 }).then(
+      () => assert.fail('a claim whose COMMIT never arrived was answered'),
+      (err: unknown) => err,
+    );
+    const admin = await sqlClient(place.own);
+    // Its claim made, its COMMIT held back: the server holds the transaction open, the job's row locked.
+    await eventually(async () => {
+      const { rows } = await admin.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'", [`proxy:${place.schema}`]);
+      return rows.length === 1;
+    }, 5000, 10);
+    assert.deepEqual(await other.claimJobs({ workerId: 'other', limit: 1, leaseMs: 60_000 }), [], 'locked by the stalled claim, the job is passed over');
+
+    const failed = await within(claim, 10_000, 'the stalled claim');
+    assert.ok(isDatabaseUnavailable(failed), `the stalled claim failed as unavailable: ${String(failed)}`);
+    const [claimed] = await eventually(async () => {
+      const jobs = await other.claimJobs({ workerId: 'other', limit: 1, leaseMs: 60_000 });
+      return jobs.length > 0 && jobs;
+    }, 10_000, 50);
+    const waited = Date.now() - began;
+    assert.equal(claimed?.id, created.id);
+    assert.equal(claimed?.attempts, 1, 'nothing of the stalled claim was written');
+    assert.ok(waited >= idleInTransactionMs && waited < idleInTransactionMs + 5000, `claimed ${waited} ms after the stall`);
+    t.diagnostic(`claimed by the other worker ${waited} ms after the stall (timeout ${idleInTransactionMs} ms)`);
   });
 
   if (backend.name === 'postgres') test('postgres: a listening connection that stops answering without an error is found by its ping and replaced; one that answers moves the counter only when told', async (t) => {

@@ -26,8 +26,9 @@ const UNAVAILABLE_CODES = new Set([
   'EIO', 'ENOSPC', 'EDQUOT', 'EROFS',
   // PostgreSQL: shut down by an administrator, crashed, still starting; too many connections; a
   // read-only server (a standby, as after a failover that has not reached the clients yet); a lock
-  // held elsewhere past lock_timeout.
-  '57P01', '57P02', '57P03', '53300', '25006', '55P03',
+  // held elsewhere past lock_timeout; a session ended for sitting in a transaction too long (its
+  // process was frozen or cut off meanwhile: nothing of the transaction was written).
+  '57P01', '57P02', '57P03', '53300', '25006', '55P03', '25P03',
 ]);
 
 const UNAVAILABLE_CODE_PREFIXES = [

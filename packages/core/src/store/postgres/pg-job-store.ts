@@ -30,6 +30,8 @@ export interface PostgresStoreOptions {
   onConnectionLost?: (err: Error) => void;
   /** QUERY_TIMEOUT_MS unless given (tests shorten it). */
   queryTimeoutMs?: number;
+  /** IDLE_IN_TRANSACTION_MS unless given (tests shorten it). */
+  idleInTransactionMs?: number;
 }
 
 /**
@@ -69,6 +71,19 @@ export const FOLD_AFTER_CHANGES = 5000;
 export const LOCK_TIMEOUT_MS = 5000;
 
 /**
+ * How long the server lets one of the store's sessions sit inside a transaction without a statement
+ * before it ends the session, and with it the transaction and its locks. The store sends a
+ * transaction's statements back to back, so a gap this long means its process is frozen (SIGSTOP, a
+ * paused VM) or cut off from the server. Until the session ends, the rows its transaction wrote
+ * stay locked: other workers' claims pass them (SKIP LOCKED), so the jobs it was claiming wait, and
+ * a write to one of them waits out lock_timeout and fails. Without this the session lasted as long
+ * as the frozen process, or until the server's TCP keepalive saw the cut (two hours by default).
+ * The process, running again, finds its session ended: what it sent fails as unavailable, and
+ * nothing of the transaction was written.
+ */
+export const IDLE_IN_TRANSACTION_MS = 10_000;
+
+/**
  * The settings of every session the store opens (`-c name=value`, as libpq's `options`).
  * - lock_timeout: a write that waits for a lock held elsewhere (an operator's transaction, a
  *   non-concurrent index build) fails after 5 s, as 503 unavailable, as SQLite's busy_timeout does,
@@ -79,8 +94,13 @@ export const LOCK_TIMEOUT_MS = 5000;
  *   of queued rows, fewer than the claim's limit, chose a bitmap scan of a partial index and sorted
  *   what it returned: every claim read and sorted the whole queue to take its first jobs. A claim of
  *   64 took 43 ms of the server's time with 100,000 queued (its sort spilled to disk), 2.2 ms now.
+ * - idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS.
  */
-export const SESSION_SETTINGS = `-c lock_timeout=${LOCK_TIMEOUT_MS} -c enable_bitmapscan=off`;
+export const SESSION_SETTINGS = sessionSettings(IDLE_IN_TRANSACTION_MS);
+
+function sessionSettings(idleInTransactionMs: number): string {
+  return `-c lock_timeout=${LOCK_TIMEOUT_MS} -c idle_in_transaction_session_timeout=${idleInTransactionMs} -c enable_bitmapscan=off`;
+}
 
 /**
  * Opens the PostgreSQL job store: applies its migrations under an advisory lock, and LISTENs for job
@@ -90,7 +110,7 @@ export const SESSION_SETTINGS = `-c lock_timeout=${LOCK_TIMEOUT_MS} -c enable_bi
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<JobStore> {
   const schema = options.schema ?? 'public';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
-  const connection = { connectionString: options.url, types, options: `-c search_path=${schema} ${SESSION_SETTINGS}` };
+  const connection = { connectionString: options.url, types, options: `-c search_path=${schema} ${sessionSettings(options.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS)}` };
   // A server that does not answer a connection (a network cut, a host gone) fails the query after
   // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes), and one
   // that stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
