@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { echoCompletion, startStubUpstream, type StubCall } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
-import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
+import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, freezeOutsideTransactions, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
 import { startConnectProxy } from '../helpers/connect-proxy.ts';
 
 type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (msg: string) => void };
@@ -89,14 +89,14 @@ test('a second signal exits at once; the unfinished job returns to the queue whe
 });
 
 test('a worker frozen mid-call (SIGSTOP) past its lease: another takes the job and completes it, and the frozen one, thawed, writes nothing over it', async (t) => {
-  const { store, stub, daemon } = await setUp(t, { LEASE_SECONDS: '2' });
+  const { store, stub, daemon, env } = await setUp(t, { LEASE_SECONDS: '2' });
   // The first call is answered after 1 s, to a worker frozen by then; the second at once.
   stub.behave((call) => ({ delayMs: call.n === 1 ? 1000 : 0, body: echoCompletion(call, call.n === 1 ? 'from the frozen worker' : 'from the other worker') }));
   const id = await enqueue(store, 'frozen');
   const frozen = daemon();
   await eventually(async () => stub.calls.length === 1);
-  frozen.kill('SIGSTOP');
   t.after(() => frozen.kill('SIGCONT'));
+  await freezeOutsideTransactions(frozen, env);
   daemon();
   const done = await eventually(async () => {
     const job = await store.getJob(id);

@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import pg from 'pg';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
 import type { JobStore, NewJob } from '../../packages/core/src/store/types.ts';
@@ -182,6 +184,52 @@ export async function eventually<T>(check: () => Promise<T | undefined | null | 
     if (value) return value;
     if (Date.now() > until) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * Stops `child` (SIGSTOP) at a moment it holds no write transaction, for a test of what a frozen
+ * process does to its calls. A process stops wherever it is, and one stopped within a commit holds
+ * SQLite's write lock until it runs again, so every other process's writes wait (see README, "The
+ * other end of that"): stopped at random while running jobs, a worker held it about one time in
+ * 200 (measured here), and a test then timed out waiting for another worker to take its job. On
+ * PostgreSQL the server ends such a transaction after 10 s, longer than such a test waits. Caught
+ * inside one, the child runs a moment and is stopped again. Only `child` may write meanwhile.
+ */
+export async function freezeOutsideTransactions(child: Child, env: Record<string, string>): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    child.kill('SIGSTOP');
+    // A statement it had sent finishes on the server meanwhile; then its session is idle, in a
+    // transaction or not.
+    await new Promise((r) => setTimeout(r, 20));
+    if (!(await writeTransactionOpen(env))) return;
+    child.kill('SIGCONT');
+    if (tries === 50) throw new Error('the child was inside a write transaction at each of 50 stops');
+    await new Promise((r) => setTimeout(r, 1 + Math.random() * 10));
+  }
+}
+
+async function writeTransactionOpen(env: Record<string, string>): Promise<boolean> {
+  if (env.DATABASE_URL) {
+    const client = new pg.Client({ connectionString: env.DATABASE_URL });
+    await client.connect();
+    try {
+      const { rows } = await client.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'", [`proxy:${env.DATABASE_SCHEMA}`]);
+      return rows.length > 0;
+    } finally {
+      await client.end();
+    }
+  }
+  const db = new Database(env.PROXY_DB_PATH as string, { timeout: 0 });
+  try {
+    db.exec('BEGIN IMMEDIATE');
+    db.exec('ROLLBACK');
+    return false;
+  } catch (err) {
+    if ((err as { code?: string }).code?.startsWith('SQLITE_BUSY')) return true;
+    throw err;
+  } finally {
+    db.close();
   }
 }
 
