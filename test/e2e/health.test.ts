@@ -116,7 +116,7 @@ test('a create while another connection holds the write lock past busy_timeout (
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret });
-  const { url } = await startApiProcess(t, env, dir);
+  const { url, child } = await startApiProcess(t, env, dir);
   const release = await holdWriteLock(t, env, dir, 'jobs');
   const body = signBody({ prompt: 'while locked', ...freshStamp() }, secret);
   const send = () => fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': key }, body });
@@ -124,6 +124,11 @@ test('a create while another connection holds the write lock past busy_timeout (
   assert.equal(locked.status, 503);
   assert.equal(locked.headers.get('retry-after'), '2');
   assert.deepEqual(await locked.json(), { error: { code: 'unavailable', message: 'the database does not answer; try again shortly' } });
+  if (BACKEND === 'sqlite') {
+    // The log says who holds the lock: here this test's process.
+    const said = await eventually(async () => child.lines.find((l) => l.includes('the database does not answer')));
+    assert.match(said, new RegExp(`the write lock is held by pid ${process.pid} \\(node\\)`));
+  }
   await release();
   const stored = await send();
   assert.equal(stored.status, 202);

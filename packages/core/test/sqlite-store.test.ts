@@ -12,6 +12,7 @@ import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
 import { createWriteQueue } from '../src/store/sqlite/write-queue.ts';
+import { holderPid, writeLockHolder } from '../src/store/sqlite/lock-holder.ts';
 import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
@@ -254,6 +255,55 @@ test('group commit: a write lock held past busy_timeout fails every write of the
   other.exec('ROLLBACK');
   const again = await Promise.all(jobs.map((j) => store.createJob(j)));
   assert.deepEqual(again.map((r) => r.created), Array(5).fill(true));
+});
+
+test('a write that waited busy_timeout for the write lock names the process holding it (from /proc/locks): another program, or this one; none once it is free', { skip: process.platform !== 'linux' && 'reads /proc/locks, which only Linux has' }, async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  const store = openSqliteStore({ path, busyTimeoutMs: 300 });
+  t.after(() => store.close());
+  // Another program left inside a transaction, as a sqlite3 shell after BEGIN.
+  const holder = spawn(process.execPath, ['-e', `
+    const db = new (require('better-sqlite3'))(process.argv[1]);
+    db.exec('BEGIN IMMEDIATE');
+    console.log('held');
+    setInterval(() => {}, 1000);`, path], { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => holder.kill('SIGKILL'));
+  await new Promise((resolve) => holder.stdout.once('data', resolve));
+  const refused = await store.createJob(job()).then(() => assert.fail('created while the lock was held'), (err: Error & { code?: string }) => err);
+  assert.equal(refused.code, 'SQLITE_BUSY');
+  assert.ok(isDatabaseUnavailable(refused));
+  assert.equal(refused.message, `database is locked: the write lock is held by pid ${holder.pid} (node)`);
+  assert.equal(writeLockHolder(path), `pid ${holder.pid} (node)`);
+  holder.kill('SIGKILL');
+  await eventually(async () => writeLockHolder(path) === null);
+  assert.equal((await store.createJob(job())).created, true);
+
+  const other = new Database(path);
+  t.after(() => other.close());
+  other.exec('BEGIN IMMEDIATE');
+  const ours = await store.createJob(job()).then(() => assert.fail('created while the lock was held'), (err: Error) => err);
+  assert.equal(ours.message, `database is locked: the write lock is held by this process (pid ${process.pid})`);
+  other.exec('ROLLBACK');
+});
+
+test('the write lock\'s holder in /proc/locks: the POSIX lock on byte 120 of the -shm file, not a waiter for it, not another lock or file', () => {
+  const locks = [
+    '1: POSIX  ADVISORY  READ 301 fe:00:777 124 124',
+    '2: POSIX  ADVISORY  READ 301 fe:00:777 128 128',
+    '3: POSIX  ADVISORY  WRITE 302 fe:00:778 120 120',
+    '4: POSIX  ADVISORY  WRITE 303 08:01:777 120 120',
+    '5: -> POSIX  ADVISORY  WRITE 304 fe:00:777 120 120',
+    '6: FLOCK  ADVISORY  WRITE 305 fe:00:777 0 EOF',
+    '7: POSIX  ADVISORY  WRITE 306 fe:00:777 120 120',
+    '',
+  ].join('\n');
+  assert.equal(holderPid(locks, 'fe:00:777'), 306);
+  assert.equal(holderPid(locks, '08:01:777'), 303);
+  assert.equal(holderPid('1: POSIX  ADVISORY  WRITE 0 fe:00:9 0 EOF\n', 'fe:00:9'), 0, 'a lock over the whole file counts; pid 0 is one from another PID namespace');
+  assert.equal(holderPid(locks, 'fe:00:779'), null, 'another file');
+  assert.equal(holderPid('1: POSIX  ADVISORY  WRITE 7 fe:00:9 121 121\n', 'fe:00:9'), null, 'another lock of the file (the checkpointer\'s)');
+  assert.equal(holderPid('', 'fe:00:777'), null);
 });
 
 test('group commit: the write lock held elsewhere is waited for off the event loop; timers and reads go on meanwhile, and the write goes through once it is free', async (t) => {

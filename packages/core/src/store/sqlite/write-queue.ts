@@ -1,6 +1,7 @@
 import type { Db } from './open-database.js';
 import { isDatabaseUnavailable } from '../unavailable.js';
 import type { WalSync } from './wal-sync.js';
+import { writeLockHolder } from './lock-holder.js';
 
 /** The most writes one group commit takes, so one transaction never holds the write lock for long. */
 export const MAX_GROUP_COMMIT = 256;
@@ -154,10 +155,11 @@ export function createWriteQueue(
   function waitForLock(batch: Pending[], err: unknown) {
     const at = performance.now();
     const waiting: Pending[] = [];
+    let givenUp: unknown = null;
     for (const p of batch) {
       p.giveUpAt ??= at + waitMs - BUSY_BLOCK_MS;
       if (p.giveUpAt > at) waiting.push(p);
-      else p.reject(err);
+      else p.reject((givenUp ??= namingHolder(err, db.name)));
     }
     pending.unshift(...waiting);
     if (pending.length === 0) return;
@@ -185,6 +187,13 @@ export function createWriteQueue(
       while (retry) await new Promise((resolve) => setTimeout(resolve, BUSY_RETRY_MS));
     },
   };
+}
+
+/** `err` (SQLITE_BUSY), saying which process holds the write lock when that can be told. */
+function namingHolder(err: unknown, dbPath: string): unknown {
+  const holder = writeLockHolder(dbPath);
+  if (!holder || !(err instanceof Error)) return err;
+  return Object.assign(new Error(`${err.message}: the write lock is held by ${holder}`, { cause: err }), { name: err.name, code: (err as { code?: unknown }).code });
 }
 
 /** SQLite's answer when another connection holds the write lock (after the busy handler gave up). */

@@ -1,0 +1,46 @@
+import { readFileSync, statSync } from 'node:fs';
+
+/**
+ * Which process holds a SQLite file's write lock, said with the error of a write that waited
+ * busy_timeout for it. "database is locked" alone left an operator to guess among the API, the
+ * workers, an admin command and a `sqlite3` shell left inside a transaction; a process frozen
+ * within a commit (README, "The other end of that") holds it until it runs again.
+ *
+ * In WAL mode the write lock is byte 120 of the -shm file (SQLite's unix VFS: WAL_WRITE_LOCK at
+ * UNIX_SHM_BASE), held as a POSIX lock by the writing process, which Linux lists in /proc/locks. Only
+ * the name the kernel keeps for the process (/proc/<pid>/comm) is said, not its command line, which
+ * may carry another program's secrets. Elsewhere than Linux, or if the lock went meanwhile: null.
+ */
+export function writeLockHolder(dbPath: string, read: (path: string) => string = (path) => readFileSync(path, 'utf8')): string | null {
+  try {
+    const { dev, ino } = statSync(`${dbPath}-shm`);
+    // Linux's device number as /proc/locks prints it: major and minor in hex.
+    const device = `${((dev >> 8) & 0xfff).toString(16).padStart(2, '0')}:${((dev & 0xff) | ((dev >> 12) & 0xfff00)).toString(16).padStart(2, '0')}:${ino}`;
+    const pid = holderPid(read('/proc/locks'), device);
+    if (pid === null) return null;
+    // 0: the holder runs in another PID namespace (another container) and has no pid here.
+    if (pid === 0) return 'a process in another PID namespace (another container?)';
+    if (pid === process.pid) return `this process (pid ${pid})`;
+    let name = '';
+    try {
+      name = ` (${read(`/proc/${pid}/comm`).trim()})`;
+    } catch {
+      // Gone since, or not ours to read.
+    }
+    return `pid ${pid}${name}`;
+  } catch {
+    return null;
+  }
+}
+
+/** The pid of the POSIX lock on byte 120 of `device` ("maj:min:inode") in /proc/locks, waiters skipped. */
+export function holderPid(locks: string, device: string): number | null {
+  for (const line of locks.split('\n')) {
+    // "1: POSIX  ADVISORY  WRITE 4242 fe:00:2146664 120 120"; a waiter's line has "->" after the id.
+    const fields = line.trim().split(/\s+/);
+    if (fields[1] !== 'POSIX' || fields[4] === undefined) continue;
+    const [, , , mode, pid, where, start, end] = fields;
+    if (mode === 'WRITE' && where === device && Number(start) <= 120 && (end === 'EOF' || Number(end) >= 120)) return Number(pid);
+  }
+  return null;
+}
