@@ -13,9 +13,12 @@ import { readFileSync, statSync } from 'node:fs';
  */
 export function writeLockHolder(dbPath: string, read: (path: string) => string = (path) => readFileSync(path, 'utf8')): string | null {
   try {
-    const { dev, ino } = statSync(`${dbPath}-shm`);
-    // Linux's device number as /proc/locks prints it: major and minor in hex.
-    const device = `${((dev >> 8) & 0xfff).toString(16).padStart(2, '0')}:${((dev & 0xff) | ((dev >> 12) & 0xfff00)).toString(16).padStart(2, '0')}:${ino}`;
+    const { dev, ino } = statSync(`${dbPath}-shm`, { bigint: true });
+    // The file as /proc/locks names it: major and minor device numbers in hex (split as glibc's
+    // major() and minor() split st_dev), then the inode.
+    const major = ((dev & 0xfff00n) >> 8n) | ((dev & 0xfffff00000000000n) >> 32n);
+    const minor = (dev & 0xffn) | ((dev & 0xffffff00000n) >> 12n);
+    const device = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
     const pid = holderPid(read('/proc/locks'), device);
     if (pid === null) return null;
     // 0: the holder runs in another PID namespace (another container) and has no pid here.
