@@ -11,7 +11,8 @@ import { readFileSync, statSync } from 'node:fs';
  * the name the kernel keeps for the process (/proc/<pid>/comm) is said, not its command line, which
  * may carry another program's secrets. Elsewhere than Linux, or if the lock went meanwhile: null.
  */
-export function writeLockHolder(dbPath: string, read: (path: string) => string = (path) => readFileSync(path, 'utf8')): string | null {
+export function writeLockHolder(dbPath: string): string | null {
+  const read = (path: string) => readFileSync(path, 'utf8');
   try {
     const { dev, ino } = statSync(`${dbPath}-shm`, { bigint: true });
     // The file as /proc/locks names it: major and minor device numbers in hex (split as glibc's
