@@ -13,6 +13,7 @@ import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
 import { createWriteQueue } from '../src/store/sqlite/write-queue.ts';
 import { holderPid, writeLockHolder } from '../src/store/sqlite/lock-holder.ts';
+import { networkFilesystem, openStore } from '../src/store/open-store.ts';
 import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
@@ -285,6 +286,24 @@ test('a write that waited busy_timeout for the write lock names the process hold
   const ours = await store.createJob(job()).then(() => assert.fail('created while the lock was held'), (err: Error) => err);
   assert.equal(ours.message, `database is locked: the write lock is held by this process (pid ${process.pid})`);
   other.exec('ROLLBACK');
+});
+
+test('a SQLite file on a network filesystem (NFS, SMB and the like) is named at start with a warning; one on a local disk is not', async (t) => {
+  // No network filesystem can be mounted here: its type is given as statfs would report it.
+  const reports = (type: number) => () => ({ type });
+  assert.equal(networkFilesystem('/data', reports(0x6969)), 'nfs');
+  assert.equal(networkFilesystem('/data', reports(0xff534d42)), 'cifs');
+  assert.equal(networkFilesystem('/data', reports(0xff534d42 | 0)), 'cifs', 'given as a negative 32-bit number');
+  assert.equal(networkFilesystem('/data', reports(0xef53)), null, 'ext4');
+  assert.equal(networkFilesystem('/data', reports(0x65735546)), null, 'FUSE is as often local');
+  assert.equal(networkFilesystem('/data', () => { throw new Error('ENOSYS'); }), null, 'a filesystem that cannot be told is not named');
+  // This machine's temporary folder is on a local disk.
+  const dir = tempDir(t);
+  assert.equal(networkFilesystem(dir), null);
+  const warnings: string[] = [];
+  const store = await openStore({ path: `${dir}/db.sqlite`, sync: 'full', url: null, schema: 'public' }, { warn: (message: string) => void warnings.push(message) } as never);
+  t.after(() => store.close());
+  assert.deepEqual(warnings, []);
 });
 
 test('the write lock\'s holder in /proc/locks: the POSIX lock on byte 120 of the -shm file, not a waiter for it, not another lock or file', () => {
