@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createServer, connect, type Socket } from 'node:net';
-import { gzipSync } from 'node:zlib';
+import { brotliCompressSync, createGzip, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
+import { createServer as createHttpServer } from 'node:http';
 import { test } from 'node:test';
-import { startStubUpstream, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
+import { startStubUpstream, streamEvents, type StubBehaviour, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { judgeFailure } from '../src/runner/retry-policy.ts';
 import { startConnectProxy } from '../../../test/helpers/connect-proxy.ts';
 import { IDLE_CLOSE_WINDOW_MS } from '../src/runner/idle-closed.ts';
@@ -265,8 +266,14 @@ test('streamed, UPSTREAM_RESPONSE_LIMIT counts the answer put together, not its 
     ['answered unstreamed, over it', { body: answer(5000), unstreamed: true }, 'too_large'],
     ['answered unstreamed, under it', { body: answer(3000), unstreamed: true }, 'ok'],
     ['one event with no line break', { raw: `data: ${JSON.stringify(answer(5000))}`, headers: { 'content-type': 'text/event-stream' } }, 'too_large'],
-    ['a compressed stream over it', { raw: gzipSync(`data: ${JSON.stringify(answer(5000))}\n\ndata: [DONE]\n\n`), headers: { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' } }, 'too_large'],
-    ['a compressed stream under it', { raw: gzipSync(`data: ${JSON.stringify(answer(3000))}\n\ndata: [DONE]\n\n`), headers: { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' } }, 'ok'],
+    // Compressed, by a server that ignores accept-encoding: identity; inflated as it arrives, so
+    // its events (about 200 KB for the 3,000 bytes) do not count, as they do not uncompressed.
+    ['a gzip stream whose answer is under it', compressedStream(gzipSync, 'gzip', answer(3000)), 'ok'],
+    ['a gzip stream whose answer is over it', compressedStream(gzipSync, 'gzip', answer(5000)), 'too_large'],
+    ['a brotli stream under it', compressedStream(brotliCompressSync, 'br', answer(3000)), 'ok'],
+    ['a deflate stream under it', compressedStream(deflateSync, 'deflate', answer(3000)), 'ok'],
+    ['a bare deflate stream under it', compressedStream(deflateRawSync, 'deflate', answer(3000)), 'ok'],
+    ['one endless event, compressed', { raw: gzipSync(`data: ${'x'.repeat(200_000)}`), headers: { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' } }, 'too_large'],
     ['an error status over it', { status: 503, raw: 'x'.repeat(5000), headers: { 'content-type': 'text/html' } }, 'http_error'],
   ];
   const { chat, stub } = await setUp(t, script(...cases.map(([, reply]) => reply)), { stream: true, maxResponseBytes: limit });
@@ -276,6 +283,74 @@ test('streamed, UPSTREAM_RESPONSE_LIMIT counts the answer put together, not its 
     if (outcome.kind === 'too_large' || outcome.kind === 'http_error') assert.match(outcome.message, new RegExp(`over ${limit} bytes \\(UPSTREAM_RESPONSE_LIMIT\\)$`), what);
   }
   assert.equal(stub.calls.length, cases.length);
+});
+
+/** `completion` as the stub streams it, compressed whole with `compress` and sent as `coding`. */
+function compressedStream(compress: (text: string) => Buffer, coding: string, completion: unknown): StubReply {
+  const events = streamEvents(completion, true).map((data) => `data: ${data}\n\n`).join('');
+  return { raw: compress(events), headers: { 'content-type': 'text/event-stream', 'content-encoding': coding } };
+}
+
+test('streamed and compressed: the answer is the one sent uncompressed; bytes that do not inflate, or a stream cut mid-block, fail the attempt as upstream_bad_response (retried)', async (t) => {
+  const completion = completionOf({ content: 'héllo, compressed world '.repeat(50) });
+  const whole = gzipSync(streamEvents(completion, true).map((data) => `data: ${data}\n\n`).join(''));
+  const gzipHeaders = { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' };
+  const { chat } = await setUp(
+    t,
+    script(
+      compressedStream(gzipSync, 'gzip', completion),
+      { raw: Buffer.from('not gzip at all, not gzip at all'), headers: gzipHeaders },
+      { raw: whole.subarray(0, Math.floor(whole.length / 2)), headers: gzipHeaders },
+    ),
+    { stream: true },
+  );
+  const ok = await chat('q');
+  assert.equal(ok.kind, 'ok');
+  assert.equal(ok.kind === 'ok' && ok.outputText, 'héllo, compressed world '.repeat(50));
+  for (const what of ['not gzip', 'cut mid-block']) {
+    const outcome = await chat('q');
+    assert.equal(outcome.kind, 'bad_response', `${what}: ${JSON.stringify(outcome)}`);
+    assert.match(outcome.kind === 'bad_response' ? outcome.message : '', /does not decode as content-encoding gzip/, what);
+    assert.equal(judgeFailure(outcome, Date.now()).retryable, true, what);
+  }
+});
+
+test("streamed and compressed piece by piece (each event flushed as sent): whole when it ends, and ended at the call's deadline when it does not", async (t) => {
+  const completion = completionOf({ content: 'one flushed piece after another' });
+  const events = streamEvents(completion, true).map((data) => `data: ${data}\n\n`);
+  // Sends the first `count` events 50 ms apart, each flushed, then ends the stream (or never does).
+  let count = events.length;
+  const server = createHttpServer((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' });
+    const gzip = createGzip();
+    gzip.pipe(res);
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (sent === count) {
+        clearInterval(timer);
+        if (count === events.length) gzip.end();
+        return;
+      }
+      gzip.write(events[sent++]!);
+      gzip.flush();
+    }, 50);
+    res.on('close', () => clearInterval(timer));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`, apiKey: 'sk-test', connections: 1, stream: true });
+  t.after(() => upstream.close());
+  const request = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'q' }] });
+  const whole = await upstream.chat(request, new AbortController().signal);
+  assert.equal(whole.kind === 'ok' && whole.outputText, 'one flushed piece after another');
+  count = 3;
+  const started = Date.now();
+  await assert.rejects(upstream.chat(request, AbortSignal.timeout(500)), { name: 'TimeoutError' });
+  assert.ok(Date.now() - started < 2000, 'ended at its deadline');
 });
 
 /** A balancer on loopback that cuts a connection once neither side has sent anything for idleMs. */

@@ -2,7 +2,8 @@ import type { EventEmitter } from 'node:events';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { brotliDecompress, gunzip, inflate, inflateRaw } from 'node:zlib';
+import { Readable, pipeline, type Transform } from 'node:stream';
+import { brotliDecompress, createBrotliDecompress, createGunzip, createInflate, createInflateRaw, gunzip, inflate, inflateRaw } from 'node:zlib';
 import { Pool, ProxyAgent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
 import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
 import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest, type AssembledStream } from './event-stream.js';
@@ -202,18 +203,20 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   }
 
   /**
-   * The answer to a call asked for streamed: its events put together as they arrive. A server may
-   * answer unstreamed all the same, errors come unstreamed, and a compressed stream is read whole;
-   * each such body is counted here, as undici does not count a streamed call's.
+   * The answer to a call asked for streamed: its events put together as they arrive, inflated as
+   * they arrive if compressed in one coding. A server may answer unstreamed all the same, and errors
+   * come unstreamed; such a body, or a stream in codings stacked, is read whole and counted here, as
+   * undici does not count a streamed call's.
    */
   async function readStreamed(res: Dispatcher.ResponseData, encoding: string | string[] | undefined): Promise<UpstreamOutcome> {
     const status = res.statusCode;
     const events = status >= 200 && status < 300 && isEventStream(res.headers['content-type']);
     const limit = maxBytes > 0 ? maxBytes : 0;
-    if (events && encoding === undefined) {
+    const coding = encoding === undefined ? null : singleCoding(String(encoding));
+    if (events && (encoding === undefined || coding !== undefined)) {
       const assembler = createStreamAssembler(limit);
       const decoder = new TextDecoder();
-      for await (const chunk of res.body) assembler.push(decoder.decode(chunk as Buffer, { stream: true }));
+      for await (const chunk of coding ? inflated(res.body, coding) : res.body) assembler.push(decoder.decode(chunk as Buffer, { stream: true }));
       assembler.push(decoder.decode());
       return judgeStream(status, assembler.end());
     }
@@ -311,6 +314,71 @@ const DECODERS: Record<string, (bytes: Buffer, options: { maxOutputLength?: numb
   br: promisify(brotliDecompress),
 };
 
+/** Each coding of a Content-Encoding header, as sent (identity left out). */
+function codingsOf(encoding: string): string[] {
+  return encoding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity');
+}
+
+/**
+ * The one coding a stream can be inflated in as it arrives: null for none, undefined when there are
+ * more (or one without a decoder here), which is read whole.
+ */
+function singleCoding(encoding: string): string | null | undefined {
+  const codings = codingsOf(encoding);
+  if (codings.length === 0) return null;
+  return codings.length === 1 && codings[0]! in INFLATERS ? codings[0] : undefined;
+}
+
+/** Decoders that inflate piece by piece, made once the first piece is in (deflate's kind is told by it). */
+const INFLATERS: Record<string, (first: Buffer) => Transform> = {
+  gzip: () => createGunzip(),
+  'x-gzip': () => createGunzip(),
+  br: () => createBrotliDecompress(),
+  // Zlib-wrapped, as HTTP says, when its first two bytes are a zlib header; else the bare stream
+  // some servers send (DECODERS tries one, then the other, on a whole body).
+  deflate: (first) => (first.length >= 2 && (first[0]! & 0x0f) === 8 && ((first[0]! << 8) | first[1]!) % 31 === 0 ? createInflate() : createInflateRaw()),
+};
+
+/**
+ * A compressed stream's bytes, inflated as they arrive. Before, a compressed stream was read whole
+ * and then inflated up to UPSTREAM_RESPONSE_LIMIT: its events, about 30 times the answer they carry
+ * in OpenAI's shape, failed as too large while the answer was well under the limit. Bytes that do
+ * not inflate (or a stream cut mid-block) are an unreadable body; the body's own failure (the
+ * connection lost, the call aborted) is thrown as it is.
+ */
+async function* inflated(body: Dispatcher.ResponseData['body'], coding: string): AsyncGenerator<Buffer> {
+  const pieces = body[Symbol.asyncIterator]();
+  const first = await pieces.next();
+  if (first.done) return;
+  const inflater = INFLATERS[coding]!(first.value as Buffer);
+  let bodyFailed: unknown = null;
+  const source = Readable.from(
+    (async function* () {
+      yield first.value as Buffer;
+      try {
+        for (let next = await pieces.next(); !next.done; next = await pieces.next()) yield next.value as Buffer;
+      } catch (err) {
+        bodyFailed = err;
+        throw err;
+      }
+    })(),
+    { objectMode: false },
+  );
+  pipeline(source, inflater, () => undefined);
+  let whole = false;
+  try {
+    yield* inflater;
+    whole = true;
+  } catch (err) {
+    if (bodyFailed) throw bodyFailed;
+    throw new UnreadableBody(`with a stream that does not decode as content-encoding ${coding}`, false);
+  } finally {
+    // Left unread (the answer over the limit, the call aborted): its connection is closed, as a
+    // plain stream's is when its loop ends early.
+    if (!whole) body.destroy();
+  }
+}
+
 /**
  * The text of a body sent with a content-encoding: codings undone last first, off the event loop,
  * and never past `maxBytes` once inflated (a small body can inflate a thousandfold). undici counts
@@ -319,7 +387,7 @@ const DECODERS: Record<string, (bytes: Buffer, options: { maxOutputLength?: numb
  * and each retry was paid again (measured: five calls for one job, none read).
  */
 async function decodeBody(bytes: Buffer, encoding: string, maxBytes: number): Promise<string> {
-  const codings = encoding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity');
+  const codings = codingsOf(encoding);
   let decoded = bytes;
   for (const coding of codings.reverse()) {
     const decode = DECODERS[coding];
