@@ -1270,6 +1270,29 @@ for (const backend of backends) {
     t.diagnostic(`claimed by the other worker ${waited} ms after the stall (timeout ${idleInTransactionMs} ms)`);
   });
 
+  if (backend.name === 'postgres') test("postgres: a start that finds another process's migrations under way says who holds their lock, waits, and opens once it is let go", async (t) => {
+    const place = await backend.place(t);
+    const holder = await sqlClient(place.own);
+    await holder.query("SET application_name = 'another host'");
+    await holder.query('SELECT pg_advisory_lock(hashtext($1))', [`chat-async-proxy:${place.schema}`]);
+    const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const told: string[] = [];
+    let opened = false;
+    const opening = openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, onMigrationWait: (who) => void told.push(who) }).then((store) => {
+      opened = true;
+      place.own(() => store.close());
+      return store;
+    });
+    await eventually(async () => told.length === 1, 5000, 10);
+    assert.match(told[0]!, new RegExp(`^PostgreSQL backend pid ${rows[0]!.pid} \\(application another host( from [0-9a-f.:]+| over a local socket)\\), idle for \\d+ s$`));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(opened, false, 'the start waits while the lock is held');
+    await holder.query('SELECT pg_advisory_unlock(hashtext($1))', [`chat-async-proxy:${place.schema}`]);
+    const store = await within(opening, 10_000, 'the start');
+    assert.equal((await store.createJob(job())).created, true);
+    assert.equal(told.length, 1);
+  });
+
   if (backend.name === 'postgres') test('postgres: a listening connection that stops answering without an error is found by its ping and replaced; one that answers moves the counter only when told', async (t) => {
     const proxy = await startSilenceableProxy();
     t.after(() => proxy.close());

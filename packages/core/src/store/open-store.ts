@@ -19,7 +19,8 @@ export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'war
       // The store goes by the server's clock either way; a host this far off has its NTP to mend.
       const onClockOffset = (offsetMs: number) =>
         logger?.warn(`this host's clock is ${Math.abs(offsetMs)} ms ${offsetMs > 0 ? 'behind' : 'ahead of'} the PostgreSQL server's; the proxy goes by the server's`, { offset_ms: offsetMs });
-      return await openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost, onClockOffset });
+      const onMigrationWait = (holder: string) => logger?.warn(`waiting for another process's migrations of schema ${db.schema}; the lock is held by ${holder}`);
+      return await openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost, onClockOffset, onMigrationWait });
     }
     const store = openSqliteStore({ path: db.path, sync: db.sync });
     const network = networkFilesystem(dirname(resolve(db.path)));

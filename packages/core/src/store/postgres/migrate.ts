@@ -8,13 +8,21 @@ const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', im
 /**
  * Creates the schema and applies the numbered migrations not yet applied, each in its own
  * transaction, under an advisory lock: several hosts starting at once apply each file once.
+ * `onWait` is told who holds the lock when another process has it: a start waiting for it said
+ * nothing, for as long as the holder took (a long migration, or a host frozen or cut off while it
+ * held the lock).
  */
-export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRATIONS_DIR): Promise<number> {
+export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRATIONS_DIR, onWait?: (holder: string) => void): Promise<number> {
   return withClient(pool, async (client) => {
     // Waiting here for another host's migrations, or for a table lock a migration needs, is not a
     // stuck request: no lock_timeout for this session until it is done.
     await client.query('SET lock_timeout = 0');
-    await client.query('SELECT pg_advisory_lock(hashtext($1))', [`chat-async-proxy:${schema}`]);
+    const lock = `chat-async-proxy:${schema}`;
+    const { rows } = await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS got', [lock]);
+    if (!rows[0]?.got) {
+      onWait?.(await lockHolder(client, lock));
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [lock]);
+    }
     try {
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
       await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -47,4 +55,25 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
       await client.query('RESET lock_timeout');
     }
   });
+}
+
+/**
+ * Who holds the migrations' advisory lock, from pg_locks and pg_stat_activity: its backend's pid,
+ * the application and the address it connected from, and what it is doing. A bigint advisory key
+ * is listed split in two: its high 32 bits as classid, its low as objid, objsubid 1.
+ */
+async function lockHolder(client: pg.PoolClient, lock: string): Promise<string> {
+  const { rows } = await client.query<{ pid: number; application_name: string; addr: string | null; state: string | null; since_s: number | null }>(
+    `SELECT a.pid, a.application_name, host(a.client_addr) AS addr, a.state,
+            EXTRACT(EPOCH FROM clock_timestamp() - a.state_change)::int AS since_s
+       FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+        AND l.classid = ((hashtext($1)::bigint >> 32) & 4294967295)::oid
+        AND l.objid = (hashtext($1)::bigint & 4294967295)::oid`,
+    [lock],
+  );
+  const holder = rows[0];
+  if (!holder) return 'a session that has just let go of it';
+  const from = holder.addr ? ` from ${holder.addr}` : ' over a local socket';
+  return `PostgreSQL backend pid ${holder.pid} (application ${holder.application_name || 'unnamed'}${from}), ${holder.state ?? 'state unknown'} for ${holder.since_s ?? '?'} s`;
 }

@@ -32,6 +32,8 @@ export interface PostgresStoreOptions {
   queryTimeoutMs?: number;
   /** IDLE_IN_TRANSACTION_MS unless given (tests shorten it). */
   idleInTransactionMs?: number;
+  /** Told, with who holds it, when the start waits for another process's migrations. */
+  onMigrationWait?: (holder: string) => void;
 }
 
 /**
@@ -140,7 +142,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, nameOf(text), text, values) };
   const migrating = new pg.Pool({ ...poolConfig, max: 1 });
   try {
-    await migratePostgres(migrating, schema);
+    await migratePostgres(migrating, schema, undefined, options.onMigrationWait);
   } finally {
     await migrating.end();
   }
