@@ -192,7 +192,8 @@ export async function eventually<T>(check: () => Promise<T | undefined | null | 
  * process does to its calls. A process stops wherever it is, and one stopped within a commit holds
  * SQLite's write lock until it runs again, so every other process's writes wait (see README, "The
  * other end of that"): stopped at random while running jobs, a worker held it about one time in
- * 200 (measured here), and a test then timed out waiting for another worker to take its job. On
+ * 200 (measured here), the likeliest cause of a CI run in which a test waited in vain for another
+ * worker to take the frozen one's job. On
  * PostgreSQL the server ends such a transaction after 10 s, longer than such a test waits. Caught
  * inside one, the child runs a moment and is stopped again. Only `child` may write meanwhile.
  */
