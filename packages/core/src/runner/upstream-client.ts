@@ -213,7 +213,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     const events = status >= 200 && status < 300 && isEventStream(res.headers['content-type']);
     const limit = maxBytes > 0 ? maxBytes : 0;
     const coding = encoding === undefined ? null : singleCoding(String(encoding));
-    if (events && (encoding === undefined || coding !== undefined)) {
+    if (events && coding !== undefined) {
       const assembler = createStreamAssembler(limit);
       const decoder = new TextDecoder();
       for await (const chunk of coding ? inflated(res.body, coding) : res.body) assembler.push(decoder.decode(chunk as Buffer, { stream: true }));
