@@ -146,11 +146,11 @@ async function startSilenceableProxy(): Promise<{ url: string; connections(): nu
   // A simple-query message whose text is exactly COMMIT (the store's tx(); "READ COMMITTED" in its
   // BEGIN does not end so).
   const commit = Buffer.from('COMMIT\0');
-  const mute = ([a, b]: [Socket, Socket]) => {
-    a.unpipe(b);
-    b.unpipe(a);
-    a.pause();
-    b.pause();
+  // The client's bytes are relayed by its 'data' handler, which pausing stops; the server's are piped.
+  const mute = ([client, upstream]: [Socket, Socket]) => {
+    upstream.unpipe(client);
+    client.pause();
+    upstream.pause();
   };
   const server = createServer((client) => {
     const upstream = connect(Number(target.port || 5432), target.hostname);
