@@ -12,26 +12,9 @@ import { readFileSync, statSync } from 'node:fs';
  * may carry another program's secrets. Elsewhere than Linux, or if the lock went meanwhile: null.
  */
 export function writeLockHolder(dbPath: string): string | null {
-  const read = (path: string) => readFileSync(path, 'utf8');
   try {
-    const { dev, ino } = statSync(`${dbPath}-shm`, { bigint: true });
-    // The file as /proc/locks names it: major and minor device numbers in hex (split as glibc's
-    // major() and minor() split st_dev), then the inode.
-    const major = ((dev & 0xfff00n) >> 8n) | ((dev & 0xfffff00000000000n) >> 32n);
-    const minor = (dev & 0xffn) | ((dev & 0xffffff00000n) >> 12n);
-    const device = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
-    const pid = holderPid(read('/proc/locks'), device);
-    if (pid === null) return null;
-    // 0: the holder runs in another PID namespace (another container) and has no pid here.
-    if (pid === 0) return 'a process in another PID namespace (another container?)';
-    if (pid === process.pid) return `this process (pid ${pid})`;
-    let name = '';
-    try {
-      name = ` (${read(`/proc/${pid}/comm`).trim()})`;
-    } catch {
-      // Gone since, or not ours to read.
-    }
-    return `pid ${pid}${name}`;
+    const pid = holderPid(readFileSync('/proc/locks', 'utf8'), procLocksName(statSync(`${dbPath}-shm`, { bigint: true })));
+    return pid === null ? null : processName(pid);
   } catch {
     return null;
   }
@@ -39,12 +22,52 @@ export function writeLockHolder(dbPath: string): string | null {
 
 /** The pid of the POSIX lock on byte 120 of `device` ("maj:min:inode") in /proc/locks, waiters skipped. */
 export function holderPid(locks: string, device: string): number | null {
+  return posixLocks(locks).find((lock) => lock.mode === 'WRITE' && lock.file === device && lock.start <= 120 && lock.end >= 120)?.pid ?? null;
+}
+
+/** One POSIX lock as /proc/locks lists it: who holds which bytes of which file ("maj:min:inode"). */
+export interface PosixLock {
+  pid: number;
+  mode: string;
+  file: string;
+  start: number;
+  /** Infinity for a lock to the end of the file (EOF). */
+  end: number;
+}
+
+/** The POSIX locks held (not waited for) in /proc/locks's text. */
+export function posixLocks(locks: string): PosixLock[] {
+  const held: PosixLock[] = [];
   for (const line of locks.split('\n')) {
     // "1: POSIX  ADVISORY  WRITE 4242 fe:00:2146664 120 120"; a waiter's line has "->" after the id.
     const fields = line.trim().split(/\s+/);
-    if (fields[1] !== 'POSIX' || fields[4] === undefined) continue;
-    const [, , , mode, pid, where, start, end] = fields;
-    if (mode === 'WRITE' && where === device && Number(start) <= 120 && (end === 'EOF' || Number(end) >= 120)) return Number(pid);
+    if (fields[1] !== 'POSIX' || fields[7] === undefined) continue;
+    const [, , , mode, pid, file, start, end] = fields as [string, string, string, string, string, string, string, string];
+    held.push({ pid: Number(pid), mode, file, start: Number(start), end: end === 'EOF' ? Infinity : Number(end) });
   }
-  return null;
+  return held;
+}
+
+/**
+ * A file as /proc/locks names it: major and minor device numbers in hex (split as glibc's major()
+ * and minor() split st_dev), then the inode.
+ */
+export function procLocksName({ dev, ino }: { dev: bigint; ino: bigint }): string {
+  const major = ((dev & 0xfff00n) >> 8n) | ((dev & 0xfffff00000000000n) >> 32n);
+  const minor = (dev & 0xffn) | ((dev & 0xffffff00000n) >> 12n);
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
+}
+
+/** A process as an operator is told of it: its pid and the kernel's name for it (never its command line). */
+export function processName(pid: number): string {
+  // 0: the holder runs in another PID namespace (another container) and has no pid here.
+  if (pid === 0) return 'a process in another PID namespace (another container?)';
+  if (pid === process.pid) return `this process (pid ${pid})`;
+  let name = '';
+  try {
+    name = ` (${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()})`;
+  } catch {
+    // Gone since, or not ours to read.
+  }
+  return `pid ${pid}${name}`;
 }
