@@ -9,8 +9,10 @@ const source = (path: string) => JSON.stringify(fileURLToPath(new URL(path, impo
 /**
  * A program as the entry files build one: a start-up of `startupMs`, then the stop contract, then
  * work that ends by itself after `workMs` (as `proxy-worker once` does). Its drain takes 200 ms.
+ * With `failAfterMs`, something it depends on fails that long after the start (its database file
+ * gone, say) and stops it as a failure.
  */
-const program = (startupMs: number, workMs: number) => `
+const program = (startupMs: number, workMs: number, failAfterMs?: number) => `
   const { createLogger } = await import(${source('../src/logger.ts')});
   const { handleStopSignals } = await import(${source('../src/process/lifecycle.ts')});
   const { writeSync } = await import('node:fs');
@@ -18,11 +20,13 @@ const program = (startupMs: number, workMs: number) => `
   const logger = createLogger({ level: 'info', format: 'json', stream: process.stdout });
   await new Promise((r) => setTimeout(r, ${startupMs}));
   let work;
+  const failure = new AbortController();
+  if (${failAfterMs ?? -1} >= 0) setTimeout(() => failure.abort('the file is gone'), ${failAfterMs ?? -1});
   handleStopSignals(logger, async () => {
     clearTimeout(work);
     await new Promise((r) => setTimeout(r, 200));
     logger.info('drained');
-  });
+  }, { failWhen: failure.signal });
   logger.info('started');
   work = setTimeout(() => logger.info('work done'), ${workMs});`;
 
@@ -114,4 +118,26 @@ test('without a channel (systemd, cron, a shell) a stop signal drains as before'
   assert.equal(await within(exited, 15_000, 'the drain'), 0);
   assert.match(out, /"signal":"SIGTERM"[^\n]*"message":"stop signal: draining"/);
   assert.match(out, /"drained"/);
+});
+
+test('a failure it is told of (failWhen) drains as a stop signal does, logged as an error, and the program exits 1; told during a drain, it only makes the exit 1', async (t) => {
+  const run = async (failAfterMs: number, signalAfterMs: number | null) => {
+    const proc = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', program(0, 60_000, failAfterMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    t.after(() => proc.kill('SIGKILL'));
+    let out = '';
+    proc.stdout.on('data', (d) => (out += d));
+    const exited = new Promise<number | null>((resolve) => proc.on('exit', resolve));
+    if (signalAfterMs !== null) {
+      while (!out.includes('"started"')) await within(new Promise((r) => proc.stdout.once('data', r)), 15_000, 'start');
+      proc.kill('SIGTERM');
+    }
+    const code = await within(exited, 15_000, 'the drain');
+    const lines = out.trim().split('\n').map((line) => (line.startsWith('{') ? JSON.parse(line) : { message: line }));
+    return { code, lines: lines.map((l) => (l.level ? `${l.level} ${l.message}` : l.message)) };
+  };
+  assert.deepEqual(await run(300, null), { code: 1, lines: ['info started', 'error the file is gone: draining', 'info drained', 'exit 1'] });
+  // The signal first: its drain (200 ms) is under way when the failure comes 100 ms in.
+  const both = await run(100, 0);
+  assert.equal(both.code, 1);
+  assert.deepEqual(both.lines.filter((l) => l.includes('draining') || l.includes('drained')), ['info stop signal: draining', 'info drained']);
 });

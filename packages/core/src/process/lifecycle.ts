@@ -22,14 +22,22 @@ export function handleStopSignals(
    * ssh session it runs in goes away, it ended the process outright, its calls abandoned until
    * their leases lapsed and then made again. proxy-api reloads its clients on SIGHUP instead.
    */
-  options: { hangUpStops?: boolean } = {},
+  options: {
+    hangUpStops?: boolean;
+    /**
+     * Stops the program as a failure: its abort drains as a signal does, and the program exits 1
+     * (systemd's Restart=on-failure starts it again). Its reason is said in the log line.
+     */
+    failWhen?: AbortSignal;
+  } = {},
 ): void {
   let draining = false;
-  const startDrain = (why: string, meta: Record<string, string> = {}) => {
+  let exitCode = 0;
+  const startDrain = (why: string, meta: Record<string, string> = {}, level: 'info' | 'error' = 'info') => {
     draining = true;
-    logger.info(`${why}: draining`, meta);
+    logger[level](`${why}: draining`, meta);
     drain().then(
-      () => closeLogger(logger).then(() => process.exit(0)),
+      () => closeLogger(logger).then(() => process.exit(exitCode)),
       (err: unknown) => {
         logger.error('drain failed', { err });
         return closeLogger(logger).then(() => process.exit(1));
@@ -46,6 +54,15 @@ export function handleStopSignals(
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   if (options.hangUpStops) process.on('SIGHUP', onSignal);
+  const { failWhen } = options;
+  if (failWhen) {
+    const fail = () => {
+      exitCode = 1;
+      if (!draining) startDrain(String(failWhen.reason ?? 'failed'), {}, 'error');
+    };
+    if (failWhen.aborted) fail();
+    else failWhen.addEventListener('abort', fail, { once: true });
+  }
   // `process.send` is there for as long as the program runs if it was started with a channel; the
   // channel itself may already be gone, closed by a parent that died during start-up.
   if (typeof process.send !== 'function') return;
