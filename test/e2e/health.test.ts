@@ -6,24 +6,66 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { BACKEND, WORKER_MAIN, completedJob, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import { BACKEND, WORKER_MAIN, completedJob, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv, within } from '../helpers/index.ts';
 
-test('health: 503 when the database file is moved away or replaced, 200 again once it is back', async (t) => {
+test('the SQLite file moved away under a running API and worker: health says so at once, both stop (exit 1) within seconds, the moved file keeps every job, and a new start opens a new file at the path', { timeout: 60_000 }, async (t) => {
   if (!onlyOn('sqlite', t, 'moves the database file')) return;
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
-  const { url } = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret }), dir);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-moved', OPENAI_BASE_URL: stub.url });
+  const api = await startApiProcess(t, env, dir);
+  const worker = startWorkerDaemon(t, env, dir);
+  await worker.waitFor((line) => line.includes('worker started'));
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push((await postSigned(api.url, key, secret, { prompt: `job ${i}` })).json.id);
+  for (const id of ids) await completedJob(api.url, key, id);
   const db = join(dir, 'requests.sqlite');
-  assert.deepEqual((await getJson(url, '/health')).json, { status: 'ok' });
+  assert.deepEqual((await getJson(api.url, '/health')).json, { status: 'ok' });
 
-  renameSync(db, `${db}.away`);
-  const down = await getJson(url, '/health');
-  assert.deepEqual([down.status, down.json], [503, { status: 'unavailable' }], 'the public sees only the status');
-  const why = await getJson(url, '/health', key);
-  assert.deepEqual([why.status, why.json.error], [503, { code: 'unavailable', message: 'the database does not answer' }]);
+  renameSync(db, `${db}.moved`);
+  const down = await getJson(api.url, '/health', key);
+  assert.deepEqual([down.status, down.json.error], [503, { code: 'unavailable', message: 'the database does not answer' }], 'at once, before its next look');
+  const stopped = await within(Promise.all([api.child.exited, worker.exited]), 20_000, 'both programs stopping');
+  assert.deepEqual(stopped.map(({ code }) => code), [1, 1], 'a failure: systemd starts them again');
+  for (const [child, program] of [[api.child, 'API'], [worker, 'worker']] as const) {
+    const said = child.lines.map((line) => JSON.parse(line)).find((line) => line.level === 'error' && line.message.endsWith('draining'));
+    assert.equal(said?.message, `PROXY_DB_PATH: the database file ${db} was moved away or deleted while this process had it open; it writes nothing more to it; the ${program} stops, and a restart opens the file now at that path: draining`);
+  }
 
-  renameSync(`${db}.away`, db);
-  assert.equal((await getJson(url, '/health')).status, 200);
+  const moved = new Database(`${db}.moved`, { readonly: true });
+  t.after(() => moved.close());
+  assert.equal(moved.pragma('integrity_check', { simple: true }), 'ok');
+  assert.deepEqual(moved.prepare('SELECT status, count(*) AS n FROM jobs GROUP BY status').all(), [{ status: 'completed', n: 5 }], 'every job and its answer, the log folded in');
+  const restarted = await startApiProcess(t, env, dir);
+  assert.equal((await getJson(restarted.url, '/health')).status, 200);
+  assert.equal((await getJson(restarted.url, `/v1/requests/${ids[0]}`, key)).status, 404, 'a new, empty file at the path');
+});
+
+test('a program started while another still has the file that was at PROXY_DB_PATH open waits for it, naming it, and opens once it has stopped', { timeout: 60_000 }, async (t) => {
+  if (!onlyOn('sqlite', t, 'moves the database file')) return;
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-moved', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' });
+  const api = await startApiProcess(t, env, dir);
+  const db = join(dir, 'requests.sqlite');
+  // Frozen, it cannot notice the move: it holds the moved file's log under the old names.
+  process.kill(api.child.proc.pid as number, 'SIGSTOP');
+  t.after(() => api.child.kill('SIGCONT'));
+  renameSync(db, `${db}.moved`);
+  const worker = startWorkerDaemon(t, env, dir);
+  const waiting = JSON.parse(await worker.waitFor((line) => line.includes('waiting for')));
+  assert.equal(waiting.message, `PROXY_DB_PATH: waiting for pid ${api.child.proc.pid} (node) to close the database it opened at ${db}, since moved or deleted; it still holds that database's log under this name`);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.ok(!worker.lines.some((line) => line.includes('worker started')), 'the worker waits');
+
+  api.child.kill('SIGCONT');
+  assert.equal((await within(api.child.exited, 20_000, 'the API stopping')).code, 1);
+  await worker.waitFor((line) => line.includes('worker started'), 20_000);
+  const moved = new Database(`${db}.moved`, { readonly: true });
+  t.after(() => moved.close());
+  assert.equal(moved.pragma('integrity_check', { simple: true }), 'ok');
 });
 
 test('health with a key: queue by status, age of the oldest queued job, live workers, version; HEALTH_REQUIRE_WORKER', async (t) => {

@@ -30,7 +30,10 @@ const PASS_LIMITS = { maxJobs: 50, maxSeconds: 20, housekeepingAfter: true };
 await runMain('proxy-api', async () => {
   const config = loadConfig({ needs: { clients: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' }, file: 'api.log' });
-  const store = await openStore(config.db, logger);
+  // Writes to a file no longer at PROXY_DB_PATH would be 202s for jobs no worker sees: the API stops
+  // (exit 1), and its restart opens the file that is there.
+  const fileGone = new AbortController();
+  const store = await openStore(config.db, { logger, onFileGone: (message) => fileGone.abort(`${message}; the API stops, and a restart opens the file now at that path`) });
   // The manual worker pass needs the upstream key; without it the runner (and undici) is never loaded.
   const runner = config.upstream.apiKey ? await import('@proxy/core/runner') : null;
   const upstream = runner ? runner.createUpstreamClientFromConfig(config, (message) => logger.warn(message)) : null;
@@ -64,6 +67,9 @@ await runMain('proxy-api', async () => {
   const { address, port } = server.address() as AddressInfo;
   logger.info('proxy-api listening', { address, port, database: describeDatabase(config.db), version, manual_worker: Boolean(worker) });
 
+  const stopPass = () => worker?.abortNow();
+  if (fileGone.signal.aborted) stopPass();
+  else fileGone.signal.addEventListener('abort', stopPass, { once: true });
   handleStopSignals(logger, async () => {
     stopWatching();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -75,6 +81,6 @@ await runMain('proxy-api', async () => {
     await upstream?.close();
     await store.close();
     logger.info('proxy-api stopped');
-  });
+  }, { failWhen: fileGone.signal });
 });
 

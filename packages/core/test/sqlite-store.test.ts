@@ -301,7 +301,7 @@ test('a SQLite file on a network filesystem (NFS, SMB and the like) is named at 
   const dir = tempDir(t);
   assert.equal(networkFilesystem(dir), null);
   const warnings: string[] = [];
-  const store = await openStore({ path: `${dir}/db.sqlite`, sync: 'full', url: null, schema: 'public' }, { warn: (message: string) => void warnings.push(message) } as never);
+  const store = await openStore({ path: `${dir}/db.sqlite`, sync: 'full', url: null, schema: 'public' }, { logger: { warn: (message: string) => void warnings.push(message) } as never });
   t.after(() => store.close());
   assert.deepEqual(warnings, []);
 });

@@ -3,7 +3,8 @@ import { loadConfig, openStore, type JobStore } from '@proxy/core';
 /** What the admin commands work on: the store from configuration. They need no upstream key. */
 export async function withStore<T>(fn: (store: JobStore) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const store = await openStore(config.db);
+  // A wait at start (another program still on a file moved from the path) is said, not silent.
+  const store = await openStore(config.db, { logger: { warn: (message) => void process.stderr.write(`proxy-worker: ${message}\n`) } });
   try {
     return await fn(store);
   } finally {

@@ -26,7 +26,7 @@ export async function runCopyJobs(opts: CopyJobsOptions): Promise<void> {
   const source = sourceSettings(opts.from, opts.fromSchema);
   if (sameDatabase(source, config.db)) throw new CliError('the source is the configured store itself: point DATABASE_URL or PROXY_DB_PATH at the target');
 
-  const from = await openStore(source, undefined, '--from');
+  const from = await openStore(source, { setting: '--from' });
   try {
     const alive = await from.listWorkers(from.now() - WORKER_ALIVE_MS);
     if (alive.length > 0 && !opts.force) {

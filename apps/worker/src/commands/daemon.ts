@@ -3,12 +3,12 @@ import { setUpWorker } from './setup.js';
 
 /** `proxy-worker daemon`: runs until the first stop signal, then drains and returns. */
 export async function runDaemon(): Promise<void> {
-  const { logger, worker, close } = await setUpWorker();
+  const { logger, worker, fileGone, close } = await setUpWorker();
   const done = worker.runDaemon();
   handleStopSignals(logger, async () => {
     await worker.stop();
     await done;
     await close();
-  }, { hangUpStops: true });
+  }, { hangUpStops: true, failWhen: fileGone });
   await done;
 }

@@ -3,10 +3,10 @@ import { setUpWorker } from './setup.js';
 
 /** `proxy-worker once`: drains what is due (within the limits), then returns. */
 export async function runOnce(limits: { maxJobs?: number; maxSeconds?: number }): Promise<void> {
-  const { logger, worker, close } = await setUpWorker();
+  const { logger, worker, fileGone, close } = await setUpWorker();
   handleStopSignals(logger, async () => {
     await worker.stop();
-  }, { hangUpStops: true });
+  }, { hangUpStops: true, failWhen: fileGone });
   const report = await worker.runOnce(limits);
   logger.info('worker pass done', { ...report });
   await close();

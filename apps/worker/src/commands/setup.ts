@@ -7,6 +7,8 @@ export interface WorkerSetup {
   store: JobStore;
   upstream: UpstreamClient;
   worker: Worker;
+  /** Aborted when the SQLite file was moved, replaced or deleted under the worker: it must stop. */
+  fileGone: AbortSignal;
   close(): Promise<void>;
 }
 
@@ -14,7 +16,8 @@ export interface WorkerSetup {
 export async function setUpWorker(): Promise<WorkerSetup> {
   const config = loadConfig({ needs: { upstream: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
-  const store = await openStore(config.db, logger);
+  const fileGone = new AbortController();
+  const store = await openStore(config.db, { logger, onFileGone: (message) => fileGone.abort(`${message}; the worker stops, and a restart opens the file now at that path`) });
   logger.info('database', { database: describeDatabase(config.db) });
   // The origin only: the URL may hold the proxy's password.
   if (config.upstream.proxyUrl) logger.info('upstream calls go through a proxy', { proxy: new URL(config.upstream.proxyUrl).origin });
@@ -29,11 +32,14 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   warnIfFewOpenFiles(logger, config.worker.concurrency);
   const upstream = createUpstreamClientFromConfig(config, (message) => logger.warn(message));
   const worker = createWorkerFromConfig(config, { store, upstream, logger });
+  // Nothing it does now could be written where anyone looks: calls in flight end at once.
+  fileGone.signal.addEventListener('abort', () => worker.abortNow(), { once: true });
   return {
     logger,
     store,
     upstream,
     worker,
+    fileGone: fileGone.signal,
     async close() {
       await upstream.close();
       await store.close();

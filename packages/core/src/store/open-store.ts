@@ -1,9 +1,22 @@
 import { statfsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { describeDatabase, parseDatabaseUrl, type DatabaseSettings } from '../config.js';
-import { openSqliteStore } from './sqlite/sqlite-job-store.js';
-import type { Logger } from '../logger.js';
+import { limitsPathFor, openSqliteStore } from './sqlite/sqlite-job-store.js';
+import { assertNoOrphanLog, untilLogIsOurs } from './sqlite/file-identity.js';
 import type { JobStore } from './types.js';
+
+export interface OpenStoreOptions {
+  /** Where the store's warnings go (a network filesystem, a wait at start); none by default. */
+  logger?: { warn(message: string, meta?: Record<string, unknown>): unknown };
+  /** The setting named in a failure to open; DATABASE_URL or PROXY_DB_PATH by default. */
+  setting?: string;
+  /**
+   * SQLite: told once when the file at PROXY_DB_PATH is no longer the one opened (moved, replaced
+   * or deleted). The store then writes nothing more; a long-running program should stop, and its
+   * restart opens the file at the path (see file-identity.ts).
+   */
+  onFileGone?: (message: string) => void;
+}
 
 /**
  * The store the configuration names: PostgreSQL when DATABASE_URL is set, else the SQLite file.
@@ -11,7 +24,8 @@ import type { JobStore } from './types.js';
  * A store that cannot be opened (a file that is not a database, a server that refuses) fails with
  * one line naming `setting` and where the database is, never the password.
  */
-export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'warn'>, setting = db.url ? 'DATABASE_URL' : 'PROXY_DB_PATH'): Promise<JobStore> {
+export async function openStore(db: DatabaseSettings, options: OpenStoreOptions = {}): Promise<JobStore> {
+  const { logger, setting = db.url ? 'DATABASE_URL' : 'PROXY_DB_PATH', onFileGone } = options;
   try {
     if (db.url) {
       const { openPostgresStore } = await import('./postgres/pg-job-store.js');
@@ -22,7 +36,14 @@ export async function openStore(db: DatabaseSettings, logger?: Pick<Logger, 'war
       const onMigrationWait = (holder: string) => logger?.warn(`waiting for another process's migrations of schema ${db.schema}; the lock is held by ${holder}`);
       return await openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost, onClockOffset, onMigrationWait });
     }
-    const store = openSqliteStore({ path: db.path, sync: db.sync });
+    // A program still running on a file moved or deleted from this path holds its log under this
+    // name; opened beside it, this file would take that log as its own. Such a program of ours
+    // stops within seconds of noticing, and its close takes the log away.
+    for (const path of [db.path, limitsPathFor(db.path)]) {
+      await untilLogIsOurs(path, { onWait: (holders) => logger?.warn(`${setting}: waiting for ${holders} to close the database it opened at ${path}, since moved or deleted; it still holds that database's log under this name`) });
+    }
+    assertNoOrphanLog(db.path);
+    const store = openSqliteStore({ path: db.path, sync: db.sync, ...(onFileGone ? { onFileGone: (message: string) => onFileGone(`${setting}: ${message}`) } : {}) });
     const network = networkFilesystem(dirname(resolve(db.path)));
     if (network) {
       logger?.warn(`${setting} is on a network filesystem (${network}): SQLite's locks and shared memory are not safe there, and the file can be damaged; keep it on a local disk, or move to PostgreSQL (DATABASE_URL)`, { filesystem: network });

@@ -1,4 +1,4 @@
-import { accessSync, constants as fsConstants, statSync, watch } from 'node:fs';
+import { accessSync, constants as fsConstants, watch } from 'node:fs';
 import type { Statement } from 'better-sqlite3';
 import { createCounters } from './counters.js';
 import { createFinishedMinutes } from './finished-minutes.js';
@@ -29,6 +29,7 @@ import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { createWalSync, type Datasync } from './wal-sync.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
+import { fileAt, movedAway } from './file-identity.js';
 
 /** A jobs row as this file stores it: the request lives in job_requests, keyed by `seq` (0011). */
 type HeldRow = Omit<JobRow, 'request'> & { seq: number };
@@ -38,7 +39,20 @@ export interface SqliteStoreOptions extends OpenDatabaseOptions {
   now?: () => number;
   /** How the WAL is flushed under sync=full; injected so tests can hold or fail a flush. */
   datasync?: Datasync;
+  /**
+   * Told once, with why, when the file at `path` is no longer the one opened (moved, replaced or
+   * deleted): from then on every write fails, and the program should stop (see FILE_CHECK_MS).
+   */
+  onFileGone?: (message: string) => void;
+  /** How often the file at `path` is looked at; FILE_CHECK_MS by default. */
+  fileCheckMs?: number;
 }
+
+/**
+ * How often a store looks whether its file is still the one at its path (one stat). Writes made in
+ * between go to the file that was moved, as before it was; a health check looks at once.
+ */
+export const FILE_CHECK_MS = 1000;
 
 
 /** Opens the SQLite job store on `path`; every statement is prepared here, once. */
@@ -48,8 +62,35 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const durable = (options.sync ?? 'full') === 'full' && options.path !== ':memory:';
   const db = openDatabase({ ...options, sync: durable ? 'normal' : options.sync });
   const walSync = durable ? createWalSync(options.path, options.datasync) : null;
-  // An open descriptor keeps reading a file that was deleted or replaced; health compares inodes to notice.
-  const opened = options.path === ':memory:' ? null : statSync(options.path);
+  // An open descriptor keeps reading and writing a file that was moved, replaced or deleted, while
+  // every other program goes by the path (file-identity.ts): past that, this store writes nothing.
+  const opened = options.path === ':memory:' ? null : fileAt(options.path);
+  let gone: Error | null = null;
+  const lookForMove = (): Error | null => {
+    const how = gone || !opened ? null : movedAway(options.path, opened);
+    if (how) {
+      // SQLite's own name for a file moved since it was opened (its rollback-journal mode refuses writes to one).
+      gone = Object.assign(new Error(`the database file ${options.path} was ${how === 'deleted' ? 'moved away or deleted' : 'replaced'} while this process had it open; it writes nothing more to it`), { code: 'SQLITE_READONLY_DBMOVED' });
+      foldLog();
+      options.onFileGone?.(gone.message);
+    }
+    return gone;
+  };
+  // SQLite closing a moved file neither folds its log into it nor deletes the log (it checks, and
+  // leaves the names alone): the log would stay at the path, to be replayed into the file found
+  // there next, or deleted beside a new one with the moved file's last writes. Folded and cut to
+  // zero bytes, every write is in the moved file and the log is empty. Done on finding the move and
+  // again on closing: other programs' writes may come in between, until they find it too. Only this
+  // connection's own descriptors are touched, whatever is at the path now.
+  const foldLog = () => {
+    try {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      // Unreadable or failing: the next try, or the last program to close, folds it.
+    }
+  };
+  const fileCheck = opened ? setInterval(lookForMove, options.fileCheckMs ?? FILE_CHECK_MS) : null;
+  fileCheck?.unref();
   // Limiter state lives in a sibling file without fsync: after a power cut, a budget that forgets a
   // few seconds is harmless, and no read or create should wait on a disk flush for it.
   const limitsDb = openDatabase({ path: limitsPathFor(options.path), sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
@@ -169,6 +210,9 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const writes = createWriteQueue(
     db,
     {
+      check() {
+        if (gone) throw gone;
+      },
       beforeCommit() {
         counters.writePending();
         minutes.writePending();
@@ -368,14 +412,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async ping() {
       if (opened) {
-        let now: ReturnType<typeof statSync>;
+        const moved = lookForMove();
+        if (moved) throw moved;
         try {
-          now = statSync(options.path);
           accessSync(options.path, fsConstants.R_OK | fsConstants.W_OK);
         } catch (err) {
-          throw new Error(`database file ${options.path} is gone or unreadable`, { cause: err });
+          throw new Error(`database file ${options.path} is unreadable`, { cause: err });
         }
-        if (now.ino !== opened.ino || now.dev !== opened.dev) throw new Error(`database file ${options.path} was replaced`);
       }
       walSync?.check();
       sql.ping.get();
@@ -444,8 +487,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async close() {
+      if (fileCheck) clearInterval(fileCheck);
       await Promise.all([writes.drain(), limitWrites.drain()]);
       await walSync?.close();
+      if (db.open && (gone || (opened && movedAway(options.path, opened)))) foldLog();
       if (db.open) db.close();
       if (limitsDb.open) limitsDb.close();
     },

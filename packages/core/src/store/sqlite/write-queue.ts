@@ -21,6 +21,8 @@ export const BUSY_RETRY_MAX_MS = 100;
 
 /** What runs at the edges of each transaction the queue commits (the counters' batched upserts). */
 export interface WriteQueueHooks {
+  /** Before each transaction: throws to refuse its writes (the database file moved away). */
+  check?(): void;
   /** Inside the transaction, after its writes: anything they left to write goes in now. */
   beforeCommit(): void;
   /** After a rollback: forget what the rolled-back writes left behind. */
@@ -98,6 +100,7 @@ export function createWriteQueue(
       try {
         // After a failed flush nothing more is written: it could not be promised durable.
         durable?.check();
+        hooks?.check?.();
         if (unavailable) throw unavailable;
       } catch (err) {
         batch.forEach((p) => p.reject(err));

@@ -1,0 +1,168 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { logHeldForAnotherFile, strangers, untilLogIsOurs } from '../src/store/sqlite/file-identity.ts';
+import { posixLocks } from '../src/store/sqlite/lock-holder.ts';
+import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
+import { openStore } from '../src/store/open-store.ts';
+import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
+import { eventually, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
+
+const onLinux = { skip: process.platform !== 'linux' && 'reads /proc/locks, which only Linux has' };
+const settings = (path: string) => ({ path, sync: 'full' as const, url: null, schema: 'public' });
+const jobsIn = (path: string) => {
+  const db = new Database(path, { readonly: true });
+  try {
+    assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+    return db.prepare('SELECT count(*) FROM jobs').pluck().get();
+  } finally {
+    db.close();
+  }
+};
+const refusal = (write: Promise<unknown>) => write.then(() => assert.fail('written'), (err: Error & { code?: string }) => err);
+
+/**
+ * Another program with the store open at `path`, as a proxy-worker would be: it writes `jobs` jobs
+ * (kept in its log: no checkpoint), says so, and closes its store when sent a line.
+ */
+function storeInAnotherProcess(path: string, jobs: number): Promise<ChildProcessWithoutNullStreams> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '-e', `
+    const { openSqliteStore } = await import(${JSON.stringify(fileURLToPath(new URL('../src/store/sqlite/sqlite-job-store.ts', import.meta.url)))});
+    const { newTestJob } = await import(${JSON.stringify(fileURLToPath(new URL('../../../test/helpers/index.ts', import.meta.url)))});
+    const store = openSqliteStore({ path: process.argv[1], fileCheckMs: 60_000 });
+    for (let i = 0; i < ${jobs}; i++) await store.createJob(newTestJob());
+    console.log('ready');
+    process.stdin.once('data', async () => { await store.close(); console.log('closed'); });`, path], { cwd: fileURLToPath(new URL('..', import.meta.url)) });
+  child.stderr.pipe(process.stderr);
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`the other program exited with ${code}`)));
+    child.stdout.once('data', () => resolve(child));
+  });
+}
+
+test('a store whose file is moved away stops writing: it says so once, its writes fail as unavailable, health fails; closed, its log is folded into the moved file', async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  const told: string[] = [];
+  const store = openSqliteStore({ path, fileCheckMs: 20, onFileGone: (message) => told.push(message) });
+  for (let i = 0; i < 3; i++) assert.equal((await store.createJob(newTestJob())).created, true);
+  const kept = newTestJob();
+  const { job } = await store.createJob(kept);
+
+  renameSync(path, `${path}.moved`);
+  await eventually(async () => told.length > 0, 5000);
+  assert.deepEqual(told, [`the database file ${path} was moved away or deleted while this process had it open; it writes nothing more to it`]);
+  const refused = await refusal(store.createJob(newTestJob()));
+  assert.equal(refused.code, 'SQLITE_READONLY_DBMOVED');
+  assert.ok(isDatabaseUnavailable(refused), 'an API answers it 503, a worker backs off');
+  await assert.rejects(store.claimJobs({ limit: 1, leaseMs: 1000, workerId: 'w' }), /moved away or deleted/);
+  await assert.rejects(store.ping(), /moved away or deleted/);
+  assert.equal((await store.getJob(job.id))?.id, job.id, 'what it holds can still be read');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(told.length, 1, 'told once');
+
+  await store.close();
+  assert.equal(jobsIn(`${path}.moved`), 4, 'every job, the last writes from the log folded in');
+  assert.equal(statSync(`${path}-wal`).size, 0, 'the log left at the path is empty: nothing of it can be replayed into another file');
+});
+
+test('a store whose file is replaced by another says so; health fails at once, before the next look', async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  const told: string[] = [];
+  const store = openSqliteStore({ path, fileCheckMs: 60_000, onFileGone: (message) => told.push(message) });
+  t.after(() => store.close());
+  const other = openSqliteStore({ path: `${dir}/other.sqlite` });
+  await other.close();
+  renameSync(`${dir}/other.sqlite`, path);
+  await assert.rejects(store.ping(), { code: 'SQLITE_READONLY_DBMOVED', message: `the database file ${path} was replaced while this process had it open; it writes nothing more to it` });
+  assert.equal(told.length, 1);
+  await assert.rejects(store.createJob(newTestJob()), { code: 'SQLITE_READONLY_DBMOVED' });
+});
+
+test("a store whose file and log were deleted, and a store opened since at the same path: the first one's close leaves the new one's log alone", async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  const old = openSqliteStore({ path, fileCheckMs: 20, onFileGone: () => undefined });
+  await old.createJob(newTestJob());
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) rmSync(file);
+  const fresh = openSqliteStore({ path });
+  t.after(() => fresh.close());
+  const { job } = await fresh.createJob(newTestJob());
+  const log = statSync(`${path}-wal`);
+  await eventually(async () => (await old.ping().then(() => false, () => true)) || undefined, 5000);
+
+  // SQLite, closing its last connection to the deleted file, would delete the -wal and -shm by
+  // name: the new store's.
+  await old.close();
+  assert.equal(statSync(`${path}-wal`).ino, log.ino, "the new store's -wal is still there");
+  assert.ok(existsSync(`${path}-shm`), "the new store's -shm is still there");
+  assert.equal((await fresh.getJob(job.id))?.id, job.id);
+  assert.equal((await fresh.createJob(newTestJob())).created, true);
+});
+
+test('a start finds another program with the file that was at its path open: it waits, naming it, until that program closes, and then opens; past its wait it fails naming it', onLinux, async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  const other = await storeInAnotherProcess(path, 5);
+  t.after(() => other.kill('SIGKILL'));
+  assert.deepEqual(logHeldForAnotherFile(path), [], 'the file it holds is the one at the path');
+
+  renameSync(path, `${path}.moved`);
+  assert.deepEqual(logHeldForAnotherFile(path), [other.pid]);
+  await assert.rejects(untilLogIsOurs(path, { waitMs: 200 }), {
+    message: `${path}-wal and -shm are in use by pid ${other.pid} (node), which has another database open under this name (the file was moved or deleted while it ran): stop it, then start again`,
+  });
+
+  const warnings: string[] = [];
+  const opening = openStore(settings(path), { logger: { warn: (message: string) => void warnings.push(message) } as never });
+  await eventually(async () => warnings.length > 0, 5000);
+  assert.deepEqual(warnings, [`PROXY_DB_PATH: waiting for pid ${other.pid} (node) to close the database it opened at ${path}, since moved or deleted; it still holds that database's log under this name`]);
+  let opened = false;
+  void opening.then(() => (opened = true));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(opened, false, 'it waits while the other program holds the log');
+
+  other.stdin.write('close\n');
+  const store = await within(opening, 10_000, 'the open after the other program closed');
+  t.after(() => store.close());
+  assert.equal(await store.countByStatus().then((counts) => counts.queued), 0, 'a new, empty file at the path');
+  assert.equal(jobsIn(`${path}.moved`), 5, "the moved file holds the other program's jobs, its log folded in as it closed");
+});
+
+test('a start refuses a -wal with writes in it beside no database (its writer killed, the file then moved): SQLite would delete it at the next start', onLinux, async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  const other = await storeInAnotherProcess(path, 5);
+  other.kill('SIGKILL');
+  await new Promise((resolve) => other.once('exit', resolve));
+  renameSync(path, `${path}.moved`);
+  await assert.rejects(openStore(settings(path)), {
+    message: `PROXY_DB_PATH: cannot open sqlite ${path}: ${path} is missing but its -wal holds writes, the last of a database moved or deleted while a program had it open: put that database back at this path (or its -wal and -shm beside it under its own name); if it is gone for good, delete ${path}-wal and ${path}-shm`,
+  });
+  assert.equal(existsSync(path), false, 'nothing was made at the path');
+  // Followed, the message's advice keeps every job.
+  renameSync(`${path}-wal`, `${path}.moved-wal`);
+  renameSync(`${path}-shm`, `${path}.moved-shm`);
+  assert.equal(jobsIn(`${path}.moved`), 5);
+});
+
+test('who holds a log for another file, from /proc/locks: a lock on the -shm and none on the database now at the path; this process and waiters aside', () => {
+  const locks = posixLocks([
+    '1: POSIX  ADVISORY  READ 301 fe:00:70 128 128',
+    '2: POSIX  ADVISORY  READ 301 fe:00:60 1073741826 1073742335',
+    '3: POSIX  ADVISORY  READ 302 fe:00:70 128 128',
+    '4: POSIX  ADVISORY  READ 302 fe:00:59 1073741826 1073742335',
+    '5: -> POSIX  ADVISORY  WRITE 303 fe:00:70 120 120',
+    `6: POSIX  ADVISORY  READ ${process.pid} fe:00:70 128 128`,
+    '7: POSIX  ADVISORY  READ 304 fe:00:70 123 123',
+    '8: POSIX  ADVISORY  READ 304 fe:00:70 128 128',
+    '',
+  ].join('\n'));
+  assert.deepEqual(strangers(locks, 'fe:00:70', 'fe:00:60'), [302, 304], '301 holds the database at the path; 302 another; 304 counted once');
+  assert.deepEqual(strangers(locks, 'fe:00:70', null), [301, 302, 304], 'no database at the path: every holder has another');
+  assert.deepEqual(strangers(locks, 'fe:00:71', 'fe:00:60'), [], 'another -shm');
+});
