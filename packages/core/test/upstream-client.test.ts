@@ -285,6 +285,17 @@ test('streamed, UPSTREAM_RESPONSE_LIMIT counts the answer put together, not its 
   assert.equal(stub.calls.length, cases.length);
 });
 
+test('unstreamed, a 2xx the server streams unasked and that is over UPSTREAM_RESPONSE_LIMIT by its events says so, and that UPSTREAM_STREAM=true counts the answer instead', async (t) => {
+  const limit = 4096;
+  // 1,000 characters of answer, about 30 times that in events.
+  const events = streamEvents(completionOf({ content: 'x'.repeat(1000) }), true).map((data) => `data: ${data}\n\n`).join('');
+  const { chat } = await setUp(t, script({ raw: events, headers: { 'content-type': 'text/event-stream' } }, { raw: 'x'.repeat(5000), headers: { 'content-type': 'application/json' } }), { maxResponseBytes: limit });
+  const streamed = await chat('q');
+  assert.deepEqual(streamed.kind === 'too_large' && streamed.message, `upstream answered 200 with a body over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT); it came streamed unasked, and its events were counted: with UPSTREAM_STREAM=true the limit counts the answer put together`);
+  const plain = await chat('q');
+  assert.deepEqual(plain.kind === 'too_large' && plain.message, `upstream answered 200 with a body over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT)`, 'a JSON body is not told to stream');
+});
+
 /** `completion` as the stub streams it, compressed whole with `compress` and sent as `coding`. */
 function compressedStream(compress: (text: string) => Buffer, coding: string, completion: unknown): StubReply {
   const events = streamEvents(completion, true).map((data) => `data: ${data}\n\n`).join('');

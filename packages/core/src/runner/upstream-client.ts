@@ -236,7 +236,10 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || err instanceof StreamTooLarge || isTooLarge(err);
     if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
     const what = err instanceof StreamTooLarge ? 'an answer' : 'a body';
-    const message = tooLarge ? `upstream answered ${status} with ${what} over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
+    // Unstreamed, undici counts the bytes as they come: a stream the server sends unasked is
+    // counted by its events, which take many times the answer's bytes (one word in about 330).
+    const unasked = tooLarge && !stream && isEventStream(res.headers['content-type']) ? '; it came streamed unasked, and its events were counted: with UPSTREAM_STREAM=true the limit counts the answer put together' : '';
+    const message = tooLarge ? `upstream answered ${status} with ${what} over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)${unasked}` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
     // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
     if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: null, errorCode: null, message };
     if (tooLarge) return { kind: 'too_large', status, message };
