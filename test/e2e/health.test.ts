@@ -68,6 +68,29 @@ test('a program started while another still has the file that was at PROXY_DB_PA
   assert.equal(moved.pragma('integrity_check', { simple: true }), 'ok');
 });
 
+test('`proxy-worker once` whose file is moved away mid-call abandons the call and exits 1 within seconds, not when the call would have ended', { timeout: 60_000 }, async (t) => {
+  if (!onlyOn('sqlite', t, 'moves the database file')) return;
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ delayMs: 30_000 });
+  t.after(() => stub.close());
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-moved', OPENAI_BASE_URL: stub.url });
+  const store = await openTestStore(env);
+  await enqueueJob(store, 'slow');
+  await store.close();
+  const once = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  t.after(() => once.kill('SIGKILL'));
+  await eventually(async () => stub.calls.length === 1);
+  const db = join(dir, 'requests.sqlite');
+  renameSync(db, `${db}.moved`);
+  const exit = await within(once.exited, 10_000, 'once stopping');
+  assert.equal(exit.code, 1);
+  assert.ok(once.lines.some((line) => line.includes('was moved away or deleted while this process had it open')), once.lines.join('\n'));
+  const moved = new Database(`${db}.moved`, { readonly: true });
+  t.after(() => moved.close());
+  assert.equal(moved.pragma('integrity_check', { simple: true }), 'ok');
+  assert.equal(moved.prepare('SELECT count(*) FROM jobs').pluck().get(), 1);
+});
+
 test('health with a key: queue by status, age of the oldest queued job, live workers, version; HEALTH_REQUIRE_WORKER', async (t) => {
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
