@@ -83,6 +83,22 @@ test('a store whose file is replaced by another says so; health fails at once, b
   await assert.rejects(store.createJob(newTestJob()), { code: 'SQLITE_READONLY_DBMOVED' });
 });
 
+test("a store whose limiter file (beside the database) is moved away says so as for the database, and its draws fail as unavailable", async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  const told: string[] = [];
+  const store = openSqliteStore({ path, fileCheckMs: 20, onFileGone: (message) => told.push(message) });
+  t.after(() => store.close());
+  const draw = () => store.consumeRateLimits([{ key: 'client:a', intervalMs: 10, toleranceMs: 1000 }]);
+  assert.equal((await draw())[0]?.allowed, true);
+  renameSync(`${dir}/db.limits.sqlite`, `${dir}/db.limits.sqlite.moved`);
+  await eventually(async () => told.length > 0, 5000);
+  assert.deepEqual(told, [`the database file ${dir}/db.limits.sqlite was moved away or deleted while this process had it open; it writes nothing more to it`]);
+  const refused = await refusal(draw());
+  assert.ok(isDatabaseUnavailable(refused), 'the API answers 503');
+  await assert.rejects(store.createJob(newTestJob()), { code: 'SQLITE_READONLY_DBMOVED' }, 'nor the jobs: the program is stopping');
+});
+
 test("a store whose file and log were deleted, and a store opened since at the same path: the first one's close leaves the new one's log alone", async (t) => {
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;

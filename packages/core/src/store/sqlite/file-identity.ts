@@ -1,5 +1,6 @@
 import { readFileSync, statSync, type BigIntStats } from 'node:fs';
 import { posixLocks, procLocksName, processName, type PosixLock } from './lock-holder.js';
+import type { Db } from './open-database.js';
 
 /**
  * Whether the SQLite file at PROXY_DB_PATH is still the one a process opened, and who else holds its
@@ -15,15 +16,71 @@ import { posixLocks, procLocksName, processName, type PosixLock } from './lock-h
 
 const statOf = (path: string) => statSync(path, { bigint: true, throwIfNoEntry: false }) ?? null;
 
-/** The file at `path` as it is now, to tell later whether it is still the one (movedAway). */
-export function fileAt(path: string): BigIntStats {
-  return statSync(path, { bigint: true });
-}
-
 /** What became of the opened file: null while it is still the one at `path`. */
 export function movedAway(path: string, opened: BigIntStats): 'deleted' | 'replaced' | null {
   const now = statOf(path);
   return now === null ? 'deleted' : now.ino === opened.ino && now.dev === opened.dev ? null : 'replaced';
+}
+
+/** A store's watch over its open files (watchForMoves). */
+export interface MoveWatch {
+  /** Looks now: the error every write fails with from then on, once a file was found moved. */
+  look(): Error | null;
+  /** That error, as the last look left it (no look of its own: for each write). */
+  readonly gone: Error | null;
+  /** Stops looking, and folds the log of each file found moved into it; for closing. */
+  close(): void;
+}
+
+/**
+ * Looks every `intervalMs` (one stat a file) whether each database opened is still the file at its
+ * path. The first found moved, replaced or deleted is told to `onGone`, once; the store then writes
+ * nothing more. SQLite, closing a moved file, neither folds its log into it nor deletes the log (it
+ * checks, and leaves the names alone): the log would stay at the path, to be replayed into the file
+ * found there next, or deleted beside a new one with the moved file's last writes. So each moved
+ * file's log is folded into it and cut to zero bytes, on finding the move and again on closing
+ * (other programs' writes may come in between, until they find it too). Only this connection's own
+ * descriptors are touched, whatever is at the path now.
+ */
+export function watchForMoves(files: ReadonlyArray<{ path: string; db: Db }>, options: { intervalMs: number; onGone?: (message: string) => void }): MoveWatch {
+  // Taken right after opening: the identity each path had when its file was opened.
+  const opened = files.filter((file) => file.path !== ':memory:').map((file) => ({ ...file, at: statSync(file.path, { bigint: true }) }));
+  let gone: Error | null = null;
+  const foldMoved = () => {
+    for (const file of opened) {
+      if (!file.db.open || movedAway(file.path, file.at) === null) continue;
+      try {
+        file.db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        // Unreadable or failing: the next try, or the last program to close, folds it.
+      }
+    }
+  };
+  const look = (): Error | null => {
+    if (gone) return gone;
+    for (const file of opened) {
+      const how = movedAway(file.path, file.at);
+      if (!how) continue;
+      // SQLite's own name for a file moved since it was opened (its rollback-journal mode refuses writes to one).
+      gone = Object.assign(new Error(`the database file ${file.path} was ${how === 'deleted' ? 'moved away or deleted' : 'replaced'} while this process had it open; it writes nothing more to it`), { code: 'SQLITE_READONLY_DBMOVED' });
+      foldMoved();
+      options.onGone?.(gone.message);
+      break;
+    }
+    return gone;
+  };
+  const timer = opened.length > 0 ? setInterval(look, options.intervalMs) : null;
+  timer?.unref();
+  return {
+    look,
+    get gone() {
+      return gone;
+    },
+    close() {
+      if (timer) clearInterval(timer);
+      foldMoved();
+    },
+  };
 }
 
 /**

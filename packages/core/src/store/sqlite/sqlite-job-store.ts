@@ -29,7 +29,7 @@ import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { createWalSync, type Datasync } from './wal-sync.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
-import { fileAt, movedAway } from './file-identity.js';
+import { watchForMoves } from './file-identity.js';
 
 /** A jobs row as this file stores it: the request lives in job_requests, keyed by `seq` (0011). */
 type HeldRow = Omit<JobRow, 'request'> & { seq: number };
@@ -62,38 +62,15 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const durable = (options.sync ?? 'full') === 'full' && options.path !== ':memory:';
   const db = openDatabase({ ...options, sync: durable ? 'normal' : options.sync });
   const walSync = durable ? createWalSync(options.path, options.datasync) : null;
-  // An open descriptor keeps reading and writing a file that was moved, replaced or deleted, while
-  // every other program goes by the path (file-identity.ts): past that, this store writes nothing.
-  const opened = options.path === ':memory:' ? null : fileAt(options.path);
-  let gone: Error | null = null;
-  const lookForMove = (): Error | null => {
-    const how = gone || !opened ? null : movedAway(options.path, opened);
-    if (how) {
-      // SQLite's own name for a file moved since it was opened (its rollback-journal mode refuses writes to one).
-      gone = Object.assign(new Error(`the database file ${options.path} was ${how === 'deleted' ? 'moved away or deleted' : 'replaced'} while this process had it open; it writes nothing more to it`), { code: 'SQLITE_READONLY_DBMOVED' });
-      foldLog();
-      options.onFileGone?.(gone.message);
-    }
-    return gone;
-  };
-  // SQLite closing a moved file neither folds its log into it nor deletes the log (it checks, and
-  // leaves the names alone): the log would stay at the path, to be replayed into the file found
-  // there next, or deleted beside a new one with the moved file's last writes. Folded and cut to
-  // zero bytes, every write is in the moved file and the log is empty. Done on finding the move and
-  // again on closing: other programs' writes may come in between, until they find it too. Only this
-  // connection's own descriptors are touched, whatever is at the path now.
-  const foldLog = () => {
-    try {
-      db.pragma('wal_checkpoint(TRUNCATE)');
-    } catch {
-      // Unreadable or failing: the next try, or the last program to close, folds it.
-    }
-  };
-  const fileCheck = opened ? setInterval(lookForMove, options.fileCheckMs ?? FILE_CHECK_MS) : null;
-  fileCheck?.unref();
   // Limiter state lives in a sibling file without fsync: after a power cut, a budget that forgets a
   // few seconds is harmless, and no read or create should wait on a disk flush for it.
   const limitsDb = openDatabase({ path: limitsPathFor(options.path), sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
+  // An open descriptor keeps reading and writing a file that was moved, replaced or deleted, while
+  // every other program goes by the path (file-identity.ts): past that, this store writes nothing.
+  const moves = watchForMoves([{ path: options.path, db }, { path: limitsPathFor(options.path), db: limitsDb }], { intervalMs: options.fileCheckMs ?? FILE_CHECK_MS, onGone: options.onFileGone });
+  const refuseIfMoved = () => {
+    if (moves.gone) throw moves.gone;
+  };
   const limits = {
     get: limitsDb.prepare<[string], number>('SELECT tat FROM rate_limits WHERE key = ?').pluck(),
     set: limitsDb.prepare<[string, number]>('INSERT INTO rate_limits (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat'),
@@ -114,6 +91,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return decisions;
   };
   const limitWrites = createWriteQueue(limitsDb, {
+    check: refuseIfMoved,
     beforeCommit() {
       for (const [key, tat] of drawn) limits.set.run(key, tat);
       drawn.clear();
@@ -210,9 +188,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const writes = createWriteQueue(
     db,
     {
-      check() {
-        if (gone) throw gone;
-      },
+      check: refuseIfMoved,
       beforeCommit() {
         counters.writePending();
         minutes.writePending();
@@ -411,8 +387,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async ping() {
-      if (opened) {
-        const moved = lookForMove();
+      if (options.path !== ':memory:') {
+        const moved = moves.look();
         if (moved) throw moved;
         try {
           accessSync(options.path, fsConstants.R_OK | fsConstants.W_OK);
@@ -487,10 +463,9 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async close() {
-      if (fileCheck) clearInterval(fileCheck);
       await Promise.all([writes.drain(), limitWrites.drain()]);
       await walSync?.close();
-      if (db.open && (gone || (opened && movedAway(options.path, opened)))) foldLog();
+      moves.close();
       if (db.open) db.close();
       if (limitsDb.open) limitsDb.close();
     },
