@@ -130,7 +130,7 @@ test('a start finds another program with the file that was at its path open: it 
   renameSync(path, `${path}.moved`);
   assert.deepEqual(logHeldForAnotherFile(path), [other.pid]);
   await assert.rejects(untilLogIsOurs(path, { waitMs: 200 }), {
-    message: `${path}-wal and -shm are in use by pid ${other.pid} (node), which has another database open under this name (the file was moved or deleted while it ran): stop it, then start again`,
+    message: `${path}-wal and -shm are in use by pid ${other.pid} (node), with another database open under this name (the file was moved or deleted while it ran): stop it, then start again`,
   });
 
   const warnings: string[] = [];

@@ -90,12 +90,12 @@ export function watchForMoves(files: ReadonlyArray<{ path: string; db: Db }>, op
  * the -shm's and let go after. So a process that holds one and not the other opened another file
  * under this name. Read from /proc/locks; empty off Linux.
  */
-export function logHeldForAnotherFile(dbPath: string, readLocks: () => string = () => readFileSync('/proc/locks', 'utf8')): number[] {
+export function logHeldForAnotherFile(dbPath: string): number[] {
   const shm = statOf(`${dbPath}-shm`);
   if (shm === null) return [];
   let locks: PosixLock[];
   try {
-    locks = posixLocks(readLocks());
+    locks = posixLocks(readFileSync('/proc/locks', 'utf8'));
   } catch {
     return [];
   }
@@ -110,30 +110,25 @@ export function strangers(locks: readonly PosixLock[], shm: string, db: string |
   return [...new Set(found)];
 }
 
-/** Whether a -wal with writes in it lies at `dbPath` with no database beside it. */
-export function orphanLog(dbPath: string): boolean {
-  return statOf(dbPath) === null && (statOf(`${dbPath}-wal`)?.size ?? 0n) > 0n;
-}
-
 /** How long a start waits for processes that have another file open under its database's name. */
 export const OTHER_FILE_WAIT_MS = 60_000;
 
 /**
  * Waits, up to `waitMs`, until no process holds the log at `dbPath` for another file: proxy-api and
  * proxy-worker stop by themselves within seconds of finding their file gone (see the store's
- * watch), and their close folds the log into their file and removes it. Tells `onWait` who it waits
+ * watch), and their close folds the log into their file and empties it. Tells `onWait` who it waits
  * for, once; past `waitMs` it fails, naming them.
  */
-export async function untilLogIsOurs(dbPath: string, options: { waitMs?: number; pollMs?: number; onWait?: (holders: string) => void; readLocks?: () => string } = {}): Promise<void> {
+export async function untilLogIsOurs(dbPath: string, options: { waitMs?: number; pollMs?: number; onWait?: (holders: string) => void } = {}): Promise<void> {
   const { waitMs = OTHER_FILE_WAIT_MS, pollMs = 100 } = options;
   const until = Date.now() + waitMs;
   let told = false;
   for (;;) {
-    const pids = logHeldForAnotherFile(dbPath, options.readLocks);
+    const pids = logHeldForAnotherFile(dbPath);
     if (pids.length === 0) return;
     const holders = pids.map(processName).join(', ');
     if (Date.now() >= until) {
-      throw new Error(`${dbPath}-wal and -shm are in use by ${holders}, which has another database open under this name (the file was moved or deleted while it ran): stop it, then start again`);
+      throw new Error(`${dbPath}-wal and -shm are in use by ${holders}, with another database open under this name (the file was moved or deleted while it ran): stop ${pids.length > 1 ? 'them' : 'it'}, then start again`);
     }
     if (!told) options.onWait?.(holders);
     told = true;
@@ -141,9 +136,9 @@ export async function untilLogIsOurs(dbPath: string, options: { waitMs?: number;
   }
 }
 
-/** Refuses to open `dbPath` when SQLite would delete a log of another database's last writes. */
+/** Refuses to open `dbPath` when a -wal with writes lies there beside no database: SQLite would delete it. */
 export function assertNoOrphanLog(dbPath: string): void {
-  if (!orphanLog(dbPath)) return;
+  if (statOf(dbPath) !== null || (statOf(`${dbPath}-wal`)?.size ?? 0n) === 0n) return;
   throw new Error(
     `${dbPath} is missing but its -wal holds writes, the last of a database moved or deleted while a program had it open: put that database back at this path (or its -wal and -shm beside it under its own name); if it is gone for good, delete ${dbPath}-wal and ${dbPath}-shm`,
   );
