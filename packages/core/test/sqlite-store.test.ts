@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, fdatasync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -13,12 +13,13 @@ import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
 import { createWriteQueue } from '../src/store/sqlite/write-queue.ts';
 import { holderPid, writeLockHolder } from '../src/store/sqlite/lock-holder.ts';
-import { networkFilesystem, openStore } from '../src/store/open-store.ts';
+import { openStore } from '../src/store/open-store.ts';
+import { memoryFilesystem, networkFilesystem, privateTmp } from '../src/store/sqlite/filesystem.ts';
 import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import type { ClaimedJob, JobRecord } from '../src/store/types.ts';
-import { eventually, manualClock, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
+import { eventually, manualClock, newTestJob, smallDisk, tempDir, within } from '../../../test/helpers/index.ts';
 
 const job = newTestJob;
 const clock = manualClock;
@@ -304,6 +305,59 @@ test('a SQLite file on a network filesystem (NFS, SMB and the like) is named at 
   const store = await openStore({ path: `${dir}/db.sqlite`, sync: 'full', url: null, schema: 'public' }, { logger: { warn: (message: string) => void warnings.push(message) } as never });
   t.after(() => store.close());
   assert.deepEqual(warnings, []);
+});
+
+test('a SQLite file in memory (tmpfs, ramfs) or in a service\'s private /tmp (systemd\'s PrivateTmp) is named at start with a warning; one on a disk is not', async (t) => {
+  const reports = (type: number) => () => ({ type });
+  assert.equal(memoryFilesystem('/data', reports(0x01021994)), 'tmpfs');
+  assert.equal(memoryFilesystem('/data', reports(0x858458f6 | 0)), 'ramfs', 'given as a negative 32-bit number');
+  assert.equal(memoryFilesystem('/data', reports(0xef53)), null, 'ext4');
+  // mountinfo as a service started with PrivateTmp=yes reads it (the host's /tmp on its root disk).
+  const mounts = [
+    '26 1 254:0 / / rw,relatime - ext4 /dev/vda rw',
+    '40 26 254:0 /tmp/systemd-private-5f0c-proxy-api.service-Ab12/tmp /tmp rw,nosuid,nodev - ext4 /dev/vda rw',
+    '41 26 254:0 /var/tmp/systemd-private-5f0c-proxy-api.service-Cd34/tmp /var/tmp rw,nosuid,nodev - ext4 /dev/vda rw',
+    '42 40 0:50 / /tmp/own\\040disk rw - tmpfs tmpfs rw',
+    '43 26 254:0 /srv/data /opt/chat-async-proxy/data rw - ext4 /dev/vda rw',
+  ].join('\n');
+  const under = (dir: string) => privateTmp(dir, () => mounts);
+  assert.equal(under('/tmp'), '/tmp');
+  assert.equal(under('/tmp/proxy'), '/tmp');
+  assert.equal(under('/var/tmp/proxy/data'), '/var/tmp');
+  assert.equal(under('/tmp/own disk/proxy'), null, 'a mount of its own inside it (its name escaped in mountinfo) is not the private /tmp');
+  assert.equal(under('/tmpfoo'), null, 'a folder whose name starts the same is another');
+  assert.equal(under('/opt/chat-async-proxy/data'), null, 'a bind mount of another folder');
+  assert.equal(privateTmp('/tmp', () => { throw new Error('ENOENT'); }), null, 'no mountinfo (not Linux): nothing told');
+  // This machine's temporary folder is on a disk, and this process has no private /tmp.
+  const dir = tempDir(t);
+  assert.deepEqual([memoryFilesystem(dir), privateTmp(dir)], [null, null]);
+  // A real tmpfs, through the start's own path.
+  const mnt = smallDisk(t, '16m');
+  if (!mnt) return;
+  const warnings: string[] = [];
+  const store = await openStore({ path: `${mnt}/db.sqlite`, sync: 'full', url: null, schema: 'public' }, { logger: { warn: (message: string) => void warnings.push(message) } });
+  t.after(() => store.close());
+  assert.deepEqual(warnings, ['PROXY_DB_PATH is on tmpfs, in memory: every job is lost when the machine restarts, which a 202 promised would not be; keep it on a disk']);
+});
+
+test("a start inside a private /tmp as systemd's PrivateTmp makes one (a bind mount in a mount namespace of its own) warns that the file is the service's alone", { skip: (process.platform !== 'linux' || process.getuid?.() !== 0) && 'needs Linux and root to mount' }, async (t) => {
+  const dir = tempDir(t);
+  const privateDir = `${dir}/systemd-private-5f0c-proxy-api.service-Ab12/tmp`;
+  mkdirSync(privateDir, { recursive: true });
+  const script = `
+    const { openStore } = await import(${JSON.stringify(fileURLToPath(new URL('../src/store/open-store.ts', import.meta.url)))});
+    const warnings = [];
+    const store = await openStore({ path: '/tmp/proxy/requests.sqlite', sync: 'full', url: null, schema: 'public' }, { logger: { warn: (message) => warnings.push(message) } });
+    await store.close();
+    console.log(JSON.stringify(warnings));`;
+  const run = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount --bind "$0" /tmp && exec "$1" --import tsx --input-type=module -e "$2"`, privateDir, process.execPath, script], { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8' });
+  if (run.status !== 0 && /unshare|mount/.test(run.stderr) && !run.stdout) {
+    t.skip(`this machine refuses a mount namespace: ${run.stderr.trim()}`);
+    return;
+  }
+  assert.equal(run.status, 0, run.stderr);
+  assert.deepEqual(JSON.parse(run.stdout), ["PROXY_DB_PATH is in this service's private /tmp (systemd's PrivateTmp=yes): each service has its own, so proxy-api and the workers do not share this file, and systemd deletes it when the service stops; keep it in the data folder"]);
+  assert.ok(readdirSync(`${privateDir}/proxy`).includes('requests.sqlite'), 'the file is in the private folder, not the machine\'s /tmp');
 });
 
 test('the write lock\'s holder in /proc/locks: the POSIX lock on byte 120 of the -shm file, not a waiter for it, not another lock or file', () => {

@@ -1,4 +1,5 @@
 import { statfsSync } from 'node:fs';
+import { placeWarnings } from './sqlite/filesystem.js';
 import { dirname, resolve } from 'node:path';
 import { describeDatabase, parseDatabaseUrl, type DatabaseSettings } from '../config.js';
 import { limitsPathFor, openSqliteStore } from './sqlite/sqlite-job-store.js';
@@ -38,16 +39,13 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
     }
     // A program still running on a file moved or deleted from this path holds its log under this
     // name; opened beside it, this file would take that log as its own. Such a program of ours
-    // stops within seconds of noticing, and its close takes the log away.
+    // stops within seconds of noticing, and its close empties the log.
     for (const path of [db.path, limitsPathFor(db.path)]) {
       await untilLogIsOurs(path, { onWait: (holders) => logger?.warn(`${setting}: waiting for ${holders} to close the database it opened at ${path}, since moved or deleted; it still holds that database's log under this name`) });
     }
     assertNoOrphanLog(db.path);
     const store = openSqliteStore({ path: db.path, sync: db.sync, ...(onFileGone ? { onFileGone: (message: string) => onFileGone(`${setting}: ${message}`) } : {}) });
-    const network = networkFilesystem(dirname(resolve(db.path)));
-    if (network) {
-      logger?.warn(`${setting} is on a network filesystem (${network}): SQLite's locks and shared memory are not safe there, and the file can be damaged; keep it on a local disk, or move to PostgreSQL (DATABASE_URL)`, { filesystem: network });
-    }
+    for (const { message, filesystem } of placeWarnings(dirname(resolve(db.path)))) logger?.warn(`${setting} ${message}`, { filesystem });
     return store;
   } catch (err) {
     const password = db.url ? parseDatabaseUrl(db.url, setting).password : '';
@@ -75,35 +73,3 @@ function diskFullNote(path: string, err: unknown): string {
 
 /** Less than SQLite needs to grow its files by a few pages. */
 const FULL_BELOW_BYTES = 64 * 1024;
-
-/**
- * The filesystems (statfs's f_type) that serve a file to more than one host, by name. SQLite's WAL
- * mode keeps its index in a memory-mapped -shm file and relies on POSIX locks: over these, a
- * process on another host sees neither, and on one host they depend on the mount (NFS mounted
- * `nolock` keeps locks local; some servers drop them). SQLite's own documentation says not to use
- * WAL over a network filesystem. A cloud's shared volume is often one of these (AWS EFS is NFS, an
- * Azure file share SMB). FUSE is left out: it is as often local (an encrypted home folder).
- */
-const NETWORK_FILESYSTEMS = new Map<number, string>([
-  [0x6969, 'nfs'],
-  [0x517b, 'smb'],
-  [0xff534d42, 'cifs'],
-  [0xfe534d42, 'smb2'],
-  [0x5346414f, 'afs'],
-  [0x00c36400, 'ceph'],
-  [0x0bd00bd0, 'lustre'],
-  [0x01161970, 'gfs2'],
-  [0x7461636f, 'ocfs2'],
-  [0x01021997, '9p'],
-  [0x786f4256, 'vboxsf'],
-]);
-
-/** The name of the network filesystem `dir` is on, or null for a local one (or one that cannot be told). */
-export function networkFilesystem(dir: string, statfs: (dir: string) => { type: number } = statfsSync): string | null {
-  try {
-    // Unsigned: a platform whose f_type is a 32-bit int gives CIFS's and SMB2's as negative.
-    return NETWORK_FILESYSTEMS.get(statfs(dir).type >>> 0) ?? null;
-  } catch {
-    return null;
-  }
-}
