@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
@@ -175,6 +175,20 @@ test('a database that cannot be opened stops the start with one line naming the 
   const worker = spawnNode(WORKER_MAIN, ['stats'], testEnv(dir, { DATABASE_URL: `postgres://app:hunter2@127.0.0.1:${port}/jobs`, DATABASE_SCHEMA: 'public' }), dir);
   assert.equal((await worker.exited).code, 1);
   assert.deepEqual(worker.stderr.filter(Boolean), [`proxy-worker: DATABASE_URL: cannot open postgres app@127.0.0.1:${port}/jobs (schema public): connect ECONNREFUSED 127.0.0.1:${port}`]);
+});
+
+test('a PROXY_DB_PATH naming a folder stops the start with one line saying to name the file in it (SQLite alone says "unable to open database file")', async (t) => {
+  if (!onlyOn('sqlite', t, 'the SQLite file')) return;
+  const dir = tempDir(t);
+  const folder = join(dir, 'data');
+  mkdirSync(folder);
+  const env = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), OPENAI_API_KEY: 'sk-folder', PROXY_DB_PATH: `${folder}/` });
+  for (const [main, args, program] of [[API_MAIN, [], 'proxy-api'], [WORKER_MAIN, ['once'], 'proxy-worker']] as const) {
+    const child = spawnNode(main, [...args], env, dir);
+    const { code } = await child.exited;
+    assert.deepEqual([code, child.stderr.filter(Boolean)], [1, [`${program}: PROXY_DB_PATH: cannot open sqlite ${folder}: ${folder} is a folder: name the database file in it, as ${folder}/requests.sqlite`]]);
+  }
+  assert.deepEqual(readdirSync(folder), [], 'nothing was made in it');
 });
 
 test('a SQLite file or folder, or a LOG_DIR, this user cannot write stops the start with one line saying so, instead of a program that fails every write or drops every log line', async (t) => {

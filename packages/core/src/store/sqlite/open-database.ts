@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { whyNotWritable } from '../../writable.js';
 import { migrate } from './migrate.js';
@@ -83,6 +83,8 @@ function enterWal(db: Db, path: string, busyTimeoutMs: number): void {
  * `-wal` and `-shm` files there, and removes them when the last connection closes.
  */
 function assertWritable(path: string): void {
+  // SQLite says only "unable to open database file" for a folder, as for a file it cannot create.
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${path} is a folder: name the database file in it, as ${join(path, 'requests.sqlite')}`);
   const uid = process.getuid?.() ?? '?';
   for (const file of [path, `${path}-wal`, `${path}-shm`]) {
     const refused = existsSync(file) ? whyNotWritable(file) : null;
