@@ -360,6 +360,34 @@ test("a start inside a private /tmp as systemd's PrivateTmp makes one (a bind mo
   assert.ok(readdirSync(`${privateDir}/proxy`).includes('requests.sqlite'), 'the file is in the private folder, not the machine\'s /tmp');
 });
 
+test("a file of another program's, or the limiter's file named as the database (or the other way round), is refused at open and left as it was", async (t) => {
+  const dir = tempDir(t);
+  const settings = (path: string) => ({ path, sync: 'full' as const, url: null, schema: 'public' });
+  const other = new Database(`${dir}/other.db`);
+  other.exec('CREATE TABLE users (id INTEGER PRIMARY KEY); CREATE TABLE posts (id INTEGER PRIMARY KEY)');
+  other.close();
+  await assert.rejects(openStore(settings(`${dir}/other.db`)), {
+    message: `PROXY_DB_PATH: cannot open sqlite ${dir}/other.db: ${dir}/other.db is another program's SQLite database (its tables: posts, users); name a new file, or this program's`,
+  });
+  const after = new Database(`${dir}/other.db`, { readonly: true });
+  assert.deepEqual([after.pragma('journal_mode', { simple: true }), after.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all()], ['delete', ['posts', 'users']], 'not switched to WAL, no table added');
+  after.close();
+
+  // requests.sqlite's limiter file is requests.limits.sqlite: a database made under that name first.
+  const mixedUp = await openStore(settings(`${dir}/requests.limits.sqlite`));
+  await mixedUp.close();
+  await assert.rejects(openStore(settings(`${dir}/requests.sqlite`)), {
+    message: `PROXY_DB_PATH: cannot open sqlite ${dir}/requests.sqlite: ${dir}/requests.limits.sqlite holds another schema: its migration 1 is 0001_jobs.sql, where 0001_rate_limits.sql belongs (the database and the limiter's file beside it mixed up?)`,
+  });
+  // This program's own files, empty or migrated, open as ever.
+  const ours = await openStore(settings(`${dir}/requests.limits.sqlite`));
+  await ours.close();
+  const fresh = await openStore(settings(`${dir}/fresh.sqlite`));
+  await fresh.close();
+  const again = await openStore(settings(`${dir}/fresh.sqlite`));
+  await again.close();
+});
+
 test('the write lock\'s holder in /proc/locks: the POSIX lock on byte 120 of the -shm file, not a waiter for it, not another lock or file', () => {
   const locks = [
     '1: POSIX  ADVISORY  READ 301 fe:00:777 124 124',

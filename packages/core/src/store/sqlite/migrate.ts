@@ -6,16 +6,20 @@ const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite/', impo
 /** The rate-limit file's own migrations. */
 export const LIMITS_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite-limits/', import.meta.url));
 
+/** The numbered migration files in `dir`, in order. */
+const migrationFiles = (dir: string) =>
+  readdirSync(dir)
+    .filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f))
+    .sort();
+
 /** Applies the numbered migrations not yet applied, each in its own IMMEDIATE transaction. */
 export function migrate(db: Db, dir = MIGRATIONS_DIR): number {
+  const files = migrationFiles(dir);
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT    NOT NULL,
     applied_at INTEGER NOT NULL
   ) STRICT`);
-  const files = readdirSync(dir)
-    .filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f))
-    .sort();
   const isApplied = db.prepare<[number], { version: number }>('SELECT version FROM schema_migrations WHERE version = ?');
   const record = db.prepare<[number, string, number]>('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
   let applied = 0;
@@ -31,4 +35,26 @@ export function migrate(db: Db, dir = MIGRATIONS_DIR): number {
     if (apply.immediate()) applied += 1;
   }
   return applied;
+}
+
+/**
+ * Throws unless `db` is empty or was migrated from `dir` (the same file at each version it
+ * recorded). Run before anything is changed in the file: a file that holds another program's
+ * tables, or whose migrations are another schema's (the limiter's file and the database mixed up),
+ * would otherwise be switched to WAL and get this program's tables beside its own, or a schema
+ * whose versions skip what they should have made.
+ */
+export function assertOurSchema(db: Db, dir = MIGRATIONS_DIR): void {
+  const files = migrationFiles(dir);
+  const tables = db.prepare<[], string>(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).pluck().all();
+  if (tables.length === 0) return;
+  if (!tables.includes('schema_migrations')) {
+    const shown = tables.length > 5 ? `${tables.slice(0, 5).join(', ')}, …` : tables.join(', ');
+    throw new Error(`${db.name} is another program's SQLite database (its tables: ${shown}); name a new file, or this program's`);
+  }
+  const applied = db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version').all();
+  for (const { version, name } of applied) {
+    const ours = files.find((file) => Number(file.slice(0, 4)) === version);
+    if (ours !== undefined && ours !== name) throw new Error(`${db.name} holds another schema: its migration ${version} is ${name}, where ${ours} belongs (the database and the limiter's file beside it mixed up?)`);
+  }
 }

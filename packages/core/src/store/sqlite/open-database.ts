@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { whyNotWritable } from '../../writable.js';
-import { migrate } from './migrate.js';
+import { assertOurSchema, migrate } from './migrate.js';
 
 /** The most bytes of write-ahead log kept on disk once it starts over. */
 export const WAL_KEPT_BYTES = 64 * 1024 * 1024;
@@ -29,6 +29,12 @@ export function openDatabase(options: OpenDatabaseOptions): Db {
   const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
   // busy_timeout makes writers queue instead of failing.
   db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+  try {
+    assertOurSchema(db, options.migrations);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
   // WAL lets the API read while a worker writes.
   enterWal(db, options.path, busyTimeoutMs);
   db.pragma(`synchronous = ${(options.sync ?? 'full').toUpperCase()}`);

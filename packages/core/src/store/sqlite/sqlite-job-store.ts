@@ -61,10 +61,16 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   // event loop before any write resolves (wal-sync.ts), rather than an fsync inside each commit.
   const durable = (options.sync ?? 'full') === 'full' && options.path !== ':memory:';
   const db = openDatabase({ ...options, sync: durable ? 'normal' : options.sync });
-  const walSync = durable ? createWalSync(options.path, options.datasync) : null;
   // Limiter state lives in a sibling file without fsync: after a power cut, a budget that forgets a
   // few seconds is harmless, and no read or create should wait on a disk flush for it.
-  const limitsDb = openDatabase({ path: limitsPathFor(options.path), sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
+  let limitsDb: Db;
+  try {
+    limitsDb = openDatabase({ path: limitsPathFor(options.path), sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  const walSync = durable ? createWalSync(options.path, options.datasync) : null;
   // An open descriptor keeps reading and writing a file that was moved, replaced or deleted, while
   // every other program goes by the path (file-identity.ts): past that, this store writes nothing.
   const moves = watchForMoves([{ path: options.path, db }, { path: limitsPathFor(options.path), db: limitsDb }], { intervalMs: options.fileCheckMs ?? FILE_CHECK_MS, onGone: options.onFileGone });
