@@ -1293,6 +1293,38 @@ for (const backend of backends) {
     assert.equal(told.length, 1);
   });
 
+  if (backend.name === 'postgres') test("postgres: a schema holding another application's tables, with or without a schema_migrations of its own, is refused at start and left as it was", async (t) => {
+    const place = await backend.place(t);
+    const admin = await sqlClient(place.own);
+    await admin.query(`CREATE SCHEMA ${place.schema}`);
+    await admin.query(`CREATE TABLE ${place.schema}.users (id int PRIMARY KEY)`);
+    const open = () => openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 2, fallbackPollMs: 60_000 }).then((store) => {
+      place.own(() => store.close());
+      return store;
+    });
+    await assert.rejects(open(), { message: `schema ${place.schema} holds another application's tables (users): set DATABASE_SCHEMA to a schema of this program's own` });
+    // As Rails keeps one: a varchar version and nothing else.
+    await admin.query(`CREATE TABLE ${place.schema}.schema_migrations (version varchar PRIMARY KEY)`);
+    await admin.query(`INSERT INTO ${place.schema}.schema_migrations VALUES ('20240101000000')`);
+    await assert.rejects(open(), { message: `schema ${place.schema} holds another application's tables (schema_migrations, users): set DATABASE_SCHEMA to a schema of this program's own (its schema_migrations is not this program's)` });
+    const { rows } = await admin.query<{ name: string }>(`SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1`, [place.schema]);
+    assert.deepEqual(rows.map((row) => row.name), ['schema_migrations', 'users'], 'no table of this program was made');
+    // This program's own schema opens as ever, made and then again.
+    const ours = await backend.place(t);
+    assert.equal((await (await ours.open()).createJob(job())).created, true);
+    assert.equal((await (await ours.open()).countByStatus()).queued, 1);
+    // An extension's own table (as PostGIS's spatial_ref_sys in public) is no application's: made an
+    // extension's member here with hstore, which has no table of its own.
+    const withExtension = await backend.place(t);
+    const { rows: hstore } = await admin.query<{ installed: boolean }>("SELECT installed_version IS NOT NULL AS installed FROM pg_available_extensions WHERE name = 'hstore'");
+    if (hstore[0]?.installed !== false) return t.diagnostic(`hstore is ${hstore[0] ? 'installed already' : 'not available'}: the extension table case was not run`);
+    await admin.query(`CREATE SCHEMA ${withExtension.schema}`);
+    await admin.query(`CREATE EXTENSION hstore SCHEMA ${withExtension.schema}`);
+    await admin.query(`CREATE TABLE ${withExtension.schema}.spatial_ref_sys (srid int PRIMARY KEY)`);
+    await admin.query(`ALTER EXTENSION hstore ADD TABLE ${withExtension.schema}.spatial_ref_sys`);
+    assert.equal((await (await withExtension.open()).createJob(job())).created, true);
+  });
+
   if (backend.name === 'postgres') test('postgres: a listening connection that stops answering without an error is found by its ping and replaced; one that answers moves the counter only when told', async (t) => {
     const proxy = await startSilenceableProxy();
     t.after(() => proxy.close());

@@ -24,13 +24,14 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
       await client.query('SELECT pg_advisory_lock(hashtext($1))', [lock]);
     }
     try {
+      const files = readdirSync(dir).filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f)).sort();
+      await assertOurSchema(client, schema, files);
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
       await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
         version    INTEGER PRIMARY KEY,
         name       TEXT    NOT NULL,
         applied_at BIGINT  NOT NULL
       )`);
-      const files = readdirSync(dir).filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f)).sort();
       const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
       const applied = new Set(rows.map((r) => r.version));
       let count = 0;
@@ -55,6 +56,36 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
       await client.query('RESET lock_timeout');
     }
   });
+}
+
+/**
+ * Throws unless `schema` is new, empty, or this program's (its schema_migrations names these
+ * `files`), before anything in it changes. DATABASE_SCHEMA is `public` by default, and a database
+ * shared with another application has that application's tables there, often beside a
+ * schema_migrations of its own (Rails, Knex and others keep one by that name): this program's tables
+ * would go in beside them, and its first insert into that table failed naming a column.
+ */
+async function assertOurSchema(client: pg.PoolClient, schema: string, files: readonly string[]): Promise<void> {
+  const { rows: tables } = await client.query<{ name: string }>(
+    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+        -- An extension's own tables (PostGIS puts spatial_ref_sys in public) are no application's.
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1`,
+    [schema],
+  );
+  if (tables.length === 0) return;
+  const names = tables.map((table) => table.name);
+  const shown = names.length > 5 ? `${names.slice(0, 5).join(', ')}, …` : names.join(', ');
+  const another = `schema ${schema} holds another application's tables (${shown}): set DATABASE_SCHEMA to a schema of this program's own`;
+  if (!names.includes('schema_migrations')) throw new Error(another);
+  const { rows: columns } = await client.query<{ name: string }>(`SELECT column_name AS name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'schema_migrations'`, [schema]);
+  if (!['version', 'name', 'applied_at'].every((column) => columns.some((c) => c.name === column))) throw new Error(`${another} (its schema_migrations is not this program's)`);
+  const { rows: applied } = await client.query<{ version: number; name: string }>(`SELECT version, name FROM ${schema}.schema_migrations ORDER BY version`);
+  for (const { version, name } of applied) {
+    const ours = files.find((file) => Number(file.slice(0, 4)) === version);
+    if (ours !== undefined && ours !== name) throw new Error(`${another} (its migration ${version} is ${name}, where ${ours} belongs)`);
+  }
 }
 
 /**
