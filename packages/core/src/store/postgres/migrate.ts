@@ -1,7 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { withClient } from './checkout.js';
+import { foreignMigration, migrationFiles, someTables } from '../migration-files.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', import.meta.url));
 
@@ -24,7 +25,7 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
       await client.query('SELECT pg_advisory_lock(hashtext($1))', [lock]);
     }
     try {
-      const files = readdirSync(dir).filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f)).sort();
+      const files = migrationFiles(dir);
       await assertOurSchema(client, schema, files);
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
       await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -76,16 +77,13 @@ async function assertOurSchema(client: pg.PoolClient, schema: string, files: rea
   );
   if (tables.length === 0) return;
   const names = tables.map((table) => table.name);
-  const shown = names.length > 5 ? `${names.slice(0, 5).join(', ')}, …` : names.join(', ');
-  const another = `schema ${schema} holds another application's tables (${shown}): set DATABASE_SCHEMA to a schema of this program's own`;
+  const another = `schema ${schema} holds another application's tables (${someTables(names)}): set DATABASE_SCHEMA to a schema of this program's own`;
   if (!names.includes('schema_migrations')) throw new Error(another);
   const { rows: columns } = await client.query<{ name: string }>(`SELECT column_name AS name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'schema_migrations'`, [schema]);
   if (!['version', 'name', 'applied_at'].every((column) => columns.some((c) => c.name === column))) throw new Error(`${another} (its schema_migrations is not this program's)`);
   const { rows: applied } = await client.query<{ version: number; name: string }>(`SELECT version, name FROM ${schema}.schema_migrations ORDER BY version`);
-  for (const { version, name } of applied) {
-    const ours = files.find((file) => Number(file.slice(0, 4)) === version);
-    if (ours !== undefined && ours !== name) throw new Error(`${another} (its migration ${version} is ${name}, where ${ours} belongs)`);
-  }
+  const foreign = foreignMigration(applied, files);
+  if (foreign) throw new Error(`${another} (${foreign})`);
 }
 
 /**

@@ -1,16 +1,11 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Db } from './open-database.js';
+import { foreignMigration, migrationFiles, someTables } from '../migration-files.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite/', import.meta.url));
 /** The rate-limit file's own migrations. */
 export const LIMITS_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite-limits/', import.meta.url));
-
-/** The numbered migration files in `dir`, in order. */
-const migrationFiles = (dir: string) =>
-  readdirSync(dir)
-    .filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f))
-    .sort();
 
 /** Applies the numbered migrations not yet applied, each in its own IMMEDIATE transaction. */
 export function migrate(db: Db, dir = MIGRATIONS_DIR): number {
@@ -48,13 +43,7 @@ export function assertOurSchema(db: Db, dir = MIGRATIONS_DIR): void {
   const files = migrationFiles(dir);
   const tables = db.prepare<[], string>(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).pluck().all();
   if (tables.length === 0) return;
-  if (!tables.includes('schema_migrations')) {
-    const shown = tables.length > 5 ? `${tables.slice(0, 5).join(', ')}, …` : tables.join(', ');
-    throw new Error(`${db.name} is another program's SQLite database (its tables: ${shown}); name a new file, or this program's`);
-  }
-  const applied = db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version').all();
-  for (const { version, name } of applied) {
-    const ours = files.find((file) => Number(file.slice(0, 4)) === version);
-    if (ours !== undefined && ours !== name) throw new Error(`${db.name} holds another schema: its migration ${version} is ${name}, where ${ours} belongs (the database and the limiter's file beside it mixed up?)`);
-  }
+  if (!tables.includes('schema_migrations')) throw new Error(`${db.name} is another program's SQLite database (its tables: ${someTables(tables)}); name a new file, or this program's`);
+  const foreign = foreignMigration(db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version').all(), files);
+  if (foreign) throw new Error(`${db.name} holds another schema: ${foreign} (the database and the limiter's file beside it mixed up?)`);
 }
