@@ -341,23 +341,26 @@ test('a SQLite file in memory (tmpfs, ramfs) or in a service\'s private /tmp (sy
 });
 
 test("a start inside a private /tmp as systemd's PrivateTmp makes one (a bind mount in a mount namespace of its own) warns that the file is the service's alone", { skip: (process.platform !== 'linux' || process.getuid?.() !== 0) && 'needs Linux and root to mount' }, async (t) => {
+  const probe = spawnSync('unshare', ['--mount', 'true'], { encoding: 'utf8' });
+  if (probe.status !== 0) return t.skip(`this machine refuses a mount namespace: ${(probe.stderr || String(probe.error)).trim()}`);
   const dir = tempDir(t);
+  // systemd bind-mounts /tmp/systemd-private-…/tmp on the service's /tmp; here on a folder of the
+  // test's own, so that this checkout (which may itself be under /tmp) stays in view.
   const privateDir = `${dir}/systemd-private-5f0c-proxy-api.service-Ab12/tmp`;
+  const serviceTmp = `${dir}/tmp`;
   mkdirSync(privateDir, { recursive: true });
+  mkdirSync(serviceTmp);
   const script = `
     const { openStore } = await import(${JSON.stringify(fileURLToPath(new URL('../src/store/open-store.ts', import.meta.url)))});
     const warnings = [];
-    const store = await openStore({ path: '/tmp/proxy/requests.sqlite', sync: 'full', url: null, schema: 'public' }, { logger: { warn: (message) => warnings.push(message) } });
+    const store = await openStore({ path: ${JSON.stringify(`${serviceTmp}/proxy/requests.sqlite`)}, sync: 'full', url: null, schema: 'public' }, { logger: { warn: (message) => warnings.push(message) } });
     await store.close();
     console.log(JSON.stringify(warnings));`;
-  const run = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount --bind "$0" /tmp && exec "$1" --import tsx --input-type=module -e "$2"`, privateDir, process.execPath, script], { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8' });
-  if (run.status !== 0 && /unshare|mount/.test(run.stderr) && !run.stdout) {
-    t.skip(`this machine refuses a mount namespace: ${run.stderr.trim()}`);
-    return;
-  }
+  const run = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" "$1" && exec "$2" --import tsx --input-type=module -e "$3"', privateDir, serviceTmp, process.execPath, script], { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
-  assert.deepEqual(JSON.parse(run.stdout), ["PROXY_DB_PATH is in this service's private /tmp (systemd's PrivateTmp=yes): each service has its own, so proxy-api and the workers do not share this file, and systemd deletes it when the service stops; keep it in the data folder"]);
-  assert.ok(readdirSync(`${privateDir}/proxy`).includes('requests.sqlite'), 'the file is in the private folder, not the machine\'s /tmp');
+  assert.deepEqual(JSON.parse(run.stdout), [`PROXY_DB_PATH is in this service's private ${serviceTmp} (systemd's PrivateTmp=yes): each service has its own, so proxy-api and the workers do not share this file, and systemd deletes it when the service stops; keep it in the data folder`]);
+  assert.ok(readdirSync(`${privateDir}/proxy`).includes('requests.sqlite'), 'the file is in the private folder');
+  assert.deepEqual(readdirSync(serviceTmp), [], 'the folder under the mount is untouched once the mount is gone');
 });
 
 test("a file of another program's, or the limiter's file named as the database (or the other way round), is refused at open and left as it was", async (t) => {
