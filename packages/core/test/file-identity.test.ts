@@ -69,12 +69,18 @@ test('a store whose file is moved away stops writing: it says so once, its write
   assert.equal(statSync(`${path}-wal`).size, 0, 'the log left at the path is empty: nothing of it can be replayed into another file');
 });
 
-test('a store whose file is replaced by another says so; health fails at once, before the next look', async (t) => {
+/** A store in a folder of the test's own, looking at its files every `fileCheckMs`; what it was told of them. */
+function watchedStore(t: { after: (fn: () => unknown) => void }, fileCheckMs: number) {
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
   const told: string[] = [];
-  const store = openSqliteStore({ path, fileCheckMs: 60_000, onFileGone: (message) => told.push(message) });
+  const store = openSqliteStore({ path, fileCheckMs, onFileGone: (message) => told.push(message) });
   t.after(() => store.close());
+  return { dir, path, told, store };
+}
+
+test('a store whose file is replaced by another says so; health fails at once, before the next look', async (t) => {
+  const { dir, path, told, store } = watchedStore(t, 60_000);
   const other = openSqliteStore({ path: `${dir}/other.sqlite` });
   await other.close();
   renameSync(`${dir}/other.sqlite`, path);
@@ -84,11 +90,7 @@ test('a store whose file is replaced by another says so; health fails at once, b
 });
 
 test("a store whose limiter file (beside the database) is moved away says so as for the database, and its draws fail as unavailable", async (t) => {
-  const dir = tempDir(t);
-  const path = `${dir}/db.sqlite`;
-  const told: string[] = [];
-  const store = openSqliteStore({ path, fileCheckMs: 20, onFileGone: (message) => told.push(message) });
-  t.after(() => store.close());
+  const { dir, told, store } = watchedStore(t, 20);
   const draw = () => store.consumeRateLimits([{ key: 'client:a', intervalMs: 10, toleranceMs: 1000 }]);
   assert.equal((await draw())[0]?.allowed, true);
   renameSync(`${dir}/db.limits.sqlite`, `${dir}/db.limits.sqlite.moved`);

@@ -1,9 +1,9 @@
 import { statfsSync } from 'node:fs';
-import { placeWarnings } from './sqlite/filesystem.js';
 import { dirname, resolve } from 'node:path';
 import { describeDatabase, parseDatabaseUrl, type DatabaseSettings } from '../config.js';
 import { limitsPathFor, openSqliteStore } from './sqlite/sqlite-job-store.js';
 import { assertNoOrphanLog, untilLogIsOurs } from './sqlite/file-identity.js';
+import { placeWarnings } from './sqlite/filesystem.js';
 import type { JobStore } from './types.js';
 
 export interface OpenStoreOptions {

@@ -52,7 +52,7 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
       }
       return count;
     } finally {
-      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`chat-async-proxy:${schema}`]);
+      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]);
       // Back to the connection's own setting before it returns to the pool.
       await client.query('RESET lock_timeout');
     }

@@ -63,9 +63,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const db = openDatabase({ ...options, sync: durable ? 'normal' : options.sync });
   // Limiter state lives in a sibling file without fsync: after a power cut, a budget that forgets a
   // few seconds is harmless, and no read or create should wait on a disk flush for it.
+  const limitsPath = limitsPathFor(options.path);
   let limitsDb: Db;
   try {
-    limitsDb = openDatabase({ path: limitsPathFor(options.path), sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
+    limitsDb = openDatabase({ path: limitsPath, sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
   } catch (err) {
     db.close();
     throw err;
@@ -73,7 +74,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const walSync = durable ? createWalSync(options.path, options.datasync) : null;
   // An open descriptor keeps reading and writing a file that was moved, replaced or deleted, while
   // every other program goes by the path (file-identity.ts): past that, this store writes nothing.
-  const moves = watchForMoves([{ path: options.path, db }, { path: limitsPathFor(options.path), db: limitsDb }], { intervalMs: options.fileCheckMs ?? FILE_CHECK_MS, onGone: options.onFileGone });
+  const moves = watchForMoves([{ path: options.path, db }, { path: limitsPath, db: limitsDb }], { intervalMs: options.fileCheckMs ?? FILE_CHECK_MS, onGone: options.onFileGone });
   const refuseIfMoved = () => {
     if (moves.gone) throw moves.gone;
   };
