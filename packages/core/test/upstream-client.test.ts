@@ -285,16 +285,65 @@ test('streamed, UPSTREAM_RESPONSE_LIMIT counts the answer put together, not its 
   assert.equal(stub.calls.length, cases.length);
 });
 
-test('unstreamed, a 2xx the server streams unasked and that is over UPSTREAM_RESPONSE_LIMIT by its events says so, and that UPSTREAM_STREAM=true counts the answer instead', async (t) => {
+test('unstreamed, a 2xx the server streams unasked is counted by the answer it makes, as a streamed one is; a JSON body by its bytes', async (t) => {
   const limit = 4096;
-  // 1,000 characters of answer, about 30 times that in events.
-  const events = streamEvents(completionOf({ content: 'x'.repeat(1000) }), true).map((data) => `data: ${data}\n\n`).join('');
-  const { chat } = await setUp(t, script({ raw: events, headers: { 'content-type': 'text/event-stream' } }, { raw: 'x'.repeat(5000), headers: { 'content-type': 'application/json' } }), { maxResponseBytes: limit });
-  const streamed = await chat('q');
-  assert.deepEqual(streamed.kind === 'too_large' && streamed.message, `upstream answered 200 with a body over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT); it came streamed unasked, and its events were counted: with UPSTREAM_STREAM=true the limit counts the answer put together`);
-  const plain = await chat('q');
-  assert.deepEqual(plain.kind === 'too_large' && plain.message, `upstream answered 200 with a body over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT)`, 'a JSON body is not told to stream');
+  const events = (chars: number) => ({ raw: streamEvents(completionOf({ content: 'x'.repeat(chars) }), true).map((data) => `data: ${data}\n\n`).join(''), headers: { 'content-type': 'text/event-stream' } });
+  const cases: Array<[string, StubReply, string, number | null]> = [
+    // Its events take about 30 times its 3,000 bytes: counted as sent, they were over the limit.
+    ['a stream whose answer is under the limit', events(3000), 'ok', null],
+    ['a stream whose answer is over it', events(5000), 'too_large', null],
+    ['a gzip stream whose answer is under it', compressedStream(gzipSync, 'gzip', completionOf({ content: 'x'.repeat(3000) })), 'ok', null],
+    ['a JSON body over it', { raw: 'x'.repeat(5000), headers: { 'content-type': 'application/json' } }, 'too_large', null],
+  ];
+  const { chat, stub } = await setUp(t, script(...cases.map(([, reply]) => reply)), { maxResponseBytes: limit });
+  for (const [what, , kind] of cases) {
+    const outcome = await chat('q');
+    assert.equal(outcome.kind, kind, `${what}: ${JSON.stringify(outcome).slice(0, 300)}`);
+    if (outcome.kind === 'ok') assert.equal(outcome.outputText, 'x'.repeat(3000), what);
+    if (outcome.kind === 'too_large') assert.equal(outcome.message, `upstream answered 200 with ${what.startsWith('a JSON') ? 'a body' : 'an answer'} over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT)`, what);
+  }
+  assert.ok(stub.calls.every((call) => call.body.stream === undefined), 'none was asked to stream');
 });
+
+for (const [what, type] of [
+  ['a body', 'application/json'],
+  ['an event stream of one event', 'text/event-stream'],
+] as const) {
+  test(`an endless answer (${what}) fails as too large once past UPSTREAM_RESPONSE_LIMIT, and its connection is closed: the worker never holds more`, async (t) => {
+    const limit = 256 * 1024;
+    let written = 0;
+    let closed = false;
+    const server = createHttpServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': type });
+      res.write(type === 'text/event-stream' ? 'data: "' : '{"x":"');
+      const piece = 'x'.repeat(16 * 1024);
+      const more = () => {
+        while (!closed && res.write(piece)) written += piece.length;
+      };
+      res.on('drain', more);
+      res.on('close', () => (closed = true));
+      more();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(resolve));
+    });
+    for (const stream of [false, true]) {
+      closed = false;
+      written = 0;
+      const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`, apiKey: 'sk-test', connections: 1, maxResponseBytes: limit, stream });
+      t.after(() => upstream.close());
+      const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [] }), AbortSignal.timeout(10_000));
+      assert.equal(outcome.kind, 'too_large', `${stream ? 'streamed' : 'unstreamed'}: ${JSON.stringify(outcome).slice(0, 300)}`);
+      for (let waited = 0; !closed && waited < 2000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(closed, 'the connection was closed');
+      // What the socket buffers on both sides may add to the limit, not the endless rest.
+      assert.ok(written < limit + 8 * 1024 * 1024, `${written} bytes written`);
+    }
+  });
+}
 
 /** `completion` as the stub streams it, compressed whole with `compress` and sent as `coding`. */
 function compressedStream(compress: (text: string) => Buffer, coding: string, completion: unknown): StubReply {

@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'node:events';
+import type { IncomingHttpHeaders } from 'node:http';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
@@ -7,6 +8,7 @@ import { brotliDecompress, createBrotliDecompress, createGunzip, createInflate, 
 import { Pool, ProxyAgent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
 import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
 import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest, type AssembledStream } from './event-stream.js';
+import { exchange, type Answer, type ExchangeOptions } from './exchange.js';
 import { createIdleCloseTracker } from './idle-closed.js';
 
 /**
@@ -85,11 +87,10 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     // A limit a server announces in Keep-Alive is taken less 2 s, as undici does. A close that
     // still crosses a call is answered by sending the call again (createIdleCloseTracker).
     keepAliveTimeout: 3_000,
-    // Undici counts the body as it arrives and drops the connection past the limit, so a runaway
-    // answer costs at most this much memory per call, never the whole process. Streamed, the worker
-    // counts itself (readStreamed): the limit is then on the answer, not on its events, which take
-    // many times its bytes.
-    maxResponseSize: options.stream ? -1 : (options.maxResponseBytes ?? -1),
+    // No maxResponseSize: exchange() counts each answer as it arrives and drops the connection past
+    // the limit, so a runaway answer costs at most that much memory per call, never the whole
+    // process; and an event stream is counted by the answer it makes, not by its events, which
+    // take many times its bytes (undici's limit is the pool's, the same for every answer).
   };
   // Built once: given a `ca` list instead, each new TLS connection would parse every CA again.
   // Node's own list goes in too, since a `ca` replaces it.
@@ -111,6 +112,13 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       })
     : new Pool(base.origin, { ...poolOptions, connect: idle.track(buildConnector({ ...tls })) });
   const maxBytes = options.maxResponseBytes ?? -1;
+  const limit = maxBytes > 0 ? maxBytes : 0;
+  // An event stream in one coding or none is read as it arrives, put together piece by piece; any
+  // other answer is read whole (a stream in codings stacked too: it is inflated whole).
+  const reading: ExchangeOptions = {
+    maxBytes: limit,
+    asStream: (status, resHeaders) => status >= 200 && status < 300 && isEventStream(resHeaders['content-type']) && codingOf(resHeaders['content-encoding']) !== undefined,
+  };
   // An upstream error code becomes part of the job's own (upstream_<code>), so only a short identifier is taken.
   // What an answer must not carry into a job: the key, and a gateway's key among the extra headers.
   const secrets = [options.apiKey, ...headerSecrets(options.extraHeaders ?? {})];
@@ -159,13 +167,13 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   /** One call, sent (again at most once, on a connection closed while idle) and read. */
   async function send(requestJson: string, signal: CallSignal): Promise<UpstreamOutcome> {
     const body = stream ? streamedRequest(requestJson, askUsage) : requestJson;
-    let res;
+    let answer: Answer;
     // Once more at most, when the connection it took had been closed by the upstream while idle:
     // the call was never read. Not spent as an attempt, and no wait, as curl and browsers do.
     for (let sentAgain = false; ; sentAgain = true) {
       const sentAt = performance.now();
       try {
-        res = await dispatcher.request({ origin: base.origin, method: 'POST', path, headers, body, signal });
+        answer = await exchange(dispatcher, { origin: base.origin, method: 'POST', path, headers, body }, signal, reading);
         break;
       } catch (err) {
         if (signal.aborted) throw signal.reason;
@@ -173,20 +181,20 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
         return networkError(err);
       }
     }
-    const status = res.statusCode;
-    const id = res.headers['x-request-id'];
+    const { status, headers: resHeaders } = answer;
+    const id = resHeaders['x-request-id'];
     // What OpenAI's support asks for about a call. Only an id is taken, for a log line.
     const requestId = typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
-    const encoding = res.headers['content-encoding'];
-    let text: string;
+    const encoding = resHeaders['content-encoding'];
     try {
-      if (stream) return withId(await readStreamed(res, encoding), requestId);
-      text = encoding === undefined ? await res.body.text() : await decodeBody(Buffer.from(await res.body.arrayBuffer()), String(encoding), maxBytes);
+      if ('body' in answer) return withId(await readEvents(status, answer.body, codingOf(encoding)!), requestId);
+      if ('failed' in answer) throw answer.failed;
+      const text = encoding === undefined ? textOf(answer.bytes) : await decodeBody(answer.bytes, String(encoding), maxBytes);
+      return withId(judgeAnswer(status, resHeaders, text), requestId);
     } catch (err) {
       if (signal.aborted) throw signal.reason;
-      return withId(unread(err, res), requestId);
+      return withId(unread(err, status, resHeaders), requestId);
     }
-    return withId(judgeAnswer(status, res.headers, text), requestId);
   }
 
   /** What a 2xx's JSON object comes to. */
@@ -203,26 +211,16 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   }
 
   /**
-   * The answer to a call asked for streamed: its events put together as they arrive, inflated as
-   * they arrive if compressed in one coding. A server may answer unstreamed all the same, and errors
-   * come unstreamed; such a body, or a stream in codings stacked, is read whole and counted here, as
-   * undici does not count a streamed call's.
+   * An event stream put together as it arrives, inflated as it arrives if compressed in one coding.
+   * Streamed or not: a server may stream unasked (a gateway set to stream every call), and its
+   * answer is then counted as put together, as a streamed one is.
    */
-  async function readStreamed(res: Dispatcher.ResponseData, encoding: string | string[] | undefined): Promise<UpstreamOutcome> {
-    const status = res.statusCode;
-    const events = status >= 200 && status < 300 && isEventStream(res.headers['content-type']);
-    const limit = maxBytes > 0 ? maxBytes : 0;
-    const coding = encoding === undefined ? null : singleCoding(String(encoding));
-    if (events && coding !== undefined) {
-      const assembler = createStreamAssembler(limit);
-      const decoder = new TextDecoder();
-      for await (const chunk of coding ? inflated(res.body, coding) : res.body) assembler.push(decoder.decode(chunk as Buffer, { stream: true }));
-      assembler.push(decoder.decode());
-      return judgeStream(status, assembler.end());
-    }
-    const bytes = await readCapped(res.body, limit);
-    const text = encoding === undefined ? new TextDecoder().decode(bytes) : await decodeBody(bytes, String(encoding), maxBytes);
-    return events ? judgeStream(status, assembleStream(text, limit)) : judgeAnswer(status, res.headers, text);
+  async function readEvents(status: number, body: Readable, coding: string | null): Promise<UpstreamOutcome> {
+    const assembler = createStreamAssembler(limit);
+    const decoder = new TextDecoder();
+    for await (const chunk of coding ? inflated(body, coding) : body) assembler.push(decoder.decode(chunk as Buffer, { stream: true }));
+    assembler.push(decoder.decode());
+    return judgeStream(status, assembler.end());
   }
 
   /** What a streamed 2xx comes to: the completion put together, judged as an unstreamed one. */
@@ -231,29 +229,25 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   }
 
   /** What an answer whose body could not be read to the end comes to. */
-  function unread(err: unknown, res: Dispatcher.ResponseData): UpstreamOutcome {
-    const status = res.statusCode;
+  function unread(err: unknown, status: number, resHeaders: IncomingHttpHeaders): UpstreamOutcome {
     const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || err instanceof StreamTooLarge || isTooLarge(err);
     if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
     const what = err instanceof StreamTooLarge ? 'an answer' : 'a body';
-    // Unstreamed, undici counts the bytes as they come: a stream the server sends unasked is
-    // counted by its events, which take many times the answer's bytes (one word in about 330).
-    const unasked = tooLarge && !stream && isEventStream(res.headers['content-type']) ? '; it came streamed unasked, and its events were counted: with UPSTREAM_STREAM=true the limit counts the answer put together' : '';
-    const message = tooLarge ? `upstream answered ${status} with ${what} over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)${unasked}` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
+    const message = tooLarge ? `upstream answered ${status} with ${what} over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
     // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
-    if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(res.headers), body: null, errorCode: null, message };
+    if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(resHeaders), body: null, errorCode: null, message };
     if (tooLarge) return { kind: 'too_large', status, message };
     return { kind: 'bad_response', status, message, final: (err as UnreadableBody).final };
   }
 
   /** What an answer read to the end comes to. Not async: on the hot path, one more await cost about 1% of a job's instructions. */
-  function judgeAnswer(status: number, resHeaders: Dispatcher.ResponseData['headers'], text: string): UpstreamOutcome {
+  function judgeAnswer(status: number, resHeaders: IncomingHttpHeaders, text: string): UpstreamOutcome {
     const body = tryParseJson(text);
     if (status >= 200 && status < 300) {
       if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
-        // A server that streams unasked (a gateway set to stream every call): its events put
-        // together, rather than a paid answer thrown away and asked for again, each time.
-        if (isEventStream(resHeaders['content-type'])) return judgeStream(status, assembleStream(text));
+        // An event stream in codings stacked, read whole (readEvents reads the others): its
+        // events put together, rather than a paid answer thrown away and asked for again.
+        if (isEventStream(resHeaders['content-type'])) return judgeStream(status, assembleStream(text, limit));
         return { kind: 'bad_response', status, message: `upstream answered ${status} with a body that is not a JSON object` };
       }
       return judgeCompletion(status, body);
@@ -326,8 +320,9 @@ function codingsOf(encoding: string): string[] {
  * The one coding a stream can be inflated in as it arrives: null for none, undefined when there are
  * more (or one without a decoder here), which is read whole.
  */
-function singleCoding(encoding: string): string | null | undefined {
-  const codings = codingsOf(encoding);
+function codingOf(encoding: string | string[] | undefined): string | null | undefined {
+  if (encoding === undefined) return null;
+  const codings = codingsOf(String(encoding));
   if (codings.length === 0) return null;
   return codings.length === 1 && codings[0]! in INFLATERS ? codings[0] : undefined;
 }
@@ -349,7 +344,7 @@ const INFLATERS: Record<string, (first: Buffer) => Transform> = {
  * not inflate (or a stream cut mid-block) are an unreadable body; the body's own failure (the
  * connection lost, the call aborted) is thrown as it is.
  */
-async function* inflated(body: Dispatcher.ResponseData['body'], coding: string): AsyncGenerator<Buffer> {
+async function* inflated(body: Readable, coding: string): AsyncGenerator<Buffer> {
   const pieces = body[Symbol.asyncIterator]();
   const first = await pieces.next();
   if (first.done) return;
@@ -384,8 +379,8 @@ async function* inflated(body: Dispatcher.ResponseData['body'], coding: string):
 
 /**
  * The text of a body sent with a content-encoding: codings undone last first, off the event loop,
- * and never past `maxBytes` once inflated (a small body can inflate a thousandfold). undici counts
- * the bytes as sent, so the limit applies to both. Only a server that ignores our
+ * and never past `maxBytes` once inflated (a small body can inflate a thousandfold). exchange()
+ * counts the bytes as sent, so the limit applies to both. Only a server that ignores our
  * `accept-encoding: identity` sends one: thrown away as unreadable, each answer had been paid for,
  * and each retry was paid again (measured: five calls for one job, none read).
  */
@@ -446,16 +441,9 @@ function redirectMessage(status: number, location: string | string[] | undefined
   return `upstream redirected (HTTP ${status}) to ${to.origin}${to.pathname}, which the worker does not follow: ${change}`;
 }
 
-/** A body's bytes, read whole, failing as too large past `maxBytes` (0: no limit), as undici's own limit does. */
-async function readCapped(body: Dispatcher.ResponseData['body'], maxBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of body) {
-    total += (chunk as Buffer).length;
-    if (maxBytes > 0 && total > maxBytes) throw new undiciErrors.ResponseExceededMaxSizeError();
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks, total);
+/** A body's text, as undici's text() reads it: UTF-8, a byte-order mark dropped. */
+function textOf(bytes: Buffer): string {
+  return bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.toString('utf8', 3) : bytes.toString('utf8');
 }
 
 /** Whether an answer is a server's refusal of the stream_options parameter (its error names it). */
