@@ -285,6 +285,24 @@ test('streamed, UPSTREAM_RESPONSE_LIMIT counts the answer put together, not its 
   assert.equal(stub.calls.length, cases.length);
 });
 
+test('an informational answer before the real one (103 Early Hints, as a CDN in front may send) is passed over: the 200 after it is the answer', async (t) => {
+  const completion = completionOf({ content: 'after the hints' });
+  const server = createHttpServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+      res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': 'req_after_hints' });
+      res.end(JSON.stringify(completion));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`, apiKey: 'sk-test', connections: 1 });
+  t.after(() => upstream.close());
+  const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [] }), new AbortController().signal);
+  assert.deepEqual([outcome.kind, outcome.kind === 'ok' && outcome.status, outcome.kind === 'ok' && outcome.outputText, outcome.requestId], ['ok', 200, 'after the hints', 'req_after_hints']);
+});
+
 test('unstreamed, a 2xx the server streams unasked is counted by the answer it makes, as a streamed one is; a JSON body by its bytes', async (t) => {
   const limit = 4096;
   const events = (chars: number) => ({ raw: streamEvents(completionOf({ content: 'x'.repeat(chars) }), true).map((data) => `data: ${data}\n\n`).join(''), headers: { 'content-type': 'text/event-stream' } });
