@@ -111,8 +111,8 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
         },
       })
     : new Pool(base.origin, { ...poolOptions, connect: idle.track(buildConnector({ ...tls })) });
-  const maxBytes = options.maxResponseBytes ?? -1;
-  const limit = maxBytes > 0 ? maxBytes : 0;
+  // The most bytes of one answer, or (0) no limit.
+  const limit = options.maxResponseBytes !== undefined && options.maxResponseBytes > 0 ? options.maxResponseBytes : 0;
   // An event stream in one coding or none is read as it arrives, put together piece by piece; any
   // other answer is read whole (a stream in codings stacked too: it is inflated whole).
   const reading: ExchangeOptions = {
@@ -187,9 +187,10 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     const requestId = typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
     const encoding = resHeaders['content-encoding'];
     try {
-      if ('body' in answer) return withId(await readEvents(status, answer.body, codingOf(encoding)!), requestId);
+      // Handed over as a stream only in one coding or none (reading.asStream).
+      if ('body' in answer) return withId(await readEvents(status, answer.body, codingOf(encoding) as string | null), requestId);
       if ('failed' in answer) throw answer.failed;
-      const text = encoding === undefined ? textOf(answer.bytes) : await decodeBody(answer.bytes, String(encoding), maxBytes);
+      const text = encoding === undefined ? textOf(answer.bytes) : await decodeBody(answer.bytes, String(encoding), limit);
       return withId(judgeAnswer(status, resHeaders, text), requestId);
     } catch (err) {
       if (signal.aborted) throw signal.reason;
@@ -379,8 +380,8 @@ async function* inflated(body: Readable, coding: string): AsyncGenerator<Buffer>
 
 /**
  * The text of a body sent with a content-encoding: codings undone last first, off the event loop,
- * and never past `maxBytes` once inflated (a small body can inflate a thousandfold). exchange()
- * counts the bytes as sent, so the limit applies to both. Only a server that ignores our
+ * and never past `maxBytes` (0: no limit) once inflated (a small body can inflate a thousandfold).
+ * exchange() counts the bytes as sent, so the limit applies to both. Only a server that ignores our
  * `accept-encoding: identity` sends one: thrown away as unreadable, each answer had been paid for,
  * and each retry was paid again (measured: five calls for one job, none read).
  */
