@@ -363,6 +363,30 @@ for (const [what, type] of [
   });
 }
 
+test('an answer whose Content-Length is over UPSTREAM_RESPONSE_LIMIT fails at once, before its body comes: a 2xx as too large, an error status by its status', async (t) => {
+  const limit = 64 * 1024;
+  // Says four times the limit, sends a few bytes, then nothing: read to the limit, it never ends.
+  const server = createHttpServer((req, res) => {
+    req.resume();
+    const status = req.url?.includes('fail') ? 503 : 200;
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(4 * limit) });
+    res.write('{"x":"');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  for (const path of ['/v1', '/fail/v1']) {
+    const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}${path}`, apiKey: 'sk-test', connections: 1, maxResponseBytes: limit });
+    t.after(() => upstream.close());
+    const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [] }), AbortSignal.timeout(5_000));
+    const expected = path === '/v1' ? 'too_large' : 'http_error';
+    assert.deepEqual([outcome.kind, 'message' in outcome && outcome.message], [expected, `upstream answered ${path === '/v1' ? 200 : 503} with a body over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT)`]);
+    if (outcome.kind === 'http_error') assert.equal(judgeFailure(outcome, Date.now()).retryable, true, 'a 503 is retried');
+  }
+});
+
 /** `completion` as the stub streams it, compressed whole with `compress` and sent as `coding`. */
 function compressedStream(compress: (text: string) => Buffer, coding: string, completion: unknown): StubReply {
   const events = streamEvents(completion, true).map((data) => `data: ${data}\n\n`).join('');

@@ -11,7 +11,7 @@ import type { CallSignal } from './upstream-client.js';
 export type Answer = { status: number; headers: IncomingHttpHeaders } & ({ bytes: Buffer } | { body: Readable } | { failed: unknown });
 
 export interface ExchangeOptions {
-  /** The most bytes an answer read whole may have (0: no limit); past it, `failed` with ResponseExceededMaxSizeError and the connection closed. */
+  /** The most bytes an answer read whole may have (0: no limit); past it, or a Content-Length over it, `failed` with ResponseExceededMaxSizeError and the connection closed. */
   maxBytes: number;
   /** Whether an answer with this head is handed over as a stream, to be read and counted by the caller. */
   asStream(status: number, headers: IncomingHttpHeaders): boolean;
@@ -66,7 +66,12 @@ class AnswerReader implements Dispatcher.DispatchHandler {
     // 1xx (100 Continue, 103 Early Hints) come before the answer.
     if (status < 200) return;
     this.head = { status, headers };
-    if (!this.options.asStream(status, headers)) return;
+    if (!this.options.asStream(status, headers)) {
+      // An answer that says it is over the limit fails at once, rather than after the limit's worth
+      // of bytes (16 MB by default) has come in and been thrown away.
+      if (this.options.maxBytes > 0 && Number(headers['content-length']) > this.options.maxBytes) throw new undiciErrors.ResponseExceededMaxSizeError();
+      return;
+    }
     this.body = new Readable({
       read: () => controller.resume(),
       // Left unread (the caller stopped early, the call aborted): the connection is closed.
