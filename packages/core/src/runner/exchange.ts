@@ -20,7 +20,8 @@ export interface ExchangeOptions {
 /**
  * One call through undici's dispatch with a handler of this file's, rather than `request()`: an
  * answer read whole is gathered from its chunks as they arrive, with no body stream, async scope or
- * promise between the socket and the bytes (measured: a worker's job took 3% fewer instructions).
+ * promise between the socket and the bytes (callgrind: 459,527–465,082 instructions a worker's job
+ * against 487,138).
  * The bytes are counted here, not by the pool's maxResponseSize, so that the limit can be on what
  * an answer holds: an event stream, handed over as a stream, is counted by the answer it makes.
  *
