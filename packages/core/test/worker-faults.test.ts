@@ -771,17 +771,21 @@ test('under an RPM budget nothing is claimed ahead: calls wait for the budget, n
 });
 
 /**
+ * The quick calls that size the reserve in withJobsHeld. Sixteen, not eight: the reserve sizes
+ * itself by a running mean of call times, and first calls slowed to 300 ms by a loaded machine (a
+ * fresh process, four connections opened) kept the mean over 100 ms after eight, so nothing was
+ * held (seen once in CI; made certain by a stub whose first four calls took 300 ms). After
+ * sixteen, their weight in the mean is a fifteenth.
+ */
+const QUICK_CALLS = 16;
+
+/**
  * Sixteen calls of 30 ms size the reserve (4 slots × 25 ms / 30 ms: three jobs, fewer on a slow
  * machine); every later call waits at the gate. Resolves once four calls wait there and jobs are
  * held for the slots they will free, with `heldAt`, when the worker claimed them, and `givenBack`,
  * when it gave each back (performance.now()). Both are recorded as the worker's store calls happen:
  * polled for instead, a hold of a few hundred milliseconds could pass unseen on a loaded machine.
- * Sixteen, not eight: the reserve sizes itself by a running mean of call times, and first calls
- * slowed to 300 ms by a loaded machine (a fresh process, four connections opened) kept the mean
- * over 100 ms after eight, so nothing was held (seen once in CI; made certain by a stub whose first
- * four calls took 300 ms). After sixteen, their weight in the mean is a fifteenth.
  */
-const QUICK_CALLS = 16;
 async function withJobsHeld(t: T, options: Partial<WorkerOptions> = {}) {
   const gate = aGate();
   let claimed = 0;
