@@ -39,6 +39,14 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
   assert.equal((await worker.exited).code, 0);
 
+  // The legacy URLs all match one pattern; each known action is its own series, and an action no
+  // route knows adds none of its own (a client could otherwise make series without end).
+  const legacyHeaders = { headers: { 'x-proxy-key': key } };
+  assert.equal((await fetch(`${url}/index.php?action=health`, legacyHeaders)).status, 200);
+  assert.equal((await fetch(`${url}/?action=health`, legacyHeaders)).status, 200);
+  assert.equal((await fetch(`${url}/index.php?action=result&id=req_unknown`, legacyHeaders)).status, 404);
+  for (const action of ['nosuchaction', 'another']) assert.equal((await fetch(`${url}/index.php?action=${action}`, legacyHeaders)).status, 404);
+
   const anonymous = await fetch(`${url}/metrics`);
   assert.equal(anonymous.status, 401);
   assert.equal(((await anonymous.json()) as any).error.code, 'unauthorized');
@@ -60,6 +68,11 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   assert.equal(sample(text, 'proxy_queue_depth', { status: 'queued' }), 0);
   assert.equal(sample(text, 'proxy_http_requests_total', { route: '/v1/requests', method: 'POST', status: '202' }), 4);
   assert.equal(sample(text, 'proxy_http_requests_total', { route: '/v1/requests', method: 'POST', status: '429' }), 1);
+  assert.equal(sample(text, 'proxy_http_requests_total', { route: 'legacy:health', method: 'GET', status: '200' }), 2);
+  assert.equal(sample(text, 'proxy_http_requests_total', { route: 'legacy:result', method: 'GET', status: '404' }), 1);
+  assert.equal(sample(text, 'proxy_http_requests_total', { route: 'legacy', method: 'GET', status: '404' }), 2);
+  assert.equal(sample(text, 'proxy_http_request_duration_seconds_count', { route: 'legacy:health' }), 2);
+  assert.doesNotMatch(text, /route="[^"]*(index\.php|nosuchaction)/);
   assert.equal(sample(text, 'proxy_rate_limited_total', { budget: 'create_key' }), 1);
   assert.ok((sample(text, 'proxy_api_process_resident_memory_bytes') ?? 0) > 0);
   assert.ok(!text.includes(key) && !text.includes(secret));

@@ -10,6 +10,11 @@ export interface RequestContext {
   client?: ClientIdentity;
   /** The job this request created, read or cancelled, for the access log line. */
   jobId?: string;
+  /**
+   * The metrics' route label where the matched pattern does not tell routes apart: the legacy
+   * `/index.php?action=…` URLs all match one pattern.
+   */
+  route?: string;
 }
 
 /**
@@ -23,6 +28,7 @@ export class RequestLocals implements RequestContext {
   #log: Logger | undefined;
   client?: ClientIdentity;
   jobId?: string;
+  route?: string;
   constructor(
     private readonly logger: Logger,
     readonly requestId: string,

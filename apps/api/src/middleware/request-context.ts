@@ -25,7 +25,7 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
     res.once('close', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const status = res.writableFinished ? res.statusCode : CLIENT_CLOSED;
-      const { client, jobId } = ctx(res);
+      const { client, jobId, route: named } = ctx(res);
       logger.info('request', {
         request_id: requestId,
         method: req.method,
@@ -36,9 +36,9 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
         ...(jobId ? { job_id: jobId } : {}),
       });
       if (metrics) {
-        // A route's pattern, never the raw path: ids would make every request its own series.
-        const action = typeof req.query.action === 'string' && /^[a-z]{1,16}$/.test(req.query.action) ? req.query.action : null;
-        const route = req.route?.path ? String(req.route.path) : action ? `legacy:${action}` : 'unmatched';
+        // A route's pattern, never the raw path (ids would make every request its own series), nor
+        // a client's action name: only one the legacy router knows names a series.
+        const route = named ?? (req.route?.path ? String(req.route.path) : 'unmatched');
         metrics.requests.inc({ route, method: req.method, status: String(status) });
         metrics.duration.observe({ route }, ms / 1000);
       }

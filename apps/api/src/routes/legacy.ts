@@ -1,5 +1,6 @@
 import { Router, type RequestHandler } from 'express';
 import { AppError } from '@proxy/core';
+import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
 
 /** The method the old tool used for an action, and the chain its /v1 route runs. */
@@ -16,6 +17,8 @@ export function legacyRouter(actions: Record<string, LegacyAction>, about: () =>
   // A Router is itself a handler that runs its chain with Express's own next() semantics.
   const chains = new Map(Object.entries(actions).map(([name, a]) => [name, { method: a.method, run: Router().use(...a.handlers) }]));
   return (req, res, next) => {
+    const context = ctx(res);
+    context.route = 'legacy';
     const action = req.query.action;
     if (action === undefined && req.path === '/' && req.method === 'GET') {
       sendJson(res, 200, about());
@@ -24,6 +27,7 @@ export function legacyRouter(actions: Record<string, LegacyAction>, about: () =>
     if (typeof action !== 'string') throw new AppError('invalid_request', 'give one action: request, result, worker or health');
     const route = chains.get(action);
     if (!route) throw new AppError('not_found', `unknown action ${JSON.stringify(action.slice(0, 40))}; use request, result, worker or health`);
+    context.route = `legacy:${action}`;
     if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD')) {
       throw new AppError('method_not_allowed', `action=${action} takes ${route.method}`, { headers: { Allow: route.method } });
     }
