@@ -31,7 +31,7 @@ if (files.length === 0) {
 files.sort();
 
 // These already cover both backends themselves, are about SQLite's file only, or use no database.
-const SQLITE_ONLY = ['sqlite-store.test.ts', 'file-identity.test.ts', 'upstream-client.test.ts', 'event-stream.test.ts', 'store-contract.test.ts', 'entry-points.test.ts', 'unavailable.test.ts', 'run-tests.test.ts', 'bench.test.ts', 'lifecycle.test.ts', 'disk.test.ts'];
+const SQLITE_ONLY = ['sqlite-store.test.ts', 'file-identity.test.ts', 'upstream-client.test.ts', 'event-stream.test.ts', 'store-contract.test.ts', 'entry-points.test.ts', 'unavailable.test.ts', 'run-tests.test.ts', 'bench.test.ts', 'lifecycle.test.ts', 'disk.test.ts', 'event-loop-metrics.test.ts'];
 // These measure latency or load the machine with many processes: they run alone, after the rest,
 // so neither skews the other on a 2-core machine.
 const ALONE = ['long-poll.test.ts', 'multi-host.test.ts', 'backlogs.test.ts', 'bench.test.ts'];
