@@ -364,6 +364,11 @@ test('legacy routes: /index.php?action=request|result|health and /?action= behav
   assert.equal(wrongMethod.status, 405);
   const twice = await getJson(api.url, '/index.php?action=health&action=result', api.key);
   assert.equal(twice.status, 400);
+  // A result asked for without its id, or with two, is the client's mistake, not an unknown job.
+  for (const query of ['action=result', `action=result&id=${created.json.id}&id=${created.json.id}`]) {
+    const noId = await getJson(api.url, `/index.php?${query}`, api.key);
+    assert.deepEqual([noId.status, noId.json.error.code, noId.json.error.message], [400, 'invalid_request', 'give one id: ?action=result&id=ID'], query);
+  }
 });
 
 test('health answers 503 when the database does not', async (t) => {

@@ -93,6 +93,8 @@ export const MAX_WAIT_SECONDS = 60;
 export function getRequestHandler({ store, watcher }: Pick<RequestRoutesDeps, 'store'> & { watcher: JobWatcher }): RequestHandler {
   return async (req, res) => {
     const id = req.params.id ?? req.query.id;
+    // Only the legacy route can come without one (…?action=result), or with two (&id=a&id=b).
+    if (typeof id !== 'string') throw new AppError('invalid_request', 'give one id: ?action=result&id=ID');
     const waitSeconds = parseWait(req.query.wait);
     const client = clientOf(res);
     const read = async () => {
