@@ -1,7 +1,7 @@
 import { STATUS_CODES, createServer, maxHeaderSize, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
-import { AppError, sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
+import { AppError, ConfigError, sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
 import { SERVER_TIMEOUTS } from './app.js';
 import { sendJson } from './respond.js';
 
@@ -27,9 +27,10 @@ export async function listen(app: Express, at: { host: string; port: number }, l
   });
   server.listen(at.port, at.host);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (err: NodeJS.ErrnoException) => reject(listenFailure(err, at));
+    server.once('error', fail);
     server.once('listening', () => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve();
     });
   });
@@ -45,6 +46,30 @@ export async function listen(app: Express, at: { host: string; port: number }, l
   server.on('connect', (_req, socket: Duplex) => answerOnSocket(socket, new AppError('method_not_allowed', 'CONNECT is not allowed: this is not a proxy')));
   const openFiles = watchOpenFiles(logger, { now });
   return { server, stop: () => openFiles.stop() };
+}
+
+/**
+ * Why the server could not listen, naming the setting to look at; Node's own words
+ * ("listen EADDRINUSE: address already in use 127.0.0.1:8000") named neither. Only a port the
+ * process may not bind stops it as a setting does (exit 78): a port in use frees up when the
+ * program holding it stops (an earlier proxy-api still draining), and an address not there yet, or
+ * a name not resolving yet, can come with the network, so systemd's restart may still succeed.
+ */
+export function listenFailure(err: NodeJS.ErrnoException, at: { host: string; port: number }): Error {
+  const where = `${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}`;
+  switch (err.code) {
+    case 'EADDRINUSE':
+      return new Error(`cannot listen on ${where}: another program listens there; stop it, or set PORT (or HOST) to another`);
+    case 'EACCES':
+      return new ConfigError(`PORT: not allowed to listen on ${where} (a port below 1024 needs root or CAP_NET_BIND_SERVICE); set PORT to 1024 or above`);
+    case 'EADDRNOTAVAIL':
+      return new Error(`cannot listen on ${where}: HOST is not an address of this machine (not yet, or not at all)`);
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new Error(`cannot listen on ${where}: HOST ${JSON.stringify(at.host)} does not resolve to an address (${err.code})`);
+    default:
+      return err;
+  }
 }
 
 /**

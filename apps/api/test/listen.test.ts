@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import { once } from 'node:events';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import express from 'express';
-import { ACCEPT_ERROR_LINE_MS, listen } from '../src/listen.ts';
+import { ConfigError } from '@proxy/core';
+import { ACCEPT_ERROR_LINE_MS, listen, listenFailure } from '../src/listen.ts';
 
 test('an accept() error after the server listens is logged at most once a minute, with how many came, and the server goes on instead of crashing', async (t) => {
   const app = express();
@@ -30,7 +31,7 @@ test('an accept() error after the server listens is logged at most once a minute
   assert.equal(await res.text(), 'ok');
 });
 
-test('a port already taken still fails the start', async (t) => {
+test('a start that cannot listen fails with one line naming the setting: a port taken, an address not on this machine, a port not allowed', async (t) => {
   const logger = { error: () => {} } as never;
   const first = await listen(express(), { host: '127.0.0.1', port: 0 }, logger);
   t.after(() => {
@@ -38,7 +39,23 @@ test('a port already taken still fails the start', async (t) => {
     first.server.close();
   });
   const port = (first.server.address() as AddressInfo).port;
-  await assert.rejects(listen(express(), { host: '127.0.0.1', port }, logger), { code: 'EADDRINUSE' });
+  await assert.rejects(listen(express(), { host: '127.0.0.1', port }, logger), (err: Error) => {
+    assert.ok(!(err instanceof ConfigError), 'a port in use frees up: a restart may succeed');
+    assert.equal(err.message, `cannot listen on 127.0.0.1:${port}: another program listens there; stop it, or set PORT (or HOST) to another`);
+    return true;
+  });
+  // 192.0.2.1 is TEST-NET-1 (RFC 5737), given to no machine.
+  await assert.rejects(listen(express(), { host: '192.0.2.1', port: 0 }, logger), {
+    message: 'cannot listen on 192.0.2.1:0: HOST is not an address of this machine (not yet, or not at all)',
+  });
+  // The tests run as root, which may bind any port; this is the error Node gives anyone else.
+  const denied = Object.assign(new Error('listen EACCES: permission denied 0.0.0.0:80'), { code: 'EACCES' });
+  const refused = listenFailure(denied, { host: '::', port: 80 });
+  assert.ok(refused instanceof ConfigError);
+  assert.equal(refused.message, 'PORT: not allowed to listen on [::]:80 (a port below 1024 needs root or CAP_NET_BIND_SERVICE); set PORT to 1024 or above');
+  // What it does not know is passed on as Node said it.
+  const other = Object.assign(new Error('listen EINVAL'), { code: 'EINVAL' });
+  assert.equal(listenFailure(other, { host: '127.0.0.1', port: 1 }), other);
 });
 
 /** Sends `raw` on a new connection and reads until the server closes it. */
