@@ -93,6 +93,18 @@ if (-not $Prompt -and -not $MessagesFile) { Stop-With 64 'no prompt: pass -Promp
 $parsedUrl = $null
 if (-not [Uri]::TryCreate($BaseUrl, [UriKind]::Absolute, [ref]$parsedUrl) -or $parsedUrl.Scheme -notin 'http', 'https') { Stop-With 64 "-BaseUrl must be an http:// or https:// URL, not '$BaseUrl'" }
 
+# Windows PowerShell 5.1, where .NET Framework is not told to leave the choice to the system (its
+# SystemDefaultTlsVersions or SchUseStrongCrypto registry settings), offers only SSL 3 and TLS 1.0, which a
+# server asking for TLS 1.2 or later refuses: "Could not create SSL/TLS secure channel". TLS 1.2 is
+# added to what it offers, nothing taken away. 0 is SystemDefault (the system chooses, TLS 1.3
+# included), left as it is; PowerShell 7 does not read this setting. Compared as integers: an enum
+# value is true in a condition even when it is 0.
+$protocols = [int][Net.ServicePointManager]::SecurityProtocol
+$tls12 = [int][Net.SecurityProtocolType]::Tls12
+if ($protocols -ne 0 -and ($protocols -band $tls12) -eq 0) {
+    [Net.ServicePointManager]::SecurityProtocol = [Net.SecurityProtocolType]($protocols -bor $tls12)
+}
+
 $raw = $null
 if ($MessagesFile) {
     $raw = (Get-Content -Raw -Encoding UTF8 -LiteralPath $MessagesFile).Trim()

@@ -90,3 +90,11 @@ test('it tries again what the shell client tries again, re-signing each create w
   // A base URL that cannot work is refused before any call, as the shell client does (64).
   assert.match(script, /\[Uri\]::TryCreate\(\$BaseUrl, \[UriKind\]::Absolute, \[ref\]\$parsedUrl\) -or \$parsedUrl\.Scheme -notin 'http', 'https'\) \{ Stop-With 64 /);
 });
+
+test('on Windows PowerShell 5.1 it adds TLS 1.2 to the protocols offered before any call, and takes none away', () => {
+  // Not run on PowerShell (none here): the statement is checked as written, and that it comes
+  // before the first call.
+  const adds = /\$protocols = \[int\]\[Net\.ServicePointManager\]::SecurityProtocol\n\$tls12 = \[int\]\[Net\.SecurityProtocolType\]::Tls12\nif \(\$protocols -ne 0 -and \(\$protocols -band \$tls12\) -eq 0\) \{\n\s+\[Net\.ServicePointManager\]::SecurityProtocol = \[Net\.SecurityProtocolType\]\(\$protocols -bor \$tls12\)\n\}/.exec(script);
+  assert.ok(adds, 'TLS 1.2 or-ed into SecurityProtocol as integers (an enum is true in a condition even at 0), SystemDefault (0) left alone');
+  assert.ok(adds.index < script.indexOf('\n$deadline = '), 'before the first call');
+});
