@@ -66,7 +66,11 @@ function assertLogDirWritable(dir: string, file: string): void {
   try {
     mkdirSync(dir, { recursive: true });
   } catch (err) {
-    throw new Error(`LOG_DIR: cannot make the folder ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    // mkdir's own words for these name the wrong thing: "EEXIST" for a file where the folder goes.
+    if (code === 'EEXIST') throw new Error(`LOG_DIR: ${dir} is not a folder`);
+    if (code === 'ENOTDIR') throw new Error(`LOG_DIR: cannot make the folder ${dir}: a folder on its path is a file`);
+    throw new Error(`LOG_DIR: cannot make the folder ${dir}: ${code ?? (err as Error).message}`);
   }
   const path = join(dir, file);
   for (const [what, refused] of [[`the folder ${dir}`, whyNotWritable(dir)], [path, existsSync(path) ? whyNotWritable(path) : null]] as const) {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -99,6 +99,17 @@ test('values JSON.stringify refuses (a cycle, a BigInt) are still written; text 
   text.warn('disk nearly full', { free_mb: 12 });
   await new Promise((r) => setImmediate(r));
   assert.match(lines[0] ?? '', /^\d\d:\d\d:\d\d\.\d{3} warn  disk nearly full \{"free_mb":12\}\n?$/);
+});
+
+test('a LOG_DIR that is a file, or under one, is refused at start naming what is wrong', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-file-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'a-file');
+  writeFileSync(file, 'not a folder');
+  assert.throws(() => createLogger({ level: 'info', format: 'json', dir: file, file: 'x.log' }), { message: `LOG_DIR: ${file} is not a folder` });
+  assert.throws(() => createLogger({ level: 'info', format: 'json', dir: join(file, 'logs'), file: 'x.log' }), {
+    message: `LOG_DIR: cannot make the folder ${join(file, 'logs')}: a folder on its path is a file`,
+  });
 });
 
 test('LOG_DIR gets redacted JSON lines whatever the terminal gets: text on stdout, or the same JSON line', async (t) => {
