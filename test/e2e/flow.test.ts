@@ -177,7 +177,7 @@ test('a database that cannot be opened stops the start with one line naming the 
   assert.deepEqual(worker.stderr.filter(Boolean), [`proxy-worker: DATABASE_URL: cannot open postgres app@127.0.0.1:${port}/jobs (schema public): connect ECONNREFUSED 127.0.0.1:${port}`]);
 });
 
-test('a PROXY_DB_PATH naming a folder stops the start with one line saying to name the file in it (SQLite alone says "unable to open database file")', async (t) => {
+test('a PROXY_DB_PATH naming a folder stops the start with one line saying to name the file in it (SQLite alone says "unable to open database file"); one under a file says that', async (t) => {
   if (!onlyOn('sqlite', t, 'the SQLite file')) return;
   const dir = tempDir(t);
   const folder = join(dir, 'data');
@@ -189,6 +189,16 @@ test('a PROXY_DB_PATH naming a folder stops the start with one line saying to na
     assert.deepEqual([code, child.stderr.filter(Boolean)], [1, [`${program}: PROXY_DB_PATH: cannot open sqlite ${folder}: ${folder} is a folder: name the database file in it, as ${folder}/requests.sqlite`]]);
   }
   assert.deepEqual(readdirSync(folder), [], 'nothing was made in it');
+
+  // A file where its folder, or a folder above it, should be: said so, where the stat of its -shm
+  // had failed with ENOTDIR.
+  const file = join(dir, 'notes.txt');
+  writeFileSync(file, 'not a folder\n');
+  for (const [path, why] of [[join(file, 'requests.sqlite'), `${file} is not a folder`], [join(file, 'data', 'requests.sqlite'), `cannot make the folder ${join(file, 'data')}: a folder on its path is a file`]] as const) {
+    const child = spawnNode(WORKER_MAIN, ['stats'], { ...env, PROXY_DB_PATH: path }, dir);
+    const { code } = await child.exited;
+    assert.deepEqual([code, child.stderr.filter(Boolean)], [1, [`proxy-worker: PROXY_DB_PATH: cannot open sqlite ${path}: ${why}`]]);
+  }
 });
 
 test('a SQLite file or folder, or a LOG_DIR, this user cannot write stops the start with one line saying so, instead of a program that fails every write or drops every log line', async (t) => {

@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, writeSync } from 'node:fs';
+import { existsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import { createLogFile } from './log-file.js';
-import { whyNotWritable } from './writable.js';
+import { makeFolder, whyNotWritable } from './writable.js';
 
 /** The logger both apps use; child loggers carry request and job ids. */
 export type Logger = winston.Logger;
@@ -64,13 +64,9 @@ const logFiles = new WeakMap<Logger, LogFileTransport[]>();
 /** A log file the program cannot open at all would lose every line (said once on stderr): refused at start instead. */
 function assertLogDirWritable(dir: string, file: string): void {
   try {
-    mkdirSync(dir, { recursive: true });
+    makeFolder(dir);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // mkdir's own words for these name the wrong thing: "EEXIST" for a file where the folder goes.
-    if (code === 'EEXIST') throw new Error(`LOG_DIR: ${dir} is not a folder`);
-    if (code === 'ENOTDIR') throw new Error(`LOG_DIR: cannot make the folder ${dir}: a folder on its path is a file`);
-    throw new Error(`LOG_DIR: cannot make the folder ${dir}: ${code ?? (err as Error).message}`);
+    throw new Error(`LOG_DIR: ${(err as Error).message}`);
   }
   const path = join(dir, file);
   for (const [what, refused] of [[`the folder ${dir}`, whyNotWritable(dir)], [path, existsSync(path) ? whyNotWritable(path) : null]] as const) {

@@ -14,7 +14,16 @@ import type { Db } from './open-database.js';
  * open, with the last writes it held.
  */
 
-const statOf = (path: string) => statSync(path, { bigint: true, throwIfNoEntry: false }) ?? null;
+function statOf(path: string) {
+  try {
+    return statSync(path, { bigint: true, throwIfNoEntry: false }) ?? null;
+  } catch (err) {
+    // A file where a folder of the path should be: nothing is at this path either (opening the
+    // database then says what is wrong).
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+    throw err;
+  }
+}
 
 /** What became of the opened file: null while it is still the one at `path`. */
 export function movedAway(path: string, opened: BigIntStats): 'deleted' | 'replaced' | null {

@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
-import { whyNotWritable } from '../../writable.js';
+import { makeFolder, whyNotWritable } from '../../writable.js';
 import { assertOurSchema, migrate } from './migrate.js';
 
 /** The most bytes of write-ahead log kept on disk once it starts over. */
@@ -22,7 +22,7 @@ export interface OpenDatabaseOptions {
 /** Opens the shared SQLite file, sets its pragmas once and brings its schema up to date. */
 export function openDatabase(options: OpenDatabaseOptions): Db {
   if (options.path !== ':memory:') {
-    mkdirSync(dirname(options.path), { recursive: true });
+    makeFolder(dirname(options.path));
     assertWritable(options.path);
   }
   const db = new Database(options.path);
