@@ -174,7 +174,8 @@ function Get-RetryAfter($Response) {
 
 function Format-Error($Json) {
     if ($Json -and $Json.PSObject.Properties['error'] -and $Json.error) { return "$($Json.error.code): $($Json.error.message)" }
-    return 'no error message'
+    # An answer the proxy did not write (a web server's page at a wrong address).
+    return "an answer without the proxy's JSON error; is $BaseUrl the proxy's address?"
 }
 
 # Worth another try: no answer at all, or 429, 502, 503 or 504.

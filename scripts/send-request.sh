@@ -145,6 +145,8 @@ error_of() { # "code: message" from an error envelope {"error":{...}} or a job's
   e=${e#\"error\":}
   [ -n "$e" ] || e=$1
   c=$(printf '%s' "$e" | field code); m=$(printf '%s' "$e" | field message)
+  # Neither: an answer the proxy did not write (a web server's page at a wrong address).
+  if [ -z "$c$m" ]; then printf 'an answer without the proxy'"'"'s JSON error; is %s the proxy'"'"'s address?' "$base_url"; return; fi
   printf '%s: %s' "${c:-error}" "${m:-no message}"
 }
 
@@ -156,6 +158,11 @@ transient() { # WHAT CURL_EXIT STATUS JSON
     case "$2" in 6|7|28|52|55|56) return 0 ;; *) return 1 ;; esac
   fi
   problem="$1 (HTTP $3): $(error_of "$4")"
+  # curl is not told to follow a redirect: a create followed as most clients follow one (as a GET,
+  # without its body) would fail anyway, after the key crossed the network a second time.
+  local location
+  location=$(sed -nE 's/^[Ll][Oo][Cc][Aa][Tt][Ii][Oo][Nn]:[[:space:]]*([^[:space:]]+)[[:space:]]*$/\1/p' "$headers" | head -n1)
+  case "$3" in 3??) problem="$1 (HTTP $3): the server sends it on to ${location:-another address}; set PROXY_BASE_URL (or --base-url) to ${location%%/v1/requests*}" ;; esac
   case "$3" in 429|502|503|504) return 0 ;; *) return 1 ;; esac
 }
 # Sleeps before the next try: the answer's Retry-After when it gave one in seconds, else a pause

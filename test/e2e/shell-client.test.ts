@@ -101,6 +101,19 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   const malformed = await run(['-p', 'x', '-u', 'htp://127.0.0.1:9'], clientEnv);
   assert.equal(malformed.code, 64, malformed.stderr);
   assert.match(malformed.stderr, /--base-url must be an http:\/\/ or https:\/\/ URL, not 'htp:/);
+
+  // Not the proxy's API: an http:// address nginx sends on to https://, and a web server's own page.
+  const elsewhere = createHttpServer((req, res) => {
+    if (req.url?.startsWith('/moved/')) res.writeHead(301, { location: `https://proxy.example.com${req.url.slice('/moved'.length)}`, 'content-type': 'text/html' }).end('<html>301 Moved Permanently</html>');
+    else res.writeHead(404, { 'content-type': 'text/html' }).end('<html>404 Not Found</html>');
+  });
+  await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => elsewhere.close(resolve)));
+  const at = `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}`;
+  const moved = await run(['-p', 'x', '-u', `${at}/moved`], clientEnv);
+  assert.deepEqual([moved.code, moved.stderr], [5, 'send-request: create refused (HTTP 301): the server sends it on to https://proxy.example.com/v1/requests; set PROXY_BASE_URL (or --base-url) to https://proxy.example.com\n']);
+  const page = await run(['-p', 'x', '-u', `${at}/site`], clientEnv);
+  assert.deepEqual([page.code, page.stderr], [5, `send-request: create refused (HTTP 404): an answer without the proxy's JSON error; is ${at}/site the proxy's address?\n`]);
 });
 
 test('the shell client sends a create again when its answer is lost: re-signed with the same nonce, stored and run once', async (t) => {
