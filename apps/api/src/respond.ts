@@ -13,5 +13,9 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.statusCode = status;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(text));
+  // A job's answer changes (queued, then completed) and is its client's alone: no cache on the way
+  // (a proxy on a plain-http network, a browser) may keep one. X-Proxy-Key, unlike Authorization,
+  // does not keep a shared cache from storing it by itself.
+  res.setHeader('Cache-Control', 'no-store');
   res.end(text);
 }

@@ -32,10 +32,13 @@ test('create answers 202 with an id at once; the job is stored queued and readab
   assert.equal(read.status, 200);
   assert.equal(read.json.id, res.json.id);
   assert.equal(read.json.status, 'queued');
-  // Answers are written without res.json: the headers it set must still be there.
-  for (const answer of [res, read]) {
+  // Answers are written without res.json: the headers it set must still be there. None may be
+  // kept by a cache on the way: a job read again through one would stay queued.
+  const unknown = await getJson(api.url, '/v1/requests/req_unknown', api.key);
+  for (const answer of [res, read, unknown]) {
     assert.equal(answer.headers.get('content-type'), 'application/json; charset=utf-8');
     assert.equal(answer.headers.get('content-length'), String(Buffer.byteLength(JSON.stringify(answer.json))));
+    assert.equal(answer.headers.get('cache-control'), 'no-store');
   }
   const head = await fetch(`${api.url}/v1/requests/${res.json.id}`, { method: 'HEAD', headers: { 'x-proxy-key': api.key } });
   assert.equal(head.status, 200);
