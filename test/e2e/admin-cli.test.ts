@@ -136,7 +136,8 @@ test('check: one small completion made as a worker makes its calls; what came ba
   const refused = await check(['--model', 'refused', '--json']);
   assert.equal(refused.code, 1);
   assert.deepEqual([refused.json?.ok, refused.json?.status, refused.json?.error, refused.json?.retried], [false, 401, { code: 'upstream_invalid_api_key', message: 'Incorrect API key provided: [redacted]' }, false]);
-  assert.match((await check(['--model', 'refused'])).out, /^error: upstream_invalid_api_key: Incorrect API key provided: \[redacted\]\na job meeting this fails at once: it is not tried again$/m);
+  assert.match(String(refused.json?.hint), /^the upstream refused the key: check OPENAI_API_KEY/);
+  assert.match((await check(['--model', 'refused'])).out, /^error: upstream_invalid_api_key: Incorrect API key provided: \[redacted\]\na job meeting this fails at once: it is not tried again\nhint: the upstream refused the key: check OPENAI_API_KEY/m);
 
   const slow = await check(['--model', 'slow', '--json']);
   assert.equal(slow.code, 1);

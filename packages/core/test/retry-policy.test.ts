@@ -20,6 +20,17 @@ test('retryable: connection errors, 408, 409, 429, 5xx; not: other 4xx and insuf
   assert.match(rejected.hint ?? '', /UPSTREAM_CA_FILE/);
 });
 
+test('a failure every job would meet alike names the setting to look at (worker log and check only)', () => {
+  assert.match(judgeFailure(http(401, {}, 'invalid_api_key'), 0).hint ?? '', /OPENAI_API_KEY/);
+  assert.match(judgeFailure(http(401, { 'x-should-retry': 'false' }), 0).hint ?? '', /OPENAI_API_KEY/, 'whatever decided the retry');
+  for (const s of [404, 405]) assert.match(judgeFailure(http(s), 0).hint ?? '', /OPENAI_BASE_URL: it is the API's base, to which each call adds \/chat\/completions/, String(s));
+  // A missing model is the request's mistake, not the address's.
+  assert.equal(judgeFailure(http(404, {}, 'model_not_found'), 0).hint, undefined);
+  assert.match(judgeFailure({ kind: 'network_error', code: 'ERR_SSL_WRONG_VERSION_NUMBER', message: 'm' }, 0).hint ?? '', /answers plain HTTP where OPENAI_BASE_URL \(or the proxy\) says https:\/\//);
+  for (const other of [http(400), http(429), http(500)]) assert.equal(judgeFailure(other, 0).hint, undefined, String(other.status));
+  assert.equal(judgeFailure({ kind: 'network_error', code: 'ECONNREFUSED', message: 'm' }, 0).hint, undefined);
+});
+
 test('x-should-retry overrides the classification both ways', () => {
   assert.equal(judgeFailure(http(400, { 'x-should-retry': 'true' }), 0).retryable, true);
   assert.equal(judgeFailure(http(503, { 'x-should-retry': 'false' }), 0).retryable, false);

@@ -17,7 +17,12 @@ const RETRYABLE_STATUS = new Set([408, 409, 429]);
 export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' | 'local_shortage' }>, now: number): Verdict {
   switch (outcome.kind) {
     case 'network_error':
-      return { retryable: true, error: { code: 'upstream_unreachable', message: outcome.message } };
+      return {
+        retryable: true,
+        error: { code: 'upstream_unreachable', message: outcome.message },
+        // TLS spoken to a server that answers in plain HTTP: undici's code names only the symptom.
+        ...(outcome.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? { hint: 'the server at that address answers plain HTTP where OPENAI_BASE_URL (or the proxy) says https://: check its scheme and port' } : {}),
+      };
     // As an upstream's own status: a 407 (the proxy's credentials) or 403 (its policy) stays so
     // until someone changes the settings, so only the proxy's 408, 429 and 5xx are tried again.
     case 'proxy_refused':
@@ -37,16 +42,30 @@ export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' | 'l
     case 'http_error': {
       const error = { code: `upstream_${outcome.status}`, message: outcome.message, upstreamStatus: outcome.status };
       if (outcome.errorCode) error.code = `upstream_${outcome.errorCode}`;
-      const waitMs = retryHintMs(outcome.headers, now);
+      const hint = settingsHint(outcome.status, outcome.errorCode);
+      const verdict = (retryable: boolean, waitMs?: number): Verdict => ({ retryable, error, waitMs, ...(hint ? { hint } : {}) });
       const should = outcome.headers['x-should-retry'];
-      if (should === 'true') return { retryable: true, error, waitMs };
-      if (should === 'false') return { retryable: false, error };
+      if (should === 'true') return verdict(true, retryHintMs(outcome.headers, now));
+      if (should === 'false') return verdict(false);
       // Out of credit: retrying only burns attempts.
-      if (outcome.status === 429 && outcome.errorCode === 'insufficient_quota') return { retryable: false, error };
+      if (outcome.status === 429 && outcome.errorCode === 'insufficient_quota') return verdict(false);
       const retryable = RETRYABLE_STATUS.has(outcome.status) || outcome.status >= 500;
-      return { retryable, error, waitMs: retryable ? waitMs : undefined };
+      return verdict(retryable, retryable ? retryHintMs(outcome.headers, now) : undefined);
     }
   }
+}
+
+/**
+ * The setting to look at when a status says the call was wrong for every job alike: the key, or the
+ * address (a base without OpenAI's /v1 gets 404 for /chat/completions). A 404 naming a missing model
+ * is the request's, not the settings'.
+ */
+function settingsHint(status: number, errorCode: string | null): string | undefined {
+  if (status === 401) return 'the upstream refused the key: check OPENAI_API_KEY (and OPENAI_API_KEY_HEADER: Azure OpenAI takes its key as api-key)';
+  if ((status === 404 || status === 405) && errorCode !== 'model_not_found' && errorCode !== 'DeploymentNotFound') {
+    return "if the model exists there, check OPENAI_BASE_URL: it is the API's base, to which each call adds /chat/completions (OpenAI's is https://api.openai.com/v1)";
+  }
+  return undefined;
 }
 
 /** Exponential backoff with equal jitter: half the step fixed, half random, capped at maxMs. */
