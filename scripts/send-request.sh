@@ -131,6 +131,10 @@ quoted_key=${key//\\/\\\\}
 printf 'header = "X-Proxy-Key: %s"\n' "${quoted_key//\"/\\\"}" >"$curl_config"
 # Prints the HTTP status on the last line after the body.
 call() { : >"$headers"; curl -sS -K "$curl_config" --max-time 75 -D "$headers" -w '\n%{http_code}' "$@" 2>"$complaint"; }
+header() { # the last answer's header NAME (any case), its first value, trimmed; empty when none
+  awk -v name="$1" 'BEGIN { name = tolower(name) ":" }
+    tolower(substr($0, 1, length(name))) == name { v = substr($0, length(name) + 1); gsub(/^[ \t]+|[ \t\r]+$/, "", v); print v; exit }' "$headers"
+}
 field() { # first top-level string or number field of a JSON object: field NAME
   if command -v jq >/dev/null 2>&1; then jq -r --arg f "$1" '.[$f] // empty' 2>/dev/null; return; fi
   local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://")
@@ -160,9 +164,12 @@ transient() { # WHAT CURL_EXIT STATUS JSON
   problem="$1 (HTTP $3): $(error_of "$4")"
   # curl is not told to follow a redirect: a create followed as most clients follow one (as a GET,
   # without its body) would fail anyway, after the key crossed the network a second time.
-  local location
-  location=$(sed -nE 's/^[Ll][Oo][Cc][Aa][Tt][Ii][Oo][Nn]:[[:space:]]*([^[:space:]]+)[[:space:]]*$/\1/p' "$headers" | head -n1)
-  case "$3" in 3??) problem="$1 (HTTP $3): the server sends it on to ${location:-another address}; set PROXY_BASE_URL (or --base-url) to ${location%%/v1/requests*}" ;; esac
+  case "$3" in
+    3??)
+      local location; location=$(header location)
+      if [ -n "$location" ]; then problem="$1 (HTTP $3): the server sends it on to $location; set PROXY_BASE_URL (or --base-url) to ${location%%/v1/requests*}"
+      else problem="$1 (HTTP $3): the server sends it on without saying where; is $base_url the proxy's address?"; fi ;;
+  esac
   case "$3" in 429|502|503|504) return 0 ;; *) return 1 ;; esac
 }
 # Sleeps before the next try: the answer's Retry-After when it gave one in seconds, else a pause
@@ -172,7 +179,8 @@ pause_before_retry() {
   local left after pause
   left=$(( deadline - $(date +%s) ))
   [ "$left" -gt 0 ] || return 1
-  after=$(sed -nE 's/^[Rr][Ee][Tt][Rr][Yy]-[Aa][Ff][Tt][Ee][Rr]:[[:space:]]*([0-9]{1,5})[[:space:]]*$/\1/p' "$headers" | head -n1)
+  after=$(header retry-after)
+  [[ "$after" =~ ^[0-9]{1,5}$ ]] || after=''
   pause=$(awk -v p="${after:-$backoff}" -v l="$left" 'BEGIN { print (p < l ? p : l) }')
   printf 'send-request: %s; trying again in %ss\n' "$problem" "$pause" >&2
   sleep "$pause"
