@@ -333,3 +333,14 @@ test('a log file truncated in place (logrotate copytruncate) rolls at its size c
   await new Promise<void>((resolve) => file.end(resolve));
   assert.deepEqual(readdirSync(dir), ['x.log'], 'not rolled: 400 bytes since the truncation');
 });
+
+test('a LOG_DIR where the file system takes no new folder (procfs) is refused at once, not retried without end', { skip: process.platform !== 'linux' && 'procfs is Linux only' }, () => {
+  // Node's own recursive mkdir retries for as long as mkdir answers ENOENT under a parent that
+  // exists, which /proc does: the process spun at full CPU. A child, so that a spin fails the test.
+  const dir = '/proc/proxy-test-no-such-folder/logs';
+  const script = `import { createLogger } from ${JSON.stringify(new URL('../src/logger.ts', import.meta.url).href)};
+try { createLogger({ level: 'info', format: 'json', dir: ${JSON.stringify(dir)}, file: 'x.log' }); } catch (err) { console.log(err.message); }`;
+  const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(run.signal, null, `still making the folder after 20 s (killed): ${run.stderr}`);
+  assert.equal(run.stdout.trim(), `LOG_DIR: cannot make the folder ${dir}: the file system there takes no new folder (ENOENT)`);
+});
