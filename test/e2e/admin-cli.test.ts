@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { WORKER_MAIN, enqueueJob, eventually, newTestJob, openTestStore, spawnNode, startWorkerDaemon, tempDir, testEnv, within } from '../helpers/index.ts';

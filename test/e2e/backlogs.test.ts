@@ -103,12 +103,12 @@ test(`a worker back to ${BACKLOG.toLocaleString('en')} overdue jobs: expires the
   const stub = await startStubUpstream();
   t.after(() => stub.close());
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-test-backlog', OPENAI_BASE_URL: stub.url });
-  (await openTestStore(env)).close();
+  await (await openTestStore(env)).close();
   // Queued two hours ago with an hour to live: the worker was away.
   fill(env.PROXY_DB_PATH as string, BACKLOG, 'queued', Date.now() - 7_200_000);
 
   const probe = probeWriteLock(env.PROXY_DB_PATH as string);
-  const daemon = startWorkerDaemon(t, env, dir);
+  startWorkerDaemon(t, env, dir);
   const store = await openTestStore(env);
   t.after(() => store.close());
   await eventually(async () => (await store.countByStatus()).expired === BACKLOG, 90_000, 100);
@@ -126,7 +126,7 @@ test('retry --all-failed of 100,000 failed jobs (a day of a bad key): never hold
   if (!onlyOn('sqlite', t, "measures SQLite's write lock; on PostgreSQL creates do not wait for a requeue")) return;
   const dir = tempDir(t);
   const env = testEnv(dir);
-  (await openTestStore(env)).close();
+  await (await openTestStore(env)).close();
   fill(env.PROXY_DB_PATH as string, 100_000, 'failed', Date.now() - 86_400_000);
 
   const probe = probeWriteLock(env.PROXY_DB_PATH as string);

@@ -59,7 +59,7 @@ test('backup while creates stream in and the daemon works: a whole file holding 
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-backup', OPENAI_BASE_URL: stub.url, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
   const api = await startApiProcess(t, env, dir);
-  const worker = startWorkerDaemon(t, env, dir);
+  startWorkerDaemon(t, env, dir);
 
   // Four clients create without pause until told to stop, recording each 202 with when it came.
   const stored: Array<{ id: string; at: number }> = [];

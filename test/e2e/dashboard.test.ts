@@ -23,7 +23,7 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-dash', OPENAI_BASE_URL: stub.url });
   const { url } = await startApiProcess(t, env, dir);
   for (const prompt of ['one', 'two', 'three', 'bad']) assert.equal((await postSigned(url, key, secret, { prompt })).status, 202);
-  const worker = startWorkerDaemon(t, env, dir);
+  startWorkerDaemon(t, env, dir);
   await eventually(async () => {
     const health = await getJson(url, '/health', key);
     return health.json.queue?.completed === 3 && health.json.queue.failed === 1 && health.json.workers?.length === 1;

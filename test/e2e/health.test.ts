@@ -160,7 +160,7 @@ test('the PostgreSQL server closing every connection (a restart, a failover) sto
  * write lock (the jobs file or the limits file), or on PostgreSQL the table, as an operator's
  * transaction or a non-concurrent index build would. Reads are not blocked.
  */
-async function holdWriteLock(t: { after: (fn: () => Promise<void> | void) => void }, env: Record<string, string>, dir: string, what: 'jobs' | 'limits'): Promise<() => Promise<void>> {
+async function holdWriteLock(t: { after: (fn: () => unknown) => void }, env: Record<string, string>, dir: string, what: 'jobs' | 'limits'): Promise<() => Promise<void>> {
   if (BACKEND === 'sqlite') {
     const holder = new Database(join(dir, what === 'jobs' ? 'requests.sqlite' : 'requests.limits.sqlite'));
     t.after(() => {

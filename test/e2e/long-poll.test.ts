@@ -31,7 +31,7 @@ test('?wait=N answers as soon as the job finishes, or after N seconds with the j
   assert.equal(early.json.status, 'queued');
   assert.ok(Date.now() - started >= 950, 'held for the full second when nothing happened');
 
-  const worker = startWorkerDaemon(t, env, dir);
+  startWorkerDaemon(t, env, dir);
   started = Date.now();
   const done = await getJson(url, `/index.php?action=result&id=${job.id}&wait=30`, key);
   const took = Date.now() - started;

@@ -18,7 +18,7 @@ function privateServerUnavailable(): string | null {
   return null;
 }
 
-async function startPrivatePostgres(t: { after: (fn: () => void) => void }) {
+async function startPrivatePostgres(t: { after: (fn: () => unknown) => void }) {
   const bin = join(PG_VERSIONS, readdirSync(PG_VERSIONS).sort().at(-1) as string, 'bin');
   const dir = mkdtempSync(join(tmpdir(), 'proxy-pg-'));
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));

@@ -9,7 +9,7 @@ import { ROOT, enqueueJob, eventually, getJson, openTestStore, processesWhere, s
 
 const START = join(ROOT, 'scripts/start.mjs');
 
-type T = Parameters<typeof tempDir>[0] & { after: (fn: () => Promise<void>) => void };
+type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
 
 /** The programs start.mjs started in `dir` (and itself), found by their HOME. */
 const programsOf = (dir: string) =>

@@ -21,7 +21,7 @@ export const API_MAIN = join(ROOT, 'apps/api/dist/main.js');
 export const WORKER_MAIN = join(ROOT, 'apps/worker/dist/main.js');
 
 /** A fresh folder, removed when `t` ends. */
-export function tempDir(t: { after: (fn: () => void) => void }, prefix = 'proxy-test-'): string {
+export function tempDir(t: { after: (fn: () => unknown) => void }, prefix = 'proxy-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
@@ -123,7 +123,7 @@ export function spawnNode(script: string, args: string[], env: Record<string, st
 }
 
 /** Starts `proxy-worker daemon`; killed when `t` ends, which waits for it to be gone. */
-export function startWorkerDaemon(t: { after: (fn: () => Promise<void> | void) => void }, env: Record<string, string>, cwd: string): Child {
+export function startWorkerDaemon(t: { after: (fn: () => unknown) => void }, env: Record<string, string>, cwd: string): Child {
   const worker = spawnNode(WORKER_MAIN, ['daemon'], env, cwd);
   t.after(async () => {
     worker.kill('SIGKILL');
@@ -134,7 +134,7 @@ export function startWorkerDaemon(t: { after: (fn: () => Promise<void> | void) =
 
 /** Starts proxy-api and resolves with its base URL once it listens. Stopped when `t` ends. */
 export async function startApiProcess(
-  t: { after: (fn: () => Promise<void> | void) => void },
+  t: { after: (fn: () => unknown) => void },
   env: Record<string, string>,
   cwd: string,
   options: Parameters<typeof spawnNode>[4] = {},
@@ -366,7 +366,7 @@ export function freePort(): Promise<number> {
  * test takes the database away; the rest answer at once. `answered()` counts the slow ones answered.
  * Closed when `t` ends.
  */
-export async function startOutageStub(t: { after: (fn: () => Promise<void> | void) => void }): Promise<{ stub: StubUpstream; answered: () => number }> {
+export async function startOutageStub(t: { after: (fn: () => unknown) => void }): Promise<{ stub: StubUpstream; answered: () => number }> {
   let answered = 0;
   const stub = await startStubUpstream({
     behave: async (call) => {
@@ -386,7 +386,7 @@ export async function startOutageStub(t: { after: (fn: () => Promise<void> | voi
  * The mount point is a folder of its own: the test's folder is removed by an earlier hook, while
  * the disk is still mounted.
  */
-export function smallDisk(t: { after: (fn: () => void) => void; skip: (why: string) => void }, size: string): string | null {
+export function smallDisk(t: { after: (fn: () => unknown) => void; skip: (why: string) => void }, size: string): string | null {
   if (process.getuid?.() !== 0) {
     t.skip('mounting a small disk needs root');
     return null;

@@ -58,7 +58,7 @@ export function writeNginxConfig(dir: string, ports: NginxPorts): string {
 }
 
 /** Runs nginx in the foreground on `conf` until the test ends; resolves once its HTTPS port accepts. */
-export async function startNginx(t: { after: (fn: () => Promise<void> | void) => void }, dir: string, conf: string, httpsPort: number): Promise<void> {
+export async function startNginx(t: { after: (fn: () => unknown) => void }, dir: string, conf: string, httpsPort: number): Promise<void> {
   const proc = spawn(NGINX, ['-p', dir, '-c', conf, '-g', 'daemon off;'], { env: NGINX_ENV, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

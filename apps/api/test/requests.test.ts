@@ -252,14 +252,15 @@ test('bodies arrive in pieces: with a Content-Length or chunked, read whole; a c
       });
       socket.on('error', reject);
       socket.on('close', () => resolve(answer));
-      socket.on('connect', async () => {
+      const writePieces = async () => {
         socket.write(head);
         for (const piece of pieces) {
           await new Promise((r) => setTimeout(r, 20));
           socket.write(piece);
         }
         if (!finish) socket.destroy();
-      });
+      };
+      socket.on('connect', () => void writePieces().catch(reject));
     });
   const head = (extra: string) => `POST /v1/requests HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nX-Proxy-Key: ${api.key}\r\n${extra}\r\n`;
   const created = (answer: string) => {

@@ -34,7 +34,7 @@ const program = (startupMs: number, workMs: number, failAfterMs?: number) => `
  * Starts `program` under a parent that holds an IPC channel to it, as scripts/start.mjs does.
  * Output of both comes through one pipe, which ends when both have exited.
  */
-function underParent(t: { after: (fn: () => void) => void }, code: string) {
+function underParent(t: { after: (fn: () => unknown) => void }, code: string) {
   const parent = `
     const { spawn } = require('node:child_process');
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', ${JSON.stringify(code)}], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });

@@ -98,7 +98,7 @@ test('values JSON.stringify refuses (a cycle, a BigInt) are still written; text 
   });
   text.warn('disk nearly full', { free_mb: 12 });
   await new Promise((r) => setImmediate(r));
-  assert.match(lines[0] ?? '', /^\d\d:\d\d:\d\d\.\d{3} warn  disk nearly full \{"free_mb":12\}\n?$/);
+  assert.match(lines[0] ?? '', /^\d\d:\d\d:\d\d\.\d{3} warn {2}disk nearly full \{"free_mb":12\}\n?$/);
 });
 
 test('a LOG_DIR that is a file, or under one, is refused at start naming what is wrong', (t) => {
@@ -131,7 +131,7 @@ test('LOG_DIR gets redacted JSON lines whatever the terminal gets: text on stdou
     );
     assert.match(String(logged.timestamp), /^\d{4}-\d\d-\d\dT/);
     if (format === 'json') assert.equal(printed.join('').trim(), line, 'stdout and the file carry the same line');
-    else assert.match(printed.join(''), /^\d\d:\d\d:\d\d\.\d{3} warn  disk nearly full \{/);
+    else assert.match(printed.join(''), /^\d\d:\d\d:\d\d\.\d{3} warn {2}disk nearly full \{/);
   }
 });
 

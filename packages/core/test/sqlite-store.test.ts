@@ -19,10 +19,9 @@ import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import type { ClaimedJob, JobRecord } from '../src/store/types.ts';
-import { eventually, manualClock, newTestJob, smallDisk, tempDir, within } from '../../../test/helpers/index.ts';
+import { eventually, newTestJob, smallDisk, tempDir, within } from '../../../test/helpers/index.ts';
 
 const job = newTestJob;
-const clock = manualClock;
 
 /** A new file at `path` as the release before migration `version` left it (open: the caller fills and closes it). */
 function fileBefore(version: string, dir: string, path: string): Database.Database {

@@ -10,7 +10,7 @@ import { startConnectProxy } from '../../../test/helpers/connect-proxy.ts';
 import { IDLE_CLOSE_WINDOW_MS } from '../src/runner/idle-closed.ts';
 import { createUpstreamClient, type UpstreamClientOptions, type UpstreamOutcome } from '../src/runner/upstream-client.ts';
 
-type T = { after: (fn: () => Promise<void>) => void };
+type T = { after: (fn: () => unknown) => void };
 
 const fixture = (name: string) => readFileSync(new URL(`../../../test/e2e/fixtures/tls/${name}`, import.meta.url), 'utf8');
 const stubTls = { key: fixture('stub-key.pem'), cert: fixture('stub.pem') };
@@ -170,7 +170,7 @@ const answers: Array<[string, Record<string, unknown>]> = [
 ];
 for (const [what, answer] of answers) {
   test(`streamed, an answer (${what}) is put together as the upstream would have sent it unstreamed`, async (t) => {
-    const { chat, stub } = await setUp(t, () => ({ body: answer }), { stream: true });
+    const { chat } = await setUp(t, () => ({ body: answer }), { stream: true });
     const outcome = await chat('q');
     assert.equal(outcome.kind, 'ok', JSON.stringify(outcome));
     assert.deepEqual(outcome.kind === 'ok' && outcome.body, answer);

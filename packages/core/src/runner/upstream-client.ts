@@ -350,14 +350,16 @@ async function* inflated(body: Readable, coding: string): AsyncGenerator<Buffer>
   const first = await pieces.next();
   if (first.done) return;
   const inflater = INFLATERS[coding]!(first.value as Buffer);
-  let bodyFailed: unknown = null;
+  // Held in an object: a thrown value may be anything, a falsy one too. (Set in the generator below,
+  // which TypeScript does not follow, hence the cast.)
+  let bodyFailed = null as { error: unknown } | null;
   const source = Readable.from(
     (async function* () {
       yield first.value as Buffer;
       try {
         for (let next = await pieces.next(); !next.done; next = await pieces.next()) yield next.value as Buffer;
       } catch (err) {
-        bodyFailed = err;
+        bodyFailed = { error: err };
         throw err;
       }
     })(),
@@ -369,7 +371,7 @@ async function* inflated(body: Readable, coding: string): AsyncGenerator<Buffer>
     yield* inflater;
     whole = true;
   } catch (err) {
-    if (bodyFailed) throw bodyFailed;
+    if (bodyFailed) throw bodyFailed.error;
     throw new UnreadableBody(`with a stream that does not decode as content-encoding ${coding}`, false);
   } finally {
     // Left unread (the answer over the limit, the call aborted): its connection is closed, as a

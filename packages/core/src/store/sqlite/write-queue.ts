@@ -94,14 +94,15 @@ export function createWriteQueue(
 
   function commitBatches(flushing: Array<[Pending, unknown]>) {
     // Set when the database itself failed (an I/O error): the rest of this flush fails with it.
-    let unavailable: unknown = null;
+    // Held in an object: a thrown value may be anything, a falsy one too.
+    let unavailable: { error: unknown } | null = null;
     while (pending.length > 0) {
       const batch = pending.splice(0, MAX_GROUP_COMMIT);
       try {
         // After a failed flush nothing more is written: it could not be promised durable.
         durable?.check();
         hooks?.check?.();
-        if (unavailable) throw unavailable;
+        if (unavailable) throw unavailable.error;
       } catch (err) {
         batch.forEach((p) => p.reject(err));
         continue;
@@ -116,7 +117,7 @@ export function createWriteQueue(
           waitForLock(batch, err);
           return;
         }
-        if (isDatabaseUnavailable(err)) unavailable = err;
+        if (isDatabaseUnavailable(err)) unavailable = { error: err };
         if (batch.length === 1 || unavailable) {
           for (let i = 0; i < batch.length; i++) outcomes.push({ ok: false, value: err });
         } else {
