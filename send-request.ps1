@@ -141,7 +141,6 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
     }
     try {
         $response = Invoke-WebRequest @params
-        return @{ Status = [int]$response.StatusCode; Json = (ConvertFrom-Json $response.Content); RetryAfter = $null; Unreached = $null }
     } catch {
         # PowerShell 7 throws an HttpRequestException, without a Response, when nothing answered
         # (read directly, strict mode would stop the script on the missing property).
@@ -157,6 +156,18 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
         try { $json = ConvertFrom-Json $text } catch { $json = $null }
         return @{ Status = [int]$failed.StatusCode; Json = $json; RetryAfter = (Get-RetryAfter $failed); Unreached = $null }
     }
+    # Read apart from the call: a 2xx that is not JSON (a web server's page at a wrong address) is an
+    # answer, not "cannot reach", and is not tried again.
+    try { $json = ConvertFrom-Json $response.Content; $script:unreadable = $null } catch { $json = $null; $script:unreadable = $_.Exception.Message }
+    return @{ Status = [int]$response.StatusCode; Json = $json; RetryAfter = $null; Unreached = $null }
+}
+
+# What a 2xx answer lacks: the field the proxy always sends, read under strict mode without stopping.
+$unreadable = $null
+function Test-Field($Json, [string]$Name) { return ($null -ne $Json) -and ($null -ne $Json.PSObject.Properties[$Name]) -and ($null -ne $Json.$Name) }
+function Get-Unanswered($Result, [string]$What) {
+    $why = if ($script:unreadable) { "a body that is not JSON ($($script:unreadable))" } else { "no $What" }
+    return "the server answered $($Result.Status) with $why; is $BaseUrl the proxy's address?"
 }
 
 # Retry-After in seconds, from a 5.1 WebResponse or a PowerShell 7 HttpResponseMessage; $null if none.
@@ -212,6 +223,7 @@ while ($true) {
     if (-not (Wait-BeforeRetry 'create refused' $created)) { Stop-With 5 "create not accepted within $TimeoutSeconds s: $(Get-Problem 'create refused' $created)" }
 }
 $backoff = 1.0
+if (-not (Test-Field $created.Json 'id')) { Stop-With 5 (Get-Unanswered $created 'request id') }
 $id = $created.Json.id
 [Console]::Error.WriteLine("send-request: queued $id")
 
@@ -228,6 +240,7 @@ while ($true) {
         continue
     }
     $backoff = 1.0
+    if (-not (Test-Field $result.Json 'status')) { Stop-With 5 (Get-Unanswered $result "status for the job $id") }
     switch ($result.Json.status) {
         'completed' { Write-Output $result.Json.output_text; exit 0 }
         'failed' { Stop-With 2 "failed: $(Format-Error $result.Json)" }

@@ -136,7 +136,8 @@ header() { # the last answer's header NAME (any case), its first value, trimmed;
     tolower(substr($0, 1, length(name))) == name { v = substr($0, length(name) + 1); gsub(/^[ \t]+|[ \t\r]+$/, "", v); print v; exit }' "$headers"
 }
 field() { # first top-level string or number field of a JSON object: field NAME
-  if command -v jq >/dev/null 2>&1; then jq -r --arg f "$1" '.[$f] // empty' 2>/dev/null; return; fi
+  # Nothing (not a failure, which would stop the script) for an answer that is not a JSON object.
+  if command -v jq >/dev/null 2>&1; then jq -r --arg f "$1" 'if type == "object" then .[$f] // empty else empty end' 2>/dev/null || true; return; fi
   local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://")
   case "$raw" in
     \"*) raw=${raw:1:${#raw}-2}; raw=${raw//\\\"/\"}; raw=${raw//\\\//\/}; printf '%b' "$raw" ;;
@@ -197,7 +198,7 @@ while :; do
 done
 backoff=1
 id=$(printf '%s' "$json" | field id)
-[ -n "$id" ] || die 5 'the server answered without an id'
+[ -n "$id" ] || die 5 "the server answered $status without a request id; is $base_url the proxy's address?"
 printf 'send-request: queued %s\n' "$id" >&2
 
 timed_out="timed out after ${timeout}s; the job ${id} goes on: fetch it later"
@@ -217,6 +218,7 @@ while :; do
   fi
   backoff=1
   job_status=$(printf '%s' "$json" | field status)
+  [ -n "$job_status" ] || die 5 "the server answered 200 without a status for the job $id; is $base_url the proxy's address?"
   case "$job_status" in
     completed) printf '%s\n' "$(printf '%s' "$json" | field output_text)"; exit 0 ;;
     failed) die 2 "failed: $(error_of "$json")" ;;

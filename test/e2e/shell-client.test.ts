@@ -76,7 +76,7 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
 });
 
 test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 on bad usage', async (t) => {
-  const { stub, clientEnv } = await setUp(t);
+  const { stub, clientEnv, dir } = await setUp(t);
   stub.behave(() => ({ status: 400, body: { error: { message: 'Unsupported parameter', type: 'invalid_request_error' } } }));
   const failed = await run(['-p', 'fail please', '--poll', '0.2'], clientEnv);
   assert.equal(failed.code, 2, failed.stderr);
@@ -102,9 +102,12 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   assert.equal(malformed.code, 64, malformed.stderr);
   assert.match(malformed.stderr, /--base-url must be an http:\/\/ or https:\/\/ URL, not 'htp:/);
 
-  // Not the proxy's API: an http:// address nginx sends on to https://, and a web server's own page.
+  // Not the proxy's API: an http:// address nginx sends on to https://, a web server's own page (an
+  // error, or a page answered 200 to any path), and a server that answers a create but no job.
   const elsewhere = createHttpServer((req, res) => {
-    if (req.url?.startsWith('/moved/')) res.writeHead(301, { location: `https://proxy.example.com${req.url.slice('/moved'.length)}`, 'content-type': 'text/html' }).end('<html>301 Moved Permanently</html>');
+    if (req.url?.startsWith('/spa/')) res.writeHead(200, { 'content-type': 'text/html' }).end('<html>the app</html>');
+    else if (req.url?.startsWith('/half/')) res.writeHead(req.method === 'POST' ? 202 : 200, { 'content-type': 'application/json' }).end(req.method === 'POST' ? '{"id":"req_elsewhere"}' : '{"ok":true}');
+    else if (req.url?.startsWith('/moved/')) res.writeHead(301, { location: `https://proxy.example.com${req.url.slice('/moved'.length)}`, 'content-type': 'text/html' }).end('<html>301 Moved Permanently</html>');
     else res.writeHead(404, { 'content-type': 'text/html' }).end('<html>404 Not Found</html>');
   });
   await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
@@ -114,6 +117,18 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   assert.deepEqual([moved.code, moved.stderr], [5, 'send-request: create refused (HTTP 301): the server sends it on to https://proxy.example.com/v1/requests; set PROXY_BASE_URL (or --base-url) to https://proxy.example.com\n']);
   const page = await run(['-p', 'x', '-u', `${at}/site`], clientEnv);
   assert.deepEqual([page.code, page.stderr], [5, `send-request: create refused (HTTP 404): an answer without the proxy's JSON error; is ${at}/site the proxy's address?\n`]);
+  // With jq, which refused the page and so stopped the script (exit 4, the timeout's code, saying
+  // nothing); and with the client's own reader.
+  for (const PATH of [clientEnv.PATH, minimalPath(dir)]) {
+    const app = await run(['-p', 'x', '-u', `${at}/spa`], { ...clientEnv, PATH });
+    assert.deepEqual([app.code, app.stderr], [5, `send-request: the server answered 200 without a request id; is ${at}/spa the proxy's address?\n`]);
+    // Without the check it asked again until its timeout, the job never final.
+    const half = await run(['-p', 'x', '-u', `${at}/half`, '--timeout', '5'], { ...clientEnv, PATH });
+    assert.deepEqual(
+      [half.code, half.stderr],
+      [5, `send-request: queued req_elsewhere\nsend-request: the server answered 200 without a status for the job req_elsewhere; is ${at}/half the proxy's address?\n`],
+    );
+  }
 });
 
 test('the shell client sends a create again when its answer is lost: re-signed with the same nonce, stored and run once', async (t) => {

@@ -98,3 +98,17 @@ test('on Windows PowerShell 5.1 it adds TLS 1.2 to the protocols offered before 
   assert.ok(adds, 'TLS 1.2 or-ed into SecurityProtocol as integers (an enum is true in a condition even at 0), SystemDefault (0) left alone');
   assert.ok(adds.index < script.indexOf('\n$deadline = '), 'before the first call');
 });
+
+test('a 2xx that is not the proxy\'s JSON stops it naming the base URL, as the shell client does, where it said "cannot reach" and tried again', () => {
+  // Not run on PowerShell (none here): checked as written. ConvertFrom-Json of the answer sat in the
+  // call's try, so a page that is not JSON was taken for no answer at all (Status 0, transient).
+  const invoke = /function Invoke-Proxy\(([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
+  const call = /try \{\n\s+\$response = Invoke-WebRequest @params\n\s+\} catch \{/.exec(invoke);
+  assert.ok(call, 'the call alone in its try');
+  assert.ok(!/try \{[^}]*ConvertFrom-Json \$response\.Content/.test(invoke.slice(0, invoke.indexOf('} catch {'))), 'the parse not inside the call\'s try');
+  assert.match(invoke, /\n\s+try \{ \$json = ConvertFrom-Json \$response\.Content; \$script:unreadable = \$null \} catch \{ \$json = \$null; \$script:unreadable = \$_\.Exception\.Message \}\n\s+return @\{ Status = \[int\]\$response\.StatusCode; Json = \$json;/);
+  // Both answers the client reads a field of are checked for it first, under strict mode.
+  assert.match(script, /\nif \(-not \(Test-Field \$created\.Json 'id'\)\) \{ Stop-With 5 \(Get-Unanswered \$created 'request id'\) \}\n\$id = \$created\.Json\.id\n/);
+  assert.match(script, /\n\s+if \(-not \(Test-Field \$result\.Json 'status'\)\) \{ Stop-With 5 \(Get-Unanswered \$result "status for the job \$id"\) \}\n\s+switch \(\$result\.Json\.status\) \{/);
+  assert.match(script, /\$BaseUrl the proxy's address\?"/);
+});
