@@ -31,19 +31,21 @@ secret=${PROXY_SECRET:-}
 prompt='' messages_file='' model='' ttl='' nonce='' poll=1 timeout=300
 
 die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
+# An option given last without its value is bad usage (64), said so, not bash's "parameter not set".
+need_value() { [ "$1" -ge 2 ] || die 64 "$2 needs a value (see --help)"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    -u|--base-url) base_url=${2:?}; shift 2 ;;
-    -k|--key) key=${2:?}; shift 2 ;;
-    -s|--secret) secret=${2:?}; shift 2 ;;
-    -p|--prompt) prompt=${2?}; shift 2 ;;
-    -f|--messages) messages_file=${2:?}; shift 2 ;;
-    -m|--model) model=${2:?}; shift 2 ;;
-    --ttl) ttl=${2:?}; shift 2 ;;
-    --nonce) nonce=${2:?}; shift 2 ;;
-    --poll) poll=${2:?}; shift 2 ;;
-    --timeout) timeout=${2:?}; shift 2 ;;
+    -u|--base-url) need_value $# "$1"; base_url=$2; shift 2 ;;
+    -k|--key) need_value $# "$1"; key=$2; shift 2 ;;
+    -s|--secret) need_value $# "$1"; secret=$2; shift 2 ;;
+    -p|--prompt) need_value $# "$1"; prompt=$2; shift 2 ;;
+    -f|--messages) need_value $# "$1"; messages_file=$2; shift 2 ;;
+    -m|--model) need_value $# "$1"; model=$2; shift 2 ;;
+    --ttl) need_value $# "$1"; ttl=$2; shift 2 ;;
+    --nonce) need_value $# "$1"; nonce=$2; shift 2 ;;
+    --poll) need_value $# "$1"; poll=$2; shift 2 ;;
+    --timeout) need_value $# "$1"; timeout=$2; shift 2 ;;
     -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die 64 "unknown argument: $1 (see --help)" ;;
   esac

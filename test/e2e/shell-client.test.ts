@@ -98,6 +98,11 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   assert.equal(unreachable.code, 5, unreachable.stderr);
   assert.match(unreachable.stderr, /cannot reach http:\/\/127\.0\.0\.1:9: .*; trying again in 1s\n/, 'tried again while time was left');
   assert.match(unreachable.stderr, /create not accepted within 2s: cannot reach/);
+  // An option last without its value: bash's own "parameter not set" and exit 1, before.
+  for (const args of [['-p'], ['-p', 'x', '--timeout']]) {
+    const missing = await run(args, clientEnv);
+    assert.deepEqual([missing.code, missing.stderr], [64, `send-request: ${args.at(-1)} needs a value (see --help)\n`]);
+  }
   const malformed = await run(['-p', 'x', '-u', 'htp://127.0.0.1:9'], clientEnv);
   assert.equal(malformed.code, 64, malformed.stderr);
   assert.match(malformed.stderr, /--base-url must be an http:\/\/ or https:\/\/ URL, not 'htp:/);
