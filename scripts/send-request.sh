@@ -67,19 +67,22 @@ fi
 
 # JSON string escaping in pure bash: backslash, quote, and control characters.
 json_string() {
-  local s=$1 out='' c i code
+  local s=$1 c code hex escaped
   s=${s//\\/\\\\}
   s=${s//\"/\\\"}
   s=${s//$'\n'/\\n}
   s=${s//$'\r'/\\r}
   s=${s//$'\t'/\\t}
-  # Other control characters become \u00XX (rare; loop only when there are any).
+  # Other control characters become \u00XX: one substitution for each that occurs, not a loop over
+  # the characters (a prompt of 100 KB with one colour code in it took a minute; 1 MB, hours).
   if [[ "$s" =~ [[:cntrl:]] ]]; then
-    for ((i = 0; i < ${#s}; i++)); do
-      c=${s:i:1}
-      if [[ "$c" =~ [[:cntrl:]] ]]; then printf -v code '\\u%04x' "'$c"; out+=$code; else out+=$c; fi
+    for code in {1..8} 11 12 {14..31} 127; do
+      printf -v hex %02x "$code"
+      printf -v c "\\x$hex"
+      [[ "$s" == *"$c"* ]] || continue
+      printf -v escaped '\\u%04x' "$code"
+      s=${s//"$c"/"$escaped"}
     done
-    s=$out
   fi
   printf '"%s"' "$s"
 }

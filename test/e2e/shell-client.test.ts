@@ -75,6 +75,25 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
   assert.equal(stub.calls.at(-1)?.body.model, 'gpt-test');
 });
 
+test('the shell client sends control characters as JSON escapes, and a long prompt holding one (a terminal colour code) at once', async (t) => {
+  const { stub, clientEnv } = await setUp(t);
+  const short = 'bell\x07 colour\x1b[31mred\x1b[0m form\x0cfeed delete\x7f unit\x1f end';
+  const sent = await run(['-p', '-', '--poll', '0.2'], clientEnv, short);
+  assert.equal(sent.code, 0, sent.stderr);
+  assert.equal(stub.calls.at(-1)?.prompt, short, 'the upstream got the prompt byte for byte');
+
+  // 100 KB of output piped in with one colour code: the escaping went character by character once
+  // any control character was present, each step counting from the start in a UTF-8 locale, 56 s
+  // for this prompt on the 2-core machine (0.1 s now).
+  const long = `${'x'.repeat(99)}\n`.repeat(1000) + '\x1b[0m';
+  const started = performance.now();
+  const piped = await run(['-p', '-', '--poll', '0.2'], { ...clientEnv, LC_ALL: 'C.UTF-8' }, long);
+  const seconds = (performance.now() - started) / 1000;
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.equal(stub.calls.at(-1)?.prompt, long);
+  assert.ok(seconds < 20, `took ${seconds.toFixed(1)} s`);
+});
+
 test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 on bad usage', async (t) => {
   const { stub, clientEnv, dir } = await setUp(t);
   stub.behave(() => ({ status: 400, body: { error: { message: 'Unsupported parameter', type: 'invalid_request_error' } } }));
