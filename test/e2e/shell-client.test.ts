@@ -75,23 +75,32 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
   assert.equal(stub.calls.at(-1)?.body.model, 'gpt-test');
 });
 
-test('the shell client sends control characters as JSON escapes, and a long prompt holding one (a terminal colour code) at once', async (t) => {
-  const { stub, clientEnv } = await setUp(t);
+test('the shell client sends control characters as JSON escapes, and sends a long prompt holding them (a terminal colour code, quotes, backslashes) and reads its answer, with jq or without, in seconds', async (t) => {
+  const { dir, stub, clientEnv } = await setUp(t);
   const short = 'bell\x07 colour\x1b[31mred\x1b[0m form\x0cfeed delete\x7f unit\x1f end';
   const sent = await run(['-p', '-', '--poll', '0.2'], clientEnv, short);
   assert.equal(sent.code, 0, sent.stderr);
   assert.equal(stub.calls.at(-1)?.prompt, short, 'the upstream got the prompt byte for byte');
 
   // 100 KB of output piped in with one colour code: the escaping went character by character once
-  // any control character was present, each step counting from the start in a UTF-8 locale, 56 s
-  // for this prompt on the 2-core machine (0.1 s now).
-  const long = `${'x'.repeat(99)}\n`.repeat(1000) + '\x1b[0m';
+  // any control character was present, each step counting from the start in a UTF-8 locale (56 s
+  // on the 2-core machine); and 600 KB with quotes and backslashes in every line took bash's
+  // substitutions, in a UTF-8 locale, time growing with the square of its length (40 s or more).
+  const long = `${'x'.repeat(99)}\n`.repeat(1000) + `${'say "hi" \\ there\t'.repeat(5)}\n`.repeat(6000) + '\x1b[0m';
   const started = performance.now();
   const piped = await run(['-p', '-', '--poll', '0.2'], { ...clientEnv, LC_ALL: 'C.UTF-8' }, long);
   const seconds = (performance.now() - started) / 1000;
   assert.equal(piped.code, 0, piped.stderr);
   assert.equal(stub.calls.at(-1)?.prompt, long);
   assert.ok(seconds < 20, `took ${seconds.toFixed(1)} s`);
+
+  // Its answer as long, read without jq: undoing the answer's escapes took as long (54 s for 774 KB).
+  const readStarted = performance.now();
+  const read = await run(['-p', '-', '--poll', '0.2'], { ...clientEnv, PATH: minimalPath(dir), LC_ALL: 'C.UTF-8' }, long);
+  const readSeconds = (performance.now() - readStarted) / 1000;
+  assert.equal(read.code, 0, read.stderr);
+  assert.ok(read.stdout === `echo: ${long}\n`, `the answer read back differs: ${read.stdout.length} characters against ${long.length + 7}`);
+  assert.ok(readSeconds < 20, `took ${readSeconds.toFixed(1)} s without jq`);
 });
 
 test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 on bad usage', async (t) => {
