@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -78,4 +80,31 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   await page.screenshot({ path: shot, fullPage: true });
   assert.ok(existsSync(shot));
   t.diagnostic(`screenshot: ${shot}`);
+
+  // Served by a proxy under a path of its own, as the PHP tool lived in a web folder: the page, its
+  // files and its calls stay under that path (the way to /dashboard/ named it from the root before).
+  const proxied = await startPrefixProxy(t, '/tools/gpt', url);
+  const under = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  await under.goto(`${proxied}/tools/gpt/dashboard`);
+  assert.equal(new URL(under.url()).pathname, '/tools/gpt/dashboard/');
+  await under.fill('#key', key);
+  await under.click('button[type=submit]');
+  await under.waitForSelector('.tile[data-status=completed] b:has-text("3")', { timeout: 10_000 });
+  assert.match((await under.textContent('#state')) ?? '', /healthy/);
 });
+
+/** A reverse proxy that serves `target` under `prefix` only, taking the prefix off, as nginx's `location /tools/gpt/ { proxy_pass …/; }` does. */
+async function startPrefixProxy(t: { after: (fn: () => unknown) => void }, prefix: string, target: string): Promise<string> {
+  const server = createServer((req, res) => {
+    if (!req.url?.startsWith(`${prefix}/`)) return void res.writeHead(404).end();
+    const upstream = request(`${target}${req.url.slice(prefix.length)}`, { method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}

@@ -103,10 +103,18 @@ export function createApp(deps: AppDeps): Express {
   app.get('/health', ...health);
   app.all('/health', methodNotAllowed(['GET']));
   // The status page: static files only; the data comes from /health and /v1/stats with the key.
+  // The page is at /dashboard/ (its files and calls are relative to it). The way there is relative
+  // too, where express.static's own redirect named /dashboard/ from the root: behind a proxy that
+  // serves the API under a path (/tools/gpt/), that left it.
+  app.get('/dashboard', (req, res, next) => {
+    if (req.path.endsWith('/')) return next();
+    res.status(301).set({ Location: 'dashboard/', 'Content-Security-Policy': "default-src 'none'" }).end();
+  });
   app.use(
     '/dashboard',
     express.static(fileURLToPath(new URL('../static/dashboard/', import.meta.url)), {
       index: 'index.html',
+      redirect: false,
       setHeaders: (res) => {
         res.setHeader('Content-Security-Policy', "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
         res.setHeader('X-Content-Type-Options', 'nosniff');

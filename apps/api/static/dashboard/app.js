@@ -1,4 +1,6 @@
 // The status page: reads /health and /v1/stats with the key kept in session storage, every 5 s.
+// Their paths are relative to the page, so that it works where a proxy serves the API under a path
+// of its own (/tools/gpt/dashboard/ reads /tools/gpt/health).
 'use strict';
 
 const REFRESH_MS = 5000;
@@ -76,7 +78,7 @@ const time = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleTimeString
 
 async function refresh() {
   try {
-    const [health, stats] = await Promise.all([getJson('/health'), getJson('/v1/stats')]);
+    const [health, stats] = await Promise.all([getJson('../health'), getJson('../v1/stats')]);
     if (stats.status === 401) return logout('That key was not accepted.');
     $('state').textContent = health.body.status === 'ok' ? 'healthy' : `unavailable: ${health.body.error?.message ?? 'unknown'}`;
     $('state').className = `state ${health.body.status === 'ok' ? 'ok' : 'down'}`;
