@@ -91,6 +91,8 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   await under.click('button[type=submit]');
   await under.waitForSelector('.tile[data-status=completed] b:has-text("3")', { timeout: 10_000 });
   assert.match((await under.textContent('#state')) ?? '', /healthy/);
+  const legacy = await fetch(`${proxied}/tools/gpt/index.php?action=health`);
+  assert.deepEqual([legacy.status, ((await legacy.json()) as { status: string }).status], [200, 'ok'], "the PHP tool's URL under the same path");
 });
 
 /** A reverse proxy that serves `target` under `prefix` only, taking the prefix off, as nginx's `location /tools/gpt/ { proxy_pass …/; }` does. */
