@@ -242,7 +242,13 @@ while ($true) {
     $backoff = 1.0
     if (-not (Test-Field $result.Json 'status')) { Stop-With 5 (Get-Unanswered $result "status for the job $id") }
     switch ($result.Json.status) {
-        'completed' { Write-Output $result.Json.output_text; exit 0 }
+        'completed' {
+            # A tool call or a refusal has no text: nothing printed alone would look like a lost answer.
+            if (-not (Test-Field $result.Json 'output_text') -or [string]$result.Json.output_text -eq '') {
+                [Console]::Error.WriteLine("send-request: the answer has no text (a tool call or a refusal?); the whole job is at $($BaseUrl.TrimEnd('/'))/v1/requests/$id")
+            }
+            Write-Output $result.Json.output_text; exit 0
+        }
         'failed' { Stop-With 2 "failed: $(Format-Error $result.Json)" }
         'expired' { Stop-With 3 'expired' }
         'cancelled' { Stop-With 3 'cancelled' }

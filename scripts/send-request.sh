@@ -54,6 +54,8 @@ done
 # Checked here: a call that gets no answer is tried again until the timeout, and a URL that cannot
 # work would only be tried again.
 [[ "$base_url" =~ ^https?://[^/] ]] || die 64 "--base-url must be an http:// or https:// URL, not '$base_url'"
+# http://host:8000/ names the same API: without this its calls went to //v1/requests, a 404.
+while [[ "$base_url" == */ ]]; do base_url=${base_url%/}; done
 [ -n "$key" ] || die 64 'no key: set PROXY_KEY or pass --key'
 [ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
 [ "$prompt" = '-' ] && prompt=$(cat)
@@ -237,7 +239,11 @@ while :; do
   job_status=$(printf '%s' "$json" | field status)
   [ -n "$job_status" ] || die 5 "the server answered 200 without a status for the job $id; is $base_url the proxy's address?"
   case "$job_status" in
-    completed) printf '%s\n' "$(printf '%s' "$json" | field output_text)"; exit 0 ;;
+    completed)
+      text=$(printf '%s' "$json" | field output_text)
+      # A tool call or a refusal has no text: an empty line alone would look like a lost answer.
+      [ -n "$text" ] || printf 'send-request: the answer has no text (a tool call or a refusal?); the whole job is at %s/v1/requests/%s\n' "$base_url" "$id" >&2
+      printf '%s\n' "$text"; exit 0 ;;
     failed) die 2 "failed: $(error_of "$json")" ;;
     expired|cancelled) die 3 "$job_status" ;;
   esac

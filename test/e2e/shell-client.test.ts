@@ -63,7 +63,8 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
   assert.equal(withJq.stdout, `echo: ${prompt}\n`);
   assert.equal(stub.calls.at(-1)?.prompt, prompt, 'the upstream got the prompt byte for byte');
 
-  const withoutJq = await run(['-p', '-', '--poll', '0.2'], { ...clientEnv, PATH: minimalPath(dir) }, prompt);
+  const bare = minimalPath(dir);
+  const withoutJq = await run(['-p', '-', '--poll', '0.2'], { ...clientEnv, PATH: bare }, prompt);
   assert.equal(withoutJq.code, 0, withoutJq.stderr);
   assert.equal(withoutJq.stdout, `echo: ${prompt}\n`);
 
@@ -73,6 +74,20 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
   assert.equal(fromFile.code, 0, fromFile.stderr);
   assert.equal(fromFile.stdout, 'echo: from a file\n');
   assert.equal(stub.calls.at(-1)?.body.model, 'gpt-test');
+
+  // A base URL ending in a slash names the same API (its calls went to //v1/requests, a 404).
+  const slash = await run(['-p', 'slash', '--poll', '0.2'], { ...clientEnv, PROXY_BASE_URL: `${clientEnv.PROXY_BASE_URL}/` });
+  assert.deepEqual([slash.code, slash.stdout], [0, 'echo: slash\n'], slash.stderr);
+
+  // A tool call has no text: said on stderr with where the whole job is, where an empty line alone came.
+  const call = { id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '{"q":"x"}' } };
+  stub.behave(() => ({ body: { id: 'chatcmpl-t', object: 'chat.completion', created: 1, model: 'gpt-test', choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call] }, finish_reason: 'tool_calls' }], usage: null } }));
+  for (const PATH of [clientEnv.PATH, bare]) {
+    const tool = await run(['-p', 'use the tool', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.equal(tool.code, 0, tool.stderr);
+    assert.equal(tool.stdout, '\n');
+    assert.match(tool.stderr, new RegExp(`send-request: the answer has no text \\(a tool call or a refusal\\?\\); the whole job is at ${clientEnv.PROXY_BASE_URL}/v1/requests/req_[\\w-]+\\n$`));
+  }
 });
 
 test('the shell client sends control characters as JSON escapes, and sends a long prompt holding them (a terminal colour code, quotes, backslashes) and reads its answer, with jq or without, in seconds', async (t) => {

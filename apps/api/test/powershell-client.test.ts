@@ -112,3 +112,13 @@ test('a 2xx that is not the proxy\'s JSON stops it naming the base URL, as the s
   assert.match(script, /\n\s+if \(-not \(Test-Field \$result\.Json 'status'\)\) \{ Stop-With 5 \(Get-Unanswered \$result "status for the job \$id"\) \}\n\s+switch \(\$result\.Json\.status\) \{/);
   assert.match(script, /\$BaseUrl the proxy's address\?"/);
 });
+
+test('a completed job without text (a tool call, a refusal) is said so on stderr with where the whole job is, as the shell client does', () => {
+  // Not run on PowerShell (none here): checked as written; the shell client's end-to-end test runs it.
+  const completed = /'completed' \{\n([\s\S]*?)\n {8}\}\n/.exec(script)?.[1] ?? '';
+  assert.match(completed, /if \(-not \(Test-Field \$result\.Json 'output_text'\) -or \[string\]\$result\.Json\.output_text -eq ''\) \{/);
+  assert.match(completed, /the answer has no text \(a tool call or a refusal\?\); the whole job is at \$\(\$BaseUrl\.TrimEnd\('\/'\)\)\/v1\/requests\/\$id"\)/);
+  assert.match(completed, /Write-Output \$result\.Json\.output_text; exit 0$/);
+  const shell = readFileSync(new URL('scripts/send-request.sh', root), 'utf8');
+  assert.match(shell, /the answer has no text \(a tool call or a refusal\?\); the whole job is at %s\/v1\/requests\/%s/, 'the same words');
+});
