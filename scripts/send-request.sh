@@ -96,7 +96,13 @@ json_string() (
 [ -n "$nonce" ] || nonce=$(cat /proc/sys/kernel/random/uuid 2>/dev/null || openssl rand -hex 16)
 # Everything but ts, which is stamped at each try.
 fields='{'
-if [ -n "$messages_file" ]; then fields+="\"messages\":$(cat "$messages_file")"; else fields+="\"prompt\":$(json_string "$prompt")"; fi
+if [ -n "$messages_file" ]; then
+  # Without the byte-order mark a Windows editor may put first, which JSON does not allow.
+  messages=$(cat "$messages_file")
+  fields+="\"messages\":${messages#$'\xEF\xBB\xBF'}"
+else
+  fields+="\"prompt\":$(json_string "$prompt")"
+fi
 [ -n "$model" ] && fields+=",\"model\":$(json_string "$model")"
 [ -n "$ttl" ] && fields+=",\"ttl\":$ttl"
 

@@ -69,7 +69,8 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
   assert.equal(withoutJq.stdout, `echo: ${prompt}\n`);
 
   const messages = join(dir, 'messages.json');
-  writeFileSync(messages, JSON.stringify([{ role: 'system', content: 'terse' }, { role: 'user', content: 'from a file' }]));
+  // Saved with a byte-order mark, as a Windows editor may (sent as it was, the API read no JSON).
+  writeFileSync(messages, `\ufeff${JSON.stringify([{ role: 'system', content: 'terse' }, { role: 'user', content: 'from a file' }])}`);
   const fromFile = await run(['-f', messages, '-m', 'gpt-test', '--ttl', '120', '--poll', '0.2'], clientEnv);
   assert.equal(fromFile.code, 0, fromFile.stderr);
   assert.equal(fromFile.stdout, 'echo: from a file\n');
