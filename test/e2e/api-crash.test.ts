@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { eventually, newCredentials, openTestStore, postSigned, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { eventually, newCredentials, openTestStore, postSigned, startApiProcess, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
 
-type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (msg: string) => void };
+type T = TestHooks & { diagnostic: (msg: string) => void };
 
 // A 202 promises the job is stored: it goes out only after the commit (and, with sync=full, the
 // flush) that holds the job. Killing the API with creates in flight must not lose one that was

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { ROOT, eventually, getJson, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import { ROOT, eventually, getJson, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 // The flags this machine's sandbox needs: no setuid sandbox as root, no background calls to the outside.
@@ -96,7 +96,7 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
 });
 
 /** A reverse proxy that serves `target` under `prefix` only, taking the prefix off, as nginx's `location /tools/gpt/ { proxy_pass …/; }` does. */
-async function startPrefixProxy(t: { after: (fn: () => unknown) => void }, prefix: string, target: string): Promise<string> {
+async function startPrefixProxy(t: TestHooks, prefix: string, target: string): Promise<string> {
   const server = createServer((req, res) => {
     if (!req.url?.startsWith(`${prefix}/`)) return void res.writeHead(404).end();
     const upstream = request(`${target}${req.url.slice(prefix.length)}`, { method: req.method, headers: req.headers }, (answer) => {

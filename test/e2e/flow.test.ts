@@ -20,11 +20,12 @@ import {
   startWorkerDaemon,
   tempDir,
   testEnv,
+  type TestHooks,
 } from '../helpers/index.ts';
 
 const UPSTREAM_KEY = 'sk-test-upstream-key-0123456789abcdef';
 
-async function setUp(t: Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void }, extraEnv: Record<string, string> = {}) {
+async function setUp(t: TestHooks, extraEnv: Record<string, string> = {}) {
   const dir = tempDir(t);
   const stub = await startStubUpstream();
   t.after(() => stub.close());

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { BACKEND, WORKER_MAIN, completedJob, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv, within } from '../helpers/index.ts';
+import { BACKEND, WORKER_MAIN, completedJob, enqueueJob, eventually, freshStamp, getJson, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv, within, type TestHooks } from '../helpers/index.ts';
 
 test('the SQLite file moved away under a running API and worker: health says so at once, both stop (exit 1) within seconds, the moved file keeps every job, and a new start opens a new file at the path', { timeout: 60_000 }, async (t) => {
   if (!onlyOn('sqlite', t, 'moves the database file')) return;
@@ -160,7 +160,7 @@ test('the PostgreSQL server closing every connection (a restart, a failover) sto
  * write lock (the jobs file or the limits file), or on PostgreSQL the table, as an operator's
  * transaction or a non-concurrent index build would. Reads are not blocked.
  */
-async function holdWriteLock(t: { after: (fn: () => unknown) => void }, env: Record<string, string>, dir: string, what: 'jobs' | 'limits'): Promise<() => Promise<void>> {
+async function holdWriteLock(t: TestHooks, env: Record<string, string>, dir: string, what: 'jobs' | 'limits'): Promise<() => Promise<void>> {
   if (BACKEND === 'sqlite') {
     const holder = new Database(join(dir, what === 'jobs' ? 'requests.sqlite' : 'requests.limits.sqlite'));
     t.after(() => {

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { enqueueJob, openTestStore, getJson, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import { enqueueJob, openTestStore, getJson, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
 
-type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (m: string) => void };
+type T = TestHooks & { diagnostic: (m: string) => void };
 
 /** CPU seconds (user + system) a process has used, from /proc. */
 function cpuSeconds(pid: number): number {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
-import { completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, startApiProcess, startOutageStub, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import { completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, startApiProcess, startOutageStub, startWorkerDaemon, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
 
 // A PostgreSQL server of the test's own, on a free port, so that stopping it disturbs none of the
 // other test files, which share the machine's server. Debian's binaries; started as the postgres
@@ -18,7 +18,7 @@ function privateServerUnavailable(): string | null {
   return null;
 }
 
-async function startPrivatePostgres(t: { after: (fn: () => unknown) => void }) {
+async function startPrivatePostgres(t: TestHooks) {
   const bin = join(PG_VERSIONS, readdirSync(PG_VERSIONS).sort().at(-1) as string, 'bin');
   const dir = mkdtempSync(join(tmpdir(), 'proxy-pg-'));
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));

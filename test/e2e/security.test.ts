@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
-import { WORKER_MAIN, freshStamp, getJson, newCredentials, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, freshStamp, getJson, newCredentials, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
 
-type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (m: string) => void };
+type T = TestHooks & { diagnostic: (m: string) => void };
 
 function clientsFile(dir: string, clients: unknown[]): string {
   const path = join(dir, 'clients.json');

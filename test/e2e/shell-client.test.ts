@@ -7,7 +7,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { ROOT, eventually, freePort, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import { ROOT, eventually, freePort, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
 
 const CLIENT = join(ROOT, 'scripts/send-request.sh');
 
@@ -41,7 +41,7 @@ function minimalPath(dir: string): string {
   return bin;
 }
 
-async function setUp(t: Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void }, settings: Record<string, string> = {}) {
+async function setUp(t: TestHooks, settings: Record<string, string> = {}) {
   const dir = tempDir(t);
   const stub = await startStubUpstream();
   t.after(() => stub.close());

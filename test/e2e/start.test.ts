@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream, type StubUpstream } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
-import { ROOT, enqueueJob, eventually, getJson, openTestStore, processesWhere, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
+import { ROOT, enqueueJob, eventually, getJson, openTestStore, processesWhere, spawnNode, tempDir, testEnv, within, type Child, type TestHooks } from '../helpers/index.ts';
 
 const START = join(ROOT, 'scripts/start.mjs');
 
-type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
+type T = TestHooks;
 
 /** The programs start.mjs started in `dir` (and itself), found by their HOME. */
 const programsOf = (dir: string) =>

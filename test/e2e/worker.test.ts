@@ -4,10 +4,10 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { echoCompletion, startStubUpstream, type StubCall } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
-import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, freezeOutsideTransactions, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child } from '../helpers/index.ts';
+import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, freezeOutsideTransactions, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child, type TestHooks } from '../helpers/index.ts';
 import { startConnectProxy } from '../helpers/connect-proxy.ts';
 
-type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void; diagnostic: (msg: string) => void };
+type T = TestHooks & { diagnostic: (msg: string) => void };
 
 async function setUp(t: T, env: Record<string, string>, stubOptions: Parameters<typeof startStubUpstream>[0] = {}) {
   const dir = tempDir(t);

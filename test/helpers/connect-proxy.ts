@@ -1,9 +1,10 @@
 import { createServer } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import { connect, type AddressInfo, type Socket } from 'node:net';
+import type { TestHooks } from './index.ts';
 
 /** An HTTP proxy (over TLS when given a key and certificate) that opens CONNECT tunnels, as squid does, and notes each: the target and its credentials. */
-export async function startConnectProxy(t: { after: (fn: () => unknown) => void }, password: string, tls?: { key: string | Buffer; cert: string | Buffer }) {
+export async function startConnectProxy(t: TestHooks, password: string, tls?: { key: string | Buffer; cert: string | Buffer }) {
   const tunnels: Array<{ target: string; authorization: string | undefined }> = [];
   const sockets = new Set<Socket>();
   const refuse = (_req: unknown, res: { writeHead(status: number): { end(): void } }) => res.writeHead(405).end();

@@ -20,8 +20,13 @@ export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const API_MAIN = join(ROOT, 'apps/api/dist/main.js');
 export const WORKER_MAIN = join(ROOT, 'apps/worker/dist/main.js');
 
+/** What a helper needs of node:test's TestContext: a step to run when the test ends (a promise it returns is awaited). */
+export interface TestHooks {
+  after: (fn: () => unknown) => void;
+}
+
 /** A fresh folder, removed when `t` ends. */
-export function tempDir(t: { after: (fn: () => unknown) => void }, prefix = 'proxy-test-'): string {
+export function tempDir(t: TestHooks, prefix = 'proxy-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
@@ -123,7 +128,7 @@ export function spawnNode(script: string, args: string[], env: Record<string, st
 }
 
 /** Starts `proxy-worker daemon`; killed when `t` ends, which waits for it to be gone. */
-export function startWorkerDaemon(t: { after: (fn: () => unknown) => void }, env: Record<string, string>, cwd: string): Child {
+export function startWorkerDaemon(t: TestHooks, env: Record<string, string>, cwd: string): Child {
   const worker = spawnNode(WORKER_MAIN, ['daemon'], env, cwd);
   t.after(async () => {
     worker.kill('SIGKILL');
@@ -134,7 +139,7 @@ export function startWorkerDaemon(t: { after: (fn: () => unknown) => void }, env
 
 /** Starts proxy-api and resolves with its base URL once it listens. Stopped when `t` ends. */
 export async function startApiProcess(
-  t: { after: (fn: () => unknown) => void },
+  t: TestHooks,
   env: Record<string, string>,
   cwd: string,
   options: Parameters<typeof spawnNode>[4] = {},
@@ -366,7 +371,7 @@ export function freePort(): Promise<number> {
  * test takes the database away; the rest answer at once. `answered()` counts the slow ones answered.
  * Closed when `t` ends.
  */
-export async function startOutageStub(t: { after: (fn: () => unknown) => void }): Promise<{ stub: StubUpstream; answered: () => number }> {
+export async function startOutageStub(t: TestHooks): Promise<{ stub: StubUpstream; answered: () => number }> {
   let answered = 0;
   const stub = await startStubUpstream({
     behave: async (call) => {
@@ -386,7 +391,7 @@ export async function startOutageStub(t: { after: (fn: () => unknown) => void })
  * The mount point is a folder of its own: the test's folder is removed by an earlier hook, while
  * the disk is still mounted.
  */
-export function smallDisk(t: { after: (fn: () => unknown) => void; skip: (why: string) => void }, size: string): string | null {
+export function smallDisk(t: TestHooks & { skip: (why: string) => void }, size: string): string | null {
   if (process.getuid?.() !== 0) {
     t.skip('mounting a small disk needs root');
     return null;

@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { ROOT } from './index.ts';
+import type { TestHooks } from './index.ts';
 
 /** Whether a tool the check needs is here; under CI it must be (.ci/run installs it), elsewhere the test says why it skips. */
 export function findTool(name: 'nginx' | 'systemd-analyze', t: { skip: (why: string) => void }): boolean {
@@ -58,7 +59,7 @@ export function writeNginxConfig(dir: string, ports: NginxPorts): string {
 }
 
 /** Runs nginx in the foreground on `conf` until the test ends; resolves once its HTTPS port accepts. */
-export async function startNginx(t: { after: (fn: () => unknown) => void }, dir: string, conf: string, httpsPort: number): Promise<void> {
+export async function startNginx(t: TestHooks, dir: string, conf: string, httpsPort: number): Promise<void> {
   const proc = spawn(NGINX, ['-p', dir, '-c', conf, '-g', 'daemon off;'], { env: NGINX_ENV, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

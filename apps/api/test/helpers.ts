@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { createClientRegistry, createSilentLogger, loadConfig, openStore, type Config, type JobStore } from '@proxy/core';
 import { createApp, type WorkerPass } from '../src/app.ts';
 import type { JobWatcher } from '../src/job-watcher.ts';
-import { newCredentials, tempDir, testEnv } from '../../../test/helpers/index.ts';
+import { newCredentials, tempDir, testEnv, type TestHooks } from '../../../test/helpers/index.ts';
 
 export interface TestApi {
   url: string;
@@ -15,7 +15,7 @@ export interface TestApi {
 
 /** The real app on 127.0.0.1:0 over a real SQLite file in a temp folder. */
 export async function startTestApi(
-  t: { after: (fn: () => unknown) => void },
+  t: TestHooks,
   options: {
     env?: Record<string, string>;
     workerPass?: WorkerPass | null;

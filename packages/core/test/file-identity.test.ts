@@ -9,7 +9,7 @@ import { posixLocks } from '../src/store/sqlite/lock-holder.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { openStore } from '../src/store/open-store.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
-import { eventually, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
+import { eventually, newTestJob, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
 
 const onLinux = { skip: process.platform !== 'linux' && 'reads /proc/locks, which only Linux has' };
 const settings = (path: string) => ({ path, sync: 'full' as const, url: null, schema: 'public' });
@@ -70,7 +70,7 @@ test('a store whose file is moved away stops writing: it says so once, its write
 });
 
 /** A store in a folder of the test's own, looking at its files every `fileCheckMs`; what it was told of them. */
-function watchedStore(t: { after: (fn: () => unknown) => void }, fileCheckMs: number) {
+function watchedStore(t: TestHooks, fileCheckMs: number) {
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
   const told: string[] = [];

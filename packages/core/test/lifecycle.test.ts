@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { within } from '../../../test/helpers/index.ts';
+import { within, type TestHooks } from '../../../test/helpers/index.ts';
 
 const source = (path: string) => JSON.stringify(fileURLToPath(new URL(path, import.meta.url)));
 
@@ -34,7 +34,7 @@ const program = (startupMs: number, workMs: number, failAfterMs?: number) => `
  * Starts `program` under a parent that holds an IPC channel to it, as scripts/start.mjs does.
  * Output of both comes through one pipe, which ends when both have exited.
  */
-function underParent(t: { after: (fn: () => unknown) => void }, code: string) {
+function underParent(t: TestHooks, code: string) {
   const parent = `
     const { spawn } = require('node:child_process');
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', ${JSON.stringify(code)}], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });

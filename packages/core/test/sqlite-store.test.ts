@@ -19,7 +19,7 @@ import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import type { ClaimedJob, JobRecord } from '../src/store/types.ts';
-import { eventually, newTestJob, smallDisk, tempDir, within } from '../../../test/helpers/index.ts';
+import { eventually, newTestJob, smallDisk, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
 
 const job = newTestJob;
 
@@ -525,7 +525,7 @@ function heldDatasync() {
 }
 
 /** A sync=full store in a fresh folder whose flushes go through a held fdatasync; closed when the test ends. */
-function openHeldStore(t: { after: (fn: () => unknown) => void } & Parameters<typeof tempDir>[0]) {
+function openHeldStore(t: TestHooks) {
   const dir = tempDir(t);
   const flush = heldDatasync();
   const store = openSqliteStore({ path: `${dir}/db.sqlite`, sync: 'full', datasync: flush.datasync });

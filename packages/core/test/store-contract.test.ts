@@ -16,11 +16,11 @@ import { WORKER_ALIVE_MS, type ClaimedJob, type JobRecord, type JobStore, type N
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { createChangeListener } from '../src/store/postgres/change-listener.ts';
-import { eventually, manualClock, newTestJob, tempDir, within } from '../../../test/helpers/index.ts';
+import { eventually, manualClock, newTestJob, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
-type Ctx = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
+type Ctx = TestHooks;
 
 /** Where one test's stores live, and how to open another connection to it. */
 interface Place {

@@ -9,8 +9,9 @@ import { judgeFailure } from '../src/runner/retry-policy.ts';
 import { startConnectProxy } from '../../../test/helpers/connect-proxy.ts';
 import { IDLE_CLOSE_WINDOW_MS } from '../src/runner/idle-closed.ts';
 import { createUpstreamClient, type UpstreamClientOptions, type UpstreamOutcome } from '../src/runner/upstream-client.ts';
+import type { TestHooks } from '../../../test/helpers/index.ts';
 
-type T = { after: (fn: () => unknown) => void };
+type T = TestHooks;
 
 const fixture = (name: string) => readFileSync(new URL(`../../../test/e2e/fixtures/tls/${name}`, import.meta.url), 'utf8');
 const stubTls = { key: fixture('stub-key.pem'), cert: fixture('stub.pem') };

@@ -4,14 +4,14 @@ import pg from 'pg';
 import fc from 'fast-check';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
-import { enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within } from '../../../test/helpers/index.ts';
+import { enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { MAX_FLEET_PAUSE_MS, sharedPauseReads } from '../src/runner/process-job.ts';
 import { createWorker, type WorkerOptions } from '../src/runner/worker.ts';
 import type { JobRecord, JobStore } from '../src/store/types.ts';
 
-type T = Parameters<typeof tempDir>[0] & { after: (fn: () => unknown) => void };
+type T = TestHooks;
 
 async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions> & { maxAttempts?: number; maxResponseBytes?: number; wrapStore?: (store: JobStore) => JobStore } = {}) {
   const dir = tempDir(t);
