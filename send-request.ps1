@@ -125,8 +125,9 @@ function New-UnsignedBody {
     return $unsigned
 }
 
-# One HTTP call. Answers @{ Status; Json; RetryAfter; Unreached } for any status; Status 0 when no
-# answer came (Unreached says why), RetryAfter the answer's Retry-After in seconds or $null.
+# One HTTP call. Answers @{ Status; Json; RetryAfter; Unreached; Unreadable } for any status; Status 0
+# when no answer came (Unreached says why), RetryAfter the answer's Retry-After in seconds or $null,
+# Unreadable why a 2xx's body is not JSON or $null.
 function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
     $params = @{
         Uri             = $BaseUrl.TrimEnd('/') + $Path
@@ -158,15 +159,15 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
     }
     # Read apart from the call: a 2xx that is not JSON (a web server's page at a wrong address) is an
     # answer, not "cannot reach", and is not tried again.
-    try { $json = ConvertFrom-Json $response.Content; $script:unreadable = $null } catch { $json = $null; $script:unreadable = $_.Exception.Message }
-    return @{ Status = [int]$response.StatusCode; Json = $json; RetryAfter = $null; Unreached = $null }
+    $json = $null; $unreadable = $null
+    try { $json = ConvertFrom-Json $response.Content } catch { $unreadable = $_.Exception.Message }
+    return @{ Status = [int]$response.StatusCode; Json = $json; RetryAfter = $null; Unreached = $null; Unreadable = $unreadable }
 }
 
 # What a 2xx answer lacks: the field the proxy always sends, read under strict mode without stopping.
-$unreadable = $null
 function Test-Field($Json, [string]$Name) { return ($null -ne $Json) -and ($null -ne $Json.PSObject.Properties[$Name]) -and ($null -ne $Json.$Name) }
 function Get-Unanswered($Result, [string]$What) {
-    $why = if ($script:unreadable) { "a body that is not JSON ($($script:unreadable))" } else { "no $What" }
+    $why = if ($Result.Unreadable) { "a body that is not JSON ($($Result.Unreadable))" } else { "no $What" }
     return "the server answered $($Result.Status) with $why; is $BaseUrl the proxy's address?"
 }
 

@@ -106,7 +106,8 @@ test('a 2xx that is not the proxy\'s JSON stops it naming the base URL, as the s
   const call = /try \{\n\s+\$response = Invoke-WebRequest @params\n\s+\} catch \{/.exec(invoke);
   assert.ok(call, 'the call alone in its try');
   assert.ok(!/try \{[^}]*ConvertFrom-Json \$response\.Content/.test(invoke.slice(0, invoke.indexOf('} catch {'))), 'the parse not inside the call\'s try');
-  assert.match(invoke, /\n\s+try \{ \$json = ConvertFrom-Json \$response\.Content; \$script:unreadable = \$null \} catch \{ \$json = \$null; \$script:unreadable = \$_\.Exception\.Message \}\n\s+return @\{ Status = \[int\]\$response\.StatusCode; Json = \$json;/);
+  assert.match(invoke, /\n\s+try \{ \$json = ConvertFrom-Json \$response\.Content \} catch \{ \$unreadable = \$_\.Exception\.Message \}\n\s+return @\{ Status = \[int\]\$response\.StatusCode; Json = \$json; RetryAfter = \$null; Unreached = \$null; Unreadable = \$unreadable \}/);
+  assert.match(script, /\$why = if \(\$Result\.Unreadable\) \{ "a body that is not JSON \(\$\(\$Result\.Unreadable\)\)" \}/, "the parser's words in the message");
   // Both answers the client reads a field of are checked for it first, under strict mode.
   assert.match(script, /\nif \(-not \(Test-Field \$created\.Json 'id'\)\) \{ Stop-With 5 \(Get-Unanswered \$created 'request id'\) \}\n\$id = \$created\.Json\.id\n/);
   assert.match(script, /\n\s+if \(-not \(Test-Field \$result\.Json 'status'\)\) \{ Stop-With 5 \(Get-Unanswered \$result "status for the job \$id"\) \}\n\s+switch \(\$result\.Json\.status\) \{/);
