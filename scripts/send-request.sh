@@ -23,6 +23,9 @@
 #
 # Signing (README, "Signing"): T = the JSON body without sign; sign = lowercase hex HMAC-SHA256 of
 # T's UTF-8 bytes keyed by the secret; send T with its final } replaced by ,"sign":"<sign>"}.
+
+# Run by sh (dash) it stopped at the next line with exit 2, which here means the job failed.
+if [ -z "${BASH_VERSION:-}" ]; then echo 'send-request: run it with bash: bash send-request.sh, or the script itself' >&2; exit 64; fi
 set -euo pipefail
 
 base_url=${PROXY_BASE_URL:-http://127.0.0.1:8000}

@@ -142,6 +142,11 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   assert.equal(unreachable.code, 5, unreachable.stderr);
   assert.match(unreachable.stderr, /cannot reach http:\/\/127\.0\.0\.1:9: .*; trying again in 1s\n/, 'tried again while time was left');
   assert.match(unreachable.stderr, /create not accepted within 2s: cannot reach/);
+  // Run by sh (Debian's is dash): dash refused `set -o pipefail` and exited 2, the code of a failed job.
+  if (spawnSync('sh', ['-c', 'command -v dash']).status === 0) {
+    const bySh = spawnSync('dash', [CLIENT, '-p', 'x'], { env: clientEnv, encoding: 'utf8' });
+    assert.deepEqual([bySh.status, bySh.stderr], [64, 'send-request: run it with bash: bash send-request.sh, or the script itself\n']);
+  } else t.diagnostic('no dash here: the client run by sh is not checked');
   // An option last without its value: bash's own "parameter not set" and exit 1, before.
   for (const args of [['-p'], ['-p', 'x', '--timeout']]) {
     const missing = await run(args, clientEnv);
