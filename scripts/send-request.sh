@@ -54,6 +54,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Without one of these it signed nothing (openssl) and sent a bad signature, or called nothing (curl)
+# and said it could not reach the server.
+for tool in curl openssl od; do command -v "$tool" >/dev/null 2>&1 || die 64 "needs $tool, which is not on PATH"; done
 # Checked here: a call that gets no answer is tried again until the timeout, and a URL that cannot
 # work would only be tried again.
 [[ "$base_url" =~ ^https?://[^/] ]] || die 64 "--base-url must be an http:// or https:// URL, not '$base_url'"
@@ -174,7 +177,8 @@ json_unquote() (
 )
 error_of() { # "code: message" from an error envelope {"error":{...}} or a job's error object
   local e c m
-  e=$(printf '%s' "$1" | grep -oE '"error":\{[^}]*\}' | head -n1)
+  # The error object whole, braces inside its strings too: a message naming JSON ({"type": …}) was cut there.
+  e=$(printf '%s' "$1" | grep -oE '"error":\{([^"{}]|"([^"\\]|\\.)*")*\}' | head -n1)
   e=${e#\"error\":}
   [ -n "$e" ] || e=$1
   c=$(printf '%s' "$e" | field code); m=$(printf '%s' "$e" | field message)

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createHmac } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
@@ -23,7 +23,8 @@ function launch(args: string[], env: Record<string, string>, input?: string): { 
   // A client that exits before reading stdin (bad usage) closes the pipe: that is not a test failure.
   child.stdin.on('error', () => undefined);
   child.stdin.end(input ?? '');
-  return { stderr: () => stderr, done: new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr }))) };
+  // 'close', not 'exit': a client that stops at once can exit before its last words are read.
+  return { stderr: () => stderr, done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr }))) };
 }
 
 function run(args: string[], env: Record<string, string>, input?: string): Promise<Run> {
@@ -121,10 +122,13 @@ test('the shell client sends control characters as JSON escapes, and sends a lon
 
 test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 on bad usage', async (t) => {
   const { stub, clientEnv, dir } = await setUp(t);
-  stub.behave(() => ({ status: 400, body: { error: { message: 'Unsupported parameter', type: 'invalid_request_error' } } }));
-  const failed = await run(['-p', 'fail please', '--poll', '0.2'], clientEnv);
-  assert.equal(failed.code, 2, failed.stderr);
-  assert.match(failed.stderr, /failed: upstream_invalid_request_error: Unsupported parameter/);
+  // A message with braces in it, as upstream messages quoting JSON have: it was cut at the first one.
+  stub.behave(() => ({ status: 400, body: { error: { message: 'Unsupported parameter: {"type": "json"} is not {"a": 1}', type: 'invalid_request_error' } } }));
+  for (const PATH of [clientEnv.PATH, minimalPath(mkdtempSync(join(dir, 'bare-')))]) {
+    const failed = await run(['-p', 'fail please', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.equal(failed.code, 2, failed.stderr);
+    assert.match(failed.stderr, /failed: upstream_invalid_request_error: Unsupported parameter: \{"type": "json"\} is not \{"a": 1\}\n$/);
+  }
 
   stub.behave(() => ({ delayMs: 20_000 }));
   const slow = await run(['-p', 'too slow', '--poll', '0.2', '--timeout', '2'], clientEnv);
@@ -147,6 +151,13 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
     const bySh = spawnSync('dash', [CLIENT, '-p', 'x'], { env: clientEnv, encoding: 'utf8' });
     assert.deepEqual([bySh.status, bySh.stderr], [64, 'send-request: run it with bash: bash send-request.sh, or the script itself\n']);
   } else t.diagnostic('no dash here: the client run by sh is not checked');
+  // A tool it needs missing: it sent a bad signature (no openssl), or said it could not reach the server (no curl).
+  for (const tool of ['openssl', 'curl']) {
+    const bin = minimalPath(mkdtempSync(join(dir, `without-${tool}-`)));
+    unlinkSync(join(bin, tool));
+    const lacking = await run(['-p', 'x'], { ...clientEnv, PATH: bin });
+    assert.deepEqual([lacking.code, lacking.stderr], [64, `send-request: needs ${tool}, which is not on PATH\n`]);
+  }
   // An option last without its value: bash's own "parameter not set" and exit 1, before.
   for (const args of [['-p'], ['-p', 'x', '--timeout']]) {
     const missing = await run(args, clientEnv);
