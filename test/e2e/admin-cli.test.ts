@@ -68,12 +68,53 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   assert.deepEqual(all.requeued, [other]);
   await eventually(async () => (await store.getJob(other))?.status === 'completed');
 
-  assert.equal((await cli('retry')).code, 1);
-  assert.match((await cli('purge', '--older-than', 'soon')).err, /--older-than takes a number and a unit/);
+  assert.equal((await cli('retry')).code, 64);
+  const badAge = await cli('purge', '--older-than', 'soon');
+  assert.equal(badAge.code, 64);
+  assert.match(badAge.err, /^error: option '--older-than <age>' argument 'soon' is invalid\. takes a number and a unit, like 30m, 12h or 7d$/m);
+  assert.equal((await store.countByStatus()).completed, 2, 'a purge with a bad age deletes nothing');
   await new Promise((r) => setTimeout(r, 1100));
   const purged = JSON.parse((await cli('purge', '--older-than', '1s', '--json')).out);
   assert.equal(purged.deleted, 2);
   assert.equal(await store.getJob(failing), null);
+});
+
+test('a mistake in the command line is exit 64 (EX_USAGE) with the message and the help, apart from a failed run (1) and a bad setting (78)', async (t) => {
+  const dir = tempDir(t);
+  const env = testEnv(dir);
+  const store = await openTestStore(env);
+  t.after(() => store.close());
+  const queued = await enqueueJob(store, 'stays queued');
+  const run = async (args: string[], settings: Record<string, string> = env) => {
+    const child = spawnNode(WORKER_MAIN, args, settings, dir);
+    const { code } = await within(child.exited, 15_000, args.join(' '));
+    return { code, err: child.stderr.join('\n') };
+  };
+
+  for (const [args, message] of [
+    [['bogus'], "error: unknown command 'bogus'"],
+    [['once', '--max-jobs', 'abc'], "error: option '--max-jobs <n>' argument 'abc' is invalid. must be a whole number of at least 1"],
+    [['daemon', '--concurrency', '4'], "error: unknown option '--concurrency'"],
+    [['show'], "error: missing required argument 'id'"],
+    [['purge'], "error: required option '--older-than <age>' not specified"],
+    [['retry', queued, '--all-failed'], 'error: give one request id, or --all-failed'],
+  ] as const) {
+    const { code, err } = await run([...args]);
+    assert.equal(code, 64, `${args.join(' ')}: ${err}`);
+    assert.equal(err.split('\n')[0], message);
+    assert.match(err, /^Usage: proxy-worker /m, 'the help follows');
+  }
+  // No command at all: the help, as a mistake.
+  const bare = await run([]);
+  assert.deepEqual([bare.code, bare.err.split('\n')[0]], [64, 'Usage: proxy-worker [options] [command]']);
+  // Asked for, the help and the version are no mistake.
+  assert.equal((await run(['--help'])).code, 0);
+  assert.equal((await run(['help', 'once'])).code, 0);
+  assert.equal((await run(['--version'])).code, 0);
+  // The other codes stay theirs: a run that failed, a bad setting (a daemon without its key).
+  assert.equal((await run(['show', 'req_AAAAAAAAAAAAAAAAAAAAAA'])).code, 1);
+  assert.equal((await run(['daemon'])).code, 78);
+  assert.equal((await store.getJob(queued))?.status, 'queued', 'nothing was run or changed');
 });
 
 test('admin CLI output: a reader that stops early is no error; a write that fails is one line and status 1, not a stack trace', async (t) => {

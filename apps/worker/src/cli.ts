@@ -1,11 +1,12 @@
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runBackup } from './commands/backup.js';
 import { runCheck } from './commands/check.js';
+import { EXIT_USAGE } from './commands/cli-error.js';
 import { runCopyJobs } from './commands/copy-jobs.js';
 import { runDaemon } from './commands/daemon.js';
 import { runJobs } from './commands/jobs.js';
 import { runOnce } from './commands/once.js';
-import { runPurge } from './commands/purge.js';
+import { parseAge, runPurge } from './commands/purge.js';
 import { runRestore } from './commands/restore.js';
 import { runRetry } from './commands/retry.js';
 import { runShow } from './commands/show.js';
@@ -15,9 +16,12 @@ const STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', '
 
 /** The proxy-worker command line; each command is one function in commands/. */
 export function buildCli(version: string): Command {
+  // Before the commands: each inherits these settings when it is made. exitOverride makes a mistake
+  // in the command line a CommanderError for runCli, where commander would exit 1 itself.
   const program = new Command('proxy-worker')
     .description('Processes queued chat requests: calls the upstream model and stores the answers.')
     .version(version)
+    .exitOverride()
     .showHelpAfterError();
 
   program
@@ -67,12 +71,15 @@ export function buildCli(version: string): Command {
     .argument('[id]')
     .option('--all-failed', 'every failed job')
     .option('--json', 'print JSON')
-    .action(runRetry);
+    .action(async (id: string | undefined, opts: { allFailed?: boolean; json?: boolean }, command: Command) => {
+      if (Boolean(id) === Boolean(opts.allFailed)) command.error('error: give one request id, or --all-failed');
+      await runRetry(id, opts);
+    });
 
   program
     .command('purge')
     .description('delete jobs that finished longer ago than the given age')
-    .requiredOption('--older-than <age>', 'e.g. 12h or 7d')
+    .requiredOption('--older-than <age>', 'e.g. 12h or 7d', parseAge)
     .option('--json', 'print JSON')
     .action(runPurge);
 
@@ -103,6 +110,22 @@ export function buildCli(version: string): Command {
     .action(runCopyJobs);
 
   return program;
+}
+
+/**
+ * Runs the command line. Answers the exit code for one that ended in commander: EXIT_USAGE for a
+ * mistake in the command line itself, printed by then (with the command's help), 0 for --help and
+ * --version; undefined when a command ran, which sets its own code if it failed (check). What a
+ * command throws goes on to runMain: a failed run, exit 1.
+ */
+export async function runCli(program: Command, argv: readonly string[]): Promise<number | undefined> {
+  try {
+    await program.parseAsync(argv);
+    return undefined;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : EXIT_USAGE;
+    throw err;
+  }
 }
 
 function positiveInt(value: string): number {

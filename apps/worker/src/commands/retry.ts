@@ -7,9 +7,8 @@ const MAX_LISTED = 20;
 const listed = (ids: readonly string[]) =>
   ids.length === 0 ? '' : ids.length <= MAX_LISTED ? `: ${ids.join(' ')}` : `: ${ids.slice(0, MAX_LISTED).join(' ')} and ${ids.length - MAX_LISTED} more (--json lists them all)`;
 
-/** `proxy-worker retry <id> | --all-failed`: puts failed (or expired) jobs back in the queue. */
+/** `proxy-worker retry <id> | --all-failed`: puts failed (or expired) jobs back in the queue (the CLI checks it was given one of the two). */
 export async function runRetry(id: string | undefined, opts: { allFailed?: boolean; json?: boolean }): Promise<void> {
-  if (Boolean(id) === Boolean(opts.allFailed)) throw new CliError('give one request id, or --all-failed');
   if (id && !isJobId(id)) throw new CliError(`not a request id: ${id}`);
   await withStore(async (store) => {
     const requeued = await store.requeueJobs(id ? [id] : 'all-failed');
