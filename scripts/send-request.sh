@@ -57,6 +57,9 @@ done
 # Without one of these it signed nothing (openssl) and sent a bad signature, or called nothing (curl)
 # and said it could not reach the server.
 for tool in curl openssl od; do command -v "$tool" >/dev/null 2>&1 || die 64 "needs $tool, which is not on PATH"; done
+# jq, when present, reads the answers; asked once, not at each field read.
+have_jq=false
+command -v jq >/dev/null 2>&1 && have_jq=true
 # Checked here: a call that gets no answer is tried again until the timeout, and a URL that cannot
 # work would only be tried again.
 [[ "$base_url" =~ ^https?://[^/] ]] || die 64 "--base-url must be an http:// or https:// URL, not '$base_url'"
@@ -160,7 +163,7 @@ header() { # the last answer's header NAME (any case), its first value, trimmed;
 }
 field() { # first top-level string or number field of a JSON object: field NAME
   # Nothing (not a failure, which would stop the script) for an answer that is not a JSON object.
-  if command -v jq >/dev/null 2>&1; then jq -r --arg f "$1" 'if type == "object" then .[$f] // empty else empty end' 2>/dev/null || true; return; fi
+  if $have_jq; then jq -r --arg f "$1" 'if type == "object" then .[$f] // empty else empty end' 2>/dev/null || true; return; fi
   local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://")
   case "$raw" in
     \"*) printf '%b' "$(json_unquote "$raw")" ;;
