@@ -176,7 +176,7 @@ test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (
   const done = (await store.countByStatus()).completed;
   assert.ok(done > 2 && done < 6, `${done - 2} jobs in a 1 s pass of 400 ms calls`);
   const bad = spawnNode(WORKER_MAIN, ['once', '--max-jobs', 'lots'], env, dir);
-  assert.equal((await bad.exited).code, 1);
+  assert.equal((await bad.exited).code, 64, 'a usage error (EX_USAGE)');
   assert.match(bad.stderr.join('\n'), /--max-jobs.*whole number/);
 });
 
