@@ -93,7 +93,8 @@ type Completion = { id?: string; created?: number; model?: string; choices?: Arr
  */
 export function streamEvents(completion: unknown, includeUsage: boolean): string[] {
   const { id, created, model, choices = [], usage } = completion as Completion;
-  const chunk = (choice: unknown, extra: object = {}) => JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: choice === null ? [] : [choice], ...(includeUsage ? { usage: null } : {}), ...extra });
+  const chunk = (choice: unknown, extra: object = {}) =>
+    JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: choice === null ? [] : [choice], ...(includeUsage ? { usage: null } : {}), ...extra });
   const pieces = (text: string) => text.match(/[\s\S]{1,3}/g) ?? [];
   const events: string[] = [];
   for (const { index, message, finish_reason } of choices) {
@@ -103,8 +104,11 @@ export function streamEvents(completion: unknown, includeUsage: boolean): string
       if (typeof value === 'string' && key !== 'role') for (const piece of pieces(value)) events.push(chunk({ index, delta: { [key]: piece }, finish_reason: null }));
     }
     for (const [n, call] of ((message.tool_calls ?? []) as Array<{ id: string; type: string; function: { name: string; arguments: string } }>).entries()) {
-      events.push(chunk({ index, delta: { tool_calls: [{ index: n, id: call.id, type: call.type, function: { name: call.function.name, arguments: '' } }] }, finish_reason: null }));
-      for (const piece of pieces(call.function.arguments)) events.push(chunk({ index, delta: { tool_calls: [{ index: n, function: { arguments: piece } }] }, finish_reason: null }));
+      events.push(
+        chunk({ index, delta: { tool_calls: [{ index: n, id: call.id, type: call.type, function: { name: call.function.name, arguments: '' } }] }, finish_reason: null }),
+      );
+      for (const piece of pieces(call.function.arguments))
+        events.push(chunk({ index, delta: { tool_calls: [{ index: n, function: { arguments: piece } }] }, finish_reason: null }));
     }
     events.push(chunk({ index, delta: {}, finish_reason: finish_reason ?? 'stop' }));
   }

@@ -62,18 +62,34 @@ if (mode === 'lookup') {
     const text = 'lorem ipsum '.repeat(Math.ceil(answerBytes / 12)).slice(0, answerBytes);
     const usage = { prompt_tokens: 5, completion_tokens: Math.ceil(answerBytes / 4), total_tokens: 5 + Math.ceil(answerBytes / 4) };
     const held = await store.claimJobs({ workerId: 'profile', limit: ids.length, leaseMs: 60_000 });
-    await Promise.all(held.map((job) => {
-      const response = { id: `chatcmpl-${job.id}`, object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, finish_reason: 'stop' }], usage };
-      return store.completeJob(job.id, job.leaseToken, { outputText: text, usage, response });
-    }));
+    await Promise.all(
+      held.map((job) => {
+        const response = {
+          id: `chatcmpl-${job.id}`,
+          object: 'chat.completion',
+          created: 1,
+          model: 'm',
+          choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, finish_reason: 'stop' }],
+          usage,
+        };
+        return store.completeJob(job.id, job.leaseToken, { outputText: text, usage, response });
+      }),
+    );
     if (held.length !== ids.length) throw new Error(`completed ${held.length} of ${ids.length} jobs`);
   }
   await store.close();
 }
 const env = {
-  PATH: process.env.PATH ?? '', PROXY_KEY: key, PROXY_SECRET: secret, PROXY_DB_PATH: dbPath, PORT: String(port),
-  RATE_LIMIT_PER_IP: '999999999/s', RATE_LIMIT_PER_KEY: '999999999/s', RATE_LIMIT_READS_PER_IP: '999999999/s',
-  LOG_FORMAT: 'json', ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PROXY_') || k.startsWith('LOG_') || k.startsWith('RATE_') || k.startsWith('DATABASE_'))),
+  PATH: process.env.PATH ?? '',
+  PROXY_KEY: key,
+  PROXY_SECRET: secret,
+  PROXY_DB_PATH: dbPath,
+  PORT: String(port),
+  RATE_LIMIT_PER_IP: '999999999/s',
+  RATE_LIMIT_PER_KEY: '999999999/s',
+  RATE_LIMIT_READS_PER_IP: '999999999/s',
+  LOG_FORMAT: 'json',
+  ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PROXY_') || k.startsWith('LOG_') || k.startsWith('RATE_') || k.startsWith('DATABASE_'))),
 };
 const profDir = join(dir, 'prof');
 const counting = process.env.COUNT === 'instructions';
@@ -88,7 +104,13 @@ if (mode === 'longpoll') await profileLongPolls();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
 const bare = process.env.BARE === '1';
 const program = bare ? [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port)] : [...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')];
-const proc = await start([...nodeFlags, ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program], env as Record<string, string>, join(dir, 'api.log'), answers(`${url}/${bare ? 'bare/x' : 'health'}`), valgrind);
+const proc = await start(
+  [...nodeFlags, ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...program],
+  env as Record<string, string>,
+  join(dir, 'api.log'),
+  answers(`${url}/${bare ? 'bare/x' : 'health'}`),
+  valgrind,
+);
 // PIN=1: the measured process on CPU 0 and this load generator on CPU 1, so they do not take turns
 // on the same core (steadier CPU-per-request figures on a 2-core machine).
 if (process.env.PIN === '1') pin(proc.child.pid as number);
@@ -110,9 +132,15 @@ const prefix = bare ? '/bare' : '/v1/requests';
 const ts = Math.floor(Date.now() / 1000);
 const bodies = Array.from({ length: padding ? 8_000 : 80_000 }, (_, i) => signBody({ prompt: `Benchmark prompt ${i}${padding}`, ts, nonce: randomUUID() }, secret));
 let i = 0;
-const request: Request = mode === 'lookup'
-  ? { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) }
-  : { method: 'POST', path: prefix, headers: { 'content-type': 'application/json', 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, body: bodies[i++ % bodies.length] as string }) };
+const request: Request =
+  mode === 'lookup'
+    ? { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (r) => ({ ...r, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) }
+    : {
+        method: 'POST',
+        path: prefix,
+        headers: { 'content-type': 'application/json', 'x-proxy-key': key },
+        setupRequest: (r) => ({ ...r, body: bodies[i++ % bodies.length] as string }),
+      };
 // RATE=n holds the load at n requests a second (below what either side can do), so CPU per request
 // does not move with how much of the machine the load generator happened to get.
 const rate = process.env.RATE ? { overallRate: Number(process.env.RATE) } : {};
@@ -125,7 +153,9 @@ const result = await autocannon({ url, connections: 32, duration: seconds, reque
 const cpuAfter = cpuSeconds(proc.child.pid as number);
 const cpuPerRequest = ((cpuAfter.total - cpuBefore.total) * 1e6) / result.requests.total;
 const sysPerRequest = ((cpuAfter.kernel - cpuBefore.kernel) * 1e6) / result.requests.total;
-process.stdout.write(`${mode}: ${Math.round(result.requests.total / seconds)} req/s, ${Math.round(cpuPerRequest)} µs CPU per request (${Math.round(sysPerRequest)} in the kernel), non2xx ${result.non2xx}, peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
+process.stdout.write(
+  `${mode}: ${Math.round(result.requests.total / seconds)} req/s, ${Math.round(cpuPerRequest)} µs CPU per request (${Math.round(sysPerRequest)} in the kernel), non2xx ${result.non2xx}, peak RSS ${Math.round(proc.peakRssMb())} MB\n`,
+);
 await proc.stop();
 if (!profiling) process.exit(0);
 
@@ -140,7 +170,9 @@ async function countInstructions(): Promise<never> {
   const { main, all } = dumpCounts(pid);
   if (result.requests.total === 0) throw new Error('no request answered');
   const per = (n: number) => Math.round(n / result.requests.total).toLocaleString('en-US');
-  process.stdout.write(`${mode}: ${result.requests.total} requests, non2xx ${result.non2xx}: ${per(main)} instructions a request on the main thread (${per(all)} on all threads)\n`);
+  process.stdout.write(
+    `${mode}: ${result.requests.total} requests, non2xx ${result.non2xx}: ${per(main)} instructions a request on the main thread (${per(all)} on all threads)\n`,
+  );
   await proc.stop();
   process.exit(0);
 }
@@ -183,8 +215,31 @@ async function profileWorker(): Promise<never> {
   // n), after the daemon has started: light load, where each job is picked up on its own.
   const paceMs = process.env.PACE_MS ? Number(process.env.PACE_MS) : null;
   if (paceMs === null) for (let i = 0; i < n; i++) await store.createJob(queuedJob(i));
-  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', LOG_LEVEL: 'warn', PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full', ...database, ...(failWith ? { RETRY_BASE_MS: '1', RETRY_MAX_MS: '1' } : {}), ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_') || k.startsWith('UPSTREAM_'))) };
-  const proc = await start([...nodeFlags, ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], env, join(dir, 'worker.log'), async () => true, valgrind);
+  const env = {
+    PATH: process.env.PATH ?? '',
+    PROXY_DB_PATH: dbPath,
+    OPENAI_API_KEY: 'sk-profile',
+    OPENAI_BASE_URL: stub.url,
+    WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8',
+    LOG_LEVEL: 'warn',
+    PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full',
+    ...database,
+    ...(failWith ? { RETRY_BASE_MS: '1', RETRY_MAX_MS: '1' } : {}),
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_') || k.startsWith('UPSTREAM_'))),
+  };
+  const proc = await start(
+    [
+      ...nodeFlags,
+      ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
+      ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')),
+      join(ROOT, 'apps/worker/dist/main.js'),
+      'daemon',
+    ],
+    env,
+    join(dir, 'worker.log'),
+    async () => true,
+    valgrind,
+  );
   // PIN=1: the worker on CPU 0, the stub and this harness on CPU 1 (see the same below for the API).
   if (process.env.PIN === '1') pin(proc.child.pid as number);
   if (paceMs !== null) {
@@ -238,7 +293,9 @@ async function profileWorker(): Promise<never> {
     process.stdout.write(`claim → outcome per job: median ${durations[Math.floor(durations.length / 2)]} ms, p90 ${durations[Math.floor(durations.length * 0.9)]} ms\n`);
     const first = Math.min(...jobs.map((j) => j.startedAt ?? Infinity));
     const last = Math.max(...jobs.map((j) => j.finishedAt ?? 0));
-    process.stdout.write(`worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job (${Math.round(sysPerJob)} in the kernel), peak RSS ${Math.round(proc.peakRssMb())} MB\n`);
+    process.stdout.write(
+      `worker: ${Math.round(n / ((last - first) / 1000))} jobs/s, ${Math.round(cpuPerJob)} µs CPU per job (${Math.round(sysPerJob)} in the kernel), peak RSS ${Math.round(proc.peakRssMb())} MB\n`,
+    );
   }
 }
 
@@ -259,19 +316,39 @@ async function profileLongPolls(): Promise<never> {
   await new Promise((r) => setTimeout(r, 5));
   const waited: string[] = [];
   for (let i = 0; i < waiters; i++) waited.push((await store.createJob(queuedJob(n + i))).job.id);
-  const api = await start([...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')], { ...env, ...database } as Record<string, string>, join(dir, 'api.log'), answers(`${url}/health`));
+  const api = await start(
+    [...(profiling ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...nodeFlagsOf(join(ROOT, 'apps/api/dist/main.js')), join(ROOT, 'apps/api/dist/main.js')],
+    { ...env, ...database } as Record<string, string>,
+    join(dir, 'api.log'),
+    answers(`${url}/health`),
+  );
   const polls = waited.map((id) => fetch(`${url}/v1/requests/${id}?wait=60`, { headers: { 'x-proxy-key': key } }).then((r) => r.json() as Promise<{ status: string }>));
   await new Promise((r) => setTimeout(r, 1000));
-  const workerEnv = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: stub.url, LOG_LEVEL: 'warn', WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8', ...database };
+  const workerEnv = {
+    PATH: process.env.PATH ?? '',
+    PROXY_DB_PATH: dbPath,
+    OPENAI_API_KEY: 'sk-profile',
+    OPENAI_BASE_URL: stub.url,
+    LOG_LEVEL: 'warn',
+    WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8',
+    ...database,
+  };
   const before = cpuSeconds(api.child.pid as number);
-  const worker = await start([...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'], workerEnv, join(dir, 'worker.log'), async () => true);
+  const worker = await start(
+    [...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'],
+    workerEnv,
+    join(dir, 'worker.log'),
+    async () => true,
+  );
   const began = Date.now();
   while ((await store.countByStatus()).completed < n) await new Promise((r) => setTimeout(r, 20));
   const seconds = (Date.now() - began) / 1000;
   const used = cpuSeconds(api.child.pid as number).total - before.total;
   const answered = await Promise.all(polls);
   const completed = answered.filter((a) => a.status === 'completed').length;
-  process.stdout.write(`longpoll: ${waiters} waiting while ${n} other jobs finished in ${seconds.toFixed(1)} s (${Math.round(n / seconds)} jobs/s): proxy-api used ${used.toFixed(2)} s of CPU, ${Math.round((100 * used) / seconds)}% of a core; ${completed} of ${waiters} long-polls answered completed\n`);
+  process.stdout.write(
+    `longpoll: ${waiters} waiting while ${n} other jobs finished in ${seconds.toFixed(1)} s (${Math.round(n / seconds)} jobs/s): proxy-api used ${used.toFixed(2)} s of CPU, ${Math.round((100 * used) / seconds)}% of a core; ${completed} of ${waiters} long-polls answered completed\n`,
+  );
   await worker.stop();
   await api.stop();
   await stub.close();
@@ -315,8 +392,12 @@ function pin(pid: number): void {
   execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]);
 }
 
-
-interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number; children?: number[] }
+interface Node {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount: number;
+  children?: number[];
+}
 report();
 
 function report(): void {
@@ -326,10 +407,18 @@ function report(): void {
   const self = new Map<string, number>();
   const byFile = new Map<string, number>();
   for (const n of profile.nodes) {
-    const where = n.callFrame.url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/.*node_modules\//, 'nm:');
+    const where = n.callFrame.url
+      .replace(/^file:\/\//, '')
+      .replace(ROOT, '')
+      .replace(/.*node_modules\//, 'nm:');
     const k = `${n.callFrame.functionName || '(anon)'} ${where}:${n.callFrame.lineNumber}`;
     self.set(k, (self.get(k) ?? 0) + n.hitCount);
-    const pkg = where.startsWith('nm:') ? where.split('/').slice(0, where.startsWith('nm:@') ? 2 : 1).join('/') : where || n.callFrame.functionName;
+    const pkg = where.startsWith('nm:')
+      ? where
+          .split('/')
+          .slice(0, where.startsWith('nm:@') ? 2 : 1)
+          .join('/')
+      : where || n.callFrame.functionName;
     byFile.set(pkg, (byFile.get(pkg) ?? 0) + n.hitCount);
   }
   // Inclusive time of our own functions (apps/, packages/): what each step costs with what it calls.
@@ -345,6 +434,13 @@ function report(): void {
     for (const c of n.children ?? []) walk(byId.get(c) as Node, next);
   };
   walk(profile.nodes[0] as Node, new Set());
-  const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, h]) => `${((100 * h) / total).toFixed(1).padStart(5)}%  ${name}`).join('\n');
-  process.stdout.write(`\nself time, top functions:\n${top(self, 35)}\n\nself time by package or file:\n${top(byFile, 30)}\n\ninclusive time, our functions:\n${top(inclusive, 30)}\n`);
+  const top = (m: Map<string, number>, k: number) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, k)
+      .map(([name, h]) => `${((100 * h) / total).toFixed(1).padStart(5)}%  ${name}`)
+      .join('\n');
+  process.stdout.write(
+    `\nself time, top functions:\n${top(self, 35)}\n\nself time by package or file:\n${top(byFile, 30)}\n\ninclusive time, our functions:\n${top(inclusive, 30)}\n`,
+  );
 }

@@ -158,7 +158,12 @@ function createRequest(path: string, bodies: string[]): Request {
 }
 
 function lookupRequest(prefix: string, ids: string[]): Request {
-  return { method: 'GET', path: `${prefix}/x`, headers: { 'x-proxy-key': key }, setupRequest: (req) => ({ ...req, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }) };
+  return {
+    method: 'GET',
+    path: `${prefix}/x`,
+    headers: { 'x-proxy-key': key },
+    setupRequest: (req) => ({ ...req, path: `${prefix}/${ids[Math.floor(Math.random() * ids.length)]}` }),
+  };
 }
 
 /**
@@ -244,7 +249,17 @@ async function enqueue(store: JobStore, n: number, prefix: string, padding = 0):
   await Promise.all(
     ids.map((id, i) => {
       const request = { model: 'gpt-bench', messages: [{ role: 'user', content: `${prefix} ${i}${pad}` }] };
-      return store.createJob({ id, client: 'default', nonce: id, requestHash: 'h', model: 'gpt-bench', request, requestJson: JSON.stringify(request), maxAttempts: 3, expiresAt: Date.now() + 3_600_000 });
+      return store.createJob({
+        id,
+        client: 'default',
+        nonce: id,
+        requestHash: 'h',
+        model: 'gpt-bench',
+        request,
+        requestJson: JSON.stringify(request),
+        maxAttempts: 3,
+        expiresAt: Date.now() + 3_600_000,
+      });
     }),
   );
   return ids;
@@ -261,9 +276,14 @@ async function storeAlone(path: string, batch: number, n: number, padding = 0): 
   await enqueue(store, n, 'alone', padding);
   // The creates' log copied into the file first, so the figure is the claims' and outcomes' work.
   await store.checkpoint();
-  const response = { id: 'x', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } };
+  const response = {
+    id: 'x',
+    object: 'chat.completion',
+    choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 },
+  };
   const t0 = performance.now();
-  for (let done = 0; done < n; ) {
+  for (let done = 0; done < n;) {
     const jobs = await store.claimJobs({ workerId: 'alone', limit: batch, leaseMs: 60_000 });
     await Promise.all(jobs.map((j) => store.completeJob(j.id, j.leaseToken, { outputText: 'ok', usage: response.usage, response }, { upstreamStatus: '200', latencyMs: 1 })));
     done += jobs.length;
@@ -311,7 +331,13 @@ async function startApi(extra: Record<string, string>, name: string, baseUrl: st
  * A fresh daemon on a file of its own (`name`.sqlite) against `upstream`: its jobs per second over
  * `n` jobs after the warm-up (warmThenDrain), and its peak RSS. The daemon is stopped before this returns.
  */
-async function daemonRate(name: string, upstream: string, concurrency: number, n: number, options: { env?: Record<string, string>; warmup?: number } = {}): Promise<{ rate: number; peakRssMb: number }> {
+async function daemonRate(
+  name: string,
+  upstream: string,
+  concurrency: number,
+  n: number,
+  options: { env?: Record<string, string>; warmup?: number } = {},
+): Promise<{ rate: number; peakRssMb: number }> {
   const path = join(dir, `${name}.sqlite`);
   const store = openSqliteStore({ path });
   const daemon = await startDaemon(path, upstream, concurrency, name, options.env);
@@ -323,7 +349,15 @@ async function daemonRate(name: string, upstream: string, concurrency: number, n
 }
 
 async function startDaemon(dbPath: string, upstream: string, concurrency: number, name: string, database: Record<string, string> = {}): Promise<Proc> {
-  const env = { PATH: process.env.PATH ?? '', PROXY_DB_PATH: dbPath, OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: upstream, WORKER_CONCURRENCY: String(concurrency), LOG_LEVEL: 'warn', ...database };
+  const env = {
+    PATH: process.env.PATH ?? '',
+    PROXY_DB_PATH: dbPath,
+    OPENAI_API_KEY: 'sk-bench',
+    OPENAI_BASE_URL: upstream,
+    WORKER_CONCURRENCY: String(concurrency),
+    LOG_LEVEL: 'warn',
+    ...database,
+  };
   const store = database.DATABASE_URL ? await openPostgresStore({ url: database.DATABASE_URL, schema: database.DATABASE_SCHEMA as string }) : openSqliteStore({ path: dbPath });
   const main = join(ROOT, 'apps/worker/dist/main.js');
   const proc = await start([...nodeFlagsOf(main), main, 'daemon'], env, logPath(dir, name), async () => (await store.listWorkers(0)).length > 0);
@@ -335,11 +369,21 @@ async function startDaemon(dbPath: string, upstream: string, concurrency: number
 async function main() {
   note(`results and logs in ${dir}`);
   const stubPort = await freePort();
-  const stub = await start(['--import', 'tsx', join(ROOT, 'scripts/stub-upstream.ts'), '--port', String(stubPort)], { PATH: process.env.PATH ?? '' }, logPath(dir, 'stub'), async () => (await fetch(`http://127.0.0.1:${stubPort}/`)).status === 404);
+  const stub = await start(
+    ['--import', 'tsx', join(ROOT, 'scripts/stub-upstream.ts'), '--port', String(stubPort)],
+    { PATH: process.env.PATH ?? '' },
+    logPath(dir, 'stub'),
+    async () => (await fetch(`http://127.0.0.1:${stubPort}/`)).status === 404,
+  );
   procs.push(stub);
   const stubUrl = `http://127.0.0.1:${stubPort}/v1`;
   const barePort = await freePort();
-  const bare = await start([join(ROOT, 'scripts/bench/bare-server.mjs'), String(barePort)], { PATH: process.env.PATH ?? '' }, logPath(dir, 'bare'), answers(`http://127.0.0.1:${barePort}/bare/x`));
+  const bare = await start(
+    [join(ROOT, 'scripts/bench/bare-server.mjs'), String(barePort)],
+    { PATH: process.env.PATH ?? '' },
+    logPath(dir, 'bare'),
+    answers(`http://127.0.0.1:${barePort}/bare/x`),
+  );
   procs.push(bare);
   const bareUrl = `http://127.0.0.1:${barePort}`;
 
@@ -407,7 +451,12 @@ async function main() {
 
   // 4. Worker against a 200 ms stub at concurrency 64, against the ideal 64 / 0.2 s.
   const slowPort = await freePort();
-  const slow = await start(['--import', 'tsx', join(ROOT, 'scripts/stub-upstream.ts'), '--port', String(slowPort), '--delay-ms', '200'], { PATH: process.env.PATH ?? '' }, logPath(dir, 'stub-slow'), async () => (await fetch(`http://127.0.0.1:${slowPort}/`)).status === 404);
+  const slow = await start(
+    ['--import', 'tsx', join(ROOT, 'scripts/stub-upstream.ts'), '--port', String(slowPort), '--delay-ms', '200'],
+    { PATH: process.env.PATH ?? '' },
+    logPath(dir, 'stub-slow'),
+    async () => (await fetch(`http://127.0.0.1:${slowPort}/`)).status === 404,
+  );
   procs.push(slow);
   // Twenty rounds of 64 calls, after three untimed rounds on each side (the stub and the daemon are
   // fresh processes here).
@@ -444,8 +493,24 @@ async function main() {
   latencies.sort((a, b) => a - b);
   const median = latencies[Math.floor(latencies.length / 2)] as number;
   const p99 = latencies[Math.ceil(latencies.length * 0.99) - 1] as number;
-  rows.push({ figure: '5. pickup latency, median', proxy: `${median} ms`, baseline: '50 ms (target)', ratio: median / 50, target: '≤ 1 (≤ 50 ms)', met: median <= 50, bound: UNDER_TARGET });
-  rows.push({ figure: '5. pickup latency, p99', proxy: `${p99} ms`, baseline: '200 ms (target)', ratio: p99 / 200, target: '≤ 1 (≤ 200 ms)', met: p99 <= 200, bound: UNDER_TARGET });
+  rows.push({
+    figure: '5. pickup latency, median',
+    proxy: `${median} ms`,
+    baseline: '50 ms (target)',
+    ratio: median / 50,
+    target: '≤ 1 (≤ 50 ms)',
+    met: median <= 50,
+    bound: UNDER_TARGET,
+  });
+  rows.push({
+    figure: '5. pickup latency, p99',
+    proxy: `${p99} ms`,
+    baseline: '200 ms (target)',
+    ratio: p99 / 200,
+    target: '≤ 1 (≤ 200 ms)',
+    met: p99 <= 200,
+    bound: UNDER_TARGET,
+  });
   // What a job costs the worker when each one comes alone: as many again at the same pace, timed
   // now that the daemon is warm, against undici alone making its calls the same way.
   note(`worker CPU at that pace: ${PACED_JOBS} more jobs; then undici alone, ${PACED_JOBS} untimed and ${PACED_JOBS} timed calls`);
@@ -453,7 +518,14 @@ async function main() {
   for (let i = 0; i < PACED_JOBS; i++) await pickupOne(PACED_JOBS + i);
   const pickupCpuUs = ((cpuSeconds(daemonPickup.child.pid as number).total - pickupCpuBefore) * 1e6) / PACED_JOBS;
   const pacedUs = await pacedCallCpu(new URL(probe.url).origin);
-  rows.push({ figure: '5c. worker CPU a job at that pace, against undici alone at it', proxy: `${fmt(pickupCpuUs)} µs`, baseline: `${fmt(pacedUs)} µs`, ratio: pickupCpuUs / pacedUs, target: '–', met: null });
+  rows.push({
+    figure: '5c. worker CPU a job at that pace, against undici alone at it',
+    proxy: `${fmt(pickupCpuUs)} µs`,
+    baseline: `${fmt(pacedUs)} µs`,
+    ratio: pickupCpuUs / pacedUs,
+    target: '–',
+    met: null,
+  });
   daemonPeak.push(daemonPickup.peakRssMb());
   await daemonPickup.stop();
   await w3Store.close();
@@ -487,17 +559,47 @@ async function main() {
   // The queue by status, as /health (with a key), /metrics and `stats` read it, one request at a time.
   note('detailed /health: the same');
   const [healthBig, healthSmall] = [await medianMs(`${api2.url}/health`), await medianMs(`${apiSmall.url}/health`)];
-  rows.push({ figure: `6h. detailed /health (queue by status) with ${filled.toLocaleString('en-US')} jobs (vs ${lookupIds.length.toLocaleString('en-US')}), median`, proxy: `${healthBig.toFixed(2)} ms`, baseline: `${healthSmall.toFixed(2)} ms`, ratio: healthSmall / healthBig, target: '–', met: null });
+  rows.push({
+    figure: `6h. detailed /health (queue by status) with ${filled.toLocaleString('en-US')} jobs (vs ${lookupIds.length.toLocaleString('en-US')}), median`,
+    proxy: `${healthBig.toFixed(2)} ms`,
+    baseline: `${healthSmall.toFixed(2)} ms`,
+    ratio: healthSmall / healthBig,
+    target: '–',
+    met: null,
+  });
   await apiSmall.proc.stop();
 
   // 7. Peak RSS of each process under those loads.
   const apiPeak = Math.max(apiPeakFull, api2.proc.peakRssMb());
-  rows.push({ figure: '7. peak RSS, proxy-api', proxy: `${apiPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: apiPeak / 150, target: '≤ 1', met: apiPeak < 150, bound: UNDER_TARGET });
+  rows.push({
+    figure: '7. peak RSS, proxy-api',
+    proxy: `${apiPeak.toFixed(0)} MB`,
+    baseline: '150 MB (target)',
+    ratio: apiPeak / 150,
+    target: '≤ 1',
+    met: apiPeak < 150,
+    bound: UNDER_TARGET,
+  });
   // For scale: the bare Express route went through the same create and lookup loads.
   const barePeak = bare.peakRssMb();
-  rows.push({ figure: '7b. peak RSS, proxy-api against the bare Express route', proxy: `${apiPeak.toFixed(0)} MB`, baseline: `${barePeak.toFixed(0)} MB`, ratio: apiPeak / barePeak, target: '–', met: null });
+  rows.push({
+    figure: '7b. peak RSS, proxy-api against the bare Express route',
+    proxy: `${apiPeak.toFixed(0)} MB`,
+    baseline: `${barePeak.toFixed(0)} MB`,
+    ratio: apiPeak / barePeak,
+    target: '–',
+    met: null,
+  });
   const workerPeak = Math.max(...daemonPeak);
-  rows.push({ figure: '7. peak RSS, proxy-worker daemon', proxy: `${workerPeak.toFixed(0)} MB`, baseline: '150 MB (target)', ratio: workerPeak / 150, target: '≤ 1', met: workerPeak < 150, bound: UNDER_TARGET });
+  rows.push({
+    figure: '7. peak RSS, proxy-worker daemon',
+    proxy: `${workerPeak.toFixed(0)} MB`,
+    baseline: '150 MB (target)',
+    ratio: workerPeak / 150,
+    target: '≤ 1',
+    met: workerPeak < 150,
+    bound: UNDER_TARGET,
+  });
   await api2.proc.stop();
 
   await postgresFigures(stubUrl, bareCreate.rate, directRate, n, concurrency);
@@ -537,7 +639,14 @@ async function postgresFigures(stubUrl: string, bareCreate: number, directRate: 
 
     note(`pg-boss: ${n} no-op jobs`);
     const bossRate = await pgBossRate(n, concurrency, `${schema}_boss`);
-    rows.push({ figure: `8. proxy worker on PostgreSQL vs pg-boss (${n} jobs; pg-boss handler does nothing)`, proxy: `${fmt(pgRate)} jobs/s`, baseline: `${fmt(bossRate)} jobs/s`, ratio: pgRate / bossRate, target: '–', met: null });
+    rows.push({
+      figure: `8. proxy worker on PostgreSQL vs pg-boss (${n} jobs; pg-boss handler does nothing)`,
+      proxy: `${fmt(pgRate)} jobs/s`,
+      baseline: `${fmt(bossRate)} jobs/s`,
+      ratio: pgRate / bossRate,
+      target: '–',
+      met: null,
+    });
   } finally {
     for (const suffix of ['', '_w', '_boss']) await admin.query(`DROP SCHEMA IF EXISTS ${schema}${suffix} CASCADE`).catch(() => undefined);
     await admin.end();
@@ -623,7 +732,9 @@ function report() {
   // Each round's ratio under the table, in the order measured: how far the ratio moved within the run.
   const roundLines = rows.filter((r) => r.rounds).map((r) => `- ${r.figure}: ${(r.rounds as number[]).map((x) => x.toFixed(2)).join(', ')}`);
   const rounds = `Each round's ratio, for the figures measured in alternating rounds (a row's ratio is that of its totals):\n\n${roundLines.join('\n')}`;
-  const smoke = QUICK ? `**A smoke run (\`BENCH_QUICK=1\`)**: a hundredth of the jobs and calls, loads of 1 s. It shows that the bench runs; its figures are not measurements.\n\n` : '';
+  const smoke = QUICK
+    ? `**A smoke run (\`BENCH_QUICK=1\`)**: a hundredth of the jobs and calls, loads of 1 s. It shows that the bench runs; its figures are not measurements.\n\n`
+    : '';
   process.stdout.write(`\n${smoke}${machine}\n\n${table}\n\n${rounds}\n`);
   if (!OUT) {
     note('a smoke run writes no report unless BENCH_OUT names a file');

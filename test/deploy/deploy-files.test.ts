@@ -42,7 +42,10 @@ test('the units are hardened, stop with SIGTERM, and give the worker longer than
 });
 
 test('each unit starts node with the flags on the first line of its entry file, and so does npm start', () => {
-  for (const [unit, entry] of [['proxy-api.service', API_MAIN], ['proxy-worker.service', WORKER_MAIN]] as const) {
+  for (const [unit, entry] of [
+    ['proxy-api.service', API_MAIN],
+    ['proxy-worker.service', WORKER_MAIN],
+  ] as const) {
     const execStart = /\nExecStart=\/usr\/bin\/node ((?:--\S+ )*)\/opt\/chat-async-proxy\/(\S+)/.exec(readFileSync(join(DEPLOY, unit), 'utf8'));
     assert.ok(execStart, `${unit} starts node on an entry file`);
     assert.equal(execStart[2], relative(ROOT, entry));
@@ -74,7 +77,9 @@ test('nginx matches the API: body size equals BODY_LIMIT, X-Forwarded-For is ove
 });
 
 test('the crontab line is five time fields and a worker command that cannot run forever', () => {
-  const lines = readFileSync(join(DEPLOY, 'crontab'), 'utf8').split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+  const lines = readFileSync(join(DEPLOY, 'crontab'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() && !l.startsWith('#'));
   assert.equal(lines.length, 1);
   const fields = lines[0]!.split(/\s+/);
   for (const field of fields.slice(0, 5)) assert.match(field, /^(\*|\d+)(\/\d+)?$/);

@@ -129,7 +129,11 @@ test('admin CLI output: a reader that stops early is no error; a write that fail
   }
 
   // A real pipe, as a shell makes one (the test's own stdio pipes are sockets that take it all).
-  const head = spawn('sh', ['-c', '{ "$0" "$1" jobs --limit 400 --json; echo "exit $?" >&2; } | head -c 100 >/dev/null', process.execPath, WORKER_MAIN], { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const head = spawn('sh', ['-c', '{ "$0" "$1" jobs --limit 400 --json; echo "exit $?" >&2; } | head -c 100 >/dev/null', process.execPath, WORKER_MAIN], {
+    cwd: dir,
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   t.after(() => head.kill('SIGKILL'));
   let headErr = '';
   head.stderr.on('data', (d) => (headErr += d));
@@ -151,7 +155,12 @@ test('check: one small completion made as a worker makes its calls; what came ba
   const key = 'sk-check-0123456789abcdef';
   const stub = await startStubUpstream({
     behave: (call) => {
-      if (call.body.model === 'refused') return { status: 401, headers: { 'x-request-id': 'req_refused' }, body: { error: { message: `Incorrect API key provided: ${key}`, type: 'invalid_request_error', code: 'invalid_api_key' } } };
+      if (call.body.model === 'refused')
+        return {
+          status: 401,
+          headers: { 'x-request-id': 'req_refused' },
+          body: { error: { message: `Incorrect API key provided: ${key}`, type: 'invalid_request_error', code: 'invalid_api_key' } },
+        };
       if (call.body.model === 'slow') return { hang: true };
       return { headers: { 'x-request-id': 'req_checked' } };
     },
@@ -168,16 +177,37 @@ test('check: one small completion made as a worker makes its calls; what came ba
 
   const ok = await check(['--json']);
   assert.equal(ok.code, 0, ok.out);
-  assert.deepEqual(ok.json, { ok: true, upstream: stub.url, proxy: null, headers: [], model: 'gpt-check', stream: false, status: 200, ms: ok.json?.ms, upstream_request_id: 'req_checked', answer: 'echo: Reply with the word OK.' });
+  assert.deepEqual(ok.json, {
+    ok: true,
+    upstream: stub.url,
+    proxy: null,
+    headers: [],
+    model: 'gpt-check',
+    stream: false,
+    status: 200,
+    ms: ok.json?.ms,
+    upstream_request_id: 'req_checked',
+    answer: 'echo: Reply with the word OK.',
+  });
   const call = stub.calls.at(-1)!;
-  assert.deepEqual([call.path, call.authorization, call.body], ['/v1/chat/completions?route=a', `Bearer ${key}`, { model: 'gpt-check', messages: [{ role: 'user', content: 'Reply with the word OK.' }] }], 'called as a worker calls, its query string too');
+  assert.deepEqual(
+    [call.path, call.authorization, call.body],
+    ['/v1/chat/completions?route=a', `Bearer ${key}`, { model: 'gpt-check', messages: [{ role: 'user', content: 'Reply with the word OK.' }] }],
+    'called as a worker calls, its query string too',
+  );
   assert.match((await check([])).out, /^ok: a worker can call the upstream with these settings$/m);
 
   const refused = await check(['--model', 'refused', '--json']);
   assert.equal(refused.code, 1);
-  assert.deepEqual([refused.json?.ok, refused.json?.status, refused.json?.error, refused.json?.retried], [false, 401, { code: 'upstream_invalid_api_key', message: 'Incorrect API key provided: [redacted]' }, false]);
+  assert.deepEqual(
+    [refused.json?.ok, refused.json?.status, refused.json?.error, refused.json?.retried],
+    [false, 401, { code: 'upstream_invalid_api_key', message: 'Incorrect API key provided: [redacted]' }, false],
+  );
   assert.match(String(refused.json?.hint), /^the upstream refused the key: check OPENAI_API_KEY/);
-  assert.match((await check(['--model', 'refused'])).out, /^error: upstream_invalid_api_key: Incorrect API key provided: \[redacted\]\na job meeting this fails at once: it is not tried again\nhint: the upstream refused the key: check OPENAI_API_KEY/m);
+  assert.match(
+    (await check(['--model', 'refused'])).out,
+    /^error: upstream_invalid_api_key: Incorrect API key provided: \[redacted\]\na job meeting this fails at once: it is not tried again\nhint: the upstream refused the key: check OPENAI_API_KEY/m,
+  );
 
   const slow = await check(['--model', 'slow', '--json']);
   assert.equal(slow.code, 1);
@@ -198,7 +228,9 @@ test('check: one small completion made as a worker makes its calls; what came ba
   assert.deepEqual([streamed.code, streamed.json?.stream, streamed.json?.answer, stub.calls.at(-1)?.body.stream], [0, true, 'echo: Reply with the word OK.', true]);
   assert.match((await check([], { UPSTREAM_STREAM: 'true' })).out, /^model: gpt-check, answer streamed \(UPSTREAM_STREAM\)$/m);
   // An upstream that refuses stream_options: asked again without it, and the report says so.
-  stub.behave((call) => (call.body.stream_options ? { status: 400, body: { error: { message: 'Unrecognized request argument supplied: stream_options', type: 'invalid_request_error' } } } : {}));
+  stub.behave((call) =>
+    call.body.stream_options ? { status: 400, body: { error: { message: 'Unrecognized request argument supplied: stream_options', type: 'invalid_request_error' } } } : {},
+  );
   const refusing = await check([], { UPSTREAM_STREAM: 'true' });
   assert.equal(refusing.code, 0, refusing.out);
   assert.match(refusing.out, /^note: the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage$/m);

@@ -24,13 +24,15 @@ function fill(path: string, count: number, status: 'completed' | 'failed' | 'que
   try {
     db.pragma('synchronous = OFF');
     const done = status === 'queued' ? null : 1;
-    db.prepare(`
+    db.prepare(
+      `
       WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < @count - 1)
       INSERT INTO jobs (id, client, nonce, request_hash, status, model, attempts, max_attempts,
                         run_after, expires_at, created_at, started_at, finished_at, updated_at, output_text)
       SELECT printf('req_%022d', i), 'default', printf('backlog-%d', i), 'h', @status, 'm', COALESCE(@done, 0), 5,
              @at + i, @at + i + 3600000, @at + i, @done * (@at + i), @done * (@at + i), @at + i, @output
-        FROM n`).run({ count, status, done, at, output: status === 'completed' ? 'an answer of about a kilobyte '.repeat(35) : null });
+        FROM n`,
+    ).run({ count, status, done, at, output: status === 'completed' ? 'an answer of about a kilobyte '.repeat(35) : null });
     // Each job's request beside it, as the store writes it (migration 0011).
     db.prepare('INSERT INTO job_requests (job, request) SELECT seq, @request FROM jobs WHERE seq > (SELECT COALESCE(MAX(job), 0) FROM job_requests)').run({
       request: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'a prompt of a few hundred bytes '.repeat(12) }] }),

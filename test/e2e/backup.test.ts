@@ -5,7 +5,24 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, completedJob, enqueueJob, getJson, newCredentials, nobodyUid, onlyOn, openTestStore, postSigned, runAsNobody, smallDisk, spawnNode, startApiProcess, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import {
+  WORKER_MAIN,
+  completedJob,
+  enqueueJob,
+  getJson,
+  newCredentials,
+  nobodyUid,
+  onlyOn,
+  openTestStore,
+  postSigned,
+  runAsNobody,
+  smallDisk,
+  spawnNode,
+  startApiProcess,
+  startWorkerDaemon,
+  tempDir,
+  testEnv,
+} from '../helpers/index.ts';
 
 async function cli(env: Record<string, string>, dir: string, ...args: string[]) {
   const child = spawnNode(WORKER_MAIN, args, env, dir);
@@ -41,7 +58,9 @@ async function backupOfJobs(env: Record<string, string>, dir: string, count: num
 function swapTwoJobIndexes(path: string): void {
   const db = new Database(path);
   try {
-    const [first, second] = db.prepare(`SELECT name, rootpage FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL ORDER BY name LIMIT 2`).all() as Array<{ name: string; rootpage: number }>;
+    const [first, second] = db
+      .prepare(`SELECT name, rootpage FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL ORDER BY name LIMIT 2`)
+      .all() as Array<{ name: string; rootpage: number }>;
     db.unsafeMode(true);
     db.pragma('writable_schema = ON');
     db.prepare('UPDATE sqlite_schema SET rootpage = ? WHERE name = ?').run(second!.rootpage, first!.name);
@@ -57,7 +76,14 @@ test('backup while creates stream in and the daemon works: a whole file holding 
   const stub = await startStubUpstream({ behave: async () => (await new Promise((r) => setTimeout(r, 20)), {}) });
   t.after(() => stub.close());
   const { key, secret } = newCredentials();
-  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-backup', OPENAI_BASE_URL: stub.url, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
+  const env = testEnv(dir, {
+    PROXY_KEY: key,
+    PROXY_SECRET: secret,
+    OPENAI_API_KEY: 'sk-backup',
+    OPENAI_BASE_URL: stub.url,
+    RATE_LIMIT_PER_IP: '100000/min',
+    RATE_LIMIT_PER_KEY: '100000/min',
+  });
   const api = await startApiProcess(t, env, dir);
   startWorkerDaemon(t, env, dir);
 
@@ -85,9 +111,12 @@ test('backup while creates stream in and the daemon works: a whole file holding 
     const before = stored.filter((s) => s.at < began);
     assert.ok(before.length >= 300 * round, `${before.length} creates answered before backup ${round} began`);
     for (const { id } of before) assert.ok(copied.has(id), `job ${id}, stored before backup ${round} began, is in the copy`);
-    assert.equal(Number(/\((\d+) jobs/.exec(backup.out)?.[1]), copied.size, 'the count printed is the copy\'s');
+    assert.equal(Number(/\((\d+) jobs/.exec(backup.out)?.[1]), copied.size, "the count printed is the copy's");
     // Nothing of the copy's making is left beside it.
-    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('backup')), ['backup.sqlite']);
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('backup')),
+      ['backup.sqlite'],
+    );
     while (stored.length < stored.filter((s) => s.at < began).length + 300) await new Promise((r) => setTimeout(r, 20));
   }
   streaming = false;
@@ -120,7 +149,10 @@ test('backup refuses to write over the live file or its log, even through a link
     assert.deepEqual(refused.err, [`proxy-worker: backup of ${live} to ${target} failed: the backup would replace the live database ${live} or its log; name another file`]);
   }
   const missing = await cli(env, dir, 'backup', join(dir, 'nowhere', 'b.sqlite'));
-  assert.deepEqual([missing.code, missing.err], [1, [`proxy-worker: backup of ${live} to ${join(dir, 'nowhere', 'b.sqlite')} failed: the folder ${join(dir, 'nowhere')} does not exist`]]);
+  assert.deepEqual(
+    [missing.code, missing.err],
+    [1, [`proxy-worker: backup of ${live} to ${join(dir, 'nowhere', 'b.sqlite')} failed: the folder ${join(dir, 'nowhere')} does not exist`]],
+  );
   assert.equal(jobIds(live).size, 0);
   assert.ok(!existsSync(join(dir, 'nowhere')));
 
@@ -141,7 +173,10 @@ test('backup refuses to write over the live file or its log, even through a link
   writeFileSync(join(dir, `.b.sqlite.${gone}.partial`), 'half a copy');
   writeFileSync(join(dir, `.b.sqlite.${process.pid}.partial`), 'a copy under way');
   assert.equal((await cli(env, dir, 'backup', join(dir, 'b.sqlite'))).code, 0);
-  assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.partial')), [`.b.sqlite.${process.pid}.partial`]);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('.partial')),
+    [`.b.sqlite.${process.pid}.partial`],
+  );
 });
 
 test('backup --check: a copy that fails its integrity check leaves the backup before it in place; without --check the same copy replaces it', async (t) => {
@@ -157,9 +192,15 @@ test('backup --check: a copy that fails its integrity check leaves the backup be
   const refused = await cli(env, dir, 'backup', target, '--check');
   assert.equal(refused.code, 1);
   assert.equal(refused.err.length, 1);
-  assert.match(refused.err[0]!, new RegExp(`^proxy-worker: backup of ${env.PROXY_DB_PATH} to ${target} failed: the copy failed its integrity check, and the target was left as it was: [^;]*index jobs_`));
+  assert.match(
+    refused.err[0]!,
+    new RegExp(`^proxy-worker: backup of ${env.PROXY_DB_PATH} to ${target} failed: the copy failed its integrity check, and the target was left as it was: [^;]*index jobs_`),
+  );
   assert.deepEqual(readFileSync(target), good, 'the backup before is untouched');
-  assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.partial')), []);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('.partial')),
+    [],
+  );
   assert.equal((await cli(env, dir, 'backup', target)).code, 0, 'unchecked, the damaged copy goes through');
   assert.notDeepEqual(readFileSync(target), good);
 });
@@ -209,7 +250,10 @@ test('restore with the programs stopped: the backup is served again, jobs create
   worker.kill('SIGTERM');
   assert.equal((await worker.exited).code, 0);
   assert.equal(jobIds(live).size, 30, 'the refused restores changed nothing');
-  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')),
+    [],
+  );
 
   // The restored file keeps the live file's permissions, and as root its owner, whoever restores it.
   chmodSync(live, 0o640);
@@ -218,7 +262,12 @@ test('restore with the programs stopped: the backup is served again, jobs create
   const restored = await cli(adminEnv, dir, 'restore', backup);
   assert.equal(restored.code, 0, restored.err.join('\n'));
   const kept = /; the file it replaced is kept as (\S+)$/.exec(restored.out)?.[1] as string;
-  assert.match(restored.out, new RegExp(`^restored ${live} from ${backup} \\(20 jobs, \\d+\\.\\d MB, integrity checked\\) in \\d+\\.\\d s; the file it replaced is kept as ${live}\\.replaced-\\d{8}T\\d{6}Z$`));
+  assert.match(
+    restored.out,
+    new RegExp(
+      `^restored ${live} from ${backup} \\(20 jobs, \\d+\\.\\d MB, integrity checked\\) in \\d+\\.\\d s; the file it replaced is kept as ${live}\\.replaced-\\d{8}T\\d{6}Z$`,
+    ),
+  );
   assert.deepEqual(jobIds(live), new Set(before));
   assert.deepEqual(jobIds(kept), new Set([...before, ...after]), 'the file replaced is whole, its log folded in');
   assert.ok(!existsSync(`${live}-wal`) && !existsSync(`${live}-shm`), "the old file's log is not left beside the copy");
@@ -235,7 +284,7 @@ test('restore with the programs stopped: the backup is served again, jobs create
   assert.equal((await completedJob(again.url, key, await create('after the restore', again.url))).output_text, 'echo: after the restore');
 });
 
-test('restore refuses what is no backup of this database, changing nothing: a missing file, the live file through a link, not SQLite, another program\'s SQLite, a damaged copy; a live file too damaged to lock needs --force; onto no file at all it just puts the copy there', async (t) => {
+test("restore refuses what is no backup of this database, changing nothing: a missing file, the live file through a link, not SQLite, another program's SQLite, a damaged copy; a live file too damaged to lock needs --force; onto no file at all it just puts the copy there", async (t) => {
   if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
   const dir = tempDir(t);
   const env = testEnv(dir);
@@ -244,7 +293,10 @@ test('restore refuses what is no backup of this database, changing nothing: a mi
   const liveBytes = readFileSync(live);
   const untouched = () => {
     assert.deepEqual(readFileSync(live), liveBytes, 'the live file changed');
-    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')),
+      [],
+    );
   };
   const refused = async (from: string, reason: string) => {
     const run = await cli(env, dir, 'restore', from);
@@ -267,7 +319,12 @@ test('restore refuses what is no backup of this database, changing nothing: a mi
   swapTwoJobIndexes(damaged);
   const run = await cli(env, dir, 'restore', damaged);
   assert.equal(run.code, 1);
-  assert.match(run.err.join('\n'), new RegExp(`^proxy-worker: restore of ${damaged} to ${live} failed, nothing was changed: the copy failed its integrity check, and the target was left as it was: [^;]*index jobs_`));
+  assert.match(
+    run.err.join('\n'),
+    new RegExp(
+      `^proxy-worker: restore of ${damaged} to ${live} failed, nothing was changed: the copy failed its integrity check, and the target was left as it was: [^;]*index jobs_`,
+    ),
+  );
   untouched();
 
   // The live file's header destroyed: SQLite cannot say whether a program has it open.
@@ -276,7 +333,10 @@ test('restore refuses what is no backup of this database, changing nothing: a mi
   writeFileSync(live, wrecked);
   const unsure = await cli(env, dir, 'restore', backup);
   assert.equal(unsure.code, 1);
-  assert.match(unsure.err.join('\n'), /cannot be read as a database \(file is not a database\), so whether a program has it open cannot be asked; once proxy-api and the workers are stopped, run again with --force to replace it$/);
+  assert.match(
+    unsure.err.join('\n'),
+    /cannot be read as a database \(file is not a database\), so whether a program has it open cannot be asked; once proxy-api and the workers are stopped, run again with --force to replace it$/,
+  );
   assert.deepEqual(readFileSync(live), wrecked);
   const forced = await cli(env, dir, 'restore', backup, '--force');
   assert.equal(forced.code, 0, forced.err.join('\n'));
@@ -305,10 +365,18 @@ test("restore run as another user than the live file's owner is refused, changin
   chmodSync(dir, 0o777);
   for (const file of readdirSync(dir)) chmodSync(join(dir, file), 0o666);
   const liveBytes = readFileSync(live);
-  assert.deepEqual(runAsNobody(WORKER_MAIN, ['restore', backup], env), { code: 1, stderr: [`proxy-worker: restore of ${backup} to ${live} failed, nothing was changed: ${live} belongs to uid 0, and this user is uid ${nobodyUid()}: run restore as its owner (or as root), so that the restored file is the owner's too`] });
+  assert.deepEqual(runAsNobody(WORKER_MAIN, ['restore', backup], env), {
+    code: 1,
+    stderr: [
+      `proxy-worker: restore of ${backup} to ${live} failed, nothing was changed: ${live} belongs to uid 0, and this user is uid ${nobodyUid()}: run restore as its owner (or as root), so that the restored file is the owner's too`,
+    ],
+  });
   assert.deepEqual(readFileSync(live), liveBytes);
   assert.equal(statSync(live).uid, 0);
-  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.includes('.partial') || f.includes('replaced')),
+    [],
+  );
 });
 
 test('backup or restore onto a disk without room for the copy says so, and changes nothing', async (t) => {
@@ -319,13 +387,25 @@ test('backup or restore onto a disk without room for the copy says so, and chang
   // A backup of 2,000 jobs with 1 KB prompts, several MB: more than the small disk holds.
   const backup = await backupOfJobs(testEnv(dir), dir, 2000, 'x'.repeat(1000));
   const tooBig = await cli(testEnv(dir), dir, 'backup', join(mnt, 'b.sqlite'));
-  assert.deepEqual([tooBig.code, tooBig.err], [1, [`proxy-worker: backup of ${join(dir, 'requests.sqlite')} to ${join(mnt, 'b.sqlite')} failed: the disk holding ${mnt} has no room for the copy (database or disk is full)`]]);
+  assert.deepEqual(
+    [tooBig.code, tooBig.err],
+    [
+      1,
+      [`proxy-worker: backup of ${join(dir, 'requests.sqlite')} to ${join(mnt, 'b.sqlite')} failed: the disk holding ${mnt} has no room for the copy (database or disk is full)`],
+    ],
+  );
   assert.deepEqual(readdirSync(mnt), []);
   const env = testEnv(dir, { PROXY_DB_PATH: join(mnt, 'requests.sqlite') });
   assert.equal((await cli(env, dir, 'stats')).code, 0);
   const live = readFileSync(env.PROXY_DB_PATH as string);
   const run = await cli(env, dir, 'restore', backup);
-  assert.deepEqual([run.code, run.err], [1, [`proxy-worker: restore of ${backup} to ${env.PROXY_DB_PATH} failed, nothing was changed: the disk holding ${mnt} has no room for the copy (database or disk is full)`]]);
+  assert.deepEqual(
+    [run.code, run.err],
+    [1, [`proxy-worker: restore of ${backup} to ${env.PROXY_DB_PATH} failed, nothing was changed: the disk holding ${mnt} has no room for the copy (database or disk is full)`]],
+  );
   assert.deepEqual(readFileSync(env.PROXY_DB_PATH as string), live);
-  assert.deepEqual(readdirSync(mnt).filter((f) => f.includes('.partial') || f.includes('replaced')), []);
+  assert.deepEqual(
+    readdirSync(mnt).filter((f) => f.includes('.partial') || f.includes('replaced')),
+    [],
+  );
 });

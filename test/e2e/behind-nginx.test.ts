@@ -42,7 +42,11 @@ test('behind the shipped nginx block: creates and long-polls pass, the rate limi
 
   // Each address has its own budget of two; a forged X-Forwarded-For changes nothing.
   const fromFirst = [await create(first, '10.0.0.1'), await create(first, '10.0.0.2')];
-  assert.deepEqual(fromFirst.map((r) => r.status), [202, 202], fromFirst.map((r) => r.text).join('\n'));
+  assert.deepEqual(
+    fromFirst.map((r) => r.status),
+    [202, 202],
+    fromFirst.map((r) => r.text).join('\n'),
+  );
   assert.equal((await create(second, '10.0.0.3')).status, 202, 'another address draws from its own budget');
   const refused = await create(first, '10.0.0.4');
   assert.deepEqual([refused.status, refused.json?.error.code], [429, 'rate_limited']);

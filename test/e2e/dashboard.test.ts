@@ -10,7 +10,16 @@ import { ROOT, eventually, getJson, newCredentials, postSigned, startApiProcess,
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 // The flags this machine's sandbox needs: no setuid sandbox as root, no background calls to the outside.
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
+const FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-dev-shm-usage',
+];
 
 test('the status page, in headless Chromium: asks for a key, then shows the counts, charts, failures and workers of a scripted run', async (t) => {
   if (!existsSync(CHROMIUM)) {
@@ -19,7 +28,9 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
     return;
   }
   const dir = tempDir(t);
-  const stub = await startStubUpstream({ behave: (call) => (call.prompt === 'bad' ? { status: 400, body: { error: { message: 'bad request <script>alert(1)</script>', type: 'invalid_request_error' } } } : {}) });
+  const stub = await startStubUpstream({
+    behave: (call) => (call.prompt === 'bad' ? { status: 400, body: { error: { message: 'bad request <script>alert(1)</script>', type: 'invalid_request_error' } } } : {}),
+  });
   t.after(() => stub.close());
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-dash', OPENAI_BASE_URL: stub.url });

@@ -4,7 +4,24 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { API_MAIN, WORKER_MAIN, completedJob, eventually, fillDisk, getJson, newCredentials, onlyOn, postSigned, smallDisk, spawnNode, startApiProcess, startOutageStub, startWorkerDaemon, tempDir, testEnv } from '../helpers/index.ts';
+import {
+  API_MAIN,
+  WORKER_MAIN,
+  completedJob,
+  eventually,
+  fillDisk,
+  getJson,
+  newCredentials,
+  onlyOn,
+  postSigned,
+  smallDisk,
+  spawnNode,
+  startApiProcess,
+  startOutageStub,
+  startWorkerDaemon,
+  tempDir,
+  testEnv,
+} from '../helpers/index.ts';
 
 test('a full disk under the SQLite file: creates that cannot be stored get 503 unavailable, every 202 is kept, lookups go on, an answer that came back meanwhile is written once space is freed; both programs keep running and the file stays whole', async (t) => {
   if (!onlyOn('sqlite', t, 'fills the disk under the SQLite file')) return;
@@ -14,7 +31,15 @@ test('a full disk under the SQLite file: creates that cannot be stored get 503 u
   const { stub, answered } = await startOutageStub(t);
   const { key, secret } = newCredentials();
   const dbPath = join(mnt, 'requests.sqlite');
-  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-full', OPENAI_BASE_URL: stub.url, PROXY_DB_PATH: dbPath, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
+  const env = testEnv(dir, {
+    PROXY_KEY: key,
+    PROXY_SECRET: secret,
+    OPENAI_API_KEY: 'sk-full',
+    OPENAI_BASE_URL: stub.url,
+    PROXY_DB_PATH: dbPath,
+    RATE_LIMIT_PER_IP: '100000/min',
+    RATE_LIMIT_PER_KEY: '100000/min',
+  });
   const api = await startApiProcess(t, env, dir);
   const worker = startWorkerDaemon(t, env, dir);
   const completed = (id: string) => completedJob(api.url, key, id, 30_000);
@@ -93,7 +118,10 @@ test('a read-only mount under the SQLite file: one line at start says so, instea
   assert.equal((await made.exited).code, 0, made.stderr.join('\n'));
   execFileSync('mount', ['-o', 'remount,ro', mnt], { stdio: 'pipe' });
 
-  for (const [main, args, program] of [[API_MAIN, [], 'proxy-api'], [WORKER_MAIN, ['daemon'], 'proxy-worker']] as const) {
+  for (const [main, args, program] of [
+    [API_MAIN, [], 'proxy-api'],
+    [WORKER_MAIN, ['daemon'], 'proxy-worker'],
+  ] as const) {
     const child = spawnNode(main, [...args], env, dir);
     assert.equal((await child.exited).code, 1);
     assert.deepEqual(child.stderr.filter(Boolean), [`${program}: PROXY_DB_PATH: cannot open sqlite ${env.PROXY_DB_PATH}: ${env.PROXY_DB_PATH} is on a read-only file system`]);

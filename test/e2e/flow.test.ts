@@ -121,12 +121,20 @@ test('two worker processes at once never run the same job', async (t) => {
   const ids = await Promise.all(Array.from({ length: total }, (_, i) => postSigned(api.url, key, secret, { prompt: `p${i}` }).then((r) => r.json.id as string)));
   const workers = [spawnNode(WORKER_MAIN, ['once'], env, dir), spawnNode(WORKER_MAIN, ['once'], env, dir)];
   const exits = await Promise.all(workers.map((w) => w.exited));
-  assert.deepEqual(exits.map((e) => e.code), [0, 0], workers.flatMap((w) => w.stderr).join('\n'));
+  assert.deepEqual(
+    exits.map((e) => e.code),
+    [0, 0],
+    workers.flatMap((w) => w.stderr).join('\n'),
+  );
 
   const perPrompt = new Map<string, number>();
   for (const call of stub.calls) perPrompt.set(call.prompt, (perPrompt.get(call.prompt) ?? 0) + 1);
   assert.equal(perPrompt.size, total);
-  assert.deepEqual([...perPrompt.values()].filter((n) => n !== 1), [], 'a job was called upstream more than once');
+  assert.deepEqual(
+    [...perPrompt.values()].filter((n) => n !== 1),
+    [],
+    'a job was called upstream more than once',
+  );
   const claimedBy = workers.map((w) => w.lines.map((l) => JSON.parse(l)).find((l) => l.message === 'worker pass done')?.claimed ?? 0);
   assert.equal(claimedBy[0] + claimedBy[1], total);
   assert.ok(claimedBy[0] > 0 && claimedBy[1] > 0, `both workers took part: ${claimedBy.join(' + ')}`);
@@ -175,7 +183,9 @@ test('a database that cannot be opened stops the start with one line naming the 
   const port = await freePort();
   const worker = spawnNode(WORKER_MAIN, ['stats'], testEnv(dir, { DATABASE_URL: `postgres://app:hunter2@127.0.0.1:${port}/jobs`, DATABASE_SCHEMA: 'public' }), dir);
   assert.equal((await worker.exited).code, 1);
-  assert.deepEqual(worker.stderr.filter(Boolean), [`proxy-worker: DATABASE_URL: cannot open postgres app@127.0.0.1:${port}/jobs (schema public): connect ECONNREFUSED 127.0.0.1:${port}`]);
+  assert.deepEqual(worker.stderr.filter(Boolean), [
+    `proxy-worker: DATABASE_URL: cannot open postgres app@127.0.0.1:${port}/jobs (schema public): connect ECONNREFUSED 127.0.0.1:${port}`,
+  ]);
 });
 
 test('a PROXY_DB_PATH naming a folder stops the start with one line saying to name the file in it (SQLite alone says "unable to open database file"); one under a file says that', async (t) => {
@@ -184,10 +194,16 @@ test('a PROXY_DB_PATH naming a folder stops the start with one line saying to na
   const folder = join(dir, 'data');
   mkdirSync(folder);
   const env = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), OPENAI_API_KEY: 'sk-folder', PROXY_DB_PATH: `${folder}/` });
-  for (const [main, args, program] of [[API_MAIN, [], 'proxy-api'], [WORKER_MAIN, ['once'], 'proxy-worker']] as const) {
+  for (const [main, args, program] of [
+    [API_MAIN, [], 'proxy-api'],
+    [WORKER_MAIN, ['once'], 'proxy-worker'],
+  ] as const) {
     const child = spawnNode(main, [...args], env, dir);
     const { code } = await child.exited;
-    assert.deepEqual([code, child.stderr.filter(Boolean)], [1, [`${program}: PROXY_DB_PATH: cannot open sqlite ${folder}: ${folder} is a folder: name the database file in it, as ${folder}/requests.sqlite`]]);
+    assert.deepEqual(
+      [code, child.stderr.filter(Boolean)],
+      [1, [`${program}: PROXY_DB_PATH: cannot open sqlite ${folder}: ${folder} is a folder: name the database file in it, as ${folder}/requests.sqlite`]],
+    );
   }
   assert.deepEqual(readdirSync(folder), [], 'nothing was made in it');
 
@@ -195,7 +211,10 @@ test('a PROXY_DB_PATH naming a folder stops the start with one line saying to na
   // had failed with ENOTDIR.
   const file = join(dir, 'notes.txt');
   writeFileSync(file, 'not a folder\n');
-  for (const [path, why] of [[join(file, 'requests.sqlite'), `${file} is not a folder`], [join(file, 'data', 'requests.sqlite'), `cannot make the folder ${join(file, 'data')}: a folder on its path is a file`]] as const) {
+  for (const [path, why] of [
+    [join(file, 'requests.sqlite'), `${file} is not a folder`],
+    [join(file, 'data', 'requests.sqlite'), `cannot make the folder ${join(file, 'data')}: a folder on its path is a file`],
+  ] as const) {
     const child = spawnNode(WORKER_MAIN, ['stats'], { ...env, PROXY_DB_PATH: path }, dir);
     const { code } = await child.exited;
     assert.deepEqual([code, child.stderr.filter(Boolean)], [1, [`proxy-worker: PROXY_DB_PATH: cannot open sqlite ${path}: ${why}`]]);
@@ -215,12 +234,23 @@ test('a SQLite file or folder, or a LOG_DIR, this user cannot write stops the st
   const program = { [API_MAIN]: 'proxy-api', [WORKER_MAIN]: 'proxy-worker' };
 
   chmodSync(dir, 0o755);
-  for (const [main, args] of [[API_MAIN, []], [WORKER_MAIN, ['daemon']]] as const) {
-    assert.deepEqual(asNobody(main, [...args]), { code: 1, stderr: [`${program[main]}: PROXY_DB_PATH: cannot open sqlite ${db}: ${db} is not writable by this user (uid ${nobodyUid()}); it belongs to uid 0 with mode 644`] });
+  for (const [main, args] of [
+    [API_MAIN, []],
+    [WORKER_MAIN, ['daemon']],
+  ] as const) {
+    assert.deepEqual(asNobody(main, [...args]), {
+      code: 1,
+      stderr: [`${program[main]}: PROXY_DB_PATH: cannot open sqlite ${db}: ${db} is not writable by this user (uid ${nobodyUid()}); it belongs to uid 0 with mode 644`],
+    });
   }
   chmodSync(db, 0o666);
   chmodSync(`${dir}/requests.limits.sqlite`, 0o666);
-  assert.deepEqual(asNobody(WORKER_MAIN, ['once']), { code: 1, stderr: [`proxy-worker: PROXY_DB_PATH: cannot open sqlite ${db}: the folder ${dir} is not writable by this user (uid ${nobodyUid()}), and SQLite keeps its -wal and -shm files there`] });
+  assert.deepEqual(asNobody(WORKER_MAIN, ['once']), {
+    code: 1,
+    stderr: [
+      `proxy-worker: PROXY_DB_PATH: cannot open sqlite ${db}: the folder ${dir} is not writable by this user (uid ${nobodyUid()}), and SQLite keeps its -wal and -shm files there`,
+    ],
+  });
   chmodSync(dir, 0o777);
   assert.equal(asNobody(WORKER_MAIN, ['stats']).code, 0, 'once the folder and files are its to write, the same user may use them');
 

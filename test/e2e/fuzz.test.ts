@@ -10,7 +10,16 @@ type Sent = { body: string | Uint8Array; headers: Record<string, string>; validl
 
 const contentType = fc.oneof(
   { weight: 4, arbitrary: fc.constant<string | undefined>('application/json') },
-  { weight: 1, arbitrary: fc.constantFrom<string | undefined>('application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', undefined, 'application/json; charset=latin1') },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<string | undefined>(
+      'application/json; charset=utf-8',
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      undefined,
+      'application/json; charset=latin1',
+    ),
+  },
 );
 const headerValue = fc.string({ unit: fc.constantFrom(...'abcXYZ019 -_.,;=/"'.split('')), maxLength: 40 });
 const extraHeaders = fc.dictionary(fc.stringMatching(/^x-f-[a-z]{1,8}$/), headerValue, { maxKeys: 3 });
@@ -27,11 +36,16 @@ function assertClientError(status: number, text: string): void {
 
 function requestArb(key: string, secret: string): fc.Arbitrary<Sent> {
   const now = Math.floor(Date.now() / 1000);
-  const keyHeader = fc.oneof({ weight: 3, arbitrary: fc.constant<string | undefined>(key) }, { weight: 1, arbitrary: fc.constantFrom<string | undefined>(undefined, 'wrong-key-0123456789', `${key}x`) });
+  const keyHeader = fc.oneof(
+    { weight: 3, arbitrary: fc.constant<string | undefined>(key) },
+    { weight: 1, arbitrary: fc.constantFrom<string | undefined>(undefined, 'wrong-key-0123456789', `${key}x`) },
+  );
   const fields = fc.record(
     {
       prompt: fc.oneof(fc.string(), fc.string({ unit: 'binary', maxLength: 50 }), fc.constant('')),
-      messages: fc.array(fc.record({ role: fc.constantFrom('user', 'system', 'assistant', 'root'), content: fc.oneof(fc.string(), fc.integer(), fc.constant(null)) }), { maxLength: 3 }),
+      messages: fc.array(fc.record({ role: fc.constantFrom('user', 'system', 'assistant', 'root'), content: fc.oneof(fc.string(), fc.integer(), fc.constant(null)) }), {
+        maxLength: 3,
+      }),
       model: fc.oneof(fc.constant('gpt-4o-mini'), fc.string({ maxLength: 12 })),
       ttl: fc.oneof(fc.integer({ min: -5, max: 700_000 }), fc.constant('60')),
       options: fc.dictionary(fc.constantFrom('temperature', 'stream', 'max_tokens', 'seed', 'junk'), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 2 }),
@@ -52,11 +66,16 @@ function requestArb(key: string, secret: string): fc.Arbitrary<Sent> {
     },
     { requiredKeys: ['prompt', 'ts', 'nonce'] },
   );
-  const signedBody = fc.tuple(fc.oneof({ weight: 1, arbitrary: fields }, { weight: 2, arbitrary: wellFormed }), fc.integer({ min: 0, max: 3 }).map((n) => n === 0)).map(([obj, tamper]) => {
-    let body = signBody(obj as Record<string, unknown>, secret);
-    if (tamper) body = body.replace(/"sign":"([0-9a-f])/, (_m, c: string) => `"sign":"${c === 'a' ? 'b' : 'a'}`);
-    return { body, validlySigned: !tamper };
-  });
+  const signedBody = fc
+    .tuple(
+      fc.oneof({ weight: 1, arbitrary: fields }, { weight: 2, arbitrary: wellFormed }),
+      fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+    )
+    .map(([obj, tamper]) => {
+      let body = signBody(obj as Record<string, unknown>, secret);
+      if (tamper) body = body.replace(/"sign":"([0-9a-f])/, (_m, c: string) => `"sign":"${c === 'a' ? 'b' : 'a'}`);
+      return { body, validlySigned: !tamper };
+    });
   const junk = fc.oneof(
     fc.jsonValue().map((v) => ({ body: JSON.stringify(v) ?? 'null', validlySigned: false })),
     fc.uint8Array({ maxLength: 200 }).map((b) => ({ body: b, validlySigned: false })),

@@ -27,14 +27,20 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   assert.ok(requestId);
   // A long-poll its client gives up on before the job ends.
   const leave = new AbortController();
-  const abandoned = fetch(`${url}/v1/requests/${jobId}?wait=30`, { headers: { 'X-Proxy-Key': key, 'X-Request-Id': 'gave-up-waiting' }, signal: leave.signal }).catch((err: unknown) => err);
+  const abandoned = fetch(`${url}/v1/requests/${jobId}?wait=30`, { headers: { 'X-Proxy-Key': key, 'X-Request-Id': 'gave-up-waiting' }, signal: leave.signal }).catch(
+    (err: unknown) => err,
+  );
   setTimeout(() => leave.abort(), 300);
   await abandoned;
   assert.equal((await spawnNode(WORKER_MAIN, ['once'], env, dir).exited).code, 0);
   child.kill('SIGTERM');
   await child.exited;
 
-  const read = (file: string) => readFileSync(join(dir, 'logs', file), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const read = (file: string) =>
+    readFileSync(join(dir, 'logs', file), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   const api = read('api.log');
   const worker = read('worker.log');
   const queued = api.find((l) => l.message === 'job queued');
@@ -46,11 +52,21 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   assert.deepEqual([gaveUp?.method, gaveUp?.status, gaveUp?.job_id], ['GET', 499, jobId], "a client that hung up gets an access line with nginx's 499");
   assert.ok(Number(gaveUp?.ms) >= 250, 'its duration runs until the client left');
   const jobLines = worker.filter((l) => l.job_id === jobId);
-  assert.ok(jobLines.some((l) => l.message === 'job completed'), 'the worker logs the job by id');
+  assert.ok(
+    jobLines.some((l) => l.message === 'job completed'),
+    'the worker logs the job by id',
+  );
   const upstreamIds = (id: string, message: string) => worker.filter((l) => l.job_id === id && l.message === message).map((l) => l.upstream_request_id);
   const calledAs = (prompt: string) => stub.calls.filter((c) => c.prompt === prompt).map((c) => c.n);
-  assert.deepEqual(upstreamIds(jobId, 'job completed'), calledAs('trace me').map((n) => `req_${n}abc`), "the upstream's id for the call");
-  assert.deepEqual(upstreamIds(refusedId, 'job failed: not retryable'), calledAs('refused').map((n) => `req_refused${n}`));
+  assert.deepEqual(
+    upstreamIds(jobId, 'job completed'),
+    calledAs('trace me').map((n) => `req_${n}abc`),
+    "the upstream's id for the call",
+  );
+  assert.deepEqual(
+    upstreamIds(refusedId, 'job failed: not retryable'),
+    calledAs('refused').map((n) => `req_refused${n}`),
+  );
   assert.ok(jobLines.every((l) => typeof l.worker_id === 'string' && l.app === 'worker'));
   // stdout carries the same lines for the journal, written in batches: the last one, written as the
   // process exits, is there too.

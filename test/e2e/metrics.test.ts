@@ -30,7 +30,15 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   });
   t.after(() => stub.close());
   const { key, secret } = newCredentials();
-  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-metrics', OPENAI_BASE_URL: stub.url, RATE_LIMIT_PER_KEY: '4/min', RETRY_BASE_MS: '1', RETRY_MAX_MS: '2' });
+  const env = testEnv(dir, {
+    PROXY_KEY: key,
+    PROXY_SECRET: secret,
+    OPENAI_API_KEY: 'sk-metrics',
+    OPENAI_BASE_URL: stub.url,
+    RATE_LIMIT_PER_KEY: '4/min',
+    RETRY_BASE_MS: '1',
+    RETRY_MAX_MS: '2',
+  });
   const { url } = await startApiProcess(t, env, dir);
 
   const statuses = [];

@@ -3,7 +3,20 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { BACKEND, WORKER_MAIN, assertEachCompletedOnce, eventually, newCredentials, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv, type Child } from '../helpers/index.ts';
+import {
+  BACKEND,
+  WORKER_MAIN,
+  assertEachCompletedOnce,
+  eventually,
+  newCredentials,
+  openTestStore,
+  postSigned,
+  spawnNode,
+  startApiProcess,
+  tempDir,
+  testEnv,
+  type Child,
+} from '../helpers/index.ts';
 
 test('two APIs and three worker daemons on one database, daemons killed with -9 along the way: every job completes, never on two workers at once, and the rate limit holds across both APIs', async (t) => {
   const dir = tempDir(t);
@@ -23,10 +36,13 @@ test('two APIs and three worker daemons on one database, daemons killed with -9 
   const bulk = newCredentials();
   const probe = newCredentials();
   const clients = join(dir, 'clients.json');
-  writeFileSync(clients, JSON.stringify([
-    { name: 'bulk', key: bulk.key, secret: bulk.secret, rate_limit: 'off' },
-    { name: 'probe', key: probe.key, secret: probe.secret, rate_limit: '10/min' },
-  ]));
+  writeFileSync(
+    clients,
+    JSON.stringify([
+      { name: 'bulk', key: bulk.key, secret: bulk.secret, rate_limit: 'off' },
+      { name: 'probe', key: probe.key, secret: probe.secret, rate_limit: '10/min' },
+    ]),
+  );
   const env = testEnv(dir, {
     PROXY_CLIENTS_FILE: clients,
     RATE_LIMIT_PER_IP: 'off',
@@ -80,5 +96,7 @@ test('two APIs and three worker daemons on one database, daemons killed with -9 
   await eventually(async () => (await store.countByStatus()).completed === total + probeAccepted, 90_000, 200);
   const repeated = await assertEachCompletedOnce(store, ids, stub.calls);
   assert.equal(overlaps, 0, 'a job was being called by two workers at the same time');
-  t.diagnostic(`${BACKEND}: ${total} jobs through 2 APIs, 3 daemons, 4 kill -9: ${stub.calls.length} upstream calls, ${repeated} repeated after kills, 0 overlapping; probe ${probeAccepted}/30 accepted at 10/min`);
+  t.diagnostic(
+    `${BACKEND}: ${total} jobs through 2 APIs, 3 daemons, 4 kill -9: ${stub.calls.length} upstream calls, ${repeated} repeated after kills, 0 overlapping; probe ${probeAccepted}/30 accepted at 10/min`,
+  );
 });

@@ -5,7 +5,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
-import { completedJob, eventually, getJson, newCredentials, onlyOn, postSigned, startApiProcess, startOutageStub, startWorkerDaemon, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
+import {
+  completedJob,
+  eventually,
+  getJson,
+  newCredentials,
+  onlyOn,
+  postSigned,
+  startApiProcess,
+  startOutageStub,
+  startWorkerDaemon,
+  tempDir,
+  testEnv,
+  type TestHooks,
+} from '../helpers/index.ts';
 
 // A PostgreSQL server of the test's own, on a free port, so that stopping it disturbs none of the
 // other test files, which share the machine's server. Debian's binaries; started as the postgres

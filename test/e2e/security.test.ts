@@ -57,7 +57,13 @@ test('a bad clients file stops the start with one line; secrets under 32 charact
   const cases: Array<[unknown, RegExp]> = [
     [[{ name: 'a', key: 'k'.repeat(20), secret: 'too-short-secret' }], /PROXY_CLIENTS_FILE: 0\.secret must be 32 to 512/],
     [[{ name: 'a', key: 'k'.repeat(20) }], /PROXY_CLIENTS_FILE: 0 needs secret or secrets/],
-    [[{ name: 'a', key: 'k'.repeat(20), secret: 's'.repeat(40) }, { name: 'a', key: 'j'.repeat(20), secret: 's'.repeat(40) }], /name "a" is used twice/],
+    [
+      [
+        { name: 'a', key: 'k'.repeat(20), secret: 's'.repeat(40) },
+        { name: 'a', key: 'j'.repeat(20), secret: 's'.repeat(40) },
+      ],
+      /name "a" is used twice/,
+    ],
     [{ not: 'a list' }, /must be array/],
   ];
   for (const [content, message] of cases) {
@@ -127,7 +133,11 @@ test('no key or secret ever reaches a response or a log line, whatever the clien
   const { url, child } = await startApiProcess(t, env, dir);
   const bodies: string[] = [];
   const keep = async (p: Promise<Response>) => bodies.push(await (await p).text());
-  const created = await fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': key }, body: signBody({ prompt: 'hello', ...freshStamp() }, secret) });
+  const created = await fetch(`${url}/v1/requests`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-proxy-key': key },
+    body: signBody({ prompt: 'hello', ...freshStamp() }, secret),
+  });
   const { id } = (await created.json()) as { id: string };
   await keep(fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': key }, body: `{"prompt":"${secret}",` }));
   await keep(fetch(`${url}/v1/requests`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': `${key}0` }, body: '{}' }));

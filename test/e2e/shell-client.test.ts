@@ -11,7 +11,11 @@ import { ROOT, eventually, freePort, newCredentials, postSigned, startApiProcess
 
 const CLIENT = join(ROOT, 'scripts/send-request.sh');
 
-interface Run { code: number | null; stdout: string; stderr: string }
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** Starts the client; `stderr()` reads what it has said so far, `done` its end. */
 function launch(args: string[], env: Record<string, string>, input?: string): { stderr: () => string; done: Promise<Run> } {
@@ -71,7 +75,13 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
 
   const messages = join(dir, 'messages.json');
   // Saved with a byte-order mark, as a Windows editor may (sent as it was, the API read no JSON).
-  writeFileSync(messages, `\ufeff${JSON.stringify([{ role: 'system', content: 'terse' }, { role: 'user', content: 'from a file' }])}`);
+  writeFileSync(
+    messages,
+    `\ufeff${JSON.stringify([
+      { role: 'system', content: 'terse' },
+      { role: 'user', content: 'from a file' },
+    ])}`,
+  );
   const fromFile = await run(['-f', messages, '-m', 'gpt-test', '--ttl', '120', '--poll', '0.2'], clientEnv);
   assert.equal(fromFile.code, 0, fromFile.stderr);
   assert.equal(fromFile.stdout, 'echo: from a file\n');
@@ -83,12 +93,24 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
 
   // A tool call has no text: said on stderr with where the whole job is, where an empty line alone came.
   const call = { id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '{"q":"x"}' } };
-  stub.behave(() => ({ body: { id: 'chatcmpl-t', object: 'chat.completion', created: 1, model: 'gpt-test', choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call] }, finish_reason: 'tool_calls' }], usage: null } }));
+  stub.behave(() => ({
+    body: {
+      id: 'chatcmpl-t',
+      object: 'chat.completion',
+      created: 1,
+      model: 'gpt-test',
+      choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call] }, finish_reason: 'tool_calls' }],
+      usage: null,
+    },
+  }));
   for (const PATH of [clientEnv.PATH, bare]) {
     const tool = await run(['-p', 'use the tool', '--poll', '0.2'], { ...clientEnv, PATH });
     assert.equal(tool.code, 0, tool.stderr);
     assert.equal(tool.stdout, '\n');
-    assert.match(tool.stderr, new RegExp(`send-request: the answer has no text \\(a tool call or a refusal\\?\\); the whole job is at ${clientEnv.PROXY_BASE_URL}/v1/requests/req_[\\w-]+\\n$`));
+    assert.match(
+      tool.stderr,
+      new RegExp(`send-request: the answer has no text \\(a tool call or a refusal\\?\\); the whole job is at ${clientEnv.PROXY_BASE_URL}/v1/requests/req_[\\w-]+\\n$`),
+    );
   }
 });
 
@@ -171,15 +193,23 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   // error, or a page answered 200 to any path), and a server that answers a create but no job.
   const elsewhere = createHttpServer((req, res) => {
     if (req.url?.startsWith('/spa/')) res.writeHead(200, { 'content-type': 'text/html' }).end('<html>the app</html>');
-    else if (req.url?.startsWith('/half/')) res.writeHead(req.method === 'POST' ? 202 : 200, { 'content-type': 'application/json' }).end(req.method === 'POST' ? '{"id":"req_elsewhere"}' : '{"ok":true}');
-    else if (req.url?.startsWith('/moved/')) res.writeHead(301, { location: `https://proxy.example.com${req.url.slice('/moved'.length)}`, 'content-type': 'text/html' }).end('<html>301 Moved Permanently</html>');
+    else if (req.url?.startsWith('/half/'))
+      res.writeHead(req.method === 'POST' ? 202 : 200, { 'content-type': 'application/json' }).end(req.method === 'POST' ? '{"id":"req_elsewhere"}' : '{"ok":true}');
+    else if (req.url?.startsWith('/moved/'))
+      res.writeHead(301, { location: `https://proxy.example.com${req.url.slice('/moved'.length)}`, 'content-type': 'text/html' }).end('<html>301 Moved Permanently</html>');
     else res.writeHead(404, { 'content-type': 'text/html' }).end('<html>404 Not Found</html>');
   });
   await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
   t.after(() => new Promise((resolve) => elsewhere.close(resolve)));
   const at = `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}`;
   const moved = await run(['-p', 'x', '-u', `${at}/moved`], clientEnv);
-  assert.deepEqual([moved.code, moved.stderr], [5, 'send-request: create refused (HTTP 301): the server sends it on to https://proxy.example.com/v1/requests; set PROXY_BASE_URL (or --base-url) to https://proxy.example.com\n']);
+  assert.deepEqual(
+    [moved.code, moved.stderr],
+    [
+      5,
+      'send-request: create refused (HTTP 301): the server sends it on to https://proxy.example.com/v1/requests; set PROXY_BASE_URL (or --base-url) to https://proxy.example.com\n',
+    ],
+  );
   const page = await run(['-p', 'x', '-u', `${at}/site`], clientEnv);
   assert.deepEqual([page.code, page.stderr], [5, `send-request: create refused (HTTP 404): an answer without the proxy's JSON error; is ${at}/site the proxy's address?\n`]);
   // With jq, which refused the page and so stopped the script (exit 4, the timeout's code, saying
@@ -299,9 +329,14 @@ test("the shell client's signature holds for any secret: longer than SHA-256's b
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(() => new Promise((resolve) => server.close(resolve)));
   const key = 'pk_"quoted"\\back\\slash';
-  const secrets = ['s'.repeat(63), 's'.repeat(64), 's'.repeat(65), 'long '.repeat(40), 'Grüße ✓ "q" \\ %s %d $HOME `x`', '!#%&\'()*+,-./:;<=>?@[]^_{|}~'];
+  const secrets = ['s'.repeat(63), 's'.repeat(64), 's'.repeat(65), 'long '.repeat(40), 'Grüße ✓ "q" \\ %s %d $HOME `x`', "!#%&'()*+,-./:;<=>?@[]^_{|}~"];
   for (const secret of secrets) {
-    const res = await run(['-p', 'sign me'], { PATH: process.env.PATH ?? '', PROXY_BASE_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, PROXY_KEY: key, PROXY_SECRET: secret });
+    const res = await run(['-p', 'sign me'], {
+      PATH: process.env.PATH ?? '',
+      PROXY_BASE_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      PROXY_KEY: key,
+      PROXY_SECRET: secret,
+    });
     assert.equal(res.code, 5, res.stderr);
     const { headers, body } = seen.at(-1)!;
     assert.equal(headers['x-proxy-key'], key);

@@ -12,8 +12,7 @@ const START = join(ROOT, 'scripts/start.mjs');
 type T = TestHooks;
 
 /** The programs start.mjs started in `dir` (and itself), found by their HOME. */
-const programsOf = (dir: string) =>
-  processesWhere((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HOME=${dir}`));
+const programsOf = (dir: string) => processesWhere((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HOME=${dir}`));
 
 /** Kills whatever a test left running in `dir`: a start.mjs that died may have left its programs. */
 function killProgramsOf(dir: string): void {
@@ -54,7 +53,10 @@ test('first start without .env writes one with fresh credentials; without an ups
   assert.match(text, /^PROXY_KEY=pk_[0-9a-f]{32}$/m);
   assert.match(text, /^PROXY_SECRET=[0-9a-f]{64}$/m);
   assert.ok(start.lines.some((l) => l.includes(`wrote ${envFile}`)));
-  assert.ok(start.stderr.some((l) => /^proxy-worker: OPENAI_API_KEY is not set/.test(l)), start.stderr.join('\n'));
+  assert.ok(
+    start.stderr.some((l) => /^proxy-worker: OPENAI_API_KEY is not set/.test(l)),
+    start.stderr.join('\n'),
+  );
   const secret = /^PROXY_SECRET=(.*)$/m.exec(text)?.[1] as string;
   assert.ok(![...start.lines, ...start.stderr].some((l) => l.includes(secret)), 'the secret is never printed');
 });
@@ -125,7 +127,11 @@ test('SIGHUP to npm start (what a closing terminal sends it) stops both programs
   start.kill('SIGHUP');
   const exit = await within(start.exited, 10_000, 'stop');
   assert.deepEqual(exit, { code: 0, signal: null });
-  for (const app of ['api', 'worker']) assert.ok(start.lines.some((l) => l.includes('stop signal: draining') && l.includes(`"app":"${app}"`)), `${app} drained`);
+  for (const app of ['api', 'worker'])
+    assert.ok(
+      start.lines.some((l) => l.includes('stop signal: draining') && l.includes(`"app":"${app}"`)),
+      `${app} drained`,
+    );
 });
 
 test('npm start killed outright (SIGKILL, which it cannot pass on) leaves nothing running: both programs drain, the worker finishing its call', async (t) => {
@@ -138,7 +144,11 @@ test('npm start killed outright (SIGKILL, which it cannot pass on) leaves nothin
   await eventually(async () => programsOf(dir).length === 0, 10_000);
   assert.equal((await store.getJob(id))?.status, 'completed', 'the call in flight finished before the worker exited');
   assert.equal(stub.calls.length, 1);
-  for (const app of ['api', 'worker']) assert.ok(start.lines.some((l) => l.includes('parent process gone: draining') && l.includes(`"app":"${app}"`)), `${app} drained`);
+  for (const app of ['api', 'worker'])
+    assert.ok(
+      start.lines.some((l) => l.includes('parent process gone: draining') && l.includes(`"app":"${app}"`)),
+      `${app} drained`,
+    );
   assert.ok(!start.lines.some((l) => l.includes('second stop signal')));
 });
 

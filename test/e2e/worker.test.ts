@@ -4,7 +4,20 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { echoCompletion, startStubUpstream, type StubCall } from '../../scripts/stub-upstream.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
-import { WORKER_MAIN, assertEachCompletedOnce, enqueueJob, freezeOutsideTransactions, openTestStore, eventually, spawnNode, tempDir, testEnv, within, type Child, type TestHooks } from '../helpers/index.ts';
+import {
+  WORKER_MAIN,
+  assertEachCompletedOnce,
+  enqueueJob,
+  freezeOutsideTransactions,
+  openTestStore,
+  eventually,
+  spawnNode,
+  tempDir,
+  testEnv,
+  within,
+  type Child,
+  type TestHooks,
+} from '../helpers/index.ts';
 import { startConnectProxy } from '../helpers/connect-proxy.ts';
 
 type T = TestHooks & { diagnostic: (msg: string) => void };
@@ -53,23 +66,23 @@ test('kill -9 the daemon several times: every job completes with its own answer,
 // SIGHUP: the terminal a daemon was started from closed (or an ssh session dropped). It killed the
 // worker outright before, its calls abandoned until their leases lapsed and then made again.
 for (const signal of ['SIGTERM', 'SIGHUP'] as const)
-test(`${signal} while calls are in flight: they complete, and the daemon exits 0 within the grace period`, async (t) => {
-  const { stub, store, daemon } = await setUp(t, { WORKER_CONCURRENCY: '4', SHUTDOWN_GRACE_SECONDS: '5' }, { delayMs: 1000 });
-  const worker = daemon();
-  await worker.waitFor((l) => l.includes('worker started'));
-  const ids = [];
-  for (let i = 0; i < 4; i++) ids.push(await enqueue(store, `drain ${i}`));
-  await eventually(async () => stub.inflight() === 4);
-  const stoppedAt = Date.now();
-  worker.kill(signal);
-  const late = await enqueue(store, 'arrives during the drain');
-  const exit = await within(worker.exited, 5000, 'drain');
-  assert.deepEqual(exit, { code: 0, signal: null });
-  assert.ok(Date.now() - stoppedAt < 5000);
-  for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
-  assert.equal((await store.getJob(late))?.status, 'queued', 'no new claims after the stop signal');
-  assert.equal(stub.calls.length, 4);
-});
+  test(`${signal} while calls are in flight: they complete, and the daemon exits 0 within the grace period`, async (t) => {
+    const { stub, store, daemon } = await setUp(t, { WORKER_CONCURRENCY: '4', SHUTDOWN_GRACE_SECONDS: '5' }, { delayMs: 1000 });
+    const worker = daemon();
+    await worker.waitFor((l) => l.includes('worker started'));
+    const ids = [];
+    for (let i = 0; i < 4; i++) ids.push(await enqueue(store, `drain ${i}`));
+    await eventually(async () => stub.inflight() === 4);
+    const stoppedAt = Date.now();
+    worker.kill(signal);
+    const late = await enqueue(store, 'arrives during the drain');
+    const exit = await within(worker.exited, 5000, 'drain');
+    assert.deepEqual(exit, { code: 0, signal: null });
+    assert.ok(Date.now() - stoppedAt < 5000);
+    for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
+    assert.equal((await store.getJob(late))?.status, 'queued', 'no new claims after the stop signal');
+    assert.equal(stub.calls.length, 4);
+  });
 
 test('a second signal exits at once; the unfinished job returns to the queue when its lease lapses', async (t) => {
   const { stub, store, daemon } = await setUp(t, { SHUTDOWN_GRACE_SECONDS: '30', LEASE_SECONDS: '2' }, { delayMs: 60_000 });
@@ -192,14 +205,19 @@ test('UPSTREAM_STREAM=true: each call asks for a stream, and each job reads as i
     const call = stub.calls.find((c) => c.prompt === `streamed ${i} – ✓`)!;
     assert.deepEqual([call.body.stream, call.body.stream_options], [true, { include_usage: true }]);
     assert.deepEqual([job?.status, job?.outputText], ['completed', `echo: streamed ${i} – ✓`]);
-    assert.deepEqual(job?.response, { ...(echoCompletion(call) as object), choices: [{ index: 0, message: { role: 'assistant', content: `echo: streamed ${i} – ✓` }, logprobs: null, finish_reason: 'stop' }] });
+    assert.deepEqual(job?.response, {
+      ...(echoCompletion(call) as object),
+      choices: [{ index: 0, message: { role: 'assistant', content: `echo: streamed ${i} – ✓` }, logprobs: null, finish_reason: 'stop' }],
+    });
     assert.deepEqual(job?.usage, (echoCompletion(call) as { usage: unknown }).usage);
   }
 });
 
 test('UPSTREAM_STREAM=true against an upstream that refuses stream_options: jobs complete without their usage, and the log says so once', async (t) => {
   const { dir, store, stub, env } = await setUp(t, { UPSTREAM_STREAM: 'true', WORKER_CONCURRENCY: '2' });
-  stub.behave((call) => (call.body.stream_options ? { status: 400, body: { error: { message: "Unknown parameter: 'stream_options'.", type: 'invalid_request_error', param: 'stream_options' } } } : {}));
+  stub.behave((call) =>
+    call.body.stream_options ? { status: 400, body: { error: { message: "Unknown parameter: 'stream_options'.", type: 'invalid_request_error', param: 'stream_options' } } } : {},
+  );
   const ids = [];
   for (let i = 0; i < 3; i++) ids.push(await enqueue(store, `refused ${i}`));
   const once = spawnNode(WORKER_MAIN, ['once'], env, dir);
@@ -220,7 +238,10 @@ test('out of file descriptors: the worker warns at start, calls that cannot open
   // Enough descriptors for 8 calls: no word of them at start (an empty queue; the pass ends at once).
   const roomy = spawnNode(WORKER_MAIN, ['once'], { ...env, WORKER_CONCURRENCY: '8' }, dir, { openFiles: 80 });
   assert.equal((await within(roomy.exited, 30_000, 'once')).code, 0, roomy.stderr.join('\n'));
-  assert.deepEqual(roomy.lines.filter((l) => l.includes('LimitNOFILE')), []);
+  assert.deepEqual(
+    roomy.lines.filter((l) => l.includes('LimitNOFILE')),
+    [],
+  );
   const ids = new Map<string, string>();
   for (let i = 0; i < 150; i++) ids.set(await enqueueJob(store, `fd ${i}`, { maxAttempts: 2 }), `fd ${i}`);
   const once = spawnNode(WORKER_MAIN, ['once'], env, dir, { openFiles: 80 });
@@ -266,7 +287,10 @@ test('HTTP_PROXY: calls go through tunnels of the proxy with its credentials, wh
   assert.equal(await assertEachCompletedOnce(store, via.ids, stub.calls), 0);
   assert.ok(proxy.tunnels.length >= 1 && proxy.tunnels.every((tunnel) => tunnel.target === stubHost), JSON.stringify(proxy.tunnels));
   assert.ok(via.once.lines.every((l) => !l.includes(password)) && via.once.stderr.every((l) => !l.includes(password)));
-  assert.ok(via.once.lines.some((l) => l.includes('upstream calls go through a proxy') && l.includes(`"proxy":"${proxy.url}"`)), via.once.lines.join('\n'));
+  assert.ok(
+    via.once.lines.some((l) => l.includes('upstream calls go through a proxy') && l.includes(`"proxy":"${proxy.url}"`)),
+    via.once.lines.join('\n'),
+  );
 
   const opened = proxy.tunnels.length;
   const direct = await pass({ ...base, http_proxy: proxyAs(password), no_proxy: 'localhost,127.0.0.1' }, ['direct']);
@@ -289,7 +313,10 @@ test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or
   const direct = await passOnce(store, dir, trusted, ['tls direct']);
   assert.equal(await assertEachCompletedOnce(store, direct.ids, stub.calls), 0);
   assert.equal(proxy.tunnels.length, 0);
-  assert.ok(direct.once.lines.some((l) => l.includes('trusting UPSTREAM_CA_FILE') && l.includes('"ca_certificates":1')), direct.once.lines.join('\n'));
+  assert.ok(
+    direct.once.lines.some((l) => l.includes('trusting UPSTREAM_CA_FILE') && l.includes('"ca_certificates":1')),
+    direct.once.lines.join('\n'),
+  );
 
   const tunnelled = await passOnce(store, dir, { ...trusted, HTTPS_PROXY: `http://bob:pw@${new URL(proxy.url).host}` }, ['tls via 1', 'tls via 2']);
   assert.equal(await assertEachCompletedOnce(store, tunnelled.ids, stub.calls), 0);
@@ -308,7 +335,10 @@ test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or
   // Without the CA the stub's certificate is not trusted: no call reaches it, and trying again
   // would meet the same certificate.
   const untrusted = await passOnce(store, dir, base, ['untrusted'], 3);
-  await assertFailedUncalled(store, stub.calls, untrusted.ids, { code: 'upstream_certificate_rejected', message: "the upstream's TLS certificate was rejected: UNABLE_TO_VERIFY_LEAF_SIGNATURE" });
+  await assertFailedUncalled(store, stub.calls, untrusted.ids, {
+    code: 'upstream_certificate_rejected',
+    message: "the upstream's TLS certificate was rejected: UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  });
   // The worker's log says what to do about it; the job's error, which its client reads, does not.
   const said = untrusted.once.lines.filter((l) => l.includes('UPSTREAM_CA_FILE'));
   assert.equal(said.length, 1, untrusted.once.lines.join('\n'));
@@ -322,7 +352,10 @@ test('an https upstream: its certificate is checked against UPSTREAM_CA_FILE (or
   };
   const refused = await check(base);
   assert.equal(refused.code, 1, refused.out);
-  assert.match(refused.out, /^error: upstream_certificate_rejected: the upstream's TLS certificate was rejected: UNABLE_TO_VERIFY_LEAF_SIGNATURE\na job meeting this fails at once: it is not tried again\nhint: .*UPSTREAM_CA_FILE$/m);
+  assert.match(
+    refused.out,
+    /^error: upstream_certificate_rejected: the upstream's TLS certificate was rejected: UNABLE_TO_VERIFY_LEAF_SIGNATURE\na job meeting this fails at once: it is not tried again\nhint: .*UPSTREAM_CA_FILE$/m,
+  );
   const passed = await check(trusted);
   assert.equal(passed.code, 0, passed.out);
 });

@@ -51,7 +51,15 @@ export function onlyOn(backend: 'sqlite' | 'postgres', t: { skip: (why: string) 
 /** The environment a test runs the programs with: nothing inherited that could leak in from the machine. */
 export function testEnv(dir: string, overrides: Record<string, string> = {}): Record<string, string> {
   // On PostgreSQL each test folder gets its own schema, named after the folder.
-  const database: Record<string, string> = BACKEND === 'postgres' ? { DATABASE_URL: PG_URL, DATABASE_SCHEMA: `t_${basename(dir).toLowerCase().replace(/[^a-z0-9]/g, '_')}` } : {};
+  const database: Record<string, string> =
+    BACKEND === 'postgres'
+      ? {
+          DATABASE_URL: PG_URL,
+          DATABASE_SCHEMA: `t_${basename(dir)
+            .toLowerCase()
+            .replace(/[^a-z0-9]/g, '_')}`,
+        }
+      : {};
   return {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: dir,
@@ -97,10 +105,12 @@ export function spawnNode(script: string, args: string[], env: Record<string, st
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         target.push(line);
-        if (isStdout) for (const w of [...waiters]) if (w.match(line)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
+        if (isStdout)
+          for (const w of [...waiters])
+            if (w.match(line)) {
+              waiters.splice(waiters.indexOf(w), 1);
+              w.resolve(line);
+            }
       }
     };
   };
@@ -281,11 +291,7 @@ export async function within<T>(promise: Promise<T>, ms: number, what = 'operati
 }
 
 /** Enqueues a job straight into a store (as the API would), asking for `prompt`; returns its id. */
-export async function enqueueJob(
-  store: Pick<JobStore, 'createJob'>,
-  prompt: string,
-  options: { maxAttempts?: number; ttlMs?: number } = {},
-): Promise<string> {
+export async function enqueueJob(store: Pick<JobStore, 'createJob'>, prompt: string, options: { maxAttempts?: number; ttlMs?: number } = {}): Promise<string> {
   const id = newJobId();
   await store.createJob({
     id,
@@ -429,7 +435,11 @@ export function fillDisk(mnt: string): string {
 
 /** Runs `node <main> ...args` as the user nobody (needs root), with exactly `env`; its exit code and stderr lines. */
 export function runAsNobody(main: string, args: string[], env: Record<string, string>): { code: number | null; stderr: string[] } {
-  const run = spawnSync('runuser', ['-u', 'nobody', '--', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, main, ...args], { cwd: '/', encoding: 'utf8', timeout: 15_000 });
+  const run = spawnSync('runuser', ['-u', 'nobody', '--', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, main, ...args], {
+    cwd: '/',
+    encoding: 'utf8',
+    timeout: 15_000,
+  });
   return { code: run.status, stderr: run.stderr.split('\n').filter(Boolean) };
 }
 

@@ -33,7 +33,11 @@ export interface NginxPorts {
  * a whole nginx.conf around it into `dir` and returns its path.
  */
 export function writeNginxConfig(dir: string, ports: NginxPorts): string {
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=proxy.example.com', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=proxy.example.com', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')],
+    { stdio: 'ignore' },
+  );
   const original = readFileSync(join(ROOT, 'scripts/deploy/nginx.conf'), 'utf8');
   const replacements: Array<[string, string]> = [
     ['/etc/ssl/certs/proxy.example.com.pem', join(dir, 'cert.pem')],

@@ -74,7 +74,13 @@ function roundRatios(report: string): Array<{ figure: string; ratios: number[] }
     .filter((line) => /^- \d/.test(line))
     .map((line) => {
       const at = line.lastIndexOf(': ');
-      return { figure: line.slice(2, at), ratios: line.slice(at + 2).split(', ').map(Number) };
+      return {
+        figure: line.slice(2, at),
+        ratios: line
+          .slice(at + 2)
+          .split(', ')
+          .map(Number),
+      };
     });
 }
 
@@ -161,7 +167,10 @@ test('npm run bench, smoke mode: every figure, ratios that match their sides, th
   for (const { figure, ratios } of listed) {
     const { ratio } = rows.find((r) => r.figure === figure) as Row;
     assert.equal(ratios.length, 1, `${figure}: one round in a smoke run (${ratios.join(', ')})`);
-    assert.ok(ratios.every((x) => Number.isFinite(x) && x > 0), `${figure}: ${ratios.join(', ')}`);
+    assert.ok(
+      ratios.every((x) => Number.isFinite(x) && x > 0),
+      `${figure}: ${ratios.join(', ')}`,
+    );
     assert.ok(ratio >= Math.min(...ratios) - 0.011 && ratio <= Math.max(...ratios) + 0.011, `${figure}: ${ratio} is not within its rounds' ${ratios.join(', ')}`);
   }
 

@@ -84,12 +84,17 @@ export function createApp(deps: AppDeps): Express {
   });
 
   const watcher = deps.watcher ?? createJobWatcher({ store: deps.store, logger: deps.logger, pollMs: WATCH_POLL_MS });
-  const create = [identify(deps.clients), createLimits, auth, requireJson, rawBody(deps.config.http.bodyLimitBytes), createRequestHandler({ store: deps.store, config: deps.config, now })];
+  const create = [
+    identify(deps.clients),
+    createLimits,
+    auth,
+    requireJson,
+    rawBody(deps.config.http.bodyLimitBytes),
+    createRequestHandler({ store: deps.store, config: deps.config, now }),
+  ];
   const read = [readsPerIp, auth, getRequestHandler({ store: deps.store, watcher })];
   const work = [readsPerIp, auth, runWorkerHandler(deps.workerPass)];
-  const health = [
-    healthHandler({ store: deps.store, clients: deps.clients, now, version: deps.version ?? 'dev', requireWorker: deps.config.http.healthRequiresWorker }),
-  ];
+  const health = [healthHandler({ store: deps.store, clients: deps.clients, now, version: deps.version ?? 'dev', requireWorker: deps.config.http.healthRequiresWorker })];
 
   app.use(requestContext(deps.logger, metrics));
 

@@ -15,7 +15,12 @@ export const ACCEPT_ERROR_LINE_MS = 60_000;
  * proxy-api, every request under way with it. It is logged instead, and the server goes on. The
  * common case at the file limit says nothing at all (see watchOpenFiles), so that is watched too.
  */
-export async function listen(app: Express, at: { host: string; port: number }, logger: Pick<Logger, 'error'>, now: () => number = Date.now): Promise<{ server: Server; stop(): void }> {
+export async function listen(
+  app: Express,
+  at: { host: string; port: number },
+  logger: Pick<Logger, 'error'>,
+  now: () => number = Date.now,
+): Promise<{ server: Server; stop(): void }> {
   // Node's own check of the Host header answers a bare 400 with no body; it is made here instead.
   const server = createServer({ requireHostHeader: false }, (req, res) => {
     if (req.headers.host === undefined && req.httpVersion === '1.1') {
@@ -88,7 +93,10 @@ export function answerClientError(err: Error & { code?: string }, socket: Duplex
     err.code === 'HPE_HEADER_OVERFLOW'
       ? new AppError('headers_too_large', `the request line and headers are over ${maxHeaderSize / 1024} KB`)
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? new AppError('request_timeout', `the request was not received in time (its headers within ${SERVER_TIMEOUTS.headersMs / 1000} s, all of it within ${SERVER_TIMEOUTS.requestMs / 1000} s)`)
+        ? new AppError(
+            'request_timeout',
+            `the request was not received in time (its headers within ${SERVER_TIMEOUTS.headersMs / 1000} s, all of it within ${SERVER_TIMEOUTS.requestMs / 1000} s)`,
+          )
         : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
           ? new AppError('payload_too_large', 'the chunk extensions of the body are too large')
           : new AppError('invalid_request', 'the request is not valid HTTP/1.1');
@@ -98,5 +106,7 @@ export function answerClientError(err: Error & { code?: string }, socket: Duplex
 /** Writes `error` as a whole HTTP answer straight to the connection, and closes it. */
 function answerOnSocket(socket: Duplex, error: AppError): void {
   const body = JSON.stringify(error.toJSON());
-  socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

@@ -6,17 +6,7 @@
 // started with `node` rather than run as a command.
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import {
-  createClientRegistry,
-  createLogger,
-  handleStopSignals,
-  loadConfig,
-  reloadClients,
-  describeDatabase,
-  openStore,
-  runMain,
-  secretValues,
-} from '@proxy/core';
+import { createClientRegistry, createLogger, handleStopSignals, loadConfig, reloadClients, describeDatabase, openStore, runMain, secretValues } from '@proxy/core';
 import { createApp, type WorkerPass } from './app.js';
 import { WATCH_POLL_MS, createJobWatcher } from './job-watcher.js';
 import { listen } from './listen.js';
@@ -70,17 +60,20 @@ await runMain('proxy-api', async () => {
   const stopPass = () => worker?.abortNow();
   if (fileGone.signal.aborted) stopPass();
   else fileGone.signal.addEventListener('abort', stopPass, { once: true });
-  handleStopSignals(logger, async () => {
-    stopWatching();
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeIdleConnections();
-    // Long-polls answer now with the job as it is, instead of holding the stop for up to a minute.
-    watcher.close();
-    await worker?.stop();
-    await closed;
-    await upstream?.close();
-    await store.close();
-    logger.info('proxy-api stopped');
-  }, { failWhen: fileGone.signal });
+  handleStopSignals(
+    logger,
+    async () => {
+      stopWatching();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // Long-polls answer now with the job as it is, instead of holding the stop for up to a minute.
+      watcher.close();
+      await worker?.stop();
+      await closed;
+      await upstream?.close();
+      await store.close();
+      logger.info('proxy-api stopped');
+    },
+    { failWhen: fileGone.signal },
+  );
 });
-

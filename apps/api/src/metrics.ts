@@ -29,7 +29,12 @@ export function createApiMetrics(): ApiMetrics {
   eventLoopDelayGauges(registry, prefix);
   return {
     registry,
-    requests: new Counter({ name: 'proxy_http_requests_total', help: 'HTTP requests by route, method and status code', labelNames: ['route', 'method', 'status'], registers: [registry] }),
+    requests: new Counter({
+      name: 'proxy_http_requests_total',
+      help: 'HTTP requests by route, method and status code',
+      labelNames: ['route', 'method', 'status'],
+      registers: [registry],
+    }),
     duration: new Histogram({
       name: 'proxy_http_request_duration_seconds',
       help: 'HTTP request duration by route (long-polls included)',

@@ -96,7 +96,7 @@ test('one long-poll while another connection finishes 2,000 jobs: the watcher re
   assert.ok(rowsRead < 200, `the watcher read ${rowsRead} rows for one waiter`);
 });
 
-test('a job that finished between its long-poll\'s read and its wait, with nothing committed after, is answered at the next look', async (t) => {
+test("a job that finished between its long-poll's read and its wait, with nothing committed after, is answered at the next look", async (t) => {
   let target = '';
   const { api, other, waiting } = await setUp(t, (store, otherStore) =>
     overriding(store, {
@@ -201,10 +201,14 @@ test('while nothing is committed a waiter costs a look about once a second, and 
     await waiting(1);
     const since = performance.now();
     // Past the looks every poll that follow a commit (the create's): looking once a second.
-    await eventually(async () => {
-      const n = seen.looks.length;
-      return (seen.looks[n - 1] as number) > since && (seen.looks[n - 1] as number) - (seen.looks[n - 2] as number) > 500;
-    }, 5000, 5);
+    await eventually(
+      async () => {
+        const n = seen.looks.length;
+        return (seen.looks[n - 1] as number) > since && (seen.looks[n - 1] as number) - (seen.looks[n - 2] as number) > 500;
+      },
+      5000,
+      5,
+    );
     if (i === 0) {
       await new Promise((r) => setTimeout(r, 2000));
       const looks = looksWithin(2000);

@@ -34,7 +34,10 @@ function assignment(name: string): string {
 }
 
 test('send-request.ps1 is plain ASCII', () => {
-  assert.deepEqual([...script].filter((c) => c.charCodeAt(0) > 0x7e && c !== '\n'), []);
+  assert.deepEqual(
+    [...script].filter((c) => c.charCodeAt(0) > 0x7e && c !== '\n'),
+    [],
+  );
 });
 
 test('its self-test vector is the shared one, and that vector verifies', () => {
@@ -65,7 +68,10 @@ test('its body has the contract fields, in the recipe order, and every documente
     assert.match(script, new RegExp(`\\]\\$${p}\\b`), `parameter -${p}`);
   }
   const codes = [...script.matchAll(/Stop-With (\d+) /g)].map((m) => Number(m[1]));
-  assert.deepEqual([...new Set(codes)].sort((a, b) => a - b), [1, 2, 3, 4, 5, 64]);
+  assert.deepEqual(
+    [...new Set(codes)].sort((a, b) => a - b),
+    [1, 2, 3, 4, 5, 64],
+  );
 });
 
 test('it tries again what the shell client tries again, re-signing each create with the same nonce', () => {
@@ -94,7 +100,10 @@ test('it tries again what the shell client tries again, re-signing each create w
 test('on Windows PowerShell 5.1 it adds TLS 1.2 to the protocols offered before any call, and takes none away', () => {
   // Not run on PowerShell (none here): the statement is checked as written, and that it comes
   // before the first call.
-  const adds = /\$protocols = \[int\]\[Net\.ServicePointManager\]::SecurityProtocol\n\$tls12 = \[int\]\[Net\.SecurityProtocolType\]::Tls12\nif \(\$protocols -ne 0 -and \(\$protocols -band \$tls12\) -eq 0\) \{\n\s+\[Net\.ServicePointManager\]::SecurityProtocol = \[Net\.SecurityProtocolType\]\(\$protocols -bor \$tls12\)\n\}/.exec(script);
+  const adds =
+    /\$protocols = \[int\]\[Net\.ServicePointManager\]::SecurityProtocol\n\$tls12 = \[int\]\[Net\.SecurityProtocolType\]::Tls12\nif \(\$protocols -ne 0 -and \(\$protocols -band \$tls12\) -eq 0\) \{\n\s+\[Net\.ServicePointManager\]::SecurityProtocol = \[Net\.SecurityProtocolType\]\(\$protocols -bor \$tls12\)\n\}/.exec(
+      script,
+    );
   assert.ok(adds, 'TLS 1.2 or-ed into SecurityProtocol as integers (an enum is true in a condition even at 0), SystemDefault (0) left alone');
   assert.ok(adds.index < script.indexOf('\n$deadline = '), 'before the first call');
 });
@@ -105,12 +114,18 @@ test('a 2xx that is not the proxy\'s JSON stops it naming the base URL, as the s
   const invoke = /function Invoke-Proxy\(([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
   const call = /try \{\n\s+\$response = Invoke-WebRequest @params\n\s+\} catch \{/.exec(invoke);
   assert.ok(call, 'the call alone in its try');
-  assert.ok(!/try \{[^}]*ConvertFrom-Json \$response\.Content/.test(invoke.slice(0, invoke.indexOf('} catch {'))), 'the parse not inside the call\'s try');
-  assert.match(invoke, /\n\s+try \{ \$json = ConvertFrom-Json \$response\.Content \} catch \{ \$unreadable = \$_\.Exception\.Message \}\n\s+return @\{ Status = \[int\]\$response\.StatusCode; Json = \$json; RetryAfter = \$null; Unreached = \$null; Unreadable = \$unreadable \}/);
+  assert.ok(!/try \{[^}]*ConvertFrom-Json \$response\.Content/.test(invoke.slice(0, invoke.indexOf('} catch {'))), "the parse not inside the call's try");
+  assert.match(
+    invoke,
+    /\n\s+try \{ \$json = ConvertFrom-Json \$response\.Content \} catch \{ \$unreadable = \$_\.Exception\.Message \}\n\s+return @\{ Status = \[int\]\$response\.StatusCode; Json = \$json; RetryAfter = \$null; Unreached = \$null; Unreadable = \$unreadable \}/,
+  );
   assert.match(script, /\$why = if \(\$Result\.Unreadable\) \{ "a body that is not JSON \(\$\(\$Result\.Unreadable\)\)" \}/, "the parser's words in the message");
   // Both answers the client reads a field of are checked for it first, under strict mode.
   assert.match(script, /\nif \(-not \(Test-Field \$created\.Json 'id'\)\) \{ Stop-With 5 \(Get-Unanswered \$created 'request id'\) \}\n\$id = \$created\.Json\.id\n/);
-  assert.match(script, /\n\s+if \(-not \(Test-Field \$result\.Json 'status'\)\) \{ Stop-With 5 \(Get-Unanswered \$result "status for the job \$id"\) \}\n\s+switch \(\$result\.Json\.status\) \{/);
+  assert.match(
+    script,
+    /\n\s+if \(-not \(Test-Field \$result\.Json 'status'\)\) \{ Stop-With 5 \(Get-Unanswered \$result "status for the job \$id"\) \}\n\s+switch \(\$result\.Json\.status\) \{/,
+  );
   assert.match(script, /\$BaseUrl the proxy's address\?"/);
 });
 

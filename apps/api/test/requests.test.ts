@@ -49,7 +49,11 @@ test('create answers 202 with an id at once; the job is stored queued and readab
 test('messages, system and model are passed through; ttl sets the deadline', async (t) => {
   const api = await startTestApi(t);
   const res = await postSigned(api.url, api.key, api.secret, {
-    messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }],
+    messages: [
+      { role: 'user', content: 'a' },
+      { role: 'assistant', content: 'b' },
+      { role: 'user', content: 'c' },
+    ],
     system: 'be brief',
     model: 'gpt-4.1',
     ttl: 60,
@@ -196,7 +200,12 @@ test('idempotency: same nonce and request → the same job (200); same nonce, ot
   // sent again across an upgrade still finds its job.
   const long = await postSigned(api.url, api.key, api.secret, { prompt: `é "q" \\ ${'x'.repeat(20_000)}`, ttl: 90, options: { temperature: 0.5 } });
   const stored = await api.store.getJob(long.json.id);
-  assert.equal(stored?.requestHash, createHash('sha256').update(JSON.stringify([stored?.request, 90])).digest('hex'));
+  assert.equal(
+    stored?.requestHash,
+    createHash('sha256')
+      .update(JSON.stringify([stored?.request, 90]))
+      .digest('hex'),
+  );
 });
 
 test('ids that are not ours — unknown, malformed, SQL- or path-looking — are 404 not_found', async (t) => {
@@ -210,7 +219,11 @@ test('ids that are not ours — unknown, malformed, SQL- or path-looking — are
 
 test('a path that is not valid percent-encoding is 400 invalid_request, not a 500', async (t) => {
   const api = await startTestApi(t);
-  for (const [method, path] of [['GET', '/v1/requests/%'], ['GET', '/v1/requests/%ZZ'], ['DELETE', '/v1/requests/%E0%A4%A']]) {
+  for (const [method, path] of [
+    ['GET', '/v1/requests/%'],
+    ['GET', '/v1/requests/%ZZ'],
+    ['DELETE', '/v1/requests/%E0%A4%A'],
+  ]) {
     const res = await fetch(`${api.url}${path}`, { method, headers: { 'x-proxy-key': api.key } });
     const json = (await res.json()) as any;
     assert.deepEqual([res.status, json.error.code], [400, 'invalid_request'], `${method} ${path}`);
@@ -400,7 +413,7 @@ test('cancel: a queued job at once (200); a finished one 409; another client or 
   assert.equal((await getJson(api.url, `/v1/requests/${created.json.id}`, api.key)).json.status, 'cancelled');
 });
 
-test('cancel racing the job\'s end: a job that finished between the read and the cancel is 409 conflict, the same answer as one finished before', async (t) => {
+test("cancel racing the job's end: a job that finished between the read and the cancel is 409 conflict, the same answer as one finished before", async (t) => {
   let finishOnRead = false;
   // The job ends (a worker completes it) right after the cancel read it as queued.
   const racing = (store: JobStore): JobStore =>
@@ -433,14 +446,22 @@ test('health: the public sees only the status; a client key also sees the queue 
   assert.deepEqual((await getJson(api.url, '/health')).json, { status: 'ok' });
   const detailed = await getJson(api.url, '/health', api.key);
   assert.equal(detailed.json.queue.queued, 1);
-  assert.deepEqual(detailed.json.workers.map((w: any) => [w.id, w.jobs_done, w.clock_offset_ms]), [['host:1:ab', 7, -1234]]);
+  assert.deepEqual(
+    detailed.json.workers.map((w: any) => [w.id, w.jobs_done, w.clock_offset_ms]),
+    [['host:1:ab', 7, -1234]],
+  );
 });
 
 test("stats: the hour's finished jobs per minute for the whole service, the caller's own latest failures, and the time the minutes count back from (the store's clock)", async (t) => {
   // The store's clock half an hour ahead of this host's, as a PostgreSQL server's may be: the stats go by it.
   const api = await startTestApi(t, { wrapStore: (store) => overriding(store, { now: () => store.now() + 1_800_000 }) });
   const { store } = api;
-  for (const [client, ending] of [['default', 'completed'], ['default', 'completed'], ['default', 'failed'], ['other', 'failed']] as const) {
+  for (const [client, ending] of [
+    ['default', 'completed'],
+    ['default', 'completed'],
+    ['default', 'failed'],
+    ['other', 'failed'],
+  ] as const) {
     await store.createJob(newTestJob({ client }));
     const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
     if (ending === 'completed') assert.ok(await store.completeJob(claimed!.id, claimed!.leaseToken, { outputText: 'ok', usage: null, response: {} }));
@@ -456,6 +477,9 @@ test("stats: the hour's finished jobs per minute for the whole service, the call
   const minute = Math.floor(before / 60) * 60;
   const counts = Object.fromEntries(res.json.per_minute.filter((p: any) => Math.abs(p.minute - minute) <= 60).map((p: any) => [p.status, p.count]));
   assert.deepEqual(counts, { completed: 2, failed: 2 });
-  assert.deepEqual(res.json.latest_failed.map((j: any) => j.error.message), ['bad request of default']);
+  assert.deepEqual(
+    res.json.latest_failed.map((j: any) => j.error.message),
+    ['bad request of default'],
+  );
   assert.equal((await getJson(api.url, '/v1/stats')).status, 401);
 });

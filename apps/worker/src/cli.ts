@@ -43,16 +43,12 @@ export function buildCli(version: string): Command {
 
   program
     .command('check')
-    .description("make one small chat completion as a worker would (same key, base URL, proxy, CA file, timeout) and say what came back; exit 1 if it failed")
+    .description('make one small chat completion as a worker would (same key, base URL, proxy, CA file, timeout) and say what came back; exit 1 if it failed')
     .option('--model <model>', 'the model to ask (default: DEFAULT_MODEL)')
     .option('--json', 'print JSON')
     .action(runCheck);
 
-  program
-    .command('stats')
-    .description('the queue by status, the longest wait in the queue, the live workers')
-    .option('--json', 'print JSON')
-    .action(runStats);
+  program.command('stats').description('the queue by status, the longest wait in the queue, the live workers').option('--json', 'print JSON').action(runStats);
 
   program
     .command('jobs')

@@ -79,7 +79,10 @@ function describePattern(where: string): string {
  * use) plus the file read afresh. Throws ConfigError when the file is bad; the caller keeps the old list.
  */
 export function reloadClients(current: readonly ClientIdentity[], path: string): ClientIdentity[] {
-  return mergeClients(current.filter((c) => c.name === 'default'), loadClientsFile(path));
+  return mergeClients(
+    current.filter((c) => c.name === 'default'),
+    loadClientsFile(path),
+  );
 }
 
 /**

@@ -14,8 +14,9 @@ import { MODEL_PATTERN } from './schemas.js';
 /**
  * Every setting the product reads, with its default and what it does. `.env.example` must list each
  * of these (a test enforces it); secrets, and settings that may hold one, are marked so no error message
- * ever repeats their value.
+ * ever repeats their value. A table, one setting a line, which the formatter is told to leave so.
  */
+// prettier-ignore
 export const SETTINGS = {
   OPENAI_API_KEY: { type: 'string', secret: true, doc: 'Upstream API key (the worker needs it; or use OPENAI_API_KEY_FILE).' },
   OPENAI_API_KEY_FILE: { type: 'string', doc: 'File holding the upstream key (systemd credentials); used when OPENAI_API_KEY is unset.' },
@@ -95,8 +96,6 @@ export interface ClientIdentity {
   /** The client's own create budget, overriding RATE_LIMIT_PER_KEY. */
   readonly rateLimit?: RateLimitSpec | null;
 }
-
-
 
 /** The validated, frozen configuration both apps run on. */
 export interface Config {
@@ -298,7 +297,9 @@ function checkBaseUrl(text: string): string {
   // go to …/chat/completions/chat/completions, and every job fail with the upstream's 404.
   const base = baseOfEndpoint(url);
   if (base) {
-    throw new ConfigError(`OPENAI_BASE_URL ends with /chat/completions, which the worker adds to each call itself: set it to the base, ${base}${url.search ? ' and its query string' : ''}`);
+    throw new ConfigError(
+      `OPENAI_BASE_URL ends with /chat/completions, which the worker adds to each call itself: set it to the base, ${base}${url.search ? ' and its query string' : ''}`,
+    );
   }
   return url.search ? url.href : url.href.replace(/\/$/, '');
 }
@@ -352,7 +353,10 @@ function bypassesProxy(base: URL, noProxy: string): boolean {
     // host, host:port, [v6]:port, or a bare IPv6 address.
     const m = isIP(raw) === 6 ? [raw, raw, undefined] : /^(\[[^\]]*\]|[^:]+)(?::([0-9]+))?$/.exec(raw);
     if (!m) continue;
-    const entry = (m[1] as string).replace(/^\[|\]$/g, '').replace(/^\*?\./, '').toLowerCase();
+    const entry = (m[1] as string)
+      .replace(/^\[|\]$/g, '')
+      .replace(/^\*?\./, '')
+      .toLowerCase();
     if (m[2] !== undefined && m[2] !== port) continue;
     if (host === entry || host.endsWith(`.${entry}`)) return true;
   }
@@ -365,7 +369,10 @@ function bypassesProxy(base: URL, noProxy: string): boolean {
  */
 function parseAllowedModels(text: string | undefined, defaultModel: string): string[] | null {
   if (text === undefined) return null;
-  const models = text.split(',').map((m) => m.trim()).filter(Boolean);
+  const models = text
+    .split(',')
+    .map((m) => m.trim())
+    .filter(Boolean);
   if (models.length === 0) throw new ConfigError('ALLOWED_MODELS names no model; leave it unset to allow any');
   const bad = models.find((m) => !MODEL_PATTERN.test(m));
   if (bad !== undefined) throw new ConfigError(`ALLOWED_MODELS: ${JSON.stringify(bad)} is not a model name (A-Z a-z 0-9 . _ : / -, at most 100)`);
@@ -376,7 +383,10 @@ function parseAllowedModels(text: string | undefined, defaultModel: string): str
 }
 
 function parseAllowList(text: string | undefined): string[] {
-  const entries = (text ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+  const entries = (text ?? '')
+    .split(',')
+    .map((a) => a.trim())
+    .filter(Boolean);
   for (const entry of entries) {
     const [address, prefix, extra] = entry.split('/');
     const family = isIP(address ?? '');
@@ -421,11 +431,28 @@ function readUpstreamKey(inline: string | undefined, file: string | undefined, c
  * Headers each call sets itself: the key in one of them would be sent twice, or in place of what
  * the call needs.
  */
-const CALL_HEADERS = new Set(['content-type', 'content-length', 'accept', 'accept-encoding', 'host', 'connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect', 'proxy-authorization']);
+const CALL_HEADERS = new Set([
+  'content-type',
+  'content-length',
+  'accept',
+  'accept-encoding',
+  'host',
+  'connection',
+  'transfer-encoding',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'expect',
+  'proxy-authorization',
+]);
 
 function checkKeyHeader(name: string): string {
   const header = name.toLowerCase();
-  if (CALL_HEADERS.has(header)) throw new ConfigError(`OPENAI_API_KEY_HEADER cannot be ${header}: each call sets that header itself; use authorization, or the header your upstream reads the key from (api-key for Azure OpenAI)`);
+  if (CALL_HEADERS.has(header))
+    throw new ConfigError(
+      `OPENAI_API_KEY_HEADER cannot be ${header}: each call sets that header itself; use authorization, or the header your upstream reads the key from (api-key for Azure OpenAI)`,
+    );
   return header;
 }
 
@@ -441,15 +468,18 @@ function parseUpstreamHeaders(text: string | undefined, keyHeader: string): Reco
     if (pair.trim() === '') continue;
     const at = pair.indexOf('=');
     const name = (at < 0 ? pair : pair.slice(0, at)).trim().toLowerCase();
-    if (at < 0 || !/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) throw new ConfigError(`UPSTREAM_HEADERS must be Name=value pairs, comma-separated (OpenAI-Project=proj_abc,Helicone-Auth=Bearer%20sk-…)`);
+    if (at < 0 || !/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(name))
+      throw new ConfigError(`UPSTREAM_HEADERS must be Name=value pairs, comma-separated (OpenAI-Project=proj_abc,Helicone-Auth=Bearer%20sk-…)`);
     let value: string;
     try {
       value = decodeURIComponent(pair.slice(at + 1).trim());
     } catch {
       throw new ConfigError(`UPSTREAM_HEADERS: the value of ${name} holds a % that does not start a %-escape (write a % as %25)`);
     }
-    if (!/^[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?$/.test(value)) throw new ConfigError(`UPSTREAM_HEADERS: the value of ${name} is empty or holds what a header cannot carry (printable ASCII only)`);
-    if (CALL_HEADERS.has(name) || name === keyHeader) throw new ConfigError(`UPSTREAM_HEADERS cannot set ${name}: each call sets it itself${name === keyHeader ? ' (it carries OPENAI_API_KEY)' : ''}`);
+    if (!/^[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?$/.test(value))
+      throw new ConfigError(`UPSTREAM_HEADERS: the value of ${name} is empty or holds what a header cannot carry (printable ASCII only)`);
+    if (CALL_HEADERS.has(name) || name === keyHeader)
+      throw new ConfigError(`UPSTREAM_HEADERS cannot set ${name}: each call sets it itself${name === keyHeader ? ' (it carries OPENAI_API_KEY)' : ''}`);
     if (name in headers) throw new ConfigError(`UPSTREAM_HEADERS names ${name} twice`);
     headers[name] = value;
   }
@@ -468,7 +498,8 @@ function checkUpstreamKey(key: string, name: string): string {
   const bad = /[^\x21-\x7e]/.exec(key);
   if (!bad) return key;
   const c = bad[0];
-  const what = c === ' ' ? 'a space' : c === '\n' || c === '\r' ? 'a line break' : c === '\t' ? 'a tab' : `the character U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  const what =
+    c === ' ' ? 'a space' : c === '\n' || c === '\r' ? 'a line break' : c === '\t' ? 'a tab' : `the character U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
   const hint = /^bearer\s/i.test(key) ? ': set the key alone, without "Bearer "' : ': a key is printable ASCII without spaces';
   throw new ConfigError(`${name} holds ${what} at position ${bad.index + 1}, which cannot go in an HTTP header${hint}`);
 }
@@ -594,7 +625,13 @@ export function secretValues(config: Config): string[] {
   const proxy = config.upstream.proxyUrl ? new URL(config.upstream.proxyUrl) : null;
   // The URL holds the password percent-encoded; a message may carry either form.
   const proxyPassword = proxy?.password ? [proxy.password, decodeURIComponent(proxy.password)] : [];
-  return [config.upstream.apiKey ?? '', ...headerSecrets(config.upstream.extraHeaders), dbPassword, ...proxyPassword, ...config.clients.flatMap((c) => [c.key, ...c.secrets])].filter(Boolean);
+  return [
+    config.upstream.apiKey ?? '',
+    ...headerSecrets(config.upstream.extraHeaders),
+    dbPassword,
+    ...proxyPassword,
+    ...config.clients.flatMap((c) => [c.key, ...c.secrets]),
+  ].filter(Boolean);
 }
 
 /**

@@ -38,9 +38,7 @@ export function toJobView(job: JobOutcome): JobView {
     finished_at: secondsOrNull(job.finishedAt),
     expires_at: seconds(job.expiresAt),
   };
-  const error = job.error
-    ? { code: job.error.code, message: job.error.message, ...(job.error.upstreamStatus ? { upstream_status: job.error.upstreamStatus } : {}) }
-    : undefined;
+  const error = job.error ? { code: job.error.code, message: job.error.message, ...(job.error.upstreamStatus ? { upstream_status: job.error.upstreamStatus } : {}) } : undefined;
   if (job.status === 'completed') {
     view.output_text = job.outputText;
     view.usage = job.usage;

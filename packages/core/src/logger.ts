@@ -69,7 +69,10 @@ function assertLogDirWritable(dir: string, file: string): void {
     throw new Error(`LOG_DIR: ${(err as Error).message}`);
   }
   const path = join(dir, file);
-  for (const [what, refused] of [[`the folder ${dir}`, whyNotWritable(dir)], [path, existsSync(path) ? whyNotWritable(path) : null]] as const) {
+  for (const [what, refused] of [
+    [`the folder ${dir}`, whyNotWritable(dir)],
+    [path, existsSync(path) ? whyNotWritable(path) : null],
+  ] as const) {
     if (refused) throw new Error(`LOG_DIR: this user (uid ${process.getuid?.() ?? '?'}) cannot write ${what} (${refused})`);
   }
 }
@@ -85,7 +88,13 @@ function skipDisabledLevels(logger: Logger, level: LoggerOptions['level']): Logg
   const threshold = levels[level] ?? levels.info;
   for (const [name, rank] of Object.entries(levels)) {
     if (rank > (threshold as number)) {
-      Object.defineProperty(logger, name, { value: function (this: Logger) { return this; }, writable: true, configurable: true });
+      Object.defineProperty(logger, name, {
+        value: function (this: Logger) {
+          return this;
+        },
+        writable: true,
+        configurable: true,
+      });
     }
   }
   return logger;
@@ -239,7 +248,8 @@ function createScrubber(secrets: readonly string[]): Scrub {
   const forms = [...new Set(secrets.flatMap((s) => [s, JSON.stringify(s).slice(1, -1)]))];
   const escaped = forms.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
   const pattern = new RegExp([...escaped, 'Bearer\\s+[^\\s"\\\\]+', 'sk-[A-Za-z0-9_-]{16,}'].join('|'), 'g');
-  return (text) => text.replace(pattern, (match) => (match.startsWith('Bearer') ? 'Bearer [redacted]' : match.startsWith('sk-') && !forms.includes(match) ? 'sk-[redacted]' : '[redacted]'));
+  return (text) =>
+    text.replace(pattern, (match) => (match.startsWith('Bearer') ? 'Bearer [redacted]' : match.startsWith('sk-') && !forms.includes(match) ? 'sk-[redacted]' : '[redacted]'));
 }
 
 /** A copy of the line's fields with secret-named ones replaced and errors made plain (stacks included: logs only). */

@@ -13,11 +13,7 @@ const message = {
   properties: {
     role: { enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
     content: {
-      anyOf: [
-        { type: 'string', maxUnits: 1_000_000 },
-        { type: 'array', maxItems: 256, items: { type: 'object' } },
-        { type: 'null' },
-      ],
+      anyOf: [{ type: 'string', maxUnits: 1_000_000 }, { type: 'array', maxItems: 256, items: { type: 'object' } }, { type: 'null' }],
     },
     name: { type: 'string', maxUnits: 256 },
     tool_call_id: { type: 'string', maxUnits: 256 },

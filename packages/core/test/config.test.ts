@@ -45,11 +45,22 @@ test('.env is read and the environment wins over it', () => {
 
 test('a malformed setting fails with one line naming it, and never the secret', () => {
   withDir((cwd) => {
-    assert.throws(() => loadConfig({ env: { PORT: 'eighty' }, cwd }), (e: Error) => e instanceof ConfigError && /^PORT /.test(e.message) && !e.message.includes('\n'));
+    assert.throws(
+      () => loadConfig({ env: { PORT: 'eighty' }, cwd }),
+      (e: Error) => e instanceof ConfigError && /^PORT /.test(e.message) && !e.message.includes('\n'),
+    );
     assert.throws(() => loadConfig({ env: { LOG_LEVEL: 'loud' }, cwd }), /LOG_LEVEL/);
     assert.throws(() => loadConfig({ env: { OPENAI_BASE_URL: 'ftp://x' }, cwd }), /OPENAI_BASE_URL/);
-    for (const [name, value] of [['UPSTREAM_RESPONSE_LIMIT', '16 MB'], ['UPSTREAM_RESPONSE_LIMIT', '0kb'], ['BODY_LIMIT', '0'], ['UPSTREAM_STREAM', 'yes']]) {
-      assert.throws(() => loadConfig({ env: { [name as string]: value as string }, cwd }), (e: Error) => e instanceof ConfigError && e.message.startsWith(`${name} `) && !e.message.includes('\n'));
+    for (const [name, value] of [
+      ['UPSTREAM_RESPONSE_LIMIT', '16 MB'],
+      ['UPSTREAM_RESPONSE_LIMIT', '0kb'],
+      ['BODY_LIMIT', '0'],
+      ['UPSTREAM_STREAM', 'yes'],
+    ]) {
+      assert.throws(
+        () => loadConfig({ env: { [name as string]: value as string }, cwd }),
+        (e: Error) => e instanceof ConfigError && e.message.startsWith(`${name} `) && !e.message.includes('\n'),
+      );
     }
     assert.equal(loadConfig({ env: { UPSTREAM_RESPONSE_LIMIT: '512kb' }, cwd }).upstream.maxResponseBytes, 512 * 1024);
     assert.equal(loadConfig({ env: { UPSTREAM_STREAM: 'true' }, cwd }).upstream.stream, true);
@@ -75,7 +86,10 @@ test('OPENAI_BASE_URL: a query string is kept; a user, password or fragment stop
       ['https://bob:hunter2 x@api.example/v1', /must match pattern/],
       ['ftp://bob:hunter2@api.example/v1', /must match pattern/],
       // The endpoint pasted in place of its base: the base it should be is named, the query not shown.
-      ['https://api.openai.com/v1/chat/completions', /^OPENAI_BASE_URL ends with \/chat\/completions, which the worker adds to each call itself: set it to the base, https:\/\/api\.openai\.com\/v1$/],
+      [
+        'https://api.openai.com/v1/chat/completions',
+        /^OPENAI_BASE_URL ends with \/chat\/completions, which the worker adds to each call itself: set it to the base, https:\/\/api\.openai\.com\/v1$/,
+      ],
       ['https://gw.example/openai/v1/chat/completions/?key=hunter2', /set it to the base, https:\/\/gw\.example\/openai\/v1 and its query string$/],
     ];
     for (const [value, problem] of cases) {
@@ -149,7 +163,12 @@ test('ALLOWED_MODELS: a list of model names that includes DEFAULT_MODEL, or the 
       [{ ALLOWED_MODELS: 'gpt-4o' }, /^ALLOWED_MODELS does not include DEFAULT_MODEL \(gpt-4o-mini\)/],
       [{ ALLOWED_MODELS: 'gpt-4o', DEFAULT_MODEL: 'gpt-4.1' }, /DEFAULT_MODEL \(gpt-4\.1\)/],
     ];
-    for (const [env, problem] of cases) assert.throws(() => loadConfig({ env, cwd }), (e: Error) => e instanceof ConfigError && problem.test(e.message), JSON.stringify(env));
+    for (const [env, problem] of cases)
+      assert.throws(
+        () => loadConfig({ env, cwd }),
+        (e: Error) => e instanceof ConfigError && problem.test(e.message),
+        JSON.stringify(env),
+      );
     assert.deepEqual(loadConfig({ env: { ALLOWED_MODELS: 'gpt-4o', DEFAULT_MODEL: 'gpt-4o' }, cwd }).http.allowedModels, ['gpt-4o']);
   });
 });
@@ -195,14 +214,20 @@ test('an upstream key that cannot go in an HTTP header stops the start, naming t
       ['sk-ab\u00e9', /holds the character U\+00E9 at position 6/],
     ];
     for (const [key, message] of cases) {
-      assert.throws(() => loadConfig({ env: { OPENAI_API_KEY: key }, cwd }), (err: Error) => {
-        assert.match(String(err), message);
-        assert.ok(!String(err).includes('abcdef') && !String(err).includes('sk-ab'), 'the key is not quoted');
-        return true;
-      });
+      assert.throws(
+        () => loadConfig({ env: { OPENAI_API_KEY: key }, cwd }),
+        (err: Error) => {
+          assert.match(String(err), message);
+          assert.ok(!String(err).includes('abcdef') && !String(err).includes('sk-ab'), 'the key is not quoted');
+          return true;
+        },
+      );
     }
     writeFileSync(join(cwd, 'two-lines.txt'), 'sk-first\nsk-second\n');
-    assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_FILE: 'two-lines.txt' }, cwd }), /^ConfigError: the key in OPENAI_API_KEY_FILE \(two-lines\.txt\) holds a line break at position 9/);
+    assert.throws(
+      () => loadConfig({ env: { OPENAI_API_KEY_FILE: 'two-lines.txt' }, cwd }),
+      /^ConfigError: the key in OPENAI_API_KEY_FILE \(two-lines\.txt\) holds a line break at position 9/,
+    );
     for (const key of ['sk-proj-Ab_9-x', 'abc123+/=~.']) assert.equal(loadConfig({ env: { OPENAI_API_KEY: key }, cwd }).upstream.apiKey, key);
   });
 });
@@ -211,7 +236,10 @@ test('OPENAI_API_KEY_HEADER: authorization by default; another header name (api-
   withDir((cwd) => {
     assert.equal(loadConfig({ env: {}, cwd }).upstream.apiKeyHeader, 'authorization');
     assert.equal(loadConfig({ env: { OPENAI_API_KEY_HEADER: 'Api-Key' }, cwd }).upstream.apiKeyHeader, 'api-key');
-    assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_HEADER: 'Content-Type' }, cwd }), /^ConfigError: OPENAI_API_KEY_HEADER cannot be content-type: each call sets that header itself/);
+    assert.throws(
+      () => loadConfig({ env: { OPENAI_API_KEY_HEADER: 'Content-Type' }, cwd }),
+      /^ConfigError: OPENAI_API_KEY_HEADER cannot be content-type: each call sets that header itself/,
+    );
     assert.throws(() => loadConfig({ env: { OPENAI_API_KEY_HEADER: 'api key' }, cwd }), /^ConfigError: OPENAI_API_KEY_HEADER /);
   });
 });
@@ -237,7 +265,11 @@ test('UPSTREAM_HEADERS: Name=value pairs, %-decoded, names lowercase; what a hea
       [{ UPSTREAM_HEADERS: 'X-A=1,x-a=hunter2' }, /^UPSTREAM_HEADERS names x-a twice$/],
     ];
     for (const [env, message] of cases) {
-      assert.throws(() => loadConfig({ env, cwd }), (e: Error) => e instanceof ConfigError && message.test(e.message) && !e.message.includes('hunter2'), JSON.stringify(env));
+      assert.throws(
+        () => loadConfig({ env, cwd }),
+        (e: Error) => e instanceof ConfigError && message.test(e.message) && !e.message.includes('hunter2'),
+        JSON.stringify(env),
+      );
     }
     // With the key header set elsewhere, Authorization is the gateway's to use.
     assert.deepEqual(headersOf({ UPSTREAM_HEADERS: 'Authorization=Bearer gw-token-123', OPENAI_API_KEY_HEADER: 'api-key' }), { authorization: 'Bearer gw-token-123' });
@@ -254,7 +286,11 @@ test('UPSTREAM_CA_FILE: its certificates are read at start; a file that cannot b
     const loaded = loadConfig({ env: { UPSTREAM_CA_FILE: 'two.pem' }, cwd }).upstream.caCertificates;
     assert.deepEqual(loaded, [ca.trim(), ca.trim()]);
     assert.deepEqual(loadConfig({ env: {}, cwd }).upstream.caCertificates, []);
-    const fails = (file: string, message: RegExp) => assert.throws(() => loadConfig({ env: { UPSTREAM_CA_FILE: file }, cwd }), (err: Error) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'));
+    const fails = (file: string, message: RegExp) =>
+      assert.throws(
+        () => loadConfig({ env: { UPSTREAM_CA_FILE: file }, cwd }),
+        (err: Error) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'),
+      );
     fails('missing.pem', /^UPSTREAM_CA_FILE cannot be read \(.*missing\.pem\): ENOENT$/);
     writeFileSync(join(cwd, 'key.pem'), '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n');
     fails('key.pem', /^UPSTREAM_CA_FILE holds no PEM certificate/);
@@ -265,7 +301,8 @@ test('UPSTREAM_CA_FILE: its certificates are read at start; a file that cannot b
 
 test('keyGoesInClear: http to a host that is not this machine; https, and http to loopback, are not', () => {
   for (const url of ['http://10.0.0.5:8000/v1', 'http://api.openai.com/v1', 'http://[fd00::1]/v1', 'http://127.example.com/v1']) assert.equal(keyGoesInClear(url), true, url);
-  for (const url of ['https://10.0.0.5/v1', 'http://127.0.0.1:8000/v1', 'http://127.1.2.3/v1', 'http://localhost:11434/v1', 'http://vllm.localhost/v1', 'http://[::1]:8000/v1']) assert.equal(keyGoesInClear(url), false, url);
+  for (const url of ['https://10.0.0.5/v1', 'http://127.0.0.1:8000/v1', 'http://127.1.2.3/v1', 'http://localhost:11434/v1', 'http://vllm.localhost/v1', 'http://[::1]:8000/v1'])
+    assert.equal(keyGoesInClear(url), false, url);
 });
 
 test('settings files saved by Windows tools are read: .env, the clients file and the key file in UTF-8 with a byte-order mark or in UTF-16; a clients file that is not JSON names the line and column, never its text', () => {
@@ -280,12 +317,18 @@ test('settings files saved by Windows tools are read: .env, the clients file and
       writeFileSync(join(cwd, 'clients.json'), encode(clients));
       const c = loadConfig({ env: {}, cwd });
       assert.equal(c.upstream.apiKey, 'sk-windows');
-      assert.deepEqual(c.clients.map((client) => client.name), ['win']);
+      assert.deepEqual(
+        c.clients.map((client) => client.name),
+        ['win'],
+      );
     }
     writeFileSync(join(cwd, 'clients.json'), `[\n  {"name": "win", "key": "${'w'.repeat(20)}", "secret": "sk-secret-in-file",, }\n]`);
     assert.throws(
       () => loadConfig({ env: {}, cwd }),
-      (err: Error) => err instanceof ConfigError && /^PROXY_CLIENTS_FILE is not valid JSON at line 2, column \d+: expected double-quoted property name \(.*clients\.json\)$/.test(err.message) && !err.message.includes('sk-secret'),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /^PROXY_CLIENTS_FILE is not valid JSON at line 2, column \d+: expected double-quoted property name \(.*clients\.json\)$/.test(err.message) &&
+        !err.message.includes('sk-secret'),
     );
   });
 });

@@ -8,8 +8,16 @@ const listed = new Set([...example.matchAll(/^([A-Z][A-Z0-9_]*)=/gm)].map((m) =>
 
 test('.env.example lists every setting the code reads, and nothing it does not', () => {
   const read = Object.keys(SETTINGS);
-  assert.deepEqual(read.filter((name) => !listed.has(name)), [], 'settings missing from .env.example');
-  assert.deepEqual([...listed].filter((name) => !read.includes(name as string)), [], '.env.example lists settings the code ignores');
+  assert.deepEqual(
+    read.filter((name) => !listed.has(name)),
+    [],
+    'settings missing from .env.example',
+  );
+  assert.deepEqual(
+    [...listed].filter((name) => !read.includes(name as string)),
+    [],
+    '.env.example lists settings the code ignores',
+  );
 });
 
 test('.env.example defaults match the code defaults', () => {

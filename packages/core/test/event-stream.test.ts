@@ -4,15 +4,42 @@ import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest 
 
 // A stream arrives in pieces cut anywhere: inside a line, between a CRLF's CR and LF, inside a
 // multi-byte character's UTF-16 pair. What it comes to must not depend on where.
-const chunk = (delta: object, finish: string | null = null) => JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] });
+const chunk = (delta: object, finish: string | null = null) =>
+  JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] });
 // One event's data in two lines (JSON allows the line break the SSE rules join them with): a line
 // end taken for two would end that event early, half of it.
 const split = chunk({ content: '🍀.' });
 const twoLines = [`data: ${split.slice(0, split.indexOf('"choices"'))}`, `data: ${split.slice(split.indexOf('"choices"'))}`];
-const sample = [': keep-alive', '', `data: ${chunk({ role: 'assistant', content: '' })}`, '', `data:${chunk({ content: 'Vier – 四 ' })}`, '', 'event: message', ...twoLines, '', `data: ${chunk({}, 'stop')}`, '', 'data: [DONE]', '', ''];
-const expected = { id: 'c1', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'Vier – 四 🍀.' }, logprobs: null, finish_reason: 'stop' }], usage: null };
+const sample = [
+  ': keep-alive',
+  '',
+  `data: ${chunk({ role: 'assistant', content: '' })}`,
+  '',
+  `data:${chunk({ content: 'Vier – 四 ' })}`,
+  '',
+  'event: message',
+  ...twoLines,
+  '',
+  `data: ${chunk({}, 'stop')}`,
+  '',
+  'data: [DONE]',
+  '',
+  '',
+];
+const expected = {
+  id: 'c1',
+  object: 'chat.completion',
+  created: 1,
+  model: 'm',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'Vier – 四 🍀.' }, logprobs: null, finish_reason: 'stop' }],
+  usage: null,
+};
 
-for (const [name, eol] of [['LF', '\n'], ['CRLF', '\r\n'], ['CR', '\r']] as const) {
+for (const [name, eol] of [
+  ['LF', '\n'],
+  ['CRLF', '\r\n'],
+  ['CR', '\r'],
+] as const) {
   test(`a stream with ${name} line ends reads the same cut in two at every place, and given a character at a time`, () => {
     const text = sample.join(eol);
     assert.deepEqual(assembleStream(text), { ok: true, body: expected });
@@ -37,7 +64,8 @@ test('a data field split over lines is one event; a last event without its blank
 });
 
 test('logprobs and a list of content parts are joined in order; a role or a finish reason is taken as sent', () => {
-  const piece = (delta: object, logprobs: object | null, finish: string | null = null) => `data: ${JSON.stringify({ choices: [{ index: 0, delta, logprobs, finish_reason: finish }] })}\n\n`;
+  const piece = (delta: object, logprobs: object | null, finish: string | null = null) =>
+    `data: ${JSON.stringify({ choices: [{ index: 0, delta, logprobs, finish_reason: finish }] })}\n\n`;
   const out = assembleStream(
     piece({ role: 'assistant', content: [{ type: 'thinking', thinking: [{ type: 'text', text: 'hm' }] }] }, { content: [{ token: 'a', logprob: -1 }] }) +
       piece({ content: 'The ' }, { content: [{ token: 'b', logprob: -2 }] }) +
@@ -46,8 +74,20 @@ test('logprobs and a list of content parts are joined in order; a role or a fini
   assert.deepEqual(out.ok && out.body.choices, [
     {
       index: 0,
-      message: { role: 'assistant', content: [{ type: 'thinking', thinking: [{ type: 'text', text: 'hm' }] }, { type: 'text', text: 'The ' }, { type: 'text', text: 'end' }] },
-      logprobs: { content: [{ token: 'a', logprob: -1 }, { token: 'b', logprob: -2 }] },
+      message: {
+        role: 'assistant',
+        content: [
+          { type: 'thinking', thinking: [{ type: 'text', text: 'hm' }] },
+          { type: 'text', text: 'The ' },
+          { type: 'text', text: 'end' },
+        ],
+      },
+      logprobs: {
+        content: [
+          { token: 'a', logprob: -1 },
+          { token: 'b', logprob: -2 },
+        ],
+      },
       finish_reason: 'length',
     },
   ]);
@@ -71,8 +111,15 @@ test('streamedRequest adds stream and stream_options at the front, the rest as i
   assert.deepEqual(JSON.parse(streamedRequest(' {}')), { stream: true, stream_options: { include_usage: true } });
 });
 
-test("a function call, as answered to the deprecated functions parameter, is joined as a tool call is: the name as sent, the arguments end to end", () => {
+test('a function call, as answered to the deprecated functions parameter, is joined as a tool call is: the name as sent, the arguments end to end', () => {
   const piece = (delta: object, finish: string | null = null) => `data: ${JSON.stringify({ choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
-  const out = assembleStream(piece({ role: 'assistant', content: null, function_call: { name: 'add', arguments: '' } }) + piece({ function_call: { arguments: '{"a":' } }) + piece({ function_call: { arguments: '2}' } }, 'function_call') + 'data: [DONE]\n\n');
-  assert.deepEqual(out.ok && out.body.choices, [{ index: 0, message: { role: 'assistant', content: null, function_call: { name: 'add', arguments: '{"a":2}' } }, logprobs: null, finish_reason: 'function_call' }]);
+  const out = assembleStream(
+    piece({ role: 'assistant', content: null, function_call: { name: 'add', arguments: '' } }) +
+      piece({ function_call: { arguments: '{"a":' } }) +
+      piece({ function_call: { arguments: '2}' } }, 'function_call') +
+      'data: [DONE]\n\n',
+  );
+  assert.deepEqual(out.ok && out.body.choices, [
+    { index: 0, message: { role: 'assistant', content: null, function_call: { name: 'add', arguments: '{"a":2}' } }, logprobs: null, finish_reason: 'function_call' },
+  ]);
 });

@@ -22,20 +22,34 @@ const jobsIn = (path: string) => {
     db.close();
   }
 };
-const refusal = (write: Promise<unknown>) => write.then(() => assert.fail('written'), (err: Error & { code?: string }) => err);
+const refusal = (write: Promise<unknown>) =>
+  write.then(
+    () => assert.fail('written'),
+    (err: Error & { code?: string }) => err,
+  );
 
 /**
  * Another program with the store open at `path`, as a proxy-worker would be: it writes `jobs` jobs
  * (kept in its log: no checkpoint), says so, and closes its store when sent a line.
  */
 function storeInAnotherProcess(path: string, jobs: number): Promise<ChildProcessWithoutNullStreams> {
-  const child = spawn(process.execPath, ['--import', 'tsx', '-e', `
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '-e',
+      `
     const { openSqliteStore } = await import(${JSON.stringify(fileURLToPath(new URL('../src/store/sqlite/sqlite-job-store.ts', import.meta.url)))});
     const { newTestJob } = await import(${JSON.stringify(fileURLToPath(new URL('../../../test/helpers/index.ts', import.meta.url)))});
     const store = openSqliteStore({ path: process.argv[1], fileCheckMs: 60_000 });
     for (let i = 0; i < ${jobs}; i++) await store.createJob(newTestJob());
     console.log('ready');
-    process.stdin.once('data', async () => { await store.close(); console.log('closed'); });`, path], { cwd: fileURLToPath(new URL('..', import.meta.url)) });
+    process.stdin.once('data', async () => { await store.close(); console.log('closed'); });`,
+      path,
+    ],
+    { cwd: fileURLToPath(new URL('..', import.meta.url)) },
+  );
   child.stderr.pipe(process.stderr);
   return new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`the other program exited with ${code}`)));
@@ -84,12 +98,15 @@ test('a store whose file is replaced by another says so; health fails at once, b
   const other = openSqliteStore({ path: `${dir}/other.sqlite` });
   await other.close();
   renameSync(`${dir}/other.sqlite`, path);
-  await assert.rejects(store.ping(), { code: 'SQLITE_READONLY_DBMOVED', message: `the database file ${path} was replaced while this process had it open; it writes nothing more to it` });
+  await assert.rejects(store.ping(), {
+    code: 'SQLITE_READONLY_DBMOVED',
+    message: `the database file ${path} was replaced while this process had it open; it writes nothing more to it`,
+  });
   assert.equal(told.length, 1);
   await assert.rejects(store.createJob(newTestJob()), { code: 'SQLITE_READONLY_DBMOVED' });
 });
 
-test("a store whose limiter file (beside the database) is moved away says so as for the database, and its draws fail as unavailable", async (t) => {
+test('a store whose limiter file (beside the database) is moved away says so as for the database, and its draws fail as unavailable', async (t) => {
   const { dir, told, store } = watchedStore(t, 20);
   const draw = () => store.consumeRateLimits([{ key: 'client:a', intervalMs: 10, toleranceMs: 1000 }]);
   assert.equal((await draw())[0]?.allowed, true);
@@ -111,7 +128,14 @@ test("a store whose file and log were deleted, and a store opened since at the s
   t.after(() => fresh.close());
   const { job } = await fresh.createJob(newTestJob());
   const log = statSync(`${path}-wal`);
-  await eventually(async () => (await old.ping().then(() => false, () => true)) || undefined, 5000);
+  await eventually(
+    async () =>
+      (await old.ping().then(
+        () => false,
+        () => true,
+      )) || undefined,
+    5000,
+  );
 
   // SQLite, closing its last connection to the deleted file, would delete the -wal and -shm by
   // name: the new store's.
@@ -122,34 +146,40 @@ test("a store whose file and log were deleted, and a store opened since at the s
   assert.equal((await fresh.createJob(newTestJob())).created, true);
 });
 
-test('a start finds another program with the file that was at its path open: it waits, naming it, until that program closes, and then opens; past its wait it fails naming it', onLinux, async (t) => {
-  const dir = tempDir(t);
-  const path = `${dir}/db.sqlite`;
-  const other = await storeInAnotherProcess(path, 5);
-  t.after(() => other.kill('SIGKILL'));
-  assert.deepEqual(logHeldForAnotherFile(path), [], 'the file it holds is the one at the path');
+test(
+  'a start finds another program with the file that was at its path open: it waits, naming it, until that program closes, and then opens; past its wait it fails naming it',
+  onLinux,
+  async (t) => {
+    const dir = tempDir(t);
+    const path = `${dir}/db.sqlite`;
+    const other = await storeInAnotherProcess(path, 5);
+    t.after(() => other.kill('SIGKILL'));
+    assert.deepEqual(logHeldForAnotherFile(path), [], 'the file it holds is the one at the path');
 
-  renameSync(path, `${path}.moved`);
-  assert.deepEqual(logHeldForAnotherFile(path), [other.pid]);
-  await assert.rejects(untilLogIsOurs(path, { waitMs: 200 }), {
-    message: `${path}-wal and -shm are in use by pid ${other.pid} (node), with another database open under this name (the file was moved or deleted while it ran): stop it, then start again`,
-  });
+    renameSync(path, `${path}.moved`);
+    assert.deepEqual(logHeldForAnotherFile(path), [other.pid]);
+    await assert.rejects(untilLogIsOurs(path, { waitMs: 200 }), {
+      message: `${path}-wal and -shm are in use by pid ${other.pid} (node), with another database open under this name (the file was moved or deleted while it ran): stop it, then start again`,
+    });
 
-  const warnings: string[] = [];
-  const opening = openStore(settings(path), { logger: { warn: (message: string) => void warnings.push(message) } as never });
-  await eventually(async () => warnings.length > 0, 5000);
-  assert.deepEqual(warnings, [`PROXY_DB_PATH: waiting for pid ${other.pid} (node) to close the database it opened at ${path}, since moved or deleted; it still holds that database's log under this name`]);
-  let opened = false;
-  void opening.then(() => (opened = true));
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  assert.equal(opened, false, 'it waits while the other program holds the log');
+    const warnings: string[] = [];
+    const opening = openStore(settings(path), { logger: { warn: (message: string) => void warnings.push(message) } as never });
+    await eventually(async () => warnings.length > 0, 5000);
+    assert.deepEqual(warnings, [
+      `PROXY_DB_PATH: waiting for pid ${other.pid} (node) to close the database it opened at ${path}, since moved or deleted; it still holds that database's log under this name`,
+    ]);
+    let opened = false;
+    void opening.then(() => (opened = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(opened, false, 'it waits while the other program holds the log');
 
-  other.stdin.write('close\n');
-  const store = await within(opening, 10_000, 'the open after the other program closed');
-  t.after(() => store.close());
-  assert.equal(await store.countByStatus().then((counts) => counts.queued), 0, 'a new, empty file at the path');
-  assert.equal(jobsIn(`${path}.moved`), 5, "the moved file holds the other program's jobs, its log folded in as it closed");
-});
+    other.stdin.write('close\n');
+    const store = await within(opening, 10_000, 'the open after the other program closed');
+    t.after(() => store.close());
+    assert.equal(await store.countByStatus().then((counts) => counts.queued), 0, 'a new, empty file at the path');
+    assert.equal(jobsIn(`${path}.moved`), 5, "the moved file holds the other program's jobs, its log folded in as it closed");
+  },
+);
 
 test('a start refuses a -wal with writes in it beside no database (its writer killed, the file then moved): SQLite would delete it at the next start', onLinux, async (t) => {
   const dir = tempDir(t);
@@ -169,17 +199,19 @@ test('a start refuses a -wal with writes in it beside no database (its writer ki
 });
 
 test('who holds a log for another file, from /proc/locks: a lock on the -shm and none on the database now at the path; this process and waiters aside', () => {
-  const locks = posixLocks([
-    '1: POSIX  ADVISORY  READ 301 fe:00:70 128 128',
-    '2: POSIX  ADVISORY  READ 301 fe:00:60 1073741826 1073742335',
-    '3: POSIX  ADVISORY  READ 302 fe:00:70 128 128',
-    '4: POSIX  ADVISORY  READ 302 fe:00:59 1073741826 1073742335',
-    '5: -> POSIX  ADVISORY  WRITE 303 fe:00:70 120 120',
-    `6: POSIX  ADVISORY  READ ${process.pid} fe:00:70 128 128`,
-    '7: POSIX  ADVISORY  READ 304 fe:00:70 123 123',
-    '8: POSIX  ADVISORY  READ 304 fe:00:70 128 128',
-    '',
-  ].join('\n'));
+  const locks = posixLocks(
+    [
+      '1: POSIX  ADVISORY  READ 301 fe:00:70 128 128',
+      '2: POSIX  ADVISORY  READ 301 fe:00:60 1073741826 1073742335',
+      '3: POSIX  ADVISORY  READ 302 fe:00:70 128 128',
+      '4: POSIX  ADVISORY  READ 302 fe:00:59 1073741826 1073742335',
+      '5: -> POSIX  ADVISORY  WRITE 303 fe:00:70 120 120',
+      `6: POSIX  ADVISORY  READ ${process.pid} fe:00:70 128 128`,
+      '7: POSIX  ADVISORY  READ 304 fe:00:70 123 123',
+      '8: POSIX  ADVISORY  READ 304 fe:00:70 128 128',
+      '',
+    ].join('\n'),
+  );
   assert.deepEqual(strangers(locks, 'fe:00:70', 'fe:00:60'), [302, 304], '301 holds the database at the path; 302 another; 304 counted once');
   assert.deepEqual(strangers(locks, 'fe:00:70', null), [301, 302, 304], 'no database at the path: every holder has another');
   assert.deepEqual(strangers(locks, 'fe:00:71', 'fe:00:60'), [], 'another -shm');

@@ -61,7 +61,10 @@ test('lease keeper: a failed renewal is tried again after RENEW_RETRY_MS; a rene
 });
 
 test("lease keeper: a renewal's answer ends the attempt when the lease was lost or the client cancelled", async (t) => {
-  for (const [state, end] of [['lost', 'lease_lost'], ['cancel_requested', 'cancelled']] as const) {
+  for (const [state, end] of [
+    ['lost', 'lease_lost'],
+    ['cancel_requested', 'cancelled'],
+  ] as const) {
     const h = harness(t, async () => state, 3000);
     await h.advance(1010);
     h.keeper.stop();

@@ -80,7 +80,10 @@ test('a program whose supervising parent is killed outright drains once and exit
   await run.seen('started');
   run.killParent();
   const lines = await within(run.ended, 15_000, 'the program exiting');
-  assert.deepEqual(lines.filter((l) => !l.startsWith('child ')), ['started', 'parent process gone: draining', 'drained', 'exit 0']);
+  assert.deepEqual(
+    lines.filter((l) => !l.startsWith('child ')),
+    ['started', 'parent process gone: draining', 'drained', 'exit 0'],
+  );
 });
 
 test('a parent that dies during a drain is not a second stop: the drain finishes and the program exits 0', async (t) => {
@@ -90,7 +93,10 @@ test('a parent that dies during a drain is not a second stop: the drain finishes
   await run.seen('stop signal: draining');
   run.killParent();
   const lines = await within(run.ended, 15_000, 'the program exiting');
-  assert.deepEqual(lines.filter((l) => !l.startsWith('child ')), ['started', 'stop signal: draining', 'drained', 'exit 0']);
+  assert.deepEqual(
+    lines.filter((l) => !l.startsWith('child ')),
+    ['started', 'stop signal: draining', 'drained', 'exit 0'],
+  );
 });
 
 test('a parent that dies during start-up stops the program as soon as its stop handling is set up', async (t) => {
@@ -98,13 +104,19 @@ test('a parent that dies during start-up stops the program as soon as its stop h
   await run.seenChild();
   run.killParent();
   const lines = await within(run.ended, 15_000, 'the program exiting');
-  assert.deepEqual(lines.filter((l) => !l.startsWith('child ')), ['parent process gone: draining', 'started', 'drained', 'exit 0']);
+  assert.deepEqual(
+    lines.filter((l) => !l.startsWith('child ')),
+    ['parent process gone: draining', 'started', 'drained', 'exit 0'],
+  );
 });
 
 test('the channel does not keep a program alive: one whose work ends exits by itself while its parent lives', async (t) => {
   const run = underParent(t, program(0, 100));
   await run.seen('parent saw the child exit 0');
-  assert.deepEqual(run.lines.filter((l) => !l.startsWith('child ')), ['started', 'work done', 'exit 0', 'parent saw the child exit 0']);
+  assert.deepEqual(
+    run.lines.filter((l) => !l.startsWith('child ')),
+    ['started', 'work done', 'exit 0', 'parent saw the child exit 0'],
+  );
 });
 
 test('without a channel (systemd, cron, a shell) a stop signal drains as before', async (t) => {
@@ -132,12 +144,18 @@ test('a failure it is told of (failWhen) drains as a stop signal does, logged as
       proc.kill('SIGTERM');
     }
     const code = await within(exited, 15_000, 'the drain');
-    const lines = out.trim().split('\n').map((line) => (line.startsWith('{') ? JSON.parse(line) : { message: line }));
+    const lines = out
+      .trim()
+      .split('\n')
+      .map((line) => (line.startsWith('{') ? JSON.parse(line) : { message: line }));
     return { code, lines: lines.map((l) => (l.level ? `${l.level} ${l.message}` : l.message)) };
   };
   assert.deepEqual(await run(300, null), { code: 1, lines: ['info started', 'error the file is gone: draining', 'info drained', 'exit 1'] });
   // The signal first: its drain (200 ms) is under way when the failure comes 100 ms in.
   const both = await run(100, 0);
   assert.equal(both.code, 1);
-  assert.deepEqual(both.lines.filter((l) => l.includes('draining') || l.includes('drained')), ['info stop signal: draining', 'info drained']);
+  assert.deepEqual(
+    both.lines.filter((l) => l.includes('draining') || l.includes('drained')),
+    ['info stop signal: draining', 'info drained'],
+  );
 });

@@ -8,7 +8,10 @@ const EMFILE: LocalShortage = { kind: 'local_shortage', code: 'EMFILE', message:
 test('shortage brake: holds calls for the pause after each shortage, and tells of a lasting one once a minute with the jobs it put back', () => {
   const clock = manualClock();
   const lines: Array<{ message: string; meta: Record<string, unknown> }> = [];
-  const brake = createShortageBrake({ now: clock.now, log: { error: (message: string, meta?: object) => void lines.push({ message, meta: meta as Record<string, unknown> }) } as never });
+  const brake = createShortageBrake({
+    now: clock.now,
+    log: { error: (message: string, meta?: object) => void lines.push({ message, meta: meta as Record<string, unknown> }) } as never,
+  });
   assert.equal(brake.holding(), false);
 
   brake.report(EMFILE);

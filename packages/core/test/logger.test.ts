@@ -70,7 +70,8 @@ test('the finished line is scrubbed: secrets (even ones JSON escapes), bearer to
   await new Promise((r) => setImmediate(r));
   const [raw] = out.lines().map((l) => JSON.stringify(l));
   assert.ok(raw);
-  for (const leaked of ['pk_0123456789abcdef', 'quoted', 'abc.def-ghi', 'sk-fake_abcdefghijklmnop', 'sk-zyxwvutsrqponmlkji']) assert.ok(!raw.includes(leaked), `${leaked} leaked: ${raw}`);
+  for (const leaked of ['pk_0123456789abcdef', 'quoted', 'abc.def-ghi', 'sk-fake_abcdefghijklmnop', 'sk-zyxwvutsrqponmlkji'])
+    assert.ok(!raw.includes(leaked), `${leaked} leaked: ${raw}`);
   const [line] = out.lines();
   assert.equal(line?.note, 'key [redacted] and [redacted]');
   assert.equal(line?.header, 'Bearer [redacted]');
@@ -122,7 +123,9 @@ test('LOG_DIR gets redacted JSON lines whatever the terminal gets: text on stdou
     const logger = createLogger({ level: 'info', format, stream, secrets: [secret], dir, file: `${format}.log`, defaultMeta: { app: 'api' } });
     logger.child({ job_id: 'req_1' }).warn('disk nearly full', { free_mb: 12, note: `key ${secret}`, api_key: 'x' });
     await closeLogger(logger);
-    const [line, ...more] = readFileSync(join(dir, `${format}.log`), 'utf8').trim().split('\n');
+    const [line, ...more] = readFileSync(join(dir, `${format}.log`), 'utf8')
+      .trim()
+      .split('\n');
     assert.deepEqual(more, []);
     const logged = JSON.parse(line ?? '') as Record<string, unknown>;
     assert.deepEqual(
@@ -153,7 +156,10 @@ test('closeLogger: a process that exits right after it has every line in its log
     process.exit(0);`;
   const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
-  const lines = readFileSync(join(dir, 'x.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).message);
+  const lines = readFileSync(join(dir, 'x.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l).message);
   assert.equal(lines.length, 2001);
   assert.equal(lines.at(-1), 'stopped');
 });
@@ -182,7 +188,10 @@ test('stdout going away (its reader ended, or its terminal closed) is not fatal:
   const code = await new Promise((resolve) => child.on('exit', resolve));
   assert.equal(code, 0, stderr);
   assert.equal(stderr, 'stdout is gone (EPIPE): log lines are no longer written to it\n', 'one line says so, on stderr');
-  const lines = readFileSync(join(dir, 'x.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).message);
+  const lines = readFileSync(join(dir, 'x.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l).message);
   assert.equal(lines.length, 51);
   assert.equal(lines.at(-1), 'done');
 });
@@ -278,11 +287,18 @@ test('log files roll over at their size, newest first (x.log, x1.log, x2.log), k
   }
   await new Promise<void>((resolve) => file.end(resolve));
   assert.deepEqual(readdirSync(dir).sort(), ['x.log', 'x1.log', 'x2.log']);
-  const numbers = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { n: number }).n);
+  const numbers = (name: string) =>
+    readFileSync(join(dir, name), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { n: number }).n);
   for (const name of ['x.log', 'x1.log', 'x2.log']) assert.ok(readFileSync(join(dir, name)).length <= 1000, `${name} is over its size`);
   // The newest lines, in order, across the files kept.
   const kept = [...numbers('x2.log'), ...numbers('x1.log'), ...numbers('x.log')];
-  assert.deepEqual(kept, Array.from({ length: kept.length }, (_, i) => 100 - kept.length + i));
+  assert.deepEqual(
+    kept,
+    Array.from({ length: kept.length }, (_, i) => 100 - kept.length + i),
+  );
   assert.ok(kept.length >= 50, `${kept.length} lines kept`);
 });
 
@@ -300,7 +316,10 @@ test('a log file moved away (logrotate) or deleted is opened again at its path w
   // The whole lines of a file; none while it is not there yet, or is new and empty.
   const numbers = (name: string) => {
     const text = existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8') : '';
-    return text.split('\n').filter((l) => l.endsWith('}')).map((l) => (JSON.parse(l) as { n: number }).n);
+    return text
+      .split('\n')
+      .filter((l) => l.endsWith('}'))
+      .map((l) => (JSON.parse(l) as { n: number }).n);
   };
   await write(0, 10);
   renameSync(path, join(dir, 'x.log.1'));
@@ -309,14 +328,24 @@ test('a log file moved away (logrotate) or deleted is opened again at its path w
   await eventually(async () => numbers('x.log.1').length + numbers('x.log').length === 20, 2000);
   // The lines written before the move stay in the moved file; those written after the check, a
   // second on, are at the path.
-  assert.deepEqual(numbers('x.log.1'), Array.from({ length: 10 }, (_, i) => i));
-  assert.deepEqual(numbers('x.log'), Array.from({ length: 10 }, (_, i) => 10 + i));
+  assert.deepEqual(
+    numbers('x.log.1'),
+    Array.from({ length: 10 }, (_, i) => i),
+  );
+  assert.deepEqual(
+    numbers('x.log'),
+    Array.from({ length: 10 }, (_, i) => 10 + i),
+  );
 
   unlinkSync(path);
   await new Promise((r) => setTimeout(r, LOG_FILE_CHECK_MS + 100));
   await write(20, 30);
   await eventually(async () => numbers('x.log').length === 10, 2000);
-  assert.deepEqual(numbers('x.log'), Array.from({ length: 10 }, (_, i) => 20 + i), 'the lines after the delete are at the path');
+  assert.deepEqual(
+    numbers('x.log'),
+    Array.from({ length: 10 }, (_, i) => 20 + i),
+    'the lines after the delete are at the path',
+  );
   await new Promise<void>((resolve) => file.end(resolve));
 });
 
@@ -334,13 +363,17 @@ test('a log file truncated in place (logrotate copytruncate) rolls at its size c
   assert.deepEqual(readdirSync(dir), ['x.log'], 'not rolled: 400 bytes since the truncation');
 });
 
-test('a LOG_DIR where the file system takes no new folder (procfs) is refused at once, not retried without end', { skip: process.platform !== 'linux' && 'procfs is Linux only' }, () => {
-  // Node's own recursive mkdir retries for as long as mkdir answers ENOENT under a parent that
-  // exists, which /proc does: the process spun at full CPU. A child, so that a spin fails the test.
-  const dir = '/proc/proxy-test-no-such-folder/logs';
-  const script = `import { createLogger } from ${JSON.stringify(new URL('../src/logger.ts', import.meta.url).href)};
+test(
+  'a LOG_DIR where the file system takes no new folder (procfs) is refused at once, not retried without end',
+  { skip: process.platform !== 'linux' && 'procfs is Linux only' },
+  () => {
+    // Node's own recursive mkdir retries for as long as mkdir answers ENOENT under a parent that
+    // exists, which /proc does: the process spun at full CPU. A child, so that a spin fails the test.
+    const dir = '/proc/proxy-test-no-such-folder/logs';
+    const script = `import { createLogger } from ${JSON.stringify(new URL('../src/logger.ts', import.meta.url).href)};
 try { createLogger({ level: 'info', format: 'json', dir: ${JSON.stringify(dir)}, file: 'x.log' }); } catch (err) { console.log(err.message); }`;
-  const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
-  assert.equal(run.signal, null, `still making the folder after 20 s (killed): ${run.stderr}`);
-  assert.equal(run.stdout.trim(), `LOG_DIR: cannot make the folder ${dir}: the file system there takes no new folder (ENOENT)`);
-});
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.signal, null, `still making the folder after 20 s (killed): ${run.stderr}`);
+    assert.equal(run.stdout.trim(), `LOG_DIR: cannot make the folder ${dir}: the file system there takes no new folder (ENOENT)`);
+  },
+);

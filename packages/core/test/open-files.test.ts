@@ -3,13 +3,28 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { OPEN_FILES_LINE_MS, WORKER_OWN_FILES, countOpenFiles, openFilesLimit, warnIfFewOpenFiles, watchOpenFiles } from '../src/process/open-files.ts';
 
-const limits = (soft: string) => `Limit                     Soft Limit           Hard Limit           Units\nMax processes             95000                95000                processes\nMax open files            ${soft}                 ${soft}                 files\n`;
+const limits = (soft: string) =>
+  `Limit                     Soft Limit           Hard Limit           Units\nMax processes             95000                95000                processes\nMax open files            ${soft}                 ${soft}                 files\n`;
 
 test('openFilesLimit reads the soft limit of /proc/self/limits; null where there is none', () => {
-  assert.equal(openFilesLimit(() => limits('1024')), 1024);
-  assert.equal(openFilesLimit(() => limits('unlimited')), Infinity);
-  assert.equal(openFilesLimit(() => 'nothing of the kind'), null);
-  assert.equal(openFilesLimit(() => { throw new Error('ENOENT'); }), null);
+  assert.equal(
+    openFilesLimit(() => limits('1024')),
+    1024,
+  );
+  assert.equal(
+    openFilesLimit(() => limits('unlimited')),
+    Infinity,
+  );
+  assert.equal(
+    openFilesLimit(() => 'nothing of the kind'),
+    null,
+  );
+  assert.equal(
+    openFilesLimit(() => {
+      throw new Error('ENOENT');
+    }),
+    null,
+  );
   // This very process's, where Linux gives it.
   let own: string | null = null;
   try {
@@ -59,7 +74,7 @@ test('watchOpenFiles: one line from 90% of the limit up, at most once a minute; 
   assert.ok(counts >= 1 && counts <= 6, `${counts} listings in 100 ms at a 2 ms interval`);
 });
 
-test('countOpenFiles counts this process\'s descriptors where Linux tells them', () => {
+test("countOpenFiles counts this process's descriptors where Linux tells them", () => {
   const before = countOpenFiles();
   if (before === null) return;
   const fd = openSync('/dev/null', 'r');

@@ -13,7 +13,11 @@ test('retryable: connection errors, 408, 409, 429, 5xx; not: other 4xx and insuf
   assert.equal(judgeFailure({ kind: 'bad_response', status: 200, message: 'broken' }, 0).retryable, true);
   assert.equal(judgeFailure({ kind: 'bad_response', status: 200, message: 'in content-encoding zstd', final: true }, 0).retryable, false);
   // A proxy's refusal is judged by its status, as an upstream's: its credentials or policy stay wrong.
-  for (const s of [407, 403]) assert.deepEqual(judgeFailure({ kind: 'proxy_refused', status: s, message: `HTTP ${s}` }, 0), { retryable: false, error: { code: 'upstream_proxy_refused', message: `HTTP ${s}` } });
+  for (const s of [407, 403])
+    assert.deepEqual(judgeFailure({ kind: 'proxy_refused', status: s, message: `HTTP ${s}` }, 0), {
+      retryable: false,
+      error: { code: 'upstream_proxy_refused', message: `HTTP ${s}` },
+    });
   for (const s of [502, 503, 429]) assert.equal(judgeFailure({ kind: 'proxy_refused', status: s, message: 'm' }, 0).retryable, true, String(s));
   const rejected = judgeFailure({ kind: 'certificate_rejected', code: 'CERT_HAS_EXPIRED', message: 'm' }, 0);
   assert.deepEqual([rejected.retryable, rejected.error], [false, { code: 'upstream_certificate_rejected', message: 'm' }]);
@@ -26,7 +30,10 @@ test('a failure every job would meet alike names the setting to look at (worker 
   for (const s of [404, 405]) assert.match(judgeFailure(http(s), 0).hint ?? '', /OPENAI_BASE_URL: it is the API's base, to which each call adds \/chat\/completions/, String(s));
   // A missing model is the request's mistake, not the address's.
   assert.equal(judgeFailure(http(404, {}, 'model_not_found'), 0).hint, undefined);
-  assert.match(judgeFailure({ kind: 'network_error', code: 'ERR_SSL_WRONG_VERSION_NUMBER', message: 'm' }, 0).hint ?? '', /answers plain HTTP where OPENAI_BASE_URL \(or the proxy\) says https:\/\//);
+  assert.match(
+    judgeFailure({ kind: 'network_error', code: 'ERR_SSL_WRONG_VERSION_NUMBER', message: 'm' }, 0).hint ?? '',
+    /answers plain HTTP where OPENAI_BASE_URL \(or the proxy\) says https:\/\//,
+  );
   for (const other of [http(400), http(429), http(500)]) assert.equal(judgeFailure(other, 0).hint, undefined, String(other.status));
   assert.equal(judgeFailure({ kind: 'network_error', code: 'ECONNREFUSED', message: 'm' }, 0).hint, undefined);
 });
@@ -57,8 +64,20 @@ test('Go durations', () => {
 });
 
 test('backoff doubles, is capped, and has jitter within half the step', () => {
-  assert.equal(backoffMs(1, 1000, 60_000, () => 0), 500);
-  assert.equal(backoffMs(1, 1000, 60_000, () => 1), 1000);
-  assert.equal(backoffMs(3, 1000, 60_000, () => 1), 4000);
-  assert.equal(backoffMs(20, 1000, 60_000, () => 1), 60_000);
+  assert.equal(
+    backoffMs(1, 1000, 60_000, () => 0),
+    500,
+  );
+  assert.equal(
+    backoffMs(1, 1000, 60_000, () => 1),
+    1000,
+  );
+  assert.equal(
+    backoffMs(3, 1000, 60_000, () => 1),
+    4000,
+  );
+  assert.equal(
+    backoffMs(20, 1000, 60_000, () => 1),
+    60_000,
+  );
 });

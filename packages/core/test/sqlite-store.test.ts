@@ -40,7 +40,12 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   await store.close();
   const db = new Database(`${dir}/db.sqlite`, { readonly: true });
   t.after(() => db.close());
-  const plan = (sql: string) => db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all({ now: 1, limit: 1, id: 'x', client: 'c', nonce: 'n' }).map((r: any) => r.detail).join(' | ');
+  const plan = (sql: string) =>
+    db
+      .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+      .all({ now: 1, limit: 1, id: 'x', client: 'c', nonce: 'n' })
+      .map((r: any) => r.detail)
+      .join(' | ');
   const claimDue = plan(
     "UPDATE jobs SET status = 'in_progress' WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= @now AND expires_at > @now ORDER BY run_after LIMIT CAST(@limit AS INTEGER)) RETURNING *",
   );
@@ -57,7 +62,9 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.match(plan('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'), /USING INDEX jobs_client_nonce/);
   // The long-poll watcher's look at the jobs waited for: each id by primary key, never a scan.
   const waited = db
-    .prepare("EXPLAIN QUERY PLAN SELECT jobs.id FROM json_each(?) AS waited JOIN jobs ON jobs.id = waited.value WHERE jobs.status IN ('completed', 'failed', 'cancelled', 'expired')")
+    .prepare(
+      "EXPLAIN QUERY PLAN SELECT jobs.id FROM json_each(?) AS waited JOIN jobs ON jobs.id = waited.value WHERE jobs.status IN ('completed', 'failed', 'cancelled', 'expired')",
+    )
     .all('[]')
     .map((r: any) => r.detail)
     .join(' | ');
@@ -79,7 +86,10 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   assert.match(failedOfClient, /SEARCH jobs USING INDEX jobs_failed_by_client \(client=\?\)/);
   assert.doesNotMatch(failedOfClient, /TEMP B-TREE/);
   // Besides that one (client first, failed jobs only), jobs_status_finished is the only index on finished_at.
-  assert.deepEqual(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%finished_at%' ORDER BY name").pluck().all(), ['jobs_failed_by_client', 'jobs_status_finished']);
+  assert.deepEqual(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%finished_at%' ORDER BY name").pluck().all(), [
+    'jobs_failed_by_client',
+    'jobs_status_finished',
+  ]);
 });
 
 test("a create's insert builds no temporary b-tree, in its triggers or in the status CHECK", async (t) => {
@@ -93,16 +103,21 @@ test("a create's insert builds no temporary b-tree, in its triggers or in the st
   // time the program runs: in a trigger, once for every insert (0010); in the CHECK, once for every
   // insert and status change (until 0011 rebuilt the table with comparisons).
   const program = db
-    .prepare(`EXPLAIN INSERT INTO jobs (id, client, nonce, request_hash, status, model, attempts, max_attempts,
+    .prepare(
+      `EXPLAIN INSERT INTO jobs (id, client, nonce, request_hash, status, model, attempts, max_attempts,
                                         run_after, expires_at, created_at, updated_at)
               VALUES (@id, @client, @nonce, @request_hash, 'queued', @model, 0, @max_attempts,
                       @now, @expires_at, @now, @now)
-              ON CONFLICT (client, nonce) DO NOTHING`)
+              ON CONFLICT (client, nonce) DO NOTHING`,
+    )
     .all({ id: 'x', client: 'c', nonce: 'n', request_hash: 'h', model: 'm', max_attempts: 3, now: 1, expires_at: 2 }) as Array<{ opcode: string; p4: string | null }>;
   const triggers = program.filter((op) => op.opcode === 'Init' && op.p4?.startsWith('-- TRIGGER')).map((op) => op.p4);
   assert.deepEqual(triggers.sort(), ['-- TRIGGER jobs_count_insert', '-- TRIGGER jobs_finished_minute_insert'], 'the insert runs both triggers');
   // 275 is SQLITE_CONSTRAINT_CHECK: the status is still checked, by comparisons.
-  assert.ok(program.some((op) => op.opcode === 'Halt' && (op as { p1?: number }).p1 === 275 && /status = 'expired'/.test(String(op.p4))), 'the insert checks the status');
+  assert.ok(
+    program.some((op) => op.opcode === 'Halt' && (op as { p1?: number }).p1 === 275 && /status = 'expired'/.test(String(op.p4))),
+    'the insert checks the status',
+  );
   assert.equal(program.filter((op) => op.opcode === 'OpenEphemeral').length, 0);
 });
 
@@ -147,7 +162,10 @@ test('processes opening a new file at the same moment all start, and apply each 
     const db = new Database(`${dir}/db-${round}.sqlite`, { readonly: true });
     try {
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-      assert.deepEqual(db.prepare('SELECT version FROM schema_migrations ORDER BY version').all(), files.map((f) => ({ version: Number(f.slice(0, 4)) })));
+      assert.deepEqual(
+        db.prepare('SELECT version FROM schema_migrations ORDER BY version').all(),
+        files.map((f) => ({ version: Number(f.slice(0, 4)) })),
+      );
     } finally {
       db.close();
     }
@@ -177,7 +195,8 @@ test('checkpoint: the next write starts the write-ahead log over in place; one a
   other.exec('BEGIN');
   other.prepare('SELECT COUNT(*) FROM jobs').get();
   const prompt = 'x'.repeat(64 * 1024);
-  for (let i = 0; i < 70; i++) await Promise.all(Array.from({ length: 16 }, () => store.createJob(job({ request: { model: 'm', messages: [{ role: 'user', content: prompt }] } }))));
+  for (let i = 0; i < 70; i++)
+    await Promise.all(Array.from({ length: 16 }, () => store.createJob(job({ request: { model: 'm', messages: [{ role: 'user', content: prompt }] } }))));
   other.exec('COMMIT');
   assert.ok(walBytes() > WAL_KEPT_BYTES, `the log grew to ${walBytes()} bytes`);
   await store.checkpoint();
@@ -211,7 +230,10 @@ test('group commit: one bad create in a batch fails alone; its neighbours are st
   const taken = job();
   await store.createJob(taken);
   const results = await Promise.allSettled([store.createJob(job()), store.createJob({ ...job(), id: taken.id }), store.createJob(job())]);
-  assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ['fulfilled', 'rejected', 'fulfilled'],
+  );
   assert.equal((await store.countByStatus()).queued, 3);
 });
 
@@ -227,8 +249,14 @@ test('group commit: a batch rolled back for one bad write counts its finished jo
     ...held.map((h) => store.completeJob(h.id, h.leaseToken, { outputText: 'ok', usage: null, response: {} })),
     store.importJobs([{ ...copy, id: 'req_CCCCCCCCCCCCCCCCCCCCCC', nonce: 'bad', status: 'bogus' as JobRecord['status'] }]),
   ]);
-  assert.deepEqual(settled.map((s) => s.status), ['fulfilled', 'fulfilled', 'rejected']);
-  assert.deepEqual((await store.finishedPerMinute(0)).map((r) => [r.status, r.count]), [['completed', 2]]);
+  assert.deepEqual(
+    settled.map((s) => s.status),
+    ['fulfilled', 'fulfilled', 'rejected'],
+  );
+  assert.deepEqual(
+    (await store.finishedPerMinute(0)).map((r) => [r.status, r.count]),
+    [['completed', 2]],
+  );
   const finishedTotal = (await store.readCounters()).find((c) => c.name === 'jobs_finished_total');
   assert.equal(finishedTotal?.value, 2);
 });
@@ -245,7 +273,10 @@ test('group commit: a write lock held past busy_timeout fails every write of the
   const started = performance.now();
   const settled = await Promise.allSettled(jobs.map((j) => store.createJob(j)));
   const waited = performance.now() - started;
-  assert.deepEqual(settled.map((s) => s.status), Array(5).fill('rejected'));
+  assert.deepEqual(
+    settled.map((s) => s.status),
+    Array(5).fill('rejected'),
+  );
   for (const s of settled) {
     const reason = (s as PromiseRejectedResult).reason;
     assert.equal(reason.code, 'SQLITE_BUSY');
@@ -255,38 +286,59 @@ test('group commit: a write lock held past busy_timeout fails every write of the
   assert.ok(waited < 3 * busyTimeoutMs, `the turn waited ${Math.round(waited)} ms for the lock`);
   other.exec('ROLLBACK');
   const again = await Promise.all(jobs.map((j) => store.createJob(j)));
-  assert.deepEqual(again.map((r) => r.created), Array(5).fill(true));
+  assert.deepEqual(
+    again.map((r) => r.created),
+    Array(5).fill(true),
+  );
 });
 
-test('a write that waited busy_timeout for the write lock names the process holding it (from /proc/locks): another program, or this one; none once it is free', { skip: process.platform !== 'linux' && 'reads /proc/locks, which only Linux has' }, async (t) => {
-  const dir = tempDir(t);
-  const path = `${dir}/db.sqlite`;
-  const store = openSqliteStore({ path, busyTimeoutMs: 300 });
-  t.after(() => store.close());
-  // Another program left inside a transaction, as a sqlite3 shell after BEGIN.
-  const holder = spawn(process.execPath, ['-e', `
+test(
+  'a write that waited busy_timeout for the write lock names the process holding it (from /proc/locks): another program, or this one; none once it is free',
+  { skip: process.platform !== 'linux' && 'reads /proc/locks, which only Linux has' },
+  async (t) => {
+    const dir = tempDir(t);
+    const path = `${dir}/db.sqlite`;
+    const store = openSqliteStore({ path, busyTimeoutMs: 300 });
+    t.after(() => store.close());
+    // Another program left inside a transaction, as a sqlite3 shell after BEGIN.
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `
     const db = new (require('better-sqlite3'))(process.argv[1]);
     db.exec('BEGIN IMMEDIATE');
     console.log('held');
-    setInterval(() => {}, 1000);`, path], { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => holder.kill('SIGKILL'));
-  await new Promise((resolve) => holder.stdout.once('data', resolve));
-  const refused = await store.createJob(job()).then(() => assert.fail('created while the lock was held'), (err: Error & { code?: string }) => err);
-  assert.equal(refused.code, 'SQLITE_BUSY');
-  assert.ok(isDatabaseUnavailable(refused));
-  assert.equal(refused.message, `database is locked: the write lock is held by pid ${holder.pid} (node)`);
-  assert.equal(writeLockHolder(path), `pid ${holder.pid} (node)`);
-  holder.kill('SIGKILL');
-  await eventually(async () => writeLockHolder(path) === null);
-  assert.equal((await store.createJob(job())).created, true);
+    setInterval(() => {}, 1000);`,
+        path,
+      ],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    t.after(() => holder.kill('SIGKILL'));
+    await new Promise((resolve) => holder.stdout.once('data', resolve));
+    const refused = await store.createJob(job()).then(
+      () => assert.fail('created while the lock was held'),
+      (err: Error & { code?: string }) => err,
+    );
+    assert.equal(refused.code, 'SQLITE_BUSY');
+    assert.ok(isDatabaseUnavailable(refused));
+    assert.equal(refused.message, `database is locked: the write lock is held by pid ${holder.pid} (node)`);
+    assert.equal(writeLockHolder(path), `pid ${holder.pid} (node)`);
+    holder.kill('SIGKILL');
+    await eventually(async () => writeLockHolder(path) === null);
+    assert.equal((await store.createJob(job())).created, true);
 
-  const other = new Database(path);
-  t.after(() => other.close());
-  other.exec('BEGIN IMMEDIATE');
-  const ours = await store.createJob(job()).then(() => assert.fail('created while the lock was held'), (err: Error) => err);
-  assert.equal(ours.message, `database is locked: the write lock is held by this process (pid ${process.pid})`);
-  other.exec('ROLLBACK');
-});
+    const other = new Database(path);
+    t.after(() => other.close());
+    other.exec('BEGIN IMMEDIATE');
+    const ours = await store.createJob(job()).then(
+      () => assert.fail('created while the lock was held'),
+      (err: Error) => err,
+    );
+    assert.equal(ours.message, `database is locked: the write lock is held by this process (pid ${process.pid})`);
+    other.exec('ROLLBACK');
+  },
+);
 
 test('a SQLite file on a network filesystem (NFS, SMB and the like) is named at start with a warning; one on a local disk is not', async (t) => {
   // No network filesystem can be mounted here: its type is given as statfs would report it.
@@ -296,17 +348,26 @@ test('a SQLite file on a network filesystem (NFS, SMB and the like) is named at 
   assert.equal(networkFilesystem('/data', reports(0xff534d42 | 0)), 'cifs', 'given as a negative 32-bit number');
   assert.equal(networkFilesystem('/data', reports(0xef53)), null, 'ext4');
   assert.equal(networkFilesystem('/data', reports(0x65735546)), null, 'FUSE is as often local');
-  assert.equal(networkFilesystem('/data', () => { throw new Error('ENOSYS'); }), null, 'a filesystem that cannot be told is not named');
+  assert.equal(
+    networkFilesystem('/data', () => {
+      throw new Error('ENOSYS');
+    }),
+    null,
+    'a filesystem that cannot be told is not named',
+  );
   // This machine's temporary folder is on a local disk.
   const dir = tempDir(t);
   assert.equal(networkFilesystem(dir), null);
   const warnings: string[] = [];
-  const store = await openStore({ path: `${dir}/db.sqlite`, sync: 'full', url: null, schema: 'public' }, { logger: { warn: (message: string) => void warnings.push(message) } as never });
+  const store = await openStore(
+    { path: `${dir}/db.sqlite`, sync: 'full', url: null, schema: 'public' },
+    { logger: { warn: (message: string) => void warnings.push(message) } as never },
+  );
   t.after(() => store.close());
   assert.deepEqual(warnings, []);
 });
 
-test('a SQLite file in memory (tmpfs, ramfs) or in a service\'s private /tmp (systemd\'s PrivateTmp) is named at start with a warning; one on a disk is not', async (t) => {
+test("a SQLite file in memory (tmpfs, ramfs) or in a service's private /tmp (systemd's PrivateTmp) is named at start with a warning; one on a disk is not", async (t) => {
   const reports = (type: number) => () => ({ type });
   assert.equal(memoryFilesystem('/data', reports(0x01021994)), 'tmpfs');
   assert.equal(memoryFilesystem('/data', reports(0x858458f6 | 0)), 'ramfs', 'given as a negative 32-bit number');
@@ -326,7 +387,13 @@ test('a SQLite file in memory (tmpfs, ramfs) or in a service\'s private /tmp (sy
   assert.equal(under('/tmp/own disk/proxy'), null, 'a mount of its own inside it (its name escaped in mountinfo) is not the private /tmp');
   assert.equal(under('/tmpfoo'), null, 'a folder whose name starts the same is another');
   assert.equal(under('/opt/chat-async-proxy/data'), null, 'a bind mount of another folder');
-  assert.equal(privateTmp('/tmp', () => { throw new Error('ENOENT'); }), null, 'no mountinfo (not Linux): nothing told');
+  assert.equal(
+    privateTmp('/tmp', () => {
+      throw new Error('ENOENT');
+    }),
+    null,
+    'no mountinfo (not Linux): nothing told',
+  );
   // This machine's temporary folder is on a disk, and this process has no private /tmp.
   const dir = tempDir(t);
   assert.deepEqual([memoryFilesystem(dir), privateTmp(dir)], [null, null]);
@@ -339,28 +406,49 @@ test('a SQLite file in memory (tmpfs, ramfs) or in a service\'s private /tmp (sy
   assert.deepEqual(warnings, ['PROXY_DB_PATH is on tmpfs, in memory: every job is lost when the machine restarts, which a 202 promised would not be; keep it on a disk']);
 });
 
-test("a start inside a private /tmp as systemd's PrivateTmp makes one (a bind mount in a mount namespace of its own) warns that the file is the service's alone", { skip: (process.platform !== 'linux' || process.getuid?.() !== 0) && 'needs Linux and root to mount' }, async (t) => {
-  const probe = spawnSync('unshare', ['--mount', 'true'], { encoding: 'utf8' });
-  if (probe.status !== 0) return t.skip(`this machine refuses a mount namespace: ${(probe.stderr || String(probe.error)).trim()}`);
-  const dir = tempDir(t);
-  // systemd bind-mounts /tmp/systemd-private-…/tmp on the service's /tmp; here on a folder of the
-  // test's own, so that this checkout (which may itself be under /tmp) stays in view.
-  const privateDir = `${dir}/systemd-private-5f0c-proxy-api.service-Ab12/tmp`;
-  const serviceTmp = `${dir}/tmp`;
-  mkdirSync(privateDir, { recursive: true });
-  mkdirSync(serviceTmp);
-  const script = `
+test(
+  "a start inside a private /tmp as systemd's PrivateTmp makes one (a bind mount in a mount namespace of its own) warns that the file is the service's alone",
+  { skip: (process.platform !== 'linux' || process.getuid?.() !== 0) && 'needs Linux and root to mount' },
+  async (t) => {
+    const probe = spawnSync('unshare', ['--mount', 'true'], { encoding: 'utf8' });
+    if (probe.status !== 0) return t.skip(`this machine refuses a mount namespace: ${(probe.stderr || String(probe.error)).trim()}`);
+    const dir = tempDir(t);
+    // systemd bind-mounts /tmp/systemd-private-…/tmp on the service's /tmp; here on a folder of the
+    // test's own, so that this checkout (which may itself be under /tmp) stays in view.
+    const privateDir = `${dir}/systemd-private-5f0c-proxy-api.service-Ab12/tmp`;
+    const serviceTmp = `${dir}/tmp`;
+    mkdirSync(privateDir, { recursive: true });
+    mkdirSync(serviceTmp);
+    const script = `
     const { openStore } = await import(${JSON.stringify(fileURLToPath(new URL('../src/store/open-store.ts', import.meta.url)))});
     const warnings = [];
     const store = await openStore({ path: ${JSON.stringify(`${serviceTmp}/proxy/requests.sqlite`)}, sync: 'full', url: null, schema: 'public' }, { logger: { warn: (message) => warnings.push(message) } });
     await store.close();
     console.log(JSON.stringify(warnings));`;
-  const run = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" "$1" && exec "$2" --import tsx --input-type=module -e "$3"', privateDir, serviceTmp, process.execPath, script], { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8' });
-  assert.equal(run.status, 0, run.stderr);
-  assert.deepEqual(JSON.parse(run.stdout), [`PROXY_DB_PATH is in this service's private ${serviceTmp} (systemd's PrivateTmp=yes): each service has its own, so proxy-api and the workers do not share this file, and systemd deletes it when the service stops; keep it in the data folder`]);
-  assert.ok(readdirSync(`${privateDir}/proxy`).includes('requests.sqlite'), 'the file is in the private folder');
-  assert.deepEqual(readdirSync(serviceTmp), [], 'the folder under the mount is untouched once the mount is gone');
-});
+    const run = spawnSync(
+      'unshare',
+      [
+        '--mount',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        'mount --bind "$0" "$1" && exec "$2" --import tsx --input-type=module -e "$3"',
+        privateDir,
+        serviceTmp,
+        process.execPath,
+        script,
+      ],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8' },
+    );
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(JSON.parse(run.stdout), [
+      `PROXY_DB_PATH is in this service's private ${serviceTmp} (systemd's PrivateTmp=yes): each service has its own, so proxy-api and the workers do not share this file, and systemd deletes it when the service stops; keep it in the data folder`,
+    ]);
+    assert.ok(readdirSync(`${privateDir}/proxy`).includes('requests.sqlite'), 'the file is in the private folder');
+    assert.deepEqual(readdirSync(serviceTmp), [], 'the folder under the mount is untouched once the mount is gone');
+  },
+);
 
 test("a file of another program's, or the limiter's file named as the database (or the other way round), is refused at open and left as it was", async (t) => {
   const dir = tempDir(t);
@@ -372,7 +460,11 @@ test("a file of another program's, or the limiter's file named as the database (
     message: `PROXY_DB_PATH: cannot open sqlite ${dir}/other.db: ${dir}/other.db is another program's SQLite database (its tables: posts, users); name a new file, or this program's`,
   });
   const after = new Database(`${dir}/other.db`, { readonly: true });
-  assert.deepEqual([after.pragma('journal_mode', { simple: true }), after.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all()], ['delete', ['posts', 'users']], 'not switched to WAL, no table added');
+  assert.deepEqual(
+    [after.pragma('journal_mode', { simple: true }), after.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all()],
+    ['delete', ['posts', 'users']],
+    'not switched to WAL, no table added',
+  );
   after.close();
 
   // requests.sqlite's limiter file is requests.limits.sqlite: a database made under that name first.
@@ -390,7 +482,7 @@ test("a file of another program's, or the limiter's file named as the database (
   await again.close();
 });
 
-test('the write lock\'s holder in /proc/locks: the POSIX lock on byte 120 of the -shm file, not a waiter for it, not another lock or file', () => {
+test("the write lock's holder in /proc/locks: the POSIX lock on byte 120 of the -shm file, not a waiter for it, not another lock or file", () => {
   const locks = [
     '1: POSIX  ADVISORY  READ 301 fe:00:777 124 124',
     '2: POSIX  ADVISORY  READ 301 fe:00:777 128 128',
@@ -405,7 +497,7 @@ test('the write lock\'s holder in /proc/locks: the POSIX lock on byte 120 of the
   assert.equal(holderPid(locks, '08:01:777'), 303);
   assert.equal(holderPid('1: POSIX  ADVISORY  WRITE 0 fe:00:9 0 EOF\n', 'fe:00:9'), 0, 'a lock over the whole file counts; pid 0 is one from another PID namespace');
   assert.equal(holderPid(locks, 'fe:00:779'), null, 'another file');
-  assert.equal(holderPid('1: POSIX  ADVISORY  WRITE 7 fe:00:9 121 121\n', 'fe:00:9'), null, 'another lock of the file (the checkpointer\'s)');
+  assert.equal(holderPid('1: POSIX  ADVISORY  WRITE 7 fe:00:9 121 121\n', 'fe:00:9'), null, "another lock of the file (the checkpointer's)");
   assert.equal(holderPid('', 'fe:00:777'), null);
 });
 
@@ -645,8 +737,17 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
   process.on('warning', onWarning);
   t.after(() => process.off('warning', onWarning));
   const worker = createWorker({
-    store, upstream, logger: createSilentLogger(), concurrency: 3, leaseMs: 30_000, attemptTimeoutMs: 5000,
-    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000,
+    store,
+    upstream,
+    logger: createSilentLogger(),
+    concurrency: 3,
+    leaseMs: 30_000,
+    attemptTimeoutMs: 5000,
+    retryBaseMs: 10,
+    retryMaxMs: 20,
+    pollMs: 10,
+    shutdownGraceMs: 1000,
+    retentionMs: 3600_000,
   });
   flush.hold();
   const run = worker.runOnce();
@@ -665,7 +766,11 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
   const report = await within(run, 5000, 'the pass');
   assert.equal(report.completed, 20);
   assert.equal(stub.calls.length, 20);
-  assert.deepEqual(warnings.map((w) => w.name), [], 'twelve jobs in flight (more than Node\'s default of ten listeners) are no leak');
+  assert.deepEqual(
+    warnings.map((w) => w.name),
+    [],
+    "twelve jobs in flight (more than Node's default of ten listeners) are no leak",
+  );
   for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
 });
 
@@ -686,8 +791,17 @@ test('worker: an answer that arrives while the database cannot take it is held a
   const logger = createLogger({ level: 'warn', format: 'json', stream: new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }) });
   const { job: queued } = await store.createJob(job());
   const worker = createWorker({
-    store, upstream, logger, concurrency: 1, leaseMs: 30_000, attemptTimeoutMs: 5000,
-    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000,
+    store,
+    upstream,
+    logger,
+    concurrency: 1,
+    leaseMs: 30_000,
+    attemptTimeoutMs: 5000,
+    retryBaseMs: 10,
+    retryMaxMs: 20,
+    pollMs: 10,
+    shutdownGraceMs: 1000,
+    retentionMs: 3600_000,
   });
   const daemon = worker.runDaemon();
   t.after(async () => {
@@ -704,7 +818,10 @@ test('worker: an answer that arrives while the database cannot take it is held a
   }, 5000);
   assert.equal(done.attempts, 1);
   assert.equal(stub.calls.length, 1, 'the upstream was called once');
-  assert.ok(lines.some((l) => l.includes('holding it and trying again') && l.includes('SQLITE_BUSY')), lines.join(''));
+  assert.ok(
+    lines.some((l) => l.includes('holding it and trying again') && l.includes('SQLITE_BUSY')),
+    lines.join(''),
+  );
 });
 
 test('sync=full: more writes in one turn than one transaction takes still wait for a single flush', async (t) => {
@@ -735,7 +852,10 @@ test('migrations 0006 and 0007 count the jobs a file already holds, then their t
   // And 0007 the chart's minutes, from the finished jobs' own times.
   assert.deepEqual(
     (await store.finishedPerMinute(0)).sort((a, b) => a.status.localeCompare(b.status)),
-    [{ minute: 0, status: 'completed', count: 2 }, { minute: 0, status: 'failed', count: 1 }],
+    [
+      { minute: 0, status: 'completed', count: 2 },
+      { minute: 0, status: 'failed', count: 1 },
+    ],
   );
   await store.createJob(job());
   assert.equal((await store.countByStatus()).queued, 4);
@@ -776,7 +896,14 @@ test('migration 0011 moves every request of a file to job_requests and keeps its
   const statuses = ['completed', 'queued', 'failed', 'in_progress', 'queued', 'completed'] as const;
   const prompt = (i: number) => `prompt ${i} `.repeat(i === 2 ? 3000 : 1);
   statuses.forEach((status, i) =>
-    insert.run(`req_old${i}`, `nonce-${i}`, status, JSON.stringify({ model: 'm', messages: [{ role: 'user', content: prompt(i) }] }), i, ['queued', 'in_progress'].includes(status) ? null : 1),
+    insert.run(
+      `req_old${i}`,
+      `nonce-${i}`,
+      status,
+      JSON.stringify({ model: 'm', messages: [{ role: 'user', content: prompt(i) }] }),
+      i,
+      ['queued', 'in_progress'].includes(status) ? null : 1,
+    ),
   );
   db.close();
 
@@ -785,7 +912,10 @@ test('migration 0011 moves every request of a file to job_requests and keeps its
   assert.deepEqual(await store.countByStatus(), { queued: 2, in_progress: 1, completed: 2, failed: 1, cancelled: 0, expired: 0 });
   // Every job with its own request, in the order they were inserted.
   const { jobs } = await store.exportJobs(null, 100);
-  assert.deepEqual(jobs.map((j) => j.id), statuses.map((_, i) => `req_old${i}`));
+  assert.deepEqual(
+    jobs.map((j) => j.id),
+    statuses.map((_, i) => `req_old${i}`),
+  );
   jobs.forEach((j, i) => assert.equal((j.request.messages[0] as { content: string }).content, prompt(i)));
   const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
   assert.equal(claimed?.id, 'req_old1');

@@ -114,7 +114,12 @@ const backends: Backend[] = [
         sql: async (text, ...values) => {
           let n = 0;
           const client = await sqlClient(own, schema);
-          return (await client.query(text.replace(/\?/g, () => `$${++n}`), values)).rows;
+          return (
+            await client.query(
+              text.replace(/\?/g, () => `$${++n}`),
+              values,
+            )
+          ).rows;
         },
       };
     },
@@ -204,1191 +209,1357 @@ async function listening(store: JobStore): Promise<void> {
 
 for (const backend of backends) {
   describe(`store contract: ${backend.name}`, { skip: backend.skip }, () => {
-  test('create, then the same nonce returns the same job instead of a second one', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open(clock().now);
-    const first = await store.createJob(job({ nonce: 'same-nonce' }));
-    assert.equal(first.created, true);
-    assert.equal(first.job.status, 'queued');
-    const again = await store.createJob(job({ nonce: 'same-nonce', requestHash: 'other' }));
-    assert.equal(again.created, false);
-    assert.equal(again.job.id, first.job.id);
-    assert.equal(again.job.requestHash, 'h1');
-    assert.deepEqual(await store.countByStatus(), { queued: 1, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
-  });
-
-  test('a claimed job carries its request as the JSON text stored, which the worker sends upstream as it is', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    const request = { model: 'm', messages: [{ role: 'system', content: 'é \u2028 "q" \\ \ud83d\ude00' }, { role: 'user', content: 'x'.repeat(30_000) }], temperature: 0.25, max_tokens: 1e3, stop: ['\n'] };
-    await store.createJob(job({ request }));
-    const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
-    assert.equal(claimed?.requestJson, JSON.stringify(request));
-    assert.deepEqual(claimed?.request, request);
-  });
-
-  test('finalAmong: of the ids asked about, those of jobs in a final status now; unknown ids are not', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    const ids = await createJobs(store, 4);
-    const [queued, completed, cancelled, running] = ids as [string, string, string, string];
-    const claimed = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
-    const held = (id: string) => claimed.find((j) => j.id === id) as ClaimedJob;
-    await store.completeJob(completed, held(completed).leaseToken, { outputText: 'ok', usage: null, response: {} });
-    await store.releaseJob(queued, held(queued).leaseToken, Date.now());
-    await store.releaseJob(cancelled, held(cancelled).leaseToken, Date.now());
-    await store.cancelJob(cancelled, 'default');
-    assert.deepEqual((await store.finalAmong([queued, completed, 'j_unknown', cancelled, running])).sort(), [completed, cancelled].sort());
-    assert.deepEqual(await store.finalAmong([]), []);
-  });
-
-  test('claims take jobs in queue order, the longest due first; jobs due in the same millisecond in the order created', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const claim = async (limit: number) => (await store.claimJobs({ workerId: 'w', limit, leaseMs: 60_000 })).map((j) => ({ id: j.id, token: j.leaseToken }));
-    const first = await createJobs(store, 6);
-    c.advance(5);
-    const second = await createJobs(store, 6);
-    const taken = await claim(3);
-    assert.deepEqual(taken.map((j) => j.id), first.slice(0, 3));
-    // A retry queues its job again, due 3 ms after the first six: between the two groups.
-    const retried = taken[1]!;
-    await store.retryJob(retried.id, retried.token, c.now() - 2, { code: 'upstream_500', message: 'again', upstreamStatus: 500 });
-    c.advance(1);
-    assert.deepEqual((await claim(20)).map((j) => j.id), [...first.slice(3), retried.id, ...second]);
-  });
-
-  test('two connections claiming in turn never take the same job', async (t) => {
-    const place = await backend.place(t);
-    const a = await place.open();
-    const b = await place.open();
-    for (let i = 0; i < 200; i++) await a.createJob(job());
-    const seen = new Set<string>();
-    let total = 0;
-    for (;;) {
-      const [x, y] = await Promise.all([
-        a.claimJobs({ workerId: 'a', limit: 7, leaseMs: 60_000 }),
-        b.claimJobs({ workerId: 'b', limit: 7, leaseMs: 60_000 }),
-      ]);
-      if (x.length + y.length === 0) break;
-      for (const j of [...x, ...y]) {
-        assert.ok(!seen.has(j.id), `job ${j.id} claimed twice`);
-        seen.add(j.id);
-        total += 1;
-      }
-    }
-    assert.equal(total, 200);
-  });
-
-  test('fencing: after a lease lapses and another worker claims, the old token can no longer write', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const { job: created } = await store.createJob(job());
-    const [first] = await store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 1000 });
-    assert.ok(first);
-    assert.equal(first.attempts, 1);
-    assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 }), [], 'held lease is not claimable');
-    c.advance(1001);
-    const [second] = await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 });
-    assert.ok(second);
-    assert.equal(second.id, created.id);
-    assert.equal(second.attempts, 2);
-    assert.ok(second.leaseToken > first.leaseToken);
-    assert.equal(await store.renewLease(first.id, first.leaseToken, 1000), 'lost');
-    assert.equal(await store.completeJob(first.id, first.leaseToken, { outputText: 'stale', usage: null, response: {} }), false);
-    assert.equal(await store.finishJob(first.id, first.leaseToken, 'failed', { code: 'x', message: 'x' }), false);
-    assert.equal(await store.completeJob(second.id, second.leaseToken, { outputText: 'fresh', usage: { total_tokens: 3 }, response: { ok: 1 } }), true);
-    const done = await store.getJob(created.id);
-    assert.equal(done?.status, 'completed');
-    assert.equal(done?.outputText, 'fresh');
-    assert.deepEqual(done?.usage, { total_tokens: 3 });
-  });
-
-  test('retry waits in the database; release hands the attempt back', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    await store.createJob(job());
-    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
-    assert.ok(held);
-    assert.equal(await store.retryJob(held.id, held.leaseToken, c.now() + 5000, { code: 'upstream_500', message: 'boom', upstreamStatus: 500 }), true);
-    assert.equal(await store.nextWakeAt(), c.now() + 5000);
-    assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 }), []);
-    c.advance(5000);
-    const [again] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
-    assert.equal(again?.attempts, 2);
-    assert.ok(again);
-    assert.equal(await store.releaseJob(again.id, again.leaseToken, c.now()), true);
-    assert.equal((await store.getJob(again.id))?.attempts, 1);
-  });
-
-  test('a lookup reads what the full job holds, minus the prompt and the lease, in every state', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const ids = await createJobs(store, 5);
-    const held = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
-    const [done, failed, retried, running] = held.map((j) => ({ id: j.id, token: j.leaseToken }));
-    assert.ok(done && failed && retried && running);
-    c.advance(1000);
-    await store.completeJob(done.id, done.token, { outputText: 'hi', usage: { total_tokens: 3 }, response: { choices: [{ message: { content: 'hi' } }] } });
-    await store.finishJob(failed.id, failed.token, 'failed', { code: 'upstream_400', message: 'bad', upstreamStatus: 400 });
-    await store.retryJob(retried.id, retried.token, c.now() + 5000, { code: 'upstream_500', message: 'boom', upstreamStatus: 500 });
-    await store.cancelJob(running.id, 'default');
-    const fields = ['id', 'client', 'status', 'model', 'attempts', 'runAfter', 'expiresAt', 'cancelRequested', 'createdAt', 'startedAt', 'finishedAt', 'outputText', 'usage', 'response', 'error'] as const;
-    const statuses = [];
-    for (const id of ids) {
-      const full = await store.getJob(id);
-      const outcome = await store.getJobOutcome(id);
-      assert.ok(full && outcome);
-      assert.deepEqual(Object.keys(outcome).sort(), [...fields].sort());
-      assert.deepEqual(outcome, Object.fromEntries(fields.map((f) => [f, full[f]])));
-      statuses.push(`${outcome.status}${outcome.cancelRequested ? '+cancel' : ''}${outcome.error ? `:${outcome.error.code}` : ''}`);
-    }
-    assert.deepEqual(statuses.sort(), ['completed', 'failed:upstream_400', 'in_progress+cancel', 'queued', 'queued:upstream_500']);
-    assert.equal(await store.getJobOutcome('req_missing'), null);
-  });
-
-  test('while claims come back full the expiry scan runs at most every 250 ms; an expired job is never taken; a short claim scans', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const claim = (limit: number) => store.claimJobs({ workerId: 'w', limit, leaseMs: 60_000 });
-    for (let i = 0; i < 3; i++) await store.createJob(job());
-    assert.equal((await claim(1)).length, 1, 'the first claim scans');
-    const { job: late } = await store.createJob(job({ expiresAt: c.now() + 100 }));
-    c.advance(150);
-    const taken = await claim(1);
-    assert.equal(taken.length, 1, 'a full claim');
-    assert.notEqual(taken[0]?.id, late.id, 'past its deadline: not taken');
-    assert.equal((await store.getJob(late.id))?.status, 'queued', 'not marked yet: a full claim 150 ms after the last scan skips it');
-    assert.equal((await claim(5)).length, 1, 'the last good job; the claim comes back short');
-    assert.equal((await store.getJob(late.id))?.status, 'expired', 'so it scanned');
-  });
-
-  test('a lapsed lease is claimed again within 250 ms even while claims come back full', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const claim = async (limit: number) => (await store.claimJobs({ workerId: 'w', limit, leaseMs: 1000 })).map((j) => j.id);
-    const { job: held } = await store.createJob(job());
-    assert.deepEqual(await claim(1), [held.id]);
-    for (let i = 0; i < 5; i++) await store.createJob(job());
-    c.advance(900);
-    assert.notDeepEqual(await claim(1), [held.id], 'a scan while the lease still holds');
-    c.advance(100);
-    // The lease has lapsed. Within 250 ms of the last scan a backend may still fill a full claim from
-    // the queue (PostgreSQL does: such claims are one statement); the next scan takes it first.
-    const taken = await claim(1);
-    c.advance(250);
-    taken.push(...(await claim(1)));
-    assert.equal(taken.filter((id) => id === held.id).length, 1, `the lapsed job is among ${taken.join(', ')}`);
-    assert.equal((await store.getJob(held.id))?.attempts, 2);
-  });
-
-  test('the counts by status follow every kind of write, without counting the table', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', 'expired'] as const;
-    const check = async (when: string) => {
-      const counts = await store.countByStatus();
-      for (const status of STATUSES) {
-        const actual = (await store.listJobs({ status, limit: 1000 })).length;
-        assert.equal(counts[status], actual, `${status} after ${when}`);
-      }
-    };
-    const ids = await createJobs(store, 12, (i) => job({ expiresAt: c.now() + (i === 11 ? 500 : 60_000) }));
-    await store.createJob(job({ nonce: (await store.getJob(ids[0] as string))?.nonce }));
-    await check('creates and a replay');
-    const held = await store.claimJobs({ workerId: 'w', limit: 6, leaseMs: 60_000 });
-    await check('a claim of six');
-    const [a, b, d, e, f, g] = held as [(typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number]];
-    await store.completeJob(a.id, a.leaseToken, { outputText: 'ok', usage: null, response: {} });
-    await store.finishJob(b.id, b.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
-    await store.retryJob(d.id, d.leaseToken, c.now(), { code: 'upstream_500', message: 'again' });
-    await store.releaseJob(e.id, e.leaseToken, c.now());
-    assert.equal(await store.completeJob(a.id, a.leaseToken, { outputText: 'twice', usage: null, response: {} }), false);
-    await check('outcomes, a retry, a release and a stale completion');
-    await store.cancelJob(f.id, f.client);
-    const queued = (await store.listJobs({ status: 'queued', limit: 1 }))[0] as { id: string; client: string };
-    await store.cancelJob(queued.id, queued.client);
-    await store.finishJob(f.id, f.leaseToken, 'cancelled', null);
-    await check('cancels, queued and running');
-    c.advance(600);
-    assert.equal(await store.expireOverdue(), 1);
-    await store.checkpoint();
-    await check('an expiry and a checkpoint');
-    assert.equal((await store.requeueJobs('all-failed')).length, 1);
-    await check('a requeue');
-    c.advance(1000);
-    assert.ok((await store.deleteFinishedBefore(c.now())) >= 3);
-    await check('a purge');
-    const copy = await store.getJob(g.id);
-    const imported = await store.importJobs([{ ...(copy as JobRecord), id: 'req_AAAAAAAAAAAAAAAAAAAAAA', nonce: 'imported-1', status: 'completed', finishedAt: c.now() }]);
-    assert.equal(imported.length, 1);
-    await store.checkpoint();
-    await check('an import and another checkpoint');
-  });
-
-  test('oldestDueAt: since when the longest-waiting due job has waited; a retry counts from the end of its backoff', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    assert.equal(await store.oldestDueAt(), null);
-    const t0 = c.now();
-    const { job: a } = await store.createJob(job());
-    c.advance(100);
-    await store.createJob(job());
-    assert.equal(await store.oldestDueAt(), t0);
-    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
-    assert.equal(held?.id, a.id);
-    await store.retryJob(a.id, held!.leaseToken, c.now() + 10_000, { code: 'upstream_429', message: 'later' });
-    assert.equal(await store.oldestDueAt(), t0 + 100, 'the job in its backoff is not waiting yet');
-    const [b] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
-    await store.completeJob(b!.id, b!.leaseToken, { outputText: 'ok', usage: null, response: {} });
-    assert.equal(await store.oldestDueAt(), t0 + 100 + 10_000, 'only the retry is queued: due ahead');
-  });
-
-  test('finishedPerMinute counts jobs as they finish, by minute and status, through folds and requeues', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const minuteOf = (at: number) => Math.floor(at / 60_000) * 60_000;
-    const sorted = (rows: Awaited<ReturnType<JobStore['finishedPerMinute']>>) => [...rows].sort((x, y) => x.minute - y.minute || x.status.localeCompare(y.status));
-    for (let i = 0; i < 3; i++) await store.createJob(job());
-    const held = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 600_000 });
-    const first = c.now();
-    for (const h of held.slice(0, 2)) await store.completeJob(h.id, h.leaseToken, { outputText: 'ok', usage: null, response: {} });
-    c.advance(60_000);
-    const second = c.now();
-    const failing = held[2] as (typeof held)[number];
-    await store.finishJob(failing.id, failing.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
-    const copy = (await store.getJob(failing.id)) as JobRecord;
-    await store.importJobs([{ ...copy, id: 'req_BBBBBBBBBBBBBBBBBBBBBB', nonce: 'imported-2', status: 'completed', finishedAt: second }]);
-    const expected = [
-      { minute: minuteOf(first), status: 'completed', count: 2 },
-      { minute: minuteOf(second), status: 'completed', count: 1 },
-      { minute: minuteOf(second), status: 'failed', count: 1 },
-    ];
-    assert.deepEqual(sorted(await store.finishedPerMinute(first - 60_000)), expected);
-    assert.deepEqual(sorted(await store.finishedPerMinute(second)), expected.slice(1), 'from the minute holding `since`');
-    await store.checkpoint();
-    await store.requeueJobs([failing.id]);
-    assert.deepEqual(sorted(await store.finishedPerMinute(first - 60_000)), expected, 'after a fold and a requeue: the failure happened');
-    c.advance(120_000);
-    await store.deleteFinishedBefore(second);
-    assert.deepEqual(sorted(await store.finishedPerMinute(0)), expected.slice(1), 'the minutes before the retention cut are gone');
-  });
-
-  test('every way a job finishes counts once in the chart, in the minute it finished', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    // Each job is created just before it is claimed: claims take the oldest due job first.
-    const claimNext = async (overrides: Parameters<typeof job>[0] = {}, leaseMs = 60_000) => {
-      const { job: created } = await store.createJob(job(overrides));
-      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs });
-      assert.equal(held?.id, created.id);
-      return held as ClaimedJob;
-    };
-    const done = await claimNext();
-    await store.completeJob(done.id, done.leaseToken, { outputText: 'ok', usage: null, response: {} });
-    const failed = await claimNext();
-    await store.finishJob(failed.id, failed.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
-    const queued = (await store.createJob(job())).job;
-    await store.cancelJob(queued.id, 'default');
-    await store.createJob(job({ expiresAt: c.now() + 1000 }));
-    c.advance(1000);
-    assert.equal(await store.expireOverdue(), 1);
-    // Three leases that lapse: no attempts left, a cancel asked for, the deadline passed.
-    await claimNext({ maxAttempts: 1 }, 1000);
-    const cancelled = await claimNext({}, 1000);
-    await store.cancelJob(cancelled.id, 'default');
-    await claimNext({ expiresAt: c.now() + 1500 }, 1000);
-    c.advance(60_000);
-    assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 5, leaseMs: 1000 }), [], 'the lapsed leases end their jobs');
-    await store.checkpoint();
-    const chart = await store.finishedPerMinute(0);
-    const byStatus = Object.fromEntries(['completed', 'failed', 'cancelled', 'expired'].map((s) => [s, chart.filter((r) => r.status === s).reduce((n, r) => n + r.count, 0)]));
-    assert.deepEqual(byStatus, { completed: 1, failed: 2, cancelled: 2, expired: 2 });
-    const counts = await store.countByStatus();
-    assert.deepEqual(byStatus, { completed: counts.completed, failed: counts.failed, cancelled: counts.cancelled, expired: counts.expired }, 'the chart agrees with the job counts');
-    const minute = (at: number) => Math.floor(at / 60_000) * 60_000;
-    assert.deepEqual(
-      chart.filter((r) => r.minute === minute(c.now())).map((r) => [r.status, r.count]).sort(),
-      [['cancelled', 1], ['expired', 1], ['failed', 1]],
-      'the lapsed leases count in the minute of the claim that ended them',
-    );
-  });
-
-  test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const { job: created } = await store.createJob(job({ maxAttempts: 1 }));
-    await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
-    c.advance(2000);
-    assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 }), []);
-    const after = await store.getJob(created.id);
-    assert.equal(after?.status, 'failed');
-    assert.equal(after?.error?.code, 'worker_lost');
-  });
-
-  test('queued jobs past their deadline expire, and are never claimed', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const { job: created } = await store.createJob(job({ expiresAt: c.now() + 1000 }));
-    c.advance(1000);
-    assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 5, leaseMs: 1000 }), []);
-    assert.equal((await store.getJob(created.id))?.status, 'expired');
-    await store.createJob(job({ expiresAt: c.now() + 1000 }));
-    c.advance(1000);
-    assert.equal(await store.expireOverdue(), 1);
-    await store.checkpoint();
-    const expired = (await store.readCounters()).filter((x) => x.name === 'jobs_finished_total');
-    assert.deepEqual(expired.map((x) => [x.labels, x.value]), [[{ model: 'm', status: 'expired' }, 2]], 'both counted, under one label set');
-  });
-
-  test('a backlog of overdue jobs: each claim expires at most CLAIM_EXPIRE_LIMIT and takes nothing until the backlog is gone, then the due job', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const overdue = 3 * CLAIM_EXPIRE_LIMIT + 7;
-    await Promise.all(Array.from({ length: overdue }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
-    c.advance(1);
-    const { job: live } = await store.createJob(job());
-    c.advance(1000);
-    const claim = () => store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
-    assert.deepEqual(await claim(), [], 'the first claim only expires');
-    assert.equal((await store.countByStatus()).expired, CLAIM_EXPIRE_LIMIT);
-    const claims: number[] = [];
-    let taken: ClaimedJob[] = [];
-    while (taken.length === 0 && claims.length < 10) {
-      taken = await claim();
-      claims.push((await store.countByStatus()).expired);
-    }
-    assert.deepEqual(taken.map((j) => j.id), [live.id], 'the live job, once nothing overdue is left');
-    assert.deepEqual(claims, [2 * CLAIM_EXPIRE_LIMIT, 3 * CLAIM_EXPIRE_LIMIT, overdue], 'a full batch a claim; the claim that expires the last few takes the live job');
-    assert.deepEqual(await store.countByStatus(), { queued: 0, in_progress: 1, completed: 0, failed: 0, cancelled: 0, expired: overdue });
-  });
-
-  test('expiry and retention work through backlogs larger than one batch, and count each job once', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const many = 1234;
-    await Promise.all(Array.from({ length: many }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
-    const { job: live } = await store.createJob(job({ expiresAt: c.now() + 60_000 }));
-    c.advance(1000);
-    assert.equal(await store.expireOverdue(), many);
-    assert.equal((await store.getJob(live.id))?.status, 'queued');
-    c.advance(1000);
-    const cut = c.now();
-    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
-    assert.equal(held?.id, live.id);
-    c.advance(1000);
-    await store.completeJob(live.id, held!.leaseToken, { outputText: 'kept', usage: null, response: {} });
-    assert.equal(await store.deleteFinishedBefore(cut), many, 'every expired job, and not the one finished after the cut');
-    assert.equal((await store.getJob(live.id))?.outputText, 'kept');
-    assert.deepEqual(await store.countByStatus(), { queued: 0, in_progress: 0, completed: 1, failed: 0, cancelled: 0, expired: 0 });
-    await store.checkpoint();
-    const expired = (await store.readCounters()).filter((x) => x.name === 'jobs_finished_total' && x.labels.status === 'expired');
-    assert.deepEqual(expired.map((x) => x.value), [many]);
-    const aborted = AbortSignal.abort();
-    await Promise.all(Array.from({ length: many }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
-    c.advance(1000);
-    const first = await store.expireOverdue(aborted);
-    assert.ok(first > 0 && first < many, `an aborted pass stops after its first batch (${first} of ${many})`);
-  });
-
-  test('requeueing every failed job works through more than one batch, and leaves other jobs alone', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    const many = 1234;
-    await Promise.all(Array.from({ length: many + 1 }, () => store.createJob(job())));
-    const held = await store.claimJobs({ workerId: 'w', limit: many + 1, leaseMs: 60_000 });
-    assert.equal(held.length, many + 1);
-    const [kept, ...failing] = held as [ClaimedJob, ...ClaimedJob[]];
-    await store.completeJob(kept.id, kept.leaseToken, { outputText: 'ok', usage: null, response: {} });
-    await Promise.all(failing.map((h) => store.finishJob(h.id, h.leaseToken, 'failed', { code: 'upstream_401', message: 'bad key' })));
-    const requeued = await store.requeueJobs('all-failed');
-    assert.equal(requeued.length, many);
-    assert.deepEqual(new Set(requeued), new Set(failing.map((h) => h.id)), 'each failed job once');
-    assert.deepEqual(await store.countByStatus(), { queued: many, in_progress: 0, completed: 1, failed: 0, cancelled: 0, expired: 0 });
-  });
-
-  test('cancel: a queued job at once, a running one through its lease renewal; only the owner may', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    const { job: queued } = await store.createJob(job());
-    assert.equal(await store.cancelJob(queued.id, 'someone-else'), null);
-    assert.equal((await store.cancelJob(queued.id, 'default'))?.status, 'cancelled');
-    const { job: running } = await store.createJob(job());
-    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
-    assert.equal(held?.id, running.id);
-    assert.equal((await store.cancelJob(running.id, 'default'))?.status, 'in_progress');
-    assert.equal(await store.renewLease(running.id, held.leaseToken, 10_000), 'cancel_requested');
-  });
-
-  test('retention deletes only finished jobs older than the cut-off, and workers last seen before it', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    await store.recordHeartbeat({ id: 'gone', host: 'h', pid: 1, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0, clockOffsetMs: 0 });
-    const { job: old } = await store.createJob(job());
-    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
-    assert.ok(held);
-    await store.completeJob(held.id, held.leaseToken, { outputText: 'x', usage: null, response: {} });
-    c.advance(10_000);
-    const { job: pending } = await store.createJob(job());
-    await store.recordHeartbeat({ id: 'alive', host: 'h', pid: 2, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0, clockOffsetMs: 0 });
-    assert.equal(await store.deleteFinishedBefore(c.now() - 5000), 1);
-    assert.equal(await store.getJob(old.id), null);
-    assert.ok(await store.getJob(pending.id));
-    assert.deepEqual((await store.listWorkers(0)).map((w) => w.id), ['alive']);
-  });
-
-  test("a client's latest failed jobs: only its own, newest first, up to the limit", async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    // Fails one job of `client` at the clock's time, then moves the clock on.
-    const fail = async (client: string) => {
-      const { job: created } = await store.createJob(job({ client }));
-      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
-      assert.equal(held?.id, created.id);
-      await store.finishJob(created.id, held!.leaseToken, 'failed', { code: 'upstream_http_error', message: 'no' });
-      c.advance(1000);
-      return created.id;
-    };
-    const mine = [await fail('mine'), await fail('mine')];
-    for (let i = 0; i < 4; i++) await fail('other');
-    mine.push(await fail('mine'));
-    // A completed job of the same client is not a failure.
-    const { job: done } = await store.createJob(job({ client: 'mine' }));
-    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
-    await store.completeJob(done.id, held!.leaseToken, { outputText: 'ok', usage: null, response: {} });
-    assert.deepEqual((await store.listJobs({ status: 'failed', client: 'mine', limit: 10 })).map((j) => j.id), mine.slice().reverse());
-    assert.deepEqual((await store.listJobs({ status: 'failed', client: 'mine', limit: 2 })).map((j) => j.id), [mine[2], mine[1]]);
-    assert.equal((await store.listJobs({ status: 'failed', limit: 10 })).length, 7);
-    assert.deepEqual(await store.listJobs({ status: 'failed', client: 'nobody', limit: 10 }), []);
-  });
-
-  test('pacing: RPM spaces calls evenly across connections; TPM charges by tokens; a pause holds everyone', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const a = await place.open(c.now);
-    const b = await place.open(c.now);
-    const rpm = { rpm: 60, tpm: null, tokens: 10 };
-    assert.equal(await a.acquireUpstream(rpm), 0);
-    assert.equal(await b.acquireUpstream(rpm), 1000, 'the other connection waits one interval');
-    c.advance(1000);
-    assert.equal(await b.acquireUpstream(rpm), 0);
-    const tpm = { rpm: null, tpm: 6000, tokens: 300 };
-    assert.equal(await a.acquireUpstream(tpm), 0);
-    assert.equal(await b.acquireUpstream(tpm), 3000, '300 tokens at 100 a second');
-    await a.pauseUpstream(c.now() + 5000);
-    assert.equal(await b.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000);
-    await b.pauseUpstream(c.now() + 100);
-    assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
-  });
-
-  test('rate limits: a budget of N admits N at once, then one per interval; all-or-nothing across budgets', async (t) => {
-    const place = await backend.place(t);
-    const c = clock();
-    const store = await place.open(c.now);
-    const budget = { key: 'k', intervalMs: 1000, toleranceMs: 2000 };
-    const allowed = [];
-    for (let i = 0; i < 4; i++) allowed.push((await store.consumeRateLimits([budget]))[0]?.allowed);
-    assert.deepEqual(allowed, [true, true, true, false]);
-    c.advance(1000);
-    assert.equal((await store.consumeRateLimits([budget]))[0]?.allowed, true);
-    const other = { key: 'other', intervalMs: 1000, toleranceMs: 0 };
-    const both = await store.consumeRateLimits([other, budget]);
-    assert.deepEqual(both.map((d) => d.allowed), [true, false]);
-    assert.equal((await store.consumeRateLimits([other]))[0]?.allowed, true, 'the refused pair drew nothing from the other budget');
-  });
-
-  test('writes made in the same event-loop turn (one commit, one statement on PostgreSQL) end as if made one by one', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open(clock().now);
-    // Creates: the repeated nonce finds the job the first call made, within the same batch.
-    const jobs = [job({ model: 'a' }), job({ model: 'a', nonce: 'twice' }), job({ model: 'b' }), job({ model: 'a', nonce: 'twice' }), job({ model: 'b' })];
-    const created = await Promise.all(jobs.map((j) => store.createJob(j)));
-    assert.deepEqual(created.map((c) => c.created), [true, true, true, false, true]);
-    assert.equal(created[3]?.job.id, jobs[1]?.id, 'the repeat answers with the job its nonce made');
-    assert.equal((await store.countByStatus()).queued, 4);
-    // Completions: a stale token writes nothing and counts nothing; the others keep their own answers.
-    const held = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 10_000 });
-    assert.equal(held.length, 4);
-    const done = await Promise.all(held.map((h, i) =>
-      store.completeJob(h.id, i === 2 ? h.leaseToken + 1 : h.leaseToken, { outputText: `answer ${h.id}`, usage: { total_tokens: i }, response: { n: i } }, { upstreamStatus: '200', latencyMs: 100 }),
-    ));
-    assert.deepEqual(done, [true, true, false, true]);
-    for (const h of held) {
-      const outcome = await store.getJobOutcome(h.id);
-      assert.equal(outcome?.status, h === held[2] ? 'in_progress' : 'completed');
-      if (h !== held[2]) assert.equal(outcome?.outputText, `answer ${h.id}`);
-    }
-    const counters = await store.readCounters();
-    const value = (name: string, labels: Record<string, string>) => counters.filter((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels)).reduce((sum, x) => sum + x.value, 0);
-    assert.equal(value('jobs_created_total', { model: 'a' }) + value('jobs_created_total', { model: 'b' }), 4);
-    const finished = held.filter((_, i) => i !== 2).map((h) => h.model);
-    assert.equal(value('jobs_finished_total', { model: 'a', status: 'completed' }), finished.filter((m) => m === 'a').length);
-    assert.equal(value('jobs_finished_total', { model: 'b', status: 'completed' }), finished.filter((m) => m === 'b').length);
-    assert.equal(value('upstream_calls_total', { code: '200' }), 3);
-    assert.deepEqual((await store.countByStatus()), { queued: 0, in_progress: 1, completed: 3, failed: 0, cancelled: 0, expired: 0 });
-    // Every other outcome in one turn, mixed with a completion: each keeps its own status, error and
-    // counts; the stale tokens (a failure and a retry) change and count nothing.
-    for (let i = 0; i < 6; i++) await store.createJob(job({ model: 'c' }));
-    const more = await store.claimJobs({ workerId: 'w', limit: 6, leaseMs: 10_000 });
-    assert.equal(more.length, 6);
-    const [fails, expires, staleFail, retries, staleRetry, completes] = more as [ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob];
-    const runAfter = Date.now() + 60_000;
-    const mixed = await Promise.all([
-      store.finishJob(fails.id, fails.leaseToken, 'failed', { code: 'upstream_400', message: 'bad request', upstreamStatus: 400 }, { upstreamStatus: '400', latencyMs: 100 }),
-      store.finishJob(expires.id, expires.leaseToken, 'expired', { code: 'expired', message: 'too late' }),
-      store.finishJob(staleFail.id, staleFail.leaseToken + 1, 'cancelled', null, { upstreamStatus: '500', latencyMs: 100 }),
-      store.retryJob(retries.id, retries.leaseToken, runAfter, { code: 'upstream_503', message: 'busy', upstreamStatus: 503 }, { upstreamStatus: '503', latencyMs: 100 }),
-      store.retryJob(staleRetry.id, staleRetry.leaseToken + 1, runAfter, { code: 'upstream_503', message: 'busy', upstreamStatus: 503 }, { upstreamStatus: '503', latencyMs: 100 }),
-      store.completeJob(completes.id, completes.leaseToken, { outputText: 'fine', usage: null, response: { ok: true } }, { upstreamStatus: '200', latencyMs: 100 }),
-    ]);
-    assert.deepEqual(mixed, [true, true, false, true, false, true]);
-    const failed = await store.getJobOutcome(fails.id);
-    assert.equal(failed?.status, 'failed');
-    assert.deepEqual(failed?.error, { code: 'upstream_400', message: 'bad request', upstreamStatus: 400 });
-    assert.equal(failed?.outputText, null);
-    assert.equal((await store.getJobOutcome(expires.id))?.error?.message, 'too late');
-    const retried = await store.getJob(retries.id);
-    assert.equal(retried?.status, 'queued');
-    assert.equal(retried?.runAfter, runAfter);
-    assert.equal(retried?.error?.code, 'upstream_503');
-    for (const stale of [staleFail, staleRetry]) assert.equal((await store.getJob(stale.id))?.status, 'in_progress');
-    assert.equal((await store.getJobOutcome(completes.id))?.outputText, 'fine');
-    const after = await store.readCounters();
-    const valueNow = (name: string, labels: Record<string, string>) => after.filter((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels)).reduce((sum, x) => sum + x.value, 0);
-    for (const status of ['failed', 'expired', 'completed']) assert.equal(valueNow('jobs_finished_total', { model: 'c', status }), 1, status);
-    assert.equal(valueNow('jobs_finished_total', { model: 'c', status: 'cancelled' }), 0);
-    assert.equal(valueNow('retries_total', { model: 'c' }), 1);
-    assert.equal(valueNow('upstream_calls_total', { code: '503' }), 1, 'the stale retry counts no call');
-    assert.equal(valueNow('upstream_calls_total', { code: '500' }), 0);
-    assert.equal(valueNow('upstream_calls_total', { code: '200' }), 4);
-    assert.deepEqual((await store.countByStatus()), { queued: 1, in_progress: 3, completed: 4, failed: 1, cancelled: 0, expired: 1 });
-    // Rate-limit draws: decided in call order, each all or nothing.
-    const two = { key: 'two', intervalMs: 1000, toleranceMs: 1000 };
-    const one = { key: 'one', intervalMs: 1000, toleranceMs: 0 };
-    const draws = await Promise.all([[two], [two], [one, two], [one], [one]].map((checks) => store.consumeRateLimits(checks)));
-    assert.deepEqual(draws.map((d) => d.map((x) => x.allowed)), [[true], [true], [true, false], [true], [false]]);
-    // What the turn drew was written: a later turn finds both budgets spent.
-    assert.deepEqual((await store.consumeRateLimits([two])).map((x) => x.allowed), [false]);
-    assert.deepEqual((await store.consumeRateLimits([one])).map((x) => x.allowed), [false]);
-  });
-
-  test('an answer or an error message holding a NUL character is recorded (PostgreSQL writes U+FFFD in its text)', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    await store.createJob(job());
-    await store.createJob(job());
-    const [a, b] = await store.claimJobs({ workerId: 'w', limit: 2, leaseMs: 10_000 });
-    assert.ok(a && b);
-    assert.equal(await store.completeJob(a.id, a.leaseToken, { outputText: 'x\u0000y', usage: null, response: { content: 'x\u0000y' } }), true);
-    assert.equal(await store.finishJob(b.id, b.leaseToken, 'failed', { code: 'upstream_400', message: 'bad\u0000byte', upstreamStatus: 400 }), true);
-    const text = backend.name === 'postgres' ? 'x\uFFFDy' : 'x\u0000y';
-    const completed = await store.getJobOutcome(a.id);
-    assert.equal(completed?.outputText, text);
-    assert.deepEqual(completed?.response, { content: 'x\u0000y' }, 'the JSON keeps the character, escaped');
-    assert.equal((await store.getJobOutcome(b.id))?.error?.message, backend.name === 'postgres' ? 'bad\uFFFDbyte' : 'bad\u0000byte');
-  });
-
-  test("a completed answer's text and usage are stored once, in their own columns; the response reads whole, as written before too", async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    const text = 'a long answer. '.repeat(400);
-    const answer = (content: string | null, extra = {}) => ({
-      id: 'chatcmpl-1',
-      object: 'chat.completion',
-      choices: [
-        { index: 0, message: { role: 'assistant', content, refusal: null, ...extra }, finish_reason: 'stop' },
-        { index: 1, message: { role: 'assistant', content: 'another choice' }, finish_reason: 'stop' },
-      ],
-      usage: { total_tokens: 3 },
+    test('create, then the same nonce returns the same job instead of a second one', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open(clock().now);
+      const first = await store.createJob(job({ nonce: 'same-nonce' }));
+      assert.equal(first.created, true);
+      assert.equal(first.job.status, 'queued');
+      const again = await store.createJob(job({ nonce: 'same-nonce', requestHash: 'other' }));
+      assert.equal(again.created, false);
+      assert.equal(again.job.id, first.job.id);
+      assert.equal(again.job.requestHash, 'h1');
+      assert.deepEqual(await store.countByStatus(), { queued: 1, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
     });
-    const toolCall = answer(null, { tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] });
-    const ids = await createJobs(store, 3);
-    // Taken by id, in the order created (the order an export pages in): this test is about the
-    // answer's columns, and the claim's order has a test of its own.
-    const claimed = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 10_000 });
-    const [plain, tool, older] = ids.map((id) => claimed.find((j) => j.id === id));
-    assert.ok(plain && tool && older);
-    await store.completeJob(plain.id, plain.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
-    // Usage that is not the response's own (the worker never records such) stays in the response too.
-    await store.completeJob(tool.id, tool.leaseToken, { outputText: null, usage: { total_tokens: 4 }, response: toolCall });
-    await store.completeJob(older.id, older.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
-    // A row written before the text was stored once holds it in both columns.
-    await place.sql('UPDATE jobs SET response = ? WHERE id = ?', JSON.stringify(answer(text)), older.id);
 
-    const [stored] = await place.sql('SELECT output_text, response FROM jobs WHERE id = ?', plain.id);
-    assert.equal(stored?.output_text, text);
-    assert.ok(!String(stored?.response).includes('a long answer'), 'the response is stored without the text');
-    assert.ok(!String(stored?.response).includes('total_tokens'), 'the response is stored without the usage');
-    assert.ok(String(stored?.response).length < 400, `the response is stored in ${String(stored?.response).length} characters`);
-    for (const [id, expected, usage] of [[plain.id, answer(text), 3], [tool.id, toolCall, 4], [older.id, answer(text), 3]] as const) {
-      // Compared as text: the content and the usage are back in their places among the keys.
-      assert.equal(JSON.stringify((await store.getJobOutcome(id))?.response), JSON.stringify(expected));
-      assert.equal(JSON.stringify((await store.getJob(id))?.response), JSON.stringify(expected));
-      assert.deepEqual((await store.getJobOutcome(id))?.usage, { total_tokens: usage });
-    }
+    test('a claimed job carries its request as the JSON text stored, which the worker sends upstream as it is', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      const request = {
+        model: 'm',
+        messages: [
+          { role: 'system', content: 'é \u2028 "q" \\ \ud83d\ude00' },
+          { role: 'user', content: 'x'.repeat(30_000) },
+        ],
+        temperature: 0.25,
+        max_tokens: 1e3,
+        stop: ['\n'],
+      };
+      await store.createJob(job({ request }));
+      const [claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+      assert.equal(claimed?.requestJson, JSON.stringify(request));
+      assert.deepEqual(claimed?.request, request);
+    });
 
-    const copy = await backend.place(t);
-    const target = await copy.open();
-    assert.deepEqual(await target.importJobs((await store.exportJobs(null, 10)).jobs), [plain.id, tool.id, older.id]);
-    for (const id of [plain.id, tool.id, older.id]) assert.deepEqual(await target.getJob(id), await store.getJob(id));
-    const copied = await copy.sql('SELECT response FROM jobs WHERE id IN (?, ?)', plain.id, older.id);
-    assert.ok(copied.length === 2 && copied.every((row) => !/a long answer|total_tokens/.test(String(row.response))), 'a copy stores the text and usage once too');
-  });
+    test('finalAmong: of the ids asked about, those of jobs in a final status now; unknown ids are not', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      const ids = await createJobs(store, 4);
+      const [queued, completed, cancelled, running] = ids as [string, string, string, string];
+      const claimed = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
+      const held = (id: string) => claimed.find((j) => j.id === id) as ClaimedJob;
+      await store.completeJob(completed, held(completed).leaseToken, { outputText: 'ok', usage: null, response: {} });
+      await store.releaseJob(queued, held(queued).leaseToken, Date.now());
+      await store.releaseJob(cancelled, held(cancelled).leaseToken, Date.now());
+      await store.cancelJob(cancelled, 'default');
+      assert.deepEqual((await store.finalAmong([queued, completed, 'j_unknown', cancelled, running])).sort(), [completed, cancelled].sort());
+      assert.deepEqual(await store.finalAmong([]), []);
+    });
 
-  test('counters, heartbeats, listing and requeue', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    const { job: created } = await store.createJob(job({ model: 'gpt-x' }));
-    const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
-    assert.ok(held);
-    assert.equal(await store.finishJob(held.id, held.leaseToken, 'failed', { code: 'upstream_400', message: 'no', upstreamStatus: 400 }, { upstreamStatus: '400', latencyMs: 300 }), true);
-    const counters = await store.readCounters();
-    const value = (name: string, labels: Record<string, string>) => counters.find((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels))?.value;
-    assert.equal(value('jobs_created_total', { model: 'gpt-x' }), 1);
-    assert.equal(value('jobs_finished_total', { model: 'gpt-x', status: 'failed' }), 1);
-    assert.equal(value('upstream_calls_total', { code: '400' }), 1);
-    assert.equal(value('upstream_latency_seconds_bucket', { le: '0.5' }), 1);
-    // Housekeeping folds PostgreSQL's appended bumps into the totals: the counts read the same after.
-    await store.checkpoint();
-    await store.createJob(job({ model: 'gpt-x' }));
-    await store.checkpoint();
-    const folded = await store.readCounters();
-    assert.equal(folded.find((x) => x.name === 'jobs_created_total')?.value, 2);
-    // A completion counts under the same labels whichever statement wrote them: one series each.
-    const [second] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
-    assert.ok(second);
-    await store.completeJob(second.id, second.leaseToken, { outputText: 'ok', usage: null, response: {} }, { upstreamStatus: '200', latencyMs: 100 });
-    await store.checkpoint();
-    const afterCompletion = await store.readCounters();
-    assert.equal(afterCompletion.find((x) => x.name === 'jobs_finished_total' && JSON.stringify(x.labels) === JSON.stringify({ model: 'gpt-x', status: 'completed' }))?.value, 1);
-    assert.equal(afterCompletion.find((x) => x.name === 'upstream_calls_total' && x.labels.code === '200')?.value, 1);
-    const series = afterCompletion.map((x) => `${x.name}${JSON.stringify(x.labels)}`);
-    assert.equal(new Set(series).size, series.length, 'no label set is stored twice');
-    assert.deepEqual(folded.filter((x) => x.name !== 'jobs_created_total'), counters.filter((x) => x.name !== 'jobs_created_total'));
-    assert.deepEqual((await store.listJobs({ status: 'failed', limit: 5 })).map((j) => j.id), [created.id]);
-    assert.deepEqual(await store.requeueJobs('all-failed'), [created.id]);
-    const again = await store.getJob(created.id);
-    assert.deepEqual([again?.status, again?.attempts, again?.error], ['queued', 0, null]);
+    test('claims take jobs in queue order, the longest due first; jobs due in the same millisecond in the order created', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const claim = async (limit: number) => (await store.claimJobs({ workerId: 'w', limit, leaseMs: 60_000 })).map((j) => ({ id: j.id, token: j.leaseToken }));
+      const first = await createJobs(store, 6);
+      c.advance(5);
+      const second = await createJobs(store, 6);
+      const taken = await claim(3);
+      assert.deepEqual(
+        taken.map((j) => j.id),
+        first.slice(0, 3),
+      );
+      // A retry queues its job again, due 3 ms after the first six: between the two groups.
+      const retried = taken[1]!;
+      await store.retryJob(retried.id, retried.token, c.now() - 2, { code: 'upstream_500', message: 'again', upstreamStatus: 500 });
+      c.advance(1);
+      assert.deepEqual(
+        (await claim(20)).map((j) => j.id),
+        [...first.slice(3), retried.id, ...second],
+      );
+    });
 
-    await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 2, clockOffsetMs: -1500 });
-    await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 3, clockOffsetMs: 2 });
-    // A worker of the release before wrote no clock offset.
-    await store.recordHeartbeat({ id: 'w2', host: 'h', pid: 2, startedAt: 2, lastSeenAt: Date.now(), jobsDone: 0, clockOffsetMs: null });
-    assert.deepEqual((await store.listWorkers(Date.now() - 1000)).map((w) => [w.id, w.jobsDone, w.clockOffsetMs]), [['w1', 3, 2], ['w2', 0, null]]);
-    await store.removeHeartbeat('w1');
-    await store.removeHeartbeat('w2');
-    assert.deepEqual(await store.listWorkers(0), []);
-  });
-
-  test('export pages through every job in the order stored; import writes them unchanged, once', async (t) => {
-    const source = await (await backend.place(t)).open();
-    const ids = await createJobs(source, 5, (i) => job({ model: `m${i}` }));
-    const [done, failed, running] = await source.claimJobs({ workerId: 'w', limit: 3, leaseMs: 60_000 });
-    assert.ok(done && failed && running);
-    await source.completeJob(done.id, done.leaseToken, { outputText: 'hi', usage: { total_tokens: 3 }, response: { id: 'chatcmpl-1', choices: [] } });
-    await source.finishJob(failed.id, failed.leaseToken, 'failed', { code: 'upstream_400', message: 'no', upstreamStatus: 400 });
-
-    const pages: string[][] = [];
-    const copied: Awaited<ReturnType<JobStore['exportJobs']>>['jobs'] = [];
-    for (let cursor: string | null = null, first = true; first || cursor !== null; first = false) {
-      const page: Awaited<ReturnType<JobStore['exportJobs']>> = await source.exportJobs(cursor, 2);
-      pages.push(page.jobs.map((j) => j.id));
-      copied.push(...page.jobs);
-      cursor = page.next;
-    }
-    assert.deepEqual(pages.flat(), ids, 'every job once, oldest first');
-    assert.ok(pages.every((p) => p.length <= 2));
-
-    const target = await (await backend.place(t)).open();
-    const clash = await target.createJob(job({ client: copied[4]!.client, nonce: copied[4]!.nonce }));
-    assert.deepEqual(await target.importJobs(copied), ids.slice(0, 4), 'a job whose client and nonce are taken is skipped');
-    assert.deepEqual(await target.importJobs(copied), [], 'a second copy writes nothing');
-    for (const id of ids.slice(0, 4)) assert.deepEqual(await target.getJob(id), await source.getJob(id));
-    assert.equal((await target.getJob(ids[4]!)), null);
-    assert.equal((await target.getJob(clash.job.id))?.status, 'queued');
-    const held = await target.getJob(running.id);
-    assert.equal(held?.status, 'in_progress');
-    // The copied job keeps its fencing token: the old holder's token still names it, a stale one does not.
-    assert.equal(await target.renewLease(running.id, running.leaseToken - 1, 1000), 'lost');
-    assert.equal(await target.renewLease(running.id, running.leaseToken, 1000), 'held');
-  });
-
-  test('another connection notices changes through the change counter', async (t) => {
-    const place = await backend.place(t);
-    const writer = await place.open();
-    const watcher = await place.open();
-    await listening(watcher);
-    const before = await watcher.changeCounter();
-    await writer.createJob(job());
-    const until = Date.now() + 2000;
-    while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    assert.notEqual(await watcher.changeCounter(), before);
-  });
-
-  test('another connection is told of a commit through watchChanges, and no more once it stops watching', async (t) => {
-    const place = await backend.place(t);
-    const writer = await place.open();
-    const watcher = await place.open();
-    let told = 0;
-    const stop = watcher.watchChanges(() => (told += 1));
-    assert.ok(stop, 'a store on a file or a server can watch');
-    // On PostgreSQL, subscribing opens the listening connection; it is told once it listens.
-    if (watcher.kind === 'postgres') await eventually(async () => told > 0, 5000, 10);
-    const before = told;
-    await writer.createJob(job());
-    await eventually(async () => told > before, 2000, 5);
-    stop();
-    // Notices already on their way (a commit writes the log more than once) land first.
-    await new Promise((r) => setTimeout(r, 100));
-    const stopped = told;
-    await writer.createJob(job());
-    await new Promise((r) => setTimeout(r, 300));
-    assert.equal(told, stopped, 'no notice after stop');
-  });
-
-  // PostgreSQL only: SQLite has no listening connection to lose.
-  if (backend.name === 'postgres') test('postgres: a dropped LISTEN connection is replaced, and notifications flow again', async (t) => {
-    const place = await backend.place(t);
-    const writer = await place.open();
-    const watcher = await place.open();
-    await listening(writer);
-    await listening(watcher);
-    const admin = await sqlClient((close) => t.after(close));
-    const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`proxy-listener:${place.schema}`]);
-    assert.equal(killed.rowCount, 2, "both stores' listeners were cut");
-    await new Promise((r) => setTimeout(r, 1500));
-    await listening(watcher);
-    const before = await watcher.changeCounter();
-    await writer.createJob(job());
-    const until = Date.now() + 1000;
-    while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
-  });
-
-  // PostgreSQL only: SQLite's data_version moves with every commit of another connection.
-  if (backend.name === 'postgres') test('postgres: a job queued or finished notifies this schema\'s listeners; a claim, an empty claim and a lease renewal do not', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    const heard: string[] = [];
-    const listening = await sqlClient(place.own);
-    listening.on('notification', (msg) => heard.push(msg.payload ?? ''));
-    await listening.query('LISTEN proxy_jobs');
-    // Notifications from this schema only: other tests' schemas notify on the same channel.
-    const after = async (what: string, write: () => Promise<unknown>) => {
-      const before = heard.filter((p) => p === place.schema).length;
-      await write();
-      // Delivered after the commit, asynchronously: a quiet moment says none came.
-      await new Promise((r) => setTimeout(r, 300));
-      return { what, notified: heard.filter((p) => p === place.schema).length - before };
-    };
-    const created = await after('create', () => store.createJob(job()));
-    let claimed: ClaimedJob | undefined;
-    const claim = await after('claim', async () => ([claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 })));
-    assert.ok(claimed, 'the job was claimed');
-    const empty = await after('empty claim', () => store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
-    const held = claimed;
-    const renewal = await after('lease renewal', () => store.renewLease(held.id, held.leaseToken, 60_000));
-    const retried = await after('retry', () => store.retryJob(held.id, held.leaseToken, store.now(), { code: 'upstream_error', message: 'try again' }));
-    const [again] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
-    const completed = await after('completion', () => store.completeJob(again!.id, again!.leaseToken, { outputText: 'ok', usage: null, response: { ok: true } }));
-    assert.deepEqual(
-      [created, claim, empty, renewal, retried, completed].map(({ what, notified }) => `${what}: ${notified > 0 ? 'notified' : 'silent'}`),
-      ['create: notified', 'claim: silent', 'empty claim: silent', 'lease renewal: silent', 'retry: notified', 'completion: notified'],
-    );
-  });
-
-  // PostgreSQL only: SQLite's plans are checked in sqlite-store.test.ts.
-  if (backend.name === 'postgres') test("postgres: on a table never analyzed, with 4,000 jobs queued, the claim and the expiry scan walk their index in order and sort nothing", async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    const client = await sqlClient(place.own, place.schema, SESSION_SETTINGS);
-    // As a new installation's first minutes, or a backlog that came since autovacuum last looked.
-    await client.query('ALTER TABLE jobs SET (autovacuum_enabled = false)');
-    for (let i = 0; i < 4000; i += 500) await Promise.all(Array.from({ length: 500 }, () => store.createJob(job())));
-    const analyzed = await client.query("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'jobs'", [place.schema]);
-    assert.deepEqual(analyzed.rows, [{ last_analyze: null, last_autoanalyze: null }]);
-    // The store names its statements, so PostgreSQL may settle on a generic plan, made without the
-    // values, after five runs: both kinds are checked, the custom plan for this run's values and the
-    // generic plan forced.
-    const plans = async (sql: string) => {
-      const text = async () => (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, [Date.now(), 8])).rows.map((r) => r['QUERY PLAN']).join('\n');
-      const custom = await text();
-      await client.query('SET plan_cache_mode = force_generic_plan');
-      try {
-        return [custom, await text()];
-      } finally {
-        await client.query('RESET plan_cache_mode');
+    test('two connections claiming in turn never take the same job', async (t) => {
+      const place = await backend.place(t);
+      const a = await place.open();
+      const b = await place.open();
+      for (let i = 0; i < 200; i++) await a.createJob(job());
+      const seen = new Set<string>();
+      let total = 0;
+      for (;;) {
+        const [x, y] = await Promise.all([a.claimJobs({ workerId: 'a', limit: 7, leaseMs: 60_000 }), b.claimJobs({ workerId: 'b', limit: 7, leaseMs: 60_000 })]);
+        if (x.length + y.length === 0) break;
+        for (const j of [...x, ...y]) {
+          assert.ok(!seen.has(j.id), `job ${j.id} claimed twice`);
+          seen.add(j.id);
+          total += 1;
+        }
       }
-    };
-    // The statements of pg-job-store.ts, their SET lists shortened.
-    const claim = await plans(`UPDATE jobs SET status = 'in_progress'
+      assert.equal(total, 200);
+    });
+
+    test('fencing: after a lease lapses and another worker claims, the old token can no longer write', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const { job: created } = await store.createJob(job());
+      const [first] = await store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 1000 });
+      assert.ok(first);
+      assert.equal(first.attempts, 1);
+      assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 }), [], 'held lease is not claimable');
+      c.advance(1001);
+      const [second] = await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 });
+      assert.ok(second);
+      assert.equal(second.id, created.id);
+      assert.equal(second.attempts, 2);
+      assert.ok(second.leaseToken > first.leaseToken);
+      assert.equal(await store.renewLease(first.id, first.leaseToken, 1000), 'lost');
+      assert.equal(await store.completeJob(first.id, first.leaseToken, { outputText: 'stale', usage: null, response: {} }), false);
+      assert.equal(await store.finishJob(first.id, first.leaseToken, 'failed', { code: 'x', message: 'x' }), false);
+      assert.equal(await store.completeJob(second.id, second.leaseToken, { outputText: 'fresh', usage: { total_tokens: 3 }, response: { ok: 1 } }), true);
+      const done = await store.getJob(created.id);
+      assert.equal(done?.status, 'completed');
+      assert.equal(done?.outputText, 'fresh');
+      assert.deepEqual(done?.usage, { total_tokens: 3 });
+    });
+
+    test('retry waits in the database; release hands the attempt back', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      await store.createJob(job());
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
+      assert.ok(held);
+      assert.equal(await store.retryJob(held.id, held.leaseToken, c.now() + 5000, { code: 'upstream_500', message: 'boom', upstreamStatus: 500 }), true);
+      assert.equal(await store.nextWakeAt(), c.now() + 5000);
+      assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 }), []);
+      c.advance(5000);
+      const [again] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
+      assert.equal(again?.attempts, 2);
+      assert.ok(again);
+      assert.equal(await store.releaseJob(again.id, again.leaseToken, c.now()), true);
+      assert.equal((await store.getJob(again.id))?.attempts, 1);
+    });
+
+    test('a lookup reads what the full job holds, minus the prompt and the lease, in every state', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const ids = await createJobs(store, 5);
+      const held = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
+      const [done, failed, retried, running] = held.map((j) => ({ id: j.id, token: j.leaseToken }));
+      assert.ok(done && failed && retried && running);
+      c.advance(1000);
+      await store.completeJob(done.id, done.token, { outputText: 'hi', usage: { total_tokens: 3 }, response: { choices: [{ message: { content: 'hi' } }] } });
+      await store.finishJob(failed.id, failed.token, 'failed', { code: 'upstream_400', message: 'bad', upstreamStatus: 400 });
+      await store.retryJob(retried.id, retried.token, c.now() + 5000, { code: 'upstream_500', message: 'boom', upstreamStatus: 500 });
+      await store.cancelJob(running.id, 'default');
+      const fields = [
+        'id',
+        'client',
+        'status',
+        'model',
+        'attempts',
+        'runAfter',
+        'expiresAt',
+        'cancelRequested',
+        'createdAt',
+        'startedAt',
+        'finishedAt',
+        'outputText',
+        'usage',
+        'response',
+        'error',
+      ] as const;
+      const statuses = [];
+      for (const id of ids) {
+        const full = await store.getJob(id);
+        const outcome = await store.getJobOutcome(id);
+        assert.ok(full && outcome);
+        assert.deepEqual(Object.keys(outcome).sort(), [...fields].sort());
+        assert.deepEqual(outcome, Object.fromEntries(fields.map((f) => [f, full[f]])));
+        statuses.push(`${outcome.status}${outcome.cancelRequested ? '+cancel' : ''}${outcome.error ? `:${outcome.error.code}` : ''}`);
+      }
+      assert.deepEqual(statuses.sort(), ['completed', 'failed:upstream_400', 'in_progress+cancel', 'queued', 'queued:upstream_500']);
+      assert.equal(await store.getJobOutcome('req_missing'), null);
+    });
+
+    test('while claims come back full the expiry scan runs at most every 250 ms; an expired job is never taken; a short claim scans', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const claim = (limit: number) => store.claimJobs({ workerId: 'w', limit, leaseMs: 60_000 });
+      for (let i = 0; i < 3; i++) await store.createJob(job());
+      assert.equal((await claim(1)).length, 1, 'the first claim scans');
+      const { job: late } = await store.createJob(job({ expiresAt: c.now() + 100 }));
+      c.advance(150);
+      const taken = await claim(1);
+      assert.equal(taken.length, 1, 'a full claim');
+      assert.notEqual(taken[0]?.id, late.id, 'past its deadline: not taken');
+      assert.equal((await store.getJob(late.id))?.status, 'queued', 'not marked yet: a full claim 150 ms after the last scan skips it');
+      assert.equal((await claim(5)).length, 1, 'the last good job; the claim comes back short');
+      assert.equal((await store.getJob(late.id))?.status, 'expired', 'so it scanned');
+    });
+
+    test('a lapsed lease is claimed again within 250 ms even while claims come back full', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const claim = async (limit: number) => (await store.claimJobs({ workerId: 'w', limit, leaseMs: 1000 })).map((j) => j.id);
+      const { job: held } = await store.createJob(job());
+      assert.deepEqual(await claim(1), [held.id]);
+      for (let i = 0; i < 5; i++) await store.createJob(job());
+      c.advance(900);
+      assert.notDeepEqual(await claim(1), [held.id], 'a scan while the lease still holds');
+      c.advance(100);
+      // The lease has lapsed. Within 250 ms of the last scan a backend may still fill a full claim from
+      // the queue (PostgreSQL does: such claims are one statement); the next scan takes it first.
+      const taken = await claim(1);
+      c.advance(250);
+      taken.push(...(await claim(1)));
+      assert.equal(taken.filter((id) => id === held.id).length, 1, `the lapsed job is among ${taken.join(', ')}`);
+      assert.equal((await store.getJob(held.id))?.attempts, 2);
+    });
+
+    test('the counts by status follow every kind of write, without counting the table', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', 'expired'] as const;
+      const check = async (when: string) => {
+        const counts = await store.countByStatus();
+        for (const status of STATUSES) {
+          const actual = (await store.listJobs({ status, limit: 1000 })).length;
+          assert.equal(counts[status], actual, `${status} after ${when}`);
+        }
+      };
+      const ids = await createJobs(store, 12, (i) => job({ expiresAt: c.now() + (i === 11 ? 500 : 60_000) }));
+      await store.createJob(job({ nonce: (await store.getJob(ids[0] as string))?.nonce }));
+      await check('creates and a replay');
+      const held = await store.claimJobs({ workerId: 'w', limit: 6, leaseMs: 60_000 });
+      await check('a claim of six');
+      const [a, b, d, e, f, g] = held as [(typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number], (typeof held)[number]];
+      await store.completeJob(a.id, a.leaseToken, { outputText: 'ok', usage: null, response: {} });
+      await store.finishJob(b.id, b.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
+      await store.retryJob(d.id, d.leaseToken, c.now(), { code: 'upstream_500', message: 'again' });
+      await store.releaseJob(e.id, e.leaseToken, c.now());
+      assert.equal(await store.completeJob(a.id, a.leaseToken, { outputText: 'twice', usage: null, response: {} }), false);
+      await check('outcomes, a retry, a release and a stale completion');
+      await store.cancelJob(f.id, f.client);
+      const queued = (await store.listJobs({ status: 'queued', limit: 1 }))[0] as { id: string; client: string };
+      await store.cancelJob(queued.id, queued.client);
+      await store.finishJob(f.id, f.leaseToken, 'cancelled', null);
+      await check('cancels, queued and running');
+      c.advance(600);
+      assert.equal(await store.expireOverdue(), 1);
+      await store.checkpoint();
+      await check('an expiry and a checkpoint');
+      assert.equal((await store.requeueJobs('all-failed')).length, 1);
+      await check('a requeue');
+      c.advance(1000);
+      assert.ok((await store.deleteFinishedBefore(c.now())) >= 3);
+      await check('a purge');
+      const copy = await store.getJob(g.id);
+      const imported = await store.importJobs([{ ...(copy as JobRecord), id: 'req_AAAAAAAAAAAAAAAAAAAAAA', nonce: 'imported-1', status: 'completed', finishedAt: c.now() }]);
+      assert.equal(imported.length, 1);
+      await store.checkpoint();
+      await check('an import and another checkpoint');
+    });
+
+    test('oldestDueAt: since when the longest-waiting due job has waited; a retry counts from the end of its backoff', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      assert.equal(await store.oldestDueAt(), null);
+      const t0 = c.now();
+      const { job: a } = await store.createJob(job());
+      c.advance(100);
+      await store.createJob(job());
+      assert.equal(await store.oldestDueAt(), t0);
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+      assert.equal(held?.id, a.id);
+      await store.retryJob(a.id, held!.leaseToken, c.now() + 10_000, { code: 'upstream_429', message: 'later' });
+      assert.equal(await store.oldestDueAt(), t0 + 100, 'the job in its backoff is not waiting yet');
+      const [b] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+      await store.completeJob(b!.id, b!.leaseToken, { outputText: 'ok', usage: null, response: {} });
+      assert.equal(await store.oldestDueAt(), t0 + 100 + 10_000, 'only the retry is queued: due ahead');
+    });
+
+    test('finishedPerMinute counts jobs as they finish, by minute and status, through folds and requeues', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const minuteOf = (at: number) => Math.floor(at / 60_000) * 60_000;
+      const sorted = (rows: Awaited<ReturnType<JobStore['finishedPerMinute']>>) => [...rows].sort((x, y) => x.minute - y.minute || x.status.localeCompare(y.status));
+      for (let i = 0; i < 3; i++) await store.createJob(job());
+      const held = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 600_000 });
+      const first = c.now();
+      for (const h of held.slice(0, 2)) await store.completeJob(h.id, h.leaseToken, { outputText: 'ok', usage: null, response: {} });
+      c.advance(60_000);
+      const second = c.now();
+      const failing = held[2] as (typeof held)[number];
+      await store.finishJob(failing.id, failing.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
+      const copy = (await store.getJob(failing.id)) as JobRecord;
+      await store.importJobs([{ ...copy, id: 'req_BBBBBBBBBBBBBBBBBBBBBB', nonce: 'imported-2', status: 'completed', finishedAt: second }]);
+      const expected = [
+        { minute: minuteOf(first), status: 'completed', count: 2 },
+        { minute: minuteOf(second), status: 'completed', count: 1 },
+        { minute: minuteOf(second), status: 'failed', count: 1 },
+      ];
+      assert.deepEqual(sorted(await store.finishedPerMinute(first - 60_000)), expected);
+      assert.deepEqual(sorted(await store.finishedPerMinute(second)), expected.slice(1), 'from the minute holding `since`');
+      await store.checkpoint();
+      await store.requeueJobs([failing.id]);
+      assert.deepEqual(sorted(await store.finishedPerMinute(first - 60_000)), expected, 'after a fold and a requeue: the failure happened');
+      c.advance(120_000);
+      await store.deleteFinishedBefore(second);
+      assert.deepEqual(sorted(await store.finishedPerMinute(0)), expected.slice(1), 'the minutes before the retention cut are gone');
+    });
+
+    test('every way a job finishes counts once in the chart, in the minute it finished', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      // Each job is created just before it is claimed: claims take the oldest due job first.
+      const claimNext = async (overrides: Parameters<typeof job>[0] = {}, leaseMs = 60_000) => {
+        const { job: created } = await store.createJob(job(overrides));
+        const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs });
+        assert.equal(held?.id, created.id);
+        return held as ClaimedJob;
+      };
+      const done = await claimNext();
+      await store.completeJob(done.id, done.leaseToken, { outputText: 'ok', usage: null, response: {} });
+      const failed = await claimNext();
+      await store.finishJob(failed.id, failed.leaseToken, 'failed', { code: 'upstream_400', message: 'no' });
+      const queued = (await store.createJob(job())).job;
+      await store.cancelJob(queued.id, 'default');
+      await store.createJob(job({ expiresAt: c.now() + 1000 }));
+      c.advance(1000);
+      assert.equal(await store.expireOverdue(), 1);
+      // Three leases that lapse: no attempts left, a cancel asked for, the deadline passed.
+      await claimNext({ maxAttempts: 1 }, 1000);
+      const cancelled = await claimNext({}, 1000);
+      await store.cancelJob(cancelled.id, 'default');
+      await claimNext({ expiresAt: c.now() + 1500 }, 1000);
+      c.advance(60_000);
+      assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 5, leaseMs: 1000 }), [], 'the lapsed leases end their jobs');
+      await store.checkpoint();
+      const chart = await store.finishedPerMinute(0);
+      const byStatus = Object.fromEntries(['completed', 'failed', 'cancelled', 'expired'].map((s) => [s, chart.filter((r) => r.status === s).reduce((n, r) => n + r.count, 0)]));
+      assert.deepEqual(byStatus, { completed: 1, failed: 2, cancelled: 2, expired: 2 });
+      const counts = await store.countByStatus();
+      assert.deepEqual(
+        byStatus,
+        { completed: counts.completed, failed: counts.failed, cancelled: counts.cancelled, expired: counts.expired },
+        'the chart agrees with the job counts',
+      );
+      const minute = (at: number) => Math.floor(at / 60_000) * 60_000;
+      assert.deepEqual(
+        chart
+          .filter((r) => r.minute === minute(c.now()))
+          .map((r) => [r.status, r.count])
+          .sort(),
+        [
+          ['cancelled', 1],
+          ['expired', 1],
+          ['failed', 1],
+        ],
+        'the lapsed leases count in the minute of the claim that ended them',
+      );
+    });
+
+    test('a lapsed lease with no attempts left fails the job instead of running it again', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const { job: created } = await store.createJob(job({ maxAttempts: 1 }));
+      await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
+      c.advance(2000);
+      assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 }), []);
+      const after = await store.getJob(created.id);
+      assert.equal(after?.status, 'failed');
+      assert.equal(after?.error?.code, 'worker_lost');
+    });
+
+    test('queued jobs past their deadline expire, and are never claimed', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const { job: created } = await store.createJob(job({ expiresAt: c.now() + 1000 }));
+      c.advance(1000);
+      assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 5, leaseMs: 1000 }), []);
+      assert.equal((await store.getJob(created.id))?.status, 'expired');
+      await store.createJob(job({ expiresAt: c.now() + 1000 }));
+      c.advance(1000);
+      assert.equal(await store.expireOverdue(), 1);
+      await store.checkpoint();
+      const expired = (await store.readCounters()).filter((x) => x.name === 'jobs_finished_total');
+      assert.deepEqual(
+        expired.map((x) => [x.labels, x.value]),
+        [[{ model: 'm', status: 'expired' }, 2]],
+        'both counted, under one label set',
+      );
+    });
+
+    test('a backlog of overdue jobs: each claim expires at most CLAIM_EXPIRE_LIMIT and takes nothing until the backlog is gone, then the due job', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const overdue = 3 * CLAIM_EXPIRE_LIMIT + 7;
+      await Promise.all(Array.from({ length: overdue }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
+      c.advance(1);
+      const { job: live } = await store.createJob(job());
+      c.advance(1000);
+      const claim = () => store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
+      assert.deepEqual(await claim(), [], 'the first claim only expires');
+      assert.equal((await store.countByStatus()).expired, CLAIM_EXPIRE_LIMIT);
+      const claims: number[] = [];
+      let taken: ClaimedJob[] = [];
+      while (taken.length === 0 && claims.length < 10) {
+        taken = await claim();
+        claims.push((await store.countByStatus()).expired);
+      }
+      assert.deepEqual(
+        taken.map((j) => j.id),
+        [live.id],
+        'the live job, once nothing overdue is left',
+      );
+      assert.deepEqual(claims, [2 * CLAIM_EXPIRE_LIMIT, 3 * CLAIM_EXPIRE_LIMIT, overdue], 'a full batch a claim; the claim that expires the last few takes the live job');
+      assert.deepEqual(await store.countByStatus(), { queued: 0, in_progress: 1, completed: 0, failed: 0, cancelled: 0, expired: overdue });
+    });
+
+    test('expiry and retention work through backlogs larger than one batch, and count each job once', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const many = 1234;
+      await Promise.all(Array.from({ length: many }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
+      const { job: live } = await store.createJob(job({ expiresAt: c.now() + 60_000 }));
+      c.advance(1000);
+      assert.equal(await store.expireOverdue(), many);
+      assert.equal((await store.getJob(live.id))?.status, 'queued');
+      c.advance(1000);
+      const cut = c.now();
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+      assert.equal(held?.id, live.id);
+      c.advance(1000);
+      await store.completeJob(live.id, held!.leaseToken, { outputText: 'kept', usage: null, response: {} });
+      assert.equal(await store.deleteFinishedBefore(cut), many, 'every expired job, and not the one finished after the cut');
+      assert.equal((await store.getJob(live.id))?.outputText, 'kept');
+      assert.deepEqual(await store.countByStatus(), { queued: 0, in_progress: 0, completed: 1, failed: 0, cancelled: 0, expired: 0 });
+      await store.checkpoint();
+      const expired = (await store.readCounters()).filter((x) => x.name === 'jobs_finished_total' && x.labels.status === 'expired');
+      assert.deepEqual(
+        expired.map((x) => x.value),
+        [many],
+      );
+      const aborted = AbortSignal.abort();
+      await Promise.all(Array.from({ length: many }, () => store.createJob(job({ expiresAt: c.now() + 1000 }))));
+      c.advance(1000);
+      const first = await store.expireOverdue(aborted);
+      assert.ok(first > 0 && first < many, `an aborted pass stops after its first batch (${first} of ${many})`);
+    });
+
+    test('requeueing every failed job works through more than one batch, and leaves other jobs alone', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      const many = 1234;
+      await Promise.all(Array.from({ length: many + 1 }, () => store.createJob(job())));
+      const held = await store.claimJobs({ workerId: 'w', limit: many + 1, leaseMs: 60_000 });
+      assert.equal(held.length, many + 1);
+      const [kept, ...failing] = held as [ClaimedJob, ...ClaimedJob[]];
+      await store.completeJob(kept.id, kept.leaseToken, { outputText: 'ok', usage: null, response: {} });
+      await Promise.all(failing.map((h) => store.finishJob(h.id, h.leaseToken, 'failed', { code: 'upstream_401', message: 'bad key' })));
+      const requeued = await store.requeueJobs('all-failed');
+      assert.equal(requeued.length, many);
+      assert.deepEqual(new Set(requeued), new Set(failing.map((h) => h.id)), 'each failed job once');
+      assert.deepEqual(await store.countByStatus(), { queued: many, in_progress: 0, completed: 1, failed: 0, cancelled: 0, expired: 0 });
+    });
+
+    test('cancel: a queued job at once, a running one through its lease renewal; only the owner may', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      const { job: queued } = await store.createJob(job());
+      assert.equal(await store.cancelJob(queued.id, 'someone-else'), null);
+      assert.equal((await store.cancelJob(queued.id, 'default'))?.status, 'cancelled');
+      const { job: running } = await store.createJob(job());
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+      assert.equal(held?.id, running.id);
+      assert.equal((await store.cancelJob(running.id, 'default'))?.status, 'in_progress');
+      assert.equal(await store.renewLease(running.id, held.leaseToken, 10_000), 'cancel_requested');
+    });
+
+    test('retention deletes only finished jobs older than the cut-off, and workers last seen before it', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      await store.recordHeartbeat({ id: 'gone', host: 'h', pid: 1, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0, clockOffsetMs: 0 });
+      const { job: old } = await store.createJob(job());
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 1000 });
+      assert.ok(held);
+      await store.completeJob(held.id, held.leaseToken, { outputText: 'x', usage: null, response: {} });
+      c.advance(10_000);
+      const { job: pending } = await store.createJob(job());
+      await store.recordHeartbeat({ id: 'alive', host: 'h', pid: 2, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0, clockOffsetMs: 0 });
+      assert.equal(await store.deleteFinishedBefore(c.now() - 5000), 1);
+      assert.equal(await store.getJob(old.id), null);
+      assert.ok(await store.getJob(pending.id));
+      assert.deepEqual(
+        (await store.listWorkers(0)).map((w) => w.id),
+        ['alive'],
+      );
+    });
+
+    test("a client's latest failed jobs: only its own, newest first, up to the limit", async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      // Fails one job of `client` at the clock's time, then moves the clock on.
+      const fail = async (client: string) => {
+        const { job: created } = await store.createJob(job({ client }));
+        const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+        assert.equal(held?.id, created.id);
+        await store.finishJob(created.id, held!.leaseToken, 'failed', { code: 'upstream_http_error', message: 'no' });
+        c.advance(1000);
+        return created.id;
+      };
+      const mine = [await fail('mine'), await fail('mine')];
+      for (let i = 0; i < 4; i++) await fail('other');
+      mine.push(await fail('mine'));
+      // A completed job of the same client is not a failure.
+      const { job: done } = await store.createJob(job({ client: 'mine' }));
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+      await store.completeJob(done.id, held!.leaseToken, { outputText: 'ok', usage: null, response: {} });
+      assert.deepEqual(
+        (await store.listJobs({ status: 'failed', client: 'mine', limit: 10 })).map((j) => j.id),
+        mine.slice().reverse(),
+      );
+      assert.deepEqual(
+        (await store.listJobs({ status: 'failed', client: 'mine', limit: 2 })).map((j) => j.id),
+        [mine[2], mine[1]],
+      );
+      assert.equal((await store.listJobs({ status: 'failed', limit: 10 })).length, 7);
+      assert.deepEqual(await store.listJobs({ status: 'failed', client: 'nobody', limit: 10 }), []);
+    });
+
+    test('pacing: RPM spaces calls evenly across connections; TPM charges by tokens; a pause holds everyone', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const a = await place.open(c.now);
+      const b = await place.open(c.now);
+      const rpm = { rpm: 60, tpm: null, tokens: 10 };
+      assert.equal(await a.acquireUpstream(rpm), 0);
+      assert.equal(await b.acquireUpstream(rpm), 1000, 'the other connection waits one interval');
+      c.advance(1000);
+      assert.equal(await b.acquireUpstream(rpm), 0);
+      const tpm = { rpm: null, tpm: 6000, tokens: 300 };
+      assert.equal(await a.acquireUpstream(tpm), 0);
+      assert.equal(await b.acquireUpstream(tpm), 3000, '300 tokens at 100 a second');
+      await a.pauseUpstream(c.now() + 5000);
+      assert.equal(await b.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000);
+      await b.pauseUpstream(c.now() + 100);
+      assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
+    });
+
+    test('rate limits: a budget of N admits N at once, then one per interval; all-or-nothing across budgets', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const budget = { key: 'k', intervalMs: 1000, toleranceMs: 2000 };
+      const allowed = [];
+      for (let i = 0; i < 4; i++) allowed.push((await store.consumeRateLimits([budget]))[0]?.allowed);
+      assert.deepEqual(allowed, [true, true, true, false]);
+      c.advance(1000);
+      assert.equal((await store.consumeRateLimits([budget]))[0]?.allowed, true);
+      const other = { key: 'other', intervalMs: 1000, toleranceMs: 0 };
+      const both = await store.consumeRateLimits([other, budget]);
+      assert.deepEqual(
+        both.map((d) => d.allowed),
+        [true, false],
+      );
+      assert.equal((await store.consumeRateLimits([other]))[0]?.allowed, true, 'the refused pair drew nothing from the other budget');
+    });
+
+    test('writes made in the same event-loop turn (one commit, one statement on PostgreSQL) end as if made one by one', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open(clock().now);
+      // Creates: the repeated nonce finds the job the first call made, within the same batch.
+      const jobs = [job({ model: 'a' }), job({ model: 'a', nonce: 'twice' }), job({ model: 'b' }), job({ model: 'a', nonce: 'twice' }), job({ model: 'b' })];
+      const created = await Promise.all(jobs.map((j) => store.createJob(j)));
+      assert.deepEqual(
+        created.map((c) => c.created),
+        [true, true, true, false, true],
+      );
+      assert.equal(created[3]?.job.id, jobs[1]?.id, 'the repeat answers with the job its nonce made');
+      assert.equal((await store.countByStatus()).queued, 4);
+      // Completions: a stale token writes nothing and counts nothing; the others keep their own answers.
+      const held = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 10_000 });
+      assert.equal(held.length, 4);
+      const done = await Promise.all(
+        held.map((h, i) =>
+          store.completeJob(
+            h.id,
+            i === 2 ? h.leaseToken + 1 : h.leaseToken,
+            { outputText: `answer ${h.id}`, usage: { total_tokens: i }, response: { n: i } },
+            { upstreamStatus: '200', latencyMs: 100 },
+          ),
+        ),
+      );
+      assert.deepEqual(done, [true, true, false, true]);
+      for (const h of held) {
+        const outcome = await store.getJobOutcome(h.id);
+        assert.equal(outcome?.status, h === held[2] ? 'in_progress' : 'completed');
+        if (h !== held[2]) assert.equal(outcome?.outputText, `answer ${h.id}`);
+      }
+      const counters = await store.readCounters();
+      const value = (name: string, labels: Record<string, string>) =>
+        counters.filter((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels)).reduce((sum, x) => sum + x.value, 0);
+      assert.equal(value('jobs_created_total', { model: 'a' }) + value('jobs_created_total', { model: 'b' }), 4);
+      const finished = held.filter((_, i) => i !== 2).map((h) => h.model);
+      assert.equal(value('jobs_finished_total', { model: 'a', status: 'completed' }), finished.filter((m) => m === 'a').length);
+      assert.equal(value('jobs_finished_total', { model: 'b', status: 'completed' }), finished.filter((m) => m === 'b').length);
+      assert.equal(value('upstream_calls_total', { code: '200' }), 3);
+      assert.deepEqual(await store.countByStatus(), { queued: 0, in_progress: 1, completed: 3, failed: 0, cancelled: 0, expired: 0 });
+      // Every other outcome in one turn, mixed with a completion: each keeps its own status, error and
+      // counts; the stale tokens (a failure and a retry) change and count nothing.
+      for (let i = 0; i < 6; i++) await store.createJob(job({ model: 'c' }));
+      const more = await store.claimJobs({ workerId: 'w', limit: 6, leaseMs: 10_000 });
+      assert.equal(more.length, 6);
+      const [fails, expires, staleFail, retries, staleRetry, completes] = more as [ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob, ClaimedJob];
+      const runAfter = Date.now() + 60_000;
+      const mixed = await Promise.all([
+        store.finishJob(fails.id, fails.leaseToken, 'failed', { code: 'upstream_400', message: 'bad request', upstreamStatus: 400 }, { upstreamStatus: '400', latencyMs: 100 }),
+        store.finishJob(expires.id, expires.leaseToken, 'expired', { code: 'expired', message: 'too late' }),
+        store.finishJob(staleFail.id, staleFail.leaseToken + 1, 'cancelled', null, { upstreamStatus: '500', latencyMs: 100 }),
+        store.retryJob(retries.id, retries.leaseToken, runAfter, { code: 'upstream_503', message: 'busy', upstreamStatus: 503 }, { upstreamStatus: '503', latencyMs: 100 }),
+        store.retryJob(
+          staleRetry.id,
+          staleRetry.leaseToken + 1,
+          runAfter,
+          { code: 'upstream_503', message: 'busy', upstreamStatus: 503 },
+          { upstreamStatus: '503', latencyMs: 100 },
+        ),
+        store.completeJob(completes.id, completes.leaseToken, { outputText: 'fine', usage: null, response: { ok: true } }, { upstreamStatus: '200', latencyMs: 100 }),
+      ]);
+      assert.deepEqual(mixed, [true, true, false, true, false, true]);
+      const failed = await store.getJobOutcome(fails.id);
+      assert.equal(failed?.status, 'failed');
+      assert.deepEqual(failed?.error, { code: 'upstream_400', message: 'bad request', upstreamStatus: 400 });
+      assert.equal(failed?.outputText, null);
+      assert.equal((await store.getJobOutcome(expires.id))?.error?.message, 'too late');
+      const retried = await store.getJob(retries.id);
+      assert.equal(retried?.status, 'queued');
+      assert.equal(retried?.runAfter, runAfter);
+      assert.equal(retried?.error?.code, 'upstream_503');
+      for (const stale of [staleFail, staleRetry]) assert.equal((await store.getJob(stale.id))?.status, 'in_progress');
+      assert.equal((await store.getJobOutcome(completes.id))?.outputText, 'fine');
+      const after = await store.readCounters();
+      const valueNow = (name: string, labels: Record<string, string>) =>
+        after.filter((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels)).reduce((sum, x) => sum + x.value, 0);
+      for (const status of ['failed', 'expired', 'completed']) assert.equal(valueNow('jobs_finished_total', { model: 'c', status }), 1, status);
+      assert.equal(valueNow('jobs_finished_total', { model: 'c', status: 'cancelled' }), 0);
+      assert.equal(valueNow('retries_total', { model: 'c' }), 1);
+      assert.equal(valueNow('upstream_calls_total', { code: '503' }), 1, 'the stale retry counts no call');
+      assert.equal(valueNow('upstream_calls_total', { code: '500' }), 0);
+      assert.equal(valueNow('upstream_calls_total', { code: '200' }), 4);
+      assert.deepEqual(await store.countByStatus(), { queued: 1, in_progress: 3, completed: 4, failed: 1, cancelled: 0, expired: 1 });
+      // Rate-limit draws: decided in call order, each all or nothing.
+      const two = { key: 'two', intervalMs: 1000, toleranceMs: 1000 };
+      const one = { key: 'one', intervalMs: 1000, toleranceMs: 0 };
+      const draws = await Promise.all([[two], [two], [one, two], [one], [one]].map((checks) => store.consumeRateLimits(checks)));
+      assert.deepEqual(
+        draws.map((d) => d.map((x) => x.allowed)),
+        [[true], [true], [true, false], [true], [false]],
+      );
+      // What the turn drew was written: a later turn finds both budgets spent.
+      assert.deepEqual(
+        (await store.consumeRateLimits([two])).map((x) => x.allowed),
+        [false],
+      );
+      assert.deepEqual(
+        (await store.consumeRateLimits([one])).map((x) => x.allowed),
+        [false],
+      );
+    });
+
+    test('an answer or an error message holding a NUL character is recorded (PostgreSQL writes U+FFFD in its text)', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      await store.createJob(job());
+      await store.createJob(job());
+      const [a, b] = await store.claimJobs({ workerId: 'w', limit: 2, leaseMs: 10_000 });
+      assert.ok(a && b);
+      assert.equal(await store.completeJob(a.id, a.leaseToken, { outputText: 'x\u0000y', usage: null, response: { content: 'x\u0000y' } }), true);
+      assert.equal(await store.finishJob(b.id, b.leaseToken, 'failed', { code: 'upstream_400', message: 'bad\u0000byte', upstreamStatus: 400 }), true);
+      const text = backend.name === 'postgres' ? 'x\uFFFDy' : 'x\u0000y';
+      const completed = await store.getJobOutcome(a.id);
+      assert.equal(completed?.outputText, text);
+      assert.deepEqual(completed?.response, { content: 'x\u0000y' }, 'the JSON keeps the character, escaped');
+      assert.equal((await store.getJobOutcome(b.id))?.error?.message, backend.name === 'postgres' ? 'bad\uFFFDbyte' : 'bad\u0000byte');
+    });
+
+    test("a completed answer's text and usage are stored once, in their own columns; the response reads whole, as written before too", async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      const text = 'a long answer. '.repeat(400);
+      const answer = (content: string | null, extra = {}) => ({
+        id: 'chatcmpl-1',
+        object: 'chat.completion',
+        choices: [
+          { index: 0, message: { role: 'assistant', content, refusal: null, ...extra }, finish_reason: 'stop' },
+          { index: 1, message: { role: 'assistant', content: 'another choice' }, finish_reason: 'stop' },
+        ],
+        usage: { total_tokens: 3 },
+      });
+      const toolCall = answer(null, { tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] });
+      const ids = await createJobs(store, 3);
+      // Taken by id, in the order created (the order an export pages in): this test is about the
+      // answer's columns, and the claim's order has a test of its own.
+      const claimed = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 10_000 });
+      const [plain, tool, older] = ids.map((id) => claimed.find((j) => j.id === id));
+      assert.ok(plain && tool && older);
+      await store.completeJob(plain.id, plain.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
+      // Usage that is not the response's own (the worker never records such) stays in the response too.
+      await store.completeJob(tool.id, tool.leaseToken, { outputText: null, usage: { total_tokens: 4 }, response: toolCall });
+      await store.completeJob(older.id, older.leaseToken, { outputText: text, usage: { total_tokens: 3 }, response: answer(text) });
+      // A row written before the text was stored once holds it in both columns.
+      await place.sql('UPDATE jobs SET response = ? WHERE id = ?', JSON.stringify(answer(text)), older.id);
+
+      const [stored] = await place.sql('SELECT output_text, response FROM jobs WHERE id = ?', plain.id);
+      assert.equal(stored?.output_text, text);
+      assert.ok(!String(stored?.response).includes('a long answer'), 'the response is stored without the text');
+      assert.ok(!String(stored?.response).includes('total_tokens'), 'the response is stored without the usage');
+      assert.ok(String(stored?.response).length < 400, `the response is stored in ${String(stored?.response).length} characters`);
+      for (const [id, expected, usage] of [
+        [plain.id, answer(text), 3],
+        [tool.id, toolCall, 4],
+        [older.id, answer(text), 3],
+      ] as const) {
+        // Compared as text: the content and the usage are back in their places among the keys.
+        assert.equal(JSON.stringify((await store.getJobOutcome(id))?.response), JSON.stringify(expected));
+        assert.equal(JSON.stringify((await store.getJob(id))?.response), JSON.stringify(expected));
+        assert.deepEqual((await store.getJobOutcome(id))?.usage, { total_tokens: usage });
+      }
+
+      const copy = await backend.place(t);
+      const target = await copy.open();
+      assert.deepEqual(await target.importJobs((await store.exportJobs(null, 10)).jobs), [plain.id, tool.id, older.id]);
+      for (const id of [plain.id, tool.id, older.id]) assert.deepEqual(await target.getJob(id), await store.getJob(id));
+      const copied = await copy.sql('SELECT response FROM jobs WHERE id IN (?, ?)', plain.id, older.id);
+      assert.ok(copied.length === 2 && copied.every((row) => !/a long answer|total_tokens/.test(String(row.response))), 'a copy stores the text and usage once too');
+    });
+
+    test('counters, heartbeats, listing and requeue', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      const { job: created } = await store.createJob(job({ model: 'gpt-x' }));
+      const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+      assert.ok(held);
+      assert.equal(
+        await store.finishJob(held.id, held.leaseToken, 'failed', { code: 'upstream_400', message: 'no', upstreamStatus: 400 }, { upstreamStatus: '400', latencyMs: 300 }),
+        true,
+      );
+      const counters = await store.readCounters();
+      const value = (name: string, labels: Record<string, string>) => counters.find((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels))?.value;
+      assert.equal(value('jobs_created_total', { model: 'gpt-x' }), 1);
+      assert.equal(value('jobs_finished_total', { model: 'gpt-x', status: 'failed' }), 1);
+      assert.equal(value('upstream_calls_total', { code: '400' }), 1);
+      assert.equal(value('upstream_latency_seconds_bucket', { le: '0.5' }), 1);
+      // Housekeeping folds PostgreSQL's appended bumps into the totals: the counts read the same after.
+      await store.checkpoint();
+      await store.createJob(job({ model: 'gpt-x' }));
+      await store.checkpoint();
+      const folded = await store.readCounters();
+      assert.equal(folded.find((x) => x.name === 'jobs_created_total')?.value, 2);
+      // A completion counts under the same labels whichever statement wrote them: one series each.
+      const [second] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+      assert.ok(second);
+      await store.completeJob(second.id, second.leaseToken, { outputText: 'ok', usage: null, response: {} }, { upstreamStatus: '200', latencyMs: 100 });
+      await store.checkpoint();
+      const afterCompletion = await store.readCounters();
+      assert.equal(afterCompletion.find((x) => x.name === 'jobs_finished_total' && JSON.stringify(x.labels) === JSON.stringify({ model: 'gpt-x', status: 'completed' }))?.value, 1);
+      assert.equal(afterCompletion.find((x) => x.name === 'upstream_calls_total' && x.labels.code === '200')?.value, 1);
+      const series = afterCompletion.map((x) => `${x.name}${JSON.stringify(x.labels)}`);
+      assert.equal(new Set(series).size, series.length, 'no label set is stored twice');
+      assert.deepEqual(
+        folded.filter((x) => x.name !== 'jobs_created_total'),
+        counters.filter((x) => x.name !== 'jobs_created_total'),
+      );
+      assert.deepEqual(
+        (await store.listJobs({ status: 'failed', limit: 5 })).map((j) => j.id),
+        [created.id],
+      );
+      assert.deepEqual(await store.requeueJobs('all-failed'), [created.id]);
+      const again = await store.getJob(created.id);
+      assert.deepEqual([again?.status, again?.attempts, again?.error], ['queued', 0, null]);
+
+      await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 2, clockOffsetMs: -1500 });
+      await store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 1, lastSeenAt: Date.now(), jobsDone: 3, clockOffsetMs: 2 });
+      // A worker of the release before wrote no clock offset.
+      await store.recordHeartbeat({ id: 'w2', host: 'h', pid: 2, startedAt: 2, lastSeenAt: Date.now(), jobsDone: 0, clockOffsetMs: null });
+      assert.deepEqual(
+        (await store.listWorkers(Date.now() - 1000)).map((w) => [w.id, w.jobsDone, w.clockOffsetMs]),
+        [
+          ['w1', 3, 2],
+          ['w2', 0, null],
+        ],
+      );
+      await store.removeHeartbeat('w1');
+      await store.removeHeartbeat('w2');
+      assert.deepEqual(await store.listWorkers(0), []);
+    });
+
+    test('export pages through every job in the order stored; import writes them unchanged, once', async (t) => {
+      const source = await (await backend.place(t)).open();
+      const ids = await createJobs(source, 5, (i) => job({ model: `m${i}` }));
+      const [done, failed, running] = await source.claimJobs({ workerId: 'w', limit: 3, leaseMs: 60_000 });
+      assert.ok(done && failed && running);
+      await source.completeJob(done.id, done.leaseToken, { outputText: 'hi', usage: { total_tokens: 3 }, response: { id: 'chatcmpl-1', choices: [] } });
+      await source.finishJob(failed.id, failed.leaseToken, 'failed', { code: 'upstream_400', message: 'no', upstreamStatus: 400 });
+
+      const pages: string[][] = [];
+      const copied: Awaited<ReturnType<JobStore['exportJobs']>>['jobs'] = [];
+      for (let cursor: string | null = null, first = true; first || cursor !== null; first = false) {
+        const page: Awaited<ReturnType<JobStore['exportJobs']>> = await source.exportJobs(cursor, 2);
+        pages.push(page.jobs.map((j) => j.id));
+        copied.push(...page.jobs);
+        cursor = page.next;
+      }
+      assert.deepEqual(pages.flat(), ids, 'every job once, oldest first');
+      assert.ok(pages.every((p) => p.length <= 2));
+
+      const target = await (await backend.place(t)).open();
+      const clash = await target.createJob(job({ client: copied[4]!.client, nonce: copied[4]!.nonce }));
+      assert.deepEqual(await target.importJobs(copied), ids.slice(0, 4), 'a job whose client and nonce are taken is skipped');
+      assert.deepEqual(await target.importJobs(copied), [], 'a second copy writes nothing');
+      for (const id of ids.slice(0, 4)) assert.deepEqual(await target.getJob(id), await source.getJob(id));
+      assert.equal(await target.getJob(ids[4]!), null);
+      assert.equal((await target.getJob(clash.job.id))?.status, 'queued');
+      const held = await target.getJob(running.id);
+      assert.equal(held?.status, 'in_progress');
+      // The copied job keeps its fencing token: the old holder's token still names it, a stale one does not.
+      assert.equal(await target.renewLease(running.id, running.leaseToken - 1, 1000), 'lost');
+      assert.equal(await target.renewLease(running.id, running.leaseToken, 1000), 'held');
+    });
+
+    test('another connection notices changes through the change counter', async (t) => {
+      const place = await backend.place(t);
+      const writer = await place.open();
+      const watcher = await place.open();
+      await listening(watcher);
+      const before = await watcher.changeCounter();
+      await writer.createJob(job());
+      const until = Date.now() + 2000;
+      while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      assert.notEqual(await watcher.changeCounter(), before);
+    });
+
+    test('another connection is told of a commit through watchChanges, and no more once it stops watching', async (t) => {
+      const place = await backend.place(t);
+      const writer = await place.open();
+      const watcher = await place.open();
+      let told = 0;
+      const stop = watcher.watchChanges(() => (told += 1));
+      assert.ok(stop, 'a store on a file or a server can watch');
+      // On PostgreSQL, subscribing opens the listening connection; it is told once it listens.
+      if (watcher.kind === 'postgres') await eventually(async () => told > 0, 5000, 10);
+      const before = told;
+      await writer.createJob(job());
+      await eventually(async () => told > before, 2000, 5);
+      stop();
+      // Notices already on their way (a commit writes the log more than once) land first.
+      await new Promise((r) => setTimeout(r, 100));
+      const stopped = told;
+      await writer.createJob(job());
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(told, stopped, 'no notice after stop');
+    });
+
+    // PostgreSQL only: SQLite has no listening connection to lose.
+    if (backend.name === 'postgres')
+      test('postgres: a dropped LISTEN connection is replaced, and notifications flow again', async (t) => {
+        const place = await backend.place(t);
+        const writer = await place.open();
+        const watcher = await place.open();
+        await listening(writer);
+        await listening(watcher);
+        const admin = await sqlClient((close) => t.after(close));
+        const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`proxy-listener:${place.schema}`]);
+        assert.equal(killed.rowCount, 2, "both stores' listeners were cut");
+        await new Promise((r) => setTimeout(r, 1500));
+        await listening(watcher);
+        const before = await watcher.changeCounter();
+        await writer.createJob(job());
+        const until = Date.now() + 1000;
+        while ((await watcher.changeCounter()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+        assert.notEqual(await watcher.changeCounter(), before, 'the watcher heard the write on its new connection');
+      });
+
+    // PostgreSQL only: SQLite's data_version moves with every commit of another connection.
+    if (backend.name === 'postgres')
+      test("postgres: a job queued or finished notifies this schema's listeners; a claim, an empty claim and a lease renewal do not", async (t) => {
+        const place = await backend.place(t);
+        const store = await place.open();
+        const heard: string[] = [];
+        const listening = await sqlClient(place.own);
+        listening.on('notification', (msg) => heard.push(msg.payload ?? ''));
+        await listening.query('LISTEN proxy_jobs');
+        // Notifications from this schema only: other tests' schemas notify on the same channel.
+        const after = async (what: string, write: () => Promise<unknown>) => {
+          const before = heard.filter((p) => p === place.schema).length;
+          await write();
+          // Delivered after the commit, asynchronously: a quiet moment says none came.
+          await new Promise((r) => setTimeout(r, 300));
+          return { what, notified: heard.filter((p) => p === place.schema).length - before };
+        };
+        const created = await after('create', () => store.createJob(job()));
+        let claimed: ClaimedJob | undefined;
+        const claim = await after('claim', async () => ([claimed] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 })));
+        assert.ok(claimed, 'the job was claimed');
+        const empty = await after('empty claim', () => store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
+        const held = claimed;
+        const renewal = await after('lease renewal', () => store.renewLease(held.id, held.leaseToken, 60_000));
+        const retried = await after('retry', () => store.retryJob(held.id, held.leaseToken, store.now(), { code: 'upstream_error', message: 'try again' }));
+        const [again] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+        const completed = await after('completion', () => store.completeJob(again!.id, again!.leaseToken, { outputText: 'ok', usage: null, response: { ok: true } }));
+        assert.deepEqual(
+          [created, claim, empty, renewal, retried, completed].map(({ what, notified }) => `${what}: ${notified > 0 ? 'notified' : 'silent'}`),
+          ['create: notified', 'claim: silent', 'empty claim: silent', 'lease renewal: silent', 'retry: notified', 'completion: notified'],
+        );
+      });
+
+    // PostgreSQL only: SQLite's plans are checked in sqlite-store.test.ts.
+    if (backend.name === 'postgres')
+      test('postgres: on a table never analyzed, with 4,000 jobs queued, the claim and the expiry scan walk their index in order and sort nothing', async (t) => {
+        const place = await backend.place(t);
+        const store = await place.open();
+        const client = await sqlClient(place.own, place.schema, SESSION_SETTINGS);
+        // As a new installation's first minutes, or a backlog that came since autovacuum last looked.
+        await client.query('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+        for (let i = 0; i < 4000; i += 500) await Promise.all(Array.from({ length: 500 }, () => store.createJob(job())));
+        const analyzed = await client.query("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'jobs'", [place.schema]);
+        assert.deepEqual(analyzed.rows, [{ last_analyze: null, last_autoanalyze: null }]);
+        // The store names its statements, so PostgreSQL may settle on a generic plan, made without the
+        // values, after five runs: both kinds are checked, the custom plan for this run's values and the
+        // generic plan forced.
+        const plans = async (sql: string) => {
+          const text = async () => (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, [Date.now(), 8])).rows.map((r) => r['QUERY PLAN']).join('\n');
+          const custom = await text();
+          await client.query('SET plan_cache_mode = force_generic_plan');
+          try {
+            return [custom, await text()];
+          } finally {
+            await client.query('RESET plan_cache_mode');
+          }
+        };
+        // The statements of pg-job-store.ts, their SET lists shortened.
+        const claim = await plans(`UPDATE jobs SET status = 'in_progress'
       WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= $1 AND expires_at + 0 > $1
                     ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *`);
-    const expire = await plans(`UPDATE jobs SET status = 'expired'
+        const expire = await plans(`UPDATE jobs SET status = 'expired'
       WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND expires_at <= $1
                     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING model`);
-    for (const plan of claim) {
-      assert.match(plan, /Index Scan using jobs_queued_due on jobs/);
-      assert.doesNotMatch(plan, /Sort|Bitmap|Seq Scan/);
-    }
-    for (const plan of expire) {
-      assert.match(plan, /Index Scan using jobs_queued_expiry on jobs/);
-      assert.doesNotMatch(plan, /Sort|Bitmap|Seq Scan/);
-    }
-  });
+        for (const plan of claim) {
+          assert.match(plan, /Index Scan using jobs_queued_due on jobs/);
+          assert.doesNotMatch(plan, /Sort|Bitmap|Seq Scan/);
+        }
+        for (const plan of expire) {
+          assert.match(plan, /Index Scan using jobs_queued_expiry on jobs/);
+          assert.doesNotMatch(plan, /Sort|Bitmap|Seq Scan/);
+        }
+      });
 
-  // PostgreSQL only: the store's statements are named (prepared once per connection), and a newer
-  // version's migration may add a column while this process runs.
-  if (backend.name === 'postgres') test('postgres: a column added to the jobs table while the store runs fails none of its statements', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open(clock().now);
-    const seed = await store.createJob(job());
-    for (let i = 0; i < 3; i++) await store.createJob(job());
-    // With the clock standing still, the first claim sweeps in a transaction and the second runs as
-    // one named statement, as the one after the change will.
-    for (let i = 0; i < 2; i++) assert.equal((await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 })).length, 1);
-    // Every pooled connection (poolSize 4) prepares the lookup and the listing.
-    for (let i = 0; i < 3; i++) await Promise.all(Array.from({ length: 4 }, () => store.getJob(seed.job.id)));
-    await Promise.all(Array.from({ length: 4 }, () => store.listJobs({ limit: 10 })));
-    const admin = await sqlClient(place.own, place.schema);
-    await admin.query('ALTER TABLE jobs ADD COLUMN added_later TEXT');
-    const settled = await Promise.allSettled([store.getJob(seed.job.id), store.listJobs({ limit: 10 }), store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), store.getJob(seed.job.id)]);
-    assert.deepEqual(settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')), ['ok', 'ok', 'ok', 'ok']);
-    const [read, listed, claimed] = settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [JobRecord | null, JobRecord[], ClaimedJob[]];
-    assert.equal(read?.id, seed.job.id);
-    assert.equal(listed.length, 4);
-    assert.equal(claimed.length, 1);
-  });
-
-  // PostgreSQL only: a transaction's statements are named too (a claim that comes back short sweeps
-  // in one), and its connection may have prepared them before the column was added.
-  if (backend.name === 'postgres') test('postgres: a column added to the jobs table while the store runs fails no claim that sweeps in a transaction', async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open(clock().now);
-    for (let i = 0; i < 2; i++) await store.createJob(job());
-    // Four claims at once, each short, each sweeping: every pooled connection (poolSize 4) may prepare the sweep.
-    const before = await Promise.all(Array.from({ length: 4 }, () => store.claimJobs({ workerId: 'w', limit: 10, leaseMs: 60_000 })));
-    assert.equal(before.flat().length, 2);
-    await store.createJob(job());
-    const admin = await sqlClient(place.own, place.schema);
-    await admin.query('ALTER TABLE jobs ADD COLUMN added_later TEXT');
-    const settled = await Promise.allSettled(Array.from({ length: 4 }, () => store.claimJobs({ workerId: 'w', limit: 10, leaseMs: 60_000 })));
-    assert.deepEqual(settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')), ['ok', 'ok', 'ok', 'ok']);
-    assert.equal(settled.flatMap((r) => (r as PromiseFulfilledResult<ClaimedJob[]>).value).length, 1);
-  });
-
-  // PostgreSQL only: the counts by status are the folded totals plus the changes appended since.
-  if (backend.name === 'postgres') test(`postgres: a count by status that finds more than ${FOLD_AFTER_CHANGES} changes appended since the last fold folds them, and counts the same after`, async (t) => {
-    const place = await backend.place(t);
-    const store = await place.open();
-    for (let i = 0; i < 3; i++) await store.createJob(job());
-    const admin = await sqlClient(place.own, place.schema);
-    const appended = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM job_count_deltas')).rows[0]?.n);
-    // As many changes as a busy minute leaves, each moving nothing.
-    await admin.query("INSERT INTO job_count_deltas (status, d) SELECT 'queued', 0 FROM generate_series(1, $1::int)", [FOLD_AFTER_CHANGES]);
-    assert.ok((await appended()) > FOLD_AFTER_CHANGES);
-    assert.equal((await store.countByStatus()).queued, 3);
-    await eventually(async () => (await appended()) === 0);
-    const [row] = (await admin.query<{ n: string }>("SELECT n FROM job_counts WHERE status = 'queued'")).rows;
-    assert.equal(Number(row?.n), 3, 'folded into the totals');
-    assert.deepEqual(await store.countByStatus(), { queued: 3, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
-  });
-
-  // PostgreSQL only: its hosts' clocks may disagree, and the store's stamps are compared across them.
-  if (backend.name === 'postgres') test("postgres: every host goes by the server's clock: one whose clock runs a minute ahead neither takes a job whose lease another holds nor misses a live worker", async (t) => {
-    const place = await backend.place(t);
-    const open = async (options: Partial<Parameters<typeof openPostgresStore>[0]>) => {
-      const store = await openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 2, fallbackPollMs: 60_000, ...options });
-      place.own(() => store.close());
-      return store;
-    };
-    const here = await open({});
-    const reports: number[] = [];
-    const ahead = await open({ localNow: () => Date.now() + 60_000, onClockOffset: (ms) => reports.push(ms) });
-    // The server runs on this machine: its clock is this one's.
-    assert.ok(Math.abs(ahead.now() - Date.now()) < 250, `the host a minute ahead reads ${ahead.now() - Date.now()} ms off the server`);
-    assert.equal(reports.length, 1);
-    assert.ok(Math.abs(reports[0]! + 60_000) < 250, `reported ${reports[0]} ms`);
-    assert.equal(ahead.clockOffsetMs(), reports[0], 'the offset it goes by is the one reported');
-    assert.ok(Math.abs(here.clockOffsetMs()) < 250, `the host on the server's clock is ${here.clockOffsetMs()} ms off`);
-
-    const { job: held } = await here.createJob(job());
-    assert.equal((await here.claimJobs({ workerId: 'here', limit: 1, leaseMs: 30_000 })).length, 1);
-    await here.recordHeartbeat({ id: 'here', host: 'h1', pid: 1, startedAt: here.now(), lastSeenAt: here.now(), jobsDone: 0, clockOffsetMs: 0 });
-    assert.deepEqual(await ahead.claimJobs({ workerId: 'ahead', limit: 1, leaseMs: 30_000 }), [], 'the lease, 30 s by the server, is not lapsed');
-    assert.deepEqual((await ahead.listWorkers(ahead.now() - WORKER_ALIVE_MS)).map((w) => w.id), ['here']);
-
-    // What a host going by its own clock did: the lease looked lapsed, and the job was taken mid-call.
-    const ownClock = await open({ now: () => Date.now() + 60_000 });
-    const taken = await ownClock.claimJobs({ workerId: 'own-clock', limit: 1, leaseMs: 30_000 });
-    assert.deepEqual(taken.map((j) => j.id), [held.id]);
-  });
-
-  // PostgreSQL only: a restart or a failover closes every pooled connection at once, and the pool
-  // hears of it only when its event loop next reads those sockets.
-  if (backend.name === 'postgres') test('postgres: connections the server closed while they sat idle in the pool (a restart, a failover) fail none of the next queries', async (t) => {
-    const place = await backend.place(t);
-    // A clock that stands still: the second claim below skips the expiry scan and runs as one
-    // statement on any pooled connection, not in a transaction of its own.
-    const store = await place.open(clock().now);
-    const seed = await store.createJob(job());
-    await store.createJob(job());
-    assert.equal((await store.claimJobs({ workerId: 'w0', limit: 1, leaseMs: 60_000 })).length, 1);
-    // Four statements at once: the pool (poolSize 4) holds four idle connections after.
-    await Promise.all(Array.from({ length: 4 }, () => store.getJob(seed.job.id)));
-    // Closed from psql, synchronously, then a pause for the backends to exit: the closings sit
-    // unread in this process's sockets when the next queries go out, as they do for a busy API.
-    const terminate = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'proxy:${place.schema}'`;
-    assert.equal(execFileSync('psql', [PG_URL, '-Atc', terminate], { encoding: 'utf8' }).trim(), '4');
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
-    const created = store.createJob(job());
-    const read = store.getJob(seed.job.id);
-    const claimed = store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 60_000 });
-    const listed = store.listJobs({ limit: 10 });
-    // Settled, not raced: a failure leaves no statement running while the store closes.
-    const settled = await Promise.allSettled([created, read, claimed, listed]);
-    assert.deepEqual(settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')), ['ok', 'ok', 'ok', 'ok']);
-    const [a, b, c, d] = await Promise.all([created, read, claimed, listed]);
-    assert.equal(a.created, true);
-    assert.equal(b?.id, seed.job.id);
-    assert.equal(c.length, 1, 'the claim ran');
-    assert.ok(d.some((j) => j.id === seed.job.id));
-    const counts = await store.countByStatus();
-    assert.deepEqual([counts.queued, counts.in_progress], [1, 2], 'the new job stored once, both claims held');
-  });
-
-  if (backend.name === 'postgres') test('postgres: the listening connection opens when the change counter is first read, and closes once it has not been read for a while', async (t) => {
-    const name = `proxy-listener:listen_${randomBytes(4).toString('hex')}`;
-    const listener = createChangeListener({ connection: { connectionString: PG_URL }, schema: name.slice('proxy-listener:'.length), fallbackPollMs: 50, idleMs: 400 });
-    t.after(() => listener.close());
-    const admin = await sqlClient((close) => t.after(close));
-    const connections = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [name])).rows[0]?.n);
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(await connections(), 0, 'nothing listens before the counter is read');
-    listener.counter();
-    await eventually(async () => (await connections()) === 1, 5000, 20);
-    // Read more often than the idle time: it stays open.
-    for (let i = 0; i < 8; i++) {
-      listener.counter();
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.equal(await connections(), 1, 'still listening while read');
-    await eventually(async () => (await connections()) === 0, 5000, 20);
-    listener.counter();
-    await eventually(async () => (await connections()) === 1, 5000, 20);
-    await listener.close();
-    await eventually(async () => (await connections()) === 0, 5000, 20);
-  });
-
-  if (backend.name === 'postgres') test('postgres: a statement on a pooled connection that stops answering without an error fails as unavailable after the query timeout, and the next runs on a new connection', async (t) => {
-    // The relay closes first (hooks run in the order added): a pool ending a silenced connection
-    // would wait for its answer.
-    const proxy = await startSilenceableProxy();
-    t.after(() => proxy.close());
-    const place = await backend.place(t);
-    const store = await openPostgresStore({ url: proxy.url, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, queryTimeoutMs: 500 });
-    place.own(() => store.close());
-    const { job: created } = await store.createJob(job());
-    assert.equal((await store.getJob(created.id))?.id, created.id);
-
-    // `what`, sent on a silenced connection, fails as unavailable (503, not a fault) within 3 s.
-    const failsUnavailable = async (what: string, run: () => Promise<unknown>) => {
-      const began = Date.now();
-      const failed = await within(run(), 5000, what).then(
-        () => assert.fail(`${what} on a silent connection was answered`),
-        (err: unknown) => err,
-      );
-      assert.ok(isDatabaseUnavailable(failed), `${what} failed as unavailable: ${String(failed)}`);
-      assert.ok(Date.now() - began < 3000, `${what} failed ${Date.now() - began} ms after it was sent (timeout 500 ms)`);
-    };
-    proxy.silence();
-    await failsUnavailable('a lookup', () => store.getJob(created.id));
-    // Each connection that died this way is destroyed as its statement times out; new ones answer.
-    const read = await eventually(async () => within(store.getJob(created.id), 5000, 'a lookup').catch(() => null), 15_000, 10);
-    assert.equal(read.id, created.id);
-    const [claimed] = await within(store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), 5000, 'a claim');
-    assert.equal(claimed?.id, created.id, 'a transaction runs too');
-
-    // A transaction on a connection that goes silent fails the same way, and is not run again.
-    proxy.silence();
-    await failsUnavailable('a claim', () => store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
-    const counts = await eventually(async () => within(store.countByStatus(), 5000, 'a count').catch(() => null), 15_000, 10);
-    assert.deepEqual([counts.queued, counts.in_progress], [0, 1], 'the job stays held by the first claim');
-  });
-
-  if (backend.name === 'postgres') test('postgres: a claim whose COMMIT never reaches the server (its process frozen or cut off) holds its job only until the server ends the idle transaction; then another worker claims the job, and the stalled claim fails as unavailable', async (t) => {
-    const proxy = await startSilenceableProxy();
-    t.after(() => proxy.close());
-    const place = await backend.place(t);
-    const other = await place.open();
-    // Shortened from IDLE_IN_TRANSACTION_MS, which SESSION_SETTINGS holds.
-    const idleInTransactionMs = 1000;
-    const stalled = await openPostgresStore({ url: proxy.url, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, idleInTransactionMs });
-    place.own(() => stalled.close());
-    const { job: created } = await other.createJob(job());
-
-    proxy.stallCommits();
-    const began = Date.now();
-    const claim = stalled.claimJobs({ workerId: 'stalled', limit: 1, leaseMs: 60_000 }).then(
-      () => assert.fail('a claim whose COMMIT never arrived was answered'),
-      (err: unknown) => err,
-    );
-    const admin = await sqlClient(place.own);
-    // Its claim made, its COMMIT held back: the server holds the transaction open, the job's row locked.
-    await eventually(async () => {
-      const { rows } = await admin.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'", [`proxy:${place.schema}`]);
-      return rows.length === 1;
-    }, 5000, 10);
-    assert.deepEqual(await other.claimJobs({ workerId: 'other', limit: 1, leaseMs: 60_000 }), [], 'locked by the stalled claim, the job is passed over');
-
-    const failed = await within(claim, 10_000, 'the stalled claim');
-    assert.ok(isDatabaseUnavailable(failed), `the stalled claim failed as unavailable: ${String(failed)}`);
-    const [claimed] = await eventually(async () => {
-      const jobs = await other.claimJobs({ workerId: 'other', limit: 1, leaseMs: 60_000 });
-      return jobs.length > 0 && jobs;
-    }, 10_000, 50);
-    const waited = Date.now() - began;
-    assert.equal(claimed?.id, created.id);
-    assert.equal(claimed?.attempts, 1, 'nothing of the stalled claim was written');
-    assert.ok(waited >= idleInTransactionMs && waited < idleInTransactionMs + 5000, `claimed ${waited} ms after the stall`);
-    t.diagnostic(`claimed by the other worker ${waited} ms after the stall (timeout ${idleInTransactionMs} ms)`);
-  });
-
-  if (backend.name === 'postgres') test("postgres: a start that finds another process's migrations under way says who holds their lock, waits, and opens once it is let go", async (t) => {
-    const place = await backend.place(t);
-    const holder = await sqlClient(place.own);
-    await holder.query("SET application_name = 'another host'");
-    await holder.query('SELECT pg_advisory_lock(hashtext($1))', [`chat-async-proxy:${place.schema}`]);
-    const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-    const told: string[] = [];
-    let opened = false;
-    const opening = openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, onMigrationWait: (who) => void told.push(who) }).then((store) => {
-      opened = true;
-      place.own(() => store.close());
-      return store;
-    });
-    await eventually(async () => told.length === 1, 5000, 10);
-    assert.match(told[0]!, new RegExp(`^PostgreSQL backend pid ${rows[0]!.pid} \\(application another host( from [0-9a-f.:]+| over a local socket)\\), idle for \\d+ s$`));
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(opened, false, 'the start waits while the lock is held');
-    await holder.query('SELECT pg_advisory_unlock(hashtext($1))', [`chat-async-proxy:${place.schema}`]);
-    const store = await within(opening, 10_000, 'the start');
-    assert.equal((await store.createJob(job())).created, true);
-    assert.equal(told.length, 1);
-  });
-
-  if (backend.name === 'postgres') test("postgres: a schema holding another application's tables, with or without a schema_migrations of its own, is refused at start and left as it was", async (t) => {
-    const place = await backend.place(t);
-    const admin = await sqlClient(place.own);
-    await admin.query(`CREATE SCHEMA ${place.schema}`);
-    await admin.query(`CREATE TABLE ${place.schema}.users (id int PRIMARY KEY)`);
-    const open = () => openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 2, fallbackPollMs: 60_000 }).then((store) => {
-      place.own(() => store.close());
-      return store;
-    });
-    await assert.rejects(open(), { message: `schema ${place.schema} holds another application's tables (users): set DATABASE_SCHEMA to a schema of this program's own` });
-    // As Rails keeps one: a varchar version and nothing else.
-    await admin.query(`CREATE TABLE ${place.schema}.schema_migrations (version varchar PRIMARY KEY)`);
-    await admin.query(`INSERT INTO ${place.schema}.schema_migrations VALUES ('20240101000000')`);
-    await assert.rejects(open(), { message: `schema ${place.schema} holds another application's tables (schema_migrations, users): set DATABASE_SCHEMA to a schema of this program's own (its schema_migrations is not this program's)` });
-    const { rows } = await admin.query<{ name: string }>(`SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1`, [place.schema]);
-    assert.deepEqual(rows.map((row) => row.name), ['schema_migrations', 'users'], 'no table of this program was made');
-    // This program's own schema opens as ever, made and then again.
-    const ours = await backend.place(t);
-    assert.equal((await (await ours.open()).createJob(job())).created, true);
-    assert.equal((await (await ours.open()).countByStatus()).queued, 1);
-    // An extension's own table (as PostGIS's spatial_ref_sys in public) is no application's: made an
-    // extension's member here with hstore, which has no table of its own.
-    const withExtension = await backend.place(t);
-    const { rows: hstore } = await admin.query<{ installed: boolean }>("SELECT installed_version IS NOT NULL AS installed FROM pg_available_extensions WHERE name = 'hstore'");
-    if (hstore[0]?.installed !== false) return t.diagnostic(`hstore is ${hstore[0] ? 'installed already' : 'not available'}: the extension table case was not run`);
-    await admin.query(`CREATE SCHEMA ${withExtension.schema}`);
-    await admin.query(`CREATE EXTENSION hstore SCHEMA ${withExtension.schema}`);
-    await admin.query(`CREATE TABLE ${withExtension.schema}.spatial_ref_sys (srid int PRIMARY KEY)`);
-    await admin.query(`ALTER EXTENSION hstore ADD TABLE ${withExtension.schema}.spatial_ref_sys`);
-    assert.equal((await (await withExtension.open()).createJob(job())).created, true);
-  });
-
-  if (backend.name === 'postgres') test('postgres: a listening connection that stops answering without an error is found by its ping and replaced; one that answers moves the counter only when told', async (t) => {
-    const proxy = await startSilenceableProxy();
-    t.after(() => proxy.close());
-    const schema = `ping_${randomBytes(4).toString('hex')}`;
-    const listener = createChangeListener({ connection: { connectionString: proxy.url }, schema, fallbackPollMs: 60_000, pingMs: 50, pingTimeoutMs: 1000 });
-    t.after(() => listener.close());
-    listener.subscribe(() => undefined);
-    const admin = await sqlClient((close) => t.after(close));
-    const notify = () => admin.query("SELECT pg_notify('proxy_jobs', $1)", [schema]);
-    // A listener's backend opened since `since` has run its LISTEN (and maybe pings since): a
-    // notification from now on reaches it, and the counter moves for nothing else meanwhile.
-    const listening = (since: Date) =>
-      eventually(async () => {
-        const { rows } = await admin.query<{ query: string; state: string }>(
-          'SELECT query, state FROM pg_stat_activity WHERE application_name = $1 AND backend_start > $2',
-          [`proxy-listener:${schema}`, since],
+    // PostgreSQL only: the store's statements are named (prepared once per connection), and a newer
+    // version's migration may add a column while this process runs.
+    if (backend.name === 'postgres')
+      test('postgres: a column added to the jobs table while the store runs fails none of its statements', async (t) => {
+        const place = await backend.place(t);
+        const store = await place.open(clock().now);
+        const seed = await store.createJob(job());
+        for (let i = 0; i < 3; i++) await store.createJob(job());
+        // With the clock standing still, the first claim sweeps in a transaction and the second runs as
+        // one named statement, as the one after the change will.
+        for (let i = 0; i < 2; i++) assert.equal((await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 })).length, 1);
+        // Every pooled connection (poolSize 4) prepares the lookup and the listing.
+        for (let i = 0; i < 3; i++) await Promise.all(Array.from({ length: 4 }, () => store.getJob(seed.job.id)));
+        await Promise.all(Array.from({ length: 4 }, () => store.listJobs({ limit: 10 })));
+        const admin = await sqlClient(place.own, place.schema);
+        await admin.query('ALTER TABLE jobs ADD COLUMN added_later TEXT');
+        const settled = await Promise.allSettled([
+          store.getJob(seed.job.id),
+          store.listJobs({ limit: 10 }),
+          store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }),
+          store.getJob(seed.job.id),
+        ]);
+        assert.deepEqual(
+          settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')),
+          ['ok', 'ok', 'ok', 'ok'],
         );
-        return rows.some((r) => r.state === 'idle' && ['LISTEN proxy_jobs', 'SELECT 1'].includes(r.query));
-      }, 5000, 10);
-    // The listener moves the counter when it hears LISTEN's answer, a moment after the server shows
-    // it done: the counter must stay put for a while before a notification is sent, or that move
-    // could stand in for the notification's.
-    const settled = async () => {
-      let last = listener.counter();
-      let since = Date.now();
-      while (Date.now() - since < 200) {
-        await new Promise((r) => setTimeout(r, 10));
-        if (listener.counter() !== last) [last, since] = [listener.counter(), Date.now()];
-      }
-    };
-    const heard = async (what: string, since: Date) => {
-      await listening(since);
-      await settled();
-      const before = listener.counter();
-      await notify();
-      await eventually(async () => listener.counter() > before, 2000, 10).catch(() => assert.fail(`${what}: the notification was not heard`));
-    };
-    await eventually(async () => proxy.connections() === 1, 5000, 10);
-    await heard('listening', new Date(0));
+        const [read, listed, claimed] = settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [JobRecord | null, JobRecord[], ClaimedJob[]];
+        assert.equal(read?.id, seed.job.id);
+        assert.equal(listed.length, 4);
+        assert.equal(claimed.length, 1);
+      });
 
-    // Answered pings (a dozen in this wait) move nothing. (The ping timeout is long enough that a
-    // busy machine's slow answer is not taken for a lost connection.)
-    const quiet = listener.counter();
-    await new Promise((r) => setTimeout(r, 600));
-    assert.equal(listener.counter(), quiet, 'the counter stayed while nothing was committed');
+    // PostgreSQL only: a transaction's statements are named too (a claim that comes back short sweeps
+    // in one), and its connection may have prepared them before the column was added.
+    if (backend.name === 'postgres')
+      test('postgres: a column added to the jobs table while the store runs fails no claim that sweeps in a transaction', async (t) => {
+        const place = await backend.place(t);
+        const store = await place.open(clock().now);
+        for (let i = 0; i < 2; i++) await store.createJob(job());
+        // Four claims at once, each short, each sweeping: every pooled connection (poolSize 4) may prepare the sweep.
+        const before = await Promise.all(Array.from({ length: 4 }, () => store.claimJobs({ workerId: 'w', limit: 10, leaseMs: 60_000 })));
+        assert.equal(before.flat().length, 2);
+        await store.createJob(job());
+        const admin = await sqlClient(place.own, place.schema);
+        await admin.query('ALTER TABLE jobs ADD COLUMN added_later TEXT');
+        const settled = await Promise.allSettled(Array.from({ length: 4 }, () => store.claimJobs({ workerId: 'w', limit: 10, leaseMs: 60_000 })));
+        assert.deepEqual(
+          settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')),
+          ['ok', 'ok', 'ok', 'ok'],
+        );
+        assert.equal(settled.flatMap((r) => (r as PromiseFulfilledResult<ClaimedJob[]>).value).length, 1);
+      });
 
-    // The connection goes silent: no byte passes either way, and neither end hears of it.
-    proxy.silence();
-    const silencedAt = Date.now();
-    const lostMoved = listener.counter();
-    await eventually(async () => proxy.connections() === 2, 8000, 10);
-    const found = Date.now() - silencedAt;
-    assert.ok(found >= 1000 && found < 5000, `replaced ${found} ms after it went silent (ping timeout 1 s, retry after 1 s)`);
-    assert.ok(listener.counter() > lostMoved, 'the loss moved the counter: readers look once');
-    await heard('listening again', new Date(silencedAt));
+    // PostgreSQL only: the counts by status are the folded totals plus the changes appended since.
+    if (backend.name === 'postgres')
+      test(`postgres: a count by status that finds more than ${FOLD_AFTER_CHANGES} changes appended since the last fold folds them, and counts the same after`, async (t) => {
+        const place = await backend.place(t);
+        const store = await place.open();
+        for (let i = 0; i < 3; i++) await store.createJob(job());
+        const admin = await sqlClient(place.own, place.schema);
+        const appended = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM job_count_deltas')).rows[0]?.n);
+        // As many changes as a busy minute leaves, each moving nothing.
+        await admin.query("INSERT INTO job_count_deltas (status, d) SELECT 'queued', 0 FROM generate_series(1, $1::int)", [FOLD_AFTER_CHANGES]);
+        assert.ok((await appended()) > FOLD_AFTER_CHANGES);
+        assert.equal((await store.countByStatus()).queued, 3);
+        await eventually(async () => (await appended()) === 0);
+        const [row] = (await admin.query<{ n: string }>("SELECT n FROM job_counts WHERE status = 'queued'")).rows;
+        assert.equal(Number(row?.n), 3, 'folded into the totals');
+        assert.deepEqual(await store.countByStatus(), { queued: 3, in_progress: 0, completed: 0, failed: 0, cancelled: 0, expired: 0 });
+      });
 
-    // A server that accepts the connection but never answers is given up on too.
-    proxy.silence();
-    proxy.silenceNew(true);
-    await eventually(async () => proxy.connections() === 4, 12_000, 10);
-    const answering = new Date();
-    proxy.silenceNew(false);
-    await eventually(async () => proxy.connections() === 5, 12_000, 10);
-    await heard('after a connection that never opened', answering);
-  });
+    // PostgreSQL only: its hosts' clocks may disagree, and the store's stamps are compared across them.
+    if (backend.name === 'postgres')
+      test("postgres: every host goes by the server's clock: one whose clock runs a minute ahead neither takes a job whose lease another holds nor misses a live worker", async (t) => {
+        const place = await backend.place(t);
+        const open = async (options: Partial<Parameters<typeof openPostgresStore>[0]>) => {
+          const store = await openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 2, fallbackPollMs: 60_000, ...options });
+          place.own(() => store.close());
+          return store;
+        };
+        const here = await open({});
+        const reports: number[] = [];
+        const ahead = await open({ localNow: () => Date.now() + 60_000, onClockOffset: (ms) => reports.push(ms) });
+        // The server runs on this machine: its clock is this one's.
+        assert.ok(Math.abs(ahead.now() - Date.now()) < 250, `the host a minute ahead reads ${ahead.now() - Date.now()} ms off the server`);
+        assert.equal(reports.length, 1);
+        assert.ok(Math.abs(reports[0]! + 60_000) < 250, `reported ${reports[0]} ms`);
+        assert.equal(ahead.clockOffsetMs(), reports[0], 'the offset it goes by is the one reported');
+        assert.ok(Math.abs(here.clockOffsetMs()) < 250, `the host on the server's clock is ${here.clockOffsetMs()} ms off`);
+
+        const { job: held } = await here.createJob(job());
+        assert.equal((await here.claimJobs({ workerId: 'here', limit: 1, leaseMs: 30_000 })).length, 1);
+        await here.recordHeartbeat({ id: 'here', host: 'h1', pid: 1, startedAt: here.now(), lastSeenAt: here.now(), jobsDone: 0, clockOffsetMs: 0 });
+        assert.deepEqual(await ahead.claimJobs({ workerId: 'ahead', limit: 1, leaseMs: 30_000 }), [], 'the lease, 30 s by the server, is not lapsed');
+        assert.deepEqual(
+          (await ahead.listWorkers(ahead.now() - WORKER_ALIVE_MS)).map((w) => w.id),
+          ['here'],
+        );
+
+        // What a host going by its own clock did: the lease looked lapsed, and the job was taken mid-call.
+        const ownClock = await open({ now: () => Date.now() + 60_000 });
+        const taken = await ownClock.claimJobs({ workerId: 'own-clock', limit: 1, leaseMs: 30_000 });
+        assert.deepEqual(
+          taken.map((j) => j.id),
+          [held.id],
+        );
+      });
+
+    // PostgreSQL only: a restart or a failover closes every pooled connection at once, and the pool
+    // hears of it only when its event loop next reads those sockets.
+    if (backend.name === 'postgres')
+      test('postgres: connections the server closed while they sat idle in the pool (a restart, a failover) fail none of the next queries', async (t) => {
+        const place = await backend.place(t);
+        // A clock that stands still: the second claim below skips the expiry scan and runs as one
+        // statement on any pooled connection, not in a transaction of its own.
+        const store = await place.open(clock().now);
+        const seed = await store.createJob(job());
+        await store.createJob(job());
+        assert.equal((await store.claimJobs({ workerId: 'w0', limit: 1, leaseMs: 60_000 })).length, 1);
+        // Four statements at once: the pool (poolSize 4) holds four idle connections after.
+        await Promise.all(Array.from({ length: 4 }, () => store.getJob(seed.job.id)));
+        // Closed from psql, synchronously, then a pause for the backends to exit: the closings sit
+        // unread in this process's sockets when the next queries go out, as they do for a busy API.
+        const terminate = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'proxy:${place.schema}'`;
+        assert.equal(execFileSync('psql', [PG_URL, '-Atc', terminate], { encoding: 'utf8' }).trim(), '4');
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+        const created = store.createJob(job());
+        const read = store.getJob(seed.job.id);
+        const claimed = store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 60_000 });
+        const listed = store.listJobs({ limit: 10 });
+        // Settled, not raced: a failure leaves no statement running while the store closes.
+        const settled = await Promise.allSettled([created, read, claimed, listed]);
+        assert.deepEqual(
+          settled.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')),
+          ['ok', 'ok', 'ok', 'ok'],
+        );
+        const [a, b, c, d] = await Promise.all([created, read, claimed, listed]);
+        assert.equal(a.created, true);
+        assert.equal(b?.id, seed.job.id);
+        assert.equal(c.length, 1, 'the claim ran');
+        assert.ok(d.some((j) => j.id === seed.job.id));
+        const counts = await store.countByStatus();
+        assert.deepEqual([counts.queued, counts.in_progress], [1, 2], 'the new job stored once, both claims held');
+      });
+
+    if (backend.name === 'postgres')
+      test('postgres: the listening connection opens when the change counter is first read, and closes once it has not been read for a while', async (t) => {
+        const name = `proxy-listener:listen_${randomBytes(4).toString('hex')}`;
+        const listener = createChangeListener({ connection: { connectionString: PG_URL }, schema: name.slice('proxy-listener:'.length), fallbackPollMs: 50, idleMs: 400 });
+        t.after(() => listener.close());
+        const admin = await sqlClient((close) => t.after(close));
+        const connections = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [name])).rows[0]?.n);
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal(await connections(), 0, 'nothing listens before the counter is read');
+        listener.counter();
+        await eventually(async () => (await connections()) === 1, 5000, 20);
+        // Read more often than the idle time: it stays open.
+        for (let i = 0; i < 8; i++) {
+          listener.counter();
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.equal(await connections(), 1, 'still listening while read');
+        await eventually(async () => (await connections()) === 0, 5000, 20);
+        listener.counter();
+        await eventually(async () => (await connections()) === 1, 5000, 20);
+        await listener.close();
+        await eventually(async () => (await connections()) === 0, 5000, 20);
+      });
+
+    if (backend.name === 'postgres')
+      test('postgres: a statement on a pooled connection that stops answering without an error fails as unavailable after the query timeout, and the next runs on a new connection', async (t) => {
+        // The relay closes first (hooks run in the order added): a pool ending a silenced connection
+        // would wait for its answer.
+        const proxy = await startSilenceableProxy();
+        t.after(() => proxy.close());
+        const place = await backend.place(t);
+        const store = await openPostgresStore({ url: proxy.url, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, queryTimeoutMs: 500 });
+        place.own(() => store.close());
+        const { job: created } = await store.createJob(job());
+        assert.equal((await store.getJob(created.id))?.id, created.id);
+
+        // `what`, sent on a silenced connection, fails as unavailable (503, not a fault) within 3 s.
+        const failsUnavailable = async (what: string, run: () => Promise<unknown>) => {
+          const began = Date.now();
+          const failed = await within(run(), 5000, what).then(
+            () => assert.fail(`${what} on a silent connection was answered`),
+            (err: unknown) => err,
+          );
+          assert.ok(isDatabaseUnavailable(failed), `${what} failed as unavailable: ${String(failed)}`);
+          assert.ok(Date.now() - began < 3000, `${what} failed ${Date.now() - began} ms after it was sent (timeout 500 ms)`);
+        };
+        proxy.silence();
+        await failsUnavailable('a lookup', () => store.getJob(created.id));
+        // Each connection that died this way is destroyed as its statement times out; new ones answer.
+        const read = await eventually(async () => within(store.getJob(created.id), 5000, 'a lookup').catch(() => null), 15_000, 10);
+        assert.equal(read.id, created.id);
+        const [claimed] = await within(store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }), 5000, 'a claim');
+        assert.equal(claimed?.id, created.id, 'a transaction runs too');
+
+        // A transaction on a connection that goes silent fails the same way, and is not run again.
+        proxy.silence();
+        await failsUnavailable('a claim', () => store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }));
+        const counts = await eventually(async () => within(store.countByStatus(), 5000, 'a count').catch(() => null), 15_000, 10);
+        assert.deepEqual([counts.queued, counts.in_progress], [0, 1], 'the job stays held by the first claim');
+      });
+
+    if (backend.name === 'postgres')
+      test('postgres: a claim whose COMMIT never reaches the server (its process frozen or cut off) holds its job only until the server ends the idle transaction; then another worker claims the job, and the stalled claim fails as unavailable', async (t) => {
+        const proxy = await startSilenceableProxy();
+        t.after(() => proxy.close());
+        const place = await backend.place(t);
+        const other = await place.open();
+        // Shortened from IDLE_IN_TRANSACTION_MS, which SESSION_SETTINGS holds.
+        const idleInTransactionMs = 1000;
+        const stalled = await openPostgresStore({ url: proxy.url, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, idleInTransactionMs });
+        place.own(() => stalled.close());
+        const { job: created } = await other.createJob(job());
+
+        proxy.stallCommits();
+        const began = Date.now();
+        const claim = stalled.claimJobs({ workerId: 'stalled', limit: 1, leaseMs: 60_000 }).then(
+          () => assert.fail('a claim whose COMMIT never arrived was answered'),
+          (err: unknown) => err,
+        );
+        const admin = await sqlClient(place.own);
+        // Its claim made, its COMMIT held back: the server holds the transaction open, the job's row locked.
+        await eventually(
+          async () => {
+            const { rows } = await admin.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'", [`proxy:${place.schema}`]);
+            return rows.length === 1;
+          },
+          5000,
+          10,
+        );
+        assert.deepEqual(await other.claimJobs({ workerId: 'other', limit: 1, leaseMs: 60_000 }), [], 'locked by the stalled claim, the job is passed over');
+
+        const failed = await within(claim, 10_000, 'the stalled claim');
+        assert.ok(isDatabaseUnavailable(failed), `the stalled claim failed as unavailable: ${String(failed)}`);
+        const [claimed] = await eventually(
+          async () => {
+            const jobs = await other.claimJobs({ workerId: 'other', limit: 1, leaseMs: 60_000 });
+            return jobs.length > 0 && jobs;
+          },
+          10_000,
+          50,
+        );
+        const waited = Date.now() - began;
+        assert.equal(claimed?.id, created.id);
+        assert.equal(claimed?.attempts, 1, 'nothing of the stalled claim was written');
+        assert.ok(waited >= idleInTransactionMs && waited < idleInTransactionMs + 5000, `claimed ${waited} ms after the stall`);
+        t.diagnostic(`claimed by the other worker ${waited} ms after the stall (timeout ${idleInTransactionMs} ms)`);
+      });
+
+    if (backend.name === 'postgres')
+      test("postgres: a start that finds another process's migrations under way says who holds their lock, waits, and opens once it is let go", async (t) => {
+        const place = await backend.place(t);
+        const holder = await sqlClient(place.own);
+        await holder.query("SET application_name = 'another host'");
+        await holder.query('SELECT pg_advisory_lock(hashtext($1))', [`chat-async-proxy:${place.schema}`]);
+        const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        const told: string[] = [];
+        let opened = false;
+        const opening = openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, onMigrationWait: (who) => void told.push(who) }).then(
+          (store) => {
+            opened = true;
+            place.own(() => store.close());
+            return store;
+          },
+        );
+        await eventually(async () => told.length === 1, 5000, 10);
+        assert.match(told[0]!, new RegExp(`^PostgreSQL backend pid ${rows[0]!.pid} \\(application another host( from [0-9a-f.:]+| over a local socket)\\), idle for \\d+ s$`));
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal(opened, false, 'the start waits while the lock is held');
+        await holder.query('SELECT pg_advisory_unlock(hashtext($1))', [`chat-async-proxy:${place.schema}`]);
+        const store = await within(opening, 10_000, 'the start');
+        assert.equal((await store.createJob(job())).created, true);
+        assert.equal(told.length, 1);
+      });
+
+    if (backend.name === 'postgres')
+      test("postgres: a schema holding another application's tables, with or without a schema_migrations of its own, is refused at start and left as it was", async (t) => {
+        const place = await backend.place(t);
+        const admin = await sqlClient(place.own);
+        await admin.query(`CREATE SCHEMA ${place.schema}`);
+        await admin.query(`CREATE TABLE ${place.schema}.users (id int PRIMARY KEY)`);
+        const open = () =>
+          openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 2, fallbackPollMs: 60_000 }).then((store) => {
+            place.own(() => store.close());
+            return store;
+          });
+        await assert.rejects(open(), { message: `schema ${place.schema} holds another application's tables (users): set DATABASE_SCHEMA to a schema of this program's own` });
+        // As Rails keeps one: a varchar version and nothing else.
+        await admin.query(`CREATE TABLE ${place.schema}.schema_migrations (version varchar PRIMARY KEY)`);
+        await admin.query(`INSERT INTO ${place.schema}.schema_migrations VALUES ('20240101000000')`);
+        await assert.rejects(open(), {
+          message: `schema ${place.schema} holds another application's tables (schema_migrations, users): set DATABASE_SCHEMA to a schema of this program's own (its schema_migrations is not this program's)`,
+        });
+        const { rows } = await admin.query<{ name: string }>(
+          `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1`,
+          [place.schema],
+        );
+        assert.deepEqual(
+          rows.map((row) => row.name),
+          ['schema_migrations', 'users'],
+          'no table of this program was made',
+        );
+        // This program's own schema opens as ever, made and then again.
+        const ours = await backend.place(t);
+        assert.equal((await (await ours.open()).createJob(job())).created, true);
+        assert.equal((await (await ours.open()).countByStatus()).queued, 1);
+        // An extension's own table (as PostGIS's spatial_ref_sys in public) is no application's: made an
+        // extension's member here with hstore, which has no table of its own.
+        const withExtension = await backend.place(t);
+        const { rows: hstore } = await admin.query<{ installed: boolean }>("SELECT installed_version IS NOT NULL AS installed FROM pg_available_extensions WHERE name = 'hstore'");
+        if (hstore[0]?.installed !== false) return t.diagnostic(`hstore is ${hstore[0] ? 'installed already' : 'not available'}: the extension table case was not run`);
+        await admin.query(`CREATE SCHEMA ${withExtension.schema}`);
+        await admin.query(`CREATE EXTENSION hstore SCHEMA ${withExtension.schema}`);
+        await admin.query(`CREATE TABLE ${withExtension.schema}.spatial_ref_sys (srid int PRIMARY KEY)`);
+        await admin.query(`ALTER EXTENSION hstore ADD TABLE ${withExtension.schema}.spatial_ref_sys`);
+        assert.equal((await (await withExtension.open()).createJob(job())).created, true);
+      });
+
+    if (backend.name === 'postgres')
+      test('postgres: a listening connection that stops answering without an error is found by its ping and replaced; one that answers moves the counter only when told', async (t) => {
+        const proxy = await startSilenceableProxy();
+        t.after(() => proxy.close());
+        const schema = `ping_${randomBytes(4).toString('hex')}`;
+        const listener = createChangeListener({ connection: { connectionString: proxy.url }, schema, fallbackPollMs: 60_000, pingMs: 50, pingTimeoutMs: 1000 });
+        t.after(() => listener.close());
+        listener.subscribe(() => undefined);
+        const admin = await sqlClient((close) => t.after(close));
+        const notify = () => admin.query("SELECT pg_notify('proxy_jobs', $1)", [schema]);
+        // A listener's backend opened since `since` has run its LISTEN (and maybe pings since): a
+        // notification from now on reaches it, and the counter moves for nothing else meanwhile.
+        const listening = (since: Date) =>
+          eventually(
+            async () => {
+              const { rows } = await admin.query<{ query: string; state: string }>('SELECT query, state FROM pg_stat_activity WHERE application_name = $1 AND backend_start > $2', [
+                `proxy-listener:${schema}`,
+                since,
+              ]);
+              return rows.some((r) => r.state === 'idle' && ['LISTEN proxy_jobs', 'SELECT 1'].includes(r.query));
+            },
+            5000,
+            10,
+          );
+        // The listener moves the counter when it hears LISTEN's answer, a moment after the server shows
+        // it done: the counter must stay put for a while before a notification is sent, or that move
+        // could stand in for the notification's.
+        const settled = async () => {
+          let last = listener.counter();
+          let since = Date.now();
+          while (Date.now() - since < 200) {
+            await new Promise((r) => setTimeout(r, 10));
+            if (listener.counter() !== last) [last, since] = [listener.counter(), Date.now()];
+          }
+        };
+        const heard = async (what: string, since: Date) => {
+          await listening(since);
+          await settled();
+          const before = listener.counter();
+          await notify();
+          await eventually(async () => listener.counter() > before, 2000, 10).catch(() => assert.fail(`${what}: the notification was not heard`));
+        };
+        await eventually(async () => proxy.connections() === 1, 5000, 10);
+        await heard('listening', new Date(0));
+
+        // Answered pings (a dozen in this wait) move nothing. (The ping timeout is long enough that a
+        // busy machine's slow answer is not taken for a lost connection.)
+        const quiet = listener.counter();
+        await new Promise((r) => setTimeout(r, 600));
+        assert.equal(listener.counter(), quiet, 'the counter stayed while nothing was committed');
+
+        // The connection goes silent: no byte passes either way, and neither end hears of it.
+        proxy.silence();
+        const silencedAt = Date.now();
+        const lostMoved = listener.counter();
+        await eventually(async () => proxy.connections() === 2, 8000, 10);
+        const found = Date.now() - silencedAt;
+        assert.ok(found >= 1000 && found < 5000, `replaced ${found} ms after it went silent (ping timeout 1 s, retry after 1 s)`);
+        assert.ok(listener.counter() > lostMoved, 'the loss moved the counter: readers look once');
+        await heard('listening again', new Date(silencedAt));
+
+        // A server that accepts the connection but never answers is given up on too.
+        proxy.silence();
+        proxy.silenceNew(true);
+        await eventually(async () => proxy.connections() === 4, 12_000, 10);
+        const answering = new Date();
+        proxy.silenceNew(false);
+        await eventually(async () => proxy.connections() === 5, 12_000, 10);
+        await heard('after a connection that never opened', answering);
+      });
   });
 }

@@ -20,7 +20,7 @@ test('jsonErrorPlace names the line and column where JSON.parse stopped, never t
     }
     throw new Error('parsed');
   };
-  assert.equal(place('[\n  {"name": "a",, }\n]'), " at line 2, column 16: expected double-quoted property name");
+  assert.equal(place('[\n  {"name": "a",, }\n]'), ' at line 2, column 16: expected double-quoted property name');
   assert.equal(place('[\n  {"name": "a"'), " at line 2, column 15: expected ',' or '}' after property value");
   // V8 quotes the text around an unexpected token: nothing of it is kept.
   assert.equal(place('["sk-123",]'), '');

@@ -25,8 +25,14 @@ test('calls of one event-loop turn share one statement; each gets its own answer
 test('when the batch statement fails, its calls run one by one and only the bad one fails', async () => {
   const { batch, calls } = recorded({ badItem: 2 });
   const settled = await Promise.allSettled([1, 2, 3].map((n) => batch.run(n)));
-  assert.deepEqual(settled.map((s) => s.status), ['fulfilled', 'rejected', 'fulfilled']);
-  assert.deepEqual(settled.map((s) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).message)), [10, 'item 2 refused', 30]);
+  assert.deepEqual(
+    settled.map((s) => s.status),
+    ['fulfilled', 'rejected', 'fulfilled'],
+  );
+  assert.deepEqual(
+    settled.map((s) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).message)),
+    [10, 'item 2 refused', 30],
+  );
   assert.deepEqual(calls, [[1, 2, 3], [1], [2], [3]]);
 });
 
@@ -38,7 +44,10 @@ test('when the server cannot be reached, the calls of the batch all fail with th
     throw refused;
   });
   const settled = await Promise.allSettled([1, 2, 3].map((n) => batch.run(n)));
-  assert.deepEqual(settled.map((s) => (s.status === 'rejected' ? s.reason : s.value)), [refused, refused, refused]);
+  assert.deepEqual(
+    settled.map((s) => (s.status === 'rejected' ? s.reason : s.value)),
+    [refused, refused, refused],
+  );
   assert.deepEqual(calls, [[1, 2, 3]]);
 });
 
@@ -47,7 +56,10 @@ test('a turn with more than MAX_BATCH calls is split into statements of at most 
   const n = MAX_BATCH * 2 + 1;
   const answers = await Promise.all(Array.from({ length: n }, (_, i) => batch.run(i)));
   assert.equal(answers[n - 1], (n - 1) * 10);
-  assert.deepEqual(calls.map((c) => c.length), [MAX_BATCH, MAX_BATCH, 1]);
+  assert.deepEqual(
+    calls.map((c) => c.length),
+    [MAX_BATCH, MAX_BATCH, 1],
+  );
 });
 
 test('drain waits for scheduled and running statements', async () => {

@@ -43,26 +43,38 @@ test('SQLite: a write lock held past busy_timeout is unavailable; a constraint o
 
 test('PostgreSQL: a refused connection and a terminated one are unavailable; a syntax error is not', async () => {
   const closed = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/test' });
-  const refused = await closed.connect().then(() => null, (err: unknown) => err);
+  const refused = await closed.connect().then(
+    () => null,
+    (err: unknown) => err,
+  );
   assert.equal(isDatabaseUnavailable(refused), true, String(refused));
 
   const client = new pg.Client({ connectionString: PG_URL });
   await client.connect();
   client.on('error', () => undefined);
-  const syntax = await client.query('SELEC 1').then(() => null, (err: unknown) => err);
+  const syntax = await client.query('SELEC 1').then(
+    () => null,
+    (err: unknown) => err,
+  );
   assert.equal((syntax as { code: string }).code, '42601');
   assert.equal(isDatabaseUnavailable(syntax), false);
   const admin = new pg.Client({ connectionString: PG_URL });
   await admin.connect();
   const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
-  const sleeping = client.query('SELECT pg_sleep(10)').then(() => null, (err: unknown) => err);
+  const sleeping = client.query('SELECT pg_sleep(10)').then(
+    () => null,
+    (err: unknown) => err,
+  );
   await new Promise((r) => setTimeout(r, 100));
   await admin.query('SELECT pg_terminate_backend($1)', [pid]);
   await admin.end();
   const terminated = await sleeping;
   assert.equal((terminated as { code?: string } | null)?.code, '57P01', String(terminated));
   assert.equal(isDatabaseUnavailable(terminated), true);
-  const after = await client.query('SELECT 1').then(() => null, (err: unknown) => err);
+  const after = await client.query('SELECT 1').then(
+    () => null,
+    (err: unknown) => err,
+  );
   assert.ok(after, 'the connection is gone');
   assert.equal(isDatabaseUnavailable(after), true, String(after));
   await client.end().catch(() => undefined);
@@ -79,7 +91,10 @@ test('PostgreSQL: a checked-out connection the server closes between two queries
       await admin.query('SELECT pg_terminate_backend($1)', [pid]);
       // The server's goodbye arrives while no query runs: unheard, it was an unhandled 'error'.
       await new Promise((r) => setTimeout(r, 200));
-      return client.query('SELECT 1').then(() => null, (err: unknown) => err);
+      return client.query('SELECT 1').then(
+        () => null,
+        (err: unknown) => err,
+      );
     });
     assert.ok(failed && isDatabaseUnavailable(failed), String(failed));
     const { rows } = await pool.query<{ one: number }>('SELECT 1 AS one');

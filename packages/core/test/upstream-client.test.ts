@@ -118,14 +118,25 @@ test('the key goes as "Authorization: Bearer <key>", or alone in the header OPEN
 
 test("UPSTREAM_HEADERS go with every call; a gateway's key among them never reaches a job's error", async (t) => {
   const stub = await startStubUpstream({
-    behave: (call) => (call.prompt === 'refuse' ? { status: 401, body: { error: { message: `bad gateway key ${String(call.headers['helicone-auth']).slice(7)}`, code: 'sk-helicone-secret' } } } : {}),
+    behave: (call) =>
+      call.prompt === 'refuse'
+        ? { status: 401, body: { error: { message: `bad gateway key ${String(call.headers['helicone-auth']).slice(7)}`, code: 'sk-helicone-secret' } } }
+        : {},
   });
   t.after(() => stub.close());
-  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-up', connections: 1, extraHeaders: { 'openai-project': 'proj_1', 'helicone-auth': 'Bearer sk-helicone-secret' } });
+  const upstream = createUpstreamClient({
+    baseUrl: stub.url,
+    apiKey: 'sk-up',
+    connections: 1,
+    extraHeaders: { 'openai-project': 'proj_1', 'helicone-auth': 'Bearer sk-helicone-secret' },
+  });
   t.after(() => upstream.close());
   const chat = (prompt: string) => upstream.chat(JSON.stringify({ messages: [{ role: 'user', content: prompt }] }), new AbortController().signal);
   assert.equal((await chat('hello')).kind, 'ok');
-  assert.deepEqual([stub.calls[0]?.headers['openai-project'], stub.calls[0]?.headers['helicone-auth'], stub.calls[0]?.authorization], ['proj_1', 'Bearer sk-helicone-secret', 'Bearer sk-up']);
+  assert.deepEqual(
+    [stub.calls[0]?.headers['openai-project'], stub.calls[0]?.headers['helicone-auth'], stub.calls[0]?.authorization],
+    ['proj_1', 'Bearer sk-helicone-secret', 'Bearer sk-up'],
+  );
   const refused = await chat('refuse');
   assert.equal(refused.kind, 'http_error');
   assert.deepEqual(refused.kind === 'http_error' ? [refused.message, refused.errorCode] : [], ['bad gateway key [redacted]', null]);
@@ -133,11 +144,20 @@ test("UPSTREAM_HEADERS go with every call; a gateway's key among them never reac
 });
 
 test("an answer's text is its first choice's content, or the text parts of a content sent as a list of parts, joined; none is null", async (t) => {
-  const completion = (content: unknown) => ({ body: { id: 'c', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }] } });
+  const completion = (content: unknown) => ({
+    body: { id: 'c', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }] },
+  });
   const contents: Array<[unknown, string | null]> = [
     ['plain', 'plain'],
     // As Mistral's reasoning models answer: the thinking is not the answer.
-    [[{ type: 'thinking', thinking: [{ type: 'text', text: 'hmm' }] }, { type: 'text', text: 'The answer ' }, { type: 'text', text: 'is 4.' }], 'The answer is 4.'],
+    [
+      [
+        { type: 'thinking', thinking: [{ type: 'text', text: 'hmm' }] },
+        { type: 'text', text: 'The answer ' },
+        { type: 'text', text: 'is 4.' },
+      ],
+      'The answer is 4.',
+    ],
     [[{ type: 'image_url', image_url: { url: 'https://x.example/a.png' } }], null],
     [[null, 7, { type: 'text', text: 42 }], null],
     [null, null],
@@ -147,7 +167,11 @@ test("an answer's text is its first choice's content, or the text parts of a con
     const outcome = await chat('q');
     assert.equal(outcome.kind, 'ok');
     assert.equal(outcome.kind === 'ok' ? outcome.outputText : undefined, text, JSON.stringify(content));
-    assert.deepEqual(outcome.kind === 'ok' ? (outcome.body as { choices: Array<{ message: { content: unknown } }> }).choices[0]!.message.content : undefined, content, 'the response keeps the content as sent');
+    assert.deepEqual(
+      outcome.kind === 'ok' ? (outcome.body as { choices: Array<{ message: { content: unknown } }> }).choices[0]!.message.content : undefined,
+      content,
+      'the response keeps the content as sent',
+    );
   }
 });
 
@@ -164,9 +188,41 @@ const completionOf = (message: Record<string, unknown>, extra: object = {}) => (
 });
 const answers: Array<[string, Record<string, unknown>]> = [
   ['text', completionOf({ content: 'The answer is 4, and here is why: two and two make four.' })],
-  ['tool calls', { ...completionOf({ content: null, tool_calls: [{ id: 'call_a', type: 'function', function: { name: 'add', arguments: '{"a":2,"b":2}' } }, { id: 'call_b', type: 'function', function: { name: 'log', arguments: '{"text":"two and two"}' } }] }), choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [{ id: 'call_a', type: 'function', function: { name: 'add', arguments: '{"a":2,"b":2}' } }, { id: 'call_b', type: 'function', function: { name: 'log', arguments: '{"text":"two and two"}' } }] }, logprobs: null, finish_reason: 'tool_calls' }] }],
+  [
+    'tool calls',
+    {
+      ...completionOf({
+        content: null,
+        tool_calls: [
+          { id: 'call_a', type: 'function', function: { name: 'add', arguments: '{"a":2,"b":2}' } },
+          { id: 'call_b', type: 'function', function: { name: 'log', arguments: '{"text":"two and two"}' } },
+        ],
+      }),
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: 'assistant',
+            content: null,
+            tool_calls: [
+              { id: 'call_a', type: 'function', function: { name: 'add', arguments: '{"a":2,"b":2}' } },
+              { id: 'call_b', type: 'function', function: { name: 'log', arguments: '{"text":"two and two"}' } },
+            ],
+          },
+          logprobs: null,
+          finish_reason: 'tool_calls',
+        },
+      ],
+    },
+  ],
   ['a reasoning model', completionOf({ content: 'Four.', reasoning_content: 'Two plus two: count them.' })],
-  ['two choices', { ...completionOf({ content: 'Four.' }), choices: [0, 1].map((index) => ({ index, message: { role: 'assistant', content: ['Four.', '4'][index] }, logprobs: null, finish_reason: 'stop' })) }],
+  [
+    'two choices',
+    {
+      ...completionOf({ content: 'Four.' }),
+      choices: [0, 1].map((index) => ({ index, message: { role: 'assistant', content: ['Four.', '4'][index] }, logprobs: null, finish_reason: 'stop' })),
+    },
+  ],
   ['non-ASCII text', completionOf({ content: 'Vier – четыре – 四 – 🍀🍀' })],
 ];
 for (const [what, answer] of answers) {
@@ -190,7 +246,19 @@ test('streamed, the request is sent as it was with stream and the usage asked fo
 });
 
 test("streamed, a stream as OpenAI sends it (CRLF or LF lines, keep-alive comments, data with or without its space, usage last) reads to OpenAI's unstreamed answer", async (t) => {
-  const chunk = (choices: unknown[], extra: object = {}) => JSON.stringify({ id: 'chatcmpl-Bx', object: 'chat.completion.chunk', created: 1796330001, model: 'gpt-4o-mini-2024-07-18', service_tier: 'default', system_fingerprint: 'fp_560af6e559', choices, usage: null, obfuscation: 'Xq1', ...extra });
+  const chunk = (choices: unknown[], extra: object = {}) =>
+    JSON.stringify({
+      id: 'chatcmpl-Bx',
+      object: 'chat.completion.chunk',
+      created: 1796330001,
+      model: 'gpt-4o-mini-2024-07-18',
+      service_tier: 'default',
+      system_fingerprint: 'fp_560af6e559',
+      choices,
+      usage: null,
+      obfuscation: 'Xq1',
+      ...extra,
+    });
   const lines = [
     ': OPENROUTER PROCESSING',
     '',
@@ -243,7 +311,11 @@ test('streamed, a stream cut short, one not JSON, or one that sends an error fai
     ['ended without [DONE] or a finish reason', sse(first), /ended before its end/],
     ['not JSON', sse(first, '{"choices": [', '[DONE]'), /not JSON/],
     ['empty', sse(), /empty stream/],
-    ['an error mid-stream', sse(first, JSON.stringify({ error: { message: 'the model crashed', type: 'server_error' } }), '[DONE]'), /with an error instead of a completion: the model crashed/],
+    [
+      'an error mid-stream',
+      sse(first, JSON.stringify({ error: { message: 'the model crashed', type: 'server_error' } }), '[DONE]'),
+      /with an error instead of a completion: the model crashed/,
+    ],
   ];
   const { chat } = await setUp(t, script(...cases.map(([, reply]) => reply)), { stream: true });
   for (const [what, , message] of cases) {
@@ -301,12 +373,20 @@ test('an informational answer before the real one (103 Early Hints, as a CDN in 
   const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`, apiKey: 'sk-test', connections: 1 });
   t.after(() => upstream.close());
   const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [] }), new AbortController().signal);
-  assert.deepEqual([outcome.kind, outcome.kind === 'ok' && outcome.status, outcome.kind === 'ok' && outcome.outputText, outcome.requestId], ['ok', 200, 'after the hints', 'req_after_hints']);
+  assert.deepEqual(
+    [outcome.kind, outcome.kind === 'ok' && outcome.status, outcome.kind === 'ok' && outcome.outputText, outcome.requestId],
+    ['ok', 200, 'after the hints', 'req_after_hints'],
+  );
 });
 
 test('unstreamed, a 2xx the server streams unasked is counted by the answer it makes, as a streamed one is; a JSON body by its bytes', async (t) => {
   const limit = 4096;
-  const events = (chars: number) => ({ raw: streamEvents(completionOf({ content: 'x'.repeat(chars) }), true).map((data) => `data: ${data}\n\n`).join(''), headers: { 'content-type': 'text/event-stream' } });
+  const events = (chars: number) => ({
+    raw: streamEvents(completionOf({ content: 'x'.repeat(chars) }), true)
+      .map((data) => `data: ${data}\n\n`)
+      .join(''),
+    headers: { 'content-type': 'text/event-stream' },
+  });
   const cases: Array<[string, StubReply, string]> = [
     // Its events take about 30 times its 3,000 bytes: counted as sent, they were over the limit.
     ['a stream whose answer is under the limit', events(3000), 'ok'],
@@ -319,9 +399,13 @@ test('unstreamed, a 2xx the server streams unasked is counted by the answer it m
     const outcome = await chat('q');
     assert.equal(outcome.kind, kind, `${what}: ${JSON.stringify(outcome).slice(0, 300)}`);
     if (outcome.kind === 'ok') assert.equal(outcome.outputText, 'x'.repeat(3000), what);
-    if (outcome.kind === 'too_large') assert.equal(outcome.message, `upstream answered 200 with ${what.startsWith('a JSON') ? 'a body' : 'an answer'} over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT)`, what);
+    if (outcome.kind === 'too_large')
+      assert.equal(outcome.message, `upstream answered 200 with ${what.startsWith('a JSON') ? 'a body' : 'an answer'} over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT)`, what);
   }
-  assert.ok(stub.calls.every((call) => call.body.stream === undefined), 'none was asked to stream');
+  assert.ok(
+    stub.calls.every((call) => call.body.stream === undefined),
+    'none was asked to stream',
+  );
 });
 
 for (const [what, type] of [
@@ -352,7 +436,13 @@ for (const [what, type] of [
     for (const stream of [false, true]) {
       closed = false;
       written = 0;
-      const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`, apiKey: 'sk-test', connections: 1, maxResponseBytes: limit, stream });
+      const upstream = createUpstreamClient({
+        baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`,
+        apiKey: 'sk-test',
+        connections: 1,
+        maxResponseBytes: limit,
+        stream,
+      });
       t.after(() => upstream.close());
       const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [] }), AbortSignal.timeout(10_000));
       assert.equal(outcome.kind, 'too_large', `${stream ? 'streamed' : 'unstreamed'}: ${JSON.stringify(outcome).slice(0, 300)}`);
@@ -379,24 +469,38 @@ test('an answer whose Content-Length is over UPSTREAM_RESPONSE_LIMIT fails at on
     return new Promise((resolve) => server.close(resolve));
   });
   for (const path of ['/v1', '/fail/v1']) {
-    const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}${path}`, apiKey: 'sk-test', connections: 1, maxResponseBytes: limit });
+    const upstream = createUpstreamClient({
+      baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}${path}`,
+      apiKey: 'sk-test',
+      connections: 1,
+      maxResponseBytes: limit,
+    });
     t.after(() => upstream.close());
     const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [] }), AbortSignal.timeout(5_000));
     const expected = path === '/v1' ? 'too_large' : 'http_error';
-    assert.deepEqual([outcome.kind, 'message' in outcome && outcome.message], [expected, `upstream answered ${path === '/v1' ? 200 : 503} with a body over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT)`]);
+    assert.deepEqual(
+      [outcome.kind, 'message' in outcome && outcome.message],
+      [expected, `upstream answered ${path === '/v1' ? 200 : 503} with a body over ${limit} bytes (UPSTREAM_RESPONSE_LIMIT)`],
+    );
     if (outcome.kind === 'http_error') assert.equal(judgeFailure(outcome, Date.now()).retryable, true, 'a 503 is retried');
   }
 });
 
 /** `completion` as the stub streams it, compressed whole with `compress` and sent as `coding`. */
 function compressedStream(compress: (text: string) => Buffer, coding: string, completion: unknown): StubReply {
-  const events = streamEvents(completion, true).map((data) => `data: ${data}\n\n`).join('');
+  const events = streamEvents(completion, true)
+    .map((data) => `data: ${data}\n\n`)
+    .join('');
   return { raw: compress(events), headers: { 'content-type': 'text/event-stream', 'content-encoding': coding } };
 }
 
 test('streamed and compressed: the answer is the one sent uncompressed; bytes that do not inflate, or a stream cut mid-block, fail the attempt as upstream_bad_response (retried)', async (t) => {
   const completion = completionOf({ content: 'héllo, compressed world '.repeat(50) });
-  const whole = gzipSync(streamEvents(completion, true).map((data) => `data: ${data}\n\n`).join(''));
+  const whole = gzipSync(
+    streamEvents(completion, true)
+      .map((data) => `data: ${data}\n\n`)
+      .join(''),
+  );
   const gzipHeaders = { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' };
   const { chat } = await setUp(
     t,
@@ -481,7 +585,9 @@ async function startIdleCuttingBalancer(t: T, to: number, idleMs: number) {
 }
 
 test('behind a balancer that cuts a connection silent for 400 ms, a 1.2 s answer fails unstreamed and arrives streamed over 1.5 s, its events 100 ms apart', async (t) => {
-  const stub = await startStubUpstream({ behave: (call) => (call.body.stream ? { eventGapMs: 100, body: completionOf({ content: 'slow but steady, one piece at a time' }) } : { delayMs: 1200 }) });
+  const stub = await startStubUpstream({
+    behave: (call) => (call.body.stream ? { eventGapMs: 100, body: completionOf({ content: 'slow but steady, one piece at a time' }) } : { delayMs: 1200 }),
+  });
   t.after(() => stub.close());
   const balancer = await startIdleCuttingBalancer(t, stub.port, 400);
   const ask = async (stream: boolean) => {
@@ -517,7 +623,9 @@ test('streamed, an upstream that refuses stream_options (Azure OpenAI did, for a
     { error: { message: "Unknown parameter: 'stream_options'.", type: 'invalid_request_error', param: 'stream_options', code: 'unknown_parameter' } },
   ];
   for (const refusal of refusals) {
-    const stub = await startStubUpstream({ behave: (call) => (call.body.stream_options ? { status: 400, body: refusal, delayMs: 50 } : { body: completionOf({ content: 'fine' }, { usage: undefined }) }) });
+    const stub = await startStubUpstream({
+      behave: (call) => (call.body.stream_options ? { status: 400, body: refusal, delayMs: 50 } : { body: completionOf({ content: 'fine' }, { usage: undefined }) }),
+    });
     t.after(() => stub.close());
     const notices: string[] = [];
     const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 4, stream: true, onNotice: (m) => notices.push(m) });
@@ -528,17 +636,30 @@ test('streamed, an upstream that refuses stream_options (Azure OpenAI did, for a
     for (const outcome of outcomes) assert.deepEqual(outcome.kind === 'ok' ? [outcome.outputText, outcome.usage] : outcome, ['fine', null]);
     assert.deepEqual(
       stub.calls.map((c) => [c.body.stream, c.body.stream_options !== undefined]),
-      [[true, true], [true, true], [true, false], [true, false], [true, false]],
+      [
+        [true, true],
+        [true, true],
+        [true, false],
+        [true, false],
+        [true, false],
+      ],
     );
     assert.deepEqual(notices, ['the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage']);
   }
 });
 
-test('streamed, any other 400 is the job\'s own: not sent again, stream_options still asked for', async (t) => {
-  const { chat, stub } = await setUp(t, script({ status: 400, body: { error: { message: "Invalid value for 'temperature'", type: 'invalid_request_error', param: 'temperature' } } }, {}), { stream: true });
+test("streamed, any other 400 is the job's own: not sent again, stream_options still asked for", async (t) => {
+  const { chat, stub } = await setUp(
+    t,
+    script({ status: 400, body: { error: { message: "Invalid value for 'temperature'", type: 'invalid_request_error', param: 'temperature' } } }, {}),
+    { stream: true },
+  );
   assert.equal(kindOf(await chat('q')), 'http_error');
   assert.equal(kindOf(await chat('q')), 'ok');
-  assert.deepEqual(stub.calls.map((c) => c.body.stream_options), [{ include_usage: true }, { include_usage: true }]);
+  assert.deepEqual(
+    stub.calls.map((c) => c.body.stream_options),
+    [{ include_usage: true }, { include_usage: true }],
+  );
 });
 
 test('unstreamed, an answer streamed all the same (a gateway set to stream every call) is put together, not thrown away and paid for again', async (t) => {

@@ -13,13 +13,22 @@ import type { JobRecord, JobStore } from '../src/store/types.ts';
 
 type T = TestHooks;
 
-async function setUp(t: T, behave: StubBehaviour, options: Partial<WorkerOptions> & { maxAttempts?: number; maxResponseBytes?: number; wrapStore?: (store: JobStore) => JobStore } = {}) {
+async function setUp(
+  t: T,
+  behave: StubBehaviour,
+  options: Partial<WorkerOptions> & { maxAttempts?: number; maxResponseBytes?: number; wrapStore?: (store: JobStore) => JobStore } = {},
+) {
   const dir = tempDir(t);
   const stub = await startStubUpstream({ behave });
   const store = await openTestStore(testEnv(dir));
   // Jobs arrive through another connection, as they do from proxy-api.
   const apiSide = await openTestStore(testEnv(dir));
-  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8, ...(options.maxResponseBytes ? { maxResponseBytes: options.maxResponseBytes } : {}) });
+  const upstream = createUpstreamClient({
+    baseUrl: stub.url,
+    apiKey: 'sk-test',
+    connections: 8,
+    ...(options.maxResponseBytes ? { maxResponseBytes: options.maxResponseBytes } : {}),
+  });
   const { wrapStore, ...workerOptions } = options;
   const worker = createWorker({
     store: wrapStore ? wrapStore(store) : store,
@@ -107,12 +116,13 @@ test('a notice that comes before its commit is visible: the daemon looks again w
   // The store's own notices are held back; the test gives one itself just before each job is queued,
   // as a notice can come before the commit it announces is visible.
   let notice: (() => void) | null = null;
-  const heldBack = (inner: JobStore) => overriding(inner, {
-    watchChanges: (listener) => {
-      notice = listener;
-      return () => void (notice = null);
-    },
-  });
+  const heldBack = (inner: JobStore) =>
+    overriding(inner, {
+      watchChanges: (listener) => {
+        notice = listener;
+        return () => void (notice = null);
+      },
+    });
   const { stub, enqueue } = await setUp(t, () => ({}), { pollMs: 200, wrapStore: heldBack });
   const { median, waits } = await pickups(stub, enqueue, async () => {
     // Asleep and watching, past the moment after the last job in which it looks every poll.
@@ -211,7 +221,10 @@ test("the base URL's query string goes with every call (gateways that route on o
   t.after(() => upstream.close());
   const outcome = await upstream.chat(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'q' }] }), new AbortController().signal);
   assert.equal(outcome.kind, 'ok');
-  assert.deepEqual(stub.calls.map((c) => c.path), ['/v1/chat/completions?api-version=2024-10-21']);
+  assert.deepEqual(
+    stub.calls.map((c) => c.path),
+    ['/v1/chat/completions?api-version=2024-10-21'],
+  );
 });
 
 test('a 200 whose JSON is not an object (an array, a string, null) is upstream_bad_response too', async (t) => {
@@ -225,11 +238,9 @@ test('a 200 whose JSON is not an object (an array, a string, null) is upstream_b
 
 test('an answer over UPSTREAM_RESPONSE_LIMIT fails its job at once; the next job completes on the same pool', async (t) => {
   const huge = 'x'.repeat(64 * 1024);
-  const { stub, store, enqueue } = await setUp(
-    t,
-    (call) => (call.prompt === 'huge' ? { body: { choices: [{ index: 0, message: { role: 'assistant', content: huge } }] } } : {}),
-    { maxResponseBytes: 16 * 1024 },
-  );
+  const { stub, store, enqueue } = await setUp(t, (call) => (call.prompt === 'huge' ? { body: { choices: [{ index: 0, message: { role: 'assistant', content: huge } }] } } : {}), {
+    maxResponseBytes: 16 * 1024,
+  });
   const big = await finalJob(store, await enqueue('huge'));
   assert.equal(big.status, 'failed');
   assert.equal(big.attempts, 1);
@@ -331,8 +342,17 @@ test('a 429 pauses every worker on the database, not just the one that got it', 
   const otherStore = await openTestStore(testEnv(dir));
   const otherUpstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
   const other = createWorker({
-    store: otherStore, upstream: otherUpstream, logger: createSilentLogger(),
-    concurrency: 1, leaseMs: 3000, attemptTimeoutMs: 5000, retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 100, retentionMs: 3600_000,
+    store: otherStore,
+    upstream: otherUpstream,
+    logger: createSilentLogger(),
+    concurrency: 1,
+    leaseMs: 3000,
+    attemptTimeoutMs: 5000,
+    retryBaseMs: 10,
+    retryMaxMs: 20,
+    pollMs: 10,
+    shutdownGraceMs: 100,
+    retentionMs: 3600_000,
   });
   const otherRun = other.runDaemon();
   t.after(async () => {
@@ -369,31 +389,40 @@ test('random upstream answers (statuses, bodies, error objects, retry headers): 
   // (tested above) would hold the runs after it.
   const { store, enqueue } = await setUp(t, (call) => replies.get(call.prompt) ?? {}, { maxAttempts: 1 });
   const text = fc.string({ unit: fc.constantFrom(...'abcXYZ019 _-.:/"{}[],sk-test'.split('')), maxLength: 30 });
-  const reply: fc.Arbitrary<StubReply> = fc.record(
-    {
-      status: fc.constantFrom(200, 201, 204, 301, 400, 401, 403, 404, 408, 409, 422, 500, 502, 503),
-      headers: fc.record(
-        {
-          'retry-after': fc.constantFrom('1', '-1', 'abc', '1e9', 'Wed, 21 Oct 2099 07:28:00 GMT', ''),
-          'retry-after-ms': fc.constantFrom('5', 'NaN', '-3', '1e12'),
-          'x-should-retry': fc.constantFrom('true', 'false', 'maybe'),
-          'x-ratelimit-reset-requests': fc.constantFrom('1s', '6m0s', 'bogus'),
-          'x-ratelimit-remaining-requests': fc.constantFrom('0', '5'),
-        },
-        { requiredKeys: [] },
-      ),
-      payload: fc.oneof(
-        fc.constant({}),
-        fc.jsonValue({ maxDepth: 3 }).map((value) => ({ raw: JSON.stringify(value) })),
-        text.map((raw) => ({ raw })),
-        fc
-          .record({ code: fc.oneof(text, fc.constantFrom('rate_limit_exceeded', 'sk-test', 'x'.repeat(100)), fc.integer(), fc.constant(null)), type: fc.oneof(text, fc.constant('server_error')), message: fc.oneof(text, fc.string({ maxLength: 700 }), fc.jsonValue({ maxDepth: 1 })) }, { requiredKeys: [] })
-          .map((error) => ({ body: { error } })),
-        fc.array(fc.record({ message: fc.record({ content: fc.oneof(text, fc.constant(null), fc.integer()) }) }), { maxLength: 2 }).map((choices) => ({ body: { choices } })),
-      ),
-    },
-    { requiredKeys: ['status', 'payload'] },
-  ).map(({ status, headers, payload }) => ({ status, ...(headers ? { headers } : {}), ...payload }));
+  const reply: fc.Arbitrary<StubReply> = fc
+    .record(
+      {
+        status: fc.constantFrom(200, 201, 204, 301, 400, 401, 403, 404, 408, 409, 422, 500, 502, 503),
+        headers: fc.record(
+          {
+            'retry-after': fc.constantFrom('1', '-1', 'abc', '1e9', 'Wed, 21 Oct 2099 07:28:00 GMT', ''),
+            'retry-after-ms': fc.constantFrom('5', 'NaN', '-3', '1e12'),
+            'x-should-retry': fc.constantFrom('true', 'false', 'maybe'),
+            'x-ratelimit-reset-requests': fc.constantFrom('1s', '6m0s', 'bogus'),
+            'x-ratelimit-remaining-requests': fc.constantFrom('0', '5'),
+          },
+          { requiredKeys: [] },
+        ),
+        payload: fc.oneof(
+          fc.constant({}),
+          fc.jsonValue({ maxDepth: 3 }).map((value) => ({ raw: JSON.stringify(value) })),
+          text.map((raw) => ({ raw })),
+          fc
+            .record(
+              {
+                code: fc.oneof(text, fc.constantFrom('rate_limit_exceeded', 'sk-test', 'x'.repeat(100)), fc.integer(), fc.constant(null)),
+                type: fc.oneof(text, fc.constant('server_error')),
+                message: fc.oneof(text, fc.string({ maxLength: 700 }), fc.jsonValue({ maxDepth: 1 })),
+              },
+              { requiredKeys: [] },
+            )
+            .map((error) => ({ body: { error } })),
+          fc.array(fc.record({ message: fc.record({ content: fc.oneof(text, fc.constant(null), fc.integer()) }) }), { maxLength: 2 }).map((choices) => ({ body: { choices } })),
+        ),
+      },
+      { requiredKeys: ['status', 'payload'] },
+    )
+    .map(({ status, headers, payload }) => ({ status, ...(headers ? { headers } : {}), ...payload }));
 
   let runs = 0;
   await fc.assert(
@@ -468,8 +497,17 @@ test('once waits for a retry that comes due within one poll instead of exiting j
   const id = await enqueueJob(store, 'retry me', { maxAttempts: 3 });
   // Backoff of 5 ms, poll of 50 ms: the retry is due long before the next poll would come.
   const worker = createWorker({
-    store, upstream, logger: createSilentLogger(),
-    concurrency: 1, leaseMs: 3000, attemptTimeoutMs: 5000, retryBaseMs: 5, retryMaxMs: 5, pollMs: 50, shutdownGraceMs: 100, retentionMs: 3600_000,
+    store,
+    upstream,
+    logger: createSilentLogger(),
+    concurrency: 1,
+    leaseMs: 3000,
+    attemptTimeoutMs: 5000,
+    retryBaseMs: 5,
+    retryMaxMs: 5,
+    pollMs: 50,
+    shutdownGraceMs: 100,
+    retentionMs: 3600_000,
   });
   const report = await worker.runOnce();
   assert.deepEqual([report.retried, report.completed], [1, 1]);
@@ -485,8 +523,16 @@ test('once deletes finished jobs past retention on its way out', async (t) => {
   await daemon;
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
   const sweeper = createWorker({
-    store, upstream, logger: createSilentLogger(),
-    concurrency: 1, leaseMs: 3000, attemptTimeoutMs: 5000, retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 100,
+    store,
+    upstream,
+    logger: createSilentLogger(),
+    concurrency: 1,
+    leaseMs: 3000,
+    attemptTimeoutMs: 5000,
+    retryBaseMs: 10,
+    retryMaxMs: 20,
+    pollMs: 10,
+    shutdownGraceMs: 100,
     retentionMs: 1,
   });
   await new Promise((r) => setTimeout(r, 5));
@@ -571,8 +617,17 @@ test('a pass with housekeepingAfter answers before its housekeeping; one runs at
       }),
   });
   const worker = createWorker({
-    store: purging, upstream, logger: createSilentLogger(),
-    concurrency: 1, leaseMs: 3000, attemptTimeoutMs: 5000, retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 100, retentionMs: 3600_000,
+    store: purging,
+    upstream,
+    logger: createSilentLogger(),
+    concurrency: 1,
+    leaseMs: 3000,
+    attemptTimeoutMs: 5000,
+    retryBaseMs: 10,
+    retryMaxMs: 20,
+    pollMs: 10,
+    shutdownGraceMs: 100,
+    retentionMs: 3600_000,
   });
   const id = await enqueueJob(store, 'done before the purge');
   const first = await within(worker.runOnce({ housekeepingAfter: true }), 3000, 'the pass');
@@ -590,14 +645,18 @@ test('a pass with housekeepingAfter answers before its housekeeping; one runs at
 
 test('the database failing between the claim and the call: the job goes back with its attempt unspent and completes, instead of waiting for its lease', async (t) => {
   // A real refusal from pg, as a pool query meets it when the server has just gone away.
-  const refused = await new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/none' }).connect().then(() => null, (err: unknown) => err);
+  const refused = await new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/none' }).connect().then(
+    () => null,
+    (err: unknown) => err,
+  );
   assert.equal((refused as { code?: string }).code, 'ECONNREFUSED');
   let failures = 1;
   const { stub, store, enqueue } = await setUp(t, () => ({}), {
     leaseMs: 60_000,
-    wrapStore: (real) => Object.create(real, {
-      acquireUpstream: { value: (request: Parameters<JobStore['acquireUpstream']>[0]) => (failures-- > 0 ? Promise.reject(refused) : real.acquireUpstream(request)) },
-    }),
+    wrapStore: (real) =>
+      Object.create(real, {
+        acquireUpstream: { value: (request: Parameters<JobStore['acquireUpstream']>[0]) => (failures-- > 0 ? Promise.reject(refused) : real.acquireUpstream(request)) },
+      }),
   });
   const done = await finalJob(store, await enqueue('after a hiccup'), 5000);
   assert.equal(done.status, 'completed');
@@ -642,8 +701,18 @@ async function holdingWorker(t: T, jobs: number, options: Partial<WorkerOptions>
   for (let i = 0; i < jobs; i++) await enqueueJob(store, `job ${i}`);
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
   const worker = createWorker({
-    store: wrap(store), upstream, logger: createSilentLogger(), concurrency: 8, leaseMs: 30_000, attemptTimeoutMs: 10_000,
-    retryBaseMs: 10, retryMaxMs: 20, pollMs: 10, shutdownGraceMs: 1000, retentionMs: 3600_000, ...options,
+    store: wrap(store),
+    upstream,
+    logger: createSilentLogger(),
+    concurrency: 8,
+    leaseMs: 30_000,
+    attemptTimeoutMs: 10_000,
+    retryBaseMs: 10,
+    retryMaxMs: 20,
+    pollMs: 10,
+    shutdownGraceMs: 1000,
+    retentionMs: 3600_000,
+    ...options,
   });
   const daemon = worker.runDaemon();
   t.after(async () => {
@@ -1046,7 +1115,10 @@ test('a call whose lease runs out unrenewed (its renewals failing) is abandoned 
   // started_at is the first claim's time (a later claim keeps it): the lease ran 900 ms from there.
   const sinceClaim = first.hungUpAt - job.startedAt!;
   t.diagnostic(`abandoned ${sinceClaim} ms after the claim, ${first.hungUpAt - first.at} ms into the call`);
-  assert.ok(sinceClaim >= 890 && first.hungUpAt < first.at + 3000, `the first call was abandoned ${sinceClaim} ms after the claim (its lease: 900 ms), ${first.hungUpAt - first.at} ms into its 3 s`);
+  assert.ok(
+    sinceClaim >= 890 && first.hungUpAt < first.at + 3000,
+    `the first call was abandoned ${sinceClaim} ms after the claim (its lease: 900 ms), ${first.hungUpAt - first.at} ms into its 3 s`,
+  );
   assert.ok(second.at >= first.hungUpAt, 'the second call began before the first was abandoned');
 });
 
@@ -1128,10 +1200,16 @@ test('a redirect fails the job at once, saying where to and which setting to cha
   }));
   const moved = await finalJob(store, await enqueue('moved'));
   assert.deepEqual([moved.status, moved.attempts, moved.error?.code], ['failed', 1, 'upstream_301']);
-  assert.equal(moved.error?.message, 'upstream redirected (HTTP 301) to https://api.example.com/v1/chat/completions, which the worker does not follow: set OPENAI_BASE_URL to https://api.example.com/v1');
+  assert.equal(
+    moved.error?.message,
+    'upstream redirected (HTTP 301) to https://api.example.com/v1/chat/completions, which the worker does not follow: set OPENAI_BASE_URL to https://api.example.com/v1',
+  );
   // The endpoint as the start takes it for OPENAI_BASE_URL: any case, a trailing slash.
   const slash = await finalJob(store, await enqueue('slash'));
   assert.match(slash.error?.message ?? '', /: set OPENAI_BASE_URL to https:\/\/api\.example\.com\/V2$/);
   const relative = await finalJob(store, await enqueue('relative'));
-  assert.equal(relative.error?.message, `upstream redirected (HTTP 307) to ${new URL(stub.url).origin}/elsewhere, which the worker does not follow: set OPENAI_BASE_URL to the new address`);
+  assert.equal(
+    relative.error?.message,
+    `upstream redirected (HTTP 307) to ${new URL(stub.url).origin}/elsewhere, which the worker does not follow: set OPENAI_BASE_URL to the new address`,
+  );
 });

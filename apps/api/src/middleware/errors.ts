@@ -41,7 +41,9 @@ function requestError(err: unknown): AppError | null {
   const { type, status } = err as { type?: unknown; status?: unknown };
   const parserCode = typeof type === 'string' ? PARSER_ERRORS[type] : undefined;
   if (parserCode) {
-    return new AppError(parserCode, parserCode === 'payload_too_large' ? 'the request body is larger than the server accepts' : 'the request body could not be read', { cause: err });
+    return new AppError(parserCode, parserCode === 'payload_too_large' ? 'the request body is larger than the server accepts' : 'the request body could not be read', {
+      cause: err,
+    });
   }
   if (status !== 400) return null;
   if (err instanceof URIError) return new AppError('invalid_request', 'the path is not valid percent-encoding', { cause: err });
@@ -60,14 +62,17 @@ export function createErrorHandler(now: () => number = Date.now): ErrorRequestHa
   const tellOutage = sayAtMostEvery(UNAVAILABLE_LINE_MS, now);
   return (err, _req, res, _next) => {
     const appError =
-      err instanceof AppError ? err
-      : requestError(err) ??
-        (isDatabaseUnavailable(err)
-          ? new AppError('unavailable', 'the database does not answer; try again shortly', { cause: err, headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) } })
-          : toAppError(err));
+      err instanceof AppError
+        ? err
+        : (requestError(err) ??
+          (isDatabaseUnavailable(err)
+            ? new AppError('unavailable', 'the database does not answer; try again shortly', { cause: err, headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) } })
+            : toAppError(err)));
     const log = ctx(res).log;
     if (appError.code === 'unavailable') {
-      tellOutage((times) => log?.error('the database does not answer; requests get 503 unavailable', { err: appError.cause ?? appError, code: appError.code, answered_503: times }));
+      tellOutage((times) =>
+        log?.error('the database does not answer; requests get 503 unavailable', { err: appError.cause ?? appError, code: appError.code, answered_503: times }),
+      );
     } else if (appError.status >= 500) {
       log?.error('request failed', { err: appError.cause ?? appError, code: appError.code });
     }

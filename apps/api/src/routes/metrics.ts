@@ -60,7 +60,12 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
 
   family('proxy_jobs_created_total', 'counter', 'Jobs accepted, by model', pick('jobs_created_total'));
   family('proxy_jobs_finished_total', 'counter', 'Jobs that reached a final status, by status and model', pick('jobs_finished_total'));
-  family('proxy_upstream_calls_total', 'counter', 'Upstream attempts by HTTP status (or network_error, proxy_refused, certificate_rejected, timeout, bad_response, too_large, aborted)', pick('upstream_calls_total'));
+  family(
+    'proxy_upstream_calls_total',
+    'counter',
+    'Upstream attempts by HTTP status (or network_error, proxy_refused, certificate_rejected, timeout, bad_response, too_large, aborted)',
+    pick('upstream_calls_total'),
+  );
   family('proxy_retries_total', 'counter', 'Attempts that were retried later, by model', pick('retries_total'));
 
   // The store keeps one count per bucket; Prometheus wants them cumulative.
@@ -74,8 +79,15 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
   for (const [labels, value] of buckets) out.push(`proxy_upstream_latency_seconds_bucket${labelText(labels)} ${value}`);
   out.push(`proxy_upstream_latency_seconds_sum ${pick('upstream_latency_seconds_sum')[0]?.[1] ?? 0}`, `proxy_upstream_latency_seconds_count ${running}`);
 
-  family('proxy_queue_depth', 'gauge', 'Jobs by status now', Object.entries(queue).map(([status, n]): [Record<string, string>, number] => [{ status }, n]));
-  family('proxy_oldest_queued_age_seconds', 'gauge', 'How long the longest-waiting due job has waited for a worker, in seconds (0 when none)', [[{}, Math.round(oldestAge * 1000) / 1000]]);
+  family(
+    'proxy_queue_depth',
+    'gauge',
+    'Jobs by status now',
+    Object.entries(queue).map(([status, n]): [Record<string, string>, number] => [{ status }, n]),
+  );
+  family('proxy_oldest_queued_age_seconds', 'gauge', 'How long the longest-waiting due job has waited for a worker, in seconds (0 when none)', [
+    [{}, Math.round(oldestAge * 1000) / 1000],
+  ]);
   family('proxy_workers_alive', 'gauge', 'Workers with a heartbeat in the last 30 s', [[{}, workers.length]]);
   // Clocks: the proxy goes by the database's, but a host far from it has its NTP to mend. One series
   // for this process and one for the farthest live worker, not one per worker: their ids change at
@@ -83,7 +95,9 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
   const offsets = workers.map((w) => w.clockOffsetMs).filter((ms): ms is number => ms !== null);
   const farthest = offsets.reduce((far, ms) => (Math.abs(ms) > Math.abs(far) ? ms : far), 0);
   family('proxy_clock_offset_seconds', 'gauge', "The database's clock minus this host's, in seconds (0 on SQLite)", [[{}, ownOffsetMs / 1000]]);
-  family('proxy_workers_clock_offset_max_seconds', 'gauge', "Of the live workers, the offset farthest from 0 of the database's clock minus its host's, in seconds", [[{}, farthest / 1000]]);
+  family('proxy_workers_clock_offset_max_seconds', 'gauge', "Of the live workers, the offset farthest from 0 of the database's clock minus its host's, in seconds", [
+    [{}, farthest / 1000],
+  ]);
   return `${out.join('\n')}\n`;
 }
 

@@ -49,7 +49,9 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
     const requestJson = JSON.stringify(request);
     // Same nonce, same request → same job; "same" is what the upstream would be asked, not the bytes.
     // The text hashed is JSON.stringify([request, ttlSeconds]), as jobs stored before were hashed.
-    const requestHash = createHash('sha256').update(`[${requestJson},${JSON.stringify(ttlSeconds)}]`).digest('hex');
+    const requestHash = createHash('sha256')
+      .update(`[${requestJson},${JSON.stringify(ttlSeconds)}]`)
+      .digest('hex');
     const { job, created } = await store.createJob({
       id: newJobId(),
       client: client.name,

@@ -100,8 +100,16 @@ async function refresh() {
     const now = stats.body.server_time ?? Date.now() / 1000;
     drawBars('chart-completed', perMinute(stats.body.per_minute ?? [], ['completed'], now), 'completed');
     drawBars('chart-failed', perMinute(stats.body.per_minute ?? [], ['failed', 'expired'], now), 'failed');
-    fillTable('failed', (stats.body.latest_failed ?? []).map((j) => [j.id, j.model, time(j.finished_at), j.error ? `${j.error.code}: ${j.error.message}` : '']), 'no failed jobs');
-    fillTable('workers', (health.body.workers ?? []).map((w) => [w.id, w.pid, w.jobs_done, time(w.last_seen_at), clockText(w.clock_offset_ms)]), 'no live worker');
+    fillTable(
+      'failed',
+      (stats.body.latest_failed ?? []).map((j) => [j.id, j.model, time(j.finished_at), j.error ? `${j.error.code}: ${j.error.message}` : '']),
+      'no failed jobs',
+    );
+    fillTable(
+      'workers',
+      (health.body.workers ?? []).map((w) => [w.id, w.pid, w.jobs_done, time(w.last_seen_at), clockText(w.clock_offset_ms)]),
+      'no live worker',
+    );
   } catch (err) {
     $('state').textContent = 'cannot reach the API';
     $('state').className = 'state down';

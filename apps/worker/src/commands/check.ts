@@ -38,7 +38,16 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
     } else {
       const verdict = judgeFailure(outcome, Date.now());
       const status = 'status' in outcome ? outcome.status : null;
-      report = { ok: false, ...asked, status, ms: ms(), upstream_request_id: requestId, error: { code: verdict.error.code, message: verdict.error.message }, retried: verdict.retryable, ...(verdict.hint ? { hint: verdict.hint } : {}) };
+      report = {
+        ok: false,
+        ...asked,
+        status,
+        ms: ms(),
+        upstream_request_id: requestId,
+        error: { code: verdict.error.code, message: verdict.error.message },
+        retried: verdict.retryable,
+        ...(verdict.hint ? { hint: verdict.hint } : {}),
+      };
     }
   } catch (err) {
     // Only the timeout's own abort ends a call by throwing.
@@ -69,12 +78,20 @@ type CheckReport = {
 } & ({ ok: true; answer: string | null } | { ok: false; error: { code: string; message: string }; retried: boolean; hint?: string });
 
 function render(r: CheckReport): string {
-  const lines = [`upstream: ${r.upstream}${r.proxy ? ` (through the proxy ${r.proxy})` : ''}`, ...(r.headers.length > 0 ? [`headers: ${r.headers.join(', ')} (UPSTREAM_HEADERS)`] : []), `model: ${r.model}${r.stream ? ', answer streamed (UPSTREAM_STREAM)' : ''}`];
+  const lines = [
+    `upstream: ${r.upstream}${r.proxy ? ` (through the proxy ${r.proxy})` : ''}`,
+    ...(r.headers.length > 0 ? [`headers: ${r.headers.join(', ')} (UPSTREAM_HEADERS)`] : []),
+    `model: ${r.model}${r.stream ? ', answer streamed (UPSTREAM_STREAM)' : ''}`,
+  ];
   const answered = `${r.status ? `HTTP ${r.status}` : 'no answer'} after ${r.ms} ms${r.upstream_request_id ? `, upstream request id ${r.upstream_request_id}` : ''}`;
   if (r.ok) {
     lines.push(`answered: ${answered}${r.answer === null ? '' : `: ${JSON.stringify(r.answer.slice(0, 80))}`}`, 'ok: a worker can call the upstream with these settings');
   } else {
-    lines.push(`failed: ${answered}`, `error: ${r.error.code}: ${r.error.message}`, r.retried ? 'a job meeting this is tried again, until its attempts run out' : 'a job meeting this fails at once: it is not tried again');
+    lines.push(
+      `failed: ${answered}`,
+      `error: ${r.error.code}: ${r.error.message}`,
+      r.retried ? 'a job meeting this is tried again, until its attempts run out' : 'a job meeting this fails at once: it is not tried again',
+    );
     if (r.hint) lines.push(`hint: ${r.hint}`);
   }
   for (const notice of r.notices ?? []) lines.push(`note: ${notice}`);

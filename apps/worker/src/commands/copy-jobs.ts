@@ -1,6 +1,17 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { FINAL_STATUSES, WORKER_ALIVE_MS, describeDatabase, loadConfig, openStore, parseDatabaseUrl, type DatabaseSettings, type JobRecord, type JobStatus, type JobStore } from '@proxy/core';
+import {
+  FINAL_STATUSES,
+  WORKER_ALIVE_MS,
+  describeDatabase,
+  loadConfig,
+  openStore,
+  parseDatabaseUrl,
+  type DatabaseSettings,
+  type JobRecord,
+  type JobStatus,
+  type JobStore,
+} from '@proxy/core';
 import { CliError } from './cli-error.js';
 import { output } from './admin-context.js';
 
@@ -37,7 +48,9 @@ export async function runCopyJobs(opts: CopyJobsOptions): Promise<void> {
       const result = await copy(from, to, Boolean(opts.unfinishedOnly));
       const summary = { from: describeDatabase(source), to: describeDatabase(config.db), ...result };
       output(Boolean(opts.json), summary, () => {
-        const statuses = Object.entries(result.copied_by_status).map(([status, n]) => `${status} ${n}`).join(', ');
+        const statuses = Object.entries(result.copied_by_status)
+          .map(([status, n]) => `${status} ${n}`)
+          .join(', ');
         return `copied ${result.copied} job${result.copied === 1 ? '' : 's'} from ${summary.from} to ${summary.to}${statuses ? ` (${statuses})` : ''}; ${result.skipped} already there${opts.unfinishedOnly ? `, ${result.finished_left} finished left behind` : ''}`;
       });
     } finally {

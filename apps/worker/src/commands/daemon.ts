@@ -5,10 +5,14 @@ import { setUpWorker } from './setup.js';
 export async function runDaemon(): Promise<void> {
   const { logger, worker, fileGone, close } = await setUpWorker();
   const done = worker.runDaemon();
-  handleStopSignals(logger, async () => {
-    await worker.stop();
-    await done;
-    await close();
-  }, { hangUpStops: true, failWhen: fileGone });
+  handleStopSignals(
+    logger,
+    async () => {
+      await worker.stop();
+      await done;
+      await close();
+    },
+    { hangUpStops: true, failWhen: fileGone },
+  );
   await done;
 }

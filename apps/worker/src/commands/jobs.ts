@@ -5,13 +5,16 @@ import { output, table, when, withStore } from './admin-context.js';
 export async function runJobs(opts: { status?: JobStatus; limit: number; client?: string; json?: boolean }): Promise<void> {
   await withStore(async (store) => {
     const jobs = await store.listJobs({ limit: opts.limit, ...(opts.status ? { status: opts.status } : {}), ...(opts.client ? { client: opts.client } : {}) });
-    output(Boolean(opts.json), jobs.map((j) => ({ client: j.client, ...toJobView(j) })), () =>
-      jobs.length === 0
-        ? 'no jobs'
-        : table(
-            ['id', 'status', 'client', 'model', 'attempts', 'created', 'error'],
-            jobs.map((j) => [j.id, j.status, j.client, j.model, j.attempts, when(j.createdAt), j.error ? `${j.error.code}: ${j.error.message}`.slice(0, 80) : null]),
-          ),
+    output(
+      Boolean(opts.json),
+      jobs.map((j) => ({ client: j.client, ...toJobView(j) })),
+      () =>
+        jobs.length === 0
+          ? 'no jobs'
+          : table(
+              ['id', 'status', 'client', 'model', 'attempts', 'created', 'error'],
+              jobs.map((j) => [j.id, j.status, j.client, j.model, j.attempts, when(j.createdAt), j.error ? `${j.error.code}: ${j.error.message}`.slice(0, 80) : null]),
+            ),
     );
   });
 }

@@ -12,7 +12,14 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
         table(['status', 'jobs'], Object.entries(queue)),
         '',
         `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
-        `workers alive: ${workers.length}${workers.length ? `\n${table(['worker', 'pid', 'jobs done', 'last seen', 'clock'], workers.map((w) => [w.id, w.pid, w.jobsDone, `${Math.round((now - w.lastSeenAt) / 1000)} s ago`, clockText(w.clockOffsetMs)]))}` : ''}`,
+        `workers alive: ${workers.length}${
+          workers.length
+            ? `\n${table(
+                ['worker', 'pid', 'jobs done', 'last seen', 'clock'],
+                workers.map((w) => [w.id, w.pid, w.jobsDone, `${Math.round((now - w.lastSeenAt) / 1000)} s ago`, clockText(w.clockOffsetMs)]),
+              )}`
+            : ''
+        }`,
       ].join('\n'),
     );
   });

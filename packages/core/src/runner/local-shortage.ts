@@ -29,7 +29,10 @@ export function createShortageBrake(deps: { now: () => number; log: Pick<Logger,
     report(shortage) {
       until = deps.now() + LOCAL_SHORTAGE_PAUSE_MS;
       tell((times) =>
-        deps.log.error(`${shortage.message}. The job went back to the queue with its attempt unspent; no call starts for ${LOCAL_SHORTAGE_PAUSE_MS / 1000} s`, { code: shortage.code, jobs_put_back: times }),
+        deps.log.error(`${shortage.message}. The job went back to the queue with its attempt unspent; no call starts for ${LOCAL_SHORTAGE_PAUSE_MS / 1000} s`, {
+          code: shortage.code,
+          jobs_put_back: times,
+        }),
       );
     },
     holding() {

@@ -142,9 +142,8 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   // One timer for whichever comes first, the attempt's timeout or the job's deadline (on a tie, the
   // timeout: the job may still be retried if its deadline allows).
   const untilDeadline = job.expiresAt - started;
-  const timer = deps.attemptTimeoutMs <= untilDeadline
-    ? setTimeout(() => signal.abort('timeout'), deps.attemptTimeoutMs)
-    : setTimeout(() => signal.abort('deadline'), untilDeadline);
+  const timer =
+    deps.attemptTimeoutMs <= untilDeadline ? setTimeout(() => signal.abort('timeout'), deps.attemptTimeoutMs) : setTimeout(() => signal.abort('deadline'), untilDeadline);
   const unsubscribe = shutdown.onAbort(() => signal.abort('shutdown'));
   const lease = keepLease({
     store,
@@ -237,7 +236,11 @@ async function settleFailure(
   const { store } = deps;
   const token = job.leaseToken;
   if (!retryable || job.attempts >= job.maxAttempts) {
-    log.warn(retryable ? 'job failed: no attempts left' : 'job failed: not retryable', { error_code: error.code, upstream_status: error.upstreamStatus, ...(hint ? { hint } : {}) });
+    log.warn(retryable ? 'job failed: no attempts left' : 'job failed: not retryable', {
+      error_code: error.code,
+      upstream_status: error.upstreamStatus,
+      ...(hint ? { hint } : {}),
+    });
     return (await store.finishJob(job.id, token, 'failed', error, attempt)) ? 'failed' : 'lost';
   }
   const runAfter = deps.now() + (waitMs ?? backoffMs(job.attempts, deps.retryBaseMs, deps.retryMaxMs, deps.random));

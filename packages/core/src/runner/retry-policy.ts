@@ -21,7 +21,9 @@ export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' | 'l
         retryable: true,
         error: { code: 'upstream_unreachable', message: outcome.message },
         // TLS spoken to a server that answers in plain HTTP: undici's code names only the symptom.
-        ...(outcome.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? { hint: 'the server at that address answers plain HTTP where OPENAI_BASE_URL (or the proxy) says https://: check its scheme and port' } : {}),
+        ...(outcome.code === 'ERR_SSL_WRONG_VERSION_NUMBER'
+          ? { hint: 'the server at that address answers plain HTTP where OPENAI_BASE_URL (or the proxy) says https://: check its scheme and port' }
+          : {}),
       };
     // As an upstream's own status: a 407 (the proxy's credentials) or 403 (its policy) stays so
     // until someone changes the settings, so only the proxy's 408, 429 and 5xx are tried again.

@@ -234,7 +234,9 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     const tooLarge = err instanceof undiciErrors.ResponseExceededMaxSizeError || err instanceof StreamTooLarge || isTooLarge(err);
     if (!tooLarge && !(err instanceof UnreadableBody)) return networkError(err);
     const what = err instanceof StreamTooLarge ? 'an answer' : 'a body';
-    const message = tooLarge ? `upstream answered ${status} with ${what} over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)` : `upstream answered ${status} ${(err as UnreadableBody).message}`;
+    const message = tooLarge
+      ? `upstream answered ${status} with ${what} over ${options.maxResponseBytes} bytes (UPSTREAM_RESPONSE_LIMIT)`
+      : `upstream answered ${status} ${(err as UnreadableBody).message}`;
     // An error status keeps its own meaning (a 503 with a huge HTML page is still worth a retry).
     if (status < 200 || status >= 300) return { kind: 'http_error', status, headers: flattenHeaders(resHeaders), body: null, errorCode: null, message };
     if (tooLarge) return { kind: 'too_large', status, message };
@@ -255,7 +257,8 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     }
     const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
     // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
-    const rawMessage = typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, resHeaders.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
+    const rawMessage =
+      typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, resHeaders.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
     const message = redact(rawMessage);
     const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
     const safeBody = body === undefined ? null : JSON.parse(redact(JSON.stringify(body)));
@@ -314,7 +317,10 @@ const DECODERS: Record<string, (bytes: Buffer, options: { maxOutputLength?: numb
 
 /** Each coding of a Content-Encoding header, as sent (identity left out). */
 function codingsOf(encoding: string): string[] {
-  return encoding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity');
+  return encoding
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'identity');
 }
 
 /**

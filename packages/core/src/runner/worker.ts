@@ -131,16 +131,17 @@ export function createWorker(options: WorkerOptions): Worker {
   // Once stopping, no sleep begins: stop() wakes a sleep under way, but one the loop began after it
   // (stop() came while the loop awaited the store) would hold the drain for a whole poll.
   const sleep = (ms: number) =>
-    stopping ? Promise.resolve()
-    : new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        wake = null;
-        resolve();
-      }
-      wake = done;
-    });
+    stopping
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          const timer = setTimeout(done, ms);
+          function done() {
+            clearTimeout(timer);
+            wake = null;
+            resolve();
+          }
+          wake = done;
+        });
   const wakeUp = () => wake?.();
 
   function start(job: Claimed, report: RunReport) {
@@ -423,10 +424,7 @@ export function createWorker(options: WorkerOptions): Worker {
 }
 
 /** The worker settings from configuration, with the store, upstream client and logger it works with. */
-export function createWorkerFromConfig(
-  config: Config,
-  parts: Pick<WorkerOptions, 'store' | 'upstream' | 'logger'> & Partial<WorkerOptions>,
-): Worker {
+export function createWorkerFromConfig(config: Config, parts: Pick<WorkerOptions, 'store' | 'upstream' | 'logger'> & Partial<WorkerOptions>): Worker {
   return createWorker({
     concurrency: config.worker.concurrency,
     leaseMs: config.worker.leaseMs,

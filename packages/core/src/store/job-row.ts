@@ -87,8 +87,23 @@ export function toClaimedJob(row: JobRow): ClaimedJob {
 /** The columns a lookup reads (both stores select exactly these). */
 export type OutcomeRow = Pick<
   JobRow,
-  | 'id' | 'client' | 'status' | 'model' | 'attempts' | 'run_after' | 'expires_at' | 'cancel_requested' | 'created_at' | 'started_at'
-  | 'finished_at' | 'output_text' | 'usage' | 'response' | 'error_code' | 'error_message' | 'upstream_status'
+  | 'id'
+  | 'client'
+  | 'status'
+  | 'model'
+  | 'attempts'
+  | 'run_after'
+  | 'expires_at'
+  | 'cancel_requested'
+  | 'created_at'
+  | 'started_at'
+  | 'finished_at'
+  | 'output_text'
+  | 'usage'
+  | 'response'
+  | 'error_code'
+  | 'error_message'
+  | 'upstream_status'
 >;
 
 /** Maps a lookup's row to what a client may see of the job. */

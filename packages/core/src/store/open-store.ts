@@ -33,7 +33,9 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
       const onConnectionLost = (err: Error) => logger?.warn('the PostgreSQL server closed an idle connection; the next query opens another', { err });
       // The store goes by the server's clock either way; a host this far off has its NTP to mend.
       const onClockOffset = (offsetMs: number) =>
-        logger?.warn(`this host's clock is ${Math.abs(offsetMs)} ms ${offsetMs > 0 ? 'behind' : 'ahead of'} the PostgreSQL server's; the proxy goes by the server's`, { offset_ms: offsetMs });
+        logger?.warn(`this host's clock is ${Math.abs(offsetMs)} ms ${offsetMs > 0 ? 'behind' : 'ahead of'} the PostgreSQL server's; the proxy goes by the server's`, {
+          offset_ms: offsetMs,
+        });
       const onMigrationWait = (holder: string) => logger?.warn(`waiting for another process's migrations of schema ${db.schema}; the lock is held by ${holder}`);
       return await openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost, onClockOffset, onMigrationWait });
     }
@@ -41,7 +43,10 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
     // name; opened beside it, this file would take that log as its own. Such a program of ours
     // stops within seconds of noticing, and its close empties the log.
     for (const path of [db.path, limitsPathFor(db.path)]) {
-      await untilLogIsOurs(path, { onWait: (holders) => logger?.warn(`${setting}: waiting for ${holders} to close the database it opened at ${path}, since moved or deleted; it still holds that database's log under this name`) });
+      await untilLogIsOurs(path, {
+        onWait: (holders) =>
+          logger?.warn(`${setting}: waiting for ${holders} to close the database it opened at ${path}, since moved or deleted; it still holds that database's log under this name`),
+      });
     }
     assertNoOrphanLog(db.path);
     const store = openSqliteStore({ path: db.path, sync: db.sync, ...(onFileGone ? { onFileGone: (message: string) => onFileGone(`${setting}: ${message}`) } : {}) });
@@ -49,7 +54,9 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
     return store;
   } catch (err) {
     const password = db.url ? parseDatabaseUrl(db.url, setting).password : '';
-    const reason = String((err as Error)?.message ?? err).replace(/\s+/g, ' ').trim();
+    const reason = String((err as Error)?.message ?? err)
+      .replace(/\s+/g, ' ')
+      .trim();
     const message = `${setting}: cannot open ${describeDatabase(db)}: ${password ? reason.replaceAll(password, '***') : reason}${db.url ? '' : diskFullNote(db.path, err)}`;
     throw new Error(message, { cause: err });
   }

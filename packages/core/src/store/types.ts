@@ -58,7 +58,21 @@ export interface JobRecord {
  */
 export type JobOutcome = Pick<
   JobRecord,
-  'id' | 'client' | 'status' | 'model' | 'attempts' | 'runAfter' | 'expiresAt' | 'cancelRequested' | 'createdAt' | 'startedAt' | 'finishedAt' | 'outputText' | 'usage' | 'response' | 'error'
+  | 'id'
+  | 'client'
+  | 'status'
+  | 'model'
+  | 'attempts'
+  | 'runAfter'
+  | 'expiresAt'
+  | 'cancelRequested'
+  | 'createdAt'
+  | 'startedAt'
+  | 'finishedAt'
+  | 'outputText'
+  | 'usage'
+  | 'response'
+  | 'error'
 >;
 
 /** What the API hands the store to enqueue. */

@@ -16,6 +16,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   return false;
 }
 
+// Codes grouped by what fails, a group a line (the formatter would put one a line).
+// prettier-ignore
 const UNAVAILABLE_CODES = new Set([
   // The network, reaching PostgreSQL.
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE',
@@ -31,6 +33,7 @@ const UNAVAILABLE_CODES = new Set([
   '57P01', '57P02', '57P03', '53300', '25006', '55P03', '25P03',
 ]);
 
+// prettier-ignore
 const UNAVAILABLE_CODE_PREFIXES = [
   // PostgreSQL connection exceptions (class 08); disk full and out of memory (53100, 53200).
   '08', '531', '532',

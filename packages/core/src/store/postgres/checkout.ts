@@ -83,16 +83,19 @@ const watchdogs = new WeakMap<pg.Pool, Watchdog>();
 export function timeCheckouts(pool: pg.Pool, timeoutMs: number): () => void {
   const watchdog: Watchdog = { timeoutMs, checkouts: new Map(), overdue: new WeakSet() };
   watchdogs.set(pool, watchdog);
-  const timer = setInterval(() => {
-    const tooOld = performance.now() - timeoutMs;
-    for (const [client, since] of watchdog.checkouts) {
-      if (since > tooOld) continue;
-      watchdog.checkouts.delete(client);
-      watchdog.overdue.add(client);
-      // With a statement under way, pg destroys the socket rather than say goodbye on it.
-      client.end().catch(() => undefined);
-    }
-  }, Math.min(1000, Math.ceil(timeoutMs / 4)));
+  const timer = setInterval(
+    () => {
+      const tooOld = performance.now() - timeoutMs;
+      for (const [client, since] of watchdog.checkouts) {
+        if (since > tooOld) continue;
+        watchdog.checkouts.delete(client);
+        watchdog.overdue.add(client);
+        // With a statement under way, pg destroys the socket rather than say goodbye on it.
+        client.end().catch(() => undefined);
+      }
+    },
+    Math.min(1000, Math.ceil(timeoutMs / 4)),
+  );
   timer.unref();
   return () => {
     clearInterval(timer);

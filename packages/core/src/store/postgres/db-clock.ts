@@ -34,11 +34,7 @@ export interface DbClock {
  * told the offset at start when it is CLOCK_REPORT_MS or more, and after whenever it moved by that
  * much.
  */
-export async function createDbClock(
-  readServerMs: () => Promise<number>,
-  localNow: () => number = Date.now,
-  report?: (offsetMs: number) => void,
-): Promise<DbClock> {
+export async function createDbClock(readServerMs: () => Promise<number>, localNow: () => number = Date.now, report?: (offsetMs: number) => void): Promise<DbClock> {
   const measure = async (): Promise<{ offset: number; rtt: number }> => {
     let best = { rtt: Infinity, offset: 0 };
     for (let i = 0; i < SAMPLES; i++) {

@@ -79,7 +79,10 @@ async function assertOurSchema(client: pg.PoolClient, schema: string, files: rea
   const names = tables.map((table) => table.name);
   const another = `schema ${schema} holds another application's tables (${someTables(names)}): set DATABASE_SCHEMA to a schema of this program's own`;
   if (!names.includes('schema_migrations')) throw new Error(another);
-  const { rows: columns } = await client.query<{ name: string }>(`SELECT column_name AS name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'schema_migrations'`, [schema]);
+  const { rows: columns } = await client.query<{ name: string }>(
+    `SELECT column_name AS name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'schema_migrations'`,
+    [schema],
+  );
   if (!['version', 'name', 'applied_at'].every((column) => columns.some((c) => c.name === column))) throw new Error(`${another} (its schema_migrations is not this program's)`);
   const { rows: applied } = await client.query<{ version: number; name: string }>(`SELECT version, name FROM ${schema}.schema_migrations ORDER BY version`);
   const foreign = foreignMigration(applied, files);

@@ -3,7 +3,18 @@ import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, byQueueOrder, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { toHeartbeat, type WorkerRow } from '../worker-row.js';
-import { FINAL_STATUSES, LATENCY_BUCKETS, type AttemptObservation, type ClaimedJob, type JobStatus, type JobStore, type NewJob, type QueueCounts, type RateCheck, type RateDecision } from '../types.js';
+import {
+  FINAL_STATUSES,
+  LATENCY_BUCKETS,
+  type AttemptObservation,
+  type ClaimedJob,
+  type JobStatus,
+  type JobStore,
+  type NewJob,
+  type QueueCounts,
+  type RateCheck,
+  type RateDecision,
+} from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { isDatabaseUnavailable } from '../unavailable.js';
 import { migratePostgres } from './migrate.js';
@@ -244,7 +255,14 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
    * Ends a job whose lease lapsed (the sweep holds its row) and counts it. An attempt's own endings
    * go through `endings`, which also counts its call; here no call is being recorded.
    */
-  async function finishLapsed(c: Q, id: string, token: number, status: 'failed' | 'expired' | 'cancelled', error: { code: string; message: string } | null, at: number): Promise<void> {
+  async function finishLapsed(
+    c: Q,
+    id: string,
+    token: number,
+    status: 'failed' | 'expired' | 'cancelled',
+    error: { code: string; message: string } | null,
+    at: number,
+  ): Promise<void> {
     const { rows } = await c.query<{ model: string }>(
       `UPDATE jobs
           SET status = $3, finished_at = $4, updated_at = $4, lease_until = NULL,
@@ -260,12 +278,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // those made in one event-loop turn go as one statement (turn-batch.ts), sharing its round trip,
   // transaction and WAL flush. A lone call is a batch of one.
   type Insert = { job: NewJob; at: number };
-  const inserts = createTurnBatch<Insert, boolean>(
-    async (items) => {
-      // One statement: the jobs, and one counter row per model for those the insert created. A
-      // (client, nonce) taken before, or earlier in the same batch, is skipped, as alone.
-      const { rows } = await db.query<{ id: string }>(
-        `WITH input AS (
+  const inserts = createTurnBatch<Insert, boolean>(async (items) => {
+    // One statement: the jobs, and one counter row per model for those the insert created. A
+    // (client, nonce) taken before, or earlier in the same batch, is skipped, as alone.
+    const { rows } = await db.query<{ id: string }>(
+      `WITH input AS (
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bigint[], $10::text[])
              AS v(id, client, nonce, request_hash, model, request, max_attempts, expires_at, at, labels)),
          inserted AS (
@@ -278,23 +295,22 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            INSERT INTO counter_deltas (name, labels, value)
            SELECT 'jobs_created_total', v.labels, COUNT(*) FROM inserted JOIN input v USING (id) GROUP BY v.labels)
          SELECT id FROM inserted`,
-        [
-          items.map(({ job }) => job.id),
-          items.map(({ job }) => job.client),
-          items.map(({ job }) => job.nonce),
-          items.map(({ job }) => job.requestHash),
-          items.map(({ job }) => job.model),
-          items.map(({ job }) => job.requestJson),
-          items.map(({ job }) => job.maxAttempts),
-          items.map(({ job }) => job.expiresAt),
-          items.map(({ at }) => at),
-          items.map(({ job }) => labelsJson({ model: job.model })),
-        ],
-      );
-      const created = new Set(rows.map((r) => r.id));
-      return items.map(({ job }) => created.has(job.id));
-    },
-  );
+      [
+        items.map(({ job }) => job.id),
+        items.map(({ job }) => job.client),
+        items.map(({ job }) => job.nonce),
+        items.map(({ job }) => job.requestHash),
+        items.map(({ job }) => job.model),
+        items.map(({ job }) => job.requestJson),
+        items.map(({ job }) => job.maxAttempts),
+        items.map(({ job }) => job.expiresAt),
+        items.map(({ at }) => at),
+        items.map(({ job }) => labelsJson({ model: job.model })),
+      ],
+    );
+    const created = new Set(rows.map((r) => r.id));
+    return items.map(({ job }) => created.has(job.id));
+  });
 
   // GCRA in the database (migration 0007): the draws of one turn in one call, the budgets' rows
   // locked only inside it. Each request's draws are all or nothing, decided in the order they came.
@@ -306,10 +322,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       [owned.map(([owner]) => owner), owned.map(([, c]) => c.key), owned.map(([, c]) => c.intervalMs), owned.map(([, c]) => c.toleranceMs), Math.max(...items.map((d) => d.at))],
     );
     let next = 0;
-    return items.map(({ checks }) => checks.map(() => {
-      const row = rows[next++] as { allowed_out: boolean; tat_out: number };
-      return { allowed: row.allowed_out, tat: row.tat_out };
-    }));
+    return items.map(({ checks }) =>
+      checks.map(() => {
+        const row = rows[next++] as { allowed_out: boolean; tat_out: number };
+        return { allowed: row.allowed_out, tat: row.tat_out };
+      }),
+    );
   };
   const draws = createTurnBatch<Draw, RateDecision[]>(consumeRates);
 
@@ -317,14 +335,15 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // upstream outage fails jobs as fast as a healthy one completes them. A held job never has an
   // answer or an error yet (requeue starts only failed and expired jobs afresh and clears their
   // errors), so each ending writes all six of those columns, the ones it does not have as NULL.
-  type Ending = { id: string; token: number; at: number; status: 'completed' | 'failed' | 'expired' | 'cancelled'; bumps: Bump[] }
-    & Pick<JobRow, 'output_text' | 'usage' | 'response' | 'error_code' | 'error_message' | 'upstream_status'>;
+  type Ending = { id: string; token: number; at: number; status: 'completed' | 'failed' | 'expired' | 'cancelled'; bumps: Bump[] } & Pick<
+    JobRow,
+    'output_text' | 'usage' | 'response' | 'error_code' | 'error_message' | 'upstream_status'
+  >;
   // The finished-count's labels are built in SQL as JSON.stringify would, with sorted keys, so they
   // match every other writer's. An attempt's bumps count only when its job's token was current.
-  const endings = createTurnBatch<Ending, boolean>(
-    async (items) => {
-      const { rows } = await db.query<{ id: string }>(
-        `WITH input AS (
+  const endings = createTurnBatch<Ending, boolean>(async (items) => {
+    const { rows } = await db.query<{ id: string }>(
+      `WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
              AS v(id, token, at, status, output_text, usage, response, error_code, error_message, upstream_status)),
          done AS (
@@ -343,31 +362,29 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            SELECT b.name, b.labels, SUM(b.value) FROM unnest($11::text[], $12::text[], $13::text[], $14::float8[]) AS b(id, name, labels, value)
             WHERE b.id IN (SELECT id FROM done) GROUP BY b.name, b.labels)
          SELECT id FROM done`,
-        [
-          items.map((e) => e.id),
-          items.map((e) => e.token),
-          items.map((e) => e.at),
-          items.map((e) => e.status),
-          items.map((e) => pgText(e.output_text)),
-          items.map((e) => e.usage),
-          items.map((e) => e.response),
-          items.map((e) => pgText(e.error_code)),
-          items.map((e) => pgText(e.error_message)),
-          items.map((e) => e.upstream_status),
-          ...bumpArrays(items),
-        ],
-      );
-      const done = new Set(rows.map((r) => r.id));
-      return items.map((e) => done.has(e.id));
-    },
-  );
+      [
+        items.map((e) => e.id),
+        items.map((e) => e.token),
+        items.map((e) => e.at),
+        items.map((e) => e.status),
+        items.map((e) => pgText(e.output_text)),
+        items.map((e) => e.usage),
+        items.map((e) => e.response),
+        items.map((e) => pgText(e.error_code)),
+        items.map((e) => pgText(e.error_message)),
+        items.map((e) => e.upstream_status),
+        ...bumpArrays(items),
+      ],
+    );
+    const done = new Set(rows.map((r) => r.id));
+    return items.map((e) => done.has(e.id));
+  });
 
   // A retry puts the job back with its error; one statement for the retries of a turn, as endings.
   type Retry = { id: string; token: number; at: number; runAfter: number; bumps: Bump[] } & Pick<JobRow, 'error_code' | 'error_message' | 'upstream_status'>;
-  const retries = createTurnBatch<Retry, boolean>(
-    async (items) => {
-      const { rows } = await db.query<{ id: string }>(
-        `WITH input AS (
+  const retries = createTurnBatch<Retry, boolean>(async (items) => {
+    const { rows } = await db.query<{ id: string }>(
+      `WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::int[])
              AS v(id, token, at, run_after, error_code, error_message, upstream_status)),
          done AS (
@@ -384,21 +401,20 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            SELECT b.name, b.labels, SUM(b.value) FROM unnest($8::text[], $9::text[], $10::text[], $11::float8[]) AS b(id, name, labels, value)
             WHERE b.id IN (SELECT id FROM done) GROUP BY b.name, b.labels)
          SELECT id FROM done`,
-        [
-          items.map((r) => r.id),
-          items.map((r) => r.token),
-          items.map((r) => r.at),
-          items.map((r) => r.runAfter),
-          items.map((r) => pgText(r.error_code)),
-          items.map((r) => pgText(r.error_message)),
-          items.map((r) => r.upstream_status),
-          ...bumpArrays(items),
-        ],
-      );
-      const done = new Set(rows.map((r) => r.id));
-      return items.map((r) => done.has(r.id));
-    },
-  );
+      [
+        items.map((r) => r.id),
+        items.map((r) => r.token),
+        items.map((r) => r.at),
+        items.map((r) => r.runAfter),
+        items.map((r) => pgText(r.error_code)),
+        items.map((r) => pgText(r.error_message)),
+        items.map((r) => r.upstream_status),
+        ...bumpArrays(items),
+      ],
+    );
+    const done = new Set(rows.map((r) => r.id));
+    return items.map((r) => done.has(r.id));
+  });
 
   const claimSet = `status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
                     lease_until = $2, worker_id = $3, started_at = COALESCE(started_at, $1), updated_at = $1`;
@@ -546,7 +562,17 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async completeJob(id, token, result, attempt) {
-      return endings.run({ id, token, at: now(), status: 'completed', ...resultColumns(result), error_code: null, error_message: null, upstream_status: null, bumps: attemptBumps(attempt) });
+      return endings.run({
+        id,
+        token,
+        at: now(),
+        status: 'completed',
+        ...resultColumns(result),
+        error_code: null,
+        error_message: null,
+        upstream_status: null,
+        bumps: attemptBumps(attempt),
+      });
     },
 
     async finishJob(id, token, status, error, attempt) {
@@ -621,17 +647,20 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       // In batches (in-batches.ts): one statement would hold its rows' locks until it ends, so a
       // cancel or a retry of one of them would wait that long. Workers on other hosts purging at the
       // same time skip each other's rows instead of waiting for them.
-      return inBatches(async (limit) => {
-        const { rowCount } = await db.query(
-          `DELETE FROM jobs
+      return inBatches(
+        async (limit) => {
+          const { rowCount } = await db.query(
+            `DELETE FROM jobs
             WHERE id IN (SELECT id FROM jobs
                           WHERE finished_at IS NOT NULL AND finished_at < $1
                           LIMIT $2
                             FOR UPDATE SKIP LOCKED)`,
-          [before, limit],
-        );
-        return rowCount ?? 0;
-      }, { signal });
+            [before, limit],
+          );
+          return rowCount ?? 0;
+        },
+        { signal },
+      );
     },
 
     async countByStatus() {
@@ -658,7 +687,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       else if (status === 'in_progress') order = 'lease_until';
       else if (status) order = 'finished_at DESC';
       if (status) where.push('status = $3');
-      const { rows } = await db.query<JobRow>(`SELECT * FROM jobs WHERE ${where.join(' AND ')} ORDER BY ${order} LIMIT $2`, status ? [client ?? null, limit, status] : [client ?? null, limit]);
+      const { rows } = await db.query<JobRow>(
+        `SELECT * FROM jobs WHERE ${where.join(' AND ')} ORDER BY ${order} LIMIT $2`,
+        status ? [client ?? null, limit, status] : [client ?? null, limit],
+      );
       return rows.map(toJob);
     },
 
@@ -728,10 +760,14 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           ORDER BY ordinality
          ON CONFLICT DO NOTHING
          RETURNING id`,
-        [JSON.stringify(jobs.map((job) => {
-          const row = toRow(job);
-          return { ...row, output_text: pgText(row.output_text), error_code: pgText(row.error_code), error_message: pgText(row.error_message) };
-        }))],
+        [
+          JSON.stringify(
+            jobs.map((job) => {
+              const row = toRow(job);
+              return { ...row, output_text: pgText(row.output_text), error_code: pgText(row.error_code), error_message: pgText(row.error_message) };
+            }),
+          ),
+        ],
       );
       return rows.map((r) => r.id);
     },

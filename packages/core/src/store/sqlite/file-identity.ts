@@ -71,7 +71,10 @@ export function watchForMoves(files: ReadonlyArray<{ path: string; db: Db }>, op
       const how = movedAway(file.path, file.at);
       if (!how) continue;
       // SQLite's own name for a file moved since it was opened (its rollback-journal mode refuses writes to one).
-      gone = Object.assign(new Error(`the database file ${file.path} was ${how === 'deleted' ? 'moved away or deleted' : 'replaced'} while this process had it open; it writes nothing more to it`), { code: 'SQLITE_READONLY_DBMOVED' });
+      gone = Object.assign(
+        new Error(`the database file ${file.path} was ${how === 'deleted' ? 'moved away or deleted' : 'replaced'} while this process had it open; it writes nothing more to it`),
+        { code: 'SQLITE_READONLY_DBMOVED' },
+      );
       foldMoved();
       options.onGone?.(gone.message);
       break;
@@ -137,7 +140,9 @@ export async function untilLogIsOurs(dbPath: string, options: { waitMs?: number;
     if (pids.length === 0) return;
     const holders = pids.map(processName).join(', ');
     if (Date.now() >= until) {
-      throw new Error(`${dbPath}-wal and -shm are in use by ${holders}, with another database open under this name (the file was moved or deleted while it ran): stop ${pids.length > 1 ? 'them' : 'it'}, then start again`);
+      throw new Error(
+        `${dbPath}-wal and -shm are in use by ${holders}, with another database open under this name (the file was moved or deleted while it ran): stop ${pids.length > 1 ? 'them' : 'it'}, then start again`,
+      );
     }
     if (!told) options.onWait?.(holders);
     told = true;

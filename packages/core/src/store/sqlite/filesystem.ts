@@ -28,14 +28,16 @@ const NETWORK_FILESYSTEMS = new Map<number, string>([
 ]);
 
 /** A function naming the filesystem `dir` is on if `names` has it (by statfs's f_type), else null (or when it cannot be told). */
-const filesystemIn = (names: ReadonlyMap<number, string>) => (dir: string, statfs: (dir: string) => { type: number } = statfsSync): string | null => {
-  try {
-    // Unsigned: a platform whose f_type is a 32-bit int gives CIFS's and SMB2's as negative.
-    return names.get(statfs(dir).type >>> 0) ?? null;
-  } catch {
-    return null;
-  }
-};
+const filesystemIn =
+  (names: ReadonlyMap<number, string>) =>
+  (dir: string, statfs: (dir: string) => { type: number } = statfsSync): string | null => {
+    try {
+      // Unsigned: a platform whose f_type is a 32-bit int gives CIFS's and SMB2's as negative.
+      return names.get(statfs(dir).type >>> 0) ?? null;
+    } catch {
+      return null;
+    }
+  };
 
 /** The name of the network filesystem `dir` is on, or null for a local one. */
 export const networkFilesystem = filesystemIn(NETWORK_FILESYSTEMS);
@@ -81,13 +83,20 @@ export function placeWarnings(dir: string): Array<{ message: string; filesystem:
   const warnings: Array<{ message: string; filesystem: string }> = [];
   const network = networkFilesystem(dir);
   if (network) {
-    warnings.push({ filesystem: network, message: `is on a network filesystem (${network}): SQLite's locks and shared memory are not safe there, and the file can be damaged; keep it on a local disk, or move to PostgreSQL (DATABASE_URL)` });
+    warnings.push({
+      filesystem: network,
+      message: `is on a network filesystem (${network}): SQLite's locks and shared memory are not safe there, and the file can be damaged; keep it on a local disk, or move to PostgreSQL (DATABASE_URL)`,
+    });
   }
   const memory = memoryFilesystem(dir);
-  if (memory) warnings.push({ filesystem: memory, message: `is on ${memory}, in memory: every job is lost when the machine restarts, which a 202 promised would not be; keep it on a disk` });
+  if (memory)
+    warnings.push({ filesystem: memory, message: `is on ${memory}, in memory: every job is lost when the machine restarts, which a 202 promised would not be; keep it on a disk` });
   const mount = privateTmp(dir);
   if (mount) {
-    warnings.push({ filesystem: 'private-tmp', message: `is in this service's private ${mount} (systemd's PrivateTmp=yes): each service has its own, so proxy-api and the workers do not share this file, and systemd deletes it when the service stops; keep it in the data folder` });
+    warnings.push({
+      filesystem: 'private-tmp',
+      message: `is in this service's private ${mount} (systemd's PrivateTmp=yes): each service has its own, so proxy-api and the workers do not share this file, and systemd deletes it when the service stops; keep it in the data folder`,
+    });
   }
   return warnings;
 }

@@ -43,7 +43,8 @@ export function assertOurSchema(db: Db, dir = MIGRATIONS_DIR): void {
   const files = migrationFiles(dir);
   const tables = db.prepare<[], string>(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).pluck().all();
   if (tables.length === 0) return;
-  if (!tables.includes('schema_migrations')) throw new Error(`${db.name} is another program's SQLite database (its tables: ${someTables(tables)}); name a new file, or this program's`);
+  if (!tables.includes('schema_migrations'))
+    throw new Error(`${db.name} is another program's SQLite database (its tables: ${someTables(tables)}); name a new file, or this program's`);
   const foreign = foreignMigration(db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version').all(), files);
   if (foreign) throw new Error(`${db.name} holds another schema: ${foreign} (the database and the limiter's file beside it mixed up?)`);
 }

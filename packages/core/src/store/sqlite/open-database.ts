@@ -95,7 +95,8 @@ function assertWritable(path: string): void {
   for (const file of [path, `${path}-wal`, `${path}-shm`]) {
     const refused = existsSync(file) ? whyNotWritable(file) : null;
     if (refused === 'EROFS') throw new Error(`${file} is on a read-only file system`);
-    if (refused) throw new Error(`${file} is not writable by this user (uid ${uid}); it belongs to uid ${statSync(file).uid} with mode ${(statSync(file).mode & 0o777).toString(8)}`);
+    if (refused)
+      throw new Error(`${file} is not writable by this user (uid ${uid}); it belongs to uid ${statSync(file).uid} with mode ${(statSync(file).mode & 0o777).toString(8)}`);
   }
   const folder = dirname(path);
   const refused = whyNotWritable(folder);

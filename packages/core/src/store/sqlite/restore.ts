@@ -139,7 +139,9 @@ function foldLogAlone(path: string, force: boolean): void {
     if (code.startsWith('SQLITE_BUSY')) throw new DatabaseInUseError(path);
     if (!code.startsWith('SQLITE_NOTADB') && !code.startsWith('SQLITE_CORRUPT')) throw err;
     if (force) return;
-    throw new Error(`${path} cannot be read as a database (${(err as Error).message}), so whether a program has it open cannot be asked; once proxy-api and the workers are stopped, run again with --force to replace it`);
+    throw new Error(
+      `${path} cannot be read as a database (${(err as Error).message}), so whether a program has it open cannot be asked; once proxy-api and the workers are stopped, run again with --force to replace it`,
+    );
   }
   db.close();
   if (existsSync(`${path}-wal`) && statSync(`${path}-wal`).size > 0) {
@@ -149,7 +151,10 @@ function foldLogAlone(path: string, force: boolean): void {
 
 /** Beside the live file, named for the moment it was replaced: requests.sqlite.replaced-20261203T130501Z. */
 function keptPath(to: string, now: Date): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   let path = `${to}.replaced-${stamp}`;
   for (let n = 2; existsSync(path); n++) path = `${to}.replaced-${stamp}-${n}`;
   return path;

@@ -54,7 +54,6 @@ export interface SqliteStoreOptions extends OpenDatabaseOptions {
  */
 export const FILE_CHECK_MS = 1000;
 
-
 /** Opens the SQLite job store on `path`; every statement is prepared here, once. */
 export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   // sync=full: commits are written with synchronous=NORMAL and made durable by an fdatasync off the
@@ -74,7 +73,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const walSync = durable ? createWalSync(options.path, options.datasync) : null;
   // An open descriptor keeps reading and writing a file that was moved, replaced or deleted, while
   // every other program goes by the path (file-identity.ts): past that, this store writes nothing.
-  const moves = watchForMoves([{ path: options.path, db }, { path: limitsPath, db: limitsDb }], { intervalMs: options.fileCheckMs ?? FILE_CHECK_MS, onGone: options.onFileGone });
+  const moves = watchForMoves(
+    [
+      { path: options.path, db },
+      { path: limitsPath, db: limitsDb },
+    ],
+    { intervalMs: options.fileCheckMs ?? FILE_CHECK_MS, onGone: options.onFileGone },
+  );
   const refuseIfMoved = () => {
     if (moves.gone) throw moves.gone;
   };
@@ -354,15 +359,19 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     // Not flushed first either: a heartbeat lost in a power cut is written again 5 s later.
     async recordHeartbeat(beat: WorkerHeartbeat) {
-      await writes.run(() => sql.upsertWorker.run({
-        id: beat.id,
-        host: beat.host,
-        pid: beat.pid,
-        started_at: beat.startedAt,
-        last_seen_at: beat.lastSeenAt,
-        jobs_done: beat.jobsDone,
-        clock_offset_ms: beat.clockOffsetMs,
-      }), false);
+      await writes.run(
+        () =>
+          sql.upsertWorker.run({
+            id: beat.id,
+            host: beat.host,
+            pid: beat.pid,
+            started_at: beat.startedAt,
+            last_seen_at: beat.lastSeenAt,
+            jobs_done: beat.jobsDone,
+            clock_offset_ms: beat.clockOffsetMs,
+          }),
+        false,
+      );
     },
 
     async removeHeartbeat(id) {
@@ -409,11 +418,15 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
     async listJobs({ status, client, limit }) {
       const rows =
-        status === 'queued' ? sql.listQueued.all({ limit, client: client ?? null })
-        : status === 'in_progress' ? sql.listRunning.all({ limit, client: client ?? null })
-        : status === 'failed' && client ? sql.listFailedForClient.all({ client, limit })
-        : status ? sql.listFinished.all({ status, limit, client: client ?? null })
-        : sql.listNewest.all({ limit, client: client ?? null });
+        status === 'queued'
+          ? sql.listQueued.all({ limit, client: client ?? null })
+          : status === 'in_progress'
+            ? sql.listRunning.all({ limit, client: client ?? null })
+            : status === 'failed' && client
+              ? sql.listFailedForClient.all({ client, limit })
+              : status
+                ? sql.listFinished.all({ status, limit, client: client ?? null })
+                : sql.listNewest.all({ limit, client: client ?? null });
       return rows.map(toJob);
     },
 
@@ -506,9 +519,13 @@ function prepareStatements(db: Db) {
     byId: jobs<string>(`SELECT ${JOB} FROM jobs WHERE id = ?`),
     // The ids go in as one JSON array, each looked up by primary key in one statement. Measured
     // in-process: about 1 µs an id, against 3-4 µs for a statement run per id.
-    finalAmong: db.prepare<[string], string>(`
+    finalAmong: db
+      .prepare<[string], string>(
+        `
       SELECT jobs.id FROM json_each(?) AS waited JOIN jobs ON jobs.id = waited.value
-       WHERE jobs.status IN ${FINISHED}`).pluck(),
+       WHERE jobs.status IN ${FINISHED}`,
+      )
+      .pluck(),
     // Measured: 17 columns read by id cost about half of SELECT * (25 columns, the prompt among them).
     outcomeById: db.prepare<[string], OutcomeRow>(`
       SELECT id, client, status, model, attempts, run_after, expires_at, cancel_requested, created_at, started_at,
@@ -657,7 +674,8 @@ function prepareStatements(db: Db) {
     oldestDue: db.prepare("SELECT MIN(run_after) FROM jobs WHERE status = 'queued'"),
     // rowid grows with each insert, so pages come in the order the jobs were created.
     pageByRowid: db.prepare<{ after: number; limit: number }, JobRow & { position: number }>(
-      `SELECT rowid AS position, ${JOB} FROM jobs WHERE rowid > @after ORDER BY rowid LIMIT CAST(@limit AS INTEGER)`),
+      `SELECT rowid AS position, ${JOB} FROM jobs WHERE rowid > @after ORDER BY rowid LIMIT CAST(@limit AS INTEGER)`,
+    ),
     // A copy keeps every column as it was; a job the store already has (by id, or by client and nonce)
     // is left alone. Its request goes in beside it (insertRequest), as a create's does.
     importJob: db.prepare<[JobRow]>(`
