@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import {
   API_MAIN,
+  ROOT,
   WORKER_MAIN,
   completedJob,
   freePort,
@@ -169,6 +170,34 @@ test('start-up refuses a missing setting with one line naming it, and never echo
   assert.equal(url.stderr.filter(Boolean).length, 1);
   assert.match(url.stderr[0]!, /^proxy-worker: DATABASE_URL is not a PostgreSQL URL/);
   assert.ok(!url.stderr[0]!.includes('hunter2'));
+});
+
+test('proxy-api takes no arguments: --help and --version answer, anything else is refused (64) before a file is opened or a port taken, never echoing a value', async (t) => {
+  const dir = tempDir(t);
+  const env = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), PORT: '0' });
+  const run = async (args: string[]) => {
+    const child = spawnNode(API_MAIN, args, env, dir);
+    const { code } = await within(child.exited, 15_000, `proxy-api ${args.join(' ')}`);
+    return { code, out: child.lines.join('\n'), err: child.stderr.filter(Boolean) };
+  };
+
+  const help = await run(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.out, /^Usage: proxy-api$/m);
+  assert.match(help.out, /PORT=9000 HOST=0\.0\.0\.0 proxy-api/);
+  const version = await run(['-V']);
+  assert.deepEqual([version.code, version.out], [0, JSON.parse(readFileSync(join(ROOT, 'apps/api/package.json'), 'utf8')).version]);
+
+  // Other servers take their port this way; this one started on the settings' port and ignored it.
+  const port = await run(['--port', '9000']);
+  assert.equal(port.code, 64);
+  assert.deepEqual(port.err, ['proxy-api: takes no arguments (--port): settings come from the environment or .env, as PORT=9000 proxy-api (proxy-api --help)']);
+  // A value may be a key: never repeated.
+  const value = await run(['sk-live-0123456789abcdef']);
+  assert.equal(value.code, 64);
+  assert.ok(!value.err.join('\n').includes('sk-live'), value.err.join('\n'));
+  assert.equal(port.out + value.out, '', 'no log line: nothing was started');
+  assert.equal(existsSync(env.PROXY_DB_PATH!), false, 'no database file was made');
 });
 
 test('a database that cannot be opened stops the start with one line naming the setting and where it is, never the password', async (t) => {

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { createClientRegistry, createLogger, handleStopSignals, loadConfig, reloadClients, describeDatabase, openStore, runMain, secretValues } from '@proxy/core';
 import { createApp, type WorkerPass } from './app.js';
+import { commandLineAnswer } from './command-line.js';
 import { WATCH_POLL_MS, createJobWatcher } from './job-watcher.js';
 import { listen } from './listen.js';
 
@@ -18,6 +19,14 @@ const { version } = createRequire(import.meta.url)('../package.json') as { versi
 const PASS_LIMITS = { maxJobs: 50, maxSeconds: 20, housekeepingAfter: true };
 
 await runMain('proxy-api', async () => {
+  // --help, --version, or an argument refused: answered before any setting is read.
+  const answer = commandLineAnswer(process.argv.slice(2), version);
+  if (answer) {
+    process.stdout.write(answer.stdout ?? '');
+    process.stderr.write(answer.stderr ?? '');
+    process.exitCode = answer.code;
+    return;
+  }
   const config = loadConfig({ needs: { clients: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' }, file: 'api.log' });
   // Writes to a file no longer at PROXY_DB_PATH would be 202s for jobs no worker sees: the API stops
