@@ -12,6 +12,13 @@ import { nodeFlagsOf } from './node-flags.mjs';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const envPath = resolve(process.cwd(), '.env');
 
+// Settings come from .env and the environment. An argument (`npm start -- --port 9000`) was ignored,
+// and the programs started on the settings' port; refused before anything is written or started.
+if (process.argv.length > 2) {
+  console.error('start: takes no arguments; settings come from .env or the environment, as PORT=9000 npm start');
+  process.exit(64);
+}
+
 if (!existsSync(envPath)) {
   const key = `pk_${randomBytes(16).toString('hex')}`;
   const secret = randomBytes(32).toString('hex');

@@ -61,6 +61,16 @@ test('first start without .env writes one with fresh credentials; without an ups
   assert.ok(![...start.lines, ...start.stderr].some((l) => l.includes(secret)), 'the secret is never printed');
 });
 
+test('npm start takes no arguments: one (npm start -- --port 9000) stops it with exit 64 before .env is written or a program started', async (t) => {
+  const dir = tempDir(t);
+  const start = spawnNode(START, ['--port', '9000'], testEnv(dir), dir);
+  t.after(() => killProgramsOf(dir));
+  assert.deepEqual(await within(start.exited, 10_000, 'start'), { code: 64, signal: null });
+  assert.deepEqual(start.stderr.filter(Boolean), ['start: takes no arguments; settings come from .env or the environment, as PORT=9000 npm start']);
+  assert.equal(existsSync(join(dir, '.env')), false);
+  assert.deepEqual(programsOf(dir), []);
+});
+
 /** npm start with a stub whose answers take a second, and the store it runs on. */
 async function startWithSlowUpstream(t: T, ownGroup = false) {
   const dir = tempDir(t);
