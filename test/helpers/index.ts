@@ -14,6 +14,8 @@ import { signBody } from '../../packages/core/src/signing.ts';
 import type { JobStore, NewJob } from '../../packages/core/src/store/types.ts';
 import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
 import { openSqliteStore } from '../../packages/core/src/store/sqlite/sqlite-job-store.ts';
+import { createSilentLogger } from '../../packages/core/src/logger.ts';
+import { createWorker, type Worker, type WorkerOptions } from '../../packages/core/src/runner/worker.ts';
 import { startStubUpstream, type StubUpstream } from '../../scripts/stub-upstream.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -329,6 +331,25 @@ export async function assertEachCompletedOnce(store: Pick<JobStore, 'getJob'>, i
 export async function openTestStore(env: Record<string, string>): Promise<JobStore> {
   if (env.DATABASE_URL) return openPostgresStore({ url: env.DATABASE_URL, schema: env.DATABASE_SCHEMA ?? 'public', poolSize: 4 });
   return openSqliteStore({ path: env.PROXY_DB_PATH as string });
+}
+
+/**
+ * An in-process worker with a test's timings: retries and idle polls of milliseconds, a silent log,
+ * one slot, a 3 s lease; a test names what it cares about (its concurrency, lease, grace) and no more.
+ */
+export function createTestWorker(options: Pick<WorkerOptions, 'store' | 'upstream'> & Partial<WorkerOptions>): Worker {
+  return createWorker({
+    logger: createSilentLogger(),
+    concurrency: 1,
+    leaseMs: 3000,
+    attemptTimeoutMs: 5000,
+    retryBaseMs: 10,
+    retryMaxMs: 20,
+    pollMs: 10,
+    shutdownGraceMs: 1000,
+    retentionMs: 3600_000,
+    ...options,
+  });
 }
 
 /** The store with some methods replaced (to count, delay or race them); the rest are its own, through the prototype. */

@@ -6,9 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../../scripts/stub-upstream.ts';
-import { createLogger, createSilentLogger } from '../src/logger.ts';
+import { createLogger } from '../src/logger.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
-import { createWorker } from '../src/runner/worker.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { FLUSH_SPACING_MS } from '../src/store/sqlite/wal-sync.ts';
 import { createWriteQueue } from '../src/store/sqlite/write-queue.ts';
@@ -19,7 +18,7 @@ import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import type { ClaimedJob, JobRecord } from '../src/store/types.ts';
-import { eventually, newTestJob, smallDisk, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
+import { createTestWorker, eventually, newTestJob, smallDisk, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
 
 const job = newTestJob;
 
@@ -736,18 +735,11 @@ test('worker: concurrency bounds upstream calls, not outcomes waiting for their 
   const onWarning = (w: Error) => warnings.push(w);
   process.on('warning', onWarning);
   t.after(() => process.off('warning', onWarning));
-  const worker = createWorker({
+  const worker = createTestWorker({
     store,
     upstream,
-    logger: createSilentLogger(),
     concurrency: 3,
     leaseMs: 30_000,
-    attemptTimeoutMs: 5000,
-    retryBaseMs: 10,
-    retryMaxMs: 20,
-    pollMs: 10,
-    shutdownGraceMs: 1000,
-    retentionMs: 3600_000,
   });
   flush.hold();
   const run = worker.runOnce();
@@ -790,18 +782,11 @@ test('worker: an answer that arrives while the database cannot take it is held a
   const lines: string[] = [];
   const logger = createLogger({ level: 'warn', format: 'json', stream: new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }) });
   const { job: queued } = await store.createJob(job());
-  const worker = createWorker({
+  const worker = createTestWorker({
     store,
     upstream,
     logger,
-    concurrency: 1,
     leaseMs: 30_000,
-    attemptTimeoutMs: 5000,
-    retryBaseMs: 10,
-    retryMaxMs: 20,
-    pollMs: 10,
-    shutdownGraceMs: 1000,
-    retentionMs: 3600_000,
   });
   const daemon = worker.runDaemon();
   t.after(async () => {

@@ -4,11 +4,10 @@ import pg from 'pg';
 import fc from 'fast-check';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
-import { enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
-import { createSilentLogger } from '../src/logger.ts';
+import { createTestWorker, enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { MAX_FLEET_PAUSE_MS, sharedPauseReads } from '../src/runner/process-job.ts';
-import { createWorker, type WorkerOptions } from '../src/runner/worker.ts';
+import type { WorkerOptions } from '../src/runner/worker.ts';
 import type { JobRecord, JobStore } from '../src/store/types.ts';
 
 type T = TestHooks;
@@ -30,18 +29,10 @@ async function setUp(
     ...(options.maxResponseBytes ? { maxResponseBytes: options.maxResponseBytes } : {}),
   });
   const { wrapStore, ...workerOptions } = options;
-  const worker = createWorker({
+  const worker = createTestWorker({
     store: wrapStore ? wrapStore(store) : store,
     upstream,
-    logger: createSilentLogger(),
     concurrency: 4,
-    leaseMs: 3000,
-    attemptTimeoutMs: 5000,
-    retryBaseMs: 10,
-    retryMaxMs: 20,
-    pollMs: 10,
-    shutdownGraceMs: 1000,
-    retentionMs: 3600_000,
     ...workerOptions,
   });
   const daemon = worker.runDaemon();
@@ -341,18 +332,10 @@ test('a 429 pauses every worker on the database, not just the one that got it', 
   // A second, independent worker with its own connection to the same file.
   const otherStore = await openTestStore(testEnv(dir));
   const otherUpstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
-  const other = createWorker({
+  const other = createTestWorker({
     store: otherStore,
     upstream: otherUpstream,
-    logger: createSilentLogger(),
-    concurrency: 1,
-    leaseMs: 3000,
-    attemptTimeoutMs: 5000,
-    retryBaseMs: 10,
-    retryMaxMs: 20,
-    pollMs: 10,
     shutdownGraceMs: 100,
-    retentionMs: 3600_000,
   });
   const otherRun = other.runDaemon();
   t.after(async () => {
@@ -496,18 +479,13 @@ test('once waits for a retry that comes due within one poll instead of exiting j
   const { stub, store, upstream } = await driveItself(t, (call) => (call.n === 1 ? { status: 500 } : {}));
   const id = await enqueueJob(store, 'retry me', { maxAttempts: 3 });
   // Backoff of 5 ms, poll of 50 ms: the retry is due long before the next poll would come.
-  const worker = createWorker({
+  const worker = createTestWorker({
     store,
     upstream,
-    logger: createSilentLogger(),
-    concurrency: 1,
-    leaseMs: 3000,
-    attemptTimeoutMs: 5000,
     retryBaseMs: 5,
     retryMaxMs: 5,
     pollMs: 50,
     shutdownGraceMs: 100,
-    retentionMs: 3600_000,
   });
   const report = await worker.runOnce();
   assert.deepEqual([report.retried, report.completed], [1, 1]);
@@ -522,16 +500,9 @@ test('once deletes finished jobs past retention on its way out', async (t) => {
   await worker.stop();
   await daemon;
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
-  const sweeper = createWorker({
+  const sweeper = createTestWorker({
     store,
     upstream,
-    logger: createSilentLogger(),
-    concurrency: 1,
-    leaseMs: 3000,
-    attemptTimeoutMs: 5000,
-    retryBaseMs: 10,
-    retryMaxMs: 20,
-    pollMs: 10,
     shutdownGraceMs: 100,
     retentionMs: 1,
   });
@@ -616,18 +587,10 @@ test('a pass with housekeepingAfter answers before its housekeeping; one runs at
         setTimeout(end, 15_000).unref();
       }),
   });
-  const worker = createWorker({
+  const worker = createTestWorker({
     store: purging,
     upstream,
-    logger: createSilentLogger(),
-    concurrency: 1,
-    leaseMs: 3000,
-    attemptTimeoutMs: 5000,
-    retryBaseMs: 10,
-    retryMaxMs: 20,
-    pollMs: 10,
     shutdownGraceMs: 100,
-    retentionMs: 3600_000,
   });
   const id = await enqueueJob(store, 'done before the purge');
   const first = await within(worker.runOnce({ housekeepingAfter: true }), 3000, 'the pass');
@@ -700,18 +663,12 @@ async function holdingWorker(t: T, jobs: number, options: Partial<WorkerOptions>
   const store = await openTestStore(testEnv(dir));
   for (let i = 0; i < jobs; i++) await enqueueJob(store, `job ${i}`);
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
-  const worker = createWorker({
+  const worker = createTestWorker({
     store: wrap(store),
     upstream,
-    logger: createSilentLogger(),
     concurrency: 8,
     leaseMs: 30_000,
     attemptTimeoutMs: 10_000,
-    retryBaseMs: 10,
-    retryMaxMs: 20,
-    pollMs: 10,
-    shutdownGraceMs: 1000,
-    retentionMs: 3600_000,
     ...options,
   });
   const daemon = worker.runDaemon();
