@@ -16,7 +16,7 @@ const envPath = resolve(process.cwd(), '.env');
 // and the programs started on the settings' port; refused before anything is written or started.
 if (process.argv.length > 2) {
   console.error('start: takes no arguments; settings come from .env or the environment, as PORT=9000 npm start');
-  process.exit(64);
+  process.exit(64); // EX_USAGE, as the programs answer a wrong command line
 }
 
 if (!existsSync(envPath)) {

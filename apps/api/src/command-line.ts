@@ -1,11 +1,10 @@
+import { EXIT_USAGE } from '@proxy/core';
+
 /**
  * proxy-api takes no arguments: every setting comes from the environment or .env. One given anyway
  * (`--port 9000`, as other servers take it) is refused, where it was ignored and the server started
  * on the settings' port, leaving its caller to wonder why nothing answered on 9000.
  */
-
-/** EX_USAGE (sysexits.h), as proxy-worker and the shell client use it for a wrong command line. */
-export const EXIT_USAGE = 64;
 
 const USAGE = `Usage: proxy-api
 

@@ -1,7 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { EXIT_USAGE } from '@proxy/core';
 import { runBackup } from './commands/backup.js';
 import { runCheck } from './commands/check.js';
-import { EXIT_USAGE } from './commands/cli-error.js';
 import { runCopyJobs } from './commands/copy-jobs.js';
 import { runDaemon } from './commands/daemon.js';
 import { runJobs } from './commands/jobs.js';

@@ -5,6 +5,13 @@ import { ConfigError } from '../errors.js';
 export const EXIT_CONFIG = 78;
 
 /**
+ * Exit code for a wrong command line (sysexits EX_USAGE: an unknown command or option, a value that
+ * does not parse), as the shell client uses it. Apart from 1, a run that failed, so a cron mail tells
+ * a typo from a failure; systemd units stop restarting on it too.
+ */
+export const EXIT_USAGE = 64;
+
+/**
  * The stop contract of both programs: the first SIGTERM or SIGINT (and SIGHUP with `hangUpStops`)
  * runs `drain` and exits 0 when it is done (and the log files hold its last lines); a second signal
  * exits at once with 1.
