@@ -4,6 +4,7 @@ import { AppError, createRateLimiter, type ClientRegistry, type Config, type Job
 import { ctx } from './context.js';
 import { authenticate, identify } from './middleware/authenticate.js';
 import { createErrorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
+import { untrustedProxyHint } from './middleware/proxy-hint.js';
 import { clientIp, rateLimit } from './middleware/rate-limit.js';
 import { rawBody } from './middleware/raw-body.js';
 import { requestContext } from './middleware/request-context.js';
@@ -97,6 +98,7 @@ export function createApp(deps: AppDeps): Express {
   const health = [healthHandler({ store: deps.store, clients: deps.clients, now, version: deps.version ?? 'dev', requireWorker: deps.config.http.healthRequiresWorker })];
 
   app.use(requestContext(deps.logger, metrics));
+  if (deps.config.http.trustProxy === false) app.use(untrustedProxyHint(deps.logger));
 
   app.post('/v1/requests', ...create);
   app.all('/v1/requests', methodNotAllowed(['POST']));

@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { createClientRegistry, createSilentLogger, loadConfig, openStore, type Config, type JobStore } from '@proxy/core';
+import { createClientRegistry, createSilentLogger, loadConfig, openStore, type Config, type JobStore, type Logger } from '@proxy/core';
 import { createApp, type WorkerPass } from '../src/app.ts';
 import type { JobWatcher } from '../src/job-watcher.ts';
 import { newCredentials, tempDir, testEnv, type TestHooks } from '../../../test/helpers/index.ts';
@@ -23,6 +23,8 @@ export async function startTestApi(
     /** What the app sees of the store, to slow or fail a call; `store` stays the real one. */
     wrapStore?: (store: JobStore) => JobStore;
     watcher?: (store: JobStore) => JobWatcher;
+    /** Where the app logs; silent when not given. */
+    logger?: Logger;
   } = {},
 ): Promise<TestApi> {
   const dir = tempDir(t);
@@ -38,7 +40,7 @@ export async function startTestApi(
     config,
     store: seen,
     ...(watcher ? { watcher } : {}),
-    logger: createSilentLogger(),
+    logger: options.logger ?? createSilentLogger(),
     clients: () => clients,
     workerPass: options.workerPass ?? null,
     ...(options.now ? { now: options.now } : {}),

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
-import { signBody } from '@proxy/core';
+import { eventually, freshStamp, getJson, postSigned } from '../../../test/helpers/index.ts';
+import { Writable } from 'node:stream';
+import type { Request, Response } from 'express';
+import { createLogger, signBody, type Logger } from '@proxy/core';
+import { untrustedProxyHint } from '../src/middleware/proxy-hint.ts';
 import { startTestApi } from './helpers.ts';
 
 const post = (url: string, key: string, secret: string, xff?: string) =>
@@ -23,6 +26,53 @@ test('TRUST_PROXY=loopback: X-Forwarded-For from the proxy names the client', as
   const statuses = [];
   for (const ip of ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.3', '198.51.100.3']) statuses.push((await post(api.url, api.key, api.secret, ip)).status);
   assert.deepEqual(statuses, [202, 202, 202, 202, 429]);
+});
+
+/** A logger whose warnings are kept, as the lines' messages. */
+function warningsLogger(): { logger: Logger; warnings: string[] } {
+  const warnings: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) {
+        const parsed = JSON.parse(line) as { level: string; message: string };
+        if (parsed.level === 'warn') warnings.push(parsed.message);
+      }
+      done();
+    },
+  });
+  return { logger: createLogger({ level: 'info', format: 'json', stream }), warnings };
+}
+
+test('TRUST_PROXY off behind a proxy on this host: the first request with X-Forwarded-For logs one warning naming TRUST_PROXY=loopback; with it set, none', async (t) => {
+  const off = warningsLogger();
+  const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: 'off' }, logger: off.logger });
+  assert.equal((await post(api.url, api.key, api.secret)).status, 202);
+  assert.deepEqual(off.warnings, [], 'no proxy, no warning');
+  for (const ip of ['198.51.100.1', '198.51.100.2']) assert.equal((await post(api.url, api.key, api.secret, ip)).status, 202);
+  await eventually(async () => off.warnings.length > 0);
+  assert.deepEqual(off.warnings, [
+    'requests come through a proxy at 127.0.0.1 (they carry X-Forwarded-For), but TRUST_PROXY is off: the rate limits count every client behind it as 127.0.0.1, one budget for all; set TRUST_PROXY=loopback (README, Behind nginx)',
+  ]);
+
+  const on = warningsLogger();
+  const trusting = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: 'off', TRUST_PROXY: 'loopback' }, logger: on.logger });
+  assert.equal((await post(trusting.url, trusting.key, trusting.secret, '198.51.100.1')).status, 202);
+  assert.deepEqual(on.warnings, []);
+});
+
+test('X-Forwarded-For from a public address is not taken for a proxy (anyone may send it); from a private network it is, named by its address', () => {
+  const seen = (remoteAddress: string) => {
+    const { logger, warnings } = warningsLogger();
+    let passed = 0;
+    untrustedProxyHint(logger)({ headers: { 'x-forwarded-for': '198.51.100.1' }, socket: { remoteAddress } } as unknown as Request, {} as Response, () => void (passed += 1));
+    assert.equal(passed, 1, 'the request goes on');
+    return warnings;
+  };
+  assert.deepEqual(seen('203.0.113.9'), []);
+  assert.deepEqual(seen('2001:db8::1'), []);
+  assert.match(seen('10.1.2.3')[0] ?? '', /a proxy at 10\.1\.2\.3 .* set TRUST_PROXY=10\.1\.2\.3 /);
+  assert.match(seen('::ffff:192.168.0.7')[0] ?? '', /set TRUST_PROXY=192\.168\.0\.7 /);
+  assert.match(seen('::1')[0] ?? '', /set TRUST_PROXY=loopback /);
 });
 
 test('guessing keys spends the IP budget: bad keys get 401 until it is gone, then 429 like everyone from that IP', async (t) => {
