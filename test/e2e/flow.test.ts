@@ -200,6 +200,18 @@ test('proxy-api takes no arguments: --help and --version answer, anything else i
   assert.equal(existsSync(env.PROXY_DB_PATH!), false, 'no database file was made');
 });
 
+test('proxy-api listening beyond this machine with TRUST_PROXY=true says at start that a client may name its own address; on loopback it does not', async (t) => {
+  const dir = tempDir(t);
+  const base = { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), TRUST_PROXY: 'true' };
+  const open = await startApiProcess(t, testEnv(dir, { ...base, HOST: '0.0.0.0' }), dir);
+  const warning = await open.child.waitFor((l) => l.includes('"level":"warn"'));
+  assert.match(JSON.parse(warning).message, /^TRUST_PROXY=true believes X-Forwarded-For from any peer, and HOST=0\.0\.0\.0 lets clients connect directly/);
+
+  const local = await startApiProcess(t, testEnv(tempDir(t), { ...base, HOST: '127.0.0.1' }), dir);
+  assert.equal((await getJson(local.url, '/health')).status, 200);
+  assert.ok(!local.child.lines.some((l) => l.includes('X-Forwarded-For')), local.child.lines.join('\n'));
+});
+
 test('a database that cannot be opened stops the start with one line naming the setting and where it is, never the password', async (t) => {
   const dir = tempDir(t);
   const notADatabase = join(dir, 'notes.txt');

@@ -6,7 +6,18 @@
 // started with `node` rather than run as a command.
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { createClientRegistry, createLogger, handleStopSignals, loadConfig, reloadClients, describeDatabase, openStore, runMain, secretValues } from '@proxy/core';
+import {
+  createClientRegistry,
+  createLogger,
+  handleStopSignals,
+  loadConfig,
+  reloadClients,
+  describeDatabase,
+  openStore,
+  runMain,
+  secretValues,
+  trustProxySpoofable,
+} from '@proxy/core';
 import { createApp, type WorkerPass } from './app.js';
 import { commandLineAnswer } from './command-line.js';
 import { WATCH_POLL_MS, createJobWatcher } from './job-watcher.js';
@@ -65,6 +76,8 @@ await runMain('proxy-api', async () => {
   const { server, stop: stopWatching } = await listen(app, config.http, logger);
   const { address, port } = server.address() as AddressInfo;
   logger.info('proxy-api listening', { address, port, database: describeDatabase(config.db), version, manual_worker: Boolean(worker) });
+  const spoofable = trustProxySpoofable(config.http);
+  if (spoofable) logger.warn(spoofable);
 
   const stopPass = () => worker?.abortNow();
   if (fileGone.signal.aborted) stopPass();

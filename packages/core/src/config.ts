@@ -599,6 +599,20 @@ export function keyGoesInClear(baseUrl: string): boolean {
 }
 
 /**
+ * Why TRUST_PROXY lets a client choose the address its rate limits count, or null. `true` or a hop
+ * count believes X-Forwarded-For from any peer: safe only while no client reaches the API but
+ * through the proxy. Listening on this machine alone, only a local proxy can; listening on another
+ * address, a client that connects directly sends the header it likes. Said at start, not refused:
+ * a firewall may keep clients out.
+ */
+export function trustProxySpoofable(http: { host: string; trustProxy: boolean | number | string }): string | null {
+  if (http.trustProxy !== true && typeof http.trustProxy !== 'number') return null;
+  const host = http.host.replace(/^\[|\]$/g, '');
+  if (host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))) return null;
+  return `TRUST_PROXY=${http.trustProxy} believes X-Forwarded-For from any peer, and HOST=${http.host} lets clients connect directly: one that does can name any address for the rate limits to count; name the proxy instead (TRUST_PROXY=loopback, or its address), or listen on 127.0.0.1 behind it`;
+}
+
+/**
  * The base URL to set when `url` is the chat endpoint itself (…/v1/chat/completions gives …/v1),
  * without its query string; null for any other address. Trailing slashes and case are let pass, as
  * servers route them alike. Used at start, and for an upstream's redirect.

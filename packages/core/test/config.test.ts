@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { describeDatabase, keyGoesInClear, loadConfig, secretValues } from '../src/config.ts';
+import { describeDatabase, keyGoesInClear, loadConfig, secretValues, trustProxySpoofable } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
 
 const key = 'k'.repeat(20);
@@ -303,6 +303,28 @@ test('keyGoesInClear: http to a host that is not this machine; https, and http t
   for (const url of ['http://10.0.0.5:8000/v1', 'http://api.openai.com/v1', 'http://[fd00::1]/v1', 'http://127.example.com/v1']) assert.equal(keyGoesInClear(url), true, url);
   for (const url of ['https://10.0.0.5/v1', 'http://127.0.0.1:8000/v1', 'http://127.1.2.3/v1', 'http://localhost:11434/v1', 'http://vllm.localhost/v1', 'http://[::1]:8000/v1'])
     assert.equal(keyGoesInClear(url), false, url);
+});
+
+test('trustProxySpoofable: TRUST_PROXY=true or a hop count while HOST lets clients connect directly; on loopback, or naming the proxy, it is not', () => {
+  withDir((cwd) => {
+    const said = (TRUST_PROXY: string, HOST: string) => trustProxySpoofable(loadConfig({ env: { TRUST_PROXY, HOST }, cwd }).http);
+    assert.equal(
+      said('true', '0.0.0.0'),
+      'TRUST_PROXY=true believes X-Forwarded-For from any peer, and HOST=0.0.0.0 lets clients connect directly: one that does can name any address for the rate limits to count; name the proxy instead (TRUST_PROXY=loopback, or its address), or listen on 127.0.0.1 behind it',
+    );
+    assert.match(said('2', '::') ?? '', /^TRUST_PROXY=2 believes X-Forwarded-For from any peer, and HOST=:: /);
+    assert.match(said('true', '192.168.1.20') ?? '', /HOST=192\.168\.1\.20 lets clients connect directly/);
+    for (const [trust, host] of [
+      ['true', '127.0.0.1'],
+      ['true', 'localhost'],
+      ['1', '::1'],
+      ['loopback', '0.0.0.0'],
+      ['10.0.0.5', '0.0.0.0'],
+      ['false', '0.0.0.0'],
+    ] as const) {
+      assert.equal(said(trust, host), null, `${trust} on ${host}`);
+    }
+  });
 });
 
 test('settings files saved by Windows tools are read: .env, the clients file and the key file in UTF-8 with a byte-order mark or in UTF-16; a clients file that is not JSON names the line and column, never its text', () => {
