@@ -593,9 +593,13 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
 export function keyGoesInClear(baseUrl: string): boolean {
   const url = new URL(baseUrl);
   if (url.protocol !== 'http:') return false;
-  const host = url.hostname.replace(/^\[|\]$/g, '');
-  const loopback = host === 'localhost' || host.endsWith('.localhost') || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
-  return !loopback;
+  return !isLoopbackHost(url.hostname);
+}
+
+/** Whether a host name or address (IPv6 in brackets or not) is this machine's loopback. */
+export function isLoopbackHost(name: string): boolean {
+  const host = name.replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host.endsWith('.localhost') || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
 /**
@@ -606,9 +610,9 @@ export function keyGoesInClear(baseUrl: string): boolean {
  * a firewall may keep clients out.
  */
 export function trustProxySpoofable(http: { host: string; trustProxy: boolean | number | string }): string | null {
-  if (http.trustProxy !== true && typeof http.trustProxy !== 'number') return null;
-  const host = http.host.replace(/^\[|\]$/g, '');
-  if (host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))) return null;
+  // A hop count of 0 believes no one.
+  const believesAnyone = http.trustProxy === true || (typeof http.trustProxy === 'number' && http.trustProxy > 0);
+  if (!believesAnyone || isLoopbackHost(http.host)) return null;
   return `TRUST_PROXY=${http.trustProxy} believes X-Forwarded-For from any peer, and HOST=${http.host} lets clients connect directly: one that does can name any address for the rate limits to count; name the proxy instead (TRUST_PROXY=loopback, or its address), or listen on 127.0.0.1 behind it`;
 }
 

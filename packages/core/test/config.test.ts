@@ -321,6 +321,8 @@ test('trustProxySpoofable: TRUST_PROXY=true or a hop count while HOST lets clien
       ['loopback', '0.0.0.0'],
       ['10.0.0.5', '0.0.0.0'],
       ['false', '0.0.0.0'],
+      ['0', '0.0.0.0'],
+      ['true', 'api.localhost'],
     ] as const) {
       assert.equal(said(trust, host), null, `${trust} on ${host}`);
     }

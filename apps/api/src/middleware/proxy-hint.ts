@@ -1,6 +1,6 @@
 import { BlockList, isIP } from 'node:net';
 import type { RequestHandler } from 'express';
-import type { Logger } from '@proxy/core';
+import { isLoopbackHost, type Logger } from '@proxy/core';
 
 // Where a proxy in front of the API sits: this host, or a private network. A request with
 // X-Forwarded-For from a public address may be anyone's, and is not taken for a proxy.
@@ -30,7 +30,7 @@ export function untrustedProxyHint(logger: Logger): RequestHandler {
     const family = isIP(peer);
     if (family !== 0 && PROXY_PLACES.check(peer, family === 4 ? 'ipv4' : 'ipv6')) {
       said = true;
-      const setting = peer === '::1' || peer.startsWith('127.') ? 'loopback' : peer;
+      const setting = isLoopbackHost(peer) ? 'loopback' : peer;
       logger.warn(
         `requests come through a proxy at ${peer} (they carry X-Forwarded-For), but TRUST_PROXY is off: the rate limits count every client behind it as ${peer}, one budget for all; set TRUST_PROXY=${setting} (README, Behind nginx)`,
       );
