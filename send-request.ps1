@@ -33,6 +33,7 @@
 .EXAMPLE
   .\send-request.ps1 -SelfTest
 #>
+#Requires -Version 5.1
 [CmdletBinding(DefaultParameterSetName = 'Prompt')]
 param(
     [string]$BaseUrl = $(if ($env:PROXY_BASE_URL) { $env:PROXY_BASE_URL } else { 'http://127.0.0.1:8000' }),
@@ -158,7 +159,9 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
         return @{ Status = [int]$failed.StatusCode; Json = $json; RetryAfter = (Get-RetryAfter $failed); Unreached = $null }
     }
     # Read apart from the call: a 2xx that is not JSON (a web server's page at a wrong address) is an
-    # answer, not "cannot reach", and is not tried again.
+    # answer, not "cannot reach", and is not tried again. No size limit on 5.1 either: its
+    # ConvertFrom-Json sets the serializer's MaxJsonLength to Int32.MaxValue (the 2 MB limit reported
+    # for ConvertFrom-Json is that of earlier versions, or of a JavaScriptSerializer made by hand).
     $json = $null; $unreadable = $null
     try { $json = ConvertFrom-Json $response.Content } catch { $unreadable = $_.Exception.Message }
     return @{ Status = [int]$response.StatusCode; Json = $json; RetryAfter = $null; Unreached = $null; Unreadable = $unreadable }

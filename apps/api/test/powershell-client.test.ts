@@ -40,6 +40,14 @@ test('send-request.ps1 is plain ASCII', () => {
   );
 });
 
+test('it names the oldest PowerShell it runs on before its parameters, so an older one refuses it at once', () => {
+  // Not run on PowerShell (none here). An older one, never tried, could fail with an obscure
+  // error: on .NET Framework before 4.6, at [DateTimeOffset]::ToUnixTimeSeconds.
+  const requires = /^#Requires -Version 5\.1$/m.exec(script);
+  assert.ok(requires, '#Requires -Version 5.1');
+  assert.ok(requires.index > script.indexOf('#>') && requires.index < script.indexOf('[CmdletBinding('), 'after the help block, before the parameters');
+});
+
 test('its self-test vector is the shared one, and that vector verifies', () => {
   const body = assignment('vectorBody');
   assert.equal(body, vector.unsigned_body);
