@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { logHeldForAnotherFile, strangers, untilLogIsOurs } from '../src/store/sqlite/file-identity.ts';
+import { logHeldForAnotherFile, logNotePath, strangers, untilLogIsOurs } from '../src/store/sqlite/file-identity.ts';
 import { posixLocks } from '../src/store/sqlite/lock-holder.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { openStore } from '../src/store/open-store.ts';
@@ -181,12 +181,35 @@ test(
   },
 );
 
+/** Programs killed with `jobs` jobs still in the file's log, as a crash or `kill -9` leaves them. */
+async function killedWithLog(path: string, jobs: number): Promise<void> {
+  const other = await storeInAnotherProcess(path, jobs);
+  other.kill('SIGKILL');
+  await new Promise((resolve) => other.once('exit', resolve));
+  assert.ok(statSync(`${path}-wal`).size > 32, 'the jobs are in the log');
+}
+
+/** A database of `jobs` jobs, closed cleanly (a backup): no log beside it. */
+async function cleanFile(path: string, jobs: number): Promise<void> {
+  const store = openSqliteStore({ path });
+  for (let i = 0; i < jobs; i++) await store.createJob(newTestJob());
+  await store.close();
+  assert.equal(existsSync(`${path}-wal`), false);
+}
+
+const queued = async (path: string) => {
+  const store = await openStore(settings(path));
+  try {
+    return (await store.countByStatus()).queued;
+  } finally {
+    await store.close();
+  }
+};
+
 test('a start refuses a -wal with writes in it beside no database (its writer killed, the file then moved): SQLite would delete it at the next start', onLinux, async (t) => {
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
-  const other = await storeInAnotherProcess(path, 5);
-  other.kill('SIGKILL');
-  await new Promise((resolve) => other.once('exit', resolve));
+  await killedWithLog(path, 5);
   renameSync(path, `${path}.moved`);
   await assert.rejects(openStore(settings(path)), {
     message: `PROXY_DB_PATH: cannot open sqlite ${path}: ${path} is missing but its -wal holds writes, the last of a database moved or deleted while a program had it open: put that database back at this path (or its -wal and -shm beside it under its own name); if it is gone for good, delete ${path}-wal and ${path}-shm`,
@@ -197,6 +220,55 @@ test('a start refuses a -wal with writes in it beside no database (its writer ki
   renameSync(`${path}-shm`, `${path}.moved-shm`);
   assert.equal(jobsIn(`${path}.moved`), 5);
 });
+
+test(
+  'a start refuses a -wal with writes made to another file (programs killed, a backup then moved into place), where SQLite replayed it into the backup; the advice followed keeps both',
+  onLinux,
+  async (t) => {
+    const dir = tempDir(t);
+    const path = `${dir}/db.sqlite`;
+    await cleanFile(`${dir}/backup.sqlite`, 2);
+    await killedWithLog(path, 5);
+    renameSync(path, `${dir}/crashed.sqlite`);
+    renameSync(`${dir}/backup.sqlite`, path);
+    await assert.rejects(openStore(settings(path)), {
+      message: `PROXY_DB_PATH: cannot open sqlite ${path}: ${path}-wal holds writes made to another database file, the one at this path when its programs last ran (stopped without closing it: killed, or the machine went down), since replaced by the file there now; SQLite would replay them into it. To open the file there now, move ${path}-wal and ${path}-shm beside the database they belong to under its name (or delete them, and those writes with them); to keep those writes, put that database back at this path`,
+    });
+    renameSync(`${path}-wal`, `${dir}/crashed.sqlite-wal`);
+    renameSync(`${path}-shm`, `${dir}/crashed.sqlite-shm`);
+    assert.equal(jobsIn(`${dir}/crashed.sqlite`), 5, "the killed programs' file, its log beside it again");
+    assert.equal(await queued(path), 2, 'the backup, as it was');
+    assert.equal(jobsIn(path), 2);
+  },
+);
+
+test(
+  'a start opens as before a -wal left by programs killed on the file at the path, a folder copied whole after them, and a file whose note is out of date while a program has it open',
+  onLinux,
+  async (t) => {
+    const dir = tempDir(t);
+    const path = `${dir}/db.sqlite`;
+    await killedWithLog(path, 5);
+    const note = JSON.parse(readFileSync(logNotePath(path), 'utf8')) as { db: string; wal: string };
+    assert.deepEqual(
+      note,
+      { db: `${statSync(path).dev}:${statSync(path).ino}`, wal: `${statSync(`${path}-wal`).dev}:${statSync(`${path}-wal`).ino}` },
+      'the note names the file and its log',
+    );
+
+    // Copied whole, the file and its log each have another inode than the note names.
+    mkdirSync(`${dir}/copy`);
+    for (const suffix of ['', '-wal', '-shm', '-wal-owner']) copyFileSync(`${path}${suffix}`, `${dir}/copy/db.sqlite${suffix}`);
+    assert.equal(await queued(`${dir}/copy/db.sqlite`), 5, 'the copied folder');
+    assert.equal(await queued(path), 5, 'the file the programs were killed on');
+
+    // A program with the file open: its log is the file's, whatever an old note says.
+    const other = await storeInAnotherProcess(path, 1);
+    t.after(() => other.kill('SIGKILL'));
+    writeFileSync(logNotePath(path), `${JSON.stringify({ db: '1:1', wal: `${statSync(`${path}-wal`).dev}:${statSync(`${path}-wal`).ino}` })}\n`);
+    assert.equal(await queued(path), 6, 'opened beside the other program');
+  },
+);
 
 test('who holds a log for another file, from /proc/locks: a lock on the -shm and none on the database now at the path; this process and waiters aside', () => {
   const locks = posixLocks(

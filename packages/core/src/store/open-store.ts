@@ -2,7 +2,7 @@ import { statfsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { describeDatabase, parseDatabaseUrl, type DatabaseSettings } from '../config.js';
 import { limitsPathFor, openSqliteStore } from './sqlite/sqlite-job-store.js';
-import { assertNoOrphanLog, untilLogIsOurs } from './sqlite/file-identity.js';
+import { assertLogBelongs, assertNoOrphanLog, untilLogIsOurs } from './sqlite/file-identity.js';
 import { placeWarnings } from './sqlite/filesystem.js';
 import type { JobStore } from './types.js';
 
@@ -49,6 +49,7 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
       });
     }
     assertNoOrphanLog(db.path);
+    for (const path of [db.path, limitsPathFor(db.path)]) assertLogBelongs(path);
     const store = openSqliteStore({ path: db.path, sync: db.sync, ...(onFileGone ? { onFileGone: (message: string) => onFileGone(`${setting}: ${message}`) } : {}) });
     for (const { message, filesystem } of placeWarnings(dirname(resolve(db.path)))) logger?.warn(`${setting} ${message}`, { filesystem });
     return store;

@@ -33,6 +33,24 @@ function isRunning(pid: number): boolean {
   }
 }
 
+/**
+ * A file new or renamed in a folder: its directory entry must be on disk too. Where a directory
+ * cannot be opened to flush (Windows), there is nothing to do, as SQLite itself does there.
+ */
+export function syncDirectory(dir: string): void {
+  let handle: number;
+  try {
+    handle = openSync(dir, 'r');
+  } catch {
+    return;
+  }
+  try {
+    fsyncSync(handle);
+  } finally {
+    closeSync(handle);
+  }
+}
+
 export function syncFile(path: string): void {
   const fd = openSync(path, 'r');
   try {

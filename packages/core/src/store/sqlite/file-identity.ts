@@ -1,4 +1,6 @@
-import { readFileSync, statSync, type BigIntStats } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync, type BigIntStats } from 'node:fs';
+import { dirname } from 'node:path';
+import { syncDirectory } from './file-copy.js';
 import { posixLocks, procLocksName, processName, type PosixLock } from './lock-holder.js';
 import type { Db } from './open-database.js';
 
@@ -155,5 +157,89 @@ export function assertNoOrphanLog(dbPath: string): void {
   if (statOf(dbPath) !== null || (statOf(`${dbPath}-wal`)?.size ?? 0n) === 0n) return;
   throw new Error(
     `${dbPath} is missing but its -wal holds writes, the last of a database moved or deleted while a program had it open: put that database back at this path (or its -wal and -shm beside it under its own name); if it is gone for good, delete ${dbPath}-wal and ${dbPath}-shm`,
+  );
+}
+
+/**
+ * Beside each database, which file and which -wal a connection last opened together there: a note
+ * that lets a start tell a log from the file at the path from a log of one that file replaced.
+ * SQLite cannot tell them apart (a -wal names no database) and replays whatever log lies beside
+ * the file it opens. Measured: programs killed (their last writes still in the log), a backup then
+ * moved into place, the next start showed the killed program's jobs in place of the backup's;
+ * where the killed program's file had been checkpointed before its last writes, it showed the
+ * backup's two jobs under a count of 3,005, the log's pages laid over another file's.
+ */
+export function logNotePath(dbPath: string): string {
+  return `${dbPath}-wal-owner`;
+}
+
+const identity = (stats: BigIntStats) => `${stats.dev}:${stats.ino}`;
+
+/**
+ * Writes the note for `dbPath` as a connection finds its files now, once its -wal exists (every
+ * open, before its first write). Unchanged, it is only read. Written whole (a new file synced, then
+ * renamed in) so that a crash leaves the note before or after, never half of one; not writing it
+ * (a folder that refuses, a full disk) costs only the check it serves.
+ */
+export function noteLogOwner(dbPath: string): void {
+  if (dbPath === ':memory:') return;
+  const db = statOf(dbPath);
+  const wal = statOf(`${dbPath}-wal`);
+  if (db === null || wal === null) return;
+  const note = `${JSON.stringify({ db: identity(db), wal: identity(wal) })}\n`;
+  const path = logNotePath(dbPath);
+  const partial = `${path}.${process.pid}.partial`;
+  try {
+    if (readFileSync(path, 'utf8') === note) return;
+  } catch {
+    // None yet, or unreadable: written anew.
+  }
+  try {
+    const fd = openSync(partial, 'w', 0o644);
+    try {
+      writeSync(fd, note);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(partial, path);
+    syncDirectory(dirname(path));
+  } catch {
+    rmSync(partial, { force: true });
+  }
+}
+
+/**
+ * Refuses to open `dbPath` when its -wal holds writes made to another database file: the note says
+ * this very -wal (same device and inode) was opened with a file that is no longer the one at the
+ * path, and no process has the log open now (one that had would have the file at the path open:
+ * untilLogIsOurs waited for any other, and it would have written the note anew). So the file was
+ * replaced after its programs stopped without closing it (killed, or the machine went down), and
+ * SQLite would replay the log into the replacement. A -wal copied or restored along with its file
+ * has another inode than the note names, and is left to SQLite as before. Made on Linux only, where
+ * /proc/locks says who has the log open.
+ */
+export function assertLogBelongs(dbPath: string): void {
+  const wal = statOf(`${dbPath}-wal`);
+  const db = statOf(dbPath);
+  // Its 32-byte header alone holds no writes; with no database at all, assertNoOrphanLog speaks.
+  if (wal === null || wal.size <= 32n || db === null) return;
+  let noted: { db?: unknown; wal?: unknown };
+  try {
+    noted = JSON.parse(readFileSync(logNotePath(dbPath), 'utf8')) as typeof noted;
+  } catch {
+    return;
+  }
+  if (noted.wal !== identity(wal) || noted.db === identity(db)) return;
+  const shm = statOf(`${dbPath}-shm`);
+  let locks: PosixLock[];
+  try {
+    locks = posixLocks(readFileSync('/proc/locks', 'utf8'));
+  } catch {
+    return;
+  }
+  if (shm !== null && locks.some((lock) => lock.file === procLocksName(shm) && lock.pid !== process.pid)) return;
+  throw new Error(
+    `${dbPath}-wal holds writes made to another database file, the one at this path when its programs last ran (stopped without closing it: killed, or the machine went down), since replaced by the file there now; SQLite would replay them into it. To open the file there now, move ${dbPath}-wal and ${dbPath}-shm beside the database they belong to under its name (or delete them, and those writes with them); to keep those writes, put that database back at this path`,
   );
 }

@@ -2,6 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { makeFolder, whyNotWritable } from '../../writable.js';
+import { noteLogOwner } from './file-identity.js';
 import { assertOurSchema, migrate } from './migrate.js';
 
 /** The most bytes of write-ahead log kept on disk once it starts over. */
@@ -37,6 +38,10 @@ export function openDatabase(options: OpenDatabaseOptions): Db {
   }
   // WAL lets the API read while a worker writes.
   enterWal(db, options.path, busyTimeoutMs);
+  // A file new to WAL has its -wal made by its first transaction after the switch: this read's. The
+  // -wal then holds none of this connection's writes yet (file-identity.ts).
+  db.pragma('user_version');
+  noteLogOwner(options.path);
   db.pragma(`synchronous = ${(options.sync ?? 'full').toUpperCase()}`);
   db.pragma('foreign_keys = ON');
   // Checkpoints are driven by the worker's housekeeping (once a minute); this is the automatic

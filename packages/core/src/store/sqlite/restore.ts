@@ -2,6 +2,7 @@ import { chmodSync, chownSync, closeSync, existsSync, linkSync, openSync, realpa
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncFile, vacuumInto } from './file-copy.js';
+import { logNotePath } from './file-identity.js';
 
 export interface RestoreReport {
   /** The live file, now holding the backup, as an absolute path. */
@@ -58,6 +59,8 @@ export function restoreSqliteFile(live: string, backup: string, options: { force
     // The old file's log and index, whole in it now: beside the copy, SQLite would read them as its own.
     rmSync(`${to}-wal`, { force: true });
     rmSync(`${to}-shm`, { force: true });
+    // It names the old file, whose log is gone.
+    rmSync(logNotePath(to), { force: true });
     renameSync(partial, to);
     syncFile(dirname(to));
     return { restored: to, from, jobs: countJobs(to), bytes: statSync(to).size, kept, ms: Math.round(performance.now() - started) };

@@ -1,5 +1,6 @@
-import { closeSync, fdatasync, fsyncSync, fdatasyncSync, openSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { syncDirectory } from './file-copy.js';
 
 /**
  * Durable commits that do not stop the event loop. better-sqlite3 runs on the main thread, so with
@@ -69,6 +70,7 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
       // Opened for writing though nothing is written through it: some systems (Windows) flush only
       // a handle that may write.
       fd = openSync(walPath, 'r+');
+      // The -wal file may be new: its directory entry must be on disk too, once.
       syncDirectory(dirname(walPath));
     }
     return fd;
@@ -148,22 +150,4 @@ export function createWalSync(dbPath: string, datasync: Datasync = fdatasync): W
       }
     },
   };
-}
-
-/**
- * The -wal file may be new: its directory entry must be on disk too, once. Where a directory cannot
- * be opened to flush (Windows), there is nothing to do, as SQLite itself does there.
- */
-function syncDirectory(dir: string): void {
-  let handle: number;
-  try {
-    handle = openSync(dir, 'r');
-  } catch {
-    return;
-  }
-  try {
-    fsyncSync(handle);
-  } finally {
-    closeSync(handle);
-  }
 }
