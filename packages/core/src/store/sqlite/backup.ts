@@ -1,7 +1,7 @@
 import { chmodSync, closeSync, existsSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncFile, vacuumInto } from './file-copy.js';
+import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncDirectory, syncFile, vacuumInto } from './file-copy.js';
 
 export interface BackupReport {
   /** The file written, as an absolute path. */
@@ -43,7 +43,7 @@ export function backupSqliteFile(source: string, target: string, options: { chec
     if (options.check) assertIntact(partial);
     syncFile(partial);
     renameSync(partial, to);
-    syncFile(dirname(to));
+    syncDirectory(dirname(to));
   } catch (err) {
     rmSync(partial, { force: true });
     throw err;

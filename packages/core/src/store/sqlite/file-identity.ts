@@ -162,7 +162,7 @@ export function assertNoOrphanLog(dbPath: string): void {
 
 /**
  * Beside each database, which file and which -wal a connection last opened together there: a note
- * that lets a start tell a log from the file at the path from a log of one that file replaced.
+ * that lets a start tell the log of the file at the path from the log of a file it replaced.
  * SQLite cannot tell them apart (a -wal names no database) and replays whatever log lies beside
  * the file it opens. Measured: programs killed (their last writes still in the log), a backup then
  * moved into place, the next start showed the killed program's jobs in place of the backup's;

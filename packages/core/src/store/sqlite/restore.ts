@@ -1,7 +1,7 @@
 import { chmodSync, chownSync, closeSync, existsSync, linkSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncFile, vacuumInto } from './file-copy.js';
+import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncDirectory, syncFile, vacuumInto } from './file-copy.js';
 import { logNotePath } from './file-identity.js';
 
 export interface RestoreReport {
@@ -62,7 +62,7 @@ export function restoreSqliteFile(live: string, backup: string, options: { force
     // It names the old file, whose log is gone.
     rmSync(logNotePath(to), { force: true });
     renameSync(partial, to);
-    syncFile(dirname(to));
+    syncDirectory(dirname(to));
     return { restored: to, from, jobs: countJobs(to), bytes: statSync(to).size, kept, ms: Math.round(performance.now() - started) };
   } finally {
     rmSync(partial, { force: true });
