@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { logHeldForAnotherFile, logNotePath, strangers, untilLogIsOurs } from '../src/store/sqlite/file-identity.ts';
 import { posixLocks } from '../src/store/sqlite/lock-holder.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
+import { restoreSqliteFile } from '../src/store/sqlite/restore.ts';
 import { openStore } from '../src/store/open-store.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { eventually, newTestJob, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
@@ -195,6 +196,7 @@ async function cleanFile(path: string, jobs: number): Promise<void> {
   for (let i = 0; i < jobs; i++) await store.createJob(newTestJob());
   await store.close();
   assert.equal(existsSync(`${path}-wal`), false);
+  assert.equal(existsSync(logNotePath(path)), false, 'closed cleanly, the note goes with the log');
 }
 
 const queued = async (path: string) => {
@@ -234,6 +236,16 @@ test(
     await assert.rejects(openStore(settings(path)), {
       message: `PROXY_DB_PATH: cannot open sqlite ${path}: ${path}-wal holds writes made to another database file, the one at this path when its programs last ran (stopped without closing it: killed, or the machine went down), since replaced by the file there now; SQLite would replay them into it. To open the file there now, move ${path}-wal and ${path}-shm beside the database they belong to under its name (or delete them, and those writes with them); to keep those writes, put that database back at this path`,
     });
+    // A restore onto it folds nothing: the mix would be the file it keeps.
+    await cleanFile(`${dir}/nightly.sqlite`, 3);
+    assert.throws(() => restoreSqliteFile(path, `${dir}/nightly.sqlite`), { message: new RegExp(`^${path}-wal holds writes made to another database file`) });
+    assert.deepEqual(
+      readdirSync(dir)
+        .filter((name) => name.startsWith('db.sqlite') || name.includes('.replaced-') || name.endsWith('.partial'))
+        .sort(),
+      ['db.sqlite', 'db.sqlite-shm', 'db.sqlite-wal', 'db.sqlite-wal-owner'],
+      'nothing changed',
+    );
     renameSync(`${path}-wal`, `${dir}/crashed.sqlite-wal`);
     renameSync(`${path}-shm`, `${dir}/crashed.sqlite-shm`);
     assert.equal(jobsIn(`${dir}/crashed.sqlite`), 5, "the killed programs' file, its log beside it again");

@@ -210,6 +210,15 @@ export function noteLogOwner(dbPath: string): void {
 }
 
 /**
+ * After a close: where the -wal is gone (SQLite deletes it as the last connection closes), the note
+ * goes too, so a cleanly stopped file leaves none. One removed as another program's open makes a
+ * new -wal only costs that program's check, until it opens again.
+ */
+export function dropLogNote(dbPath: string): void {
+  if (dbPath !== ':memory:' && statOf(`${dbPath}-wal`) === null) rmSync(logNotePath(dbPath), { force: true });
+}
+
+/**
  * Refuses to open `dbPath` when its -wal holds writes made to another database file: the note says
  * this very -wal (same device and inode) was opened with a file that is no longer the one at the
  * path, and no process has the log open now (one that had would have the file at the path open:

@@ -2,7 +2,7 @@ import { chmodSync, chownSync, closeSync, existsSync, linkSync, openSync, realpa
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncDirectory, syncFile, vacuumInto } from './file-copy.js';
-import { logNotePath } from './file-identity.js';
+import { assertLogBelongs, logNotePath } from './file-identity.js';
 
 export interface RestoreReport {
   /** The live file, now holding the backup, as an absolute path. */
@@ -45,6 +45,8 @@ export function restoreSqliteFile(live: string, backup: string, options: { force
   const partial = partialPath(to, process.pid);
   const current = existsSync(to) ? statSync(to) : null;
   assertOwner(to, current);
+  // Folding a log of another file into the live one would leave that mix as the file kept.
+  assertLogBelongs(to);
   try {
     copyBackup(from, partial, current ?? statSync(from));
     assertIntact(partial);

@@ -29,7 +29,7 @@ import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { createWalSync, type Datasync } from './wal-sync.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
-import { watchForMoves } from './file-identity.js';
+import { dropLogNote, watchForMoves } from './file-identity.js';
 
 /** A jobs row as this file stores it: the request lives in job_requests, keyed by `seq` (0011). */
 type HeldRow = Omit<JobRow, 'request'> & { seq: number };
@@ -488,6 +488,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       moves.close();
       if (db.open) db.close();
       if (limitsDb.open) limitsDb.close();
+      for (const path of [options.path, limitsPath]) dropLogNote(path);
     },
   };
   return store;
