@@ -1,6 +1,23 @@
 import assert from 'node:assert/strict';
+import { renameSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { eventually, newCredentials, openTestStore, postSigned, startApiProcess, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
+import {
+  API_MAIN,
+  WORKER_MAIN,
+  eventually,
+  getJson,
+  newCredentials,
+  onlyOn,
+  openTestStore,
+  postSigned,
+  spawnNode,
+  startApiProcess,
+  tempDir,
+  testEnv,
+  within,
+  type TestHooks,
+} from '../helpers/index.ts';
 
 type T = TestHooks & { diagnostic: (msg: string) => void };
 
@@ -46,4 +63,48 @@ test('kill -9 the API while creates stream in: every create that got its 202 is 
   const stored = (await store.countByStatus()).queued;
   assert.ok(stored >= accepted.size, `${stored} stored, ${accepted.size} answered`);
   t.diagnostic(`${accepted.size} creates answered 202 before the kill, ${failed} cut off, ${stored} stored`);
+});
+
+// SQLite replays whatever log lies beside the file it opens: after a kill, a backup put in place of
+// the file got the killed program's log (README, "The file moved or replaced under running programs").
+test('kill -9 the API, then a backup moved into place: the next start refuses the log left beside it in one line; the advice followed, each file keeps its own jobs', async (t: T & {
+  skip: (why: string) => void;
+}) => {
+  if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
+  if (process.platform !== 'linux') return t.skip('the check reads /proc/locks, which only Linux has');
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret });
+  const path = env.PROXY_DB_PATH as string;
+  const first = await startApiProcess(t, env, dir);
+  const kept = await postSigned(first.url, key, secret, { prompt: 'before the backup' });
+  const backup = spawnNode(WORKER_MAIN, ['backup', join(dir, 'nightly.sqlite')], env, dir);
+  assert.equal((await backup.exited).code, 0, backup.stderr.join('\n'));
+  const after = await postSigned(first.url, key, secret, { prompt: 'after the backup' });
+  assert.deepEqual([kept.status, after.status], [202, 202]);
+  first.child.kill('SIGKILL');
+  await first.child.exited;
+
+  renameSync(path, join(dir, 'crashed.sqlite'));
+  renameSync(join(dir, 'nightly.sqlite'), path);
+  for (const [main, args, program] of [
+    [API_MAIN, [], 'proxy-api'],
+    [WORKER_MAIN, ['stats'], 'proxy-worker'],
+  ] as const) {
+    const refused = spawnNode(main, [...args], env, dir);
+    t.after(() => refused.kill('SIGKILL'));
+    assert.equal((await within(refused.exited, 15_000, `${program} refusing to start`)).code, 1);
+    assert.deepEqual(refused.stderr.filter(Boolean), [
+      `${program}: PROXY_DB_PATH: cannot open sqlite ${path}: ${path}-wal holds writes made to another database file, the one at this path when its programs last ran (stopped without closing it: killed, or the machine went down), since replaced by the file there now; SQLite would replay them into it. To open the file there now, move ${path}-wal and ${path}-shm beside the database they belong to under its name (or delete them, and those writes with them); to keep those writes, put that database back at this path`,
+    ]);
+  }
+
+  renameSync(`${path}-wal`, join(dir, 'crashed.sqlite-wal'));
+  renameSync(`${path}-shm`, join(dir, 'crashed.sqlite-shm'));
+  const second = await startApiProcess(t, env, dir);
+  assert.equal((await getJson(second.url, `/v1/requests/${kept.json.id}`, key)).status, 200, 'the backup, as it was');
+  assert.equal((await getJson(second.url, `/v1/requests/${after.json.id}`, key)).status, 404, 'made after the backup');
+  const crashed = await openTestStore({ ...env, PROXY_DB_PATH: join(dir, 'crashed.sqlite') });
+  t.after(() => crashed.close());
+  assert.ok(await crashed.getJob(after.json.id as string), 'the killed file holds its last create, from its log');
 });
