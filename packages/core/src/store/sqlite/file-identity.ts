@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync, type BigIntStats } from 'node:fs';
 import { dirname } from 'node:path';
 import { syncDirectory } from './file-copy.js';
-import { posixLocks, procLocksName, processName, type PosixLock } from './lock-holder.js';
+import { heldLocks, procLocksName, processName, type PosixLock } from './lock-holder.js';
 import type { Db } from './open-database.js';
 
 /**
@@ -107,12 +107,8 @@ export function watchForMoves(files: ReadonlyArray<{ path: string; db: Db }>, op
 export function logHeldForAnotherFile(dbPath: string): number[] {
   const shm = statOf(`${dbPath}-shm`);
   if (shm === null) return [];
-  let locks: PosixLock[];
-  try {
-    locks = posixLocks(readFileSync('/proc/locks', 'utf8'));
-  } catch {
-    return [];
-  }
+  const locks = heldLocks();
+  if (locks === null) return [];
   const db = statOf(dbPath);
   return strangers(locks, procLocksName(shm), db === null ? null : procLocksName(db));
 }
@@ -241,13 +237,10 @@ export function assertLogBelongs(dbPath: string): void {
   }
   if (noted.wal !== identity(wal) || noted.db === identity(db)) return;
   const shm = statOf(`${dbPath}-shm`);
-  let locks: PosixLock[];
-  try {
-    locks = posixLocks(readFileSync('/proc/locks', 'utf8'));
-  } catch {
-    return;
-  }
-  if (shm !== null && locks.some((lock) => lock.file === procLocksName(shm) && lock.pid !== process.pid)) return;
+  const locks = heldLocks();
+  // Who has the log open cannot be told (off Linux): no verdict.
+  if (locks === null) return;
+  if (shm !== null && strangers(locks, procLocksName(shm), null).length > 0) return;
   throw new Error(
     `${dbPath}-wal holds writes made to another database file, the one at this path when its programs last ran (stopped without closing it: killed, or the machine went down), since replaced by the file there now; SQLite would replay them into it. To open the file there now, move ${dbPath}-wal and ${dbPath}-shm beside the database they belong to under its name (or delete them, and those writes with them); to keep those writes, put that database back at this path`,
   );

@@ -35,6 +35,15 @@ export interface PosixLock {
   end: number;
 }
 
+/** The POSIX locks held now, from /proc/locks; null where it cannot be read (off Linux). */
+export function heldLocks(): PosixLock[] | null {
+  try {
+    return posixLocks(readFileSync('/proc/locks', 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
 /** The POSIX locks held (not waited for) in /proc/locks's text. */
 export function posixLocks(locks: string): PosixLock[] {
   const held: PosixLock[] = [];
