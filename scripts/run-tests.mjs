@@ -31,7 +31,8 @@ if (files.length === 0) {
 files.sort();
 
 // These already cover both backends themselves, are about SQLite's file only, or use no database
-// (run again on PostgreSQL they would test the same code twice). A name matches a path's end.
+// (run again on PostgreSQL they would test the same code twice). A name matches a path's last parts,
+// whole (see `names`).
 const SQLITE_ONLY = [
   'sqlite-store.test.ts',
   'file-identity.test.ts',
@@ -158,8 +159,17 @@ function stillRunning(pgid) {
   return text;
 }
 
+/**
+ * Whether `name` is the end of `path` from a folder boundary on: 'lease.test.ts' names
+ * test/lease.test.ts, not later-release.test.ts (which a bare endsWith took for it, so that file
+ * never ran on PostgreSQL).
+ */
+function names(path, name) {
+  return path.endsWith(name) && /[\\/]/.test(path.charAt(path.length - name.length - 1));
+}
+
 async function run(list, env) {
-  const alone = list.filter((f) => ALONE.some((name) => f.endsWith(name)));
+  const alone = list.filter((f) => ALONE.some((name) => names(f, name)));
   const shared = list.filter((f) => !alone.includes(f));
   const first = await spawnTests(shared, env, 2, env.TEST_BACKEND);
   return (await spawnTests(alone, env, 1, `${env.TEST_BACKEND}, files run alone`)) || first;
@@ -171,7 +181,7 @@ if (backends.includes('sqlite')) {
   console.log('\n=== backend: sqlite ===');
   status = await run(files, { TEST_BACKEND: 'sqlite' });
 }
-const pgFiles = files.filter((f) => !SQLITE_ONLY.some((name) => f.endsWith(name)));
+const pgFiles = files.filter((f) => !SQLITE_ONLY.some((name) => names(f, name)));
 if (backends.includes('postgres') && pgFiles.length > 0) {
   const base = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
   const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
