@@ -16,6 +16,7 @@ import { openStore } from '../src/store/open-store.ts';
 import { memoryFilesystem, networkFilesystem, privateTmp } from '../src/store/sqlite/filesystem.ts';
 import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
+import { laterReleaseMessage } from '../src/store/migration-files.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import type { ClaimedJob, JobRecord } from '../src/store/types.ts';
 import { createTestWorker, eventually, newTestJob, smallDisk, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
@@ -479,6 +480,33 @@ test("a file of another program's, or the limiter's file named as the database (
   await fresh.close();
   const again = await openStore(settings(`${dir}/fresh.sqlite`));
   await again.close();
+});
+
+test("the limiter's file, migrated by a later release, is judged as the database is: refused unless its later migrations say this release runs on them, and then said at open", async (t) => {
+  const dir = tempDir(t);
+  const settings = { path: `${dir}/requests.sqlite`, sync: 'full' as const, url: null, schema: 'public' };
+  const limitsPath = `${dir}/requests.limits.sqlite`;
+  await (await openStore(settings)).close();
+  const record = (sql: string) => {
+    const limits = new Database(limitsPath);
+    limits.prepare(sql).run();
+    limits.close();
+  };
+  record("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9001, '9001_later_limits.sql', 0)");
+  await assert.rejects(openStore(settings), {
+    message: `PROXY_DB_PATH: cannot open sqlite ${dir}/requests.sqlite: ${laterReleaseMessage(limitsPath, '9001_later_limits.sql')}`,
+  });
+  record("UPDATE schema_migrations SET name = '9001_later_limits_compatible.sql' WHERE version = 9001");
+  const warned: string[] = [];
+  const store = await openStore(settings, { logger: { warn: (message) => warned.push(message) } });
+  t.after(() => store.close());
+  assert.deepEqual(
+    warned.filter((message) => message.includes('later release')),
+    [
+      `PROXY_DB_PATH: ${limitsPath} was migrated by a later release of this program (9001_later_limits_compatible.sql); those migrations leave it usable by this release, which runs on it`,
+    ],
+  );
+  assert.equal((await store.createJob(newTestJob())).created, true);
 });
 
 test("the write lock's holder in /proc/locks: the POSIX lock on byte 120 of the -shm file, not a waiter for it, not another lock or file", () => {

@@ -27,6 +27,9 @@ export interface OpenStoreOptions {
  */
 export async function openStore(db: DatabaseSettings, options: OpenStoreOptions = {}): Promise<JobStore> {
   const { logger, setting = db.url ? 'DATABASE_URL' : 'PROXY_DB_PATH', onFileGone } = options;
+  // A release rolled back on a database a later one migrated: said at each start until it is gone.
+  const sayLater = (names: string[], where: string) =>
+    logger?.warn(`${setting}: ${where} was migrated by a later release of this program (${names.join(', ')}); those migrations leave it usable by this release, which runs on it`);
   try {
     if (db.url) {
       const { openPostgresStore } = await import('./postgres/pg-job-store.js');
@@ -37,7 +40,14 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
           offset_ms: offsetMs,
         });
       const onMigrationWait = (holder: string) => logger?.warn(`waiting for another process's migrations of schema ${db.schema}; the lock is held by ${holder}`);
-      return await openPostgresStore({ url: db.url, schema: db.schema, onConnectionLost, onClockOffset, onMigrationWait });
+      return await openPostgresStore({
+        url: db.url,
+        schema: db.schema,
+        onConnectionLost,
+        onClockOffset,
+        onMigrationWait,
+        onLaterMigrations: (names) => sayLater(names, `schema ${db.schema}`),
+      });
     }
     // A program still running on a file moved or deleted from this path holds its log under this
     // name; opened beside it, this file would take that log as its own. Such a program of ours
@@ -50,7 +60,12 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
     }
     assertNoOrphanLog(db.path);
     for (const path of [db.path, limitsPathFor(db.path)]) assertLogBelongs(path);
-    const store = openSqliteStore({ path: db.path, sync: db.sync, ...(onFileGone ? { onFileGone: (message: string) => onFileGone(`${setting}: ${message}`) } : {}) });
+    const store = openSqliteStore({
+      path: db.path,
+      sync: db.sync,
+      onLaterMigrations: sayLater,
+      ...(onFileGone ? { onFileGone: (message: string) => onFileGone(`${setting}: ${message}`) } : {}),
+    });
     for (const { message, filesystem } of placeWarnings(dirname(resolve(db.path)))) logger?.warn(`${setting} ${message}`, { filesystem });
     return store;
   } catch (err) {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { withClient } from './checkout.js';
-import { foreignMigration, migrationFiles, someTables } from '../migration-files.js';
+import { foreignMigration, laterMigrations, laterReleaseMessage, migrationFiles, someTables } from '../migration-files.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', import.meta.url));
 
@@ -11,9 +11,13 @@ const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', im
  * transaction, under an advisory lock: several hosts starting at once apply each file once.
  * `onWait` is told who holds the lock when another process has it: a start waiting for it said
  * nothing, for as long as the holder took (a long migration, or a host frozen or cut off while it
- * held the lock).
+ * held the lock). `onLater` is told the migrations a later release applied that this one runs on.
  */
-export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRATIONS_DIR, onWait?: (holder: string) => void): Promise<number> {
+export async function migratePostgres(
+  pool: pg.Pool,
+  schema: string,
+  { dir = MIGRATIONS_DIR, onWait, onLater }: { dir?: string; onWait?: (holder: string) => void; onLater?: (names: string[]) => void } = {},
+): Promise<number> {
   return withClient(pool, async (client) => {
     // Waiting here for another host's migrations, or for a table lock a migration needs, is not a
     // stuck request: no lock_timeout for this session until it is done.
@@ -26,7 +30,8 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
     }
     try {
       const files = migrationFiles(dir);
-      await assertOurSchema(client, schema, files);
+      const later = await assertOurSchema(client, schema, files);
+      if (later.length > 0) onLater?.(later);
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
       await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
         version    INTEGER PRIMARY KEY,
@@ -64,9 +69,11 @@ export async function migratePostgres(pool: pg.Pool, schema: string, dir = MIGRA
  * `files`), before anything in it changes. DATABASE_SCHEMA is `public` by default, and a database
  * shared with another application has that application's tables there, often beside a
  * schema_migrations of its own (Rails, Knex and others keep one by that name): this program's tables
- * would go in beside them, and its first insert into that table failed naming a column.
+ * would go in beside them, and its first insert into that table failed naming a column. Throws
+ * too for a schema a later release migrated past what this one can run on; answers the later
+ * migrations it can run on.
  */
-async function assertOurSchema(client: pg.PoolClient, schema: string, files: readonly string[]): Promise<void> {
+async function assertOurSchema(client: pg.PoolClient, schema: string, files: readonly string[]): Promise<string[]> {
   const { rows: tables } = await client.query<{ name: string }>(
     `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
@@ -75,7 +82,7 @@ async function assertOurSchema(client: pg.PoolClient, schema: string, files: rea
       ORDER BY 1`,
     [schema],
   );
-  if (tables.length === 0) return;
+  if (tables.length === 0) return [];
   const names = tables.map((table) => table.name);
   const another = `schema ${schema} holds another application's tables (${someTables(names)}): set DATABASE_SCHEMA to a schema of this program's own`;
   if (!names.includes('schema_migrations')) throw new Error(another);
@@ -87,6 +94,9 @@ async function assertOurSchema(client: pg.PoolClient, schema: string, files: rea
   const { rows: applied } = await client.query<{ version: number; name: string }>(`SELECT version, name FROM ${schema}.schema_migrations ORDER BY version`);
   const foreign = foreignMigration(applied, files);
   if (foreign) throw new Error(`${another} (${foreign})`);
+  const later = laterMigrations(applied, files);
+  if (later.refusing) throw new Error(laterReleaseMessage(`schema ${schema}`, later.refusing));
+  return later.compatible;
 }
 
 /**

@@ -45,6 +45,8 @@ export interface PostgresStoreOptions {
   idleInTransactionMs?: number;
   /** Told, with who holds it, when the start waits for another process's migrations. */
   onMigrationWait?: (holder: string) => void;
+  /** Told the migrations a later release applied to the schema that this one runs on anyway. */
+  onLaterMigrations?: (names: string[]) => void;
 }
 
 /**
@@ -153,7 +155,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, nameOf(text), text, values) };
   const migrating = new pg.Pool({ ...poolConfig, max: 1 });
   try {
-    await migratePostgres(migrating, schema, undefined, options.onMigrationWait);
+    await migratePostgres(migrating, schema, { onWait: options.onMigrationWait, onLater: options.onLaterMigrations });
   } finally {
     await migrating.end();
   }

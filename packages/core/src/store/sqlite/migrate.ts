@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Db } from './open-database.js';
-import { foreignMigration, migrationFiles, someTables } from '../migration-files.js';
+import { foreignMigration, laterMigrations, laterReleaseMessage, migrationFiles, someTables } from '../migration-files.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite/', import.meta.url));
 /** The rate-limit file's own migrations. */
@@ -37,14 +37,20 @@ export function migrate(db: Db, dir = MIGRATIONS_DIR): number {
  * recorded). Run before anything is changed in the file: a file that holds another program's
  * tables, or whose migrations are another schema's (the limiter's file and the database mixed up),
  * would otherwise be switched to WAL and get this program's tables beside its own, or a schema
- * whose versions skip what they should have made.
+ * whose versions skip what they should have made. Throws too for a file a later release migrated
+ * past what this one can run on (a release rolled back); answers the later migrations it can run
+ * on, for the caller to say.
  */
-export function assertOurSchema(db: Db, dir = MIGRATIONS_DIR): void {
+export function assertOurSchema(db: Db, dir = MIGRATIONS_DIR): string[] {
   const files = migrationFiles(dir);
   const tables = db.prepare<[], string>(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).pluck().all();
-  if (tables.length === 0) return;
+  if (tables.length === 0) return [];
   if (!tables.includes('schema_migrations'))
     throw new Error(`${db.name} is another program's SQLite database (its tables: ${someTables(tables)}); name a new file, or this program's`);
-  const foreign = foreignMigration(db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version').all(), files);
+  const applied = db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version').all();
+  const foreign = foreignMigration(applied, files);
   if (foreign) throw new Error(`${db.name} holds another schema: ${foreign} (the database and the limiter's file beside it mixed up?)`);
+  const later = laterMigrations(applied, files);
+  if (later.refusing) throw new Error(laterReleaseMessage(db.name, later.refusing));
+  return later.compatible;
 }

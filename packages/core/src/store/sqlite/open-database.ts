@@ -18,6 +18,8 @@ export interface OpenDatabaseOptions {
   busyTimeoutMs?: number;
   /** Folder of numbered migrations; the jobs schema by default. */
   migrations?: string;
+  /** Told the migrations a later release applied to the file at `path` that this one runs on anyway (see assertOurSchema). */
+  onLaterMigrations?: (names: string[], path: string) => void;
 }
 
 /** Opens the shared SQLite file, sets its pragmas once and brings its schema up to date. */
@@ -30,12 +32,14 @@ export function openDatabase(options: OpenDatabaseOptions): Db {
   const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
   // busy_timeout makes writers queue instead of failing.
   db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+  let later: string[];
   try {
-    assertOurSchema(db, options.migrations);
+    later = assertOurSchema(db, options.migrations);
   } catch (err) {
     db.close();
     throw err;
   }
+  if (later.length > 0) options.onLaterMigrations?.(later, options.path);
   // WAL lets the API read while a worker writes.
   enterWal(db, options.path, busyTimeoutMs);
   // A file new to WAL has its -wal made by its first transaction after the switch: this read's. The

@@ -65,7 +65,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const limitsPath = limitsPathFor(options.path);
   let limitsDb: Db;
   try {
-    limitsDb = openDatabase({ path: limitsPath, sync: 'off', migrations: LIMITS_MIGRATIONS_DIR });
+    limitsDb = openDatabase({ path: limitsPath, sync: 'off', migrations: LIMITS_MIGRATIONS_DIR, onLaterMigrations: options.onLaterMigrations });
   } catch (err) {
     db.close();
     throw err;

@@ -1,0 +1,74 @@
+/**
+ * A release rolled back onto a database a later release migrated, with the real programs on either
+ * backend: refused in one line while a later migration does not say earlier releases can run on
+ * it, nothing changed; run, with a warning at start, once every one says so.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { laterReleaseMessage } from '../../packages/core/src/store/migration-files.ts';
+import { API_MAIN, WORKER_MAIN, enqueueJob, getJson, newCredentials, openTestStore, spawnNode, startApiProcess, tempDir, testEnv, within } from '../helpers/index.ts';
+
+/** Runs `text` (no parameters) on the database a test's programs use; the rows it read. */
+async function runSql(env: Record<string, string>, text: string): Promise<unknown[]> {
+  if (env.DATABASE_URL) {
+    const client = new pg.Client({ connectionString: env.DATABASE_URL });
+    await client.connect();
+    try {
+      await client.query(`SET search_path TO ${env.DATABASE_SCHEMA}`);
+      return (await client.query(text)).rows;
+    } finally {
+      await client.end();
+    }
+  }
+  const db = new Database(env.PROXY_DB_PATH);
+  try {
+    const statement = db.prepare(text);
+    return statement.reader ? statement.all() : (statement.run(), []);
+  } finally {
+    db.close();
+  }
+}
+
+test("a release rolled back onto a database a later release migrated: refused in one line, nothing changed, unless each later migration's name says earlier releases run on it", async (t) => {
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-later', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' });
+  const setting = env.DATABASE_URL ? 'DATABASE_URL' : 'PROXY_DB_PATH';
+  const where = env.DATABASE_URL ? `schema ${env.DATABASE_SCHEMA}` : (env.PROXY_DB_PATH as string);
+  const store = await openTestStore(env);
+  const id = await enqueueJob(store, 'queued before the rollback');
+  await store.close();
+  // What the later release left: one migration that says this release can run on its result, one that does not.
+  await runSql(env, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9001, '9001_later_index_compatible.sql', 0), (9002, '9002_later_change.sql', 0)");
+  const recorded = await runSql(env, 'SELECT version, name FROM schema_migrations ORDER BY version');
+
+  for (const [main, args, program] of [
+    [API_MAIN, [], 'proxy-api'],
+    [WORKER_MAIN, ['daemon'], 'proxy-worker'],
+    [WORKER_MAIN, ['stats'], 'proxy-worker'],
+  ] as const) {
+    const child = spawnNode(main, [...args], env, dir);
+    const exit = await within(child.exited, 15_000, `${program} ${args.join(' ')} refusing to start`);
+    assert.equal(exit.code, 1, child.stderr.join('\n'));
+    const said = child.stderr.filter(Boolean);
+    assert.equal(said.length, 1, said.join('\n'));
+    assert.ok(said[0]!.startsWith(`${program}: ${setting}: cannot open `), said[0]);
+    assert.ok(said[0]!.endsWith(`: ${laterReleaseMessage(where, '9002_later_change.sql')}`), said[0]);
+  }
+  assert.deepEqual(await runSql(env, 'SELECT version, name FROM schema_migrations ORDER BY version'), recorded, 'no migration applied or undone');
+
+  await runSql(env, "UPDATE schema_migrations SET name = '9002_later_change_compatible.sql' WHERE version = 9002");
+  const warning = `${setting}: ${where} was migrated by a later release of this program (9001_later_index_compatible.sql, 9002_later_change_compatible.sql); those migrations leave it usable by this release, which runs on it`;
+  const shown = spawnNode(WORKER_MAIN, ['show', id, '--json'], env, dir);
+  assert.equal((await within(shown.exited, 15_000, 'proxy-worker show')).code, 0, shown.stderr.join('\n'));
+  assert.deepEqual(shown.stderr.filter(Boolean), [`proxy-worker: ${warning}`]);
+  assert.equal((JSON.parse(shown.lines.join('\n')) as { id: string }).id, id, 'the job made before is there');
+  const api = await startApiProcess(t, env, dir);
+  assert.ok(
+    api.child.lines.some((line) => (JSON.parse(line) as { level: string; message: string }).message === warning && line.includes('"warn"')),
+    api.child.lines.join('\n'),
+  );
+  assert.equal((await getJson(api.url, `/v1/requests/${id}`, key)).json.status, 'queued');
+});
