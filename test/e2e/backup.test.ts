@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { laterReleaseMessage } from '../../packages/core/src/store/migration-files.ts';
 import {
   WORKER_MAIN,
   completedJob,
@@ -313,6 +314,13 @@ test("restore refuses what is no backup of this database, changing nothing: a mi
   other.exec('CREATE TABLE notes (text TEXT)');
   other.close();
   await refused(join(dir, 'other.sqlite'), `${realpathSync(join(dir, 'other.sqlite'))} is a SQLite database, but not this program's (it has no jobs table)`);
+  // A backup a later release made, after a migration this release cannot run on.
+  const later = join(dir, 'later.sqlite');
+  writeFileSync(later, readFileSync(backup));
+  const laterDb = new Database(later);
+  laterDb.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9001, '9001_later_change.sql', 0)").run();
+  laterDb.close();
+  await refused(later, laterReleaseMessage(realpathSync(later), '9001_later_change.sql'));
 
   const damaged = join(dir, 'damaged.sqlite');
   writeFileSync(damaged, readFileSync(backup));

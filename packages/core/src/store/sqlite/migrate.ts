@@ -39,18 +39,18 @@ export function migrate(db: Db, dir = MIGRATIONS_DIR): number {
  * would otherwise be switched to WAL and get this program's tables beside its own, or a schema
  * whose versions skip what they should have made. Throws too for a file a later release migrated
  * past what this one can run on (a release rolled back); answers the later migrations it can run
- * on, for the caller to say.
+ * on, for the caller to say. `name` is the file the messages name (a copy's original, for restore).
  */
-export function assertOurSchema(db: Db, dir = MIGRATIONS_DIR): string[] {
+export function assertOurSchema(db: Db, dir = MIGRATIONS_DIR, name = db.name): string[] {
   const files = migrationFiles(dir);
   const tables = db.prepare<[], string>(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).pluck().all();
   if (tables.length === 0) return [];
   if (!tables.includes('schema_migrations'))
-    throw new Error(`${db.name} is another program's SQLite database (its tables: ${someTables(tables)}); name a new file, or this program's`);
+    throw new Error(`${name} is another program's SQLite database (its tables: ${someTables(tables)}); name a new file, or this program's`);
   const applied = db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version').all();
   const foreign = foreignMigration(applied, files);
-  if (foreign) throw new Error(`${db.name} holds another schema: ${foreign} (the database and the limiter's file beside it mixed up?)`);
+  if (foreign) throw new Error(`${name} holds another schema: ${foreign} (the database and the limiter's file beside it mixed up?)`);
   const later = laterMigrations(applied, files);
-  if (later.refusing) throw new Error(laterReleaseMessage(db.name, later.refusing));
+  if (later.refusing) throw new Error(laterReleaseMessage(name, later.refusing));
   return later.compatible;
 }

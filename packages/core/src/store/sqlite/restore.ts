@@ -3,6 +3,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncDirectory, syncFile, vacuumInto } from './file-copy.js';
 import { assertLogBelongs, logNotePath } from './file-identity.js';
+import { assertOurSchema } from './migrate.js';
 
 export interface RestoreReport {
   /** The live file, now holding the backup, as an absolute path. */
@@ -112,12 +113,16 @@ function copyBackup(from: string, partial: string, like: { mode: number; uid: nu
   }
 }
 
-/** A SQLite file that is not a job store would leave the programs with no jobs and an odd schema. */
+/**
+ * A SQLite file that is not a job store would leave the programs with no jobs and an odd schema; one
+ * a later release migrated past what this one runs on, with programs that refuse to start on it.
+ */
 function assertOurDatabase(path: string, from: string): void {
   const db = new Database(path, { readonly: true, fileMustExist: true });
   try {
     const tables = db.prepare(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN ('jobs', 'schema_migrations')`).all();
     if (tables.length !== 2) throw new Error(`${from} is a SQLite database, but not this program's (it has no jobs table)`);
+    assertOurSchema(db, undefined, from);
   } finally {
     db.close();
   }
