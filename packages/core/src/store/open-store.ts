@@ -27,7 +27,7 @@ export interface OpenStoreOptions {
  */
 export async function openStore(db: DatabaseSettings, options: OpenStoreOptions = {}): Promise<JobStore> {
   const { logger, setting = db.url ? 'DATABASE_URL' : 'PROXY_DB_PATH', onFileGone } = options;
-  // A release rolled back on a database a later one migrated: said at each start until it is gone.
+  // A release rolled back onto a database a later one migrated: said at each of its starts.
   const sayLater = (names: string[], where: string) =>
     logger?.warn(`${setting}: ${where} was migrated by a later release of this program (${names.join(', ')}); those migrations leave it usable by this release, which runs on it`);
   try {
