@@ -30,9 +30,10 @@ if (files.length === 0) {
 }
 files.sort();
 
-// These already cover both backends themselves, are about SQLite's file only, or use no database
-// (run again on PostgreSQL they would test the same code twice). A name matches a path's last parts,
-// whole (see `names`).
+// These already cover both backends themselves, are about SQLite's file only, use no database, or
+// test what stands in front of the API (the shell client, the status page, nginx, the README's
+// examples), which reads the same whichever store is behind it: run again on PostgreSQL they would
+// test the same code twice. A name matches a path's last parts, whole (see `names`).
 const SQLITE_ONLY = [
   'sqlite-store.test.ts',
   'file-identity.test.ts',
@@ -63,6 +64,11 @@ const SQLITE_ONLY = [
   'text-file.test.ts',
   'turn-batch.test.ts',
   'deploy-files.test.ts',
+  'shell-client.test.ts',
+  'dashboard.test.ts',
+  'behind-nginx.test.ts',
+  'readme.test.ts',
+  'signing-vector.test.ts',
 ];
 // These measure latency or load the machine with many processes: they run alone, after the rest,
 // so neither skews the other on a 2-core machine.
