@@ -69,7 +69,7 @@ export const SETTINGS = {
   LEASE_SECONDS: { type: 'integer', default: 30, minimum: 2, maximum: 3600, doc: 'How long a claim holds a job without renewal; a dead worker\'s jobs return after it, and a call whose renewals go unanswered that long is abandoned.' },
   WORKER_POLL_MS: { type: 'integer', default: 20, minimum: 5, maximum: 10000, doc: 'How often an idle worker checks the database for changes (a cheap PRAGMA, not a query of the queue) where nothing tells it of them; told of each commit (the SQLite log watched, PostgreSQL notifications), it checks every second, or at this interval if longer, and at this interval for 100 ms after a notice.' },
   SHUTDOWN_GRACE_SECONDS: { type: 'integer', default: 30, minimum: 0, maximum: 3600, doc: 'On SIGTERM, how long calls in flight may finish before they are put back.' },
-  RESULT_RETENTION_SECONDS: { type: 'integer', default: 604800, minimum: 60, maximum: 31536000, doc: 'Finished jobs are deleted this long after they finish.' },
+  RESULT_RETENTION_SECONDS: { type: 'integer', default: 604800, minimum: 60, maximum: 31536000, doc: 'Finished jobs are deleted this long after they finish (600 s at the least, as long as a signed request can be sent again).' },
 } as const satisfies Record<string, SettingSpec>;
 
 interface SettingSpec {

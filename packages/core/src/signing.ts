@@ -8,6 +8,16 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
  * No canonicalization: the bytes the client signed are the bytes the server checks.
  */
 
+/** A signed request's `ts` may differ from the server's clock by this much either way (else `stale_request`). */
+export const MAX_CLOCK_SKEW_SECONDS = 300;
+
+/**
+ * How long after its create the same signed body can still be accepted: its `ts` may have been
+ * MAX_CLOCK_SKEW_SECONDS ahead of the clock then, and is taken until it is as far behind. Its job,
+ * which holds its nonce, must be kept at least this long, or the body sent again makes a new job.
+ */
+export const REPLAY_WINDOW_MS = 2 * MAX_CLOCK_SKEW_SECONDS * 1000;
+
 /** HMAC-SHA256 of `text` as lowercase hex. */
 export function hmacHex(secret: string, text: string | Buffer): string {
   return createHmac('sha256', secret).update(text).digest('hex');

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import pg from 'pg';
 import fc from 'fast-check';
@@ -7,6 +8,8 @@ import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, t
 import { createTestWorker, enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
 import { MAX_FLEET_PAUSE_MS, sharedPauseReads } from '../src/runner/process-job.ts';
+import { createLogger } from '../src/logger.ts';
+import { REPLAY_WINDOW_MS } from '../src/signing.ts';
 import type { WorkerOptions } from '../src/runner/worker.ts';
 import type { JobRecord, JobStore } from '../src/store/types.ts';
 
@@ -493,24 +496,40 @@ test('once waits for a retry that comes due within one poll instead of exiting j
   assert.equal(stub.calls.length, 2);
 });
 
-test('once deletes finished jobs past retention on its way out', async (t) => {
-  const { store, worker, daemon, enqueue, stub, dir } = await setUp(t, () => ({}));
+test("once deletes finished jobs past retention on its way out, but none younger than a signed request's replay window, which a shorter retention says at start", async (t) => {
+  const { store, worker, daemon, enqueue, stub } = await setUp(t, () => ({}));
   const id = await enqueue('done soon');
   await finalJob(store, id);
   await worker.stop();
   await daemon;
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
-  const sweeper = createTestWorker({
-    store,
-    upstream,
-    shutdownGraceMs: 100,
-    retentionMs: 1,
+  t.after(() => upstream.close());
+  const warnings: string[] = [];
+  const logger = createLogger({
+    level: 'warn',
+    format: 'json',
+    stream: new Writable({
+      write(chunk, _encoding, done) {
+        warnings.push((JSON.parse(String(chunk)) as { message: string }).message);
+        done();
+      },
+    }),
   });
-  await new Promise((r) => setTimeout(r, 5));
-  await sweeper.runOnce();
-  await upstream.close();
-  assert.equal(await store.getJob(id), null);
-  void dir;
+  // A sweep by a worker whose clock is `aheadMs` past the store's.
+  const sweep = (aheadMs: number) => createTestWorker({ store, upstream, logger, shutdownGraceMs: 100, retentionMs: 60_000, now: () => store.now() + aheadMs }).runOnce();
+
+  await sweep(61_000);
+  assert.equal((await store.getJob(id))?.status, 'completed', 'kept: the same signed body could still be sent again');
+  assert.deepEqual(warnings, [
+    'RESULT_RETENTION_SECONDS (60) is shorter than the 600 s in which a signed request can be sent again: finished jobs are kept 600 s, so that a request sent again finds its job instead of making another',
+  ]);
+  await sweep(REPLAY_WINDOW_MS + 1000);
+  assert.equal(await store.getJob(id), null, 'deleted once past the window');
+  // Run and swept by one worker whose retention is a week.
+  const kept = await enqueue('kept a week', 3_600_000);
+  await createTestWorker({ store, upstream, logger, shutdownGraceMs: 100, retentionMs: 7 * 86_400_000, now: () => store.now() + REPLAY_WINDOW_MS + 1000 }).runOnce();
+  assert.equal((await store.getJob(kept))?.status, 'completed', 'a longer retention is kept as set');
+  assert.equal(warnings.length, 2, 'the second sweeper said it too; the third, with a week, did not');
 });
 
 test("a daemon's housekeeping runs beside its claims, and stopping ends it between two batches", async (t) => {

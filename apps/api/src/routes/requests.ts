@@ -4,6 +4,7 @@ import {
   AppError,
   FINAL_STATUSES,
   isJobId,
+  MAX_CLOCK_SKEW_SECONDS,
   newJobId,
   parseCreateRequest,
   toJobView,
@@ -18,8 +19,6 @@ import { clientOf, ctx } from '../context.js';
 import type { JobWatcher } from '../job-watcher.js';
 import { readSignedBody } from '../signed-body.js';
 
-/** A request's `ts` may differ from the server's clock by this much either way. */
-export const MAX_CLOCK_SKEW_SECONDS = 300;
 /** A nonce replayed within this window returns the original job; later it is refused. */
 export const NONCE_WINDOW_MS = 24 * 3600 * 1000;
 

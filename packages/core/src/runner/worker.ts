@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import { hostname } from 'node:os';
 import { newWorkerId } from '../ids.js';
+import { REPLAY_WINDOW_MS } from '../signing.js';
 import { createChangeWatch } from '../store/change-watch.js';
 import type { Logger } from '../logger.js';
 import type { ClaimedJob as Claimed, JobStore } from '../store/types.js';
@@ -77,6 +78,15 @@ export function createWorker(options: WorkerOptions): Worker {
   const log = options.logger.child({ worker_id: id });
   const shutdown = createShutdown();
   const shortage = createShortageBrake({ now, log });
+  // A finished job holds its request's nonce: deleted while the same signed body could still be
+  // accepted, that body sent again (a client's retry, a captured request) would make a new job and
+  // a second upstream call. So no retention is shorter than that window.
+  const keepFinishedMs = Math.max(options.retentionMs, REPLAY_WINDOW_MS);
+  if (keepFinishedMs > options.retentionMs) {
+    log.warn(
+      `RESULT_RETENTION_SECONDS (${options.retentionMs / 1000}) is shorter than the ${REPLAY_WINDOW_MS / 1000} s in which a signed request can be sent again: finished jobs are kept ${REPLAY_WINDOW_MS / 1000} s, so that a request sent again finds its job instead of making another`,
+    );
+  }
   const deps: ProcessJobDeps = {
     store: retryOutcomeWrites(options.store, { leaseMs: options.leaseMs, now, shutdown, logger: log }),
     acquireUpstream: sharedPauseReads(options.store),
@@ -368,7 +378,7 @@ export function createWorker(options: WorkerOptions): Worker {
   async function housekeeping() {
     try {
       const expired = await options.store.expireOverdue(housekeepingStop.signal);
-      const deleted = await options.store.deleteFinishedBefore(now() - options.retentionMs, housekeepingStop.signal);
+      const deleted = await options.store.deleteFinishedBefore(now() - keepFinishedMs, housekeepingStop.signal);
       await options.store.checkpoint();
       if (expired || deleted) log.info('housekeeping', { expired, deleted });
     } catch (err) {
