@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { createSilentLogger, signBody, signBodyText, type JobStore } from '@proxy/core';
-import { eventually, freshStamp, getJson, newTestJob, overriding, postSigned } from '../../../test/helpers/index.ts';
+import { createTestWorker, eventually, freshStamp, getJson, newTestJob, overriding, postSigned } from '../../../test/helpers/index.ts';
+import { createUpstreamClient } from '../../../packages/core/src/runner/upstream-client.ts';
 import { createJobWatcher, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
@@ -206,6 +207,23 @@ test('idempotency: same nonce and request → the same job (200); same nonce, ot
       .update(JSON.stringify([stored?.request, 90]))
       .digest('hex'),
   );
+});
+
+test('a signed body sent again within its ts window gets its job back, even after a worker with the shortest retention (60 s) swept the store a minute after the job finished', async (t) => {
+  const api = await startTestApi(t);
+  const body = signBody({ prompt: 'answered at once', ...freshStamp() }, api.secret);
+  const send = () => post(`${api.url}/v1/requests`, body, { 'content-type': 'application/json', 'x-proxy-key': api.key });
+  const first = await send();
+  assert.equal(first.status, 202);
+  const [claimed] = await api.store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+  await api.store.completeJob(first.json.id, claimed!.leaseToken, { outputText: 'the answer', usage: { total_tokens: 3 }, response: { id: 'chatcmpl-1' } });
+  // Never called: no job is due when the sweeper runs.
+  const upstream = createUpstreamClient({ baseUrl: 'http://127.0.0.1:9/v1', apiKey: 'sk-unused', connections: 1 });
+  t.after(() => upstream.close());
+  await createTestWorker({ store: api.store, upstream, retentionMs: 60_000, now: () => api.store.now() + 61_000 }).runOnce();
+  const again = await send();
+  assert.deepEqual([again.status, again.json.id, again.json.status], [200, first.json.id, 'completed']);
+  assert.equal((await api.store.countByStatus()).queued, 0, 'no second job');
 });
 
 test('ids that are not ours — unknown, malformed, SQL- or path-looking — are 404 not_found', async (t) => {
