@@ -4,9 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { ROOT, processesWhere } from '../helpers/index.ts';
+import { ALONE, SQLITE_ONLY, names } from '../../scripts/test-batches.mjs';
 
 const NEVER_EXITS = 'test/tooling/fixtures/never-exits.ts';
 const EXITS = 'test/tooling/fixtures/exits.ts';
@@ -84,4 +86,18 @@ test('a batch still running after TEST_BATCH_MINUTES names the files still runni
   assert.match(run.out, /run-tests: still running after 0\.05 minutes, killed: test\/tooling\/fixtures\/never-exits\.ts\n/);
   assert.ok(run.ms < 30_000, `the run took ${Math.round(run.ms)} ms`);
   assert.deepEqual(processesRunning(NEVER_EXITS), [], 'processes of the file are left');
+});
+
+test("each name in the runner's SQLite-only and run-alone lists names exactly one test file", () => {
+  const files = ['packages', 'apps', 'test'].flatMap((dir) =>
+    readdirSync(join(ROOT, dir), { recursive: true })
+      .map(String)
+      .filter((path) => path.endsWith('.test.ts') && !path.includes('node_modules'))
+      .map((path) => join(ROOT, dir, path)),
+  );
+  assert.ok(files.length > 50, `found ${files.length} test files`);
+  for (const name of [...SQLITE_ONLY, ...ALONE]) {
+    const named = files.filter((path) => names(path, name));
+    assert.equal(named.length, 1, `${name} names ${named.length} files: ${named.join(', ')}`);
+  }
 });
