@@ -5,31 +5,19 @@
 // Optional args name folders or files; BACKENDS=sqlite (or postgres) runs one backend only.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { ALONE, SQLITE_ONLY, names } from './test-batches.mjs';
+import { ALONE, SQLITE_ONLY, findTestFiles, names } from './test-batches.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['packages', 'apps', 'test'];
-const files = [];
-for (const dir of roots.map((r) => join(root, r))) {
-  if (!existsSync(dir)) continue;
-  if (statSync(dir).isFile()) {
-    files.push(dir);
-    continue;
-  }
-  for (const entry of readdirSync(dir, { recursive: true })) {
-    const path = join(dir, String(entry));
-    if (path.endsWith('.test.ts') && !path.includes('node_modules') && /(^|[\\/])test[\\/]/.test(relative(root, path))) files.push(path);
-  }
-}
+const files = findTestFiles(root, roots);
 if (files.length === 0) {
   console.error('run-tests: no test files found');
   process.exit(1);
 }
-files.sort();
 
 // A test file whose process never exits (a connection or timer left open once its tests end) would
 // hold the run until CI's own limit, 90 minutes, and say nothing of where. Node's runner stops a

@@ -4,3 +4,5 @@ export const SQLITE_ONLY: readonly string[];
 export const ALONE: readonly string[];
 /** Whether `name` is the end of `path` from a folder boundary on. */
 export function names(path: string, name: string): boolean;
+/** The test files the runner runs, sorted: files among `roots`, and every *.test.ts in a test folder under the rest. */
+export function findTestFiles(root: string, roots: readonly string[]): string[];

@@ -1,5 +1,7 @@
 // Which test files scripts/run-tests.mjs keeps off the PostgreSQL run, and which it runs alone;
 // apart from the runner so that a test can check the lists against the files (run-tests.test.ts).
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
 
 // These already cover both backends themselves, are about SQLite's file only, use no database, or
 // test what stands in front of the API (the shell client, the status page, nginx, the README's
@@ -52,4 +54,24 @@ export const ALONE = ['long-poll.test.ts', 'multi-host.test.ts', 'backlogs.test.
  */
 export function names(path, name) {
   return path.endsWith(name) && /[\\/]/.test(path.charAt(path.length - name.length - 1));
+}
+
+/**
+ * The test files the runner runs, sorted: each of `roots` (folders or files, relative to `root`)
+ * that is a file, and every *.test.ts in a test folder under the others.
+ */
+export function findTestFiles(root, roots) {
+  const files = [];
+  for (const dir of roots.map((r) => join(root, r))) {
+    if (!existsSync(dir)) continue;
+    if (statSync(dir).isFile()) {
+      files.push(dir);
+      continue;
+    }
+    for (const entry of readdirSync(dir, { recursive: true })) {
+      const path = join(dir, String(entry));
+      if (path.endsWith('.test.ts') && !path.includes('node_modules') && /(^|[\\/])test[\\/]/.test(relative(root, path))) files.push(path);
+    }
+  }
+  return files.sort();
 }

@@ -4,11 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { ROOT, processesWhere } from '../helpers/index.ts';
-import { ALONE, SQLITE_ONLY, names } from '../../scripts/test-batches.mjs';
+import { ALONE, SQLITE_ONLY, findTestFiles, names } from '../../scripts/test-batches.mjs';
 
 const NEVER_EXITS = 'test/tooling/fixtures/never-exits.ts';
 const EXITS = 'test/tooling/fixtures/exits.ts';
@@ -89,12 +88,7 @@ test('a batch still running after TEST_BATCH_MINUTES names the files still runni
 });
 
 test("each name in the runner's SQLite-only and run-alone lists names exactly one test file", () => {
-  const files = ['packages', 'apps', 'test'].flatMap((dir) =>
-    readdirSync(join(ROOT, dir), { recursive: true })
-      .map(String)
-      .filter((path) => path.endsWith('.test.ts') && !path.includes('node_modules'))
-      .map((path) => join(ROOT, dir, path)),
-  );
+  const files = findTestFiles(ROOT, ['packages', 'apps', 'test']);
   assert.ok(files.length > 50, `found ${files.length} test files`);
   for (const name of [...SQLITE_ONLY, ...ALONE]) {
     const named = files.filter((path) => names(path, name));
