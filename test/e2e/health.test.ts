@@ -62,7 +62,7 @@ test(
       const said = child.lines.map((line) => JSON.parse(line)).find((line) => line.level === 'error' && line.message.endsWith('draining'));
       assert.equal(
         said?.message,
-        `PROXY_DB_PATH: the database file ${db} was moved away or deleted while this process had it open; it writes nothing more to it; the ${program} stops, and a restart opens the file now at that path: draining`,
+        `PROXY_DB_PATH: the database file ${db} was moved away or deleted while this process had it open; it writes nothing more to it; a restart opens the file now at that path; the ${program} stops: draining`,
       );
     }
 

@@ -1,14 +1,31 @@
 /**
  * A release rolled back onto a database a later release migrated, with the real programs on either
  * backend: refused in one line while a later migration does not say earlier releases can run on
- * it, nothing changed; run, with a warning at start, once every one says so.
+ * it, nothing changed; run, with a warning at start, once every one says so. And a later release
+ * migrating the database under programs of this one that are running: they stop.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { laterReleaseMessage } from '../../packages/core/src/store/migration-files.ts';
-import { API_MAIN, WORKER_MAIN, enqueueJob, getJson, newCredentials, openTestStore, spawnNode, startApiProcess, tempDir, testEnv, within } from '../helpers/index.ts';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import {
+  API_MAIN,
+  WORKER_MAIN,
+  completedJob,
+  enqueueJob,
+  getJson,
+  newCredentials,
+  openTestStore,
+  postSigned,
+  spawnNode,
+  startApiProcess,
+  startWorkerDaemon,
+  tempDir,
+  testEnv,
+  within,
+} from '../helpers/index.ts';
 
 /** Runs `text` (no parameters) on the database a test's programs use; the rows it read. */
 async function runSql(env: Record<string, string>, text: string): Promise<unknown[]> {
@@ -72,3 +89,41 @@ test("a release rolled back onto a database a later release migrated: refused in
   );
   assert.equal((await getJson(api.url, `/v1/requests/${id}`, key)).json.status, 'queued');
 });
+
+test(
+  'a later release migrating the database under a running API and worker: both stop (exit 1) within seconds, in one line naming the migration; what they stored stays',
+  { timeout: 60_000 },
+  async (t) => {
+    const dir = tempDir(t);
+    const { key, secret } = newCredentials();
+    const stub = await startStubUpstream();
+    t.after(() => stub.close());
+    const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-later', OPENAI_BASE_URL: stub.url });
+    const setting = env.DATABASE_URL ? 'DATABASE_URL' : 'PROXY_DB_PATH';
+    const where = env.DATABASE_URL ? `schema ${env.DATABASE_SCHEMA}` : (env.PROXY_DB_PATH as string);
+    const api = await startApiProcess(t, env, dir);
+    const worker = startWorkerDaemon(t, env, dir);
+    await worker.waitFor((line) => line.includes('worker started'));
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await postSigned(api.url, key, secret, { prompt: `before ${i}` })).json.id);
+    for (const id of ids) await completedJob(api.url, key, id);
+
+    await runSql(env, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9003, '9003_later_change.sql', 0)");
+    const stopped = await within(Promise.all([api.child.exited, worker.exited]), 20_000, 'both programs stopping');
+    assert.deepEqual(
+      stopped.map(({ code }) => code),
+      [1, 1],
+    );
+    for (const [child, program] of [
+      [api.child, 'API'],
+      [worker, 'worker'],
+    ] as const) {
+      const errors = child.lines.map((line) => JSON.parse(line) as { level: string; message: string }).filter((line) => line.level === 'error');
+      assert.deepEqual(
+        errors.map((line) => line.message),
+        [`${setting}: ${laterReleaseMessage(where, '9003_later_change.sql')}; the ${program} stops: draining`],
+      );
+    }
+    assert.deepEqual(await runSql(env, 'SELECT status, COUNT(*) AS n FROM jobs GROUP BY status'), [{ status: 'completed', n: env.DATABASE_URL ? '3' : 3 }]);
+  },
+);

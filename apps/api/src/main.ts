@@ -40,10 +40,11 @@ await runMain('proxy-api', async () => {
   }
   const config = loadConfig({ needs: { clients: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' }, file: 'api.log' });
-  // Writes to a file no longer at PROXY_DB_PATH would be 202s for jobs no worker sees: the API stops
-  // (exit 1), and its restart opens the file that is there.
-  const fileGone = new AbortController();
-  const store = await openStore(config.db, { logger, onFileGone: (message) => fileGone.abort(`${message}; the API stops, and a restart opens the file now at that path`) });
+  // Writes to a file no longer at PROXY_DB_PATH would be 202s for jobs no worker sees, and writes
+  // under a later release's schema rows it reads otherwise: the API stops (exit 1), and its restart
+  // opens the file that is there, or refuses the later schema in one line.
+  const storeLost = new AbortController();
+  const store = await openStore(config.db, { logger, onLost: (message) => storeLost.abort(`${message}; the API stops`) });
   // The manual worker pass needs the upstream key; without it the runner (and undici) is never loaded.
   const runner = config.upstream.apiKey ? await import('@proxy/core/runner') : null;
   const upstream = runner ? runner.createUpstreamClientFromConfig(config, (message) => logger.warn(message)) : null;
@@ -80,8 +81,8 @@ await runMain('proxy-api', async () => {
   if (spoofable) logger.warn(spoofable);
 
   const stopPass = () => worker?.abortNow();
-  if (fileGone.signal.aborted) stopPass();
-  else fileGone.signal.addEventListener('abort', stopPass, { once: true });
+  if (storeLost.signal.aborted) stopPass();
+  else storeLost.signal.addEventListener('abort', stopPass, { once: true });
   handleStopSignals(
     logger,
     async () => {
@@ -96,6 +97,6 @@ await runMain('proxy-api', async () => {
       await store.close();
       logger.info('proxy-api stopped');
     },
-    { failWhen: fileGone.signal },
+    { failWhen: storeLost.signal },
   );
 });

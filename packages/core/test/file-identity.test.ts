@@ -62,14 +62,16 @@ test('a store whose file is moved away stops writing: it says so once, its write
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
   const told: string[] = [];
-  const store = openSqliteStore({ path, fileCheckMs: 20, onFileGone: (message) => told.push(message) });
+  const store = openSqliteStore({ path, fileCheckMs: 20, onLost: (message) => told.push(message) });
   for (let i = 0; i < 3; i++) assert.equal((await store.createJob(newTestJob())).created, true);
   const kept = newTestJob();
   const { job } = await store.createJob(kept);
 
   renameSync(path, `${path}.moved`);
   await eventually(async () => told.length > 0, 5000);
-  assert.deepEqual(told, [`the database file ${path} was moved away or deleted while this process had it open; it writes nothing more to it`]);
+  assert.deepEqual(told, [
+    `the database file ${path} was moved away or deleted while this process had it open; it writes nothing more to it; a restart opens the file now at that path`,
+  ]);
   const refused = await refusal(store.createJob(newTestJob()));
   assert.equal(refused.code, 'SQLITE_READONLY_DBMOVED');
   assert.ok(isDatabaseUnavailable(refused), 'an API answers it 503, a worker backs off');
@@ -89,7 +91,7 @@ function watchedStore(t: TestHooks, fileCheckMs: number) {
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
   const told: string[] = [];
-  const store = openSqliteStore({ path, fileCheckMs, onFileGone: (message) => told.push(message) });
+  const store = openSqliteStore({ path, fileCheckMs, onLost: (message) => told.push(message) });
   t.after(() => store.close());
   return { dir, path, told, store };
 }
@@ -113,7 +115,9 @@ test('a store whose limiter file (beside the database) is moved away says so as 
   assert.equal((await draw())[0]?.allowed, true);
   renameSync(`${dir}/db.limits.sqlite`, `${dir}/db.limits.sqlite.moved`);
   await eventually(async () => told.length > 0, 5000);
-  assert.deepEqual(told, [`the database file ${dir}/db.limits.sqlite was moved away or deleted while this process had it open; it writes nothing more to it`]);
+  assert.deepEqual(told, [
+    `the database file ${dir}/db.limits.sqlite was moved away or deleted while this process had it open; it writes nothing more to it; a restart opens the file now at that path`,
+  ]);
   const refused = await refusal(draw());
   assert.ok(isDatabaseUnavailable(refused), 'the API answers 503');
   await assert.rejects(store.createJob(newTestJob()), { code: 'SQLITE_READONLY_DBMOVED' }, 'nor the jobs: the program is stopping');
@@ -122,7 +126,7 @@ test('a store whose limiter file (beside the database) is moved away says so as 
 test("a store whose file and log were deleted, and a store opened since at the same path: the first one's close leaves the new one's log alone", async (t) => {
   const dir = tempDir(t);
   const path = `${dir}/db.sqlite`;
-  const old = openSqliteStore({ path, fileCheckMs: 20, onFileGone: () => undefined });
+  const old = openSqliteStore({ path, fileCheckMs: 20, onLost: () => undefined });
   await old.createJob(newTestJob());
   for (const file of [path, `${path}-wal`, `${path}-shm`]) rmSync(file);
   const fresh = openSqliteStore({ path });

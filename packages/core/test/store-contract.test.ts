@@ -15,6 +15,7 @@ import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { WORKER_ALIVE_MS, type ClaimedJob, type JobRecord, type JobStore, type NewJob } from '../src/store/types.ts';
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
+import { LATER_RELEASE_CODE, laterReleaseMessage } from '../src/store/migration-files.ts';
 import { createChangeListener } from '../src/store/postgres/change-listener.ts';
 import { eventually, manualClock, newTestJob, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
 
@@ -24,15 +25,20 @@ type Ctx = TestHooks;
 
 /** Where one test's stores live, and how to open another connection to it. */
 interface Place {
-  /** Opens a store on this place; it is closed when the test ends. */
-  open(now?: () => number): Promise<JobStore>;
+  /** Opens a store on this place; it is closed when the test ends. `tell` takes what it tells of its database. */
+  open(now?: () => number, tell?: Tell): Promise<JobStore>;
   /** Has `close` run when the test ends, before the place itself goes. */
   own(close: () => unknown): void;
   /** The PostgreSQL schema, where there is one. */
   schema?: string;
+  /** How the store's messages name its database: the SQLite file's path, or `schema <name>`. */
+  database: string;
   /** Runs SQL on the place's database from a connection of the test's own (`?` for each value); its rows. */
   sql(text: string, ...values: unknown[]): Promise<Array<Record<string, unknown>>>;
 }
+
+/** What a store tells of its database while it runs: a later release's migrations, and that it can write no more. */
+type Tell = { onLaterMigrations?: (names: string[]) => void; onLost?: (message: string) => void };
 
 interface Backend {
   name: string;
@@ -62,8 +68,9 @@ const backends: Backend[] = [
     async place(t) {
       const dir = tempDir(t);
       return {
-        open: async (now) => {
-          const store = openSqliteStore({ path: `${dir}/db.sqlite`, ...(now ? { now } : {}) });
+        database: `${dir}/db.sqlite`,
+        open: async (now, tell) => {
+          const store = openSqliteStore({ path: `${dir}/db.sqlite`, ...(now ? { now } : {}), ...tell });
           t.after(() => store.close());
           return store;
         },
@@ -105,8 +112,9 @@ const backends: Backend[] = [
       // A long fallback poll, so only a real NOTIFY can move the change counter within a test.
       return {
         schema,
-        open: async (now) => {
-          const store = await openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}) });
+        database: `schema ${schema}`,
+        open: async (now, tell) => {
+          const store = await openPostgresStore({ url: PG_URL, schema, poolSize: 4, fallbackPollMs: 60_000, ...(now ? { now } : {}), ...tell });
           own(() => store.close());
           return store;
         },
@@ -1168,6 +1176,38 @@ for (const backend of backends) {
           assert.doesNotMatch(plan, /Sort|Bitmap|Seq Scan/);
         }
       });
+
+    test('a later release migrating the database while the store runs: a compatible migration is told once; after one that is not, nothing more is written (unavailable), and the program is told to stop, once', async (t) => {
+      const place = await backend.place(t);
+      const later: string[][] = [];
+      const lost: string[] = [];
+      const store = await place.open(undefined, { onLaterMigrations: (names) => later.push(names), onLost: (message) => lost.push(message) });
+      await store.createJob(job());
+      await place.sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9001, '9001_later_index_compatible.sql', 0)");
+      await store.createJob(job());
+      await eventually(async () => later.length > 0, 5000);
+      // A second of looks (LATER_CHECK_MS, FILE_CHECK_MS) and writes tells nothing more.
+      for (let i = 0; i < 4; i++) {
+        await store.createJob(job());
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+      assert.deepEqual(later, [['9001_later_index_compatible.sql']]);
+      assert.deepEqual(lost, []);
+
+      await place.sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9002, '9002_later_change.sql', 0)");
+      // SQLite's writes look first inside their own transaction, so the very next one is refused;
+      // PostgreSQL's store finds it within its next look.
+      if (backend.name === 'postgres') await eventually(async () => lost.length > 0, 5000);
+      const refusal = (err: unknown) => (err as { code?: string }).code === LATER_RELEASE_CODE && isDatabaseUnavailable(err) && (err as Error).message === lost[0];
+      await assert.rejects(store.createJob(job()), refusal);
+      await assert.rejects(store.claimJobs({ workerId: 'w', limit: 10, leaseMs: 60_000 }), refusal);
+      await assert.rejects(store.consumeRateLimits([{ key: 'k', intervalMs: 1000, toleranceMs: 0 }]), refusal);
+      await assert.rejects(store.ping(), refusal);
+      assert.deepEqual(lost, [laterReleaseMessage(place.database, '9002_later_change.sql')]);
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      assert.equal(lost.length, 1, 'told once');
+      assert.deepEqual(await place.sql('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status'), [{ status: 'queued', n: backend.name === 'postgres' ? '6' : 6 }]);
+    });
 
     // PostgreSQL only: the store's statements are named (prepared once per connection), and a newer
     // version's migration may add a column while this process runs.

@@ -3,7 +3,7 @@ import { setUpWorker } from './setup.js';
 
 /** `proxy-worker daemon`: runs until the first stop signal, then drains and returns. */
 export async function runDaemon(): Promise<void> {
-  const { logger, worker, fileGone, close } = await setUpWorker();
+  const { logger, worker, storeLost, close } = await setUpWorker();
   const done = worker.runDaemon();
   handleStopSignals(
     logger,
@@ -12,7 +12,7 @@ export async function runDaemon(): Promise<void> {
       await done;
       await close();
     },
-    { hangUpStops: true, failWhen: fileGone },
+    { hangUpStops: true, failWhen: storeLost },
   );
   await done;
 }

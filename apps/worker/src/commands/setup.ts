@@ -7,8 +7,8 @@ export interface WorkerSetup {
   store: JobStore;
   upstream: UpstreamClient;
   worker: Worker;
-  /** Aborted when the SQLite file was moved, replaced or deleted under the worker: it must stop. */
-  fileGone: AbortSignal;
+  /** Aborted when the store can write no more (its SQLite file moved away, a later release's migration): the worker must stop. */
+  storeLost: AbortSignal;
   close(): Promise<void>;
 }
 
@@ -16,8 +16,8 @@ export interface WorkerSetup {
 export async function setUpWorker(): Promise<WorkerSetup> {
   const config = loadConfig({ needs: { upstream: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
-  const fileGone = new AbortController();
-  const store = await openStore(config.db, { logger, onFileGone: (message) => fileGone.abort(`${message}; the worker stops, and a restart opens the file now at that path`) });
+  const storeLost = new AbortController();
+  const store = await openStore(config.db, { logger, onLost: (message) => storeLost.abort(`${message}; the worker stops`) });
   logger.info('database', { database: describeDatabase(config.db) });
   // The origin only: the URL may hold the proxy's password.
   if (config.upstream.proxyUrl) logger.info('upstream calls go through a proxy', { proxy: new URL(config.upstream.proxyUrl).origin });
@@ -36,13 +36,13 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   const upstream = createUpstreamClientFromConfig(config, (message) => logger.warn(message));
   const worker = createWorkerFromConfig(config, { store, upstream, logger });
   // Nothing it does now could be written where anyone looks: calls in flight end at once.
-  fileGone.signal.addEventListener('abort', () => worker.abortNow(), { once: true });
+  storeLost.signal.addEventListener('abort', () => worker.abortNow(), { once: true });
   return {
     logger,
     store,
     upstream,
     worker,
-    fileGone: fileGone.signal,
+    storeLost: storeLost.signal,
     async close() {
       await upstream.close();
       await store.close();

@@ -347,6 +347,9 @@ export function createWorker(options: WorkerOptions): Worker {
           await drain();
           throw err;
         }
+        // Stopping already: the store that refused this had told the program to stop (its file
+        // moved away, a later release's migration), which said why.
+        if (stopping) break;
         failures += 1;
         log.error('worker loop error; backing off', { err, failures });
         await sleep(Math.min(30_000, 250 * 2 ** Math.min(failures, 7)));

@@ -12,11 +12,12 @@ export interface OpenStoreOptions {
   /** The setting named in a failure to open; DATABASE_URL or PROXY_DB_PATH by default. */
   setting?: string;
   /**
-   * SQLite: told once when the file at PROXY_DB_PATH is no longer the one opened (moved, replaced
-   * or deleted). The store then writes nothing more; a long-running program should stop, and its
-   * restart opens the file at the path (see file-identity.ts).
+   * Told once, with why, when the store can write no more: a later release migrated the database
+   * past what this one runs on (migration-files.ts), or, SQLite, the file at PROXY_DB_PATH is no
+   * longer the one opened (moved, replaced or deleted: file-identity.ts). A long-running program
+   * should stop.
    */
-  onFileGone?: (message: string) => void;
+  onLost?: (message: string) => void;
 }
 
 /**
@@ -26,7 +27,8 @@ export interface OpenStoreOptions {
  * one line naming `setting` and where the database is, never the password.
  */
 export async function openStore(db: DatabaseSettings, options: OpenStoreOptions = {}): Promise<JobStore> {
-  const { logger, setting = db.url ? 'DATABASE_URL' : 'PROXY_DB_PATH', onFileGone } = options;
+  const { logger, setting = db.url ? 'DATABASE_URL' : 'PROXY_DB_PATH' } = options;
+  const onLost = (message: string) => options.onLost?.(`${setting}: ${message}`);
   // A release rolled back onto a database a later one migrated: said at each of its starts.
   const sayLater = (names: string[], where: string) =>
     logger?.warn(`${setting}: ${where} was migrated by a later release of this program (${names.join(', ')}); those migrations leave it usable by this release, which runs on it`);
@@ -47,6 +49,7 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
         onClockOffset,
         onMigrationWait,
         onLaterMigrations: (names) => sayLater(names, `schema ${db.schema}`),
+        onLost,
       });
     }
     // A program still running on a file moved or deleted from this path holds its log under this
@@ -64,7 +67,7 @@ export async function openStore(db: DatabaseSettings, options: OpenStoreOptions 
       path: db.path,
       sync: db.sync,
       onLaterMigrations: sayLater,
-      ...(onFileGone ? { onFileGone: (message: string) => onFileGone(`${setting}: ${message}`) } : {}),
+      onLost,
     });
     for (const { message, filesystem } of placeWarnings(dirname(resolve(db.path)))) logger?.warn(`${setting} ${message}`, { filesystem });
     return store;

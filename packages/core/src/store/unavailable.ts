@@ -1,3 +1,5 @@
+import { LATER_RELEASE_CODE } from './migration-files.js';
+
 /**
  * Whether an error thrown by a store means the database cannot serve now (a restart, a failover, a
  * full disk, a lock held too long), rather than a fault in the request or in our code. The API
@@ -31,6 +33,9 @@ const UNAVAILABLE_CODES = new Set([
   // held elsewhere past lock_timeout; a session ended for sitting in a transaction too long (its
   // process was frozen or cut off meanwhile: nothing of the transaction was written).
   '57P01', '57P02', '57P03', '53300', '25006', '55P03', '25P03',
+  // A later release migrated the database under this one (migration-files.ts): this program stops,
+  // and the release that migrated it answers the retry.
+  LATER_RELEASE_CODE,
 ]);
 
 // prettier-ignore

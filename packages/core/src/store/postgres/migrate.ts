@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { withClient } from './checkout.js';
-import { foreignMigration, laterMigrations, laterReleaseMessage, migrationFiles, someTables } from '../migration-files.js';
+import { foreignMigration, laterMigrations, laterReleaseMessage, migrationFiles, someTables, watchLaterMigrations } from '../migration-files.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', import.meta.url));
 
@@ -118,4 +118,33 @@ async function lockHolder(client: pg.PoolClient, lock: string): Promise<string> 
   if (!holder) return 'a session that has just let go of it';
   const from = holder.addr ? ` from ${holder.addr}` : ' over a local socket';
   return `PostgreSQL backend pid ${holder.pid} (application ${holder.application_name || 'unnamed'}${from}), ${holder.state ?? 'state unknown'} for ${holder.since_s ?? '?'} s`;
+}
+
+/** A running store's watch for a later release's migrations (watchForLaterRelease). */
+export interface LaterReleaseWatch {
+  /** Reads what the schema recorded past this release's migrations and judges it: the error refusing the store's work, or null. */
+  look(): Promise<Error | null>;
+  /** That error, once a look found it (no query of its own). */
+  readonly refused: Error | null;
+}
+
+/**
+ * Watches `schema`, migrated from `dir`, for a later release's migrations applied while this one
+ * runs (watchLaterMigrations), through the store's `query`. The first look is taken here, as the
+ * start's.
+ */
+export async function watchForLaterRelease(
+  query: (text: string, values: unknown[]) => Promise<{ rows: Array<{ version: number; name: string }> }>,
+  schema: string,
+  { dir = MIGRATIONS_DIR, onLater, onRefused }: { dir?: string; onLater?: (names: string[]) => void; onRefused?: (message: string) => void } = {},
+): Promise<LaterReleaseWatch> {
+  const watch = watchLaterMigrations(migrationFiles(dir), `schema ${schema}`, { onLater, onRefused });
+  const look = async () => watch.refused ?? watch.judge((await query('SELECT version, name FROM schema_migrations WHERE version > $1 ORDER BY version', [watch.after])).rows);
+  await look();
+  return {
+    look,
+    get refused() {
+      return watch.refused;
+    },
+  };
 }

@@ -17,7 +17,7 @@ import {
 } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { isDatabaseUnavailable } from '../unavailable.js';
-import { migratePostgres } from './migrate.js';
+import { migratePostgres, watchForLaterRelease } from './migrate.js';
 import { query, timeCheckouts, withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
 import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
@@ -47,7 +47,18 @@ export interface PostgresStoreOptions {
   onMigrationWait?: (holder: string) => void;
   /** Told the migrations a later release applied to the schema that this one runs on anyway. */
   onLaterMigrations?: (names: string[]) => void;
+  /**
+   * Told once, with why, when a later release migrated the schema past what this one runs on while
+   * it ran (migration-files.ts): from then on the store refuses its work, and the program should stop.
+   */
+  onLost?: (message: string) => void;
 }
+
+/**
+ * How often a running store asks whether a later release migrated its schema (one indexed query
+ * returning no row): what this release wrote in between went to the later schema.
+ */
+export const LATER_CHECK_MS = 1000;
 
 /**
  * A statement, or a transaction's statements together, not answered in this long fails as
@@ -152,7 +163,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     if (name === undefined) names.set(text, (name = `proxy_${names.size}`));
     return name;
   };
-  const db = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, nameOf(text), text, values) };
+  const unwatched = { query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => query<R>(pool, nameOf(text), text, values) };
+  // Past a later release's migration this release cannot run on, nothing more is asked of the
+  // schema (the clock aside): its reads may mean other things there too, and the program stops.
+  const db: typeof unwatched = {
+    query: (text, values) => (laterRelease.refused ? Promise.reject(laterRelease.refused) : unwatched.query(text, values)),
+  };
   const migrating = new pg.Pool({ ...poolConfig, max: 1 });
   try {
     await migratePostgres(migrating, schema, { onWait: options.onMigrationWait, onLater: options.onLaterMigrations });
@@ -164,7 +180,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const clock = options.now
     ? null
     : await createDbClock(
-        async () => (await db.query<{ ms: number }>('SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::float8 AS ms')).rows[0]!.ms,
+        async () => (await unwatched.query<{ ms: number }>('SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::float8 AS ms')).rows[0]!.ms,
         options.localNow,
         options.onClockOffset,
       ).catch(async (err: unknown) => {
@@ -173,6 +189,18 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         throw err;
       });
   const now = options.now ?? clock!.now;
+  const laterRelease = await watchForLaterRelease((text, values) => unwatched.query(text, values), schema, {
+    onLater: options.onLaterMigrations,
+    onRefused: options.onLost,
+  }).catch(async (err: unknown) => {
+    clock?.close();
+    stopTimingCheckouts();
+    await pool.end();
+    throw err;
+  });
+  // A failed look (the server down) is the next one's to make again; what failed is told by the work that fails.
+  const laterLooks = setInterval(() => void laterRelease.look().catch(() => undefined), LATER_CHECK_MS);
+  laterLooks.unref();
 
   // The counter the worker loop and long-poll watchers compare: see change-listener.ts.
   const listener = createChangeListener({ connection, schema, fallbackPollMs: options.fallbackPollMs ?? LISTEN_FALLBACK_MS });
@@ -184,6 +212,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // processes used 110-117 ticks of CPU against 137-157; the worker and the pickup (median 5-6 ms)
   // the same.
   function tx<T>(fn: (c: Q) => Promise<T>): Promise<T> {
+    if (laterRelease.refused) return Promise.reject(laterRelease.refused);
     return withClient(pool, async (client) => {
       const named: Q = { query: (text, values) => client.query({ name: nameOf(text), text, values }) };
       try {
@@ -866,6 +895,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       if (closed) return;
       closed = true;
       clock?.close();
+      clearInterval(laterLooks);
       // Writes already accepted finish before the pool goes.
       await Promise.all([inserts.drain(), endings.drain(), retries.drain(), draws.drain(), folding]);
       await listener.close();

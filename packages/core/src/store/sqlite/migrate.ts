@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Db } from './open-database.js';
-import { foreignMigration, laterMigrations, laterReleaseMessage, migrationFiles, someTables } from '../migration-files.js';
+import { foreignMigration, laterMigrations, laterReleaseMessage, migrationFiles, someTables, watchLaterMigrations } from '../migration-files.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite/', import.meta.url));
 /** The rate-limit file's own migrations. */
@@ -53,4 +53,31 @@ export function assertOurSchema(db: Db, dir = MIGRATIONS_DIR, name = db.name): s
   const later = laterMigrations(applied, files);
   if (later.refusing) throw new Error(laterReleaseMessage(name, later.refusing));
   return later.compatible;
+}
+
+/** An open file's watch for a later release's migrations (watchForLaterRelease). */
+export interface LaterReleaseWatch {
+  /** Reads what the file recorded past this release's migrations and judges it: the error refusing writes, or null. */
+  look(): Error | null;
+  /** That error, once a look found it (no read of its own). */
+  readonly refused: Error | null;
+}
+
+/**
+ * Watches `db`, opened and migrated from `dir`, for a later release's migrations applied while it
+ * runs (watchLaterMigrations). A look is one seek on schema_migrations' key, cheap enough for each
+ * write transaction: run first inside it, it sees exactly the schema the writes after it go to. The
+ * first look is taken here, as the start's.
+ */
+export function watchForLaterRelease(db: Db, dir = MIGRATIONS_DIR, tell: { onLater?: (names: string[]) => void; onRefused?: (message: string) => void } = {}): LaterReleaseWatch {
+  const watch = watchLaterMigrations(migrationFiles(dir), db.name, tell);
+  const since = db.prepare<[number], { version: number; name: string }>('SELECT version, name FROM schema_migrations WHERE version > ? ORDER BY version');
+  const look = () => watch.refused ?? watch.judge(since.all(watch.after));
+  look();
+  return {
+    look,
+    get refused() {
+      return watch.refused;
+    },
+  };
 }

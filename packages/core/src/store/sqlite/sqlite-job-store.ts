@@ -23,7 +23,7 @@ import {
 } from '../types.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, byQueueOrder, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { toHeartbeat, type WorkerRow } from '../worker-row.js';
-import { LIMITS_MIGRATIONS_DIR } from './migrate.js';
+import { LIMITS_MIGRATIONS_DIR, watchForLaterRelease, type LaterReleaseWatch } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
@@ -40,17 +40,20 @@ export interface SqliteStoreOptions extends OpenDatabaseOptions {
   /** How the WAL is flushed under sync=full; injected so tests can hold or fail a flush. */
   datasync?: Datasync;
   /**
-   * Told once, with why, when the file at `path` is no longer the one opened (moved, replaced or
-   * deleted): from then on every write fails, and the program should stop (see FILE_CHECK_MS).
+   * Told once, with why, when this store can write no more: the file at `path` is no longer the one
+   * opened (moved, replaced or deleted), or a later release migrated it past what this one runs on.
+   * From then on every write fails, and the program should stop (see FILE_CHECK_MS).
    */
-  onFileGone?: (message: string) => void;
+  onLost?: (message: string) => void;
   /** How often the file at `path` is looked at; FILE_CHECK_MS by default. */
   fileCheckMs?: number;
 }
 
 /**
- * How often a store looks whether its file is still the one at its path (one stat). Writes made in
- * between go to the file that was moved, as before it was; a health check looks at once.
+ * How often a store looks whether its file is still the one at its path (one stat), and whether a
+ * later release migrated it (one read). Writes made in between go to the file that was moved, as
+ * before it was (a later release's migration is looked for by each write itself); a health check
+ * looks at once.
  */
 export const FILE_CHECK_MS = 1000;
 
@@ -71,18 +74,49 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     throw err;
   }
   const walSync = durable ? createWalSync(options.path, options.datasync) : null;
+  // Whichever is found first stops the program; the other is then not told.
+  let lost = false;
+  const tellLost = (message: string) => {
+    if (!lost) options.onLost?.(message);
+    lost = true;
+  };
   // An open descriptor keeps reading and writing a file that was moved, replaced or deleted, while
   // every other program goes by the path (file-identity.ts): past that, this store writes nothing.
+  const intervalMs = options.fileCheckMs ?? FILE_CHECK_MS;
   const moves = watchForMoves(
     [
       { path: options.path, db },
       { path: limitsPath, db: limitsDb },
     ],
-    { intervalMs: options.fileCheckMs ?? FILE_CHECK_MS, onGone: options.onFileGone },
+    { intervalMs, onGone: (message) => tellLost(`${message}; a restart opens the file now at that path`) },
   );
   const refuseIfMoved = () => {
     if (moves.gone) throw moves.gone;
   };
+  // A later release rolled out while this one runs migrates the files under it (migrate.ts): each
+  // write transaction looks first, and a timer looks for a program that only reads.
+  const laterWatch = (file: Db, dir: string | undefined, path: string) =>
+    watchForLaterRelease(file, dir, { onLater: (names) => options.onLaterMigrations?.(names, path), onRefused: tellLost });
+  const laterJobs = laterWatch(db, options.migrations, options.path);
+  const laterLimits = laterWatch(limitsDb, LIMITS_MIGRATIONS_DIR, limitsPath);
+  const later = [laterJobs, laterLimits];
+  // Either file refused refuses both: the program stops, and what it would still write is no use.
+  const laterRefused = () => laterJobs.refused ?? laterLimits.refused;
+  const refuseIfLater = (watch: LaterReleaseWatch) => () => {
+    const refused = watch.look() ?? laterRefused();
+    if (refused) throw refused;
+  };
+  const lookForLater = () => {
+    for (const watch of later) {
+      try {
+        watch.look();
+      } catch {
+        // Unreadable now: the next look, or the next write, tells.
+      }
+    }
+  };
+  const laterLooks = setInterval(lookForLater, intervalMs);
+  laterLooks.unref();
   const limits = {
     get: limitsDb.prepare<[string], number>('SELECT tat FROM rate_limits WHERE key = ?').pluck(),
     set: limitsDb.prepare<[string, number]>('INSERT INTO rate_limits (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat'),
@@ -104,6 +138,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   };
   const limitWrites = createWriteQueue(limitsDb, {
     check: refuseIfMoved,
+    begin: refuseIfLater(laterLimits),
     beforeCommit() {
       for (const [key, tat] of drawn) limits.set.run(key, tat);
       drawn.clear();
@@ -201,6 +236,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     db,
     {
       check: refuseIfMoved,
+      begin: refuseIfLater(laterJobs),
       beforeCommit() {
         counters.writePending();
         minutes.writePending();
@@ -406,6 +442,9 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       if (options.path !== ':memory:') {
         const moved = moves.look();
         if (moved) throw moved;
+        lookForLater();
+        const refused = laterRefused();
+        if (refused) throw refused;
         try {
           accessSync(options.path, fsConstants.R_OK | fsConstants.W_OK);
         } catch (err) {
@@ -485,6 +524,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     async close() {
       await Promise.all([writes.drain(), limitWrites.drain()]);
       await walSync?.close();
+      clearInterval(laterLooks);
       moves.close();
       if (db.open) db.close();
       if (limitsDb.open) limitsDb.close();

@@ -23,6 +23,8 @@ export const BUSY_RETRY_MAX_MS = 100;
 export interface WriteQueueHooks {
   /** Before each transaction: throws to refuse its writes (the database file moved away). */
   check?(): void;
+  /** First inside each transaction: throws to refuse its writes by what it reads (a later release's migration). */
+  begin?(): void;
   /** Inside the transaction, after its writes: anything they left to write goes in now. */
   beforeCommit(): void;
   /** After a rollback: forget what the rolled-back writes left behind. */
@@ -67,11 +69,13 @@ export function createWriteQueue(
   // be run again instead.
   db.pragma(`busy_timeout = ${Math.min(BUSY_BLOCK_MS, waitMs)}`);
   const runBatch = db.transaction((batch: typeof pending) => {
+    hooks?.begin?.();
     const results = batch.map((p) => p.write());
     hooks?.beforeCommit();
     return results;
   });
   const runAlone = db.transaction((write: () => unknown) => {
+    hooks?.begin?.();
     const result = write();
     hooks?.beforeCommit();
     return result;
