@@ -127,3 +127,78 @@ test(
     assert.deepEqual(await runSql(env, 'SELECT status, COUNT(*) AS n FROM jobs GROUP BY status'), [{ status: 'completed', n: env.DATABASE_URL ? '3' : 3 }]);
   },
 );
+
+test(
+  'creates under way while a later release migrates the database: the jobs stored are exactly those answered 202, on SQLite not one after the migration commits, and the rest are told 503',
+  { timeout: 60_000 },
+  async (t) => {
+    const dir = tempDir(t);
+    const { key, secret } = newCredentials();
+    const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
+    const api = await startApiProcess(t, env, dir);
+    const accepted: string[] = [];
+    const others = new Map<string, number>();
+    let sending = true;
+    const client = async () => {
+      while (sending) {
+        try {
+          const { status, json } = await postSigned(api.url, key, secret, { prompt: 'under way' });
+          if (status === 202) accepted.push(json.id as string);
+          else others.set(`${status} ${json.error?.code}`, (others.get(`${status} ${json.error?.code}`) ?? 0) + 1);
+        } catch {
+          // The API has stopped: its port refuses.
+          return;
+        }
+      }
+    };
+    const clients = Array.from({ length: 4 }, client);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const before = accepted.length;
+    // The later release's migration: a table change and its record, in one transaction, as migrate() applies a file.
+    let storedAtCommit: number;
+    if (env.DATABASE_URL) {
+      const admin = new pg.Client({ connectionString: env.DATABASE_URL });
+      await admin.connect();
+      try {
+        await admin.query(`SET search_path TO ${env.DATABASE_SCHEMA}`);
+        await admin.query('BEGIN');
+        await admin.query('ALTER TABLE jobs ADD COLUMN later_note TEXT');
+        await admin.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9004, '9004_later_change.sql', 0)");
+        storedAtCommit = Number((await admin.query('SELECT COUNT(*) AS n FROM jobs')).rows[0].n);
+        await admin.query('COMMIT');
+      } finally {
+        await admin.end();
+      }
+    } else {
+      const db = new Database(env.PROXY_DB_PATH);
+      db.pragma('busy_timeout = 5000');
+      try {
+        storedAtCommit = db
+          .transaction(() => {
+            db.exec('ALTER TABLE jobs ADD COLUMN later_note TEXT');
+            db.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9004, '9004_later_change.sql', 0)");
+            return db.prepare('SELECT COUNT(*) FROM jobs').pluck().get() as number;
+          })
+          .immediate();
+      } finally {
+        db.close();
+      }
+    }
+    assert.equal((await within(api.child.exited, 20_000, 'the API stopping')).code, 1);
+    sending = false;
+    await Promise.all(clients);
+    assert.ok(before > 0, 'creates were answered 202 before the migration');
+    const stored = new Set((await runSql(env, 'SELECT id FROM jobs')).map((row) => (row as { id: string }).id));
+    assert.deepEqual(
+      accepted.filter((id) => !stored.has(id)),
+      [],
+      'every 202 is stored',
+    );
+    assert.equal(stored.size, accepted.length, 'nothing stored that was not answered 202');
+    t.diagnostic(
+      `${before} creates answered before the migration, ${accepted.length} in all, ${stored.size - storedAtCommit} stored after its commit; others: ${[...others].join(', ') || 'none'}`,
+    );
+    if (!env.DATABASE_URL) assert.equal(stored.size, storedAtCommit, "nothing stored after the migration's commit");
+    for (const answer of others.keys()) assert.match(answer, /^503 unavailable$/, 'the creates not stored were told to try again');
+  },
+);
