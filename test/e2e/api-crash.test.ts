@@ -65,6 +65,45 @@ test('kill -9 the API while creates stream in: every create that got its 202 is 
   t.diagnostic(`${accepted.size} creates answered 202 before the kill, ${failed} cut off, ${stored} stored`);
 });
 
+// Clients that send request after request on keep-alive connections (nginx's upstream keepalive, an
+// agent under load) never leave one idle, and a server closing waits for every connection to end.
+test('the first SIGTERM while creates stream in on keep-alive connections: the API exits 0 within seconds, its connections closed as each answer ends, and every 202 is stored', async (t: T) => {
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: 'off' });
+  const { url, child } = await startApiProcess(t, env, dir);
+  const accepted = new Set<string>();
+  let closedByServer = 0;
+  let stop = false;
+  const senders = Array.from({ length: 4 }, async () => {
+    while (!stop) {
+      try {
+        const answer = await postSigned(url, key, secret, { prompt: 'drain' });
+        if (answer.status === 202) accepted.add(answer.json.id as string);
+        if (answer.headers.get('connection') === 'close') closedByServer += 1;
+      } catch {
+        // The API no longer takes connections.
+        return;
+      }
+    }
+  });
+  await eventually(async () => accepted.size >= 200, 30_000, 5);
+  const at = accepted.size;
+  child.kill('SIGTERM');
+  const exit = await within(child.exited, 5000, 'proxy-api draining while clients keep sending').finally(() => (stop = true));
+  await Promise.all(senders);
+  assert.equal(exit.code, 0);
+  assert.ok(child.lines.some((line) => line.includes('proxy-api stopped')));
+  assert.ok(closedByServer > 0, 'answers given while draining end their connections');
+
+  const store = await openTestStore(env);
+  t.after(() => store.close());
+  const missing: string[] = [];
+  for (const id of accepted) if (!(await store.getJob(id))) missing.push(id);
+  assert.deepEqual(missing, [], 'every 202 is stored');
+  t.diagnostic(`${at} creates answered 202 before the SIGTERM, ${accepted.size} in all; ${closedByServer} answers ended their connection`);
+});
+
 // SQLite replays whatever log lies beside the file it opens: after a kill, a backup put in place of
 // the file got the killed program's log (README, "The file moved or replaced under running programs").
 test('kill -9 the API, then a backup moved into place: the next start refuses the log left beside it in one line; the advice followed, each file keeps its own jobs', async (t: T & {

@@ -74,7 +74,7 @@ await runMain('proxy-api', async () => {
   }, 60_000);
   purge.unref();
 
-  const { server, stop: stopWatching } = await listen(app, config.http, logger);
+  const { server, close: closeServer } = await listen(app, config.http, logger);
   const { address, port } = server.address() as AddressInfo;
   logger.info('proxy-api listening', { address, port, database: describeDatabase(config.db), version, manual_worker: Boolean(worker) });
   const spoofable = trustProxySpoofable(config.http);
@@ -86,9 +86,7 @@ await runMain('proxy-api', async () => {
   handleStopSignals(
     logger,
     async () => {
-      stopWatching();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
+      const closed = closeServer();
       // Long-polls answer now with the job as it is, instead of holding the stop for up to a minute.
       watcher.close();
       await worker?.stop();

@@ -12,11 +12,8 @@ test('an accept() error after the server listens is logged at most once a minute
   const lines: Array<{ message: string; meta: Record<string, unknown> }> = [];
   const logger = { error: (message: string, meta: Record<string, unknown>) => void lines.push({ message, meta }) } as never;
   let clock = 0;
-  const { server, stop } = await listen(app, { host: '127.0.0.1', port: 0 }, logger, () => clock);
-  t.after(() => {
-    stop();
-    server.close();
-  });
+  const { server, close } = await listen(app, { host: '127.0.0.1', port: 0 }, logger, () => clock);
+  t.after(close);
   const acceptFailed = () => Object.assign(new Error('accept ENOBUFS'), { code: 'ENOBUFS', syscall: 'accept' });
   // With no listener, Node throws an 'error' event: this would end the process.
   server.emit('error', acceptFailed());
@@ -34,10 +31,7 @@ test('an accept() error after the server listens is logged at most once a minute
 test('a start that cannot listen fails with one line naming the setting: a port taken, an address not on this machine, a port not allowed', async (t) => {
   const logger = { error: () => {} } as never;
   const first = await listen(express(), { host: '127.0.0.1', port: 0 }, logger);
-  t.after(() => {
-    first.stop();
-    first.server.close();
-  });
+  t.after(first.close);
   const port = (first.server.address() as AddressInfo).port;
   await assert.rejects(listen(express(), { host: '127.0.0.1', port }, logger), (err: Error) => {
     assert.ok(!(err instanceof ConfigError), 'a port in use frees up: a restart may succeed');
@@ -80,11 +74,8 @@ test('what Node refuses before any route (headers over its limit, no Host, CONNE
   const app = express();
   app.get('/', (_req, res) => void res.send('ok'));
   const logger = { error: () => {} } as never;
-  const { server, stop } = await listen(app, { host: '127.0.0.1', port: 0 }, logger);
-  t.after(() => {
-    stop();
-    server.close();
-  });
+  const { server, close } = await listen(app, { host: '127.0.0.1', port: 0 }, logger);
+  t.after(close);
   const port = (server.address() as AddressInfo).port;
 
   const long = parseAnswer(await rawExchange(port, `GET /v1/requests/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`));
