@@ -74,6 +74,8 @@ test('the first SIGTERM while creates stream in on keep-alive connections: the A
   const { url, child } = await startApiProcess(t, env, dir);
   const accepted = new Set<string>();
   let closedByServer = 0;
+  // How each sender's last request ended: refused (nothing sent), or cut off unanswered.
+  const ends = new Map<string, number>();
   let stop = false;
   const senders = Array.from({ length: 4 }, async () => {
     while (!stop) {
@@ -81,8 +83,10 @@ test('the first SIGTERM while creates stream in on keep-alive connections: the A
         const answer = await postSigned(url, key, secret, { prompt: 'drain' });
         if (answer.status === 202) accepted.add(answer.json.id as string);
         if (answer.headers.get('connection') === 'close') closedByServer += 1;
-      } catch {
+      } catch (err) {
         // The API no longer takes connections.
+        const code = String((err as { cause?: { code?: unknown } }).cause?.code ?? (err as Error).message);
+        ends.set(code, (ends.get(code) ?? 0) + 1);
         return;
       }
     }
@@ -101,7 +105,9 @@ test('the first SIGTERM while creates stream in on keep-alive connections: the A
   const missing: string[] = [];
   for (const id of accepted) if (!(await store.getJob(id))) missing.push(id);
   assert.deepEqual(missing, [], 'every 202 is stored');
-  t.diagnostic(`${at} creates answered 202 before the SIGTERM, ${accepted.size} in all; ${closedByServer} answers ended their connection`);
+  t.diagnostic(
+    `${at} creates answered 202 before the SIGTERM, ${accepted.size} in all; ${closedByServer} answers ended their connection; the senders' last requests: ${[...ends].map(([code, n]) => `${n} ${code}`).join(', ')}`,
+  );
 });
 
 // SQLite replays whatever log lies beside the file it opens: after a kill, a backup put in place of

@@ -1,5 +1,5 @@
 import { STATUS_CODES, createServer, maxHeaderSize, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
 import { AppError, ConfigError, sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
@@ -9,7 +9,7 @@ import { sendJson } from './respond.js';
 /** An error accepting connections is told at most this often, with how many came since. */
 export const ACCEPT_ERROR_LINE_MS = 60_000;
 
-/** How often a closing server closes the connections that went idle since it last looked. */
+/** How long a closing server keeps listening, and then how often it closes the connections gone idle. */
 export const CLOSING_SWEEP_MS = 100;
 
 /** Where a connection keeps the answer to its latest request. */
@@ -73,23 +73,30 @@ export async function listen(
     close() {
       closing = true;
       openFiles.stop();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // server.close() waits for every connection to end, and closes only those idle at that
       // moment: a client sending request after request on a keep-alive connection (nginx's upstream
       // keepalive, an agent under steady load) never left one idle, and the first SIGTERM's drain
       // waited for the load to stop (seen: five of eight SIGTERMs under four clients' creates not
-      // done after 20 s). Now each answer from here on says `Connection: close`, those under way
-      // included: closed without it, a connection the client was about to send on again failed
-      // that request unanswered (seen: 8 of the next requests of 16 clients in four drains, 4 with
-      // it; the rest are those whose answer had gone out already, the race every keep-alive close
-      // has). One whose answer has gone out is closed once it goes idle.
+      // done after 20 s). So each answer from here on says `Connection: close`, those under way
+      // included. And Node takes a connection whose answer has just gone out for idle until it has
+      // read the next request: closed at once, that request failed unanswered (seen: all four
+      // clients' in one drain). So the server stops listening now, with net.Server's own close,
+      // which leaves connections open, and closes the idle ones CLOSING_SWEEP_MS later, when the
+      // clients that sent again have been answered with a close; then again every CLOSING_SWEEP_MS.
       for (const socket of connections) {
         const res = (socket as Socket & { [LATEST]?: ServerResponse })[LATEST];
         if (res && !res.headersSent) res.setHeader('Connection', 'close');
       }
-      server.closeIdleConnections();
-      const sweep = setInterval(() => server.closeIdleConnections(), CLOSING_SWEEP_MS);
-      return closed.finally(() => clearInterval(sweep));
+      const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()));
+      let sweep: NodeJS.Timeout | undefined;
+      const first = setTimeout(() => {
+        server.closeIdleConnections();
+        sweep = setInterval(() => server.closeIdleConnections(), CLOSING_SWEEP_MS);
+      }, CLOSING_SWEEP_MS);
+      return closed.finally(() => {
+        clearTimeout(first);
+        clearInterval(sweep);
+      });
     },
   };
 }
