@@ -13,6 +13,7 @@ import {
   postSigned,
   spawnNode,
   startApiProcess,
+  streamCreates,
   tempDir,
   testEnv,
   within,
@@ -30,27 +31,13 @@ test('kill -9 the API while creates stream in: every create that got its 202 is 
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: 'off' });
   const { url, child } = await startApiProcess(t, env, dir);
-  const accepted = new Map<string, string>();
-  let failed = 0;
-  let stop = false;
-  const senders = Array.from({ length: 16 }, async (_, sender) => {
-    for (let i = 0; !stop; i++) {
-      const prompt = `crash ${sender}-${i}`;
-      try {
-        const answer = await postSigned(url, key, secret, { prompt });
-        if (answer.status === 202) accepted.set(answer.json.id as string, prompt);
-      } catch {
-        // The API died under this request: whether it was stored is unknown, and no 202 promised it.
-        failed += 1;
-        return;
-      }
-    }
-  });
+  const creates = streamCreates(url, key, secret, 16, (sender, i) => `crash ${sender}-${i}`);
+  const { accepted } = creates;
   await eventually(async () => accepted.size >= 300, 30_000, 5);
   child.kill('SIGKILL');
-  stop = true;
-  await Promise.all(senders);
+  await creates.stop();
   assert.equal((await child.exited).signal, 'SIGKILL');
+  const failed = [...creates.ends.values()].reduce((a, b) => a + b, 0);
 
   const store = await openTestStore(env);
   t.after(() => store.close());
@@ -72,41 +59,23 @@ test('the first SIGTERM while creates stream in on keep-alive connections: the A
   const { key, secret } = newCredentials();
   const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: 'off' });
   const { url, child } = await startApiProcess(t, env, dir);
-  const accepted = new Set<string>();
-  let closedByServer = 0;
-  // How each sender's last request ended: refused (nothing sent), or cut off unanswered.
-  const ends = new Map<string, number>();
-  let stop = false;
-  const senders = Array.from({ length: 4 }, async () => {
-    while (!stop) {
-      try {
-        const answer = await postSigned(url, key, secret, { prompt: 'drain' });
-        if (answer.status === 202) accepted.add(answer.json.id as string);
-        if (answer.headers.get('connection') === 'close') closedByServer += 1;
-      } catch (err) {
-        // The API no longer takes connections.
-        const code = String((err as { cause?: { code?: unknown } }).cause?.code ?? (err as Error).message);
-        ends.set(code, (ends.get(code) ?? 0) + 1);
-        return;
-      }
-    }
-  });
+  const creates = streamCreates(url, key, secret, 4);
+  const { accepted } = creates;
   await eventually(async () => accepted.size >= 200, 30_000, 5);
   const at = accepted.size;
   child.kill('SIGTERM');
-  const exit = await within(child.exited, 5000, 'proxy-api draining while clients keep sending').finally(() => (stop = true));
-  await Promise.all(senders);
+  const exit = await within(child.exited, 5000, 'proxy-api draining while clients keep sending').finally(() => creates.stop());
   assert.equal(exit.code, 0);
   assert.ok(child.lines.some((line) => line.includes('proxy-api stopped')));
-  assert.ok(closedByServer > 0, 'answers given while draining end their connections');
+  assert.ok(creates.closing > 0, 'answers given while draining end their connections');
 
   const store = await openTestStore(env);
   t.after(() => store.close());
   const missing: string[] = [];
-  for (const id of accepted) if (!(await store.getJob(id))) missing.push(id);
+  for (const id of accepted.keys()) if (!(await store.getJob(id))) missing.push(id);
   assert.deepEqual(missing, [], 'every 202 is stored');
   t.diagnostic(
-    `${at} creates answered 202 before the SIGTERM, ${accepted.size} in all; ${closedByServer} answers ended their connection; the senders' last requests: ${[...ends].map(([code, n]) => `${n} ${code}`).join(', ')}`,
+    `${at} creates answered 202 before the SIGTERM, ${accepted.size} in all; ${creates.closing} answers ended their connection; the senders' last requests: ${[...creates.ends].map(([code, n]) => `${n} ${code}`).join(', ')}`,
   );
 });
 

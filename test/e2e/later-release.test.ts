@@ -22,6 +22,7 @@ import {
   spawnNode,
   startApiProcess,
   startWorkerDaemon,
+  streamCreates,
   tempDir,
   testEnv,
   within,
@@ -136,24 +137,9 @@ test(
     const { key, secret } = newCredentials();
     const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, RATE_LIMIT_PER_IP: '100000/min', RATE_LIMIT_PER_KEY: '100000/min' });
     const api = await startApiProcess(t, env, dir);
-    const accepted: string[] = [];
-    const others = new Map<string, number>();
-    let sending = true;
-    const client = async () => {
-      while (sending) {
-        try {
-          const { status, json } = await postSigned(api.url, key, secret, { prompt: 'under way' });
-          if (status === 202) accepted.push(json.id as string);
-          else others.set(`${status} ${json.error?.code}`, (others.get(`${status} ${json.error?.code}`) ?? 0) + 1);
-        } catch {
-          // The API has stopped: its port refuses.
-          return;
-        }
-      }
-    };
-    const clients = Array.from({ length: 4 }, client);
+    const creates = streamCreates(api.url, key, secret, 4);
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const before = accepted.length;
+    const before = creates.accepted.size;
     // The later release's migration: a table change and its record, in one transaction, as migrate() applies a file.
     let storedAtCommit: number;
     if (env.DATABASE_URL) {
@@ -185,9 +171,9 @@ test(
       }
     }
     assert.equal((await within(api.child.exited, 20_000, 'the API stopping')).code, 1);
-    sending = false;
-    await Promise.all(clients);
+    await creates.stop();
     assert.ok(before > 0, 'creates were answered 202 before the migration');
+    const accepted = [...creates.accepted.keys()];
     const stored = new Set((await runSql(env, 'SELECT id FROM jobs')).map((row) => (row as { id: string }).id));
     assert.deepEqual(
       accepted.filter((id) => !stored.has(id)),
@@ -196,9 +182,9 @@ test(
     );
     assert.equal(stored.size, accepted.length, 'nothing stored that was not answered 202');
     t.diagnostic(
-      `${before} creates answered before the migration, ${accepted.length} in all, ${stored.size - storedAtCommit} stored after its commit; others: ${[...others].join(', ') || 'none'}`,
+      `${before} creates answered before the migration, ${accepted.length} in all, ${stored.size - storedAtCommit} stored after its commit; others: ${[...creates.refused].join(', ') || 'none'}`,
     );
     if (!env.DATABASE_URL) assert.equal(stored.size, storedAtCommit, "nothing stored after the migration's commit");
-    for (const answer of others.keys()) assert.match(answer, /^503 unavailable$/, 'the creates not stored were told to try again');
+    for (const answer of creates.refused.keys()) assert.match(answer, /^503 unavailable$/, 'the creates not stored were told to try again');
   },
 );

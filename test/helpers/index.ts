@@ -187,6 +187,51 @@ export async function postSigned(
   return { status: res.status, json: await res.json(), headers: res.headers };
 }
 
+/** What came back from creates sent without pause (streamCreates). */
+export interface CreateStream {
+  /** Each create answered 202: its id and its prompt, in the order answered. */
+  accepted: Map<string, string>;
+  /** The other answers, counted by status and error code (`503 unavailable`). */
+  refused: Map<string, number>;
+  /** How many answers said `Connection: close`. */
+  closing: number;
+  /** How each sender's last request failed, counted by error code (ECONNREFUSED: nothing was sent). */
+  ends: Map<string, number>;
+  /** Stops sending; resolves once every sender has stopped. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `senders` clients each sending signed creates one after another, on fetch's keep-alive
+ * connections, until stopped or until a request of theirs fails (the API gone): whether a create
+ * that failed so was stored is unknown, and no 202 promised it.
+ */
+export function streamCreates(baseUrl: string, key: string, secret: string, senders: number, prompt = (sender: number, i: number) => `stream ${sender}-${i}`): CreateStream {
+  let sending = true;
+  const count = (counts: Map<string, number>, what: string) => counts.set(what, (counts.get(what) ?? 0) + 1);
+  const stream: Omit<CreateStream, 'stop'> = { accepted: new Map(), refused: new Map(), closing: 0, ends: new Map() };
+  const running = Array.from({ length: senders }, async (_, sender) => {
+    for (let i = 0; sending; i++) {
+      const text = prompt(sender, i);
+      try {
+        const { status, json, headers } = await postSigned(baseUrl, key, secret, { prompt: text });
+        if (status === 202) stream.accepted.set(json.id as string, text);
+        else count(stream.refused, `${status} ${json.error?.code}`);
+        if (headers.get('connection') === 'close') stream.closing += 1;
+      } catch (err) {
+        count(stream.ends, String((err as { cause?: { code?: unknown } }).cause?.code ?? (err as Error).message));
+        return;
+      }
+    }
+  });
+  return Object.assign(stream, {
+    async stop() {
+      sending = false;
+      await Promise.all(running);
+    },
+  });
+}
+
 /** GETs a path with the client key; returns status and parsed JSON. */
 export async function getJson(baseUrl: string, path: string, key?: string): Promise<{ status: number; json: any; headers: Headers }> {
   const res = await fetch(`${baseUrl}${path}`, { headers: key ? { 'x-proxy-key': key } : {} });
