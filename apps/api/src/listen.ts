@@ -79,7 +79,7 @@ export async function listen(
       // waited for the load to stop (seen: five of eight SIGTERMs under four clients' creates not
       // done after 20 s). So each answer from here on says `Connection: close`, those under way
       // included. And Node takes a connection whose answer has just gone out for idle until it has
-      // read the next request: closed at once, that request failed unanswered (seen: all four
+      // read the next request: closed at once, that request failed unanswered (seen: three of four
       // clients' in one drain). So the server stops listening now, with net.Server's own close,
       // which leaves connections open, and closes the idle ones CLOSING_SWEEP_MS later, when the
       // clients that sent again have been answered with a close; then again every CLOSING_SWEEP_MS.
