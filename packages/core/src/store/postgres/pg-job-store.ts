@@ -17,11 +17,11 @@ import {
 } from '../types.js';
 import { labelsJson } from '../counter-labels.js';
 import { isDatabaseUnavailable } from '../unavailable.js';
-import { migratePostgres, watchForLaterRelease } from './migrate.js';
+import { migratePostgres, watchForLaterRelease, type LaterReleaseWatch } from './migrate.js';
 import { query, timeCheckouts, withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
 import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
-import { createDbClock } from './db-clock.js';
+import { createDbClock, type DbClock } from './db-clock.js';
 
 export interface PostgresStoreOptions {
   /** postgres://… connection string. */
@@ -177,27 +177,27 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   }
   // Every host keeps the server's time (db-clock.ts): leases, deadlines, heartbeats and budgets are
   // compared across hosts whose own clocks may disagree.
-  const clock = options.now
-    ? null
-    : await createDbClock(
+  let clock: DbClock | null = null;
+  let laterRelease: LaterReleaseWatch;
+  try {
+    if (!options.now) {
+      clock = await createDbClock(
         async () => (await unwatched.query<{ ms: number }>('SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::float8 AS ms')).rows[0]!.ms,
         options.localNow,
         options.onClockOffset,
-      ).catch(async (err: unknown) => {
-        stopTimingCheckouts();
-        await pool.end();
-        throw err;
-      });
-  const now = options.now ?? clock!.now;
-  const laterRelease = await watchForLaterRelease((text, values) => unwatched.query(text, values), schema, {
-    onLater: options.onLaterMigrations,
-    onRefused: options.onLost,
-  }).catch(async (err: unknown) => {
+      );
+    }
+    laterRelease = await watchForLaterRelease((text, values) => unwatched.query(text, values), schema, {
+      onLater: options.onLaterMigrations,
+      onRefused: options.onLost,
+    });
+  } catch (err) {
     clock?.close();
     stopTimingCheckouts();
     await pool.end();
     throw err;
-  });
+  }
+  const now = options.now ?? clock!.now;
   // A failed look (the server down) is the next one's to make again; what failed is told by the work that fails.
   const laterLooks = setInterval(() => void laterRelease.look().catch(() => undefined), LATER_CHECK_MS);
   laterLooks.unref();
