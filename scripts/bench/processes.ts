@@ -52,6 +52,24 @@ export async function start(args: string[], env: Record<string, string>, logFile
   };
 }
 
+/**
+ * The settings the bench, the profiler and the soak start proxy-api with (a worker takes them too):
+ * its client key, file and port, and the limiter on every request with budgets too large to bind.
+ */
+export function apiEnv(options: { key: string; secret: string; dbPath: string; port: number }): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '',
+    PROXY_KEY: options.key,
+    PROXY_SECRET: options.secret,
+    PROXY_DB_PATH: options.dbPath,
+    PORT: String(options.port),
+    RATE_LIMIT_PER_IP: '999999999/s',
+    RATE_LIMIT_PER_KEY: '999999999/s',
+    RATE_LIMIT_READS_PER_IP: '999999999/s',
+    LOG_FORMAT: 'json',
+  };
+}
+
 /** CPU seconds a process has used so far: in all (user + system), and the system (kernel) part. */
 export function cpuSeconds(pid: number): { total: number; kernel: number } {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];

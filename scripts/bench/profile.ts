@@ -33,7 +33,7 @@ import pg from 'pg';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import type { JobStore, NewJob } from '../../packages/core/src/store/types.ts';
 import { echoCompletion, startStubUpstream, type StubBehaviour } from '../stub-upstream.ts';
-import { answers, cpuSeconds, freePort, start } from './processes.ts';
+import { answers, apiEnv, cpuSeconds, freePort, start } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const mode = process.argv[2] ?? 'create';
@@ -80,15 +80,7 @@ if (mode === 'lookup') {
   await store.close();
 }
 const env = {
-  PATH: process.env.PATH ?? '',
-  PROXY_KEY: key,
-  PROXY_SECRET: secret,
-  PROXY_DB_PATH: dbPath,
-  PORT: String(port),
-  RATE_LIMIT_PER_IP: '999999999/s',
-  RATE_LIMIT_PER_KEY: '999999999/s',
-  RATE_LIMIT_READS_PER_IP: '999999999/s',
-  LOG_FORMAT: 'json',
+  ...apiEnv({ key, secret, dbPath, port }),
   ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PROXY_') || k.startsWith('LOG_') || k.startsWith('RATE_') || k.startsWith('DATABASE_'))),
 };
 const profDir = join(dir, 'prof');

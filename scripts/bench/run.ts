@@ -23,7 +23,7 @@ import PgBoss from 'pg-boss';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
 import { newJobId } from '../../packages/core/src/ids.ts';
 import { startStubUpstream } from '../stub-upstream.ts';
-import { answers, cpuSeconds, freePort, logPath, start, type Proc } from './processes.ts';
+import { answers, apiEnv, cpuSeconds, freePort, logPath, start, type Proc } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 /**
@@ -306,16 +306,7 @@ async function drainRate(store: JobStore, n: number, before = 0): Promise<number
 async function startApi(extra: Record<string, string>, name: string, baseUrl: string): Promise<{ url: string; proc: Proc }> {
   const port = await freePort();
   const env = {
-    PATH: process.env.PATH ?? '',
-    PROXY_KEY: key,
-    PROXY_SECRET: secret,
-    PROXY_DB_PATH: join(dir, 'requests.sqlite'),
-    PORT: String(port),
-    // The limiter runs on every request, with budgets too large to bind.
-    RATE_LIMIT_PER_IP: '999999999/s',
-    RATE_LIMIT_PER_KEY: '999999999/s',
-    RATE_LIMIT_READS_PER_IP: '999999999/s',
-    LOG_FORMAT: 'json',
+    ...apiEnv({ key, secret, dbPath: join(dir, 'requests.sqlite'), port }),
     OPENAI_BASE_URL: baseUrl,
     ...extra,
   };

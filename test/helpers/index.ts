@@ -312,6 +312,26 @@ export async function completedJob(baseUrl: string, key: string, id: string, tim
 }
 
 /**
+ * Runs one of the development scripts (`scripts/bench/run.ts`, `scripts/bench/soak.ts`) as `node
+ * --import tsx` from the project's folder with `env` added, to its end: its exit code and output. One
+ * that hangs (a process it started and never stopped keeps it alive) is stopped after `limitMs`, well
+ * before the test's own limit, so the failure shows what it printed.
+ */
+export async function runScript(script: string, env: Record<string, string>, limitMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  // Without the variable Node's runner sets in the files it runs, which the scripts have no use for.
+  const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, env: { ...inherited, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGTERM'), limitMs);
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/**
  * The pids of the running processes `matches` picks; it reads what it needs from /proc/<pid>, and a
  * process that ends while read (or is not ours to read) is passed over.
  */

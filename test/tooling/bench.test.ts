@@ -7,12 +7,11 @@
  * asserts nothing about speed: a smoke run's figures are not measurements.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import pg from 'pg';
-import { ROOT, processesWhere, tempDir } from '../helpers/index.ts';
+import { ROOT, processesWhere, runScript, tempDir } from '../helpers/index.ts';
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -106,21 +105,8 @@ test('npm run bench, smoke mode: every figure, ratios that match their sides, th
   const out = join(tempDir(t, 'proxy-bench-test-'), 'BENCHMARKS.md');
   const committed = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
   const schemasBefore = await benchSchemas();
-  // Without the variable Node's runner sets in the files it runs, which the bench has no use for.
-  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/bench/run.ts'], {
-    cwd: ROOT,
-    env: { ...env, BENCH_QUICK: '1', BENCH_OUT: out, BENCH_DATABASE_URL: PG_URL },
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  // A smoke run takes about 30 s here. One that hangs (a process it started and never stopped keeps
-  // it alive) is stopped well before the test's own limit, so the failure names it.
-  const timer = setTimeout(() => child.kill('SIGTERM'), 150_000);
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  clearTimeout(timer);
+  // A smoke run takes about 30 s here.
+  const { code, stdout, stderr } = await runScript('scripts/bench/run.ts', { BENCH_QUICK: '1', BENCH_OUT: out, BENCH_DATABASE_URL: PG_URL }, 150_000);
   assert.equal(code, 0, `bench exited ${code}:\n${stderr}`);
   assert.doesNotMatch(stderr, /non-2xx/, 'every request of every load answered 2xx');
 

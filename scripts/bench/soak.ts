@@ -1,0 +1,260 @@
+/**
+ * `npm run soak`: the whole service under steady, mixed traffic for minutes, with the faults of a
+ * real day, then checks that nothing was lost or miscounted, and shows whether memory and open files
+ * stay flat. The benchmark's loads last seconds; a leak, a counter drifting from the rows, or a job
+ * stuck after a crash shows only over a longer run.
+ *
+ * It starts proxy-api and two proxy-worker daemons on a SQLite file in a temporary folder, against
+ * the stub upstream answering after 0–400 ms, with 5% of calls failing (500, 429 with Retry-After,
+ * a call never answered, a reset connection). Clients create SOAK_RATE jobs a second (default 80);
+ * a third of them wait for their answer with one long-poll, a thirtieth cancel; /health, /metrics and
+ * /v1/stats are read every 2 s. Every SOAK_CHAOS_SECONDS (60) in turn, `proxy-worker backup` copies
+ * the live file, or one daemon is killed with SIGKILL and another started. After SOAK_MINUTES (10)
+ * the load stops, the queue drains, and the checks run; exit 1 when one fails, keeping the folder.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
+import { nodeFlagsOf } from '../node-flags.mjs';
+import { signBody } from '../../packages/core/src/signing.ts';
+import { echoCompletion, startStubUpstream, type StubReply } from '../stub-upstream.ts';
+import { answers, apiEnv, freePort, logPath, start, type Proc } from './processes.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const MINUTES = Number(process.env.SOAK_MINUTES ?? 10);
+const RATE = Number(process.env.SOAK_RATE ?? 80);
+const CHAOS_MS = Number(process.env.SOAK_CHAOS_SECONDS ?? 60) * 1000;
+const SAMPLE_MS = Math.min(15_000, (MINUTES * 60_000) / 4);
+const DRAIN_MS = 120_000;
+const API_MAIN = join(ROOT, 'apps/api/dist/main.js');
+const WORKER_MAIN = join(ROOT, 'apps/worker/dist/main.js');
+
+const dir = mkdtempSync(join(tmpdir(), 'proxy-soak-'));
+const dbPath = join(dir, 'requests.sqlite');
+const key = `pk_${randomBytes(16).toString('hex')}`;
+const secret = randomBytes(32).toString('hex');
+const say = (line: string) => process.stdout.write(`${line}\n`);
+/** Every program started, stopped at the end whatever happened. */
+const procs: Proc[] = [];
+
+/** The upstream's day: most calls answered after a while, one in twenty failing in one of four ways. */
+function upstreamDay(): StubReply | null {
+  const roll = Math.random();
+  if (roll < 0.03) return { status: 500, body: { error: { message: 'server error', type: 'server_error' } } };
+  if (roll < 0.04) return { status: 429, headers: { 'retry-after': '1' }, body: { error: { message: 'rate limited', type: 'requests' } } };
+  if (roll < 0.045) return { hang: true };
+  if (roll < 0.05) return { reset: 'rst' };
+  return null;
+}
+
+/** What the clients saw, by what they did. */
+const seen = { created: new Map<string, string>(), waits: 0, cancels: 0, unexpected: new Map<string, number>() };
+const unexpected = (what: string): void => {
+  seen.unexpected.set(what, (seen.unexpected.get(what) ?? 0) + 1);
+};
+
+async function client(base: string): Promise<void> {
+  const headers = { 'content-type': 'application/json', 'x-proxy-key': key };
+  const prompt = `soak ${randomUUID()}`;
+  const created = await fetch(`${base}/v1/requests`, { method: 'POST', headers, body: signBody({ prompt, ts: Math.floor(Date.now() / 1000), nonce: randomUUID() }, secret) });
+  const job = (await created.json()) as { id: string };
+  if (created.status !== 202) return unexpected(`create answered ${created.status}`);
+  seen.created.set(job.id, prompt);
+  const roll = Math.random();
+  if (roll < 1 / 3) {
+    seen.waits++;
+    const waited = await fetch(`${base}/v1/requests/${job.id}?wait=30`, { headers });
+    await waited.arrayBuffer();
+    if (waited.status !== 200) unexpected(`long-poll answered ${waited.status}`);
+  } else if (roll < 1 / 3 + 1 / 30) {
+    seen.cancels++;
+    const cancelled = await fetch(`${base}/v1/requests/${job.id}`, { method: 'DELETE', headers });
+    await cancelled.arrayBuffer();
+    // 409: the job finished before the cancel came.
+    if (![200, 202, 409].includes(cancelled.status)) unexpected(`cancel answered ${cancelled.status}`);
+  }
+}
+
+const running = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
+const openFiles = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+const fileMb = (path: string) => {
+  try {
+    return statSync(path).size / 1e6;
+  } catch {
+    return 0;
+  }
+};
+
+async function main(): Promise<string[]> {
+  const stub = await startStubUpstream({ behave: (call) => ({ delayMs: Math.floor(Math.random() * 400), body: echoCompletion(call), ...upstreamDay() }) });
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const env = {
+    ...apiEnv({ key, secret, dbPath, port }),
+    OPENAI_API_KEY: 'sk-soak',
+    OPENAI_BASE_URL: stub.url,
+    UPSTREAM_TIMEOUT_SECONDS: '5',
+    RETRY_BASE_MS: '500',
+    RETRY_MAX_MS: '5000',
+    WORKER_CONCURRENCY: '32',
+    // A killed daemon's jobs go back when their leases lapse: short leases, so the drain after the load is short.
+    LEASE_SECONDS: '5',
+    LOG_LEVEL: 'warn',
+  };
+  const api = await start([...nodeFlagsOf(API_MAIN), API_MAIN], env, logPath(dir, 'api'), answers(`${base}/health`));
+  procs.push(api);
+  let daemons = 0;
+  const startDaemon = async () => {
+    const daemon = await start([...nodeFlagsOf(WORKER_MAIN), WORKER_MAIN, 'daemon'], env, logPath(dir, `worker-${++daemons}`), async () => true);
+    procs.push(daemon);
+    return daemon;
+  };
+  const workers: Proc[] = [await startDaemon(), await startDaemon()];
+  const peaks = { api: 0, worker: 0 };
+  const notePeaks = () => {
+    peaks.api = Math.max(peaks.api, api.peakRssMb());
+    for (const w of workers) if (running(w)) peaks.worker = Math.max(peaks.worker, w.peakRssMb());
+  };
+  say(`soak: ${MINUTES} min at ${RATE} creates/s, every ${CHAOS_MS / 1000} s a backup or a daemon killed (-9); folder ${dir}`);
+  say('   s  created  calls  proxy-api MB/files  daemons MB/files  db MB  wal MB');
+  const started = Date.now();
+  /** proxy-api's RSS at each sample, MB. */
+  const apiRss: number[] = [];
+  const sample = () => {
+    notePeaks();
+    const of = (p: Proc) => (running(p) ? `${rssMb(p.child.pid as number).toFixed(0)}/${openFiles(p.child.pid as number)}` : 'exited');
+    const at = (Date.now() - started) / 1000;
+    if (running(api)) apiRss.push(rssMb(api.child.pid as number));
+    say(
+      `${at.toFixed(0).padStart(4)}  ${String(seen.created.size).padStart(7)}  ${String(stub.calls.length).padStart(5)}  ${of(api).padStart(18)}  ${workers.map(of).join(' ').padStart(16)}  ${fileMb(dbPath).toFixed(1).padStart(5)}  ${fileMb(`${dbPath}-wal`).toFixed(1).padStart(6)}`,
+    );
+  };
+
+  const inflight = new Set<Promise<void>>();
+  const tick = setInterval(() => {
+    for (let i = 0; i < RATE / 10; i++) {
+      const call = client(base)
+        .catch((err: Error & { cause?: { code?: string } }) => unexpected(`client failed: ${err.cause?.code ?? err.message}`))
+        .finally(() => inflight.delete(call));
+      inflight.add(call);
+    }
+  }, 100);
+  const scrape = setInterval(() => {
+    for (const path of ['/health', '/metrics', '/v1/stats']) {
+      fetch(`${base}${path}`, { headers: { 'x-proxy-key': key } })
+        .then(async (res) => {
+          await res.arrayBuffer();
+          if (res.status !== 200) unexpected(`${path} answered ${res.status}`);
+        })
+        .catch(() => unexpected(`${path} failed`));
+    }
+  }, 2000);
+  const sampling = setInterval(sample, SAMPLE_MS);
+  let round = 0;
+  let chaosDone: Promise<void> = Promise.resolve();
+  const chaos = setInterval(() => {
+    round++;
+    chaosDone = chaosDone.then(async () => {
+      if (round % 2 === 1) {
+        await promisify(execFile)(process.execPath, [WORKER_MAIN, 'backup', join(dir, 'backup.sqlite')], { env });
+        say(`  ${((Date.now() - started) / 1000).toFixed(0)} s: backup made`);
+      } else {
+        notePeaks();
+        workers.shift()?.child.kill('SIGKILL');
+        workers.push(await startDaemon());
+        say(`  ${((Date.now() - started) / 1000).toFixed(0)} s: a daemon killed (-9), another started`);
+      }
+    });
+  }, CHAOS_MS);
+
+  await new Promise((resolve) => setTimeout(resolve, MINUTES * 60_000));
+  clearInterval(tick);
+  clearInterval(chaos);
+  clearInterval(scrape);
+  await Promise.all([...inflight, chaosDone]);
+  const db = new Database(dbPath, { readonly: true });
+  const unfinished = db.prepare("SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'in_progress')").pluck();
+  const drainUntil = Date.now() + DRAIN_MS;
+  while ((unfinished.get() as number) > 0 && Date.now() < drainUntil) await new Promise((resolve) => setTimeout(resolve, 500));
+  clearInterval(sampling);
+  sample();
+
+  const failures: string[] = [];
+  const check = (ok: boolean, what: string, why = '') => {
+    say(`  ${ok ? '✔' : '✖'} ${what}${ok || !why ? '' : `: ${why}`}`);
+    if (!ok) failures.push(what);
+  };
+  const rows = db.prepare('SELECT id, status, output_text FROM jobs').all() as Array<{ id: string; status: string; output_text: string | null }>;
+  const byStatus: Record<string, number> = {};
+  for (const row of rows) byStatus[row.status] = (byStatus[row.status] ?? 0) + 1;
+  const stored = new Map(rows.map((row) => [row.id, row]));
+  const headers = { 'x-proxy-key': key };
+  const health = (await (await fetch(`${base}/health`, { headers })).json()) as { queue: Record<string, number> };
+  const metrics = await (await fetch(`${base}/metrics`, { headers })).text();
+  const counter = (pattern: RegExp) => metrics.split('\n').reduce((sum, line) => sum + (pattern.test(line) ? Number(line.split(' ').at(-1)) : 0), 0);
+  db.close();
+
+  say(
+    `${seen.created.size} jobs created (${seen.waits} waited for by long-poll, ${seen.cancels} cancels), ${stub.calls.length} upstream calls; by status ${JSON.stringify(byStatus)}`,
+  );
+  const lost = [...seen.created.keys()].filter((id) => !stored.has(id));
+  check(lost.length === 0, 'every job answered 202 is stored', `${lost.length} missing, e.g. ${lost[0]}`);
+  check((byStatus.queued ?? 0) + (byStatus.in_progress ?? 0) === 0, `none left queued or in progress ${DRAIN_MS / 1000} s after the load`);
+  const wrong = [...seen.created].filter(([id, prompt]) => stored.get(id)?.status === 'completed' && stored.get(id)?.output_text !== `echo: ${prompt}`);
+  check(wrong.length === 0, 'every completed job holds the answer to its own prompt', `${wrong.length} do not, e.g. ${wrong[0]?.[0]}`);
+  const countsDiffer = Object.keys(health.queue).filter((status) => health.queue[status] !== (byStatus[status] ?? 0));
+  check(countsDiffer.length === 0, "detailed /health's queue counts match the rows", `differ for ${countsDiffer.join(', ')}`);
+  const finishedDiffer = ['completed', 'failed', 'cancelled', 'expired'].filter(
+    (status) => counter(new RegExp(`^proxy_jobs_finished_total\\{.*status="${status}"`)) !== (byStatus[status] ?? 0),
+  );
+  check(
+    counter(/^proxy_jobs_created_total/) === rows.length && finishedDiffer.length === 0,
+    "/metrics's job counters match the rows",
+    `created ${counter(/^proxy_jobs_created_total/)} against ${rows.length} rows; finished differ for ${finishedDiffer.join(', ') || 'none'}`,
+  );
+  check(seen.unexpected.size === 0, 'the API answered every client as expected', JSON.stringify(Object.fromEntries(seen.unexpected)));
+  const errorLines = readdirSync(dir)
+    .filter((name) => name.endsWith('.log'))
+    .flatMap((name) =>
+      readFileSync(join(dir, name), 'utf8')
+        .split('\n')
+        .filter((line) => line.includes('"level":"error"'))
+        .map((line) => `${name}: ${line.slice(0, 200)}`),
+    );
+  check(errorLines.length === 0, 'no program logged an error', errorLines.slice(0, 3).join(' | '));
+  const exited = [api, ...workers].filter((p) => !running(p));
+  check(exited.length === 0, 'no program stopped on its own', `${exited.length} did: see their logs`);
+  // Four samples from the second on, past the start's own growth, against the last four.
+  const early = apiRss.slice(1, 5);
+  const late = apiRss.slice(-4);
+  const mean = (xs: number[]) => xs.reduce((sum, x) => sum + x, 0) / Math.max(1, xs.length);
+  say(
+    `peak RSS: proxy-api ${peaks.api.toFixed(0)} MB, a daemon ${peaks.worker.toFixed(0)} MB; proxy-api's RSS early ${mean(early).toFixed(0)} MB, at the end ${mean(late).toFixed(0)} MB`,
+  );
+
+  await Promise.all(procs.map((p) => p.stop()));
+  await stub.close();
+  return failures;
+}
+
+let failures: string[];
+try {
+  failures = await main();
+} catch (err) {
+  process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+  failures = ['the soak itself failed (above)'];
+} finally {
+  await Promise.all(procs.map((p) => p.stop()));
+}
+if (failures.length > 0) {
+  say(`soak failed: ${failures.join('; ')}; logs and the file kept in ${dir}`);
+  process.exitCode = 1;
+} else {
+  rmSync(dir, { recursive: true, force: true });
+}

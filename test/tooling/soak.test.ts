@@ -1,0 +1,47 @@
+/**
+ * `npm run soak` (scripts/bench/soak.ts) in a short run: 12 s of load at half the default rate, with a
+ * backup or a killed daemon every 4 s. Not a soak (that takes minutes), but it checks that the
+ * script still starts everything, makes each of its faults happen, runs every check against a
+ * service that passes them, and leaves no process or folder behind.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readlinkSync } from 'node:fs';
+import { test } from 'node:test';
+import { processesWhere, runScript } from '../helpers/index.ts';
+
+const CHECKS = [
+  'every job answered 202 is stored',
+  'none left queued or in progress',
+  'every completed job holds the answer to its own prompt',
+  "detailed /health's queue counts match the rows",
+  "/metrics's job counters match the rows",
+  'the API answered every client as expected',
+  'no program logged an error',
+  'no program stopped on its own',
+];
+
+test('npm run soak, a short run: load, backups and a daemon killed; every check passes and is printed; nothing left behind', { timeout: 180_000 }, async () => {
+  const { code, stdout, stderr } = await runScript('scripts/bench/soak.ts', { SOAK_MINUTES: '0.2', SOAK_RATE: '40', SOAK_CHAOS_SECONDS: '4' }, 150_000);
+  assert.equal(code, 0, `soak exited ${code}:\n${stdout}\n${stderr}`);
+
+  for (const check of CHECKS) assert.ok(stdout.includes(`✔ ${check}`), `passed: ${check}\n${stdout}`);
+  assert.doesNotMatch(stdout, /✖/);
+  assert.match(stdout, /\d+ s: backup made/);
+  assert.match(stdout, /\d+ s: a daemon killed \(-9\), another started/);
+  // The table's rows: seconds, jobs created so far, calls, then each program's memory and open files.
+  const samples = stdout.split('\n').filter((line) => /^\s*\d+\s+\d+\s+\d+\s+\d+\/\d+\s/.test(line));
+  assert.ok(samples.length >= 3, `samples while it ran:\n${stdout}`);
+  const created = Number(/^(\d+) jobs created/m.exec(stdout)?.[1]);
+  // 40 a second for 12 s, less what a loaded machine's timers let through.
+  assert.ok(created >= 200 && created <= 500, `jobs created: ${created}`);
+  assert.match(stdout, /^peak RSS: proxy-api \d+ MB, a daemon \d+ MB/m);
+
+  const folder = /folder (\S+)/.exec(stdout)?.[1];
+  assert.ok(folder, 'the soak names its folder');
+  assert.equal(existsSync(folder), false, `${folder} removed`);
+  assert.deepEqual(
+    processesWhere((pid) => readlinkSync(`/proc/${pid}/fd/1`).startsWith(`${folder}/`)),
+    [],
+    'no process of the soak is left',
+  );
+});
