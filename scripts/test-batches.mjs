@@ -17,7 +17,6 @@ export const SQLITE_ONLY = [
   'unavailable.test.ts',
   'run-tests.test.ts',
   'bench.test.ts',
-  'soak.test.ts',
   'lifecycle.test.ts',
   'disk.test.ts',
   'event-loop-metrics.test.ts',

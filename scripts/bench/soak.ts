@@ -9,8 +9,11 @@
  * a call never answered, a reset connection). Clients create SOAK_RATE jobs a second (default 80);
  * a third of them wait for their answer with one long-poll, a thirtieth cancel; /health, /metrics and
  * /v1/stats are read every 2 s. Every SOAK_CHAOS_SECONDS (60) in turn, `proxy-worker backup` copies
- * the live file, or one daemon is killed with SIGKILL and another started. After SOAK_MINUTES (10)
+ * the live file, or the second daemon is killed with SIGKILL and another started in its place; the
+ * first runs throughout, so that its memory over the whole run shows. After SOAK_MINUTES (10)
  * the load stops, the queue drains, and the checks run; exit 1 when one fails, keeping the folder.
+ * With SOAK_DATABASE_URL the service runs on that PostgreSQL server instead, in a schema of its own
+ * (dropped after a run that passed), and the chaos is a killed daemon every time (backups are pg_dump's).
  */
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -20,6 +23,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { nodeFlagsOf } from '../node-flags.mjs';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { echoCompletion, startStubUpstream, type StubReply } from '../stub-upstream.ts';
@@ -36,6 +40,8 @@ const WORKER_MAIN = join(ROOT, 'apps/worker/dist/main.js');
 
 const dir = mkdtempSync(join(tmpdir(), 'proxy-soak-'));
 const dbPath = join(dir, 'requests.sqlite');
+const PG_URL = process.env.SOAK_DATABASE_URL;
+const pgSchema = `soak_${randomBytes(4).toString('hex')}`;
 const key = `pk_${randomBytes(16).toString('hex')}`;
 const secret = randomBytes(32).toString('hex');
 const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -81,6 +87,41 @@ async function client(base: string): Promise<void> {
 }
 
 const running = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
+type StoredJob = { id: string; status: string; output_text: string | null };
+
+/** Reads the jobs as stored: in the SQLite file, or in the soak's PostgreSQL schema. */
+async function openRows(): Promise<{ unfinished(): Promise<number>; all(): Promise<StoredJob[]>; close(): Promise<void> }> {
+  const unfinished = "SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'in_progress')";
+  const all = 'SELECT id, status, output_text FROM jobs';
+  if (PG_URL) {
+    const client = new pg.Client({ connectionString: PG_URL });
+    await client.connect();
+    await client.query(`SET search_path TO ${pgSchema}`);
+    return {
+      unfinished: async () => Number((await client.query<{ n: string }>(unfinished)).rows[0]?.n),
+      all: async () => (await client.query<StoredJob>(all)).rows,
+      close: () => client.end(),
+    };
+  }
+  const db = new Database(dbPath, { readonly: true });
+  return {
+    unfinished: async () => db.prepare(unfinished).pluck().get() as number,
+    all: async () => db.prepare(all).all() as StoredJob[],
+    close: async () => void db.close(),
+  };
+}
+
+/** Runs `sql` on the PostgreSQL server named, in a connection of its own. */
+async function onServer(sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
 const openFiles = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 const fileMb = (path: string) => {
@@ -97,6 +138,7 @@ async function main(): Promise<string[]> {
   const base = `http://127.0.0.1:${port}`;
   const env = {
     ...apiEnv({ key, secret, dbPath, port }),
+    ...(PG_URL ? { DATABASE_URL: PG_URL, DATABASE_SCHEMA: pgSchema } : {}),
     OPENAI_API_KEY: 'sk-soak',
     OPENAI_BASE_URL: stub.url,
     UPSTREAM_TIMEOUT_SECONDS: '5',
@@ -115,24 +157,29 @@ async function main(): Promise<string[]> {
     procs.push(daemon);
     return daemon;
   };
-  const workers: Proc[] = [await startDaemon(), await startDaemon()];
+  // One daemon runs from start to end, so its memory over the whole run shows; the other is the one
+  // killed, and the one started in its place.
+  const steady = await startDaemon();
+  let victim = await startDaemon();
   const peaks = { api: 0, worker: 0 };
   const notePeaks = () => {
     peaks.api = Math.max(peaks.api, api.peakRssMb());
-    for (const w of workers) if (running(w)) peaks.worker = Math.max(peaks.worker, w.peakRssMb());
+    for (const w of [steady, victim]) if (running(w)) peaks.worker = Math.max(peaks.worker, w.peakRssMb());
   };
-  say(`soak: ${MINUTES} min at ${RATE} creates/s, every ${CHAOS_MS / 1000} s a backup or a daemon killed (-9); folder ${dir}`);
-  say('   s  created  calls  proxy-api MB/files  daemons MB/files  db MB  wal MB');
+  say(
+    `soak: ${MINUTES} min at ${RATE} creates/s on ${PG_URL ? `PostgreSQL, schema ${pgSchema}` : 'SQLite'}, every ${CHAOS_MS / 1000} s ${PG_URL ? '' : 'a backup or '}a daemon killed (-9); folder ${dir}`,
+  );
+  say("   s  created  calls  proxy-api MB/files  daemon MB/files  killed one's  db MB  wal MB");
   const started = Date.now();
-  /** proxy-api's RSS at each sample, MB. */
-  const apiRss: number[] = [];
+  /** proxy-api's and the steady daemon's RSS at each sample, MB. */
+  const rss: Array<{ api: number; daemon: number }> = [];
   const sample = () => {
     notePeaks();
     const of = (p: Proc) => (running(p) ? `${rssMb(p.child.pid as number).toFixed(0)}/${openFiles(p.child.pid as number)}` : 'exited');
     const at = (Date.now() - started) / 1000;
-    if (running(api)) apiRss.push(rssMb(api.child.pid as number));
+    if (running(api) && running(steady)) rss.push({ api: rssMb(api.child.pid as number), daemon: rssMb(steady.child.pid as number) });
     say(
-      `${at.toFixed(0).padStart(4)}  ${String(seen.created.size).padStart(7)}  ${String(stub.calls.length).padStart(5)}  ${of(api).padStart(18)}  ${workers.map(of).join(' ').padStart(16)}  ${fileMb(dbPath).toFixed(1).padStart(5)}  ${fileMb(`${dbPath}-wal`).toFixed(1).padStart(6)}`,
+      `${at.toFixed(0).padStart(4)}  ${String(seen.created.size).padStart(7)}  ${String(stub.calls.length).padStart(5)}  ${of(api).padStart(18)}  ${of(steady).padStart(15)}  ${of(victim).padStart(12)}  ${(PG_URL ? '-' : fileMb(dbPath).toFixed(1)).padStart(5)}  ${(PG_URL ? '-' : fileMb(`${dbPath}-wal`).toFixed(1)).padStart(6)}`,
     );
   };
 
@@ -161,13 +208,13 @@ async function main(): Promise<string[]> {
   const chaos = setInterval(() => {
     round++;
     chaosDone = chaosDone.then(async () => {
-      if (round % 2 === 1) {
+      if (round % 2 === 1 && !PG_URL) {
         await promisify(execFile)(process.execPath, [WORKER_MAIN, 'backup', join(dir, 'backup.sqlite')], { env });
         say(`  ${((Date.now() - started) / 1000).toFixed(0)} s: backup made`);
       } else {
         notePeaks();
-        workers.shift()?.child.kill('SIGKILL');
-        workers.push(await startDaemon());
+        victim.child.kill('SIGKILL');
+        victim = await startDaemon();
         say(`  ${((Date.now() - started) / 1000).toFixed(0)} s: a daemon killed (-9), another started`);
       }
     });
@@ -178,10 +225,9 @@ async function main(): Promise<string[]> {
   clearInterval(chaos);
   clearInterval(scrape);
   await Promise.all([...inflight, chaosDone]);
-  const db = new Database(dbPath, { readonly: true });
-  const unfinished = db.prepare("SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'in_progress')").pluck();
+  const reading = await openRows();
   const drainUntil = Date.now() + DRAIN_MS;
-  while ((unfinished.get() as number) > 0 && Date.now() < drainUntil) await new Promise((resolve) => setTimeout(resolve, 500));
+  while ((await reading.unfinished()) > 0 && Date.now() < drainUntil) await new Promise((resolve) => setTimeout(resolve, 500));
   clearInterval(sampling);
   sample();
 
@@ -190,7 +236,7 @@ async function main(): Promise<string[]> {
     say(`  ${ok ? '✔' : '✖'} ${what}${ok || !why ? '' : `: ${why}`}`);
     if (!ok) failures.push(what);
   };
-  const rows = db.prepare('SELECT id, status, output_text FROM jobs').all() as Array<{ id: string; status: string; output_text: string | null }>;
+  const rows = await reading.all();
   const byStatus: Record<string, number> = {};
   for (const row of rows) byStatus[row.status] = (byStatus[row.status] ?? 0) + 1;
   const stored = new Map(rows.map((row) => [row.id, row]));
@@ -198,7 +244,7 @@ async function main(): Promise<string[]> {
   const health = (await (await fetch(`${base}/health`, { headers })).json()) as { queue: Record<string, number> };
   const metrics = await (await fetch(`${base}/metrics`, { headers })).text();
   const counter = (pattern: RegExp) => metrics.split('\n').reduce((sum, line) => sum + (pattern.test(line) ? Number(line.split(' ').at(-1)) : 0), 0);
-  db.close();
+  await reading.close();
 
   say(
     `${seen.created.size} jobs created (${seen.waits} waited for by long-poll, ${seen.cancels} cancels), ${stub.calls.length} upstream calls; by status ${JSON.stringify(byStatus)}`,
@@ -228,14 +274,14 @@ async function main(): Promise<string[]> {
         .map((line) => `${name}: ${line.slice(0, 200)}`),
     );
   check(errorLines.length === 0, 'no program logged an error', errorLines.slice(0, 3).join(' | '));
-  const exited = [api, ...workers].filter((p) => !running(p));
+  const exited = [api, steady, victim].filter((p) => !running(p));
   check(exited.length === 0, 'no program stopped on its own', `${exited.length} did: see their logs`);
   // Four samples from the second on, past the start's own growth, against the last four.
-  const early = apiRss.slice(1, 5);
-  const late = apiRss.slice(-4);
-  const mean = (xs: number[]) => xs.reduce((sum, x) => sum + x, 0) / Math.max(1, xs.length);
+  const early = rss.slice(1, 5);
+  const late = rss.slice(-4);
+  const mean = (xs: typeof rss, of: 'api' | 'daemon') => (xs.reduce((sum, x) => sum + x[of], 0) / Math.max(1, xs.length)).toFixed(0);
   say(
-    `peak RSS: proxy-api ${peaks.api.toFixed(0)} MB, a daemon ${peaks.worker.toFixed(0)} MB; proxy-api's RSS early ${mean(early).toFixed(0)} MB, at the end ${mean(late).toFixed(0)} MB`,
+    `peak RSS: proxy-api ${peaks.api.toFixed(0)} MB, a daemon ${peaks.worker.toFixed(0)} MB; RSS early and at the end: proxy-api ${mean(early, 'api')} and ${mean(late, 'api')} MB, the daemon that ran throughout ${mean(early, 'daemon')} and ${mean(late, 'daemon')} MB`,
   );
 
   await Promise.all(procs.map((p) => p.stop()));
@@ -253,8 +299,9 @@ try {
   await Promise.all(procs.map((p) => p.stop()));
 }
 if (failures.length > 0) {
-  say(`soak failed: ${failures.join('; ')}; logs and the file kept in ${dir}`);
+  say(`soak failed: ${failures.join('; ')}; logs${PG_URL ? '' : ' and the file'} kept in ${dir}${PG_URL ? `, the jobs in schema ${pgSchema}` : ''}`);
   process.exitCode = 1;
 } else {
   rmSync(dir, { recursive: true, force: true });
+  if (PG_URL) await onServer(`DROP SCHEMA IF EXISTS ${pgSchema} CASCADE`);
 }

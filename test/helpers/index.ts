@@ -41,7 +41,8 @@ export function newCredentials(): { key: string; secret: string } {
 
 /** The backend this run tests: `npm test` runs the suite on SQLite, then again with TEST_BACKEND=postgres. */
 export const BACKEND: 'sqlite' | 'postgres' = process.env.TEST_BACKEND === 'postgres' ? 'postgres' : 'sqlite';
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+/** The PostgreSQL server the postgres run uses (run-tests.mjs names a throwaway database on it). */
+export const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** A test that only makes sense on one backend says so instead of passing silently. */
 export function onlyOn(backend: 'sqlite' | 'postgres', t: { skip: (why: string) => void }, why: string): boolean {
