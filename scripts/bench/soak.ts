@@ -251,7 +251,7 @@ async function main(): Promise<string[]> {
   );
   const lost = [...seen.created.keys()].filter((id) => !stored.has(id));
   check(lost.length === 0, 'every job answered 202 is stored', `${lost.length} missing, e.g. ${lost[0]}`);
-  check((byStatus.queued ?? 0) + (byStatus.in_progress ?? 0) === 0, `none left queued or in progress ${DRAIN_MS / 1000} s after the load`);
+  check((byStatus.queued ?? 0) + (byStatus.in_progress ?? 0) === 0, `none left queued or in progress within ${DRAIN_MS / 1000} s of the load's end`);
   const wrong = [...seen.created].filter(([id, prompt]) => stored.get(id)?.status === 'completed' && stored.get(id)?.output_text !== `echo: ${prompt}`);
   check(wrong.length === 0, 'every completed job holds the answer to its own prompt', `${wrong.length} do not, e.g. ${wrong[0]?.[0]}`);
   const countsDiffer = Object.keys(health.queue).filter((status) => health.queue[status] !== (byStatus[status] ?? 0));
