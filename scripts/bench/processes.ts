@@ -6,9 +6,22 @@ import { join } from 'node:path';
 
 export interface Proc {
   child: ChildProcess;
+  /** Whether it has not exited, nor been killed by a signal. */
+  running(): boolean;
+  /** Resident memory now (VmRSS), in MB. */
+  rssMb(): number;
   /** Peak resident memory so far (VmHWM), in MB. */
   peakRssMb(): number;
   stop(): Promise<void>;
+}
+
+// A process killed by a signal has no exit code, only its signal.
+const isRunning = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+
+/** A figure of /proc/PID/status in kB (VmRSS, VmHWM), in MB. */
+function statusMb(pid: number | undefined, field: string): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
 }
 
 /** A free loopback port (the OS picks it; the server then binds it). */
@@ -31,20 +44,18 @@ export async function start(args: string[], env: Record<string, string>, logFile
   const child = spawn(command as string, [...before, ...args], { env, stdio: ['ignore', log, log] });
   const until = Date.now() + (wrapper.length > 0 ? 120_000 : 20_000);
   while (!(await ready().catch(() => false))) {
-    if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited: see ${logFile}`);
+    if (!isRunning(child)) throw new Error(`${args.join(' ')} exited: see ${logFile}`);
     if (Date.now() > until) throw new Error(`${args.join(' ')} did not start: see ${logFile}`);
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
     child,
-    peakRssMb: () => {
-      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      return m ? Number(m[1]) / 1024 : NaN;
-    },
+    running: () => isRunning(child),
+    rssMb: () => statusMb(child.pid, 'VmRSS'),
+    peakRssMb: () => statusMb(child.pid, 'VmHWM'),
     stop: () =>
       new Promise((resolve) => {
-        // A process killed by a signal has no exit code, only its signal.
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        if (!isRunning(child)) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
         setTimeout(() => child.kill('SIGKILL'), 10_000).unref();

@@ -86,7 +86,6 @@ async function client(base: string): Promise<void> {
   }
 }
 
-const running = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
 type StoredJob = { id: string; status: string; output_text: string | null };
 
 /** Reads the jobs as stored: in the SQLite file, or in the soak's PostgreSQL schema. */
@@ -123,7 +122,6 @@ async function onServer(sql: string): Promise<void> {
 }
 
 const openFiles = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 const fileMb = (path: string) => {
   try {
     return statSync(path).size / 1e6;
@@ -164,7 +162,7 @@ async function main(): Promise<string[]> {
   const peaks = { api: 0, worker: 0 };
   const notePeaks = () => {
     peaks.api = Math.max(peaks.api, api.peakRssMb());
-    for (const w of [steady, victim]) if (running(w)) peaks.worker = Math.max(peaks.worker, w.peakRssMb());
+    for (const w of [steady, victim]) if (w.running()) peaks.worker = Math.max(peaks.worker, w.peakRssMb());
   };
   say(
     `soak: ${MINUTES} min at ${RATE} creates/s on ${PG_URL ? `PostgreSQL, schema ${pgSchema}` : 'SQLite'}, every ${CHAOS_MS / 1000} s ${PG_URL ? '' : 'a backup or '}a daemon killed (-9); folder ${dir}`,
@@ -175,9 +173,9 @@ async function main(): Promise<string[]> {
   const rss: Array<{ api: number; daemon: number }> = [];
   const sample = () => {
     notePeaks();
-    const of = (p: Proc) => (running(p) ? `${rssMb(p.child.pid as number).toFixed(0)}/${openFiles(p.child.pid as number)}` : 'exited');
+    const of = (p: Proc) => (p.running() ? `${p.rssMb().toFixed(0)}/${openFiles(p.child.pid as number)}` : 'exited');
     const at = (Date.now() - started) / 1000;
-    if (running(api) && running(steady)) rss.push({ api: rssMb(api.child.pid as number), daemon: rssMb(steady.child.pid as number) });
+    if (api.running() && steady.running()) rss.push({ api: api.rssMb(), daemon: steady.rssMb() });
     say(
       `${at.toFixed(0).padStart(4)}  ${String(seen.created.size).padStart(7)}  ${String(stub.calls.length).padStart(5)}  ${of(api).padStart(18)}  ${of(steady).padStart(15)}  ${of(victim).padStart(12)}  ${(PG_URL ? '-' : fileMb(dbPath).toFixed(1)).padStart(5)}  ${(PG_URL ? '-' : fileMb(`${dbPath}-wal`).toFixed(1)).padStart(6)}`,
     );
@@ -274,7 +272,7 @@ async function main(): Promise<string[]> {
         .map((line) => `${name}: ${line.slice(0, 200)}`),
     );
   check(errorLines.length === 0, 'no program logged an error', errorLines.slice(0, 3).join(' | '));
-  const exited = [api, steady, victim].filter((p) => !running(p));
+  const exited = [api, steady, victim].filter((p) => !p.running());
   check(exited.length === 0, 'no program stopped on its own', `${exited.length} did: see their logs`);
   // Four samples from the second on, past the start's own growth, against the last four.
   const early = rss.slice(1, 5);
