@@ -14,6 +14,15 @@
  * the load stops, the queue drains, and the checks run; exit 1 when one fails, keeping the folder.
  * With SOAK_DATABASE_URL the service runs on that PostgreSQL server instead, in a schema of its own
  * (dropped after a run that passed), and the chaos is a killed daemon every time (backups are pg_dump's).
+ * SOAK_STREAM=true runs the calls streamed (UPSTREAM_STREAM), answers arriving in pieces, some
+ * streams cut midway and some answered unstreamed all the same. SOAK_LIMITS=true makes the limits
+ * bind: each client key may create three quarters of SOAK_RATE a second (RATE_LIMIT_PER_KEY), and
+ * the workers together may call the upstream SOAK_RATE times a second (UPSTREAM_RPM), less than the
+ * bursts they are given; the checks then add that neither limit let more through than it allows and
+ * that /metrics counts every refusal the clients saw. The upstream then sends no 429s: each pauses
+ * every worker for its Retry-After (1 s), and at one call in a hundred the fleet stood paused for
+ * about two fifths of the time, spending 46 calls a second of the 77 the budget allows, less than
+ * the load; the queue grew for the whole run (measured). The default soak has them.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -35,6 +44,11 @@ const RATE = Number(process.env.SOAK_RATE ?? 80);
 const CHAOS_MS = Number(process.env.SOAK_CHAOS_SECONDS ?? 60) * 1000;
 const SAMPLE_MS = Math.min(15_000, (MINUTES * 60_000) / 4);
 const DRAIN_MS = 120_000;
+const STREAM = process.env.SOAK_STREAM === 'true';
+const LIMITS = process.env.SOAK_LIMITS === 'true';
+/** With SOAK_LIMITS: creates a second a client key may make (bursts as large), and upstream calls a minute. */
+const CREATE_BUDGET = Math.max(1, Math.round(RATE * 0.75));
+const UPSTREAM_RPM = RATE * 60;
 const API_MAIN = join(ROOT, 'apps/api/dist/main.js');
 const WORKER_MAIN = join(ROOT, 'apps/worker/dist/main.js');
 
@@ -48,18 +62,25 @@ const say = (line: string) => process.stdout.write(`${line}\n`);
 /** Every program started, stopped at the end whatever happened. */
 const procs: Proc[] = [];
 
-/** The upstream's day: most calls answered after a while, one in twenty failing in one of four ways. */
+/**
+ * The upstream's day: most calls answered after a while, one in twenty failing in one of four ways
+ * (no 429s with SOAK_LIMITS: those calls are answered); streamed, a few streams cut or unstreamed.
+ */
 function upstreamDay(): StubReply | null {
   const roll = Math.random();
   if (roll < 0.03) return { status: 500, body: { error: { message: 'server error', type: 'server_error' } } };
-  if (roll < 0.04) return { status: 429, headers: { 'retry-after': '1' }, body: { error: { message: 'rate limited', type: 'requests' } } };
-  if (roll < 0.045) return { hang: true };
-  if (roll < 0.05) return { reset: 'rst' };
-  return null;
+  if (roll < 0.04 && !LIMITS) return { status: 429, headers: { 'retry-after': '1' }, body: { error: { message: 'rate limited', type: 'requests' } } };
+  if (roll >= 0.04 && roll < 0.045) return { hang: true };
+  if (roll >= 0.045 && roll < 0.05) return { reset: 'rst' };
+  if (!STREAM) return null;
+  // Streamed: one stream in a hundred cut after its second event, two in a hundred answered whole.
+  if (roll >= 0.05 && roll < 0.06) return { cutAfter: 2 };
+  if (roll >= 0.06 && roll < 0.08) return { unstreamed: true };
+  return { eventGapMs: Math.floor(Math.random() * 20) };
 }
 
 /** What the clients saw, by what they did. */
-const seen = { created: new Map<string, string>(), waits: 0, cancels: 0, unexpected: new Map<string, number>() };
+const seen = { created: new Map<string, string>(), acceptedAt: [] as number[], refused: 0, waits: 0, cancels: 0, unexpected: new Map<string, number>() };
 const unexpected = (what: string): void => {
   seen.unexpected.set(what, (seen.unexpected.get(what) ?? 0) + 1);
 };
@@ -69,8 +90,13 @@ async function client(base: string): Promise<void> {
   const prompt = `soak ${randomUUID()}`;
   const created = await fetch(`${base}/v1/requests`, { method: 'POST', headers, body: signBody({ prompt, ts: Math.floor(Date.now() / 1000), nonce: randomUUID() }, secret) });
   const job = (await created.json()) as { id: string };
+  if (LIMITS && created.status === 429) {
+    seen.refused++;
+    return;
+  }
   if (created.status !== 202) return unexpected(`create answered ${created.status}`);
   seen.created.set(job.id, prompt);
+  seen.acceptedAt.push(Date.now());
   const roll = Math.random();
   if (roll < 1 / 3) {
     seen.waits++;
@@ -146,6 +172,8 @@ async function main(): Promise<string[]> {
     // A killed daemon's jobs go back when their leases lapse: short leases, so the drain after the load is short.
     LEASE_SECONDS: '5',
     LOG_LEVEL: 'warn',
+    ...(STREAM ? { UPSTREAM_STREAM: 'true' } : {}),
+    ...(LIMITS ? { RATE_LIMIT_PER_KEY: `${CREATE_BUDGET}/s`, UPSTREAM_RPM: String(UPSTREAM_RPM) } : {}),
   };
   const api = await start([...nodeFlagsOf(API_MAIN), API_MAIN], env, logPath(dir, 'api'), answers(`${base}/health`));
   procs.push(api);
@@ -165,7 +193,7 @@ async function main(): Promise<string[]> {
     for (const w of [steady, victim]) if (w.running()) peaks.worker = Math.max(peaks.worker, w.peakRssMb());
   };
   say(
-    `soak: ${MINUTES} min at ${RATE} creates/s on ${PG_URL ? `PostgreSQL, schema ${pgSchema}` : 'SQLite'}, every ${CHAOS_MS / 1000} s ${PG_URL ? '' : 'a backup or '}a daemon killed (-9); folder ${dir}`,
+    `soak: ${MINUTES} min at ${RATE} creates/s on ${PG_URL ? `PostgreSQL, schema ${pgSchema}` : 'SQLite'}${STREAM ? ', calls streamed' : ''}${LIMITS ? `, at most ${CREATE_BUDGET} creates/s and ${UPSTREAM_RPM} calls/min` : ''}, every ${CHAOS_MS / 1000} s ${PG_URL ? '' : 'a backup or '}a daemon killed (-9); folder ${dir}`,
   );
   say("   s  created  calls  proxy-api MB/files  daemon MB/files  killed one's  db MB  wal MB");
   const started = Date.now();
@@ -263,6 +291,29 @@ async function main(): Promise<string[]> {
     `created ${counter(/^proxy_jobs_created_total/)} against ${rows.length} rows; finished differ for ${finishedDiffer.join(', ') || 'none'}`,
   );
   check(seen.unexpected.size === 0, 'the API answered every client as expected', JSON.stringify(Object.fromEntries(seen.unexpected)));
+  if (LIMITS) {
+    say(`${seen.refused} creates refused (429)`);
+    // GCRA allows the budget each second and a burst as large: over the whole load at most
+    // CREATE_BUDGET × (seconds + 1). Times are when the clients read their 202s, which may lag the
+    // decisions by a moment: half a second's budget spare.
+    const accepted = seen.acceptedAt;
+    const span = ((accepted.at(-1) ?? 0) - (accepted[0] ?? 0)) / 1000;
+    const allowed = Math.floor(CREATE_BUDGET * (span + 1.5));
+    check(accepted.length <= allowed, 'creates accepted stay within RATE_LIMIT_PER_KEY', `${accepted.length} in ${span.toFixed(1)} s against at most ${allowed}`);
+    const refusedCounted = counter(/^proxy_rate_limited_total/);
+    check(refusedCounted === seen.refused, "/metrics's refusals match the 429s the clients saw", `${refusedCounted} counted against ${seen.refused}`);
+    // Calls are spaced one interval apart, with no burst: any run of k calls after the first spans
+    // at least k intervals (a second's worth here), less 150 ms for a call sent a moment
+    // after its turn. Binding only where calls were due faster than that: after a killed daemon's
+    // jobs come back together, or a burst of creates with retries among them.
+    const interval = Math.ceil(60_000 / UPSTREAM_RPM);
+    const arrivals = stub.calls.map((call) => call.at).sort((a, b) => a - b);
+    const k = Math.min(Math.floor(1000 / interval), arrivals.length - 1);
+    let tightest = Infinity;
+    for (let i = 0; i + k < arrivals.length; i++) tightest = Math.min(tightest, (arrivals[i + k] as number) - (arrivals[i] as number));
+    check(tightest >= k * interval - 150, 'upstream calls stay within UPSTREAM_RPM', `${k + 1} calls within ${tightest} ms, where ${k * interval} ms is the least allowed`);
+    say(`upstream: the tightest ${k + 1} calls in a row spanned ${Number.isFinite(tightest) ? tightest : '-'} ms (at least ${k * interval} ms allowed)`);
+  }
   const errorLines = readdirSync(dir)
     .filter((name) => name.endsWith('.log'))
     .flatMap((name) =>
