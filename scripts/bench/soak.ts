@@ -20,9 +20,10 @@
  * the workers together may call the upstream SOAK_RATE times a second (UPSTREAM_RPM), less than the
  * bursts they are given; the checks then add that neither limit let more through than it allows and
  * that /metrics counts every refusal the clients saw. The upstream then sends no 429s: each pauses
- * every worker for its Retry-After (1 s), and at one call in a hundred the fleet stood paused for
- * about two fifths of the time, spending 46 calls a second of the 77 the budget allows, less than
- * the load; the queue grew for the whole run (measured). The default soak has them.
+ * every worker for its Retry-After (1 s), and with one call in a hundred answered so the fleet
+ * spent 46 calls a second of the 77 the budget allows, less than the load, and the queue grew for
+ * the whole run (measured; by arithmetic, the pauses held it some two fifths of the time). The
+ * default soak has them.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';

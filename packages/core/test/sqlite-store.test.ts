@@ -552,7 +552,7 @@ test('group commit: the write lock held elsewhere is waited for off the event lo
   // Every other write of the store waits the same way: none writes past the queue.
   const others = Promise.all([
     store.recordHeartbeat({ id: 'w1', host: 'h', pid: 1, startedAt: 0, lastSeenAt: 0, jobsDone: 0, clockOffsetMs: 0 }),
-    store.acquireUpstream({ rpm: 60, tpm: null, tokens: 1, maxWaitMs: 0 }),
+    store.acquireUpstream({ rpm: 60, tpm: null, tokens: 1 }),
     store.pauseUpstream(0),
     store.deleteFinishedBefore(0),
     store.removeHeartbeat('w1'),

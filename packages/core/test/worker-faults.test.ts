@@ -351,7 +351,7 @@ test('a 429 pauses every worker on the database, not just the one that got it', 
   // The others are queued once the 429 is recorded as the fleet's pause: queued as soon as the stub
   // saw the first call, one could be claimed and called before its answer came back (seen once on
   // PostgreSQL, 54 ms into the pause), which no worker could have known to hold.
-  await eventually(async () => (await store.acquireUpstream({ rpm: null, tpm: null, tokens: 0, maxWaitMs: 0 })) > 0);
+  await eventually(async () => (await store.acquireUpstream({ rpm: null, tpm: null, tokens: 0 })) > 0);
   const others = [await enqueue('second'), await enqueue('third')];
   for (const id of [first, ...others]) assert.equal((await finalJob(store, id)).status, 'completed');
   const pausedFrom = stub.calls[0]!.at;
@@ -364,7 +364,7 @@ test('a 429 naming a wait of a day pauses the fleet for at most MAX_FLEET_PAUSE_
   const id = await enqueue('told to wait a day');
   const job = await finalJob(store, id);
   assert.deepEqual([job.status, job.error?.code, job.error?.upstreamStatus], ['expired', 'expired', 429]);
-  const pausedMs = await store.acquireUpstream({ rpm: null, tpm: null, tokens: 0, maxWaitMs: 0 });
+  const pausedMs = await store.acquireUpstream({ rpm: null, tpm: null, tokens: 0 });
   assert.ok(pausedMs > MAX_FLEET_PAUSE_MS - 5_000 && pausedMs <= MAX_FLEET_PAUSE_MS, `the fleet is paused for ${pausedMs} ms`);
   assert.equal(stub.calls.length, 1);
 });
@@ -656,7 +656,7 @@ test('jobs starting in the same turn share one read of the pause; budgets are st
     acquireUpstream: { value: (request: Parameters<JobStore['acquireUpstream']>[0]) => ((reads += 1), store.acquireUpstream(request)) },
   });
   const acquire = sharedPauseReads(counted);
-  const free = { rpm: null, tpm: null, tokens: 10, maxWaitMs: 2000 };
+  const free = { rpm: null, tpm: null, tokens: 10 };
   assert.deepEqual(await Promise.all(Array.from({ length: 10 }, () => acquire(free))), Array(10).fill(0));
   assert.equal(reads, 1, 'ten jobs, one read');
   await new Promise((r) => setImmediate(r));
@@ -666,7 +666,7 @@ test('jobs starting in the same turn share one read of the pause; budgets are st
   assert.equal(reads, 2);
   await store.pauseUpstream(0);
   await new Promise((r) => setImmediate(r));
-  const paced = { rpm: 600, tpm: null, tokens: 10, maxWaitMs: 2000 };
+  const paced = { rpm: 600, tpm: null, tokens: 10 };
   await Promise.all(Array.from({ length: 3 }, () => acquire(paced)));
   assert.equal(reads, 5, 'with a budget every call draws from it');
 });

@@ -279,26 +279,15 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
 }
 
 /**
- * Waits for this call's turn under the shared upstream budgets. 0 when it has come; otherwise the
- * wait, too long to hold the job for, so the caller gives it back (its attempt unspent) until then.
- *
- * A turn within PACING_HOLD_MAX_MS is taken at once and then waited for. Told only how long until
- * the next turn and asking again after it, as before, every slot waiting asked at the same moment,
- * one won, and the rest waited and asked again: a draw each for every turn. On PostgreSQL, where
- * a draw is a transaction on a locked row, two daemons of 32 slots with a backlog then spent 0.65
- * of UPSTREAM_RPM=4800 (measured; SQLite's draws are cheap enough that it spent 0.95 either way).
+ * Waits for this call's share of the shared upstream budgets. 0 when taken; otherwise the wait, too
+ * long to hold the job for, so the caller gives it back (its attempt unspent) until then.
  */
 async function awaitPacing(job: ClaimedJob, deps: ProcessJobDeps, signal: AttemptSignal): Promise<number> {
-  const request = { rpm: deps.pacing?.rpm ?? null, tpm: deps.pacing?.tpm ?? null, tokens: estimateTokens(job.request), maxWaitMs: PACING_HOLD_MAX_MS };
-  const pauseOnly = { rpm: null, tpm: null, tokens: 0, maxWaitMs: PACING_HOLD_MAX_MS };
-  let wait = await deps.acquireUpstream(request);
+  const request = { rpm: deps.pacing?.rpm ?? null, tpm: deps.pacing?.tpm ?? null, tokens: estimateTokens(job.request) };
   for (;;) {
+    const wait = await deps.acquireUpstream(request);
     if (wait === 0 || wait > PACING_HOLD_MAX_MS) return wait;
     await abortableDelay(wait, signal);
-    // The turn is this call's; only a 429 heard meanwhile (a fleet-wide pause) holds it still. Then
-    // it asks for a turn after the pause, and the one taken goes unused.
-    wait = await deps.acquireUpstream(pauseOnly);
-    if (wait > 0) wait = await deps.acquireUpstream(request);
   }
 }
 

@@ -164,11 +164,6 @@ export interface PacingRequest {
   tpm: number | null;
   /** Estimated tokens of this call. */
   tokens: number;
-  /**
-   * The longest the caller will hold its job for the call's turn: a turn that comes within it is
-   * taken, one further off is not.
-   */
-  maxWaitMs: number;
 }
 
 /** One budget to draw from: GCRA with emission interval `intervalMs` and burst tolerance `toleranceMs`. */
@@ -272,11 +267,8 @@ export interface JobStore {
   importJobs(jobs: readonly JobRecord[]): Promise<string[]>;
 
   /**
-   * Takes one call's share of the shared upstream budgets for the earliest moment they and the
-   * fleet-wide pause allow, and returns the ms until then: 0 to call now; a wait up to `maxWaitMs`
-   * to call after it, the turn already taken (the caller checks only the pause again); a longer
-   * wait when nothing was taken. Calls are spread evenly: one every 60/RPM seconds. With no budget
-   * only the pause is read, and its wait returned.
+   * Takes one call's share of the shared upstream budgets: 0 when taken, otherwise how many ms until
+   * it could be (nothing is taken then). Calls are spread evenly: one every 60/RPM seconds.
    */
   acquireUpstream(request: PacingRequest): Promise<number>;
   /** Holds every worker's upstream calls until `until` (after a 429). */

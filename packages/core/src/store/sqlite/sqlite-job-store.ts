@@ -200,12 +200,11 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const acquire = (request: PacingRequest, at: number): number => {
     const tat = { requests: 0, tokens: 0, pause: 0 };
     for (const row of sql.pacing.all()) tat[row.name] = row.tat;
-    // The turn is taken ahead (see process-job.ts, awaitPacing): the earliest its budgets allow.
-    const turn = Math.max(at, tat.pause, request.rpm ? tat.requests : 0, request.tpm ? tat.tokens : 0);
-    if (turn - at > request.maxWaitMs) return turn - at;
-    if (request.rpm) sql.setPacing.run({ name: 'requests', tat: turn + Math.ceil(60_000 / request.rpm) });
-    if (request.tpm) sql.setPacing.run({ name: 'tokens', tat: turn + Math.ceil((request.tokens * 60_000) / request.tpm) });
-    return turn - at;
+    const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
+    if (wait > 0) return wait;
+    if (request.rpm) sql.setPacing.run({ name: 'requests', tat: Math.max(tat.requests, at) + Math.ceil(60_000 / request.rpm) });
+    if (request.tpm) sql.setPacing.run({ name: 'tokens', tat: Math.max(tat.tokens, at) + Math.ceil((request.tokens * 60_000) / request.tpm) });
+    return 0;
   };
 
   const create = (job: NewJob, at: number): CreateResult => {
@@ -367,15 +366,14 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async acquireUpstream(request) {
+      const at = now();
       if (!request.rpm && !request.tpm) {
         // No budgets: only a fleet-wide pause can hold the call, and a read answers that.
         const pause = sql.pauseUntil.pluck().get() as number | undefined;
-        return Math.max(0, (pause ?? 0) - now());
+        return Math.max(0, (pause ?? 0) - at);
       }
       // Budgets and the pause are not flushed first: a draw lost in a power cut is a call allowed early once.
-      // Timed in the write, not when asked: a draw queued behind others' writes (or another
-      // process's lock) would otherwise take a turn in the past (see the PostgreSQL store).
-      return writes.run(() => acquire(request, now()), false);
+      return writes.run(() => acquire(request, at), false);
     },
 
     async pauseUpstream(until) {
