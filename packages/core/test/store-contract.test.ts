@@ -769,6 +769,21 @@ for (const backend of backends) {
       assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
     });
 
+    test('pacing: a draw is timed when it is made, not when asked: one held up behind others (a lock, a queue) takes no turn in the past', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const a = await place.open(c.now);
+      const b = await place.open(c.now);
+      const rpm = { rpm: 60, tpm: null, tokens: 10 };
+      assert.equal(await a.acquireUpstream(rpm), 0);
+      c.advance(2000);
+      const held = b.acquireUpstream(rpm);
+      // The draw asked for at 2 s is made at 5 s, as behind other draws' locks.
+      c.advance(3000);
+      assert.equal(await held, 0);
+      assert.equal(await a.acquireUpstream(rpm), 1000, 'the next turn is an interval after the draw, not after the asking');
+    });
+
     test('rate limits: a budget of N admits N at once, then one per interval; all-or-nothing across budgets', async (t) => {
       const place = await backend.place(t);
       const c = clock();

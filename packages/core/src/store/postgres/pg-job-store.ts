@@ -804,11 +804,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
 
     async acquireUpstream(request) {
-      const at = now();
       if (!request.rpm && !request.tpm) {
         // No budgets: only a fleet-wide pause can hold the call, and one read answers that.
         const { rows } = await db.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
-        return Math.max(0, (rows[0]?.tat ?? 0) - at);
+        return Math.max(0, (rows[0]?.tat ?? 0) - now());
       }
       return tx(async (c) => {
         // Row locks serialize the fleet on the budgets, as SQLite's write lock does; rows that do not
@@ -817,6 +816,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         const { rows } = await c.query<{ name: 'requests' | 'tokens' | 'pause'; tat: number }>('SELECT name, tat FROM upstream_pacing FOR UPDATE');
         const tat = { requests: 0, tokens: 0, pause: 0 };
         for (const row of rows) tat[row.name] = row.tat;
+        // Timed now that the rows are locked, not when asked: behind other draws' locks the time of
+        // asking is past, and a turn taken from it would be a turn in the past, a call at once.
+        const at = now();
         const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
         if (wait > 0) return wait;
         const set = `INSERT INTO upstream_pacing (name, tat) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET tat = excluded.tat`;

@@ -366,14 +366,15 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async acquireUpstream(request) {
-      const at = now();
       if (!request.rpm && !request.tpm) {
         // No budgets: only a fleet-wide pause can hold the call, and a read answers that.
         const pause = sql.pauseUntil.pluck().get() as number | undefined;
-        return Math.max(0, (pause ?? 0) - at);
+        return Math.max(0, (pause ?? 0) - now());
       }
       // Budgets and the pause are not flushed first: a draw lost in a power cut is a call allowed early once.
-      return writes.run(() => acquire(request, at), false);
+      // Timed in the write, not when asked: a draw queued behind others' writes (or another
+      // process's lock) would otherwise take a turn in the past, a call at once.
+      return writes.run(() => acquire(request, now()), false);
     },
 
     async pauseUpstream(until) {
