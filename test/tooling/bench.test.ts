@@ -11,9 +11,7 @@ import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import pg from 'pg';
-import { ROOT, processesWhere, runScript, tempDir } from '../helpers/index.ts';
-
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+import { PG_URL, ROOT, processesWhere, runScript, tempDir } from '../helpers/index.ts';
 
 /** Every figure the bench makes, by the start of its name. */
 const FIGURES = [

@@ -17,9 +17,7 @@ import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { LATER_RELEASE_CODE, laterReleaseMessage } from '../src/store/migration-files.ts';
 import { createChangeListener } from '../src/store/postgres/change-listener.ts';
-import { eventually, manualClock, newTestJob, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
-
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+import { PG_URL, eventually, manualClock, newTestJob, tempDir, within, type TestHooks } from '../../../test/helpers/index.ts';
 
 type Ctx = TestHooks;
 

@@ -9,9 +9,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { withClient } from '../src/store/postgres/checkout.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
-import { tempDir } from '../../../test/helpers/index.ts';
-
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+import { PG_URL, tempDir } from '../../../test/helpers/index.ts';
 
 function thrown(fn: () => unknown): unknown {
   try {
