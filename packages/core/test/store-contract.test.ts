@@ -782,6 +782,21 @@ for (const backend of backends) {
       assert.equal(await a.acquireUpstream(rpm), 1000, 'the next turn is an interval after the draw, not after the asking');
     });
 
+    test('pacing: draws made at once from four connections, the schema’s first among them, take one turn between them, round after round', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const stores = [await place.open(c.now), await place.open(c.now), await place.open(c.now), await place.open(c.now)];
+      const both = { rpm: 60, tpm: 600, tokens: 10 };
+      // Many rounds: the rows move on disk as they are updated, and draws that locked them in the
+      // order a scan met them deadlocked only now and then (9 draws in 8,000, in a scratch run).
+      for (let round = 0; round < 100; round++) {
+        const draws = await Promise.all(Array.from({ length: 40 }, (_, i) => stores[i % stores.length]!.acquireUpstream(both)));
+        assert.equal(draws.filter((wait) => wait === 0).length, 1, `one draw took round ${round}'s turn`);
+        assert.deepEqual(new Set(draws.filter((wait) => wait > 0)), new Set([1000]), 'the rest wait for the next, one interval on');
+        c.advance(1000);
+      }
+    });
+
     test('rate limits: a budget of N admits N at once, then one per interval; all-or-nothing across budgets', async (t) => {
       const place = await backend.place(t);
       const c = clock();

@@ -230,6 +230,43 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     });
   }
 
+  /**
+   * One draw from the upstream budgets (`requests` and `tokens`: the intervals this call takes from
+   * each, null for a budget not set), as one statement: the rows are locked, the wait read, and the
+   * budgets moved only if nothing was due, all while the statement runs. As a transaction of its own
+   * (BEGIN, lock, read, move, COMMIT) each draw held the budget rows over three round trips, and
+   * the fleet's draws queued behind each other's; see the performance history.
+   * The rows are locked in one order (by name): locked in the order a scan met them, two draws
+   * could each hold one row and wait for the other's, which the scan of one had met in another
+   * place since its update (a deadlock, seen in the suite).
+   * It is timed once it holds a connection, not when asked: one held up behind the pool's other work
+   * would take a turn in the past, a call at once, and move the next turn early.
+   */
+  function drawUpstream(requests: number | null, tokens: number | null): Promise<{ ms: number; taken: number }> {
+    if (laterRelease.refused) return Promise.reject(laterRelease.refused);
+    const text = `WITH locked AS (
+        SELECT name, tat FROM upstream_pacing ORDER BY name FOR UPDATE
+      ), wait AS (
+        SELECT GREATEST(0,
+                 MAX(tat) FILTER (WHERE name = 'pause') - $1,
+                 MAX(tat) FILTER (WHERE name = 'requests' AND $2::bigint IS NOT NULL) - $1,
+                 MAX(tat) FILTER (WHERE name = 'tokens' AND $3::bigint IS NOT NULL) - $1) AS ms
+          FROM locked
+      ), taken AS (
+        UPDATE upstream_pacing AS p
+           SET tat = GREATEST(l.tat, $1) + CASE p.name WHEN 'requests' THEN $2::bigint ELSE $3::bigint END
+          FROM locked AS l, wait
+         WHERE wait.ms = 0 AND l.name = p.name
+           AND ((p.name = 'requests' AND $2::bigint IS NOT NULL) OR (p.name = 'tokens' AND $3::bigint IS NOT NULL))
+        RETURNING 1
+      )
+      SELECT ms, (SELECT COUNT(*) FROM taken)::int AS taken FROM wait`;
+    return withClient(pool, async (client) => {
+      const { rows } = await client.query<{ ms: number; taken: number }>({ name: nameOf(text), text, values: [now(), requests, tokens] });
+      return rows[0]!;
+    });
+  }
+
   type Bump = [name: string, labels: Record<string, string>, by: number];
 
   /** Counts one event inside a transaction (the batched writes count theirs in their own statement). */
@@ -809,23 +846,17 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         const { rows } = await db.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
         return Math.max(0, (rows[0]?.tat ?? 0) - now());
       }
-      return tx(async (c) => {
-        // Row locks serialize the fleet on the budgets, as SQLite's write lock does; rows that do not
-        // exist yet cannot be locked, so they are made first (else two first callers would both pass).
-        await c.query(`INSERT INTO upstream_pacing (name, tat) VALUES ('requests', 0), ('tokens', 0), ('pause', 0) ON CONFLICT (name) DO NOTHING`);
-        const { rows } = await c.query<{ name: 'requests' | 'tokens' | 'pause'; tat: number }>('SELECT name, tat FROM upstream_pacing FOR UPDATE');
-        const tat = { requests: 0, tokens: 0, pause: 0 };
-        for (const row of rows) tat[row.name] = row.tat;
-        // Timed now that the rows are locked, not when asked: behind other draws' locks the time of
-        // asking is past, and a turn taken from it would be a turn in the past, a call at once.
-        const at = now();
-        const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
-        if (wait > 0) return wait;
-        const set = `INSERT INTO upstream_pacing (name, tat) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET tat = excluded.tat`;
-        if (request.rpm) await c.query(set, ['requests', Math.max(tat.requests, at) + Math.ceil(60_000 / request.rpm)]);
-        if (request.tpm) await c.query(set, ['tokens', Math.max(tat.tokens, at) + Math.ceil((request.tokens * 60_000) / request.tpm)]);
-        return 0;
-      });
+      const requests = request.rpm ? Math.ceil(60_000 / request.rpm) : null;
+      const tokens = request.tpm ? Math.ceil((request.tokens * 60_000) / request.tpm) : null;
+      for (;;) {
+        const drawn = await drawUpstream(requests, tokens);
+        // Every budget drawn from moved, or none was due: the draw is whole.
+        if (drawn.ms > 0 || drawn.taken === Number(requests !== null) + Number(tokens !== null)) return drawn.ms;
+        // A budget's row did not exist yet (the schema's first draw), so nothing was there to lock or
+        // move: the rows are made and the draw made again. Two first draws at once both come here,
+        // and the second is then held by the first's lock.
+        await db.query(`INSERT INTO upstream_pacing (name, tat) VALUES ('requests', 0), ('tokens', 0), ('pause', 0) ON CONFLICT (name) DO NOTHING`);
+      }
     },
 
     async pauseUpstream(until) {
