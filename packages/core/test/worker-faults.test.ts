@@ -7,7 +7,7 @@ import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { createTestWorker, enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
 import { createUpstreamClient } from '../src/runner/upstream-client.ts';
-import { MAX_FLEET_PAUSE_MS, sharedPauseReads } from '../src/runner/process-job.ts';
+import { MAX_FLEET_PAUSE_MS } from '../src/runner/process-job.ts';
 import { createLogger } from '../src/logger.ts';
 import { REPLAY_WINDOW_MS } from '../src/signing.ts';
 import type { WorkerOptions } from '../src/runner/worker.ts';
@@ -645,30 +645,6 @@ test('the database failing between the claim and the call: the job goes back wit
   assert.equal(done.status, 'completed');
   assert.equal(done.attempts, 1, 'the put-back attempt was not spent');
   assert.equal(stub.calls.length, 1);
-});
-
-test('jobs starting in the same turn share one read of the pause; budgets are still drawn call by call', async (t) => {
-  const dir = tempDir(t);
-  const store = await openTestStore(testEnv(dir));
-  t.after(() => store.close());
-  let reads = 0;
-  const counted: JobStore = Object.create(store, {
-    acquireUpstream: { value: (request: Parameters<JobStore['acquireUpstream']>[0]) => ((reads += 1), store.acquireUpstream(request)) },
-  });
-  const acquire = sharedPauseReads(counted);
-  const free = { rpm: null, tpm: null, tokens: 10 };
-  assert.deepEqual(await Promise.all(Array.from({ length: 10 }, () => acquire(free))), Array(10).fill(0));
-  assert.equal(reads, 1, 'ten jobs, one read');
-  await new Promise((r) => setImmediate(r));
-  await store.pauseUpstream(Date.now() + 60_000);
-  const [wait] = await Promise.all([acquire(free), acquire(free)]);
-  assert.ok((wait ?? 0) > 50_000, 'the next turn reads again, and sees the pause');
-  assert.equal(reads, 2);
-  await store.pauseUpstream(0);
-  await new Promise((r) => setImmediate(r));
-  const paced = { rpm: 600, tpm: null, tokens: 10 };
-  await Promise.all(Array.from({ length: 3 }, () => acquire(paced)));
-  assert.equal(reads, 5, 'with a budget every call draws from it');
 });
 
 /**

@@ -4,6 +4,7 @@ import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../stor
 import { backoffMs, judgeFailure } from './retry-policy.js';
 import { keepLease, type LeaseEnd } from './lease.js';
 import type { LocalShortage } from './local-shortage.js';
+import type { Pacing } from './pacing.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 /** Why an attempt was cut short; each reason ends the job differently. */
@@ -31,30 +32,10 @@ export interface ProcessJobDeps {
   retryBaseMs: number;
   retryMaxMs: number;
   random?: () => number;
-  /** Shared upstream budgets; null is unlimited. */
-  pacing?: { rpm: number | null; tpm: number | null };
-  /** The store's acquireUpstream, or a stand-in that shares reads (the worker's: sharedPauseReads). */
-  acquireUpstream: JobStore['acquireUpstream'];
+  /** Waits for the call's share of the shared upstream budgets (pacing.ts). */
+  pacing: Pacing;
   /** Told when this machine could not open a connection; the job itself goes back unspent. */
   onLocalShortage?: (shortage: LocalShortage) => void;
-}
-
-/**
- * With no RPM or TPM budget, acquiring the upstream only reads the fleet-wide pause (a 429's
- * Retry-After). Jobs started in the same event-loop turn (a claim's batch, or the calls that
- * ended together) share that read instead of making one each: measured, the per-job read was 3%
- * of the worker's time at full speed. With budgets, every call still draws from them itself.
- */
-export function sharedPauseReads(store: JobStore): JobStore['acquireUpstream'] {
-  let current: Promise<number> | null = null;
-  return (request) => {
-    if (request.rpm || request.tpm) return store.acquireUpstream(request);
-    if (!current) {
-      current = store.acquireUpstream(request);
-      setImmediate(() => (current = null));
-    }
-    return current;
-  };
 }
 
 /**
@@ -88,9 +69,6 @@ export function createShutdown(): Shutdown & { abort(): void } {
     },
   };
 }
-
-/** A pacing wait longer than this gives the job back to the database instead of holding it. */
-export const PACING_HOLD_MAX_MS = 2000;
 
 class AttemptAborted extends Error {
   constructor(readonly reason: AbortReason) {
@@ -161,7 +139,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   try {
     let pacingWait: number;
     try {
-      pacingWait = await awaitPacing(job, deps, signal);
+      pacingWait = await deps.pacing(job, signal);
       // A call is never begun on a lease that may have lapsed (lease.ts).
       if (pacingWait === 0) await lease.confirm();
     } catch (err) {
@@ -276,45 +254,6 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
       log.warn('the lease ran out unrenewed (the database not answering); call abandoned');
       return 'lost';
   }
-}
-
-/**
- * Waits for this call's share of the shared upstream budgets. 0 when taken; otherwise the wait, too
- * long to hold the job for, so the caller gives it back (its attempt unspent) until then.
- */
-async function awaitPacing(job: ClaimedJob, deps: ProcessJobDeps, signal: AttemptSignal): Promise<number> {
-  const request = { rpm: deps.pacing?.rpm ?? null, tpm: deps.pacing?.tpm ?? null, tokens: estimateTokens(job.request) };
-  for (;;) {
-    const wait = await deps.acquireUpstream(request);
-    if (wait === 0 || wait > PACING_HOLD_MAX_MS) return wait;
-    await abortableDelay(wait, signal);
-  }
-}
-
-/** A rough token count for pacing: four characters a token, plus the completion the request allows. */
-export function estimateTokens(request: ClaimedJob['request']): number {
-  let chars = 0;
-  for (const message of request.messages) {
-    const content = (message as { content?: unknown }).content;
-    chars += typeof content === 'string' ? content.length : JSON.stringify(content ?? '').length;
-  }
-  const completion = Number(request.max_completion_tokens ?? request.max_tokens ?? 0);
-  return Math.ceil(chars / 4) + (Number.isFinite(completion) ? completion : 0);
-}
-
-function abortableDelay(ms: number, signal: AttemptSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal.removeListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.once('abort', onAbort);
-  });
 }
 
 /**

@@ -5,7 +5,8 @@ import { REPLAY_WINDOW_MS } from '../signing.js';
 import { createChangeWatch } from '../store/change-watch.js';
 import type { Logger } from '../logger.js';
 import type { ClaimedJob as Claimed, JobStore } from '../store/types.js';
-import { createShutdown, processJob, sharedPauseReads, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
+import { createPacing } from './pacing.js';
+import { createShutdown, processJob, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import { retryOutcomeWrites } from './outcome-writes.js';
 import { createShortageBrake } from './local-shortage.js';
 import { createReserve, maxHoldFor } from './reserve.js';
@@ -89,7 +90,7 @@ export function createWorker(options: WorkerOptions): Worker {
   }
   const deps: ProcessJobDeps = {
     store: retryOutcomeWrites(options.store, { leaseMs: options.leaseMs, now, shutdown, logger: log }),
-    acquireUpstream: sharedPauseReads(options.store),
+    pacing: createPacing(options.store, options.pacing),
     upstream: options.upstream,
     logger: log,
     now,
@@ -98,7 +99,6 @@ export function createWorker(options: WorkerOptions): Worker {
     retryBaseMs: options.retryBaseMs,
     retryMaxMs: options.retryMaxMs,
     ...(options.random ? { random: options.random } : {}),
-    ...(options.pacing ? { pacing: options.pacing } : {}),
     onLocalShortage: shortage.report,
   };
 
