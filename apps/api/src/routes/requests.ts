@@ -6,10 +6,11 @@ import {
   isJobId,
   MAX_CLOCK_SKEW_SECONDS,
   newJobId,
-  parseCreateRequest,
+  createRequestParser,
   toJobView,
   type ChatMessage,
   type ChatRequest,
+  type CreateRequestBody,
   type Config,
   type JobRecord,
   type JobStore,
@@ -30,6 +31,7 @@ export interface RequestRoutesDeps {
 
 /** POST /v1/requests: verify, validate, enqueue, answer 202 with the id. */
 export function createRequestHandler({ store, config, now }: RequestRoutesDeps): RequestHandler {
+  const parseCreateRequest = createRequestParser();
   return async (req, res) => {
     const client = clientOf(res);
     const body = parseCreateRequest(readSignedBody(req.body, client));
@@ -166,7 +168,7 @@ function refuseEnded(job: JobRecord): void {
   if (FINAL_STATUSES.has(job.status)) throw new AppError('conflict', `the request already ended as ${job.status} and cannot be cancelled`);
 }
 
-function toChatRequest(body: ReturnType<typeof parseCreateRequest>, defaultModel: string): ChatRequest {
+function toChatRequest(body: CreateRequestBody, defaultModel: string): ChatRequest {
   const messages: ChatMessage[] = [];
   if (body.system !== undefined) messages.push({ role: 'system', content: body.system });
   if (body.messages) messages.push(...body.messages);
