@@ -42,3 +42,10 @@ test('@proxy/core compiles one schema as it loads (the settings’), not the cre
   // Compiling the create body's schema took 50–140 ms of each worker's start, which never uses it.
   assert.deepEqual(counts, { atLoad: 1, afterParser: 2, parsed: 'hi' });
 });
+
+test('proxy-worker’s command line loads undici only when a command that calls the upstream runs', () => {
+  const cli = loadedPackages(['../../apps/worker/dist/cli.js']);
+  assert.ok(cli.includes('commander'), `the command line loaded: ${cli.join(', ')}`);
+  assert.ok(!cli.includes('undici'), `the command line loaded: ${cli.join(', ')}`);
+  assert.ok(loadedPackages(['../../apps/worker/dist/commands/once.js']).includes('undici'), 'once loads it');
+});
