@@ -3,7 +3,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/node_modules/**', 'test-artifacts/**', 'tmpx/**'] },
+  { ignores: ['**/dist/**', '**/node_modules/**', 'test-artifacts/**', 'tmpx/**', 'packages/core/src/generated/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   { languageOptions: { globals: globals.node } },

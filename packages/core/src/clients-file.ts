@@ -1,42 +1,13 @@
-import { Ajv } from 'ajv';
+import type { ValidateFunction } from 'ajv';
 import type { ClientIdentity } from './config.js';
-import { RATE_PATTERN, parseRate } from './rate-spec.js';
+import { parseRate } from './rate-spec.js';
 import { ConfigError } from './errors.js';
 import { jsonErrorPlace, readTextFile } from './text-file.js';
+import type { ClientsFileEntry } from './schemas.js';
+import { validate as compiledClientsValidator } from './generated/validate-clients-file.js';
 
-const printable = (min: number, max: number) => ({ type: 'string', pattern: `^[\\x21-\\x7e]{${min},${max}}$` });
-
-/** PROXY_CLIENTS_FILE: a JSON list of clients. */
-const clientsFileSchema = {
-  type: 'array',
-  maxItems: 10_000,
-  items: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['name', 'key'],
-    properties: {
-      name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
-      key: printable(16, 256),
-      secret: printable(32, 512),
-      // Several secrets are active at once during a rotation: add the new one, move clients, drop the old.
-      secrets: { type: 'array', minItems: 1, maxItems: 8, items: printable(32, 512) },
-      rate_limit: { type: 'string', pattern: RATE_PATTERN },
-    },
-    anyOf: [{ required: ['secret'] }, { required: ['secrets'] }],
-  },
-} as const;
-
-interface ClientEntry {
-  name: string;
-  key: string;
-  secret?: string;
-  secrets?: string[];
-  rate_limit?: string;
-}
-
-// Compiled on first use: most processes (every cron `once` run) never read a clients file.
-let validate: ReturnType<typeof compileValidator> | undefined;
-const compileValidator = () => new Ajv({ allErrors: false }).compile<ClientEntry[]>(clientsFileSchema);
+// Compiled ahead from clientsFileSchema (scripts/generate-validators.ts).
+const validate = compiledClientsValidator as ValidateFunction<ClientsFileEntry[]>;
 
 /** Reads and validates the clients file; throws ConfigError with one line saying what to fix (never a secret). */
 export function loadClientsFile(path: string): ClientIdentity[] {
@@ -52,7 +23,6 @@ export function loadClientsFile(path: string): ClientIdentity[] {
   } catch (err) {
     throw new ConfigError(`PROXY_CLIENTS_FILE is not valid JSON${jsonErrorPlace(text, err)} (${path})`);
   }
-  validate ??= compileValidator();
   if (!validate(parsed)) {
     const err = validate.errors?.[0];
     const where = err?.instancePath.replace(/^\//, '').replace(/\//g, '.') || 'the file';

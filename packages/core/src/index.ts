@@ -3,6 +3,7 @@ export * from './config.js';
 export * from './signing.js';
 export * from './ids.js';
 export * from './schemas.js';
+export * from './request-parser.js';
 export * from './logger.js';
 export * from './log-throttle.js';
 export * from './store/index.js';

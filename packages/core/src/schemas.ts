@@ -1,11 +1,7 @@
-import { Ajv, _, str, type ErrorObject, type KeywordCxt } from 'ajv';
-import { AppError } from './errors.js';
+import { RATE_PATTERN } from './rate-spec.js';
 
 /** What a model name may be, in a request, DEFAULT_MODEL and ALLOWED_MODELS alike. */
 export const MODEL_PATTERN = /^[A-Za-z0-9._:/-]{1,100}$/;
-
-/** Chat-completions parameters a client may not set: the proxy owns them. */
-const RESERVED_OPTIONS = ['stream', 'stream_options', 'messages', 'model'];
 
 const message = {
   type: 'object',
@@ -81,65 +77,33 @@ export interface ChatMessage {
   [extra: string]: unknown;
 }
 
-/**
- * Builds the create body's validator: parse(body) checks a parsed create body and throws
- * invalid_request naming the first bad field. Compiling the schema takes 50–140 ms (measured at
- * import, on a 2-core machine), so it is done when asked for, not when the module loads: proxy-api
- * asks once at start, when it builds its routes; the worker and the admin commands, which load this
- * package but validate no create, never pay for it.
- */
-export function createRequestParser(): (body: unknown) => CreateRequestBody {
-  const ajv = new Ajv({ allErrors: false, strict: false });
-  // minUnits and maxUnits: a string's length as JavaScript counts it (UTF-16 code units, an emoji is
-  // two). Ajv's minLength and maxLength count code points by walking every character in JavaScript:
-  // for a 20 KB prompt that walk was the largest single cost of a create (8.7% of the API's profile).
-  // Ajv's own switch for `.length` (`unicode: false`) is deprecated and prints a warning at each start.
-  ajv.addKeyword({
-    keyword: 'minUnits',
-    type: 'string',
-    schemaType: 'number',
-    code: (cxt: KeywordCxt) => cxt.fail(_`${cxt.data}.length < ${cxt.schema}`),
-    error: { message: ({ schemaCode }) => str`must NOT have fewer than ${schemaCode} characters` },
-  });
-  ajv.addKeyword({
-    keyword: 'maxUnits',
-    type: 'string',
-    schemaType: 'number',
-    code: (cxt: KeywordCxt) => cxt.fail(_`${cxt.data}.length > ${cxt.schema}`),
-    error: { message: ({ schemaCode }) => str`must NOT have more than ${schemaCode} characters` },
-  });
-  const validateCreate = ajv.compile<CreateRequestBody>(createRequestSchema);
+const printable = (min: number, max: number) => ({ type: 'string', pattern: `^[\\x21-\\x7e]{${min},${max}}$` });
 
-  return (body) => {
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-      throw new AppError('invalid_request', 'the body must be a JSON object');
-    }
-    if (!validateCreate(body)) throw new AppError('invalid_request', describe(validateCreate.errors?.[0]));
-    const options = body.options ?? {};
-    for (const key of RESERVED_OPTIONS) {
-      if (Object.hasOwn(options, key)) {
-        throw new AppError(
-          'invalid_request',
-          `options.${key} is not allowed: the proxy ${key === 'stream' || key === 'stream_options' ? 'does not stream' : `sets ${key} itself`}`,
-        );
-      }
-    }
-    return body;
-  };
-}
+/** PROXY_CLIENTS_FILE: a JSON list of clients. */
+export const clientsFileSchema = {
+  type: 'array',
+  maxItems: 10_000,
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'key'],
+    properties: {
+      name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+      key: printable(16, 256),
+      secret: printable(32, 512),
+      // Several secrets are active at once during a rotation: add the new one, move clients, drop the old.
+      secrets: { type: 'array', minItems: 1, maxItems: 8, items: printable(32, 512) },
+      rate_limit: { type: 'string', pattern: RATE_PATTERN },
+    },
+    anyOf: [{ required: ['secret'] }, { required: ['secrets'] }],
+  },
+} as const;
 
-function describe(err: ErrorObject | undefined): string {
-  if (!err) return 'the body is invalid';
-  if (err.schemaPath.startsWith('#/oneOf')) return 'give exactly one of prompt or messages';
-  const field = err.instancePath.replace(/^\//, '').replace(/\//g, '.');
-  if (err.keyword === 'additionalProperties') {
-    const extra = (err.params as { additionalProperty: string }).additionalProperty;
-    return `${field ? `${field}.` : ''}${extra} is not a known field`;
-  }
-  if (err.keyword === 'required') {
-    return `${(err.params as { missingProperty: string }).missingProperty} is required`;
-  }
-  if (err.keyword === 'pattern' && field === 'nonce') return 'nonce must be 8 to 128 characters of A-Z a-z 0-9 . _ : -';
-  if (err.keyword === 'pattern' && field === 'model') return 'model must be 1 to 100 characters of A-Z a-z 0-9 . _ : / -';
-  return `${field || 'body'} ${err.message ?? 'is invalid'}`;
+/** One client of a validated clients file. */
+export interface ClientsFileEntry {
+  name: string;
+  key: string;
+  secret?: string;
+  secrets?: string[];
+  rate_limit?: string;
 }
