@@ -1,3 +1,9 @@
+/**
+ * The JSON schemas of what clients and operators send: the create body and the clients file. Their
+ * validators are compiled ahead by scripts/generate-validators.ts (`npm run generate`), which also
+ * defines the create body's minUnits and maxUnits keywords: a string's length in UTF-16 units.
+ * This module imports no validator, so that the script can load it whatever state those are in.
+ */
 import { RATE_PATTERN } from './rate-spec.js';
 
 /** What a model name may be, in a request, DEFAULT_MODEL and ALLOWED_MODELS alike. */
