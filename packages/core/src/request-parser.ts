@@ -13,24 +13,19 @@ const RESERVED_OPTIONS = ['stream', 'stream_options', 'messages', 'model'];
  */
 const validateCreate = compiledCreateValidator as ValidateFunction<CreateRequestBody>;
 
-/** Builds the create body's parser: parse(body) checks a parsed create body and throws invalid_request naming the first bad field. */
-export function createRequestParser(): (body: unknown) => CreateRequestBody {
-  return (body) => {
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-      throw new AppError('invalid_request', 'the body must be a JSON object');
+/** Checks a parsed create body; throws invalid_request naming the first bad field. */
+export function parseCreateRequest(body: unknown): CreateRequestBody {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new AppError('invalid_request', 'the body must be a JSON object');
+  }
+  if (!validateCreate(body)) throw new AppError('invalid_request', describe(validateCreate.errors?.[0]));
+  const options = body.options ?? {};
+  for (const key of RESERVED_OPTIONS) {
+    if (Object.hasOwn(options, key)) {
+      throw new AppError('invalid_request', `options.${key} is not allowed: the proxy ${key === 'stream' || key === 'stream_options' ? 'does not stream' : `sets ${key} itself`}`);
     }
-    if (!validateCreate(body)) throw new AppError('invalid_request', describe(validateCreate.errors?.[0]));
-    const options = body.options ?? {};
-    for (const key of RESERVED_OPTIONS) {
-      if (Object.hasOwn(options, key)) {
-        throw new AppError(
-          'invalid_request',
-          `options.${key} is not allowed: the proxy ${key === 'stream' || key === 'stream_options' ? 'does not stream' : `sets ${key} itself`}`,
-        );
-      }
-    }
-    return body;
-  };
+  }
+  return body;
 }
 
 function describe(err: ErrorObject | undefined): string {

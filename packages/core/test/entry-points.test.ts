@@ -35,7 +35,7 @@ test('no program loads Ajv: the settings, the create body and the clients file a
     const config = core.loadConfig({ env: { PORT: '8123' }, cwd: ${JSON.stringify(CORE)} });
     let refused = '';
     try { core.loadConfig({ env: { PORT: 'eighty' }, cwd: ${JSON.stringify(CORE)} }); } catch (err) { refused = err.message.split(':')[0]; }
-    const parsed = core.createRequestParser()({ prompt: 'hi', ts: 1, nonce: 'nonce-0001', sign: 's' }).prompt;
+    const parsed = core.parseCreateRequest({ prompt: 'hi', ts: 1, nonce: 'nonce-0001', sign: 's' }).prompt;
     const { createRequire } = await import('node:module');
     const loaded = Object.keys(createRequire(import.meta.url)('module')._cache).filter((k) => k.includes('/node_modules/ajv/'));
     process.stdout.write(JSON.stringify({ port: config.http.port, refused, parsed, ajvFiles: loaded.length }));`;

@@ -6,7 +6,7 @@ import {
   isJobId,
   MAX_CLOCK_SKEW_SECONDS,
   newJobId,
-  createRequestParser,
+  parseCreateRequest,
   toJobView,
   type ChatMessage,
   type ChatRequest,
@@ -31,7 +31,6 @@ export interface RequestRoutesDeps {
 
 /** POST /v1/requests: verify, validate, enqueue, answer 202 with the id. */
 export function createRequestHandler({ store, config, now }: RequestRoutesDeps): RequestHandler {
-  const parseCreateRequest = createRequestParser();
   return async (req, res) => {
     const client = clientOf(res);
     const body = parseCreateRequest(readSignedBody(req.body, client));
