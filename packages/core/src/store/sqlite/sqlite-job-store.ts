@@ -290,7 +290,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async renewLease(id, token, leaseMs): Promise<LeaseState> {
-      const row = sql.renewLease.get({ id, token, lease_until: now() + leaseMs });
+      // Through the queue like every write: written past it, a renewal had SQLite's own 20 ms wait
+      // for a lock held elsewhere (BUSY_BLOCK_MS) and failed beyond it. Not flushed first: a renewal
+      // lost in a power cut is a lease that lapses, as it would with the worker gone.
+      const row = await writes.run(() => sql.renewLease.get({ id, token, lease_until: now() + leaseMs }), false);
       if (!row) return 'lost';
       return row.cancel_requested ? 'cancel_requested' : 'held';
     },
