@@ -38,6 +38,10 @@ test('npm run soak, a short run: load, backups and a daemon killed; every check 
     assert.match(stdout, /^soak: .* on PostgreSQL, schema soak_\w+, at most 30 creates\/s and 2400 calls\/min, every 4 s a daemon killed/m);
     assert.match(stdout, /^\d+ creates refused \(429\)$/m);
     assert.match(stdout, /^upstream: the tightest 41 calls in a row spanned \d+ ms \(at least 1000 ms allowed\)$/m);
+    assert.match(
+      stdout,
+      /^the soak's own event loop, which stamps the arrivals: \d+ stalls over 30 ms, the longest \d+ ms; (one of \d+ ms ended as|none at) the tightest window's first call/m,
+    );
   } else {
     assert.match(stdout, /^soak: .* on SQLite, calls streamed, every 4 s a backup or a daemon killed/m);
     assert.match(stdout, /\d+ s: backup made/);
