@@ -6,7 +6,7 @@
  *
  * It starts proxy-api and two proxy-worker daemons on a SQLite file in a temporary folder, against
  * the stub upstream answering after 0–400 ms, with 5% of calls failing (500, 429 with Retry-After,
- * a call never answered, a reset connection). Clients create SOAK_RATE jobs a second (default 80);
+ * a call never answered, a reset connection), in a process of its own (soak-upstream.ts). Clients create SOAK_RATE jobs a second (default 80);
  * a third of them wait for their answer with one long-poll, a thirtieth cancel; /health, /metrics and
  * /v1/stats are read every 2 s. Every SOAK_CHAOS_SECONDS (60) in turn, `proxy-worker backup` copies
  * the live file, or the second daemon is killed with SIGKILL and another started in its place; the
@@ -25,9 +25,9 @@
  * the whole run (measured; by arithmetic, the pauses held it some two fifths of the time). The
  * default soak has them.
  */
-import { execFile } from 'node:child_process';
+import { execFile, fork } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,8 +36,8 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { nodeFlagsOf } from '../node-flags.mjs';
 import { signBody } from '../../packages/core/src/signing.ts';
-import { echoCompletion, startStubUpstream, type StubReply } from '../stub-upstream.ts';
 import { answers, apiEnv, freePort, logPath, start, type Proc } from './processes.ts';
+import type { SoakUpstreamMessage } from './soak-upstream.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MINUTES = Number(process.env.SOAK_MINUTES ?? 10);
@@ -63,21 +63,45 @@ const say = (line: string) => process.stdout.write(`${line}\n`);
 /** Every program started, stopped at the end whatever happened. */
 const procs: Proc[] = [];
 
-/**
- * The upstream's day: most calls answered after a while, one in twenty failing in one of four ways
- * (no 429s with SOAK_LIMITS: those calls are answered); streamed, a few streams cut or unstreamed.
- */
-function upstreamDay(): StubReply | null {
-  const roll = Math.random();
-  if (roll < 0.03) return { status: 500, body: { error: { message: 'server error', type: 'server_error' } } };
-  if (roll < 0.04 && !LIMITS) return { status: 429, headers: { 'retry-after': '1' }, body: { error: { message: 'rate limited', type: 'requests' } } };
-  if (roll >= 0.04 && roll < 0.045) return { hang: true };
-  if (roll >= 0.045 && roll < 0.05) return { reset: 'rst' };
-  if (!STREAM) return null;
-  // Streamed: one stream in a hundred cut after its second event, two in a hundred answered whole.
-  if (roll >= 0.05 && roll < 0.06) return { cutAfter: 2 };
-  if (roll >= 0.06 && roll < 0.08) return { unstreamed: true };
-  return { eventGapMs: Math.floor(Math.random() * 20) };
+interface SoakUpstream {
+  url: string;
+  /** Calls so far, and the stub's longest stall since the last count. */
+  count(): Promise<{ calls: number; longestStallMs: number }>;
+  /** Every call's arrival stamp, and every stall of the stub's over 30 ms. */
+  report(): Promise<{ arrivals: number[]; stalls: Array<{ endedAt: number; ms: number }> }>;
+  close(): Promise<void>;
+}
+/** The stub upstream, started in time for the finally below to stop it whatever happened. */
+let upstream: SoakUpstream | undefined;
+
+/** Starts soak-upstream.ts in a process of its own; its answers come back in the order asked. */
+async function startUpstream(): Promise<SoakUpstream> {
+  const log = openSync(logPath(dir, 'upstream'), 'a');
+  const child = fork(join(ROOT, 'scripts/bench/soak-upstream.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', log, log, 'ipc'] });
+  const waiting: Array<(message: SoakUpstreamMessage) => void> = [];
+  child.on('message', (message: SoakUpstreamMessage) => waiting.shift()?.(message));
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code, signal) => reject(new Error(`the stub upstream exited (${signal ?? code}): see ${logPath(dir, 'upstream')}`))),
+  );
+  exited.catch(() => {});
+  const ask = <T extends SoakUpstreamMessage>(what?: 'count' | 'report') => {
+    const answer = new Promise<T>((resolve) => waiting.push(resolve as (message: SoakUpstreamMessage) => void));
+    if (what) child.send({ ask: what });
+    return Promise.race([answer, exited]);
+  };
+  const { url } = await ask<{ url: string }>();
+  return {
+    url,
+    count: () => ask<{ calls: number; longestStallMs: number }>('count'),
+    report: () => ask<{ arrivals: number[]; stalls: Array<{ endedAt: number; ms: number }> }>('report'),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.disconnect();
+        setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+      }),
+  };
 }
 
 /** What the clients saw, by what they did. */
@@ -158,22 +182,7 @@ const fileMb = (path: string) => {
 };
 
 async function main(): Promise<string[]> {
-  // The stub runs on this process's event loop and stamps each call's arrival there: a stall here
-  // (this process descheduled on a busy machine, or collecting) moves arrivals later, and the spacing
-  // check reads them. Stalls over 30 ms are noted with when they ended, so a tight window can be
-  // told apart from a stamp held back.
-  const stalls: Array<{ endedAt: number; ms: number }> = [];
-  let lastBeat = performance.now();
-  const stallWatch = setInterval(() => {
-    const beat = performance.now();
-    const late = beat - lastBeat - 10;
-    if (late > 30) stalls.push({ endedAt: Date.now(), ms: late });
-    lastBeat = beat;
-  }, 10).unref();
-  let stallsShown = 0;
-  /** The longest stall since the last sample line, ms. */
-  const longestSinceLast = () => stalls.slice(stallsShown, (stallsShown = stalls.length)).reduce((most, s) => Math.max(most, s.ms), 0);
-  const stub = await startStubUpstream({ behave: (call) => ({ delayMs: Math.floor(Math.random() * 400), body: echoCompletion(call), ...upstreamDay() }) });
+  const stub = (upstream = await startUpstream());
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const env = {
@@ -211,17 +220,20 @@ async function main(): Promise<string[]> {
   say(
     `soak: ${MINUTES} min at ${RATE} creates/s on ${PG_URL ? `PostgreSQL, schema ${pgSchema}` : 'SQLite'}${STREAM ? ', calls streamed' : ''}${LIMITS ? `, at most ${CREATE_BUDGET} creates/s and ${UPSTREAM_RPM} calls/min` : ''}, every ${CHAOS_MS / 1000} s ${PG_URL ? '' : 'a backup or '}a daemon killed (-9); folder ${dir}`,
   );
-  say("   s  created  calls  proxy-api MB/files  daemon MB/files  killed one's  db MB  wal MB  soak heap MB, longest stall ms");
+  // Clients in flight: those whose create, long-poll or cancel is not answered yet; proxy-api holds
+  // a connection for each, so its open files follow them.
+  say("   s  created  calls  proxy-api MB/files  daemon MB/files  killed one's  db MB  wal MB  soak heap MB  stub's longest stall ms  clients in flight");
   const started = Date.now();
   /** proxy-api's and the steady daemon's RSS at each sample, MB. */
   const rss: Array<{ api: number; daemon: number }> = [];
-  const sample = () => {
+  const sample = async () => {
+    const { calls, longestStallMs } = await stub.count();
     notePeaks();
     const of = (p: Proc) => (p.running() ? `${p.rssMb().toFixed(0)}/${openFiles(p.child.pid as number)}` : 'exited');
     const at = (Date.now() - started) / 1000;
     if (api.running() && steady.running()) rss.push({ api: api.rssMb(), daemon: steady.rssMb() });
     say(
-      `${at.toFixed(0).padStart(4)}  ${String(seen.created.size).padStart(7)}  ${String(stub.calls.length).padStart(5)}  ${of(api).padStart(18)}  ${of(steady).padStart(15)}  ${of(victim).padStart(12)}  ${(PG_URL ? '-' : fileMb(dbPath).toFixed(1)).padStart(5)}  ${(PG_URL ? '-' : fileMb(`${dbPath}-wal`).toFixed(1)).padStart(6)}  ${(process.memoryUsage().heapUsed / 1e6).toFixed(0).padStart(12)}, ${longestSinceLast().toFixed(0)}`,
+      `${at.toFixed(0).padStart(4)}  ${String(seen.created.size).padStart(7)}  ${String(calls).padStart(5)}  ${of(api).padStart(18)}  ${of(steady).padStart(15)}  ${of(victim).padStart(12)}  ${(PG_URL ? '-' : fileMb(dbPath).toFixed(1)).padStart(5)}  ${(PG_URL ? '-' : fileMb(`${dbPath}-wal`).toFixed(1)).padStart(6)}  ${(process.memoryUsage().heapUsed / 1e6).toFixed(0).padStart(12)}  ${longestStallMs.toFixed(0).padStart(23)}  ${String(inflight.size).padStart(17)}`,
     );
   };
 
@@ -244,7 +256,7 @@ async function main(): Promise<string[]> {
         .catch(() => unexpected(`${path} failed`));
     }
   }, 2000);
-  const sampling = setInterval(sample, SAMPLE_MS);
+  const sampling = setInterval(() => void sample(), SAMPLE_MS);
   let round = 0;
   let chaosDone: Promise<void> = Promise.resolve();
   const chaos = setInterval(() => {
@@ -271,7 +283,8 @@ async function main(): Promise<string[]> {
   const drainUntil = Date.now() + DRAIN_MS;
   while ((await reading.unfinished()) > 0 && Date.now() < drainUntil) await new Promise((resolve) => setTimeout(resolve, 500));
   clearInterval(sampling);
-  sample();
+  await sample();
+  const { arrivals: stamped, stalls } = await stub.report();
 
   const failures: string[] = [];
   const check = (ok: boolean, what: string, why = '') => {
@@ -289,7 +302,7 @@ async function main(): Promise<string[]> {
   await reading.close();
 
   say(
-    `${seen.created.size} jobs created (${seen.waits} waited for by long-poll, ${seen.cancels} cancels), ${stub.calls.length} upstream calls; by status ${JSON.stringify(byStatus)}`,
+    `${seen.created.size} jobs created (${seen.waits} waited for by long-poll, ${seen.cancels} cancels), ${stamped.length} upstream calls; by status ${JSON.stringify(byStatus)}`,
   );
   const lost = [...seen.created.keys()].filter((id) => !stored.has(id));
   check(lost.length === 0, 'every job answered 202 is stored', `${lost.length} missing, e.g. ${lost[0]}`);
@@ -323,7 +336,7 @@ async function main(): Promise<string[]> {
     // after its turn. Binding only where calls were due faster than that: after a killed daemon's
     // jobs come back together, or a burst of creates with retries among them.
     const interval = Math.ceil(60_000 / UPSTREAM_RPM);
-    const arrivals = stub.calls.map((call) => call.at).sort((a, b) => a - b);
+    const arrivals = stamped.sort((a, b) => a - b);
     const k = Math.min(Math.floor(1000 / interval), arrivals.length - 1);
     let tightest = Infinity;
     let tightestFrom = 0;
@@ -336,7 +349,7 @@ async function main(): Promise<string[]> {
     // A stall that ended as the window's first call was stamped may have held that stamp back by up to its length.
     const heldBack = stalls.filter((s) => s.endedAt >= tightestFrom - 5 && s.endedAt <= tightestFrom + 15).reduce((most, s) => Math.max(most, s.ms), 0);
     say(
-      `the soak's own event loop, which stamps the arrivals: ${stalls.length} stalls over 30 ms, the longest ${stalls.reduce((most, s) => Math.max(most, s.ms), 0).toFixed(0)} ms; ${heldBack ? `one of ${heldBack.toFixed(0)} ms ended as the tightest window's first call was stamped` : "none at the tightest window's first call"}`,
+      `the stub's event loop, which stamps the arrivals in a process of its own: ${stalls.length} stalls over 30 ms, the longest ${stalls.reduce((most, s) => Math.max(most, s.ms), 0).toFixed(0)} ms; ${heldBack ? `one of ${heldBack.toFixed(0)} ms ended as the tightest window's first call was stamped` : "none at the tightest window's first call"}`,
     );
   }
   const errorLines = readdirSync(dir)
@@ -359,8 +372,6 @@ async function main(): Promise<string[]> {
   );
 
   await Promise.all(procs.map((p) => p.stop()));
-  clearInterval(stallWatch);
-  await stub.close();
   return failures;
 }
 
@@ -371,7 +382,7 @@ try {
   process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
   failures = ['the soak itself failed (above)'];
 } finally {
-  await Promise.all(procs.map((p) => p.stop()));
+  await Promise.all([...procs.map((p) => p.stop()), upstream?.close()]);
 }
 if (failures.length > 0) {
   say(`soak failed: ${failures.join('; ')}; logs${PG_URL ? '' : ' and the file'} kept in ${dir}${PG_URL ? `, the jobs in schema ${pgSchema}` : ''}`);

@@ -40,7 +40,7 @@ test('npm run soak, a short run: load, backups and a daemon killed; every check 
     assert.match(stdout, /^upstream: the tightest 41 calls in a row spanned \d+ ms \(at least 1000 ms allowed\)$/m);
     assert.match(
       stdout,
-      /^the soak's own event loop, which stamps the arrivals: \d+ stalls over 30 ms, the longest \d+ ms; (one of \d+ ms ended as|none at) the tightest window's first call/m,
+      /^the stub's event loop, which stamps the arrivals in a process of its own: \d+ stalls over 30 ms, the longest \d+ ms; (one of \d+ ms ended as|none at) the tightest window's first call/m,
     );
   } else {
     assert.match(stdout, /^soak: .* on SQLite, calls streamed, every 4 s a backup or a daemon killed/m);
