@@ -158,6 +158,23 @@ test('npm run bench, smoke mode: every figure, ratios that match their sides, th
     assert.ok(ratio >= Math.min(...ratios) - 0.011 && ratio <= Math.max(...ratios) + 0.011, `${figure}: ${ratio} is not within its rounds' ${ratios.join(', ')}`);
   }
 
+  // Figures 3 and 3c: undici alone is timed before and after the worker's runs, and the faster is the
+  // row's baseline (3b and 3s share 3's).
+  const twice = [
+    ...report.matchAll(/^- undici alone at concurrency (\d+), before and after the worker's runs it is the baseline of: ([\d,.]+) and ([\d,.]+) calls\/s; the faster counts$/gm),
+  ];
+  assert.deepEqual(
+    twice.map((m) => m[1]),
+    ['8', '32'],
+    `undici alone measured twice for figures 3 and 3c:\n${report}`,
+  );
+  for (const [, concurrency, before, after] of twice) {
+    const faster = Math.max(Number(before?.replaceAll(',', '')), Number(after?.replaceAll(',', '')));
+    const figures = concurrency === '8' ? ['3. worker, zero-latency stub (concurrency 8)', '3b. ', '3s. '] : ['3c. '];
+    const baselines = rows.filter((r) => figures.some((f) => r.figure.startsWith(f))).map((r) => r.baseline);
+    assert.deepEqual(baselines, Array(concurrency === '8' ? 4 : 1).fill(faster), `${figures.join(', ')}: the baseline is the faster undici figure`);
+  }
+
   // The bench's folder (its files, servers' logs) is removed after a run that succeeded, and every
   // process it started (APIs, daemons, stubs) has exited.
   const folder = /results and logs in (\S+)/.exec(stderr)?.[1];
