@@ -5,13 +5,13 @@
  * stuck after a crash shows only over a longer run.
  *
  * It starts proxy-api and two proxy-worker daemons on a SQLite file in a temporary folder, against
- * the stub upstream answering after 0–400 ms, with 5% of calls failing (500, 429 with Retry-After,
- * a call never answered, a reset connection), in a process of its own (soak-upstream.ts). Clients create SOAK_RATE jobs a second (default 80);
- * a third of them wait for their answer with one long-poll, a thirtieth cancel; /health, /metrics and
- * /v1/stats are read every 2 s. Every SOAK_CHAOS_SECONDS (60) in turn, `proxy-worker backup` copies
- * the live file, or the second daemon is killed with SIGKILL and another started in its place; the
- * first runs throughout, so that its memory over the whole run shows. After SOAK_MINUTES (10)
- * the load stops, the queue drains, and the checks run; exit 1 when one fails, keeping the folder.
+ * the stub upstream, in a process of its own (soak-upstream.ts), answering after 0–400 ms with 5% of
+ * calls failing (500, 429 with Retry-After, a call never answered, a reset connection). Clients
+ * create SOAK_RATE jobs a second (default 80); a third of them wait for their answer with one
+ * long-poll, a thirtieth cancel; /health, /metrics and /v1/stats are read every 2 s. Every
+ * SOAK_CHAOS_SECONDS (60) in turn, `proxy-worker backup` copies the live file, or the second daemon
+ * is killed with SIGKILL and another started in its place; the first runs throughout, so that its
+ * memory over the whole run shows. After SOAK_MINUTES (10) the load stops, the queue drains, and the checks run; exit 1 when one fails, keeping the folder.
  * With SOAK_DATABASE_URL the service runs on that PostgreSQL server instead, in a schema of its own
  * (dropped after a run that passed), and the chaos is a killed daemon every time (backups are pg_dump's).
  * SOAK_STREAM=true runs the calls streamed (UPSTREAM_STREAM), answers arriving in pieces, some
@@ -85,8 +85,10 @@ async function startUpstream(): Promise<SoakUpstream> {
   );
   exited.catch(() => {});
   const ask = <T extends SoakUpstreamMessage>(what?: 'count' | 'report') => {
-    const answer = new Promise<T>((resolve) => waiting.push(resolve as (message: SoakUpstreamMessage) => void));
-    if (what) child.send({ ask: what });
+    const answer = new Promise<T>((resolve, reject) => {
+      waiting.push(resolve as (message: SoakUpstreamMessage) => void);
+      if (what) child.send({ ask: what }, (err) => err && reject(err));
+    });
     return Promise.race([answer, exited]);
   };
   const { url } = await ask<{ url: string }>();
@@ -256,7 +258,9 @@ async function main(): Promise<string[]> {
         .catch(() => unexpected(`${path} failed`));
     }
   }, 2000);
-  const sampling = setInterval(() => void sample(), SAMPLE_MS);
+  // A sample that fails (the stub's process gone) is counted against the run; the report at the end
+  // then fails too, and the programs are stopped below.
+  const sampling = setInterval(() => void sample().catch((err: Error) => unexpected(`a sample failed: ${err.message}`)), SAMPLE_MS);
   let round = 0;
   let chaosDone: Promise<void> = Promise.resolve();
   const chaos = setInterval(() => {
