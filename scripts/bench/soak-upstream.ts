@@ -15,7 +15,13 @@ import { echoCompletion, startStubUpstream, type StubReply } from '../stub-upstr
 const STREAM = process.env.SOAK_STREAM === 'true';
 const LIMITS = process.env.SOAK_LIMITS === 'true';
 
-export type SoakUpstreamMessage = { url: string } | { calls: number; longestStallMs: number } | { arrivals: number[]; stalls: Array<{ endedAt: number; ms: number }> };
+/** A stall of this process's event loop over 30 ms: when it ended (ms since the epoch), how long. */
+export type Stall = { endedAt: number; ms: number };
+/** The answer to `{ ask: 'count' }`. */
+export type UpstreamCount = { calls: number; longestStallMs: number };
+/** The answer to `{ ask: 'report' }`. */
+export type UpstreamReport = { arrivals: number[]; stalls: Stall[] };
+export type SoakUpstreamMessage = { url: string } | UpstreamCount | UpstreamReport;
 
 function upstreamDay(): StubReply | null {
   const roll = Math.random();
@@ -32,7 +38,7 @@ function upstreamDay(): StubReply | null {
 
 // Stalls over 30 ms of this loop, with when they ended: one that ended as a call arrived may have
 // held its stamp back by up to its length.
-const stalls: Array<{ endedAt: number; ms: number }> = [];
+const stalls: Stall[] = [];
 let lastBeat = performance.now();
 const stallWatch = setInterval(() => {
   const beat = performance.now();

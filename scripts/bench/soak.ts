@@ -37,7 +37,7 @@ import pg from 'pg';
 import { nodeFlagsOf } from '../node-flags.mjs';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { answers, apiEnv, freePort, logPath, start, type Proc } from './processes.ts';
-import type { SoakUpstreamMessage } from './soak-upstream.ts';
+import type { SoakUpstreamMessage, UpstreamCount, UpstreamReport } from './soak-upstream.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MINUTES = Number(process.env.SOAK_MINUTES ?? 10);
@@ -66,9 +66,9 @@ const procs: Proc[] = [];
 interface SoakUpstream {
   url: string;
   /** Calls so far, and the stub's longest stall since the last count. */
-  count(): Promise<{ calls: number; longestStallMs: number }>;
+  count(): Promise<UpstreamCount>;
   /** Every call's arrival stamp, and every stall of the stub's over 30 ms. */
-  report(): Promise<{ arrivals: number[]; stalls: Array<{ endedAt: number; ms: number }> }>;
+  report(): Promise<UpstreamReport>;
   close(): Promise<void>;
 }
 /** The stub upstream, started in time for the finally below to stop it whatever happened. */
@@ -94,8 +94,8 @@ async function startUpstream(): Promise<SoakUpstream> {
   const { url } = await ask<{ url: string }>();
   return {
     url,
-    count: () => ask<{ calls: number; longestStallMs: number }>('count'),
-    report: () => ask<{ arrivals: number[]; stalls: Array<{ endedAt: number; ms: number }> }>('report'),
+    count: () => ask<UpstreamCount>('count'),
+    report: () => ask<UpstreamReport>('report'),
     close: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null || child.signalCode !== null) return resolve();
