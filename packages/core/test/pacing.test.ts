@@ -60,8 +60,13 @@ test('under a budget, a process’s waiting calls line up: one draw at a time, n
   // more (woken a little early). With every slot drawing at every turn, 187 (measured, the line taken out).
   assert.ok(draws.count <= 3 * slots, `${draws.count} draws for ${slots} calls`);
   // Seen when the answers come back, which carry each commit's own time (a flush to disk): hence 25 ms.
+  // An answer that comes back late (a commit or this loop held up on a loaded machine) lengthens the
+  // span before it and shortens the one after by as much (seen in CI: 109 then 10 ms); two calls
+  // let through in one turn shorten the one span and leave the one before it as it was. So a span
+  // under 25 ms passes only where the two spans ending with it make their 100 ms, less 25.
   const spans = taken.slice(1).map((at, i) => at - taken[i]!);
-  assert.ok(Math.min(...spans) >= 50 - 25, `turns ${spans.map((s) => s.toFixed(0)).join(', ')} ms apart; 50 ms each`);
+  const tooClose = spans.filter((span, i) => span < 50 - 25 && (i === 0 || spans[i - 1]! + span < 100 - 25));
+  assert.deepEqual(tooClose, [], `turns ${spans.map((s) => s.toFixed(0)).join(', ')} ms apart; 50 ms each`);
 });
 
 test('a call whose attempt ends while it waits in line leaves it at once, and those behind it still get their turns', async (t) => {
