@@ -22,6 +22,8 @@ export type UpstreamCount = { calls: number; longestStallMs: number };
 /** The answer to `{ ask: 'report' }`. */
 export type UpstreamReport = { arrivals: number[]; stalls: Stall[] };
 export type SoakUpstreamMessage = { url: string } | UpstreamCount | UpstreamReport;
+/** What the soak asks: `{ ask: 'count' }` or `{ ask: 'report' }`. */
+export type UpstreamAsk = { ask: 'count' | 'report' };
 
 function upstreamDay(): StubReply | null {
   const roll = Math.random();
@@ -51,7 +53,7 @@ let stallsCounted = 0;
 const stub = await startStubUpstream({ behave: (call) => ({ delayMs: Math.floor(Math.random() * 400), body: echoCompletion(call), ...upstreamDay() }) });
 const send = (message: SoakUpstreamMessage) => process.send?.(message);
 
-process.on('message', (message: { ask: 'count' | 'report' }) => {
+process.on('message', (message: UpstreamAsk) => {
   if (message.ask === 'count') {
     const longestStallMs = stalls.slice(stallsCounted).reduce((most, s) => Math.max(most, s.ms), 0);
     stallsCounted = stalls.length;

@@ -37,7 +37,7 @@ import pg from 'pg';
 import { nodeFlagsOf } from '../node-flags.mjs';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { answers, apiEnv, freePort, logPath, start, type Proc } from './processes.ts';
-import type { SoakUpstreamMessage, UpstreamCount, UpstreamReport } from './soak-upstream.ts';
+import type { SoakUpstreamMessage, UpstreamAsk, UpstreamCount, UpstreamReport } from './soak-upstream.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MINUTES = Number(process.env.SOAK_MINUTES ?? 10);
@@ -84,10 +84,10 @@ async function startUpstream(): Promise<SoakUpstream> {
     child.once('exit', (code, signal) => reject(new Error(`the stub upstream exited (${signal ?? code}): see ${logPath(dir, 'upstream')}`))),
   );
   exited.catch(() => {});
-  const ask = <T extends SoakUpstreamMessage>(what?: 'count' | 'report') => {
+  const ask = <T extends SoakUpstreamMessage>(what?: UpstreamAsk['ask']) => {
     const answer = new Promise<T>((resolve, reject) => {
       waiting.push(resolve as (message: SoakUpstreamMessage) => void);
-      if (what) child.send({ ask: what }, (err) => err && reject(err));
+      if (what) child.send({ ask: what } satisfies UpstreamAsk, (err) => err && reject(err));
     });
     return Promise.race([answer, exited]);
   };
