@@ -30,7 +30,9 @@ function harness(t: TestContext, answer: (n: number) => Promise<LeaseState>, lea
       await new Promise((r) => setImmediate(r));
     }
   };
-  return { keeper, renewals: () => renewals.map((at) => at - 1_000_000), ends, advance };
+  // Time passing with no timer run: a process stopped, or its event loop held up.
+  const freeze = (ms: number) => void (clock += ms);
+  return { keeper, renewals: () => renewals.map((at) => at - 1_000_000), ends, advance, freeze };
 }
 
 test('lease keeper: renews a third into the lease taken at the claim, then every third', async (t) => {
@@ -83,4 +85,34 @@ test('lease keeper: confirm() renews first when less than a third of the lease i
   await late.keeper.confirm();
   assert.equal(late.renewals().length, 1);
   late.keeper.stop();
+});
+
+test('lease keeper: confirm() does not resolve on less than a third of the lease, even after its two renewals: each came back too late to leave one', async (t) => {
+  const holds: Array<(state: LeaseState) => void> = [];
+  const h = harness(t, () => new Promise((resolve) => holds.push(resolve)), 3000, 2200);
+  const confirming = h.keeper.confirm();
+  for (let i = 0; i < 2; i++) {
+    await new Promise((r) => setImmediate(r));
+    assert.equal(holds.length, i + 1, `renewal ${i + 1} sent`);
+    // Each renewal answers 2,100 ms after it was sent: 900 ms of a 3,000 ms lease left.
+    h.freeze(2100);
+    holds[i]!('held');
+  }
+  await assert.rejects(confirming, /two thirds of the lease/);
+  assert.deepEqual(h.renewals(), [0, 2100]);
+  h.keeper.stop();
+});
+
+test("lease keeper: beforeSend() ends the attempt ('lease_low') when less than a third of the lease is known to be left, as after a hold-up no timer saw, and not otherwise", async (t) => {
+  const h = harness(t, async () => 'held', 3000);
+  h.keeper.beforeSend();
+  // Exactly a third left still goes.
+  h.freeze(2000);
+  h.keeper.beforeSend();
+  assert.deepEqual(h.ends, []);
+  h.freeze(1);
+  h.keeper.beforeSend();
+  assert.deepEqual(h.ends, ['lease_low']);
+  assert.deepEqual(h.renewals(), [], 'no timer ran during the hold-up');
+  h.keeper.stop();
 });

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { createTestWorker, enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
-import { createUpstreamClient } from '../src/runner/upstream-client.ts';
+import { createUpstreamClient, type UpstreamClient } from '../src/runner/upstream-client.ts';
 import { MAX_FLEET_PAUSE_MS } from '../src/runner/process-job.ts';
 import { createLogger } from '../src/logger.ts';
 import { REPLAY_WINDOW_MS } from '../src/signing.ts';
@@ -18,7 +18,12 @@ type T = TestHooks;
 async function setUp(
   t: T,
   behave: StubBehaviour,
-  options: Partial<WorkerOptions> & { maxAttempts?: number; maxResponseBytes?: number; wrapStore?: (store: JobStore) => JobStore } = {},
+  options: Partial<WorkerOptions> & {
+    maxAttempts?: number;
+    maxResponseBytes?: number;
+    wrapStore?: (store: JobStore) => JobStore;
+    wrapUpstream?: (upstream: UpstreamClient) => UpstreamClient;
+  } = {},
 ) {
   const dir = tempDir(t);
   const stub = await startStubUpstream({ behave });
@@ -31,10 +36,10 @@ async function setUp(
     connections: 8,
     ...(options.maxResponseBytes ? { maxResponseBytes: options.maxResponseBytes } : {}),
   });
-  const { wrapStore, ...workerOptions } = options;
+  const { wrapStore, wrapUpstream, ...workerOptions } = options;
   const worker = createTestWorker({
     store: wrapStore ? wrapStore(store) : store,
-    upstream,
+    upstream: wrapUpstream ? wrapUpstream(upstream) : upstream,
     concurrency: 4,
     ...workerOptions,
   });
@@ -1040,6 +1045,55 @@ test('a renewal that comes back after its lease ran out is not enough: the job r
   assert.equal(job.status, 'completed');
   assert.equal(calls.length, 1, `${calls.length} calls: one went out on a lapsed lease`);
   assert.ok(calls[0]!.leaseUntil !== null && calls[0]!.leaseUntil > calls[0]!.at, `the lease ran to ${calls[0]!.leaseUntil}, the call came at ${calls[0]!.at}`);
+});
+
+test('a worker held up between its lease check and its call (a stopped process, a starved loop) does not send the call on less than a third of its lease: the job goes back unspent and a later claim calls it', async (t) => {
+  const claims: Array<{ id: string; token: number }> = [];
+  const tokenAtCall: number[] = [];
+  let store!: JobStore;
+  let id = '';
+  let heldUp = false;
+  const setup = await setUp(
+    t,
+    async (call) => {
+      if (call.prompt === 'held up') tokenAtCall.push((await store.getJob(id))?.leaseToken ?? -1);
+      return {};
+    },
+    {
+      leaseMs: 900,
+      wrapStore: (inner) =>
+        overriding(inner, {
+          async claimJobs(request: Parameters<JobStore['claimJobs']>[0]) {
+            const jobs = await inner.claimJobs(request);
+            claims.push(...jobs.map((job) => ({ id: job.id, token: job.leaseToken })));
+            return jobs;
+          },
+        }),
+      // Between the lease check and the call, the worker's thread stops for 700 ms of its 900 ms
+      // lease (no timer runs meanwhile), then goes on into the send, as a stopped process resumed.
+      wrapUpstream: (inner) => ({
+        close: () => inner.close(),
+        chat(requestJson, signal) {
+          if (!heldUp && requestJson.includes('held up')) {
+            heldUp = true;
+            const until = Date.now() + 700;
+            while (Date.now() < until);
+          }
+          return inner.chat(requestJson, signal);
+        },
+      }),
+    },
+  );
+  store = setup.store;
+  // A first job leaves a kept connection, on which undici writes the next call at once.
+  assert.equal((await finalJob(store, await setup.enqueue('warm up'))).status, 'completed');
+  id = await setup.enqueue('held up');
+  const job = await finalJob(store, id);
+  assert.equal(job.status, 'completed');
+  const claimed = claims.filter((c) => c.id === id);
+  assert.ok(claimed.length >= 2, `claimed ${claimed.length} times`);
+  assert.deepEqual(tokenAtCall, [claimed.at(-1)!.token], `the call went out under lease token ${tokenAtCall.join(', ')}; the held-up claim's was ${claimed[0]!.token}`);
+  assert.equal(job.attempts, 1, 'the call never sent spent an attempt');
 });
 
 /** A store whose lease renewals fail, as a database out of reach does, for the jobs `failing` picks. */

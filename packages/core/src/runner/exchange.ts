@@ -58,8 +58,11 @@ class AnswerReader implements Dispatcher.DispatchHandler {
     else signal.once('abort', this.onAbort);
   }
 
+  // undici calls this just before it writes the request, synchronously: a check made here has
+  // nothing between it and the send.
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
+    this.signal.beforeSend?.();
     if (this.signal.aborted) controller.abort(this.signal.reason as Error);
   }
 

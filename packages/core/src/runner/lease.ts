@@ -3,8 +3,11 @@ import type { ClaimedJob, JobStore, LeaseState } from '../store/types.js';
 /** After a renewal fails (the database unreachable for a moment), the next is tried this soon (or a third of the lease, if sooner). */
 export const RENEW_RETRY_MS = 1000;
 
-/** Why the lease keeper ends an attempt. */
-export type LeaseEnd = 'lease_lost' | 'lease_lapsed' | 'cancelled';
+/**
+ * Why the lease keeper ends an attempt. 'lease_low': its call was about to go out with less than a
+ * third of the lease known left (see `beforeSend`).
+ */
+export type LeaseEnd = 'lease_lost' | 'lease_lapsed' | 'lease_low' | 'cancelled';
 
 export interface LeaseKeeper {
   /**
@@ -13,6 +16,11 @@ export interface LeaseKeeper {
    * Error if the database could not confirm it.
    */
   confirm(): Promise<void>;
+  /**
+   * Ends the attempt ('lease_low') unless the lease is known held for at least a third of it more.
+   * Synchronous: asked as the call's first byte is about to be written, after any connect.
+   */
+  beforeSend(): void;
   /** Stops renewing: the attempt is over. */
   stop(): void;
 }
@@ -44,6 +52,11 @@ export interface LeaseKeeperDeps {
  * - When `heldUntil` passes unrenewed, the attempt ends ('lease_lapsed'): from then on another
  *   worker may claim the job and call it, and two calls of one job must not run at once.
  * - A renewal also carries word of a lost lease ('lease_lost') or a client's cancel ('cancelled').
+ * - No call goes out on less than a third of the lease: `confirm()` renews for it before the call
+ *   starts, and `beforeSend()` looks again as its first byte is written. In between lie a connect,
+ *   perhaps a TLS handshake, and turns of the event loop; a process held up there (stopped, a paused
+ *   VM, a starved CPU) resumes into the write before its renewal timer runs, and would send a call on
+ *   a lease that another worker may since have claimed.
  */
 export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
   const { store, job, leaseMs, now, end } = deps;
@@ -89,12 +102,16 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
     async confirm() {
       // Less than a third of the lease known to be left means the claim, the pacing read or the
       // renewals were held up for two thirds of it. A renewal joined may come back with little
-      // lease left, or none: then once more.
+      // lease left, or none: then once more. Still short after that, the call is not begun (the
+      // database is too slow to keep the lease through it).
       for (let tries = 0; tries < 2 && heldUntil - now() < every; tries++) {
         heed(await renewNow());
         deps.throwIfEnded();
       }
-      if (heldUntil <= now()) throw new Error('the database took longer than the lease to renew it');
+      if (heldUntil - now() < every) throw new Error('the database took longer than two thirds of the lease to renew it, twice');
+    },
+    beforeSend: () => {
+      if (heldUntil - now() < every) end('lease_low');
     },
     stop() {
       stopped = true;

@@ -86,6 +86,8 @@ class AttemptAborted extends Error {
 class AttemptSignal extends EventEmitter {
   aborted = false;
   reason: unknown = undefined;
+  /** The lease's last look before the call goes out (LeaseKeeper.beforeSend), set once the keeper exists. */
+  beforeSend: (() => void) | undefined = undefined;
 
   /** The first reason wins; later calls do nothing. */
   abort(reason: AbortReason): void {
@@ -134,6 +136,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     },
     warn: log.warn,
   });
+  signal.beforeSend = lease.beforeSend;
   let callStarted: number | null = null;
 
   try {
@@ -163,7 +166,8 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
         return outcome;
       },
       (err: unknown) => {
-        callEnded?.();
+        // A call withheld at its send was not made either.
+        callEnded?.(err instanceof AttemptAborted && err.reason === 'lease_low' ? false : undefined);
         throw err;
       },
     );
@@ -248,6 +252,11 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
     case 'lease_lost':
       log.warn('lease lost to another worker; result discarded');
       return 'lost';
+    case 'lease_low':
+      // Never sent: the lease, still ours or lapsed but not yet taken, goes back with the attempt
+      // unspent, instead of waiting out its lease.
+      log.warn('call not sent: less than a third of its lease was left as it was about to go out (the worker held up since its lease check); job put back');
+      return (await store.releaseJob(job.id, token, deps.now())) ? 'released' : 'lost';
     case 'lease_lapsed':
       // Nothing is written: the database did not answer the renewals, and the job goes to whichever
       // worker claims it next, as a dead worker's does.

@@ -34,7 +34,13 @@ export type UpstreamOutcome = (
  * What ends a call early. undici takes either an AbortSignal or an EventEmitter that emits 'abort'
  * with `aborted` and `reason` set, which is what the worker passes (see AttemptSignal).
  */
-export type CallSignal = AbortSignal | (EventEmitter & { readonly aborted: boolean; readonly reason: unknown });
+export type CallSignal = (AbortSignal | (EventEmitter & { readonly aborted: boolean; readonly reason: unknown })) & {
+  /**
+   * Asked as a call's first byte is about to be written (after its connect; again for a call sent
+   * twice); it may abort the signal there, and the call is then never sent.
+   */
+  readonly beforeSend?: () => void;
+};
 
 /** Calls POST {baseUrl}/chat/completions. One instance per process: it owns the connection pool. */
 export interface UpstreamClient {
