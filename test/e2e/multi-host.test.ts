@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import {
@@ -20,15 +21,30 @@ import {
 
 test('two APIs and three worker daemons on one database, daemons killed with -9 along the way: every job completes, never on two workers at once, and the rate limit holds across both APIs', async (t) => {
   const dir = tempDir(t);
-  const active = new Map<string, number>();
-  let overlaps = 0;
+  const began = Date.now();
+  // Each daemon names itself in a header of its calls, so that an overlap says whose calls met, when
+  // each arrived, and whether the first caller had been killed by then.
+  const killedAt = new Map<string, number>();
+  const active = new Map<string, Array<{ daemon: string; at: number }>>();
+  const overlaps: string[] = [];
+  // The stub runs in this process: a call counts as running until this loop gets round to ending it,
+  // so how long the loop was held up bounds how far apart two calls said to overlap may have been.
+  const lag = monitorEventLoopDelay({ resolution: 10 });
+  lag.enable();
+  t.after(() => lag.disable());
   const stub = await startStubUpstream({
     behave: async (call) => {
-      const now = (active.get(call.prompt) ?? 0) + 1;
-      active.set(call.prompt, now);
-      if (now > 1) overlaps += 1;
+      const daemon = String(call.headers['x-test-daemon']);
+      const running = active.get(call.prompt) ?? [];
+      if (running.length > 0) {
+        const before = running.map((c) => `${c.daemon} at +${c.at - began} ms${killedAt.has(c.daemon) ? ` (killed at +${killedAt.get(c.daemon)! - began} ms)` : ''}`);
+        overlaps.push(`"${call.prompt}": ${before.join(', ')}, then ${daemon} at +${call.at - began} ms`);
+      }
+      const me = { daemon, at: call.at };
+      running.push(me);
+      active.set(call.prompt, running);
       await new Promise((r) => setTimeout(r, 20));
-      active.set(call.prompt, (active.get(call.prompt) ?? 1) - 1);
+      running.splice(running.indexOf(me), 1);
       return {};
     },
   });
@@ -52,9 +68,10 @@ test('two APIs and three worker daemons on one database, daemons killed with -9 
     LOG_LEVEL: 'info',
   });
   const apis = [await startApiProcess(t, env, dir), await startApiProcess(t, env, dir)];
-  const daemons: Child[] = [];
+  const daemons: Array<Child & { name: string }> = [];
   const daemon = () => {
-    const child = spawnNode(WORKER_MAIN, ['daemon'], { ...env, LOG_LEVEL: 'warn' }, dir);
+    const name = `d${daemons.length + 1}`;
+    const child = { ...spawnNode(WORKER_MAIN, ['daemon'], { ...env, LOG_LEVEL: 'warn', UPSTREAM_HEADERS: `X-Test-Daemon=${name}` }, dir), name };
     daemons.push(child);
     return child;
   };
@@ -85,6 +102,7 @@ test('two APIs and three worker daemons on one database, daemons killed with -9 
   for (let kill = 0; kill < 4; kill++) {
     await new Promise((r) => setTimeout(r, 600));
     const victim = running.splice(kill % running.length, 1)[0]!;
+    killedAt.set(victim.name, Date.now());
     victim.kill('SIGKILL');
     await victim.exited;
     running.push(daemon());
@@ -95,8 +113,9 @@ test('two APIs and three worker daemons on one database, daemons killed with -9 
   t.after(() => store.close());
   await eventually(async () => (await store.countByStatus()).completed === total + probeAccepted, 90_000, 200);
   const repeated = await assertEachCompletedOnce(store, ids, stub.calls);
-  assert.equal(overlaps, 0, 'a job was being called by two workers at the same time');
+  const held = `this process's event loop (the stub's) was held up by at most ${Math.round(lag.max / 1e6)} ms`;
+  assert.deepEqual(overlaps, [], `a job was being called by two workers at the same time; ${held}`);
   t.diagnostic(
-    `${BACKEND}: ${total} jobs through 2 APIs, 3 daemons, 4 kill -9: ${stub.calls.length} upstream calls, ${repeated} repeated after kills, 0 overlapping; probe ${probeAccepted}/30 accepted at 10/min`,
+    `${BACKEND}: ${total} jobs through 2 APIs, 3 daemons, 4 kill -9: ${stub.calls.length} upstream calls, ${repeated} repeated after kills, 0 overlapping; probe ${probeAccepted}/30 accepted at 10/min; ${held}`,
   );
 });
