@@ -9,6 +9,7 @@ function harness(t: TestContext, answer: (n: number) => Promise<LeaseState>, lea
   let clock = 1_000_000;
   const renewals: number[] = [];
   const ends: LeaseEnd[] = [];
+  const sendBys: number[] = [];
   const keeper = keepLease({
     store: {
       renewLease: async () => {
@@ -21,6 +22,7 @@ function harness(t: TestContext, answer: (n: number) => Promise<LeaseState>, lea
     now: () => clock,
     end: (reason) => void ends.push(reason),
     throwIfEnded: () => undefined,
+    sendBy: (at) => void sendBys.push(at),
     warn: () => undefined,
   });
   const advance = async (ms: number) => {
@@ -32,7 +34,7 @@ function harness(t: TestContext, answer: (n: number) => Promise<LeaseState>, lea
   };
   // Time passing with no timer run: a process stopped, or its event loop held up.
   const freeze = (ms: number) => void (clock += ms);
-  return { keeper, renewals: () => renewals.map((at) => at - 1_000_000), ends, advance, freeze };
+  return { keeper, renewals: () => renewals.map((at) => at - 1_000_000), sendBys: () => sendBys.map((at) => at - 1_000_000), ends, advance, freeze };
 }
 
 test('lease keeper: renews a third into the lease taken at the claim, then every third', async (t) => {
@@ -103,16 +105,15 @@ test('lease keeper: confirm() does not resolve on less than a third of the lease
   h.keeper.stop();
 });
 
-test("lease keeper: beforeSend() ends the attempt ('lease_low') when less than a third of the lease is known to be left, as after a hold-up no timer saw, and not otherwise", async (t) => {
-  const h = harness(t, async () => 'held', 3000);
-  h.keeper.beforeSend();
-  // Exactly a third left still goes.
-  h.freeze(2000);
-  h.keeper.beforeSend();
-  assert.deepEqual(h.ends, []);
-  h.freeze(1);
-  h.keeper.beforeSend();
-  assert.deepEqual(h.ends, ['lease_low']);
-  assert.deepEqual(h.renewals(), [], 'no timer ran during the hold-up');
+test('lease keeper: tells until when a call may still go out, a third of the lease before its known end: at the start and after each renewal that moves it', async (t) => {
+  let answers = 0;
+  // Claimed 600 ms ago: the lease ends at 2,400 ms, so a call may go out until 1,400.
+  const h = harness(t, async () => (++answers === 2 ? 'lost' : 'held'), 3000, 600);
+  assert.deepEqual(h.sendBys(), [1400]);
+  // Renewed at 400 ms (held to 3,400): until 2,400. The second renewal finds the lease lost: no move.
+  await h.advance(1500);
   h.keeper.stop();
+  assert.deepEqual(h.renewals(), [400, 1400]);
+  assert.deepEqual(h.sendBys(), [1400, 2400]);
+  assert.deepEqual(h.ends, ['lease_lost']);
 });

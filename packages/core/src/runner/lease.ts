@@ -4,8 +4,8 @@ import type { ClaimedJob, JobStore, LeaseState } from '../store/types.js';
 export const RENEW_RETRY_MS = 1000;
 
 /**
- * Why the lease keeper ends an attempt. 'lease_low': its call was about to go out with less than a
- * third of the lease known left (see `beforeSend`).
+ * Why an attempt ends for its lease. 'lease_low': its call was about to go out with less than a
+ * third of the lease known left (the attempt's signal decides it at the send, from `sendBy`).
  */
 export type LeaseEnd = 'lease_lost' | 'lease_lapsed' | 'lease_low' | 'cancelled';
 
@@ -16,11 +16,6 @@ export interface LeaseKeeper {
    * Error if the database could not confirm it.
    */
   confirm(): Promise<void>;
-  /**
-   * Ends the attempt ('lease_low') unless the lease is known held for at least a third of it more.
-   * Synchronous: asked as the call's first byte is about to be written, after any connect.
-   */
-  beforeSend(): void;
   /** Stops renewing: the attempt is over. */
   stop(): void;
 }
@@ -34,6 +29,11 @@ export interface LeaseKeeperDeps {
   end: (reason: LeaseEnd) => void;
   /** Throws the attempt's abort reason if it has ended. */
   throwIfEnded: () => void;
+  /**
+   * Told, at the start and whenever a renewal moves it, until when a call may still begin: a third
+   * of the lease before the lease known held runs out.
+   */
+  sendBy: (at: number) => void;
   warn: (message: string, meta?: object) => void;
 }
 
@@ -53,15 +53,16 @@ export interface LeaseKeeperDeps {
  *   worker may claim the job and call it, and two calls of one job must not run at once.
  * - A renewal also carries word of a lost lease ('lease_lost') or a client's cancel ('cancelled').
  * - No call goes out on less than a third of the lease: `confirm()` renews for it before the call
- *   starts, and `beforeSend()` looks again as its first byte is written. In between lie a connect,
- *   perhaps a TLS handshake, and turns of the event loop; a process held up there (stopped, a paused
- *   VM, a starved CPU) resumes into the write before its renewal timer runs, and would send a call on
- *   a lease that another worker may since have claimed.
+ *   starts, and the time told to `sendBy` is looked at again as its first byte is written. In
+ *   between lie a connect, perhaps a TLS handshake, and turns of the event loop; a process held up
+ *   there (stopped, a paused VM, a starved CPU) resumes into the write before its renewal timer
+ *   runs, and would send a call on a lease that another worker may since have claimed.
  */
 export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
   const { store, job, leaseMs, now, end } = deps;
   const every = Math.max(50, Math.floor(leaseMs / 3));
   let heldUntil = job.leaseUntil ?? now() + leaseMs;
+  deps.sendBy(heldUntil - every);
   let renewing: Promise<LeaseState> | null = null;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -74,7 +75,10 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
     (renewing ??= (async () => {
       const sentAt = now();
       const state = await store.renewLease(job.id, job.leaseToken, leaseMs);
-      if (state !== 'lost') heldUntil = Math.max(heldUntil, sentAt + leaseMs);
+      if (state !== 'lost' && sentAt + leaseMs > heldUntil) {
+        heldUntil = sentAt + leaseMs;
+        deps.sendBy(heldUntil - every);
+      }
       return state;
     })().finally(() => (renewing = null)));
 
@@ -109,9 +113,6 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
         deps.throwIfEnded();
       }
       if (heldUntil - now() < every) throw new Error('the database took longer than two thirds of the lease to renew it, twice');
-    },
-    beforeSend: () => {
-      if (heldUntil - now() < every) end('lease_low');
     },
     stop() {
       stopped = true;

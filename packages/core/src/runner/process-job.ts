@@ -86,8 +86,23 @@ class AttemptAborted extends Error {
 class AttemptSignal extends EventEmitter {
   aborted = false;
   reason: unknown = undefined;
-  /** The lease's last look before the call goes out (LeaseKeeper.beforeSend), set once the keeper exists. */
-  beforeSend: (() => void) | undefined = undefined;
+  /** Until when the call may still go out (the lease keeper's `sendBy`). */
+  sendBy = Infinity;
+
+  constructor(private readonly now: () => number) {
+    super();
+  }
+
+  /**
+   * Asked as the call's first byte is about to be written (CallSignal). A method reading a number,
+   * not a closure of the lease keeper's: with the signal holding the keeper's closure, the worker's
+   * peak RSS read 129–134 MB against 119–124 over 10,000 jobs (three alternating pairs), and
+   * 124–125 with this. With this, an idle daemon's heap snapshot after 10,000 jobs holds no
+   * AttemptSignal; what kept signals, and so keepers, alive longer before was not traced.
+   */
+  beforeSend(): void {
+    if (this.now() >= this.sendBy) this.abort('lease_low');
+  }
 
   /** The first reason wins; later calls do nothing. */
   abort(reason: AbortReason): void {
@@ -118,7 +133,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     return (await store.releaseJob(job.id, token, started)) ? 'released' : 'lost';
   }
 
-  const signal = new AttemptSignal();
+  const signal = new AttemptSignal(now);
   // One timer for whichever comes first, the attempt's timeout or the job's deadline (on a tie, the
   // timeout: the job may still be retried if its deadline allows).
   const untilDeadline = job.expiresAt - started;
@@ -134,9 +149,9 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     throwIfEnded: () => {
       if (signal.aborted) throw signal.reason;
     },
+    sendBy: (at) => (signal.sendBy = at),
     warn: log.warn,
   });
-  signal.beforeSend = lease.beforeSend;
   let callStarted: number | null = null;
 
   try {
