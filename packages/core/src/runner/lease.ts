@@ -3,11 +3,8 @@ import type { ClaimedJob, JobStore, LeaseState } from '../store/types.js';
 /** After a renewal fails (the database unreachable for a moment), the next is tried this soon (or a third of the lease, if sooner). */
 export const RENEW_RETRY_MS = 1000;
 
-/**
- * Why an attempt ends for its lease. 'lease_low': its call was about to go out with less than a
- * third of the lease known left (the attempt's signal decides it at the send, from `sendBy`).
- */
-export type LeaseEnd = 'lease_lost' | 'lease_lapsed' | 'lease_low' | 'cancelled';
+/** Why the lease keeper ends an attempt. */
+export type LeaseEnd = 'lease_lost' | 'lease_lapsed' | 'cancelled';
 
 export interface LeaseKeeper {
   /**

@@ -7,8 +7,12 @@ import type { LocalShortage } from './local-shortage.js';
 import type { Pacing } from './pacing.js';
 import type { UpstreamClient } from './upstream-client.js';
 
-/** Why an attempt was cut short; each reason ends the job differently. */
-export type AbortReason = 'timeout' | 'deadline' | 'shutdown' | LeaseEnd;
+/**
+ * Why an attempt was cut short; each reason ends the job differently. 'lease_low': its call was
+ * about to go out with less than a third of the lease known left (decided by the attempt's signal at
+ * the send, from the lease keeper's `sendBy`; the keeper's own reasons are LeaseEnd).
+ */
+export type AbortReason = 'timeout' | 'deadline' | 'shutdown' | 'lease_low' | LeaseEnd;
 
 /** How one attempt ended, for counters and the worker's report. */
 export type AttemptOutcome = 'completed' | 'failed' | 'retried' | 'expired' | 'cancelled' | 'released' | 'lost';
