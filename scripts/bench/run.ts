@@ -8,7 +8,7 @@ import { nodeFlagsOf } from '../node-flags.mjs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -173,11 +173,42 @@ function lookupRequest(prefix: string, ids: string[]): Request {
  * `warmup` calls that are not timed (as the worker gets WORKER_WARMUP jobs first).
  */
 async function directCalls(port: number, concurrency: number, n: number, warmup = 0): Promise<number> {
+  return (await directCallsSeen(port, null, concurrency, n, warmup)).rate;
+}
+
+/** A timing of undici alone, with what the machine did meanwhile: the figure is only as good as that spell. */
+interface Spell {
+  rate: number;
+  /** CPU a call, in µs, of this process (the client) and of the stub's. */
+  clientUs: number;
+  stubUs: number;
+  /** The cores everything else used meanwhile, and those the hypervisor took (steal); null where /proc/stat is not. */
+  othersCores: number | null;
+  stolenCores: number | null;
+}
+
+/** The machine's CPU counters from /proc/stat's first line, in seconds: busy (user, nice, system) and steal. */
+function machineCpu(): { busy: number; steal: number } | null {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // USER_HZ, 100 on Linux (as cpuSeconds reads /proc/PID/stat).
+    return { busy: (fields[0]! + fields[1]! + fields[2]!) / 100, steal: fields[7]! / 100 };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * directCalls, with what the client, the stub and the rest of the machine did meanwhile. A baseline
+ * once read about half its usual figure in both of its timings, around a worker that ran as fast as
+ * ever, and nothing said why: each timing now says whether a side spent more CPU a call (did more
+ * work) or something else took the cores (it was starved).
+ */
+async function directCallsSeen(port: number, stubPid: number | null, concurrency: number, n: number, warmup = 0): Promise<Spell> {
   const direct = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
   const body = JSON.stringify({ model: 'gpt-bench', messages: [{ role: 'user', content: 'direct' }] });
   const run = async (count: number) => {
     let sent = 0;
-    const t0 = performance.now();
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
         while (sent < count) {
@@ -187,12 +218,22 @@ async function directCalls(port: number, concurrency: number, n: number, warmup 
         }
       }),
     );
-    return count / ((performance.now() - t0) / 1000);
   };
   if (warmup > 0) await run(warmup);
-  const rate = await run(n);
+  const stubCpu = () => (stubPid === null ? 0 : cpuSeconds(stubPid).total);
+  const [client0, stub0, machine0, t0] = [process.cpuUsage(), stubCpu(), machineCpu(), performance.now()];
+  await run(n);
+  const wall = (performance.now() - t0) / 1000;
+  const [client, stub, machine1] = [process.cpuUsage(client0), stubCpu() - stub0, machineCpu()];
   await direct.close();
-  return rate;
+  const clientSeconds = (client.user + client.system) / 1e6;
+  return {
+    rate: n / wall,
+    clientUs: (clientSeconds * 1e6) / n,
+    stubUs: (stub * 1e6) / n,
+    othersCores: machine0 && machine1 && stubPid !== null ? Math.max(0, machine1.busy - machine0.busy - clientSeconds - stub) / wall : null,
+    stolenCores: machine0 && machine1 ? (machine1.steal - machine0.steal) / wall : null,
+  };
 }
 
 /**
@@ -201,14 +242,20 @@ async function directCalls(port: number, concurrency: number, n: number, warmup 
  * once, its figure moved by more than half between runs (10,700–17,100 calls/s at concurrency 8 in
  * early runs; 5,138 on 2026-12-05, when that machine's undici alone, warm, did 23,000–27,000 right
  * after the bench), and a baseline measured low flatters the worker: that run read figure 3 as met.
- * Both figures are printed under the table.
+ * Both figures are printed under the table, each with its spell (directCallsSeen).
  */
-async function directAround<T>(port: number, concurrency: number, jobs: number, runs: () => Promise<T>): Promise<{ rate: number; result: T }> {
-  const before = await directCalls(port, concurrency, 3 * jobs, WORKER_WARMUP);
+async function directAround<T>(stub: Proc, port: number, concurrency: number, jobs: number, runs: () => Promise<T>): Promise<{ rate: number; result: T }> {
+  const pid = stub.child.pid as number;
+  const before = await directCallsSeen(port, pid, concurrency, 3 * jobs, WORKER_WARMUP);
   const result = await runs();
-  const after = await directCalls(port, concurrency, 3 * jobs, WORKER_WARMUP);
-  asides.push(`undici alone at concurrency ${concurrency}, before and after the worker's runs it is the baseline of: ${fmt(before)} and ${fmt(after)} calls/s; the faster counts`);
-  return { rate: Math.max(before, after), result };
+  const after = await directCallsSeen(port, pid, concurrency, 3 * jobs, WORKER_WARMUP);
+  const cores = (x: number | null) => (x === null ? 'unknown' : x.toFixed(2));
+  asides.push(
+    `undici alone at concurrency ${concurrency}, before and after the worker's runs it is the baseline of: ${fmt(before.rate)} and ${fmt(after.rate)} calls/s; the faster counts` +
+      ` (CPU a call, this process: ${fmt(before.clientUs)} and ${fmt(after.clientUs)} µs, the stub: ${fmt(before.stubUs)} and ${fmt(after.stubUs)} µs;` +
+      ` the rest of the machine: ${cores(before.othersCores)} and ${cores(after.othersCores)} cores; stolen: ${cores(before.stolenCores)} and ${cores(after.stolenCores)} cores)`,
+  );
+  return { rate: Math.max(before.rate, after.rate), result };
 }
 
 /**
@@ -430,7 +477,7 @@ async function main() {
   const {
     rate: directRate,
     result: [zero, normal],
-  } = await directAround(stubPort, concurrency, n, async () => {
+  } = await directAround(stub, stubPort, concurrency, n, async () => {
     note(`worker: ${n} jobs, zero-latency stub, concurrency ${concurrency}`);
     const zero = await daemonRate('worker-zero', stubUrl, concurrency, n);
     // The same with PROXY_DB_SYNC=normal: how much of the gap is the fsync of each commit.
@@ -454,7 +501,7 @@ async function main() {
   // The same at four times the concurrency, against undici alone at that concurrency: more outcomes
   // and claims share each commit and each flush, so the store's cost per job falls.
   const wide = 4 * concurrency;
-  const { rate: directWide, result: wideRun } = await directAround(stubPort, wide, n, () => {
+  const { rate: directWide, result: wideRun } = await directAround(stub, stubPort, wide, n, () => {
     note(`worker: ${n} jobs, zero-latency stub, concurrency ${wide}`);
     return daemonRate('worker-wide', stubUrl, wide, n);
   });
@@ -772,7 +819,9 @@ const NOTES = `## What each figure is
 3. \`proxy-worker daemon\` draining 10,000 jobs against a zero-latency stub (first claim to last
    completion, from the jobs' own timestamps), against undici calling the same stub directly with the
    same concurrency, timed over 30,000 calls before the worker's runs (3 and 3b) and again after
-   them, the faster of the two counting (both are printed under the table). The stub first serves 20,000 untimed calls (a fresh stub process is still
+   them, the faster of the two counting (both are printed under the table, each with the CPU a call
+   of the client and of the stub, and the cores the rest of the machine and the hypervisor took
+   meanwhile, so a baseline measured low says whether a side did more work or was starved). The stub first serves 20,000 untimed calls (a fresh stub process is still
    compiling: undici alone measured about half as fast against it), and both sides then do 1,000
    untimed (jobs, calls), as the HTTP figures warm up (3b and 3p likewise).
 3b. Figure 3 with \`PROXY_DB_SYNC=normal\`: the share of the gap that is the flush of each commit.

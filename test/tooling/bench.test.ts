@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import pg from 'pg';
@@ -161,14 +162,27 @@ test('npm run bench, smoke mode: every figure, ratios that match their sides, th
   // Figures 3 and 3c: undici alone is timed before and after the worker's runs, and the faster is the
   // row's baseline (3b and 3s share 3's).
   const twice = [
-    ...report.matchAll(/^- undici alone at concurrency (\d+), before and after the worker's runs it is the baseline of: ([\d,.]+) and ([\d,.]+) calls\/s; the faster counts$/gm),
+    ...report.matchAll(
+      /^- undici alone at concurrency (\d+), before and after the worker's runs it is the baseline of: ([\d,.]+) and ([\d,.]+) calls\/s; the faster counts \(CPU a call, this process: ([\d,.]+) and ([\d,.]+) µs, the stub: ([\d,.]+) and ([\d,.]+) µs; the rest of the machine: ([\d.]+) and ([\d.]+) cores; stolen: ([\d.]+) and ([\d.]+) cores\)$/gm,
+    ),
   ];
   assert.deepEqual(
     twice.map((m) => m[1]),
     ['8', '32'],
     `undici alone measured twice for figures 3 and 3c:\n${report}`,
   );
-  for (const [, concurrency, before, after] of twice) {
+  for (const [, concurrency, before, after, ...spell] of twice) {
+    // What the machine did meanwhile: the client and the stub each worked for every call; the rest
+    // and the stolen time are cores of the machine's (a little over for /proc/stat's ticks of 10 ms).
+    const [clientBefore, clientAfter, stubBefore, stubAfter, ...cores] = spell.map((x) => Number(x?.replaceAll(',', '')));
+    assert.ok(
+      [clientBefore, clientAfter, stubBefore, stubAfter].every((us) => us! > 0),
+      `undici alone at ${concurrency}: CPU a call ${clientBefore} and ${clientAfter} µs, the stub ${stubBefore} and ${stubAfter}`,
+    );
+    assert.ok(
+      cores.every((c) => c <= availableParallelism() + 0.5),
+      `undici alone at ${concurrency}: other processes and stolen, in cores: ${cores.join(', ')}`,
+    );
     const faster = Math.max(Number(before?.replaceAll(',', '')), Number(after?.replaceAll(',', '')));
     const figures = concurrency === '8' ? ['3. worker, zero-latency stub (concurrency 8)', '3b. ', '3s. '] : ['3c. '];
     const baselines = rows.filter((r) => figures.some((f) => r.figure.startsWith(f))).map((r) => r.baseline);
