@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
 import { AppError, ConfigError, sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
 import { SERVER_TIMEOUTS } from './app.js';
+import { expressObjects } from './express-objects.js';
 import { sendJson } from './respond.js';
 
 /** An error accepting connections is told at most this often, with how many came since. */
@@ -33,7 +34,8 @@ export async function listen(
   // Each open connection, and on it the answer of its latest request (see close()).
   const connections = new Set<Socket>();
   // Node's own check of the Host header answers a bare 400 with no body; it is made here instead.
-  const server = createServer({ requireHostHeader: false }, (req, res) => {
+  // Requests and responses are made as Express's own (express-objects.ts).
+  const server = createServer({ requireHostHeader: false, ...expressObjects(app) }, (req, res) => {
     // Closing, each answer ends its connection (see close()).
     if (closing) res.setHeader('Connection', 'close');
     (req.socket as Socket & { [LATEST]?: ServerResponse })[LATEST] = res;

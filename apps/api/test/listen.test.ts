@@ -28,6 +28,23 @@ test('an accept() error after the server listens is logged at most once a minute
   assert.equal(await res.text(), 'ok');
 });
 
+test("requests and responses are made with the app's own prototypes, so Express's swap changes nothing (it made V8 drop what it had learned of them: express-objects.ts)", async (t) => {
+  const app = express();
+  app.set('trust proxy', false);
+  // Express's own getters and methods, which come from those prototypes, answer as before.
+  app.get('/x/:id', (req, res) => void res.status(201).json({ id: req.params.id, ip: req.ip, path: req.path, query: req.query, app: req.app === app }));
+  const { server, close } = await listen(app, { host: '127.0.0.1', port: 0 }, { error: () => {} } as never);
+  t.after(close);
+  const made: string[] = [];
+  server.prependListener('request', (req, res) => {
+    made.push(`${Object.getPrototypeOf(req) === app.request ? "app's" : 'other'} request, ${Object.getPrototypeOf(res) === app.response ? "app's" : 'other'} response`);
+  });
+  const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/x/7?a=1`);
+  assert.equal(res.status, 201);
+  assert.deepEqual(await res.json(), { id: '7', ip: '127.0.0.1', path: '/x/7', query: { a: '1' }, app: true });
+  assert.deepEqual(made, ["app's request, app's response"]);
+});
+
 test('a start that cannot listen fails with one line naming the setting: a port taken, an address not on this machine, a port not allowed', async (t) => {
   const logger = { error: () => {} } as never;
   const first = await listen(express(), { host: '127.0.0.1', port: 0 }, logger);
