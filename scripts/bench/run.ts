@@ -442,32 +442,47 @@ async function main() {
   );
   procs.push(bare);
   const bareUrl = `http://127.0.0.1:${barePort}`;
+  // The same route as Express serves it by itself (app.listen): for scale, what proxy-api would
+  // be measured against had it kept Express's swap of each request's prototype (bare-server.mjs).
+  const plainPort = await freePort();
+  const plain = await start(
+    [join(ROOT, 'scripts/bench/bare-server.mjs'), String(plainPort), 'plain'],
+    { PATH: process.env.PATH ?? '' },
+    logPath(dir, 'bare-plain'),
+    answers(`http://127.0.0.1:${plainPort}/bare/x`),
+  );
+  procs.push(plain);
+  const plainUrl = `http://127.0.0.1:${plainPort}`;
 
   // 1–2. Create and lookup against the bare route, PROXY_DB_SYNC=full (the default).
   // Bodies are signed just before each round, so their ts is fresh.
   const perRound = Math.ceil(12_000 * Math.max(WARMUP_SECONDS, SECONDS / ROUNDS + 1));
   const api = await startApi({}, 'api-full', stubUrl);
   const apiNormal = await startApi({ PROXY_DB_SYNC: 'normal' }, 'api-normal', stubUrl);
-  note('create: proxy with PROXY_DB_SYNC=full, with normal, and the bare route, in alternating rounds');
-  const [createFull, createNormal, bareCreate] = (await interleaved([
+  note('create: proxy with PROXY_DB_SYNC=full, with normal, the bare route, and the bare route served plain, in alternating rounds');
+  const [createFull, createNormal, bareCreate, plainCreate] = (await interleaved([
     { url: api.url, request: () => createRequest('/v1/requests', signedBodies(perRound)) },
     { url: apiNormal.url, request: () => createRequest('/v1/requests', signedBodies(perRound)) },
     { url: bareUrl, request: () => createRequest('/bare', signedBodies(perRound)) },
-  ])) as [Alternated, Alternated, Alternated];
+    { url: plainUrl, request: () => createRequest('/bare', signedBodies(perRound)) },
+  ])) as [Alternated, Alternated, Alternated, Alternated];
   alternatedRow('1. create (signed POST, limiter on), sync=full', createFull, bareCreate, 0.7);
 
   const apiStore = openSqliteStore({ path: join(dir, 'requests.sqlite') });
   const lookupIds = await enqueue(apiStore, scaled(2000), 'lookup');
-  note('lookup: proxy and the bare route, in alternating rounds');
-  const [lookup, bareLookup] = (await interleaved([
+  note('lookup: proxy, the bare route, and the bare route served plain, in alternating rounds');
+  const [lookup, bareLookup, plainLookup] = (await interleaved([
     { url: api.url, request: () => lookupRequest('/v1/requests', lookupIds) },
     { url: bareUrl, request: () => lookupRequest('/bare', lookupIds) },
-  ])) as [Alternated, Alternated];
+    { url: plainUrl, request: () => lookupRequest('/bare', lookupIds) },
+  ])) as [Alternated, Alternated, Alternated];
   alternatedRow('2. result lookup', lookup, bareLookup, 0.85);
   const apiPeakFull = Math.max(api.proc.peakRssMb(), apiNormal.proc.peakRssMb());
   await api.proc.stop();
   alternatedRow('1b. create, sync=normal', createNormal, bareCreate, 0.8);
   alternatedRow('1c. sync=full against sync=normal', createFull, createNormal, null);
+  alternatedRow('1x. create, sync=full, against the bare route served plain (app.listen)', createFull, plainCreate, null);
+  alternatedRow('2x. result lookup, against the bare route served plain (app.listen)', lookup, plainLookup, null);
   await apiNormal.proc.stop();
 
   // 3. Worker against a zero-latency stub, against undici calling the stub directly.
@@ -811,11 +826,18 @@ const NOTES = `## What each figure is
 
 1. Signed creates through proxy-api (authentication, rate limiter on every request with budgets too
    large to bind, signature check, schema validation, idempotent insert with group commit, access
-   log line) against a bare Express 5 route that parses the same JSON and answers 202.
-   1b is the same with \`PROXY_DB_SYNC=normal\`; 1c compares the two modes directly. The three take
-   turns: a round of each, three times, so the machine's drift over the run hits all of them alike.
+   log line) against a bare Express 5 route that parses the same JSON and answers 202, served as
+   proxy-api serves its app: each request and response made with Express's prototypes from the
+   start, so Express's swap of them, which costs V8 its inline caches, finds them in place
+   (\`apps/api/src/express-objects.ts\`).
+   1b is the same with \`PROXY_DB_SYNC=normal\`; 1c compares the two modes directly. They take
+   turns with the baselines: a round of each, three times, so the machine's drift over the run hits
+   all of them alike.
 2. \`GET /v1/requests/:id\` (authentication, read limiter, lookup by primary key) against a bare route
    answering a fixed JSON object, in alternating rounds as above.
+1x, 2x. Figures 1 and 2 against the same bare route served as Express serves it by itself
+   (\`app.listen\`), for scale: the baseline proxy-api was measured against until it made its
+   requests that way.
 3. \`proxy-worker daemon\` draining 10,000 jobs against a zero-latency stub (first claim to last
    completion, from the jobs' own timestamps), against undici calling the same stub directly with the
    same concurrency, timed over 30,000 calls before the worker's runs (3 and 3b) and again after

@@ -20,6 +20,8 @@ const FIGURES = [
   '2. result lookup',
   '1b. create, sync=normal',
   '1c. sync=full against sync=normal',
+  '1x. create, sync=full, against the bare route served plain',
+  '2x. result lookup, against the bare route served plain',
   '3. worker, zero-latency stub (concurrency 8)',
   '3b. worker, zero-latency stub, sync=normal',
   '3s. store alone, claim + complete, batches of 1',
@@ -63,7 +65,7 @@ function tableRows(report: string): Row[] {
 }
 
 /** The figures measured in alternating rounds with their baseline, each listed under the table with its rounds' ratios. */
-const ALTERNATED = ['1. create (signed POST', '2. result lookup', '1b. create', '1c. sync=full', '6. create with ', '6. lookup with '];
+const ALTERNATED = ['1. create (signed POST', '2. result lookup', '1b. create', '1c. sync=full', '1x. create', '2x. result lookup', '6. create with ', '6. lookup with '];
 
 /** The list under the table: "- 1. create (signed POST, limiter on), sync=full: 0.71, 0.62, 0.63". */
 function roundRatios(report: string): Array<{ figure: string; ratios: number[] }> {
