@@ -422,6 +422,19 @@ async function startDaemon(dbPath: string, upstream: string, concurrency: number
   return proc;
 }
 
+/** The bench's bare Express route in a process of its own (bare-server.mjs, `args` after its port), named `name` in the logs. */
+async function startBareRoute(name: string, args: string[]): Promise<{ proc: Proc; url: string }> {
+  const port = await freePort();
+  const proc = await start(
+    [join(ROOT, 'scripts/bench/bare-server.mjs'), String(port), ...args],
+    { PATH: process.env.PATH ?? '' },
+    logPath(dir, name),
+    answers(`http://127.0.0.1:${port}/bare/x`),
+  );
+  procs.push(proc);
+  return { proc, url: `http://127.0.0.1:${port}` };
+}
+
 async function main() {
   note(`results and logs in ${dir}`);
   const stubPort = await freePort();
@@ -433,26 +446,11 @@ async function main() {
   );
   procs.push(stub);
   const stubUrl = `http://127.0.0.1:${stubPort}/v1`;
-  const barePort = await freePort();
-  const bare = await start(
-    [join(ROOT, 'scripts/bench/bare-server.mjs'), String(barePort)],
-    { PATH: process.env.PATH ?? '' },
-    logPath(dir, 'bare'),
-    answers(`http://127.0.0.1:${barePort}/bare/x`),
-  );
-  procs.push(bare);
-  const bareUrl = `http://127.0.0.1:${barePort}`;
+  const bare = await startBareRoute('bare', []);
+  const bareUrl = bare.url;
   // The same route as Express serves it by itself (app.listen): for scale, what proxy-api would
   // be measured against had it kept Express's swap of each request's prototype (bare-server.mjs).
-  const plainPort = await freePort();
-  const plain = await start(
-    [join(ROOT, 'scripts/bench/bare-server.mjs'), String(plainPort), 'plain'],
-    { PATH: process.env.PATH ?? '' },
-    logPath(dir, 'bare-plain'),
-    answers(`http://127.0.0.1:${plainPort}/bare/x`),
-  );
-  procs.push(plain);
-  const plainUrl = `http://127.0.0.1:${plainPort}`;
+  const plainUrl = (await startBareRoute('bare-plain', ['plain'])).url;
 
   // 1–2. Create and lookup against the bare route, PROXY_DB_SYNC=full (the default).
   // Bodies are signed just before each round, so their ts is fresh.
@@ -655,7 +653,7 @@ async function main() {
     bound: UNDER_TARGET,
   });
   // For scale: the bare Express route went through the same create and lookup loads.
-  const barePeak = bare.peakRssMb();
+  const barePeak = bare.proc.peakRssMb();
   rows.push({
     figure: '7b. peak RSS, proxy-api against the bare Express route',
     proxy: `${apiPeak.toFixed(0)} MB`,
