@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { eventually, fillDisk, smallDisk, within } from '../../../test/helpers/index.ts';
 import { LOG_FILE_CHECK_MS, createLogFile } from '../src/log-file.ts';
-import { closeLogger, createLogger } from '../src/logger.ts';
+import { closeLogger, createLogger, lineWriter } from '../src/logger.ts';
 
 function capture() {
   const lines: string[] = [];
@@ -100,6 +100,64 @@ test('values JSON.stringify refuses (a cycle, a BigInt) are still written; text 
   text.warn('disk nearly full', { free_mb: 12 });
   await new Promise((r) => setImmediate(r));
   assert.match(lines[0] ?? '', /^\d\d:\d\d:\d\d\.\d{3} warn {2}disk nearly full \{"free_mb":12\}\n?$/);
+});
+
+test("lineWriter writes logger[level]'s own line, to the same streams in order with the logger's other lines, and skips winston only where it changes nothing", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-lines-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const printed: string[] = [];
+  const stream = new Writable({ decodeStrings: false, write: (c, _e, done) => (printed.push(String(c)), done()) });
+  const secret = 'line-secret-0123456789abcdef';
+  const logger = createLogger({ level: 'info', format: 'json', stream, secrets: [secret], dir, file: 'x.log', defaultMeta: { app: 'api' } });
+  const access = lineWriter(logger, 'info', 'request');
+  const fields = (n: number) => ({ request_id: `r${n}`, path: `/v1/requests/${secret}`, status: 200, ms: 0.4 });
+  logger.info('request', fields(1));
+  access(fields(2));
+  logger.warn('between', { nested: { api_key: 'x' } });
+  access(fields(3));
+  // Fields winston treats apart go through winston, as written by logger.info.
+  access({ ...fields(4), message: 'more' });
+  lineWriter(logger, 'debug', 'below the level')({ n: 5 });
+  await closeLogger(logger);
+  access(fields(6));
+  const file = readFileSync(join(dir, 'x.log'), 'utf8');
+  assert.equal(printed.join(''), file, 'stdout and the file get the same lines');
+  const lines = file.trim().split('\n');
+  const timeless = lines.map((l) => l.replace(/"timestamp":"[^"]+"/, '"timestamp":"T"'));
+  assert.deepEqual(timeless, [
+    '{"app":"api","request_id":"r1","path":"/v1/requests/[redacted]","status":200,"ms":0.4,"level":"info","message":"request","timestamp":"T"}',
+    '{"app":"api","request_id":"r2","path":"/v1/requests/[redacted]","status":200,"ms":0.4,"level":"info","message":"request","timestamp":"T"}',
+    '{"app":"api","nested":{"api_key":"[redacted]"},"level":"warn","message":"between","timestamp":"T"}',
+    '{"app":"api","request_id":"r3","path":"/v1/requests/[redacted]","status":200,"ms":0.4,"level":"info","message":"request","timestamp":"T"}',
+    '{"app":"api","request_id":"r4","path":"/v1/requests/[redacted]","status":200,"ms":0.4,"message":"request more","level":"info","timestamp":"T"}',
+  ]);
+  // A terminal gets text and the file JSON: two formats, which winston's transports apply.
+  const text: string[] = [];
+  const onTerminal = createLogger({ level: 'info', format: 'text', stream: new Writable({ decodeStrings: false, write: (c, _e, done) => (text.push(String(c)), done()) }) });
+  lineWriter(onTerminal, 'info', 'request')({ status: 200 });
+  await new Promise((r) => setImmediate(r));
+  assert.match(text.join(''), /^\d\d:\d\d:\d\d\.\d{3} info {2}request \{"status":200\}\n$/);
+});
+
+test("every line's timestamp is the time it was written, as Date's toISOString gives it, across seconds", async () => {
+  const out = capture();
+  const logger = createLogger({ level: 'info', format: 'json', stream: out.stream });
+  const bounds: Array<[string, string]> = [];
+  const until = Date.now() + 2100;
+  while (Date.now() < until) {
+    const before = new Date().toISOString();
+    logger.info('tick', { n: bounds.length });
+    bounds.push([before, new Date().toISOString()]);
+    await new Promise((r) => setTimeout(r, 3));
+  }
+  const stamps = out.lines().map((l) => String(l.timestamp));
+  assert.equal(stamps.length, bounds.length);
+  assert.ok(new Set(stamps.map((s) => s.slice(0, 19))).size >= 2, 'the lines span more than one second');
+  stamps.forEach((stamp, i) => {
+    const [before, after] = bounds[i] as [string, string];
+    assert.match(stamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.ok(before <= stamp && stamp <= after, `${stamp} not within ${before} .. ${after}`);
+  });
 });
 
 test('a LOG_DIR that is a file, or under one, is refused at start naming what is wrong', (t) => {

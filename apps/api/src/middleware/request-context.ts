@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import type { Logger } from '@proxy/core';
+import { lineWriter, type Logger } from '@proxy/core';
 import { RequestLocals, ctx } from '../context.js';
 import type { ApiMetrics } from '../metrics.js';
 
@@ -14,6 +14,7 @@ const CLIENT_CLOSED = 499;
  */
 export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHandler {
   const debug = logger.isDebugEnabled();
+  const accessLine = lineWriter(logger, 'info', 'request');
   return (req, res, next) => {
     const given = req.get('x-request-id');
     const requestId = given && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
@@ -26,7 +27,7 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const status = res.writableFinished ? res.statusCode : CLIENT_CLOSED;
       const { client, jobId, route: named } = ctx(res);
-      logger.info('request', {
+      accessLine({
         request_id: requestId,
         method: req.method,
         path: req.path,
