@@ -5,7 +5,7 @@ import { ctx } from './context.js';
 import { authenticate, identify } from './middleware/authenticate.js';
 import { createErrorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
 import { untrustedProxyHint } from './middleware/proxy-hint.js';
-import { clientIp, rateLimit } from './middleware/rate-limit.js';
+import { clientIpFor, rateLimit } from './middleware/rate-limit.js';
 import { rawBody } from './middleware/raw-body.js';
 import { requestContext } from './middleware/request-context.js';
 import { healthHandler } from './routes/health.js';
@@ -60,6 +60,7 @@ export function createApp(deps: AppDeps): Express {
   const metrics = createApiMetrics();
   const limits = deps.config.rateLimits;
   const limiter = createRateLimiter(deps.store, now);
+  const clientIp = clientIpFor(deps.config.http.trustProxy);
   const refused = (kind: string) => (names: string[]) => names.forEach((name) => metrics.rateLimited.inc({ budget: `${kind}_${name}` }));
   // A create draws from its IP's budget and, when the key is good, its client's, in one atomic step
   // (one trip to the store). The IP's budget is drawn before a bad key is refused, so guessing keys

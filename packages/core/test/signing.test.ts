@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { test } from 'node:test';
-import { hmacHex, signBody, signBodyText, splitSignedBody, verifySignedText } from '../src/signing.ts';
+import { hmacHex, sha256, sha256Hex, signBody, signBodyText, splitSignedBody, verifySignedText } from '../src/signing.ts';
 
 const secret = 's'.repeat(40);
 
@@ -41,4 +41,12 @@ test('a tampered body, a wrong secret, or a wrong-length sign does not verify', 
 test('sign must be the last member', () => {
   const sign = hmacHex(secret, '{"ts":1}');
   assert.equal(splitSignedBody(Buffer.from(`{"sign":"${sign}","ts":1}`)), null);
+});
+
+test('sha256 and sha256Hex give the SHA-256 digest of strings (as UTF-8) and bytes, as createHash does', () => {
+  for (const input of ['', 'abc', 'Grüße ✓ 🙂', 'x'.repeat(100_000), Buffer.from([0, 255, 7])]) {
+    const expected = createHash('sha256').update(input).digest();
+    assert.deepEqual(sha256(input), expected);
+    assert.equal(sha256Hex(input), expected.toString('hex'));
+  }
 });

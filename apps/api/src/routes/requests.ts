@@ -1,5 +1,4 @@
 import type { RequestHandler, Response } from 'express';
-import { createHash } from 'node:crypto';
 import {
   AppError,
   FINAL_STATUSES,
@@ -7,6 +6,7 @@ import {
   MAX_CLOCK_SKEW_SECONDS,
   newJobId,
   parseCreateRequest,
+  sha256Hex,
   toJobView,
   type ChatMessage,
   type ChatRequest,
@@ -49,9 +49,7 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
     const requestJson = JSON.stringify(request);
     // Same nonce, same request → same job; "same" is what the upstream would be asked, not the bytes.
     // The text hashed is JSON.stringify([request, ttlSeconds]), as jobs stored before were hashed.
-    const requestHash = createHash('sha256')
-      .update(`[${requestJson},${JSON.stringify(ttlSeconds)}]`)
-      .digest('hex');
+    const requestHash = sha256Hex(`[${requestJson},${JSON.stringify(ttlSeconds)}]`);
     const { job, created } = await store.createJob({
       id: newJobId(),
       client: client.name,
