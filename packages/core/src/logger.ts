@@ -90,9 +90,8 @@ type Level = LoggerOptions['level'];
  * listens to), and the message scanned for printf tokens. winston hands lines on synchronously (a
  * test holds the order with its own lines), so the two paths interleave as written. Counted
  * (callgrind, the API's main thread, a lookup): 273,384 instructions against 277,235 through winston.
- * For a logger createLogger did not make, one writing
- * text to a terminal (two formats), or fields that winston treats apart (`message`, `stack`,
- * `cause`), it is winston's own call.
+ * For a logger createLogger did not make, one writing text to a terminal (two formats), or fields
+ * that winston treats apart (`message`, `stack`, `cause`), it is winston's own call.
  */
 export function lineWriter(logger: Logger, level: Level, message: string): (fields: Record<string, unknown>) => void {
   const mine = made.get(logger);
