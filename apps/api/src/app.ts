@@ -8,6 +8,7 @@ import { untrustedProxyHint } from './middleware/proxy-hint.js';
 import { clientIpFor, rateLimit } from './middleware/rate-limit.js';
 import { rawBody } from './middleware/raw-body.js';
 import { requestContext } from './middleware/request-context.js';
+import { carryRequestHeaders } from './respond.js';
 import { healthHandler } from './routes/health.js';
 import { WATCH_POLL_MS, createJobWatcher, type JobWatcher } from './job-watcher.js';
 import { createApiMetrics } from './metrics.js';
@@ -45,6 +46,7 @@ export function createApp(deps: AppDeps): Express {
   // The store's clock: on PostgreSQL the server's, which every host goes by (heartbeats, budgets).
   const now = deps.now ?? deps.store.now;
   const app = express();
+  carryRequestHeaders(app.response);
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');

@@ -15,6 +15,8 @@ export interface RequestContext {
    * `/index.php?action=…` URLs all match one pattern.
    */
   route?: string;
+  /** The RateLimit headers of the budgets this request drew from; its answer carries them (respond.ts). */
+  rateLimit?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -29,6 +31,9 @@ export class RequestLocals implements RequestContext {
   client?: ClientIdentity;
   jobId?: string;
   route?: string;
+  rateLimit?: Readonly<Record<string, string>>;
+  /** Set once X-Request-Id and the RateLimit headers are on the answer, by whichever path wrote its head. */
+  headersCarried = false;
   constructor(
     private readonly logger: Logger,
     readonly requestId: string,

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { request } from 'node:http';
 import { test } from 'node:test';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
@@ -45,6 +46,74 @@ test('create answers 202 with an id at once; the job is stored queued and readab
   assert.equal(head.status, 200);
   assert.equal(head.headers.get('content-length'), String(Buffer.byteLength(JSON.stringify(read.json))));
   assert.equal(await head.text(), '');
+});
+
+/** An answer's status and how many times each header came, by lowercased name (fetch would join repeats). */
+function rawHead(
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<{ status: number; count: Map<string, number>; get: (name: string) => string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: init.method ?? 'GET', headers: init.headers ?? {} }, (res) => {
+      const count = new Map<string, number>();
+      const values = new Map<string, string>();
+      for (let i = 0; i < res.rawHeaders.length; i += 2) {
+        const name = (res.rawHeaders[i] as string).toLowerCase();
+        count.set(name, (count.get(name) ?? 0) + 1);
+        values.set(name, res.rawHeaders[i + 1] as string);
+      }
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode as number, count, get: (name) => values.get(name) }));
+    });
+    req.on('error', reject);
+    req.end(init.body);
+  });
+}
+
+test('every answer carries its X-Request-Id and RateLimit headers once, whether sent as JSON or otherwise (metrics, the dashboard, a redirect), with its own', async (t) => {
+  const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: 'off', RATE_LIMIT_PER_KEY: '1/min', RATE_LIMIT_READS_PER_IP: '100/min', METRICS_ALLOW: '127.0.0.1' } });
+  const signed = (prompt: string) => signBody({ prompt, ts: Math.floor(Date.now() / 1000), nonce: randomUUID() }, api.secret);
+  const create = { method: 'POST', headers: { 'content-type': 'application/json', 'x-proxy-key': api.key, 'x-request-id': 'req-check-1' }, body: signed('a') };
+  const created = await rawHead(`${api.url}/v1/requests`, create);
+  const id = (created.get('location') ?? '').split('/').pop() as string;
+  const answers = {
+    created,
+    limited: await rawHead(`${api.url}/v1/requests`, { ...create, body: signed('b') }),
+    read: await rawHead(`${api.url}/v1/requests/${id}`, { headers: { 'x-proxy-key': api.key } }),
+    unknown: await rawHead(`${api.url}/v1/requests/req_unknown`, { headers: { 'x-proxy-key': api.key } }),
+    refusedMethod: await rawHead(`${api.url}/v1/requests/${id}`, { method: 'PUT', headers: { 'x-proxy-key': api.key } }),
+    metrics: await rawHead(`${api.url}/metrics`),
+    redirect: await rawHead(`${api.url}/dashboard`),
+    page: await rawHead(`${api.url}/dashboard/`),
+  };
+  assert.deepEqual(Object.fromEntries(Object.entries(answers).map(([name, a]) => [name, a.status])), {
+    created: 202,
+    limited: 429,
+    read: 200,
+    unknown: 404,
+    refusedMethod: 405,
+    metrics: 200,
+    redirect: 301,
+    page: 200,
+  });
+  for (const [name, answer] of Object.entries(answers)) {
+    const repeated = [...answer.count].filter(([, n]) => n > 1).map(([header]) => header);
+    assert.deepEqual(repeated, [], `${name}: headers sent more than once`);
+    assert.match(answer.get('x-request-id') ?? '', /^[0-9a-f-]{36}$|^req-check-1$/, `${name}: X-Request-Id`);
+  }
+  assert.equal(created.get('x-request-id'), 'req-check-1');
+  assert.equal(created.get('location'), `/v1/requests/${id}`);
+  for (const answer of [created, answers.limited]) {
+    assert.equal(answer.get('ratelimit-policy'), '"key";q=1;w=60');
+    assert.match(answer.get('ratelimit') ?? '', /^"key";r=0;t=\d+$/);
+  }
+  assert.match(answers.limited.get('retry-after') ?? '', /^\d+$/);
+  assert.equal(answers.read.get('ratelimit-policy'), '"ip";q=100;w=60');
+  assert.equal(answers.refusedMethod.get('allow'), 'GET, DELETE');
+  assert.equal(answers.redirect.get('location'), 'dashboard/');
+  assert.match(answers.metrics.get('content-type') ?? '', /^text\/plain/);
+  assert.match(answers.page.get('content-type') ?? '', /^text\/html/);
+  assert.equal(answers.page.get('cache-control'), 'no-cache');
 });
 
 test('messages, system and model are passed through; ttl sets the deadline', async (t) => {

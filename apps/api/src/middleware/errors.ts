@@ -77,7 +77,6 @@ export function createErrorHandler(now: () => number = Date.now): ErrorRequestHa
       log?.error('request failed', { err: appError.cause ?? appError, code: appError.code });
     }
     if (res.headersSent) return;
-    res.set(appError.headers);
-    sendJson(res, appError.status, appError.toJSON());
+    sendJson(res, appError.status, appError.toJSON(), Object.entries(appError.headers).flat());
   };
 }

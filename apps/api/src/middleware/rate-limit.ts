@@ -41,11 +41,12 @@ export function rateLimit(limiter: RateLimiter, budgetsFor: (req: Request, res: 
       next();
       return;
     }
-    res.set(result.headers);
+    // Sent with the answer, refused or not (respond.ts).
+    ctx(res).rateLimit = result.headers;
     if (!result.allowed) {
       options.onRefused?.(result.refused);
       throw new AppError('rate_limited', `too many requests; retry in ${result.retryAfterSeconds} s`, {
-        headers: { ...result.headers, 'Retry-After': String(result.retryAfterSeconds) },
+        headers: { 'Retry-After': String(result.retryAfterSeconds) },
       });
     }
     next();

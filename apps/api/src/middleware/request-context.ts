@@ -18,8 +18,8 @@ export function requestContext(logger: Logger, metrics?: ApiMetrics): RequestHan
   return (req, res, next) => {
     const given = req.get('x-request-id');
     const requestId = given && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+    // X-Request-Id goes out with the answer's other headers (respond.ts).
     res.locals = new RequestLocals(logger, requestId, debug);
-    res.setHeader('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
     // 'close' rather than 'finish': a client that hangs up before its answer (a long-poll it stopped
     // waiting for) gets its line too, with nginx's 499 "client closed request" as the status.

@@ -79,8 +79,7 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
 
 /** A create's answer: the job, and where to read it (ids are base64url: the path needs no encoding). */
 function sendCreated(res: Response, status: 200 | 202, job: JobRecord): void {
-  res.setHeader('Location', `/v1/requests/${job.id}`);
-  sendJson(res, status, toJobView(job));
+  sendJson(res, status, toJobView(job), ['Location', `/v1/requests/${job.id}`]);
 }
 
 /** The longest long-poll a client may ask for, in seconds. */
