@@ -35,9 +35,8 @@ const LEASE_MS = 2000;
 function leaseBroken(
   overlap: { prompt: string; first: { daemon: string; at: number }; then: { daemon: string; at: number } },
   daemons: ReadonlyArray<Child & { name: string }>,
-  prompts: ReadonlyMap<string, string>,
+  id: string | undefined,
 ): string | null {
-  const id = [...prompts].find(([, prompt]) => prompt === overlap.prompt)?.[0];
   // When each daemon began its calls of the job ("calling upstream"), on the machine's clock.
   const begun = (daemon: string) =>
     (daemons.find((d) => d.name === daemon)?.lines ?? [])
@@ -76,8 +75,8 @@ test('two APIs and three worker daemons on one database, daemons killed with -9 
     behave: async (call) => {
       const daemon = String(call.headers['x-test-daemon']);
       const running = active.get(call.prompt) ?? [];
-      for (const first of running) overlaps.push({ prompt: call.prompt, first, then: { daemon, at: call.at } });
       const me = { daemon, at: call.at };
+      for (const first of running) overlaps.push({ prompt: call.prompt, first, then: me });
       running.push(me);
       active.set(call.prompt, running);
       await new Promise((r) => setTimeout(r, 20));
@@ -153,14 +152,12 @@ test('two APIs and three worker daemons on one database, daemons killed with -9 
   await eventually(async () => (await store.countByStatus()).completed === total + probeAccepted, 90_000, 200);
   const repeated = await assertEachCompletedOnce(store, ids, stub.calls);
   const held = `this process's event loop (the stub's) was held up by at most ${Math.round(lag.max / 1e6)} ms`;
-  const broken = overlaps.map((o) => leaseBroken(o, daemons, new Map([...ids, ...probeIds]))).filter((why) => why !== null);
+  const idOf = new Map([...ids, ...probeIds].map(([id, prompt]) => [prompt, id]));
+  const broken = overlaps.map((o) => leaseBroken(o, daemons, idOf.get(o.prompt))).filter((why) => why !== null);
   const shown = (a: Arrival) => `${a.daemon} at +${a.at - began} ms${killedAt.has(a.daemon) ? ` (killed at +${killedAt.get(a.daemon)! - began} ms)` : ''}`;
-  assert.deepEqual(
-    broken,
-    [],
-    `a job was called by two workers at once, the second within the first's lease; ${held}; every overlap: ${overlaps.map((o) => `"${o.prompt}": ${shown(o.first)}, then ${shown(o.then)}`).join('; ')}`,
-  );
+  const seen = overlaps.map((o) => `; "${o.prompt}": ${shown(o.first)}, then ${shown(o.then)}`).join('');
+  assert.deepEqual(broken, [], `a job was called by two workers at once, the second within the first's lease; ${held}; every overlap${seen}`);
   t.diagnostic(
-    `${BACKEND}: ${total} jobs through 2 APIs, 3 daemons, 4 kill -9: ${stub.calls.length} upstream calls, ${repeated} repeated after kills, ${overlaps.length} overlapping at the stub, none within a lease${overlaps.map((o) => `; "${o.prompt}": ${shown(o.first)}, then ${shown(o.then)}`).join('')}; probe ${probeAccepted}/30 accepted at 10/min; ${held}`,
+    `${BACKEND}: ${total} jobs through 2 APIs, 3 daemons, 4 kill -9: ${stub.calls.length} upstream calls, ${repeated} repeated after kills, ${overlaps.length} overlapping at the stub, none within a lease${seen}; probe ${probeAccepted}/30 accepted at 10/min; ${held}`,
   );
 });
