@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createRateLimiter } from '../src/rate-limit.ts';
+import { parseRate } from '../src/rate-spec.ts';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { tempDir } from '../../../test/helpers/index.ts';
 
@@ -21,4 +22,27 @@ test('with nothing to draw, the takes of one event-loop turn are allowed togethe
   const drawn = await limiter.take([{ name: 'ip', key: 'read:ip:127.0.0.1', spec: { count: 2, periodMs: 60_000 } }]);
   assert.equal(drawn.allowed, true);
   assert.equal(drawn.headers['RateLimit-Policy'], '"ip";q=2;w=60');
+});
+
+test('a per-second budget ("5/s"): five at once, the sixth refused until a fifth of a second has passed', async (t) => {
+  // One clock for the store's draws and the limiter's headers, moved by hand: at 5/s the sixth of six
+  // reads is refused only when all six come within 200 ms, which a loaded machine cannot promise.
+  let clock = 1_000_000;
+  const now = () => clock;
+  const store = openSqliteStore({ path: `${tempDir(t)}/db.sqlite`, now });
+  t.after(() => store.close());
+  const limiter = createRateLimiter(store, now);
+  const spec = parseRate('5/s');
+  assert.deepEqual(spec, { count: 5, periodMs: 1000 });
+  const budget = [{ name: 'ip', key: 'read:ip:127.0.0.1', spec }];
+  const allowed = [];
+  for (let i = 0; i < 6; i++) allowed.push((await limiter.take(budget)).allowed);
+  assert.deepEqual(allowed, [true, true, true, true, true, false]);
+  clock += 199;
+  assert.equal((await limiter.take(budget)).allowed, false, 'not before a fifth of a second');
+  clock += 1;
+  const next = await limiter.take(budget);
+  assert.equal(next.allowed, true);
+  assert.equal(next.headers['RateLimit-Policy'], '"ip";q=5;w=1');
+  assert.deepEqual(['60/min', '1000/h', 'off'].map(parseRate), [{ count: 60, periodMs: 60_000 }, { count: 1000, periodMs: 3_600_000 }, null]);
 });
