@@ -953,3 +953,46 @@ test('migration 0011 moves every request of a file to job_requests and keeps its
   assert.equal(((await store.getJob('req_old4'))?.request.messages[0] as { content: string }).content, prompt(4));
   assert.deepEqual(reader.prepare('SELECT id FROM jobs WHERE seq NOT IN (SELECT job FROM job_requests)').pluck().all(), []);
 });
+
+test("the lookups of one event-loop turn share a read transaction: they see the file as at the turn's first read, and the next turn sees what came since", async (t) => {
+  const dir = tempDir(t);
+  const store = openSqliteStore({ path: `${dir}/db.sqlite` });
+  t.after(() => store.close());
+  const stored = job();
+  await store.createJob(stored);
+  const other = new Database(`${dir}/db.sqlite`);
+  t.after(() => other.close());
+  // All in one turn: a lookup, a commit by another connection, the same lookup again.
+  const first = store.getJobOutcome(stored.id);
+  other.prepare("UPDATE jobs SET model = 'changed' WHERE id = ?").run(stored.id);
+  const again = store.getJob(stored.id);
+  // A checkpoint in the same turn ends the read first (inside one, SQLite refuses it: SQLITE_LOCKED).
+  const checkpointed = store.checkpoint();
+  assert.deepEqual([(await first)?.model, (await again)?.model], ['m', 'm']);
+  await checkpointed;
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal((await store.getJobOutcome(stored.id))?.model, 'changed');
+});
+
+test("a write queued before a turn's lookups ends their read transaction first: it commits on its own, on a fresh snapshot", async (t) => {
+  const dir = tempDir(t);
+  // No waiting for the lock (busy_timeout 20 ms, the queue's own first wait): a write that found it
+  // taken fails at once, where the queue would otherwise try again after the read had ended.
+  const store = openSqliteStore({ path: `${dir}/db.sqlite`, busyTimeoutMs: 20 });
+  t.after(() => store.close());
+  const stored = job();
+  await store.createJob(stored);
+  const other = new Database(`${dir}/db.sqlite`);
+  t.after(() => other.close());
+  // The write's flush is queued before the read's end: run inside the read, its insert would have to
+  // turn a snapshot another connection has since written past into a write (SQLITE_BUSY_SNAPSHOT),
+  // and would be committed by the read's end, outside the queue and its flush to disk.
+  const next = job();
+  const created = store.createJob(next);
+  const read = store.getJobOutcome(stored.id);
+  other.prepare("UPDATE jobs SET model = 'changed' WHERE id = ?").run(stored.id);
+  assert.equal((await read)?.model, 'm');
+  assert.equal((await created).created, true);
+  assert.equal(other.prepare('SELECT model FROM jobs WHERE id = ?').pluck().get(next.id), 'm');
+  assert.equal((await store.getJob(stored.id))?.model, 'changed');
+});

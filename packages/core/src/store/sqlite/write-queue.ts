@@ -21,6 +21,8 @@ export const BUSY_RETRY_MAX_MS = 100;
 
 /** What runs at the edges of each transaction the queue commits (the counters' batched upserts). */
 export interface WriteQueueHooks {
+  /** Before each flush, outside any transaction: ends what the connection holds open (a turn's read, turn-read.ts). */
+  beforeFlush?(): void;
   /** Before each transaction: throws to refuse its writes (the database file moved away). */
   check?(): void;
   /** First inside each transaction: throws to refuse its writes by what it reads (a later release's migration). */
@@ -82,6 +84,7 @@ export function createWriteQueue(
   });
 
   function flush() {
+    hooks?.beforeFlush?.();
     scheduled = false;
     if (retry) clearTimeout(retry);
     retry = null;
