@@ -12,10 +12,11 @@ export interface TurnRead {
  * The lookups of one event-loop turn share a read transaction, ended when the turn's I/O is done
  * (setImmediate). A statement outside a transaction takes and drops SQLite's WAL read lock and looks
  * for the -wal file each time (an fcntl pair and a stat a read). Measured under the bench's lookup
- * load (profile.ts, three alternating pairs, AMD EPYC): 72–108 µs of the API's CPU a lookup against
- * 93–112 before, 16–20 of it in the kernel against 20–24, 9,360–14,118 lookups a second against
- * 8,330–10,964; the instructions counted in user space were the same (243,583 and 242,983), so
- * what it saves is the system calls and what they cost around them.
+ * load (profile.ts, three alternating pairs, AMD EPYC): 65–74 µs of the API's CPU a lookup against
+ * 77–89 before, 13–15 of it in the kernel against 17–19, 13,671–14,453 lookups a second against
+ * 11,327–13,160. The instructions counted in user space were the same (243,583 and 242,983 in a
+ * draft), so what it saves is the system calls and what they cost around them; earlier sessions,
+ * timing reads in-process, had put the saving at 4 µs and left it.
  *
  * The rule it brings: nothing may write on the connection while the read is open. A write begun
  * inside it would join it (better-sqlite3 nests a transaction as a savepoint) and be committed with
