@@ -966,12 +966,15 @@ test("the lookups of one event-loop turn share a read transaction: they see the 
   const first = store.getJobOutcome(stored.id);
   other.prepare("UPDATE jobs SET model = 'changed' WHERE id = ?").run(stored.id);
   const again = store.getJob(stored.id);
-  // A checkpoint in the same turn ends the read first (inside one, SQLite refuses it: SQLITE_LOCKED).
-  const checkpointed = store.checkpoint();
   assert.deepEqual([(await first)?.model, (await again)?.model], ['m', 'm']);
-  await checkpointed;
   await new Promise((resolve) => setImmediate(resolve));
-  assert.equal((await store.getJobOutcome(stored.id))?.model, 'changed');
+  const next = store.getJobOutcome(stored.id);
+  assert.equal((await next)?.model, 'changed');
+  // A checkpoint ends the turn's read first (inside one, SQLite refuses it: SQLITE_LOCKED), so a
+  // lookup after it in the same turn sees what was committed in between.
+  other.prepare("UPDATE jobs SET model = 'again' WHERE id = ?").run(stored.id);
+  await store.checkpoint();
+  assert.equal((await store.getJob(stored.id))?.model, 'again');
 });
 
 test("a write queued before a turn's lookups ends their read transaction first: it commits on its own, on a fresh snapshot", async (t) => {
