@@ -203,6 +203,24 @@ async function sqlClient(own: (close: () => unknown) => void, schema?: string, s
   return client;
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Locks what an upstream draw needs, from a connection of the test's own, until the returned function is called. */
+async function holdPacingLock(backend: string, place: Place): Promise<() => Promise<void>> {
+  if (backend === 'postgres') {
+    const client = await sqlClient(place.own, place.schema);
+    await client.query('BEGIN');
+    await client.query('SELECT tat FROM upstream_pacing FOR UPDATE');
+    return async () => void (await client.query('COMMIT'));
+  }
+  const db = new Database(place.database);
+  db.exec('BEGIN IMMEDIATE');
+  return async () => {
+    db.exec('COMMIT');
+    db.close();
+  };
+}
+
 /**
  * On PostgreSQL the first read of the change counter opens the store's listening connection, and the
  * counter moves once when it listens: read until then, so that only a notification moves it after.
@@ -780,6 +798,24 @@ for (const backend of backends) {
       c.advance(3000);
       assert.equal(await held, 0);
       assert.equal(await a.acquireUpstream(rpm), 1000, 'the next turn is an interval after the draw, not after the asking');
+    });
+
+    test('pacing, on the real clock: a draw held up by another connection’s lock is timed when it is made, so the next turn is an interval after it', async (t) => {
+      const place = await backend.place(t);
+      const a = await place.open();
+      const b = await place.open();
+      const rpm = { rpm: 120, tpm: null, tokens: 10 }; // a turn every 500 ms
+      assert.equal(await a.acquireUpstream(rpm), 0);
+      await sleep(600);
+      // The budget is free again, but its rows (SQLite: the file's write lock) are held for 1 s while b draws.
+      const release = await holdPacingLock(backend.name, place);
+      const held = b.acquireUpstream(rpm);
+      await sleep(1000);
+      await release();
+      assert.equal(await held, 0);
+      // Timed when asked, b's draw took a turn 1 s in the past, and a's next draw came due at once.
+      const wait = await a.acquireUpstream(rpm);
+      assert.ok(wait > 0 && wait <= 500, `the next turn ${wait} ms away, an interval after b's draw`);
     });
 
     test('pacing: draws made at once from four connections, the schema’s first among them, take one turn between them, round after round', async (t) => {
