@@ -133,26 +133,46 @@ test('a worker frozen mid-call (SIGSTOP) past its lease: another takes the job a
   assert.equal(frozen.proc.exitCode, null);
 });
 
-test('UPSTREAM_RPM holds across two worker processes: the stub never sees more than the budget', async (t) => {
+/** The (n+1)-th of `at` (sorted) after any one comes this soon after it at the least. */
+function tightestSpan(at: number[], n: number): number {
+  let tightest = Infinity;
+  for (let i = 0; i + n < at.length; i++) tightest = Math.min(tightest, at[i + n]! - at[i]!);
+  return tightest;
+}
+
+test('UPSTREAM_RPM holds across two worker processes: their calls begin no faster than the budget', async (t) => {
   const rpm = 600; // one call every 100 ms for the whole fleet
-  const { stub, store, daemon } = await setUp(t, { UPSTREAM_RPM: String(rpm), WORKER_CONCURRENCY: '8' });
+  // At debug each daemon logs "calling upstream" just before it sends a call.
+  const { stub, store, daemon } = await setUp(t, { UPSTREAM_RPM: String(rpm), WORKER_CONCURRENCY: '8', LOG_LEVEL: 'debug' });
   const total = 25;
   for (let i = 0; i < total; i++) await enqueue(store, `paced ${i}`);
   const workers = [daemon(), daemon()];
   await eventually(async () => (await store.countByStatus()).completed === total, 30_000, 100);
-  const at = stub.calls.map((c) => c.at).sort((a, b) => a - b);
+  assert.deepEqual(stub.calls.map((c) => c.prompt).sort(), Array.from({ length: total }, (_, i) => `paced ${i}`).sort(), 'each job called once');
+  // Judged by when the daemons began their calls, not by when the stub stamped them: the stub runs in
+  // this test's process, which on a loaded machine reads a call up to 300 ms late and then several at
+  // once (seen with both daemons' calls begun a full second apart while the stub stamped 11 within
+  // 896 ms): that measures this process's event loop, not the pacing.
+  const begun = workers
+    .flatMap((w) => w.lines.filter((line) => line.includes('"calling upstream"')))
+    .map((line) => Date.parse((JSON.parse(line) as { timestamp: string }).timestamp))
+    .sort((a, b) => a - b);
+  assert.equal(begun.length, total, 'a "calling upstream" line for each call');
   const perSecond = rpm / 60;
-  let tightest = Infinity;
-  for (let i = 0; i + perSecond < at.length; i++) tightest = Math.min(tightest, at[i + perSecond]! - at[i]!);
-  // Workers take their slots at most one per 100 ms, so the (perSecond+1)-th call after any call starts a
-  // second later. The stub sees arrivals, which can bunch by the time a busy worker takes between taking
-  // its slot and sending (up to ~40 ms seen on a loaded 2-core machine): hence 100 ms of allowance.
-  assert.ok(tightest >= 1000 - 100, `${perSecond + 1} calls within ${tightest} ms`);
-  const spanMs = at.at(-1)! - at[0]!;
-  assert.ok(at.length <= Math.floor((spanMs * rpm) / 60_000) + 2, `${at.length} calls in ${spanMs} ms exceeds ${rpm}/min`);
+  const tightest = tightestSpan(begun, perSecond);
+  // Turns are handed out one per 100 ms by the database's clock when it makes the draw, so the
+  // (perSecond+1)-th call after any call is drawn a second later. A call begins when its draw's answer
+  // is back in its worker, which can vary by the worker's event loop and the database's reply (0-50 ms
+  // seen, four pairs of daemons at once on two cores): hence 100 ms of allowance.
+  assert.ok(tightest >= 1000 - 100, `${perSecond + 1} calls begun within ${tightest} ms`);
+  const spanMs = begun.at(-1)! - begun[0]!;
+  assert.ok(begun.length <= Math.floor((spanMs * rpm) / 60_000) + 2, `${begun.length} calls begun in ${spanMs} ms exceeds ${rpm}/min`);
   const workersUsed = new Set((await store.listJobs({ status: 'completed', limit: 1000 })).map((j) => j.workerId));
   assert.equal(workersUsed.size, workers.length, 'both worker processes made calls');
-  t.diagnostic(`${total} calls over ${at.at(-1)! - at[0]!} ms; tightest span of ${perSecond + 1} consecutive calls: ${tightest} ms`);
+  const arrived = stub.calls.map((c) => c.at).sort((a, b) => a - b);
+  t.diagnostic(
+    `${total} calls begun over ${spanMs} ms; tightest span of ${perSecond + 1} consecutive calls: ${tightest} ms begun, ${tightestSpan(arrived, perSecond)} ms at the stub`,
+  );
 });
 
 test('pickup latency in daemon mode: enqueue → upstream call', async (t) => {
