@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { FOLD_AFTER_CHANGES, SESSION_SETTINGS, openPostgresStore } from '../src/store/postgres/pg-job-store.ts';
@@ -203,8 +204,6 @@ async function sqlClient(own: (close: () => unknown) => void, schema?: string, s
   return client;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** Locks what an upstream draw needs, from a connection of the test's own, until the returned function is called. */
 async function holdPacingLock(backend: string, place: Place): Promise<() => Promise<void>> {
   if (backend === 'postgres') {
@@ -214,6 +213,8 @@ async function holdPacingLock(backend: string, place: Place): Promise<() => Prom
     return async () => void (await client.query('COMMIT'));
   }
   const db = new Database(place.database);
+  // Closed, rolling the lock back, should the test end before it lets go.
+  place.own(() => db.open && db.close());
   db.exec('BEGIN IMMEDIATE');
   return async () => {
     db.exec('COMMIT');
