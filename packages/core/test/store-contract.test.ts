@@ -801,7 +801,7 @@ for (const backend of backends) {
       assert.equal(await a.acquireUpstream(rpm), 1000, 'the next turn is an interval after the draw, not after the asking');
     });
 
-    test('pacing, on the real clock: a draw held up by another connection’s lock is timed when it is made, so the next turn is an interval after it', async (t) => {
+    test('pacing, on the real clock: a draw held up by another connection’s lock is timed when it is made (PostgreSQL: at most DRAW_CREDIT_MS before), so the next turn is about an interval after it', async (t) => {
       const place = await backend.place(t);
       const a = await place.open();
       const b = await place.open();
@@ -814,7 +814,7 @@ for (const backend of backends) {
       await sleep(1000);
       await release();
       assert.equal(await held, 0);
-      // Timed when asked, b's draw took a turn 1 s in the past, and a's next draw came due at once.
+      // Timed when asked (or when sent), b's draw took a turn 1 s in the past, and a's next draw came due at once.
       const wait = await a.acquireUpstream(rpm);
       assert.ok(wait > 0 && wait <= 500, `the next turn ${wait} ms away, an interval after b's draw`);
     });
