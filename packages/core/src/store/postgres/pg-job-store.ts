@@ -254,7 +254,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
    * Timed when made, every draw lost its way to the server from each turn, and a worker that woke
    * for its turn as the last draw's wait said drew again whenever this draw reached the server
    * sooner: with four daemons of 64 slots on a budget of a turn every 13 ms, 9.2-9.8 statements a
-   * call against 8.0-8.2, and 0.931-0.950 of the budget spent against 0.945-0.951 (five runs each;
+   * call against 8.0-8.2, and 0.969-0.988 of the turns taken against 0.983-0.989 (five runs each;
    * draws took 2-34 ms from sent to made there). A store on an injected clock (tests) is timed by it.
    */
   function drawUpstream(requests: number | null, tokens: number | null): Promise<{ ms: number; taken: number }> {
