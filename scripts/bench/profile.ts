@@ -1,8 +1,8 @@
 /**
- * `node --import tsx scripts/bench/profile.ts create|lookup|worker|longpoll`: runs proxy-api under
+ * `node --import tsx scripts/bench/profile.ts create|lookup|worker|longpoll|pacing`: runs proxy-api under
  * the benchmark's load for a few seconds (or proxy-worker daemon draining jobs against a zero-latency
  * stub; or proxy-api holding long-polls while a daemon drains) with --cpu-prof, then prints the
- * functions that took the most CPU (self time, and by file).
+ * functions that took the most CPU (self time, and by file). `pacing` only measures (see measurePacing).
  * create and worker run on PostgreSQL when DATABASE_URL is set (create in DATABASE_SCHEMA, which
  * the caller drops after). PROMPT_BYTES pads the prompts it sends or queues; ANSWER_BYTES makes
  * lookup fetch completed jobs with answers that long; WAITERS keeps that many long-polls waiting.
@@ -91,6 +91,7 @@ if (counting && mode === 'longpoll') throw new Error('COUNT=instructions measure
 const valgrind = counting ? ['valgrind', '--tool=callgrind', '--separate-threads=yes', `--callgrind-out-file=${join(dir, 'callgrind.out')}`] : [];
 // NODE_FLAGS: V8 or Node flags for the measured process (the API, or the worker daemon), e.g. heap sizes.
 const nodeFlags = (process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean);
+if (mode === 'pacing') await measurePacing();
 if (mode === 'worker') await profileWorker();
 if (mode === 'longpoll') await profileLongPolls();
 // BARE=1 measures the benchmark's bare Express route instead, under the same load and harness.
@@ -292,6 +293,58 @@ async function profileWorker(): Promise<never> {
 }
 
 /**
+ * How much of a busy upstream budget the fleet takes, and what it costs: DAEMONS (4) proxy-worker
+ * daemons of WORKER_CONCURRENCY (64) slots drain a backlog under UPSTREAM_RPM (4800: a turn every
+ * 13 ms) against a stub answering in STUB_DELAY_MS (50). After 3 s, counts the calls the stub gets
+ * over PROFILE_SECONDS (15) and prints them as a share of the turns the interval allows, with the
+ * daemons' CPU and, on PostgreSQL (DATABASE_URL), the database's transactions a call (from
+ * pg_stat_database, which its server updates about once a second: read 1 s after the window).
+ */
+async function measurePacing(): Promise<never> {
+  const rpm = Number(process.env.UPSTREAM_RPM ?? 4800);
+  const daemons = Number(process.env.DAEMONS ?? 4);
+  const window = Number(process.env.PROFILE_SECONDS ?? 15);
+  const stub = await startStubUpstream({ delayMs: Number(process.env.STUB_DELAY_MS ?? 50) });
+  const { store, database, teardown } = await harnessStore();
+  const turnsPerSecond = 1000 / Math.ceil(60_000 / rpm);
+  // Twice the calls the run can make, so the budget binds throughout.
+  for (let i = 0; i < 2 * turnsPerSecond * (window + 3); i++) await store.createJob(queuedJob(i));
+  const env = {
+    PATH: process.env.PATH ?? '',
+    PROXY_DB_PATH: dbPath,
+    OPENAI_API_KEY: 'sk-profile',
+    OPENAI_BASE_URL: stub.url,
+    WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '64',
+    UPSTREAM_RPM: String(rpm),
+    LOG_LEVEL: 'warn',
+    ...database,
+  };
+  const worker = [...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'];
+  const procs = await Promise.all(Array.from({ length: daemons }, (_, d) => start(worker, env, join(dir, `worker-${d}.log`), async () => true)));
+  const admin = database.DATABASE_URL ? new pg.Client({ connectionString: database.DATABASE_URL }) : null;
+  await admin?.connect();
+  const transactions = async () =>
+    admin ? Number((await admin.query<{ n: string }>('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()')).rows[0]!.n) : 0;
+  const cpu = () => procs.reduce((sum, p) => sum + cpuSeconds(p.child.pid as number).total, 0);
+  await new Promise((r) => setTimeout(r, 3000));
+  const [calls0, cpu0, xacts0] = [stub.calls.length, cpu(), await transactions()];
+  await new Promise((r) => setTimeout(r, window * 1000));
+  const [calls, used] = [stub.calls.length - calls0, cpu() - cpu0];
+  await new Promise((r) => setTimeout(r, 1000));
+  // A snapshot of the statistics is kept for the transaction that read them: a fresh one is asked for.
+  await admin?.query('SELECT pg_stat_clear_snapshot()');
+  const xacts = (await transactions()) - xacts0;
+  await admin?.end();
+  process.stdout.write(
+    `pacing: ${calls} calls in ${window} s, ${(calls / (window * turnsPerSecond)).toFixed(3)} of the turns ${rpm}/min allows; ${daemons} daemons used ${used.toFixed(1)} s of CPU` +
+      (admin ? `; ${(xacts / calls).toFixed(2)} database transactions a call\n` : '\n'),
+  );
+  await Promise.all(procs.map((p) => p.stop()));
+  await stub.close();
+  return teardown();
+}
+
+/**
  * What long-polls cost proxy-api while other jobs finish: LONGPOLL_WAITERS (64) requests wait
  * (`?wait=60`) on jobs queued behind WORKER_JOBS (20,000) others, and a daemon drains those against
  * a zero-latency stub. Reports the API's CPU from the daemon's start to the last of the others
@@ -364,8 +417,8 @@ async function harnessStore(): Promise<{ store: JobStore; database: Record<strin
       await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       await admin.end();
     }
-    // Counting runs under callgrind, without --cpu-prof: there is no profile to report.
-    if (profiling && !counting) report();
+    // Counting runs under callgrind, without --cpu-prof, and pacing only measures: no profile to report.
+    if (profiling && !counting && mode !== 'pacing') report();
     process.exit(0);
   };
   return { store, database: pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {}, teardown };
