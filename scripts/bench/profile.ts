@@ -209,25 +209,13 @@ async function profileWorker(): Promise<never> {
   const paceMs = process.env.PACE_MS ? Number(process.env.PACE_MS) : null;
   if (paceMs === null) for (let i = 0; i < n; i++) await store.createJob(queuedJob(i));
   const env = {
-    PATH: process.env.PATH ?? '',
-    PROXY_DB_PATH: dbPath,
-    OPENAI_API_KEY: 'sk-profile',
-    OPENAI_BASE_URL: stub.url,
-    WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8',
-    LOG_LEVEL: 'warn',
+    ...daemonEnv(stub.url, database, '8'),
     PROXY_DB_SYNC: process.env.PROXY_DB_SYNC ?? 'full',
-    ...database,
     ...(failWith ? { RETRY_BASE_MS: '1', RETRY_MAX_MS: '1' } : {}),
     ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('WORKER_') || k.startsWith('UPSTREAM_'))),
   };
   const proc = await start(
-    [
-      ...nodeFlags,
-      ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
-      ...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')),
-      join(ROOT, 'apps/worker/dist/main.js'),
-      'daemon',
-    ],
+    [...nodeFlags, ...(profiling && !counting ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...daemonArgs()],
     env,
     join(dir, 'worker.log'),
     async () => true,
@@ -309,18 +297,8 @@ async function measurePacing(): Promise<never> {
   const turnsPerSecond = 1000 / Math.ceil(60_000 / rpm);
   // Twice the calls the run can make, so the budget binds throughout.
   for (let i = 0; i < 2 * turnsPerSecond * (window + 3); i++) await store.createJob(queuedJob(i));
-  const env = {
-    PATH: process.env.PATH ?? '',
-    PROXY_DB_PATH: dbPath,
-    OPENAI_API_KEY: 'sk-profile',
-    OPENAI_BASE_URL: stub.url,
-    WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '64',
-    UPSTREAM_RPM: String(rpm),
-    LOG_LEVEL: 'warn',
-    ...database,
-  };
-  const worker = [...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'];
-  const procs = await Promise.all(Array.from({ length: daemons }, (_, d) => start(worker, env, join(dir, `worker-${d}.log`), async () => true)));
+  const env = { ...daemonEnv(stub.url, database, '64'), UPSTREAM_RPM: String(rpm) };
+  const procs = await Promise.all(Array.from({ length: daemons }, (_, d) => start(daemonArgs(), env, join(dir, `worker-${d}.log`), async () => true)));
   const admin = database.DATABASE_URL ? new pg.Client({ connectionString: database.DATABASE_URL }) : null;
   await admin?.connect();
   const transactions = async () =>
@@ -369,22 +347,9 @@ async function profileLongPolls(): Promise<never> {
   );
   const polls = waited.map((id) => fetch(`${url}/v1/requests/${id}?wait=60`, { headers: { 'x-proxy-key': key } }).then((r) => r.json() as Promise<{ status: string }>));
   await new Promise((r) => setTimeout(r, 1000));
-  const workerEnv = {
-    PATH: process.env.PATH ?? '',
-    PROXY_DB_PATH: dbPath,
-    OPENAI_API_KEY: 'sk-profile',
-    OPENAI_BASE_URL: stub.url,
-    LOG_LEVEL: 'warn',
-    WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? '8',
-    ...database,
-  };
+  const workerEnv = daemonEnv(stub.url, database, '8');
   const before = cpuSeconds(api.child.pid as number);
-  const worker = await start(
-    [...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'],
-    workerEnv,
-    join(dir, 'worker.log'),
-    async () => true,
-  );
+  const worker = await start(daemonArgs(), workerEnv, join(dir, 'worker.log'), async () => true);
   const began = Date.now();
   while ((await store.countByStatus()).completed < n) await new Promise((r) => setTimeout(r, 20));
   const seconds = (Date.now() - began) / 1000;
@@ -422,6 +387,24 @@ async function harnessStore(): Promise<{ store: JobStore; database: Record<strin
     process.exit(0);
   };
   return { store, database: pgUrl ? { DATABASE_URL: pgUrl, DATABASE_SCHEMA: schema } : {}, teardown };
+}
+
+/** The settings the modes start proxy-worker daemon with: the harness's store, the stub, warnings only; WORKER_CONCURRENCY, or `concurrency`. */
+function daemonEnv(stubUrl: string, database: Record<string, string>, concurrency: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '',
+    PROXY_DB_PATH: dbPath,
+    OPENAI_API_KEY: 'sk-profile',
+    OPENAI_BASE_URL: stubUrl,
+    WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? concurrency,
+    LOG_LEVEL: 'warn',
+    ...database,
+  };
+}
+
+/** `proxy-worker daemon`'s arguments to node, with the flags its entry file asks for. */
+function daemonArgs(): string[] {
+  return [...nodeFlagsOf(join(ROOT, 'apps/worker/dist/main.js')), join(ROOT, 'apps/worker/dist/main.js'), 'daemon'];
 }
 
 /** A queued job whose prompt is `job <i>`. */
