@@ -249,8 +249,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
    * It is timed when sent, by this host's reading of the server's clock, but never more than
    * DRAW_CREDIT_MS before the server made it (read by the server's own clock once every row is
    * locked: `made` is in the aggregate's result, computed after every locked row was read).
-   * Timed when sent and no later, a draw held up behind another process's lock took a turn in the
-   * past, and the next draw's call went out at once (the store contract's test: a lock held 1 s).
+   * Timed only when sent, a draw held up behind another process's lock took a turn in the past,
+   * and the next draw's call went out at once (the store contract's test: a lock held 1 s).
    * Timed when made, every draw lost its way to the server from each turn, and a worker that woke
    * for its turn as the last draw's wait said drew again whenever this draw reached the server
    * sooner: with four daemons of 64 slots on a budget of a turn every 13 ms, 9.2-9.8 statements a
