@@ -8,6 +8,7 @@ import {
   BACKEND,
   WORKER_MAIN,
   assertEachCompletedOnce,
+  callsBegun,
   eventually,
   newCredentials,
   openTestStore,
@@ -37,18 +38,17 @@ function leaseBroken(
   daemons: ReadonlyArray<Child & { name: string }>,
   id: string | undefined,
 ): string | null {
-  // When each daemon began its calls of the job ("calling upstream"), on the machine's clock.
-  const begun = (daemon: string) =>
-    (daemons.find((d) => d.name === daemon)?.lines ?? [])
-      .filter((line) => line.includes('"calling upstream"') && line.includes(`"${id}"`))
-      .map((line) => Date.parse((JSON.parse(line) as { timestamp: string }).timestamp));
+  const missing = `"${overlap.prompt}": a call with no "calling upstream" line before it`;
+  if (id === undefined) return missing;
+  // When each daemon began its calls of the job, on the machine's clock.
+  const begun = (daemon: string) => callsBegun(daemons.find((d) => d.name === daemon)?.lines ?? [], id);
   // Each arrival's call is the latest its daemon began before it reached the stub; the earlier
   // arrival's, the latest before that one, should one daemon have made both.
   const then = Math.max(...begun(overlap.then.daemon).filter((at) => at <= overlap.then.at));
   const earlier = begun(overlap.first.daemon).filter((at) => at <= overlap.first.at);
   if (overlap.first.daemon === overlap.then.daemon && earlier.includes(then)) earlier.splice(earlier.lastIndexOf(then), 1);
   const first = Math.max(...earlier);
-  if (id === undefined || !Number.isFinite(first) || !Number.isFinite(then)) return `"${overlap.prompt}": a call with no "calling upstream" line before it`;
+  if (!Number.isFinite(first) || !Number.isFinite(then)) return missing;
   // A third of the lease, less a few ms: the log's and the lease's clock readings are apart by the
   // sync code between them, and on PostgreSQL by the worker's estimate of the server's clock.
   const apart = Math.abs(then - first);

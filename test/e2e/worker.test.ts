@@ -7,6 +7,7 @@ import type { JobStore } from '../../packages/core/src/store/types.ts';
 import {
   WORKER_MAIN,
   assertEachCompletedOnce,
+  callsBegun,
   enqueueJob,
   freezeOutsideTransactions,
   openTestStore,
@@ -153,10 +154,7 @@ test('UPSTREAM_RPM holds across two worker processes: their calls begin no faste
   // this test's process, which on a loaded machine reads a call up to 300 ms late and then several at
   // once (seen with both daemons' calls begun a full second apart while the stub stamped 11 within
   // 896 ms): that measures this process's event loop, not the pacing.
-  const begun = workers
-    .flatMap((w) => w.lines.filter((line) => line.includes('"calling upstream"')))
-    .map((line) => Date.parse((JSON.parse(line) as { timestamp: string }).timestamp))
-    .sort((a, b) => a - b);
+  const begun = workers.flatMap((w) => callsBegun(w.lines)).sort((a, b) => a - b);
   assert.equal(begun.length, total, 'a "calling upstream" line for each call');
   const perSecond = rpm / 60;
   const tightest = tightestSpan(begun, perSecond);

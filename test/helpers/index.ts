@@ -76,6 +76,16 @@ export function testEnv(dir: string, overrides: Record<string, string> = {}): Re
   };
 }
 
+/**
+ * When a worker daemon began its upstream calls (of job `id`, or all of them), in ms on the machine's
+ * clock: its "calling upstream" lines, logged at debug just before a call is sent, in LOG_FORMAT=json.
+ */
+export function callsBegun(lines: readonly string[], id?: string): number[] {
+  return lines
+    .filter((line) => line.includes('"calling upstream"') && (id === undefined || line.includes(`"${id}"`)))
+    .map((line) => Date.parse((JSON.parse(line) as { timestamp: string }).timestamp));
+}
+
 /** A child process with its output captured line by line. */
 export interface Child {
   proc: ChildProcess;
