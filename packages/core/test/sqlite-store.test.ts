@@ -16,6 +16,7 @@ import { openStore } from '../src/store/open-store.ts';
 import { memoryFilesystem, networkFilesystem, privateTmp } from '../src/store/sqlite/filesystem.ts';
 import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
+import { HELD_COLUMNS, heldRow, type HeldValues } from '../src/store/sqlite/held-row.ts';
 import { laterReleaseMessage } from '../src/store/migration-files.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import type { ClaimedJob, JobRecord } from '../src/store/types.ts';
@@ -119,6 +120,47 @@ test("a create's insert builds no temporary b-tree, in its triggers or in the st
     'the insert checks the status',
   );
   assert.equal(program.filter((op) => op.opcode === 'OpenEphemeral').length, 0);
+});
+
+test("a claim's rows, read as arrays: every column of the jobs table, each made the field of its name, and a claimed job equal to the same job read whole", async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  let clock = 1_000_000;
+  const store = openSqliteStore({ path, now: () => clock });
+  t.after(() => store.close());
+  const columns = (() => {
+    const db = new Database(path, { readonly: true });
+    try {
+      return db.prepare('SELECT name FROM pragma_table_info(?) ORDER BY cid').pluck().all('jobs') as string[];
+    } finally {
+      db.close();
+    }
+  })();
+  assert.deepEqual(HELD_COLUMNS.split(', '), columns, 'HELD_COLUMNS lists the jobs table, in its order');
+  // Given its own column names, the row must hold each at the field of that name.
+  assert.deepEqual(heldRow(columns as unknown as HeldValues, 'the request'), { ...Object.fromEntries(columns.map((name) => [name, name])), request: 'the request' });
+
+  // The claim by due time and the claim of a lapsed lease (claimOne), on a job whose columns are
+  // mostly set by then (a retry's error, a start time, a lease), each against getJob's object row.
+  const { job: queued } = await store.createJob(job({ maxAttempts: 5 }));
+  const same = async (claimed: ClaimedJob[], what: string) => {
+    assert.equal(claimed.length, 1, what);
+    const { requestJson, ...fields } = claimed[0]!;
+    assert.deepEqual(fields, await store.getJob(queued.id), what);
+    assert.equal(requestJson, JSON.stringify(queued.request), what);
+  };
+  // Each step at a time of its own, so no two time columns hold the same value by chance.
+  clock += 7;
+  const first = await store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 1000 });
+  await same(first, 'a first claim');
+  clock += 10;
+  assert.ok(
+    await store.retryJob(queued.id, first[0]!.leaseToken, clock, { code: 'upstream_error', message: 'boom', upstreamStatus: 502 }, { upstreamStatus: '502', latencyMs: 3 }),
+  );
+  clock += 10;
+  await same(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 }), 'a claim after a retry');
+  clock += 5000;
+  await same(await store.claimJobs({ workerId: 'w3', limit: 1, leaseMs: 1000 }), 'a claim of a lapsed lease');
 });
 
 test('processes opening a new file at the same moment all start, and apply each migration once', async (t) => {

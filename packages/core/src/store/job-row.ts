@@ -32,7 +32,7 @@ export interface JobRow {
 /**
  * Sorts a claim's due jobs into queue order: by due time, jobs due in the same millisecond in the
  * order stored (`seq`, each store's insertion order). Both stores claim with one
- * `UPDATE … WHERE id IN (SELECT … ORDER BY run_after LIMIT n) RETURNING *`, whose rows come in the
+ * `UPDATE … WHERE id IN (SELECT … ORDER BY run_after LIMIT n) RETURNING …`, whose rows come in the
  * order the update met them (by rowid on SQLite, any on PostgreSQL), not the subquery's.
  */
 export function byQueueOrder(a: Pick<JobRow, 'run_after'> & { seq: number }, b: Pick<JobRow, 'run_after'> & { seq: number }): number {

@@ -31,6 +31,7 @@ import { createTurnRead } from './turn-read.js';
 import { createWalSync, type Datasync } from './wal-sync.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
 import { dropLogNote, watchForMoves } from './file-identity.js';
+import { HELD_COLUMNS, heldRow, type HeldValues } from './held-row.js';
 
 /** A jobs row as this file stores it: the request lives in job_requests, keyed by `seq` (0011). */
 type HeldRow = Omit<JobRow, 'request'> & { seq: number };
@@ -167,8 +168,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
 
   const expirySpacing = createExpirySpacing();
 
-  // A claim's RETURNING gives the jobs row; its request is read by key from job_requests (0011).
-  const withRequest = (row: HeldRow): JobRow => Object.assign(row, { request: sql.requestOf.get(row.seq) as string });
+  // A claim's RETURNING gives the jobs row (as an array: held-row.ts); its request is read by key from job_requests (0011).
+  const withRequest = (values: HeldValues) => heldRow(values, sql.requestOf.get(values[0]) as string);
 
   // create, claim and settle run inside the write queue's IMMEDIATE transaction (see write-queue.ts).
   const claim = (opts: ClaimOptions, at: number): ClaimedJob[] => {
@@ -185,13 +186,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       else if (row.expires_at <= at) end('expired', EXPIRED_ERROR);
       else if (row.attempts >= row.max_attempts) end('failed', WORKER_LOST_ERROR);
       else {
-        claimed.push(toClaimedJob(withRequest(sql.claimOne.get({ id: row.id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as HeldRow)));
+        claimed.push(toClaimedJob(withRequest(sql.claimOne.get({ id: row.id, now: at, lease_until: at + opts.leaseMs, worker: opts.workerId }) as HeldValues)));
       }
     }
     const room = opts.limit - claimed.length;
     if (room > 0 && !backlog) {
-      const due = sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId });
-      for (const row of due.sort(byQueueOrder)) claimed.push(toClaimedJob(withRequest(row)));
+      const due = sql.claimDue.all({ now: at, limit: room, lease_until: at + opts.leaseMs, worker: opts.workerId }).map(withRequest);
+      for (const row of due.sort(byQueueOrder)) claimed.push(toClaimedJob(row));
     }
     if (expirySpacing.after(at, scanned, claimed.length < opts.limit)) expirySpacing.backlog(expireDue(at, CLAIM_EXPIRE_LIMIT));
     return claimed;
@@ -555,7 +556,8 @@ function prepareStatements(db: Db) {
   // finished_at): one seek per status.
   const FINISHED = `(${[...FINAL_STATUSES].map((status) => `'${status}'`).join(', ')})`;
   const jobs = <P extends object | unknown[] | string | number = object>(text: string) => db.prepare<P extends unknown[] ? P : [P], JobRow>(text);
-  const held = <P extends object = object>(text: string) => db.prepare<[P], HeldRow>(text);
+  // A claim's rows come back as arrays of HELD_COLUMNS (held-row.ts says why).
+  const claiming = (text: string) => db.prepare<[object], HeldValues>(text).raw();
   // A job with its request, for the reads that return whole jobs: one lookup by key per row.
   const JOB = 'jobs.*, (SELECT request FROM job_requests WHERE job = jobs.seq) AS request';
   return {
@@ -594,13 +596,13 @@ function prepareStatements(db: Db) {
                         ORDER BY expires_at
                         LIMIT CAST(@limit AS INTEGER))
       RETURNING model`) as Statement<[object], { model: string }>,
-    lapsedLeases: held(`
+    lapsedLeases: db.prepare<[object], HeldRow>(`
       SELECT * FROM jobs
        WHERE status = 'in_progress' AND lease_until <= @now
        ORDER BY lease_until
        LIMIT CAST(@limit AS INTEGER)`),
     // The oldest due jobs, taken in one statement (a select, then an update per job, cost a statement each).
-    claimDue: held(`
+    claimDue: claiming(`
       UPDATE jobs
          SET status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
              lease_until = @lease_until, worker_id = @worker, started_at = COALESCE(started_at, @now), updated_at = @now
@@ -608,13 +610,13 @@ function prepareStatements(db: Db) {
                      WHERE status = 'queued' AND run_after <= @now AND expires_at > @now
                      ORDER BY run_after
                      LIMIT CAST(@limit AS INTEGER))
-      RETURNING *`),
-    claimOne: held(`
+      RETURNING ${HELD_COLUMNS}`),
+    claimOne: claiming(`
       UPDATE jobs
          SET status = 'in_progress', attempts = attempts + 1, lease_token = lease_token + 1,
              lease_until = @lease_until, worker_id = @worker, started_at = COALESCE(started_at, @now), updated_at = @now
        WHERE id = @id
-      RETURNING *`),
+      RETURNING ${HELD_COLUMNS}`),
 
     renewLease: db.prepare<[object], { cancel_requested: number }>(`
       UPDATE jobs SET lease_until = @lease_until
