@@ -33,8 +33,8 @@ import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database
 import { dropLogNote, watchForMoves } from './file-identity.js';
 import { HELD_COLUMNS, heldRow, type HeldValues } from './held-row.js';
 
-/** A jobs row as this file stores it: the request lives in job_requests, keyed by `seq` (0011). */
-type HeldRow = Omit<JobRow, 'request'> & { seq: number };
+/** A jobs row as this file stores it (the request lives in job_requests, keyed by `seq`: 0011), as a claim reads a lapsed lease. */
+type LapsedRow = Omit<JobRow, 'request'> & { seq: number };
 
 export interface SqliteStoreOptions extends OpenDatabaseOptions {
   /** Milliseconds since the epoch; injected so tests control time. */
@@ -596,7 +596,7 @@ function prepareStatements(db: Db) {
                         ORDER BY expires_at
                         LIMIT CAST(@limit AS INTEGER))
       RETURNING model`) as Statement<[object], { model: string }>,
-    lapsedLeases: db.prepare<[object], HeldRow>(`
+    lapsedLeases: db.prepare<[object], LapsedRow>(`
       SELECT * FROM jobs
        WHERE status = 'in_progress' AND lease_until <= @now
        ORDER BY lease_until
