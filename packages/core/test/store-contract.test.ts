@@ -1499,10 +1499,15 @@ for (const backend of backends) {
           (err: unknown) => err,
         );
         const admin = await sqlClient(place.own);
-        // Its claim made, its COMMIT held back: the server holds the transaction open, the job's row locked.
+        // Its claim made, its COMMIT held back: the server holds the transaction open, the job's row
+        // locked. The transaction is idle between its statements too (after BEGIN, after the expiry
+        // scan), before the claim has locked the row: it counts once its last statement is the claim.
         await eventually(
           async () => {
-            const { rows } = await admin.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'", [`proxy:${place.schema}`]);
+            const { rows } = await admin.query(
+              "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction' AND query LIKE '%ORDER BY run_after%'",
+              [`proxy:${place.schema}`],
+            );
             return rows.length === 1;
           },
           5000,
