@@ -1500,8 +1500,9 @@ for (const backend of backends) {
         );
         const admin = await sqlClient(place.own);
         // Its claim made, its COMMIT held back: the server holds the transaction open, the job's row
-        // locked. The transaction is idle between its statements too (after BEGIN, after the expiry
-        // scan), before the claim has locked the row: it counts once its last statement is the claim.
+        // locked. The transaction is idle between its statements too (after BEGIN, the expiry scan,
+        // the lapsed-lease read), before the claim has locked the row: it counts once its last
+        // statement is the claim, the store's only statement that orders by run_after.
         await eventually(
           async () => {
             const { rows } = await admin.query(
