@@ -11,6 +11,8 @@ declare module 'autocannon' {
     url: string;
     connections?: number;
     duration?: number;
+    /** Milliseconds between samples (1000); a run ends at the first sample after `duration`. */
+    sampleInt?: number;
     /** Stop after this many requests instead of after `duration`. */
     amount?: number;
     /** Seconds before a request counts as timed out. */

@@ -28,18 +28,20 @@ import { answers, apiEnv, cpuSeconds, freePort, logPath, start, type Proc } from
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 /**
  * BENCH_QUICK=1: a smoke run, the bench's own test (test/tooling/bench.test.ts). Every figure is made
- * with a hundredth of the jobs, calls and filled rows, in one round of 1 s loads: it checks that the
- * bench still starts everything, drives every figure and writes its report, without the minutes a
- * measurement takes. Its figures are not measurements, and its report says so; it writes BENCHMARKS.md
+ * with a hundredth of the jobs, calls and filled rows, in one round of half-second loads after a
+ * quarter-second warm-up: it checks that the bench still starts everything, drives every figure and
+ * writes its report, without the minutes a measurement takes. Its figures are not measurements, and its report says so; it writes BENCHMARKS.md
  * only when BENCH_OUT names it.
  */
 const QUICK = process.env.BENCH_QUICK === '1';
 /** A count of jobs, calls or rows, cut a hundredfold in a smoke run. */
 const scaled = (count: number) => (QUICK ? Math.ceil(count / 100) : count);
-const SECONDS = QUICK ? 1 : Number(process.env.BENCH_SECONDS ?? 8);
-const WARMUP_SECONDS = QUICK ? 1 : 2;
+const SECONDS = QUICK ? 0.5 : Number(process.env.BENCH_SECONDS ?? 8);
+const WARMUP_SECONDS = QUICK ? 0.25 : 2;
 /** Rounds each target gets in `interleaved`: proxy and baseline take turns, so drift hits both alike. */
 const ROUNDS = QUICK ? 1 : 3;
+/** Each round's load: whole seconds in a measurement, at least one; a smoke run's one round is its load. */
+const ROUND_SECONDS = QUICK ? SECONDS : Math.max(1, Math.round(SECONDS / ROUNDS));
 const OUT = process.env.BENCH_OUT ?? (QUICK ? null : join(ROOT, 'BENCHMARKS.md'));
 const CONNECTIONS = 32;
 const dir = mkdtempSync(join(tmpdir(), 'proxy-bench-'));
@@ -101,10 +103,18 @@ function ratioText(r: Row): string {
 }
 const fmt = (n: number) => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 2));
 
+/**
+ * One autocannon load of `seconds`. Autocannon ends a load at its first sample after the duration,
+ * a second apart by default: a smoke run's loads of a fraction of a second sample four times a
+ * second, or each would run a whole second (the loads were most of a smoke run's time).
+ */
+const cannon = (url: string, seconds: number, request: Request) =>
+  autocannon({ url, connections: CONNECTIONS, duration: seconds, requests: [request], ...(QUICK ? { sampleInt: 250 } : {}) });
+
 /** One load run after a warm-up: requests per second with every answer checked for 2xx. */
 async function load(url: string, request: Request): Promise<number> {
-  await autocannon({ url, connections: CONNECTIONS, duration: WARMUP_SECONDS, requests: [request] });
-  const result = await autocannon({ url, connections: CONNECTIONS, duration: SECONDS, requests: [request] });
+  await cannon(url, WARMUP_SECONDS, request);
+  const result = await cannon(url, SECONDS, request);
   if (result.non2xx > 0 || result.errors > 0) note(`${url}${request.path}: ${result.non2xx} non-2xx, ${result.errors} errors`);
   return result.requests.total / SECONDS;
 }
@@ -121,14 +131,13 @@ interface Alternated {
  * then one of its baseline would put that drift into the ratio.
  */
 async function interleaved(targets: Array<{ url: string; request: () => Request }>): Promise<Alternated[]> {
-  for (const t of targets) await autocannon({ url: t.url, connections: CONNECTIONS, duration: WARMUP_SECONDS, requests: [t.request()] });
-  const seconds = Math.max(1, Math.round(SECONDS / ROUNDS));
+  for (const t of targets) await cannon(t.url, WARMUP_SECONDS, t.request());
   const rounds = targets.map((): number[] => []);
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, t] of targets.entries()) {
-      const result = await autocannon({ url: t.url, connections: CONNECTIONS, duration: seconds, requests: [t.request()] });
+      const result = await cannon(t.url, ROUND_SECONDS, t.request());
       if (result.non2xx > 0 || result.errors > 0) note(`${t.url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
-      (rounds[i] as number[]).push(result.requests.total / seconds);
+      (rounds[i] as number[]).push(result.requests.total / ROUND_SECONDS);
     }
   }
   return rounds.map((r) => ({ rate: r.reduce((a, b) => a + b, 0) / r.length, rounds: r }));
@@ -805,7 +814,7 @@ function report() {
   const roundLines = rows.filter((r) => r.rounds).map((r) => `- ${r.figure}: ${(r.rounds as number[]).map((x) => x.toFixed(2)).join(', ')}`);
   const rounds = `Each round's ratio, for the figures measured in alternating rounds (a row's ratio is that of its totals):\n\n${roundLines.join('\n')}\n\nBaselines measured twice:\n\n${asides.map((a) => `- ${a}`).join('\n')}`;
   const smoke = QUICK
-    ? `**A smoke run (\`BENCH_QUICK=1\`)**: a hundredth of the jobs and calls, loads of 1 s. It shows that the bench runs; its figures are not measurements.\n\n`
+    ? `**A smoke run (\`BENCH_QUICK=1\`)**: a hundredth of the jobs and calls, loads of half a second. It shows that the bench runs; its figures are not measurements.\n\n`
     : '';
   process.stdout.write(`\n${smoke}${machine}\n\n${table}\n\n${rounds}\n`);
   if (!OUT) {
@@ -815,7 +824,7 @@ function report() {
   const date = new Date().toISOString().slice(0, 10);
   writeFileSync(
     OUT,
-    `# Benchmarks\n\n${smoke}Measured ${date} on ${machine}, by \`npm run bench\` (${CONNECTIONS} connections, autocannon; figures 1, 2 and 6 in ${ROUNDS} rounds of ${Math.max(1, Math.round(SECONDS / ROUNDS))} s that alternate with their baseline, after a ${WARMUP_SECONDS} s warm-up of each).\nEvery figure stands beside a baseline measured in the same run, so the ratio is what counts: absolute\nnumbers on a shared 2-core machine move from run to run.\n\n${table}\n\n${rounds}\n\n${NOTES}\n`,
+    `# Benchmarks\n\n${smoke}Measured ${date} on ${machine}, by \`npm run bench\` (${CONNECTIONS} connections, autocannon; figures 1, 2 and 6 in ${ROUNDS} rounds of ${ROUND_SECONDS} s that alternate with their baseline, after a ${WARMUP_SECONDS} s warm-up of each).\nEvery figure stands beside a baseline measured in the same run, so the ratio is what counts: absolute\nnumbers on a shared 2-core machine move from run to run.\n\n${table}\n\n${rounds}\n\n${NOTES}\n`,
   );
   note(`wrote ${OUT}`);
 }
