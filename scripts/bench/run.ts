@@ -30,8 +30,8 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
  * BENCH_QUICK=1: a smoke run, the bench's own test (test/tooling/bench.test.ts). Every figure is made
  * with a hundredth of the jobs, calls and filled rows, in one round of half-second loads after a
  * quarter-second warm-up: it checks that the bench still starts everything, drives every figure and
- * writes its report, without the minutes a measurement takes. Its figures are not measurements, and its report says so; it writes BENCHMARKS.md
- * only when BENCH_OUT names it.
+ * writes its report, without the minutes a measurement takes. Its figures are not measurements, and
+ * its report says so; it writes BENCHMARKS.md only when BENCH_OUT names it.
  */
 const QUICK = process.env.BENCH_QUICK === '1';
 /** A count of jobs, calls or rows, cut a hundredfold in a smoke run. */

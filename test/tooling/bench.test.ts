@@ -1,7 +1,7 @@
 /**
  * `npm run bench` (scripts/bench/run.ts) in its smoke mode, BENCH_QUICK=1: a hundredth of the jobs
- * and half-second loads. The bench is not run by CI otherwise, and a change to the product (a setting, a
- * command, a table) could break it unseen until the next measurement. This checks that it still
+ * and half-second loads. The bench is not run by CI otherwise, and a change to the product (a
+ * setting, a command, a table) could break it unseen until the next measurement. This checks that it still
  * starts everything, makes every figure with a ratio that matches its two sides, writes its report
  * where it is told (never over BENCHMARKS.md), and leaves no process, folder or schema behind. It
  * asserts nothing about speed: a smoke run's figures are not measurements.
