@@ -462,8 +462,9 @@ async function main() {
   const plainUrl = (await startBareRoute('bare-plain', ['plain'])).url;
 
   // 1–2. Create and lookup against the bare route, PROXY_DB_SYNC=full (the default).
-  // Bodies are signed just before each round, so their ts is fresh.
-  const perRound = Math.ceil(12_000 * Math.max(WARMUP_SECONDS, SECONDS / ROUNDS + 1));
+  // Bodies are signed just before each round, so their ts is fresh: at 12,000 a second, enough for a
+  // round and a second more, or for a warm-up.
+  const perRound = Math.ceil(12_000 * Math.max(WARMUP_SECONDS, ROUND_SECONDS + 1));
   const api = await startApi({}, 'api-full', stubUrl);
   const apiNormal = await startApi({ PROXY_DB_SYNC: 'normal' }, 'api-normal', stubUrl);
   note('create: proxy with PROXY_DB_SYNC=full, with normal, the bare route, and the bare route served plain, in alternating rounds');
