@@ -1501,13 +1501,15 @@ for (const backend of backends) {
         const admin = await sqlClient(place.own);
         // Its claim made, its COMMIT held back: the server holds the transaction open, the job's row
         // locked. The transaction is idle between its statements too (after BEGIN, the expiry scan,
-        // the lapsed-lease read), before the claim has locked the row: it counts once its last
-        // statement is the claim, the store's only statement that orders by run_after.
+        // the lapsed-lease read), before the claim has locked the row: it counts once the row's
+        // version others see names it as its updater (xmax, read without taking a lock), whatever
+        // the claim's statements say.
         await eventually(
           async () => {
             const { rows } = await admin.query(
-              "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction' AND query LIKE '%ORDER BY run_after%'",
-              [`proxy:${place.schema}`],
+              `SELECT 1 FROM pg_stat_activity a JOIN "${place.schema}".jobs j ON j.xmax = a.backend_xid
+                WHERE a.application_name = $1 AND a.state = 'idle in transaction' AND j.id = $2`,
+              [`proxy:${place.schema}`, created.id],
             );
             return rows.length === 1;
           },
