@@ -23,10 +23,22 @@ if (files.length === 0) {
 // hold the run until CI's own limit, 90 minutes, and say nothing of where. Node's runner stops a
 // file still running after TEST_FILE_MINUTES (8; the longest file takes well under two here) and
 // names it. Should a batch itself still run after TEST_BATCH_MINUTES (15; the whole suite takes
-// about 8 minutes on the 2-core machine), the files still running are named, their processes killed,
+// about 7 minutes on the 2-core machine), the files still running are named, their processes killed,
 // and the run fails.
 const FILE_MS = Number(process.env.TEST_FILE_MINUTES ?? 8) * 60_000;
 const BATCH_MS = Number(process.env.TEST_BATCH_MINUTES ?? 15) * 60_000;
+
+// How many files of a batch run at once (TEST_CONCURRENCY, default 3). The suite waits more than it
+// computes (leases, retry delays, timeouts, child processes starting): at two files at once the
+// 2-core machine stood idle about 45% of the SQLite batch. At three, that batch took 145–165 s
+// against 203–206 at two, PostgreSQL's 115 against 142 (2026-12-06, alternating runs). The files
+// that time latency or load the machine still run one at a time, after the rest (ALONE). A slower
+// machine whose timing tests fail under the load can set 2.
+const CONCURRENCY = Number(process.env.TEST_CONCURRENCY ?? 3);
+if (!Number.isInteger(CONCURRENCY) || CONCURRENCY < 1) {
+  console.error(`run-tests: TEST_CONCURRENCY must be a whole number of files, 1 or more, not '${process.env.TEST_CONCURRENCY}'`);
+  process.exit(1);
+}
 
 // CI shows the end of a run's output only. Node's runner lists a batch's failures, with their
 // messages, at the end of that batch, where the batches after it push them out of sight (CI once
@@ -113,7 +125,7 @@ function stillRunning(pgid) {
 async function run(list, env) {
   const alone = list.filter((f) => ALONE.some((name) => names(f, name)));
   const shared = list.filter((f) => !alone.includes(f));
-  const first = await spawnTests(shared, env, 2, env.TEST_BACKEND);
+  const first = await spawnTests(shared, env, CONCURRENCY, env.TEST_BACKEND);
   return (await spawnTests(alone, env, 1, `${env.TEST_BACKEND}, files run alone`)) || first;
 }
 

@@ -6,18 +6,20 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { ROOT, processesWhere } from '../helpers/index.ts';
+import { ROOT, processesWhere, tempDir } from '../helpers/index.ts';
 import { ALONE, SQLITE_ONLY, findTestFiles, names } from '../../scripts/test-batches.mjs';
 
 const NEVER_EXITS = 'test/tooling/fixtures/never-exits.ts';
 const EXITS = 'test/tooling/fixtures/exits.ts';
 const FAILS = 'test/tooling/fixtures/fails.ts';
+const MEET = ['a', 'b', 'c'].map((x) => `test/tooling/fixtures/meet-${x}.ts`);
 
 /** Runs run-tests.mjs on `files` (SQLite only) with `env`; its exit code, output and time taken. */
 function runTests(files: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; ms: number }> {
   const began = performance.now();
-  // Without the variable Node's runner sets in the files it runs: with it, a nested runner runs nothing.
-  const { NODE_TEST_CONTEXT: _, ...outer } = process.env;
+  // Without the variable Node's runner sets in the files it runs: with it, a nested runner runs
+  // nothing. Without this run's own TEST_CONCURRENCY too: a test here checks the default.
+  const { NODE_TEST_CONTEXT: _, TEST_CONCURRENCY: __, ...outer } = process.env;
   const child = spawn(process.execPath, ['scripts/run-tests.mjs', ...files], { cwd: ROOT, env: { ...outer, BACKENDS: 'sqlite', ...env } });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
@@ -85,6 +87,20 @@ test('a batch still running after TEST_BATCH_MINUTES names the files still runni
   assert.match(run.out, /run-tests: still running after 0\.05 minutes, killed: test\/tooling\/fixtures\/never-exits\.ts\n/);
   assert.ok(run.ms < 30_000, `the run took ${Math.round(run.ms)} ms`);
   assert.deepEqual(processesRunning(NEVER_EXITS), [], 'processes of the file are left');
+});
+
+test('TEST_CONCURRENCY is how many files run at once (three by default); a value that is not a whole number stops the run, naming it', async (t) => {
+  // Each of the three files passes only once all three have started.
+  const three = await runTests(MEET, { MEET_DIR: tempDir(t), MEET_COUNT: '3' });
+  assert.equal(three.code, 0, three.out);
+  const two = await runTests(MEET, { MEET_DIR: tempDir(t), MEET_COUNT: '3', TEST_CONCURRENCY: '2' });
+  assert.equal(two.code, 1, two.out);
+  assert.match(two.out, /met 2 of 3/);
+  for (const bad of ['0', 'two', '2.5']) {
+    const run = await runTests([EXITS], { TEST_CONCURRENCY: bad });
+    assert.equal(run.code, 1, run.out);
+    assert.equal(run.out, `run-tests: TEST_CONCURRENCY must be a whole number of files, 1 or more, not '${bad}'\n`);
+  }
 });
 
 test("each name in the runner's SQLite-only and run-alone lists names exactly one test file", () => {
