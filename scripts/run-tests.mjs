@@ -30,7 +30,7 @@ const BATCH_MS = Number(process.env.TEST_BATCH_MINUTES ?? 15) * 60_000;
 
 // How many files of a batch run at once (TEST_CONCURRENCY, default 3). The suite waits more than it
 // computes (leases, retry delays, timeouts, child processes starting): at two files at once the
-// 2-core machine stood idle about 45% of the SQLite batch. At three, that batch took 145–165 s
+// 2-core machine stood idle more than a third of the SQLite run (vmstat). At three, that batch took 145–165 s
 // against 203–206 at two, PostgreSQL's 115 against 142 (2026-12-06, alternating runs). The files
 // that time latency or load the machine still run one at a time, after the rest (ALONE). A slower
 // machine whose timing tests fail under the load can set 2.
