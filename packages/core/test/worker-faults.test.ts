@@ -807,11 +807,21 @@ test('under an RPM budget nothing is claimed ahead: calls wait for the budget, n
 const QUICK_CALLS = 16;
 
 /**
- * Sixteen calls of 30 ms size the reserve (4 slots × 25 ms / 30 ms: three jobs, fewer on a slow
- * machine); every later call waits at the gate. Resolves once four calls wait there and jobs are
- * held for the slots they will free, with `heldAt`, when the worker claimed them, and `givenBack`,
- * when it gave each back (performance.now()). Both are recorded as the worker's store calls happen:
- * polled for instead, a hold of a few hundred milliseconds could pass unseen on a loaded machine.
+ * The quick calls' length and the hold they size the reserve by (the worker's `reserveHoldMs`) in
+ * withJobsHeld: 4 slots × 75 ms / 100 ms, three jobs; any mean call time from 75 to 300 ms holds at
+ * least one. With the default hold of 25 ms and calls of 30 ms, a mean over 100 ms held none, and a
+ * fresh-clone CI run at three test files at once held nothing within 3 s (PostgreSQL's batch): a
+ * loaded machine adds tens of milliseconds to each call the worker times.
+ */
+const QUICK_CALL_MS = 100;
+const HELD_RESERVE_HOLD_MS = 75;
+
+/**
+ * Sixteen calls of QUICK_CALL_MS size the reserve (three jobs, fewer on a slow machine); every later
+ * call waits at the gate. Resolves once four calls wait there and jobs are held for the slots they
+ * will free, with `heldAt`, when the worker claimed them, and `givenBack`, when it gave each back
+ * (performance.now()). Both are recorded as the worker's store calls happen: polled for instead, a
+ * hold of a few hundred milliseconds could pass unseen on a loaded machine.
  */
 async function withJobsHeld(t: T, options: Partial<WorkerOptions> = {}) {
   const gate = aGate();
@@ -832,7 +842,12 @@ async function withJobsHeld(t: T, options: Partial<WorkerOptions> = {}) {
         return inner.releaseJob(id, token, runAfter);
       },
     });
-  const setup = await setUp(t, quickThenGated(gate.opened, QUICK_CALLS), { concurrency: 4, wrapStore: recording, ...options });
+  const setup = await setUp(t, quickThenGated(gate.opened, QUICK_CALLS, QUICK_CALL_MS), {
+    concurrency: 4,
+    reserveHoldMs: HELD_RESERVE_HOLD_MS,
+    wrapStore: recording,
+    ...options,
+  });
   const { stub, enqueue } = setup;
   const ids = await Promise.all(Array.from({ length: QUICK_CALLS + 8 }, (_, i) => enqueue(`job ${i}`)));
   await eventually(async () => stub.calls.length === QUICK_CALLS + 4);
