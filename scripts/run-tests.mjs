@@ -25,19 +25,31 @@ if (files.length === 0) {
 // names it. Should a batch itself still run after TEST_BATCH_MINUTES (15; the whole suite takes
 // about 7 minutes on the 2-core machine), the files still running are named, their processes killed,
 // and the run fails.
-const FILE_MS = Number(process.env.TEST_FILE_MINUTES ?? 8) * 60_000;
-const BATCH_MS = Number(process.env.TEST_BATCH_MINUTES ?? 15) * 60_000;
+const FILE_MS = setting('TEST_FILE_MINUTES', 8, 'a number of minutes above 0') * 60_000;
+const BATCH_MS = setting('TEST_BATCH_MINUTES', 15, 'a number of minutes above 0') * 60_000;
 
 // How many files of a batch run at once (TEST_CONCURRENCY, default 3). The suite waits more than it
 // computes (leases, retry delays, timeouts, child processes starting): at two files at once the
-// 2-core machine stood idle more than a third of the SQLite run (vmstat). At three, that batch took 145–165 s
-// against 203–206 at two, PostgreSQL's 115 against 142 (2026-12-06, alternating runs). The files
-// that time latency or load the machine still run one at a time, after the rest (ALONE). A slower
-// machine whose timing tests fail under the load can set 2.
-const CONCURRENCY = Number(process.env.TEST_CONCURRENCY ?? 3);
-if (!Number.isInteger(CONCURRENCY) || CONCURRENCY < 1) {
-  console.error(`run-tests: TEST_CONCURRENCY must be a whole number of files, 1 or more, not '${process.env.TEST_CONCURRENCY}'`);
-  process.exit(1);
+// 2-core machine stood idle more than a third of the SQLite run (vmstat). At three, that batch
+// took 145–165 s against 203–206 at two, PostgreSQL's 115 against 142 (2026-12-06, alternating
+// runs). The files that time latency or load the machine still run one at a time, after the rest
+// (ALONE). A slower machine whose timing tests fail under the load can set 2.
+const CONCURRENCY = setting('TEST_CONCURRENCY', 3, 'a whole number of files, 1 or more', Number.isInteger);
+
+/**
+ * The number in the environment variable `name`, or `fallback` when it is unset. Anything else stops
+ * the run with one line naming it: a word for TEST_BATCH_MINUTES made a timer of NaN, which fired at
+ * once and killed every batch as "still running after NaN minutes".
+ */
+function setting(name, fallback, what, valid = () => true) {
+  const raw = process.env[name];
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (raw.trim() === '' || !(value > 0) || !valid(value)) {
+    console.error(`run-tests: ${name} must be ${what}, not '${raw}'`);
+    process.exit(1);
+  }
+  return value;
 }
 
 // CI shows the end of a run's output only. Node's runner lists a batch's failures, with their

@@ -103,6 +103,16 @@ test('TEST_CONCURRENCY is how many files run at once (three by default); a value
   }
 });
 
+test('a TEST_FILE_MINUTES or TEST_BATCH_MINUTES that is not a number above 0 stops the run, naming it, before any batch', async () => {
+  for (const name of ['TEST_FILE_MINUTES', 'TEST_BATCH_MINUTES']) {
+    for (const bad of ['abc', '0', '-1', '']) {
+      const run = await runTests([EXITS], { [name]: bad });
+      assert.equal(run.code, 1, run.out);
+      assert.equal(run.out, `run-tests: ${name} must be a number of minutes above 0, not '${bad}'\n`);
+    }
+  }
+});
+
 test("each name in the runner's SQLite-only and run-alone lists names exactly one test file", () => {
   const files = findTestFiles(ROOT, ['packages', 'apps', 'test']);
   assert.ok(files.length > 50, `found ${files.length} test files`);
