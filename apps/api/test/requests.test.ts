@@ -331,6 +331,8 @@ test('compressed bodies: gzip is read and its plain bytes are what is signed; on
   }
   const unknown = await post(`${api.url}/v1/requests`, body, { ...headers, 'content-encoding': 'zz' });
   assert.deepEqual([unknown.status, unknown.json.error.code], [415, 'unsupported_media_type']);
+  assert.equal(unknown.json.error.message, 'this Content-Encoding is not read here; send the body as it is, or in gzip, deflate, br');
+  assert.equal(unknown.headers.get('accept-encoding'), 'gzip, deflate, br');
   // The limit counts the bytes after decompression: a small gzip of a large body is refused.
   const bomb = await post(`${api.url}/v1/requests`, gzipSync(signBody({ prompt: 'x'.repeat(100_000), ...freshStamp() }, api.secret)), { ...headers, 'content-encoding': 'gzip' });
   assert.deepEqual([bomb.status, bomb.json.error.code], [413, 'payload_too_large']);

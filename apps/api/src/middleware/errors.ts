@@ -18,13 +18,15 @@ export function methodNotAllowed(allowed: readonly string[]): RequestHandler {
 // body-parser's error types, mapped to our codes.
 const PARSER_ERRORS: Record<string, AppError['code']> = {
   'entity.too.large': 'payload_too_large',
-  'encoding.unsupported': 'unsupported_media_type',
   'charset.unsupported': 'unsupported_media_type',
   'entity.parse.failed': 'invalid_json',
   'request.aborted': 'invalid_request',
   'request.size.invalid': 'invalid_request',
   'stream.encoding.set': 'internal',
 };
+
+/** The Content-Encodings body-parser inflates (besides identity). */
+const READ_ENCODINGS = ['gzip', 'deflate', 'br'];
 
 /** What a 503 `unavailable` tells clients to wait: a restart or failover usually takes seconds. */
 const UNAVAILABLE_RETRY_AFTER_S = 2;
@@ -40,6 +42,13 @@ function requestError(err: unknown): AppError | null {
   if (!err || typeof err !== 'object') return null;
   const { type, status } = err as { type?: unknown; status?: unknown };
   const parserCode = typeof type === 'string' ? PARSER_ERRORS[type] : undefined;
+  if (type === 'encoding.unsupported') {
+    // RFC 9110 15.5.16: a 415 for a body's coding names the codings accepted, in Accept-Encoding.
+    return new AppError('unsupported_media_type', `this Content-Encoding is not read here; send the body as it is, or in ${READ_ENCODINGS.join(', ')}`, {
+      cause: err,
+      headers: { 'Accept-Encoding': READ_ENCODINGS.join(', ') },
+    });
+  }
   if (parserCode) {
     return new AppError(parserCode, parserCode === 'payload_too_large' ? 'the request body is larger than the server accepts' : 'the request body could not be read', {
       cause: err,
