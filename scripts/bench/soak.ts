@@ -37,6 +37,7 @@ import pg from 'pg';
 import { nodeFlagsOf } from '../node-flags.mjs';
 import { signBody } from '../../packages/core/src/signing.ts';
 import { answers, apiEnv, freePort, logPath, start, type Proc } from './processes.ts';
+import { tightestWindow } from './tightest-window.ts';
 import type { SoakUpstreamMessage, UpstreamAsk, UpstreamCount, UpstreamReport } from './soak-upstream.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -342,12 +343,7 @@ async function main(): Promise<string[]> {
     const interval = Math.ceil(60_000 / UPSTREAM_RPM);
     const arrivals = stamped.sort((a, b) => a - b);
     const k = Math.min(Math.floor(1000 / interval), arrivals.length - 1);
-    let tightest = Infinity;
-    let tightestFrom = 0;
-    for (let i = 0; i + k < arrivals.length; i++) {
-      const span = (arrivals[i + k] as number) - (arrivals[i] as number);
-      if (span < tightest) [tightest, tightestFrom] = [span, arrivals[i] as number];
-    }
+    const { span: tightest, from: tightestFrom } = tightestWindow(arrivals, k);
     check(tightest >= k * interval - 150, 'upstream calls stay within UPSTREAM_RPM', `${k + 1} calls within ${tightest} ms, where ${k * interval} ms is the least allowed`);
     say(`upstream: the tightest ${k + 1} calls in a row spanned ${Number.isFinite(tightest) ? tightest : '-'} ms (at least ${k * interval} ms allowed)`);
     // A stall that ended as the window's first call was stamped may have held that stamp back by up to its length.

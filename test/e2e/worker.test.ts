@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { echoCompletion, startStubUpstream, type StubCall } from '../../scripts/stub-upstream.ts';
+import { tightestWindow } from '../../scripts/bench/tightest-window.ts';
 import type { JobStore } from '../../packages/core/src/store/types.ts';
 import {
   WORKER_MAIN,
@@ -134,13 +135,6 @@ test('a worker frozen mid-call (SIGSTOP) past its lease: another takes the job a
   assert.equal(frozen.proc.exitCode, null);
 });
 
-/** The (n+1)-th of `at` (sorted) after any one comes this soon after it at the least. */
-function tightestSpan(at: number[], n: number): number {
-  let tightest = Infinity;
-  for (let i = 0; i + n < at.length; i++) tightest = Math.min(tightest, at[i + n]! - at[i]!);
-  return tightest;
-}
-
 test('UPSTREAM_RPM holds across two worker processes: their calls begin no faster than the budget', async (t) => {
   const rpm = 600; // one call every 100 ms for the whole fleet
   // At debug each daemon logs "calling upstream" just before it sends a call.
@@ -157,7 +151,7 @@ test('UPSTREAM_RPM holds across two worker processes: their calls begin no faste
   const begun = workers.flatMap((w) => callsBegun(w.lines)).sort((a, b) => a - b);
   assert.equal(begun.length, total, 'a "calling upstream" line for each call');
   const perSecond = rpm / 60;
-  const tightest = tightestSpan(begun, perSecond);
+  const tightest = tightestWindow(begun, perSecond).span;
   // Turns are handed out one per 100 ms, each draw timed when the database makes it (on PostgreSQL
   // up to DRAW_CREDIT_MS, 10 ms, before), so the (perSecond+1)-th call after any call is drawn about a
   // second later. A call begins when its draw's answer is back in its worker, which can vary by the
@@ -170,7 +164,7 @@ test('UPSTREAM_RPM holds across two worker processes: their calls begin no faste
   assert.equal(workersUsed.size, workers.length, 'both worker processes made calls');
   const arrived = stub.calls.map((c) => c.at).sort((a, b) => a - b);
   t.diagnostic(
-    `${total} calls begun over ${spanMs} ms; tightest span of ${perSecond + 1} consecutive calls: ${tightest} ms begun, ${tightestSpan(arrived, perSecond)} ms at the stub`,
+    `${total} calls begun over ${spanMs} ms; tightest span of ${perSecond + 1} consecutive calls: ${tightest} ms begun, ${tightestWindow(arrived, perSecond).span} ms at the stub`,
   );
 });
 

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readlinkSync } from 'node:fs';
 import { test } from 'node:test';
 import { BACKEND, PG_URL, processesWhere, runScript } from '../helpers/index.ts';
+import { tightestWindow } from '../../scripts/bench/tightest-window.ts';
 
 const CHECKS = [
   'every job answered 202 is stored',
@@ -64,4 +65,12 @@ test('npm run soak, a short run: load, backups and a daemon killed; every check 
     [],
     'no process of the soak is left',
   );
+});
+
+test("the tightest window, the soak's and the UPSTREAM_RPM test's measure: the shortest n+1 stamps in a row, and where they begin", () => {
+  assert.deepEqual(tightestWindow([0, 100, 150, 400, 420], 2), { span: 150, from: 0 });
+  assert.deepEqual(tightestWindow([0, 100, 150, 400, 420], 1), { span: 20, from: 400 });
+  // The first of equal spans is kept.
+  assert.deepEqual(tightestWindow([0, 10, 20, 30], 1), { span: 10, from: 0 });
+  assert.deepEqual(tightestWindow([0, 100], 2), { span: Infinity, from: 0 });
 });
