@@ -25,8 +25,8 @@ const PARSER_ERRORS: Record<string, AppError['code']> = {
   'stream.encoding.set': 'internal',
 };
 
-/** The Content-Encodings body-parser inflates (besides identity). */
-const READ_ENCODINGS = ['gzip', 'deflate', 'br'];
+/** The Content-Encodings body-parser inflates (besides identity), as Accept-Encoding lists them. */
+const READ_ENCODINGS = 'gzip, deflate, br';
 
 /** What a 503 `unavailable` tells clients to wait: a restart or failover usually takes seconds. */
 const UNAVAILABLE_RETRY_AFTER_S = 2;
@@ -44,9 +44,9 @@ function requestError(err: unknown): AppError | null {
   const parserCode = typeof type === 'string' ? PARSER_ERRORS[type] : undefined;
   if (type === 'encoding.unsupported') {
     // RFC 9110 15.5.16: a 415 for a body's coding names the codings accepted, in Accept-Encoding.
-    return new AppError('unsupported_media_type', `this Content-Encoding is not read here; send the body as it is, or in ${READ_ENCODINGS.join(', ')}`, {
+    return new AppError('unsupported_media_type', `this Content-Encoding is not read here; send the body as it is, or in ${READ_ENCODINGS}`, {
       cause: err,
-      headers: { 'Accept-Encoding': READ_ENCODINGS.join(', ') },
+      headers: { 'Accept-Encoding': READ_ENCODINGS },
     });
   }
   if (parserCode) {
