@@ -327,7 +327,11 @@ test('compressed bodies: gzip is read and its plain bytes are what is signed; on
   assert.deepEqual((await api.store.getJob(gzipped.json.id))?.request.messages, [{ role: 'user', content: 'compressed' }]);
   for (const encoding of ['gzip', 'deflate', 'br']) {
     const res = await post(`${api.url}/v1/requests`, signBody({ prompt: 'x', ...freshStamp() }, api.secret), { ...headers, 'content-encoding': encoding });
-    assert.deepEqual([res.status, res.json.error.code, res.json.error.message], [400, 'invalid_request', 'the request body could not be read'], encoding);
+    assert.deepEqual(
+      [res.status, res.json.error.code, res.json.error.message],
+      [400, 'invalid_request', `the body does not decompress as its Content-Encoding (${encoding}) says`],
+      encoding,
+    );
   }
   const unknown = await post(`${api.url}/v1/requests`, body, { ...headers, 'content-encoding': 'zz' });
   assert.deepEqual([unknown.status, unknown.json.error.code], [415, 'unsupported_media_type']);

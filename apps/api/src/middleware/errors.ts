@@ -1,4 +1,4 @@
-import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { AppError, isDatabaseUnavailable, sayAtMostEvery, toAppError } from '@proxy/core';
 import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
@@ -25,8 +25,9 @@ const PARSER_ERRORS: Record<string, AppError['code']> = {
   'stream.encoding.set': 'internal',
 };
 
-/** The Content-Encodings body-parser inflates (besides identity), as Accept-Encoding lists them. */
-const READ_ENCODINGS = 'gzip, deflate, br';
+/** The Content-Encodings body-parser inflates (besides identity), and the same as Accept-Encoding lists them. */
+const READ_ENCODINGS: readonly string[] = ['gzip', 'deflate', 'br'];
+const ACCEPT_ENCODING = READ_ENCODINGS.join(', ');
 
 /** What a 503 `unavailable` tells clients to wait: a restart or failover usually takes seconds. */
 const UNAVAILABLE_RETRY_AFTER_S = 2;
@@ -38,15 +39,15 @@ const UNAVAILABLE_RETRY_AFTER_S = 2;
  * gzip, deflate or br). The last two are recognised by the http-errors `status` of 400 they carry;
  * anything else unknown stays a 500.
  */
-function requestError(err: unknown): AppError | null {
+function requestError(err: unknown, req: Request): AppError | null {
   if (!err || typeof err !== 'object') return null;
   const { type, status } = err as { type?: unknown; status?: unknown };
   const parserCode = typeof type === 'string' ? PARSER_ERRORS[type] : undefined;
   if (type === 'encoding.unsupported') {
     // RFC 9110 15.5.16: a 415 for a body's coding names the codings accepted, in Accept-Encoding.
-    return new AppError('unsupported_media_type', `this Content-Encoding is not read here; send the body as it is, or in ${READ_ENCODINGS}`, {
+    return new AppError('unsupported_media_type', `this Content-Encoding is not read here; send the body as it is, or in ${ACCEPT_ENCODING}`, {
       cause: err,
-      headers: { 'Accept-Encoding': READ_ENCODINGS },
+      headers: { 'Accept-Encoding': ACCEPT_ENCODING },
     });
   }
   if (parserCode) {
@@ -56,6 +57,11 @@ function requestError(err: unknown): AppError | null {
   }
   if (status !== 400) return null;
   if (err instanceof URIError) return new AppError('invalid_request', 'the path is not valid percent-encoding', { cause: err });
+  // The coding is named only when it is one body-parser inflates, which it must be to fail here.
+  const coding = req.headers['content-encoding']?.toLowerCase();
+  if (coding !== undefined && READ_ENCODINGS.includes(coding)) {
+    return new AppError('invalid_request', `the body does not decompress as its Content-Encoding (${coding}) says`, { cause: err });
+  }
   return new AppError('invalid_request', 'the request body could not be read', { cause: err });
 }
 
@@ -69,11 +75,11 @@ export const UNAVAILABLE_LINE_MS = 10_000;
 /** The one place an error becomes a reply: a stable code and message, never a stack or SQL. */
 export function createErrorHandler(now: () => number = Date.now): ErrorRequestHandler {
   const tellOutage = sayAtMostEvery(UNAVAILABLE_LINE_MS, now);
-  return (err, _req, res, _next) => {
+  return (err, req, res, _next) => {
     const appError =
       err instanceof AppError
         ? err
-        : (requestError(err) ??
+        : (requestError(err, req) ??
           (isDatabaseUnavailable(err)
             ? new AppError('unavailable', 'the database does not answer; try again shortly', { cause: err, headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_S) } })
             : toAppError(err)));
