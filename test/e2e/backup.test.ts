@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -136,7 +136,7 @@ test('backup while creates stream in and the daemon works: a whole file holding 
   assert.equal(api.child.proc.exitCode, null, 'the live API ran on');
 });
 
-test('backup refuses to write over the live file or its log, even through a link, and names a missing folder; the live file is untouched; a copy gets its permissions; a folder takes the copy under the live name; what a killed backup left is removed', async (t) => {
+test('backup refuses to write over the live file or its log (even through a link) or over a named pipe or device, and names a missing folder; the live file is untouched; a copy gets its permissions; a folder takes the copy under the live name; what a killed backup left is removed', async (t) => {
   if (!onlyOn('sqlite', t, 'copies the SQLite file')) return;
   const dir = tempDir(t);
   const env = testEnv(dir);
@@ -156,6 +156,20 @@ test('backup refuses to write over the live file or its log, even through a link
   );
   assert.equal(jobIds(live).size, 0);
   assert.ok(!existsSync(join(dir, 'nowhere')));
+
+  // A named pipe or a device, named or linked to, is not replaced by a file: `backup /dev/null`,
+  // run as root, had made /dev/null a file.
+  const pipe = join(dir, 'pipe');
+  execFileSync('mkfifo', [pipe]);
+  symlinkSync(pipe, join(dir, 'to-pipe'));
+  for (const target of [pipe, join(dir, 'to-pipe')]) {
+    const refused = await cli(env, dir, 'backup', target);
+    assert.deepEqual(
+      [refused.code, refused.err],
+      [1, [`proxy-worker: backup of ${live} to ${target} failed: ${target} is a named pipe, not a file; name a file for the backup, or a folder to put it in`]],
+    );
+    assert.ok(statSync(pipe).isFIFO());
+  }
 
   // The copy gets the live file's permissions, whatever the umask.
   chmodSync(live, 0o600);
@@ -285,7 +299,7 @@ test('restore with the programs stopped: the backup is served again, jobs create
   assert.equal((await completedJob(again.url, key, await create('after the restore', again.url))).output_text, 'echo: after the restore');
 });
 
-test("restore refuses what is no backup of this database, changing nothing: a missing file, the live file through a link, not SQLite, another program's SQLite, a damaged copy; a live file too damaged to lock needs --force; onto no file at all it just puts the copy there", async (t) => {
+test("restore refuses what is no backup of this database, changing nothing: a missing file, the live file through a link, not SQLite, another program's SQLite, a damaged copy; a live file too damaged to lock needs --force; onto no file at all it just puts the copy there, onto a named pipe it does not", async (t) => {
   if (!onlyOn('sqlite', t, 'replaces the SQLite file')) return;
   const dir = tempDir(t);
   const env = testEnv(dir);
@@ -306,6 +320,7 @@ test("restore refuses what is no backup of this database, changing nothing: a mi
   };
 
   await refused(join(dir, 'none.sqlite'), `there is no backup at ${join(dir, 'none.sqlite')}`);
+  await refused(dir, `${dir} is a folder, not a backup file`);
   symlinkSync(dir, join(dir, 'link'));
   await refused(join(dir, 'link', 'requests.sqlite'), `${join(dir, 'link', 'requests.sqlite')} is the live database or its log, not a backup of it`);
   writeFileSync(join(dir, 'notes.txt'), 'not a database at all, but long enough to look like one might be');
@@ -360,6 +375,13 @@ test("restore refuses what is no backup of this database, changing nothing: a mi
   assert.equal(first5.code, 0, first5.err.join('\n'));
   assert.match(first5.out, new RegExp(`^restored ${freshEnv.PROXY_DB_PATH} from ${backup} \\(5 jobs, \\d+\\.\\d MB, integrity checked\\) in \\d+\\.\\d s$`));
   assert.equal(jobIds(freshEnv.PROXY_DB_PATH as string).size, 5);
+
+  // PROXY_DB_PATH naming a named pipe (or a device): no file of the programs' to put the copy over.
+  const pipe = join(fresh, 'pipe');
+  execFileSync('mkfifo', [pipe]);
+  const ontoPipe = await cli({ ...freshEnv, PROXY_DB_PATH: pipe }, fresh, 'restore', backup);
+  assert.deepEqual([ontoPipe.code, ontoPipe.err], [1, [`proxy-worker: restore of ${backup} to ${pipe} failed, nothing was changed: ${pipe} is a named pipe, not a database file`]]);
+  assert.ok(statSync(pipe).isFIFO());
 });
 
 test("restore run as another user than the live file's owner is refused, changing nothing: the restored file would be that user's", async (t) => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -229,7 +230,7 @@ test('a database that cannot be opened stops the start with one line naming the 
   ]);
 });
 
-test('a PROXY_DB_PATH naming a folder stops the start with one line saying to name the file in it (SQLite alone says "unable to open database file"); one under a file says that', async (t) => {
+test('a PROXY_DB_PATH naming a folder stops the start with one line saying to name the file in it (SQLite alone says "unable to open database file"); one under a file says that, and so does a named pipe or device', async (t) => {
   if (!onlyOn('sqlite', t, 'the SQLite file')) return;
   const dir = tempDir(t);
   const folder = join(dir, 'data');
@@ -260,6 +261,20 @@ test('a PROXY_DB_PATH naming a folder stops the start with one line saying to na
     const { code } = await child.exited;
     assert.deepEqual([code, child.stderr.filter(Boolean)], [1, [`proxy-worker: PROXY_DB_PATH: cannot open sqlite ${path}: ${why}`]]);
   }
+
+  // A named pipe (as /dev/null, a device) is no database file: SQLite said only "disk I/O error",
+  // and left a -journal beside it.
+  const pipe = join(dir, 'pipe');
+  execFileSync('mkfifo', [pipe]);
+  const piped = spawnNode(WORKER_MAIN, ['stats'], { ...env, PROXY_DB_PATH: pipe }, dir);
+  assert.deepEqual(
+    [(await piped.exited).code, piped.stderr.filter(Boolean)],
+    [1, [`proxy-worker: PROXY_DB_PATH: cannot open sqlite ${pipe}: ${pipe} is a named pipe, not a file: name a database file`]],
+  );
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.startsWith('pipe')),
+    ['pipe'],
+  );
 });
 
 test('a SQLite file or folder, or a LOG_DIR, this user cannot write stops the start with one line saying so, instead of a program that fails every write or drops every log line', async (t) => {

@@ -2,6 +2,7 @@ import { chmodSync, closeSync, existsSync, openSync, realpathSync, renameSync, r
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncDirectory, syncFile, vacuumInto } from './file-copy.js';
+import { notAFile } from './file-kind.js';
 
 export interface BackupReport {
   /** The file written, as an absolute path. */
@@ -60,6 +61,9 @@ function resolvePaths(source: string, named: string): { live: string; to: string
   const target = existsSync(named) && statSync(named).isDirectory() ? join(named, basename(source)) : named;
   const folder = dirname(resolve(target));
   if (!existsSync(folder)) throw new Error(`the folder ${folder} does not exist`);
+  // Asked of the name given, links followed: /dev/stdout's own path does not resolve to a pipe's.
+  const kind = notAFile(target);
+  if (kind) throw new Error(`${target} is ${kind}, not a file; name a file for the backup, or a folder to put it in`);
   const to = existsSync(target) ? realpathSync(target) : join(realpathSync(folder), basename(target));
   const live = realpathSync(source);
   // Renamed over the live file (or its log), the copy would take the place of what the programs

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { makeFolder, whyNotWritable } from '../../writable.js';
 import { noteLogOwner } from './file-identity.js';
+import { notAFile } from './file-kind.js';
 import { assertOurSchema, migrate } from './migrate.js';
 
 /** The most bytes of write-ahead log kept on disk once it starts over. */
@@ -98,8 +99,11 @@ function enterWal(db: Db, path: string, busyTimeoutMs: number): void {
  * `-wal` and `-shm` files there, and removes them when the last connection closes.
  */
 function assertWritable(path: string): void {
-  // SQLite says only "unable to open database file" for a folder, as for a file it cannot create.
-  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${path} is a folder: name the database file in it, as ${join(path, 'requests.sqlite')}`);
+  // SQLite says only "unable to open database file" for a folder, as for a file it cannot create,
+  // and "disk I/O error" for a named pipe or a device (with a -journal left beside it).
+  const kind = notAFile(path);
+  if (kind === 'a folder') throw new Error(`${path} is a folder: name the database file in it, as ${join(path, 'requests.sqlite')}`);
+  if (kind) throw new Error(`${path} is ${kind}, not a file: name a database file`);
   const uid = process.getuid?.() ?? '?';
   for (const file of [path, `${path}-wal`, `${path}-shm`]) {
     const refused = existsSync(file) ? whyNotWritable(file) : null;

@@ -3,6 +3,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncDirectory, syncFile, vacuumInto } from './file-copy.js';
 import { assertLogBelongs, logNotePath } from './file-identity.js';
+import { notAFile } from './file-kind.js';
 import { assertOurSchema } from './migrate.js';
 
 export interface RestoreReport {
@@ -74,9 +75,12 @@ export function restoreSqliteFile(live: string, backup: string, options: { force
 
 function resolvePaths(live: string, backup: string): { to: string; from: string } {
   if (!existsSync(backup)) throw new Error(`there is no backup at ${backup}`);
-  if (!statSync(backup).isFile()) throw new Error(`${backup} is not a file`);
+  const backupKind = notAFile(backup);
+  if (backupKind) throw new Error(`${backup} is ${backupKind}, not a backup file`);
   const folder = dirname(resolve(live));
   if (!existsSync(folder)) throw new Error(`the folder ${folder} does not exist`);
+  const liveKind = notAFile(live);
+  if (liveKind) throw new Error(`${live} is ${liveKind}, not a database file`);
   const to = existsSync(live) ? realpathSync(live) : join(realpathSync(folder), basename(live));
   const from = realpathSync(backup);
   if ([to, `${to}-wal`, `${to}-shm`, `${to}-journal`].includes(from)) throw new Error(`${backup} is the live database or its log, not a backup of it`);
