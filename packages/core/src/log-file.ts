@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, renameSync, statSync, write, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, renameSync, statSync, write, writeSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { Writable } from 'node:stream';
 
@@ -18,6 +18,20 @@ export const LOG_FILE_RETRY_MS = 1000;
  * freed. Now the path is opened again, as Python's WatchedFileHandler does.
  */
 export const LOG_FILE_CHECK_MS = 1000;
+
+/**
+ * Opened without O_NONBLOCK, a named pipe at the path that no program reads holds the open, and
+ * with it the process's only thread, for good: no signal handler runs, so not even a second stop
+ * signal ends it. With it, that open fails (ENXIO) and is tried again like any failed open, so a
+ * log shipper reading the pipe gets lines from when it starts; a regular file is written as before.
+ */
+const OPEN_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK;
+
+/** What a failed open or write says on stderr and in the file. */
+function reasonOf(err: NodeJS.ErrnoException): string {
+  if (err.code === 'ENXIO') return 'ENXIO, a named pipe no program reads';
+  return err.code ?? err.message;
+}
 
 export interface LogFileOptions {
   dir: string;
@@ -61,9 +75,14 @@ export function createLogFile(options: LogFileOptions): Writable {
   let ended = false;
 
   let nextCheck = 0;
+  // A named pipe or a device (/dev/null through a link) has no size to roll at; renamed, a pipe
+  // that a log shipper reads would be replaced by a file.
+  let rolls = true;
   const open = () => {
-    fd = openSync(path, 'a');
-    size = fstatSync(fd).size;
+    fd = openSync(path, OPEN_FLAGS, 0o666);
+    const stats = fstatSync(fd);
+    size = stats.size;
+    rolls = stats.isFile();
     nextCheck = Date.now() + LOG_FILE_CHECK_MS;
   };
 
@@ -102,7 +121,7 @@ export function createLogFile(options: LogFileOptions): Writable {
   };
 
   const fail = (err: NodeJS.ErrnoException, lines: number) => {
-    failing(err.code ?? err.message).dropped += lines;
+    failing(reasonOf(err)).dropped += lines;
     // An open that failed is tried again; a file we hold stays open.
     retry ??= setTimeout(() => {
       retry = null;
@@ -117,7 +136,7 @@ export function createLogFile(options: LogFileOptions): Writable {
     try {
       if (fd === null) open();
       // A file rolls before the line that would take it past its size, not after.
-      else if (size > 0 && size + Buffer.byteLength(pending[0] as string) > options.maxBytes) rotate();
+      else if (rolls && size > 0 && size + Buffer.byteLength(pending[0] as string) > options.maxBytes) rotate();
       else if (Date.now() >= nextCheck && movedAway(fd)) {
         closeSync(fd);
         fd = null;
@@ -132,7 +151,7 @@ export function createLogFile(options: LogFileOptions): Writable {
     let bytes = 0;
     while (take < pending.length) {
       const next = Buffer.byteLength(pending[take] as string);
-      if (take > 0 && size + bytes + next > options.maxBytes) break;
+      if (take > 0 && rolls && size + bytes + next > options.maxBytes) break;
       bytes += next;
       take += 1;
     }

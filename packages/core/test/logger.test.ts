@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -405,6 +405,55 @@ test('a log file moved away (logrotate) or deleted is opened again at its path w
     'the lines after the delete are at the path',
   );
   await new Promise<void>((resolve) => file.end(resolve));
+});
+
+test('a log file that is a named pipe: with no reader the program neither blocks nor stops (its lines are dropped, said once); once a program reads it, lines flow; it is never rolled over', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-fifo-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pipe = join(dir, 'x.log');
+  execFileSync('mkfifo', [pipe]);
+  const logFile = new URL('../src/log-file.ts', import.meta.url).href;
+  // A line every 10 ms for about 3 s, to a file rolled at 1,000 bytes. Opened without O_NONBLOCK,
+  // a pipe no program reads held the open, and the process's only thread, for good: no signal
+  // handler ran, and the stop under way never ended.
+  const script = `
+    const { createLogFile } = await import(${JSON.stringify(logFile)});
+    const file = createLogFile({ dir: ${JSON.stringify(dir)}, file: 'x.log', maxBytes: 1000, keep: 3 });
+    for (let i = 0; i < 300; i++) {
+      file.write(JSON.stringify({ n: i, pad: 'x'.repeat(20) }) + '\\n');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await new Promise((r) => file.end(r));`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  await eventually(async () => stderr.includes('\n'), 5000);
+  assert.equal(stderr, `LOG_DIR: cannot write ${pipe} (ENXIO, a named pipe no program reads): its lines are dropped until it can be written again\n`);
+  // A reader comes: the lines after the next try reach it, the count of those dropped first.
+  let read = '';
+  const reader = createReadStream(pipe, { encoding: 'utf8' });
+  reader.on('data', (d) => (read += d));
+  const readerEnded = new Promise<void>((resolve) => reader.on('close', () => resolve()));
+  assert.equal(await within(exited, 10_000), 0, stderr);
+  await within(readerEnded, 5000);
+  const lines = read
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { n?: number; message?: string; dropped?: number });
+  assert.match(lines[0]?.message ?? '', /^log lines dropped: .*x\.log could not be written \(ENXIO, a named pipe no program reads\)$/);
+  assert.ok((lines[0]?.dropped ?? 0) > 0);
+  const numbers = lines.slice(1).map((l) => l.n);
+  assert.ok(numbers.length >= 100, `${numbers.length} lines read`);
+  assert.deepEqual(
+    numbers,
+    Array.from({ length: numbers.length }, (_, i) => 300 - numbers.length + i),
+    'every line from the first read on, in order',
+  );
+  assert.deepEqual(readdirSync(dir), ['x.log'], 'not rolled over, though past its size');
+  assert.ok(statSync(pipe).isFIFO());
+  assert.match(stderr, /LOG_DIR: writing .*x\.log again; \d+ lines were dropped\n$/);
 });
 
 test('a log file truncated in place (logrotate copytruncate) rolls at its size counted from the truncation, not from before it', async (t) => {
