@@ -164,7 +164,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       rpm: (s.UPSTREAM_RPM as unknown as number | undefined) ?? null,
       tpm: (s.UPSTREAM_TPM as unknown as number | undefined) ?? null,
     },
-    db: { path: resolve(cwd, s.PROXY_DB_PATH), sync: s.PROXY_DB_SYNC as 'full' | 'normal', url: s.DATABASE_URL ?? null, schema: s.DATABASE_SCHEMA },
+    db: { path: checkDbPath(s.PROXY_DB_PATH, cwd), sync: s.PROXY_DB_SYNC as 'full' | 'normal', url: s.DATABASE_URL ?? null, schema: s.DATABASE_SCHEMA },
     clients,
     http: {
       host: s.HOST,
@@ -192,6 +192,22 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       shutdownGraceMs: int('SHUTDOWN_GRACE_SECONDS') * 1000,
     },
   });
+}
+
+/**
+ * PROXY_DB_PATH is a file path. SQLite's URI form (`file:…?mode=rwc`) or an ORM's (`sqlite:///…`)
+ * was taken as a relative path: folders named `file:` or `sqlite:` made under the working
+ * directory, and a database in them that the programs ran on. A PostgreSQL URL belongs in
+ * DATABASE_URL. Neither is echoed: a URL may hold a password.
+ */
+function checkDbPath(path: string, cwd: string): string {
+  // Two letters at least: `C:/data` is a drive, not a scheme.
+  const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(path)?.[1]?.toLowerCase();
+  if (scheme === 'postgres' || scheme === 'postgresql') throw new ConfigError('PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead');
+  if (scheme === 'file' || scheme === 'sqlite' || scheme === 'sqlite3') {
+    throw new ConfigError(`PROXY_DB_PATH is a file path, not a URI (${scheme}:…): write the path alone, as /opt/chat-async-proxy/data/requests.sqlite`);
+  }
+  return resolve(cwd, path);
 }
 
 /**

@@ -189,6 +189,29 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
   });
 });
 
+test('PROXY_DB_PATH is a path: a SQLite or ORM URI, or a PostgreSQL URL, stops the start saying what to write, never echoing it; a path with a colon is a path', () => {
+  withDir((cwd) => {
+    // Taken as relative paths, these made folders named file: and sqlite: under the working
+    // directory, and a database inside that the programs then ran on.
+    for (const [path, said] of [
+      ['file:/srv/data/requests.sqlite?mode=rwc', 'PROXY_DB_PATH is a file path, not a URI (file:…): write the path alone, as /opt/chat-async-proxy/data/requests.sqlite'],
+      ['sqlite:///srv/data/requests.sqlite', 'PROXY_DB_PATH is a file path, not a URI (sqlite:…): write the path alone, as /opt/chat-async-proxy/data/requests.sqlite'],
+      ['SQLite3://data/requests.sqlite', 'PROXY_DB_PATH is a file path, not a URI (sqlite3:…): write the path alone, as /opt/chat-async-proxy/data/requests.sqlite'],
+      ['postgres://app:hunter2@db/jobs', 'PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead'],
+      ['postgresql://app:hunter2@db/jobs', 'PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead'],
+    ]) {
+      assert.throws(
+        () => loadConfig({ env: { PROXY_DB_PATH: path }, cwd }),
+        (e: Error) => e instanceof ConfigError && e.message === said,
+        path,
+      );
+    }
+    for (const path of ['data/at 10:30.sqlite', 'C:/data/requests.sqlite', ':memory:']) {
+      assert.equal(loadConfig({ env: { PROXY_DB_PATH: path }, cwd }).db.path, join(cwd, path));
+    }
+  });
+});
+
 test('what a program needs is required: the worker the upstream key, the API a client', () => {
   withDir((cwd) => {
     assert.throws(() => loadConfig({ env: {}, cwd, needs: { upstream: true } }), /^ConfigError: OPENAI_API_KEY is not set/);
