@@ -132,7 +132,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     if (!s.PROXY_SECRET) throw new ConfigError('PROXY_SECRET is not set but PROXY_KEY is: set both');
     envClients.push({ name: 'default', key: s.PROXY_KEY, secrets: [s.PROXY_SECRET] });
   }
-  const clientsFile = s.PROXY_CLIENTS_FILE ? resolve(cwd, s.PROXY_CLIENTS_FILE) : null;
+  const clientsFile = s.PROXY_CLIENTS_FILE ? settingPath('PROXY_CLIENTS_FILE', s.PROXY_CLIENTS_FILE, cwd) : null;
   const clients = clientsFile ? mergeClients(envClients, loadClientsFile(clientsFile)) : envClients;
   if (options.needs?.clients && clients.length === 0) {
     throw new ConfigError('PROXY_KEY is not set: set PROXY_KEY and PROXY_SECRET in .env (npm start writes fresh ones), or PROXY_CLIENTS_FILE');
@@ -156,7 +156,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       extraHeaders: parseUpstreamHeaders(s.UPSTREAM_HEADERS, apiKeyHeader),
       baseUrl,
       proxyUrl,
-      caCertificates: s.UPSTREAM_CA_FILE ? readCaFile(resolve(cwd, s.UPSTREAM_CA_FILE)) : [],
+      caCertificates: s.UPSTREAM_CA_FILE ? readCaFile(settingPath('UPSTREAM_CA_FILE', s.UPSTREAM_CA_FILE, cwd)) : [],
       defaultModel: s.DEFAULT_MODEL,
       timeoutMs: int('UPSTREAM_TIMEOUT_SECONDS') * 1000,
       maxResponseBytes: parseByteSize('UPSTREAM_RESPONSE_LIMIT', s.UPSTREAM_RESPONSE_LIMIT),
@@ -164,7 +164,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       rpm: (s.UPSTREAM_RPM as unknown as number | undefined) ?? null,
       tpm: (s.UPSTREAM_TPM as unknown as number | undefined) ?? null,
     },
-    db: { path: checkDbPath(s.PROXY_DB_PATH, cwd), sync: s.PROXY_DB_SYNC as 'full' | 'normal', url: s.DATABASE_URL ?? null, schema: s.DATABASE_SCHEMA },
+    db: { path: settingPath('PROXY_DB_PATH', s.PROXY_DB_PATH, cwd), sync: s.PROXY_DB_SYNC as 'full' | 'normal', url: s.DATABASE_URL ?? null, schema: s.DATABASE_SCHEMA },
     clients,
     http: {
       host: s.HOST,
@@ -181,7 +181,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       createsPerKey: parseRate(s.RATE_LIMIT_PER_KEY),
       readsPerIp: parseRate(s.RATE_LIMIT_READS_PER_IP),
     },
-    log: { level: s.LOG_LEVEL as Config['log']['level'], format: s.LOG_FORMAT as Config['log']['format'], dir: s.LOG_DIR ? resolve(cwd, s.LOG_DIR) : null },
+    log: { level: s.LOG_LEVEL as Config['log']['level'], format: s.LOG_FORMAT as Config['log']['format'], dir: s.LOG_DIR ? settingPath('LOG_DIR', s.LOG_DIR, cwd) : null },
     jobs: { ttlSeconds: int('JOB_TTL_SECONDS'), retentionSeconds: int('RESULT_RETENTION_SECONDS'), maxAttempts: int('MAX_ATTEMPTS') },
     worker: {
       concurrency: int('WORKER_CONCURRENCY'),
@@ -195,19 +195,20 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 }
 
 /**
- * PROXY_DB_PATH is a file path. SQLite's URI form (`file:…?mode=rwc`) or an ORM's (`sqlite:///…`)
- * was taken as a relative path: folders named `file:` or `sqlite:` made under the working
- * directory, and a database in them that the programs ran on. A PostgreSQL URL belongs in
- * DATABASE_URL. Neither is echoed: a URL may hold a password.
+ * A setting that names a file or folder takes a path. A `file:` URL there (SQLite's URI form for
+ * PROXY_DB_PATH, `file:…?mode=rwc`, or an ORM's `sqlite:///…`) was taken as a relative path:
+ * folders named `file:` or `sqlite:` made under the working directory, and the database or the
+ * logs in them. A PostgreSQL URL belongs in DATABASE_URL. The value is not echoed: a URL may hold
+ * a password.
  */
-function checkDbPath(path: string, cwd: string): string {
+function settingPath(name: SettingName, value: string, cwd: string): string {
   // Two letters at least: `C:/data` is a drive, not a scheme.
-  const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(path)?.[1]?.toLowerCase();
-  if (scheme === 'postgres' || scheme === 'postgresql') throw new ConfigError('PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead');
-  if (scheme === 'file' || scheme === 'sqlite' || scheme === 'sqlite3') {
-    throw new ConfigError(`PROXY_DB_PATH is a file path, not a URI (${scheme}:…): write the path alone, as /opt/chat-async-proxy/data/requests.sqlite`);
+  const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(value)?.[1]?.toLowerCase();
+  if (name === 'PROXY_DB_PATH' && (scheme === 'postgres' || scheme === 'postgresql')) throw new ConfigError('PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead');
+  if (scheme === 'file' || (name === 'PROXY_DB_PATH' && (scheme === 'sqlite' || scheme === 'sqlite3'))) {
+    throw new ConfigError(`${name} is a path, not a URI (${scheme}:…): write the path alone`);
   }
-  return resolve(cwd, path);
+  return resolve(cwd, value);
 }
 
 /**
@@ -351,9 +352,10 @@ function readDotenv(path: string): Record<string, string> {
 function readUpstreamKey(inline: string | undefined, file: string | undefined, cwd: string): string | null {
   if (inline) return checkUpstreamKey(inline, 'OPENAI_API_KEY');
   if (!file) return null;
+  const path = settingPath('OPENAI_API_KEY_FILE', file, cwd);
   let key: string;
   try {
-    key = readTextFile(resolve(cwd, file)).trim();
+    key = readTextFile(path).trim();
   } catch (err) {
     throw new ConfigError(`OPENAI_API_KEY_FILE cannot be read (${file}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }

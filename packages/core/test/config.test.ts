@@ -189,25 +189,30 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
   });
 });
 
-test('PROXY_DB_PATH is a path: a SQLite or ORM URI, or a PostgreSQL URL, stops the start saying what to write, never echoing it; a path with a colon is a path', () => {
+test('settings naming a file or folder take a path: a file: URL there (or, for PROXY_DB_PATH, an ORM URI or a PostgreSQL URL) stops the start saying what to write, never echoing it; a path with a colon is a path', () => {
   withDir((cwd) => {
     // Taken as relative paths, these made folders named file: and sqlite: under the working
-    // directory, and a database inside that the programs then ran on.
-    for (const [path, said] of [
-      ['file:/srv/data/requests.sqlite?mode=rwc', 'PROXY_DB_PATH is a file path, not a URI (file:…): write the path alone, as /opt/chat-async-proxy/data/requests.sqlite'],
-      ['sqlite:///srv/data/requests.sqlite', 'PROXY_DB_PATH is a file path, not a URI (sqlite:…): write the path alone, as /opt/chat-async-proxy/data/requests.sqlite'],
-      ['SQLite3://data/requests.sqlite', 'PROXY_DB_PATH is a file path, not a URI (sqlite3:…): write the path alone, as /opt/chat-async-proxy/data/requests.sqlite'],
-      ['postgres://app:hunter2@db/jobs', 'PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead'],
-      ['postgresql://app:hunter2@db/jobs', 'PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead'],
-    ]) {
+    // directory, and the database or the logs in them.
+    const cases: Array<[Record<string, string>, string]> = [
+      [{ PROXY_DB_PATH: 'file:/srv/data/requests.sqlite?mode=rwc' }, 'PROXY_DB_PATH is a path, not a URI (file:…): write the path alone'],
+      [{ PROXY_DB_PATH: 'sqlite:///srv/data/requests.sqlite' }, 'PROXY_DB_PATH is a path, not a URI (sqlite:…): write the path alone'],
+      [{ PROXY_DB_PATH: 'SQLite3://data/requests.sqlite' }, 'PROXY_DB_PATH is a path, not a URI (sqlite3:…): write the path alone'],
+      [{ PROXY_DB_PATH: 'postgres://app:hunter2@db/jobs' }, 'PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead'],
+      [{ PROXY_DB_PATH: 'postgresql://app:hunter2@db/jobs' }, 'PROXY_DB_PATH holds a PostgreSQL URL: set DATABASE_URL to it instead'],
+      [{ LOG_DIR: 'file:///var/log/proxy' }, 'LOG_DIR is a path, not a URI (file:…): write the path alone'],
+      [{ PROXY_CLIENTS_FILE: 'file:///etc/proxy/clients.json' }, 'PROXY_CLIENTS_FILE is a path, not a URI (file:…): write the path alone'],
+      [{ UPSTREAM_CA_FILE: 'FILE:///etc/ssl/ca.pem' }, 'UPSTREAM_CA_FILE is a path, not a URI (file:…): write the path alone'],
+      [{ OPENAI_API_KEY_FILE: 'file:///run/credentials/key' }, 'OPENAI_API_KEY_FILE is a path, not a URI (file:…): write the path alone'],
+    ];
+    for (const [env, said] of cases) {
       assert.throws(
-        () => loadConfig({ env: { PROXY_DB_PATH: path }, cwd }),
+        () => loadConfig({ env, cwd }),
         (e: Error) => e instanceof ConfigError && e.message === said,
-        path,
+        JSON.stringify(env),
       );
     }
     for (const path of ['data/at 10:30.sqlite', 'C:/data/requests.sqlite', ':memory:']) {
-      assert.equal(loadConfig({ env: { PROXY_DB_PATH: path }, cwd }).db.path, join(cwd, path));
+      assert.equal(loadConfig({ env: { PROXY_DB_PATH: path, LOG_DIR: path }, cwd }).db.path, join(cwd, path));
     }
   });
 });
