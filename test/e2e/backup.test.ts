@@ -154,8 +154,12 @@ test('backup refuses to write over the live file or its log (even through a link
     [missing.code, missing.err],
     [1, [`proxy-worker: backup of ${live} to ${join(dir, 'nowhere', 'b.sqlite')} failed: the folder ${join(dir, 'nowhere')} does not exist`]],
   );
+  // A name ending in a slash is a folder (a nightly line whose folder is not made yet), not a file.
+  const slashed = await cli(env, dir, 'backup', `${join(dir, 'nightly')}/`);
+  assert.deepEqual([slashed.code, slashed.err], [1, [`proxy-worker: backup of ${live} to ${join(dir, 'nightly')}/ failed: the folder ${join(dir, 'nightly')} does not exist`]]);
   assert.equal(jobIds(live).size, 0);
   assert.ok(!existsSync(join(dir, 'nowhere')));
+  assert.ok(!existsSync(join(dir, 'nightly')));
 
   // A named pipe or a device, named or linked to, is not replaced by a file: `backup /dev/null`,
   // run as root, had made /dev/null a file.
@@ -176,6 +180,8 @@ test('backup refuses to write over the live file or its log (even through a link
   const copied = await cli(env, dir, 'backup', join(dir, 'b.sqlite'));
   assert.equal(copied.code, 0, copied.err.join('\n'));
   assert.equal(statSync(join(dir, 'b.sqlite')).mode & 0o777, 0o600);
+  const underFile = await cli(env, dir, 'backup', `${join(dir, 'b.sqlite')}/`);
+  assert.deepEqual([underFile.code, underFile.err], [1, [`proxy-worker: backup of ${live} to ${join(dir, 'b.sqlite')}/ failed: ${join(dir, 'b.sqlite')} is not a folder`]]);
 
   // A folder takes the copy under the live file's name, as cp does.
   mkdirSync(join(dir, 'nightly'));

@@ -59,8 +59,11 @@ function resolvePaths(source: string, named: string): { live: string; to: string
   if (!existsSync(source)) throw new Error(`there is no database file at ${source}`);
   // A folder, as for cp: the copy goes in it under the live file's name.
   const target = existsSync(named) && statSync(named).isDirectory() ? join(named, basename(source)) : named;
-  const folder = dirname(resolve(target));
-  if (!existsSync(folder)) throw new Error(`the folder ${folder} does not exist`);
+  // A name ending in a slash is a folder, as cp reads it: not a file of that name to make.
+  const folder = /[/\\]$/.test(target) ? resolve(target) : dirname(resolve(target));
+  const folderStats = statSync(folder, { throwIfNoEntry: false });
+  if (!folderStats) throw new Error(`the folder ${folder} does not exist`);
+  if (!folderStats.isDirectory()) throw new Error(`${folder} is not a folder`);
   // Asked of the name given, links followed: /dev/stdout's own path does not resolve to a pipe's.
   const kind = notAFile(target);
   if (kind) throw new Error(`${target} is ${kind}, not a file; name a file for the backup, or a folder to put it in`);
