@@ -62,7 +62,14 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const done = await store.getJob(failing);
   assert.equal(done?.outputText, 'echo: doomed');
   assert.equal(done?.attempts, 1, 'a retry starts with fresh attempts');
-  assert.equal((await cli('retry', failing)).code, 1, 'a completed job is not retried');
+  const again = await cli('retry', failing);
+  assert.deepEqual(
+    [again.code, again.err],
+    [1, `proxy-worker: request ${failing} is completed; only a failed or expired job goes back in the queue`],
+    'a completed job is not retried, and the line says why',
+  );
+  const unknown = await cli('retry', 'req_AAAAAAAAAAAAAAAAAAAAAA');
+  assert.deepEqual([unknown.code, unknown.err], [1, 'proxy-worker: no request req_AAAAAAAAAAAAAAAAAAAAAA']);
 
   const all = JSON.parse((await cli('retry', '--all-failed', '--json')).out);
   assert.deepEqual(all.requeued, [other]);

@@ -12,7 +12,11 @@ export async function runRetry(id: string | undefined, opts: { allFailed?: boole
   if (id && !isJobId(id)) throw new CliError(`not a request id: ${id}`);
   await withStore(async (store) => {
     const requeued = await store.requeueJobs(id ? [id] : 'all-failed');
-    if (id && requeued.length === 0) throw new CliError(`request ${id} is not failed or expired (or does not exist)`);
+    if (id && requeued.length === 0) {
+      // Read after the requeue, not before: a job that failed in between is put back, not refused.
+      const job = await store.getJob(id);
+      throw new CliError(job ? `request ${id} is ${job.status}; only a failed or expired job goes back in the queue` : `no request ${id}`);
+    }
     output(Boolean(opts.json), { requeued }, () => `requeued ${requeued.length} job${requeued.length === 1 ? '' : 's'}${listed(requeued)}`);
   });
 }
