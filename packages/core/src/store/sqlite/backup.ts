@@ -1,5 +1,5 @@
 import { chmodSync, closeSync, existsSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import Database from 'better-sqlite3';
 import { assertIntact, countJobs, partialPath, removeAbandonedCopies, syncDirectory, syncFile, vacuumInto } from './file-copy.js';
 import { notAFile } from './file-kind.js';
@@ -60,7 +60,7 @@ function resolvePaths(source: string, named: string): { live: string; to: string
   // A folder, as for cp: the copy goes in it under the live file's name.
   const target = existsSync(named) && statSync(named).isDirectory() ? join(named, basename(source)) : named;
   // A name ending in a slash is a folder, as cp reads it: not a file of that name to make.
-  const folder = /[/\\]$/.test(target) ? resolve(target) : dirname(resolve(target));
+  const folder = target.endsWith('/') || target.endsWith(sep) ? resolve(target) : dirname(resolve(target));
   const folderStats = statSync(folder, { throwIfNoEntry: false });
   if (!folderStats) throw new Error(`the folder ${folder} does not exist`);
   if (!folderStats.isDirectory()) throw new Error(`${folder} is not a folder`);
