@@ -470,6 +470,12 @@ test('legacy routes: /index.php?action=request|result|health and /?action= behav
   assert.deepEqual([noPass.status, noPass.json.error.code], [503, 'upstream_not_configured']);
   const unknown = await getJson(api.url, '/index.php?action=explode', api.key);
   assert.deepEqual([unknown.status, unknown.json.error.code], [404, 'not_found']);
+  // A client given the old tool's address as its base URL: told what to change.
+  const underLegacy = await postSigned(api.url, api.key, api.secret, { prompt: 'legacy base' }, '/index.php/v1/requests');
+  assert.deepEqual(
+    [underLegacy.status, underLegacy.json.error.code, underLegacy.json.error.message],
+    [404, 'not_found', "no route for POST /index.php/v1/requests; a client's base URL is the server's root, without /index.php (the old routes are /index.php?action=…)"],
+  );
   const wrongMethod = await getJson(api.url, '/index.php?action=request', api.key);
   assert.equal(wrongMethod.status, 405);
   const twice = await getJson(api.url, '/index.php?action=health&action=result', api.key);

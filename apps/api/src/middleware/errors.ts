@@ -3,9 +3,13 @@ import { AppError, isDatabaseUnavailable, sayAtMostEvery, toAppError } from '@pr
 import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
 
-/** Unknown route: the same JSON shape as every other error. */
+/**
+ * Unknown route: the same JSON shape as every other error. A client given the old tool's address
+ * as its base URL (`https://host/index.php`) asks for `/index.php/v1/requests`: told what to change.
+ */
 export const notFound: RequestHandler = (req) => {
-  throw new AppError('not_found', `no route for ${req.method} ${req.path}`);
+  const hint = req.path.includes('/index.php/') ? "; a client's base URL is the server's root, without /index.php (the old routes are /index.php?action=…)" : '';
+  throw new AppError('not_found', `no route for ${req.method} ${req.path}${hint}`);
 };
 
 /** A known path asked with a method it does not serve. */
