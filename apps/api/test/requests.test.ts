@@ -217,7 +217,7 @@ test('bad input: invalid JSON 400, invalid UTF-8 400, wrong content type 415, ov
     [{ prompt: 'x', nonce: 'short' }, /nonce must be 8 to 128/],
     [{ prompt: 'x', ttl: 0 }, /ttl/],
     [{ prompt: 'x', model: 'bad model!' }, /model must be/],
-    [{ messages: [{ role: 'wizard', content: 'y' }] }, /messages\.0\.role/],
+    [{ messages: [{ role: 'wizard', content: 'y' }] }, /^messages\.0\.role must be one of system, developer, user, assistant, tool$/],
   ];
   for (const [body, message] of checks) {
     const res = await postSigned(api.url, api.key, api.secret, body);

@@ -3,6 +3,7 @@ import type { ClientIdentity } from './config.js';
 import { parseRate } from './rate-spec.js';
 import { ConfigError } from './errors.js';
 import { jsonErrorPlace, readTextFile } from './text-file.js';
+import { ajvProblem } from './ajv-message.js';
 import type { ClientsFileEntry } from './schemas.js';
 import { validate as compiledClientsValidator } from './generated/validate-clients-file.js';
 
@@ -26,7 +27,7 @@ export function loadClientsFile(path: string): ClientIdentity[] {
   if (!validate(parsed)) {
     const err = validate.errors?.[0];
     const where = err?.instancePath.replace(/^\//, '').replace(/\//g, '.') || 'the file';
-    const problem = err?.keyword === 'pattern' ? describePattern(where) : err?.schemaPath.includes('/anyOf/') ? 'needs secret or secrets' : (err?.message ?? 'is invalid');
+    const problem = err?.keyword === 'pattern' ? describePattern(where) : err?.schemaPath.includes('/anyOf/') ? 'needs secret or secrets' : err ? ajvProblem(err) : 'is invalid';
     throw new ConfigError(`PROXY_CLIENTS_FILE: ${where} ${problem} (${path})`);
   }
   return parsed.map((entry) => ({

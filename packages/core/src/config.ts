@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
 import { parse as parseConnectionString } from 'pg-connection-string';
+import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients } from './clients-file.js';
 import { parseRate, type RateLimitSpec } from './rate-spec.js';
@@ -117,7 +118,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   if (!validateSettings(raw)) {
     const err = validateSettings.errors?.[0];
     const name = err?.instancePath.replace(/^\//, '') ?? 'configuration';
-    throw new ConfigError(describeBadSetting(name, err?.message ?? 'is invalid', raw[name]));
+    throw new ConfigError(describeBadSetting(name, err ? ajvProblem(err) : 'is invalid', raw[name]));
   }
   const s = raw as Record<SettingName, string> & Record<string, unknown>;
   const int = (name: SettingName): number => s[name] as unknown as number;

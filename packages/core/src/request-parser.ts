@@ -1,4 +1,5 @@
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import { ajvProblem } from './ajv-message.js';
 import { AppError } from './errors.js';
 import { validate as compiledCreateValidator } from './generated/validate-create-request.js';
 import type { CreateRequestBody } from './schemas.js';
@@ -41,5 +42,5 @@ function describe(err: ErrorObject | undefined): string {
   }
   if (err.keyword === 'pattern' && field === 'nonce') return 'nonce must be 8 to 128 characters of A-Z a-z 0-9 . _ : -';
   if (err.keyword === 'pattern' && field === 'model') return 'model must be 1 to 100 characters of A-Z a-z 0-9 . _ : / -';
-  return `${field || 'body'} ${err.message ?? 'is invalid'}`;
+  return `${field || 'body'} ${ajvProblem(err)}`;
 }

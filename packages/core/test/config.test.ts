@@ -49,7 +49,9 @@ test('a malformed setting fails with one line naming it, and never the secret', 
       () => loadConfig({ env: { PORT: 'eighty' }, cwd }),
       (e: Error) => e instanceof ConfigError && /^PORT /.test(e.message) && !e.message.includes('\n'),
     );
-    assert.throws(() => loadConfig({ env: { LOG_LEVEL: 'loud' }, cwd }), /LOG_LEVEL/);
+    // A choice names the choices, where Ajv said only "must be equal to one of the allowed values".
+    assert.throws(() => loadConfig({ env: { LOG_LEVEL: 'loud' }, cwd }), /^ConfigError: LOG_LEVEL must be one of error, warn, info, debug \(got "loud"\): /);
+    assert.throws(() => loadConfig({ env: { UPSTREAM_STREAM: 'yes' }, cwd }), /^ConfigError: UPSTREAM_STREAM must be one of true, false \(got "yes"\): /);
     assert.throws(() => loadConfig({ env: { OPENAI_BASE_URL: 'ftp://x' }, cwd }), /OPENAI_BASE_URL/);
     for (const [name, value] of [
       ['UPSTREAM_RESPONSE_LIMIT', '16 MB'],
