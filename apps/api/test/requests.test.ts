@@ -218,6 +218,11 @@ test('bad input: invalid JSON 400, invalid UTF-8 400, wrong content type 415, ov
     [{ prompt: 'x', ttl: 0 }, /ttl/],
     [{ prompt: 'x', model: 'bad model!' }, /model must be/],
     [{ messages: [{ role: 'wizard', content: 'y' }] }, /^messages\.0\.role must be one of system, developer, user, assistant, tool$/],
+    [{ messages: [{ role: 'user', content: 'y' }, { content: 'z' }] }, /^messages\.1\.role is required$/],
+    [{ messages: [{ role: 'user', content: 5 }] }, /^messages\.0\.content must be string, array or null$/],
+    [{ messages: [{ role: 'user', content: [5] }] }, /^messages\.0\.content\.0 must be object$/],
+    [{ prompt: 'x', options: { stop: ['a', 'b', 'c', 'd', 'e'] } }, /^options\.stop must NOT have more than 4 items$/],
+    [{ prompt: 'x', options: { stop: 7 } }, /^options\.stop must be string or array$/],
   ];
   for (const [body, message] of checks) {
     const res = await postSigned(api.url, api.key, api.secret, body);

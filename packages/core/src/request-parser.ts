@@ -19,7 +19,7 @@ export function parseCreateRequest(body: unknown): CreateRequestBody {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new AppError('invalid_request', 'the body must be a JSON object');
   }
-  if (!validateCreate(body)) throw new AppError('invalid_request', describe(validateCreate.errors?.[0]));
+  if (!validateCreate(body)) throw new AppError('invalid_request', describe(validateCreate.errors ?? []));
   const options = body.options ?? {};
   for (const key of RESERVED_OPTIONS) {
     if (Object.hasOwn(options, key)) {
@@ -29,7 +29,8 @@ export function parseCreateRequest(body: unknown): CreateRequestBody {
   return body;
 }
 
-function describe(err: ErrorObject | undefined): string {
+function describe(errors: readonly ErrorObject[]): string {
+  const err = choiceError(errors);
   if (!err) return 'the body is invalid';
   if (err.schemaPath.startsWith('#/oneOf')) return 'give exactly one of prompt or messages';
   const field = err.instancePath.replace(/^\//, '').replace(/\//g, '.');
@@ -38,9 +39,32 @@ function describe(err: ErrorObject | undefined): string {
     return `${field ? `${field}.` : ''}${extra} is not a known field`;
   }
   if (err.keyword === 'required') {
-    return `${(err.params as { missingProperty: string }).missingProperty} is required`;
+    return `${field ? `${field}.` : ''}${(err.params as { missingProperty: string }).missingProperty} is required`;
   }
   if (err.keyword === 'pattern' && field === 'nonce') return 'nonce must be 8 to 128 characters of A-Z a-z 0-9 . _ : -';
   if (err.keyword === 'pattern' && field === 'model') return 'model must be 1 to 100 characters of A-Z a-z 0-9 . _ : / -';
+  if (err.keyword === 'anyOf') return `${field} must be ${orList(errors.filter((e) => isBranchOf(e, err)).map((e) => String((e.params as { type: string }).type)))}`;
   return `${field || 'body'} ${ajvProblem(err)}`;
+}
+
+/**
+ * The error to tell of. Ajv lists an anyOf's branches' errors before its own, so the first named a
+ * value of the wrong kind as if the first branch were the only one ("content must be string", where
+ * an array will do). A branch that failed on more than the value's type (a string too long, an
+ * array's item of the wrong kind) is the one to tell of; failing on type in every branch, the anyOf
+ * itself, which lists the types.
+ */
+function choiceError(errors: readonly ErrorObject[]): ErrorObject | undefined {
+  const first = errors[0];
+  const choice = errors.find((e) => e.keyword === 'anyOf');
+  if (!first || !choice || !isBranchOf(first, choice)) return first;
+  return errors.find((e) => isBranchOf(e, choice) && (e.keyword !== 'type' || e.instancePath !== choice.instancePath)) ?? choice;
+}
+
+function isBranchOf(err: ErrorObject, choice: ErrorObject): boolean {
+  return err.schemaPath.startsWith(`${choice.schemaPath}/`);
+}
+
+function orList(items: readonly string[]): string {
+  return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} or ${items.at(-1)}`;
 }
