@@ -15,9 +15,10 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const daemon = startWorkerDaemon(t, env, dir);
   await daemon.waitFor((l) => l.includes('worker started'));
 
-  const cli = async (...args: string[]) => {
+  const cli = (...args: string[]) => cliWith({}, ...args);
+  const cliWith = async (extra: Record<string, string>, ...args: string[]) => {
     const { OPENAI_API_KEY: _key, ...adminEnv } = env;
-    const child = spawnNode(WORKER_MAIN, args, adminEnv, dir);
+    const child = spawnNode(WORKER_MAIN, args, { ...adminEnv, ...extra }, dir);
     const { code } = await child.exited;
     return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
   };
@@ -48,6 +49,12 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   assert.deepEqual(listed.map((j) => j.id).sort(), [failing, other].sort());
   assert.equal(listed[0]!.error.code, 'upstream_invalid_request_error');
   assert.match((await cli('jobs', '--status', 'failed')).out, /upstream_invalid_request_error: model is down/);
+  assert.equal((await cli('jobs', '--client', 'default', '--status', 'failed', '--json')).out.includes(failing), true);
+  // A client name mistyped: said so, with the names configured (none here: nothing to tell).
+  const withClients = { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40) };
+  assert.equal((await cli('jobs', '--client', 'Default')).out, 'no jobs');
+  assert.equal((await cliWith(withClients, 'jobs', '--client', 'Default')).out, 'no jobs; no configured client is named Default (configured: default)');
+  assert.equal((await cliWith(withClients, 'jobs', '--client', 'default', '--status', 'cancelled')).out, 'no jobs');
 
   const shown = JSON.parse((await cli('show', failing, '--json')).out);
   assert.deepEqual([shown.id, shown.status, shown.client], [failing, 'failed', 'default']);

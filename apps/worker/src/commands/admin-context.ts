@@ -1,12 +1,12 @@
-import { loadConfig, openStore, type JobStore } from '@proxy/core';
+import { loadConfig, openStore, type Config, type JobStore } from '@proxy/core';
 
 /** What the admin commands work on: the store from configuration. They need no upstream key. */
-export async function withStore<T>(fn: (store: JobStore) => Promise<T>): Promise<T> {
+export async function withStore<T>(fn: (store: JobStore, config: Config) => Promise<T>): Promise<T> {
   const config = loadConfig();
   // A wait at start (another program still on a file moved from the path) is said, not silent.
   const store = await openStore(config.db, { logger: { warn: (message) => void process.stderr.write(`proxy-worker: ${message}\n`) } });
   try {
-    return await fn(store);
+    return await fn(store, config);
   } finally {
     await store.close();
   }

@@ -1,20 +1,31 @@
-import { toJobView, type JobStatus } from '@proxy/core';
+import { toJobView, type Config, type JobStatus } from '@proxy/core';
 import { output, table, when, withStore } from './admin-context.js';
 
 /** `proxy-worker jobs [--status S] [--limit N] [--client NAME]`: the newest jobs. */
 export async function runJobs(opts: { status?: JobStatus; limit: number; client?: string; json?: boolean }): Promise<void> {
-  await withStore(async (store) => {
+  await withStore(async (store, config) => {
     const jobs = await store.listJobs({ limit: opts.limit, ...(opts.status ? { status: opts.status } : {}), ...(opts.client ? { client: opts.client } : {}) });
     output(
       Boolean(opts.json),
       jobs.map((j) => ({ client: j.client, ...toJobView(j) })),
       () =>
         jobs.length === 0
-          ? 'no jobs'
+          ? `no jobs${unknownClient(opts.client, config.clients)}`
           : table(
               ['id', 'status', 'client', 'model', 'attempts', 'created', 'error'],
               jobs.map((j) => [j.id, j.status, j.client, j.model, j.attempts, when(j.createdAt), j.error ? `${j.error.code}: ${j.error.message}`.slice(0, 80) : null]),
             ),
     );
   });
+}
+
+/**
+ * Said after "no jobs" when --client names no configured client: a name mistyped (they are matched
+ * exactly) reads otherwise as a client with nothing stored. A client removed from the configuration
+ * may still have jobs; those are listed as ever.
+ */
+function unknownClient(name: string | undefined, clients: Config['clients']): string {
+  // With no client configured here (an admin shell given only the database), nothing can be told.
+  if (name === undefined || clients.length === 0 || clients.some((c) => c.name === name)) return '';
+  return `; no configured client is named ${name} (configured: ${clients.map((c) => c.name).join(', ')})`;
 }
