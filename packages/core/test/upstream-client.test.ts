@@ -143,6 +143,30 @@ test("UPSTREAM_HEADERS go with every call; a gateway's key among them never reac
   assert.ok(!JSON.stringify(refused).includes('sk-helicone-secret'), 'nowhere in the outcome');
 });
 
+test("an error answered as a web page (a proxy's, a CDN's) is told as a line of its text, without its tags, scripts and styles; plain text as one line", async (t) => {
+  const nginx =
+    '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n';
+  const cdn =
+    '<!DOCTYPE html><html><head><title>example.com | 524: A timeout occurred</title><style>body{color:red}</style><script>var x = "<b>";</script></head>' +
+    '<body><h1>A timeout &amp; more</h1><p>The origin web server timed out&nbsp;responding &#8212; try again.</p></body></html>';
+  const replies: StubReply[] = [
+    { status: 502, raw: nginx, headers: { 'content-type': 'text/html' } },
+    { status: 524, raw: cdn },
+    { status: 503, raw: 'upstream connect error\r\n  or disconnect/reset before headers', headers: { 'content-type': 'text/plain' } },
+  ];
+  const { chat } = await setUp(t, script(...replies));
+  const messages = [];
+  for (let i = 0; i < replies.length; i++) {
+    const outcome = await chat(`page ${i}`);
+    messages.push(outcome.kind === 'http_error' ? outcome.message : outcome.kind);
+  }
+  assert.deepEqual(messages, [
+    '502 Bad Gateway nginx',
+    'example.com | 524: A timeout occurred: A timeout & more The origin web server timed out responding \u2014 try again.',
+    'upstream connect error or disconnect/reset before headers',
+  ]);
+});
+
 test("an answer's text is its first choice's content, or the text parts of a content sent as a list of parts, joined; none is null", async (t) => {
   const completion = (content: unknown) => ({
     body: { id: 'c', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }] },

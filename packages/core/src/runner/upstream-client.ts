@@ -10,6 +10,7 @@ import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
 import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest, type AssembledStream } from './event-stream.js';
 import { exchange, type Answer, type ExchangeOptions } from './exchange.js';
 import { createIdleCloseTracker } from './idle-closed.js';
+import { pageText } from './page-text.js';
 
 /**
  * What one upstream call produced, already read to the end. `requestId`: the upstream's own id for
@@ -264,7 +265,9 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
     // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
     const rawMessage =
-      typeof apiError?.message === 'string' ? apiError.message : (redirectMessage(status, resHeaders.location, base) ?? (text.slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
+      typeof apiError?.message === 'string'
+        ? apiError.message
+        : (redirectMessage(status, resHeaders.location, base) ?? (pageText(text, resHeaders['content-type']).slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
     const message = redact(rawMessage);
     const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
     const safeBody = body === undefined ? null : JSON.parse(redact(JSON.stringify(body)));
