@@ -7,7 +7,7 @@ import { WORKER_MAIN, enqueueJob, eventually, newTestJob, openTestStore, spawnNo
 
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
-  const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message: 'model is down', type: 'invalid_request_error' } } }) });
+  const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message: 'model is\n  down', type: 'invalid_request_error' } } }) });
   t.after(() => stub.close());
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
   const store = await openTestStore(env);
@@ -48,7 +48,10 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const listed = JSON.parse(list.out) as Array<{ id: string; error: { code: string } }>;
   assert.deepEqual(listed.map((j) => j.id).sort(), [failing, other].sort());
   assert.equal(listed[0]!.error.code, 'upstream_invalid_request_error');
-  assert.match((await cli('jobs', '--status', 'failed')).out, /upstream_invalid_request_error: model is down/);
+  // The upstream's message over two lines stays on its row of the table.
+  const rows = (await cli('jobs', '--status', 'failed')).out.split('\n');
+  assert.equal(rows.length, 3, rows.join('\n'));
+  assert.match(rows[1]!, /upstream_invalid_request_error: model is down$/);
   assert.equal((await cli('jobs', '--client', 'default', '--status', 'failed', '--json')).out.includes(failing), true);
   // A client name mistyped: said so, with the names configured (none here: nothing to tell).
   const withClients = { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40) };

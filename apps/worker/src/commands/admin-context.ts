@@ -26,9 +26,12 @@ export function output(json: boolean, value: unknown, render: () => string): voi
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${render()}\n`);
 }
 
-/** A plain text table with a header row and columns padded to their widest cell. */
+/**
+ * A plain text table with a header row and columns padded to their widest cell. A cell is put on
+ * one line: an upstream's error message may hold line breaks, which cut its row in two.
+ */
 export function table(headers: string[], rows: Array<Array<string | number | null>>): string {
-  const cells = [headers, ...rows.map((r) => r.map((c) => (c === null ? '-' : String(c))))];
+  const cells = [headers, ...rows.map((r) => r.map((c) => (c === null ? '-' : String(c).replace(/\s+/g, ' '))))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   return cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n');
 }
