@@ -1,10 +1,24 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { signBody } from '../../packages/core/src/signing.ts';
-import { WORKER_MAIN, freshStamp, getJson, newCredentials, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
+import {
+  WORKER_MAIN,
+  freshStamp,
+  getJson,
+  newCredentials,
+  openTestStore,
+  postSigned,
+  spawnNode,
+  startApiProcess,
+  tempDir,
+  testEnv,
+  within,
+  type TestHooks,
+} from '../helpers/index.ts';
 
 type T = TestHooks & { diagnostic: (m: string) => void };
 
@@ -49,6 +63,44 @@ test('clients file: each client sees only its own jobs; a secret removed and rel
   const refused = await child.waitFor((l) => l.includes('clients file refused'));
   assert.ok(!refused.includes(alice.secret) && !refused.includes('"x"'));
   assert.equal((await postSigned(url, bob.key, bob.secret, { prompt: 'still here' })).status, 202, 'the old clients stay');
+});
+
+test('a reload that waits on its file (a named pipe fed by a secrets agent) holds up no request; the clients come once it is written; a stop does not wait for it', async (t: T) => {
+  const dir = tempDir(t);
+  const alice = newCredentials();
+  const bob = newCredentials();
+  const file = clientsFile(dir, [{ name: 'alice', key: alice.key, secret: alice.secret }]);
+  const { url, child } = await startApiProcess(t, testEnv(dir, { PROXY_CLIENTS_FILE: file }), dir);
+  const created = await postSigned(url, alice.key, alice.secret, { prompt: 'before the reload' });
+  assert.equal(created.status, 202);
+
+  // The file becomes a pipe no program writes yet; read on the event loop, the reload held every
+  // request until a writer came.
+  unlinkSync(file);
+  execFileSync('mkfifo', [file]);
+  child.proc.kill('SIGHUP');
+  await new Promise((r) => setTimeout(r, 300));
+  const during = await within(getJson(url, `/v1/requests/${created.json.id}`, alice.key), 3000, 'a lookup while the reload waits');
+  assert.equal(during.status, 200);
+  assert.equal((await postSigned(url, bob.key, bob.secret, { prompt: 'not yet' })).status, 401);
+
+  // The agent writes the new list: the reload ends with it.
+  const writer = spawn('sh', ['-c', `cat > '${file}'`], { stdio: ['pipe', 'ignore', 'ignore'] });
+  writer.stdin.end(
+    JSON.stringify([
+      { name: 'alice', key: alice.key, secret: alice.secret },
+      { name: 'bob', key: bob.key, secret: bob.secret },
+    ]),
+  );
+  await child.waitFor((l) => l.includes('clients reloaded'));
+  assert.equal((await postSigned(url, bob.key, bob.secret, { prompt: 'after the reload' })).status, 202);
+
+  // Waiting on the pipe again, the API still stops at the first SIGTERM.
+  child.proc.kill('SIGHUP');
+  await new Promise((r) => setTimeout(r, 300));
+  child.proc.kill('SIGTERM');
+  const { code } = await within(child.exited, 10_000, 'the stop');
+  assert.equal(code, 0);
 });
 
 test('a bad clients file stops the start with one line; secrets under 32 characters are refused', async (t: T) => {

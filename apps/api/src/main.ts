@@ -54,19 +54,24 @@ await runMain('proxy-api', async () => {
   let clientList = config.clients;
   const watcher = createJobWatcher({ store, logger, pollMs: WATCH_POLL_MS });
   const app = createApp({ config, store, logger, clients: () => clients, workerPass, version, watcher });
-  // SIGHUP re-reads the clients file; a bad file is refused and the clients in force stay.
+  // SIGHUP re-reads the clients file; a bad file is refused and the clients in force stay. Reloads
+  // run one after another, so that a later signal's file is the one in force.
+  let reloading = Promise.resolve();
   process.on('SIGHUP', () => {
-    if (!config.clientsFile) {
+    const path = config.clientsFile;
+    if (!path) {
       logger.warn('SIGHUP: no PROXY_CLIENTS_FILE to reload');
       return;
     }
-    try {
-      clientList = reloadClients(clientList, config.clientsFile);
-      clients = createClientRegistry(clientList);
-      logger.info('clients reloaded', { clients: clientList.length });
-    } catch (err) {
-      logger.error('clients file refused on reload; the previous clients stay', { reason: (err as Error).message });
-    }
+    reloading = reloading.then(async () => {
+      try {
+        clientList = await reloadClients(clientList, path);
+        clients = createClientRegistry(clientList);
+        logger.info('clients reloaded', { clients: clientList.length });
+      } catch (err) {
+        logger.error('clients file refused on reload; the previous clients stay', { reason: (err as Error).message });
+      }
+    });
   });
   // Budgets that are whole again say nothing; dropping them keeps the limiter's file small.
   const purge = setInterval(() => {

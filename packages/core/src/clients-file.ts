@@ -2,7 +2,7 @@ import type { ValidateFunction } from 'ajv';
 import type { ClientIdentity } from './config.js';
 import { parseRate } from './rate-spec.js';
 import { ConfigError } from './errors.js';
-import { jsonErrorPlace, readTextFile } from './text-file.js';
+import { jsonErrorPlace, readTextFile, readTextFileLater } from './text-file.js';
 import { ajvProblem } from './ajv-message.js';
 import type { ClientsFileEntry } from './schemas.js';
 import { validate as compiledClientsValidator } from './generated/validate-clients-file.js';
@@ -16,8 +16,17 @@ export function loadClientsFile(path: string): ClientIdentity[] {
   try {
     text = readTextFile(path);
   } catch (err) {
-    throw new ConfigError(`PROXY_CLIENTS_FILE cannot be read (${path}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw unreadable(path, err);
   }
+  return parseClientsFile(text, path);
+}
+
+function unreadable(path: string, err: unknown): ConfigError {
+  // A system error by its code (ENOENT, EACCES); a pipe no program wrote, in words.
+  return new ConfigError(`PROXY_CLIENTS_FILE cannot be read (${path}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+}
+
+function parseClientsFile(text: string, path: string): ClientIdentity[] {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -47,12 +56,20 @@ function describePattern(where: string): string {
 
 /**
  * The clients after a SIGHUP: PROXY_KEY's client (always named "default", a name the file may not
- * use) plus the file read afresh. Throws ConfigError when the file is bad; the caller keeps the old list.
+ * use) plus the file read afresh. Rejects with ConfigError when the file is bad; the caller keeps
+ * the old list. Read off the event loop: a file that is a named pipe (a secrets agent's) waits for
+ * its writer, and read on the loop it held every request meanwhile.
  */
-export function reloadClients(current: readonly ClientIdentity[], path: string): ClientIdentity[] {
+export async function reloadClients(current: readonly ClientIdentity[], path: string): Promise<ClientIdentity[]> {
+  let text: string;
+  try {
+    text = await readTextFileLater(path);
+  } catch (err) {
+    throw unreadable(path, err);
+  }
   return mergeClients(
     current.filter((c) => c.name === 'default'),
-    loadClientsFile(path),
+    parseClientsFile(text, path),
   );
 }
 

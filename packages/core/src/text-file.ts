@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
+import { open, readFile, stat } from 'node:fs/promises';
 
 /**
  * The text of a settings file as its editor saved it. Windows tools save UTF-8 with a byte-order
@@ -17,6 +18,43 @@ export function decodeText(bytes: Buffer): string {
 /** readFileSync(path) decoded by decodeText. */
 export function readTextFile(path: string): string {
   return decodeText(readFileSync(path));
+}
+
+/** How long a reload waits for a program to write the named pipe it reads. */
+export const PIPE_WAIT_MS = 30_000;
+
+/**
+ * readTextFile off the event loop, for a file read again while the program serves. A named pipe (a
+ * secrets agent's) is read without blocking, in turns, until its writer closes it: a read that
+ * waits for a writer holds a thread of libuv's pool, and the process can then never exit, not even
+ * by process.exit (measured: `fs.readFile` of a pipe nobody writes, then `process.exit(0)`, ran
+ * until killed).
+ */
+export async function readTextFileLater(path: string, pipeWaitMs = PIPE_WAIT_MS): Promise<string> {
+  if (!(await stat(path)).isFIFO()) return decodeText(await readFile(path));
+  const pipe = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const chunks: Buffer[] = [];
+    const until = Date.now() + pipeWaitMs;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(64 * 1024);
+      let bytes: number;
+      try {
+        bytes = (await pipe.read(chunk, 0, chunk.length, null)).bytesRead;
+      } catch (err) {
+        // EAGAIN: a writer has the pipe open and has not written yet.
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+        bytes = -1;
+      }
+      if (bytes > 0) chunks.push(chunk.subarray(0, bytes));
+      // Nothing read and no writer is a writer still to come; the end after what it wrote is the end.
+      else if (bytes === 0 && chunks.length > 0) return decodeText(Buffer.concat(chunks));
+      else if (Date.now() >= until) throw new Error(`no program wrote the named pipe in ${pipeWaitMs / 1000} s`);
+      else await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  } finally {
+    await pipe.close();
+  }
 }
 
 /**
