@@ -36,17 +36,17 @@ export async function readTextFileLater(path: string, pipeWaitMs = PIPE_WAIT_MS)
   try {
     const chunks: Buffer[] = [];
     const until = Date.now() + pipeWaitMs;
+    const space = Buffer.alloc(64 * 1024);
     for (;;) {
-      const chunk = Buffer.allocUnsafe(64 * 1024);
       let bytes: number;
       try {
-        bytes = (await pipe.read(chunk, 0, chunk.length, null)).bytesRead;
+        bytes = (await pipe.read(space, 0, space.length, null)).bytesRead;
       } catch (err) {
         // EAGAIN: a writer has the pipe open and has not written yet.
         if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
         bytes = -1;
       }
-      if (bytes > 0) chunks.push(chunk.subarray(0, bytes));
+      if (bytes > 0) chunks.push(Buffer.from(space.subarray(0, bytes)));
       // Nothing read and no writer is a writer still to come; the end after what it wrote is the end.
       else if (bytes === 0 && chunks.length > 0) return decodeText(Buffer.concat(chunks));
       else if (Date.now() >= until) throw new Error(`no program wrote the named pipe in ${pipeWaitMs / 1000} s`);
