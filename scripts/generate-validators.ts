@@ -36,14 +36,14 @@ export function generateValidators(): Record<string, string> {
     type: 'string',
     schemaType: 'number',
     code: (cxt: KeywordCxt) => cxt.fail(_`${cxt.data}.length < ${cxt.schema}`),
-    error: { message: ({ schemaCode }) => str`must NOT have fewer than ${schemaCode} characters` },
+    error: { message: ({ schemaCode }) => str`must have at least ${schemaCode} characters` },
   });
   create.addKeyword({
     keyword: 'maxUnits',
     type: 'string',
     schemaType: 'number',
     code: (cxt: KeywordCxt) => cxt.fail(_`${cxt.data}.length > ${cxt.schema}`),
-    error: { message: ({ schemaCode }) => str`must NOT have more than ${schemaCode} characters` },
+    error: { message: ({ schemaCode }) => str`must have at most ${schemaCode} characters` },
   });
   return {
     'validate-settings.ts': moduleOf(settings, settings.compile(settingsSchema), 'settingsSchema in packages/core/src/settings.ts'),

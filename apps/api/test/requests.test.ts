@@ -221,7 +221,7 @@ test('bad input: invalid JSON 400, invalid UTF-8 400, wrong content type 415, ov
     [{ messages: [{ role: 'user', content: 'y' }, { content: 'z' }] }, /^messages\.1\.role is required$/],
     [{ messages: [{ role: 'user', content: 5 }] }, /^messages\.0\.content must be string, array or null$/],
     [{ messages: [{ role: 'user', content: [5] }] }, /^messages\.0\.content\.0 must be object$/],
-    [{ prompt: 'x', options: { stop: ['a', 'b', 'c', 'd', 'e'] } }, /^options\.stop must NOT have more than 4 items$/],
+    [{ prompt: 'x', options: { stop: ['a', 'b', 'c', 'd', 'e'] } }, /^options\.stop must have at most 4 items$/],
     [{ prompt: 'x', options: { stop: 7 } }, /^options\.stop must be string or array$/],
   ];
   for (const [body, message] of checks) {

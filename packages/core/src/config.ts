@@ -7,7 +7,7 @@ import type { ValidateFunction } from 'ajv';
 import { parse as parseConnectionString } from 'pg-connection-string';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
-import { loadClientsFile, mergeClients } from './clients-file.js';
+import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
 import { parseRate, type RateLimitSpec } from './rate-spec.js';
 import { readTextFile } from './text-file.js';
 import { MODEL_PATTERN } from './schemas.js';
@@ -131,11 +131,14 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   if (s.PROXY_KEY || s.PROXY_SECRET) {
     if (!s.PROXY_KEY) throw new ConfigError('PROXY_KEY is not set but PROXY_SECRET is: set both');
     if (!s.PROXY_SECRET) throw new ConfigError('PROXY_SECRET is not set but PROXY_KEY is: set both');
+    if (s.PROXY_SECRET === s.PROXY_KEY)
+      throw new ConfigError('PROXY_KEY is also PROXY_SECRET: the key travels in the clear with every request, so the secret must differ (npm start writes fresh ones)');
     envClients.push({ name: 'default', key: s.PROXY_KEY, secrets: [s.PROXY_SECRET] });
   }
   const clientsFile = s.PROXY_CLIENTS_FILE ? settingPath('PROXY_CLIENTS_FILE', s.PROXY_CLIENTS_FILE, cwd) : null;
   const clients = clientsFile ? mergeClients(envClients, loadClientsFile(clientsFile)) : envClients;
   if (options.needs?.clients && clients.length === 0) {
+    if (clientsFile) throw noClient(clientsFile);
     throw new ConfigError('PROXY_KEY is not set: set PROXY_KEY and PROXY_SECRET in .env (npm start writes fresh ones), or PROXY_CLIENTS_FILE');
   }
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { describeDatabase, keyGoesInClear, loadConfig, secretValues, trustProxySpoofable } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
+import { reloadClients } from '../src/clients-file.ts';
 
 const key = 'k'.repeat(20);
 const secret = 'S'.repeat(40);
@@ -385,4 +386,56 @@ test('settings files saved by Windows tools are read: .env, the clients file and
         !err.message.includes('sk-secret'),
     );
   });
+});
+
+test('a clients file is refused, in one line naming what to mend, when it leaves no client, names a field no client has, or gives a key that is also a secret', () => {
+  withDir((cwd) => {
+    const long = 'L'.repeat(40);
+    const refused = (clients: unknown, env: Record<string, string> = {}) => {
+      writeFileSync(join(cwd, 'clients.json'), JSON.stringify(clients));
+      try {
+        loadConfig({ env: { PROXY_CLIENTS_FILE: 'clients.json', ...env }, cwd, needs: { clients: true } });
+      } catch (err) {
+        assert.ok(err instanceof ConfigError);
+        assert.ok(!err.message.includes(long) && !err.message.includes(secret), 'no secret in the line');
+        return err.message;
+      }
+      assert.fail(`accepted: ${JSON.stringify(clients)}`);
+    };
+    // An empty list and no PROXY_KEY: the line named PROXY_CLIENTS_FILE as though it were unset.
+    assert.match(refused([]), /^PROXY_CLIENTS_FILE lists no client \(.*clients\.json\), and PROXY_KEY is not set/);
+    // A field mistyped: Ajv's "0 must NOT have additional properties" did not say which.
+    assert.match(
+      refused([{ name: 'a', key, secret, rate_limt: '5/min' }]),
+      /^PROXY_CLIENTS_FILE: 0\.rate_limt is not a known field \(a client has name, key, secret, secrets, rate_limit\)/,
+    );
+    assert.match(refused([{ name: 'a', key, secrets: [] }]), /^PROXY_CLIENTS_FILE: 0\.secrets must have at least 1 item \(/);
+    // The key goes in the clear with every request: a secret equal to it signs nothing.
+    assert.match(refused([{ name: 'a', key: long, secrets: [secret, long] }]), /^PROXY_CLIENTS_FILE: client "a"'s key is also a secret \(client "a"'s\): /);
+    assert.match(
+      refused([
+        { name: 'a', key, secret: long },
+        { name: 'b', key: long, secret },
+      ]),
+      /^PROXY_CLIENTS_FILE: client "b"'s key is also a secret \(client "a"'s\): /,
+    );
+    assert.match(refused([{ name: 'a', key, secret }], { PROXY_KEY: long, PROXY_SECRET: long }), /^PROXY_KEY is also PROXY_SECRET: /);
+  });
+});
+
+test('a reload to a clients file that lists no client is refused (every request would be), unless PROXY_KEY gives one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+  try {
+    const path = join(dir, 'clients.json');
+    writeFileSync(path, '[]');
+    const fromFile = [{ name: 'a', key, secrets: [secret] }];
+    await assert.rejects(reloadClients(fromFile, path), (err: Error) => err instanceof ConfigError && /^PROXY_CLIENTS_FILE lists no client \(/.test(err.message));
+    const withEnv = [{ name: 'default', key: 'd'.repeat(20), secrets: ['D'.repeat(40)] }, ...fromFile];
+    assert.deepEqual(
+      (await reloadClients(withEnv, path)).map((c) => c.name),
+      ['default'],
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

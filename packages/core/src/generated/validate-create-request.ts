@@ -104,12 +104,12 @@ const _errs5 = errors;
 if(errors === _errs5){
 if(typeof data0 === "string"){
 if(data0.length < 1){
-validate10.errors = [{instancePath:instancePath+"/prompt",schemaPath:"#/properties/prompt/minUnits",keyword:"minUnits",params:{},message:"must NOT have fewer than 1 characters"}];
+validate10.errors = [{instancePath:instancePath+"/prompt",schemaPath:"#/properties/prompt/minUnits",keyword:"minUnits",params:{},message:"must have at least 1 characters"}];
 return false;
 }
 else {
 if(data0.length > 1000000){
-validate10.errors = [{instancePath:instancePath+"/prompt",schemaPath:"#/properties/prompt/maxUnits",keyword:"maxUnits",params:{},message:"must NOT have more than 1000000 characters"}];
+validate10.errors = [{instancePath:instancePath+"/prompt",schemaPath:"#/properties/prompt/maxUnits",keyword:"maxUnits",params:{},message:"must have at most 1000000 characters"}];
 return false;
 }
 }
@@ -175,7 +175,7 @@ const _errs14 = errors;
 if(errors === _errs14){
 if(typeof data4 === "string"){
 if(data4.length > 1000000){
-const err3 = {instancePath:instancePath+"/messages/" + i0+"/content",schemaPath:"#/properties/messages/items/properties/content/anyOf/0/maxUnits",keyword:"maxUnits",params:{},message:"must NOT have more than 1000000 characters"};
+const err3 = {instancePath:instancePath+"/messages/" + i0+"/content",schemaPath:"#/properties/messages/items/properties/content/anyOf/0/maxUnits",keyword:"maxUnits",params:{},message:"must have at most 1000000 characters"};
 if(vErrors === null){
 vErrors = [err3];
 }
@@ -299,7 +299,7 @@ const _errs22 = errors;
 if(errors === _errs22){
 if(typeof data6 === "string"){
 if(data6.length > 256){
-validate10.errors = [{instancePath:instancePath+"/messages/" + i0+"/name",schemaPath:"#/properties/messages/items/properties/name/maxUnits",keyword:"maxUnits",params:{},message:"must NOT have more than 256 characters"}];
+validate10.errors = [{instancePath:instancePath+"/messages/" + i0+"/name",schemaPath:"#/properties/messages/items/properties/name/maxUnits",keyword:"maxUnits",params:{},message:"must have at most 256 characters"}];
 return false;
 }
 }
@@ -320,7 +320,7 @@ const _errs24 = errors;
 if(errors === _errs24){
 if(typeof data7 === "string"){
 if(data7.length > 256){
-validate10.errors = [{instancePath:instancePath+"/messages/" + i0+"/tool_call_id",schemaPath:"#/properties/messages/items/properties/tool_call_id/maxUnits",keyword:"maxUnits",params:{},message:"must NOT have more than 256 characters"}];
+validate10.errors = [{instancePath:instancePath+"/messages/" + i0+"/tool_call_id",schemaPath:"#/properties/messages/items/properties/tool_call_id/maxUnits",keyword:"maxUnits",params:{},message:"must have at most 256 characters"}];
 return false;
 }
 }
@@ -412,7 +412,7 @@ const _errs30 = errors;
 if(errors === _errs30){
 if(typeof data10 === "string"){
 if(data10.length > 1000000){
-validate10.errors = [{instancePath:instancePath+"/system",schemaPath:"#/properties/system/maxUnits",keyword:"maxUnits",params:{},message:"must NOT have more than 1000000 characters"}];
+validate10.errors = [{instancePath:instancePath+"/system",schemaPath:"#/properties/system/maxUnits",keyword:"maxUnits",params:{},message:"must have at most 1000000 characters"}];
 return false;
 }
 }
@@ -782,7 +782,7 @@ const _errs64 = errors;
 if(errors === _errs64){
 if(typeof data25 === "string"){
 if(data25.length > 256){
-validate10.errors = [{instancePath:instancePath+"/options/user",schemaPath:"#/properties/options/properties/user/maxUnits",keyword:"maxUnits",params:{},message:"must NOT have more than 256 characters"}];
+validate10.errors = [{instancePath:instancePath+"/options/user",schemaPath:"#/properties/options/properties/user/maxUnits",keyword:"maxUnits",params:{},message:"must have at most 256 characters"}];
 return false;
 }
 }
