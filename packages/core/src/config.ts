@@ -118,7 +118,9 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   if (!validateSettings(raw)) {
     const err = validateSettings.errors?.[0];
     const name = err?.instancePath.replace(/^\//, '') ?? 'configuration';
-    throw new ConfigError(describeBadSetting(name, err ? ajvProblem(err) : 'is invalid', raw[name]));
+    // A pattern's regex is no help to an operator; the setting's doc, which follows, says its form.
+    const problem = err?.keyword === 'pattern' ? 'is malformed' : err ? ajvProblem(err) : 'is invalid';
+    throw new ConfigError(describeBadSetting(name, problem, raw[name]));
   }
   const s = raw as Record<SettingName, string> & Record<string, unknown>;
   const int = (name: SettingName): number => s[name] as unknown as number;

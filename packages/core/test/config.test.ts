@@ -86,8 +86,8 @@ test('OPENAI_BASE_URL: a query string is kept; a user, password or fragment stop
       ['https://api.example/v1#part', /#fragment/],
       ['http://[bad', /not a valid URL/],
       // These fail the setting's pattern, ahead of the URL checks: still never echoed.
-      ['https://bob:hunter2 x@api.example/v1', /must match pattern/],
-      ['ftp://bob:hunter2@api.example/v1', /must match pattern/],
+      ['https://bob:hunter2 x@api.example/v1', /^OPENAI_BASE_URL is malformed: Any OpenAI-compatible API base URL/],
+      ['ftp://bob:hunter2@api.example/v1', /^OPENAI_BASE_URL is malformed: /],
       // The endpoint pasted in place of its base: the base it should be is named, the query not shown.
       [
         'https://api.openai.com/v1/chat/completions',
