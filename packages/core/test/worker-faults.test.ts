@@ -8,6 +8,7 @@ import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, t
 import { createTestWorker, enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
 import { createUpstreamClient, type UpstreamClient } from '../src/runner/upstream-client.ts';
 import { MAX_FLEET_PAUSE_MS } from '../src/runner/process-job.ts';
+import { judgeFailure } from '../src/runner/retry-policy.ts';
 import { createLogger } from '../src/logger.ts';
 import { REPLAY_WINDOW_MS } from '../src/signing.ts';
 import type { WorkerOptions } from '../src/runner/worker.ts';
@@ -374,7 +375,7 @@ test('a 429 naming a wait of a day pauses the fleet for at most MAX_FLEET_PAUSE_
   assert.equal(stub.calls.length, 1);
 });
 
-test('random upstream answers (statuses, bodies, error objects, retry headers): each job completes exactly when a 2xx carries a JSON object that is not an error in place of a completion, else fails with an upstream_ code; the key never reaches the job', async (t) => {
+test('random upstream answers (statuses, bodies, error objects, retry headers): each job completes exactly when a 2xx carries a JSON object with a choices list, else fails with an upstream_ code; the key never reaches the job', async (t) => {
   const replies = new Map<string, StubReply>();
   // One attempt a job, so every answer is final at once; 429 is left out: its fleet-wide pause
   // (tested above) would hold the runs after it.
@@ -432,10 +433,10 @@ test('random upstream answers (statuses, bodies, error objects, retry headers): 
         parsed = undefined;
       }
       const isObject = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed);
-      // An error object where the completion's choices should be is no completion.
-      const { error, choices } = (isObject ? parsed : {}) as { error?: unknown; choices?: unknown };
-      const errorInstead = error !== null && typeof error === 'object' && !Array.isArray(choices);
-      const completes = (answer.status as number) < 300 && isObject && !errorInstead;
+      // An object without a choices list (an error object in its place among them) is no completion.
+      const { choices } = (isObject ? parsed : {}) as { choices?: unknown };
+      const stubCompletion = answer.status === 200 && answer.body === undefined && answer.raw === undefined;
+      const completes = stubCompletion || ((answer.status as number) < 300 && Array.isArray(choices));
       assert.equal(job.status, completes ? 'completed' : 'failed', `${JSON.stringify(answer)} → ${JSON.stringify(job.error)}`);
       if (completes) {
         if (answer.body !== undefined || answer.raw !== undefined) assert.deepEqual(job.response, parsed);
@@ -1207,6 +1208,29 @@ test('a 2xx carrying an error object instead of a completion is upstream_bad_res
   const fine = await finalJob(store, await enqueue('fine'));
   assert.deepEqual([fine.status, fine.outputText], ['completed', 'echo: fine']);
   assert.equal(stub.calls.length, 3);
+});
+
+test("a 2xx JSON object without a choices list (a server's own API, as Ollama's /api/chat, at OPENAI_BASE_URL) is upstream_bad_response with a hint, not a completed job without an answer; an empty list completes", async (t) => {
+  const { stub, store, enqueue } = await setUp(
+    t,
+    (call) =>
+      call.prompt === 'native'
+        ? { body: { model: 'llama3', message: { role: 'assistant', content: 'hi' }, done: true } }
+        : call.prompt === 'odd'
+          ? { body: { id: 'x', choices: { 0: 'not a list' } } }
+          : { body: { id: 'x', object: 'chat.completion', choices: [] } },
+    { maxAttempts: 2 },
+  );
+  for (const prompt of ['native', 'odd']) {
+    const failed = await finalJob(store, await enqueue(prompt));
+    assert.deepEqual([failed.status, failed.attempts, failed.error?.code], ['failed', 2, 'upstream_bad_response'], prompt);
+    assert.equal(failed.error?.message, 'upstream answered 200 with a JSON object that is not a chat completion (no choices list)');
+  }
+  const empty = await finalJob(store, await enqueue('empty'));
+  assert.deepEqual([empty.status, empty.outputText], ['completed', null]);
+  assert.equal(stub.calls.length, 5);
+  const verdict = judgeFailure({ kind: 'bad_response', status: 200, message: 'x', notCompletion: true }, Date.now());
+  assert.match(verdict.hint ?? '', /check that OPENAI_BASE_URL is an OpenAI-compatible API's base/);
 });
 
 test('a redirect fails the job at once, saying where to and which setting to change, without the query string it may carry', async (t) => {

@@ -37,7 +37,15 @@ export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' | 'l
         hint: "when a proxy that inspects TLS or a private CA signs the upstream's certificate, name that CA's PEM file in UPSTREAM_CA_FILE",
       };
     case 'bad_response':
-      return { retryable: !outcome.final, error: { code: 'upstream_bad_response', message: outcome.message, upstreamStatus: outcome.status } };
+      return {
+        retryable: !outcome.final,
+        error: { code: 'upstream_bad_response', message: outcome.message, upstreamStatus: outcome.status },
+        ...(outcome.notCompletion
+          ? {
+              hint: "check that OPENAI_BASE_URL is an OpenAI-compatible API's base, to which each call adds /chat/completions (a server's own API beside it, as Ollama's /api, answers otherwise)",
+            }
+          : {}),
+      };
     // The same request would most likely get the same oversized answer: another attempt only costs money.
     case 'too_large':
       return { retryable: false, error: { code: 'upstream_response_too_large', message: outcome.message, upstreamStatus: outcome.status } };

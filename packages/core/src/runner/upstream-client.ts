@@ -20,7 +20,8 @@ export type UpstreamOutcome = (
   | { kind: 'ok'; status: number; body: unknown; outputText: string | null; usage: unknown }
   | { kind: 'http_error'; status: number; headers: Record<string, string>; body: unknown; errorCode: string | null; message: string }
   /** `final`: the same call would get the same unreadable answer (an encoding the worker cannot read). */
-  | { kind: 'bad_response'; status: number; message: string; final?: boolean }
+  /** `notCompletion`: a JSON object, but not a chat completion (no choices list): the settings may name another API. */
+  | { kind: 'bad_response'; status: number; message: string; final?: boolean; notCompletion?: true }
   | { kind: 'too_large'; status: number; message: string }
   | { kind: 'network_error'; code: string; message: string }
   /** The proxy (HTTPS_PROXY, HTTP_PROXY) answered the tunnel with this status instead of opening it. */
@@ -214,6 +215,11 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       const said = (error as { message?: unknown }).message;
       const why = typeof said === 'string' ? `: ${redact(said)}` : '';
       return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
+    }
+    // A server's own API beside its OpenAI-compatible one (Ollama's /api/chat answers {message, done})
+    // completed every job with no answer and no word of why.
+    if (!Array.isArray(choices)) {
+      return { kind: 'bad_response', status, message: `upstream answered ${status} with a JSON object that is not a chat completion (no choices list)`, notCompletion: true };
     }
     return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
   }
