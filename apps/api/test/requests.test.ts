@@ -481,6 +481,14 @@ test('legacy routes: /index.php?action=request|result|health and /?action= behav
     [underLegacy.status, underLegacy.json.error.code, underLegacy.json.error.message],
     [404, 'not_found', "no route for POST /index.php/v1/requests; a client's base URL is the server's root, without /index.php (the old routes are /index.php?action=…)"],
   );
+  // A base URL ending in a slash, joined with '/v1/…': nginx merges the slashes, the API alone does not.
+  const doubled = await getJson(api.url, `//v1/requests/${created.json.id}`, api.key);
+  assert.deepEqual(
+    [doubled.status, doubled.json.error.message],
+    [404, `no route for GET //v1/requests/${created.json.id}; the path holds a doubled slash: a client's base URL should not end with /`],
+  );
+  const twoWaits = await getJson(api.url, `/v1/requests/${created.json.id}?wait=1&wait=2`, api.key);
+  assert.deepEqual([twoWaits.status, twoWaits.json.error.message], [400, 'give one wait: ?wait=N, a whole number of seconds from 0 to 60']);
   const wrongMethod = await getJson(api.url, '/index.php?action=request', api.key);
   assert.equal(wrongMethod.status, 405);
   const twice = await getJson(api.url, '/index.php?action=health&action=result', api.key);

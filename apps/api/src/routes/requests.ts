@@ -130,6 +130,8 @@ function hangUpSignal(res: Response): AbortSignal {
 
 function parseWait(value: unknown): number {
   if (value === undefined) return 0;
+  // Express reads ?wait=1&wait=2 as a list.
+  if (Array.isArray(value)) throw new AppError('invalid_request', `give one wait: ?wait=N, a whole number of seconds from 0 to ${MAX_WAIT_SECONDS}`);
   if (typeof value !== 'string' || !/^[0-9]{1,3}$/.test(value) || Number(value) > MAX_WAIT_SECONDS) {
     throw new AppError('invalid_request', `wait must be a whole number of seconds from 0 to ${MAX_WAIT_SECONDS}`);
   }
