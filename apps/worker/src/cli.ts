@@ -42,7 +42,7 @@ export function buildCli(version: string): Command {
 
   program
     .command('daemon')
-    .description('process jobs until SIGTERM or SIGINT (for systemd); a second signal exits at once')
+    .description('process jobs until SIGTERM, SIGINT or SIGHUP (for systemd; a closed terminal sends SIGHUP): calls in flight finish first; a second signal exits at once')
     .action(async () => {
       await (await upstreamCommands.daemon()).runDaemon();
     });
