@@ -1,17 +1,20 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
+import pg from 'pg';
 import {
+  API_MAIN,
   completedJob,
   eventually,
   getJson,
   newCredentials,
   onlyOn,
   postSigned,
+  spawnNode,
   startApiProcess,
   startOutageStub,
   startWorkerDaemon,
@@ -31,7 +34,7 @@ function privateServerUnavailable(): string | null {
   return null;
 }
 
-async function startPrivatePostgres(t: TestHooks) {
+async function startPrivatePostgres(t: TestHooks, setUp: (dir: string, asPostgres: (tool: string, args: string[]) => Buffer) => string = () => '') {
   const bin = join(PG_VERSIONS, readdirSync(PG_VERSIONS).sort().at(-1) as string, 'bin');
   const dir = mkdtempSync(join(tmpdir(), 'proxy-pg-'));
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
@@ -41,7 +44,7 @@ async function startPrivatePostgres(t: TestHooks) {
   const asPostgres = (tool: string, args: string[]) => execFileSync('runuser', ['-u', 'postgres', '--', join(bin, tool), ...args], { stdio: 'pipe' });
   asPostgres('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '--no-instructions']);
   const port = await freePort();
-  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off ${setUp(dir, asPostgres)}`;
   const start = () => asPostgres('pg_ctl', ['-D', data, '-l', join(dir, 'server.log'), '-o', options, '-w', 'start']);
   // -m fast: what a restart or failover does to clients (their connections closed, new ones refused).
   const stop = () => asPostgres('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
@@ -54,7 +57,7 @@ async function startPrivatePostgres(t: TestHooks) {
     }
     rmSync(dir, { recursive: true, force: true });
   });
-  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, start, stop };
+  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, dir, start, stop };
 }
 
 test('a PostgreSQL server stopped and started again: creates meanwhile get 503 unavailable; answers that came back during the outage are written once it is back, each job called once; both programs keep running', async (t) => {
@@ -97,4 +100,69 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
   assert.equal((await completed(await create('after'))).output_text, 'echo: after');
   assert.equal(api.child.proc.exitCode, null, 'proxy-api is still running');
   assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');
+});
+
+test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert", async (t) => {
+  if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with TLS')) return;
+  const missing = privateServerUnavailable();
+  if (missing) return t.skip(missing);
+  // A self-signed certificate, as Heroku's servers have, or one from a CA outside Node's list (RDS's).
+  const pgServer = await startPrivatePostgres(t, (dir) => {
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        join(dir, 'server.key'),
+        '-out',
+        join(dir, 'server.crt'),
+      ],
+      { stdio: 'pipe' },
+    );
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
+    for (const file of ['server.key', 'server.crt']) chownSync(join(dir, file), uid, -1);
+    chmodSync(join(dir, 'server.key'), 0o600);
+    return `-c ssl=on -c ssl_cert_file=${join(dir, 'server.crt')} -c ssl_key_file=${join(dir, 'server.key')}`;
+  });
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const env = (query: string) => testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, DATABASE_URL: `${pgServer.url}?${query}`, DATABASE_SCHEMA: 'proxy' });
+
+  // pg 8 read require as verify-full: this start failed on the certificate, after a nine-line warning.
+  // The URL's own session options go before the store's: they had replaced them, search_path with them.
+  const api = await startApiProcess(t, env('sslmode=require&options=-c%20work_mem%3D8MB'), dir);
+  const created = await postSigned(api.url, key, secret, { prompt: 'over TLS' });
+  assert.equal(created.status, 202, JSON.stringify(created.json));
+  assert.equal((await getJson(api.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+  assert.deepEqual(api.child.stderr.filter(Boolean), [], 'nothing on stderr');
+  const admin = new pg.Client({ connectionString: pgServer.url });
+  await admin.connect();
+  try {
+    const { rows } = await admin.query<{ ssl: boolean }>("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'proxy%'");
+    assert.ok(rows.length > 0 && rows.every((r) => r.ssl), `the API's connections encrypted: ${JSON.stringify(rows)}`);
+    const stored = await admin.query('SELECT count(*)::int AS n FROM proxy.jobs WHERE id = $1', [created.json.id]);
+    assert.equal(stored.rows[0].n, 1, 'the job in DATABASE_SCHEMA, the URL giving options of its own');
+  } finally {
+    await admin.end();
+  }
+
+  const refused = spawnNode(API_MAIN, [], env('sslmode=verify-full'), dir);
+  assert.equal((await refused.exited).code, 1);
+  assert.equal(refused.stderr.filter(Boolean).length, 1, refused.stderr.join('\n'));
+  assert.match(refused.stderr[0]!, /^proxy-api: DATABASE_URL: cannot open postgres postgres@127\.0\.0\.1:\d+\/postgres \(schema proxy\): self-signed certificate/);
+
+  const verified = await startApiProcess(t, env(`sslmode=verify-full&sslrootcert=${join(pgServer.dir, 'server.crt')}`), dir);
+  assert.equal((await getJson(verified.url, `/v1/requests/${created.json.id}`, key)).status, 200);
 });

@@ -4,7 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
-import { parse as parseConnectionString } from 'pg-connection-string';
+import { postgresConnection } from './store/postgres/connection-url.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
@@ -513,18 +513,28 @@ export interface DatabaseUrlParts {
 }
 
 /**
- * A PostgreSQL URL read as pg reads it, so every form pg accepts is accepted here (a password in
- * the user part or as ?password=, a socket directory as ?host=), and one it would refuse stops the
- * program at start. The message names `name`, never the URL: it may hold the password.
+ * A PostgreSQL URL read as the store reads it (postgres/connection-url.ts), so every form pg accepts
+ * is accepted here (a password in the user part or as ?password=, a socket directory as ?host=),
+ * and one it would refuse stops the program at start. The message names `name`, never the URL: it
+ * may hold the password.
  */
 export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUrlParts {
-  let parsed: ReturnType<typeof parseConnectionString>;
+  let parsed: ReturnType<typeof postgresConnection>;
   try {
-    parsed = parseConnectionString(url);
-  } catch {
+    parsed = postgresConnection(url);
+  } catch (err) {
+    // A file's error has a system call; a URL Node cannot read has a code too (ERR_INVALID_URL).
+    const { code, path, syscall } = err as NodeJS.ErrnoException;
+    if (syscall) throw new ConfigError(`${name}: cannot read ${path ?? 'a file'}, named by its sslrootcert, sslcert or sslkey: ${code}`);
+    if (/sslmode=verify-ca requires/.test((err as Error).message)) {
+      throw new ConfigError(
+        `${name}: sslmode=verify-ca needs sslrootcert=FILE, the CA to check the server's certificate against (or sslmode=verify-full, against Node's list and the host name)`,
+      );
+    }
     throw new ConfigError(`${name} is not a PostgreSQL URL pg can read (postgres://user:password@host:5432/database)`);
   }
-  return { user: parsed.user ?? '', password: parsed.password ?? '', host: parsed.host ?? '', port: parsed.port ?? '', database: parsed.database ?? '' };
+  const password = typeof parsed.password === 'string' ? parsed.password : '';
+  return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
 }
 
 /**

@@ -189,6 +189,26 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       assert.equal(describeDatabase(config.db), 'postgres app@db.internal:6432/jobs (schema proxy)');
       assert.ok(secretValues(config).includes('hunter2'), `the logger redacts the password of ${url}`);
     }
+    // What its TLS settings need is said in one line, never the URL; `require` (libpq's reading:
+    // encrypted, not verified) needs nothing more.
+    const refused = (url: string) => {
+      try {
+        loadConfig({ env: { DATABASE_URL: url }, cwd });
+      } catch (err) {
+        assert.ok(err instanceof ConfigError && !err.message.includes('hunter2') && !err.message.includes('\n'), String(err));
+        return err.message;
+      }
+      assert.fail(`accepted: ${url}`);
+    };
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?sslmode=verify-ca'),
+      "DATABASE_URL: sslmode=verify-ca needs sslrootcert=FILE, the CA to check the server's certificate against (or sslmode=verify-full, against Node's list and the host name)",
+    );
+    assert.equal(
+      refused(`postgres://app:hunter2@db/jobs?sslmode=verify-full&sslrootcert=${cwd}/missing-ca.pem`),
+      `DATABASE_URL: cannot read ${cwd}/missing-ca.pem, named by its sslrootcert, sslcert or sslkey: ENOENT`,
+    );
+    assert.equal(describeDatabase(loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db/jobs?sslmode=require' }, cwd }).db), 'postgres app@db/jobs (schema public)');
   });
 });
 

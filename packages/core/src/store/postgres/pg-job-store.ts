@@ -22,6 +22,7 @@ import { query, timeCheckouts, withClient } from './checkout.js';
 import { createTurnBatch } from './turn-batch.js';
 import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
 import { createDbClock, type DbClock } from './db-clock.js';
+import { postgresConnection } from './connection-url.js';
 
 export interface PostgresStoreOptions {
   /** postgres://… connection string. */
@@ -143,12 +144,17 @@ function sessionSettings(idleInTransactionMs: number): string {
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<JobStore> {
   const schema = options.schema ?? 'public';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
-  const connection = { connectionString: options.url, types, options: `-c search_path=${schema} ${sessionSettings(options.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS)}` };
+  // The URL's own settings over the rest, as pg merges a connectionString, but its `options`
+  // (?options=-c …) before the store's: the schema and the session settings the store relies on
+  // come last, and PostgreSQL takes the last of a setting given twice.
+  const fromUrl = postgresConnection(options.url);
+  const own = `-c search_path=${schema} ${sessionSettings(options.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS)}`;
+  const connection = { types, ...fromUrl, options: fromUrl.options ? `${fromUrl.options} ${own}` : own };
   // A server that does not answer a connection (a network cut, a host gone) fails the query after
   // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes), and one
   // that stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
   // that died silently, but only after the system's keepalive time (two hours by default).
-  const poolConfig = { ...connection, application_name: `proxy:${schema}`, connectionTimeoutMillis: 10_000, keepAlive: true };
+  const poolConfig = { application_name: `proxy:${schema}`, connectionTimeoutMillis: 10_000, keepAlive: true, ...connection };
   const pool = new pg.Pool({ ...poolConfig, max: options.poolSize ?? 10 });
   const stopTimingCheckouts = timeCheckouts(pool, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
   // An idle connection the server closes is reported on the pool, and an 'error' nobody listens to
