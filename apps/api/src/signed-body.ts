@@ -28,7 +28,16 @@ export function readSignedBody(raw: unknown, client: ClientIdentity): Record<str
   if (depthExceeds(parsed, MAX_DEPTH)) throw new AppError('invalid_request', `the body is nested deeper than ${MAX_DEPTH} levels`);
   const signed = splitSignedBody(raw);
   if (!signed) throw new AppError('invalid_signature', 'the body must end with ,"sign":"<64 hex digits>"} (see the signing recipe)');
-  if (!verifySignedText(signed, client.secrets)) throw new AppError('invalid_signature', 'the signature does not match the body');
+  if (!verifySignedText(signed, client.secrets)) {
+    // The decoder drops a leading byte-order mark, so the JSON reads; the signature covers the bytes.
+    const marked = raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf;
+    throw new AppError(
+      'invalid_signature',
+      marked
+        ? 'the signature does not match the body, which begins with a UTF-8 byte-order mark (EF BB BF) that the signature covers: send the signed text without it'
+        : 'the signature does not match the body',
+    );
+  }
   return parsed as Record<string, unknown>;
 }
 

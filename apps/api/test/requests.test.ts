@@ -161,6 +161,21 @@ test('signature: tampered body, wrong secret, missing sign, bad sign length → 
     assert.equal(res.status, 401, name);
     assert.equal(res.json.error.code, 'invalid_signature', name);
   }
+  // A text signed, then saved with a byte-order mark (a Windows editor, Set-Content -Encoding UTF8)
+  // and sent from the file: the mark is named, where only a mismatch was said.
+  const marked = await post(
+    `${api.url}/v1/requests`,
+    Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(signBody({ prompt: 'saved', ...freshStamp() }, api.secret))]),
+    headers,
+  );
+  assert.deepEqual(
+    [marked.status, marked.json.error.code, marked.json.error.message],
+    [
+      401,
+      'invalid_signature',
+      'the signature does not match the body, which begins with a UTF-8 byte-order mark (EF BB BF) that the signature covers: send the signed text without it',
+    ],
+  );
   assert.equal((await api.store.countByStatus()).queued, 0);
   assert.equal((await post(`${api.url}/v1/requests`, good, headers)).status, 202);
 });
