@@ -171,6 +171,19 @@ test('start-up refuses a missing setting with one line naming it, and never echo
   assert.equal(url.stderr.filter(Boolean).length, 1);
   assert.match(url.stderr[0]!, /^proxy-worker: DATABASE_URL is not a PostgreSQL URL/);
   assert.ok(!url.stderr[0]!.includes('hunter2'));
+
+  // Another tool's name for a setting (the old OpenAI SDKs'): both programs warn of it at start.
+  const named = testEnv(dir, { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40), PORT: '0', OPENAI_API_KEY: 'sk-test', OPENAI_API_BASE: 'http://127.0.0.1:9/v1' });
+  const warned = (lines: string[]) =>
+    lines.some((l) => {
+      const line = JSON.parse(l) as { level: string; message: string };
+      return line.level === 'warn' && line.message.startsWith('the environment sets OPENAI_API_BASE, which is no setting of this program, and OPENAI_BASE_URL is unset');
+    });
+  const once = spawnNode(WORKER_MAIN, ['once'], named, dir);
+  assert.equal((await once.exited).code, 0);
+  assert.ok(warned(once.lines), once.lines.join('\n'));
+  const api2 = await startApiProcess(t, named, dir);
+  assert.ok(warned(api2.child.lines), api2.child.lines.join('\n'));
 });
 
 test('proxy-api takes no arguments: --help and --version answer, anything else is refused (64) before a file is opened or a port taken, never echoing a value', async (t) => {

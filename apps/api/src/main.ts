@@ -40,6 +40,7 @@ await runMain('proxy-api', async () => {
   }
   const config = loadConfig({ needs: { clients: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'api' }, file: 'api.log' });
+  for (const note of config.notes) logger.warn(note);
   // Writes to a file no longer at PROXY_DB_PATH would be 202s for jobs no worker sees, and writes
   // under a later release's schema rows it reads otherwise: the API stops (exit 1), and its restart
   // opens the file that is there, or refuses the later schema in one line.

@@ -12,6 +12,7 @@ import { parseRate, type RateLimitSpec } from './rate-spec.js';
 import { readTextFile } from './text-file.js';
 import { MODEL_PATTERN } from './schemas.js';
 import { SETTINGS, type SettingName, type SettingSpec } from './settings.js';
+import { settingNameNotes } from './setting-names.js';
 import { validate as compiledSettingsValidator } from './generated/validate-settings.js';
 
 export { SETTINGS, type SettingName } from './settings.js';
@@ -79,6 +80,8 @@ export interface Config {
     readonly pollMs: number;
     readonly shutdownGraceMs: number;
   };
+  /** Names set that no setting has, close to one unset, or that Node reads only from its own environment: a warning each at start. */
+  readonly notes: readonly string[];
 }
 
 /** What the calling program cannot run without; the rest has defaults. */
@@ -115,6 +118,13 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     if (value !== undefined && value.trim() !== '') raw[name] = value.trim();
   }
 
+  const nameNotes = settingNameNotes(Object.keys(env), Object.keys(fromFile), (name) => raw[name] !== undefined);
+  // "X is not set", beside a line that sets a name close to it, says which.
+  const unset = (name: SettingName) => {
+    const note = nameNotes.find((n) => n.meant === name);
+    return note ? ` (${note.where} sets ${note.name}: was ${name} meant?)` : '';
+  };
+
   if (!validateSettings(raw)) {
     const err = validateSettings.errors?.[0];
     const name = err?.instancePath.replace(/^\//, '') ?? 'configuration';
@@ -127,7 +137,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 
   const apiKey = readUpstreamKey(s.OPENAI_API_KEY, s.OPENAI_API_KEY_FILE, cwd);
   if (options.needs?.upstream && !apiKey) {
-    throw new ConfigError('OPENAI_API_KEY is not set: put the upstream key in .env (or point OPENAI_API_KEY_FILE at a file holding it)');
+    throw new ConfigError(`OPENAI_API_KEY is not set: put the upstream key in .env (or point OPENAI_API_KEY_FILE at a file holding it)${unset('OPENAI_API_KEY')}`);
   }
   const envClients: ClientIdentity[] = [];
   if (s.PROXY_KEY || s.PROXY_SECRET) {
@@ -141,7 +151,9 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const clients = clientsFile ? mergeClients(envClients, loadClientsFile(clientsFile)) : envClients;
   if (options.needs?.clients && clients.length === 0) {
     if (clientsFile) throw noClient(clientsFile);
-    throw new ConfigError('PROXY_KEY is not set: set PROXY_KEY and PROXY_SECRET in .env (npm start writes fresh ones), or PROXY_CLIENTS_FILE');
+    throw new ConfigError(
+      `PROXY_KEY is not set: set PROXY_KEY and PROXY_SECRET in .env (npm start writes fresh ones), or PROXY_CLIENTS_FILE${unset('PROXY_KEY') || unset('PROXY_CLIENTS_FILE')}`,
+    );
   }
 
   if (s.DATABASE_URL) parseDatabaseUrl(s.DATABASE_URL);
@@ -197,6 +209,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       pollMs: int('WORKER_POLL_MS'),
       shutdownGraceMs: int('SHUTDOWN_GRACE_SECONDS') * 1000,
     },
+    notes: nameNotes.map((n) => n.line),
   });
 }
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -458,4 +458,39 @@ test('a reload to a clients file that lists no client is refused (every request 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a name set that no setting has, close to one unset (a misspelling, or the OpenAI SDKs\' name), is a warning at start and named beside "is not set"; other programs\' names are left alone', () => {
+  withDir((cwd) => {
+    writeFileSync(join(cwd, '.env'), `OPENAI_APIKEY=sk-typo\nRATE_LIMIT_PER_IPS=5/min\nport=9000\nNODE_EXTRA_CA_CERTS=/etc/proxy-ca.pem\nPORT=8001\n`);
+    const env = {
+      OPENAI_API_BASE: 'http://10.0.0.5:8000/v1',
+      PATH: '/usr/bin',
+      HOME: '/root',
+      HOSTNAME: 'vm',
+      LOGNAME: 'root',
+      NODE_ENV: 'production',
+      PROXY_BASE_URL: 'http://x',
+    };
+    assert.throws(
+      () => loadConfig({ env, cwd, needs: { upstream: true } }),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        err.message ===
+          'OPENAI_API_KEY is not set: put the upstream key in .env (or point OPENAI_API_KEY_FILE at a file holding it) (.env sets OPENAI_APIKEY: was OPENAI_API_KEY meant?)',
+    );
+    const config = loadConfig({ env: { ...env, OPENAI_API_KEY: 'sk-real' }, cwd });
+    assert.deepEqual(config.notes, [
+      '.env sets NODE_EXTRA_CA_CERTS, which Node reads only from the environment it starts in, never from .env: name the file in UPSTREAM_CA_FILE instead',
+      // OPENAI_APIKEY is not told of: OPENAI_API_KEY is set (here from the environment), and port: PORT is.
+      '.env sets RATE_LIMIT_PER_IPS, which is no setting of this program, and RATE_LIMIT_PER_IP is unset: RATE_LIMIT_PER_IPS is ignored (was RATE_LIMIT_PER_IP meant?)',
+      'the environment sets OPENAI_API_BASE, which is no setting of this program, and OPENAI_BASE_URL is unset: OPENAI_API_BASE is ignored (was OPENAI_BASE_URL meant?)',
+    ]);
+    assert.equal(config.http.port, 8001);
+    mkdirSync(join(cwd, 'bare'));
+    assert.equal(
+      loadConfig({ env: { PROX_KEY: 'k'.repeat(20) }, cwd: join(cwd, 'bare') }).notes[0],
+      'the environment sets PROX_KEY, which is no setting of this program, and PROXY_KEY is unset: PROX_KEY is ignored (was PROXY_KEY meant?)',
+    );
+  });
 });

@@ -19,6 +19,7 @@ export async function setUpWorker(): Promise<WorkerSetup> {
   const storeLost = new AbortController();
   const store = await openStore(config.db, { logger, onLost: (message) => storeLost.abort(`${message}; the worker stops`) });
   logger.info('database', { database: describeDatabase(config.db) });
+  for (const note of config.notes) logger.warn(note);
   // The origin only: the URL may hold the proxy's password.
   if (config.upstream.proxyUrl) logger.info('upstream calls go through a proxy', { proxy: new URL(config.upstream.proxyUrl).origin });
   if (keyGoesInClear(config.upstream.baseUrl)) {
