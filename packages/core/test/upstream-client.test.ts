@@ -99,6 +99,19 @@ test('a call sent again and dropped again, on the connection made for it, fails:
   assert.equal(kindOf(await chat('third')), 'ok', 'the pool goes on with a new connection');
 });
 
+test("a call that gets no whole answer says how in words beside the code (undici's alone read as jargon on a job): refused, closed before the answer was complete, headers too large", async (t) => {
+  const { chat } = await setUp(t, (call) => (call.prompt === 'big headers' ? { headers: { 'x-padding': 'a'.repeat(20_000) } } : { reset: true }));
+  const messageOf = (outcome: UpstreamOutcome) => (outcome.kind === 'network_error' ? outcome.message : outcome.kind);
+  assert.equal(messageOf(await chat('dropped')), 'upstream connection failed: UND_ERR_SOCKET (the connection ended before the answer was complete: other side closed)');
+  assert.equal(messageOf(await chat('big headers')), "upstream connection failed: UND_ERR_HEADERS_OVERFLOW (the answer's headers are larger than the 16 KB the worker reads)");
+  const closed = await startStubUpstream({ behave: () => ({}) });
+  await closed.close();
+  const upstream = createUpstreamClient({ baseUrl: closed.url, apiKey: 'sk-test', connections: 1, stream: false });
+  t.after(() => upstream.close());
+  const refused = await upstream.chat('{"model":"m","messages":[]}', new AbortController().signal);
+  assert.equal(messageOf(refused), 'upstream connection failed: ECONNREFUSED (nothing accepts connections at that address and port)');
+});
+
 test('the key goes as "Authorization: Bearer <key>", or alone in the header OPENAI_API_KEY_HEADER names (api-key for Azure OpenAI)', async (t) => {
   const stub = await startStubUpstream();
   t.after(() => stub.close());

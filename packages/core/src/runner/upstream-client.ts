@@ -533,5 +533,28 @@ function networkError(err: unknown): UpstreamOutcome {
   if (shortage) return { kind: 'local_shortage', code, message: `could not open an upstream connection: ${code}, ${shortage}` };
   if (CERTIFICATE_REJECTED.has(code)) return { kind: 'certificate_rejected', code, message: `the upstream's TLS certificate was rejected: ${code}` };
   const isUndici = err instanceof undiciErrors.UndiciError;
-  return { kind: 'network_error', code, message: isUndici || e.message ? `upstream connection failed: ${code}` : 'upstream connection failed' };
+  if (!isUndici && !e.message) return { kind: 'network_error', code, message: 'upstream connection failed' };
+  // undici's own words for a closed socket ("other side closed") are fixed phrases: shown with it.
+  const said = code === 'UND_ERR_SOCKET' && e.message && /^[a-z ]{1,40}$/.test(e.message) ? `: ${e.message}` : '';
+  const words = NETWORK_WORDS.get(code);
+  return { kind: 'network_error', code, message: `upstream connection failed: ${code}${words ? ` (${words}${said})` : ''}` };
 }
+
+/**
+ * What a code says, in words: on a job's error, undici's codes (UND_ERR_SOCKET) read as jargon to
+ * the client, and the system's (ECONNREFUSED) as a puzzle to some.
+ */
+const NETWORK_WORDS = new Map<string, string>([
+  ['UND_ERR_SOCKET', 'the connection ended before the answer was complete'],
+  ['ECONNRESET', 'the connection was reset before the answer was complete'],
+  ['EPIPE', 'the connection closed while the call was being sent'],
+  ['ECONNREFUSED', 'nothing accepts connections at that address and port'],
+  ['ENOTFOUND', 'the host name does not resolve'],
+  ['EAI_AGAIN', 'the host name could not be resolved just now (DNS)'],
+  ['EHOSTUNREACH', 'no route to the host'],
+  ['ENETUNREACH', 'no route to the network'],
+  ['ETIMEDOUT', 'the connection timed out'],
+  ['UND_ERR_CONNECT_TIMEOUT', 'the connection could not be opened in time'],
+  ['UND_ERR_HEADERS_OVERFLOW', "the answer's headers are larger than the 16 KB the worker reads"],
+  ['ERR_SSL_WRONG_VERSION_NUMBER', 'TLS spoken to a server that answers in plain HTTP'],
+]);
