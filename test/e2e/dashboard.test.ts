@@ -86,6 +86,22 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   assert.equal(await ahead.locator('#chart-completed rect').count(), 1, 'a browser two hours ahead drew no completions');
   assert.equal(await ahead.locator('#chart-failed rect').count(), 1);
 
+  // Jobs waiting past a cron worker's minute with no worker alive: the database answers, so /health
+  // is ok, but nothing runs them; the state says so rather than "healthy". The health body is
+  // the API's own, changed in what it tells.
+  const stalled = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  await stalled.route('**/health', async (route) => {
+    const real = await route.fetch();
+    const body = (await real.json()) as Record<string, unknown>;
+    await route.fulfill({ response: real, json: { ...body, queue: { ...(body.queue as object), queued: 4 }, oldest_queued_age_seconds: 300, workers: [] } });
+  });
+  await stalled.goto(`${url}/dashboard`);
+  await stalled.fill('#key', key);
+  await stalled.click('button[type=submit]');
+  await stalled.waitForSelector('.tile[data-status=queued] b:has-text("4")');
+  assert.equal(await stalled.textContent('#state'), 'jobs waiting up to 300 s: no live worker');
+  assert.equal(await stalled.getAttribute('#state', 'class'), 'state warn');
+
   mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
   const shot = join(ROOT, 'test-artifacts', 'dashboard.png');
   await page.screenshot({ path: shot, fullPage: true });

@@ -4,6 +4,9 @@
 'use strict';
 
 const REFRESH_MS = 5000;
+// Past a cron worker's minute (proxy-worker once, which is live only while it runs), a job waiting
+// with no worker alive waits for nothing: the database answers, but the service does not.
+const STALLED_AFTER_SECONDS = 120;
 const STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', 'expired'];
 const $ = (id) => document.getElementById(id);
 let timer = null;
@@ -80,9 +83,12 @@ async function refresh() {
   try {
     const [health, stats] = await Promise.all([getJson('../health'), getJson('../v1/stats')]);
     if (stats.status === 401) return logout('That key was not accepted.');
-    $('state').textContent = health.body.status === 'ok' ? 'healthy' : `unavailable: ${health.body.error?.message ?? 'unknown'}`;
-    $('state').className = `state ${health.body.status === 'ok' ? 'ok' : 'down'}`;
     const queue = health.body.queue ?? {};
+    const age = health.body.oldest_queued_age_seconds;
+    const stalled = (queue.queued ?? 0) > 0 && (health.body.workers ?? []).length === 0 && (age ?? 0) >= STALLED_AFTER_SECONDS;
+    if (health.body.status !== 'ok') setState(`unavailable: ${health.body.error?.message ?? 'unknown'}`, 'down');
+    else if (stalled) setState(`jobs waiting up to ${age} s: no live worker`, 'warn');
+    else setState('healthy', 'ok');
     $('queue').replaceChildren(
       ...STATUSES.map((s) => {
         const tile = document.createElement('div');
@@ -92,7 +98,6 @@ async function refresh() {
         return tile;
       }),
     );
-    const age = health.body.oldest_queued_age_seconds;
     $('oldest').textContent = age === null || age === undefined ? 'none' : `${age} s`;
     $('api-clock').textContent = clockText(health.body.clock_offset_ms);
     $('updated').textContent = new Date().toLocaleTimeString();
@@ -111,9 +116,13 @@ async function refresh() {
       'no live worker',
     );
   } catch (err) {
-    $('state').textContent = 'cannot reach the API';
-    $('state').className = 'state down';
+    setState('cannot reach the API', 'down');
   }
+}
+
+function setState(words, kind) {
+  $('state').textContent = words;
+  $('state').className = kind ? `state ${kind}` : 'state';
 }
 
 /** A host's clock against the store's: a worker's as its heartbeat reported it, the API's as it measures it (the store's minus the host's, ms). */
@@ -139,8 +148,7 @@ function logout(message) {
   $('forget').hidden = true;
   $('login').hidden = false;
   $('login-error').textContent = message || '';
-  $('state').textContent = 'not connected';
-  $('state').className = 'state';
+  setState('not connected');
 }
 
 $('login').addEventListener('submit', (event) => {
