@@ -3,7 +3,8 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, enqueueJob, eventually, newTestJob, openTestStore, spawnNode, startWorkerDaemon, tempDir, testEnv, within } from '../helpers/index.ts';
+import Database from 'better-sqlite3';
+import { WORKER_MAIN, enqueueJob, eventually, newTestJob, onlyOn, openTestStore, spawnNode, startWorkerDaemon, tempDir, testEnv, within } from '../helpers/index.ts';
 
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
@@ -252,4 +253,23 @@ test('check: one small completion made as a worker makes its calls; what came ba
   assert.equal(refusing.code, 0, refusing.out);
   assert.match(refusing.out, /^note: the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage$/m);
   assert.equal(stub.calls.length, 11, 'one call for each check that reached the stub, and the one sent again');
+});
+
+test('stats: queued jobs due over two minutes with no worker alive are said to wait for nothing; a fresh one is not', async (t) => {
+  if (!onlyOn('sqlite', t, "ages a job by writing the SQLite file's run_after")) return;
+  const dir = tempDir(t);
+  const env = testEnv(dir);
+  const store = await openTestStore(env);
+  const id = await enqueueJob(store, 'nobody runs me');
+  await store.close();
+  const stats = async () => {
+    const child = spawnNode(WORKER_MAIN, ['stats'], env, dir);
+    assert.equal((await child.exited).code, 0, child.stderr.join('\n'));
+    return child.lines.join('\n');
+  };
+  assert.match(await stats(), /^workers alive: 0$/m, 'a job just queued: a cron worker may yet come');
+  const db = new Database(env.PROXY_DB_PATH as string);
+  db.prepare('UPDATE jobs SET run_after = run_after - 300000 WHERE id = ?').run(id);
+  db.close();
+  assert.match(await stats(), /^workers alive: 0: the queued jobs wait for nothing; start proxy-worker daemon, or check its cron line$/m);
 });

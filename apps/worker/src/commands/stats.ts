@@ -1,4 +1,4 @@
-import { WORKER_ALIVE_MS, toWorkerView } from '@proxy/core';
+import { STALLED_AFTER_SECONDS, WORKER_ALIVE_MS, toWorkerView } from '@proxy/core';
 import { withStore, output, table } from './admin-context.js';
 
 /** `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, the live workers. */
@@ -7,12 +7,13 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
     const now = store.now();
     const [queue, oldest, workers] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.listWorkers(now - WORKER_ALIVE_MS)]);
     const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
+    const stalled = workers.length === 0 && oldestAge !== null && oldestAge >= STALLED_AFTER_SECONDS;
     output(Boolean(opts.json), { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers: workers.map(toWorkerView) }, () =>
       [
         table(['status', 'jobs'], Object.entries(queue)),
         '',
         `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
-        `workers alive: ${workers.length}${
+        `workers alive: ${workers.length}${stalled ? ': the queued jobs wait for nothing; start proxy-worker daemon, or check its cron line' : ''}${
           workers.length
             ? `\n${table(
                 ['worker', 'pid', 'jobs done', 'last seen', 'clock'],

@@ -143,6 +143,12 @@ export interface CounterValue {
 /** A worker counts as alive when its heartbeat is this recent (health, metrics, stats). */
 export const WORKER_ALIVE_MS = 30_000;
 
+/**
+ * A queued job due this long with no worker alive waits for nothing: longer than a cron worker's
+ * minute (proxy-worker once is alive only while it runs). The status page has its own copy.
+ */
+export const STALLED_AFTER_SECONDS = 120;
+
 /** A worker process as it last reported itself. */
 export interface WorkerHeartbeat {
   id: string;
