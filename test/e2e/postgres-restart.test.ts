@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chownSync, chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import pg from 'pg';
 import {
   API_MAIN,
@@ -165,4 +166,66 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
 
   const verified = await startApiProcess(t, env(`sslmode=verify-full&sslrootcert=${join(pgServer.dir, 'server.crt')}`), dir);
   assert.equal((await getJson(verified.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+});
+
+const PGBOUNCER = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((path) => existsSync(path));
+
+test('behind PgBouncer in session mode, as README says to pool connections: both programs start and a job completes (the session settings went as a startup parameter PgBouncer refuses)', async (t) => {
+  if (!onlyOn('postgres', t, 'starts a PostgreSQL server and a PgBouncer of its own')) return;
+  const missing = privateServerUnavailable() ?? (PGBOUNCER ? null : 'PgBouncer is not installed (apt-get install pgbouncer); CI installs it');
+  if (missing) {
+    if (process.env.CI && !PGBOUNCER) throw new Error('pgbouncer is missing: .ci/run installs it');
+    return t.skip(missing);
+  }
+  const pgServer = await startPrivatePostgres(t);
+  const port = await freePort();
+  const server = new URL(pgServer.url);
+  const ini = join(pgServer.dir, 'pgbouncer.ini');
+  writeFileSync(join(pgServer.dir, 'users.txt'), '"postgres" ""\n');
+  writeFileSync(
+    ini,
+    [
+      '[databases]',
+      `postgres = host=127.0.0.1 port=${server.port} dbname=postgres`,
+      '[pgbouncer]',
+      'listen_addr = 127.0.0.1',
+      `listen_port = ${port}`,
+      'unix_socket_dir =',
+      'auth_type = trust',
+      `auth_file = ${join(pgServer.dir, 'users.txt')}`,
+      'pool_mode = session',
+      `logfile = ${join(pgServer.dir, 'pgbouncer.log')}`,
+      `pidfile = ${join(pgServer.dir, 'pgbouncer.pid')}`,
+    ].join('\n'),
+  );
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
+  for (const file of ['pgbouncer.ini', 'users.txt']) chownSync(join(pgServer.dir, file), uid, -1);
+  // PgBouncer will not run as root; -d: it forks and returns once it listens.
+  execFileSync('runuser', ['-u', 'postgres', '--', PGBOUNCER as string, '-d', ini], { stdio: 'pipe' });
+  t.after(() => {
+    try {
+      execFileSync('kill', [readFileSync(join(pgServer.dir, 'pgbouncer.pid'), 'utf8').trim()]);
+    } catch {
+      // Already gone.
+    }
+  });
+
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({});
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, {
+    PROXY_KEY: key,
+    PROXY_SECRET: secret,
+    OPENAI_API_KEY: 'sk-pool',
+    OPENAI_BASE_URL: stub.url,
+    DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    DATABASE_SCHEMA: 'pooled',
+  });
+  const api = await startApiProcess(t, env, dir);
+  startWorkerDaemon(t, env, dir);
+  const created = await postSigned(api.url, key, secret, { prompt: 'through the pool' });
+  assert.equal(created.status, 202, JSON.stringify(created.json));
+  assert.equal((await completedJob(api.url, key, created.json.id)).output_text, 'echo: through the pool');
+  assert.deepEqual(api.child.stderr.filter(Boolean), []);
 });

@@ -137,6 +137,16 @@ function sessionSettings(idleInTransactionMs: number): string {
 }
 
 /**
+ * The settings above, with the schema, as each session's first statement. Sent at connect as the
+ * `options` startup parameter they were refused by PgBouncer ("unsupported startup parameter:
+ * options"), which README names as the way to put a pool in front of the server; PgBouncer's
+ * `ignore_startup_parameters = options` would have dropped them, the schema with them.
+ */
+export function sessionSetup(schema: string, idleInTransactionMs: number): string {
+  return `SET search_path TO ${schema}; SET lock_timeout = ${LOCK_TIMEOUT_MS}; SET idle_in_transaction_session_timeout = ${idleInTransactionMs}; SET enable_bitmapscan = off`;
+}
+
+/**
  * Opens the PostgreSQL job store: applies its migrations under an advisory lock, and LISTENs for job
  * changes while someone asks (change-listener.ts) so idle workers and long-poll watchers wake
  * without polling the table.
@@ -144,17 +154,19 @@ function sessionSettings(idleInTransactionMs: number): string {
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<JobStore> {
   const schema = options.schema ?? 'public';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
-  // The URL's own settings over the rest, as pg merges a connectionString, but its `options`
-  // (?options=-c …) before the store's: the schema and the session settings the store relies on
-  // come last, and PostgreSQL takes the last of a setting given twice.
-  const fromUrl = postgresConnection(options.url);
-  const own = `-c search_path=${schema} ${sessionSettings(options.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS)}`;
-  const connection = { types, ...fromUrl, options: fromUrl.options ? `${fromUrl.options} ${own}` : own };
+  // The URL's own settings over the rest, as pg merges a connectionString; the store's session
+  // settings are set by each session's first statement (sessionSetup), after any of the URL's own
+  // (?options=-c …), so that the schema and the settings the store relies on win.
+  const connection = { types, ...postgresConnection(options.url) };
+  const setup = sessionSetup(schema, options.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS);
+  // pg-pool waits for a promise the hook returns, and a session whose settings failed is ended and
+  // its checkout failed (its types say void).
+  const onConnect = (client: pg.ClientBase) => client.query(setup);
   // A server that does not answer a connection (a network cut, a host gone) fails the query after
   // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes), and one
   // that stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
   // that died silently, but only after the system's keepalive time (two hours by default).
-  const poolConfig = { application_name: `proxy:${schema}`, connectionTimeoutMillis: 10_000, keepAlive: true, ...connection };
+  const poolConfig = { application_name: `proxy:${schema}`, connectionTimeoutMillis: 10_000, keepAlive: true, ...connection, onConnect };
   const pool = new pg.Pool({ ...poolConfig, max: options.poolSize ?? 10 });
   const stopTimingCheckouts = timeCheckouts(pool, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
   // An idle connection the server closes is reported on the pool, and an 'error' nobody listens to
