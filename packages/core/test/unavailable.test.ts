@@ -102,3 +102,25 @@ test('PostgreSQL: a checked-out connection the server closes between two queries
     await pool.end();
   }
 });
+
+test("PostgreSQL: a named statement the session no longer knows (a pool in transaction mode gave the next transaction another server session) says what to change, with PostgreSQL's own words and code", async () => {
+  const pool = new pg.Pool({ connectionString: PG_URL, max: 1 });
+  try {
+    const named = () => withClient(pool, (client) => client.query({ name: 'pooled_probe', text: 'SELECT 1 AS one' }));
+    assert.equal((await named()).rows[0].one, 1);
+    // What such a pool does: the statement was prepared on a server session this one is not.
+    await withClient(pool, (client) => client.query('DEALLOCATE pooled_probe'));
+    const err = (await named().then(
+      () => assert.fail('answered'),
+      (e: unknown) => e,
+    )) as Error & { code?: string };
+    assert.equal(err.code, '26000');
+    assert.match(
+      err.message,
+      /^prepared statement "pooled_probe" does not exist: DATABASE_URL may reach PostgreSQL through a pool in transaction mode \(PgBouncer's pool_mode = transaction, a provider's transaction pooler\), where a session's prepared statements and settings do not last: point it at a pool in session mode, or at the server$/,
+    );
+    assert.equal(isDatabaseUnavailable(err), false, 'a fault of the settings, not an outage to retry');
+  } finally {
+    await pool.end();
+  }
+});

@@ -45,7 +45,7 @@ export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) =
         broken = err as Error;
         continue;
       }
-      if (!(wasIdle && closedByServer(err))) throw err;
+      if (!(wasIdle && closedByServer(err))) throw sessionLost(err) ?? err;
       // Told as the pool tells of an idle connection it saw close: this one closed while idle too.
       pool.emit('error', err, client);
     } finally {
@@ -123,6 +123,24 @@ function closedByServer(err: unknown): boolean {
  */
 function planChanged(err: unknown): boolean {
   return (err as { code?: unknown })?.code === '0A000' && err instanceof Error && /cached plan must not change result type/.test(err.message);
+}
+
+/**
+ * A statement that failed as one does when a pool between gives each transaction whichever server
+ * session is free (PgBouncer's pool_mode = transaction, a provider's transaction pooler): a named
+ * statement this connection prepared that the server session does not know (26000), or a table of
+ * the store's it cannot see, the search_path its session set being on another (42P01). PostgreSQL's
+ * words alone sent an operator looking at the statements; the same error with its code, told what
+ * to change. Null for any other error.
+ */
+function sessionLost(err: unknown): Error | null {
+  const code = (err as { code?: unknown })?.code;
+  if ((code !== '26000' && code !== '42P01') || !(err instanceof Error)) return null;
+  const told = new Error(
+    `${err.message}: DATABASE_URL may reach PostgreSQL through a pool in transaction mode (PgBouncer's pool_mode = transaction, a provider's transaction pooler), where a session's prepared statements and settings do not last: point it at a pool in session mode, or at the server`,
+    { cause: err },
+  );
+  return Object.assign(told, { code });
 }
 
 /**
