@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { chownSync, chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import { chownSync, chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -170,7 +172,7 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
 
 const PGBOUNCER = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((path) => existsSync(path));
 
-test('behind PgBouncer in session mode, as README says to pool connections: both programs start and a job completes (the session settings went as a startup parameter PgBouncer refuses)', async (t) => {
+test('behind PgBouncer in session mode, as README says to pool connections: both programs start and a job completes (the session settings went as a startup parameter PgBouncer refuses); in transaction mode the start is refused, nothing made', async (t) => {
   if (!onlyOn('postgres', t, 'starts a PostgreSQL server and a PgBouncer of its own')) return;
   const missing = privateServerUnavailable() ?? (PGBOUNCER ? null : 'PgBouncer is not installed (apt-get install pgbouncer); CI installs it');
   if (missing) {
@@ -187,6 +189,7 @@ test('behind PgBouncer in session mode, as README says to pool connections: both
     [
       '[databases]',
       `postgres = host=127.0.0.1 port=${server.port} dbname=postgres`,
+      `by_transaction = host=127.0.0.1 port=${server.port} dbname=postgres pool_mode=transaction`,
       '[pgbouncer]',
       'listen_addr = 127.0.0.1',
       `listen_port = ${port}`,
@@ -200,15 +203,15 @@ test('behind PgBouncer in session mode, as README says to pool connections: both
   );
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
   for (const file of ['pgbouncer.ini', 'users.txt']) chownSync(join(pgServer.dir, file), uid, -1);
-  // PgBouncer will not run as root; -d: it forks and returns once it listens.
-  execFileSync('runuser', ['-u', 'postgres', '--', PGBOUNCER as string, '-d', ini], { stdio: 'pipe' });
-  t.after(() => {
-    try {
-      execFileSync('kill', [readFileSync(join(pgServer.dir, 'pgbouncer.pid'), 'utf8').trim()]);
-    } catch {
-      // Already gone.
-    }
+  // PgBouncer will not run as root. A child of the test's (not -d, whose daemon no one would reap),
+  // stopped by the test; runuser passes the signal on.
+  const pgbouncer = spawn('runuser', ['-u', 'postgres', '--', PGBOUNCER as string, ini], { stdio: 'ignore' });
+  const pgbouncerExited = once(pgbouncer, 'exit');
+  t.after(async () => {
+    pgbouncer.kill('SIGTERM');
+    await pgbouncerExited;
   });
+  await eventually(() => isListening(port), 10_000);
 
   const dir = tempDir(t);
   const stub = await startStubUpstream({});
@@ -228,4 +231,31 @@ test('behind PgBouncer in session mode, as README says to pool connections: both
   assert.equal(created.status, 202, JSON.stringify(created.json));
   assert.equal((await completedJob(api.url, key, created.json.id)).output_text, 'echo: through the pool');
   assert.deepEqual(api.child.stderr.filter(Boolean), []);
+
+  // In transaction mode a session is no connection's own: refused before anything is migrated,
+  // where the migrations made their tables in whatever schema the session they landed on had.
+  const refused = spawnNode(API_MAIN, [], { ...env, DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/by_transaction`, DATABASE_SCHEMA: 'by_transaction' }, dir);
+  assert.equal((await refused.exited).code, 1);
+  assert.equal(refused.stderr.filter(Boolean).length, 1, refused.stderr.join('\n'));
+  assert.match(
+    refused.stderr[0]!,
+    /^proxy-api: DATABASE_URL: cannot open postgres postgres@127\.0\.0\.1:\d+\/by_transaction \(schema by_transaction\): it is reached through a pool in transaction mode \(PgBouncer's pool_mode = transaction/,
+  );
+  const admin = new pg.Client({ connectionString: pgServer.url });
+  await admin.connect();
+  try {
+    const made = await admin.query("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'pooled')");
+    assert.deepEqual(made.rows, [], 'nothing made outside the session-mode schema');
+  } finally {
+    await admin.end();
+  }
 });
+
+/** Whether something accepts connections on 127.0.0.1:port. */
+function isListening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}

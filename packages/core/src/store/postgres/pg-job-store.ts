@@ -23,6 +23,7 @@ import { createTurnBatch } from './turn-batch.js';
 import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
 import { createDbClock, type DbClock } from './db-clock.js';
 import { postgresConnection } from './connection-url.js';
+import { assertSessionPerConnection } from './session-probe.js';
 
 export interface PostgresStoreOptions {
   /** postgres://… connection string. */
@@ -167,6 +168,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // that stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
   // that died silently, but only after the system's keepalive time (two hours by default).
   const poolConfig = { application_name: `proxy:${schema}`, connectionTimeoutMillis: 10_000, keepAlive: true, ...connection, onConnect };
+  // Before anything is migrated: through a pool in transaction mode, migrations land anywhere.
+  await assertSessionPerConnection({ ...poolConfig, application_name: `proxy-probe:${schema}` });
   const pool = new pg.Pool({ ...poolConfig, max: options.poolSize ?? 10 });
   const stopTimingCheckouts = timeCheckouts(pool, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
   // An idle connection the server closes is reported on the pool, and an 'error' nobody listens to

@@ -1,0 +1,40 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+
+/**
+ * Refuses a way to the server that hands each transaction whichever server session is free: a pool
+ * in transaction mode (PgBouncer's pool_mode = transaction, a provider's transaction pooler). The
+ * store needs a session of its own for its schema and settings (set once per connection), its
+ * prepared statements and its LISTEN; through such a pool its migrations ran in whatever schema the
+ * session they landed on had (seen: PgBouncer 1.18, tables made in `public`), and then its
+ * statements failed at random.
+ *
+ * One connection sets a value for its session and sits idle; a second connection reads it. Straight
+ * to the server, or through a pool in session mode, a session is its connection's alone and the
+ * second cannot see it. Through a pool in transaction mode the first connection's server session
+ * went back to the pool when its statement ended, and the second is handed it (PgBouncer hands out
+ * the session freed last) and reads the value. A pool that handed the second another session passes
+ * this, and fails later with the words checkout.ts adds to such a failure.
+ */
+export async function assertSessionPerConnection(config: pg.ClientConfig): Promise<void> {
+  const marker = randomUUID();
+  const first = new pg.Client(config);
+  await first.connect();
+  try {
+    await first.query("SELECT set_config('proxy.session_probe', $1, false)", [marker]);
+    const second = new pg.Client(config);
+    await second.connect();
+    try {
+      const { rows } = await second.query<{ seen: string | null }>("SELECT current_setting('proxy.session_probe', true) AS seen");
+      if (rows[0]?.seen === marker) {
+        throw new Error(
+          "it is reached through a pool in transaction mode (PgBouncer's pool_mode = transaction, a provider's transaction pooler): another connection's session answered, and the store needs a session of its own (its schema, settings and prepared statements, and LISTEN); point DATABASE_URL at a pool in session mode, or at the server",
+        );
+      }
+    } finally {
+      await second.end();
+    }
+  } finally {
+    await first.end();
+  }
+}
