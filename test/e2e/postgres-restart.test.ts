@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { assertSessionPerConnection } from '../../packages/core/src/store/postgres/session-probe.ts';
 import pg from 'pg';
 import {
   API_MAIN,
@@ -23,6 +24,7 @@ import {
   startWorkerDaemon,
   tempDir,
   testEnv,
+  within,
   type TestHooks,
 } from '../helpers/index.ts';
 
@@ -190,6 +192,7 @@ test('behind PgBouncer in session mode, as README says to pool connections: both
       '[databases]',
       `postgres = host=127.0.0.1 port=${server.port} dbname=postgres`,
       `by_transaction = host=127.0.0.1 port=${server.port} dbname=postgres pool_mode=transaction`,
+      `one_session = host=127.0.0.1 port=${server.port} dbname=postgres pool_size=1`,
       '[pgbouncer]',
       'listen_addr = 127.0.0.1',
       `listen_port = ${port}`,
@@ -241,6 +244,11 @@ test('behind PgBouncer in session mode, as README says to pool connections: both
     refused.stderr[0]!,
     /^proxy-api: DATABASE_URL: cannot open postgres postgres@127\.0\.0\.1:\d+\/by_transaction \(schema by_transaction\): it is reached through a pool in transaction mode \(PgBouncer's pool_mode = transaction/,
   );
+  // A session-mode pool with one session holds the probe's second statement until the first lets
+  // go: taken as what it is, no pool in transaction mode, rather than waited on for PgBouncer's 120 s.
+  const began = Date.now();
+  await within(assertSessionPerConnection({ connectionString: `postgres://postgres@127.0.0.1:${port}/one_session` }), 10_000, 'the probe through a pool of one session');
+  t.diagnostic(`probe through a pool of one session: ${Date.now() - began} ms`);
   const admin = new pg.Client({ connectionString: pgServer.url });
   await admin.connect();
   try {

@@ -1,6 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 
+// How long the second connection's statement may be held before the probe takes it as held by a
+// pool in session mode with no session free (below).
+const HELD_MS = 2000;
+
 /**
  * Refuses a way to the server that hands each transaction whichever server session is free: a pool
  * in transaction mode (PgBouncer's pool_mode = transaction, a provider's transaction pooler). The
@@ -25,8 +29,19 @@ export async function assertSessionPerConnection(config: pg.ClientConfig): Promi
     // a connection): the probe costs one connection's time, about 10 ms against a local server.
     await Promise.all([first.connect(), second.connect()]);
     await first.query("SELECT set_config('proxy.session_probe', $1, false)", [marker]);
-    const { rows } = await second.query<{ seen: string | null }>("SELECT current_setting('proxy.session_probe', true) AS seen");
-    if (rows[0]?.seen === marker) {
+    const read = second.query<{ seen: string | null }>("SELECT current_setting('proxy.session_probe', true) AS seen");
+    // A pool in session mode with no session free (PgBouncer's pool of one) holds the second's
+    // statement until the first lets its session go, which it does only after: a pool that binds
+    // sessions to connections, so no pool in transaction mode. PgBouncer would hold it for its
+    // query_wait_timeout (120 s).
+    let timer: NodeJS.Timeout | undefined;
+    const held = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), HELD_MS)));
+    const answer = await Promise.race([read, held]).finally(() => clearTimeout(timer));
+    if (answer === null) {
+      read.catch(() => undefined);
+      return;
+    }
+    if (answer.rows[0]?.seen === marker) {
       throw new Error(
         "it is reached through a pool in transaction mode (PgBouncer's pool_mode = transaction, a provider's transaction pooler): another connection's session answered, and the store needs a session of its own (its schema, settings and prepared statements, and LISTEN); point DATABASE_URL at a pool in session mode, or at the server",
       );
