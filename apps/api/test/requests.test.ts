@@ -217,7 +217,7 @@ test('bad input: invalid JSON 400, invalid UTF-8 400, wrong content type 415, ov
   const form = await post(`${api.url}/v1/requests`, 'prompt=x', { ...headers, 'content-type': 'application/x-www-form-urlencoded' });
   assert.deepEqual([form.status, form.json.error.code], [415, 'unsupported_media_type']);
   const big = await post(`${api.url}/v1/requests`, signBody({ prompt: 'x'.repeat(5000), ...freshStamp() }, api.secret), headers);
-  assert.deepEqual([big.status, big.json.error.code], [413, 'payload_too_large']);
+  assert.deepEqual([big.status, big.json.error.code, big.json.error.message], [413, 'payload_too_large', 'the request body is over the 2 KB the server accepts']);
   const array = await post(`${api.url}/v1/requests`, '[1,2]', headers);
   assert.deepEqual([array.status, array.json.error.code], [400, 'invalid_request']);
   const deep = await post(`${api.url}/v1/requests`, `${'['.repeat(500)}${']'.repeat(500)}`.replace(/^\[/, '{"a":[').replace(/\]$/, ']}'), headers);
@@ -359,7 +359,10 @@ test('compressed bodies: gzip is read and its plain bytes are what is signed; on
   assert.equal(unknown.headers.get('accept-encoding'), 'gzip, deflate, br');
   // The limit counts the bytes after decompression: a small gzip of a large body is refused.
   const bomb = await post(`${api.url}/v1/requests`, gzipSync(signBody({ prompt: 'x'.repeat(100_000), ...freshStamp() }, api.secret)), { ...headers, 'content-encoding': 'gzip' });
-  assert.deepEqual([bomb.status, bomb.json.error.code], [413, 'payload_too_large']);
+  assert.deepEqual(
+    [bomb.status, bomb.json.error.code, bomb.json.error.message],
+    [413, 'payload_too_large', 'the request body is over the 2 KB the server accepts (counted decompressed)'],
+  );
   assert.equal((await api.store.countByStatus()).queued, 1, 'only the good body was stored');
 });
 

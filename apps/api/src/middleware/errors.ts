@@ -60,11 +60,14 @@ function requestError(err: unknown, req: Request): AppError | null {
       headers: { 'Accept-Encoding': ACCEPT_ENCODING },
     });
   }
-  if (parserCode) {
-    return new AppError(parserCode, parserCode === 'payload_too_large' ? 'the request body is larger than the server accepts' : 'the request body could not be read', {
-      cause: err,
-    });
+  if (parserCode === 'payload_too_large') {
+    // The limit, so a client can split or trim; a compressed body is held to it decompressed.
+    const { limit } = err as { limit?: unknown };
+    const coded = req.headers['content-encoding'] !== undefined && req.headers['content-encoding'] !== 'identity';
+    const over = typeof limit === 'number' ? `over the ${byteText(limit)} the server accepts${coded ? ' (counted decompressed)' : ''}` : 'larger than the server accepts';
+    return new AppError(parserCode, `the request body is ${over}`, { cause: err });
   }
+  if (parserCode) return new AppError(parserCode, 'the request body could not be read', { cause: err });
   if (status !== 400) return null;
   if (err instanceof URIError) return new AppError('invalid_request', 'the path is not valid percent-encoding', { cause: err });
   // The coding is named only when it is one body-parser inflates, which it must be to fail here.
@@ -104,4 +107,11 @@ export function createErrorHandler(now: () => number = Date.now): ErrorRequestHa
     if (res.headersSent) return;
     sendJson(res, appError.status, appError.toJSON(), Object.entries(appError.headers).flat());
   };
+}
+
+/** A byte count as BODY_LIMIT is written: 1 MB, 512 KB, or bytes. */
+function byteText(bytes: number): string {
+  if (bytes % (1024 * 1024) === 0) return `${bytes / (1024 * 1024)} MB`;
+  if (bytes % 1024 === 0) return `${bytes / 1024} KB`;
+  return `${bytes} bytes`;
 }
