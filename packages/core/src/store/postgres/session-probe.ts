@@ -9,9 +9,10 @@ const HELD_MS = 2000;
  * Refuses a way to the server that hands each transaction whichever server session is free: a pool
  * in transaction mode (PgBouncer's pool_mode = transaction, a provider's transaction pooler). The
  * store needs a session of its own for its schema and settings (set once per connection), its
- * prepared statements and its LISTEN; through such a pool its migrations ran in whatever schema the
- * session they landed on had (seen: PgBouncer 1.18, tables made in `public`), and then its
- * statements failed at random.
+ * prepared statements and its LISTEN; through such a pool each statement of its migrations ran on
+ * whichever server session was free, with whatever schema that session had (seen, PgBouncer 1.18:
+ * a start failing on `index "rate_limits_tat" does not exist`, and one waiting without end), and
+ * the statements after them failed at random.
  *
  * One connection sets a value for its session and sits idle; a second connection reads it. Straight
  * to the server, or through a pool in session mode, a session is its connection's alone and the
