@@ -281,6 +281,22 @@ for (const backend of backends) {
       assert.deepEqual(await store.finalAmong([]), []);
     });
 
+    test('cancelsAmong: of the running ids asked about, those whose client asked to cancel; a queued job cancelled at once, a finished one, an unknown id are not', async (t) => {
+      const place = await backend.place(t);
+      const store = await place.open();
+      const [asked, left, done, queued] = (await createJobs(store, 4)) as [string, string, string, string];
+      const claimed = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 60_000 });
+      const held = (id: string) => claimed.find((j) => j.id === id) as ClaimedJob;
+      await store.releaseJob(queued, held(queued).leaseToken, Date.now());
+      assert.deepEqual(await store.cancelsAmong([asked, left]), []);
+      await store.cancelJob(asked, 'default');
+      await store.cancelJob(queued, 'default');
+      await store.cancelJob(done, 'default');
+      await store.finishJob(done, held(done).leaseToken, 'cancelled', null);
+      assert.deepEqual(await store.cancelsAmong([asked, left, done, queued, 'j_unknown']), [asked]);
+      assert.deepEqual(await store.cancelsAmong([]), []);
+    });
+
     test('claims take jobs in queue order, the longest due first; jobs due in the same millisecond in the order created', async (t) => {
       const place = await backend.place(t);
       const c = clock();

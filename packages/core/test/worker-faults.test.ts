@@ -321,6 +321,20 @@ test('cancel while running: the worker aborts its call and the job ends cancelle
   assert.ok(Date.now() - started < 1500, 'cancelled long before the call would have finished');
 });
 
+test("cancel while running, with the default lease (renewed every 10 s): the worker hears of it within about a second, not at the lease's next renewal, and aborts its call", async (t) => {
+  const { stub, store, enqueue } = await setUp(t, () => ({ delayMs: 8000 }), { leaseMs: 30_000 });
+  const id = await enqueue('a call of eight seconds');
+  await eventually(async () => stub.inflight() === 1);
+  const started = Date.now();
+  assert.equal((await store.cancelJob(id, 'default'))?.status, 'in_progress');
+  const job = await finalJob(store, id);
+  // Heard at the renewal 10 s into the lease, the 8 s call had completed: a 202 cancel_requested, then "completed".
+  assert.equal(job.status, 'cancelled');
+  const took = Date.now() - started;
+  assert.ok(took < 3000, `cancelled ${took} ms after the request`);
+  await eventually(async () => stub.calls[0]?.hungUpAt !== undefined, 2000);
+});
+
 test('cancel while waiting for the upstream budget: the wait ends at once and the job is cancelled, never called', async (t) => {
   // 60 calls a minute: the second job waits a second for its turn, inside its attempt.
   const { stub, store, enqueue } = await setUp(t, () => ({}), { leaseMs: 300, pacing: { rpm: 60, tpm: null } });

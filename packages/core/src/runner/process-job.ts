@@ -5,6 +5,7 @@ import { backoffMs, judgeFailure } from './retry-policy.js';
 import { keepLease, type LeaseEnd } from './lease.js';
 import type { LocalShortage } from './local-shortage.js';
 import type { Pacing } from './pacing.js';
+import type { CancelWatch } from './cancel-watch.js';
 import type { UpstreamClient } from './upstream-client.js';
 
 /**
@@ -40,6 +41,8 @@ export interface ProcessJobDeps {
   pacing: Pacing;
   /** Told when this machine could not open a connection; the job itself goes back unspent. */
   onLocalShortage?: (shortage: LocalShortage) => void;
+  /** Tells a running attempt, within a second, that its client cancelled it (cancel-watch.ts). */
+  cancels?: CancelWatch;
 }
 
 /**
@@ -144,6 +147,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   const timer =
     deps.attemptTimeoutMs <= untilDeadline ? setTimeout(() => signal.abort('timeout'), deps.attemptTimeoutMs) : setTimeout(() => signal.abort('deadline'), untilDeadline);
   const unsubscribe = shutdown.onAbort(() => signal.abort('shutdown'));
+  const unwatch = deps.cancels?.watch(job.id, () => signal.abort('cancelled'));
   const lease = keepLease({
     store,
     job,
@@ -220,6 +224,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     clearTimeout(timer);
     lease.stop();
     unsubscribe();
+    unwatch?.();
   }
 }
 

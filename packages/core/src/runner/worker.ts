@@ -11,6 +11,7 @@ import { retryOutcomeWrites } from './outcome-writes.js';
 import { createShortageBrake } from './local-shortage.js';
 import { createReserve, maxHoldFor } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
+import { createCancelWatch } from './cancel-watch.js';
 
 export interface WorkerOptions {
   store: JobStore;
@@ -100,6 +101,7 @@ export function createWorker(options: WorkerOptions): Worker {
     retryMaxMs: options.retryMaxMs,
     ...(options.random ? { random: options.random } : {}),
     onLocalShortage: shortage.report,
+    cancels: createCancelWatch(options.store),
   };
 
   const inflight = new Set<Promise<void>>();

@@ -228,6 +228,8 @@ export interface JobStore {
   releaseJob(id: string, token: number, runAfter: number): Promise<boolean>;
   /** Cancels a client's job: at once when queued, through its worker when running. Null if not theirs. */
   cancelJob(id: string, client: string): Promise<JobRecord | null>;
+  /** Of these running job ids, the ones whose client asked to cancel (for the worker holding them). */
+  cancelsAmong(ids: readonly string[]): Promise<string[]>;
 
   /** Jobs that reached a final status at or after `since` (for long-poll watchers). */
   listFinishedSince(since: number): Promise<Array<{ id: string; status: JobStatus; finishedAt: number }>>;

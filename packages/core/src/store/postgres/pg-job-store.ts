@@ -733,6 +733,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return rows.map((r) => r.id);
     },
 
+    async cancelsAmong(ids) {
+      if (ids.length === 0) return [];
+      const { rows } = await db.query<{ id: string }>("SELECT id FROM jobs WHERE id = ANY($1::text[]) AND status = 'in_progress' AND cancel_requested = 1", [ids]);
+      return rows.map((r) => r.id);
+    },
+
     async nextWakeAt() {
       const { rows } = await db.query<{ at: number | null }>(
         `SELECT LEAST((SELECT MIN(run_after) FROM jobs WHERE status = 'queued'),

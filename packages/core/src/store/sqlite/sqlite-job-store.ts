@@ -343,6 +343,10 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return ids.length === 0 ? [] : sql.finalAmong.all(JSON.stringify(ids));
     },
 
+    async cancelsAmong(ids) {
+      return ids.length === 0 ? [] : sql.cancelsAmong.all(JSON.stringify(ids));
+    },
+
     async nextWakeAt() {
       const row = sql.nextWake.get();
       return row?.at ?? null;
@@ -579,6 +583,13 @@ function prepareStatements(db: Db) {
         `
       SELECT jobs.id FROM json_each(?) AS waited JOIN jobs ON jobs.id = waited.value
        WHERE jobs.status IN ${FINISHED}`,
+      )
+      .pluck(),
+    cancelsAmong: db
+      .prepare<[string], string>(
+        `
+      SELECT jobs.id FROM json_each(?) AS held JOIN jobs ON jobs.id = held.value
+       WHERE jobs.status = 'in_progress' AND jobs.cancel_requested = 1`,
       )
       .pluck(),
     // Measured: 17 columns read by id cost about half of SELECT * (25 columns, the prompt among them).
