@@ -19,23 +19,24 @@ export interface NameNote {
 }
 
 // Other tools' names for a setting: the OpenAI SDKs' and LangChain's.
-const OTHER_TOOLS: Record<string, SettingName> = {
-  OPENAI_API_BASE: 'OPENAI_BASE_URL',
-  OPENAI_API_BASE_URL: 'OPENAI_BASE_URL',
-  OPENAI_API_HOST: 'OPENAI_BASE_URL',
-  OPENAI_BASE: 'OPENAI_BASE_URL',
-  OPENAI_KEY: 'OPENAI_API_KEY',
-  OPENAI_TOKEN: 'OPENAI_API_KEY',
-  OPENAI_MODEL: 'DEFAULT_MODEL',
-  OPENAI_TIMEOUT: 'UPSTREAM_TIMEOUT_SECONDS',
-};
+// Maps, not objects: a name from .env is any text, and an object answers toString and constructor.
+const OTHER_TOOLS = new Map<string, SettingName>([
+  ['OPENAI_API_BASE', 'OPENAI_BASE_URL'],
+  ['OPENAI_API_BASE_URL', 'OPENAI_BASE_URL'],
+  ['OPENAI_API_HOST', 'OPENAI_BASE_URL'],
+  ['OPENAI_BASE', 'OPENAI_BASE_URL'],
+  ['OPENAI_KEY', 'OPENAI_API_KEY'],
+  ['OPENAI_TOKEN', 'OPENAI_API_KEY'],
+  ['OPENAI_MODEL', 'DEFAULT_MODEL'],
+  ['OPENAI_TIMEOUT', 'UPSTREAM_TIMEOUT_SECONDS'],
+]);
 
 // Read by Node itself, at its start, from its own environment: never from a file it reads later.
-const NODE_ONLY: Record<string, string> = {
-  NODE_EXTRA_CA_CERTS: 'name the file in UPSTREAM_CA_FILE instead',
-  NODE_OPTIONS: "set it in the service's environment (Environment= in its unit)",
-  NODE_TLS_REJECT_UNAUTHORIZED: "name the upstream's CA in UPSTREAM_CA_FILE instead",
-};
+const NODE_ONLY = new Map<string, string>([
+  ['NODE_EXTRA_CA_CERTS', 'name the file in UPSTREAM_CA_FILE instead'],
+  ['NODE_OPTIONS', "set it in the service's environment (Environment= in its unit)"],
+  ['NODE_TLS_REJECT_UNAUTHORIZED', "name the upstream's CA in UPSTREAM_CA_FILE instead"],
+]);
 
 const NAMES = Object.keys(SETTINGS) as SettingName[];
 const KNOWN = new Set<string>([...NAMES, ...NAMES.filter((n) => (SETTINGS[n] as SettingSpec).lowercase).map((n) => n.toLowerCase())]);
@@ -45,7 +46,7 @@ export function settingNameNotes(fromEnv: Iterable<string>, fromFile: Iterable<s
   const notes: NameNote[] = [];
   const fileNames = new Set(fromFile);
   for (const name of fileNames) {
-    const nodeOnly = NODE_ONLY[name];
+    const nodeOnly = NODE_ONLY.get(name);
     if (nodeOnly)
       notes.push({ name, where: '.env', meant: null, line: `.env sets ${name}, which Node reads only from the environment it starts in, never from .env: ${nodeOnly}` });
   }
@@ -68,9 +69,10 @@ export function settingNameNotes(fromEnv: Iterable<string>, fromFile: Iterable<s
 /** The setting a name seems to mean: another tool's name for it, or one a letter or two away. */
 function meantSetting(name: string): SettingName | null {
   const upper = name.toUpperCase();
-  const alias = OTHER_TOOLS[upper];
+  const alias = OTHER_TOOLS.get(upper);
   if (alias) return alias;
-  if (KNOWN.has(upper)) return (NAMES.find((n) => n === upper) ?? null) as SettingName | null;
+  // A setting's name in the wrong case (port=8080).
+  if (Object.hasOwn(SETTINGS, upper)) return upper as SettingName;
   const squashed = upper.replace(/_/g, '');
   let best: SettingName | null = null;
   let bestDistance = Infinity;

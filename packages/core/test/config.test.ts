@@ -462,7 +462,10 @@ test('a reload to a clients file that lists no client is refused (every request 
 
 test('a name set that no setting has, close to one unset (a misspelling, or the OpenAI SDKs\' name), is a warning at start and named beside "is not set"; other programs\' names are left alone', () => {
   withDir((cwd) => {
-    writeFileSync(join(cwd, '.env'), `OPENAI_APIKEY=sk-typo\nRATE_LIMIT_PER_IPS=5/min\nport=9000\nNODE_EXTRA_CA_CERTS=/etc/proxy-ca.pem\nPORT=8001\n`);
+    writeFileSync(
+      join(cwd, '.env'),
+      `OPENAI_APIKEY=sk-typo\nRATE_LIMIT_PER_IPS=5/min\nport=9000\nNODE_EXTRA_CA_CERTS=/etc/proxy-ca.pem\nPORT=8001\n# names an object has by inheritance are no names of Node's or other tools'\ntoString=x\nconstructor=y\nhasOwnProperty=z\n`,
+    );
     const env = {
       OPENAI_API_BASE: 'http://10.0.0.5:8000/v1',
       PATH: '/usr/bin',
