@@ -96,3 +96,27 @@ test('METRICS_ALLOW lets a listed address scrape without a key; a malformed entr
   assert.equal((await bad.exited).code, 78);
   assert.match(bad.stderr.join('\n'), /^proxy-api: METRICS_ALLOW: "10\.0\.0\.0\/99" is not an address or subnet/);
 });
+
+test('the model label names the first 100 models asked for, and counts every later one as (other), in the API and the worker alike', async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const { key, secret } = newCredentials();
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, OPENAI_API_KEY: 'sk-metrics', OPENAI_BASE_URL: stub.url, RATE_LIMIT_PER_KEY: 'off', RATE_LIMIT_PER_IP: 'off' });
+  const { url } = await startApiProcess(t, env, dir);
+  // A client naming a model of its own with every request, as ALLOWED_MODELS unset lets it.
+  const models = Array.from({ length: 110 }, (_, i) => `model-${i}`);
+  for (const model of models) assert.equal((await postSigned(url, key, secret, { prompt: 'hi', model })).status, 202);
+  const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  assert.equal((await worker.exited).code, 0);
+
+  const text = await (await fetch(`${url}/metrics`, { headers: { 'x-proxy-key': key } })).text();
+  const labelled = (name: string) => new Set([...text.matchAll(new RegExp(`^${name}\\{[^}]*model="([^"]*)"`, 'gm'))].map((m) => m[1]));
+  const expected = new Set([...models.slice(0, 100), '(other)']);
+  assert.deepEqual(labelled('proxy_jobs_created_total'), expected);
+  assert.deepEqual(labelled('proxy_jobs_finished_total'), expected, "the worker's counts, under the labels the API gave");
+  assert.equal(sample(text, 'proxy_jobs_created_total', { model: '(other)' }), 10);
+  assert.equal(sample(text, 'proxy_jobs_finished_total', { model: '(other)', status: 'completed' }), 10);
+  assert.equal(sample(text, 'proxy_jobs_finished_total', { model: 'model-99', status: 'completed' }), 1);
+  assert.match(text, /^# HELP proxy_jobs_created_total Jobs accepted, by model \(the first 100 models asked for; every later one as \(other\)\)$/m);
+});

@@ -15,6 +15,7 @@ import { FOLD_AFTER_CHANGES, SESSION_SETTINGS, openPostgresStore } from '../src/
 import { openSqliteStore } from '../src/store/sqlite/sqlite-job-store.ts';
 import { WORKER_ALIVE_MS, type ClaimedJob, type JobRecord, type JobStore, type NewJob } from '../src/store/types.ts';
 import { CLAIM_EXPIRE_LIMIT } from '../src/store/expiry-spacing.ts';
+import { MODEL_LABELS_MAX, OTHER_MODEL } from '../src/store/counter-labels.ts';
 import { isDatabaseUnavailable } from '../src/store/unavailable.ts';
 import { LATER_RELEASE_CODE, laterReleaseMessage } from '../src/store/migration-files.ts';
 import { createChangeListener } from '../src/store/postgres/change-listener.ts';
@@ -1098,6 +1099,85 @@ for (const backend of backends) {
       assert.deepEqual(await store.listWorkers(0), []);
     });
 
+    test('the counters name the first MODEL_LABELS_MAX models one by one and every later one as (other), in each write that counts a model, from another connection too; a label never changes', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const api = await place.open(c.now);
+      // Named in sorted order and created in one turn: PostgreSQL admits a statement's models in that order.
+      const models = Array.from({ length: MODEL_LABELS_MAX + 3 }, (_, i) => `m-${String(i).padStart(3, '0')}`);
+      await Promise.all(models.map((model) => api.createJob(job({ model }))));
+      // Another connection knows the labels only from the database, as a worker does.
+      const worker = await place.open(c.now);
+      const again = (model: string, extra: Partial<NewJob> = {}) => api.createJob(job({ model, ...extra })).then((r) => r.job.id);
+      const [own, other, ownExpiring, otherExpiring, otherCancelled] = await Promise.all([
+        again('m-000'),
+        again('m-101'),
+        again('m-002', { expiresAt: c.now() + 1000 }),
+        again('m-100', { expiresAt: c.now() + 1000 }),
+        again('m-102'),
+      ]);
+      await worker.cancelJob(otherCancelled, 'default');
+      c.advance(2000);
+      assert.equal(await worker.expireOverdue(), 2);
+      const held = new Map((await worker.claimJobs({ workerId: 'w', limit: 500, leaseMs: 60_000 })).map((h) => [h.id, h]));
+      const hold = (id: string) => held.get(id) as ClaimedJob;
+      const first = (model: string) => [...held.values()].find((h) => h.model === model && h.id !== own && h.id !== other) as ClaimedJob;
+      const done = { outputText: 'ok', usage: null, response: {} };
+      const failure = { code: 'upstream_400', message: 'no', upstreamStatus: 400 };
+      const retried = { code: 'upstream_500', message: 'again', upstreamStatus: 500 };
+      await Promise.all([
+        worker.completeJob(own, hold(own).leaseToken, done),
+        worker.completeJob(other, hold(other).leaseToken, done),
+        worker.finishJob(first('m-102').id, first('m-102').leaseToken, 'failed', failure),
+        worker.retryJob(first('m-001').id, first('m-001').leaseToken, c.now() + 60_000, retried),
+        worker.retryJob(first('m-100').id, first('m-100').leaseToken, c.now() + 60_000, retried),
+      ]);
+      await worker.checkpoint();
+      const counted = (await api.readCounters()).filter((x) => x.labels.model !== undefined);
+      const value = (name: string, labels: Record<string, string>) => counted.find((x) => x.name === name && JSON.stringify(x.labels) === JSON.stringify(labels))?.value;
+      assert.deepEqual(new Set(counted.map((x) => x.labels.model)), new Set([...models.slice(0, MODEL_LABELS_MAX), OTHER_MODEL]), 'the first models by name, and (other)');
+      assert.deepEqual(
+        [value('jobs_created_total', { model: 'm-000' }), value('jobs_created_total', { model: 'm-002' }), value('jobs_created_total', { model: OTHER_MODEL })],
+        [2, 2, 3 + 3],
+      );
+      assert.deepEqual(
+        [
+          value('jobs_finished_total', { model: 'm-000', status: 'completed' }),
+          value('jobs_finished_total', { model: OTHER_MODEL, status: 'completed' }),
+          value('jobs_finished_total', { model: OTHER_MODEL, status: 'failed' }),
+          value('jobs_finished_total', { model: OTHER_MODEL, status: 'cancelled' }),
+          value('jobs_finished_total', { model: 'm-002', status: 'expired' }),
+          value('jobs_finished_total', { model: OTHER_MODEL, status: 'expired' }),
+          value('retries_total', { model: 'm-001' }),
+          value('retries_total', { model: OTHER_MODEL }),
+        ],
+        [1, 1, 1, 1, 1, 1, 1, 1],
+      );
+      assert.deepEqual(
+        [(await api.getJob(ownExpiring))?.status, (await api.getJob(otherExpiring))?.status, (await api.getJob(otherCancelled))?.status],
+        ['expired', 'expired', 'cancelled'],
+      );
+    });
+
+    test('a database counted before counter_models keeps its counted models as labels, however many, and counts new ones as (other)', async (t) => {
+      const place = await backend.place(t);
+      const before = await place.open();
+      await before.createJob(job({ model: 'kept' }));
+      await before.checkpoint();
+      // As a release before migration counter_models left it: many models counted, no table.
+      await place.sql('DROP TABLE counter_models');
+      await place.sql("DELETE FROM schema_migrations WHERE name LIKE '%counter_models%'");
+      const many = MODEL_LABELS_MAX + 20;
+      const rows = Array.from({ length: many }, (_, i) => `('jobs_created_total', '{"model":"old-${i}"}', 1)`);
+      await place.sql(`INSERT INTO counters (name, labels, value) VALUES ${rows.join(', ')}`);
+      const after = await place.open();
+      await Promise.all([after.createJob(job({ model: 'kept' })), after.createJob(job({ model: `old-${many - 1}` })), after.createJob(job({ model: 'new' }))]);
+      await after.checkpoint();
+      const created = new Map((await after.readCounters()).filter((x) => x.name === 'jobs_created_total').map((x) => [x.labels.model, x.value]));
+      assert.deepEqual([created.get('kept'), created.get(`old-${many - 1}`), created.get(OTHER_MODEL), created.has('new')], [2, 2, 1, false]);
+      assert.equal(created.size, many + 2);
+    });
+
     test('export pages through every job in the order stored; import writes them unchanged, once', async (t) => {
       const source = await (await backend.place(t)).open();
       const ids = await createJobs(source, 5, (i) => job({ model: `m${i}` }));
@@ -1163,6 +1243,26 @@ for (const backend of backends) {
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(told, stopped, 'no notice after stop');
     });
+
+    // PostgreSQL only: SQLite's writes take turns, so no two admit a model at once.
+    if (backend.name === 'postgres')
+      test("postgres: a create whose model another transaction is admitting waits for it and counts under the model's own label", async (t) => {
+        const place = await backend.place(t);
+        const store = await place.open();
+        const other = await sqlClient(place.own, place.schema);
+        await other.query('BEGIN');
+        await other.query("INSERT INTO counter_models (model) VALUES ('raced')");
+        // The create's statement began without the model and meets the other's row on its insert.
+        const created = store.createJob(job({ model: 'raced' }));
+        const watching = await sqlClient(place.own);
+        const waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO counter_models%'";
+        await eventually(async () => (await watching.query(waiting)).rowCount, 5000);
+        await other.query('COMMIT');
+        await created;
+        await store.checkpoint();
+        const labels = (await store.readCounters()).filter((x) => x.name === 'jobs_created_total').map((x) => x.labels.model);
+        assert.deepEqual(labels, ['raced']);
+      });
 
     // PostgreSQL only: SQLite has no listening connection to lose.
     if (backend.name === 'postgres')

@@ -1,8 +1,21 @@
 import { BlockList, isIPv4 } from 'node:net';
 import type { RequestHandler } from 'express';
-import { AppError, LATENCY_BUCKETS, WORKER_ALIVE_MS, type ClientRegistry, type CounterValue, type JobStore, type WorkerHeartbeat } from '@proxy/core';
+import {
+  AppError,
+  LATENCY_BUCKETS,
+  MODEL_LABELS_MAX,
+  OTHER_MODEL,
+  WORKER_ALIVE_MS,
+  type ClientRegistry,
+  type CounterValue,
+  type JobStore,
+  type WorkerHeartbeat,
+} from '@proxy/core';
 import type { ApiMetrics } from '../metrics.js';
 import { clientIp } from '../middleware/rate-limit.js';
+
+/** What the help of each family labelled by model says of the models past the bound (counter-labels.ts). */
+const PAST_MODELS = ` (the first ${MODEL_LABELS_MAX} models asked for; every later one as ${OTHER_MODEL})`;
 
 /** The store's bucket labels, in order, ending with +Inf. */
 const BUCKET_LABELS = [...LATENCY_BUCKETS.map(String), '+Inf'];
@@ -58,15 +71,15 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
   };
   const pick = (name: string) => counters.filter((c) => c.name === name).map((c): [Record<string, string>, number] => [c.labels, c.value]);
 
-  family('proxy_jobs_created_total', 'counter', 'Jobs accepted, by model', pick('jobs_created_total'));
-  family('proxy_jobs_finished_total', 'counter', 'Jobs that reached a final status, by status and model', pick('jobs_finished_total'));
+  family('proxy_jobs_created_total', 'counter', `Jobs accepted, by model${PAST_MODELS}`, pick('jobs_created_total'));
+  family('proxy_jobs_finished_total', 'counter', `Jobs that reached a final status, by status and model${PAST_MODELS}`, pick('jobs_finished_total'));
   family(
     'proxy_upstream_calls_total',
     'counter',
     'Upstream attempts by HTTP status (or network_error, proxy_refused, certificate_rejected, timeout, bad_response, too_large, aborted)',
     pick('upstream_calls_total'),
   );
-  family('proxy_retries_total', 'counter', 'Attempts that were retried later, by model', pick('retries_total'));
+  family('proxy_retries_total', 'counter', `Attempts that were retried later, by model${PAST_MODELS}`, pick('retries_total'));
 
   // The store keeps one count per bucket; Prometheus wants them cumulative.
   const perBucket = new Map(pick('upstream_latency_seconds_bucket').map(([labels, value]) => [labels.le as string, value]));

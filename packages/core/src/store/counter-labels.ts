@@ -7,3 +7,17 @@ export function labelsJson(labels: Record<string, string>): string {
   if (keys.length < 2) return JSON.stringify(labels);
   return JSON.stringify(Object.fromEntries(keys.sort().map((k) => [k, labels[k]])));
 }
+
+/**
+ * How many models the counters name one by one. A client may name any model while ALLOWED_MODELS
+ * is unset, and every model named made counter rows (read in full at each scrape of /metrics) and
+ * Prometheus series for good: 50,000 models (one client's seven hours at RATE_LIMIT_PER_KEY's
+ * default) made 100,000 rows that took 260 ms to read. The first models counted keep their own label, recorded in the table
+ * counter_models; every later one is counted as OTHER_MODEL. A model once given a label keeps it,
+ * so every series only grows, as a counter must. Concurrent first creates on PostgreSQL may admit
+ * a few past the bound.
+ */
+export const MODEL_LABELS_MAX = 100;
+
+/** The model label of the models past MODEL_LABELS_MAX. No model can be named so (MODEL_PATTERN has no parentheses). */
+export const OTHER_MODEL = '(other)';

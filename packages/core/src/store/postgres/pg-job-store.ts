@@ -15,7 +15,7 @@ import {
   type RateCheck,
   type RateDecision,
 } from '../types.js';
-import { labelsJson } from '../counter-labels.js';
+import { MODEL_LABELS_MAX, labelsJson } from '../counter-labels.js';
 import { isDatabaseUnavailable } from '../unavailable.js';
 import { migratePostgres, watchForLaterRelease, type LaterReleaseWatch } from './migrate.js';
 import { query, timeCheckouts, withClient } from './checkout.js';
@@ -308,10 +308,21 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
   type Bump = [name: string, labels: Record<string, string>, by: number];
 
-  /** Counts one event inside a transaction (the batched writes count theirs in their own statement). */
-  async function addCounter(c: Q, name: string, labels: Record<string, string>): Promise<void> {
+  /** Counts a job finished by a write of its own, inside its transaction (the batched writes count theirs in their own statement). */
+  async function countFinished(c: Q, status: string, model: string): Promise<void> {
     // Appended, not upserted: no row lock for concurrent writers to queue on (see migration 0003).
-    await c.query('INSERT INTO counter_deltas (name, labels, value) VALUES ($1, $2, 1)', [name, labelsJson(labels)]);
+    // The labels' text is built as labelsJson builds it, keys sorted; a model past the first
+    // MODEL_LABELS_MAX (not in counter_models) is '(other)', OTHER_MODEL, as in every count below.
+    // Written out in each statement rather than called as an SQL function: PostgreSQL 15 plans a
+    // function's body again at each statement that calls it.
+    await c.query(
+      `INSERT INTO counter_deltas (name, labels, value)
+       VALUES ('jobs_finished_total',
+               '{"model":' || to_json(CASE WHEN EXISTS (SELECT 1 FROM counter_models WHERE model = $1::text) THEN $1::text ELSE '(other)' END)::text
+                 || ',"status":' || to_json($2::text)::text || '}',
+               1)`,
+      [model, status],
+    );
   }
 
   function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
@@ -350,7 +361,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
          RETURNING model),
        counted AS (
          INSERT INTO counter_deltas (name, labels, value)
-         SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":"expired"}', COUNT(*)
+         SELECT 'jobs_finished_total',
+                '{"model":' || to_json(CASE WHEN EXISTS (SELECT 1 FROM counter_models known WHERE known.model = expired.model) THEN model ELSE '(other)' END)::text || ',"status":"expired"}',
+                COUNT(*)
            FROM expired GROUP BY model)
        SELECT COUNT(*)::int AS n FROM expired`,
       [at, EXPIRED_ERROR.code, EXPIRED_ERROR.message, limit],
@@ -378,7 +391,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
        RETURNING model`,
       [id, token, status, at, error?.code ?? null, error?.message ?? null],
     );
-    if (rows[0]) await addCounter(c, 'jobs_finished_total', { status, model: rows[0].model });
+    if (rows[0]) await countFinished(c, status, rows[0].model);
   }
 
   // Creates, an attempt's outcome (an ending or a retry) and rate-limit draws are the hot writes:
@@ -386,21 +399,36 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // transaction and WAL flush. A lone call is a batch of one.
   type Insert = { job: NewJob; at: number };
   const inserts = createTurnBatch<Insert, boolean>(async (items) => {
-    // One statement: the jobs, and one counter row per model for those the insert created. A
-    // (client, nonce) taken before, or earlier in the same batch, is skipped, as alone.
+    // One statement: the jobs, their models admitted to the counters' labels while there is room
+    // (counter-labels.ts), and one counter row per label for those the insert created. A (client,
+    // nonce) taken before, or earlier in the same batch, is skipped, as alone. The statement reads
+    // counter_models as it was before it began, so a model admitted here is known by `admitted`;
+    // one admitted meanwhile by another statement is returned by the conflict's update.
     const { rows } = await db.query<{ id: string }>(
       `WITH input AS (
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bigint[], $10::text[])
-             AS v(id, client, nonce, request_hash, model, request, max_attempts, expires_at, at, labels)),
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bigint[])
+             AS v(id, client, nonce, request_hash, model, request, max_attempts, expires_at, at)),
          inserted AS (
            INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts,
                              run_after, expires_at, created_at, updated_at)
            SELECT id, client, nonce, request_hash, 'queued', model, request, 0, max_attempts, at, expires_at, at, at FROM input
            ON CONFLICT (client, nonce) DO NOTHING
-           RETURNING id),
+           RETURNING id, model),
+         models AS (SELECT model, COUNT(*) AS n FROM inserted GROUP BY model),
+         admitted AS (
+           INSERT INTO counter_models (model)
+           SELECT model FROM models
+            WHERE NOT EXISTS (SELECT 1 FROM counter_models known WHERE known.model = models.model)
+            ORDER BY model
+            LIMIT greatest(0, $10 - (SELECT COUNT(*) FROM (SELECT 1 FROM counter_models LIMIT $10) AS taken))
+           ON CONFLICT (model) DO UPDATE SET model = excluded.model
+           RETURNING model),
          counted AS (
            INSERT INTO counter_deltas (name, labels, value)
-           SELECT 'jobs_created_total', v.labels, COUNT(*) FROM inserted JOIN input v USING (id) GROUP BY v.labels)
+           SELECT 'jobs_created_total',
+                  '{"model":' || to_json(CASE WHEN m.model IN (SELECT model FROM admitted) OR EXISTS (SELECT 1 FROM counter_models known WHERE known.model = m.model) THEN m.model ELSE '(other)' END)::text || '}',
+                  SUM(m.n)
+             FROM models m GROUP BY 2)
          SELECT id FROM inserted`,
       [
         items.map(({ job }) => job.id),
@@ -412,7 +440,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         items.map(({ job }) => job.maxAttempts),
         items.map(({ job }) => job.expiresAt),
         items.map(({ at }) => at),
-        items.map(({ job }) => labelsJson({ model: job.model })),
+        MODEL_LABELS_MAX,
       ],
     );
     const created = new Set(rows.map((r) => r.id));
@@ -463,7 +491,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            RETURNING j.id, j.model, j.status),
          counted AS (
            INSERT INTO counter_deltas (name, labels, value)
-           SELECT 'jobs_finished_total', '{"model":' || to_json(model)::text || ',"status":' || to_json(status)::text || '}', COUNT(*)
+           SELECT 'jobs_finished_total',
+                  '{"model":' || to_json(CASE WHEN EXISTS (SELECT 1 FROM counter_models known WHERE known.model = done.model) THEN model ELSE '(other)' END)::text
+                    || ',"status":' || to_json(status)::text || '}',
+                  COUNT(*)
              FROM done GROUP BY model, status
            UNION ALL
            SELECT b.name, b.labels, SUM(b.value) FROM unnest($11::text[], $12::text[], $13::text[], $14::float8[]) AS b(id, name, labels, value)
@@ -503,7 +534,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            RETURNING j.id, j.model),
          counted AS (
            INSERT INTO counter_deltas (name, labels, value)
-           SELECT 'retries_total', '{"model":' || to_json(model)::text || '}', COUNT(*) FROM done GROUP BY model
+           SELECT 'retries_total',
+                  '{"model":' || to_json(CASE WHEN EXISTS (SELECT 1 FROM counter_models known WHERE known.model = done.model) THEN model ELSE '(other)' END)::text || '}',
+                  COUNT(*)
+             FROM done GROUP BY model
            UNION ALL
            SELECT b.name, b.labels, SUM(b.value) FROM unnest($8::text[], $9::text[], $10::text[], $11::float8[]) AS b(id, name, labels, value)
             WHERE b.id IN (SELECT id FROM done) GROUP BY b.name, b.labels)
@@ -712,7 +746,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
            RETURNING model`,
           [id, client, at],
         );
-        if (cancelled.rows[0]) await addCounter(c, 'jobs_finished_total', { status: 'cancelled', model: cancelled.rows[0].model });
+        if (cancelled.rows[0]) await countFinished(c, 'cancelled', cancelled.rows[0].model);
         await c.query(`UPDATE jobs SET cancel_requested = 1, updated_at = $3 WHERE id = $1 AND client = $2 AND status = 'in_progress'`, [id, client, at]);
         const { rows } = await c.query<JobRow>('SELECT * FROM jobs WHERE id = $1 AND client = $2', [id, client]);
         return rows[0] ? toJob(rows[0]) : null;
@@ -861,18 +895,28 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     async importJobs(jobs) {
       if (jobs.length === 0) return [];
-      // One statement for the page; seq is left to its default so the copy keeps the order it was given.
+      // One statement for the page; seq is left to its default so the copy keeps the order it was
+      // given. The models of jobs still to run are admitted to the counters' labels, as a create's.
       const { rows } = await db.query<{ id: string }>(
-        `INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
-                           expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
-                           finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status)
-         SELECT id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
-                expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
-                finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status
-           FROM json_populate_recordset(NULL::jobs, $1::json) WITH ORDINALITY AS page
-          ORDER BY ordinality
-         ON CONFLICT DO NOTHING
-         RETURNING id`,
+        `WITH inserted AS (
+           INSERT INTO jobs (id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
+                             expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
+                             finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status)
+           SELECT id, client, nonce, request_hash, status, model, request, attempts, max_attempts, run_after,
+                  expires_at, lease_until, lease_token, worker_id, cancel_requested, created_at, started_at,
+                  finished_at, updated_at, output_text, usage, response, error_code, error_message, upstream_status
+             FROM json_populate_recordset(NULL::jobs, $1::json) WITH ORDINALITY AS page
+            ORDER BY ordinality
+           ON CONFLICT DO NOTHING
+           RETURNING id, model, status),
+         admitted AS (
+           INSERT INTO counter_models (model)
+           SELECT DISTINCT model FROM inserted
+            WHERE status IN ('queued', 'in_progress') AND NOT EXISTS (SELECT 1 FROM counter_models known WHERE known.model = inserted.model)
+            ORDER BY model
+            LIMIT greatest(0, $2 - (SELECT COUNT(*) FROM (SELECT 1 FROM counter_models LIMIT $2) AS taken))
+           ON CONFLICT (model) DO NOTHING)
+         SELECT id FROM inserted`,
         [
           JSON.stringify(
             jobs.map((job) => {
@@ -880,6 +924,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
               return { ...row, output_text: pgText(row.output_text), error_code: pgText(row.error_code), error_message: pgText(row.error_message) };
             }),
           ),
+          MODEL_LABELS_MAX,
         ],
       );
       return rows.map((r) => r.id);

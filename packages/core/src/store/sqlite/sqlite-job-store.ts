@@ -1,6 +1,7 @@
 import { accessSync, constants as fsConstants, watch } from 'node:fs';
 import type { Statement } from 'better-sqlite3';
 import { createCounters } from './counters.js';
+import { createModelLabels } from './model-labels.js';
 import { createFinishedMinutes } from './finished-minutes.js';
 import {
   FINAL_STATUSES,
@@ -152,12 +153,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const now = options.now ?? Date.now;
   const sql = prepareStatements(db);
   const counters = createCounters(db);
+  const modelLabels = createModelLabels(db);
   const minutes = createFinishedMinutes(db);
   // Every write that finishes a job reports it here, with the model the write returned (undefined:
   // the write found no job to finish) and the time it wrote as finished_at.
   const finished = (status: string, model: string | undefined, at: number) => {
     if (model === undefined) return;
-    counters.add('jobs_finished_total', { status, model });
+    counters.add('jobs_finished_total', { status, model: modelLabels.of(model) });
     minutes.add(status, at);
   };
   const expireDue = (at: number, limit: number): number => {
@@ -222,7 +224,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     });
     if (inserted.changes === 1) {
       sql.insertRequest.run(inserted.lastInsertRowid, job.requestJson);
-      counters.add('jobs_created_total', { model: job.model });
+      counters.add('jobs_created_total', { model: modelLabels.admit(job.model) });
       // Built here rather than read back (RETURNING *, then parsing the request again): the insert
       // wrote exactly these values.
       return { job: queuedJob(job, at), created: true };
@@ -249,6 +251,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       afterRollback() {
         counters.discardPending();
         minutes.discardPending();
+        modelLabels.forget();
       },
     },
     walSync ?? undefined,
@@ -260,7 +263,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     const row = write();
     if (!row) return false;
     if (status) finished(status, row.model, at);
-    if (retried) counters.add('retries_total', { model: row.model });
+    if (retried) counters.add('retries_total', { model: modelLabels.of(row.model) });
     if (attempt) counters.observeAttempt(attempt.upstreamStatus, attempt.latencyMs);
     return true;
   };
@@ -519,8 +522,11 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       const importOne = (job: JobRecord) => {
         const row = toRow(job);
         const inserted = sql.importJob.run(row);
-        if (inserted.changes === 1) sql.insertRequest.run(inserted.lastInsertRowid, row.request);
-        return inserted.changes === 1;
+        if (inserted.changes !== 1) return false;
+        sql.insertRequest.run(inserted.lastInsertRowid, row.request);
+        // A job still to run will be counted as it finishes, under its model's label.
+        if (job.status === 'queued' || job.status === 'in_progress') modelLabels.admit(job.model);
+        return true;
       };
       return writes.run(() => jobs.filter(importOne).map((job) => job.id));
     },
