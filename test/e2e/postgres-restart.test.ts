@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { freePort } from '../../scripts/bench/processes.ts';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { assertSessionPerConnection } from '../../packages/core/src/store/postgres/session-probe.ts';
+import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
 import pg from 'pg';
 import {
   API_MAIN,
@@ -16,6 +17,7 @@ import {
   eventually,
   getJson,
   newCredentials,
+  newTestJob,
   onlyOn,
   postSigned,
   spawnNode,
@@ -112,35 +114,7 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
   // A self-signed certificate, as Heroku's servers have, or one from a CA outside Node's list (RDS's).
-  const pgServer = await startPrivatePostgres(t, (dir) => {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '2',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-        '-keyout',
-        join(dir, 'server.key'),
-        '-out',
-        join(dir, 'server.crt'),
-      ],
-      { stdio: 'pipe' },
-    );
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
-    for (const file of ['server.key', 'server.crt']) chownSync(join(dir, file), uid, -1);
-    chmodSync(join(dir, 'server.key'), 0o600);
-    return `-c ssl=on -c ssl_cert_file=${join(dir, 'server.crt')} -c ssl_key_file=${join(dir, 'server.key')}`;
-  });
+  const pgServer = await startPrivatePostgres(t, (dir) => serveTls(dir));
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
   const env = (query: string) => testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, DATABASE_URL: `${pgServer.url}?${query}`, DATABASE_SCHEMA: 'proxy' });
@@ -170,6 +144,77 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
 
   const verified = await startApiProcess(t, env(`sslmode=verify-full&sslrootcert=${join(pgServer.dir, 'server.crt')}`), dir);
   assert.equal((await getJson(verified.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+});
+
+/**
+ * Settings for a private server (startPrivatePostgres) that serves TLS with a self-signed
+ * certificate, as Heroku's servers have, or one from a CA outside Node's list (RDS's), written in
+ * its folder as server.crt. `hbaFile` replaces its pg_hba.conf.
+ */
+function serveTls(dir: string, hbaFile?: string): string {
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      join(dir, 'server.key'),
+      '-out',
+      join(dir, 'server.crt'),
+    ],
+    { stdio: 'pipe' },
+  );
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }));
+  for (const file of ['server.key', 'server.crt']) chownSync(join(dir, file), uid, -1);
+  chmodSync(join(dir, 'server.key'), 0o600);
+  return `-c ssl=on -c ssl_cert_file=${join(dir, 'server.crt')} -c ssl_key_file=${join(dir, 'server.key')}${hbaFile ? ` -c hba_file=${hbaFile}` : ''}`;
+}
+
+test("DATABASE_URL's sslmode=prefer and allow fall back as libpq's do: prefer (psql's default) connects unencrypted to a server without TLS, allow encrypts to a server that takes only TLS", async (t) => {
+  if (!onlyOn('postgres', t, 'starts PostgreSQL servers of its own, one without TLS and one with TLS only')) return;
+  const missing = privateServerUnavailable();
+  if (missing) return t.skip(missing);
+  const [plain, tlsOnly] = await Promise.all([
+    startPrivatePostgres(t),
+    startPrivatePostgres(t, (dir) => {
+      writeFileSync(join(dir, 'pg_hba.conf'), 'local all all trust\nhostssl all all 127.0.0.1/32 trust\n');
+      return serveTls(dir, join(dir, 'pg_hba.conf'));
+    }),
+  ]);
+  /** Whether every connection the store opened with this sslmode is encrypted, read by the server over its socket. */
+  const encrypted = async (server: { url: string; dir: string }, sslmode: string) => {
+    const store = await openPostgresStore({ url: `${server.url}?sslmode=${sslmode}`, schema: 'proxy' });
+    try {
+      await store.createJob(newTestJob());
+      const admin = new pg.Client({ host: server.dir, port: Number(new URL(server.url).port), user: 'postgres', database: 'postgres' });
+      await admin.connect();
+      try {
+        const { rows } = await admin.query<{ ssl: boolean }>("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'proxy%'");
+        assert.ok(rows.length > 0);
+        return rows.every((r) => r.ssl) ? 'encrypted' : rows.some((r) => r.ssl) ? 'mixed' : 'plain';
+      } finally {
+        await admin.end();
+      }
+    } finally {
+      await store.close();
+    }
+  };
+  // Both had failed against the server without TLS: "The server does not support SSL connections".
+  assert.deepEqual(
+    [await encrypted(plain, 'prefer'), await encrypted(plain, 'allow'), await encrypted(tlsOnly, 'prefer'), await encrypted(tlsOnly, 'allow')],
+    ['plain', 'plain', 'encrypted', 'encrypted'],
+  );
 });
 
 const PGBOUNCER = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((path) => existsSync(path));

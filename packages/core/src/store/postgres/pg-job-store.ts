@@ -23,6 +23,7 @@ import { createTurnBatch } from './turn-batch.js';
 import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
 import { createDbClock, type DbClock } from './db-clock.js';
 import { postgresConnection } from './connection-url.js';
+import { settleTls } from './tls-fallback.js';
 import { assertSessionPerConnection } from './session-probe.js';
 
 export interface PostgresStoreOptions {
@@ -158,7 +159,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // The URL's own settings over the rest, as pg merges a connectionString; the store's session
   // settings are set by each session's first statement (sessionSetup), after any of the URL's own
   // (?options=-c …), so that the schema and the settings the store relies on win.
-  const connection = { types, ...postgresConnection(options.url) };
+  const connection = { types, ...(await settleTls(options.url, postgresConnection(options.url))) };
   const setup = sessionSetup(schema, options.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS);
   // pg-pool waits for a promise the hook returns, and a session whose settings failed is ended and
   // its checkout failed (its types say void).
