@@ -625,6 +625,8 @@ export function describeDatabase(db: DatabaseSettings): string {
   if (!db.url) return `sqlite ${db.path}`;
   const { user, host, port, database } = parseDatabaseUrl(db.url);
   const who = user ? `${user}@` : '';
-  const where = host.startsWith('/') ? `${who}/${database}?host=${host}` : `${who}${host}${port ? `:${port}` : ''}/${database}`;
+  // An IPv6 address in brackets, as in the URL: `::1:5432` reads as an address without a port.
+  const shown = host.includes(':') ? `[${host}]` : host;
+  const where = host.startsWith('/') ? `${who}/${database}?host=${host}` : `${who}${shown}${port ? `:${port}` : ''}/${database}`;
   return `postgres ${where} (schema ${db.schema})`;
 }

@@ -184,6 +184,8 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     );
     const socket = loadConfig({ env: { DATABASE_URL: 'postgres://app@/jobs?host=/var/run/postgresql' }, cwd });
     assert.equal(describeDatabase(socket.db), 'postgres app@/jobs?host=/var/run/postgresql (schema public)');
+    // An IPv6 address keeps its brackets: `::1:5432` would read as an address alone.
+    assert.equal(describeDatabase(loadConfig({ env: { DATABASE_URL: 'postgresql://app@[::1]:5432/jobs' }, cwd }).db), 'postgres app@[::1]:5432/jobs (schema public)');
     for (const url of ['postgres://app:hunter2@db.internal:6432/jobs?sslmode=disable', 'postgres://app@db.internal:6432/jobs?password=hunter2']) {
       const config = loadConfig({ env: { DATABASE_URL: url, DATABASE_SCHEMA: 'proxy' }, cwd });
       assert.equal(describeDatabase(config.db), 'postgres app@db.internal:6432/jobs (schema proxy)');
