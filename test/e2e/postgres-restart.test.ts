@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { chownSync, chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -215,6 +215,34 @@ test("DATABASE_URL's sslmode=prefer and allow fall back as libpq's do: prefer (p
     [await encrypted(plain, 'prefer'), await encrypted(plain, 'allow'), await encrypted(tlsOnly, 'prefer'), await encrypted(tlsOnly, 'allow')],
     ['plain', 'plain', 'encrypted', 'encrypted'],
   );
+
+  // A port that accepts and never answers: each mode's first connection gives up as every other
+  // does (the fallback's trial had no bound, and a start with prefer waited without end).
+  const held = new Set<Socket>();
+  const silent = createServer((socket) => void held.add(socket)).listen(0, '127.0.0.1');
+  // Hung up at the end, so that a start still waiting (a failure) does not keep the file running.
+  t.after(() => {
+    held.forEach((socket) => socket.destroy());
+    silent.close();
+  });
+  await once(silent, 'listening');
+  const silentUrl = `postgres://postgres@127.0.0.1:${(silent.address() as AddressInfo).port}/postgres`;
+  const outcomes = await Promise.all(
+    ['prefer', 'allow', 'disable'].map(async (sslmode) => {
+      const started = Date.now();
+      const opened = openPostgresStore({ url: `${silentUrl}?sslmode=${sslmode}`, schema: 'proxy' }).then(
+        (store) => store.close().then(() => 'opened'),
+        (err: Error) => err.message,
+      );
+      const waited = new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 20_000).unref());
+      return [sslmode, await Promise.race([opened, waited]), Date.now() - started < 15_000] as const;
+    }),
+  );
+  assert.deepEqual(outcomes, [
+    ['prefer', 'timeout expired', true],
+    ['allow', 'timeout expired', true],
+    ['disable', 'timeout expired', true],
+  ]);
 });
 
 const PGBOUNCER = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((path) => existsSync(path));

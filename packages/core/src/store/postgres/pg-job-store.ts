@@ -74,6 +74,14 @@ export const LATER_CHECK_MS = 1000;
  */
 export const QUERY_TIMEOUT_MS = 30_000;
 
+/**
+ * How long a new connection may take to be answered: a server that does not answer one (a network
+ * cut, a host gone, a port that accepts and stays silent) fails the start, or the query that needed
+ * the connection (503 unavailable), instead of waiting for the kernel's TCP timeout (minutes) or,
+ * for a port that accepts, for ever.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 // BIGINT columns hold Unix ms: well inside a double, so read them as numbers.
 const types = {
   getTypeParser: ((oid: number, format?: string) =>
@@ -159,18 +167,18 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // The URL's own settings over the rest, as pg merges a connectionString; the store's session
   // settings are set by each session's first statement (sessionSetup), after any of the URL's own
   // (?options=-c …), so that the schema and the settings the store relies on win.
-  const connection = { types, ...(await settleTls(options.url, postgresConnection(options.url))) };
+  const probeName = `proxy-probe:${schema}`;
+  const connection = { types, ...(await settleTls(options.url, postgresConnection(options.url), { application_name: probeName, connectionTimeoutMillis: CONNECT_TIMEOUT_MS })) };
   const setup = sessionSetup(schema, options.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS);
   // pg-pool waits for a promise the hook returns, and a session whose settings failed is ended and
   // its checkout failed (its types say void).
   const onConnect = (client: pg.ClientBase) => client.query(setup);
-  // A server that does not answer a connection (a network cut, a host gone) fails the query after
-  // 10 s, as 503 unavailable, instead of leaving it to the kernel's TCP timeout (minutes), and one
-  // that stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
+  // A server that does not answer a connection fails it after CONNECT_TIMEOUT_MS, and one that
+  // stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
   // that died silently, but only after the system's keepalive time (two hours by default).
-  const poolConfig = { application_name: `proxy:${schema}`, connectionTimeoutMillis: 10_000, keepAlive: true, ...connection, onConnect };
+  const poolConfig = { application_name: `proxy:${schema}`, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, keepAlive: true, ...connection, onConnect };
   // Before anything is migrated: through a pool in transaction mode, migrations land anywhere.
-  await assertSessionPerConnection({ ...poolConfig, application_name: `proxy-probe:${schema}` });
+  await assertSessionPerConnection({ ...poolConfig, application_name: probeName });
   const pool = new pg.Pool({ ...poolConfig, max: options.poolSize ?? 10 });
   const stopTimingCheckouts = timeCheckouts(pool, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
   // An idle connection the server closes is reported on the pool, and an 'error' nobody listens to

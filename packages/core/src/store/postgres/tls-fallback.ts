@@ -7,10 +7,10 @@ import pg from 'pg';
  * refuses it. pg tries one way only, so with either mode a server without TLS (Debian's with
  * `ssl = off`, the official Docker image's) refused every start: "The server does not support SSL
  * connections". Here one connection made as the store opens tries the first way, and the pool
- * goes the way that answered. A server that changes its TLS later is followed at the next start.
+ * goes the way that answered; `trial` holds that connection's settings of its own. A server that changes its TLS later is followed at the next start.
  * Neither mode checks the server's certificate, in libpq as here: they do not promise encryption.
  */
-export async function settleTls(url: string, config: pg.ClientConfig): Promise<pg.ClientConfig> {
+export async function settleTls(url: string, config: pg.ClientConfig, trial: Pick<pg.ClientConfig, 'application_name' | 'connectionTimeoutMillis'>): Promise<pg.ClientConfig> {
   const mode = sslmodeOf(url);
   if (mode !== 'prefer' && mode !== 'allow') return config;
   const tls = { ...(typeof config.ssl === 'object' ? config.ssl : {}), rejectUnauthorized: false };
@@ -24,7 +24,8 @@ export async function settleTls(url: string, config: pg.ClientConfig): Promise<p
           { ...config, ssl: false },
           { ...config, ssl: tls },
         ];
-  const client = new pg.Client(first);
+  // `trial` names the connection and bounds its wait (a server that accepts and never answers).
+  const client = new pg.Client({ ...trial, ...first });
   try {
     await client.connect();
     return first;
