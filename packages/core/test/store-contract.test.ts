@@ -1244,6 +1244,29 @@ for (const backend of backends) {
       assert.equal(told, stopped, 'no notice after stop');
     });
 
+    // PostgreSQL only: SQLite's file has no schema.
+    if (backend.name === 'postgres')
+      test('postgres: a schema named by a word SQL reserves (DATABASE_SCHEMA=order, as its pattern allows) is made, migrated and used', async (t) => {
+        const admin = new pg.Client({ connectionString: PG_URL });
+        await admin.connect();
+        const drop = () => admin.query('DROP SCHEMA IF EXISTS "order" CASCADE');
+        await drop();
+        t.after(async () => {
+          await drop();
+          await admin.end();
+        });
+        // Each had failed with 'syntax error at or near "order"'.
+        const store = await openPostgresStore({ url: PG_URL, schema: 'order', poolSize: 2 });
+        try {
+          const { job: created } = await store.createJob(job());
+          assert.equal((await store.getJob(created.id))?.status, 'queued');
+          const { rows } = await admin.query('SELECT count(*)::int AS n FROM "order".jobs');
+          assert.equal(rows[0].n, 1);
+        } finally {
+          await store.close();
+        }
+      });
+
     // PostgreSQL only: SQLite's writes take turns, so no two admit a model at once.
     if (backend.name === 'postgres')
       test("postgres: a create whose model another transaction is admitting waits for it and counts under the model's own label", async (t) => {

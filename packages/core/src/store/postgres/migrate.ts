@@ -32,7 +32,9 @@ export async function migratePostgres(
       const files = migrationFiles(dir);
       const later = await assertOurSchema(client, schema, files);
       if (later.length > 0) onLater?.(later);
-      await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+      // Quoted: DATABASE_SCHEMA's pattern lets through words SQL reserves (order, user), which quoted
+      // name the same schema as unquoted names do (lower case).
+      await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
       await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
         version    INTEGER PRIMARY KEY,
         name       TEXT    NOT NULL,
@@ -91,7 +93,7 @@ async function assertOurSchema(client: pg.PoolClient, schema: string, files: rea
     [schema],
   );
   if (!['version', 'name', 'applied_at'].every((column) => columns.some((c) => c.name === column))) throw new Error(`${another} (its schema_migrations is not this program's)`);
-  const { rows: applied } = await client.query<{ version: number; name: string }>(`SELECT version, name FROM ${schema}.schema_migrations ORDER BY version`);
+  const { rows: applied } = await client.query<{ version: number; name: string }>(`SELECT version, name FROM "${schema}".schema_migrations ORDER BY version`);
   const foreign = foreignMigration(applied, files);
   if (foreign) throw new Error(`${another} (${foreign})`);
   const later = laterMigrations(applied, files);

@@ -153,7 +153,7 @@ function sessionSettings(idleInTransactionMs: number): string {
  * `ignore_startup_parameters = options` would have dropped them, the schema with them.
  */
 export function sessionSetup(schema: string, idleInTransactionMs: number): string {
-  return `SET search_path TO ${schema}; SET lock_timeout = ${LOCK_TIMEOUT_MS}; SET idle_in_transaction_session_timeout = ${idleInTransactionMs}; SET enable_bitmapscan = off`;
+  return `SET search_path TO "${schema}"; SET lock_timeout = ${LOCK_TIMEOUT_MS}; SET idle_in_transaction_session_timeout = ${idleInTransactionMs}; SET enable_bitmapscan = off`;
 }
 
 /**
