@@ -1267,6 +1267,37 @@ for (const backend of backends) {
         }
       });
 
+    // PostgreSQL only: SQLite's file has no owner but the system's.
+    if (backend.name === 'postgres')
+      test('postgres: a role given a schema of its own, without the right to create schemas in the database, opens the store there, and jobs run', async (t) => {
+        const role = `proxy_role_${randomBytes(4).toString('hex')}`;
+        const admin = new pg.Client({ connectionString: PG_URL });
+        await admin.connect();
+        t.after(async () => {
+          await admin.query(`DROP SCHEMA IF EXISTS ${role} CASCADE`);
+          await admin.query(`DROP ROLE IF EXISTS ${role}`);
+          await admin.end();
+        });
+        // As an administrator sets up an application's role for least privilege. A new role may not
+        // create schemas in the database: PostgreSQL grants PUBLIC only CONNECT and TEMPORARY there.
+        await admin.query(`CREATE ROLE ${role} LOGIN`);
+        await admin.query(`CREATE SCHEMA ${role} AUTHORIZATION ${role}`);
+        const url = new URL(PG_URL);
+        url.username = role;
+        url.password = '';
+        // It had been refused: 'permission denied for database', by CREATE SCHEMA IF NOT EXISTS.
+        const store = await openPostgresStore({ url: url.toString(), schema: role, poolSize: 2 });
+        try {
+          await store.createJob(job());
+          const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+          assert.ok(held);
+          assert.equal(await store.completeJob(held.id, held.leaseToken, { outputText: 'ok', usage: null, response: {} }), true);
+          assert.equal((await store.getJob(held.id))?.status, 'completed');
+        } finally {
+          await store.close();
+        }
+      });
+
     // PostgreSQL only: SQLite's writes take turns, so no two admit a model at once.
     if (backend.name === 'postgres')
       test("postgres: a create whose model another transaction is admitting waits for it and counts under the model's own label", async (t) => {

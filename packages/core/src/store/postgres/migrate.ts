@@ -32,9 +32,13 @@ export async function migratePostgres(
       const files = migrationFiles(dir);
       const later = await assertOurSchema(client, schema, files);
       if (later.length > 0) onLater?.(later);
+      // Made only when missing: CREATE SCHEMA IF NOT EXISTS asks for the right to create schemas in
+      // the database even when the schema is there, and a role given a schema of its own by its
+      // administrator, without that right, was refused ('permission denied for database').
       // Quoted: DATABASE_SCHEMA's pattern lets through words SQL reserves (order, user), which quoted
       // name the same schema as unquoted names do (lower case).
-      await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
+      const { rowCount: present } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+      if (!present) await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
       await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
         version    INTEGER PRIMARY KEY,
         name       TEXT    NOT NULL,
