@@ -1298,6 +1298,50 @@ for (const backend of backends) {
         }
       });
 
+    // PostgreSQL only, as the test before.
+    if (backend.name === 'postgres')
+      test('postgres: a role that may only read and write the tables of a schema its owner migrated runs the store; a migration it may not apply is refused, naming it and what to do', async (t) => {
+        const place = await backend.place(t);
+        const role = `proxy_role_${randomBytes(4).toString('hex')}`;
+        const admin = new pg.Client({ connectionString: PG_URL });
+        await admin.connect();
+        t.after(async () => {
+          await admin.query(`DROP OWNED BY ${role}`).catch(() => undefined);
+          await admin.query(`DROP ROLE IF EXISTS ${role}`);
+          await admin.end();
+        });
+        await (await place.open()).close();
+        await admin.query(`CREATE ROLE ${role} LOGIN`);
+        for (const grant of [
+          `GRANT USAGE ON SCHEMA ${place.schema} TO ${role}`,
+          `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${place.schema} TO ${role}`,
+          `GRANT USAGE ON ALL SEQUENCES IN SCHEMA ${place.schema} TO ${role}`,
+        ])
+          await admin.query(grant);
+        const url = new URL(PG_URL);
+        url.username = role;
+        url.password = '';
+        const open = () => openPostgresStore({ url: url.toString(), schema: place.schema, poolSize: 2 });
+        // It had been refused: 'permission denied for schema', by CREATE TABLE IF NOT EXISTS schema_migrations.
+        const store = await open();
+        try {
+          await store.createJob(job());
+          const [held] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 10_000 });
+          assert.ok(held);
+          assert.equal(await store.completeJob(held.id, held.leaseToken, { outputText: 'ok', usage: null, response: {} }), true);
+          await store.checkpoint();
+          assert.equal((await store.countByStatus()).completed, 1);
+        } finally {
+          await store.close();
+        }
+        // As a release with a migration more finds the schema.
+        await admin.query(`DROP TABLE ${place.schema}.counter_models`);
+        await admin.query(`DELETE FROM ${place.schema}.schema_migrations WHERE name = '0010_counter_models_compatible.sql'`);
+        await assert.rejects(open(), {
+          message: `migration 0010_counter_models_compatible.sql cannot be applied by this role (permission denied for schema ${place.schema}): start either program once with a DATABASE_URL whose role owns schema ${place.schema}, which applies it, then go on with this one`,
+        });
+      });
+
     // PostgreSQL only: SQLite's writes take turns, so no two admit a model at once.
     if (backend.name === 'postgres')
       test("postgres: a create whose model another transaction is admitting waits for it and counts under the model's own label", async (t) => {

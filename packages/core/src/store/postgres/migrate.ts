@@ -39,11 +39,16 @@ export async function migratePostgres(
       // name the same schema as unquoted names do (lower case).
       const { rowCount: present } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
       if (!present) await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
-      await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
-        version    INTEGER PRIMARY KEY,
-        name       TEXT    NOT NULL,
-        applied_at BIGINT  NOT NULL
-      )`);
+      // Made only when missing, as the schema: a role that may only read and write the tables (the
+      // migrations applied by their owner) is refused CREATE TABLE IF NOT EXISTS all the same.
+      const { rows: kept } = await client.query<{ table: string | null }>('SELECT to_regclass($1)::text AS table', [`"${schema}".schema_migrations`]);
+      if (kept[0]?.table == null) {
+        await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+          version    INTEGER PRIMARY KEY,
+          name       TEXT    NOT NULL,
+          applied_at BIGINT  NOT NULL
+        )`);
+      }
       const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
       const applied = new Set(rows.map((r) => r.version));
       let count = 0;
@@ -58,7 +63,7 @@ export async function migratePostgres(
           count += 1;
         } catch (err) {
           await client.query('ROLLBACK');
-          throw err;
+          throw notAllowed(err, file, schema);
         }
       }
       return count;
@@ -153,4 +158,15 @@ export async function watchForLaterRelease(
       return watch.refused;
     },
   };
+}
+
+/**
+ * A migration the role may not apply (42501, insufficient_privilege: a role that may only read and
+ * write the tables), said with what to do, keeping PostgreSQL's words and code; any other error as
+ * it came.
+ */
+function notAllowed(err: unknown, file: string, schema: string): unknown {
+  if ((err as { code?: string }).code !== '42501') return err;
+  const message = `migration ${file} cannot be applied by this role (${(err as Error).message}): start either program once with a DATABASE_URL whose role owns schema ${schema}, which applies it, then go on with this one`;
+  return Object.assign(new Error(message, { cause: err }), { code: '42501' });
 }
