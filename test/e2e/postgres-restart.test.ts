@@ -109,7 +109,7 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
   assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');
 });
 
-test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert", async (t) => {
+test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert, or with sslrootcert=system Node's", async (t) => {
   if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with TLS')) return;
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
@@ -144,6 +144,14 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
 
   const verified = await startApiProcess(t, env(`sslmode=verify-full&sslrootcert=${join(pgServer.dir, 'server.crt')}`), dir);
   assert.equal((await getJson(verified.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+
+  // libpq 16's sslrootcert=system checks against the CAs the TLS library trusts: Node's list, to
+  // which NODE_EXTRA_CA_CERTS adds. It had been read as a file's path ("cannot read system").
+  const untrusted = spawnNode(API_MAIN, [], env('sslrootcert=system'), dir);
+  assert.equal((await untrusted.exited).code, 1);
+  assert.match(untrusted.stderr.join('\n'), /^proxy-api: DATABASE_URL: cannot open postgres postgres@127\.0\.0\.1:\d+\/postgres \(schema proxy\): self-signed certificate/);
+  const trusted = await startApiProcess(t, { ...env('sslrootcert=system'), NODE_EXTRA_CA_CERTS: join(pgServer.dir, 'server.crt') }, dir);
+  assert.equal((await getJson(trusted.url, `/v1/requests/${created.json.id}`, key)).status, 200);
 });
 
 /**

@@ -4,7 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
-import { postgresConnection } from './store/postgres/connection-url.js';
+import { SYSTEM_ROOTS_MODE, postgresConnection } from './store/postgres/connection-url.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
@@ -539,6 +539,7 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
     // A file's error has a system call; a URL Node cannot read has a code too (ERR_INVALID_URL).
     const { code, path, syscall } = err as NodeJS.ErrnoException;
     if (syscall) throw new ConfigError(`${name}: cannot read ${path ?? 'a file'}, named by its sslrootcert, sslcert or sslkey: ${code}`);
+    if ((err as Error).message.startsWith(SYSTEM_ROOTS_MODE)) throw new ConfigError(`${name}: ${(err as Error).message}`);
     if (/sslmode=verify-ca requires/.test((err as Error).message)) {
       throw new ConfigError(
         `${name}: sslmode=verify-ca needs sslrootcert=FILE, the CA to check the server's certificate against (or sslmode=verify-full, against Node's list and the host name)`,

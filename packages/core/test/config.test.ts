@@ -211,6 +211,15 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       `DATABASE_URL: cannot read ${cwd}/missing-ca.pem, named by its sslrootcert, sslcert or sslkey: ENOENT`,
     );
     assert.equal(describeDatabase(loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db/jobs?sslmode=require' }, cwd }).db), 'postgres app@db/jobs (schema public)');
+    // libpq 16's sslrootcert=system names no file (it had read as one: "cannot read system"), and
+    // takes verify-full alone, as libpq does.
+    for (const url of ['postgres://app:hunter2@db/jobs?sslrootcert=system', 'postgres://app:hunter2@db/jobs?sslmode=verify-full&sslrootcert=system']) {
+      assert.equal(describeDatabase(loadConfig({ env: { DATABASE_URL: url }, cwd }).db), 'postgres app@db/jobs (schema public)');
+    }
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?sslmode=require&sslrootcert=system'),
+      'DATABASE_URL: sslrootcert=system needs sslmode=verify-full (it has sslmode=require), as libpq has it',
+    );
   });
 });
 

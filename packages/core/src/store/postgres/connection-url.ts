@@ -14,6 +14,34 @@ import { parse, toClientConfig } from 'pg-connection-string';
  * read (`code` set), `verify-ca` without `sslrootcert`.
  */
 export function postgresConnection(url: string): ClientConfig {
-  const ownChoice = /[?&]uselibpqcompat=/i.test(url);
-  return toClientConfig(parse(url, ownChoice ? {} : { useLibpqCompat: true }));
+  const ownChoice = queryParam(url, 'uselibpqcompat') !== undefined;
+  return toClientConfig(parse(withSystemRoots(url), ownChoice ? {} : { useLibpqCompat: true }));
+}
+
+/** A parameter of the URL's query string, decoded; undefined when it has none of that name. */
+export function queryParam(url: string, name: string): string | undefined {
+  const query = url.indexOf('?');
+  if (query === -1) return undefined;
+  return new URLSearchParams(url.slice(query + 1).split('#')[0]).get(name) ?? undefined;
+}
+
+/** Starts the message of the error a weaker sslmode beside `sslrootcert=system` throws (config.ts says it in one line). */
+export const SYSTEM_ROOTS_MODE = 'sslrootcert=system needs sslmode=verify-full';
+
+/**
+ * libpq's `sslrootcert=system` (PostgreSQL 16 and later): the server's certificate is checked
+ * against the CAs the TLS library trusts, here Node's list, and `sslmode` is `verify-full` unless
+ * the URL says otherwise; a weaker one is refused, as libpq refuses it. pg-connection-string reads
+ * every `sslrootcert` as a file's path, so a URL written so, as some providers give theirs, could
+ * not start ("cannot read system"). The URL is given to it without that parameter.
+ */
+function withSystemRoots(url: string): string {
+  if (queryParam(url, 'sslrootcert') !== 'system') return url;
+  const mode = queryParam(url, 'sslmode');
+  if (mode !== undefined && mode !== 'verify-full') throw new Error(`${SYSTEM_ROOTS_MODE} (it has sslmode=${mode}), as libpq has it`);
+  const at = url.indexOf('?');
+  const params = new URLSearchParams(url.slice(at + 1).split('#')[0]);
+  params.delete('sslrootcert');
+  params.set('sslmode', 'verify-full');
+  return `${url.slice(0, at)}?${params.toString()}`;
 }

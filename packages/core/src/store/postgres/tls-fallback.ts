@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { queryParam } from './connection-url.js';
 
 /**
  * libpq's two `sslmode`s that try one way to connect and then the other: `prefer` (psql's default,
@@ -11,7 +12,7 @@ import pg from 'pg';
  * Neither mode checks the server's certificate, in libpq as here: they do not promise encryption.
  */
 export async function settleTls(url: string, config: pg.ClientConfig, trial: Pick<pg.ClientConfig, 'application_name' | 'connectionTimeoutMillis'>): Promise<pg.ClientConfig> {
-  const mode = sslmodeOf(url);
+  const mode = queryParam(url, 'sslmode');
   if (mode !== 'prefer' && mode !== 'allow') return config;
   const tls = { ...(typeof config.ssl === 'object' ? config.ssl : {}), rejectUnauthorized: false };
   const [first, second]: [pg.ClientConfig, pg.ClientConfig] =
@@ -35,12 +36,6 @@ export async function settleTls(url: string, config: pg.ClientConfig, trial: Pic
   } finally {
     await client.end().catch(() => undefined);
   }
-}
-
-/** The sslmode the URL's query names, if any (config.ts has refused a URL that cannot be read). */
-function sslmodeOf(url: string): string | undefined {
-  const named = /[?&]sslmode=([^&#]*)/i.exec(url)?.[1];
-  return named === undefined ? undefined : decodeURIComponent(named);
 }
 
 /** The server answered TLS's first message with no (pg's words for PostgreSQL's 'N'). */
