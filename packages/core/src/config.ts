@@ -4,7 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
-import { SYSTEM_ROOTS_MODE, postgresConnection } from './store/postgres/connection-url.js';
+import { SYSTEM_ROOTS_MODE, postgresConnection, queryParam } from './store/postgres/connection-url.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
@@ -532,6 +532,12 @@ export interface DatabaseUrlParts {
  * may hold the password.
  */
 export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUrlParts {
+  const hosts = hostList(url);
+  if (hosts !== null) {
+    throw new ConfigError(
+      `${name} names several hosts (${hosts}), libpq's list to fail over along; pg connects to one host: name the primary, or an address that follows it (your provider's primary endpoint, or a proxy such as PgBouncer or HAProxy)`,
+    );
+  }
   let parsed: ReturnType<typeof postgresConnection>;
   try {
     parsed = postgresConnection(url);
@@ -549,6 +555,17 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   }
   const password = typeof parsed.password === 'string' ? parsed.password : '';
   return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
+}
+
+/**
+ * The hosts of a URL that lists several, as libpq takes them (`postgres://h1:5432,h2:5432/db`, or
+ * `?host=h1,h2`), or null. pg reads no such list: the first form was "not a PostgreSQL URL pg can
+ * read", the second a failed lookup of the name `h1,h2`.
+ */
+function hostList(url: string): string | null {
+  const authority = url.replace(/^postgres(?:ql)?:\/\//, '').split(/[/?#]/)[0] ?? '';
+  const hosts = [authority.slice(authority.lastIndexOf('@') + 1), queryParam(url, 'host') ?? ''];
+  return hosts.find((list) => list.includes(',')) ?? null;
 }
 
 /**

@@ -216,6 +216,17 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     for (const url of ['postgres://app:hunter2@db/jobs?sslrootcert=system', 'postgres://app:hunter2@db/jobs?sslmode=verify-full&sslrootcert=system']) {
       assert.equal(describeDatabase(loadConfig({ env: { DATABASE_URL: url }, cwd }).db), 'postgres app@db/jobs (schema public)');
     }
+    // libpq's list of hosts to fail over along: pg takes one host.
+    for (const [url, hosts] of [
+      ['postgres://app:hunter2@db1:5432,db2:5432/jobs', 'db1:5432,db2:5432'],
+      ['postgres://app:hunter2@db1,db2/jobs?target_session_attrs=read-write', 'db1,db2'],
+      ['postgres://app:hunter2@/jobs?host=db1,db2', 'db1,db2'],
+    ]) {
+      assert.equal(
+        refused(url as string),
+        `DATABASE_URL names several hosts (${hosts}), libpq's list to fail over along; pg connects to one host: name the primary, or an address that follows it (your provider's primary endpoint, or a proxy such as PgBouncer or HAProxy)`,
+      );
+    }
     assert.equal(
       refused('postgres://app:hunter2@db/jobs?sslmode=require&sslrootcert=system'),
       'DATABASE_URL: sslrootcert=system needs sslmode=verify-full (it has sslmode=require), as libpq has it',
