@@ -137,6 +137,10 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
     await admin.end();
   }
 
+  // pg's own no-verify, as Heroku's guides for Node give it: read the libpq way, it had meant verify-full.
+  const unverified = await startApiProcess(t, env('sslmode=no-verify'), dir);
+  assert.equal((await getJson(unverified.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+
   const refused = spawnNode(API_MAIN, [], env('sslmode=verify-full'), dir);
   assert.equal((await refused.exited).code, 1);
   assert.equal(refused.stderr.filter(Boolean).length, 1, refused.stderr.join('\n'));

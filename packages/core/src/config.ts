@@ -156,7 +156,11 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     );
   }
 
-  if (s.DATABASE_URL) parseDatabaseUrl(s.DATABASE_URL);
+  // libpq takes PGSSLMODE from the environment when the URL names no sslmode, and so does pg, but
+  // as pg 8 reads sslmode (require as verify-full, prefer with no fallback): folded into the URL, it
+  // is read as the URL's own.
+  const databaseUrl = s.DATABASE_URL ? withEnvironmentSslmode(s.DATABASE_URL, env.PGSSLMODE) : null;
+  if (databaseUrl) parseDatabaseUrl(databaseUrl);
 
   const baseUrl = checkBaseUrl(s.OPENAI_BASE_URL);
   const proxyUrl = proxyFor(baseUrl, s.HTTPS_PROXY, s.HTTP_PROXY, s.NO_PROXY);
@@ -182,7 +186,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       rpm: (s.UPSTREAM_RPM as unknown as number | undefined) ?? null,
       tpm: (s.UPSTREAM_TPM as unknown as number | undefined) ?? null,
     },
-    db: { path: settingPath('PROXY_DB_PATH', s.PROXY_DB_PATH, cwd), sync: s.PROXY_DB_SYNC as 'full' | 'normal', url: s.DATABASE_URL ?? null, schema: s.DATABASE_SCHEMA },
+    db: { path: settingPath('PROXY_DB_PATH', s.PROXY_DB_PATH, cwd), sync: s.PROXY_DB_SYNC as 'full' | 'normal', url: databaseUrl, schema: s.DATABASE_SCHEMA },
     clients,
     http: {
       host: s.HOST,
@@ -538,6 +542,10 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
       `${name} names several hosts (${hosts}), libpq's list to fail over along; pg connects to one host: name the primary, or an address that follows it (your provider's primary endpoint, or a proxy such as PgBouncer or HAProxy)`,
     );
   }
+  const sslmode = queryParam(url, 'sslmode');
+  if (sslmode !== undefined && !SSLMODES.includes(sslmode)) {
+    throw new ConfigError(`${name}: sslmode=${sslmode} is none of libpq's (${SSLMODES.slice(0, 6).join(', ')}); pg would have read it as verify-full`);
+  }
   let parsed: ReturnType<typeof postgresConnection>;
   try {
     parsed = postgresConnection(url);
@@ -555,6 +563,16 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   }
   const password = typeof parsed.password === 'string' ? parsed.password : '';
   return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
+}
+
+/** libpq's sslmodes, and pg's own `no-verify` (encrypted, not verified: libpq's `require`). */
+const SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'];
+
+/** The URL with PGSSLMODE's mode when it names none itself (as libpq reads them). */
+function withEnvironmentSslmode(url: string, mode: string | undefined): string {
+  if (!mode || queryParam(url, 'sslmode') !== undefined) return url;
+  const [base, fragment] = url.split('#', 2) as [string, string | undefined];
+  return `${base}${base.includes('?') ? '&' : '?'}sslmode=${encodeURIComponent(mode)}${fragment === undefined ? '' : `#${fragment}`}`;
 }
 
 /**

@@ -216,6 +216,15 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     for (const url of ['postgres://app:hunter2@db/jobs?sslrootcert=system', 'postgres://app:hunter2@db/jobs?sslmode=verify-full&sslrootcert=system']) {
       assert.equal(describeDatabase(loadConfig({ env: { DATABASE_URL: url }, cwd }).db), 'postgres app@db/jobs (schema public)');
     }
+    // PGSSLMODE from the environment, as libpq takes it, when the URL names no sslmode.
+    const fromEnvironment = (url: string, PGSSLMODE: string) => loadConfig({ env: { DATABASE_URL: url, PGSSLMODE }, cwd }).db.url;
+    assert.equal(fromEnvironment('postgres://app:hunter2@db/jobs', 'require'), 'postgres://app:hunter2@db/jobs?sslmode=require');
+    assert.equal(fromEnvironment('postgres://app:hunter2@db/jobs?application_name=x', 'prefer'), 'postgres://app:hunter2@db/jobs?application_name=x&sslmode=prefer');
+    assert.equal(fromEnvironment('postgres://app:hunter2@db/jobs?sslmode=disable', 'require'), 'postgres://app:hunter2@db/jobs?sslmode=disable');
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?sslmode=requir'),
+      "DATABASE_URL: sslmode=requir is none of libpq's (disable, allow, prefer, require, verify-ca, verify-full); pg would have read it as verify-full",
+    );
     // libpq's list of hosts to fail over along: pg takes one host.
     for (const [url, hosts] of [
       ['postgres://app:hunter2@db1:5432,db2:5432/jobs', 'db1:5432,db2:5432'],

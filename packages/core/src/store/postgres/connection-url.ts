@@ -15,7 +15,11 @@ import { parse, toClientConfig } from 'pg-connection-string';
  */
 export function postgresConnection(url: string): ClientConfig {
   const ownChoice = queryParam(url, 'uselibpqcompat') !== undefined;
-  return toClientConfig(parse(withSystemRoots(url), ownChoice ? {} : { useLibpqCompat: true }));
+  const config = toClientConfig(parse(withSystemRoots(url), ownChoice ? {} : { useLibpqCompat: true }));
+  // pg's own `no-verify` (Heroku's guides for Node give it): encrypted, not verified, as pg reads
+  // it. Read the libpq way it is no mode at all, and left the check of verify-full in place.
+  if (queryParam(url, 'sslmode') === 'no-verify') config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}), rejectUnauthorized: false };
+  return config;
 }
 
 /** A parameter of the URL's query string, decoded; undefined when it has none of that name. */
