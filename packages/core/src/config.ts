@@ -544,7 +544,7 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   }
   const sslmode = queryParam(url, 'sslmode');
   if (sslmode !== undefined && !SSLMODES.includes(sslmode)) {
-    throw new ConfigError(`${name}: sslmode=${sslmode} is none of libpq's (${SSLMODES.slice(0, 6).join(', ')}); pg would have read it as verify-full`);
+    throw new ConfigError(`${name}: sslmode=${sslmode} is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`);
   }
   let parsed: ReturnType<typeof postgresConnection>;
   try {
@@ -565,8 +565,11 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
 }
 
-/** libpq's sslmodes, and pg's own `no-verify` (encrypted, not verified: libpq's `require`). */
-const SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'];
+/** libpq's sslmodes. */
+const LIBPQ_SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
+
+/** Those, and pg's own `no-verify` (encrypted, not verified: libpq's `require`). */
+const SSLMODES = [...LIBPQ_SSLMODES, 'no-verify'];
 
 /** The URL with PGSSLMODE's mode when it names none itself (as libpq reads them). */
 function withEnvironmentSslmode(url: string, mode: string | undefined): string {

@@ -24,9 +24,13 @@ export function postgresConnection(url: string): ClientConfig {
 
 /** A parameter of the URL's query string, decoded; undefined when it has none of that name. */
 export function queryParam(url: string, name: string): string | undefined {
-  const query = url.indexOf('?');
-  if (query === -1) return undefined;
-  return new URLSearchParams(url.slice(query + 1).split('#')[0]).get(name) ?? undefined;
+  return queryOf(url).get(name) ?? undefined;
+}
+
+/** The URL's query string, read (empty when it has none). */
+function queryOf(url: string): URLSearchParams {
+  const at = url.indexOf('?');
+  return new URLSearchParams(at === -1 ? '' : url.slice(at + 1).split('#')[0]);
 }
 
 /** Starts the message of the error a weaker sslmode beside `sslrootcert=system` throws (config.ts says it in one line). */
@@ -43,9 +47,8 @@ function withSystemRoots(url: string): string {
   if (queryParam(url, 'sslrootcert') !== 'system') return url;
   const mode = queryParam(url, 'sslmode');
   if (mode !== undefined && mode !== 'verify-full') throw new Error(`${SYSTEM_ROOTS_MODE} (it has sslmode=${mode}), as libpq has it`);
-  const at = url.indexOf('?');
-  const params = new URLSearchParams(url.slice(at + 1).split('#')[0]);
+  const params = queryOf(url);
   params.delete('sslrootcert');
   params.set('sslmode', 'verify-full');
-  return `${url.slice(0, at)}?${params.toString()}`;
+  return `${url.slice(0, url.indexOf('?'))}?${params.toString()}`;
 }

@@ -8,8 +8,9 @@ import { queryParam } from './connection-url.js';
  * refuses it. pg tries one way only, so with either mode a server without TLS (Debian's with
  * `ssl = off`, the official Docker image's) refused every start: "The server does not support SSL
  * connections". Here one connection made as the store opens tries the first way, and the pool
- * goes the way that answered; `trial` holds that connection's settings of its own. A server that changes its TLS later is followed at the next start.
- * Neither mode checks the server's certificate, in libpq as here: they do not promise encryption.
+ * goes the way that answered; `trial` holds that connection's settings of its own. A server that
+ * changes its TLS later is followed at the next start. Neither mode checks the server's
+ * certificate, in libpq as here: they do not promise encryption.
  */
 export async function settleTls(url: string, config: pg.ClientConfig, trial: Pick<pg.ClientConfig, 'application_name' | 'connectionTimeoutMillis'>): Promise<pg.ClientConfig> {
   const mode = queryParam(url, 'sslmode');
