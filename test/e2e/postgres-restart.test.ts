@@ -193,7 +193,7 @@ function serveTls(dir: string, hbaFile?: string): string {
   return `-c ssl=on -c ssl_cert_file=${join(dir, 'server.crt')} -c ssl_key_file=${join(dir, 'server.key')}${hbaFile ? ` -c hba_file=${hbaFile}` : ''}`;
 }
 
-test("DATABASE_URL's sslmode=prefer and allow fall back as libpq's do: prefer (psql's default) connects unencrypted to a server without TLS, allow encrypts to a server that takes only TLS", async (t) => {
+test("DATABASE_URL's sslmode=prefer and allow fall back as libpq's do: prefer (psql's default) connects unencrypted to a server without TLS, allow encrypts to a server that takes only TLS; a silent server fails the start after connect_timeout, or 10 s", async (t) => {
   if (!onlyOn('postgres', t, 'starts PostgreSQL servers of its own, one without TLS and one with TLS only')) return;
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
@@ -239,21 +239,28 @@ test("DATABASE_URL's sslmode=prefer and allow fall back as libpq's do: prefer (p
   });
   await once(silent, 'listening');
   const silentUrl = `postgres://postgres@127.0.0.1:${(silent.address() as AddressInfo).port}/postgres`;
+  // The URL's connect_timeout (libpq's, in seconds) bounds it instead of the store's 10 s, the
+  // fallback's trial too; pg had read it into nothing it waits by. 0 waits without end, as libpq.
   const outcomes = await Promise.all(
-    ['prefer', 'allow', 'disable'].map(async (sslmode) => {
+    ['sslmode=prefer', 'sslmode=allow', 'sslmode=disable', 'sslmode=prefer&connect_timeout=2', 'connect_timeout=0'].map(async (query) => {
       const started = Date.now();
-      const opened = openPostgresStore({ url: `${silentUrl}?sslmode=${sslmode}`, schema: 'proxy' }).then(
+      const opened = openPostgresStore({ url: `${silentUrl}?${query}`, schema: 'proxy' }).then(
         (store) => store.close().then(() => 'opened'),
         (err: Error) => err.message,
       );
-      const waited = new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 20_000).unref());
-      return [sslmode, await Promise.race([opened, waited]), Date.now() - started < 15_000] as const;
+      const waited = new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 13_000).unref());
+      const outcome = await Promise.race([opened, waited]);
+      const seconds = (Date.now() - started) / 1000;
+      // Bounds wide enough for a loaded machine, narrow enough to tell 2 s from 10.
+      return [query, outcome, seconds < 7 ? 'under 7 s' : seconds < 13 ? '7-13 s' : '13 s or more'] as const;
     }),
   );
   assert.deepEqual(outcomes, [
-    ['prefer', 'timeout expired', true],
-    ['allow', 'timeout expired', true],
-    ['disable', 'timeout expired', true],
+    ['sslmode=prefer', 'timeout expired', '7-13 s'],
+    ['sslmode=allow', 'timeout expired', '7-13 s'],
+    ['sslmode=disable', 'timeout expired', '7-13 s'],
+    ['sslmode=prefer&connect_timeout=2', 'timeout expired', 'under 7 s'],
+    ['connect_timeout=0', 'still waiting', '13 s or more'],
   ]);
 });
 

@@ -4,7 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
-import { SYSTEM_ROOTS_MODE, postgresConnection, queryParam } from './store/postgres/connection-url.js';
+import { SYSTEM_ROOTS_MODE, connectTimeoutMs, postgresConnection, queryParam } from './store/postgres/connection-url.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
@@ -156,10 +156,11 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     );
   }
 
-  // libpq takes PGSSLMODE from the environment when the URL names no sslmode, and so does pg, but
-  // as pg 8 reads sslmode (require as verify-full, prefer with no fallback): folded into the URL, it
-  // is read as the URL's own.
-  const databaseUrl = s.DATABASE_URL ? withEnvironmentSslmode(s.DATABASE_URL, env.PGSSLMODE) : null;
+  // libpq takes PGSSLMODE and PGCONNECT_TIMEOUT from the environment when the URL names no sslmode
+  // or connect_timeout, and pg reads them too, but its own way (PGSSLMODE as pg 8 reads sslmode:
+  // require as verify-full, prefer with no fallback; PGCONNECT_TIMEOUT into nothing it waits by):
+  // folded into the URL, they are read as the URL's own.
+  const databaseUrl = s.DATABASE_URL ? withEnvironmentDefaults(s.DATABASE_URL, env) : null;
   if (databaseUrl) parseDatabaseUrl(databaseUrl);
 
   const baseUrl = checkBaseUrl(s.OPENAI_BASE_URL);
@@ -542,9 +543,10 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
       `${name} names several hosts (${hosts}), libpq's list to fail over along; pg connects to one host: name the primary, or an address that follows it (your provider's primary endpoint, or a proxy such as PgBouncer or HAProxy)`,
     );
   }
-  const sslmode = queryParam(url, 'sslmode');
-  if (sslmode !== undefined && !SSLMODES.includes(sslmode)) {
-    throw new ConfigError(`${name}: sslmode=${sslmode} is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`);
+  for (const param of CHECKED_PARAMS) {
+    const value = queryParam(url, param);
+    const problem = value === undefined ? null : paramProblem(param, value);
+    if (problem) throw new ConfigError(`${name}: ${param}=${value} ${problem}`);
   }
   let parsed: ReturnType<typeof postgresConnection>;
   try {
@@ -571,11 +573,36 @@ const LIBPQ_SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'v
 /** Those, and pg's own `no-verify` (encrypted, not verified: libpq's `require`). */
 const SSLMODES = [...LIBPQ_SSLMODES, 'no-verify'];
 
-/** The URL with PGSSLMODE's mode when it names none itself (as libpq reads them). */
-function withEnvironmentSslmode(url: string, mode: string | undefined): string {
-  if (!mode || queryParam(url, 'sslmode') !== undefined) return url;
-  const [base, fragment] = url.split('#', 2) as [string, string | undefined];
-  return `${base}${base.includes('?') ? '&' : '?'}sslmode=${encodeURIComponent(mode)}${fragment === undefined ? '' : `#${fragment}`}`;
+/** The URL parameters whose values are checked at start: pg would misread one libpq refuses. */
+const CHECKED_PARAMS = ['sslmode', 'connect_timeout'] as const;
+
+/** Why a value of one of CHECKED_PARAMS is refused, or null. */
+function paramProblem(param: (typeof CHECKED_PARAMS)[number], value: string): string | null {
+  if (param === 'sslmode') return SSLMODES.includes(value) ? null : `is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`;
+  return connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null;
+}
+
+/** libpq's environment variables that stand for a parameter the URL does not give. */
+const ENVIRONMENT_PARAMS = [
+  ['PGSSLMODE', 'sslmode'],
+  ['PGCONNECT_TIMEOUT', 'connect_timeout'],
+] as const;
+
+/**
+ * The URL with the parameters of ENVIRONMENT_PARAMS it names none of taken from the environment, as
+ * libpq reads them. A value refused stops the start naming its variable, not the URL.
+ */
+function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>): string {
+  let out = url;
+  for (const [variable, param] of ENVIRONMENT_PARAMS) {
+    const value = env[variable];
+    if (!value || queryParam(out, param) !== undefined) continue;
+    const problem = paramProblem(param, value);
+    if (problem) throw new ConfigError(`${variable}=${value} ${problem}`);
+    const [base, fragment] = out.split('#', 2) as [string, string | undefined];
+    out = `${base}${base.includes('?') ? '&' : '?'}${param}=${encodeURIComponent(value)}${fragment === undefined ? '' : `#${fragment}`}`;
+  }
+  return out;
 }
 
 /**

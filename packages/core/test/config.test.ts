@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { describeDatabase, keyGoesInClear, loadConfig, secretValues, trustProxySpoofable } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
+import { postgresConnection } from '../src/store/postgres/connection-url.ts';
 import { reloadClients } from '../src/clients-file.ts';
 
 const key = 'k'.repeat(20);
@@ -225,6 +226,28 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       refused('postgres://app:hunter2@db/jobs?sslmode=requir'),
       "DATABASE_URL: sslmode=requir is none of libpq's (disable, allow, prefer, require, verify-ca, verify-full); pg would have read it as verify-full",
     );
+    // libpq's connect_timeout, in seconds, bounds the wait for a connection (pg had waited by
+    // nothing of it: the store's own 10 s); PGCONNECT_TIMEOUT stands for a missing one.
+    const waitOf = (url: string) => postgresConnection(url).connectionTimeoutMillis;
+    assert.deepEqual(
+      ['3', '%203%20', '1', '0', '-5', '99999999'].map((seconds) => waitOf(`postgres://app:hunter2@db/jobs?connect_timeout=${seconds}`)),
+      [3000, 3000, 2000, 0, 0, 2 ** 31 - 1],
+    );
+    assert.equal(waitOf('postgres://app:hunter2@db/jobs'), undefined);
+    assert.equal(refused('postgres://app:hunter2@db/jobs?connect_timeout=2.5'), 'DATABASE_URL: connect_timeout=2.5 is not a whole number of seconds (0 waits without end)');
+    const withTimeout = (url: string, PGCONNECT_TIMEOUT: string) => loadConfig({ env: { DATABASE_URL: url, PGCONNECT_TIMEOUT, PGSSLMODE: 'require' }, cwd }).db.url;
+    assert.equal(withTimeout('postgres://app:hunter2@db/jobs#x', '4'), 'postgres://app:hunter2@db/jobs?sslmode=require&connect_timeout=4#x');
+    assert.equal(withTimeout('postgres://app:hunter2@db/jobs?connect_timeout=7', '4'), 'postgres://app:hunter2@db/jobs?connect_timeout=7&sslmode=require');
+    // A variable's value refused is told by the variable's name: the URL does not hold it.
+    for (const [env, said] of [
+      [{ PGCONNECT_TIMEOUT: '5s' }, 'PGCONNECT_TIMEOUT=5s is not a whole number of seconds (0 waits without end)'],
+      [{ PGSSLMODE: 'requir' }, "PGSSLMODE=requir is none of libpq's (disable, allow, prefer, require, verify-ca, verify-full); pg would have read it as verify-full"],
+    ] as const) {
+      assert.throws(
+        () => loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db/jobs', ...env }, cwd }),
+        (e: Error) => e instanceof ConfigError && e.message === said,
+      );
+    }
     // libpq's list of hosts to fail over along: pg takes one host.
     for (const [url, hosts] of [
       ['postgres://app:hunter2@db1:5432,db2:5432/jobs', 'db1:5432,db2:5432'],

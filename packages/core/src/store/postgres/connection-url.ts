@@ -19,7 +19,26 @@ export function postgresConnection(url: string): ClientConfig {
   // pg's own `no-verify` (Heroku's guides for Node give it): encrypted, not verified, as pg reads
   // it. Read the libpq way it is no mode at all, and left the check of verify-full in place.
   if (queryParam(url, 'sslmode') === 'no-verify') config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}), rejectUnauthorized: false };
+  // pg reads libpq's connect_timeout into nothing it waits by: a URL's `connect_timeout=3` waited
+  // the store's own 10 s. One it cannot read is refused at start (config.ts) and left out here.
+  const timeout = queryParam(url, 'connect_timeout');
+  const timeoutMs = timeout === undefined ? null : connectTimeoutMs(timeout);
+  if (timeoutMs !== null) config.connectionTimeoutMillis = timeoutMs;
   return config;
+}
+
+/** The longest wait a Node timer keeps (about 24.8 days); a longer one would fire at once. */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * libpq's `connect_timeout`, in seconds, as milliseconds to give pg's `connectionTimeoutMillis`:
+ * zero or less waits without end (0 to pg), and less than 2 s is 2, as libpq has them. Null for a
+ * value libpq would refuse (not a whole number).
+ */
+export function connectTimeoutMs(value: string): number | null {
+  if (!/^\s*[+-]?\d+\s*$/.test(value)) return null;
+  const seconds = Number.parseInt(value, 10);
+  return seconds <= 0 ? 0 : Math.min(Math.max(seconds, 2) * 1000, LONGEST_TIMER_MS);
 }
 
 /** A parameter of the URL's query string, decoded; undefined when it has none of that name. */

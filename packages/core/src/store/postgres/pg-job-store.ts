@@ -75,10 +75,11 @@ export const LATER_CHECK_MS = 1000;
 export const QUERY_TIMEOUT_MS = 30_000;
 
 /**
- * How long a new connection may take to be answered: a server that does not answer one (a network
- * cut, a host gone, a port that accepts and stays silent) fails the start, or the query that needed
- * the connection (503 unavailable), instead of waiting for the kernel's TCP timeout (minutes) or,
- * for a port that accepts, for ever.
+ * How long a new connection may take to be answered, unless the URL's `connect_timeout` says (read
+ * in connection-url.ts): a server that does not answer one (a network cut, a host gone, a port that
+ * accepts and stays silent) fails the start, or the query that needed the connection (503
+ * unavailable), instead of waiting for the kernel's TCP timeout (minutes) or, for a port that
+ * accepts, for ever. pg-pool bounds a wait for a free pooled connection by the same time.
  */
 const CONNECT_TIMEOUT_MS = 10_000;
 
