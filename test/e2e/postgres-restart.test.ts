@@ -109,7 +109,7 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
   assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');
 });
 
-test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert, or with sslrootcert=system Node's", async (t) => {
+test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert, or with sslrootcert=system Node's; over a local socket no sslmode asks for TLS", async (t) => {
   if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with TLS')) return;
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
@@ -156,6 +156,13 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
   assert.match(untrusted.stderr.join('\n'), /^proxy-api: DATABASE_URL: cannot open postgres postgres@127\.0\.0\.1:\d+\/postgres \(schema proxy\): self-signed certificate/);
   const trusted = await startApiProcess(t, { ...env('sslrootcert=system'), NODE_EXTRA_CA_CERTS: join(pgServer.dir, 'server.crt') }, dir);
   assert.equal((await getJson(trusted.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+
+  // Over the server's local socket libpq uses no TLS, whatever the sslmode (here PGSSLMODE, set for
+  // every host); pg asked the server for it there, and every start failed: "The server does not
+  // support SSL connections".
+  const socketUrl = `postgres://postgres@/postgres?host=${encodeURIComponent(pgServer.dir)}&port=${new URL(pgServer.url).port}`;
+  const overSocket = await startApiProcess(t, { ...env(''), DATABASE_URL: socketUrl, PGSSLMODE: 'verify-full' }, dir);
+  assert.equal((await getJson(overSocket.url, `/v1/requests/${created.json.id}`, key)).status, 200);
 });
 
 /**

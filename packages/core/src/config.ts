@@ -4,7 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
-import { SYSTEM_ROOTS_MODE, connectTimeoutMs, postgresConnection, queryParam } from './store/postgres/connection-url.js';
+import { SYSTEM_ROOTS_MODE, connectTimeoutMs, isSocketHost, postgresConnection, queryParam } from './store/postgres/connection-url.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
@@ -693,6 +693,6 @@ export function describeDatabase(db: DatabaseSettings): string {
   const who = user ? `${user}@` : '';
   // An IPv6 address in brackets, as in the URL: `::1:5432` reads as an address without a port.
   const shown = host.includes(':') ? `[${host}]` : host;
-  const where = host.startsWith('/') ? `${who}/${database}?host=${host}` : `${who}${shown}${port ? `:${port}` : ''}/${database}`;
+  const where = isSocketHost(host) ? `${who}/${database}?host=${host}` : `${who}${shown}${port ? `:${port}` : ''}/${database}`;
   return `postgres ${where} (schema ${db.schema})`;
 }

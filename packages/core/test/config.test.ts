@@ -234,6 +234,9 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       [3000, 3000, 2000, 0, 0, 2 ** 31 - 1],
     );
     assert.equal(waitOf('postgres://app:hunter2@db/jobs'), undefined);
+    // No TLS over a local socket, as libpq has it, whatever the sslmode; a host over TCP keeps it.
+    assert.equal(postgresConnection('postgres://app@/jobs?host=/var/run/postgresql&sslmode=require').ssl, false);
+    assert.deepEqual({ ...(postgresConnection('postgres://app@db/jobs?sslmode=require').ssl as object) }, { rejectUnauthorized: false });
     assert.equal(refused('postgres://app:hunter2@db/jobs?connect_timeout=2.5'), 'DATABASE_URL: connect_timeout=2.5 is not a whole number of seconds (0 waits without end)');
     const withTimeout = (url: string, PGCONNECT_TIMEOUT: string) => loadConfig({ env: { DATABASE_URL: url, PGCONNECT_TIMEOUT, PGSSLMODE: 'require' }, cwd }).db.url;
     assert.equal(withTimeout('postgres://app:hunter2@db/jobs#x', '4'), 'postgres://app:hunter2@db/jobs?sslmode=require&connect_timeout=4#x');

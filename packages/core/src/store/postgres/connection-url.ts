@@ -19,12 +19,20 @@ export function postgresConnection(url: string): ClientConfig {
   // pg's own `no-verify` (Heroku's guides for Node give it): encrypted, not verified, as pg reads
   // it. Read the libpq way it is no mode at all, and left the check of verify-full in place.
   if (queryParam(url, 'sslmode') === 'no-verify') config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}), rejectUnauthorized: false };
+  // libpq uses no TLS over a local socket, whatever the sslmode (a PGSSLMODE=require set for every
+  // host, say); pg asked the server for it there, and the server's no failed every start.
+  if (isSocketHost(config.host)) config.ssl = false;
   // pg reads libpq's connect_timeout into nothing it waits by: a URL's `connect_timeout=3` waited
   // the store's own 10 s. One it cannot read is refused at start (config.ts) and left out here.
   const timeout = queryParam(url, 'connect_timeout');
   const timeoutMs = timeout === undefined ? null : connectTimeoutMs(timeout);
   if (timeoutMs !== null) config.connectionTimeoutMillis = timeoutMs;
   return config;
+}
+
+/** Whether a host, as pg reads it, is the directory of a local socket. */
+export function isSocketHost(host: string | undefined): boolean {
+  return host?.startsWith('/') ?? false;
 }
 
 /** The longest wait a Node timer keeps (about 24.8 days); a longer one would fire at once. */

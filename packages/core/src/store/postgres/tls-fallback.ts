@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { queryParam } from './connection-url.js';
+import { isSocketHost, queryParam } from './connection-url.js';
 
 /**
  * libpq's two `sslmode`s that try one way to connect and then the other: `prefer` (psql's default,
@@ -14,7 +14,8 @@ import { queryParam } from './connection-url.js';
  */
 export async function settleTls(url: string, config: pg.ClientConfig, trial: Pick<pg.ClientConfig, 'application_name' | 'connectionTimeoutMillis'>): Promise<pg.ClientConfig> {
   const mode = queryParam(url, 'sslmode');
-  if (mode !== 'prefer' && mode !== 'allow') return config;
+  // Over a local socket there is no TLS to try (postgresConnection left it out).
+  if ((mode !== 'prefer' && mode !== 'allow') || isSocketHost(config.host)) return config;
   const tls = { ...(typeof config.ssl === 'object' ? config.ssl : {}), rejectUnauthorized: false };
   const [first, second]: [pg.ClientConfig, pg.ClientConfig] =
     mode === 'prefer'
