@@ -165,6 +165,49 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
   assert.equal((await getJson(overSocket.url, `/v1/requests/${created.json.id}`, key)).status, 200);
 });
 
+test("DATABASE_URL's sslcert and sslkey present a client certificate, as pg_hba's cert method asks; sslpassword opens a key kept encrypted", async (t) => {
+  if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with TLS and client certificates')) return;
+  const missing = privateServerUnavailable();
+  if (missing) return t.skip(missing);
+  const pgServer = await startPrivatePostgres(t, (dir) => {
+    writeFileSync(join(dir, 'pg_hba.conf'), 'local all all trust\nhostssl all all 127.0.0.1/32 cert\n');
+    const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=proxy-test-ca', '-keyout', 'ca.key', '-out', 'ca.crt');
+    // The certificate's CN is the role it logs in as.
+    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=postgres', '-keyout', 'client.key', '-out', 'client.csr');
+    openssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt');
+    openssl('pkey', '-in', 'client.key', '-aes256', '-passout', 'pass:open sesame', '-out', 'client-encrypted.key');
+    chownSync(join(dir, 'ca.crt'), Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' })), -1);
+    return `${serveTls(dir, join(dir, 'pg_hba.conf'))} -c ssl_ca_file=${join(dir, 'ca.crt')}`;
+  });
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const env = (query: string) => testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, DATABASE_URL: `${pgServer.url}?sslmode=require&${query}`, DATABASE_SCHEMA: 'proxy' });
+  const file = (name: string) => encodeURIComponent(join(pgServer.dir, name));
+
+  const api = await startApiProcess(t, env(`sslcert=${file('client.crt')}&sslkey=${file('client.key')}`), dir);
+  const created = await postSigned(api.url, key, secret, { prompt: 'with a client certificate' });
+  assert.equal(created.status, 202, JSON.stringify(created.json));
+
+  const encrypted = await startApiProcess(t, env(`sslcert=${file('client.crt')}&sslkey=${file('client-encrypted.key')}&sslpassword=${encodeURIComponent('open sesame')}`), dir);
+  assert.equal((await getJson(encrypted.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+  assert.deepEqual(encrypted.child.stderr.filter(Boolean), [], 'nothing on stderr');
+
+  // What cannot serve stops the start in one line (exit 78), never echoing the passphrase; TLS had
+  // said it at the first connection in OpenSSL's words ('bad decrypt', 'key values mismatch').
+  for (const [query, said] of [
+    [`sslcert=${file('client.crt')}&sslkey=${file('client-encrypted.key')}`, 'sslkey is encrypted: give its passphrase as sslpassword'],
+    [`sslcert=${file('client.crt')}&sslkey=${file('client-encrypted.key')}&sslpassword=open%20sesam`, 'sslpassword does not open sslkey'],
+    [`sslcert=${file('client.crt')}&sslkey=${file('ca.key')}`, "sslkey is not the private key of sslcert's certificate"],
+    [`sslcert=${file('client.crt')}`, 'sslcert needs sslkey, the file of its private key'],
+    [`sslcert=${file('client.key')}&sslkey=${file('client.key')}`, 'sslcert holds no certificate Node can read (PEM)'],
+  ] as const) {
+    const refused = spawnNode(API_MAIN, [], env(query), dir);
+    assert.equal((await refused.exited).code, 78, refused.stderr.join('\n'));
+    assert.deepEqual(refused.stderr.filter(Boolean), [`proxy-api: DATABASE_URL: ${said}`]);
+  }
+});
+
 /**
  * Settings for a private server (startPrivatePostgres) that serves TLS with a self-signed
  * certificate, as Heroku's servers have, or one from a CA outside Node's list (RDS's), written in

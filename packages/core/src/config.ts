@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
@@ -563,8 +563,38 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
     }
     throw new ConfigError(`${name} is not a PostgreSQL URL pg can read (postgres://user:password@host:5432/database)`);
   }
+  const keyProblem = clientKeyProblem(parsed.ssl);
+  if (keyProblem) throw new ConfigError(`${name}: ${keyProblem}`);
   const password = typeof parsed.password === 'string' ? parsed.password : '';
   return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
+}
+
+/**
+ * Why the client certificate a URL names (sslcert, sslkey, sslpassword for an encrypted key) cannot
+ * serve, or null: said at start in one line, where TLS had said it at each connection in OpenSSL's
+ * words ('bad decrypt', 'key values mismatch').
+ */
+function clientKeyProblem(ssl: ReturnType<typeof postgresConnection>['ssl']): string | null {
+  if (typeof ssl !== 'object' || (!ssl.key && !ssl.cert)) return null;
+  if (!ssl.key) return 'sslcert needs sslkey, the file of its private key';
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: ssl.key as string, passphrase: ssl.passphrase });
+  } catch (err) {
+    // OpenSSL 3's words for an encrypted key read without a passphrase, and with a wrong one.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (ssl.passphrase === undefined && (code === 'ERR_OSSL_CRYPTO_INTERRUPTED_OR_CANCELLED' || code === 'ERR_MISSING_PASSPHRASE')) return 'sslkey is encrypted: give its passphrase as sslpassword';
+    if (code === 'ERR_OSSL_BAD_DECRYPT') return 'sslpassword does not open sslkey';
+    return 'sslkey holds no private key Node can read (PEM)';
+  }
+  if (!ssl.cert) return 'sslkey needs sslcert, the client certificate it is the key of';
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(ssl.cert as string);
+  } catch {
+    return 'sslcert holds no certificate Node can read (PEM)';
+  }
+  return cert.checkPrivateKey(key) ? null : "sslkey is not the private key of sslcert's certificate";
 }
 
 /** libpq's sslmodes. */
@@ -671,6 +701,8 @@ export function headerSecrets(headers: Readonly<Record<string, string>>): string
 /** Every secret value in the configuration, for the logger's redaction list. */
 export function secretValues(config: Config): string[] {
   const dbPassword = config.db.url ? parseDatabaseUrl(config.db.url).password : '';
+  // An encrypted client key's passphrase (libpq's sslpassword) is as secret as the password.
+  const keyPassphrase = config.db.url ? (queryParam(config.db.url, 'sslpassword') ?? '') : '';
   const proxy = config.upstream.proxyUrl ? new URL(config.upstream.proxyUrl) : null;
   // The URL holds the password percent-encoded; a message may carry either form.
   const proxyPassword = proxy?.password ? [proxy.password, decodeURIComponent(proxy.password)] : [];
@@ -678,6 +710,7 @@ export function secretValues(config: Config): string[] {
     config.upstream.apiKey ?? '',
     ...headerSecrets(config.upstream.extraHeaders),
     dbPassword,
+    keyPassphrase,
     ...proxyPassword,
     ...config.clients.flatMap((c) => [c.key, ...c.secrets]),
   ].filter(Boolean);

@@ -234,6 +234,8 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       [3000, 3000, 2000, 0, 0, 2 ** 31 - 1],
     );
     assert.equal(waitOf('postgres://app:hunter2@db/jobs'), undefined);
+    // An encrypted client key's passphrase is kept out of logs, as the password is.
+    assert.ok(secretValues(loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?sslpassword=open%20sesame' }, cwd })).includes('open sesame'));
     // No TLS over a local socket, as libpq has it, whatever the sslmode; a host over TCP keeps it.
     assert.equal(postgresConnection('postgres://app@/jobs?host=/var/run/postgresql&sslmode=require').ssl, false);
     assert.deepEqual({ ...(postgresConnection('postgres://app@db/jobs?sslmode=require').ssl as object) }, { rejectUnauthorized: false });

@@ -19,6 +19,10 @@ export function postgresConnection(url: string): ClientConfig {
   // pg's own `no-verify` (Heroku's guides for Node give it): encrypted, not verified, as pg reads
   // it. Read the libpq way it is no mode at all, and left the check of verify-full in place.
   if (queryParam(url, 'sslmode') === 'no-verify') config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}), rejectUnauthorized: false };
+  // libpq's sslpassword opens an encrypted sslkey; pg-connection-string reads the key and not it,
+  // and TLS failed at every connection with OpenSSL's 'bad decrypt'.
+  const passphrase = queryParam(url, 'sslpassword');
+  if (passphrase !== undefined && typeof config.ssl === 'object') config.ssl.passphrase = passphrase;
   // libpq uses no TLS over a local socket, whatever the sslmode (a PGSSLMODE=require set for every
   // host, say); pg asked the server for it there, and the server's no failed every start.
   if (isSocketHost(config.host)) config.ssl = false;
