@@ -19,6 +19,7 @@ import {
   newCredentials,
   newTestJob,
   onlyOn,
+  PG_URL,
   postSigned,
   spawnNode,
   startApiProcess,
@@ -27,6 +28,7 @@ import {
   tempDir,
   testEnv,
   within,
+  WORKER_MAIN,
   type TestHooks,
 } from '../helpers/index.ts';
 
@@ -206,6 +208,28 @@ test("DATABASE_URL's sslcert and sslkey present a client certificate, as pg_hba'
     assert.equal((await refused.exited).code, 78, refused.stderr.join('\n'));
     assert.deepEqual(refused.stderr.filter(Boolean), [`proxy-api: DATABASE_URL: ${said}`]);
   }
+});
+
+test("libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE stand for what DATABASE_URL leaves out, postgres:// alone among them; the start says where it connected", async (t) => {
+  if (!onlyOn('postgres', t, 'connects to the PostgreSQL server the run tests on')) return;
+  const dir = tempDir(t);
+  const server = new URL(PG_URL);
+  const password = decodeURIComponent(server.password) || 'unused-by-trust';
+  const env: Record<string, string> = {
+    ...testEnv(dir, { OPENAI_API_KEY: 'sk-environment', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' }),
+    DATABASE_URL: 'postgres://',
+    PGHOST: server.hostname,
+    PGPORT: server.port || '5432',
+    PGUSER: decodeURIComponent(server.username),
+    PGPASSWORD: password,
+    PGDATABASE: server.pathname.slice(1),
+  };
+  // `postgres://` had been refused as malformed; libpq (and pg) take every part from these.
+  const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  assert.equal((await worker.exited).code, 0, worker.stderr.join('\n'));
+  const said = worker.lines.map((line) => JSON.parse(line) as { message: string; database?: string }).find((line) => line.message === 'database');
+  assert.equal(said?.database, `postgres ${env.PGUSER}@${env.PGHOST}:${env.PGPORT}/${env.PGDATABASE} (schema ${env.DATABASE_SCHEMA})`);
+  assert.ok(!worker.lines.some((line) => line.includes(password)), 'the password is in no line');
 });
 
 /**

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
+import { userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
@@ -618,9 +619,20 @@ const ENVIRONMENT_PARAMS = [
   ['PGCONNECT_TIMEOUT', 'connect_timeout'],
 ] as const;
 
+/** libpq's environment variables that stand for a part of the connection the URL leaves out. */
+const ENVIRONMENT_PARTS = [
+  ['PGHOST', 'host'],
+  ['PGPORT', 'port'],
+  ['PGUSER', 'user'],
+  ['PGPASSWORD', 'password'],
+] as const;
+
 /**
- * The URL with the parameters of ENVIRONMENT_PARAMS it names none of taken from the environment, as
- * libpq reads them. A value refused stops the start naming its variable, not the URL.
+ * The URL with what it does not give taken from libpq's environment variables, as libpq reads them.
+ * pg reads most of them too, but its own way for PGSSLMODE and PGCONNECT_TIMEOUT; and the parts of
+ * the connection it took from the environment were missing from what reads the URL: the start's
+ * description (`postgres /jobs`, with PGHOST and PGUSER set) and the logger's redaction of the
+ * password (PGPASSWORD). A value refused stops the start naming its variable, not the URL.
  */
 function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>): string {
   let out = url;
@@ -629,10 +641,44 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
     if (!value || queryParam(out, param) !== undefined) continue;
     const problem = paramProblem(param, value);
     if (problem) throw new ConfigError(`${variable}=${value} ${problem}`);
-    const [base, fragment] = out.split('#', 2) as [string, string | undefined];
-    out = `${base}${base.includes('?') ? '&' : '?'}${param}=${encodeURIComponent(value)}${fragment === undefined ? '' : `#${fragment}`}`;
+    out = withQueryParam(out, param, value);
   }
+  const parts = parseDatabaseUrl(out);
+  for (const [variable, part] of ENVIRONMENT_PARTS) {
+    const value = part === 'user' ? env[variable] || defaultUser(env) : env[variable];
+    if (!value || parts[part] !== '') continue;
+    if (part === 'port' && !/^\d{1,5}$/.test(value)) throw new ConfigError(`PGPORT=${value} is not a port number`);
+    // pg-connection-string takes ?host=, ?port=, ?user= and ?password= for what the URL's authority lacks.
+    out = withQueryParam(out, part, value);
+  }
+  // The database is the URL's path, which pg-connection-string decodes with decodeURI: a name with
+  // a character that leaves encoded is left to pg, which reads PGDATABASE itself.
+  const database = env.PGDATABASE;
+  if (database && parts.database === '' && !/[/?#%]/.test(database)) out = out.replace(/^(postgres(?:ql)?:\/\/[^/?#]*)\/?/, `$1/${encodeURI(database)}`);
   return out;
+}
+
+/**
+ * The user pg logs in as when neither the URL nor PGUSER names one: USER (USERNAME on Windows), as
+ * pg has it, or else the account the process runs as, as libpq has it. Where USER was unset (cron,
+ * a systemd service, a container) pg sent no user name and the start failed: 'no PostgreSQL user
+ * name specified in startup packet'.
+ */
+function defaultUser(env: Readonly<Record<string, string | undefined>>): string | undefined {
+  const named = process.platform === 'win32' ? env.USERNAME : env.USER;
+  if (named) return named;
+  try {
+    return userInfo().username;
+  } catch {
+    // No account entry for this user id (a container run with an arbitrary uid).
+    return undefined;
+  }
+}
+
+/** The URL with `name=value` added to its query string (its fragment kept last). */
+function withQueryParam(url: string, name: string, value: string): string {
+  const [base, fragment] = url.split('#', 2) as [string, string | undefined];
+  return `${base}${base.includes('?') ? '&' : '?'}${name}=${encodeURIComponent(value)}${fragment === undefined ? '' : `#${fragment}`}`;
 }
 
 /**
@@ -722,7 +768,11 @@ export function secretValues(config: Config): string[] {
  */
 export function describeDatabase(db: DatabaseSettings): string {
   if (!db.url) return `sqlite ${db.path}`;
-  const { user, host, port, database } = parseDatabaseUrl(db.url);
+  const parts = parseDatabaseUrl(db.url);
+  const { user, port } = parts;
+  // What pg connects to when the URL and the environment name none: localhost, and the user's database.
+  const host = parts.host || 'localhost';
+  const database = parts.database || user;
   const who = user ? `${user}@` : '';
   // An IPv6 address in brackets, as in the URL: `::1:5432` reads as an address without a port.
   const shown = host.includes(':') ? `[${host}]` : host;

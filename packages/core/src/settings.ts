@@ -28,7 +28,7 @@ export const SETTINGS = {
   // PHP tool needs naming here.
   UPSTREAM_CA_FILE: { type: 'string', doc: "PEM file of CA certificates trusted for the upstream (and an https proxy) besides Node's own list: the CA of a proxy that inspects TLS, or a private CA." },
   DEFAULT_MODEL: { type: 'string', default: 'gpt-4o-mini', pattern: MODEL_PATTERN.source, doc: 'Model used when a request names none.' },
-  DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S+$', doc: 'postgres://user:password@host:5432/db (or postgres://user@/db?host=/var/run/postgresql for a local socket) to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
+  DATABASE_URL: { type: 'string', secret: true, pattern: '^postgres(ql)?://\\S*$', doc: 'postgres://user:password@host:5432/db (or postgres://user@/db?host=/var/run/postgresql for a local socket) to run on PostgreSQL (several hosts) instead of PROXY_DB_PATH.' },
   DATABASE_SCHEMA: { type: 'string', default: 'public', pattern: '^[a-z_][a-z0-9_]{0,62}$', doc: 'PostgreSQL schema for the tables (created if missing).' },
   PROXY_DB_SYNC: { type: 'string', default: 'full', enum: ['full', 'normal'], doc: 'full: a 202 survives power loss (the WAL is flushed with fdatasync before the answer; writes made together share a flush); normal: survives a process crash only.' },
   PROXY_DB_PATH: { type: 'string', default: './data/requests.sqlite', doc: 'SQLite file shared by API and worker; its folder is created.' },

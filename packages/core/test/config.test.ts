@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { describeDatabase, keyGoesInClear, loadConfig, secretValues, trustProxySpoofable } from '../src/config.ts';
@@ -243,9 +243,25 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     const withTimeout = (url: string, PGCONNECT_TIMEOUT: string) => loadConfig({ env: { DATABASE_URL: url, PGCONNECT_TIMEOUT, PGSSLMODE: 'require' }, cwd }).db.url;
     assert.equal(withTimeout('postgres://app:hunter2@db/jobs#x', '4'), 'postgres://app:hunter2@db/jobs?sslmode=require&connect_timeout=4#x');
     assert.equal(withTimeout('postgres://app:hunter2@db/jobs?connect_timeout=7', '4'), 'postgres://app:hunter2@db/jobs?connect_timeout=7&sslmode=require');
+    // libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE stand for what the URL leaves out, as
+    // pg reads them: the start's description and the password's redaction read them too.
+    const described = (url: string, variables: Record<string, string>) => {
+      const config = loadConfig({ env: { DATABASE_URL: url, ...variables }, cwd });
+      return [describeDatabase(config.db), secretValues(config).includes('hunter2')];
+    };
+    const variables = { PGHOST: 'db.internal', PGPORT: '6432', PGUSER: 'app', PGPASSWORD: 'hunter2', PGDATABASE: 'jobs' };
+    assert.deepEqual(described('postgres://', variables), ['postgres app@db.internal:6432/jobs (schema public)', true]);
+    assert.deepEqual(described('postgresql:///', variables), ['postgres app@db.internal:6432/jobs (schema public)', true]);
+    assert.deepEqual(described('postgres://other:secret@db2:5433/queue', variables), ['postgres other@db2:5433/queue (schema public)', false]);
+    assert.deepEqual(described('postgres://other@/queue?host=/var/run/postgresql', variables), ['postgres other@/queue?host=/var/run/postgresql (schema public)', true]);
+    // No user anywhere: USER, as pg has it, or else the account the process runs as, as libpq has
+    // it (pg had sent none); and its database, on localhost, as pg has them.
+    assert.deepEqual(described('postgres://', { USER: 'deploy' }), ['postgres deploy@localhost/deploy (schema public)', false]);
+    assert.deepEqual(described('postgres:///jobs', {}), [`postgres ${userInfo().username}@localhost/jobs (schema public)`, false]);
     // A variable's value refused is told by the variable's name: the URL does not hold it.
     for (const [env, said] of [
       [{ PGCONNECT_TIMEOUT: '5s' }, 'PGCONNECT_TIMEOUT=5s is not a whole number of seconds (0 waits without end)'],
+      [{ PGPORT: '54e2' }, 'PGPORT=54e2 is not a port number'],
       [{ PGSSLMODE: 'requir' }, "PGSSLMODE=requir is none of libpq's (disable, allow, prefer, require, verify-ca, verify-full); pg would have read it as verify-full"],
     ] as const) {
       assert.throws(
