@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { userInfo } from 'node:os';
@@ -157,10 +157,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     );
   }
 
-  // libpq takes PGSSLMODE and PGCONNECT_TIMEOUT from the environment when the URL names no sslmode
-  // or connect_timeout, and pg reads them too, but its own way (PGSSLMODE as pg 8 reads sslmode:
-  // require as verify-full, prefer with no fallback; PGCONNECT_TIMEOUT into nothing it waits by):
-  // folded into the URL, they are read as the URL's own.
+  // libpq's environment variables for what the URL does not say, folded into it: read as the
+  // URL's own (withEnvironmentDefaults says why).
   const databaseUrl = s.DATABASE_URL ? withEnvironmentDefaults(s.DATABASE_URL, env) : null;
   if (databaseUrl) parseDatabaseUrl(databaseUrl);
 
@@ -607,15 +605,27 @@ const SSLMODES = [...LIBPQ_SSLMODES, 'no-verify'];
 /** The URL parameters whose values are checked at start: pg would misread one libpq refuses. */
 const CHECKED_PARAMS = ['sslmode', 'connect_timeout'] as const;
 
-/** Why a value of one of CHECKED_PARAMS is refused, or null. */
-function paramProblem(param: (typeof CHECKED_PARAMS)[number], value: string): string | null {
+/** Why a value of one of CHECKED_PARAMS is refused, or null (any value of another parameter passes). */
+function paramProblem(param: string, value: string): string | null {
   if (param === 'sslmode') return SSLMODES.includes(value) ? null : `is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`;
-  return connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null;
+  if (param === 'connect_timeout') return connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null;
+  // A file named by the environment: the URL's own are told by parseDatabaseUrl, naming the URL.
+  if ((param === 'sslrootcert' && value !== 'system') || param === 'sslcert' || param === 'sslkey') {
+    try {
+      accessSync(value, fsConstants.R_OK);
+    } catch (err) {
+      return `cannot be read: ${(err as NodeJS.ErrnoException).code}`;
+    }
+  }
+  return null;
 }
 
 /** libpq's environment variables that stand for a parameter the URL does not give. */
 const ENVIRONMENT_PARAMS = [
   ['PGSSLMODE', 'sslmode'],
+  ['PGSSLROOTCERT', 'sslrootcert'],
+  ['PGSSLCERT', 'sslcert'],
+  ['PGSSLKEY', 'sslkey'],
   ['PGCONNECT_TIMEOUT', 'connect_timeout'],
 ] as const;
 
@@ -629,10 +639,12 @@ const ENVIRONMENT_PARTS = [
 
 /**
  * The URL with what it does not give taken from libpq's environment variables, as libpq reads them.
- * pg reads most of them too, but its own way for PGSSLMODE and PGCONNECT_TIMEOUT; and the parts of
- * the connection it took from the environment were missing from what reads the URL: the start's
- * description (`postgres /jobs`, with PGHOST and PGUSER set) and the logger's redaction of the
- * password (PGPASSWORD). A value refused stops the start naming its variable, not the URL.
+ * pg reads some of them its own way (PGSSLMODE as pg 8 reads sslmode: require as verify-full,
+ * prefer with no fallback; PGCONNECT_TIMEOUT into nothing it waits by), and PGSSLROOTCERT,
+ * PGSSLCERT and PGSSLKEY not at all; the parts of the connection it took from the environment were
+ * missing from what reads the URL: the start's description (`postgres /jobs`, with PGHOST and
+ * PGUSER set) and the logger's redaction of the password (PGPASSWORD). A value refused stops the
+ * start naming its variable, not the URL.
  */
 function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>): string {
   let out = url;

@@ -258,10 +258,17 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     // it (pg had sent none); and its database, on localhost, as pg has them.
     assert.deepEqual(described('postgres://', { USER: 'deploy' }), ['postgres deploy@localhost/deploy (schema public)', false]);
     assert.deepEqual(described('postgres:///jobs', {}), [`postgres ${userInfo().username}@localhost/jobs (schema public)`, false]);
+    // libpq's PGSSLROOTCERT, PGSSLCERT and PGSSLKEY, which pg reads nothing of, name the URL's files.
+    writeFileSync(join(cwd, 'ca.pem'), 'not read until a connection');
+    assert.equal(
+      loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?sslmode=verify-ca', PGSSLROOTCERT: join(cwd, 'ca.pem') }, cwd }).db.url,
+      `postgres://app@db/jobs?sslmode=verify-ca&sslrootcert=${encodeURIComponent(join(cwd, 'ca.pem'))}`,
+    );
     // A variable's value refused is told by the variable's name: the URL does not hold it.
     for (const [env, said] of [
       [{ PGCONNECT_TIMEOUT: '5s' }, 'PGCONNECT_TIMEOUT=5s is not a whole number of seconds (0 waits without end)'],
       [{ PGPORT: '54e2' }, 'PGPORT=54e2 is not a port number'],
+      [{ PGSSLROOTCERT: join(cwd, 'missing-ca.pem') }, `PGSSLROOTCERT=${join(cwd, 'missing-ca.pem')} cannot be read: ENOENT`],
       [{ PGSSLMODE: 'requir' }, "PGSSLMODE=requir is none of libpq's (disable, allow, prefer, require, verify-ca, verify-full); pg would have read it as verify-full"],
     ] as const) {
       assert.throws(
