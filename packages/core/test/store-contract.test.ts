@@ -1695,6 +1695,29 @@ for (const backend of backends) {
       });
 
     if (backend.name === 'postgres')
+      test("postgres: a statement the server cancels (a statement_timeout the URL sets, here; an administrator's pg_cancel_backend) fails as unavailable, and the next runs", async (t) => {
+        const place = await backend.place(t);
+        const url = `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c statement_timeout=300')}`;
+        const store = await openPostgresStore({ url, schema: place.schema, poolSize: 2, fallbackPollMs: 60_000 });
+        place.own(() => store.close());
+        const { job: created } = await store.createJob(job());
+        // A lock held elsewhere: the store's statements wait for it, and the statement_timeout
+        // (300 ms) comes before the store's lock_timeout (5 s). 57014 had been a fault: 500 for a
+        // create, and an outcome's write not retried, its job called again once its lease lapsed.
+        const admin = await sqlClient(place.own, place.schema);
+        await admin.query('BEGIN');
+        await admin.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
+        const failed = await within(store.getJob(created.id), 5000, 'a lookup behind the lock').then(
+          () => assert.fail('the lookup was answered behind an exclusive lock'),
+          (err: unknown) => err,
+        );
+        assert.equal((failed as { code?: string }).code, '57014', String(failed));
+        assert.ok(isDatabaseUnavailable(failed), `the cancelled lookup failed as unavailable: ${String(failed)}`);
+        await admin.query('ROLLBACK');
+        assert.equal((await store.getJob(created.id))?.id, created.id);
+      });
+
+    if (backend.name === 'postgres')
       test('postgres: a claim whose COMMIT never reaches the server (its process frozen or cut off) holds its job only until the server ends the idle transaction; then another worker claims the job, and the stalled claim fails as unavailable', async (t) => {
         const proxy = await startSilenceableProxy();
         t.after(() => proxy.close());
@@ -1750,7 +1773,7 @@ for (const backend of backends) {
       });
 
     if (backend.name === 'postgres')
-      test("postgres: a start that finds another process's migrations under way says who holds their lock, waits, and opens once it is let go", async (t) => {
+      test("postgres: a start that finds another process's migrations under way says who holds their lock, waits, and opens once it is let go, past a statement_timeout the URL sets", async (t) => {
         const place = await backend.place(t);
         const holder = await sqlClient(place.own);
         await holder.query("SET application_name = 'another host'");
@@ -1758,16 +1781,17 @@ for (const backend of backends) {
         const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
         const told: string[] = [];
         let opened = false;
-        const opening = openPostgresStore({ url: PG_URL, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, onMigrationWait: (who) => void told.push(who) }).then(
-          (store) => {
-            opened = true;
-            place.own(() => store.close());
-            return store;
-          },
-        );
+        // A statement_timeout, as operators set one for a role against runaway queries, had cancelled
+        // the wait: 'canceling statement due to statement timeout'.
+        const url = `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c statement_timeout=300')}`;
+        const opening = openPostgresStore({ url, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, onMigrationWait: (who) => void told.push(who) }).then((store) => {
+          opened = true;
+          place.own(() => store.close());
+          return store;
+        });
         await eventually(async () => told.length === 1, 5000, 10);
         assert.match(told[0]!, new RegExp(`^PostgreSQL backend pid ${rows[0]!.pid} \\(application another host( from [0-9a-f.:]+| over a local socket)\\), idle for \\d+ s$`));
-        await new Promise((r) => setTimeout(r, 200));
+        await new Promise((r) => setTimeout(r, 600));
         assert.equal(opened, false, 'the start waits while the lock is held');
         await holder.query('SELECT pg_advisory_unlock(hashtext($1))', [`chat-async-proxy:${place.schema}`]);
         const store = await within(opening, 10_000, 'the start');

@@ -31,8 +31,10 @@ const UNAVAILABLE_CODES = new Set([
   // PostgreSQL: shut down by an administrator, crashed, still starting; too many connections; a
   // read-only server (a standby, as after a failover that has not reached the clients yet); a lock
   // held elsewhere past lock_timeout; a session ended for sitting in a transaction too long (its
-  // process was frozen or cut off meanwhile: nothing of the transaction was written).
-  '57P01', '57P02', '57P03', '53300', '25006', '55P03', '25P03',
+  // process was frozen or cut off meanwhile: nothing of the transaction was written); a statement
+  // the server cancelled (a statement_timeout an operator set, pg_cancel_backend: the store cancels
+  // none itself), which a retry may well get through.
+  '57P01', '57P02', '57P03', '53300', '25006', '55P03', '25P03', '57014',
   // A later release migrated the database under this one (migration-files.ts): this program stops,
   // and the release that migrated it answers the retry.
   LATER_RELEASE_CODE,

@@ -20,8 +20,11 @@ export async function migratePostgres(
 ): Promise<number> {
   return withClient(pool, async (client) => {
     // Waiting here for another host's migrations, or for a table lock a migration needs, is not a
-    // stuck request: no lock_timeout for this session until it is done.
-    await client.query('SET lock_timeout = 0');
+    // stuck request: no lock_timeout for this session until it is done. Nor a statement_timeout that
+    // the role, the database or the URL's options set (operators set one against runaway queries):
+    // it cancelled the wait for another host's migrations, and would cancel a migration that
+    // rewrites a large table, failing every start until someone lifted it.
+    await client.query('SET lock_timeout = 0; SET statement_timeout = 0');
     const lock = `chat-async-proxy:${schema}`;
     const { rows } = await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS got', [lock]);
     if (!rows[0]?.got) {
@@ -69,8 +72,8 @@ export async function migratePostgres(
       return count;
     } finally {
       await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]);
-      // Back to the connection's own setting before it returns to the pool.
-      await client.query('RESET lock_timeout');
+      // Back to the connection's own settings before it returns to the pool.
+      await client.query('RESET lock_timeout; RESET statement_timeout');
     }
   });
 }
