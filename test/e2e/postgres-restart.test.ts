@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
-import { chownSync, chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -111,7 +111,7 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
   assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');
 });
 
-test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert, or with sslrootcert=system Node's; over a local socket no sslmode asks for TLS", async (t) => {
+test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert, or with sslrootcert=system Node's, and the revocations sslcrl names; over a local socket no sslmode asks for TLS", async (t) => {
   if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with TLS')) return;
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
@@ -150,6 +150,20 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
 
   const verified = await startApiProcess(t, env(`sslmode=verify-full&sslrootcert=${join(pgServer.dir, 'server.crt')}`), dir);
   assert.equal((await getJson(verified.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+
+  // sslcrl, libpq's list of revoked certificates: one that revokes the server's stops the start,
+  // where pg had read nothing of it and connected. One that revokes nothing lets it start.
+  const [unrevoked, revoked] = revocationLists(pgServer.dir);
+  const checked = await startApiProcess(t, env(`sslmode=verify-full&sslrootcert=${join(pgServer.dir, 'server.crt')}&sslcrl=${unrevoked}`), dir);
+  assert.equal((await getJson(checked.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+  const revokedStart = spawnNode(API_MAIN, [], env(`sslmode=verify-full&sslrootcert=${join(pgServer.dir, 'server.crt')}&sslcrl=${revoked}`), dir);
+  // Bounded: a start that connects (the failure) would run on.
+  const revokedExit = await within(revokedStart.exited, 15_000, 'the start against a revoked certificate').catch((err: unknown) => {
+    revokedStart.proc.kill();
+    throw err;
+  });
+  assert.equal(revokedExit.code, 1);
+  assert.match(revokedStart.stderr.join('\n'), /^proxy-api: DATABASE_URL: cannot open postgres postgres@127\.0\.0\.1:\d+\/postgres \(schema proxy\): certificate revoked/);
 
   // libpq 16's sslrootcert=system checks against the CAs the TLS library trusts: Node's list, to
   // which NODE_EXTRA_CA_CERTS adds. It had been read as a file's path ("cannot read system").
@@ -231,6 +245,24 @@ test("libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE stand for what D
   assert.equal(said?.database, `postgres ${env.PGUSER}@${env.PGHOST}:${env.PGPORT}/${env.PGDATABASE} (schema ${env.DATABASE_SCHEMA})`);
   assert.ok(!worker.lines.some((line) => line.includes(password)), 'the password is in no line');
 });
+
+/**
+ * Two revocation lists signed with the key of the server's self-signed certificate (serveTls): one
+ * that revokes nothing, then one that revokes that certificate. Their paths.
+ */
+function revocationLists(dir: string): [string, string] {
+  const ca = join(dir, 'crl-ca');
+  mkdirSync(ca);
+  writeFileSync(join(ca, 'index.txt'), '');
+  writeFileSync(join(ca, 'crlnumber'), '01\n');
+  writeFileSync(join(ca, 'ca.cnf'), '[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n');
+  const openssl = (...args: string[]) =>
+    execFileSync('openssl', ['ca', '-config', 'ca.cnf', '-cert', join(dir, 'server.crt'), '-keyfile', join(dir, 'server.key'), ...args], { cwd: ca, stdio: 'pipe' });
+  openssl('-gencrl', '-out', 'none-revoked.pem');
+  openssl('-revoke', join(dir, 'server.crt'));
+  openssl('-gencrl', '-out', 'server-revoked.pem');
+  return [join(ca, 'none-revoked.pem'), join(ca, 'server-revoked.pem')];
+}
 
 /**
  * Settings for a private server (startPrivatePostgres) that serves TLS with a self-signed

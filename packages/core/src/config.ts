@@ -553,7 +553,7 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   } catch (err) {
     // A file's error has a system call; a URL Node cannot read has a code too (ERR_INVALID_URL).
     const { code, path, syscall } = err as NodeJS.ErrnoException;
-    if (syscall) throw new ConfigError(`${name}: cannot read ${path ?? 'a file'}, named by its sslrootcert, sslcert or sslkey: ${code}`);
+    if (syscall) throw new ConfigError(`${name}: cannot read ${path ?? 'a file'}, named by its sslrootcert, sslcert, sslkey or sslcrl: ${code}`);
     if ((err as Error).message.startsWith(SYSTEM_ROOTS_MODE)) throw new ConfigError(`${name}: ${(err as Error).message}`);
     if (/sslmode=verify-ca requires/.test((err as Error).message)) {
       throw new ConfigError(
@@ -582,7 +582,8 @@ function clientKeyProblem(ssl: ReturnType<typeof postgresConnection>['ssl']): st
   } catch (err) {
     // OpenSSL 3's words for an encrypted key read without a passphrase, and with a wrong one.
     const code = (err as NodeJS.ErrnoException).code;
-    if (ssl.passphrase === undefined && (code === 'ERR_OSSL_CRYPTO_INTERRUPTED_OR_CANCELLED' || code === 'ERR_MISSING_PASSPHRASE')) return 'sslkey is encrypted: give its passphrase as sslpassword';
+    if (ssl.passphrase === undefined && (code === 'ERR_OSSL_CRYPTO_INTERRUPTED_OR_CANCELLED' || code === 'ERR_MISSING_PASSPHRASE'))
+      return 'sslkey is encrypted: give its passphrase as sslpassword';
     if (code === 'ERR_OSSL_BAD_DECRYPT') return 'sslpassword does not open sslkey';
     return 'sslkey holds no private key Node can read (PEM)';
   }
@@ -603,14 +604,17 @@ const LIBPQ_SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'v
 const SSLMODES = [...LIBPQ_SSLMODES, 'no-verify'];
 
 /** The URL parameters whose values are checked at start: pg would misread one libpq refuses. */
-const CHECKED_PARAMS = ['sslmode', 'connect_timeout'] as const;
+const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir'] as const;
 
 /** Why a value of one of CHECKED_PARAMS is refused, or null (any value of another parameter passes). */
 function paramProblem(param: string, value: string): string | null {
   if (param === 'sslmode') return SSLMODES.includes(value) ? null : `is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`;
   if (param === 'connect_timeout') return connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null;
+  // A folder of revocation lists, which Node's TLS cannot be given: refused, rather than nothing
+  // checked against it.
+  if (param === 'sslcrldir') return "is not read here: name the revocation list's file as sslcrl";
   // A file named by the environment: the URL's own are told by parseDatabaseUrl, naming the URL.
-  if ((param === 'sslrootcert' && value !== 'system') || param === 'sslcert' || param === 'sslkey') {
+  if ((param === 'sslrootcert' && value !== 'system') || param === 'sslcert' || param === 'sslkey' || param === 'sslcrl') {
     try {
       accessSync(value, fsConstants.R_OK);
     } catch (err) {
@@ -626,6 +630,8 @@ const ENVIRONMENT_PARAMS = [
   ['PGSSLROOTCERT', 'sslrootcert'],
   ['PGSSLCERT', 'sslcert'],
   ['PGSSLKEY', 'sslkey'],
+  ['PGSSLCRL', 'sslcrl'],
+  ['PGSSLCRLDIR', 'sslcrldir'],
   ['PGCONNECT_TIMEOUT', 'connect_timeout'],
 ] as const;
 

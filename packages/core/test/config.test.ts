@@ -209,7 +209,7 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     );
     assert.equal(
       refused(`postgres://app:hunter2@db/jobs?sslmode=verify-full&sslrootcert=${cwd}/missing-ca.pem`),
-      `DATABASE_URL: cannot read ${cwd}/missing-ca.pem, named by its sslrootcert, sslcert or sslkey: ENOENT`,
+      `DATABASE_URL: cannot read ${cwd}/missing-ca.pem, named by its sslrootcert, sslcert, sslkey or sslcrl: ENOENT`,
     );
     assert.equal(describeDatabase(loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db/jobs?sslmode=require' }, cwd }).db), 'postgres app@db/jobs (schema public)');
     // libpq 16's sslrootcert=system names no file (it had read as one: "cannot read system"), and
@@ -268,6 +268,7 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     for (const [env, said] of [
       [{ PGCONNECT_TIMEOUT: '5s' }, 'PGCONNECT_TIMEOUT=5s is not a whole number of seconds (0 waits without end)'],
       [{ PGPORT: '54e2' }, 'PGPORT=54e2 is not a port number'],
+      [{ PGSSLCRLDIR: '/etc/ssl/crl' }, "PGSSLCRLDIR=/etc/ssl/crl is not read here: name the revocation list's file as sslcrl"],
       [{ PGSSLROOTCERT: join(cwd, 'missing-ca.pem') }, `PGSSLROOTCERT=${join(cwd, 'missing-ca.pem')} cannot be read: ENOENT`],
       [{ PGSSLMODE: 'requir' }, "PGSSLMODE=requir is none of libpq's (disable, allow, prefer, require, verify-ca, verify-full); pg would have read it as verify-full"],
     ] as const) {

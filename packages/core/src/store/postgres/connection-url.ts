@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { ClientConfig } from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
 
@@ -23,6 +24,10 @@ export function postgresConnection(url: string): ClientConfig {
   // and TLS failed at every connection with OpenSSL's 'bad decrypt'.
   const passphrase = queryParam(url, 'sslpassword');
   if (passphrase !== undefined && typeof config.ssl === 'object') config.ssl.passphrase = passphrase;
+  // libpq's sslcrl, the certificates revoked since their CA signed them; pg-connection-string
+  // reads nothing of it, and a revoked server certificate passed.
+  const crl = queryParam(url, 'sslcrl');
+  if (crl !== undefined && typeof config.ssl === 'object') config.ssl.crl = readFileSync(crl, 'utf8');
   // libpq uses no TLS over a local socket, whatever the sslmode (a PGSSLMODE=require set for every
   // host, say); pg asked the server for it there, and the server's no failed every start.
   if (isSocketHost(config.host)) config.ssl = false;
