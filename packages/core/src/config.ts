@@ -647,7 +647,7 @@ const ENVIRONMENT_PARTS = [
  * The URL with what it does not give taken from libpq's environment variables, as libpq reads them.
  * pg reads some of them its own way (PGSSLMODE as pg 8 reads sslmode: require as verify-full,
  * prefer with no fallback; PGCONNECT_TIMEOUT into nothing it waits by), and PGSSLROOTCERT,
- * PGSSLCERT and PGSSLKEY not at all; the parts of the connection it took from the environment were
+ * PGSSLCERT, PGSSLKEY and PGSSLCRL not at all; the parts of the connection it took from the environment were
  * missing from what reads the URL: the start's description (`postgres /jobs`, with PGHOST and
  * PGUSER set) and the logger's redaction of the password (PGPASSWORD). A value refused stops the
  * start naming its variable, not the URL.

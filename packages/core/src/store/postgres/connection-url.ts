@@ -12,7 +12,8 @@ import { parse, toClientConfig } from 'pg-connection-string';
  * `uselibpqcompat` itself is read as it says.
  *
  * Throws what pg-connection-string throws: a URL it cannot read, a certificate file that cannot be
- * read (`code` set), `verify-ca` without `sslrootcert`.
+ * read (`code` set), `verify-ca` without `sslrootcert`; and a revocation list (`sslcrl`) that
+ * cannot be read.
  */
 export function postgresConnection(url: string): ClientConfig {
   const ownChoice = queryParam(url, 'uselibpqcompat') !== undefined;
