@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { STALLED_AFTER_SECONDS } from '../../packages/core/src/store/types.ts';
 import { ROOT, eventually, getJson, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -89,18 +90,25 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   // Jobs waiting past a cron worker's minute with no worker alive: the database answers, so /health
   // is ok, but nothing runs them; the state says so rather than "healthy". The health body is
   // the API's own, changed in what it tells.
-  const stalled = await browser.newPage({ viewport: { width: 1200, height: 900 } });
-  await stalled.route('**/health', async (route) => {
-    const real = await route.fetch();
-    const body = (await real.json()) as Record<string, unknown>;
-    await route.fulfill({ response: real, json: { ...body, queue: { ...(body.queue as object), queued: 4 }, oldest_queued_age_seconds: 300, workers: [] } });
-  });
-  await stalled.goto(`${url}/dashboard`);
-  await stalled.fill('#key', key);
-  await stalled.click('button[type=submit]');
-  await stalled.waitForSelector('.tile[data-status=queued] b:has-text("4")');
-  assert.equal(await stalled.textContent('#state'), 'jobs waiting up to 300 s: no live worker');
-  assert.equal(await stalled.getAttribute('#state', 'class'), 'state warn');
+  const stateAt = async (age: number) => {
+    const stalled = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    await stalled.route('**/health', async (route) => {
+      const real = await route.fetch();
+      const body = (await real.json()) as Record<string, unknown>;
+      await route.fulfill({ response: real, json: { ...body, queue: { ...(body.queue as object), queued: 4 }, oldest_queued_age_seconds: age, workers: [] } });
+    });
+    await stalled.goto(`${url}/dashboard`);
+    await stalled.fill('#key', key);
+    await stalled.click('button[type=submit]');
+    await stalled.waitForSelector('.tile[data-status=queued] b:has-text("4")');
+    const state = [await stalled.textContent('#state'), await stalled.getAttribute('#state', 'class')];
+    await stalled.close();
+    return state;
+  };
+  assert.deepEqual(await stateAt(300), ['jobs waiting up to 300 s: no live worker', 'state warn']);
+  // The page keeps its own copy of the bound proxy-worker stats goes by: the two agree.
+  assert.deepEqual(await stateAt(STALLED_AFTER_SECONDS), [`jobs waiting up to ${STALLED_AFTER_SECONDS} s: no live worker`, 'state warn']);
+  assert.deepEqual(await stateAt(STALLED_AFTER_SECONDS - 1), ['healthy', 'state ok']);
 
   mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
   const shot = join(ROOT, 'test-artifacts', 'dashboard.png');

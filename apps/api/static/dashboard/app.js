@@ -6,7 +6,8 @@
 const REFRESH_MS = 5000;
 // Past a cron worker's minute (proxy-worker once, which is live only while it runs), a job waiting
 // with no worker alive waits for nothing: the database answers, but the service does not. The same
-// bound as proxy-worker stats' (STALLED_AFTER_SECONDS in packages/core/src/store/types.ts).
+// bound as proxy-worker stats' (STALLED_AFTER_SECONDS in packages/core/src/store/types.ts; the
+// dashboard's browser test fails if the two part).
 const STALLED_AFTER_SECONDS = 120;
 const STATUSES = ['queued', 'in_progress', 'completed', 'failed', 'cancelled', 'expired'];
 const $ = (id) => document.getElementById(id);
