@@ -321,6 +321,20 @@ for (const backend of backends) {
       );
     });
 
+    test('a job put back due in the same millisecond as one created since is taken first, as the one created first', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const [earlier] = await createJobs(store, 1);
+      const [taken] = await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+      const [later] = await createJobs(store, 1);
+      // Written after the later job, the retried one sat behind it in PostgreSQL's table, and the
+      // claim's index kept ties in table order: the later job was taken first.
+      await store.retryJob(taken!.id, taken!.leaseToken, c.now(), { code: 'upstream_500', message: 'again', upstreamStatus: 500 });
+      const claim = async () => (await store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 }))[0]?.id;
+      assert.deepEqual([await claim(), await claim()], [earlier, later]);
+    });
+
     test('two connections claiming in turn never take the same job', async (t) => {
       const place = await backend.place(t);
       const a = await place.open();
@@ -1442,7 +1456,7 @@ for (const backend of backends) {
         // The statements of pg-job-store.ts, their SET lists shortened.
         const claim = await plans(`UPDATE jobs SET status = 'in_progress'
       WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= $1 AND expires_at + 0 > $1
-                    ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *`);
+                    ORDER BY run_after, seq LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *`);
         const expire = await plans(`UPDATE jobs SET status = 'expired'
       WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND expires_at <= $1
                     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING model`);

@@ -32,8 +32,10 @@ export interface JobRow {
 /**
  * Sorts a claim's due jobs into queue order: by due time, jobs due in the same millisecond in the
  * order stored (`seq`, each store's insertion order). Both stores claim with one
- * `UPDATE … WHERE id IN (SELECT … ORDER BY run_after LIMIT n) RETURNING …`, whose rows come in the
- * order the update met them (by rowid on SQLite, any on PostgreSQL), not the subquery's.
+ * `UPDATE … WHERE id IN (SELECT … ORDER BY run_after[, seq] LIMIT n) RETURNING …`, whose rows come
+ * in the order the update met them (by rowid on SQLite, any on PostgreSQL), not the subquery's. Which
+ * jobs the limit takes is the subquery's order: on SQLite its index on run_after keeps ties by rowid,
+ * which is seq; on PostgreSQL the statement names seq (migration 0011).
  */
 export function byQueueOrder(a: Pick<JobRow, 'run_after'> & { seq: number }, b: Pick<JobRow, 'run_after'> & { seq: number }): number {
   return a.run_after - b.run_after || a.seq - b.seq;

@@ -648,7 +648,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           `UPDATE jobs SET ${claimSet}
             WHERE id IN (SELECT id FROM jobs
                           WHERE status = 'queued' AND run_after <= $1 AND expires_at + 0 > $1
-                          ORDER BY run_after
+                          ORDER BY run_after, seq
                           LIMIT $4
                           FOR UPDATE SKIP LOCKED)
            RETURNING *`,
