@@ -172,7 +172,11 @@ if (backends.includes('postgres') && pgFiles.length > 0) {
     url.pathname = `/${database}`;
     const pgStatus = await run(pgFiles, { TEST_BACKEND: 'postgres', TEST_DATABASE_URL: url.toString() });
     status = status || pgStatus;
-    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch((err) => console.error(`run-tests: could not drop ${database}: ${err.message}`));
+    // WITH (FORCE) ends sessions a test left open; PostgreSQL before 13 has no such option.
+    await admin
+      .query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
+      .catch((err) => (err.code === '42601' ? admin.query(`DROP DATABASE IF EXISTS ${database}`) : Promise.reject(err)))
+      .catch((err) => console.error(`run-tests: could not drop ${database}: ${err.message}`));
   }
   await admin.end().catch(() => undefined);
 }
