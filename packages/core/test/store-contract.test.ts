@@ -1713,6 +1713,32 @@ for (const backend of backends) {
       });
 
     if (backend.name === 'postgres')
+      test('postgres: a database or role whose transactions default to serializable: two stores claiming together, and creating together, never fail to serialize', async (t) => {
+        const place = await backend.place(t);
+        // As `ALTER DATABASE … SET default_transaction_isolation = serializable` sets it for every session.
+        const url = `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c default_transaction_isolation=serializable')}`;
+        const open = async () => {
+          const store = await openPostgresStore({ url, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000 });
+          place.own(() => store.close());
+          return store;
+        };
+        const a = await open();
+        const b = await open();
+        // The statements sent alone had run serializable: 'could not serialize access' (500s).
+        await Promise.all(Array.from({ length: 100 }, (_, i) => (i % 2 ? a : b).createJob(job())));
+        const seen = new Set<string>();
+        for (;;) {
+          const [x, y] = await Promise.all([a.claimJobs({ workerId: 'a', limit: 7, leaseMs: 60_000 }), b.claimJobs({ workerId: 'b', limit: 7, leaseMs: 60_000 })]);
+          if (x.length + y.length === 0) break;
+          for (const claimed of [...x, ...y]) {
+            assert.ok(!seen.has(claimed.id), `job ${claimed.id} claimed twice`);
+            seen.add(claimed.id);
+          }
+        }
+        assert.equal(seen.size, 100);
+      });
+
+    if (backend.name === 'postgres')
       test("postgres: a statement the server cancels (a statement_timeout the URL sets, here; an administrator's pg_cancel_backend) fails as unavailable, and the next runs", async (t) => {
         const place = await backend.place(t);
         const url = `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c statement_timeout=300')}`;
