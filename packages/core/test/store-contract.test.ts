@@ -1817,7 +1817,7 @@ for (const backend of backends) {
       });
 
     if (backend.name === 'postgres')
-      test("postgres: a start that finds another process's migrations under way says who holds their lock, waits, and opens once it is let go, past a statement_timeout the URL sets", async (t) => {
+      test("postgres: a start that finds another process's migrations under way says who holds their lock, waits, and opens once it is let go, past a statement_timeout (and on PostgreSQL 17 and later a transaction_timeout) the URL sets", async (t) => {
         const place = await backend.place(t);
         const holder = await sqlClient(place.own);
         await holder.query("SET application_name = 'another host'");
@@ -1827,7 +1827,12 @@ for (const backend of backends) {
         let opened = false;
         // A statement_timeout, as operators set one for a role against runaway queries, had cancelled
         // the wait: 'canceling statement due to statement timeout'.
-        const url = `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c statement_timeout=300')}`;
+        // PostgreSQL 17's transaction_timeout too, where the server has it (it ended the session).
+        const { rows: version } = await holder.query<{ n: number }>("SELECT current_setting('server_version_num')::int AS n");
+        const hasTransactionTimeout = version[0]!.n >= 170000;
+        if (!hasTransactionTimeout) t.diagnostic('this PostgreSQL has no transaction_timeout (it came in 17): statement_timeout alone is set');
+        const timeouts = `-c statement_timeout=300${hasTransactionTimeout ? ' -c transaction_timeout=300' : ''}`;
+        const url = `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(timeouts)}`;
         const opening = openPostgresStore({ url, schema: place.schema, poolSize: 4, fallbackPollMs: 60_000, onMigrationWait: (who) => void told.push(who) }).then((store) => {
           opened = true;
           place.own(() => store.close());

@@ -35,6 +35,8 @@ const UNAVAILABLE_CODES = new Set([
   // the server cancelled (a statement_timeout an operator set, pg_cancel_backend: the store cancels
   // none itself), which a retry may well get through.
   '57P01', '57P02', '57P03', '53300', '25006', '55P03', '25P03', '57014',
+  // PostgreSQL 17's transaction_timeout, which ends the session as 25P03 does.
+  '25P04',
   // A later release migrated the database under this one (migration-files.ts): this program stops,
   // and the release that migrated it answers the retry.
   LATER_RELEASE_CODE,

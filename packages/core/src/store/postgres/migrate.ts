@@ -23,8 +23,11 @@ export async function migratePostgres(
     // stuck request: no lock_timeout for this session until it is done. Nor a statement_timeout that
     // the role, the database or the URL's options set (operators set one against runaway queries):
     // it cancelled the wait for another host's migrations, and would cancel a migration that
-    // rewrites a large table, failing every start until someone lifted it.
-    await client.query('SET lock_timeout = 0; SET statement_timeout = 0');
+    // rewrites a large table, failing every start until someone lifted it. PostgreSQL 17's
+    // transaction_timeout likewise, where the server has it (it ended the waiting session).
+    await client.query(
+      "SET lock_timeout = 0; SET statement_timeout = 0; SELECT set_config('transaction_timeout', '0', false) WHERE current_setting('transaction_timeout', true) IS NOT NULL",
+    );
     const lock = `chat-async-proxy:${schema}`;
     const { rows } = await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS got', [lock]);
     if (!rows[0]?.got) {
@@ -73,7 +76,7 @@ export async function migratePostgres(
     } finally {
       await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]);
       // Back to the connection's own settings before it returns to the pool.
-      await client.query('RESET lock_timeout; RESET statement_timeout');
+      await client.query("RESET lock_timeout; RESET statement_timeout; SELECT set_config(name, reset_val, false) FROM pg_settings WHERE name = 'transaction_timeout'");
     }
   });
 }
