@@ -158,9 +158,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   }
 
   // libpq's environment variables for what the URL does not say, folded into it: read as the
-  // URL's own (withEnvironmentDefaults says why).
+  // URL's own (withEnvironmentDefaults says why), and the whole checked as the store reads it.
   const databaseUrl = s.DATABASE_URL ? withEnvironmentDefaults(s.DATABASE_URL, env) : null;
-  if (databaseUrl) parseDatabaseUrl(databaseUrl);
 
   const baseUrl = checkBaseUrl(s.OPENAI_BASE_URL);
   const proxyUrl = proxyFor(baseUrl, s.HTTPS_PROXY, s.HTTP_PROXY, s.NO_PROXY);
@@ -650,7 +649,7 @@ const ENVIRONMENT_PARTS = [
  * PGSSLCERT, PGSSLKEY and PGSSLCRL not at all; the parts of the connection it took from the environment were
  * missing from what reads the URL: the start's description (`postgres /jobs`, with PGHOST and
  * PGUSER set) and the logger's redaction of the password (PGPASSWORD). A value refused stops the
- * start naming its variable, not the URL.
+ * start naming its variable, not the URL. The URL returned has passed parseDatabaseUrl.
  */
 function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>): string {
   let out = url;
@@ -662,6 +661,7 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
     out = withQueryParam(out, param, value);
   }
   const parts = parseDatabaseUrl(out);
+  const checked = out;
   for (const [variable, part] of ENVIRONMENT_PARTS) {
     const value = part === 'user' ? env[variable] || defaultUser(env) : env[variable];
     if (!value || parts[part] !== '') continue;
@@ -673,6 +673,9 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
   // a character that leaves encoded is left to pg, which reads PGDATABASE itself.
   const database = env.PGDATABASE;
   if (database && parts.database === '' && !/[/?#%]/.test(database)) out = out.replace(/^(postgres(?:ql)?:\/\/[^/?#]*)\/?/, `$1/${encodeURI(database)}`);
+  // What the parts added is checked too (a PGHOST listing several hosts, say); a URL they left as
+  // it was is not read again (the read opens its certificate files and keys).
+  if (out !== checked) parseDatabaseUrl(out);
   return out;
 }
 
