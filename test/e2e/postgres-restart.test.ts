@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
-import { chownSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -11,6 +11,7 @@ import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { assertSessionPerConnection } from '../../packages/core/src/store/postgres/session-probe.ts';
 import { openPostgresStore } from '../../packages/core/src/store/postgres/pg-job-store.ts';
 import pg from 'pg';
+import { startTlsRelay } from '../helpers/pg-tls-relay.ts';
 import {
   API_MAIN,
   completedJob,
@@ -221,6 +222,90 @@ test("DATABASE_URL's sslcert and sslkey present a client certificate, as pg_hba'
     const refused = spawnNode(API_MAIN, [], env(query), dir);
     assert.equal((await refused.exited).code, 78, refused.stderr.join('\n'));
     assert.deepEqual(refused.stderr.filter(Boolean), [`proxy-api: DATABASE_URL: ${said}`]);
+  }
+});
+
+test("DATABASE_URL's channel_binding reads as libpq's: SCRAM binds its proof to the server's certificate unless disable says not, so a relay ending TLS with a certificate of its own is found out; require refuses a server that would let the client in without the binding, before the password is sent, on every connection the store makes", async (t) => {
+  if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with TLS and SCRAM')) return;
+  const missing = privateServerUnavailable();
+  if (missing) return t.skip(missing);
+  const pgServer = await startPrivatePostgres(t, (dir) => {
+    // scram logs in with SCRAM-SHA-256, plain with its password in clear (TLS carries it), postgres
+    // with none: each over TLS alone.
+    writeFileSync(
+      join(dir, 'pg_hba.conf'),
+      'local all all trust\nhostssl all scram 127.0.0.1/32 scram-sha-256\nhostssl all plain 127.0.0.1/32 password\nhostssl all all 127.0.0.1/32 trust\n',
+    );
+    return serveTls(dir, join(dir, 'pg_hba.conf'));
+  });
+  const port = Number(new URL(pgServer.url).port);
+  const admin = new pg.Client({ host: pgServer.dir, port, user: 'postgres', database: 'postgres' });
+  await admin.connect();
+  t.after(() => admin.end());
+  await admin.query("CREATE ROLE scram LOGIN PASSWORD 'scram-secret-1'; CREATE ROLE plain LOGIN PASSWORD 'plain-secret-1'");
+  // The man in the middle's certificate, which sslmode=require takes as it would the server's.
+  const relayDir = tempDir(t);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-keyout', join(relayDir, 'k'), '-out', join(relayDir, 'c')], {
+    stdio: 'pipe',
+  });
+  const relay = await startTlsRelay(t, { host: '127.0.0.1', port }, { key: readFileSync(join(relayDir, 'k')), cert: readFileSync(join(relayDir, 'c')) });
+
+  const dir = tempDir(t);
+  const once = async (user: string, through: number, query: string) => {
+    const password = `${user}-secret-1`;
+    const env = testEnv(dir, {
+      OPENAI_API_KEY: 'sk-channel-binding',
+      OPENAI_BASE_URL: 'http://127.0.0.1:9/v1',
+      DATABASE_URL: `postgres://${user}:${password}@127.0.0.1:${through}/postgres?sslmode=require${query}`,
+      DATABASE_SCHEMA: `proxy_${user}`,
+    });
+    const sentBefore = relay.sent().length;
+    const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
+    const { code } = await within(worker.exited, 30_000, 'proxy-worker once');
+    return { code, said: worker.stderr.join('\n'), passwordSent: relay.sent().subarray(sentBefore).includes(password) };
+  };
+  await admin.query('CREATE SCHEMA proxy_scram AUTHORIZATION scram; CREATE SCHEMA proxy_plain AUTHORIZATION plain; CREATE SCHEMA proxy_postgres');
+
+  // Straight to the server, SCRAM binds by default and with require.
+  for (const query of ['', '&channel_binding=require']) {
+    const direct = await once('scram', port, query);
+    assert.equal(direct.code, 0, direct.said);
+  }
+  // Through the relay, the server finds the proof bound to another certificate than its own, as it
+  // does psql's; with disable the relay gets in, as pg's Client had by default.
+  for (const query of ['', '&channel_binding=prefer', '&channel_binding=require']) {
+    const relayed = await once('scram', relay.port, query);
+    assert.equal(relayed.code, 1, `through the relay with '${query}': ${relayed.said}`);
+    assert.match(relayed.said, /SCRAM channel binding check failed/);
+  }
+  assert.equal((await once('scram', relay.port, '&channel_binding=disable')).code, 0);
+
+  // A server that asks for the password in clear gets it through the relay unless require refuses
+  // first; one that lets the client in without a password is refused under require.
+  const plain = await once('plain', relay.port, '&channel_binding=require');
+  assert.deepEqual([plain.code, plain.passwordSent], [1, false], plain.said);
+  assert.match(plain.said, /channel binding required but not supported by server's authentication request \(channel_binding=require\)$/);
+  const unrequired = await once('plain', relay.port, '');
+  assert.deepEqual([unrequired.code, unrequired.passwordSent], [0, true], 'without require the relay reads the password, as libpq would send it');
+  const trusted = await once('postgres', port, '&channel_binding=require');
+  assert.equal(trusted.code, 1);
+  assert.match(trusted.said, /channel binding required, but server authenticated client without channel binding/);
+  assert.equal((await once('postgres', port, '')).code, 0);
+
+  // The store's pooled connections are held to it too, not only the start's: once the server asks
+  // scram for its password in clear, the next connection the pool makes is refused.
+  const store = await openPostgresStore({ url: `postgres://scram:scram-secret-1@127.0.0.1:${port}/postgres?sslmode=require&channel_binding=require`, schema: 'proxy_scram' });
+  try {
+    const { id } = (await store.createJob(newTestJob())).job;
+    writeFileSync(join(pgServer.dir, 'pg_hba.conf'), 'local all all trust\nhostssl all scram 127.0.0.1/32 password\nhostssl all all 127.0.0.1/32 trust\n');
+    await admin.query('SELECT pg_reload_conf()');
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scram'");
+    await assert.rejects(
+      eventually(async () => (await store.getJob(id)) === null, 10_000),
+      /channel binding required but not supported by server's authentication request/,
+    );
+  } finally {
+    await store.close().catch(() => undefined);
   }
 });
 

@@ -5,7 +5,7 @@ import { userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
-import { SYSTEM_ROOTS_MODE, connectTimeoutMs, isSocketHost, postgresConnection, queryParam } from './store/postgres/connection-url.js';
+import { CHANNEL_BINDINGS, SYSTEM_ROOTS_MODE, connectTimeoutMs, isSocketHost, postgresConnection, queryParam } from './store/postgres/connection-url.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
@@ -563,6 +563,16 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   }
   const keyProblem = clientKeyProblem(parsed.ssl);
   if (keyProblem) throw new ConfigError(`${name}: ${keyProblem}`);
+  // Binds to the server's TLS certificate, so a connection without TLS can never be made: said at
+  // start, where libpq says it at each connection ('channel binding required, but SSL not in use').
+  if (queryParam(url, 'channel_binding') === 'require' && !parsed.ssl) {
+    const why = isSocketHost(parsed.host)
+      ? 'which a local socket does not use: connect over TCP, or leave channel binding out'
+      : parsed.ssl === false
+        ? 'which sslmode=disable turns off'
+        : 'set sslmode (require, verify-ca or verify-full); without sslmode the connection is unencrypted, as pg has it';
+    throw new ConfigError(`${name}: channel_binding=require needs TLS, ${why}`);
+  }
   const password = typeof parsed.password === 'string' ? parsed.password : '';
   return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
 }
@@ -603,12 +613,13 @@ const LIBPQ_SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'v
 const SSLMODES = [...LIBPQ_SSLMODES, 'no-verify'];
 
 /** The URL parameters whose values are checked at start: pg would misread one libpq refuses. */
-const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir'] as const;
+const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir', 'channel_binding'] as const;
 
 /** Why a value of one of CHECKED_PARAMS is refused, or null (any value of another parameter passes). */
 function paramProblem(param: string, value: string): string | null {
   if (param === 'sslmode') return SSLMODES.includes(value) ? null : `is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`;
   if (param === 'connect_timeout') return connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null;
+  if (param === 'channel_binding') return (CHANNEL_BINDINGS as readonly string[]).includes(value) ? null : `is none of libpq's (${CHANNEL_BINDINGS.join(', ')})`;
   // A folder of revocation lists, which Node's TLS cannot be given: refused, rather than nothing
   // checked against it.
   if (param === 'sslcrldir') return "is not read here: name the revocation list's file as sslcrl";
@@ -632,6 +643,7 @@ const ENVIRONMENT_PARAMS = [
   ['PGSSLCRL', 'sslcrl'],
   ['PGSSLCRLDIR', 'sslcrldir'],
   ['PGCONNECT_TIMEOUT', 'connect_timeout'],
+  ['PGCHANNELBINDING', 'channel_binding'],
 ] as const;
 
 /** libpq's environment variables that stand for a part of the connection the URL leaves out. */

@@ -292,6 +292,30 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       refused('postgres://app:hunter2@db/jobs?sslmode=require&sslrootcert=system'),
       'DATABASE_URL: sslrootcert=system needs sslmode=verify-full (it has sslmode=require), as libpq has it',
     );
+    // libpq's channel_binding: prefer (its default) and require bind SCRAM to the server's
+    // certificate where the server offers it; disable does not; require without TLS never connects.
+    assert.equal(postgresConnection('postgres://app@db/jobs?sslmode=require').enableChannelBinding, true);
+    assert.equal(postgresConnection('postgres://app@db/jobs?sslmode=require&channel_binding=require').enableChannelBinding, true);
+    assert.equal(postgresConnection('postgres://app@db/jobs?sslmode=require&channel_binding=disable').enableChannelBinding, false);
+    assert.equal(
+      loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?sslmode=require', PGCHANNELBINDING: 'require' }, cwd }).db.url,
+      'postgres://app@db/jobs?sslmode=require&channel_binding=require',
+    );
+    assert.equal(refused('postgres://app:hunter2@db/jobs?sslmode=require&channel_binding=yes'), "DATABASE_URL: channel_binding=yes is none of libpq's (disable, prefer, require)");
+    assert.throws(
+      () => loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db/jobs?sslmode=require', PGCHANNELBINDING: 'maybe' }, cwd }),
+      (e: Error) => e instanceof ConfigError && e.message === "PGCHANNELBINDING=maybe is none of libpq's (disable, prefer, require)",
+    );
+    for (const [url, why] of [
+      ['postgres://app:hunter2@db/jobs?channel_binding=require', 'set sslmode (require, verify-ca or verify-full); without sslmode the connection is unencrypted, as pg has it'],
+      ['postgres://app:hunter2@db/jobs?sslmode=disable&channel_binding=require', 'which sslmode=disable turns off'],
+      [
+        'postgres://app@/jobs?host=/var/run/postgresql&sslmode=require&channel_binding=require',
+        'which a local socket does not use: connect over TCP, or leave channel binding out',
+      ],
+    ]) {
+      assert.equal(refused(url as string), `DATABASE_URL: channel_binding=require needs TLS, ${why}`);
+    }
   });
 });
 

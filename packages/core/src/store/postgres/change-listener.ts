@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { PgClient } from './channel-binding.js';
 
 /**
  * How long the listening connection stays open after the change counter was last read. Listening
@@ -85,7 +86,7 @@ export function createChangeListener(options: ChangeListenerOptions): ChangeList
   let retryAfter = 0;
 
   function listen(): void {
-    const own = new pg.Client({ ...options.connection, application_name: `proxy-listener:${options.schema}`, keepAlive: true });
+    const own = new PgClient({ ...options.connection, application_name: `proxy-listener:${options.schema}`, keepAlive: true });
     let ended = false;
     // When the connection began to open, then when the ping under way was sent (performance.now()),
     // or null while none is: a server that never answers is given up on either way.

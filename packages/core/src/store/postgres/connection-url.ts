@@ -37,8 +37,16 @@ export function postgresConnection(url: string): ClientConfig {
   const timeout = queryParam(url, 'connect_timeout');
   const timeoutMs = timeout === undefined ? null : connectTimeoutMs(timeout);
   if (timeoutMs !== null) config.connectionTimeoutMillis = timeoutMs;
+  // libpq's channel_binding, `prefer` unless the URL says otherwise: SCRAM binds its proof to the
+  // server's certificate wherever the server offers it (PgClient holds `require` to it). pg binds
+  // none unless asked, and went through a relay that ended TLS with a certificate of its own, where
+  // psql with the same URL stopped ('SCRAM channel binding check failed').
+  config.enableChannelBinding = queryParam(url, 'channel_binding') !== 'disable';
   return config;
 }
+
+/** libpq's `channel_binding` values; `prefer` is its default, as here (PgClient holds `require`). */
+export const CHANNEL_BINDINGS = ['disable', 'prefer', 'require'] as const;
 
 /** Whether a host, as pg reads it, is the directory of a local socket. */
 export function isSocketHost(host: string | undefined): boolean {

@@ -24,6 +24,7 @@ import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
 import { createDbClock, type DbClock } from './db-clock.js';
 import { postgresConnection } from './connection-url.js';
 import { settleTls } from './tls-fallback.js';
+import { PgClient } from './channel-binding.js';
 import { assertSessionPerConnection } from './session-probe.js';
 
 export interface PostgresStoreOptions {
@@ -181,7 +182,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // A server that does not answer a connection fails it after CONNECT_TIMEOUT_MS, and one that
   // stops answering a statement, after QUERY_TIMEOUT_MS. Keepalive finds an idle connection
   // that died silently, but only after the system's keepalive time (two hours by default).
-  const poolConfig = { application_name: `proxy:${schema}`, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, keepAlive: true, ...connection, onConnect };
+  const poolConfig = { application_name: `proxy:${schema}`, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, keepAlive: true, ...connection, onConnect, Client: PgClient };
   // Before anything is migrated: through a pool in transaction mode, migrations land anywhere.
   await assertSessionPerConnection({ ...poolConfig, application_name: probeName });
   const pool = new pg.Pool({ ...poolConfig, max: options.poolSize ?? 10 });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
+import { PgClient } from './channel-binding.js';
 
 // How long the second connection's statement may be held before the probe takes it as held by a
 // pool in session mode with no session free (below).
@@ -23,8 +24,8 @@ const HELD_MS = 2000;
  */
 export async function assertSessionPerConnection(config: pg.ClientConfig): Promise<void> {
   const marker = randomUUID();
-  const first = new pg.Client(config);
-  const second = new pg.Client(config);
+  const first = new PgClient(config);
+  const second = new PgClient(config);
   try {
     // Connected together (a pool in transaction mode binds a server session at a statement, not at
     // a connection): the probe costs one connection's time, about 10 ms against a local server.

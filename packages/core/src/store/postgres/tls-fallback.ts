@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { PgClient } from './channel-binding.js';
 import { isSocketHost, queryParam } from './connection-url.js';
 
 /**
@@ -28,7 +29,7 @@ export async function settleTls(url: string, config: pg.ClientConfig, trial: Pic
           { ...config, ssl: tls },
         ];
   // `trial` names the connection and bounds its wait (a server that accepts and never answers).
-  const client = new pg.Client({ ...trial, ...first });
+  const client = new PgClient({ ...trial, ...first });
   try {
     await client.connect();
     return first;
