@@ -573,6 +573,12 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
         : 'set sslmode (require, verify-ca or verify-full); without sslmode the connection is unencrypted, as pg has it';
     throw new ConfigError(`${name}: channel_binding=require needs TLS, ${why}`);
   }
+  // PostgreSQL 17's TLS at once, without asking first: libpq takes it only with an sslmode that
+  // cannot fall back to a connection unencrypted. Over a local socket it is not used (no TLS there).
+  const mode = queryParam(url, 'sslmode') ?? (queryParam(url, 'sslrootcert') === 'system' ? 'verify-full' : undefined);
+  if (queryParam(url, 'sslnegotiation') === 'direct' && !isSocketHost(parsed.host) && !DIRECT_SSLMODES.includes(mode ?? '')) {
+    throw new ConfigError(`${name}: sslnegotiation=direct needs sslmode=require, verify-ca or verify-full, as libpq has it (${mode ? `not ${mode}` : 'it has none'})`);
+  }
   const password = typeof parsed.password === 'string' ? parsed.password : '';
   return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
 }
@@ -612,13 +618,17 @@ const LIBPQ_SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'v
 /** Those, and pg's own `no-verify` (encrypted, not verified: libpq's `require`). */
 const SSLMODES = [...LIBPQ_SSLMODES, 'no-verify'];
 
+/** The sslmodes libpq takes beside sslnegotiation=direct (and pg's no-verify, its require). */
+const DIRECT_SSLMODES = ['require', 'verify-ca', 'verify-full', 'no-verify'];
+
 /** The URL parameters whose values are checked at start: pg would misread one libpq refuses. */
-const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir', 'channel_binding'] as const;
+const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir', 'channel_binding', 'sslnegotiation'] as const;
 
 /** Why a value of one of CHECKED_PARAMS is refused, or null (any value of another parameter passes). */
 function paramProblem(param: string, value: string): string | null {
   if (param === 'sslmode') return SSLMODES.includes(value) ? null : `is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`;
   if (param === 'connect_timeout') return connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null;
+  if (param === 'sslnegotiation') return value === 'postgres' || value === 'direct' ? null : "is none of libpq's (postgres, direct)";
   if (param === 'channel_binding') return (CHANNEL_BINDINGS as readonly string[]).includes(value) ? null : `is none of libpq's (${CHANNEL_BINDINGS.join(', ')})`;
   // A folder of revocation lists, which Node's TLS cannot be given: refused, rather than nothing
   // checked against it.
@@ -644,6 +654,7 @@ const ENVIRONMENT_PARAMS = [
   ['PGSSLCRLDIR', 'sslcrldir'],
   ['PGCONNECT_TIMEOUT', 'connect_timeout'],
   ['PGCHANNELBINDING', 'channel_binding'],
+  ['PGSSLNEGOTIATION', 'sslnegotiation'],
 ] as const;
 
 /** libpq's environment variables that stand for a part of the connection the URL leaves out. */

@@ -7,6 +7,7 @@ import { describeDatabase, keyGoesInClear, loadConfig, secretValues, trustProxyS
 import { ConfigError } from '../src/errors.ts';
 import { postgresConnection } from '../src/store/postgres/connection-url.ts';
 import { reloadClients } from '../src/clients-file.ts';
+import pg from 'pg';
 
 const key = 'k'.repeat(20);
 const secret = 'S'.repeat(40);
@@ -305,6 +306,26 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     assert.throws(
       () => loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db/jobs?sslmode=require', PGCHANNELBINDING: 'maybe' }, cwd }),
       (e: Error) => e instanceof ConfigError && e.message === "PGCHANNELBINDING=maybe is none of libpq's (disable, prefer, require)",
+    );
+    // PostgreSQL 17's sslnegotiation=direct: with an sslmode that cannot fall back to no TLS, as
+    // libpq has it, and left out over a local socket, where pg had refused it at each connection.
+    assert.equal(postgresConnection('postgres://app@db/jobs?sslmode=require&sslnegotiation=direct').sslnegotiation, 'direct');
+    const overSocket = postgresConnection('postgres://app@/jobs?host=/var/run/postgresql&sslmode=require&sslnegotiation=direct');
+    assert.equal(overSocket.sslnegotiation, 'postgres');
+    assert.doesNotThrow(() => new pg.Client(overSocket));
+    loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?sslrootcert=system&sslnegotiation=direct' }, cwd });
+    assert.equal(refused('postgres://app:hunter2@db/jobs?sslmode=require&sslnegotiation=tls'), "DATABASE_URL: sslnegotiation=tls is none of libpq's (postgres, direct)");
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?sslmode=prefer&sslnegotiation=direct'),
+      'DATABASE_URL: sslnegotiation=direct needs sslmode=require, verify-ca or verify-full, as libpq has it (not prefer)',
+    );
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?sslnegotiation=direct'),
+      'DATABASE_URL: sslnegotiation=direct needs sslmode=require, verify-ca or verify-full, as libpq has it (it has none)',
+    );
+    assert.equal(
+      loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?sslmode=require', PGSSLNEGOTIATION: 'direct' }, cwd }).db.url,
+      'postgres://app@db/jobs?sslmode=require&sslnegotiation=direct',
     );
     for (const [url, why] of [
       ['postgres://app:hunter2@db/jobs?channel_binding=require', 'set sslmode (require, verify-ca or verify-full); without sslmode the connection is unencrypted, as pg has it'],

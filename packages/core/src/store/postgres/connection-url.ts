@@ -31,7 +31,12 @@ export function postgresConnection(url: string): ClientConfig {
   if (crl !== undefined && typeof config.ssl === 'object') config.ssl.crl = readFileSync(crl, 'utf8');
   // libpq uses no TLS over a local socket, whatever the sslmode (a PGSSLMODE=require set for every
   // host, say); pg asked the server for it there, and the server's no failed every start.
-  if (isSocketHost(config.host)) config.ssl = false;
+  // Nor its sslnegotiation=direct, which pg refused there ('requires SSL to be enabled'); set, since
+  // pg would read PGSSLNEGOTIATION where it is not.
+  if (isSocketHost(config.host)) {
+    config.ssl = false;
+    config.sslnegotiation = 'postgres';
+  }
   // pg reads libpq's connect_timeout into nothing it waits by: a URL's `connect_timeout=3` waited
   // the store's own 10 s. One it cannot read is refused at start (config.ts) and left out here.
   const timeout = queryParam(url, 'connect_timeout');
