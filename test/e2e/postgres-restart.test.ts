@@ -309,6 +309,59 @@ test("DATABASE_URL's channel_binding reads as libpq's: SCRAM binds its proof to 
   }
 });
 
+test("libpq's password file (PGPASSFILE, ~/.pgpass) gives a URL without a password its password, with no warning of pg's; one others may read is said at start and not read, and the server's question for a password is answered in words", async (t) => {
+  if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with SCRAM')) return;
+  const missing = privateServerUnavailable();
+  if (missing) return t.skip(missing);
+  const pgServer = await startPrivatePostgres(t, (dir) => {
+    writeFileSync(join(dir, 'pg_hba.conf'), 'local all all trust\nhost all scram 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n');
+    return `-c hba_file=${join(dir, 'pg_hba.conf')}`;
+  });
+  const port = Number(new URL(pgServer.url).port);
+  const admin = new pg.Client({ host: pgServer.dir, port, user: 'postgres', database: 'postgres' });
+  await admin.connect();
+  t.after(() => admin.end());
+  await admin.query("CREATE ROLE scram LOGIN PASSWORD 'scram-secret-1'; CREATE SCHEMA proxy AUTHORIZATION scram");
+  const dir = tempDir(t);
+  writeFileSync(join(dir, 'pgpass'), `# the proxy's\n127.0.0.1:${port}:postgres:scram:scram-secret-1\n`, { mode: 0o600 });
+  const once = async (env: Record<string, string>) => {
+    const worker = spawnNode(
+      WORKER_MAIN,
+      ['once'],
+      {
+        ...testEnv(dir, {
+          OPENAI_API_KEY: 'sk-password-file',
+          OPENAI_BASE_URL: 'http://127.0.0.1:9/v1',
+          DATABASE_URL: `postgres://scram@127.0.0.1:${port}/postgres`,
+          DATABASE_SCHEMA: 'proxy',
+        }),
+        ...env,
+      },
+      dir,
+    );
+    const { code } = await within(worker.exited, 30_000, 'proxy-worker once');
+    return { code, stderr: worker.stderr.filter(Boolean), lines: worker.lines };
+  };
+  for (const env of [{ PGPASSFILE: join(dir, 'pgpass') }, { HOME: dir, PGPASSFILE: '' }] as Array<Record<string, string>>) {
+    if ('HOME' in env) writeFileSync(join(dir, '.pgpass'), readFileSync(join(dir, 'pgpass')), { mode: 0o600 });
+    const ran = await once(env);
+    assert.equal(ran.code, 0, ran.stderr.join('\n'));
+    // pg read the file itself, and said in two lines on stderr at every start that pg 9 will not.
+    assert.deepEqual(ran.stderr, [], 'nothing on stderr');
+    assert.ok(!ran.lines.some((line) => line.includes('scram-secret-1')), 'the password is in no line');
+  }
+  chmodSync(join(dir, 'pgpass'), 0o644);
+  const loose = await once({ PGPASSFILE: join(dir, 'pgpass') });
+  assert.equal(loose.code, 1);
+  assert.ok(
+    loose.lines.some((line) => line.includes(`password file ${join(dir, 'pgpass')} has group or world access, and is not read`)),
+    loose.lines.join('\n'),
+  );
+  assert.deepEqual(loose.stderr, [
+    `proxy-worker: DATABASE_URL: cannot open postgres scram@127.0.0.1:${port}/postgres (schema proxy): the server asks for a password and none is given: put it in DATABASE_URL, in PGPASSWORD, or in a password file (~/.pgpass, PGPASSFILE)`,
+  ]);
+});
+
 test("libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE stand for what DATABASE_URL leaves out, postgres:// alone among them; the start says where it connected", async (t) => {
   if (!onlyOn('postgres', t, 'connects to the PostgreSQL server the run tests on')) return;
   const dir = tempDir(t);

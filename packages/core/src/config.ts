@@ -2,10 +2,11 @@ import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { userInfo } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
 import { CHANNEL_BINDINGS, SYSTEM_ROOTS_MODE, connectTimeoutMs, isSocketHost, postgresConnection, queryParam } from './store/postgres/connection-url.js';
+import { readPasswordFile } from './store/postgres/password-file.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
@@ -159,7 +160,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 
   // libpq's environment variables for what the URL does not say, folded into it: read as the
   // URL's own (withEnvironmentDefaults says why), and the whole checked as the store reads it.
-  const databaseUrl = s.DATABASE_URL ? withEnvironmentDefaults(s.DATABASE_URL, env) : null;
+  const database = s.DATABASE_URL ? withPasswordFile(withEnvironmentDefaults(s.DATABASE_URL, env), env) : null;
+  const databaseUrl = database?.url ?? null;
 
   const baseUrl = checkBaseUrl(s.OPENAI_BASE_URL);
   const proxyUrl = proxyFor(baseUrl, s.HTTPS_PROXY, s.HTTP_PROXY, s.NO_PROXY);
@@ -212,7 +214,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       pollMs: int('WORKER_POLL_MS'),
       shutdownGraceMs: int('SHUTDOWN_GRACE_SECONDS') * 1000,
     },
-    notes: nameNotes.map((n) => n.line),
+    notes: [...nameNotes.map((n) => n.line), ...(database?.note ? [database.note] : [])],
   });
 }
 
@@ -674,7 +676,7 @@ const ENVIRONMENT_PARTS = [
  * PGUSER set) and the logger's redaction of the password (PGPASSWORD). A value refused stops the
  * start naming its variable, not the URL. The URL returned has passed parseDatabaseUrl.
  */
-function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>): string {
+function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>): { url: string; parts: DatabaseUrlParts } {
   let out = url;
   for (const [variable, param] of ENVIRONMENT_PARAMS) {
     const value = env[variable];
@@ -698,8 +700,24 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
   if (database && parts.database === '' && !/[/?#%]/.test(database)) out = out.replace(/^(postgres(?:ql)?:\/\/[^/?#]*)\/?/, `$1/${encodeURI(database)}`);
   // What the parts added is checked too (a PGHOST listing several hosts, say); a URL they left as
   // it was is not read again (the read opens its certificate files and keys).
-  if (out !== checked) parseDatabaseUrl(out);
-  return out;
+  return { url: out, parts: out === checked ? parts : parseDatabaseUrl(out) };
+}
+
+/**
+ * The URL with the password libpq's password file gives it, where it names none: the URL's
+ * `passfile`, else PGPASSFILE, else ~/.pgpass (%APPDATA%\postgresql\pgpass.conf on Windows), read
+ * once at start (password-file.ts), so the start's redaction holds it as it holds the URL's own.
+ * With a note to say at start when the file is there and left unread.
+ */
+function withPasswordFile(database: { url: string; parts: DatabaseUrlParts }, env: Readonly<Record<string, string | undefined>>): { url: string; note?: string } {
+  const { url, parts } = database;
+  if (parts.password !== '') return { url };
+  const home = process.platform === 'win32' ? join(env.APPDATA ?? '', 'postgresql', 'pgpass.conf') : env.HOME ? join(env.HOME, '.pgpass') : null;
+  const file = queryParam(url, 'passfile') || env.PGPASSFILE || home;
+  if (!file) return { url };
+  // libpq's database defaults to the user's name, as pg's does.
+  const found = readPasswordFile(file, { ...parts, database: parts.database || parts.user });
+  return { url: found.password ? withQueryParam(url, 'password', found.password) : url, note: found.note };
 }
 
 /**

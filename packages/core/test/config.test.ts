@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -307,6 +307,30 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       () => loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db/jobs?sslmode=require', PGCHANNELBINDING: 'maybe' }, cwd }),
       (e: Error) => e instanceof ConfigError && e.message === "PGCHANNELBINDING=maybe is none of libpq's (disable, prefer, require)",
     );
+    // libpq's password file gives a URL that names no password its password, read at start and
+    // redacted as the URL's own: the URL's passfile, else PGPASSFILE, else ~/.pgpass.
+    writeFileSync(join(cwd, 'pgpass'), 'db:5432:jobs:app:from-the-file\n', { mode: 0o600 });
+    writeFileSync(join(cwd, '.pgpass'), 'db:*:*:*:from-home\n', { mode: 0o600 });
+    const withPassfile = (url: string, env: Record<string, string>) => {
+      const config = loadConfig({ env: { DATABASE_URL: url, ...env }, cwd });
+      return [config.db.url, secretValues(config).includes('from-the-file') || secretValues(config).includes('from-home'), config.notes];
+    };
+    assert.deepEqual(withPassfile('postgres://app@db/jobs', { PGPASSFILE: join(cwd, 'pgpass') }), ['postgres://app@db/jobs?password=from-the-file', true, []]);
+    assert.deepEqual(withPassfile(`postgres://app@db/jobs?passfile=${join(cwd, 'pgpass')}`, { PGPASSFILE: join(cwd, '.pgpass') }), [
+      `postgres://app@db/jobs?passfile=${join(cwd, 'pgpass')}&password=from-the-file`,
+      true,
+      [],
+    ]);
+    assert.deepEqual(withPassfile('postgres://app@db/jobs', { HOME: cwd }), ['postgres://app@db/jobs?password=from-home', true, []]);
+    // A password given otherwise wins, as libpq has it; a file others may read is said and not read.
+    assert.deepEqual(withPassfile('postgres://app:given@db/jobs', { HOME: cwd }), ['postgres://app:given@db/jobs', false, []]);
+    assert.deepEqual(withPassfile('postgres://app@db/jobs', { HOME: cwd, PGPASSWORD: 'given' }), ['postgres://app@db/jobs?password=given', false, []]);
+    chmodSync(join(cwd, '.pgpass'), 0o644);
+    assert.deepEqual(withPassfile('postgres://app@db/jobs', { HOME: cwd }), [
+      'postgres://app@db/jobs',
+      false,
+      [`password file ${join(cwd, '.pgpass')} has group or world access, and is not read: permissions should be u=rw (0600) or less, as libpq has them`],
+    ]);
     // PostgreSQL 17's sslnegotiation=direct: with an sslmode that cannot fall back to no TLS, as
     // libpq has it, and left out over a local socket, where pg had refused it at each connection.
     assert.equal(postgresConnection('postgres://app@db/jobs?sslmode=require&sslnegotiation=direct').sslnegotiation, 'direct');
@@ -338,6 +362,15 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       assert.equal(refused(url as string), `DATABASE_URL: channel_binding=require needs TLS, ${why}`);
     }
   });
+});
+
+test("a PostgreSQL server asking for a password where none is given (the URL, PGPASSWORD, a password file) hears why, where pg's SCRAM said 'client password must be a string'", async () => {
+  for (const url of ['postgres://app@db/jobs', 'postgres://app:@db/jobs']) {
+    const { password } = postgresConnection(url);
+    assert.equal(typeof password, 'function', url);
+    await assert.rejects(async () => (password as () => Promise<string>)(), /^Error: the server asks for a password and none is given/);
+  }
+  assert.equal(postgresConnection('postgres://app:given@db/jobs').password, 'given');
 });
 
 test('settings naming a file or folder take a path: a file: URL there (or, for PROXY_DB_PATH, an ORM URI or a PostgreSQL URL) stops the start saying what to write, never echoing it; a path with a colon is a path', () => {

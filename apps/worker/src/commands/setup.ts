@@ -16,10 +16,11 @@ export interface WorkerSetup {
 export async function setUpWorker(): Promise<WorkerSetup> {
   const config = loadConfig({ needs: { upstream: true } });
   const logger = createLogger({ ...config.log, secrets: secretValues(config), defaultMeta: { app: 'worker' }, file: 'worker.log' });
+  // Before the store opens: a note may say why it cannot (a password file left unread).
+  for (const note of config.notes) logger.warn(note);
   const storeLost = new AbortController();
   const store = await openStore(config.db, { logger, onLost: (message) => storeLost.abort(`${message}; the worker stops`) });
   logger.info('database', { database: describeDatabase(config.db) });
-  for (const note of config.notes) logger.warn(note);
   // The origin only: the URL may hold the proxy's password.
   if (config.upstream.proxyUrl) logger.info('upstream calls go through a proxy', { proxy: new URL(config.upstream.proxyUrl).origin });
   if (keyGoesInClear(config.upstream.baseUrl)) {

@@ -47,11 +47,21 @@ export function postgresConnection(url: string): ClientConfig {
   // none unless asked, and went through a relay that ended TLS with a certificate of its own, where
   // psql with the same URL stopped ('SCRAM channel binding check failed').
   config.enableChannelBinding = queryParam(url, 'channel_binding') !== 'disable';
+  // A server asking for a password where none is given (config.ts has looked in PGPASSWORD and in
+  // libpq's password file too) hears why. pg read ~/.pgpass once more at each connection, warning
+  // in two lines that it will not from pg 9, and then failed in SCRAM's words ('client password
+  // must be a string').
+  if (!config.password) config.password = noPassword;
   return config;
 }
 
 /** libpq's `channel_binding` values; `prefer` is its default, as here (PgClient holds `require`). */
 export const CHANNEL_BINDINGS = ['disable', 'prefer', 'require'] as const;
+
+/** The password of a URL that gives none, for a server that asks for one: libpq's 'no password supplied', said whole. */
+async function noPassword(): Promise<string> {
+  throw new Error('the server asks for a password and none is given: put it in DATABASE_URL, in PGPASSWORD, or in a password file (~/.pgpass, PGPASSFILE)');
+}
 
 /** Whether a host, as pg reads it, is the directory of a local socket. */
 export function isSocketHost(host: string | undefined): boolean {
