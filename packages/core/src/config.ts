@@ -5,7 +5,16 @@ import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { ValidateFunction } from 'ajv';
-import { CHANNEL_BINDINGS, SYSTEM_ROOTS_MODE, connectTimeoutMs, isSocketHost, postgresConnection, queryParam } from './store/postgres/connection-url.js';
+import {
+  CHANNEL_BINDINGS,
+  KNOWN_PARAMS,
+  SYSTEM_ROOTS_MODE,
+  connectTimeoutMs,
+  isSocketHost,
+  postgresConnection,
+  queryParam,
+  queryParamNames,
+} from './store/postgres/connection-url.js';
 import { readPasswordFile } from './store/postgres/password-file.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
@@ -14,7 +23,7 @@ import { parseRate, type RateLimitSpec } from './rate-spec.js';
 import { readTextFile } from './text-file.js';
 import { MODEL_PATTERN } from './schemas.js';
 import { SETTINGS, type SettingName, type SettingSpec } from './settings.js';
-import { settingNameNotes } from './setting-names.js';
+import { editDistance, settingNameNotes } from './setting-names.js';
 import { validate as compiledSettingsValidator } from './generated/validate-settings.js';
 
 export { SETTINGS, type SettingName } from './settings.js';
@@ -543,6 +552,9 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
       `${name} names several hosts (${hosts}), libpq's list to fail over along; pg connects to one host: name the primary, or an address that follows it (your provider's primary endpoint, or a proxy such as PgBouncer or HAProxy)`,
     );
   }
+  for (const param of queryParamNames(url)) {
+    if (!KNOWN_PARAMS.has(param)) throw new ConfigError(`${name}: ${unknownParam(param)}`);
+  }
   for (const param of CHECKED_PARAMS) {
     const value = queryParam(url, param);
     const problem = value === undefined ? null : paramProblem(param, value);
@@ -620,11 +632,39 @@ const LIBPQ_SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'v
 /** Those, and pg's own `no-verify` (encrypted, not verified: libpq's `require`). */
 const SSLMODES = [...LIBPQ_SSLMODES, 'no-verify'];
 
+/**
+ * Why a URL parameter neither libpq nor pg reads is refused, in one line: the name meant where it
+ * is a letter or two from one (the parameter meant was left unread, `sslmdoe=require` as no TLS),
+ * or what to do where it is another tool's.
+ */
+function unknownParam(param: string): string {
+  const prisma = PRISMA_PARAMS.get(param);
+  if (prisma) return `${param} is Prisma's, and neither libpq nor pg reads it: ${prisma}`;
+  let meant: string | null = null;
+  for (const known of KNOWN_PARAMS) {
+    const allowed = known.length >= 6 ? 2 : 1;
+    if (editDistance(param.toLowerCase(), known, allowed) <= allowed) meant = meant ?? known;
+  }
+  return `${param} is no parameter of libpq's or pg's, and libpq refuses it ('invalid URI query parameter')${meant ? `: was ${meant} meant?` : ''}`;
+}
+
+/** Prisma's parameters of a PostgreSQL URL, as a DATABASE_URL shared with a Prisma application has them, and what stands for each here. */
+const PRISMA_PARAMS = new Map([
+  ['schema', "the proxy's tables are in DATABASE_SCHEMA's schema (public unless set), whatever this says: take it out of the URL"],
+  ['connection_limit', 'each program keeps its own pool of PostgreSQL connections: take it out of the URL'],
+  ['pool_timeout', 'connect_timeout bounds the wait for a pooled connection: take it out of the URL'],
+  ['pgbouncer', 'behind PgBouncer in session mode nothing need be said, and transaction mode is refused at start: take it out of the URL'],
+  ['sslaccept', 'sslmode says what is checked (verify-full: the certificate and the host name): take it out of the URL'],
+  ['socket_timeout', 'take it out of the URL'],
+  ['statement_cache_size', 'take it out of the URL'],
+  ['sslidentity', 'name a client certificate by sslcert and sslkey instead'],
+]);
+
 /** The sslmodes libpq takes beside sslnegotiation=direct (and pg's no-verify, its require). */
 const DIRECT_SSLMODES = ['require', 'verify-ca', 'verify-full', 'no-verify'];
 
 /** The URL parameters whose values are checked at start: pg would misread one libpq refuses. */
-const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir', 'channel_binding', 'sslnegotiation'] as const;
+const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir', 'channel_binding', 'sslnegotiation', 'service'] as const;
 
 /** Why a value of one of CHECKED_PARAMS is refused, or null (any value of another parameter passes). */
 function paramProblem(param: string, value: string): string | null {
@@ -635,6 +675,9 @@ function paramProblem(param: string, value: string): string | null {
   // A folder of revocation lists, which Node's TLS cannot be given: refused, rather than nothing
   // checked against it.
   if (param === 'sslcrldir') return "is not read here: name the revocation list's file as sslcrl";
+  // libpq's pg_service.conf, which pg reads nothing of: the connection would go wherever the rest
+  // of the URL says, localhost when it says nothing.
+  if (param === 'service') return "is not read here (pg reads no pg_service.conf): give the service's host, port, dbname and user in the URL";
   // A file named by the environment: the URL's own are told by parseDatabaseUrl, naming the URL.
   if ((param === 'sslrootcert' && value !== 'system') || param === 'sslcert' || param === 'sslkey' || param === 'sslcrl') {
     try {

@@ -331,6 +331,33 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       false,
       [`password file ${join(cwd, '.pgpass')} has group or world access, and is not read: permissions should be u=rw (0600) or less, as libpq has them`],
     ]);
+    // A parameter neither libpq nor pg reads is refused, as libpq refuses it; pg ignored it, and
+    // sslmdoe=require connected unencrypted. A name a letter or two from one is named; Prisma's
+    // (a DATABASE_URL shared with a Prisma application) say what stands for them.
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?sslmdoe=require'),
+      "DATABASE_URL: sslmdoe is no parameter of libpq's or pg's, and libpq refuses it ('invalid URI query parameter'): was sslmode meant?",
+    );
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?sslmode=require&Application_Name=x'),
+      "DATABASE_URL: Application_Name is no parameter of libpq's or pg's, and libpq refuses it ('invalid URI query parameter'): was application_name meant?",
+    );
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?flavour=x'),
+      "DATABASE_URL: flavour is no parameter of libpq's or pg's, and libpq refuses it ('invalid URI query parameter')",
+    );
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?schema=proxy'),
+      "DATABASE_URL: schema is Prisma's, and neither libpq nor pg reads it: the proxy's tables are in DATABASE_SCHEMA's schema (public unless set), whatever this says: take it out of the URL",
+    );
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?service=jobs'),
+      "DATABASE_URL: service=jobs is not read here (pg reads no pg_service.conf): give the service's host, port, dbname and user in the URL",
+    );
+    loadConfig({
+      env: { DATABASE_URL: 'postgres://app@db/jobs?application_name=x&options=-c%20work_mem%3D8MB&keepalives=1&target_session_attrs=any&ssl=true&statement_timeout=5000' },
+      cwd,
+    });
     // PostgreSQL 17's sslnegotiation=direct: with an sslmode that cannot fall back to no TLS, as
     // libpq has it, and left out over a local socket, where pg had refused it at each connection.
     assert.equal(postgresConnection('postgres://app@db/jobs?sslmode=require&sslnegotiation=direct').sslnegotiation, 'direct');

@@ -55,6 +55,32 @@ export function postgresConnection(url: string): ClientConfig {
   return config;
 }
 
+/**
+ * The parameters a PostgreSQL URL may carry: libpq's (PostgreSQL 18's; read here as libpq reads
+ * them, refused at start, or, where pg cannot do what they ask and nothing is weakened by that,
+ * left unread as before) and pg's own. Any other is refused at start, as libpq refuses it ('invalid
+ * URI query parameter'), where pg ignored it: `sslmdoe=require` had connected unencrypted.
+ */
+// prettier-ignore
+export const KNOWN_PARAMS: ReadonlySet<string> = new Set([
+  // libpq's
+  'host', 'hostaddr', 'port', 'dbname', 'user', 'password', 'passfile', 'require_auth', 'channel_binding', 'connect_timeout',
+  'client_encoding', 'options', 'application_name', 'fallback_application_name', 'keepalives', 'keepalives_idle',
+  'keepalives_interval', 'keepalives_count', 'tcp_user_timeout', 'replication', 'gssencmode', 'sslmode', 'requiressl',
+  'sslnegotiation', 'sslcompression', 'sslcert', 'sslkey', 'sslkeylogfile', 'sslpassword', 'sslcertmode', 'sslrootcert', 'sslcrl',
+  'sslcrldir', 'sslsni', 'requirepeer', 'ssl_min_protocol_version', 'ssl_max_protocol_version', 'min_protocol_version',
+  'max_protocol_version', 'krbsrvname', 'gsslib', 'gssdelegation', 'service', 'target_session_attrs', 'load_balance_hosts',
+  'oauth_issuer', 'oauth_client_id', 'oauth_client_secret', 'oauth_scope',
+  // pg's and pg-connection-string's own
+  'ssl', 'uselibpqcompat', 'db', 'encoding', 'binary', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout',
+  'query_timeout',
+]);
+
+/** The names of a URL's query parameters, in order, each once. */
+export function queryParamNames(url: string): string[] {
+  return [...new Set(queryOf(url).keys())];
+}
+
 /** libpq's `channel_binding` values; `prefer` is its default, as here (PgClient holds `require`). */
 export const CHANNEL_BINDINGS = ['disable', 'prefer', 'require'] as const;
 
