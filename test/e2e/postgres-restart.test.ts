@@ -225,7 +225,7 @@ test("DATABASE_URL's sslcert and sslkey present a client certificate, as pg_hba'
   }
 });
 
-test("DATABASE_URL's channel_binding reads as libpq's: SCRAM binds its proof to the server's certificate unless disable says not, so a relay ending TLS with a certificate of its own is found out; require refuses a server that would let the client in without the binding, before the password is sent, on every connection the store makes", async (t) => {
+test("DATABASE_URL's channel_binding and require_auth read as libpq's: SCRAM binds its proof to the server's certificate unless disable says not, so a relay ending TLS with a certificate of its own is found out; require refuses a server that would let the client in without the binding, and require_auth one that would use a method it does not list, before the password is sent, on every connection the store makes", async (t) => {
   if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with TLS and SCRAM')) return;
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
@@ -291,6 +291,31 @@ test("DATABASE_URL's channel_binding reads as libpq's: SCRAM binds its proof to 
   assert.equal(trusted.code, 1);
   assert.match(trusted.said, /channel binding required, but server authenticated client without channel binding/);
   assert.equal((await once('postgres', port, '')).code, 0);
+
+  // require_auth (libpq 16's): the methods the server may authenticate the client by, or (!) may
+  // not, none standing for letting it in unasked; a password asked for otherwise is not sent.
+  const required = await once('plain', relay.port, '&require_auth=scram-sha-256');
+  assert.deepEqual([required.code, required.passwordSent], [1, false], required.said);
+  assert.match(required.said, /authentication method requirement "scram-sha-256" failed: server requested a cleartext password$/);
+  for (const [user, query, said] of [
+    ['postgres', 'scram-sha-256', 'server did not complete authentication'],
+    ['postgres', '!none', 'server did not complete authentication'],
+    ['scram', '!scram-sha-256', 'server requested SASL authentication'],
+    ['scram', 'password,md5', 'server requested SASL authentication'],
+  ] as const) {
+    const refused = await once(user, port, `&require_auth=${encodeURIComponent(query)}`);
+    assert.equal(refused.code, 1, refused.said);
+    assert.ok(refused.said.endsWith(`authentication method requirement "${query}" failed: ${said}`), refused.said);
+  }
+  for (const [user, query] of [
+    ['scram', 'scram-sha-256'],
+    ['plain', 'password'],
+    ['postgres', 'none'],
+    ['plain', '!none'],
+  ] as const) {
+    const ran = await once(user, port, `&require_auth=${encodeURIComponent(query)}`);
+    assert.equal(ran.code, 0, `${user} with require_auth=${query}: ${ran.said}`);
+  }
 
   // The store's pooled connections are held to it too, not only the start's: once the server asks
   // scram for its password in clear, the next connection the pool makes is refused.

@@ -14,6 +14,7 @@ import {
   postgresConnection,
   queryParam,
   queryParamNames,
+  readRequireAuth,
 } from './store/postgres/connection-url.js';
 import { readPasswordFile } from './store/postgres/password-file.js';
 import { ajvProblem } from './ajv-message.js';
@@ -664,12 +665,16 @@ const PRISMA_PARAMS = new Map([
 const DIRECT_SSLMODES = ['require', 'verify-ca', 'verify-full', 'no-verify'];
 
 /** The URL parameters whose values are checked at start: pg would misread one libpq refuses. */
-const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir', 'channel_binding', 'sslnegotiation', 'service'] as const;
+const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir', 'channel_binding', 'sslnegotiation', 'service', 'require_auth'] as const;
 
 /** Why a value of one of CHECKED_PARAMS is refused, or null (any value of another parameter passes). */
 function paramProblem(param: string, value: string): string | null {
   if (param === 'sslmode') return SSLMODES.includes(value) ? null : `is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`;
   if (param === 'connect_timeout') return connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null;
+  if (param === 'require_auth') {
+    const read = readRequireAuth(value);
+    return typeof read === 'string' ? read : null;
+  }
   if (param === 'sslnegotiation') return value === 'postgres' || value === 'direct' ? null : "is none of libpq's (postgres, direct)";
   if (param === 'channel_binding') return (CHANNEL_BINDINGS as readonly string[]).includes(value) ? null : `is none of libpq's (${CHANNEL_BINDINGS.join(', ')})`;
   // A folder of revocation lists, which Node's TLS cannot be given: refused, rather than nothing
@@ -700,6 +705,7 @@ const ENVIRONMENT_PARAMS = [
   ['PGCONNECT_TIMEOUT', 'connect_timeout'],
   ['PGCHANNELBINDING', 'channel_binding'],
   ['PGSSLNEGOTIATION', 'sslnegotiation'],
+  ['PGREQUIREAUTH', 'require_auth'],
 ] as const;
 
 /** libpq's environment variables that stand for a part of the connection the URL leaves out. */

@@ -358,6 +358,20 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       env: { DATABASE_URL: 'postgres://app@db/jobs?application_name=x&options=-c%20work_mem%3D8MB&keepalives=1&target_session_attrs=any&ssl=true&statement_timeout=5000' },
       cwd,
     });
+    // libpq 16's require_auth, its values checked as libpq checks them.
+    loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?require_auth=scram-sha-256,md5', PGREQUIREAUTH: 'none' }, cwd });
+    assert.equal(
+      loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs', PGREQUIREAUTH: '!password,!md5' }, cwd }).db.url,
+      'postgres://app@db/jobs?require_auth=!password%2C!md5',
+    );
+    for (const [value, said] of [
+      ['kerberos', "names kerberos, none of libpq's methods (password, md5, gss, sspi, scram-sha-256, oauth, none)"],
+      ['scram-sha-256,!md5', 'mixes methods refused (!) with methods required, as libpq refuses it'],
+      ['md5,md5', 'names md5 twice, as libpq refuses it'],
+      ['md5,', "names nothing, none of libpq's methods (password, md5, gss, sspi, scram-sha-256, oauth, none)"],
+    ]) {
+      assert.equal(refused(`postgres://app:hunter2@db/jobs?require_auth=${encodeURIComponent(value as string)}`), `DATABASE_URL: require_auth=${value} ${said}`);
+    }
     // PostgreSQL 17's sslnegotiation=direct: with an sslmode that cannot fall back to no TLS, as
     // libpq has it, and left out over a local socket, where pg had refused it at each connection.
     assert.equal(postgresConnection('postgres://app@db/jobs?sslmode=require&sslnegotiation=direct').sslnegotiation, 'direct');

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { PgClient } from './channel-binding.js';
+import { PgClient } from './pg-client.js';
 
 /**
  * How long the listening connection stays open after the change counter was last read. Listening

@@ -81,6 +81,28 @@ export function queryParamNames(url: string): string[] {
   return [...new Set(queryOf(url).keys())];
 }
 
+/** libpq's `require_auth` methods: `password` is the password in clear, `none` letting the client in unasked. */
+export const AUTH_METHODS = ['password', 'md5', 'gss', 'sspi', 'scram-sha-256', 'oauth', 'none'] as const;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+
+/**
+ * libpq's `require_auth`, read: the methods the server may authenticate the client by (`md5,scram-sha-256`),
+ * or, each written `!md5`, those it may not; empty, any. Or why libpq refuses the value.
+ */
+export function readRequireAuth(value: string): { allows: (method: AuthMethod) => boolean } | string {
+  if (value === '') return { allows: () => true };
+  const names = value.split(',');
+  const refused = names.filter((name) => name.startsWith('!'));
+  if (refused.length > 0 && refused.length < names.length) return 'mixes methods refused (!) with methods required, as libpq refuses it';
+  const methods = names.map((name) => name.replace(/^!/, ''));
+  for (const [i, method] of methods.entries()) {
+    if (!(AUTH_METHODS as readonly string[]).includes(method)) return `names ${method || 'nothing'}, none of libpq's methods (${AUTH_METHODS.join(', ')})`;
+    if (methods.indexOf(method) !== i) return `names ${method} twice, as libpq refuses it`;
+  }
+  const listed = new Set<string>(methods);
+  return { allows: (method) => listed.has(method) !== refused.length > 0 };
+}
+
 /** libpq's `channel_binding` values; `prefer` is its default, as here (PgClient holds `require`). */
 export const CHANNEL_BINDINGS = ['disable', 'prefer', 'require'] as const;
 

@@ -24,7 +24,7 @@ import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
 import { createDbClock, type DbClock } from './db-clock.js';
 import { postgresConnection } from './connection-url.js';
 import { settleTls } from './tls-fallback.js';
-import { PgClient } from './channel-binding.js';
+import { PgClient } from './pg-client.js';
 import { assertSessionPerConnection } from './session-probe.js';
 
 export interface PostgresStoreOptions {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { PgClient } from './channel-binding.js';
+import { PgClient } from './pg-client.js';
 
 // How long the second connection's statement may be held before the probe takes it as held by a
 // pool in session mode with no session free (below).

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { PgClient } from './channel-binding.js';
+import { PgClient } from './pg-client.js';
 import { isSocketHost, queryParam } from './connection-url.js';
 
 /**
