@@ -112,7 +112,7 @@ test('a PostgreSQL server stopped and started again: creates meanwhile get 503 u
   assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');
 });
 
-test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert, or with sslrootcert=system Node's, and the revocations sslcrl names; over a local socket no sslmode asks for TLS", async (t) => {
+test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a server whose certificate is its own, with no warning printed; verify-full checks the certificate, and takes the CA named by sslrootcert, or with sslrootcert=system Node's, and the revocations sslcrl names; ssl_max_protocol_version bounds the TLS version; over a local socket no sslmode asks for TLS", async (t) => {
   if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with TLS')) return;
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
@@ -173,6 +173,19 @@ test("DATABASE_URL's sslmode reads as libpq reads it: require encrypts against a
   assert.match(untrusted.stderr.join('\n'), /^proxy-api: DATABASE_URL: cannot open postgres postgres@127\.0\.0\.1:\d+\/postgres \(schema proxy\): self-signed certificate/);
   const trusted = await startApiProcess(t, { ...env('sslrootcert=system'), NODE_EXTRA_CA_CERTS: join(pgServer.dir, 'server.crt') }, dir);
   assert.equal((await getJson(trusted.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+
+  // libpq's bounds on the TLS version, which pg read nothing of: the server offers 1.3, which the
+  // API's connections took before.
+  const tls12 = await startApiProcess(t, env('sslmode=require&ssl_max_protocol_version=TLSv1.2&application_name=proxy-tls12'), dir);
+  assert.equal((await getJson(tls12.url, `/v1/requests/${created.json.id}`, key)).status, 200);
+  const versions = new pg.Client({ connectionString: pgServer.url });
+  await versions.connect();
+  try {
+    const { rows } = await versions.query<{ version: string }>("SELECT s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'proxy-tls12'");
+    assert.ok(rows.length > 0 && rows.every((r) => r.version === 'TLSv1.2'), JSON.stringify(rows));
+  } finally {
+    await versions.end();
+  }
 
   // Over the server's local socket libpq uses no TLS, whatever the sslmode (here PGSSLMODE, set for
   // every host); pg asked the server for it there, and every start failed: "The server does not

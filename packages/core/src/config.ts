@@ -556,7 +556,7 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   for (const param of queryParamNames(url)) {
     if (!KNOWN_PARAMS.has(param)) throw new ConfigError(`${name}: ${unknownParam(param)}`);
   }
-  for (const param of CHECKED_PARAMS) {
+  for (const param of PARAM_CHECKS.keys()) {
     const value = queryParam(url, param);
     const problem = value === undefined ? null : paramProblem(param, value);
     if (problem) throw new ConfigError(`${name}: ${param}=${value} ${problem}`);
@@ -664,25 +664,60 @@ const PRISMA_PARAMS = new Map([
 /** The sslmodes libpq takes beside sslnegotiation=direct (and pg's no-verify, its require). */
 const DIRECT_SSLMODES = ['require', 'verify-ca', 'verify-full', 'no-verify'];
 
-/** The URL parameters whose values are checked at start: pg would misread one libpq refuses. */
-const CHECKED_PARAMS = ['sslmode', 'connect_timeout', 'sslcrldir', 'channel_binding', 'sslnegotiation', 'service', 'require_auth'] as const;
+/** libpq's values of a parameter, as the reason one of another is refused. */
+function oneOf(values: readonly string[]): (value: string) => string | null {
+  return (value) => (values.includes(value) ? null : `is none of libpq's (${values.join(', ')})`);
+}
 
-/** Why a value of one of CHECKED_PARAMS is refused, or null (any value of another parameter passes). */
-function paramProblem(param: string, value: string): string | null {
-  if (param === 'sslmode') return SSLMODES.includes(value) ? null : `is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`;
-  if (param === 'connect_timeout') return connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null;
-  if (param === 'require_auth') {
-    const read = readRequireAuth(value);
-    return typeof read === 'string' ? read : null;
-  }
-  if (param === 'sslnegotiation') return value === 'postgres' || value === 'direct' ? null : "is none of libpq's (postgres, direct)";
-  if (param === 'channel_binding') return (CHANNEL_BINDINGS as readonly string[]).includes(value) ? null : `is none of libpq's (${CHANNEL_BINDINGS.join(', ')})`;
+/** libpq's TLS versions, for ssl_min_protocol_version and ssl_max_protocol_version, each Node's name for it too. */
+const TLS_VERSIONS = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'];
+
+/**
+ * The URL parameters whose values are checked at start, each with why a value is refused (null
+ * where it is taken): pg would misread one libpq refuses, or not do what it asks, which libpq would
+ * have done or failed the connection for. A parameter not here takes any value.
+ */
+const PARAM_CHECKS = new Map<string, (value: string) => string | null>([
+  ['sslmode', (value) => (SSLMODES.includes(value) ? null : `is none of libpq's (${LIBPQ_SSLMODES.join(', ')}); pg would have read it as verify-full`)],
+  ['connect_timeout', (value) => (connectTimeoutMs(value) === null ? 'is not a whole number of seconds (0 waits without end)' : null)],
+  [
+    'require_auth',
+    (value) => {
+      const read = readRequireAuth(value);
+      return typeof read === 'string' ? read : null;
+    },
+  ],
+  ['sslnegotiation', oneOf(['postgres', 'direct'])],
+  ['channel_binding', oneOf(CHANNEL_BINDINGS)],
+  ['ssl_min_protocol_version', oneOf(TLS_VERSIONS)],
+  ['ssl_max_protocol_version', oneOf(TLS_VERSIONS)],
   // A folder of revocation lists, which Node's TLS cannot be given: refused, rather than nothing
   // checked against it.
-  if (param === 'sslcrldir') return "is not read here: name the revocation list's file as sslcrl";
+  ['sslcrldir', () => "is not read here: name the revocation list's file as sslcrl"],
   // libpq's pg_service.conf, which pg reads nothing of: the connection would go wherever the rest
   // of the URL says, localhost when it says nothing.
-  if (param === 'service') return "is not read here (pg reads no pg_service.conf): give the service's host, port, dbname and user in the URL";
+  ['service', () => "is not read here (pg reads no pg_service.conf): give the service's host, port, dbname and user in the URL"],
+  // What pg cannot do, and libpq would have done or failed the connection for: left undone, each
+  // had asked for a safeguard the connection went on without.
+  ['gssencmode', (value) => (value === 'require' ? 'is not possible here: pg has no GSSAPI encryption (encrypt with sslmode)' : oneOf(['disable', 'prefer', 'require'])(value))],
+  ['requirepeer', () => 'is not checked here: pg cannot ask who runs the server behind a local socket'],
+  ['sslsni', (value) => (value === '0' ? 'is not possible here: pg names the host in TLS whatever this says' : oneOf(['0', '1'])(value))],
+  [
+    'sslcertmode',
+    (value) => (value === 'require' ? 'is not checked here: pg cannot tell whether the server asked for the certificate' : oneOf(['disable', 'allow', 'require'])(value)),
+  ],
+  [
+    'min_protocol_version',
+    (value) => (value === '3.0' ? null : value === '3.2' || value === 'latest' ? 'is not possible here: pg speaks protocol 3.0' : oneOf(['3.0', '3.2', 'latest'])(value)),
+  ],
+  ['max_protocol_version', oneOf(['3.0', '3.2', 'latest'])],
+  ['requiressl', () => "is libpq's old name for sslmode=require, which pg does not read: write sslmode=require"],
+]);
+
+/** Why a parameter's value is refused, or null: PARAM_CHECKS', and for a file the environment names, whether it can be read. */
+function paramProblem(param: string, value: string): string | null {
+  const check = PARAM_CHECKS.get(param);
+  if (check) return check(value);
   // A file named by the environment: the URL's own are told by parseDatabaseUrl, naming the URL.
   if ((param === 'sslrootcert' && value !== 'system') || param === 'sslcert' || param === 'sslkey' || param === 'sslcrl') {
     try {
@@ -706,6 +741,15 @@ const ENVIRONMENT_PARAMS = [
   ['PGCHANNELBINDING', 'channel_binding'],
   ['PGSSLNEGOTIATION', 'sslnegotiation'],
   ['PGREQUIREAUTH', 'require_auth'],
+  ['PGSSLMINPROTOCOLVERSION', 'ssl_min_protocol_version'],
+  ['PGSSLMAXPROTOCOLVERSION', 'ssl_max_protocol_version'],
+  ['PGGSSENCMODE', 'gssencmode'],
+  ['PGREQUIREPEER', 'requirepeer'],
+  ['PGSSLSNI', 'sslsni'],
+  ['PGSSLCERTMODE', 'sslcertmode'],
+  ['PGMINPROTOCOLVERSION', 'min_protocol_version'],
+  ['PGMAXPROTOCOLVERSION', 'max_protocol_version'],
+  ['PGREQUIRESSL', 'requiressl'],
 ] as const;
 
 /** libpq's environment variables that stand for a part of the connection the URL leaves out. */

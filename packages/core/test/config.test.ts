@@ -358,6 +358,35 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       env: { DATABASE_URL: 'postgres://app@db/jobs?application_name=x&options=-c%20work_mem%3D8MB&keepalives=1&target_session_attrs=any&ssl=true&statement_timeout=5000' },
       cwd,
     });
+    // What pg cannot do and libpq would have done, or failed the connection for, stops the start;
+    // the TLS version's bounds are Node's.
+    for (const [query, said] of [
+      ['gssencmode=require', 'is not possible here: pg has no GSSAPI encryption (encrypt with sslmode)'],
+      ['gssencmode=maybe', "is none of libpq's (disable, prefer, require)"],
+      ['requirepeer=postgres', 'is not checked here: pg cannot ask who runs the server behind a local socket'],
+      ['sslsni=0', 'is not possible here: pg names the host in TLS whatever this says'],
+      ['sslcertmode=require', 'is not checked here: pg cannot tell whether the server asked for the certificate'],
+      ['min_protocol_version=3.2', 'is not possible here: pg speaks protocol 3.0'],
+      ['requiressl=1', "is libpq's old name for sslmode=require, which pg does not read: write sslmode=require"],
+      ['ssl_min_protocol_version=TLSv1.4', "is none of libpq's (TLSv1, TLSv1.1, TLSv1.2, TLSv1.3)"],
+    ]) {
+      assert.equal(refused(`postgres://app:hunter2@db/jobs?sslmode=require&${query}`), `DATABASE_URL: ${query} ${said}`);
+    }
+    loadConfig({
+      env: { DATABASE_URL: 'postgres://app@db/jobs?sslmode=require&gssencmode=disable&sslsni=1&sslcertmode=allow&min_protocol_version=3.0&max_protocol_version=latest' },
+      cwd,
+    });
+    assert.throws(
+      () => loadConfig({ env: { DATABASE_URL: 'postgres://app:hunter2@db/jobs?sslmode=require', PGGSSENCMODE: 'require' }, cwd }),
+      (e: Error) => e instanceof ConfigError && e.message === 'PGGSSENCMODE=require is not possible here: pg has no GSSAPI encryption (encrypt with sslmode)',
+    );
+    assert.deepEqual(
+      [postgresConnection('postgres://app@db/jobs?sslmode=require&ssl_min_protocol_version=TLSv1.3&ssl_max_protocol_version=TLSv1.3').ssl].map((ssl) => {
+        const { minVersion, maxVersion } = ssl as { minVersion?: string; maxVersion?: string };
+        return [minVersion, maxVersion];
+      }),
+      [['TLSv1.3', 'TLSv1.3']],
+    );
     // libpq 16's require_auth, its values checked as libpq checks them.
     loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?require_auth=scram-sha-256,md5', PGREQUIREAUTH: 'none' }, cwd });
     assert.equal(

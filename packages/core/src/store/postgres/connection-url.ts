@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { SecureVersion } from 'node:tls';
 import type { ClientConfig } from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
 
@@ -29,6 +30,15 @@ export function postgresConnection(url: string): ClientConfig {
   // reads nothing of it, and a revoked server certificate passed.
   const crl = queryParam(url, 'sslcrl');
   if (crl !== undefined && typeof config.ssl === 'object') config.ssl.crl = readFileSync(crl, 'utf8');
+  // libpq's bounds on the TLS version, in Node's names for them (checked at start, config.ts); pg
+  // reads neither, and a URL's ssl_min_protocol_version=TLSv1.3 took TLS 1.2.
+  const minVersion = queryParam(url, 'ssl_min_protocol_version');
+  const maxVersion = queryParam(url, 'ssl_max_protocol_version');
+  if ((minVersion || maxVersion) && config.ssl) {
+    config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}) };
+    if (minVersion) config.ssl.minVersion = minVersion as SecureVersion;
+    if (maxVersion) config.ssl.maxVersion = maxVersion as SecureVersion;
+  }
   // libpq uses no TLS over a local socket, whatever the sslmode (a PGSSLMODE=require set for every
   // host, say); pg asked the server for it there, and the server's no failed every start.
   // Nor its sslnegotiation=direct, which pg refused there ('requires SSL to be enabled'); set, since
