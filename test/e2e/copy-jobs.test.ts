@@ -26,9 +26,10 @@ test('copy-jobs moves every job once; the copied queue then runs on the new stor
   const queuedId = await enqueueJob(old, 'still waiting');
   await old.recordHeartbeat({ id: 'old-worker', host: 'old-host', pid: 4242, startedAt: Date.now(), lastSeenAt: Date.now(), jobsDone: 1, clockOffsetMs: 0 });
 
-  const cli = async (...args: string[]) => {
+  const cli = async (...args: string[]) => cliWith({}, ...args);
+  const cliWith = async (extra: Record<string, string>, ...args: string[]) => {
     const { OPENAI_API_KEY: _key, ...adminEnv } = env;
-    const child = spawnNode(WORKER_MAIN, args, adminEnv, dir);
+    const child = spawnNode(WORKER_MAIN, args, { ...adminEnv, ...extra }, dir);
     const { code } = await child.exited;
     return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
   };
@@ -46,6 +47,16 @@ test('copy-jobs moves every job once; the copied queue then runs on the new stor
   assert.equal(badUrl.code, 78);
   assert.match(badUrl.err, /^proxy-worker: --from is not a PostgreSQL URL/);
   assert.ok(!badUrl.err.includes('hunter2'));
+
+  if (env.DATABASE_URL) {
+    // The configured store named otherwise, by libpq's variables as DATABASE_URL may be: still seen
+    // as itself (the two URLs' texts had been compared, and it was copied into itself).
+    const configured = new URL(env.DATABASE_URL);
+    const variables = { PGHOST: configured.hostname, PGPORT: configured.port || '5432', PGUSER: decodeURIComponent(configured.username), PGDATABASE: configured.pathname.slice(1) };
+    const itself = await cliWith(variables, 'copy-jobs', '--from', 'postgres://', '--from-schema', env.DATABASE_SCHEMA!);
+    assert.equal(itself.code, 1, itself.err);
+    assert.match(itself.err, /the source is the configured store itself/);
+  }
 
   await old.removeHeartbeat('old-worker');
   const first = await cli('copy-jobs', '--from', oldPath, '--json');

@@ -769,7 +769,7 @@ const ENVIRONMENT_PARTS = [
  * PGUSER set) and the logger's redaction of the password (PGPASSWORD). A value refused stops the
  * start naming its variable, not the URL. The URL returned has passed parseDatabaseUrl.
  */
-function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>): { url: string; parts: DatabaseUrlParts } {
+function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>, name = 'DATABASE_URL'): { url: string; parts: DatabaseUrlParts } {
   let out = url;
   for (const [variable, param] of ENVIRONMENT_PARAMS) {
     const value = env[variable];
@@ -778,7 +778,7 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
     if (problem) throw new ConfigError(`${variable}=${value} ${problem}`);
     out = withQueryParam(out, param, value);
   }
-  const parts = parseDatabaseUrl(out);
+  const parts = parseDatabaseUrl(out, name);
   const checked = out;
   for (const [variable, part] of ENVIRONMENT_PARTS) {
     const value = part === 'user' ? env[variable] || defaultUser(env) : env[variable];
@@ -793,7 +793,16 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
   if (database && parts.database === '' && !/[/?#%]/.test(database)) out = out.replace(/^(postgres(?:ql)?:\/\/[^/?#]*)\/?/, `$1/${encodeURI(database)}`);
   // What the parts added is checked too (a PGHOST listing several hosts, say); a URL they left as
   // it was is not read again (the read opens its certificate files and keys).
-  return { url: out, parts: out === checked ? parts : parseDatabaseUrl(out) };
+  return { url: out, parts: out === checked ? parts : parseDatabaseUrl(out, name) };
+}
+
+/**
+ * A PostgreSQL URL given otherwise than as DATABASE_URL (`copy-jobs --from`), read as DATABASE_URL
+ * is: libpq's environment variables and password file fill what it leaves out, and the whole is
+ * checked, a problem naming `name`. With a note to say when a password file was left unread.
+ */
+export function readDatabaseUrl(url: string, name: string, env: Readonly<Record<string, string | undefined>> = process.env): { url: string; note?: string } {
+  return withPasswordFile(withEnvironmentDefaults(url, env, name), env);
 }
 
 /**

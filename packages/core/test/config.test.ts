@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { describeDatabase, keyGoesInClear, loadConfig, secretValues, trustProxySpoofable } from '../src/config.ts';
+import { describeDatabase, keyGoesInClear, loadConfig, readDatabaseUrl, secretValues, trustProxySpoofable } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
 import { postgresConnection } from '../src/store/postgres/connection-url.ts';
 import { reloadClients } from '../src/clients-file.ts';
@@ -386,6 +386,15 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
         return [minVersion, maxVersion];
       }),
       [['TLSv1.3', 'TLSv1.3']],
+    );
+    // A URL given on the command line (copy-jobs --from) is read as DATABASE_URL is, named as given.
+    assert.deepEqual(readDatabaseUrl('postgres://', '--from', { PGHOST: 'db', PGUSER: 'app', PGDATABASE: 'jobs', PGPASSFILE: join(cwd, 'pgpass') }), {
+      url: 'postgres:///jobs?host=db&user=app&password=from-the-file',
+      note: undefined,
+    });
+    assert.throws(
+      () => readDatabaseUrl('postgres://app@db/jobs?sslmdoe=require', '--from', {}),
+      (e: Error) => e instanceof ConfigError && e.message.startsWith('--from: sslmdoe is no parameter'),
     );
     // libpq 16's require_auth, its values checked as libpq checks them.
     loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?require_auth=scram-sha-256,md5', PGREQUIREAUTH: 'none' }, cwd });

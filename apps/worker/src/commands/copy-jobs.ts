@@ -7,6 +7,7 @@ import {
   loadConfig,
   openStore,
   parseDatabaseUrl,
+  readDatabaseUrl,
   type DatabaseSettings,
   type JobRecord,
   type JobStatus,
@@ -92,8 +93,11 @@ async function copy(from: JobStore, to: JobStore, unfinishedOnly: boolean) {
 /** The source as store settings: a postgres:// URL, or the path of an SQLite file that must exist. */
 function sourceSettings(from: string, schema: string): DatabaseSettings {
   if (/^postgres(ql)?:\/\//i.test(from)) {
-    parseDatabaseUrl(from, '--from');
-    return { url: from, schema, path: '', sync: 'full' };
+    // As DATABASE_URL is read, so that the two compare alike (sameDatabase), and what the summary
+    // names is where it connected.
+    const read = readDatabaseUrl(from, '--from');
+    if (read.note) process.stderr.write(`proxy-worker: ${read.note}\n`);
+    return { url: read.url, schema, path: '', sync: 'full' };
   }
   const path = resolve(from);
   // Opening a missing file would create an empty store and copy nothing, which looks like success.
@@ -101,6 +105,14 @@ function sourceSettings(from: string, schema: string): DatabaseSettings {
   return { url: null, schema, path, sync: 'full' };
 }
 
+/**
+ * Whether two stores are one: the same SQLite file, or the same server's database and schema,
+ * however their URLs are written (a user, a password file's password, libpq's variables, parameters).
+ */
 function sameDatabase(a: DatabaseSettings, b: DatabaseSettings): boolean {
-  return a.url || b.url ? a.url === b.url && a.schema === b.schema : a.path === b.path;
+  if (!a.url || !b.url) return !a.url && !b.url && a.path === b.path;
+  const [x, y] = [parseDatabaseUrl(a.url), parseDatabaseUrl(b.url)];
+  // pg's defaults for what a URL leaves out: localhost, 5432, the user's own database.
+  const where = (p: typeof x) => [p.host || 'localhost', p.port || '5432', p.database || p.user].join(' ');
+  return where(x) === where(y) && a.schema === b.schema;
 }
