@@ -67,7 +67,14 @@ async function startPrivatePostgres(t: TestHooks, setUp: (dir: string, asPostgre
     }
     rmSync(dir, { recursive: true, force: true });
   });
-  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, dir, start, stop };
+  // The superuser, over the server's socket (its TCP may take TLS alone), closed with the test.
+  const admin = async () => {
+    const client = new pg.Client({ host: dir, port, user: 'postgres', database: 'postgres' });
+    await client.connect();
+    t.after(() => client.end());
+    return client;
+  };
+  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, dir, port, start, stop, admin };
 }
 
 test('a PostgreSQL server stopped and started again: creates meanwhile get 503 unavailable; answers that came back during the outage are written once it is back, each job called once; both programs keep running', async (t) => {
@@ -251,10 +258,8 @@ test("DATABASE_URL's channel_binding and require_auth read as libpq's: SCRAM bin
     );
     return serveTls(dir, join(dir, 'pg_hba.conf'));
   });
-  const port = Number(new URL(pgServer.url).port);
-  const admin = new pg.Client({ host: pgServer.dir, port, user: 'postgres', database: 'postgres' });
-  await admin.connect();
-  t.after(() => admin.end());
+  const { port } = pgServer;
+  const admin = await pgServer.admin();
   await admin.query("CREATE ROLE scram LOGIN PASSWORD 'scram-secret-1'; CREATE ROLE plain LOGIN PASSWORD 'plain-secret-1'");
   // The man in the middle's certificate, which sslmode=require takes as it would the server's.
   const relayDir = tempDir(t);
@@ -355,10 +360,8 @@ test("libpq's password file (PGPASSFILE, ~/.pgpass) gives a URL without a passwo
     writeFileSync(join(dir, 'pg_hba.conf'), 'local all all trust\nhost all scram 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n');
     return `-c hba_file=${join(dir, 'pg_hba.conf')}`;
   });
-  const port = Number(new URL(pgServer.url).port);
-  const admin = new pg.Client({ host: pgServer.dir, port, user: 'postgres', database: 'postgres' });
-  await admin.connect();
-  t.after(() => admin.end());
+  const { port } = pgServer;
+  const admin = await pgServer.admin();
   await admin.query("CREATE ROLE scram LOGIN PASSWORD 'scram-secret-1'; CREATE SCHEMA proxy AUTHORIZATION scram");
   const dir = tempDir(t);
   writeFileSync(join(dir, 'pgpass'), `# the proxy's\n127.0.0.1:${port}:postgres:scram:scram-secret-1\n`, { mode: 0o600 });
