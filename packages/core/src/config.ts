@@ -1,4 +1,4 @@
-import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { userInfo } from 'node:os';
@@ -576,7 +576,7 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
     }
     throw new ConfigError(`${name} is not a PostgreSQL URL pg can read (postgres://user:password@host:5432/database)`);
   }
-  const keyProblem = clientKeyProblem(parsed.ssl);
+  const keyProblem = keyFileProblem(queryParam(url, 'sslkey'), parsed.ssl) ?? clientKeyProblem(parsed.ssl);
   if (keyProblem) throw new ConfigError(`${name}: ${keyProblem}`);
   // Binds to the server's TLS certificate, so a connection without TLS can never be made: said at
   // start, where libpq says it at each connection ('channel binding required, but SSL not in use').
@@ -596,6 +596,21 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
   }
   const password = typeof parsed.password === 'string' ? parsed.password : '';
   return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
+}
+
+/**
+ * Why the client key's file is refused, as libpq refuses it, or null: one that others may read (or,
+ * owned by root, its group write) is a key already out, and libpq will not use it. Not checked on
+ * Windows, nor where no TLS will use it (a local socket), as libpq does.
+ */
+function keyFileProblem(file: string | undefined, ssl: ReturnType<typeof postgresConnection>['ssl']): string | null {
+  if (file === undefined || typeof ssl !== 'object' || process.platform === 'win32') return null;
+  const stat = statSync(file);
+  if (!stat.isFile()) return `sslkey ${file} is not a plain file`;
+  const open = stat.uid === 0 ? stat.mode & 0o037 : stat.mode & 0o077;
+  return open
+    ? `sslkey ${file} has group or world access: it must be u=rw (0600) or less, or u=rw,g=r (0640) or less where root owns it, as libpq has it (chmod 600 ${file})`
+    : null;
 }
 
 /**

@@ -396,6 +396,15 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       () => readDatabaseUrl('postgres://app@db/jobs?sslmdoe=require', '--from', {}),
       (e: Error) => e instanceof ConfigError && e.message.startsWith('--from: sslmdoe is no parameter'),
     );
+    // A client key others may read is refused, as libpq refuses it; owned by root (as here, when
+    // the tests run as root), its group may read it. Over a local socket no TLS uses it.
+    writeFileSync(join(cwd, 'client.key'), 'not read until a connection', { mode: 0o644 });
+    const keyUrl = (host: string) => `postgres://app@${host}/jobs?sslmode=require&sslkey=${encodeURIComponent(join(cwd, 'client.key'))}`;
+    const openKey = refused(keyUrl('db'));
+    assert.ok(openKey.startsWith(`DATABASE_URL: sslkey ${join(cwd, 'client.key')} has group or world access: it must be u=rw (0600) or less`), openKey);
+    loadConfig({ env: { DATABASE_URL: `postgres://app@/jobs?host=/var/run/postgresql&sslkey=${encodeURIComponent(join(cwd, 'client.key'))}` }, cwd });
+    chmodSync(join(cwd, 'client.key'), process.getuid?.() === 0 ? 0o640 : 0o600);
+    assert.ok(!refused(keyUrl('db')).includes('group or world access'));
     // libpq 16's require_auth, its values checked as libpq checks them.
     loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?require_auth=scram-sha-256,md5', PGREQUIREAUTH: 'none' }, cwd });
     assert.equal(
