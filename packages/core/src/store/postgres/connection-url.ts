@@ -31,7 +31,7 @@ export function postgresConnection(url: string): ClientConfig {
   const crl = queryParam(url, 'sslcrl');
   if (crl !== undefined && typeof config.ssl === 'object') config.ssl.crl = readFileSync(crl, 'utf8');
   // libpq's bounds on the TLS version, in Node's names for them (checked at start, config.ts); pg
-  // reads neither, and a URL's ssl_min_protocol_version=TLSv1.3 took TLS 1.2.
+  // reads neither, and a URL's ssl_max_protocol_version=TLSv1.2 took TLS 1.3.
   const minVersion = queryParam(url, 'ssl_min_protocol_version');
   const maxVersion = queryParam(url, 'ssl_max_protocol_version');
   if ((minVersion || maxVersion) && config.ssl) {
