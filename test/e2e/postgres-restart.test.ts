@@ -403,6 +403,39 @@ test("libpq's password file (PGPASSFILE, ~/.pgpass) gives a URL without a passwo
   ]);
 });
 
+test('a password rotated on the server under a running API (a secrets manager rotating it): creates get 503 unavailable with Retry-After, not 500, the outage said once, and are taken again once the password works', async (t) => {
+  if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with SCRAM')) return;
+  const missing = privateServerUnavailable();
+  if (missing) return t.skip(missing);
+  const pgServer = await startPrivatePostgres(t, (dir) => {
+    writeFileSync(join(dir, 'pg_hba.conf'), 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n');
+    return `-c hba_file=${join(dir, 'pg_hba.conf')}`;
+  });
+  const admin = await pgServer.admin();
+  await admin.query("CREATE ROLE app LOGIN PASSWORD 'first-secret-1'; CREATE SCHEMA proxy AUTHORIZATION app");
+  const dir = tempDir(t);
+  const { key, secret } = newCredentials();
+  const url = `postgres://app:first-secret-1@127.0.0.1:${pgServer.port}/postgres`;
+  const api = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, DATABASE_URL: url, DATABASE_SCHEMA: 'proxy' }), dir);
+  assert.equal((await postSigned(api.url, key, secret, { prompt: 'before the rotation' })).status, 202);
+
+  await admin.query("ALTER ROLE app PASSWORD 'second-secret-2'");
+  await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'");
+  for (let i = 0; i < 3; i++) {
+    const refused = await postSigned(api.url, key, secret, { prompt: `rotated ${i}` });
+    assert.equal(refused.status, 503, JSON.stringify(refused.json));
+    assert.equal(refused.json.error.code, 'unavailable');
+    assert.ok(refused.headers.get('retry-after'));
+  }
+  const said = api.child.lines.filter((line) => line.includes('password authentication failed'));
+  assert.equal(said.length, 1, said.join('\n'));
+  assert.ok(said[0]!.includes('the database does not answer; requests get 503 unavailable'), said[0]);
+  assert.ok(!api.child.lines.some((line) => line.includes('first-secret-1')), 'the password is in no line');
+
+  await admin.query("ALTER ROLE app PASSWORD 'first-secret-1'");
+  assert.equal((await postSigned(api.url, key, secret, { prompt: 'after' })).status, 202);
+});
+
 test("libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE stand for what DATABASE_URL leaves out, postgres:// alone among them; the start says where it connected", async (t) => {
   if (!onlyOn('postgres', t, 'connects to the PostgreSQL server the run tests on')) return;
   const dir = tempDir(t);

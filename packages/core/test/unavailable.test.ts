@@ -39,13 +39,25 @@ test('SQLite: a write lock held past busy_timeout is unavailable; a constraint o
   assert.equal(isDatabaseUnavailable(new TypeError('x is not a function')), false);
 });
 
-test('PostgreSQL: a refused connection and a terminated one are unavailable; a syntax error is not', async () => {
+test('PostgreSQL: a refused connection, a refused login and a terminated connection are unavailable; a syntax error is not', async () => {
   const closed = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/test' });
   const refused = await closed.connect().then(
     () => null,
     (err: unknown) => err,
   );
   assert.equal(isDatabaseUnavailable(refused), true, String(refused));
+  // A login the server refuses (class 28: here a role that is not there; a password rotated under
+  // running programs is 28P01): the request is not at fault, and its retry is answered once the
+  // login works. pg_hba.conf's trust on the test server lets no wrong password be tried.
+  const stranger = new URL(PG_URL);
+  stranger.username = 'proxy_no_such_role';
+  stranger.password = '';
+  const login = await new pg.Client({ connectionString: stranger.href }).connect().then(
+    () => null,
+    (err: unknown) => err,
+  );
+  assert.equal((login as { code?: string } | null)?.code, '28000', String(login));
+  assert.equal(isDatabaseUnavailable(login), true);
 
   const client = new pg.Client({ connectionString: PG_URL });
   await client.connect();

@@ -46,6 +46,11 @@ const UNAVAILABLE_CODES = new Set([
 const UNAVAILABLE_CODE_PREFIXES = [
   // PostgreSQL connection exceptions (class 08); disk full and out of memory (53100, 53200).
   '08', '531', '532',
+  // PostgreSQL refusing a new connection's login (class 28: a password rotated under running
+  // programs, pg_hba.conf changed; and pg-client.ts's refusals): nothing in the request is at
+  // fault, and its retry is answered once the login works again. At start it stops the program,
+  // as any failure to connect does.
+  '28',
   // SQLite: the write lock held past busy_timeout, I/O errors, a full disk, a file it cannot open or write.
   'SQLITE_BUSY', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_CANTOPEN', 'SQLITE_READONLY',
 ];

@@ -118,7 +118,10 @@ export const CHANNEL_BINDINGS = ['disable', 'prefer', 'require'] as const;
 
 /** The password of a URL that gives none, for a server that asks for one: libpq's 'no password supplied', said whole. */
 async function noPassword(): Promise<string> {
-  throw new Error('the server asks for a password and none is given: put it in DATABASE_URL, in PGPASSWORD, or in a password file (~/.pgpass, PGPASSFILE)');
+  // PostgreSQL's code for a password that does not do, which a missing one is on the client's side.
+  throw Object.assign(new Error('the server asks for a password and none is given: put it in DATABASE_URL, in PGPASSWORD, or in a password file (~/.pgpass, PGPASSFILE)'), {
+    code: '28P01',
+  });
 }
 
 /** Whether a host, as pg reads it, is the directory of a local socket. */

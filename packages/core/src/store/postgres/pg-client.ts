@@ -112,7 +112,8 @@ export class PgClient extends pg.Client {
    */
   private refuse(reason: string): void {
     const { connection } = this.internals;
-    connection.emit('error', new Error(reason));
+    // PostgreSQL's code for a login refused, which these are on the client's side.
+    connection.emit('error', Object.assign(new Error(reason), { code: '28000' }));
     (connection.stream as { destroy(): void }).destroy();
   }
 }
