@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer, isIP, type AddressInfo, type Socket } from 'node:net';
 import { chownSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -456,6 +456,22 @@ test("libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE stand for what D
   const said = worker.lines.map((line) => JSON.parse(line) as { message: string; database?: string }).find((line) => line.message === 'database');
   assert.equal(said?.database, `postgres ${env.PGUSER}@${env.PGHOST}:${env.PGPORT}/${env.PGDATABASE} (schema ${env.DATABASE_SCHEMA})`);
   assert.ok(!worker.lines.some((line) => line.includes(password)), 'the password is in no line');
+});
+
+test("libpq's hostaddr: the store connects to the address, the host's name no lookup's (here a name no resolver knows), and the start names both", async (t) => {
+  if (!onlyOn('postgres', t, 'connects to the PostgreSQL server the run tests on')) return;
+  const dir = tempDir(t);
+  const server = new URL(PG_URL);
+  if (isIP(server.hostname) !== 4) return t.skip(`TEST_DATABASE_URL's host is not an IPv4 address (${server.hostname})`);
+  const named = new URL(PG_URL);
+  named.hostname = 'db.proxy-test.invalid';
+  named.searchParams.set('hostaddr', server.hostname);
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-hostaddr', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1', DATABASE_URL: named.href });
+  // pg had looked the name up: 'getaddrinfo ENOTFOUND db.proxy-test.invalid'.
+  const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
+  assert.equal((await within(worker.exited, 30_000, 'proxy-worker once')).code, 0, worker.stderr.join('\n'));
+  const said = worker.lines.map((line) => JSON.parse(line) as { message: string; database?: string }).find((line) => line.message === 'database');
+  assert.match(said?.database ?? '', new RegExp(`@db\\.proxy-test\\.invalid:${server.port || '5432'}/.* at ${server.hostname.replace(/\./g, '\\.')} \\(schema `));
 });
 
 /**

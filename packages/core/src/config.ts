@@ -11,6 +11,7 @@ import {
   SYSTEM_ROOTS_MODE,
   connectTimeoutMs,
   isSocketHost,
+  namedHost,
   postgresConnection,
   queryParam,
   queryParamNames,
@@ -595,7 +596,10 @@ export function parseDatabaseUrl(url: string, name = 'DATABASE_URL'): DatabaseUr
     throw new ConfigError(`${name}: sslnegotiation=direct needs sslmode=require, verify-ca or verify-full, as libpq has it (${mode ? `not ${mode}` : 'it has none'})`);
   }
   const password = typeof parsed.password === 'string' ? parsed.password : '';
-  return { user: parsed.user ?? '', password, host: parsed.host ?? '', port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
+  // With hostaddr, the host it names is the one described (and a password file matched against),
+  // as libpq has it; the address where there is none.
+  const host = (queryParam(url, 'hostaddr') ? namedHost(url) : undefined) ?? parsed.host ?? '';
+  return { user: parsed.user ?? '', password, host, port: parsed.port === undefined ? '' : String(parsed.port), database: parsed.database ?? '' };
 }
 
 /**
@@ -711,6 +715,15 @@ const PARAM_CHECKS = new Map<string, (value: string) => string | null>([
   ['sslcrldir', () => "is not read here: name the revocation list's file as sslcrl"],
   // libpq's pg_service.conf, which pg reads nothing of: the connection would go wherever the rest
   // of the URL says, localhost when it says nothing.
+  [
+    'hostaddr',
+    (value) =>
+      isIP(value)
+        ? null
+        : value.includes(',')
+          ? "lists several addresses, libpq's list to fail over along; pg connects to one: name one"
+          : 'is not an IP address, as libpq has it (a name goes in the host)',
+  ],
   ['service', () => "is not read here (pg reads no pg_service.conf): give the service's host, port, dbname and user in the URL"],
   // What pg cannot do, and libpq would have done or failed the connection for: left undone, each
   // had asked for a safeguard the connection went on without.
@@ -765,6 +778,7 @@ const ENVIRONMENT_PARAMS = [
   ['PGMINPROTOCOLVERSION', 'min_protocol_version'],
   ['PGMAXPROTOCOLVERSION', 'max_protocol_version'],
   ['PGREQUIRESSL', 'requiressl'],
+  ['PGHOSTADDR', 'hostaddr'],
 ] as const;
 
 /** libpq's environment variables that stand for a part of the connection the URL leaves out. */
@@ -956,5 +970,7 @@ export function describeDatabase(db: DatabaseSettings): string {
   // An IPv6 address in brackets, as in the URL: `::1:5432` reads as an address without a port.
   const shown = host.includes(':') ? `[${host}]` : host;
   const where = isSocketHost(host) ? `${who}/${database}?host=${host}` : `${who}${shown}${port ? `:${port}` : ''}/${database}`;
-  return `postgres ${where} (schema ${db.schema})`;
+  // The address connected to, where hostaddr gives one beside the host's name.
+  const address = queryParam(db.url, 'hostaddr');
+  return `postgres ${where}${address ? ` at ${address}` : ''} (schema ${db.schema})`;
 }

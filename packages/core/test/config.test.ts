@@ -405,6 +405,19 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     loadConfig({ env: { DATABASE_URL: `postgres://app@/jobs?host=/var/run/postgresql&sslkey=${encodeURIComponent(join(cwd, 'client.key'))}` }, cwd });
     chmodSync(join(cwd, 'client.key'), process.getuid?.() === 0 ? 0o640 : 0o600);
     assert.ok(!refused(keyUrl('db')).includes('group or world access'));
+    // libpq's hostaddr: connected to, the host's name still what TLS checks and what is described.
+    const byAddress = postgresConnection('postgres://app@db.internal/jobs?hostaddr=10.0.0.5&sslmode=verify-full');
+    assert.deepEqual([byAddress.host, (byAddress.ssl as { servername?: string }).servername], ['10.0.0.5', 'db.internal']);
+    assert.equal(
+      describeDatabase(loadConfig({ env: { DATABASE_URL: 'postgres://app@db.internal/jobs?hostaddr=10.0.0.5' }, cwd }).db),
+      'postgres app@db.internal/jobs at 10.0.0.5 (schema public)',
+    );
+    assert.equal(loadConfig({ env: { DATABASE_URL: 'postgres://app@db.internal/jobs', PGHOSTADDR: '10.0.0.5' }, cwd }).db.url, 'postgres://app@db.internal/jobs?hostaddr=10.0.0.5');
+    assert.equal(refused('postgres://app:hunter2@db/jobs?hostaddr=db.other'), 'DATABASE_URL: hostaddr=db.other is not an IP address, as libpq has it (a name goes in the host)');
+    assert.equal(
+      refused('postgres://app:hunter2@db/jobs?hostaddr=10.0.0.5,10.0.0.6'),
+      "DATABASE_URL: hostaddr=10.0.0.5,10.0.0.6 lists several addresses, libpq's list to fail over along; pg connects to one: name one",
+    );
     // libpq 16's require_auth, its values checked as libpq checks them.
     loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?require_auth=scram-sha-256,md5', PGREQUIREAUTH: 'none' }, cwd });
     assert.equal(

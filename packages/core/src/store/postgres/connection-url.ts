@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import type { SecureVersion } from 'node:tls';
 import type { ClientConfig } from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
@@ -38,6 +39,15 @@ export function postgresConnection(url: string): ClientConfig {
     config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}) };
     if (minVersion) config.ssl.minVersion = minVersion as SecureVersion;
     if (maxVersion) config.ssl.maxVersion = maxVersion as SecureVersion;
+  }
+  // libpq's hostaddr: the address to connect to, the host's name (where there is one) still the
+  // name TLS checks and announces; pg reads nothing of it, and looked the name up instead (or, with
+  // no host, connected to localhost). An address, checked at start (config.ts).
+  const hostaddr = queryParam(url, 'hostaddr');
+  if (hostaddr) {
+    const name = config.host;
+    config.host = hostaddr;
+    if (config.ssl && name && !isSocketHost(name) && !isIP(name)) config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}), servername: name };
   }
   // libpq uses no TLS over a local socket, whatever the sslmode (a PGSSLMODE=require set for every
   // host, say); pg asked the server for it there, and the server's no failed every start.
@@ -122,6 +132,11 @@ async function noPassword(): Promise<string> {
   throw Object.assign(new Error('the server asks for a password and none is given: put it in DATABASE_URL, in PGPASSWORD, or in a password file (~/.pgpass, PGPASSFILE)'), {
     code: '28P01',
   });
+}
+
+/** The host a URL names (its name, or its socket's folder), whatever hostaddr says to connect to: what libpq calls the connection's host. */
+export function namedHost(url: string): string | undefined {
+  return parse(url).host ?? undefined;
 }
 
 /** Whether a host, as pg reads it, is the directory of a local socket. */
