@@ -50,6 +50,9 @@ export class PgClient extends pg.Client {
     // A value libpq refuses is refused at start (config.ts), and has no say here.
     const requireAuth = config.require_auth ? readRequireAuth(config.require_auth) : null;
     this.requireAuth = requireAuth && typeof requireAuth === 'object' ? { value: config.require_auth as string, allows: requireAuth.allows } : null;
+    // pg's handler runs after every statement: only a connection with something to check at its
+    // first steps in (pg binds the handler when it connects, so this one's own is the one bound).
+    if (this.bindingRequired || this.requireAuth) this.internals._handleReadyForQuery = (msg) => this.checkAuthenticated(msg);
   }
 
   _handleAuthCleartextPassword(msg: unknown): void {
@@ -75,7 +78,8 @@ export class PgClient extends pg.Client {
     base._handleAuthSASL.call(this, msg);
   }
 
-  _handleReadyForQuery(msg: unknown): void {
+  /** pg's handler of ReadyForQuery, refusing first a connection the server let in otherwise than channel_binding or require_auth asks. */
+  private checkAuthenticated(msg: unknown): void {
     if (this.internals._connecting) {
       if (this.asked === null && this.requireAuth && !this.requireAuth.allows('none')) {
         return this.refuse(`authentication method requirement "${this.requireAuth.value}" failed: server did not complete authentication`);
