@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import type { SecureVersion } from 'node:tls';
+import type { ConnectionOptions, SecureVersion } from 'node:tls';
 import type { ClientConfig } from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
 
@@ -22,7 +22,7 @@ export function postgresConnection(url: string): ClientConfig {
   const config = toClientConfig(parse(withSystemRoots(url), ownChoice ? {} : { useLibpqCompat: true }));
   // pg's own `no-verify` (Heroku's guides for Node give it): encrypted, not verified, as pg reads
   // it. Read the libpq way it is no mode at all, and left the check of verify-full in place.
-  if (queryParam(url, 'sslmode') === 'no-verify') config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}), rejectUnauthorized: false };
+  if (queryParam(url, 'sslmode') === 'no-verify') config.ssl = withTls(config.ssl, { rejectUnauthorized: false });
   // libpq's sslpassword opens an encrypted sslkey; pg-connection-string reads the key and not it,
   // and TLS failed at every connection with OpenSSL's 'bad decrypt'.
   const passphrase = queryParam(url, 'sslpassword');
@@ -35,11 +35,8 @@ export function postgresConnection(url: string): ClientConfig {
   // reads neither, and a URL's ssl_max_protocol_version=TLSv1.2 took TLS 1.3.
   const minVersion = queryParam(url, 'ssl_min_protocol_version');
   const maxVersion = queryParam(url, 'ssl_max_protocol_version');
-  if ((minVersion || maxVersion) && config.ssl) {
-    config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}) };
-    if (minVersion) config.ssl.minVersion = minVersion as SecureVersion;
-    if (maxVersion) config.ssl.maxVersion = maxVersion as SecureVersion;
-  }
+  if (minVersion && config.ssl) config.ssl = withTls(config.ssl, { minVersion: minVersion as SecureVersion });
+  if (maxVersion && config.ssl) config.ssl = withTls(config.ssl, { maxVersion: maxVersion as SecureVersion });
   // libpq's hostaddr: the address to connect to, the host's name (where there is one) still the
   // name TLS checks and announces; pg reads nothing of it, and looked the name up instead (or, with
   // no host, connected to localhost). An address, checked at start (config.ts).
@@ -47,7 +44,7 @@ export function postgresConnection(url: string): ClientConfig {
   if (hostaddr) {
     const name = config.host;
     config.host = hostaddr;
-    if (config.ssl && name && !isSocketHost(name) && !isIP(name)) config.ssl = { ...(typeof config.ssl === 'object' ? config.ssl : {}), servername: name };
+    if (config.ssl && name && !isSocketHost(name) && !isIP(name)) config.ssl = withTls(config.ssl, { servername: name });
   }
   // libpq uses no TLS over a local socket, whatever the sslmode (a PGSSLMODE=require set for every
   // host, say); pg asked the server for it there, and the server's no failed every start.
@@ -137,6 +134,11 @@ async function noPassword(): Promise<string> {
 /** The host a URL names (its name, or its socket's folder), whatever hostaddr says to connect to: what libpq calls the connection's host. */
 export function namedHost(url: string): string | undefined {
   return parse(url).host ?? undefined;
+}
+
+/** pg's TLS settings with `more` added: `ssl=true` (TLS, Node's defaults) read as no settings yet. */
+function withTls(ssl: ClientConfig['ssl'], more: ConnectionOptions): ConnectionOptions {
+  return { ...(typeof ssl === 'object' ? ssl : {}), ...more };
 }
 
 /** Whether a host, as pg reads it, is the directory of a local socket. */
