@@ -180,6 +180,79 @@ test("an error answered as a web page (a proxy's, a CDN's) is told as a line of 
   ]);
 });
 
+test("an error body in another server's shape gives the job its message and code, as OpenAI's does; one in no known shape stays its text", async (t) => {
+  const cases: Array<[string, StubReply, string, string | null]> = [
+    ['OpenAI', { status: 400, body: { error: { message: 'bad param', type: 'invalid_request_error', param: null, code: null } } }, 'bad param', 'invalid_request_error'],
+    [
+      "Gemini's OpenAI-compatible endpoint",
+      { status: 400, body: [{ error: { code: 400, message: 'Invalid JSON payload received. Unknown name "reasoning": Cannot find field.', status: 'INVALID_ARGUMENT' } }] },
+      'Invalid JSON payload received. Unknown name "reasoning": Cannot find field.',
+      'INVALID_ARGUMENT',
+    ],
+    [
+      'vLLM',
+      { status: 400, body: { object: 'error', message: "This model's maximum context length is 4096 tokens.", type: 'BadRequestError', param: null, code: 400 } },
+      "This model's maximum context length is 4096 tokens.",
+      'BadRequestError',
+    ],
+    [
+      'Mistral',
+      { status: 401, body: { object: 'error', message: 'Unauthorized', type: 'invalid_request_error', param: null, code: null } },
+      'Unauthorized',
+      'invalid_request_error',
+    ],
+    [
+      "Hugging Face's TGI",
+      { status: 422, body: { error: 'Input validation error: `inputs` must have less than 2048 tokens.', error_type: 'validation' } },
+      'Input validation error: `inputs` must have less than 2048 tokens.',
+      'validation',
+    ],
+    ['Kong', { status: 429, body: { message: 'API rate limit exceeded' } }, 'API rate limit exceeded', null],
+    ['FastAPI', { status: 404, body: { detail: 'Not Found' } }, 'Not Found', null],
+    ['none known', { status: 500, body: { failure: { why: 'x' } } }, '{"failure":{"why":"x"}}', null],
+    ['a list of two', { status: 500, body: [{ error: { message: 'a' } }, { error: { message: 'b' } }] }, '[{"error":{"message":"a"}},{"error":{"message":"b"}}]', null],
+    ['an empty message', { status: 502, body: { error: { message: '', type: 'server_error' } } }, '{"error":{"message":"","type":"server_error"}}', 'server_error'],
+  ];
+  const { chat } = await setUp(t, script(...cases.map(([, reply]) => reply)));
+  for (const [who, , message, code] of cases) {
+    const outcome = await chat(who);
+    assert.deepEqual(outcome.kind === 'http_error' ? [outcome.message, outcome.errorCode] : outcome.kind, [message, code], who);
+  }
+});
+
+test("a wait asked for in the body (Google's RetryInfo) is the attempt's wait where no header names one; a header's wins", async () => {
+  const google = (retryDelay: unknown) => [
+    { error: { code: 429, message: 'Resource exhausted', status: 'RESOURCE_EXHAUSTED', details: [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay }] } },
+  ];
+  const waits = [];
+  for (const [retryDelay, headers] of [
+    ['37s', {}],
+    ['0.5s', {}],
+    ['29.114197034s', {}],
+    ['37s', { 'retry-after': '2' }],
+    ['soon', {}],
+    [37, {}],
+  ] as const) {
+    const outcome = await judgeBody(429, google(retryDelay), headers);
+    waits.push(judgeFailure(outcome, 0).waitMs);
+  }
+  assert.deepEqual(waits, [37_000, 500, 29_115, 2000, undefined, undefined]);
+});
+
+/** An error answer as the upstream client reads it, from a stub that sends it once. */
+async function judgeBody(status: number, body: unknown, headers: Record<string, string>) {
+  const stub = await startStubUpstream({ behave: () => ({ status, body, headers }) });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
+  try {
+    const outcome = await upstream.chat('{"model":"m","messages":[]}', new AbortController().signal);
+    assert.equal(outcome.kind, 'http_error');
+    return outcome as Extract<UpstreamOutcome, { kind: 'http_error' }>;
+  } finally {
+    await upstream.close();
+    await stub.close();
+  }
+}
+
 test("an answer's text is its first choice's content, or the text parts of a content sent as a list of parts, joined; none is null", async (t) => {
   const completion = (content: unknown) => ({
     body: { id: 'c', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }] },

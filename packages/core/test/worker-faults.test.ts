@@ -145,6 +145,35 @@ test('429 with Retry-After: waits that long (in the database), then completes', 
   assert.ok(gap >= 950, `second call came ${gap} ms after the 429, not after Retry-After`);
 });
 
+test("a 429 in Google's shape (Gemini's OpenAI-compatible endpoint: a list of one error, its wait in RetryInfo, no Retry-After) waits what its body asks, then completes", async (t) => {
+  const gemini = [
+    {
+      error: {
+        code: 429,
+        message: 'Resource has been exhausted (e.g. check quota).',
+        status: 'RESOURCE_EXHAUSTED',
+        details: [
+          { '@type': 'type.googleapis.com/google.rpc.QuotaFailure', violations: [{ quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_requests' }] },
+          { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '1.2s' },
+        ],
+      },
+    },
+  ];
+  const { stub, store, enqueue } = await setUp(t, script({ status: 429, body: gemini }, {}));
+  const id = await enqueue('limited');
+  const waiting = await eventually(async () => {
+    const job = await store.getJob(id);
+    return job?.status === 'queued' && job.attempts === 1 ? job : undefined;
+  });
+  assert.deepEqual([waiting.error?.code, waiting.error?.message], ['upstream_RESOURCE_EXHAUSTED', 'Resource has been exhausted (e.g. check quota).']);
+  const job = await finalJob(store, id);
+  assert.equal(job.status, 'completed');
+  assert.equal(stub.calls.length, 2);
+  const gap = stub.calls[1]!.at - stub.calls[0]!.at;
+  // The worker's own backoff here is 5 ms: a gap this long is the body's word.
+  assert.ok(gap >= 1150, `second call came ${gap} ms after the 429, not after its RetryInfo's 1.2 s`);
+});
+
 test('500 twice, then success: three calls, completed', async (t) => {
   const { stub, store, enqueue } = await setUp(t, script({ status: 500 }, { status: 502 }, {}));
   const job = await finalJob(store, await enqueue('flaky'));

@@ -54,13 +54,15 @@ export function judgeFailure(outcome: Exclude<UpstreamOutcome, { kind: 'ok' | 'l
       if (outcome.errorCode) error.code = `upstream_${outcome.errorCode}`;
       const hint = settingsHint(outcome.status, outcome.errorCode);
       const verdict = (retryable: boolean, waitMs?: number): Verdict => ({ retryable, error, waitMs, ...(hint ? { hint } : {}) });
+      // A header's word first, as OpenAI's SDKs read it; then the body's (Google's RetryInfo).
+      const asked = retryHintMs(outcome.headers, now) ?? outcome.retryDelayMs;
       const should = outcome.headers['x-should-retry'];
-      if (should === 'true') return verdict(true, retryHintMs(outcome.headers, now));
+      if (should === 'true') return verdict(true, asked);
       if (should === 'false') return verdict(false);
       // Out of credit: retrying only burns attempts.
       if (outcome.status === 429 && outcome.errorCode === 'insufficient_quota') return verdict(false);
       const retryable = RETRYABLE_STATUS.has(outcome.status) || outcome.status >= 500;
-      return verdict(retryable, retryable ? retryHintMs(outcome.headers, now) : undefined);
+      return verdict(retryable, retryable ? asked : undefined);
     }
   }
 }

@@ -10,6 +10,7 @@ import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
 import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest, type AssembledStream } from './event-stream.js';
 import { exchange, type Answer, type ExchangeOptions } from './exchange.js';
 import { createIdleCloseTracker } from './idle-closed.js';
+import { readErrorBody } from './error-body.js';
 import { pageText } from './page-text.js';
 
 /**
@@ -18,7 +19,8 @@ import { pageText } from './page-text.js';
  */
 export type UpstreamOutcome = (
   | { kind: 'ok'; status: number; body: unknown; outputText: string | null; usage: unknown }
-  | { kind: 'http_error'; status: number; headers: Record<string, string>; body: unknown; errorCode: string | null; message: string }
+  /** `retryDelayMs`: the wait the body asked for (Google's RetryInfo), where no header names one. */
+  | { kind: 'http_error'; status: number; headers: Record<string, string>; body: unknown; errorCode: string | null; message: string; retryDelayMs?: number }
   /** `final`: the same call would get the same unreadable answer (an encoding the worker cannot read). */
   /** `notCompletion`: a JSON object, but not a chat completion (no choices list): the settings may name another API. */
   | { kind: 'bad_response'; status: number; message: string; final?: boolean; notCompletion?: true }
@@ -268,16 +270,23 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       }
       return judgeCompletion(status, body);
     }
-    const apiError = (body as { error?: { code?: unknown; type?: unknown; message?: unknown } } | undefined)?.error;
+    const said = readErrorBody(body);
     // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
     const rawMessage =
-      typeof apiError?.message === 'string'
-        ? apiError.message
-        : (redirectMessage(status, resHeaders.location, base) ?? (pageText(text, resHeaders['content-type']).slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`));
+      said.message ?? redirectMessage(status, resHeaders.location, base) ?? (pageText(text, resHeaders['content-type']).slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`);
     const message = redact(rawMessage);
-    const errorCode = identifier(apiError?.code) ?? identifier(apiError?.type);
+    let errorCode: string | null = null;
+    for (let i = 0; errorCode === null && i < said.codes.length; i++) errorCode = identifier(said.codes[i]);
     const safeBody = body === undefined ? null : JSON.parse(redact(JSON.stringify(body)));
-    return { kind: 'http_error', status, headers: flattenHeaders(resHeaders), body: safeBody, errorCode, message: message.slice(0, MAX_ERROR_TEXT) };
+    return {
+      kind: 'http_error',
+      status,
+      headers: flattenHeaders(resHeaders),
+      body: safeBody,
+      errorCode,
+      message: message.slice(0, MAX_ERROR_TEXT),
+      ...(said.retryDelayMs === undefined ? {} : { retryDelayMs: said.retryDelayMs }),
+    };
   }
 }
 

@@ -1,0 +1,55 @@
+/**
+ * What an upstream's error body says: its message, its code (candidates, best first, for the caller
+ * to check), and the wait it asks for. OpenAI's shape, `{error: {message, type, code}}`, is the one
+ * most servers copy (Azure OpenAI, Anthropic's and Ollama's compatible APIs, llama.cpp, LiteLLM);
+ * the others met at an OPENAI_BASE_URL are read too. Before, each of them became the job's error as
+ * its JSON text, named only by its status:
+ * - Google's (Gemini's OpenAI-compatible endpoint): a list of one,
+ *   `[{error: {code: 429, message, status: 'RESOURCE_EXHAUSTED', details: [{'@type': '…RetryInfo', retryDelay: '37s'}]}}]`;
+ * - vLLM's (before it took OpenAI's) and Mistral's: `{object: 'error', message, type, code}`;
+ * - an error as text (Hugging Face's TGI, Ollama's own API): `{error: '…', error_type}`;
+ * - a gateway's own (Kong, AWS API Gateway): `{message: '…'}`; FastAPI's: `{detail: '…'}`.
+ */
+export interface ErrorBody {
+  message: string | undefined;
+  codes: unknown[];
+  /** Google's RetryInfo, in ms: the wait its 429s ask for in the body, where others send Retry-After. */
+  retryDelayMs: number | undefined;
+}
+
+const NONE: ErrorBody = { message: undefined, codes: [], retryDelayMs: undefined };
+
+export function readErrorBody(body: unknown): ErrorBody {
+  const top = Array.isArray(body) && body.length === 1 ? body[0] : body;
+  if (top === null || typeof top !== 'object' || Array.isArray(top)) return NONE;
+  const { error, object, message, detail, error_type: errorType } = top as Record<string, unknown>;
+  if (error !== null && typeof error === 'object' && !Array.isArray(error)) {
+    const e = error as Record<string, unknown>;
+    // Google's numeric code repeats the status; its `status` names the error (RESOURCE_EXHAUSTED).
+    return { message: text(e.message), codes: [e.code, e.status, e.type], retryDelayMs: retryDelayOf(e.details) };
+  }
+  if (typeof error === 'string') return { message: text(error), codes: [errorType], retryDelayMs: undefined };
+  const own = top as Record<string, unknown>;
+  if (object === 'error') return { message: text(message), codes: [own.code, own.type], retryDelayMs: undefined };
+  if (typeof message === 'string') return { message: text(message), codes: [], retryDelayMs: undefined };
+  if (typeof detail === 'string') return { message: text(detail), codes: [], retryDelayMs: undefined };
+  return NONE;
+}
+
+function text(value: unknown): string | undefined {
+  return typeof value === 'string' && value.trim() !== '' ? value : undefined;
+}
+
+/** A google.protobuf.Duration as JSON writes it: seconds with up to nine decimals and an `s`. */
+const DURATION = /^(\d{1,9})(\.\d{1,9})?s$/;
+
+function retryDelayOf(details: unknown): number | undefined {
+  if (!Array.isArray(details)) return undefined;
+  for (const detail of details) {
+    const { '@type': type, retryDelay } = (detail ?? {}) as Record<string, unknown>;
+    if (typeof type !== 'string' || !type.endsWith('google.rpc.RetryInfo') || typeof retryDelay !== 'string') continue;
+    const parts = DURATION.exec(retryDelay);
+    if (parts) return Math.ceil(Number(`${parts[1]}${parts[2] ?? ''}`) * 1000);
+  }
+  return undefined;
+}
