@@ -426,6 +426,16 @@ test('streamed, a stream cut short, one not JSON, or one that sends an error fai
       sse(first, JSON.stringify({ error: { message: 'the model crashed', type: 'server_error' } }), '[DONE]'),
       /with an error instead of a completion: the model crashed/,
     ],
+    // TGI's: an error as text, then the stream's end, with or without [DONE].
+    [
+      'an error as text mid-stream',
+      sse(first, JSON.stringify({ error: 'CUDA out of memory', error_type: 'generation' })),
+      /with an error instead of a completion: CUDA out of memory$/,
+    ],
+    ['an error as text mid-stream, then [DONE]', sse(first, JSON.stringify({ error: 'CUDA out of memory', error_type: 'generation' }), '[DONE]'), /: CUDA out of memory$/],
+    ["vLLM's and Mistral's error mid-stream", sse(first, JSON.stringify({ object: 'error', message: 'overloaded', type: 'ServiceUnavailable', code: 503 })), /: overloaded$/],
+    ['a 2xx with an error as text, sent unstreamed', { unstreamed: true, body: { error: 'Model is loading', error_type: 'overloaded' } }, /: Model is loading$/],
+    ['an event named error', { raw: `data: ${first}\n\nevent: error\ndata: {"message":"went away"}\n\n`, headers: { 'content-type': 'text/event-stream' } }, /: went away$/],
   ];
   const { chat } = await setUp(t, script(...cases.map(([, reply]) => reply)), { stream: true });
   for (const [what, , message] of cases) {

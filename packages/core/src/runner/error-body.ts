@@ -17,6 +17,17 @@ export interface ErrorBody {
   retryDelayMs: number | undefined;
 }
 
+/**
+ * Whether a 2xx's object, or a stream's event, is an error in place of a completion: an `error`
+ * object or text (TGI streams its failures as `{error: '…', error_type}`), or vLLM's and Mistral's
+ * `object: 'error'`. A gateway's bare `message` is not enough here: Ollama's own API answers with
+ * a `message`.
+ */
+export function isErrorBody(body: object): boolean {
+  const { error, object } = body as Record<string, unknown>;
+  return (error !== null && typeof error === 'object') || (typeof error === 'string' && error !== '') || object === 'error';
+}
+
 const NONE: ErrorBody = { message: undefined, codes: [], retryDelayMs: undefined };
 
 export function readErrorBody(body: unknown): ErrorBody {

@@ -11,6 +11,7 @@
  * Read as it arrives, a stream is held as the answer it makes, not as its events: a chunk in
  * OpenAI's shape carrying one word is about 330 bytes.
  */
+import { isErrorBody } from './error-body.js';
 
 /** What a stream came to: the completion, or an error object the stream sent instead, or why it is unreadable. */
 export type AssembledStream = { ok: true; body: Record<string, unknown> } | { ok: false; message: string };
@@ -99,10 +100,11 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
       outcome = { ok: false, message: 'with a stream event that is not a JSON object' };
       return;
     }
-    // A failure met mid-stream comes as an error object (some servers name the event "error"):
-    // the error, as an unstreamed answer would have carried it.
-    if (isObject(chunk.error) || name === 'error') {
-      outcome = { ok: true, body: { error: isObject(chunk.error) ? chunk.error : chunk } };
+    // A failure met mid-stream comes as an error (some servers name the event "error"): the
+    // error, as an unstreamed answer would have carried it. TGI's, as text, had been passed over,
+    // the stream read as cut short without its words.
+    if (isErrorBody(chunk) || name === 'error') {
+      outcome = { ok: true, body: isErrorBody(chunk) ? chunk : { error: chunk } };
       return;
     }
     chunks += 1;

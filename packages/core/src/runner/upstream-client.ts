@@ -10,7 +10,7 @@ import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
 import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest, type AssembledStream } from './event-stream.js';
 import { exchange, type Answer, type ExchangeOptions } from './exchange.js';
 import { createIdleCloseTracker } from './idle-closed.js';
-import { readErrorBody } from './error-body.js';
+import { isErrorBody, readErrorBody } from './error-body.js';
 import { pageText } from './page-text.js';
 
 /**
@@ -212,10 +212,10 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   function judgeCompletion(status: number, body: object): UpstreamOutcome {
     // Some gateways answer a provider's failure with a 2xx and an error object in place of the
     // completion; completed, the job would carry no answer and no word of why.
-    const { error, choices } = body as { error?: unknown; choices?: unknown };
-    if (error !== null && typeof error === 'object' && !Array.isArray(choices)) {
-      const said = (error as { message?: unknown }).message;
-      const why = typeof said === 'string' ? `: ${redact(said)}` : '';
+    const { choices } = body as { choices?: unknown };
+    if (!Array.isArray(choices) && isErrorBody(body)) {
+      const said = readErrorBody(body).message;
+      const why = said === undefined ? '' : `: ${redact(said)}`;
       return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
     }
     // A server's own API beside its OpenAI-compatible one (Ollama's /api/chat answers {message, done})
