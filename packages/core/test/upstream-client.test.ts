@@ -435,6 +435,35 @@ test('streamed, a stream cut short, one not JSON, or one that sends an error fai
     ['an error as text mid-stream, then [DONE]', sse(first, JSON.stringify({ error: 'CUDA out of memory', error_type: 'generation' }), '[DONE]'), /: CUDA out of memory$/],
     ["vLLM's and Mistral's error mid-stream", sse(first, JSON.stringify({ object: 'error', message: 'overloaded', type: 'ServiceUnavailable', code: 503 })), /: overloaded$/],
     ['a 2xx with an error as text, sent unstreamed', { unstreamed: true, body: { error: 'Model is loading', error_type: 'overloaded' } }, /: Model is loading$/],
+    [
+      "OpenRouter's error in the choice it ended",
+      sse(
+        first,
+        JSON.stringify({
+          id: 'c',
+          object: 'chat.completion.chunk',
+          choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error', error: { code: 502, message: 'Provider disconnected' } }],
+        }),
+      ),
+      /with an error instead of a completion: Provider disconnected$/,
+    ],
+    [
+      'a choice ended by "error", nothing said',
+      sse(first, JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, finish_reason: 'error' }] }), '[DONE]'),
+      /with a completion that ended in an error$/,
+    ],
+    [
+      'a choice ended by "error", sent unstreamed with the answer so far',
+      {
+        unstreamed: true,
+        body: {
+          id: 'c',
+          object: 'chat.completion',
+          choices: [{ index: 0, message: { role: 'assistant', content: 'Hal' }, finish_reason: 'error', error: { code: 502, message: 'Provider disconnected' } }],
+        },
+      },
+      /with a completion that ended in an error: Provider disconnected$/,
+    ],
     ['an event named error', { raw: `data: ${first}\n\nevent: error\ndata: {"message":"went away"}\n\n`, headers: { 'content-type': 'text/event-stream' } }, /: went away$/],
   ];
   const { chat } = await setUp(t, script(...cases.map(([, reply]) => reply)), { stream: true });

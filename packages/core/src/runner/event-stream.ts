@@ -113,6 +113,11 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
     if (!Array.isArray(chunk.choices)) return;
     for (const piece of chunk.choices) {
       if (!isObject(piece)) continue;
+      // OpenRouter's choice may carry the error that ended it (its finish_reason "error").
+      if (isObject(piece.error)) {
+        outcome = { ok: true, body: { error: piece.error } };
+        return;
+      }
       const index = typeof piece.index === 'number' ? piece.index : 0;
       const choice = (choices[index] ??= { index, message: { role: 'assistant', content: null }, logprobs: null, finish_reason: null });
       joinChoice(choice, piece);

@@ -223,6 +223,14 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     if (!Array.isArray(choices)) {
       return { kind: 'bad_response', status, message: `upstream answered ${status} with a JSON object that is not a chat completion (no choices list)`, notCompletion: true };
     }
+    // OpenRouter's word for a generation that failed midway, the answer so far beside it: completed,
+    // the job would have carried half an answer as a whole one.
+    const failed = choices.find((choice) => (choice as { finish_reason?: unknown } | null)?.finish_reason === 'error') as { error?: unknown } | undefined;
+    if (failed) {
+      const said = readErrorBody(failed).message ?? readErrorBody(body).message;
+      const why = said === undefined ? '' : `: ${redact(said)}`;
+      return { kind: 'bad_response', status, message: `upstream answered ${status} with a completion that ended in an error${why}`.slice(0, MAX_ERROR_TEXT) };
+    }
     return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
   }
 
