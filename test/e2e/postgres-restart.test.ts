@@ -352,7 +352,7 @@ test("DATABASE_URL's channel_binding and require_auth read as libpq's: SCRAM bin
   }
 });
 
-test("libpq's password file (PGPASSFILE, ~/.pgpass) gives a URL without a password its password, with no warning of pg's; one others may read is said at start and not read, and the server's question for a password is answered in words", async (t) => {
+test("libpq's password file (PGPASSFILE, ~/.pgpass) gives a URL without a password its password, with no warning of pg's, and its service file (pg_service.conf) the rest; a password file others may read is said at start and not read, and the server's question for a password is answered in words", async (t) => {
   if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with SCRAM')) return;
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
@@ -391,6 +391,15 @@ test("libpq's password file (PGPASSFILE, ~/.pgpass) gives a URL without a passwo
     assert.deepEqual(ran.stderr, [], 'nothing on stderr');
     assert.ok(!ran.lines.some((line) => line.includes('scram-secret-1')), 'the password is in no line');
   }
+  // A URL that names only a service, whose definition names the server, the user and the password
+  // file; pg read no service file, and went to localhost:5432 as whoever ran it.
+  writeFileSync(join(dir, 'services.conf'), `[proxy]\nhost=127.0.0.1\nport=${port}\ndbname=postgres\nuser=scram\npassfile=${join(dir, 'pgpass')}\n`);
+  const serviced = await once({ DATABASE_URL: 'postgres://?service=proxy', PGSERVICEFILE: join(dir, 'services.conf'), PGPASSFILE: '' });
+  assert.equal(serviced.code, 0, serviced.stderr.join('\n'));
+  assert.ok(
+    serviced.lines.some((line) => line.includes(`scram@127.0.0.1:${port}/postgres`)),
+    serviced.lines.join('\n'),
+  );
   chmodSync(join(dir, 'pgpass'), 0o644);
   const loose = await once({ PGPASSFILE: join(dir, 'pgpass') });
   assert.equal(loose.code, 1);

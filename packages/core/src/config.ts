@@ -8,16 +8,20 @@ import type { ValidateFunction } from 'ajv';
 import {
   CHANNEL_BINDINGS,
   KNOWN_PARAMS,
+  LIBPQ_PARAMS,
   SYSTEM_ROOTS_MODE,
   connectTimeoutMs,
+  givenParts,
   isSocketHost,
   namedHost,
   postgresConnection,
   queryParam,
   queryParamNames,
   readRequireAuth,
+  withoutQueryParams,
 } from './store/postgres/connection-url.js';
 import { readPasswordFile } from './store/postgres/password-file.js';
+import { readService } from './store/postgres/service-file.js';
 import { ajvProblem } from './ajv-message.js';
 import { ConfigError } from './errors.js';
 import { loadClientsFile, mergeClients, noClient } from './clients-file.js';
@@ -713,8 +717,6 @@ const PARAM_CHECKS = new Map<string, (value: string) => string | null>([
   // A folder of revocation lists, which Node's TLS cannot be given: refused, rather than nothing
   // checked against it.
   ['sslcrldir', () => "is not read here: name the revocation list's file as sslcrl"],
-  // libpq's pg_service.conf, which pg reads nothing of: the connection would go wherever the rest
-  // of the URL says, localhost when it says nothing.
   [
     'hostaddr',
     (value) =>
@@ -724,7 +726,6 @@ const PARAM_CHECKS = new Map<string, (value: string) => string | null>([
           ? "lists several addresses, libpq's list to fail over along; pg connects to one: name one"
           : 'is not an IP address, as libpq has it (a name goes in the host)',
   ],
-  ['service', () => "is not read here (pg reads no pg_service.conf): give the service's host, port, dbname and user in the URL"],
   // What pg cannot do, and libpq would have done or failed the connection for: left undone, each
   // had asked for a safeguard the connection went on without.
   ['gssencmode', (value) => (value === 'require' ? 'is not possible here: pg has no GSSAPI encryption (encrypt with sslmode)' : oneOf(['disable', 'prefer', 'require'])(value))],
@@ -799,7 +800,7 @@ const ENVIRONMENT_PARTS = [
  * start naming its variable, not the URL. The URL returned has passed parseDatabaseUrl.
  */
 function withEnvironmentDefaults(url: string, env: Readonly<Record<string, string | undefined>>, name = 'DATABASE_URL'): { url: string; parts: DatabaseUrlParts } {
-  let out = url;
+  let out = withService(url, env, name);
   for (const [variable, param] of ENVIRONMENT_PARAMS) {
     const value = env[variable];
     if (!value || queryParam(out, param) !== undefined) continue;
@@ -816,13 +817,54 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
     // pg-connection-string takes ?host=, ?port=, ?user= and ?password= for what the URL's authority lacks.
     out = withQueryParam(out, part, value);
   }
-  // The database is the URL's path, which pg-connection-string decodes with decodeURI: a name with
-  // a character that leaves encoded is left to pg, which reads PGDATABASE itself.
-  const database = env.PGDATABASE;
-  if (database && parts.database === '' && !/[/?#%]/.test(database)) out = out.replace(/^(postgres(?:ql)?:\/\/[^/?#]*)\/?/, `$1/${encodeURI(database)}`);
+  // A name withDatabase cannot write is left to pg, which reads PGDATABASE itself.
+  if (env.PGDATABASE && parts.database === '' && canBePath(env.PGDATABASE)) out = withDatabase(out, env.PGDATABASE);
   // What the parts added is checked too (a PGHOST listing several hosts, say); a URL they left as
   // it was is not read again (the read opens its certificate files and keys).
   return { url: out, parts: out === checked ? parts : parseDatabaseUrl(out, name) };
+}
+
+/** The connection's parts a service file's keyword stands for, which pg-connection-string reads from the URL's query (dbname is its path). */
+const SERVICE_PARTS = ['host', 'port', 'user', 'password'] as const;
+
+/**
+ * The URL with what libpq's connection service file gives it (service-file.ts): the URL's
+ * `service`, else PGSERVICE, names the service, whose parameters stand for those the URL does not
+ * give, before libpq's environment variables, as libpq has them. The URL returned names no service
+ * (pg would not read it).
+ */
+function withService(url: string, env: Readonly<Record<string, string | undefined>>, name: string): string {
+  const named = queryParam(url, 'service');
+  const service = named ?? (env.PGSERVICE || undefined);
+  if (service === undefined) return url;
+  const read = readService(service, { file: queryParam(url, 'servicefile'), env, known: (keyword) => LIBPQ_PARAMS.has(keyword) });
+  const said = named === undefined ? `PGSERVICE=${service}` : `${name}: service=${service}`;
+  if ('problem' in read) throw new ConfigError(`${said}: ${read.problem}`);
+  let out = withoutQueryParams(url, ['service', 'servicefile']);
+  const given = givenParts(out);
+  for (const [keyword, value] of read.params) {
+    if (keyword === 'dbname') {
+      if (given.database !== '') continue;
+      if (!canBePath(value)) throw new ConfigError(`${said}: dbname=${value} in ${read.file} cannot be given to pg (a name without / ? # or %)`);
+      out = withDatabase(out, value);
+    } else if ((SERVICE_PARTS as readonly string[]).includes(keyword)) {
+      if (given[keyword as (typeof SERVICE_PARTS)[number]] === '') out = withQueryParam(out, keyword, value);
+    } else if (queryParam(out, keyword) === undefined) {
+      // Told by the file, which the URL does not name.
+      const problem = paramProblem(keyword, value);
+      if (problem) throw new ConfigError(`${said}: ${keyword}=${value} in ${read.file} ${problem}`);
+      out = withQueryParam(out, keyword, value);
+    }
+  }
+  return out;
+}
+
+/** Whether a database's name can be a URL's path: pg-connection-string decodes it with decodeURI, which leaves these encoded. */
+const canBePath = (database: string) => !/[/?#%]/.test(database);
+
+/** The URL with `database` as its path, where it has none (canBePath must hold). */
+function withDatabase(url: string, database: string): string {
+  return url.replace(/^(postgres(?:ql)?:\/\/[^/?#]*)\/?/, `$1/${encodeURI(database)}`);
 }
 
 /**

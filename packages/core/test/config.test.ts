@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { describeDatabase, keyGoesInClear, loadConfig, readDatabaseUrl, secretValues, trustProxySpoofable } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
-import { postgresConnection } from '../src/store/postgres/connection-url.ts';
+import { postgresConnection, queryParam } from '../src/store/postgres/connection-url.ts';
 import { reloadClients } from '../src/clients-file.ts';
 import pg from 'pg';
 
@@ -350,10 +350,70 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       refused('postgres://app:hunter2@db/jobs?schema=proxy'),
       "DATABASE_URL: schema is Prisma's, and neither libpq nor pg reads it: the proxy's tables are in DATABASE_SCHEMA's schema (public unless set), whatever this says: take it out of the URL",
     );
-    assert.equal(
-      refused('postgres://app:hunter2@db/jobs?service=jobs'),
-      "DATABASE_URL: service=jobs is not read here (pg reads no pg_service.conf): give the service's host, port, dbname and user in the URL",
+    // libpq's connection service file: the URL's service (else PGSERVICE) names a group of
+    // parameters that stand for those the URL does not give, before the environment's; pg read no
+    // such file and went to localhost.
+    const services = join(cwd, 'services.conf');
+    writeFileSync(
+      services,
+      '# ours\n[other]\nhost=elsewhere\n\n[jobs]\n  host=db.internal\nport=6432\ndbname=jobs\nuser=app\npassword=from-service\nsslmode=require  \r\n[later]\nhost=x\n',
     );
+    const viaService = (url: string, env: Record<string, string> = {}) => {
+      const config = loadConfig({ env: { DATABASE_URL: url, PGSERVICEFILE: services, ...env }, cwd });
+      return [
+        describeDatabase(config.db),
+        queryParam(config.db.url!, 'sslmode'),
+        secretValues(config).includes('from-service'),
+        queryParam(config.db.url!, 'service') !== undefined,
+      ];
+    };
+    assert.deepEqual(viaService('postgres://?service=jobs'), ['postgres app@db.internal:6432/jobs (schema public)', 'require', true, false]);
+    assert.deepEqual(viaService('postgres://other:given@db2/queue?service=jobs&sslmode=disable'), ['postgres other@db2:6432/queue (schema public)', 'disable', false, false]);
+    assert.deepEqual(viaService('postgres://', { PGSERVICE: 'jobs', PGHOST: 'from-env', PGSSLMODE: 'verify-full', PGCONNECT_TIMEOUT: '3' }), [
+      'postgres app@db.internal:6432/jobs (schema public)',
+      'require',
+      true,
+      false,
+    ]);
+    assert.deepEqual(viaService(`postgres://?service=jobs&servicefile=${encodeURIComponent(services)}`, { PGSERVICEFILE: join(cwd, 'missing.conf') }).slice(0, 2), [
+      'postgres app@db.internal:6432/jobs (schema public)',
+      'require',
+    ]);
+    // ~/.pg_service.conf, then PGSYSCONFDIR's pg_service.conf: the first that defines the service.
+    mkdirSync(join(cwd, 'etc'));
+    writeFileSync(join(cwd, '.pg_service.conf'), '[jobs]\nhost=from-home\n');
+    writeFileSync(join(cwd, 'etc', 'pg_service.conf'), '[jobs]\nhost=from-system\n[queue]\nhost=system-queue\n');
+    const fromDefaults = (url: string) => describeDatabase(loadConfig({ env: { DATABASE_URL: url, HOME: cwd, PGSYSCONFDIR: join(cwd, 'etc'), USER: 'app' }, cwd }).db);
+    assert.deepEqual(['postgres:///q?service=jobs', 'postgres:///q?service=queue'].map(fromDefaults), [
+      'postgres app@from-home/q (schema public)',
+      'postgres app@system-queue/q (schema public)',
+    ]);
+    // What libpq refuses is refused, naming where it is.
+    for (const [url, env, said] of [
+      ['postgres://?service=nope', {}, `DATABASE_URL: service=nope: no service nope is defined in ${services} or /etc/postgresql-common/pg_service.conf`],
+      ['postgres://', { PGSERVICE: 'nope' }, `PGSERVICE=nope: no service nope is defined in ${services} or /etc/postgresql-common/pg_service.conf`],
+      ['postgres://?service=jobs', { PGSERVICEFILE: join(cwd, 'missing.conf') }, `DATABASE_URL: service=jobs: service file ${join(cwd, 'missing.conf')} is not there`],
+      [
+        'postgres://?service=spaced',
+        {},
+        `DATABASE_URL: service=spaced: service file ${services}, line 2: "host " is no keyword of libpq's (write keyword=value, without spaces about the =)`,
+      ],
+      ['postgres://?service=nested', {}, `DATABASE_URL: service=nested: service file ${services}, line 4: a service within a service is not possible, as in libpq`],
+      ['postgres://?service=bare', {}, `DATABASE_URL: service=bare: service file ${services}, line 6: "sslmode" is no keyword=value`],
+      [
+        'postgres://?service=typo',
+        {},
+        `DATABASE_URL: service=typo: sslmode=requir in ${services} is none of libpq's (disable, allow, prefer, require, verify-ca, verify-full); pg would have read it as verify-full`,
+      ],
+    ] as const) {
+      if (url.includes('jobs')) writeFileSync(services, '[jobs]\nhost=db\n');
+      else writeFileSync(services, '[spaced]\nhost = db\n[nested]\nservice=jobs\n[bare]\nsslmode\n[typo]\nsslmode=requir\n');
+      assert.throws(
+        () => loadConfig({ env: { DATABASE_URL: url, PGSERVICEFILE: services, PGSYSCONFDIR: '', HOME: '', ...env }, cwd }),
+        (e: Error) => e instanceof ConfigError && e.message === said,
+        said,
+      );
+    }
     loadConfig({
       env: { DATABASE_URL: 'postgres://app@db/jobs?application_name=x&options=-c%20work_mem%3D8MB&keepalives=1&target_session_attrs=any&ssl=true&statement_timeout=5000' },
       cwd,

@@ -73,25 +73,58 @@ export function postgresConnection(url: string): ClientConfig {
 }
 
 /**
- * The parameters a PostgreSQL URL may carry: libpq's (PostgreSQL 18's; read here as libpq reads
- * them, refused at start, or, where pg cannot do what they ask and nothing is weakened by that,
- * left unread as before) and pg's own. Any other is refused at start, as libpq refuses it ('invalid
- * URI query parameter'), where pg ignored it: `sslmdoe=require` had connected unencrypted.
+ * libpq's parameters (PostgreSQL 18's): read here as libpq reads them, refused at start, or, where
+ * pg cannot do what they ask and nothing is weakened by that, left unread as before. A service
+ * file may give these alone.
  */
 // prettier-ignore
-export const KNOWN_PARAMS: ReadonlySet<string> = new Set([
-  // libpq's
+export const LIBPQ_PARAMS: ReadonlySet<string> = new Set([
   'host', 'hostaddr', 'port', 'dbname', 'user', 'password', 'passfile', 'require_auth', 'channel_binding', 'connect_timeout',
   'client_encoding', 'options', 'application_name', 'fallback_application_name', 'keepalives', 'keepalives_idle',
   'keepalives_interval', 'keepalives_count', 'tcp_user_timeout', 'replication', 'gssencmode', 'sslmode', 'requiressl',
   'sslnegotiation', 'sslcompression', 'sslcert', 'sslkey', 'sslkeylogfile', 'sslpassword', 'sslcertmode', 'sslrootcert', 'sslcrl',
   'sslcrldir', 'sslsni', 'requirepeer', 'ssl_min_protocol_version', 'ssl_max_protocol_version', 'min_protocol_version',
-  'max_protocol_version', 'krbsrvname', 'gsslib', 'gssdelegation', 'service', 'target_session_attrs', 'load_balance_hosts',
-  'oauth_issuer', 'oauth_client_id', 'oauth_client_secret', 'oauth_scope',
+  'max_protocol_version', 'krbsrvname', 'gsslib', 'gssdelegation', 'service', 'servicefile', 'target_session_attrs',
+  'load_balance_hosts', 'oauth_issuer', 'oauth_client_id', 'oauth_client_secret', 'oauth_scope',
+]);
+
+/**
+ * The parameters a PostgreSQL URL may carry: libpq's and pg's own. Any other is refused at start,
+ * as libpq refuses it ('invalid URI query parameter'), where pg ignored it: `sslmdoe=require` had
+ * connected unencrypted.
+ */
+// prettier-ignore
+export const KNOWN_PARAMS: ReadonlySet<string> = new Set([
+  ...LIBPQ_PARAMS,
   // pg's and pg-connection-string's own
   'ssl', 'uselibpqcompat', 'db', 'encoding', 'binary', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout',
   'query_timeout',
 ]);
+
+/**
+ * The parts of the connection a URL gives itself (empty where it gives none), as pg-connection-string
+ * reads them, nothing checked; all empty where it cannot read the URL (parseDatabaseUrl says why).
+ */
+export function givenParts(url: string): { host: string; port: string; user: string; password: string; database: string } {
+  try {
+    const { host, port, user, password, database } = parse(url);
+    return { host: host ?? '', port: port ?? '', user: user ?? '', password: password ?? '', database: database ?? '' };
+  } catch {
+    return { host: '', port: '', user: '', password: '', database: '' };
+  }
+}
+
+/** The URL without the query parameters named (its fragment kept). */
+export function withoutQueryParams(url: string, names: readonly string[]): string {
+  const [base, fragment] = url.split('#', 2) as [string, string | undefined];
+  const at = base.indexOf('?');
+  if (at < 0) return url;
+  const kept = base
+    .slice(at + 1)
+    .split('&')
+    .filter((pair) => !names.includes(pair.split('=', 1)[0]!));
+  return `${base.slice(0, at)}${kept.length > 0 ? `?${kept.join('&')}` : ''}${fragment === undefined ? '' : `#${fragment}`}`;
+}
 
 /** The names of a URL's query parameters, in order, each once. */
 export function queryParamNames(url: string): string[] {
