@@ -7,11 +7,12 @@ import { WORKER_MAIN, newCredentials, postSigned, spawnNode, startApiProcess, te
 
 test("a request's life in the JSON logs: the request id and the job id link the API's lines and the worker's, the upstream's own request id is named, a client that hung up is logged as 499, and no secret appears", async (t) => {
   const dir = tempDir(t);
-  // Each answer carries the upstream's id for the call, as OpenAI's x-request-id does.
+  // Each answer carries the upstream's id for the call, as OpenAI's x-request-id does (the refusal
+  // as Anthropic's request-id does).
   const stub = await startStubUpstream({
     behave: (call) =>
       call.prompt === 'refused'
-        ? { status: 400, headers: { 'x-request-id': `req_refused${call.n}` }, body: { error: { message: 'no', type: 'invalid_request_error' } } }
+        ? { status: 400, headers: { 'request-id': `req_refused${call.n}` }, body: { error: { message: 'no', type: 'invalid_request_error' } } }
         : { headers: { 'x-request-id': `req_${call.n}abc` } },
   });
   t.after(() => stub.close());

@@ -192,8 +192,9 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       }
     }
     const { status, headers: resHeaders } = answer;
-    const id = resHeaders['x-request-id'];
-    // What OpenAI's support asks for about a call. Only an id is taken, for a log line.
+    // What the upstream's support asks for about a call: OpenAI's x-request-id, or Anthropic's
+    // request-id (its OpenAI-compatible API's too). Only an id is taken, for a log line.
+    const id = resHeaders['x-request-id'] ?? resHeaders['request-id'];
     const requestId = typeof id === 'string' && REQUEST_ID.test(id) ? id : undefined;
     const encoding = resHeaders['content-encoding'];
     try {
