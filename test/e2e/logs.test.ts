@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { startStubUpstream, type StubReply } from '../../scripts/stub-upstream.ts';
 import { WORKER_MAIN, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 test("a request's life in the JSON logs: the request id and the job id link the API's lines and the worker's, the upstream's own request id is named, a client that hung up is logged as 499, and no secret appears", async (t) => {
@@ -10,7 +10,7 @@ test("a request's life in the JSON logs: the request id and the job id link the 
   // Each answer carries the upstream's id for the call, as OpenAI's x-request-id does (the refusal
   // as Anthropic's request-id does).
   const stub = await startStubUpstream({
-    behave: (call) =>
+    behave: (call): StubReply =>
       call.prompt === 'refused'
         ? { status: 400, headers: { 'request-id': `req_refused${call.n}` }, body: { error: { message: 'no', type: 'invalid_request_error' } } }
         : { headers: { 'x-request-id': `req_${call.n}abc` } },
