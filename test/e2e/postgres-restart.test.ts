@@ -412,7 +412,7 @@ test("libpq's password file (PGPASSFILE, ~/.pgpass) gives a URL without a passwo
   ]);
 });
 
-test('a password rotated on the server under a running API (a secrets manager rotating it): creates get 503 unavailable with Retry-After, not 500, the outage said once, and are taken again once the password works', async (t) => {
+test('a password rotated on the server under running programs (a secrets manager rotating it): creates get 503 unavailable with Retry-After, not 500, the outage said once; an answer that arrives meanwhile is held and written once the password works, the job called once; both programs keep running', async (t) => {
   if (!onlyOn('postgres', t, 'starts a PostgreSQL server of its own, with SCRAM')) return;
   const missing = privateServerUnavailable();
   if (missing) return t.skip(missing);
@@ -425,8 +425,14 @@ test('a password rotated on the server under a running API (a secrets manager ro
   const dir = tempDir(t);
   const { key, secret } = newCredentials();
   const url = `postgres://app:first-secret-1@127.0.0.1:${pgServer.port}/postgres`;
-  const api = await startApiProcess(t, testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, DATABASE_URL: url, DATABASE_SCHEMA: 'proxy' }), dir);
-  assert.equal((await postSigned(api.url, key, secret, { prompt: 'before the rotation' })).status, 202);
+  const { stub, answered } = await startOutageStub(t);
+  const env = testEnv(dir, { PROXY_KEY: key, PROXY_SECRET: secret, DATABASE_URL: url, DATABASE_SCHEMA: 'proxy', OPENAI_API_KEY: 'sk-rotation', OPENAI_BASE_URL: stub.url });
+  const api = await startApiProcess(t, env, dir);
+  const worker = startWorkerDaemon(t, env, dir);
+  const during = await postSigned(api.url, key, secret, { prompt: 'during the rotation' });
+  assert.equal(during.status, 202);
+  // Its call is under way (answered 1.5 s after it began) when the password changes.
+  await eventually(async () => stub.calls.length === 1);
 
   await admin.query("ALTER ROLE app PASSWORD 'second-secret-2'");
   await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'");
@@ -441,8 +447,17 @@ test('a password rotated on the server under a running API (a secrets manager ro
   assert.ok(said[0]!.includes('the database does not answer; requests get 503 unavailable'), said[0]);
   assert.ok(!api.child.lines.some((line) => line.includes('first-secret-1')), 'the password is in no line');
 
+  // The answer comes while the login is refused: held, not lost (the job would be called again
+  // once its lease lapsed), and not the end of the worker.
+  await eventually(async () => answered() === 1 && worker.lines.some((line) => line.includes('the database cannot take an outcome now; holding it')), 10_000);
+
   await admin.query("ALTER ROLE app PASSWORD 'first-secret-1'");
   assert.equal((await postSigned(api.url, key, secret, { prompt: 'after' })).status, 202);
+  assert.equal((await completedJob(api.url, key, during.json.id as string, 30_000)).output_text, 'echo: during the rotation');
+  assert.equal(stub.calls.filter((c) => c.prompt === 'during the rotation').length, 1, 'called once');
+  assert.ok(!worker.lines.some((line) => line.includes('first-secret-1')), 'the password is in no line of the worker');
+  assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');
+  assert.equal(api.child.proc.exitCode, null, 'proxy-api is still running');
 });
 
 test("libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE stand for what DATABASE_URL leaves out, postgres:// alone among them; the start says where it connected", async (t) => {
