@@ -209,6 +209,20 @@ test("an error body in another server's shape gives the job its message and code
     ],
     ['Kong', { status: 429, body: { message: 'API rate limit exceeded' } }, 'API rate limit exceeded', null],
     ['FastAPI', { status: 404, body: { detail: 'Not Found' } }, 'Not Found', null],
+    [
+      "FastAPI's schema refusing the request",
+      {
+        status: 422,
+        body: {
+          detail: [
+            { type: 'missing', loc: ['body', 'messages', 0, 'role'], msg: 'Field required', input: {} },
+            { type: 'float_parsing', loc: ['body', 'temperature'], msg: 'Input should be a valid number', input: 'hot' },
+          ],
+        },
+      },
+      'body.messages.0.role: Field required; body.temperature: Input should be a valid number',
+      null,
+    ],
     ['none known', { status: 500, body: { failure: { why: 'x' } } }, '{"failure":{"why":"x"}}', null],
     ['a list of two', { status: 500, body: [{ error: { message: 'a' } }, { error: { message: 'b' } }] }, '[{"error":{"message":"a"}},{"error":{"message":"b"}}]', null],
     ['an empty message', { status: 502, body: { error: { message: '', type: 'server_error' } } }, '{"error":{"message":"","type":"server_error"}}', 'server_error'],

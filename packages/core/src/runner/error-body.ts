@@ -8,7 +8,8 @@
  *   `[{error: {code: 429, message, status: 'RESOURCE_EXHAUSTED', details: [{'@type': '…RetryInfo', retryDelay: '37s'}]}}]`;
  * - vLLM's (before it took OpenAI's) and Mistral's: `{object: 'error', message, type, code}`;
  * - an error as text (Hugging Face's TGI, Ollama's own API): `{error: '…', error_type}`;
- * - a gateway's own (Kong, AWS API Gateway): `{message: '…'}`; FastAPI's: `{detail: '…'}`.
+ * - a gateway's own (Kong, AWS API Gateway): `{message: '…'}`; FastAPI's: `{detail: '…'}`, or its
+ *   list of what its schema refused.
  */
 export interface ErrorBody {
   message: string | undefined;
@@ -44,7 +45,23 @@ export function readErrorBody(body: unknown): ErrorBody {
   if (object === 'error') return { message: text(message), codes: [own.code, own.type], retryDelayMs: undefined };
   if (typeof message === 'string') return { message: text(message), codes: [], retryDelayMs: undefined };
   if (typeof detail === 'string') return { message: text(detail), codes: [], retryDelayMs: undefined };
+  if (Array.isArray(detail)) return { message: validationText(detail), codes: [], retryDelayMs: undefined };
   return NONE;
+}
+
+/**
+ * FastAPI's answer to a request its schema refuses (422; vLLM and many a small server are built on
+ * it): `{detail: [{loc: ['body', 'messages', 0, 'role'], msg: 'Field required', type}]}`, told as
+ * `body.messages.0.role: Field required`, each item so, joined by `; `.
+ */
+function validationText(detail: unknown[]): string | undefined {
+  const said: string[] = [];
+  for (const item of detail) {
+    const { loc, msg } = (item ?? {}) as { loc?: unknown; msg?: unknown };
+    if (typeof msg !== 'string') return undefined;
+    said.push(Array.isArray(loc) && loc.length > 0 ? `${loc.join('.')}: ${msg}` : msg);
+  }
+  return text(said.join('; '));
 }
 
 function text(value: unknown): string | undefined {
