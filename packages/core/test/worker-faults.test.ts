@@ -418,12 +418,48 @@ test('a 429 naming a wait of a day pauses the fleet for at most MAX_FLEET_PAUSE_
   assert.equal(stub.calls.length, 1);
 });
 
-test('random upstream answers (statuses, bodies, error objects, retry headers): each job completes exactly when a 2xx carries a JSON object with a choices list, else fails with an upstream_ code; the key never reaches the job', async (t) => {
+test("random upstream answers (statuses, bodies, error objects in OpenAI's shape and other servers', retry headers): each job completes exactly when a 2xx carries a JSON object with a choices list (none ended in an error), else fails with an upstream_ code; the key never reaches the job", async (t) => {
   const replies = new Map<string, StubReply>();
   // One attempt a job, so every answer is final at once; 429 is left out: its fleet-wide pause
   // (tested above) would hold the runs after it.
   const { store, enqueue } = await setUp(t, (call) => replies.get(call.prompt) ?? {}, { maxAttempts: 1 });
   const text = fc.string({ unit: fc.constantFrom(...'abcXYZ019 _-.:/"{}[],sk-test'.split('')), maxLength: 30 });
+  // Other servers' error bodies: Google's list of one (its wait in RetryInfo), vLLM's and
+  // Mistral's object:error, TGI's text, FastAPI's list of fields refused.
+  const otherShapes: fc.Arbitrary<StubReply> = fc.oneof(
+    fc
+      .record(
+        {
+          code: fc.oneof(fc.integer(), text),
+          message: fc.oneof(text, fc.constant('Incorrect API key provided: sk-test'), fc.jsonValue({ maxDepth: 1 })),
+          status: fc.oneof(text, fc.constant('RESOURCE_EXHAUSTED')),
+          details: fc.array(
+            fc.record(
+              {
+                '@type': fc.constantFrom('type.googleapis.com/google.rpc.RetryInfo', 'other'),
+                retryDelay: fc.oneof(text, fc.constantFrom('1s', '0.5s', '999999999.999999999s')),
+              },
+              { requiredKeys: [] },
+            ),
+            { maxLength: 2 },
+          ),
+        },
+        { requiredKeys: [] },
+      )
+      .map((error) => ({ body: [{ error }] })),
+    fc
+      .record({
+        object: fc.constant('error'),
+        message: fc.oneof(text, fc.constant('bad key sk-test'), fc.jsonValue({ maxDepth: 1 })),
+        type: text,
+        code: fc.oneof(fc.integer(), text),
+      })
+      .map((body) => ({ body })),
+    fc.record({ error: fc.oneof(text, fc.constant('sk-test is not valid')), error_type: text }).map((body) => ({ body })),
+    fc
+      .array(fc.record({ loc: fc.array(fc.oneof(text, fc.constant('sk-test'), fc.integer()), { maxLength: 3 }), msg: fc.oneof(text, fc.integer()) }), { maxLength: 3 })
+      .map((detail) => ({ body: { detail } })),
+  );
   const reply: fc.Arbitrary<StubReply> = fc
     .record(
       {
@@ -453,6 +489,8 @@ test('random upstream answers (statuses, bodies, error objects, retry headers): 
             )
             .map((error) => ({ body: { error } })),
           fc.array(fc.record({ message: fc.record({ content: fc.oneof(text, fc.constant(null), fc.integer()) }) }), { maxLength: 2 }).map((choices) => ({ body: { choices } })),
+          // As often as the rest together: oneof's bias picks a later entry seldom (11 runs in 150).
+          { arbitrary: otherShapes, weight: 6 },
         ),
       },
       { requiredKeys: ['status', 'payload'] },
@@ -477,9 +515,11 @@ test('random upstream answers (statuses, bodies, error objects, retry headers): 
       }
       const isObject = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed);
       // An object without a choices list (an error object in its place among them) is no completion.
+      // So is one whose choice ended in an error (OpenRouter's finish_reason "error").
       const { choices } = (isObject ? parsed : {}) as { choices?: unknown };
+      const failedChoice = Array.isArray(choices) && choices.some((c) => (c as { finish_reason?: unknown } | null)?.finish_reason === 'error');
       const stubCompletion = answer.status === 200 && answer.body === undefined && answer.raw === undefined;
-      const completes = stubCompletion || ((answer.status as number) < 300 && Array.isArray(choices));
+      const completes = stubCompletion || ((answer.status as number) < 300 && Array.isArray(choices) && !failedChoice);
       assert.equal(job.status, completes ? 'completed' : 'failed', `${JSON.stringify(answer)} → ${JSON.stringify(job.error)}`);
       if (completes) {
         if (answer.body !== undefined || answer.raw !== undefined) assert.deepEqual(job.response, parsed);
