@@ -692,6 +692,9 @@ function oneOf(values: readonly string[]): (value: string) => string | null {
   return (value) => (values.includes(value) ? null : `is none of libpq's (${values.join(', ')})`);
 }
 
+/** The require_auth methods pg can meet; gss, sspi and oauth it cannot. */
+const PG_AUTH_METHODS = ['scram-sha-256', 'md5', 'password', 'none'] as const;
+
 /** libpq's TLS versions, for ssl_min_protocol_version and ssl_max_protocol_version, each Node's name for it too. */
 const TLS_VERSIONS = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'];
 
@@ -707,7 +710,10 @@ const PARAM_CHECKS = new Map<string, (value: string) => string | null>([
     'require_auth',
     (value) => {
       const read = readRequireAuth(value);
-      return typeof read === 'string' ? read : null;
+      if (typeof read === 'string') return read;
+      // What it allows pg cannot do (no GSSAPI, SSPI or OAuth in pg): no connection could be made,
+      // each refused in pg's words ('SASL: Only mechanism SCRAM-SHA-256 is currently supported').
+      return PG_AUTH_METHODS.some(read.allows) ? null : `allows only what pg cannot do (it authenticates by ${PG_AUTH_METHODS.join(', ')})`;
     },
   ],
   ['sslnegotiation', oneOf(['postgres', 'direct'])],

@@ -480,6 +480,7 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     );
     // libpq 16's require_auth, its values checked as libpq checks them.
     loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?require_auth=scram-sha-256,md5', PGREQUIREAUTH: 'none' }, cwd });
+    loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs?require_auth=oauth,scram-sha-256' }, cwd });
     assert.equal(
       loadConfig({ env: { DATABASE_URL: 'postgres://app@db/jobs', PGREQUIREAUTH: '!password,!md5' }, cwd }).db.url,
       'postgres://app@db/jobs?require_auth=!password%2C!md5',
@@ -489,6 +490,10 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
       ['scram-sha-256,!md5', 'mixes methods refused (!) with methods required, as libpq refuses it'],
       ['md5,md5', 'names md5 twice, as libpq refuses it'],
       ['md5,', "names nothing, none of libpq's methods (password, md5, gss, sspi, scram-sha-256, oauth, none)"],
+      // Methods pg cannot do, alone: no connection could ever be made.
+      ['oauth', 'allows only what pg cannot do (it authenticates by scram-sha-256, md5, password, none)'],
+      ['gss,sspi', 'allows only what pg cannot do (it authenticates by scram-sha-256, md5, password, none)'],
+      ['!scram-sha-256,!md5,!password,!none', 'allows only what pg cannot do (it authenticates by scram-sha-256, md5, password, none)'],
     ]) {
       assert.equal(refused(`postgres://app:hunter2@db/jobs?require_auth=${encodeURIComponent(value as string)}`), `DATABASE_URL: require_auth=${value} ${said}`);
     }
