@@ -12,10 +12,11 @@ const SYSCONFDIR = '/etc/postgresql-common';
  * A service's parameters from libpq's connection service file (pg_service.conf), read once at
  * start as libpq reads it, in the order written (the first of a name counts), or why it cannot be:
  * the URL's `servicefile` (PostgreSQL 18's), else PGSERVICEFILE, which must exist; else
- * ~/.pg_service.conf where it exists, then PGSYSCONFDIR's pg_service.conf, the first that defines
- * the service. Lines are `[name]` and `keyword=value`, as written (no spaces about the `=`), `#`
- * starting a comment; a keyword not libpq's is an error in the file, as libpq has it. pg read no
- * such file: `?service=jobs` went to localhost as whoever ran it.
+ * ~/.pg_service.conf (%APPDATA%\postgresql\.pg_service.conf on Windows) where it exists, then
+ * PGSYSCONFDIR's pg_service.conf, the first that defines the service. Lines are `[name]` and
+ * `keyword=value`, as written (no spaces about the `=`), `#` starting a comment; a keyword not
+ * libpq's is an error in the file, as libpq has it. pg reads no such file: left to it, a URL naming
+ * a service went to localhost as whoever ran it (and was refused at start here before).
  */
 export function readService(
   service: string,
@@ -23,7 +24,8 @@ export function readService(
 ): { params: Array<[string, string]>; file: string } | { problem: string } {
   const { env } = options;
   const named = options.file || env.PGSERVICEFILE;
-  const home = env.HOME ? join(env.HOME, '.pg_service.conf') : null;
+  // libpq's home folder: %APPDATA%\postgresql on Windows, as for the password file.
+  const home = process.platform === 'win32' ? (env.APPDATA ? join(env.APPDATA, 'postgresql', '.pg_service.conf') : null) : env.HOME ? join(env.HOME, '.pg_service.conf') : null;
   const system = join(env.PGSYSCONFDIR || SYSCONFDIR, 'pg_service.conf');
   const files = named ? [named, system] : [home, system];
   for (const [i, file] of files.entries()) {
