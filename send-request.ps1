@@ -31,6 +31,9 @@
   .\send-request.ps1 -BaseUrl https://proxy.example.com -MessagesFile .\messages.json -Model gpt-4.1 -TimeoutSeconds 600
 
 .EXAMPLE
+  .\send-request.ps1 -Prompt 'Summarize: ...' -System 'Answer in one line.' -Options '{"temperature":0.2,"max_tokens":500}'
+
+.EXAMPLE
   .\send-request.ps1 -SelfTest
 #>
 #Requires -Version 5.1
@@ -42,6 +45,8 @@ param(
     [Parameter(ParameterSetName = 'Prompt', Position = 0)][string]$Prompt,
     [Parameter(ParameterSetName = 'Messages')][string]$MessagesFile,
     [string]$Model,
+    [string]$System,
+    [string]$Options,
     [int]$Ttl = 0,
     [double]$PollSeconds = 1,
     [int]$TimeoutSeconds = 300,
@@ -111,6 +116,14 @@ if ($MessagesFile) {
     $raw = (Get-Content -Raw -Encoding UTF8 -LiteralPath $MessagesFile).Trim()
     $null = ConvertFrom-Json $raw  # throws on a file that is not JSON
 }
+# Chat-completions parameters as a JSON object, spliced in as written, as the messages are; the API
+# checks each and says which it refuses (400, exit 5).
+$optionsRaw = $null
+if ($Options) {
+    $optionsRaw = $Options.Trim()
+    if (-not $optionsRaw.StartsWith('{')) { Stop-With 64 "-Options takes a JSON object, as '{""temperature"":0.2}'" }
+    $null = ConvertFrom-Json $optionsRaw  # throws on text that is not JSON
+}
 
 # Step 1: T, built for each try with the time now and the same nonce. Messages are spliced in as the
 # file's own JSON text, so nothing is re-serialized.
@@ -118,10 +131,12 @@ function New-UnsignedBody {
     $fields = [ordered]@{}
     if ($Prompt) { $fields.prompt = $Prompt }
     if ($Model) { $fields.model = $Model }
+    if ($System) { $fields.system = $System }
     if ($Ttl -gt 0) { $fields.ttl = $Ttl }
     $fields.ts = [DateTimeOffset]::UtcNow.ToUnixTimeSeconds()
     $fields.nonce = $Nonce
     $unsigned = $fields | ConvertTo-Json -Compress
+    if ($optionsRaw) { $unsigned = '{"options":' + $optionsRaw + ',' + $unsigned.Substring(1) }
     if ($raw) { $unsigned = '{"messages":' + $raw + ',' + $unsigned.Substring(1) }
     return $unsigned
 }

@@ -11,6 +11,8 @@
 #   -p, --prompt TEXT      the prompt, or - to read it from standard input
 #   -f, --messages FILE    a JSON array of chat messages instead of a prompt
 #   -m, --model MODEL      --ttl SECONDS    --nonce NONCE (default: a fresh UUID)
+#   --system TEXT          a system message put first
+#   --options JSON         chat-completions parameters, a JSON object: '{"temperature":0.2,"max_tokens":500}'
 #   --poll SECONDS         first pause between polls when the server does not long-poll (default 1; grows 1.5x up to 10)
 #   --timeout SECONDS      give up after this long (default 300); results are long-polled (?wait=30)
 #
@@ -31,7 +33,7 @@ set -euo pipefail
 base_url=${PROXY_BASE_URL:-http://127.0.0.1:8000}
 key=${PROXY_KEY:-}
 secret=${PROXY_SECRET:-}
-prompt='' messages_file='' model='' ttl='' nonce='' poll=1 timeout=300
+prompt='' messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
 
 die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
 # An option given last without its value is bad usage (64), said so, not bash's "parameter not set".
@@ -47,9 +49,12 @@ while [ $# -gt 0 ]; do
     -m|--model) need_value $# "$1"; model=$2; shift 2 ;;
     --ttl) need_value $# "$1"; ttl=$2; shift 2 ;;
     --nonce) need_value $# "$1"; nonce=$2; shift 2 ;;
+    --system) need_value $# "$1"; system=$2; shift 2 ;;
+    --options) need_value $# "$1"; options=$2; shift 2 ;;
     --poll) need_value $# "$1"; poll=$2; shift 2 ;;
     --timeout) need_value $# "$1"; timeout=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    # The header above, to its first blank line.
+    -h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die 64 "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -75,6 +80,7 @@ elif [ -z "$prompt" ]; then
   die 64 'no prompt: pass --prompt TEXT (or - for stdin) or --messages FILE'
 fi
 [[ "$ttl" =~ ^[0-9]*$ && "$poll" =~ ^[0-9]+(\.[0-9]+)?$ && "$timeout" =~ ^[0-9]+$ ]] || die 64 '--ttl, --poll and --timeout take numbers'
+[[ -z "$options" || "$options" =~ ^[[:space:]]*\{ ]] || die 64 "--options takes a JSON object, as '{\"temperature\":0.2}'"
 
 # JSON string escaping in pure bash: backslash, quote, and control characters. Byte by byte (the C
 # locale), which UTF-8 allows (no byte of a multi-byte character is ASCII): in a UTF-8 locale each
@@ -114,6 +120,9 @@ else
 fi
 [ -n "$model" ] && fields+=",\"model\":$(json_string "$model")"
 [ -n "$ttl" ] && fields+=",\"ttl\":$ttl"
+[ -n "$system" ] && fields+=",\"system\":$(json_string "$system")"
+# Sent as written: the API checks each parameter and says which it refuses (400, exit 5).
+[ -n "$options" ] && fields+=",\"options\":$options"
 
 # HMAC-SHA256 (RFC 2104) of standard input keyed by the secret, in lowercase hex, made of two plain
 # SHA-256 digests: `openssl dgst -hmac SECRET` would put the secret in a command line, which `ps`

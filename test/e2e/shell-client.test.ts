@@ -142,6 +142,24 @@ test('the shell client sends control characters as JSON escapes, and sends a lon
   assert.ok(readSeconds < 20, `took ${readSeconds.toFixed(1)} s without jq`);
 });
 
+test("the shell client sends a request's system message and chat-completions options; options the API refuses end it with 5 and the API's words, and options that are no JSON object with 64", async (t) => {
+  const { stub, clientEnv } = await setUp(t);
+  const sent = await run(['-p', 'be short', '--system', 'Answer "briefly".', '--options', '{"max_tokens":5,"temperature":0}', '--poll', '0.2'], clientEnv);
+  assert.deepEqual([sent.code, sent.stdout], [0, 'echo: be short\n'], sent.stderr);
+  const call = stub.calls.at(-1)!;
+  assert.deepEqual(call.body.messages, [
+    { role: 'system', content: 'Answer "briefly".' },
+    { role: 'user', content: 'be short' },
+  ]);
+  assert.deepEqual([call.body.max_tokens, call.body.temperature], [5, 0]);
+  const refused = await run(['-p', 'x', '--options', '{"temperature":9}'], clientEnv);
+  assert.equal(refused.code, 5, refused.stderr);
+  assert.match(refused.stderr, /HTTP 400\): invalid_request: .*temperature/);
+  const notObject = await run(['-p', 'x', '--options', '[1]'], clientEnv);
+  assert.deepEqual([notObject.code, notObject.stderr], [64, `send-request: --options takes a JSON object, as '{"temperature":0.2}'\n`]);
+  assert.equal(stub.calls.length, 1, 'neither refused run reached the upstream');
+});
+
 test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 on bad usage', async (t) => {
   const { stub, clientEnv, dir } = await setUp(t);
   // A message with braces in it, as upstream messages quoting JSON have: it was cut at the first one.

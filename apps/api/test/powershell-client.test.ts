@@ -68,11 +68,13 @@ test('its signing follows the recipe: HMAC-SHA256 over UTF-8 bytes, keyed by UTF
 
 test('its body has the contract fields, in the recipe order, and every documented parameter', () => {
   const order = [...script.matchAll(/\$fields\.(\w+) = /g)].map((m) => m[1]);
-  assert.deepEqual(order, ['prompt', 'model', 'ttl', 'ts', 'nonce']);
+  assert.deepEqual(order, ['prompt', 'model', 'system', 'ttl', 'ts', 'nonce']);
   assert.match(script, /\$fields\.ts = \[DateTimeOffset\]::UtcNow\.ToUnixTimeSeconds\(\)/, 'ts in Unix seconds');
   assert.match(script, /\$unsigned = '\{"messages":' \+ \$raw/);
+  // The options object spliced in as written, as the shell client sends --options (its end-to-end test runs it).
+  assert.match(script, /\$unsigned = '\{"options":' \+ \$optionsRaw \+ ',' \+ \$unsigned\.Substring\(1\)/);
   assert.ok(script.includes('"/v1/requests/${id}?wait=$long"'), 'long-polls the result');
-  for (const p of ['BaseUrl', 'ProxyKey', 'Secret', 'Prompt', 'MessagesFile', 'Model', 'Ttl', 'PollSeconds', 'TimeoutSeconds', 'Nonce']) {
+  for (const p of ['BaseUrl', 'ProxyKey', 'Secret', 'Prompt', 'MessagesFile', 'Model', 'System', 'Options', 'Ttl', 'PollSeconds', 'TimeoutSeconds', 'Nonce']) {
     assert.match(script, new RegExp(`\\]\\$${p}\\b`), `parameter -${p}`);
   }
   const codes = [...script.matchAll(/Stop-With (\d+) /g)].map((m) => Number(m[1]));
