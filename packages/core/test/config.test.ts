@@ -369,7 +369,7 @@ test('DATABASE_URL is read as pg reads it; printed and logged without its passwo
     };
     assert.deepEqual(viaService('postgres://?service=jobs'), ['postgres app@db.internal:6432/jobs (schema public)', 'require', true, false]);
     assert.deepEqual(viaService('postgres://other:given@db2/queue?service=jobs&sslmode=disable'), ['postgres other@db2:6432/queue (schema public)', 'disable', false, false]);
-    assert.deepEqual(viaService('postgres://', { PGSERVICE: 'jobs', PGHOST: 'from-env', PGSSLMODE: 'verify-full', PGCONNECT_TIMEOUT: '3' }), [
+    assert.deepEqual(viaService('postgres://', { PGSERVICE: 'jobs', PGHOST: 'from-env', PGDATABASE: 'from-env', PGSSLMODE: 'verify-full', PGCONNECT_TIMEOUT: '3' }), [
       'postgres app@db.internal:6432/jobs (schema public)',
       'require',
       true,
