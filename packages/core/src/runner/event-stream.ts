@@ -103,8 +103,9 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
     // A failure met mid-stream comes as an error (some servers name the event "error"): the
     // error, as an unstreamed answer would have carried it. TGI's, as text, had been passed over,
     // the stream read as cut short without its words.
-    if (isErrorBody(chunk) || name === 'error') {
-      outcome = { ok: true, body: isErrorBody(chunk) ? chunk : { error: chunk } };
+    const failure = isErrorBody(chunk);
+    if (failure || name === 'error') {
+      outcome = { ok: true, body: failure ? chunk : { error: chunk } };
       return;
     }
     chunks += 1;
