@@ -809,10 +809,7 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
   let out = withService(url, env, name);
   for (const [variable, param] of ENVIRONMENT_PARAMS) {
     const value = env[variable];
-    if (!value || queryParam(out, param) !== undefined) continue;
-    const problem = paramProblem(param, value);
-    if (problem) throw new ConfigError(`${variable}=${value} ${problem}`);
-    out = withQueryParam(out, param, value);
+    if (value) out = withDefaultParam(out, param, value, `${variable}=${value}`);
   }
   const parts = parseDatabaseUrl(out, name);
   const checked = out;
@@ -828,6 +825,17 @@ function withEnvironmentDefaults(url: string, env: Readonly<Record<string, strin
   // What the parts added is checked too (a PGHOST listing several hosts, say); a URL they left as
   // it was is not read again (the read opens its certificate files and keys).
   return { url: out, parts: out === checked ? parts : parseDatabaseUrl(out, name) };
+}
+
+/**
+ * The URL with `param=value` where it gives no `param` (a default from the environment or a
+ * service file), the value checked as the URL's own are; a refusal names it as `named`.
+ */
+function withDefaultParam(url: string, param: string, value: string, named: string): string {
+  if (queryParam(url, param) !== undefined) return url;
+  const problem = paramProblem(param, value);
+  if (problem) throw new ConfigError(`${named} ${problem}`);
+  return withQueryParam(url, param, value);
 }
 
 /** The connection's parts a service file's keyword stands for, which pg-connection-string reads from the URL's query (dbname is its path). */
@@ -855,11 +863,9 @@ function withService(url: string, env: Readonly<Record<string, string | undefine
       out = withDatabase(out, value);
     } else if ((SERVICE_PARTS as readonly string[]).includes(keyword)) {
       if (given[keyword as (typeof SERVICE_PARTS)[number]] === '') out = withQueryParam(out, keyword, value);
-    } else if (queryParam(out, keyword) === undefined) {
+    } else {
       // Told by the file, which the URL does not name.
-      const problem = paramProblem(keyword, value);
-      if (problem) throw new ConfigError(`${said}: ${keyword}=${value} in ${read.file} ${problem}`);
-      out = withQueryParam(out, keyword, value);
+      out = withDefaultParam(out, keyword, value, `${said}: ${keyword}=${value} in ${read.file}`);
     }
   }
   return out;
