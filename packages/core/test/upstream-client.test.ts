@@ -449,6 +449,17 @@ test('streamed, a stream cut short, one not JSON, or one that sends an error fai
     ['an error as text mid-stream, then [DONE]', sse(first, JSON.stringify({ error: 'CUDA out of memory', error_type: 'generation' }), '[DONE]'), /: CUDA out of memory$/],
     ["vLLM's and Mistral's error mid-stream", sse(first, JSON.stringify({ object: 'error', message: 'overloaded', type: 'ServiceUnavailable', code: 503 })), /: overloaded$/],
     ['a 2xx with an error as text, sent unstreamed', { unstreamed: true, body: { error: 'Model is loading', error_type: 'overloaded' } }, /: Model is loading$/],
+    // Gemini's endpoint: its error in a list of one, as its error statuses carry it.
+    [
+      "Gemini's error mid-stream, in a list of one",
+      sse(first, JSON.stringify([{ error: { code: 503, message: 'The model is overloaded.', status: 'UNAVAILABLE' } }])),
+      /with an error instead of a completion: The model is overloaded\.$/,
+    ],
+    [
+      "a 2xx with Gemini's error in a list of one, sent unstreamed",
+      { unstreamed: true, body: [{ error: { code: 500, message: 'Internal error encountered.', status: 'INTERNAL' } }] },
+      /with an error instead of a completion: Internal error encountered\.$/,
+    ],
     [
       "OpenRouter's error in the choice it ended",
       sse(

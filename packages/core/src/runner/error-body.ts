@@ -29,6 +29,17 @@ export function isErrorBody(body: object): boolean {
   return (error !== null && typeof error === 'object') || (typeof error === 'string' && error !== '') || object === 'error';
 }
 
+/**
+ * Google's list of one error (`[{error: {…}}]`), as a 2xx's body or a stream's event, its one
+ * error; anything else undefined. Only an error is taken out of its list: a list of chunks is no
+ * OpenAI-compatible answer.
+ */
+export function listedError(body: unknown): object | undefined {
+  if (!Array.isArray(body) || body.length !== 1) return undefined;
+  const only: unknown = body[0];
+  return only !== null && typeof only === 'object' && !Array.isArray(only) && isErrorBody(only) ? only : undefined;
+}
+
 const NONE: ErrorBody = { message: undefined, codes: [], retryDelayMs: undefined };
 
 export function readErrorBody(body: unknown): ErrorBody {

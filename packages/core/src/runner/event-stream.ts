@@ -11,7 +11,7 @@
  * Read as it arrives, a stream is held as the answer it makes, not as its events: a chunk in
  * OpenAI's shape carrying one word is about 330 bytes.
  */
-import { isErrorBody } from './error-body.js';
+import { isErrorBody, listedError } from './error-body.js';
 
 /** What a stream came to: the completion, or an error object the stream sent instead, or why it is unreadable. */
 export type AssembledStream = { ok: true; body: Record<string, unknown> } | { ok: false; message: string };
@@ -96,6 +96,8 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
       outcome = { ok: false, message: 'with a stream event that is not JSON' };
       return;
     }
+    // Gemini's endpoint sends its error in a list of one, as it answers one unstreamed.
+    chunk = listedError(chunk) ?? chunk;
     if (!isObject(chunk)) {
       outcome = { ok: false, message: 'with a stream event that is not a JSON object' };
       return;

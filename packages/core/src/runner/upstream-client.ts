@@ -10,7 +10,7 @@ import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
 import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest, type AssembledStream } from './event-stream.js';
 import { exchange, type Answer, type ExchangeOptions } from './exchange.js';
 import { createIdleCloseTracker } from './idle-closed.js';
-import { isErrorBody, readErrorBody } from './error-body.js';
+import { isErrorBody, listedError, readErrorBody } from './error-body.js';
 import { pageText } from './page-text.js';
 
 /**
@@ -271,6 +271,8 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   function judgeAnswer(status: number, resHeaders: IncomingHttpHeaders, text: string): UpstreamOutcome {
     const body = tryParseJson(text);
     if (status >= 200 && status < 300) {
+      const listed = listedError(body);
+      if (listed) return judgeCompletion(status, listed);
       if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
         // An event stream in codings stacked, read whole (readEvents reads the others): its
         // events put together, rather than a paid answer thrown away and asked for again.
