@@ -1,6 +1,7 @@
 import { statfsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { describeDatabase, parseDatabaseUrl, type DatabaseSettings } from '../config.js';
+import { describeDatabase, type DatabaseSettings } from '../config.js';
+import { parseDatabaseUrl } from './postgres/database-url.js';
 import { limitsPathFor, openSqliteStore } from './sqlite/sqlite-job-store.js';
 import { assertLogBelongs, assertNoOrphanLog, untilLogIsOurs } from './sqlite/file-identity.js';
 import { placeWarnings } from './sqlite/filesystem.js';

@@ -31,7 +31,7 @@ export function postgresConnection(url: string): ClientConfig {
   // reads nothing of it, and a revoked server certificate passed.
   const crl = queryParam(url, 'sslcrl');
   if (crl !== undefined && typeof config.ssl === 'object') config.ssl.crl = readFileSync(crl, 'utf8');
-  // libpq's bounds on the TLS version, in Node's names for them (checked at start, config.ts); pg
+  // libpq's bounds on the TLS version, in Node's names for them (checked at start, database-url.ts); pg
   // reads neither, and a URL's ssl_max_protocol_version=TLSv1.2 took TLS 1.3.
   const minVersion = queryParam(url, 'ssl_min_protocol_version');
   const maxVersion = queryParam(url, 'ssl_max_protocol_version');
@@ -39,7 +39,7 @@ export function postgresConnection(url: string): ClientConfig {
   if (maxVersion && config.ssl) config.ssl = withTls(config.ssl, { maxVersion: maxVersion as SecureVersion });
   // libpq's hostaddr: the address to connect to, the host's name (where there is one) still the
   // name TLS checks and announces; pg reads nothing of it, and looked the name up instead (or, with
-  // no host, connected to localhost). An address, checked at start (config.ts).
+  // no host, connected to localhost). An address, checked at start (database-url.ts).
   const hostaddr = queryParam(url, 'hostaddr');
   if (hostaddr) {
     const name = config.host;
@@ -55,7 +55,7 @@ export function postgresConnection(url: string): ClientConfig {
     config.sslnegotiation = 'postgres';
   }
   // pg reads libpq's connect_timeout into nothing it waits by: a URL's `connect_timeout=3` waited
-  // the store's own 10 s. One it cannot read is refused at start (config.ts) and left out here.
+  // the store's own 10 s. One it cannot read is refused at start (database-url.ts) and left out here.
   const timeout = queryParam(url, 'connect_timeout');
   const timeoutMs = timeout === undefined ? null : connectTimeoutMs(timeout);
   if (timeoutMs !== null) config.connectionTimeoutMillis = timeoutMs;
@@ -64,7 +64,7 @@ export function postgresConnection(url: string): ClientConfig {
   // none unless asked, and went through a relay that ended TLS with a certificate of its own, where
   // psql with the same URL stopped ('SCRAM channel binding check failed').
   config.enableChannelBinding = queryParam(url, 'channel_binding') !== 'disable';
-  // A server asking for a password where none is given (config.ts has looked in PGPASSWORD and in
+  // A server asking for a password where none is given (database-url.ts has looked in PGPASSWORD and in
   // libpq's password file too) hears why. pg read ~/.pgpass once more at each connection, warning
   // in two lines that it will not from pg 9, and then failed in SCRAM's words ('client password
   // must be a string').
@@ -204,7 +204,7 @@ function queryOf(url: string): URLSearchParams {
   return new URLSearchParams(at === -1 ? '' : url.slice(at + 1).split('#')[0]);
 }
 
-/** Starts the message of the error a weaker sslmode beside `sslrootcert=system` throws (config.ts says it in one line). */
+/** Starts the message of the error a weaker sslmode beside `sslrootcert=system` throws (database-url.ts says it in one line). */
 export const SYSTEM_ROOTS_MODE = 'sslrootcert=system needs sslmode=verify-full';
 
 /**

@@ -47,7 +47,7 @@ export class PgClient extends pg.Client {
   constructor(config: pg.ClientConfig & { channel_binding?: string; require_auth?: string } = {}) {
     super(config);
     this.bindingRequired = config.channel_binding === 'require';
-    // A value libpq refuses is refused at start (config.ts), and has no say here.
+    // A value libpq refuses is refused at start (database-url.ts), and has no say here.
     const requireAuth = config.require_auth ? readRequireAuth(config.require_auth) : null;
     this.requireAuth = requireAuth && typeof requireAuth === 'object' ? { value: config.require_auth as string, allows: requireAuth.allows } : null;
     // pg's handler runs after every statement: only a connection with something to check at its
