@@ -93,6 +93,25 @@ test('logprobs and a list of content parts are joined in order; a role or a fini
   ]);
 });
 
+test('lines that are no field of the stream are read as an error only when they are one and the stream failed; otherwise passed over', () => {
+  const error = JSON.stringify({ error: { code: 503, message: 'overloaded', status: 'UNAVAILABLE' } }, null, 2);
+  const start = `data: ${chunk({ role: 'assistant', content: 'Hal' })}\n\n`;
+  // Cut short after them: the error, whole.
+  assert.deepEqual(assembleStream(`${start}${error}\n`), { ok: true, body: JSON.parse(error) });
+  // In a list of one, as Google's error statuses carry it.
+  assert.deepEqual(assembleStream(`${start}[${error}]\n`), { ok: true, body: JSON.parse(error) });
+  // Not an error, not JSON, or past what is kept: the stream's own verdict.
+  const cut = { ok: false, message: 'with a stream that ended before its end' };
+  assert.deepEqual(assembleStream(`${start}{"note": "hello"}\n`), cut);
+  assert.deepEqual(assembleStream(`${start}<html>busy</html>\n`), cut);
+  assert.deepEqual(assembleStream(`${start}${'x'.repeat(20_000)}\n${error}\n`), cut);
+  // A stream that ended whole keeps its answer.
+  const whole = assembleStream(`${start}${error}\ndata: ${chunk({}, 'stop')}\n\ndata: [DONE]\n\n`);
+  assert.equal(whole.ok && (whole.body.choices as Array<{ message: { content: string } }>)[0]?.message.content, 'Hal');
+  // id and retry are fields of the stream, not stray.
+  assert.deepEqual(assembleStream('id: 1\nretry: 10\n'), { ok: false, message: 'with an empty stream' });
+});
+
 test('the limit holds the answer, and an event still arriving, to maxBytes', () => {
   const events = (n: number) => Array.from({ length: n }, () => `data: ${chunk({ content: 'abcd' })}\n\n`).join('') + `data: ${chunk({}, 'stop')}\n\ndata: [DONE]\n\n`;
   // 100 pieces of 4 bytes: 400 bytes of answer, in about 11 KB of events.

@@ -455,6 +455,20 @@ test('streamed, a stream cut short, one not JSON, or one that sends an error fai
       sse(first, JSON.stringify([{ error: { code: 503, message: 'The model is overloaded.', status: 'UNAVAILABLE' } }])),
       /with an error instead of a completion: The model is overloaded\.$/,
     ],
+    // Gemini's stream (and gateways before it) writes a failure midway as plain JSON, without data:.
+    [
+      "Gemini's error written raw mid-stream, over several lines",
+      {
+        raw: `data: ${first}\n\n${JSON.stringify({ error: { code: 503, message: 'This model is currently experiencing high demand.', status: 'UNAVAILABLE' } }, null, 2)}\n`,
+        headers: { 'content-type': 'text/event-stream' },
+      },
+      /with an error instead of a completion: This model is currently experiencing high demand\.$/,
+    ],
+    [
+      'an error written raw as the whole stream',
+      { raw: `${JSON.stringify({ error: { code: 500, message: 'Internal error encountered.', status: 'INTERNAL' } })}\n`, headers: { 'content-type': 'text/event-stream' } },
+      /with an error instead of a completion: Internal error encountered\.$/,
+    ],
     [
       "a 2xx with Gemini's error in a list of one, sent unstreamed",
       { unstreamed: true, body: [{ error: { code: 500, message: 'Internal error encountered.', status: 'INTERNAL' } }] },

@@ -35,6 +35,9 @@ interface ChoiceSoFar {
   finish_reason: unknown;
 }
 
+/** How much text of lines that are no field of the stream is kept to read as an error (an error body is far less). */
+const STRAY_LIMIT = 16 * 1024;
+
 const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
 const sizeOf = (value: unknown) => (typeof value === 'string' ? Buffer.byteLength(value) : value === null || value === undefined ? 0 : Buffer.byteLength(JSON.stringify(value)));
 
@@ -56,6 +59,11 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
   let data: string[] = [];
   let dataBytes = 0;
   let event = 'message';
+  // Lines that are no field of an event stream, kept (up to STRAY_LIMIT) in case they are an error
+  // sent raw: Gemini's stream, and gateways in front of it, write a failure midway as plain JSON
+  // without `data:` (google's `{"error": {"code": 503, …}}`, pretty-printed over several lines).
+  let stray: string[] | null = [];
+  let strayChars = 0;
 
   const hold = (bytes: number) => {
     held += bytes;
@@ -81,6 +89,24 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
       data.push(value);
       dataBytes += value.length;
     } else if (field === 'event') event = value;
+    else if (field !== 'id' && field !== 'retry' && stray !== null) {
+      strayChars += text.length + 1;
+      if (strayChars > STRAY_LIMIT) stray = null;
+      else stray.push(text);
+    }
+  }
+
+  /** The error the stream's stray lines make, if together they are one: read only when the stream failed. */
+  function strayError(): AssembledStream | null {
+    if (stray === null || stray.length === 0) return null;
+    let said: unknown;
+    try {
+      said = JSON.parse(stray.join('\n'));
+    } catch {
+      return null;
+    }
+    said = listedError(said) ?? said;
+    return isObject(said) && isErrorBody(said) ? { ok: true, body: said } : null;
   }
 
   function dispatch(name: string, text: string): void {
@@ -215,11 +241,12 @@ export function createStreamAssembler(maxBytes = 0): StreamAssembler {
       pending = '';
       if (typeof outcome === 'object') return outcome;
       const done = outcome === 'done';
-      if (chunks === 0) return { ok: false, message: done ? 'with a stream that held no chunk' : 'with an empty stream' };
+      if (chunks === 0) return strayError() ?? { ok: false, message: done ? 'with a stream that held no chunk' : 'with an empty stream' };
       // Cut short (a balancer, a crash upstream): without [DONE] a stream is whole only when every
       // choice has said why it ended.
       const present = choices.filter(Boolean);
-      if (!done && (present.length === 0 || present.some((c) => c.finish_reason === null))) return { ok: false, message: 'with a stream that ended before its end' };
+      if (!done && (present.length === 0 || present.some((c) => c.finish_reason === null)))
+        return strayError() ?? { ok: false, message: 'with a stream that ended before its end' };
       for (const { message } of present) if (Array.isArray(message.tool_calls)) message.tool_calls = message.tool_calls.filter(Boolean);
       // In the order an unstreamed completion has its keys.
       const { id, ...rest } = head;
