@@ -3,7 +3,7 @@
  * at start as libpq would read it: its parameters checked, libpq's environment variables, service
  * file and password file filling what it leaves out. A URL pg would refuse, or read otherwise than
  * libpq, stops the program at start naming the setting, never the URL (it may hold the password).
- * The environment comes in from config.ts, the one reader of process.env.
+ * The environment comes in from config.ts, the one reader of the environment.
  */
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
