@@ -223,6 +223,13 @@ test("an error body in another server's shape gives the job its message and code
       'body.messages.0.role: Field required; body.temperature: Input should be a valid number',
       null,
     ],
+    [
+      "Cloudflare's envelope (Workers AI, AI Gateway)",
+      { status: 503, body: { result: null, success: false, errors: [{ code: 7009, message: 'Upstream service unavailable' }], messages: [] } },
+      'Upstream service unavailable (code 7009)',
+      null,
+    ],
+    ['an envelope whose errors say nothing', { status: 500, body: { success: false, errors: [{ code: 1 }] } }, '{"success":false,"errors":[{"code":1}]}', null],
     ['none known', { status: 500, body: { failure: { why: 'x' } } }, '{"failure":{"why":"x"}}', null],
     ['a list of two', { status: 500, body: [{ error: { message: 'a' } }, { error: { message: 'b' } }] }, '[{"error":{"message":"a"}},{"error":{"message":"b"}}]', null],
     ['an empty message', { status: 502, body: { error: { message: '', type: 'server_error' } } }, '{"error":{"message":"","type":"server_error"}}', 'server_error'],

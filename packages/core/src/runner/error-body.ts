@@ -9,7 +9,9 @@
  * - vLLM's (before it took OpenAI's) and Mistral's: `{object: 'error', message, type, code}`;
  * - an error as text (Hugging Face's TGI, Ollama's own API): `{error: '…', error_type}`;
  * - a gateway's own (Kong, AWS API Gateway): `{message: '…'}`; FastAPI's: `{detail: '…'}`, or its
- *   list of what its schema refused.
+ *   list of what its schema refused;
+ * - Cloudflare's API envelope (Workers AI's OpenAI-compatible endpoint, AI Gateway):
+ *   `{result: null, success: false, errors: [{code: 7009, message: 'Upstream service unavailable'}], messages: []}`.
  */
 export interface ErrorBody {
   message: string | undefined;
@@ -45,7 +47,7 @@ const NONE: ErrorBody = { message: undefined, codes: [], retryDelayMs: undefined
 export function readErrorBody(body: unknown): ErrorBody {
   const top = Array.isArray(body) && body.length === 1 ? body[0] : body;
   if (top === null || typeof top !== 'object' || Array.isArray(top)) return NONE;
-  const { error, object, message, detail, error_type: errorType } = top as Record<string, unknown>;
+  const { error, object, message, detail, errors, error_type: errorType } = top as Record<string, unknown>;
   if (error !== null && typeof error === 'object' && !Array.isArray(error)) {
     const e = error as Record<string, unknown>;
     // Google's numeric code repeats the status; its `status` names the error (RESOURCE_EXHAUSTED).
@@ -57,6 +59,7 @@ export function readErrorBody(body: unknown): ErrorBody {
   if (typeof message === 'string') return { message: text(message), codes: [], retryDelayMs: undefined };
   if (typeof detail === 'string') return { message: text(detail), codes: [], retryDelayMs: undefined };
   if (Array.isArray(detail)) return { message: validationText(detail), codes: [], retryDelayMs: undefined };
+  if (Array.isArray(errors)) return { message: envelopeText(errors), codes: [], retryDelayMs: undefined };
   return NONE;
 }
 
@@ -71,6 +74,21 @@ function validationText(detail: unknown[]): string | undefined {
     const { loc, msg } = (item ?? {}) as { loc?: unknown; msg?: unknown };
     if (typeof msg !== 'string') return undefined;
     said.push(Array.isArray(loc) && loc.length > 0 ? `${loc.join('.')}: ${msg}` : msg);
+  }
+  return text(said.join('; '));
+}
+
+/**
+ * Cloudflare's list of errors, each told as its message and its number (`Upstream service
+ * unavailable (code 7009)`: Cloudflare's table of Workers AI errors is by number), joined by `; `.
+ * The numbers are no error code of the job's: they name Cloudflare's error, not the call's kind.
+ */
+function envelopeText(errors: unknown[]): string | undefined {
+  const said: string[] = [];
+  for (const item of errors) {
+    const { code, message } = (item ?? {}) as { code?: unknown; message?: unknown };
+    if (typeof message !== 'string') return undefined;
+    said.push(typeof code === 'number' || (typeof code === 'string' && code !== '') ? `${message} (code ${code})` : message);
   }
   return text(said.join('; '));
 }
