@@ -425,7 +425,7 @@ test("random upstream answers (statuses, bodies, error objects in OpenAI's shape
   const { store, enqueue } = await setUp(t, (call) => replies.get(call.prompt) ?? {}, { maxAttempts: 1 });
   const text = fc.string({ unit: fc.constantFrom(...'abcXYZ019 _-.:/"{}[],sk-test'.split('')), maxLength: 30 });
   // Other servers' error bodies: Google's list of one (its wait in RetryInfo), vLLM's and
-  // Mistral's object:error, TGI's text, FastAPI's list of fields refused.
+  // Mistral's object:error, TGI's text, FastAPI's list of fields refused, Cloudflare's envelope.
   const otherShapes: fc.Arbitrary<StubReply> = fc.oneof(
     fc
       .record(
@@ -459,6 +459,12 @@ test("random upstream answers (statuses, bodies, error objects in OpenAI's shape
     fc
       .array(fc.record({ loc: fc.array(fc.oneof(text, fc.constant('sk-test'), fc.integer()), { maxLength: 3 }), msg: fc.oneof(text, fc.integer()) }), { maxLength: 3 })
       .map((detail) => ({ body: { detail } })),
+    // Cloudflare's envelope.
+    fc
+      .array(fc.record({ code: fc.oneof(fc.integer(), text, fc.constant('sk-test')), message: fc.oneof(text, fc.constant('token sk-test rejected'), fc.integer()) }), {
+        maxLength: 3,
+      })
+      .map((errors) => ({ body: { result: null, success: false, errors, messages: [] } })),
   );
   const reply: fc.Arbitrary<StubReply> = fc
     .record(
