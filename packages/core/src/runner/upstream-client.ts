@@ -2,9 +2,7 @@ import type { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import { performance } from 'node:perf_hooks';
-import { promisify } from 'node:util';
-import { Readable, pipeline, type Transform } from 'node:stream';
-import { brotliDecompress, createBrotliDecompress, createGunzip, createInflate, createInflateRaw, gunzip, inflate, inflateRaw } from 'node:zlib';
+import type { Readable } from 'node:stream';
 import { Pool, ProxyAgent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
 import { baseOfEndpoint, headerSecrets, type Config } from '../config.js';
 import { StreamTooLarge, assembleStream, createStreamAssembler, streamedRequest, type AssembledStream } from './event-stream.js';
@@ -12,6 +10,8 @@ import { exchange, type Answer, type ExchangeOptions } from './exchange.js';
 import { createIdleCloseTracker } from './idle-closed.js';
 import { isErrorBody, listedError, readErrorBody } from './error-body.js';
 import { pageText } from './page-text.js';
+import { UnreadableBody, codingOf, decodeBody, inflated, isTooLarge } from './content-coding.js';
+import { networkError } from './network-error.js';
 
 /**
  * What one upstream call produced, already read to the end. `requestId`: the upstream's own id for
@@ -323,128 +323,6 @@ export function createUpstreamClientFromConfig(config: Config, onNotice?: (messa
   });
 }
 
-/** A body its content-encoding leaves unreadable; `final` when the worker has no decoder for it. */
-class UnreadableBody extends Error {
-  constructor(
-    message: string,
-    readonly final: boolean,
-  ) {
-    super(message);
-  }
-}
-
-const unzip = promisify(gunzip);
-const unzlib = promisify(inflate);
-const unzlibRaw = promisify(inflateRaw);
-const isTooLarge = (err: unknown) => (err as { code?: unknown })?.code === 'ERR_BUFFER_TOO_LARGE';
-const DECODERS: Record<string, (bytes: Buffer, options: { maxOutputLength?: number }) => Promise<Buffer>> = {
-  gzip: unzip,
-  'x-gzip': unzip,
-  // HTTP's deflate is zlib-wrapped; some servers send the bare stream instead. One that inflates
-  // past the limit is too large either way.
-  deflate: (bytes, o) =>
-    unzlib(bytes, o).catch((err: unknown) => {
-      if (isTooLarge(err)) throw err;
-      return unzlibRaw(bytes, o);
-    }),
-  br: promisify(brotliDecompress),
-};
-
-/** Each coding of a Content-Encoding header, as sent (identity left out). */
-function codingsOf(encoding: string): string[] {
-  return encoding
-    .split(',')
-    .map((c) => c.trim().toLowerCase())
-    .filter((c) => c !== '' && c !== 'identity');
-}
-
-/**
- * The one coding a stream can be inflated in as it arrives: null for none, undefined when there are
- * more (or one without a decoder here), which is read whole.
- */
-function codingOf(encoding: string | string[] | undefined): string | null | undefined {
-  if (encoding === undefined) return null;
-  const codings = codingsOf(String(encoding));
-  if (codings.length === 0) return null;
-  return codings.length === 1 && codings[0]! in INFLATERS ? codings[0] : undefined;
-}
-
-/** Decoders that inflate piece by piece, made once the first piece is in (deflate's kind is told by it). */
-const INFLATERS: Record<string, (first: Buffer) => Transform> = {
-  gzip: () => createGunzip(),
-  'x-gzip': () => createGunzip(),
-  br: () => createBrotliDecompress(),
-  // Zlib-wrapped, as HTTP says, when its first two bytes are a zlib header; else the bare stream
-  // some servers send (DECODERS tries one, then the other, on a whole body).
-  deflate: (first) => (first.length >= 2 && (first[0]! & 0x0f) === 8 && ((first[0]! << 8) | first[1]!) % 31 === 0 ? createInflate() : createInflateRaw()),
-};
-
-/**
- * A compressed stream's bytes, inflated as they arrive. Before, a compressed stream was read whole
- * and then inflated up to UPSTREAM_RESPONSE_LIMIT: its events, about 30 times the answer they carry
- * in OpenAI's shape, failed as too large while the answer was well under the limit. Bytes that do
- * not inflate (or a stream cut mid-block) are an unreadable body; the body's own failure (the
- * connection lost, the call aborted) is thrown as it is.
- */
-async function* inflated(body: Readable, coding: string): AsyncGenerator<Buffer> {
-  const pieces = body[Symbol.asyncIterator]();
-  const first = await pieces.next();
-  if (first.done) return;
-  const inflater = INFLATERS[coding]!(first.value as Buffer);
-  // Held in an object: a thrown value may be anything, a falsy one too. (Set in the generator below,
-  // which TypeScript does not follow, hence the cast.)
-  let bodyFailed = null as { error: unknown } | null;
-  const source = Readable.from(
-    (async function* () {
-      yield first.value as Buffer;
-      try {
-        for (let next = await pieces.next(); !next.done; next = await pieces.next()) yield next.value as Buffer;
-      } catch (err) {
-        bodyFailed = { error: err };
-        throw err;
-      }
-    })(),
-    { objectMode: false },
-  );
-  pipeline(source, inflater, () => undefined);
-  let whole = false;
-  try {
-    yield* inflater;
-    whole = true;
-  } catch (err) {
-    if (bodyFailed) throw bodyFailed.error;
-    throw new UnreadableBody(`with a stream that does not decode as content-encoding ${coding}`, false);
-  } finally {
-    // Left unread (the answer over the limit, the call aborted): its connection is closed, as a
-    // plain stream's is when its loop ends early.
-    if (!whole) body.destroy();
-  }
-}
-
-/**
- * The text of a body sent with a content-encoding: codings undone last first, off the event loop,
- * and never past `maxBytes` (0: no limit) once inflated (a small body can inflate a thousandfold).
- * exchange() counts the bytes as sent, so the limit applies to both. Only a server that ignores our
- * `accept-encoding: identity` sends one: thrown away as unreadable, each answer had been paid for,
- * and each retry was paid again (measured: five calls for one job, none read).
- */
-async function decodeBody(bytes: Buffer, encoding: string, maxBytes: number): Promise<string> {
-  const codings = codingsOf(encoding);
-  let decoded = bytes;
-  for (const coding of codings.reverse()) {
-    const decode = DECODERS[coding];
-    if (!decode) throw new UnreadableBody(`in content-encoding ${coding}, which the worker cannot read`, true);
-    try {
-      decoded = await decode(decoded, maxBytes > 0 ? { maxOutputLength: maxBytes } : {});
-    } catch (err) {
-      if (isTooLarge(err)) throw err;
-      throw new UnreadableBody(`with a body that does not decode as content-encoding ${coding}`, false);
-    }
-  }
-  // As undici's text(): UTF-8, a byte-order mark dropped.
-  return new TextDecoder().decode(decoded);
-}
-
 /**
  * The first choice's text. Most servers send a string; some (Mistral's reasoning models among them)
  * send a list of parts, a text part beside a `thinking` one: the text parts, joined, are the answer.
@@ -504,77 +382,3 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
   for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
   return out;
 }
-
-/**
- * Errors of this machine's, met opening a connection: what each means, and what lifts it. Retried as
- * upstream faults, they spent every attempt within a second: a worker allowed 80 descriptors at
- * concurrency 128 failed 95 of 150 jobs as `upstream_unreachable`, none of them ever sent.
- */
-const LOCAL_SHORTAGE = new Map<string, string>([
-  ['EMFILE', 'too many open files in this process; raise its open-file limit (LimitNOFILE= under systemd, ulimit -n) or lower WORKER_CONCURRENCY'],
-  ['ENFILE', 'too many open files on this machine; raise fs.file-max or lower WORKER_CONCURRENCY'],
-  ['EADDRNOTAVAIL', 'no local port left for a new connection; widen net.ipv4.ip_local_port_range or lower WORKER_CONCURRENCY'],
-  ['ENOBUFS', 'no buffer space left for a new socket'],
-  ['ENOMEM', 'no memory left for a new socket'],
-]);
-
-/**
- * Why TLS verification turns down a certificate, as OpenSSL (through Node) names it. Met when a
- * proxy that inspects TLS, or a private CA, signs what the upstream presents: every call meets the
- * same certificate until someone trusts its CA (NODE_EXTRA_CA_CERTS) or fixes it. Retried as
- * `upstream_unreachable` before, a job spent all its attempts on it, and its error did not say why.
- */
-const CERTIFICATE_REJECTED = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'CERT_REVOKED',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'CERT_SIGNATURE_FAILURE',
-  'INVALID_CA',
-  'INVALID_PURPOSE',
-  'PATH_LENGTH_EXCEEDED',
-  'HOSTNAME_MISMATCH',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
-
-function networkError(err: unknown): UpstreamOutcome {
-  const e = err as { code?: string; message?: string; cause?: { code?: string } };
-  // undici's words when the proxy answers CONNECT with anything but 200 (407: it wants credentials).
-  const refused = /^Proxy response \((\d{3})\)/.exec(e.message ?? '');
-  if (refused) return { kind: 'proxy_refused', status: Number(refused[1]), message: `the proxy refused the connection to the upstream: HTTP ${refused[1]}` };
-  const code = e.cause?.code ?? e.code ?? 'network_error';
-  const shortage = LOCAL_SHORTAGE.get(code);
-  if (shortage) return { kind: 'local_shortage', code, message: `could not open an upstream connection: ${code}, ${shortage}` };
-  if (CERTIFICATE_REJECTED.has(code)) return { kind: 'certificate_rejected', code, message: `the upstream's TLS certificate was rejected: ${code}` };
-  const isUndici = err instanceof undiciErrors.UndiciError;
-  if (!isUndici && !e.message) return { kind: 'network_error', code, message: 'upstream connection failed' };
-  // undici's own words for a closed socket ("other side closed") are fixed phrases: shown with it.
-  const said = code === 'UND_ERR_SOCKET' && e.message && /^[a-z ]{1,40}$/.test(e.message) ? `: ${e.message}` : '';
-  const words = NETWORK_WORDS.get(code);
-  return { kind: 'network_error', code, message: `upstream connection failed: ${code}${words ? ` (${words}${said})` : ''}` };
-}
-
-/**
- * What a code says, in words: on a job's error, undici's codes (UND_ERR_SOCKET) read as jargon to
- * the client, and the system's (ECONNREFUSED) as a puzzle to some.
- */
-const NETWORK_WORDS = new Map<string, string>([
-  ['UND_ERR_SOCKET', 'the connection ended before the answer was complete'],
-  ['ECONNRESET', 'the connection was reset before the answer was complete'],
-  ['EPIPE', 'the connection closed while the call was being sent'],
-  ['ECONNREFUSED', 'nothing accepts connections at that address and port'],
-  ['ENOTFOUND', 'the host name does not resolve'],
-  ['EAI_AGAIN', 'the host name could not be resolved just now (DNS)'],
-  ['EHOSTUNREACH', 'no route to the host'],
-  ['ENETUNREACH', 'no route to the network'],
-  ['ETIMEDOUT', 'the connection timed out'],
-  ['UND_ERR_CONNECT_TIMEOUT', 'the connection could not be opened in time'],
-  ['UND_ERR_HEADERS_OVERFLOW', "the answer's headers are larger than the 16 KB the worker reads"],
-  ['ERR_SSL_WRONG_VERSION_NUMBER', 'TLS spoken to a server that answers in plain HTTP'],
-]);
