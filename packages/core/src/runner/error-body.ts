@@ -69,13 +69,7 @@ export function readErrorBody(body: unknown): ErrorBody {
  * `body.messages.0.role: Field required`, each item so, joined by `; `.
  */
 function validationText(detail: unknown[]): string | undefined {
-  const said: string[] = [];
-  for (const item of detail) {
-    const { loc, msg } = (item ?? {}) as { loc?: unknown; msg?: unknown };
-    if (typeof msg !== 'string') return undefined;
-    said.push(Array.isArray(loc) && loc.length > 0 ? `${loc.join('.')}: ${msg}` : msg);
-  }
-  return text(said.join('; '));
+  return eachTold(detail, ({ loc, msg }) => (typeof msg !== 'string' ? undefined : Array.isArray(loc) && loc.length > 0 ? `${loc.join('.')}: ${msg}` : msg));
 }
 
 /**
@@ -84,11 +78,18 @@ function validationText(detail: unknown[]): string | undefined {
  * The numbers are no error code of the job's: they name Cloudflare's error, not the call's kind.
  */
 function envelopeText(errors: unknown[]): string | undefined {
+  return eachTold(errors, ({ code, message }) =>
+    typeof message !== 'string' ? undefined : typeof code === 'number' || (typeof code === 'string' && code !== '') ? `${message} (code ${code})` : message,
+  );
+}
+
+/** A list's items, each told by `tell`, joined by `; `; undefined where one cannot be told (not a list of this shape). */
+function eachTold(items: unknown[], tell: (item: Record<string, unknown>) => string | undefined): string | undefined {
   const said: string[] = [];
-  for (const item of errors) {
-    const { code, message } = (item ?? {}) as { code?: unknown; message?: unknown };
-    if (typeof message !== 'string') return undefined;
-    said.push(typeof code === 'number' || (typeof code === 'string' && code !== '') ? `${message} (code ${code})` : message);
+  for (const item of items) {
+    const one = tell((item ?? {}) as Record<string, unknown>);
+    if (one === undefined) return undefined;
+    said.push(one);
   }
   return text(said.join('; '));
 }
