@@ -158,7 +158,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   }
 
   // libpq's environment variables for what the URL does not say, folded into it: read as the
-  // URL's own (withEnvironmentDefaults says why), and the whole checked as the store reads it.
+  // URL's own (withEnvironmentDefaults in database-url.ts says why), and the whole checked as the store reads it.
   const database = s.DATABASE_URL ? completeDatabaseUrl(s.DATABASE_URL, 'DATABASE_URL', env) : null;
   const databaseUrl = database?.url ?? null;
 
