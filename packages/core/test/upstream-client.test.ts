@@ -510,6 +510,18 @@ test('streamed, a stream cut short, one not JSON, or one that sends an error fai
       },
       /with a completion that ended in an error: Provider disconnected$/,
     ],
+    // Chunks that carry no choice at all (a proxy in front of Azure OpenAI sends its filter's
+    // results so), then [DONE]: no answer.
+    [
+      'a stream whose chunks hold no choice',
+      sse(JSON.stringify({ id: '', object: '', created: 0, model: '', choices: [], prompt_filter_results: [{ prompt_index: 0, content_filter_results: {} }] }), '[DONE]'),
+      /with a completion that holds no choices$/,
+    ],
+    [
+      'a completion that holds no choices, sent unstreamed',
+      { unstreamed: true, body: { id: 'c', object: 'chat.completion', choices: [], usage: null } },
+      /with a completion that holds no choices$/,
+    ],
     ['an event named error', { raw: `data: ${first}\n\nevent: error\ndata: {"message":"went away"}\n\n`, headers: { 'content-type': 'text/event-stream' } }, /: went away$/],
   ];
   const { chat } = await setUp(t, script(...cases.map(([, reply]) => reply)), { stream: true });
