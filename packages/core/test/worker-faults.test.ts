@@ -1299,7 +1299,7 @@ test('a 2xx carrying an error object instead of a completion is upstream_bad_res
   assert.equal(stub.calls.length, 3);
 });
 
-test("a 2xx JSON object without a choices list (a server's own API, as Ollama's /api/chat, at OPENAI_BASE_URL) is upstream_bad_response with a hint, not a completed job without an answer; so is an empty list, without the hint", async (t) => {
+test("a 2xx JSON object without a choices list (a server's own API, as Ollama's /api/chat, at OPENAI_BASE_URL) is upstream_bad_response with a hint, not a completed job without an answer; so is an empty or null list, without the hint", async (t) => {
   const { stub, store, enqueue } = await setUp(
     t,
     (call) =>
@@ -1307,7 +1307,9 @@ test("a 2xx JSON object without a choices list (a server's own API, as Ollama's 
         ? { body: { model: 'llama3', message: { role: 'assistant', content: 'hi' }, done: true } }
         : call.prompt === 'odd'
           ? { body: { id: 'x', choices: { 0: 'not a list' } } }
-          : { body: { id: 'x', object: 'chat.completion', choices: [] } },
+          : call.prompt === 'null'
+            ? { body: { id: 'x', object: 'chat.completion', choices: null } }
+            : { body: { id: 'x', object: 'chat.completion', choices: [] } },
     { maxAttempts: 2 },
   );
   for (const prompt of ['native', 'odd']) {
@@ -1315,13 +1317,17 @@ test("a 2xx JSON object without a choices list (a server's own API, as Ollama's 
     assert.deepEqual([failed.status, failed.attempts, failed.error?.code], ['failed', 2, 'upstream_bad_response'], prompt);
     assert.equal(failed.error?.message, 'upstream answered 200 with a JSON object that is not a chat completion (no choices list)');
   }
-  // As some gateways, and proxies in front of Azure OpenAI, answer: retried, as a glitch may pass.
-  const empty = await finalJob(store, await enqueue('empty'));
-  assert.deepEqual(
-    [empty.status, empty.attempts, empty.error?.code, empty.error?.message],
-    ['failed', 2, 'upstream_bad_response', 'upstream answered 200 with a completion that holds no choices'],
-  );
-  assert.equal(stub.calls.length, 6);
+  // As some gateways, and proxies in front of Azure OpenAI, answer (and vLLM, with null): retried,
+  // as a glitch may pass, and without the hint that blames the base URL.
+  for (const prompt of ['empty', 'null']) {
+    const empty = await finalJob(store, await enqueue(prompt));
+    assert.deepEqual(
+      [empty.status, empty.attempts, empty.error?.code, empty.error?.message],
+      ['failed', 2, 'upstream_bad_response', 'upstream answered 200 with a completion that holds no choices'],
+      prompt,
+    );
+  }
+  assert.equal(stub.calls.length, 8);
   const verdict = judgeFailure({ kind: 'bad_response', status: 200, message: 'x', notCompletion: true }, Date.now());
   assert.match(verdict.hint ?? '', /check that OPENAI_BASE_URL is an OpenAI-compatible API's base/);
 });

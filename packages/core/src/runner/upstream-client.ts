@@ -219,14 +219,17 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       const why = said === undefined ? '' : `: ${redact(said)}`;
       return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
     }
+    // No choice, no answer: some gateways, and proxies in front of Azure OpenAI, answer `choices: []`
+    // (OpenAI's API always has one), and vLLM has answered `choices: null`. Completed, the job had
+    // carried nothing, with no word of why; told as no other API's answer, the base URL was blamed.
+    if (choices === null || (Array.isArray(choices) && choices.length === 0)) {
+      return { kind: 'bad_response', status, message: `upstream answered ${status} with a completion that holds no choices` };
+    }
     // A server's own API beside its OpenAI-compatible one (Ollama's /api/chat answers {message, done})
     // completed every job with no answer and no word of why.
     if (!Array.isArray(choices)) {
       return { kind: 'bad_response', status, message: `upstream answered ${status} with a JSON object that is not a chat completion (no choices list)`, notCompletion: true };
     }
-    // No choice, no answer: some gateways, and proxies in front of Azure OpenAI, answer `choices: []`
-    // (OpenAI's API always has one). Completed, the job had carried nothing, with no word of why.
-    if (choices.length === 0) return { kind: 'bad_response', status, message: `upstream answered ${status} with a completion that holds no choices` };
     // OpenRouter's word for a generation that failed midway, the answer so far beside it: completed,
     // the job would have carried half an answer as a whole one.
     const failed = choices.find((choice) => (choice as { finish_reason?: unknown } | null)?.finish_reason === 'error') as { error?: unknown } | undefined;
