@@ -50,8 +50,8 @@ function readGroup(file: string, service: string, known: (keyword: string) => bo
     return { problem: `service file ${file} cannot be read: ${(err as NodeJS.ErrnoException).code}` };
   }
   const params: Array<[string, string]> = [];
+  // Once in the group, the reading stays in it until the next begins, where it ends.
   let inGroup = false;
-  let found = false;
   for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) continue;
@@ -59,17 +59,16 @@ function readGroup(file: string, service: string, known: (keyword: string) => bo
       // The group ends at the next; what follows `]` on its line is not read, as libpq has it.
       if (inGroup) break;
       inGroup = line.startsWith(`[${service}]`);
-      found ||= inGroup;
       continue;
     }
     if (!inGroup) continue;
     const at = line.indexOf('=');
-    const keyword = at < 0 ? line : line.slice(0, at);
     if (at < 0) return { problem: `service file ${file}, line ${i + 1}: ${JSON.stringify(line)} is no keyword=value` };
+    const keyword = line.slice(0, at);
     if (keyword === 'service') return { problem: `service file ${file}, line ${i + 1}: a service within a service is not possible, as in libpq` };
     if (!known(keyword))
       return { problem: `service file ${file}, line ${i + 1}: ${JSON.stringify(keyword)} is no keyword of libpq's (write keyword=value, without spaces about the =)` };
     if (!params.some(([name]) => name === keyword)) params.push([keyword, line.slice(at + 1)]);
   }
-  return found ? { params, file } : null;
+  return inGroup ? { params, file } : null;
 }
