@@ -1,10 +1,11 @@
-import { STATUS_CODES, createServer, maxHeaderSize, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, maxHeaderSize, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
 import { AppError, ConfigError, sayAtMostEvery, watchOpenFiles, type Logger } from '@proxy/core';
 import { SERVER_TIMEOUTS } from './app.js';
 import { expressObjects } from './express-objects.js';
+import { holdContinue } from './expect-continue.js';
 import { sendJson } from './respond.js';
 
 /** An error accepting connections is told at most this often, with how many came since. */
@@ -35,7 +36,7 @@ export async function listen(
   const connections = new Set<Socket>();
   // Node's own check of the Host header answers a bare 400 with no body; it is made here instead.
   // Requests and responses are made as Express's own (express-objects.ts).
-  const server = createServer({ requireHostHeader: false, ...expressObjects(app) }, (req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse) => {
     // Closing, each answer ends its connection (see close()).
     if (closing) res.setHeader('Connection', 'close');
     (req.socket as Socket & { [LATEST]?: ServerResponse })[LATEST] = res;
@@ -45,6 +46,12 @@ export async function listen(
       return;
     }
     app(req, res);
+  };
+  const server = createServer({ requireHostHeader: false, ...expressObjects(app) }, serve);
+  // The 100 Continue goes out when a route reads the body, not as the headers arrive (expect-continue.ts).
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    holdContinue(res);
+    serve(req, res);
   });
   server.listen(at.port, at.host);
   await new Promise<void>((resolve, reject) => {

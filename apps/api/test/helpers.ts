@@ -1,6 +1,9 @@
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createClientRegistry, createSilentLogger, loadConfig, openStore, type Config, type JobStore, type Logger } from '@proxy/core';
+import type { Express } from 'express';
 import { createApp, type WorkerPass } from '../src/app.ts';
+import { listen } from '../src/listen.ts';
 import type { JobWatcher } from '../src/job-watcher.ts';
 import { newCredentials, tempDir, testEnv, type TestHooks } from '../../../test/helpers/index.ts';
 
@@ -25,6 +28,8 @@ export async function startTestApi(
     watcher?: (store: JobStore) => JobWatcher;
     /** Where the app logs; silent when not given. */
     logger?: Logger;
+    /** 'proxy-api': served as proxy-api serves it (listen.ts), not by Express's app.listen. */
+    served?: 'proxy-api';
   } = {},
 ): Promise<TestApi> {
   const dir = tempDir(t);
@@ -45,13 +50,18 @@ export async function startTestApi(
     workerPass: options.workerPass ?? null,
     ...(options.now ? { now: options.now } : {}),
   });
-  const server = app.listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
+  const { server, close } = options.served === 'proxy-api' ? await listen(app, { host: '127.0.0.1', port: 0 }, createSilentLogger()) : await listenPlain(app);
   t.after(async () => {
     watcher?.close();
     server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
+    await close();
     await store.close();
   });
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, key, secret, store, config, dir };
+}
+
+async function listenPlain(app: Express): Promise<{ server: Server; close(): Promise<void> }> {
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  return { server, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }

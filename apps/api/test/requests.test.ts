@@ -416,6 +416,53 @@ test('bodies arrive in pieces: with a Content-Length or chunked, read whole; a c
   assert.equal(after.status, 202);
 });
 
+test('Expect: 100-continue: the 100 goes out only when the body is to be read, so a create refused on its headers (unknown key, body over BODY_LIMIT, not JSON) is refused before its body is sent', async (t) => {
+  const api = await startTestApi(t, { env: { BODY_LIMIT: '2kb' }, served: 'proxy-api' });
+  const { port } = new URL(api.url);
+  // As curl (for a large body) and Windows PowerShell (for every POST) send a create: the
+  // headers, then the body only once the server says 100 Continue. The answer is read until the
+  // server closes the connection (Connection: close, or Node's own close after a refusal).
+  const exchange = (path: string, headers: string, body: string) =>
+    new Promise<{ continued: boolean; answer: string }>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1');
+      let received = '';
+      let continued = false;
+      socket.on('data', (d) => {
+        received += d.toString('utf8');
+        if (!continued && received.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+          continued = true;
+          received = received.slice('HTTP/1.1 100 Continue\r\n\r\n'.length);
+          socket.write(body);
+        }
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve({ continued, answer: received }));
+      socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${headers}Content-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\n\r\n`);
+    });
+  const status = (answer: string) => Number(answer.slice(9, 12));
+  const code = (answer: string) => JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error.code as string;
+  const json = 'Content-Type: application/json\r\n';
+  const ours = `X-Proxy-Key: ${api.key}\r\n`;
+
+  const good = await exchange('/v1/requests', json + ours, signBody({ prompt: 'after a 100 Continue', ...freshStamp() }, api.secret));
+  assert.deepEqual([good.continued, status(good.answer)], [true, 202], good.answer);
+  const legacy = await exchange('/index.php?action=request', json + ours, signBody({ prompt: 'the old URL', ...freshStamp() }, api.secret));
+  assert.deepEqual([legacy.continued, status(legacy.answer)], [true, 202], legacy.answer);
+
+  const unsent = signBody({ prompt: 'never sent', ...freshStamp() }, api.secret);
+  for (const [what, path, headers, body, answered] of [
+    ['an unknown key', '/v1/requests', `${json}X-Proxy-Key: pk_not_a_client_0123456789\r\n`, unsent, [401, 'unauthorized']],
+    ['no JSON type', '/v1/requests', `Content-Type: text/plain\r\n${ours}`, unsent, [415, 'unsupported_media_type']],
+    ['over BODY_LIMIT', '/v1/requests', json + ours, 'x'.repeat(3000), [413, 'payload_too_large']],
+    ['over BODY_LIMIT, the old URL', '/index.php?action=request', json + ours, 'x'.repeat(3000), [413, 'payload_too_large']],
+  ] as const) {
+    const refused = await exchange(path, headers, body);
+    assert.equal(refused.continued, false, `${what}: refused without a 100 Continue (${refused.answer.slice(0, 40)})`);
+    assert.deepEqual([status(refused.answer), code(refused.answer)], answered, what);
+  }
+  assert.equal((await api.store.countByStatus()).queued, 2, 'only the two sent whole were stored');
+});
+
 test('a long-poll whose client hangs up holds no waiter: not when it leaves mid-wait, nor while its job is first read', async (t) => {
   // The first read of the job is held until released, so the client can leave while it runs.
   let holdNextRead = false;

@@ -61,11 +61,9 @@ function requestError(err: unknown, req: Request): AppError | null {
     });
   }
   if (parserCode === 'payload_too_large') {
-    // The limit, so a client can split or trim; a compressed body is held to it decompressed.
     const { limit } = err as { limit?: unknown };
     const coded = req.headers['content-encoding'] !== undefined && req.headers['content-encoding'] !== 'identity';
-    const over = typeof limit === 'number' ? `over the ${byteText(limit)} the server accepts${coded ? ' (counted decompressed)' : ''}` : 'larger than the server accepts';
-    return new AppError(parserCode, `the request body is ${over}`, { cause: err });
+    return bodyTooLarge(typeof limit === 'number' ? limit : undefined, coded, err);
   }
   if (parserCode) return new AppError(parserCode, 'the request body could not be read', { cause: err });
   if (status !== 400) return null;
@@ -76,6 +74,15 @@ function requestError(err: unknown, req: Request): AppError | null {
     return new AppError('invalid_request', `the body does not decompress as its Content-Encoding (${coding}) says`, { cause: err });
   }
   return new AppError('invalid_request', 'the request body could not be read', { cause: err });
+}
+
+/**
+ * A body over BODY_LIMIT, told with the limit, so a client can split or trim; a compressed body is
+ * held to it decompressed.
+ */
+export function bodyTooLarge(limitBytes: number | undefined, coded: boolean, cause?: unknown): AppError {
+  const over = limitBytes !== undefined ? `over the ${byteText(limitBytes)} the server accepts${coded ? ' (counted decompressed)' : ''}` : 'larger than the server accepts';
+  return new AppError('payload_too_large', `the request body is ${over}`, cause === undefined ? {} : { cause });
 }
 
 /**

@@ -1,5 +1,7 @@
 import express, { type RequestHandler } from 'express';
 import { AppError } from '@proxy/core';
+import { sendContinue } from '../expect-continue.js';
+import { bodyTooLarge } from './errors.js';
 
 /**
  * Reads a create's body as raw bytes into `req.body` (the signature covers exactly what the client
@@ -13,7 +15,12 @@ export function rawBody(limitBytes: number): RequestHandler {
   return (req, res, next) => {
     const length = req.headers['content-length'];
     const encoding = req.headers['content-encoding'];
-    if (length === undefined || !/^\d{1,10}$/.test(length) || Number(length) > limitBytes || (encoding !== undefined && encoding.toLowerCase() !== 'identity')) {
+    const plain = encoding === undefined || encoding.toLowerCase() === 'identity';
+    // Refused by its Content-Length before any of it is read: a client that waits for a 100
+    // Continue then never sends it (expect-continue.ts).
+    if (plain && length !== undefined && Number(length) > limitBytes) throw bodyTooLarge(limitBytes, false);
+    if (req.headers.expect !== undefined) sendContinue(res);
+    if (length === undefined || !/^\d{1,10}$/.test(length) || !plain) {
       general(req, res, next);
       return;
     }
