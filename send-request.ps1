@@ -184,6 +184,13 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
 
 # What a 2xx answer lacks: the field the proxy always sends, read under strict mode without stopping.
 function Test-Field($Json, [string]$Name) { return ($null -ne $Json) -and ($null -ne $Json.PSObject.Properties[$Name]) -and ($null -ne $Json.$Name) }
+# Why the job's first choice stopped (stop, length, content_filter, ...), from its response; $null when not said.
+function Get-FinishReason($Job) {
+    if (-not (Test-Field $Job 'response') -or -not (Test-Field $Job.response 'choices')) { return $null }
+    $choices = @($Job.response.choices)
+    if ($choices.Count -eq 0 -or -not (Test-Field $choices[0] 'finish_reason')) { return $null }
+    return [string]$choices[0].finish_reason
+}
 function Get-Unanswered($Result, [string]$What) {
     $why = if ($Result.Unreadable) { "a body that is not JSON ($($Result.Unreadable))" } else { "no $What" }
     return "the server answered $($Result.Status) with $why; is $BaseUrl the proxy's address?"
@@ -262,9 +269,17 @@ while ($true) {
     if (-not (Test-Field $result.Json 'status')) { Stop-With 5 (Get-Unanswered $result "status for the job $id") }
     switch ($result.Json.status) {
         'completed' {
-            # A tool call or a refusal has no text: nothing printed alone would look like a lost answer.
+            # An answer with no text (a tool call, a refusal, a filter, a token limit spent thinking) is said
+            # so, why where the upstream says: nothing printed alone would look like a lost answer. One cut
+            # at the token limit is said so too: it reads like a whole one.
+            $finish = Get-FinishReason $result.Json
             if (-not (Test-Field $result.Json 'output_text') -or [string]$result.Json.output_text -eq '') {
-                [Console]::Error.WriteLine("send-request: the answer has no text (a tool call or a refusal?); the whole job is at $($BaseUrl.TrimEnd('/'))/v1/requests/$id")
+                $note = 'the answer has no text (a tool call or a refusal?)'
+                if ($finish -eq 'length') { $note = 'the answer has no text: the model reached its token limit before writing any (a reasoning model can spend it all thinking: raise max_completion_tokens in -Options)' }
+                elseif ($finish -eq 'content_filter') { $note = "the answer has no text: the upstream's content filter held it back" }
+                [Console]::Error.WriteLine("send-request: $note; the whole job is at $($BaseUrl.TrimEnd('/'))/v1/requests/$id")
+            } elseif ($finish -eq 'length') {
+                [Console]::Error.WriteLine('send-request: the answer stops at the token limit (finish_reason "length"): raise max_tokens or max_completion_tokens in -Options for the rest')
             }
             Write-Output $result.Json.output_text; exit 0
         }

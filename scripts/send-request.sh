@@ -179,6 +179,11 @@ field() { # first top-level string or number field of a JSON object: field NAME
     *) printf '%s' "$raw" ;;
   esac
 }
+finish_reason() { # why the job's first choice stopped (stop, length, content_filter, …), from its response; empty when not said
+  if $have_jq; then jq -r 'if type == "object" then (.response.choices[0].finish_reason? // empty) | strings else empty end' 2>/dev/null || true; return; fi
+  # The first in the text is the first choice's: one written inside a string has its quotes escaped.
+  { grep -oE '"finish_reason":"[A-Za-z_]+"' || true; } | head -n1 | sed -E 's/^"finish_reason":"([A-Za-z_]+)"$/\1/'
+}
 # A JSON string's text with its quotes and \" and \/ undone, the rest left for printf %b. Byte by byte,
 # as json_string: in a UTF-8 locale a long answer took bash's substitutions minutes.
 json_unquote() (
@@ -266,8 +271,20 @@ while :; do
   case "$job_status" in
     completed)
       text=$(printf '%s' "$json" | field output_text)
-      # A tool call or a refusal has no text: an empty line alone would look like a lost answer.
-      [ -n "$text" ] || printf 'send-request: the answer has no text (a tool call or a refusal?); the whole job is at %s/v1/requests/%s\n' "$base_url" "$id" >&2
+      finish=$(printf '%s' "$json" | finish_reason)
+      # An answer with no text (a tool call, a refusal, a filter, a token limit spent thinking) is said
+      # so, why where the upstream says: an empty line alone would look like a lost answer. One cut
+      # at the token limit is said so too: it reads like a whole one.
+      if [ -z "$text" ]; then
+        case "$finish" in
+          length) note="the answer has no text: the model reached its token limit before writing any (a reasoning model can spend it all thinking: raise max_completion_tokens in --options)" ;;
+          content_filter) note="the answer has no text: the upstream's content filter held it back" ;;
+          *) note='the answer has no text (a tool call or a refusal?)' ;;
+        esac
+        printf 'send-request: %s; the whole job is at %s/v1/requests/%s\n' "$note" "$base_url" "$id" >&2
+      elif [ "$finish" = length ]; then
+        printf 'send-request: the answer stops at the token limit (finish_reason "length"): raise max_tokens or max_completion_tokens in --options for the rest\n' >&2
+      fi
       printf '%s\n' "$text"; exit 0 ;;
     failed) die 2 "failed: $(error_of "$json")" ;;
     expired|cancelled) die 3 "$job_status" ;;

@@ -112,6 +112,51 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
       new RegExp(`send-request: the answer has no text \\(a tool call or a refusal\\?\\); the whole job is at ${clientEnv.PROXY_BASE_URL}/v1/requests/req_[\\w-]+\\n$`),
     );
   }
+
+  // Why an answer stopped short, where the upstream says (its first choice's finish_reason): a
+  // reasoning model that spent its whole token limit thinking answers no text, a filter withholds
+  // it, and an answer cut at the limit reads like a whole one. The answer's own text naming a
+  // finish_reason (escaped in its JSON string) is not taken for the upstream's.
+  const stopped = (content: string | null, finish: string) => ({
+    body: {
+      id: 'chatcmpl-l',
+      object: 'chat.completion',
+      created: 1,
+      model: 'gpt-test',
+      choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: finish }],
+      usage: { prompt_tokens: 9, completion_tokens: 64, total_tokens: 73, completion_tokens_details: { reasoning_tokens: 64 } },
+    },
+  });
+  const where = `; the whole job is at ${clientEnv.PROXY_BASE_URL}/v1/requests/req_[\\w-]+\\n$`;
+  for (const PATH of [clientEnv.PATH, bare]) {
+    const jq = PATH === bare ? 'without jq' : 'with jq';
+    stub.behave(() => stopped('', 'length'));
+    const thought = await run(['-p', 'think hard', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([thought.code, thought.stdout], [0, '\n'], thought.stderr);
+    assert.match(
+      thought.stderr,
+      new RegExp(
+        `send-request: the answer has no text: the model reached its token limit before writing any \\(a reasoning model can spend it all thinking: raise max_completion_tokens in --options\\)${where}`,
+      ),
+      jq,
+    );
+    stub.behave(() => stopped(null, 'content_filter'));
+    const filtered = await run(['-p', 'something filtered', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([filtered.code, filtered.stdout], [0, '\n'], filtered.stderr);
+    assert.match(filtered.stderr, new RegExp(`send-request: the answer has no text: the upstream's content filter held it back${where}`), jq);
+    stub.behave(() => stopped('The first half, then "finish_reason":"stop" and', 'length'));
+    const cut = await run(['-p', 'write a lot', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([cut.code, cut.stdout], [0, 'The first half, then "finish_reason":"stop" and\n'], cut.stderr);
+    assert.match(
+      cut.stderr,
+      /send-request: the answer stops at the token limit \(finish_reason "length"\): raise max_tokens or max_completion_tokens in --options for the rest\n$/,
+      jq,
+    );
+    stub.behave(() => stopped('A whole answer that mentions "finish_reason":"length" in passing.', 'stop'));
+    const whole = await run(['-p', 'a whole answer', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([whole.code, whole.stdout], [0, 'A whole answer that mentions "finish_reason":"length" in passing.\n'], whole.stderr);
+    assert.doesNotMatch(whole.stderr, /token limit|no text/, jq);
+  }
 });
 
 test('the shell client sends control characters as JSON escapes, and sends a long prompt holding them (a terminal colour code, quotes, backslashes) and reads its answer, with jq or without, in seconds', async (t) => {
