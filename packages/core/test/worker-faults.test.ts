@@ -1358,3 +1358,37 @@ test('a redirect fails the job at once, saying where to and which setting to cha
     `upstream redirected (HTTP 307) to ${new URL(stub.url).origin}/elsewhere, which the worker does not follow: set OPENAI_BASE_URL to the new address`,
   );
 });
+
+test("a completion that stopped at the token limit says so in the worker's log: as a warning when it has no text (a reasoning model that spent the limit thinking), beside 'job completed' when it was cut", async (t) => {
+  const lines: Array<{ level: string; message: string; finish_reason?: string; job_id?: string }> = [];
+  const logger = createLogger({
+    level: 'info',
+    format: 'json',
+    stream: new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(JSON.parse(String(chunk)) as (typeof lines)[number]);
+        done();
+      },
+    }),
+  });
+  const { store, enqueue } = await setUp(
+    t,
+    (call) => {
+      const [content, finish] = call.prompt === 'think' ? ['', 'length'] : call.prompt === 'cut' ? ['The first half', 'length'] : ['Whole.', 'stop'];
+      return { body: { ...(echoCompletion(call) as object), choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: finish }] } };
+    },
+    { logger },
+  );
+  const [think, cut, whole] = [await enqueue('think'), await enqueue('cut'), await enqueue('whole')];
+  for (const id of [think, cut, whole]) assert.equal((await finalJob(store, id)).status, 'completed');
+  const about = (id: string) => lines.filter((l) => l.job_id === id && l.message.startsWith('job completed')).map((l) => [l.level, l.message, l.finish_reason]);
+  assert.deepEqual(about(think), [
+    [
+      'warn',
+      'job completed without text: the model reached its token limit before writing any (a reasoning model can spend it all thinking; a larger max_completion_tokens in the request leaves room)',
+      'length',
+    ],
+  ]);
+  assert.deepEqual(about(cut), [['info', 'job completed', 'length']]);
+  assert.deepEqual(about(whole), [['info', 'job completed', undefined]]);
+});

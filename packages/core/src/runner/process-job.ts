@@ -205,7 +205,16 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     const callLog = outcome.requestId ? withFields(log, { upstream_request_id: outcome.requestId }) : log;
     if (outcome.kind === 'ok') {
       const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body }, attempt);
-      callLog.info(done ? 'job completed' : 'job completed upstream but the lease was lost', { ms: now() - started });
+      const finish = outcome.finishReason;
+      const meta = finish === null || finish === 'stop' ? { ms: now() - started } : { ms: now() - started, finish_reason: finish };
+      if (done && finish === 'length' && !outcome.outputText) {
+        // A reasoning model counts its thinking against the limit, and may spend it all before its
+        // first word: the job completes with no text, which only its finish_reason explains.
+        callLog.warn(
+          'job completed without text: the model reached its token limit before writing any (a reasoning model can spend it all thinking; a larger max_completion_tokens in the request leaves room)',
+          meta,
+        );
+      } else callLog.info(done ? 'job completed' : 'job completed upstream but the lease was lost', meta);
       return done ? 'completed' : 'lost';
     }
     const verdict = judgeFailure(outcome, now());

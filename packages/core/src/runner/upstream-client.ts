@@ -15,10 +15,11 @@ import { networkError } from './network-error.js';
 
 /**
  * What one upstream call produced, already read to the end. `requestId`: the upstream's own id for
- * the call (its x-request-id header, as OpenAI sends), when it answered with one.
+ * the call (its x-request-id header, as OpenAI sends), when it answered with one. `finishReason`:
+ * why a completion's first choice stopped (`stop`, `length`, `content_filter`, …), when it says.
  */
 export type UpstreamOutcome = (
-  | { kind: 'ok'; status: number; body: unknown; outputText: string | null; usage: unknown }
+  | { kind: 'ok'; status: number; body: unknown; outputText: string | null; finishReason: string | null; usage: unknown }
   /** `retryDelayMs`: the wait the body asked for (Google's RetryInfo), where no header names one. */
   | { kind: 'http_error'; status: number; headers: Record<string, string>; body: unknown; errorCode: string | null; message: string; retryDelayMs?: number }
   /** `final`: the same call would get the same unreadable answer (an encoding the worker cannot read). */
@@ -238,7 +239,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       const why = said === undefined ? '' : `: ${redact(said)}`;
       return { kind: 'bad_response', status, message: `upstream answered ${status} with a completion that ended in an error${why}`.slice(0, MAX_ERROR_TEXT) };
     }
-    return { kind: 'ok', status, body, outputText: extractText(body), usage: (body as { usage?: unknown }).usage ?? null };
+    return { kind: 'ok', status, body, outputText: extractText(body), finishReason: finishReasonOf(body), usage: (body as { usage?: unknown }).usage ?? null };
   }
 
   /**
@@ -341,6 +342,11 @@ function extractText(body: object): string | null {
   if (!Array.isArray(content)) return null;
   const texts = content.flatMap((part: { type?: unknown; text?: unknown } | null) => (part?.type === 'text' && typeof part.text === 'string' ? [part.text] : []));
   return texts.length > 0 ? texts.join('') : null;
+}
+
+function finishReasonOf(body: object): string | null {
+  const reason = (body as { choices?: Array<{ finish_reason?: unknown } | null> }).choices?.[0]?.finish_reason;
+  return typeof reason === 'string' ? reason : null;
 }
 
 function tryParseJson(text: string): unknown {
