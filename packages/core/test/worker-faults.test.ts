@@ -1382,6 +1382,8 @@ test("a completion that stopped at the token limit says so in the worker's log: 
   const [think, cut, whole] = [await enqueue('think'), await enqueue('cut'), await enqueue('whole')];
   for (const id of [think, cut, whole]) assert.equal((await finalJob(store, id)).status, 'completed');
   const about = (id: string) => lines.filter((l) => l.job_id === id && l.message.startsWith('job completed')).map((l) => [l.level, l.message, l.finish_reason]);
+  // A job is read completed as soon as it is stored; its line is written after, at the turn's end.
+  await eventually(async () => [think, cut, whole].every((id) => about(id).length > 0));
   assert.deepEqual(about(think), [
     [
       'warn',
