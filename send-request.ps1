@@ -184,12 +184,12 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
 
 # What a 2xx answer lacks: the field the proxy always sends, read under strict mode without stopping.
 function Test-Field($Json, [string]$Name) { return ($null -ne $Json) -and ($null -ne $Json.PSObject.Properties[$Name]) -and ($null -ne $Json.$Name) }
-# Why the job's first choice stopped (stop, length, content_filter, ...), from its response; $null when not said.
-function Get-FinishReason($Job) {
+# The first choice of the job's response (why it stopped, a refusal); $null when there is none.
+function Get-FirstChoice($Job) {
     if (-not (Test-Field $Job 'response') -or -not (Test-Field $Job.response 'choices')) { return $null }
     $choices = @($Job.response.choices)
-    if ($choices.Count -eq 0 -or -not (Test-Field $choices[0] 'finish_reason')) { return $null }
-    return [string]$choices[0].finish_reason
+    if ($choices.Count -eq 0) { return $null }
+    return $choices[0]
 }
 function Get-Unanswered($Result, [string]$What) {
     $why = if ($Result.Unreadable) { "a body that is not JSON ($($Result.Unreadable))" } else { "no $What" }
@@ -272,11 +272,17 @@ while ($true) {
             # An answer with no text (a tool call, a refusal, a filter, a token limit spent thinking) is said
             # so, why where the upstream says: nothing printed alone would look like a lost answer. One cut
             # at the token limit is said so too: it reads like a whole one.
-            $finish = Get-FinishReason $result.Json
+            $choice = Get-FirstChoice $result.Json
+            $finish = if (Test-Field $choice 'finish_reason') { [string]$choice.finish_reason } else { $null }
             if (-not (Test-Field $result.Json 'output_text') -or [string]$result.Json.output_text -eq '') {
                 $note = 'the answer has no text (a tool call or a refusal?)'
                 if ($finish -eq 'length') { $note = 'the answer has no text: the model reached its token limit before writing any (a reasoning model can spend it all thinking: raise max_completion_tokens in -Options)' }
                 elseif ($finish -eq 'content_filter') { $note = "the answer has no text: the upstream's content filter held it back" }
+                elseif ($finish -eq 'tool_calls' -or $finish -eq 'function_call') { $note = "the answer has no text: it is a tool call (finish_reason ""$finish"")" }
+                # OpenAI's structured outputs answer a refusal in its own field, the content left empty.
+                if ((Test-Field $choice 'message') -and (Test-Field $choice.message 'refusal') -and [string]$choice.message.refusal -ne '') {
+                    $note = "the answer has no text: the model refused (""$($choice.message.refusal)"")"
+                }
                 [Console]::Error.WriteLine("send-request: $note; the whole job is at $($BaseUrl.TrimEnd('/'))/v1/requests/$id")
             } elseif ($finish -eq 'length') {
                 [Console]::Error.WriteLine('send-request: the answer stops at the token limit (finish_reason "length"): raise max_tokens or max_completion_tokens in -Options for the rest')

@@ -184,6 +184,10 @@ finish_reason() { # why the job's first choice stopped (stop, length, content_fi
   # The first in the text is the first choice's: one written inside a string has its quotes escaped.
   { grep -oE '"finish_reason":"[A-Za-z_]+"' || true; } | head -n1 | sed -E 's/^"finish_reason":"([A-Za-z_]+)"$/\1/'
 }
+refusal_of() { # the first choice's refusal, when the model refused (OpenAI's structured outputs); empty when none
+  if $have_jq; then jq -r 'if type == "object" then (.response.choices[0].message.refusal? // empty) | strings else empty end' 2>/dev/null || true; return; fi
+  field refusal
+}
 # A JSON string's text with its quotes and \" and \/ undone, the rest left for printf %b. Byte by byte,
 # as json_string: in a UTF-8 locale a long answer took bash's substitutions minutes.
 json_unquote() (
@@ -276,11 +280,15 @@ while :; do
       # so, why where the upstream says: an empty line alone would look like a lost answer. One cut
       # at the token limit is said so too: it reads like a whole one.
       if [ -z "$text" ]; then
+        refusal=$(printf '%s' "$json" | refusal_of)
         case "$finish" in
           length) note="the answer has no text: the model reached its token limit before writing any (a reasoning model can spend it all thinking: raise max_completion_tokens in --options)" ;;
           content_filter) note="the answer has no text: the upstream's content filter held it back" ;;
+          tool_calls|function_call) note="the answer has no text: it is a tool call (finish_reason \"$finish\")" ;;
           *) note='the answer has no text (a tool call or a refusal?)' ;;
         esac
+        # OpenAI's structured outputs answer a refusal in its own field, the content left empty.
+        [ -z "$refusal" ] || note="the answer has no text: the model refused (\"$refusal\")"
         printf 'send-request: %s; the whole job is at %s/v1/requests/%s\n' "$note" "$base_url" "$id" >&2
       elif [ "$finish" = length ]; then
         printf 'send-request: the answer stops at the token limit (finish_reason "length"): raise max_tokens or max_completion_tokens in --options for the rest\n' >&2

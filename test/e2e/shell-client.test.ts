@@ -109,7 +109,9 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
     assert.equal(tool.stdout, '\n');
     assert.match(
       tool.stderr,
-      new RegExp(`send-request: the answer has no text \\(a tool call or a refusal\\?\\); the whole job is at ${clientEnv.PROXY_BASE_URL}/v1/requests/req_[\\w-]+\\n$`),
+      new RegExp(
+        `send-request: the answer has no text: it is a tool call \\(finish_reason "tool_calls"\\); the whole job is at ${clientEnv.PROXY_BASE_URL}/v1/requests/req_[\\w-]+\\n$`,
+      ),
     );
   }
 
@@ -128,8 +130,28 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
     },
   });
   const where = `; the whole job is at ${clientEnv.PROXY_BASE_URL}/v1/requests/req_[\\w-]+\\n$`;
+  const refused = (finish: string | null) => ({
+    body: {
+      id: 'chatcmpl-r',
+      object: 'chat.completion',
+      created: 1,
+      model: 'gpt-test',
+      choices: [{ index: 0, message: { role: 'assistant', content: null, refusal: 'I can\'t help with "that".' }, finish_reason: finish }],
+      usage: null,
+    },
+  });
   for (const PATH of [clientEnv.PATH, bare]) {
     const jq = PATH === bare ? 'without jq' : 'with jq';
+    // OpenAI's structured outputs: the refusal in its own field, the content null.
+    stub.behave(() => refused('stop'));
+    const refusal = await run(['-p', 'something refused', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([refusal.code, refusal.stdout], [0, '\n'], refusal.stderr);
+    assert.match(refusal.stderr, new RegExp(`send-request: the answer has no text: the model refused \\("I can't help with "that"\\."\\)${where}`), jq);
+    // No finish_reason said, nor a refusal: the words of before.
+    stub.behave(() => ({ body: { ...(refused(null).body as object), choices: [{ index: 0, message: { role: 'assistant', content: null } }] } }));
+    const unsaid = await run(['-p', 'nothing said', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([unsaid.code, unsaid.stdout], [0, '\n'], unsaid.stderr);
+    assert.match(unsaid.stderr, new RegExp(`send-request: the answer has no text \\(a tool call or a refusal\\?\\)${where}`), jq);
     stub.behave(() => stopped('', 'length'));
     const thought = await run(['-p', 'think hard', '--poll', '0.2'], { ...clientEnv, PATH });
     assert.deepEqual([thought.code, thought.stdout], [0, '\n'], thought.stderr);

@@ -142,16 +142,22 @@ test('a 2xx that is not the proxy\'s JSON stops it naming the base URL, as the s
 test('a completed job without text (a tool call, a refusal, a filter, a token limit spent thinking) or cut at the token limit is said so on stderr, why where the upstream says, as the shell client does', () => {
   // Not run on PowerShell (none here): checked as written; the shell client's end-to-end test runs it.
   const completed = /'completed' \{\n([\s\S]*?)\n {8}\}\n/.exec(script)?.[1] ?? '';
-  assert.match(completed, /\$finish = Get-FinishReason \$result\.Json\n/);
+  assert.match(
+    completed,
+    /\$choice = Get-FirstChoice \$result\.Json\n\s+\$finish = if \(Test-Field \$choice 'finish_reason'\) \{ \[string\]\$choice\.finish_reason \} else \{ \$null \}\n/,
+  );
   assert.match(completed, /if \(-not \(Test-Field \$result\.Json 'output_text'\) -or \[string\]\$result\.Json\.output_text -eq ''\) \{/);
+  assert.match(
+    completed,
+    /if \(\(Test-Field \$choice 'message'\) -and \(Test-Field \$choice\.message 'refusal'\) -and \[string\]\$choice\.message\.refusal -ne ''\) \{\n\s+\$note = "the answer has no text: the model refused \(""\$\(\$choice\.message\.refusal\)""\)"\n/,
+  );
   assert.match(completed, /send-request: \$note; the whole job is at \$\(\$BaseUrl\.TrimEnd\('\/'\)\)\/v1\/requests\/\$id"\)/);
   assert.match(completed, /\} elseif \(\$finish -eq 'length'\) \{\n\s+\[Console\]::Error\.WriteLine\('send-request: the answer stops at the token limit/);
   assert.match(completed, /Write-Output \$result\.Json\.output_text; exit 0$/);
-  // The first choice's finish_reason, each step looked for first: under Set-StrictMode a property
-  // that is not there throws.
-  const reason = /function Get-FinishReason\(\$Job\) \{\n([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
-  assert.match(reason, /if \(-not \(Test-Field \$Job 'response'\) -or -not \(Test-Field \$Job\.response 'choices'\)\) \{ return \$null \}/);
-  assert.match(reason, /if \(\$choices\.Count -eq 0 -or -not \(Test-Field \$choices\[0\] 'finish_reason'\)\) \{ return \$null \}/);
+  // The first choice, each step looked for first: under Set-StrictMode a property that is not there throws.
+  const first = /function Get-FirstChoice\(\$Job\) \{\n([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
+  assert.match(first, /if \(-not \(Test-Field \$Job 'response'\) -or -not \(Test-Field \$Job\.response 'choices'\)\) \{ return \$null \}/);
+  assert.match(first, /if \(\$choices\.Count -eq 0\) \{ return \$null \}\n\s+return \$choices\[0\]/);
   // The same words as the shell client's (the option's name aside: -Options there is --options here).
   const shell = readFileSync(new URL('scripts/send-request.sh', root), 'utf8');
   const words = (text: string) => text.replaceAll('--options', '-Options');
@@ -165,6 +171,11 @@ test('a completed job without text (a tool call, a refusal, a filter, a token li
     assert.ok(completed.includes(`$finish -eq ${finish}) { $note = ${note.includes("'") ? `"${note}"` : `'${note}'`} }`), finish);
     assert.ok(words(shell).includes(note), `the same words for ${finish}`);
   }
+  assert.ok(
+    completed.includes(`elseif ($finish -eq 'tool_calls' -or $finish -eq 'function_call') { $note = "the answer has no text: it is a tool call (finish_reason ""$finish"")" }`),
+  );
+  assert.ok(shell.includes('tool_calls|function_call) note="the answer has no text: it is a tool call (finish_reason \\"$finish\\")" ;;'), 'the same words');
+  assert.ok(shell.includes('note="the answer has no text: the model refused (\\"$refusal\\")"'), 'the same words');
   assert.ok(completed.includes("$note = 'the answer has no text (a tool call or a refusal?)'"));
   assert.ok(shell.includes("note='the answer has no text (a tool call or a refusal?)'"), 'the same words');
   const cut = 'the answer stops at the token limit (finish_reason "length"): raise max_tokens or max_completion_tokens in -Options for the rest';
