@@ -18,14 +18,13 @@ import {
   type NewJob,
   type PacingRequest,
   type QueueCounts,
-  type RateCheck,
-  type RateDecision,
   type WorkerHeartbeat,
 } from '../types.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, byQueueOrder, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { toHeartbeat, type WorkerRow } from '../worker-row.js';
 import { LIMITS_MIGRATIONS_DIR, watchForLaterRelease, type LaterReleaseWatch } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
+import { createLimitDraws } from './limit-draws.js';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { createTurnRead } from './turn-read.js';
@@ -120,36 +119,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   };
   const laterLooks = setInterval(lookForLater, intervalMs);
   laterLooks.unref();
-  const limits = {
-    get: limitsDb.prepare<[string], number>('SELECT tat FROM rate_limits WHERE key = ?').pluck(),
-    set: limitsDb.prepare<[string, number]>('INSERT INTO rate_limits (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat'),
-    purge: limitsDb.prepare<[number]>('DELETE FROM rate_limits WHERE tat < ?'),
-  };
-  // GCRA: a request is allowed when the budget's tat is at most `tolerance` ahead of now. Runs inside
-  // the limits file's own write queue, so the draws of one event-loop turn share one transaction.
-  // Within it, each budget's row is read once and written once, at commit: a turn's requests mostly
-  // draw from the same few budgets (one client, one address behind nginx), and each is decided
-  // against the tat the draws before it in the turn left, exactly as row by row.
-  const drawn = new Map<string, number>();
-  const consume = (checks: readonly RateCheck[], at: number): RateDecision[] => {
-    const decisions = checks.map((check) => {
-      const tat = Math.max(drawn.get(check.key) ?? limits.get.get(check.key) ?? at, at);
-      return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };
-    });
-    if (decisions.every((d) => d.allowed)) checks.forEach((check, i) => drawn.set(check.key, (decisions[i] as RateDecision).tat));
-    return decisions;
-  };
-  const limitWrites = createWriteQueue(limitsDb, {
-    check: refuseIfMoved,
-    begin: refuseIfLater(laterLimits),
-    beforeCommit() {
-      for (const [key, tat] of drawn) limits.set.run(key, tat);
-      drawn.clear();
-    },
-    afterRollback() {
-      drawn.clear();
-    },
-  });
+  // Limiter draws in the limits file, refused as the jobs file's writes are (limit-draws.ts).
+  const limitDraws = createLimitDraws(limitsDb, { check: refuseIfMoved, begin: refuseIfLater(laterLimits) });
   const now = options.now ?? Date.now;
   const sql = prepareStatements(db);
   const counters = createCounters(db);
@@ -402,13 +373,11 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       if (checks.length === 0) return [];
       // Measured: a transaction per draw cost a third of lookup throughput; sharing one per event-loop
       // turn (as creates do) took lookups from about 3,000 to 5,000 a second on the bench machine.
-      const at = now();
-      return limitWrites.run(() => consume(checks, at));
+      return limitDraws.consume(checks, now());
     },
 
     async purgeRateLimits() {
-      const at = now();
-      return limitWrites.run(() => limits.purge.run(at).changes);
+      return limitDraws.purge(now());
     },
 
     // Not flushed first either: a heartbeat lost in a power cut is written again 5 s later.
@@ -544,7 +513,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async close() {
-      await Promise.all([writes.drain(), limitWrites.drain()]);
+      await Promise.all([writes.drain(), limitDraws.drain()]);
       await walSync?.close();
       clearInterval(laterLooks);
       moves.close();
