@@ -16,7 +16,6 @@ import {
   type JobStore,
   type LeaseState,
   type NewJob,
-  type PacingRequest,
   type QueueCounts,
   type WorkerHeartbeat,
 } from '../types.js';
@@ -25,6 +24,7 @@ import { toHeartbeat, type WorkerRow } from '../worker-row.js';
 import { LIMITS_MIGRATIONS_DIR, watchForLaterRelease, type LaterReleaseWatch } from './migrate.js';
 import { createWriteQueue } from './write-queue.js';
 import { createLimitDraws } from './limit-draws.js';
+import { createUpstreamBudget } from './upstream-budget.js';
 import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { createTurnRead } from './turn-read.js';
@@ -171,16 +171,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     return claimed;
   };
 
-  // Run by the write queue, inside its transaction: the read and the draw are one.
-  const acquire = (request: PacingRequest, at: number): number => {
-    const tat = { requests: 0, tokens: 0, pause: 0 };
-    for (const row of sql.pacing.all()) tat[row.name] = row.tat;
-    const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
-    if (wait > 0) return wait;
-    if (request.rpm) sql.setPacing.run({ name: 'requests', tat: Math.max(tat.requests, at) + Math.ceil(60_000 / request.rpm) });
-    if (request.tpm) sql.setPacing.run({ name: 'tokens', tat: Math.max(tat.tokens, at) + Math.ceil((request.tokens * 60_000) / request.tpm) });
-    return 0;
-  };
+  // The upstream budgets and the fleet's pause (upstream-budget.ts), drawn inside the write queue's transactions.
+  const budget = createUpstreamBudget(db);
 
   const create = (job: NewJob, at: number): CreateResult => {
     const inserted = sql.insertJob.run({
@@ -356,17 +348,16 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     async acquireUpstream(request) {
       if (!request.rpm && !request.tpm) {
         // No budgets: only a fleet-wide pause can hold the call, and a read answers that.
-        const pause = sql.pauseUntil.pluck().get() as number | undefined;
-        return Math.max(0, (pause ?? 0) - now());
+        return Math.max(0, (budget.pausedUntil() ?? 0) - now());
       }
       // Budgets and the pause are not flushed first: a draw lost in a power cut is a call allowed early once.
       // Timed in the write, not when asked: a draw queued behind others' writes (or another
       // process's lock) would otherwise take a turn in the past, a call at once.
-      return writes.run(() => acquire(request, now()), false);
+      return writes.run(() => budget.acquire(request, now()), false);
     },
 
     async pauseUpstream(until) {
-      await writes.run(() => sql.pauseUpstream.run({ tat: until }), false);
+      await writes.run(() => budget.pause(until), false);
     },
 
     async consumeRateLimits(checks) {
@@ -698,15 +689,6 @@ function prepareStatements(db: Db) {
     liveWorkers: db.prepare<[number], WorkerRow>(
       'SELECT id, host, pid, started_at, last_seen_at, jobs_done, clock_offset_ms FROM workers WHERE last_seen_at >= ? ORDER BY started_at',
     ),
-
-    pacing: db.prepare<[], { name: 'requests' | 'tokens' | 'pause'; tat: number }>('SELECT name, tat FROM upstream_pacing'),
-    setPacing: db.prepare(`
-      INSERT INTO upstream_pacing (name, tat) VALUES (@name, @tat)
-      ON CONFLICT (name) DO UPDATE SET tat = excluded.tat`),
-    pauseUntil: db.prepare("SELECT tat FROM upstream_pacing WHERE name = 'pause'"),
-    pauseUpstream: db.prepare(`
-      INSERT INTO upstream_pacing (name, tat) VALUES ('pause', @tat)
-      ON CONFLICT (name) DO UPDATE SET tat = MAX(tat, excluded.tat)`),
 
     dataVersion: db.prepare('PRAGMA data_version'),
     ping: db.prepare('SELECT version FROM schema_migrations LIMIT 1'),

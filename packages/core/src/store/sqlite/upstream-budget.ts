@@ -1,0 +1,40 @@
+import type { PacingRequest } from '../types.js';
+import type { Db } from './open-database.js';
+
+/**
+ * The shared upstream budgets on SQLite (UPSTREAM_RPM, UPSTREAM_TPM) and the fleet's pause after a
+ * 429, in the jobs file's `upstream_pacing` table, which every worker on the machine reads. Each
+ * function runs inside the caller's write transaction, except `pausedUntil`, a read.
+ */
+export function createUpstreamBudget(db: Db) {
+  const sql = {
+    pacing: db.prepare<[], { name: 'requests' | 'tokens' | 'pause'; tat: number }>('SELECT name, tat FROM upstream_pacing'),
+    setPacing: db.prepare(`
+      INSERT INTO upstream_pacing (name, tat) VALUES (@name, @tat)
+      ON CONFLICT (name) DO UPDATE SET tat = excluded.tat`),
+    pauseUntil: db.prepare<[], number | undefined>("SELECT tat FROM upstream_pacing WHERE name = 'pause'").pluck(),
+    // A shorter pause never cuts a longer one short.
+    pause: db.prepare(`
+      INSERT INTO upstream_pacing (name, tat) VALUES ('pause', @tat)
+      ON CONFLICT (name) DO UPDATE SET tat = MAX(tat, excluded.tat)`),
+  };
+  return {
+    /** How long the call must wait (0: it may go now, and its share is drawn); the read and the draw are one transaction. */
+    acquire(request: PacingRequest, at: number): number {
+      const tat = { requests: 0, tokens: 0, pause: 0 };
+      for (const row of sql.pacing.all()) tat[row.name] = row.tat;
+      const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
+      if (wait > 0) return wait;
+      if (request.rpm) sql.setPacing.run({ name: 'requests', tat: Math.max(tat.requests, at) + Math.ceil(60_000 / request.rpm) });
+      if (request.tpm) sql.setPacing.run({ name: 'tokens', tat: Math.max(tat.tokens, at) + Math.ceil((request.tokens * 60_000) / request.tpm) });
+      return 0;
+    },
+    /** Until when every worker holds off (ms since the epoch), if a pause was ever set. */
+    pausedUntil(): number | undefined {
+      return sql.pauseUntil.get() as number | undefined;
+    },
+    pause(until: number): void {
+      sql.pause.run({ tat: until });
+    },
+  };
+}
