@@ -13,6 +13,7 @@ import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
 import { createDbClock, type DbClock } from './db-clock.js';
 import { postgresConnection } from './connection-url.js';
 import { settleTls } from './tls-fallback.js';
+import { createUpstreamBudget } from './upstream-budget.js';
 import { PgClient } from './pg-client.js';
 import { assertSessionPerConnection } from './session-probe.js';
 
@@ -84,13 +85,6 @@ export const FOLD_AFTER_CHANGES = 5000;
 
 /** How long a statement waits for a lock before it fails (SQLite's busy_timeout is the same). */
 export const LOCK_TIMEOUT_MS = 5000;
-
-/**
- * An upstream draw is timed when it was sent, but never more than this before the server made it
- * (drawUpstream): a draw held up longer (behind another process's lock, a busy server) takes its
- * turn at most this far in the past, so the next call can come at most this much early.
- */
-export const DRAW_CREDIT_MS = 10;
 
 /**
  * How long the server lets one of the store's sessions sit inside a transaction without a statement
@@ -249,53 +243,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     });
   }
 
-  /**
-   * One draw from the upstream budgets (`requests` and `tokens`: the intervals this call takes from
-   * each, null for a budget not set), as one statement: the rows are locked, the wait read, and the
-   * budgets moved only if nothing was due, all while the statement runs. As a transaction of its own
-   * (BEGIN, lock, read, move, COMMIT) each draw held the budget rows over three round trips, and
-   * the fleet's draws queued behind each other's; see the performance history.
-   * The rows are locked in one order (by name): locked in the order a scan met them, two draws
-   * could each hold one row and wait for the other's, which the scan of one had met in another
-   * place since its update (a deadlock, seen in the suite).
-   * It is timed when sent, by this host's reading of the server's clock, but never more than
-   * DRAW_CREDIT_MS before the server made it (read by the server's own clock once every row is
-   * locked: `made` is in the aggregate's result, computed after every locked row was read).
-   * Timed only when sent, a draw held up behind another process's lock took a turn in the past,
-   * and the next draw's call went out at once (the store contract's test: a lock held 1 s).
-   * Timed when made, every draw lost its way to the server from each turn, and a worker that woke
-   * for its turn as the last draw's wait said drew again whenever this draw reached the server
-   * sooner: with four daemons of 64 slots on a budget of a turn every 13 ms, 9.2-9.8 statements a
-   * call against 8.0-8.2, and 0.969-0.988 of the turns taken against 0.983-0.989 (five runs each;
-   * draws took 2-34 ms from sent to made there). A store on an injected clock (tests) is timed by it.
-   */
-  function drawUpstream(requests: number | null, tokens: number | null): Promise<{ ms: number; taken: number }> {
-    if (laterRelease.refused) return Promise.reject(laterRelease.refused);
-    const text = `WITH locked AS (
-        SELECT name, tat FROM upstream_pacing ORDER BY name FOR UPDATE
-      ), due AS (
-        SELECT CASE WHEN $4::boolean THEN (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint ELSE $1::bigint END AS made,
-               GREATEST(MAX(tat) FILTER (WHERE name = 'pause'),
-                        MAX(tat) FILTER (WHERE name = 'requests' AND $2::bigint IS NOT NULL),
-                        MAX(tat) FILTER (WHERE name = 'tokens' AND $3::bigint IS NOT NULL)) AS until
-          FROM locked
-      ), wait AS (
-        SELECT at, GREATEST(0, until - at) AS ms
-          FROM (SELECT LEAST(made, GREATEST($1::bigint, made - $5::bigint)) AS at, until FROM due) AS timed
-      ), taken AS (
-        UPDATE upstream_pacing AS p
-           SET tat = GREATEST(l.tat, wait.at) + CASE p.name WHEN 'requests' THEN $2::bigint ELSE $3::bigint END
-          FROM locked AS l, wait
-         WHERE wait.ms = 0 AND l.name = p.name
-           AND ((p.name = 'requests' AND $2::bigint IS NOT NULL) OR (p.name = 'tokens' AND $3::bigint IS NOT NULL))
-        RETURNING 1
-      )
-      SELECT ms, (SELECT COUNT(*) FROM taken)::int AS taken FROM wait`;
-    return withClient(pool, async (client) => {
-      const { rows } = await client.query<{ ms: number; taken: number }>({ name: nameOf(text), text, values: [now(), requests, tokens, clock !== null, DRAW_CREDIT_MS] });
-      return rows[0]!;
-    });
-  }
+  // The upstream budgets and the fleet's pause (upstream-budget.ts).
+  const budget = createUpstreamBudget({ db, pool, nameOf, now, serverClock: clock !== null, refused: () => laterRelease.refused });
 
   /** Counts a job finished by a write of its own, inside its transaction (the batched writes, batched-writes.ts, count theirs in their own statement). */
   async function countFinished(c: Q, status: string, model: string): Promise<void> {
@@ -742,32 +691,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return rows.map((r) => r.id);
     },
 
-    async acquireUpstream(request) {
-      if (!request.rpm && !request.tpm) {
-        // No budgets: only a fleet-wide pause can hold the call, and one read answers that.
-        const { rows } = await db.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
-        return Math.max(0, (rows[0]?.tat ?? 0) - now());
-      }
-      const requests = request.rpm ? Math.ceil(60_000 / request.rpm) : null;
-      const tokens = request.tpm ? Math.ceil((request.tokens * 60_000) / request.tpm) : null;
-      for (;;) {
-        const drawn = await drawUpstream(requests, tokens);
-        // Every budget drawn from moved, or none was due: the draw is whole.
-        if (drawn.ms > 0 || drawn.taken === Number(requests !== null) + Number(tokens !== null)) return drawn.ms;
-        // A budget's row did not exist yet (the schema's first draw), so nothing was there to lock or
-        // move: the rows are made and the draw made again. Two first draws at once both come here,
-        // and the second is then held by the first's lock.
-        await db.query(`INSERT INTO upstream_pacing (name, tat) VALUES ('requests', 0), ('tokens', 0), ('pause', 0) ON CONFLICT (name) DO NOTHING`);
-      }
-    },
+    acquireUpstream: (request) => budget.acquire(request),
 
-    async pauseUpstream(until) {
-      await db.query(
-        `INSERT INTO upstream_pacing (name, tat) VALUES ('pause', $1)
-         ON CONFLICT (name) DO UPDATE SET tat = GREATEST(upstream_pacing.tat, excluded.tat)`,
-        [until],
-      );
-    },
+    pauseUpstream: (until) => budget.pause(until),
 
     async consumeRateLimits(checks) {
       if (checks.length === 0) return [];

@@ -1,0 +1,116 @@
+import type pg from 'pg';
+import type { PacingRequest } from '../types.js';
+import type { Queryable } from './batched-writes.js';
+import { withClient } from './checkout.js';
+
+/**
+ * An upstream draw is timed when it was sent, but never more than this before the server made it
+ * (the draw below): a draw held up longer (behind another process's lock, a busy server) takes its
+ * turn at most this far in the past, so the next call can come at most this much early.
+ */
+export const DRAW_CREDIT_MS = 10;
+
+export interface UpstreamBudgetDeps {
+  /** The store's queries (named, refused past a later release's migration). */
+  db: Queryable;
+  pool: pg.Pool;
+  /** The name a statement's text is prepared under (pg-job-store.ts). */
+  nameOf: (text: string) => string;
+  now: () => number;
+  /** Whether `now` reads the server's clock (db-clock.ts), not a clock injected by a test. */
+  serverClock: boolean;
+  /** The later release's migration that refuses this one's work, if one does. */
+  refused: () => Error | null;
+}
+
+/**
+ * The shared upstream budgets on PostgreSQL (UPSTREAM_RPM, UPSTREAM_TPM) and the fleet's pause after
+ * a 429, in the `upstream_pacing` table every worker of every host draws from.
+ */
+export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
+  const { db, now } = deps;
+
+  /**
+   * One draw from the upstream budgets (`requests` and `tokens`: the intervals this call takes from
+   * each, null for a budget not set), as one statement: the rows are locked, the wait read, and the
+   * budgets moved only if nothing was due, all while the statement runs. As a transaction of its own
+   * (BEGIN, lock, read, move, COMMIT) each draw held the budget rows over three round trips, and
+   * the fleet's draws queued behind each other's; see the performance history.
+   * The rows are locked in one order (by name): locked in the order a scan met them, two draws
+   * could each hold one row and wait for the other's, which the scan of one had met in another
+   * place since its update (a deadlock, seen in the suite).
+   * It is timed when sent, by this host's reading of the server's clock, but never more than
+   * DRAW_CREDIT_MS before the server made it (read by the server's own clock once every row is
+   * locked: `made` is in the aggregate's result, computed after every locked row was read).
+   * Timed only when sent, a draw held up behind another process's lock took a turn in the past,
+   * and the next draw's call went out at once (the store contract's test: a lock held 1 s).
+   * Timed when made, every draw lost its way to the server from each turn, and a worker that woke
+   * for its turn as the last draw's wait said drew again whenever this draw reached the server
+   * sooner: with four daemons of 64 slots on a budget of a turn every 13 ms, 9.2-9.8 statements a
+   * call against 8.0-8.2, and 0.969-0.988 of the turns taken against 0.983-0.989 (five runs each;
+   * draws took 2-34 ms from sent to made there). A store on an injected clock (tests) is timed by it.
+   */
+  function draw(requests: number | null, tokens: number | null): Promise<{ ms: number; taken: number }> {
+    const refused = deps.refused();
+    if (refused) return Promise.reject(refused);
+    const text = `WITH locked AS (
+        SELECT name, tat FROM upstream_pacing ORDER BY name FOR UPDATE
+      ), due AS (
+        SELECT CASE WHEN $4::boolean THEN (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint ELSE $1::bigint END AS made,
+               GREATEST(MAX(tat) FILTER (WHERE name = 'pause'),
+                        MAX(tat) FILTER (WHERE name = 'requests' AND $2::bigint IS NOT NULL),
+                        MAX(tat) FILTER (WHERE name = 'tokens' AND $3::bigint IS NOT NULL)) AS until
+          FROM locked
+      ), wait AS (
+        SELECT at, GREATEST(0, until - at) AS ms
+          FROM (SELECT LEAST(made, GREATEST($1::bigint, made - $5::bigint)) AS at, until FROM due) AS timed
+      ), taken AS (
+        UPDATE upstream_pacing AS p
+           SET tat = GREATEST(l.tat, wait.at) + CASE p.name WHEN 'requests' THEN $2::bigint ELSE $3::bigint END
+          FROM locked AS l, wait
+         WHERE wait.ms = 0 AND l.name = p.name
+           AND ((p.name = 'requests' AND $2::bigint IS NOT NULL) OR (p.name = 'tokens' AND $3::bigint IS NOT NULL))
+        RETURNING 1
+      )
+      SELECT ms, (SELECT COUNT(*) FROM taken)::int AS taken FROM wait`;
+    return withClient(deps.pool, async (client) => {
+      const { rows } = await client.query<{ ms: number; taken: number }>({
+        name: deps.nameOf(text),
+        text,
+        values: [deps.now(), requests, tokens, deps.serverClock, DRAW_CREDIT_MS],
+      });
+      return rows[0]!;
+    });
+  }
+
+  return {
+    /** How long the call must wait (0: it may go now, and its share is drawn). */
+    async acquire(request: PacingRequest): Promise<number> {
+      if (!request.rpm && !request.tpm) {
+        // No budgets: only a fleet-wide pause can hold the call, and one read answers that.
+        const { rows } = await db.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
+        return Math.max(0, (rows[0]?.tat ?? 0) - now());
+      }
+      const requests = request.rpm ? Math.ceil(60_000 / request.rpm) : null;
+      const tokens = request.tpm ? Math.ceil((request.tokens * 60_000) / request.tpm) : null;
+      for (;;) {
+        const drawn = await draw(requests, tokens);
+        // Every budget drawn from moved, or none was due: the draw is whole.
+        if (drawn.ms > 0 || drawn.taken === Number(requests !== null) + Number(tokens !== null)) return drawn.ms;
+        // A budget's row did not exist yet (the schema's first draw), so nothing was there to lock or
+        // move: the rows are made and the draw made again. Two first draws at once both come here,
+        // and the second is then held by the first's lock.
+        await db.query(`INSERT INTO upstream_pacing (name, tat) VALUES ('requests', 0), ('tokens', 0), ('pause', 0) ON CONFLICT (name) DO NOTHING`);
+      }
+    },
+
+    /** Every worker holds off until `until`; a shorter pause never cuts a longer one short. */
+    async pause(until: number): Promise<void> {
+      await db.query(
+        `INSERT INTO upstream_pacing (name, tat) VALUES ('pause', $1)
+         ON CONFLICT (name) DO UPDATE SET tat = GREATEST(upstream_pacing.tat, excluded.tat)`,
+        [until],
+      );
+    },
+  };
+}
