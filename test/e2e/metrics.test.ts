@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { echoCompletion, startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { WORKER_MAIN, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -25,6 +25,13 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
     behave: (call) => {
       if (call.prompt === 'bad') return { status: 400, body: { error: { message: 'no', type: 'invalid_request_error' } } };
       if (call.prompt === 'flaky' && ++flakyCalls === 1) return { status: 500 };
+      // Why each answer stopped: 'ok 1' as most do, 'flaky' at the token limit, 'ok 2' in a server's own word.
+      const finish = call.prompt === 'flaky' ? 'length' : call.prompt === 'ok 2' ? 'MAX_TOKENS' : null;
+      if (finish) {
+        const body = echoCompletion(call) as { choices: Array<{ finish_reason: string }> };
+        body.choices[0]!.finish_reason = finish;
+        return { body };
+      }
       return {};
     },
   });
@@ -70,6 +77,10 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   assert.equal(sample(text, 'proxy_upstream_calls_total', { code: '500' }), 1);
   assert.equal(sample(text, 'proxy_upstream_calls_total', { code: '400' }), 1);
   assert.equal(sample(text, 'proxy_retries_total', { model: 'gpt-m' }), 1);
+  assert.equal(sample(text, 'proxy_completions_total', { finish_reason: 'stop' }), 1);
+  assert.equal(sample(text, 'proxy_completions_total', { finish_reason: 'length' }), 1);
+  assert.equal(sample(text, 'proxy_completions_total', { finish_reason: 'other' }), 1, "a server's own word counts as other");
+  assert.doesNotMatch(text, /MAX_TOKENS/);
   assert.equal(sample(text, 'proxy_upstream_latency_seconds_count'), 5);
   assert.equal(sample(text, 'proxy_upstream_latency_seconds_bucket', { le: '+Inf' }), 5);
   assert.equal(sample(text, 'proxy_queue_depth', { status: 'completed' }), 3);

@@ -80,6 +80,12 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
     pick('upstream_calls_total'),
   );
   family('proxy_retries_total', 'counter', `Attempts that were retried later, by model${PAST_MODELS}`, pick('retries_total'));
+  family(
+    'proxy_completions_total',
+    'counter',
+    "Completed jobs by why their answer's first choice stopped: stop, length (the token limit: an answer cut, or none when a reasoning model spent it thinking), content_filter, tool_calls, function_call, other, none",
+    pick('completions_total'),
+  );
 
   // The store keeps one count per bucket; Prometheus wants them cumulative.
   const perBucket = new Map(pick('upstream_latency_seconds_bucket').map(([labels, value]) => [labels.le as string, value]));

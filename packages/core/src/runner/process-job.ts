@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
 import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../store/types.js';
+import { finishReasonLabel } from '../store/counter-labels.js';
 import { backoffMs, judgeFailure } from './retry-policy.js';
 import { keepLease, type LeaseEnd } from './lease.js';
 import type { LocalShortage } from './local-shortage.js';
@@ -200,7 +201,11 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       deps.onLocalShortage?.(outcome);
       return (await store.releaseJob(job.id, token, now())) ? 'released' : 'lost';
     }
-    const attempt = { upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind, latencyMs: now() - callStarted };
+    const attempt: AttemptObservation = {
+      upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind,
+      latencyMs: now() - callStarted,
+      ...(outcome.kind === 'ok' ? { finishReason: finishReasonLabel(outcome.finishReason) } : {}),
+    };
     // The lines about what the upstream answered name its own id for the call, for its support.
     const callLog = outcome.requestId ? withFields(log, { upstream_request_id: outcome.requestId }) : log;
     if (outcome.kind === 'ok') {

@@ -19,5 +19,18 @@ export function labelsJson(labels: Record<string, string>): string {
  */
 export const MODEL_LABELS_MAX = 100;
 
+/** The finish reasons OpenAI's API sends, each counted under its own label (finishReasonLabel). */
+const FINISH_REASONS: ReadonlySet<string> = new Set(['stop', 'length', 'content_filter', 'tool_calls', 'function_call']);
+
+/**
+ * A completion's finish reason as a counter's label: OpenAI's own by name, `none` where the answer
+ * names none, `other` for the rest. The upstream writes it, so a server's own words (Gemini's
+ * `MAX_TOKENS`, a gateway's) would otherwise make a series each.
+ */
+export function finishReasonLabel(reason: string | null): string {
+  if (reason === null) return 'none';
+  return FINISH_REASONS.has(reason) ? reason : 'other';
+}
+
 /** The model label of the models past MODEL_LABELS_MAX. No model can be named so (MODEL_PATTERN has no parentheses). */
 export const OTHER_MODEL = '(other)';

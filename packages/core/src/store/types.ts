@@ -128,6 +128,8 @@ export interface JobResult {
 export interface AttemptObservation {
   upstreamStatus: string;
   latencyMs: number;
+  /** A completion's: why its first choice stopped, as a counter's label (finishReasonLabel). */
+  finishReason?: string;
 }
 
 /** Upper bounds (seconds) of the upstream latency histogram's buckets; slower calls count under +Inf. */

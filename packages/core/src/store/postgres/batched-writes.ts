@@ -25,16 +25,18 @@ export function pgText(value: string | null | undefined): string | null {
   return value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value;
 }
 
-/** The counters an attempt moves: its call by status, and its latency. */
+/** The counters an attempt moves: its call by status, its latency, and a completion's finish reason. */
 export function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
   if (!attempt) return [];
   const seconds = attempt.latencyMs / 1000;
   const le = LATENCY_BUCKETS.find((b) => seconds <= b);
-  return [
+  const bumps: Bump[] = [
     ['upstream_calls_total', { code: attempt.upstreamStatus }, 1],
     ['upstream_latency_seconds_bucket', { le: le === undefined ? '+Inf' : String(le) }, 1],
     ['upstream_latency_seconds_sum', {}, seconds],
   ];
+  if (attempt.finishReason !== undefined) bumps.push(['completions_total', { finish_reason: attempt.finishReason }, 1]);
+  return bumps;
 }
 
 /** A batch's attempt bumps as four parallel arrays (job id, name, labels, value), for unnest. */

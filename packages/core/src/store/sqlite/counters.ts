@@ -1,5 +1,5 @@
 import { labelsJson } from '../counter-labels.js';
-import { LATENCY_BUCKETS } from '../types.js';
+import { LATENCY_BUCKETS, type AttemptObservation } from '../types.js';
 import type { Db } from './open-database.js';
 
 /**
@@ -21,13 +21,14 @@ export function createCounters(db: Db) {
       if (!byLabels) pending.set(name, (byLabels = new Map()));
       byLabels.set(json, (byLabels.get(json) ?? 0) + by);
     },
-    /** One upstream attempt: its status, its latency in the histogram. */
-    observeAttempt(upstreamStatus: string, latencyMs: number) {
-      this.add('upstream_calls_total', { code: upstreamStatus });
-      const seconds = latencyMs / 1000;
+    /** One upstream attempt: its status, its latency in the histogram, and a completion's finish reason. */
+    observeAttempt(attempt: AttemptObservation) {
+      this.add('upstream_calls_total', { code: attempt.upstreamStatus });
+      const seconds = attempt.latencyMs / 1000;
       const le = LATENCY_BUCKETS.find((b) => seconds <= b);
       this.add('upstream_latency_seconds_bucket', { le: le === undefined ? '+Inf' : String(le) });
       this.add('upstream_latency_seconds_sum', {}, seconds);
+      if (attempt.finishReason !== undefined) this.add('completions_total', { finish_reason: attempt.finishReason });
     },
     /** Inside the transaction whose writes added them. */
     writePending() {

@@ -227,7 +227,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     if (!row) return false;
     if (status) finished(status, row.model, at);
     if (retried) counters.add('retries_total', { model: modelLabels.of(row.model) });
-    if (attempt) counters.observeAttempt(attempt.upstreamStatus, attempt.latencyMs);
+    if (attempt) counters.observeAttempt(attempt);
     return true;
   };
 
