@@ -204,7 +204,8 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     const attempt: AttemptObservation = {
       upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind,
       latencyMs: now() - callStarted,
-      ...(outcome.kind === 'ok' ? { finishReason: finishReasonLabel(outcome.finishReason) } : {}),
+      // Set on every attempt, undefined but for a completion's: one shape for V8, no spread.
+      finishReason: outcome.kind === 'ok' ? finishReasonLabel(outcome.finishReason) : undefined,
     };
     // The lines about what the upstream answered name its own id for the call, for its support.
     const callLog = outcome.requestId ? withFields(log, { upstream_request_id: outcome.requestId }) : log;
