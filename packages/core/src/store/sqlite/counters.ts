@@ -14,21 +14,32 @@ export function createCounters(db: Db) {
   const all = db.prepare<[], { name: string; labels: string; value: number }>('SELECT name, labels, value FROM counters ORDER BY name, labels');
   /** name → labels as JSON → amount not yet written. */
   const pending = new Map<string, Map<string, number>>();
+  const addJson = (name: string, json: string, by: number) => {
+    let byLabels = pending.get(name);
+    if (!byLabels) pending.set(name, (byLabels = new Map()));
+    byLabels.set(json, (byLabels.get(json) ?? 0) + by);
+  };
+  // An attempt's labels, each of one key and of a few values (a status, a bucket, a finish reason),
+  // as JSON made once each: every attempt adds three or four.
+  const oneLabel = new Map<string, string>();
+  const labelJson = (key: string, value: string) => {
+    const id = `${key}=${value}`;
+    let json = oneLabel.get(id);
+    if (json === undefined) oneLabel.set(id, (json = labelsJson({ [key]: value })));
+    return json;
+  };
   return {
     add(name: string, labels: Record<string, string>, by = 1) {
-      const json = labelsJson(labels);
-      let byLabels = pending.get(name);
-      if (!byLabels) pending.set(name, (byLabels = new Map()));
-      byLabels.set(json, (byLabels.get(json) ?? 0) + by);
+      addJson(name, labelsJson(labels), by);
     },
     /** One upstream attempt: its status, its latency in the histogram, and a completion's finish reason. */
     observeAttempt(attempt: AttemptObservation) {
-      this.add('upstream_calls_total', { code: attempt.upstreamStatus });
+      addJson('upstream_calls_total', labelJson('code', attempt.upstreamStatus), 1);
       const seconds = attempt.latencyMs / 1000;
       const le = LATENCY_BUCKETS.find((b) => seconds <= b);
-      this.add('upstream_latency_seconds_bucket', { le: le === undefined ? '+Inf' : String(le) });
-      this.add('upstream_latency_seconds_sum', {}, seconds);
-      if (attempt.finishReason !== undefined) this.add('completions_total', { finish_reason: attempt.finishReason });
+      addJson('upstream_latency_seconds_bucket', labelJson('le', le === undefined ? '+Inf' : String(le)), 1);
+      addJson('upstream_latency_seconds_sum', '{}', seconds);
+      if (attempt.finishReason !== undefined) addJson('completions_total', labelJson('finish_reason', attempt.finishReason), 1);
     },
     /** Inside the transaction whose writes added them. */
     writePending() {
