@@ -8,6 +8,20 @@ export function labelsJson(labels: Record<string, string>): string {
   return JSON.stringify(Object.fromEntries(keys.sort().map((k) => [k, labels[k]])));
 }
 
+const oneKey = new Map<string, string>();
+
+/**
+ * labelsJson of a label set of one key, made once for each key and value: an upstream attempt's
+ * labels (its status, its latency's bucket, a completion's finish reason) each take a few values,
+ * and every attempt adds three or four. Only for labels of such bounded values: each is kept.
+ */
+export function oneLabelJson(key: string, value: string): string {
+  const id = `${key}=${value}`;
+  let json = oneKey.get(id);
+  if (json === undefined) oneKey.set(id, (json = JSON.stringify({ [key]: value })));
+  return json;
+}
+
 /**
  * How many models the counters name one by one. A client may name any model while ALLOWED_MODELS
  * is unset, and every model named made counter rows (read in full at each scrape of /metrics) and

@@ -1,4 +1,4 @@
-import { labelsJson } from '../counter-labels.js';
+import { labelsJson, oneLabelJson } from '../counter-labels.js';
 import { LATENCY_BUCKETS, type AttemptObservation } from '../types.js';
 import type { Db } from './open-database.js';
 
@@ -19,27 +19,18 @@ export function createCounters(db: Db) {
     if (!byLabels) pending.set(name, (byLabels = new Map()));
     byLabels.set(json, (byLabels.get(json) ?? 0) + by);
   };
-  // An attempt's labels, each of one key and of a few values (a status, a bucket, a finish reason),
-  // as JSON made once each: every attempt adds three or four.
-  const oneLabel = new Map<string, string>();
-  const labelJson = (key: string, value: string) => {
-    const id = `${key}=${value}`;
-    let json = oneLabel.get(id);
-    if (json === undefined) oneLabel.set(id, (json = labelsJson({ [key]: value })));
-    return json;
-  };
   return {
     add(name: string, labels: Record<string, string>, by = 1) {
       addJson(name, labelsJson(labels), by);
     },
     /** One upstream attempt: its status, its latency in the histogram, and a completion's finish reason. */
     observeAttempt(attempt: AttemptObservation) {
-      addJson('upstream_calls_total', labelJson('code', attempt.upstreamStatus), 1);
+      addJson('upstream_calls_total', oneLabelJson('code', attempt.upstreamStatus), 1);
       const seconds = attempt.latencyMs / 1000;
       const le = LATENCY_BUCKETS.find((b) => seconds <= b);
-      addJson('upstream_latency_seconds_bucket', labelJson('le', le === undefined ? '+Inf' : String(le)), 1);
+      addJson('upstream_latency_seconds_bucket', oneLabelJson('le', le === undefined ? '+Inf' : String(le)), 1);
       addJson('upstream_latency_seconds_sum', '{}', seconds);
-      if (attempt.finishReason !== undefined) addJson('completions_total', labelJson('finish_reason', attempt.finishReason), 1);
+      if (attempt.finishReason !== undefined) addJson('completions_total', oneLabelJson('finish_reason', attempt.finishReason), 1);
     },
     /** Inside the transaction whose writes added them. */
     writePending() {
