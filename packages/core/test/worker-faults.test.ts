@@ -1394,3 +1394,20 @@ test("a completion that stopped at the token limit says so in the worker's log: 
   assert.deepEqual(about(cut), [['info', 'job completed', 'length']]);
   assert.deepEqual(about(whole), [['info', 'job completed', undefined]]);
 });
+
+test("each call carries its own id as X-Client-Request-Id, the job's id and the attempt's number (OpenAI logs it, so its support can find a call that never answered); a gateway's own in UPSTREAM_HEADERS is sent as it is", async (t) => {
+  let calls = 0;
+  const { store, enqueue, stub } = await setUp(t, () => (++calls === 1 ? { status: 500 } : {}), { retryBaseMs: 1, retryMaxMs: 2 });
+  const id = await enqueue('twice');
+  const job = await finalJob(store, id);
+  assert.deepEqual([job.status, job.attempts], ['completed', 2]);
+  assert.deepEqual(
+    stub.calls.map((call) => call.headers['x-client-request-id']),
+    [`${id}.1`, `${id}.2`],
+  );
+
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1, extraHeaders: { 'x-client-request-id': 'gateway-trace-7' } });
+  t.after(() => upstream.close());
+  assert.equal((await upstream.chat(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'q' }] }), new AbortController().signal, `${id}.3`)).kind, 'ok');
+  assert.equal(stub.calls.at(-1)?.headers['x-client-request-id'], 'gateway-trace-7');
+});

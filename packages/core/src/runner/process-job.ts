@@ -183,7 +183,8 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     }
     log.debug('calling upstream', { model: job.model });
     callStarted = now();
-    const outcome = await deps.upstream.chat(job.requestJson, signal).then(
+    // The call's id names the job and the attempt: unique to this call, and the job's id is what its client holds.
+    const outcome = await deps.upstream.chat(job.requestJson, signal, `${job.id}.${job.attempts}`).then(
       (outcome) => {
         // A connection never opened is no call: its instant end must not teach the worker that calls are fast.
         callEnded?.(outcome.kind === 'local_shortage' ? false : undefined);

@@ -49,8 +49,12 @@ export type CallSignal = (AbortSignal | (EventEmitter & { readonly aborted: bool
 
 /** Calls POST {baseUrl}/chat/completions. One instance per process: it owns the connection pool. */
 export interface UpstreamClient {
-  /** `requestJson`: a chat completion request as JSON text, sent as the body as it is. */
-  chat(requestJson: string, signal: CallSignal): Promise<UpstreamOutcome>;
+  /**
+   * `requestJson`: a chat completion request as JSON text, sent as the body as it is. `callId`: the
+   * call's own id, sent as `X-Client-Request-Id` (OpenAI logs it beside its own, so its support can
+   * find a call that never answered, which has no x-request-id to quote).
+   */
+  chat(requestJson: string, signal: CallSignal, callId?: string): Promise<UpstreamOutcome>;
   close(): Promise<void>;
 }
 
@@ -146,6 +150,10 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     ...(keyHeader === 'authorization' ? { authorization: `Bearer ${options.apiKey}` } : { [keyHeader]: options.apiKey }),
   };
 
+  // A gateway's own X-Client-Request-Id in UPSTREAM_HEADERS is sent as it is, in place of the call's.
+  const sendsCallId = !('x-client-request-id' in headers);
+  const headersOf = (callId: string | undefined) => (callId === undefined || !sendsCallId ? headers : { ...headers, 'x-client-request-id': callId });
+
   const stream = options.stream === true;
   // Cleared for good when the upstream refuses stream_options, as Azure OpenAI did for a time and
   // servers that have not heard of it do: a 400 for every call. Streamed answers then come without
@@ -153,9 +161,9 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   let askUsage = stream;
 
   return {
-    chat(requestJson, signal) {
+    chat(requestJson, signal, callId) {
       // Not async itself: unstreamed, the hot path, one more await cost about 1% of a job's instructions.
-      return askUsage ? sendAskingUsage(requestJson, signal) : send(requestJson, signal);
+      return askUsage ? sendAskingUsage(requestJson, signal, callId) : send(requestJson, signal, callId);
     },
     async close() {
       await dispatcher.close();
@@ -163,8 +171,8 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
   };
 
   /** A streamed call with its usage asked for, sent again without the asking when the upstream refuses it. */
-  async function sendAskingUsage(requestJson: string, signal: CallSignal): Promise<UpstreamOutcome> {
-    const outcome = await send(requestJson, signal);
+  async function sendAskingUsage(requestJson: string, signal: CallSignal, callId: string | undefined): Promise<UpstreamOutcome> {
+    const outcome = await send(requestJson, signal, callId);
     if (!refusesStreamOptions(outcome)) return outcome;
     // Calls in flight meanwhile meet the same refusal; the first to hear it says so.
     if (askUsage) {
@@ -172,19 +180,20 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       options.onNotice?.('the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage');
     }
     // A 400 was not worked on: sent again at once, as the same attempt.
-    return send(requestJson, signal);
+    return send(requestJson, signal, callId);
   }
 
   /** One call, sent (again at most once, on a connection closed while idle) and read. */
-  async function send(requestJson: string, signal: CallSignal): Promise<UpstreamOutcome> {
+  async function send(requestJson: string, signal: CallSignal, callId: string | undefined): Promise<UpstreamOutcome> {
     const body = stream ? streamedRequest(requestJson, askUsage) : requestJson;
+    const callHeaders = headersOf(callId);
     let answer: Answer;
     // Once more at most, when the connection it took had been closed by the upstream while idle:
     // the call was never read. Not spent as an attempt, and no wait, as curl and browsers do.
     for (let sentAgain = false; ; sentAgain = true) {
       const sentAt = performance.now();
       try {
-        answer = await exchange(dispatcher, { origin: base.origin, method: 'POST', path, headers, body }, signal, reading);
+        answer = await exchange(dispatcher, { origin: base.origin, method: 'POST', path, headers: callHeaders, body }, signal, reading);
         break;
       } catch (err) {
         if (signal.aborted) throw signal.reason;
