@@ -353,9 +353,10 @@ function extractText(body: object): string | null {
   return texts.length > 0 ? texts.join('') : null;
 }
 
+/** Why the first choice stopped, as the upstream wrote it, cut to 64 characters: a log line carries it. */
 function finishReasonOf(body: object): string | null {
   const reason = (body as { choices?: Array<{ finish_reason?: unknown } | null> }).choices?.[0]?.finish_reason;
-  return typeof reason === 'string' ? reason : null;
+  return typeof reason === 'string' ? reason.slice(0, 64) : null;
 }
 
 function tryParseJson(text: string): unknown {
