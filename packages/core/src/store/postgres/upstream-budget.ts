@@ -77,7 +77,7 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
       const { rows } = await client.query<{ ms: number; taken: number }>({
         name: deps.nameOf(text),
         text,
-        values: [deps.now(), requests, tokens, deps.serverClock, DRAW_CREDIT_MS],
+        values: [now(), requests, tokens, deps.serverClock, DRAW_CREDIT_MS],
       });
       return rows[0]!;
     });
