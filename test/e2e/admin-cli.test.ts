@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { test } from 'node:test';
-import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { echoCompletion, startStubUpstream } from '../../scripts/stub-upstream.ts';
 import Database from 'better-sqlite3';
 import { WORKER_MAIN, enqueueJob, eventually, newTestJob, onlyOn, openTestStore, spawnNode, startWorkerDaemon, tempDir, testEnv, within } from '../helpers/index.ts';
 
@@ -180,6 +180,12 @@ test('check: one small completion made as a worker makes its calls; what came ba
           body: { error: { message: `Incorrect API key provided: ${key}`, type: 'invalid_request_error', code: 'invalid_api_key' } },
         };
       if (call.body.model === 'slow') return { hang: true };
+      if (call.body.model === 'thinker') {
+        // A reasoning model behind a gateway's small default limit: all of it spent thinking.
+        const body = echoCompletion(call, '') as { choices: Array<{ finish_reason: string }> };
+        body.choices[0]!.finish_reason = 'length';
+        return { body };
+      }
       return { headers: { 'x-request-id': 'req_checked' } };
     },
   });
@@ -206,6 +212,7 @@ test('check: one small completion made as a worker makes its calls; what came ba
     ms: ok.json?.ms,
     upstream_request_id: 'req_checked',
     answer: 'echo: Reply with the word OK.',
+    finish_reason: 'stop',
   });
   const call = stub.calls.at(-1)!;
   assert.deepEqual(
@@ -214,6 +221,14 @@ test('check: one small completion made as a worker makes its calls; what came ba
     'called as a worker calls, its query string too',
   );
   assert.match((await check([])).out, /^ok: a worker can call the upstream with these settings$/m);
+  // An answer with no text says why, where its finish reason does: every job would come back so.
+  const thinker = await check(['--model', 'thinker']);
+  assert.equal(thinker.code, 0, thinker.out);
+  assert.match(
+    thinker.out,
+    /^answered: HTTP 200 after \d+ ms, with no text \(finish_reason "length": the model reached its token limit before writing any; a reasoning model can spend it all thinking\)$/m,
+  );
+  assert.equal((await check(['--model', 'thinker', '--json'])).json?.finish_reason, 'length');
 
   const refused = await check(['--model', 'refused', '--json']);
   assert.equal(refused.code, 1);
@@ -252,7 +267,7 @@ test('check: one small completion made as a worker makes its calls; what came ba
   const refusing = await check([], { UPSTREAM_STREAM: 'true' });
   assert.equal(refusing.code, 0, refusing.out);
   assert.match(refusing.out, /^note: the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage$/m);
-  assert.equal(stub.calls.length, 11, 'one call for each check that reached the stub, and the one sent again');
+  assert.equal(stub.calls.length, 13, 'one call for each check that reached the stub, and the one sent again');
 });
 
 test('stats: queued jobs due over two minutes with no worker alive are said to wait for nothing; a fresh one is not', async (t) => {

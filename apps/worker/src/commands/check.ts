@@ -32,7 +32,7 @@ export async function runCheck(opts: { model?: string; json?: boolean }): Promis
     const outcome = await client.chat(JSON.stringify({ model, messages: [{ role: 'user', content: CHECK_PROMPT }] }), AbortSignal.timeout(config.upstream.timeoutMs));
     const requestId = outcome.requestId ?? null;
     if (outcome.kind === 'ok') {
-      report = { ok: true, ...asked, status: outcome.status, ms: ms(), upstream_request_id: requestId, answer: outcome.outputText };
+      report = { ok: true, ...asked, status: outcome.status, ms: ms(), upstream_request_id: requestId, answer: outcome.outputText, finish_reason: outcome.finishReason };
     } else if (outcome.kind === 'local_shortage') {
       report = { ok: false, ...asked, ms: ms(), upstream_request_id: null, error: { code: 'local_shortage', message: outcome.message }, retried: true };
     } else {
@@ -75,7 +75,16 @@ type CheckReport = {
   upstream_request_id: string | null;
   /** What the client changed in how it calls, when it did (the upstream refused stream_options). */
   notices?: string[];
-} & ({ ok: true; answer: string | null } | { ok: false; error: { code: string; message: string }; retried: boolean; hint?: string });
+} & (
+  | { ok: true; answer: string | null; /** Why the answer's first choice stopped, as the upstream says. */ finish_reason: string | null }
+  | { ok: false; error: { code: string; message: string }; retried: boolean; hint?: string }
+);
+
+/** Why an answer has no text, where its finish reason says: jobs that meet the same come back empty. */
+function noTextWhy(finishReason: string | null): string {
+  if (finishReason === 'length') return ' (finish_reason "length": the model reached its token limit before writing any; a reasoning model can spend it all thinking)';
+  return finishReason === null || finishReason === 'stop' ? '' : ` (finish_reason ${JSON.stringify(finishReason)})`;
+}
 
 function render(r: CheckReport): string {
   const lines = [
@@ -85,7 +94,10 @@ function render(r: CheckReport): string {
   ];
   const answered = `${r.status ? `HTTP ${r.status}` : 'no answer'} after ${r.ms} ms${r.upstream_request_id ? `, upstream request id ${r.upstream_request_id}` : ''}`;
   if (r.ok) {
-    lines.push(`answered: ${answered}${r.answer === null ? '' : `: ${JSON.stringify(r.answer.slice(0, 80))}`}`, 'ok: a worker can call the upstream with these settings');
+    lines.push(
+      `answered: ${answered}${r.answer ? `: ${JSON.stringify(r.answer.slice(0, 80))}` : `, with no text${noTextWhy(r.finish_reason)}`}`,
+      'ok: a worker can call the upstream with these settings',
+    );
   } else {
     lines.push(
       `failed: ${answered}`,
