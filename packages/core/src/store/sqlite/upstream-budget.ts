@@ -31,7 +31,7 @@ export function createUpstreamBudget(db: Db) {
     },
     /** Until when every worker holds off (ms since the epoch), if a pause was ever set. */
     pausedUntil(): number | undefined {
-      return sql.pauseUntil.get() as number | undefined;
+      return sql.pauseUntil.get();
     },
     pause(until: number): void {
       sql.pause.run({ tat: until });
