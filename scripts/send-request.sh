@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # send-request.sh: send one prompt to chat-async-proxy and print the answer. Needs bash, curl, openssl, od.
 #
-#   scripts/send-request.sh -p "What is 2+2?"
+#   scripts/send-request.sh "What is 2+2?"
 #   scripts/send-request.sh -f messages.json -m gpt-4.1 --timeout 600
 #
 # Settings (flags win over environment variables):
 #   -u, --base-url URL     PROXY_BASE_URL   (default http://127.0.0.1:8000)
 #   -k, --key KEY          PROXY_KEY
 #   -s, --secret SECRET    PROXY_SECRET     (prefer the variable: flags show in `ps`)
-#   -p, --prompt TEXT      the prompt, or - to read it from standard input
+#   -p, --prompt TEXT      the prompt, or - to read it from standard input; it may also come as the
+#                          one argument that is no option (after -- when it starts with -)
 #   -f, --messages FILE    a JSON array of chat messages instead of a prompt
 #   -m, --model MODEL      --ttl SECONDS    --nonce NONCE (default: a fresh UUID)
 #   --system TEXT          a system message put first
@@ -33,18 +34,23 @@ set -euo pipefail
 base_url=${PROXY_BASE_URL:-http://127.0.0.1:8000}
 key=${PROXY_KEY:-}
 secret=${PROXY_SECRET:-}
-prompt='' messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
+prompt='' prompt_given=false messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
 
 die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
 # An option given last without its value is bad usage (64), said so, not bash's "parameter not set".
 need_value() { [ "$1" -ge 2 ] || die 64 "$2 needs a value (see --help)"; }
+# Twice (-p and a bare word, or two words unquoted) would send only the last: said, not guessed.
+set_prompt() {
+  "$prompt_given" && die 64 "one prompt only: quote it as one argument (\"$1\" came after another)"
+  prompt=$1 prompt_given=true
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in
     -u|--base-url) need_value $# "$1"; base_url=$2; shift 2 ;;
     -k|--key) need_value $# "$1"; key=$2; shift 2 ;;
     -s|--secret) need_value $# "$1"; secret=$2; shift 2 ;;
-    -p|--prompt) need_value $# "$1"; prompt=$2; shift 2 ;;
+    -p|--prompt) need_value $# "$1"; set_prompt "$2"; shift 2 ;;
     -f|--messages) need_value $# "$1"; messages_file=$2; shift 2 ;;
     -m|--model) need_value $# "$1"; model=$2; shift 2 ;;
     --ttl) need_value $# "$1"; ttl=$2; shift 2 ;;
@@ -55,7 +61,13 @@ while [ $# -gt 0 ]; do
     --timeout) need_value $# "$1"; timeout=$2; shift 2 ;;
     # The header above, to its first blank line.
     -h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die 64 "unknown argument: $1 (see --help)" ;;
+    # What follows -- is the prompt, even when it starts with - (a negative number, a flag's name).
+    --) shift; for word in "$@"; do set_prompt "$word"; done; shift $# ;;
+    # - alone is standard input, as for --prompt; any other word starting with - is a misspelt option.
+    -?*) die 64 "unknown argument: $1 (see --help)" ;;
+    # The prompt without -p, as the PowerShell client takes it (its first position) and as a user
+    # types it first: it had been an unknown argument.
+    *) set_prompt "$1"; shift ;;
   esac
 done
 
@@ -74,10 +86,10 @@ while [[ "$base_url" == */ ]]; do base_url=${base_url%/}; done
 [ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
 [ "$prompt" = '-' ] && prompt=$(cat)
 if [ -n "$messages_file" ]; then
-  [ -z "$prompt" ] || die 64 'give --prompt or --messages, not both'
+  [ -z "$prompt" ] || die 64 'give a prompt or --messages, not both'
   [ -r "$messages_file" ] || die 64 "cannot read $messages_file"
 elif [ -z "$prompt" ]; then
-  die 64 'no prompt: pass --prompt TEXT (or - for stdin) or --messages FILE'
+  die 64 'no prompt: give it as the argument (- reads standard input), or pass --messages FILE'
 fi
 [[ "$ttl" =~ ^[0-9]*$ && "$poll" =~ ^[0-9]+(\.[0-9]+)?$ && "$timeout" =~ ^[0-9]+$ ]] || die 64 '--ttl, --poll and --timeout take numbers'
 [[ -z "$options" || "$options" =~ ^[[:space:]]*\{ ]] || die 64 "--options takes a JSON object, as '{\"temperature\":0.2}'"

@@ -181,6 +181,35 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
   }
 });
 
+test('the shell client takes the prompt as its one argument, as the PowerShell client takes it first; after -- even one starting with -; - reads standard input; two are refused', async (t) => {
+  const { stub, clientEnv } = await setUp(t);
+  // Each of these had been 64, "unknown argument".
+  const plain = await run(['What is 2+2?', '--poll', '0.2'], clientEnv);
+  assert.deepEqual([plain.code, plain.stdout], [0, 'echo: What is 2+2?\n'], plain.stderr);
+  const dashed = await run(['--poll', '0.2', '--', '-5 degrees, or --prompt?'], clientEnv);
+  assert.deepEqual([dashed.code, dashed.stdout], [0, 'echo: -5 degrees, or --prompt?\n'], dashed.stderr);
+  const piped = await run(['-', '--poll', '0.2'], clientEnv, 'from standard input');
+  assert.deepEqual([piped.code, piped.stdout], [0, 'echo: from standard input\n'], piped.stderr);
+  assert.deepEqual(
+    stub.calls.map((c) => c.prompt),
+    ['What is 2+2?', '-5 degrees, or --prompt?', 'from standard input'],
+  );
+
+  // Refused before anything is sent: words left unquoted, a prompt twice, a misspelt option, none.
+  for (const [args, stderr] of [
+    [['What', 'is', '2+2?'], 'one prompt only: quote it as one argument ("is" came after another)'],
+    [['-p', 'first', 'second'], 'one prompt only: quote it as one argument ("second" came after another)'],
+    [['--', 'first', 'second'], 'one prompt only: quote it as one argument ("second" came after another)'],
+    [['--promt', 'x'], 'unknown argument: --promt (see --help)'],
+    [['-f', 'messages.json', 'x'], 'give a prompt or --messages, not both'],
+    [['--'], 'no prompt: give it as the argument (- reads standard input), or pass --messages FILE'],
+  ] as const) {
+    const refused = await run([...args], clientEnv);
+    assert.deepEqual([refused.code, refused.stderr], [64, `send-request: ${stderr}\n`], args.join(' '));
+  }
+  assert.equal(stub.calls.length, 3, 'nothing more was sent');
+});
+
 test('the shell client sends control characters as JSON escapes, and sends a long prompt holding them (a terminal colour code, quotes, backslashes) and reads its answer, with jq or without, in seconds', async (t) => {
   const { dir, stub, clientEnv } = await setUp(t);
   const short = 'bell\x07 colour\x1b[31mred\x1b[0m form\x0cfeed delete\x7f unit\x1f end';
