@@ -20,7 +20,8 @@
     T      : {"prompt":"Hello, proxy! Gr<u+00FC><u+00DF>e <u+2713>","model":"gpt-4o-mini","ts":1700000000,"nonce":"3f1c9a52-7d4e-4b8a-9c0e-1a2b3c4d5e6f"}
     sign   : f1e4f5767d2b267a34aee36b62c9b12b9a281cc4030b0b8c1bc8feac7c18e478
 
-  Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out,
+  Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out (the
+  job goes on: -Id waits for it again),
   5 HTTP or network error, 64 bad usage.
 
 .EXAMPLE
@@ -32,6 +33,10 @@
 
 .EXAMPLE
   .\send-request.ps1 -Prompt 'Summarize: ...' -System 'Answer in one line.' -Options '{"temperature":0.2,"max_tokens":500}'
+
+.EXAMPLE
+  .\send-request.ps1 -Id req_...
+  Waits again for a job sent before (exit 4 names its id); nothing is sent, so no secret is needed.
 
 .EXAMPLE
   .\send-request.ps1 -SelfTest
@@ -51,6 +56,7 @@ param(
     [double]$PollSeconds = 1,
     [int]$TimeoutSeconds = 300,
     [string]$Nonce = [guid]::NewGuid().ToString(),
+    [Parameter(ParameterSetName = 'Fetch', Mandatory = $true)][string]$Id,
     [Parameter(ParameterSetName = 'SelfTest')][switch]$SelfTest
 )
 
@@ -92,8 +98,15 @@ if ($SelfTest) {
 }
 
 if (-not $ProxyKey) { Stop-With 64 'no key: set $env:PROXY_KEY or pass -ProxyKey' }
-if (-not $Secret) { Stop-With 64 'no secret: set $env:PROXY_SECRET or pass -Secret' }
-if (-not $Prompt -and -not $MessagesFile) { Stop-With 64 'no prompt: pass -Prompt TEXT or -MessagesFile FILE' }
+if ($Id) {
+    # A job sent before, waited for again (after exit 4, say): nothing is created, so nothing is
+    # signed, and what only a create takes would be dropped without a word.
+    if ($Id -notmatch '^[A-Za-z0-9_-]{1,128}$') { Stop-With 64 "-Id takes a request id, as req_..., not '$Id'" }
+    if ($Model -or $System -or $Options -or $Ttl -gt 0 -or $PSBoundParameters.ContainsKey('Nonce')) { Stop-With 64 '-Id waits for a job sent before: it takes no -Model, -Ttl, -System, -Options or -Nonce' }
+} else {
+    if (-not $Secret) { Stop-With 64 'no secret: set $env:PROXY_SECRET or pass -Secret' }
+    if (-not $Prompt -and -not $MessagesFile) { Stop-With 64 'no prompt: pass -Prompt TEXT or -MessagesFile FILE' }
+}
 # Checked here: a call that gets no answer is tried again until the timeout, and a URL that cannot
 # work would only be tried again.
 $parsedUrl = $null
@@ -240,29 +253,32 @@ function Get-Problem([string]$What, $Result) {
 }
 
 $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
-while ($true) {
+# With -Id nothing is created. PowerShell's names ignore case: $id is $Id, set here by the create.
+while (-not $Id) {
     $unsigned = New-UnsignedBody
     $signed = Add-Signature $unsigned $Secret
     $created = Invoke-Proxy 'POST' '/v1/requests' $signed
-    if ($created.Status -eq 202 -or $created.Status -eq 200) { break }
+    if ($created.Status -eq 202 -or $created.Status -eq 200) {
+        if (-not (Test-Field $created.Json 'id')) { Stop-With 5 (Get-Unanswered $created 'request id') }
+        $id = $created.Json.id
+        [Console]::Error.WriteLine("send-request: queued $id")
+        break
+    }
     if (-not (Test-Transient $created)) { Stop-With 5 (Get-Problem 'create refused' $created) }
     if (-not (Wait-BeforeRetry 'create refused' $created)) { Stop-With 5 "create not accepted within $TimeoutSeconds s: $(Get-Problem 'create refused' $created)" }
 }
 $backoff = 1.0
-if (-not (Test-Field $created.Json 'id')) { Stop-With 5 (Get-Unanswered $created 'request id') }
-$id = $created.Json.id
-[Console]::Error.WriteLine("send-request: queued $id")
 
 $wait = $PollSeconds
 while ($true) {
     $left = ($deadline - (Get-Date)).TotalSeconds
-    if ($left -le 0) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: fetch it later" }
+    if ($left -le 0) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: wait for it again with -Id $id" }
     $long = [int][Math]::Min(30, [Math]::Ceiling($left))
     $asked = Get-Date
     $result = Invoke-Proxy 'GET' "/v1/requests/${id}?wait=$long" $null
     if ($result.Status -ne 200) {
         if (-not (Test-Transient $result)) { Stop-With 5 (Get-Problem 'result refused' $result) }
-        if (-not (Wait-BeforeRetry 'result refused' $result)) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: fetch it later ($(Get-Problem 'result refused' $result))" }
+        if (-not (Wait-BeforeRetry 'result refused' $result)) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: wait for it again with -Id $id ($(Get-Problem 'result refused' $result))" }
         continue
     }
     $backoff = 1.0

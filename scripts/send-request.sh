@@ -3,6 +3,7 @@
 #
 #   scripts/send-request.sh "What is 2+2?"
 #   scripts/send-request.sh -f messages.json -m gpt-4.1 --timeout 600
+#   scripts/send-request.sh --id req_…       wait again for a job sent before (no secret needed)
 #
 # Settings (flags win over environment variables):
 #   -u, --base-url URL     PROXY_BASE_URL   (default http://127.0.0.1:8000)
@@ -16,6 +17,7 @@
 #   --options JSON         chat-completions parameters, a JSON object: '{"temperature":0.2,"max_tokens":500}'
 #   --poll SECONDS         first pause between polls when the server does not long-poll (default 1; grows 1.5x up to 10)
 #   --timeout SECONDS      give up after this long (default 300); results are long-polled (?wait=30)
+#   --id ID                wait for a job sent before (its id, as exit 4 names it) instead of sending one
 #
 # What may pass in a moment is tried again until the timeout: no answer (a restart, a deploy, the
 # network) and HTTP 429, 502, 503 or 504, after the answer's Retry-After when it gives one. A create
@@ -34,7 +36,7 @@ set -euo pipefail
 base_url=${PROXY_BASE_URL:-http://127.0.0.1:8000}
 key=${PROXY_KEY:-}
 secret=${PROXY_SECRET:-}
-prompt='' prompt_given=false messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
+prompt='' prompt_given=false job_id='' messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
 
 die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
 # An option given last without its value is bad usage (64), said so, not bash's "parameter not set".
@@ -52,6 +54,7 @@ while [ $# -gt 0 ]; do
     -s|--secret) need_value $# "$1"; secret=$2; shift 2 ;;
     -p|--prompt) need_value $# "$1"; set_prompt "$2"; shift 2 ;;
     -f|--messages) need_value $# "$1"; messages_file=$2; shift 2 ;;
+    --id) need_value $# "$1"; job_id=$2; shift 2 ;;
     -m|--model) need_value $# "$1"; model=$2; shift 2 ;;
     --ttl) need_value $# "$1"; ttl=$2; shift 2 ;;
     --nonce) need_value $# "$1"; nonce=$2; shift 2 ;;
@@ -83,9 +86,18 @@ command -v jq >/dev/null 2>&1 && have_jq=true
 # http://host:8000/ names the same API: without this its calls went to //v1/requests, a 404.
 while [[ "$base_url" == */ ]]; do base_url=${base_url%/}; done
 [ -n "$key" ] || die 64 'no key: set PROXY_KEY or pass --key'
-[ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
+if [ -n "$job_id" ]; then
+  # A job sent before, waited for again (after exit 4, say): nothing is created, so nothing is
+  # signed, and what only a create takes would be dropped without a word.
+  [[ "$job_id" =~ ^[A-Za-z0-9_-]{1,128}$ ]] || die 64 "--id takes a request id, as req_…, not '$job_id'"
+  [[ -z "$prompt$messages_file$model$ttl$system$options$nonce" ]] || die 64 '--id waits for a job sent before: it takes no prompt, --messages, --model, --ttl, --system, --options or --nonce'
+else
+  [ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
+fi
 [ "$prompt" = '-' ] && prompt=$(cat)
-if [ -n "$messages_file" ]; then
+if [ -n "$job_id" ]; then
+  :
+elif [ -n "$messages_file" ]; then
   [ -z "$prompt" ] || die 64 'give a prompt or --messages, not both'
   [ -r "$messages_file" ] || die 64 "cannot read $messages_file"
 elif [ -z "$prompt" ]; then
@@ -127,7 +139,7 @@ if [ -n "$messages_file" ]; then
   # Without the byte-order mark a Windows editor may put first, which JSON does not allow.
   messages=$(cat "$messages_file")
   fields+="\"messages\":${messages#$'\xEF\xBB\xBF'}"
-else
+elif [ -z "$job_id" ]; then
   fields+="\"prompt\":$(json_string "$prompt")"
 fi
 [ -n "$model" ] && fields+=",\"model\":$(json_string "$model")"
@@ -156,7 +168,7 @@ make_pads() {
 hmac_sha256() {
   { printf "$outer_pad"; { printf "$inner_pad"; cat; } | openssl dgst -sha256 -binary; } | openssl dgst -sha256 | awk '{print $NF}'
 }
-make_pads
+[ -n "$job_id" ] || make_pads
 
 signed_body() { # the body signed now: the fields, a fresh ts and the same nonce
   local body sign
@@ -254,19 +266,25 @@ pause_before_retry() {
 }
 
 deadline=$(( $(date +%s) + timeout ))
-while :; do
+id=$job_id
+while [ -z "$id" ]; do
   response=$(signed_body | call -X POST -H 'Content-Type: application/json' --data-binary @- "$base_url/v1/requests") && code=0 || code=$?
   status=${response##*$'\n'}; json=${response%$'\n'*}
-  if [ "$code" -eq 0 ]; then case "$status" in 200|202) break ;; esac; fi
+  if [ "$code" -eq 0 ]; then
+    case "$status" in
+      200|202)
+        backoff=1
+        id=$(printf '%s' "$json" | field id)
+        [ -n "$id" ] || die 5 "the server answered $status without a request id; is $base_url the proxy's address?"
+        printf 'send-request: queued %s\n' "$id" >&2
+        break ;;
+    esac
+  fi
   transient 'create refused' "$code" "$status" "$json" || die 5 "$problem"
   pause_before_retry || die 5 "create not accepted within ${timeout}s: $problem"
 done
-backoff=1
-id=$(printf '%s' "$json" | field id)
-[ -n "$id" ] || die 5 "the server answered $status without a request id; is $base_url the proxy's address?"
-printf 'send-request: queued %s\n' "$id" >&2
 
-timed_out="timed out after ${timeout}s; the job ${id} goes on: fetch it later"
+timed_out="timed out after ${timeout}s; the job ${id} goes on: wait for it again with --id ${id}"
 wait_s=$poll
 while :; do
   left=$(( deadline - $(date +%s) ))

@@ -210,6 +210,35 @@ test('the shell client takes the prompt as its one argument, as the PowerShell c
   assert.equal(stub.calls.length, 3, 'nothing more was sent');
 });
 
+test('the shell client waits again for a job it timed out on (--id, as exit 4 says), without its secret; what only a create takes is refused beside it', async (t) => {
+  const { stub, clientEnv } = await setUp(t);
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  stub.behave(async () => {
+    await held;
+    return {};
+  });
+  const first = await run(['slow answer', '--poll', '0.2', '--timeout', '2'], clientEnv);
+  const id = /queued (req_[\w-]+)/.exec(first.stderr)?.[1] ?? '';
+  assert.deepEqual([first.code, first.stderr.split('\n').at(-2)], [4, `send-request: timed out after 2s; the job ${id} goes on: wait for it again with --id ${id}`], first.stderr);
+  const again = launch(['--id', id, '--poll', '0.2'], { ...clientEnv, PROXY_SECRET: '' });
+  setTimeout(release, 500);
+  const answered = await again.done;
+  assert.deepEqual([answered.code, answered.stdout, answered.stderr], [0, 'echo: slow answer\n', ''], 'no new job queued');
+  assert.equal(stub.calls.length, 1, 'the model was called once');
+
+  const unknown = await run(['--id', 'req_AAAAAAAAAAAAAAAAAAAAAA'], clientEnv);
+  assert.deepEqual([unknown.code, unknown.stderr], [5, 'send-request: result refused (HTTP 404): not_found: no request with this id\n']);
+  for (const [args, stderr] of [
+    [['--id', id, 'a prompt'], '--id waits for a job sent before: it takes no prompt, --messages, --model, --ttl, --system, --options or --nonce'],
+    [['--id', id, '-m', 'gpt-test'], '--id waits for a job sent before: it takes no prompt, --messages, --model, --ttl, --system, --options or --nonce'],
+    [['--id', '../health'], "--id takes a request id, as req_…, not '../health'"],
+  ] as const) {
+    const refused = await run([...args], clientEnv);
+    assert.deepEqual([refused.code, refused.stderr], [64, `send-request: ${stderr}\n`], args.join(' '));
+  }
+});
+
 test('the shell client sends control characters as JSON escapes, and sends a long prompt holding them (a terminal colour code, quotes, backslashes) and reads its answer, with jq or without, in seconds', async (t) => {
   const { dir, stub, clientEnv } = await setUp(t);
   const short = 'bell\x07 colour\x1b[31mred\x1b[0m form\x0cfeed delete\x7f unit\x1f end';

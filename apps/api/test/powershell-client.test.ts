@@ -74,7 +74,7 @@ test('its body has the contract fields, in the recipe order, and every documente
   // The options object spliced in as written, as the shell client sends --options (its end-to-end test runs it).
   assert.match(script, /\$unsigned = '\{"options":' \+ \$optionsRaw \+ ',' \+ \$unsigned\.Substring\(1\)/);
   assert.ok(script.includes('"/v1/requests/${id}?wait=$long"'), 'long-polls the result');
-  for (const p of ['BaseUrl', 'ProxyKey', 'Secret', 'Prompt', 'MessagesFile', 'Model', 'System', 'Options', 'Ttl', 'PollSeconds', 'TimeoutSeconds', 'Nonce']) {
+  for (const p of ['BaseUrl', 'ProxyKey', 'Secret', 'Prompt', 'MessagesFile', 'Model', 'System', 'Options', 'Ttl', 'PollSeconds', 'TimeoutSeconds', 'Nonce', 'Id']) {
     assert.match(script, new RegExp(`\\]\\$${p}\\b`), `parameter -${p}`);
   }
   const codes = [...script.matchAll(/Stop-With (\d+) /g)].map((m) => Number(m[1]));
@@ -92,7 +92,7 @@ test('it tries again what the shell client tries again, re-signing each create w
   const psStatuses = /function Test-Transient\(\$Result\) \{ return \$Result\.Status -in ([0-9, ]+) \}/.exec(script)?.[1]?.split(', ').map(Number);
   assert.deepEqual(psStatuses, [0, ...(shellStatuses as number[])], 'no answer (0) and the same statuses');
   // Each try builds T again (a fresh ts) inside the create loop; the nonce is the parameter, fixed.
-  const createLoop = /\n\$deadline = [^\n]+\nwhile \(\$true\) \{\n([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
+  const createLoop = /\n\$deadline = [^\n]+\n#[^\n]+\nwhile \(-not \$Id\) \{\n([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
   assert.match(createLoop, /^\s+\$unsigned = New-UnsignedBody\n\s+\$signed = Add-Signature \$unsigned \$Secret\n\s+\$created = Invoke-Proxy 'POST'/);
   assert.match(createLoop, /Test-Transient \$created[\s\S]*Wait-BeforeRetry 'create refused' \$created/);
   const body = /function New-UnsignedBody \{([\s\S]*?)\n\}/.exec(script)?.[1] ?? '';
@@ -131,7 +131,7 @@ test('a 2xx that is not the proxy\'s JSON stops it naming the base URL, as the s
   );
   assert.match(script, /\$why = if \(\$Result\.Unreadable\) \{ "a body that is not JSON \(\$\(\$Result\.Unreadable\)\)" \}/, "the parser's words in the message");
   // Both answers the client reads a field of are checked for it first, under strict mode.
-  assert.match(script, /\nif \(-not \(Test-Field \$created\.Json 'id'\)\) \{ Stop-With 5 \(Get-Unanswered \$created 'request id'\) \}\n\$id = \$created\.Json\.id\n/);
+  assert.match(script, /\n\s+if \(-not \(Test-Field \$created\.Json 'id'\)\) \{ Stop-With 5 \(Get-Unanswered \$created 'request id'\) \}\n\s+\$id = \$created\.Json\.id\n/);
   assert.match(
     script,
     /\n\s+if \(-not \(Test-Field \$result\.Json 'status'\)\) \{ Stop-With 5 \(Get-Unanswered \$result "status for the job \$id"\) \}\n\s+switch \(\$result\.Json\.status\) \{/,
@@ -181,4 +181,29 @@ test('a completed job without text (a tool call, a refusal, a filter, a token li
   const cut = 'the answer stops at the token limit (finish_reason "length"): raise max_tokens or max_completion_tokens in -Options for the rest';
   assert.ok(completed.includes(cut));
   assert.ok(words(shell).includes(cut), 'the same words');
+});
+
+test("-Id waits for a job sent before, as the shell client's --id does: nothing created or signed, no secret asked for, what only a create takes refused", () => {
+  // Not run on PowerShell (none here): checked as written; the shell client's end-to-end test runs --id.
+  assert.match(
+    script,
+    /\[Parameter\(ParameterSetName = 'Fetch', Mandatory = \$true\)\]\[string\]\$Id,/,
+    'a parameter set of its own: -Prompt or -MessagesFile beside it is refused by PowerShell',
+  );
+  const checks = /\nif \(\$Id\) \{\n([\s\S]*?)\n\} else \{\n([\s\S]*?)\n\}\n/.exec(script);
+  assert.ok(checks, 'the checks of -Id, and the others');
+  const [, ifId, otherwise] = checks as unknown as [string, string, string];
+  assert.match(ifId, /if \(\$Id -notmatch '\^\[A-Za-z0-9_-\]\{1,128\}\$'\) \{ Stop-With 64 /, 'an id that could not be a path segment is refused');
+  assert.match(ifId, /if \(\$Model -or \$System -or \$Options -or \$Ttl -gt 0 -or \$PSBoundParameters\.ContainsKey\('Nonce'\)\) \{ Stop-With 64 /);
+  assert.match(otherwise, /no secret/, 'the secret is asked for only when a request is sent');
+  assert.ok(!ifId.includes('Secret'), 'no secret needed to wait');
+  // The same pattern as the shell client's.
+  const shell = readFileSync(new URL('scripts/send-request.sh', root), 'utf8');
+  assert.ok(shell.includes('[[ "$job_id" =~ ^[A-Za-z0-9_-]{1,128}$ ]]'), "the shell client's check is the same");
+  // The create loop runs only without an id; PowerShell's names ignore case, so the create's $id ends it.
+  assert.match(script, /\nwhile \(-not \$Id\) \{\n\s+\$unsigned = New-UnsignedBody\n/);
+  assert.ok(script.indexOf('while (-not $Id) {') < script.indexOf('Invoke-Proxy \'GET\' "/v1/requests/${id}?wait=$long"'), 'then the wait, for either');
+  const timeouts = [...script.matchAll(/Stop-With 4 "([^"]*)/g)].map((m) => m[1]);
+  assert.equal(timeouts.length, 2);
+  for (const said of timeouts) assert.match(said as string, /the job \$id goes on: wait for it again with -Id \$id/);
 });
