@@ -23,7 +23,8 @@
 # network) and HTTP 429, 502, 503 or 504, after the answer's Retry-After when it gives one. A create
 # is signed again with a fresh ts and the same nonce, so the server stores it once.
 #
-# Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out,
+# Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out (the job
+# goes on: --id waits for it again), 130 interrupted (Ctrl-C; the job goes on too),
 # 5 HTTP or network error, 64 bad usage. Messages go to stderr.
 #
 # Signing (README, "Signing"): T = the JSON body without sign; sign = lowercase hex HMAC-SHA256 of
@@ -285,6 +286,9 @@ while [ -z "$id" ]; do
 done
 
 timed_out="timed out after ${timeout}s; the job ${id} goes on: wait for it again with --id ${id}"
+# Ctrl-C stops the wait, not the job, which the model may be writing: said, with how to wait again
+# (130, as a shell reports an interrupted program).
+trap 'printf "\nsend-request: interrupted; the job %s goes on: wait for it again with --id %s\n" "$id" "$id" >&2; exit 130' INT
 wait_s=$poll
 while :; do
   left=$(( deadline - $(date +%s) ))

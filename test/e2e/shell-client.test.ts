@@ -210,7 +210,7 @@ test('the shell client takes the prompt as its one argument, as the PowerShell c
   assert.equal(stub.calls.length, 3, 'nothing more was sent');
 });
 
-test('the shell client waits again for a job it timed out on (--id, as exit 4 says), without its secret; what only a create takes is refused beside it', async (t) => {
+test('the shell client waits again for a job it timed out on or was interrupted waiting for (--id, as exit 4 and Ctrl-C say), without its secret; what only a create takes is refused beside it', async (t) => {
   const { stub, clientEnv } = await setUp(t);
   let release = (): void => undefined;
   const held = new Promise<void>((resolve) => (release = resolve));
@@ -221,11 +221,24 @@ test('the shell client waits again for a job it timed out on (--id, as exit 4 sa
   const first = await run(['slow answer', '--poll', '0.2', '--timeout', '2'], clientEnv);
   const id = /queued (req_[\w-]+)/.exec(first.stderr)?.[1] ?? '';
   assert.deepEqual([first.code, first.stderr.split('\n').at(-2)], [4, `send-request: timed out after 2s; the job ${id} goes on: wait for it again with --id ${id}`], first.stderr);
+
+  // Ctrl-C, as a terminal sends it: to the whole foreground group (bash and the curl it waits on).
+  const interrupted = spawn('bash', [CLIENT, 'interrupted', '--poll', '0.2'], { env: clientEnv, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let said = '';
+  interrupted.stderr.on('data', (d: Buffer) => (said += d.toString()));
+  const ended = new Promise<number | null>((resolve) => interrupted.on('close', resolve));
+  await eventually(async () => /queued req_/.test(said));
+  process.kill(-(interrupted.pid as number), 'SIGINT');
+  const other = /queued (req_[\w-]+)/.exec(said)?.[1] ?? '';
+  assert.deepEqual([await ended, said.split('\n').at(-2)], [130, `send-request: interrupted; the job ${other} goes on: wait for it again with --id ${other}`], said);
+
   const again = launch(['--id', id, '--poll', '0.2'], { ...clientEnv, PROXY_SECRET: '' });
   setTimeout(release, 500);
   const answered = await again.done;
   assert.deepEqual([answered.code, answered.stdout, answered.stderr], [0, 'echo: slow answer\n', ''], 'no new job queued');
-  assert.equal(stub.calls.length, 1, 'the model was called once');
+  const afterInterrupt = await run(['--id', other, '--poll', '0.2'], clientEnv);
+  assert.deepEqual([afterInterrupt.code, afterInterrupt.stdout], [0, 'echo: interrupted\n'], afterInterrupt.stderr);
+  assert.equal(stub.calls.length, 2, 'the model was called once a job');
 
   const unknown = await run(['--id', 'req_AAAAAAAAAAAAAAAAAAAAAA'], clientEnv);
   assert.deepEqual([unknown.code, unknown.stderr], [5, 'send-request: result refused (HTTP 404): not_found: no request with this id\n']);
