@@ -97,6 +97,50 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   assert.equal(await store.getJob(failing), null);
 });
 
+test("cancel: what a client's DELETE does, for an operator without its key: a queued job at once, a running one through its worker, which aborts the call; an ended one is refused", async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ behave: (call) => (call.prompt === 'hold' ? { hang: true } : {}) });
+  t.after(() => stub.close());
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
+  const store = await openTestStore(env);
+  t.after(() => store.close());
+  const cli = async (...args: string[]) => {
+    const { OPENAI_API_KEY: _key, ...adminEnv } = env;
+    const child = spawnNode(WORKER_MAIN, args, adminEnv, dir);
+    const { code } = await child.exited;
+    return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
+  };
+
+  // No worker yet: the queued job ends at once.
+  const queued = await enqueueJob(store, 'never sent');
+  assert.deepEqual(await cli('cancel', queued), { code: 0, out: `cancelled ${queued}`, err: '' });
+  assert.equal((await store.getJob(queued))?.status, 'cancelled');
+  // Again: what was asked holds, no error.
+  const twice = JSON.parse((await cli('cancel', queued, '--json')).out);
+  assert.deepEqual([twice.id, twice.status, twice.client], [queued, 'cancelled', 'default']);
+
+  const daemon = startWorkerDaemon(t, env, dir);
+  await daemon.waitFor((l) => l.includes('worker started'));
+  const running = await enqueueJob(store, 'hold');
+  await eventually(async () => stub.calls.length === 1);
+  const asked = await cli('cancel', running);
+  assert.deepEqual(
+    [asked.code, asked.out],
+    [0, `cancel requested: ${running} is in_progress; its worker aborts the call within a second, and the job ends as cancelled`],
+    asked.err,
+  );
+  await eventually(async () => (await store.getJob(running))?.status === 'cancelled');
+  await eventually(async () => stub.calls[0]?.hungUpAt !== undefined);
+
+  const answered = await enqueueJob(store, 'answer me');
+  await eventually(async () => (await store.getJob(answered))?.status === 'completed');
+  assert.deepEqual(await cli('cancel', answered), { code: 1, out: '', err: `proxy-worker: request ${answered} already ended as completed and cannot be cancelled` });
+  assert.equal((await store.getJob(answered))?.status, 'completed', 'left as it was');
+  assert.deepEqual(await cli('cancel', 'req_AAAAAAAAAAAAAAAAAAAAAA'), { code: 1, out: '', err: 'proxy-worker: no request req_AAAAAAAAAAAAAAAAAAAAAA' });
+  assert.equal((await cli('cancel')).code, 64);
+  assert.equal(stub.calls.length, 2, 'the cancelled queued job was never sent');
+});
+
 test('a mistake in the command line is exit 64 (EX_USAGE) with the message and the help, apart from a failed run (1) and a bad setting (78)', async (t) => {
   const dir = tempDir(t);
   const env = testEnv(dir);

@@ -1,6 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { EXIT_USAGE } from '@proxy/core';
 import { runBackup } from './commands/backup.js';
+import { runCancel } from './commands/cancel.js';
 import { runCopyJobs } from './commands/copy-jobs.js';
 import { runJobs } from './commands/jobs.js';
 import { parseAge, runPurge } from './commands/purge.js';
@@ -79,6 +80,13 @@ export function buildCli(version: string): Command {
       if (Boolean(id) === Boolean(opts.allFailed)) command.error('error: give one request id, or --all-failed');
       await runRetry(id, opts);
     });
+
+  program
+    .command('cancel')
+    .description("cancel a job, as its client's DELETE does: a queued one at once, a running one through its worker")
+    .argument('<id>')
+    .option('--json', 'print JSON')
+    .action(runCancel);
 
   program
     .command('purge')
