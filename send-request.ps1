@@ -35,6 +35,10 @@
   .\send-request.ps1 -Prompt 'Summarize: ...' -System 'Answer in one line.' -Options '{"temperature":0.2,"max_tokens":500}'
 
 .EXAMPLE
+  .\send-request.ps1 -Prompt 'What is 2+2?' -AsJson
+  Prints the final job as the API answers it (its usage, the upstream's whole response), not its text.
+
+.EXAMPLE
   .\send-request.ps1 -Id req_...
   Waits again for a job sent before (exit 4 names its id); nothing is sent, so no secret is needed.
 
@@ -56,6 +60,7 @@ param(
     [double]$PollSeconds = 1,
     [int]$TimeoutSeconds = 300,
     [string]$Nonce = [guid]::NewGuid().ToString(),
+    [switch]$AsJson,
     [Parameter(ParameterSetName = 'Fetch', Mandatory = $true)][string]$Id,
     [Parameter(ParameterSetName = 'SelfTest')][switch]$SelfTest
 )
@@ -192,7 +197,7 @@ function Invoke-Proxy([string]$Method, [string]$Path, [string]$Body) {
     # for ConvertFrom-Json is that of earlier versions, or of a JavaScriptSerializer made by hand).
     $json = $null; $unreadable = $null
     try { $json = ConvertFrom-Json $response.Content } catch { $unreadable = $_.Exception.Message }
-    return @{ Status = [int]$response.StatusCode; Json = $json; RetryAfter = $null; Unreached = $null; Unreadable = $unreadable }
+    return @{ Status = [int]$response.StatusCode; Json = $json; RetryAfter = $null; Unreached = $null; Unreadable = $unreadable; Text = $response.Content }
 }
 
 # What a 2xx answer lacks: the field the proxy always sends, read under strict mode without stopping.
@@ -283,8 +288,12 @@ while ($true) {
     }
     $backoff = 1.0
     if (-not (Test-Field $result.Json 'status')) { Stop-With 5 (Get-Unanswered $result "status for the job $id") }
+    # The job whole for a program to read (its usage, the upstream's response), as the API wrote it,
+    # with the exit code and stderr's line as without -AsJson.
+    if ($AsJson -and $result.Json.status -in 'completed', 'failed', 'expired', 'cancelled') { Write-Output $result.Text }
     switch ($result.Json.status) {
         'completed' {
+            if ($AsJson) { exit 0 }
             # An answer with no text (a tool call, a refusal, a filter, a token limit spent thinking) is said
             # so, why where the upstream says: nothing printed alone would look like a lost answer. One cut
             # at the token limit is said so too: it reads like a whole one.

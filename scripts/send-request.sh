@@ -18,6 +18,7 @@
 #   --poll SECONDS         first pause between polls when the server does not long-poll (default 1; grows 1.5x up to 10)
 #   --timeout SECONDS      give up after this long (default 300); results are long-polled (?wait=30)
 #   --id ID                wait for a job sent before (its id, as exit 4 names it) instead of sending one
+#   --json                 print the final job, as the API answers it (usage, the whole response), not its text
 #
 # What may pass in a moment is tried again until the timeout: no answer (a restart, a deploy, the
 # network) and HTTP 429, 502, 503 or 504, after the answer's Retry-After when it gives one. A create
@@ -37,7 +38,7 @@ set -euo pipefail
 base_url=${PROXY_BASE_URL:-http://127.0.0.1:8000}
 key=${PROXY_KEY:-}
 secret=${PROXY_SECRET:-}
-prompt='' prompt_given=false job_id='' messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
+prompt='' prompt_given=false job_id='' json_out=false'' messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
 
 die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
 # An option given last without its value is bad usage (64), said so, not bash's "parameter not set".
@@ -56,6 +57,7 @@ while [ $# -gt 0 ]; do
     -p|--prompt) need_value $# "$1"; set_prompt "$2"; shift 2 ;;
     -f|--messages) need_value $# "$1"; messages_file=$2; shift 2 ;;
     --id) need_value $# "$1"; job_id=$2; shift 2 ;;
+    --json) json_out=true; shift ;;
     -m|--model) need_value $# "$1"; model=$2; shift 2 ;;
     --ttl) need_value $# "$1"; ttl=$2; shift 2 ;;
     --nonce) need_value $# "$1"; nonce=$2; shift 2 ;;
@@ -306,8 +308,12 @@ while :; do
   backoff=1
   job_status=$(printf '%s' "$json" | field status)
   [ -n "$job_status" ] || die 5 "the server answered 200 without a status for the job $id; is $base_url the proxy's address?"
+  # The job whole for a program to read (its usage, the upstream's response), with the exit code and
+  # stderr's line as without --json.
+  if $json_out; then case "$job_status" in completed|failed|expired|cancelled) printf '%s\n' "$json" ;; esac; fi
   case "$job_status" in
     completed)
+      $json_out && exit 0
       text=$(printf '%s' "$json" | field output_text)
       finish=$(printf '%s' "$json" | finish_reason)
       # An answer with no text (a tool call, a refusal, a filter, a token limit spent thinking) is said

@@ -252,6 +252,22 @@ test('the shell client waits again for a job it timed out on or was interrupted 
   }
 });
 
+test('the shell client prints the final job as the API wrote it with --json (its usage, the whole response), with the exit codes and stderr lines it has without', async (t) => {
+  const { stub, clientEnv, dir } = await setUp(t);
+  for (const PATH of [clientEnv.PATH, minimalPath(dir)]) {
+    const done = await run(['Grüße "q"', '--json', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.equal(done.code, 0, done.stderr);
+    const job = JSON.parse(done.stdout) as { id: string; status: string; output_text: string; usage: { total_tokens: number }; response: { choices: unknown[] } };
+    assert.deepEqual([job.status, job.output_text, typeof job.usage.total_tokens, job.response.choices.length], ['completed', 'echo: Grüße "q"', 'number', 1]);
+    assert.equal(done.stderr, `send-request: queued ${job.id}\n`);
+  }
+  stub.behave(() => ({ status: 400, body: { error: { message: 'no such model', type: 'invalid_request_error' } } }));
+  const failed = await run(['x', '--json', '--poll', '0.2'], clientEnv);
+  const job = JSON.parse(failed.stdout) as { status: string; error: { code: string } };
+  assert.deepEqual([failed.code, job.status, job.error.code], [2, 'failed', 'upstream_invalid_request_error']);
+  assert.match(failed.stderr, /\nsend-request: failed: upstream_invalid_request_error: no such model\n$/);
+});
+
 test('the shell client sends control characters as JSON escapes, and sends a long prompt holding them (a terminal colour code, quotes, backslashes) and reads its answer, with jq or without, in seconds', async (t) => {
   const { dir, stub, clientEnv } = await setUp(t);
   const short = 'bell\x07 colour\x1b[31mred\x1b[0m form\x0cfeed delete\x7f unit\x1f end';
