@@ -141,6 +141,47 @@ test("cancel: what a client's DELETE does, for an operator without its key: a qu
   assert.equal(stub.calls.length, 2, 'the cancelled queued job was never sent');
 });
 
+test("cancel --client: every unfinished job of a runaway client, page after page, queued ones at once and running ones through their workers; other clients' jobs go on", async (t) => {
+  const dir = tempDir(t);
+  const stub = await startStubUpstream({ behave: (call) => (call.prompt === 'hold' ? { hang: true } : {}) });
+  t.after(() => stub.close());
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '4' });
+  const store = await openTestStore(env);
+  t.after(() => store.close());
+  const cli = async (...args: string[]) => {
+    const { OPENAI_API_KEY: _key, ...adminEnv } = env;
+    const child = spawnNode(WORKER_MAIN, args, adminEnv, dir);
+    const { code } = await child.exited;
+    return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
+  };
+
+  // More than two of its pages (500), and some of them running when it runs.
+  const runaway = await Promise.all(
+    Array.from({ length: 1203 }, () => newTestJob({ client: 'runaway', request: { model: 'm', messages: [{ role: 'user', content: 'hold' }] } })).map(
+      async (job) => (await store.createJob(job), job.id),
+    ),
+  );
+  const daemon = startWorkerDaemon(t, env, dir);
+  await daemon.waitFor((l) => l.includes('worker started'));
+  await eventually(async () => stub.calls.length === 4);
+  const others = [await enqueueJob(store, 'answer me'), await enqueueJob(store, 'me too')];
+
+  const run = await cli('cancel', '--client', 'runaway', '--json');
+  assert.equal(run.code, 0, run.err);
+  const { cancelled, cancel_requested: requested } = JSON.parse(run.out) as { cancelled: string[]; cancel_requested: string[] };
+  assert.ok(requested.length >= 4, `the running ones asked to stop: ${requested.length}`);
+  assert.deepEqual([...cancelled, ...requested].sort(), [...runaway].sort(), 'each job of the client once');
+  await eventually(async () => (await store.countByStatus()).cancelled === 1203, 20_000);
+  await eventually(async () => (await Promise.all(others.map((id) => store.getJob(id)))).every((j) => j?.status === 'completed'));
+  assert.equal(stub.calls.filter((c) => c.prompt === 'hold').length, 4, 'no job of the client was sent after it ran');
+
+  assert.deepEqual(await cli('cancel', '--client', 'runaway'), { code: 0, out: 'no unfinished jobs of client runaway', err: '' });
+  const text = await cli('cancel', '--client', 'default');
+  assert.deepEqual([text.code, text.out], [0, 'no unfinished jobs of client default'], text.err);
+  const both = await cli('cancel', others[0] as string, '--client', 'runaway');
+  assert.deepEqual([both.code, both.err.split('\n')[0]], [64, 'error: give one request id, or --client NAME']);
+});
+
 test('a mistake in the command line is exit 64 (EX_USAGE) with the message and the help, apart from a failed run (1) and a bad setting (78)', async (t) => {
   const dir = tempDir(t);
   const env = testEnv(dir);

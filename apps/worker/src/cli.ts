@@ -83,10 +83,14 @@ export function buildCli(version: string): Command {
 
   program
     .command('cancel')
-    .description("cancel a job, as its client's DELETE does: a queued one at once, a running one through its worker")
-    .argument('<id>')
+    .description("cancel a job, as its client's DELETE does: a queued one at once, a running one through its worker (or every unfinished one of a client)")
+    .argument('[id]')
+    .option('--client <name>', 'every unfinished job of this client')
     .option('--json', 'print JSON')
-    .action(runCancel);
+    .action(async (id: string | undefined, opts: { client?: string; json?: boolean }, command: Command) => {
+      if (Boolean(id) === Boolean(opts.client)) command.error('error: give one request id, or --client NAME');
+      await runCancel(id, opts);
+    });
 
   program
     .command('purge')

@@ -40,3 +40,14 @@ export function table(headers: string[], rows: Array<Array<string | number | nul
 export function when(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
 }
+
+/**
+ * Said after "no jobs" (`jobs`, `cancel --client`) when --client names no configured client: a name
+ * mistyped (they are matched exactly) reads otherwise as a client with nothing stored. A client
+ * removed from the configuration may still have jobs; those are listed as ever.
+ */
+export function unknownClient(name: string | undefined, clients: Config['clients']): string {
+  // With no client configured here (an admin shell given only the database), nothing can be told.
+  if (name === undefined || clients.length === 0 || clients.some((c) => c.name === name)) return '';
+  return `; no configured client is named ${name} (configured: ${clients.map((c) => c.name).join(', ')})`;
+}

@@ -1,5 +1,5 @@
-import { toJobView, type Config, type JobStatus } from '@proxy/core';
-import { output, table, when, withStore } from './admin-context.js';
+import { toJobView, type JobStatus } from '@proxy/core';
+import { output, table, unknownClient, when, withStore } from './admin-context.js';
 
 /** `proxy-worker jobs [--status S] [--limit N] [--client NAME]`: the newest jobs. */
 export async function runJobs(opts: { status?: JobStatus; limit: number; client?: string; json?: boolean }): Promise<void> {
@@ -17,15 +17,4 @@ export async function runJobs(opts: { status?: JobStatus; limit: number; client?
             ),
     );
   });
-}
-
-/**
- * Said after "no jobs" when --client names no configured client: a name mistyped (they are matched
- * exactly) reads otherwise as a client with nothing stored. A client removed from the configuration
- * may still have jobs; those are listed as ever.
- */
-function unknownClient(name: string | undefined, clients: Config['clients']): string {
-  // With no client configured here (an admin shell given only the database), nothing can be told.
-  if (name === undefined || clients.length === 0 || clients.some((c) => c.name === name)) return '';
-  return `; no configured client is named ${name} (configured: ${clients.map((c) => c.name).join(', ')})`;
 }
