@@ -6,6 +6,16 @@ import { echoCompletion, startStubUpstream } from '../../scripts/stub-upstream.t
 import Database from 'better-sqlite3';
 import { WORKER_MAIN, enqueueJob, eventually, newTestJob, onlyOn, openTestStore, spawnNode, startWorkerDaemon, tempDir, testEnv, within } from '../helpers/index.ts';
 
+/** Runs an admin command as an operator would, without the upstream key it needs none of; its exit code and lines. */
+function adminCli(env: Record<string, string>, dir: string) {
+  return async (...args: string[]) => {
+    const { OPENAI_API_KEY: _key, ...adminEnv } = env;
+    const child = spawnNode(WORKER_MAIN, args, adminEnv, dir);
+    const { code } = await child.exited;
+    return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
+  };
+}
+
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
   const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message: 'model is\n  down', type: 'invalid_request_error' } } }) });
@@ -16,13 +26,8 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const daemon = startWorkerDaemon(t, env, dir);
   await daemon.waitFor((l) => l.includes('worker started'));
 
-  const cli = (...args: string[]) => cliWith({}, ...args);
-  const cliWith = async (extra: Record<string, string>, ...args: string[]) => {
-    const { OPENAI_API_KEY: _key, ...adminEnv } = env;
-    const child = spawnNode(WORKER_MAIN, args, { ...adminEnv, ...extra }, dir);
-    const { code } = await child.exited;
-    return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
-  };
+  const cli = adminCli(env, dir);
+  const cliWith = (extra: Record<string, string>, ...args: string[]) => adminCli({ ...env, ...extra }, dir)(...args);
 
   const failing = await enqueueJob(store, 'doomed');
   const other = await enqueueJob(store, 'also doomed');
@@ -104,12 +109,7 @@ test("cancel: what a client's DELETE does, for an operator without its key: a qu
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
   const store = await openTestStore(env);
   t.after(() => store.close());
-  const cli = async (...args: string[]) => {
-    const { OPENAI_API_KEY: _key, ...adminEnv } = env;
-    const child = spawnNode(WORKER_MAIN, args, adminEnv, dir);
-    const { code } = await child.exited;
-    return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
-  };
+  const cli = adminCli(env, dir);
 
   // No worker yet: the queued job ends at once.
   const queued = await enqueueJob(store, 'never sent');
@@ -148,12 +148,7 @@ test("cancel --client: every unfinished job of a runaway client, page after page
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '4' });
   const store = await openTestStore(env);
   t.after(() => store.close());
-  const cli = async (...args: string[]) => {
-    const { OPENAI_API_KEY: _key, ...adminEnv } = env;
-    const child = spawnNode(WORKER_MAIN, args, adminEnv, dir);
-    const { code } = await child.exited;
-    return { code, out: child.lines.join('\n'), err: child.stderr.join('\n') };
-  };
+  const cli = adminCli(env, dir);
 
   // More than two of its pages (500), and some of them running when it runs.
   const runaway = await Promise.all(

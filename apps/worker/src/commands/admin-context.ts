@@ -12,6 +12,14 @@ export async function withStore<T>(fn: (store: JobStore, config: Config) => Prom
   }
 }
 
+/** The ids a terminal line names: a few, not the 100,000 of a day of failures (`--json` has them all). */
+const MAX_LISTED = 20;
+/** ": id id …" for a line naming what a command did to these jobs, or nothing when there are none. */
+export function listed(ids: readonly string[]): string {
+  if (ids.length === 0) return '';
+  return ids.length <= MAX_LISTED ? `: ${ids.join(' ')}` : `: ${ids.slice(0, MAX_LISTED).join(' ')} and ${ids.length - MAX_LISTED} more (--json lists them all)`;
+}
+
 /**
  * Prints `value` as JSON, or as the human form `render` gives. A reader that stops early
  * (`proxy-worker jobs --json | head`) is not an error, as for any Unix tool; any other failed write

@@ -1,15 +1,11 @@
 import { FINAL_STATUSES, isJobId, toJobView, type Config, type JobRecord, type JobStore } from '@proxy/core';
 import { CliError } from './cli-error.js';
-import { output, unknownClient, withStore } from './admin-context.js';
+import { listed, output, unknownClient, withStore } from './admin-context.js';
 
 /** How many of a client's jobs one page lists and cancels together (one commit on SQLite). */
 const PAGE = 500;
 /** More than every worker's slots together. */
 const RUNNING_MAX = 100_000;
-/** The ids a terminal line names, as `retry` names them. */
-const MAX_LISTED = 20;
-const listed = (ids: readonly string[]) =>
-  ids.length === 0 ? '' : ids.length <= MAX_LISTED ? `: ${ids.join(' ')}` : `: ${ids.slice(0, MAX_LISTED).join(' ')} and ${ids.length - MAX_LISTED} more (--json lists them all)`;
 
 /**
  * `proxy-worker cancel <id> | --client NAME`: what a client's DELETE does, for an operator who holds

@@ -1,11 +1,6 @@
 import { isJobId } from '@proxy/core';
 import { CliError } from './cli-error.js';
-import { output, withStore } from './admin-context.js';
-
-/** The ids a terminal line names: a few, not the 100,000 of a day of failures (`--json` has them all). */
-const MAX_LISTED = 20;
-const listed = (ids: readonly string[]) =>
-  ids.length === 0 ? '' : ids.length <= MAX_LISTED ? `: ${ids.join(' ')}` : `: ${ids.slice(0, MAX_LISTED).join(' ')} and ${ids.length - MAX_LISTED} more (--json lists them all)`;
+import { listed, output, withStore } from './admin-context.js';
 
 /** `proxy-worker retry <id> | --all-failed`: puts failed (or expired) jobs back in the queue (the CLI checks it was given one of the two). */
 export async function runRetry(id: string | undefined, opts: { allFailed?: boolean; json?: boolean }): Promise<void> {
