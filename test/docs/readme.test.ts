@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
 import { SETTINGS } from '../../packages/core/src/config.ts';
 import { ERROR_STATUS } from '../../packages/core/src/errors.ts';
+import { buildCli } from '../../apps/worker/src/cli.ts';
 import { ROOT, getJson, newCredentials, postSigned, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
@@ -31,6 +32,23 @@ test('the configuration table lists every setting the code reads', () => {
 test('the error table lists every code with its HTTP status', () => {
   const table = section('### Error codes');
   for (const [code, status] of Object.entries(ERROR_STATUS)) assert.match(table, new RegExp(`\\| \`${code}\` \\| ${status} \\|`), code);
+});
+
+test("the Worker section's command lists name every proxy-worker command, and no command it does not have", () => {
+  // A command added to the CLI and not to these lists would be found by --help alone.
+  const listed = new Set(blocks(section('## Worker'), 'sh').flatMap((block) => [...block.matchAll(/^proxy-worker ([a-z-]+)/gm)].map((m) => m[1] as string)));
+  const commands = buildCli('0.0.0').commands.flatMap((c) => [c.name(), ...c.aliases()]);
+  const primary = buildCli('0.0.0').commands.map((c) => c.name());
+  assert.deepEqual(
+    primary.filter((name) => !listed.has(name)),
+    [],
+    'commands the lists leave out',
+  );
+  assert.deepEqual(
+    [...listed].filter((name) => !commands.includes(name)),
+    [],
+    'listed, but no such command',
+  );
 });
 
 test('every link to a heading in README and docs/ names a heading that exists', () => {
