@@ -131,6 +131,8 @@ test("cancel: what a client's DELETE does, for an operator without its key: a qu
   );
   await eventually(async () => (await store.getJob(running))?.status === 'cancelled');
   await eventually(async () => stub.calls[0]?.hungUpAt !== undefined);
+  // Its log says who may have cancelled it: it had named only the client.
+  await daemon.waitFor((l) => l.includes('job cancelled during its attempt (by its client, or proxy-worker cancel)') && l.includes(running));
 
   const answered = await enqueueJob(store, 'answer me');
   await eventually(async () => (await store.getJob(answered))?.status === 'completed');

@@ -284,7 +284,7 @@ async function settleAbort(job: ClaimedJob, reason: AbortReason, deps: ProcessJo
       log.warn('job expired during its attempt');
       return (await store.finishJob(job.id, token, 'expired', expiredError(), attempt)) ? 'expired' : 'lost';
     case 'cancelled':
-      log.info('job cancelled by its client during its attempt');
+      log.info('job cancelled during its attempt (by its client, or proxy-worker cancel)');
       return (await store.finishJob(job.id, token, 'cancelled', null, attempt)) ? 'cancelled' : 'lost';
     case 'shutdown':
       log.info('attempt abandoned for shutdown; job put back');
