@@ -43,6 +43,10 @@
   Waits again for a job sent before (exit 4 names its id); nothing is sent, so no secret is needed.
 
 .EXAMPLE
+  .\send-request.ps1 -Id req_... -Cancel
+  Cancels a job sent before: a queued one at once, a running one through its worker.
+
+.EXAMPLE
   .\send-request.ps1 -SelfTest
 #>
 #Requires -Version 5.1
@@ -62,6 +66,7 @@ param(
     [string]$Nonce = [guid]::NewGuid().ToString(),
     [switch]$AsJson,
     [Parameter(ParameterSetName = 'Fetch', Mandatory = $true)][string]$Id,
+    [Parameter(ParameterSetName = 'Fetch')][switch]$Cancel,
     [Parameter(ParameterSetName = 'SelfTest')][switch]$SelfTest
 )
 
@@ -274,16 +279,30 @@ while (-not $Id) {
 }
 $backoff = 1.0
 
+# -Cancel: the API's DELETE, tried again as a create is. A queued job ends at once (200); a running
+# one ends when its worker, told within a second, has aborted the call (202): not waited for.
+while ($Cancel) {
+    $cancelled = Invoke-Proxy 'DELETE' "/v1/requests/$id" $null
+    if ($cancelled.Status -eq 200 -or $cancelled.Status -eq 202) {
+        if ($AsJson) { Write-Output $cancelled.Text }
+        if ($cancelled.Status -eq 200) { [Console]::Error.WriteLine("send-request: cancelled $id") }
+        else { [Console]::Error.WriteLine("send-request: cancel requested: $id is running; its worker aborts the call within a second") }
+        exit 0
+    }
+    if (-not (Test-Transient $cancelled)) { Stop-With 5 (Get-Problem 'cancel refused' $cancelled) }
+    if (-not (Wait-BeforeRetry 'cancel refused' $cancelled)) { Stop-With 5 "cancel not accepted within $TimeoutSeconds s: $(Get-Problem 'cancel refused' $cancelled)" }
+}
+
 $wait = $PollSeconds
 while ($true) {
     $left = ($deadline - (Get-Date)).TotalSeconds
-    if ($left -le 0) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: wait for it again with -Id $id" }
+    if ($left -le 0) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: wait for it again with -Id $id, or stop it with -Id $id -Cancel" }
     $long = [int][Math]::Min(30, [Math]::Ceiling($left))
     $asked = Get-Date
     $result = Invoke-Proxy 'GET' "/v1/requests/${id}?wait=$long" $null
     if ($result.Status -ne 200) {
         if (-not (Test-Transient $result)) { Stop-With 5 (Get-Problem 'result refused' $result) }
-        if (-not (Wait-BeforeRetry 'result refused' $result)) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: wait for it again with -Id $id ($(Get-Problem 'result refused' $result))" }
+        if (-not (Wait-BeforeRetry 'result refused' $result)) { Stop-With 4 "timed out after $TimeoutSeconds s; the job $id goes on: wait for it again with -Id $id, or stop it with -Id $id -Cancel ($(Get-Problem 'result refused' $result))" }
         continue
     }
     $backoff = 1.0

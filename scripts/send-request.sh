@@ -19,6 +19,7 @@
 #   --timeout SECONDS      give up after this long (default 300); results are long-polled (?wait=30)
 #   --id ID                wait for a job sent before (its id, as exit 4 names it) instead of sending one
 #   --json                 print the final job, as the API answers it (usage, the whole response), not its text
+#   --cancel               with --id: cancel that job instead of waiting for it (a running one through its worker)
 #
 # What may pass in a moment is tried again until the timeout: no answer (a restart, a deploy, the
 # network) and HTTP 429, 502, 503 or 504, after the answer's Retry-After when it gives one. A create
@@ -38,7 +39,7 @@ set -euo pipefail
 base_url=${PROXY_BASE_URL:-http://127.0.0.1:8000}
 key=${PROXY_KEY:-}
 secret=${PROXY_SECRET:-}
-prompt='' prompt_given=false job_id='' json_out=false'' messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
+prompt='' prompt_given=false job_id='' json_out=false cancel=false messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
 
 die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
 # An option given last without its value is bad usage (64), said so, not bash's "parameter not set".
@@ -58,6 +59,7 @@ while [ $# -gt 0 ]; do
     -f|--messages) need_value $# "$1"; messages_file=$2; shift 2 ;;
     --id) need_value $# "$1"; job_id=$2; shift 2 ;;
     --json) json_out=true; shift ;;
+    --cancel) cancel=true; shift ;;
     -m|--model) need_value $# "$1"; model=$2; shift 2 ;;
     --ttl) need_value $# "$1"; ttl=$2; shift 2 ;;
     --nonce) need_value $# "$1"; nonce=$2; shift 2 ;;
@@ -95,6 +97,7 @@ if [ -n "$job_id" ]; then
   [[ "$job_id" =~ ^[A-Za-z0-9_-]{1,128}$ ]] || die 64 "--id takes a request id, as req_…, not '$job_id'"
   [[ -z "$prompt$messages_file$model$ttl$system$options$nonce" ]] || die 64 '--id waits for a job sent before: it takes no prompt, --messages, --model, --ttl, --system, --options or --nonce'
 else
+  ! $cancel || die 64 '--cancel needs --id ID: the job to cancel'
   [ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
 fi
 [ "$prompt" = '-' ] && prompt=$(cat)
@@ -287,10 +290,29 @@ while [ -z "$id" ]; do
   pause_before_retry || die 5 "create not accepted within ${timeout}s: $problem"
 done
 
-timed_out="timed out after ${timeout}s; the job ${id} goes on: wait for it again with --id ${id}"
+# --cancel: the API's DELETE, tried again as a create is. A queued job ends at once (200); a running
+# one ends when its worker, told within a second, has aborted the call (202): not waited for.
+while $cancel; do
+  response=$(call -X DELETE "$base_url/v1/requests/$id") && code=0 || code=$?
+  status=${response##*$'\n'}; json=${response%$'\n'*}
+  if [ "$code" -eq 0 ]; then
+    case "$status" in
+      200|202)
+        ! $json_out || printf '%s\n' "$json"
+        if [ "$status" = 200 ]; then printf 'send-request: cancelled %s\n' "$id" >&2
+        else printf 'send-request: cancel requested: %s is running; its worker aborts the call within a second\n' "$id" >&2; fi
+        exit 0 ;;
+    esac
+  fi
+  transient 'cancel refused' "$code" "$status" "$json" || die 5 "$problem"
+  pause_before_retry || die 5 "cancel not accepted within ${timeout}s: $problem"
+done
+
+goes_on="the job ${id} goes on: wait for it again with --id ${id}, or stop it with --id ${id} --cancel"
+timed_out="timed out after ${timeout}s; $goes_on"
 # Ctrl-C stops the wait, not the job, which the model may be writing: said, with how to wait again
 # (130, as a shell reports an interrupted program).
-trap 'printf "\nsend-request: interrupted; the job %s goes on: wait for it again with --id %s\n" "$id" "$id" >&2; exit 130' INT
+trap 'printf "\nsend-request: interrupted; %s\n" "$goes_on" >&2; exit 130' INT
 wait_s=$poll
 while :; do
   left=$(( deadline - $(date +%s) ))

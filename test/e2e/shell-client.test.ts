@@ -220,7 +220,11 @@ test('the shell client waits again for a job it timed out on or was interrupted 
   });
   const first = await run(['slow answer', '--poll', '0.2', '--timeout', '2'], clientEnv);
   const id = /queued (req_[\w-]+)/.exec(first.stderr)?.[1] ?? '';
-  assert.deepEqual([first.code, first.stderr.split('\n').at(-2)], [4, `send-request: timed out after 2s; the job ${id} goes on: wait for it again with --id ${id}`], first.stderr);
+  assert.deepEqual(
+    [first.code, first.stderr.split('\n').at(-2)],
+    [4, `send-request: timed out after 2s; the job ${id} goes on: wait for it again with --id ${id}, or stop it with --id ${id} --cancel`],
+    first.stderr,
+  );
 
   // Ctrl-C, as a terminal sends it: to the whole foreground group (bash and the curl it waits on).
   const interrupted = spawn('bash', [CLIENT, 'interrupted', '--poll', '0.2'], { env: clientEnv, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -230,7 +234,11 @@ test('the shell client waits again for a job it timed out on or was interrupted 
   await eventually(async () => /queued req_/.test(said));
   process.kill(-(interrupted.pid as number), 'SIGINT');
   const other = /queued (req_[\w-]+)/.exec(said)?.[1] ?? '';
-  assert.deepEqual([await ended, said.split('\n').at(-2)], [130, `send-request: interrupted; the job ${other} goes on: wait for it again with --id ${other}`], said);
+  assert.deepEqual(
+    [await ended, said.split('\n').at(-2)],
+    [130, `send-request: interrupted; the job ${other} goes on: wait for it again with --id ${other}, or stop it with --id ${other} --cancel`],
+    said,
+  );
 
   const again = launch(['--id', id, '--poll', '0.2'], { ...clientEnv, PROXY_SECRET: '' });
   setTimeout(release, 500);
@@ -250,6 +258,32 @@ test('the shell client waits again for a job it timed out on or was interrupted 
     const refused = await run([...args], clientEnv);
     assert.deepEqual([refused.code, refused.stderr], [64, `send-request: ${stderr}\n`], args.join(' '));
   }
+});
+
+test("the shell client cancels a job sent before with --id and --cancel: a queued one at once, a running one through its worker; one already ended is the API's 409", async (t) => {
+  const { stub, clientEnv } = await setUp(t, { WORKER_CONCURRENCY: '1' });
+  stub.behave(() => ({ hang: true }));
+  const idOf = (run: Run) => /queued (req_[\w-]+)/.exec(run.stderr)?.[1] ?? '';
+  // One slot: the first job holds it, the second waits in the queue.
+  const running = idOf(await run(['first', '--timeout', '1'], clientEnv));
+  await eventually(async () => stub.calls.length === 1);
+  const queued = idOf(await run(['second', '--timeout', '1'], clientEnv));
+
+  const now = await run(['--id', queued, '--cancel', '--json'], { ...clientEnv, PROXY_SECRET: '' });
+  assert.deepEqual([now.code, now.stderr, (JSON.parse(now.stdout) as { status: string }).status], [0, `send-request: cancelled ${queued}\n`, 'cancelled']);
+  const asked = await run(['--id', running, '--cancel'], clientEnv);
+  assert.deepEqual([asked.code, asked.stdout, asked.stderr], [0, '', `send-request: cancel requested: ${running} is running; its worker aborts the call within a second\n`]);
+  const ended = await run(['--id', running, '--poll', '0.2', '--timeout', '10'], clientEnv);
+  assert.deepEqual([ended.code, ended.stderr], [3, 'send-request: cancelled\n']);
+  const again = await run(['--id', running, '--cancel'], clientEnv);
+  assert.deepEqual([again.code, again.stderr], [5, 'send-request: cancel refused (HTTP 409): conflict: the request already ended as cancelled and cannot be cancelled\n']);
+  const alone = await run(['--cancel', 'x'], clientEnv);
+  assert.deepEqual([alone.code, alone.stderr], [64, 'send-request: --cancel needs --id ID: the job to cancel\n']);
+  assert.deepEqual(
+    stub.calls.map((c) => c.prompt),
+    ['first'],
+    'the queued job was never sent',
+  );
 });
 
 test('the shell client prints the final job as the API wrote it with --json (its usage, the whole response), with the exit codes and stderr lines it has without', async (t) => {

@@ -226,3 +226,24 @@ test("-AsJson prints the final job as the API wrote it, as the shell client's --
     "the shell client's statuses are the same",
   );
 });
+
+test("-Id with -Cancel cancels that job, as the shell client's --id with --cancel does: the API's DELETE, tried again as a create is, not waited for", () => {
+  // Not run on PowerShell (none here): checked as written; the shell client's end-to-end test runs --cancel.
+  assert.match(script, /\[Parameter\(ParameterSetName = 'Fetch'\)\]\[switch\]\$Cancel,/, 'only beside -Id');
+  const loop = /\nwhile \(\$Cancel\) \{\n([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
+  assert.match(loop, /^\s+\$cancelled = Invoke-Proxy 'DELETE' "\/v1\/requests\/\$id" \$null\n/);
+  assert.match(loop, /if \(\$cancelled\.Status -eq 200 -or \$cancelled\.Status -eq 202\) \{[\s\S]*?exit 0\n\s+\}/);
+  assert.match(loop, /if \(\$AsJson\) \{ Write-Output \$cancelled\.Text \}/);
+  assert.match(loop, /if \(-not \(Test-Transient \$cancelled\)\) \{ Stop-With 5 [^\n]+\n\s+if \(-not \(Wait-BeforeRetry 'cancel refused' \$cancelled\)\) \{ Stop-With 5 /);
+  assert.ok(
+    script.indexOf('while ($Cancel) {') > script.indexOf('while (-not $Id) {') && script.indexOf('while ($Cancel) {') < script.indexOf("Invoke-Proxy 'GET'"),
+    'after the id is known, before the wait',
+  );
+  // The same words as the shell client's.
+  const shell = readFileSync(new URL('scripts/send-request.sh', root), 'utf8');
+  for (const words of ['send-request: cancelled ', ' is running; its worker aborts the call within a second', 'cancel not accepted within ']) {
+    assert.ok(script.includes(words) && shell.includes(words), words);
+  }
+  const timeouts = [...script.matchAll(/Stop-With 4 "([^"]*)/g)].map((m) => m[1] as string);
+  for (const said of timeouts) assert.match(said, /, or stop it with -Id \$id -Cancel/);
+});
