@@ -20,9 +20,9 @@
     T      : {"prompt":"Hello, proxy! Gr<u+00FC><u+00DF>e <u+2713>","model":"gpt-4o-mini","ts":1700000000,"nonce":"3f1c9a52-7d4e-4b8a-9c0e-1a2b3c4d5e6f"}
     sign   : f1e4f5767d2b267a34aee36b62c9b12b9a281cc4030b0b8c1bc8feac7c18e478
 
-  Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out (the
-  job goes on: -Id waits for it again),
-  5 HTTP or network error, 64 bad usage.
+  Exit codes: 0 completed (answer on stdout; with -Cancel, the cancel was taken), 2 failed,
+  3 expired or cancelled, 4 timed out (the job goes on: -Id waits for it again), 5 HTTP or network
+  error, 64 bad usage.
 
 .EXAMPLE
   $env:PROXY_KEY = 'pk_...'; $env:PROXY_SECRET = '...'

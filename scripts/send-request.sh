@@ -4,6 +4,7 @@
 #   scripts/send-request.sh "What is 2+2?"
 #   scripts/send-request.sh -f messages.json -m gpt-4.1 --timeout 600
 #   scripts/send-request.sh --id req_…       wait again for a job sent before (no secret needed)
+#   scripts/send-request.sh --id req_… --cancel
 #
 # Settings (flags win over environment variables):
 #   -u, --base-url URL     PROXY_BASE_URL   (default http://127.0.0.1:8000)
@@ -25,9 +26,9 @@
 # network) and HTTP 429, 502, 503 or 504, after the answer's Retry-After when it gives one. A create
 # is signed again with a fresh ts and the same nonce, so the server stores it once.
 #
-# Exit codes: 0 completed (answer on stdout), 2 failed, 3 expired or cancelled, 4 timed out (the job
-# goes on: --id waits for it again), 130 interrupted (Ctrl-C; the job goes on too),
-# 5 HTTP or network error, 64 bad usage. Messages go to stderr.
+# Exit codes: 0 completed (answer on stdout; with --cancel, the cancel was taken), 2 failed, 3 expired
+# or cancelled, 4 timed out (the job goes on: --id waits for it again), 130 interrupted (Ctrl-C; the
+# job goes on too), 5 HTTP or network error, 64 bad usage. Messages go to stderr.
 #
 # Signing (README, "Signing"): T = the JSON body without sign; sign = lowercase hex HMAC-SHA256 of
 # T's UTF-8 bytes keyed by the secret; send T with its final } replaced by ,"sign":"<sign>"}.
