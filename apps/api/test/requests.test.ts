@@ -574,7 +574,7 @@ test('health answers 503 when the database does not', async (t) => {
   assert.equal(down.json.status, 'unavailable');
 });
 
-test('cancel: a queued job at once (200); a finished one 409; another client or unknown id 404', async (t) => {
+test('cancel: a queued job at once (200), and again when sent again (200, as a client resends one whose answer was lost); one that ended otherwise 409; another client or unknown id 404', async (t) => {
   const api = await startTestApi(t);
   const del = async (id: string, key = api.key) => {
     const res = await fetch(`${api.url}/v1/requests/${id}`, { method: 'DELETE', headers: { 'x-proxy-key': key } });
@@ -584,7 +584,12 @@ test('cancel: a queued job at once (200); a finished one 409; another client or 
   const cancelled = await del(created.json.id);
   assert.deepEqual([cancelled.status, cancelled.json.status], [200, 'cancelled']);
   const again = await del(created.json.id);
-  assert.deepEqual([again.status, again.json.error.code], [409, 'conflict']);
+  assert.deepEqual([again.status, again.json], [200, cancelled.json], 'the same answer');
+  const done = await postSigned(api.url, api.key, api.secret, { prompt: 'finish me' });
+  const [claimed] = await api.store.claimJobs({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+  assert.ok(claimed && (await api.store.completeJob(claimed.id, claimed.leaseToken, { outputText: 'done', usage: null, response: {} })));
+  const ended = await del(done.json.id);
+  assert.deepEqual([ended.status, ended.json.error.code, ended.json.error.message], [409, 'conflict', 'the request already ended as completed and cannot be cancelled']);
   assert.equal((await del('req_AAAAAAAAAAAAAAAAAAAAAA')).status, 404);
   assert.equal((await del("'; DROP TABLE jobs; --")).status, 404);
   assert.equal((await getJson(api.url, `/v1/requests/${created.json.id}`, api.key)).json.status, 'cancelled');

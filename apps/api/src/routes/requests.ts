@@ -140,7 +140,8 @@ function parseWait(value: unknown): number {
 
 /**
  * DELETE /v1/requests/:id: a queued job is cancelled at once (200); a running one is cancelled by
- * the worker holding it, which aborts its call (202 until then); a finished one cannot be (409).
+ * the worker holding it, which aborts its call (202 until then); one cancelled already is 200 as
+ * well; one that ended otherwise cannot be (409).
  */
 export function cancelRequestHandler({ store, watcher }: Pick<RequestRoutesDeps, 'store'> & { watcher: JobWatcher }): RequestHandler {
   return async (req, res) => {
@@ -148,10 +149,13 @@ export function cancelRequestHandler({ store, watcher }: Pick<RequestRoutesDeps,
     const client = clientOf(res);
     const before = isJobId(id) ? await store.getJob(id) : null;
     if (!before || before.client !== client.name) throw new AppError('not_found', 'no request with this id');
+    ctx(res).jobId = before.id;
+    // What was asked holds: a client sends its DELETE again when the answer to the first was lost
+    // (a reset, a proxy's 502), and a 409 then read as a cancel refused.
+    if (before.status === 'cancelled') return sendJson(res, 200, toJobView(before));
     refuseEnded(before);
     const job = await store.cancelJob(before.id, client.name);
     if (!job) throw new AppError('not_found', 'no request with this id');
-    ctx(res).jobId = job.id;
     // It may have ended between the read and the cancel: the same 409 as above. Cancelled (by this
     // call, or by another just before it) is 200.
     if (job.status !== 'cancelled') refuseEnded(job);
