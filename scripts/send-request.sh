@@ -102,12 +102,10 @@ else
   [ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
 fi
 [ "$prompt" = '-' ] && prompt=$(cat)
-if [ -n "$job_id" ]; then
-  :
-elif [ -n "$messages_file" ]; then
+if [ -n "$messages_file" ]; then
   [ -z "$prompt" ] || die 64 'give a prompt or --messages, not both'
   [ -r "$messages_file" ] || die 64 "cannot read $messages_file"
-elif [ -z "$prompt" ]; then
+elif [ -z "$prompt$job_id" ]; then
   die 64 'no prompt: give it as the argument (- reads standard input), or pass --messages FILE'
 fi
 [[ "$ttl" =~ ^[0-9]*$ && "$poll" =~ ^[0-9]+(\.[0-9]+)?$ && "$timeout" =~ ^[0-9]+$ ]] || die 64 '--ttl, --poll and --timeout take numbers'
