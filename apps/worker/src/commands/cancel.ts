@@ -10,7 +10,8 @@ const RUNNING_MAX = 100_000;
 /**
  * `proxy-worker cancel <id> | --client NAME`: what a client's DELETE does, for an operator who holds
  * no client key: a queued job is cancelled at once, a running one through its worker, which hears of
- * it within a second and aborts the call. One that already ended is refused, as the API refuses it.
+ * it within a second and aborts the call; one cancelled already is no error. One that ended
+ * otherwise (completed, failed, expired) is refused, as the API refuses it.
  * With --client, every job of that client unfinished when it runs (a runaway script's backlog,
  * which would otherwise spend the upstream's budget); the CLI checks it was given one of the two.
  */
@@ -22,7 +23,7 @@ export async function runCancel(id: string | undefined, opts: { client?: string;
     const before = await store.getJob(id);
     const job = before && (await store.cancelJob(id, before.client));
     if (!job) throw new CliError(`no request ${id}`);
-    // Cancelled already (by its client, or by another run of this) is no error: what was asked holds.
+    // Cancelled already (by its client, or by another run of this) is what was asked, as in the API.
     if (FINAL_STATUSES.has(job.status) && job.status !== 'cancelled') throw new CliError(`request ${id} already ended as ${job.status} and cannot be cancelled`);
     const view = { ...toJobView(job), client: job.client };
     output(Boolean(opts.json), view, () =>
