@@ -270,6 +270,12 @@ pause_before_retry() {
   backoff=$(awk -v w="$backoff" 'BEGIN { w = w * 1.5; print (w > 10 ? 10 : w) }')
 }
 
+# What a job left running is, said when the wait for it ends early: by the timeout, or by Ctrl-C,
+# which stops the wait, not the job, which the model may be writing (130, as a shell reports an
+# interrupted program).
+goes_on() { printf 'the job %s goes on: wait for it again with --id %s, or stop it with --id %s --cancel' "$id" "$id" "$id"; }
+interrupted() { printf '\nsend-request: interrupted; %s\n' "$(goes_on)" >&2; exit 130; }
+
 deadline=$(( $(date +%s) + timeout ))
 id=$job_id
 while [ -z "$id" ]; do
@@ -281,6 +287,8 @@ while [ -z "$id" ]; do
         backoff=1
         id=$(printf '%s' "$json" | field id)
         [ -n "$id" ] || die 5 "the server answered $status without a request id; is $base_url the proxy's address?"
+        # Before the line that names the job: a Ctrl-C that line prompts is one the trap takes.
+        trap interrupted INT
         printf 'send-request: queued %s\n' "$id" >&2
         break ;;
     esac
@@ -307,11 +315,8 @@ while $cancel; do
   pause_before_retry || die 5 "cancel not accepted within ${timeout}s: $problem"
 done
 
-goes_on="the job ${id} goes on: wait for it again with --id ${id}, or stop it with --id ${id} --cancel"
-timed_out="timed out after ${timeout}s; $goes_on"
-# Ctrl-C stops the wait, not the job, which the model may be writing: said, with how to wait again
-# (130, as a shell reports an interrupted program).
-trap 'printf "\nsend-request: interrupted; %s\n" "$goes_on" >&2; exit 130' INT
+timed_out="timed out after ${timeout}s; $(goes_on)"
+trap interrupted INT
 wait_s=$poll
 while :; do
   left=$(( deadline - $(date +%s) ))
