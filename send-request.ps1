@@ -20,9 +20,9 @@
     T      : {"prompt":"Hello, proxy! Gr<u+00FC><u+00DF>e <u+2713>","model":"gpt-4o-mini","ts":1700000000,"nonce":"3f1c9a52-7d4e-4b8a-9c0e-1a2b3c4d5e6f"}
     sign   : f1e4f5767d2b267a34aee36b62c9b12b9a281cc4030b0b8c1bc8feac7c18e478
 
-  Exit codes: 0 completed (answer on stdout; with -Cancel, the cancel was taken), 2 failed,
-  3 expired or cancelled, 4 timed out (the job goes on: -Id waits for it again), 5 HTTP or network
-  error, 64 bad usage.
+  Exit codes: 0 completed (answer on stdout; with -Cancel, the cancel was taken; with -NoWait, the
+  job was stored), 2 failed, 3 expired or cancelled, 4 timed out (the job goes on: -Id waits for it
+  again), 5 HTTP or network error, 64 bad usage.
 
 .EXAMPLE
   $env:PROXY_KEY = 'pk_...'; $env:PROXY_SECRET = '...'
@@ -37,6 +37,10 @@
 .EXAMPLE
   .\send-request.ps1 -Prompt 'What is 2+2?' -AsJson
   Prints the final job as the API answers it (its usage, the upstream's whole response), not its text.
+
+.EXAMPLE
+  $id = .\send-request.ps1 -Prompt 'Summarize: ...' -NoWait
+  Sends the job and prints its id (with -AsJson, the job as created), waiting for nothing; -Id waits later.
 
 .EXAMPLE
   .\send-request.ps1 -Id req_...
@@ -65,6 +69,7 @@ param(
     [int]$TimeoutSeconds = 300,
     [string]$Nonce = [guid]::NewGuid().ToString(),
     [switch]$AsJson,
+    [Parameter(ParameterSetName = 'Prompt')][Parameter(ParameterSetName = 'Messages')][switch]$NoWait,
     [Parameter(ParameterSetName = 'Fetch', Mandatory = $true)][string]$Id,
     [Parameter(ParameterSetName = 'Fetch')][switch]$Cancel,
     [Parameter(ParameterSetName = 'SelfTest')][switch]$SelfTest
@@ -278,6 +283,11 @@ while (-not $Id) {
     if (-not (Wait-BeforeRetry 'create refused' $created)) { Stop-With 5 "create not accepted within $TimeoutSeconds s: $(Get-Problem 'create refused' $created)" }
 }
 $backoff = 1.0
+# -NoWait: stored is all it waits for (the 202's promise); the id on stdout for a script to keep.
+if ($NoWait) {
+    if ($AsJson) { Write-Output $created.Text } else { Write-Output $id }
+    exit 0
+}
 
 # -Cancel: the API's DELETE, tried again as a create is. A queued job ends at once (200); a running
 # one ends when its worker, told within a second, has aborted the call (202): not waited for.

@@ -3,8 +3,9 @@
 #
 #   scripts/send-request.sh "What is 2+2?"
 #   scripts/send-request.sh -f messages.json -m gpt-4.1 --timeout 600
-#   scripts/send-request.sh --id req_…       wait again for a job sent before (no secret needed)
-#   scripts/send-request.sh --id req_… --cancel
+#   id=$(scripts/send-request.sh --no-wait "Summarize: …")   send it now,
+#   scripts/send-request.sh --id "$id"                        wait for it later (no secret needed),
+#   scripts/send-request.sh --id "$id" --cancel               or cancel it
 #
 # Settings (flags win over environment variables):
 #   -u, --base-url URL     PROXY_BASE_URL   (default http://127.0.0.1:8000)
@@ -21,12 +22,14 @@
 #   --id ID                wait for a job sent before (its id, as exit 4 names it) instead of sending one
 #   --json                 print the final job, as the API answers it (usage, the whole response), not its text
 #   --cancel               with --id: cancel that job instead of waiting for it (a running one through its worker)
+#   --no-wait              send the job and print its id (with --json, the job as created), waiting for nothing
 #
 # What may pass in a moment is tried again until the timeout: no answer (a restart, a deploy, the
 # network) and HTTP 429, 502, 503 or 504, after the answer's Retry-After when it gives one. A create
 # is signed again with a fresh ts and the same nonce, so the server stores it once.
 #
-# Exit codes: 0 completed (answer on stdout; with --cancel, the cancel was taken), 2 failed, 3 expired
+# Exit codes: 0 completed (answer on stdout; with --cancel, the cancel was taken; with --no-wait, the
+# job was stored), 2 failed, 3 expired
 # or cancelled, 4 timed out (the job goes on: --id waits for it again), 130 interrupted (Ctrl-C; the
 # job goes on too), 5 HTTP or network error, 64 bad usage. Messages go to stderr.
 #
@@ -40,7 +43,7 @@ set -euo pipefail
 base_url=${PROXY_BASE_URL:-http://127.0.0.1:8000}
 key=${PROXY_KEY:-}
 secret=${PROXY_SECRET:-}
-prompt='' prompt_given=false job_id='' json_out=false cancel=false messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
+prompt='' prompt_given=false job_id='' json_out=false cancel=false no_wait=false messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
 
 die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
 # An option given last without its value is bad usage (64), said so, not bash's "parameter not set".
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
     --id) need_value $# "$1"; job_id=$2; shift 2 ;;
     --json) json_out=true; shift ;;
     --cancel) cancel=true; shift ;;
+    --no-wait) no_wait=true; shift ;;
     -m|--model) need_value $# "$1"; model=$2; shift 2 ;;
     --ttl) need_value $# "$1"; ttl=$2; shift 2 ;;
     --nonce) need_value $# "$1"; nonce=$2; shift 2 ;;
@@ -97,6 +101,7 @@ if [ -n "$job_id" ]; then
   # signed, and what only a create takes would be dropped without a word.
   [[ "$job_id" =~ ^[A-Za-z0-9_-]{1,128}$ ]] || die 64 "--id takes a request id, as req_…, not '$job_id'"
   [[ -z "$prompt$messages_file$model$ttl$system$options$nonce" ]] || die 64 '--id waits for a job sent before: it takes no prompt, --messages, --model, --ttl, --system, --options or --nonce'
+  ! $no_wait || die 64 '--no-wait sends a job; with --id there is none to send'
 else
   ! $cancel || die 64 '--cancel needs --id ID: the job to cancel'
   [ -n "$secret" ] || die 64 'no secret: set PROXY_SECRET or pass --secret'
@@ -296,6 +301,11 @@ while [ -z "$id" ]; do
   transient 'create refused' "$code" "$status" "$json" || die 5 "$problem"
   pause_before_retry || die 5 "create not accepted within ${timeout}s: $problem"
 done
+# --no-wait: stored is all it waits for (the 202's promise); the id on stdout for a script to keep.
+if $no_wait; then
+  if $json_out; then printf '%s\n' "$json"; else printf '%s\n' "$id"; fi
+  exit 0
+fi
 
 # --cancel: the API's DELETE, tried again as a create is. A queued job ends at once (200); a running
 # one ends when its worker, told within a second, has aborted the call (202): not waited for.

@@ -260,6 +260,29 @@ test('the shell client waits again for a job it timed out on or was interrupted 
   }
 });
 
+test('the shell client sends a job without waiting (--no-wait): its id on stdout, exit 0 once it is stored; --id waits for it later', async (t) => {
+  const { stub, clientEnv } = await setUp(t);
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  stub.behave(async () => {
+    await held;
+    return {};
+  });
+  const sent = await run(['--no-wait', 'for later'], clientEnv);
+  const id = sent.stdout.trim();
+  assert.deepEqual([sent.code, sent.stdout, sent.stderr], [0, `${id}\n`, `send-request: queued ${id}\n`]);
+  assert.match(id, /^req_[\w-]+$/);
+  const created = await run(['--no-wait', '--json', 'as JSON'], clientEnv);
+  const job = JSON.parse(created.stdout) as { id: string; status: string };
+  assert.deepEqual([created.code, job.status, created.stderr], [0, 'queued', `send-request: queued ${job.id}\n`]);
+
+  release();
+  const later = await run(['--id', id, '--poll', '0.2'], { ...clientEnv, PROXY_SECRET: '' });
+  assert.deepEqual([later.code, later.stdout], [0, 'echo: for later\n'], later.stderr);
+  const refused = await run(['--id', id, '--no-wait'], clientEnv);
+  assert.deepEqual([refused.code, refused.stderr], [64, 'send-request: --no-wait sends a job; with --id there is none to send\n']);
+});
+
 test('the shell client cancels a job sent before with --id and --cancel: a queued one at once, a running one through its worker, and again when sent again', async (t) => {
   const { stub, clientEnv } = await setUp(t, { WORKER_CONCURRENCY: '1' });
   stub.behave(() => ({ hang: true }));

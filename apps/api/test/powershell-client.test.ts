@@ -247,3 +247,16 @@ test("-Id with -Cancel cancels that job, as the shell client's --id with --cance
   const timeouts = [...script.matchAll(/Stop-With 4 "([^"]*)/g)].map((m) => m[1] as string);
   for (const said of timeouts) assert.match(said, /, or stop it with -Id \$id -Cancel/);
 });
+
+test("-NoWait sends the job and prints its id (with -AsJson, the job as created), as the shell client's --no-wait does", () => {
+  // Not run on PowerShell (none here): checked as written; the shell client's end-to-end test runs --no-wait.
+  assert.match(script, /\[Parameter\(ParameterSetName = 'Prompt'\)\]\[Parameter\(ParameterSetName = 'Messages'\)\]\[switch\]\$NoWait,/, 'beside a prompt or messages, not -Id');
+  const block = /\n\$backoff = 1\.0\n# -NoWait[^\n]*\nif \(\$NoWait\) \{\n([\s\S]*?)\n\}\n/.exec(script)?.[1] ?? '';
+  assert.match(block, /^\s+if \(\$AsJson\) \{ Write-Output \$created\.Text \} else \{ Write-Output \$id \}\n\s+exit 0$/);
+  assert.ok(
+    script.indexOf('if ($NoWait) {') > script.indexOf('while (-not $Id) {') && script.indexOf('if ($NoWait) {') < script.indexOf("Invoke-Proxy 'GET'"),
+    'once the job is stored, before any wait',
+  );
+  const shell = readFileSync(new URL('scripts/send-request.sh', root), 'utf8');
+  assert.ok(shell.includes(`if $json_out; then printf '%s\\n' "$json"; else printf '%s\\n' "$id"; fi`), "the shell client's output is the same");
+});
