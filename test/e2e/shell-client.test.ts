@@ -6,7 +6,7 @@ import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { startStubUpstream, type StubUpstream } from '../../scripts/stub-upstream.ts';
 import { ROOT, eventually, freePort, newCredentials, postSigned, startApiProcess, startWorkerDaemon, tempDir, testEnv, type TestHooks } from '../helpers/index.ts';
 
 const CLIENT = join(ROOT, 'scripts/send-request.sh');
@@ -44,6 +44,17 @@ function minimalPath(dir: string): string {
     symlinkSync(path, join(bin, tool));
   }
   return bin;
+}
+
+/** The stub holds every answer, as a model still thinking, until the function it answers is called. */
+function holdAnswers(stub: StubUpstream): () => void {
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  stub.behave(async () => {
+    await held;
+    return {};
+  });
+  return () => release();
 }
 
 async function setUp(t: TestHooks, settings: Record<string, string> = {}) {
@@ -212,12 +223,7 @@ test('the shell client takes the prompt as its one argument, as the PowerShell c
 
 test('the shell client waits again for a job it timed out on or was interrupted waiting for (--id, as exit 4 and Ctrl-C say), without its secret; what only a create takes is refused beside it', async (t) => {
   const { stub, clientEnv } = await setUp(t);
-  let release = (): void => undefined;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  stub.behave(async () => {
-    await held;
-    return {};
-  });
+  const release = holdAnswers(stub);
   const first = await run(['slow answer', '--poll', '0.2', '--timeout', '2'], clientEnv);
   const id = /queued (req_[\w-]+)/.exec(first.stderr)?.[1] ?? '';
   assert.deepEqual(
@@ -262,12 +268,7 @@ test('the shell client waits again for a job it timed out on or was interrupted 
 
 test('the shell client sends a job without waiting (--no-wait): its id on stdout, exit 0 once it is stored; --id waits for it later', async (t) => {
   const { stub, clientEnv } = await setUp(t);
-  let release = (): void => undefined;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  stub.behave(async () => {
-    await held;
-    return {};
-  });
+  const release = holdAnswers(stub);
   const sent = await run(['--no-wait', 'for later'], clientEnv);
   const id = sent.stdout.trim();
   assert.deepEqual([sent.code, sent.stdout, sent.stderr], [0, `${id}\n`, `send-request: queued ${id}\n`]);
