@@ -51,6 +51,17 @@ test("the Worker section's command lists name every proxy-worker command, and no
   );
 });
 
+test("the admin commands' line under Deployment names the units' own settings file, folder and user", () => {
+  const [line] = blocks(section('## Deployment'), 'sh').filter((b) => b.includes('--env-file='));
+  const said = /^cd (\S+) && sudo -u (\S+) node --env-file=(\S+) apps\/worker\/dist\/main\.js stats$/.exec(line ?? '');
+  assert.ok(said, line);
+  for (const unit of ['proxy-api.service', 'proxy-worker.service']) {
+    const text = readFileSync(join(ROOT, 'scripts/deploy', unit), 'utf8');
+    const setting = (name: string) => new RegExp(`^${name}=-?(\\S+)$`, 'm').exec(text)?.[1];
+    assert.deepEqual([setting('WorkingDirectory'), setting('User'), setting('EnvironmentFile')], [said[1], said[2], said[3]], unit);
+  }
+});
+
 test('every link to a heading in README and docs/ names a heading that exists', () => {
   // GitHub's anchors: lower case, punctuation other than '-' and '_' dropped, spaces as hyphens.
   const slug = (heading: string) =>
