@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { SETTINGS } from '../../packages/core/src/config.ts';
 import { SERVER_TIMEOUTS } from '../../apps/api/src/app.ts';
 import { nodeFlagsOf } from '../../scripts/node-flags.mjs';
-import { API_MAIN, ROOT, WORKER_MAIN, tempDir } from '../helpers/index.ts';
+import { startStubUpstream } from '../../scripts/stub-upstream.ts';
+import { API_MAIN, ROOT, WORKER_MAIN, enqueueJob, openTestStore, tempDir, testEnv, within } from '../helpers/index.ts';
 import { NGINX, NGINX_ENV, findTool, writeNginxConfig } from '../helpers/nginx.ts';
 
 const DEPLOY = join(ROOT, 'scripts/deploy');
@@ -84,4 +85,45 @@ test('the crontab line is five time fields and a worker command that cannot run 
   const fields = lines[0]!.split(/\s+/);
   for (const field of fields.slice(0, 5)) assert.match(field, /^(\*|\d+)(\/\d+)?$/);
   assert.match(lines[0]!, /main\.js once --max-seconds \d+/);
+});
+
+test("the crontab line runs: in the units' folder, with their settings file, it processes what is due and logs where it says", async (t) => {
+  // Its settings had come from a .env in that folder, where README puts them in the units' file:
+  // a worker run so from cron found no upstream key and stopped each minute.
+  const [line] = readFileSync(join(DEPLOY, 'crontab'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() && !l.startsWith('#'));
+  const unit = readFileSync(join(DEPLOY, 'proxy-worker.service'), 'utf8');
+  const setting = (name: string) => new RegExp(`^${name}=-?(\\S+)$`, 'm').exec(unit)?.[1] as string;
+  const command = (line as string).split(/\s+/).slice(5).join(' ');
+  assert.ok(command.startsWith(`cd ${setting('WorkingDirectory')} && /usr/bin/node --env-file=${setting('EnvironmentFile')} `), command);
+
+  const dir = tempDir(t);
+  const stub = await startStubUpstream();
+  t.after(() => stub.close());
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-cron', OPENAI_BASE_URL: stub.url });
+  const store = await openTestStore(env);
+  t.after(() => store.close());
+  const id = await enqueueJob(store, 'from cron');
+  writeFileSync(
+    join(dir, 'env'),
+    Object.entries(env)
+      .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+      .join('\n'),
+  );
+  const log = join(dir, 'log');
+  mkdirSync(log);
+  // The line as cron runs it (sh -c), its paths moved to this checkout and this test's folder, and
+  // with nothing of the test's environment: only what the settings file holds.
+  const run = command
+    .replace(setting('WorkingDirectory'), ROOT)
+    .replace('/usr/bin/node', process.execPath)
+    .replace(setting('EnvironmentFile'), join(dir, 'env'))
+    .replace('/var/log/chat-async-proxy', log);
+  // Not spawnSync: the stub answers from this process's event loop.
+  const child = spawn('sh', ['-c', run], { env: { PATH: process.env.PATH ?? '' }, stdio: 'ignore' });
+  const status = await within(new Promise<number | null>((resolve) => child.on('close', resolve)), 60_000, 'the cron line');
+  assert.equal(status, 0, readFileSync(join(log, 'worker-cron.log'), 'utf8'));
+  assert.equal((await store.getJob(id))?.outputText, 'echo: from cron');
+  assert.match(readFileSync(join(log, 'worker-cron.log'), 'utf8'), /job completed/);
 });
