@@ -76,10 +76,7 @@ export function buildCli(version: string): Command {
     .argument('[id]')
     .option('--all-failed', 'every failed job')
     .option('--json', 'print JSON')
-    .action(async (id: string | undefined, opts: { allFailed?: boolean; json?: boolean }, command: Command) => {
-      if (Boolean(id) === Boolean(opts.allFailed)) command.error('error: give one request id, or --all-failed');
-      await runRetry(id, opts);
-    });
+    .action(idOr('allFailed', '--all-failed', runRetry));
 
   program
     .command('cancel')
@@ -87,10 +84,7 @@ export function buildCli(version: string): Command {
     .argument('[id]')
     .option('--client <name>', 'every unfinished job of this client')
     .option('--json', 'print JSON')
-    .action(async (id: string | undefined, opts: { client?: string; json?: boolean }, command: Command) => {
-      if (Boolean(id) === Boolean(opts.client)) command.error('error: give one request id, or --client NAME');
-      await runCancel(id, opts);
-    });
+    .action(idOr('client', '--client NAME', runCancel));
 
   program
     .command('purge')
@@ -142,6 +136,17 @@ export async function runCli(program: Command, argv: readonly string[]): Promise
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : EXIT_USAGE;
     throw err;
   }
+}
+
+/**
+ * The action of a command that takes one request id or the option `key` (named `option` on the
+ * command line), never both and never neither: a mistake in the command line (64) otherwise.
+ */
+function idOr<O extends object>(key: keyof O, option: string, run: (id: string | undefined, opts: O) => Promise<void>) {
+  return async (id: string | undefined, opts: O, command: Command): Promise<void> => {
+    if (Boolean(id) === Boolean(opts[key])) command.error(`error: give one request id, or ${option}`);
+    await run(id, opts);
+  };
 }
 
 function positiveInt(value: string): number {
