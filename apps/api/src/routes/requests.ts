@@ -1,6 +1,7 @@
 import type { RequestHandler, Response } from 'express';
 import {
   AppError,
+  cancelRefusal,
   FINAL_STATUSES,
   isJobId,
   MAX_CLOCK_SKEW_SECONDS,
@@ -158,16 +159,17 @@ export function cancelRequestHandler({ store, watcher }: Pick<RequestRoutesDeps,
     if (!job) throw new AppError('not_found', 'no request with this id');
     // It may have ended between the read and the cancel: the same 409 as above. Cancelled (by this
     // call, or by another just before it) is 200.
-    if (job.status !== 'cancelled') refuseEnded(job);
+    refuseEnded(job);
     ctx(res).log.info('cancel requested', { job_id: job.id, status: job.status });
     if (job.status === 'cancelled') watcher.notify(job.id);
     sendJson(res, job.status === 'cancelled' ? 200 : 202, toJobView(job));
   };
 }
 
-/** A job that already ended cannot be cancelled: 409 conflict, naming how it ended. */
+/** A job that ended otherwise than cancelled cannot be cancelled: 409 conflict, naming how it ended. */
 function refuseEnded(job: JobRecord): void {
-  if (FINAL_STATUSES.has(job.status)) throw new AppError('conflict', `the request already ended as ${job.status} and cannot be cancelled`);
+  const why = cancelRefusal(job.status);
+  if (why) throw new AppError('conflict', `the request ${why}`);
 }
 
 function toChatRequest(body: CreateRequestBody, defaultModel: string): ChatRequest {

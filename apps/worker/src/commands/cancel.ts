@@ -1,4 +1,4 @@
-import { FINAL_STATUSES, isJobId, toJobView, type Config, type JobRecord, type JobStore } from '@proxy/core';
+import { FINAL_STATUSES, cancelRefusal, isJobId, toJobView, type Config, type JobRecord, type JobStore } from '@proxy/core';
 import { CliError } from './cli-error.js';
 import { listed, output, unknownClient, withStore } from './admin-context.js';
 
@@ -24,7 +24,8 @@ export async function runCancel(id: string | undefined, opts: { client?: string;
     const job = before && (await store.cancelJob(id, before.client));
     if (!job) throw new CliError(`no request ${id}`);
     // Cancelled already (by its client, or by another run of this) is what was asked, as in the API.
-    if (FINAL_STATUSES.has(job.status) && job.status !== 'cancelled') throw new CliError(`request ${id} already ended as ${job.status} and cannot be cancelled`);
+    const why = cancelRefusal(job.status);
+    if (why) throw new CliError(`request ${id} ${why}`);
     const view = { ...toJobView(job), client: job.client };
     output(Boolean(opts.json), view, () =>
       job.status === 'cancelled' ? `cancelled ${id}` : `cancel requested: ${id} is ${job.status}; its worker aborts the call within a second, and the job ends as cancelled`,

@@ -9,6 +9,14 @@ export type JobStatus = 'queued' | 'in_progress' | 'completed' | 'failed' | 'can
 /** Statuses a job never leaves. */
 export const FINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'cancelled', 'expired']);
 
+/**
+ * Why a job in `status` cannot be cancelled (the API's DELETE, `proxy-worker cancel`), or null when
+ * it can: it ended otherwise. One cancelled already is what a cancel asks, not refused.
+ */
+export function cancelRefusal(status: JobStatus): string | null {
+  return status !== 'cancelled' && FINAL_STATUSES.has(status) ? `already ended as ${status} and cannot be cancelled` : null;
+}
+
 /** What went wrong, as recorded on a failed or expired job. */
 export interface JobError {
   code: string;
