@@ -1,3 +1,5 @@
+import { LATENCY_BUCKETS, type AttemptObservation } from './types.js';
+
 /**
  * A counter's labels as both stores keep them: JSON with sorted keys, so one label set is always
  * one row. (PostgreSQL's single-statement writes build the same text in SQL for {model, status}.)
@@ -48,3 +50,23 @@ export function finishReasonLabel(reason: string | null): string {
 
 /** The model label of the models past MODEL_LABELS_MAX. No model can be named so (MODEL_PATTERN has no parentheses). */
 export const OTHER_MODEL = '(other)';
+
+/** A counter's change an attempt brings: its name, labels (as labelsJson makes them), and how much. */
+export type Bump = [name: string, labels: string, by: number];
+
+/**
+ * The counters an attempt moves: its call by status, its latency, and a completion's finish reason.
+ * Both stores count by it (SQLite in counters.ts, PostgreSQL with each ending's write).
+ */
+export function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
+  if (!attempt) return [];
+  const seconds = attempt.latencyMs / 1000;
+  const le = LATENCY_BUCKETS.find((b) => seconds <= b);
+  const bumps: Bump[] = [
+    ['upstream_calls_total', oneLabelJson('code', attempt.upstreamStatus), 1],
+    ['upstream_latency_seconds_bucket', oneLabelJson('le', le === undefined ? '+Inf' : String(le)), 1],
+    ['upstream_latency_seconds_sum', '{}', seconds],
+  ];
+  if (attempt.finishReason !== undefined) bumps.push(['completions_total', oneLabelJson('finish_reason', attempt.finishReason), 1]);
+  return bumps;
+}

@@ -5,15 +5,12 @@
  */
 import type pg from 'pg';
 import type { JobRow } from '../job-row.js';
-import { LATENCY_BUCKETS, type AttemptObservation, type NewJob, type RateCheck, type RateDecision } from '../types.js';
-import { MODEL_LABELS_MAX, oneLabelJson } from '../counter-labels.js';
+import type { NewJob, RateCheck, RateDecision } from '../types.js';
+import { MODEL_LABELS_MAX, type Bump } from '../counter-labels.js';
 import { createTurnBatch } from './turn-batch.js';
 
 /** What a statement runs on: a transaction's connection, or the store's `db` (any pooled one, retried as checkout.ts says). */
 export type Queryable = { query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> };
-
-/** A counter's change an attempt brings: its name, labels (as labelsJson makes them), and how much. */
-export type Bump = [name: string, labels: string, by: number];
 
 /**
  * PostgreSQL's text cannot hold the NUL character, which an upstream's answer or error message may
@@ -23,20 +20,6 @@ export type Bump = [name: string, labels: string, by: number];
 export function pgText(value: string | null | undefined): string | null {
   if (value === null || value === undefined) return null;
   return value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value;
-}
-
-/** The counters an attempt moves: its call by status, its latency, and a completion's finish reason. */
-export function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
-  if (!attempt) return [];
-  const seconds = attempt.latencyMs / 1000;
-  const le = LATENCY_BUCKETS.find((b) => seconds <= b);
-  const bumps: Bump[] = [
-    ['upstream_calls_total', oneLabelJson('code', attempt.upstreamStatus), 1],
-    ['upstream_latency_seconds_bucket', oneLabelJson('le', le === undefined ? '+Inf' : String(le)), 1],
-    ['upstream_latency_seconds_sum', '{}', seconds],
-  ];
-  if (attempt.finishReason !== undefined) bumps.push(['completions_total', oneLabelJson('finish_reason', attempt.finishReason), 1]);
-  return bumps;
 }
 
 /** A batch's attempt bumps as four parallel arrays (job id, name, labels, value), for unnest. */

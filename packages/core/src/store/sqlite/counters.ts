@@ -1,5 +1,5 @@
-import { labelsJson, oneLabelJson } from '../counter-labels.js';
-import { LATENCY_BUCKETS, type AttemptObservation } from '../types.js';
+import { attemptBumps, labelsJson } from '../counter-labels.js';
+import type { AttemptObservation } from '../types.js';
 import type { Db } from './open-database.js';
 
 /**
@@ -23,14 +23,9 @@ export function createCounters(db: Db) {
     add(name: string, labels: Record<string, string>, by = 1) {
       addJson(name, labelsJson(labels), by);
     },
-    /** One upstream attempt: its status, its latency in the histogram, and a completion's finish reason. */
+    /** One upstream attempt: the counters attemptBumps names, as the PostgreSQL store moves them. */
     observeAttempt(attempt: AttemptObservation) {
-      addJson('upstream_calls_total', oneLabelJson('code', attempt.upstreamStatus), 1);
-      const seconds = attempt.latencyMs / 1000;
-      const le = LATENCY_BUCKETS.find((b) => seconds <= b);
-      addJson('upstream_latency_seconds_bucket', oneLabelJson('le', le === undefined ? '+Inf' : String(le)), 1);
-      addJson('upstream_latency_seconds_sum', '{}', seconds);
-      if (attempt.finishReason !== undefined) addJson('completions_total', oneLabelJson('finish_reason', attempt.finishReason), 1);
+      for (const [name, json, by] of attemptBumps(attempt)) addJson(name, json, by);
     },
     /** Inside the transaction whose writes added them. */
     writePending() {
