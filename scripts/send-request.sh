@@ -29,9 +29,9 @@
 # is signed again with a fresh ts and the same nonce, so the server stores it once.
 #
 # Exit codes: 0 completed (answer on stdout; with --cancel, the cancel was taken; with --no-wait, the
-# job was stored), 2 failed, 3 expired
-# or cancelled, 4 timed out (the job goes on: --id waits for it again), 130 interrupted (Ctrl-C; the
-# job goes on too), 5 HTTP or network error, 64 bad usage. Messages go to stderr.
+# job was stored), 2 failed, 3 expired or cancelled, 4 timed out (the job goes on: --id waits for it
+# again), 130 interrupted (Ctrl-C; the job goes on too), 5 HTTP or network error, 64 bad usage.
+# Messages go to stderr.
 #
 # Signing (README, "Signing"): T = the JSON body without sign; sign = lowercase hex HMAC-SHA256 of
 # T's UTF-8 bytes keyed by the secret; send T with its final } replaced by ,"sign":"<sign>"}.
