@@ -885,8 +885,8 @@ const NOTES = `## What each figure is
    (migration 0006); counting the table took 20-27 ms at 500,000 finished jobs, on the event loop.
 7. VmHWM (peak resident memory) of the processes that ran the loads above; 7b sets proxy-api's beside
    the bare Express route's (plain JavaScript, no TypeScript loader) after the same loads. proxy-api
-   runs as its systemd unit runs it, with the flags on its entry file's first line
-   (\`--max-semi-space-size=4\`); the bare route runs with Node's defaults.
+   and the daemon run as their systemd units run them, with the flags on their entry files' first
+   lines (\`--max-semi-space-size=4\`); the bare route runs with Node's defaults.
 
 The load generator, the stub and the servers share the machine's 2 cores, for the proxy and its
 baseline alike.

@@ -53,6 +53,7 @@ test('each unit starts node with the flags on the first line of its entry file, 
     assert.deepEqual(execStart[1]?.trim().split(' ').filter(Boolean), nodeFlagsOf(entry), `${unit} passes the flags of ${execStart[2]}`);
   }
   assert.deepEqual(nodeFlagsOf(API_MAIN), ['--max-semi-space-size=4']);
+  assert.deepEqual(nodeFlagsOf(WORKER_MAIN), ['--max-semi-space-size=4']);
   assert.match(readFileSync(join(ROOT, 'scripts/start.mjs'), 'utf8'), /\.\.\.nodeFlagsOf\(resolve\(root, 'apps\/api\/dist\/main\.js'\)\)/);
 });
 
@@ -85,6 +86,10 @@ test('the crontab line is five time fields and a worker command that cannot run 
   const fields = lines[0]!.split(/\s+/);
   for (const field of fields.slice(0, 5)) assert.match(field, /^(\*|\d+)(\/\d+)?$/);
   assert.match(lines[0]!, /main\.js once --max-seconds \d+/);
+  // cron starts the file with node, as the unit does: the same flags, after Node's --env-file.
+  const flags = /\/usr\/bin\/node --env-file=\S+ ((?:--\S+ )*)apps\/worker\/dist\/main\.js /.exec(lines[0]!);
+  assert.ok(flags, lines[0]);
+  assert.deepEqual(flags[1]?.trim().split(' ').filter(Boolean), nodeFlagsOf(WORKER_MAIN), 'the crontab line passes the flags of the worker entry file');
 });
 
 test("the crontab line runs: in the units' folder, with their settings file, it processes what is due and logs where it says", async (t) => {
