@@ -3,6 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
+import proxyAddr from 'proxy-addr';
 import type { ValidateFunction } from 'ajv';
 import { isSocketHost, queryParam } from './store/postgres/connection-url.js';
 import { completeDatabaseUrl, parseDatabaseUrl } from './store/postgres/database-url.js';
@@ -360,6 +361,17 @@ function parseTrustProxy(text: string): boolean | number | string {
   if (text === 'false') return false;
   if (text === 'true') return true;
   if (/^[0-9]+$/.test(text)) return Number(text);
+  // Express hands this list to proxy-addr as the app is built, split and trimmed as here, and an
+  // entry it does not know threw there: "invalid IP address: maybe", naming no setting, exit 1.
+  for (const entry of text.split(',').map((e) => e.trim())) {
+    try {
+      proxyAddr.compile(entry);
+    } catch {
+      throw new ConfigError(
+        `TRUST_PROXY: ${JSON.stringify(entry)} is not an address or subnet (like 10.0.0.0/8), nor loopback, linklocal or uniquelocal; the setting is false, true, a hop count, or a comma-separated list of those`,
+      );
+    }
+  }
   return text;
 }
 

@@ -683,6 +683,29 @@ test('keyGoesInClear: http to a host that is not this machine; https, and http t
     assert.equal(keyGoesInClear(url), false, url);
 });
 
+test("TRUST_PROXY: what Express's trust proxy takes is kept; an entry it would refuse stops the start naming the setting and the entry, where Express threw as the app was built", () => {
+  withDir((cwd) => {
+    const trust = (TRUST_PROXY: string) => loadConfig({ env: { TRUST_PROXY }, cwd }).http.trustProxy;
+    assert.equal(trust('false'), false);
+    assert.equal(trust('true'), true);
+    assert.equal(trust('2'), 2);
+    for (const kept of ['loopback', 'loopback, 10.0.0.5', '10.0.0.0/8,uniquelocal', 'linklocal', '::1', 'fd00::/8', '10.0.0.0/255.0.0.0']) assert.equal(trust(kept), kept);
+    for (const [value, entry] of [
+      ['maybe', 'maybe'],
+      ['loopback, Loopback', 'Loopback'],
+      ['10.0.0.0/33', '10.0.0.0/33'],
+      ['loopback,,10.0.0.5', ''],
+      ['::1/129', '::1/129'],
+    ] as const) {
+      assert.throws(
+        () => trust(value),
+        (e: Error) => e instanceof ConfigError && e.message.startsWith(`TRUST_PROXY: ${JSON.stringify(entry)} is not an address or subnet`) && !e.message.includes('\n'),
+        value,
+      );
+    }
+  });
+});
+
 test('trustProxySpoofable: TRUST_PROXY=true or a hop count while HOST lets clients connect directly; on loopback, or naming the proxy, it is not', () => {
   withDir((cwd) => {
     const said = (TRUST_PROXY: string, HOST: string) => trustProxySpoofable(loadConfig({ env: { TRUST_PROXY, HOST }, cwd }).http);
