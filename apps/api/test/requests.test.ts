@@ -552,6 +552,12 @@ test('legacy routes: /index.php?action=request|result|health and /?action= behav
     [doubled.status, doubled.json.error.message],
     [404, `no route for GET //v1/requests/${created.json.id}; the path holds a doubled slash: a client's base URL should not end with /`],
   );
+  // A base URL in OpenAI's form, ending in /v1, joined with '/v1/…'.
+  const underV1 = await postSigned(api.url, api.key, api.secret, { prompt: 'v1 base' }, '/v1/v1/requests');
+  assert.deepEqual(
+    [underV1.status, underV1.json.error.code, underV1.json.error.message],
+    [404, 'not_found', "no route for POST /v1/v1/requests; a client's base URL is the server's root, without /v1 (an OpenAI base URL ends in /v1; this API's paths begin with it)"],
+  );
   const twoWaits = await getJson(api.url, `/v1/requests/${created.json.id}?wait=1&wait=2`, api.key);
   assert.deepEqual([twoWaits.status, twoWaits.json.error.message], [400, 'give one wait: ?wait=N, a whole number of seconds from 0 to 60']);
   const wrongMethod = await getJson(api.url, '/index.php?action=request', api.key);

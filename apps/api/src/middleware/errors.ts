@@ -6,15 +6,17 @@ import { sendJson } from '../respond.js';
 /**
  * Unknown route: the same JSON shape as every other error. A client given the old tool's address
  * as its base URL (`https://host/index.php`) asks for `/index.php/v1/requests`, and one whose base
- * URL ends in a slash for `//v1/requests` (nginx merges such slashes; the API alone does not): told
- * what to change. Said here, off the routes' path, which a check of every request would slow.
+ * URL ends in a slash for `//v1/requests` (nginx merges such slashes; the API alone does not), and
+ * one given an address in OpenAI's form (`https://host/v1`) for `/v1/v1/requests`: told what to change. Said here, off the routes' path, which a check of every request would slow.
  */
 export const notFound: RequestHandler = (req) => {
   const hint = req.path.includes('/index.php/')
     ? "; a client's base URL is the server's root, without /index.php (the old routes are /index.php?action=…)"
     : req.path.includes('//')
       ? "; the path holds a doubled slash: a client's base URL should not end with /"
-      : '';
+      : req.path.startsWith('/v1/v1/')
+        ? "; a client's base URL is the server's root, without /v1 (an OpenAI base URL ends in /v1; this API's paths begin with it)"
+        : '';
   throw new AppError('not_found', `no route for ${req.method} ${req.path}${hint}`);
 };
 
