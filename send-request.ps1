@@ -142,7 +142,8 @@ if ($protocols -ne 0 -and ($protocols -band $tls12) -eq 0) {
 $raw = $null
 if ($MessagesFile) {
     $raw = (Get-Content -Raw -Encoding UTF8 -LiteralPath $MessagesFile).Trim()
-    $null = ConvertFrom-Json $raw  # throws on a file that is not JSON
+    # Said in one line and exit 64, where the parser's error record ended the script with exit 1.
+    try { $null = ConvertFrom-Json $raw } catch { Stop-With 64 "$MessagesFile is not JSON: $($_.Exception.Message)" }
 }
 # Chat-completions parameters as a JSON object, spliced in as written, as the messages are; the API
 # checks each and says which it refuses (400, exit 5).
@@ -150,7 +151,7 @@ $optionsRaw = $null
 if ($Options) {
     $optionsRaw = $Options.Trim()
     if (-not $optionsRaw.StartsWith('{')) { Stop-With 64 "-Options takes a JSON object, as '{""temperature"":0.2}'" }
-    $null = ConvertFrom-Json $optionsRaw  # throws on text that is not JSON
+    try { $null = ConvertFrom-Json $optionsRaw } catch { Stop-With 64 "-Options is not JSON: $($_.Exception.Message)" }
 }
 
 # Step 1: T, built for each try with the time now and the same nonce. Messages are spliced in as the

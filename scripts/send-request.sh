@@ -298,7 +298,15 @@ while [ -z "$id" ]; do
         break ;;
     esac
   fi
-  transient 'create refused' "$code" "$status" "$json" || die 5 "$problem"
+  if ! transient 'create refused' "$code" "$status" "$json"; then
+    # The prompt is escaped here; the messages file and --options go into the body as written, so a
+    # body the API cannot read as JSON is theirs.
+    if [ "$status" = 400 ] && [[ "$json" == *'"code":"invalid_json"'* ]] && [ -n "$messages_file$options" ]; then
+      if [ -n "$messages_file" ] && [ -n "$options" ]; then problem+="; $messages_file and --options went into it as written: check that both are JSON"
+      else problem+="; ${messages_file:---options} went into it as written: check that it is JSON"; fi
+    fi
+    die 5 "$problem"
+  fi
   pause_before_retry || die 5 "create not accepted within ${timeout}s: $problem"
 done
 # --no-wait: stored is all it waits for (the 202's promise); the id on stdout for a script to keep.

@@ -355,8 +355,8 @@ test('the shell client sends control characters as JSON escapes, and sends a lon
   assert.ok(readSeconds < 20, `took ${readSeconds.toFixed(1)} s without jq`);
 });
 
-test("the shell client sends a request's system message and chat-completions options; options the API refuses end it with 5 and the API's words, and options that are no JSON object with 64", async (t) => {
-  const { stub, clientEnv } = await setUp(t);
+test("the shell client sends a request's system message and chat-completions options; options the API refuses end it with 5 and the API's words, options or a messages file the API cannot read as JSON with 5 and which it was, and options that are no JSON object with 64", async (t) => {
+  const { stub, clientEnv, dir } = await setUp(t);
   const sent = await run(['-p', 'be short', '--system', 'Answer "briefly".', '--options', '{"max_tokens":5,"temperature":0}', '--poll', '0.2'], clientEnv);
   assert.deepEqual([sent.code, sent.stdout], [0, 'echo: be short\n'], sent.stderr);
   const call = stub.calls.at(-1)!;
@@ -370,7 +370,17 @@ test("the shell client sends a request's system message and chat-completions opt
   assert.match(refused.stderr, /HTTP 400\): invalid_request: .*temperature/);
   const notObject = await run(['-p', 'x', '--options', '[1]'], clientEnv);
   assert.deepEqual([notObject.code, notObject.stderr], [64, `send-request: --options takes a JSON object, as '{"temperature":0.2}'\n`]);
-  assert.equal(stub.calls.length, 1, 'neither refused run reached the upstream');
+  // Spliced into the body as written, unlike the prompt: the API's "not valid JSON" is theirs, and said so.
+  const notJson = 'send-request: create refused (HTTP 400): invalid_json: the request body is not valid JSON';
+  const badOptions = await run(['-p', 'x', '--options', '{"temperature":0.2'], clientEnv);
+  assert.deepEqual([badOptions.code, badOptions.stderr], [5, `${notJson}; --options went into it as written: check that it is JSON\n`]);
+  const badFile = join(dir, 'messages.json');
+  writeFileSync(badFile, '[{"role":"user","content":"x"}');
+  const badMessages = await run(['-f', badFile], clientEnv);
+  assert.deepEqual([badMessages.code, badMessages.stderr], [5, `${notJson}; ${badFile} went into it as written: check that it is JSON\n`]);
+  const both = await run(['-f', badFile, '--options', '{}'], clientEnv);
+  assert.deepEqual([both.code, both.stderr], [5, `${notJson}; ${badFile} and --options went into it as written: check that both are JSON\n`]);
+  assert.equal(stub.calls.length, 1, 'no refused run reached the upstream');
 });
 
 test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 on bad usage', async (t) => {
