@@ -141,8 +141,10 @@ if ($protocols -ne 0 -and ($protocols -band $tls12) -eq 0) {
 
 $raw = $null
 if ($MessagesFile) {
-    $raw = (Get-Content -Raw -Encoding UTF8 -LiteralPath $MessagesFile).Trim()
-    # Said in one line and exit 64, where the parser's error record ended the script with exit 1.
+    # Each said in one line and exit 64, as the shell client says them, where an error record ended the
+    # script with exit 1 (a missing file; an empty one, whose $null had no Trim; one not JSON).
+    try { $raw = [string](Get-Content -Raw -Encoding UTF8 -LiteralPath $MessagesFile) } catch { Stop-With 64 "cannot read $MessagesFile" }
+    $raw = $raw.Trim()
     try { $null = ConvertFrom-Json $raw } catch { Stop-With 64 "$MessagesFile is not JSON: $($_.Exception.Message)" }
 }
 # Chat-completions parameters as a JSON object, spliced in as written, as the messages are; the API

@@ -261,7 +261,7 @@ test("-NoWait sends the job and prints its id (with -AsJson, the job as created)
   assert.ok(shell.includes(`if $json_out; then printf '%s\\n' "$json"; else printf '%s\\n' "$id"; fi`), "the shell client's output is the same");
 });
 
-test('a messages file or -Options that is not JSON stops it before anything is sent, in one line and exit 64, where the parser ended the script with exit 1', () => {
+test('a messages file it cannot read, or that or -Options not JSON, stops it before anything is sent, in one line and exit 64, where an error record ended the script with exit 1', () => {
   // Not run on PowerShell (none here): checked as written. The shell client cannot parse JSON without
   // jq; it says which of the two the API could not read (its end-to-end test).
   const parses = [...script.matchAll(/^\s*(.*ConvertFrom-Json \$(raw|optionsRaw)\b.*)$/gm)].map((m) => m[1] as string);
@@ -269,5 +269,11 @@ test('a messages file or -Options that is not JSON stops it before anything is s
     'try { $null = ConvertFrom-Json $raw } catch { Stop-With 64 "$MessagesFile is not JSON: $($_.Exception.Message)" }',
     'try { $null = ConvertFrom-Json $optionsRaw } catch { Stop-With 64 "-Options is not JSON: $($_.Exception.Message)" }',
   ]);
+  // A file it cannot read, or an empty one (Get-Content -Raw gives $null, which has no Trim), in the shell client's words.
+  assert.match(
+    script,
+    /\n\s+try \{ \$raw = \[string\]\(Get-Content -Raw -Encoding UTF8 -LiteralPath \$MessagesFile\) \} catch \{ Stop-With 64 "cannot read \$MessagesFile" \}\n\s+\$raw = \$raw\.Trim\(\)\n/,
+  );
+  assert.ok(readFileSync(new URL('scripts/send-request.sh', root), 'utf8').includes('die 64 "cannot read $messages_file"'));
   assert.ok(script.indexOf('ConvertFrom-Json $optionsRaw') < script.indexOf('while (-not $Id) {'), 'before the create');
 });
