@@ -87,6 +87,16 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   assert.equal(await ahead.locator('#chart-completed rect').count(), 1, 'a browser two hours ahead drew no completions');
   assert.equal(await ahead.locator('#chart-failed rect').count(), 1);
 
+  // On a phone's width the page is no wider than the screen: the failed job's id and error wrap.
+  const narrow = await browser.newPage({ viewport: { width: 400, height: 800 } });
+  await narrow.goto(`${url}/dashboard`);
+  await narrow.fill('#key', key);
+  await narrow.click('button[type=submit]');
+  await narrow.waitForSelector('#failed tbody td:has-text("upstream_invalid_request_error")');
+  const widths = (await narrow.evaluate('[document.documentElement.scrollWidth, window.innerWidth]')) as [number, number];
+  assert.ok(widths[0] <= widths[1], `the page is ${widths[0]} px wide on a ${widths[1]} px screen`);
+  await narrow.close();
+
   // Jobs waiting past a cron worker's minute with no worker alive: the database answers, so /health
   // is ok, but nothing runs them; the state says so rather than "healthy". The health body is
   // the API's own, changed in what it tells.
@@ -102,6 +112,8 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
     await stalled.click('button[type=submit]');
     await stalled.waitForSelector('.tile[data-status=queued] b:has-text("4")');
     const state = [await stalled.textContent('#state'), await stalled.getAttribute('#state', 'class')];
+    // The empty workers' table says so across all five columns.
+    assert.equal(await stalled.getAttribute('#workers tbody td.empty', 'colspan'), '5');
     await stalled.close();
     return state;
   };

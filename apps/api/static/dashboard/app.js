@@ -36,7 +36,8 @@ function fillTable(id, rows, empty) {
   if (rows.length === 0) {
     const tr = document.createElement('tr');
     const td = text('td', empty, 'empty');
-    td.colSpan = 4;
+    // Across every column: the workers' table has five, the failed jobs' four.
+    td.colSpan = $(id).querySelectorAll('thead th').length;
     tr.append(td);
     body.append(tr);
     return;
