@@ -24,6 +24,7 @@ export const SQLITE_ONLY = [
   'listen.test.ts',
   'powershell-client.test.ts',
   'config.test.ts',
+  'counter-labels.test.ts',
   'password-file.test.ts',
   'db-clock.test.ts',
   'env-example.test.ts',

@@ -25,11 +25,13 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
     behave: (call) => {
       if (call.prompt === 'bad') return { status: 400, body: { error: { message: 'no', type: 'invalid_request_error' } } };
       if (call.prompt === 'flaky' && ++flakyCalls === 1) return { status: 500 };
-      // Why each answer stopped: 'ok 1' as most do, 'flaky' at the token limit, 'ok 2' in a server's own word.
+      // Why each answer stopped: 'ok 1' as most do, 'flaky' at the token limit, 'ok 2' in a server's
+      // own word, and without a usage, as some servers answer.
       const finish = call.prompt === 'flaky' ? 'length' : call.prompt === 'ok 2' ? 'MAX_TOKENS' : null;
       if (finish) {
-        const body = echoCompletion(call) as { choices: Array<{ finish_reason: string }> };
+        const body = echoCompletion(call) as { choices: Array<{ finish_reason: string }>; usage?: unknown };
         body.choices[0]!.finish_reason = finish;
+        if (call.prompt === 'ok 2') delete body.usage;
         return { body };
       }
       return {};
@@ -81,6 +83,10 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   assert.equal(sample(text, 'proxy_completions_total', { finish_reason: 'length' }), 1);
   assert.equal(sample(text, 'proxy_completions_total', { finish_reason: 'other' }), 1, "a server's own word counts as other");
   assert.doesNotMatch(text, /MAX_TOKENS/);
+  // The tokens the answers' usage reports (the stub's: a quarter of the characters, rounded up); 'ok 2' reported none.
+  const tokens = (words: string) => Math.ceil(words.length / 4);
+  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'prompt' }), tokens('flaky') + tokens('ok 1'));
+  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'completion' }), tokens('echo: flaky') + tokens('echo: ok 1'));
   assert.equal(sample(text, 'proxy_upstream_latency_seconds_count'), 5);
   assert.equal(sample(text, 'proxy_upstream_latency_seconds_bucket', { le: '+Inf' }), 5);
   assert.equal(sample(text, 'proxy_queue_depth', { status: 'completed' }), 3);

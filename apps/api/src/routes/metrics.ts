@@ -86,6 +86,12 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
     "Completed jobs by why their answer's first choice stopped: stop, length (the token limit: an answer cut, or none when a reasoning model spent it thinking), content_filter, tool_calls, function_call, other, none",
     pick('completions_total'),
   );
+  family(
+    'proxy_tokens_total',
+    'counter',
+    "Tokens of completed jobs by kind (prompt, completion), as each answer's usage reports them; an answer without usage adds none",
+    pick('tokens_total'),
+  );
 
   // The store keeps one count per bucket; Prometheus wants them cumulative.
   const perBucket = new Map(pick('upstream_latency_seconds_bucket').map(([labels, value]) => [labels.le as string, value]));

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
 import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../store/types.js';
-import { finishReasonLabel } from '../store/counter-labels.js';
+import { finishReasonLabel, tokenCounts } from '../store/counter-labels.js';
 import { backoffMs, judgeFailure } from './retry-policy.js';
 import { keepLease, type LeaseEnd } from './lease.js';
 import type { LocalShortage } from './local-shortage.js';
@@ -207,6 +207,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       latencyMs: now() - callStarted,
       // Set on every attempt, undefined but for a completion's: one shape for V8, no spread.
       finishReason: outcome.kind === 'ok' ? finishReasonLabel(outcome.finishReason) : undefined,
+      tokens: outcome.kind === 'ok' ? tokenCounts(outcome.usage) : undefined,
     };
     // The lines about what the upstream answered name its own id for the call, for its support.
     const callLog = outcome.requestId ? withFields(log, { upstream_request_id: outcome.requestId }) : log;

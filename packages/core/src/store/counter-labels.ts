@@ -1,4 +1,4 @@
-import { LATENCY_BUCKETS, type AttemptObservation } from './types.js';
+import { LATENCY_BUCKETS, type AttemptObservation, type TokenCounts } from './types.js';
 
 /**
  * A counter's labels as both stores keep them: JSON with sorted keys, so one label set is always
@@ -48,6 +48,20 @@ export function finishReasonLabel(reason: string | null): string {
   return FINISH_REASONS.has(reason) ? reason : 'other';
 }
 
+/**
+ * The prompt and completion tokens a completion's usage reports (OpenAI's `usage.prompt_tokens` and
+ * `usage.completion_tokens`), or undefined when it reports no whole, non-negative count of either:
+ * a server that sends no usage, or a streamed answer whose usage was not asked for, adds nothing to
+ * the token counters rather than a guess.
+ */
+export function tokenCounts(usage: unknown): TokenCounts | undefined {
+  if (typeof usage !== 'object' || usage === null) return undefined;
+  const { prompt_tokens: prompt, completion_tokens: completion } = usage as { prompt_tokens?: unknown; completion_tokens?: unknown };
+  const count = (n: unknown) => (Number.isSafeInteger(n) && (n as number) >= 0 ? (n as number) : 0);
+  if (count(prompt) === 0 && count(completion) === 0) return undefined;
+  return { prompt: count(prompt), completion: count(completion) };
+}
+
 /** The model label of the models past MODEL_LABELS_MAX. No model can be named so (MODEL_PATTERN has no parentheses). */
 export const OTHER_MODEL = '(other)';
 
@@ -55,7 +69,8 @@ export const OTHER_MODEL = '(other)';
 export type Bump = [name: string, labels: string, by: number];
 
 /**
- * The counters an attempt moves: its call by status, its latency, and a completion's finish reason.
+ * The counters an attempt moves: its call by status, its latency, and a completion's finish reason
+ * and tokens.
  * Both stores count by it (SQLite in counters.ts, PostgreSQL with each ending's write).
  */
 export function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
@@ -68,5 +83,8 @@ export function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
     ['upstream_latency_seconds_sum', '{}', seconds],
   ];
   if (attempt.finishReason !== undefined) bumps.push(['completions_total', oneLabelJson('finish_reason', attempt.finishReason), 1]);
+  if (attempt.tokens !== undefined) {
+    bumps.push(['tokens_total', oneLabelJson('kind', 'prompt'), attempt.tokens.prompt], ['tokens_total', oneLabelJson('kind', 'completion'), attempt.tokens.completion]);
+  }
   return bumps;
 }

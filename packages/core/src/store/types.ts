@@ -138,6 +138,14 @@ export interface AttemptObservation {
   latencyMs: number;
   /** A completion's: why its first choice stopped, as a counter's label (finishReasonLabel). */
   finishReason?: string;
+  /** A completion's: its usage's prompt and completion tokens as the upstream reported them (tokenCounts), or undefined. */
+  tokens?: TokenCounts;
+}
+
+/** The tokens a completion's usage reports, each a whole number of at least 0. */
+export interface TokenCounts {
+  prompt: number;
+  completion: number;
 }
 
 /** Upper bounds (seconds) of the upstream latency histogram's buckets; slower calls count under +Inf. */
