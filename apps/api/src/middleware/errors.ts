@@ -7,7 +7,8 @@ import { sendJson } from '../respond.js';
  * Unknown route: the same JSON shape as every other error. A client given the old tool's address
  * as its base URL (`https://host/index.php`) asks for `/index.php/v1/requests`, and one whose base
  * URL ends in a slash for `//v1/requests` (nginx merges such slashes; the API alone does not), and
- * one given an address in OpenAI's form (`https://host/v1`) for `/v1/v1/requests`: told what to change. Said here, off the routes' path, which a check of every request would slow.
+ * one given an address in OpenAI's form (`https://host/v1`) for `/v1/v1/requests`: told what to
+ * change. Said here, off the routes' path, which a check of every request would slow.
  */
 export const notFound: RequestHandler = (req) => {
   const hint = req.path.includes('/index.php/')
