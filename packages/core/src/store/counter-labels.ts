@@ -58,8 +58,8 @@ export function tokenCounts(usage: unknown): TokenCounts | undefined {
   if (typeof usage !== 'object' || usage === null) return undefined;
   const { prompt_tokens: prompt, completion_tokens: completion } = usage as { prompt_tokens?: unknown; completion_tokens?: unknown };
   const count = (n: unknown) => (Number.isSafeInteger(n) && (n as number) >= 0 ? (n as number) : 0);
-  if (count(prompt) === 0 && count(completion) === 0) return undefined;
-  return { prompt: count(prompt), completion: count(completion) };
+  const counts = { prompt: count(prompt), completion: count(completion) };
+  return counts.prompt === 0 && counts.completion === 0 ? undefined : counts;
 }
 
 /** The model label of the models past MODEL_LABELS_MAX. No model can be named so (MODEL_PATTERN has no parentheses). */
