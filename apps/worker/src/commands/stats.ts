@@ -1,18 +1,26 @@
 import { STALLED_AFTER_SECONDS, WORKER_ALIVE_MS, toWorkerView } from '@proxy/core';
 import { withStore, output, table } from './admin-context.js';
 
-/** `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, the live workers. */
+/**
+ * `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, the
+ * live workers, and the tokens the upstream has reported (proxy_tokens_total, for an operator
+ * with no Prometheus).
+ */
 export async function runStats(opts: { json?: boolean }): Promise<void> {
   await withStore(async (store) => {
     const now = store.now();
-    const [queue, oldest, workers] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.listWorkers(now - WORKER_ALIVE_MS)]);
+    const [queue, oldest, workers, counters] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.listWorkers(now - WORKER_ALIVE_MS), store.readCounters()]);
     const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
     const stalled = workers.length === 0 && oldestAge !== null && oldestAge >= STALLED_AFTER_SECONDS;
-    output(Boolean(opts.json), { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers: workers.map(toWorkerView) }, () =>
+    const tokensOf = (kind: string) => counters.find((c) => c.name === 'tokens_total' && c.labels.kind === kind)?.value ?? 0;
+    const tokens = { prompt: tokensOf('prompt'), completion: tokensOf('completion') };
+    const data = { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers: workers.map(toWorkerView), tokens };
+    output(Boolean(opts.json), data, () =>
       [
         table(['status', 'jobs'], Object.entries(queue)),
         '',
         `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
+        `tokens the upstream reported for completed jobs: ${tokens.prompt.toLocaleString('en-US')} prompt, ${tokens.completion.toLocaleString('en-US')} completion`,
         `workers alive: ${workers.length}${stalled ? ': the queued jobs wait for nothing; start proxy-worker daemon, or check its cron line' : ''}${
           workers.length
             ? `\n${table(
