@@ -230,12 +230,16 @@ json_unquote() (
   raw=${raw//\\\"/\"}
   printf '%s' "${raw//\\\//\/}"
 )
-error_of() { # "code: message" from an error envelope {"error":{...}} or a job's error object
-  local e c m
+error_object() { # the error object of an error envelope {"error":{...}} or a job, or the text itself when it holds none
+  local e
   # The error object whole, braces inside its strings too: a message naming JSON ({"type": …}) was cut there.
   e=$(printf '%s' "$1" | grep -oE '"error":\{([^"{}]|"([^"\\]|\\.)*")*\}' | head -n1)
   e=${e#\"error\":}
-  [ -n "$e" ] || e=$1
+  printf '%s' "${e:-$1}"
+}
+error_of() { # "code: message" from an error envelope {"error":{...}} or a job's error object
+  local e c m
+  e=$(error_object "$1")
   c=$(printf '%s' "$e" | field code); m=$(printf '%s' "$e" | field message)
   # Neither: an answer the proxy did not write (a web server's page at a wrong address).
   if [ -z "$c$m" ]; then printf 'an answer without the proxy'"'"'s JSON error; is %s the proxy'"'"'s address?' "$base_url"; return; fi
@@ -301,7 +305,7 @@ while [ -z "$id" ]; do
   if ! transient 'create refused' "$code" "$status" "$json"; then
     # The prompt is escaped here; the messages file and --options go into the body as written, so a
     # body the API cannot read as JSON is theirs.
-    if [ "$status" = 400 ] && [[ "$json" == *'"code":"invalid_json"'* ]] && [ -n "$messages_file$options" ]; then
+    if [ -n "$messages_file$options" ] && [ "$status" = 400 ] && [ "$(error_object "$json" | field code)" = invalid_json ]; then
       if [ -n "$messages_file" ] && [ -n "$options" ]; then problem+="; $messages_file and --options went into it as written: check that both are JSON"
       else problem+="; ${messages_file:---options} went into it as written: check that it is JSON"; fi
     fi

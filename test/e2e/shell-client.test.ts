@@ -372,14 +372,17 @@ test("the shell client sends a request's system message and chat-completions opt
   assert.deepEqual([notObject.code, notObject.stderr], [64, `send-request: --options takes a JSON object, as '{"temperature":0.2}'\n`]);
   // Spliced into the body as written, unlike the prompt: the API's "not valid JSON" is theirs, and said so.
   const notJson = 'send-request: create refused (HTTP 400): invalid_json: the request body is not valid JSON';
-  const badOptions = await run(['-p', 'x', '--options', '{"temperature":0.2'], clientEnv);
-  assert.deepEqual([badOptions.code, badOptions.stderr], [5, `${notJson}; --options went into it as written: check that it is JSON\n`]);
   const badFile = join(dir, 'messages.json');
   writeFileSync(badFile, '[{"role":"user","content":"x"}');
-  const badMessages = await run(['-f', badFile], clientEnv);
-  assert.deepEqual([badMessages.code, badMessages.stderr], [5, `${notJson}; ${badFile} went into it as written: check that it is JSON\n`]);
-  const both = await run(['-f', badFile, '--options', '{}'], clientEnv);
-  assert.deepEqual([both.code, both.stderr], [5, `${notJson}; ${badFile} and --options went into it as written: check that both are JSON\n`]);
+  for (const PATH of [clientEnv.PATH, minimalPath(dir)]) {
+    const jq = PATH === clientEnv.PATH ? 'with jq' : 'without jq';
+    const badOptions = await run(['-p', 'x', '--options', '{"temperature":0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([badOptions.code, badOptions.stderr], [5, `${notJson}; --options went into it as written: check that it is JSON\n`], jq);
+    const badMessages = await run(['-f', badFile], { ...clientEnv, PATH });
+    assert.deepEqual([badMessages.code, badMessages.stderr], [5, `${notJson}; ${badFile} went into it as written: check that it is JSON\n`], jq);
+    const both = await run(['-f', badFile, '--options', '{}'], { ...clientEnv, PATH });
+    assert.deepEqual([both.code, both.stderr], [5, `${notJson}; ${badFile} and --options went into it as written: check that both are JSON\n`], jq);
+  }
   assert.equal(stub.calls.length, 1, 'no refused run reached the upstream');
 });
 
