@@ -45,7 +45,7 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   assert.ok(typeof seen!.clock_offset_ms === 'number' && Math.abs(seen!.clock_offset_ms) < 250, `clock_offset_ms ${seen!.clock_offset_ms}`);
   assert.equal(seen!.pid, daemon.proc.pid);
   assert.ok(Math.abs((seen!.last_seen_at as number) - Date.now() / 1000) < 60, `last_seen_at ${seen!.last_seen_at} is in Unix seconds`);
-  assert.deepEqual(parsed.tokens, { prompt: 0, completion: 0 }, 'failed jobs report no tokens');
+  assert.deepEqual([parsed.tokens, parsed.tokens_by_model], [{ prompt: 0, completion: 0 }, {}], 'failed jobs report no tokens');
   const statsText = (await cli('stats')).out;
   assert.match(statsText, /failed\s+2/);
   // The worker's row ends with its clock against the store's.
@@ -94,8 +94,15 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   // The tokens the two answers' usage reported, as /metrics counts them (the stub's: a quarter of the characters, rounded up).
   const tokens = (words: string) => Math.ceil(words.length / 4);
   const spent = { prompt: tokens('doomed') + tokens('also doomed'), completion: tokens('echo: doomed') + tokens('echo: also doomed') };
-  assert.deepEqual(JSON.parse((await cli('stats', '--json')).out).tokens, spent);
-  assert.match((await cli('stats')).out, new RegExp(`^tokens the upstream reported for completed jobs: ${spent.prompt} prompt, ${spent.completion} completion$`, 'm'));
+  const counted = JSON.parse((await cli('stats', '--json')).out);
+  assert.deepEqual([counted.tokens, counted.tokens_by_model], [spent, { m: spent }], 'in all, and by model (both jobs asked for m)');
+  assert.match(
+    (await cli('stats')).out,
+    new RegExp(
+      `^tokens the upstream reported for completed jobs: ${spent.prompt} prompt, ${spent.completion} completion\nmodel\\s+prompt\\s+completion\nm\\s+${spent.prompt}\\s+${spent.completion}$`,
+      'm',
+    ),
+  );
 
   assert.equal((await cli('retry')).code, 64);
   const badAge = await cli('purge', '--older-than', 'soon');

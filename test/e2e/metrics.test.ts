@@ -51,7 +51,10 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   const { url } = await startApiProcess(t, env, dir);
 
   const statuses = [];
-  for (const prompt of ['flaky', 'ok 1', 'ok 2', 'bad', 'one too many']) statuses.push((await postSigned(url, key, secret, { prompt, model: 'gpt-m' })).status);
+  // 'ok 1' asks for a model of its own, for the counts by model.
+  for (const prompt of ['flaky', 'ok 1', 'ok 2', 'bad', 'one too many']) {
+    statuses.push((await postSigned(url, key, secret, { prompt, model: prompt === 'ok 1' ? 'gpt-n' : 'gpt-m' })).status);
+  }
   assert.deepEqual(statuses, [202, 202, 202, 202, 429]);
   const worker = spawnNode(WORKER_MAIN, ['once'], env, dir);
   assert.equal((await worker.exited).code, 0);
@@ -72,8 +75,10 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
   const text = await res.text();
-  assert.equal(sample(text, 'proxy_jobs_created_total', { model: 'gpt-m' }), 4);
-  assert.equal(sample(text, 'proxy_jobs_finished_total', { model: 'gpt-m', status: 'completed' }), 3);
+  assert.equal(sample(text, 'proxy_jobs_created_total', { model: 'gpt-m' }), 3);
+  assert.equal(sample(text, 'proxy_jobs_created_total', { model: 'gpt-n' }), 1);
+  assert.equal(sample(text, 'proxy_jobs_finished_total', { model: 'gpt-m', status: 'completed' }), 2);
+  assert.equal(sample(text, 'proxy_jobs_finished_total', { model: 'gpt-n', status: 'completed' }), 1);
   assert.equal(sample(text, 'proxy_jobs_finished_total', { model: 'gpt-m', status: 'failed' }), 1);
   assert.equal(sample(text, 'proxy_upstream_calls_total', { code: '200' }), 3);
   assert.equal(sample(text, 'proxy_upstream_calls_total', { code: '500' }), 1);
@@ -83,10 +88,14 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   assert.equal(sample(text, 'proxy_completions_total', { finish_reason: 'length' }), 1);
   assert.equal(sample(text, 'proxy_completions_total', { finish_reason: 'other' }), 1, "a server's own word counts as other");
   assert.doesNotMatch(text, /MAX_TOKENS/);
-  // The tokens the answers' usage reports (the stub's: a quarter of the characters, rounded up); 'ok 2' reported none.
+  // The tokens the answers' usage reports (the stub's: a quarter of the characters, rounded up), by
+  // the job's model; 'ok 2' reported none, and no series counts by kind alone.
   const tokens = (words: string) => Math.ceil(words.length / 4);
-  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'prompt' }), tokens('flaky') + tokens('ok 1'));
-  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'completion' }), tokens('echo: flaky') + tokens('echo: ok 1'));
+  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'prompt', model: 'gpt-m' }), tokens('flaky'));
+  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'completion', model: 'gpt-m' }), tokens('echo: flaky'));
+  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'prompt', model: 'gpt-n' }), tokens('ok 1'));
+  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'completion', model: 'gpt-n' }), tokens('echo: ok 1'));
+  assert.equal([...text.matchAll(/^proxy_tokens_total\{/gm)].length, 4);
   assert.equal(sample(text, 'proxy_upstream_latency_seconds_count'), 5);
   assert.equal(sample(text, 'proxy_upstream_latency_seconds_bucket', { le: '+Inf' }), 5);
   assert.equal(sample(text, 'proxy_queue_depth', { status: 'completed' }), 3);
@@ -132,6 +141,9 @@ test('the model label names the first 100 models asked for, and counts every lat
   const expected = new Set([...models.slice(0, 100), '(other)']);
   assert.deepEqual(labelled('proxy_jobs_created_total'), expected);
   assert.deepEqual(labelled('proxy_jobs_finished_total'), expected, "the worker's counts, under the labels the API gave");
+  assert.deepEqual(labelled('proxy_tokens_total'), expected, "a completion's tokens, under the same labels");
+  // Each answer's usage: 'hi' is one prompt token, 'echo: hi' two completion tokens (the stub's count).
+  assert.equal(sample(text, 'proxy_tokens_total', { kind: 'completion', model: '(other)' }), 20);
   assert.equal(sample(text, 'proxy_jobs_created_total', { model: '(other)' }), 10);
   assert.equal(sample(text, 'proxy_jobs_finished_total', { model: '(other)', status: 'completed' }), 10);
   assert.equal(sample(text, 'proxy_jobs_finished_total', { model: 'model-99', status: 'completed' }), 1);

@@ -905,7 +905,7 @@ for (const backend of backends) {
             h.id,
             i === 2 ? h.leaseToken + 1 : h.leaseToken,
             { outputText: `answer ${h.id}`, usage: { total_tokens: i }, response: { n: i } },
-            { upstreamStatus: '200', latencyMs: 100 },
+            { upstreamStatus: '200', latencyMs: 100, tokens: { prompt: 10 + i, completion: 1 } },
           ),
         ),
       );
@@ -923,6 +923,16 @@ for (const backend of backends) {
       assert.equal(value('jobs_finished_total', { model: 'a', status: 'completed' }), finished.filter((m) => m === 'a').length);
       assert.equal(value('jobs_finished_total', { model: 'b', status: 'completed' }), finished.filter((m) => m === 'b').length);
       assert.equal(value('upstream_calls_total', { code: '200' }), 3);
+      // Tokens by the job's model, the stale one's not at all; the labels' keys in one order on both stores.
+      for (const model of ['a', 'b']) {
+        const own = held.map((h, i) => ({ h, i })).filter(({ h, i }) => i !== 2 && h.model === model);
+        assert.equal(
+          value('tokens_total', { kind: 'prompt', model }),
+          own.reduce((sum, { i }) => sum + 10 + i, 0),
+          `prompt tokens of ${model}`,
+        );
+        assert.equal(value('tokens_total', { kind: 'completion', model }), own.length, `completion tokens of ${model}`);
+      }
       assert.deepEqual(await store.countByStatus(), { queued: 0, in_progress: 1, completed: 3, failed: 0, cancelled: 0, expired: 0 });
       // Every other outcome in one turn, mixed with a completion: each keeps its own status, error and
       // counts; the stale tokens (a failure and a retry) change and count nothing.

@@ -89,7 +89,7 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
   family(
     'proxy_tokens_total',
     'counter',
-    "Tokens of completed jobs by kind (prompt, completion), as each answer's usage reports them; an answer without usage adds none",
+    `Tokens of completed jobs by kind (prompt, completion) and model${PAST_MODELS}, as each answer's usage reports them; an answer without usage adds none`,
     pick('tokens_total'),
   );
 

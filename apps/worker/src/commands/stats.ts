@@ -1,10 +1,10 @@
-import { STALLED_AFTER_SECONDS, WORKER_ALIVE_MS, toWorkerView } from '@proxy/core';
+import { STALLED_AFTER_SECONDS, WORKER_ALIVE_MS, toWorkerView, type CounterValue } from '@proxy/core';
 import { withStore, output, table } from './admin-context.js';
 
 /**
  * `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, the
- * live workers, and the tokens the upstream has reported (proxy_tokens_total, for an operator
- * with no Prometheus).
+ * live workers, and the tokens the upstream has reported, in all and by model (proxy_tokens_total,
+ * for an operator with no Prometheus).
  */
 export async function runStats(opts: { json?: boolean }): Promise<void> {
   await withStore(async (store) => {
@@ -12,15 +12,28 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
     const [queue, oldest, workers, counters] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.listWorkers(now - WORKER_ALIVE_MS), store.readCounters()]);
     const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
     const stalled = workers.length === 0 && oldestAge !== null && oldestAge >= STALLED_AFTER_SECONDS;
-    const tokensOf = (kind: string) => counters.find((c) => c.name === 'tokens_total' && c.labels.kind === kind)?.value ?? 0;
-    const tokens = { prompt: tokensOf('prompt'), completion: tokensOf('completion') };
-    const data = { queue, oldest_queued_age_seconds: oldestAge, workers_alive: workers.length, workers: workers.map(toWorkerView), tokens };
+    const { tokens, byModel } = tokenTotals(counters);
+    const data = {
+      queue,
+      oldest_queued_age_seconds: oldestAge,
+      workers_alive: workers.length,
+      workers: workers.map(toWorkerView),
+      tokens,
+      tokens_by_model: Object.fromEntries(byModel),
+    };
     output(Boolean(opts.json), data, () =>
       [
         table(['status', 'jobs'], Object.entries(queue)),
         '',
         `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
-        `tokens the upstream reported for completed jobs: ${tokens.prompt.toLocaleString('en-US')} prompt, ${tokens.completion.toLocaleString('en-US')} completion`,
+        `tokens the upstream reported for completed jobs: ${count(tokens.prompt)} prompt, ${count(tokens.completion)} completion${
+          byModel.size
+            ? `\n${table(
+                ['model', 'prompt', 'completion'],
+                [...byModel].map(([model, t]) => [model, count(t.prompt), count(t.completion)]),
+              )}`
+            : ''
+        }`,
         `workers alive: ${workers.length}${stalled ? ': the queued jobs wait for nothing; start proxy-worker daemon, or check its cron line' : ''}${
           workers.length
             ? `\n${table(
@@ -33,6 +46,30 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
     );
   });
 }
+
+type Tokens = { prompt: number; completion: number };
+
+/**
+ * proxy_tokens_total's counts: in all, and by model (the label the counters give it, so the models
+ * past MODEL_LABELS_MAX as one). Counts a database kept by kind alone, before tokens were counted
+ * by model, are in the totals only.
+ */
+function tokenTotals(counters: readonly CounterValue[]): { tokens: Tokens; byModel: Map<string, Tokens> } {
+  const tokens: Tokens = { prompt: 0, completion: 0 };
+  const byModel = new Map<string, Tokens>();
+  for (const { name, labels, value } of counters) {
+    const kind = labels.kind;
+    if (name !== 'tokens_total' || (kind !== 'prompt' && kind !== 'completion')) continue;
+    tokens[kind] += value;
+    if (labels.model === undefined) continue;
+    let own = byModel.get(labels.model);
+    if (!own) byModel.set(labels.model, (own = { prompt: 0, completion: 0 }));
+    own[kind] += value;
+  }
+  return { tokens, byModel };
+}
+
+const count = (n: number) => n.toLocaleString('en-US');
 
 /** A worker host's clock against the store's, as its heartbeat reported it (the store's minus the host's). */
 function clockText(offsetMs: number | null): string {

@@ -69,9 +69,10 @@ export const OTHER_MODEL = '(other)';
 export type Bump = [name: string, labels: string, by: number];
 
 /**
- * The counters an attempt moves: its call by status, its latency, and a completion's finish reason
- * and tokens.
- * Both stores count by it (SQLite in counters.ts, PostgreSQL with each ending's write).
+ * The counters an attempt moves: its call by status, its latency, and a completion's finish reason.
+ * Both stores count by it (SQLite in counters.ts, PostgreSQL with each ending's write). A
+ * completion's tokens are counted by its job's model too, which only the write that ends the job
+ * reads (tokenBumps on SQLite; PostgreSQL builds the same labels in that write's SQL).
  */
 export function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
   if (!attempt) return [];
@@ -83,8 +84,25 @@ export function attemptBumps(attempt: AttemptObservation | undefined): Bump[] {
     ['upstream_latency_seconds_sum', '{}', seconds],
   ];
   if (attempt.finishReason !== undefined) bumps.push(['completions_total', oneLabelJson('finish_reason', attempt.finishReason), 1]);
-  if (attempt.tokens !== undefined) {
-    bumps.push(['tokens_total', oneLabelJson('kind', 'prompt'), attempt.tokens.prompt], ['tokens_total', oneLabelJson('kind', 'completion'), attempt.tokens.completion]);
-  }
   return bumps;
+}
+
+/** A model label's two token-counter label sets (prompt, completion), made once each: the labels are bounded (MODEL_LABELS_MAX). */
+const tokenLabels = new Map<string, readonly [prompt: string, completion: string]>();
+
+/**
+ * The tokens_total counters a completion moves: its prompt and completion tokens, under its job's
+ * model label (the label its model is counted by, as model-labels.ts gives it), since what a token
+ * costs depends on the model.
+ */
+export function tokenBumps(tokens: TokenCounts, modelLabel: string): Bump[] {
+  let labels = tokenLabels.get(modelLabel);
+  if (labels === undefined) {
+    labels = [labelsJson({ kind: 'prompt', model: modelLabel }), labelsJson({ kind: 'completion', model: modelLabel })];
+    tokenLabels.set(modelLabel, labels);
+  }
+  return [
+    ['tokens_total', labels[0], tokens.prompt],
+    ['tokens_total', labels[1], tokens.completion],
+  ];
 }

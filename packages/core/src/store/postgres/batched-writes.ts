@@ -5,7 +5,7 @@
  */
 import type pg from 'pg';
 import type { JobRow } from '../job-row.js';
-import type { NewJob, RateCheck, RateDecision } from '../types.js';
+import type { NewJob, RateCheck, RateDecision, TokenCounts } from '../types.js';
 import { MODEL_LABELS_MAX, type Bump } from '../counter-labels.js';
 import { createTurnBatch } from './turn-batch.js';
 
@@ -103,17 +103,24 @@ export function createBatchedWrites(db: Queryable) {
   // upstream outage fails jobs as fast as a healthy one completes them. A held job never has an
   // answer or an error yet (requeue starts only failed and expired jobs afresh and clears their
   // errors), so each ending writes all six of those columns, the ones it does not have as NULL.
-  type Ending = { id: string; token: number; at: number; status: 'completed' | 'failed' | 'expired' | 'cancelled'; bumps: Bump[] } & Pick<
-    JobRow,
-    'output_text' | 'usage' | 'response' | 'error_code' | 'error_message' | 'upstream_status'
-  >;
-  // The finished-count's labels are built in SQL as JSON.stringify would, with sorted keys, so they
-  // match every other writer's. An attempt's bumps count only when its job's token was current.
+  type Ending = {
+    id: string;
+    token: number;
+    at: number;
+    status: 'completed' | 'failed' | 'expired' | 'cancelled';
+    bumps: Bump[];
+    tokens: TokenCounts | undefined;
+  } & Pick<JobRow, 'output_text' | 'usage' | 'response' | 'error_code' | 'error_message' | 'upstream_status'>;
+  // The labels by model (the finished count's, a completion's tokens') are built in SQL as
+  // JSON.stringify would, with sorted keys, so they match every other writer's (tokenBumps on
+  // SQLite). An attempt's bumps and tokens count only when its job's token was current.
   const endings = createTurnBatch<Ending, boolean>(async (items) => {
     const { rows } = await db.query<{ id: string }>(
       `WITH input AS (
-           SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
-             AS v(id, token, at, status, output_text, usage, response, error_code, error_message, upstream_status)),
+           SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[],
+                                $11::bigint[], $12::bigint[])
+             AS v(id, token, at, status, output_text, usage, response, error_code, error_message, upstream_status,
+                  prompt_tokens, completion_tokens)),
          done AS (
            UPDATE jobs j
               SET status = v.status, finished_at = v.at, updated_at = v.at, lease_until = NULL,
@@ -122,15 +129,21 @@ export function createBatchedWrites(db: Queryable) {
              FROM input v
             WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'in_progress'
            RETURNING j.id, j.model, j.status),
+         labelled AS (
+           SELECT id, status,
+                  to_json(CASE WHEN EXISTS (SELECT 1 FROM counter_models known WHERE known.model = done.model) THEN model ELSE '(other)' END)::text AS model_json
+             FROM done),
          counted AS (
            INSERT INTO counter_deltas (name, labels, value)
-           SELECT 'jobs_finished_total',
-                  '{"model":' || to_json(CASE WHEN EXISTS (SELECT 1 FROM counter_models known WHERE known.model = done.model) THEN model ELSE '(other)' END)::text
-                    || ',"status":' || to_json(status)::text || '}',
-                  COUNT(*)
-             FROM done GROUP BY model, status
+           SELECT 'jobs_finished_total', '{"model":' || model_json || ',"status":' || to_json(status)::text || '}', COUNT(*)
+             FROM labelled GROUP BY model_json, status
            UNION ALL
-           SELECT b.name, b.labels, SUM(b.value) FROM unnest($11::text[], $12::text[], $13::text[], $14::float8[]) AS b(id, name, labels, value)
+           SELECT 'tokens_total', '{"kind":"' || t.kind || '","model":' || l.model_json || '}', SUM(t.n)
+             FROM labelled l JOIN input v ON v.id = l.id
+            CROSS JOIN LATERAL (VALUES ('prompt', v.prompt_tokens), ('completion', v.completion_tokens)) AS t(kind, n)
+            WHERE t.n IS NOT NULL GROUP BY t.kind, l.model_json
+           UNION ALL
+           SELECT b.name, b.labels, SUM(b.value) FROM unnest($13::text[], $14::text[], $15::text[], $16::float8[]) AS b(id, name, labels, value)
             WHERE b.id IN (SELECT id FROM done) GROUP BY b.name, b.labels)
          SELECT id FROM done`,
       [
@@ -144,6 +157,8 @@ export function createBatchedWrites(db: Queryable) {
         items.map((e) => pgText(e.error_code)),
         items.map((e) => pgText(e.error_message)),
         items.map((e) => e.upstream_status),
+        items.map((e) => e.tokens?.prompt ?? null),
+        items.map((e) => e.tokens?.completion ?? null),
         ...bumpArrays(items),
       ],
     );

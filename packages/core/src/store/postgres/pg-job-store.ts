@@ -474,12 +474,13 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         error_message: null,
         upstream_status: null,
         bumps: attemptBumps(attempt),
+        tokens: attempt?.tokens,
       });
     },
 
     async finishJob(id, token, status, error, attempt) {
       const columns = { error_code: error?.code ?? null, error_message: error?.message ?? null, upstream_status: error?.upstreamStatus ?? null };
-      return endings.run({ id, token, at: now(), status, output_text: null, usage: null, response: null, ...columns, bumps: attemptBumps(attempt) });
+      return endings.run({ id, token, at: now(), status, output_text: null, usage: null, response: null, ...columns, bumps: attemptBumps(attempt), tokens: attempt?.tokens });
     },
 
     async retryJob(id, token, runAfter, error, attempt) {

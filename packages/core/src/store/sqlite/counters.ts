@@ -1,5 +1,5 @@
-import { attemptBumps, labelsJson } from '../counter-labels.js';
-import type { AttemptObservation } from '../types.js';
+import { attemptBumps, labelsJson, tokenBumps } from '../counter-labels.js';
+import type { AttemptObservation, TokenCounts } from '../types.js';
 import type { Db } from './open-database.js';
 
 /**
@@ -26,6 +26,10 @@ export function createCounters(db: Db) {
     /** One upstream attempt: the counters attemptBumps names, as the PostgreSQL store moves them. */
     observeAttempt(attempt: AttemptObservation) {
       for (const [name, json, by] of attemptBumps(attempt)) addJson(name, json, by);
+    },
+    /** A completion's tokens, under its job's model label (tokenBumps, as the PostgreSQL store counts them). */
+    observeTokens(tokens: TokenCounts, modelLabel: string) {
+      for (const [name, json, by] of tokenBumps(tokens, modelLabel)) addJson(name, json, by);
     },
     /** Inside the transaction whose writes added them. */
     writePending() {

@@ -228,6 +228,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     if (status) finished(status, row.model, at);
     if (retried) counters.add('retries_total', { model: modelLabels.of(row.model) });
     if (attempt) counters.observeAttempt(attempt);
+    if (attempt?.tokens) counters.observeTokens(attempt.tokens, modelLabels.of(row.model));
     return true;
   };
 
