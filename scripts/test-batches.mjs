@@ -25,6 +25,7 @@ export const SQLITE_ONLY = [
   'powershell-client.test.ts',
   'config.test.ts',
   'counter-labels.test.ts',
+  'clients.test.ts',
   'password-file.test.ts',
   'db-clock.test.ts',
   'env-example.test.ts',
