@@ -5,7 +5,7 @@ import { ctx } from './context.js';
 import { authenticate, identify } from './middleware/authenticate.js';
 import { createErrorHandler, methodNotAllowed, notFound } from './middleware/errors.js';
 import { untrustedProxyHint } from './middleware/proxy-hint.js';
-import { clientIpFor, rateLimit } from './middleware/rate-limit.js';
+import { budgetAddress, clientIpFor, rateLimit } from './middleware/rate-limit.js';
 import { rawBody } from './middleware/raw-body.js';
 import { requestContext } from './middleware/request-context.js';
 import { carryRequestHeaders } from './respond.js';
@@ -72,7 +72,7 @@ export function createApp(deps: AppDeps): Express {
     (req, res) => {
       const client = ctx(res).client;
       return [
-        { name: 'ip', key: `create:ip:${clientIp(req)}`, spec: limits.createsPerIp },
+        { name: 'ip', key: `create:ip:${budgetAddress(clientIp(req))}`, spec: limits.createsPerIp },
         ...(client ? [{ name: 'key', key: `create:key:${client.name}`, spec: client.rateLimit !== undefined ? client.rateLimit : limits.createsPerKey }] : []),
       ];
     },
@@ -82,7 +82,7 @@ export function createApp(deps: AppDeps): Express {
   );
   // Let through when the limiter cannot draw: results already stored stay readable on a full disk,
   // where the draw's write fails but reads do not. The read then fails by itself if the store does.
-  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${clientIp(req)}`, spec: limits.readsPerIp }], {
+  const readsPerIp = rateLimit(limiter, (req) => [{ name: 'ip', key: `read:ip:${budgetAddress(clientIp(req))}`, spec: limits.readsPerIp }], {
     onRefused: refused('read'),
     passOnStoreError: true,
   });

@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import type { Request, Response } from 'express';
 import { createLogger, signBody, type Logger } from '@proxy/core';
 import { untrustedProxyHint } from '../src/middleware/proxy-hint.ts';
+import { budgetAddress } from '../src/middleware/rate-limit.ts';
 import { startTestApi } from './helpers.ts';
 
 const post = (url: string, key: string, secret: string, xff?: string) =>
@@ -26,6 +27,52 @@ test('TRUST_PROXY=loopback: X-Forwarded-For from the proxy names the client', as
   const statuses = [];
   for (const ip of ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.3', '198.51.100.3']) statuses.push((await post(api.url, api.key, api.secret, ip)).status);
   assert.deepEqual(statuses, [202, 202, 202, 202, 429]);
+});
+
+test('TRUST_PROXY=loopback: an IPv6 client draws from its /64, whichever address of it it sends from; an IPv4 client written IPv4-mapped from its own', async (t) => {
+  const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: '2/min', RATE_LIMIT_PER_KEY: 'off', RATE_LIMIT_READS_PER_IP: '2/min', TRUST_PROXY: 'loopback' } });
+  const statuses = async (ips: string[]) => {
+    const out = [];
+    for (const ip of ips) out.push((await post(api.url, api.key, api.secret, ip)).status);
+    return out;
+  };
+  // Three addresses of one /64 (a host's privacy addresses, or one picking a new address per request).
+  assert.deepEqual(await statuses(['2001:db8:1:2::1', '2001:db8:1:2:a:b:c:d', '2001:0db8:0001:0002:ffff:ffff:ffff:ffff']), [202, 202, 429]);
+  assert.deepEqual(await statuses(['2001:db8:1:3::1', '2001:db8:1:3::2']), [202, 202], 'the next /64 is another client');
+  assert.deepEqual(await statuses(['::ffff:198.51.100.7', '198.51.100.7', '198.51.100.7']), [202, 202, 429]);
+  // Reads too.
+  const read = (ip: string) => fetch(`${api.url}/v1/requests/req_AAAAAAAAAAAAAAAAAAAAAA`, { headers: { 'x-proxy-key': api.key, 'x-forwarded-for': ip } });
+  const reads = [];
+  for (const ip of ['2001:db8:9:9::1', '2001:db8:9:9::2', '2001:db8:9:9::3']) reads.push((await read(ip)).status);
+  assert.deepEqual(reads, [404, 404, 429]);
+});
+
+test("a per-IP budget's address: IPv4 as it is, IPv4-mapped as IPv4, IPv6 by its /64 in one spelling, anything else as it came", () => {
+  const cases: Array<[string, string]> = [
+    ['198.51.100.7', '198.51.100.7'],
+    ['::ffff:198.51.100.7', '198.51.100.7'],
+    ['::FFFF:198.51.100.7', '198.51.100.7'],
+    ['2001:db8:1:2::1', '2001:db8:1:2::/64'],
+    ['2001:DB8:1:2:aaaa:bbbb:cccc:dddd', '2001:db8:1:2::/64'],
+    ['2001:0db8:0001:0002:0000:0000:0000:0001', '2001:db8:1:2::/64'],
+    ['2001:db8::1', '2001:db8:0:0::/64'],
+    ['2001:db8::', '2001:db8:0:0::/64'],
+    ['::1', '0:0:0:0::/64'],
+    ['::', '0:0:0:0::/64'],
+    ['fe80::1%eth0', 'fe80:0:0:0::/64'],
+    ['64:ff9b::192.0.2.1', '64:ff9b:0:0::/64'],
+    ['1:2:3:4:5:6:192.0.2.1', '1:2:3:4::/64'],
+    ['1:2:3:4:5:6:7::', '1:2:3:4::/64'],
+    // Not addresses: kept whole.
+    ['1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7:8:9'],
+    ['1::2::3', '1::2::3'],
+    ['1:2:3:4:5:6:7', '1:2:3:4:5:6:7'],
+    ['1::2:3:4:5:6:7:8', '1::2:3:4:5:6:7:8'],
+    ['g::1', 'g::1'],
+    ['12345::1', '12345::1'],
+    ['unknown', 'unknown'],
+  ];
+  for (const [ip, expected] of cases) assert.equal(budgetAddress(ip), expected, ip);
 });
 
 /** A logger whose warnings are kept, as the lines' messages. */

@@ -66,3 +66,33 @@ export function clientIp(req: Request): string {
 export function clientIpFor(trustProxy: boolean | number | string): (req: Request) => string {
   return trustProxy === false ? (req) => req.socket.remoteAddress ?? 'unknown' : clientIp;
 }
+
+/**
+ * What a per-IP budget is kept for: an IPv4 address as it is, also one written IPv4-mapped
+ * (`::ffff:a.b.c.d`, as a socket listening on `::` reports IPv4 clients); an IPv6 address by its
+ * /64, the block a single host or network is given, within which a machine may take new addresses
+ * at will (privacy addresses, or on purpose, to draw a fresh budget with each). Anything else is
+ * kept as it came.
+ */
+export function budgetAddress(ip: string): string {
+  if (!ip.includes(':')) return ip;
+  const mapped = IPV4_MAPPED.exec(ip);
+  return mapped ? (mapped[1] as string) : (ipv6Slash64(ip) ?? ip);
+}
+
+const IPV4_MAPPED = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
+const GROUP = /^[0-9a-f]{1,4}$/i;
+
+/** An IPv6 address's first 64 bits, in one spelling (`2001:db8:0:1::/64`), or null when it is none. */
+function ipv6Slash64(ip: string): string | null {
+  const halves = (ip.split('%', 1)[0] as string).split('::');
+  if (halves.length > 2) return null;
+  const [head, tail] = halves.map((half) => (half === '' ? [] : half.split(':'))) as [string[], string[] | undefined];
+  // A dotted IPv4 address at the end (64:ff9b::192.0.2.1) stands for the last two groups.
+  const size = (groups: string[]) => groups.length + (groups.at(-1)?.includes('.') ? 1 : 0);
+  const missing = 8 - size(head) - (tail ? size(tail) : 0);
+  if (tail ? missing < 1 : missing !== 0) return null;
+  const groups = [...head, ...Array<string>(tail ? missing : 0).fill('0'), ...(tail ?? [])].slice(0, 4);
+  if (!groups.every((g) => GROUP.test(g))) return null;
+  return `${groups.map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
