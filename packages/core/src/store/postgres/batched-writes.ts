@@ -167,6 +167,7 @@ export function createBatchedWrites(db: Queryable) {
   });
 
   // A retry puts the job back with its error; one statement for the retries of a turn, as endings.
+  // It counts no tokens: only a completion's answer reports them (process-job.ts).
   type Retry = { id: string; token: number; at: number; runAfter: number; bumps: Bump[] } & Pick<JobRow, 'error_code' | 'error_message' | 'upstream_status'>;
   const retries = createTurnBatch<Retry, boolean>(async (items) => {
     const { rows } = await db.query<{ id: string }>(
