@@ -71,14 +71,20 @@ export function clientIpFor(trustProxy: boolean | number | string): (req: Reques
  * What a per-IP budget is kept for: an IPv4 address as it is, also one written IPv4-mapped
  * (`::ffff:a.b.c.d`, as a socket listening on `::` reports IPv4 clients); an IPv6 address by its
  * /64, the block a single host or network is given, within which a machine may take new addresses
- * at will (privacy addresses, or on purpose, to draw a fresh budget with each). Anything else is
- * kept as it came.
+ * at will (privacy addresses, or on purpose, to draw a fresh budget with each). An IPv6 address
+ * that carries an IPv4 one in its last 32 bits (IPv4-mapped in hex, IPv4-compatible, NAT64's
+ * 64:ff9b::/96) is a host of its own, and kept whole, as is anything else.
  */
 export function budgetAddress(ip: string): string {
   if (!ip.includes(':')) return ip;
   const mapped = IPV4_MAPPED.exec(ip);
-  return mapped ? (mapped[1] as string) : (ipv6Slash64(ip) ?? ip);
+  if (mapped) return mapped[1] as string;
+  const block = ipv6Slash64(ip);
+  return block === null || EMBEDS_IPV4.has(block) ? ip : block;
 }
+
+/** The /64s whose addresses stand for IPv4 ones: every IPv4 client would share one budget. */
+const EMBEDS_IPV4 = new Set(['0:0:0:0::/64', '64:ff9b:0:0::/64']);
 
 const IPV4_MAPPED = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i;
 const GROUP = /^[0-9a-f]{1,4}$/i;
