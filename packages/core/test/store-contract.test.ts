@@ -884,6 +884,25 @@ for (const backend of backends) {
       assert.equal((await store.consumeRateLimits([other]))[0]?.allowed, true, 'the refused pair drew nothing from the other budget');
     });
 
+    test('rate limits after the clock steps back an hour: a budget drawn before is spent whole, not for the hour, and fills again as the clock now runs', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const budget = { key: 'k', intervalMs: 1000, toleranceMs: 2000 };
+      const draw = async () => (await store.consumeRateLimits([budget]))[0]!;
+      for (let i = 0; i < 3; i++) assert.equal((await draw()).allowed, true);
+      // A corrected clock, a machine restored from a snapshot.
+      c.advance(-3_600_000);
+      const refused = await draw();
+      assert.equal(refused.allowed, false, 'spent whole: the step gives no budget back');
+      assert.equal(refused.tat - c.now(), 3000, 'a tolerance and an interval ahead, not an hour');
+      c.advance(999);
+      assert.equal((await draw()).allowed, false);
+      c.advance(1);
+      assert.equal((await draw()).allowed, true, 'one interval after the step it admits again');
+      assert.equal((await draw()).allowed, false, 'and then one an interval, as before the step');
+    });
+
     test('writes made in the same event-loop turn (one commit, one statement on PostgreSQL) end as if made one by one', async (t) => {
       const place = await backend.place(t);
       const store = await place.open(clock().now);

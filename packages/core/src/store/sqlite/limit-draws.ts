@@ -30,7 +30,14 @@ export function createLimitDraws(limitsDb: Db, guards: Pick<WriteQueueHooks, 'ch
   const drawn = new Map<string, number>();
   const consume = (checks: readonly RateCheck[], at: number): RateDecision[] => {
     const decisions = checks.map((check) => {
-      const tat = Math.max(drawn.get(check.key) ?? limits.get.get(check.key) ?? at, at);
+      const stored = drawn.get(check.key) ?? limits.get.get(check.key) ?? at;
+      // A budget is at most spent whole: a draw leaves its tat at most its tolerance and one interval
+      // ahead. Further ahead, the clock stepped back since (a clock corrected, a machine restored
+      // from a snapshot), and the budget would refuse for as long as the step: it is taken as spent
+      // whole instead, and kept so, refused or not, so that it fills again as the clock now runs.
+      const full = at + check.toleranceMs + check.intervalMs;
+      if (stored > full) drawn.set(check.key, full);
+      const tat = Math.max(Math.min(stored, full), at);
       return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };
     });
     if (decisions.every((d) => d.allowed)) checks.forEach((check, i) => drawn.set(check.key, (decisions[i] as RateDecision).tat));
