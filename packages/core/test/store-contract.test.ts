@@ -817,6 +817,33 @@ for (const backend of backends) {
       assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
     });
 
+    test('pacing after the clock steps back an hour: each budget, and a pause, holds calls no longer than it could have with the clock running forward, and is written so', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const a = await place.open(c.now);
+      const b = await place.open(c.now);
+      const rpm = { rpm: 60, tpm: null, tokens: 10 };
+      const tpm = { rpm: null, tpm: 6000, tokens: 300 };
+      const none = { rpm: null, tpm: null, tokens: 1 };
+      assert.equal(await a.acquireUpstream(rpm), 0);
+      assert.equal(await a.acquireUpstream(tpm), 0);
+      await a.pauseUpstream(c.now() + 5000);
+      // A corrected clock, a machine restored from a snapshot.
+      c.advance(-3_600_000);
+      assert.equal(await b.acquireUpstream(none), 60_000, 'the pause: a minute at most (MAX_FLEET_PAUSE_MS), not an hour');
+      c.advance(60_000);
+      assert.equal(await b.acquireUpstream(none), 0, 'and over a minute later, as the clock now runs');
+      assert.equal(await b.acquireUpstream(rpm), 1000, 'the requests budget: one interval at most');
+      c.advance(1000);
+      assert.equal(await b.acquireUpstream(rpm), 0, 'brought back and written: an interval later it draws');
+      assert.equal(await a.acquireUpstream(rpm), 1000, 'and spaces calls as before');
+      c.advance(-3_600_000);
+      assert.equal(await b.acquireUpstream({ ...tpm, tokens: 12_000 }), 120_000, "the tokens budget, for a call whose share is two minutes' tokens: that long");
+      assert.equal(await a.acquireUpstream(tpm), 60_000, 'for any other: a minute at most');
+      c.advance(60_000);
+      assert.equal(await a.acquireUpstream(tpm), 0, 'brought back and written: a minute later it draws');
+    });
+
     test('pacing: a draw is timed when it is made, not when asked: one held up behind others (a lock, a queue) takes no turn in the past', async (t) => {
       const place = await backend.place(t);
       const c = clock();

@@ -7,7 +7,7 @@ import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
 import { createTestWorker, enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
 import { createUpstreamClient, type UpstreamClient } from '../src/runner/upstream-client.ts';
-import { MAX_FLEET_PAUSE_MS } from '../src/runner/process-job.ts';
+import { MAX_FLEET_PAUSE_MS } from '../src/store/types.ts';
 import { judgeFailure } from '../src/runner/retry-policy.ts';
 import { createLogger } from '../src/logger.ts';
 import { REPLAY_WINDOW_MS } from '../src/signing.ts';

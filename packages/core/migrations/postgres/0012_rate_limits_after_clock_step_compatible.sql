@@ -1,5 +1,6 @@
 -- A budget is at most spent whole: a draw leaves its tat at most its tolerance and one interval ahead
--- of now. Further ahead, the server's clock stepped back since (a clock corrected, a machine restored
+-- of now. Further ahead (by more than a second, CLOCK_STEP_SLACK_MS: the API hosts read the server's
+-- clock each through its own offset), the server's clock stepped back since (a clock corrected, a machine restored
 -- from a snapshot), and every budget drawn before the step refused for as long as the step (an hour
 -- back: an hour of 429s for every client). Such a tat is now taken as spent whole, and written so
 -- whether the request is allowed or not, so the budget fills again as the clock now runs. The
@@ -31,7 +32,7 @@ BEGIN
     FOR i IN first_i .. last_i LOOP
       SELECT r.tat INTO stored_tat FROM rate_limits r WHERE r.key = keys[i];
       full_tat := now_ms + tolerances[i] + intervals[i];
-      IF stored_tat > full_tat THEN
+      IF stored_tat > full_tat + 1000 THEN
         UPDATE rate_limits r SET tat = full_tat WHERE r.key = keys[i];
         stored_tat := full_tat;
       END IF;

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
-import type { AttemptObservation, ClaimedJob, JobError, JobStore } from '../store/types.js';
+import { MAX_FLEET_PAUSE_MS, type AttemptObservation, type ClaimedJob, type JobError, type JobStore } from '../store/types.js';
 import { finishReasonLabel, tokenCounts } from '../store/counter-labels.js';
 import { backoffMs, judgeFailure } from './retry-policy.js';
 import { keepLease, type LeaseEnd } from './lease.js';
@@ -18,15 +18,6 @@ export type AbortReason = 'timeout' | 'deadline' | 'shutdown' | 'lease_low' | Le
 
 /** How one attempt ended, for counters and the worker's report. */
 export type AttemptOutcome = 'completed' | 'failed' | 'retried' | 'expired' | 'cancelled' | 'released' | 'lost';
-
-/**
- * The longest a 429 stops every worker. The job that got it waits the whole named time (or expires
- * if that passes its deadline), but the fleet's pause is stored and outlives restarts, so a wild hint
- * (Retry-After: 86400, or a date years ahead, from a gateway in front) would stop all work until
- * then. After this long the workers try again, and an upstream still refusing names a new wait.
- * OpenAI's SDKs likewise distrust a Retry-After of a minute or more.
- */
-export const MAX_FLEET_PAUSE_MS = 60_000;
 
 export interface ProcessJobDeps {
   store: JobStore;

@@ -183,6 +183,46 @@ export interface WorkerHeartbeat {
 }
 
 /** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
+/**
+ * The longest a 429 stops every worker. The job that got it waits the whole named time (or expires
+ * if that passes its deadline), but the fleet's pause is stored and outlives restarts, so a wild hint
+ * (Retry-After: 86400, or a date years ahead, from a gateway in front) would stop all work until
+ * then. After this long the workers try again, and an upstream still refusing names a new wait.
+ * OpenAI's SDKs likewise distrust a Retry-After of a minute or more.
+ */
+export const MAX_FLEET_PAUSE_MS = 60_000;
+
+/**
+ * How far ahead of now each upstream budget's row can stand while the clock runs forward: the pause
+ * at most MAX_FLEET_PAUSE_MS; the requests budget one interval (a draw is made only once its row is
+ * due, and moves it one interval past then); the tokens budget one call's share, which the store
+ * does not keep, so a minute, or the share of the call drawing now if larger (a call estimated at
+ * more than a minute's tokens, which the upstream refuses anyway, is the only way past a minute).
+ * A row further ahead than its bound and CLOCK_STEP_SLACK_MS was written before the clock stepped
+ * back (a clock corrected by hand, a machine restored from a snapshot) and would hold every call for
+ * as long as the step: it is brought back to its bound, and written so, by both stores.
+ */
+export function pacingBounds(request: PacingRequest, at: number): { pause: number; requests: number; tokens: number } {
+  return {
+    pause: at + MAX_FLEET_PAUSE_MS,
+    requests: request.rpm ? at + Math.ceil(60_000 / request.rpm) : Infinity,
+    tokens: request.tpm ? at + Math.max(PACING_TOKENS_AHEAD_MS, Math.ceil((request.tokens * 60_000) / request.tpm)) : Infinity,
+  };
+}
+
+/** How far ahead the tokens budget's row may stand whatever the call drawing (pacingBounds). */
+export const PACING_TOKENS_AHEAD_MS = 60_000;
+
+/**
+ * How far past its bound a stored time must be to be taken for one written before the clock stepped
+ * back (pacingBounds; the rate limiter's budgets likewise). Readings of one clock differ a little
+ * without any step: on PostgreSQL each host reads the server's through its measured offset, and an
+ * upstream draw is timed up to DRAW_CREDIT_MS before the server made it. Without this margin a row
+ * that far past its bound was brought back at every draw, and the calls came that much early
+ * (measured: 1.014 and 1.017 of the turns UPSTREAM_RPM=4800 allows, against 0.995).
+ */
+export const CLOCK_STEP_SLACK_MS = 1000;
+
 export interface PacingRequest {
   rpm: number | null;
   tpm: number | null;

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { PacingRequest } from '../types.js';
+import { CLOCK_STEP_SLACK_MS, MAX_FLEET_PAUSE_MS, PACING_TOKENS_AHEAD_MS, type PacingRequest } from '../types.js';
 import type { Queryable } from './batched-writes.js';
 import { withClient } from './checkout.js';
 
@@ -53,22 +53,40 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
   function draw(requests: number | null, tokens: number | null): Promise<{ ms: number; taken: number }> {
     const refused = deps.refused();
     if (refused) return Promise.reject(refused);
+    // `timed` reads the server's clock in an aggregate over the locked rows, so only once every row
+    // is locked. `bounded` brings a row past its bound by more than CLOCK_STEP_SLACK_MS (pacingBounds:
+    // the clock stepped back) back to it, and `lowered` writes that (run whether read or not, as every data-modifying WITH is); a
+    // draw (`taken`) is made only when nothing is due, so when no row was past its bound: the two
+    // never move the same row. A budget not set (null) has no bound.
     const text = `WITH locked AS (
         SELECT name, tat FROM upstream_pacing ORDER BY name FOR UPDATE
+      ), timed AS (
+        SELECT LEAST(made, GREATEST($1::bigint, made - $5::bigint)) AS at
+          FROM (SELECT CASE WHEN $4::boolean THEN (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint ELSE $1::bigint END AS made, COUNT(*)
+                  FROM locked) AS aggregate
+      ), bounded AS (
+        SELECT l.name, l.tat AS was, CASE WHEN l.tat > t.at + b.ahead + $8::bigint THEN t.at + b.ahead ELSE l.tat END AS tat
+          FROM locked AS l, timed AS t,
+               LATERAL (SELECT CASE l.name WHEN 'pause' THEN $6::bigint
+                                           WHEN 'requests' THEN $2::bigint
+                                           WHEN 'tokens' THEN CASE WHEN $3::bigint IS NOT NULL THEN GREATEST($7::bigint, $3::bigint) END END AS ahead) AS b
       ), due AS (
-        SELECT CASE WHEN $4::boolean THEN (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint ELSE $1::bigint END AS made,
-               GREATEST(MAX(tat) FILTER (WHERE name = 'pause'),
+        SELECT GREATEST(MAX(tat) FILTER (WHERE name = 'pause'),
                         MAX(tat) FILTER (WHERE name = 'requests' AND $2::bigint IS NOT NULL),
                         MAX(tat) FILTER (WHERE name = 'tokens' AND $3::bigint IS NOT NULL)) AS until
-          FROM locked
+          FROM bounded
       ), wait AS (
-        SELECT at, GREATEST(0, until - at) AS ms
-          FROM (SELECT LEAST(made, GREATEST($1::bigint, made - $5::bigint)) AS at, until FROM due) AS timed
+        SELECT t.at, GREATEST(0, due.until - t.at) AS ms FROM due, timed AS t
+      ), lowered AS (
+        UPDATE upstream_pacing AS p SET tat = b.tat
+          FROM bounded AS b
+         WHERE b.name = p.name AND b.tat < b.was
+        RETURNING 1
       ), taken AS (
         UPDATE upstream_pacing AS p
-           SET tat = GREATEST(l.tat, wait.at) + CASE p.name WHEN 'requests' THEN $2::bigint ELSE $3::bigint END
-          FROM locked AS l, wait
-         WHERE wait.ms = 0 AND l.name = p.name
+           SET tat = GREATEST(b.tat, wait.at) + CASE p.name WHEN 'requests' THEN $2::bigint ELSE $3::bigint END
+          FROM bounded AS b, wait
+         WHERE wait.ms = 0 AND b.name = p.name
            AND ((p.name = 'requests' AND $2::bigint IS NOT NULL) OR (p.name = 'tokens' AND $3::bigint IS NOT NULL))
         RETURNING 1
       )
@@ -77,7 +95,7 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
       const { rows } = await client.query<{ ms: number; taken: number }>({
         name: deps.nameOf(text),
         text,
-        values: [now(), requests, tokens, deps.serverClock, DRAW_CREDIT_MS],
+        values: [now(), requests, tokens, deps.serverClock, DRAW_CREDIT_MS, MAX_FLEET_PAUSE_MS, PACING_TOKENS_AHEAD_MS, CLOCK_STEP_SLACK_MS],
       });
       return rows[0]!;
     });
@@ -87,9 +105,11 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
     /** How long the call must wait (0: it may go now, and its share is drawn). */
     async acquire(request: PacingRequest): Promise<number> {
       if (!request.rpm && !request.tpm) {
-        // No budgets: only a fleet-wide pause can hold the call, and one read answers that.
+        // No budgets: only a fleet-wide pause can hold the call, and one read answers that; a pause
+        // past its bound (the clock stepped back) is brought back to it by a draw below.
         const { rows } = await db.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
-        return Math.max(0, (rows[0]?.tat ?? 0) - now());
+        const wait = Math.max(0, (rows[0]?.tat ?? 0) - now());
+        if (wait <= MAX_FLEET_PAUSE_MS + CLOCK_STEP_SLACK_MS) return wait;
       }
       const requests = request.rpm ? Math.ceil(60_000 / request.rpm) : null;
       const tokens = request.tpm ? Math.ceil((request.tokens * 60_000) / request.tpm) : null;

@@ -1,4 +1,4 @@
-import type { RateCheck, RateDecision } from '../types.js';
+import { CLOCK_STEP_SLACK_MS, type RateCheck, type RateDecision } from '../types.js';
 import type { Db } from './open-database.js';
 import { createWriteQueue, type WriteQueueHooks } from './write-queue.js';
 
@@ -32,12 +32,13 @@ export function createLimitDraws(limitsDb: Db, guards: Pick<WriteQueueHooks, 'ch
     const decisions = checks.map((check) => {
       const stored = drawn.get(check.key) ?? limits.get.get(check.key) ?? at;
       // A budget is at most spent whole: a draw leaves its tat at most its tolerance and one interval
-      // ahead. Further ahead, the clock stepped back since (a clock corrected, a machine restored
-      // from a snapshot), and the budget would refuse for as long as the step: it is taken as spent
-      // whole instead, and kept so, refused or not, so that it fills again as the clock now runs.
+      // ahead. Further ahead (by more than CLOCK_STEP_SLACK_MS, as two readings of a clock may
+      // differ), the clock stepped back since (a clock corrected, a machine restored from a
+      // snapshot), and the budget would refuse for as long as the step: it is taken as spent whole
+      // instead, and kept so, refused or not, so that it fills again as the clock now runs.
       const full = at + check.toleranceMs + check.intervalMs;
-      if (stored > full) drawn.set(check.key, full);
-      const tat = Math.max(Math.min(stored, full), at);
+      const tat = Math.max(stored > full + CLOCK_STEP_SLACK_MS ? full : stored, at);
+      if (tat !== Math.max(stored, at)) drawn.set(check.key, tat);
       return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };
     });
     if (decisions.every((d) => d.allowed)) checks.forEach((check, i) => drawn.set(check.key, (decisions[i] as RateDecision).tat));
