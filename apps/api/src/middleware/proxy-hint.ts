@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { RequestHandler } from 'express';
 import { isLoopbackHost, type Logger } from '@proxy/core';
+import { ipv4Unmapped } from './rate-limit.js';
 
 // Where a proxy in front of the API sits: this host, or a private network. A request with
 // X-Forwarded-For from a public address may be anyone's, and is not taken for a proxy.
@@ -11,9 +12,6 @@ PROXY_PLACES.addSubnet('172.16.0.0', 12, 'ipv4');
 PROXY_PLACES.addSubnet('192.168.0.0', 16, 'ipv4');
 PROXY_PLACES.addAddress('::1', 'ipv6');
 PROXY_PLACES.addSubnet('fc00::', 7, 'ipv6');
-
-/** An IPv4 peer on a dual-stack socket reads ::ffff:127.0.0.1. */
-const plain = (address: string) => address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
 
 /**
  * With TRUST_PROXY off, the API behind nginx sees every client as nginx's address: they all draw
@@ -26,7 +24,8 @@ export function untrustedProxyHint(logger: Logger): RequestHandler {
   let said = false;
   return (req, _res, next) => {
     if (said || req.headers['x-forwarded-for'] === undefined) return next();
-    const peer = plain(req.socket.remoteAddress ?? '');
+    // An IPv4 peer on a dual-stack socket reads ::ffff:127.0.0.1.
+    const peer = ipv4Unmapped(req.socket.remoteAddress ?? '');
     const family = isIP(peer);
     if (family !== 0 && PROXY_PLACES.check(peer, family === 4 ? 'ipv4' : 'ipv6')) {
       said = true;

@@ -77,10 +77,15 @@ export function clientIpFor(trustProxy: boolean | number | string): (req: Reques
  */
 export function budgetAddress(ip: string): string {
   if (!ip.includes(':')) return ip;
-  const mapped = IPV4_MAPPED.exec(ip);
-  if (mapped) return mapped[1] as string;
+  const plain = ipv4Unmapped(ip);
+  if (plain !== ip) return plain;
   const block = ipv6Slash64(ip);
   return block === null || EMBEDS_IPV4.has(block) ? ip : block;
+}
+
+/** An IPv4 address written IPv4-mapped (`::ffff:a.b.c.d`, as a socket listening on `::` reports IPv4 peers) as plain IPv4; any other as it is. */
+export function ipv4Unmapped(address: string): string {
+  return IPV4_MAPPED.exec(address)?.[1] ?? address;
 }
 
 /** The /64s whose addresses stand for IPv4 ones: every IPv4 client would share one budget. */

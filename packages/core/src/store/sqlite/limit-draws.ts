@@ -37,8 +37,9 @@ export function createLimitDraws(limitsDb: Db, guards: Pick<WriteQueueHooks, 'ch
       // snapshot), and the budget would refuse for as long as the step: it is taken as spent whole
       // instead, and kept so, refused or not, so that it fills again as the clock now runs.
       const full = at + check.toleranceMs + check.intervalMs;
-      const tat = Math.max(stored > full + CLOCK_STEP_SLACK_MS ? full : stored, at);
-      if (tat !== Math.max(stored, at)) drawn.set(check.key, tat);
+      const stepped = stored > full + CLOCK_STEP_SLACK_MS;
+      if (stepped) drawn.set(check.key, full);
+      const tat = Math.max(stepped ? full : stored, at);
       return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };
     });
     if (decisions.every((d) => d.allowed)) checks.forEach((check, i) => drawn.set(check.key, (decisions[i] as RateDecision).tat));
