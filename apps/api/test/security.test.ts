@@ -29,7 +29,7 @@ test('TRUST_PROXY=loopback: X-Forwarded-For from the proxy names the client', as
   assert.deepEqual(statuses, [202, 202, 202, 202, 429]);
 });
 
-test('TRUST_PROXY=loopback: an IPv6 client draws from its /64, whichever address of it it sends from; an IPv4 client written IPv4-mapped from its own', async (t) => {
+test('TRUST_PROXY=loopback: an IPv6 client draws from its /64, whichever address of it it sends from; an IPv4 client written IPv4-mapped, or with a port, from its own', async (t) => {
   const api = await startTestApi(t, { env: { RATE_LIMIT_PER_IP: '2/min', RATE_LIMIT_PER_KEY: 'off', RATE_LIMIT_READS_PER_IP: '2/min', TRUST_PROXY: 'loopback' } });
   const statuses = async (ips: string[]) => {
     const out = [];
@@ -40,6 +40,8 @@ test('TRUST_PROXY=loopback: an IPv6 client draws from its /64, whichever address
   assert.deepEqual(await statuses(['2001:db8:1:2::1', '2001:db8:1:2:a:b:c:d', '2001:0db8:0001:0002:ffff:ffff:ffff:ffff']), [202, 202, 429]);
   assert.deepEqual(await statuses(['2001:db8:1:3::1', '2001:db8:1:3::2']), [202, 202], 'the next /64 is another client');
   assert.deepEqual(await statuses(['::ffff:198.51.100.7', '198.51.100.7', '198.51.100.7']), [202, 202, 429]);
+  // A proxy that writes each connection's port beside the address.
+  assert.deepEqual(await statuses(['198.51.100.8:50112', '198.51.100.8:50113', '198.51.100.8:50114']), [202, 202, 429]);
   // Reads too.
   const read = (ip: string) => fetch(`${api.url}/v1/requests/req_AAAAAAAAAAAAAAAAAAAAAA`, { headers: { 'x-proxy-key': api.key, 'x-forwarded-for': ip } });
   const reads = [];
@@ -47,7 +49,7 @@ test('TRUST_PROXY=loopback: an IPv6 client draws from its /64, whichever address
   assert.deepEqual(reads, [404, 404, 429]);
 });
 
-test("a per-IP budget's address: IPv4 as it is, IPv4-mapped as IPv4, IPv6 by its /64 in one spelling, anything else as it came", () => {
+test("a per-IP budget's address: IPv4 as it is, IPv4-mapped as IPv4, IPv6 by its /64 in one spelling, either without a port written beside it, anything else as it came", () => {
   const cases: Array<[string, string]> = [
     ['198.51.100.7', '198.51.100.7'],
     ['::ffff:198.51.100.7', '198.51.100.7'],
@@ -66,6 +68,11 @@ test("a per-IP budget's address: IPv4 as it is, IPv4-mapped as IPv4, IPv6 by its
     ['::1', '::1'],
     ['1:2:3:4:5:6:192.0.2.1', '1:2:3:4::/64'],
     ['1:2:3:4:5:6:7::', '1:2:3:4::/64'],
+    // With the port a proxy wrote beside it (Azure Application Gateway): the address's own budget.
+    ['203.0.113.9:50112', '203.0.113.9'],
+    ['[2001:db8:1:2::1]:50112', '2001:db8:1:2::/64'],
+    ['[2001:db8:1:2::1]', '2001:db8:1:2::/64'],
+    ['[::ffff:198.51.100.7]:443', '198.51.100.7'],
     // Not addresses: kept whole.
     ['1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7:8:9'],
     ['1::2::3', '1::2::3'],

@@ -71,17 +71,24 @@ export function clientIpFor(trustProxy: boolean | number | string): (req: Reques
  * What a per-IP budget is kept for: an IPv4 address as it is, also one written IPv4-mapped
  * (`::ffff:a.b.c.d`, as a socket listening on `::` reports IPv4 clients); an IPv6 address by its
  * /64, the block a single host or network is given, within which a machine may take new addresses
- * at will (privacy addresses, or on purpose, to draw a fresh budget with each). An IPv6 address
+ * at will (privacy addresses, or on purpose, to draw a fresh budget with each); either without the
+ * port a proxy may have written beside it. An IPv6 address
  * that carries an IPv4 one in its last 32 bits (IPv4-mapped in hex, IPv4-compatible, NAT64's
  * 64:ff9b::/96) is a host of its own, and kept whole, as is anything else.
  */
 export function budgetAddress(ip: string): string {
   if (!ip.includes(':')) return ip;
+  // A proxy that writes the client's port too (Azure Application Gateway: `203.0.113.9:50112`,
+  // `[2001:db8::1]:50112`) would otherwise give each of a client's connections a budget of its own.
+  const withPort = WITH_PORT.exec(ip);
+  if (withPort) return budgetAddress((withPort[1] ?? withPort[2]) as string);
   const plain = ipv4Unmapped(ip);
   if (plain !== ip) return plain;
   const block = ipv6Slash64(ip);
   return block === null || EMBEDS_IPV4.has(block) ? ip : block;
 }
+
+const WITH_PORT = /^(?:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}):\d{1,5}|\[([0-9a-fA-F:.]+(?:%[^\]]+)?)\](?::\d{1,5})?)$/;
 
 /** An IPv4 address written IPv4-mapped (`::ffff:a.b.c.d`, as a socket listening on `::` reports IPv4 peers) as plain IPv4; any other as it is. */
 export function ipv4Unmapped(address: string): string {
