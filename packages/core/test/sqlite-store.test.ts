@@ -335,6 +335,46 @@ test('group commit: a write lock held past busy_timeout fails every write of the
 });
 
 test(
+  'a checkpoint reports a log it cannot bring under its bound while another program keeps an older read open, naming that program; nothing once the read ends',
+  { skip: process.platform !== 'linux' && 'reads /proc/locks, which only Linux has' },
+  async (t) => {
+    const dir = tempDir(t);
+    const path = `${dir}/db.sqlite`;
+    // A bound of 256 KB instead of LOG_BACKLOG_BYTES, so the test need not write 256 MB.
+    const store = openSqliteStore({ path, logBacklogBytes: 256 * 1024 });
+    t.after(() => store.close());
+    await store.createJob(job());
+    assert.equal(await store.checkpoint(), null);
+    // Another program inside a read transaction, as a sqlite3 shell after BEGIN and a SELECT.
+    const reader = spawn(
+      process.execPath,
+      [
+        '-e',
+        `
+    const db = new (require('better-sqlite3'))(process.argv[1]);
+    db.exec('BEGIN');
+    db.prepare('SELECT COUNT(*) FROM jobs').get();
+    console.log('reading');
+    setInterval(() => {}, 1000);`,
+        path,
+      ],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    t.after(() => reader.kill('SIGKILL'));
+    await new Promise((resolve) => reader.stdout.once('data', resolve));
+    const prompt = 'x'.repeat(4000);
+    for (let i = 0; i < 200; i++) await store.createJob(job({ request: { model: 'm', messages: [{ role: 'user', content: `${i} ${prompt}` }] } }));
+    const backlog = await store.checkpoint();
+    assert.ok(backlog, 'reported');
+    assert.equal(backlog.path, `${path}-wal`);
+    assert.ok(backlog.bytes > 256 * 1024, `${backlog.bytes} bytes`);
+    assert.deepEqual(backlog.readers, [`pid ${reader.pid} (node)`]);
+    reader.kill('SIGKILL');
+    await eventually(async () => (await store.checkpoint()) === null);
+  },
+);
+
+test(
   'a write that waited busy_timeout for the write lock names the process holding it (from /proc/locks): another program, or this one; none once it is free',
   { skip: process.platform !== 'linux' && 'reads /proc/locks, which only Linux has' },
   async (t) => {

@@ -384,8 +384,17 @@ export function createWorker(options: WorkerOptions): Worker {
     try {
       const expired = await options.store.expireOverdue(housekeepingStop.signal);
       const deleted = await options.store.deleteFinishedBefore(now() - keepFinishedMs, housekeepingStop.signal);
-      await options.store.checkpoint();
+      const backlog = await options.store.checkpoint();
       if (expired || deleted) log.info('housekeeping', { expired, deleted });
+      // Said at every pass (once a minute) while it lasts: the log grows with every write meanwhile.
+      if (backlog) {
+        const mb = Math.round(backlog.bytes / (1024 * 1024));
+        const held = backlog.readers.length ? `read locks on it are held by ${backlog.readers.join(', ')}` : 'no other process holds a read lock on it now';
+        log.warn(
+          `${backlog.path} holds ${mb} MB that a checkpoint cannot fold into the database while another connection keeps an older read open (${held}): end that read (a sqlite3 shell inside a transaction, a backup or a report left running); until then the log grows with every write`,
+          { log_mb: mb },
+        );
+      }
     } catch (err) {
       log.warn('housekeeping failed', { err });
     }

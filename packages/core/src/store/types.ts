@@ -183,6 +183,25 @@ export interface WorkerHeartbeat {
 }
 
 /** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
+/** A write-ahead log a checkpoint could not empty (JobStore.checkpoint). */
+export interface LogBacklog {
+  /** The log file, e.g. /var/lib/chat-async-proxy/requests.sqlite-wal. */
+  path: string;
+  /** What the log holds, in bytes (its frames, not the file's length, which a checkpoint keeps). */
+  bytes: number;
+  /** The processes holding read locks on it besides the caller, as processName says them. */
+  readers: string[];
+}
+
+/**
+ * A write-ahead log holding more than this after a checkpoint is reported (JobStore.checkpoint):
+ * checkpoints keep it near 41 MB (10,000 pages) and its file at 64 MB, so four times that means a
+ * reader has held an older snapshot open for a long while (a `sqlite3` shell inside a transaction,
+ * a backup or a report left running), and the log grows with every write until it ends: 1.86 GB
+ * over 80,000 creates, seen, with nothing said.
+ */
+export const LOG_BACKLOG_BYTES = 256 * 1024 * 1024;
+
 /**
  * The longest a 429 stops every worker. The job that got it waits the whole named time (or expires
  * if that passes its deadline), but the fleet's pause is stored and outlives restarts, so a wild hint
@@ -367,7 +386,11 @@ export interface JobStore {
   watchChanges(listener: () => void): (() => void) | null;
   /** Resolves when the database answers a query and its file is still the one in use; rejects otherwise. */
   ping(): Promise<void>;
-  /** Bounds the write-ahead log (SQLite) so it cannot grow while readers are busy. */
-  checkpoint(): Promise<void>;
+  /**
+   * Bounds the write-ahead log (SQLite) so it cannot grow while readers are busy. Reports a log that
+   * a checkpoint could not bring under LOG_BACKLOG_BYTES (a reader keeps an older snapshot open),
+   * with who holds its read locks; null when there is none to report (and always on PostgreSQL).
+   */
+  checkpoint(): Promise<LogBacklog | null>;
   close(): Promise<void>;
 }

@@ -751,6 +751,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async checkpoint() {
       // PostgreSQL checkpoints on its own; what housekeeping does here is fold the appended counts.
       await fold();
+      return null;
     },
 
     async close() {

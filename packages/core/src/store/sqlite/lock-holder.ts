@@ -20,6 +20,24 @@ export function writeLockHolder(dbPath: string): string | null {
   }
 }
 
+/**
+ * The processes other than this one holding a read lock on a SQLite file's log: a reader in WAL mode
+ * holds one of the read marks, bytes 123 to 127 of the -shm file (WAL_READ_LOCK(0..4)), shared, for
+ * as long as its read transaction lasts; one that lasts keeps every later frame in the log. Said as
+ * processName says them, each once; empty where /proc/locks cannot be read.
+ */
+export function readLockHolders(dbPath: string): string[] {
+  try {
+    const file = procLocksName(statSync(`${dbPath}-shm`, { bigint: true }));
+    const readers = posixLocks(readFileSync('/proc/locks', 'utf8')).filter(
+      (lock) => lock.mode === 'READ' && lock.file === file && lock.start <= 127 && lock.end >= 123 && lock.pid !== process.pid,
+    );
+    return [...new Set(readers.map((lock) => lock.pid))].map(processName);
+  } catch {
+    return [];
+  }
+}
+
 /** The pid of the POSIX lock on byte 120 of `device` ("maj:min:inode") in /proc/locks, waiters skipped. */
 export function holderPid(locks: string, device: string): number | null {
   return posixLocks(locks).find((lock) => lock.mode === 'WRITE' && lock.file === device && lock.start <= 120 && lock.end >= 120)?.pid ?? null;

@@ -6,6 +6,7 @@ import { createFinishedMinutes } from './finished-minutes.js';
 import {
   CLOCK_STEP_SLACK_MS,
   FINAL_STATUSES,
+  LOG_BACKLOG_BYTES,
   MAX_FLEET_PAUSE_MS,
   type AttemptObservation,
   type ClaimOptions,
@@ -34,6 +35,7 @@ import { createWalSync, type Datasync } from './wal-sync.js';
 import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database.js';
 import { dropLogNote, watchForMoves } from './file-identity.js';
 import { HELD_COLUMNS, heldRow, type HeldValues } from './held-row.js';
+import { readLockHolders } from './lock-holder.js';
 
 /** A jobs row as this file stores it (the request lives in job_requests, keyed by `seq`: 0011), as a claim reads a lapsed lease. */
 type LapsedRow = Omit<JobRow, 'request'> & { seq: number };
@@ -51,6 +53,8 @@ export interface SqliteStoreOptions extends OpenDatabaseOptions {
   onLost?: (message: string) => void;
   /** How often the file at `path` is looked at; FILE_CHECK_MS by default. */
   fileCheckMs?: number;
+  /** What a checkpoint reports a log larger than (LOG_BACKLOG_BYTES); injected so tests need not write 256 MB. */
+  logBacklogBytes?: number;
 }
 
 /**
@@ -125,6 +129,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
   const limitDraws = createLimitDraws(limitsDb, { check: refuseIfMoved, begin: refuseIfLater(laterLimits) });
   const now = options.now ?? Date.now;
   const sql = prepareStatements(db);
+  // Read once: what a checkpoint's count of frames comes to (checkpoint()).
+  const pageSize = db.pragma('page_size', { simple: true }) as number;
   const counters = createCounters(db);
   const modelLabels = createModelLabels(db);
   const minutes = createFinishedMinutes(db);
@@ -505,7 +511,13 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       // of CPU each against 210-219. PASSIVE also never waits for readers; open-database.ts bounds
       // what is kept.
       turnRead.end();
-      db.pragma('wal_checkpoint(PASSIVE)');
+      const [result] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number; checkpointed: number }>;
+      // The frames the log holds (-1 when the file is not in WAL: in memory), and whether the
+      // checkpoint copied them all: a log copied whole starts over at the next write, however long.
+      const { log = 0, checkpointed = 0 } = result ?? {};
+      const bytes = log * pageSize;
+      if (checkpointed >= log || bytes <= (options.logBacklogBytes ?? LOG_BACKLOG_BYTES)) return null;
+      return { path: `${options.path}-wal`, bytes, readers: readLockHolders(options.path) };
     },
 
     async close() {
