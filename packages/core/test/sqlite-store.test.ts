@@ -334,6 +334,21 @@ test('group commit: a write lock held past busy_timeout fails every write of the
   );
 });
 
+/**
+ * Another program on the file at `path` (a node process with better-sqlite3 open on it as `db`),
+ * once it has run `statements` and while it stays as they left it; killed when `t` ends.
+ */
+async function otherProgram(t: TestHooks, path: string, statements: string) {
+  const child = spawn(
+    process.execPath,
+    ['-e', `const db = new (require('better-sqlite3'))(process.argv[1]); ${statements} console.log('ready'); setInterval(() => {}, 1000);`, path],
+    { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((resolve) => child.stdout.once('data', resolve));
+  return child;
+}
+
 test(
   'a checkpoint reports a log it cannot bring under its bound while another program keeps an older read open, naming that program; nothing once the read ends',
   { skip: process.platform !== 'linux' && 'reads /proc/locks, which only Linux has' },
@@ -346,22 +361,7 @@ test(
     await store.createJob(job());
     assert.equal(await store.checkpoint(), null);
     // Another program inside a read transaction, as a sqlite3 shell after BEGIN and a SELECT.
-    const reader = spawn(
-      process.execPath,
-      [
-        '-e',
-        `
-    const db = new (require('better-sqlite3'))(process.argv[1]);
-    db.exec('BEGIN');
-    db.prepare('SELECT COUNT(*) FROM jobs').get();
-    console.log('reading');
-    setInterval(() => {}, 1000);`,
-        path,
-      ],
-      { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    t.after(() => reader.kill('SIGKILL'));
-    await new Promise((resolve) => reader.stdout.once('data', resolve));
+    const reader = await otherProgram(t, path, "db.exec('BEGIN'); db.prepare('SELECT COUNT(*) FROM jobs').get();");
     const prompt = 'x'.repeat(4000);
     for (let i = 0; i < 200; i++) await store.createJob(job({ request: { model: 'm', messages: [{ role: 'user', content: `${i} ${prompt}` }] } }));
     const backlog = await store.checkpoint();
@@ -383,21 +383,7 @@ test(
     const store = openSqliteStore({ path, busyTimeoutMs: 300 });
     t.after(() => store.close());
     // Another program left inside a transaction, as a sqlite3 shell after BEGIN.
-    const holder = spawn(
-      process.execPath,
-      [
-        '-e',
-        `
-    const db = new (require('better-sqlite3'))(process.argv[1]);
-    db.exec('BEGIN IMMEDIATE');
-    console.log('held');
-    setInterval(() => {}, 1000);`,
-        path,
-      ],
-      { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    t.after(() => holder.kill('SIGKILL'));
-    await new Promise((resolve) => holder.stdout.once('data', resolve));
+    const holder = await otherProgram(t, path, "db.exec('BEGIN IMMEDIATE');");
     const refused = await store.createJob(job()).then(
       () => assert.fail('created while the lock was held'),
       (err: Error & { code?: string }) => err,
