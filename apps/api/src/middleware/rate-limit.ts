@@ -72,9 +72,9 @@ export function clientIpFor(trustProxy: boolean | number | string): (req: Reques
  * (`::ffff:a.b.c.d`, as a socket listening on `::` reports IPv4 clients); an IPv6 address by its
  * /64, the block a single host or network is given, within which a machine may take new addresses
  * at will (privacy addresses, or on purpose, to draw a fresh budget with each); either without the
- * port a proxy may have written beside it. An IPv6 address
- * that carries an IPv4 one in its last 32 bits (IPv4-mapped in hex, IPv4-compatible, NAT64's
- * 64:ff9b::/96) is a host of its own, and kept whole, as is anything else.
+ * port a proxy may have written beside it. An IPv6 address that carries an IPv4 one in its last 32
+ * bits (IPv4-mapped in hex, IPv4-compatible, NAT64's 64:ff9b::/96) is a host of its own, and kept
+ * whole, as is anything else.
  */
 export function budgetAddress(ip: string): string {
   if (!ip.includes(':')) return ip;

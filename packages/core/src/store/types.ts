@@ -182,7 +182,6 @@ export interface WorkerHeartbeat {
   clockOffsetMs: number | null;
 }
 
-/** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
 /** A write-ahead log a checkpoint could not empty (JobStore.checkpoint). */
 export interface LogBacklog {
   /** The log file, e.g. /var/lib/chat-async-proxy/requests.sqlite-wal. */
@@ -242,6 +241,7 @@ export const PACING_TOKENS_AHEAD_MS = 60_000;
  */
 export const CLOCK_STEP_SLACK_MS = 1000;
 
+/** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
 export interface PacingRequest {
   rpm: number | null;
   tpm: number | null;
