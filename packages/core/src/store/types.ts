@@ -241,6 +241,11 @@ export const PACING_TOKENS_AHEAD_MS = 60_000;
  */
 export const CLOCK_STEP_SLACK_MS = 1000;
 
+/** Whether a stored time stands past its bound by more than CLOCK_STEP_SLACK_MS: written before the clock stepped back. */
+export function steppedBack(tat: number, bound: number): boolean {
+  return tat > bound + CLOCK_STEP_SLACK_MS;
+}
+
 /** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
 export interface PacingRequest {
   rpm: number | null;

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { CLOCK_STEP_SLACK_MS, MAX_FLEET_PAUSE_MS, PACING_TOKENS_AHEAD_MS, type PacingRequest } from '../types.js';
+import { CLOCK_STEP_SLACK_MS, pacingBounds, steppedBack, type PacingRequest } from '../types.js';
 import type { Queryable } from './batched-writes.js';
 import { withClient } from './checkout.js';
 
@@ -9,6 +9,9 @@ import { withClient } from './checkout.js';
  * turn at most this far in the past, so the next call can come at most this much early.
  */
 export const DRAW_CREDIT_MS = 10;
+
+/** How far ahead of now each pacing row may stand (pacingBounds), null for a budget not set. */
+type RowBounds = { pause: number; requests: number | null; tokens: number | null };
 
 export interface UpstreamBudgetDeps {
   /** The store's queries (named, refused past a later release's migration). */
@@ -50,14 +53,15 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
    * call against 8.0-8.2, and 0.969-0.988 of the turns taken against 0.983-0.989 (five runs each;
    * draws took 2-34 ms from sent to made there). A store on an injected clock (tests) is timed by it.
    */
-  function draw(requests: number | null, tokens: number | null): Promise<{ ms: number; taken: number }> {
+  function draw(requests: number | null, tokens: number | null, ahead: RowBounds): Promise<{ ms: number; taken: number }> {
     const refused = deps.refused();
     if (refused) return Promise.reject(refused);
     // `timed` reads the server's clock in an aggregate over the locked rows, so only once every row
-    // is locked. `bounded` brings a row past its bound by more than CLOCK_STEP_SLACK_MS (pacingBounds:
-    // the clock stepped back) back to it, and `lowered` writes that (run whether read or not, as every data-modifying WITH is); a
-    // draw (`taken`) is made only when nothing is due, so when no row was past its bound: the two
-    // never move the same row. A budget not set (null) has no bound.
+    // is locked. `bounded` brings a row past its bound (pacingBounds, `ahead` of the server's time) by
+    // more than CLOCK_STEP_SLACK_MS (the clock stepped back, as steppedBack says) back to it, and
+    // `lowered` writes that (run whether read or not, as every data-modifying WITH is); a draw
+    // (`taken`) is made only when nothing is due, so when no row was past its bound: the two never
+    // move the same row. A budget not set (null) has no bound.
     const text = `WITH locked AS (
         SELECT name, tat FROM upstream_pacing ORDER BY name FOR UPDATE
       ), timed AS (
@@ -65,11 +69,9 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
           FROM (SELECT CASE WHEN $4::boolean THEN (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint ELSE $1::bigint END AS made, COUNT(*)
                   FROM locked) AS aggregate
       ), bounded AS (
-        SELECT l.name, l.tat AS was, CASE WHEN l.tat > t.at + b.ahead + $8::bigint THEN t.at + b.ahead ELSE l.tat END AS tat
+        SELECT l.name, l.tat AS was, CASE WHEN l.tat > t.at + b.ahead + $9::bigint THEN t.at + b.ahead ELSE l.tat END AS tat
           FROM locked AS l, timed AS t,
-               LATERAL (SELECT CASE l.name WHEN 'pause' THEN $6::bigint
-                                           WHEN 'requests' THEN $2::bigint
-                                           WHEN 'tokens' THEN CASE WHEN $3::bigint IS NOT NULL THEN GREATEST($7::bigint, $3::bigint) END END AS ahead) AS b
+               LATERAL (SELECT CASE l.name WHEN 'pause' THEN $6::bigint WHEN 'requests' THEN $7::bigint WHEN 'tokens' THEN $8::bigint END AS ahead) AS b
       ), due AS (
         SELECT GREATEST(MAX(tat) FILTER (WHERE name = 'pause'),
                         MAX(tat) FILTER (WHERE name = 'requests' AND $2::bigint IS NOT NULL),
@@ -95,7 +97,7 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
       const { rows } = await client.query<{ ms: number; taken: number }>({
         name: deps.nameOf(text),
         text,
-        values: [now(), requests, tokens, deps.serverClock, DRAW_CREDIT_MS, MAX_FLEET_PAUSE_MS, PACING_TOKENS_AHEAD_MS, CLOCK_STEP_SLACK_MS],
+        values: [now(), requests, tokens, deps.serverClock, DRAW_CREDIT_MS, ahead.pause, ahead.requests, ahead.tokens, CLOCK_STEP_SLACK_MS],
       });
       return rows[0]!;
     });
@@ -108,13 +110,16 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
         // No budgets: only a fleet-wide pause can hold the call, and one read answers that; a pause
         // past its bound (the clock stepped back) is brought back to it by a draw below.
         const { rows } = await db.query<{ tat: number }>("SELECT tat FROM upstream_pacing WHERE name = 'pause'");
-        const wait = Math.max(0, (rows[0]?.tat ?? 0) - now());
-        if (wait <= MAX_FLEET_PAUSE_MS + CLOCK_STEP_SLACK_MS) return wait;
+        const [until, at] = [rows[0]?.tat ?? 0, now()];
+        if (!steppedBack(until, pacingBounds(request, at).pause)) return Math.max(0, until - at);
       }
       const requests = request.rpm ? Math.ceil(60_000 / request.rpm) : null;
       const tokens = request.tpm ? Math.ceil((request.tokens * 60_000) / request.tpm) : null;
+      // How far ahead of the server's time each row may stand (a budget not set: no bound, null).
+      const bounds = pacingBounds(request, 0);
+      const ahead = { pause: bounds.pause, requests: request.rpm ? bounds.requests : null, tokens: request.tpm ? bounds.tokens : null };
       for (;;) {
-        const drawn = await draw(requests, tokens);
+        const drawn = await draw(requests, tokens, ahead);
         // Every budget drawn from moved, or none was due: the draw is whole.
         if (drawn.ms > 0 || drawn.taken === Number(requests !== null) + Number(tokens !== null)) return drawn.ms;
         // A budget's row did not exist yet (the schema's first draw), so nothing was there to lock or

@@ -1,4 +1,4 @@
-import { CLOCK_STEP_SLACK_MS, type RateCheck, type RateDecision } from '../types.js';
+import { steppedBack, type RateCheck, type RateDecision } from '../types.js';
 import type { Db } from './open-database.js';
 import { createWriteQueue, type WriteQueueHooks } from './write-queue.js';
 
@@ -37,7 +37,7 @@ export function createLimitDraws(limitsDb: Db, guards: Pick<WriteQueueHooks, 'ch
       // snapshot), and the budget would refuse for as long as the step: it is taken as spent whole
       // instead, and kept so, refused or not, so that it fills again as the clock now runs.
       const full = at + check.toleranceMs + check.intervalMs;
-      const stepped = stored > full + CLOCK_STEP_SLACK_MS;
+      const stepped = steppedBack(stored, full);
       if (stepped) drawn.set(check.key, full);
       const tat = Math.max(stepped ? full : stored, at);
       return tat - at <= check.toleranceMs ? { allowed: true, tat: tat + check.intervalMs } : { allowed: false, tat };

@@ -4,10 +4,10 @@ import { createCounters } from './counters.js';
 import { createModelLabels } from './model-labels.js';
 import { createFinishedMinutes } from './finished-minutes.js';
 import {
-  CLOCK_STEP_SLACK_MS,
   FINAL_STATUSES,
   LOG_BACKLOG_BYTES,
-  MAX_FLEET_PAUSE_MS,
+  pacingBounds,
+  steppedBack,
   type AttemptObservation,
   type ClaimOptions,
   type ClaimedJob,
@@ -358,8 +358,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       if (!request.rpm && !request.tpm) {
         // No budgets: only a fleet-wide pause can hold the call, and a read answers that; a pause
         // past its bound (the clock stepped back) is brought back to it by a draw below.
-        const wait = Math.max(0, (budget.pausedUntil() ?? 0) - now());
-        if (wait <= MAX_FLEET_PAUSE_MS + CLOCK_STEP_SLACK_MS) return wait;
+        const [until, at] = [budget.pausedUntil() ?? 0, now()];
+        if (!steppedBack(until, pacingBounds(request, at).pause)) return Math.max(0, until - at);
       }
       // Budgets and the pause are not flushed first: a draw lost in a power cut is a call allowed early once.
       // Timed in the write, not when asked: a draw queued behind others' writes (or another

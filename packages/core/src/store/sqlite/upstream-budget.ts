@@ -1,4 +1,4 @@
-import { CLOCK_STEP_SLACK_MS, pacingBounds, type PacingRequest } from '../types.js';
+import { pacingBounds, steppedBack, type PacingRequest } from '../types.js';
 import type { Db } from './open-database.js';
 
 const PACING_ROWS = ['pause', 'requests', 'tokens'] as const;
@@ -27,7 +27,7 @@ export function createUpstreamBudget(db: Db) {
       for (const row of sql.pacing.all()) tat[row.name] = row.tat;
       // A row past its bound was written before the clock stepped back (pacingBounds).
       const bounds = pacingBounds(request, at);
-      for (const name of PACING_ROWS) if (tat[name] > bounds[name] + CLOCK_STEP_SLACK_MS) sql.setPacing.run({ name, tat: (tat[name] = bounds[name]) });
+      for (const name of PACING_ROWS) if (steppedBack(tat[name], bounds[name])) sql.setPacing.run({ name, tat: (tat[name] = bounds[name]) });
       const wait = Math.max(tat.pause - at, request.rpm ? tat.requests - at : 0, request.tpm ? tat.tokens - at : 0, 0);
       if (wait > 0) return wait;
       if (request.rpm) sql.setPacing.run({ name: 'requests', tat: Math.max(tat.requests, at) + Math.ceil(60_000 / request.rpm) });
