@@ -44,7 +44,7 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   const plan = (sql: string) =>
     db
       .prepare(`EXPLAIN QUERY PLAN ${sql}`)
-      .all({ now: 1, limit: 1, id: 'x', client: 'c', nonce: 'n' })
+      .all({ now: 1, bound: 2, limit: 1, id: 'x', client: 'c', nonce: 'n' })
       .map((r: any) => r.detail)
       .join(' | ');
   const claimDue = plan(
@@ -59,6 +59,17 @@ test('the claim, lookup and expiry queries use their indexes, not a table scan',
   );
   assert.match(expire, /SEARCH jobs USING (COVERING )?INDEX jobs_queued_expiry \(expires_at<\?\)/);
   assert.doesNotMatch(expire, /TEMP B-TREE|SCAN jobs/);
+  // The rebase after a clock step (run at every worker's pass and housekeeping) reads only the times ahead of now.
+  for (const [status, index, time] of [
+    ['queued', 'jobs_queued_due', 'run_after'],
+    ['in_progress', 'jobs_running_lease', 'lease_until'],
+  ]) {
+    const rebase = plan(
+      `UPDATE jobs SET ${time} = ${time} - (updated_at - @now), updated_at = @now WHERE rowid IN (SELECT rowid FROM jobs WHERE status = '${status}' AND ${time} > @bound AND updated_at > @bound LIMIT CAST(@limit AS INTEGER))`,
+    );
+    assert.match(rebase, new RegExp(`SEARCH jobs USING INDEX ${index} \\(${time}>\\?\\)`));
+    assert.doesNotMatch(rebase, /SCAN jobs/);
+  }
   assert.match(plan('SELECT * FROM jobs WHERE id = @id'), /USING INDEX sqlite_autoindex_jobs_1|PRIMARY KEY/);
   assert.match(plan('SELECT * FROM jobs WHERE client = @client AND nonce = @nonce'), /USING INDEX jobs_client_nonce/);
   // The long-poll watcher's look at the jobs waited for: each id by primary key, never a scan.

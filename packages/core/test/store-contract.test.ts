@@ -930,6 +930,51 @@ for (const backend of backends) {
       assert.equal((await draw()).allowed, false, 'and then one an interval, as before the step');
     });
 
+    test('jobs written before the clock stepped back an hour wait from now what they had left, not the hour: queued and retrying, and on SQLite running with their worker gone; a lease renewed since is left alone; a deadline is never moved', async (t) => {
+      const place = await backend.place(t);
+      const c = clock(10_000_000_000);
+      const store = await place.open(c.now);
+      // PostgreSQL's hosts may disagree by the step for a minute (pg-job-store.ts): leases stay.
+      const leasesMoved = backend.name === 'sqlite';
+      const claimOne = async (leaseMs: number) => (await store.claimJobs({ workerId: 'w', limit: 1, leaseMs }))[0]!;
+      const [retried, running, renewed, queued] = await createJobs(store, 4, () => job({ expiresAt: c.now() + 600_000 }));
+      const retry = await claimOne(30_000);
+      assert.equal(await store.retryJob(retry.id, retry.leaseToken, c.now() + 30_000, { code: 'upstream_500', message: 'x' }), true);
+      assert.equal((await claimOne(20_000)).id, running, 'its worker dies holding it');
+      const kept = await claimOne(60_000);
+      assert.equal(kept.id, renewed);
+      await store.recordHeartbeat({ id: 'gone', host: 'h', pid: 1, startedAt: c.now(), lastSeenAt: c.now(), jobsDone: 0, clockOffsetMs: 0 });
+      // A clock corrected by hand, a machine restored from a snapshot.
+      const step = 3_600_000;
+      c.advance(-step);
+      c.advance(5000);
+      assert.deepEqual(await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 30_000 }), [], 'before the rebase nothing is due for an hour');
+      assert.equal(await store.renewLease(kept.id, kept.leaseToken, 60_000), 'held', 'its worker renews on the clock as it now reads');
+      assert.equal(await store.rebaseAfterClockStep(), leasesMoved ? 3 : 2);
+      assert.equal(await store.rebaseAfterClockStep(), 0, 'written so: a second pass finds nothing');
+      const times = async (id: string) => {
+        const j = (await store.getJob(id))!;
+        return { runAfter: j.runAfter - c.now(), expiresAt: j.expiresAt - c.now(), leaseUntil: j.leaseUntil === null ? null : j.leaseUntil - c.now() };
+      };
+      // Moved back by how far ahead each write stands (an hour less the 5 s since): from now, what was left.
+      const deadline = 600_000 + step - 5000;
+      assert.deepEqual(await times(queued!), { runAfter: 0, expiresAt: deadline, leaseUntil: null });
+      assert.deepEqual(await times(retried!), { runAfter: 30_000, expiresAt: deadline, leaseUntil: null });
+      assert.equal((await times(running!)).leaseUntil, leasesMoved ? 20_000 : 20_000 + step - 5000);
+      assert.equal((await times(renewed!)).leaseUntil, 60_000, 'the renewed lease stays as renewed, not an hour short');
+      assert.deepEqual(
+        (await store.listWorkers(c.now() - WORKER_ALIVE_MS)).map((w) => [w.id, w.lastSeenAt - c.now()]),
+        [['gone', 0]],
+        'a heartbeat from ahead counts as seen now, and ages from here',
+      );
+      const ids = async () => (await store.claimJobs({ workerId: 'w2', limit: 4, leaseMs: 120_000 })).map((j) => j.id).sort();
+      assert.deepEqual(await ids(), [queued]);
+      c.advance(20_000);
+      assert.deepEqual(await ids(), leasesMoved ? [running] : [], "the dead worker's job, when its lease ends");
+      c.advance(10_000);
+      assert.deepEqual(await ids(), [retried], 'the retry, when its backoff ends; the renewed lease still holds');
+    });
+
     test('writes made in the same event-loop turn (one commit, one statement on PostgreSQL) end as if made one by one', async (t) => {
       const place = await backend.place(t);
       const store = await place.open(clock().now);

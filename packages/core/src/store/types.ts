@@ -322,6 +322,17 @@ export interface JobStore {
   /** Ends queued jobs whose deadline passed, in short batches (`signal` stops it between two); returns how many. */
   expireOverdue(signal?: AbortSignal): Promise<number>;
   /**
+   * Brings onto the clock as it now reads the jobs written before it stepped back (a clock corrected
+   * by hand or by NTP at boot, a machine restored from a snapshot), which would otherwise wait out
+   * the step: a queued job whose `updated_at` stands ahead of now by more than CLOCK_STEP_SLACK_MS
+   * has its `run_after` moved back by as much, so it waits from now what it had left to wait when
+   * written. On SQLite, whose programs share one clock, a running job's `lease_until` likewise (its
+   * worker may have died at the step); not on PostgreSQL (see there). A deadline is never moved: it
+   * can only be longer by the step, never cut short. A worker's heartbeat from ahead becomes now.
+   * In short batches (`signal` stops it between two); returns how many jobs.
+   */
+  rebaseAfterClockStep(signal?: AbortSignal): Promise<number>;
+  /**
    * Deletes jobs that finished before `before` (and workers last seen before it); returns how many
    * jobs. Deletes in short batches that leave the database to other writers in between; `signal`
    * stops it between two.

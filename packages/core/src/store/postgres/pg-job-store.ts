@@ -3,7 +3,7 @@ import { CLAIM_EXPIRE_LIMIT, createExpirySpacing } from '../expiry-spacing.js';
 import { inBatches } from '../in-batches.js';
 import { EXPIRED_ERROR, WORKER_LOST_ERROR, byQueueOrder, queuedJob, resultColumns, toClaimedJob, toJob, toOutcome, toRow, type JobRow, type OutcomeRow } from '../job-row.js';
 import { toHeartbeat, type WorkerRow } from '../worker-row.js';
-import { FINAL_STATUSES, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts } from '../types.js';
+import { CLOCK_STEP_SLACK_MS, FINAL_STATUSES, type ClaimedJob, type JobStatus, type JobStore, type QueueCounts } from '../types.js';
 import { MODEL_LABELS_MAX, attemptBumps } from '../counter-labels.js';
 import { isDatabaseUnavailable } from '../unavailable.js';
 import { migratePostgres, watchForLaterRelease, type LaterReleaseWatch } from './migrate.js';
@@ -546,6 +546,31 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async expireOverdue(signal) {
       const at = now();
       return inBatches((limit) => tx((c) => expireDue(c, at, limit)), { signal });
+    },
+
+    async rebaseAfterClockStep(signal) {
+      const at = now();
+      const bound = at + CLOCK_STEP_SLACK_MS;
+      await db.query('UPDATE workers SET last_seen_at = $1 WHERE last_seen_at > $2', [at, bound]);
+      // Queued jobs only: each host reads the server's clock through an offset it measures again at
+      // its own minute (db-clock.ts), so until every one has, the hosts disagree by the step. A job
+      // due earlier on a host still ahead is harmless; a lease moved back would have lapsed there,
+      // and it could take a job whose call is still running. So a running job whose worker died
+      // before the step waits out the step here.
+      return inBatches(
+        async (limit) => {
+          const { rowCount } = await db.query(
+            `UPDATE jobs SET run_after = run_after - (updated_at - $1), updated_at = $1
+              WHERE id IN (SELECT id FROM jobs
+                            WHERE status = 'queued' AND run_after > $2 AND updated_at > $2
+                            LIMIT $3
+                              FOR UPDATE SKIP LOCKED)`,
+            [at, bound, limit],
+          );
+          return rowCount ?? 0;
+        },
+        { signal },
+      );
     },
 
     async deleteFinishedBefore(before, signal) {

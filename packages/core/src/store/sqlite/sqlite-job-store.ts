@@ -6,6 +6,7 @@ import { createFinishedMinutes } from './finished-minutes.js';
 import {
   FINAL_STATUSES,
   LOG_BACKLOG_BYTES,
+  CLOCK_STEP_SLACK_MS,
   pacingBounds,
   steppedBack,
   type AttemptObservation,
@@ -275,7 +276,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       // Through the queue like every write: written past it, a renewal had SQLite's own 20 ms wait
       // for a lock held elsewhere (BUSY_BLOCK_MS) and failed beyond it. Not flushed first: a renewal
       // lost in a power cut is a lease that lapses, as it would with the worker gone.
-      const row = await writes.run(() => sql.renewLease.get({ id, token, lease_until: now() + leaseMs }), false);
+      const at = now();
+      const row = await writes.run(() => sql.renewLease.get({ id, token, now: at, lease_until: at + leaseMs }), false);
       if (!row) return 'lost';
       return row.cancel_requested ? 'cancel_requested' : 'held';
     },
@@ -330,6 +332,18 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     async expireOverdue(signal) {
       const at = now();
       return inBatches((limit) => writes.run(() => expireDue(at, limit)), { signal });
+    },
+
+    async rebaseAfterClockStep(signal) {
+      const at = now();
+      const params = { now: at, bound: at + CLOCK_STEP_SLACK_MS };
+      // Not flushed to disk first, as the purge: a rebase lost in a power cut is made again by the next pass.
+      await writes.run(() => sql.rebaseWorkers.run(params), false);
+      let jobs = 0;
+      for (const rebase of [sql.rebaseQueued, sql.rebaseRunning]) {
+        jobs += await inBatches((limit) => writes.run(() => rebase.run({ ...params, limit }).changes, false), { signal });
+      }
+      return jobs;
     },
 
     async readCounters() {
@@ -612,8 +626,10 @@ function prepareStatements(db: Db) {
        WHERE id = @id
       RETURNING ${HELD_COLUMNS}`),
 
+    // updated_at comes back from ahead (the claim's, before the clock stepped back): a lease renewed
+    // on the clock as it now reads is no longer one for rebaseRunning to move back.
     renewLease: db.prepare<[object], { cancel_requested: number }>(`
-      UPDATE jobs SET lease_until = @lease_until
+      UPDATE jobs SET lease_until = @lease_until, updated_at = MIN(updated_at, @now)
        WHERE id = @id AND lease_token = @token AND status = 'in_progress'
       RETURNING cancel_requested`),
     complete: db.prepare(`
@@ -641,6 +657,23 @@ function prepareStatements(db: Db) {
          SET status = 'queued', run_after = @run_after, updated_at = @now, lease_until = NULL, worker_id = NULL,
              attempts = MAX(attempts - 1, 0)
        WHERE id = @id AND lease_token = @token AND status = 'in_progress'`),
+
+    // Jobs written before the clock stepped back (rebaseAfterClockStep), the time that holds each
+    // back moved back by how far ahead its write stands. By the index of each status's own time:
+    // with the clock as it was, only retries waiting (queued) or the jobs under way (running) are in range.
+    rebaseQueued: db.prepare(`
+      UPDATE jobs SET run_after = run_after - (updated_at - @now), updated_at = @now
+       WHERE rowid IN (SELECT rowid FROM jobs
+                        WHERE status = 'queued' AND run_after > @bound AND updated_at > @bound
+                        LIMIT CAST(@limit AS INTEGER))`),
+    // A lease renewed since the step brought updated_at back (renewLease), so what is moved here is
+    // a lease from before it, and moved by no more than the step: never shorter than it truly is.
+    rebaseRunning: db.prepare(`
+      UPDATE jobs SET lease_until = lease_until - (updated_at - @now), updated_at = @now
+       WHERE rowid IN (SELECT rowid FROM jobs
+                        WHERE status = 'in_progress' AND lease_until > @bound AND updated_at > @bound
+                        LIMIT CAST(@limit AS INTEGER))`),
+    rebaseWorkers: db.prepare('UPDATE workers SET last_seen_at = @now WHERE last_seen_at > @bound'),
 
     cancelQueued: db.prepare(`
       UPDATE jobs
