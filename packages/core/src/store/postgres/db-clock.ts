@@ -9,6 +9,11 @@
  * a minute and ten minutes ahead under libfaketime). Read off the server's, the hosts agree
  * whatever their clocks say. The offset is measured, not asked for on every statement:
  * reading the time stays a local call on the hot path, and no statement changes.
+ *
+ * Between two measurements the server's time is carried forward by the monotonic clock, not by
+ * this host's: stepped back (by hand, by NTP at boot), the host's clock took the server's time back
+ * with it until the next measurement, up to a minute, and a worker's lease renewed meanwhile ended
+ * that much too soon for the other hosts, which could take its job while the call ran.
  */
 
 /** How often the offset is measured again (a host's clock stepped or drifting by NTP). */
@@ -21,7 +26,7 @@ export const CLOCK_REPORT_MS = 1000;
 export interface DbClock {
   /** The server's time now, in Unix ms (a whole number: BIGINT columns take it). */
   now(): number;
-  /** The server's clock minus this host's, as last measured (ms). */
+  /** The server's clock minus this host's, as last measured (ms): what is reported, not how the time is read. */
   readonly offsetMs: number;
   /** Stops the periodic measurement. */
   close(): void;
@@ -34,20 +39,29 @@ export interface DbClock {
  * told the offset at start when it is CLOCK_REPORT_MS or more, and after whenever it moved by that
  * much.
  */
-export async function createDbClock(readServerMs: () => Promise<number>, localNow: () => number = Date.now, report?: (offsetMs: number) => void): Promise<DbClock> {
-  const measure = async (): Promise<{ offset: number; rtt: number }> => {
-    let best = { rtt: Infinity, offset: 0 };
+export async function createDbClock(
+  readServerMs: () => Promise<number>,
+  localNow: () => number = Date.now,
+  report?: (offsetMs: number) => void,
+  monotonic: () => number = () => performance.now(),
+): Promise<DbClock> {
+  // `base`: the server's time less the monotonic clock's reading, which now() adds back.
+  const measure = async (): Promise<{ offset: number; base: number; rtt: number }> => {
+    let best = { rtt: Infinity, offset: 0, base: 0 };
     for (let i = 0; i < SAMPLES; i++) {
-      const sent = localNow();
+      const [sent, sentMono] = [localNow(), monotonic()];
       const server = await readServerMs();
-      const received = localNow();
+      const [received, receivedMono] = [localNow(), monotonic()];
       // The server read its clock somewhere in the round trip: its middle is the best guess, off by
       // at most half of it.
-      if (received - sent < best.rtt) best = { rtt: received - sent, offset: server - (sent + received) / 2 };
+      const rtt = receivedMono - sentMono;
+      if (rtt < best.rtt) best = { rtt, offset: server - (sent + received) / 2, base: server - (sentMono + receivedMono) / 2 };
     }
-    return { offset: Math.round(best.offset), rtt: best.rtt };
+    return { offset: Math.round(best.offset), base: best.base, rtt: best.rtt };
   };
-  let offset = (await measure()).offset;
+  const first = await measure();
+  let offset = first.offset;
+  let base = first.base;
   let reported = 0;
   if (Math.abs(offset) >= CLOCK_REPORT_MS) {
     reported = offset;
@@ -57,7 +71,9 @@ export async function createDbClock(readServerMs: () => Promise<number>, localNo
     measure().then(
       (measured) => {
         // A difference its own round trip could explain (a busy pool or server) is no news: the
-        // offset stays, and the time read does not jitter back and forth each minute.
+        // offset stays, and the time read does not jitter back and forth each minute. The server's
+        // own clock stepped, or drift, moves the base; this host's stepped, only the offset.
+        if (Math.abs(measured.base - base) > measured.rtt / 2) base = measured.base;
         if (Math.abs(measured.offset - offset) <= measured.rtt / 2) return;
         offset = measured.offset;
         if (Math.abs(offset - reported) >= CLOCK_REPORT_MS) {
@@ -70,7 +86,7 @@ export async function createDbClock(readServerMs: () => Promise<number>, localNo
   }, CLOCK_SYNC_MS);
   timer.unref();
   return {
-    now: () => localNow() + offset,
+    now: () => Math.round(monotonic() + base),
     get offsetMs() {
       return offset;
     },
