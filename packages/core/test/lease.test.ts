@@ -7,6 +7,7 @@ import type { LeaseState } from '../src/store/types.ts';
 function harness(t: TestContext, answer: (n: number) => Promise<LeaseState>, leaseMs = 3000, claimedAgoMs = 0) {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   let clock = 1_000_000;
+  let monotonic = 5000;
   const renewals: number[] = [];
   const ends: LeaseEnd[] = [];
   const sendBys: number[] = [];
@@ -20,6 +21,7 @@ function harness(t: TestContext, answer: (n: number) => Promise<LeaseState>, lea
     job: { id: 'req_1', leaseToken: 1, leaseUntil: clock - claimedAgoMs + leaseMs },
     leaseMs,
     now: () => clock,
+    monotonic: () => monotonic,
     end: (reason) => void ends.push(reason),
     throwIfEnded: () => undefined,
     sendBy: (at) => void sendBys.push(at),
@@ -28,13 +30,16 @@ function harness(t: TestContext, answer: (n: number) => Promise<LeaseState>, lea
   const advance = async (ms: number) => {
     for (let i = 0; i < ms; i += 10) {
       clock += 10;
+      monotonic += 10;
       t.mock.timers.tick(10);
       await new Promise((r) => setImmediate(r));
     }
   };
   // Time passing with no timer run: a process stopped, or its event loop held up.
-  const freeze = (ms: number) => void (clock += ms);
-  return { keeper, renewals: () => renewals.map((at) => at - 1_000_000), sendBys: () => sendBys.map((at) => at - 1_000_000), ends, advance, freeze };
+  const freeze = (ms: number) => void ((clock += ms), (monotonic += ms));
+  // The clock stepped (corrected by hand, NTP at boot): the monotonic clock goes on as it was.
+  const step = (ms: number) => void (clock += ms);
+  return { keeper, renewals: () => renewals.map((at) => at - 1_000_000), sendBys: () => sendBys.map((at) => at - 1_000_000), ends, advance, freeze, step };
 }
 
 test('lease keeper: renews a third into the lease taken at the claim, then every third', async (t) => {
@@ -116,4 +121,29 @@ test('lease keeper: tells until when a call may still go out, a third of the lea
   assert.deepEqual(h.renewals(), [400, 1400]);
   assert.deepEqual(h.sendBys(), [1400, 2400]);
   assert.deepEqual(h.ends, ['lease_lost']);
+});
+
+test('lease keeper: after the clock stepped back an hour, a lease whose renewals fail still ends when it truly runs out, not an hour later', async (t) => {
+  // A store that moves the lease back by the step (rebaseAfterClockStep) lets another worker take the
+  // job at the lease's true end: the call must not run past it.
+  const h = harness(t, () => Promise.reject(new Error('ECONNREFUSED')), 3000);
+  await h.advance(500);
+  h.step(-3_600_000);
+  await h.advance(2500 - 40);
+  assert.deepEqual(h.ends, []);
+  await h.advance(40);
+  assert.deepEqual(h.ends, ['lease_lapsed']);
+  h.keeper.stop();
+});
+
+test('lease keeper: after the clock stepped back, a renewal that succeeds holds the lease a whole lease on, as before the step', async (t) => {
+  const h = harness(t, async () => 'held', 3000);
+  await h.advance(500);
+  h.step(-3_600_000);
+  await h.advance(10_000);
+  h.keeper.stop();
+  assert.deepEqual(h.ends, []);
+  assert.equal(h.renewals().length, 10, 'every third of the lease, before the step and after it');
+  // Told after each renewal: a third of the lease before its end, on the clock as it now reads.
+  assert.equal(h.sendBys().at(-1), h.renewals().at(-1)! + 3000 - 1000);
 });

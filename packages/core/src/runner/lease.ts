@@ -22,6 +22,8 @@ export interface LeaseKeeperDeps {
   job: Pick<ClaimedJob, 'id' | 'leaseToken' | 'leaseUntil'>;
   leaseMs: number;
   now: () => number;
+  /** The monotonic clock, in ms (performance.now() unless a test gives one). */
+  monotonic?: () => number;
   /** Ends the attempt; called at most once with effect (the attempt's signal keeps the first reason). */
   end: (reason: LeaseEnd) => void;
   /** Throws the attempt's abort reason if it has ended. */
@@ -42,7 +44,10 @@ export interface LeaseKeeperDeps {
  *   for a free slot (reserve.ts), or started behind a busy event loop, starts with less of its
  *   lease left; renewing only a third after its start let another worker claim it while it ran.
  * - `heldUntil` is how long the lease is surely ours, by the store's clock: from when the claim, or
- *   the last renewal heard back, was sent.
+ *   the last renewal heard back, was sent. It is kept by the monotonic clock too, and the sooner of
+ *   the two ends counts: after a clock stepped forward, other workers see the lease end that much
+ *   sooner; after one stepped back, a lease from before the step may be moved back by as much
+ *   (JobStore.rebaseAfterClockStep) while the store's clock says it holds that much longer.
  * - One renewal at a time: a check joins one already on its way.
  * - A renewal that fails (the database unreachable) is tried again after RENEW_RETRY_MS, not a
  *   third of a lease later: a hiccup ends with the lease renewed, not lapsed and the job taken.
@@ -57,9 +62,13 @@ export interface LeaseKeeperDeps {
  */
 export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
   const { store, job, leaseMs, now, end } = deps;
+  const monotonic = deps.monotonic ?? (() => performance.now());
   const every = Math.max(50, Math.floor(leaseMs / 3));
   let heldUntil = job.leaseUntil ?? now() + leaseMs;
-  deps.sendBy(heldUntil - every);
+  let heldUntilMonotonic = monotonic() + (heldUntil - now());
+  /** How long the lease is surely ours from now (ms): the sooner of its two ends. */
+  const left = () => Math.min(heldUntil - now(), heldUntilMonotonic - monotonic());
+  deps.sendBy(now() + left() - every);
   let renewing: Promise<LeaseState> | null = null;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -70,11 +79,12 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
   };
   const renewNow = (): Promise<LeaseState> =>
     (renewing ??= (async () => {
-      const sentAt = now();
+      const [sentAt, sentAtMonotonic] = [now(), monotonic()];
       const state = await store.renewLease(job.id, job.leaseToken, leaseMs);
-      if (state !== 'lost' && sentAt + leaseMs > heldUntil) {
-        heldUntil = sentAt + leaseMs;
-        deps.sendBy(heldUntil - every);
+      if (state !== 'lost' && (sentAt + leaseMs > heldUntil || sentAtMonotonic + leaseMs > heldUntilMonotonic)) {
+        heldUntil = Math.max(heldUntil, sentAt + leaseMs);
+        heldUntilMonotonic = Math.max(heldUntilMonotonic, sentAtMonotonic + leaseMs);
+        deps.sendBy(now() + left() - every);
       }
       return state;
     })().finally(() => (renewing = null)));
@@ -82,11 +92,11 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
   /** The next renewal in `ms`, or when the lease runs out if that is sooner. */
   const schedule = (ms: number) => {
     clearTimeout(timer);
-    if (!stopped) timer = setTimeout(tick, Math.max(0, Math.min(ms, heldUntil - now())));
+    if (!stopped) timer = setTimeout(tick, Math.max(0, Math.min(ms, left())));
   };
   function tick() {
     if (stopped) return;
-    if (now() >= heldUntil) {
+    if (left() <= 0) {
       end('lease_lapsed');
       return;
     }
@@ -97,7 +107,7 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
     });
   }
   // The first renewal a third into the lease taken at the claim.
-  schedule(heldUntil - now() - (leaseMs - every));
+  schedule(left() - (leaseMs - every));
 
   return {
     async confirm() {
@@ -105,11 +115,11 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
       // renewals were held up for two thirds of it. A renewal joined may come back with little
       // lease left, or none: then once more. Still short after that, the call is not begun (the
       // database is too slow to keep the lease through it).
-      for (let tries = 0; tries < 2 && heldUntil - now() < every; tries++) {
+      for (let tries = 0; tries < 2 && left() < every; tries++) {
         heed(await renewNow());
         deps.throwIfEnded();
       }
-      if (heldUntil - now() < every) throw new Error('the database took longer than two thirds of the lease to renew it, twice');
+      if (left() < every) throw new Error('the database took longer than two thirds of the lease to renew it, twice');
     },
     stop() {
       stopped = true;
