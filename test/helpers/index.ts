@@ -404,9 +404,9 @@ export async function assertEachCompletedOnce(store: Pick<JobStore, 'getJob'>, i
 }
 
 /** Opens the store a test's programs use (from its testEnv), on whichever backend this run tests. */
-export async function openTestStore(env: Record<string, string>): Promise<JobStore> {
-  if (env.DATABASE_URL) return openPostgresStore({ url: env.DATABASE_URL, schema: env.DATABASE_SCHEMA ?? 'public', poolSize: 4 });
-  return openSqliteStore({ path: env.PROXY_DB_PATH as string });
+export async function openTestStore(env: Record<string, string>, options: { now?: () => number } = {}): Promise<JobStore> {
+  if (env.DATABASE_URL) return openPostgresStore({ url: env.DATABASE_URL, schema: env.DATABASE_SCHEMA ?? 'public', poolSize: 4, ...options });
+  return openSqliteStore({ path: env.PROXY_DB_PATH as string, ...options });
 }
 
 /**

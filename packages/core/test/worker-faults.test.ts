@@ -1411,3 +1411,62 @@ test("each call carries its own id as X-Client-Request-Id, the job's id and the 
   assert.equal((await upstream.chat(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'q' }] }), new AbortController().signal, `${id}.3`)).kind, 'ok');
   assert.equal(stub.calls.at(-1)?.headers['x-client-request-id'], 'gateway-trace-7');
 });
+
+/** A store, and one for the API's side, on a clock the test steps; a stub upstream answering `behave`. */
+async function steppedClock(t: T, behave: StubBehaviour) {
+  const dir = tempDir(t);
+  let offset = 0;
+  const now = () => Date.now() + offset;
+  const stub = await startStubUpstream({ behave });
+  const store = await openTestStore(testEnv(dir), { now });
+  const apiSide = await openTestStore(testEnv(dir), { now });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 4 });
+  t.after(async () => {
+    await upstream.close();
+    await stub.close();
+    await store.close();
+    await apiSide.close();
+  });
+  return { stub, store, apiSide, upstream, now, step: (ms: number) => void (offset += ms) };
+}
+
+test('a daemon whose clock steps back two minutes: a retry waiting then runs after its backoff, not the two minutes; it says so, and its heartbeat goes on', async (t) => {
+  const { stub, store, apiSide, upstream, now, step } = await steppedClock(t, script({ status: 500, headers: { 'retry-after-ms': '400' } }, {}));
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      lines.push(JSON.parse(String(chunk)) as Record<string, unknown>);
+      done();
+    },
+  });
+  const worker = createTestWorker({ store, upstream, heartbeatMs: 50, logger: createLogger({ level: 'warn', format: 'json', stream }) });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+  });
+  const id = await enqueueJob(apiSide, 'stepped');
+  await eventually(async () => (await store.getJob(id))?.status === 'queued' && stub.calls.length === 1);
+  step(-120_000);
+  const began = Date.now();
+  assert.equal((await finalJob(store, id, 10_000)).status, 'completed');
+  assert.ok(Date.now() - began < 5000, `completed ${Date.now() - began} ms after the step`);
+  assert.ok(
+    lines.some((l) => l.message === 'the clock stepped back 120 s' && l.jobs_brought_back === 1),
+    JSON.stringify(lines),
+  );
+  // Beats on the clock as it now reads, every 50 ms as before the step.
+  const seen = async () => (await store.listWorkers(0))[0]?.lastSeenAt ?? 0;
+  const first = await seen();
+  assert.ok(Math.abs(first - now()) < 500, `last seen ${first - now()} ms from now`);
+  await eventually(async () => (await seen()) > first, 2000);
+});
+
+test('a pass that starts after the clock stepped back two minutes takes the jobs queued before the step', async (t) => {
+  const { store, apiSide, upstream, step } = await steppedClock(t, () => ({}));
+  const ids = [await enqueueJob(apiSide, 'before the step'), await enqueueJob(apiSide, 'and another')];
+  step(-120_000);
+  const report = await within(createTestWorker({ store, upstream, concurrency: 2 }).runOnce(), 10_000, 'the pass');
+  assert.equal(report.completed, 2);
+  for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
+});

@@ -12,6 +12,7 @@ import { createShortageBrake } from './local-shortage.js';
 import { createReserve, maxHoldFor } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
 import { createCancelWatch } from './cancel-watch.js';
+import { watchClockSteps } from './clock-step.js';
 
 export interface WorkerOptions {
   store: JobStore;
@@ -139,6 +140,10 @@ export function createWorker(options: WorkerOptions): Worker {
   const housekeepingStop = new AbortController();
   const startedAt = now();
   const heartbeatMs = options.heartbeatMs ?? 5000;
+  // The heartbeat, housekeeping, a pass's --max-seconds and a claim's gathering are timed by the
+  // monotonic clock (performance.now()): timed by now(), a clock stepped back an hour held each of
+  // them for the hour. now() is for what is compared with stored times.
+  const clockStep = watchClockSteps(now);
 
   // Once stopping, no sleep begins: stop() wakes a sleep under way, but one the loop began after it
   // (stop() came while the loop awaited the store) would hold the drain for a whole poll.
@@ -229,13 +234,18 @@ export function createWorker(options: WorkerOptions): Worker {
   async function loop(mode: 'once' | 'daemon', limits: RunLimits): Promise<RunReport> {
     const report: RunReport = { claimed: 0, completed: 0, failed: 0, retried: 0, expired: 0, cancelled: 0, released: 0, lost: 0 };
     running = report;
-    const deadline = limits.maxSeconds === undefined ? Infinity : now() + limits.maxSeconds * 1000;
+    const deadline = limits.maxSeconds === undefined ? Infinity : performance.now() + limits.maxSeconds * 1000;
     const maxJobs = limits.maxJobs ?? Infinity;
     let lastVersion = -1;
     let nextWakeAt = 0;
     let dirty = true;
-    let lastHeartbeat = 0;
-    let lastHousekeeping = mode === 'daemon' ? now() : 0;
+    let lastHeartbeat = -Infinity;
+    let lastHousekeeping = mode === 'daemon' ? performance.now() : -Infinity;
+    // Jobs written before the clock stepped back wait out the step unless brought onto it
+    // (JobStore.rebaseAfterClockStep): at the start of each pass or daemon (the step may have come
+    // while no worker ran, as at a boot whose clock NTP then corrected), when the loop sees the
+    // clock step back, and at each housekeeping (a step of another host's, on PostgreSQL's clock).
+    let rebaseDue = true;
 
     let failures = 0;
     // When the first slot freed that a claim is now waiting to fill along with others.
@@ -259,8 +269,13 @@ export function createWorker(options: WorkerOptions): Worker {
           requeuedSinceWake = false;
           nextWakeAt = Math.min(nextWakeAt, (await options.store.nextWakeAt()) ?? Infinity);
         }
+        const stepMs = clockStep();
+        if (rebaseDue || stepMs > 0) {
+          rebaseDue = false;
+          if (tellRebased(await options.store.rebaseAfterClockStep(), stepMs)) dirty = true;
+        }
         const at = now();
-        if (at >= deadline || report.claimed >= maxJobs) break;
+        if (performance.now() >= deadline || report.claimed >= maxJobs) break;
         giveBack(reserve.stale(performance.now()));
         startHeld(report);
         // Free slots, and the jobs the reserve wants on top of them; none while a shortage holds calls back.
@@ -268,7 +283,7 @@ export function createWorker(options: WorkerOptions): Worker {
         const room = shortage.holding() ? 0 : Math.min(Math.min(options.concurrency - calling, maxInFlight - inflight.size) + wanted, maxJobs - report.claimed);
         let claimedNow = 0;
         const wantClaim = room > 0 && (dirty || at >= nextWakeAt);
-        const gathering = wantClaim && calling > 0 && options.concurrency - calling + wanted < gatherSlots && at - (gatherSince ??= at) < gatherMs;
+        const gathering = wantClaim && calling > 0 && options.concurrency - calling + wanted < gatherSlots && performance.now() - (gatherSince ??= performance.now()) < gatherMs;
         if (wantClaim && !gathering) {
           gatherSince = null;
           const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
@@ -293,19 +308,19 @@ export function createWorker(options: WorkerOptions): Worker {
         if (mode === 'once' && claimedNow === 0 && inflight.size === 0 && nextWakeAt - at > options.pollMs) break;
 
         if (mode === 'daemon') {
-          if (at - lastHeartbeat >= heartbeatMs) {
-            lastHeartbeat = at;
+          if (performance.now() - lastHeartbeat >= heartbeatMs) {
+            lastHeartbeat = performance.now();
             await options.store.recordHeartbeat({ id, host: hostname(), pid: process.pid, startedAt, lastSeenAt: at, jobsDone, clockOffsetMs: options.store.clockOffsetMs() });
           }
-          if (at - lastHousekeeping >= (options.housekeepingMs ?? 60_000) && !housekeepingRun) {
-            lastHousekeeping = at;
+          if (performance.now() - lastHousekeeping >= (options.housekeepingMs ?? 60_000) && !housekeepingRun) {
+            lastHousekeeping = performance.now();
             startHousekeeping();
           }
         }
         failures = 0;
         if (gathering) {
           // Woken early when another slot frees.
-          if (!slotFreed) await sleep(Math.max(1, (gatherSince as number) + gatherMs - now()));
+          if (!slotFreed) await sleep(Math.max(1, (gatherSince as number) + gatherMs - performance.now()));
           continue;
         }
         if (dirty && canStart()) continue;
@@ -332,7 +347,7 @@ export function createWorker(options: WorkerOptions): Worker {
             const pollMs = watch.nextLookWithin(options.pollMs);
             // Until a job is due, the heartbeat, a notice or the poll.
             const dutyAt = mode === 'daemon' ? lastHeartbeat + heartbeatMs : Infinity;
-            if (!missed && !slotFreed && !requeuedSinceWake) await sleep(Math.max(1, Math.min(pollMs, nextWakeAt - now(), dutyAt - now())));
+            if (!missed && !slotFreed && !requeuedSinceWake) await sleep(Math.max(1, Math.min(pollMs, nextWakeAt - now(), dutyAt - performance.now())));
           } finally {
             watch.close();
           }
@@ -382,6 +397,10 @@ export function createWorker(options: WorkerOptions): Worker {
 
   async function housekeeping() {
     try {
+      if (tellRebased(await options.store.rebaseAfterClockStep(housekeepingStop.signal), 0)) {
+        requeuedSinceWake = true;
+        wakeUp();
+      }
       const expired = await options.store.expireOverdue(housekeepingStop.signal);
       const deleted = await options.store.deleteFinishedBefore(now() - keepFinishedMs, housekeepingStop.signal);
       const backlog = await options.store.checkpoint();
@@ -398,6 +417,13 @@ export function createWorker(options: WorkerOptions): Worker {
     } catch (err) {
       log.warn('housekeeping failed', { err });
     }
+  }
+
+  /** Says what a rebase after a clock step found (`stepMs`: the step this process saw, or 0); whether it moved any job. */
+  function tellRebased(jobs: number, stepMs: number): boolean {
+    if (stepMs > 0) log.warn(`the clock stepped back ${Math.round(stepMs / 1000)} s`, { step_ms: stepMs, jobs_brought_back: jobs });
+    else if (jobs > 0) log.warn('jobs written before the clock stepped back were brought onto it', { jobs_brought_back: jobs });
+    return jobs > 0;
   }
 
   /** What stop() and abortNow() both do first: no more claims or housekeeping, held jobs given back. */

@@ -1,0 +1,17 @@
+import { CLOCK_STEP_SLACK_MS } from '../store/types.js';
+
+/**
+ * Tells, at each look, how far the clock stepped back since the last (0 when it did not): `now()`
+ * less the monotonic clock, which only a step moves by more than CLOCK_STEP_SLACK_MS at once (NTP
+ * slews the two alike, by milliseconds a minute). On PostgreSQL `now()` is the server's clock as
+ * this host reads it, so a step of the server's shows when this host measures it again.
+ */
+export function watchClockSteps(now: () => number, monotonic: () => number = () => performance.now()): () => number {
+  let base = now() - monotonic();
+  return () => {
+    const next = now() - monotonic();
+    const fell = base - next;
+    base = next;
+    return fell > CLOCK_STEP_SLACK_MS ? Math.round(fell) : 0;
+  };
+}
