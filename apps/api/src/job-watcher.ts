@@ -1,4 +1,4 @@
-import { createChangeWatch, type JobStore, type Logger } from '@proxy/core';
+import { createChangeWatch, watchClockSteps, type JobStore, type Logger } from '@proxy/core';
 
 /** Wakes long-polling requests when their job reaches a final status. */
 export interface JobWatcher {
@@ -62,6 +62,11 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
   // What the last listing read, and when: the estimate of what a listing costs now. Refreshed at
   // least every OVERLAP_MS while many wait, so a change in the workers' pace is noticed.
   let listed = { rows: 0, at: -Infinity };
+  // A listing from `since` misses the jobs finished after the clock stepped back (their finished_at
+  // falls before it), and their waiters would wait out their whole wait: the first look with
+  // commits after a step reads the waiters by id.
+  const clockStep = watchClockSteps(now);
+  let stepped = false;
   const readById = (at: number) => waiters.size <= WATCH_ALWAYS_BY_ID || (waiters.size <= listed.rows && at - listed.at < OVERLAP_MS);
 
   const wake = (id: string) => {
@@ -94,13 +99,15 @@ export function createJobWatcher(options: { store: JobStore; logger: Logger; pol
     const newlyWaited = [...fresh].filter((id) => waiters.has(id));
     fresh = new Set();
     try {
+      if (clockStep() > 0) stepped = true;
       const version = await options.store.changeCounter();
       if (version !== lastVersion) {
         changed = true;
         lastVersion = version;
         const checkedAt = now();
-        if (readById(checkedAt)) {
+        if (stepped || readById(checkedAt)) {
           for (const id of await options.store.finalAmong([...waiters.keys()])) wake(id);
+          stepped = false;
         } else {
           const rows = await options.store.listFinishedSince(since - OVERLAP_MS);
           listed = { rows: rows.length, at: checkedAt };

@@ -1,18 +1,18 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createSilentLogger, openStore, type JobStore } from '@proxy/core';
-import { eventually, getJson, newTestJob, overriding, within } from '../../../test/helpers/index.ts';
+import { eventually, getJson, newTestJob, openTestStore, overriding, within } from '../../../test/helpers/index.ts';
 import { createJobWatcher, WATCH_ALWAYS_BY_ID, type JobWatcher } from '../src/job-watcher.ts';
 import { startTestApi } from './helpers.ts';
 
 // The watcher sees what other connections commit (a worker's), so each test finishes jobs through a
 // second store of its own on the same database.
-async function setUp(t: Parameters<typeof startTestApi>[0], wrap: (store: JobStore, other: () => JobStore) => JobStore = (store) => store, pollMs = 15) {
+async function setUp(t: Parameters<typeof startTestApi>[0], wrap: (store: JobStore, other: () => JobStore) => JobStore = (store) => store, pollMs = 15, now?: () => number) {
   let other: JobStore | undefined;
   let watcher: JobWatcher | undefined;
   const api = await startTestApi(t, {
     wrapStore: (store) => wrap(store, () => other as JobStore),
-    watcher: (store) => (watcher = createJobWatcher({ store, logger: createSilentLogger(), pollMs })),
+    watcher: (store) => (watcher = createJobWatcher({ store, logger: createSilentLogger(), pollMs, ...(now ? { now } : {}) })),
   });
   other = await openStore(api.config.db);
   t.after(() => other?.close());
@@ -231,6 +231,34 @@ test('while nothing is committed a waiter costs a look about once a second, and 
   assert.equal(watcher.waiting, 0);
   assert.ok(seen.opened >= 1);
   assert.equal(seen.closed, seen.opened, 'nobody waits: the watch is closed');
+});
+
+test(`after the clock stepped back, more than WATCH_ALWAYS_BY_ID (${WATCH_ALWAYS_BY_ID}) waiters: a job finished since is answered when it finishes, not at its wait's end`, async (t) => {
+  // The machine's clock read two minutes ahead until it stepped back: the API's, and the worker's
+  // that writes finished_at.
+  let ahead = 120_000;
+  const now = () => Date.now() + ahead;
+  const { seen, wrap } = lookCounts();
+  const { api, watcher, waiting } = await setUp(t, wrap, 15, now);
+  const { db } = api.config;
+  const other = await openTestStore(db.url ? { DATABASE_URL: db.url, DATABASE_SCHEMA: db.schema } : { PROXY_DB_PATH: db.path }, { now });
+  t.after(() => other.close());
+  const n = WATCH_ALWAYS_BY_ID + 36;
+  for (let i = 0; i < n; i++) await other.createJob(newTestJob());
+  const held = await other.claimJobs({ workerId: 'w', limit: n, leaseMs: 60_000 });
+  const stop = new AbortController();
+  t.after(() => stop.abort());
+  const answered = new Map<string, number>();
+  for (const j of held) void watcher.waitForFinal(j.id, 20_000, stop.signal).then(() => answered.set(j.id, Date.now()));
+  await waiting(n);
+  // Listed once before the step (a job finished), so the looks list rather than read by id.
+  await other.completeJob(held[0]!.id, held[0]!.leaseToken, { outputText: 'x', usage: null, response: {} });
+  await eventually(async () => answered.has(held[0]!.id) && seen.listings > 0, 5000, 5);
+  ahead = 0;
+  const finished = Date.now();
+  await other.completeJob(held[1]!.id, held[1]!.leaseToken, { outputText: 'x', usage: null, response: {} });
+  await eventually(async () => answered.has(held[1]!.id), 5000, 5);
+  assert.ok(answered.get(held[1]!.id)! - finished < 2000, `answered ${answered.get(held[1]!.id)! - finished} ms after it finished`);
 });
 
 test('a waiter whose wait ends while a look is under way leaves no watch open', async (t) => {

@@ -12,7 +12,7 @@ import { createShortageBrake } from './local-shortage.js';
 import { createReserve, maxHoldFor } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
 import { createCancelWatch } from './cancel-watch.js';
-import { watchClockSteps } from './clock-step.js';
+import { watchClockSteps } from '../store/clock-step.js';
 
 export interface WorkerOptions {
   store: JobStore;

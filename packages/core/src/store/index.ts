@@ -8,3 +8,4 @@ export { isDatabaseUnavailable } from './unavailable.js';
 export { MODEL_LABELS_MAX, OTHER_MODEL } from './counter-labels.js';
 export { createChangeWatch, WATCHED_POLL_MS, NOTICE_SETTLE_MS, type ChangeWatch } from './change-watch.js';
 export { parseDatabaseUrl, type DatabaseUrlParts } from './postgres/database-url.js';
+export { watchClockSteps } from './clock-step.js';

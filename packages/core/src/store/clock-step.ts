@@ -1,4 +1,4 @@
-import { CLOCK_STEP_SLACK_MS } from '../store/types.js';
+import { CLOCK_STEP_SLACK_MS } from './types.js';
 
 /**
  * Tells, at each look, how far the clock stepped back since the last (0 when it did not): `now()`
