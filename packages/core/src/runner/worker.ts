@@ -269,21 +269,24 @@ export function createWorker(options: WorkerOptions): Worker {
           requeuedSinceWake = false;
           nextWakeAt = Math.min(nextWakeAt, (await options.store.nextWakeAt()) ?? Infinity);
         }
-        const stepMs = clockStep();
+        const at = now();
+        const mono = performance.now();
+        const stepMs = clockStep(at, mono);
         if (rebaseDue || stepMs > 0) {
           rebaseDue = false;
           if (tellRebased(await options.store.rebaseAfterClockStep(), stepMs)) dirty = true;
+          // The times read above are the rebase's age old.
+          continue;
         }
-        const at = now();
-        if (performance.now() >= deadline || report.claimed >= maxJobs) break;
-        giveBack(reserve.stale(performance.now()));
+        if (mono >= deadline || report.claimed >= maxJobs) break;
+        giveBack(reserve.stale(mono));
         startHeld(report);
         // Free slots, and the jobs the reserve wants on top of them; none while a shortage holds calls back.
         const wanted = reserve.wanted();
         const room = shortage.holding() ? 0 : Math.min(Math.min(options.concurrency - calling, maxInFlight - inflight.size) + wanted, maxJobs - report.claimed);
         let claimedNow = 0;
         const wantClaim = room > 0 && (dirty || at >= nextWakeAt);
-        const gathering = wantClaim && calling > 0 && options.concurrency - calling + wanted < gatherSlots && performance.now() - (gatherSince ??= performance.now()) < gatherMs;
+        const gathering = wantClaim && calling > 0 && options.concurrency - calling + wanted < gatherSlots && mono - (gatherSince ??= mono) < gatherMs;
         if (wantClaim && !gathering) {
           gatherSince = null;
           const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
@@ -308,12 +311,12 @@ export function createWorker(options: WorkerOptions): Worker {
         if (mode === 'once' && claimedNow === 0 && inflight.size === 0 && nextWakeAt - at > options.pollMs) break;
 
         if (mode === 'daemon') {
-          if (performance.now() - lastHeartbeat >= heartbeatMs) {
-            lastHeartbeat = performance.now();
+          if (mono - lastHeartbeat >= heartbeatMs) {
+            lastHeartbeat = mono;
             await options.store.recordHeartbeat({ id, host: hostname(), pid: process.pid, startedAt, lastSeenAt: at, jobsDone, clockOffsetMs: options.store.clockOffsetMs() });
           }
-          if (performance.now() - lastHousekeeping >= (options.housekeepingMs ?? 60_000) && !housekeepingRun) {
-            lastHousekeeping = performance.now();
+          if (mono - lastHousekeeping >= (options.housekeepingMs ?? 60_000) && !housekeepingRun) {
+            lastHousekeeping = mono;
             startHousekeeping();
           }
         }

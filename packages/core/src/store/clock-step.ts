@@ -6,10 +6,11 @@ import { CLOCK_STEP_SLACK_MS } from './types.js';
  * slews the two alike, by milliseconds a minute). On PostgreSQL `now()` is the server's clock as
  * this host reads it, so a step of the server's shows when this host measures it again.
  */
-export function watchClockSteps(now: () => number, monotonic: () => number = () => performance.now()): () => number {
+export function watchClockSteps(now: () => number, monotonic: () => number = () => performance.now()): (at?: number, mono?: number) => number {
   let base = now() - monotonic();
-  return () => {
-    const next = now() - monotonic();
+  // `at` and `mono`: the two clocks as the caller just read them, so a look costs no reading of its own.
+  return (at = now(), mono = monotonic()) => {
+    const next = at - mono;
     const fell = base - next;
     base = next;
     return fell > CLOCK_STEP_SLACK_MS ? Math.round(fell) : 0;
