@@ -1470,3 +1470,22 @@ test('a pass that starts after the clock stepped back two minutes takes the jobs
   assert.equal(report.completed, 2);
   for (const id of ids) assert.equal((await store.getJob(id))?.status, 'completed');
 });
+
+test('a call during which the clock steps back two minutes counts its latency as the call took, not less the step', async (t) => {
+  const midCall = { step: (_ms: number): void => undefined };
+  const { store, apiSide, upstream, step } = await steppedClock(t, () => {
+    // As the stub starts answering, the answer 300 ms away.
+    midCall.step(-120_000);
+    return { delayMs: 300 };
+  });
+  midCall.step = step;
+  const id = await enqueueJob(apiSide, 'timed');
+  const report = await within(createTestWorker({ store, upstream }).runOnce(), 10_000, 'the pass');
+  assert.equal(report.completed, 1);
+  assert.equal((await store.getJob(id))?.status, 'completed');
+  const counters = await store.readCounters();
+  const sum = counters.find((c) => c.name === 'upstream_latency_seconds_sum')?.value ?? NaN;
+  assert.ok(sum >= 0.3 && sum < 5, `latency counted ${sum} s`);
+  const bucket = counters.find((c) => c.name === 'upstream_latency_seconds_bucket' && c.labels.le === '0.5');
+  assert.equal(bucket?.value, 1, JSON.stringify(counters.filter((c) => c.name.startsWith('upstream_latency'))));
+});

@@ -124,6 +124,9 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   const log = jobLogger(deps.logger, job);
   const token = job.leaseToken;
   const started = now();
+  // Durations (the call's latency, the attempt's ms) are measured on the monotonic clock: on now(),
+  // a clock stepped during a call gave a latency as long as the step, or below zero.
+  const startedMono = performance.now();
 
   if (job.expiresAt <= started) {
     return (await store.finishJob(job.id, token, 'expired', expiredError())) ? 'expired' : 'lost';
@@ -173,7 +176,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
       return (await store.releaseJob(job.id, token, now() + pacingWait)) ? 'released' : 'lost';
     }
     log.debug('calling upstream', { model: job.model });
-    callStarted = now();
+    callStarted = performance.now();
     // The call's id names the job and the attempt: unique to this call, and the job's id is what its client holds.
     const outcome = await deps.upstream.chat(job.requestJson, signal, `${job.id}.${job.attempts}`).then(
       (outcome) => {
@@ -195,7 +198,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     }
     const attempt: AttemptObservation = {
       upstreamStatus: outcome.kind === 'ok' || outcome.kind === 'http_error' ? String(outcome.status) : outcome.kind,
-      latencyMs: now() - callStarted,
+      latencyMs: Math.round(performance.now() - callStarted),
       // Set on every attempt, undefined but for a completion's: one shape for V8, no spread.
       finishReason: outcome.kind === 'ok' ? finishReasonLabel(outcome.finishReason) : undefined,
       tokens: outcome.kind === 'ok' ? tokenCounts(outcome.usage) : undefined,
@@ -205,7 +208,8 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     if (outcome.kind === 'ok') {
       const done = await store.completeJob(job.id, token, { outputText: outcome.outputText, usage: outcome.usage, response: outcome.body }, attempt);
       const finish = outcome.finishReason;
-      const meta = finish === null || finish === 'stop' ? { ms: now() - started } : { ms: now() - started, finish_reason: finish };
+      const ms = Math.round(performance.now() - startedMono);
+      const meta = finish === null || finish === 'stop' ? { ms } : { ms, finish_reason: finish };
       if (done && finish === 'length' && !outcome.outputText) {
         // A reasoning model counts its thinking against the limit, and may spend it all before its
         // first word: the job completes with no text, which only its finish_reason explains.
@@ -226,7 +230,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, callLog, attempt, verdict.hint);
   } catch (err) {
     if (!(err instanceof AttemptAborted)) throw err;
-    const attempt = callStarted === null ? undefined : { upstreamStatus: err.reason === 'timeout' ? 'timeout' : 'aborted', latencyMs: now() - callStarted };
+    const attempt = callStarted === null ? undefined : { upstreamStatus: err.reason === 'timeout' ? 'timeout' : 'aborted', latencyMs: Math.round(performance.now() - callStarted) };
     return await settleAbort(job, err.reason, deps, log, attempt);
   } finally {
     clearTimeout(timer);
