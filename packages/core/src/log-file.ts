@@ -74,6 +74,8 @@ export function createLogFile(options: LogFileOptions): Writable {
   let ending: (() => void) | null = null;
   let ended = false;
 
+  // When the file at the path is next compared with the one held (performance.now(): on Date.now(),
+  // a clock stepped back an hour left a file moved away unnoticed for the hour).
   let nextCheck = 0;
   // A named pipe or a device (/dev/null through a link) has no size to roll at; renamed, a pipe
   // that a log shipper reads would be replaced by a file.
@@ -83,7 +85,7 @@ export function createLogFile(options: LogFileOptions): Writable {
     const stats = fstatSync(fd);
     size = stats.size;
     rolls = stats.isFile();
-    nextCheck = Date.now() + LOG_FILE_CHECK_MS;
+    nextCheck = performance.now() + LOG_FILE_CHECK_MS;
   };
 
   /**
@@ -91,7 +93,7 @@ export function createLogFile(options: LogFileOptions): Writable {
    * taken again too: truncated in place (logrotate's copytruncate), it is not rolled early.
    */
   const movedAway = (held: number) => {
-    nextCheck = Date.now() + LOG_FILE_CHECK_MS;
+    nextCheck = performance.now() + LOG_FILE_CHECK_MS;
     const atPath = statSync(path, { throwIfNoEntry: false });
     const ours = fstatSync(held);
     size = ours.size;
@@ -137,7 +139,7 @@ export function createLogFile(options: LogFileOptions): Writable {
       if (fd === null) open();
       // A file rolls before the line that would take it past its size, not after.
       else if (rolls && size > 0 && size + Buffer.byteLength(pending[0] as string) > options.maxBytes) rotate();
-      else if (Date.now() >= nextCheck && movedAway(fd)) {
+      else if (performance.now() >= nextCheck && movedAway(fd)) {
         closeSync(fd);
         fd = null;
         open();

@@ -360,6 +360,21 @@ test('log files roll over at their size, newest first (x.log, x1.log, x2.log), k
   assert.ok(kept.length >= 50, `${kept.length} lines kept`);
 });
 
+test('after the clock stepped back an hour, a log file moved away is still opened again at its path within a second', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'logger-stepped-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'x.log');
+  const file = createLogFile({ dir, file: 'x.log', maxBytes: 10_000_000, keep: 2 });
+  file.write('{"n":0}\n');
+  await eventually(async () => existsSync(path) && readFileSync(path, 'utf8').length > 0, 2000);
+  const realNow = Date.now.bind(Date);
+  t.mock.method(Date, 'now', () => realNow() - 3_600_000);
+  renameSync(path, join(dir, 'x.log.1'));
+  await new Promise((r) => setTimeout(r, LOG_FILE_CHECK_MS + 100));
+  file.write('{"n":1}\n');
+  await eventually(async () => existsSync(path) && readFileSync(path, 'utf8') === '{"n":1}\n', 2000);
+});
+
 test('a log file moved away (logrotate) or deleted is opened again at its path within a second; no line is lost to a file that is gone', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'logger-moved-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
