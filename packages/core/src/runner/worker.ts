@@ -400,11 +400,13 @@ export function createWorker(options: WorkerOptions): Worker {
 
   async function housekeeping() {
     try {
+      const expired = await options.store.expireOverdue(housekeepingStop.signal);
+      // After the expiry, which it does not change (a deadline is never moved): a pass's first
+      // step is what begins it, and none begins once stopping.
       if (tellRebased(await options.store.rebaseAfterClockStep(housekeepingStop.signal), 0)) {
         requeuedSinceWake = true;
         wakeUp();
       }
-      const expired = await options.store.expireOverdue(housekeepingStop.signal);
       const deleted = await options.store.deleteFinishedBefore(now() - keepFinishedMs, housekeepingStop.signal);
       const backlog = await options.store.checkpoint();
       if (expired || deleted) log.info('housekeeping', { expired, deleted });
