@@ -100,3 +100,16 @@ test("db clock: the server's own clock stepped back is followed at the next meas
   assert.equal(clock.now(), host.ms - 120_000);
   assert.deepEqual(reports, [-120_000]);
 });
+
+test("db clock: a host suspended for ten minutes (its monotonic clock stopped meanwhile) reads the server's time at once, not ten minutes behind", async (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  const { host, readServerMs, localNow, monotonic } = fakeHost(-300, [2]);
+  const clock = await createDbClock(readServerMs, localNow, undefined, monotonic);
+  t.after(() => clock.close());
+  // Asleep: the host's clock and the server's go on (the host's is set again from its RTC at wake-up), the monotonic clock stands.
+  host.ms += 600_000;
+  assert.equal(clock.now(), host.ms - 300);
+  t.mock.timers.tick(CLOCK_SYNC_MS);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(clock.now(), host.ms - 300, 'and after the next measurement');
+});

@@ -10,10 +10,14 @@
  * whatever their clocks say. The offset is measured, not asked for on every statement:
  * reading the time stays a local call on the hot path, and no statement changes.
  *
- * Between two measurements the server's time is carried forward by the monotonic clock, not by
- * this host's: stepped back (by hand, by NTP at boot), the host's clock took the server's time back
- * with it until the next measurement, up to a minute, and a worker's lease renewed meanwhile ended
- * that much too soon for the other hosts, which could take its job while the call ran.
+ * Between two measurements the server's time is carried forward by this host's clock and by its
+ * monotonic clock both, and the later of the two readings counts. By the host's clock alone, one
+ * stepped back (by hand, by NTP at boot) took the server's time back with it until the next
+ * measurement, up to a minute, and a worker's lease renewed meanwhile ended that much too soon for
+ * the other hosts, which could take its job while the call ran. By the monotonic clock alone, a host
+ * suspended (a laptop asleep, a VM saved and restored; the monotonic clock stops meanwhile) would
+ * read the server's time behind by as long, with the same result. A clock stepped forward reads
+ * ahead until the next measurement, as it did before.
  */
 
 /** How often the offset is measured again (a host's clock stepped or drifting by NTP). */
@@ -71,8 +75,9 @@ export async function createDbClock(
     measure().then(
       (measured) => {
         // A difference its own round trip could explain (a busy pool or server) is no news: the
-        // offset stays, and the time read does not jitter back and forth each minute. The server's
-        // own clock stepped, or drift, moves the base; this host's stepped, only the offset.
+        // offset stays, and the time read does not jitter back and forth each minute. Each of the
+        // two moves apart: a host suspended moves the base, a host's clock stepped the offset, and
+        // the server's own clock stepped both.
         if (Math.abs(measured.base - base) > measured.rtt / 2) base = measured.base;
         if (Math.abs(measured.offset - offset) <= measured.rtt / 2) return;
         offset = measured.offset;
@@ -86,7 +91,7 @@ export async function createDbClock(
   }, CLOCK_SYNC_MS);
   timer.unref();
   return {
-    now: () => Math.round(monotonic() + base),
+    now: () => Math.max(localNow() + offset, Math.round(monotonic() + base)),
     get offsetMs() {
       return offset;
     },
