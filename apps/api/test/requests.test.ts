@@ -626,11 +626,13 @@ test("cancel racing the job's end: a job that finished between the read and the 
   assert.equal((await getJson(api.url, `/v1/requests/${created.json.id}`, api.key)).json.status, 'completed');
 });
 
-test('health: the public sees only the status; a client key also sees the queue and live workers', async (t) => {
+test('health: the public sees only the status; a client key also sees the queue and live workers, not one whose heartbeat was written before the clock stepped back', async (t) => {
   const api = await startTestApi(t);
   await postSigned(api.url, api.key, api.secret, { prompt: 'count me' });
   await api.store.recordHeartbeat({ id: 'host:1:ab', host: 'host', pid: 1, startedAt: Date.now() - 1000, lastSeenAt: Date.now(), jobsDone: 7, clockOffsetMs: -1234 });
   await api.store.recordHeartbeat({ id: 'host:2:cd', host: 'host', pid: 2, startedAt: Date.now() - 90_000, lastSeenAt: Date.now() - 60_000, jobsDone: 1, clockOffsetMs: 0 });
+  // Beat before the clock stepped back an hour, by a worker not seen since: no sign of life now.
+  await api.store.recordHeartbeat({ id: 'host:3:ef', host: 'host', pid: 3, startedAt: Date.now(), lastSeenAt: Date.now() + 3_600_000, jobsDone: 0, clockOffsetMs: 0 });
   assert.deepEqual((await getJson(api.url, '/health')).json, { status: 'ok' });
   const detailed = await getJson(api.url, '/health', api.key);
   assert.equal(detailed.json.queue.queued, 1);

@@ -1,5 +1,5 @@
 import type { RequestHandler } from 'express';
-import { WORKER_ALIVE_MS, toWorkerView, type ClientRegistry, type JobStore } from '@proxy/core';
+import { liveWorkers, toWorkerView, type ClientRegistry, type JobStore } from '@proxy/core';
 import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
 
@@ -27,7 +27,7 @@ export function healthHandler({ store, clients, now, version, requireWorker }: H
       ctx(res).log.error('health check: database unavailable', { err });
       problem = 'the database does not answer';
     }
-    const workers = problem || !(detailed || requireWorker) ? [] : await store.listWorkers(now() - WORKER_ALIVE_MS);
+    const workers = problem || !(detailed || requireWorker) ? [] : await liveWorkers(store, now());
     if (!problem && requireWorker && workers.length === 0) problem = 'no worker has been seen in the last 30 s';
     const code = problem ? 503 : 200;
     const status = problem ? 'unavailable' : 'ok';

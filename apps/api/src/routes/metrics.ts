@@ -1,16 +1,6 @@
 import { BlockList, isIPv4 } from 'node:net';
 import type { RequestHandler } from 'express';
-import {
-  AppError,
-  LATENCY_BUCKETS,
-  MODEL_LABELS_MAX,
-  OTHER_MODEL,
-  WORKER_ALIVE_MS,
-  type ClientRegistry,
-  type CounterValue,
-  type JobStore,
-  type WorkerHeartbeat,
-} from '@proxy/core';
+import { AppError, LATENCY_BUCKETS, MODEL_LABELS_MAX, OTHER_MODEL, liveWorkers, type ClientRegistry, type CounterValue, type JobStore, type WorkerHeartbeat } from '@proxy/core';
 import type { ApiMetrics } from '../metrics.js';
 import { clientIp } from '../middleware/rate-limit.js';
 
@@ -56,7 +46,7 @@ export function metricsHandler({ store, clients, metrics, allow, now }: MetricsD
       store.readCounters(),
       store.countByStatus(),
       store.oldestDueAt(),
-      store.listWorkers(now() - WORKER_ALIVE_MS),
+      liveWorkers(store, now()),
     ]);
     const shared = renderShared(counters, queue, oldest === null ? 0 : Math.max(0, (now() - oldest) / 1000), workers, store.clockOffsetMs());
     res.type(metrics.registry.contentType).send(`${own}\n${shared}`);

@@ -1,4 +1,4 @@
-import { STALLED_AFTER_SECONDS, WORKER_ALIVE_MS, toWorkerView, type CounterValue } from '@proxy/core';
+import { STALLED_AFTER_SECONDS, liveWorkers, toWorkerView, type CounterValue } from '@proxy/core';
 import { withStore, output, table } from './admin-context.js';
 
 /**
@@ -9,7 +9,7 @@ import { withStore, output, table } from './admin-context.js';
 export async function runStats(opts: { json?: boolean }): Promise<void> {
   await withStore(async (store) => {
     const now = store.now();
-    const [queue, oldest, workers, counters] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.listWorkers(now - WORKER_ALIVE_MS), store.readCounters()]);
+    const [queue, oldest, workers, counters] = await Promise.all([store.countByStatus(), store.oldestDueAt(), liveWorkers(store, now), store.readCounters()]);
     const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
     const stalled = workers.length === 0 && oldestAge !== null && oldestAge >= STALLED_AFTER_SECONDS;
     const { tokens, byModel } = tokenTotals(counters);

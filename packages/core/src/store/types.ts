@@ -246,6 +246,16 @@ export function steppedBack(tat: number, bound: number): boolean {
   return tat > bound + CLOCK_STEP_SLACK_MS;
 }
 
+/**
+ * The workers alive at `at` (health, metrics, stats): a heartbeat within WORKER_ALIVE_MS. One from
+ * ahead of `at` (steppedBack) was written before the clock stepped back and says nothing of now:
+ * counted, a fleet that died at the step looked alive for as long as the step. A worker alive
+ * brings its own onto the clock as soon as it sees the step (rebaseAfterClockStep).
+ */
+export async function liveWorkers(store: Pick<JobStore, 'listWorkers'>, at: number): Promise<WorkerHeartbeat[]> {
+  return (await store.listWorkers(at - WORKER_ALIVE_MS)).filter((w) => !steppedBack(w.lastSeenAt, at));
+}
+
 /** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
 export interface PacingRequest {
   rpm: number | null;
