@@ -275,7 +275,7 @@ export function createWorker(options: WorkerOptions): Worker {
         if (rebaseDue || stepMs > 0) {
           rebaseDue = false;
           if (tellRebased(await options.store.rebaseAfterClockStep(), stepMs)) dirty = true;
-          // The times read above are the rebase's age old.
+          // The times read above are as old as the rebase: read again.
           continue;
         }
         if (mono >= deadline || report.claimed >= maxJobs) break;
@@ -401,8 +401,8 @@ export function createWorker(options: WorkerOptions): Worker {
   async function housekeeping() {
     try {
       const expired = await options.store.expireOverdue(housekeepingStop.signal);
-      // After the expiry, which it does not change (a deadline is never moved): a pass's first
-      // step is what begins it, and none begins once stopping.
+      // After the expiry, which does not depend on it (no deadline is moved): the expiry is what a
+      // pass begins with, and no pass begins once stopping.
       if (tellRebased(await options.store.rebaseAfterClockStep(housekeepingStop.signal), 0)) {
         requeuedSinceWake = true;
         wakeUp();

@@ -162,6 +162,16 @@ export interface CounterValue {
 export const WORKER_ALIVE_MS = 30_000;
 
 /**
+ * The workers alive at `at` (health, metrics, stats): a heartbeat within WORKER_ALIVE_MS. One from
+ * ahead of `at` (steppedBack) was written before the clock stepped back and says nothing of now:
+ * counted, a fleet that died at the step looked alive for as long as the step. A worker alive
+ * brings its own onto the clock as soon as it sees the step (rebaseAfterClockStep).
+ */
+export async function liveWorkers(store: Pick<JobStore, 'listWorkers'>, at: number): Promise<WorkerHeartbeat[]> {
+  return (await store.listWorkers(at - WORKER_ALIVE_MS)).filter((w) => !steppedBack(w.lastSeenAt, at));
+}
+
+/**
  * A queued job due this long with no worker alive waits for nothing: longer than a cron worker's
  * minute (proxy-worker once is alive only while it runs). The status page has its own copy.
  */
@@ -244,16 +254,6 @@ export const CLOCK_STEP_SLACK_MS = 1000;
 /** Whether a stored time stands past its bound by more than CLOCK_STEP_SLACK_MS: written before the clock stepped back. */
 export function steppedBack(tat: number, bound: number): boolean {
   return tat > bound + CLOCK_STEP_SLACK_MS;
-}
-
-/**
- * The workers alive at `at` (health, metrics, stats): a heartbeat within WORKER_ALIVE_MS. One from
- * ahead of `at` (steppedBack) was written before the clock stepped back and says nothing of now:
- * counted, a fleet that died at the step looked alive for as long as the step. A worker alive
- * brings its own onto the clock as soon as it sees the step (rebaseAfterClockStep).
- */
-export async function liveWorkers(store: Pick<JobStore, 'listWorkers'>, at: number): Promise<WorkerHeartbeat[]> {
-  return (await store.listWorkers(at - WORKER_ALIVE_MS)).filter((w) => !steppedBack(w.lastSeenAt, at));
 }
 
 /** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
