@@ -1532,7 +1532,7 @@ for (const backend of backends) {
 
     // PostgreSQL only: SQLite's plans are checked in sqlite-store.test.ts.
     if (backend.name === 'postgres')
-      test('postgres: on a table never analyzed, with 4,000 jobs queued, the claim and the expiry scan walk their index in order and sort nothing', async (t) => {
+      test('postgres: on a table never analyzed, with 4,000 jobs queued, the claim and the expiry scan walk their index in order and sort nothing, and the rebase after a clock step reads its index too', async (t) => {
         const place = await backend.place(t);
         const store = await place.open();
         const client = await sqlClient(place.own, place.schema, SESSION_SETTINGS);
@@ -1572,6 +1572,14 @@ for (const backend of backends) {
         for (const plan of expire) {
           assert.match(plan, /Index Scan using jobs_queued_expiry on jobs/);
           assert.doesNotMatch(plan, /Sort|Bitmap|Seq Scan/);
+        }
+        // The rebase after a clock step, at every worker's pass and housekeeping: only the due times ahead of now.
+        const rebase = await plans(`UPDATE jobs SET run_after = run_after - (updated_at - $1), updated_at = $1
+      WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after > $1 AND updated_at > $1
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)`);
+        for (const plan of rebase) {
+          assert.match(plan, /Index Scan using jobs_queued_due(_in_order)? on jobs/);
+          assert.doesNotMatch(plan, /Seq Scan/);
         }
       });
 
