@@ -77,6 +77,18 @@ function claimsHeldUp(ms: number, more: (inner: JobStore) => Partial<JobStore> =
     });
 }
 
+/** A logger at `level` writing JSON lines, and the lines it wrote, parsed, for the test to read. */
+function loggedLines<Line = Record<string, unknown>>(level: 'warn' | 'info') {
+  const lines: Line[] = [];
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      lines.push(JSON.parse(String(chunk)) as Line);
+      done();
+    },
+  });
+  return { logger: createLogger({ level, format: 'json', stream }), lines };
+}
+
 /** Replies from a script, call by call; the last entry repeats. */
 function script(...replies: Array<ReturnType<StubBehaviour>>): StubBehaviour {
   return (call) => replies[Math.min(call.n - 1, replies.length - 1)] as ReturnType<StubBehaviour>;
@@ -599,17 +611,8 @@ test("once deletes finished jobs past retention on its way out, but none younger
   await daemon;
   const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 1 });
   t.after(() => upstream.close());
-  const warnings: string[] = [];
-  const logger = createLogger({
-    level: 'warn',
-    format: 'json',
-    stream: new Writable({
-      write(chunk, _encoding, done) {
-        warnings.push((JSON.parse(String(chunk)) as { message: string }).message);
-        done();
-      },
-    }),
-  });
+  const { logger, lines } = loggedLines<{ message: string }>('warn');
+  const warnings = () => lines.map((l) => l.message);
   // A sweep by a worker whose clock is `aheadMs` past the store's; no job is due, so none is called.
   const sweep = (retentionMs: number, aheadMs: number) =>
     createTestWorker({ store, upstream, logger, shutdownGraceMs: 100, retentionMs, now: () => store.now() + aheadMs }).runOnce();
@@ -617,15 +620,15 @@ test("once deletes finished jobs past retention on its way out, but none younger
 
   await sweep(60_000, 61_000);
   assert.deepEqual(await statuses(), ['completed', 'completed'], 'kept: the same signed bodies could still be sent again');
-  assert.deepEqual(warnings, [
+  assert.deepEqual(warnings(), [
     'RESULT_RETENTION_SECONDS (60) is shorter than the 600 s in which a signed request can be sent again: finished jobs are kept 600 s, so that a request sent again finds its job instead of making another',
   ]);
   await sweep(7 * 86_400_000, REPLAY_WINDOW_MS + 1000);
   assert.deepEqual(await statuses(), ['completed', 'completed'], 'a longer retention is kept as set');
-  assert.equal(warnings.length, 1, 'a week is not said');
+  assert.equal(warnings().length, 1, 'a week is not said');
   await sweep(60_000, REPLAY_WINDOW_MS + 1000);
   assert.deepEqual(await statuses(), [null, null], 'deleted once past the window');
-  assert.equal(warnings.length, 2);
+  assert.equal(warnings().length, 2);
 });
 
 test("a daemon's housekeeping runs beside its claims, and stopping ends it between two batches", async (t) => {
@@ -1360,17 +1363,7 @@ test('a redirect fails the job at once, saying where to and which setting to cha
 });
 
 test("a completion that stopped at the token limit says so in the worker's log: as a warning when it has no text (a reasoning model that spent the limit thinking), beside 'job completed' when it was cut", async (t) => {
-  const lines: Array<{ level: string; message: string; finish_reason?: string; job_id?: string }> = [];
-  const logger = createLogger({
-    level: 'info',
-    format: 'json',
-    stream: new Writable({
-      write(chunk, _encoding, done) {
-        lines.push(JSON.parse(String(chunk)) as (typeof lines)[number]);
-        done();
-      },
-    }),
-  });
+  const { logger, lines } = loggedLines<{ level: string; message: string; finish_reason?: string; job_id?: string }>('info');
   const { store, enqueue } = await setUp(
     t,
     (call) => {
@@ -1432,14 +1425,8 @@ async function steppedClock(t: T, behave: StubBehaviour) {
 
 test('a daemon whose clock steps back two minutes: a retry waiting then runs after its backoff, not the two minutes; it says so, and its heartbeat goes on', async (t) => {
   const { stub, store, apiSide, upstream, now, step } = await steppedClock(t, script({ status: 500, headers: { 'retry-after-ms': '400' } }, {}));
-  const lines: Array<Record<string, unknown>> = [];
-  const stream = new Writable({
-    write(chunk, _encoding, done) {
-      lines.push(JSON.parse(String(chunk)) as Record<string, unknown>);
-      done();
-    },
-  });
-  const worker = createTestWorker({ store, upstream, heartbeatMs: 50, logger: createLogger({ level: 'warn', format: 'json', stream }) });
+  const { logger, lines } = loggedLines('warn');
+  const worker = createTestWorker({ store, upstream, heartbeatMs: 50, logger });
   const daemon = worker.runDaemon();
   t.after(async () => {
     await worker.stop();
