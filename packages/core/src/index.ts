@@ -11,6 +11,7 @@ export * from './store/index.js';
 export type { RunReport, Worker, RunLimits } from './runner/worker.js';
 export * from './clients.js';
 export * from './job-view.js';
+export * from './unicode.js';
 export * from './process/lifecycle.js';
 export * from './process/open-files.js';
 export * from './clients-file.js';

@@ -135,6 +135,11 @@ const backends: Backend[] = [
 ];
 
 const job = newTestJob;
+
+/** A chat completion as an upstream answers it, its first message's content `content`. */
+function completion(content: string) {
+  return { id: 'chatcmpl-1', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }], usage: null };
+}
 const clock = manualClock;
 
 /** Creates `n` jobs one after another (`make(i)` for each, a plain one by default); their ids in the order created. */
@@ -1092,15 +1097,43 @@ for (const backend of backends) {
       const store = await place.open();
       await store.createJob(job());
       await store.createJob(job());
-      const [a, b] = await store.claimJobs({ workerId: 'w', limit: 2, leaseMs: 10_000 });
-      assert.ok(a && b);
+      await store.createJob(job());
+      const [a, b, c] = await store.claimJobs({ workerId: 'w', limit: 3, leaseMs: 10_000 });
+      assert.ok(a && b && c);
       assert.equal(await store.completeJob(a.id, a.leaseToken, { outputText: 'x\u0000y', usage: null, response: { content: 'x\u0000y' } }), true);
       assert.equal(await store.finishJob(b.id, b.leaseToken, 'failed', { code: 'upstream_400', message: 'bad\u0000byte', upstreamStatus: 400 }), true);
+      // A completion as the worker records it: its first message's content is the text.
+      assert.equal(await store.completeJob(c.id, c.leaseToken, { outputText: 'x\u0000y', usage: null, response: completion('x\u0000y') }), true);
       const text = backend.name === 'postgres' ? 'x\uFFFDy' : 'x\u0000y';
       const completed = await store.getJobOutcome(a.id);
       assert.equal(completed?.outputText, text);
       assert.deepEqual(completed?.response, { content: 'x\u0000y' }, 'the JSON keeps the character, escaped');
       assert.equal((await store.getJobOutcome(b.id))?.error?.message, backend.name === 'postgres' ? 'bad\uFFFDbyte' : 'bad\u0000byte');
+      const whole = await store.getJobOutcome(c.id);
+      assert.equal(whole?.outputText, text);
+      assert.deepEqual(whole?.response, completion('x\u0000y'), "the response's own content keeps the character");
+    });
+
+    test('half of a UTF-16 pair in an answer or an error message is stored as U+FFFD in its text, and the response keeps it', async (t) => {
+      // A text column takes UTF-8, which has no way to write half a pair: SQLite stored the bytes
+      // of none (read back as three U+FFFD), PostgreSQL's driver wrote one U+FFFD.
+      const place = await backend.place(t);
+      const store = await place.open();
+      for (let i = 0; i < 4; i++) await store.createJob(job());
+      const [a, b, c, d] = await store.claimJobs({ workerId: 'w', limit: 4, leaseMs: 10_000 });
+      assert.ok(a && b && c && d);
+      assert.equal(await store.completeJob(a.id, a.leaseToken, { outputText: 'ok \ud83d', usage: null, response: completion('ok \ud83d') }), true);
+      assert.equal(await store.finishJob(b.id, b.leaseToken, 'failed', { code: 'upstream_400', message: 'cut \ud83d', upstreamStatus: 400 }), true);
+      assert.equal(await store.retryJob(c.id, c.leaseToken, Date.now() + 60_000, { code: 'upstream_500', message: '\ude00 low half' }), true);
+      assert.equal(await store.completeJob(d.id, d.leaseToken, { outputText: 'a pair 😀 whole', usage: null, response: completion('a pair 😀 whole') }), true);
+      const completed = await store.getJobOutcome(a.id);
+      assert.equal(completed?.outputText, 'ok \uFFFD');
+      assert.deepEqual(completed?.response, completion('ok \ud83d'), 'the JSON keeps it, escaped');
+      assert.equal((await store.getJobOutcome(b.id))?.error?.message, 'cut \uFFFD');
+      assert.equal((await store.getJobOutcome(c.id))?.error?.message, '\uFFFD low half');
+      const paired = await store.getJobOutcome(d.id);
+      assert.equal(paired?.outputText, 'a pair 😀 whole');
+      assert.deepEqual(paired?.response, completion('a pair 😀 whole'));
     });
 
     test("a completed answer's text and usage are stored once, in their own columns; the response reads whole, as written before too", async (t) => {

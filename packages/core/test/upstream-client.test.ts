@@ -180,6 +180,27 @@ test("an error answered as a web page (a proxy's, a CDN's) is told as a line of 
   ]);
 });
 
+test('an error message is cut to 500 UTF-16 units before a pair rather than through it, and half a pair the upstream sent is written U+FFFD', async (t) => {
+  // An emoji across the cut left its first half at the message's end: stored, it read back as
+  // three U+FFFD on SQLite and one on PostgreSQL.
+  const long = `${'x'.repeat(499)}😀 and the rest`;
+  const replies: StubReply[] = [
+    { status: 400, body: { error: { message: long, type: 'invalid_request_error' } } },
+    { status: 502, raw: long, headers: { 'content-type': 'text/plain' } },
+    { status: 400, body: { error: { message: 'half \ud83d alone', type: 'invalid_request_error' } } },
+    { status: 200, body: { choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: `${'r'.repeat(63)}😀` }] } },
+  ];
+  const { chat } = await setUp(t, script(...replies));
+  const messages = [];
+  for (let i = 0; i < 3; i++) {
+    const outcome = await chat(`cut ${i}`);
+    messages.push(outcome.kind === 'http_error' ? outcome.message : outcome.kind);
+  }
+  assert.deepEqual(messages, ['x'.repeat(499), 'x'.repeat(499), 'half \uFFFD alone']);
+  const answered = await chat('reason');
+  assert.equal(answered.kind === 'ok' ? answered.finishReason : answered.kind, 'r'.repeat(63));
+});
+
 test("an error body in another server's shape gives the job its message and code, as OpenAI's does; one in no known shape stays its text", async (t) => {
   const cases: Array<[string, StubReply, string, string | null]> = [
     ['OpenAI', { status: 400, body: { error: { message: 'bad param', type: 'invalid_request_error', param: null, code: null } } }, 'bad param', 'invalid_request_error'],

@@ -1,5 +1,5 @@
 import { Router, type RequestHandler } from 'express';
-import { AppError } from '@proxy/core';
+import { AppError, cutText } from '@proxy/core';
 import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
 
@@ -26,7 +26,7 @@ export function legacyRouter(actions: Record<string, LegacyAction>, about: () =>
     }
     if (typeof action !== 'string') throw new AppError('invalid_request', 'give one action: request, result, worker or health');
     const route = chains.get(action);
-    if (!route) throw new AppError('not_found', `unknown action ${JSON.stringify(action.slice(0, 40))}; use request, result, worker or health`);
+    if (!route) throw new AppError('not_found', `unknown action ${JSON.stringify(cutText(action, 40))}; use request, result, worker or health`);
     context.route = `legacy:${action}`;
     if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD')) {
       throw new AppError('method_not_allowed', `action=${action} takes ${route.method}`, { headers: { Allow: route.method } });

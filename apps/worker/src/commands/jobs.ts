@@ -1,4 +1,4 @@
-import { toJobView, type JobStatus } from '@proxy/core';
+import { cutText, toJobView, type JobStatus } from '@proxy/core';
 import { output, table, unknownClient, when, withStore } from './admin-context.js';
 
 /** `proxy-worker jobs [--status S] [--limit N] [--client NAME]`: the newest jobs. */
@@ -13,7 +13,7 @@ export async function runJobs(opts: { status?: JobStatus; limit: number; client?
           ? `no jobs${unknownClient(opts.client, config.clients)}`
           : table(
               ['id', 'status', 'client', 'model', 'attempts', 'created', 'error'],
-              jobs.map((j) => [j.id, j.status, j.client, j.model, j.attempts, when(j.createdAt), j.error ? `${j.error.code}: ${j.error.message}`.slice(0, 80) : null]),
+              jobs.map((j) => [j.id, j.status, j.client, j.model, j.attempts, when(j.createdAt), j.error ? cutText(`${j.error.code}: ${j.error.message}`, 80) : null]),
             ),
     );
   });

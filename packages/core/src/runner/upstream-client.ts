@@ -10,6 +10,7 @@ import { exchange, type Answer, type ExchangeOptions } from './exchange.js';
 import { createIdleCloseTracker } from './idle-closed.js';
 import { isErrorBody, listedError, readErrorBody } from './error-body.js';
 import { pageText } from './page-text.js';
+import { cutText } from '../unicode.js';
 import { UnreadableBody, codingOf, decodeBody, inflated, isTooLarge } from './content-coding.js';
 import { networkError } from './network-error.js';
 
@@ -227,7 +228,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     if (!Array.isArray(choices) && isErrorBody(body)) {
       const said = readErrorBody(body).message;
       const why = said === undefined ? '' : `: ${redact(said)}`;
-      return { kind: 'bad_response', status, message: `upstream answered ${status} with an error instead of a completion${why}`.slice(0, MAX_ERROR_TEXT) };
+      return { kind: 'bad_response', status, message: cutText(`upstream answered ${status} with an error instead of a completion${why}`, MAX_ERROR_TEXT) };
     }
     // No choice, no answer: some gateways, and proxies in front of Azure OpenAI, answer `choices: []`
     // (OpenAI's API always has one), and vLLM has answered `choices: null`. Completed, the job had
@@ -246,7 +247,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     if (failed) {
       const said = readErrorBody(failed).message ?? readErrorBody(body).message;
       const why = said === undefined ? '' : `: ${redact(said)}`;
-      return { kind: 'bad_response', status, message: `upstream answered ${status} with a completion that ended in an error${why}`.slice(0, MAX_ERROR_TEXT) };
+      return { kind: 'bad_response', status, message: cutText(`upstream answered ${status} with a completion that ended in an error${why}`, MAX_ERROR_TEXT) };
     }
     return { kind: 'ok', status, body, outputText: extractText(body), finishReason: finishReasonOf(body), usage: (body as { usage?: unknown }).usage ?? null };
   }
@@ -300,7 +301,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     const said = readErrorBody(body);
     // Some servers echo the key they were sent ("Incorrect API key provided: sk-…"); it must not reach the job.
     const rawMessage =
-      said.message ?? redirectMessage(status, resHeaders.location, base) ?? (pageText(text, resHeaders['content-type']).slice(0, MAX_ERROR_TEXT) || `HTTP ${status}`);
+      said.message ?? redirectMessage(status, resHeaders.location, base) ?? (cutText(pageText(text, resHeaders['content-type']), MAX_ERROR_TEXT) || `HTTP ${status}`);
     const message = redact(rawMessage);
     let errorCode: string | null = null;
     for (let i = 0; errorCode === null && i < said.codes.length; i++) errorCode = identifier(said.codes[i]);
@@ -311,7 +312,7 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
       headers: flattenHeaders(resHeaders),
       body: safeBody,
       errorCode,
-      message: message.slice(0, MAX_ERROR_TEXT),
+      message: cutText(message, MAX_ERROR_TEXT),
       ...(said.retryDelayMs === undefined ? {} : { retryDelayMs: said.retryDelayMs }),
     };
   }
@@ -356,7 +357,7 @@ function extractText(body: object): string | null {
 /** Why the first choice stopped, as the upstream wrote it, cut to 64 characters: a log line carries it. */
 function finishReasonOf(body: object): string | null {
   const reason = (body as { choices?: Array<{ finish_reason?: unknown } | null> }).choices?.[0]?.finish_reason;
-  return typeof reason === 'string' ? reason.slice(0, 64) : null;
+  return typeof reason === 'string' ? cutText(reason, 64) : null;
 }
 
 function tryParseJson(text: string): unknown {

@@ -1,3 +1,4 @@
+import { wellFormed } from '../unicode.js';
 import type { ClaimedJob, JobError, JobOutcome, JobRecord, JobResult, JobStatus, NewJob } from './types.js';
 
 /** A job's columns as both backends read them, times in Unix ms (SQLite keeps `request` in a table of its own: migration 0011). */
@@ -134,9 +135,17 @@ function errorOf(row: Pick<JobRow, 'error_code' | 'error_message' | 'upstream_st
   return row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '', upstreamStatus: row.upstream_status ?? undefined };
 }
 
+/**
+ * What a store's text column holds of a text: `wellFormed` for SQLite, PostgreSQL's own (pgText)
+ * for its. A completed job's response keeps its content whenever the column could not hold it as
+ * it came (see storedResponse).
+ */
+export type ColumnText = (text: string) => string;
+
 /** Maps a job back to its row: what a copy between stores writes. */
-export function toRow(job: JobRecord): JobRow {
+export function toRow(job: JobRecord, columnText: ColumnText = wellFormed): JobRow {
   const usage = json(job.usage);
+  const text = job.outputText === null ? null : columnText(job.outputText);
   return {
     id: job.id,
     client: job.client,
@@ -157,22 +166,23 @@ export function toRow(job: JobRecord): JobRow {
     started_at: job.startedAt,
     finished_at: job.finishedAt,
     updated_at: job.updatedAt,
-    output_text: job.outputText,
+    output_text: text,
     usage,
-    response: json(storedResponse(job.response, job.outputText, job.usage, usage)),
+    response: json(storedResponse(job.response, text, job.usage, usage)),
     error_code: job.error?.code ?? null,
-    error_message: job.error?.message ?? null,
+    error_message: job.error ? columnText(job.error.message) : null,
     upstream_status: job.error?.upstreamStatus ?? null,
   };
 }
 
 /** A completed attempt's answer as both stores write it: the text, and usage and response as JSON. */
-export function resultColumns(result: JobResult): Pick<JobRow, 'output_text' | 'usage' | 'response'> {
+export function resultColumns(result: JobResult, columnText: ColumnText = wellFormed): Pick<JobRow, 'output_text' | 'usage' | 'response'> {
   const usage = json(result.usage);
+  const text = result.outputText === null ? null : columnText(result.outputText);
   return {
-    output_text: result.outputText,
+    output_text: text,
     usage,
-    response: result.response === undefined ? null : JSON.stringify(storedResponse(result.response, result.outputText, result.usage, usage)),
+    response: result.response === undefined ? null : JSON.stringify(storedResponse(result.response, text, result.usage, usage)),
   };
 }
 
@@ -181,7 +191,9 @@ export function resultColumns(result: JobResult): Pick<JobRow, 'output_text' | '
  * whenever it is not null, and the usage column the response's `usage` (upstream-client takes both
  * from there), so the response is stored with those two set to null, each key left in its place,
  * and gets them back when read. A long answer used to be written, read and parsed twice. Rows
- * written before keep both copies, and read the same.
+ * written before keep both copies, and read the same. A text the column cannot hold as it came
+ * (half of a UTF-16 pair; a NUL on PostgreSQL) differs from the content, which the response then
+ * keeps, escaped in its JSON: the upstream's answer reads as it came, output_text well-formed.
  */
 type Message = { content?: unknown };
 type Completion = { choices?: Array<{ message?: Message }>; usage?: unknown };

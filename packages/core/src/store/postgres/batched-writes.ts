@@ -8,6 +8,7 @@ import type { JobRow } from '../job-row.js';
 import type { NewJob, RateCheck, RateDecision, TokenCounts } from '../types.js';
 import { MODEL_LABELS_MAX, type Bump } from '../counter-labels.js';
 import { createTurnBatch } from './turn-batch.js';
+import { wellFormed } from '../../unicode.js';
 
 /** What a statement runs on: a transaction's connection, or the store's `db` (any pooled one, retried as checkout.ts says). */
 export type Queryable = { query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> };
@@ -15,11 +16,14 @@ export type Queryable = { query<R extends pg.QueryResultRow = pg.QueryResultRow>
 /**
  * PostgreSQL's text cannot hold the NUL character, which an upstream's answer or error message may
  * carry (SQLite stores it): written as U+FFFD instead, so the job is recorded rather than its write
- * refused and the call made again after the lease lapses. JSON columns are unaffected (the escape).
+ * refused and the call made again after the lease lapses; so is half of a UTF-16 pair, as on SQLite
+ * (the driver would have written one all the same). JSON columns are unaffected (the escape).
  */
+export function pgText(value: string): string;
+export function pgText(value: string | null | undefined): string | null;
 export function pgText(value: string | null | undefined): string | null {
   if (value === null || value === undefined) return null;
-  return value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value;
+  return wellFormed(value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value);
 }
 
 /** A batch's attempt bumps as four parallel arrays (job id, name, labels, value), for unnest. */
@@ -151,7 +155,7 @@ export function createBatchedWrites(db: Queryable) {
         items.map((e) => e.token),
         items.map((e) => e.at),
         items.map((e) => e.status),
-        items.map((e) => pgText(e.output_text)),
+        items.map((e) => e.output_text), // as resultColumns(…, pgText) made it
         items.map((e) => e.usage),
         items.map((e) => e.response),
         items.map((e) => pgText(e.error_code)),

@@ -469,7 +469,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         token,
         at: now(),
         status: 'completed',
-        ...resultColumns(result),
+        ...resultColumns(result, pgText),
         error_code: null,
         error_message: null,
         upstream_status: null,
@@ -707,8 +707,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         [
           JSON.stringify(
             jobs.map((job) => {
-              const row = toRow(job);
-              return { ...row, output_text: pgText(row.output_text), error_code: pgText(row.error_code), error_message: pgText(row.error_message) };
+              const row = toRow(job, pgText);
+              return { ...row, error_code: pgText(row.error_code) };
             }),
           ),
           MODEL_LABELS_MAX,

@@ -37,6 +37,7 @@ import { openDatabase, type Db, type OpenDatabaseOptions } from './open-database
 import { dropLogNote, watchForMoves } from './file-identity.js';
 import { HELD_COLUMNS, heldRow, type HeldValues } from './held-row.js';
 import { readLockHolders } from './lock-holder.js';
+import { wellFormed } from '../../unicode.js';
 
 /** A jobs row as this file stores it (the request lives in job_requests, keyed by `seq`: 0011), as a claim reads a lapsed lease. */
 type LapsedRow = Omit<JobRow, 'request'> & { seq: number };
@@ -288,12 +289,20 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     },
 
     async finishJob(id, token, status, error: JobError | null, attempt) {
-      const params = { id, token, status, now: now(), code: error?.code ?? null, message: error?.message ?? null, upstream_status: error?.upstreamStatus ?? null };
+      const params = {
+        id,
+        token,
+        status,
+        now: now(),
+        code: error?.code ?? null,
+        message: error ? wellFormed(error.message) : null,
+        upstream_status: error?.upstreamStatus ?? null,
+      };
       return writes.run(() => settle(params.now, () => sql.finishHeld.get(params), status, attempt, false));
     },
 
     async retryJob(id, token, runAfter, error, attempt) {
-      const params = { id, token, now: now(), run_after: runAfter, code: error.code, message: error.message, upstream_status: error.upstreamStatus ?? null };
+      const params = { id, token, now: now(), run_after: runAfter, code: error.code, message: wellFormed(error.message), upstream_status: error.upstreamStatus ?? null };
       return writes.run(() => settle(params.now, () => sql.retry.get(params), null, attempt, true));
     },
 
