@@ -254,6 +254,70 @@ test('stdout going away (its reader ended, or its terminal closed) is not fatal:
   assert.equal(lines.at(-1), 'done');
 });
 
+test('stdout whose reader stops reading (a stalled journald, a stuck `| tee`) holds at most 4 MB of lines: the rest are dropped, said once on stderr, and counted on stdout once it is read again', async (t) => {
+  const logger = new URL('../src/logger.ts', import.meta.url).href;
+  // 100,000 lines of about 340 characters (34 MB) while the parent does not read stdout; then, once
+  // it reads again and stdout has been taken whole, ten more.
+  const script = `
+    const { createLogger, closeLogger } = await import(${JSON.stringify(logger)});
+    const logger = createLogger({ level: 'info', format: 'json', defaultMeta: { app: 'api' } });
+    const turn = () => new Promise((r) => setImmediate(r));
+    let most = 0;
+    for (let i = 0; i < 100000; i++) {
+      logger.info('during ' + i, { pad: 'x'.repeat(260) });
+      if (i % 500 === 0) {
+        await turn();
+        most = Math.max(most, process.stdout.writableLength);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    process.stderr.write(JSON.stringify({ most: Math.max(most, process.stdout.writableLength) }) + '\\n');
+    while (process.stdout.writableLength > 0) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 10; i++) logger.info('after ' + i);
+    await closeLogger(logger);
+    await new Promise((r) => setTimeout(r, 50));
+    process.exit(0);`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  child.stdout.pause();
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  await eventually(async () => /"most"/.test(stderr) || (child.exitCode !== null && assert.fail(`exited: ${stderr}`)), 60_000, 10);
+  const { most } = JSON.parse(/\{"most".*\}/.exec(stderr)![0]) as { most: number };
+  let stdout = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => (stdout += d));
+  child.stdout.resume();
+  assert.equal(await within(exited, 30_000, 'the child exiting'), 0, stderr);
+  // Node held every line the reader had not taken: about 34 MB here.
+  assert.ok(most < 5 * 1024 * 1024, `stdout held ${(most / 1e6).toFixed(1)} MB of lines nobody read`);
+  t.diagnostic(`stdout held at most ${(most / 1e6).toFixed(1)} MB of lines`);
+  assert.deepEqual(
+    stderr.split('\n').filter((l) => l && !l.startsWith('{"most"')),
+    ["stdout is not read: log lines are dropped until it is (LOG_DIR's files keep them)"],
+  );
+  const lines = stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const notices = lines.filter((l) => l.message === 'log lines dropped: stdout was not read');
+  assert.equal(notices.length, 1, 'one line counts them');
+  const dropped = notices[0]!.dropped as number;
+  const during = lines.filter((l) => String(l.message).startsWith('during ')).length;
+  assert.deepEqual([notices[0]!.app, notices[0]!.level], ['api', 'warn'], "the logger's fixed fields, at warn");
+  assert.ok(dropped > 50_000, `${dropped} dropped`);
+  assert.equal(during + dropped, 100_000, 'every line is written or counted');
+  const messages = lines.map((l) => l.message);
+  assert.deepEqual(
+    messages.slice(-10),
+    Array.from({ length: 10 }, (_, i) => `after ${i}`),
+    'lines flow again once stdout is read',
+  );
+  assert.ok(messages.indexOf('log lines dropped: stdout was not read') < messages.indexOf('after 0'));
+});
+
 test('LOG_DIR on a full disk: lines are dropped, said once on stderr, memory stays flat; once there is room the file gets lines again, and says how many were lost', async (t) => {
   const mnt = smallDisk(t, '1m');
   if (!mnt) return;
