@@ -6,7 +6,7 @@ import { AppError, ConfigError, sayAtMostEvery, watchOpenFiles, type Logger } fr
 import { SERVER_TIMEOUTS } from './app.js';
 import { expressObjects } from './express-objects.js';
 import { holdContinue } from './expect-continue.js';
-import { sendJson } from './respond.js';
+import { limitStalledAnswers, sendJson } from './respond.js';
 
 /** An error accepting connections is told at most this often, with how many came since. */
 export const ACCEPT_ERROR_LINE_MS = 60_000;
@@ -30,6 +30,7 @@ export async function listen(
   at: { host: string; port: number },
   logger: Pick<Logger, 'error'>,
   now: () => number = Date.now,
+  stalledAnswerMs: number = SERVER_TIMEOUTS.stalledAnswerMs,
 ): Promise<{ server: Server; close(): Promise<void> }> {
   let closing = false;
   // Each open connection, and on it the answer of its latest request (see close()).
@@ -69,6 +70,7 @@ export async function listen(
   server.headersTimeout = SERVER_TIMEOUTS.headersMs;
   server.requestTimeout = SERVER_TIMEOUTS.requestMs;
   server.keepAliveTimeout = SERVER_TIMEOUTS.keepAliveMs;
+  limitStalledAnswers(server, stalledAnswerMs);
   const tell = sayAtMostEvery(ACCEPT_ERROR_LINE_MS, now);
   server.on('error', (err: NodeJS.ErrnoException) =>
     tell((times) => logger.error(`could not accept a connection: ${err.code ?? err.message}; the server goes on`, { code: err.code, times_seen: times })),

@@ -6,6 +6,8 @@ import { setFlagsFromString } from 'node:v8';
 import express from 'express';
 import { ConfigError } from '@proxy/core';
 import { ACCEPT_ERROR_LINE_MS, listen, listenFailure } from '../src/listen.ts';
+import { sendJson } from '../src/respond.ts';
+import { eventually, within } from '../../../test/helpers/index.ts';
 
 test('an accept() error after the server listens is logged at most once a minute, with how many came, and the server goes on instead of crashing', async (t) => {
   const app = express();
@@ -146,4 +148,56 @@ test('what Node refuses before any route (headers over its limit, no Host, CONNE
 
   // The server still answers.
   assert.equal(await (await fetch(`http://127.0.0.1:${port}/`)).text(), 'ok');
+});
+
+test('a client that takes nothing of an answer for the stall limit has its connection closed, the answer let go; one that takes it slowly gets it whole, and its next request is not cut', async (t) => {
+  // More than the kernel's buffers on both ends of a loopback connection take (several MB each).
+  const big = 'y'.repeat(16 * 1024 * 1024);
+  const app = express();
+  app.get('/big', (_req, res) => sendJson(res, 200, { text: big }));
+  // Answered after longer than the limit: a long-poll after a large answer on the same connection.
+  app.get('/late', (_req, res) => void setTimeout(() => sendJson(res, 200, { late: true }), 2500));
+  const { server, close } = await listen(app, { host: '127.0.0.1', port: 0 }, { error: () => {} } as never, Date.now, 1000);
+  t.after(close);
+  const port = (server.address() as AddressInfo).port;
+
+  // Asks for the large answer and never reads it: before, the connection stayed open, the answer
+  // held in memory, for as long as the client did (seen for minutes).
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const stalled = connect(port, '127.0.0.1');
+  t.after(() => stalled.destroy());
+  stalled.on('error', () => {});
+  stalled.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+  stalled.pause();
+  // The client reads nothing, so it is the server's end that tells.
+  const [serverSide] = await accepted;
+  await within(once(serverSide, 'close'), 6000, 'the stalled connection closing');
+
+  // Reads in bursts of 10 ms with 300 ms between (each pause within the limit, the whole over more
+  // than a second), then asks for an answer that comes after longer than the limit, on the same
+  // connection. Before, each answer went out as one write, done only at its end: cut at the limit.
+  const slow = connect(port, '127.0.0.1');
+  t.after(() => slow.destroy());
+  let got = Buffer.alloc(0);
+  slow.on('data', (d: Buffer) => (got = Buffer.concat([got, d])));
+  slow.pause();
+  slow.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+  const bodyLength = Buffer.byteLength(JSON.stringify({ text: big }));
+  const began = Date.now();
+  while (got.indexOf('\r\n\r\n') < 0 || got.length - got.indexOf('\r\n\r\n') - 4 < bodyLength) {
+    assert.ok(!slow.destroyed && Date.now() - began < 30_000, `the slow read ended with ${got.length} bytes`);
+    slow.resume();
+    await new Promise((r) => setTimeout(r, 10));
+    slow.pause();
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  t.diagnostic(`read slowly in ${Date.now() - began} ms`);
+  const head = got.subarray(0, got.indexOf('\r\n\r\n')).toString();
+  assert.match(head, /^HTTP\/1\.1 200 OK/);
+  assert.equal(got.length - head.length - 4, bodyLength, 'the whole answer, read slowly');
+  slow.resume();
+  let rest = '';
+  slow.on('data', (d) => (rest += d));
+  slow.write('GET /late HTTP/1.1\r\nHost: x\r\n\r\n');
+  await eventually(async () => rest.endsWith('{"late":true}') || (slow.destroyed && assert.fail('the connection was closed')), 5000, 20);
 });
