@@ -3,7 +3,7 @@ import { EOL } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
-import { createLogFile } from './log-file.js';
+import { LOG_FILE_MAX_PENDING_CHARS, createLogFile } from './log-file.js';
 import { makeFolder, whyNotWritable } from './writable.js';
 
 /** The logger both apps use; child loggers carry request and job ids. */
@@ -154,12 +154,12 @@ function skipDisabledLevels(logger: Logger, level: LoggerOptions['level']): Logg
 let stdoutLines: Writable | null = null;
 
 /**
- * Lines waiting for stdout beyond this many characters are dropped, and counted, as for a log file
- * (LOG_FILE_MAX_PENDING_CHARS). stdout to a pipe or socket (journald's, a `| tee`) is written as the
- * reader takes it, and Node keeps what it has not taken in memory, without bound: with the reader
- * stopped, 486,000 requests in 20 s grew proxy-api from 92 to 205 MB, and on until the kernel kills it.
+ * Lines waiting for stdout beyond this many characters are dropped, and counted: a log file's bound.
+ * stdout to a pipe or socket (journald's, a `| tee`) is written as the reader takes it, and Node
+ * keeps what it has not taken in memory, without bound: with the reader stopped, 486,000 requests
+ * in 20 s grew proxy-api from 92 to 205 MB, and on until the kernel kills it.
  */
-export const STDOUT_MAX_PENDING_CHARS = 4 * 1024 * 1024;
+export const STDOUT_MAX_PENDING_CHARS = LOG_FILE_MAX_PENDING_CHARS;
 
 /**
  * stdout with one write per event-loop turn instead of one per line: under load the access log
