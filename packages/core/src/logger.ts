@@ -191,7 +191,7 @@ function batchedStdout(json: boolean, defaultMeta: Record<string, unknown>): Wri
     const message = 'log lines dropped: stdout was not read';
     return json
       ? `${JSON.stringify({ ...defaultMeta, level: 'warn', message, dropped: lines, timestamp: isoNow() })}${EOL}`
-      : `${isoNow().slice(11, 23)} warn  ${message} {"dropped":${lines}}${EOL}`;
+      : `${isoNow().slice(11, 23)} warn  ${message} ${JSON.stringify({ ...defaultMeta, dropped: lines })}${EOL}`;
   };
   const flush = () => {
     const text = pending.join('');
