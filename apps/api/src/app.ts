@@ -20,11 +20,12 @@ import { runWorkerHandler, type WorkerPass } from './routes/worker.js';
 
 /**
  * How long the server waits for a request's headers, for the whole request, on an idle keep-alive
- * connection, and for a client to take any of an answer it is being sent (respond.ts): slow clients
- * cannot pin sockets, nor the memory of answers they do not read. nginx in front must keep idle
- * connections for less than `keepAliveMs` (scripts/deploy/nginx.conf; a test holds the two together).
+ * connection, and for a client to take any of an answer it is being sent (respond.ts; while the
+ * server closes, the shorter limit): slow clients cannot pin sockets, nor the memory of answers they
+ * do not read, nor a stop. nginx in front must keep idle connections for less than `keepAliveMs`
+ * (scripts/deploy/nginx.conf; a test holds the two together).
  */
-export const SERVER_TIMEOUTS = { headersMs: 10_000, requestMs: 30_000, keepAliveMs: 5_000, stalledAnswerMs: 30_000 } as const;
+export const SERVER_TIMEOUTS = { headersMs: 10_000, requestMs: 30_000, keepAliveMs: 5_000, stalledAnswerMs: 30_000, stalledAnswerClosingMs: 5_000 } as const;
 
 export type { WorkerPass } from './routes/worker.js';
 

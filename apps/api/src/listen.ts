@@ -30,7 +30,7 @@ export async function listen(
   at: { host: string; port: number },
   logger: Pick<Logger, 'error'>,
   now: () => number = Date.now,
-  stalledAnswerMs: number = SERVER_TIMEOUTS.stalledAnswerMs,
+  stalls: { stalledAnswerMs: number; stalledAnswerClosingMs: number } = SERVER_TIMEOUTS,
 ): Promise<{ server: Server; close(): Promise<void> }> {
   let closing = false;
   // Each open connection, and on it the answer of its latest request (see close()).
@@ -63,14 +63,19 @@ export async function listen(
       resolve();
     });
   });
+  // Called once the last open connection has closed, while close() waits for that.
+  let lastClosed: (() => void) | null = null;
   server.on('connection', (socket: Socket) => {
     connections.add(socket);
-    socket.once('close', () => connections.delete(socket));
+    socket.once('close', () => {
+      connections.delete(socket);
+      if (connections.size === 0) lastClosed?.();
+    });
   });
   server.headersTimeout = SERVER_TIMEOUTS.headersMs;
   server.requestTimeout = SERVER_TIMEOUTS.requestMs;
   server.keepAliveTimeout = SERVER_TIMEOUTS.keepAliveMs;
-  limitStalledAnswers(server, stalledAnswerMs);
+  limitStalledAnswers(server, stalls.stalledAnswerMs);
   const tell = sayAtMostEvery(ACCEPT_ERROR_LINE_MS, now);
   server.on('error', (err: NodeJS.ErrnoException) =>
     tell((times) => logger.error(`could not accept a connection: ${err.code ?? err.message}; the server goes on`, { code: err.code, times_seen: times })),
@@ -94,11 +99,21 @@ export async function listen(
       // clients' in one drain). So the server stops listening now, with net.Server's own close,
       // which leaves connections open, and closes the idle ones CLOSING_SWEEP_MS later, when the
       // clients that sent again have been answered with a close; then again every CLOSING_SWEEP_MS.
+      // An answer its client is not taking held the stop for the stall limit (30 to 60 s; seen: 58.7
+      // s, past systemd's 40 s, whose SIGKILL then ends the drain): from now it gets the shorter
+      // limit, those under way included. A client still taking its answer keeps it.
+      limitStalledAnswers(server, stalls.stalledAnswerClosingMs);
       for (const socket of connections) {
         const res = (socket as Socket & { [LATEST]?: ServerResponse })[LATEST];
         if (res && !res.headersSent) res.setHeader('Connection', 'close');
+        else if (res && !res.writableFinished && socket.writableLength > 0) socket.setTimeout(stalls.stalledAnswerClosingMs);
       }
-      const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()));
+      // net.Server calls back once it counts no connection, before their sockets have emitted
+      // 'close', and their answers theirs: a request cut at the end of a drain (a stalled answer)
+      // lost its access line, the process gone first. So the close waits for those too.
+      const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve())).then(() =>
+        connections.size === 0 ? undefined : new Promise<void>((resolve) => (lastClosed = resolve)),
+      );
       let sweep: NodeJS.Timeout | undefined;
       const first = setTimeout(() => {
         server.closeIdleConnections();

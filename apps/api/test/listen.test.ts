@@ -157,7 +157,7 @@ test('a client that takes nothing of an answer for the stall limit has its conne
   app.get('/big', (_req, res) => sendJson(res, 200, { text: big }));
   // Answered after longer than the limit: a long-poll after a large answer on the same connection.
   app.get('/late', (_req, res) => void setTimeout(() => sendJson(res, 200, { late: true }), 2500));
-  const { server, close } = await listen(app, { host: '127.0.0.1', port: 0 }, { error: () => {} } as never, Date.now, 1000);
+  const { server, close } = await listen(app, { host: '127.0.0.1', port: 0 }, { error: () => {} } as never, Date.now, { stalledAnswerMs: 1000, stalledAnswerClosingMs: 1000 });
   t.after(close);
   const port = (server.address() as AddressInfo).port;
 
@@ -200,4 +200,37 @@ test('a client that takes nothing of an answer for the stall limit has its conne
   slow.on('data', (d) => (rest += d));
   slow.write('GET /late HTTP/1.1\r\nHost: x\r\n\r\n');
   await eventually(async () => rest.endsWith('{"late":true}') || (slow.destroyed && assert.fail('the connection was closed')), 5000, 20);
+});
+
+test('closing, an answer its client is not taking holds the stop only for the shorter limit, not the stall limit (seen: 58.7 s, past systemd’s 40 s)', async (t) => {
+  const big = 'y'.repeat(16 * 1024 * 1024);
+  const app = express();
+  // What the access line listens for: a request cut at the end of the drain is logged before the stop ends.
+  const ended: string[] = [];
+  app.get('/big', (_req, res) => {
+    res.once('close', () => ended.push(res.writableFinished ? 'finished' : 'cut'));
+    sendJson(res, 200, { text: big });
+  });
+  const { server, close } = await listen(app, { host: '127.0.0.1', port: 0 }, { error: () => {} } as never, Date.now, {
+    stalledAnswerMs: 60_000,
+    stalledAnswerClosingMs: 500,
+  });
+  let closed = false;
+  t.after(() => (closed ? undefined : close()));
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const stalled = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  t.after(() => stalled.destroy());
+  stalled.on('error', () => {});
+  stalled.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+  stalled.pause();
+  const [serverSide] = await accepted;
+  await eventually(async () => serverSide.writableLength > 0, 5000, 20);
+  const began = Date.now();
+  await within(close(), 10_000, 'the server closing');
+  closed = true;
+  t.diagnostic(`closed in ${Date.now() - began} ms`);
+  assert.ok(serverSide.destroyed);
+  // net.Server's own close called back before the sockets' 'close' (and so the answers'): the
+  // process exited first, and the cut request had no access line.
+  assert.deepEqual(ended, ['cut'], "the answer's close came before the server's");
 });
