@@ -127,12 +127,14 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     return note ? ` (${note.where} sets ${note.name}: was ${name} meant?)` : '';
   };
 
+  // The validator turns numbers' text into numbers in place (coerceTypes); a refusal names the text.
+  const given = { ...raw };
   if (!validateSettings(raw)) {
     const err = validateSettings.errors?.[0];
     const name = err?.instancePath.replace(/^\//, '') ?? 'configuration';
     // A pattern's regex is no help to an operator; the setting's doc, which follows, says its form.
     const problem = err?.keyword === 'pattern' ? 'is malformed' : err ? ajvProblem(err) : 'is invalid';
-    throw new ConfigError(describeBadSetting(name, problem, raw[name]));
+    throw new ConfigError(describeBadSetting(name, problem, given[name]));
   }
   const s = raw as Record<SettingName, string> & Record<string, unknown>;
   const int = (name: SettingName): number => s[name] as unknown as number;

@@ -55,6 +55,9 @@ test('a malformed setting fails with one line naming it, and never the secret', 
     // A choice names the choices, where Ajv said only "must be equal to one of the allowed values".
     assert.throws(() => loadConfig({ env: { LOG_LEVEL: 'loud' }, cwd }), /^ConfigError: LOG_LEVEL must be one of error, warn, info, debug \(got "loud"\): /);
     assert.throws(() => loadConfig({ env: { UPSTREAM_STREAM: 'yes' }, cwd }), /^ConfigError: UPSTREAM_STREAM must be one of true, false \(got "yes"\): /);
+    // A number is named as written, not as read: "0x10" was shown as "16", "1e1" as "10".
+    assert.throws(() => loadConfig({ env: { RESULT_RETENTION_SECONDS: '0x10' }, cwd }), /^ConfigError: RESULT_RETENTION_SECONDS must be >= 60 \(got "0x10"\): /);
+    assert.throws(() => loadConfig({ env: { LEASE_SECONDS: '1e0' }, cwd }), /^ConfigError: LEASE_SECONDS must be >= 2 \(got "1e0"\): /);
     assert.throws(() => loadConfig({ env: { OPENAI_BASE_URL: 'ftp://x' }, cwd }), /OPENAI_BASE_URL/);
     for (const [name, value] of [
       ['UPSTREAM_RESPONSE_LIMIT', '16 MB'],
