@@ -18,7 +18,9 @@ function adminCli(env: Record<string, string>, dir: string) {
 
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
-  const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message: 'model is\n  down', type: 'invalid_request_error' } } }) });
+  // Over two lines, and with a terminal's control sequences (a colour, the window's title).
+  const message = 'model is\n  \x1b[31mdown\x1b]0;pwned\x07';
+  const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message, type: 'invalid_request_error' } } }) });
   t.after(() => stub.close());
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
   const store = await openTestStore(env);
@@ -55,10 +57,11 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const listed = JSON.parse(list.out) as Array<{ id: string; error: { code: string } }>;
   assert.deepEqual(listed.map((j) => j.id).sort(), [failing, other].sort());
   assert.equal(listed[0]!.error.code, 'upstream_invalid_request_error');
-  // The upstream's message over two lines stays on its row of the table.
+  // The upstream's message over two lines stays on its row of the table, and its control
+  // characters reach the terminal written out, not as sent (they did).
   const rows = (await cli('jobs', '--status', 'failed')).out.split('\n');
   assert.equal(rows.length, 3, rows.join('\n'));
-  assert.match(rows[1]!, /upstream_invalid_request_error: model is down$/);
+  assert.ok(rows[1]!.endsWith('upstream_invalid_request_error: model is \\u001b[31mdown\\u001b]0;pwned\\u0007'), rows[1]);
   assert.equal((await cli('jobs', '--client', 'default', '--status', 'failed', '--json')).out.includes(failing), true);
   // A client name mistyped: said so, with the names configured (none here: nothing to tell).
   const withClients = { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40) };
@@ -275,6 +278,7 @@ test('check: one small completion made as a worker makes its calls; what came ba
           body: { error: { message: `Incorrect API key provided: ${key}`, type: 'invalid_request_error', code: 'invalid_api_key' } },
         };
       if (call.body.model === 'slow') return { hang: true };
+      if (call.body.model === 'escapes') return { status: 400, body: { error: { message: 'bad \x1b[2Jmodel\x9b', type: 'invalid_request_error' } } };
       if (call.body.model === 'thinker') {
         // A reasoning model behind a gateway's small default limit: all of it spent thinking.
         const body = echoCompletion(call, '') as { choices: Array<{ finish_reason: string }> };
@@ -337,6 +341,9 @@ test('check: one small completion made as a worker makes its calls; what came ba
     /^error: upstream_invalid_api_key: Incorrect API key provided: \[redacted\]\na job meeting this fails at once: it is not tried again\nhint: the upstream refused the key: check OPENAI_API_KEY/m,
   );
 
+  // An upstream's control characters (here: clear the screen, and C1's CSI) are written out.
+  assert.match((await check(['--model', 'escapes'])).out, /^error: upstream_invalid_request_error: bad \\u001b\[2Jmodel\\u009b$/m);
+
   const slow = await check(['--model', 'slow', '--json']);
   assert.equal(slow.code, 1);
   assert.deepEqual([slow.json?.error, slow.json?.retried], [{ code: 'upstream_timeout', message: 'no answer within UPSTREAM_TIMEOUT_SECONDS (1 s)' }, true]);
@@ -362,7 +369,7 @@ test('check: one small completion made as a worker makes its calls; what came ba
   const refusing = await check([], { UPSTREAM_STREAM: 'true' });
   assert.equal(refusing.code, 0, refusing.out);
   assert.match(refusing.out, /^note: the upstream refused stream_options: streamed answers are asked for without it from now on, and come without their usage$/m);
-  assert.equal(stub.calls.length, 13, 'one call for each check that reached the stub, and the one sent again');
+  assert.equal(stub.calls.length, 14, 'one call for each check that reached the stub, and the one sent again');
 });
 
 test('stats: queued jobs due over two minutes with no worker alive are said to wait for nothing; a fresh one is not', async (t) => {

@@ -34,12 +34,26 @@ export function output(json: boolean, value: unknown, render: () => string): voi
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${render()}\n`);
 }
 
+/** C0 controls, DEL and C1 controls: what a terminal may take as an instruction. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_CHARACTERS = /[\x00-\x1f\x7f-\x9f]/g;
+
+/**
+ * Text from outside (an upstream's error message, a header's value) as a terminal may be given it:
+ * each control character written as a \u escape (ESC as \u001b). Printed as it came, an upstream's
+ * message drove the operator's terminal: `proxy-worker jobs` sent its ESC sequences (colours, the
+ * window's title; others clear the screen or move the cursor over what was printed) as they were.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /**
  * A plain text table with a header row and columns padded to their widest cell. A cell is put on
  * one line: an upstream's error message may hold line breaks, which cut its row in two.
  */
 export function table(headers: string[], rows: Array<Array<string | number | null>>): string {
-  const cells = [headers, ...rows.map((r) => r.map((c) => (c === null ? '-' : String(c).replace(/\s+/g, ' '))))];
+  const cells = [headers, ...rows.map((r) => r.map((c) => (c === null ? '-' : printable(String(c).replace(/\s+/g, ' ')))))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   return cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n');
 }

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { cutText, loadConfig } from '@proxy/core';
 import { createUpstreamClientFromConfig, judgeFailure } from '@proxy/core/runner';
-import { output } from './admin-context.js';
+import { output, printable } from './admin-context.js';
 
 /** What `check` asks: the least a chat model can be asked, with no parameter a server might refuse. */
 const CHECK_PROMPT = 'Reply with the word OK.';
@@ -92,7 +92,7 @@ function render(r: CheckReport): string {
     ...(r.headers.length > 0 ? [`headers: ${r.headers.join(', ')} (UPSTREAM_HEADERS)`] : []),
     `model: ${r.model}${r.stream ? ', answer streamed (UPSTREAM_STREAM)' : ''}`,
   ];
-  const answered = `${r.status ? `HTTP ${r.status}` : 'no answer'} after ${r.ms} ms${r.upstream_request_id ? `, upstream request id ${r.upstream_request_id}` : ''}`;
+  const answered = `${r.status ? `HTTP ${r.status}` : 'no answer'} after ${r.ms} ms${r.upstream_request_id ? `, upstream request id ${printable(r.upstream_request_id)}` : ''}`;
   if (r.ok) {
     lines.push(
       `answered: ${answered}${r.answer ? `: ${JSON.stringify(cutText(r.answer, 80))}` : `, with no text${noTextWhy(r.finish_reason)}`}`,
@@ -101,7 +101,7 @@ function render(r: CheckReport): string {
   } else {
     lines.push(
       `failed: ${answered}`,
-      `error: ${r.error.code}: ${r.error.message}`,
+      `error: ${r.error.code}: ${printable(r.error.message)}`,
       r.retried ? 'a job meeting this is tried again, until its attempts run out' : 'a job meeting this fails at once: it is not tried again',
     );
     if (r.hint) lines.push(`hint: ${r.hint}`);
