@@ -19,7 +19,7 @@ function adminCli(env: Record<string, string>, dir: string) {
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
   // Over two lines, and with a terminal's control sequences (a colour, the window's title).
-  const message = 'model is\n  \x1b[31mdown\x1b]0;pwned\x07';
+  const message = 'model is\n  \x1b[31mdown\x1b]0;pwned\x07\x9b';
   const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message, type: 'invalid_request_error' } } }) });
   t.after(() => stub.close());
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
@@ -61,7 +61,7 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   // characters reach the terminal written out, not as sent (they did).
   const rows = (await cli('jobs', '--status', 'failed')).out.split('\n');
   assert.equal(rows.length, 3, rows.join('\n'));
-  assert.ok(rows[1]!.endsWith('upstream_invalid_request_error: model is \\u001b[31mdown\\u001b]0;pwned\\u0007'), rows[1]);
+  assert.ok(rows[1]!.endsWith('upstream_invalid_request_error: model is \\u001b[31mdown\\u001b]0;pwned\\u0007\\u009b'), rows[1]);
   assert.equal((await cli('jobs', '--client', 'default', '--status', 'failed', '--json')).out.includes(failing), true);
   // A client name mistyped: said so, with the names configured (none here: nothing to tell).
   const withClients = { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40) };
@@ -72,6 +72,11 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   const shown = JSON.parse((await cli('show', failing, '--json')).out);
   assert.deepEqual([shown.id, shown.status, shown.client], [failing, 'failed', 'default']);
   assert.deepEqual(shown.request.messages, [{ role: 'user', content: 'doomed' }]);
+  // Without --json, the same JSON for a terminal: C1's CSI, which JSON.stringify leaves, written out too.
+  const shownText = (await cli('show', failing)).out;
+  // eslint-disable-next-line no-control-regex -- no control character but the layout's line breaks
+  assert.ok(!/[\x00-\x09\x0b-\x1f\x7f-\x9f]/.test(shownText), JSON.stringify(shownText));
+  assert.deepEqual((JSON.parse(shownText) as { error: { message: string } }).error.message, message);
   assert.equal((await cli('show', 'req_AAAAAAAAAAAAAAAAAAAAAA')).code, 1);
 
   stub.behave(() => ({}));

@@ -45,7 +45,16 @@ const CONTROL_CHARACTERS = /[\x00-\x1f\x7f-\x9f]/g;
  * window's title; others clear the screen or move the cursor over what was printed) as they were.
  */
 export function printable(text: string): string {
-  return text.replace(CONTROL_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.replace(CONTROL_CHARACTERS, escaped);
+}
+
+/** JSON as printable: JSON.stringify writes C0 controls as escapes itself, but DEL and C1 as they are. */
+export function printableJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(/[\x7f-\x9f]/g, escaped);
+}
+
+function escaped(c: string): string {
+  return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 }
 
 /**

@@ -95,7 +95,7 @@ function render(r: CheckReport): string {
   const answered = `${r.status ? `HTTP ${r.status}` : 'no answer'} after ${r.ms} ms${r.upstream_request_id ? `, upstream request id ${printable(r.upstream_request_id)}` : ''}`;
   if (r.ok) {
     lines.push(
-      `answered: ${answered}${r.answer ? `: ${JSON.stringify(cutText(r.answer, 80))}` : `, with no text${noTextWhy(r.finish_reason)}`}`,
+      `answered: ${answered}${r.answer ? `: ${printable(JSON.stringify(cutText(r.answer, 80)))}` : `, with no text${noTextWhy(r.finish_reason)}`}`,
       'ok: a worker can call the upstream with these settings',
     );
   } else {

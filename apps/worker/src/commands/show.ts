@@ -1,6 +1,6 @@
 import { isJobId, toJobView } from '@proxy/core';
 import { CliError } from './cli-error.js';
-import { output, withStore } from './admin-context.js';
+import { output, printableJson, withStore } from './admin-context.js';
 
 /** `proxy-worker show <id>`: one job, with its client and the request sent upstream. */
 export async function runShow(id: string, opts: { json?: boolean }): Promise<void> {
@@ -9,6 +9,6 @@ export async function runShow(id: string, opts: { json?: boolean }): Promise<voi
     const job = await store.getJob(id);
     if (!job) throw new CliError(`no request ${id}`);
     const view = { ...toJobView(job), client: job.client, request: job.request, ...(job.error ? { error: job.error } : {}) };
-    output(Boolean(opts.json), view, () => JSON.stringify(view, null, 2));
+    output(Boolean(opts.json), view, () => printableJson(view));
   });
 }
