@@ -45,7 +45,18 @@ key=${PROXY_KEY:-}
 secret=${PROXY_SECRET:-}
 prompt='' prompt_given=false job_id='' json_out=false cancel=false no_wait=false messages_file='' model='' ttl='' nonce='' system='' options='' poll=1 timeout=300
 
-die() { printf 'send-request: %s\n' "$2" >&2; exit "$1"; }
+die() { printf 'send-request: %s\n' "$(printable "$2")" >&2; exit "$1"; }
+# A message as a terminal may be given it: control characters (C0, DEL, C1) written out as \u001b.
+# An upstream's error message reaches stderr through here, and its ESC sequences drove the terminal.
+printable() {
+  local s=$1 c h i
+  for i in {1..31} 127 {128..159}; do
+    printf -v h '%02x' "$i"
+    if [ "$i" -lt 128 ]; then printf -v c "\\x$h"; else printf -v c "\\xc2\\x$h"; fi
+    s=${s//"$c"/\\u00$h}
+  done
+  printf '%s' "$s"
+}
 # An option given last without its value is bad usage (64), said so, not bash's "parameter not set".
 need_value() { [ "$1" -ge 2 ] || die 64 "$2 needs a value (see --help)"; }
 # Twice (-p and a bare word, or two words unquoted) would send only the last: said, not guessed.
@@ -274,7 +285,7 @@ pause_before_retry() {
   after=$(header retry-after)
   [[ "$after" =~ ^[0-9]{1,5}$ ]] || after=''
   pause=$(awk -v p="${after:-$backoff}" -v l="$left" 'BEGIN { print (p < l ? p : l) }')
-  printf 'send-request: %s; trying again in %ss\n' "$problem" "$pause" >&2
+  printf 'send-request: %s; trying again in %ss\n' "$(printable "$problem")" "$pause" >&2
   sleep "$pause"
   backoff=$(awk -v w="$backoff" 'BEGIN { w = w * 1.5; print (w > 10 ? 10 : w) }')
 }
@@ -377,7 +388,7 @@ while :; do
         esac
         # OpenAI's structured outputs answer a refusal in its own field, the content left empty.
         [ -z "$refusal" ] || note="the answer has no text: the model refused (\"$refusal\")"
-        printf 'send-request: %s; the whole job is at %s/v1/requests/%s\n' "$note" "$base_url" "$id" >&2
+        printf 'send-request: %s; the whole job is at %s/v1/requests/%s\n' "$(printable "$note")" "$base_url" "$id" >&2
       elif [ "$finish" = length ]; then
         printf 'send-request: the answer stops at the token limit (finish_reason "length"): raise max_tokens or max_completion_tokens in --options for the rest\n' >&2
       fi
