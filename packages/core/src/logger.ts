@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import winston from 'winston';
 import { LOG_FILE_MAX_PENDING_CHARS, createLogFile } from './log-file.js';
 import { makeFolder, whyNotWritable } from './writable.js';
+import { printable } from './unicode.js';
 
 /** The logger both apps use; child loggers carry request and job ids. */
 export type Logger = winston.Logger;
@@ -321,13 +322,13 @@ function flatLine(info: Record<string | symbol, unknown>): string | null {
   return `${json.slice(0, -1)},"timestamp":"${isoNow()}"}`;
 }
 
-/** `HH:mm:ss.SSS level message {fields}`, for a terminal. */
+/** `HH:mm:ss.SSS level message {fields}`, for a terminal: its control characters written out (printable). */
 function textLine(scrub: Scrub): winston.Logform.Format {
   return winston.format((info) => {
     const { level, message, ...fields } = redactFields(info);
     const rest = Object.keys(fields).length ? ` ${serialize(fields)}` : '';
     const time = isoNow().slice(11, 23);
-    (info as unknown as Record<symbol, string>)[MESSAGE] = scrub(`${time} ${String(level).padEnd(5)} ${String(message)}${rest}`);
+    (info as unknown as Record<symbol, string>)[MESSAGE] = scrub(printable(`${time} ${String(level).padEnd(5)} ${String(message)}${rest}`));
     return info;
   })();
 }

@@ -1,5 +1,6 @@
 /**
- * Text bound for UTF-8 (a database's text column, a line cut to length). JavaScript strings are
+ * Text bound for UTF-8 (a database's text column, a line cut to length), or for a terminal
+ * (printable). JavaScript strings are
  * UTF-16 and may hold half of a surrogate pair, which UTF-8 has no way to write: SQLite stored the
  * bytes of none (read back as three U+FFFD), PostgreSQL's driver wrote one U+FFFD. A cut made by
  * `.slice` through an emoji made one.
@@ -15,4 +16,28 @@ export function cutText(text: string, max: number): string {
   if (text.length <= max) return wellFormed(text);
   const last = text.charCodeAt(max - 1);
   return wellFormed(text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max));
+}
+
+/** C0 controls, DEL and C1 controls: what a terminal may take as an instruction. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_CHARACTERS = /[\x00-\x1f\x7f-\x9f]/g;
+
+/**
+ * Text from outside (an upstream's error message, a header's value) as a terminal may be given it:
+ * each control character written as a \u escape (ESC as \u001b). Printed as it came, an upstream's
+ * message drove the operator's terminal: `proxy-worker jobs` sent its ESC sequences (colours, the
+ * window's title; others clear the screen or move the cursor over what was printed) as they were.
+ * The admin commands' human forms and the text log lines are written through it.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL_CHARACTERS, escaped);
+}
+
+/** JSON as printable: JSON.stringify writes C0 controls as escapes itself, but DEL and C1 as they are. */
+export function printableJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(/[\x7f-\x9f]/g, escaped);
+}
+
+function escaped(c: string): string {
+  return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 }

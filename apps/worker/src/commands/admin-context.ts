@@ -1,4 +1,4 @@
-import { loadConfig, openStore, type Config, type JobStore } from '@proxy/core';
+import { loadConfig, openStore, printable, type Config, type JobStore } from '@proxy/core';
 
 /** What the admin commands work on: the store from configuration. They need no upstream key. */
 export async function withStore<T>(fn: (store: JobStore, config: Config) => Promise<T>): Promise<T> {
@@ -32,29 +32,6 @@ export function output(json: boolean, value: unknown, render: () => string): voi
     process.exitCode = 1;
   });
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${render()}\n`);
-}
-
-/** C0 controls, DEL and C1 controls: what a terminal may take as an instruction. */
-// eslint-disable-next-line no-control-regex -- matching control characters is the point
-const CONTROL_CHARACTERS = /[\x00-\x1f\x7f-\x9f]/g;
-
-/**
- * Text from outside (an upstream's error message, a header's value) as a terminal may be given it:
- * each control character written as a \u escape (ESC as \u001b). Printed as it came, an upstream's
- * message drove the operator's terminal: `proxy-worker jobs` sent its ESC sequences (colours, the
- * window's title; others clear the screen or move the cursor over what was printed) as they were.
- */
-export function printable(text: string): string {
-  return text.replace(CONTROL_CHARACTERS, escaped);
-}
-
-/** JSON as printable: JSON.stringify writes C0 controls as escapes itself, but DEL and C1 as they are. */
-export function printableJson(value: unknown): string {
-  return JSON.stringify(value, null, 2).replace(/[\x7f-\x9f]/g, escaped);
-}
-
-function escaped(c: string): string {
-  return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 }
 
 /**

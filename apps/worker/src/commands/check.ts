@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import { cutText, loadConfig } from '@proxy/core';
+import { cutText, loadConfig, printable } from '@proxy/core';
 import { createUpstreamClientFromConfig, judgeFailure } from '@proxy/core/runner';
-import { output, printable } from './admin-context.js';
+import { output } from './admin-context.js';
 
 /** What `check` asks: the least a chat model can be asked, with no parameter a server might refuse. */
 const CHECK_PROMPT = 'Reply with the word OK.';

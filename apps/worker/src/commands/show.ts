@@ -1,6 +1,6 @@
-import { isJobId, toJobView } from '@proxy/core';
+import { isJobId, printableJson, toJobView } from '@proxy/core';
 import { CliError } from './cli-error.js';
-import { output, printableJson, withStore } from './admin-context.js';
+import { output, withStore } from './admin-context.js';
 
 /** `proxy-worker show <id>`: one job, with its client and the request sent upstream. */
 export async function runShow(id: string, opts: { json?: boolean }): Promise<void> {
