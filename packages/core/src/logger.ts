@@ -39,7 +39,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const jsonLines = jsonLine(scrub);
   const format = useJson ? jsonLines : textLine(scrub);
   const defaultMeta = options.defaultMeta ?? {};
-  const out = options.stream ?? batchedStdout(useJson, defaultMeta);
+  const out = options.stream ?? batchedStdout((message, fields) => formattedLine(format, defaultMeta, 'warn', message, fields));
   const transports: winston.transport[] = [new winston.transports.Stream({ stream: out })];
   const files: LogFileTransport[] = [];
   if (options.dir) {
@@ -106,11 +106,15 @@ export function lineWriter(logger: Logger, level: Level, message: string): (fiel
   return (fields) => {
     if (fields.message || fields.stack || fields.cause) return viaWinston(fields);
     if (mine.closed) return;
-    // The info object winston makes for logger[level](message, fields), and its format's line.
-    const info = Object.assign({}, defaultMeta, fields, { [LEVEL]: level, level, message });
-    const line = (format.transform(info, {}) as Record<symbol, string>)[MESSAGE];
-    for (const stream of streams) stream.write(`${line}${EOL}`);
+    const line = formattedLine(format, defaultMeta, level, message, fields);
+    for (const stream of streams) stream.write(line);
   };
+}
+
+/** The line logger[level](message, fields) writes: the info object winston makes, through its format. */
+function formattedLine(format: winston.Logform.Format, defaultMeta: Record<string, unknown>, level: Level, message: string, fields: Record<string, unknown>): string {
+  const info = Object.assign({}, defaultMeta, fields, { [LEVEL]: level, level, message });
+  return `${(format.transform(info, {}) as Record<symbol, string>)[MESSAGE]}${EOL}`;
 }
 
 /** A log file the program cannot open at all would lose every line (said once on stderr): refused at start instead. */
@@ -166,9 +170,9 @@ export const STDOUT_MAX_PENDING_CHARS = LOG_FILE_MAX_PENDING_CHARS;
  * stdout with one write per event-loop turn instead of one per line: under load the access log
  * alone cost a write(2) per request (about 6% of the API's time). Lines keep their order, and
  * what is pending at exit is written synchronously; only a SIGKILL can lose the current turn's lines.
- * The line that counts dropped lines is written in the first logger's format, with its fixed fields.
+ * The line that counts dropped lines is the first logger's `warn` line (`warnLine`).
  */
-function batchedStdout(json: boolean, defaultMeta: Record<string, unknown>): Writable {
+function batchedStdout(warnLine: (message: string, fields: Record<string, unknown>) => string): Writable {
   if (stdoutLines) return stdoutLines;
   let pending: string[] = [];
   // stdout can go away under a running program: its terminal closed (every write then fails with
@@ -188,19 +192,13 @@ function batchedStdout(json: boolean, defaultMeta: Record<string, unknown>): Wri
   // Lines dropped while stdout's reader is behind by STDOUT_MAX_PENDING_CHARS, until it has taken
   // everything ('drain'); null while none are.
   let dropped: { lines: number; drained: boolean } | null = null;
-  const droppedLine = (lines: number) => {
-    const message = 'log lines dropped: stdout was not read';
-    return json
-      ? `${JSON.stringify({ ...defaultMeta, level: 'warn', message, dropped: lines, timestamp: isoNow() })}${EOL}`
-      : `${isoNow().slice(11, 23)} warn  ${message} ${JSON.stringify({ ...defaultMeta, dropped: lines })}${EOL}`;
-  };
   const flush = () => {
     const text = pending.join('');
     const lines = pending.length;
     pending = [];
     if (!text || lost) return;
     if (dropped?.drained) {
-      process.stdout.write(droppedLine(dropped.lines));
+      process.stdout.write(warnLine('log lines dropped: stdout was not read', { dropped: dropped.lines }));
       dropped = null;
     }
     // So far behind, the stream is far over its high-water mark: 'drain' comes once all is taken.
