@@ -147,3 +147,35 @@ test('lease keeper: after the clock stepped back, a renewal that succeeds holds 
   // Told after each renewal: a third of the lease before its end, on the clock as it now reads.
   assert.equal(h.sendBys().at(-1), h.renewals().at(-1)! + 3000 - 1000);
 });
+
+test('lease keeper: after the clock stepped forward past the lease, it renews at once rather than ending the attempt, and the lease holds on', async (t) => {
+  const h = harness(t, async () => 'held', 3000);
+  await h.advance(500);
+  // Two minutes forward: by the store's clock the lease ran out long ago; by this process's time it has 2.5 s left.
+  h.step(120_000);
+  await h.advance(600);
+  assert.deepEqual(h.ends, [], 'not ended as lapsed');
+  assert.deepEqual(h.renewals(), [120_000 + 1000], 'renewed at its next look, a third into the lease');
+  await h.advance(5000);
+  h.keeper.stop();
+  assert.deepEqual(h.ends, []);
+  assert.equal(h.renewals().length, 6, 'every third of the lease after');
+  // Told after the renewal: a third of the lease before its end, on the clock as it now reads.
+  assert.equal(h.sendBys().at(-1), h.renewals().at(-1)! + 3000 - 1000);
+});
+
+test('lease keeper: after the clock stepped forward past the lease, a renewal that fails or finds the lease taken ends the attempt', async (t) => {
+  for (const [answer, end] of [
+    [() => Promise.reject(new Error('ECONNREFUSED')), 'lease_lapsed'],
+    [async () => 'lost' as const, 'lease_lost'],
+  ] as const) {
+    const h = harness(t, answer, 3000);
+    await h.advance(500);
+    h.step(120_000);
+    await h.advance(600);
+    h.keeper.stop();
+    assert.deepEqual(h.ends, [end]);
+    assert.equal(h.renewals().length, 1);
+    t.mock.timers.reset();
+  }
+});

@@ -384,6 +384,25 @@ for (const backend of backends) {
       assert.deepEqual(done?.usage, { total_tokens: 3 });
     });
 
+    test('a claim given a lapse grace takes a lease as lapsed only that long past its end (after a clock step forward)', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const store = await place.open(c.now);
+      const { job: created } = await store.createJob(job());
+      const [first] = await store.claimJobs({ workerId: 'w1', limit: 1, leaseMs: 1000 });
+      assert.ok(first);
+      // The clock steps 120 s forward: the lease reads as run out 119 s ago.
+      c.advance(120_000);
+      assert.deepEqual(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000, lapseGraceMs: 120_000 }), [], 'run out only by the step');
+      assert.equal(await store.renewLease(first.id, first.leaseToken, 1000), 'held', 'its holder renews it on the clock as it now reads');
+      c.advance(1001);
+      // Now lapsed by the clock before the step too (its renewal unanswered since).
+      c.advance(120_000);
+      const [second] = await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000, lapseGraceMs: 120_000 });
+      assert.equal(second?.id, created.id);
+      assert.equal(second?.attempts, 2);
+    });
+
     test('retry waits in the database; release hands the attempt back', async (t) => {
       const place = await backend.place(t);
       const c = clock();

@@ -1420,7 +1420,7 @@ async function steppedClock(t: T, behave: StubBehaviour) {
     await store.close();
     await apiSide.close();
   });
-  return { stub, store, apiSide, upstream, now, step: (ms: number) => void (offset += ms) };
+  return { dir, stub, store, apiSide, upstream, now, step: (ms: number) => void (offset += ms) };
 }
 
 test('a daemon whose clock steps back two minutes: a retry waiting then runs after its backoff, not the two minutes; it says so, and its heartbeat goes on', async (t) => {
@@ -1447,6 +1447,37 @@ test('a daemon whose clock steps back two minutes: a retry waiting then runs aft
   const first = await seen();
   assert.ok(Math.abs(first - now()) < 500, `last seen ${first - now()} ms from now`);
   await eventually(async () => (await seen()) > first, 2000);
+});
+
+test('a clock that steps forward two minutes during a call: the call goes on and stays the only one, though another daemon has a slot free; both say so, and beat at once', async (t) => {
+  let stepDuringCall = (): void => undefined;
+  const { dir, stub, store, apiSide, upstream, now, step } = await steppedClock(t, () => {
+    stepDuringCall();
+    return { delayMs: 1500 };
+  });
+  // Stepped 300 ms into the call: with a 3 s lease renewed every second, it reads as run out 117 s ago.
+  stepDuringCall = () => {
+    stepDuringCall = () => undefined;
+    setTimeout(() => step(120_000), 300);
+  };
+  const { logger, lines } = loggedLines('warn');
+  const other = await openTestStore(testEnv(dir), { now });
+  t.after(() => other.close());
+  // Heartbeats a minute apart, so a beat soon after the step is one the step brought.
+  const workers = [createTestWorker({ store, upstream, logger, heartbeatMs: 60_000 }), createTestWorker({ store: other, upstream, logger, heartbeatMs: 60_000 })];
+  const daemons = workers.map((w) => w.runDaemon());
+  t.after(async () => {
+    for (const w of workers) await w.stop();
+    await Promise.all(daemons);
+  });
+  const id = await enqueueJob(apiSide, 'stepped forward');
+  const job = await finalJob(store, id, 10_000);
+  assert.equal(job.status, 'completed');
+  assert.equal(stub.calls.length, 1, 'called once');
+  assert.equal(job.attempts, 1);
+  assert.equal(lines.filter((l) => l.message === 'the clock stepped forward 120 s').length, 2, JSON.stringify(lines));
+  assert.ok(!lines.some((l) => String(l.message).includes('abandoned')), JSON.stringify(lines));
+  for (const w of await other.listWorkers(0)) assert.ok(now() - w.lastSeenAt < 60_000, `a heartbeat ${now() - w.lastSeenAt} ms old after the step`);
 });
 
 test('a pass that starts after the clock stepped back two minutes takes the jobs queued before the step', async (t) => {

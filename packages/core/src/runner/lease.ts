@@ -45,9 +45,18 @@ export interface LeaseKeeperDeps {
  *   lease left; renewing only a third after its start let another worker claim it while it ran.
  * - `heldUntil` is how long the lease is surely ours, by the store's clock: from when the claim, or
  *   the last renewal heard back, was sent. It is kept by the monotonic clock too, and the sooner of
- *   the two ends counts: after a clock stepped forward, other workers see the lease end that much
- *   sooner; after one stepped back, a lease from before the step may be moved back by as much
- *   (JobStore.rebaseAfterClockStep) while the store's clock says it holds that much longer.
+ *   the two ends counts for a call about to go out: after a clock stepped forward, other workers see
+ *   the lease end that much sooner; after one stepped back, a lease from before the step may be
+ *   moved back by as much (JobStore.rebaseAfterClockStep) while the store's clock says it holds that
+ *   much longer.
+ * - A lease that reads as run out by the store's clock while the monotonic clock says it holds
+ *   (the clock stepped forward, or the machine woke from a suspend) is renewed at once, and the
+ *   attempt goes on only if that renewal is heard back: the lease was then still ours, and holds
+ *   on the clock as it now reads. Workers that saw the step do not take such a lease meanwhile
+ *   (ClaimOptions.lapseGraceMs). Ended as lapsed instead, a call was abandoned and the job called
+ *   again (seen: a step of 120 s during a 15 s call made two upstream calls, the first one's answer
+ *   thrown away). Unanswered, the renewal ends the attempt as a lapse would: another worker may
+ *   have taken the job.
  * - One renewal at a time: a check joins one already on its way.
  * - A renewal that fails (the database unreachable) is tried again after RENEW_RETRY_MS, not a
  *   third of a lease later: a hiccup ends with the lease renewed, not lapsed and the job taken.
@@ -68,6 +77,8 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
   let heldUntilMonotonic = monotonic() + (heldUntil - now());
   /** How long the lease is surely ours from now (ms): the sooner of its two ends. */
   const left = () => Math.min(heldUntil - now(), heldUntilMonotonic - monotonic());
+  /** How long until the lease runs out as timed here, whatever the clock's steps. */
+  const leftMonotonic = () => heldUntilMonotonic - monotonic();
   deps.sendBy(now() + left() - every);
   let renewing: Promise<LeaseState> | null = null;
   let stopped = false;
@@ -96,8 +107,19 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
   };
   function tick() {
     if (stopped) return;
-    if (left() <= 0) {
+    if (leftMonotonic() <= 0) {
       end('lease_lapsed');
+      return;
+    }
+    if (left() <= 0) {
+      // Run out by the store's clock alone: the clock stepped forward. Renewed now, or ended.
+      renewNow().then(
+        (state) => {
+          heed(state);
+          if (state !== 'lost') schedule(every);
+        },
+        () => end('lease_lapsed'),
+      );
       return;
     }
     schedule(every);

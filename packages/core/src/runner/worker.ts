@@ -13,6 +13,7 @@ import { createReserve, maxHoldFor } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
 import { createCancelWatch } from './cancel-watch.js';
 import { watchClockSteps } from '../store/clock-step.js';
+import { createLapseGrace } from './lapse-grace.js';
 
 export interface WorkerOptions {
   store: JobStore;
@@ -144,6 +145,7 @@ export function createWorker(options: WorkerOptions): Worker {
   // monotonic clock (performance.now()): timed by now(), a clock stepped back an hour held each of
   // them for the hour. now() is for what is compared with stored times.
   const clockStep = watchClockSteps(now);
+  const lapseGrace = createLapseGrace(options.leaseMs, options.store.clockSyncMs);
 
   // Once stopping, no sleep begins: stop() wakes a sleep under way, but one the loop began after it
   // (stop() came while the loop awaited the store) would hold the drain for a whole poll.
@@ -272,6 +274,12 @@ export function createWorker(options: WorkerOptions): Worker {
         const at = now();
         const mono = performance.now();
         const stepMs = clockStep(at, mono);
+        if (stepMs < 0) {
+          lapseGrace.stepped(-stepMs, mono);
+          log.warn(`the clock stepped forward ${Math.round(-stepMs / 1000)} s`, { step_ms: -stepMs });
+          // Every heartbeat reads as old as the step: this worker's counts as alive again at once.
+          lastHeartbeat = -Infinity;
+        }
         if (rebaseDue || stepMs > 0) {
           rebaseDue = false;
           if (tellRebased(await options.store.rebaseAfterClockStep(), stepMs)) dirty = true;
@@ -289,7 +297,7 @@ export function createWorker(options: WorkerOptions): Worker {
         const gathering = wantClaim && calling > 0 && options.concurrency - calling + wanted < gatherSlots && mono - (gatherSince ??= mono) < gatherMs;
         if (wantClaim && !gathering) {
           gatherSince = null;
-          const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs });
+          const jobs = await options.store.claimJobs({ workerId: id, limit: room, leaseMs: options.leaseMs, lapseGraceMs: lapseGrace.at(mono) });
           claimedNow = jobs.length;
           report.claimed += jobs.length;
           if (stopping) {
@@ -305,6 +313,9 @@ export function createWorker(options: WorkerOptions): Worker {
           // A full batch means more may be due: keep claiming as slots free instead of waiting.
           dirty = jobs.length === room;
           if (!dirty) nextWakeAt = (await options.store.nextWakeAt()) ?? Infinity;
+          // A lease run out only by a step forward is not due yet (lapse-grace.ts): looked at again
+          // every other poll, not claimed for in a loop, and a pass leaves it to the next.
+          if (nextWakeAt <= at && lapseGrace.at(mono) > 0) nextWakeAt = at + 2 * options.pollMs;
         }
         // A job due within one poll (a retry with a short backoff it just put back) is still this
         // pass's work: wait for it rather than exit a millisecond early and leave it to the next run.

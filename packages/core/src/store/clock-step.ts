@@ -1,10 +1,12 @@
 import { CLOCK_STEP_SLACK_MS } from './types.js';
 
 /**
- * Tells, at each look, how far the clock stepped back since the last (0 when it did not): `now()`
- * less the monotonic clock, which only a step moves by more than CLOCK_STEP_SLACK_MS at once (NTP
- * slews the two alike, by milliseconds a minute). On PostgreSQL `now()` is the server's clock as
- * this host reads it, so a step of the server's shows when this host measures it again.
+ * Tells, at each look, how far the clock stepped since the last: positive when it stepped back,
+ * negative when forward, 0 when it did not. `now()` less the monotonic clock moves by more than
+ * CLOCK_STEP_SLACK_MS at once only in a step (NTP slews the two alike, by milliseconds a minute), or
+ * when the machine was suspended (the monotonic clock stops meanwhile), which reads as a step
+ * forward. On PostgreSQL `now()` is the server's clock as this host reads it, so a step of the
+ * server's shows when this host measures it again.
  */
 export function watchClockSteps(now: () => number, monotonic: () => number = () => performance.now()): (at?: number, mono?: number) => number {
   let base = now() - monotonic();
@@ -13,6 +15,6 @@ export function watchClockSteps(now: () => number, monotonic: () => number = () 
     const next = at - mono;
     const fell = base - next;
     base = next;
-    return fell > CLOCK_STEP_SLACK_MS ? Math.round(fell) : 0;
+    return Math.abs(fell) > CLOCK_STEP_SLACK_MS ? Math.round(fell) : 0;
   };
 }

@@ -120,6 +120,13 @@ export interface ClaimOptions {
   workerId: string;
   limit: number;
   leaseMs: number;
+  /**
+   * How long past its end a running job's lease must be for the claim to take it as lapsed (0 when
+   * not given). After the clock stepped forward, every lease written before the step reads as run
+   * out, the leases of workers still calling among them; the worker that saw the step passes the
+   * step here until those workers have renewed theirs on the clock as it now reads (worker.ts).
+   */
+  lapseGraceMs?: number;
 }
 
 /** What a lease renewal learned: still ours, lost to another claim, or the client asked to cancel. */
@@ -296,6 +303,12 @@ export interface JobStore {
    * either way, but a host far off has its NTP to mend.
    */
   clockOffsetMs(): number;
+  /**
+   * How long a step of `now()` may take to show in every process sharing the store: 0 on SQLite,
+   * where each reads the machine's clock; on PostgreSQL how often each host measures the server's
+   * clock again (postgres/db-clock.ts), so a step of the server's shows in one host before another.
+   */
+  readonly clockSyncMs: number;
 
   /** Enqueues a job, or returns the existing job when this client already used the nonce. */
   createJob(job: NewJob): Promise<CreateResult>;

@@ -10,7 +10,7 @@ import { migratePostgres, watchForLaterRelease, type LaterReleaseWatch } from '.
 import { query, timeCheckouts, withClient } from './checkout.js';
 import { createBatchedWrites, pgText, type Queryable as Q } from './batched-writes.js';
 import { LISTEN_FALLBACK_MS, createChangeListener } from './change-listener.js';
-import { createDbClock, type DbClock } from './db-clock.js';
+import { CLOCK_SYNC_MS, createDbClock, type DbClock } from './db-clock.js';
 import { postgresConnection } from './connection-url.js';
 import { settleTls } from './tls-fallback.js';
 import { createUpstreamBudget } from './upstream-budget.js';
@@ -364,6 +364,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     kind: 'postgres',
     now,
     clockOffsetMs: () => clock?.offsetMs ?? 0,
+    clockSyncMs: CLOCK_SYNC_MS,
 
     async createJob(job) {
       const at = now();
@@ -435,7 +436,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
             ORDER BY lease_until
             LIMIT $2
             FOR UPDATE SKIP LOCKED`,
-          [at, limit],
+          [at - (opts.lapseGraceMs ?? 0), limit],
         );
         for (const row of lapsed.rows) {
           if (row.cancel_requested) await finishLapsed(c, row.id, row.lease_token, 'cancelled', null, at);

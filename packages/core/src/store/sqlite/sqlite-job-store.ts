@@ -162,7 +162,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     const backlog = scanned && expirySpacing.backlog(expireDue(at, CLAIM_EXPIRE_LIMIT));
     const claimed: ClaimedJob[] = [];
     // Jobs whose worker vanished first: they are the oldest work in the system.
-    for (const row of sql.lapsedLeases.all({ now: at, limit: opts.limit })) {
+    for (const row of sql.lapsedLeases.all({ now: at - (opts.lapseGraceMs ?? 0), limit: opts.limit })) {
       const end = (status: 'cancelled' | 'expired' | 'failed', error: { code: string | null; message: string | null }) =>
         finished(status, sql.finishHeld.get({ id: row.id, token: row.lease_token, status, now: at, ...error, upstream_status: null })?.model, at);
       if (row.cancel_requested) end('cancelled', { code: null, message: null });
@@ -246,6 +246,7 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
     kind: 'sqlite',
     now,
     clockOffsetMs: () => 0,
+    clockSyncMs: 0,
 
     createJob(job: NewJob): Promise<CreateResult> {
       const at = now();
