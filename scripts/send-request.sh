@@ -48,12 +48,20 @@ prompt='' prompt_given=false job_id='' json_out=false cancel=false no_wait=false
 die() { printf 'send-request: %s\n' "$(printable "$2")" >&2; exit "$1"; }
 # A message as a terminal may be given it: control characters (C0, DEL, C1) written out as \u001b.
 # An upstream's error message reaches stderr through here, and its ESC sequences drove the terminal.
+# Unicode's bidirectional controls too (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which
+# a terminal laying out right-to-left text takes as an order to reorder what follows. Matched as
+# UTF-8 bytes, whatever the locale.
 printable() {
-  local s=$1 c h i
+  local s=$1 c h i u
   for i in {1..31} 127 {128..159}; do
     printf -v h '%02x' "$i"
     if [ "$i" -lt 128 ]; then printf -v c "\\x$h"; else printf -v c "\\xc2\\x$h"; fi
     s=${s//"$c"/\\u00$h}
+  done
+  for u in 061c:d8:9c 200e:e2:80:8e 200f:e2:80:8f 202a:e2:80:aa 202b:e2:80:ab 202c:e2:80:ac 202d:e2:80:ad 202e:e2:80:ae 2066:e2:81:a6 2067:e2:81:a7 2068:e2:81:a8 2069:e2:81:a9; do
+    h=${u#*:}
+    printf -v c "\\x${h//:/\\x}"
+    s=${s//"$c"/\\u${u%%:*}}
   done
   printf '%s' "$s"
 }

@@ -18,8 +18,9 @@ function adminCli(env: Record<string, string>, dir: string) {
 
 test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed job to completed, purge', async (t) => {
   const dir = tempDir(t);
-  // Over two lines, and with a terminal's control sequences (a colour, the window's title).
-  const message = 'model is\n  \x1b[31mdown\x1b]0;pwned\x07\x9b';
+  // Over two lines, and with a terminal's control sequences (a colour, the window's title) and a
+  // bidirectional control (right-to-left override, which a terminal laying out such text obeys).
+  const message = 'model is\n  \x1b[31mdown\x1b]0;pwned\x07\x9b \u202edaolnwod';
   const stub = await startStubUpstream({ behave: () => ({ status: 400, body: { error: { message, type: 'invalid_request_error' } } }) });
   t.after(() => stub.close());
   const env = testEnv(dir, { OPENAI_API_KEY: 'sk-admin', OPENAI_BASE_URL: stub.url });
@@ -61,7 +62,7 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   // characters reach the terminal written out, not as sent (they did).
   const rows = (await cli('jobs', '--status', 'failed')).out.split('\n');
   assert.equal(rows.length, 3, rows.join('\n'));
-  assert.ok(rows[1]!.endsWith('upstream_invalid_request_error: model is \\u001b[31mdown\\u001b]0;pwned\\u0007\\u009b'), rows[1]);
+  assert.ok(rows[1]!.endsWith('upstream_invalid_request_error: model is \\u001b[31mdown\\u001b]0;pwned\\u0007\\u009b \\u202edaolnwod'), rows[1]);
   assert.equal((await cli('jobs', '--client', 'default', '--status', 'failed', '--json')).out.includes(failing), true);
   // A client name mistyped: said so, with the names configured (none here: nothing to tell).
   const withClients = { PROXY_KEY: 'k'.repeat(20), PROXY_SECRET: 's'.repeat(40) };
@@ -75,7 +76,7 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   // Without --json, the same JSON for a terminal: C1's CSI, which JSON.stringify leaves, written out too.
   const shownText = (await cli('show', failing)).out;
   // eslint-disable-next-line no-control-regex -- no control character but the layout's line breaks
-  assert.ok(!/[\x00-\x09\x0b-\x1f\x7f-\x9f]/.test(shownText), JSON.stringify(shownText));
+  assert.ok(!/[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]/.test(shownText), JSON.stringify(shownText));
   assert.deepEqual((JSON.parse(shownText) as { error: { message: string } }).error.message, message);
   assert.equal((await cli('show', 'req_AAAAAAAAAAAAAAAAAAAAAA')).code, 1);
 
@@ -283,7 +284,7 @@ test('check: one small completion made as a worker makes its calls; what came ba
           body: { error: { message: `Incorrect API key provided: ${key}`, type: 'invalid_request_error', code: 'invalid_api_key' } },
         };
       if (call.body.model === 'slow') return { hang: true };
-      if (call.body.model === 'escapes') return { status: 400, body: { error: { message: 'bad \x1b[2Jmodel\x9b', type: 'invalid_request_error' } } };
+      if (call.body.model === 'escapes') return { status: 400, body: { error: { message: 'bad \x1b[2Jmodel\x9b\u2067', type: 'invalid_request_error' } } };
       if (call.body.model === 'thinker') {
         // A reasoning model behind a gateway's small default limit: all of it spent thinking.
         const body = echoCompletion(call, '') as { choices: Array<{ finish_reason: string }> };
@@ -347,7 +348,7 @@ test('check: one small completion made as a worker makes its calls; what came ba
   );
 
   // An upstream's control characters (here: clear the screen, and C1's CSI) are written out.
-  assert.match((await check(['--model', 'escapes'])).out, /^error: upstream_invalid_request_error: bad \\u001b\[2Jmodel\\u009b$/m);
+  assert.match((await check(['--model', 'escapes'])).out, /^error: upstream_invalid_request_error: bad \\u001b\[2Jmodel\\u009b\\u2067$/m);
 
   const slow = await check(['--model', 'slow', '--json']);
   assert.equal(slow.code, 1);

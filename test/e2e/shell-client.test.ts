@@ -397,11 +397,11 @@ test('the shell client exits 2 on failed, 4 on timeout, 5 on an HTTP error, 64 o
   }
   // An upstream's control characters reach the terminal written out: sent as they came, they drove it
   // (a colour, the window's title).
-  stub.behave(() => ({ status: 400, body: { error: { message: 'bad \x1b[31mred\x1b]0;title\x07 \x9b end', type: 'invalid_request_error' } } }));
+  stub.behave(() => ({ status: 400, body: { error: { message: 'bad \x1b[31mred\x1b]0;title\x07 \x9b \u202e\u2066\u061c end', type: 'invalid_request_error' } } }));
   for (const PATH of [clientEnv.PATH, minimalPath(mkdtempSync(join(dir, 'bare-')))]) {
     const failed = await run(['-p', 'escapes please', '--poll', '0.2'], { ...clientEnv, PATH });
     assert.equal(failed.code, 2, failed.stderr);
-    assert.match(failed.stderr, /failed: upstream_invalid_request_error: bad \\u001b\[31mred\\u001b\]0;title\\u0007 \\u009b end\n$/);
+    assert.match(failed.stderr, /failed: upstream_invalid_request_error: bad \\u001b\[31mred\\u001b\]0;title\\u0007 \\u009b \\u202e\\u2066\\u061c end\n$/);
   }
 
   stub.behave(() => ({ delayMs: 20_000 }));

@@ -18,9 +18,16 @@ export function cutText(text: string, max: number): string {
   return wellFormed(text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max));
 }
 
-/** C0 controls, DEL and C1 controls: what a terminal may take as an instruction. */
+/**
+ * C0 controls, DEL and C1 controls: what a terminal may take as an instruction. And Unicode's
+ * bidirectional controls (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069): a terminal that
+ * lays out right-to-left text (GNOME Terminal, Konsole) shows what follows one reordered, so a
+ * message can read as other than it is (the "Trojan Source" trick, CVE-2021-42574).
+ */
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
-const CONTROL_CHARACTERS = /[\x00-\x1f\x7f-\x9f]/g;
+const CONTROL_CHARACTERS = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+/** What JSON.stringify leaves of CONTROL_CHARACTERS: it escapes C0 controls itself. */
+const LEFT_BY_JSON = /[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 /**
  * Text from outside (an upstream's error message, a header's value) as a terminal may be given it:
@@ -33,9 +40,9 @@ export function printable(text: string): string {
   return text.replace(CONTROL_CHARACTERS, escaped);
 }
 
-/** JSON as printable: JSON.stringify writes C0 controls as escapes itself, but DEL and C1 as they are. */
+/** JSON as printable: JSON.stringify writes C0 controls as escapes itself, but DEL, C1 and the bidirectional controls as they are. */
 export function printableJson(value: unknown): string {
-  return JSON.stringify(value, null, 2).replace(/[\x7f-\x9f]/g, escaped);
+  return JSON.stringify(value, null, 2).replace(LEFT_BY_JSON, escaped);
 }
 
 function escaped(c: string): string {

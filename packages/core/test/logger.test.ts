@@ -100,10 +100,10 @@ test('values JSON.stringify refuses (a cycle, a BigInt) are still written; text 
   text.warn('disk nearly full', { free_mb: 12 });
   // A field from outside (an upstream's finish reason) with a C1 control, which JSON leaves as it is,
   // and a message with ESC: written out for the terminal.
-  text.info('job \x1b[2Jcompleted', { finish_reason: 'odd\x9b' });
+  text.info('job \x1b[2Jcompleted', { finish_reason: 'odd\x9b\u200f' });
   await new Promise((r) => setImmediate(r));
   assert.match(lines[0] ?? '', /^\d\d:\d\d:\d\d\.\d{3} warn {2}disk nearly full \{"free_mb":12\}\n?$/);
-  assert.match(lines[1] ?? '', /^\d\d:\d\d:\d\d\.\d{3} info {2}job \\u001b\[2Jcompleted \{"finish_reason":"odd\\u009b"\}\n?$/);
+  assert.match(lines[1] ?? '', /^\d\d:\d\d:\d\d\.\d{3} info {2}job \\u001b\[2Jcompleted \{"finish_reason":"odd\\u009b\\u200f"\}\n?$/);
 });
 
 test("lineWriter writes logger[level]'s own line, to the same streams in order with the logger's other lines, and skips winston only where it changes nothing", async (t) => {
