@@ -1,12 +1,27 @@
 /**
  * Hosts whose clocks disagree, on one PostgreSQL server: an API and a worker daemon started under
  * libfaketime (LD_PRELOAD), their clocks ahead of everyone else's, as a host with a broken NTP is.
+ * And a worker whose clock steps while it runs, on either backend.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, completedJob, eventually, newCredentials, onlyOn, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import {
+  WORKER_MAIN,
+  completedJob,
+  enqueueJob,
+  eventually,
+  newCredentials,
+  onlyOn,
+  openTestStore,
+  postSigned,
+  spawnNode,
+  startApiProcess,
+  tempDir,
+  testEnv,
+} from '../helpers/index.ts';
 
 // Debian's faketime package, under the machine's multiarch folder (x86_64-linux-gnu, aarch64-linux-gnu, …).
 const FAKETIME_LIB =
@@ -19,12 +34,17 @@ function clockAhead(seconds: number): Record<string, string> {
   return { LD_PRELOAD: FAKETIME_LIB, FAKETIME: `+${seconds}s`, FAKETIME_DONT_FAKE_MONOTONIC: '1' };
 }
 
+/** Whether libfaketime is here; CI installs it, so there its absence fails the test. */
+function haveFaketime(t: { skip: (why: string) => void }): boolean {
+  if (existsSync(FAKETIME_LIB)) return true;
+  if (process.env.CI) throw new Error(`${FAKETIME_LIB} is missing: .ci/run installs faketime`);
+  t.skip('libfaketime is not installed here (apt-get install faketime); CI installs it');
+  return false;
+}
+
 test("a worker host whose clock runs a minute ahead takes no job another worker is calling, and an API host 10 minutes ahead takes clients' fresh requests: both go by the server's clock and say theirs is off", async (t) => {
   if (!onlyOn('postgres', t, 'hosts sharing one database server')) return;
-  if (!existsSync(FAKETIME_LIB)) {
-    if (process.env.CI) throw new Error(`${FAKETIME_LIB} is missing: .ci/run installs faketime`);
-    return t.skip('libfaketime is not installed here (apt-get install faketime); CI installs it');
-  }
+  if (!haveFaketime(t)) return;
   const dir = tempDir(t);
   // Calls of 8 s: the host ahead starts, and claims, while every one of them runs (the check below
   // makes sure, so a slow start fails the test rather than passing it unproven).
@@ -89,4 +109,48 @@ test("a worker host whose clock runs a minute ahead takes no job another worker 
   const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
   assert.ok(Math.abs(gauge('proxy_clock_offset_seconds') + 600) < 1, `the API's offset in /metrics: ${gauge('proxy_clock_offset_seconds')} s`);
   assert.ok(Math.abs(gauge('proxy_workers_clock_offset_max_seconds') + 60) < 1, `the farthest worker's in /metrics: ${gauge('proxy_workers_clock_offset_max_seconds')} s`);
+});
+
+test('a worker daemon whose clock steps forward two minutes during a call goes on with it, calls the job once, and says so', async (t) => {
+  if (!haveFaketime(t)) return;
+  const dir = tempDir(t);
+  // libfaketime reads the offset from this file at each reading of the clock (FAKETIME_NO_CACHE).
+  const offsetFile = join(dir, 'faketime');
+  writeFileSync(offsetFile, '+0\n');
+  let stepped = false;
+  const stub = await startStubUpstream({
+    behave: async () => {
+      // Half a second into the first call, the clock steps 120 s forward: its 30 s lease reads as
+      // run out 90 s ago. Before, the daemon took the job again and called it a second time.
+      if (!stepped) setTimeout(() => writeFileSync(offsetFile, '+120\n'), 500);
+      stepped = true;
+      await new Promise((r) => setTimeout(r, 4000));
+      return {};
+    },
+  });
+  t.after(() => stub.close());
+  const env = testEnv(dir, { OPENAI_API_KEY: 'sk-step', OPENAI_BASE_URL: stub.url, WORKER_CONCURRENCY: '4' });
+  const store = await openTestStore(env);
+  t.after(() => store.close());
+  const id = await enqueueJob(store, 'stepped forward');
+  const worker = spawnNode(
+    WORKER_MAIN,
+    ['daemon'],
+    { ...env, LD_PRELOAD: FAKETIME_LIB, FAKETIME_TIMESTAMP_FILE: offsetFile, FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' },
+    dir,
+  );
+  t.after(async () => {
+    worker.kill('SIGKILL');
+    await worker.exited;
+  });
+  await worker.waitFor((l) => l.includes('job completed'), 20_000);
+  assert.equal(stub.calls.length, 1, `${stub.calls.length} upstream calls`);
+  const job = await store.getJob(id);
+  assert.equal(job?.status, 'completed');
+  assert.equal(job?.attempts, 1);
+  assert.ok(
+    worker.lines.some((l) => l.includes('the clock stepped forward 120 s')),
+    worker.lines.join('\n'),
+  );
+  assert.ok(!worker.lines.some((l) => l.includes('abandoned')), worker.lines.join('\n'));
 });
