@@ -179,3 +179,15 @@ test('lease keeper: after the clock stepped forward past the lease, a renewal th
     t.mock.timers.reset();
   }
 });
+
+test('lease keeper: after the clock stepped forward past the lease, a renewal that never comes back ends the attempt when the lease truly runs out', async (t) => {
+  const h = harness(t, () => new Promise<LeaseState>(() => undefined), 3000);
+  await h.advance(500);
+  h.step(120_000);
+  await h.advance(2500 - 40);
+  assert.deepEqual(h.ends, []);
+  assert.equal(h.renewals().length, 1);
+  await h.advance(40);
+  assert.deepEqual(h.ends, ['lease_lapsed']);
+  h.keeper.stop();
+});

@@ -112,7 +112,10 @@ export function keepLease(deps: LeaseKeeperDeps): LeaseKeeper {
       return;
     }
     if (left() <= 0) {
-      // Run out by the store's clock alone: the clock stepped forward. Renewed now, or ended.
+      // Run out by the store's clock alone: the clock stepped forward. Renewed now, or ended; and
+      // ended at the lease's end as timed here should the renewal not come back by then.
+      clearTimeout(timer);
+      timer = setTimeout(tick, leftMonotonic());
       renewNow().then(
         (state) => {
           heed(state);
