@@ -1475,7 +1475,7 @@ test('a clock that steps forward two minutes during a call: the call goes on and
   assert.equal(job.status, 'completed');
   assert.equal(stub.calls.length, 1, 'called once');
   assert.equal(job.attempts, 1);
-  assert.equal(lines.filter((l) => l.message === 'the clock stepped forward 120 s').length, 2, JSON.stringify(lines));
+  assert.equal(lines.filter((l) => l.message === 'the clock stepped forward 120 s (or the machine slept that long)').length, 2, JSON.stringify(lines));
   assert.ok(!lines.some((l) => String(l.message).includes('abandoned')), JSON.stringify(lines));
   for (const w of await other.listWorkers(0)) assert.ok(now() - w.lastSeenAt < 60_000, `a heartbeat ${now() - w.lastSeenAt} ms old after the step`);
 });

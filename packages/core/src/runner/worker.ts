@@ -276,7 +276,8 @@ export function createWorker(options: WorkerOptions): Worker {
         const stepMs = clockStep(at, mono);
         if (stepMs < 0) {
           lapseGrace.stepped(-stepMs, mono);
-          log.warn(`the clock stepped forward ${Math.round(-stepMs / 1000)} s`, { step_ms: -stepMs });
+          // A machine woken from a suspend reads the same: the monotonic clock stops while it sleeps.
+          log.warn(`the clock stepped forward ${Math.round(-stepMs / 1000)} s (or the machine slept that long)`, { step_ms: -stepMs });
           // Every heartbeat reads as old as the step: this worker's counts as alive again at once.
           lastHeartbeat = -Infinity;
         }
