@@ -65,6 +65,8 @@ test('a full disk under the SQLite file: creates that cannot be stored get 503 u
   assert.equal(refused.json.error.code, 'unavailable');
   assert.ok(refused.headers.get('retry-after'));
   assert.equal((await getJson(api.url, `/v1/requests/${before.json.id}`, key)).json.status, 'completed', 'a lookup still answers');
+  // /health answers 503 meanwhile, though its ping reads: it said ok while no create could be stored.
+  assert.equal((await getJson(api.url, '/health')).status, 503);
   // The outage is told once, not once a request; each 503 has its access line. Lines reach stdout
   // once per event-loop turn, after the answer may have: they are waited for.
   for (let i = 0; i < 20; i++) assert.equal((await postSigned(api.url, key, secret, { prompt: `refused-${i}` })).status, 503);
@@ -81,6 +83,7 @@ test('a full disk under the SQLite file: creates that cannot be stored get 503 u
   for (const id of accepted) assert.match((await completed(id)).output_text, /^echo: full-\d+$/);
   const after = await postSigned(api.url, key, secret, { prompt: 'after' });
   assert.equal(after.status, 202);
+  assert.equal((await getJson(api.url, '/health')).status, 200, 'a create stored: the database takes writes again');
   assert.equal((await completed(after.json.id)).output_text, 'echo: after');
   assert.equal(api.child.proc.exitCode, null, 'proxy-api is still running');
   assert.equal(worker.proc.exitCode, null, 'proxy-worker is still running');

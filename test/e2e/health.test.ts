@@ -220,7 +220,7 @@ async function holdWriteLock(t: TestHooks, env: Record<string, string>, dir: str
 }
 
 test(
-  'a create while another connection holds the write lock past busy_timeout (lock_timeout on PostgreSQL): 503 unavailable with Retry-After; sent again once the lock is gone, it is stored once',
+  'a create while another connection holds the write lock past busy_timeout (lock_timeout on PostgreSQL): 503 unavailable with Retry-After, and /health 503 until a create is stored; sent again once the lock is gone, it is stored once',
   { timeout: 60_000 },
   async (t) => {
     const dir = tempDir(t);
@@ -239,9 +239,21 @@ test(
       const said = await eventually(async () => child.lines.find((l) => l.includes('the database does not answer')));
       assert.match(said, new RegExp(`the write lock is held by pid ${process.pid} \\(node\\)`));
     }
+    // Reads, the health check's ping among them, still answer; /health says the database refused
+    // the create all the same (it said ok, while no create could be stored).
+    const health = async (withKey: boolean) => {
+      const res = await fetch(`${url}/health`, { headers: withKey ? { 'x-proxy-key': key } : {} });
+      return { status: res.status, json: (await res.json()) as { status: string; error?: { code: string; message: string } } };
+    };
+    assert.deepEqual(await health(false), { status: 503, json: { status: 'unavailable' } });
+    const told = await health(true);
+    assert.equal(told.status, 503);
+    assert.equal(told.json.error?.code, 'unavailable');
+    assert.match(told.json.error?.message ?? '', /^the database refused a request \d+ s ago; proxy-api's log says why$/);
     await release();
     const stored = await send();
     assert.equal(stored.status, 202);
+    assert.deepEqual(await health(false), { status: 200, json: { status: 'ok' } }, 'a create stored: the database takes writes again');
     const again = await send();
     assert.equal(again.status, 200, 'the same request again answers with the job it made');
     assert.equal(((await again.json()) as { id: string }).id, ((await stored.json()) as { id: string }).id);

@@ -17,6 +17,7 @@ import { metricsAllowList, metricsHandler } from './routes/metrics.js';
 import { statsHandler } from './routes/stats.js';
 import { cancelRequestHandler, createRequestHandler, getRequestHandler } from './routes/requests.js';
 import { runWorkerHandler, type WorkerPass } from './routes/worker.js';
+import { createRefusals } from './refusals.js';
 
 /**
  * How long the server waits for a request's headers, for the whole request, on an idle keep-alive
@@ -89,6 +90,8 @@ export function createApp(deps: AppDeps): Express {
     passOnStoreError: true,
   });
 
+  // What /health learns of the requests the database refused (refusals.ts).
+  const refusals = createRefusals();
   const watcher = deps.watcher ?? createJobWatcher({ store: deps.store, logger: deps.logger, pollMs: WATCH_POLL_MS });
   const create = [
     identify(deps.clients),
@@ -96,11 +99,11 @@ export function createApp(deps: AppDeps): Express {
     auth,
     requireJson,
     rawBody(deps.config.http.bodyLimitBytes),
-    createRequestHandler({ store: deps.store, config: deps.config, now }),
+    createRequestHandler({ store: deps.store, config: deps.config, now, refusals }),
   ];
   const read = [readsPerIp, auth, getRequestHandler({ store: deps.store, watcher })];
   const work = [readsPerIp, auth, runWorkerHandler(deps.workerPass)];
-  const health = [healthHandler({ store: deps.store, clients: deps.clients, now, version: deps.version ?? 'dev', requireWorker: deps.config.http.healthRequiresWorker })];
+  const health = [healthHandler({ store: deps.store, clients: deps.clients, now, version: deps.version ?? 'dev', requireWorker: deps.config.http.healthRequiresWorker, refusals })];
 
   app.use(requestContext(deps.logger, metrics));
   if (deps.config.http.trustProxy === false) app.use(untrustedProxyHint(deps.logger));
@@ -151,6 +154,6 @@ export function createApp(deps: AppDeps): Express {
   app.all(['/', '/index.php'], legacy);
 
   app.use(notFound);
-  app.use(createErrorHandler());
+  app.use(createErrorHandler({ refusals }));
   return app;
 }

@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { AppError, isDatabaseUnavailable, sayAtMostEvery, toAppError } from '@proxy/core';
 import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
+import type { Refusals } from '../refusals.js';
 
 /**
  * Unknown route: the same JSON shape as every other error. A client given the old tool's address
@@ -96,7 +97,7 @@ export function bodyTooLarge(limitBytes: number | undefined, coded: boolean, cau
 export const UNAVAILABLE_LINE_MS = 10_000;
 
 /** The one place an error becomes a reply: a stable code and message, never a stack or SQL. */
-export function createErrorHandler(now: () => number = Date.now): ErrorRequestHandler {
+export function createErrorHandler({ refusals, now = Date.now }: { refusals?: Pick<Refusals, 'refused'>; now?: () => number } = {}): ErrorRequestHandler {
   const tellOutage = sayAtMostEvery(UNAVAILABLE_LINE_MS, now);
   return (err, req, res, _next) => {
     const appError =
@@ -108,6 +109,7 @@ export function createErrorHandler(now: () => number = Date.now): ErrorRequestHa
             : toAppError(err)));
     const log = ctx(res).log;
     if (appError.code === 'unavailable') {
+      refusals?.refused();
       tellOutage((times) =>
         log?.error('the database does not answer; requests get 503 unavailable', { err: appError.cause ?? appError, code: appError.code, answered_503: times }),
       );

@@ -2,6 +2,7 @@ import type { RequestHandler } from 'express';
 import { liveWorkers, toWorkerView, type ClientRegistry, type JobStore } from '@proxy/core';
 import { ctx } from '../context.js';
 import { sendJson } from '../respond.js';
+import type { Refusals } from '../refusals.js';
 
 export interface HealthDeps {
   store: JobStore;
@@ -9,15 +10,19 @@ export interface HealthDeps {
   now: () => number;
   version: string;
   requireWorker: boolean;
+  /** Whether the database refused this API's requests lately, though it answers the ping (refusals.ts). */
+  refusals?: Pick<Refusals, 'lastRefusedAgoMs'>;
 }
 
 /**
  * GET /health: 200 when the database answers (and, with HEALTH_REQUIRE_WORKER, a worker is alive),
- * 503 otherwise. Anyone sees `status`; a caller with a valid X-Proxy-Key also sees why, the queue by
- * status, how long the longest-waiting due job has waited, the live workers, the version, and how far
- * this API host's clock is off the database's (the workers' are in their heartbeats).
+ * 503 otherwise; a database that refused this API's requests in the last seconds (a full disk, the
+ * write lock held elsewhere) does not answer, though its ping does. Anyone sees `status`; a caller
+ * with a valid X-Proxy-Key also sees why, the queue by status, how long the longest-waiting due job
+ * has waited, the live workers, the version, and how far this API host's clock is off the
+ * database's (the workers' are in their heartbeats).
  */
-export function healthHandler({ store, clients, now, version, requireWorker }: HealthDeps): RequestHandler {
+export function healthHandler({ store, clients, now, version, requireWorker, refusals }: HealthDeps): RequestHandler {
   return async (req, res) => {
     const detailed = clients().findByKey(req.get('x-proxy-key')) !== null;
     let problem: string | null = null;
@@ -27,6 +32,8 @@ export function healthHandler({ store, clients, now, version, requireWorker }: H
       ctx(res).log.error('health check: database unavailable', { err });
       problem = 'the database does not answer';
     }
+    const refusedAgo = problem ? null : (refusals?.lastRefusedAgoMs() ?? null);
+    if (refusedAgo !== null) problem = `the database refused a request ${Math.round(refusedAgo / 1000)} s ago; proxy-api's log says why`;
     const workers = problem || !(detailed || requireWorker) ? [] : await liveWorkers(store, now());
     if (!problem && requireWorker && workers.length === 0) problem = 'no worker has been seen in the last 30 s';
     const code = problem ? 503 : 200;

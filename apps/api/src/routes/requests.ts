@@ -20,6 +20,7 @@ import { sendJson } from '../respond.js';
 import { clientOf, ctx } from '../context.js';
 import type { JobWatcher } from '../job-watcher.js';
 import { readSignedBody } from '../signed-body.js';
+import type { Refusals } from '../refusals.js';
 
 /** A nonce replayed within this window returns the original job; later it is refused. */
 export const NONCE_WINDOW_MS = 24 * 3600 * 1000;
@@ -28,10 +29,12 @@ export interface RequestRoutesDeps {
   store: JobStore;
   config: Config;
   now: () => number;
+  /** Told when a create is stored: the database takes writes (refusals.ts). */
+  refusals?: Pick<Refusals, 'stored'>;
 }
 
 /** POST /v1/requests: verify, validate, enqueue, answer 202 with the id. */
-export function createRequestHandler({ store, config, now }: RequestRoutesDeps): RequestHandler {
+export function createRequestHandler({ store, config, now, refusals }: RequestRoutesDeps): RequestHandler {
   return async (req, res) => {
     const client = clientOf(res);
     const body = parseCreateRequest(readSignedBody(req.body, client));
@@ -62,6 +65,7 @@ export function createRequestHandler({ store, config, now }: RequestRoutesDeps):
       maxAttempts: config.jobs.maxAttempts,
       expiresAt: at + ttlSeconds * 1000,
     });
+    refusals?.stored();
     if (!created) {
       if (job.requestHash !== requestHash || at - job.createdAt > NONCE_WINDOW_MS) {
         throw new AppError('nonce_reused', 'this nonce was already used for a different request; use a fresh nonce');
