@@ -8,8 +8,8 @@
  * called them again (seen: a step of 120 s during a 15 s call made a second call 3 s after the
  * first; the first was abandoned, its answer thrown away). So for a while after a step it sees,
  * a worker takes a lease as lapsed only once it would have been by the clock before the step: a
- * whole lease on (every live holder renews within a third of one, lease.ts renewing at once a
- * lease the step ran out), and on PostgreSQL the time it takes every host to see a step of the
+ * whole lease on (every live holder renews within a third of one, lease.ts renewing a lease the
+ * step ran out at its next look rather than giving it up), and on PostgreSQL the time it takes every host to see a step of the
  * server's clock too (JobStore.clockSyncMs). Steps within that while add up. A worker that died
  * holding a job meanwhile leaves it to be taken that much later, as if the clock had not stepped.
  */

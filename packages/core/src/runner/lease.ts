@@ -50,13 +50,12 @@ export interface LeaseKeeperDeps {
  *   moved back by as much (JobStore.rebaseAfterClockStep) while the store's clock says it holds that
  *   much longer.
  * - A lease that reads as run out by the store's clock while the monotonic clock says it holds
- *   (the clock stepped forward, or the machine woke from a suspend) is renewed at once, and the
- *   attempt goes on only if that renewal is heard back: the lease was then still ours, and holds
- *   on the clock as it now reads. Workers that saw the step do not take such a lease meanwhile
- *   (ClaimOptions.lapseGraceMs). Ended as lapsed instead, a call was abandoned and the job called
- *   again (seen: a step of 120 s during a 15 s call made two upstream calls, the first one's answer
- *   thrown away). Unanswered, the renewal ends the attempt as a lapse would: another worker may
- *   have taken the job.
+ *   (the clock stepped forward, or the machine woke from a suspend) is renewed at the next look,
+ *   and the attempt goes on only if that renewal is heard back: the lease was then still ours, and
+ *   holds on the clock as it now reads. Workers that saw the step do not take such a lease
+ *   meanwhile (lapse-grace.ts, which tells what ending it as lapsed cost). A renewal that fails, or
+ *   is still unanswered at the lease's end as timed here, ends the attempt as a lapse would:
+ *   another worker may have taken the job.
  * - One renewal at a time: a check joins one already on its way.
  * - A renewal that fails (the database unreachable) is tried again after RENEW_RETRY_MS, not a
  *   third of a lease later: a hiccup ends with the lease renewed, not lapsed and the job taken.
