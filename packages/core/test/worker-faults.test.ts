@@ -5,7 +5,7 @@ import pg from 'pg';
 import fc from 'fast-check';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { echoCompletion, startStubUpstream, type StubBehaviour, type StubCall, type StubReply } from '../../../scripts/stub-upstream.ts';
-import { createTestWorker, enqueueJob, eventually, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
+import { createTestWorker, enqueueJob, eventually, freePort, openTestStore, overriding, tempDir, testEnv, within, type TestHooks } from '../../../test/helpers/index.ts';
 import { createUpstreamClient, type UpstreamClient } from '../src/runner/upstream-client.ts';
 import { MAX_FLEET_PAUSE_MS } from '../src/store/types.ts';
 import { judgeFailure } from '../src/runner/retry-policy.ts';
@@ -1506,4 +1506,39 @@ test('a call during which the clock steps back two minutes counts its latency as
   assert.ok(sum >= 0.3 && sum < 5, `latency counted ${sum} s`);
   const bucket = counters.find((c) => c.name === 'upstream_latency_seconds_bucket' && c.labels.le === '0.5');
   assert.equal(bucket?.value, 1, JSON.stringify(counters.filter((c) => c.name.startsWith('upstream_latency'))));
+});
+
+test('an upstream that cannot be reached for 2.5 s: the jobs wait for it with their attempts unspent, one call looking now and then, and all complete once it is back', async (t) => {
+  const dir = tempDir(t);
+  const store = await openTestStore(testEnv(dir));
+  t.after(() => store.close());
+  // Nothing listens on the port at first: each call is refused, as by an upstream down or a network cut.
+  const port = await freePort();
+  const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${port}/v1`, apiKey: 'sk-test', connections: 4 });
+  t.after(() => upstream.close());
+  const { logger, lines } = loggedLines('info');
+  const ids: string[] = [];
+  for (let i = 0; i < 8; i++) ids.push(await enqueueJob(store, `outage ${i}`, { maxAttempts: 3 }));
+  // Retries 10-20 ms apart (the test worker's): without the hold, each job spent its three attempts within a second.
+  const worker = createTestWorker({ store, upstream, concurrency: 4, logger });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+  });
+  await new Promise((r) => setTimeout(r, 2500));
+  const stub = await startStubUpstream({ port });
+  t.after(() => stub.close());
+  for (const id of ids) {
+    const job = await finalJob(store, id, 15_000);
+    assert.equal(job.status, 'completed', JSON.stringify(job));
+    assert.ok(job.attempts <= 2, `${id} took ${job.attempts} attempts`);
+  }
+  assert.equal(stub.calls.length, 8, 'each job called once the upstream was back');
+  const said = lines.map((l) => String(l.message));
+  assert.ok(
+    said.some((m) => m.startsWith('the upstream cannot be reached (ECONNREFUSED): calls are held')),
+    said.join('\n'),
+  );
+  assert.ok(said.includes('the upstream answers again: calls resume'), said.join('\n'));
 });

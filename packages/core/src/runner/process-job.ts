@@ -7,7 +7,7 @@ import { keepLease, type LeaseEnd } from './lease.js';
 import type { LocalShortage } from './local-shortage.js';
 import type { Pacing } from './pacing.js';
 import type { CancelWatch } from './cancel-watch.js';
-import type { UpstreamClient } from './upstream-client.js';
+import type { UpstreamClient, UpstreamOutcome } from './upstream-client.js';
 
 /**
  * Why an attempt was cut short; each reason ends the job differently. 'lease_low': its call was
@@ -33,6 +33,8 @@ export interface ProcessJobDeps {
   pacing: Pacing;
   /** Told when this machine could not open a connection; the job itself goes back unspent. */
   onLocalShortage?: (shortage: LocalShortage) => void;
+  /** Told what each call met, so that an upstream that cannot be reached holds calls back (upstream-outage.ts). */
+  onUpstreamOutcome?: (outcome: UpstreamOutcome) => void;
   /** Tells a running attempt, within a second, that its client cancelled it (cancel-watch.ts). */
   cancels?: CancelWatch;
 }
@@ -190,6 +192,7 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
         throw err;
       },
     );
+    deps.onUpstreamOutcome?.(outcome);
     if (outcome.kind === 'local_shortage') {
       // The upstream never heard of it: the job goes back with its attempt unspent, at once (another
       // worker may have room), and the worker holds off new calls (onLocalShortage).

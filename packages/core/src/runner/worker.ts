@@ -9,6 +9,7 @@ import { createPacing } from './pacing.js';
 import { createShutdown, processJob, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import { retryOutcomeWrites } from './outcome-writes.js';
 import { createShortageBrake } from './local-shortage.js';
+import { createOutageBrake } from './upstream-outage.js';
 import { createReserve, maxHoldFor } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
 import { createCancelWatch } from './cancel-watch.js';
@@ -82,6 +83,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const log = options.logger.child({ worker_id: id });
   const shutdown = createShutdown();
   const shortage = createShortageBrake({ now, log });
+  const outage = createOutageBrake({ log });
   // A finished job holds its request's nonce: deleted while the same signed body could still be
   // accepted, that body sent again (a client's retry, a captured request) would make a new job and
   // a second upstream call. So no retention is shorter than that window.
@@ -103,6 +105,7 @@ export function createWorker(options: WorkerOptions): Worker {
     retryMaxMs: options.retryMaxMs,
     ...(options.random ? { random: options.random } : {}),
     onLocalShortage: shortage.report,
+    onUpstreamOutcome: outage.report,
     cancels: createCancelWatch(options.store),
   };
 
@@ -199,8 +202,12 @@ export function createWorker(options: WorkerOptions): Worker {
     inflight.add(p);
   }
 
-  /** A call may start now: a slot is free, outcomes waiting to be written leave room, and no shortage holds calls back. */
-  const canStart = () => calling < options.concurrency && inflight.size < maxInFlight && !shortage.holding();
+  /**
+   * A call may start now: a slot is free, outcomes waiting to be written leave room, no shortage
+   * holds calls back, and the upstream is not one this worker cannot reach (then one call at a time
+   * looks whether it is back, now and then: upstream-outage.ts).
+   */
+  const canStart = () => calling < Math.min(options.concurrency, outage.callsAllowed()) && inflight.size < maxInFlight && !shortage.holding();
 
   /** Free slots take held jobs, oldest first; none once stopping (stop() gives them back). */
   function startHeld(report: RunReport) {
@@ -290,9 +297,11 @@ export function createWorker(options: WorkerOptions): Worker {
         if (mono >= deadline || report.claimed >= maxJobs) break;
         giveBack(reserve.stale(mono));
         startHeld(report);
-        // Free slots, and the jobs the reserve wants on top of them; none while a shortage holds calls back.
-        const wanted = reserve.wanted();
-        const room = shortage.holding() ? 0 : Math.min(Math.min(options.concurrency - calling, maxInFlight - inflight.size) + wanted, maxJobs - report.claimed);
+        // Free slots, and the jobs the reserve wants on top of them; none while a shortage holds calls
+        // back, and only the one that looks while the upstream cannot be reached.
+        const slots = Math.min(options.concurrency, outage.callsAllowed());
+        const wanted = slots < options.concurrency ? 0 : reserve.wanted();
+        const room = shortage.holding() ? 0 : Math.min(Math.min(slots - calling, maxInFlight - inflight.size) + wanted, maxJobs - report.claimed);
         let claimedNow = 0;
         const wantClaim = room > 0 && (dirty || at >= nextWakeAt);
         const gathering = wantClaim && calling > 0 && options.concurrency - calling + wanted < gatherSlots && mono - (gatherSince ??= mono) < gatherMs;
