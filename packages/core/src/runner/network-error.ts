@@ -79,3 +79,16 @@ const NETWORK_WORDS = new Map<string, string>([
   ['UND_ERR_HEADERS_OVERFLOW', "the answer's headers are larger than the 16 KB the worker reads"],
   ['ERR_SSL_WRONG_VERSION_NUMBER', 'TLS spoken to a server that answers in plain HTTP'],
 ]);
+
+/**
+ * Codes of a call whose connection to the upstream was never opened: nothing takes connections at
+ * that address (refused, no route, no such name, no answer to the connect). Unlike a reset or a
+ * close, none can come after the request was sent. The worker holds its calls on them
+ * (upstream-outage.ts).
+ */
+const NEVER_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** Whether a network error's code says the connection was never opened (NEVER_CONNECTED). */
+export function neverConnected(code: string): boolean {
+  return NEVER_CONNECTED.has(code);
+}

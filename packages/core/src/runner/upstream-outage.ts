@@ -1,12 +1,6 @@
 import { sayAtMostEvery } from '../log-throttle.js';
+import { neverConnected } from './network-error.js';
 import type { UpstreamOutcome } from './upstream-client.js';
-
-/**
- * Codes of a call whose connection to the upstream was never opened: nothing takes connections at
- * that address (refused, no route, no such name, no answer to the connect). Unlike a reset or a
- * close, none can come after the request was sent.
- */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'UND_ERR_CONNECT_TIMEOUT']);
 
 /** The first wait before a call looks whether an unreachable upstream is back; each that finds it still gone doubles it. */
 export const OUTAGE_PROBE_FIRST_MS = 1000;
@@ -38,7 +32,7 @@ export function createOutageBrake(deps: { log: { [L in 'warn' | 'info']: (messag
   const tell = sayAtMostEvery(60_000, monotonic);
   return {
     report(outcome) {
-      if (outcome.kind === 'network_error' && UNREACHABLE.has(outcome.code)) {
+      if (outcome.kind === 'network_error' && neverConnected(outcome.code)) {
         const at = monotonic();
         // Calls begun before the hold end as it begins: only a look that failed waits longer.
         if (looks > 0 && at < until) return;
