@@ -17,7 +17,7 @@ export const OUTAGE_PROBE_MAX_MS = 30_000;
  * still ends its wait. Per process: each worker looks for itself.
  */
 export interface OutageBrake {
-  /** What a call met: held back when it could not connect, released by any answer. */
+  /** What a call met: held back when it could not connect, released by one that did (an answer, an error status, a reset after the connect). */
   report(outcome: UpstreamOutcome): void;
   /** How many calls may run now: Infinity, or 0 while waiting to look again, or 1 to look. */
   callsAllowed(): number;
