@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, fdatasync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, fdatasync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
@@ -14,7 +14,7 @@ import { createWriteQueue } from '../src/store/sqlite/write-queue.ts';
 import { holderPid, writeLockHolder } from '../src/store/sqlite/lock-holder.ts';
 import { openStore } from '../src/store/open-store.ts';
 import { memoryFilesystem, networkFilesystem, privateTmp } from '../src/store/sqlite/filesystem.ts';
-import { WAL_KEPT_BYTES } from '../src/store/sqlite/open-database.ts';
+import { WAL_KEPT_BYTES, assertWritable } from '../src/store/sqlite/open-database.ts';
 import { migrate } from '../src/store/sqlite/migrate.ts';
 import { HELD_COLUMNS, heldRow, type HeldValues } from '../src/store/sqlite/held-row.ts';
 import { laterReleaseMessage } from '../src/store/migration-files.ts';
@@ -172,6 +172,43 @@ test("a claim's rows, read as arrays: every column of the jobs table, each made 
   await same(await store.claimJobs({ workerId: 'w2', limit: 1, leaseMs: 1000 }), 'a claim after a retry');
   clock += 5000;
   await same(await store.claimJobs({ workerId: 'w3', limit: 1, leaseMs: 1000 }), 'a claim of a lapsed lease');
+});
+
+test("a -wal file removed while a start looks at it (another program closing the file's last connection) stops nothing", async (t) => {
+  // Seen: the API failed to start with "ENOENT: no such file or directory, stat '…-wal'" when the
+  // other program closed the file between the start's look for the -wal and its check that it may
+  // write it. A child makes and removes the -wal as fast as it can while this process checks.
+  const dir = tempDir(t);
+  const path = `${dir}/db.sqlite`;
+  writeFileSync(path, '');
+  const wal = JSON.stringify(`${path}-wal`);
+  const child = spawn(process.execPath, ['-e', `const fs = require('node:fs'); for (;;) { fs.writeFileSync(${wal}, ''); fs.rmSync(${wal}, { force: true }); }`], {
+    stdio: 'ignore',
+  });
+  const failures = new Set<string>();
+  let checks = 0;
+  try {
+    await eventually(async () => existsSync(`${path}-wal`), 5000);
+    const until = performance.now() + 1500;
+    while (performance.now() < until) {
+      for (let i = 0; i < 200; i++, checks++) {
+        try {
+          assertWritable(path);
+        } catch (err) {
+          failures.add((err as Error).message);
+        }
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  } finally {
+    // Ended before the folder is removed (the hook tempDir added runs first): a removal racing the
+    // child's writes held the test file open.
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+  assert.ok(checks > 1000, `${checks} checks`);
+  assert.deepEqual([...failures], []);
 });
 
 test('processes opening a new file at the same moment all start, and apply each migration once', async (t) => {

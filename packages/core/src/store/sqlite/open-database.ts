@@ -1,4 +1,4 @@
-import { existsSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { makeFolder, whyNotWritable } from '../../writable.js';
@@ -98,7 +98,7 @@ function enterWal(db: Db, path: string, busyTimeoutMs: number): void {
  * start names the file and who owns it instead. The folder must be writable too: SQLite makes its
  * `-wal` and `-shm` files there, and removes them when the last connection closes.
  */
-function assertWritable(path: string): void {
+export function assertWritable(path: string): void {
   // SQLite says only "unable to open database file" for a folder, as for a file it cannot create,
   // and "disk I/O error" for a named pipe or a device (with a -journal left beside it).
   const kind = notAFile(path);
@@ -106,10 +106,15 @@ function assertWritable(path: string): void {
   if (kind) throw new Error(`${path} is ${kind}, not a file: name a database file`);
   const uid = process.getuid?.() ?? '?';
   for (const file of [path, `${path}-wal`, `${path}-shm`]) {
-    const refused = existsSync(file) ? whyNotWritable(file) : null;
+    // A file that is not there is no refusal, whenever it went: the -wal and -shm go when another
+    // program closes the file's last connection, and did so between a look for them and the check
+    // (the start failed, naming a stat of the -wal that found nothing).
+    const refused = whyNotWritable(file);
+    if (refused === null || refused === 'ENOENT') continue;
     if (refused === 'EROFS') throw new Error(`${file} is on a read-only file system`);
-    if (refused)
-      throw new Error(`${file} is not writable by this user (uid ${uid}); it belongs to uid ${statSync(file).uid} with mode ${(statSync(file).mode & 0o777).toString(8)}`);
+    const owner = statSync(file, { throwIfNoEntry: false });
+    if (!owner) continue;
+    throw new Error(`${file} is not writable by this user (uid ${uid}); it belongs to uid ${owner.uid} with mode ${(owner.mode & 0o777).toString(8)}`);
   }
   const folder = dirname(path);
   const refused = whyNotWritable(folder);
