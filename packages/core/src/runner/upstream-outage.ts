@@ -5,6 +5,8 @@ import type { UpstreamOutcome } from './upstream-client.js';
 /** The first wait before a call looks whether an unreachable upstream is back; each that finds it still gone doubles it. */
 export const OUTAGE_PROBE_FIRST_MS = 1000;
 export const OUTAGE_PROBE_MAX_MS = 30_000;
+/** An outage that lasts is told once a minute, with how many looks failed since it was last told. */
+export const OUTAGE_LINE_MS = 60_000;
 
 /**
  * The worker's brake for an upstream it cannot reach. Every job the worker met while the upstream
@@ -29,7 +31,7 @@ export function createOutageBrake(deps: { log: { [L in 'warn' | 'info']: (messag
   let looks = 0;
   let until = 0;
   let since = 0;
-  const tell = sayAtMostEvery(60_000, monotonic);
+  const tell = sayAtMostEvery(OUTAGE_LINE_MS, monotonic);
   return {
     report(outcome) {
       if (outcome.kind === 'network_error' && neverConnected(outcome.code)) {
