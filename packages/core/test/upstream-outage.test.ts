@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { OUTAGE_PROBE_FIRST_MS, OUTAGE_PROBE_MAX_MS, createOutageBrake } from '../src/runner/upstream-outage.ts';
+import { FAILING_FOR_MS, FAILING_IN_A_ROW, OUTAGE_PROBE_FIRST_MS, OUTAGE_PROBE_MAX_MS, createOutageBrake } from '../src/runner/upstream-outage.ts';
 import type { UpstreamOutcome } from '../src/runner/upstream-client.ts';
 
 const refused: UpstreamOutcome = { kind: 'network_error', code: 'ECONNREFUSED', message: 'upstream connection failed: ECONNREFUSED' };
 const reset: UpstreamOutcome = { kind: 'network_error', code: 'ECONNRESET', message: 'upstream connection failed: ECONNRESET' };
-const answered: UpstreamOutcome = { kind: 'http_error', status: 503, message: 'overloaded', errorCode: null, headers: {} } as UpstreamOutcome;
+const answered: UpstreamOutcome = { kind: 'http_error', status: 400, message: 'bad request', errorCode: null, headers: {} } as UpstreamOutcome;
+const overloaded: UpstreamOutcome = { kind: 'http_error', status: 503, message: 'overloaded', errorCode: null, headers: {} } as UpstreamOutcome;
+const completed: UpstreamOutcome = { kind: 'ok', status: 200, body: {}, outputText: 'hi', finishReason: 'stop', usage: null };
 
 function brake() {
   let mono = 5000;
@@ -14,7 +16,7 @@ function brake() {
   return { brake: createOutageBrake({ log, monotonic: () => mono }), lines, advance: (ms: number) => void (mono += ms) };
 }
 
-test('outage brake: a call that cannot connect holds calls back; then one looks, the wait doubling up to its most; any answer lets them all go', () => {
+test('outage brake: a call that cannot connect holds calls back; then one looks, the wait doubling up to its most; any answer but a server error lets them all go', () => {
   const { brake: b, lines, advance } = brake();
   assert.equal(b.callsAllowed(), Infinity);
   b.report(refused);
@@ -35,8 +37,13 @@ test('outage brake: a call that cannot connect holds calls back; then one looks,
     assert.equal(b.callsAllowed(), 1);
   }
   assert.equal(wait, OUTAGE_PROBE_MAX_MS);
+  // A look answered with a server error finds the upstream not back either.
+  b.report(overloaded);
+  advance(OUTAGE_PROBE_MAX_MS - 1);
+  assert.equal(b.callsAllowed(), 0);
+  advance(1);
   b.report(answered);
-  assert.equal(b.callsAllowed(), Infinity, 'an answer, even an error, is the upstream back');
+  assert.equal(b.callsAllowed(), Infinity, 'an answer, even an error of the request, is the upstream back');
   // Said as it began, then at most once a minute while it lasted (about four minutes here), and as it ended.
   assert.deepEqual(
     lines.map((l) => l.level),
@@ -46,11 +53,45 @@ test('outage brake: a call that cannot connect holds calls back; then one looks,
   assert.match(lines[0]!.message, /^the upstream cannot be reached \(ECONNREFUSED\): calls are held, and one goes after 1 s/);
 });
 
-test('outage brake: a reset or a close (the request may have been sent) and answers hold nothing back', () => {
+test('outage brake: a reset or a close (the request may have been sent) and answers hold nothing back, a server error alone neither', () => {
   const { brake: b, lines } = brake();
   b.report(reset);
   b.report(answered);
+  b.report(overloaded);
   b.report({ kind: 'local_shortage', code: 'EMFILE', message: 'm' });
   assert.equal(b.callsAllowed(), Infinity);
   assert.deepEqual(lines, []);
+});
+
+test(`outage brake: server errors hold the calls once ${FAILING_IN_A_ROW} calls in a row over ${FAILING_FOR_MS} ms got one, and any other answer between starts the count again`, () => {
+  const { brake: b, lines, advance } = brake();
+  // Many at once, as at concurrency 8 the moment the upstream fails: not yet a second of it.
+  for (let i = 0; i < 8; i++) b.report(overloaded);
+  assert.equal(b.callsAllowed(), Infinity, 'a burst within a moment holds nothing');
+  advance(FAILING_FOR_MS);
+  b.report(completed);
+  b.report(overloaded);
+  advance(FAILING_FOR_MS);
+  b.report(overloaded);
+  assert.equal(b.callsAllowed(), Infinity, 'a completion between started the count again: two in a row');
+  advance(10);
+  b.report({ kind: 'proxy_refused', status: 502, message: 'the proxy answered 502' });
+  assert.equal(b.callsAllowed(), 0, 'the third in a row, FAILING_FOR_MS after the first: held');
+  advance(OUTAGE_PROBE_FIRST_MS);
+  assert.equal(b.callsAllowed(), 1, 'one call looks');
+  b.report(overloaded);
+  advance(OUTAGE_PROBE_FIRST_MS * 2 - 1);
+  assert.equal(b.callsAllowed(), 0, 'a look answered 503 doubles the wait');
+  advance(1);
+  b.report(completed);
+  assert.equal(b.callsAllowed(), Infinity);
+  assert.deepEqual(
+    lines.map((l) => l.message.replace(/: calls are held.*/, '')),
+    ['the upstream answers every call with a server error (502, 3 calls in a row over 0.3 s)', 'the upstream answers again: calls resume'],
+  );
+  // Released, the count starts again from none.
+  b.report(overloaded);
+  b.report(overloaded);
+  advance(FAILING_FOR_MS);
+  assert.equal(b.callsAllowed(), Infinity);
 });

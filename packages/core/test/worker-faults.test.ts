@@ -1542,3 +1542,39 @@ test('an upstream that cannot be reached for 2.5 s: the jobs wait for it with th
   );
   assert.ok(said.includes('the upstream answers again: calls resume'), said.join('\n'));
 });
+
+test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
+  const dir = tempDir(t);
+  const store = await openTestStore(testEnv(dir));
+  t.after(() => store.close());
+  let failing = true;
+  const stub = await startStubUpstream({ behave: () => (failing ? { status: 503, body: { error: { message: 'overloaded', type: 'server_error' } } } : {}) });
+  t.after(() => stub.close());
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 4 });
+  t.after(() => upstream.close());
+  const { logger, lines } = loggedLines('info');
+  const said = () => lines.map((l) => String(l.message));
+  const ids: string[] = [];
+  for (let i = 0; i < 8; i++) ids.push(await enqueueJob(store, `failing ${i}`, { maxAttempts: 3 }));
+  // The worker's own retry timings (RETRY_BASE_MS, RETRY_MAX_MS): each job's second attempt comes
+  // 250-500 ms after its first, past FAILING_FOR_MS, and its third 500-1000 ms after that. Without
+  // the hold, every job spent its three attempts within 1.5 s and failed upstream_server_error.
+  const worker = createTestWorker({ store, upstream, concurrency: 4, logger, retryBaseMs: 500, retryMaxMs: 8000 });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+  });
+  await eventually(async () => said().some((m) => m.startsWith('the upstream answers every call with a server error (503, ')), 5000);
+  // Back well before the first look, which goes 1 s after the hold began.
+  await new Promise((r) => setTimeout(r, 300));
+  failing = false;
+  const failed = stub.calls.length;
+  for (const id of ids) {
+    const job = await finalJob(store, id, 15_000);
+    assert.equal(job.status, 'completed', JSON.stringify(job));
+  }
+  assert.ok(failed <= 8 * 2 + 4, `${failed} calls answered 503: each job's first and second attempts, and calls begun before the hold`);
+  assert.equal(stub.calls.length - failed, 8, 'each job called once the upstream answered');
+  assert.ok(said().includes('the upstream answers again: calls resume'), said().join('\n'));
+});

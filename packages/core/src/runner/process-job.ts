@@ -33,7 +33,7 @@ export interface ProcessJobDeps {
   pacing: Pacing;
   /** Told when this machine could not open a connection; the job itself goes back unspent. */
   onLocalShortage?: (shortage: LocalShortage) => void;
-  /** Told what each call met, so that an upstream that cannot be reached holds calls back (upstream-outage.ts). */
+  /** Told what each call met, so that an upstream that is down holds calls back (upstream-outage.ts). */
   onUpstreamOutcome?: (outcome: UpstreamOutcome) => void;
   /** Tells a running attempt, within a second, that its client cancelled it (cancel-watch.ts). */
   cancels?: CancelWatch;

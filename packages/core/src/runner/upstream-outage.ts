@@ -2,24 +2,42 @@ import { sayAtMostEvery } from '../log-throttle.js';
 import { neverConnected } from './network-error.js';
 import type { UpstreamOutcome } from './upstream-client.js';
 
-/** The first wait before a call looks whether an unreachable upstream is back; each that finds it still gone doubles it. */
+/** The first wait before a call looks whether an upstream that is down is back; each that finds it still down doubles it. */
 export const OUTAGE_PROBE_FIRST_MS = 1000;
 export const OUTAGE_PROBE_MAX_MS = 30_000;
 /** An outage that lasts is told once a minute, with how many looks failed since it was last told. */
 export const OUTAGE_LINE_MS = 60_000;
 
 /**
- * The worker's brake for an upstream it cannot reach. Every job the worker met while the upstream
+ * An upstream that answers every call with a server error (5xx) for this many calls in a row, over
+ * at least FAILING_FOR_MS, is held back as one that cannot be reached is. A 5xx now and then
+ * (OpenAI answers a few even on a good day) holds nothing, nor a burst of them within a moment (a
+ * balancer's hiccup failing every call then in flight), nor an upstream failing some of its calls
+ * while others complete: held at every run of three, a worker at concurrency 64 against one failing
+ * half its calls would meet such a run every eight calls or so and stand held most of the time,
+ * where retried per job nearly all of them complete. With the default retries a job's second
+ * attempt comes 250-500 ms after its first, so an upstream that is down holds the calls by then.
+ */
+export const FAILING_IN_A_ROW = 3;
+export const FAILING_FOR_MS = 250;
+
+/**
+ * The worker's brake for an upstream that is down. Every job the worker met while the upstream
  * was down spent its attempts one after another and failed: with the default retries, seen, ten
  * jobs with an hour's ttl all failed `upstream_unreachable` 18.5 s after they were made, the port
- * closed. Now the first call that cannot connect holds this worker's calls back: after a wait, one
- * call goes (the oldest job due) to see whether the upstream is back, the wait doubling each time it
- * is not (up to OUTAGE_PROBE_MAX_MS); the rest of the queue waits unclaimed, its attempts unspent,
- * until a call connects. Each call made still spends its job's attempt, and the job's deadline
- * still ends its wait. Per process: each worker looks for itself.
+ * closed, and all failed `upstream_server_error` with five attempts each while the upstream
+ * answered 503 for 30 s. Now the first call that cannot connect, or a run of server errors
+ * (FAILING_IN_A_ROW), holds this worker's calls back: after a wait, one call goes (the oldest job
+ * due) to see whether the upstream is back, the wait doubling each time it is not (up to
+ * OUTAGE_PROBE_MAX_MS); the rest of the queue waits unclaimed, its attempts unspent, until a call
+ * gets another answer. Each call made still spends its job's attempt, and the job's deadline still
+ * ends its wait. Per process: each worker looks for itself.
  */
 export interface OutageBrake {
-  /** What a call met: held back when it could not connect, released by one that did (an answer, an error status, a reset after the connect). */
+  /**
+   * What a call met: held back when it could not connect or when server errors ran on, released by
+   * a call that did otherwise (an answer that is not a 5xx, a reset after the connect).
+   */
   report(outcome: UpstreamOutcome): void;
   /** How many calls may run now: Infinity, or 0 while waiting to look again, or 1 to look. */
   callsAllowed(): number;
@@ -31,28 +49,44 @@ export function createOutageBrake(deps: { log: { [L in 'warn' | 'info']: (messag
   let looks = 0;
   let until = 0;
   let since = 0;
+  // The server errors in a row before the hold, and when the first of them came.
+  let failing = 0;
+  let failingSince = 0;
   const tell = sayAtMostEvery(OUTAGE_LINE_MS, monotonic);
   return {
     report(outcome) {
-      if (outcome.kind === 'network_error' && neverConnected(outcome.code)) {
-        const at = monotonic();
-        // Calls begun before the hold end as it begins: only a look that failed waits longer.
-        if (looks > 0 && at < until) return;
-        if (looks === 0) since = at;
-        const wait = Math.min(OUTAGE_PROBE_MAX_MS, OUTAGE_PROBE_FIRST_MS * 2 ** looks);
-        looks += 1;
-        until = at + wait;
-        tell((times) =>
-          deps.log.warn(
-            `the upstream cannot be reached (${outcome.code}): calls are held, and one goes after ${wait / 1000} s to see whether it is back, the wait doubling up to ${OUTAGE_PROBE_MAX_MS / 1000} s; jobs wait in the queue with their attempts unspent`,
-            { code: outcome.code, failed_looks: times },
-          ),
-        );
+      if (outcome.kind === 'local_shortage') return;
+      // The code of a connection never opened, or null.
+      const down = outcome.kind === 'network_error' && neverConnected(outcome.code) ? outcome.code : null;
+      // A proxy in HTTPS_PROXY answering 502 or 503 for the tunnel is its upstream failing too.
+      const status = outcome.kind === 'http_error' || outcome.kind === 'proxy_refused' ? outcome.status : 0;
+      if (down === null && status < 500) {
+        failing = 0;
+        if (looks === 0) return;
+        deps.log.info('the upstream answers again: calls resume', { held_ms: Math.round(monotonic() - since), looks });
+        looks = 0;
         return;
       }
-      if (looks === 0 || outcome.kind === 'local_shortage') return;
-      deps.log.info('the upstream answers again: calls resume', { held_ms: Math.round(monotonic() - since), looks });
-      looks = 0;
+      const at = monotonic();
+      if (looks === 0 && down === null) {
+        if (failing++ === 0) failingSince = at;
+        if (failing < FAILING_IN_A_ROW || at - failingSince < FAILING_FOR_MS) return;
+      }
+      // Calls begun before the hold end as it begins: only a look that failed waits longer.
+      if (looks > 0 && at < until) return;
+      if (looks === 0) since = at;
+      const wait = Math.min(OUTAGE_PROBE_MAX_MS, OUTAGE_PROBE_FIRST_MS * 2 ** looks);
+      looks += 1;
+      until = at + wait;
+      const what = down
+        ? `the upstream cannot be reached (${down})`
+        : `the upstream answers every call with a server error (${status}${looks === 1 ? `, ${failing} calls in a row over ${Math.round((at - failingSince) / 100) / 10} s` : ''})`;
+      tell((times) =>
+        deps.log.warn(
+          `${what}: calls are held, and one goes after ${wait / 1000} s to see whether it is back, the wait doubling up to ${OUTAGE_PROBE_MAX_MS / 1000} s; jobs wait in the queue with their attempts unspent`,
+          down ? { code: down, failed_looks: times } : { upstream_status: status, failed_looks: times },
+        ),
+      );
     },
     callsAllowed() {
       if (looks === 0) return Infinity;

@@ -204,8 +204,8 @@ export function createWorker(options: WorkerOptions): Worker {
 
   /**
    * A call may start now: a slot is free, outcomes waiting to be written leave room, no shortage
-   * holds calls back, and the upstream is not one this worker cannot reach (then one call at a time
-   * looks whether it is back, now and then: upstream-outage.ts).
+   * holds calls back, and the upstream is not down (unreachable, or failing every call with a 5xx:
+   * then one call at a time looks whether it is back, now and then: upstream-outage.ts).
    */
   const canStart = () => calling < Math.min(options.concurrency, outage.callsAllowed()) && inflight.size < maxInFlight && !shortage.holding();
 
@@ -298,7 +298,7 @@ export function createWorker(options: WorkerOptions): Worker {
         giveBack(reserve.stale(mono));
         startHeld(report);
         // Free slots, and the jobs the reserve wants on top of them; none while a shortage holds calls
-        // back, and only the one that looks while the upstream cannot be reached.
+        // back, and only the one that looks while the upstream is down.
         const slots = Math.min(options.concurrency, outage.callsAllowed());
         const wanted = slots < options.concurrency ? 0 : reserve.wanted();
         const room = shortage.holding() ? 0 : Math.min(Math.min(slots - calling, maxInFlight - inflight.size) + wanted, maxJobs - report.claimed);
