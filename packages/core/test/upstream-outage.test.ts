@@ -65,18 +65,19 @@ test('outage brake: a reset or a close (the request may have been sent) and answ
 
 test(`outage brake: server errors hold the calls once ${FAILING_IN_A_ROW} calls in a row over ${FAILING_FOR_MS} ms got one, and any other answer between starts the count again`, () => {
   const { brake: b, lines, advance } = brake();
-  // Many at once, as at concurrency 8 the moment the upstream fails: not yet a second of it.
-  for (let i = 0; i < 8; i++) b.report(overloaded);
+  // Many at once, as at concurrency 64 the moment the upstream fails: not yet a second of it.
+  for (let i = 0; i < FAILING_IN_A_ROW * 3; i++) b.report(overloaded);
   assert.equal(b.callsAllowed(), Infinity, 'a burst within a moment holds nothing');
   advance(FAILING_FOR_MS);
   b.report(completed);
-  b.report(overloaded);
-  advance(FAILING_FOR_MS);
-  b.report(overloaded);
-  assert.equal(b.callsAllowed(), Infinity, 'a completion between started the count again: two in a row');
-  advance(10);
+  // A run as long as the rule asks but for one call, over more than the time.
+  for (let i = 0; i < FAILING_IN_A_ROW - 1; i++) {
+    b.report(overloaded);
+    advance(FAILING_FOR_MS);
+  }
+  assert.equal(b.callsAllowed(), Infinity, `a completion between started the count again: ${FAILING_IN_A_ROW - 1} in a row`);
   b.report({ kind: 'proxy_refused', status: 502, message: 'the proxy answered 502' });
-  assert.equal(b.callsAllowed(), 0, 'the third in a row, FAILING_FOR_MS after the first: held');
+  assert.equal(b.callsAllowed(), 0, `the ${FAILING_IN_A_ROW}th in a row: held`);
   advance(OUTAGE_PROBE_FIRST_MS);
   assert.equal(b.callsAllowed(), 1, 'one call looks');
   b.report(overloaded);
@@ -87,11 +88,13 @@ test(`outage brake: server errors hold the calls once ${FAILING_IN_A_ROW} calls 
   assert.equal(b.callsAllowed(), Infinity);
   assert.deepEqual(
     lines.map((l) => l.message.replace(/: calls are held.*/, '')),
-    ['the upstream answers every call with a server error (502, 3 calls in a row over 0.3 s)', 'the upstream answers again: calls resume'],
+    [
+      `the upstream answers every call with a server error (502, ${FAILING_IN_A_ROW} calls in a row over ${((FAILING_IN_A_ROW - 1) * FAILING_FOR_MS) / 1000} s)`,
+      'the upstream answers again: calls resume',
+    ],
   );
   // Released, the count starts again from none.
-  b.report(overloaded);
-  b.report(overloaded);
+  for (let i = 0; i < FAILING_IN_A_ROW - 1; i++) b.report(overloaded);
   advance(FAILING_FOR_MS);
   assert.equal(b.callsAllowed(), Infinity);
 });
