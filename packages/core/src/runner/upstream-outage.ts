@@ -16,7 +16,7 @@ export const OUTAGE_LINE_MS = 60_000;
  * while others complete, which retried per job mostly complete. Held at three in a row over 250 ms
  * (measured, 20 ms calls failing at random): a worker at concurrency 64 took 22.0 s for 1,000 jobs
  * against an upstream failing half its calls, against 7.9 s without the hold, and 44.0 s for 300 at
- * concurrency 8 with four in five failing, against 8.4 s, each time completing as many; at ten in
+ * concurrency 8 with four in five failing, against 8.4 s, each time completing about as many; at ten in
  * a row over a second, 7.6 and 8.7 s. With the default retries the calls are then held by the
  * jobs' third attempts.
  */
