@@ -9,7 +9,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { ALONE, SQLITE_ONLY, findTestFiles, names } from './test-batches.mjs';
+import { ALONE, SQLITE_ONLY, findTestFiles, names, startOrder } from './test-batches.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['packages', 'apps', 'test'];
@@ -64,7 +64,7 @@ async function spawnTests(list, env, concurrency, label) {
   if (list.length === 0) return 0;
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${FILE_MS}`, '--test-reporter=spec', ...list.map((f) => relative(root, f))],
+    ['--import', 'tsx', `--test-timeout=${FILE_MS}`, 'scripts/test-batch.mjs', String(concurrency), String(FILE_MS), ...list.map((f) => relative(root, f))],
     { cwd: root, stdio: ['inherit', 'pipe', 'inherit'], detached: true, env: { ...process.env, FORCE_COLOR: '0', ...env } },
   );
   // Passed on as it comes; from the failures mark on, also kept.
@@ -136,7 +136,7 @@ function stillRunning(pgid) {
 
 async function run(list, env) {
   const alone = list.filter((f) => ALONE.some((name) => names(f, name)));
-  const shared = list.filter((f) => !alone.includes(f));
+  const shared = startOrder(list.filter((f) => !alone.includes(f)));
   const first = await spawnTests(shared, env, CONCURRENCY, env.TEST_BACKEND);
   return (await spawnTests(alone, env, 1, `${env.TEST_BACKEND}, files run alone`)) || first;
 }

@@ -4,10 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { ROOT, processesWhere, tempDir } from '../helpers/index.ts';
-import { ALONE, SQLITE_ONLY, findTestFiles, names } from '../../scripts/test-batches.mjs';
+import { ALONE, LONGEST_FIRST, SQLITE_ONLY, findTestFiles, names, startOrder } from '../../scripts/test-batches.mjs';
 
 const NEVER_EXITS = 'test/tooling/fixtures/never-exits.ts';
 const EXITS = 'test/tooling/fixtures/exits.ts';
@@ -113,11 +114,39 @@ test('a TEST_FILE_MINUTES or TEST_BATCH_MINUTES that is not a number above 0 sto
   }
 });
 
-test("each name in the runner's SQLite-only and run-alone lists names exactly one test file", () => {
+test("each name in the runner's SQLite-only, run-alone and longest-first lists names exactly one test file", () => {
   const files = findTestFiles(ROOT, ['packages', 'apps', 'test']);
   assert.ok(files.length > 50, `found ${files.length} test files`);
-  for (const name of [...SQLITE_ONLY, ...ALONE]) {
+  for (const name of [...SQLITE_ONLY, ...ALONE, ...LONGEST_FIRST]) {
     const named = files.filter((path) => names(path, name));
     assert.equal(named.length, 1, `${name} names ${named.length} files: ${named.join(', ')}`);
   }
+});
+
+test('a batch starts the longest files first, in the order LONGEST_FIRST gives, then the rest in name order, each file once', () => {
+  const files = findTestFiles(ROOT, ['packages', 'apps', 'test']);
+  const ordered = startOrder(files);
+  assert.deepEqual(
+    ordered.slice(0, LONGEST_FIRST.length),
+    LONGEST_FIRST.map((name) => files.find((path) => names(path, name))),
+  );
+  const rest = ordered.slice(LONGEST_FIRST.length);
+  assert.deepEqual(rest, [...rest].sort());
+  assert.deepEqual([...ordered].sort(), files);
+  // A batch without some of them (PostgreSQL's leaves the SQLite-only files out) keeps the others' order.
+  const some = files.filter((path) => !names(path, 'shell-client.test.ts'));
+  assert.deepEqual(startOrder(some).slice(0, 2), ordered.slice(1, 3));
+});
+
+test('a batch runs its files in the order given, where node --test would sort them by name', async (t) => {
+  const dir = tempDir(t);
+  const log = join(dir, 'started');
+  for (const name of ['z', 'a', 'm']) writeFileSync(join(dir, `${name}.mjs`), `import { appendFileSync } from 'node:fs';\nappendFileSync(${JSON.stringify(log)}, '${name}');\n`);
+  const { NODE_TEST_CONTEXT: _, ...outer } = process.env;
+  const child = spawn(process.execPath, ['scripts/test-batch.mjs', '1', '60000', ...['z', 'a', 'm'].map((name) => join(dir, `${name}.mjs`))], { cwd: ROOT, env: outer });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, out);
+  assert.equal(readFileSync(log, 'utf8'), 'zam');
 });
