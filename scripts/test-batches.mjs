@@ -54,7 +54,9 @@ export const ALONE = ['long-poll.test.ts', 'multi-host.test.ts', 'backlogs.test.
 // of the SQLite batch's 276, postgres-restart.test.ts 100 s of PostgreSQL's 222) and ran on alone
 // while the other slots stood idle; started first, the short files fill in beside them. Replayed
 // from each file's time in that run (2026-12-07, AMD EPYC, three at once): 280 s → 264 for the
-// SQLite batch, 222 → 202 for PostgreSQL's. A file missing here only runs later, in name order.
+// SQLite batch, 222 → 202 for PostgreSQL's. Measured after: PostgreSQL's 208 and 212 s; the SQLite
+// batch 280, no gain, since the 2-core machine's CPU, not the order, bounds it at three at once.
+// A file missing here only runs later, in name order.
 export const LONGEST_FIRST = [
   'shell-client.test.ts',
   'worker-faults.test.ts',
