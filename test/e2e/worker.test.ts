@@ -13,6 +13,7 @@ import {
   freezeOutsideTransactions,
   openTestStore,
   eventually,
+  freePort,
   spawnNode,
   tempDir,
   testEnv,
@@ -204,6 +205,28 @@ test('once stops claiming at --max-jobs and --max-seconds, and exits 0', async (
   const bad = spawnNode(WORKER_MAIN, ['once', '--max-jobs', 'lots'], env, dir);
   assert.equal((await bad.exited).code, 64, 'a usage error (EX_USAGE)');
   assert.match(bad.stderr.join('\n'), /--max-jobs.*whole number/);
+});
+
+test('once exits 0 soon after it finds the upstream unreachable, the jobs it did not call still queued with their attempts unspent', async (t) => {
+  const { dir, store, env } = await setUp(t, { WORKER_CONCURRENCY: '2' });
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) ids.push(await enqueue(store, `down ${i}`));
+  // Nothing listens there. Before, the pass waited for it, a look every 1, 2, 4… 30 s, for as long
+  // as the outage lasted, while cron started another pass each minute.
+  const down = { ...env, OPENAI_BASE_URL: `http://127.0.0.1:${await freePort()}/v1` };
+  const pass = spawnNode(WORKER_MAIN, ['once'], down, dir);
+  assert.equal((await within(pass.exited, 10_000, 'once')).code, 0);
+  assert.ok(
+    pass.lines.some((l) => l.includes('the upstream is down: the pass ends')),
+    pass.lines.join('\n'),
+  );
+  const jobs = await Promise.all(ids.map((id) => store.getJob(id)));
+  assert.deepEqual(
+    jobs.map((job) => job?.status),
+    ids.map(() => 'queued'),
+  );
+  const spent = jobs.reduce((sum, job) => sum + (job?.attempts ?? 0), 0);
+  assert.ok(spent >= 1 && spent <= 2, `${spent} attempts spent: one a slot at most`);
 });
 
 test('UPSTREAM_STREAM=true: each call asks for a stream, and each job reads as it would have unstreamed, its usage too', async (t) => {

@@ -1543,6 +1543,42 @@ test('an upstream that cannot be reached for 2.5 s: the jobs wait for it with th
   assert.ok(said.includes('the upstream answers again: calls resume'), said.join('\n'));
 });
 
+test("a pass (cron, the API's worker run) that finds the upstream unreachable ends, the jobs it has not called back in the queue with their attempts unspent; a later pass looks again and completes them", async (t) => {
+  const dir = tempDir(t);
+  const store = await openTestStore(testEnv(dir));
+  t.after(() => store.close());
+  const port = await freePort();
+  const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${port}/v1`, apiKey: 'sk-test', connections: 4 });
+  t.after(() => upstream.close());
+  const { logger, lines } = loggedLines('info');
+  const ids: string[] = [];
+  for (let i = 0; i < 12; i++) ids.push(await enqueueJob(store, `down ${i}`, { maxAttempts: 5 }));
+  const worker = createTestWorker({ store, upstream, concurrency: 4, logger });
+  // Before, the pass waited for the upstream with the jobs held, looking every 1, 2, 4… 30 s.
+  const report = await within(worker.runOnce(), 5000, 'the pass');
+  const jobs = await Promise.all(ids.map((id) => store.getJob(id)));
+  assert.deepEqual(
+    jobs.map((job) => job?.status),
+    ids.map(() => 'queued'),
+  );
+  const spent = jobs.reduce((sum, job) => sum + (job?.attempts ?? 0), 0);
+  assert.ok(spent >= 1 && spent <= 4, `${spent} attempts spent: the calls begun before the hold at most`);
+  assert.equal(report.completed + report.failed, 0);
+  assert.ok(
+    lines.some((l) => String(l.message).startsWith('the upstream is down: the pass ends')),
+    lines.map((l) => l.message).join('\n'),
+  );
+
+  const stub = await startStubUpstream({ port });
+  t.after(() => stub.close());
+  // The same worker's next pass, once its wait to look again has passed (1 s), calls once to look,
+  // finds the upstream back, and calls the rest.
+  await new Promise((r) => setTimeout(r, 1100));
+  const second = await within(worker.runOnce(), 10_000, 'the second pass');
+  assert.equal(second.completed, 12, JSON.stringify(second));
+  assert.equal(stub.calls.length, 12);
+});
+
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
   const dir = tempDir(t);
   const store = await openTestStore(testEnv(dir));

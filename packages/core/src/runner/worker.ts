@@ -295,6 +295,16 @@ export function createWorker(options: WorkerOptions): Worker {
           continue;
         }
         if (mono >= deadline || report.claimed >= maxJobs) break;
+        // A pass that finds the upstream down ends instead of waiting for it to come back: the jobs
+        // it holds go back with their attempts unspent, and the next pass (cron's next minute, the
+        // API's next worker run) looks again. Waiting, one pass with 30 jobs due ran 11 minutes
+        // (until stopped), a call every 30 s, while cron started another each minute.
+        if (mode === 'once' && outage.callsAllowed() === 0) {
+          const held = reserve.drain();
+          giveBack(held);
+          log.info('the upstream is down: the pass ends; the jobs it has not called wait in the queue with their attempts unspent, for the next pass', { held: held.length });
+          break;
+        }
         giveBack(reserve.stale(mono));
         startHeld(report);
         // Free slots, and the jobs the reserve wants on top of them; none while a shortage holds calls
