@@ -210,6 +210,7 @@ test('a client that takes nothing of an answer for the stall limit has its conne
   }
   assert.ok(!whole(), `the whole answer came within ${Date.now() - began} ms: nothing was read slowly`);
   t.diagnostic(`read slowly for ${Date.now() - began} ms, ${got} bytes`);
+  // No more pauses: the rest is read as it comes.
   burst = -Infinity;
   slow.resume();
   await eventually(async () => whole() || (slow.destroyed && assert.fail(`the read ended with ${got} bytes`)), 10_000, 10);

@@ -1508,15 +1508,21 @@ test('a call during which the clock steps back two minutes counts its latency as
   assert.equal(bucket?.value, 1, JSON.stringify(counters.filter((c) => c.name.startsWith('upstream_latency'))));
 });
 
-test('an upstream that cannot be reached for 2.5 s: the jobs wait for it with their attempts unspent, one call looking now and then, and all complete once it is back', async (t) => {
-  const dir = tempDir(t);
-  const store = await openTestStore(testEnv(dir));
+/**
+ * A store, and an upstream client for a port nothing listens on yet: each call is refused, as by an
+ * upstream down or a network cut, until a stub takes the port. The worker's info lines are kept.
+ */
+async function unreachableUpstream(t: T) {
+  const store = await openTestStore(testEnv(tempDir(t)));
   t.after(() => store.close());
-  // Nothing listens on the port at first: each call is refused, as by an upstream down or a network cut.
   const port = await freePort();
   const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${port}/v1`, apiKey: 'sk-test', connections: 4 });
   t.after(() => upstream.close());
-  const { logger, lines } = loggedLines('info');
+  return { store, port, upstream, ...loggedLines('info') };
+}
+
+test('an upstream that cannot be reached for 2.5 s: the jobs wait for it with their attempts unspent, one call looking now and then, and all complete once it is back', async (t) => {
+  const { store, port, upstream, logger, lines } = await unreachableUpstream(t);
   const ids: string[] = [];
   for (let i = 0; i < 8; i++) ids.push(await enqueueJob(store, `outage ${i}`, { maxAttempts: 3 }));
   // Retries 10-20 ms apart (the test worker's): without the hold, each job spent its three attempts within a second.
@@ -1544,13 +1550,7 @@ test('an upstream that cannot be reached for 2.5 s: the jobs wait for it with th
 });
 
 test("a pass (cron, the API's worker run) that finds the upstream unreachable ends, the jobs it has not called back in the queue with their attempts unspent; a later pass looks again and completes them", async (t) => {
-  const dir = tempDir(t);
-  const store = await openTestStore(testEnv(dir));
-  t.after(() => store.close());
-  const port = await freePort();
-  const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${port}/v1`, apiKey: 'sk-test', connections: 4 });
-  t.after(() => upstream.close());
-  const { logger, lines } = loggedLines('info');
+  const { store, port, upstream, logger, lines } = await unreachableUpstream(t);
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) ids.push(await enqueueJob(store, `down ${i}`, { maxAttempts: 5 }));
   const worker = createTestWorker({ store, upstream, concurrency: 4, logger });
