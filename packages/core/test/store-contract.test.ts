@@ -841,6 +841,25 @@ for (const backend of backends) {
       assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
     });
 
+    test("the upstream's outage mark: seen by every connection, its first time kept while it stands, lifted by any", async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const a = await place.open(c.now);
+      const b = await place.open(c.now);
+      assert.equal(await b.upstreamDownSince(), null);
+      const first = c.now();
+      await a.markUpstreamDown(first);
+      c.advance(5000);
+      await b.markUpstreamDown(c.now());
+      assert.equal(await b.upstreamDownSince(), first, 'the outage began at the first mark');
+      assert.equal(await a.upstreamDownSince(), first);
+      await b.markUpstreamDown(null);
+      assert.equal(await a.upstreamDownSince(), null);
+      await b.markUpstreamDown(null);
+      await b.markUpstreamDown(c.now());
+      assert.equal(await a.upstreamDownSince(), c.now(), 'a new outage, a new mark');
+    });
+
     test('pacing after the clock steps back an hour: each budget, and a pause, holds calls no longer than it could have with the clock running forward, and is written so', async (t) => {
       const place = await backend.place(t);
       const c = clock();

@@ -397,6 +397,13 @@ export interface JobStore {
   acquireUpstream(request: PacingRequest): Promise<number>;
   /** Holds every worker's upstream calls until `until` (after a 429). */
   pauseUpstream(until: number): Promise<void>;
+  /**
+   * Since when a worker has found the upstream down (upstream-outage.ts), ms since the epoch; null
+   * while none has, or since one found it answering again. Read when a worker starts.
+   */
+  upstreamDownSince(): Promise<number | null>;
+  /** Marks the upstream down since `since` (a mark already there keeps its earlier time), or, given null, lifts the mark. */
+  markUpstreamDown(since: number | null): Promise<void>;
 
   /**
    * Draws one request from every budget, all or nothing, atomically across processes. Nothing is

@@ -721,6 +721,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     acquireUpstream: (request) => budget.acquire(request),
 
     pauseUpstream: (until) => budget.pause(until),
+    upstreamDownSince: () => budget.downSince(),
+    markUpstreamDown: (since) => budget.markDown(since),
 
     async consumeRateLimits(checks) {
       if (checks.length === 0) return [];

@@ -28,7 +28,8 @@ export interface UpstreamBudgetDeps {
 
 /**
  * The shared upstream budgets on PostgreSQL (UPSTREAM_RPM, UPSTREAM_TPM) and the fleet's pause after
- * a 429, in the `upstream_pacing` table every worker of every host draws from.
+ * a 429, in the `upstream_pacing` table every worker of every host draws from, and the outage mark
+ * (`upstream_outage`).
  */
 export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
   const { db, now } = deps;
@@ -127,6 +128,18 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
         // and the second is then held by the first's lock.
         await db.query(`INSERT INTO upstream_pacing (name, tat) VALUES ('requests', 0), ('tokens', 0), ('pause', 0) ON CONFLICT (name) DO NOTHING`);
       }
+    },
+
+    /** Since when a worker has found the upstream down (upstream-outage.ts), or null. */
+    async downSince(): Promise<number | null> {
+      const { rows } = await db.query<{ since: number }>('SELECT since FROM upstream_outage WHERE id = 1');
+      return rows[0]?.since ?? null;
+    },
+
+    /** Marks the upstream down since `since` (the outage's first mark stands), or up again (null). */
+    async markDown(since: number | null): Promise<void> {
+      if (since === null) await db.query('DELETE FROM upstream_outage');
+      else await db.query('INSERT INTO upstream_outage (id, since) VALUES (1, $1) ON CONFLICT (id) DO NOTHING', [since]);
     },
 
     /** Every worker holds off until `until`; a shorter pause never cuts a longer one short. */

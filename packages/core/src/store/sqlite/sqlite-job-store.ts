@@ -395,6 +395,14 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       await writes.run(() => budget.pause(until), false);
     },
 
+    async upstreamDownSince() {
+      return budget.downSince();
+    },
+
+    async markUpstreamDown(since) {
+      await writes.run(() => budget.markDown(since), false);
+    },
+
     async consumeRateLimits(checks) {
       if (checks.length === 0) return [];
       // Measured: a transaction per draw cost a third of lookup throughput; sharing one per event-loop

@@ -5,8 +5,9 @@ const PACING_ROWS = ['pause', 'requests', 'tokens'] as const;
 
 /**
  * The shared upstream budgets on SQLite (UPSTREAM_RPM, UPSTREAM_TPM) and the fleet's pause after a
- * 429, in the jobs file's `upstream_pacing` table, which every worker on the machine reads. Each
- * function runs inside the caller's write transaction, except `pausedUntil`, a read.
+ * 429, in the jobs file's `upstream_pacing` table, which every worker on the machine reads, and the
+ * outage mark (`upstream_outage`). Each function that writes runs inside the caller's write
+ * transaction; `pausedUntil` and `downSince` are reads.
  */
 export function createUpstreamBudget(db: Db) {
   const sql = {
@@ -19,6 +20,10 @@ export function createUpstreamBudget(db: Db) {
     pause: db.prepare(`
       INSERT INTO upstream_pacing (name, tat) VALUES ('pause', @tat)
       ON CONFLICT (name) DO UPDATE SET tat = MAX(tat, excluded.tat)`),
+    downSince: db.prepare<[], number | undefined>('SELECT since FROM upstream_outage WHERE id = 1').pluck(),
+    // The outage's first mark stands: a worker that finds it down later marks nothing new.
+    markDown: db.prepare('INSERT INTO upstream_outage (id, since) VALUES (1, @since) ON CONFLICT (id) DO NOTHING'),
+    markUp: db.prepare('DELETE FROM upstream_outage'),
   };
   return {
     /** How long the call must wait (0: it may go now, and its share is drawn); the read and the draw are one transaction. */
@@ -40,6 +45,15 @@ export function createUpstreamBudget(db: Db) {
     },
     pause(until: number): void {
       sql.pause.run({ tat: until });
+    },
+    /** Since when a worker has found the upstream down (upstream-outage.ts), or null. */
+    downSince(): number | null {
+      return sql.downSince.get() ?? null;
+    },
+    /** Marks the upstream down since `since`, or up again (null). */
+    markDown(since: number | null): void {
+      if (since === null) sql.markUp.run();
+      else sql.markDown.run({ since });
     },
   };
 }
