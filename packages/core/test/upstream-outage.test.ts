@@ -12,9 +12,36 @@ const completed: UpstreamOutcome = { kind: 'ok', status: 200, body: {}, outputTe
 function brake() {
   let mono = 5000;
   const lines: Array<{ level: string; message: string }> = [];
+  const marks: string[] = [];
   const log = { warn: (message: string) => void lines.push({ level: 'warn', message }), info: (message: string) => void lines.push({ level: 'info', message }) };
-  return { brake: createOutageBrake({ log, monotonic: () => mono }), lines, advance: (ms: number) => void (mono += ms) };
+  const brake = createOutageBrake({ log, monotonic: () => mono, onHeld: () => void marks.push('held'), onResumed: () => void marks.push('resumed') });
+  return { brake, lines, marks, advance: (ms: number) => void (mono += ms) };
 }
+
+test('outage brake: the hold and its end are told once each (the store marks them); a brake that assumes the upstream down (the mark found at start) lets one call look at once, and its end is told too', () => {
+  const { brake: b, marks, advance } = brake();
+  b.report(refused);
+  b.report(refused);
+  advance(OUTAGE_PROBE_FIRST_MS);
+  b.report(refused);
+  assert.deepEqual(marks, ['held'], 'a look that fails marks nothing new');
+  b.report(completed);
+  b.report(completed);
+  assert.deepEqual(marks, ['held', 'resumed']);
+
+  const { brake: started, marks: startedMarks, advance: later } = brake();
+  started.assumeDown();
+  assert.equal(started.callsAllowed(), 1, 'one call looks at once');
+  started.report(refused);
+  assert.equal(started.callsAllowed(), 0);
+  later(2 * OUTAGE_PROBE_FIRST_MS - 1);
+  assert.equal(started.callsAllowed(), 0, 'a failed look waits as a second look does');
+  later(1);
+  assert.equal(started.callsAllowed(), 1);
+  started.report(answered);
+  assert.equal(started.callsAllowed(), Infinity);
+  assert.deepEqual(startedMarks, ['resumed'], 'the mark it found was not marked again; its end is told');
+});
 
 test('outage brake: a call that cannot connect holds calls back; then one looks, the wait doubling up to its most; any answer but a server error lets them all go', () => {
   const { brake: b, lines, advance } = brake();

@@ -1579,6 +1579,37 @@ test("a pass (cron, the API's worker run) that finds the upstream unreachable en
   assert.equal(stub.calls.length, 12);
 });
 
+test("cron's next pass, while an earlier pass's mark says the upstream is down, makes one call to look, not one a slot; the look that finds it back lifts the mark, and the pass calls the rest", async (t) => {
+  const { store, port, upstream, logger, lines } = await unreachableUpstream(t);
+  const ids: string[] = [];
+  for (let i = 0; i < 12; i++) ids.push(await enqueueJob(store, `marked ${i}`, { maxAttempts: 5 }));
+  const spent = async () => (await Promise.all(ids.map((id) => store.getJob(id)))).reduce((sum, job) => sum + (job?.attempts ?? 0), 0);
+  // Each pass is a worker of its own, as each of cron's passes is a process of its own.
+  const pass = () => createTestWorker({ store, upstream, concurrency: 4, logger }).runOnce();
+  await within(pass(), 5000, 'the first pass');
+  const byFirst = await spent();
+  assert.ok(byFirst >= 1 && byFirst <= 4, `${byFirst} attempts spent by the first pass`);
+  assert.notEqual(await store.upstreamDownSince(), null, 'the first pass marked the upstream down');
+  // Before, each pass spent its first calls as the first did: a slot's worth each minute from cron,
+  // which in a long outage spent every job's attempts.
+  await within(pass(), 5000, 'the second pass');
+  assert.equal((await spent()) - byFirst, 1, 'the second pass made one call, to look');
+  assert.ok(
+    lines.some((l) => String(l.message).startsWith('the upstream was found down')),
+    lines.map((l) => l.message).join('\n'),
+  );
+
+  let mostCalling = 0;
+  const stub = await startStubUpstream({ port, behave: () => ({ delayMs: 50 }) });
+  t.after(() => stub.close());
+  const calling = setInterval(() => (mostCalling = Math.max(mostCalling, stub.inflight())), 5);
+  t.after(() => clearInterval(calling));
+  const report = await within(pass(), 10_000, 'the pass after the upstream is back');
+  assert.equal(report.completed, 12, JSON.stringify(report));
+  assert.equal(await store.upstreamDownSince(), null, 'the look that found it back lifted the mark');
+  assert.ok(mostCalling > 1, `${mostCalling} calls at once after the look: the pass calls the rest at full width`);
+});
+
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
   const dir = tempDir(t);
   const store = await openTestStore(testEnv(dir));

@@ -33,7 +33,10 @@ export const FAILING_FOR_MS = 1000;
  * due) to see whether the upstream is back, the wait doubling each time it is not (up to
  * OUTAGE_PROBE_MAX_MS); the rest of the queue waits unclaimed, its attempts unspent, until a call
  * gets another answer. Each call made still spends its job's attempt, and the job's deadline still
- * ends its wait. Per process: each worker looks for itself.
+ * ends its wait. Each worker looks for itself; the hold and its end are also marked in the store
+ * (`onHeld`, `onResumed`), and a worker that starts while the mark stands begins held
+ * (`assumeDown`): its first call looks. Without the mark, each of cron's passes in an outage spent
+ * one attempt a slot before its calls were held (seen: 4 a pass at concurrency 4, where now 1).
  */
 export interface OutageBrake {
   /**
@@ -43,9 +46,20 @@ export interface OutageBrake {
   report(outcome: UpstreamOutcome): void;
   /** How many calls may run now: Infinity, or 0 while waiting to look again, or 1 to look. */
   callsAllowed(): number;
+  /** Another worker found the upstream down (the store's mark): the next call looks, as after a wait. No-op while held already. */
+  assumeDown(): void;
 }
 
-export function createOutageBrake(deps: { log: { [L in 'warn' | 'info']: (message: string, meta?: object) => unknown }; monotonic?: () => number }): OutageBrake {
+export interface OutageBrakeDeps {
+  log: { [L in 'warn' | 'info']: (message: string, meta?: object) => unknown };
+  monotonic?: () => number;
+  /** The calls came to be held (not when assumed down: the mark is there already). */
+  onHeld?: () => void;
+  /** A call got an answer while calls were held. */
+  onResumed?: () => void;
+}
+
+export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
   const monotonic = deps.monotonic ?? (() => performance.now());
   // 0 while the upstream answers: the common case costs no clock read.
   let looks = 0;
@@ -67,6 +81,7 @@ export function createOutageBrake(deps: { log: { [L in 'warn' | 'info']: (messag
         if (looks === 0) return;
         deps.log.info('the upstream answers again: calls resume', { held_ms: Math.round(monotonic() - since), looks });
         looks = 0;
+        deps.onResumed?.();
         return;
       }
       const at = monotonic();
@@ -76,7 +91,10 @@ export function createOutageBrake(deps: { log: { [L in 'warn' | 'info']: (messag
       }
       // Calls begun before the hold end as it begins: only a look that failed waits longer.
       if (looks > 0 && at < until) return;
-      if (looks === 0) since = at;
+      if (looks === 0) {
+        since = at;
+        deps.onHeld?.();
+      }
       const wait = Math.min(OUTAGE_PROBE_MAX_MS, OUTAGE_PROBE_FIRST_MS * 2 ** looks);
       looks += 1;
       until = at + wait;
@@ -93,6 +111,12 @@ export function createOutageBrake(deps: { log: { [L in 'warn' | 'info']: (messag
     callsAllowed() {
       if (looks === 0) return Infinity;
       return monotonic() < until ? 0 : 1;
+    },
+    assumeDown() {
+      if (looks > 0) return;
+      // As after a first look that failed: the look goes now, and one that fails waits 2 s.
+      looks = 1;
+      since = until = monotonic();
     },
   };
 }

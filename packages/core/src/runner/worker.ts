@@ -83,7 +83,14 @@ export function createWorker(options: WorkerOptions): Worker {
   const log = options.logger.child({ worker_id: id });
   const shutdown = createShutdown();
   const shortage = createShortageBrake({ now, log });
-  const outage = createOutageBrake({ log });
+  // The store's outage mark follows this worker's hold (upstream-outage.ts), written in order:
+  // a hold and its end written out of order would leave the mark standing, or lift it mid-outage.
+  let marking: Promise<void> = Promise.resolve();
+  const mark = (since: number | null) => {
+    // A mark not written costs the workers that start next their first calls, as before the mark.
+    marking = marking.then(() => options.store.markUpstreamDown(since)).catch((err: unknown) => void log.warn('could not mark in the store whether the upstream is down', { err }));
+  };
+  const outage = createOutageBrake({ log, onHeld: () => mark(now()), onResumed: () => mark(null) });
   // A finished job holds its request's nonce: deleted while the same signed body could still be
   // accepted, that body sent again (a client's retry, a captured request) would make a new job and
   // a second upstream call. So no retention is shorter than that window.
@@ -255,6 +262,8 @@ export function createWorker(options: WorkerOptions): Worker {
     // while no worker ran, as at a boot whose clock NTP then corrected), when the loop sees the
     // clock step back, and at each housekeeping (a step of another host's, on PostgreSQL's clock).
     let rebaseDue = true;
+    // Each pass and daemon reads the store's outage mark before its first claim (upstream-outage.ts).
+    let outageRead = false;
 
     let failures = 0;
     // When the first slot freed that a claim is now waiting to fill along with others.
@@ -293,6 +302,17 @@ export function createWorker(options: WorkerOptions): Worker {
           if (tellRebased(await options.store.rebaseAfterClockStep(), stepMs)) dirty = true;
           // The times read above are as old as the rebase: read again.
           continue;
+        }
+        if (!outageRead) {
+          outageRead = true;
+          const since = await options.store.upstreamDownSince();
+          if (since !== null && outage.callsAllowed() === Infinity) {
+            outage.assumeDown();
+            const ago = Math.max(0, Math.round((now() - since) / 1000));
+            log.info(`the upstream was found down by a worker ${ago} s ago, and has not been seen answering since: one call goes first to see whether it is back`, {
+              down_since: new Date(since).toISOString(),
+            });
+          }
         }
         if (mono >= deadline || report.claimed >= maxJobs) break;
         // A pass that finds the upstream down ends instead of waiting for it to come back: the jobs
@@ -411,6 +431,7 @@ export function createWorker(options: WorkerOptions): Worker {
     await drain();
     giveBack(reserve.drain());
     await drain();
+    await marking;
     if (mode === 'once' && limits.housekeepingAfter) {
       startHousekeeping();
       return report;
