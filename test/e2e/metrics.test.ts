@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { echoCompletion, startStubUpstream } from '../../scripts/stub-upstream.ts';
-import { WORKER_MAIN, newCredentials, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
+import { WORKER_MAIN, newCredentials, openTestStore, postSigned, spawnNode, startApiProcess, tempDir, testEnv } from '../helpers/index.ts';
 
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
@@ -110,6 +110,13 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   assert.equal(sample(text, 'proxy_rate_limited_total', { budget: 'create_key' }), 1);
   assert.ok((sample(text, 'proxy_api_process_resident_memory_bytes') ?? 0) > 0);
   assert.ok(!text.includes(key) && !text.includes(secret));
+  assert.equal(sample(text, 'proxy_upstream_down_seconds'), 0, 'the upstream answered');
+  // As a worker marks it when its calls come to be held (upstream-outage.ts).
+  const store = await openTestStore(env);
+  t.after(() => store.close());
+  await store.markUpstreamDown(store.now() - 90_000);
+  const down = sample(await (await fetch(`${url}/metrics`, { headers: { 'x-proxy-key': key } })).text(), 'proxy_upstream_down_seconds');
+  assert.ok(down !== undefined && down >= 90 && down < 120, `proxy_upstream_down_seconds ${down}`);
 });
 
 test('METRICS_ALLOW lets a listed address scrape without a key; a malformed entry stops the start', async (t) => {

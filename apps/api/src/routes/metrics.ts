@@ -41,19 +41,21 @@ export function metricsHandler({ store, clients, metrics, allow, now }: MetricsD
     if (!allowed && !clients().findByKey(req.get('x-proxy-key'))) {
       throw new AppError('unauthorized', 'metrics need a valid X-Proxy-Key, or an address listed in METRICS_ALLOW');
     }
-    const [own, counters, queue, oldest, workers] = await Promise.all([
+    const [own, counters, queue, oldest, workers, downSince] = await Promise.all([
       metrics.registry.metrics(),
       store.readCounters(),
       store.countByStatus(),
       store.oldestDueAt(),
       liveWorkers(store, now()),
+      store.upstreamDownSince(),
     ]);
-    const shared = renderShared(counters, queue, oldest === null ? 0 : Math.max(0, (now() - oldest) / 1000), workers, store.clockOffsetMs());
+    const age = (since: number | null) => (since === null ? 0 : Math.max(0, (now() - since) / 1000));
+    const shared = renderShared(counters, queue, age(oldest), age(downSince), workers, store.clockOffsetMs());
     res.type(metrics.registry.contentType).send(`${own}\n${shared}`);
   };
 }
 
-function renderShared(counters: CounterValue[], queue: Record<string, number>, oldestAge: number, workers: WorkerHeartbeat[], ownOffsetMs: number): string {
+function renderShared(counters: CounterValue[], queue: Record<string, number>, oldestAge: number, downAge: number, workers: WorkerHeartbeat[], ownOffsetMs: number): string {
   const out: string[] = [];
   const family = (name: string, type: string, help: string, rows: Array<[Record<string, string>, number]>) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -104,6 +106,12 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
     [{}, Math.round(oldestAge * 1000) / 1000],
   ]);
   family('proxy_workers_alive', 'gauge', 'Workers with a heartbeat in the last 30 s', [[{}, workers.length]]);
+  family(
+    'proxy_upstream_down_seconds',
+    'gauge',
+    'How long ago a worker found the upstream down (unreachable, or a 5xx to every call), not seen answering since, in seconds (0 while it answers)',
+    [[{}, Math.round(downAge * 1000) / 1000]],
+  );
   // Clocks: the proxy goes by the database's, but a host far from it has its NTP to mend. One series
   // for this process and one for the farthest live worker, not one per worker: their ids change at
   // every restart.

@@ -2,14 +2,20 @@ import { STALLED_AFTER_SECONDS, liveWorkers, toWorkerView, type CounterValue } f
 import { withStore, output, table } from './admin-context.js';
 
 /**
- * `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, the
- * live workers, and the tokens the upstream has reported, in all and by model (proxy_tokens_total,
- * for an operator with no Prometheus).
+ * `proxy-worker stats`: the queue by status, how long the longest-waiting due job has waited, whether
+ * a worker found the upstream down (the outage mark), the live workers, and the tokens the upstream
+ * has reported, in all and by model (proxy_tokens_total, for an operator with no Prometheus).
  */
 export async function runStats(opts: { json?: boolean }): Promise<void> {
   await withStore(async (store) => {
     const now = store.now();
-    const [queue, oldest, workers, counters] = await Promise.all([store.countByStatus(), store.oldestDueAt(), liveWorkers(store, now), store.readCounters()]);
+    const [queue, oldest, workers, counters, downSince] = await Promise.all([
+      store.countByStatus(),
+      store.oldestDueAt(),
+      liveWorkers(store, now),
+      store.readCounters(),
+      store.upstreamDownSince(),
+    ]);
     const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
     const stalled = workers.length === 0 && oldestAge !== null && oldestAge >= STALLED_AFTER_SECONDS;
     const { tokens, byModel } = tokenTotals(counters);
@@ -18,6 +24,8 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
       oldest_queued_age_seconds: oldestAge,
       workers_alive: workers.length,
       workers: workers.map(toWorkerView),
+      // Unix seconds, as the workers' times.
+      upstream_down_since: downSince === null ? null : Math.floor(downSince / 1000),
       tokens,
       tokens_by_model: Object.fromEntries(byModel),
     };
@@ -26,6 +34,9 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
         table(['status', 'jobs'], Object.entries(queue)),
         '',
         `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
+        downSince === null
+          ? 'upstream: answering, as far as the workers have seen'
+          : `upstream: found down by a worker ${Math.max(0, Math.round((now - downSince) / 1000))} s ago, and not seen answering since (a worker that starts makes one call to look first)`,
         `tokens the upstream reported for completed jobs: ${count(tokens.prompt)} prompt, ${count(tokens.completion)} completion${
           byModel.size
             ? `\n${table(
