@@ -225,7 +225,9 @@ header() { # the last answer's header NAME (any case), its first value, trimmed;
 }
 field() { # first top-level string or number field of a JSON object: field NAME
   # Nothing (not a failure, which would stop the script) for an answer that is not a JSON object.
-  if $have_jq; then jq -r --arg f "$1" 'if type == "object" then .[$f] // empty else empty end' 2>/dev/null || true; return; fi
+  # -j: the value alone, no newline after it (as the branch without jq prints it), so that a caller
+  # keeping the value's own trailing newlines (the answer's) gets them and no more.
+  if $have_jq; then jq -j --arg f "$1" 'if type == "object" then .[$f] // empty else empty end' 2>/dev/null || true; return; fi
   local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://")
   case "$raw" in
     \"*) printf '%b' "$(json_unquote "$raw")" ;;
@@ -381,7 +383,10 @@ while :; do
   case "$job_status" in
     completed)
       $json_out && exit 0
-      text=$(printf '%s' "$json" | field output_text)
+      # The answer's trailing blank lines kept: command substitution drops every trailing newline,
+      # so the text is read with a character after it, which is then taken off.
+      text=$(printf '%s' "$json" | field output_text; printf .)
+      text=${text%.}
       finish=$(printf '%s' "$json" | finish_reason)
       # An answer with no text (a tool call, a refusal, a filter, a token limit spent thinking) is said
       # so, why where the upstream says: an empty line alone would look like a lost answer. One cut

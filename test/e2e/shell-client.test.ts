@@ -189,6 +189,11 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
     const whole = await run(['-p', 'a whole answer', '--poll', '0.2'], { ...clientEnv, PATH });
     assert.deepEqual([whole.code, whole.stdout], [0, 'A whole answer that mentions "finish_reason":"length" in passing.\n'], whole.stderr);
     assert.doesNotMatch(whole.stderr, /token limit|no text/, jq);
+    // The answer as it came, its trailing blank lines too (a shell's command substitution drops
+    // them), and one newline after it, as the PowerShell client's Write-Output prints it.
+    stub.behave(() => stopped('An answer that ends in blank lines\n\n\n', 'stop'));
+    const blank = await run(['-p', 'end with blank lines', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([blank.code, blank.stdout], [0, 'An answer that ends in blank lines\n\n\n\n'], `${jq}: ${blank.stderr}`);
   }
 });
 
