@@ -100,12 +100,12 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   // Jobs waiting past a cron worker's minute with no worker alive: the database answers, so /health
   // is ok, but nothing runs them; the state says so rather than "healthy". The health body is
   // the API's own, changed in what it tells.
-  const stateAt = async (age: number) => {
+  const stateAt = async (age: number, told: Record<string, unknown> = { workers: [] }) => {
     const stalled = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     await stalled.route('**/health', async (route) => {
       const real = await route.fetch();
       const body = (await real.json()) as Record<string, unknown>;
-      await route.fulfill({ response: real, json: { ...body, queue: { ...(body.queue as object), queued: 4 }, oldest_queued_age_seconds: age, workers: [] } });
+      await route.fulfill({ response: real, json: { ...body, queue: { ...(body.queue as object), queued: 4 }, oldest_queued_age_seconds: age, ...told } });
     });
     await stalled.goto(`${url}/dashboard`);
     await stalled.fill('#key', key);
@@ -121,6 +121,10 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   // The page keeps its own copy of the bound proxy-worker stats goes by: the two agree.
   assert.deepEqual(await stateAt(STALLED_AFTER_SECONDS), [`jobs waiting up to ${STALLED_AFTER_SECONDS} s: no live worker`, 'state warn']);
   assert.deepEqual(await stateAt(STALLED_AFTER_SECONDS - 1), ['healthy', 'state ok']);
+  // A worker found the upstream down two minutes ago (its mark, which /health tells): the jobs wait for it.
+  const [downState, downClass] = await stateAt(30, { workers: [], upstream_down_since: Math.floor(Date.now() / 1000) - 120 });
+  assert.match(String(downState), /^the upstream was found down 12[01] s ago: jobs wait in the queue, and one call at a time looks whether it is back$/);
+  assert.equal(downClass, 'state warn');
 
   mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
   const shot = join(ROOT, 'test-artifacts', 'dashboard.png');

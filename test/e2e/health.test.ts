@@ -158,6 +158,14 @@ test('health with a key: queue by status, age of the oldest queued job, live wor
   assert.equal(healthy.workers.length, 1);
   assert.equal(healthy.workers[0].pid, worker.proc.pid);
   assert.equal(typeof healthy.oldest_queued_age_seconds === 'number' || healthy.oldest_queued_age_seconds === null, true);
+  // The worker finds the upstream down (nothing listens on port 9) and marks it: /health tells the
+  // mark, and stays 200, the upstream being down no fault of this API's.
+  const told = await eventually(async () => {
+    const res = await getJson(url, '/health', key);
+    return typeof res.json.upstream_down_since === 'number' ? res : null;
+  });
+  assert.equal(told.status, 200);
+  assert.ok(Math.abs(told.json.upstream_down_since - Date.now() / 1000) < 60, `upstream_down_since ${told.json.upstream_down_since}, in Unix seconds`);
   // This API host's clock against the database's: SQLite's is the host's own.
   if (BACKEND === 'sqlite') assert.equal(healthy.clock_offset_ms, 0);
   else assert.ok(Math.abs(healthy.clock_offset_ms) < 1000, `the API's clock is ${healthy.clock_offset_ms} ms off the server's on one machine`);

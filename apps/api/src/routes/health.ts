@@ -19,8 +19,9 @@ export interface HealthDeps {
  * 503 otherwise; a database that refused this API's requests in the last seconds (a full disk, the
  * write lock held elsewhere) does not answer, though its ping does. Anyone sees `status`; a caller
  * with a valid X-Proxy-Key also sees why, the queue by status, how long the longest-waiting due job
- * has waited, the live workers, the version, and how far this API host's clock is off the
- * database's (the workers' are in their heartbeats).
+ * has waited, the live workers, since when a worker has found the upstream down (the outage mark),
+ * the version, and how far this API host's clock is off the database's (the workers' are in their
+ * heartbeats).
  */
 export function healthHandler({ store, clients, now, version, requireWorker, refusals }: HealthDeps): RequestHandler {
   return async (req, res) => {
@@ -45,10 +46,12 @@ export function healthHandler({ store, clients, now, version, requireWorker, ref
     const body: Record<string, unknown> = { status, version, database: store.kind, clock_offset_ms: store.clockOffsetMs() };
     if (problem) body.error = { code: 'unavailable', message: problem };
     if (problem !== 'the database does not answer') {
-      const [queue, oldest] = await Promise.all([store.countByStatus(), store.oldestDueAt()]);
+      const [queue, oldest, downSince] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.upstreamDownSince()]);
       body.queue = queue;
       body.oldest_queued_age_seconds = oldest === null ? null : Math.max(0, Math.floor((now() - oldest) / 1000));
       body.workers = workers.map(toWorkerView);
+      // Told, not a failure of this API's: a worker found the upstream down (Unix seconds, as the workers' times).
+      body.upstream_down_since = downSince === null ? null : Math.floor(downSince / 1000);
     }
     sendJson(res, code, body);
   };

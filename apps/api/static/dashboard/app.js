@@ -89,9 +89,14 @@ async function refresh() {
     const queue = health.body.queue ?? {};
     const age = health.body.oldest_queued_age_seconds;
     const stalled = (queue.queued ?? 0) > 0 && (health.body.workers ?? []).length === 0 && (age ?? 0) >= STALLED_AFTER_SECONDS;
+    // The server's clock places the minutes and the outage: this browser's may be off.
+    const now = stats.body.server_time ?? Date.now() / 1000;
+    const downSince = health.body.upstream_down_since;
     if (health.body.status !== 'ok') setState(`unavailable: ${health.body.error?.message ?? 'unknown'}`, 'down');
     else if (stalled) setState(`jobs waiting up to ${age} s: no live worker`, 'warn');
-    else setState('healthy', 'ok');
+    else if (typeof downSince === 'number') {
+      setState(`the upstream was found down ${Math.max(0, Math.round(now - downSince))} s ago: jobs wait in the queue, and one call at a time looks whether it is back`, 'warn');
+    } else setState('healthy', 'ok');
     $('queue').replaceChildren(
       ...STATUSES.map((s) => {
         const tile = document.createElement('div');
@@ -104,8 +109,6 @@ async function refresh() {
     $('oldest').textContent = age === null || age === undefined ? 'none' : `${age} s`;
     $('api-clock').textContent = clockText(health.body.clock_offset_ms);
     $('updated').textContent = new Date().toLocaleTimeString();
-    // The server's clock places the minutes: this browser's may be off.
-    const now = stats.body.server_time ?? Date.now() / 1000;
     drawBars('chart-completed', perMinute(stats.body.per_minute ?? [], ['completed'], now), 'completed');
     drawBars('chart-failed', perMinute(stats.body.per_minute ?? [], ['failed', 'expired'], now), 'failed');
     fillTable(
