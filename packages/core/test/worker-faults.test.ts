@@ -1610,6 +1610,27 @@ test("cron's next pass, while an earlier pass's mark says the upstream is down, 
   assert.ok(mostCalling > 1, `${mostCalling} calls at once after the look: the pass calls the rest at full width`);
 });
 
+test("a daemon whose first read of the outage mark fails reads it again at its loop's next turn, and begins held", async (t) => {
+  const { store, upstream, logger, lines } = await unreachableUpstream(t);
+  await store.markUpstreamDown(store.now() - 30_000);
+  let reads = 0;
+  const flaky = overriding(store, {
+    upstreamDownSince: async () => {
+      if (++reads === 1) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+      return store.upstreamDownSince();
+    },
+  });
+  const worker = createTestWorker({ store: flaky, upstream, logger });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+  });
+  // After the loop's back-off (half a second) the mark is 30 or 31 s old.
+  await eventually(async () => lines.some((l) => /^the upstream was found down by a worker 3[01] s ago/.test(String(l.message))), 5000);
+  assert.equal(reads, 2);
+});
+
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
   const dir = tempDir(t);
   const store = await openTestStore(testEnv(dir));

@@ -304,8 +304,9 @@ export function createWorker(options: WorkerOptions): Worker {
           continue;
         }
         if (!outageRead) {
-          outageRead = true;
+          // Read again at the loop's next turn if the read failed (a daemon's loop outlives the error).
           const since = await options.store.upstreamDownSince();
+          outageRead = true;
           if (since !== null && outage.callsAllowed() === Infinity) {
             outage.assumeDown();
             const ago = Math.max(0, Math.round((now() - since) / 1000));
