@@ -57,7 +57,7 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   assert.match(statsText, /^upstream: answering, as far as the workers have seen$/m);
   // As a worker marks it when its calls come to be held (upstream-outage.ts).
   const downAt = store.now() - 42_000;
-  await store.markUpstreamDown(downAt);
+  await store.markUpstreamDown({ since: downAt, lookAt: downAt + 1000 });
   assert.equal(JSON.parse((await cli('stats', '--json')).out).upstream_down_since, Math.floor(downAt / 1000));
   assert.match((await cli('stats')).out, /^upstream: found down by a worker 4\d s ago, and not seen answering since/m);
   await store.markUpstreamDown(null);

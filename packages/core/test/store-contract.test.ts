@@ -848,16 +848,44 @@ for (const backend of backends) {
       const b = await place.open(c.now);
       assert.equal(await b.upstreamDownSince(), null);
       const first = c.now();
-      await a.markUpstreamDown(first);
+      await a.markUpstreamDown({ since: first, lookAt: first + 1000 });
       c.advance(5000);
-      await b.markUpstreamDown(c.now());
+      await b.markUpstreamDown({ since: c.now(), lookAt: c.now() + 1000 });
       assert.equal(await b.upstreamDownSince(), first, 'the outage began at the first mark');
       assert.equal(await a.upstreamDownSince(), first);
       await b.markUpstreamDown(null);
       assert.equal(await a.upstreamDownSince(), null);
       await b.markUpstreamDown(null);
-      await b.markUpstreamDown(c.now());
+      await b.markUpstreamDown({ since: c.now(), lookAt: c.now() + 1000 });
       assert.equal(await a.upstreamDownSince(), c.now(), 'a new outage, a new mark');
+    });
+
+    test("the fleet's looks at an upstream that is down: one connection takes each when due, the next set as far on as the outage has lasted (1 to 30 s); none without a mark, and a look set before the clock stepped back is due", async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const a = await place.open(c.now);
+      const b = await place.open(c.now);
+      const spacing = { minMs: 1000, maxMs: 30_000 };
+      assert.equal(await a.takeUpstreamLook(c.now(), spacing), 0, 'no mark: any call may look');
+      const since = c.now();
+      await a.markUpstreamDown({ since, lookAt: since + 1000 });
+      assert.equal(await b.takeUpstreamLook(c.now(), spacing), 1000, 'the first look is a second after the outage began');
+      c.advance(1000);
+      assert.equal(await b.takeUpstreamLook(c.now(), spacing), 0, 'due: taken');
+      assert.equal(await a.takeUpstreamLook(c.now(), spacing), 1000, "the other waits a spacing: the outage's second");
+      c.advance(1000);
+      assert.equal(await a.takeUpstreamLook(c.now(), spacing), 0);
+      assert.equal(await b.takeUpstreamLook(c.now(), spacing), 2000, 'two seconds into the outage, two seconds on');
+      c.advance(58_000);
+      assert.equal(await b.takeUpstreamLook(c.now(), spacing), 0);
+      assert.equal(await a.takeUpstreamLook(c.now(), spacing), 30_000, 'a minute into the outage, at most 30 s on');
+      // The clock stepped back an hour: the look stands an hour and 30 s ahead, past anything a
+      // spacing sets, so it is due, and the next set from there, a second on (the outage began
+      // after the clock's time now).
+      assert.equal(await b.takeUpstreamLook(c.now() - 3600_000, spacing), 0);
+      assert.equal(await a.takeUpstreamLook(c.now() - 3600_000, spacing), 1000);
+      await b.markUpstreamDown(null);
+      assert.equal(await a.takeUpstreamLook(c.now(), spacing), 0, 'the mark lifted: any call may look');
     });
 
     test('pacing after the clock steps back an hour: each budget, and a pause, holds calls no longer than it could have with the clock running forward, and is written so', async (t) => {

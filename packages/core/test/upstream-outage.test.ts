@@ -9,14 +9,37 @@ const answered: UpstreamOutcome = { kind: 'http_error', status: 400, message: 'b
 const overloaded: UpstreamOutcome = { kind: 'http_error', status: 503, message: 'overloaded', errorCode: null, headers: {} } as UpstreamOutcome;
 const completed: UpstreamOutcome = { kind: 'ok', status: 200, body: {}, outputText: 'hi', finishReason: 'stop', usage: null };
 
-function brake() {
+function brake(shared = false) {
   let mono = 5000;
   const lines: Array<{ level: string; message: string }> = [];
   const marks: string[] = [];
   const log = { warn: (message: string) => void lines.push({ level: 'warn', message }), info: (message: string) => void lines.push({ level: 'info', message }) };
-  const brake = createOutageBrake({ log, monotonic: () => mono, onHeld: () => void marks.push('held'), onResumed: () => void marks.push('resumed') });
+  const brake = createOutageBrake({ log, monotonic: () => mono, shared, onHeld: () => void marks.push('held'), onResumed: () => void marks.push('resumed') });
   return { brake, lines, marks, advance: (ms: number) => void (mono += ms) };
 }
+
+test("outage brake, shared: a look whose wait is over waits for the fleet's turn, and for the time another worker's turn leaves it; each look's turn is taken anew", () => {
+  const { brake: b, advance } = brake(true);
+  assert.equal(b.needsTurn(), false, 'nothing held, no turn needed');
+  b.report(refused);
+  assert.equal(b.needsTurn(), false, 'the wait first');
+  advance(OUTAGE_PROBE_FIRST_MS);
+  assert.deepEqual([b.needsTurn(), b.callsAllowed()], [true, 0], 'no call before the turn');
+  b.postpone(700);
+  assert.deepEqual([b.needsTurn(), b.callsAllowed()], [false, 0], "another worker's turn");
+  advance(700);
+  assert.equal(b.needsTurn(), true);
+  b.turnTaken();
+  assert.deepEqual([b.needsTurn(), b.callsAllowed()], [false, 1], 'its turn: one call looks');
+  b.report(refused);
+  advance(2 * OUTAGE_PROBE_FIRST_MS);
+  assert.deepEqual([b.needsTurn(), b.callsAllowed()], [true, 0], 'the next look needs its own turn');
+  b.turnTaken();
+  b.report(completed);
+  assert.deepEqual([b.needsTurn(), b.callsAllowed()], [false, Infinity]);
+  b.assumeDown();
+  assert.deepEqual([b.needsTurn(), b.callsAllowed()], [true, 0], 'assumed down: the first look waits for its turn too');
+});
 
 test('outage brake: the hold and its end are told once each (the store marks them); a brake that assumes the upstream down (the mark found at start) lets one call look at once, and its end is told too', () => {
   const { brake: b, marks, advance } = brake();

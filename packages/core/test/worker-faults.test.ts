@@ -1513,12 +1513,13 @@ test('a call during which the clock steps back two minutes counts its latency as
  * upstream down or a network cut, until a stub takes the port. The worker's info lines are kept.
  */
 async function unreachableUpstream(t: T) {
-  const store = await openTestStore(testEnv(tempDir(t)));
+  const env = testEnv(tempDir(t));
+  const store = await openTestStore(env);
   t.after(() => store.close());
   const port = await freePort();
   const upstream = createUpstreamClient({ baseUrl: `http://127.0.0.1:${port}/v1`, apiKey: 'sk-test', connections: 4 });
   t.after(() => upstream.close());
-  return { store, port, upstream, ...loggedLines('info') };
+  return { env, store, port, upstream, ...loggedLines('info') };
 }
 
 test('an upstream that cannot be reached for 2.5 s: the jobs wait for it with their attempts unspent, one call looking now and then, and all complete once it is back', async (t) => {
@@ -1579,26 +1580,33 @@ test("a pass (cron, the API's worker run) that finds the upstream unreachable en
   assert.equal(stub.calls.length, 12);
 });
 
-test("cron's next pass, while an earlier pass's mark says the upstream is down, makes one call to look, not one a slot; the look that finds it back lifts the mark, and the pass calls the rest", async (t) => {
+test("cron's next pass, while an earlier pass's mark says the upstream is down, makes one call to look when the fleet's look is due, none before, not one a slot; the look that finds it back lifts the mark, and the pass calls the rest", async (t) => {
   const { store, port, upstream, logger, lines } = await unreachableUpstream(t);
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) ids.push(await enqueueJob(store, `marked ${i}`, { maxAttempts: 5 }));
   const spent = async () => (await Promise.all(ids.map((id) => store.getJob(id)))).reduce((sum, job) => sum + (job?.attempts ?? 0), 0);
+  const ended = () => lines.filter((l) => String(l.message).startsWith('the upstream is down: the pass ends')).length;
   // Each pass is a worker of its own, as each of cron's passes is a process of its own.
   const pass = () => createTestWorker({ store, upstream, concurrency: 4, logger }).runOnce();
   await within(pass(), 5000, 'the first pass');
   const byFirst = await spent();
   assert.ok(byFirst >= 1 && byFirst <= 4, `${byFirst} attempts spent by the first pass`);
   assert.notEqual(await store.upstreamDownSince(), null, 'the first pass marked the upstream down');
-  // Before, each pass spent its first calls as the first did: a slot's worth each minute from cron,
-  // which in a long outage spent every job's attempts.
-  await within(pass(), 5000, 'the second pass');
-  assert.equal((await spent()) - byFirst, 1, 'the second pass made one call, to look');
+  // The fleet's first look is due a second after the outage began: a pass before it makes none.
+  await within(pass(), 5000, 'a pass at once');
+  assert.deepEqual([(await spent()) - byFirst, ended()], [0, 2], 'no call before the look is due');
+  // Before the mark, each pass spent its first calls as the first did: a slot's worth each minute
+  // from cron, which in a long outage spent every job's attempts.
+  await new Promise((r) => setTimeout(r, 1100));
+  await within(pass(), 5000, 'a pass once the look is due');
+  assert.equal((await spent()) - byFirst, 1, 'that pass made one call, to look');
   assert.ok(
     lines.some((l) => String(l.message).startsWith('the upstream was found down')),
     lines.map((l) => l.message).join('\n'),
   );
 
+  // The next look is due as long after that one as the outage had lasted (about 1.1 s).
+  await new Promise((r) => setTimeout(r, 1500));
   let mostCalling = 0;
   const stub = await startStubUpstream({ port, behave: () => ({ delayMs: 50 }) });
   t.after(() => stub.close());
@@ -1612,7 +1620,7 @@ test("cron's next pass, while an earlier pass's mark says the upstream is down, 
 
 test("a daemon whose first read of the outage mark fails reads it again at its loop's next turn, and begins held", async (t) => {
   const { store, upstream, logger, lines } = await unreachableUpstream(t);
-  await store.markUpstreamDown(store.now() - 30_000);
+  await store.markUpstreamDown({ since: store.now() - 30_000, lookAt: store.now() - 29_000 });
   let reads = 0;
   const flaky = overriding(store, {
     upstreamDownSince: async () => {
@@ -1629,6 +1637,37 @@ test("a daemon whose first read of the outage mark fails reads it again at its l
   // After the loop's back-off (half a second) the mark is 30 or 31 s old.
   await eventually(async () => lines.some((l) => /^the upstream was found down by a worker 3[01] s ago/.test(String(l.message))), 5000);
   assert.equal(reads, 2);
+});
+
+test('four daemons and an upstream that cannot be reached: the fleet makes one look at a time, not one a daemon; once it is back, every daemon resumes and all jobs complete', async (t) => {
+  const { env, store, port, upstream, logger } = await unreachableUpstream(t);
+  const ids: string[] = [];
+  for (let i = 0; i < 12; i++) ids.push(await enqueueJob(store, `fleet ${i}`, { maxAttempts: 20 }));
+  const spent = async () => (await Promise.all(ids.map((id) => store.getJob(id)))).reduce((sum, job) => sum + (job?.attempts ?? 0), 0);
+  const daemons: Array<{ worker: ReturnType<typeof createTestWorker>; run: Promise<unknown> }> = [];
+  t.after(async () => {
+    for (const { worker, run } of daemons) {
+      await worker.stop();
+      await run;
+    }
+  });
+  for (let i = 0; i < 4; i++) {
+    // Each daemon on a store of its own, as each would be a process.
+    const own = await openTestStore(env);
+    t.after(() => own.close());
+    const worker = createTestWorker({ store: own, upstream, logger });
+    daemons.push({ worker, run: worker.runDaemon() });
+  }
+  // The fleet looks 1, 2 and 4 s into the outage (the next at 8). Each daemon looking for itself
+  // looked at 1 and 3 s: four each.
+  await new Promise((r) => setTimeout(r, 6000));
+  const byNow = await spent();
+  t.diagnostic(`${byNow} attempts in the outage's first 6 s`);
+  assert.ok(byNow <= 4 + 4, `${byNow} attempts: a first call a daemon at most, then the fleet's looks`);
+  const stub = await startStubUpstream({ port });
+  t.after(() => stub.close());
+  for (const id of ids) assert.equal((await finalJob(store, id, 15_000)).status, 'completed');
+  assert.equal(await store.upstreamDownSince(), null);
 });
 
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {

@@ -33,10 +33,12 @@ export const FAILING_FOR_MS = 1000;
  * due) to see whether the upstream is back, the wait doubling each time it is not (up to
  * OUTAGE_PROBE_MAX_MS); the rest of the queue waits unclaimed, its attempts unspent, until a call
  * gets another answer. Each call made still spends its job's attempt, and the job's deadline still
- * ends its wait. Each worker looks for itself; the hold and its end are also marked in the store
- * (`onHeld`, `onResumed`), and a worker that starts while the mark stands begins held
- * (`assumeDown`): its first call looks. Without the mark, each of cron's passes in an outage spent
- * one attempt a slot before its calls were held (seen: 4 a pass at concurrency 4, where now 1).
+ * ends its wait. The hold and its end are also marked in the store (`onHeld`, `onResumed`), and a
+ * worker that starts while the mark stands begins held (`assumeDown`): its first call looks. Without
+ * the mark, each of cron's passes in an outage spent one attempt a slot before its calls were held
+ * (seen: 4 a pass at concurrency 4, where now 1). With `shared`, a look also waits for the fleet's
+ * turn (`needsTurn`, then `turnTaken` or `postpone`: JobStore.takeUpstreamLook), so that the fleet
+ * makes one look each time rather than one a worker.
  */
 export interface OutageBrake {
   /**
@@ -44,15 +46,23 @@ export interface OutageBrake {
    * a call that did otherwise (an answer that is not a 5xx, a reset after the connect).
    */
   report(outcome: UpstreamOutcome): void;
-  /** How many calls may run now: Infinity, or 0 while waiting to look again, or 1 to look. */
+  /** How many calls may run now: Infinity, or 0 while waiting to look again (or for the fleet's turn), or 1 to look. */
   callsAllowed(): number;
   /** Another worker found the upstream down (the store's mark): the next call looks, as after a wait. No-op while held already. */
   assumeDown(): void;
+  /** With `shared`: this worker's wait is over, and its look waits for the fleet's turn. */
+  needsTurn(): boolean;
+  /** The fleet's turn is this worker's: its next call looks. */
+  turnTaken(): void;
+  /** Another worker has the fleet's turn: this one's look waits `ms` more. */
+  postpone(ms: number): void;
 }
 
 export interface OutageBrakeDeps {
   log: { [L in 'warn' | 'info']: (message: string, meta?: object) => unknown };
   monotonic?: () => number;
+  /** Whether a look waits for the fleet's turn (needsTurn); without, it goes when this worker's wait is over. */
+  shared?: boolean;
   /** The calls came to be held (not when assumed down: the mark is there already). */
   onHeld?: () => void;
   /** A call got an answer while calls were held. */
@@ -68,6 +78,9 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
   // The server errors in a row before the hold, and when the first of them came.
   let failing = 0;
   let failingSince = 0;
+  // Whether the look now due has its turn: always, unless the fleet shares its looks.
+  const shared = deps.shared ?? false;
+  let turn = !shared;
   const tell = sayAtMostEvery(OUTAGE_LINE_MS, monotonic);
   return {
     report(outcome) {
@@ -81,6 +94,7 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
         if (looks === 0) return;
         deps.log.info('the upstream answers again: calls resume', { held_ms: Math.round(monotonic() - since), looks });
         looks = 0;
+        turn = !shared;
         deps.onResumed?.();
         return;
       }
@@ -98,6 +112,7 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       const wait = Math.min(OUTAGE_PROBE_MAX_MS, OUTAGE_PROBE_FIRST_MS * 2 ** looks);
       looks += 1;
       until = at + wait;
+      turn = !shared;
       const what = down
         ? `the upstream cannot be reached (${down})`
         : `the upstream answers every call with a server error (${status}${looks === 1 ? `, ${failing} calls in a row over ${Math.round((at - failingSince) / 100) / 10} s` : ''})`;
@@ -110,13 +125,23 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
     },
     callsAllowed() {
       if (looks === 0) return Infinity;
-      return monotonic() < until ? 0 : 1;
+      return turn && monotonic() >= until ? 1 : 0;
     },
     assumeDown() {
       if (looks > 0) return;
       // As after a first look that failed: the look goes now, and one that fails waits 2 s.
       looks = 1;
       since = until = monotonic();
+      turn = !shared;
+    },
+    needsTurn() {
+      return looks > 0 && !turn && monotonic() >= until;
+    },
+    turnTaken() {
+      turn = true;
+    },
+    postpone(ms) {
+      until = monotonic() + ms;
     },
   };
 }

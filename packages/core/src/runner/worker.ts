@@ -9,7 +9,7 @@ import { createPacing } from './pacing.js';
 import { createShutdown, processJob, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import { retryOutcomeWrites } from './outcome-writes.js';
 import { createShortageBrake } from './local-shortage.js';
-import { createOutageBrake } from './upstream-outage.js';
+import { OUTAGE_PROBE_FIRST_MS, OUTAGE_PROBE_MAX_MS, createOutageBrake } from './upstream-outage.js';
 import { createReserve, maxHoldFor } from './reserve.js';
 import type { UpstreamClient } from './upstream-client.js';
 import { createCancelWatch } from './cancel-watch.js';
@@ -76,6 +76,12 @@ export interface Worker {
  */
 export const CLAIM_GATHER_MS = 2;
 
+/**
+ * The time between two of the fleet's looks at an upstream that is down: how long the outage has
+ * lasted, from a second up to 30 s, the spacing of one worker's own doubling waits.
+ */
+const LOOK_SPACING = { minMs: OUTAGE_PROBE_FIRST_MS, maxMs: OUTAGE_PROBE_MAX_MS };
+
 /** Builds a worker over a store and an upstream client. */
 export function createWorker(options: WorkerOptions): Worker {
   const now = options.now ?? options.store.now;
@@ -88,9 +94,11 @@ export function createWorker(options: WorkerOptions): Worker {
   let marking: Promise<void> = Promise.resolve();
   const mark = (since: number | null) => {
     // A mark not written costs the workers that start next their first calls, as before the mark.
-    marking = marking.then(() => options.store.markUpstreamDown(since)).catch((err: unknown) => void log.warn('could not mark in the store whether the upstream is down', { err }));
+    marking = marking
+      .then(() => options.store.markUpstreamDown(since === null ? null : { since, lookAt: since + OUTAGE_PROBE_FIRST_MS }))
+      .catch((err: unknown) => void log.warn('could not mark in the store whether the upstream is down', { err }));
   };
-  const outage = createOutageBrake({ log, onHeld: () => mark(now()), onResumed: () => mark(null) });
+  const outage = createOutageBrake({ log, shared: true, onHeld: () => mark(now()), onResumed: () => mark(null) });
   // A finished job holds its request's nonce: deleted while the same signed body could still be
   // accepted, that body sent again (a client's retry, a captured request) would make a new job and
   // a second upstream call. So no retention is shorter than that window.
@@ -314,6 +322,13 @@ export function createWorker(options: WorkerOptions): Worker {
               down_since: new Date(since).toISOString(),
             });
           }
+        }
+        // The fleet makes one look at a time at an upstream that is down: this worker's waits for
+        // its turn, or for the turn after another worker's (JobStore.takeUpstreamLook).
+        if (outage.needsTurn()) {
+          const wait = await options.store.takeUpstreamLook(now(), LOOK_SPACING);
+          if (wait === 0) outage.turnTaken();
+          else outage.postpone(wait);
         }
         if (mono >= deadline || report.claimed >= maxJobs) break;
         // A pass that finds the upstream down ends instead of waiting for it to come back: the jobs

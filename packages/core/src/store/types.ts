@@ -263,6 +263,12 @@ export function steppedBack(tat: number, bound: number): boolean {
   return tat > bound + CLOCK_STEP_SLACK_MS;
 }
 
+/** The bounds of the time between two of the fleet's looks at an upstream that is down (JobStore.takeUpstreamLook). */
+export interface LookSpacing {
+  minMs: number;
+  maxMs: number;
+}
+
 /** A request for one upstream call's share of the pacing budgets; a null budget is unlimited. */
 export interface PacingRequest {
   rpm: number | null;
@@ -402,8 +408,19 @@ export interface JobStore {
    * while none has, or since one found it answering again. Read when a worker starts.
    */
   upstreamDownSince(): Promise<number | null>;
-  /** Marks the upstream down since `since` (a mark already there keeps its earlier time), or, given null, lifts the mark. */
-  markUpstreamDown(since: number | null): Promise<void>;
+  /**
+   * Marks the upstream down since `since`, the fleet's first look due at `lookAt` (a mark already
+   * there stands as it is), or, given null, lifts the mark.
+   */
+  markUpstreamDown(mark: { since: number; lookAt: number } | null): Promise<void>;
+  /**
+   * Takes the fleet's next look at an upstream that is down: 0 when it was due (this worker's call
+   * looks, and the next look is set one spacing later: how long the outage has lasted, within
+   * `spacing`), or the ms until it is due (another worker took the last). 0 too with no mark, or
+   * with one whose look stands further ahead than a spacing can set it (written before the clock
+   * stepped back).
+   */
+  takeUpstreamLook(at: number, spacing: LookSpacing): Promise<number>;
 
   /**
    * Draws one request from every budget, all or nothing, atomically across processes. Nothing is

@@ -722,7 +722,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
     pauseUpstream: (until) => budget.pause(until),
     upstreamDownSince: () => budget.downSince(),
-    markUpstreamDown: (since) => budget.markDown(since),
+    markUpstreamDown: (mark) => budget.markDown(mark),
+    takeUpstreamLook: (at, spacing) => budget.takeLook(at, spacing),
 
     async consumeRateLimits(checks) {
       if (checks.length === 0) return [];

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { CLOCK_STEP_SLACK_MS, pacingBounds, steppedBack, type PacingRequest } from '../types.js';
+import { CLOCK_STEP_SLACK_MS, pacingBounds, steppedBack, type LookSpacing, type PacingRequest } from '../types.js';
 import type { Queryable } from './batched-writes.js';
 import { withClient } from './checkout.js';
 
@@ -136,10 +136,32 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
       return rows[0]?.since ?? null;
     },
 
-    /** Marks the upstream down since `since` (the outage's first mark stands), or up again (null). */
-    async markDown(since: number | null): Promise<void> {
-      if (since === null) await db.query('DELETE FROM upstream_outage');
-      else await db.query('INSERT INTO upstream_outage (id, since) VALUES (1, $1) ON CONFLICT (id) DO NOTHING', [since]);
+    /** Marks the upstream down (the outage's first mark stands), or up again (null): JobStore.markUpstreamDown. */
+    async markDown(mark: { since: number; lookAt: number } | null): Promise<void> {
+      if (mark === null) await db.query('DELETE FROM upstream_outage');
+      else await db.query('INSERT INTO upstream_outage (id, since, look_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING', [mark.since, mark.lookAt]);
+    },
+
+    /**
+     * JobStore.takeUpstreamLook, as one statement: the look is taken when due (or past its bound,
+     * CLOCK_STEP_SLACK_MS beyond a spacing's most: written before the clock stepped back), the next
+     * set one spacing on. `look_at` is read from the statement's snapshot, before the update: not
+     * taken though due there, another worker took it meanwhile (this update waited for its lock, then
+     * found the new time), and this one asks again a moment later.
+     */
+    async takeLook(at: number, spacing: LookSpacing): Promise<number> {
+      const { rows } = await db.query<{ taken: number; look_at: number | null }>(
+        `WITH taken AS (
+           UPDATE upstream_outage SET look_at = $1 + LEAST($3::bigint, GREATEST($2::bigint, $1 - since))
+            WHERE id = 1 AND (look_at <= $1 OR look_at > $1 + $3::bigint + $4::bigint)
+           RETURNING 1
+         )
+         SELECT (SELECT COUNT(*) FROM taken)::int AS taken, (SELECT look_at FROM upstream_outage WHERE id = 1) AS look_at`,
+        [at, spacing.minMs, spacing.maxMs, CLOCK_STEP_SLACK_MS],
+      );
+      const { taken, look_at: lookAt } = rows[0]!;
+      if (taken === 1 || lookAt === null) return 0;
+      return Math.max(1, lookAt - at);
     },
 
     /** Every worker holds off until `until`; a shorter pause never cuts a longer one short. */

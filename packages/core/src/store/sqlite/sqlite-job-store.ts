@@ -399,8 +399,12 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       return budget.downSince();
     },
 
-    async markUpstreamDown(since) {
-      await writes.run(() => budget.markDown(since), false);
+    async markUpstreamDown(mark) {
+      await writes.run(() => budget.markDown(mark), false);
+    },
+
+    async takeUpstreamLook(at, spacing) {
+      return writes.run(() => budget.takeLook(at, spacing), false);
     },
 
     async consumeRateLimits(checks) {

@@ -1,4 +1,4 @@
-import { pacingBounds, steppedBack, type PacingRequest } from '../types.js';
+import { pacingBounds, steppedBack, type LookSpacing, type PacingRequest } from '../types.js';
 import type { Db } from './open-database.js';
 
 const PACING_ROWS = ['pause', 'requests', 'tokens'] as const;
@@ -22,8 +22,11 @@ export function createUpstreamBudget(db: Db) {
       ON CONFLICT (name) DO UPDATE SET tat = MAX(tat, excluded.tat)`),
     downSince: db.prepare<[], number | undefined>('SELECT since FROM upstream_outage WHERE id = 1').pluck(),
     // The outage's first mark stands: a worker that finds it down later marks nothing new.
-    markDown: db.prepare('INSERT INTO upstream_outage (id, since) VALUES (1, @since) ON CONFLICT (id) DO NOTHING'),
+    markDown: db.prepare('INSERT INTO upstream_outage (id, since, look_at) VALUES (1, @since, @look_at) ON CONFLICT (id) DO NOTHING'),
     markUp: db.prepare('DELETE FROM upstream_outage'),
+    outage: db.prepare<[], { since: number; look_at: number } | undefined>('SELECT since, look_at FROM upstream_outage WHERE id = 1'),
+    // The next look one spacing on: the outage's length so far, within the spacing's bounds.
+    takeLook: db.prepare('UPDATE upstream_outage SET look_at = @at + MIN(@max_ms, MAX(@min_ms, @at - since)) WHERE id = 1'),
   };
   return {
     /** How long the call must wait (0: it may go now, and its share is drawn); the read and the draw are one transaction. */
@@ -50,10 +53,18 @@ export function createUpstreamBudget(db: Db) {
     downSince(): number | null {
       return sql.downSince.get() ?? null;
     },
-    /** Marks the upstream down since `since`, or up again (null). */
-    markDown(since: number | null): void {
-      if (since === null) sql.markUp.run();
-      else sql.markDown.run({ since });
+    /** Marks the upstream down, or up again (null): JobStore.markUpstreamDown. */
+    markDown(mark: { since: number; lookAt: number } | null): void {
+      if (mark === null) sql.markUp.run();
+      else sql.markDown.run({ since: mark.since, look_at: mark.lookAt });
+    },
+    /** JobStore.takeUpstreamLook, inside the caller's write transaction. */
+    takeLook(at: number, spacing: LookSpacing): number {
+      const row = sql.outage.get();
+      if (!row) return 0;
+      if (row.look_at > at && !steppedBack(row.look_at, at + spacing.maxMs)) return row.look_at - at;
+      sql.takeLook.run({ at, min_ms: spacing.minMs, max_ms: spacing.maxMs });
+      return 0;
     },
   };
 }
