@@ -20,7 +20,6 @@ export function createUpstreamBudget(db: Db) {
     pause: db.prepare(`
       INSERT INTO upstream_pacing (name, tat) VALUES ('pause', @tat)
       ON CONFLICT (name) DO UPDATE SET tat = MAX(tat, excluded.tat)`),
-    downSince: db.prepare<[], number | undefined>('SELECT since FROM upstream_outage WHERE id = 1').pluck(),
     // The outage's first mark stands: a worker that finds it down later marks nothing new.
     markDown: db.prepare('INSERT INTO upstream_outage (id, since, look_at) VALUES (1, @since, @look_at) ON CONFLICT (id) DO NOTHING'),
     markUp: db.prepare('DELETE FROM upstream_outage'),
@@ -51,7 +50,7 @@ export function createUpstreamBudget(db: Db) {
     },
     /** Since when a worker has found the upstream down (upstream-outage.ts), or null. */
     downSince(): number | null {
-      return sql.downSince.get() ?? null;
+      return sql.outage.get()?.since ?? null;
     },
     /** Marks the upstream down, or up again (null): JobStore.markUpstreamDown. */
     markDown(mark: { since: number; lookAt: number } | null): void {
