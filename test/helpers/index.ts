@@ -368,6 +368,12 @@ export async function within<T>(promise: Promise<T>, ms: number, what = 'operati
   }
 }
 
+/** The attempts the jobs `ids` have spent, in all: what an outage cost them. */
+export async function attemptsSpent(store: Pick<JobStore, 'getJob'>, ids: readonly string[]): Promise<number> {
+  const jobs = await Promise.all(ids.map((id) => store.getJob(id)));
+  return jobs.reduce((sum, job) => sum + (job?.attempts ?? 0), 0);
+}
+
 /** Enqueues a job straight into a store (as the API would), asking for `prompt`; returns its id. */
 export async function enqueueJob(store: Pick<JobStore, 'createJob'>, prompt: string, options: { maxAttempts?: number; ttlMs?: number } = {}): Promise<string> {
   const id = newJobId();
