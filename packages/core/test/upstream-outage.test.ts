@@ -148,3 +148,17 @@ test(`outage brake: server errors hold the calls once ${FAILING_IN_A_ROW} calls 
   advance(FAILING_FOR_MS);
   assert.equal(b.callsAllowed(), Infinity);
 });
+
+test("outage brake: told that another worker's call found the upstream back (the mark lifted), a held brake lets calls go at once and marks nothing; one not held says nothing", () => {
+  const { brake: b, lines, marks } = brake(true);
+  b.liftedElsewhere();
+  assert.equal(lines.length, 0, 'not held: nothing to say');
+  b.report(refused);
+  assert.equal(b.callsAllowed(), 0);
+  b.liftedElsewhere();
+  assert.deepEqual([b.callsAllowed(), b.needsTurn()], [Infinity, false]);
+  assert.deepEqual(marks, ['held'], 'the mark is gone already: not lifted again');
+  assert.equal(lines.at(-1)?.message, 'another worker found the upstream answering: calls resume');
+  b.report(refused);
+  assert.deepEqual([b.callsAllowed(), marks], [0, ['held', 'held']], 'a call that then fails holds and marks anew');
+});

@@ -38,7 +38,8 @@ export const FAILING_FOR_MS = 1000;
  * the mark, each of cron's passes in an outage spent one attempt a slot before its calls were held
  * (seen: 4 a pass at concurrency 4, where now 1). With `shared`, a look also waits for the fleet's
  * turn (`needsTurn`, then `turnTaken` or `postpone`: JobStore.takeUpstreamLook), so that the fleet
- * makes one look each time rather than one a worker.
+ * makes one look each time rather than one a worker; a worker held while another's look finds the
+ * upstream back (the mark lifted) resumes at once (`liftedElsewhere`), not at its own next look.
  */
 export interface OutageBrake {
   /**
@@ -56,6 +57,8 @@ export interface OutageBrake {
   turnTaken(): void;
   /** Another worker has the fleet's turn: this one's look waits `ms` more. */
   postpone(ms: number): void;
+  /** Another worker's call found the upstream answering (it lifted the store's mark): calls resume. No-op unless held. */
+  liftedElsewhere(): void;
 }
 
 export interface OutageBrakeDeps {
@@ -82,6 +85,11 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
   const shared = deps.shared ?? false;
   let turn = !shared;
   const tell = sayAtMostEvery(OUTAGE_LINE_MS, monotonic);
+  const resume = (message: string) => {
+    deps.log.info(message, { held_ms: Math.round(monotonic() - since), looks });
+    looks = 0;
+    turn = !shared;
+  };
   return {
     report(outcome) {
       if (outcome.kind === 'local_shortage') return;
@@ -92,9 +100,7 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       if (down === null && status < 500) {
         failing = 0;
         if (looks === 0) return;
-        deps.log.info('the upstream answers again: calls resume', { held_ms: Math.round(monotonic() - since), looks });
-        looks = 0;
-        turn = !shared;
+        resume('the upstream answers again: calls resume');
         deps.onResumed?.();
         return;
       }
@@ -142,6 +148,10 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
     },
     postpone(ms) {
       until = monotonic() + ms;
+    },
+    liftedElsewhere() {
+      // The mark is gone already: nothing to lift (onResumed).
+      if (looks > 0) resume('another worker found the upstream answering: calls resume');
     },
   };
 }

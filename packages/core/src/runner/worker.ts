@@ -92,10 +92,14 @@ export function createWorker(options: WorkerOptions): Worker {
   // The store's outage mark follows this worker's hold (upstream-outage.ts), written in order:
   // a hold and its end written out of order would leave the mark standing, or lift it mid-outage.
   let marking: Promise<void> = Promise.resolve();
+  // Whether the mark stood when this worker last wrote or read it: one that is gone since was lifted
+  // by another worker's call, which found the upstream back.
+  let markStood = false;
   const mark = (since: number | null) => {
     // A mark not written costs the workers that start next their first calls, as before the mark.
     marking = marking
       .then(() => options.store.markUpstreamDown(since === null ? null : { since, lookAt: since + OUTAGE_PROBE_FIRST_MS }))
+      .then(() => void (markStood = since !== null))
       .catch((err: unknown) => void log.warn('could not mark in the store whether the upstream is down', { err }));
   };
   const outage = createOutageBrake({ log, shared: true, onHeld: () => mark(now()), onResumed: () => mark(null) });
@@ -272,6 +276,8 @@ export function createWorker(options: WorkerOptions): Worker {
     let rebaseDue = true;
     // Each pass and daemon reads the store's outage mark before its first claim (upstream-outage.ts).
     let outageRead = false;
+    // When a held worker next reads whether the mark still stands (performance.now()).
+    let markReadAt = 0;
 
     let failures = 0;
     // When the first slot freed that a claim is now waiting to fill along with others.
@@ -315,6 +321,7 @@ export function createWorker(options: WorkerOptions): Worker {
           // Read again at the loop's next turn if the read failed (a daemon's loop outlives the error).
           const since = await options.store.upstreamDownSince();
           outageRead = true;
+          markStood = since !== null;
           if (since !== null && outage.callsAllowed() === Infinity) {
             outage.assumeDown();
             const ago = Math.max(0, Math.round((now() - since) / 1000));
@@ -340,6 +347,17 @@ export function createWorker(options: WorkerOptions): Worker {
           giveBack(held);
           log.info('the upstream is down: the pass ends; the jobs it has not called wait in the queue with their attempts unspent, for the next pass', { held: held.length });
           break;
+        }
+        // A held worker reads the mark once a second: gone, another worker's call found the upstream
+        // back, and this one's calls resume now. Before, they resumed at its next look, up to 30 s
+        // on, its slots idle meanwhile (seen: a daemon of two idle while the other ran the queue).
+        if (outage.callsAllowed() !== Infinity && mono >= markReadAt) {
+          markReadAt = mono + OUTAGE_PROBE_FIRST_MS;
+          // Its own mark written first, so that a hold just begun does not read as lifted.
+          await marking;
+          const stands = (await options.store.upstreamDownSince()) !== null;
+          if (markStood && !stands) outage.liftedElsewhere();
+          markStood = stands;
         }
         giveBack(reserve.stale(mono));
         startHeld(report);
