@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FAILING_FOR_MS, FAILING_IN_A_ROW, OUTAGE_PROBE_FIRST_MS, OUTAGE_PROBE_MAX_MS, createOutageBrake } from '../src/runner/upstream-outage.ts';
+import { FAILING_FOR_MS, FAILING_IN_A_ROW, OUTAGE_LINE_MS, OUTAGE_PROBE_FIRST_MS, OUTAGE_PROBE_MAX_MS, createOutageBrake } from '../src/runner/upstream-outage.ts';
 import type { UpstreamOutcome } from '../src/runner/upstream-client.ts';
 
 const refused: UpstreamOutcome = { kind: 'network_error', code: 'ECONNREFUSED', message: 'upstream connection failed: ECONNREFUSED' };
@@ -161,4 +161,20 @@ test("outage brake: told that another worker's call found the upstream back (the
   assert.equal(lines.at(-1)?.message, 'another worker found the upstream answering: calls resume');
   b.report(refused);
   assert.deepEqual([b.callsAllowed(), marks], [0, ['held', 'held']], 'a call that then fails holds and marks anew');
+});
+
+test('outage brake in a run that ends when its calls are held (a pass): its line says they are held, not when a call goes to look', () => {
+  const lines: string[] = [];
+  let passing = true;
+  let mono = 0;
+  const log = { warn: (message: string) => void lines.push(message), info: () => undefined };
+  const b = createOutageBrake({ log, monotonic: () => mono, endsWhenHeld: () => passing });
+  b.report(refused);
+  assert.deepEqual(lines, ['the upstream cannot be reached (ECONNREFUSED): calls are held']);
+  b.report(completed);
+  // The same worker's daemon run, a minute on (the line is told once a minute).
+  passing = false;
+  mono += OUTAGE_LINE_MS;
+  b.report(refused);
+  assert.match(lines[1] ?? '', /: calls are held, and one goes after 1 s to see whether it is back/);
 });

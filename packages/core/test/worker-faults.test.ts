@@ -1581,6 +1581,11 @@ test("a pass (cron, the API's worker run) that finds the upstream unreachable en
     lines.some((l) => String(l.message).startsWith('the upstream is down: the pass ends')),
     lines.map((l) => l.message).join('\n'),
   );
+  // It had said that one call goes after 1 s to look, where the pass ends and the next pass looks.
+  assert.deepEqual(
+    lines.filter((l) => String(l.message).startsWith('the upstream cannot be reached')).map((l) => [l.level, l.message]),
+    [['warn', 'the upstream cannot be reached (ECONNREFUSED): calls are held']],
+  );
 
   const stub = await startStubUpstream({ port });
   t.after(() => stub.close());

@@ -70,6 +70,8 @@ export interface OutageBrakeDeps {
   onHeld?: () => void;
   /** A call got an answer while calls were held. */
   onResumed?: () => void;
+  /** Whether the run ends once calls are held (a pass): its line then leaves the looks to the pass that ends it. */
+  endsWhenHeld?: () => boolean;
 }
 
 export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
@@ -122,12 +124,11 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       const what = down
         ? `the upstream cannot be reached (${down})`
         : `the upstream answers every call with a server error (${status}${looks === 1 ? `, ${failing} calls in a row over ${Math.round((at - failingSince) / 100) / 10} s` : ''})`;
-      tell((times) =>
-        deps.log.warn(
-          `${what}: calls are held, and one goes after ${wait / 1000} s to see whether it is back, the wait doubling up to ${OUTAGE_PROBE_MAX_MS / 1000} s; jobs wait in the queue with their attempts unspent`,
-          down ? { code: down, failed_looks: times } : { upstream_status: status, failed_looks: times },
-        ),
-      );
+      // A pass says next that it ends, and that the next pass looks: not that a call goes after the wait.
+      const then = deps.endsWhenHeld?.()
+        ? ''
+        : `, and one goes after ${wait / 1000} s to see whether it is back, the wait doubling up to ${OUTAGE_PROBE_MAX_MS / 1000} s; jobs wait in the queue with their attempts unspent`;
+      tell((times) => deps.log.warn(`${what}: calls are held${then}`, down ? { code: down, failed_looks: times } : { upstream_status: status, failed_looks: times }));
     },
     callsAllowed() {
       if (looks === 0) return Infinity;

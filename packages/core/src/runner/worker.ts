@@ -102,7 +102,9 @@ export function createWorker(options: WorkerOptions): Worker {
       .then(() => void (markStood = since !== null))
       .catch((err: unknown) => void log.warn('could not mark in the store whether the upstream is down', { err }));
   };
-  const outage = createOutageBrake({ log, shared: true, onHeld: () => mark(now()), onResumed: () => mark(null) });
+  // Whether the run under way is a pass, which ends when its calls come to be held.
+  let passing = false;
+  const outage = createOutageBrake({ log, shared: true, onHeld: () => mark(now()), onResumed: () => mark(null), endsWhenHeld: () => passing });
   // A finished job holds its request's nonce: deleted while the same signed body could still be
   // accepted, that body sent again (a client's retry, a captured request) would make a new job and
   // a second upstream call. So no retention is shorter than that window.
@@ -262,6 +264,7 @@ export function createWorker(options: WorkerOptions): Worker {
   async function loop(mode: 'once' | 'daemon', limits: RunLimits): Promise<RunReport> {
     const report: RunReport = { claimed: 0, completed: 0, failed: 0, retried: 0, expired: 0, cancelled: 0, released: 0, lost: 0 };
     running = report;
+    passing = mode === 'once';
     const deadline = limits.maxSeconds === undefined ? Infinity : performance.now() + limits.maxSeconds * 1000;
     const maxJobs = limits.maxJobs ?? Infinity;
     let lastVersion = -1;
