@@ -149,6 +149,35 @@ test(`outage brake: server errors hold the calls once ${FAILING_IN_A_ROW} calls 
   assert.equal(b.callsAllowed(), Infinity);
 });
 
+test(`outage brake: calls that get no answer within their timeout hold the calls once ${FAILING_IN_A_ROW} in a row, as server errors do, counted with them; a look that times out doubles the wait`, () => {
+  const { brake: b, lines, advance } = brake();
+  const timedOut = { kind: 'timeout', ms: 120_000 } as const;
+  for (let i = 0; i < FAILING_IN_A_ROW - 2; i++) {
+    b.report(timedOut);
+    advance(FAILING_FOR_MS);
+  }
+  b.report(overloaded);
+  assert.equal(b.callsAllowed(), Infinity, `${FAILING_IN_A_ROW - 1} in a row`);
+  b.report(timedOut);
+  assert.equal(b.callsAllowed(), 0, `the ${FAILING_IN_A_ROW}th in a row: held`);
+  advance(OUTAGE_PROBE_FIRST_MS);
+  assert.equal(b.callsAllowed(), 1);
+  b.report(timedOut);
+  advance(OUTAGE_PROBE_FIRST_MS * 2 - 1);
+  assert.equal(b.callsAllowed(), 0, 'a look that timed out doubles the wait');
+  advance(1);
+  b.report(completed);
+  assert.equal(b.callsAllowed(), Infinity);
+  assert.deepEqual(
+    lines.map((l) => l.message.replace(/: calls are held.*/, '')),
+    [`the upstream answers no call within 120 s (${FAILING_IN_A_ROW} calls in a row)`, 'the upstream answers again: calls resume'],
+  );
+  // A timeout between answers holds nothing.
+  b.report(timedOut);
+  b.report(completed);
+  assert.equal(b.callsAllowed(), Infinity);
+});
+
 test("outage brake: told that another worker's call found the upstream back (the mark lifted), a held brake lets calls go at once and marks nothing; one not held says nothing", () => {
   const { brake: b, lines, marks } = brake(true);
   b.liftedElsewhere();

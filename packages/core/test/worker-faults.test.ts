@@ -1721,6 +1721,45 @@ test("a daemon waiting for the fleet's next look at an upstream found down long 
   );
 });
 
+test('an upstream that takes every call and never answers: after a run of timeouts the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
+  const dir = tempDir(t);
+  const store = await openTestStore(testEnv(dir));
+  t.after(() => store.close());
+  let hanging = true;
+  const stub = await startStubUpstream({ behave: () => (hanging ? { delayMs: 60_000 } : {}) });
+  t.after(() => stub.close());
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
+  t.after(() => upstream.close());
+  const { logger, lines } = loggedLines('info');
+  const said = () => lines.map((l) => String(l.message));
+  const ids: string[] = [];
+  for (let i = 0; i < 8; i++) ids.push(await enqueueJob(store, `hung ${i}`, { maxAttempts: 5 }));
+  // Each call given up after 300 ms (UPSTREAM_TIMEOUT_SECONDS, shortened). Without the hold, every
+  // job spent its five attempts within 3 s and failed upstream_timeout.
+  const worker = createTestWorker({ store, upstream, concurrency: 4, logger, attemptTimeoutMs: 300 });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+  });
+  await new Promise((r) => setTimeout(r, 4000));
+  const spent = await attemptsSpent(store, ids);
+  const jobs = await Promise.all(ids.map((id) => store.getJob(id)));
+  assert.deepEqual(
+    jobs.map((job) => job?.status),
+    ids.map(() => 'queued'),
+    `${spent} attempts spent in 4 s`,
+  );
+  t.diagnostic(`${spent} attempts spent in the 4 s`);
+  assert.ok(
+    said().some((m) => /^the upstream answers no call within 0\.3 s \(\d+ calls in a row\): calls are held/.test(m)),
+    said().join('\n'),
+  );
+  hanging = false;
+  for (const id of ids) assert.equal((await finalJob(store, id, 15_000)).status, 'completed');
+  assert.ok(said().includes('the upstream answers again: calls resume'), said().join('\n'));
+});
+
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
   const dir = tempDir(t);
   const store = await openTestStore(testEnv(dir));

@@ -7,7 +7,8 @@ import { keepLease, type LeaseEnd } from './lease.js';
 import type { LocalShortage } from './local-shortage.js';
 import type { Pacing } from './pacing.js';
 import type { CancelWatch } from './cancel-watch.js';
-import type { UpstreamClient, UpstreamOutcome } from './upstream-client.js';
+import type { UpstreamClient } from './upstream-client.js';
+import type { CallEnd } from './upstream-outage.js';
 
 /**
  * Why an attempt was cut short; each reason ends the job differently. 'lease_low': its call was
@@ -34,7 +35,7 @@ export interface ProcessJobDeps {
   /** Told when this machine could not open a connection; the job itself goes back unspent. */
   onLocalShortage?: (shortage: LocalShortage) => void;
   /** Told what each call met, so that an upstream that is down holds calls back (upstream-outage.ts). */
-  onUpstreamOutcome?: (outcome: UpstreamOutcome) => void;
+  onUpstreamOutcome?: (outcome: CallEnd) => void;
   /** Tells a running attempt, within a second, that its client cancelled it (cancel-watch.ts). */
   cancels?: CancelWatch;
 }
@@ -233,6 +234,9 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
     return await settleFailure(job, verdict.retryable, verdict.error, verdict.waitMs, deps, callLog, attempt, verdict.hint);
   } catch (err) {
     if (!(err instanceof AttemptAborted)) throw err;
+    // A call that got no answer in time tells the worker's brake, as an answer does: a run of them is
+    // an upstream that takes calls and answers none (upstream-outage.ts).
+    if (err.reason === 'timeout' && callStarted !== null) deps.onUpstreamOutcome?.({ kind: 'timeout', ms: deps.attemptTimeoutMs });
     const attempt = callStarted === null ? undefined : { upstreamStatus: err.reason === 'timeout' ? 'timeout' : 'aborted', latencyMs: Math.round(performance.now() - callStarted) };
     return await settleAbort(job, err.reason, deps, log, attempt);
   } finally {

@@ -9,44 +9,51 @@ export const OUTAGE_PROBE_MAX_MS = 30_000;
 export const OUTAGE_LINE_MS = 60_000;
 
 /**
- * An upstream that answers every call with a server error (5xx) for this many calls in a row, over
- * at least FAILING_FOR_MS, is held back as one that cannot be reached is. A 5xx now and then
- * (OpenAI answers a few even on a good day) holds nothing, nor a burst of them within a moment (a
- * balancer's hiccup failing every call then in flight), nor an upstream failing some of its calls
- * while others complete, which retried per job mostly complete. Held at three in a row over 250 ms
- * (measured, 20 ms calls failing at random): a worker at concurrency 64 took 22.0 s for 1,000 jobs
- * against an upstream failing half its calls, against 7.9 s without the hold, and 44.0 s for 300 at
- * concurrency 8 with four in five failing, against 8.4 s, each time completing about as many; at ten in
- * a row over a second, 7.6 and 8.7 s. With the default retries the calls are then held by the
- * jobs' third attempts.
+ * An upstream that answers every call with a server error (5xx), or lets it time out, for this
+ * many calls in a row, over at least FAILING_FOR_MS, is held back as one that cannot be reached
+ * is. A 5xx now and then (OpenAI answers a few even on a good day) holds nothing, nor a burst of
+ * them within a moment (a balancer's hiccup failing every call then in flight), nor an upstream
+ * failing some of its calls while others complete, which retried per job mostly complete. Held at
+ * three in a row over 250 ms (measured, 20 ms calls failing at random): a worker at concurrency 64
+ * took 22.0 s for 1,000 jobs against an upstream failing half its calls, against 7.9 s without the
+ * hold, and 44.0 s for 300 at concurrency 8 with four in five failing, against 8.4 s, each time
+ * completing about as many; at ten in a row over a second, 7.6 and 8.7 s. With the default retries
+ * the calls are then held by the jobs' third attempts. Timeouts at random (four calls in five
+ * never answered, 2 s timeouts, the others answered in 1.5 s; 40 jobs at concurrency 8): 27
+ * completed in 31 s, against 28 with timeouts not counted.
  */
 export const FAILING_IN_A_ROW = 10;
 export const FAILING_FOR_MS = 1000;
+
+/** How a call ended, for the brake: what the upstream client made of it, or no answer within the attempt's timeout (`ms`). */
+export type CallEnd = UpstreamOutcome | { kind: 'timeout'; ms: number };
 
 /**
  * The worker's brake for an upstream that is down. Every job the worker met while the upstream
  * was down spent its attempts one after another and failed: with the default retries, seen, ten
  * jobs with an hour's ttl all failed `upstream_unreachable` 18.5 s after they were made, the port
  * closed, and all failed `upstream_server_error` with five attempts each while the upstream
- * answered 503 for 30 s. Now the first call that cannot connect, or a run of server errors
- * (FAILING_IN_A_ROW), holds this worker's calls back: after a wait, one call goes (the oldest job
- * due) to see whether the upstream is back, the wait doubling each time it is not (up to
- * OUTAGE_PROBE_MAX_MS); the rest of the queue waits unclaimed, its attempts unspent, until a call
- * gets another answer. Each call made still spends its job's attempt, and the job's deadline still
- * ends its wait. The hold and its end are also marked in the store (`onHeld`, `onResumed`), and a
- * worker that starts while the mark stands begins held (`assumeDown`): its first call looks. Without
- * the mark, each of cron's passes in an outage spent one attempt a slot before its calls were held
- * (seen: 4 a pass at concurrency 4, where now 1). With `shared`, a look also waits for the fleet's
- * turn (`needsTurn`, then `turnTaken` or `postpone`: JobStore.takeUpstreamLook), so that the fleet
- * makes one look each time rather than one a worker; a worker held while another's look finds the
- * upstream back (the mark lifted) resumes at once (`liftedElsewhere`), not at its own next look.
+ * answered 503 for 30 s; eight jobs all failed `upstream_timeout` within 3 s (300 ms timeouts)
+ * against an upstream that took every call and answered none. Now the first call that cannot
+ * connect, or a run of server errors or timeouts (FAILING_IN_A_ROW), holds this worker's calls
+ * back: after a wait, one call goes (the oldest job due) to see whether the upstream is back, the
+ * wait doubling each time it is not (up to OUTAGE_PROBE_MAX_MS); the rest of the queue waits
+ * unclaimed, its attempts unspent, until a call gets another answer. Each call made still spends
+ * its job's attempt, and the job's deadline still ends its wait. The hold and its end are also
+ * marked in the store (`onHeld`, `onResumed`), and a worker that starts while the mark stands
+ * begins held (`assumeDown`): its first call looks. Without the mark, each of cron's passes in an
+ * outage spent one attempt a slot before its calls were held (seen: 4 a pass at concurrency 4,
+ * where now 1). With `shared`, a look also waits for the fleet's turn (`needsTurn`, then
+ * `turnTaken` or `postpone`: JobStore.takeUpstreamLook), so that the fleet makes one look each time
+ * rather than one a worker; a worker held while another's look finds the upstream back (the mark
+ * lifted) resumes at once (`liftedElsewhere`), not at its own next look.
  */
 export interface OutageBrake {
   /**
-   * What a call met: held back when it could not connect or when server errors ran on, released by
-   * a call that did otherwise (an answer that is not a 5xx, a reset after the connect).
+   * What a call met: held back when it could not connect, or when server errors or timeouts ran
+   * on, released by a call that did otherwise (an answer that is not a 5xx, a reset after the connect).
    */
-  report(outcome: UpstreamOutcome): void;
+  report(outcome: CallEnd): void;
   /** How many calls may run now: Infinity, or 0 while waiting to look again (or for the fleet's turn), or 1 to look. */
   callsAllowed(): number;
   /** Another worker found the upstream down (the store's mark): the next call looks, as after a wait. No-op while held already. */
@@ -99,7 +106,9 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       const down = outcome.kind === 'network_error' && neverConnected(outcome.code) ? outcome.code : null;
       // A proxy in HTTPS_PROXY answering 502 or 503 for the tunnel is its upstream failing too.
       const status = outcome.kind === 'http_error' || outcome.kind === 'proxy_refused' ? outcome.status : 0;
-      if (down === null && status < 500) {
+      // The attempt's timeout, when the call got no answer within it: counted as server errors are.
+      const timedOut = outcome.kind === 'timeout' ? outcome.ms : 0;
+      if (down === null && status < 500 && timedOut === 0) {
         failing = 0;
         if (looks === 0) return;
         resume('the upstream answers again: calls resume');
@@ -123,12 +132,15 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       turn = !shared;
       const what = down
         ? `the upstream cannot be reached (${down})`
-        : `the upstream answers every call with a server error (${status}${looks === 1 ? `, ${failing} calls in a row over ${Math.round((at - failingSince) / 100) / 10} s` : ''})`;
+        : timedOut
+          ? `the upstream answers no call within ${timedOut / 1000} s${looks === 1 ? ` (${failing} calls in a row)` : ''}`
+          : `the upstream answers every call with a server error (${status}${looks === 1 ? `, ${failing} calls in a row over ${Math.round((at - failingSince) / 100) / 10} s` : ''})`;
       // A pass says next that it ends, and that the next pass looks: not that a call goes after the wait.
       const then = deps.endsWhenHeld?.()
         ? ''
         : `, and one goes after ${wait / 1000} s to see whether it is back, the wait doubling up to ${OUTAGE_PROBE_MAX_MS / 1000} s; jobs wait in the queue with their attempts unspent`;
-      tell((times) => deps.log.warn(`${what}: calls are held${then}`, down ? { code: down, failed_looks: times } : { upstream_status: status, failed_looks: times }));
+      const cause = down ? { code: down } : { upstream_status: timedOut ? 'timeout' : status };
+      tell((times) => deps.log.warn(`${what}: calls are held${then}`, { ...cause, failed_looks: times }));
     },
     callsAllowed() {
       if (looks === 0) return Infinity;
