@@ -178,18 +178,33 @@ test(`outage brake: calls that get no answer within their timeout hold the calls
   assert.equal(b.callsAllowed(), Infinity);
 });
 
-test("outage brake: told that another worker's call found the upstream back (the mark lifted), a held brake lets calls go at once and marks nothing; one not held says nothing", () => {
-  const { brake: b, lines, marks } = brake(true);
+test("outage brake: told that another worker's call found the upstream back (the mark lifted), a held brake lets one call look at once, without the fleet's turn; all go once it is answered, and one that fails waits on as before", () => {
+  const { brake: b, lines, marks, advance } = brake(true);
   b.liftedElsewhere();
   assert.equal(lines.length, 0, 'not held: nothing to say');
   b.report(refused);
   assert.equal(b.callsAllowed(), 0);
   b.liftedElsewhere();
-  assert.deepEqual([b.callsAllowed(), b.needsTurn()], [Infinity, false]);
-  assert.deepEqual(marks, ['held'], 'the mark is gone already: not lifted again');
-  assert.equal(lines.at(-1)?.message, 'another worker found the upstream answering: calls resume');
+  assert.deepEqual([b.callsAllowed(), b.needsTurn()], [1, false], 'one call looks now');
+  assert.match(lines.at(-1)?.message ?? '', /^another worker found the upstream answering: one call goes now/);
+  b.report(completed);
+  assert.equal(b.callsAllowed(), Infinity);
+  assert.deepEqual(marks, ['held', 'resumed']);
+  // The upstream answers the other worker and not this one (its host's network cut): the look fails
+  // and the wait goes on doubling, with no new mark for the fleet.
   b.report(refused);
-  assert.deepEqual([b.callsAllowed(), marks], [0, ['held', 'held']], 'a call that then fails holds and marks anew');
+  advance(OUTAGE_PROBE_FIRST_MS);
+  b.turnTaken();
+  b.report(refused);
+  b.liftedElsewhere();
+  b.report(refused);
+  assert.equal(b.callsAllowed(), 0);
+  advance(OUTAGE_PROBE_FIRST_MS * 4 - 1);
+  b.turnTaken();
+  assert.equal(b.callsAllowed(), 0, 'the look after the lift failed: 4 s, as a second failed look waits');
+  advance(1);
+  assert.equal(b.callsAllowed(), 1);
+  assert.deepEqual(marks, ['held', 'resumed', 'held']);
 });
 
 test('outage brake in a run that ends when its calls are held (a pass): its line says they are held, not when a call goes to look', () => {

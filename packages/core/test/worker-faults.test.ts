@@ -1721,6 +1721,32 @@ test("a daemon waiting for the fleet's next look at an upstream found down long 
   );
 });
 
+test("a held daemon that the upstream still does not answer when another worker lifts the mark (its own host's network cut) makes one call to look, not a call a slot, and does not mark it down again", async (t) => {
+  const { store, upstream, logger, lines } = await unreachableUpstream(t);
+  const ids: string[] = [];
+  for (let i = 0; i < 12; i++) ids.push(await enqueueJob(store, `cut ${i}`, { maxAttempts: 50 }));
+  const worker = createTestWorker({ store, upstream, concurrency: 4, logger });
+  const daemon = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await daemon;
+  });
+  await eventually(async () => (await store.upstreamDownSince()) !== null, 5000);
+  // Past its first look (1 s into the hold), so that its own next is 2 s after that.
+  await new Promise((r) => setTimeout(r, 1300));
+  const before = await attemptsSpent(store, ids);
+  // Another worker's call answered: it lifts the mark.
+  await store.markUpstreamDown(null);
+  await eventually(async () => lines.some((l) => String(l.message).startsWith('another worker found the upstream answering')), 3000);
+  await new Promise((r) => setTimeout(r, 300));
+  const spent = (await attemptsSpent(store, ids)) - before;
+  t.diagnostic(`${spent} attempts after the lift`);
+  // Resumed at full width, it spent a call a slot and marked the upstream down anew, for the other
+  // worker to lift again.
+  assert.ok(spent >= 1 && spent <= 2, `${spent} attempts after the lift: its look, and its own next look at most`);
+  assert.equal(await store.upstreamDownSince(), null, 'not marked down again');
+});
+
 test('an upstream that takes every call and never answers: after a run of timeouts the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
   const dir = tempDir(t);
   const store = await openTestStore(testEnv(dir));

@@ -46,7 +46,7 @@ export type CallEnd = UpstreamOutcome | { kind: 'timeout'; ms: number };
  * where now 1). With `shared`, a look also waits for the fleet's turn (`needsTurn`, then
  * `turnTaken` or `postpone`: JobStore.takeUpstreamLook), so that the fleet makes one look each time
  * rather than one a worker; a worker held while another's look finds the upstream back (the mark
- * lifted) resumes at once (`liftedElsewhere`), not at its own next look.
+ * lifted) looks at once (`liftedElsewhere`), not at its own next look.
  */
 export interface OutageBrake {
   /**
@@ -64,7 +64,12 @@ export interface OutageBrake {
   turnTaken(): void;
   /** Another worker has the fleet's turn: this one's look waits `ms` more. */
   postpone(ms: number): void;
-  /** Another worker's call found the upstream answering (it lifted the store's mark): calls resume. No-op unless held. */
+  /**
+   * Another worker's call found the upstream answering (it lifted the store's mark): this worker's
+   * next call looks now, without waiting for its wait or the fleet's turn. Not all its calls at
+   * once: the upstream may answer that worker and not this one (its host's network cut), and each
+   * lift would then cost a slot's worth of attempts. No-op unless held.
+   */
   liftedElsewhere(): void;
 }
 
@@ -94,11 +99,6 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
   const shared = deps.shared ?? false;
   let turn = !shared;
   const tell = sayAtMostEvery(OUTAGE_LINE_MS, monotonic);
-  const resume = (message: string) => {
-    deps.log.info(message, { held_ms: Math.round(monotonic() - since), looks });
-    looks = 0;
-    turn = !shared;
-  };
   return {
     report(outcome) {
       if (outcome.kind === 'local_shortage') return;
@@ -111,7 +111,9 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       if (down === null && status < 500 && timedOut === 0) {
         failing = 0;
         if (looks === 0) return;
-        resume('the upstream answers again: calls resume');
+        deps.log.info('the upstream answers again: calls resume', { held_ms: Math.round(monotonic() - since), looks });
+        looks = 0;
+        turn = !shared;
         deps.onResumed?.();
         return;
       }
@@ -163,8 +165,10 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       until = monotonic() + ms;
     },
     liftedElsewhere() {
-      // The mark is gone already: nothing to lift (onResumed).
-      if (looks > 0) resume('another worker found the upstream answering: calls resume');
+      if (looks === 0) return;
+      deps.log.info('another worker found the upstream answering: one call goes now to see whether it answers this worker too', { held_ms: Math.round(monotonic() - since) });
+      until = monotonic();
+      turn = true;
     },
   };
 }
