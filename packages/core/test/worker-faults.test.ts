@@ -23,7 +23,7 @@ import { MAX_FLEET_PAUSE_MS } from '../src/store/types.ts';
 import { judgeFailure } from '../src/runner/retry-policy.ts';
 import { createLogger } from '../src/logger.ts';
 import { REPLAY_WINDOW_MS } from '../src/signing.ts';
-import type { WorkerOptions } from '../src/runner/worker.ts';
+import type { Worker, WorkerOptions } from '../src/runner/worker.ts';
 import type { JobRecord, JobStore } from '../src/store/types.ts';
 
 type T = TestHooks;
@@ -1439,11 +1439,7 @@ test('a daemon whose clock steps back two minutes: a retry waiting then runs aft
   const { stub, store, apiSide, upstream, now, step } = await steppedClock(t, script({ status: 500, headers: { 'retry-after-ms': '400' } }, {}));
   const { logger, lines } = loggedLines('warn');
   const worker = createTestWorker({ store, upstream, heartbeatMs: 50, logger });
-  const daemon = worker.runDaemon();
-  t.after(async () => {
-    await worker.stop();
-    await daemon;
-  });
+  runUntilEnd(t, worker);
   const id = await enqueueJob(apiSide, 'stepped');
   await eventually(async () => (await store.getJob(id))?.status === 'queued' && stub.calls.length === 1);
   step(-120_000);
@@ -1524,6 +1520,15 @@ test('a call during which the clock steps back two minutes counts its latency as
  * A store, and an upstream client for a port nothing listens on yet: each call is refused, as by an
  * upstream down or a network cut, until a stub takes the port. The worker's info lines are kept.
  */
+/** Runs the worker's daemon until the test ends. */
+function runUntilEnd(t: T, worker: Worker): void {
+  const run = worker.runDaemon();
+  t.after(async () => {
+    await worker.stop();
+    await run;
+  });
+}
+
 async function unreachableUpstream(t: T) {
   const env = testEnv(tempDir(t));
   const store = await openTestStore(env);
@@ -1540,11 +1545,7 @@ test('an upstream that cannot be reached for 2.5 s: the jobs wait for it with th
   for (let i = 0; i < 8; i++) ids.push(await enqueueJob(store, `outage ${i}`, { maxAttempts: 3 }));
   // Retries 10-20 ms apart (the test worker's): without the hold, each job spent its three attempts within a second.
   const worker = createTestWorker({ store, upstream, concurrency: 4, logger });
-  const daemon = worker.runDaemon();
-  t.after(async () => {
-    await worker.stop();
-    await daemon;
-  });
+  runUntilEnd(t, worker);
   await new Promise((r) => setTimeout(r, 2500));
   const stub = await startStubUpstream({ port });
   t.after(() => stub.close());
@@ -1648,11 +1649,7 @@ test("a daemon whose first read of the outage mark fails reads it again at its l
     },
   });
   const worker = createTestWorker({ store: flaky, upstream, logger });
-  const daemon = worker.runDaemon();
-  t.after(async () => {
-    await worker.stop();
-    await daemon;
-  });
+  runUntilEnd(t, worker);
   // After the loop's back-off (half a second) the mark is 30 or 31 s old.
   await eventually(async () => lines.some((l) => /^the upstream was found down by a worker 3[01] s ago/.test(String(l.message))), 5000);
   // The failed read, the one after it, and those the worker makes each second while held.
@@ -1704,12 +1701,7 @@ test("a daemon waiting for the fleet's next look at an upstream found down long 
   for (let i = 0; i < 2; i++) {
     const own = await openTestStore(env);
     t.after(() => own.close());
-    const worker = createTestWorker({ store: own, upstream, concurrency: 2, logger });
-    const run = worker.runDaemon();
-    t.after(async () => {
-      await worker.stop();
-      await run;
-    });
+    runUntilEnd(t, createTestWorker({ store: own, upstream, concurrency: 2, logger }));
   }
   // One daemon takes the look and calls on; the other, told the next look is 30 s on, went on
   // waiting for it: the queue took one daemon's 3.6 s, two calls at a time.
@@ -1726,11 +1718,7 @@ test("a held daemon that the upstream still does not answer when another worker 
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) ids.push(await enqueueJob(store, `cut ${i}`, { maxAttempts: 50 }));
   const worker = createTestWorker({ store, upstream, concurrency: 4, logger });
-  const daemon = worker.runDaemon();
-  t.after(async () => {
-    await worker.stop();
-    await daemon;
-  });
+  runUntilEnd(t, worker);
   await eventually(async () => (await store.upstreamDownSince()) !== null, 5000);
   // Past its first look (1 s into the hold), so that its own next is 2 s after that.
   await new Promise((r) => setTimeout(r, 1300));
@@ -1763,11 +1751,7 @@ test('an upstream that takes every call and never answers: after a run of timeou
   // Each call given up after 300 ms (UPSTREAM_TIMEOUT_SECONDS, shortened). Without the hold, every
   // job spent its five attempts within 3 s and failed upstream_timeout.
   const worker = createTestWorker({ store, upstream, concurrency: 4, logger, attemptTimeoutMs: 300 });
-  const daemon = worker.runDaemon();
-  t.after(async () => {
-    await worker.stop();
-    await daemon;
-  });
+  runUntilEnd(t, worker);
   await new Promise((r) => setTimeout(r, 4000));
   const spent = await attemptsSpent(store, ids);
   const jobs = await Promise.all(ids.map((id) => store.getJob(id)));
@@ -1804,11 +1788,7 @@ test('an upstream that answers 503 to every call: after a run of them the jobs w
   // second of 503s has passed, by the third attempts. Without the hold, every job spent its five
   // attempts within about 8 s and failed upstream_server_error.
   const worker = createTestWorker({ store, upstream, concurrency: 4, logger, retryBaseMs: 500, retryMaxMs: 8000 });
-  const daemon = worker.runDaemon();
-  t.after(async () => {
-    await worker.stop();
-    await daemon;
-  });
+  runUntilEnd(t, worker);
   await eventually(async () => said().some((m) => m.startsWith('the upstream answers every call with a server error (503, ')), 5000);
   // Back well before the first look, which goes 1 s after the hold began.
   await new Promise((r) => setTimeout(r, 300));
