@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FAILING_FOR_MS, FAILING_IN_A_ROW, OUTAGE_LINE_MS, OUTAGE_PROBE_FIRST_MS, OUTAGE_PROBE_MAX_MS, createOutageBrake } from '../src/runner/upstream-outage.ts';
+import {
+  FAILING_FOR_MS,
+  FAILING_IN_A_ROW,
+  OUTAGE_LINE_MS,
+  OUTAGE_PROBE_FIRST_MS,
+  OUTAGE_PROBE_MAX_MS,
+  createOutageBrake,
+  type CallEnd,
+  type OutageBrake,
+} from '../src/runner/upstream-outage.ts';
 import type { UpstreamOutcome } from '../src/runner/upstream-client.ts';
 
 const refused: UpstreamOutcome = { kind: 'network_error', code: 'ECONNREFUSED', message: 'upstream connection failed: ECONNREFUSED' };
@@ -16,6 +25,18 @@ function brake(shared = false) {
   const log = { warn: (message: string) => void lines.push({ level: 'warn', message }), info: (message: string) => void lines.push({ level: 'info', message }) };
   const brake = createOutageBrake({ log, monotonic: () => mono, shared, onHeld: () => void marks.push('held'), onResumed: () => void marks.push('resumed') });
   return { brake, lines, marks, advance: (ms: number) => void (mono += ms) };
+}
+
+/** A brake just held: one call looks after the first wait, one that fails as `failure` did doubles it, and an answer lets all go. */
+function looksUntilAnswered(b: OutageBrake, advance: (ms: number) => void, failure: CallEnd) {
+  advance(OUTAGE_PROBE_FIRST_MS);
+  assert.equal(b.callsAllowed(), 1, 'one call looks');
+  b.report(failure);
+  advance(OUTAGE_PROBE_FIRST_MS * 2 - 1);
+  assert.equal(b.callsAllowed(), 0, 'a look that fails doubles the wait');
+  advance(1);
+  b.report(completed);
+  assert.equal(b.callsAllowed(), Infinity);
 }
 
 test("outage brake, shared: a look whose wait is over waits for the fleet's turn, and for the time another worker's turn leaves it; each look's turn is taken anew", () => {
@@ -128,14 +149,7 @@ test(`outage brake: server errors hold the calls once ${FAILING_IN_A_ROW} calls 
   assert.equal(b.callsAllowed(), Infinity, `a completion between started the count again: ${FAILING_IN_A_ROW - 1} in a row`);
   b.report({ kind: 'proxy_refused', status: 502, message: 'the proxy answered 502' });
   assert.equal(b.callsAllowed(), 0, `the ${FAILING_IN_A_ROW}th in a row: held`);
-  advance(OUTAGE_PROBE_FIRST_MS);
-  assert.equal(b.callsAllowed(), 1, 'one call looks');
-  b.report(overloaded);
-  advance(OUTAGE_PROBE_FIRST_MS * 2 - 1);
-  assert.equal(b.callsAllowed(), 0, 'a look answered 503 doubles the wait');
-  advance(1);
-  b.report(completed);
-  assert.equal(b.callsAllowed(), Infinity);
+  looksUntilAnswered(b, advance, overloaded);
   assert.deepEqual(
     lines.map((l) => l.message.replace(/: calls are held.*/, '')),
     [
@@ -160,14 +174,7 @@ test(`outage brake: calls that get no answer within their timeout hold the calls
   assert.equal(b.callsAllowed(), Infinity, `${FAILING_IN_A_ROW - 1} in a row`);
   b.report(timedOut);
   assert.equal(b.callsAllowed(), 0, `the ${FAILING_IN_A_ROW}th in a row: held`);
-  advance(OUTAGE_PROBE_FIRST_MS);
-  assert.equal(b.callsAllowed(), 1);
-  b.report(timedOut);
-  advance(OUTAGE_PROBE_FIRST_MS * 2 - 1);
-  assert.equal(b.callsAllowed(), 0, 'a look that timed out doubles the wait');
-  advance(1);
-  b.report(completed);
-  assert.equal(b.callsAllowed(), Infinity);
+  looksUntilAnswered(b, advance, timedOut);
   assert.deepEqual(
     lines.map((l) => l.message.replace(/: calls are held.*/, '')),
     [`the upstream answers no call within 120 s (${FAILING_IN_A_ROW} calls in a row)`, 'the upstream answers again: calls resume'],

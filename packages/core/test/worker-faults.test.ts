@@ -1529,6 +1529,18 @@ function runUntilEnd(t: T, worker: Worker): void {
   });
 }
 
+/** A store and an upstream stub that answers as `behave` says, with the worker's log. */
+async function upstreamBehaving(t: T, behave: StubBehaviour, connections: number) {
+  const store = await openTestStore(testEnv(tempDir(t)));
+  t.after(() => store.close());
+  const stub = await startStubUpstream({ behave });
+  t.after(() => stub.close());
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections });
+  t.after(() => upstream.close());
+  const { logger, lines } = loggedLines('info');
+  return { store, stub, upstream, logger, said: () => lines.map((l) => String(l.message)) };
+}
+
 async function unreachableUpstream(t: T) {
   const env = testEnv(tempDir(t));
   const store = await openTestStore(env);
@@ -1736,16 +1748,8 @@ test("a held daemon that the upstream still does not answer when another worker 
 });
 
 test('an upstream that takes every call and never answers: after a run of timeouts the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
-  const dir = tempDir(t);
-  const store = await openTestStore(testEnv(dir));
-  t.after(() => store.close());
   let hanging = true;
-  const stub = await startStubUpstream({ behave: () => (hanging ? { delayMs: 60_000 } : {}) });
-  t.after(() => stub.close());
-  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 8 });
-  t.after(() => upstream.close());
-  const { logger, lines } = loggedLines('info');
-  const said = () => lines.map((l) => String(l.message));
+  const { store, upstream, logger, said } = await upstreamBehaving(t, () => (hanging ? { delayMs: 60_000 } : {}), 8);
   const ids: string[] = [];
   for (let i = 0; i < 8; i++) ids.push(await enqueueJob(store, `hung ${i}`, { maxAttempts: 5 }));
   // Each call given up after 300 ms (UPSTREAM_TIMEOUT_SECONDS, shortened). Without the hold, every
@@ -1771,16 +1775,12 @@ test('an upstream that takes every call and never answers: after a run of timeou
 });
 
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
-  const dir = tempDir(t);
-  const store = await openTestStore(testEnv(dir));
-  t.after(() => store.close());
   let failing = true;
-  const stub = await startStubUpstream({ behave: () => (failing ? { status: 503, body: { error: { message: 'overloaded', type: 'server_error' } } } : {}) });
-  t.after(() => stub.close());
-  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections: 4 });
-  t.after(() => upstream.close());
-  const { logger, lines } = loggedLines('info');
-  const said = () => lines.map((l) => String(l.message));
+  const { store, stub, upstream, logger, said } = await upstreamBehaving(
+    t,
+    () => (failing ? { status: 503, body: { error: { message: 'overloaded', type: 'server_error' } } } : {}),
+    4,
+  );
   const ids: string[] = [];
   for (let i = 0; i < 8; i++) ids.push(await enqueueJob(store, `failing ${i}`, { maxAttempts: 5 }));
   // The worker's own retry timings (RETRY_BASE_MS, RETRY_MAX_MS): each job's second attempt comes
