@@ -1530,12 +1530,12 @@ function runUntilEnd(t: T, worker: Worker): void {
 }
 
 /** A store and an upstream stub that answers as `behave` says, with the worker's log. */
-async function upstreamBehaving(t: T, behave: StubBehaviour, connections: number) {
+async function upstreamBehaving(t: T, behave: StubBehaviour, connections: number, stream = false) {
   const store = await openTestStore(testEnv(tempDir(t)));
   t.after(() => store.close());
   const stub = await startStubUpstream({ behave });
   t.after(() => stub.close());
-  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections });
+  const upstream = createUpstreamClient({ baseUrl: stub.url, apiKey: 'sk-test', connections, stream });
   t.after(() => upstream.close());
   const { logger, lines } = loggedLines('info');
   return { store, stub, upstream, logger, said: () => lines.map((l) => String(l.message)) };
@@ -1772,6 +1772,19 @@ test('an upstream that takes every call and never answers: after a run of timeou
   hanging = false;
   for (const id of ids) assert.equal((await finalJob(store, id, 15_000)).status, 'completed');
   assert.ok(said().includes('the upstream answers again: calls resume'), said().join('\n'));
+});
+
+test('streamed answers still coming when their attempts time out are a slow model, not an upstream that answers none: a run of such timeouts holds nothing, and the jobs fail upstream_timeout as before', async (t) => {
+  // Events 100 ms apart, seven or so an answer: each call is cut at 300 ms, its answer begun.
+  const { store, upstream, logger, said } = await upstreamBehaving(t, () => ({ eventGapMs: 100 }), 4, true);
+  const ids: string[] = [];
+  for (let i = 0; i < 8; i++) ids.push(await enqueueJob(store, `slow ${i}`, { maxAttempts: 3 }));
+  runUntilEnd(t, createTestWorker({ store, upstream, concurrency: 4, logger, attemptTimeoutMs: 300 }));
+  for (const id of ids) {
+    const job = await finalJob(store, id, 15_000);
+    assert.deepEqual([job.status, job.error?.code, job.attempts], ['failed', 'upstream_timeout', 3]);
+  }
+  assert.ok(!said().some((m) => m.includes('calls are held')), said().join('\n'));
 });
 
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {

@@ -70,6 +70,7 @@ class AnswerReader implements Dispatcher.DispatchHandler {
     // 1xx (100 Continue, 103 Early Hints) come before the answer.
     if (status < 200) return;
     this.head = { status, headers };
+    this.signal.onHead?.();
     if (!this.options.asStream(status, headers)) {
       // An answer that says it is over the limit fails at once, rather than after the limit's worth
       // of bytes (16 MB by default) has come in and been thrown away.

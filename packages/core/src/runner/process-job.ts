@@ -90,6 +90,8 @@ class AttemptSignal extends EventEmitter {
   reason: unknown = undefined;
   /** Until when the call may still go out (the lease keeper's `sendBy`). */
   sendBy = Infinity;
+  /** Whether the answer's head arrived (CallSignal.onHead). */
+  answered = false;
 
   constructor(private readonly now: () => number) {
     super();
@@ -104,6 +106,10 @@ class AttemptSignal extends EventEmitter {
    */
   beforeSend(): void {
     if (this.now() >= this.sendBy) this.abort('lease_low');
+  }
+
+  onHead(): void {
+    this.answered = true;
   }
 
   /** The first reason wins; later calls do nothing. */
@@ -235,8 +241,9 @@ export async function processJob(job: ClaimedJob, deps: ProcessJobDeps, shutdown
   } catch (err) {
     if (!(err instanceof AttemptAborted)) throw err;
     // A call that got no answer in time tells the worker's brake, as an answer does: a run of them is
-    // an upstream that takes calls and answers none (upstream-outage.ts).
-    if (err.reason === 'timeout' && callStarted !== null) deps.onUpstreamOutcome?.({ kind: 'timeout', ms: deps.attemptTimeoutMs });
+    // an upstream that takes calls and answers none (upstream-outage.ts). One whose answer had begun
+    // (a stream still coming) is a slow model, and tells nothing.
+    if (err.reason === 'timeout' && callStarted !== null && !signal.answered) deps.onUpstreamOutcome?.({ kind: 'timeout', ms: deps.attemptTimeoutMs });
     const attempt = callStarted === null ? undefined : { upstreamStatus: err.reason === 'timeout' ? 'timeout' : 'aborted', latencyMs: Math.round(performance.now() - callStarted) };
     return await settleAbort(job, err.reason, deps, log, attempt);
   } finally {

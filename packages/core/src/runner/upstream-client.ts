@@ -46,6 +46,8 @@ export type CallSignal = (AbortSignal | (EventEmitter & { readonly aborted: bool
    * twice); it may abort the signal there, and the call is then never sent.
    */
   readonly beforeSend?: () => void;
+  /** Told as the answer's head (its status and headers) arrives: the upstream answers, however long its body takes. */
+  readonly onHead?: () => void;
 };
 
 /** Calls POST {baseUrl}/chat/completions. One instance per process: it owns the connection pool. */

@@ -9,9 +9,9 @@ export const OUTAGE_PROBE_MAX_MS = 30_000;
 export const OUTAGE_LINE_MS = 60_000;
 
 /**
- * An upstream that answers every call with a server error (5xx), or lets it time out, for this
- * many calls in a row, over at least FAILING_FOR_MS, is held back as one that cannot be reached
- * is. A 5xx now and then (OpenAI answers a few even on a good day) holds nothing, nor a burst of
+ * An upstream that answers every call with a server error (5xx), or lets it time out unanswered
+ * (a streamed answer cut while still coming is a slow model, not counted), for this many calls in
+ * a row, over at least FAILING_FOR_MS, is held back as one that cannot be reached is. A 5xx now and then (OpenAI answers a few even on a good day) holds nothing, nor a burst of
  * them within a moment (a balancer's hiccup failing every call then in flight), nor an upstream
  * failing some of its calls while others complete, which retried per job mostly complete. Held at
  * three in a row over 250 ms (measured, 20 ms calls failing at random): a worker at concurrency 64
