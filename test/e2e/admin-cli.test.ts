@@ -53,13 +53,14 @@ test('admin CLI beside a live daemon: stats, jobs, show, retry brings a failed j
   assert.match(statsText, /failed\s+2/);
   // The worker's row ends with its clock against the store's.
   assert.match(statsText, new RegExp(`${daemon.proc.pid}\\s.*\\s(in step|\\d+ ms (ahead|behind))\\s*$`, 'm'));
-  assert.equal(parsed.upstream_down_since, null);
+  assert.deepEqual([parsed.upstream_down_since, parsed.upstream_down_reason], [null, null]);
   assert.match(statsText, /^upstream: answering, as far as the workers have seen$/m);
   // As a worker marks it when its calls come to be held (upstream-outage.ts).
   const downAt = store.now() - 42_000;
-  await store.markUpstreamDown({ since: downAt, lookAt: downAt + 1000 });
-  assert.equal(JSON.parse((await cli('stats', '--json')).out).upstream_down_since, Math.floor(downAt / 1000));
-  assert.match((await cli('stats')).out, /^upstream: found down by a worker 4\d s ago, and not seen answering since/m);
+  await store.markUpstreamDown({ since: downAt, lookAt: downAt + 1000, reason: 'cannot be reached (ECONNREFUSED)' });
+  const marked = JSON.parse((await cli('stats', '--json')).out);
+  assert.deepEqual([marked.upstream_down_since, marked.upstream_down_reason], [Math.floor(downAt / 1000), 'cannot be reached (ECONNREFUSED)']);
+  assert.match((await cli('stats')).out, /^upstream: found down by a worker 4\d s ago, as it cannot be reached \(ECONNREFUSED\), and not seen answering since/m);
   await store.markUpstreamDown(null);
 
   const list = await cli('jobs', '--status', 'failed', '--limit', '20', '--json');

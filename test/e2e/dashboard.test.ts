@@ -125,6 +125,9 @@ test('the status page, in headless Chromium: asks for a key, then shows the coun
   const [downState, downClass] = await stateAt(30, { workers: [], upstream_down_since: Math.floor(Date.now() / 1000) - 120 });
   assert.match(String(downState), /^the upstream was found down 12[01] s ago: jobs wait in the queue, and one call at a time looks whether it is back$/);
   assert.equal(downClass, 'state warn');
+  // With why, as a worker of this release marks it.
+  const [why] = await stateAt(30, { workers: [], upstream_down_since: Math.floor(Date.now() / 1000) - 120, upstream_down_reason: 'answers no call within 120 s' });
+  assert.match(String(why), /^the upstream was found down 12[01] s ago, as it answers no call within 120 s: jobs wait in the queue/);
 
   mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
   const shot = join(ROOT, 'test-artifacts', 'dashboard.png');

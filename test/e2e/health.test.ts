@@ -166,6 +166,7 @@ test('health with a key: queue by status, age of the oldest queued job, live wor
   });
   assert.equal(told.status, 200);
   assert.ok(Math.abs(told.json.upstream_down_since - Date.now() / 1000) < 60, `upstream_down_since ${told.json.upstream_down_since}, in Unix seconds`);
+  assert.equal(told.json.upstream_down_reason, 'cannot be reached (ECONNREFUSED)');
   // This API host's clock against the database's: SQLite's is the host's own.
   if (BACKEND === 'sqlite') assert.equal(healthy.clock_offset_ms, 0);
   else assert.ok(Math.abs(healthy.clock_offset_ms) < 1000, `the API's clock is ${healthy.clock_offset_ms} ms off the server's on one machine`);

@@ -114,7 +114,7 @@ test('metrics after a scripted run show the counts that run produced; anonymous 
   // As a worker marks it when its calls come to be held (upstream-outage.ts).
   const store = await openTestStore(env);
   t.after(() => store.close());
-  await store.markUpstreamDown({ since: store.now() - 90_000, lookAt: store.now() });
+  await store.markUpstreamDown({ since: store.now() - 90_000, lookAt: store.now(), reason: 'cannot be reached (ECONNREFUSED)' });
   const down = sample(await (await fetch(`${url}/metrics`, { headers: { 'x-proxy-key': key } })).text(), 'proxy_upstream_down_seconds');
   assert.ok(down !== undefined && down >= 90 && down < 120, `proxy_upstream_down_seconds ${down}`);
 });

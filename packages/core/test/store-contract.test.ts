@@ -841,23 +841,24 @@ for (const backend of backends) {
       assert.equal(await a.acquireUpstream({ rpm: null, tpm: null, tokens: 1 }), 5000, 'a shorter pause never cuts a longer one');
     });
 
-    test("the upstream's outage mark: seen by every connection, its first time kept while it stands, lifted by any", async (t) => {
+    test("the upstream's outage mark: seen by every connection, its first time and reason kept while it stands, lifted by any", async (t) => {
       const place = await backend.place(t);
       const c = clock();
       const a = await place.open(c.now);
       const b = await place.open(c.now);
-      assert.equal(await b.upstreamDownSince(), null);
+      assert.equal(await b.upstreamDown(), null);
       const first = c.now();
-      await a.markUpstreamDown({ since: first, lookAt: first + 1000 });
+      await a.markUpstreamDown({ since: first, lookAt: first + 1000, reason: 'cannot be reached (ECONNREFUSED)' });
       c.advance(5000);
-      await b.markUpstreamDown({ since: c.now(), lookAt: c.now() + 1000 });
-      assert.equal(await b.upstreamDownSince(), first, 'the outage began at the first mark');
-      assert.equal(await a.upstreamDownSince(), first);
+      await b.markUpstreamDown({ since: c.now(), lookAt: c.now() + 1000, reason: 'answers every call with a server error (503)' });
+      const standing = { since: first, reason: 'cannot be reached (ECONNREFUSED)' };
+      assert.deepEqual(await b.upstreamDown(), standing, 'the outage began at the first mark, for its reason');
+      assert.deepEqual(await a.upstreamDown(), standing);
       await b.markUpstreamDown(null);
-      assert.equal(await a.upstreamDownSince(), null);
+      assert.equal(await a.upstreamDown(), null);
       await b.markUpstreamDown(null);
-      await b.markUpstreamDown({ since: c.now(), lookAt: c.now() + 1000 });
-      assert.equal(await a.upstreamDownSince(), c.now(), 'a new outage, a new mark');
+      await b.markUpstreamDown({ since: c.now(), lookAt: c.now() + 1000, reason: 'answers no call within 120 s' });
+      assert.deepEqual(await a.upstreamDown(), { since: c.now(), reason: 'answers no call within 120 s' }, 'a new outage, a new mark');
     });
 
     test("the fleet's looks at an upstream that is down: one connection takes each when due, the next set as far on as the outage has lasted (1 to 30 s); none without a mark, and a look set before the clock stepped back is due", async (t) => {
@@ -868,7 +869,7 @@ for (const backend of backends) {
       const spacing = { minMs: 1000, maxMs: 30_000 };
       assert.equal(await a.takeUpstreamLook(c.now(), spacing), 0, 'no mark: any call may look');
       const since = c.now();
-      await a.markUpstreamDown({ since, lookAt: since + 1000 });
+      await a.markUpstreamDown({ since, lookAt: since + 1000, reason: 'cannot be reached (ECONNREFUSED)' });
       assert.equal(await b.takeUpstreamLook(c.now(), spacing), 1000, 'the first look is a second after the outage began');
       c.advance(1000);
       assert.equal(await b.takeUpstreamLook(c.now(), spacing), 0, 'due: taken');

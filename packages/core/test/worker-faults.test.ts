@@ -1625,7 +1625,7 @@ test("cron's next pass, while an earlier pass's mark says the upstream is down, 
   assert.deepEqual([atOnce.claimed, ended()], [0, 2], 'no call before the look is due');
   const byFirst = await spent();
   assert.ok(byFirst >= 1 && byFirst <= 4, `${byFirst} attempts spent by the first pass`);
-  assert.notEqual(await store.upstreamDownSince(), null, 'the first pass marked the upstream down');
+  assert.equal((await store.upstreamDown())?.reason, 'cannot be reached (ECONNREFUSED)', 'the first pass marked the upstream down, and why');
   // Before the mark, each pass spent its first calls as the first did: a slot's worth each minute
   // from cron, which in a long outage spent every job's attempts.
   await new Promise((r) => setTimeout(r, 1100));
@@ -1646,18 +1646,18 @@ test("cron's next pass, while an earlier pass's mark says the upstream is down, 
   t.after(() => clearInterval(calling));
   const report = await within(pass(), 10_000, 'the pass after the upstream is back');
   assert.equal(report.completed, 12, JSON.stringify(report));
-  assert.equal(await store.upstreamDownSince(), null, 'the look that found it back lifted the mark');
+  assert.equal(await store.upstreamDown(), null, 'the look that found it back lifted the mark');
   assert.ok(mostCalling > 1, `${mostCalling} calls at once after the look: the pass calls the rest at full width`);
 });
 
 test("a daemon whose first read of the outage mark fails reads it again at its loop's next turn, and begins held", async (t) => {
   const { store, upstream, logger, lines } = await unreachableUpstream(t);
-  await store.markUpstreamDown({ since: store.now() - 30_000, lookAt: store.now() - 29_000 });
+  await store.markUpstreamDown({ since: store.now() - 30_000, lookAt: store.now() - 29_000, reason: 'cannot be reached (ECONNREFUSED)' });
   let reads = 0;
   const flaky = overriding(store, {
-    upstreamDownSince: async () => {
+    upstreamDown: async () => {
       if (++reads === 1) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
-      return store.upstreamDownSince();
+      return store.upstreamDown();
     },
   });
   const worker = createTestWorker({ store: flaky, upstream, logger });
@@ -1696,7 +1696,7 @@ test('four daemons and an upstream that cannot be reached: the fleet makes one l
   const stub = await startStubUpstream({ port });
   t.after(() => stub.close());
   for (const id of ids) assert.equal((await finalJob(store, id, 15_000)).status, 'completed');
-  assert.equal(await store.upstreamDownSince(), null);
+  assert.equal(await store.upstreamDown(), null);
 });
 
 test("a daemon waiting for the fleet's next look at an upstream found down long ago resumes within seconds of another daemon's look finding it back, not at its own next look 30 s on", async (t) => {
@@ -1704,7 +1704,7 @@ test("a daemon waiting for the fleet's next look at an upstream found down long 
   const ids: string[] = [];
   for (let i = 0; i < 24; i++) ids.push(await enqueueJob(store, `lifted ${i}`));
   // Down two minutes ago by the mark, so that the fleet's looks are 30 s apart; back now.
-  await store.markUpstreamDown({ since: store.now() - 120_000, lookAt: store.now() });
+  await store.markUpstreamDown({ since: store.now() - 120_000, lookAt: store.now(), reason: 'cannot be reached (ECONNREFUSED)' });
   let mostCalling = 0;
   const stub = await startStubUpstream({ port, behave: () => ({ delayMs: 300 }) });
   t.after(() => stub.close());
@@ -1731,7 +1731,7 @@ test("a held daemon that the upstream still does not answer when another worker 
   for (let i = 0; i < 12; i++) ids.push(await enqueueJob(store, `cut ${i}`, { maxAttempts: 50 }));
   const worker = createTestWorker({ store, upstream, concurrency: 4, logger });
   runUntilEnd(t, worker);
-  await eventually(async () => (await store.upstreamDownSince()) !== null, 5000);
+  await eventually(async () => (await store.upstreamDown()) !== null, 5000);
   // Past its first look (1 s into the hold), so that its own next is 2 s after that.
   await new Promise((r) => setTimeout(r, 1300));
   const before = await attemptsSpent(store, ids);
@@ -1744,7 +1744,7 @@ test("a held daemon that the upstream still does not answer when another worker 
   // Resumed at full width, it spent a call a slot and marked the upstream down anew, for the other
   // worker to lift again.
   assert.ok(spent >= 1 && spent <= 2, `${spent} attempts after the lift: its look, and its own next look at most`);
-  assert.equal(await store.upstreamDownSince(), null, 'not marked down again');
+  assert.equal(await store.upstreamDown(), null, 'not marked down again');
 });
 
 test('an upstream that takes every call and never answers: after a run of timeouts the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
@@ -1769,6 +1769,7 @@ test('an upstream that takes every call and never answers: after a run of timeou
     said().some((m) => /^the upstream answers no call within 0\.3 s \(\d+ calls in a row\): calls are held/.test(m)),
     said().join('\n'),
   );
+  assert.equal((await store.upstreamDown())?.reason, 'answers no call within 0.3 s');
   hanging = false;
   for (const id of ids) assert.equal((await finalJob(store, id, 15_000)).status, 'completed');
   assert.ok(said().includes('the upstream answers again: calls resume'), said().join('\n'));

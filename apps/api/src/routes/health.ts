@@ -46,12 +46,14 @@ export function healthHandler({ store, clients, now, version, requireWorker, ref
     const body: Record<string, unknown> = { status, version, database: store.kind, clock_offset_ms: store.clockOffsetMs() };
     if (problem) body.error = { code: 'unavailable', message: problem };
     if (problem !== 'the database does not answer') {
-      const [queue, oldest, downSince] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.upstreamDownSince()]);
+      const [queue, oldest, down] = await Promise.all([store.countByStatus(), store.oldestDueAt(), store.upstreamDown()]);
       body.queue = queue;
       body.oldest_queued_age_seconds = oldest === null ? null : Math.max(0, Math.floor((now() - oldest) / 1000));
       body.workers = workers.map(toWorkerView);
-      // Told, not a failure of this API's: a worker found the upstream down (Unix seconds, as the workers' times).
-      body.upstream_down_since = downSince === null ? null : Math.floor(downSince / 1000);
+      // Told, not a failure of this API's: a worker found the upstream down (Unix seconds, as the
+      // workers' times), and why in a few words after "the upstream".
+      body.upstream_down_since = down === null ? null : Math.floor(down.since / 1000);
+      body.upstream_down_reason = down === null ? null : down.reason;
     }
     sendJson(res, code, body);
   };

@@ -41,16 +41,16 @@ export function metricsHandler({ store, clients, metrics, allow, now }: MetricsD
     if (!allowed && !clients().findByKey(req.get('x-proxy-key'))) {
       throw new AppError('unauthorized', 'metrics need a valid X-Proxy-Key, or an address listed in METRICS_ALLOW');
     }
-    const [own, counters, queue, oldest, workers, downSince] = await Promise.all([
+    const [own, counters, queue, oldest, workers, down] = await Promise.all([
       metrics.registry.metrics(),
       store.readCounters(),
       store.countByStatus(),
       store.oldestDueAt(),
       liveWorkers(store, now()),
-      store.upstreamDownSince(),
+      store.upstreamDown(),
     ]);
     const age = (since: number | null) => (since === null ? 0 : Math.max(0, (now() - since) / 1000));
-    const shared = renderShared(counters, queue, age(oldest), age(downSince), workers, store.clockOffsetMs());
+    const shared = renderShared(counters, queue, age(oldest), age(down?.since ?? null), workers, store.clockOffsetMs());
     res.type(metrics.registry.contentType).send(`${own}\n${shared}`);
   };
 }

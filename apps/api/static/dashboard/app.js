@@ -95,7 +95,11 @@ async function refresh() {
     if (health.body.status !== 'ok') setState(`unavailable: ${health.body.error?.message ?? 'unknown'}`, 'down');
     else if (stalled) setState(`jobs waiting up to ${age} s: no live worker`, 'warn');
     else if (typeof downSince === 'number') {
-      setState(`the upstream was found down ${Math.max(0, Math.round(now - downSince))} s ago: jobs wait in the queue, and one call at a time looks whether it is back`, 'warn');
+      const why = health.body.upstream_down_reason ? `, as it ${health.body.upstream_down_reason}` : '';
+      setState(
+        `the upstream was found down ${Math.max(0, Math.round(now - downSince))} s ago${why}: jobs wait in the queue, and one call at a time looks whether it is back`,
+        'warn',
+      );
     } else setState('healthy', 'ok');
     $('queue').replaceChildren(
       ...STATUSES.map((s) => {

@@ -9,12 +9,12 @@ import { withStore, output, table } from './admin-context.js';
 export async function runStats(opts: { json?: boolean }): Promise<void> {
   await withStore(async (store) => {
     const now = store.now();
-    const [queue, oldest, workers, counters, downSince] = await Promise.all([
+    const [queue, oldest, workers, counters, down] = await Promise.all([
       store.countByStatus(),
       store.oldestDueAt(),
       liveWorkers(store, now),
       store.readCounters(),
-      store.upstreamDownSince(),
+      store.upstreamDown(),
     ]);
     const oldestAge = oldest === null ? null : Math.max(0, Math.floor((now - oldest) / 1000));
     const stalled = workers.length === 0 && oldestAge !== null && oldestAge >= STALLED_AFTER_SECONDS;
@@ -24,8 +24,9 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
       oldest_queued_age_seconds: oldestAge,
       workers_alive: workers.length,
       workers: workers.map(toWorkerView),
-      // Unix seconds, as the workers' times.
-      upstream_down_since: downSince === null ? null : Math.floor(downSince / 1000),
+      // Unix seconds, as the workers' times; why, in a few words after "the upstream".
+      upstream_down_since: down === null ? null : Math.floor(down.since / 1000),
+      upstream_down_reason: down === null ? null : down.reason,
       tokens,
       tokens_by_model: Object.fromEntries(byModel),
     };
@@ -34,9 +35,9 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
         table(['status', 'jobs'], Object.entries(queue)),
         '',
         `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
-        downSince === null
+        down === null
           ? 'upstream: answering, as far as the workers have seen'
-          : `upstream: found down by a worker ${Math.max(0, Math.round((now - downSince) / 1000))} s ago, and not seen answering since (the workers look whether it is back one call at a time, the jobs waiting with their attempts unspent)`,
+          : `upstream: found down by a worker ${Math.max(0, Math.round((now - down.since) / 1000))} s ago${down.reason ? `, as it ${down.reason}` : ''}, and not seen answering since (the workers look whether it is back one call at a time, the jobs waiting with their attempts unspent)`,
         `tokens the upstream reported for completed jobs: ${count(tokens.prompt)} prompt, ${count(tokens.completion)} completion${
           byModel.size
             ? `\n${table(

@@ -78,8 +78,8 @@ export interface OutageBrakeDeps {
   monotonic?: () => number;
   /** Whether a look waits for the fleet's turn (needsTurn); without, it goes when this worker's wait is over. */
   shared?: boolean;
-  /** The calls came to be held (not when assumed down: the mark is there already). */
-  onHeld?: () => void;
+  /** The calls came to be held (not when assumed down: the mark is there already), for `reason`: what the upstream does, in a few words after "the upstream". */
+  onHeld?: (reason: string) => void;
   /** A call got an answer while calls were held. */
   onResumed?: () => void;
   /** Whether the run ends once calls are held (a pass): its line then leaves the looks to the pass that ends it. */
@@ -124,19 +124,22 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       }
       // Calls begun before the hold end as it begins: only a look that failed waits longer.
       if (looks > 0 && at < until) return;
+      const reason = down ? `cannot be reached (${down})` : timedOut ? `answers no call within ${timedOut / 1000} s` : `answers every call with a server error (${status})`;
       if (looks === 0) {
         since = at;
-        deps.onHeld?.();
+        deps.onHeld?.(reason);
       }
       const wait = Math.min(OUTAGE_PROBE_MAX_MS, OUTAGE_PROBE_FIRST_MS * 2 ** looks);
       looks += 1;
       until = at + wait;
       turn = !shared;
-      const what = down
-        ? `the upstream cannot be reached (${down})`
-        : timedOut
-          ? `the upstream answers no call within ${timedOut / 1000} s${looks === 1 ? ` (${failing} calls in a row)` : ''}`
-          : `the upstream answers every call with a server error (${status}${looks === 1 ? `, ${failing} calls in a row over ${Math.round((at - failingSince) / 100) / 10} s` : ''})`;
+      // The first time, the run of calls that held them.
+      const what =
+        looks > 1 || down
+          ? `the upstream ${reason}`
+          : timedOut
+            ? `the upstream ${reason} (${failing} calls in a row)`
+            : `the upstream answers every call with a server error (${status}, ${failing} calls in a row over ${Math.round((at - failingSince) / 100) / 10} s)`;
       // A pass says next that it ends, and that the next pass looks: not that a call goes after the wait.
       const then = deps.endsWhenHeld?.()
         ? ''

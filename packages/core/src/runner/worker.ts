@@ -4,7 +4,7 @@ import { newWorkerId } from '../ids.js';
 import { REPLAY_WINDOW_MS } from '../signing.js';
 import { createChangeWatch } from '../store/change-watch.js';
 import type { Logger } from '../logger.js';
-import type { ClaimedJob as Claimed, JobStore } from '../store/types.js';
+import type { ClaimedJob as Claimed, JobStore, UpstreamOutage } from '../store/types.js';
 import { createPacing } from './pacing.js';
 import { createShutdown, processJob, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import { retryOutcomeWrites } from './outcome-writes.js';
@@ -95,16 +95,16 @@ export function createWorker(options: WorkerOptions): Worker {
   // Whether the mark stood when this worker last wrote or read it: one that is gone since was lifted
   // by another worker's call, which found the upstream back.
   let markStood = false;
-  const mark = (since: number | null) => {
+  const mark = (down: UpstreamOutage | null) => {
     // A mark not written costs the workers that start next their first calls, as before the mark.
     marking = marking
-      .then(() => options.store.markUpstreamDown(since === null ? null : { since, lookAt: since + OUTAGE_PROBE_FIRST_MS }))
-      .then(() => void (markStood = since !== null))
+      .then(() => options.store.markUpstreamDown(down === null ? null : { ...down, lookAt: down.since + OUTAGE_PROBE_FIRST_MS }))
+      .then(() => void (markStood = down !== null))
       .catch((err: unknown) => void log.warn('could not mark in the store whether the upstream is down', { err }));
   };
   // Whether the run under way is a pass, which ends when its calls come to be held.
   let passing = false;
-  const outage = createOutageBrake({ log, shared: true, onHeld: () => mark(now()), onResumed: () => mark(null), endsWhenHeld: () => passing });
+  const outage = createOutageBrake({ log, shared: true, onHeld: (reason) => mark({ since: now(), reason }), onResumed: () => mark(null), endsWhenHeld: () => passing });
   // A finished job holds its request's nonce: deleted while the same signed body could still be
   // accepted, that body sent again (a client's retry, a captured request) would make a new job and
   // a second upstream call. So no retention is shorter than that window.
@@ -322,14 +322,15 @@ export function createWorker(options: WorkerOptions): Worker {
         }
         if (!outageRead) {
           // Read again at the loop's next turn if the read failed (a daemon's loop outlives the error).
-          const since = await options.store.upstreamDownSince();
+          const down = await options.store.upstreamDown();
           outageRead = true;
-          markStood = since !== null;
-          if (since !== null && outage.callsAllowed() === Infinity) {
+          markStood = down !== null;
+          if (down !== null && outage.callsAllowed() === Infinity) {
             outage.assumeDown();
-            const ago = Math.max(0, Math.round((now() - since) / 1000));
+            const ago = Math.max(0, Math.round((now() - down.since) / 1000));
             log.info(`the upstream was found down by a worker ${ago} s ago, and has not been seen answering since: one call goes first to see whether it is back`, {
-              down_since: new Date(since).toISOString(),
+              down_since: new Date(down.since).toISOString(),
+              reason: down.reason,
             });
           }
         }
@@ -358,7 +359,7 @@ export function createWorker(options: WorkerOptions): Worker {
           markReadAt = mono + OUTAGE_PROBE_FIRST_MS;
           // Its own mark written first, so that a hold just begun does not read as lifted.
           await marking;
-          const stands = (await options.store.upstreamDownSince()) !== null;
+          const stands = (await options.store.upstreamDown()) !== null;
           if (markStood && !stands) outage.liftedElsewhere();
           markStood = stands;
         }

@@ -263,6 +263,15 @@ export function steppedBack(tat: number, bound: number): boolean {
   return tat > bound + CLOCK_STEP_SLACK_MS;
 }
 
+/**
+ * A worker's outage mark: since when it found the upstream down (ms since the epoch), and why in a
+ * few words after "the upstream" (`cannot be reached (ECONNREFUSED)`); '' from a release before it.
+ */
+export interface UpstreamOutage {
+  since: number;
+  reason: string;
+}
+
 /** The bounds of the time between two of the fleet's looks at an upstream that is down (JobStore.takeUpstreamLook). */
 export interface LookSpacing {
   minMs: number;
@@ -404,15 +413,15 @@ export interface JobStore {
   /** Holds every worker's upstream calls until `until` (after a 429). */
   pauseUpstream(until: number): Promise<void>;
   /**
-   * Since when a worker has found the upstream down (upstream-outage.ts), ms since the epoch; null
-   * while none has, or since one found it answering again. Read when a worker starts.
+   * Since when a worker has found the upstream down (upstream-outage.ts), and why; null while none
+   * has, or since one found it answering again. Read when a worker starts, and while it is held.
    */
-  upstreamDownSince(): Promise<number | null>;
+  upstreamDown(): Promise<UpstreamOutage | null>;
   /**
-   * Marks the upstream down since `since`, the fleet's first look due at `lookAt` (a mark already
-   * there stands as it is), or, given null, lifts the mark.
+   * Marks the upstream down since `since`, for `reason`, the fleet's first look due at `lookAt` (a
+   * mark already there stands as it is), or, given null, lifts the mark.
    */
-  markUpstreamDown(mark: { since: number; lookAt: number } | null): Promise<void>;
+  markUpstreamDown(mark: (UpstreamOutage & { lookAt: number }) | null): Promise<void>;
   /**
    * Takes the fleet's next look at an upstream that is down: 0 when it was due (this worker's call
    * looks, and the next look is set one spacing later: how long the outage has lasted, within

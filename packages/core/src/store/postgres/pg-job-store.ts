@@ -721,7 +721,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     acquireUpstream: (request) => budget.acquire(request),
 
     pauseUpstream: (until) => budget.pause(until),
-    upstreamDownSince: () => budget.downSince(),
+    upstreamDown: () => budget.down(),
     markUpstreamDown: (mark) => budget.markDown(mark),
     takeUpstreamLook: (at, spacing) => budget.takeLook(at, spacing),
 

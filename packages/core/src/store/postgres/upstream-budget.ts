@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { CLOCK_STEP_SLACK_MS, pacingBounds, steppedBack, type LookSpacing, type PacingRequest } from '../types.js';
+import { CLOCK_STEP_SLACK_MS, pacingBounds, steppedBack, type LookSpacing, type PacingRequest, type UpstreamOutage } from '../types.js';
 import type { Queryable } from './batched-writes.js';
 import { withClient } from './checkout.js';
 
@@ -130,16 +130,16 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
       }
     },
 
-    /** Since when a worker has found the upstream down (upstream-outage.ts), or null. */
-    async downSince(): Promise<number | null> {
-      const { rows } = await db.query<{ since: number }>('SELECT since FROM upstream_outage WHERE id = 1');
-      return rows[0]?.since ?? null;
+    /** Since when a worker has found the upstream down (upstream-outage.ts), and why; or null. */
+    async down(): Promise<UpstreamOutage | null> {
+      const { rows } = await db.query<UpstreamOutage>('SELECT since, reason FROM upstream_outage WHERE id = 1');
+      return rows[0] ?? null;
     },
 
     /** Marks the upstream down (the outage's first mark stands), or up again (null): JobStore.markUpstreamDown. */
-    async markDown(mark: { since: number; lookAt: number } | null): Promise<void> {
+    async markDown(mark: (UpstreamOutage & { lookAt: number }) | null): Promise<void> {
       if (mark === null) await db.query('DELETE FROM upstream_outage');
-      else await db.query('INSERT INTO upstream_outage (id, since, look_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING', [mark.since, mark.lookAt]);
+      else await db.query('INSERT INTO upstream_outage (id, since, look_at, reason) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING', [mark.since, mark.lookAt, mark.reason]);
     },
 
     /**

@@ -395,8 +395,8 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       await writes.run(() => budget.pause(until), false);
     },
 
-    async upstreamDownSince() {
-      return budget.downSince();
+    async upstreamDown() {
+      return budget.down();
     },
 
     async markUpstreamDown(mark) {

@@ -1,4 +1,4 @@
-import { pacingBounds, steppedBack, type LookSpacing, type PacingRequest } from '../types.js';
+import { pacingBounds, steppedBack, type LookSpacing, type PacingRequest, type UpstreamOutage } from '../types.js';
 import type { Db } from './open-database.js';
 
 const PACING_ROWS = ['pause', 'requests', 'tokens'] as const;
@@ -21,9 +21,9 @@ export function createUpstreamBudget(db: Db) {
       INSERT INTO upstream_pacing (name, tat) VALUES ('pause', @tat)
       ON CONFLICT (name) DO UPDATE SET tat = MAX(tat, excluded.tat)`),
     // The outage's first mark stands: a worker that finds it down later marks nothing new.
-    markDown: db.prepare('INSERT INTO upstream_outage (id, since, look_at) VALUES (1, @since, @look_at) ON CONFLICT (id) DO NOTHING'),
+    markDown: db.prepare('INSERT INTO upstream_outage (id, since, look_at, reason) VALUES (1, @since, @look_at, @reason) ON CONFLICT (id) DO NOTHING'),
     markUp: db.prepare('DELETE FROM upstream_outage'),
-    outage: db.prepare<[], { since: number; look_at: number } | undefined>('SELECT since, look_at FROM upstream_outage WHERE id = 1'),
+    outage: db.prepare<[], { since: number; look_at: number; reason: string } | undefined>('SELECT since, look_at, reason FROM upstream_outage WHERE id = 1'),
     // The next look one spacing on: the outage's length so far, within the spacing's bounds.
     takeLook: db.prepare('UPDATE upstream_outage SET look_at = @at + MIN(@max_ms, MAX(@min_ms, @at - since)) WHERE id = 1'),
   };
@@ -48,14 +48,15 @@ export function createUpstreamBudget(db: Db) {
     pause(until: number): void {
       sql.pause.run({ tat: until });
     },
-    /** Since when a worker has found the upstream down (upstream-outage.ts), or null. */
-    downSince(): number | null {
-      return sql.outage.get()?.since ?? null;
+    /** Since when a worker has found the upstream down (upstream-outage.ts), and why; or null. */
+    down(): UpstreamOutage | null {
+      const row = sql.outage.get();
+      return row ? { since: row.since, reason: row.reason } : null;
     },
     /** Marks the upstream down, or up again (null): JobStore.markUpstreamDown. */
-    markDown(mark: { since: number; lookAt: number } | null): void {
+    markDown(mark: (UpstreamOutage & { lookAt: number }) | null): void {
       if (mark === null) sql.markUp.run();
-      else sql.markDown.run({ since: mark.since, look_at: mark.lookAt });
+      else sql.markDown.run({ since: mark.since, look_at: mark.lookAt, reason: mark.reason });
     },
     /** JobStore.takeUpstreamLook, inside the caller's write transaction. */
     takeLook(at: number, spacing: LookSpacing): number {
