@@ -56,6 +56,8 @@ export interface OutageBrake {
   report(outcome: CallEnd): void;
   /** How many calls may run now: Infinity, or 0 while waiting to look again (or for the fleet's turn), or 1 to look. */
   callsAllowed(): number;
+  /** While held, the ms until this worker's wait to look again is over (0 once it is); 0 while not held. */
+  waitLeft(): number;
   /** Another worker found the upstream down (the store's mark): the next call looks, as after a wait. No-op while held already. */
   assumeDown(): void;
   /** With `shared`: this worker's wait is over, and its look waits for the fleet's turn. */
@@ -157,6 +159,9 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
       looks = 1;
       since = until = monotonic();
       turn = !shared;
+    },
+    waitLeft() {
+      return looks === 0 ? 0 : Math.max(0, until - monotonic());
     },
     needsTurn() {
       return looks > 0 && !turn && monotonic() >= until;

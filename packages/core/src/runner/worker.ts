@@ -443,6 +443,14 @@ export function createWorker(options: WorkerOptions): Worker {
           } finally {
             watch.close();
           }
+        } else if (mode === 'daemon' && calling === 0 && outage.callsAllowed() === 0) {
+          // Held, the upstream down, no call out: nothing is due before the wait to look again is
+          // over, the mark's next read, or the heartbeat or housekeeping (a slot freed or stop()
+          // wakes it as ever). Polled every 20 ms instead, a held daemon spent 1.0-1.4% of a core
+          // against 0.4% idle.
+          const t = performance.now();
+          const dueIn = Math.min(outage.waitLeft(), markReadAt - t, lastHeartbeat + heartbeatMs - t, lastHousekeeping + (options.housekeepingMs ?? 60_000) - t);
+          await sleep(Math.max(options.pollMs, dueIn));
         } else {
           await sleep(options.pollMs);
         }
