@@ -37,7 +37,7 @@ export async function runStats(opts: { json?: boolean }): Promise<void> {
         `longest wait in queue: ${oldestAge === null ? 'none' : `${oldestAge} s`}`,
         down === null
           ? 'upstream: answering, as far as the workers have seen'
-          : `upstream: found down by a worker ${Math.max(0, Math.round((now - down.since) / 1000))} s ago${down.reason ? `, as it ${down.reason}` : ''}, and not seen answering since (the workers look whether it is back one call at a time, the jobs waiting with their attempts unspent)`,
+          : `upstream: found down by a worker ${Math.max(0, Math.round((now - down.since) / 1000))} s ago, as it ${down.reason}, and not seen answering since (the workers look whether it is back one call at a time, the jobs waiting with their attempts unspent)`,
         `tokens the upstream reported for completed jobs: ${count(tokens.prompt)} prompt, ${count(tokens.completion)} completion${
           byModel.size
             ? `\n${table(

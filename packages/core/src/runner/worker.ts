@@ -353,8 +353,9 @@ export function createWorker(options: WorkerOptions): Worker {
           break;
         }
         // A held worker reads the mark once a second: gone, another worker's call found the upstream
-        // back, and this one's calls resume now. Before, they resumed at its next look, up to 30 s
-        // on, its slots idle meanwhile (seen: a daemon of two idle while the other ran the queue).
+        // back, and one call of this one's looks now (OutageBrake.liftedElsewhere). Before, it looked
+        // at its next look, up to 30 s on, its slots idle meanwhile (seen: a daemon of two idle while
+        // the other ran the queue).
         if (outage.callsAllowed() !== Infinity && mono >= markReadAt) {
           markReadAt = mono + OUTAGE_PROBE_FIRST_MS;
           // Its own mark written first, so that a hold just begun does not read as lifted.

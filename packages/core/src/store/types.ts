@@ -265,7 +265,7 @@ export function steppedBack(tat: number, bound: number): boolean {
 
 /**
  * A worker's outage mark: since when it found the upstream down (ms since the epoch), and why in a
- * few words after "the upstream" (`cannot be reached (ECONNREFUSED)`); '' from a release before it.
+ * few words after "the upstream" (`cannot be reached (ECONNREFUSED)`).
  */
 export interface UpstreamOutage {
   since: number;
