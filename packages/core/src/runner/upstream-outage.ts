@@ -11,7 +11,8 @@ export const OUTAGE_LINE_MS = 60_000;
 /**
  * An upstream that answers every call with a server error (5xx), or lets it time out unanswered
  * (a streamed answer cut while still coming is a slow model, not counted), for this many calls in
- * a row, over at least FAILING_FOR_MS, is held back as one that cannot be reached is. A 5xx now and then (OpenAI answers a few even on a good day) holds nothing, nor a burst of
+ * a row, over at least FAILING_FOR_MS, is held back as one that cannot be reached is. A 5xx now
+ * and then (OpenAI answers a few even on a good day) holds nothing, nor a burst of
  * them within a moment (a balancer's hiccup failing every call then in flight), nor an upstream
  * failing some of its calls while others complete, which retried per job mostly complete. Held at
  * three in a row over 250 ms (measured, 20 ms calls failing at random): a worker at concurrency 64
@@ -80,7 +81,10 @@ export interface OutageBrakeDeps {
   monotonic?: () => number;
   /** Whether a look waits for the fleet's turn (needsTurn); without, it goes when this worker's wait is over. */
   shared?: boolean;
-  /** The calls came to be held (not when assumed down: the mark is there already), for `reason`: what the upstream does, in a few words after "the upstream". */
+  /**
+   * The calls came to be held (not when assumed down: the mark is there already), for `reason`:
+   * what the upstream does, in a few words after "the upstream" (`cannot be reached (ECONNREFUSED)`).
+   */
   onHeld?: (reason: string) => void;
   /** A call got an answer while calls were held. */
   onResumed?: () => void;
