@@ -861,6 +861,22 @@ for (const backend of backends) {
       assert.deepEqual(await a.upstreamDown(), { since: c.now(), reason: 'answers no call within 120 s' }, 'a new outage, a new mark');
     });
 
+    test('the run of failed calls a pass ended in: kept for any connection, replaced, and cleared', async (t) => {
+      const place = await backend.place(t);
+      const c = clock();
+      const a = await place.open(c.now);
+      const b = await place.open(c.now);
+      assert.equal(await b.failingRun(), null);
+      await a.setFailingRun({ calls: 2, since: c.now() - 500, endedAt: c.now() });
+      assert.deepEqual(await b.failingRun(), { calls: 2, since: c.now() - 500, endedAt: c.now() });
+      c.advance(60_000);
+      await b.setFailingRun({ calls: 4, since: c.now() - 60_500, endedAt: c.now() });
+      assert.deepEqual(await a.failingRun(), { calls: 4, since: c.now() - 60_500, endedAt: c.now() });
+      await a.setFailingRun(null);
+      assert.equal(await b.failingRun(), null);
+      await a.setFailingRun(null);
+    });
+
     test("the fleet's looks at an upstream that is down: one connection takes each when due, the next set as far on as the outage has lasted (1 to 30 s); none without a mark, and a look set before the clock stepped back is due", async (t) => {
       const place = await backend.place(t);
       const c = clock();

@@ -185,6 +185,29 @@ test(`outage brake: calls that get no answer within their timeout hold the calls
   assert.equal(b.callsAllowed(), Infinity);
 });
 
+test(`outage brake: a run of failures an earlier pass ended in is counted on, and told as it stands; held, or after an answer, there is no run`, () => {
+  const { brake: b, lines, advance } = brake();
+  assert.equal(b.failingRun(), null);
+  b.report(overloaded);
+  advance(300);
+  assert.deepEqual(b.failingRun(), { calls: 1, agoMs: 300 });
+  b.report(completed);
+  assert.equal(b.failingRun(), null, 'an answer ends the run');
+
+  const { brake: next, lines: nextLines, advance: later } = brake();
+  next.continueRun(FAILING_IN_A_ROW - 1, 40_000);
+  next.continueRun(1, 0);
+  assert.deepEqual(next.failingRun(), { calls: FAILING_IN_A_ROW - 1, agoMs: 40_000 }, 'a run already counted is not replaced');
+  later(10);
+  next.report(overloaded);
+  assert.equal(next.callsAllowed(), 0, `the ${FAILING_IN_A_ROW}th in a row, counting the earlier pass's: held`);
+  assert.match(nextLines[0]?.message ?? '', new RegExp(`^the upstream answers every call with a server error \\(503, ${FAILING_IN_A_ROW} calls in a row over 40 s\\)`));
+  assert.equal(next.failingRun(), null, 'held: the mark says more');
+  next.continueRun(3, 0);
+  assert.equal(next.callsAllowed(), 0, 'no run begins while held');
+  assert.equal(lines.length, 0);
+});
+
 test("outage brake: told that another worker's call found the upstream back (the mark lifted), a held brake lets one call look at once, without the fleet's turn; all go once it is answered, and one that fails waits on as before", () => {
   const { brake: b, lines, marks, advance } = brake(true);
   b.liftedElsewhere();

@@ -1814,6 +1814,28 @@ test('streamed answers still coming when their attempts time out are a slow mode
   assert.ok(!said().some((m) => m.includes('calls are held')), said().join('\n'));
 });
 
+test("cron's passes against an upstream that answers 503 to every call, each making fewer calls than the hold asks: a pass counts on from the run of failures the last ended in, and the calls come to be held", async (t) => {
+  const { store, upstream, logger, said } = await upstreamBehaving(t, () => ({ status: 503, body: { error: { message: 'overloaded', type: 'server_error' } } }), 2);
+  const ids: string[] = [];
+  for (let i = 0; i < 20; i++) ids.push(await enqueueJob(store, `small ${i}`, { maxAttempts: 5 }));
+  // Each pass a worker of its own calling two jobs (--max-jobs 2: a small queue), its retries a
+  // minute away, so that each pass calls jobs not yet tried.
+  const pass = () => createTestWorker({ store, upstream, concurrency: 2, logger, retryBaseMs: 60_000, retryMaxMs: 60_000 }).runOnce({ maxJobs: 2 });
+  for (let i = 0; i < 10; i++) {
+    await within(pass(), 5000, `pass ${i + 1}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const spent = await attemptsSpent(store, ids);
+  t.diagnostic(`${spent} attempts in ten passes`);
+  // Each pass counting for itself, two failures a pass never held: two attempts a pass, 20.
+  assert.ok(spent <= 14, `${spent} attempts in ten passes: ten before the hold, then the fleet's looks`);
+  assert.equal((await store.upstreamDown())?.reason, 'answers every call with a server error (503)');
+  assert.ok(
+    said().some((m) => /^the upstream answers every call with a server error \(503, 10 calls in a row over \d+\.\d s\): calls are held$/.test(m)),
+    said().join('\n'),
+  );
+});
+
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {
   let failing = true;
   const { store, stub, upstream, logger, said } = await upstreamBehaving(

@@ -11,3 +11,15 @@ CREATE TABLE upstream_outage (
   look_at BIGINT  NOT NULL,
   reason  TEXT    NOT NULL
 );
+
+-- The run of calls answered with a server error, or not at all, that the last pass (cron's
+-- `proxy-worker once`) ended in: `calls` in a row since `since`, the pass ended at `ended_at` (Unix
+-- ms by the server's clock); no row when it ended on an answer. The next pass counts on from it, so
+-- that a pass that makes fewer calls than the hold asks (ten in a row) still comes to hold them
+-- when every call fails.
+CREATE TABLE upstream_failing (
+  id       INTEGER PRIMARY KEY CHECK (id = 1),
+  calls    INTEGER NOT NULL,
+  since    BIGINT  NOT NULL,
+  ended_at BIGINT  NOT NULL
+);

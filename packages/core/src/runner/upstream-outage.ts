@@ -59,6 +59,13 @@ export interface OutageBrake {
   callsAllowed(): number;
   /** While held, the ms until this worker's wait to look again is over (0 once it is); 0 while not held. */
   waitLeft(): number;
+  /**
+   * The run of server errors or timeouts the last call ended, not yet a hold: how many in a row, and
+   * how many whole ms ago the first came; null after an answer, or once held (the mark says more).
+   */
+  failingRun(): { calls: number; agoMs: number } | null;
+  /** Counts on from a run an earlier pass ended in (FailingRun), as though this worker had met it. No-op once held or counting. */
+  continueRun(calls: number, agoMs: number): void;
   /** Another worker found the upstream down (the store's mark): the next call looks, as after a wait. No-op while held already. */
   assumeDown(): void;
   /** With `shared`: this worker's wait is over, and its look waits for the fleet's turn. */
@@ -166,6 +173,14 @@ export function createOutageBrake(deps: OutageBrakeDeps): OutageBrake {
     },
     waitLeft() {
       return looks === 0 ? 0 : Math.max(0, until - monotonic());
+    },
+    failingRun() {
+      return looks === 0 && failing > 0 ? { calls: failing, agoMs: Math.max(0, Math.round(monotonic() - failingSince)) } : null;
+    },
+    continueRun(calls, agoMs) {
+      if (looks > 0 || failing > 0) return;
+      failing = calls;
+      failingSince = monotonic() - agoMs;
     },
     needsTurn() {
       return looks > 0 && !turn && monotonic() >= until;

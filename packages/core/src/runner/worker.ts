@@ -4,7 +4,7 @@ import { newWorkerId } from '../ids.js';
 import { REPLAY_WINDOW_MS } from '../signing.js';
 import { createChangeWatch } from '../store/change-watch.js';
 import type { Logger } from '../logger.js';
-import type { ClaimedJob as Claimed, JobStore, UpstreamOutage } from '../store/types.js';
+import type { ClaimedJob as Claimed, FailingRun, JobStore, UpstreamOutage } from '../store/types.js';
 import { createPacing } from './pacing.js';
 import { createShutdown, processJob, type AttemptOutcome, type ProcessJobDeps } from './process-job.js';
 import { retryOutcomeWrites } from './outcome-writes.js';
@@ -81,6 +81,12 @@ export const CLAIM_GATHER_MS = 2;
  * lasted, from a second up to 30 s, the spacing of one worker's own doubling waits.
  */
 const LOOK_SPACING = { minMs: OUTAGE_PROBE_FIRST_MS, maxMs: OUTAGE_PROBE_MAX_MS };
+
+/**
+ * A run of failed calls a pass ended in is counted on by a pass that starts within this long of its
+ * end (cron's next minutes), not by one that starts later: passes further apart make no run.
+ */
+const FAILING_RUN_KEPT_MS = 5 * 60_000;
 
 /** Builds a worker over a store and an upstream client. */
 export function createWorker(options: WorkerOptions): Worker {
@@ -279,6 +285,8 @@ export function createWorker(options: WorkerOptions): Worker {
     let rebaseDue = true;
     // Each pass and daemon reads the store's outage mark before its first claim (upstream-outage.ts).
     let outageRead = false;
+    // The run of failed calls the last pass ended in, when this pass counts on from it.
+    let runBefore: FailingRun | null = null;
     // When a held worker next reads whether the mark still stands (performance.now()).
     let markReadAt = 0;
 
@@ -323,7 +331,17 @@ export function createWorker(options: WorkerOptions): Worker {
         if (!outageRead) {
           // Read again at the loop's next turn if the read failed (a daemon's loop outlives the error).
           const down = await options.store.upstreamDown();
+          // A pass counts on from the run of failed calls the last pass ended in: each of cron's
+          // passes is a process of its own, and makes a call a job due, often fewer than the hold's
+          // ten. Without it, no pass came to hold its calls, and each spent an attempt a job due
+          // through an outage of server errors (seen: passes of two calls each, the upstream
+          // answering 503: 20 attempts in ten passes, where now 11).
+          const run = mode === 'once' && down === null ? await options.store.failingRun() : null;
           outageRead = true;
+          if (run !== null && now() - run.endedAt <= FAILING_RUN_KEPT_MS) {
+            outage.continueRun(run.calls, Math.max(0, now() - run.since));
+            runBefore = run;
+          }
           markStood = down !== null;
           if (down !== null && outage.callsAllowed() === Infinity) {
             outage.assumeDown();
@@ -478,6 +496,7 @@ export function createWorker(options: WorkerOptions): Worker {
     await drain();
     giveBack(reserve.drain());
     await drain();
+    if (mode === 'once') await keepFailingRun(runBefore);
     await marking;
     if (mode === 'once' && limits.housekeepingAfter) {
       startHousekeeping();
@@ -486,6 +505,17 @@ export function createWorker(options: WorkerOptions): Worker {
     await housekeepingRun;
     if (mode === 'once') await housekeeping();
     return report;
+  }
+
+  /** At a pass's end, the run of failed calls it ended in kept for the next pass, or cleared; written only when it moved. */
+  async function keepFailingRun(before: FailingRun | null) {
+    const run = outage.failingRun();
+    if ((run?.calls ?? 0) === (before?.calls ?? 0)) return;
+    const at = now();
+    // Not kept costs the next pass its count, as before the run was kept.
+    await options.store
+      .setFailingRun(run === null ? null : { calls: run.calls, since: at - run.agoMs, endedAt: at })
+      .catch((err: unknown) => void log.warn('could not keep in the store the run of failed calls this pass ended in', { err }));
   }
 
   // Never once stopping: a loop iteration already past its `while (!stopping)` could otherwise start

@@ -272,6 +272,13 @@ export interface UpstreamOutage {
   reason: string;
 }
 
+/** A run of calls answered with a server error, or not at all: `calls` in a row since `since`, the pass that met them ended at `endedAt` (ms since the epoch). */
+export interface FailingRun {
+  calls: number;
+  since: number;
+  endedAt: number;
+}
+
 /** The bounds of the time between two of the fleet's looks at an upstream that is down (JobStore.takeUpstreamLook). */
 export interface LookSpacing {
   minMs: number;
@@ -430,6 +437,10 @@ export interface JobStore {
    * stepped back).
    */
   takeUpstreamLook(at: number, spacing: LookSpacing): Promise<number>;
+  /** The run of failed calls the last pass ended in (setFailingRun), or null. */
+  failingRun(): Promise<FailingRun | null>;
+  /** Keeps the run of failed calls a pass ended in, for the next pass to count on from; null when it ended on an answer. */
+  setFailingRun(run: FailingRun | null): Promise<void>;
 
   /**
    * Draws one request from every budget, all or nothing, atomically across processes. Nothing is

@@ -724,6 +724,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     upstreamDown: () => budget.down(),
     markUpstreamDown: (mark) => budget.markDown(mark),
     takeUpstreamLook: (at, spacing) => budget.takeLook(at, spacing),
+    failingRun: () => budget.failingRun(),
+    setFailingRun: (run) => budget.setFailingRun(run),
 
     async consumeRateLimits(checks) {
       if (checks.length === 0) return [];

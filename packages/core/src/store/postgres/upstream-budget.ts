@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { CLOCK_STEP_SLACK_MS, pacingBounds, steppedBack, type LookSpacing, type PacingRequest, type UpstreamOutage } from '../types.js';
+import { CLOCK_STEP_SLACK_MS, pacingBounds, steppedBack, type FailingRun, type LookSpacing, type PacingRequest, type UpstreamOutage } from '../types.js';
 import type { Queryable } from './batched-writes.js';
 import { withClient } from './checkout.js';
 
@@ -162,6 +162,22 @@ export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
       const { taken, look_at: lookAt } = rows[0]!;
       if (taken === 1 || lookAt === null) return 0;
       return Math.max(1, lookAt - at);
+    },
+
+    /** JobStore.failingRun. */
+    async failingRun(): Promise<FailingRun | null> {
+      const { rows } = await db.query<FailingRun>('SELECT calls, since, ended_at AS "endedAt" FROM upstream_failing WHERE id = 1');
+      return rows[0] ?? null;
+    },
+
+    /** JobStore.setFailingRun. */
+    async setFailingRun(run: FailingRun | null): Promise<void> {
+      if (run === null) await db.query('DELETE FROM upstream_failing');
+      else
+        await db.query(
+          'INSERT INTO upstream_failing (id, calls, since, ended_at) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET calls = excluded.calls, since = excluded.since, ended_at = excluded.ended_at',
+          [run.calls, run.since, run.endedAt],
+        );
     },
 
     /** Every worker holds off until `until`; a shorter pause never cuts a longer one short. */

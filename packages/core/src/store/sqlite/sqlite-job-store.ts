@@ -403,6 +403,14 @@ export function openSqliteStore(options: SqliteStoreOptions): JobStore {
       await writes.run(() => budget.markDown(mark), false);
     },
 
+    async failingRun() {
+      return budget.failingRun();
+    },
+
+    async setFailingRun(run) {
+      await writes.run(() => budget.setFailingRun(run), false);
+    },
+
     async takeUpstreamLook(at, spacing) {
       return writes.run(() => budget.takeLook(at, spacing), false);
     },

@@ -1,4 +1,4 @@
-import { pacingBounds, steppedBack, type LookSpacing, type PacingRequest, type UpstreamOutage } from '../types.js';
+import { pacingBounds, steppedBack, type FailingRun, type LookSpacing, type PacingRequest, type UpstreamOutage } from '../types.js';
 import type { Db } from './open-database.js';
 
 const PACING_ROWS = ['pause', 'requests', 'tokens'] as const;
@@ -26,6 +26,11 @@ export function createUpstreamBudget(db: Db) {
     outage: db.prepare<[], { since: number; look_at: number; reason: string } | undefined>('SELECT since, look_at, reason FROM upstream_outage WHERE id = 1'),
     // The next look one spacing on: the outage's length so far, within the spacing's bounds.
     takeLook: db.prepare('UPDATE upstream_outage SET look_at = @at + MIN(@max_ms, MAX(@min_ms, @at - since)) WHERE id = 1'),
+    failing: db.prepare<[], FailingRun | undefined>('SELECT calls, since, ended_at AS endedAt FROM upstream_failing WHERE id = 1'),
+    setFailing: db.prepare(
+      'INSERT INTO upstream_failing (id, calls, since, ended_at) VALUES (1, @calls, @since, @endedAt) ON CONFLICT (id) DO UPDATE SET calls = excluded.calls, since = excluded.since, ended_at = excluded.ended_at',
+    ),
+    clearFailing: db.prepare('DELETE FROM upstream_failing'),
   };
   return {
     /** How long the call must wait (0: it may go now, and its share is drawn); the read and the draw are one transaction. */
@@ -57,6 +62,15 @@ export function createUpstreamBudget(db: Db) {
     markDown(mark: (UpstreamOutage & { lookAt: number }) | null): void {
       if (mark === null) sql.markUp.run();
       else sql.markDown.run({ since: mark.since, look_at: mark.lookAt, reason: mark.reason });
+    },
+    /** JobStore.failingRun. */
+    failingRun(): FailingRun | null {
+      return sql.failing.get() ?? null;
+    },
+    /** JobStore.setFailingRun, inside the caller's write transaction. */
+    setFailingRun(run: FailingRun | null): void {
+      if (run === null) sql.clearFailing.run();
+      else sql.setFailing.run(run);
     },
     /** JobStore.takeUpstreamLook, inside the caller's write transaction. */
     takeLook(at: number, spacing: LookSpacing): number {
