@@ -60,8 +60,9 @@ export interface OutageBrake {
   /** While held, the ms until this worker's wait to look again is over (0 once it is); 0 while not held. */
   waitLeft(): number;
   /**
-   * The run of server errors or timeouts the last call ended, not yet a hold: how many in a row, and
-   * how many whole ms ago the first came; null after an answer, or once held (the mark says more).
+   * The run of server errors or timeouts this worker's calls have ended in, not yet a hold: how many
+   * in a row, and how many whole ms ago the first came; null after an answer, or once held (the mark
+   * says more).
    */
   failingRun(): { calls: number; agoMs: number } | null;
   /** Counts on from a run an earlier pass ended in (FailingRun), as though this worker had met it. No-op once held or counting. */

@@ -496,7 +496,7 @@ export function createWorker(options: WorkerOptions): Worker {
     await drain();
     giveBack(reserve.drain());
     await drain();
-    if (mode === 'once') await keepFailingRun(runBefore);
+    if (mode === 'once' && report.claimed > 0) await keepFailingRun(runBefore);
     await marking;
     if (mode === 'once' && limits.housekeepingAfter) {
       startHousekeeping();
@@ -507,10 +507,14 @@ export function createWorker(options: WorkerOptions): Worker {
     return report;
   }
 
-  /** At a pass's end, the run of failed calls it ended in kept for the next pass, or cleared; written only when it moved. */
+  /**
+   * At the end of a pass that claimed jobs, the run of failed calls it ended in kept for the next
+   * pass, or cleared. Not after a pass that claimed none: it would keep a run as new that no call
+   * added to, and passes far apart would make one.
+   */
   async function keepFailingRun(before: FailingRun | null) {
     const run = outage.failingRun();
-    if ((run?.calls ?? 0) === (before?.calls ?? 0)) return;
+    if (run === null && before === null) return;
     const at = now();
     // Not kept costs the next pass its count, as before the run was kept.
     await options.store
