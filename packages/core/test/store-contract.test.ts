@@ -240,6 +240,13 @@ async function listening(store: JobStore): Promise<void> {
 
 for (const backend of backends) {
   describe(`store contract: ${backend.name}`, { skip: backend.skip }, () => {
+    /** Two connections to one new store (two processes, as far as the store can tell), on one manual clock. */
+    const twoConnections = async (t: Ctx) => {
+      const place = await backend.place(t);
+      const c = clock();
+      return { c, a: await place.open(c.now), b: await place.open(c.now) };
+    };
+
     test('create, then the same nonce returns the same job instead of a second one', async (t) => {
       const place = await backend.place(t);
       const store = await place.open(clock().now);
@@ -823,10 +830,7 @@ for (const backend of backends) {
     });
 
     test('pacing: RPM spaces calls evenly across connections; TPM charges by tokens; a pause holds everyone', async (t) => {
-      const place = await backend.place(t);
-      const c = clock();
-      const a = await place.open(c.now);
-      const b = await place.open(c.now);
+      const { c, a, b } = await twoConnections(t);
       const rpm = { rpm: 60, tpm: null, tokens: 10 };
       assert.equal(await a.acquireUpstream(rpm), 0);
       assert.equal(await b.acquireUpstream(rpm), 1000, 'the other connection waits one interval');
@@ -842,10 +846,7 @@ for (const backend of backends) {
     });
 
     test("the upstream's outage mark: seen by every connection, its first time and reason kept while it stands, lifted by any", async (t) => {
-      const place = await backend.place(t);
-      const c = clock();
-      const a = await place.open(c.now);
-      const b = await place.open(c.now);
+      const { c, a, b } = await twoConnections(t);
       assert.equal(await b.upstreamDown(), null);
       const first = c.now();
       await a.markUpstreamDown({ since: first, lookAt: first + 1000, reason: 'cannot be reached (ECONNREFUSED)' });
@@ -862,10 +863,7 @@ for (const backend of backends) {
     });
 
     test('the run of failed calls a pass ended in: kept for any connection, replaced, and cleared', async (t) => {
-      const place = await backend.place(t);
-      const c = clock();
-      const a = await place.open(c.now);
-      const b = await place.open(c.now);
+      const { c, a, b } = await twoConnections(t);
       assert.equal(await b.failingRun(), null);
       await a.setFailingRun({ calls: 2, since: c.now() - 500, endedAt: c.now() });
       assert.deepEqual(await b.failingRun(), { calls: 2, since: c.now() - 500, endedAt: c.now() });
@@ -878,10 +876,7 @@ for (const backend of backends) {
     });
 
     test("the fleet's looks at an upstream that is down: one connection takes each when due, the next set as far on as the outage has lasted (1 to 30 s); none without a mark, and a look set before the clock stepped back is due", async (t) => {
-      const place = await backend.place(t);
-      const c = clock();
-      const a = await place.open(c.now);
-      const b = await place.open(c.now);
+      const { c, a, b } = await twoConnections(t);
       const spacing = { minMs: 1000, maxMs: 30_000 };
       assert.equal(await a.takeUpstreamLook(c.now(), spacing), 0, 'no mark: any call may look');
       const since = c.now();
@@ -906,10 +901,7 @@ for (const backend of backends) {
     });
 
     test('pacing after the clock steps back an hour: each budget, and a pause, holds calls no longer than it could have with the clock running forward, and is written so', async (t) => {
-      const place = await backend.place(t);
-      const c = clock();
-      const a = await place.open(c.now);
-      const b = await place.open(c.now);
+      const { c, a, b } = await twoConnections(t);
       const rpm = { rpm: 60, tpm: null, tokens: 10 };
       const tpm = { rpm: null, tpm: 6000, tokens: 300 };
       const none = { rpm: null, tpm: null, tokens: 1 };
@@ -933,10 +925,7 @@ for (const backend of backends) {
     });
 
     test('pacing: a draw is timed when it is made, not when asked: one held up behind others (a lock, a queue) takes no turn in the past', async (t) => {
-      const place = await backend.place(t);
-      const c = clock();
-      const a = await place.open(c.now);
-      const b = await place.open(c.now);
+      const { c, a, b } = await twoConnections(t);
       const rpm = { rpm: 60, tpm: null, tokens: 10 };
       assert.equal(await a.acquireUpstream(rpm), 0);
       c.advance(2000);
