@@ -109,7 +109,7 @@ function renderShared(counters: CounterValue[], queue: Record<string, number>, o
   family(
     'proxy_upstream_down_seconds',
     'gauge',
-    'How long ago a worker found the upstream down (unreachable, or a 5xx to every call), not seen answering since, in seconds (0 while it answers)',
+    'How long ago a worker found the upstream down (unreachable, a 5xx to every call, or no answer to any), not seen answering since, in seconds (0 while it answers)',
     [[{}, Math.round(downAge * 1000) / 1000]],
   );
   // Clocks: the proxy goes by the database's, but a host far from it has its NTP to mend. One series
