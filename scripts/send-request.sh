@@ -228,7 +228,8 @@ field() { # first top-level string or number field of a JSON object: field NAME
   # -j: the value alone, no newline after it (as the branch without jq prints it), so that a caller
   # keeping the value's own trailing newlines (the answer's) gets them and no more.
   if $have_jq; then jq -j --arg f "$1" 'if type == "object" then .[$f] // empty else empty end' 2>/dev/null || true; return; fi
-  local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://")
+  # || true: grep finding none fails the pipe, which stopped the script where field is not in a $( ).
+  local raw; raw=$(grep -oE "\"$1\":(\"([^\"\\\\]|\\\\.)*\"|[0-9]+)" | head -n1 | sed -E "s/^\"$1\"://") || true
   case "$raw" in
     \"*) printf '%b' "$(json_unquote "$raw")" ;;
     *) printf '%s' "$raw" ;;
@@ -383,15 +384,15 @@ while :; do
   case "$job_status" in
     completed)
       $json_out && exit 0
-      # The answer's trailing blank lines kept: command substitution drops every trailing newline,
-      # so the text is read with a character after it, which is then taken off.
-      text=$(printf '%s' "$json" | field output_text; printf .)
-      text=${text%.}
+      # The text goes from the JSON to stdout as it is, never through a variable: command
+      # substitution drops a NUL (bash warns on stderr) and every trailing newline. Whether there is
+      # any is told by its first byte (read, the rest of the pipe is cut off: not a failure).
+      first_byte=$(printf '%s' "$json" | field output_text | head -c1 | od -An -tx1) || true
       finish=$(printf '%s' "$json" | finish_reason)
       # An answer with no text (a tool call, a refusal, a filter, a token limit spent thinking) is said
       # so, why where the upstream says: an empty line alone would look like a lost answer. One cut
       # at the token limit is said so too: it reads like a whole one.
-      if [ -z "$text" ]; then
+      if [ -z "$first_byte" ]; then
         refusal=$(printf '%s' "$json" | refusal_of)
         case "$finish" in
           length) note="the answer has no text: the model reached its token limit before writing any (a reasoning model can spend it all thinking: raise max_completion_tokens in --options)" ;;
@@ -405,7 +406,8 @@ while :; do
       elif [ "$finish" = length ]; then
         printf 'send-request: the answer stops at the token limit (finish_reason "length"): raise max_tokens or max_completion_tokens in --options for the rest\n' >&2
       fi
-      printf '%s\n' "$text"; exit 0 ;;
+      printf '%s' "$json" | field output_text
+      printf '\n'; exit 0 ;;
     failed) die 2 "failed: $(error_of "$json")" ;;
     expired|cancelled) die 3 "$job_status" ;;
   esac

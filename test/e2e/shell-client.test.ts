@@ -194,6 +194,11 @@ test('the shell client gets a real answer, with or without jq, for prompts with 
     stub.behave(() => stopped('An answer that ends in blank lines\n\n\n', 'stop'));
     const blank = await run(['-p', 'end with blank lines', '--poll', '0.2'], { ...clientEnv, PATH });
     assert.deepEqual([blank.code, blank.stdout], [0, 'An answer that ends in blank lines\n\n\n\n'], `${jq}: ${blank.stderr}`);
+    // A NUL in the answer (JSON's \u0000) is printed as it came: read into a variable, bash dropped
+    // it and said so on stderr.
+    stub.behave(() => stopped('before\u0000after', 'stop'));
+    const nul = await run(['-p', 'answer a NUL', '--poll', '0.2'], { ...clientEnv, PATH });
+    assert.deepEqual([nul.code, nul.stdout, nul.stderr.includes('null byte')], [0, 'before\u0000after\n', false], `${jq}: ${nul.stderr}`);
   }
 });
 
