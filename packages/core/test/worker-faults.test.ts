@@ -19,6 +19,7 @@ import {
   type TestHooks,
 } from '../../../test/helpers/index.ts';
 import { createUpstreamClient, type UpstreamClient } from '../src/runner/upstream-client.ts';
+import { FAILING_IN_A_ROW } from '../src/runner/upstream-outage.ts';
 import { MAX_FLEET_PAUSE_MS } from '../src/store/types.ts';
 import { judgeFailure } from '../src/runner/retry-policy.ts';
 import { createLogger } from '../src/logger.ts';
@@ -1837,6 +1838,42 @@ test("cron's passes against an upstream that answers 503 to every call, each mak
     said().some((m) => /^the upstream answers every call with a server error \(503, 10 calls in a row over \d+\.\d s\): calls are held$/.test(m)),
     said().join('\n'),
   );
+});
+
+test("a daemon counts on from the run of failures a pass or a stopped daemon ended in, and keeps its own run when it stops: a fleet of daemons and cron's passes counts one run", async (t) => {
+  const { store, upstream, logger, said } = await upstreamBehaving(t, () => ({ status: 503, body: { error: { message: 'overloaded', type: 'server_error' } } }), 2);
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) ids.push(await enqueueJob(store, `kept ${i}`, { maxAttempts: 5 }));
+  // Nine failures in a row over two seconds, the last a moment ago: one more holds the calls.
+  await store.setFailingRun({ calls: FAILING_IN_A_ROW - 1, since: store.now() - 2000, endedAt: store.now() - 100 });
+  const first = createTestWorker({ store, upstream, concurrency: 2, logger, retryBaseMs: 60_000, retryMaxMs: 60_000 });
+  const run = first.runDaemon();
+  t.after(() => first.stop().then(() => run));
+  await eventually(async () => (await store.upstreamDown()) !== null, 5000);
+  await first.stop();
+  await run;
+  // Without the kept run, a daemon spent its ten calls before the hold.
+  const spent = await attemptsSpent(store, ids);
+  assert.ok(spent <= 2, `${spent} attempts before the hold: the run's tenth failure holds, and a call begun beside it`);
+  assert.equal((await store.upstreamDown())?.reason, 'answers every call with a server error (503)');
+  assert.ok(
+    said().some((m) => /^the upstream answers every call with a server error \(503, 1[01] calls in a row over \d+(\.\d)? s\): calls are held, and one goes after/.test(m)),
+    said().join('\n'),
+  );
+
+  // A daemon stopped before its run held anything keeps it for the next worker, as a pass does.
+  await store.markUpstreamDown(null);
+  await store.setFailingRun(null);
+  const second = createTestWorker({ store, upstream, concurrency: 2, logger, retryBaseMs: 60_000, retryMaxMs: 60_000 });
+  const again = second.runDaemon();
+  t.after(() => second.stop().then(() => again));
+  const before = await attemptsSpent(store, ids);
+  await eventually(async () => (await attemptsSpent(store, ids)) >= before + 3, 5000);
+  await second.stop();
+  await again;
+  const kept = await store.failingRun();
+  assert.ok(kept !== null && kept.calls >= 3 && kept.calls < FAILING_IN_A_ROW, JSON.stringify(kept));
+  assert.ok(store.now() - kept.endedAt < 2000, JSON.stringify(kept));
 });
 
 test('an upstream that answers 503 to every call: after a run of them the jobs wait with their attempts unspent, one call looking now and then, and all complete once it answers', async (t) => {

@@ -83,8 +83,9 @@ export const CLAIM_GATHER_MS = 2;
 const LOOK_SPACING = { minMs: OUTAGE_PROBE_FIRST_MS, maxMs: OUTAGE_PROBE_MAX_MS };
 
 /**
- * A run of failed calls a pass ended in is counted on by a pass that starts within this long of its
- * end (cron's next minutes), not by one that starts later: passes further apart make no run.
+ * A run of failed calls a pass or a daemon ended in is counted on by a pass or daemon that starts
+ * within this long of its end (cron's next minutes, a restart), not by one that starts later: runs
+ * further apart make no run.
  */
 const FAILING_RUN_KEPT_MS = 5 * 60_000;
 
@@ -285,7 +286,7 @@ export function createWorker(options: WorkerOptions): Worker {
     let rebaseDue = true;
     // Each pass and daemon reads the store's outage mark before its first claim (upstream-outage.ts).
     let outageRead = false;
-    // The run of failed calls the last pass ended in, when this pass counts on from it.
+    // The run of failed calls the last pass or daemon ended in, when this one counts on from it.
     let runBefore: FailingRun | null = null;
     // When a held worker next reads whether the mark still stands (performance.now()).
     let markReadAt = 0;
@@ -335,8 +336,9 @@ export function createWorker(options: WorkerOptions): Worker {
           // passes is a process of its own, and makes a call a job due, often fewer than the hold's
           // ten. Without it, no pass came to hold its calls, and each spent an attempt a job due
           // through an outage of server errors (seen: passes of two calls each, the upstream
-          // answering 503: 20 attempts in ten passes, where now 11).
-          const run = mode === 'once' && down === null ? await options.store.failingRun() : null;
+          // answering 503: 20 attempts in ten passes, where now 11). A daemon does too, and keeps
+          // its own when it stops, so that a restart, or passes after a daemon, count one run.
+          const run = down === null ? await options.store.failingRun() : null;
           outageRead = true;
           if (run !== null && now() - run.endedAt <= FAILING_RUN_KEPT_MS) {
             outage.continueRun(run.calls, Math.max(0, now() - run.since));
@@ -496,7 +498,7 @@ export function createWorker(options: WorkerOptions): Worker {
     await drain();
     giveBack(reserve.drain());
     await drain();
-    if (mode === 'once' && report.claimed > 0) await keepFailingRun(runBefore);
+    if (report.claimed > 0) await keepFailingRun(runBefore);
     await marking;
     if (mode === 'once' && limits.housekeepingAfter) {
       startHousekeeping();
@@ -508,8 +510,8 @@ export function createWorker(options: WorkerOptions): Worker {
   }
 
   /**
-   * At the end of a pass that claimed jobs, the run of failed calls it ended in kept for the next
-   * pass, or cleared. Not after a pass that claimed none: it would keep a run as new that no call
+   * At the end of a pass or daemon that claimed jobs, the run of failed calls it ended in kept for
+   * the next, or cleared. Not after one that claimed none: it would keep a run as new that no call
    * added to, and passes far apart would make one.
    */
   async function keepFailingRun(before: FailingRun | null) {
@@ -519,7 +521,7 @@ export function createWorker(options: WorkerOptions): Worker {
     // Not kept costs the next pass its count, as before the run was kept.
     await options.store
       .setFailingRun(run === null ? null : { calls: run.calls, since: at - run.agoMs, endedAt: at })
-      .catch((err: unknown) => void log.warn('could not keep in the store the run of failed calls this pass ended in', { err }));
+      .catch((err: unknown) => void log.warn('could not keep in the store the run of failed calls this worker ended in', { err }));
   }
 
   // Never once stopping: a loop iteration already past its `while (!stopping)` could otherwise start

@@ -272,7 +272,7 @@ export interface UpstreamOutage {
   reason: string;
 }
 
-/** A run of calls answered with a server error, or not at all: `calls` in a row since `since`, the pass that met them ended at `endedAt` (ms since the epoch). */
+/** A run of calls answered with a server error, or not at all: `calls` in a row since `since`, the pass or daemon that met them ended at `endedAt` (ms since the epoch). */
 export interface FailingRun {
   calls: number;
   since: number;
@@ -437,9 +437,9 @@ export interface JobStore {
    * stepped back).
    */
   takeUpstreamLook(at: number, spacing: LookSpacing): Promise<number>;
-  /** The run of failed calls the last pass ended in (setFailingRun), or null. */
+  /** The run of failed calls the last pass or daemon ended in (setFailingRun), or null. */
   failingRun(): Promise<FailingRun | null>;
-  /** Keeps the run of failed calls a pass ended in, for the next pass to count on from; null when it ended on an answer. */
+  /** Keeps the run of failed calls a pass or daemon ended in, for the next to count on from; null when it ended on an answer. */
   setFailingRun(run: FailingRun | null): Promise<void>;
 
   /**

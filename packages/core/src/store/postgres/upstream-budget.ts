@@ -29,7 +29,7 @@ export interface UpstreamBudgetDeps {
 /**
  * The shared upstream budgets on PostgreSQL (UPSTREAM_RPM, UPSTREAM_TPM) and the fleet's pause after
  * a 429, in the `upstream_pacing` table every worker of every host draws from, the outage mark
- * (`upstream_outage`), and the run of failed calls a pass ended in (`upstream_failing`).
+ * (`upstream_outage`), and the run of failed calls a pass or daemon ended in (`upstream_failing`).
  */
 export function createUpstreamBudget(deps: UpstreamBudgetDeps) {
   const { db, now } = deps;
