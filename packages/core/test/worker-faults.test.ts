@@ -1854,6 +1854,7 @@ test("a daemon counts on from the run of failures a pass or a stopped daemon end
   await run;
   // Without the kept run, a daemon spent its ten calls before the hold.
   const spent = await attemptsSpent(store, ids);
+  t.diagnostic(`${spent} attempts before the hold`);
   assert.ok(spent <= 2, `${spent} attempts before the hold: the run's tenth failure holds, and a call begun beside it`);
   assert.equal((await store.upstreamDown())?.reason, 'answers every call with a server error (503)');
   assert.ok(
