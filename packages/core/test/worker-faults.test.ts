@@ -1852,7 +1852,7 @@ test("a daemon counts on from the run of failures a pass or a stopped daemon end
   await eventually(async () => (await store.upstreamDown()) !== null, 5000);
   await first.stop();
   await run;
-  // Without the kept run, a daemon spent its ten calls before the hold.
+  // Without the kept run, the daemon spent an attempt on each of the six jobs and held nothing in 5 s.
   const spent = await attemptsSpent(store, ids);
   t.diagnostic(`${spent} attempts before the hold`);
   assert.ok(spent <= 2, `${spent} attempts before the hold: the run's tenth failure holds, and a call begun beside it`);

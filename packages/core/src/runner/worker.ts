@@ -518,7 +518,7 @@ export function createWorker(options: WorkerOptions): Worker {
     const run = outage.failingRun();
     if (run === null && before === null) return;
     const at = now();
-    // Not kept costs the next pass its count, as before the run was kept.
+    // Not kept costs the next pass or daemon its count, as before the run was kept.
     await options.store
       .setFailingRun(run === null ? null : { calls: run.calls, since: at - run.agoMs, endedAt: at })
       .catch((err: unknown) => void log.warn('could not keep in the store the run of failed calls this worker ended in', { err }));

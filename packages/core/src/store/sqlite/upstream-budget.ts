@@ -6,9 +6,9 @@ const PACING_ROWS = ['pause', 'requests', 'tokens'] as const;
 /**
  * The shared upstream budgets on SQLite (UPSTREAM_RPM, UPSTREAM_TPM) and the fleet's pause after a
  * 429, in the jobs file's `upstream_pacing` table, which every worker on the machine reads, and the
- * outage mark (`upstream_outage`), and the run of failed calls a pass or daemon ended in (`upstream_failing`).
- * Each function that writes runs inside the caller's write transaction; `pausedUntil`, `down` and
- * `failingRun` are reads.
+ * outage mark (`upstream_outage`), and the run of failed calls a pass or daemon ended in
+ * (`upstream_failing`). Each function that writes runs inside the caller's write transaction;
+ * `pausedUntil`, `down` and `failingRun` are reads.
  */
 export function createUpstreamBudget(db: Db) {
   const sql = {
