@@ -235,6 +235,14 @@ field() { # first top-level string or number field of a JSON object: field NAME
     *) printf '%s' "$raw" ;;
   esac
 }
+has_text() { # whether the field output_text holds a character, as field would read it, without undoing its escapes
+  if $have_jq; then jq -e 'type == "object" and ((.output_text // "") | tostring | length) > 0' >/dev/null 2>&1; return; fi
+  # Where field's match begins (a quote or a digit after the name), and the character after: the
+  # string's first, or its closing quote. Not the whole string, which grep took 0.41 s to match in a
+  # job of a 740 KB answer, against 0.05 s so.
+  local raw; raw=$(grep -oE '"output_text":("[^"]|""|[0-9])' | head -n1) || true
+  [ -n "$raw" ] && [ "$raw" != '"output_text":""' ]
+}
 finish_reason() { # why the job's first choice stopped (stop, length, content_filter, …), from its response; empty when not said
   if $have_jq; then jq -r 'if type == "object" then (.response.choices[0].finish_reason? // empty) | strings else empty end' 2>/dev/null || true; return; fi
   # The first in the text is the first choice's: one written inside a string has its quotes escaped.
@@ -385,14 +393,12 @@ while :; do
     completed)
       $json_out && exit 0
       # The text goes from the JSON to stdout as it is, never through a variable: command
-      # substitution drops a NUL (bash warns on stderr) and every trailing newline. Whether there is
-      # any is told by its first byte (read, the rest of the pipe is cut off: not a failure).
-      first_byte=$(printf '%s' "$json" | field output_text | head -c1 | od -An -tx1) || true
+      # substitution drops a NUL (bash warns on stderr) and every trailing newline.
       finish=$(printf '%s' "$json" | finish_reason)
       # An answer with no text (a tool call, a refusal, a filter, a token limit spent thinking) is said
       # so, why where the upstream says: an empty line alone would look like a lost answer. One cut
       # at the token limit is said so too: it reads like a whole one.
-      if [ -z "$first_byte" ]; then
+      if ! printf '%s' "$json" | has_text; then
         refusal=$(printf '%s' "$json" | refusal_of)
         case "$finish" in
           length) note="the answer has no text: the model reached its token limit before writing any (a reasoning model can spend it all thinking: raise max_completion_tokens in --options)" ;;
