@@ -1711,7 +1711,17 @@ test("a daemon waiting for the fleet's next look at an upstream found down long 
   // Down two minutes ago by the mark, so that the fleet's looks are 30 s apart; back now.
   await store.markUpstreamDown({ since: store.now() - 120_000, lookAt: store.now(), reason: 'cannot be reached (ECONNREFUSED)' });
   let mostCalling = 0;
-  const stub = await startStubUpstream({ port, behave: () => ({ delayMs: 300 }) });
+  // Back, but its first answer waits until both daemons have read the mark: a daemon that first read
+  // it after the look had lifted it never waited (seen once on PostgreSQL under CI's load).
+  let bothHeld = (): void => undefined;
+  const held = new Promise<void>((resolve) => (bothHeld = resolve));
+  const stub = await startStubUpstream({
+    port,
+    behave: async () => {
+      await held;
+      return { delayMs: 300 };
+    },
+  });
   t.after(() => stub.close());
   const calling = setInterval(() => (mostCalling = Math.max(mostCalling, stub.inflight())), 5);
   t.after(() => clearInterval(calling));
@@ -1720,6 +1730,8 @@ test("a daemon waiting for the fleet's next look at an upstream found down long 
     t.after(() => own.close());
     runUntilEnd(t, createTestWorker({ store: own, upstream, concurrency: 2, logger }));
   }
+  await eventually(async () => lines.filter((l) => String(l.message).startsWith('the upstream was found down by a worker')).length === 2);
+  bothHeld();
   // One daemon takes the look and calls on; the other, told the next look is 30 s on, went on
   // waiting for it: the queue took one daemon's 3.6 s, two calls at a time.
   for (const id of ids) assert.equal((await finalJob(store, id, 15_000)).status, 'completed');
