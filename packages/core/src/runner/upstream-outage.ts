@@ -65,7 +65,7 @@ export interface OutageBrake {
    * says more).
    */
   failingRun(): { calls: number; agoMs: number } | null;
-  /** Counts on from a run an earlier pass ended in (FailingRun), as though this worker had met it. No-op once held or counting. */
+  /** Counts on from a run an earlier pass or daemon ended in (FailingRun), as though this worker had met it. No-op once held or counting. */
   continueRun(calls: number, agoMs: number): void;
   /** Another worker found the upstream down (the store's mark): the next call looks, as after a wait. No-op while held already. */
   assumeDown(): void;
